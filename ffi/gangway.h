@@ -1,0 +1,208 @@
+/*
+ * gangway: bulk page work for live gang migration, called from Deno FFI.
+ *
+ * Every call works on a batch of pages: an FFI crossing costs about 22 ns
+ * and a system call about 1.1 us on these machines, so the TypeScript side
+ * hands over hundreds or thousands of pages at a time and decides what to
+ * do with the results.
+ *
+ * Conventions: functions return 0 (or a count) on success and -errno on
+ * failure; page numbers and counts are uint32_t (a 16 TiB guest at most),
+ * because Deno passes a JS number to a u32 parameter on its fast path.
+ */
+#ifndef GANGWAY_H
+#define GANGWAY_H
+
+#include <stdint.h>
+
+#define GW_PAGE_SHIFT 12
+#define GW_PAGE_SIZE (1u << GW_PAGE_SHIFT)
+
+/* Bumped whenever a signature or a constant below changes. */
+#define GW_ABI_VERSION 1
+
+uint32_t gw_abi_version(void);
+
+/* ------------------------------------------------------------------------
+ * Guest RAM files: a guest's memory as a file (memory-backend-file).
+ * Holes are zero pages and are never read through a mapping, so scanning
+ * a source guest does not allocate memory it never touched.
+ * ---------------------------------------------------------------------- */
+
+typedef struct gw_ram gw_ram;
+
+enum gw_open_flags {
+	GW_OPEN_WRITE = 1 << 0,  /* open read-write (a migration target) */
+	GW_OPEN_CREATE = 1 << 1, /* create the file if it is missing */
+};
+
+/* Opens a RAM file; *out receives the handle. */
+int gw_ram_open(const char *path, uint32_t flags, gw_ram **out);
+void gw_ram_close(gw_ram *ram);
+/* Size in bytes as seen at open (or after gw_ram_resize). */
+uint64_t gw_ram_size(const gw_ram *ram);
+/* Sets the size of a writable file; new space reads as zero (a hole). */
+int gw_ram_resize(gw_ram *ram, uint64_t size);
+
+/*
+ * Reads pages [first, first + count) into buf (count * GW_PAGE_SIZE bytes).
+ * has_data[i] is set to 1 for a page that was read and 0 for a page that
+ * lies in a hole; a hole page is zero-filled in buf. A short last page is
+ * padded with zeros. Returns the number of pages read from data regions.
+ */
+int gw_ram_read(gw_ram *ram, uint32_t first, uint32_t count, uint8_t *buf, uint8_t *has_data);
+
+/*
+ * Writes count pages from buf to the page numbers in pages[] (ascending
+ * runs are merged into one pwritev each). Returns 0 or -errno (-ENOSPC on
+ * a full disk: nothing is ever written through a mapping, so a full disk
+ * is an error code and not a SIGBUS).
+ */
+int gw_ram_write(gw_ram *ram, const uint32_t *pages, uint32_t count, const uint8_t *buf);
+
+/* Makes pages [first, first + count) zero by punching a hole (stays sparse). */
+int gw_ram_punch(gw_ram *ram, uint32_t first, uint32_t count);
+
+/*
+ * Copies count pages, each from (src[i], src_pages[i]) into buf, through
+ * read-only mappings: used to resolve references at a target, where every
+ * source page holds data (it carried a content), so the mapping never
+ * allocates anything.
+ */
+int gw_ram_gather(gw_ram *const *src, const uint32_t *src_pages, uint32_t count, uint8_t *buf);
+
+enum gw_advice {
+	GW_ADVICE_SEQUENTIAL = 1, /* about to read the whole file in order */
+	GW_ADVICE_DONTNEED = 2,   /* drop cached pages of a disk-backed file */
+};
+int gw_ram_advise(gw_ram *ram, uint32_t advice);
+
+/* What fstat says of the open file (gw_ram_stat's out). */
+struct gw_ram_stat {
+	uint64_t dev;    /* device: with ino, tells two paths of one file apart */
+	uint64_t ino;    /* inode number */
+	uint64_t size;   /* bytes now */
+	uint64_t blocks; /* allocated 512-byte blocks: tests prove scans allocate nothing */
+};
+int gw_ram_stat(const gw_ram *ram, struct gw_ram_stat *out);
+
+/* ------------------------------------------------------------------------
+ * Hashing. Pages are hashed with XXH3-64, keyed by a seed.
+ *
+ * Why 64 bits and not 128: a hash match is only a candidate, always
+ * confirmed by a byte compare, so a wider hash would buy nothing for
+ * correctness while doubling the per-page hash memory and the table slots.
+ * 64 bits keep accidental candidates (and missed changes in re-scans) at
+ * about 2^-64 per page. The seed is random per migration so that a guest
+ * cannot precompute contents that collide with another guest's pages.
+ * ---------------------------------------------------------------------- */
+
+/* hashes[i] = XXH3-64(page i, seed); is_zero[i] = 1 for an all-zero page (may be NULL). */
+void gw_hash_pages(const uint8_t *buf, uint32_t count, uint64_t seed, uint64_t *hashes, uint8_t *is_zero);
+/* The hash every zero page has under seed. */
+uint64_t gw_zero_page_hash(uint64_t seed);
+/* Digest of a guest's RAM: XXH3-128 over its per-page hashes (16 bytes into out). */
+void gw_digest(const uint64_t *hashes, uint32_t count, uint64_t seed, uint8_t *out);
+
+/* ------------------------------------------------------------------------
+ * The gang content index: one table for all guests of a gang, mapping
+ * each distinct page content to a content id (dense, from 0). A hash match
+ * is confirmed by a byte compare against the page that holds that content.
+ * ---------------------------------------------------------------------- */
+
+typedef struct gw_index gw_index;
+
+/* What a scan says about one page (the kinds[] output of gw_index_scan). */
+enum gw_page_kind {
+	GW_KIND_ZERO = 0,      /* every byte is zero (holes included) */
+	GW_KIND_NEW = 1,       /* content seen for the first time: ids[i] is its new id */
+	GW_KIND_DUPLICATE = 2, /* content already indexed: ids[i] is its id */
+	GW_KIND_UNCHANGED = 3, /* same hash as at this page's previous scan */
+	GW_KIND_SKIPPED = 4,   /* not examined (mask bit clear) */
+};
+
+/* Content ids reserved for pages that hold no indexed content. */
+#define GW_CONTENT_NONE 0xffffffffu /* page never scanned */
+#define GW_CONTENT_ZERO 0xfffffffeu /* page was zero at its last scan */
+
+/* Running totals a scan adds to (stats[] of gw_index_scan). */
+enum gw_stat {
+	GW_STAT_ZERO = 0,        /* pages found zero (including unchanged zero pages) */
+	GW_STAT_NEW = 1,         /* pages that brought a new content */
+	GW_STAT_DUP_WITHIN = 2,  /* duplicates whose content is held in the same guest */
+	GW_STAT_DUP_ACROSS = 3,  /* duplicates whose content is held by another guest */
+	GW_STAT_UNCHANGED = 4,   /* non-zero pages unchanged since their last scan */
+	GW_STAT_PAGES_READ = 5,  /* pages read from data regions */
+	GW_STAT_PAGES_HOLE = 6,  /* pages skipped as holes, never read */
+	GW_STAT_COUNT = 8,
+};
+
+/*
+ * Creates an empty index. hash_bits narrows page hashes to their top
+ * hash_bits bits (1..64, 64 in real use): tests use a narrow hash to force
+ * collisions and prove that the byte compare keeps different pages apart.
+ */
+int gw_index_new(uint64_t seed, uint32_t hash_bits, gw_index **out);
+void gw_index_free(gw_index *index);
+
+/*
+ * Adds a guest; the index keeps per-page state for it (hash and content id,
+ * 12 bytes a page) and reads its RAM for byte compares. The ram handle must
+ * outlive the index. Returns the guest number (0, 1, ...).
+ */
+int gw_index_add_guest(gw_index *index, gw_ram *ram);
+
+/*
+ * Scans pages [first, first + count) of a guest: reads them (holes are
+ * zero pages, never read), hashes them and classifies each against the
+ * gang's contents. A page whose hash equals its previous scan's is
+ * GW_KIND_UNCHANGED; otherwise its content is looked up (and inserted).
+ *
+ * mask (NULL = every page) selects the pages to examine, one byte a page.
+ * buf (count * GW_PAGE_SIZE bytes) receives the content of examined pages
+ * that hold data; bytes of other pages are unspecified. kinds (count bytes)
+ * and ids (count u32) may be NULL; stats (GW_STAT_COUNT u64) is added to.
+ * Returns the number of pages examined, or -errno.
+ */
+int gw_index_scan(gw_index *index, uint32_t guest, uint32_t first, uint32_t count,
+		  const uint8_t *mask, uint8_t *buf, uint8_t *kinds, uint32_t *ids, uint64_t *stats);
+
+/* Per-page state of a guest, owned by the index (stable until gw_index_free). */
+const uint64_t *gw_index_page_hashes(const gw_index *index, uint32_t guest);
+const uint32_t *gw_index_page_contents(const gw_index *index, uint32_t guest);
+uint32_t gw_index_guest_pages(const gw_index *index, uint32_t guest);
+
+/* Number of distinct contents indexed so far (the next new id). */
+uint32_t gw_index_contents(const gw_index *index);
+/* Bytes the content table uses (slots and locations, not per-page state). */
+uint64_t gw_index_memory(const gw_index *index);
+
+/* ------------------------------------------------------------------------
+ * Pagemap: which pages a process has written since a point in time.
+ * Soft-dirty tracking is a kernel option (CONFIG_MEM_SOFT_DIRTY); where it
+ * is missing, the calls below answer -EOPNOTSUPP instead of wrong bits.
+ * ---------------------------------------------------------------------- */
+
+/* Per-page flags written by gw_pagemap_read and gw_pagemap_scan. */
+enum gw_pagemap_flag {
+	GW_PM_PRESENT = 1 << 0,    /* page is in RAM */
+	GW_PM_SWAPPED = 1 << 1,    /* page is in swap */
+	GW_PM_SOFT_DIRTY = 1 << 2, /* written since the last gw_soft_dirty_clear */
+};
+
+/* 1 if soft-dirty tracking works on this kernel, 0 if not, -errno if unknown. Cached. */
+int gw_soft_dirty_supported(void);
+/* Clears the soft-dirty bits of every page of process pid (0 = self). */
+int gw_soft_dirty_clear(int32_t pid);
+/*
+ * Reads flags for pages [addr, addr + pages * 4096) of process pid (0 =
+ * self) from /proc/PID/pagemap. want is a mask of gw_pagemap_flag; asking
+ * for GW_PM_SOFT_DIRTY where it is unsupported returns -EOPNOTSUPP.
+ */
+int gw_pagemap_read(int32_t pid, uint64_t addr, uint32_t pages, uint8_t *flags, uint32_t want);
+/* 1 if the PAGEMAP_SCAN ioctl (Linux 6.7+) works here, 0 if not. Cached. */
+int gw_pagemap_scan_supported(void);
+/* As gw_pagemap_read, through the PAGEMAP_SCAN ioctl: -ENOTTY where the kernel lacks it. */
+int gw_pagemap_scan(int32_t pid, uint64_t addr, uint32_t pages, uint8_t *flags, uint32_t want);
+
+#endif

@@ -1,0 +1,370 @@
+/*
+ * The gang content index: every distinct page content of a gang, once.
+ *
+ * Memory per distinct content (the budget is 24 bytes):
+ *   - a table slot of 8 bytes: the top 32 bits of the content's hash (the
+ *     tag) and its id + 1 (0 marks an empty slot). Linear probing; the
+ *     table grows by 1.5x at 80% load, so it stays between 53% and 80%
+ *     full: 10 to 15 bytes per content;
+ *   - a location of 8 bytes: the (guest, page) that holds the content,
+ *     stored in chunks of 4096 so that growing never copies or doubles.
+ * At most 23 bytes, whatever the number of contents.
+ *
+ * A tag match is only a candidate. It is confirmed by the full 64-bit hash
+ * (the holder page's recorded hash) and then by a byte compare against the
+ * holder page itself, so a collision is never taken for a duplicate.
+ *
+ * Per guest the index also keeps each page's hash and content id at its
+ * last scan (12 bytes a page): a re-scan compares against them to find
+ * exactly the pages that changed, and a holder page that changed gives up
+ * its content's location (the location of that content is marked invalid
+ * and moves to the next unchanged page found holding it).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "internal.h"
+
+#define INITIAL_CAPACITY 1024
+#define MAX_LOAD_PERCENT 80
+#define GROWTH_NUM 3 /* capacity grows by GROWTH_NUM / GROWTH_DEN */
+#define GROWTH_DEN 2
+#define LOC_CHUNK_SHIFT 12
+#define LOC_CHUNK (1u << LOC_CHUNK_SHIFT)
+#define LOC_INVALID UINT64_MAX
+#define MAX_CONTENTS (GW_CONTENT_ZERO - 1) /* ids stay below the reserved values */
+
+struct guest_state {
+	gw_ram *ram;       /* the guest's RAM file (not owned) */
+	uint32_t pages;    /* pages of the guest */
+	uint64_t *hash;    /* each page's hash at its last scan */
+	uint32_t *content; /* each page's content id at its last scan (or GW_CONTENT_*) */
+};
+
+struct gw_index {
+	uint64_t seed;              /* XXH3 seed of every page hash */
+	uint64_t hash_mask;         /* keeps the top hash_bits bits of a hash */
+	uint64_t zero_hash;         /* hash of a zero page, masked */
+	uint64_t *slots;            /* tag << 32 | (id + 1); 0 = empty */
+	uint64_t capacity;          /* number of slots (< 2^32) */
+	uint32_t contents;          /* ids issued: 0 .. contents - 1 */
+	uint64_t **locations;       /* chunks of (guest << 32 | page) by id */
+	uint32_t location_chunks;   /* chunks allocated */
+	uint32_t location_chunk_cap; /* room in the chunk directory */
+	struct guest_state *guests; /* by guest number */
+	uint32_t guest_count;       /* guests added */
+	uint8_t *has_data;          /* scratch for a scan: which pages held data */
+	uint32_t has_data_cap;      /* bytes in has_data */
+};
+
+static inline uint64_t pack_location(uint32_t guest, uint32_t page)
+{
+	return (uint64_t)guest << 32 | page;
+}
+
+static inline uint64_t *location_of(const gw_index *ix, uint32_t id)
+{
+	return &ix->locations[id >> LOC_CHUNK_SHIFT][id & (LOC_CHUNK - 1)];
+}
+
+/* Maps a 32-bit tag onto [0, capacity) without a division (Lemire's reduction). */
+static inline uint64_t home_slot(const gw_index *ix, uint32_t tag)
+{
+	return ((uint64_t)tag * ix->capacity) >> 32;
+}
+
+GW_EXPORT int gw_index_new(uint64_t seed, uint32_t hash_bits, gw_index **out)
+{
+	gw_index *ix;
+
+	if (hash_bits < 1 || hash_bits > 64)
+		return -EINVAL;
+	ix = calloc(1, sizeof(*ix));
+	if (!ix)
+		return -ENOMEM;
+	ix->seed = seed;
+	ix->hash_mask = ~0ull << (64 - hash_bits);
+	ix->zero_hash = gw_zero_page_hash(seed) & ix->hash_mask;
+	ix->capacity = INITIAL_CAPACITY;
+	ix->slots = calloc(ix->capacity, sizeof(*ix->slots));
+	if (!ix->slots) {
+		free(ix);
+		return -ENOMEM;
+	}
+	*out = ix;
+	return 0;
+}
+
+GW_EXPORT void gw_index_free(gw_index *ix)
+{
+	if (!ix)
+		return;
+	for (uint32_t g = 0; g < ix->guest_count; g++) {
+		free(ix->guests[g].hash);
+		free(ix->guests[g].content);
+	}
+	for (uint32_t c = 0; c < ix->location_chunks; c++)
+		free(ix->locations[c]);
+	free(ix->locations);
+	free(ix->guests);
+	free(ix->slots);
+	free(ix->has_data);
+	free(ix);
+}
+
+GW_EXPORT int gw_index_add_guest(gw_index *ix, gw_ram *ram)
+{
+	struct guest_state *guests, *gs;
+
+	if (ix->guest_count == INT32_MAX)
+		return -E2BIG;
+	guests = realloc(ix->guests, (ix->guest_count + 1) * sizeof(*guests));
+	if (!guests)
+		return -ENOMEM;
+	ix->guests = guests;
+	gs = &guests[ix->guest_count];
+	gs->ram = ram;
+	gs->pages = ram->pages;
+	gs->hash = calloc(gs->pages ? gs->pages : 1, sizeof(*gs->hash));
+	gs->content = malloc((gs->pages ? gs->pages : 1) * sizeof(*gs->content));
+	if (!gs->hash || !gs->content) {
+		free(gs->hash);
+		free(gs->content);
+		return -ENOMEM;
+	}
+	for (uint32_t p = 0; p < gs->pages; p++)
+		gs->content[p] = GW_CONTENT_NONE;
+	return (int)ix->guest_count++;
+}
+
+/* Rebuilds the table with more slots; positions come from the stored tags. */
+static int grow_table(gw_index *ix)
+{
+	uint64_t capacity = ix->capacity * GROWTH_NUM / GROWTH_DEN;
+	uint64_t *slots;
+
+	if (capacity > UINT32_MAX)
+		return -E2BIG;
+	slots = calloc(capacity, sizeof(*slots));
+	if (!slots)
+		return -ENOMEM;
+	for (uint64_t i = 0; i < ix->capacity; i++) {
+		uint64_t slot = ix->slots[i], j;
+
+		if (!slot)
+			continue;
+		j = ((slot >> 32) * capacity) >> 32;
+		while (slots[j])
+			j = j + 1 == capacity ? 0 : j + 1;
+		slots[j] = slot;
+	}
+	free(ix->slots);
+	ix->slots = slots;
+	ix->capacity = capacity;
+	return 0;
+}
+
+/* Reserves a location entry for the next id. */
+static int reserve_location(gw_index *ix)
+{
+	uint32_t chunk = ix->contents >> LOC_CHUNK_SHIFT;
+
+	if (chunk < ix->location_chunks)
+		return 0;
+	if (ix->location_chunks == ix->location_chunk_cap) {
+		uint32_t cap = ix->location_chunk_cap ? ix->location_chunk_cap * 2 : 16;
+		uint64_t **dir = realloc(ix->locations, cap * sizeof(*dir));
+
+		if (!dir)
+			return -ENOMEM;
+		ix->locations = dir;
+		ix->location_chunk_cap = cap;
+	}
+	ix->locations[chunk] = malloc(LOC_CHUNK * sizeof(uint64_t));
+	if (!ix->locations[chunk])
+		return -ENOMEM;
+	ix->location_chunks++;
+	return 0;
+}
+
+/* Does content id hold exactly these bytes (with this hash)? */
+static int holds_content(gw_index *ix, uint32_t id, uint64_t hash, const uint8_t *page)
+{
+	uint64_t location = *location_of(ix, id);
+	const struct guest_state *holder;
+	const uint8_t *map;
+	uint32_t p;
+
+	if (location == LOC_INVALID)
+		return 0;
+	holder = &ix->guests[location >> 32];
+	p = (uint32_t)location;
+	if (holder->hash[p] != hash) /* the full hash, before touching the holder's bytes */
+		return 0;
+	map = gw__ram_map(holder->ram);
+	return map && memcmp(map + ((size_t)p << GW_PAGE_SHIFT), page, GW_PAGE_SIZE) == 0;
+}
+
+/*
+ * Finds the content of page (guest, p) or inserts it as a new content.
+ * Returns GW_KIND_NEW or GW_KIND_DUPLICATE with *id set, or -errno.
+ */
+static int find_or_insert(gw_index *ix, uint32_t guest, uint32_t p, uint64_t hash, const uint8_t *page,
+			  uint32_t *id)
+{
+	uint32_t tag = (uint32_t)(hash >> 32);
+	uint64_t i = home_slot(ix, tag);
+	int err;
+
+	for (;;) {
+		uint64_t slot = ix->slots[i];
+
+		if (!slot)
+			break;
+		if ((uint32_t)(slot >> 32) == tag && holds_content(ix, (uint32_t)slot - 1, hash, page)) {
+			*id = (uint32_t)slot - 1;
+			return GW_KIND_DUPLICATE;
+		}
+		i = i + 1 == ix->capacity ? 0 : i + 1;
+	}
+
+	/* Not found: a new content, at the end of this probe sequence. */
+	if (ix->contents >= MAX_CONTENTS)
+		return -E2BIG;
+	if ((uint64_t)(ix->contents + 1) * 100 > ix->capacity * MAX_LOAD_PERCENT) {
+		err = grow_table(ix);
+		if (err)
+			return err;
+		i = home_slot(ix, tag);
+		while (ix->slots[i])
+			i = i + 1 == ix->capacity ? 0 : i + 1;
+	}
+	err = reserve_location(ix);
+	if (err)
+		return err;
+	*id = ix->contents++;
+	*location_of(ix, *id) = pack_location(guest, p);
+	ix->slots[i] = (uint64_t)tag << 32 | ((uint64_t)*id + 1);
+	return GW_KIND_NEW;
+}
+
+/* Page p no longer holds content id: if it was the content's holder, the content has none. */
+static void release_content(gw_index *ix, uint32_t guest, uint32_t p, uint32_t id)
+{
+	uint64_t *location;
+
+	if (id >= GW_CONTENT_ZERO)
+		return;
+	location = location_of(ix, id);
+	if (*location == pack_location(guest, p))
+		*location = LOC_INVALID;
+}
+
+GW_EXPORT int gw_index_scan(gw_index *ix, uint32_t guest, uint32_t first, uint32_t count,
+			    const uint8_t *mask, uint8_t *buf, uint8_t *kinds, uint32_t *ids, uint64_t *stats)
+{
+	struct guest_state *gs;
+	int pages_read, examined = 0;
+
+	if (guest >= ix->guest_count)
+		return -EINVAL;
+	gs = &ix->guests[guest];
+	if ((uint64_t)first + count > gs->pages)
+		return -ERANGE;
+	if (count > ix->has_data_cap) {
+		uint8_t *scratch = realloc(ix->has_data, count);
+		if (!scratch)
+			return -ENOMEM;
+		ix->has_data = scratch;
+		ix->has_data_cap = count;
+	}
+
+	/* Step 1 -- read the selected pages that hold data; holes stay unread. */
+	pages_read = gw__ram_read_data(gs->ram, first, count, mask, buf, ix->has_data);
+	if (pages_read < 0)
+		return pages_read;
+	stats[GW_STAT_PAGES_READ] += (uint64_t)pages_read;
+
+	/* Step 2 -- classify every selected page against its last scan and the gang. */
+	for (uint32_t i = 0; i < count; i++) {
+		const uint8_t *page = buf + ((size_t)i << GW_PAGE_SHIFT);
+		uint32_t p = first + i, old = gs->content[p], id;
+		uint64_t hash;
+		int kind;
+
+		if (mask && !mask[i]) {
+			if (kinds)
+				kinds[i] = GW_KIND_SKIPPED;
+			continue;
+		}
+		examined++;
+		if (!ix->has_data[i])
+			stats[GW_STAT_PAGES_HOLE]++;
+
+		if (!ix->has_data[i] || gw__page_is_zero(page)) {
+			kind = old == GW_CONTENT_ZERO ? GW_KIND_UNCHANGED : GW_KIND_ZERO;
+			release_content(ix, guest, p, old);
+			id = GW_CONTENT_ZERO;
+			hash = ix->zero_hash;
+			stats[GW_STAT_ZERO]++;
+		} else {
+			hash = XXH3_64bits_withSeed(page, GW_PAGE_SIZE, ix->seed) & ix->hash_mask;
+			if (old < GW_CONTENT_ZERO && gs->hash[p] == hash) {
+				uint64_t *location = location_of(ix, old);
+
+				/* A content whose holder changed moves to this unchanged copy. */
+				if (*location == LOC_INVALID)
+					*location = pack_location(guest, p);
+				kind = GW_KIND_UNCHANGED;
+				id = old;
+				stats[GW_STAT_UNCHANGED]++;
+			} else {
+				release_content(ix, guest, p, old);
+				kind = find_or_insert(ix, guest, p, hash, page, &id);
+				if (kind < 0)
+					return kind;
+				if (kind == GW_KIND_NEW)
+					stats[GW_STAT_NEW]++;
+				else if ((*location_of(ix, id) >> 32) == guest)
+					stats[GW_STAT_DUP_WITHIN]++;
+				else
+					stats[GW_STAT_DUP_ACROSS]++;
+			}
+		}
+		gs->hash[p] = hash;
+		gs->content[p] = id;
+		if (kinds)
+			kinds[i] = (uint8_t)kind;
+		if (ids)
+			ids[i] = id;
+	}
+	return examined;
+}
+
+GW_EXPORT const uint64_t *gw_index_page_hashes(const gw_index *ix, uint32_t guest)
+{
+	return guest < ix->guest_count ? ix->guests[guest].hash : NULL;
+}
+
+GW_EXPORT const uint32_t *gw_index_page_contents(const gw_index *ix, uint32_t guest)
+{
+	return guest < ix->guest_count ? ix->guests[guest].content : NULL;
+}
+
+GW_EXPORT uint32_t gw_index_guest_pages(const gw_index *ix, uint32_t guest)
+{
+	return guest < ix->guest_count ? ix->guests[guest].pages : 0;
+}
+
+GW_EXPORT uint32_t gw_index_contents(const gw_index *ix)
+{
+	return ix->contents;
+}
+
+GW_EXPORT uint64_t gw_index_memory(const gw_index *ix)
+{
+	return ix->capacity * sizeof(*ix->slots) + (uint64_t)ix->location_chunks * LOC_CHUNK * sizeof(uint64_t) +
+	       (uint64_t)ix->location_chunk_cap * sizeof(*ix->locations);
+}

@@ -1,0 +1,41 @@
+/* Private to the C library: shared between its files, never exported. */
+#ifndef GANGWAY_INTERNAL_H
+#define GANGWAY_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gangway.h"
+
+#define GW_EXPORT __attribute__((visibility("default")))
+
+struct gw_ram {
+	int fd;              /* the open file */
+	int writable;        /* opened with GW_OPEN_WRITE */
+	uint64_t size;       /* bytes, as of open or the last resize */
+	uint32_t pages;      /* ceil(size / GW_PAGE_SIZE) */
+	const uint8_t *map;  /* read-only shared mapping, made on first use */
+	size_t map_len;      /* bytes mapped (0 = no mapping yet) */
+};
+
+/* Pages of a file of size bytes, counting a short last page as a page. */
+static inline uint64_t gw_pages_of(uint64_t size)
+{
+	return (size + GW_PAGE_SIZE - 1) >> GW_PAGE_SHIFT;
+}
+
+/* 1 if the page holds only zero bytes. */
+int gw__page_is_zero(const uint8_t *page);
+
+/*
+ * Reads the pages of [first, first + count) that mask selects (NULL = all)
+ * and that hold data; has_data[i] says which were read. Holes are found with
+ * SEEK_DATA/SEEK_HOLE and never read. Returns pages read or -errno.
+ */
+int gw__ram_read_data(gw_ram *ram, uint32_t first, uint32_t count, const uint8_t *mask,
+		      uint8_t *buf, uint8_t *has_data);
+
+/* The read-only mapping of the whole file, made on first use; NULL on failure. */
+const uint8_t *gw__ram_map(gw_ram *ram);
+
+#endif

@@ -1,0 +1,333 @@
+/*
+ * Guest RAM files: open, read around holes, write in place, punch holes.
+ *
+ * A source guest's RAM file is read with pread only: pread of a hole
+ * returns zeros without allocating, while a read through a mapping would
+ * allocate every untouched page of the guest. The one mapping kept here is
+ * used for byte compares and reference copies of pages known to hold data.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+GW_EXPORT uint32_t gw_abi_version(void)
+{
+	return GW_ABI_VERSION;
+}
+
+GW_EXPORT int gw_ram_open(const char *path, uint32_t flags, gw_ram **out)
+{
+	int oflags = O_CLOEXEC | ((flags & GW_OPEN_WRITE) ? O_RDWR : O_RDONLY);
+	struct stat st;
+	gw_ram *ram;
+	int fd, err;
+
+	if (flags & GW_OPEN_CREATE)
+		oflags |= O_CREAT;
+	fd = open(path, oflags, 0600);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		err = -errno;
+		goto fail;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		err = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+		goto fail;
+	}
+	ram = calloc(1, sizeof(*ram));
+	if (!ram) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	ram->fd = fd;
+	ram->writable = !!(flags & GW_OPEN_WRITE);
+	ram->size = (uint64_t)st.st_size;
+	ram->pages = (uint32_t)gw_pages_of(ram->size);
+	if (gw_pages_of(ram->size) > UINT32_MAX - 2) {
+		free(ram);
+		err = -EFBIG;
+		goto fail;
+	}
+	*out = ram;
+	return 0;
+fail:
+	close(fd);
+	return err;
+}
+
+static void unmap(gw_ram *ram)
+{
+	if (ram->map_len)
+		munmap((void *)ram->map, ram->map_len);
+	ram->map = NULL;
+	ram->map_len = 0;
+}
+
+GW_EXPORT void gw_ram_close(gw_ram *ram)
+{
+	if (!ram)
+		return;
+	unmap(ram);
+	close(ram->fd);
+	free(ram);
+}
+
+GW_EXPORT uint64_t gw_ram_size(const gw_ram *ram)
+{
+	return ram->size;
+}
+
+GW_EXPORT int gw_ram_resize(gw_ram *ram, uint64_t size)
+{
+	if (!ram->writable)
+		return -EBADF;
+	if (gw_pages_of(size) > UINT32_MAX - 2)
+		return -EFBIG;
+	if (ftruncate(ram->fd, (off_t)size) < 0)
+		return -errno;
+	unmap(ram);
+	ram->size = size;
+	ram->pages = (uint32_t)gw_pages_of(size);
+	return 0;
+}
+
+const uint8_t *gw__ram_map(gw_ram *ram)
+{
+	void *map;
+
+	if (ram->map_len)
+		return ram->map;
+	if (!ram->size)
+		return NULL;
+	map = mmap(NULL, ram->size, PROT_READ, MAP_SHARED, ram->fd, 0);
+	if (map == MAP_FAILED)
+		return NULL;
+	ram->map = map;
+	ram->map_len = ram->size;
+	return ram->map;
+}
+
+/* pread exactly len bytes, or up to end of file; the rest is zero-filled. */
+static int pread_full(int fd, uint8_t *buf, size_t len, uint64_t offset)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pread(fd, buf + done, len - done, (off_t)(offset + done));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			break;
+		done += (size_t)n;
+	}
+	memset(buf + done, 0, len - done);
+	return 0;
+}
+
+/* Finds the next data region at or after pos: 1 and [*start, *end) if any, 0 if none. */
+static int next_data(int fd, uint64_t pos, uint64_t *start, uint64_t *end)
+{
+	off_t data = lseek(fd, (off_t)pos, SEEK_DATA);
+	off_t hole;
+
+	if (data < 0)
+		return errno == ENXIO ? 0 : -errno;
+	hole = lseek(fd, data, SEEK_HOLE);
+	if (hole < 0)
+		return -errno;
+	*start = (uint64_t)data;
+	*end = (uint64_t)hole;
+	return 1;
+}
+
+int gw__ram_read_data(gw_ram *ram, uint32_t first, uint32_t count, const uint8_t *mask,
+		      uint8_t *buf, uint8_t *has_data)
+{
+	uint64_t end_page = (uint64_t)first + count;
+	uint64_t end = end_page << GW_PAGE_SHIFT;
+	uint64_t pos = (uint64_t)first << GW_PAGE_SHIFT;
+	int pages_read = 0;
+
+	if (end_page > ram->pages)
+		return -ERANGE;
+	memset(has_data, 0, count);
+	if (end > ram->size)
+		end = ram->size;
+
+	while (pos < end) {
+		uint64_t data_start = 0, data_end = 0, page, last;
+		int found = next_data(ram->fd, pos, &data_start, &data_end);
+
+		if (found < 0)
+			return found;
+		if (!found || data_start >= end)
+			break;
+		if (data_end > end)
+			data_end = end;
+		page = data_start >> GW_PAGE_SHIFT;
+		last = gw_pages_of(data_end); /* one past the region's last page */
+
+		/* Read each run of selected pages of this data region in one pread. */
+		while (page < last) {
+			uint64_t run_end;
+			int err;
+
+			if (mask && !mask[page - first]) {
+				page++;
+				continue;
+			}
+			run_end = page + 1;
+			while (run_end < last && (!mask || mask[run_end - first]))
+				run_end++;
+			err = pread_full(ram->fd, buf + ((page - first) << GW_PAGE_SHIFT),
+					 (run_end - page) << GW_PAGE_SHIFT, page << GW_PAGE_SHIFT);
+			if (err)
+				return err;
+			memset(has_data + (page - first), 1, run_end - page);
+			pages_read += (int)(run_end - page);
+			page = run_end;
+		}
+		pos = last << GW_PAGE_SHIFT;
+	}
+	return pages_read;
+}
+
+GW_EXPORT int gw_ram_read(gw_ram *ram, uint32_t first, uint32_t count, uint8_t *buf, uint8_t *has_data)
+{
+	int pages_read = gw__ram_read_data(ram, first, count, NULL, buf, has_data);
+
+	if (pages_read < 0)
+		return pages_read;
+	for (uint32_t i = 0; i < count; i++)
+		if (!has_data[i])
+			memset(buf + ((size_t)i << GW_PAGE_SHIFT), 0, GW_PAGE_SIZE);
+	return pages_read;
+}
+
+/* pwrite exactly len bytes. */
+static int pwrite_full(int fd, const uint8_t *buf, size_t len, uint64_t offset)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pwrite(fd, buf + done, len - done, (off_t)(offset + done));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+GW_EXPORT int gw_ram_write(gw_ram *ram, const uint32_t *pages, uint32_t count, const uint8_t *buf)
+{
+	uint32_t i = 0;
+
+	if (!ram->writable)
+		return -EBADF;
+	while (i < count) {
+		uint32_t run = 1;
+		uint64_t offset, len;
+		int err;
+
+		if (pages[i] >= ram->pages)
+			return -ERANGE;
+		while (i + run < count && pages[i + run] == pages[i] + run && pages[i + run] < ram->pages)
+			run++;
+		offset = (uint64_t)pages[i] << GW_PAGE_SHIFT;
+		len = (uint64_t)run << GW_PAGE_SHIFT;
+		if (offset + len > ram->size) /* never grow the file past a short last page */
+			len = ram->size - offset;
+		err = pwrite_full(ram->fd, buf + ((size_t)i << GW_PAGE_SHIFT), len, offset);
+		if (err)
+			return err;
+		i += run;
+	}
+	return 0;
+}
+
+GW_EXPORT int gw_ram_punch(gw_ram *ram, uint32_t first, uint32_t count)
+{
+	static const uint8_t zeros[GW_PAGE_SIZE];
+	uint64_t offset = (uint64_t)first << GW_PAGE_SHIFT;
+	uint64_t len = (uint64_t)count << GW_PAGE_SHIFT;
+
+	if (!ram->writable)
+		return -EBADF;
+	if ((uint64_t)first + count > ram->pages)
+		return -ERANGE;
+	if (offset + len > ram->size)
+		len = ram->size - offset;
+	if (fallocate(ram->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)len) == 0)
+		return 0;
+	if (errno != EOPNOTSUPP)
+		return -errno;
+	/* A file system without hole punching: write the zeros instead. */
+	for (uint64_t done = 0; done < len; done += GW_PAGE_SIZE) {
+		uint64_t n = len - done < GW_PAGE_SIZE ? len - done : GW_PAGE_SIZE;
+		int err = pwrite_full(ram->fd, zeros, n, offset + done);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+GW_EXPORT int gw_ram_gather(gw_ram *const *src, const uint32_t *src_pages, uint32_t count, uint8_t *buf)
+{
+	for (uint32_t i = 0; i < count; i++) {
+		gw_ram *ram = src[i];
+		const uint8_t *map;
+
+		if (src_pages[i] >= ram->pages)
+			return -ERANGE;
+		map = gw__ram_map(ram);
+		if (!map)
+			return -ENOMEM;
+		memcpy(buf + ((size_t)i << GW_PAGE_SHIFT), map + ((size_t)src_pages[i] << GW_PAGE_SHIFT),
+		       GW_PAGE_SIZE);
+	}
+	return 0;
+}
+
+GW_EXPORT int gw_ram_advise(gw_ram *ram, uint32_t advice)
+{
+	int posix_advice;
+
+	switch (advice) {
+	case GW_ADVICE_SEQUENTIAL:
+		posix_advice = POSIX_FADV_SEQUENTIAL;
+		break;
+	case GW_ADVICE_DONTNEED:
+		posix_advice = POSIX_FADV_DONTNEED;
+		break;
+	default:
+		return -EINVAL;
+	}
+	return -posix_fadvise(ram->fd, 0, 0, posix_advice);
+}
+
+GW_EXPORT int gw_ram_stat(const gw_ram *ram, struct gw_ram_stat *out)
+{
+	struct stat st;
+
+	if (fstat(ram->fd, &st) < 0)
+		return -errno;
+	out->dev = (uint64_t)st.st_dev;
+	out->ino = (uint64_t)st.st_ino;
+	out->size = (uint64_t)st.st_size;
+	out->blocks = (uint64_t)st.st_blocks;
+	return 0;
+}

@@ -1,0 +1,206 @@
+/**
+ * The gang's content index: each distinct page content once, for all guests.
+ *
+ * @module
+ */
+import { native } from "./library.ts";
+import { check } from "./errno.ts";
+import { ramHandle } from "./_handles.ts";
+import { PAGE_SIZE, type RamFile } from "./ram_file.ts";
+
+/** What a scan says about one page (values of `ScanBuffers.kinds`). */
+export const PageKind = {
+  /** Every byte is zero (holes included), and it was not zero before. */
+  Zero: 0,
+  /** A content seen for the first time: `ids[i]` is its new id. */
+  New: 1,
+  /** A content already indexed: `ids[i]` is its id. */
+  Duplicate: 2,
+  /** Same hash as at this page's previous scan (`ids[i]` as before). */
+  Unchanged: 3,
+  /** Not examined: its mask byte was 0. */
+  Skipped: 4,
+} as const;
+
+/** Content ids that are not contents. */
+export const ContentId = {
+  /** The page was never scanned. */
+  None: 0xffffffff,
+  /** The page was zero at its last scan. */
+  Zero: 0xfffffffe,
+} as const;
+
+/** Indexes into `ScanBuffers.stats` (running totals a scan adds to). */
+export const ScanStat = {
+  /** Zero pages, changed or not. */
+  Zero: 0,
+  /** Pages that brought a new content. */
+  New: 1,
+  /** Duplicates of a content held in the same guest. */
+  DuplicateWithin: 2,
+  /** Duplicates of a content held by another guest. */
+  DuplicateAcross: 3,
+  /** Non-zero pages unchanged since their last scan. */
+  Unchanged: 4,
+  /** Pages read from data regions. */
+  PagesRead: 5,
+  /** Pages skipped as holes. */
+  PagesHole: 6,
+} as const;
+
+/** Buffers one scan call fills; make them once with {@linkcode scanBuffers}. */
+export interface ScanBuffers {
+  /** Page contents (pages that held data), `pages * PAGE_SIZE` bytes. */
+  buf: Uint8Array;
+  /** A {@linkcode PageKind} per page. */
+  kinds: Uint8Array;
+  /** A content id per page. */
+  ids: Uint32Array;
+  /** Running totals, indexed by {@linkcode ScanStat}. */
+  stats: BigUint64Array;
+}
+
+/** Allocates the buffers for scans of up to `pages` pages a call. */
+export function scanBuffers(pages: number): ScanBuffers {
+  return {
+    buf: new Uint8Array(pages * PAGE_SIZE),
+    kinds: new Uint8Array(pages),
+    ids: new Uint32Array(pages),
+    stats: new BigUint64Array(8),
+  };
+}
+
+/** Options of {@linkcode ContentIndex.create}. */
+export interface ContentIndexOptions {
+  /** Seed of the page hashes (random per migration). Default 0. */
+  seed?: bigint;
+  /** Keep only the top bits of each hash: tests force collisions with it. Default 64. */
+  hashBits?: number;
+}
+
+/**
+ * A content index shared by a gang of guests. Hash matches are confirmed
+ * by a byte compare against the page that holds the content.
+ *
+ * Requires `--allow-ffi`.
+ *
+ * @example
+ * ```ts
+ * using ram = RamFile.open("/dev/shm/vm1");
+ * using index = ContentIndex.create();
+ * const guest = index.addGuest(ram);
+ * const out = scanBuffers(256);
+ * index.scan(guest, 0, Math.min(256, ram.pages), out);
+ * ```
+ */
+export class ContentIndex implements Disposable {
+  #handle: Deno.PointerObject | undefined;
+  #guests: RamFile[] = [];
+  /** The seed of every page hash of this index. */
+  readonly seed: bigint;
+
+  private constructor(handle: Deno.PointerObject, seed: bigint) {
+    this.#handle = handle;
+    this.seed = seed;
+  }
+
+  /** Creates an empty index. */
+  static create(options: ContentIndexOptions = {}): ContentIndex {
+    const seed = options.seed ?? 0n;
+    const out = new BigUint64Array(1);
+    check(
+      native().gw_index_new(seed, options.hashBits ?? 64, out),
+      "Cannot create the content index",
+    );
+    return new ContentIndex(Deno.UnsafePointer.create(out[0]!)!, seed);
+  }
+
+  #ptr(): Deno.PointerObject {
+    if (!this.#handle) throw new Error("Cannot use the content index: it is closed");
+    return this.#handle;
+  }
+
+  /**
+   * Adds a guest; the RAM file must stay open as long as the index.
+   *
+   * @returns the guest's number in this index (0, 1, ...)
+   */
+  addGuest(ram: RamFile): number {
+    const guest = check(
+      native().gw_index_add_guest(this.#ptr(), ramHandle(ram, "index guest")),
+      `Cannot index guest RAM "${ram.path}"`,
+    );
+    this.#guests.push(ram);
+    return guest;
+  }
+
+  /**
+   * Scans pages [first, first + count) of a guest into `out`, comparing
+   * each with its previous scan and with the whole gang.
+   *
+   * @param mask one byte a page: 0 = skip this page (default: examine all)
+   * @returns the number of pages examined
+   */
+  scan(guest: number, first: number, count: number, out: ScanBuffers, mask?: Uint8Array): number {
+    if (out.kinds.length < count || out.ids.length < count || out.buf.length < count * PAGE_SIZE) {
+      throw new RangeError(`Scan buffers hold fewer than ${count} pages`);
+    }
+    if (mask && mask.length < count) throw new RangeError("Scan mask too small");
+    const ram = this.#guests[guest];
+    if (!ram) throw new RangeError(`No guest ${guest} in this index`);
+    return check(
+      native().gw_index_scan(
+        this.#ptr(),
+        guest,
+        first,
+        count,
+        mask ?? null,
+        out.buf,
+        out.kinds,
+        out.ids,
+        out.stats,
+      ),
+      `Cannot scan pages ${first}..${first + count} of "${ram.path}"`,
+    );
+  }
+
+  /** Each page's hash at its last scan (a live view: valid until close). */
+  pageHashes(guest: number): BigUint64Array {
+    const pages = this.#pages(guest);
+    const ptr = native().gw_index_page_hashes(this.#ptr(), guest)!;
+    return new BigUint64Array(Deno.UnsafePointerView.getArrayBuffer(ptr, pages * 8));
+  }
+
+  /** Each page's content id at its last scan (a live view: valid until close). */
+  pageContents(guest: number): Uint32Array {
+    const pages = this.#pages(guest);
+    const ptr = native().gw_index_page_contents(this.#ptr(), guest)!;
+    return new Uint32Array(Deno.UnsafePointerView.getArrayBuffer(ptr, pages * 4));
+  }
+
+  #pages(guest: number): number {
+    if (!this.#guests[guest]) throw new RangeError(`No guest ${guest} in this index`);
+    return native().gw_index_guest_pages(this.#ptr(), guest);
+  }
+
+  /** Distinct contents indexed so far. */
+  get contents(): number {
+    return native().gw_index_contents(this.#ptr());
+  }
+
+  /** Bytes of the content table (not counting per-page state). */
+  get memoryBytes(): number {
+    return Number(native().gw_index_memory(this.#ptr()));
+  }
+
+  /** Frees the index; safe to call twice. Views from pageHashes/pageContents die with it. */
+  close(): void {
+    if (!this.#handle) return;
+    native().gw_index_free(this.#handle);
+    this.#handle = undefined;
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

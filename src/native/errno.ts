@@ -1,0 +1,59 @@
+/**
+ * C error codes (the library returns -errno) turned into errors that say
+ * what could not be done and why.
+ *
+ * @module
+ */
+import { constants } from "node:os";
+
+const NAMES = new Map<number, string>(
+  Object.entries(constants.errno).map(([name, code]) => [code, name]),
+);
+
+/** Why, in words, for the codes the library returns. */
+const REASONS: Record<string, string> = {
+  ENOENT: "no such file",
+  EACCES: "permission denied",
+  EPERM: "operation not permitted",
+  EISDIR: "is a directory",
+  EINVAL: "invalid argument",
+  ENOSPC: "no space left on device",
+  EDQUOT: "disk quota exceeded",
+  ERANGE: "page range outside the file",
+  ENOMEM: "out of memory",
+  EOPNOTSUPP: "not supported by this kernel",
+  ENOTSUP: "not supported by this kernel",
+  ENOTTY: "not supported by this kernel",
+  EFBIG: "file too large",
+  E2BIG: "too many distinct contents",
+  EBADF: "file not opened for writing",
+  EIO: "input/output error",
+  ESRCH: "no such process",
+  EROFS: "read-only file system",
+};
+
+/** An error from the C library, carrying the errno name (`code`). */
+export class NativeError extends Error {
+  /** The errno name, such as `ENOENT`. */
+  readonly code: string;
+
+  constructor(message: string, code: string) {
+    super(message);
+    this.name = "NativeError";
+    this.code = code;
+  }
+}
+
+/**
+ * Passes a non-negative result through; turns -errno into a {@linkcode NativeError}.
+ *
+ * @param result what the C function returned
+ * @param what what was being done, as the start of the message ("Cannot open guest RAM \"x\"")
+ * @param reasons clearer words for some codes in this call's context
+ */
+export function check(result: number, what: string, reasons: Record<string, string> = {}): number {
+  if (result >= 0) return result;
+  const code = NAMES.get(-result) ?? `errno ${-result}`;
+  const reason = reasons[code] ?? REASONS[code] ?? code;
+  throw new NativeError(`${what}: ${reason} (${code})`, code);
+}

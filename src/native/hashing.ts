@@ -1,0 +1,41 @@
+/**
+ * Page hashes (XXH3-64, keyed by a seed) and RAM digests.
+ *
+ * @module
+ */
+import { native } from "./library.ts";
+import { PAGE_SIZE } from "./ram_file.ts";
+
+/**
+ * Hashes count pages of buf.
+ *
+ * Requires `--allow-ffi`.
+ *
+ * @returns each page's hash and whether it is all zeros
+ */
+export function hashPages(
+  buf: Uint8Array,
+  count: number,
+  seed: bigint,
+): { hashes: BigUint64Array; zero: Uint8Array } {
+  if (buf.length < count * PAGE_SIZE) throw new RangeError("Page buffer too small");
+  const hashes = new BigUint64Array(count);
+  const zero = new Uint8Array(count);
+  native().gw_hash_pages(buf, count, seed, hashes, zero);
+  return { hashes, zero };
+}
+
+/** The hash every zero page has under seed. */
+export function zeroPageHash(seed: bigint): bigint {
+  return BigInt(native().gw_zero_page_hash(seed));
+}
+
+/**
+ * A guest's RAM digest: XXH3-128 over its per-page hashes, as 32 hex digits.
+ * Source and target compute it the same way from the hashes of what they hold.
+ */
+export function ramDigest(pageHashes: BigUint64Array, seed: bigint): string {
+  const out = new Uint8Array(16);
+  native().gw_digest(pageHashes, pageHashes.length, seed, out);
+  return Array.from(out, (b) => b.toString(16).padStart(2, "0")).join("");
+}

@@ -1,0 +1,193 @@
+/**
+ * A guest's RAM file, read around its holes and written in place.
+ *
+ * @module
+ */
+import { native } from "./library.ts";
+import { check } from "./errno.ts";
+import { ramHandle, setRamHandle } from "./_handles.ts";
+
+/** Bytes in a page: the unit of everything gangway moves. */
+export const PAGE_SIZE = 4096;
+
+/** Options of {@linkcode RamFile.open}. */
+export interface RamFileOptions {
+  /** Open read-write (a migration target). Default: read-only. */
+  write?: boolean;
+  /** Create the file when it is missing (implies `write`). */
+  create?: boolean;
+}
+
+/** What {@linkcode RamFile.stat} returns. */
+export interface RamFileStat {
+  /** Device number: with `ino`, identifies the file whatever its path. */
+  dev: bigint;
+  /** Inode number. */
+  ino: bigint;
+  /** Size in bytes now. */
+  size: number;
+  /** Allocated 512-byte blocks (holes take none). */
+  blocks: number;
+}
+
+/** Access hints for {@linkcode RamFile.advise}. */
+export type RamAdvice = "sequential" | "dontneed";
+
+const OPEN_WRITE = 1;
+const OPEN_CREATE = 2;
+const ADVICE: Record<RamAdvice, number> = { sequential: 1, dontneed: 2 };
+
+/**
+ * A guest RAM file opened through the C library.
+ *
+ * Requires `--allow-ffi`.
+ *
+ * @example
+ * ```ts
+ * using ram = RamFile.open("/dev/shm/vm1");
+ * const buf = new Uint8Array(256 * PAGE_SIZE);
+ * const hasData = new Uint8Array(256);
+ * ram.read(0, 256, buf, hasData); // holes come back as zero pages
+ * ```
+ */
+export class RamFile implements Disposable {
+  /** The path it was opened with. */
+  readonly path: string;
+  #size: number;
+
+  private constructor(path: string, handle: Deno.PointerObject) {
+    this.path = path;
+    setRamHandle(this, handle);
+    this.#size = Number(native().gw_ram_size(handle));
+  }
+
+  /**
+   * Opens a RAM file.
+   *
+   * @throws NativeError naming the file and the reason
+   */
+  static open(path: string, options: RamFileOptions = {}): RamFile {
+    const flags = (options.write || options.create ? OPEN_WRITE : 0) |
+      (options.create ? OPEN_CREATE : 0);
+    const out = new BigUint64Array(1);
+    check(
+      native().gw_ram_open(new TextEncoder().encode(path + "\0"), flags, out),
+      `Cannot open guest RAM "${path}"`,
+      { EINVAL: "not a regular file" },
+    );
+    return new RamFile(path, Deno.UnsafePointer.create(out[0]!)!);
+  }
+
+  #handle(what: string): Deno.PointerObject {
+    return ramHandle(this, `${what} "${this.path}"`);
+  }
+
+  /** Size in bytes. */
+  get size(): number {
+    return this.#size;
+  }
+
+  /** Pages, counting a short last page as one. */
+  get pages(): number {
+    return Math.ceil(this.#size / PAGE_SIZE);
+  }
+
+  /** Sets the size of a writable file; new space is a hole (zero pages). */
+  resize(size: number): void {
+    check(
+      native().gw_ram_resize(this.#handle("resize"), BigInt(size)),
+      `Cannot resize guest RAM "${this.path}"`,
+    );
+    this.#size = size;
+  }
+
+  /**
+   * Reads pages [first, first + count) into buf; hasData[i] = 0 marks a
+   * page in a hole (returned as zeros, never read or allocated).
+   *
+   * @returns the number of pages read from data regions
+   */
+  read(first: number, count: number, buf: Uint8Array, hasData: Uint8Array): number {
+    checkBuffers(count, buf, hasData);
+    return check(
+      native().gw_ram_read(this.#handle("read"), first, count, buf, hasData),
+      `Cannot read pages ${first}..${first + count} of "${this.path}"`,
+    );
+  }
+
+  /** Writes pages.length pages from buf, page i to page number pages[i]. */
+  write(pages: Uint32Array, buf: Uint8Array): void {
+    if (buf.length < pages.length * PAGE_SIZE) throw new RangeError("Page buffer too small");
+    check(
+      native().gw_ram_write(this.#handle("write"), pages, pages.length, buf),
+      `Cannot write ${pages.length} pages to "${this.path}"`,
+    );
+  }
+
+  /** Makes pages [first, first + count) zero by punching a hole. */
+  punch(first: number, count: number): void {
+    check(
+      native().gw_ram_punch(this.#handle("write"), first, count),
+      `Cannot zero pages ${first}..${first + count} of "${this.path}"`,
+    );
+  }
+
+  /** Passes an access hint to the kernel (posix_fadvise). */
+  advise(advice: RamAdvice): void {
+    check(
+      native().gw_ram_advise(this.#handle("advise"), ADVICE[advice]),
+      `Cannot advise on "${this.path}"`,
+    );
+  }
+
+  /**
+   * What fstat says now. Done in C because Deno's own file API asks for
+   * `--allow-all` on any path under /dev (where guest RAM lives).
+   */
+  stat(): RamFileStat {
+    const out = new BigUint64Array(4);
+    check(native().gw_ram_stat(this.#handle("stat"), out), `Cannot stat "${this.path}"`);
+    return { dev: out[0]!, ino: out[1]!, size: Number(out[2]), blocks: Number(out[3]) };
+  }
+
+  /** Closes the file; safe to call twice. */
+  close(): void {
+    let handle: Deno.PointerObject;
+    try {
+      handle = this.#handle("close");
+    } catch {
+      return;
+    }
+    setRamHandle(this, undefined);
+    native().gw_ram_close(handle);
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/**
+ * Copies pages out of RAM files: page i of buf from sources[i], page
+ * sourcePages[i]. Every source page must hold data (it is read through a
+ * mapping, which would allocate a hole).
+ */
+export function gatherPages(
+  sources: readonly RamFile[],
+  sourcePages: Uint32Array,
+  buf: Uint8Array,
+): void {
+  const count = sourcePages.length;
+  if (sources.length !== count) throw new RangeError("One source file per page is needed");
+  if (buf.length < count * PAGE_SIZE) throw new RangeError("Page buffer too small");
+  const handles = new BigUint64Array(count);
+  for (let i = 0; i < count; i++) {
+    handles[i] = BigInt(Deno.UnsafePointer.value(ramHandle(sources[i]!, "gather pages")));
+  }
+  check(native().gw_ram_gather(handles, sourcePages, count, buf), "Cannot copy referenced pages");
+}
+
+function checkBuffers(count: number, buf: Uint8Array, perPage: Uint8Array): void {
+  if (buf.length < count * PAGE_SIZE) throw new RangeError("Page buffer too small");
+  if (perPage.length < count) throw new RangeError("Per-page buffer too small");
+}

@@ -1,0 +1,56 @@
+/**
+ * Walks a guest's RAM through the content index, a chunk of pages a call.
+ * The preparation scan, the re-scan and every migration round use it.
+ *
+ * @module
+ */
+import { type ScanBuffers, scanBuffers } from "../native/content_index.ts";
+import type { Gang } from "./gang.ts";
+
+/**
+ * Pages per C call: 1 MiB of RAM. Large enough that the FFI crossing and
+ * the lseek calls vanish, small enough that the pages just read are still
+ * in cache when they are hashed and compared.
+ */
+export const CHUNK_PAGES = 256;
+
+/** One scanned chunk: pages [first, first + count) of a guest, results in the buffers. */
+export interface ScannedChunk {
+  /** First page of the chunk. */
+  first: number;
+  /** Pages in the chunk. */
+  count: number;
+  /** Pages examined (the mask may skip some). */
+  examined: number;
+}
+
+/** Options of {@linkcode scanChunks}. */
+export interface ScanChunksOptions {
+  /** One byte per page of the guest: 0 = do not examine this page. Default: all. */
+  mask?: Uint8Array;
+  /** Buffers to fill (reused by every chunk). Default: fresh ones. */
+  out?: ScanBuffers;
+}
+
+/**
+ * Scans a whole guest chunk by chunk. Each yielded chunk's results are in
+ * `out` until the next chunk overwrites them.
+ *
+ * Requires `--allow-ffi`.
+ */
+export function* scanChunks(
+  gang: Gang,
+  guest: number,
+  options: ScanChunksOptions = {},
+): Generator<ScannedChunk> {
+  const out = options.out ?? scanBuffers(CHUNK_PAGES);
+  const pages = gang.guests[guest]!.ram.pages;
+  const chunk = out.kinds.length;
+  for (let first = 0; first < pages; first += chunk) {
+    const count = Math.min(chunk, pages - first);
+    const mask = options.mask?.subarray(first, first + count);
+    if (mask && !mask.includes(1)) continue;
+    const examined = gang.index.scan(guest, first, count, out, mask);
+    yield { first, count, examined };
+  }
+}

@@ -1,0 +1,140 @@
+/**
+ * The preparation phase: scan every page of every guest of a gang, hash
+ * it and index identical contents (each match confirmed byte by byte).
+ *
+ * @module
+ */
+import { PageKind, scanBuffers, ScanStat } from "../native/content_index.ts";
+import { PAGE_SIZE } from "../native/ram_file.ts";
+import type { Gang } from "./gang.ts";
+import { CHUNK_PAGES, scanChunks } from "./scan_chunks.ts";
+
+/** What the scan found in one guest. */
+export interface GuestScanReport {
+  /** The guest's name. */
+  name: string;
+  /** Its RAM file. */
+  path: string;
+  /** Pages, ceil(size / 4096). */
+  pages: number;
+  /** Pages whose every byte is zero (holes included). */
+  zero: number;
+  /** Contents first seen in this guest. */
+  unique: number;
+  /** Non-zero pages whose content was seen earlier (in any guest). */
+  duplicate: number;
+  /** Duplicates of a content first seen in this guest. */
+  duplicateWithin: number;
+  /** Duplicates of a content first seen in an earlier guest. */
+  duplicateAcross: number;
+}
+
+/** What the scan found in the whole gang. */
+export interface ScanReport {
+  /** Bytes per page (4096). */
+  pageSize: number;
+  /** One report per guest, in gang order. */
+  guests: GuestScanReport[];
+  /** Sums over the guests, plus bytes. */
+  totals: {
+    pages: number;
+    zero: number;
+    unique: number;
+    duplicate: number;
+    duplicateWithin: number;
+    duplicateAcross: number;
+    /** Sum of the RAM file sizes. */
+    bytes: number;
+    /** unique x pageSize: what gang migration must send in full. */
+    uniqueBytes: number;
+  };
+  /** Wall-clock time of the scan. */
+  seconds: number;
+  /** Bytes of the content index at the end (without per-page state). */
+  indexBytes: number;
+}
+
+/** Options of {@linkcode scanGang}. */
+export interface ScanGangOptions {
+  /** Called after each chunk with pages done and pages in all. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+/**
+ * Scans every page of a gang (files in gang order, pages in file order).
+ * A page is unique if its content appeared nowhere earlier in that order.
+ *
+ * Requires `--allow-ffi`.
+ *
+ * @example
+ * ```ts
+ * using gang = Gang.open([{ name: "a", path: "/dev/shm/a" }, { name: "b", path: "/dev/shm/b" }]);
+ * const report = scanGang(gang);
+ * console.log(report.totals.unique, "distinct contents");
+ * ```
+ */
+export function scanGang(gang: Gang, options: ScanGangOptions = {}): ScanReport {
+  const started = performance.now();
+  const out = scanBuffers(CHUNK_PAGES);
+  const total = gang.pages;
+  let done = 0;
+  const guests = gang.guests.map((guest): GuestScanReport => {
+    out.stats.fill(0n);
+    for (const chunk of scanChunks(gang, guest.number, { out })) {
+      done += chunk.count;
+      options.onProgress?.(done, total);
+    }
+    const stat = (i: number) => Number(out.stats[i]);
+    const within = stat(ScanStat.DuplicateWithin);
+    const across = stat(ScanStat.DuplicateAcross);
+    return {
+      name: guest.name,
+      path: guest.ram.path,
+      pages: guest.ram.pages,
+      zero: stat(ScanStat.Zero),
+      unique: stat(ScanStat.New),
+      duplicate: within + across,
+      duplicateWithin: within,
+      duplicateAcross: across,
+    };
+  });
+  const sum = (key: keyof GuestScanReport) =>
+    guests.reduce((total, g) => total + (g[key] as number), 0);
+  const unique = sum("unique");
+  return {
+    pageSize: PAGE_SIZE,
+    guests,
+    totals: {
+      pages: sum("pages"),
+      zero: sum("zero"),
+      unique,
+      duplicate: sum("duplicate"),
+      duplicateWithin: sum("duplicateWithin"),
+      duplicateAcross: sum("duplicateAcross"),
+      bytes: gang.bytes,
+      uniqueBytes: unique * PAGE_SIZE,
+    },
+    seconds: (performance.now() - started) / 1000,
+    indexBytes: gang.index.memoryBytes,
+  };
+}
+
+/**
+ * Scans a guest again and returns exactly the pages whose content changed
+ * since its last scan (by their 64-bit hash). This is the dirty-page
+ * tracking used where the kernel has no soft-dirty bits.
+ *
+ * Requires `--allow-ffi`.
+ *
+ * @returns the changed page numbers, ascending
+ */
+export function rescanGuest(gang: Gang, guest: number): Uint32Array {
+  const out = scanBuffers(CHUNK_PAGES);
+  const changed: number[] = [];
+  for (const { first, count } of scanChunks(gang, guest, { out })) {
+    for (let i = 0; i < count; i++) {
+      if (out.kinds[i] !== PageKind.Unchanged) changed.push(first + i);
+    }
+  }
+  return Uint32Array.from(changed);
+}
