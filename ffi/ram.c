@@ -17,6 +17,9 @@
 
 #include "internal.h"
 
+/* Data regions looked up with SEEK_DATA/SEEK_HOLE per read before reading straight through. */
+#define MAX_REGIONS_PER_READ 4
+
 GW_EXPORT uint32_t gw_abi_version(void)
 {
 	return GW_ABI_VERSION;
@@ -151,13 +154,42 @@ static int next_data(int fd, uint64_t pos, uint64_t *start, uint64_t *end)
 	return 1;
 }
 
+/* Reads the selected pages of [first_page, end_page) with as few preads as the mask allows. */
+static int read_span(gw_ram *ram, uint64_t first, uint64_t first_page, uint64_t end_page, const uint8_t *mask,
+		     uint8_t *buf, uint8_t *has_data)
+{
+	uint64_t page = first_page;
+	int pages_read = 0;
+
+	while (page < end_page) {
+		uint64_t run_end;
+		int err;
+
+		if (mask && !mask[page - first]) {
+			page++;
+			continue;
+		}
+		run_end = page + 1;
+		while (run_end < end_page && (!mask || mask[run_end - first]))
+			run_end++;
+		err = pread_full(ram->fd, buf + ((page - first) << GW_PAGE_SHIFT), (run_end - page) << GW_PAGE_SHIFT,
+				 page << GW_PAGE_SHIFT);
+		if (err)
+			return err;
+		memset(has_data + (page - first), 1, run_end - page);
+		pages_read += (int)(run_end - page);
+		page = run_end;
+	}
+	return pages_read;
+}
+
 int gw__ram_read_data(gw_ram *ram, uint32_t first, uint32_t count, const uint8_t *mask,
 		      uint8_t *buf, uint8_t *has_data)
 {
 	uint64_t end_page = (uint64_t)first + count;
 	uint64_t end = end_page << GW_PAGE_SHIFT;
 	uint64_t pos = (uint64_t)first << GW_PAGE_SHIFT;
-	int pages_read = 0;
+	int pages_read = 0, regions = 0;
 
 	if (end_page > ram->pages)
 		return -ERANGE;
@@ -166,39 +198,26 @@ int gw__ram_read_data(gw_ram *ram, uint32_t first, uint32_t count, const uint8_t
 		end = ram->size;
 
 	while (pos < end) {
-		uint64_t data_start = 0, data_end = 0, page, last;
-		int found = next_data(ram->fd, pos, &data_start, &data_end);
+		uint64_t data_start = 0, data_end = 0;
+		int found = next_data(ram->fd, pos, &data_start, &data_end), n;
 
 		if (found < 0)
 			return found;
 		if (!found || data_start >= end)
 			break;
-		if (data_end > end)
+		/*
+		 * A region costs two lseeks and a pread (about 3.3 us here), while
+		 * reading a hole costs about 0.25 us a page: past a few regions in one
+		 * call, holes are small and reading straight through them is cheaper.
+		 * A hole read through is not allocated; it simply comes back as zeros.
+		 */
+		if (data_end > end || ++regions == MAX_REGIONS_PER_READ)
 			data_end = end;
-		page = data_start >> GW_PAGE_SHIFT;
-		last = gw_pages_of(data_end); /* one past the region's last page */
-
-		/* Read each run of selected pages of this data region in one pread. */
-		while (page < last) {
-			uint64_t run_end;
-			int err;
-
-			if (mask && !mask[page - first]) {
-				page++;
-				continue;
-			}
-			run_end = page + 1;
-			while (run_end < last && (!mask || mask[run_end - first]))
-				run_end++;
-			err = pread_full(ram->fd, buf + ((page - first) << GW_PAGE_SHIFT),
-					 (run_end - page) << GW_PAGE_SHIFT, page << GW_PAGE_SHIFT);
-			if (err)
-				return err;
-			memset(has_data + (page - first), 1, run_end - page);
-			pages_read += (int)(run_end - page);
-			page = run_end;
-		}
-		pos = last << GW_PAGE_SHIFT;
+		n = read_span(ram, first, data_start >> GW_PAGE_SHIFT, gw_pages_of(data_end), mask, buf, has_data);
+		if (n < 0)
+			return n;
+		pages_read += n;
+		pos = gw_pages_of(data_end) << GW_PAGE_SHIFT;
 	}
 	return pages_read;
 }

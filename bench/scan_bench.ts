@@ -1,0 +1,60 @@
+/**
+ * Scan throughput: gangway's preparation scan (read around holes, hash,
+ * index, confirm matches byte by byte) against `xxhsum -H3` (read and hash
+ * only) over the same 1 GiB of guest-like RAM files, in the same run.
+ *
+ * Goal (issue 2): at least 0.6x xxhsum's throughput on one core.
+ *
+ * Requires `--allow-ffi`, `--allow-write` (/dev/shm), `--allow-run`
+ * (xxhsum).
+ *
+ * @module
+ */
+import { Gang } from "../src/scan/gang.ts";
+import { scanGang } from "../src/scan/scan_gang.ts";
+import { IDLE_MIX, median, writeGuestFiles } from "./_guest_ram.ts";
+
+const GUESTS = 4;
+const GUEST_BYTES = 256 * 2 ** 20;
+const RUNS = 5;
+
+async function xxhsumSeconds(paths: string[]): Promise<number> {
+  const started = performance.now();
+  const output = await new Deno.Command("xxhsum", { args: ["-H3", ...paths], stdout: "null" })
+    .output();
+  if (!output.success) throw new Error("Cannot run xxhsum -H3: it failed");
+  return (performance.now() - started) / 1000;
+}
+
+if (import.meta.main) {
+  const prefix = `/dev/shm/gangway-bench-${Deno.pid}`;
+  console.error(`Writing ${GUESTS} guest RAM files of ${GUEST_BYTES / 2 ** 20} MiB...`);
+  const paths = writeGuestFiles(prefix, GUESTS, GUEST_BYTES, IDLE_MIX);
+  try {
+    const bytes = GUESTS * GUEST_BYTES;
+    const ours: number[] = [];
+    const theirs: number[] = [];
+    let last;
+    for (let run = 0; run < RUNS; run++) {
+      // Alternate the two so that drifts of a noisy machine hit both alike.
+      theirs.push(await xxhsumSeconds(paths));
+      using gang = Gang.open(paths.map((path, i) => ({ name: `g${i}`, path })));
+      last = scanGang(gang);
+      ours.push(last.seconds);
+    }
+    const gbps = (seconds: number) => bytes / seconds / 1e9;
+    const scan = gbps(median(ours));
+    const xxhsum = gbps(median(theirs));
+    const t = last!.totals;
+    console.log(`guest RAM:               ${GUESTS} x ${GUEST_BYTES / 2 ** 20} MiB`);
+    console.log(
+      `pages:                   ${t.pages} (${t.zero} zero, ${t.unique} distinct, ${t.duplicate} duplicate)`,
+    );
+    console.log(`gangway scan:            ${scan.toFixed(2)} GB/s (median of ${RUNS})`);
+    console.log(`xxhsum -H3:              ${xxhsum.toFixed(2)} GB/s (median of ${RUNS})`);
+    console.log(`ratio scan / xxhsum:     ${(scan / xxhsum).toFixed(2)} (goal >= 0.6)`);
+    console.log(`index bytes per content: ${(last!.indexBytes / t.unique).toFixed(1)} (budget 24)`);
+  } finally {
+    for (const path of paths) await Deno.remove(path);
+  }
+}

@@ -1,0 +1,55 @@
+/**
+ * Runs a gangway command-line entry in a child Deno, as a user would.
+ *
+ * @module
+ */
+
+/** What a command printed and how it ended. */
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Options of {@linkcode runCli}. */
+export interface RunCliOptions {
+  /** Deno permission flags of the child. */
+  permissions?: string[];
+  /** Run without the capabilities that let root read any file (to test "unreadable"). */
+  withoutDacOverride?: boolean;
+  /** Extra environment. */
+  env?: Record<string, string>;
+}
+
+const ROOT = new URL("../", import.meta.url);
+
+/** Runs `deno run PERMISSIONS src/cli/NAME.ts ARGS` and collects its output. */
+export async function runCli(
+  name: string,
+  args: string[],
+  options: RunCliOptions = {},
+): Promise<CliResult> {
+  const permissions = options.permissions ??
+    ["--allow-ffi", "--allow-read", "--allow-env=GANGWAY_LIB"];
+  const denoArgs = ["run", ...permissions, new URL(`src/cli/${name}.ts`, ROOT).pathname, ...args];
+  const [cmd, cmdArgs] = options.withoutDacOverride
+    ? ["setpriv", [
+      "--bounding-set=-dac_override,-dac_read_search",
+      "--",
+      Deno.execPath(),
+      ...denoArgs,
+    ]]
+    : [Deno.execPath(), denoArgs];
+  const output = await new Deno.Command(cmd, {
+    args: cmdArgs,
+    env: { NO_COLOR: "1", ...options.env },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}

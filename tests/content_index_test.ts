@@ -1,0 +1,182 @@
+import { assert, assertEquals, assertThrows } from "./_assert.ts";
+import { ContentId, ContentIndex, PageKind, scanBuffers } from "../src/native/content_index.ts";
+import { PAGE_SIZE, RamFile } from "../src/native/ram_file.ts";
+import { makeRamFile, patternPage, removeFiles, shmPath } from "./_fixtures.ts";
+
+/** Scans a whole small guest in one call and returns kinds and ids. */
+function scanAll(index: ContentIndex, guest: number, pages: number) {
+  const out = scanBuffers(pages);
+  index.scan(guest, 0, pages, out);
+  return { kinds: [...out.kinds.subarray(0, pages)], ids: [...out.ids.subarray(0, pages)] };
+}
+
+/** Overwrites pages of a fixture file in place. */
+function writePages(path: string, pages: Record<number, Uint8Array | "zero">) {
+  using ram = RamFile.open(path, { write: true });
+  for (const [page, spec] of Object.entries(pages)) {
+    if (spec === "zero") ram.punch(Number(page), 1);
+    else ram.write(Uint32Array.of(Number(page)), spec);
+  }
+}
+
+const { Zero, New, Duplicate, Unchanged } = PageKind;
+
+Deno.test("ContentIndex.scan() classifies zero, new and duplicate pages across guests", async () => {
+  const a = makeRamFile(shmPath("a"), [patternPage(1), "hole", patternPage(2), patternPage(1)]);
+  const b = makeRamFile(shmPath("b"), [patternPage(2), "zero", patternPage(3)]);
+  try {
+    using ramA = RamFile.open(a);
+    using ramB = RamFile.open(b);
+    using index = ContentIndex.create({ seed: 7n });
+    assertEquals(index.addGuest(ramA), 0);
+    assertEquals(index.addGuest(ramB), 1);
+    assertEquals(scanAll(index, 0, 4), {
+      kinds: [New, Zero, New, Duplicate],
+      ids: [0, ContentId.Zero, 1, 0],
+    });
+    assertEquals(scanAll(index, 1, 3), {
+      kinds: [Duplicate, Zero, New],
+      ids: [1, ContentId.Zero, 2],
+    });
+    assertEquals(index.contents, 3);
+  } finally {
+    await removeFiles(a, b);
+  }
+});
+
+Deno.test("ContentIndex keeps colliding hashes apart by comparing bytes", async () => {
+  // With 1-bit hashes nearly every page collides with another: only the byte compare separates them.
+  const distinct = 64;
+  const pages = Array.from({ length: distinct * 2 }, (_, i) => patternPage(i % distinct));
+  const path = makeRamFile(shmPath("collide"), pages);
+  try {
+    using ram = RamFile.open(path);
+    using index = ContentIndex.create({ hashBits: 1 });
+    index.addGuest(ram);
+    const { kinds, ids } = scanAll(index, 0, pages.length);
+    assertEquals(index.contents, distinct);
+    assertEquals(kinds.slice(0, distinct), Array(distinct).fill(New));
+    assertEquals(kinds.slice(distinct), Array(distinct).fill(Duplicate));
+    assertEquals(ids.slice(distinct), ids.slice(0, distinct));
+    assertEquals(new Set(ids).size, distinct);
+  } finally {
+    await removeFiles(path);
+  }
+});
+
+Deno.test("ContentIndex re-scan reports exactly the pages whose content changed", async () => {
+  const path = makeRamFile(shmPath("rescan"), [
+    patternPage(1),
+    patternPage(2),
+    "zero",
+    patternPage(3),
+    patternPage(4),
+    "hole",
+  ]);
+  try {
+    using ram = RamFile.open(path);
+    using index = ContentIndex.create();
+    index.addGuest(ram);
+    scanAll(index, 0, 6);
+    writePages(path, { 1: patternPage(9), 2: patternPage(1), 3: patternPage(3), 4: "zero" });
+    const { kinds, ids } = scanAll(index, 0, 6);
+    // Page 3 was rewritten with the same bytes: unchanged. Page 2 now duplicates page 0.
+    assertEquals(kinds, [Unchanged, New, Duplicate, Unchanged, Zero, Unchanged]);
+    assertEquals(ids[2], ids[0]);
+    assertEquals(ids[5], ContentId.Zero);
+  } finally {
+    await removeFiles(path);
+  }
+});
+
+Deno.test("ContentIndex moves a content to another copy when its first copy changes", async () => {
+  const x = patternPage(10);
+  const a = makeRamFile(shmPath("holder-a"), [x]);
+  const b = makeRamFile(shmPath("holder-b"), [x, patternPage(11)]);
+  try {
+    using ramA = RamFile.open(a);
+    using ramB = RamFile.open(b);
+    using index = ContentIndex.create();
+    index.addGuest(ramA);
+    index.addGuest(ramB);
+    const xId = scanAll(index, 0, 1).ids[0];
+    assertEquals(scanAll(index, 1, 2).ids[0], xId);
+
+    writePages(a, { 0: patternPage(12) }); // the first copy of x is gone
+    assertEquals(scanAll(index, 0, 1).kinds, [New]);
+    writePages(b, { 1: x }); // a new copy of x appears after b's unchanged copy
+    const rescan = scanAll(index, 1, 2);
+    assertEquals(rescan.kinds, [Unchanged, Duplicate]);
+    assertEquals(rescan.ids, [xId, xId]);
+    assertEquals(index.contents, 3);
+  } finally {
+    await removeFiles(a, b);
+  }
+});
+
+Deno.test("ContentIndex never matches a content whose only copy changed", async () => {
+  const x = patternPage(20);
+  const path = makeRamFile(shmPath("stale"), [x, patternPage(21)]);
+  try {
+    using ram = RamFile.open(path);
+    using index = ContentIndex.create();
+    index.addGuest(ram);
+    const before = scanAll(index, 0, 2);
+    writePages(path, { 0: patternPage(22), 1: x }); // x moved from page 0 to page 1
+    const after = scanAll(index, 0, 2);
+    assertEquals(after.kinds, [New, New]);
+    assert(after.ids[1] !== before.ids[0], "x must be a new content: its old copy is gone");
+  } finally {
+    await removeFiles(path);
+  }
+});
+
+Deno.test("ContentIndex uses at most 24 bytes per distinct content", async () => {
+  const count = 20_000;
+  const path = shmPath("memory");
+  {
+    using ram = RamFile.open(path, { create: true });
+    ram.resize(count * PAGE_SIZE);
+    const buf = new Uint8Array(1024 * PAGE_SIZE);
+    const pages = new Uint32Array(1024);
+    for (let first = 0; first < count; first += 1024) {
+      const n = Math.min(1024, count - first);
+      for (let i = 0; i < n; i++) {
+        buf.set(patternPage(first + i), i * PAGE_SIZE);
+        pages[i] = first + i;
+      }
+      ram.write(pages.subarray(0, n), buf);
+    }
+  }
+  try {
+    using ram = RamFile.open(path);
+    using index = ContentIndex.create();
+    index.addGuest(ram);
+    const out = scanBuffers(1024);
+    for (let first = 0; first < count; first += 1024) {
+      index.scan(0, first, Math.min(1024, count - first), out);
+    }
+    assertEquals(index.contents, count);
+    const perContent = index.memoryBytes / count;
+    assert(perContent <= 24, `${perContent.toFixed(1)} bytes per content`);
+  } finally {
+    await removeFiles(path);
+  }
+});
+
+Deno.test("ContentIndex.scan() skips masked pages and checks its arguments", async () => {
+  const path = makeRamFile(shmPath("mask"), [patternPage(1), patternPage(2), patternPage(3)]);
+  try {
+    using ram = RamFile.open(path);
+    using index = ContentIndex.create();
+    index.addGuest(ram);
+    const out = scanBuffers(3);
+    assertEquals(index.scan(0, 0, 3, out, Uint8Array.of(1, 0, 1)), 2);
+    assertEquals([...out.kinds], [New, PageKind.Skipped, New]);
+    assertEquals([...index.pageContents(0)], [0, ContentId.None, 1]);
+    assertThrows(() => index.scan(0, 2, 2, out), Error, "outside the file");
+    assertThrows(() => index.scan(1, 0, 1, out), RangeError, "No guest 1");
+  } finally {
+    await removeFiles(path);
+  }
+});

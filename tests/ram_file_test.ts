@@ -1,0 +1,141 @@
+import { assert, assertEquals, assertNotEquals, assertThrows } from "./_assert.ts";
+import { gatherPages, PAGE_SIZE, RamFile } from "../src/native/ram_file.ts";
+import { hashPages, ramDigest, zeroPageHash } from "../src/native/hashing.ts";
+import { NativeError } from "../src/native/errno.ts";
+import { makeRamFile, patternPage, readRamFile, removeFiles, shmPath } from "./_fixtures.ts";
+
+Deno.test("RamFile.read() returns holes as zero pages without allocating them", async () => {
+  const path = makeRamFile(shmPath("holes"), [
+    patternPage(1),
+    "hole",
+    "hole",
+    patternPage(2),
+    "zero",
+  ]);
+  try {
+    using ram = RamFile.open(path);
+    const before = ram.stat().blocks;
+    const buf = new Uint8Array(5 * PAGE_SIZE).fill(0xee);
+    const hasData = new Uint8Array(5);
+    assertEquals(ram.read(0, 5, buf, hasData), 3);
+    assertEquals([...hasData], [1, 0, 0, 1, 1]);
+    assertEquals(buf.subarray(0, PAGE_SIZE), patternPage(1));
+    assert(buf.subarray(PAGE_SIZE, 3 * PAGE_SIZE).every((b) => b === 0));
+    assertEquals(buf.subarray(3 * PAGE_SIZE, 4 * PAGE_SIZE), patternPage(2));
+    assertEquals(ram.stat().blocks, before);
+    assertEquals(before, 3 * (PAGE_SIZE / 512));
+  } finally {
+    await removeFiles(path);
+  }
+});
+
+Deno.test("RamFile.read() pads a short last page with zeros", async () => {
+  const path = makeRamFile(shmPath("short"), [patternPage(3), patternPage(4)], PAGE_SIZE + 100);
+  try {
+    using ram = RamFile.open(path);
+    assertEquals(ram.size, PAGE_SIZE + 100);
+    assertEquals(ram.pages, 2);
+    const buf = new Uint8Array(2 * PAGE_SIZE).fill(0xee);
+    ram.read(0, 2, buf, new Uint8Array(2));
+    assertEquals(buf.subarray(PAGE_SIZE, PAGE_SIZE + 100), patternPage(4).subarray(0, 100));
+    assert(buf.subarray(PAGE_SIZE + 100).every((b) => b === 0));
+  } finally {
+    await removeFiles(path);
+  }
+});
+
+Deno.test("RamFile.write() writes runs in place and punch() turns pages back into holes", async () => {
+  const path = makeRamFile(shmPath("write"), ["hole", "hole", "hole", "hole"]);
+  try {
+    using ram = RamFile.open(path, { write: true });
+    const buf = new Uint8Array(3 * PAGE_SIZE);
+    [5, 6, 7].forEach((seed, i) => buf.set(patternPage(seed), i * PAGE_SIZE));
+    ram.write(Uint32Array.of(0, 1, 3), buf);
+    assertEquals(ram.stat().blocks, 3 * (PAGE_SIZE / 512));
+    ram.punch(1, 1);
+    assertEquals(ram.stat().blocks, 2 * (PAGE_SIZE / 512));
+    const expected = new Uint8Array(4 * PAGE_SIZE);
+    expected.set(patternPage(5), 0);
+    expected.set(patternPage(7), 3 * PAGE_SIZE);
+    assertEquals(readRamFile(path), expected);
+    assertThrows(() => ram.write(Uint32Array.of(4), buf), NativeError, "outside the file");
+  } finally {
+    await removeFiles(path);
+  }
+});
+
+Deno.test("RamFile.open() names the file and the reason when it cannot open it", () => {
+  const missing = shmPath("missing");
+  const error = assertThrows(() => RamFile.open(missing), NativeError);
+  assertEquals(error.code, "ENOENT");
+  assert(error.message.includes(missing), error.message);
+  assertThrows(() => RamFile.open("/dev/shm"), NativeError, "is a directory");
+  assertThrows(() => RamFile.open("/dev/null"), NativeError, "not a regular file");
+});
+
+Deno.test("RamFile.close() is safe twice and later use says the file is closed", async () => {
+  const path = makeRamFile(shmPath("close"), [patternPage(1)]);
+  try {
+    const ram = RamFile.open(path);
+    ram.close();
+    ram.close();
+    assertThrows(() => ram.stat(), Error, "closed");
+  } finally {
+    await removeFiles(path);
+  }
+});
+
+Deno.test("RamFile.open({ write: false }) refuses writes", async () => {
+  const path = makeRamFile(shmPath("readonly"), [patternPage(1)]);
+  try {
+    using ram = RamFile.open(path);
+    assertThrows(() => ram.punch(0, 1), NativeError, "not opened for writing");
+  } finally {
+    await removeFiles(path);
+  }
+});
+
+Deno.test("gatherPages() copies pages from several files", async () => {
+  const a = makeRamFile(shmPath("ga"), [patternPage(1), patternPage(2)]);
+  const b = makeRamFile(shmPath("gb"), [patternPage(3)]);
+  try {
+    using ramA = RamFile.open(a);
+    using ramB = RamFile.open(b);
+    const buf = new Uint8Array(3 * PAGE_SIZE);
+    gatherPages([ramB, ramA, ramA], Uint32Array.of(0, 1, 0), buf);
+    assertEquals(buf.subarray(0, PAGE_SIZE), patternPage(3));
+    assertEquals(buf.subarray(PAGE_SIZE, 2 * PAGE_SIZE), patternPage(2));
+    assertEquals(buf.subarray(2 * PAGE_SIZE), patternPage(1));
+    assertThrows(
+      () => gatherPages([ramB], Uint32Array.of(1), buf),
+      NativeError,
+      "outside the file",
+    );
+  } finally {
+    await removeFiles(a, b);
+  }
+});
+
+Deno.test("hashPages() flags zero pages and keys hashes by the seed", () => {
+  const buf = new Uint8Array(3 * PAGE_SIZE);
+  buf.set(patternPage(9), 0);
+  buf.set(patternPage(9), 2 * PAGE_SIZE);
+  const { hashes, zero } = hashPages(buf, 3, 1n);
+  assertEquals([...zero], [0, 1, 0]);
+  assertEquals(hashes[0], hashes[2]);
+  assertNotEquals(hashes[0], hashes[1]);
+  assertEquals(hashes[1], zeroPageHash(1n));
+  assertNotEquals(hashPages(buf, 1, 2n).hashes[0], hashes[0]);
+  buf[PAGE_SIZE + 4095] = 1; // a single byte at the very end makes a page non-zero
+  assertEquals([...hashPages(buf, 3, 1n).zero], [0, 0, 0]);
+});
+
+Deno.test("ramDigest() depends on every page hash and on the seed", () => {
+  const hashes = BigUint64Array.of(1n, 2n, 3n);
+  const digest = ramDigest(hashes, 0n);
+  assertEquals(digest.length, 32);
+  assertEquals(ramDigest(BigUint64Array.of(1n, 2n, 3n), 0n), digest);
+  assertNotEquals(ramDigest(BigUint64Array.of(1n, 2n, 4n), 0n), digest);
+  assertNotEquals(ramDigest(BigUint64Array.of(2n, 1n, 3n), 0n), digest);
+  assertNotEquals(ramDigest(hashes, 1n), digest);
+});

@@ -1,0 +1,78 @@
+import { assert, assertEquals } from "./_assert.ts";
+import { PAGE_SIZE } from "../src/native/ram_file.ts";
+import { runCli } from "./_cli.ts";
+import { makeRamFile, patternPage, removeFiles, shmPath } from "./_fixtures.ts";
+
+Deno.test("scan --json prints exactly one JSON object with the documented fields", async () => {
+  const a = makeRamFile(shmPath("a"), [patternPage(1), "hole", patternPage(2), patternPage(1)]);
+  const b = makeRamFile(shmPath("b"), [patternPage(2), "zero", patternPage(3)], 2 * PAGE_SIZE + 1);
+  try {
+    const { code, stdout, stderr } = await runCli("scan", ["--json", a, b]);
+    assertEquals(code, 0, stderr);
+    const report = JSON.parse(stdout);
+    assertEquals(Object.keys(report), ["pageSize", "guests", "totals", "seconds"]);
+    assertEquals(report.pageSize, 4096);
+    assertEquals(report.guests, [
+      { path: a, pages: 4, zero: 1, unique: 2, duplicate: 1 },
+      { path: b, pages: 3, zero: 1, unique: 1, duplicate: 1 },
+    ]);
+    assertEquals(report.totals, {
+      pages: 7,
+      zero: 2,
+      unique: 3,
+      duplicate: 2,
+      duplicateWithin: 1,
+      duplicateAcross: 1,
+      bytes: 6 * PAGE_SIZE + 1,
+      uniqueBytes: 3 * PAGE_SIZE,
+    });
+    assert(typeof report.seconds === "number" && report.seconds >= 0);
+  } finally {
+    await removeFiles(a, b);
+  }
+});
+
+Deno.test("scan without --json prints a table with the totals and the saving", async () => {
+  const a = makeRamFile(shmPath("a"), [patternPage(1), patternPage(2)]);
+  const b = makeRamFile(shmPath("b"), [patternPage(1), patternPage(3)]);
+  try {
+    const { code, stdout } = await runCli("scan", [a, b]);
+    assertEquals(code, 0);
+    assert(/^total\s+4\s+0\s+3\s+1\s+0\s+1$/m.test(stdout), stdout);
+    assert(stdout.includes("25.0% less page data"), stdout);
+  } finally {
+    await removeFiles(a, b);
+  }
+});
+
+Deno.test("scan refuses bad input with exit code 2, a clear error and nothing on stdout", async (t) => {
+  const good = makeRamFile(shmPath("good"), [patternPage(1)]);
+  const empty = makeRamFile(shmPath("empty"), []);
+  const dir = await Deno.makeTempDir({ prefix: "gangway-test-" });
+  const unreadable = `${dir}/unreadable`;
+  await Deno.writeFile(unreadable, patternPage(1), { mode: 0o000 });
+  const cases: [string, string[], string, boolean?][] = [
+    ["a missing file", [shmPath("missing")], "no such file"],
+    ["a directory", [dir], "is a directory"],
+    ["an empty file", [empty], "file is empty"],
+    ["the same file twice", [good, good], "is the same file as"],
+    ["an unreadable file", [unreadable], "permission denied", true],
+    ["no file at all", [], "no RAM files given"],
+    ["an unknown flag", ["--frobnicate", good], "Unknown option"],
+  ];
+  try {
+    for (const [label, args, message, withoutDacOverride] of cases) {
+      await t.step(label, async () => {
+        const { code, stdout, stderr } = await runCli("scan", ["--json", ...args], {
+          withoutDacOverride,
+        });
+        assertEquals(code, 2, stderr);
+        assertEquals(stdout, "");
+        assert(stderr.includes(message), stderr);
+      });
+    }
+  } finally {
+    await removeFiles(good, empty);
+    await Deno.remove(dir, { recursive: true });
+  }
+});

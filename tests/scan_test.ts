@@ -1,0 +1,122 @@
+import { assertEquals, assertThrows } from "./_assert.ts";
+import { Gang } from "../src/scan/gang.ts";
+import { rescanGuest, scanGang } from "../src/scan/scan_gang.ts";
+import { PAGE_SIZE, RamFile } from "../src/native/ram_file.ts";
+import { makeRamFile, patternPage, removeFiles, shmPath } from "./_fixtures.ts";
+
+const [p1, p2, p3, p4] = [1, 2, 3, 4].map(patternPage) as [
+  Uint8Array,
+  Uint8Array,
+  Uint8Array,
+  Uint8Array,
+];
+
+/** Three guests of known structure: holes, zero pages, a short last page, shared pages. */
+function makeGang() {
+  const a = makeRamFile(shmPath("a"), [p1, "hole", "zero", p2, p1, p3]);
+  const b = makeRamFile(shmPath("b"), [p2, p4, "hole", p4, p1]);
+  // c: 2 pages, the last one short (100 bytes of p3, then the zero padding): a content of its own.
+  const c = makeRamFile(shmPath("c"), [p3, p3], PAGE_SIZE + 100);
+  return [a, b, c];
+}
+
+Deno.test("scanGang() counts zero, unique and duplicate pages within and across guests", async () => {
+  const paths = makeGang();
+  try {
+    using gang = Gang.open(paths.map((path, i) => ({ name: `g${i}`, path })));
+    const report = scanGang(gang);
+    const counts = report.guests.map((
+      { pages, zero, unique, duplicate, duplicateWithin, duplicateAcross },
+    ) => ({
+      pages,
+      zero,
+      unique,
+      duplicate,
+      duplicateWithin,
+      duplicateAcross,
+    }));
+    assertEquals(counts, [
+      { pages: 6, zero: 2, unique: 3, duplicate: 1, duplicateWithin: 1, duplicateAcross: 0 },
+      { pages: 5, zero: 1, unique: 1, duplicate: 3, duplicateWithin: 1, duplicateAcross: 2 },
+      { pages: 2, zero: 0, unique: 1, duplicate: 1, duplicateWithin: 0, duplicateAcross: 1 },
+    ]);
+    assertEquals(report.totals, {
+      pages: 13,
+      zero: 3,
+      unique: 5,
+      duplicate: 5,
+      duplicateWithin: 2,
+      duplicateAcross: 3,
+      bytes: 11 * PAGE_SIZE + PAGE_SIZE + 100,
+      uniqueBytes: 5 * PAGE_SIZE,
+    });
+    assertEquals(report.pageSize, PAGE_SIZE);
+  } finally {
+    await removeFiles(...paths);
+  }
+});
+
+Deno.test("scanGang() leaves the allocated blocks of sparse guests unchanged", async () => {
+  const pages = Array.from(
+    { length: 256 },
+    (_, i) => (i % 16 === 0 ? patternPage(i) : "hole" as const),
+  );
+  const path = makeRamFile(shmPath("sparse"), pages);
+  try {
+    using gang = Gang.open([{ name: "sparse", path }]);
+    const before = gang.guests[0]!.ram.stat().blocks;
+    const report = scanGang(gang);
+    assertEquals(report.totals.zero, 240);
+    assertEquals(gang.guests[0]!.ram.stat().blocks, before);
+    assertEquals(before, 16 * (PAGE_SIZE / 512));
+  } finally {
+    await removeFiles(path);
+  }
+});
+
+Deno.test("rescanGuest() returns exactly the pages changed since the last scan", async () => {
+  const paths = makeGang();
+  try {
+    using gang = Gang.open(paths.map((path, i) => ({ name: `g${i}`, path })));
+    scanGang(gang);
+    assertEquals([...rescanGuest(gang, 1)], []);
+    {
+      using ram = RamFile.open(paths[1]!, { write: true });
+      ram.write(Uint32Array.of(2, 4), new Uint8Array([...patternPage(50), ...p1])); // hole -> data; p1 -> p1
+      ram.punch(0, 1);
+    }
+    assertEquals([...rescanGuest(gang, 1)], [0, 2]);
+    assertEquals([...rescanGuest(gang, 1)], []);
+  } finally {
+    await removeFiles(...paths);
+  }
+});
+
+Deno.test("Gang.open() refuses missing, empty, directory and repeated files with a clear error", async () => {
+  const good = makeRamFile(shmPath("good"), [p1]);
+  const other = makeRamFile(shmPath("other"), [p2]);
+  const empty = makeRamFile(shmPath("empty"), []);
+  try {
+    const missing = shmPath("missing");
+    assertThrows(
+      () => Gang.open([{ name: "m", path: missing }]),
+      Error,
+      `"${missing}": no such file`,
+    );
+    assertThrows(() => Gang.open([{ name: "e", path: empty }]), Error, "file is empty");
+    assertThrows(() => Gang.open([{ name: "d", path: "/dev/shm" }]), Error, "is a directory");
+    assertThrows(
+      () => Gang.open([{ name: "x", path: good }, { name: "y", path: good }]),
+      Error,
+      "is the same file as",
+    );
+    assertThrows(
+      () => Gang.open([{ name: "x", path: good }, { name: "x", path: other }]),
+      Error,
+      'two guests are named "x"',
+    );
+    assertThrows(() => Gang.open([]), Error, "no guests given");
+  } finally {
+    await removeFiles(good, other, empty);
+  }
+});
