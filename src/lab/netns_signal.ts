@@ -1,0 +1,91 @@
+/**
+ * Cleanup on Ctrl-C: without it a signal ends Deno at once, and the lab's
+ * namespaces, guests and files stay behind.
+ *
+ * @module
+ */
+
+/** The signals that end a lab run: Ctrl-C, `kill`, a closed terminal. */
+const SIGNALS = { SIGINT: 2, SIGTERM: 15, SIGHUP: 1 } as const;
+/** How long the cleanups may take before the process exits anyway. */
+const CLEANUP_TIMEOUT_MS = 20_000;
+
+type Cleanup = () => unknown;
+
+/** The registered cleanups, latest last; listeners exist while it is not empty. */
+const cleanups: Cleanup[] = [];
+const listeners = new Map<Deno.Signal, () => void>();
+let exiting = false;
+
+/**
+ * On SIGINT, SIGTERM or SIGHUP, runs the cleanup, then exits with 128 +
+ * the signal's number (130 for Ctrl-C), as a shell expects of a program a
+ * signal ended. Cleanups registered by several calls run latest first, one
+ * after another, like `using` blocks unwinding. A second signal during the
+ * cleanup exits at once; a cleanup that fails or takes over 20 s is
+ * reported on stderr and the process exits all the same.
+ *
+ * Dispose the returned handle to unregister (the last one removes the
+ * signal listeners, so the default Ctrl-C behaviour comes back).
+ *
+ * Requires no permission itself; the cleanup needs its own (for a
+ * {@linkcode LabNetwork}, `--allow-run`).
+ *
+ * @param cleanup What to undo: stop the guests, close the network...
+ * @returns A handle that unregisters the cleanup
+ *
+ * @example
+ * ```ts
+ * await using net = await LabNetwork.create();
+ * using _signals = exitOnSignal(async () => {
+ *   await stopGuests();
+ *   await net.close();
+ * });
+ * ```
+ */
+export function exitOnSignal(cleanup: Cleanup): Disposable {
+  const entry: Cleanup = () => cleanup();
+  cleanups.push(entry);
+  if (listeners.size === 0) addListeners();
+  return {
+    [Symbol.dispose]() {
+      const at = cleanups.indexOf(entry);
+      if (at >= 0) cleanups.splice(at, 1);
+      if (cleanups.length === 0 && !exiting) removeListeners();
+    },
+  };
+}
+
+function addListeners(): void {
+  for (const [signal, number] of Object.entries(SIGNALS) as [Deno.Signal, number][]) {
+    const listener = () => void onSignal(signal, 128 + number);
+    listeners.set(signal, listener);
+    Deno.addSignalListener(signal, listener);
+  }
+}
+
+function removeListeners(): void {
+  for (const [signal, listener] of listeners) Deno.removeSignalListener(signal, listener);
+  listeners.clear();
+}
+
+async function onSignal(signal: Deno.Signal, code: number): Promise<void> {
+  if (exiting) Deno.exit(code); // asked twice: the user wants out now
+  exiting = true;
+  const timer = setTimeout(() => {
+    console.error(`Cannot clean up after ${signal}: still running after ${CLEANUP_TIMEOUT_MS} ms`);
+    Deno.exit(code);
+  }, CLEANUP_TIMEOUT_MS);
+  while (cleanups.length > 0) {
+    const cleanup = cleanups.pop()!;
+    try {
+      await cleanup();
+    } catch (error) {
+      console.error(
+        `Cannot clean up after ${signal}: ${error instanceof Error ? error.message : error}`,
+      );
+    }
+  }
+  clearTimeout(timer);
+  Deno.exit(code);
+}
