@@ -1,0 +1,84 @@
+/**
+ * The QEMU command line of a gangway guest, built from what must match
+ * between a source and its destination (the machine) and what differs
+ * (the instance: name, RAM file, sockets, logs).
+ *
+ * @module
+ */
+import type { GuestImage } from "./guest_image.ts";
+
+/** Everything a destination must share with its source for QEMU to accept the device state. */
+export interface QemuMachine {
+  /** Guest RAM in MiB: the size of the memory backend. */
+  memoryMiB: number;
+  /** Id of the memory backend; the destination's must be the same. */
+  backendId: string;
+  /** Virtual CPUs. */
+  cpus: number;
+  /** `-accel` value, e.g. `tcg` or `kvm`. */
+  accelerator: string;
+  /** Kernel and initramfs. */
+  image: GuestImage;
+  /** The whole kernel command line, one argument per entry. */
+  kernelArgs: string[];
+  /** More QEMU arguments (devices...), the same on both sides. */
+  extraArgs: string[];
+  /** The QEMU program. */
+  qemuBinary: string;
+}
+
+/** What belongs to one QEMU process only. */
+export interface QemuInstance {
+  /** Guest name (QEMU's `-name`). */
+  name: string;
+  /** The memory backend's file, e.g. `/dev/shm/gangway-vm1`. */
+  ramPath: string;
+  /** QMP unix socket. */
+  qmpPath: string;
+  /** File that receives the serial console. */
+  serialLog: string;
+  /** Start paused and wait for `migrate-incoming` (`-S -incoming defer`). */
+  incoming: boolean;
+}
+
+/** Characters allowed in names and paths put on the QEMU command line. */
+const SAFE = /^[A-Za-z0-9_./+-]+$/;
+
+/**
+ * The arguments for `machine.qemuBinary` (the program itself not included).
+ *
+ * @throws Error when a name or path would break QEMU's option syntax
+ */
+export function qemuArgs(machine: QemuMachine, instance: QemuInstance): string[] {
+  for (const [what, value] of Object.entries({ ...instance, backendId: machine.backendId })) {
+    if (typeof value === "string" && !SAFE.test(value)) {
+      throw new Error(
+        `Cannot start guest "${instance.name}": ${what} "${value}" has unsafe characters`,
+      );
+    }
+  }
+  const size = `${machine.memoryMiB}M`;
+  const args = [
+    ["-name", `guest=${instance.name}`],
+    ["-accel", machine.accelerator],
+    ["-machine", `pc,memory-backend=${machine.backendId}`],
+    ["-m", size],
+    ["-smp", String(machine.cpus)],
+    // share=on: the file is the guest RAM itself, so gangway can read and write it.
+    [
+      "-object",
+      `memory-backend-file,id=${machine.backendId},size=${size},mem-path=${instance.ramPath},share=on`,
+    ],
+    ["-kernel", machine.image.kernel],
+    ["-initrd", machine.image.initrd],
+    ["-append", machine.kernelArgs.join(" ")],
+    // No default devices: no VGA, no monitor on stdio; the serial port goes to a file.
+    ["-nodefaults", "-display", "none"],
+    ["-serial", `file:${instance.serialLog}`],
+    ["-qmp", `unix:${instance.qmpPath},server=on,wait=off`],
+    ["-net", "none", "-no-reboot"],
+    machine.extraArgs,
+    instance.incoming ? ["-S", "-incoming", "defer"] : [],
+  ];
+  return args.flat();
+}

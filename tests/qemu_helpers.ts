@@ -1,0 +1,84 @@
+/**
+ * What the QEMU tests share: the guest image, unique names, a RAM copy
+ * done the simple way, and cleanup that leaves no QEMU or RAM file behind.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { ensureGuestImage, type GuestImage } from "../src/qemu/guest_image.ts";
+import type { QemuGuest } from "../src/qemu/guest.ts";
+
+/**
+ * Awaits `run()` and returns the error it rejects with; fails when it
+ * resolves or when the message lacks `includes`.
+ */
+export async function rejection(run: () => Promise<unknown>, includes = ""): Promise<Error> {
+  try {
+    await run();
+  } catch (error) {
+    assert.ok(error instanceof Error, `not an Error: ${error}`);
+    assert.ok(error.message.includes(includes), `"${error.message}" lacks "${includes}"`);
+    return error;
+  }
+  throw new assert.AssertionError({ message: "expected a rejection" });
+}
+
+let image: Promise<GuestImage> | undefined;
+
+/** The guest image, provisioned once per test process. */
+export function testImage(): Promise<GuestImage> {
+  image ??= ensureGuestImage();
+  return image;
+}
+
+/** A guest name no other test process uses. */
+export function uniqueName(what: string): string {
+  return `gwt-${what}-${Deno.pid}-${crypto.randomUUID().slice(0, 6)}`;
+}
+
+/**
+ * Copies a guest's RAM file into another one in place (no truncation),
+ * page by page, skipping all-zero pages so holes stay holes. `dd` does it
+ * because Deno cannot open files under /dev without --allow-all. The
+ * target must not hold stale non-zero pages (a fresh destination does not).
+ */
+export async function copyRamFile(from: string, to: string): Promise<void> {
+  const { success, stderr } = await new Deno.Command("dd", {
+    args: [`if=${from}`, `of=${to}`, "bs=4096", "conv=notrunc,sparse", "status=none"],
+  }).output();
+  if (!success) {
+    throw new Error(`Cannot copy "${from}" to "${to}": ${new TextDecoder().decode(stderr)}`);
+  }
+}
+
+/** True when a file exists, even under /dev (asks `test -e`). */
+export async function fileExists(path: string): Promise<boolean> {
+  return (await new Deno.Command("test", { args: ["-e", path] }).output()).success;
+}
+
+/**
+ * Guests a test starts; `close()` stops every one, removes their RAM files
+ * and checks nothing is left.
+ */
+export class Guests implements AsyncDisposable {
+  #all: QemuGuest[] = [];
+
+  /** Remembers a guest for cleanup and returns it. */
+  add(guest: QemuGuest): QemuGuest {
+    this.#all.push(guest);
+    return guest;
+  }
+
+  /** Quits every guest, removes its RAM file, and asserts both are gone. */
+  async close(): Promise<void> {
+    for (const guest of this.#all) await guest.close({ removeRam: true });
+    for (const guest of this.#all) {
+      assert.ok(!guest.alive, `QEMU of "${guest.name}" still runs`);
+      assert.ok(!(await fileExists(guest.ramPath)), `"${guest.ramPath}" is left behind`);
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
