@@ -1,0 +1,172 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { QmpClient, QmpError } from "../src/qemu/qmp.ts";
+import { rejection } from "./qemu_helpers.ts";
+
+type Reply = (message: Record<string, unknown>) => string[] | undefined;
+
+/**
+ * A fake QEMU: greets, accepts qmp_capabilities, and answers other
+ * commands with `reply` (undefined: never answer).
+ */
+async function fakeQemu(reply: Reply) {
+  const dir = await Deno.makeTempDir({ prefix: "gangway-qmp-test-" });
+  const path = join(dir, "qmp.sock");
+  const listener = Deno.listen({ transport: "unix", path });
+  const conns: Deno.Conn[] = [];
+  const send = (conn: Deno.Conn, lines: string[]) =>
+    conn.write(new TextEncoder().encode(lines.map((l) => l + "\r\n").join("")));
+  const serving = (async () => {
+    for await (const conn of listener) {
+      conns.push(conn);
+      await send(conn, [
+        JSON.stringify({
+          QMP: { version: { qemu: { major: 7, minor: 2, micro: 22 }, package: " Debian " } },
+        }),
+      ]);
+      (async () => {
+        let text = "";
+        const buf = new Uint8Array(4096);
+        while (true) {
+          const n = await conn.read(buf).catch(() => null);
+          if (n === null) return;
+          text += new TextDecoder().decode(buf.subarray(0, n));
+          let nl;
+          while ((nl = text.indexOf("\n")) >= 0) {
+            const message = JSON.parse(text.slice(0, nl));
+            text = text.slice(nl + 1);
+            const out = message.execute === "qmp_capabilities"
+              ? [JSON.stringify({ return: {}, id: message.id })]
+              : reply(message);
+            if (out) await send(conn, out).catch(() => {});
+          }
+        }
+      })();
+    }
+  })();
+  return {
+    path,
+    /** Sends raw lines to every client. */
+    push: (lines: string[]) => Promise.all(conns.map((c) => send(c, lines))),
+    /** Hangs up on every client, as a dying QEMU does. */
+    hangUp: () => conns.forEach((c) => c.close()),
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      await serving;
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch {
+          // already closed
+        }
+      }
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+const event = (name: string, data: unknown = {}) =>
+  JSON.stringify({ event: name, data, timestamp: { seconds: 1700000000, microseconds: 500 } });
+
+Deno.test("QmpClient.connect() negotiates and execute() returns the answer", async () => {
+  await using qemu = await fakeQemu((
+    m,
+  ) => [JSON.stringify({ return: { status: "running", running: true }, id: m.id })]);
+  await using qmp = await QmpClient.connect(qemu.path, { guest: "vm1" });
+  assert.deepEqual(qmp.version, { major: 7, minor: 2, micro: 22, package: "Debian" });
+  assert.deepEqual(await qmp.execute("query-status"), { status: "running", running: true });
+});
+
+Deno.test("QmpClient.execute() matches concurrent answers by id", async () => {
+  const held: Record<string, unknown>[] = [];
+  await using qemu = await fakeQemu((m) => {
+    held.push(m);
+    if (held.length < 2) return undefined;
+    // Answer in reverse order.
+    return held.reverse().map((h) => JSON.stringify({ return: h.execute, id: h.id }));
+  });
+  await using qmp = await QmpClient.connect(qemu.path, { guest: "vm1" });
+  const [a, b] = await Promise.all([qmp.execute("first"), qmp.execute("second")]);
+  assert.deepEqual([a, b], ["first", "second"]);
+});
+
+Deno.test("QmpClient.execute() names the guest and the command in QMP errors", async () => {
+  await using qemu = await fakeQemu((m) => [
+    JSON.stringify({
+      error: { class: "GenericError", desc: "There's a migration process in progress" },
+      id: m.id,
+    }),
+  ]);
+  await using qmp = await QmpClient.connect(qemu.path, { guest: "vm1" });
+  const error = await rejection(() => qmp.execute("migrate", { uri: "unix:/x" }));
+  assert.ok(error instanceof QmpError);
+  assert.deepEqual(
+    error.message,
+    `Cannot run "migrate" on guest "vm1": There's a migration process in progress`,
+  );
+  assert.deepEqual(error.errorClass, "GenericError");
+});
+
+Deno.test("QmpClient.execute() fails pending commands when the socket dies", async () => {
+  await using qemu = await fakeQemu(() => undefined);
+  await using qmp = await QmpClient.connect(qemu.path, { guest: "vm1" });
+  const pending = qmp.execute("query-migrate");
+  qemu.hangUp();
+  await rejection(
+    () => pending,
+    `Cannot run "query-migrate" on guest "vm1": QMP connection closed`,
+  );
+  await qmp.ended;
+  assert.ok(qmp.closed);
+  await rejection(() => qmp.execute("cont"), `Cannot run "cont" on guest "vm1"`);
+});
+
+Deno.test("QmpClient.execute() gives up after its timeout", async () => {
+  await using qemu = await fakeQemu(() => undefined);
+  await using qmp = await QmpClient.connect(qemu.path, { guest: "vm1" });
+  await rejection(
+    () => qmp.execute("query-status", undefined, { timeoutMs: 50 }),
+    `Cannot run "query-status" on guest "vm1": no answer in 50 ms`,
+  );
+});
+
+Deno.test("QmpClient.waitForEvent() resolves on the matching event only", async () => {
+  await using qemu = await fakeQemu(() => undefined);
+  await using qmp = await QmpClient.connect(qemu.path, { guest: "vm1" });
+  const seen: string[] = [];
+  const off = qmp.on("*", (e) => seen.push(e.event));
+  const completed = qmp.waitForEvent("MIGRATION", (e) => e.data.status === "completed", 2000);
+  await qemu.push([
+    event("STOP"),
+    event("MIGRATION", { status: "active" }),
+    event("MIGRATION", { status: "completed" }),
+  ]);
+  const got = await completed;
+  assert.deepEqual(got.data, { status: "completed" });
+  assert.deepEqual(got.timestampMs, 1700000000000.5);
+  off();
+  assert.deepEqual(seen, ["STOP", "MIGRATION", "MIGRATION"]);
+  await rejection(() => qmp.waitForEvent("RESUME", undefined, 30), "none in 30 ms");
+});
+
+Deno.test("QmpClient.events() streams events and ends with the connection", async () => {
+  await using qemu = await fakeQemu(() => undefined);
+  const qmp = await QmpClient.connect(qemu.path, { guest: "vm1" });
+  const names: string[] = [];
+  const reading = (async () => {
+    for await (const e of qmp.events()) names.push(e.event);
+  })();
+  await qemu.push([event("STOP"), event("RESUME")]);
+  await qmp.waitForEvent("RESUME");
+  await qmp.close();
+  await qmp.close(); // safe twice
+  await reading;
+  assert.deepEqual(names, ["STOP", "RESUME"]);
+});
+
+Deno.test("QmpClient.connect() names the guest when nothing listens", async () => {
+  await rejection(
+    () => QmpClient.connect("/nonexistent/gangway.qmp", { guest: "vm9" }),
+    `Cannot connect to QMP of guest "vm9"`,
+  );
+});
