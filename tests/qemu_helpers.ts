@@ -4,24 +4,9 @@
  *
  * @module
  */
-import assert from "node:assert/strict";
+import { assert } from "./_assert.ts";
 import { ensureGuestImage, type GuestImage } from "../src/qemu/guest_image.ts";
 import type { QemuGuest } from "../src/qemu/guest.ts";
-
-/**
- * Awaits `run()` and returns the error it rejects with; fails when it
- * resolves or when the message lacks `includes`.
- */
-export async function rejection(run: () => Promise<unknown>, includes = ""): Promise<Error> {
-  try {
-    await run();
-  } catch (error) {
-    assert.ok(error instanceof Error, `not an Error: ${error}`);
-    assert.ok(error.message.includes(includes), `"${error.message}" lacks "${includes}"`);
-    return error;
-  }
-  throw new assert.AssertionError({ message: "expected a rejection" });
-}
 
 let image: Promise<GuestImage> | undefined;
 
@@ -73,8 +58,8 @@ export class Guests implements AsyncDisposable {
   async close(): Promise<void> {
     for (const guest of this.#all) await guest.close({ removeRam: true });
     for (const guest of this.#all) {
-      assert.ok(!guest.alive, `QEMU of "${guest.name}" still runs`);
-      assert.ok(!(await fileExists(guest.ramPath)), `"${guest.ramPath}" is left behind`);
+      assert(!guest.alive, `QEMU of "${guest.name}" still runs`);
+      assert(!(await fileExists(guest.ramPath)), `"${guest.ramPath}" is left behind`);
     }
   }
 

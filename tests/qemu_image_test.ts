@@ -1,4 +1,4 @@
-import assert from "node:assert/strict";
+import { assert, assertEquals, assertNotEquals, assertThrows } from "./_assert.ts";
 import { join } from "node:path";
 import { writeCpio } from "../src/qemu/_cpio.ts";
 import { INIT_SCRIPT, workloadArgs } from "../src/qemu/_guest_init.ts";
@@ -45,22 +45,22 @@ Deno.test("writeCpio() writes an archive busybox cpio lists, device node include
     { kind: "file", path: "init", data: new TextEncoder().encode("#!/bin/sh\n"), mode: 0o755 },
     { kind: "symlink", path: "sh", target: "busybox" },
   ]);
-  assert.equal(archive.length % 4, 0);
+  assertEquals(archive.length % 4, 0);
   const listing = await busyboxCpioList(archive);
-  assert.match(listing, /^drwxr-xr-x .* dev$/m);
-  assert.match(listing, /^crw------- .* dev\/console$/m);
+  assert(/^drwxr-xr-x .* dev$/m.test(listing), listing);
+  assert(/^crw------- .* dev\/console$/m.test(listing), listing);
   // busybox does not list device numbers: read them from the headers.
-  assert.deepEqual(newcDevices(archive).get("dev/console"), [5, 1]);
-  assert.match(listing, /^-rwxr-xr-x .* 10 .* init$/m);
-  assert.match(listing, /^lrwxrwxrwx .* sh -> busybox$/m);
+  assertEquals(newcDevices(archive).get("dev/console"), [5, 1]);
+  assert(/^-rwxr-xr-x .* 10 .* init$/m.test(listing), listing);
+  assert(/^lrwxrwxrwx .* sh -> busybox$/m.test(listing), listing);
 });
 
 Deno.test("initramfsName() changes when the init script changes", async () => {
   const busybox = new Uint8Array([1, 2, 3]);
   const a = await initramfsName(busybox, INIT_SCRIPT);
-  assert.equal(a, await initramfsName(busybox, INIT_SCRIPT));
-  assert.notEqual(a, await initramfsName(busybox, INIT_SCRIPT + "\n# edited\n"));
-  assert.notEqual(a, await initramfsName(new Uint8Array([1, 2, 4]), INIT_SCRIPT));
+  assertEquals(a, await initramfsName(busybox, INIT_SCRIPT));
+  assertNotEquals(a, await initramfsName(busybox, INIT_SCRIPT + "\n# edited\n"));
+  assertNotEquals(a, await initramfsName(new Uint8Array([1, 2, 4]), INIT_SCRIPT));
 });
 
 Deno.test("ensureGuestImage() run twice at once builds one cached image", async () => {
@@ -74,16 +74,16 @@ Deno.test("ensureGuestImage() run twice at once builds one cached image", async 
       ensureGuestImage({ cacheDir }),
       ensureGuestImage({ cacheDir }),
     ]);
-    assert.deepEqual(a, b);
-    assert.equal(
+    assertEquals(a, b);
+    assertEquals(
       (await Deno.readFile(a.initrd)).length,
       (await Deno.readFile(shared.initrd)).length,
     );
     const names = [...Deno.readDirSync(join(cacheDir, "guest"))].map((e) => e.name).sort();
-    assert.deepEqual(names, [a.initrd.split("/").at(-1), `vmlinuz-${shared.kernelVersion}`].sort());
+    assertEquals(names, [a.initrd.split("/").at(-1), `vmlinuz-${shared.kernelVersion}`].sort());
     const listing = await busyboxCpioList(await Deno.readFile(a.initrd));
     for (const path of ["init", "bin/busybox", "bin/sh", "dev/console"]) {
-      assert.match(listing, new RegExp(` ${path}( ->.*)?$`, "m"));
+      assert(new RegExp(` ${path}( ->.*)?$`, "m").test(listing), listing);
     }
   } finally {
     await Deno.remove(cacheDir, { recursive: true });
@@ -101,7 +101,7 @@ Deno.test("parseHeartbeats() reads every heartbeat and skips torn lines", () => 
     "gangway-heartbeat 4 checksum-bad 2",
     "",
   ].join("\r\n");
-  assert.deepEqual(parseHeartbeats(log), [
+  assertEquals(parseHeartbeats(log), [
     { counter: 1, checksum: "pending", checks: 0 },
     { counter: 2, checksum: "ok", checks: 1 },
     { counter: 4, checksum: "bad", checks: 2 },
@@ -109,8 +109,8 @@ Deno.test("parseHeartbeats() reads every heartbeat and skips torn lines", () => 
 });
 
 Deno.test("workloadArgs() passes the workload on the kernel command line", () => {
-  assert.deepEqual(workloadArgs(), ["gangway.mode=idle"]);
-  assert.deepEqual(
+  assertEquals(workloadArgs(), ["gangway.mode=idle"]);
+  assertEquals(
     workloadArgs({ mode: "busy", blobMiB: 8, scratchMiB: 4, checkEverySeconds: 2 }),
     [
       "gangway.mode=busy",
@@ -119,7 +119,7 @@ Deno.test("workloadArgs() passes the workload on the kernel command line", () =>
       "gangway.check_every=2",
     ],
   );
-  assert.throws(() => workloadArgs({ blobMiB: 1.5 }), /1\.5 is not a whole number/);
+  assertThrows(() => workloadArgs({ blobMiB: 1.5 }), RangeError, "1.5 is not a whole number");
 });
 
 Deno.test("qemuArgs() shares the RAM file and makes a destination wait paused", () => {
@@ -140,17 +140,19 @@ Deno.test("qemuArgs() shares the RAM file and makes a destination wait paused", 
     serialLog: "/tmp/r/vm1.serial.log",
   };
   const source = qemuArgs(machine, { ...instance, incoming: false }).join(" ");
-  assert.match(
+  assert(
+    / -object memory-backend-file,id=gangway-ram,size=128M,mem-path=\/dev\/shm\/gangway-vm1,share=on /
+      .test(source),
     source,
-    / -object memory-backend-file,id=gangway-ram,size=128M,mem-path=\/dev\/shm\/gangway-vm1,share=on /,
   );
-  assert.match(source, / -machine pc,memory-backend=gangway-ram /);
-  assert.match(source, / -append console=ttyS0 panic=-1 /);
-  assert.ok(!source.includes("-incoming"));
+  assert(/ -machine pc,memory-backend=gangway-ram /.test(source), source);
+  assert(/ -append console=ttyS0 panic=-1 /.test(source), source);
+  assert(!source.includes("-incoming"));
   const destination = qemuArgs(machine, { ...instance, incoming: true }).join(" ");
-  assert.ok(destination.endsWith(" -S -incoming defer"));
-  assert.throws(
+  assert(destination.endsWith(" -S -incoming defer"));
+  assertThrows(
     () => qemuArgs(machine, { ...instance, ramPath: "/dev/shm/a,share=off", incoming: false }),
-    /Cannot start guest "vm1": ramPath "\/dev\/shm\/a,share=off" has unsafe characters/,
+    Error,
+    `Cannot start guest "vm1": ramPath "/dev/shm/a,share=off" has unsafe characters`,
   );
 });

@@ -1,7 +1,6 @@
-import assert from "node:assert/strict";
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { join } from "node:path";
 import { QmpClient, QmpError } from "../src/qemu/qmp.ts";
-import { rejection } from "./qemu_helpers.ts";
 
 type Reply = (message: Record<string, unknown>) => string[] | undefined;
 
@@ -73,8 +72,8 @@ Deno.test("QmpClient.connect() negotiates and execute() returns the answer", asy
     m,
   ) => [JSON.stringify({ return: { status: "running", running: true }, id: m.id })]);
   await using qmp = await QmpClient.connect(qemu.path, { guest: "vm1" });
-  assert.deepEqual(qmp.version, { major: 7, minor: 2, micro: 22, package: "Debian" });
-  assert.deepEqual(await qmp.execute("query-status"), { status: "running", running: true });
+  assertEquals(qmp.version, { major: 7, minor: 2, micro: 22, package: "Debian" });
+  assertEquals(await qmp.execute("query-status"), { status: "running", running: true });
 });
 
 Deno.test("QmpClient.execute() matches concurrent answers by id", async () => {
@@ -87,7 +86,7 @@ Deno.test("QmpClient.execute() matches concurrent answers by id", async () => {
   });
   await using qmp = await QmpClient.connect(qemu.path, { guest: "vm1" });
   const [a, b] = await Promise.all([qmp.execute("first"), qmp.execute("second")]);
-  assert.deepEqual([a, b], ["first", "second"]);
+  assertEquals([a, b], ["first", "second"]);
 });
 
 Deno.test("QmpClient.execute() names the guest and the command in QMP errors", async () => {
@@ -98,13 +97,12 @@ Deno.test("QmpClient.execute() names the guest and the command in QMP errors", a
     }),
   ]);
   await using qmp = await QmpClient.connect(qemu.path, { guest: "vm1" });
-  const error = await rejection(() => qmp.execute("migrate", { uri: "unix:/x" }));
-  assert.ok(error instanceof QmpError);
-  assert.deepEqual(
+  const error = await assertRejects(() => qmp.execute("migrate", { uri: "unix:/x" }), QmpError);
+  assertEquals(
     error.message,
     `Cannot run "migrate" on guest "vm1": There's a migration process in progress`,
   );
-  assert.deepEqual(error.errorClass, "GenericError");
+  assertEquals(error.errorClass, "GenericError");
 });
 
 Deno.test("QmpClient.execute() fails pending commands when the socket dies", async () => {
@@ -112,20 +110,22 @@ Deno.test("QmpClient.execute() fails pending commands when the socket dies", asy
   await using qmp = await QmpClient.connect(qemu.path, { guest: "vm1" });
   const pending = qmp.execute("query-migrate");
   qemu.hangUp();
-  await rejection(
+  await assertRejects(
     () => pending,
+    Error,
     `Cannot run "query-migrate" on guest "vm1": QMP connection closed`,
   );
   await qmp.ended;
-  assert.ok(qmp.closed);
-  await rejection(() => qmp.execute("cont"), `Cannot run "cont" on guest "vm1"`);
+  assert(qmp.closed);
+  await assertRejects(() => qmp.execute("cont"), Error, `Cannot run "cont" on guest "vm1"`);
 });
 
 Deno.test("QmpClient.execute() gives up after its timeout", async () => {
   await using qemu = await fakeQemu(() => undefined);
   await using qmp = await QmpClient.connect(qemu.path, { guest: "vm1" });
-  await rejection(
+  await assertRejects(
     () => qmp.execute("query-status", undefined, { timeoutMs: 50 }),
+    Error,
     `Cannot run "query-status" on guest "vm1": no answer in 50 ms`,
   );
 });
@@ -142,11 +142,11 @@ Deno.test("QmpClient.waitForEvent() resolves on the matching event only", async 
     event("MIGRATION", { status: "completed" }),
   ]);
   const got = await completed;
-  assert.deepEqual(got.data, { status: "completed" });
-  assert.deepEqual(got.timestampMs, 1700000000000.5);
+  assertEquals(got.data, { status: "completed" });
+  assertEquals(got.timestampMs, 1700000000000.5);
   off();
-  assert.deepEqual(seen, ["STOP", "MIGRATION", "MIGRATION"]);
-  await rejection(() => qmp.waitForEvent("RESUME", undefined, 30), "none in 30 ms");
+  assertEquals(seen, ["STOP", "MIGRATION", "MIGRATION"]);
+  await assertRejects(() => qmp.waitForEvent("RESUME", undefined, 30), Error, "none in 30 ms");
 });
 
 Deno.test("QmpClient.events() streams events and ends with the connection", async () => {
@@ -161,12 +161,13 @@ Deno.test("QmpClient.events() streams events and ends with the connection", asyn
   await qmp.close();
   await qmp.close(); // safe twice
   await reading;
-  assert.deepEqual(names, ["STOP", "RESUME"]);
+  assertEquals(names, ["STOP", "RESUME"]);
 });
 
 Deno.test("QmpClient.connect() names the guest when nothing listens", async () => {
-  await rejection(
+  await assertRejects(
     () => QmpClient.connect("/nonexistent/gangway.qmp", { guest: "vm9" }),
+    Error,
     `Cannot connect to QMP of guest "vm9"`,
   );
 });

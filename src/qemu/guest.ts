@@ -1,0 +1,391 @@
+/**
+ * A QEMU guest run by gangway: RAM in a shared file, QMP on a unix socket,
+ * serial console in a log file. Starts migration sources (booting) and
+ * destinations (paused, waiting for an incoming migration).
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { delay, withTimeout } from "./_async.ts";
+import { QemuProcess } from "./_qemu_process.ts";
+import type { GuestImage } from "./guest_image.ts";
+import { type Workload, workloadArgs } from "./_guest_init.ts";
+import { type Heartbeat, readHeartbeat, waitForHeartbeat } from "./heartbeat.ts";
+import { QmpClient } from "./qmp.ts";
+import { qemuArgs, type QemuMachine } from "./qemu_args.ts";
+import { queryRam, type RamBackend } from "./ram_backend.ts";
+
+/** Options of {@linkcode QemuGuest.start}. */
+export interface QemuGuestOptions {
+  /** Guest name: letters, digits, `_.+-`. */
+  name: string;
+  /** Guest RAM in MiB. */
+  memoryMiB: number;
+  /** Kernel and initramfs, e.g. from `ensureGuestImage()`. */
+  image: GuestImage;
+  /** What the test guest runs (kernel arguments read by its `/init`). Default idle. */
+  workload?: Workload;
+  /** More kernel arguments (e.g. `nokaslr`), after `console=ttyS0 panic=-1`. */
+  kernelArgs?: string[];
+  /** Memory backend id. Default `gangway-ram`. */
+  backendId?: string;
+  /** RAM file. Default `/dev/shm/gangway-NAME`. */
+  ramPath?: string;
+  /** Directory of the QMP socket and logs. Default: a new temporary directory, removed by `close()`. */
+  runDir?: string;
+  /** Command that runs QEMU, e.g. `["ip", "netns", "exec", "ns1"]`; it must exec QEMU, not fork it. */
+  commandPrefix?: string[];
+  /** More QEMU arguments, the same for source and destination. */
+  extraArgs?: string[];
+  /** Virtual CPUs. Default 1. */
+  cpus?: number;
+  /** QEMU accelerator. Default `tcg`. */
+  accelerator?: string;
+  /** QEMU program. Default `qemu-system-x86_64`. */
+  qemuBinary?: string;
+  /** Remove an existing file at `ramPath` first (otherwise that is an error). Default false. */
+  replaceRamFile?: boolean;
+  /** Time allowed for QEMU to open its QMP socket. Default 10000 ms. */
+  startTimeoutMs?: number;
+}
+
+/** Options of {@linkcode QemuGuest.startDestination}. */
+export interface DestinationOptions {
+  /** Destination guest name. */
+  name: string;
+  /** RAM file; any existing file there is removed first. Default `/dev/shm/gangway-NAME`. */
+  ramPath?: string;
+  /** As in {@linkcode QemuGuestOptions.runDir}. */
+  runDir?: string;
+  /** As in {@linkcode QemuGuestOptions.commandPrefix}. */
+  commandPrefix?: string[];
+  /** As in {@linkcode QemuGuestOptions.startTimeoutMs}. */
+  startTimeoutMs?: number;
+}
+
+/** Options of {@linkcode QemuGuest.close}. */
+export interface CloseOptions {
+  /** Remove the RAM file too (only once its content is no longer needed). Default false. */
+  removeRam?: boolean;
+  /** Time QEMU gets to quit before it is killed. Default 5000 ms. */
+  timeoutMs?: number;
+}
+
+/** What `query-status` says. */
+export interface GuestStatus {
+  /** QEMU run state: `running`, `paused`, `inmigrate`, `postmigrate`, `prelaunch`... */
+  status: string;
+  /** True when the vCPUs run. */
+  running: boolean;
+}
+
+/** The kernel arguments every gangway guest gets. */
+const BASE_KERNEL_ARGS = ["console=ttyS0", "panic=-1"];
+/** Longest unix socket path (sun_path is 108 bytes with the terminating zero). */
+const MAX_SOCKET_PATH = 107;
+
+interface Instance {
+  name: string;
+  ramPath?: string;
+  runDir?: string;
+  commandPrefix?: string[];
+  startTimeoutMs?: number;
+  incoming: boolean;
+}
+
+/**
+ * A running QEMU. Close it with {@linkcode QemuGuest.close} (or `await
+ * using`); closing quits QEMU, kills it if it does not exit, and removes
+ * the RAM file only when asked.
+ *
+ * Requires `--allow-run` (QEMU and `test`), `--allow-net` (the QMP unix
+ * socket), `--allow-read` and `--allow-write` (run directory, RAM file).
+ *
+ * @example
+ * ```ts
+ * const image = await ensureGuestImage();
+ * await using guest = await QemuGuest.start({ name: "vm1", memoryMiB: 128, image });
+ * await guest.waitUntilBooted();
+ * console.log(await guest.ramBackend()); // { path: "/dev/shm/gangway-vm1", size: 134217728, ... }
+ * ```
+ */
+export class QemuGuest implements AsyncDisposable {
+  /** Guest name. */
+  readonly name: string;
+  /** What a destination must match. */
+  readonly machine: QemuMachine;
+  /** The RAM file. */
+  readonly ramPath: string;
+  /** Directory of the QMP socket and logs. */
+  readonly runDir: string;
+  /** The serial console log (heartbeats). */
+  readonly serialLog: string;
+  /** The QMP connection. */
+  readonly qmp: QmpClient;
+  #process: QemuProcess;
+  #ownsRunDir: boolean;
+  #lastStopAt: number | undefined;
+  #lastResumeAt: number | undefined;
+  #closing: Promise<void> | undefined;
+
+  private constructor(
+    name: string,
+    machine: QemuMachine,
+    paths: { ramPath: string; runDir: string; serialLog: string; ownsRunDir: boolean },
+    process: QemuProcess,
+    qmp: QmpClient,
+  ) {
+    this.name = name;
+    this.machine = machine;
+    this.ramPath = paths.ramPath;
+    this.runDir = paths.runDir;
+    this.serialLog = paths.serialLog;
+    this.#ownsRunDir = paths.ownsRunDir;
+    this.#process = process;
+    this.qmp = qmp;
+    qmp.on("STOP", (event) => (this.#lastStopAt = event.receivedAt));
+    qmp.on("RESUME", (event) => (this.#lastResumeAt = event.receivedAt));
+  }
+
+  /**
+   * Starts a guest that boots (a migration source). Returns once QMP
+   * answers; {@linkcode waitUntilBooted} waits for the workload.
+   *
+   * @throws Error naming the guest when the RAM file exists, QEMU fails to
+   * start or its QMP socket does not answer
+   */
+  static async start(options: QemuGuestOptions): Promise<QemuGuest> {
+    const ramPath = options.ramPath ?? defaultRamPath(options.name);
+    if (options.replaceRamFile) await removeFile(ramPath);
+    else await refuseExisting(options.name, ramPath);
+    const machine: QemuMachine = {
+      memoryMiB: options.memoryMiB,
+      backendId: options.backendId ?? "gangway-ram",
+      cpus: options.cpus ?? 1,
+      accelerator: options.accelerator ?? "tcg",
+      image: options.image,
+      kernelArgs: [
+        ...BASE_KERNEL_ARGS,
+        ...workloadArgs(options.workload),
+        ...options.kernelArgs ?? [],
+      ],
+      extraArgs: options.extraArgs ?? [],
+      qemuBinary: options.qemuBinary ?? "qemu-system-x86_64",
+    };
+    return await QemuGuest.#launch(machine, { ...options, ramPath, incoming: false });
+  }
+
+  /**
+   * Starts a destination for a guest with this machine: its own RAM file of
+   * the same size and backend id, paused (`-S`), waiting for
+   * `migrate-incoming` (`-incoming defer`). A stale file at its RAM path is
+   * removed first: QEMU would reuse it as is, and it never zeroes it.
+   *
+   * @throws Error naming the guest when QEMU fails to start
+   */
+  static async startDestination(
+    machine: QemuMachine,
+    options: DestinationOptions,
+  ): Promise<QemuGuest> {
+    const ramPath = options.ramPath ?? defaultRamPath(options.name);
+    await removeFile(ramPath);
+    return await QemuGuest.#launch(machine, { ...options, ramPath, incoming: true });
+  }
+
+  static async #launch(machine: QemuMachine, instance: Instance): Promise<QemuGuest> {
+    const { name } = instance;
+    const ownsRunDir = instance.runDir === undefined;
+    const runDir = instance.runDir ?? await Deno.makeTempDir({ prefix: `gangway-${name}-` });
+    const paths = {
+      ramPath: instance.ramPath ?? defaultRamPath(name),
+      runDir,
+      serialLog: join(runDir, `${name}.serial.log`),
+      ownsRunDir,
+    };
+    const qmpPath = join(runDir, `${name}.qmp`);
+    let process: QemuProcess | undefined;
+    try {
+      if (qmpPath.length > MAX_SOCKET_PATH) {
+        throw new Error(`Cannot start guest "${name}": QMP socket path "${qmpPath}" is too long`);
+      }
+      await Deno.mkdir(runDir, { recursive: true });
+      await removeFile(qmpPath);
+      await removeFile(paths.serialLog);
+      const args = qemuArgs(machine, { ...paths, name, qmpPath, incoming: instance.incoming });
+      process = QemuProcess.spawn(
+        name,
+        [...instance.commandPrefix ?? [], machine.qemuBinary, ...args],
+        join(runDir, `${name}.qemu.log`),
+      );
+      const qmp = await connectQmp(name, qmpPath, process, instance.startTimeoutMs ?? 10_000);
+      return new QemuGuest(name, machine, paths, process, qmp);
+    } catch (error) {
+      await process?.kill();
+      if (ownsRunDir) await Deno.remove(runDir, { recursive: true }).catch(() => {});
+      throw error;
+    }
+  }
+
+  /** QEMU's process id (QEMU's own when the command prefix execs it). */
+  get pid(): number {
+    return this.#process.pid;
+  }
+
+  /** True until the QEMU process has exited. */
+  get alive(): boolean {
+    return !this.#process.exited;
+  }
+
+  /** Resolves with QEMU's exit status once it has exited. */
+  get exited(): Promise<Deno.CommandStatus> {
+    return this.#process.status;
+  }
+
+  /** When QEMU last reported STOP (vCPUs paused), on the `performance.now()` clock. */
+  get lastStopAt(): number | undefined {
+    return this.#lastStopAt;
+  }
+
+  /** When QEMU last reported RESUME, on the `performance.now()` clock. */
+  get lastResumeAt(): number | undefined {
+    return this.#lastResumeAt;
+  }
+
+  /** The end of QEMU's own stdout/stderr, for error messages. */
+  async qemuLogTail(): Promise<string> {
+    return await this.#process.logTail();
+  }
+
+  /**
+   * Waits for the first heartbeat of the workload.
+   *
+   * @throws Error when QEMU exits or no heartbeat comes in time
+   */
+  async waitUntilBooted(timeoutMs = 60_000): Promise<Heartbeat> {
+    return await this.waitForHeartbeat({ after: 0, timeoutMs });
+  }
+
+  /** The guest's last heartbeat on its serial console, if any. */
+  async heartbeat(): Promise<Heartbeat | undefined> {
+    return await readHeartbeat(this.serialLog);
+  }
+
+  /**
+   * Waits for a heartbeat with a counter above `after`.
+   *
+   * @throws Error when QEMU exits or none comes in time
+   */
+  async waitForHeartbeat(options: { after?: number; timeoutMs?: number } = {}): Promise<Heartbeat> {
+    return await waitForHeartbeat(this.serialLog, {
+      ...options,
+      abortReason: () => this.alive ? undefined : `QEMU of guest "${this.name}" exited`,
+    });
+  }
+
+  /** Runs `query-status`. */
+  async status(): Promise<GuestStatus> {
+    const { status, running } = await this.qmp.execute<GuestStatus>("query-status");
+    return { status, running };
+  }
+
+  /** Pauses the vCPUs (`stop`). */
+  async pause(): Promise<void> {
+    await this.qmp.execute("stop");
+  }
+
+  /** Resumes the vCPUs (`cont`). */
+  async resume(): Promise<void> {
+    await this.qmp.execute("cont");
+  }
+
+  /** The guest's RAM file and size, as QEMU reports them over QMP. */
+  async ramBackend(): Promise<RamBackend> {
+    return await queryRam(this.qmp, this.machine.backendId);
+  }
+
+  /** Kills QEMU at once (SIGKILL) and waits for it to exit. */
+  async kill(): Promise<void> {
+    await this.#process.kill();
+  }
+
+  /**
+   * Quits QEMU (QMP `quit`, SIGKILL after `timeoutMs`), closes QMP and
+   * removes the run directory when it was created here, and the RAM file
+   * when asked. Safe to call twice.
+   */
+  close(options: CloseOptions = {}): Promise<void> {
+    this.#closing ??= this.#close(options.timeoutMs ?? 5_000);
+    return this.#closing.then(() => options.removeRam ? removeFile(this.ramPath) : undefined);
+  }
+
+  async #close(timeoutMs: number): Promise<void> {
+    if (this.alive) {
+      // quit's answer may race with QEMU closing the socket: either is fine.
+      await this.qmp.execute("quit", undefined, { timeoutMs: Math.min(timeoutMs, 2_000) })
+        .catch(() => {});
+      await withTimeout(this.#process.status, timeoutMs, () => new Error("quit timed out"))
+        .catch(() => {});
+    }
+    await this.#process.kill();
+    await this.qmp.close();
+    await removeFile(join(this.runDir, `${this.name}.qmp`));
+    if (this.#ownsRunDir) await Deno.remove(this.runDir, { recursive: true }).catch(() => {});
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+/** Where a guest's RAM lives unless told otherwise. */
+export function defaultRamPath(name: string): string {
+  return `/dev/shm/gangway-${name}`;
+}
+
+/** Connects to a starting QEMU's QMP socket, retrying until it listens. */
+async function connectQmp(
+  name: string,
+  path: string,
+  process: QemuProcess,
+  timeoutMs: number,
+): Promise<QmpClient> {
+  const deadline = performance.now() + timeoutMs;
+  while (true) {
+    if (process.exited) {
+      const tail = (await process.logTail()).trim();
+      throw new Error(`Cannot start guest "${name}": QEMU exited${tail ? `: ${tail}` : ""}`);
+    }
+    try {
+      return await QmpClient.connect(path, { guest: name });
+    } catch (error) {
+      if (performance.now() > deadline) {
+        await process.kill();
+        throw new Error(`Cannot start guest "${name}": no QMP in ${timeoutMs} ms (${error})`);
+      }
+    }
+    await delay(50);
+  }
+}
+
+/** Removes a file; a missing file is fine. Works under /dev/shm with `--allow-write` only. */
+async function removeFile(path: string): Promise<void> {
+  try {
+    await Deno.remove(path);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+}
+
+/**
+ * Fails when the RAM file exists. Deno cannot stat files under /dev without
+ * --allow-all, so this asks `test -e`.
+ */
+async function refuseExisting(name: string, path: string): Promise<void> {
+  const { success } = await new Deno.Command("test", { args: ["-e", path] }).output();
+  if (success) {
+    throw new Error(
+      `Cannot start guest "${name}": RAM file "${path}" exists ` +
+        "(another guest's, or stale: remove it or pass replaceRamFile)",
+    );
+  }
+}
