@@ -45,7 +45,7 @@ Deno.test("QemuGuest.start() boots a guest whose heartbeat advances and whose RA
   assert(!(await fileExists(guest.ramPath)));
 });
 
-Deno.test("QemuGuest.startDestination() replaces a stale RAM file and waits paused", async () => {
+Deno.test("QemuGuest.startDestination() replaces a stale RAM file and waits paused behind a command prefix", async () => {
   await using guests = new Guests();
   const image = await testImage();
   const source = guests.add(
@@ -61,6 +61,8 @@ Deno.test("QemuGuest.startDestination() replaces a stale RAM file and waits paus
         name: uniqueName("dst"),
         ramPath,
         runDir,
+        // As `ip netns exec NAME` will: a prefix that execs QEMU.
+        commandPrefix: ["env", "GANGWAY_TEST=1"],
       }),
     );
     assertEquals(await destination.status(), { status: "inmigrate", running: false });

@@ -1,0 +1,66 @@
+/**
+ * The QEMU control layer: the test guest image, guests with their RAM in a
+ * shared file, QMP, and QEMU's own migrations (device state only, for gang
+ * migration; and full, the baseline).
+ *
+ * Importing this module starts nothing and needs no permission.
+ *
+ * @example Move a guest's device state after copying its RAM while it is paused
+ * ```ts
+ * import { ensureGuestImage, migrateDeviceState, QemuGuest } from "./mod.ts";
+ *
+ * const image = await ensureGuestImage();
+ * await using source = await QemuGuest.start({ name: "vm1", memoryMiB: 128, image });
+ * await source.waitUntilBooted();
+ * await using destination = await QemuGuest.startDestination(source.machine, { name: "vm1-b" });
+ * const { downtimeMs } = await migrateDeviceState(source, destination, {
+ *   whilePaused: () => copyRam(source.ramPath, destination.ramPath), // gangway's transfer
+ * });
+ * ```
+ *
+ * @module
+ */
+
+export {
+  type CloseOptions,
+  defaultRamPath,
+  type DestinationOptions,
+  type GuestStatus,
+  QemuGuest,
+  type QemuGuestOptions,
+} from "./guest.ts";
+export {
+  defaultCacheDir,
+  ensureGuestImage,
+  type GuestImage,
+  type GuestImageOptions,
+} from "./guest_image.ts";
+export type { Workload, WorkloadMode } from "./_guest_init.ts";
+export {
+  type ChecksumStatus,
+  type Heartbeat,
+  parseHeartbeats,
+  readHeartbeat,
+  waitForHeartbeat,
+  type WaitForHeartbeatOptions,
+} from "./heartbeat.ts";
+export {
+  DeviceStateMigration,
+  type DeviceStateMigrationOptions,
+  type DeviceStateMigrationResult,
+  migrateDeviceState,
+  type MigrateDeviceStateOptions,
+  migrateWithQemu,
+  type QemuMigrationOptions,
+  type QemuMigrationResult,
+} from "./migration.ts";
+export { qemuArgs, type QemuInstance, type QemuMachine } from "./qemu_args.ts";
+export {
+  type ExecuteOptions,
+  QmpClient,
+  type QmpConnectOptions,
+  QmpError,
+  type QmpEvent,
+  type QmpVersion,
+} from "./qmp.ts";
+export { queryRam, type RamBackend } from "./ram_backend.ts";

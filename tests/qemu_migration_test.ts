@@ -1,0 +1,141 @@
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
+import { QemuGuest } from "../src/qemu/guest.ts";
+import { parseHeartbeats } from "../src/qemu/heartbeat.ts";
+import {
+  DeviceStateMigration,
+  migrateDeviceState,
+  migrateWithQemu,
+} from "../src/qemu/migration.ts";
+import { copyRamFile, fileExists, Guests, testImage, uniqueName } from "./qemu_helpers.ts";
+
+const MiB = 1024 * 1024;
+
+/**
+ * Checks that a guest resumed at the destination instead of rebooting: its
+ * first heartbeat there follows the source's last one (the next line may
+ * be torn between the two logs), and its checksum checks stay good.
+ */
+async function assertContinued(source: QemuGuest, destination: QemuGuest): Promise<void> {
+  const last = (await source.heartbeat())!;
+  const beat = await destination.waitForHeartbeat({ after: last.counter, timeoutMs: 10_000 });
+  const log = await Deno.readTextFile(destination.serialLog);
+  const first = parseHeartbeats(log)[0]!;
+  assert(
+    first.counter === last.counter + 1 || first.counter === last.counter + 2,
+    `heartbeat went from ${last.counter} to ${first.counter}`,
+  );
+  assert(!log.includes("gangway-ready"), "the destination rebooted");
+  const checked = await destination.waitForHeartbeat({
+    after: beat.counter + 2,
+    timeoutMs: 10_000,
+  });
+  assert(checked.checks > last.checks, "no checksum check at the destination");
+  assertEquals(checked.checksum, "ok");
+}
+
+Deno.test("migrateDeviceState() resumes the guest at the destination", async () => {
+  await using guests = new Guests();
+  const image = await testImage();
+  // Busy: the guest keeps rewriting memory, so only a copy made while it is paused works.
+  const source = guests.add(
+    await QemuGuest.start({
+      name: uniqueName("src"),
+      memoryMiB: 128,
+      image,
+      workload: { mode: "busy", checkEverySeconds: 1 },
+    }),
+  );
+  await source.waitUntilBooted();
+  const destination = guests.add(
+    await QemuGuest.startDestination(source.machine, { name: uniqueName("dst") }),
+  );
+
+  let copyMs = 0;
+  const result = await migrateDeviceState(source, destination, {
+    whilePaused: async () => {
+      assertEquals((await source.status()).running, false);
+      const started = performance.now();
+      await copyRamFile(source.ramPath, destination.ramPath);
+      copyMs = performance.now() - started;
+    },
+  });
+  console.log(`RAM copy ${copyMs.toFixed(1)} ms;`, JSON.stringify(result));
+  assert(result.transferredBytes < 2 * MiB, `QEMU sent ${result.transferredBytes} bytes`);
+  assert(result.downtimeMs >= copyMs, "the copy was not inside the downtime");
+  assertEquals((await destination.status()).status, "running");
+  assertEquals((await source.status()).status, "postmigrate");
+
+  await assertContinued(source, destination);
+  await source.close({ removeRam: true });
+  assert(!source.alive);
+  assert(!(await fileExists(source.ramPath)));
+});
+
+Deno.test("migrateDeviceState() resumes the source when the destination dies before switch-over", async () => {
+  await using guests = new Guests();
+  const image = await testImage();
+  const source = guests.add(
+    await QemuGuest.start({ name: uniqueName("src"), memoryMiB: 128, image }),
+  );
+  await source.waitUntilBooted();
+  const doomed = guests.add(
+    await QemuGuest.startDestination(source.machine, { name: uniqueName("dst") }),
+  );
+  await assertRejects(
+    () => DeviceStateMigration.start(source, doomed),
+    Error,
+    "it is running (pause it and copy its RAM first, or use pauseBeforeSwitchover)",
+  );
+
+  const migration = await DeviceStateMigration.start(source, doomed, {
+    pauseBeforeSwitchover: true,
+  });
+  await migration.waitForSourcePaused();
+  assertEquals((await source.status()).running, false);
+  await doomed.kill();
+  const error = await assertRejects(() => migration.finish());
+  assert(/source "[^"]+" (resumed|is running)$/.test(error.message), error.message);
+  assertEquals((await source.status()).status, "running");
+  const after = (await source.heartbeat())!;
+  await source.waitForHeartbeat({ after: after.counter + 1, timeoutMs: 5000 });
+
+  // The same source still migrates, this time paused by the caller.
+  const destination = guests.add(
+    await QemuGuest.startDestination(source.machine, { name: uniqueName("dst") }),
+  );
+  await source.pause();
+  await copyRamFile(source.ramPath, destination.ramPath);
+  await migrateDeviceState(source, destination);
+  await assertContinued(source, destination);
+});
+
+Deno.test("migrateWithQemu() moves a running guest with its RAM, with and without multifd zstd", async () => {
+  await using guests = new Guests();
+  const image = await testImage();
+  const source = guests.add(
+    await QemuGuest.start({ name: uniqueName("src"), memoryMiB: 128, image }),
+  );
+  await source.waitUntilBooted();
+
+  const middle = guests.add(
+    await QemuGuest.startDestination(source.machine, { name: uniqueName("mid") }),
+  );
+  const plain = await migrateWithQemu(source, middle, { maxBandwidth: 1024 * MiB });
+  console.log("QEMU migration:", JSON.stringify(plain));
+  assert(plain.transferredBytes > 16 * MiB, "the RAM did not cross");
+  assert(plain.zeroPages > 0 && plain.normalPages > 0);
+  await assertContinued(source, middle);
+  await source.close({ removeRam: true });
+
+  const last = guests.add(
+    await QemuGuest.startDestination(middle.machine, { name: uniqueName("dst") }),
+  );
+  const zstd = await migrateWithQemu(middle, last, {
+    multifd: true,
+    compression: "zstd",
+    maxBandwidth: 1024 * MiB,
+  });
+  console.log("QEMU migration, multifd zstd:", JSON.stringify(zstd));
+  assert(zstd.multifdBytes > 16 * MiB, "the RAM did not go over multifd");
+  await assertContinued(middle, last);
+});
