@@ -17,14 +17,17 @@ import { exitOnSignal } from "../src/lab/netns_signal.ts";
 const [how, marker] = Deno.args;
 const net = await LabNetwork.create({ rate: "100mbit", cleanStale: false });
 const namespaces = [net.source.namespace, net.target.namespace].filter((ns) => ns !== null);
+if (how === "signal") {
+  exitOnSignal(async () => {
+    await Deno.writeTextFile(marker!, "cleaned up");
+    await net.close();
+  });
+}
+// Reported only now: the parent may signal as soon as it reads this.
 console.log(JSON.stringify({ mode: net.mode, reason: net.reason, namespaces }));
 
 switch (how) {
   case "signal":
-    exitOnSignal(async () => {
-      await Deno.writeTextFile(marker!, "cleaned up");
-      await net.close();
-    });
     await new Promise((resolve) => setTimeout(resolve, 60_000));
     break;
   case "wait":

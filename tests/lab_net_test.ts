@@ -89,6 +89,20 @@ Deno.test("the 100mbit link holds back 20 MB for over 1.2 s each way and counts 
   assert(back.seconds > 1.2, `${back.seconds} s back`);
 });
 
+Deno.test("measureThroughput() gives up at its time limit and leaves no process", async () => {
+  await using net = await LabNetwork.create({ mode: "netns", rate: "100mbit" });
+  await assertRejects(
+    () => measureThroughput(net, { bytes: 100e6, timeoutMs: 500 }),
+    Error,
+    "Cannot measure the link: no result within 500 ms",
+  );
+  const pids = await new Deno.Command("ip", {
+    args: ["netns", "pids", net.target.namespace!],
+    stdout: "piped",
+  }).output();
+  assertEquals(new TextDecoder().decode(pids.stdout).trim(), "");
+});
+
 Deno.test('rate "none" leaves the link unshaped', async () => {
   await using net = await LabNetwork.create({ mode: "netns", rate: "none" });
   assertEquals(net.shape, null);

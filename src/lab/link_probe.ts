@@ -21,7 +21,7 @@ export interface ThroughputOptions {
 export interface Throughput {
   /** Bytes received. */
   bytes: number;
-  /** Seconds from the receiver's accept to the end of the stream. */
+  /** Seconds from the sender's connect to the receiver's last byte. */
   seconds: number;
   /** TCP payload bits per second (goodput). */
   bitsPerSecond: number;
@@ -57,32 +57,34 @@ export async function measureThroughput(
   const address = network[to].address;
   const timeoutMs = options.timeoutMs ?? 60_000;
   const timeout = AbortSignal.timeout(timeoutMs);
-  const peer = (side: LabSide, args: string[], stdout: "piped" | "null") =>
+  const peer = (side: LabSide, args: string[]) =>
     network.spawn(
       side,
       Deno.execPath(),
       ["run", "--no-config", "--allow-net", peerPath(), ...args],
       {
         stdin: "null",
-        stdout,
+        stdout: "piped",
         stderr: "piped",
         signal: timeout,
       },
     );
 
-  const receiver = peer(to, ["receive", address], "piped");
+  const receiver = peer(to, ["receive", address]);
   const lines = readLines(receiver.stdout);
   let sender: Deno.ChildProcess | null = null;
   try {
-    const { port } = JSON.parse(await nextLine(lines, "receiver")) as { port: number };
-    sender = peer(from, ["send", address, String(port), String(bytes)], "null");
-    await expectSuccess(sender, "sender");
-    const result = JSON.parse(await nextLine(lines, "receiver")) as Omit<
-      Throughput,
-      "bitsPerSecond"
-    >;
-    await expectSuccess(receiver, "receiver");
-    return { ...result, bitsPerSecond: result.bytes * 8 / result.seconds };
+    const { port } = JSON.parse(await nextLine(lines, receiver, "receiver")) as { port: number };
+    sender = peer(from, ["send", address, String(port), String(bytes)]);
+    const sent = await sender.output();
+    if (!sent.success) throw peerFailure("sender", sent);
+    const { start } = JSON.parse(new TextDecoder().decode(sent.stdout)) as { start: number };
+    const received = JSON.parse(await nextLine(lines, receiver, "receiver")) as {
+      bytes: number;
+      end: number;
+    };
+    const seconds = (received.end - start) / 1000;
+    return { bytes: received.bytes, seconds, bitsPerSecond: received.bytes * 8 / seconds };
   } catch (error) {
     if (!timeout.aborted) throw error;
     throw new Error(`Cannot measure the link: no result within ${timeoutMs} ms`);
@@ -111,18 +113,28 @@ async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<st
   }
 }
 
-async function nextLine(lines: AsyncGenerator<string>, who: string): Promise<string> {
+/** The child's next line; when it has none, an error with its exit status and stderr. */
+async function nextLine(
+  lines: AsyncGenerator<string>,
+  child: Deno.ChildProcess,
+  who: string,
+): Promise<string> {
   const { value, done } = await lines.next();
-  if (done) throw new Error(`Cannot measure the link: the ${who} ended without a result`);
-  return value;
+  if (!done) return value;
+  const status = await child.status;
+  const stderr = await new Response(child.stderr).text().catch(() => "");
+  throw new Error(
+    `Cannot measure the link: the ${who} ended without a result (${how(status)}) ${stderr}`.trim(),
+  );
 }
 
-async function expectSuccess(child: Deno.ChildProcess, who: string): Promise<void> {
-  const status = await child.status;
-  if (status.success) return;
-  const stderr = await new Response(child.stderr).text().catch(() => "");
-  const how = status.signal ? `killed by ${status.signal}` : `exit code ${status.code}`;
-  throw new Error(`Cannot measure the link: the ${who} failed (${how}) ${stderr.trim()}`.trim());
+function peerFailure(who: string, output: Deno.CommandOutput): Error {
+  const stderr = new TextDecoder().decode(output.stderr).trim();
+  return new Error(`Cannot measure the link: the ${who} failed (${how(output)}) ${stderr}`.trim());
+}
+
+function how(status: Deno.CommandStatus): string {
+  return status.signal ? `killed by ${status.signal}` : `exit code ${status.code}`;
 }
 
 /** Kills a child that still runs and waits for it, releasing its pipes. */

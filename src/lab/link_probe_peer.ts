@@ -4,8 +4,15 @@
  *
  * - `receive HOST`: listens on HOST (any port), prints `{"port": N}`,
  *   accepts one connection, reads it to the end and prints
- *   `{"bytes": B, "seconds": S}`, timed from accept to end of stream;
- * - `send HOST PORT BYTES`: connects and writes BYTES bytes.
+ *   `{"bytes": B, "end": T}`;
+ * - `send HOST PORT BYTES`: prints `{"start": T}`, connects and writes
+ *   BYTES bytes.
+ *
+ * T is wall-clock time in milliseconds, which both processes share: the
+ * transfer is timed from the sender's connect to the receiver's last byte.
+ * A clock in the receiver alone would start late whenever the receiver
+ * was scheduled late, and data that queued meanwhile would inflate the
+ * rate.
  *
  * Requires `--allow-net`.
  *
@@ -20,20 +27,19 @@ const CHUNK_BYTES = 1 << 20;
  *
  * @param hostname Address to listen on
  * @param report Called with the port once listening
- * @returns Bytes read and seconds from accept to end of stream
+ * @returns Bytes read, and the wall-clock time of the end of the stream
  */
 export async function receive(
   hostname: string,
   report: (port: number) => void,
-): Promise<{ bytes: number; seconds: number }> {
+): Promise<{ bytes: number; end: number }> {
   using listener = Deno.listen({ hostname, port: 0 });
   report(listener.addr.port);
   using conn = await listener.accept();
-  const start = performance.now();
   const buffer = new Uint8Array(CHUNK_BYTES);
   let bytes = 0;
   for (let n = await conn.read(buffer); n !== null; n = await conn.read(buffer)) bytes += n;
-  return { bytes, seconds: (performance.now() - start) / 1000 };
+  return { bytes, end: wallClock() };
 }
 
 /**
@@ -43,13 +49,25 @@ export async function receive(
  * @param hostname Address to connect to
  * @param port Its port
  * @param bytes How many bytes to send
+ * @param report Called with the wall-clock time just before connecting
  */
-export async function send(hostname: string, port: number, bytes: number): Promise<void> {
+export async function send(
+  hostname: string,
+  port: number,
+  bytes: number,
+  report: (start: number) => void,
+): Promise<void> {
+  report(wallClock());
   using conn = await Deno.connect({ hostname, port });
   const chunk = new Uint8Array(CHUNK_BYTES);
   for (let left = bytes; left > 0;) {
     left -= await conn.write(chunk.subarray(0, Math.min(left, chunk.length)));
   }
+}
+
+/** Milliseconds since the epoch, finer than Date.now(). */
+function wallClock(): number {
+  return performance.timeOrigin + performance.now();
 }
 
 if (import.meta.main) {
@@ -58,7 +76,12 @@ if (import.meta.main) {
     const result = await receive(hostname, (port) => console.log(JSON.stringify({ port })));
     console.log(JSON.stringify(result));
   } else if (role === "send" && hostname && port && bytes) {
-    await send(hostname, Number(port), Number(bytes));
+    await send(
+      hostname,
+      Number(port),
+      Number(bytes),
+      (start) => console.log(JSON.stringify({ start })),
+    );
   } else {
     console.error("usage: link_probe_peer.ts receive HOST | send HOST PORT BYTES");
     Deno.exit(2);
