@@ -317,6 +317,7 @@ export class LabNetwork implements AsyncDisposable {
     return this.#closing;
   }
 
+  /** Closes the network: what `await using` calls. */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }

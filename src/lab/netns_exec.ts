@@ -16,6 +16,8 @@ export class ToolError extends Error {
   readonly stderr: string;
 
   /**
+   * Describes a failed command.
+   *
    * @param command The command line
    * @param code Its exit code, or null when it could not be started
    * @param stderr What it said

@@ -10,10 +10,11 @@ const SIGNALS = { SIGINT: 2, SIGTERM: 15, SIGHUP: 1 } as const;
 /** How long the cleanups may take before the process exits anyway. */
 const CLEANUP_TIMEOUT_MS = 20_000;
 
-type Cleanup = () => unknown;
+/** What {@linkcode exitOnSignal} runs: may return a promise, which it awaits. */
+export type SignalCleanup = () => unknown;
 
 /** The registered cleanups, latest last; listeners exist while it is not empty. */
-const cleanups: Cleanup[] = [];
+const cleanups: SignalCleanup[] = [];
 const listeners = new Map<Deno.Signal, () => void>();
 let exiting = false;
 
@@ -43,8 +44,8 @@ let exiting = false;
  * });
  * ```
  */
-export function exitOnSignal(cleanup: Cleanup): Disposable {
-  const entry: Cleanup = () => cleanup();
+export function exitOnSignal(cleanup: SignalCleanup): Disposable {
+  const entry: SignalCleanup = () => cleanup();
   cleanups.push(entry);
   if (listeners.size === 0) addListeners();
   return {
