@@ -108,10 +108,15 @@ export async function waitForStatus(
   timeoutMs: number,
 ): Promise<MigrationInfo> {
   const deadline = performance.now() + timeoutMs;
+  let changed = false; // an event came while query-migrate was in flight
   let wake: (() => void) | undefined;
-  const off = guest.qmp.on("MIGRATION", () => wake?.());
+  const off = guest.qmp.on("MIGRATION", () => {
+    changed = true;
+    wake?.();
+  });
   try {
     while (true) {
+      changed = false;
       const info = await queryMigrate(guest);
       const status = info.status ?? "none";
       if (wanted.includes(status)) return info;
@@ -122,6 +127,7 @@ export async function waitForStatus(
       if (performance.now() > deadline) {
         throw new Error(`migration of "${guest.name}" still ${status} after ${timeoutMs} ms`);
       }
+      if (changed) continue;
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, 100);
         wake = () => {

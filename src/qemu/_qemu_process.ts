@@ -72,8 +72,9 @@ export class QemuProcess {
     await this.#logging;
   }
 
-  /** The end of QEMU's log. */
+  /** The end of QEMU's log (all of it once QEMU has exited). */
   async logTail(): Promise<string> {
+    if (this.#exited) await this.#logging;
     try {
       const text = await Deno.readTextFile(this.#logPath);
       return text.slice(-TAIL_BYTES);

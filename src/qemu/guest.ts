@@ -31,7 +31,11 @@ export interface QemuGuestOptions {
   backendId?: string;
   /** RAM file. Default `/dev/shm/gangway-NAME`. */
   ramPath?: string;
-  /** Directory of the QMP socket and logs. Default: a new temporary directory, removed by `close()`. */
+  /**
+   * Directory of the QMP socket, the serial log and QEMU's log; a given one
+   * keeps the logs after `close()`. Default: a new temporary directory,
+   * removed by `close()`.
+   */
   runDir?: string;
   /** Command that runs QEMU, e.g. `["ip", "netns", "exec", "ns1"]`; it must exec QEMU, not fork it. */
   commandPrefix?: string[];
@@ -221,6 +225,8 @@ export class QemuGuest implements AsyncDisposable {
       return new QemuGuest(name, machine, paths, process, qmp);
     } catch (error) {
       await process?.kill();
+      // Any file there now was made by this QEMU: an existing one was refused or removed.
+      if (process) await removeFile(paths.ramPath).catch(() => {});
       if (ownsRunDir) await Deno.remove(runDir, { recursive: true }).catch(() => {});
       throw error;
     }
@@ -360,7 +366,8 @@ async function connectQmp(
     } catch (error) {
       if (performance.now() > deadline) {
         await process.kill();
-        throw new Error(`Cannot start guest "${name}": no QMP in ${timeoutMs} ms (${error})`);
+        const why = error instanceof Error ? error.message : String(error);
+        throw new Error(`Cannot start guest "${name}": no QMP in ${timeoutMs} ms (${why})`);
       }
     }
     await delay(50);

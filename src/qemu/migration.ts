@@ -156,10 +156,10 @@ export class DeviceStateMigration {
   #resumeOnFailure: boolean;
   #timeoutMs: number;
   #startedAt: number;
-  #stopBefore: number | undefined;
   #pausedAt: number | undefined;
   #destinationStarted = false;
   #failed: Error | undefined;
+  #finishing: Promise<DeviceStateMigrationResult> | undefined;
 
   private constructor(
     source: QemuGuest,
@@ -175,7 +175,6 @@ export class DeviceStateMigration {
     this.#resumeOnFailure = options.resumeSourceOnFailure;
     this.#timeoutMs = options.timeoutMs;
     this.#startedAt = startedAt;
-    this.#stopBefore = source.lastStopAt;
   }
 
   /**
@@ -232,9 +231,11 @@ export class DeviceStateMigration {
       if (this.#pauseBeforeSwitchover) {
         await waitForStatus(this.source, ["pre-switchover"], this.#timeoutMs);
       }
+      // The guest stopped at its last STOP event: QEMU's at pre-switchover,
+      // or the caller's `stop` before start().
       const stop = this.source.lastStopAt;
-      this.#pausedAt = stop !== undefined && stop !== this.#stopBefore
-        ? stop
+      this.#pausedAt = this.#pauseBeforeSwitchover
+        ? (stop !== undefined && stop >= this.#startedAt ? stop : performance.now())
         : (stop ?? this.#startedAt);
     });
   }
@@ -245,7 +246,12 @@ export class DeviceStateMigration {
    *
    * @throws Error when the migration fails; the source is then resumed
    */
-  async finish(): Promise<DeviceStateMigrationResult> {
+  finish(): Promise<DeviceStateMigrationResult> {
+    this.#finishing ??= this.#finish();
+    return this.#finishing;
+  }
+
+  async #finish(): Promise<DeviceStateMigrationResult> {
     await this.waitForSourcePaused();
     return await this.#step(async () => {
       const switchStart = performance.now();

@@ -187,12 +187,7 @@ export class QmpClient implements AsyncDisposable {
       }, timeoutMs);
       this.#pending.set(id, { command, resolve, reject, timer });
     });
-    const message = JSON.stringify(
-      args ? { execute: command, arguments: args, id } : {
-        execute: command,
-        id,
-      },
-    );
+    const message = JSON.stringify({ execute: command, ...(args && { arguments: args }), id });
     this.#send(message + "\n").catch((error) => {
       this.#settle(id, (p) => p.reject(this.#commandError(command, reason(error))));
     });
@@ -353,8 +348,9 @@ export class QmpClient implements AsyncDisposable {
     try {
       message = JSON.parse(line);
     } catch {
-      return; // QEMU only sends JSON; ignore anything torn
+      return; // QEMU only sends JSON objects; ignore anything else
     }
+    if (typeof message !== "object" || message === null) return;
     if ("QMP" in message) {
       const qmp = message.QMP as {
         version?: { qemu?: Omit<QmpVersion, "package">; package?: string };
@@ -388,7 +384,13 @@ export class QmpClient implements AsyncDisposable {
 
   #emit(event: QmpEvent): void {
     for (const { name, listener } of [...this.#listeners]) {
-      if (name === event.event || name === "*") listener(event);
+      if (name !== event.event && name !== "*") continue;
+      try {
+        listener(event);
+      } catch (error) {
+        // As EventTarget does: a failing listener is reported, the connection lives on.
+        reportError(error);
+      }
     }
   }
 
