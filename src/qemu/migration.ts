@@ -79,7 +79,7 @@ export interface QemuMigrationOptions {
   multifdChannels?: number;
   /** Compression of multifd pages; `zlib` and `zstd` need `multifd`. Default `none`. */
   compression?: "none" | "zlib" | "zstd";
-  /** Bandwidth cap in bytes per second. QEMU's default is 32 MiB/s. */
+  /** Bandwidth cap in bytes per second. QEMU 7.2's default is 128 MiB/s. */
   maxBandwidth?: number;
   /** Largest downtime QEMU aims for, in ms. QEMU's default is 300. */
   downtimeLimitMs?: number;
