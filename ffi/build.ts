@@ -12,7 +12,7 @@
 
 const FFI_DIR = new URL("./", import.meta.url);
 const BUILD_DIR = new URL("./build/", FFI_DIR);
-const SOURCES = ["ram.c", "hash.c", "index.c", "pagemap.c"];
+const SOURCES = ["ram.c", "dir.c", "hash.c", "index.c", "pagemap.c"];
 const HEADERS = ["gangway.h", "internal.h"];
 const CFLAGS = [
   "-O3",

@@ -86,6 +86,14 @@ struct gw_ram_stat {
 };
 int gw_ram_stat(const gw_ram *ram, struct gw_ram_stat *out);
 
+/*
+ * Locks a directory (flock, exclusive, non-blocking) after checking that it
+ * exists and is writable. Returns the lock's fd (>= 0) or -errno
+ * (-EWOULDBLOCK: another process holds it; -ENOTDIR, -ENOENT, -EACCES).
+ */
+int gw_dir_lock(const char *path);
+int gw_dir_unlock(int fd);
+
 /* ------------------------------------------------------------------------
  * Hashing. Pages are hashed with XXH3-64, keyed by a seed.
  *

@@ -38,6 +38,11 @@ const SYMBOLS = {
   // int gw_ram_stat(const gw_ram *ram, struct gw_ram_stat *out)
   gw_ram_stat: { parameters: ["pointer", "buffer"], result: "i32" },
 
+  // int gw_dir_lock(const char *path)
+  gw_dir_lock: { parameters: ["buffer"], result: "i32" },
+  // int gw_dir_unlock(int fd)
+  gw_dir_unlock: { parameters: ["i32"], result: "i32" },
+
   // void gw_hash_pages(const uint8_t *buf, uint32_t count, uint64_t seed, uint64_t *hashes, uint8_t *is_zero)
   gw_hash_pages: { parameters: ["buffer", "u32", "u64", "buffer", "buffer"], result: "void" },
   // uint64_t gw_zero_page_hash(uint64_t seed)

@@ -1,0 +1,54 @@
+/**
+ * Numbers on the command line: addresses, sizes and rates.
+ *
+ * @module
+ */
+import { UsageError } from "./_cli.ts";
+
+/** "HOST:PORT" (or "[v6]:PORT") as hostname and port. */
+export function parseAddress(text: string, flag: string): { hostname: string; port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(text);
+  const port = match ? Number(match[3]) : NaN;
+  if (!match || port < 1 || port > 65535) {
+    throw new UsageError(`${flag} needs HOST:PORT, got "${text}"`);
+  }
+  return { hostname: match[1] ?? match[2]!, port };
+}
+
+const SI: Record<string, number> = { "": 1, k: 1e3, K: 1e3, M: 1e6, G: 1e9, T: 1e12 };
+const BINARY: Record<string, number> = { "": 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };
+
+function parseScaled(
+  text: string,
+  flag: string,
+  scale: Record<string, number>,
+  what: string,
+): number {
+  const match = /^(\d+(?:\.\d+)?)\s*([a-zA-Z]?)(?:i?B)?$/.exec(text.trim());
+  const factor = match ? scale[match[2]!] : undefined;
+  if (!match || factor === undefined) throw new UsageError(`${flag} needs ${what}, got "${text}"`);
+  return Math.round(Number(match[1]) * factor);
+}
+
+/** A rate in bytes per second: "125000000", "125M" (SI: M = 10^6). */
+export function parseRate(text: string, flag: string): number {
+  const rate = parseScaled(text, flag, SI, "bytes per second (e.g. 125000000 or 125M)");
+  if (rate <= 0) throw new UsageError(`${flag} must be positive`);
+  return rate;
+}
+
+/** A memory size in bytes: "268435456", "256M", "1G" (binary: M = 2^20, as QEMU's -m). */
+export function parseSize(text: string, flag: string): number {
+  const size = parseScaled(text, flag, BINARY, "a size (e.g. 256M or 1G)");
+  if (size <= 0) throw new UsageError(`${flag} must be positive`);
+  return size;
+}
+
+/** A positive integer. */
+export function parseCount(text: string, flag: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) {
+    throw new UsageError(`${flag} needs a positive integer, got "${text}"`);
+  }
+  return n;
+}

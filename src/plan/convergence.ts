@@ -1,0 +1,43 @@
+/**
+ * When to stop the live rounds: pre-copy converges when the pages left to
+ * send are few enough to send with the guests paused.
+ *
+ * @module
+ */
+
+/** Options of {@linkcode shouldStopLiveRounds}. */
+export interface ConvergenceOptions {
+  /** Most rounds in all, the final (paused) one included. Default 10. */
+  maxRounds?: number;
+  /** Stop once a live round handles at most this many changed pages. Default 2048 (8 MiB). */
+  stopPages?: number;
+}
+
+/** Pages a round handled (sent in full, referenced or zeroed). */
+export interface RoundSize {
+  round: number;
+  pagesSent: number;
+}
+
+/**
+ * Whether the next round should be the final one: the last live round was
+ * small enough, the round limit is reached, or the rounds stopped
+ * shrinking (the guests write as fast as we send: more rounds would not
+ * make the final one smaller).
+ */
+export function shouldStopLiveRounds(
+  history: readonly RoundSize[],
+  options: ConvergenceOptions = {},
+): boolean {
+  const maxRounds = options.maxRounds ?? 10;
+  const stopPages = options.stopPages ?? 2048;
+  const last = history.at(-1);
+  if (!last) return maxRounds <= 1;
+  if (history.length + 1 >= maxRounds) return true;
+  if (last.pagesSent <= stopPages) return true;
+  const before = history.at(-2);
+  const beforeThat = history.at(-3);
+  // Round 1 sends everything: only compare later rounds with one another.
+  return !!(before && beforeThat && beforeThat.round > 1 &&
+    last.pagesSent >= 0.9 * before.pagesSent && before.pagesSent >= 0.9 * beforeThat.pagesSent);
+}

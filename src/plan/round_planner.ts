@@ -1,0 +1,202 @@
+/**
+ * Planning a pre-copy round: what to do with each scanned page, and which
+ * of the paper's four kinds it is.
+ *
+ * For every page the planner compares what the source holds now (from the
+ * scan) with what the target holds (its mirror of the target's contents)
+ * and picks the cheapest way to make the target right:
+ *   - nothing, when the target already holds that content there;
+ *   - a zero run, when the page became zero;
+ *   - a reference, when the target holds that content on some page (the
+ *     paper's "sent identical" pages; dirtied pages that match a content
+ *     already sent are re-matched and referenced too, beyond the paper);
+ *   - the page in full, under a new content id, otherwise.
+ *
+ * @module
+ */
+import { ContentId, PageKind, type ScanBuffers } from "../native/content_index.ts";
+import type { Gang } from "../scan/gang.ts";
+import { NONE, TargetContents, ZERO } from "../transfer/target_contents.ts";
+
+/** What to send for one page (values of `ChunkPlan.ops`). */
+export const Op = {
+  /** The page in full, bringing a new content. */
+  Full: 1,
+  /** A reference to a content the target holds. */
+  Ref: 2,
+  /** The page became zero. */
+  Zero: 3,
+} as const;
+
+/** Pages of a round by kind: the paper's four plus zero pages. */
+export interface RoundPages {
+  /** Zero pages: all of them in round 1, later those that became zero. */
+  zero: number;
+  /** Sent in full: identical to no other page at the preparation scan. */
+  unique: number;
+  /** Sent in full: identical to others at the preparation scan, but written since. */
+  dirtiedIdentical: number;
+  /** Sent in full: identical to others, not written since, content not yet at the target. */
+  unsentIdentical: number;
+  /** Sent as a reference to a content the target already holds. */
+  sentIdentical: number;
+}
+
+/** A round's page counts, plus how many references were re-matched dirtied pages. */
+export interface RoundCounts extends RoundPages {
+  /** Of the sentIdentical pages, those written since the preparation scan (re-matched). */
+  rematched: number;
+}
+
+/** The plan of one scanned chunk: operations in page order. */
+export interface ChunkPlan {
+  /** Number of operations. */
+  length: number;
+  /** An {@linkcode Op} per operation. */
+  ops: Uint8Array;
+  /** Index of the operation's page in the chunk. */
+  slots: Uint16Array;
+  /** Content id on the wire (Full: the new id; Ref: the referenced id). */
+  ids: Uint32Array;
+}
+
+/** Fresh, zeroed counts. */
+export function emptyCounts(): RoundCounts {
+  return {
+    zero: 0,
+    unique: 0,
+    dirtiedIdentical: 0,
+    unsentIdentical: 0,
+    sentIdentical: 0,
+    rematched: 0,
+  };
+}
+
+/**
+ * Decides, chunk by chunk, what each page of a round needs. Keeps the
+ * sender's mirror of the target in step with the plan: callers must send
+ * the planned operations in order, and all of them.
+ */
+export class RoundPlanner {
+  readonly #gang: Gang;
+  /** The sender's mirror of what the target holds. */
+  readonly target: TargetContents;
+  #wireOf = new Uint32Array(1024).fill(NONE); // index content id -> wire content id
+  #identicalAtPrep: Uint8Array[] = []; // per guest, per page: 1 if its content had copies
+  #dirtied: Uint8Array[]; // per guest, per page: 1 once written after the preparation scan
+  #pageContents: Uint32Array[]; // per guest: the index's live view of each page's content
+  #pageHashes: BigUint64Array[]; // per guest: the index's live view of each page's hash
+  #prepared = false;
+  #plan: ChunkPlan;
+
+  constructor(gang: Gang, chunkPages: number) {
+    this.#gang = gang;
+    this.target = new TargetContents(gang.guests.map((g) => g.ram.pages));
+    this.#dirtied = gang.guests.map((g) => new Uint8Array(g.ram.pages));
+    this.#pageContents = gang.guests.map((g) => gang.index.pageContents(g.number));
+    this.#pageHashes = gang.guests.map((g) => gang.index.pageHashes(g.number));
+    this.#plan = {
+      length: 0,
+      ops: new Uint8Array(chunkPages),
+      slots: new Uint16Array(chunkPages),
+      ids: new Uint32Array(chunkPages),
+    };
+  }
+
+  /**
+   * Records, after the preparation scan, which pages had identical copies
+   * (the paper's identical pages), so that later rounds can tell unsent
+   * identical pages from dirtied ones.
+   */
+  notePreparationScan(): void {
+    const copies = new Uint32Array(this.#gang.index.contents);
+    const contents = this.#pageContents;
+    for (const pageContents of contents) {
+      for (const c of pageContents) if (c < ContentId.Zero) copies[c]!++;
+    }
+    this.#identicalAtPrep = contents.map((pageContents) =>
+      Uint8Array.from(pageContents, (c) => (c < ContentId.Zero && copies[c]! > 1 ? 1 : 0))
+    );
+    this.#prepared = true;
+  }
+
+  /** The wire id of an index content, growing the map as the index grows. */
+  #wireId(content: number): number {
+    if (content >= this.#wireOf.length) {
+      const grown = new Uint32Array(Math.max(content + 1, this.#wireOf.length * 2)).fill(NONE);
+      grown.set(this.#wireOf);
+      this.#wireOf = grown;
+    }
+    return this.#wireOf[content]!;
+  }
+
+  /**
+   * Plans the pages of a scanned chunk and updates the target mirror.
+   *
+   * @param out the scan's buffers (kinds and ids of the chunk)
+   * @param round 1 for the first round (which reports every zero page)
+   * @param counts this round's counts, added to
+   */
+  planChunk(
+    guest: number,
+    first: number,
+    count: number,
+    out: ScanBuffers,
+    round: number,
+    counts: RoundCounts,
+  ): ChunkPlan {
+    const plan = this.#plan;
+    const target = this.target;
+    const base = target.bases[guest]!;
+    const dirtied = this.#dirtied[guest]!;
+    const identical = this.#identicalAtPrep[guest];
+    const pageContents = this.#pageContents[guest]!;
+    const pageHashes = this.#pageHashes[guest]!;
+    let n = 0;
+    for (let i = 0; i < count; i++) {
+      const kind = out.kinds[i]!;
+      if (kind === PageKind.Skipped) continue;
+      const page = first + i;
+      const x = base + page;
+      if (this.#prepared && kind !== PageKind.Unchanged) dirtied[page] = 1;
+      const content = pageContents[page]!;
+
+      if (content === ContentId.Zero) {
+        if (target.contentAt(x) === ZERO) {
+          if (round === 1) counts.zero++;
+          continue;
+        }
+        target.zero(x);
+        counts.zero++;
+        plan.ops[n] = Op.Zero;
+        plan.slots[n] = i;
+        plan.ids[n++] = ZERO;
+        continue;
+      }
+
+      const wire = this.#wireId(content);
+      if (wire !== NONE && target.contentAt(x) === wire) continue; // the target is current
+      if (wire !== NONE && target.holder(wire) !== NONE) {
+        target.assign(x, wire);
+        counts.sentIdentical++;
+        if (dirtied[page]) counts.rematched++;
+        plan.ops[n] = Op.Ref;
+        plan.slots[n] = i;
+        plan.ids[n++] = wire;
+        continue;
+      }
+      const id = target.addContent(pageHashes[page]!);
+      this.#wireOf[content] = id;
+      target.assign(x, id);
+      if (identical?.[page]) {
+        if (dirtied[page]) counts.dirtiedIdentical++;
+        else counts.unsentIdentical++;
+      } else counts.unique++;
+      plan.ops[n] = Op.Full;
+      plan.slots[n] = i;
+      plan.ids[n++] = id;
+    }
+    plan.length = n;
+    return plan;
+  }
+}

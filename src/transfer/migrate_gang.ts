@@ -1,0 +1,107 @@
+/**
+ * One call that runs a whole gang migration: preparation scan, live
+ * pre-copy rounds until they converge, pause, final round, verification.
+ * On any failure the guests are resumed: a failed migration never leaves
+ * a guest paused.
+ *
+ * @module
+ */
+import type { Gang } from "../scan/gang.ts";
+import { type ConvergenceOptions, shouldStopLiveRounds } from "../plan/convergence.ts";
+import { GangSender, type RoundReport, type SenderOptions } from "./sender.ts";
+import type { ByteStream } from "./frame_io.ts";
+
+/** Options of {@linkcode migrateGang}. */
+export interface MigrateGangOptions extends SenderOptions, ConvergenceOptions {
+  /** Stops whatever writes to the guests' RAM (called once, before the final round). */
+  pause?: () => Promise<void> | void;
+  /** Lets them run again (called only if the migration fails after pause). */
+  resume?: () => Promise<void> | void;
+  /** Called after each round. */
+  onRound?: (report: RoundReport) => void;
+}
+
+/** What a gang migration did (the `send --json` document). */
+export interface MigrationReport {
+  guests: { name: string; bytes: number }[];
+  rounds: RoundReport[];
+  /** Every byte written to the target, headers included. */
+  bytesOnWire: number;
+  /** Sum of the guests' RAM sizes. */
+  guestBytes: number;
+  seconds: number;
+  /** The target found every guest's RAM identical to the source's. */
+  verified: boolean;
+  /** XXH3-128 digest of each guest's RAM at the end (keyed by the migration's seed). */
+  digests: string[];
+  /** Seconds from the pause to the verified end. */
+  pausedSeconds: number;
+}
+
+/**
+ * Migrates a gang to a target over `conn`. Returns once the target has
+ * verified every guest; the guests are then still paused, for the caller
+ * to switch over (or resume them).
+ *
+ * Requires `--allow-ffi`.
+ *
+ * @throws the first error, after resuming the guests if they were paused
+ */
+export async function migrateGang(
+  gang: Gang,
+  conn: ByteStream & { close(): void },
+  options: MigrateGangOptions = {},
+): Promise<MigrationReport> {
+  const started = performance.now();
+  let paused = false;
+  let pausedAt = 0;
+  let sender: GangSender | undefined;
+  try {
+    sender = await GangSender.connect(gang, conn, options);
+    sender.prepare();
+    const sizes = [];
+    while (!shouldStopLiveRounds(sizes, options)) {
+      const report = await sender.round();
+      options.onRound?.(report);
+      sizes.push({ round: report.round, pagesSent: pagesSent(report) });
+    }
+    await options.pause?.();
+    paused = true;
+    pausedAt = performance.now();
+    options.onRound?.(await sender.round({ final: true }));
+    const digests = await sender.verify();
+    const now = performance.now();
+    return {
+      guests: gang.guests.map((g) => ({ name: g.name, bytes: g.ram.size })),
+      rounds: sender.rounds,
+      bytesOnWire: sender.bytesOnWire,
+      guestBytes: gang.bytes,
+      seconds: (now - started) / 1000,
+      verified: true,
+      digests,
+      pausedSeconds: (now - pausedAt) / 1000,
+    };
+  } catch (error) {
+    if (paused) await resumeAfter(error, options.resume);
+    throw error;
+  } finally {
+    sender?.close(); // connect() closed the connection itself if it failed
+  }
+}
+
+/** Pages a round put on the wire in any form (zero pages of round 1 cost nothing). */
+function pagesSent(report: RoundReport): number {
+  const p = report.pages;
+  const zeros = report.round === 1 ? 0 : p.zero;
+  return p.unique + p.dirtiedIdentical + p.unsentIdentical + p.sentIdentical + zeros;
+}
+
+/** Resumes the guests after a failure; if that fails too, says both. */
+async function resumeAfter(error: unknown, resume: (() => Promise<void> | void) | undefined) {
+  try {
+    await resume?.();
+  } catch (resumeError) {
+    const why = (e: unknown) => (e instanceof Error ? e.message : String(e));
+    throw new Error(`${why(error)}; then resuming the guests failed too: ${why(resumeError)}`);
+  }
+}

@@ -1,0 +1,426 @@
+/**
+ * The source side of a gang migration, as steps a script calls one by one:
+ * connect (handshake), prepare (the preparation scan), round (one live
+ * pre-copy round; the last one with the guests paused) and verify.
+ *
+ * @module
+ */
+import { CHUNK_PAGES, scanChunks } from "../scan/scan_chunks.ts";
+import { scanGang, type ScanReport } from "../scan/scan_gang.ts";
+import type { Gang } from "../scan/gang.ts";
+import { scanBuffers } from "../native/content_index.ts";
+import { ramDigest } from "../native/hashing.ts";
+import { PAGE_SIZE } from "../native/ram_file.ts";
+import {
+  type ChunkPlan,
+  emptyCounts,
+  Op,
+  type RoundCounts,
+  type RoundPages,
+  RoundPlanner,
+} from "../plan/round_planner.ts";
+import { type ByteStream, FrameReader, FrameWriter } from "./frame_io.ts";
+import { Pacer } from "./pacer.ts";
+import {
+  decodeText,
+  decodeU32,
+  encodeDone,
+  encodeHello,
+  encodeRoundEnd,
+  FrameType,
+  frameTypeName,
+  pagesFrameBytes,
+  pairsFrameBytes,
+  PROTOCOL_VERSION,
+  writePagesFrame,
+  writePairsFrame,
+} from "./protocol.ts";
+
+/** Pages per PAGES frame: a frame must fit in one write (1 MiB). */
+const PAGES_PER_FRAME = 128;
+
+/** Options of {@linkcode GangSender.connect}. */
+export interface SenderOptions {
+  /** Cap on bytes per second written to the target (like QEMU's max-bandwidth). */
+  maxBandwidth?: number;
+  /** Shared secret the target requires, if any. */
+  token?: string;
+  /** Longest wait for an answer of the target (handshake, end of round, verification). Default 120 s. */
+  answerTimeoutMs?: number;
+  /** Called as a round advances. */
+  onProgress?: (progress: RoundProgress) => void;
+}
+
+/** Where a round is. */
+export interface RoundProgress {
+  round: number;
+  /** Pages scanned so far in this round, over all guests. */
+  pagesDone: number;
+  /** Pages of the gang. */
+  pagesTotal: number;
+  /** Bytes written so far in the whole migration. */
+  bytesOnWire: number;
+}
+
+/** What one round did. */
+export interface RoundReport {
+  round: number;
+  /** True for the round run with the guests paused. */
+  final: boolean;
+  /** From the first page scanned to the target's acknowledgement. */
+  seconds: number;
+  /** Bytes written to the target in this round, headers included. */
+  bytesOnWire: number;
+  /** Pages handled, by kind (round 1: every page; later: the pages that changed). */
+  pages: RoundPages;
+  /** Of the sentIdentical pages, those that were written since the preparation scan. */
+  rematched: number;
+}
+
+/** The target refused something, with its own words. */
+export class TargetError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "TargetError";
+  }
+}
+
+/** Answers of the target, read in the background so that an error is seen at once. */
+class TargetAnswers {
+  #reader: FrameReader;
+  #queue: { type: number; value: number }[] = [];
+  #waiter: (() => void) | undefined;
+  #failure: Error | undefined;
+  /** Resolves with the target's error once it is known (never rejects). */
+  readonly failed: Promise<Error>;
+  #fail!: (error: Error) => void;
+
+  constructor(reader: FrameReader) {
+    this.#reader = reader;
+    this.failed = new Promise((resolve) => (this.#fail = resolve));
+  }
+
+  /** Reads answers until the stream ends or fails. */
+  async run(): Promise<void> {
+    try {
+      for (;;) {
+        const frame = await this.#reader.next();
+        if (!frame) throw new TargetError("Target closed the connection");
+        if (frame.type === FrameType.Error) {
+          throw new TargetError(`Target refused: ${decodeText(frame.body)}`);
+        }
+        this.#queue.push({
+          type: frame.type,
+          value: decodeU32(frame.body, frameTypeName(frame.type)),
+        });
+        this.#waiter?.();
+      }
+    } catch (error) {
+      this.#failure = error instanceof Error ? error : new Error(String(error));
+      this.#fail(this.#failure);
+      this.#waiter?.();
+    }
+  }
+
+  /** The next answer, which must be of this type. */
+  async expect(type: number, timeoutMs: number): Promise<number> {
+    const deadline = performance.now() + timeoutMs;
+    while (this.#queue.length === 0) {
+      if (this.#failure) throw this.#failure;
+      const left = deadline - performance.now();
+      if (left <= 0) {
+        throw new TargetError(
+          `Target did not answer within ${timeoutMs / 1000} s (waiting for ${frameTypeName(type)})`,
+        );
+      }
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await new Promise<void>((resolve) => {
+        this.#waiter = resolve;
+        timer = setTimeout(resolve, left);
+      });
+      clearTimeout(timer);
+      this.#waiter = undefined;
+    }
+    const answer = this.#queue.shift()!;
+    if (answer.type !== type) {
+      throw new TargetError(
+        `Target answered ${frameTypeName(answer.type)} instead of ${frameTypeName(type)}`,
+      );
+    }
+    return answer.value;
+  }
+}
+
+/**
+ * Sends a gang's RAM to a target that runs `receive`. Each distinct page
+ * content crosses the wire once for the whole gang; every other page with
+ * that content is a reference.
+ *
+ * Requires `--allow-ffi` (and `--allow-net` for the connection).
+ *
+ * @example
+ * ```ts
+ * using gang = Gang.open(guests, { seed: randomSeed() });
+ * const conn = await Deno.connect({ hostname: "10.0.0.2", port: 7000 });
+ * await using sender = await GangSender.connect(gang, conn);
+ * sender.prepare();
+ * await sender.round();                  // live: the guests keep running
+ * await pauseMyGuests();
+ * await sender.round({ final: true });   // the rest, with the guests paused
+ * await sender.verify();
+ * ```
+ */
+export class GangSender implements AsyncDisposable {
+  readonly #gang: Gang;
+  readonly #conn: ByteStream & { close(): void };
+  readonly #writer: FrameWriter;
+  readonly #answers: TargetAnswers;
+  readonly #planner: RoundPlanner;
+  readonly #options: SenderOptions;
+  readonly #out = scanBuffers(CHUNK_PAGES);
+  #round = 0;
+  #prepared = false;
+  #closed = false;
+  /** Rounds done so far. */
+  readonly rounds: RoundReport[] = [];
+
+  private constructor(gang: Gang, conn: ByteStream & { close(): void }, options: SenderOptions) {
+    this.#gang = gang;
+    this.#conn = conn;
+    this.#options = options;
+    const pacer = options.maxBandwidth ? new Pacer(options.maxBandwidth) : undefined;
+    this.#writer = new FrameWriter(conn, pacer);
+    this.#answers = new TargetAnswers(new FrameReader(conn));
+    this.#planner = new RoundPlanner(gang, CHUNK_PAGES);
+  }
+
+  /**
+   * Introduces the gang to the target and waits for it to accept.
+   *
+   * @param conn a connected stream (TCP or TLS); closed by {@linkcode close}
+   * @throws TargetError with the target's reason if it refuses
+   */
+  static async connect(
+    gang: Gang,
+    conn: ByteStream & { close(): void },
+    options: SenderOptions = {},
+  ): Promise<GangSender> {
+    const sender = new GangSender(gang, conn, options);
+    try {
+      void sender.#answers.run();
+      await sender.#send(encodeHello({
+        version: PROTOCOL_VERSION,
+        pageSize: PAGE_SIZE,
+        seed: gang.index.seed,
+        token: options.token ?? "",
+        guests: gang.guests.map((g) => ({ name: g.name, size: g.ram.size })),
+      }));
+      await sender.#flush();
+      await sender.#answers.expect(FrameType.Welcome, sender.#answerTimeout);
+      return sender;
+    } catch (error) {
+      sender.close();
+      throw error;
+    }
+  }
+
+  get #answerTimeout(): number {
+    return this.#options.answerTimeoutMs ?? 120_000;
+  }
+
+  /** Bytes written to the target so far, headers included. */
+  get bytesOnWire(): number {
+    return this.#writer.bytesWritten;
+  }
+
+  /**
+   * The preparation phase: scans every page of the gang into the content
+   * index while the guests run. Done by the first round if not called.
+   */
+  prepare(): ScanReport {
+    const report = scanGang(this.#gang);
+    this.#planner.notePreparationScan();
+    this.#prepared = true;
+    return report;
+  }
+
+  /**
+   * One pre-copy round: re-scans every page and sends what the target
+   * lacks. With `final`, the caller has paused the guests: after it the
+   * target holds exactly the source's RAM.
+   */
+  async round(options: { final?: boolean } = {}): Promise<RoundReport> {
+    if (!this.#prepared) this.prepare();
+    const round = ++this.#round;
+    const final = options.final ?? false;
+    const counts = emptyCounts();
+    const started = performance.now();
+    const bytesBefore = this.bytesOnWire;
+    const pagesTotal = this.#gang.pages;
+    let pagesDone = 0;
+    for (const guest of this.#gang.guests) {
+      for (const chunk of scanChunks(this.#gang, guest.number, { out: this.#out })) {
+        const plan = this.#planner.planChunk(
+          guest.number,
+          chunk.first,
+          chunk.count,
+          this.#out,
+          round,
+          counts,
+        );
+        await this.#sendPlan(guest.number, chunk.first, plan);
+        pagesDone += chunk.count;
+        this.#options.onProgress?.({ round, pagesDone, pagesTotal, bytesOnWire: this.bytesOnWire });
+      }
+    }
+    await this.#send(encodeRoundEnd(round, final));
+    await this.#flush();
+    const acknowledged = await this.#answers.expect(FrameType.RoundDone, this.#answerTimeout);
+    if (acknowledged !== round) {
+      throw new TargetError(`Target acknowledged round ${acknowledged}, not ${round}`);
+    }
+    const report = roundReport(round, final, started, this.bytesOnWire - bytesBefore, counts);
+    this.rounds.push(report);
+    return report;
+  }
+
+  /**
+   * Sends the digest of every guest's RAM (from the last round's hashes)
+   * and waits until the target found its copy identical.
+   *
+   * @returns the digests, one per guest
+   * @throws TargetError if any guest's copy differs
+   */
+  async verify(): Promise<string[]> {
+    const digests = this.#gang.guests.map((g) =>
+      ramDigest(this.#gang.index.pageHashes(g.number), this.#gang.index.seed)
+    );
+    await this.#send(encodeDone(digests));
+    await this.#flush();
+    const guests = await this.#answers.expect(FrameType.Verified, this.#answerTimeout);
+    if (guests !== digests.length) {
+      throw new TargetError(`Target verified ${guests} guests of ${digests.length}`);
+    }
+    return digests;
+  }
+
+  /** Encodes a chunk's plan as frames, in page order, merging runs of one kind. */
+  async #sendPlan(guest: number, first: number, plan: ChunkPlan): Promise<void> {
+    const hashes = this.#gang.index.pageHashes(guest);
+    let start = 0;
+    while (start < plan.length) {
+      const op = plan.ops[start]!;
+      let end = start + 1;
+      const limit = op === Op.Full ? PAGES_PER_FRAME : plan.length;
+      while (end < plan.length && plan.ops[end] === op && end - start < limit) end++;
+      const slots = plan.slots.subarray(start, end);
+      const pages = Uint32Array.from(slots, (slot) => first + slot);
+      if (op === Op.Full) {
+        const frame = await this.#reserve(pagesFrameBytes(pages.length));
+        const pageHashes = BigUint64Array.from(pages, (page) => hashes[page]!);
+        writePagesFrame(
+          frame,
+          guest,
+          pages,
+          plan.ids.subarray(start, end),
+          pageHashes,
+          this.#out.buf,
+          slots,
+        );
+      } else if (op === Op.Ref) {
+        const frame = await this.#reserve(pairsFrameBytes(pages.length));
+        writePairsFrame(frame, FrameType.Refs, guest, pages, plan.ids.subarray(start, end));
+      } else {
+        const runs = zeroRuns(pages);
+        const frame = await this.#reserve(pairsFrameBytes(runs.firsts.length));
+        writePairsFrame(frame, FrameType.Zeros, guest, runs.firsts, runs.counts);
+      }
+      start = end;
+    }
+  }
+
+  /** Frame room, or the target's own error if the connection broke. */
+  async #reserve(bytes: number): Promise<Uint8Array> {
+    try {
+      return await this.#writer.reserve(bytes);
+    } catch (error) {
+      throw await this.#betterError(error);
+    }
+  }
+
+  async #send(frame: Uint8Array): Promise<void> {
+    (await this.#reserve(frame.length)).set(frame);
+  }
+
+  async #flush(): Promise<void> {
+    try {
+      await this.#writer.flush();
+    } catch (error) {
+      throw await this.#betterError(error);
+    }
+  }
+
+  /**
+   * A write failed (often "connection reset"): the target usually said why
+   * just before it closed, so wait a moment for its words.
+   */
+  async #betterError(error: unknown): Promise<Error> {
+    const targetError = await Promise.race([
+      this.#answers.failed,
+      new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 1000)),
+    ]);
+    if (targetError instanceof TargetError) return targetError;
+    return new TargetError(
+      `Cannot send to the target: ${error instanceof Error ? error.message : error}`,
+    );
+  }
+
+  /** Closes the connection; safe to call twice. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#conn.close();
+    } catch {
+      // Already closed by the peer.
+    }
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+    return Promise.resolve();
+  }
+}
+
+function roundReport(
+  round: number,
+  final: boolean,
+  started: number,
+  bytesOnWire: number,
+  counts: RoundCounts,
+): RoundReport {
+  const { rematched, ...pages } = counts;
+  return {
+    round,
+    final,
+    seconds: (performance.now() - started) / 1000,
+    bytesOnWire,
+    pages,
+    rematched,
+  };
+}
+
+/** Ascending pages as (first, count) runs. */
+function zeroRuns(pages: Uint32Array): { firsts: Uint32Array; counts: Uint32Array } {
+  const firsts: number[] = [];
+  const counts: number[] = [];
+  for (const page of pages) {
+    const last = firsts.length - 1;
+    if (last >= 0 && firsts[last]! + counts[last]! === page) counts[last]!++;
+    else {
+      firsts.push(page);
+      counts.push(1);
+    }
+  }
+  return { firsts: Uint32Array.from(firsts), counts: Uint32Array.from(counts) };
+}

@@ -1,0 +1,134 @@
+/**
+ * What the target holds: the content id of every target page, and for
+ * every content, the pages holding it.
+ *
+ * The receiver keeps one to resolve references; the sender keeps an
+ * identical mirror, updated in the same order as the frames it sends, so
+ * that it never refers to a content the target no longer holds. That is
+ * what makes a reference safe when the page that first carried its content
+ * is overwritten in a later round: the content moves on to another page
+ * that holds it, and once no page does, the sender sends it again in full.
+ *
+ * Memory: 12 bytes per page (content id and two chain links) and 12 bytes
+ * per content (its first holder and its hash).
+ *
+ * @module
+ */
+
+/** A page or content that is not there. */
+export const NONE = 0xffffffff;
+/** The content id of a zero page (never stored as a content). */
+export const ZERO = 0xfffffffe;
+
+/** Target pages of a gang, numbered across guests, and the contents they hold. */
+export class TargetContents {
+  /** First global page number of each guest. */
+  readonly bases: readonly number[];
+  /** Pages of each guest. */
+  readonly pages: readonly number[];
+  #content: Uint32Array; // global page -> content id, or ZERO
+  #next: Uint32Array; // global page -> next page holding the same content
+  #prev: Uint32Array; // global page -> previous page holding the same content
+  #holder = new Uint32Array(1024); // content id -> first page holding it, or NONE
+  #hash = new BigUint64Array(1024); // content id -> its hash
+  #contents = 0;
+
+  /** Starts with every page of every guest zero. */
+  constructor(guestPages: readonly number[]) {
+    const bases: number[] = [];
+    let total = 0;
+    for (const pages of guestPages) {
+      bases.push(total);
+      total += pages;
+    }
+    if (total >= ZERO) throw new RangeError(`A gang of ${total} pages is too large`);
+    this.bases = bases;
+    this.pages = [...guestPages];
+    this.#content = new Uint32Array(total).fill(ZERO);
+    this.#next = new Uint32Array(total).fill(NONE);
+    this.#prev = new Uint32Array(total).fill(NONE);
+  }
+
+  /** Contents registered so far (the next id). */
+  get contents(): number {
+    return this.#contents;
+  }
+
+  /** The content a global page holds (ZERO for a zero page). */
+  contentAt(page: number): number {
+    return this.#content[page]!;
+  }
+
+  /** A page holding the content (its first holder), or NONE when no page does. */
+  holder(id: number): number {
+    return id < this.#contents ? this.#holder[id]! : NONE;
+  }
+
+  /** The hash of a content. */
+  hashOf(id: number): bigint {
+    return this.#hash[id]!;
+  }
+
+  /** Registers the next content (its id is `contents` before the call). */
+  addContent(hash: bigint): number {
+    if (this.#contents === this.#holder.length) {
+      const holder = new Uint32Array(this.#holder.length * 2);
+      holder.set(this.#holder);
+      this.#holder = holder;
+      const hashes = new BigUint64Array(this.#hash.length * 2);
+      hashes.set(this.#hash);
+      this.#hash = hashes;
+    }
+    const id = this.#contents++;
+    this.#holder[id] = NONE;
+    this.#hash[id] = hash;
+    return id;
+  }
+
+  /** Page now holds content id (a registered content). */
+  assign(page: number, id: number): void {
+    this.#unlink(page);
+    this.#content[page] = id;
+    const first = this.#holder[id]!;
+    if (first === NONE) {
+      this.#holder[id] = page;
+      return;
+    }
+    // Join behind the first holder: the first holder changes only when it is overwritten.
+    const after = this.#next[first]!;
+    this.#next[first] = page;
+    this.#prev[page] = first;
+    this.#next[page] = after;
+    if (after !== NONE) this.#prev[after] = page;
+  }
+
+  /** Page is now zero. */
+  zero(page: number): void {
+    this.#unlink(page);
+    this.#content[page] = ZERO;
+  }
+
+  #unlink(page: number): void {
+    const id = this.#content[page]!;
+    if (id === ZERO) return;
+    const prev = this.#prev[page]!;
+    const next = this.#next[page]!;
+    if (prev === NONE) this.#holder[id] = next;
+    else this.#next[prev] = next;
+    if (next !== NONE) this.#prev[next] = prev;
+    this.#prev[page] = NONE;
+    this.#next[page] = NONE;
+  }
+
+  /** The guest of a global page and its page number in that guest. */
+  locate(page: number): { guest: number; page: number } {
+    let lo = 0;
+    let hi = this.bases.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (this.bases[mid]! <= page) lo = mid;
+      else hi = mid - 1;
+    }
+    return { guest: lo, page: page - this.bases[lo]! };
+  }
+}

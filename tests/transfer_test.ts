@@ -1,0 +1,191 @@
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
+import { Gang } from "../src/scan/gang.ts";
+import { scanGang } from "../src/scan/scan_gang.ts";
+import { GangSender, TargetError } from "../src/transfer/sender.ts";
+import { migrateGang } from "../src/transfer/migrate_gang.ts";
+import { randomSeed } from "../src/transfer/seed.ts";
+import { PAGE_SIZE, RamFile } from "../src/native/ram_file.ts";
+import { SyntheticGuest } from "../src/synthetic/synthetic_guest.ts";
+import { makeRamFile, patternPage, readRamFile, removeFiles, shmPath } from "./_fixtures.ts";
+import { startReceiver } from "./_transfer.ts";
+
+/** Three guests with holes, zero pages, and contents shared within and across them. */
+function makeGuests(): string[] {
+  const shared = (i: number) => patternPage(1000 + (i % 7));
+  return [0, 1, 2].map((g) =>
+    makeRamFile(
+      shmPath(`guest${g}`),
+      Array.from({ length: 96 }, (_, p) => {
+        if (p % 5 === 0) return "hole" as const;
+        if (p % 5 === 1) return "zero" as const;
+        if (p % 5 === 2) return shared(p);
+        return patternPage(g * 1000 + p);
+      }),
+    )
+  );
+}
+
+const specs = (paths: string[]) => paths.map((path) => ({ name: path.split("/").at(-1)!, path }));
+
+function assertSameFiles(guests: { name: string; path: string }[], targetDir: string) {
+  for (const { name, path } of guests) {
+    assertEquals(
+      readRamFile(`${targetDir}/${name}`),
+      readRamFile(path),
+      `${name} differs at the target`,
+    );
+  }
+}
+
+Deno.test("migrateGang() makes the target byte-identical, and sparse where the source has zero pages", async () => {
+  const paths = makeGuests();
+  await using receiver = await startReceiver();
+  try {
+    using gang = Gang.open(specs(paths), { seed: randomSeed() });
+    const report = await migrateGang(gang, await receiver.connect());
+    assert(report.verified);
+    assertSameFiles(specs(paths), receiver.dir);
+    for (const path of paths) {
+      using target = RamFile.open(`${receiver.dir}/${path.split("/").at(-1)}`);
+      // 96 pages: 19 holes and 20 zero pages at the source, none of them allocated at the target.
+      assertEquals(target.stat().blocks, (96 - 39) * (PAGE_SIZE / 512));
+    }
+    const complete = receiver.events.find((e) => e.event === "complete");
+    assert(complete, "the receiver reports the gang complete");
+  } finally {
+    await removeFiles(...paths);
+  }
+});
+
+Deno.test("migrateGang() of an offline gang sends each distinct content once, plus small references", async () => {
+  const paths = makeGuests();
+  await using receiver = await startReceiver();
+  try {
+    using gang = Gang.open(specs(paths), { seed: randomSeed() });
+    const scan = scanGang(Gang.open(specs(paths)));
+    const report = await migrateGang(gang, await receiver.connect());
+    const { unique, duplicate } = scan.totals;
+    const round1 = report.rounds[0]!.pages;
+    assertEquals(round1.unique + round1.unsentIdentical, unique);
+    assertEquals(round1.sentIdentical, duplicate);
+    const overhead = 64 * 1024; // frame headers, handshake, round ends, digests
+    assert(
+      report.bytesOnWire <= unique * (PAGE_SIZE + 16) + duplicate * 8 + overhead,
+      `${report.bytesOnWire} bytes on the wire for ${unique} distinct contents`,
+    );
+    assert(report.bytesOnWire >= unique * PAGE_SIZE);
+  } finally {
+    await removeFiles(...paths);
+  }
+});
+
+Deno.test("a reference resolves after the page that first carried its content is overwritten", async () => {
+  const x = patternPage(42);
+  const a = makeRamFile(shmPath("first"), [x, patternPage(43)]);
+  const b = makeRamFile(shmPath("second"), [x, patternPage(44)]);
+  await using receiver = await startReceiver();
+  try {
+    using gang = Gang.open(specs([a, b]), { seed: randomSeed() });
+    await using sender = await GangSender.connect(gang, await receiver.connect());
+    sender.prepare();
+    const round1 = await sender.round();
+    assertEquals(round1.pages.sentIdentical, 1); // b's copy of x
+    {
+      using ramA = RamFile.open(a, { write: true });
+      ramA.write(Uint32Array.of(0), patternPage(45)); // x's first carrier is overwritten...
+      using ramB = RamFile.open(b, { write: true });
+      ramB.write(Uint32Array.of(1), x); // ...and x appears on a page that did not hold it
+    }
+    const round2 = await sender.round({ final: true });
+    assertEquals(
+      round2.pages.sentIdentical,
+      1,
+      "x is sent as a reference, resolved from b's page 0",
+    );
+    assertEquals(round2.rematched, 1);
+    assertEquals(
+      round2.pages.dirtiedIdentical,
+      1,
+      "a's page 0 held a shared content, then was written",
+    );
+    await sender.verify();
+    assertSameFiles(specs([a, b]), receiver.dir);
+  } finally {
+    await removeFiles(a, b);
+  }
+});
+
+Deno.test("migrateGang() converges and copies exactly while writers dirty the guests", async () => {
+  const pages = 4096;
+  const guests = [0, 1].map((g) =>
+    SyntheticGuest.start(`live${g}`, shmPath(`live${g}`), {
+      bytes: pages * PAGE_SIZE,
+      fill: (p) => (p % 3 === 0 ? undefined : patternPage(p % 500)),
+      pagesPerSecond: 3000,
+      mix: { random: 2, copy: 1, zero: 1 },
+    })
+  );
+  await using receiver = await startReceiver();
+  try {
+    using gang = Gang.open(guests.map((g) => ({ name: g.name, path: g.path })), {
+      seed: randomSeed(),
+    });
+    let pauses = 0;
+    const report = await migrateGang(gang, await receiver.connect(), {
+      stopPages: 64,
+      maxRounds: 8,
+      pause: async () => {
+        pauses++;
+        for (const g of guests) await g.pause();
+      },
+      resume: () => guests.forEach((g) => g.resume()),
+    });
+    assertEquals(pauses, 1);
+    assert(report.rounds.length >= 2, "at least one live round and the final one");
+    assert(
+      report.rounds.slice(1).some((r) => r.pages.unique + r.pages.dirtiedIdentical > 0),
+      "later rounds resend dirtied pages",
+    );
+    assert(guests.every((g) => g.paused), "the guests stay paused after a successful migration");
+    assertSameFiles(guests, receiver.dir);
+  } finally {
+    for (const g of guests) await g.stop();
+    await removeFiles(...guests.map((g) => g.path));
+  }
+});
+
+Deno.test("migrateGang() keeps to the bandwidth cap", async () => {
+  const path = makeRamFile(
+    shmPath("capped"),
+    Array.from({ length: 1024 }, (_, p) => patternPage(p + 5000)),
+  );
+  await using receiver = await startReceiver();
+  try {
+    using gang = Gang.open(specs([path]), { seed: randomSeed() });
+    const started = performance.now();
+    const report = await migrateGang(gang, await receiver.connect(), { maxBandwidth: 2_000_000 });
+    const seconds = (performance.now() - started) / 1000;
+    // 4 MiB at 2 MB/s takes 2.1 s; allow the first write's head start.
+    assert(
+      seconds >= 1.5,
+      `${report.bytesOnWire} bytes in ${seconds.toFixed(2)} s at a 2 MB/s cap`,
+    );
+  } finally {
+    await removeFiles(path);
+  }
+});
+
+Deno.test("migrateGang() reports a refused handshake with the target's reason", async () => {
+  const path = makeRamFile(shmPath("refused"), [patternPage(1)]);
+  await using receiver = await startReceiver({ token: "secret" });
+  try {
+    using gang = Gang.open(specs([path]), { seed: randomSeed() });
+    await assertRejects(
+      async () => migrateGang(gang, await receiver.connect(), { token: "guess" }),
+      TargetError,
+      "Target refused: Gang refused: wrong or missing token",
+    );
+  } finally {
+    await removeFiles(path);
+  }
+});
