@@ -338,6 +338,7 @@ export class QemuGuest implements AsyncDisposable {
     if (this.#ownsRunDir) await Deno.remove(this.runDir, { recursive: true }).catch(() => {});
   }
 
+  /** Same as `close()`: quits QEMU and keeps the RAM file. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }

@@ -61,6 +61,7 @@ export {
   type QmpConnectOptions,
   QmpError,
   type QmpEvent,
+  type QmpListener,
   type QmpVersion,
 } from "./qmp.ts";
 export { queryRam, type RamBackend } from "./ram_backend.ts";

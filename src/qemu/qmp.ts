@@ -20,8 +20,11 @@ export interface QmpEvent {
 
 /** QEMU's version from the greeting. */
 export interface QmpVersion {
+  /** Major version, e.g. 7. */
   major: number;
+  /** Minor version, e.g. 2. */
   minor: number;
+  /** Micro version, e.g. 22. */
   micro: number;
   /** Distribution suffix, e.g. `Debian 1:7.2+dfsg-7+deb12u18+b3`. */
   package: string;
@@ -52,6 +55,14 @@ export class QmpError extends Error {
   /** QEMU's description. */
   readonly description: string;
 
+  /**
+   * Builds the error from QEMU's answer.
+   *
+   * @param guest The guest's name
+   * @param command The command QEMU refused
+   * @param errorClass QEMU's error class
+   * @param description QEMU's description
+   */
   constructor(guest: string, command: string, errorClass: string, description: string) {
     super(`Cannot run "${command}" on guest "${guest}": ${description}`);
     this.name = "QmpError";
@@ -69,7 +80,8 @@ interface Pending {
   timer: ReturnType<typeof setTimeout>;
 }
 
-type Listener = (event: QmpEvent) => void;
+/** A function called with each event it listens to. */
+export type QmpListener = (event: QmpEvent) => void;
 
 const DEFAULT_COMMAND_TIMEOUT_MS = 10_000;
 const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
@@ -97,7 +109,7 @@ export class QmpClient implements AsyncDisposable {
   #conn: Deno.Conn;
   #nextId = 1;
   #pending = new Map<number, Pending>();
-  #listeners = new Set<{ name: string; listener: Listener }>();
+  #listeners = new Set<{ name: string; listener: QmpListener }>();
   #endListeners = new Set<() => void>();
   #writing: Promise<void> = Promise.resolve();
   #closedReason: string | undefined;
@@ -199,7 +211,7 @@ export class QmpClient implements AsyncDisposable {
    *
    * @returns a function that removes the listener
    */
-  on(name: string, listener: Listener): () => void {
+  on(name: string, listener: QmpListener): () => void {
     const entry = { name, listener };
     this.#listeners.add(entry);
     return () => this.#listeners.delete(entry);
@@ -280,6 +292,7 @@ export class QmpClient implements AsyncDisposable {
     await this.#reader;
   }
 
+  /** Same as {@linkcode close}. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
