@@ -5,11 +5,15 @@
  */
 import { UsageError } from "./_cli.ts";
 
-/** "HOST:PORT" (or "[v6]:PORT") as hostname and port. */
-export function parseAddress(text: string, flag: string): { hostname: string; port: number } {
+/** "HOST:PORT" (or "[v6]:PORT") as hostname and port; port 0 (any free port) only if `anyPort`. */
+export function parseAddress(
+  text: string,
+  flag: string,
+  anyPort = false,
+): { hostname: string; port: number } {
   const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(text);
   const port = match ? Number(match[3]) : NaN;
-  if (!match || port < 1 || port > 65535) {
+  if (!match || port < (anyPort ? 0 : 1) || port > 65535) {
     throw new UsageError(`${flag} needs HOST:PORT, got "${text}"`);
   }
   return { hostname: match[1] ?? match[2]!, port };

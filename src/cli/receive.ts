@@ -49,7 +49,7 @@ async function main(args: string[]): Promise<void> {
   });
   if (!values.listen) throw new UsageError("--listen is required");
   if (!values.dir) throw new UsageError("--dir is required");
-  const address = parseAddress(values.listen, "--listen");
+  const address = parseAddress(values.listen, "--listen", true);
   const log = (event: ReceiverEvent) => {
     if (values.json) console.log(JSON.stringify(event));
     console.error(`receive: ${describe(event)}`);

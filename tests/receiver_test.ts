@@ -1,0 +1,176 @@
+import { assert, assertEquals } from "./_assert.ts";
+import { Gang } from "../src/scan/gang.ts";
+import { migrateGang } from "../src/transfer/migrate_gang.ts";
+import { randomSeed } from "../src/transfer/seed.ts";
+import { PAGE_SIZE } from "../src/native/ram_file.ts";
+import { hashPages } from "../src/native/hashing.ts";
+import {
+  encodeHello,
+  encodeRoundEnd,
+  FrameType,
+  HEADER_BYTES,
+  type Hello,
+  pagesFrameBytes,
+  pairsFrameBytes,
+  PROTOCOL_VERSION,
+  writeHeader,
+  writePagesFrame,
+  writePairsFrame,
+} from "../src/transfer/protocol.ts";
+import { FrameReader } from "../src/transfer/frame_io.ts";
+import { makeRamFile, patternPage, readRamFile, removeFiles, shmPath } from "./_fixtures.ts";
+import { startReceiver, type TestReceiver } from "./_transfer.ts";
+
+const hello = (guests: Hello["guests"], version = PROTOCOL_VERSION): Uint8Array =>
+  encodeHello({ version, pageSize: PAGE_SIZE, seed: 7n, token: "", guests });
+
+const oneGuest = hello([{ name: "vm", size: 4 * PAGE_SIZE }]);
+
+/** A PAGES frame for guest 0 carrying `content` at `page` as content `id`. */
+function pagesFrame(page: number, content: Uint8Array, id = 0, hash?: bigint): Uint8Array {
+  const frame = new Uint8Array(pagesFrameBytes(1));
+  writePagesFrame(
+    frame,
+    0,
+    Uint32Array.of(page),
+    Uint32Array.of(id),
+    BigUint64Array.of(hash ?? hashPages(content, 1, 7n).hashes[0]!),
+    content,
+    Uint16Array.of(0),
+  );
+  return frame;
+}
+
+function refsFrame(page: number, id: number): Uint8Array {
+  const frame = new Uint8Array(pairsFrameBytes(1));
+  writePairsFrame(frame, FrameType.Refs, 0, Uint32Array.of(page), Uint32Array.of(id));
+  return frame;
+}
+
+/** Sends raw bytes as a sender would, and returns the text of the receiver's ERROR (or "" if none). */
+async function rawSession(receiver: TestReceiver, ...chunks: Uint8Array[]): Promise<string> {
+  const conn = await receiver.connect();
+  try {
+    for (const chunk of chunks) await conn.write(chunk);
+    await conn.closeWrite();
+    const reader = new FrameReader(conn);
+    for (;;) {
+      const frame = await reader.next(10_000);
+      if (!frame) return "";
+      if (frame.type === FrameType.Error) return new TextDecoder().decode(frame.body);
+    }
+  } catch (error) {
+    return `connection error: ${error}`;
+  } finally {
+    conn.close();
+  }
+}
+
+Deno.test("the receiver refuses bad input with a clear error, then completes a proper migration", async (t) => {
+  await using receiver = await startReceiver({ maxGuestBytes: 2 ** 20 });
+  const header = (type: number, bodyBytes: number) => {
+    const bytes = new Uint8Array(HEADER_BYTES);
+    writeHeader(new DataView(bytes.buffer), 0, type as typeof FrameType.Hello, 0, bodyBytes);
+    return bytes;
+  };
+  const cases: [string, Uint8Array[], string][] = [
+    [
+      "garbage",
+      [new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n")],
+      "exceeds the limit",
+    ],
+    [
+      "a stream cut inside the handshake",
+      [oneGuest.subarray(0, 20)],
+      "Connection closed in the middle of a Hello frame",
+    ],
+    [
+      "an unknown protocol version",
+      [hello([{ name: "vm", size: PAGE_SIZE }], 99)],
+      "Unsupported protocol version 99",
+    ],
+    ["a data frame before the handshake", [header(FrameType.Pages, 0)], "Expected a Hello frame"],
+    [
+      "a guest name that climbs out of the directory",
+      [hello([{ name: "../x", size: PAGE_SIZE }])],
+      'guest name "../x" is refused',
+    ],
+    ["a guest name with a slash", [hello([{ name: "a/b", size: PAGE_SIZE }])], "contains a slash"],
+    ["an oversized guest", [hello([{ name: "big", size: 2 ** 30 }])], "over the limit of 1048576"],
+    ["two guests of one name", [
+      hello([{ name: "a", size: PAGE_SIZE }, { name: "a", size: PAGE_SIZE }]),
+    ], 'two guests are named "a"'],
+    ["a page outside the guest", [oneGuest, pagesFrame(4, patternPage(1))], "points at page 4"],
+    [
+      "a page that does not match its hash",
+      [oneGuest, pagesFrame(0, patternPage(1), 0, 12345n)],
+      "does not match its hash",
+    ],
+    [
+      "a content id out of order",
+      [oneGuest, pagesFrame(0, patternPage(1), 5)],
+      "brings content id 5, expected 0",
+    ],
+    ["a reference to a content never sent", [oneGuest, refsFrame(1, 0)], "Reference to content 0"],
+    ["an unknown frame type", [oneGuest, header(99, 0)], "Unexpected unknown type 99 frame"],
+    [
+      "a round out of order",
+      [oneGuest, encodeRoundEnd(3, false)],
+      "Round 3 ended, expected round 1",
+    ],
+    ["a frame for a guest the gang lacks", [
+      oneGuest,
+      (() => {
+        const f = refsFrame(0, 0);
+        new DataView(f.buffer).setUint16(2, 9, true);
+        return f;
+      })(),
+    ], "guest 9, which the gang does not have"],
+    [
+      "a sender that leaves mid-migration",
+      [oneGuest, pagesFrame(0, patternPage(1))],
+      "closed the connection before the migration was done",
+    ],
+  ];
+  for (const [label, chunks, message] of cases) {
+    await t.step(label, async () => {
+      const error = await rawSession(receiver, ...chunks);
+      assert(error.includes(message), `expected "${message}" in: ${error}`);
+    });
+  }
+  assertEquals(receiver.events.filter((e) => e.event === "failed").length, cases.length);
+
+  await t.step("then a proper migration", async () => {
+    const path = makeRamFile(shmPath("after-bad"), [patternPage(1), "hole", patternPage(1)]);
+    try {
+      using gang = Gang.open([{ name: "vm", path }], { seed: randomSeed() });
+      const report = await migrateGang(gang, await receiver.connect());
+      assert(report.verified);
+      assertEquals(readRamFile(`${receiver.dir}/vm`), readRamFile(path));
+    } finally {
+      await removeFiles(path);
+    }
+  });
+});
+
+Deno.test("the receiver removes the files it created for a gang that failed", async () => {
+  await using receiver = await startReceiver();
+  const error = await rawSession(receiver, oneGuest, pagesFrame(9, patternPage(1)));
+  assert(error.includes("points at page 9"), error);
+  const names = [...Deno.readDirSync(receiver.dir)].map((e) => e.name);
+  assertEquals(names, []);
+});
+
+Deno.test("the receiver refuses a second sender while a gang is in progress", async () => {
+  await using receiver = await startReceiver();
+  const first = await receiver.connect();
+  try {
+    await first.write(oneGuest);
+    const reader = new FrameReader(first);
+    assertEquals((await reader.next(10_000))?.type, FrameType.Welcome);
+    const error = await rawSession(receiver, oneGuest);
+    assert(error.includes("busy with another gang"), error);
+  } finally {
+    first.close();
+  }
+});

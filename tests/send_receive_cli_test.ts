@@ -1,0 +1,185 @@
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
+import { Gang } from "../src/scan/gang.ts";
+import { migrateGang } from "../src/transfer/migrate_gang.ts";
+import { TargetError } from "../src/transfer/sender.ts";
+import { randomSeed } from "../src/transfer/seed.ts";
+import { PAGE_SIZE } from "../src/native/ram_file.ts";
+import { SyntheticGuest } from "../src/synthetic/synthetic_guest.ts";
+import { runCli, spawnReceiver } from "./_cli.ts";
+import { makeRamFile, patternPage, readRamFile, removeFiles, shmPath } from "./_fixtures.ts";
+
+const SEND = ["--allow-ffi", "--allow-read", "--allow-net", "--allow-env=GANGWAY_LIB"];
+
+Deno.test("send --json migrates RAM files to receive --once and prints the documented report", async () => {
+  const a = makeRamFile(shmPath("a"), [patternPage(1), "hole", patternPage(2), "zero"]);
+  const b = makeRamFile(shmPath("b"), [patternPage(2), patternPage(3)]);
+  const dir = await Deno.makeTempDir({ prefix: "gangway-target-" });
+  try {
+    await using receiver = await spawnReceiver(dir, ["--once"]);
+    const { code, stdout, stderr } = await runCli("send", [
+      "--target",
+      `127.0.0.1:${receiver.port}`,
+      "--json",
+      a,
+      b,
+    ], {
+      permissions: SEND,
+    });
+    assertEquals(code, 0, stderr);
+    const report = JSON.parse(stdout);
+    assertEquals(Object.keys(report), [
+      "guests",
+      "rounds",
+      "bytesOnWire",
+      "guestBytes",
+      "seconds",
+      "verified",
+    ]);
+    assertEquals(report.guests, [
+      { name: a.split("/").at(-1), bytes: 4 * PAGE_SIZE },
+      { name: b.split("/").at(-1), bytes: 2 * PAGE_SIZE },
+    ]);
+    assertEquals(report.guestBytes, 6 * PAGE_SIZE);
+    assertEquals(report.verified, true);
+    const round1 = report.rounds[0];
+    assertEquals(Object.keys(round1.pages), [
+      "zero",
+      "unique",
+      "dirtiedIdentical",
+      "unsentIdentical",
+      "sentIdentical",
+    ]);
+    assertEquals(round1.pages, {
+      zero: 2,
+      unique: 2,
+      dirtiedIdentical: 0,
+      unsentIdentical: 1,
+      sentIdentical: 1,
+    });
+    assertEquals(round1.round, 1);
+    assert(round1.bytesOnWire > 3 * PAGE_SIZE && round1.seconds >= 0);
+    assertEquals(
+      report.bytesOnWire,
+      report.rounds.reduce((sum: number, r: { bytesOnWire: number }) => sum + r.bytesOnWire, 0) +
+        helloAndDigests(report),
+    );
+    assertEquals((await receiver.exited()).code, 0);
+    assert(receiver.events.some((e) => e.event === "complete"));
+    for (const path of [a, b]) {
+      assertEquals(readRamFile(`${dir}/${path.split("/").at(-1)}`), readRamFile(path));
+    }
+  } finally {
+    await removeFiles(a, b);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** Bytes outside the rounds: the HELLO and the DONE frames. */
+function helloAndDigests(
+  report: { guests: { name: string }[]; bytesOnWire: number; rounds: { bytesOnWire: number }[] },
+) {
+  const names = report.guests.reduce((sum, g) => sum + new TextEncoder().encode(g.name).length, 0);
+  const hello = 8 + 26 + report.guests.length * 10 + names;
+  const done = 8 + report.guests.length * 16;
+  return hello + done;
+}
+
+Deno.test("send fails with exit code 1 and nothing on stdout when it cannot reach or convince the target", async (t) => {
+  const path = makeRamFile(shmPath("a"), [patternPage(1)]);
+  const dir = await Deno.makeTempDir({ prefix: "gangway-target-" });
+  try {
+    await t.step("unreachable target", async () => {
+      const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const port = (listener.addr as Deno.NetAddr).port;
+      listener.close(); // nobody listens there now
+      const { code, stdout, stderr } = await runCli(
+        "send",
+        ["--target", `127.0.0.1:${port}`, path],
+        { permissions: SEND },
+      );
+      assertEquals(code, 1);
+      assertEquals(stdout, "");
+      assert(stderr.includes(`Cannot connect to the target 127.0.0.1:${port}`), stderr);
+    });
+    await t.step("refused handshake", async () => {
+      await using receiver = await spawnReceiver(dir, ["--token", "right"]);
+      const { code, stdout, stderr } = await runCli("send", [
+        "--target",
+        `127.0.0.1:${receiver.port}`,
+        "--token",
+        "wrong",
+        path,
+      ], {
+        permissions: SEND,
+      });
+      assertEquals(code, 1);
+      assertEquals(stdout, "");
+      assert(stderr.includes("wrong or missing token"), stderr);
+    });
+    await t.step("bad usage", async () => {
+      const { code, stderr } = await runCli("send", [path], { permissions: SEND });
+      assertEquals(code, 2);
+      assert(stderr.includes("--target is required"), stderr);
+    });
+  } finally {
+    await removeFiles(path);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** Two synthetic guests whose writers keep running. */
+function liveGuests(label: string): SyntheticGuest[] {
+  return [0, 1].map((g) =>
+    SyntheticGuest.start(`${label}${g}`, shmPath(`${label}${g}`), {
+      bytes: 2048 * PAGE_SIZE,
+      fill: (p) => patternPage(p + g * 10_000),
+      pagesPerSecond: 500,
+    })
+  );
+}
+
+Deno.test("a receiver killed in a round fails the migration with a clear error and leaves the guests running", async (t) => {
+  const dir = await Deno.makeTempDir({ prefix: "gangway-target-" });
+  for (const when of ["round 1", "the final round"]) {
+    await t.step(`killed in ${when}`, async () => {
+      const guests = liveGuests("killed");
+      try {
+        await using receiver = await spawnReceiver(dir);
+        using gang = Gang.open(guests.map((g) => ({ name: g.name, path: g.path })), {
+          seed: randomSeed(),
+        });
+        const kill = () => receiver.process.kill("SIGKILL");
+        let resumed = 0;
+        await assertRejects(
+          async () =>
+            await migrateGang(
+              gang,
+              await Deno.connect({ hostname: "127.0.0.1", port: receiver.port }),
+              {
+                // Slow enough that round 1 is still going when the receiver dies.
+                maxBandwidth: when === "round 1" ? 4_000_000 : undefined,
+                onProgress: (p) => {
+                  if (when === "round 1" && p.pagesDone === 1024) kill();
+                },
+                pause: async () => {
+                  for (const g of guests) await g.pause();
+                  if (when === "the final round") kill();
+                },
+                resume: () => {
+                  resumed++;
+                  guests.forEach((g) => g.resume());
+                },
+              },
+            ),
+          TargetError,
+        );
+        assert(guests.every((g) => !g.paused), "no guest is left paused");
+        assertEquals(resumed, when === "round 1" ? 0 : 1);
+      } finally {
+        for (const g of guests) await g.stop();
+        await removeFiles(...guests.map((g) => g.path));
+      }
+    });
+  }
+  await Deno.remove(dir, { recursive: true });
+});
