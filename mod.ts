@@ -67,3 +67,4 @@ export {
   softDirtySupported,
 } from "./src/native/pagemap.ts";
 export { NativeError } from "./src/native/errno.ts";
+export * from "./src/qemu/mod.ts";

@@ -29,7 +29,6 @@ export const NEEDS: Record<string, Requirement[]> = {
   qemu: [
     { file: "/usr/bin/qemu-system-x86_64", debian: "qemu-system-x86" },
     { file: "/bin/busybox", debian: "busybox-static" },
-    { file: "/usr/bin/cpio", debian: "cpio" },
   ],
   lab: [
     { file: "/usr/sbin/ip", debian: "iproute2" },
