@@ -70,3 +70,24 @@ export async function assertRejects<E extends Error = Error>(
   }
   throw new nodeAssert.AssertionError({ message: "Expected the promise to reject" });
 }
+
+/**
+ * Fails unless two byte arrays are equal, naming the first difference
+ * (a deep-equal diff of megabytes would take the test runner's memory).
+ */
+export function assertSameBytes(actual: Uint8Array, expected: Uint8Array, label = "bytes"): void {
+  if (actual.length !== expected.length) {
+    throw new nodeAssert.AssertionError({
+      message: `${label}: ${actual.length} bytes, expected ${expected.length}`,
+    });
+  }
+  for (let i = 0; i < actual.length; i++) {
+    if (actual[i] !== expected[i]) {
+      throw new nodeAssert.AssertionError({
+        message: `${label}: first difference at byte ${i} (page ${Math.floor(i / 4096)}): ${
+          actual[i]
+        } != ${expected[i]}`,
+      });
+    }
+  }
+}

@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertNotEquals, assertThrows } from "./_assert.ts";
+import { assert, assertEquals, assertNotEquals, assertSameBytes, assertThrows } from "./_assert.ts";
 import { gatherPages, PAGE_SIZE, RamFile } from "../src/native/ram_file.ts";
 import { hashPages, ramDigest, zeroPageHash } from "../src/native/hashing.ts";
 import { NativeError } from "../src/native/errno.ts";
@@ -57,7 +57,7 @@ Deno.test("RamFile.write() writes runs in place and punch() turns pages back int
     const expected = new Uint8Array(4 * PAGE_SIZE);
     expected.set(patternPage(5), 0);
     expected.set(patternPage(7), 3 * PAGE_SIZE);
-    assertEquals(readRamFile(path), expected);
+    assertSameBytes(readRamFile(path), expected);
     assertThrows(() => ram.write(Uint32Array.of(4), buf), NativeError, "outside the file");
   } finally {
     await removeFiles(path);

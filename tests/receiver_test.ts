@@ -1,4 +1,4 @@
-import { assert, assertEquals } from "./_assert.ts";
+import { assert, assertEquals, assertSameBytes } from "./_assert.ts";
 import { Gang } from "../src/scan/gang.ts";
 import { migrateGang } from "../src/transfer/migrate_gang.ts";
 import { randomSeed } from "../src/transfer/seed.ts";
@@ -146,7 +146,7 @@ Deno.test("the receiver refuses bad input with a clear error, then completes a p
       using gang = Gang.open([{ name: "vm", path }], { seed: randomSeed() });
       const report = await migrateGang(gang, await receiver.connect());
       assert(report.verified);
-      assertEquals(readRamFile(`${receiver.dir}/vm`), readRamFile(path));
+      assertSameBytes(readRamFile(`${receiver.dir}/vm`), readRamFile(path));
     } finally {
       await removeFiles(path);
     }

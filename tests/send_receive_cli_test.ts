@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertRejects } from "./_assert.ts";
+import { assert, assertEquals, assertRejects, assertSameBytes } from "./_assert.ts";
 import { Gang } from "../src/scan/gang.ts";
 import { migrateGang } from "../src/transfer/migrate_gang.ts";
 import { TargetError } from "../src/transfer/sender.ts";
@@ -66,7 +66,7 @@ Deno.test("send --json migrates RAM files to receive --once and prints the docum
     assertEquals((await receiver.exited()).code, 0);
     assert(receiver.events.some((e) => e.event === "complete"));
     for (const path of [a, b]) {
-      assertEquals(readRamFile(`${dir}/${path.split("/").at(-1)}`), readRamFile(path));
+      assertSameBytes(readRamFile(`${dir}/${path.split("/").at(-1)}`), readRamFile(path));
     }
   } finally {
     await removeFiles(a, b);

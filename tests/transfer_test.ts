@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertRejects } from "./_assert.ts";
+import { assert, assertEquals, assertRejects, assertSameBytes } from "./_assert.ts";
 import { Gang } from "../src/scan/gang.ts";
 import { scanGang } from "../src/scan/scan_gang.ts";
 import { GangSender, TargetError } from "../src/transfer/sender.ts";
@@ -29,10 +29,10 @@ const specs = (paths: string[]) => paths.map((path) => ({ name: path.split("/").
 
 function assertSameFiles(guests: { name: string; path: string }[], targetDir: string) {
   for (const { name, path } of guests) {
-    assertEquals(
+    assertSameBytes(
       readRamFile(`${targetDir}/${name}`),
       readRamFile(path),
-      `${name} differs at the target`,
+      `${name} at the target`,
     );
   }
 }

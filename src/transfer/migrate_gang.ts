@@ -68,7 +68,8 @@ export async function migrateGang(
     await options.pause?.();
     paused = true;
     pausedAt = performance.now();
-    options.onRound?.(await sender.round({ final: true }));
+    const final = await sender.round({ final: true });
+    options.onRound?.(final);
     const digests = await sender.verify();
     const now = performance.now();
     return {

@@ -116,7 +116,9 @@ class TargetAnswers {
         this.#waiter?.();
       }
     } catch (error) {
-      this.#failure = error instanceof Error ? error : new Error(String(error));
+      this.#failure = error instanceof TargetError
+        ? error
+        : new TargetError(`Lost the target: ${error instanceof Error ? error.message : error}`);
       this.#fail(this.#failure);
       this.#waiter?.();
     }
