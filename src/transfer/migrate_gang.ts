@@ -27,6 +27,8 @@ export interface MigrationReport {
   rounds: RoundReport[];
   /** Every byte written to the target, headers included. */
   bytesOnWire: number;
+  /** Of those, the frames that carried each guest's pages (in gang order). */
+  guestBytesOnWire: number[];
   /** Sum of the guests' RAM sizes. */
   guestBytes: number;
   seconds: number;
@@ -76,6 +78,7 @@ export async function migrateGang(
       guests: gang.guests.map((g) => ({ name: g.name, bytes: g.ram.size })),
       rounds: sender.rounds,
       bytesOnWire: sender.bytesOnWire,
+      guestBytesOnWire: sender.guestBytesOnWire,
       guestBytes: gang.bytes,
       seconds: (now - started) / 1000,
       verified: true,

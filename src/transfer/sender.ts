@@ -185,6 +185,8 @@ export class GangSender implements AsyncDisposable {
   #closed = false;
   /** Rounds done so far. */
   readonly rounds: RoundReport[] = [];
+  /** Bytes of the frames that carried each guest's pages (rounds only), by guest number. */
+  readonly guestBytesOnWire: number[];
 
   private constructor(gang: Gang, conn: ByteStream & { close(): void }, options: SenderOptions) {
     this.#gang = gang;
@@ -194,6 +196,7 @@ export class GangSender implements AsyncDisposable {
     this.#writer = new FrameWriter(conn, pacer);
     this.#answers = new TargetAnswers(new FrameReader(conn));
     this.#planner = new RoundPlanner(gang, CHUNK_PAGES);
+    this.guestBytesOnWire = gang.guests.map(() => 0);
   }
 
   /**
