@@ -4,9 +4,10 @@
  *
  * @module
  */
-import { assert } from "./_assert.ts";
+import { assert, assertEquals } from "./_assert.ts";
 import { ensureGuestImage, type GuestImage } from "../src/qemu/guest_image.ts";
 import type { QemuGuest } from "../src/qemu/guest.ts";
+import { type Heartbeat, parseHeartbeats } from "../src/qemu/heartbeat.ts";
 
 let image: Promise<GuestImage> | undefined;
 
@@ -66,4 +67,26 @@ export class Guests implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
+}
+
+/**
+ * Checks that a guest resumed at the destination instead of rebooting: its
+ * first heartbeat there follows `last`, the source's last one (the next line may
+ * be torn between the two logs), and its checksum checks stay good.
+ */
+export async function assertContinued(last: Heartbeat, destination: QemuGuest): Promise<void> {
+  const beat = await destination.waitForHeartbeat({ after: last.counter, timeoutMs: 10_000 });
+  const log = await Deno.readTextFile(destination.serialLog);
+  const first = parseHeartbeats(log)[0]!;
+  assert(
+    first.counter === last.counter + 1 || first.counter === last.counter + 2,
+    `heartbeat went from ${last.counter} to ${first.counter}`,
+  );
+  assert(!log.includes("gangway-ready"), "the destination rebooted");
+  let checked = beat;
+  for (let beats = 0; checked.checks <= last.checks; beats++) {
+    assert(beats < 15, "no checksum check at the destination");
+    checked = await destination.waitForHeartbeat({ after: checked.counter, timeoutMs: 10_000 });
+  }
+  assertEquals(checked.checksum, "ok");
 }

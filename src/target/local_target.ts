@@ -1,0 +1,132 @@
+/**
+ * A migration target on this machine: a directory for the destination
+ * guests' RAM files, a receiver writing into it, and destination QEMUs
+ * started there — all optionally inside a network namespace, so that in
+ * the lab the target is a separate host behind a shaped link.
+ *
+ * A target on another machine would run the same two things (the
+ * `receive` command and QEMUs started with `-incoming defer`); this class
+ * is the local way of starting them.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { QemuGuest } from "../qemu/guest.ts";
+import { ReceiverProcess } from "./receiver_process.ts";
+
+/** Options of {@linkcode LocalTarget.start}. */
+export interface LocalTargetOptions {
+  /** Directory of the destination RAM files. Default: a new one under /dev/shm, removed at close. */
+  dir?: string;
+  /** Command prefix running the target's processes, e.g. `["ip", "netns", "exec", "NS"]`. */
+  commandPrefix?: string[];
+  /** The target's address, as the source reaches it. Default 127.0.0.1. */
+  address?: string;
+  /**
+   * Send device state over TCP to `address`, from this port up (one port per guest).
+   * Default: unix sockets, which only work when both ends share a file system view.
+   */
+  deviceStatePort?: number;
+  /** More arguments for the receiver (transport, limits). */
+  receiverArgs?: string[];
+}
+
+/**
+ * The target side of a QEMU gang migration.
+ *
+ * Requires `--allow-run` (deno, mkdir, QEMU), `--allow-net`, `--allow-read`, `--allow-write`.
+ */
+export class LocalTarget implements AsyncDisposable {
+  /** Directory of the destination guests' RAM files. */
+  readonly dir: string;
+  /** The target's address. */
+  readonly address: string;
+  readonly receiver: ReceiverProcess;
+  readonly #options: LocalTargetOptions;
+  readonly #ownsDir: boolean;
+  #guests = 0;
+  #closed = false;
+
+  private constructor(
+    dir: string,
+    ownsDir: boolean,
+    receiver: ReceiverProcess,
+    options: LocalTargetOptions,
+  ) {
+    this.dir = dir;
+    this.#ownsDir = ownsDir;
+    this.receiver = receiver;
+    this.address = options.address ?? "127.0.0.1";
+    this.#options = options;
+  }
+
+  /** Makes the directory and starts the receiver. */
+  static async start(options: LocalTargetOptions = {}): Promise<LocalTarget> {
+    const ownsDir = options.dir === undefined;
+    const dir = options.dir ??
+      `/dev/shm/gangway-target-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
+    // Deno's own mkdir asks for --allow-all under /dev.
+    const made = await new Deno.Command("mkdir", { args: ["-p", dir], stderr: "piped" }).output();
+    if (!made.success) {
+      throw new Error(
+        `Cannot make the target directory "${dir}": ${
+          new TextDecoder().decode(made.stderr).trim()
+        }`,
+      );
+    }
+    try {
+      const receiver = await ReceiverProcess.start({
+        dir,
+        listen: { hostname: options.address ?? "127.0.0.1" },
+        commandPrefix: options.commandPrefix,
+        args: options.receiverArgs,
+        stderr: "inherit",
+      });
+      return new LocalTarget(dir, ownsDir, receiver, options);
+    } catch (error) {
+      if (ownsDir) await Deno.remove(dir, { recursive: true }).catch(() => {});
+      throw error;
+    }
+  }
+
+  /** Connects to the receiver (plain TCP: the transport of the receiver's arguments). */
+  async connect(): Promise<Deno.Conn> {
+    return await Deno.connect({ hostname: this.address, port: this.receiver.port });
+  }
+
+  /** Where the destination of a guest keeps its RAM: `DIR/NAME`, the name the receiver writes. */
+  ramPath(name: string): string {
+    return join(this.dir, name);
+  }
+
+  /** Starts a destination for a source guest: same machine, RAM in this target's directory, waiting. */
+  async startDestination(
+    source: QemuGuest,
+  ): Promise<{ guest: QemuGuest; uri?: string; incomingUri?: string }> {
+    const index = this.#guests++;
+    const guest = await QemuGuest.startDestination(source.machine, {
+      name: source.name,
+      ramPath: this.ramPath(source.name),
+      commandPrefix: this.#options.commandPrefix,
+    });
+    const port = this.#options.deviceStatePort;
+    if (port === undefined) return { guest };
+    return {
+      guest,
+      uri: `tcp:${this.address}:${port + index}`,
+      incomingUri: `tcp:${this.address}:${port + index}`,
+    };
+  }
+
+  /** Stops the receiver and removes the directory if this target made it; safe to call twice. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.receiver.stop();
+    if (this.#ownsDir) await Deno.remove(this.dir, { recursive: true }).catch(() => {});
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}

@@ -1,0 +1,119 @@
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
+import { QemuGuest } from "../src/qemu/guest.ts";
+import type { Heartbeat } from "../src/qemu/heartbeat.ts";
+import { migrateQemuGang } from "../src/gang_migration.ts";
+import { LocalTarget } from "../src/target/local_target.ts";
+import { PAGE_SIZE, RamFile } from "../src/native/ram_file.ts";
+import { assertContinued, fileExists, Guests, testImage, uniqueName } from "./qemu_helpers.ts";
+
+/** Two 128 MiB guests of one image, their workload rewriting memory all along. */
+async function bootGang(guests: Guests): Promise<QemuGuest[]> {
+  const image = await testImage();
+  const sources = await Promise.all([0, 1].map(async (i) =>
+    guests.add(
+      await QemuGuest.start({
+        name: uniqueName(`gang${i}`),
+        memoryMiB: 128,
+        image,
+        workload: { mode: "busy", checkEverySeconds: 1 },
+      }),
+    )
+  ));
+  await Promise.all(sources.map((s) => s.waitUntilBooted()));
+  return sources;
+}
+
+/** Compares two RAM files page run by page run, naming the first difference. */
+function assertSameRam(a: string, b: string): void {
+  using ramA = RamFile.open(a);
+  using ramB = RamFile.open(b);
+  assertEquals(ramA.size, ramB.size);
+  const pages = 1024;
+  const bufA = new Uint8Array(pages * PAGE_SIZE);
+  const bufB = new Uint8Array(pages * PAGE_SIZE);
+  const hasData = new Uint8Array(pages);
+  for (let first = 0; first < ramA.pages; first += pages) {
+    const n = Math.min(pages, ramA.pages - first);
+    ramA.read(first, n, bufA, hasData);
+    ramB.read(first, n, bufB, hasData);
+    for (let i = 0; i < n * PAGE_SIZE; i++) {
+      if (bufA[i] !== bufB[i]) {
+        throw new Error(`"${b}" differs from "${a}" in page ${first + Math.floor(i / PAGE_SIZE)}`);
+      }
+    }
+  }
+}
+
+Deno.test("migrateQemuGang() moves live guests whose heartbeat goes on at the target with good checksums", async () => {
+  await using guests = new Guests();
+  const sources = await bootGang(guests);
+  await using target = await LocalTarget.start();
+  const lastBeats = new Map<string, Heartbeat>();
+  const { report, destinations } = await migrateQemuGang(sources, target, {
+    beforeSwitchOver: async (pairs) => {
+      for (const { source, destination } of pairs) {
+        assertEquals(
+          (await source.status()).running,
+          false,
+          "the source is paused for the switch-over",
+        );
+        assertSameRam(source.ramPath, destination.ramPath); // the RAM as it was at the stop
+        lastBeats.set(source.name, (await source.heartbeat())!);
+      }
+    },
+  });
+  for (const destination of destinations) guests.add(destination);
+
+  assertEquals(report.guests.map((g) => g.migrated), [true, true]);
+  assert(report.transfer.verified);
+  assert(report.transfer.rounds.length >= 2, "live rounds, then the final one");
+  for (const guest of report.guests) {
+    assert(guest.downtimeMs > 0 && guest.deviceStateBytes > 0, JSON.stringify(guest));
+    assertEquals(guest.ramBytes, 128 * 2 ** 20);
+  }
+  for (const [i, destination] of destinations.entries()) {
+    await assertContinued(lastBeats.get(sources[i]!.name)!, destination);
+  }
+  for (const source of sources) {
+    assert(!source.alive, `the source QEMU of "${source.name}" is gone`);
+    assert(
+      !(await fileExists(source.ramPath)),
+      `the source RAM file of "${source.name}" is removed`,
+    );
+  }
+  // Two guests of one image share kernel and library pages: thousands crossed as references.
+  const round1 = report.transfer.rounds[0]!;
+  assert(round1.pages.sentIdentical > 2000, JSON.stringify(round1));
+  assert(
+    report.transfer.bytesOnWire < report.transfer.guestBytes,
+    JSON.stringify(report.transfer.rounds),
+  );
+});
+
+Deno.test("migrateQemuGang() leaves every source running when a destination dies before the switch-over", async () => {
+  await using guests = new Guests();
+  const sources = await bootGang(guests);
+  await using target = await LocalTarget.start();
+  let destinationRams: string[] = [];
+  await assertRejects(
+    () =>
+      migrateQemuGang(sources, target, {
+        beforeSwitchOver: async (pairs) => {
+          destinationRams = pairs.map((p) => p.destination.ramPath);
+          await pairs[1]!.destination.kill();
+        },
+      }),
+    Error,
+    "Cannot switch the gang over: destination",
+  );
+  for (const source of sources) {
+    assertEquals((await source.status()).status, "running", `"${source.name}" runs again`);
+    const beat = (await source.heartbeat())!;
+    const next = await source.waitForHeartbeat({ after: beat.counter, timeoutMs: 10_000 });
+    assert(next.counter > beat.counter, "its heartbeat advances");
+    assert(await fileExists(source.ramPath), "its RAM file is still there");
+  }
+  for (const ram of destinationRams) {
+    assert(!(await fileExists(ram)), `destination RAM "${ram}" is removed`);
+  }
+});
