@@ -30,6 +30,9 @@ export class TimeoutError extends Error {
   }
 }
 
+/** Bytes the reader buffers at first; it grows (up to the largest frame) only for a large frame. */
+const INITIAL_READ_BYTES = 65536;
+
 /** Reads frames, one at a time; a frame's body is valid until the next call. */
 export class FrameReader {
   #stream: ByteStream;
@@ -40,17 +43,29 @@ export class FrameReader {
   /** Bytes read from the stream so far. */
   bytesRead = 0;
 
+  /**
+   * @param maxBody largest frame body accepted; the buffer grows to it only
+   * when such a frame arrives, so an idle or unauthenticated peer costs 64 KiB
+   */
   constructor(stream: ByteStream, maxBody = MAX_BODY_BYTES) {
     this.#stream = stream;
     this.#maxBody = maxBody;
-    this.#buf = new Uint8Array(HEADER_BYTES + maxBody + 65536);
+    this.#buf = new Uint8Array(Math.min(INITIAL_READ_BYTES, HEADER_BYTES + maxBody));
   }
 
   /** Makes sure `n` bytes are buffered; false at a clean end of stream before any of them. */
   async #fill(n: number, timeoutMs: number | undefined, what: string): Promise<boolean> {
     if (this.#end - this.#start >= n) return true;
     if (this.#start + n > this.#buf.length) {
-      this.#buf.copyWithin(0, this.#start, this.#end);
+      if (n > this.#buf.length) {
+        // Room for this frame and a little of the next one, within the largest frame.
+        const size = Math.min(Math.max(n + INITIAL_READ_BYTES, this.#buf.length * 2), n + 2 ** 20);
+        const grown = new Uint8Array(size);
+        grown.set(this.#buf.subarray(this.#start, this.#end));
+        this.#buf = grown;
+      } else {
+        this.#buf.copyWithin(0, this.#start, this.#end);
+      }
       this.#end -= this.#start;
       this.#start = 0;
     }
@@ -58,7 +73,7 @@ export class FrameReader {
       const got = await withTimeout(
         this.#stream.read(this.#buf.subarray(this.#end)),
         timeoutMs,
-        what,
+        () => new TimeoutError(`No data for ${timeoutMs! / 1000} s while waiting for ${what}`),
       );
       if (got === null) {
         if (this.#end === this.#start) return false;
@@ -74,12 +89,13 @@ export class FrameReader {
    * The next frame, or null when the stream ends cleanly between frames.
    *
    * @param timeoutMs longest wait for any byte (undefined: forever)
+   * @param maxBody a lower limit on the body for this frame only (a handshake)
    */
-  async next(timeoutMs?: number): Promise<Frame | null> {
+  async next(timeoutMs?: number, maxBody = this.#maxBody): Promise<Frame | null> {
     if (!(await this.#fill(HEADER_BYTES, timeoutMs, "a frame header"))) return null;
     const header = readHeader(
       this.#buf.subarray(this.#start, this.#start + HEADER_BYTES),
-      this.#maxBody,
+      Math.min(maxBody, this.#maxBody),
     );
     const what = `a ${frameTypeName(header.type)} frame`;
     if (!(await this.#fill(HEADER_BYTES + header.bodyBytes, timeoutMs, what))) {
@@ -96,18 +112,19 @@ export class FrameReader {
   }
 }
 
-async function withTimeout<T>(
+/**
+ * Waits for a promise, or rejects with `error()` after `timeoutMs` (never
+ * when undefined). The promise is left running: close the stream to end it.
+ */
+export async function withTimeout<T>(
   promise: Promise<T>,
   timeoutMs: number | undefined,
-  what: string,
+  error: () => Error,
 ): Promise<T> {
   if (timeoutMs === undefined) return await promise;
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new TimeoutError(`No data for ${timeoutMs / 1000} s while waiting for ${what}`)),
-      timeoutMs,
-    );
+    timer = setTimeout(() => reject(error()), timeoutMs);
   });
   try {
     return await Promise.race([promise, timeout]);
@@ -119,6 +136,18 @@ async function withTimeout<T>(
 /** Bytes per write: about 256 framed pages. */
 const WRITE_BYTES = 1 << 20;
 
+/** Options of {@linkcode FrameWriter}. */
+export interface FrameWriterOptions {
+  /** Caps the bytes per second written. */
+  pacer?: Pacer;
+  /**
+   * Longest time one write may make no progress (the peer stopped reading,
+   * or the link stalled) before it fails with a {@linkcode TimeoutError}.
+   * Default: forever.
+   */
+  stallTimeoutMs?: number;
+}
+
 /**
  * Batches frames into writes of about 1 MiB. While one buffer is on its
  * way to the socket the next one fills, so scanning overlaps sending.
@@ -126,6 +155,7 @@ const WRITE_BYTES = 1 << 20;
 export class FrameWriter {
   #stream: ByteStream;
   #pacer: Pacer | undefined;
+  #stallTimeoutMs: number | undefined;
   #buffers = [new Uint8Array(WRITE_BYTES), new Uint8Array(WRITE_BYTES)];
   #current = 0;
   #used = 0;
@@ -133,9 +163,10 @@ export class FrameWriter {
   /** Bytes written to the stream so far, headers included. */
   bytesWritten = 0;
 
-  constructor(stream: ByteStream, pacer?: Pacer) {
+  constructor(stream: ByteStream, options: FrameWriterOptions = {}) {
     this.#stream = stream;
-    this.#pacer = pacer;
+    this.#pacer = options.pacer;
+    this.#stallTimeoutMs = options.stallTimeoutMs;
   }
 
   /**
@@ -180,7 +211,16 @@ export class FrameWriter {
     await this.#pacer?.take(chunk.length);
     let done = 0;
     while (done < chunk.length) {
-      const n = await this.#stream.write(chunk.subarray(done));
+      const n = await withTimeout(
+        this.#stream.write(chunk.subarray(done)),
+        this.#stallTimeoutMs,
+        () =>
+          new TimeoutError(
+            `The peer took no data for ${
+              this.#stallTimeoutMs! / 1000
+            } s: it stopped reading or the link stalled`,
+          ),
+      );
       done += n;
       this.bytesWritten += n;
     }

@@ -39,6 +39,9 @@ import {
 /** Pages per PAGES frame: a frame must fit in one write (1 MiB). */
 const PAGES_PER_FRAME = 128;
 
+/** Largest answer of a target: an ERROR of 4000 characters in UTF-8. */
+const ANSWER_BODY_BYTES = 16384;
+
 /** Options of {@linkcode GangSender.connect}. */
 export interface SenderOptions {
   /** Cap on bytes per second written to the target (like QEMU's max-bandwidth). */
@@ -47,6 +50,12 @@ export interface SenderOptions {
   token?: string;
   /** Longest wait for an answer of the target (handshake, end of round, verification). Default 120 s. */
   answerTimeoutMs?: number;
+  /**
+   * Longest time a write to the target may make no progress (the target
+   * stopped reading, or the link stalled) before the migration fails.
+   * Default 60 s.
+   */
+  stallTimeoutMs?: number;
   /** Called as a round advances. */
   onProgress?: (progress: RoundProgress) => void;
 }
@@ -193,8 +202,11 @@ export class GangSender implements AsyncDisposable {
     this.#conn = conn;
     this.#options = options;
     const pacer = options.maxBandwidth ? new Pacer(options.maxBandwidth) : undefined;
-    this.#writer = new FrameWriter(conn, pacer);
-    this.#answers = new TargetAnswers(new FrameReader(conn));
+    this.#writer = new FrameWriter(conn, {
+      pacer,
+      stallTimeoutMs: options.stallTimeoutMs ?? 60_000,
+    });
+    this.#answers = new TargetAnswers(new FrameReader(conn, ANSWER_BODY_BYTES));
     this.#planner = new RoundPlanner(gang, CHUNK_PAGES);
     this.guestBytesOnWire = gang.guests.map(() => 0);
   }
