@@ -91,7 +91,16 @@ export function writeHeader(
   view.setUint32(offset + 4, bodyBytes, true);
 }
 
-/** Reads a frame header; throws on a body longer than maxBody. */
+/**
+ * Whether 8 bytes that should be a frame header are the start of a TLS
+ * record instead (content type 20-23, version 3.x): a peer that speaks TLS
+ * to a plain-TCP end, or the other way round.
+ */
+export function looksLikeTls(bytes: Uint8Array): boolean {
+  return bytes[0]! >= 20 && bytes[0]! <= 23 && bytes[1] === 3 && bytes[2]! <= 4;
+}
+
+/** Reads a frame header; throws on a body longer than maxBody or on flags this version lacks. */
 export function readHeader(
   bytes: Uint8Array,
   maxBody: number,
@@ -103,11 +112,23 @@ export function readHeader(
     guest: view.getUint16(2, true),
     bodyBytes: view.getUint32(4, true),
   };
+  if (looksLikeTls(bytes)) {
+    throw new ProtocolError(
+      "The peer speaks TLS, not plain gangway: run both sides with TLS, or both with --insecure",
+    );
+  }
   if (header.bodyBytes > maxBody) {
     throw new ProtocolError(
       `${
         frameTypeName(header.type)
       } frame of ${header.bodyBytes} bytes exceeds the limit of ${maxBody}`,
+    );
+  }
+  if (header.flags !== 0) {
+    throw new ProtocolError(
+      `${
+        frameTypeName(header.type)
+      } frame has flags ${header.flags}, which version ${PROTOCOL_VERSION} does not define`,
     );
   }
   return header;
