@@ -68,3 +68,52 @@ export {
 } from "./src/native/pagemap.ts";
 export { NativeError } from "./src/native/errno.ts";
 export * from "./src/qemu/mod.ts";
+export {
+  migrateQemuGang,
+  type MigrationTarget,
+  type QemuGangOptions,
+  type QemuGangReport,
+  type QemuGangResult,
+  type QemuGuestReport,
+} from "./src/gang_migration.ts";
+export {
+  checkDestinationsReady,
+  switchOverGang,
+  type SwitchOverOptions,
+  type SwitchOverPair,
+  type SwitchOverResult,
+} from "./src/switchover/switch_over.ts";
+export { LocalTarget, type LocalTargetOptions } from "./src/target/local_target.ts";
+export {
+  ReceiverProcess,
+  type ReceiverProcessEvent,
+  type ReceiverProcessOptions,
+} from "./src/target/receiver_process.ts";
+export {
+  GangSender,
+  type RoundProgress,
+  type RoundReport,
+  type SenderOptions,
+  TargetError,
+} from "./src/transfer/sender.ts";
+export {
+  migrateGang,
+  type MigrateGangOptions,
+  type MigrationReport,
+} from "./src/transfer/migrate_gang.ts";
+export {
+  type ReceivedGang,
+  receiveGang,
+  type ReceiverEvent,
+  type ReceiverOptions,
+  serveGangs,
+  type ServeOptions,
+} from "./src/transfer/receiver.ts";
+export { randomSeed } from "./src/transfer/seed.ts";
+export { type ConvergenceOptions, shouldStopLiveRounds } from "./src/plan/convergence.ts";
+export { type RoundCounts, type RoundPages, RoundPlanner } from "./src/plan/round_planner.ts";
+export {
+  SyntheticGuest,
+  type SyntheticGuestOptions,
+  type WriteMix,
+} from "./src/synthetic/synthetic_guest.ts";

@@ -1,6 +1,8 @@
 /**
  * One QEMU process: its exit status and its stdout/stderr, which go to a
- * log file so a failure can quote them.
+ * log file so a failure can quote them. The file is written by QEMU itself
+ * (through a shell redirection), not through a pipe to this process, so a
+ * guest may outlive the process that started it.
  *
  * @module
  */
@@ -8,21 +10,33 @@
 /** Bytes of QEMU's log quoted in error messages. */
 const TAIL_BYTES = 2000;
 
-/** A spawned QEMU (possibly behind a command prefix that execs it). */
-export class QemuProcess {
+/** A QEMU process, spawned here or found running. */
+export interface QemuProcessHandle {
   readonly pid: number;
   /** Resolves with the exit status. */
   readonly status: Promise<Deno.CommandStatus>;
+  /** True once the process has exited. */
+  readonly exited: boolean;
+  /** Sends SIGKILL unless it has exited, then waits for the exit. */
+  kill(): Promise<void>;
+  /** The end of QEMU's log, when known. */
+  logTail(): Promise<string>;
+  /** Stops this process from waiting for QEMU's exit before it can end. */
+  unref(): void;
+}
+
+/** A spawned QEMU (possibly behind a command prefix that execs it). */
+export class QemuProcess implements QemuProcessHandle {
+  readonly pid: number;
+  readonly status: Promise<Deno.CommandStatus>;
   readonly #child: Deno.ChildProcess;
   readonly #logPath: string;
-  readonly #logging: Promise<unknown>;
   #exited = false;
 
-  private constructor(child: Deno.ChildProcess, logPath: string, logging: Promise<unknown>) {
+  private constructor(child: Deno.ChildProcess, logPath: string) {
     this.#child = child;
     this.pid = child.pid;
     this.#logPath = logPath;
-    this.#logging = logging;
     this.status = child.status.then((status) => {
       this.#exited = true;
       return status;
@@ -35,31 +49,27 @@ export class QemuProcess {
    * @throws Error naming the guest when the program cannot be run
    */
   static spawn(guest: string, argv: string[], logPath: string): QemuProcess {
-    const [program, ...args] = argv;
-    if (program === undefined) throw new Error(`Cannot start guest "${guest}": empty command`);
+    if (argv.length === 0) throw new Error(`Cannot start guest "${guest}": empty command`);
     let child: Deno.ChildProcess;
     try {
-      child = new Deno.Command(program, { args, stdin: "null", stdout: "piped", stderr: "piped" })
-        .spawn();
+      // sh replaces itself with the command (which execs QEMU), so the pid is QEMU's.
+      child = new Deno.Command("sh", {
+        args: ["-c", 'exec "$@" >>"$0" 2>&1', logPath, ...argv],
+        stdin: "null",
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
     } catch (error) {
       const why = error instanceof Error ? error.message : String(error);
-      throw new Error(`Cannot start guest "${guest}": cannot run "${program}": ${why}`);
+      throw new Error(`Cannot start guest "${guest}": cannot run "${argv[0]}": ${why}`);
     }
-    const out = Deno.openSync(logPath, { write: true, create: true, truncate: true });
-    const err = Deno.openSync(logPath, { append: true });
-    const logging = Promise.all([
-      child.stdout.pipeTo(out.writable),
-      child.stderr.pipeTo(err.writable),
-    ]).catch(() => {});
-    return new QemuProcess(child, logPath, logging);
+    return new QemuProcess(child, logPath);
   }
 
-  /** True once the process has exited. */
   get exited(): boolean {
     return this.#exited;
   }
 
-  /** Sends SIGKILL unless it has exited, then waits for the exit and the log. */
   async kill(): Promise<void> {
     if (!this.#exited) {
       try {
@@ -69,12 +79,13 @@ export class QemuProcess {
       }
     }
     await this.status;
-    await this.#logging;
   }
 
-  /** The end of QEMU's log (all of it once QEMU has exited). */
+  unref(): void {
+    this.#child.unref();
+  }
+
   async logTail(): Promise<string> {
-    if (this.#exited) await this.#logging;
     try {
       const text = await Deno.readTextFile(this.#logPath);
       return text.slice(-TAIL_BYTES);
@@ -82,4 +93,43 @@ export class QemuProcess {
       return "";
     }
   }
+}
+
+/**
+ * A QEMU this process did not start (found running): it cannot be waited
+ * for, so its end is its QMP connection's end, which QEMU closes as it exits.
+ */
+export class ExternalQemuProcess implements QemuProcessHandle {
+  readonly pid: number;
+  readonly status: Promise<Deno.CommandStatus>;
+  #exited = false;
+
+  constructor(pid: number, qmpEnded: Promise<void>) {
+    this.pid = pid;
+    this.status = qmpEnded.then(() => {
+      this.#exited = true;
+      return { success: true, code: 0, signal: null };
+    });
+  }
+
+  get exited(): boolean {
+    return this.#exited;
+  }
+
+  async kill(): Promise<void> {
+    if (!this.#exited) {
+      try {
+        Deno.kill(this.pid, "SIGKILL");
+      } catch {
+        // It exited in between.
+      }
+    }
+    await this.status;
+  }
+
+  logTail(): Promise<string> {
+    return Promise.resolve("");
+  }
+
+  unref(): void {}
 }

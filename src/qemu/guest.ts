@@ -5,13 +5,14 @@
  *
  * @module
  */
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { delay, withTimeout } from "./_async.ts";
-import { QemuProcess } from "./_qemu_process.ts";
+import { ExternalQemuProcess, QemuProcess, type QemuProcessHandle } from "./_qemu_process.ts";
 import type { GuestImage } from "./guest_image.ts";
 import { type Workload, workloadArgs } from "./_guest_init.ts";
 import { type Heartbeat, readHeartbeat, waitForHeartbeat } from "./heartbeat.ts";
 import { QmpClient } from "./qmp.ts";
+import { findQemuProcess } from "./discover.ts";
 import { qemuArgs, type QemuMachine } from "./qemu_args.ts";
 import { queryRam, type RamBackend } from "./ram_backend.ts";
 
@@ -126,8 +127,9 @@ export class QemuGuest implements AsyncDisposable {
   readonly serialLog: string;
   /** The QMP connection. */
   readonly qmp: QmpClient;
-  #process: QemuProcess;
+  #process: QemuProcessHandle;
   #ownsRunDir: boolean;
+  #qmpPath: string;
   #lastStopAt: number | undefined;
   #lastResumeAt: number | undefined;
   #closing: Promise<void> | undefined;
@@ -135,8 +137,14 @@ export class QemuGuest implements AsyncDisposable {
   private constructor(
     name: string,
     machine: QemuMachine,
-    paths: { ramPath: string; runDir: string; serialLog: string; ownsRunDir: boolean },
-    process: QemuProcess,
+    paths: {
+      ramPath: string;
+      runDir: string;
+      serialLog: string;
+      qmpPath: string;
+      ownsRunDir: boolean;
+    },
+    process: QemuProcessHandle,
     qmp: QmpClient,
   ) {
     this.name = name;
@@ -144,6 +152,7 @@ export class QemuGuest implements AsyncDisposable {
     this.ramPath = paths.ramPath;
     this.runDir = paths.runDir;
     this.serialLog = paths.serialLog;
+    this.#qmpPath = paths.qmpPath;
     this.#ownsRunDir = paths.ownsRunDir;
     this.#process = process;
     this.qmp = qmp;
@@ -200,13 +209,14 @@ export class QemuGuest implements AsyncDisposable {
     const { name } = instance;
     const ownsRunDir = instance.runDir === undefined;
     const runDir = instance.runDir ?? await Deno.makeTempDir({ prefix: `gangway-${name}-` });
+    const qmpPath = join(runDir, `${name}.qmp`);
     const paths = {
       ramPath: instance.ramPath ?? defaultRamPath(name),
       runDir,
       serialLog: join(runDir, `${name}.serial.log`),
+      qmpPath,
       ownsRunDir,
     };
-    const qmpPath = join(runDir, `${name}.qmp`);
     let process: QemuProcess | undefined;
     try {
       if (qmpPath.length > MAX_SOCKET_PATH) {
@@ -230,6 +240,29 @@ export class QemuGuest implements AsyncDisposable {
       if (ownsRunDir) await Deno.remove(runDir, { recursive: true }).catch(() => {});
       throw error;
     }
+  }
+
+  /**
+   * Takes control of a QEMU that runs already (started by another gangway
+   * process, or by hand following docs/qemu.md), found by its QMP socket.
+   * Closing it quits that QEMU; its run directory is left alone.
+   *
+   * @throws Error naming the socket when no QEMU serves it, or when its
+   * command line is not one gangway can migrate
+   */
+  static async attach(qmpPath: string): Promise<QemuGuest> {
+    const found = await findQemuProcess(qmpPath);
+    const { machine, instance } = found.commandLine;
+    const qmp = await QmpClient.connect(qmpPath, { guest: instance.name });
+    const process = new ExternalQemuProcess(found.pid, qmp.ended);
+    const paths = {
+      ramPath: instance.ramPath,
+      runDir: dirname(qmpPath),
+      serialLog: instance.serialLog,
+      qmpPath,
+      ownsRunDir: false,
+    };
+    return new QemuGuest(instance.name, machine, paths, process, qmp);
   }
 
   /** QEMU's process id (QEMU's own when the command prefix execs it). */
@@ -334,8 +367,21 @@ export class QemuGuest implements AsyncDisposable {
     }
     await this.#process.kill();
     await this.qmp.close();
-    await removeFile(join(this.runDir, `${this.name}.qmp`));
+    await removeFile(this.#qmpPath);
     if (this.#ownsRunDir) await Deno.remove(this.runDir, { recursive: true }).catch(() => {});
+  }
+
+  /**
+   * Lets go of QEMU without stopping it: closes the QMP connection (QMP
+   * serves one client at a time, so another process can attach) and leaves
+   * the run directory and RAM file in place. The guest object is unusable
+   * afterwards.
+   */
+  async detach(): Promise<void> {
+    this.#ownsRunDir = false;
+    this.#process.unref();
+    this.#closing ??= this.qmp.close();
+    await this.#closing;
   }
 
   /** Same as `close()`: quits QEMU and keeps the RAM file. */

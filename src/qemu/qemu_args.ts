@@ -17,9 +17,9 @@ export interface QemuMachine {
   cpus: number;
   /** `-accel` value, e.g. `tcg` or `kvm`. */
   accelerator: string;
-  /** Kernel and initramfs. */
-  image: GuestImage;
-  /** The whole kernel command line, one argument per entry. */
+  /** Kernel and initramfs (none for a guest that boots from its disks, given in `extraArgs`). */
+  image?: GuestImage;
+  /** The whole kernel command line, one argument per entry (with `image`). */
   kernelArgs: string[];
   /** More QEMU arguments (devices...), the same on both sides. */
   extraArgs: string[];
@@ -69,9 +69,16 @@ export function qemuArgs(machine: QemuMachine, instance: QemuInstance): string[]
       "-object",
       `memory-backend-file,id=${machine.backendId},size=${size},mem-path=${instance.ramPath},share=on`,
     ],
-    ["-kernel", machine.image.kernel],
-    ["-initrd", machine.image.initrd],
-    ["-append", machine.kernelArgs.join(" ")],
+    machine.image
+      ? [
+        "-kernel",
+        machine.image.kernel,
+        "-initrd",
+        machine.image.initrd,
+        "-append",
+        machine.kernelArgs.join(" "),
+      ]
+      : [],
     // No default devices: no VGA, no monitor on stdio; the serial port goes to a file.
     ["-nodefaults", "-display", "none"],
     ["-serial", `file:${instance.serialLog}`],

@@ -84,7 +84,7 @@ export class LocalTarget implements AsyncDisposable {
       });
       return new LocalTarget(dir, ownsDir, receiver, options);
     } catch (error) {
-      if (ownsDir) await Deno.remove(dir, { recursive: true }).catch(() => {});
+      if (ownsDir) await Deno.remove(dir).catch(() => {});
       throw error;
     }
   }
@@ -118,12 +118,15 @@ export class LocalTarget implements AsyncDisposable {
     };
   }
 
-  /** Stops the receiver and removes the directory if this target made it; safe to call twice. */
+  /**
+   * Stops the receiver and removes the directory if this target made it and
+   * it is empty (destinations that run keep their RAM files); safe to call twice.
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     await this.receiver.stop();
-    if (this.#ownsDir) await Deno.remove(this.dir, { recursive: true }).catch(() => {});
+    if (this.#ownsDir) await Deno.remove(this.dir).catch(() => {});
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
