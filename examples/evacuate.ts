@@ -3,14 +3,17 @@
  * at once, sending each distinct page content once for the whole gang.
  *
  *   deno run -A examples/evacuate.ts [--target-dir DIR] [--target-netns NS]
- *     [--target-address ADDR] [--max-bandwidth BYTES_PER_S] [QMP_SOCKET...]
+ *     [--target-address ADDR] [--device-state-port PORT]
+ *     [--max-bandwidth BYTES_PER_S] [QMP_SOCKET...]
  *
  * With no QMP sockets it takes every gangway-launched guest of this host
  * (their memory backend is `gangway-ram`); guests started by hand are
  * given by their QMP socket and must follow docs/qemu.md. The target here
  * is this machine (a directory for the destinations' RAM, a receiver and
- * the destination QEMUs, optionally in a network namespace); the guests
- * keep running there after this script exits.
+ * the destination QEMUs, optionally in a network namespace, with QEMU's
+ * device state sent over TCP from --device-state-port up); the guests
+ * keep running there after this script exits. The report goes to stdout
+ * as JSON, progress to stderr.
  *
  * Permissions: --allow-ffi (the page library), --allow-run (QEMU, the
  * receiver, ps, cat, mkdir), --allow-net (QMP, the receiver), --allow-read
@@ -30,6 +33,7 @@ const { values, positionals } = parseArgs({
     "target-dir": { type: "string" },
     "target-netns": { type: "string" },
     "target-address": { type: "string" },
+    "device-state-port": { type: "string" },
     "max-bandwidth": { type: "string" },
   },
 });
@@ -62,6 +66,7 @@ const target = await LocalTarget.start({
   dir: values["target-dir"],
   commandPrefix: netns ? ["ip", "netns", "exec", netns] : undefined,
   address: values["target-address"],
+  deviceStatePort: values["device-state-port"] ? Number(values["device-state-port"]) : undefined,
   receiverArgs: ["--insecure"],
 });
 
