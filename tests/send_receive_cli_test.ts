@@ -15,10 +15,11 @@ Deno.test("send --json migrates RAM files to receive --once and prints the docum
   const b = makeRamFile(shmPath("b"), [patternPage(2), patternPage(3)]);
   const dir = await Deno.makeTempDir({ prefix: "gangway-target-" });
   try {
-    await using receiver = await spawnReceiver(dir, ["--once"]);
+    await using receiver = await spawnReceiver(dir, ["--insecure", "--once"]);
     const { code, stdout, stderr } = await runCli("send", [
       "--target",
       `127.0.0.1:${receiver.port}`,
+      "--insecure",
       "--json",
       a,
       b,
@@ -94,7 +95,7 @@ Deno.test("send fails with exit code 1 and nothing on stdout when it cannot reac
       listener.close(); // nobody listens there now
       const { code, stdout, stderr } = await runCli(
         "send",
-        ["--target", `127.0.0.1:${port}`, path],
+        ["--target", `127.0.0.1:${port}`, "--insecure", path],
         { permissions: SEND },
       );
       assertEquals(code, 1);
@@ -102,12 +103,17 @@ Deno.test("send fails with exit code 1 and nothing on stdout when it cannot reac
       assert(stderr.includes(`Cannot connect to the target 127.0.0.1:${port}`), stderr);
     });
     await t.step("refused handshake", async () => {
-      await using receiver = await spawnReceiver(dir, ["--token", "right"]);
+      const right = `${dir}/.right-token`;
+      const wrong = `${dir}/.wrong-token`;
+      await Deno.writeTextFile(right, "right-token-0123456789\n", { mode: 0o600 });
+      await Deno.writeTextFile(wrong, "wrong-token-0123456789\n", { mode: 0o600 });
+      await using receiver = await spawnReceiver(dir, ["--insecure", "--token-file", right]);
       const { code, stdout, stderr } = await runCli("send", [
         "--target",
         `127.0.0.1:${receiver.port}`,
-        "--token",
-        "wrong",
+        "--insecure",
+        "--token-file",
+        wrong,
         path,
       ], {
         permissions: SEND,
@@ -144,7 +150,7 @@ Deno.test("a receiver killed in a round fails the migration with a clear error a
     await t.step(`killed in ${when}`, async () => {
       const guests = liveGuests("killed");
       try {
-        await using receiver = await spawnReceiver(dir);
+        await using receiver = await spawnReceiver(dir, ["--insecure"]);
         using gang = Gang.open(guests.map((g) => ({ name: g.name, path: g.path })), {
           seed: randomSeed(),
         });

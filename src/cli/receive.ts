@@ -1,24 +1,36 @@
 /**
- * `deno task receive -- --listen HOST:PORT --dir DIR [--once] [--json]
- * [--token T] [--max-guest-bytes SIZE] [--max-guests N]`
+ * `deno task receive -- --listen HOST:PORT --dir DIR (--cert FILE --key FILE
+ * --token-file FILE | --insecure [--token-file FILE]) [--once] [--json]
+ * [--max-guest-bytes SIZE] [--max-guests N] [--max-gang-bytes SIZE]
+ * [--handshake-timeout SECONDS] [--idle-timeout SECONDS]`
  *
  * The target side: receives gangs, one at a time, writing each guest's RAM
- * to DIR/<guest-name>. Logs one line per event on stderr (with --json, one
- * JSON object per event on stdout). With --once it exits after the first
- * gang received and verified.
+ * to DIR/<guest-name> (DIR is locked: one receiver per directory). Logs
+ * one line per event on stderr (with --json, one JSON object per event on
+ * stdout). With --once it exits after the first gang received and verified.
  *
- * Requires `--allow-ffi`, `--allow-net`, `--allow-write` (DIR) and
- * `--allow-env=GANGWAY_LIB`.
+ * Transfers are TLS with the receiver's certificate and key, and a sender
+ * must show the token kept in `--token-file` before anything else is read.
+ * Plain TCP needs `--insecure` (on both sides) and prints a warning.
+ * Without either, `receive` refuses to start (exit code 2).
+ *
+ * Requires `--allow-ffi`, `--allow-read` (certificate, key and token
+ * files), `--allow-write` (DIR), `--allow-net` (the listening address)
+ * and `--allow-env=GANGWAY_LIB`.
  *
  * @module
  */
 import { lockDirectory } from "../native/dir_lock.ts";
 import { type ReceiverEvent, serveGangs } from "../transfer/receiver.ts";
+import { listenForSenders, type ListenForSendersOptions } from "../transport/listen_for_senders.ts";
+import { readPemFile, readTokenFile } from "../transport/credentials.ts";
 import { parseCli, runMain, UsageError } from "./_cli.ts";
 import { parseAddress, parseCount, parseSize } from "./_units.ts";
 
-const USAGE =
-  "usage: deno task receive -- --listen HOST:PORT --dir DIR [--once] [--json] [--token T] [--max-guest-bytes SIZE] [--max-guests N]";
+const USAGE = "usage: deno task receive -- --listen HOST:PORT --dir DIR " +
+  "(--cert FILE --key FILE --token-file FILE | --insecure [--token-file FILE]) " +
+  "[--once] [--json] [--max-guest-bytes SIZE] [--max-guests N] [--max-gang-bytes SIZE] " +
+  "[--handshake-timeout SECONDS] [--idle-timeout SECONDS]";
 
 function describe(e: ReceiverEvent): string {
   switch (e.event) {
@@ -37,32 +49,85 @@ function describe(e: ReceiverEvent): string {
   }
 }
 
+/** The listener's transport and the token, from the transport flags (see the module doc). */
+async function transportOptions(values: {
+  cert?: string;
+  key?: string;
+  "token-file"?: string;
+  insecure?: boolean;
+}, listen: string): Promise<{ listen: ListenForSendersOptions; token?: string }> {
+  const tls = values.cert !== undefined || values.key !== undefined;
+  if (values.insecure) {
+    if (tls) throw new UsageError("--insecure cannot be combined with --cert or --key");
+    console.error(
+      `warning: --insecure: guest RAM arrives unencrypted, and anyone who can reach ${listen} ` +
+        (values["token-file"] ? "and knows the token " : "") +
+        "can send a gang; use it only on a network you trust",
+    );
+    const token = values["token-file"] ? await readTokenFile(values["token-file"]) : undefined;
+    return { listen: { insecure: true }, token };
+  }
+  if (!tls) {
+    throw new UsageError(
+      "receive needs --cert FILE --key FILE --token-file FILE (TLS, see deno task certs), " +
+        "or --insecure for plain TCP on a network you trust",
+    );
+  }
+  if (values.cert === undefined || values.key === undefined) {
+    throw new UsageError("TLS needs both --cert FILE and --key FILE");
+  }
+  if (values["token-file"] === undefined) {
+    throw new UsageError(
+      "--token-file FILE is required with TLS: the certificate proves the receiver, " +
+        "the token the sender",
+    );
+  }
+  return {
+    listen: {
+      cert: await readPemFile(values.cert, "certificate"),
+      key: await readPemFile(values.key, "private key"),
+    },
+    token: await readTokenFile(values["token-file"]),
+  };
+}
+
 async function main(args: string[]): Promise<void> {
   const { values } = parseCli(args, {
     listen: { type: "string" },
     dir: { type: "string" },
+    cert: { type: "string" },
+    key: { type: "string" },
+    "token-file": { type: "string" },
+    insecure: { type: "boolean" },
     once: { type: "boolean" },
     json: { type: "boolean" },
-    token: { type: "string" },
     "max-guest-bytes": { type: "string" },
     "max-guests": { type: "string" },
+    "max-gang-bytes": { type: "string" },
+    "handshake-timeout": { type: "string" },
+    "idle-timeout": { type: "string" },
   });
   if (!values.listen) throw new UsageError("--listen is required");
   if (!values.dir) throw new UsageError("--dir is required");
   const address = parseAddress(values.listen, "--listen", true);
+  const size = (flag: "max-guest-bytes" | "max-gang-bytes") =>
+    values[flag] ? parseSize(values[flag], `--${flag}`) : undefined;
+  const millis = (flag: "handshake-timeout" | "idle-timeout") =>
+    values[flag] ? parseCount(values[flag], `--${flag}`) * 1000 : undefined;
+  const limits = {
+    maxGuestBytes: size("max-guest-bytes"),
+    maxGangBytes: size("max-gang-bytes"),
+    maxGuests: values["max-guests"] ? parseCount(values["max-guests"], "--max-guests") : undefined,
+    handshakeTimeoutMs: millis("handshake-timeout"),
+    idleTimeoutMs: millis("idle-timeout"),
+  };
+  const transport = await transportOptions(values, values.listen);
   const log = (event: ReceiverEvent) => {
     if (values.json) console.log(JSON.stringify(event));
     console.error(`receive: ${describe(event)}`);
   };
   using _lock = lockDirectory(values.dir);
-  let listener: Deno.Listener;
-  try {
-    listener = Deno.listen({ ...address, transport: "tcp" });
-  } catch (error) {
-    throw new Error(
-      `Cannot listen on ${values.listen}: ${error instanceof Error ? error.message : error}`,
-    );
-  }
+  const listener = listenForSenders(address, transport.listen);
   const stop = new AbortController();
   Deno.addSignalListener("SIGINT", () => stop.abort());
   Deno.addSignalListener("SIGTERM", () => stop.abort());
@@ -71,11 +136,8 @@ async function main(args: string[]): Promise<void> {
   await serveGangs(listener, {
     dir: values.dir,
     once: values.once,
-    token: values.token,
-    maxGuestBytes: values["max-guest-bytes"]
-      ? parseSize(values["max-guest-bytes"], "--max-guest-bytes")
-      : undefined,
-    maxGuests: values["max-guests"] ? parseCount(values["max-guests"], "--max-guests") : undefined,
+    token: transport.token,
+    ...limits,
     signal: stop.signal,
     log,
   });

@@ -1,12 +1,18 @@
 /**
- * `deno task send -- --target HOST:PORT [--max-bandwidth BYTES_PER_S]
- * [--max-rounds N] [--token T] [--json] FILE...`
+ * `deno task send -- --target HOST:PORT (--ca FILE --token-file FILE
+ * [--server-name NAME] | --insecure) [--max-bandwidth BYTES_PER_S]
+ * [--max-rounds N] [--stall-timeout SECONDS] [--json] FILE...`
  *
  * Migrates RAM files that nobody is writing (each file one guest, named
  * after the file) to a target running `receive`, and reports each round.
  *
- * Requires `--allow-ffi`, `--allow-read`, `--allow-net` and
- * `--allow-env=GANGWAY_LIB`.
+ * The transfer is TLS: the target's certificate must be signed by the CA
+ * in `--ca` and name the target's address (or `--server-name`), and the
+ * token in `--token-file` proves to the target who is sending. Plain TCP
+ * needs `--insecure` (on both sides) and prints a warning.
+ *
+ * Requires `--allow-ffi`, `--allow-read` (the RAM files, CA and token
+ * files), `--allow-net` (the target) and `--allow-env=GANGWAY_LIB`.
  *
  * @module
  */
@@ -17,9 +23,48 @@ import { migrateGang, type MigrationReport } from "../transfer/migrate_gang.ts";
 import { parseCli, runMain, UsageError } from "./_cli.ts";
 import { progressLine } from "./_progress.ts";
 import { parseAddress, parseCount, parseRate } from "./_units.ts";
+import { connectTarget, type ConnectTargetOptions } from "../transport/connect_target.ts";
+import { readPemFile, readTokenFile } from "../transport/credentials.ts";
 
-const USAGE =
-  "usage: deno task send -- --target HOST:PORT [--max-bandwidth BYTES_PER_S] [--max-rounds N] [--token T] [--json] FILE...";
+const USAGE = "usage: deno task send -- --target HOST:PORT " +
+  "(--ca FILE --token-file FILE [--server-name NAME] | --insecure) " +
+  "[--max-bandwidth BYTES_PER_S] [--max-rounds N] [--stall-timeout SECONDS] [--json] FILE...";
+
+const INSECURE_WARNING = "warning: --insecure: guest RAM and the token cross the network " +
+  "unencrypted and the target is not checked; use it only on a network you trust";
+
+/** How to reach the target, from the transport flags (see the module doc). */
+async function transportOptions(values: {
+  ca?: string;
+  "server-name"?: string;
+  "token-file"?: string;
+  insecure?: boolean;
+}): Promise<{ connect: ConnectTargetOptions; token?: string }> {
+  if (values.insecure) {
+    if (values.ca !== undefined || values["server-name"] !== undefined) {
+      throw new UsageError("--insecure cannot be combined with --ca or --server-name");
+    }
+    console.error(INSECURE_WARNING);
+    const token = values["token-file"] ? await readTokenFile(values["token-file"]) : undefined;
+    return { connect: { insecure: true }, token };
+  }
+  if (values.ca === undefined) {
+    throw new UsageError(
+      "--ca FILE is required (the CA that signed the target's certificate), " +
+        "or --insecure for plain TCP on a network you trust",
+    );
+  }
+  if (values["token-file"] === undefined) {
+    throw new UsageError("--token-file FILE is required with TLS (the target's shared token)");
+  }
+  return {
+    connect: {
+      ca: await readPemFile(values.ca, "CA certificate"),
+      serverName: values["server-name"],
+    },
+    token: await readTokenFile(values["token-file"]),
+  };
+}
 
 /** The JSON document of `send --json`. */
 export function sendJson(report: MigrationReport) {
@@ -63,9 +108,13 @@ function summary(report: MigrationReport): string {
 async function main(args: string[]): Promise<void> {
   const { values, positionals } = parseCli(args, {
     target: { type: "string" },
+    ca: { type: "string" },
+    "server-name": { type: "string" },
+    "token-file": { type: "string" },
+    insecure: { type: "boolean" },
     "max-bandwidth": { type: "string" },
     "max-rounds": { type: "string" },
-    token: { type: "string" },
+    "stall-timeout": { type: "string" },
     json: { type: "boolean" },
   });
   if (!values.target) throw new UsageError("--target is required");
@@ -77,25 +126,22 @@ async function main(args: string[]): Promise<void> {
   const maxRounds = values["max-rounds"]
     ? parseCount(values["max-rounds"], "--max-rounds")
     : undefined;
+  const stallMs = values["stall-timeout"]
+    ? parseCount(values["stall-timeout"], "--stall-timeout") * 1000
+    : undefined;
+  const transport = await transportOptions(values);
 
   using gang = Gang.open(positionals.map((path) => ({ name: basename(path), path })), {
     seed: randomSeed(),
   });
-  let conn: Deno.Conn;
-  try {
-    conn = await Deno.connect(target);
-  } catch (error) {
-    throw new Error(
-      `Cannot connect to the target ${values.target}: ${
-        error instanceof Error ? error.message : error
-      }`,
-    );
-  }
+  const conn = await connectTarget(target, transport.connect);
   const progress = progressLine("migrating");
   const report = await migrateGang(gang, conn, {
     maxBandwidth,
     maxRounds,
-    token: values.token,
+    token: transport.token,
+    stallTimeoutMs: stallMs,
+    answerTimeoutMs: stallMs,
     onProgress: (p) =>
       progress.update(
         p.pagesDone,

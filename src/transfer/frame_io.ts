@@ -10,9 +10,11 @@ import {
   type Frame,
   frameTypeName,
   HEADER_BYTES,
+  looksLikeTls,
   MAX_BODY_BYTES,
   ProtocolError,
   readHeader,
+  TLS_PEER_MESSAGE,
 } from "./protocol.ts";
 import type { Pacer } from "./pacer.ts";
 
@@ -77,6 +79,11 @@ export class FrameReader {
       );
       if (got === null) {
         if (this.#end === this.#start) return false;
+        const partial = this.#buf.subarray(this.#start, this.#end);
+        // A TLS alert record is 7 bytes: shorter than a frame header.
+        if (this.bytesRead === partial.length && partial.length >= 3 && looksLikeTls(partial)) {
+          throw new ProtocolError(TLS_PEER_MESSAGE);
+        }
         throw new ProtocolError(`Connection closed in the middle of ${what}`);
       }
       this.#end += got;

@@ -91,9 +91,13 @@ export function writeHeader(
   view.setUint32(offset + 4, bodyBytes, true);
 }
 
+/** What a plain-TCP end says when its peer speaks TLS. */
+export const TLS_PEER_MESSAGE =
+  "The peer speaks TLS, not plain gangway: run both sides with TLS, or both with --insecure";
+
 /**
- * Whether 8 bytes that should be a frame header are the start of a TLS
- * record instead (content type 20-23, version 3.x): a peer that speaks TLS
+ * Whether the first bytes (at least 3) of what should be a frame header
+ * are the start of a TLS record instead (content type 20-23, version 3.x): a peer that speaks TLS
  * to a plain-TCP end, or the other way round.
  */
 export function looksLikeTls(bytes: Uint8Array): boolean {
@@ -112,11 +116,7 @@ export function readHeader(
     guest: view.getUint16(2, true),
     bodyBytes: view.getUint32(4, true),
   };
-  if (looksLikeTls(bytes)) {
-    throw new ProtocolError(
-      "The peer speaks TLS, not plain gangway: run both sides with TLS, or both with --insecure",
-    );
-  }
+  if (looksLikeTls(bytes)) throw new ProtocolError(TLS_PEER_MESSAGE);
   if (header.bodyBytes > maxBody) {
     throw new ProtocolError(
       `${

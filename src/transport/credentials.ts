@@ -1,0 +1,87 @@
+/**
+ * Reading the files a secure transfer needs: PEM certificates and keys,
+ * and the shared token (a secret kept in a file, never on a command line
+ * where `ps` shows it to every user).
+ *
+ * @module
+ */
+
+/** What a PEM file holds, for messages. */
+export type PemKind = "certificate" | "private key" | "CA certificate";
+
+/** Fewest characters a token may have: 16 random hex digits are 64 bits. */
+export const MIN_TOKEN_CHARS = 16;
+/** Most characters a token may have. */
+export const MAX_TOKEN_CHARS = 1024;
+
+function reason(error: unknown): string {
+  if (error instanceof Deno.errors.NotFound) return "no such file";
+  if (error instanceof Deno.errors.PermissionDenied) return "permission denied";
+  if (error instanceof Deno.errors.IsADirectory) return "is a directory";
+  return error instanceof Error ? error.message : String(error);
+}
+
+/**
+ * Reads a PEM file (certificate, chain or private key) as text.
+ *
+ * Requires `--allow-read` (the file).
+ *
+ * @example
+ * ```ts
+ * const ca = await readPemFile("lab-certs/ca.pem", "CA certificate");
+ * ```
+ * @throws Error `Cannot read the certificate file "x": reason` when it is
+ * missing, unreadable or not PEM
+ */
+export async function readPemFile(path: string, kind: PemKind): Promise<string> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (error) {
+    throw new Error(`Cannot read the ${kind} file "${path}": ${reason(error)}`);
+  }
+  if (!text.includes("-----BEGIN ")) {
+    throw new Error(`Cannot read the ${kind} file "${path}": it is not in PEM format`);
+  }
+  return text;
+}
+
+/**
+ * Reads the shared token from a file: its text without surrounding white
+ * space. The file must not be readable by other users, and the token must
+ * have 16 to 1024 characters, none of them a control character.
+ *
+ * Requires `--allow-read` (the file).
+ *
+ * @example
+ * ```ts
+ * const token = await readTokenFile("lab-certs/token");
+ * ```
+ * @throws Error `Cannot use the token file "x": reason`
+ */
+export async function readTokenFile(path: string): Promise<string> {
+  const fail = (why: string) => new Error(`Cannot use the token file "${path}": ${why}`);
+  let text: string;
+  let mode: number | null;
+  try {
+    mode = (await Deno.stat(path)).mode;
+    text = await Deno.readTextFile(path);
+  } catch (error) {
+    throw fail(reason(error));
+  }
+  if (mode !== null && (mode & 0o004) !== 0) {
+    throw fail(`every user can read it (chmod 600 "${path}")`);
+  }
+  const token = text.trim();
+  if (token.length < MIN_TOKEN_CHARS) {
+    throw fail(
+      `the token has ${token.length} characters, at least ${MIN_TOKEN_CHARS} are needed (deno task certs makes one)`,
+    );
+  }
+  if (token.length > MAX_TOKEN_CHARS) {
+    throw fail(`the token has ${token.length} characters, at most ${MAX_TOKEN_CHARS} are allowed`);
+  }
+  // deno-lint-ignore no-control-regex
+  if (/[\x00-\x1f\x7f]/.test(token)) throw fail("the token holds a control character");
+  return token;
+}
