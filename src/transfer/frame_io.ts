@@ -35,6 +35,27 @@ export class TimeoutError extends Error {
 /** Bytes the reader buffers at first; it grows (up to the largest frame) only for a large frame. */
 const INITIAL_READ_BYTES = 65536;
 
+/** The connection failed under a read (reset, cut, or a TLS record that did not decrypt). */
+export class ConnectionError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ConnectionError";
+  }
+}
+
+/** A read error in words: the error's own message, without rustls's manual links, plus a hint. */
+function describeReadError(error: unknown): string {
+  const message = (error instanceof Error ? error.message : String(error))
+    .replace(/: https?:\/\/\S+/g, "");
+  if (/decrypt|BadRecordMac/.test(message)) {
+    return `${message} (a TLS record failed its integrity check: changed on the wire)`;
+  }
+  if (/close_notify|reset|broken pipe/i.test(message)) {
+    return `${message} (the link was cut or the peer died)`;
+  }
+  return message;
+}
+
 /** Reads frames, one at a time; a frame's body is valid until the next call. */
 export class FrameReader {
   #stream: ByteStream;
@@ -72,11 +93,19 @@ export class FrameReader {
       this.#start = 0;
     }
     while (this.#end - this.#start < n) {
-      const got = await withTimeout(
-        this.#stream.read(this.#buf.subarray(this.#end)),
-        timeoutMs,
-        () => new TimeoutError(`No data for ${timeoutMs! / 1000} s while waiting for ${what}`),
-      );
+      let got: number | null;
+      try {
+        got = await withTimeout(
+          this.#stream.read(this.#buf.subarray(this.#end)),
+          timeoutMs,
+          () => new TimeoutError(`No data for ${timeoutMs! / 1000} s while waiting for ${what}`),
+        );
+      } catch (error) {
+        if (error instanceof TimeoutError) throw error;
+        throw new ConnectionError(
+          `Connection lost while waiting for ${what}: ${describeReadError(error)}`,
+        );
+      }
       if (got === null) {
         if (this.#end === this.#start) return false;
         const partial = this.#buf.subarray(this.#start, this.#end);
