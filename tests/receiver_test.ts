@@ -67,12 +67,26 @@ async function rawSession(receiver: TestReceiver, ...chunks: Uint8Array[]): Prom
 }
 
 Deno.test("the receiver refuses bad input with a clear error, then completes a proper migration", async (t) => {
-  await using receiver = await startReceiver({ maxGuestBytes: 2 ** 20 });
-  const header = (type: number, bodyBytes: number) => {
+  await using receiver = await startReceiver({
+    maxGuestBytes: 2 ** 20,
+    maxGuests: 3,
+    maxGangBytes: 1.5 * 2 ** 20,
+    maxFrameBytes: 65536,
+  });
+  const header = (type: number, bodyBytes: number, flags = 0) => {
     const bytes = new Uint8Array(HEADER_BYTES);
-    writeHeader(new DataView(bytes.buffer), 0, type as typeof FrameType.Hello, 0, bodyBytes);
+    writeHeader(
+      new DataView(bytes.buffer),
+      0,
+      type as typeof FrameType.Hello,
+      0,
+      bodyBytes,
+      flags,
+    );
     return bytes;
   };
+  const guests = (n: number, size: number) =>
+    Array.from({ length: n }, (_, i) => ({ name: `g${i}`, size }));
   const cases: [string, Uint8Array[], string][] = [
     [
       "garbage",
@@ -97,6 +111,27 @@ Deno.test("the receiver refuses bad input with a clear error, then completes a p
     ],
     ["a guest name with a slash", [hello([{ name: "a/b", size: PAGE_SIZE }])], "contains a slash"],
     ["an oversized guest", [hello([{ name: "big", size: 2 ** 30 }])], "over the limit of 1048576"],
+    ["more guests than the limit", [hello(guests(4, PAGE_SIZE))], "4 guests exceed the limit of 3"],
+    [
+      "a gang over the gang limit",
+      [hello(guests(2, 2 ** 20))],
+      "the gang has 2097152 bytes, over the limit of 1572864",
+    ],
+    [
+      "a handshake frame too large for any HELLO",
+      [header(FrameType.Hello, 100_000)],
+      "Hello frame of 100000 bytes exceeds the limit",
+    ],
+    [
+      "a frame over the frame limit",
+      [oneGuest, header(FrameType.Pages, 65537)],
+      "Pages frame of 65537 bytes exceeds the limit of 65536",
+    ],
+    [
+      "a frame with flags this version lacks",
+      [oneGuest, header(FrameType.Refs, 0, 1)],
+      "Refs frame has flags 1, which version 1 does not define",
+    ],
     ["two guests of one name", [
       hello([{ name: "a", size: PAGE_SIZE }, { name: "a", size: PAGE_SIZE }]),
     ], 'two guests are named "a"'],

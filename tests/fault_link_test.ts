@@ -1,0 +1,138 @@
+import { assert, assertRejects } from "./_assert.ts";
+import { connectTarget } from "../src/transport/connect_target.ts";
+import { FrameWriter, TimeoutError } from "../src/transfer/frame_io.ts";
+import { startReceiver } from "./_transfer.ts";
+import { startFaultProxy } from "./_fault_proxy.ts";
+import { assertSafeFailure, startLiveGang } from "./fault_fixtures.ts";
+import { makeLabCerts } from "./tls_fixtures.ts";
+
+const LOCAL = "127.0.0.1";
+
+/** Runs a migration expected to fail; returns its error. */
+async function failure(run: () => Promise<unknown>): Promise<unknown> {
+  try {
+    await run();
+  } catch (error) {
+    return error;
+  }
+  throw new Error("The migration succeeded despite the fault");
+}
+
+Deno.test("a link cut mid-transfer fails the migration with a clear error, and the target discards the gang", async (t) => {
+  await using certs = await makeLabCerts();
+  for (const when of ["round 1", "the final round"]) {
+    await t.step(`cut in ${when}`, async () => {
+      await using gang = startLiveGang("cut");
+      await using receiver = await startReceiver({ tls: certs, token: certs.token });
+      await using proxy = startFaultProxy({ hostname: LOCAL, port: receiver.port });
+      const conn = await connectTarget({ hostname: LOCAL, port: proxy.port }, { ca: certs.ca });
+      const error = await failure(() =>
+        gang.migrate(conn, {
+          token: certs.token,
+          // Slow enough that round 1 is still going at the cut.
+          maxBandwidth: when === "round 1" ? 8_000_000 : undefined,
+          onProgress: (p) => {
+            if (when === "round 1" && p.round === 1 && p.pagesDone >= 1024) proxy.cut();
+          },
+          atPause: when === "the final round" ? () => proxy.cut() : undefined,
+        })
+      );
+      await assertSafeFailure(
+        error,
+        /Lost the target|Cannot send to the target|Target closed the connection/,
+        gang,
+        receiver,
+      );
+      assert(gang.paused === (when === "round 1" ? 0 : 1));
+    });
+  }
+});
+
+Deno.test("a stalled link fails the migration after the stall timeout instead of hanging", async (t) => {
+  await using certs = await makeLabCerts();
+  for (const when of ["round 1", "the final round"]) {
+    await t.step(`stall in ${when}`, async () => {
+      // Big enough that round 1 cannot hide in the socket buffers.
+      await using gang = startLiveGang("stall", 2, when === "round 1" ? 8192 : 1024);
+      await using receiver = await startReceiver({
+        tls: certs,
+        token: certs.token,
+        idleTimeoutMs: 1500,
+      });
+      await using proxy = startFaultProxy({ hostname: LOCAL, port: receiver.port });
+      const conn = await connectTarget({ hostname: LOCAL, port: proxy.port }, { ca: certs.ca });
+      const started = performance.now();
+      const error = await failure(() =>
+        gang.migrate(conn, {
+          token: certs.token,
+          stallTimeoutMs: 1500,
+          answerTimeoutMs: 1500,
+          onProgress: (p) => {
+            if (when === "round 1" && p.round === 1 && p.pagesDone >= 1024) proxy.stall();
+          },
+          atPause: when === "the final round" ? () => proxy.stall() : undefined,
+        })
+      );
+      const seconds = (performance.now() - started) / 1000;
+      await assertSafeFailure(
+        error,
+        when === "round 1"
+          ? /took no data for 1\.5 s: it stopped reading or the link stalled/
+          : /did not answer within 1\.5 s/,
+        gang,
+        receiver,
+      );
+      assert(seconds < 30, `the failure came after ${seconds} s`);
+      const failed = receiver.events.find((e) => e.event === "failed");
+      assert(
+        failed?.event === "failed" && failed.error.includes("No data for 1.5 s"),
+        JSON.stringify(failed),
+      );
+    });
+  }
+});
+
+Deno.test("a page corrupted on the wire is refused by its hash, and the migration fails safely", async () => {
+  await using gang = startLiveGang("corrupt", 2, 512);
+  await using receiver = await startReceiver();
+  await using proxy = startFaultProxy({ hostname: LOCAL, port: receiver.port }, {
+    corruptFirstPage: true,
+  });
+  const conn = await connectTarget({ hostname: LOCAL, port: proxy.port }, { insecure: true });
+  const error = await failure(() => gang.migrate(conn));
+  assert(proxy.corrupted, "the proxy flipped a byte");
+  await assertSafeFailure(error, /does not match its hash: corrupted in transit/, gang, receiver);
+});
+
+Deno.test("a byte flipped inside TLS is caught by TLS before the receiver sees it", async () => {
+  await using certs = await makeLabCerts();
+  await using gang = startLiveGang("tamper", 2, 512);
+  await using receiver = await startReceiver({ tls: certs, token: certs.token });
+  await using proxy = startFaultProxy({ hostname: LOCAL, port: receiver.port }, {
+    flipByteAt: 100_000,
+  });
+  const conn = await connectTarget({ hostname: LOCAL, port: proxy.port }, { ca: certs.ca });
+  const error = await failure(() => gang.migrate(conn, { token: certs.token }));
+  assert(proxy.corrupted, "the proxy flipped a byte");
+  await assertSafeFailure(
+    error,
+    /Lost the target|Cannot send to the target|Target closed the connection|Target refused/,
+    gang,
+    receiver,
+  );
+  const failed = receiver.events.find((e) => e.event === "failed");
+  assert(
+    failed?.event === "failed" && !failed.error.includes("hash"),
+    `TLS, not the page hash, caught it: ${JSON.stringify(failed)}`,
+  );
+});
+
+Deno.test("FrameWriter fails a write that makes no progress for the stall timeout", async () => {
+  const stuck = {
+    read: () => new Promise<number | null>(() => {}),
+    write: () => new Promise<number>(() => {}),
+  };
+  const writer = new FrameWriter(stuck, { stallTimeoutMs: 200 });
+  await writer.write(new Uint8Array(100));
+  await assertRejects(() => writer.flush(), TimeoutError, "The peer took no data for 0.2 s");
+});
