@@ -29,6 +29,11 @@ export interface LocalTargetOptions {
   deviceStatePort?: number;
   /** More arguments for the receiver (transport, limits). */
   receiverArgs?: string[];
+  /**
+   * Directory of the destinations' QMP sockets and logs, kept after they
+   * close. Default: a new temporary directory per destination.
+   */
+  runDir?: string;
 }
 
 /**
@@ -108,6 +113,7 @@ export class LocalTarget implements AsyncDisposable {
       name: source.name,
       ramPath: this.ramPath(source.name),
       commandPrefix: this.#options.commandPrefix,
+      runDir: this.#options.runDir,
     });
     const port = this.#options.deviceStatePort;
     if (port === undefined) return { guest };
