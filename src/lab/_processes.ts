@@ -1,0 +1,93 @@
+/**
+ * Finding and ending the processes of a lab run: what runs inside its
+ * namespaces, and its QEMUs by guest name. Internal to src/lab.
+ *
+ * @module
+ */
+import { delay } from "./_time.ts";
+import { findQemus } from "../qemu/discover.ts";
+import { runTool, runToolSync } from "./netns_exec.ts";
+import { isAlive } from "./netns_stale.ts";
+
+/**
+ * The pids of the processes inside a network namespace (`ip netns pids`).
+ *
+ * Requires `--allow-run` (runs `ip`).
+ */
+export async function namespacePids(namespace: string): Promise<number[]> {
+  try {
+    return parsePids(await runTool("ip", ["netns", "pids", namespace]));
+  } catch {
+    return []; // the namespace is gone, and its processes with it
+  }
+}
+
+/**
+ * {@linkcode namespacePids}, synchronously: for exit handlers.
+ *
+ * Requires `--allow-run` (runs `ip`).
+ */
+export function namespacePidsSync(namespace: string): number[] {
+  try {
+    return parsePids(runToolSync("ip", ["netns", "pids", namespace]));
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * The pids of the running QEMUs whose guest name starts with a prefix.
+ *
+ * Requires `--allow-run` (runs `ps` and `cat`).
+ */
+export async function qemuPidsNamed(prefix: string): Promise<number[]> {
+  const { usable } = await findQemus();
+  return usable.filter((q) => q.commandLine.instance.name.startsWith(prefix)).map((q) => q.pid);
+}
+
+/**
+ * Kills processes at once (SIGKILL) and waits until they are gone, at most
+ * `timeoutMs`.
+ *
+ * Requires `--allow-run` (sends signals).
+ *
+ * @returns the pids still alive after the wait
+ */
+export async function killAndWait(pids: readonly number[], timeoutMs = 5_000): Promise<number[]> {
+  for (const pid of pids) killQuietly(pid);
+  const deadline = performance.now() + timeoutMs;
+  let alive = pids.filter(isRunning);
+  while (alive.length > 0 && performance.now() < deadline) {
+    await delay(50);
+    alive = alive.filter(isRunning);
+  }
+  return alive;
+}
+
+/**
+ * Sends SIGKILL, ignoring a process that is already gone.
+ *
+ * Requires `--allow-run`.
+ */
+export function killQuietly(pid: number): void {
+  try {
+    Deno.kill(pid, "SIGKILL");
+  } catch {
+    // already gone
+  }
+}
+
+/** Alive and not a zombie waiting for its parent (ps says state Z). */
+function isRunning(pid: number): boolean {
+  if (!isAlive(pid)) return false;
+  try {
+    const state = runToolSync("ps", ["-o", "stat=", "-p", String(pid)]).trim();
+    return state !== "" && !state.startsWith("Z");
+  } catch {
+    return false; // ps fails when the pid is gone
+  }
+}
+
+function parsePids(text: string): number[] {
+  return text.split(/\s+/).filter((word) => /^\d+$/.test(word)).map(Number);
+}

@@ -1,0 +1,161 @@
+/**
+ * One lab experiment: the same gang, booted afresh for each method (same
+ * image, same size, same workload, same idle time), migrated over the same
+ * link by gangway and by each QEMU method compared, each guest checked at
+ * the target.
+ *
+ * @module
+ */
+import { basename } from "node:path";
+import { bootGang, closeGuests, type GangSpec } from "./gang_spec.ts";
+import { migrateGangWithGangway } from "./gangway_method.ts";
+import type { LabMethod, MethodResult, MigrationOutcome } from "./measurement.ts";
+import { migrateGangWithQemu } from "./qemu_method.ts";
+import { checkResumed } from "./resumed.ts";
+import type { LabSession } from "./session.ts";
+
+/** A QEMU method gangway is compared with. */
+export type ComparedMethod = Exclude<LabMethod, "gangway">;
+
+/** What one experiment runs. */
+export interface LabConfig extends GangSpec {
+  /** The QEMU methods to compare gangway with, in order; the first is the ratios' base. */
+  compare: ComparedMethod[];
+}
+
+/** What one experiment measured. */
+export interface LabResult {
+  /** What was run. */
+  config: LabConfig;
+  /** The link rate asked for. */
+  link: string;
+  /** The two hosts as they were made. */
+  network: { mode: "netns" | "loopback"; description: string; reason: string };
+  /** The guest image's files. */
+  image: { kernel: string; initramfs: string };
+  /** Gangway first, then the compared methods in order. */
+  methods: MethodResult[];
+  /** When it started (ISO 8601). */
+  startedAt: string;
+  /** How long it took, boots included. */
+  seconds: number;
+}
+
+/** The defaults of `deno task lab`: 4 idle guests of 256 MiB against QEMU's default migration. */
+export const DEFAULT_LAB_CONFIG: Readonly<LabConfig> = {
+  guests: 4,
+  memoryMiB: 256,
+  idleSeconds: 10,
+  workload: "idle",
+  kernelArgs: [],
+  compare: ["qemu"],
+};
+
+const TAG: Record<LabMethod, string> = { gangway: "g", qemu: "q", "qemu-zstd": "z" };
+
+/**
+ * Measures one method: boots a fresh gang on the source host, leaves it
+ * running for the idle time, migrates it, checks every guest at the target,
+ * then quits every guest and removes their RAM files.
+ *
+ * Requires `--allow-run`, `--allow-net`, `--allow-read`, `--allow-write`
+ * (and what the gang runner needs: see `migrateGangWithGangway`).
+ *
+ * @param session The lab session
+ * @param method The method
+ * @param spec The gang
+ * @returns What was measured
+ * @throws Error when the gang cannot be booted or migrated; what was started is ended
+ *
+ * @example
+ * ```ts
+ * const qemu = await measureMethod(lab, "qemu", { ...DEFAULT_LAB_CONFIG, guests: 2 });
+ * console.log(`${qemu.bytesOnWire} bytes, ${qemu.tmtSeconds} s`);
+ * ```
+ */
+export async function measureMethod(
+  session: LabSession,
+  method: LabMethod,
+  spec: GangSpec,
+): Promise<MethodResult> {
+  const say = (line: string) => session.say(`${method}: ${line}`);
+  say(`booting ${spec.guests} guests of ${spec.memoryMiB} MiB (${spec.workload})`);
+  const gang = await bootGang(session, spec, TAG[method] + session.nextRun());
+  let outcome: MigrationOutcome | undefined;
+  try {
+    say("migrating");
+    outcome = method === "gangway"
+      ? await migrateGangWithGangway(session, gang)
+      : await migrateGangWithQemu(session, gang, {
+        compression: method === "qemu-zstd" ? "zstd" : "none",
+      });
+    say(describeOutcome(outcome));
+    const checks = await Promise.all(
+      outcome.moved.map(({ source, destination }) => checkResumed(source.serialLog, destination)),
+    );
+    for (const check of checks.filter((c) => !c.resumed)) {
+      say(`${check.name} did not resume: ${check.detail}`);
+    }
+    const resumed = checks.filter((c) => c.resumed).length;
+    say(
+      `${resumed}/${checks.length} guests resumed at the target (heartbeat went on, checksum ok)`,
+    );
+    const { moved: _moved, ...measured } = outcome;
+    return { method, ...measured, resumed, checks, bootSeconds: gang.bootSeconds };
+  } finally {
+    const guests = [...gang.guests, ...(outcome?.moved.map((m) => m.destination) ?? [])];
+    await closeGuests(session, guests).catch(() => {});
+    await session.reset();
+  }
+}
+
+/**
+ * Runs one experiment: gangway, then each compared method, on fresh gangs
+ * of the same spec over the same link.
+ *
+ * Requires what {@linkcode measureMethod} requires.
+ *
+ * @param session The lab session
+ * @param config The gang and the methods compared
+ * @returns Every method's measurement
+ * @throws Error when any method fails
+ *
+ * @example
+ * ```ts
+ * await using lab = await LabSession.open();
+ * const result = await runLab(lab, DEFAULT_LAB_CONFIG);
+ * console.log(formatSummary(result));
+ * ```
+ */
+export async function runLab(session: LabSession, config: LabConfig): Promise<LabResult> {
+  const startedAt = new Date();
+  const t0 = performance.now();
+  const methods: MethodResult[] = [];
+  for (const method of ["gangway", ...config.compare] as const) {
+    methods.push(await measureMethod(session, method, config));
+  }
+  const net = session.network;
+  return {
+    config: { ...config, kernelArgs: [...config.kernelArgs], compare: [...config.compare] },
+    link: session.link,
+    network: { mode: net.mode, description: net.describe(), reason: net.reason },
+    image: { kernel: basename(session.image.kernel), initramfs: basename(session.image.initrd) },
+    methods,
+    startedAt: startedAt.toISOString(),
+    seconds: Math.round(performance.now() - t0) / 1000,
+  };
+}
+
+function describeOutcome(outcome: MigrationOutcome): string {
+  const downtimes = outcome.downtimeMs;
+  const gangway = outcome.gangway
+    ? `, ${outcome.gangway.rounds} rounds, ${
+      outcome.gangway.verified ? "verified" : "NOT verified"
+    }`
+    : "";
+  return `${(outcome.bytesOnWire / 1e6).toFixed(1)} MB on the link, TMT ${
+    outcome.tmtSeconds.toFixed(2)
+  } s, downtime ${Math.min(...downtimes).toFixed(0)}-${
+    Math.max(...downtimes).toFixed(0)
+  } ms${gangway}`;
+}

@@ -1,0 +1,125 @@
+/**
+ * Gangway's side of the comparison: the booted gang is handed to a gang
+ * runner process on the source host (`gang_side.ts`), which migrates it
+ * to the target host over the lab link; the lab counts the link's bytes
+ * around it and takes the destinations back to check them.
+ *
+ * @module
+ */
+import { QemuGuest } from "../qemu/guest.ts";
+import type { BootedGang } from "./gang_spec.ts";
+import type { GangSideResult } from "./gang_side.ts";
+import type { MigrationOutcome } from "./measurement.ts";
+import type { LabSession } from "./session.ts";
+import { forEachLine, freePortRun } from "./_streams.ts";
+
+const GANG_SIDE = new URL("./gang_side.ts", import.meta.url).pathname;
+/** What the gang runner may do: the page library, QEMU and the receiver, QMP, RAM files. */
+const GANG_SIDE_PERMISSIONS = [
+  "--allow-ffi",
+  "--allow-run",
+  "--allow-net",
+  "--allow-read",
+  "--allow-write",
+  "--allow-env",
+];
+/** First TCP port of the device state at the target host, one per guest. */
+const DEVICE_STATE_PORT = 4600;
+/** Lines of the gang runner's stderr kept for an error message. */
+const KEPT_LINES = 30;
+
+/**
+ * Migrates a booted gang with gangway: detaches from the sources, runs the
+ * gang runner on the source host (its receiver and destinations on the
+ * target host), and attaches to the destinations it leaves running.
+ * Bytes on the link are the link counters' difference around the runner.
+ *
+ * Requires `--allow-run`, `--allow-net`, `--allow-read`, `--allow-write`
+ * (the runner itself gets `--allow-ffi` and `--allow-env` too).
+ *
+ * @param session The lab session
+ * @param gang The booted gang; the sources are gone afterwards
+ * @returns What the migration did; the destinations run, tracked by the session
+ * @throws Error with the runner's last words when it fails
+ *
+ * @example
+ * ```ts
+ * const gang = await bootGang(lab, spec, "g");
+ * const outcome = await migrateGangWithGangway(lab, gang);
+ * console.log(outcome.bytesOnWire, outcome.tmtSeconds);
+ * ```
+ */
+export async function migrateGangWithGangway(
+  session: LabSession,
+  gang: BootedGang,
+): Promise<MigrationOutcome> {
+  const net = session.network;
+  const sockets = gang.guests.map((guest) => `${guest.runDir}/${guest.name}.qmp`);
+  const sourceLogs = new Map(gang.guests.map((guest) => [guest.name, guest]));
+  // QMP serves one client: let go so the runner can attach (the session still knows the pids).
+  for (const guest of gang.guests) await guest.detach();
+  const args = [
+    "run",
+    ...GANG_SIDE_PERMISSIONS,
+    GANG_SIDE,
+    "--target-dir",
+    session.hostRamDir("target"),
+    "--run-dir",
+    session.hostRunDir("target"),
+    "--target-address",
+    net.target.address,
+    "--device-state-port",
+    String(net.mode === "netns" ? DEVICE_STATE_PORT : freePortRun(gang.guests.length)),
+    ...(net.target.namespace ? ["--target-netns", net.target.namespace] : []),
+    ...(session.loopbackCap ? ["--max-bandwidth", String(session.loopbackCap)] : []),
+    ...sockets,
+  ];
+  const before = await net.bytes();
+  const child = session.trackChild(
+    net.spawn("source", Deno.execPath(), args, { stdin: "null", stdout: "piped", stderr: "piped" }),
+  );
+  const kept: string[] = [];
+  const [stdout, , status] = await Promise.all([
+    new Response(child.stdout).text(),
+    forEachLine(child.stderr, (line) => {
+      kept.push(line);
+      if (kept.length > KEPT_LINES) kept.shift();
+      if (showLine(line)) session.say(`  ${line}`);
+    }),
+    child.status,
+  ]);
+  const after = await net.bytes();
+  if (!status.success) {
+    throw new Error(
+      `Cannot migrate the gang with gangway: the gang runner exited with code ${status.code}:\n` +
+        kept.join("\n"),
+    );
+  }
+  const result = JSON.parse(stdout.trim().split("\n").at(-1)!) as GangSideResult;
+  const moved = [];
+  for (const { name, qmpPath } of result.destinations) {
+    const destination = session.track(await QemuGuest.attach(qmpPath));
+    moved.push({ source: sourceLogs.get(name)!, destination });
+  }
+  const { report } = result;
+  const deviceStateBytes = report.guests.reduce((sum, g) => sum + g.deviceStateBytes, 0);
+  return {
+    bytesOnWire: after.sourceToTarget - before.sourceToTarget,
+    bytesBack: after.targetToSource - before.targetToSource,
+    toolBytes: report.transfer.bytesOnWire + deviceStateBytes,
+    tmtSeconds: result.tmtSeconds,
+    downtimeMs: report.guests.map((g) => g.downtimeMs),
+    moved,
+    gangway: {
+      rounds: report.transfer.rounds.length,
+      verified: report.transfer.verified,
+      breakdown: result.breakdown,
+    },
+  };
+}
+
+/** The runner's own progress is shown; the receiver's echo of it and its TLS warning are not. */
+function showLine(line: string): boolean {
+  if (line.startsWith("warning: --insecure")) return false;
+  return !line.startsWith("receive: ") || line.includes("failed");
+}

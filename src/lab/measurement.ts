@@ -1,0 +1,70 @@
+/**
+ * What the lab measures of one migration method.
+ *
+ * @module
+ */
+import type { QemuGuest } from "../qemu/guest.ts";
+import type { ResumeCheck } from "./resumed.ts";
+
+/** The migration methods the lab compares. */
+export const LAB_METHODS = ["gangway", "qemu", "qemu-zstd"] as const;
+
+/**
+ * A migration method: gangway's gang migration, QEMU's own live migration
+ * with its default settings, or QEMU's with multifd and zstd compression.
+ */
+export type LabMethod = typeof LAB_METHODS[number];
+
+/** Where gangway's time went, from the gang runner's clock. */
+export interface GangwayBreakdown {
+  /** Finding the RAM files and starting the destinations (before the TMT starts). */
+  setupSeconds: number;
+  /** Handshake and preparation scan: TMT start to the first round starting. */
+  prepareSeconds: number;
+  /** Each round: from its first page scanned to the target's acknowledgement. */
+  rounds: { round: number; final: boolean; seconds: number; bytesOnWire: number }[];
+  /** Pausing the gang, final round, verification, destinations checked. */
+  pausedSeconds: number;
+  /** Device state moved and destinations started: to the last one running. */
+  switchOverSeconds: number;
+}
+
+/** The gangway-only part of a measurement. */
+export interface GangwayDetails {
+  /** Rounds, the final one included. */
+  rounds: number;
+  /** The target found every guest's RAM identical to the source's. */
+  verified: boolean;
+  /** Where the time went. */
+  breakdown: GangwayBreakdown;
+}
+
+/** What a method did to a gang, before the guests are checked. */
+export interface MigrationOutcome {
+  /** Bytes the link carried from source to target during the migration (kernel counters). */
+  bytesOnWire: number;
+  /** Bytes the link carried back (acknowledgements, answers). */
+  bytesBack: number;
+  /** Bytes the method itself says it sent (QEMU: before compression). */
+  toolBytes: number;
+  /** First migration started to last guest running at the target. */
+  tmtSeconds: number;
+  /** Per guest, in gang order: source paused to destination running. */
+  downtimeMs: number[];
+  /** Each guest's source and destination, for the resume check and cleanup. */
+  moved: { source: QemuGuest; destination: QemuGuest }[];
+  /** Gangway only. */
+  gangway?: GangwayDetails;
+}
+
+/** What the lab measured of one method on one gang. */
+export interface MethodResult extends Omit<MigrationOutcome, "moved"> {
+  /** The method. */
+  method: LabMethod;
+  /** Guests that went on at the target with their checksum ok. */
+  resumed: number;
+  /** Each guest's resume check. */
+  checks: ResumeCheck[];
+  /** Time the gang took to boot (not part of any migration figure). */
+  bootSeconds: number;
+}

@@ -1,0 +1,98 @@
+/**
+ * The lab: two hosts on one machine (network namespaces joined by a shaped
+ * veth link), gangs of QEMU guests booted on the source host, migrated to
+ * the target host by gangway and by QEMU's own live migration, measured the
+ * same way (bytes on the link, total migration time, downtime, guests that
+ * resumed), and drawn as the paper's figures.
+ *
+ * Importing this module starts nothing and needs no permission.
+ *
+ * @example Gangway against QEMU on two guests
+ * ```ts
+ * import { DEFAULT_LAB_CONFIG, formatSummary, LabSession, runLab } from "./mod.ts";
+ *
+ * await using lab = await LabSession.open({ link: "1gbit" });
+ * const result = await runLab(lab, { ...DEFAULT_LAB_CONFIG, guests: 2 });
+ * console.log(formatSummary(result));
+ * ```
+ *
+ * @module
+ */
+
+export { LabSession, type LabSessionOptions } from "./session.ts";
+export { type BootedGang, bootGang, closeGuests, type GangSpec } from "./gang_spec.ts";
+export { migrateGangWithGangway } from "./gangway_method.ts";
+export { migrateGangWithQemu, type QemuMethodOptions } from "./qemu_method.ts";
+export { checkResumed, type ResumeCheck } from "./resumed.ts";
+export {
+  type GangwayBreakdown,
+  type GangwayDetails,
+  LAB_METHODS,
+  type LabMethod,
+  type MethodResult,
+  type MigrationOutcome,
+} from "./measurement.ts";
+export {
+  type ComparedMethod,
+  DEFAULT_LAB_CONFIG,
+  type LabConfig,
+  type LabResult,
+  measureMethod,
+  runLab,
+} from "./experiment.ts";
+export {
+  formatBreakdown,
+  formatSummary,
+  type GoalVerdict,
+  goalVerdicts,
+  type LabJson,
+  labJson,
+  type MethodJson,
+  methodKey,
+  type Ratios,
+  ratiosOf,
+} from "./report.ts";
+export {
+  runSweep,
+  type SweepAxis,
+  type SweepResult,
+  sweepSummary,
+  writeSweepFiles,
+} from "./sweep.ts";
+export {
+  type LabHost,
+  type LabMode,
+  LabNetwork,
+  type LabNetworkOptions,
+  type LabSide,
+  type LinkBytes,
+  SOURCE_ADDRESS,
+  TARGET_ADDRESS,
+} from "./netns.ts";
+export { type LinkShape } from "./link_rate.ts";
+export { exitOnSignal, type SignalCleanup } from "./netns_signal.ts";
+export {
+  barChart,
+  type ChartOptions,
+  lineChart,
+  type LineChartOptions,
+  type PlotPoint,
+  type PlotSeries,
+} from "./plot.ts";
+// The QEMU layer's types that the lab's API shows (the layer itself: src/qemu/mod.ts).
+export type {
+  ChecksumStatus,
+  CloseOptions,
+  ExecuteOptions,
+  GuestImage,
+  GuestStatus,
+  Heartbeat,
+  QemuGuest,
+  QemuMachine,
+  QmpClient,
+  QmpEvent,
+  QmpListener,
+  QmpVersion,
+  RamBackend,
+  WorkloadMode,
+} from "../qemu/mod.ts";

@@ -1,0 +1,101 @@
+/**
+ * QEMU's side of the comparison: QEMU's own live migration of every guest
+ * of the gang at once, as a host evacuation would start them, from the
+ * source host to destinations waiting on the target host.
+ *
+ * @module
+ */
+import { QemuGuest } from "../qemu/guest.ts";
+import { migrateWithQemu, type QemuMigrationResult } from "../qemu/migration.ts";
+import type { BootedGang } from "./gang_spec.ts";
+import type { MigrationOutcome } from "./measurement.ts";
+import type { LabSession } from "./session.ts";
+import { freePortRun } from "./_streams.ts";
+import { secondsBetween } from "./_time.ts";
+
+/** Options of {@linkcode migrateGangWithQemu}. */
+export interface QemuMethodOptions {
+  /** "zstd": multifd (2 channels, QEMU's default) with zstd compression. Default "none". */
+  compression?: "none" | "zstd";
+}
+
+/** First TCP port of QEMU's migration streams at the target host, one per guest. */
+const MIGRATION_PORT = 4400;
+
+/**
+ * Migrates a booted gang with QEMU's own live migration, every guest at
+ * once, with QEMU's default settings (its 128 MiB/s per-migration cap
+ * included; zero pages are sent as a few bytes each). The destinations are
+ * started and waiting before the clock starts; the TMT runs from the
+ * first `migrate` to the last destination's RESUME event. In loopback mode
+ * the link's rate is shared out as each migration's `max-bandwidth`.
+ *
+ * Requires `--allow-run`, `--allow-net`, `--allow-read`, `--allow-write`.
+ *
+ * @param session The lab session
+ * @param gang The booted gang; its sources are left paused (`postmigrate`)
+ * @param options Compression
+ * @returns What the migration did; the destinations run, tracked by the session
+ * @throws Error naming the guests that failed
+ *
+ * @example
+ * ```ts
+ * const gang = await bootGang(lab, spec, "q");
+ * const outcome = await migrateGangWithQemu(lab, gang);
+ * console.log(outcome.bytesOnWire, outcome.tmtSeconds);
+ * ```
+ */
+export async function migrateGangWithQemu(
+  session: LabSession,
+  gang: BootedGang,
+  options: QemuMethodOptions = {},
+): Promise<MigrationOutcome> {
+  const net = session.network;
+  const sources = gang.guests;
+  const started = await Promise.allSettled(
+    sources.map((source) =>
+      QemuGuest.startDestination(source.machine, {
+        name: source.name,
+        ramPath: session.ramPath("target", source.name),
+        runDir: session.hostRunDir("target"),
+        commandPrefix: session.prefix("target"),
+      }).then((guest) => session.track(guest))
+    ),
+  );
+  const failedStart = started.find((result) => result.status === "rejected");
+  if (failedStart) throw failedStart.reason;
+  const destinations = started.map((result) => (result as PromiseFulfilledResult<QemuGuest>).value);
+  const firstPort = net.mode === "netns" ? MIGRATION_PORT : freePortRun(sources.length);
+  const zstd = options.compression === "zstd";
+  const cap = session.loopbackCap;
+  const before = await net.bytes();
+  const t0 = performance.now();
+  const results = await Promise.allSettled(
+    sources.map((source, i) =>
+      migrateWithQemu(source, destinations[i]!, {
+        uri: `tcp:${net.target.address}:${firstPort + i}`,
+        ...(zstd ? { multifd: true, compression: "zstd" as const } : {}),
+        ...(cap ? { maxBandwidth: Math.floor(cap / sources.length) } : {}),
+      })
+    ),
+  );
+  const end = Math.max(...destinations.map((d) => d.lastResumeAt ?? performance.now()));
+  const after = await net.bytes();
+  const failures = results.flatMap((result) =>
+    result.status === "rejected" ? [String(result.reason?.message ?? result.reason)] : []
+  );
+  if (failures.length > 0) {
+    throw new Error(`Cannot migrate the gang with QEMU: ${failures.join("; ")}`);
+  }
+  const done = results.map((result) =>
+    (result as PromiseFulfilledResult<QemuMigrationResult>).value
+  );
+  return {
+    bytesOnWire: after.sourceToTarget - before.sourceToTarget,
+    bytesBack: after.targetToSource - before.targetToSource,
+    toolBytes: done.reduce((sum, r) => sum + r.transferredBytes, 0),
+    tmtSeconds: secondsBetween(t0, end),
+    downtimeMs: done.map((r) => r.downtimeMs),
+    moved: sources.map((source, i) => ({ source, destination: destinations[i]! })),
+  };
+}

@@ -1,0 +1,349 @@
+/**
+ * The lab's report: the JSON document of `deno task lab -- --json FILE`,
+ * the summary table printed at the end, and the verdict on the goals.
+ * Pure functions: no permissions needed.
+ *
+ * @module
+ */
+import type { LabResult } from "./experiment.ts";
+import type { GangwayBreakdown, LabMethod, MethodResult } from "./measurement.ts";
+
+/** One method in the JSON report. */
+export interface MethodJson {
+  /** Bytes the link carried from source to target (kernel counters). */
+  bytesOnWire: number;
+  /** First migration started to last guest running at the target, in seconds. */
+  tmtSeconds: number;
+  /** Downtime of each guest in ms (source paused to destination running). */
+  downtimeMs: number[];
+  /** Gangway only: rounds, the final one included. */
+  rounds?: number;
+  /** Gangway only: the target found every guest's RAM identical. */
+  verified?: boolean;
+  /** Guests that went on at the target with their checksum ok. */
+  resumed: number;
+  /** Extra: bytes the method itself counted (QEMU: before compression). */
+  toolBytes: number;
+  /** Extra: bytes the link carried back, target to source. */
+  bytesBack: number;
+  /** Extra: seconds the gang took to boot (before, and not part of, the migration). */
+  bootSeconds: number;
+  /** Extra: the guests that did not resume, and why. */
+  notResumed: { name: string; detail: string }[];
+  /** Extra, gangway only: where its time went. */
+  breakdown?: GangwayBreakdown;
+}
+
+/** Traffic and TMT of gangway divided by a compared method's. */
+export interface Ratios {
+  /** Bytes on the link. */
+  traffic: number;
+  /** Total migration time. */
+  tmt: number;
+}
+
+/**
+ * The JSON report. The fields of issue 5 come first, in its order; the
+ * rest are documented extras (docs/lab.md).
+ */
+export interface LabJson {
+  /** Guests in the gang. */
+  guests: number;
+  /** RAM of each guest in bytes. */
+  memoryBytes: number;
+  /** The link rate, as given ("1gbit", "none"). */
+  link: string;
+  /** "idle" or "busy". */
+  workload: string;
+  /** Gangway's measurement. */
+  gangway: MethodJson;
+  /** QEMU's default live migration, when compared. */
+  qemu?: MethodJson;
+  /** QEMU's live migration with multifd and zstd, when compared. */
+  qemuZstd?: MethodJson;
+  /** Gangway's bytes on the link / the base method's (qemu, else the first compared). */
+  trafficRatio: number;
+  /** Gangway's TMT / the base method's. */
+  tmtRatio: number;
+  /** Extra: the method the two ratios above divide by. */
+  ratioBase: LabMethod;
+  /** Extra: gangway's ratios to every compared method, by JSON key. */
+  ratios: Record<string, Ratios>;
+  /** Extra: seconds the guests ran between boot and migration. */
+  idleSeconds: number;
+  /** Extra: kernel arguments added to the guests' defaults (none: KASLR on). */
+  kernelArgs: string[];
+  /** Extra: the guest image's files. */
+  image: { kernel: string; initramfs: string };
+  /** Extra: how the two hosts were made. */
+  network: { mode: string; description: string; reason: string };
+  /** Extra: the goals of issue 5, judged (only with 4 or more guests). */
+  goals: GoalVerdict[];
+  /** Extra: the command that reproduces this run. */
+  command: string;
+  /** Extra: when it started, ISO 8601. */
+  startedAt: string;
+  /** Extra: how long the whole run took, boots included. */
+  seconds: number;
+}
+
+/** One goal of issue 5, judged. */
+export interface GoalVerdict {
+  /** What the goal says. */
+  goal: string;
+  /** What was measured, in words. */
+  measured: string;
+  /** True when met. */
+  met: boolean;
+}
+
+/** Goals of issue 5: at 4 or more guests of one image. */
+const GOAL_MIN_GUESTS = 4;
+const GOAL_TRAFFIC = 0.5;
+const GOAL_TMT = 0.6;
+const GOAL_DOWNTIME_SLACK_MS = 100;
+
+/**
+ * The JSON key of a method: "gangway", "qemu", "qemuZstd".
+ *
+ * @param method The method
+ * @returns Its key in the JSON report
+ */
+export function methodKey(method: LabMethod): string {
+  return method.replace(/-(\w)/g, (_, letter: string) => letter.toUpperCase());
+}
+
+/**
+ * The method the ratios divide by: QEMU's default migration when it was
+ * run, else the first method compared.
+ *
+ * @param result The experiment
+ * @returns The base method's measurement
+ * @throws Error when nothing was compared
+ */
+export function ratioBase(result: LabResult): MethodResult {
+  const compared = result.methods.filter((m) => m.method !== "gangway");
+  const base = compared.find((m) => m.method === "qemu") ?? compared[0];
+  if (!base) throw new Error("Cannot compute the ratios: no method was compared with gangway");
+  return base;
+}
+
+/**
+ * Gangway's measurement in an experiment.
+ *
+ * @param result The experiment
+ * @returns Gangway's measurement
+ * @throws Error when gangway was not run
+ */
+export function gangwayOf(result: LabResult): MethodResult {
+  const gangway = result.methods.find((m) => m.method === "gangway");
+  if (!gangway) throw new Error("Cannot report the lab run: gangway was not measured");
+  return gangway;
+}
+
+/**
+ * Gangway's traffic and TMT divided by another method's.
+ *
+ * @param gangway Gangway's measurement
+ * @param other The other method's
+ * @returns The two ratios, to 3 decimals
+ */
+export function ratiosOf(gangway: MethodResult, other: MethodResult): Ratios {
+  return {
+    traffic: round(gangway.bytesOnWire / other.bytesOnWire, 3),
+    tmt: round(gangway.tmtSeconds / other.tmtSeconds, 3),
+  };
+}
+
+/**
+ * Judges the goals of issue 5 against the ratio base: traffic at most
+ * 0.5x, TMT at most 0.6x, and the worst guest's downtime at most the base
+ * method's worst + 100 ms. They apply from 4 guests on: fewer give none.
+ *
+ * @param result The experiment
+ * @returns The verdicts (empty below 4 guests)
+ */
+export function goalVerdicts(result: LabResult): GoalVerdict[] {
+  if (result.config.guests < GOAL_MIN_GUESTS) return [];
+  const gangway = gangwayOf(result);
+  const base = ratioBase(result);
+  const ratios = ratiosOf(gangway, base);
+  const worst = (m: MethodResult) => Math.max(...m.downtimeMs);
+  const name = base.method;
+  return [
+    {
+      goal: `bytes on the link <= ${GOAL_TRAFFIC}x ${name}`,
+      measured: `${ratios.traffic.toFixed(2)}x`,
+      met: ratios.traffic <= GOAL_TRAFFIC,
+    },
+    {
+      goal: `TMT <= ${GOAL_TMT}x ${name}`,
+      measured: `${ratios.tmt.toFixed(2)}x`,
+      met: ratios.tmt <= GOAL_TMT,
+    },
+    {
+      goal: `worst downtime <= ${name}'s worst + ${GOAL_DOWNTIME_SLACK_MS} ms`,
+      measured: `${worst(gangway).toFixed(0)} ms vs ${
+        worst(base).toFixed(0)
+      } + ${GOAL_DOWNTIME_SLACK_MS} ms`,
+      met: worst(gangway) <= worst(base) + GOAL_DOWNTIME_SLACK_MS,
+    },
+  ];
+}
+
+/**
+ * The JSON report of an experiment.
+ *
+ * @param result The experiment
+ * @param command The command line that ran it
+ * @returns The document (write it with `JSON.stringify`)
+ *
+ * @example
+ * ```ts
+ * await Deno.writeTextFile("lab.json", JSON.stringify(labJson(result, "deno task lab"), null, 2));
+ * ```
+ */
+export function labJson(result: LabResult, command: string): LabJson {
+  const gangway = gangwayOf(result);
+  const base = ratioBase(result);
+  const byKey: Record<string, MethodJson> = {};
+  const ratios: Record<string, Ratios> = {};
+  for (const method of result.methods) {
+    byKey[methodKey(method.method)] = methodJson(method);
+    if (method.method !== "gangway") ratios[methodKey(method.method)] = ratiosOf(gangway, method);
+  }
+  const baseRatios = ratiosOf(gangway, base);
+  return {
+    guests: result.config.guests,
+    memoryBytes: result.config.memoryMiB * 2 ** 20,
+    link: result.link,
+    workload: result.config.workload,
+    ...byKey as { gangway: MethodJson },
+    trafficRatio: baseRatios.traffic,
+    tmtRatio: baseRatios.tmt,
+    ratioBase: base.method,
+    ratios,
+    idleSeconds: result.config.idleSeconds,
+    kernelArgs: result.config.kernelArgs,
+    image: result.image,
+    network: result.network,
+    goals: goalVerdicts(result),
+    command,
+    startedAt: result.startedAt,
+    seconds: result.seconds,
+  };
+}
+
+function methodJson(m: MethodResult): MethodJson {
+  return {
+    bytesOnWire: m.bytesOnWire,
+    tmtSeconds: round(m.tmtSeconds, 3),
+    downtimeMs: m.downtimeMs.map((ms) => round(ms, 1)),
+    ...(m.gangway ? { rounds: m.gangway.rounds, verified: m.gangway.verified } : {}),
+    resumed: m.resumed,
+    toolBytes: m.toolBytes,
+    bytesBack: m.bytesBack,
+    bootSeconds: m.bootSeconds,
+    notResumed: m.checks.filter((c) => !c.resumed).map(({ name, detail }) => ({ name, detail })),
+    ...(m.gangway ? { breakdown: m.gangway.breakdown } : {}),
+  };
+}
+
+/**
+ * The summary printed at the end of a run: the setup, one row per method
+ * (bytes on the link, each tool's own count, TMT, downtime, guests resumed,
+ * rounds), the ratios, where gangway's time went, and the goals.
+ *
+ * @param result The experiment
+ * @returns Lines of text
+ */
+export function formatSummary(result: LabResult): string {
+  const { config } = result;
+  const gangway = gangwayOf(result);
+  const base = ratioBase(result);
+  const kernel = config.kernelArgs.length > 0
+    ? `kernel args "${config.kernelArgs.join(" ")}"`
+    : "kernel defaults (KASLR on)";
+  const lines = [
+    `${config.guests} guests x ${config.memoryMiB} MiB, ${config.workload} workload, ` +
+    `idle ${config.idleSeconds} s, link ${result.link}`,
+    `hosts: ${result.network.description}`,
+    `image: ${result.image.kernel} + ${result.image.initramfs}, ${kernel}`,
+    "",
+    table([
+      ["method", "bytes on link", "own count", "TMT", "downtime mean / max", "resumed", "rounds"],
+      ...result.methods.map((m) => [
+        m.method,
+        `${megabytes(m.bytesOnWire)} MB`,
+        `${megabytes(m.toolBytes)} MB`,
+        `${m.tmtSeconds.toFixed(2)} s`,
+        `${mean(m.downtimeMs).toFixed(0)} / ${Math.max(...m.downtimeMs).toFixed(0)} ms`,
+        `${m.resumed}/${config.guests}`,
+        m.gangway
+          ? `${m.gangway.rounds}${m.gangway.verified ? ", verified" : ", NOT verified"}`
+          : "-",
+      ]),
+    ]),
+    "",
+    ...result.methods.filter((m) => m.method !== "gangway").map((m) => {
+      const r = ratiosOf(gangway, m);
+      return `gangway / ${m.method}: traffic ${r.traffic.toFixed(2)}x, TMT ${r.tmt.toFixed(2)}x`;
+    }),
+  ];
+  if (gangway.gangway) lines.push(`gangway's time: ${formatBreakdown(gangway.gangway.breakdown)}`);
+  const goals = goalVerdicts(result);
+  if (goals.length > 0) {
+    lines.push(`goals (4 or more guests, against ${base.method}):`);
+    for (const g of goals) lines.push(`  ${g.met ? "met   " : "missed"} ${g.goal}: ${g.measured}`);
+  } else {
+    lines.push(`goals: judged from 4 guests on (this run has ${config.guests})`);
+  }
+  return lines.join("\n");
+}
+
+/**
+ * Gangway's time in words: setup (outside the TMT), scan, live rounds,
+ * paused part, switch-over.
+ *
+ * @param b The breakdown
+ * @returns One line
+ */
+export function formatBreakdown(b: GangwayBreakdown): string {
+  const live = b.rounds.filter((r) => !r.final).map((r) => r.seconds.toFixed(2));
+  const final = b.rounds.find((r) => r.final);
+  return `setup ${b.setupSeconds.toFixed(2)} s (before the TMT), ` +
+    `handshake + scan ${b.prepareSeconds.toFixed(2)} s, ` +
+    `live rounds ${live.join(" + ")} s, ` +
+    `paused ${b.pausedSeconds.toFixed(2)} s (final round ${
+      final?.seconds.toFixed(2) ?? "?"
+    } s + verify), ` +
+    `switch-over ${b.switchOverSeconds.toFixed(2)} s`;
+}
+
+/**
+ * Lays rows out as a text table: the first column left-aligned, the
+ * others right-aligned.
+ *
+ * @param rows The rows, header first
+ * @returns The table's lines joined
+ */
+export function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, col) => Math.max(...rows.map((row) => row[col]?.length ?? 0)));
+  return rows.map((row) =>
+    row.map((cell, col) => col === 0 ? cell.padEnd(widths[col]!) : cell.padStart(widths[col]!))
+      .join("  ").trimEnd()
+  ).join("\n");
+}
+
+function megabytes(bytes: number): string {
+  return (bytes / 1e6).toFixed(1);
+}
+
+function mean(values: number[]): number {
+  return values.reduce((sum, v) => sum + v, 0) / Math.max(1, values.length);
+}
+
+function round(value: number, digits: number): number {
+  const scale = 10 ** digits;
+  return Math.round(value * scale) / scale;
+}

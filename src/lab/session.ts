@@ -1,0 +1,362 @@
+/**
+ * A lab session: the two hosts (a {@linkcode LabNetwork}), the guest image,
+ * the run's directories, and everything the run starts, so that it can all
+ * be ended and removed at the end, after a failure, or on Ctrl-C.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { findQemus } from "../qemu/discover.ts";
+import { ensureGuestImage, type GuestImage } from "../qemu/guest_image.ts";
+import type { QemuGuest } from "../qemu/guest.ts";
+import { listDir, makeDir, removeTree, removeTreeSync } from "./_files.ts";
+import {
+  killAndWait,
+  killQuietly,
+  namespacePids,
+  namespacePidsSync,
+  qemuPidsNamed,
+} from "./_processes.ts";
+import { parseRate } from "./link_rate.ts";
+import { type LabMode, LabNetwork, type LabSide } from "./netns.ts";
+import { exitOnSignal } from "./netns_signal.ts";
+import { isAlive } from "./netns_stale.ts";
+import { delay } from "./_time.ts";
+
+/** Options of {@linkcode LabSession.open}. */
+export interface LabSessionOptions {
+  /** Rate of the link, as tc writes it ("1gbit", "100mbit", "none"). Default "1gbit". */
+  link?: string;
+  /** "netns" (or fail), "loopback", or "auto": namespaces when they can be made. Default "auto". */
+  network?: "auto" | LabMode;
+  /** The guest image. Default: `ensureGuestImage()`. */
+  image?: GuestImage;
+  /** Where progress lines go. Default: stderr, prefixed "lab: ". */
+  onProgress?: (line: string) => void;
+  /**
+   * End the session's processes and remove its files on SIGINT, SIGTERM or
+   * SIGHUP, then exit (see `exitOnSignal`). Default true.
+   */
+  handleSignals?: boolean;
+}
+
+/** Where a lab run keeps its RAM files: this prefix, then the run's id. */
+const RAM_DIR_PREFIX = "/dev/shm/gangway-lab-";
+/** Where it keeps QMP sockets and logs (short: a unix socket path has 107 bytes). */
+const RUN_DIR_PREFIX = "gangway-lab-";
+/** Goodput of TCP over an Ethernet link, as a share of its nominal rate (941 of 1000 Mbit/s). */
+const TCP_GOODPUT_SHARE = 0.941;
+/** How long a child process gets to end after SIGTERM before SIGKILL. */
+const CHILD_GRACE_MS = 3_000;
+
+/**
+ * Everything one lab run owns. Open it, boot guests and migrate them with
+ * the functions of src/lab (or `runLab`), then close it: closing ends every
+ * process the run started (QEMUs, the gang runner, receivers: in
+ * namespace mode, everything inside its namespaces), removes its RAM files
+ * and logs, and removes the namespaces. A run killed outright (SIGKILL)
+ * leaves them for the next session, which removes those of dead runs.
+ *
+ * Requires `--allow-run` (ip, tc, QEMU, deno, mkdir, rm, ps), `--allow-read`,
+ * `--allow-write` and `--allow-env` (the guest image cache, run directory),
+ * and root for namespaces.
+ *
+ * @example
+ * ```ts
+ * await using lab = await LabSession.open({ link: "1gbit" });
+ * console.error(lab.network.describe());
+ * ```
+ */
+export class LabSession implements AsyncDisposable {
+  /** The run's id: this process's pid and 32 random bits. */
+  readonly id: string;
+  /** The link rate asked for. */
+  readonly link: string;
+  /** The two hosts. */
+  readonly network: LabNetwork;
+  /** The guest image every guest boots. */
+  readonly image: GuestImage;
+  /** The run's RAM files: `source/NAME` and `target/NAME`. */
+  readonly ramDir: string;
+  /** The run's QMP sockets and logs: `source/` and `target/`. */
+  readonly runDir: string;
+  readonly #say: (line: string) => void;
+  readonly #children = new Set<Deno.ChildProcess>();
+  readonly #guests = new Set<QemuGuest>();
+  #runs = 0;
+  #signals: Disposable | undefined;
+  #closing: Promise<void> | undefined;
+  #exitGuard = () => this.#removeAtExit();
+
+  private constructor(
+    id: string,
+    link: string,
+    network: LabNetwork,
+    image: GuestImage,
+    runDir: string,
+    say: (line: string) => void,
+  ) {
+    this.id = id;
+    this.link = link;
+    this.network = network;
+    this.image = image;
+    this.ramDir = `${RAM_DIR_PREFIX}${id}`;
+    this.runDir = runDir;
+    this.#say = say;
+    globalThis.addEventListener("unload", this.#exitGuard);
+  }
+
+  /**
+   * Provisions the guest image, removes what crashed runs left behind,
+   * makes the network and the run's directories.
+   *
+   * Requires `--allow-run`, `--allow-read`, `--allow-write`, `--allow-env`.
+   *
+   * @param options Link, network mode, image, progress, signals
+   * @returns The session; close it when done
+   * @throws Error when the link rate cannot be parsed, the image cannot be
+   * made, or (network "netns") the namespaces cannot be made
+   */
+  static async open(options: LabSessionOptions = {}): Promise<LabSession> {
+    const link = options.link ?? "1gbit";
+    parseRate(link); // refuse a bad rate before doing anything
+    const say = options.onProgress ?? ((line: string) => console.error(`lab: ${line}`));
+    const image = options.image ?? await ensureGuestImage();
+    const removed = await cleanStaleLabs();
+    if (removed > 0) say(`removed ${removed} leftovers of crashed lab runs`);
+    const id = `${Deno.pid}-${randomHex()}`;
+    const runDir = await Deno.makeTempDir({ prefix: `${RUN_DIR_PREFIX}${id}-` });
+    let network: LabNetwork;
+    try {
+      network = await LabNetwork.create({ rate: link, mode: options.network ?? "auto" });
+    } catch (error) {
+      await Deno.remove(runDir, { recursive: true }).catch(() => {});
+      throw error;
+    }
+    const session = new LabSession(id, link, network, image, runDir, say);
+    if (options.handleSignals ?? true) {
+      session.#signals = exitOnSignal(() => session.close());
+    }
+    try {
+      for (const side of ["source", "target"] as const) {
+        await makeDir(join(session.ramDir, side));
+        await Deno.mkdir(join(runDir, side), { recursive: true });
+      }
+    } catch (error) {
+      await session.close();
+      throw error;
+    }
+    return session;
+  }
+
+  /** Prints a progress line. */
+  say(line: string): void {
+    this.#say(line);
+  }
+
+  /**
+   * The command prefix that runs a program on a host: `ip netns exec NS`,
+   * or nothing in loopback mode.
+   */
+  prefix(side: LabSide): string[] | undefined {
+    const namespace = this.network[side].namespace;
+    return namespace === null ? undefined : ["ip", "netns", "exec", namespace];
+  }
+
+  /**
+   * In loopback mode nothing shapes the link, so each method caps its own
+   * bandwidth: this cap in bytes per second (TCP goodput of the link asked
+   * for). Null in namespace mode or for an unshaped link.
+   */
+  get loopbackCap(): number | null {
+    if (this.network.mode !== "loopback") return null;
+    const bits = parseRate(this.link);
+    return bits === null ? null : Math.round(bits / 8 * TCP_GOODPUT_SHARE);
+  }
+
+  /** A new number for each gang booted, so guest names are never reused. */
+  nextRun(): number {
+    return ++this.#runs;
+  }
+
+  /** A guest name unique to this run: `lab-ID-TAG-N`. */
+  guestName(tag: string, index: number): string {
+    return `lab-${this.id}-${tag}-${index}`;
+  }
+
+  /** The directory of a host's RAM files. */
+  hostRamDir(side: LabSide): string {
+    return join(this.ramDir, side);
+  }
+
+  /** Where a guest's RAM file lives on a host. */
+  ramPath(side: LabSide, name: string): string {
+    return join(this.ramDir, side, name);
+  }
+
+  /** The directory of a host's QMP sockets and logs. */
+  hostRunDir(side: LabSide): string {
+    return join(this.runDir, side);
+  }
+
+  /** Remembers a guest so that the session ends it if nobody else does. */
+  track(guest: QemuGuest): QemuGuest {
+    this.#guests.add(guest);
+    return guest;
+  }
+
+  /** Forgets a guest that was closed. */
+  forget(guest: QemuGuest): void {
+    this.#guests.delete(guest);
+  }
+
+  /** Remembers a child process (ended with SIGTERM, then SIGKILL, if still running at close). */
+  trackChild(child: Deno.ChildProcess): Deno.ChildProcess {
+    this.#children.add(child);
+    child.status.finally(() => this.#children.delete(child));
+    return child;
+  }
+
+  /**
+   * Ends every process of the run that still runs: child processes
+   * (SIGTERM, then SIGKILL), tracked guests, everything inside the lab's
+   * namespaces, and any QEMU with one of the run's guest names.
+   *
+   * Requires `--allow-run`.
+   *
+   * @returns How many processes had to be killed
+   */
+  async endProcesses(): Promise<number> {
+    let ended = 0;
+    const children = [...this.#children];
+    for (const child of children) {
+      try {
+        child.kill("SIGTERM");
+      } catch {
+        // already gone
+      }
+    }
+    await Promise.race([
+      Promise.allSettled(children.map((child) => child.status)),
+      delay(CHILD_GRACE_MS),
+    ]);
+    ended += children.length;
+    const pids = new Set<number>();
+    for (const child of this.#children) pids.add(child.pid);
+    for (const guest of this.#guests) if (guest.alive) pids.add(guest.pid);
+    for (const side of ["source", "target"] as const) {
+      const namespace = this.network[side].namespace;
+      if (namespace !== null) { for (const pid of await namespacePids(namespace)) pids.add(pid); }
+    }
+    for (const pid of await qemuPidsNamed(`lab-${this.id}-`)) pids.add(pid);
+    pids.delete(Deno.pid);
+    const left = await killAndWait([...pids]);
+    if (left.length > 0) throw new Error(`Cannot end processes ${left.join(", ")} of the lab run`);
+    await Promise.allSettled([...this.#guests].map((guest) => guest.close()));
+    this.#guests.clear();
+    return ended + pids.size;
+  }
+
+  /**
+   * Between two measurements: ends whatever still runs and empties the RAM
+   * directories, so that the next gang starts from a clean host.
+   *
+   * Requires `--allow-run`.
+   */
+  async reset(): Promise<void> {
+    await this.endProcesses();
+    for (const side of ["source", "target"] as const) {
+      await removeTree(this.hostRamDir(side));
+      await makeDir(this.hostRamDir(side));
+    }
+  }
+
+  /**
+   * Ends the run's processes, removes its RAM files, logs and namespaces.
+   * Safe to call twice.
+   *
+   * Requires `--allow-run`, `--allow-write`.
+   *
+   * @throws Error naming what could not be removed
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  /** Closes the session: what `await using` calls. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  async #close(): Promise<void> {
+    const problems: string[] = [];
+    const attempt = async (what: () => Promise<unknown>) => {
+      try {
+        await what();
+      } catch (error) {
+        problems.push(error instanceof Error ? error.message : String(error));
+      }
+    };
+    await attempt(() => this.endProcesses());
+    await attempt(() => removeTree(this.ramDir));
+    await attempt(() => Deno.remove(this.runDir, { recursive: true }));
+    await attempt(() => this.network.close());
+    this.#signals?.[Symbol.dispose]();
+    globalThis.removeEventListener("unload", this.#exitGuard);
+    if (problems.length > 0) {
+      throw new Error(`Cannot clean up the lab run: ${problems.join("; ")}`);
+    }
+  }
+
+  /** The process exits without closing: kill what is known, remove the files. */
+  #removeAtExit(): void {
+    const pids = [...this.#children].map((child) => child.pid);
+    for (const guest of this.#guests) pids.push(guest.pid);
+    for (const side of ["source", "target"] as const) {
+      const namespace = this.network[side].namespace;
+      if (namespace !== null) pids.push(...namespacePidsSync(namespace));
+    }
+    for (const pid of pids) if (pid !== Deno.pid) killQuietly(pid);
+    try {
+      removeTreeSync(this.ramDir);
+      removeTreeSync(this.runDir);
+    } catch {
+      // The process is ending; the next session removes what is left.
+    }
+  }
+}
+
+/**
+ * Removes what lab runs whose process is gone left behind: QEMUs named
+ * `lab-PID-...` and RAM directories `/dev/shm/gangway-lab-PID-...`.
+ * Their namespaces are removed by `LabNetwork.create()`.
+ *
+ * Requires `--allow-run` (ps, cat, ls, rm).
+ *
+ * @returns How many processes and directories were removed
+ */
+export async function cleanStaleLabs(): Promise<number> {
+  let removed = 0;
+  const dead = (pid: number) => !isAlive(pid);
+  const { usable } = await findQemus();
+  const staleQemus = usable.filter((q) => {
+    const match = /^lab-(\d+)-[0-9a-f]+-/.exec(q.commandLine.instance.name);
+    return match !== null && dead(Number(match[1]));
+  });
+  removed += staleQemus.length;
+  await killAndWait(staleQemus.map((q) => q.pid));
+  for (const name of await listDir("/dev/shm")) {
+    const match = /^gangway-lab-(\d+)-[0-9a-f]+$/.exec(name);
+    if (match && dead(Number(match[1]))) {
+      await removeTree(join("/dev/shm", name));
+      removed++;
+    }
+  }
+  return removed;
+}
+
+function randomHex(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(4));
+  return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+}

@@ -1,0 +1,262 @@
+/**
+ * Sweeps: the paper's figures from our own measurements. One experiment
+ * per number of guests (Figures 2 and 3: TMT and traffic against the
+ * number of guests) or per guest size with one guest (Figure 4: dedup
+ * inside a single guest), written out as JSON, SVG plots and a Markdown
+ * summary.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { type LabConfig, type LabResult, runLab } from "./experiment.ts";
+import type { LabMethod, MethodResult } from "./measurement.ts";
+import { barChart, lineChart, type PlotSeries } from "./plot.ts";
+import { gangwayOf, goalVerdicts, labJson, ratioBase, ratiosOf } from "./report.ts";
+import type { LabSession } from "./session.ts";
+
+/** What a sweep varies. */
+export type SweepAxis = "guests" | "memory";
+
+/** A sweep's experiments, one per value. */
+export interface SweepResult {
+  /** What varies. */
+  axis: SweepAxis;
+  /** One experiment per value, in the order given. */
+  points: LabResult[];
+}
+
+/**
+ * Runs a sweep: an experiment for each number of guests (of the base
+ * config's size), or for each guest size in MiB with one guest.
+ *
+ * Requires what `runLab` requires.
+ *
+ * @param session The lab session
+ * @param base Everything but what varies
+ * @param axis What varies
+ * @param values Numbers of guests, or sizes in MiB
+ * @returns The experiments
+ * @throws Error when an experiment fails
+ *
+ * @example
+ * ```ts
+ * const sweep = await runSweep(lab, DEFAULT_LAB_CONFIG, "guests", [1, 2, 4, 8]);
+ * await writeSweepFiles("lab-results", [sweep], "deno task lab -- --sweep-guests 1,2,4,8");
+ * ```
+ */
+export async function runSweep(
+  session: LabSession,
+  base: LabConfig,
+  axis: SweepAxis,
+  values: readonly number[],
+): Promise<SweepResult> {
+  const points: LabResult[] = [];
+  for (const [i, value] of values.entries()) {
+    const config = axis === "guests"
+      ? { ...base, guests: value }
+      : { ...base, guests: 1, memoryMiB: value };
+    session.say(
+      `sweep ${axis} ${i + 1}/${values.length}: ${config.guests} guests of ${config.memoryMiB} MiB`,
+    );
+    points.push(await runLab(session, config));
+  }
+  return { axis, points };
+}
+
+/** The figures of each sweep: file, what it shows, how it is drawn. */
+const FIGURES: Record<
+  SweepAxis,
+  { file: string; title: string; what: "tmt" | "traffic" | "downtime" }[]
+> = {
+  guests: [
+    {
+      file: "fig2-tmt-vs-guests.svg",
+      title: "Total migration time vs number of guests",
+      what: "tmt",
+    },
+    {
+      file: "fig3-traffic-vs-guests.svg",
+      title: "Bytes on the link vs number of guests",
+      what: "traffic",
+    },
+    {
+      file: "downtime-vs-guests.svg",
+      title: "Worst guest's downtime vs number of guests",
+      what: "downtime",
+    },
+  ],
+  memory: [
+    {
+      file: "fig4-tmt-vs-memory.svg",
+      title: "Total migration time of one guest vs its size",
+      what: "tmt",
+    },
+    {
+      file: "traffic-vs-memory.svg",
+      title: "Bytes on the link for one guest vs its size",
+      what: "traffic",
+    },
+  ],
+};
+
+const Y_LABEL = { tmt: "TMT (s)", traffic: "Bytes on the link (MB)", downtime: "Downtime (ms)" };
+
+/**
+ * Writes the sweeps' files into a directory: `guests.json` / `memory.json`
+ * (the JSON report of every experiment), the SVG figures, and
+ * `summary.md` with the figures' numbers in tables.
+ *
+ * Requires `--allow-write` (the directory) and `--allow-read`.
+ *
+ * @param dir The output directory (made if missing)
+ * @param sweeps The sweeps
+ * @param command The command that ran them
+ * @returns The paths written
+ */
+export async function writeSweepFiles(
+  dir: string,
+  sweeps: readonly SweepResult[],
+  command: string,
+): Promise<string[]> {
+  await Deno.mkdir(dir, { recursive: true });
+  const written: string[] = [];
+  const write = async (name: string, text: string) => {
+    const path = join(dir, name);
+    await Deno.writeTextFile(path, text);
+    written.push(path);
+  };
+  for (const sweep of sweeps) {
+    const document = {
+      sweep: sweep.axis,
+      command,
+      points: sweep.points.map((point) => labJson(point, command)),
+    };
+    await write(`${sweep.axis}.json`, JSON.stringify(document, null, 2) + "\n");
+    for (const figure of FIGURES[sweep.axis]) {
+      await write(figure.file, await drawFigure(sweep, figure.what, figure.title));
+    }
+  }
+  await write("summary.md", sweepSummary(sweeps, command));
+  return written;
+}
+
+/**
+ * The Markdown summary of sweeps: setup, a table of each sweep's numbers,
+ * links to its figures, and the goals where they apply.
+ *
+ * @param sweeps The sweeps
+ * @param command The command that ran them
+ * @returns Markdown text
+ */
+export function sweepSummary(sweeps: readonly SweepResult[], command: string): string {
+  const first = sweeps[0]?.points[0];
+  const lines = ["# Lab results", "", "```sh", command, "```", ""];
+  if (first) {
+    const c = first.config;
+    lines.push(
+      `Link ${first.link} (${first.network.description}); ${c.workload} workload, idle ${c.idleSeconds} s; ` +
+        `image ${first.image.kernel} + ${first.image.initramfs}; ` +
+        (c.kernelArgs.length
+          ? `kernel args \`${c.kernelArgs.join(" ")}\`.`
+          : "kernel defaults (KASLR on)."),
+      "",
+      "TMT: first migration started to last guest running at the target. Bytes: the lab link's " +
+        "source-to-target counter. Downtime: source paused to destination running (worst guest). " +
+        "Ratios: gangway / QEMU default. See docs/lab.md.",
+      "",
+    );
+  }
+  for (const sweep of sweeps) {
+    const heading = sweep.axis === "guests"
+      ? `## Guests of ${first?.config.memoryMiB ?? "?"} MiB (Figures 2 and 3)`
+      : "## One guest, growing (Figure 4)";
+    lines.push(heading, "");
+    for (const figure of FIGURES[sweep.axis]) lines.push(`![${figure.title}](${figure.file})`, "");
+    const methods = sweep.points[0]?.methods.map((m) => m.method) ?? [];
+    lines.push(
+      "| " +
+        [
+          sweep.axis === "guests" ? "guests" : "MiB",
+          ...methods.flatMap((m) => [`${m} MB`, `${m} TMT s`, `${m} downtime ms`]),
+          "traffic ratio",
+          "TMT ratio",
+          "resumed",
+        ].join(" | ") + " |",
+      "|" + " ---: |".repeat(1 + methods.length * 3 + 3),
+    );
+    for (const point of sweep.points) {
+      const r = ratiosOf(gangwayOf(point), ratioBase(point));
+      const cells = [
+        String(xOf(sweep.axis, point)),
+        ...point.methods.flatMap((m) => [
+          (m.bytesOnWire / 1e6).toFixed(1),
+          m.tmtSeconds.toFixed(2),
+          Math.max(...m.downtimeMs).toFixed(0),
+        ]),
+        r.traffic.toFixed(2),
+        r.tmt.toFixed(2),
+        point.methods.map((m) => `${m.resumed}/${point.config.guests}`).join(", "),
+      ];
+      lines.push(`| ${cells.join(" | ")} |`);
+    }
+    lines.push("");
+    for (const point of sweep.points) {
+      const goals = goalVerdicts(point);
+      if (goals.length === 0) continue;
+      lines.push(
+        `Goals at ${point.config.guests} guests: ` +
+          goals.map((g) => `${g.goal}: ${g.measured} (${g.met ? "met" : "missed"})`).join("; ") +
+          ".",
+        "",
+      );
+    }
+  }
+  return lines.join("\n");
+}
+
+function xOf(axis: SweepAxis, point: LabResult): number {
+  return axis === "guests" ? point.config.guests : point.config.memoryMiB;
+}
+
+function yOf(what: "tmt" | "traffic" | "downtime", m: MethodResult): number {
+  if (what === "tmt") return m.tmtSeconds;
+  if (what === "traffic") return m.bytesOnWire / 1e6;
+  return Math.max(...m.downtimeMs);
+}
+
+async function drawFigure(
+  sweep: SweepResult,
+  what: "tmt" | "traffic" | "downtime",
+  title: string,
+): Promise<string> {
+  const methods: LabMethod[] = sweep.points[0]?.methods.map((m) => m.method) ?? [];
+  const series: PlotSeries[] = methods.map((method) => ({
+    name: method,
+    points: sweep.points.flatMap((point) => {
+      const m = point.methods.find((x) => x.method === method);
+      return m ? [{ x: xOf(sweep.axis, point), y: yOf(what, m) }] : [];
+    }),
+  }));
+  const first = sweep.points[0];
+  const subtitle = first
+    ? `${sweep.axis === "guests" ? `${first.config.memoryMiB} MiB guests` : "1 guest"}, ` +
+      `${first.config.workload}, idle ${first.config.idleSeconds} s, link ${first.link}`
+    : undefined;
+  if (sweep.axis === "guests") {
+    return await barChart({
+      title,
+      subtitle,
+      xLabel: "Guests migrated at once",
+      yLabel: Y_LABEL[what],
+      series,
+    });
+  }
+  return await lineChart({
+    title,
+    subtitle,
+    xLabel: "Guest memory (MiB)",
+    yLabel: Y_LABEL[what],
+    xScale: "log",
+    series,
+  });
+}
