@@ -1,0 +1,222 @@
+/**
+ * `deno task lab -- [--guests N] [--memory SIZE] [--link RATE] [--idle SECONDS]
+ * [--workload idle|busy] [--compare LIST] [--kernel-args "..."] [--json FILE]
+ * [--out DIR] [--sweep-guests LIST] [--sweep-memory LIST] [--network MODE]`
+ *
+ * The lab, gangway's main command: two hosts on this machine (network
+ * namespaces joined by a shaped veth link), a gang of QEMU guests booted on
+ * the source host, migrated to the target host by gangway and, on a fresh
+ * gang booted the same way, by QEMU's own live migration; then a summary
+ * table (bytes on the link, total migration time, downtime, guests resumed,
+ * ratios). Progress goes to stderr, the summary to stdout. With no flags: 4
+ * idle guests of 256 MiB, idle 10 s, over 1 Gbit/s, against QEMU's default
+ * migration. Sweeps write JSON, SVG figures and summary.md into --out.
+ * Everything it starts is ended and removed at the end, after a failure
+ * or on Ctrl-C. See docs/lab.md.
+ *
+ * Requires `--allow-run` (ip, tc, QEMU, deno for the gang runner, ps, rm...;
+ * full access anyway), `--allow-read`, `--allow-write` (image cache, run
+ * directory, results), `--allow-net` (QMP sockets), `--allow-env` (cache
+ * directory, GANGWAY_LIB for the runner), and root for the namespaces.
+ *
+ * @module
+ */
+import { DEFAULT_LAB_CONFIG, type LabConfig, type LabResult, runLab } from "../lab/experiment.ts";
+import { formatSummary, labJson } from "../lab/report.ts";
+import { LabSession } from "../lab/session.ts";
+import { runSweep, type SweepResult, sweepSummary, writeSweepFiles } from "../lab/sweep.ts";
+import { parseRate as parseLinkRate } from "../lab/link_rate.ts";
+import { parseCli, runMain, UsageError } from "./_cli.ts";
+import { parseCount, parseSize } from "./_units.ts";
+
+const USAGE = "usage: deno task lab -- [--guests N] [--memory SIZE] [--link RATE] " +
+  "[--idle SECONDS] [--workload idle|busy] [--compare qemu,qemu-zstd] [--kernel-args ARGS] " +
+  "[--json FILE] [--out DIR] [--sweep-guests 1,2,4,8] [--sweep-memory 256M,512M,1G] " +
+  "[--network auto|netns|loopback]";
+
+/** Where sweeps write their files unless told. */
+const DEFAULT_OUT = "lab-results";
+
+/** What the command line asks for. */
+export interface LabCommand {
+  /** The experiment (or the base of the sweeps). */
+  config: LabConfig;
+  /** Link rate. */
+  link: string;
+  /** Network mode. */
+  network: "auto" | "netns" | "loopback";
+  /** Write the JSON report here. */
+  json?: string;
+  /** Write files here (sweeps: always, default lab-results). */
+  out?: string;
+  /** Numbers of guests to sweep. */
+  sweepGuests?: number[];
+  /** Guest sizes in MiB to sweep (one guest each). */
+  sweepMemory?: number[];
+}
+
+/**
+ * Reads the lab's command line.
+ *
+ * @param args The arguments (a leading "--" is dropped)
+ * @returns What to run
+ * @throws UsageError when an argument is wrong
+ */
+export function parseLabArgs(args: string[]): LabCommand {
+  const { values, positionals } = parseCli(args, {
+    guests: { type: "string" },
+    memory: { type: "string" },
+    link: { type: "string" },
+    idle: { type: "string" },
+    workload: { type: "string" },
+    compare: { type: "string" },
+    "kernel-args": { type: "string" },
+    json: { type: "string" },
+    out: { type: "string" },
+    "sweep-guests": { type: "string" },
+    "sweep-memory": { type: "string" },
+    network: { type: "string" },
+  });
+  if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`);
+  const link = values.link ?? "1gbit";
+  try {
+    parseLinkRate(link);
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error));
+  }
+  const workload = values.workload ?? DEFAULT_LAB_CONFIG.workload;
+  if (workload !== "idle" && workload !== "busy") {
+    throw new UsageError(`--workload must be idle or busy, got "${workload}"`);
+  }
+  const network = values.network ?? "auto";
+  if (network !== "auto" && network !== "netns" && network !== "loopback") {
+    throw new UsageError(`--network must be auto, netns or loopback, got "${network}"`);
+  }
+  const config: LabConfig = {
+    guests: values.guests ? parseCount(values.guests, "--guests") : DEFAULT_LAB_CONFIG.guests,
+    memoryMiB: values.memory ? mebibytes(values.memory, "--memory") : DEFAULT_LAB_CONFIG.memoryMiB,
+    idleSeconds: values.idle ? seconds(values.idle, "--idle") : DEFAULT_LAB_CONFIG.idleSeconds,
+    workload,
+    kernelArgs: (values["kernel-args"] ?? "").split(/\s+/).filter((arg) => arg !== ""),
+    compare: values.compare ? compared(values.compare) : [...DEFAULT_LAB_CONFIG.compare],
+  };
+  return {
+    config,
+    link,
+    network,
+    json: values.json,
+    out: values.out,
+    sweepGuests: values["sweep-guests"]
+      ? list(values["sweep-guests"], (v) => parseCount(v, "--sweep-guests"))
+      : undefined,
+    sweepMemory: values["sweep-memory"]
+      ? list(values["sweep-memory"], (v) => mebibytes(v, "--sweep-memory"))
+      : undefined,
+  };
+}
+
+/**
+ * The command line that reproduces a run, quoted for a POSIX shell.
+ *
+ * @param args The arguments given
+ * @returns e.g. `deno task lab -- --guests 8`
+ */
+export function reproduceCommand(args: string[]): string {
+  const rest = args[0] === "--" ? args.slice(1) : args;
+  const quoted = rest.map((arg) =>
+    /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", "'\\''")}'`
+  );
+  return ["deno task lab", ...(quoted.length > 0 ? ["--", ...quoted] : [])].join(" ");
+}
+
+async function main(args: string[]): Promise<void> {
+  const command = parseLabArgs(args);
+  const line = reproduceCommand(args);
+  await using session = await LabSession.open({ link: command.link, network: command.network });
+  session.say(`hosts: ${session.network.describe()}`);
+  if (session.network.mode === "loopback") {
+    session.say(
+      `no namespaces (${session.network.reason}): loopback, each method capped at the link's rate`,
+    );
+  }
+  const sweeps: SweepResult[] = [];
+  if (command.sweepGuests) {
+    sweeps.push(await runSweep(session, command.config, "guests", command.sweepGuests));
+  }
+  if (command.sweepMemory) {
+    sweeps.push(await runSweep(session, command.config, "memory", command.sweepMemory));
+  }
+  let results: LabResult[];
+  if (sweeps.length > 0) {
+    const written = await writeSweepFiles(command.out ?? DEFAULT_OUT, sweeps, line);
+    if (command.json) {
+      const document = sweeps.map((s) => ({
+        sweep: s.axis,
+        points: s.points.map((p) => labJson(p, line)),
+      }));
+      await Deno.writeTextFile(command.json, JSON.stringify({ sweeps: document }, null, 2) + "\n");
+    }
+    console.log(sweepSummary(sweeps, line));
+    session.say(`wrote ${written.join(", ")}`);
+    results = sweeps.flatMap((s) => s.points);
+  } else {
+    const result = await runLab(session, command.config);
+    console.log(formatSummary(result));
+    if (command.json) {
+      await Deno.writeTextFile(command.json, JSON.stringify(labJson(result, line), null, 2) + "\n");
+    }
+    if (command.out) {
+      const written = await writeSweepFiles(
+        command.out,
+        [{ axis: "guests", points: [result] }],
+        line,
+      );
+      session.say(`wrote ${written.join(", ")}`);
+    }
+    results = [result];
+  }
+  const incomplete = results.flatMap((r) => r.methods).filter((m) =>
+    m.resumed < m.checks.length || m.gangway?.verified === false
+  );
+  if (incomplete.length > 0) {
+    throw new Error(
+      `Cannot call the lab run good: ${
+        incomplete.map((m) => m.method).join(", ")
+      } left guests that did not resume`,
+    );
+  }
+}
+
+function mebibytes(text: string, flag: string): number {
+  const bytes = parseSize(text, flag);
+  if (bytes % 2 ** 20 !== 0) throw new UsageError(`${flag} must be whole MiB, got "${text}"`);
+  return bytes / 2 ** 20;
+}
+
+function seconds(text: string, flag: string): number {
+  const value = Number(text);
+  if (!Number.isFinite(value) || value < 0) {
+    throw new UsageError(`${flag} needs seconds (0 or more), got "${text}"`);
+  }
+  return value;
+}
+
+function compared(text: string): LabConfig["compare"] {
+  const methods = list(text, (name) => {
+    if (name !== "qemu" && name !== "qemu-zstd") {
+      throw new UsageError(`--compare takes qemu and qemu-zstd, got "${name}"`);
+    }
+    return name;
+  });
+  return [...new Set(methods)];
+}
+
+function list<T>(text: string, each: (item: string) => T): T[] {
+  const items = text.split(",").map((item) => item.trim()).filter((item) => item !== "");
+  if (items.length === 0) throw new UsageError(`expected a comma-separated list, got "${text}"`);
+  return items.map(each);
+}
+
+if (import.meta.main) {
+  await runMain(() => main(Deno.args), USAGE);
+}
