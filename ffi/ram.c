@@ -27,13 +27,15 @@ GW_EXPORT uint32_t gw_abi_version(void)
 
 GW_EXPORT int gw_ram_open(const char *path, uint32_t flags, gw_ram **out)
 {
-	int oflags = O_CLOEXEC | ((flags & GW_OPEN_WRITE) ? O_RDWR : O_RDONLY);
+	/* O_NONBLOCK: opening a FIFO must fail below, not wait for a writer (no effect on regular files). */
+	int oflags = O_CLOEXEC | O_NONBLOCK | ((flags & GW_OPEN_WRITE) ? O_RDWR : O_RDONLY);
 	struct stat st;
 	gw_ram *ram;
 	int fd, err;
 
+	/* A receiver creates files in its directory: never through a symlink planted there. */
 	if (flags & GW_OPEN_CREATE)
-		oflags |= O_CREAT;
+		oflags |= O_CREAT | O_NOFOLLOW;
 	fd = open(path, oflags, 0600);
 	if (fd < 0)
 		return -errno;
