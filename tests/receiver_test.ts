@@ -130,7 +130,7 @@ Deno.test("the receiver refuses bad input with a clear error, then completes a p
     [
       "a frame with flags this version lacks",
       [oneGuest, header(FrameType.Refs, 0, 1)],
-      "Refs frame has flags 1, which version 1 does not define",
+      `Refs frame has flags 1, which version ${PROTOCOL_VERSION} does not define`,
     ],
     ["two guests of one name", [
       hello([{ name: "a", size: PAGE_SIZE }, { name: "a", size: PAGE_SIZE }]),

@@ -3,7 +3,7 @@ import { Gang } from "../src/scan/gang.ts";
 import { migrateGang } from "../src/transfer/migrate_gang.ts";
 import { TargetError } from "../src/transfer/sender.ts";
 import { randomSeed } from "../src/transfer/seed.ts";
-import { encodeHello, FrameType } from "../src/transfer/protocol.ts";
+import { encodeHello, FrameType, PROTOCOL_VERSION } from "../src/transfer/protocol.ts";
 import { FrameReader } from "../src/transfer/frame_io.ts";
 import { PAGE_SIZE } from "../src/native/ram_file.ts";
 import { connectTarget } from "../src/transport/connect_target.ts";
@@ -316,7 +316,7 @@ Deno.test("a wrong token is refused before any other frame is read or any file i
       const conn = await connectTarget(target, { ca: certs.ca });
       try {
         const hello = encodeHello({
-          version: 1,
+          version: PROTOCOL_VERSION,
           pageSize: PAGE_SIZE,
           seed: 1n,
           token: "",

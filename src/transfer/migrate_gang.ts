@@ -34,7 +34,7 @@ export interface MigrationReport {
   seconds: number;
   /** The target found every guest's RAM identical to the source's. */
   verified: boolean;
-  /** XXH3-128 digest of each guest's RAM at the end (keyed by the migration's seed). */
+  /** XXH3-128 digest of each guest's RAM at the end (keyed by the seed and its size: see guestDigest). */
   digests: string[];
   /** Seconds from the pause to the verified end. */
   pausedSeconds: number;

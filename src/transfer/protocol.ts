@@ -1,5 +1,6 @@
 /**
- * The gangway wire protocol, version 1 (described in docs/protocol.md).
+ * The gangway wire protocol, version 2 (its security is described in
+ * docs/security.md).
  *
  * Every message is a frame: an 8-byte header (type, flags, guest, body
  * length, little-endian) and a body whose length the header states. This
@@ -10,9 +11,13 @@
  * @module
  */
 import { PAGE_SIZE } from "../native/ram_file.ts";
+import { ramDigest } from "../native/hashing.ts";
 
-/** The protocol version this code speaks. */
-export const PROTOCOL_VERSION = 1;
+/**
+ * The protocol version this code speaks. 2: the digests of DONE are keyed
+ * by each guest's size as well (see {@linkcode guestDigest}).
+ */
+export const PROTOCOL_VERSION = 2;
 
 /** "GWAY" as a little-endian u32: the first field of a HELLO. */
 export const MAGIC = 0x59415747;
@@ -405,6 +410,25 @@ export function decodeRoundEnd(body: Uint8Array): { round: number; final: boolea
 
 /** Bytes of a digest: XXH3-128. */
 export const DIGEST_BYTES = 16;
+
+/**
+ * The digest DONE carries for a guest, which both ends compute from the
+ * page hashes of what they hold: XXH3-128 over the page hashes, keyed by
+ * the migration's seed mixed with the guest's size in bytes. The size
+ * counts because the pages alone do not show a size changed within the
+ * last page.
+ *
+ * Requires `--allow-ffi`.
+ *
+ * @example
+ * ```ts
+ * const digest = guestDigest(gang.index.pageHashes(0), gang.index.seed, gang.guests[0].ram.size);
+ * ```
+ */
+export function guestDigest(pageHashes: BigUint64Array, seed: bigint, size: number): string {
+  const keyed = (seed ^ (BigInt(size) * 0x9e3779b97f4a7c15n)) & 0xffffffffffffffffn;
+  return ramDigest(pageHashes, keyed);
+}
 
 /** A DONE frame: one digest per guest, as hex strings in, raw bytes on the wire. */
 export function encodeDone(digests: string[]): Uint8Array {

@@ -11,7 +11,7 @@
  * @module
  */
 import { join } from "node:path";
-import { hashPages, ramDigest, zeroPageHash } from "../native/hashing.ts";
+import { hashPages, zeroPageHash } from "../native/hashing.ts";
 import { gatherPages, PAGE_SIZE, RamFile } from "../native/ram_file.ts";
 import { FrameReader, TimeoutError, withTimeout } from "./frame_io.ts";
 import {
@@ -26,6 +26,7 @@ import {
   type Frame,
   FrameType,
   frameTypeName,
+  guestDigest,
   type Hello,
   MAX_BODY_BYTES,
   ProtocolError,
@@ -235,7 +236,7 @@ class Session {
         const content = this.target.contentAt(base + p);
         hashes[p] = content === ZERO ? this.zeroHash : this.target.hashOf(content);
       }
-      return ramDigest(hashes, this.hello.seed);
+      return guestDigest(hashes, this.hello.seed, this.hello.guests[guest]!.size);
     });
   }
 }

@@ -9,7 +9,6 @@ import { CHUNK_PAGES, scanChunks } from "../scan/scan_chunks.ts";
 import { scanGang, type ScanReport } from "../scan/scan_gang.ts";
 import type { Gang } from "../scan/gang.ts";
 import { scanBuffers } from "../native/content_index.ts";
-import { ramDigest } from "../native/hashing.ts";
 import { PAGE_SIZE } from "../native/ram_file.ts";
 import {
   type ChunkPlan,
@@ -29,6 +28,7 @@ import {
   encodeRoundEnd,
   FrameType,
   frameTypeName,
+  guestDigest,
   pagesFrameBytes,
   pairsFrameBytes,
   PROTOCOL_VERSION,
@@ -310,7 +310,7 @@ export class GangSender implements AsyncDisposable {
    */
   async verify(): Promise<string[]> {
     const digests = this.#gang.guests.map((g) =>
-      ramDigest(this.#gang.index.pageHashes(g.number), this.#gang.index.seed)
+      guestDigest(this.#gang.index.pageHashes(g.number), this.#gang.index.seed, g.ram.size)
     );
     await this.#send(encodeDone(digests));
     await this.#flush();
