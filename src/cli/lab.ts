@@ -26,6 +26,7 @@ import { formatSummary, labJson } from "../lab/report.ts";
 import { LabSession } from "../lab/session.ts";
 import { runSweep, type SweepResult, sweepSummary, writeSweepFiles } from "../lab/sweep.ts";
 import { parseRate as parseLinkRate } from "../lab/link_rate.ts";
+import { pendingSignal } from "../lab/netns_signal.ts";
 import { parseCli, runMain, UsageError } from "./_cli.ts";
 import { parseCount, parseSize } from "./_units.ts";
 
@@ -33,6 +34,9 @@ const USAGE = "usage: deno task lab -- [--guests N] [--memory SIZE] [--link RATE
   "[--idle SECONDS] [--workload idle|busy] [--compare qemu,qemu-zstd] [--kernel-args ARGS] " +
   "[--json FILE] [--out DIR] [--sweep-guests 1,2,4,8] [--sweep-memory 256M,512M,1G] " +
   "[--network auto|netns|loopback]";
+
+/** Longest wait for the signal handler to exit (its cleanups get at most 20 s). */
+const SIGNAL_EXIT_WAIT_MS = 25_000;
 
 /** Where sweeps write their files unless told. */
 const DEFAULT_OUT = "lab-results";
@@ -187,6 +191,10 @@ async function main(args: string[]): Promise<void> {
   }
 }
 
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
 function mebibytes(text: string, flag: string): number {
   const bytes = parseSize(text, flag);
   if (bytes % 2 ** 20 !== 0) throw new UsageError(`${flag} must be whole MiB, got "${text}"`);
@@ -218,5 +226,14 @@ function list<T>(text: string, each: (item: string) => T): T[] {
 }
 
 if (import.meta.main) {
-  await runMain(() => main(Deno.args), USAGE);
+  await runMain(async () => {
+    try {
+      await main(Deno.args);
+    } catch (error) {
+      // Ctrl-C: the signal handler cleans up and exits with 128 + the signal;
+      // what failed because it ended the processes is no error to report.
+      if (pendingSignal() === null) throw error;
+      await delay(SIGNAL_EXIT_WAIT_MS);
+    }
+  }, USAGE);
 }

@@ -59,6 +59,7 @@ export async function bootGang(
   spec: GangSpec,
   tag: string,
 ): Promise<BootedGang> {
+  if (session.closed) throw new Error("Cannot boot the gang: the lab session is closed");
   const started = performance.now();
   const names = Array.from({ length: spec.guests }, (_, i) => session.guestName(tag, i + 1));
   const launched = await Promise.allSettled(names.map((name) =>

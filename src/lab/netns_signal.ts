@@ -16,7 +16,7 @@ export type SignalCleanup = () => unknown;
 /** The registered cleanups, latest last; listeners exist while it is not empty. */
 const cleanups: SignalCleanup[] = [];
 const listeners = new Map<Deno.Signal, () => void>();
-let exiting = false;
+let exiting: Deno.Signal | null = null;
 
 /**
  * On SIGINT, SIGTERM or SIGHUP, runs the cleanup, then exits with 128 +
@@ -52,7 +52,7 @@ export function exitOnSignal(cleanup: SignalCleanup): Disposable {
     [Symbol.dispose]() {
       const at = cleanups.indexOf(entry);
       if (at >= 0) cleanups.splice(at, 1);
-      if (cleanups.length === 0 && !exiting) removeListeners();
+      if (cleanups.length === 0 && exiting === null) removeListeners();
     },
   };
 }
@@ -70,9 +70,20 @@ function removeListeners(): void {
   listeners.clear();
 }
 
+/**
+ * The signal {@linkcode exitOnSignal} is handling, if any: work that fails
+ * because the cleanup just ended its processes can tell an interruption
+ * from a failure, and leave the exit (and its code) to the handler.
+ *
+ * @returns The signal, or null when none arrived
+ */
+export function pendingSignal(): Deno.Signal | null {
+  return exiting;
+}
+
 async function onSignal(signal: Deno.Signal, code: number): Promise<void> {
-  if (exiting) Deno.exit(code); // asked twice: the user wants out now
-  exiting = true;
+  if (exiting !== null) Deno.exit(code); // asked twice: the user wants out now
+  exiting = signal;
   const timer = setTimeout(() => {
     console.error(`Cannot clean up after ${signal}: still running after ${CLEANUP_TIMEOUT_MS} ms`);
     Deno.exit(code);

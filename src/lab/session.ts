@@ -199,9 +199,15 @@ export class LabSession implements AsyncDisposable {
     return join(this.runDir, side);
   }
 
+  /** True once {@linkcode close} was called (by the program or on a signal). */
+  get closed(): boolean {
+    return this.#closing !== undefined;
+  }
+
   /** Remembers a guest so that the session ends it if nobody else does. */
   track(guest: QemuGuest): QemuGuest {
     this.#guests.add(guest);
+    if (this.#closing) void guest.kill().catch(() => {}); // started while closing
     return guest;
   }
 
@@ -264,6 +270,7 @@ export class LabSession implements AsyncDisposable {
    * Requires `--allow-run`.
    */
   async reset(): Promise<void> {
+    if (this.#closing) return; // close() ends and removes everything anyway
     await this.endProcesses();
     for (const side of ["source", "target"] as const) {
       await removeTree(this.hostRamDir(side));

@@ -1,0 +1,143 @@
+/**
+ * The lab end to end, as `deno task lab` runs it (same permissions): a
+ * short run of two small guests over a shaped link, and a run interrupted
+ * with Ctrl-C during its migration. Both must leave nothing behind.
+ */
+import { assert, assertEquals } from "./_assert.ts";
+import { findQemus } from "../src/qemu/discover.ts";
+import { listNamespaces } from "../src/lab/netns_names.ts";
+import { cleanStaleLabs } from "../src/lab/session.ts";
+
+const ROOT = new URL("../", import.meta.url);
+const LAB = new URL("src/cli/lab.ts", ROOT).pathname;
+
+/** The permissions of the `lab` task in deno.json: the test runs with exactly those. */
+async function taskPermissions(): Promise<string[]> {
+  const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", ROOT)));
+  const task = String(config.tasks.lab);
+  const flags = task.split(/\s+/).filter((word) => word.startsWith("--allow-"));
+  assert(flags.length > 0, `no permissions in the lab task: ${task}`);
+  return flags;
+}
+
+async function startLab(args: string[]): Promise<Deno.ChildProcess> {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", ...await taskPermissions(), LAB, ...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+}
+
+/** What a lab process (by its pid) could have left: namespaces, QEMUs, files, processes. */
+async function leftovers(pid: number): Promise<string[]> {
+  const left: string[] = [];
+  for (const ns of await listNamespaces()) {
+    if (ns.startsWith(`gw-${pid}-`)) left.push(`namespace ${ns}`);
+  }
+  const { usable, unusable } = await findQemus();
+  for (const q of usable) {
+    if (q.commandLine.instance.name.startsWith(`lab-${pid}-`)) left.push(`QEMU ${q.pid}`);
+  }
+  for (const q of unusable) {
+    if (q.argv.join(" ").includes(`lab-${pid}-`)) left.push(`QEMU ${q.pid}`);
+  }
+  const ls = await new Deno.Command("ls", { args: ["-1", "/dev/shm", "/tmp"] }).output();
+  for (const name of new TextDecoder().decode(ls.stdout).split("\n")) {
+    if (name.startsWith(`gangway-lab-${pid}-`)) left.push(`file ${name}`);
+  }
+  const ps = await new Deno.Command("ps", { args: ["-eo", "pid=,args="] }).output();
+  for (const line of new TextDecoder().decode(ps.stdout).split("\n")) {
+    if (line.includes(`gangway-lab-${pid}-`) || line.includes(`lab-${pid}-`)) {
+      left.push(`process ${line.trim()}`);
+    }
+  }
+  return left;
+}
+
+Deno.test("a short lab run migrates two guests both ways, reports every field and leaves nothing", async () => {
+  const json = await Deno.makeTempFile({ prefix: "gangway-lab-test-", suffix: ".json" });
+  try {
+    const lab = await startLab([
+      ...["--guests", "2", "--memory", "128M", "--link", "1gbit", "--idle", "1"],
+      ...["--network", "netns", "--json", json],
+    ]);
+    const [out, err, status] = await Promise.all([
+      new Response(lab.stdout).text(),
+      new Response(lab.stderr).text(),
+      lab.status,
+    ]);
+    assertEquals(status.code, 0, err);
+    assert(out.includes("gangway / qemu: traffic"), out);
+    const report = JSON.parse(await Deno.readTextFile(json));
+    assertEquals(
+      [report.guests, report.memoryBytes, report.link, report.workload],
+      [2, 128 * 2 ** 20, "1gbit", "idle"],
+    );
+    assertEquals(report.network.mode, "netns");
+    assertEquals(report.kernelArgs, []);
+    for (const key of ["gangway", "qemu"]) {
+      const m = report[key];
+      assertEquals(m.resumed, 2, `${key}: ${JSON.stringify(m.notResumed)}`);
+      assert(m.bytesOnWire > 0 && m.tmtSeconds > 0, `${key}: ${JSON.stringify(m)}`);
+      assertEquals(m.downtimeMs.length, 2);
+      assert(m.downtimeMs.every((ms: number) => ms > 0), `${key}: ${m.downtimeMs}`);
+      // The link carried what the tool wrote plus headers (and nothing else: it is private).
+      assert(m.bytesOnWire >= m.toolBytes, `${key}: ${m.bytesOnWire} < ${m.toolBytes}`);
+      assert(m.bytesOnWire < m.toolBytes * 1.05, `${key}: ${m.bytesOnWire} vs ${m.toolBytes}`);
+    }
+    assertEquals(report.gangway.verified, true);
+    assert(report.gangway.rounds >= 2, `rounds: ${report.gangway.rounds}`);
+    assertEquals(report.qemu.rounds, undefined);
+    assert(report.trafficRatio > 0 && report.tmtRatio > 0, JSON.stringify(report));
+    assertEquals(
+      report.trafficRatio,
+      Math.round(report.gangway.bytesOnWire / report.qemu.bytesOnWire * 1000) / 1000,
+    );
+    assertEquals(report.goals, [], "goals are judged from 4 guests on");
+    assertEquals(await leftovers(lab.pid), []);
+  } finally {
+    await Deno.remove(json).catch(() => {});
+  }
+});
+
+Deno.test("Ctrl-C during the migration ends the lab with 130 and leaves no namespace, QEMU or RAM file", async () => {
+  // 100mbit: gangway's 2 x 128 MiB take seconds, so the signal lands mid-migration.
+  const lab = await startLab([
+    ...["--guests", "2", "--memory", "128M", "--link", "100mbit", "--idle", "1"],
+    ...["--network", "netns"],
+  ]);
+  const stdout = new Response(lab.stdout).text();
+  let seen = "";
+  let signalled = false;
+  for await (const text of lab.stderr.pipeThrough(new TextDecoderStream())) {
+    seen += text;
+    if (!signalled && seen.includes("Scanning and sending the gang's RAM")) {
+      lab.kill("SIGINT");
+      signalled = true;
+    }
+  }
+  const status = await lab.status;
+  await stdout;
+  assert(signalled, `the migration never started:\n${seen}`);
+  assertEquals(status.code, 130, seen);
+  assert(!seen.includes("did not resume"), seen);
+  assertEquals(await leftovers(lab.pid), []);
+});
+
+Deno.test("cleanStaleLabs() removes the RAM directory of a lab run whose process is gone", async () => {
+  const gone = new Deno.Command("true").spawn();
+  await gone.status;
+  const dir = `/dev/shm/gangway-lab-${gone.pid}-0badc0de`;
+  const live = `/dev/shm/gangway-lab-${Deno.pid}-0badc0de`;
+  await new Deno.Command("mkdir", { args: ["-p", `${dir}/source`, live] }).output();
+  try {
+    assert(await cleanStaleLabs() >= 1);
+    const exists = async (path: string) =>
+      (await new Deno.Command("test", { args: ["-e", path] }).output()).success;
+    assert(!(await exists(dir)), `${dir} is left`);
+    assert(await exists(live), "a live run's directory was removed");
+  } finally {
+    await new Deno.Command("rm", { args: ["-rf", dir, live] }).output();
+  }
+});
