@@ -20,12 +20,15 @@ import type { Pacer } from "./pacer.ts";
 
 /** The byte stream both ends use: a Deno.Conn (TCP or TLS) fits. */
 export interface ByteStream {
+  /** Reads into p; resolves with the bytes read, or null at the end of the stream. */
   read(p: Uint8Array): Promise<number | null>;
+  /** Writes from p; resolves with the bytes written (maybe fewer than p holds). */
   write(p: Uint8Array): Promise<number>;
 }
 
 /** A peer went quiet for longer than allowed. */
 export class TimeoutError extends Error {
+  /** An error saying how long the peer was quiet and what was awaited. */
   constructor(message: string) {
     super(message);
     this.name = "TimeoutError";
@@ -37,6 +40,7 @@ const INITIAL_READ_BYTES = 65536;
 
 /** The connection failed under a read (reset, cut, or a TLS record that did not decrypt). */
 export class ConnectionError extends Error {
+  /** An error saying what was awaited and why the connection failed. */
   constructor(message: string) {
     super(message);
     this.name = "ConnectionError";
@@ -67,6 +71,9 @@ export class FrameReader {
   bytesRead = 0;
 
   /**
+   * Reads frames from a stream.
+   *
+   * @param stream where the frames come from
    * @param maxBody largest frame body accepted; the buffer grows to it only
    * when such a frame arrives, so an idle or unauthenticated peer costs 64 KiB
    */
@@ -199,6 +206,12 @@ export class FrameWriter {
   /** Bytes written to the stream so far, headers included. */
   bytesWritten = 0;
 
+  /**
+   * Writes frames to a stream.
+   *
+   * @param stream where the frames go
+   * @param options bandwidth cap and stall timeout
+   */
   constructor(stream: ByteStream, options: FrameWriterOptions = {}) {
     this.#stream = stream;
     this.#pacer = options.pacer;

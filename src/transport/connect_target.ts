@@ -11,6 +11,7 @@ import { withTimeout } from "../transfer/frame_io.ts";
 export interface TargetAddress {
   /** An IP address (the usual case in a lab) or a host name. */
   hostname: string;
+  /** The TCP port. */
   port: number;
 }
 
