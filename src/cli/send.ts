@@ -11,6 +11,10 @@
  * token in `--token-file` proves to the target who is sending. Plain TCP
  * needs `--insecure` (on both sides) and prints a warning.
  *
+ * `--stall-timeout SECONDS` bounds how long a write to the target may make
+ * no progress and how long an answer may take (defaults 60 s and 120 s):
+ * a dead link fails the migration instead of hanging it.
+ *
  * Requires `--allow-ffi`, `--allow-read` (the RAM files, CA and token
  * files), `--allow-net` (the target) and `--allow-env=GANGWAY_LIB`.
  *
