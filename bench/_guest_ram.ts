@@ -37,11 +37,30 @@ function randomPage(page: Uint8Array): void {
   }
 }
 
-/** Deterministic kind of page `page` of guest `guest` for a mix (a cheap hash of both). */
+/** A number in [0, 1) that depends only on its two arguments (a cheap hash). */
+function uniform(a: number, b: number): number {
+  const x = Math.imul(b ^ Math.imul(a + 1, 0x9e3779b1), 0x85ebca6b) >>> 0;
+  return ((x ^ (x >>> 13)) >>> 0) / 2 ** 32;
+}
+
+/**
+ * Holes come in blocks of 2 MiB, as in real guests (a 256 MiB guest idle
+ * for 20 s had its 29,000 data pages in 12 regions): holes scattered page
+ * by page would make every scan read far more than a guest ever needs.
+ */
+const HOLE_BLOCK_PAGES = 512;
+
+/**
+ * Data pages come in runs of one kind: two real idle guests had runs of 38
+ * and 69 pages on average (zero, new, duplicate), not a kind drawn per page.
+ */
+const KIND_RUN_PAGES = 32;
+
+/** Deterministic kind of page `page` of guest `guest` for a mix. */
 function kindOf(mix: GuestMix, guest: number, page: number): keyof GuestMix {
-  const x = Math.imul(page ^ Math.imul(guest + 1, 0x9e3779b1), 0x85ebca6b) >>> 0;
-  let r = ((x ^ (x >>> 13)) >>> 0) / 2 ** 32;
-  for (const kind of ["hole", "zero", "shared", "poison"] as const) {
+  if (uniform(guest, -1 - Math.floor(page / HOLE_BLOCK_PAGES)) < mix.hole) return "hole";
+  let r = uniform(guest, Math.floor(page / KIND_RUN_PAGES)) * (1 - mix.hole);
+  for (const kind of ["zero", "shared", "poison"] as const) {
     if (r < mix[kind]) return kind;
     r -= mix[kind];
   }

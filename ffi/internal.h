@@ -16,6 +16,8 @@ struct gw_ram {
 	uint32_t pages;      /* ceil(size / GW_PAGE_SIZE) */
 	const uint8_t *map;  /* read-only shared mapping, made on first use */
 	size_t map_len;      /* bytes mapped (0 = no mapping yet) */
+	uint64_t data_start; /* the last data region found (SEEK_DATA/SEEK_HOLE) */
+	uint64_t data_end;   /* its end; start == end: none known */
 };
 
 /* Pages of a file of size bytes, counting a short last page as a page. */

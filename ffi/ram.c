@@ -17,7 +17,7 @@
 
 #include "internal.h"
 
-/* Data regions looked up with SEEK_DATA/SEEK_HOLE per read before reading straight through. */
+/* Data regions looked up per read before reading straight through the rest. */
 #define MAX_REGIONS_PER_READ 4
 
 GW_EXPORT uint32_t gw_abi_version(void)
@@ -99,6 +99,7 @@ GW_EXPORT int gw_ram_resize(gw_ram *ram, uint64_t size)
 	if (ftruncate(ram->fd, (off_t)size) < 0)
 		return -errno;
 	unmap(ram);
+	ram->data_start = ram->data_end = 0;
 	ram->size = size;
 	ram->pages = (uint32_t)gw_pages_of(size);
 	return 0;
@@ -140,22 +141,6 @@ static int pread_full(int fd, uint8_t *buf, size_t len, uint64_t offset)
 	return 0;
 }
 
-/* Finds the next data region at or after pos: 1 and [*start, *end) if any, 0 if none. */
-static int next_data(int fd, uint64_t pos, uint64_t *start, uint64_t *end)
-{
-	off_t data = lseek(fd, (off_t)pos, SEEK_DATA);
-	off_t hole;
-
-	if (data < 0)
-		return errno == ENXIO ? 0 : -errno;
-	hole = lseek(fd, data, SEEK_HOLE);
-	if (hole < 0)
-		return -errno;
-	*start = (uint64_t)data;
-	*end = (uint64_t)hole;
-	return 1;
-}
-
 /* Reads the selected pages of [first_page, end_page) with as few preads as the mask allows. */
 static int read_span(gw_ram *ram, uint64_t first, uint64_t first_page, uint64_t end_page, const uint8_t *mask,
 		     uint8_t *buf, uint8_t *has_data)
@@ -185,6 +170,34 @@ static int read_span(gw_ram *ram, uint64_t first, uint64_t first_page, uint64_t 
 	return pages_read;
 }
 
+/*
+ * The data region [*start, *end) holding or following pos, or 0 when there is
+ * no data at or after pos. A data region found earlier is reused: SEEK_HOLE
+ * on tmpfs walks every page up to the hole, so asking it again for each
+ * chunk of a large region would cost the rest of the region every time.
+ * Only data is remembered, never holes: a page that became data is always
+ * found by a fresh SEEK_DATA, and one that became a hole simply reads as zeros.
+ */
+static int data_region(gw_ram *ram, uint64_t pos, uint64_t *start, uint64_t *end)
+{
+	off_t data, hole;
+
+	if (pos >= ram->data_start && pos < ram->data_end) {
+		*start = pos;
+		*end = ram->data_end;
+		return 1;
+	}
+	data = lseek(ram->fd, (off_t)pos, SEEK_DATA);
+	if (data < 0)
+		return errno == ENXIO ? 0 : -errno;
+	hole = lseek(ram->fd, data, SEEK_HOLE);
+	if (hole < 0)
+		return -errno;
+	ram->data_start = *start = (uint64_t)data;
+	ram->data_end = *end = (uint64_t)hole;
+	return 1;
+}
+
 int gw__ram_read_data(gw_ram *ram, uint32_t first, uint32_t count, const uint8_t *mask,
 		      uint8_t *buf, uint8_t *has_data)
 {
@@ -201,17 +214,16 @@ int gw__ram_read_data(gw_ram *ram, uint32_t first, uint32_t count, const uint8_t
 
 	while (pos < end) {
 		uint64_t data_start = 0, data_end = 0;
-		int found = next_data(ram->fd, pos, &data_start, &data_end), n;
+		int found = data_region(ram, pos, &data_start, &data_end), n;
 
 		if (found < 0)
 			return found;
 		if (!found || data_start >= end)
 			break;
 		/*
-		 * A region costs two lseeks and a pread (about 3.3 us here), while
-		 * reading a hole costs about 0.25 us a page: past a few regions in one
-		 * call, holes are small and reading straight through them is cheaper.
-		 * A hole read through is not allocated; it simply comes back as zeros.
+		 * A region costs up to two lseeks and a pread (3.3 us here), a hole
+		 * read through about 0.25 us a page: past a few regions in one call,
+		 * read straight on (holes read as zeros and are never allocated).
 		 */
 		if (data_end > end || ++regions == MAX_REGIONS_PER_READ)
 			data_end = end;

@@ -52,6 +52,13 @@ export interface RoundCounts extends RoundPages {
 export interface ChunkPlan {
   /** Number of operations. */
   length: number;
+  /**
+   * True when the operations may be sent grouped by kind (every Full, then
+   * every Ref, then every Zero, each group in page order) with the same
+   * effect as in page order: no page that a Full or Zero overwrites held a
+   * content that a Ref of this chunk names. Fewer, larger frames then.
+   */
+  groupable: boolean;
   /** An {@linkcode Op} per operation. */
   ops: Uint8Array;
   /** Index of the operation's page in the chunk. */
@@ -97,6 +104,7 @@ export class RoundPlanner {
     this.#pageHashes = gang.guests.map((g) => gang.index.pageHashes(g.number));
     this.#plan = {
       length: 0,
+      groupable: true,
       ops: new Uint8Array(chunkPages),
       slots: new Uint16Array(chunkPages),
       ids: new Uint32Array(chunkPages),
@@ -152,6 +160,8 @@ export class RoundPlanner {
     const identical = this.#identicalAtPrep[guest];
     const pageContents = this.#pageContents[guest]!;
     const pageHashes = this.#pageHashes[guest]!;
+    const overwritten = new Set<number>(); // contents that Full and Zero operations take off pages
+    const referenced = new Set<number>(); // contents that Ref operations name
     let n = 0;
     for (let i = 0; i < count; i++) {
       const kind = out.kinds[i]!;
@@ -166,6 +176,7 @@ export class RoundPlanner {
           if (round === 1) counts.zero++;
           continue;
         }
+        overwritten.add(target.contentAt(x));
         target.zero(x);
         counts.zero++;
         plan.ops[n] = Op.Zero;
@@ -177,6 +188,7 @@ export class RoundPlanner {
       const wire = this.#wireId(content);
       if (wire !== NONE && target.contentAt(x) === wire) continue; // the target is current
       if (wire !== NONE && target.holder(wire) !== NONE) {
+        referenced.add(wire);
         target.assign(x, wire);
         counts.sentIdentical++;
         if (dirtied[page]) counts.rematched++;
@@ -187,6 +199,7 @@ export class RoundPlanner {
       }
       const id = target.addContent(pageHashes[page]!);
       this.#wireOf[content] = id;
+      overwritten.add(target.contentAt(x));
       target.assign(x, id);
       if (identical?.[page]) {
         if (dirtied[page]) counts.dirtiedIdentical++;
@@ -197,6 +210,7 @@ export class RoundPlanner {
       plan.ids[n++] = id;
     }
     plan.length = n;
+    plan.groupable = ![...referenced].some((id) => overwritten.has(id));
     return plan;
   }
 }

@@ -321,39 +321,57 @@ export class GangSender implements AsyncDisposable {
     return digests;
   }
 
-  /** Encodes a chunk's plan as frames, in page order, merging runs of one kind. */
+  /**
+   * Encodes a chunk's plan as frames: grouped by kind when the plan allows
+   * (at most three frames a chunk), else in page order, merging runs.
+   */
   async #sendPlan(guest: number, first: number, plan: ChunkPlan): Promise<void> {
-    const hashes = this.#gang.index.pageHashes(guest);
+    if (plan.groupable) {
+      for (const op of [Op.Full, Op.Ref, Op.Zero]) {
+        const picked = [];
+        for (let i = 0; i < plan.length; i++) if (plan.ops[i] === op) picked.push(i);
+        for (let at = 0; at < picked.length; at += PAGES_PER_FRAME) {
+          await this.#sendOps(guest, first, plan, op, picked.slice(at, at + PAGES_PER_FRAME));
+        }
+      }
+      return;
+    }
     let start = 0;
     while (start < plan.length) {
       const op = plan.ops[start]!;
       let end = start + 1;
-      const limit = op === Op.Full ? PAGES_PER_FRAME : plan.length;
-      while (end < plan.length && plan.ops[end] === op && end - start < limit) end++;
-      const slots = plan.slots.subarray(start, end);
-      const pages = Uint32Array.from(slots, (slot) => first + slot);
-      if (op === Op.Full) {
-        const frame = await this.#reserve(pagesFrameBytes(pages.length));
-        const pageHashes = BigUint64Array.from(pages, (page) => hashes[page]!);
-        writePagesFrame(
-          frame,
-          guest,
-          pages,
-          plan.ids.subarray(start, end),
-          pageHashes,
-          this.#out.buf,
-          slots,
-        );
-      } else if (op === Op.Ref) {
-        const frame = await this.#reserve(pairsFrameBytes(pages.length));
-        writePairsFrame(frame, FrameType.Refs, guest, pages, plan.ids.subarray(start, end));
-      } else {
-        const runs = zeroRuns(pages);
-        const frame = await this.#reserve(pairsFrameBytes(runs.firsts.length));
-        writePairsFrame(frame, FrameType.Zeros, guest, runs.firsts, runs.counts);
-      }
+      while (end < plan.length && plan.ops[end] === op && end - start < PAGES_PER_FRAME) end++;
+      await this.#sendOps(
+        guest,
+        first,
+        plan,
+        op,
+        Array.from({ length: end - start }, (_, k) => start + k),
+      );
       start = end;
     }
+  }
+
+  /** One frame for operations `which` of a plan, all of kind `op`. */
+  async #sendOps(guest: number, first: number, plan: ChunkPlan, op: number, which: number[]) {
+    const slots = Uint16Array.from(which, (i) => plan.slots[i]!);
+    const ids = Uint32Array.from(which, (i) => plan.ids[i]!);
+    const pages = Uint32Array.from(slots, (slot) => first + slot);
+    let frame: Uint8Array;
+    if (op === Op.Full) {
+      const hashes = this.#gang.index.pageHashes(guest);
+      frame = await this.#reserve(pagesFrameBytes(pages.length));
+      const pageHashes = BigUint64Array.from(pages, (page) => hashes[page]!);
+      writePagesFrame(frame, guest, pages, ids, pageHashes, this.#out.buf, slots);
+    } else if (op === Op.Ref) {
+      frame = await this.#reserve(pairsFrameBytes(pages.length));
+      writePairsFrame(frame, FrameType.Refs, guest, pages, ids);
+    } else {
+      const runs = zeroRuns(pages);
+      frame = await this.#reserve(pairsFrameBytes(runs.firsts.length));
+      writePairsFrame(frame, FrameType.Zeros, guest, runs.firsts, runs.counts);
+    }
+    this.guestBytesOnWire[guest]! += frame.length;
   }
 
   /** Frame room, or the target's own error if the connection broke. */
