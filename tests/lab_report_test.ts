@@ -1,0 +1,288 @@
+/**
+ * The lab's command line, JSON report, summary, goals and sweep files,
+ * from made-up measurements (no guests are started here).
+ */
+import { assert, assertEquals, assertThrows } from "./_assert.ts";
+import { parseLabArgs, reproduceCommand } from "../src/cli/lab.ts";
+import { UsageError } from "../src/cli/_cli.ts";
+import type { LabResult } from "../src/lab/experiment.ts";
+import type { LabMethod, MethodResult } from "../src/lab/measurement.ts";
+import { formatSummary, goalVerdicts, labJson, methodKey, table } from "../src/lab/report.ts";
+import { sweepSummary, writeSweepFiles } from "../src/lab/sweep.ts";
+
+function measured(
+  method: LabMethod,
+  bytes: number,
+  tmt: number,
+  downtimes: number[],
+): MethodResult {
+  return {
+    method,
+    bytesOnWire: bytes,
+    bytesBack: 1000,
+    toolBytes: bytes - 1000,
+    tmtSeconds: tmt,
+    downtimeMs: downtimes,
+    resumed: downtimes.length,
+    checks: downtimes.map((_, i) => ({ name: `vm${i}`, resumed: true, detail: "ok" })),
+    bootSeconds: 10,
+    ...(method === "gangway"
+      ? {
+        gangway: {
+          rounds: 3,
+          verified: true,
+          breakdown: {
+            setupSeconds: 0.2,
+            prepareSeconds: 0.1,
+            rounds: [
+              { round: 1, final: false, seconds: 2, bytesOnWire: bytes - 2e6 },
+              { round: 2, final: false, seconds: 0.2, bytesOnWire: 1.5e6 },
+              { round: 3, final: true, seconds: 0.1, bytesOnWire: 0.5e6 },
+            ],
+            pausedSeconds: 0.12,
+            switchOverSeconds: 0.03,
+          },
+        },
+      }
+      : {}),
+  };
+}
+
+function result(guests: number, methods: MethodResult[], memoryMiB = 256): LabResult {
+  return {
+    config: {
+      guests,
+      memoryMiB,
+      idleSeconds: 10,
+      workload: "idle",
+      kernelArgs: [],
+      compare: methods.filter((m) => m.method !== "gangway").map((m) => m.method) as never,
+    },
+    link: "1gbit",
+    network: { mode: "netns", description: "two namespaces", reason: "root" },
+    image: { kernel: "vmlinuz-6.1.0-56-amd64", initramfs: "initramfs-x.cpio" },
+    methods,
+    startedAt: "2026-11-25T00:00:00.000Z",
+    seconds: 60,
+  };
+}
+
+const FOUR = result(4, [
+  measured("gangway", 232e6, 2.5, [150, 158, 152, 155]),
+  measured("qemu", 373e6, 3.2, [127, 434, 200, 240]),
+  measured("qemu-zstd", 150e6, 5, [300, 310, 320, 330]),
+]);
+
+Deno.test("parseLabArgs() gives the defaults of the main job", () => {
+  const command = parseLabArgs([]);
+  assertEquals(command.config, {
+    guests: 4,
+    memoryMiB: 256,
+    idleSeconds: 10,
+    workload: "idle",
+    kernelArgs: [],
+    compare: ["qemu"],
+  });
+  assertEquals([command.link, command.network, command.json, command.out], [
+    "1gbit",
+    "auto",
+    undefined,
+    undefined,
+  ]);
+  assertEquals([command.sweepGuests, command.sweepMemory], [undefined, undefined]);
+});
+
+Deno.test("parseLabArgs() reads every flag, after the -- of deno task", () => {
+  const command = parseLabArgs([
+    "--",
+    ...["--guests", "8", "--memory", "1G", "--link", "100mbit", "--idle", "0.5"],
+    ...[
+      "--workload",
+      "busy",
+      "--compare",
+      "qemu,qemu-zstd,qemu",
+      "--kernel-args",
+      " nokaslr  quiet ",
+    ],
+    ...["--sweep-guests", "1,2, 4", "--sweep-memory", "256M,1G", "--out", "o", "--json", "j"],
+    ...["--network", "loopback"],
+  ]);
+  assertEquals(command.config, {
+    guests: 8,
+    memoryMiB: 1024,
+    idleSeconds: 0.5,
+    workload: "busy",
+    kernelArgs: ["nokaslr", "quiet"],
+    compare: ["qemu", "qemu-zstd"],
+  });
+  assertEquals(command.sweepGuests, [1, 2, 4]);
+  assertEquals(command.sweepMemory, [256, 1024]);
+  assertEquals([command.link, command.network, command.out, command.json], [
+    "100mbit",
+    "loopback",
+    "o",
+    "j",
+  ]);
+});
+
+Deno.test("parseLabArgs() refuses what it cannot run, as usage errors", () => {
+  const refuse = (args: string[], message: string) =>
+    assertThrows(() => parseLabArgs(args), UsageError, message);
+  refuse(["--memory", "1000K"], "whole MiB");
+  refuse(["--workload", "heavy"], "--workload must be idle or busy");
+  refuse(["--compare", "xen"], "--compare takes qemu and qemu-zstd");
+  refuse(["--link", "fast"], 'Cannot parse link rate "fast"');
+  refuse(["--guests", "0"], "--guests needs a positive integer");
+  refuse(["--idle=-1"], "--idle needs seconds");
+  refuse(["--sweep-guests", ","], "comma-separated list");
+  refuse(["--network", "wifi"], "--network must be auto, netns or loopback");
+  refuse(["extra"], 'unexpected argument "extra"');
+});
+
+Deno.test("reproduceCommand() quotes what a shell would split", () => {
+  assertEquals(reproduceCommand([]), "deno task lab");
+  assertEquals(
+    reproduceCommand([
+      "--",
+      "--guests",
+      "8",
+      "--kernel-args",
+      "nokaslr quiet",
+      "--json",
+      "it's.json",
+    ]),
+    "deno task lab -- --guests 8 --kernel-args 'nokaslr quiet' --json 'it'\\''s.json'",
+  );
+});
+
+Deno.test("labJson() has the fields of issue 5 first, in order, with ratios to QEMU's default", () => {
+  const json = labJson(FOUR, "deno task lab");
+  assertEquals(Object.keys(json).slice(0, 9), [
+    "guests",
+    "memoryBytes",
+    "link",
+    "workload",
+    "gangway",
+    "qemu",
+    "qemuZstd",
+    "trafficRatio",
+    "tmtRatio",
+  ]);
+  assertEquals(Object.keys(json.gangway).slice(0, 6), [
+    "bytesOnWire",
+    "tmtSeconds",
+    "downtimeMs",
+    "rounds",
+    "verified",
+    "resumed",
+  ]);
+  assertEquals(Object.keys(json.qemu!).slice(0, 4), [
+    "bytesOnWire",
+    "tmtSeconds",
+    "downtimeMs",
+    "resumed",
+  ]);
+  assertEquals([json.guests, json.memoryBytes, json.link, json.workload], [
+    4,
+    268435456,
+    "1gbit",
+    "idle",
+  ]);
+  assertEquals([json.trafficRatio, json.tmtRatio, json.ratioBase], [0.622, 0.781, "qemu"]);
+  assertEquals(json.ratios.qemuZstd, { traffic: 1.547, tmt: 0.5 });
+  assertEquals(json.gangway.rounds, 3);
+  assertEquals(json.qemu!.rounds, undefined);
+  assertEquals(json.command, "deno task lab");
+  assertEquals(methodKey("qemu-zstd"), "qemuZstd");
+});
+
+Deno.test("goalVerdicts() judges traffic, TMT and worst downtime from 4 guests on", () => {
+  assertEquals(goalVerdicts(FOUR).map((g) => [g.goal, g.measured, g.met]), [
+    ["bytes on the link <= 0.5x qemu", "0.62x", false],
+    ["TMT <= 0.6x qemu", "0.78x", false],
+    ["worst downtime <= qemu's worst + 100 ms", "158 ms vs 434 + 100 ms", true],
+  ]);
+  const good = result(8, [
+    measured("gangway", 100e6, 1, [600]),
+    measured("qemu", 400e6, 4, [499]),
+  ]);
+  assertEquals(goalVerdicts(good).map((g) => g.met), [true, true, false]);
+  assertEquals(goalVerdicts(result(2, FOUR.methods)), []);
+});
+
+Deno.test("formatSummary() shows a row per method, the ratios, gangway's time and the goals", () => {
+  const text = formatSummary(FOUR);
+  assert(
+    /gangway\s+232\.0 MB\s+232\.0 MB\s+2\.50 s\s+154 \/ 158 ms\s+4\/4\s+3, verified/.test(text),
+    text,
+  );
+  assert(/qemu\s+373\.0 MB/.test(text), text);
+  assert(text.includes("gangway / qemu: traffic 0.62x, TMT 0.78x"), text);
+  assert(text.includes("gangway / qemu-zstd: traffic 1.55x, TMT 0.50x"), text);
+  assert(text.includes("live rounds 2.00 + 0.20 s"), text);
+  assert(text.includes("missed bytes on the link <= 0.5x qemu: 0.62x"), text);
+  assert(text.includes("kernel defaults (KASLR on)"), text);
+});
+
+Deno.test("table() pads the first column left and the others right", () => {
+  assertEquals(table([["a", "bb"], ["ccc", "d"]]), "a    bb\nccc   d");
+});
+
+Deno.test("writeSweepFiles() writes the JSON, the figures and a summary that links them", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "gangway-lab-sweep-" });
+  try {
+    const guests = {
+      axis: "guests" as const,
+      points: [1, 4].map((n) =>
+        result(n, [
+          measured("gangway", n * 60e6, n * 0.6, Array(n).fill(80)),
+          measured("qemu", n * 90e6, n, Array(n).fill(100)),
+        ])
+      ),
+    };
+    const memory = {
+      axis: "memory" as const,
+      points: [256, 1024].map((mib) =>
+        result(1, [
+          measured("gangway", mib * 0.2e6, 1, [80]),
+          measured("qemu", mib * 0.3e6, 2, [90]),
+        ], mib)
+      ),
+    };
+    const written = await writeSweepFiles(
+      dir,
+      [guests, memory],
+      "deno task lab -- --sweep-guests 1,4",
+    );
+    const names = written.map((path) => path.slice(dir.length + 1)).sort();
+    assertEquals(names, [
+      "downtime-vs-guests.svg",
+      "fig2-tmt-vs-guests.svg",
+      "fig3-traffic-vs-guests.svg",
+      "fig4-tmt-vs-memory.svg",
+      "guests.json",
+      "memory.json",
+      "summary.md",
+      "traffic-vs-memory.svg",
+    ]);
+    const svg = await Deno.readTextFile(`${dir}/fig2-tmt-vs-guests.svg`);
+    assert(
+      svg.startsWith("<svg") && svg.includes("gangway") && svg.includes("qemu"),
+      svg.slice(0, 200),
+    );
+    const document = JSON.parse(await Deno.readTextFile(`${dir}/guests.json`));
+    assertEquals(document.points.map((p: { guests: number }) => p.guests), [1, 4]);
+    const summary = await Deno.readTextFile(`${dir}/summary.md`);
+    assertEquals(summary, sweepSummary([guests, memory], "deno task lab -- --sweep-guests 1,4"));
+    for (const file of names.filter((name) => name.endsWith(".svg"))) {
+      assert(summary.includes(`](${file})`), `summary.md does not link ${file}`);
+    }
+    assert(
+      summary.includes("| 4 | 240.0 | 2.40 | 80 | 360.0 | 4.00 | 100 | 0.67 | 0.60 | 4/4, 4/4 |"),
+      summary,
+    );
+    assert(summary.includes("Goals at 4 guests"), summary);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
