@@ -16,6 +16,15 @@
  * @module
  */
 import type { QemuGuest } from "./qemu/guest.ts";
+import type { RamBackend } from "./qemu/ram_backend.ts";
+import { softDirtySupported } from "./native/pagemap.ts";
+import {
+  type DirtyTracker,
+  mappingAddress,
+  pagesOf,
+  rescanEverything,
+  SoftDirtyTracker,
+} from "./plan/dirty_tracking.ts";
 import { Gang } from "./scan/gang.ts";
 import { randomSeed } from "./transfer/seed.ts";
 import {
@@ -121,10 +130,12 @@ export async function migrateQemuGang(
     }
 
     step("Scanning and sending the gang's RAM");
+    const dirtyTracker = await trackerFor(sources, rams);
     using gang = Gang.open(sources.map((s, i) => ({ name: s.name, path: rams[i]!.path })), {
       seed: randomSeed(),
     });
     transfer = await migrateGang(gang, await target.connect(), {
+      dirtyTracker,
       ...options,
       pause: async () => {
         step("Pausing the gang for the final round");
@@ -170,6 +181,23 @@ export async function migrateQemuGang(
     );
   }
   return { report, destinations: running };
+}
+
+/**
+ * Soft-dirty tracking of QEMU's own mappings of the guests' RAM where the
+ * kernel has it; otherwise every round re-reads every page.
+ */
+async function trackerFor(
+  sources: readonly QemuGuest[],
+  rams: readonly RamBackend[],
+): Promise<DirtyTracker> {
+  if (!softDirtySupported()) return rescanEverything;
+  const mapped = await Promise.all(sources.map(async (source, i) => ({
+    pid: source.pid,
+    address: await mappingAddress(source.pid, rams[i]!.path),
+    pages: pagesOf(rams[i]!.size),
+  })));
+  return new SoftDirtyTracker(mapped);
 }
 
 function guestReport(

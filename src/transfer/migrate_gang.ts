@@ -38,6 +38,8 @@ export interface MigrationReport {
   digests: string[];
   /** Seconds from the pause to the verified end. */
   pausedSeconds: number;
+  /** How rounds after the first chose the pages to re-read: "rescan" (every page) or "soft-dirty". */
+  dirtyTracking: string;
 }
 
 /**
@@ -84,6 +86,7 @@ export async function migrateGang(
       verified: true,
       digests,
       pausedSeconds: (now - pausedAt) / 1000,
+      dirtyTracking: sender.dirtyTracking,
     };
   } catch (error) {
     if (paused) await resumeAfter(error, options.resume);

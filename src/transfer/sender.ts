@@ -18,6 +18,7 @@ import {
   type RoundPages,
   RoundPlanner,
 } from "../plan/round_planner.ts";
+import { type DirtyTracker, rescanEverything } from "../plan/dirty_tracking.ts";
 import { type ByteStream, FrameReader, FrameWriter } from "./frame_io.ts";
 import { Pacer } from "./pacer.ts";
 import {
@@ -58,6 +59,11 @@ export interface SenderOptions {
   stallTimeoutMs?: number;
   /** Called as a round advances. */
   onProgress?: (progress: RoundProgress) => void;
+  /**
+   * Chooses the pages rounds after the first re-read (soft-dirty bits where
+   * the kernel has them). Default: every page, its hash telling what changed.
+   */
+  dirtyTracker?: DirtyTracker;
 }
 
 /** Where a round is. */
@@ -188,12 +194,17 @@ export class GangSender implements AsyncDisposable {
   readonly #answers: TargetAnswers;
   readonly #planner: RoundPlanner;
   readonly #options: SenderOptions;
+  readonly #tracker: DirtyTracker;
   readonly #out = scanBuffers(CHUNK_PAGES);
   #round = 0;
   #prepared = false;
   #closed = false;
   /** Rounds done so far. */
   readonly rounds: RoundReport[] = [];
+  /** How rounds after the first choose the pages they re-read. */
+  get dirtyTracking(): DirtyTracker["kind"] {
+    return this.#tracker.kind;
+  }
   /** Bytes of the frames that carried each guest's pages (rounds only), by guest number. */
   readonly guestBytesOnWire: number[];
 
@@ -201,6 +212,7 @@ export class GangSender implements AsyncDisposable {
     this.#gang = gang;
     this.#conn = conn;
     this.#options = options;
+    this.#tracker = options.dirtyTracker ?? rescanEverything;
     const pacer = options.maxBandwidth ? new Pacer(options.maxBandwidth) : undefined;
     this.#writer = new FrameWriter(conn, {
       pacer,
@@ -255,6 +267,7 @@ export class GangSender implements AsyncDisposable {
    * index while the guests run. Done by the first round if not called.
    */
   prepare(): ScanReport {
+    this.#tracker.start();
     const report = scanGang(this.#gang);
     this.#planner.notePreparationScan();
     this.#prepared = true;
@@ -274,9 +287,11 @@ export class GangSender implements AsyncDisposable {
     const started = performance.now();
     const bytesBefore = this.bytesOnWire;
     const pagesTotal = this.#gang.pages;
-    let pagesDone = 0;
+    let pagesBefore = 0; // pages of the guests already done
     for (const guest of this.#gang.guests) {
-      for (const chunk of scanChunks(this.#gang, guest.number, { out: this.#out })) {
+      // Round 1 sends every page, so it reads them all; later rounds read what may have changed.
+      const mask = round === 1 ? undefined : this.#tracker.changed(guest.number);
+      for (const chunk of scanChunks(this.#gang, guest.number, { out: this.#out, mask })) {
         const plan = this.#planner.planChunk(
           guest.number,
           chunk.first,
@@ -286,9 +301,10 @@ export class GangSender implements AsyncDisposable {
           counts,
         );
         await this.#sendPlan(guest.number, chunk.first, plan);
-        pagesDone += chunk.count;
+        const pagesDone = pagesBefore + chunk.first + chunk.count;
         this.#options.onProgress?.({ round, pagesDone, pagesTotal, bytesOnWire: this.bytesOnWire });
       }
+      pagesBefore += guest.ram.pages;
     }
     await this.#send(encodeRoundEnd(round, final));
     await this.#flush();
