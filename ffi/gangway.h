@@ -19,7 +19,7 @@
 #define GW_PAGE_SIZE (1u << GW_PAGE_SHIFT)
 
 /* Bumped whenever a signature or a constant below changes. */
-#define GW_ABI_VERSION 1
+#define GW_ABI_VERSION 2
 
 uint32_t gw_abi_version(void);
 
@@ -167,12 +167,18 @@ int gw_index_add_guest(gw_index *index, gw_ram *ram);
  * GW_KIND_UNCHANGED; otherwise its content is looked up (and inserted).
  *
  * mask (NULL = every page) selects the pages to examine, one byte a page.
- * buf (count * GW_PAGE_SIZE bytes) receives the content of examined pages
- * that hold data; bytes of other pages are unspecified. kinds (count bytes)
+ * buf (count * GW_PAGE_SIZE bytes) receives the content of every examined
+ * page that changed (a snapshot whose hash is the page's new hash), and with
+ * GW_SCAN_ALL_BYTES of every examined non-zero page; bytes of other pages
+ * are unspecified. Pages in memory are hashed in place, without a copy,
+ * unless they changed. kinds (count bytes)
  * and ids (count u32) may be NULL; stats (GW_STAT_COUNT u64) is added to.
  * Returns the number of pages examined, or -errno.
  */
-int gw_index_scan(gw_index *index, uint32_t guest, uint32_t first, uint32_t count,
+enum gw_scan_flags {
+	GW_SCAN_ALL_BYTES = 1 << 0, /* copy every examined page to buf, changed or not */
+};
+int gw_index_scan(gw_index *index, uint32_t guest, uint32_t first, uint32_t count, uint32_t flags,
 		  const uint8_t *mask, uint8_t *buf, uint8_t *kinds, uint32_t *ids, uint64_t *stats);
 
 /* Per-page state of a guest, owned by the index (stable until gw_index_free). */

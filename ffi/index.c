@@ -21,6 +21,7 @@
  * and moves to the next unchanged page found holding it).
  */
 #include <errno.h>
+#include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -55,8 +56,10 @@ struct gw_index {
 	uint32_t location_chunk_cap; /* room in the chunk directory */
 	struct guest_state *guests; /* by guest number */
 	uint32_t guest_count;       /* guests added */
-	uint8_t *has_data;          /* scratch for a scan: which pages held data */
-	uint32_t has_data_cap;      /* bytes in has_data */
+	uint8_t *has_data;          /* scratch for a scan: which pages were read with pread */
+	uint8_t *resident;          /* scratch: which pages are in memory (mincore) */
+	uint8_t *read_mask;         /* scratch: which pages to pread */
+	uint32_t scratch_cap;       /* bytes in each scratch array */
 };
 
 static inline uint64_t pack_location(uint32_t guest, uint32_t page)
@@ -111,6 +114,8 @@ GW_EXPORT void gw_index_free(gw_index *ix)
 	free(ix->guests);
 	free(ix->slots);
 	free(ix->has_data);
+	free(ix->resident);
+	free(ix->read_mask);
 	free(ix);
 }
 
@@ -262,35 +267,115 @@ static void release_content(gw_index *ix, uint32_t guest, uint32_t p, uint32_t i
 		*location = LOC_INVALID;
 }
 
-GW_EXPORT int gw_index_scan(gw_index *ix, uint32_t guest, uint32_t first, uint32_t count,
+/* Grows the scan scratch arrays to count pages. */
+static int reserve_scratch(gw_index *ix, uint32_t count)
+{
+	uint8_t **arrays[] = {&ix->has_data, &ix->resident, &ix->read_mask};
+
+	if (count <= ix->scratch_cap)
+		return 0;
+	for (size_t a = 0; a < sizeof(arrays) / sizeof(arrays[0]); a++) {
+		uint8_t *grown = realloc(*arrays[a], count);
+		if (!grown)
+			return -ENOMEM;
+		*arrays[a] = grown;
+	}
+	ix->scratch_cap = count;
+	return 0;
+}
+
+/*
+ * Marks which pages of [first, first + count) are in memory. Those are read
+ * through the mapping, with no copy and no system call per page; reading a
+ * page that is in memory never allocates one. Without a mapping (or if
+ * mincore fails) every page is read with pread.
+ */
+static const uint8_t *resident_pages(gw_index *ix, gw_ram *ram, uint32_t first, uint32_t count)
+{
+	const uint8_t *map = gw__ram_map(ram);
+
+	if (!map || mincore((void *)(map + ((size_t)first << GW_PAGE_SHIFT)), (size_t)count << GW_PAGE_SHIFT,
+			    ix->resident) < 0)
+		return NULL;
+	for (uint32_t i = 0; i < count; i++)
+		ix->resident[i] &= 1; /* the other bits are reserved */
+	return map;
+}
+
+/* The page is all zeros: it is zero now, and it was or was not before. */
+static int classify_zero(gw_index *ix, uint32_t guest, uint32_t p, uint64_t *hash, uint32_t *id, uint64_t *stats)
+{
+	struct guest_state *gs = &ix->guests[guest];
+	uint32_t old = gs->content[p];
+
+	release_content(ix, guest, p, old);
+	*id = GW_CONTENT_ZERO;
+	*hash = ix->zero_hash;
+	stats[GW_STAT_ZERO]++;
+	return old == GW_CONTENT_ZERO ? GW_KIND_UNCHANGED : GW_KIND_ZERO;
+}
+
+/* The page holds these non-zero bytes: unchanged, or a content found or added. */
+static int classify_data(gw_index *ix, uint32_t guest, uint32_t p, const uint8_t *page, uint64_t hash, uint32_t *id,
+			 uint64_t *stats)
+{
+	struct guest_state *gs = &ix->guests[guest];
+	uint32_t old = gs->content[p];
+	int kind;
+
+	if (old < GW_CONTENT_ZERO && gs->hash[p] == hash) {
+		uint64_t *location = location_of(ix, old);
+
+		/* A content whose holder changed moves to this unchanged copy. */
+		if (*location == LOC_INVALID)
+			*location = pack_location(guest, p);
+		*id = old;
+		stats[GW_STAT_UNCHANGED]++;
+		return GW_KIND_UNCHANGED;
+	}
+	release_content(ix, guest, p, old);
+	kind = find_or_insert(ix, guest, p, hash, page, id);
+	if (kind == GW_KIND_NEW)
+		stats[GW_STAT_NEW]++;
+	else if (kind == GW_KIND_DUPLICATE)
+		stats[(*location_of(ix, *id) >> 32) == guest ? GW_STAT_DUP_WITHIN : GW_STAT_DUP_ACROSS]++;
+	return kind;
+}
+
+static inline uint64_t page_hash(const gw_index *ix, const uint8_t *page)
+{
+	return XXH3_64bits_withSeed(page, GW_PAGE_SIZE, ix->seed) & ix->hash_mask;
+}
+
+GW_EXPORT int gw_index_scan(gw_index *ix, uint32_t guest, uint32_t first, uint32_t count, uint32_t flags,
 			    const uint8_t *mask, uint8_t *buf, uint8_t *kinds, uint32_t *ids, uint64_t *stats)
 {
 	struct guest_state *gs;
-	int pages_read, examined = 0;
+	const uint8_t *map;
+	int pages_read, examined = 0, err;
 
 	if (guest >= ix->guest_count)
 		return -EINVAL;
 	gs = &ix->guests[guest];
 	if ((uint64_t)first + count > gs->pages)
 		return -ERANGE;
-	if (count > ix->has_data_cap) {
-		uint8_t *scratch = realloc(ix->has_data, count);
-		if (!scratch)
-			return -ENOMEM;
-		ix->has_data = scratch;
-		ix->has_data_cap = count;
-	}
+	err = reserve_scratch(ix, count);
+	if (err)
+		return err;
 
-	/* Step 1 -- read the selected pages that hold data; holes stay unread. */
-	pages_read = gw__ram_read_data(gs->ram, first, count, mask, buf, ix->has_data);
+	/* Step 1 -- pages in memory are read in place; the others with pread, skipping holes. */
+	map = resident_pages(ix, gs->ram, first, count);
+	for (uint32_t i = 0; i < count; i++)
+		ix->read_mask[i] = (!mask || mask[i]) && !(map && ix->resident[i]);
+	pages_read = gw__ram_read_data(gs->ram, first, count, ix->read_mask, buf, ix->has_data);
 	if (pages_read < 0)
 		return pages_read;
 	stats[GW_STAT_PAGES_READ] += (uint64_t)pages_read;
 
 	/* Step 2 -- classify every selected page against its last scan and the gang. */
 	for (uint32_t i = 0; i < count; i++) {
-		const uint8_t *page = buf + ((size_t)i << GW_PAGE_SHIFT);
-		uint32_t p = first + i, old = gs->content[p], id;
+		uint8_t *page = buf + ((size_t)i << GW_PAGE_SHIFT);
+		uint32_t p = first + i, id;
 		uint64_t hash;
 		int kind;
 
@@ -300,39 +385,38 @@ GW_EXPORT int gw_index_scan(gw_index *ix, uint32_t guest, uint32_t first, uint32
 			continue;
 		}
 		examined++;
-		if (!ix->has_data[i])
-			stats[GW_STAT_PAGES_HOLE]++;
-
-		if (!ix->has_data[i] || gw__page_is_zero(page)) {
-			kind = old == GW_CONTENT_ZERO ? GW_KIND_UNCHANGED : GW_KIND_ZERO;
-			release_content(ix, guest, p, old);
-			id = GW_CONTENT_ZERO;
-			hash = ix->zero_hash;
-			stats[GW_STAT_ZERO]++;
+		if (ix->read_mask[i]) {
+			/* Read with pread (or a hole, never read). */
+			if (!ix->has_data[i])
+				stats[GW_STAT_PAGES_HOLE]++;
+			if (!ix->has_data[i] || gw__page_is_zero(page))
+				kind = classify_zero(ix, guest, p, &hash, &id, stats);
+			else
+				kind = classify_data(ix, guest, p, page, hash = page_hash(ix, page), &id, stats);
 		} else {
-			hash = XXH3_64bits_withSeed(page, GW_PAGE_SIZE, ix->seed) & ix->hash_mask;
-			if (old < GW_CONTENT_ZERO && gs->hash[p] == hash) {
-				uint64_t *location = location_of(ix, old);
+			/*
+			 * In memory: hashed in place. An unchanged page needs nothing more;
+			 * a changed one is copied to buf and hashed again, so that the bytes
+			 * the caller sends and their hash are one snapshot of a live page.
+			 */
+			const uint8_t *live = map + ((size_t)p << GW_PAGE_SHIFT);
 
-				/* A content whose holder changed moves to this unchanged copy. */
-				if (*location == LOC_INVALID)
-					*location = pack_location(guest, p);
-				kind = GW_KIND_UNCHANGED;
-				id = old;
-				stats[GW_STAT_UNCHANGED]++;
+			stats[GW_STAT_PAGES_READ]++;
+			if (gw__page_is_zero(live)) {
+				kind = classify_zero(ix, guest, p, &hash, &id, stats);
+			} else if (!(flags & GW_SCAN_ALL_BYTES) && (hash = page_hash(ix, live)) == gs->hash[p] &&
+				   gs->content[p] < GW_CONTENT_ZERO) {
+				kind = classify_data(ix, guest, p, live, hash, &id, stats); /* unchanged */
 			} else {
-				release_content(ix, guest, p, old);
-				kind = find_or_insert(ix, guest, p, hash, page, &id);
-				if (kind < 0)
-					return kind;
-				if (kind == GW_KIND_NEW)
-					stats[GW_STAT_NEW]++;
-				else if ((*location_of(ix, id) >> 32) == guest)
-					stats[GW_STAT_DUP_WITHIN]++;
+				memcpy(page, live, GW_PAGE_SIZE);
+				if (gw__page_is_zero(page))
+					kind = classify_zero(ix, guest, p, &hash, &id, stats);
 				else
-					stats[GW_STAT_DUP_ACROSS]++;
+					kind = classify_data(ix, guest, p, page, hash = page_hash(ix, page), &id, stats);
 			}
 		}
+		if (kind < 0)
+			return kind;
 		gs->hash[p] = hash;
 		gs->content[p] = id;
 		if (kinds)

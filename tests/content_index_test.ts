@@ -171,7 +171,7 @@ Deno.test("ContentIndex.scan() skips masked pages and checks its arguments", asy
     using index = ContentIndex.create();
     index.addGuest(ram);
     const out = scanBuffers(3);
-    assertEquals(index.scan(0, 0, 3, out, Uint8Array.of(1, 0, 1)), 2);
+    assertEquals(index.scan(0, 0, 3, out, { mask: Uint8Array.of(1, 0, 1) }), 2);
     assertEquals([...out.kinds], [New, PageKind.Skipped, New]);
     assertEquals([...index.pageContents(0)], [0, ContentId.None, 1]);
     assertThrows(() => index.scan(0, 2, 2, out), Error, "outside the file");

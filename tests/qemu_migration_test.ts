@@ -5,7 +5,14 @@ import {
   migrateDeviceState,
   migrateWithQemu,
 } from "../src/qemu/migration.ts";
-import { assertContinued, copyRamFile, fileExists, Guests, testImage, uniqueName } from "./qemu_helpers.ts";
+import {
+  assertContinued,
+  copyRamFile,
+  fileExists,
+  Guests,
+  testImage,
+  uniqueName,
+} from "./qemu_helpers.ts";
 
 const MiB = 1024 * 1024;
 /** A 128 MiB idle guest that checks its blob every second. */

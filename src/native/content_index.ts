@@ -60,6 +60,16 @@ export interface ScanBuffers {
   stats: BigUint64Array;
 }
 
+/** Options of {@linkcode ContentIndex.scan}. */
+export interface ScanOptions {
+  /** One byte a page: 0 = skip this page. Default: examine all. */
+  mask?: Uint8Array;
+  /** Copy every examined page to `out.buf`, changed or not (a round that sends them all). */
+  allBytes?: boolean;
+}
+
+const SCAN_ALL_BYTES = 1;
+
 /** Allocates the buffers for scans of up to `pages` pages a call. */
 export function scanBuffers(pages: number): ScanBuffers {
   return {
@@ -136,12 +146,20 @@ export class ContentIndex implements Disposable {
 
   /**
    * Scans pages [first, first + count) of a guest into `out`, comparing
-   * each with its previous scan and with the whole gang.
+   * each with its previous scan and with the whole gang. `out.buf` gets
+   * the bytes of the pages that changed (with `allBytes`, of every
+   * examined page), each a snapshot matching the page's new hash.
    *
-   * @param mask one byte a page: 0 = skip this page (default: examine all)
    * @returns the number of pages examined
    */
-  scan(guest: number, first: number, count: number, out: ScanBuffers, mask?: Uint8Array): number {
+  scan(
+    guest: number,
+    first: number,
+    count: number,
+    out: ScanBuffers,
+    options: ScanOptions = {},
+  ): number {
+    const { mask, allBytes } = options;
     if (out.kinds.length < count || out.ids.length < count || out.buf.length < count * PAGE_SIZE) {
       throw new RangeError(`Scan buffers hold fewer than ${count} pages`);
     }
@@ -154,6 +172,7 @@ export class ContentIndex implements Disposable {
         guest,
         first,
         count,
+        allBytes ? SCAN_ALL_BYTES : 0,
         mask ?? null,
         out.buf,
         out.kinds,

@@ -10,7 +10,7 @@
  */
 
 /** Must equal GW_ABI_VERSION in ffi/gangway.h: a stale build is refused. */
-const ABI_VERSION = 1;
+const ABI_VERSION = 2;
 
 /** One entry per C function, with its prototype from ffi/gangway.h. */
 const SYMBOLS = {
@@ -56,10 +56,21 @@ const SYMBOLS = {
   gw_index_free: { parameters: ["pointer"], result: "void" },
   // int gw_index_add_guest(gw_index *index, gw_ram *ram)
   gw_index_add_guest: { parameters: ["pointer", "pointer"], result: "i32" },
-  // int gw_index_scan(gw_index *index, uint32_t guest, uint32_t first, uint32_t count,
+  // int gw_index_scan(gw_index *index, uint32_t guest, uint32_t first, uint32_t count, uint32_t flags,
   //                   const uint8_t *mask, uint8_t *buf, uint8_t *kinds, uint32_t *ids, uint64_t *stats)
   gw_index_scan: {
-    parameters: ["pointer", "u32", "u32", "u32", "buffer", "buffer", "buffer", "buffer", "buffer"],
+    parameters: [
+      "pointer",
+      "u32",
+      "u32",
+      "u32",
+      "u32",
+      "buffer",
+      "buffer",
+      "buffer",
+      "buffer",
+      "buffer",
+    ],
     result: "i32",
   },
   // const uint64_t *gw_index_page_hashes(const gw_index *index, uint32_t guest)

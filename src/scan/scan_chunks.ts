@@ -30,6 +30,8 @@ export interface ScanChunksOptions {
   mask?: Uint8Array;
   /** Buffers to fill (reused by every chunk). Default: fresh ones. */
   out?: ScanBuffers;
+  /** Copy every examined page to the buffer, changed or not. */
+  allBytes?: boolean;
 }
 
 /**
@@ -50,7 +52,10 @@ export function* scanChunks(
     const count = Math.min(chunk, pages - first);
     const mask = options.mask?.subarray(first, first + count);
     if (mask && !mask.includes(1)) continue;
-    const examined = gang.index.scan(guest, first, count, out, mask);
+    const examined = gang.index.scan(guest, first, count, out, {
+      mask,
+      allBytes: options.allBytes,
+    });
     yield { first, count, examined };
   }
 }

@@ -289,9 +289,11 @@ export class GangSender implements AsyncDisposable {
     const pagesTotal = this.#gang.pages;
     let pagesBefore = 0; // pages of the guests already done
     for (const guest of this.#gang.guests) {
-      // Round 1 sends every page, so it reads them all; later rounds read what may have changed.
+      // Round 1 sends every page, so it reads them all, bytes included; later rounds read
+      // what may have changed, and only changed pages (whose bytes the scan keeps) are sent.
       const mask = round === 1 ? undefined : this.#tracker.changed(guest.number);
-      for (const chunk of scanChunks(this.#gang, guest.number, { out: this.#out, mask })) {
+      const scanning = { out: this.#out, mask, allBytes: round === 1 };
+      for (const chunk of scanChunks(this.#gang, guest.number, scanning)) {
         const plan = this.#planner.planChunk(
           guest.number,
           chunk.first,
