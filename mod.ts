@@ -41,8 +41,9 @@ export {
   type ScannedChunk,
 } from "./src/scan/scan_chunks.ts";
 export {
-  gatherPages,
+  copyPages,
   PAGE_SIZE,
+  type PageCopies,
   type RamAdvice,
   RamFile,
   type RamFileOptions,

@@ -19,7 +19,7 @@
 #define GW_PAGE_SIZE (1u << GW_PAGE_SHIFT)
 
 /* Bumped whenever a signature or a constant below changes. */
-#define GW_ABI_VERSION 2
+#define GW_ABI_VERSION 3
 
 uint32_t gw_abi_version(void);
 
@@ -64,12 +64,16 @@ int gw_ram_write(gw_ram *ram, const uint32_t *pages, uint32_t count, const uint8
 int gw_ram_punch(gw_ram *ram, uint32_t first, uint32_t count);
 
 /*
- * Copies count pages, each from (src[i], src_pages[i]) into buf, through
- * read-only mappings: used to resolve references at a target, where every
- * source page holds data (it carried a content), so the mapping never
- * allocates anything.
+ * Copies count pages within a target: page i from (src[i], src_pages[i]) to
+ * (dst, dst_pages[i]), read through the sources' mappings (every source page
+ * holds data) and checked against expected[i] (XXH3-64 with seed) before it
+ * is written. Runs consecutive on both sides go in one pwrite, straight from
+ * the mapping. Pages are handled in order: a page written here may be a
+ * later page's source only in a later call. Returns 0, -errno, or -EBADMSG
+ * with *bad = the index of a page whose hash differs.
  */
-int gw_ram_gather(gw_ram *const *src, const uint32_t *src_pages, uint32_t count, uint8_t *buf);
+int gw_ram_copy(gw_ram *const *src, const uint32_t *src_pages, gw_ram *dst, const uint32_t *dst_pages,
+		uint32_t count, uint64_t seed, const uint64_t *expected, uint32_t *bad);
 
 enum gw_advice {
 	GW_ADVICE_SEQUENTIAL = 1, /* about to read the whole file in order */

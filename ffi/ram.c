@@ -15,6 +15,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
 #include "internal.h"
 
 /* Data regions looked up per read before reading straight through the rest. */
@@ -318,19 +320,42 @@ GW_EXPORT int gw_ram_punch(gw_ram *ram, uint32_t first, uint32_t count)
 	return 0;
 }
 
-GW_EXPORT int gw_ram_gather(gw_ram *const *src, const uint32_t *src_pages, uint32_t count, uint8_t *buf)
+GW_EXPORT int gw_ram_copy(gw_ram *const *src, const uint32_t *src_pages, gw_ram *dst, const uint32_t *dst_pages,
+			  uint32_t count, uint64_t seed, const uint64_t *expected, uint32_t *bad)
 {
-	for (uint32_t i = 0; i < count; i++) {
-		gw_ram *ram = src[i];
-		const uint8_t *map;
+	uint32_t i = 0;
 
-		if (src_pages[i] >= ram->pages)
-			return -ERANGE;
-		map = gw__ram_map(ram);
+	if (!dst->writable)
+		return -EBADF;
+	while (i < count) {
+		const uint8_t *map = gw__ram_map(src[i]);
+		uint32_t run = 1;
+		uint64_t offset, len;
+		int err;
+
 		if (!map)
 			return -ENOMEM;
-		memcpy(buf + ((size_t)i << GW_PAGE_SHIFT), map + ((size_t)src_pages[i] << GW_PAGE_SHIFT),
-		       GW_PAGE_SIZE);
+		/* A run: both sides consecutive, from one source file. */
+		while (i + run < count && src[i + run] == src[i] && src_pages[i + run] == src_pages[i] + run &&
+		       dst_pages[i + run] == dst_pages[i] + run)
+			run++;
+		for (uint32_t k = i; k < i + run; k++) {
+			if (src_pages[k] >= src[k]->pages || dst_pages[k] >= dst->pages)
+				return -ERANGE;
+			if (XXH3_64bits_withSeed(map + ((size_t)src_pages[k] << GW_PAGE_SHIFT), GW_PAGE_SIZE, seed) !=
+			    expected[k]) {
+				*bad = k;
+				return -EBADMSG;
+			}
+		}
+		offset = (uint64_t)dst_pages[i] << GW_PAGE_SHIFT;
+		len = (uint64_t)run << GW_PAGE_SHIFT;
+		if (offset + len > dst->size) /* never grow the file past a short last page */
+			len = dst->size - offset;
+		err = pwrite_full(dst->fd, map + ((size_t)src_pages[i] << GW_PAGE_SHIFT), len, offset);
+		if (err)
+			return err;
+		i += run;
 	}
 	return 0;
 }

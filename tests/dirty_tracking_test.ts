@@ -4,7 +4,8 @@ import { GangSender } from "../src/transfer/sender.ts";
 import { randomSeed } from "../src/transfer/seed.ts";
 import { type DirtyTracker, mappingAddress, SoftDirtyTracker } from "../src/plan/dirty_tracking.ts";
 import { softDirtySupported } from "../src/native/pagemap.ts";
-import { gatherPages, PAGE_SIZE, RamFile } from "../src/native/ram_file.ts";
+import { hashPages } from "../src/native/hashing.ts";
+import { copyPages, PAGE_SIZE, RamFile } from "../src/native/ram_file.ts";
 import { makeRamFile, patternPage, readRamFile, removeFiles, shmPath } from "./_fixtures.ts";
 import { startReceiver } from "./_transfer.ts";
 
@@ -45,8 +46,13 @@ Deno.test("rounds after the first re-read only the pages the dirty tracker names
 Deno.test("mappingAddress() finds where a process maps a RAM file", async () => {
   const path = makeRamFile(shmPath("mapped"), [patternPage(1), patternPage(2)]);
   try {
-    using ram = RamFile.open(path);
-    gatherPages([ram], Uint32Array.of(0), new Uint8Array(PAGE_SIZE)); // the library maps the file
+    using ram = RamFile.open(path, { write: true });
+    copyPages(ram, {
+      sources: [ram],
+      sourcePages: Uint32Array.of(0),
+      targetPages: Uint32Array.of(1),
+      hashes: hashPages(patternPage(1), 1, 0n).hashes,
+    }, 0n); // the library maps the file to read page 0
     const address = await mappingAddress(Deno.pid, path);
     assert(address > 0n && address % BigInt(PAGE_SIZE) === 0n, `address 0x${address.toString(16)}`);
   } finally {

@@ -1,5 +1,5 @@
 import { assert, assertEquals, assertNotEquals, assertSameBytes, assertThrows } from "./_assert.ts";
-import { gatherPages, PAGE_SIZE, RamFile } from "../src/native/ram_file.ts";
+import { copyPages, PAGE_SIZE, RamFile } from "../src/native/ram_file.ts";
 import { hashPages, ramDigest, zeroPageHash } from "../src/native/hashing.ts";
 import { NativeError } from "../src/native/errno.ts";
 import { makeRamFile, patternPage, readRamFile, removeFiles, shmPath } from "./_fixtures.ts";
@@ -95,24 +95,50 @@ Deno.test("RamFile.open({ write: false }) refuses writes", async () => {
   }
 });
 
-Deno.test("gatherPages() copies pages from several files", async () => {
-  const a = makeRamFile(shmPath("ga"), [patternPage(1), patternPage(2)]);
-  const b = makeRamFile(shmPath("gb"), [patternPage(3)]);
+Deno.test("copyPages() copies checked pages from several files and refuses a wrong hash", async () => {
+  const a = makeRamFile(shmPath("ca"), [patternPage(1), patternPage(2)]);
+  const b = makeRamFile(shmPath("cb"), [patternPage(3)]);
+  const t = makeRamFile(shmPath("ct"), ["hole", "hole", "hole", "hole"]);
   try {
     using ramA = RamFile.open(a);
     using ramB = RamFile.open(b);
-    const buf = new Uint8Array(3 * PAGE_SIZE);
-    gatherPages([ramB, ramA, ramA], Uint32Array.of(0, 1, 0), buf);
-    assertEquals(buf.subarray(0, PAGE_SIZE), patternPage(3));
-    assertEquals(buf.subarray(PAGE_SIZE, 2 * PAGE_SIZE), patternPage(2));
-    assertEquals(buf.subarray(2 * PAGE_SIZE), patternPage(1));
+    using target = RamFile.open(t, { write: true });
+    const hash = (seed: number) => hashPages(patternPage(seed), 1, 9n).hashes[0]!;
+    copyPages(target, {
+      sources: [ramB, ramA, ramA],
+      sourcePages: Uint32Array.of(0, 0, 1),
+      targetPages: Uint32Array.of(0, 2, 3),
+      hashes: BigUint64Array.of(hash(3), hash(1), hash(2)),
+    }, 9n);
+    const expected = new Uint8Array(4 * PAGE_SIZE);
+    expected.set(patternPage(3), 0);
+    expected.set(patternPage(1), 2 * PAGE_SIZE);
+    expected.set(patternPage(2), 3 * PAGE_SIZE);
+    assertSameBytes(readRamFile(t), expected);
     assertThrows(
-      () => gatherPages([ramB], Uint32Array.of(1), buf),
+      () =>
+        copyPages(target, {
+          sources: [ramA],
+          sourcePages: Uint32Array.of(1),
+          targetPages: Uint32Array.of(1),
+          hashes: BigUint64Array.of(hash(1)),
+        }, 9n),
+      Error,
+      `page 1 of "${a}": it does not match its content's hash`,
+    );
+    assertThrows(
+      () =>
+        copyPages(target, {
+          sources: [ramB],
+          sourcePages: Uint32Array.of(1),
+          targetPages: Uint32Array.of(0),
+          hashes: BigUint64Array.of(hash(3)),
+        }, 9n),
       NativeError,
       "outside the file",
     );
   } finally {
-    await removeFiles(a, b);
+    await removeFiles(a, b, t);
   }
 });
 

@@ -1,6 +1,6 @@
 /**
  * C handles shared between the wrapper classes of this folder (and only
- * them): a RamFile's pointer is needed by ContentIndex and by gatherPages.
+ * them): a RamFile's pointer is needed by ContentIndex and by copyPages.
  *
  * @module
  */

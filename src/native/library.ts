@@ -10,7 +10,7 @@
  */
 
 /** Must equal GW_ABI_VERSION in ffi/gangway.h: a stale build is refused. */
-const ABI_VERSION = 2;
+const ABI_VERSION = 3;
 
 /** One entry per C function, with its prototype from ffi/gangway.h. */
 const SYMBOLS = {
@@ -31,8 +31,13 @@ const SYMBOLS = {
   gw_ram_write: { parameters: ["pointer", "buffer", "u32", "buffer"], result: "i32" },
   // int gw_ram_punch(gw_ram *ram, uint32_t first, uint32_t count)
   gw_ram_punch: { parameters: ["pointer", "u32", "u32"], result: "i32" },
-  // int gw_ram_gather(gw_ram *const *src, const uint32_t *src_pages, uint32_t count, uint8_t *buf)
-  gw_ram_gather: { parameters: ["buffer", "buffer", "u32", "buffer"], result: "i32" },
+  // int gw_ram_copy(gw_ram *const *src, const uint32_t *src_pages, gw_ram *dst,
+  //                 const uint32_t *dst_pages, uint32_t count, uint64_t seed,
+  //                 const uint64_t *expected, uint32_t *bad)
+  gw_ram_copy: {
+    parameters: ["buffer", "buffer", "pointer", "buffer", "u32", "u64", "buffer", "buffer"],
+    result: "i32",
+  },
   // int gw_ram_advise(gw_ram *ram, uint32_t advice)
   gw_ram_advise: { parameters: ["pointer", "u32"], result: "i32" },
   // int gw_ram_stat(const gw_ram *ram, struct gw_ram_stat *out)

@@ -167,25 +167,63 @@ export class RamFile implements Disposable {
   }
 }
 
+/** Pages to copy within a target, each from a page that holds the same content. */
+export interface PageCopies {
+  /** File holding each page's source. */
+  sources: RamFile[];
+  /** Page number of each source in its file. */
+  sourcePages: Uint32Array;
+  /** Page each copy goes to in the target file. */
+  targetPages: Uint32Array;
+  /** Hash each source page must have (XXH3-64 with `seed`). */
+  hashes: BigUint64Array;
+}
+
 /**
- * Copies pages out of RAM files: page i of buf from sources[i], page
- * sourcePages[i]. Every source page must hold data (it is read through a
- * mapping, which would allocate a hole).
+ * Copies pages into `target` from other pages (of any open files), each
+ * checked against its hash before it is written. Source pages are read
+ * through a mapping, so they must hold data (a hole would be allocated).
+ *
+ * Requires `--allow-ffi`.
+ *
+ * @throws Error naming a source page whose bytes do not match their hash
  */
-export function gatherPages(
-  sources: readonly RamFile[],
-  sourcePages: Uint32Array,
-  buf: Uint8Array,
-): void {
-  const count = sourcePages.length;
-  if (sources.length !== count) throw new RangeError("One source file per page is needed");
-  if (buf.length < count * PAGE_SIZE) throw new RangeError("Page buffer too small");
+export function copyPages(target: RamFile, copies: PageCopies, seed: bigint): void {
+  const count = copies.targetPages.length;
+  if (
+    copies.sources.length < count || copies.sourcePages.length < count ||
+    copies.hashes.length < count
+  ) {
+    throw new RangeError("Each copy needs a source file, a source page and a hash");
+  }
   const handles = new BigUint64Array(count);
   for (let i = 0; i < count; i++) {
-    handles[i] = BigInt(Deno.UnsafePointer.value(ramHandle(sources[i]!, "gather pages")));
+    handles[i] = BigInt(Deno.UnsafePointer.value(ramHandle(copies.sources[i]!, "copy pages")));
   }
-  check(native().gw_ram_gather(handles, sourcePages, count, buf), "Cannot copy referenced pages");
+  const bad = new Uint32Array(1);
+  const result = native().gw_ram_copy(
+    handles,
+    copies.sourcePages,
+    ramHandle(target, `write "${target.path}"`),
+    copies.targetPages,
+    count,
+    seed,
+    copies.hashes,
+    bad,
+  );
+  if (result === -EBADMSG) {
+    const i = bad[0]!;
+    throw new Error(
+      `Cannot copy page ${copies.sourcePages[i]} of "${
+        copies.sources[i]!.path
+      }": it does not match its content's hash`,
+    );
+  }
+  check(result, `Cannot copy ${count} pages into "${target.path}"`);
 }
+
+/** errno of "bad message": a page that does not match its hash. */
+const EBADMSG = 74;
 
 function checkBuffers(count: number, buf: Uint8Array, perPage: Uint8Array): void {
   if (buf.length < count * PAGE_SIZE) throw new RangeError("Page buffer too small");

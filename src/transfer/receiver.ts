@@ -12,7 +12,7 @@
  */
 import { join } from "node:path";
 import { hashPages, zeroPageHash } from "../native/hashing.ts";
-import { gatherPages, PAGE_SIZE, RamFile } from "../native/ram_file.ts";
+import { copyPages, PAGE_SIZE, type PageCopies, RamFile } from "../native/ram_file.ts";
 import { FrameReader, TimeoutError, withTimeout } from "./frame_io.ts";
 import {
   badGuestName,
@@ -87,9 +87,6 @@ export interface ReceivedGang {
   seconds: number;
 }
 
-/** Refs resolved per batch of reads before writes. */
-const REF_BATCH = 256;
-
 /** One sender's session: the gang's files and what they hold. */
 class Session {
   readonly hello: Hello;
@@ -156,59 +153,47 @@ class Session {
   applyRefs(frame: Frame): void {
     const file = this.#file(frame);
     const { a: pages, b: ids } = decodePairs(frame.body, "Refs");
-    const batch = {
-      pages: [] as number[],
-      sources: [] as RamFile[],
-      sourcePages: [] as number[],
-      ids: [] as number[],
+    const n = pages.length;
+    const copies = {
+      sources: new Array<RamFile>(n),
+      sourcePages: new Uint32Array(n),
+      targetPages: new Uint32Array(n),
+      hashes: new BigUint64Array(n),
     };
-    for (let i = 0; i < pages.length; i++) {
+    let start = 0; // first copy of the current batch
+    for (let i = 0; i < n; i++) {
       const x = this.#checkPage(frame, pages[i]!);
       const id = ids[i]!;
       const holder = this.target.holder(id);
       if (holder === NONE) {
         throw new ProtocolError(`Reference to content ${id}, which no page of the target holds`);
       }
-      if (this.#writtenInBatch[holder] === this.#batch || batch.pages.length === REF_BATCH) {
-        this.#copy(file, batch);
+      // A page written by this batch is read only once the batch is written.
+      if (this.#writtenInBatch[holder] === this.#batch) {
+        this.#copy(file, copies, start, i);
+        start = i;
       }
       const source = this.target.locate(holder);
-      batch.pages.push(pages[i]!);
-      batch.sources.push(this.files[source.guest]!);
-      batch.sourcePages.push(source.page);
-      batch.ids.push(id);
+      copies.sources[i] = this.files[source.guest]!;
+      copies.sourcePages[i] = source.page;
+      copies.targetPages[i] = pages[i]!;
+      copies.hashes[i] = this.target.hashOf(id);
       this.#writtenInBatch[x] = this.#batch;
       this.target.assign(x, id);
     }
-    this.#copy(file, batch);
+    this.#copy(file, copies, start, n);
   }
 
-  /** Reads a batch of referenced pages, checks them, writes them, and starts a new batch. */
-  #copy(
-    file: RamFile,
-    batch: { pages: number[]; sources: RamFile[]; sourcePages: number[]; ids: number[] },
-  ) {
-    const n = batch.pages.length;
-    if (n > 0) {
-      const buf = new Uint8Array(n * PAGE_SIZE);
-      gatherPages(batch.sources, Uint32Array.from(batch.sourcePages), buf);
-      const actual = hashPages(buf, n, this.hello.seed).hashes;
-      for (let i = 0; i < n; i++) {
-        if (actual[i] !== this.target.hashOf(batch.ids[i]!)) {
-          throw new Error(
-            `Content ${batch.ids[i]} read back from "${
-              batch.sources[i]!.path
-            }" does not match its hash`,
-          );
-        }
-      }
-      file.write(Uint32Array.from(batch.pages), buf);
+  /** Copies entries [start, end) of a REFS frame (each checked against its hash), and starts a new batch. */
+  #copy(file: RamFile, copies: PageCopies, start: number, end: number): void {
+    if (end > start) {
+      copyPages(file, {
+        sources: copies.sources.slice(start, end),
+        sourcePages: copies.sourcePages.subarray(start, end),
+        targetPages: copies.targetPages.subarray(start, end),
+        hashes: copies.hashes.subarray(start, end),
+      }, this.hello.seed);
     }
-    batch.pages.length =
-      batch.sources.length =
-      batch.sourcePages.length =
-      batch.ids.length =
-        0;
     this.#batch++;
   }
 
