@@ -30,6 +30,7 @@ export { Gang, type GangGuest, type GangOptions, type GuestSpec } from "./src/sc
 export {
   type GuestScanReport,
   rescanGuest,
+  type ScanCounts,
   scanGang,
   type ScanGangOptions,
   type ScanReport,

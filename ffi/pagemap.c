@@ -137,18 +137,11 @@ static int check_want(uint32_t want)
 	return supported ? 0 : -EOPNOTSUPP;
 }
 
-GW_EXPORT int gw_pagemap_read(int32_t pid, uint64_t addr, uint32_t pages, uint8_t *flags, uint32_t want)
+/* Reads flags for [addr, addr + pages pages) from /proc/PID/pagemap entries. */
+static int read_entries(int fd, uint64_t addr, uint32_t pages, uint8_t *flags, uint32_t want)
 {
 	uint64_t entries[PM_ENTRY_BATCH];
-	int fd, err = check_want(want);
 
-	if (err)
-		return err;
-	if (addr & (GW_PAGE_SIZE - 1))
-		return -EINVAL;
-	fd = open_proc(pid, "pagemap", O_RDONLY);
-	if (fd < 0)
-		return -errno;
 	for (uint32_t done = 0; done < pages;) {
 		uint32_t n = pages - done < PM_ENTRY_BATCH ? pages - done : PM_ENTRY_BATCH;
 		off_t offset = (off_t)(((addr >> GW_PAGE_SHIFT) + done) * sizeof(uint64_t));
@@ -157,13 +150,10 @@ GW_EXPORT int gw_pagemap_read(int32_t pid, uint64_t addr, uint32_t pages, uint8_
 		if (got < 0) {
 			if (errno == EINTR)
 				continue;
-			err = -errno;
-			break;
+			return -errno;
 		}
-		if (got < (ssize_t)sizeof(uint64_t)) {
-			err = -EIO;
-			break;
-		}
+		if (got < (ssize_t)sizeof(uint64_t))
+			return -EIO;
 		n = (uint32_t)(got / sizeof(uint64_t));
 		for (uint32_t i = 0; i < n; i++) {
 			uint64_t e = entries[i];
@@ -174,8 +164,33 @@ GW_EXPORT int gw_pagemap_read(int32_t pid, uint64_t addr, uint32_t pages, uint8_
 		}
 		done += n;
 	}
+	return 0;
+}
+
+/* A way of reading page flags from an open /proc/PID/pagemap. */
+typedef int (*pagemap_reader)(int fd, uint64_t addr, uint32_t pages, uint8_t *flags, uint32_t want);
+
+/* Checks the request, opens the process's pagemap and reads it with `reader`. */
+static int with_pagemap(int32_t pid, uint64_t addr, uint32_t pages, uint8_t *flags, uint32_t want,
+			pagemap_reader reader)
+{
+	int fd, err = check_want(want);
+
+	if (err)
+		return err;
+	if (addr & (GW_PAGE_SIZE - 1))
+		return -EINVAL;
+	fd = open_proc(pid, "pagemap", O_RDONLY);
+	if (fd < 0)
+		return -errno;
+	err = reader(fd, addr, pages, flags, want);
 	close(fd);
 	return err;
+}
+
+GW_EXPORT int gw_pagemap_read(int32_t pid, uint64_t addr, uint32_t pages, uint8_t *flags, uint32_t want)
+{
+	return with_pagemap(pid, addr, pages, flags, want, read_entries);
 }
 
 static int scan_categories(uint32_t want)
@@ -234,18 +249,7 @@ static int scan_range(int fd, uint64_t base, uint32_t pages, uint8_t *flags, uin
 
 GW_EXPORT int gw_pagemap_scan(int32_t pid, uint64_t addr, uint32_t pages, uint8_t *flags, uint32_t want)
 {
-	int fd, err = check_want(want);
-
-	if (err)
-		return err;
-	if (addr & (GW_PAGE_SIZE - 1))
-		return -EINVAL;
-	fd = open_proc(pid, "pagemap", O_RDONLY);
-	if (fd < 0)
-		return -errno;
-	err = scan_range(fd, addr, pages, flags, want);
-	close(fd);
-	return err;
+	return with_pagemap(pid, addr, pages, flags, want, scan_range);
 }
 
 static int probe_pagemap_scan(void)

@@ -9,24 +9,28 @@ import { PAGE_SIZE } from "../native/ram_file.ts";
 import type { Gang } from "./gang.ts";
 import { CHUNK_PAGES, scanChunks } from "./scan_chunks.ts";
 
-/** What the scan found in one guest. */
-export interface GuestScanReport {
-  /** The guest's name. */
-  name: string;
-  /** Its RAM file. */
-  path: string;
+/** Page counts of a scan, for one guest or the whole gang. */
+export interface ScanCounts {
   /** Pages, ceil(size / 4096). */
   pages: number;
   /** Pages whose every byte is zero (holes included). */
   zero: number;
-  /** Contents first seen in this guest. */
+  /** Contents first seen here. */
   unique: number;
   /** Non-zero pages whose content was seen earlier (in any guest). */
   duplicate: number;
-  /** Duplicates of a content first seen in this guest. */
+  /** Duplicates of a content first seen in the same guest. */
   duplicateWithin: number;
   /** Duplicates of a content first seen in an earlier guest. */
   duplicateAcross: number;
+}
+
+/** What the scan found in one guest. */
+export interface GuestScanReport extends ScanCounts {
+  /** The guest's name. */
+  name: string;
+  /** Its RAM file. */
+  path: string;
 }
 
 /** What the scan found in the whole gang. */
@@ -36,13 +40,7 @@ export interface ScanReport {
   /** One report per guest, in gang order. */
   guests: GuestScanReport[];
   /** Sums over the guests, plus bytes. */
-  totals: {
-    pages: number;
-    zero: number;
-    unique: number;
-    duplicate: number;
-    duplicateWithin: number;
-    duplicateAcross: number;
+  totals: ScanCounts & {
     /** Sum of the RAM file sizes. */
     bytes: number;
     /** unique x pageSize: what gang migration must send in full. */
