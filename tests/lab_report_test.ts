@@ -26,6 +26,7 @@ function measured(
     resumed: downtimes.length,
     checks: downtimes.map((_, i) => ({ name: `vm${i}`, resumed: true, detail: "ok" })),
     bootSeconds: 10,
+    loadAverage: method === "qemu" ? 99 : 0.5,
     ...(method === "gangway"
       ? {
         gangway: {
@@ -222,6 +223,10 @@ Deno.test("formatSummary() shows a row per method, the ratios, gangway's time an
   assert(text.includes("live rounds 2.00 + 0.20 s"), text);
   assert(text.includes("missed bytes on the link <= 0.5x qemu: 0.62x"), text);
   assert(text.includes("kernel defaults (KASLR on)"), text);
+  assert(
+    text.includes("gangway 0.50, qemu 99.00, qemu-zstd 0.50 -- something else competed"),
+    text,
+  );
 });
 
 Deno.test("table() pads the first column left and the others right", () => {

@@ -81,6 +81,7 @@ Deno.test("a short lab run migrates two guests both ways, reports every field an
       assertEquals(m.resumed, 2, `${key}: ${JSON.stringify(m.notResumed)}`);
       assert(m.bytesOnWire > 0 && m.tmtSeconds > 0, `${key}: ${JSON.stringify(m)}`);
       assertEquals(m.downtimeMs.length, 2);
+      assert(m.loadAverage >= 0, `${key}: load average ${m.loadAverage}`);
       assert(m.downtimeMs.every((ms: number) => ms > 0), `${key}: ${m.downtimeMs}`);
       // The link carried what the tool wrote plus headers (and nothing else: it is private).
       assert(m.bytesOnWire >= m.toolBytes, `${key}: ${m.bytesOnWire} < ${m.toolBytes}`);

@@ -83,7 +83,8 @@ export async function measureMethod(
   const gang = await bootGang(session, spec, TAG[method] + session.nextRun());
   let outcome: MigrationOutcome | undefined;
   try {
-    say("migrating");
+    const loadAverage = await hostLoadAverage();
+    say(`migrating (host load average ${loadAverage.toFixed(2)})`);
     outcome = method === "gangway"
       ? await migrateGangWithGangway(session, gang)
       : await migrateGangWithQemu(session, gang, {
@@ -101,7 +102,7 @@ export async function measureMethod(
       `${resumed}/${checks.length} guests resumed at the target (heartbeat went on, checksum ok)`,
     );
     const { moved: _moved, ...measured } = outcome;
-    return { method, ...measured, resumed, checks, bootSeconds: gang.bootSeconds };
+    return { method, ...measured, resumed, checks, bootSeconds: gang.bootSeconds, loadAverage };
   } finally {
     const guests = [...gang.guests, ...(outcome?.moved.map((m) => m.destination) ?? [])];
     await closeGuests(session, guests).catch(() => {});
@@ -144,6 +145,20 @@ export async function runLab(session: LabSession, config: LabConfig): Promise<La
     startedAt: startedAt.toISOString(),
     seconds: Math.round(performance.now() - t0) / 1000,
   };
+}
+
+/**
+ * The host's 1-minute load average (`/proc/loadavg`, read with `cat`: Deno
+ * asks for --allow-all under /proc); NaN when it cannot be read.
+ */
+async function hostLoadAverage(): Promise<number> {
+  try {
+    const { stdout } = await new Deno.Command("cat", { args: ["/proc/loadavg"], stderr: "null" })
+      .output();
+    return Number(new TextDecoder().decode(stdout).split(" ")[0]);
+  } catch {
+    return NaN;
+  }
 }
 
 function describeOutcome(outcome: MigrationOutcome): string {

@@ -67,4 +67,9 @@ export interface MethodResult extends Omit<MigrationOutcome, "moved"> {
   checks: ResumeCheck[];
   /** Time the gang took to boot (not part of any migration figure). */
   bootSeconds: number;
+  /**
+   * The host's 1-minute load average when the migration started: above
+   * the number of CPUs, something else competed for them (a noisy run).
+   */
+  loadAverage: number;
 }

@@ -28,6 +28,8 @@ export interface MethodJson {
   bytesBack: number;
   /** Extra: seconds the gang took to boot (before, and not part of, the migration). */
   bootSeconds: number;
+  /** Extra: the host's 1-minute load average when the migration started. */
+  loadAverage: number | null;
   /** Extra: the guests that did not resume, and why. */
   notResumed: { name: string; detail: string }[];
   /** Extra, gangway only: where its time went. */
@@ -244,6 +246,7 @@ function methodJson(m: MethodResult): MethodJson {
     toolBytes: m.toolBytes,
     bytesBack: m.bytesBack,
     bootSeconds: m.bootSeconds,
+    loadAverage: Number.isFinite(m.loadAverage) ? m.loadAverage : null,
     notResumed: m.checks.filter((c) => !c.resumed).map(({ name, detail }) => ({ name, detail })),
     ...(m.gangway ? { breakdown: m.gangway.breakdown } : {}),
   };
@@ -291,6 +294,13 @@ export function formatSummary(result: LabResult): string {
     }),
   ];
   if (gangway.gangway) lines.push(`gangway's time: ${formatBreakdown(gangway.gangway.breakdown)}`);
+  const cpus = navigator.hardwareConcurrency;
+  const loads = result.methods.map((m) => `${m.method} ${m.loadAverage.toFixed(2)}`).join(", ");
+  const busy = result.methods.some((m) => m.loadAverage > cpus);
+  lines.push(
+    `host load average as each migration started (${cpus} CPUs): ${loads}` +
+      (busy ? " -- something else competed for the CPUs: compare with another run" : ""),
+  );
   const goals = goalVerdicts(result);
   if (goals.length > 0) {
     lines.push(`goals (4 or more guests, against ${base.method}):`);
