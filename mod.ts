@@ -119,3 +119,11 @@ export {
   type SyntheticGuestOptions,
   type WriteMix,
 } from "./src/synthetic/synthetic_guest.ts";
+export * from "./src/transport/mod.ts";
+export {
+  type DirtyTracker,
+  type MappedRam,
+  mappingAddress,
+  rescanEverything,
+  SoftDirtyTracker,
+} from "./src/plan/dirty_tracking.ts";

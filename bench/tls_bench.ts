@@ -22,7 +22,7 @@ import { randomSeed } from "../src/transfer/seed.ts";
 import { ReceiverProcess } from "../src/target/receiver_process.ts";
 import { connectTarget } from "../src/transport/connect_target.ts";
 import { readPemFile, readTokenFile } from "../src/transport/credentials.ts";
-import { makeCerts } from "../tools/certs.ts";
+import { makeCerts } from "../src/transport/make_certs.ts";
 import { type GuestMix, IDLE_MIX, median, UNIQUE_MIX, writeGuestFiles } from "./_guest_ram.ts";
 
 const GUESTS = 2;

@@ -67,7 +67,6 @@ const target = await LocalTarget.start({
   commandPrefix: netns ? ["ip", "netns", "exec", netns] : undefined,
   address: values["target-address"],
   deviceStatePort: values["device-state-port"] ? Number(values["device-state-port"]) : undefined,
-  receiverArgs: ["--insecure"],
 });
 
 // Step 3 -- scan, live rounds, pause, final round, verify, switch over.

@@ -47,6 +47,8 @@ export interface MigrationTarget {
   ): Promise<{ guest: QemuGuest; uri?: string; incomingUri?: string }>;
   /** Opens a connection to the target's receiver. */
   connect(): Promise<Deno.Conn>;
+  /** The token the receiver requires, if any. */
+  readonly token?: string;
 }
 
 /** Options of {@linkcode migrateQemuGang}. */
@@ -136,6 +138,7 @@ export async function migrateQemuGang(
     });
     transfer = await migrateGang(gang, await target.connect(), {
       dirtyTracker,
+      token: target.token,
       ...options,
       pause: async () => {
         step("Pausing the gang for the final round");

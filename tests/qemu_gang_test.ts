@@ -47,8 +47,7 @@ function assertSameRam(a: string, b: string): void {
 Deno.test("migrateQemuGang() moves live guests whose heartbeat goes on at the target with good checksums", async () => {
   await using guests = new Guests();
   const sources = await bootGang(guests);
-  // Plain TCP on loopback: LocalTarget.connect() does not speak TLS yet.
-  await using target = await LocalTarget.start({ receiverArgs: ["--insecure"] });
+  await using target = await LocalTarget.start();
   const lastBeats = new Map<string, Heartbeat>();
   const { report, destinations } = await migrateQemuGang(sources, target, {
     beforeSwitchOver: async (pairs) => {
@@ -94,8 +93,7 @@ Deno.test("migrateQemuGang() moves live guests whose heartbeat goes on at the ta
 Deno.test("migrateQemuGang() leaves every source running when a destination dies before the switch-over", async () => {
   await using guests = new Guests();
   const sources = await bootGang(guests);
-  // Plain TCP on loopback: LocalTarget.connect() does not speak TLS yet.
-  await using target = await LocalTarget.start({ receiverArgs: ["--insecure"] });
+  await using target = await LocalTarget.start();
   let destinationRams: string[] = [];
   await assertRejects(
     () =>

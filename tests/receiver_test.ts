@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertSameBytes } from "./_assert.ts";
+import { assert, assertEquals, assertRejects, assertSameBytes } from "./_assert.ts";
 import { Gang } from "../src/scan/gang.ts";
 import { migrateGang } from "../src/transfer/migrate_gang.ts";
 import { randomSeed } from "../src/transfer/seed.ts";
@@ -207,5 +207,26 @@ Deno.test("the receiver refuses a second sender while a gang is in progress", as
     assert(error.includes("busy with another gang"), error);
   } finally {
     first.close();
+  }
+});
+
+Deno.test("the receiver refuses to overwrite a file that holds a guest's RAM", async () => {
+  await using receiver = await startReceiver();
+  const path = makeRamFile(shmPath("twice"), [patternPage(1), patternPage(2)]);
+  try {
+    const migrate = async () => {
+      using gang = Gang.open([{ name: "vm", path }], { seed: randomSeed() });
+      return await migrateGang(gang, await receiver.connect());
+    };
+    assert((await migrate()).verified);
+    const error = await assertRejects(migrate, Error);
+    assert(error.message.includes(`"${receiver.dir}/vm" exists and holds data`), error.message);
+    assertSameBytes(
+      readRamFile(`${receiver.dir}/vm`),
+      readRamFile(path),
+      "the first copy is intact",
+    );
+  } finally {
+    await removeFiles(path);
   }
 });

@@ -145,10 +145,11 @@ function liveGuests(label: string): SyntheticGuest[] {
 }
 
 Deno.test("a receiver killed in a round fails the migration with a clear error and leaves the guests running", async (t) => {
-  const dir = await Deno.makeTempDir({ prefix: "gangway-target-" });
   for (const when of ["round 1", "the final round"]) {
     await t.step(`killed in ${when}`, async () => {
       const guests = liveGuests("killed");
+      // A killed receiver leaves its files behind: each step gets its own directory.
+      const dir = await Deno.makeTempDir({ prefix: "gangway-target-" });
       try {
         await using receiver = await spawnReceiver(dir, ["--insecure"]);
         using gang = Gang.open(guests.map((g) => ({ name: g.name, path: g.path })), {
@@ -184,8 +185,8 @@ Deno.test("a receiver killed in a round fails the migration with a clear error a
       } finally {
         for (const g of guests) await g.stop();
         await removeFiles(...guests.map((g) => g.path));
+        await Deno.remove(dir, { recursive: true });
       }
     });
   }
-  await Deno.remove(dir, { recursive: true });
 });

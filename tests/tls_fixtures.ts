@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { makeCerts } from "../tools/certs.ts";
+import { makeCerts } from "../src/transport/make_certs.ts";
 import { readPemFile, readTokenFile } from "../src/transport/credentials.ts";
 
 /** Files and their contents. */

@@ -6,7 +6,7 @@
  * Usage: `deno run <permissions> tools/setup.ts NEED...` where each NEED is
  * one of the keys of {@linkcode NEEDS}.
  *
- * Requires `--allow-read`, `--allow-write` (ffi/build), `--allow-env`,
+ * Requires `--allow-read`, `--allow-write` (ffi/build),
  * `--allow-sys=uid` and `--allow-run` (gcc, apt-get).
  *
  * @module
@@ -30,6 +30,7 @@ export const NEEDS: Record<string, Requirement[]> = {
     { file: "/usr/bin/qemu-system-x86_64", debian: "qemu-system-x86" },
     { file: "/bin/busybox", debian: "busybox-static" },
   ],
+  tls: [{ file: "/usr/bin/openssl", debian: "openssl" }],
   lab: [
     { file: "/usr/sbin/ip", debian: "iproute2" },
     { file: "/usr/sbin/tc", debian: "iproute2" },

@@ -83,7 +83,6 @@ export async function runGangSide(options: GangSideOptions): Promise<GangSideRes
     commandPrefix: netns ? ["ip", "netns", "exec", netns] : undefined,
     address: options.targetAddress,
     deviceStatePort: options.deviceStatePort,
-    receiverArgs: ["--insecure"],
   });
   const started: QemuGuest[] = [];
   // Interrupted: end what this process started; the lab removes the files.

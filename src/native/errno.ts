@@ -30,6 +30,7 @@ const REASONS: Record<string, string> = {
   EIO: "input/output error",
   ESRCH: "no such process",
   EROFS: "read-only file system",
+  ELOOP: "a symbolic link (refused)",
 };
 
 /** An error from the C library, carrying the errno name (`code`). */

@@ -12,7 +12,35 @@
  */
 import { join } from "node:path";
 import { QemuGuest } from "../qemu/guest.ts";
+import { connectTarget } from "../transport/connect_target.ts";
+import { readPemFile, readTokenFile } from "../transport/credentials.ts";
+import { makeCerts } from "../transport/make_certs.ts";
 import { ReceiverProcess } from "./receiver_process.ts";
+
+/** The TLS material of one target: made for it, removed with it. */
+interface Credentials {
+  dir: string;
+  ca: string;
+  token: string;
+  receiverArgs: string[];
+}
+
+/** A throwaway CA, receiver certificate (for `address`) and token, in a private temporary directory. */
+async function makeCredentials(address: string): Promise<Credentials> {
+  const dir = await Deno.makeTempDir({ prefix: "gangway-tls-" });
+  try {
+    const made = await makeCerts(dir, { ips: [address], days: 1 });
+    return {
+      dir,
+      ca: await readPemFile(made.ca, "CA certificate"),
+      token: await readTokenFile(made.token),
+      receiverArgs: ["--cert", made.cert, "--key", made.key, "--token-file", made.token],
+    };
+  } catch (error) {
+    await Deno.remove(dir, { recursive: true });
+    throw error;
+  }
+}
 
 /** Options of {@linkcode LocalTarget.start}. */
 export interface LocalTargetOptions {
@@ -27,7 +55,13 @@ export interface LocalTargetOptions {
    * Default: unix sockets, which only work when both ends share a file system view.
    */
   deviceStatePort?: number;
-  /** More arguments for the receiver (transport, limits). */
+  /**
+   * Plain TCP instead of TLS. By default the target makes a throwaway CA,
+   * certificate and token for itself, so that even a lab's link carries
+   * guest RAM encrypted and only this process can send to the receiver.
+   */
+  insecure?: boolean;
+  /** More arguments for the receiver (limits). */
   receiverArgs?: string[];
   /**
    * Directory of the destinations' QMP sockets and logs, kept after they
@@ -39,7 +73,7 @@ export interface LocalTargetOptions {
 /**
  * The target side of a QEMU gang migration.
  *
- * Requires `--allow-run` (deno, mkdir, QEMU), `--allow-net`, `--allow-read`, `--allow-write`.
+ * Requires `--allow-run` (deno, mkdir, openssl, QEMU), `--allow-net`, `--allow-read`, `--allow-write`.
  */
 export class LocalTarget implements AsyncDisposable {
   /** Directory of the destination guests' RAM files. */
@@ -47,6 +81,9 @@ export class LocalTarget implements AsyncDisposable {
   /** The target's address. */
   readonly address: string;
   readonly receiver: ReceiverProcess;
+  /** The token a sender must present (undefined with `insecure`). */
+  readonly token: string | undefined;
+  readonly #credentials: Credentials | undefined;
   readonly #options: LocalTargetOptions;
   readonly #ownsDir: boolean;
   #guests = 0;
@@ -56,9 +93,12 @@ export class LocalTarget implements AsyncDisposable {
     dir: string,
     ownsDir: boolean,
     receiver: ReceiverProcess,
+    credentials: Credentials | undefined,
     options: LocalTargetOptions,
   ) {
     this.dir = dir;
+    this.#credentials = credentials;
+    this.token = credentials?.token;
     this.#ownsDir = ownsDir;
     this.receiver = receiver;
     this.address = options.address ?? "127.0.0.1";
@@ -79,24 +119,32 @@ export class LocalTarget implements AsyncDisposable {
         }`,
       );
     }
+    const address = options.address ?? "127.0.0.1";
+    let credentials: Credentials | undefined;
     try {
+      credentials = options.insecure ? undefined : await makeCredentials(address);
       const receiver = await ReceiverProcess.start({
         dir,
-        listen: { hostname: options.address ?? "127.0.0.1" },
+        listen: { hostname: address },
         commandPrefix: options.commandPrefix,
-        args: options.receiverArgs,
+        args: [...credentials?.receiverArgs ?? ["--insecure"], ...options.receiverArgs ?? []],
         stderr: "inherit",
       });
-      return new LocalTarget(dir, ownsDir, receiver, options);
+      return new LocalTarget(dir, ownsDir, receiver, credentials, options);
     } catch (error) {
+      if (credentials) await Deno.remove(credentials.dir, { recursive: true }).catch(() => {});
       if (ownsDir) await Deno.remove(dir).catch(() => {});
       throw error;
     }
   }
 
-  /** Connects to the receiver (plain TCP: the transport of the receiver's arguments). */
+  /** Connects to the receiver: TLS, its certificate checked against this target's CA (unless insecure). */
   async connect(): Promise<Deno.Conn> {
-    return await Deno.connect({ hostname: this.address, port: this.receiver.port });
+    const address = { hostname: this.address, port: this.receiver.port };
+    return await connectTarget(
+      address,
+      this.#credentials ? { ca: this.#credentials.ca } : { insecure: true },
+    );
   }
 
   /** Where the destination of a guest keeps its RAM: `DIR/NAME`, the name the receiver writes. */
@@ -132,6 +180,9 @@ export class LocalTarget implements AsyncDisposable {
     if (this.#closed) return;
     this.#closed = true;
     await this.receiver.stop();
+    if (this.#credentials) {
+      await Deno.remove(this.#credentials.dir, { recursive: true }).catch(() => {});
+    }
     if (this.#ownsDir) await Deno.remove(this.dir).catch(() => {});
   }
 

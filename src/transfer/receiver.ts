@@ -284,9 +284,11 @@ function helloLimit(options: ReceiverOptions): number {
 }
 
 /**
- * Opens (or creates) each guest's RAM file at its declared size and makes
- * it all zero: a stale file must not leak old pages into the new guest.
- * Files it had to create are listed in `created`, for removal on failure.
+ * Opens (or creates) each guest's RAM file at its declared size. An existing
+ * file must be all holes (a waiting destination QEMU's fresh file): one that
+ * holds data may be the RAM of a guest running here, and is refused rather
+ * than overwritten. Files it had to create are listed in `created`, for
+ * removal on failure.
  */
 function openTargetFiles(hello: Hello, dir: string, created: string[]): RamFile[] {
   const files: RamFile[] = [];
@@ -302,8 +304,12 @@ function openTargetFiles(hello: Hello, dir: string, created: string[]): RamFile[
         throw new Error(
           `Cannot receive guest "${name}": "${path}" exists with ${file.size} bytes, not ${size}`,
         );
+      } else if (file.stat().blocks > 0) {
+        // It may be the RAM of a guest that runs here (a destination of an earlier gang).
+        throw new Error(
+          `Cannot receive guest "${name}": "${path}" exists and holds data; remove it first`,
+        );
       }
-      file.punch(0, file.pages);
     }
     return files;
   } catch (error) {

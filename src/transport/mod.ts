@@ -29,3 +29,4 @@ export {
   readPemFile,
   readTokenFile,
 } from "./credentials.ts";
+export { type MadeCerts, makeCerts, type MakeCertsOptions } from "./make_certs.ts";
