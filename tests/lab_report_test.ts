@@ -30,6 +30,7 @@ function measured(
     ...(method === "gangway"
       ? {
         gangway: {
+          transport: "tls",
           rounds: 3,
           verified: true,
           breakdown: {
@@ -83,6 +84,7 @@ Deno.test("parseLabArgs() gives the defaults of the main job", () => {
     workload: "idle",
     kernelArgs: [],
     compare: ["qemu"],
+    insecure: false,
   });
   assertEquals([command.link, command.network, command.json, command.out], [
     "1gbit",
@@ -106,7 +108,7 @@ Deno.test("parseLabArgs() reads every flag, after the -- of deno task", () => {
       " nokaslr  quiet ",
     ],
     ...["--sweep-guests", "1,2, 4", "--sweep-memory", "256M,1G", "--out", "o", "--json", "j"],
-    ...["--network", "loopback"],
+    ...["--network", "loopback", "--insecure"],
   ]);
   assertEquals(command.config, {
     guests: 8,
@@ -115,6 +117,7 @@ Deno.test("parseLabArgs() reads every flag, after the -- of deno task", () => {
     workload: "busy",
     kernelArgs: ["nokaslr", "quiet"],
     compare: ["qemu", "qemu-zstd"],
+    insecure: true,
   });
   assertEquals(command.sweepGuests, [1, 2, 4]);
   assertEquals(command.sweepMemory, [256, 1024]);
@@ -223,6 +226,7 @@ Deno.test("formatSummary() shows a row per method, the ratios, gangway's time an
   assert(text.includes("live rounds 2.00 + 0.20 s"), text);
   assert(text.includes("missed bytes on the link <= 0.5x qemu: 0.62x"), text);
   assert(text.includes("kernel defaults (KASLR on)"), text);
+  assert(text.includes("gangway over TLS, QEMU over plain TCP"), text);
   assert(
     text.includes("gangway 0.50, qemu 99.00, qemu-zstd 0.50 -- something else competed"),
     text,

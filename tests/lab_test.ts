@@ -88,6 +88,7 @@ Deno.test("a short lab run migrates two guests both ways, reports every field an
       assert(m.bytesOnWire < m.toolBytes * 1.05, `${key}: ${m.bytesOnWire} vs ${m.toolBytes}`);
     }
     assertEquals(report.gangway.verified, true);
+    assertEquals(report.gangway.transport, "tls");
     assert(report.gangway.rounds >= 2, `rounds: ${report.gangway.rounds}`);
     assertEquals(report.qemu.rounds, undefined);
     assert(report.trafficRatio > 0 && report.tmtRatio > 0, JSON.stringify(report));

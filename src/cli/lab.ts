@@ -1,7 +1,7 @@
 /**
  * `deno task lab -- [--guests N] [--memory SIZE] [--link RATE] [--idle SECONDS]
  * [--workload idle|busy] [--compare LIST] [--kernel-args "..."] [--json FILE]
- * [--out DIR] [--sweep-guests LIST] [--sweep-memory LIST] [--network MODE]`
+ * [--out DIR] [--sweep-guests LIST] [--sweep-memory LIST] [--network MODE] [--insecure]`
  *
  * The lab, gangway's main command: two hosts on this machine (network
  * namespaces joined by a shaped veth link), a gang of QEMU guests booted on
@@ -10,7 +10,9 @@
  * table (bytes on the link, total migration time, downtime, guests resumed,
  * ratios). Progress goes to stderr, the summary to stdout. With no flags: 4
  * idle guests of 256 MiB, idle 10 s, over 1 Gbit/s, against QEMU's default
- * migration. Sweeps write JSON, SVG figures and summary.md into --out.
+ * migration. Gangway sends over TLS (a throwaway CA made for the run), or
+ * plain TCP like QEMU's migration with --insecure. Sweeps write JSON, SVG
+ * figures and summary.md into --out.
  * Everything it starts is ended and removed at the end, after a failure
  * or on Ctrl-C. See docs/lab.md.
  *
@@ -33,7 +35,7 @@ import { parseCount, parseSize } from "./_units.ts";
 const USAGE = "usage: deno task lab -- [--guests N] [--memory SIZE] [--link RATE] " +
   "[--idle SECONDS] [--workload idle|busy] [--compare qemu,qemu-zstd] [--kernel-args ARGS] " +
   "[--json FILE] [--out DIR] [--sweep-guests 1,2,4,8] [--sweep-memory 256M,512M,1G] " +
-  "[--network auto|netns|loopback]";
+  "[--network auto|netns|loopback] [--insecure]";
 
 /** Longest wait for the signal handler to exit (its cleanups get at most 20 s). */
 const SIGNAL_EXIT_WAIT_MS = 25_000;
@@ -80,6 +82,7 @@ export function parseLabArgs(args: string[]): LabCommand {
     "sweep-guests": { type: "string" },
     "sweep-memory": { type: "string" },
     network: { type: "string" },
+    insecure: { type: "boolean" },
   });
   if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`);
   const link = values.link ?? "1gbit";
@@ -103,6 +106,7 @@ export function parseLabArgs(args: string[]): LabCommand {
     workload,
     kernelArgs: (values["kernel-args"] ?? "").split(/\s+/).filter((arg) => arg !== ""),
     compare: values.compare ? compared(values.compare) : [...DEFAULT_LAB_CONFIG.compare],
+    insecure: values.insecure ?? false,
   };
   return {
     config,

@@ -21,6 +21,14 @@ export type ComparedMethod = Exclude<LabMethod, "gangway">;
 export interface LabConfig extends GangSpec {
   /** The QEMU methods to compare gangway with, in order; the first is the ratios' base. */
   compare: ComparedMethod[];
+  /** Gangway over plain TCP instead of TLS. Default false. */
+  insecure?: boolean;
+}
+
+/** Options of {@linkcode measureMethod}. */
+export interface MeasureOptions {
+  /** Gangway over plain TCP instead of TLS. Default false. */
+  insecure?: boolean;
 }
 
 /** What one experiment measured. */
@@ -49,6 +57,7 @@ export const DEFAULT_LAB_CONFIG: Readonly<LabConfig> = {
   workload: "idle",
   kernelArgs: [],
   compare: ["qemu"],
+  insecure: false,
 };
 
 const TAG: Record<LabMethod, string> = { gangway: "g", qemu: "q", "qemu-zstd": "z" };
@@ -64,6 +73,7 @@ const TAG: Record<LabMethod, string> = { gangway: "g", qemu: "q", "qemu-zstd": "
  * @param session The lab session
  * @param method The method
  * @param spec The gang
+ * @param options Gangway's transport
  * @returns What was measured
  * @throws Error when the gang cannot be booted or migrated; what was started is ended
  *
@@ -77,6 +87,7 @@ export async function measureMethod(
   session: LabSession,
   method: LabMethod,
   spec: GangSpec,
+  options: MeasureOptions = {},
 ): Promise<MethodResult> {
   const say = (line: string) => session.say(`${method}: ${line}`);
   say(`booting ${spec.guests} guests of ${spec.memoryMiB} MiB (${spec.workload})`);
@@ -86,7 +97,7 @@ export async function measureMethod(
     const loadAverage = await hostLoadAverage();
     say(`migrating (host load average ${loadAverage.toFixed(2)})`);
     outcome = method === "gangway"
-      ? await migrateGangWithGangway(session, gang)
+      ? await migrateGangWithGangway(session, gang, { insecure: options.insecure })
       : await migrateGangWithQemu(session, gang, {
         compression: method === "qemu-zstd" ? "zstd" : "none",
       });
@@ -133,11 +144,16 @@ export async function runLab(session: LabSession, config: LabConfig): Promise<La
   const t0 = performance.now();
   const methods: MethodResult[] = [];
   for (const method of ["gangway", ...config.compare] as const) {
-    methods.push(await measureMethod(session, method, config));
+    methods.push(await measureMethod(session, method, config, { insecure: config.insecure }));
   }
   const net = session.network;
   return {
-    config: { ...config, kernelArgs: [...config.kernelArgs], compare: [...config.compare] },
+    config: {
+      ...config,
+      kernelArgs: [...config.kernelArgs],
+      compare: [...config.compare],
+      insecure: config.insecure ?? false,
+    },
     link: session.link,
     network: { mode: net.mode, description: net.describe(), reason: net.reason },
     image: { kernel: basename(session.image.kernel), initramfs: basename(session.image.initrd) },

@@ -9,11 +9,13 @@
  *
  *   deno run --allow-ffi --allow-read --allow-write --allow-net --allow-run --allow-env
  *     src/lab/gang_side.ts --target-dir DIR --run-dir DIR [--target-netns NS]
- *     [--target-address ADDR] [--device-state-port PORT] [--max-bandwidth BYTES_PER_S] QMP...
+ *     [--target-address ADDR] [--device-state-port PORT] [--max-bandwidth BYTES_PER_S]
+ *     [--insecure] QMP...
  *
  * Progress goes to stderr, one line each; the result ({@linkcode GangSideResult})
- * to stdout as one JSON line. The transport is plain TCP (`--insecure`): the
- * lab link is private to the two namespaces.
+ * to stdout as one JSON line. The transport is TLS with a throwaway CA,
+ * certificate and token made for the run (`LocalTarget`), or plain TCP with
+ * `--insecure`. Temporary files go where TMPDIR says (the lab's run directory).
  *
  * @module
  */
@@ -54,6 +56,8 @@ export interface GangSideOptions {
   deviceStatePort?: number;
   /** Gangway's own bandwidth cap in bytes per second. */
   maxBandwidth?: number;
+  /** Plain TCP instead of TLS (with a throwaway CA made for the run). Default false. */
+  insecure?: boolean;
   /** Progress lines. */
   say: (line: string) => void;
 }
@@ -83,6 +87,7 @@ export async function runGangSide(options: GangSideOptions): Promise<GangSideRes
     commandPrefix: netns ? ["ip", "netns", "exec", netns] : undefined,
     address: options.targetAddress,
     deviceStatePort: options.deviceStatePort,
+    insecure: options.insecure,
   });
   const started: QemuGuest[] = [];
   // Interrupted: end what this process started; the lab removes the files.
@@ -97,6 +102,7 @@ export async function runGangSide(options: GangSideOptions): Promise<GangSideRes
       return destination;
     },
     connect: () => target.connect(),
+    token: target.token,
   };
   const t0 = performance.now();
   const at = new Map<string, number>();
@@ -164,6 +170,7 @@ if (import.meta.main) {
       "target-address": { type: "string" },
       "device-state-port": { type: "string" },
       "max-bandwidth": { type: "string" },
+      insecure: { type: "boolean" },
     },
   });
   const number = (text: string | undefined) => text === undefined ? undefined : Number(text);
@@ -181,6 +188,7 @@ if (import.meta.main) {
       targetAddress: values["target-address"],
       deviceStatePort: number(values["device-state-port"]),
       maxBandwidth: number(values["max-bandwidth"]),
+      insecure: values.insecure,
       say: (line) => console.error(line),
     });
     console.log(JSON.stringify(result));

@@ -23,6 +23,16 @@ const GANG_SIDE_PERMISSIONS = [
   "--allow-write",
   "--allow-env",
 ];
+/** Options of {@linkcode migrateGangWithGangway}. */
+export interface GangwayMethodOptions {
+  /**
+   * Send over plain TCP, as QEMU's migration does, instead of gangway's
+   * default TLS (a throwaway CA, certificate and token made for the run).
+   * Default false.
+   */
+  insecure?: boolean;
+}
+
 /** First TCP port of the device state at the target host, one per guest. */
 const DEVICE_STATE_PORT = 4600;
 /** Lines of the gang runner's stderr kept for an error message. */
@@ -39,6 +49,7 @@ const KEPT_LINES = 30;
  *
  * @param session The lab session
  * @param gang The booted gang; the sources are gone afterwards
+ * @param options The transport
  * @returns What the migration did; the destinations run, tracked by the session
  * @throws Error with the runner's last words when it fails
  *
@@ -52,6 +63,7 @@ const KEPT_LINES = 30;
 export async function migrateGangWithGangway(
   session: LabSession,
   gang: BootedGang,
+  options: GangwayMethodOptions = {},
 ): Promise<MigrationOutcome> {
   const net = session.network;
   const sockets = gang.guests.map((guest) => `${guest.runDir}/${guest.name}.qmp`);
@@ -72,11 +84,18 @@ export async function migrateGangWithGangway(
     String(net.mode === "netns" ? DEVICE_STATE_PORT : freePortRun(gang.guests.length)),
     ...(net.target.namespace ? ["--target-netns", net.target.namespace] : []),
     ...(session.loopbackCap ? ["--max-bandwidth", String(session.loopbackCap)] : []),
+    ...(options.insecure ? ["--insecure"] : []),
     ...sockets,
   ];
   const before = await net.bytes();
   const child = session.trackChild(
-    net.spawn("source", Deno.execPath(), args, { stdin: "null", stdout: "piped", stderr: "piped" }),
+    net.spawn("source", Deno.execPath(), args, {
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      // Its temporary files (the run's TLS material) go into the lab's run directory.
+      env: { TMPDIR: session.runDir },
+    }),
   );
   const kept: string[] = [];
   const [stdout, , status] = await Promise.all([
@@ -111,6 +130,7 @@ export async function migrateGangWithGangway(
     downtimeMs: report.guests.map((g) => g.downtimeMs),
     moved,
     gangway: {
+      transport: options.insecure ? "tcp" : "tls",
       rounds: report.transfer.rounds.length,
       verified: report.transfer.verified,
       breakdown: result.breakdown,

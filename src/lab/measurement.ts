@@ -31,6 +31,8 @@ export interface GangwayBreakdown {
 
 /** The gangway-only part of a measurement. */
 export interface GangwayDetails {
+  /** "tls" (gangway's default) or "tcp" (plain, as QEMU's migration). */
+  transport: "tls" | "tcp";
   /** Rounds, the final one included. */
   rounds: number;
   /** The target found every guest's RAM identical to the source's. */

@@ -20,6 +20,8 @@ export interface MethodJson {
   rounds?: number;
   /** Gangway only: the target found every guest's RAM identical. */
   verified?: boolean;
+  /** Extra, gangway only: "tls" (its default) or "tcp" (`--insecure`). */
+  transport?: "tls" | "tcp";
   /** Guests that went on at the target with their checksum ok. */
   resumed: number;
   /** Extra: bytes the method itself counted (QEMU: before compression). */
@@ -243,6 +245,7 @@ function methodJson(m: MethodResult): MethodJson {
     downtimeMs: m.downtimeMs.map((ms) => round(ms, 1)),
     ...(m.gangway ? { rounds: m.gangway.rounds, verified: m.gangway.verified } : {}),
     resumed: m.resumed,
+    ...(m.gangway ? { transport: m.gangway.transport } : {}),
     toolBytes: m.toolBytes,
     bytesBack: m.bytesBack,
     bootSeconds: m.bootSeconds,
@@ -270,7 +273,9 @@ export function formatSummary(result: LabResult): string {
   const lines = [
     `${config.guests} guests x ${config.memoryMiB} MiB, ${config.workload} workload, ` +
     `idle ${config.idleSeconds} s, link ${result.link}`,
-    `hosts: ${result.network.description}`,
+    `hosts: ${result.network.description}; gangway over ${
+      gangway.gangway?.transport === "tcp" ? "plain TCP (--insecure)" : "TLS"
+    }, QEMU over plain TCP`,
     `image: ${result.image.kernel} + ${result.image.initramfs}, ${kernel}`,
     "",
     table([
