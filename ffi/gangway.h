@@ -19,7 +19,7 @@
 #define GW_PAGE_SIZE (1u << GW_PAGE_SHIFT)
 
 /* Bumped whenever a signature or a constant below changes. */
-#define GW_ABI_VERSION 3
+#define GW_ABI_VERSION 4
 
 uint32_t gw_abi_version(void);
 
@@ -115,6 +115,17 @@ void gw_hash_pages(const uint8_t *buf, uint32_t count, uint64_t seed, uint64_t *
 uint64_t gw_zero_page_hash(uint64_t seed);
 /* Digest of a guest's RAM: XXH3-128 over its per-page hashes (16 bytes into out). */
 void gw_digest(const uint64_t *hashes, uint32_t count, uint64_t seed, uint8_t *out);
+
+/* ------------------------------------------------------------------------
+ * Compression of page data on the wire (zstd).
+ * ---------------------------------------------------------------------- */
+
+/* Largest compressed size of len bytes. */
+uint32_t gw_compress_bound(uint32_t len);
+/* Compresses src into dst (cap bytes) at a zstd level; returns the size or -errno. */
+int gw_compress(const uint8_t *src, uint32_t len, uint8_t *dst, uint32_t cap, int32_t level);
+/* Decompresses src into dst, which must come out exactly `expected` bytes; 0 or -EBADMSG. */
+int gw_decompress(const uint8_t *src, uint32_t len, uint8_t *dst, uint32_t expected);
 
 /* ------------------------------------------------------------------------
  * The gang content index: one table for all guests of a gang, mapping

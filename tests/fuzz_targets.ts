@@ -24,6 +24,7 @@ import {
   decodeRoundEnd,
   decodeU32,
   encodeHello,
+  FrameFlag,
   FrameType,
   HEADER_BYTES,
   PROTOCOL_VERSION,
@@ -429,6 +430,7 @@ export function fuzzDecoders(run: FuzzRun, recording: Recording): Promise<FuzzSt
     const decoders: [string, () => unknown][] = [
       ["Hello", () => decodeHello(body)],
       ["Pages", () => decodePages(body)],
+      ["compressed Pages", () => decodePages(body, FrameFlag.Compressed)],
       ["Refs", () => decodePairs(body, "Refs")],
       ["RoundEnd", () => decodeRoundEnd(body)],
       ["Done", () => decodeDone(body, rng.int(6))],

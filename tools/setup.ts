@@ -24,6 +24,7 @@ export const NEEDS: Record<string, Requirement[]> = {
   build: [
     { file: "/usr/bin/gcc", debian: "gcc" },
     { file: "/usr/include/xxhash.h", debian: "libxxhash-dev" },
+    { file: "/usr/include/zstd.h", debian: "libzstd-dev" },
   ],
   bench: [{ file: "/usr/bin/xxhsum", debian: "xxhash" }],
   qemu: [

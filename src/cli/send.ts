@@ -1,7 +1,8 @@
 /**
  * `deno task send -- --target HOST:PORT (--ca FILE --token-file FILE
  * [--server-name NAME] | --insecure) [--max-bandwidth BYTES_PER_S]
- * [--max-rounds N] [--stall-timeout SECONDS] [--json] FILE...`
+ * [--max-rounds N] [--compress auto|zstd|none] [--stall-timeout SECONDS]
+ * [--json] FILE...`
  *
  * Migrates RAM files that nobody is writing (each file one guest, named
  * after the file) to a target running `receive`, and reports each round.
@@ -10,6 +11,10 @@
  * in `--ca` and name the target's address (or `--server-name`), and the
  * token in `--token-file` proves to the target who is sending. Plain TCP
  * needs `--insecure` (on both sides) and prints a warning.
+ *
+ * `--compress` chooses how page data travels: `auto` (the default)
+ * compresses it with zstd while the link is the bottleneck, `zstd` always,
+ * `none` never.
  *
  * `--stall-timeout SECONDS` bounds how long a write to the target may make
  * no progress and how long an answer may take (defaults 60 s and 120 s):
@@ -25,6 +30,7 @@ import { Gang } from "../scan/gang.ts";
 import { randomSeed } from "../transfer/seed.ts";
 import { migrateGang, type MigrationReport } from "../transfer/migrate_gang.ts";
 import { parseCli, runMain, UsageError } from "./_cli.ts";
+import type { CompressionMode } from "../transfer/compression_policy.ts";
 import { progressLine } from "./_progress.ts";
 import { parseAddress, parseCount, parseRate } from "./_units.ts";
 import { connectTarget, type ConnectTargetOptions } from "../transport/connect_target.ts";
@@ -32,7 +38,7 @@ import { readPemFile, readTokenFile } from "../transport/credentials.ts";
 
 const USAGE = "usage: deno task send -- --target HOST:PORT " +
   "(--ca FILE --token-file FILE [--server-name NAME] | --insecure) " +
-  "[--max-bandwidth BYTES_PER_S] [--max-rounds N] [--stall-timeout SECONDS] [--json] FILE...";
+  "[--max-bandwidth BYTES_PER_S] [--max-rounds N] [--compress auto|zstd|none] [--stall-timeout SECONDS] [--json] FILE...";
 
 const INSECURE_WARNING = "warning: --insecure: guest RAM and the token cross the network " +
   "unencrypted and the target is not checked; use it only on a network you trust";
@@ -118,6 +124,7 @@ async function main(args: string[]): Promise<void> {
     insecure: { type: "boolean" },
     "max-bandwidth": { type: "string" },
     "max-rounds": { type: "string" },
+    compress: { type: "string" },
     "stall-timeout": { type: "string" },
     json: { type: "boolean" },
   });
@@ -133,6 +140,10 @@ async function main(args: string[]): Promise<void> {
   const stallMs = values["stall-timeout"]
     ? parseCount(values["stall-timeout"], "--stall-timeout") * 1000
     : undefined;
+  const compression = values.compress ?? "auto";
+  if (!["auto", "zstd", "none"].includes(compression)) {
+    throw new UsageError(`--compress needs auto, zstd or none, got "${compression}"`);
+  }
   const transport = await transportOptions(values);
 
   using gang = Gang.open(positionals.map((path) => ({ name: basename(path), path })), {
@@ -143,6 +154,7 @@ async function main(args: string[]): Promise<void> {
   const report = await migrateGang(gang, conn, {
     maxBandwidth,
     maxRounds,
+    compression: compression as CompressionMode,
     token: transport.token,
     stallTimeoutMs: stallMs,
     answerTimeoutMs: stallMs,

@@ -10,7 +10,7 @@
  */
 
 /** Must equal GW_ABI_VERSION in ffi/gangway.h: a stale build is refused. */
-const ABI_VERSION = 3;
+const ABI_VERSION = 4;
 
 /** One entry per C function, with its prototype from ffi/gangway.h. */
 const SYMBOLS = {
@@ -54,6 +54,13 @@ const SYMBOLS = {
   gw_zero_page_hash: { parameters: ["u64"], result: "u64" },
   // void gw_digest(const uint64_t *hashes, uint32_t count, uint64_t seed, uint8_t *out)
   gw_digest: { parameters: ["buffer", "u32", "u64", "buffer"], result: "void" },
+
+  // uint32_t gw_compress_bound(uint32_t len)
+  gw_compress_bound: { parameters: ["u32"], result: "u32" },
+  // int gw_compress(const uint8_t *src, uint32_t len, uint8_t *dst, uint32_t cap, int32_t level)
+  gw_compress: { parameters: ["buffer", "u32", "buffer", "u32", "i32"], result: "i32" },
+  // int gw_decompress(const uint8_t *src, uint32_t len, uint8_t *dst, uint32_t expected)
+  gw_decompress: { parameters: ["buffer", "u32", "buffer", "u32"], result: "i32" },
 
   // int gw_index_new(uint64_t seed, uint32_t hash_bits, gw_index **out)
   gw_index_new: { parameters: ["u64", "u32", "buffer"], result: "i32" },

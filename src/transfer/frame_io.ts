@@ -205,6 +205,8 @@ export class FrameWriter {
   #inFlight: Promise<void> = Promise.resolve();
   /** Bytes written to the stream so far, headers included. */
   bytesWritten = 0;
+  /** Time spent waiting for the stream to take earlier writes: the link (or the peer) is the bottleneck then. */
+  waitMs = 0;
 
   /**
    * Writes frames to a stream.
@@ -246,7 +248,9 @@ export class FrameWriter {
 
   /** Starts writing the current buffer and switches to the other one (once it is free). */
   async #rotate(): Promise<void> {
+    const started = performance.now();
     await this.#inFlight;
+    this.waitMs += performance.now() - started;
     if (this.#used === 0) return;
     const chunk = this.#buffers[this.#current]!.subarray(0, this.#used);
     this.#inFlight = this.#writeAll(chunk);

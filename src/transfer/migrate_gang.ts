@@ -10,6 +10,7 @@ import type { Gang } from "../scan/gang.ts";
 import { type ConvergenceOptions, shouldStopLiveRounds } from "../plan/convergence.ts";
 import { GangSender, type RoundReport, type SenderOptions } from "./sender.ts";
 import type { ByteStream } from "./frame_io.ts";
+import type { CompressionReport } from "./compression_policy.ts";
 
 /** Options of {@linkcode migrateGang}. */
 export interface MigrateGangOptions extends SenderOptions, ConvergenceOptions {
@@ -40,6 +41,8 @@ export interface MigrationReport {
   pausedSeconds: number;
   /** How rounds after the first chose the pages to re-read: "rescan" (every page) or "soft-dirty". */
   dirtyTracking: string;
+  /** What compression of page data did. */
+  compression: CompressionReport;
 }
 
 /**
@@ -87,6 +90,7 @@ export async function migrateGang(
       digests,
       pausedSeconds: (now - pausedAt) / 1000,
       dirtyTracking: sender.dirtyTracking,
+      compression: sender.compression,
     };
   } catch (error) {
     if (paused) await resumeAfter(error, options.resume);

@@ -11,13 +11,14 @@
  * @module
  */
 import { PAGE_SIZE } from "../native/ram_file.ts";
+import { decompress } from "../native/compression.ts";
 import { ramDigest } from "../native/hashing.ts";
 
 /**
  * The protocol version this code speaks. 2: the digests of DONE are keyed
  * by each guest's size as well (see {@linkcode guestDigest}).
  */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 /** "GWAY" as a little-endian u32: the first field of a HELLO. */
 export const MAGIC = 0x59415747;
@@ -30,6 +31,12 @@ export const MAX_PAGES_PER_FRAME = 1024;
 
 /** Largest frame body either side accepts (a full PAGES frame, with room to spare). */
 export const MAX_BODY_BYTES = MAX_PAGES_PER_FRAME * (PAGE_SIZE + 16) + 4096;
+
+/** Header flags. */
+export const FrameFlag = {
+  /** PAGES only: the page data is one zstd frame (the entries are not compressed). */
+  Compressed: 1,
+} as const;
 
 /** Frame types. Sender to receiver unless noted. */
 export const FrameType = {
@@ -129,7 +136,8 @@ export function readHeader(
       } frame of ${header.bodyBytes} bytes exceeds the limit of ${maxBody}`,
     );
   }
-  if (header.flags !== 0) {
+  const allowed = header.type === FrameType.Pages ? FrameFlag.Compressed : 0;
+  if ((header.flags & ~allowed) !== 0) {
     throw new ProtocolError(
       `${
         frameTypeName(header.type)
@@ -349,14 +357,21 @@ export interface PagesFrame {
   data: Uint8Array;
 }
 
-/** Decodes a PAGES body, copying the entries out (the data stays a view). */
-export function decodePages(body: Uint8Array): PagesFrame {
+/**
+ * Decodes a PAGES body, copying the entries out. The data stays a view of
+ * the body, or is decompressed into a new buffer of exactly n pages.
+ */
+export function decodePages(body: Uint8Array, flags = 0): PagesFrame {
   const r = new BodyReader(body, "Pages");
   const n = r.u32();
   if (n === 0 || n > MAX_PAGES_PER_FRAME) throw new ProtocolError(`Pages frame with ${n} pages`);
-  if (body.length !== pagesBodyBytes(n)) {
+  const compressed = (flags & FrameFlag.Compressed) !== 0;
+  const entriesEnd = 4 + n * PAGE_ENTRY_BYTES;
+  if (compressed ? body.length <= entriesEnd : body.length !== pagesBodyBytes(n)) {
     throw new ProtocolError(
-      `Pages frame of ${n} pages has ${body.length} bytes, expected ${pagesBodyBytes(n)}`,
+      `Pages frame of ${n} pages has ${body.length} bytes, expected ${
+        compressed ? `more than ${entriesEnd}` : pagesBodyBytes(n)
+      }`,
     );
   }
   const pages = new Uint32Array(n);
@@ -367,7 +382,12 @@ export function decodePages(body: Uint8Array): PagesFrame {
     ids[i] = r.u32();
     hashes[i] = r.u64();
   }
-  return { pages, ids, hashes, data: r.bytes(n * PAGE_SIZE) };
+  if (!compressed) return { pages, ids, hashes, data: r.bytes(n * PAGE_SIZE) };
+  const data = new Uint8Array(n * PAGE_SIZE);
+  if (!decompress(r.bytes(body.length - entriesEnd), data)) {
+    throw new ProtocolError(`Pages frame of ${n} pages holds no valid zstd data of ${n} pages`);
+  }
+  return { pages, ids, hashes, data };
 }
 
 /** Decodes a body of n fixed pairs of u32 (REFS, ZEROS). */
@@ -456,14 +476,48 @@ export function decodeDone(body: Uint8Array, guests: number): string[] {
     ).join(""));
 }
 
-/** Bytes of a whole PAGES frame of n pages. */
-export function pagesFrameBytes(n: number): number {
-  return HEADER_BYTES + pagesBodyBytes(n);
+/** Bytes of a whole PAGES frame of n pages whose data takes `dataBytes` (default: uncompressed). */
+export function pagesFrameBytes(n: number, dataBytes = n * PAGE_SIZE): number {
+  return HEADER_BYTES + 4 + n * PAGE_ENTRY_BYTES + dataBytes;
 }
 
 /**
- * Writes a PAGES frame into `out` (exactly {@linkcode pagesFrameBytes} bytes):
- * entry i is (pages[i], ids[i], hashes[i]) and its data is page slots[i] of src.
+ * Writes a PAGES frame's header and entries into `out` (exactly
+ * {@linkcode pagesFrameBytes} bytes): entry i is (pages[i], ids[i],
+ * hashes[i]). The caller writes the data at the returned offset.
+ */
+export function writePagesHead(
+  out: Uint8Array,
+  guest: number,
+  pages: Uint32Array,
+  ids: Uint32Array,
+  hashes: BigUint64Array,
+  compressed: boolean,
+): number {
+  const n = pages.length;
+  const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  writeHeader(
+    view,
+    0,
+    FrameType.Pages,
+    guest,
+    out.length - HEADER_BYTES,
+    compressed ? FrameFlag.Compressed : 0,
+  );
+  view.setUint32(HEADER_BYTES, n, true);
+  let o = HEADER_BYTES + 4;
+  for (let i = 0; i < n; i++, o += PAGE_ENTRY_BYTES) {
+    view.setUint32(o, pages[i]!, true);
+    view.setUint32(o + 4, ids[i]!, true);
+    view.setBigUint64(o + 8, hashes[i]!, true);
+  }
+  return o;
+}
+
+/**
+ * Writes an uncompressed PAGES frame into `out` (exactly
+ * {@linkcode pagesFrameBytes}`(n)` bytes): the data of entry i is page
+ * slots[i] of src.
  */
 export function writePagesFrame(
   out: Uint8Array,
@@ -474,17 +528,8 @@ export function writePagesFrame(
   src: Uint8Array,
   slots: Uint16Array,
 ): void {
-  const n = pages.length;
-  const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
-  writeHeader(view, 0, FrameType.Pages, guest, pagesBodyBytes(n));
-  view.setUint32(HEADER_BYTES, n, true);
-  let o = HEADER_BYTES + 4;
-  for (let i = 0; i < n; i++, o += PAGE_ENTRY_BYTES) {
-    view.setUint32(o, pages[i]!, true);
-    view.setUint32(o + 4, ids[i]!, true);
-    view.setBigUint64(o + 8, hashes[i]!, true);
-  }
-  for (let i = 0; i < n; i++, o += PAGE_SIZE) {
+  let o = writePagesHead(out, guest, pages, ids, hashes, false);
+  for (let i = 0; i < pages.length; i++, o += PAGE_SIZE) {
     const at = slots[i]! * PAGE_SIZE;
     out.set(src.subarray(at, at + PAGE_SIZE), o);
   }

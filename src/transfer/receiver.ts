@@ -130,7 +130,7 @@ class Session {
   /** Pages in full: hash-checked, registered as new contents, written. */
   applyPages(frame: Frame): void {
     const file = this.#file(frame);
-    const { pages, ids, hashes, data } = decodePages(frame.body);
+    const { pages, ids, hashes, data } = decodePages(frame.body, frame.flags);
     const actual = hashPages(data, pages.length, this.hello.seed).hashes;
     for (let i = 0; i < pages.length; i++) {
       const x = this.#checkPage(frame, pages[i]!);

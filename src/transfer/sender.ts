@@ -19,6 +19,12 @@ import {
   RoundPlanner,
 } from "../plan/round_planner.ts";
 import { type DirtyTracker, rescanEverything } from "../plan/dirty_tracking.ts";
+import { compress, compressBound } from "../native/compression.ts";
+import {
+  type CompressionMode,
+  CompressionPolicy,
+  type CompressionReport,
+} from "./compression_policy.ts";
 import { type ByteStream, FrameReader, FrameWriter } from "./frame_io.ts";
 import { Pacer } from "./pacer.ts";
 import {
@@ -34,6 +40,7 @@ import {
   pairsFrameBytes,
   PROTOCOL_VERSION,
   writePagesFrame,
+  writePagesHead,
   writePairsFrame,
 } from "./protocol.ts";
 
@@ -59,6 +66,11 @@ export interface SenderOptions {
   stallTimeoutMs?: number;
   /** Called as a round advances. */
   onProgress?: (progress: RoundProgress) => void;
+  /**
+   * Compression of page data: "auto" (default) compresses while the link
+   * is the bottleneck, "zstd" always, "none" never.
+   */
+  compression?: CompressionMode;
   /**
    * Chooses the pages rounds after the first re-read (soft-dirty bits where
    * the kernel has them). Default: every page, its hash telling what changed.
@@ -195,12 +207,20 @@ export class GangSender implements AsyncDisposable {
   readonly #planner: RoundPlanner;
   readonly #options: SenderOptions;
   readonly #tracker: DirtyTracker;
+  readonly #compression: CompressionPolicy;
+  readonly #rawScratch = new Uint8Array(PAGES_PER_FRAME * PAGE_SIZE);
+  #zstdScratch: Uint8Array;
   readonly #out = scanBuffers(CHUNK_PAGES);
   #round = 0;
   #prepared = false;
   #closed = false;
   /** Rounds done so far. */
   readonly rounds: RoundReport[] = [];
+  /** What compression did so far. */
+  get compression(): CompressionReport {
+    return this.#compression.report;
+  }
+
   /** How rounds after the first choose the pages they re-read. */
   get dirtyTracking(): DirtyTracker["kind"] {
     return this.#tracker.kind;
@@ -213,6 +233,11 @@ export class GangSender implements AsyncDisposable {
     this.#conn = conn;
     this.#options = options;
     this.#tracker = options.dirtyTracker ?? rescanEverything;
+    this.#compression = new CompressionPolicy(
+      options.compression ?? "auto",
+      () => this.#writer.waitMs,
+    );
+    this.#zstdScratch = new Uint8Array(compressBound(this.#rawScratch.length));
     const pacer = options.maxBandwidth ? new Pacer(options.maxBandwidth) : undefined;
     this.#writer = new FrameWriter(conn, {
       pacer,
@@ -377,10 +402,7 @@ export class GangSender implements AsyncDisposable {
     const pages = Uint32Array.from(slots, (slot) => first + slot);
     let frame: Uint8Array;
     if (op === Op.Full) {
-      const hashes = this.#gang.index.pageHashes(guest);
-      frame = await this.#reserve(pagesFrameBytes(pages.length));
-      const pageHashes = BigUint64Array.from(pages, (page) => hashes[page]!);
-      writePagesFrame(frame, guest, pages, ids, pageHashes, this.#out.buf, slots);
+      frame = await this.#pagesFrame(guest, pages, ids, slots);
     } else if (op === Op.Ref) {
       frame = await this.#reserve(pairsFrameBytes(pages.length));
       writePairsFrame(frame, FrameType.Refs, guest, pages, ids);
@@ -390,6 +412,37 @@ export class GangSender implements AsyncDisposable {
       writePairsFrame(frame, FrameType.Zeros, guest, runs.firsts, runs.counts);
     }
     this.guestBytesOnWire[guest]! += frame.length;
+  }
+
+  /** A PAGES frame, its page data compressed when the policy says so and it shrinks. */
+  async #pagesFrame(
+    guest: number,
+    pages: Uint32Array,
+    ids: Uint32Array,
+    slots: Uint16Array,
+  ): Promise<Uint8Array> {
+    const hashes = this.#gang.index.pageHashes(guest);
+    const pageHashes = BigUint64Array.from(pages, (page) => hashes[page]!);
+    const n = pages.length;
+    if (this.#compression.shouldCompress()) {
+      const raw = this.#rawScratch.subarray(0, n * PAGE_SIZE);
+      slots.forEach((slot, i) =>
+        raw.set(this.#out.buf.subarray(slot * PAGE_SIZE, (slot + 1) * PAGE_SIZE), i * PAGE_SIZE)
+      );
+      const size = compress(raw, this.#zstdScratch);
+      this.#compression.record(raw.length, size);
+      if (size < raw.length) {
+        const frame = await this.#reserve(pagesFrameBytes(n, size));
+        frame.set(
+          this.#zstdScratch.subarray(0, size),
+          writePagesHead(frame, guest, pages, ids, pageHashes, true),
+        );
+        return frame;
+      }
+    }
+    const frame = await this.#reserve(pagesFrameBytes(n));
+    writePagesFrame(frame, guest, pages, ids, pageHashes, this.#out.buf, slots);
+    return frame;
   }
 
   /** Frame room, or the target's own error if the connection broke. */

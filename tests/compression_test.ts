@@ -1,0 +1,87 @@
+import { assert, assertEquals, assertSameBytes, assertThrows } from "./_assert.ts";
+import { compress, compressBound, decompress } from "../src/native/compression.ts";
+import { PAGE_SIZE } from "../src/native/ram_file.ts";
+import { Gang } from "../src/scan/gang.ts";
+import { migrateGang } from "../src/transfer/migrate_gang.ts";
+import { randomSeed } from "../src/transfer/seed.ts";
+import { CompressionPolicy } from "../src/transfer/compression_policy.ts";
+import { decodePages, FrameFlag, ProtocolError } from "../src/transfer/protocol.ts";
+import { makeRamFile, patternPage, readRamFile, removeFiles, shmPath } from "./_fixtures.ts";
+import { startReceiver } from "./_transfer.ts";
+
+/** A page that compresses (a few distinct bytes in runs), its own for each seed. */
+function textPage(seed: number): Uint8Array {
+  const page = new Uint8Array(PAGE_SIZE);
+  for (let i = 0; i < PAGE_SIZE; i++) page[i] = 97 + ((i >> 4) + seed) % 7;
+  new DataView(page.buffer).setUint32(0, seed + 1, true);
+  return page;
+}
+
+Deno.test("compress() and decompress() round-trip and decompress() wants the exact size", () => {
+  const src = new Uint8Array([...textPage(1), ...textPage(2)]);
+  const dst = new Uint8Array(compressBound(src.length));
+  const size = compress(src, dst);
+  assert(size < src.length / 4, `${size} bytes`);
+  const out = new Uint8Array(src.length);
+  assert(decompress(dst.subarray(0, size), out));
+  assertSameBytes(out, src);
+  assertEquals(decompress(dst.subarray(0, size), new Uint8Array(src.length - 1)), false);
+  assertEquals(decompress(dst.subarray(0, size), new Uint8Array(src.length + PAGE_SIZE)), false);
+  assertEquals(decompress(Uint8Array.of(1, 2, 3), out), false);
+});
+
+Deno.test("migrateGang() with zstd sends compressible pages compressed and the target stays exact", async () => {
+  const pages = Array.from({ length: 64 }, (_, p) => (p % 2 ? textPage(p) : patternPage(p)));
+  const path = makeRamFile(shmPath("zstd"), pages);
+  await using receiver = await startReceiver();
+  try {
+    using gang = Gang.open([{ name: "vm", path }], { seed: randomSeed() });
+    const report = await migrateGang(gang, await receiver.connect(), { compression: "zstd" });
+    assert(report.compression.frames > 0);
+    assert(report.compression.compressedBytes < report.compression.rawBytes);
+    assert(report.bytesOnWire < 64 * PAGE_SIZE * 0.75, `${report.bytesOnWire} bytes on the wire`);
+    assertSameBytes(readRamFile(`${receiver.dir}/vm`), readRamFile(path));
+  } finally {
+    await removeFiles(path);
+  }
+});
+
+Deno.test("migrateGang() never compresses with compression none", async () => {
+  const path = makeRamFile(shmPath("plain"), Array.from({ length: 16 }, (_, p) => textPage(p)));
+  await using receiver = await startReceiver();
+  try {
+    using gang = Gang.open([{ name: "vm", path }], { seed: randomSeed() });
+    const report = await migrateGang(gang, await receiver.connect(), { compression: "none" });
+    assertEquals(report.compression.frames, 0);
+    assert(report.bytesOnWire > 16 * PAGE_SIZE);
+  } finally {
+    await removeFiles(path);
+  }
+});
+
+Deno.test("CompressionPolicy compresses in auto mode only while the sender waits on the socket", async () => {
+  let waited = 0;
+  const policy = new CompressionPolicy("auto", () => waited);
+  assertEquals(policy.shouldCompress(), false, "no waiting yet");
+  await new Promise((resolve) => setTimeout(resolve, 120));
+  waited = 100; // most of the last 120 ms went waiting for the socket
+  assertEquals(policy.shouldCompress(), true);
+  policy.record(4096, 4100); // a frame that did not shrink...
+  for (let i = 0; i < 8; i++) assertEquals(policy.shouldCompress(), false, "...pauses compression");
+  assertEquals(policy.shouldCompress(), true);
+  assertEquals(policy.report.frames, 0, "a frame that did not shrink is not counted as compressed");
+});
+
+Deno.test("decodePages() refuses compressed data that is not n pages", () => {
+  const raw = textPage(3);
+  const z = new Uint8Array(compressBound(raw.length));
+  const size = compress(raw, z);
+  const body = new Uint8Array(4 + 16 * 2 + size); // two entries, one page of data
+  new DataView(body.buffer).setUint32(0, 2, true);
+  body.set(z.subarray(0, size), 4 + 32);
+  assertThrows(
+    () => decodePages(body, FrameFlag.Compressed),
+    ProtocolError,
+    "no valid zstd data of 2 pages",
+  );
+});
