@@ -11,27 +11,22 @@
  * @module
  */
 import { join } from "node:path";
-import { hashPages, zeroPageHash } from "../native/hashing.ts";
-import { copyPages, PAGE_SIZE, type PageCopies, RamFile } from "../native/ram_file.ts";
+import { PAGE_SIZE, type RamFile } from "../native/ram_file.ts";
 import { FrameReader, TimeoutError, withTimeout } from "./frame_io.ts";
 import {
   badGuestName,
   decodeDone,
   decodeHello,
-  decodePages,
-  decodePairs,
   decodeRoundEnd,
   encodeText,
   encodeU32,
-  type Frame,
   FrameType,
   frameTypeName,
-  guestDigest,
   type Hello,
   MAX_BODY_BYTES,
   ProtocolError,
 } from "./protocol.ts";
-import { NONE, TargetContents, ZERO } from "./target_contents.ts";
+import { openTargetFiles, TargetSession } from "./target_session.ts";
 
 /** Options of {@linkcode receiveGang} and {@linkcode serveGangs}. */
 export interface ReceiverOptions {
@@ -85,145 +80,6 @@ export interface ReceivedGang {
   rounds: number;
   bytesRead: number;
   seconds: number;
-}
-
-/** One sender's session: the gang's files and what they hold. */
-class Session {
-  readonly hello: Hello;
-  readonly files: RamFile[];
-  readonly target: TargetContents;
-  readonly zeroHash: bigint;
-  round = 0;
-  // Per global page: the batch in which a pending write targets it (to never read a page before its write lands).
-  #writtenInBatch: Uint32Array;
-  #batch = 1;
-
-  constructor(hello: Hello, files: RamFile[]) {
-    this.hello = hello;
-    this.files = files;
-    this.target = new TargetContents(files.map((f) => f.pages));
-    this.zeroHash = zeroPageHash(hello.seed);
-    this.#writtenInBatch = new Uint32Array(this.target.bases.at(-1)! + this.target.pages.at(-1)!);
-  }
-
-  #file(frame: Frame): RamFile {
-    const file = this.files[frame.guest];
-    if (!file) {
-      throw new ProtocolError(
-        `${frameTypeName(frame.type)} frame for guest ${frame.guest}, which the gang does not have`,
-      );
-    }
-    return file;
-  }
-
-  #checkPage(frame: Frame, page: number): number {
-    if (page >= this.target.pages[frame.guest]!) {
-      throw new ProtocolError(
-        `${frameTypeName(frame.type)} frame points at page ${page} of guest "${
-          this.hello.guests[frame.guest]!.name
-        }", which has ${this.target.pages[frame.guest]} pages`,
-      );
-    }
-    return this.target.bases[frame.guest]! + page;
-  }
-
-  /** Pages in full: hash-checked, registered as new contents, written. */
-  applyPages(frame: Frame): void {
-    const file = this.#file(frame);
-    const { pages, ids, hashes, data } = decodePages(frame.body, frame.flags);
-    const actual = hashPages(data, pages.length, this.hello.seed).hashes;
-    for (let i = 0; i < pages.length; i++) {
-      const x = this.#checkPage(frame, pages[i]!);
-      if (actual[i] !== hashes[i]) {
-        throw new ProtocolError(
-          `Page ${pages[i]} of guest "${file.path}" does not match its hash: corrupted in transit`,
-        );
-      }
-      if (ids[i] !== this.target.contents) {
-        throw new ProtocolError(
-          `Pages frame brings content id ${ids[i]}, expected ${this.target.contents}`,
-        );
-      }
-      this.target.assign(x, this.target.addContent(hashes[i]!));
-    }
-    file.write(pages, data);
-  }
-
-  /** References: copied from a page holding the content, hash-checked, written. */
-  applyRefs(frame: Frame): void {
-    const file = this.#file(frame);
-    const { a: pages, b: ids } = decodePairs(frame.body, "Refs");
-    const n = pages.length;
-    const copies = {
-      sources: new Array<RamFile>(n),
-      sourcePages: new Uint32Array(n),
-      targetPages: new Uint32Array(n),
-      hashes: new BigUint64Array(n),
-    };
-    let start = 0; // first copy of the current batch
-    for (let i = 0; i < n; i++) {
-      const x = this.#checkPage(frame, pages[i]!);
-      const id = ids[i]!;
-      const holder = this.target.holder(id);
-      if (holder === NONE) {
-        throw new ProtocolError(`Reference to content ${id}, which no page of the target holds`);
-      }
-      // A page written by this batch is read only once the batch is written.
-      if (this.#writtenInBatch[holder] === this.#batch) {
-        this.#copy(file, copies, start, i);
-        start = i;
-      }
-      const source = this.target.locate(holder);
-      copies.sources[i] = this.files[source.guest]!;
-      copies.sourcePages[i] = source.page;
-      copies.targetPages[i] = pages[i]!;
-      copies.hashes[i] = this.target.hashOf(id);
-      this.#writtenInBatch[x] = this.#batch;
-      this.target.assign(x, id);
-    }
-    this.#copy(file, copies, start, n);
-  }
-
-  /** Copies entries [start, end) of a REFS frame (each checked against its hash), and starts a new batch. */
-  #copy(file: RamFile, copies: PageCopies, start: number, end: number): void {
-    if (end > start) {
-      copyPages(file, {
-        sources: copies.sources.slice(start, end),
-        sourcePages: copies.sourcePages.subarray(start, end),
-        targetPages: copies.targetPages.subarray(start, end),
-        hashes: copies.hashes.subarray(start, end),
-      }, this.hello.seed);
-    }
-    this.#batch++;
-  }
-
-  /** Pages that became zero: holes again. */
-  applyZeros(frame: Frame): void {
-    const file = this.#file(frame);
-    const { a: firsts, b: counts } = decodePairs(frame.body, "Zeros");
-    for (let i = 0; i < firsts.length; i++) {
-      const first = firsts[i]!;
-      const count = counts[i]!;
-      if (count === 0) throw new ProtocolError("Zeros frame with an empty run");
-      this.#checkPage(frame, first + count - 1);
-      const base = this.target.bases[frame.guest]! + first;
-      for (let p = 0; p < count; p++) this.target.zero(base + p);
-      file.punch(first, count);
-    }
-  }
-
-  /** The digest of each guest as this target holds it. */
-  digests(): string[] {
-    return this.files.map((file, guest) => {
-      const base = this.target.bases[guest]!;
-      const hashes = new BigUint64Array(file.pages);
-      for (let p = 0; p < file.pages; p++) {
-        const content = this.target.contentAt(base + p);
-        hashes[p] = content === ZERO ? this.zeroHash : this.target.hashOf(content);
-      }
-      return guestDigest(hashes, this.hello.seed, this.hello.guests[guest]!.size);
-    });
-  }
 }
 
 /** Default limits of a receiver. */
@@ -281,41 +137,6 @@ function refusal(hello: Hello, options: ReceiverOptions): string | undefined {
 /** Largest HELLO body accepted: the fields, a token and every guest with a 255-byte name. */
 function helloLimit(options: ReceiverOptions): number {
   return 65536 + (options.maxGuests ?? RECEIVER_DEFAULTS.maxGuests) * (10 + 255);
-}
-
-/**
- * Opens (or creates) each guest's RAM file at its declared size. An existing
- * file must be all holes (a waiting destination QEMU's fresh file): one that
- * holds data may be the RAM of a guest running here, and is refused rather
- * than overwritten. Files it had to create are listed in `created`, for
- * removal on failure.
- */
-function openTargetFiles(hello: Hello, dir: string, created: string[]): RamFile[] {
-  const files: RamFile[] = [];
-  try {
-    for (const { name, size } of hello.guests) {
-      const path = join(dir, name);
-      const file = RamFile.open(path, { create: true });
-      files.push(file);
-      if (file.size === 0) {
-        created.push(path);
-        file.resize(size);
-      } else if (file.size !== size) {
-        throw new Error(
-          `Cannot receive guest "${name}": "${path}" exists with ${file.size} bytes, not ${size}`,
-        );
-      } else if (file.stat().blocks > 0) {
-        // It may be the RAM of a guest that runs here (a destination of an earlier gang).
-        throw new Error(
-          `Cannot receive guest "${name}": "${path}" exists and holds data; remove it first`,
-        );
-      }
-    }
-    return files;
-  } catch (error) {
-    for (const file of files) file.close();
-    throw error;
-  }
 }
 
 /** A connection whose sender has authenticated and whose gang is within the limits. */
@@ -436,7 +257,7 @@ async function receiveSession(
   let files: RamFile[] = [];
   try {
     files = openTargetFiles(hello, options.dir, created);
-    const session = new Session(hello, files);
+    const session = new TargetSession(hello, files);
     options.log?.({
       event: "accepted",
       peer,
@@ -499,7 +320,7 @@ export async function receiveGang(
 
 /** Applies frames until DONE; returns the verified digests. */
 async function receiveFrames(
-  session: Session,
+  session: TargetSession,
   reader: FrameReader,
   conn: Deno.Conn,
   peer: string,

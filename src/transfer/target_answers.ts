@@ -1,0 +1,85 @@
+/**
+ * What the target says back to a sender (WELCOME, ROUND_DONE, VERIFIED,
+ * ERROR), read in the background so that an error is seen at once, even
+ * while the sender is busy writing.
+ *
+ * @module
+ */
+import type { FrameReader } from "./frame_io.ts";
+import { decodeText, decodeU32, FrameType, frameTypeName } from "./protocol.ts";
+
+/** The target refused something, with its own words. */
+export class TargetError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "TargetError";
+  }
+}
+
+/** Answers of the target, read in the background so that an error is seen at once. */
+export class TargetAnswers {
+  #reader: FrameReader;
+  #queue: { type: number; value: number }[] = [];
+  #waiter: (() => void) | undefined;
+  #failure: Error | undefined;
+  /** Resolves with the target's error once it is known (never rejects). */
+  readonly failed: Promise<Error>;
+  #fail!: (error: Error) => void;
+
+  constructor(reader: FrameReader) {
+    this.#reader = reader;
+    this.failed = new Promise((resolve) => (this.#fail = resolve));
+  }
+
+  /** Reads answers until the stream ends or fails. */
+  async run(): Promise<void> {
+    try {
+      for (;;) {
+        const frame = await this.#reader.next();
+        if (!frame) throw new TargetError("Target closed the connection");
+        if (frame.type === FrameType.Error) {
+          throw new TargetError(`Target refused: ${decodeText(frame.body)}`);
+        }
+        this.#queue.push({
+          type: frame.type,
+          value: decodeU32(frame.body, frameTypeName(frame.type)),
+        });
+        this.#waiter?.();
+      }
+    } catch (error) {
+      this.#failure = error instanceof TargetError
+        ? error
+        : new TargetError(`Lost the target: ${error instanceof Error ? error.message : error}`);
+      this.#fail(this.#failure);
+      this.#waiter?.();
+    }
+  }
+
+  /** The next answer, which must be of this type. */
+  async expect(type: number, timeoutMs: number): Promise<number> {
+    const deadline = performance.now() + timeoutMs;
+    while (this.#queue.length === 0) {
+      if (this.#failure) throw this.#failure;
+      const left = deadline - performance.now();
+      if (left <= 0) {
+        throw new TargetError(
+          `Target did not answer within ${timeoutMs / 1000} s (waiting for ${frameTypeName(type)})`,
+        );
+      }
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await new Promise<void>((resolve) => {
+        this.#waiter = resolve;
+        timer = setTimeout(resolve, left);
+      });
+      clearTimeout(timer);
+      this.#waiter = undefined;
+    }
+    const answer = this.#queue.shift()!;
+    if (answer.type !== type) {
+      throw new TargetError(
+        `Target answered ${frameTypeName(answer.type)} instead of ${frameTypeName(type)}`,
+      );
+    }
+    return answer.value;
+  }
+}
