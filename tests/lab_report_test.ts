@@ -31,6 +31,7 @@ function measured(
       ? {
         gangway: {
           transport: "tls",
+          compression: { mode: "auto", frames: 10, rawBytes: 100e6, compressedBytes: 60e6 },
           rounds: 3,
           verified: true,
           breakdown: {
@@ -85,6 +86,7 @@ Deno.test("parseLabArgs() gives the defaults of the main job", () => {
     kernelArgs: [],
     compare: ["qemu"],
     insecure: false,
+    gangwayCompression: "auto",
   });
   assertEquals([command.link, command.network, command.json, command.out], [
     "1gbit",
@@ -108,7 +110,7 @@ Deno.test("parseLabArgs() reads every flag, after the -- of deno task", () => {
       " nokaslr  quiet ",
     ],
     ...["--sweep-guests", "1,2, 4", "--sweep-memory", "256M,1G", "--out", "o", "--json", "j"],
-    ...["--network", "loopback", "--insecure"],
+    ...["--network", "loopback", "--insecure", "--gangway-compression", "none"],
   ]);
   assertEquals(command.config, {
     guests: 8,
@@ -118,6 +120,7 @@ Deno.test("parseLabArgs() reads every flag, after the -- of deno task", () => {
     kernelArgs: ["nokaslr", "quiet"],
     compare: ["qemu", "qemu-zstd"],
     insecure: true,
+    gangwayCompression: "none",
   });
   assertEquals(command.sweepGuests, [1, 2, 4]);
   assertEquals(command.sweepMemory, [256, 1024]);
@@ -141,6 +144,7 @@ Deno.test("parseLabArgs() refuses what it cannot run, as usage errors", () => {
   refuse(["--sweep-guests", ","], "comma-separated list");
   refuse(["--network", "wifi"], "--network must be auto, netns or loopback");
   refuse(["extra"], 'unexpected argument "extra"');
+  refuse(["--gangway-compression", "lz4"], "--gangway-compression must be auto, zstd or none");
 });
 
 Deno.test("reproduceCommand() quotes what a shell would split", () => {
@@ -226,11 +230,14 @@ Deno.test("formatSummary() shows a row per method, the ratios, gangway's time an
   assert(text.includes("live rounds 2.00 + 0.20 s"), text);
   assert(text.includes("missed bytes on the link <= 0.5x qemu: 0.62x"), text);
   assert(text.includes("kernel defaults (KASLR on)"), text);
-  assert(text.includes("gangway over TLS, QEMU over plain TCP"), text);
+  assert(text.includes("gangway over TLS with compression auto, QEMU over plain TCP"), text);
   assert(
-    text.includes("gangway 0.50, qemu 99.00, qemu-zstd 0.50 -- something else competed"),
+    text.includes(
+      "gangway's compression: auto, 10 frames: 100.0 MB of page data sent as 60.0 MB (0.60)",
+    ),
     text,
   );
+  assert(text.includes("CPUs: gangway 0.50, qemu 99.00, qemu-zstd 0.50"), text);
 });
 
 Deno.test("table() pads the first column left and the others right", () => {

@@ -89,6 +89,7 @@ Deno.test("a short lab run migrates two guests both ways, reports every field an
     }
     assertEquals(report.gangway.verified, true);
     assertEquals(report.gangway.transport, "tls");
+    assertEquals(report.gangway.compression.mode, "auto");
     assert(report.gangway.rounds >= 2, `rounds: ${report.gangway.rounds}`);
     assertEquals(report.qemu.rounds, undefined);
     assert(report.trafficRatio > 0 && report.tmtRatio > 0, JSON.stringify(report));

@@ -1,7 +1,8 @@
 /**
  * `deno task lab -- [--guests N] [--memory SIZE] [--link RATE] [--idle SECONDS]
  * [--workload idle|busy] [--compare LIST] [--kernel-args "..."] [--json FILE]
- * [--out DIR] [--sweep-guests LIST] [--sweep-memory LIST] [--network MODE] [--insecure]`
+ * [--out DIR] [--sweep-guests LIST] [--sweep-memory LIST] [--network MODE] [--insecure]
+ * [--gangway-compression auto|zstd|none]`
  *
  * The lab, gangway's main command: two hosts on this machine (network
  * namespaces joined by a shaped veth link), a gang of QEMU guests booted on
@@ -11,7 +12,9 @@
  * ratios). Progress goes to stderr, the summary to stdout. With no flags: 4
  * idle guests of 256 MiB, idle 10 s, over 1 Gbit/s, against QEMU's default
  * migration. Gangway sends over TLS (a throwaway CA made for the run), or
- * plain TCP like QEMU's migration with --insecure. Sweeps write JSON, SVG
+ * plain TCP like QEMU's migration with --insecure; it compresses page data
+ * as its engine does by default (auto: zstd while the link is the
+ * bottleneck), or always, or never (dedup alone) with --gangway-compression. Sweeps write JSON, SVG
  * figures and summary.md into --out.
  * Everything it starts is ended and removed at the end, after a failure
  * or on Ctrl-C. See docs/lab.md.
@@ -29,13 +32,14 @@ import { LabSession } from "../lab/session.ts";
 import { runSweep, type SweepResult, sweepSummary, writeSweepFiles } from "../lab/sweep.ts";
 import { parseRate as parseLinkRate } from "../lab/link_rate.ts";
 import { pendingSignal } from "../lab/netns_signal.ts";
+import type { CompressionMode } from "../transfer/compression_policy.ts";
 import { parseCli, runMain, UsageError } from "./_cli.ts";
 import { parseCount, parseSize } from "./_units.ts";
 
 const USAGE = "usage: deno task lab -- [--guests N] [--memory SIZE] [--link RATE] " +
   "[--idle SECONDS] [--workload idle|busy] [--compare qemu,qemu-zstd] [--kernel-args ARGS] " +
   "[--json FILE] [--out DIR] [--sweep-guests 1,2,4,8] [--sweep-memory 256M,512M,1G] " +
-  "[--network auto|netns|loopback] [--insecure]";
+  "[--network auto|netns|loopback] [--insecure] [--gangway-compression auto|zstd|none]";
 
 /** Longest wait for the signal handler to exit (its cleanups get at most 20 s). */
 const SIGNAL_EXIT_WAIT_MS = 25_000;
@@ -83,6 +87,7 @@ export function parseLabArgs(args: string[]): LabCommand {
     "sweep-memory": { type: "string" },
     network: { type: "string" },
     insecure: { type: "boolean" },
+    "gangway-compression": { type: "string" },
   });
   if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`);
   const link = values.link ?? "1gbit";
@@ -107,6 +112,7 @@ export function parseLabArgs(args: string[]): LabCommand {
     kernelArgs: (values["kernel-args"] ?? "").split(/\s+/).filter((arg) => arg !== ""),
     compare: values.compare ? compared(values.compare) : [...DEFAULT_LAB_CONFIG.compare],
     insecure: values.insecure ?? false,
+    gangwayCompression: compression(values["gangway-compression"] ?? "auto"),
   };
   return {
     config,
@@ -221,6 +227,13 @@ function compared(text: string): LabConfig["compare"] {
     return name;
   });
   return [...new Set(methods)];
+}
+
+function compression(text: string): CompressionMode {
+  if (text !== "auto" && text !== "zstd" && text !== "none") {
+    throw new UsageError(`--gangway-compression must be auto, zstd or none, got "${text}"`);
+  }
+  return text;
 }
 
 function list<T>(text: string, each: (item: string) => T): T[] {

@@ -13,6 +13,7 @@ import type { LabMethod, MethodResult, MigrationOutcome } from "./measurement.ts
 import { migrateGangWithQemu } from "./qemu_method.ts";
 import { checkResumed } from "./resumed.ts";
 import type { LabSession } from "./session.ts";
+import type { CompressionMode } from "../transfer/compression_policy.ts";
 
 /** A QEMU method gangway is compared with. */
 export type ComparedMethod = Exclude<LabMethod, "gangway">;
@@ -23,12 +24,16 @@ export interface LabConfig extends GangSpec {
   compare: ComparedMethod[];
   /** Gangway over plain TCP instead of TLS. Default false. */
   insecure?: boolean;
+  /** Gangway's compression of page data. Default "auto", the engine's default. */
+  gangwayCompression?: CompressionMode;
 }
 
-/** Options of {@linkcode measureMethod}. */
+/** Options of {@linkcode measureMethod}: how gangway runs (QEMU methods ignore them). */
 export interface MeasureOptions {
   /** Gangway over plain TCP instead of TLS. Default false. */
   insecure?: boolean;
+  /** Gangway's compression of page data. Default "auto". */
+  compression?: CompressionMode;
 }
 
 /** What one experiment measured. */
@@ -58,6 +63,7 @@ export const DEFAULT_LAB_CONFIG: Readonly<LabConfig> = {
   kernelArgs: [],
   compare: ["qemu"],
   insecure: false,
+  gangwayCompression: "auto",
 };
 
 const TAG: Record<LabMethod, string> = { gangway: "g", qemu: "q", "qemu-zstd": "z" };
@@ -73,7 +79,7 @@ const TAG: Record<LabMethod, string> = { gangway: "g", qemu: "q", "qemu-zstd": "
  * @param session The lab session
  * @param method The method
  * @param spec The gang
- * @param options Gangway's transport
+ * @param options Gangway's transport and compression
  * @returns What was measured
  * @throws Error when the gang cannot be booted or migrated; what was started is ended
  *
@@ -97,7 +103,7 @@ export async function measureMethod(
     const loadAverage = await hostLoadAverage();
     say(`migrating (host load average ${loadAverage.toFixed(2)})`);
     outcome = method === "gangway"
-      ? await migrateGangWithGangway(session, gang, { insecure: options.insecure })
+      ? await migrateGangWithGangway(session, gang, options)
       : await migrateGangWithQemu(session, gang, {
         compression: method === "qemu-zstd" ? "zstd" : "none",
       });
@@ -144,7 +150,12 @@ export async function runLab(session: LabSession, config: LabConfig): Promise<La
   const t0 = performance.now();
   const methods: MethodResult[] = [];
   for (const method of ["gangway", ...config.compare] as const) {
-    methods.push(await measureMethod(session, method, config, { insecure: config.insecure }));
+    methods.push(
+      await measureMethod(session, method, config, {
+        insecure: config.insecure,
+        compression: config.gangwayCompression,
+      }),
+    );
   }
   const net = session.network;
   return {
@@ -153,6 +164,7 @@ export async function runLab(session: LabSession, config: LabConfig): Promise<La
       kernelArgs: [...config.kernelArgs],
       compare: [...config.compare],
       insecure: config.insecure ?? false,
+      gangwayCompression: config.gangwayCompression ?? "auto",
     },
     link: session.link,
     network: { mode: net.mode, description: net.describe(), reason: net.reason },

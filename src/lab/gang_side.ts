@@ -10,7 +10,7 @@
  *   deno run --allow-ffi --allow-read --allow-write --allow-net --allow-run --allow-env
  *     src/lab/gang_side.ts --target-dir DIR --run-dir DIR [--target-netns NS]
  *     [--target-address ADDR] [--device-state-port PORT] [--max-bandwidth BYTES_PER_S]
- *     [--insecure] QMP...
+ *     [--insecure] [--compression auto|zstd|none] QMP...
  *
  * Progress goes to stderr, one line each; the result ({@linkcode GangSideResult})
  * to stdout as one JSON line. The transport is TLS with a throwaway CA,
@@ -24,6 +24,7 @@ import { join } from "node:path";
 import { migrateQemuGang, type MigrationTarget, type QemuGangReport } from "../gang_migration.ts";
 import { QemuGuest } from "../qemu/guest.ts";
 import { LocalTarget } from "../target/local_target.ts";
+import type { CompressionMode } from "../transfer/compression_policy.ts";
 import type { GangwayBreakdown } from "./measurement.ts";
 import { exitOnSignal } from "./netns_signal.ts";
 import { secondsBetween } from "./_time.ts";
@@ -58,6 +59,8 @@ export interface GangSideOptions {
   maxBandwidth?: number;
   /** Plain TCP instead of TLS (with a throwaway CA made for the run). Default false. */
   insecure?: boolean;
+  /** Compression of page data: "auto" (the engine's default), "zstd" or "none". */
+  compression?: CompressionMode;
   /** Progress lines. */
   say: (line: string) => void;
 }
@@ -110,6 +113,7 @@ export async function runGangSide(options: GangSideOptions): Promise<GangSideRes
   try {
     const { report, destinations } = await migrateQemuGang(sources, counted, {
       maxBandwidth: options.maxBandwidth,
+      compression: options.compression,
       onStep: (step) => {
         at.set(step, performance.now());
         options.say(step);
@@ -171,6 +175,7 @@ if (import.meta.main) {
       "device-state-port": { type: "string" },
       "max-bandwidth": { type: "string" },
       insecure: { type: "boolean" },
+      compression: { type: "string" },
     },
   });
   const number = (text: string | undefined) => text === undefined ? undefined : Number(text);
@@ -189,6 +194,7 @@ if (import.meta.main) {
       deviceStatePort: number(values["device-state-port"]),
       maxBandwidth: number(values["max-bandwidth"]),
       insecure: values.insecure,
+      compression: values.compression as CompressionMode | undefined,
       say: (line) => console.error(line),
     });
     console.log(JSON.stringify(result));

@@ -9,6 +9,7 @@
 import { QemuGuest } from "../qemu/guest.ts";
 import type { BootedGang } from "./gang_spec.ts";
 import type { GangSideResult } from "./gang_side.ts";
+import type { CompressionMode } from "../transfer/compression_policy.ts";
 import type { MigrationOutcome } from "./measurement.ts";
 import type { LabSession } from "./session.ts";
 import { forEachLine, freePortRun } from "./_streams.ts";
@@ -31,6 +32,11 @@ export interface GangwayMethodOptions {
    * Default false.
    */
   insecure?: boolean;
+  /**
+   * Gangway's compression of page data: "auto" (its default: zstd while
+   * the link is the bottleneck), "zstd" (always) or "none" (dedup alone).
+   */
+  compression?: CompressionMode;
 }
 
 /** First TCP port of the device state at the target host, one per guest. */
@@ -49,7 +55,7 @@ const KEPT_LINES = 30;
  *
  * @param session The lab session
  * @param gang The booted gang; the sources are gone afterwards
- * @param options The transport
+ * @param options Transport and compression
  * @returns What the migration did; the destinations run, tracked by the session
  * @throws Error with the runner's last words when it fails
  *
@@ -85,6 +91,7 @@ export async function migrateGangWithGangway(
     ...(net.target.namespace ? ["--target-netns", net.target.namespace] : []),
     ...(session.loopbackCap ? ["--max-bandwidth", String(session.loopbackCap)] : []),
     ...(options.insecure ? ["--insecure"] : []),
+    ...(options.compression ? ["--compression", options.compression] : []),
     ...sockets,
   ];
   const before = await net.bytes();
@@ -131,6 +138,7 @@ export async function migrateGangWithGangway(
     moved,
     gangway: {
       transport: options.insecure ? "tcp" : "tls",
+      compression: report.transfer.compression,
       rounds: report.transfer.rounds.length,
       verified: report.transfer.verified,
       breakdown: result.breakdown,

@@ -4,6 +4,7 @@
  * @module
  */
 import type { QemuGuest } from "../qemu/guest.ts";
+import type { CompressionReport } from "../transfer/compression_policy.ts";
 import type { ResumeCheck } from "./resumed.ts";
 
 /** The migration methods the lab compares. */
@@ -33,6 +34,8 @@ export interface GangwayBreakdown {
 export interface GangwayDetails {
   /** "tls" (gangway's default) or "tcp" (plain, as QEMU's migration). */
   transport: "tls" | "tcp";
+  /** What gangway's compression of page data did (mode, frames, bytes before and after). */
+  compression: CompressionReport;
   /** Rounds, the final one included. */
   rounds: number;
   /** The target found every guest's RAM identical to the source's. */
@@ -70,8 +73,10 @@ export interface MethodResult extends Omit<MigrationOutcome, "moved"> {
   /** Time the gang took to boot (not part of any migration figure). */
   bootSeconds: number;
   /**
-   * The host's 1-minute load average when the migration started: above
-   * the number of CPUs, something else competed for them (a noisy run).
+   * The host's 1-minute load average when the migration started. It
+   * includes the gang's own boot (booting under TCG keeps the CPUs busy for
+   * tens of seconds), so compare it between runs of the same size: far
+   * above the usual, something else was running (a noisy run).
    */
   loadAverage: number;
 }

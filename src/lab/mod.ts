@@ -21,7 +21,8 @@
 
 export { LabSession, type LabSessionOptions } from "./session.ts";
 export { type BootedGang, bootGang, closeGuests, type GangSpec } from "./gang_spec.ts";
-export { migrateGangWithGangway } from "./gangway_method.ts";
+export { type GangwayMethodOptions, migrateGangWithGangway } from "./gangway_method.ts";
+export type { CompressionMode, CompressionReport } from "../transfer/compression_policy.ts";
 export { migrateGangWithQemu, type QemuMethodOptions } from "./qemu_method.ts";
 export { checkResumed, type ResumeCheck } from "./resumed.ts";
 export {
@@ -38,10 +39,12 @@ export {
   type LabConfig,
   type LabResult,
   measureMethod,
+  type MeasureOptions,
   runLab,
 } from "./experiment.ts";
 export {
   formatBreakdown,
+  formatCompression,
   formatSummary,
   type GoalVerdict,
   goalVerdicts,

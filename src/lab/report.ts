@@ -6,6 +6,7 @@
  * @module
  */
 import type { LabResult } from "./experiment.ts";
+import type { CompressionReport } from "../transfer/compression_policy.ts";
 import type { GangwayBreakdown, LabMethod, MethodResult } from "./measurement.ts";
 
 /** One method in the JSON report. */
@@ -22,6 +23,8 @@ export interface MethodJson {
   verified?: boolean;
   /** Extra, gangway only: "tls" (its default) or "tcp" (`--insecure`). */
   transport?: "tls" | "tcp";
+  /** Extra, gangway only: its compression of page data (mode, frames, bytes before and after). */
+  compression?: CompressionReport;
   /** Guests that went on at the target with their checksum ok. */
   resumed: number;
   /** Extra: bytes the method itself counted (QEMU: before compression). */
@@ -245,7 +248,7 @@ function methodJson(m: MethodResult): MethodJson {
     downtimeMs: m.downtimeMs.map((ms) => round(ms, 1)),
     ...(m.gangway ? { rounds: m.gangway.rounds, verified: m.gangway.verified } : {}),
     resumed: m.resumed,
-    ...(m.gangway ? { transport: m.gangway.transport } : {}),
+    ...(m.gangway ? { transport: m.gangway.transport, compression: m.gangway.compression } : {}),
     toolBytes: m.toolBytes,
     bytesBack: m.bytesBack,
     bootSeconds: m.bootSeconds,
@@ -275,7 +278,7 @@ export function formatSummary(result: LabResult): string {
     `idle ${config.idleSeconds} s, link ${result.link}`,
     `hosts: ${result.network.description}; gangway over ${
       gangway.gangway?.transport === "tcp" ? "plain TCP (--insecure)" : "TLS"
-    }, QEMU over plain TCP`,
+    } with compression ${gangway.gangway?.compression.mode ?? "?"}, QEMU over plain TCP`,
     `image: ${result.image.kernel} + ${result.image.initramfs}, ${kernel}`,
     "",
     table([
@@ -298,13 +301,14 @@ export function formatSummary(result: LabResult): string {
       return `gangway / ${m.method}: traffic ${r.traffic.toFixed(2)}x, TMT ${r.tmt.toFixed(2)}x`;
     }),
   ];
-  if (gangway.gangway) lines.push(`gangway's time: ${formatBreakdown(gangway.gangway.breakdown)}`);
-  const cpus = navigator.hardwareConcurrency;
+  if (gangway.gangway) {
+    lines.push(`gangway's time: ${formatBreakdown(gangway.gangway.breakdown)}`);
+    lines.push(`gangway's compression: ${formatCompression(gangway.gangway.compression)}`);
+  }
   const loads = result.methods.map((m) => `${m.method} ${m.loadAverage.toFixed(2)}`).join(", ");
-  const busy = result.methods.some((m) => m.loadAverage > cpus);
   lines.push(
-    `host load average as each migration started (${cpus} CPUs): ${loads}` +
-      (busy ? " -- something else competed for the CPUs: compare with another run" : ""),
+    `host load average (1 min, the boot included) as each migration started, ` +
+      `${navigator.hardwareConcurrency} CPUs: ${loads}`,
   );
   const goals = goalVerdicts(result);
   if (goals.length > 0) {
@@ -333,6 +337,19 @@ export function formatBreakdown(b: GangwayBreakdown): string {
       final?.seconds.toFixed(2) ?? "?"
     } s + verify), ` +
     `switch-over ${b.switchOverSeconds.toFixed(2)} s`;
+}
+
+/**
+ * Gangway's compression in words: its mode, and how much page data the
+ * compressed frames carried before and after.
+ *
+ * @param c What compression did
+ * @returns One line
+ */
+export function formatCompression(c: CompressionReport): string {
+  if (c.frames === 0) return `${c.mode}, no frame sent compressed`;
+  return `${c.mode}, ${c.frames} frames: ${megabytes(c.rawBytes)} MB of page data sent as ` +
+    `${megabytes(c.compressedBytes)} MB (${(c.compressedBytes / c.rawBytes).toFixed(2)})`;
 }
 
 /**

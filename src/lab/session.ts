@@ -21,7 +21,6 @@ import { parseRate } from "./link_rate.ts";
 import { type LabMode, LabNetwork, type LabSide } from "./netns.ts";
 import { exitOnSignal } from "./netns_signal.ts";
 import { isAlive } from "./netns_stale.ts";
-import { delay } from "./_time.ts";
 
 /** Options of {@linkcode LabSession.open}. */
 export interface LabSessionOptions {
@@ -230,10 +229,9 @@ export class LabSession implements AsyncDisposable {
    *
    * Requires `--allow-run`.
    *
-   * @returns How many processes had to be killed
+   * @returns How many processes were still running after the children's grace time
    */
   async endProcesses(): Promise<number> {
-    let ended = 0;
     const children = [...this.#children];
     for (const child of children) {
       try {
@@ -242,11 +240,7 @@ export class LabSession implements AsyncDisposable {
         // already gone
       }
     }
-    await Promise.race([
-      Promise.allSettled(children.map((child) => child.status)),
-      delay(CHILD_GRACE_MS),
-    ]);
-    ended += children.length;
+    await settledWithin(children.map((child) => child.status), CHILD_GRACE_MS);
     const pids = new Set<number>();
     for (const child of this.#children) pids.add(child.pid);
     for (const guest of this.#guests) if (guest.alive) pids.add(guest.pid);
@@ -260,7 +254,7 @@ export class LabSession implements AsyncDisposable {
     if (left.length > 0) throw new Error(`Cannot end processes ${left.join(", ")} of the lab run`);
     await Promise.allSettled([...this.#guests].map((guest) => guest.close()));
     this.#guests.clear();
-    return ended + pids.size;
+    return pids.size;
   }
 
   /**
@@ -361,6 +355,16 @@ export async function cleanStaleLabs(): Promise<number> {
     }
   }
   return removed;
+}
+
+/** Waits until the promises have settled, or `ms` has passed. */
+async function settledWithin(promises: Promise<unknown>[], ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    Promise.allSettled(promises),
+    new Promise((resolve) => (timer = setTimeout(resolve, ms))),
+  ]);
+  clearTimeout(timer);
 }
 
 function randomHex(): string {
