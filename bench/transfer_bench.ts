@@ -50,7 +50,7 @@ async function rawTcpSeconds(): Promise<number> {
 async function migrationSeconds(
   paths: string[],
   dir: string,
-): Promise<{ seconds: number; bytes: number }> {
+): Promise<{ seconds: number; bytes: number; preparation: number; round1: number }> {
   await using receiver = await ReceiverProcess.start({ dir, args: ["--insecure"] });
   using gang = Gang.open(paths.map((path, i) => ({ name: `g${i}`, path })), { seed: randomSeed() });
   const conn = await Deno.connect({ hostname: "127.0.0.1", port: receiver.port });
@@ -58,7 +58,12 @@ async function migrationSeconds(
   const report = await migrateGang(gang, conn);
   const seconds = (performance.now() - started) / 1000;
   for (let i = 0; i < paths.length; i++) await Deno.remove(`${dir}/g${i}`);
-  return { seconds, bytes: report.bytesOnWire };
+  return {
+    seconds,
+    bytes: report.bytesOnWire,
+    preparation: report.preparationSeconds,
+    round1: report.rounds[0]!.seconds,
+  };
 }
 
 async function measureGang(label: string, mix: GuestMix, dir: string) {
@@ -73,7 +78,13 @@ async function measureGang(label: string, mix: GuestMix, dir: string) {
     const runs = [];
     for (let run = 0; run < RUNS; run++) runs.push(await migrationSeconds(paths, dir));
     const seconds = median(runs.map((r) => r.seconds));
-    return { seconds, wire: runs[0]!.bytes, gbps: (GUESTS * GUEST_BYTES) / seconds / 1e9 };
+    const phases = `preparation scan ${
+      (median(runs.map((r) => r.preparation)) * 1000).toFixed(0)
+    } ms, ` +
+      `round 1 ${(median(runs.map((r) => r.round1)) * 1000).toFixed(0)} ms, of ${
+        (seconds * 1000).toFixed(0)
+      } ms`;
+    return { seconds, wire: runs[0]!.bytes, gbps: (GUESTS * GUEST_BYTES) / seconds / 1e9, phases };
   } finally {
     for (const path of paths) await Deno.remove(path);
   }
@@ -102,6 +113,8 @@ if (import.meta.main) {
           (shared.gbps / tcp).toFixed(2)
         }x raw TCP; goal >= 5 GB/s)`,
     );
+    console.log(`    (a) ${unique.phases}`);
+    console.log(`    (b) ${shared.phases}`);
   } finally {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     await new Deno.Command("rm", { args: ["-rf", dir] }).output();

@@ -184,7 +184,8 @@ int gw_index_add_guest(gw_index *index, gw_ram *ram);
  * mask (NULL = every page) selects the pages to examine, one byte a page.
  * buf (count * GW_PAGE_SIZE bytes) receives the content of every examined
  * page that changed (a snapshot whose hash is the page's new hash), and with
- * GW_SCAN_ALL_BYTES of every examined non-zero page; bytes of other pages
+ * GW_SCAN_ALL_BYTES of every examined non-zero page (with GW_SCAN_NO_BYTES,
+ * of none: pages in memory are classified in place); bytes of other pages
  * are unspecified. Pages in memory are hashed in place, without a copy,
  * unless they changed. kinds (count bytes)
  * and ids (count u32) may be NULL; stats (GW_STAT_COUNT u64) is added to.
@@ -192,6 +193,7 @@ int gw_index_add_guest(gw_index *index, gw_ram *ram);
  */
 enum gw_scan_flags {
 	GW_SCAN_ALL_BYTES = 1 << 0, /* copy every examined page to buf, changed or not */
+	GW_SCAN_NO_BYTES = 1 << 1,  /* copy nothing (a scan whose pages are not sent) */
 };
 int gw_index_scan(gw_index *index, uint32_t guest, uint32_t first, uint32_t count, uint32_t flags,
 		  const uint8_t *mask, uint8_t *buf, uint8_t *kinds, uint32_t *ids, uint64_t *stats);

@@ -376,7 +376,7 @@ GW_EXPORT int gw_index_scan(gw_index *ix, uint32_t guest, uint32_t first, uint32
 	for (uint32_t i = 0; i < count; i++) {
 		uint8_t *page = buf + ((size_t)i << GW_PAGE_SHIFT);
 		uint32_t p = first + i, id;
-		uint64_t hash;
+		uint64_t hash = 0;
 		int kind;
 
 		if (mask && !mask[i]) {
@@ -407,6 +407,9 @@ GW_EXPORT int gw_index_scan(gw_index *ix, uint32_t guest, uint32_t first, uint32
 			} else if (!(flags & GW_SCAN_ALL_BYTES) && (hash = page_hash(ix, live)) == gs->hash[p] &&
 				   gs->content[p] < GW_CONTENT_ZERO) {
 				kind = classify_data(ix, guest, p, live, hash, &id, stats); /* unchanged */
+			} else if ((flags & GW_SCAN_NO_BYTES) && !(flags & GW_SCAN_ALL_BYTES)) {
+				/* Nobody sends these bytes: classify the live page, no copy. */
+				kind = classify_data(ix, guest, p, live, hash, &id, stats);
 			} else {
 				memcpy(page, live, GW_PAGE_SIZE);
 				if (gw__page_is_zero(page))

@@ -64,11 +64,15 @@ export interface ScanBuffers {
 export interface ScanOptions {
   /** One byte a page: 0 = skip this page. Default: examine all. */
   mask?: Uint8Array;
-  /** Copy every examined page to `out.buf`, changed or not (a round that sends them all). */
-  allBytes?: boolean;
+  /**
+   * Which page bytes `out.buf` gets: "changed" (default: pages that changed,
+   * each a snapshot matching its new hash), "all" (every examined page: a
+   * round that sends them all), or "none" (a scan that sends nothing).
+   */
+  bytes?: "changed" | "all" | "none";
 }
 
-const SCAN_ALL_BYTES = 1;
+const SCAN_FLAGS = { changed: 0, all: 1, none: 2 } as const;
 
 /** Allocates the buffers for scans of up to `pages` pages a call. */
 export function scanBuffers(pages: number): ScanBuffers {
@@ -146,9 +150,8 @@ export class ContentIndex implements Disposable {
 
   /**
    * Scans pages [first, first + count) of a guest into `out`, comparing
-   * each with its previous scan and with the whole gang. `out.buf` gets
-   * the bytes of the pages that changed (with `allBytes`, of every
-   * examined page), each a snapshot matching the page's new hash.
+   * each with its previous scan and with the whole gang; `options.bytes`
+   * says which pages' bytes `out.buf` gets.
    *
    * @returns the number of pages examined
    */
@@ -159,7 +162,7 @@ export class ContentIndex implements Disposable {
     out: ScanBuffers,
     options: ScanOptions = {},
   ): number {
-    const { mask, allBytes } = options;
+    const { mask, bytes = "changed" } = options;
     if (out.kinds.length < count || out.ids.length < count || out.buf.length < count * PAGE_SIZE) {
       throw new RangeError(`Scan buffers hold fewer than ${count} pages`);
     }
@@ -172,7 +175,7 @@ export class ContentIndex implements Disposable {
         guest,
         first,
         count,
-        allBytes ? SCAN_ALL_BYTES : 0,
+        SCAN_FLAGS[bytes],
         mask ?? null,
         out.buf,
         out.kinds,

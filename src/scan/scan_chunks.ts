@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { type ScanBuffers, scanBuffers } from "../native/content_index.ts";
+import { type ScanBuffers, scanBuffers, type ScanOptions } from "../native/content_index.ts";
 import type { Gang } from "./gang.ts";
 
 /**
@@ -30,8 +30,8 @@ export interface ScanChunksOptions {
   mask?: Uint8Array;
   /** Buffers to fill (reused by every chunk). Default: fresh ones. */
   out?: ScanBuffers;
-  /** Copy every examined page to the buffer, changed or not. */
-  allBytes?: boolean;
+  /** Which pages' bytes the buffer gets (see ContentIndex.scan). Default "changed". */
+  bytes?: ScanOptions["bytes"];
 }
 
 /**
@@ -54,7 +54,7 @@ export function* scanChunks(
     if (mask && !mask.includes(1)) continue;
     const examined = gang.index.scan(guest, first, count, out, {
       mask,
-      allBytes: options.allBytes,
+      bytes: options.bytes,
     });
     yield { first, count, examined };
   }

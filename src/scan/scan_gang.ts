@@ -78,7 +78,7 @@ export function scanGang(gang: Gang, options: ScanGangOptions = {}): ScanReport 
   let done = 0;
   const guests = gang.guests.map((guest): GuestScanReport => {
     out.stats.fill(0n);
-    for (const chunk of scanChunks(gang, guest.number, { out })) {
+    for (const chunk of scanChunks(gang, guest.number, { out, bytes: "none" })) {
       done += chunk.count;
       options.onProgress?.(done, total);
     }
@@ -129,7 +129,7 @@ export function scanGang(gang: Gang, options: ScanGangOptions = {}): ScanReport 
 export function rescanGuest(gang: Gang, guest: number): Uint32Array {
   const out = scanBuffers(CHUNK_PAGES);
   const changed: number[] = [];
-  for (const { first, count } of scanChunks(gang, guest, { out })) {
+  for (const { first, count } of scanChunks(gang, guest, { out, bytes: "none" })) {
     for (let i = 0; i < count; i++) {
       if (out.kinds[i] !== PageKind.Unchanged) changed.push(first + i);
     }

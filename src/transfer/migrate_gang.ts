@@ -39,6 +39,8 @@ export interface MigrationReport {
   digests: string[];
   /** Seconds from the pause to the verified end. */
   pausedSeconds: number;
+  /** Seconds of the preparation scan (before round 1). */
+  preparationSeconds: number;
   /** How rounds after the first chose the pages to re-read: "rescan" (every page) or "soft-dirty". */
   dirtyTracking: string;
   /** What compression of page data did. */
@@ -65,7 +67,7 @@ export async function migrateGang(
   let sender: GangSender | undefined;
   try {
     sender = await GangSender.connect(gang, conn, options);
-    sender.prepare();
+    const preparation = sender.prepare();
     const sizes = [];
     while (!shouldStopLiveRounds(sizes, options)) {
       const report = await sender.round();
@@ -89,6 +91,7 @@ export async function migrateGang(
       verified: true,
       digests,
       pausedSeconds: (now - pausedAt) / 1000,
+      preparationSeconds: preparation.seconds,
       dirtyTracking: sender.dirtyTracking,
       compression: sender.compression,
     };

@@ -241,7 +241,11 @@ export class GangSender implements AsyncDisposable {
       // Round 1 sends every page, so it reads them all, bytes included; later rounds read
       // what may have changed, and only changed pages (whose bytes the scan keeps) are sent.
       const mask = round === 1 ? undefined : this.#tracker.changed(guest.number);
-      const scanning = { out: this.#out, mask, allBytes: round === 1 };
+      const scanning = {
+        out: this.#out,
+        mask,
+        bytes: round === 1 ? "all" as const : "changed" as const,
+      };
       for (const chunk of scanChunks(this.#gang, guest.number, scanning)) {
         const plan = this.#planner.planChunk(
           guest.number,
