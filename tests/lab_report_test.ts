@@ -216,6 +216,11 @@ Deno.test("goalVerdicts() judges traffic, TMT and worst downtime from 4 guests o
   ]);
   assertEquals(goalVerdicts(good).map((g) => g.met), [true, true, false]);
   assertEquals(goalVerdicts(result(2, FOUR.methods)), []);
+  const close = result(4, [
+    measured("gangway", 100e6, 0.601, [1]),
+    measured("qemu", 400e6, 1, [1]),
+  ]);
+  assertEquals(goalVerdicts(close)[1]!.measured, "0.601x", "a miss is not shown as 0.60x");
 });
 
 Deno.test("formatSummary() shows a row per method, the ratios, gangway's time and the goals", () => {

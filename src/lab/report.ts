@@ -180,12 +180,12 @@ export function goalVerdicts(result: LabResult): GoalVerdict[] {
   return [
     {
       goal: `bytes on the link <= ${GOAL_TRAFFIC}x ${name}`,
-      measured: `${ratios.traffic.toFixed(2)}x`,
+      measured: `${againstGoal(ratios.traffic, GOAL_TRAFFIC)}x`,
       met: ratios.traffic <= GOAL_TRAFFIC,
     },
     {
       goal: `TMT <= ${GOAL_TMT}x ${name}`,
-      measured: `${ratios.tmt.toFixed(2)}x`,
+      measured: `${againstGoal(ratios.tmt, GOAL_TMT)}x`,
       met: ratios.tmt <= GOAL_TMT,
     },
     {
@@ -365,6 +365,11 @@ export function table(rows: string[][]): string {
     row.map((cell, col) => col === 0 ? cell.padEnd(widths[col]!) : cell.padStart(widths[col]!))
       .join("  ").trimEnd()
   ).join("\n");
+}
+
+/** A ratio to 2 decimals, or 3 when 2 would round it onto the goal it is judged against. */
+function againstGoal(ratio: number, goal: number): string {
+  return ratio !== goal && Number(ratio.toFixed(2)) === goal ? ratio.toFixed(3) : ratio.toFixed(2);
 }
 
 function megabytes(bytes: number): string {
