@@ -68,6 +68,8 @@ export interface LabCommand {
 /**
  * Reads the lab's command line.
  *
+ * Needs no permission.
+ *
  * @param args The arguments (a leading "--" is dropped)
  * @returns What to run
  * @throws UsageError when an argument is wrong
@@ -131,6 +133,8 @@ export function parseLabArgs(args: string[]): LabCommand {
 
 /**
  * The command line that reproduces a run, quoted for a POSIX shell.
+ *
+ * Needs no permission.
  *
  * @param args The arguments given
  * @returns e.g. `deno task lab -- --guests 8`

@@ -144,6 +144,8 @@ export async function writeSweepFiles(
  * The Markdown summary of sweeps: setup, a table of each sweep's numbers,
  * links to its figures, and the goals where they apply.
  *
+ * Needs no permission.
+ *
  * @param sweeps The sweeps
  * @param command The command that ran them
  * @returns Markdown text
