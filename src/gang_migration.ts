@@ -136,7 +136,7 @@ export async function migrateQemuGang(
     using gang = Gang.open(sources.map((s, i) => ({ name: s.name, path: rams[i]!.path })), {
       seed: randomSeed(),
     });
-    transfer = await migrateGang(gang, await target.connect(), {
+    transfer = await migrateGang(gang, target.connect(), {
       dirtyTracker,
       token: target.token,
       ...options,

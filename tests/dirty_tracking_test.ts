@@ -23,7 +23,7 @@ Deno.test("rounds after the first re-read only the pages the dirty tracker names
     await using sender = await GangSender.connect(gang, await receiver.connect(), {
       dirtyTracker: tracker,
     });
-    sender.prepare();
+    await sender.prepare();
     assertEquals(started, 1, "tracking starts with the preparation scan");
     assertEquals((await sender.round()).pages.unique, 8, "round 1 reads and sends every page");
     {

@@ -232,7 +232,7 @@ export async function recordMigration(): Promise<Recording> {
     const peer = new RecordingPeer();
     using gang = Gang.open(paths.map((path, g) => ({ name: `fz${g}`, path })), { seed: 0x5eedn });
     const sender = await GangSender.connect(gang, peer, {});
-    sender.prepare();
+    await sender.prepare();
     await sender.round();
     // Between the rounds: new contents, copies of contents sent before, and zeroed pages.
     {

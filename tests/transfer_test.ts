@@ -87,7 +87,7 @@ Deno.test("a reference resolves after the page that first carried its content is
   try {
     using gang = Gang.open(specs([a, b]), { seed: randomSeed() });
     await using sender = await GangSender.connect(gang, await receiver.connect());
-    sender.prepare();
+    await sender.prepare();
     const round1 = await sender.round();
     assertEquals(round1.pages.sentIdentical, 1); // b's copy of x
     {

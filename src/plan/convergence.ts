@@ -5,6 +5,9 @@
  * @module
  */
 
+/** A live round must leave at most this share of the previous one's pages to be worth repeating. */
+const SHRINK = 0.75;
+
 /** Options of {@linkcode shouldStopLiveRounds}. */
 export interface ConvergenceOptions {
   /** Most rounds in all, the final (paused) one included. Default 10. */
@@ -36,8 +39,8 @@ export function shouldStopLiveRounds(
   if (history.length + 1 >= maxRounds) return true;
   if (last.pagesSent <= stopPages) return true;
   const before = history.at(-2);
-  const beforeThat = history.at(-3);
-  // Round 1 sends everything: only compare later rounds with one another.
-  return !!(before && beforeThat && beforeThat.round > 1 &&
-    last.pagesSent >= 0.9 * before.pagesSent && before.pagesSent >= 0.9 * beforeThat.pagesSent);
+  // Round 1 sends everything: only compare later rounds with one another. Without soft-dirty
+  // bits every round re-reads all of the gang's RAM, so a round that did not shrink the next
+  // one by a quarter is not worth another.
+  return !!(before && before.round > 1 && last.pagesSent >= SHRINK * before.pagesSent);
 }

@@ -72,20 +72,57 @@ export interface ScanGangOptions {
  * ```
  */
 export function scanGang(gang: Gang, options: ScanGangOptions = {}): ScanReport {
+  const steps = scanSteps(gang, options);
+  for (;;) {
+    const step = steps.next();
+    if (step.done) return step.value;
+  }
+}
+
+/** Work between two breaks of {@linkcode scanGangInTurns}: short enough for a TLS handshake. */
+const TURN_MS = 5;
+
+/**
+ * Scans like {@linkcode scanGang}, stopping every few milliseconds to let
+ * the rest of this process run: a migration connects to its target (a
+ * TLS handshake, the gang's introduction) while its preparation scan runs.
+ *
+ * Requires `--allow-ffi`.
+ */
+export async function scanGangInTurns(
+  gang: Gang,
+  options: ScanGangOptions = {},
+): Promise<ScanReport> {
+  const steps = scanSteps(gang, options);
+  let turn = performance.now();
+  for (;;) {
+    const step = steps.next();
+    if (step.done) return step.value;
+    if (performance.now() - turn >= TURN_MS) {
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      turn = performance.now();
+    }
+  }
+}
+
+/** The scan, a chunk a step; its return value is the report. */
+function* scanSteps(gang: Gang, options: ScanGangOptions): Generator<void, ScanReport> {
   const started = performance.now();
   const out = scanBuffers(CHUNK_PAGES);
   const total = gang.pages;
   let done = 0;
-  const guests = gang.guests.map((guest): GuestScanReport => {
+  const guests: GuestScanReport[] = [];
+  for (const guest of gang.guests) {
     out.stats.fill(0n);
     for (const chunk of scanChunks(gang, guest.number, { out, bytes: "none" })) {
       done += chunk.count;
       options.onProgress?.(done, total);
+      yield;
     }
     const stat = (i: number) => Number(out.stats[i]);
     const within = stat(ScanStat.DuplicateWithin);
     const across = stat(ScanStat.DuplicateAcross);
-    return {
+    guests.push({
       name: guest.name,
       path: guest.ram.path,
       pages: guest.ram.pages,
@@ -94,8 +131,8 @@ export function scanGang(gang: Gang, options: ScanGangOptions = {}): ScanReport 
       duplicate: within + across,
       duplicateWithin: within,
       duplicateAcross: across,
-    };
-  });
+    });
+  }
   const sum = (key: keyof GuestScanReport) =>
     guests.reduce((total, g) => total + (g[key] as number), 0);
   const unique = sum("unique");

@@ -1,10 +1,12 @@
 /**
  * Whether to compress the page data of the next PAGES frame. zstd costs
  * far more CPU than hashing (about 0.3-0.5 GB/s on one core here), so it
- * pays only when the link, not the CPU, is the bottleneck, and only on
- * data that compresses. In "auto" mode the sender compresses while it
- * spends a good part of its time waiting for the socket, and stops for a
- * while after frames that did not shrink.
+ * pays only when the link, not the CPU, is the bottleneck. In "auto" mode
+ * the sender compresses from the start (a migration usually goes over a
+ * link slower than zstd) and goes on while it spends a good part of its
+ * time waiting for the socket; when it stops waiting (the CPU became the
+ * bottleneck), it sends pages as they are until the socket is the
+ * bottleneck again. Frames that do not shrink go as they are.
  *
  * @module
  */
@@ -16,13 +18,10 @@ export type CompressionMode = "auto" | "zstd" | "none";
 const WAIT_SHARE = 0.3;
 /** Width of the window the wait share is measured over. */
 const WINDOW_MS = 100;
-/** A frame that kept more than this share of its size is "incompressible"... */
-const POOR_RATIO = 0.95;
-/** ...and the next this many frames are sent as they are. */
-const SKIP_AFTER_POOR = 8;
 
 /** What compression did over a migration. */
 export interface CompressionReport {
+  /** The mode asked for. */
   mode: CompressionMode;
   /** PAGES frames sent compressed. */
   frames: number;
@@ -38,8 +37,7 @@ export class CompressionPolicy {
   readonly #waitMs: () => number;
   #windowStart = performance.now();
   #windowWait = 0;
-  #share = 0;
-  #skip = 0;
+  #share = 1; // until measured: assume the link is the bottleneck
   readonly report: CompressionReport;
 
   /** @param waitMs the writer's total time spent waiting on the socket so far */
@@ -59,10 +57,6 @@ export class CompressionPolicy {
       this.#windowStart = now;
       this.#windowWait = wait;
     }
-    if (this.#skip > 0) {
-      this.#skip--;
-      return false;
-    }
     return this.#share > WAIT_SHARE;
   }
 
@@ -73,6 +67,5 @@ export class CompressionPolicy {
       this.report.rawBytes += rawBytes;
       this.report.compressedBytes += compressedBytes;
     }
-    if (compressedBytes > POOR_RATIO * rawBytes) this.#skip = SKIP_AFTER_POOR;
   }
 }

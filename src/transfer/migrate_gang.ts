@@ -8,8 +8,12 @@
  */
 import type { Gang } from "../scan/gang.ts";
 import { type ConvergenceOptions, shouldStopLiveRounds } from "../plan/convergence.ts";
-import { GangSender, type RoundReport, type SenderOptions } from "./sender.ts";
+import { GangSender, prepareGang, type RoundReport, type SenderOptions } from "./sender.ts";
+import { rescanEverything } from "../plan/dirty_tracking.ts";
 import type { ByteStream } from "./frame_io.ts";
+
+/** A connected stream to the target (TCP or TLS), or one being connected. */
+type Connection = ByteStream & { close(): void };
 import type { CompressionReport } from "./compression_policy.ts";
 
 /** Options of {@linkcode migrateGang}. */
@@ -48,7 +52,8 @@ export interface MigrationReport {
 }
 
 /**
- * Migrates a gang to a target over `conn`. Returns once the target has
+ * Migrates a gang to a target over `conn` (which may still be connecting:
+ * the preparation scan runs meanwhile). Returns once the target has
  * verified every guest; the guests are then still paused, for the caller
  * to switch over (or resume them).
  *
@@ -58,16 +63,25 @@ export interface MigrationReport {
  */
 export async function migrateGang(
   gang: Gang,
-  conn: ByteStream & { close(): void },
+  conn: Connection | Promise<Connection>,
   options: MigrateGangOptions = {},
 ): Promise<MigrationReport> {
   const started = performance.now();
   let paused = false;
   let pausedAt = 0;
   let sender: GangSender | undefined;
+  const dirtyTracker = options.dirtyTracker ?? rescanEverything;
+  // Connecting (a TLS handshake, the gang's introduction) goes on while the preparation scans.
+  const connecting = Promise.resolve(conn).then((c) =>
+    GangSender.connect(gang, c, { ...options, dirtyTracker })
+  );
   try {
-    sender = await GangSender.connect(gang, conn, options);
-    const preparation = sender.prepare();
+    const preparation = await prepareGang(gang, dirtyTracker).catch(async (error) => {
+      (await connecting.catch(() => undefined))?.close();
+      throw error;
+    });
+    sender = await connecting;
+    sender.usePreparation(preparation);
     const sizes = [];
     while (!shouldStopLiveRounds(sizes, options)) {
       const report = await sender.round();
@@ -99,7 +113,7 @@ export async function migrateGang(
     if (paused) await resumeAfter(error, options.resume);
     throw error;
   } finally {
-    sender?.close(); // connect() closed the connection itself if it failed
+    sender?.close(); // connect() closes the connection itself if it fails
   }
 }
 

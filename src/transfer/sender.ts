@@ -6,7 +6,7 @@
  * @module
  */
 import { CHUNK_PAGES, scanChunks } from "../scan/scan_chunks.ts";
-import { scanGang, type ScanReport } from "../scan/scan_gang.ts";
+import { scanGangInTurns, type ScanReport } from "../scan/scan_gang.ts";
 import type { Gang } from "../scan/gang.ts";
 import { scanBuffers } from "../native/content_index.ts";
 import { PAGE_SIZE } from "../native/ram_file.ts";
@@ -43,6 +43,21 @@ import {
 } from "./protocol.ts";
 
 export { TargetError };
+
+/**
+ * The preparation phase: starts dirty tracking, then scans every page of a
+ * gang into its content index, in turns, so that the rest of the process
+ * (connecting to the target) goes on meanwhile.
+ *
+ * Requires `--allow-ffi`.
+ */
+export async function prepareGang(
+  gang: Gang,
+  tracker: DirtyTracker = rescanEverything,
+): Promise<ScanReport> {
+  tracker.start();
+  return await scanGangInTurns(gang);
+}
 
 /** Pages per PAGES frame: a frame must fit in one write (1 MiB). */
 const PAGES_PER_FRAME = 128;
@@ -116,7 +131,7 @@ export interface RoundReport {
  * using gang = Gang.open(guests, { seed: randomSeed() });
  * const conn = await Deno.connect({ hostname: "10.0.0.2", port: 7000 });
  * await using sender = await GangSender.connect(gang, conn);
- * sender.prepare();
+ * await sender.prepare();
  * await sender.round();                  // live: the guests keep running
  * await pauseMyGuests();
  * await sender.round({ final: true });   // the rest, with the guests paused
@@ -212,12 +227,20 @@ export class GangSender implements AsyncDisposable {
   }
 
   /**
-   * The preparation phase: scans every page of the gang into the content
-   * index while the guests run. Done by the first round if not called.
+   * The preparation phase: starts dirty tracking and scans every page of
+   * the gang into the content index while the guests run. Done by the
+   * first round if not called.
    */
-  prepare(): ScanReport {
-    this.#tracker.start();
-    const report = scanGang(this.#gang);
+  async prepare(): Promise<ScanReport> {
+    return this.usePreparation(await prepareGang(this.#gang, this.#tracker));
+  }
+
+  /**
+   * Takes a preparation done before this sender existed (by
+   * {@linkcode prepareGang} with this sender's dirty tracker), so that the
+   * scan could overlap connecting to the target.
+   */
+  usePreparation(report: ScanReport): ScanReport {
     this.#planner.notePreparationScan();
     this.#prepared = true;
     return report;
@@ -229,7 +252,7 @@ export class GangSender implements AsyncDisposable {
    * target holds exactly the source's RAM.
    */
   async round(options: { final?: boolean } = {}): Promise<RoundReport> {
-    if (!this.#prepared) this.prepare();
+    if (!this.#prepared) await this.prepare();
     const round = ++this.#round;
     const final = options.final ?? false;
     const counts = emptyCounts();

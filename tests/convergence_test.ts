@@ -1,0 +1,32 @@
+import { assertEquals } from "./_assert.ts";
+import { shouldStopLiveRounds } from "../src/plan/convergence.ts";
+
+const rounds = (...pages: number[]) => pages.map((pagesSent, i) => ({ round: i + 1, pagesSent }));
+
+Deno.test("shouldStopLiveRounds() goes on while rounds shrink and the last one is large", () => {
+  assertEquals(shouldStopLiveRounds([]), false, "round 1 always runs live");
+  assertEquals(
+    shouldStopLiveRounds(rounds(60_000)),
+    false,
+    "round 1 says nothing about convergence",
+  );
+  assertEquals(shouldStopLiveRounds(rounds(60_000, 9_000, 5_000)), false);
+});
+
+Deno.test("shouldStopLiveRounds() stops when the last live round was small", () => {
+  assertEquals(shouldStopLiveRounds(rounds(60_000, 2_000)), true);
+  assertEquals(shouldStopLiveRounds(rounds(60_000, 100), { stopPages: 50 }), false);
+});
+
+Deno.test("shouldStopLiveRounds() stops when a round no longer shrinks the next by a quarter", () => {
+  assertEquals(shouldStopLiveRounds(rounds(60_000, 9_000, 8_000)), true);
+  assertEquals(shouldStopLiveRounds(rounds(60_000, 9_000, 6_000)), false);
+  // Round 1 is no yardstick: a round 2 as large as round 1 does not stop by itself.
+  assertEquals(shouldStopLiveRounds(rounds(9_000, 9_000)), false);
+});
+
+Deno.test("shouldStopLiveRounds() stops at the round limit, the final round included", () => {
+  assertEquals(shouldStopLiveRounds([], { maxRounds: 1 }), true, "one round: only the final one");
+  assertEquals(shouldStopLiveRounds(rounds(60_000, 50_000, 40_000), { maxRounds: 4 }), true);
+  assertEquals(shouldStopLiveRounds(rounds(60_000, 50_000), { maxRounds: 4 }), false);
+});
