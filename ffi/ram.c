@@ -174,13 +174,13 @@ static int read_span(gw_ram *ram, uint64_t first, uint64_t first_page, uint64_t 
 
 /*
  * The data region [*start, *end) holding or following pos, or 0 when there is
- * no data at or after pos. A data region found earlier is reused: SEEK_HOLE
+ * no data in [pos, limit). A data region found earlier is reused: SEEK_HOLE
  * on tmpfs walks every page up to the hole, so asking it again for each
  * chunk of a large region would cost the rest of the region every time.
  * Only data is remembered, never holes: a page that became data is always
  * found by a fresh SEEK_DATA, and one that became a hole simply reads as zeros.
  */
-static int data_region(gw_ram *ram, uint64_t pos, uint64_t *start, uint64_t *end)
+static int data_region(gw_ram *ram, uint64_t pos, uint64_t limit, uint64_t *start, uint64_t *end)
 {
 	off_t data, hole;
 
@@ -192,6 +192,8 @@ static int data_region(gw_ram *ram, uint64_t pos, uint64_t *start, uint64_t *end
 	data = lseek(ram->fd, (off_t)pos, SEEK_DATA);
 	if (data < 0)
 		return errno == ENXIO ? 0 : -errno;
+	if ((uint64_t)data >= limit)
+		return 0; /* no data before limit: no need to walk the region after it */
 	hole = lseek(ram->fd, data, SEEK_HOLE);
 	if (hole < 0)
 		return -errno;
@@ -216,7 +218,7 @@ int gw__ram_read_data(gw_ram *ram, uint32_t first, uint32_t count, const uint8_t
 
 	while (pos < end) {
 		uint64_t data_start = 0, data_end = 0;
-		int found = data_region(ram, pos, &data_start, &data_end), n;
+		int found = data_region(ram, pos, end, &data_start, &data_end), n;
 
 		if (found < 0)
 			return found;

@@ -59,23 +59,29 @@ Deno.test("migrateGang() never compresses with compression none", async () => {
   }
 });
 
-Deno.test("CompressionPolicy compresses in auto mode while the sender waits on the socket", async () => {
-  let waited = 0;
-  const policy = new CompressionPolicy("auto", () => waited);
-  assertEquals(policy.shouldCompress(), true, "from the start: links are usually the bottleneck");
-  await new Promise((resolve) => setTimeout(resolve, 120));
-  assertEquals(
-    policy.shouldCompress(),
-    false,
-    "no waiting in the last 120 ms: the CPU is the bottleneck",
-  );
-  await new Promise((resolve) => setTimeout(resolve, 120));
-  waited = 100; // most of the last 120 ms went waiting for the socket
+Deno.test("CompressionPolicy compresses in auto mode when zstd outruns the stream", () => {
+  let stream = 0;
+  const policy = new CompressionPolicy("auto", () => stream);
+  assertEquals(policy.shouldCompress(), true, "nothing measured yet: links are usually slower");
+  stream = 117e6; // a Gigabit link
   assertEquals(policy.shouldCompress(), true);
-  policy.record(4096, 4100);
+  stream = 3e9; // loopback
+  assertEquals(policy.shouldCompress(), false);
+  stream = 117e6;
+  for (let i = 0; i < 30; i++) policy.record(4096, 1000, 1); // zstd at 4 MB/s: slower than the link
+  assertEquals(policy.shouldCompress(), false);
+  for (let i = 0; i < 30; i++) policy.record(40960, 10000, 0.1); // 400 MB/s again
+  assertEquals(policy.shouldCompress(), true);
+});
+
+Deno.test("CompressionPolicy counts only frames that shrank, and obeys zstd and none", () => {
+  const policy = new CompressionPolicy("zstd", () => 3e9);
+  assertEquals(policy.shouldCompress(), true);
+  policy.record(4096, 4100, 0.01);
   assertEquals(policy.report.frames, 0, "a frame that did not shrink is not counted as compressed");
-  policy.record(4096, 1000);
-  assertEquals(policy.report, { mode: "auto", frames: 1, rawBytes: 4096, compressedBytes: 1000 });
+  policy.record(4096, 1000, 0.01);
+  assertEquals(policy.report, { mode: "zstd", frames: 1, rawBytes: 4096, compressedBytes: 1000 });
+  assertEquals(new CompressionPolicy("none", () => 1).shouldCompress(), false);
 });
 
 Deno.test("decodePages() refuses compressed data that is not n pages", () => {

@@ -120,11 +120,19 @@ export class RoundPlanner {
     const copies = new Uint32Array(this.#gang.index.contents);
     const contents = this.#pageContents;
     for (const pageContents of contents) {
-      for (const c of pageContents) if (c < ContentId.Zero) copies[c]!++;
+      for (let p = 0; p < pageContents.length; p++) {
+        const c = pageContents[p]!;
+        if (c < ContentId.Zero) copies[c]!++;
+      }
     }
-    this.#identicalAtPrep = contents.map((pageContents) =>
-      Uint8Array.from(pageContents, (c) => (c < ContentId.Zero && copies[c]! > 1 ? 1 : 0))
-    );
+    this.#identicalAtPrep = contents.map((pageContents) => {
+      const identical = new Uint8Array(pageContents.length);
+      for (let p = 0; p < pageContents.length; p++) {
+        const c = pageContents[p]!;
+        if (c < ContentId.Zero && copies[c]! > 1) identical[p] = 1;
+      }
+      return identical;
+    });
     this.#prepared = true;
   }
 

@@ -80,7 +80,7 @@ export function scanGang(gang: Gang, options: ScanGangOptions = {}): ScanReport 
 }
 
 /** Work between two breaks of {@linkcode scanGangInTurns}: short enough for a TLS handshake. */
-const TURN_MS = 5;
+const TURN_MS = 20;
 
 /**
  * Scans like {@linkcode scanGang}, stopping every few milliseconds to let

@@ -205,8 +205,12 @@ export class FrameWriter {
   #inFlight: Promise<void> = Promise.resolve();
   /** Bytes written to the stream so far, headers included. */
   bytesWritten = 0;
-  /** Time spent waiting for the stream to take earlier writes: the link (or the peer) is the bottleneck then. */
-  waitMs = 0;
+  /**
+   * How fast the stream has been taking the writes lately, in bytes per
+   * second (0 until the first write ends): with the socket buffer full,
+   * the rate of the link or of the peer, whichever is slower.
+   */
+  streamBytesPerSecond = 0;
 
   /**
    * Writes frames to a stream.
@@ -248,9 +252,7 @@ export class FrameWriter {
 
   /** Starts writing the current buffer and switches to the other one (once it is free). */
   async #rotate(): Promise<void> {
-    const started = performance.now();
     await this.#inFlight;
-    this.waitMs += performance.now() - started;
     if (this.#used === 0) return;
     const chunk = this.#buffers[this.#current]!.subarray(0, this.#used);
     this.#inFlight = this.#writeAll(chunk);
@@ -261,6 +263,7 @@ export class FrameWriter {
   }
 
   async #writeAll(chunk: Uint8Array): Promise<void> {
+    const started = performance.now();
     await this.#pacer?.take(chunk.length);
     let done = 0;
     while (done < chunk.length) {
@@ -277,5 +280,13 @@ export class FrameWriter {
       done += n;
       this.bytesWritten += n;
     }
+    // A write accepted at once says only "faster than a write per 0.5 ms".
+    const rate = chunk.length / (Math.max(performance.now() - started, 0.5) / 1000);
+    this.streamBytesPerSecond = this.streamBytesPerSecond === 0
+      ? rate
+      : RATE_MEMORY * this.streamBytesPerSecond + (1 - RATE_MEMORY) * rate;
   }
 }
+
+/** Weight of the past in the moving average of the stream's rate. */
+const RATE_MEMORY = 0.8;

@@ -174,7 +174,7 @@ export class GangSender implements AsyncDisposable {
     this.#tracker = options.dirtyTracker ?? rescanEverything;
     this.#compression = new CompressionPolicy(
       options.compression ?? "auto",
-      () => this.#writer.waitMs,
+      () => this.#writer.streamBytesPerSecond,
     );
     this.#zstdScratch = new Uint8Array(compressBound(this.#rawScratch.length));
     const pacer = options.maxBandwidth ? new Pacer(options.maxBandwidth) : undefined;
@@ -380,8 +380,9 @@ export class GangSender implements AsyncDisposable {
       slots.forEach((slot, i) =>
         raw.set(this.#out.buf.subarray(slot * PAGE_SIZE, (slot + 1) * PAGE_SIZE), i * PAGE_SIZE)
       );
+      const started = performance.now();
       const size = compress(raw, this.#zstdScratch);
-      this.#compression.record(raw.length, size);
+      this.#compression.record(raw.length, size, performance.now() - started);
       if (size < raw.length) {
         const frame = await this.#reserve(pagesFrameBytes(n, size));
         frame.set(
