@@ -21,6 +21,8 @@ async function quitAll(names: string[]): Promise<void> {
     try {
       const guest = await QemuGuest.attach(found.commandLine.instance.qmpPath);
       await guest.close({ removeRam: true });
+      // The run directory evacuate.ts made for the destination holds its QMP socket and logs.
+      await Deno.remove(guest.runDir, { recursive: true }).catch(() => {});
     } catch {
       Deno.kill(found.pid, "SIGKILL");
     }

@@ -45,9 +45,10 @@ function assertSameRam(a: string, b: string): void {
 }
 
 Deno.test("migrateQemuGang() moves live guests whose heartbeat goes on at the target with good checksums", async () => {
+  // Declared first so it is disposed of last, when the guests' RAM files have left its directory.
+  await using target = await LocalTarget.start();
   await using guests = new Guests();
   const sources = await bootGang(guests);
-  await using target = await LocalTarget.start();
   const lastBeats = new Map<string, Heartbeat>();
   const { report, destinations } = await migrateQemuGang(sources, target, {
     beforeSwitchOver: async (pairs) => {
@@ -91,9 +92,10 @@ Deno.test("migrateQemuGang() moves live guests whose heartbeat goes on at the ta
 });
 
 Deno.test("migrateQemuGang() leaves every source running when a destination dies before the switch-over", async () => {
+  // Declared first so it is disposed of last, when the guests' RAM files have left its directory.
+  await using target = await LocalTarget.start();
   await using guests = new Guests();
   const sources = await bootGang(guests);
-  await using target = await LocalTarget.start();
   let destinationRams: string[] = [];
   await assertRejects(
     () =>
