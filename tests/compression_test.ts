@@ -4,7 +4,7 @@ import { PAGE_SIZE } from "../src/native/ram_file.ts";
 import { Gang } from "../src/scan/gang.ts";
 import { migrateGang } from "../src/transfer/migrate_gang.ts";
 import { randomSeed } from "../src/transfer/seed.ts";
-import { CompressionPolicy } from "../src/transfer/compression_policy.ts";
+import { CompressionPolicy, PROBE_EVERY } from "../src/transfer/compression_policy.ts";
 import { decodePages, FrameFlag, ProtocolError } from "../src/transfer/protocol.ts";
 import { makeRamFile, patternPage, readRamFile, removeFiles, shmPath } from "./_fixtures.ts";
 import { startReceiver } from "./_transfer.ts";
@@ -71,6 +71,18 @@ Deno.test("CompressionPolicy compresses in auto mode when zstd outruns the strea
   for (let i = 0; i < 30; i++) policy.record(4096, 1000, 1); // zstd at 4 MB/s: slower than the link
   assertEquals(policy.shouldCompress(), false);
   for (let i = 0; i < 30; i++) policy.record(40960, 10000, 0.1); // 400 MB/s again
+  assertEquals(policy.shouldCompress(), true);
+});
+
+Deno.test("CompressionPolicy stops compressing data that does not shrink, and probes to notice when it does again", () => {
+  const policy = new CompressionPolicy("auto", () => 117e6);
+  assertEquals(policy.shouldCompress(), true);
+  policy.record(40960, 40960, 0.01); // random pages: fast, but no gain
+  const tried = Array.from({ length: 2 * PROBE_EVERY }, () => policy.shouldCompress());
+  assertEquals(tried.filter(Boolean).length, 2, "one frame in PROBE_EVERY is still tried");
+  assertEquals(tried[PROBE_EVERY - 1], true);
+  for (let i = 0; i < 10; i++) policy.record(40960, 8000, 0.1); // the probes find text again
+  assertEquals(policy.shouldCompress(), true);
   assertEquals(policy.shouldCompress(), true);
 });
 

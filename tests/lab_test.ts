@@ -104,6 +104,39 @@ Deno.test("a short lab run migrates two guests both ways, reports every field an
   }
 });
 
+Deno.test("a lab run without namespaces migrates over the host's loopback, capped at the link's rate, and says so", async () => {
+  const json = await Deno.makeTempFile({ prefix: "gangway-lab-test-", suffix: ".json" });
+  try {
+    const lab = await startLab([
+      ...["--guests", "2", "--memory", "128M", "--link", "1gbit", "--idle", "1"],
+      ...["--network", "loopback", "--json", json],
+    ]);
+    const [out, err, status] = await Promise.all([
+      new Response(lab.stdout).text(),
+      new Response(lab.stderr).text(),
+      lab.status,
+    ]);
+    assertEquals(status.code, 0, err);
+    assert(out.includes("host loopback 127.0.0.1"), out);
+    const report = JSON.parse(await Deno.readTextFile(json));
+    assertEquals(report.network.mode, "loopback");
+    assertEquals(report.network.reason, "loopback mode was asked for");
+    for (const key of ["gangway", "qemu"]) {
+      const m = report[key];
+      assertEquals(m.resumed, 2, `${key}: ${JSON.stringify(m.notResumed)}`);
+      // The loopback's counters see every byte of the host: at least what the tool wrote.
+      assert(m.bytesOnWire >= m.toolBytes, `${key}: ${m.bytesOnWire} < ${m.toolBytes}`);
+      // Capped at 1 Gbit/s (125 MB/s), with some slack for the pacer's first burst.
+      const rate = m.toolBytes / m.tmtSeconds;
+      assert(rate < 160e6, `${key}: ${rate} B/s is over the cap`);
+    }
+    assertEquals(report.gangway.verified, true);
+    assertEquals(await leftovers(lab.pid), []);
+  } finally {
+    await Deno.remove(json).catch(() => {});
+  }
+});
+
 Deno.test("Ctrl-C during the migration ends the lab with 130 and leaves no namespace, QEMU or RAM file", async () => {
   // 100mbit: gangway's 2 x 128 MiB take seconds, so the signal lands mid-migration.
   const lab = await startLab([

@@ -6,7 +6,11 @@
  * a gain exactly when zstd compresses faster than the link carries: on a
  * Gigabit link, yes (zstd level 1 does about 0.3-0.5 GB/s on one core
  * here); over loopback, or to a receiver that cannot keep up anyway, no.
- * "auto" measures both rates and compresses when zstd is the faster.
+ * "auto" measures both rates and compresses when zstd is the faster, and
+ * while it shrinks the data: pages of random bytes (encrypted or
+ * compressed data in a guest) gain nothing and only cost a copy and zstd's
+ * look at them, so then only one frame in {@linkcode PROBE_EVERY} is tried,
+ * to notice when the data turns compressible again.
  *
  * @module
  */
@@ -18,8 +22,12 @@ export type CompressionMode = "auto" | "zstd" | "none";
 const ASSUMED_ZSTD_BYTES_PER_SECOND = 250e6;
 /** zstd must outrun the link by this factor to be worth its CPU. */
 const MARGIN = 1.2;
-/** Weight of the past in the moving average of zstd's rate. */
+/** Weight of the past in the moving averages of zstd's rate and ratio. */
 const RATE_MEMORY = 0.8;
+/** Compressed size over raw size above which compressing is not worth it. */
+const WORTHLESS_RATIO = 0.9;
+/** While compression is worthless, one frame in this many is still tried. */
+export const PROBE_EVERY = 16;
 
 /** What compression did over a migration. */
 export interface CompressionReport {
@@ -38,6 +46,8 @@ export class CompressionPolicy {
   readonly #mode: CompressionMode;
   readonly #streamBytesPerSecond: () => number;
   #zstdBytesPerSecond = ASSUMED_ZSTD_BYTES_PER_SECOND;
+  #ratio = 0; // compressed / raw, moving average; 0 until measured
+  #skipped = 0; // frames not tried since compression was last found worthless
   readonly report: CompressionReport;
 
   /** @param streamBytesPerSecond how fast the stream has been taking writes lately (0: not known yet) */
@@ -52,7 +62,11 @@ export class CompressionPolicy {
     if (this.#mode !== "auto") return this.#mode === "zstd";
     // Before the first write ends nothing is known: start compressed, as links are usually slower.
     const link = this.#streamBytesPerSecond();
-    return link === 0 || this.#zstdBytesPerSecond > MARGIN * link;
+    if (link !== 0 && this.#zstdBytesPerSecond <= MARGIN * link) return false;
+    if (this.#ratio <= WORTHLESS_RATIO) return true;
+    if (++this.#skipped < PROBE_EVERY) return false;
+    this.#skipped = 0;
+    return true;
   }
 
   /**
@@ -67,5 +81,8 @@ export class CompressionPolicy {
     }
     const rate = rawBytes / (Math.max(ms, 0.01) / 1000);
     this.#zstdBytesPerSecond = RATE_MEMORY * this.#zstdBytesPerSecond + (1 - RATE_MEMORY) * rate;
+    // The first measure sets the ratio, so that one probe of random pages is enough to stop.
+    const ratio = Math.min(compressedBytes / rawBytes, 1);
+    this.#ratio = this.#ratio === 0 ? ratio : RATE_MEMORY * this.#ratio + (1 - RATE_MEMORY) * ratio;
   }
 }
