@@ -6,6 +6,10 @@
  *
  * Migrates RAM files that nobody is writing (each file one guest, named
  * after the file) to a target running `receive`, and reports each round.
+ * Files nobody writes need one pass (no preparation scan, no live rounds:
+ * they would read every page again to find nothing changed);
+ * `--max-rounds N` (N > 1) runs the live pre-copy rounds instead, for
+ * files something still writes.
  *
  * The transfer is TLS: the target's certificate must be signed by the CA
  * in `--ca` and name the target's address (or `--server-name`), and the
@@ -134,9 +138,7 @@ async function main(args: string[]): Promise<void> {
   const maxBandwidth = values["max-bandwidth"]
     ? parseRate(values["max-bandwidth"], "--max-bandwidth")
     : undefined;
-  const maxRounds = values["max-rounds"]
-    ? parseCount(values["max-rounds"], "--max-rounds")
-    : undefined;
+  const maxRounds = values["max-rounds"] ? parseCount(values["max-rounds"], "--max-rounds") : 1;
   const stallMs = values["stall-timeout"]
     ? parseCount(values["stall-timeout"], "--stall-timeout") * 1000
     : undefined;

@@ -117,15 +117,8 @@ export class RoundPlanner {
    * identical pages from dirtied ones.
    */
   notePreparationScan(): void {
-    const copies = new Uint32Array(this.#gang.index.contents);
-    const contents = this.#pageContents;
-    for (const pageContents of contents) {
-      for (let p = 0; p < pageContents.length; p++) {
-        const c = pageContents[p]!;
-        if (c < ContentId.Zero) copies[c]!++;
-      }
-    }
-    this.#identicalAtPrep = contents.map((pageContents) => {
+    const copies = this.#contentCopies();
+    this.#identicalAtPrep = this.#pageContents.map((pageContents) => {
       const identical = new Uint8Array(pageContents.length);
       for (let p = 0; p < pageContents.length; p++) {
         const c = pageContents[p]!;
@@ -134,6 +127,32 @@ export class RoundPlanner {
       return identical;
     });
     this.#prepared = true;
+  }
+
+  /**
+   * Completes the counts of a round run without a preparation scan (one
+   * pass over a gang nobody writes). Which pages sent in full had
+   * identical copies (the paper's unsent identical pages) is known only
+   * once the pass has seen every page: each content with copies was sent in
+   * full once, so that many pages move from `unique` to `unsentIdentical`.
+   */
+  classifyOnePass(counts: RoundCounts): void {
+    let shared = 0;
+    for (const copies of this.#contentCopies()) if (copies > 1) shared++;
+    counts.unique -= shared;
+    counts.unsentIdentical += shared;
+  }
+
+  /** Pages holding each content of the index now (zero pages not counted). */
+  #contentCopies(): Uint32Array {
+    const copies = new Uint32Array(this.#gang.index.contents);
+    for (const pageContents of this.#pageContents) {
+      for (let p = 0; p < pageContents.length; p++) {
+        const c = pageContents[p]!;
+        if (c < ContentId.Zero) copies[c]!++;
+      }
+    }
+    return copies;
   }
 
   /** The wire id of an index content, growing the map as the index grows. */

@@ -7,7 +7,11 @@
  * @module
  */
 import type { Gang } from "../scan/gang.ts";
-import { type ConvergenceOptions, shouldStopLiveRounds } from "../plan/convergence.ts";
+import {
+  type ConvergenceOptions,
+  type RoundSize,
+  shouldStopLiveRounds,
+} from "../plan/convergence.ts";
 import { GangSender, prepareGang, type RoundReport, type SenderOptions } from "./sender.ts";
 import { rescanEverything } from "../plan/dirty_tracking.ts";
 import type { ByteStream } from "./frame_io.ts";
@@ -43,7 +47,7 @@ export interface MigrationReport {
   digests: string[];
   /** Seconds from the pause to the verified end. */
   pausedSeconds: number;
-  /** Seconds of the preparation scan (before round 1). */
+  /** Seconds of the preparation scan (before round 1); 0 when the only round was the final one. */
   preparationSeconds: number;
   /** How rounds after the first chose the pages to re-read: "rescan" (every page) or "soft-dirty". */
   dirtyTracking: string;
@@ -53,7 +57,9 @@ export interface MigrationReport {
 
 /**
  * Migrates a gang to a target over `conn` (which may still be connecting:
- * the preparation scan runs meanwhile). Returns once the target has
+ * the preparation scan runs meanwhile). With `maxRounds: 1` (a gang nobody
+ * writes, or one paused from the start) it makes one pass instead: see
+ * {@linkcode GangSender.onePass}. Returns once the target has
  * verified every guest; the guests are then still paused, for the caller
  * to switch over (or resume them).
  *
@@ -76,23 +82,35 @@ export async function migrateGang(
     GangSender.connect(gang, c, { ...options, dirtyTracker })
   );
   try {
-    const preparation = await prepareGang(gang, dirtyTracker).catch(async (error) => {
-      (await connecting.catch(() => undefined))?.close();
-      throw error;
-    });
-    sender = await connecting;
-    sender.usePreparation(preparation);
-    const sizes = [];
-    while (!shouldStopLiveRounds(sizes, options)) {
-      const report = await sender.round();
-      options.onRound?.(report);
-      sizes.push({ round: report.round, pagesSent: pagesSent(report) });
+    const sizes: RoundSize[] = [];
+    let preparationSeconds = 0;
+    if (shouldStopLiveRounds(sizes, options)) {
+      // No live rounds: the final round is the only one, so there is nothing to prepare for.
+      sender = await connecting;
+      await options.pause?.();
+      paused = true;
+      pausedAt = performance.now();
+      const only = await sender.onePass(); // not inside onRound?.(): that would skip it without onRound
+      options.onRound?.(only);
+    } else {
+      const preparation = await prepareGang(gang, dirtyTracker).catch(async (error) => {
+        (await connecting.catch(() => undefined))?.close();
+        throw error;
+      });
+      preparationSeconds = preparation.seconds;
+      sender = await connecting;
+      sender.usePreparation(preparation);
+      while (!shouldStopLiveRounds(sizes, options)) {
+        const report = await sender.round();
+        options.onRound?.(report);
+        sizes.push({ round: report.round, pagesSent: pagesSent(report) });
+      }
+      await options.pause?.();
+      paused = true;
+      pausedAt = performance.now();
+      const final = await sender.round({ final: true });
+      options.onRound?.(final);
     }
-    await options.pause?.();
-    paused = true;
-    pausedAt = performance.now();
-    const final = await sender.round({ final: true });
-    options.onRound?.(final);
     const digests = await sender.verify();
     const now = performance.now();
     return {
@@ -105,7 +123,7 @@ export async function migrateGang(
       verified: true,
       digests,
       pausedSeconds: (now - pausedAt) / 1000,
-      preparationSeconds: preparation.seconds,
+      preparationSeconds,
       dirtyTracking: sender.dirtyTracking,
       compression: sender.compression,
     };

@@ -150,7 +150,7 @@ export class GangSender implements AsyncDisposable {
   readonly #rawScratch = new Uint8Array(PAGES_PER_FRAME * PAGE_SIZE);
   #zstdScratch: Uint8Array;
   readonly #out = scanBuffers(CHUNK_PAGES);
-  #round = 0;
+  #roundsStarted = 0;
   #prepared = false;
   #closed = false;
   /** Rounds done so far. */
@@ -253,8 +253,28 @@ export class GangSender implements AsyncDisposable {
    */
   async round(options: { final?: boolean } = {}): Promise<RoundReport> {
     if (!this.#prepared) await this.prepare();
-    const round = ++this.#round;
-    const final = options.final ?? false;
+    return await this.#runRound(options.final ?? false, false);
+  }
+
+  /**
+   * The whole transfer of a gang nobody writes (guests stopped, or paused
+   * already), in one pass: no preparation scan and no live rounds, which
+   * would only read every page again to find nothing changed. Each page is
+   * scanned, indexed and sent at once; the first page of a content carries
+   * it and later ones refer to it. Then only {@linkcode verify} is left.
+   *
+   * @throws Error if the sender prepared or ran a round already
+   */
+  async onePass(): Promise<RoundReport> {
+    if (this.#prepared || this.#roundsStarted > 0) {
+      throw new Error("onePass() must be the sender's only step before verify()");
+    }
+    this.#prepared = true;
+    return await this.#runRound(true, true);
+  }
+
+  async #runRound(final: boolean, onePass: boolean): Promise<RoundReport> {
+    const round = ++this.#roundsStarted;
     const counts = emptyCounts();
     const started = performance.now();
     const bytesBefore = this.bytesOnWire;
@@ -290,6 +310,7 @@ export class GangSender implements AsyncDisposable {
     if (acknowledged !== round) {
       throw new TargetError(`Target acknowledged round ${acknowledged}, not ${round}`);
     }
+    if (onePass) this.#planner.classifyOnePass(counts);
     const report = roundReport(round, final, started, this.bytesOnWire - bytesBefore, counts);
     this.rounds.push(report);
     return report;
