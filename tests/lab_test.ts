@@ -55,12 +55,16 @@ async function leftovers(pid: number): Promise<string[]> {
   return left;
 }
 
-Deno.test("a short lab run migrates two guests both ways, reports every field and leaves nothing", async () => {
+/**
+ * Runs a short lab (2 guests of 128 MiB, 1 s idle, 1gbit) on `network` to its
+ * end, asserts it succeeded, and returns its summary, its JSON report and its pid.
+ */
+async function runShortLab(network: "netns" | "loopback") {
   const json = await Deno.makeTempFile({ prefix: "gangway-lab-test-", suffix: ".json" });
   try {
     const lab = await startLab([
       ...["--guests", "2", "--memory", "128M", "--link", "1gbit", "--idle", "1"],
-      ...["--network", "netns", "--json", json],
+      ...["--network", network, "--json", json],
     ]);
     const [out, err, status] = await Promise.all([
       new Response(lab.stdout).text(),
@@ -68,73 +72,62 @@ Deno.test("a short lab run migrates two guests both ways, reports every field an
       lab.status,
     ]);
     assertEquals(status.code, 0, err);
-    assert(out.includes("gangway / qemu: traffic"), out);
-    const report = JSON.parse(await Deno.readTextFile(json));
-    assertEquals(
-      [report.guests, report.memoryBytes, report.link, report.workload],
-      [2, 128 * 2 ** 20, "1gbit", "idle"],
-    );
-    assertEquals(report.network.mode, "netns");
-    assertEquals(report.kernelArgs, []);
-    for (const key of ["gangway", "qemu"]) {
-      const m = report[key];
-      assertEquals(m.resumed, 2, `${key}: ${JSON.stringify(m.notResumed)}`);
-      assert(m.bytesOnWire > 0 && m.tmtSeconds > 0, `${key}: ${JSON.stringify(m)}`);
-      assertEquals(m.downtimeMs.length, 2);
-      assert(m.loadAverage >= 0, `${key}: load average ${m.loadAverage}`);
-      assert(m.downtimeMs.every((ms: number) => ms > 0), `${key}: ${m.downtimeMs}`);
-      // The link carried what the tool wrote plus headers (and nothing else: it is private).
-      assert(m.bytesOnWire >= m.toolBytes, `${key}: ${m.bytesOnWire} < ${m.toolBytes}`);
-      assert(m.bytesOnWire < m.toolBytes * 1.05, `${key}: ${m.bytesOnWire} vs ${m.toolBytes}`);
-    }
-    assertEquals(report.gangway.verified, true);
-    assertEquals(report.gangway.transport, "tls");
-    assertEquals(report.gangway.compression.mode, "auto");
-    assert(report.gangway.rounds >= 2, `rounds: ${report.gangway.rounds}`);
-    assertEquals(report.qemu.rounds, undefined);
-    assert(report.trafficRatio > 0 && report.tmtRatio > 0, JSON.stringify(report));
-    assertEquals(
-      report.trafficRatio,
-      Math.round(report.gangway.bytesOnWire / report.qemu.bytesOnWire * 1000) / 1000,
-    );
-    assertEquals(report.goals, [], "goals are judged from 4 guests on");
-    assertEquals(await leftovers(lab.pid), []);
+    return { out, report: JSON.parse(await Deno.readTextFile(json)), pid: lab.pid };
   } finally {
     await Deno.remove(json).catch(() => {});
   }
+}
+
+Deno.test("a short lab run migrates two guests both ways, reports every field and leaves nothing", async () => {
+  const { out, report, pid } = await runShortLab("netns");
+  assert(out.includes("gangway / qemu: traffic"), out);
+  assertEquals(
+    [report.guests, report.memoryBytes, report.link, report.workload],
+    [2, 128 * 2 ** 20, "1gbit", "idle"],
+  );
+  assertEquals(report.network.mode, "netns");
+  assertEquals(report.kernelArgs, []);
+  for (const key of ["gangway", "qemu"]) {
+    const m = report[key];
+    assertEquals(m.resumed, 2, `${key}: ${JSON.stringify(m.notResumed)}`);
+    assert(m.bytesOnWire > 0 && m.tmtSeconds > 0, `${key}: ${JSON.stringify(m)}`);
+    assertEquals(m.downtimeMs.length, 2);
+    assert(m.loadAverage >= 0, `${key}: load average ${m.loadAverage}`);
+    assert(m.downtimeMs.every((ms: number) => ms > 0), `${key}: ${m.downtimeMs}`);
+    // The link carried what the tool wrote plus headers (and nothing else: it is private).
+    assert(m.bytesOnWire >= m.toolBytes, `${key}: ${m.bytesOnWire} < ${m.toolBytes}`);
+    assert(m.bytesOnWire < m.toolBytes * 1.05, `${key}: ${m.bytesOnWire} vs ${m.toolBytes}`);
+  }
+  assertEquals(report.gangway.verified, true);
+  assertEquals(report.gangway.transport, "tls");
+  assertEquals(report.gangway.compression.mode, "auto");
+  assert(report.gangway.rounds >= 2, `rounds: ${report.gangway.rounds}`);
+  assertEquals(report.qemu.rounds, undefined);
+  assert(report.trafficRatio > 0 && report.tmtRatio > 0, JSON.stringify(report));
+  assertEquals(
+    report.trafficRatio,
+    Math.round(report.gangway.bytesOnWire / report.qemu.bytesOnWire * 1000) / 1000,
+  );
+  assertEquals(report.goals, [], "goals are judged from 4 guests on");
+  assertEquals(await leftovers(pid), []);
 });
 
 Deno.test("a lab run without namespaces migrates over the host's loopback, capped at the link's rate, and says so", async () => {
-  const json = await Deno.makeTempFile({ prefix: "gangway-lab-test-", suffix: ".json" });
-  try {
-    const lab = await startLab([
-      ...["--guests", "2", "--memory", "128M", "--link", "1gbit", "--idle", "1"],
-      ...["--network", "loopback", "--json", json],
-    ]);
-    const [out, err, status] = await Promise.all([
-      new Response(lab.stdout).text(),
-      new Response(lab.stderr).text(),
-      lab.status,
-    ]);
-    assertEquals(status.code, 0, err);
-    assert(out.includes("host loopback 127.0.0.1"), out);
-    const report = JSON.parse(await Deno.readTextFile(json));
-    assertEquals(report.network.mode, "loopback");
-    assertEquals(report.network.reason, "loopback mode was asked for");
-    for (const key of ["gangway", "qemu"]) {
-      const m = report[key];
-      assertEquals(m.resumed, 2, `${key}: ${JSON.stringify(m.notResumed)}`);
-      // The loopback's counters see every byte of the host: at least what the tool wrote.
-      assert(m.bytesOnWire >= m.toolBytes, `${key}: ${m.bytesOnWire} < ${m.toolBytes}`);
-      // Capped at 1 Gbit/s (125 MB/s), with some slack for the pacer's first burst.
-      const rate = m.toolBytes / m.tmtSeconds;
-      assert(rate < 160e6, `${key}: ${rate} B/s is over the cap`);
-    }
-    assertEquals(report.gangway.verified, true);
-    assertEquals(await leftovers(lab.pid), []);
-  } finally {
-    await Deno.remove(json).catch(() => {});
+  const { out, report, pid } = await runShortLab("loopback");
+  assert(out.includes("host loopback 127.0.0.1"), out);
+  assertEquals(report.network.mode, "loopback");
+  assertEquals(report.network.reason, "loopback mode was asked for");
+  for (const key of ["gangway", "qemu"]) {
+    const m = report[key];
+    assertEquals(m.resumed, 2, `${key}: ${JSON.stringify(m.notResumed)}`);
+    // The loopback's counters see every byte of the host: at least what the tool wrote.
+    assert(m.bytesOnWire >= m.toolBytes, `${key}: ${m.bytesOnWire} < ${m.toolBytes}`);
+    // Capped at 1 Gbit/s (125 MB/s), with some slack for the pacer's first burst.
+    const rate = m.toolBytes / m.tmtSeconds;
+    assert(rate < 160e6, `${key}: ${rate} B/s is over the cap`);
   }
+  assertEquals(report.gangway.verified, true);
+  assertEquals(await leftovers(pid), []);
 });
 
 Deno.test("Ctrl-C during the migration ends the lab with 130 and leaves no namespace, QEMU or RAM file", async () => {
