@@ -179,7 +179,8 @@ Deno.test("migrateGang() converges and copies exactly while writers dirty the gu
       },
       resume: () => guests.forEach((g) => g.resume()),
     });
-    console.log(JSON.stringify(report.rounds)); assertEquals(pauses, 1);
+    console.log(JSON.stringify(report.rounds));
+    assertEquals(pauses, 1);
     assert(report.rounds.length >= 2, "at least one live round and the final one");
     assert(
       report.rounds.slice(1).some((r) => r.pages.unique + r.pages.dirtiedIdentical > 0),

@@ -6,11 +6,16 @@
  * a gain exactly when zstd compresses faster than the link carries: on a
  * Gigabit link, yes (zstd level 1 does about 0.3-0.5 GB/s on one core
  * here); over loopback, or to a receiver that cannot keep up anyway, no.
- * "auto" measures both rates and compresses when zstd is the faster, and
- * while it shrinks the data: pages of random bytes (encrypted or
- * compressed data in a guest) gain nothing and only cost a copy and zstd's
- * look at them, so then only one frame in {@linkcode PROBE_EVERY} is tried,
- * to notice when the data turns compressible again.
+ * "auto" measures both rates and compresses when zstd is the faster.
+ *
+ * Pages of random bytes (encrypted or compressed data in a guest) gain
+ * nothing and cost a copy and zstd's look at them. On a link far slower
+ * than zstd that CPU is spare, and trying every frame finds each
+ * compressible one among them (guests mix both kinds: skipping frames
+ * after incompressible ones cost the lab a third more bytes). On a link
+ * nearly as fast as zstd, the CPU is what sets the pace: there, while
+ * compression does not shrink the data, only one frame in
+ * {@linkcode PROBE_EVERY} is tried, to notice when it turns compressible.
  *
  * @module
  */
@@ -24,6 +29,8 @@ const ASSUMED_ZSTD_BYTES_PER_SECOND = 250e6;
 const MARGIN = 1.2;
 /** Weight of the past in the moving averages of zstd's rate and ratio. */
 const RATE_MEMORY = 0.8;
+/** zstd at least this many times the link's rate: its CPU is spare, try every frame. */
+const SPARE_CPU = 4;
 /** Compressed size over raw size above which compressing is not worth it. */
 const WORTHLESS_RATIO = 0.9;
 /** While compression is worthless, one frame in this many is still tried. */
@@ -62,7 +69,8 @@ export class CompressionPolicy {
     if (this.#mode !== "auto") return this.#mode === "zstd";
     // Before the first write ends nothing is known: start compressed, as links are usually slower.
     const link = this.#streamBytesPerSecond();
-    if (link !== 0 && this.#zstdBytesPerSecond <= MARGIN * link) return false;
+    if (link === 0 || this.#zstdBytesPerSecond >= SPARE_CPU * link) return true;
+    if (this.#zstdBytesPerSecond <= MARGIN * link) return false;
     if (this.#ratio <= WORTHLESS_RATIO) return true;
     if (++this.#skipped < PROBE_EVERY) return false;
     this.#skipped = 0;
