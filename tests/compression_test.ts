@@ -60,22 +60,22 @@ Deno.test("migrateGang() never compresses with compression none", async () => {
 });
 
 Deno.test("CompressionPolicy compresses in auto mode when zstd outruns the stream", () => {
-  let stream = 0;
-  const policy = new CompressionPolicy("auto", () => stream);
+  const link = { streamBytesPerSecond: 0, waitingShare: 0 };
+  const policy = new CompressionPolicy("auto", link);
   assertEquals(policy.shouldCompress(), true, "nothing measured yet: links are usually slower");
-  stream = 117e6; // a Gigabit link
+  link.streamBytesPerSecond = 117e6; // a Gigabit link
   assertEquals(policy.shouldCompress(), true);
-  stream = 3e9; // loopback
+  link.streamBytesPerSecond = 3e9; // loopback
   assertEquals(policy.shouldCompress(), false);
-  stream = 117e6;
+  link.streamBytesPerSecond = 117e6;
   for (let i = 0; i < 30; i++) policy.record(4096, 1000, 1); // zstd at 4 MB/s: slower than the link
   assertEquals(policy.shouldCompress(), false);
   for (let i = 0; i < 30; i++) policy.record(40960, 10000, 0.1); // 400 MB/s again
   assertEquals(policy.shouldCompress(), true);
 });
 
-Deno.test("CompressionPolicy tries fewer frames that do not shrink when the link is nearly as fast as zstd", () => {
-  const policy = new CompressionPolicy("auto", () => 500e6);
+Deno.test("CompressionPolicy tries fewer frames that do not shrink while the sender's CPU sets the pace", () => {
+  const policy = new CompressionPolicy("auto", { streamBytesPerSecond: 500e6, waitingShare: 0.1 });
   policy.record(40960, 40960, 0.01); // random pages: zstd at about 1 GB/s, no gain
   const tried = Array.from({ length: 2 * PROBE_EVERY }, () => policy.shouldCompress());
   assertEquals(tried.filter(Boolean).length, 2, "one frame in PROBE_EVERY is still tried");
@@ -85,20 +85,23 @@ Deno.test("CompressionPolicy tries fewer frames that do not shrink when the link
   assertEquals(policy.shouldCompress(), true);
 });
 
-Deno.test("CompressionPolicy tries every frame on a link far slower than zstd, whatever the last ones gave", () => {
-  const policy = new CompressionPolicy("auto", () => 117e6); // a Gigabit link
+Deno.test("CompressionPolicy tries every frame while the sender mostly waits for the link", () => {
+  const policy = new CompressionPolicy("auto", { streamBytesPerSecond: 117e6, waitingShare: 0.9 });
   for (let i = 0; i < 10; i++) policy.record(40960, 40960, 0.01);
   assert(Array.from({ length: PROBE_EVERY }, () => policy.shouldCompress()).every(Boolean));
 });
 
 Deno.test("CompressionPolicy counts only frames that shrank, and obeys zstd and none", () => {
-  const policy = new CompressionPolicy("zstd", () => 3e9);
+  const policy = new CompressionPolicy("zstd", { streamBytesPerSecond: 3e9, waitingShare: 0 });
   assertEquals(policy.shouldCompress(), true);
   policy.record(4096, 4100, 0.01);
   assertEquals(policy.report.frames, 0, "a frame that did not shrink is not counted as compressed");
   policy.record(4096, 1000, 0.01);
   assertEquals(policy.report, { mode: "zstd", frames: 1, rawBytes: 4096, compressedBytes: 1000 });
-  assertEquals(new CompressionPolicy("none", () => 1).shouldCompress(), false);
+  assertEquals(
+    new CompressionPolicy("none", { streamBytesPerSecond: 1, waitingShare: 0 }).shouldCompress(),
+    false,
+  );
 });
 
 Deno.test("decodePages() refuses compressed data that is not n pages", () => {

@@ -9,13 +9,13 @@
  * "auto" measures both rates and compresses when zstd is the faster.
  *
  * Pages of random bytes (encrypted or compressed data in a guest) gain
- * nothing and cost a copy and zstd's look at them. On a link far slower
- * than zstd that CPU is spare, and trying every frame finds each
+ * nothing and cost a copy and zstd's look at them. While the sender mostly
+ * waits for the link that CPU is spare, and trying every frame finds each
  * compressible one among them (guests mix both kinds: skipping frames
- * after incompressible ones cost the lab a third more bytes). On a link
- * nearly as fast as zstd, the CPU is what sets the pace: there, while
- * compression does not shrink the data, only one frame in
- * {@linkcode PROBE_EVERY} is tried, to notice when it turns compressible.
+ * after incompressible ones cost the lab a third more bytes). While the
+ * sender's CPU sets the pace, and compression does not shrink the data,
+ * only one frame in {@linkcode PROBE_EVERY} is tried, to notice when it
+ * turns compressible.
  *
  * @module
  */
@@ -29,12 +29,20 @@ const ASSUMED_ZSTD_BYTES_PER_SECOND = 250e6;
 const MARGIN = 1.2;
 /** Weight of the past in the moving averages of zstd's rate and ratio. */
 const RATE_MEMORY = 0.8;
-/** zstd at least this many times the link's rate: its CPU is spare, try every frame. */
-const SPARE_CPU = 4;
+/** The sender waits for the link at least this share of the time: its CPU is spare. */
+const SPARE_CPU_WAITING = 0.5;
 /** Compressed size over raw size above which compressing is not worth it. */
 const WORTHLESS_RATIO = 0.9;
 /** While compression is worthless, one frame in this many is still tried. */
 export const PROBE_EVERY = 16;
+
+/** What the policy reads of the stream (see FrameWriter). */
+export interface LinkGauge {
+  /** Bytes per second the stream took lately; 0 until known. */
+  readonly streamBytesPerSecond: number;
+  /** Share of the time the sender waited for the stream lately (0 to 1). */
+  readonly waitingShare: number;
+}
 
 /** What compression did over a migration. */
 export interface CompressionReport {
@@ -51,16 +59,16 @@ export interface CompressionReport {
 /** Decides frame by frame; feed it each compression's result. */
 export class CompressionPolicy {
   readonly #mode: CompressionMode;
-  readonly #streamBytesPerSecond: () => number;
+  readonly #link: LinkGauge;
   #zstdBytesPerSecond = ASSUMED_ZSTD_BYTES_PER_SECOND;
   #ratio = 0; // compressed / raw, moving average; 0 until measured
   #skipped = 0; // frames not tried since compression was last found worthless
   readonly report: CompressionReport;
 
-  /** @param streamBytesPerSecond how fast the stream has been taking writes lately (0: not known yet) */
-  constructor(mode: CompressionMode, streamBytesPerSecond: () => number) {
+  /** @param link how the stream has been taking writes lately (a FrameWriter is one) */
+  constructor(mode: CompressionMode, link: LinkGauge) {
     this.#mode = mode;
-    this.#streamBytesPerSecond = streamBytesPerSecond;
+    this.#link = link;
     this.report = { mode, frames: 0, rawBytes: 0, compressedBytes: 0 };
   }
 
@@ -68,10 +76,10 @@ export class CompressionPolicy {
   shouldCompress(): boolean {
     if (this.#mode !== "auto") return this.#mode === "zstd";
     // Before the first write ends nothing is known: start compressed, as links are usually slower.
-    const link = this.#streamBytesPerSecond();
-    if (link === 0 || this.#zstdBytesPerSecond >= SPARE_CPU * link) return true;
+    const link = this.#link.streamBytesPerSecond;
+    if (link === 0) return true;
     if (this.#zstdBytesPerSecond <= MARGIN * link) return false;
-    if (this.#ratio <= WORTHLESS_RATIO) return true;
+    if (this.#ratio <= WORTHLESS_RATIO || this.#link.waitingShare >= SPARE_CPU_WAITING) return true;
     if (++this.#skipped < PROBE_EVERY) return false;
     this.#skipped = 0;
     return true;

@@ -211,6 +211,13 @@ export class FrameWriter {
    * the rate of the link or of the peer, whichever is slower.
    */
   streamBytesPerSecond = 0;
+  /**
+   * Share of the time lately that the writer's user spent waiting for the
+   * stream to take a buffer (0 to 1): near 1 when the link sets the pace
+   * and the user's CPU is spare, near 0 when the user's CPU does.
+   */
+  waitingShare = 0;
+  #lastRotation = 0;
 
   /**
    * Writes frames to a stream.
@@ -252,14 +259,26 @@ export class FrameWriter {
 
   /** Starts writing the current buffer and switches to the other one (once it is free). */
   async #rotate(): Promise<void> {
+    const waitStarted = performance.now();
     await this.#inFlight;
     if (this.#used === 0) return;
+    this.#noteWait(waitStarted);
     const chunk = this.#buffers[this.#current]!.subarray(0, this.#used);
     this.#inFlight = this.#writeAll(chunk);
     this.#current ^= 1;
     this.#used = 0;
     // Surface a failed write now rather than at the next rotation.
     this.#inFlight.catch(() => {});
+  }
+
+  /** Updates {@linkcode waitingShare} with the wait for the stream since `waitStarted`. */
+  #noteWait(waitStarted: number): void {
+    const now = performance.now();
+    if (this.#lastRotation > 0 && now > this.#lastRotation) {
+      const share = (now - waitStarted) / (now - this.#lastRotation);
+      this.waitingShare = RATE_MEMORY * this.waitingShare + (1 - RATE_MEMORY) * share;
+    }
+    this.#lastRotation = now;
   }
 
   async #writeAll(chunk: Uint8Array): Promise<void> {

@@ -172,16 +172,13 @@ export class GangSender implements AsyncDisposable {
     this.#conn = conn;
     this.#options = options;
     this.#tracker = options.dirtyTracker ?? rescanEverything;
-    this.#compression = new CompressionPolicy(
-      options.compression ?? "auto",
-      () => this.#writer.streamBytesPerSecond,
-    );
-    this.#zstdScratch = new Uint8Array(compressBound(this.#rawScratch.length));
     const pacer = options.maxBandwidth ? new Pacer(options.maxBandwidth) : undefined;
     this.#writer = new FrameWriter(conn, {
       pacer,
       stallTimeoutMs: options.stallTimeoutMs ?? 60_000,
     });
+    this.#compression = new CompressionPolicy(options.compression ?? "auto", this.#writer);
+    this.#zstdScratch = new Uint8Array(compressBound(this.#rawScratch.length));
     this.#answers = new TargetAnswers(new FrameReader(conn, ANSWER_BODY_BYTES));
     this.#planner = new RoundPlanner(gang, CHUNK_PAGES);
     this.guestBytesOnWire = gang.guests.map(() => 0);

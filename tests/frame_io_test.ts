@@ -1,0 +1,32 @@
+import { assert } from "./_assert.ts";
+import { FrameWriter } from "../src/transfer/frame_io.ts";
+
+const FRAME = 512 * 1024; // two frames fill a write buffer
+
+/** Writes `frames` frames, spending `busyMs` of CPU on each, to a stream that takes `streamMs` per write. */
+async function waitingShareOf(streamMs: number, busyMs: number, frames = 24): Promise<number> {
+  const stream = {
+    read: () => Promise.resolve(null),
+    write: async (p: Uint8Array) => {
+      await new Promise((resolve) => setTimeout(resolve, streamMs));
+      return p.length;
+    },
+  };
+  const writer = new FrameWriter(stream);
+  for (let i = 0; i < frames; i++) {
+    const until = performance.now() + busyMs;
+    while (performance.now() < until) {
+      // the sender's own work on the next frame
+    }
+    await writer.write(new Uint8Array(FRAME));
+  }
+  await writer.flush();
+  return writer.waitingShare;
+}
+
+Deno.test("FrameWriter.waitingShare is high while the stream sets the pace, low while the sender does", async () => {
+  const slowLink = await waitingShareOf(20, 1);
+  assert(slowLink > 0.5, `slow link: ${slowLink}`);
+  const busySender = await waitingShareOf(0, 10);
+  assert(busySender < 0.2, `busy sender: ${busySender}`);
+});
