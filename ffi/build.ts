@@ -12,7 +12,7 @@
 
 const FFI_DIR = new URL("./", import.meta.url);
 const BUILD_DIR = new URL("./build/", FFI_DIR);
-const SOURCES = ["ram.c", "dir.c", "hash.c", "compress.c", "index.c", "pagemap.c"];
+const SOURCES = ["ram.c", "dir.c", "hash.c", "compress.c", "index.c", "pagemap.c", "pool.c"];
 const HEADERS = ["gangway.h", "internal.h"];
 const CFLAGS = [
   "-O3",
@@ -24,7 +24,7 @@ const CFLAGS = [
   "-Wextra",
   "-Werror",
 ];
-const LIBS = ["-lxxhash", "-lzstd"];
+const LIBS = ["-lxxhash", "-lzstd", "-pthread"];
 
 /** Where the library lands: the path that `src/native/library.ts` looks up. */
 export const LIBRARY_PATH = new URL("libgangway.so", BUILD_DIR);

@@ -19,7 +19,7 @@
 #define GW_PAGE_SIZE (1u << GW_PAGE_SHIFT)
 
 /* Bumped whenever a signature or a constant below changes. */
-#define GW_ABI_VERSION 4
+#define GW_ABI_VERSION 5
 
 uint32_t gw_abi_version(void);
 
@@ -197,6 +197,14 @@ enum gw_scan_flags {
 };
 int gw_index_scan(gw_index *index, uint32_t guest, uint32_t first, uint32_t count, uint32_t flags,
 		  const uint8_t *mask, uint8_t *buf, uint8_t *kinds, uint32_t *ids, uint64_t *stats);
+
+/*
+ * Threads for the page work of later scans (zero checks, copies, hashes):
+ * 1 (the default) keeps it on the caller's thread; more split each call's
+ * pages among helper threads (at most GW_MAX_THREADS, 8). Lookups and
+ * inserts into the index stay on the caller's thread.
+ */
+void gw_index_set_threads(gw_index *index, uint32_t threads);
 
 /* Per-page state of a guest, owned by the index (stable until gw_index_free). */
 const uint64_t *gw_index_page_hashes(const gw_index *index, uint32_t guest);

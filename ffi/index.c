@@ -59,7 +59,10 @@ struct gw_index {
 	uint8_t *has_data;          /* scratch for a scan: which pages were read with pread */
 	uint8_t *resident;          /* scratch: which pages are in memory (mincore) */
 	uint8_t *read_mask;         /* scratch: which pages to pread */
-	uint32_t scratch_cap;       /* bytes in each scratch array */
+	uint8_t *found;             /* scratch: what the page work found (enum page_found) */
+	uint64_t *hashes;           /* scratch: the hash the page work computed */
+	uint32_t scratch_cap;       /* pages in each scratch array */
+	uint32_t threads;           /* threads for the page work of a scan (1 = the caller's only) */
 };
 
 static inline uint64_t pack_location(uint32_t guest, uint32_t page)
@@ -91,6 +94,7 @@ GW_EXPORT int gw_index_new(uint64_t seed, uint32_t hash_bits, gw_index **out)
 	ix->hash_mask = ~0ull << (64 - hash_bits);
 	ix->zero_hash = gw_zero_page_hash(seed) & ix->hash_mask;
 	ix->capacity = INITIAL_CAPACITY;
+	ix->threads = 1;
 	ix->slots = calloc(ix->capacity, sizeof(*ix->slots));
 	if (!ix->slots) {
 		free(ix);
@@ -116,6 +120,8 @@ GW_EXPORT void gw_index_free(gw_index *ix)
 	free(ix->has_data);
 	free(ix->resident);
 	free(ix->read_mask);
+	free(ix->found);
+	free(ix->hashes);
 	free(ix);
 }
 
@@ -270,7 +276,8 @@ static void release_content(gw_index *ix, uint32_t guest, uint32_t p, uint32_t i
 /* Grows the scan scratch arrays to count pages. */
 static int reserve_scratch(gw_index *ix, uint32_t count)
 {
-	uint8_t **arrays[] = {&ix->has_data, &ix->resident, &ix->read_mask};
+	uint8_t **arrays[] = {&ix->has_data, &ix->resident, &ix->read_mask, &ix->found};
+	uint64_t *hashes;
 
 	if (count <= ix->scratch_cap)
 		return 0;
@@ -280,8 +287,17 @@ static int reserve_scratch(gw_index *ix, uint32_t count)
 			return -ENOMEM;
 		*arrays[a] = grown;
 	}
+	hashes = realloc(ix->hashes, count * sizeof(*hashes));
+	if (!hashes)
+		return -ENOMEM;
+	ix->hashes = hashes;
 	ix->scratch_cap = count;
 	return 0;
+}
+
+GW_EXPORT void gw_index_set_threads(gw_index *ix, uint32_t threads)
+{
+	ix->threads = threads < 1 ? 1 : threads > GW_MAX_THREADS ? GW_MAX_THREADS : threads;
 }
 
 /*
@@ -347,11 +363,73 @@ static inline uint64_t page_hash(const gw_index *ix, const uint8_t *page)
 	return XXH3_64bits_withSeed(page, GW_PAGE_SIZE, ix->seed) & ix->hash_mask;
 }
 
+/* What the page work found on a page, for the classification after it. */
+enum page_found {
+	FOUND_SKIPPED,   /* not examined */
+	FOUND_HOLE,      /* a hole: zero, never read */
+	FOUND_ZERO,      /* all zero bytes */
+	FOUND_IN_BUF,    /* data in buf (read with pread, or copied): hashes[i] is its hash */
+	FOUND_IN_PLACE,  /* data in memory, hashed in place: hashes[i]; buf not filled */
+};
+
+/* A scan's page work: the same for every page, nothing shared, so it runs on several threads. */
+struct page_work {
+	const gw_index *ix;
+	const uint8_t *map;  /* the guest's mapping (NULL: every page was read with pread) */
+	uint32_t first;      /* first page of the call */
+	uint32_t count;      /* pages of the call */
+	uint32_t flags;      /* GW_SCAN_* */
+	const uint8_t *mask; /* pages to examine (NULL = all) */
+	uint8_t *buf;        /* page bytes, by index in the call */
+};
+
+static void do_page_work(void *arg, uint32_t part, uint32_t parts)
+{
+	const struct page_work *w = arg;
+	const gw_index *ix = w->ix;
+	uint32_t from = (uint32_t)((uint64_t)w->count * part / parts);
+	uint32_t to = (uint32_t)((uint64_t)w->count * (part + 1) / parts);
+
+	for (uint32_t i = from; i < to; i++) {
+		uint8_t *page = w->buf + ((size_t)i << GW_PAGE_SHIFT);
+		const uint8_t *data = page;
+		uint8_t found = FOUND_IN_BUF;
+
+		if (w->mask && !w->mask[i]) {
+			ix->found[i] = FOUND_SKIPPED;
+			continue;
+		}
+		if (ix->read_mask[i]) {
+			if (!ix->has_data[i]) {
+				ix->found[i] = FOUND_HOLE;
+				continue;
+			}
+		} else if (w->flags & GW_SCAN_ALL_BYTES) {
+			/* A snapshot: the bytes sent and their hash are one version of a live page. */
+			memcpy(page, w->map + ((size_t)(w->first + i) << GW_PAGE_SHIFT), GW_PAGE_SIZE);
+		} else {
+			data = w->map + ((size_t)(w->first + i) << GW_PAGE_SHIFT);
+			found = FOUND_IN_PLACE;
+		}
+		if (gw__page_is_zero(data)) {
+			ix->found[i] = FOUND_ZERO;
+			continue;
+		}
+		ix->hashes[i] = page_hash(ix, data);
+		ix->found[i] = found;
+	}
+}
+
+/* Below this many pages a call does its page work alone: waking helpers would cost more. */
+#define MIN_PAGES_PER_THREAD 64
+
 GW_EXPORT int gw_index_scan(gw_index *ix, uint32_t guest, uint32_t first, uint32_t count, uint32_t flags,
 			    const uint8_t *mask, uint8_t *buf, uint8_t *kinds, uint32_t *ids, uint64_t *stats)
 {
 	struct guest_state *gs;
+	struct page_work work;
 	const uint8_t *map;
+	uint32_t threads;
 	int pages_read, examined = 0, err;
 
 	if (guest >= ix->guest_count)
@@ -372,45 +450,46 @@ GW_EXPORT int gw_index_scan(gw_index *ix, uint32_t guest, uint32_t first, uint32
 		return pages_read;
 	stats[GW_STAT_PAGES_READ] += (uint64_t)pages_read;
 
-	/* Step 2 -- classify every selected page against its last scan and the gang. */
+	/* Step 2 -- zero checks, copies and hashes, on several threads if asked. */
+	work = (struct page_work){ix, map, first, count, flags, mask, buf};
+	threads = count / MIN_PAGES_PER_THREAD;
+	gw__parallel(do_page_work, &work, threads < ix->threads ? threads : ix->threads);
+
+	/* Step 3 -- classify every examined page against its last scan and the gang. */
 	for (uint32_t i = 0; i < count; i++) {
 		uint8_t *page = buf + ((size_t)i << GW_PAGE_SHIFT);
 		uint32_t p = first + i, id;
-		uint64_t hash = 0;
+		uint64_t hash = ix->hashes[i];
 		int kind;
 
-		if (mask && !mask[i]) {
+		switch (ix->found[i]) {
+		case FOUND_SKIPPED:
 			if (kinds)
 				kinds[i] = GW_KIND_SKIPPED;
 			continue;
-		}
-		examined++;
-		if (ix->read_mask[i]) {
-			/* Read with pread (or a hole, never read). */
-			if (!ix->has_data[i])
-				stats[GW_STAT_PAGES_HOLE]++;
-			if (!ix->has_data[i] || gw__page_is_zero(page))
-				kind = classify_zero(ix, guest, p, &hash, &id, stats);
-			else
-				kind = classify_data(ix, guest, p, page, hash = page_hash(ix, page), &id, stats);
-		} else {
-			/*
-			 * In memory: hashed in place. An unchanged page needs nothing more;
-			 * a changed one is copied to buf and hashed again, so that the bytes
-			 * the caller sends and their hash are one snapshot of a live page.
-			 */
+		case FOUND_HOLE:
+			stats[GW_STAT_PAGES_HOLE]++;
+			kind = classify_zero(ix, guest, p, &hash, &id, stats);
+			break;
+		case FOUND_ZERO:
+			if (!ix->read_mask[i])
+				stats[GW_STAT_PAGES_READ]++;
+			kind = classify_zero(ix, guest, p, &hash, &id, stats);
+			break;
+		case FOUND_IN_BUF:
+			if (!ix->read_mask[i])
+				stats[GW_STAT_PAGES_READ]++;
+			kind = classify_data(ix, guest, p, page, hash, &id, stats);
+			break;
+		default: { /* FOUND_IN_PLACE */
 			const uint8_t *live = map + ((size_t)p << GW_PAGE_SHIFT);
 
 			stats[GW_STAT_PAGES_READ]++;
-			if (gw__page_is_zero(live)) {
-				kind = classify_zero(ix, guest, p, &hash, &id, stats);
-			} else if (!(flags & GW_SCAN_ALL_BYTES) && (hash = page_hash(ix, live)) == gs->hash[p] &&
-				   gs->content[p] < GW_CONTENT_ZERO) {
-				kind = classify_data(ix, guest, p, live, hash, &id, stats); /* unchanged */
-			} else if ((flags & GW_SCAN_NO_BYTES) && !(flags & GW_SCAN_ALL_BYTES)) {
-				/* Nobody sends these bytes: classify the live page, no copy. */
+			if ((hash == gs->hash[p] && gs->content[p] < GW_CONTENT_ZERO) || (flags & GW_SCAN_NO_BYTES)) {
+				/* Unchanged, or nobody sends these bytes: classify the live page, no copy. */
 				kind = classify_data(ix, guest, p, live, hash, &id, stats);
 			} else {
+				/* Changed: a snapshot for the caller to send, hashed again as copied. */
 				memcpy(page, live, GW_PAGE_SIZE);
 				if (gw__page_is_zero(page))
 					kind = classify_zero(ix, guest, p, &hash, &id, stats);
@@ -418,6 +497,8 @@ GW_EXPORT int gw_index_scan(gw_index *ix, uint32_t guest, uint32_t first, uint32
 					kind = classify_data(ix, guest, p, page, hash = page_hash(ix, page), &id, stats);
 			}
 		}
+		}
+		examined++;
 		if (kind < 0)
 			return kind;
 		gs->hash[p] = hash;

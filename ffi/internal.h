@@ -40,4 +40,13 @@ int gw__ram_read_data(gw_ram *ram, uint32_t first, uint32_t count, const uint8_t
 /* The read-only mapping of the whole file, made on first use; NULL on failure. */
 const uint8_t *gw__ram_map(gw_ram *ram);
 
+/* Most threads a scan uses, the caller's included. */
+#define GW_MAX_THREADS 8
+
+/* Part `part` of `parts` of a job: the pages [count * part / parts, count * (part + 1) / parts). */
+typedef void gw__work_fn(void *arg, uint32_t part, uint32_t parts);
+
+/* Runs fn on `parts` threads (the caller's and helpers) and returns when every part is done. */
+void gw__parallel(gw__work_fn *fn, void *arg, uint32_t parts);
+
 #endif

@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertThrows } from "./_assert.ts";
+import { assert, assertEquals, assertSameBytes, assertThrows } from "./_assert.ts";
 import { ContentId, ContentIndex, PageKind, scanBuffers } from "../src/native/content_index.ts";
 import { PAGE_SIZE, RamFile } from "../src/native/ram_file.ts";
 import { makeRamFile, patternPage, removeFiles, shmPath } from "./_fixtures.ts";
@@ -86,6 +86,64 @@ Deno.test("ContentIndex re-scan reports exactly the pages whose content changed"
     assertEquals(ids[5], ContentId.Zero);
   } finally {
     await removeFiles(path);
+  }
+});
+
+Deno.test("ContentIndex.scan() on several threads finds what one thread finds, page bytes and re-scans included", async () => {
+  const pages = 700; // enough pages for the page work to be split
+  const paths = [0, 1].map((g) => shmPath(`threads${g}`));
+  /** Makes both guests, scans them twice (all bytes, then what changed after writes) on `threads` threads. */
+  const scanTwice = (threads: number) => {
+    paths.forEach((path, g) =>
+      makeRamFile(
+        path,
+        Array.from({ length: pages }, (_, p) => {
+          if (p % 7 === 0) return "hole" as const;
+          if (p % 7 === 1) return "zero" as const;
+          if (p % 7 === 2) return patternPage(1000 + (p % 11)); // shared within and across
+          return patternPage(g * 10_000 + p);
+        }),
+      )
+    );
+    using a = RamFile.open(paths[0]!);
+    using b = RamFile.open(paths[1]!);
+    using index = ContentIndex.create({ seed: 42n });
+    index.addGuest(a);
+    index.addGuest(b);
+    const scans = [];
+    const sent: Uint8Array[] = [];
+    for (const bytes of ["all", "changed"] as const) {
+      if (bytes === "changed") {
+        writePages(paths[1]!, { 3: patternPage(1001), 4: patternPage(77_777), 5: "zero" });
+      }
+      for (const guest of [0, 1]) {
+        const out = scanBuffers(pages);
+        assertEquals(index.scan(guest, 0, pages, out, { bytes, threads }), pages);
+        out.kinds.forEach((kind, i) => {
+          if (kind === New || kind === Duplicate) {
+            sent.push(out.buf.slice(i * PAGE_SIZE, (i + 1) * PAGE_SIZE));
+          }
+        });
+        scans.push({ kinds: [...out.kinds], ids: [...out.ids], stats: [...out.stats] });
+      }
+    }
+    const bytes = new Uint8Array(sent.length * PAGE_SIZE);
+    sent.forEach((page, i) => bytes.set(page, i * PAGE_SIZE));
+    return { scans, hashes: [...index.pageHashes(0), ...index.pageHashes(1)], sent: bytes };
+  };
+  try {
+    const one = scanTwice(1);
+    assertEquals(
+      one.scans[3]!.kinds.slice(3, 6),
+      [Duplicate, New, Zero],
+      "the re-scan saw the writes",
+    );
+    const four = scanTwice(4);
+    assertEquals(four.scans, one.scans);
+    assertEquals(four.hashes, one.hashes);
+    assertSameBytes(four.sent, one.sent, "the page bytes for the sender");
+  } finally {
+    await removeFiles(...paths);
   }
 });
 

@@ -32,6 +32,38 @@ Deno.test("scan --json prints exactly one JSON object with the documented fields
   }
 });
 
+Deno.test("scan --threads 2 counts exactly what one thread counts", async () => {
+  // 4096 pages a guest: enough for the page work to be split among threads.
+  const paths = [0, 1].map((g) =>
+    makeRamFile(
+      shmPath(`threads${g}`),
+      Array.from({ length: 4096 }, (_, p) => {
+        if (p % 5 === 0) return "hole" as const;
+        if (p % 5 === 1) return "zero" as const;
+        return patternPage(p % 3 === 0 ? p % 50 : g * 100_000 + p);
+      }),
+    )
+  );
+  try {
+    const counts = async (threads: string) => {
+      const { code, stdout, stderr } = await runCli("scan", [
+        "--json",
+        "--threads",
+        threads,
+        ...paths,
+      ]);
+      assertEquals(code, 0, stderr);
+      const { guests, totals } = JSON.parse(stdout);
+      return { guests, totals };
+    };
+    const one = await counts("1");
+    assert(one.totals.duplicateAcross > 0 && one.totals.zero > 0, JSON.stringify(one.totals));
+    assertEquals(await counts("2"), one);
+  } finally {
+    await removeFiles(...paths);
+  }
+});
+
 Deno.test("scan without --json prints a table with the totals and the saving", async () => {
   const a = makeRamFile(shmPath("a"), [patternPage(1), patternPage(2)]);
   const b = makeRamFile(shmPath("b"), [patternPage(1), patternPage(3)]);
@@ -59,6 +91,7 @@ Deno.test("scan refuses bad input with exit code 2, a clear error and nothing on
     ["an unreadable file", [unreadable], "permission denied", true],
     ["no file at all", [], "no RAM files given"],
     ["an unknown flag", ["--frobnicate", good], "Unknown option"],
+    ["no thread", ["--threads", "0", good], "--threads needs a positive integer"],
   ];
   try {
     for (const [label, args, message, withoutDacOverride] of cases) {

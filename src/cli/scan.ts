@@ -1,9 +1,12 @@
 /**
- * `deno task scan -- [--json] FILE...`: the preparation phase on RAM files.
+ * `deno task scan -- [--json] [--threads N] FILE...`: the preparation phase
+ * on RAM files.
  *
  * Scans each file as one guest of a gang and reports how many pages are
  * zero, unique or duplicates (within a guest or across guests): what gang
- * migration would send in full and what as a short reference.
+ * migration would send in full and what as a short reference. The page
+ * work (zero checks, hashes) runs on `--threads` threads, by default one
+ * per core (at most 8).
  *
  * Requires `--allow-read` (the files), `--allow-ffi` and
  * `--allow-env=GANGWAY_LIB`.
@@ -14,9 +17,10 @@ import { Gang } from "../scan/gang.ts";
 import { scanGang, type ScanReport } from "../scan/scan_gang.ts";
 import { parseCli, runMain, UsageError } from "./_cli.ts";
 import { progressLine } from "./_progress.ts";
+import { parseCount } from "./_units.ts";
 import { basename } from "node:path";
 
-const USAGE = "usage: deno task scan -- [--json] FILE...";
+const USAGE = "usage: deno task scan -- [--json] [--threads N] FILE...";
 
 /** The JSON document of `scan --json` (field for field). */
 export function scanJson(report: ScanReport) {
@@ -84,11 +88,20 @@ export function scanTable(report: ScanReport): string {
 }
 
 function main(args: string[]): void {
-  const { values, positionals } = parseCli(args, { json: { type: "boolean" } });
+  const { values, positionals } = parseCli(args, {
+    json: { type: "boolean" },
+    threads: { type: "string" },
+  });
   if (positionals.length === 0) throw new UsageError("no RAM files given");
+  const threads = values.threads
+    ? parseCount(values.threads, "--threads")
+    : Math.min(navigator.hardwareConcurrency, 8);
   using gang = Gang.open(positionals.map((path) => ({ name: path, path })));
   const progress = progressLine("scanning");
-  const report = scanGang(gang, { onProgress: (done, total) => progress.update(done, total) });
+  const report = scanGang(gang, {
+    threads,
+    onProgress: (done, total) => progress.update(done, total),
+  });
   progress.done();
   console.log(values.json ? JSON.stringify(scanJson(report)) : scanTable(report));
 }

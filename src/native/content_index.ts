@@ -70,6 +70,11 @@ export interface ScanOptions {
    * round that sends them all), or "none" (a scan that sends nothing).
    */
   bytes?: "changed" | "all" | "none";
+  /**
+   * Threads for the page work (zero checks, copies, hashes), the caller's
+   * included; lookups in the index stay on the caller's thread. Default 1.
+   */
+  threads?: number;
 }
 
 const SCAN_FLAGS = { changed: 0, all: 1, none: 2 } as const;
@@ -110,6 +115,7 @@ export interface ContentIndexOptions {
 export class ContentIndex implements Disposable {
   #handle: Deno.PointerObject | undefined;
   #guests: RamFile[] = [];
+  #threads = 1; // as last set in the C index
   /** The seed of every page hash of this index. */
   readonly seed: bigint;
 
@@ -162,13 +168,17 @@ export class ContentIndex implements Disposable {
     out: ScanBuffers,
     options: ScanOptions = {},
   ): number {
-    const { mask, bytes = "changed" } = options;
+    const { mask, bytes = "changed", threads = 1 } = options;
     if (out.kinds.length < count || out.ids.length < count || out.buf.length < count * PAGE_SIZE) {
       throw new RangeError(`Scan buffers hold fewer than ${count} pages`);
     }
     if (mask && mask.length < count) throw new RangeError("Scan mask too small");
     const ram = this.#guests[guest];
     if (!ram) throw new RangeError(`No guest ${guest} in this index`);
+    if (threads !== this.#threads) {
+      native().gw_index_set_threads(this.#ptr(), threads);
+      this.#threads = threads;
+    }
     return check(
       native().gw_index_scan(
         this.#ptr(),

@@ -10,7 +10,7 @@
  */
 
 /** Must equal GW_ABI_VERSION in ffi/gangway.h: a stale build is refused. */
-const ABI_VERSION = 4;
+const ABI_VERSION = 5;
 
 /** One entry per C function, with its prototype from ffi/gangway.h. */
 const SYMBOLS = {
@@ -85,6 +85,8 @@ const SYMBOLS = {
     ],
     result: "i32",
   },
+  // void gw_index_set_threads(gw_index *index, uint32_t threads)
+  gw_index_set_threads: { parameters: ["pointer", "u32"], result: "void" },
   // const uint64_t *gw_index_page_hashes(const gw_index *index, uint32_t guest)
   gw_index_page_hashes: { parameters: ["pointer", "u32"], result: "pointer" },
   // const uint32_t *gw_index_page_contents(const gw_index *index, uint32_t guest)

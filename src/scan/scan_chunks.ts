@@ -14,6 +14,14 @@ import type { Gang } from "./gang.ts";
  */
 export const CHUNK_PAGES = 256;
 
+/**
+ * Pages per C call when several threads share its page work: 16 MiB.
+ * Waking the helper threads costs tens of microseconds on a VM, as much as
+ * the page work of a 1 MiB chunk; at 16 MiB two threads scanned 1.3-1.5x
+ * faster than one here, at 1 MiB slower.
+ */
+export const PARALLEL_CHUNK_PAGES = 4096;
+
 /** One scanned chunk: pages [first, first + count) of a guest, results in the buffers. */
 export interface ScannedChunk {
   /** First page of the chunk. */
@@ -32,6 +40,8 @@ export interface ScanChunksOptions {
   out?: ScanBuffers;
   /** Which pages' bytes the buffer gets (see ContentIndex.scan). Default "changed". */
   bytes?: ScanOptions["bytes"];
+  /** Threads for the page work (see ContentIndex.scan). Default 1. */
+  threads?: number;
 }
 
 /**
@@ -55,6 +65,7 @@ export function* scanChunks(
     const examined = gang.index.scan(guest, first, count, out, {
       mask,
       bytes: options.bytes,
+      threads: options.threads,
     });
     yield { first, count, examined };
   }

@@ -7,7 +7,7 @@
 import { PageKind, scanBuffers, ScanStat } from "../native/content_index.ts";
 import { PAGE_SIZE } from "../native/ram_file.ts";
 import type { Gang } from "./gang.ts";
-import { CHUNK_PAGES, scanChunks } from "./scan_chunks.ts";
+import { CHUNK_PAGES, PARALLEL_CHUNK_PAGES, scanChunks } from "./scan_chunks.ts";
 
 /** Page counts of a scan, for one guest or the whole gang. */
 export interface ScanCounts {
@@ -56,6 +56,12 @@ export interface ScanReport {
 export interface ScanGangOptions {
   /** Called after each chunk with pages done and pages in all. */
   onProgress?: (done: number, total: number) => void;
+  /**
+   * Threads for the page work: zero checks and hashes (see
+   * ContentIndex.scan). Default 1: the guests being scanned run meanwhile,
+   * and other threads would take their cores.
+   */
+  threads?: number;
 }
 
 /**
@@ -108,13 +114,15 @@ export async function scanGangInTurns(
 /** The scan, a chunk a step; its return value is the report. */
 function* scanSteps(gang: Gang, options: ScanGangOptions): Generator<void, ScanReport> {
   const started = performance.now();
-  const out = scanBuffers(CHUNK_PAGES);
+  const threads = options.threads ?? 1;
+  const out = scanBuffers(threads > 1 ? PARALLEL_CHUNK_PAGES : CHUNK_PAGES);
   const total = gang.pages;
   let done = 0;
   const guests: GuestScanReport[] = [];
   for (const guest of gang.guests) {
     out.stats.fill(0n);
-    for (const chunk of scanChunks(gang, guest.number, { out, bytes: "none" })) {
+    const scanning = { out, bytes: "none" as const, threads };
+    for (const chunk of scanChunks(gang, guest.number, scanning)) {
       done += chunk.count;
       options.onProgress?.(done, total);
       yield;

@@ -93,7 +93,8 @@ export async function migrateGang(
       const only = await sender.onePass(); // not inside onRound?.(): that would skip it without onRound
       options.onRound?.(only);
     } else {
-      const preparation = await prepareGang(gang, dirtyTracker).catch(async (error) => {
+      const preparing = prepareGang(gang, dirtyTracker, options.scanThreads);
+      const preparation = await preparing.catch(async (error) => {
         (await connecting.catch(() => undefined))?.close();
         throw error;
       });

@@ -54,9 +54,10 @@ export { TargetError };
 export async function prepareGang(
   gang: Gang,
   tracker: DirtyTracker = rescanEverything,
+  threads = 1,
 ): Promise<ScanReport> {
   tracker.start();
-  return await scanGangInTurns(gang);
+  return await scanGangInTurns(gang, { threads });
 }
 
 /** Pages per PAGES frame: a frame must fit in one write (1 MiB). */
@@ -86,6 +87,11 @@ export interface SenderOptions {
    * is the bottleneck, "zstd" always, "none" never.
    */
   compression?: CompressionMode;
+  /**
+   * Threads for the page work of the preparation scan (zero checks,
+   * hashes). Default 1: the guests run meanwhile and need their cores.
+   */
+  scanThreads?: number;
   /**
    * Chooses the pages rounds after the first re-read (soft-dirty bits where
    * the kernel has them). Default: every page, its hash telling what changed.
@@ -229,7 +235,9 @@ export class GangSender implements AsyncDisposable {
    * first round if not called.
    */
   async prepare(): Promise<ScanReport> {
-    return this.usePreparation(await prepareGang(this.#gang, this.#tracker));
+    return this.usePreparation(
+      await prepareGang(this.#gang, this.#tracker, this.#options.scanThreads),
+    );
   }
 
   /**
