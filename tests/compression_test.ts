@@ -4,7 +4,7 @@ import { PAGE_SIZE } from "../src/native/ram_file.ts";
 import { Gang } from "../src/scan/gang.ts";
 import { migrateGang } from "../src/transfer/migrate_gang.ts";
 import { randomSeed } from "../src/transfer/seed.ts";
-import { CompressionPolicy, PROBE_EVERY } from "../src/transfer/compression_policy.ts";
+import { CompressionPolicy, PROBE_INTERVAL_MS } from "../src/transfer/compression_policy.ts";
 import { decodePages, FrameFlag, ProtocolError } from "../src/transfer/protocol.ts";
 import { makeRamFile, patternPage, readRamFile, removeFiles, shmPath } from "./_fixtures.ts";
 import { startReceiver } from "./_transfer.ts";
@@ -61,7 +61,7 @@ Deno.test("migrateGang() never compresses with compression none", async () => {
 
 Deno.test("CompressionPolicy compresses in auto mode when zstd outruns the stream", () => {
   const link = { streamBytesPerSecond: 0, waitingShare: 0 };
-  const policy = new CompressionPolicy("auto", link);
+  const policy = new CompressionPolicy("auto", link, () => 0); // a clock that stands still
   assertEquals(policy.shouldCompress(), true, "nothing measured yet: links are usually slower");
   link.streamBytesPerSecond = 117e6; // a Gigabit link
   assertEquals(policy.shouldCompress(), true);
@@ -74,21 +74,49 @@ Deno.test("CompressionPolicy compresses in auto mode when zstd outruns the strea
   assertEquals(policy.shouldCompress(), true);
 });
 
-Deno.test("CompressionPolicy tries fewer frames that do not shrink while the sender's CPU sets the pace", () => {
-  const policy = new CompressionPolicy("auto", { streamBytesPerSecond: 500e6, waitingShare: 0.1 });
+/** Calls shouldCompress() every 10 ms of a fake clock for `ms`; returns the answers. */
+function answersOver(ms: number, clock: { now: number }, policy: CompressionPolicy): boolean[] {
+  const answers = [];
+  for (let t = 0; t < ms; t += 10) {
+    clock.now += 10;
+    answers.push(policy.shouldCompress());
+  }
+  return answers;
+}
+
+Deno.test("CompressionPolicy tries a frame every PROBE_INTERVAL_MS of data that does not shrink while the sender's CPU sets the pace", () => {
+  const clock = { now: 0 };
+  const link = { streamBytesPerSecond: 500e6, waitingShare: 0.1 };
+  const policy = new CompressionPolicy("auto", link, () => clock.now);
   policy.record(40960, 40960, 0.01); // random pages: zstd at about 1 GB/s, no gain
-  const tried = Array.from({ length: 2 * PROBE_EVERY }, () => policy.shouldCompress());
-  assertEquals(tried.filter(Boolean).length, 2, "one frame in PROBE_EVERY is still tried");
-  assertEquals(tried[PROBE_EVERY - 1], true);
+  const answers = answersOver(2 * PROBE_INTERVAL_MS, clock, policy);
+  assertEquals(answers.filter(Boolean).length, 2, "two probes in two intervals");
   for (let i = 0; i < 10; i++) policy.record(40960, 8000, 0.02); // the probes find text again
   assertEquals(policy.shouldCompress(), true);
-  assertEquals(policy.shouldCompress(), true);
+  link.waitingShare = 0.9; // the sender waits for the link: even random pages are tried
+  for (let i = 0; i < 10; i++) policy.record(40960, 40960, 0.01);
+  assert(answersOver(PROBE_INTERVAL_MS, clock, policy).every(Boolean));
 });
 
-Deno.test("CompressionPolicy tries every frame while the sender mostly waits for the link", () => {
-  const policy = new CompressionPolicy("auto", { streamBytesPerSecond: 117e6, waitingShare: 0.9 });
-  for (let i = 0; i < 10; i++) policy.record(40960, 40960, 0.01);
-  assert(Array.from({ length: PROBE_EVERY }, () => policy.shouldCompress()).every(Boolean));
+Deno.test("CompressionPolicy measures zstd again after contention made it look slower than the link", () => {
+  const clock = { now: 0 };
+  const policy = new CompressionPolicy(
+    "auto",
+    { streamBytesPerSecond: 117e6, waitingShare: 0.9 },
+    () => clock.now,
+  );
+  for (let i = 0; i < 30; i++) policy.record(40960, 10000, 10); // 4 MB/s: the CPU was taken
+  assertEquals(policy.shouldCompress(), false);
+  let probes = 0;
+  while (!policy.shouldCompress()) {
+    clock.now += 10;
+    if (policy.shouldCompress()) {
+      probes++;
+      policy.record(40960, 10000, 0.1); // the probe finds zstd at 400 MB/s again
+    }
+    assert(clock.now < 10 * PROBE_INTERVAL_MS, "compression never came back");
+  }
+  assert(probes >= 1 && probes <= 3, `${probes} probes`);
 });
 
 Deno.test("CompressionPolicy counts only frames that shrank, and obeys zstd and none", () => {

@@ -14,8 +14,12 @@
  * compressible one among them (guests mix both kinds: skipping frames
  * after incompressible ones cost the lab a third more bytes). While the
  * sender's CPU sets the pace, and compression does not shrink the data,
- * only one frame in {@linkcode PROBE_EVERY} is tried, to notice when it
- * turns compressible.
+ * it is not worth it.
+ *
+ * Whatever made compression not worth it may pass: zstd measured slow
+ * while other processes had the CPU (8 guests on 2 cores), data that did
+ * not compress. So while it is not worth it, one frame every
+ * {@linkcode PROBE_INTERVAL_MS} is still compressed, to measure again.
  *
  * @module
  */
@@ -33,8 +37,8 @@ const RATE_MEMORY = 0.8;
 const SPARE_CPU_WAITING = 0.5;
 /** Compressed size over raw size above which compressing is not worth it. */
 const WORTHLESS_RATIO = 0.9;
-/** While compression is worthless, one frame in this many is still tried. */
-export const PROBE_EVERY = 16;
+/** While compression is not worth it, one frame is still tried this often. */
+export const PROBE_INTERVAL_MS = 100;
 
 /** What the policy reads of the stream (see FrameWriter). */
 export interface LinkGauge {
@@ -62,13 +66,19 @@ export class CompressionPolicy {
   readonly #link: LinkGauge;
   #zstdBytesPerSecond = ASSUMED_ZSTD_BYTES_PER_SECOND;
   #ratio = 0; // compressed / raw, moving average; 0 until measured
-  #skipped = 0; // frames not tried since compression was last found worthless
+  readonly #now: () => number;
+  #lastProbe: number;
   readonly report: CompressionReport;
 
-  /** @param link how the stream has been taking writes lately (a FrameWriter is one) */
-  constructor(mode: CompressionMode, link: LinkGauge) {
+  /**
+   * @param link how the stream has been taking writes lately (a FrameWriter is one)
+   * @param now a clock in milliseconds (tests pass their own)
+   */
+  constructor(mode: CompressionMode, link: LinkGauge, now: () => number = () => performance.now()) {
     this.#mode = mode;
     this.#link = link;
+    this.#now = now;
+    this.#lastProbe = now();
     this.report = { mode, frames: 0, rawBytes: 0, compressedBytes: 0 };
   }
 
@@ -77,12 +87,17 @@ export class CompressionPolicy {
     if (this.#mode !== "auto") return this.#mode === "zstd";
     // Before the first write ends nothing is known: start compressed, as links are usually slower.
     const link = this.#link.streamBytesPerSecond;
-    if (link === 0) return true;
-    if (this.#zstdBytesPerSecond <= MARGIN * link) return false;
-    if (this.#ratio <= WORTHLESS_RATIO || this.#link.waitingShare >= SPARE_CPU_WAITING) return true;
-    if (++this.#skipped < PROBE_EVERY) return false;
-    this.#skipped = 0;
+    if (link === 0 || this.#worthIt(link)) return true;
+    const now = this.#now();
+    if (now - this.#lastProbe < PROBE_INTERVAL_MS) return false;
+    this.#lastProbe = now;
     return true;
+  }
+
+  /** zstd outruns the link, and the data shrinks or the CPU would idle anyway. */
+  #worthIt(link: number): boolean {
+    return this.#zstdBytesPerSecond > MARGIN * link &&
+      (this.#ratio <= WORTHLESS_RATIO || this.#link.waitingShare >= SPARE_CPU_WAITING);
   }
 
   /**
