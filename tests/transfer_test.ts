@@ -8,6 +8,7 @@ import { PAGE_SIZE, RamFile } from "../src/native/ram_file.ts";
 import { SyntheticGuest } from "../src/synthetic/synthetic_guest.ts";
 import { makeRamFile, patternPage, readRamFile, removeFiles, shmPath } from "./_fixtures.ts";
 import { startReceiver } from "./_transfer.ts";
+import { ReceiverProcess } from "../src/target/receiver_process.ts";
 
 /** Three guests with holes, zero pages, and contents shared within and across them. */
 function makeGuests(): string[] {
@@ -105,16 +106,47 @@ Deno.test("migrateGang() with one round moves a gang in one pass, its pages clas
   }
 });
 
-Deno.test("onePass() refuses to follow a preparation", async () => {
+Deno.test("onePass() is a sender's only step: not after a preparation, and no round after it", async () => {
   const paths = makeGuests();
   await using receiver = await startReceiver();
   try {
     using gang = Gang.open(specs(paths), { seed: randomSeed() });
-    await using sender = await GangSender.connect(gang, await receiver.connect());
-    await sender.prepare();
-    await assertRejects(() => sender.onePass(), Error, "only step before verify()");
+    await using prepared = await GangSender.connect(gang, await receiver.connect());
+    await prepared.prepare();
+    await assertRejects(() => prepared.onePass(), Error, "only step before verify()");
+    await using other = await startReceiver(); // the first one is busy with that gang
+    using again = Gang.open(specs(paths), { seed: randomSeed() });
+    await using sender = await GangSender.connect(again, await other.connect());
+    await sender.onePass();
+    await assertRejects(() => sender.round(), Error, "round() after onePass()");
+    await sender.verify();
   } finally {
     await removeFiles(...paths);
+  }
+});
+
+Deno.test("migrateGang() in one pass resumes the guests when the target dies after the pause", async () => {
+  const paths = makeGuests();
+  const dir = await Deno.makeTempDir({ prefix: "gangway-target-" });
+  await using receiver = await ReceiverProcess.start({ dir, args: ["--insecure"] });
+  try {
+    using gang = Gang.open(specs(paths), { seed: randomSeed() });
+    const calls: string[] = [];
+    await assertRejects(() =>
+      migrateGang(gang, Deno.connect({ hostname: "127.0.0.1", port: receiver.port }), {
+        maxRounds: 1,
+        pause: async () => {
+          calls.push("pause");
+          receiver.process.kill("SIGKILL"); // the target dies with the guests paused
+          await receiver.exited;
+        },
+        resume: () => void calls.push("resume"),
+      })
+    );
+    assertEquals(calls, ["pause", "resume"]);
+  } finally {
+    await removeFiles(...paths);
+    await Deno.remove(dir, { recursive: true });
   }
 });
 
@@ -179,7 +211,6 @@ Deno.test("migrateGang() converges and copies exactly while writers dirty the gu
       },
       resume: () => guests.forEach((g) => g.resume()),
     });
-    console.log(JSON.stringify(report.rounds));
     assertEquals(pauses, 1);
     assert(report.rounds.length >= 2, "at least one live round and the final one");
     assert(

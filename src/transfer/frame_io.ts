@@ -255,6 +255,8 @@ export class FrameWriter {
   async flush(): Promise<void> {
     await this.#rotate();
     await this.#inFlight;
+    // What comes next (an answer awaited, a new round) is neither sending nor waiting for the stream.
+    this.#lastRotation = 0;
   }
 
   /** Starts writing the current buffer and switches to the other one (once it is free). */

@@ -158,6 +158,7 @@ export class GangSender implements AsyncDisposable {
   readonly #out = scanBuffers(CHUNK_PAGES);
   #roundsStarted = 0;
   #prepared = false;
+  #sentInOnePass = false;
   #closed = false;
   /** Rounds done so far. */
   readonly rounds: RoundReport[] = [];
@@ -257,6 +258,7 @@ export class GangSender implements AsyncDisposable {
    * target holds exactly the source's RAM.
    */
   async round(options: { final?: boolean } = {}): Promise<RoundReport> {
+    if (this.#sentInOnePass) throw new Error("round() after onePass(): the gang is sent already");
     if (!this.#prepared) await this.prepare();
     return await this.#runRound(options.final ?? false, false);
   }
@@ -275,6 +277,7 @@ export class GangSender implements AsyncDisposable {
       throw new Error("onePass() must be the sender's only step before verify()");
     }
     this.#prepared = true;
+    this.#sentInOnePass = true;
     return await this.#runRound(true, true);
   }
 
