@@ -26,22 +26,8 @@ Deno.test("a sender killed mid-transfer: the receiver discards the partial gang,
   const names = paths.map((p) => p.split("/").at(-1)!);
   const dir = await Deno.makeTempDir({ prefix: "gangway-target-" });
   try {
-    await using receiver = await spawnReceiver(dir, [
-      "--cert",
-      certs.certFile,
-      "--key",
-      certs.keyFile,
-      "--token-file",
-      certs.tokenFile,
-    ]);
-    const transport = [
-      "--target",
-      `127.0.0.1:${receiver.port}`,
-      "--ca",
-      certs.caFile,
-      "--token-file",
-      certs.tokenFile,
-    ];
+    await using receiver = await spawnReceiver(dir, certs.receiverArgs);
+    const transport = certs.senderArgs(receiver.port);
     // 16 MiB at 4 MB/s: the sender is mid-round when it dies.
     const sender = sendCommand([...transport, "--max-bandwidth", "4M", ...paths]).spawn();
     try {

@@ -22,6 +22,10 @@ export interface LabCerts extends AsyncDisposable {
   key: string;
   token: string;
   otherCa: string;
+  /** `receive` flags that serve with these certificates and require the token. */
+  receiverArgs: string[];
+  /** `send` flags that reach a receiver on 127.0.0.1 at `port` with these. */
+  senderArgs(port: number): string[];
 }
 
 /** Makes a lab's certificates; dispose to remove them. */
@@ -42,6 +46,11 @@ export async function makeLabCerts(): Promise<LabCerts> {
       key: await readPemFile(made.key, "private key"),
       token: await readTokenFile(made.token),
       otherCa: await readPemFile(other.ca, "CA certificate"),
+      receiverArgs: ["--cert", made.cert, "--key", made.key, "--token-file", made.token],
+      senderArgs: (port) => [
+        ...["--target", `127.0.0.1:${port}`],
+        ...["--ca", made.ca, "--token-file", made.token],
+      ],
       async [Symbol.asyncDispose]() {
         await Deno.remove(dir, { recursive: true });
       },

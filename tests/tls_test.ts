@@ -81,25 +81,12 @@ Deno.test("send and receive migrate over TLS with a token, byte for byte", async
   const path = smallGuest("tls");
   const dir = await Deno.makeTempDir({ prefix: "gangway-target-" });
   try {
-    await using receiver = await spawnReceiver(dir, [
-      "--cert",
-      certs.certFile,
-      "--key",
-      certs.keyFile,
-      "--token-file",
-      certs.tokenFile,
-      "--once",
-    ]);
-    const { code, stdout, stderr } = await runCli("send", [
-      "--target",
-      `127.0.0.1:${receiver.port}`,
-      "--ca",
-      certs.caFile,
-      "--token-file",
-      certs.tokenFile,
-      "--json",
-      path,
-    ], { permissions: SEND });
+    await using receiver = await spawnReceiver(dir, [...certs.receiverArgs, "--once"]);
+    const { code, stdout, stderr } = await runCli(
+      "send",
+      [...certs.senderArgs(receiver.port), "--json", path],
+      { permissions: SEND },
+    );
     assertEquals(code, 0, stderr);
     assertEquals(JSON.parse(stdout).verified, true);
     assert(!stderr.includes("warning"), stderr);
