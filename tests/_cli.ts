@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { ReceiverProcess } from "../src/target/receiver_process.ts";
 
 /** What a command printed and how it ended. */
 export interface CliResult {
@@ -55,7 +56,7 @@ export async function runCli(
 }
 
 /** A `receive` command running in a child process. */
-export interface ReceiverProcess extends AsyncDisposable {
+export interface SpawnedReceiver extends AsyncDisposable {
   process: Deno.ChildProcess;
   port: number;
   /** JSON events printed so far (and more as they come). */
@@ -64,65 +65,24 @@ export interface ReceiverProcess extends AsyncDisposable {
   exited(): Promise<Deno.CommandStatus>;
 }
 
-/** Starts `receive --json --listen 127.0.0.1:0 --dir DIR ARGS` and waits until it listens. */
-export async function spawnReceiver(dir: string, args: string[] = []): Promise<ReceiverProcess> {
-  const process = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-ffi",
-      "--allow-read",
-      "--allow-write",
-      "--allow-net",
-      "--allow-env=GANGWAY_LIB",
-      new URL("src/cli/receive.ts", ROOT).pathname,
-      "--listen",
-      "127.0.0.1:0",
-      "--dir",
-      dir,
-      "--json",
-      ...args,
-    ],
-    env: { NO_COLOR: "1" },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "null",
-  }).spawn();
-  const events: Record<string, unknown>[] = [];
-  let listening!: (port: number) => void;
-  const port = new Promise<number>((resolve) => (listening = resolve));
-  const lines = process.stdout.pipeThrough(new TextDecoderStream());
-  const collected = (async () => {
-    let rest = "";
-    for await (const text of lines) {
-      rest += text;
-      const parts = rest.split("\n");
-      rest = parts.pop()!;
-      for (const line of parts) {
-        const event = JSON.parse(line);
-        events.push(event);
-        if (event.event === "listening") listening(Number(String(event.address).split(":").at(-1)));
-      }
-    }
-  })();
-  const status = process.status.then(async (s) => {
-    await collected;
-    listening(0);
-    return s;
-  });
-  const found = await port;
-  if (found === 0) throw new Error("receive exited before listening");
+/**
+ * Starts `receive --json --listen 127.0.0.1:0 --dir DIR ARGS` (as
+ * ReceiverProcess does) and waits until it listens; disposing kills it.
+ */
+export async function spawnReceiver(dir: string, args: string[] = []): Promise<SpawnedReceiver> {
+  const receiver = await ReceiverProcess.start({ dir, args });
   return {
-    process,
-    port: found,
-    events,
-    exited: () => status,
+    process: receiver.process,
+    port: receiver.port,
+    events: receiver.events,
+    exited: () => receiver.exited,
     async [Symbol.asyncDispose]() {
       try {
-        process.kill("SIGKILL");
+        receiver.process.kill("SIGKILL");
       } catch {
         // Already gone.
       }
-      await status;
+      await receiver.exited;
     },
   };
 }
