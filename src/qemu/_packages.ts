@@ -5,6 +5,7 @@
  * @module
  */
 import { run } from "./_run.ts";
+import { pathExists } from "../_path_exists.ts";
 
 /** A file that must exist and the Debian package that provides it. */
 export interface Requirement {
@@ -24,16 +25,6 @@ export const IMAGE_REQUIREMENTS: readonly Requirement[] = [
   { file: "/bin/busybox", debian: "busybox-static" },
 ];
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
-    throw error;
-  }
-}
-
 /** True when running as root. */
 export function isRoot(): boolean {
   return Deno.uid() === 0;
@@ -51,7 +42,7 @@ export async function aptUpdate(): Promise<void> {
 export async function ensurePackages(requirements: readonly Requirement[]): Promise<void> {
   const missing = new Set<string>();
   for (const { file, debian } of requirements) {
-    if (!(await exists(file))) missing.add(debian);
+    if (!(await pathExists(file))) missing.add(debian);
   }
   if (missing.size === 0) return;
   const names = [...missing].join(" ");

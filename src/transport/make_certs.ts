@@ -8,6 +8,7 @@
  */
 import { join } from "node:path";
 import { isIP } from "node:net";
+import { pathExists } from "../_path_exists.ts";
 
 /** What {@linkcode makeCerts} wrote (paths). */
 export interface MadeCerts {
@@ -30,16 +31,6 @@ export interface MakeCertsOptions {
   dnsNames?: string[];
   /** Days of validity. Default 90. */
   days?: number;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
-    throw error;
-  }
 }
 
 async function openssl(args: string[]): Promise<void> {
@@ -122,14 +113,14 @@ export async function makeCerts(dir: string, options: MakeCertsOptions = {}): Pr
     key: join(dir, `${name}.key`),
     token: join(dir, "token"),
   };
-  if (await exists(paths.cert) || await exists(paths.key)) {
+  if (await pathExists(paths.cert) || await pathExists(paths.key)) {
     throw new Error(`Cannot make certificates: "${paths.cert}" or its key exists already`);
   }
   await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
   const made: string[] = [];
 
   // Step 1 -- the CA, unless this directory has one.
-  if (!(await exists(paths.ca))) {
+  if (!(await pathExists(paths.ca))) {
     await openssl([
       // A name of its own: two labs' CAs of one name would only differ by signature.
       ...newKeyArgs(paths.caKey, paths.ca, `/CN=gangway test CA ${crypto.randomUUID()}`, days),
@@ -162,7 +153,7 @@ export async function makeCerts(dir: string, options: MakeCertsOptions = {}): Pr
   made.push(paths.cert, paths.key);
 
   // Step 3 -- the token, unless there is one.
-  if (!(await exists(paths.token))) {
+  if (!(await pathExists(paths.token))) {
     const bytes = crypto.getRandomValues(new Uint8Array(32));
     const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
     await Deno.writeTextFile(paths.token, hex + "\n", { mode: 0o600, createNew: true });
