@@ -83,15 +83,11 @@ export async function migrateGang(
   );
   try {
     const sizes: RoundSize[] = [];
+    // No live rounds: the final round is the only one, and there is nothing to prepare for.
+    const onePass = shouldStopLiveRounds(sizes, options);
     let preparationSeconds = 0;
-    if (shouldStopLiveRounds(sizes, options)) {
-      // No live rounds: the final round is the only one, so there is nothing to prepare for.
+    if (onePass) {
       sender = await connecting;
-      await options.pause?.();
-      paused = true;
-      pausedAt = performance.now();
-      const only = await sender.onePass(); // not inside onRound?.(): that would skip it without onRound
-      options.onRound?.(only);
     } else {
       const preparing = prepareGang(gang, dirtyTracker, options.scanThreads);
       const preparation = await preparing.catch(async (error) => {
@@ -106,12 +102,13 @@ export async function migrateGang(
         options.onRound?.(report);
         sizes.push({ round: report.round, pagesSent: pagesSent(report) });
       }
-      await options.pause?.();
-      paused = true;
-      pausedAt = performance.now();
-      const final = await sender.round({ final: true });
-      options.onRound?.(final);
     }
+    await options.pause?.();
+    paused = true;
+    pausedAt = performance.now();
+    // Not inside onRound?.(): without an onRound that would skip the round itself.
+    const final = onePass ? await sender.onePass() : await sender.round({ final: true });
+    options.onRound?.(final);
     const digests = await sender.verify();
     const now = performance.now();
     return {
