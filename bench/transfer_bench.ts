@@ -136,13 +136,15 @@ if (import.meta.main) {
         name: "(a) unique gang",
         what: "of guest RAM",
         goal: 1,
-        ...{ mix: UNIQUE_MIX, file: "unique" },
+        mix: UNIQUE_MIX,
+        file: "unique",
       },
       {
         name: "(b) idle-like gang",
         what: "effective",
         goal: 5,
-        ...{ mix: IDLE_MIX, file: "idle" },
+        mix: IDLE_MIX,
+        file: "idle",
       },
     ];
     const results: Measured[][] = [];
