@@ -16,6 +16,7 @@
  * @module
  */
 import type { QemuGuest } from "./qemu/guest.ts";
+import type { Destination } from "./qemu/destination.ts";
 import type { RamBackend } from "./qemu/ram_backend.ts";
 import { softDirtySupported } from "./native/pagemap.ts";
 import {
@@ -39,16 +40,28 @@ import {
   type SwitchOverResult,
 } from "./switchover/switch_over.ts";
 
-/** Where a gang goes: what the migration needs of a target (see LocalTarget). */
+/**
+ * Where a gang goes: what the migration needs of a target host (see
+ * `RemoteTarget`, a target agent on another host, and `LocalTarget`, one
+ * started on this machine).
+ */
 export interface MigrationTarget {
-  /** Starts a destination for a source guest; its RAM file has the guest's name in the receiver's directory. */
-  startDestination(
-    source: QemuGuest,
-  ): Promise<{ guest: QemuGuest; uri?: string; incomingUri?: string }>;
-  /** Opens a connection to the target's receiver. */
+  /**
+   * Starts a destination for every source guest, of the same machine,
+   * waiting for its device state; its RAM file is where the receiver
+   * writes that guest's pages.
+   *
+   * @throws Error when the target refuses the gang or a destination cannot start (then none runs)
+   */
+  prepareDestinations(sources: readonly QemuGuest[]): Promise<Destination[]>;
+  /** Opens the connection the gang's RAM travels over (after {@linkcode prepareDestinations}). */
   connect(): Promise<Deno.Conn>;
-  /** The token the receiver requires, if any. */
+  /** The token the RAM connection presents, if any (after {@linkcode prepareDestinations}). */
   readonly token?: string;
+  /** Stops these destinations and removes their files: their guests stay at the source. */
+  discard(destinations: readonly Destination[]): Promise<void>;
+  /** Ends the gang at the target: destinations that run are kept, the target is free for another gang. */
+  release(): Promise<void>;
 }
 
 /** Options of {@linkcode migrateQemuGang}. */
@@ -78,6 +91,18 @@ export interface QemuGuestReport {
   error?: string;
 }
 
+/** When each phase of a gang migration began, in seconds from its start. */
+export interface GangTimeline {
+  /** The destinations wait: the preparation scan and the rounds begin. */
+  transfer: number;
+  /** The gang is paused for the final round. */
+  paused: number;
+  /** The final round is verified: device state starts to move. */
+  switchOver: number;
+  /** The last destination runs. */
+  running: number;
+}
+
 /** What a QEMU gang migration did. */
 export interface QemuGangReport {
   guests: QemuGuestReport[];
@@ -85,12 +110,14 @@ export interface QemuGangReport {
   transfer: MigrationReport;
   /** From the start to the last destination running. */
   seconds: number;
+  /** Where the time went. */
+  timeline: GangTimeline;
 }
 
-/** What a migration leaves: the report and the destination guests (running, for the caller to own). */
+/** What a migration leaves: the report and the destinations, running at the target. */
 export interface QemuGangResult {
   report: QemuGangReport;
-  destinations: QemuGuest[];
+  destinations: Destination[];
 }
 
 /**
@@ -111,13 +138,14 @@ export async function migrateQemuGang(
 ): Promise<QemuGangResult> {
   const started = performance.now();
   const step = (text: string) => options.onStep?.(text);
+  const since = (at: number) => (at - started) / 1000;
+  const timeline: GangTimeline = { transfer: 0, paused: 0, switchOver: 0, running: 0 };
 
   step("Finding the guests' RAM");
   const rams = await Promise.all(sources.map((s) => s.ramBackend()));
 
   step("Starting the destinations");
-  const pairs: SwitchOverPair[] = [];
-  const destinations: QemuGuest[] = [];
+  let destinations: Destination[] = [];
   let transfer: MigrationReport;
   let paused = false;
   const resumeAll = async () => {
@@ -125,13 +153,10 @@ export async function migrateQemuGang(
     paused = false;
   };
   try {
-    for (const source of sources) {
-      const destination = await target.startDestination(source);
-      destinations.push(destination.guest);
-      pairs.push({ source, ...destination, destination: destination.guest });
-    }
+    destinations = await target.prepareDestinations(sources);
 
     step("Scanning and sending the gang's RAM");
+    timeline.transfer = since(performance.now());
     const dirtyTracker = await trackerFor(sources, rams);
     using gang = Gang.open(sources.map((s, i) => ({ name: s.name, path: rams[i]!.path })), {
       seed: randomSeed(),
@@ -142,48 +167,86 @@ export async function migrateQemuGang(
       ...options,
       pause: async () => {
         step("Pausing the gang for the final round");
+        timeline.paused = since(performance.now());
         await Promise.all(sources.map((s) => s.pause()));
         paused = true;
       },
       resume: resumeAll,
     });
-    await options.beforeSwitchOver?.(pairs);
+    await options.beforeSwitchOver?.(pairs(sources, destinations));
     await checkDestinationsReady(destinations);
   } catch (error) {
     if (paused) await resumeAll().catch(() => {});
-    await Promise.all(destinations.map((d) => d.close({ removeRam: true })));
+    await target.discard(destinations).catch(() => {});
     throw error;
   }
 
   step("Switching over");
-  const results = await switchOverGang(pairs, { timeoutMs: options.switchOverTimeoutMs });
-  const running: QemuGuest[] = [];
+  timeline.switchOver = since(performance.now());
+  const results = await switchOverGang(pairs(sources, destinations), {
+    timeoutMs: options.switchOverTimeoutMs,
+  });
+  const running: Destination[] = [];
+  const failed: Destination[] = [];
   for (const [i, result] of results.entries()) {
     if (result.ok) {
       running.push(destinations[i]!);
       await sources[i]!.close({ removeRam: true });
     } else {
-      await destinations[i]!.close({ removeRam: true });
+      failed.push(destinations[i]!);
     }
   }
+  if (failed.length > 0) await target.discard(failed).catch(() => {});
+  await target.release();
   const report: QemuGangReport = {
     guests: results.map((result, i) =>
       guestReport(result, rams[i]!.size, transfer.guestBytesOnWire[i] ?? 0)
     ),
     transfer,
-    seconds: (performance.now() - started) / 1000,
+    seconds: since(performance.now()),
+    timeline: {
+      ...timeline,
+      running: since(Math.max(...results.map((r) => r.ok ? r.runningAt : 0), started)),
+    },
   };
-  const failed = results.filter((r) => !r.ok);
-  if (failed.length > 0) {
-    const detail = failed.map((r) => `${r.name}: ${r.ok ? "" : r.error}`).join("; ");
-    throw Object.assign(
-      new Error(
-        `Cannot switch over ${failed.length} of ${results.length} guests (they run at the source): ${detail}`,
-      ),
-      { report, destinations: running },
-    );
-  }
+  if (failed.length > 0) throw new SwitchOverError(results, { report, destinations: running });
   return { report, destinations: running };
+}
+
+/**
+ * Some guests of the gang did not switch over: they run at the source, the
+ * others run at the target. {@linkcode moved} and {@linkcode stayed} say which.
+ */
+export class SwitchOverError extends Error {
+  /** The guests that run at the target now. */
+  readonly moved: string[];
+  /** The guests that still run at the source. */
+  readonly stayed: string[];
+  /** What the migration did, the moved guests' destinations included. */
+  readonly result: QemuGangResult;
+
+  /** An error naming the guests that stayed, with why, and those that moved. */
+  constructor(results: readonly SwitchOverResult[], result: QemuGangResult) {
+    const stayed = results.filter((r) => !r.ok);
+    const moved = results.filter((r) => r.ok).map((r) => r.name);
+    const detail = stayed.map((r) => `${r.name}: ${r.ok ? "" : r.error}`).join("; ");
+    super(
+      `Cannot switch over ${stayed.length} of ${results.length} guests: ` +
+        `${stayed.map((r) => r.name).join(", ")} still run at the source` +
+        (moved.length > 0 ? `; ${moved.join(", ")} run at the target` : "") + ` (${detail})`,
+    );
+    this.name = "SwitchOverError";
+    this.moved = moved;
+    this.stayed = stayed.map((r) => r.name);
+    this.result = result;
+  }
+}
+
+function pairs(
+  sources: readonly QemuGuest[],
+  destinations: readonly Destination[],
+): SwitchOverPair[] {
+  return sources.map((source, i) => ({ source, destination: destinations[i]! }));
 }
 
 /**

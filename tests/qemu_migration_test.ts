@@ -1,10 +1,8 @@
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { QemuGuest } from "../src/qemu/guest.ts";
-import {
-  DeviceStateMigration,
-  migrateDeviceState,
-  migrateWithQemu,
-} from "../src/qemu/migration.ts";
+import { DeviceStateMigration, migrateDeviceState } from "../src/qemu/device_state.ts";
+import { localDestination } from "../src/qemu/destination.ts";
+import { migrateWithQemu } from "../src/qemu/migration.ts";
 import {
   assertContinued,
   copyRamFile,
@@ -36,7 +34,7 @@ Deno.test("migrateDeviceState() resumes the guest at the destination", async () 
   );
 
   let copyMs = 0;
-  const result = await migrateDeviceState(source, destination, {
+  const result = await migrateDeviceState(source, localDestination(destination), {
     whilePaused: async () => {
       assertEquals((await source.status()).running, false);
       const started = performance.now();
@@ -67,12 +65,12 @@ Deno.test("migrateDeviceState() resumes the source when the destination dies bef
     await QemuGuest.startDestination(source.machine, { name: uniqueName("dst") }),
   );
   await assertRejects(
-    () => DeviceStateMigration.start(source, doomed),
+    () => DeviceStateMigration.start(source, localDestination(doomed)),
     Error,
     "it is running (pause it and copy its RAM first, or use pauseBeforeSwitchover)",
   );
 
-  const migration = await DeviceStateMigration.start(source, doomed, {
+  const migration = await DeviceStateMigration.start(source, localDestination(doomed), {
     pauseBeforeSwitchover: true,
   });
   await migration.waitForSourcePaused();
@@ -90,7 +88,7 @@ Deno.test("migrateDeviceState() resumes the source when the destination dies bef
   );
   await source.pause();
   await copyRamFile(source.ramPath, destination.ramPath);
-  await migrateDeviceState(source, destination);
+  await migrateDeviceState(source, localDestination(destination));
   await assertContinued((await source.heartbeat())!, destination);
 });
 

@@ -1,5 +1,6 @@
 import { assert, assertEquals } from "./_assert.ts";
 import { QemuGuest } from "../src/qemu/guest.ts";
+import { localDestination } from "../src/qemu/destination.ts";
 import { switchOverGang } from "../src/switchover/switch_over.ts";
 import { assertContinued, copyRamFile, Guests, testImage, uniqueName } from "./qemu_helpers.ts";
 
@@ -32,7 +33,7 @@ Deno.test("switchOverGang() moves the guests it can and resumes the source of a 
   await destinations[1]!.kill();
 
   const results = await switchOverGang(
-    sources.map((source, i) => ({ source, destination: destinations[i]! })),
+    sources.map((source, i) => ({ source, destination: localDestination(destinations[i]!) })),
   );
   assertEquals(results.map((r) => r.ok), [true, false]);
   const failed = results[1]!;

@@ -247,18 +247,26 @@ export class QemuGuest implements AsyncDisposable {
    * process, or by hand following docs/qemu.md), found by its QMP socket.
    * Closing it quits that QEMU; its run directory is left alone.
    *
+   * A QEMU of another mount namespace (a simulated host) is reached
+   * through `/proc/PID/root`: give that prefix as `root` and the socket's
+   * path under it; the guest's files are then read through it too.
+   *
    * @throws Error naming the socket when no QEMU serves it, or when its
    * command line is not one gangway can migrate
    */
-  static async attach(qmpPath: string): Promise<QemuGuest> {
-    const found = await findQemuProcess(qmpPath);
+  static async attach(qmpPath: string, options: { root?: string } = {}): Promise<QemuGuest> {
+    const root = options.root ?? "";
+    if (!qmpPath.startsWith(root)) {
+      throw new Error(`QMP socket "${qmpPath}" is not under "${root}"`);
+    }
+    const found = await findQemuProcess(qmpPath.slice(root.length));
     const { machine, instance } = found.commandLine;
     const qmp = await QmpClient.connect(qmpPath, { guest: instance.name });
     const process = new ExternalQemuProcess(found.pid, qmp.ended);
     const paths = {
-      ramPath: instance.ramPath,
+      ramPath: root + instance.ramPath,
       runDir: dirname(qmpPath),
-      serialLog: instance.serialLog,
+      serialLog: root + instance.serialLog,
       qmpPath,
       ownsRunDir: false,
     };

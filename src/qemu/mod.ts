@@ -7,13 +7,13 @@
  *
  * @example Move a guest's device state after copying its RAM while it is paused
  * ```ts
- * import { ensureGuestImage, migrateDeviceState, QemuGuest } from "./mod.ts";
+ * import { ensureGuestImage, localDestination, migrateDeviceState, QemuGuest } from "./mod.ts";
  *
  * const image = await ensureGuestImage();
  * await using source = await QemuGuest.start({ name: "vm1", memoryMiB: 128, image });
  * await source.waitUntilBooted();
  * await using destination = await QemuGuest.startDestination(source.machine, { name: "vm1-b" });
- * const { downtimeMs } = await migrateDeviceState(source, destination, {
+ * const { downtimeMs } = await migrateDeviceState(source, localDestination(destination), {
  *   whilePaused: () => copyRam(source.ramPath, destination.ramPath), // gangway's transfer
  * });
  * ```
@@ -50,6 +50,14 @@ export {
   type DeviceStateMigrationResult,
   migrateDeviceState,
   type MigrateDeviceStateOptions,
+} from "./device_state.ts";
+export {
+  type Destination,
+  type DestinationState,
+  localDestination,
+  type LocalDestinationOptions,
+} from "./destination.ts";
+export {
   migrateWithQemu,
   type QemuMigrationOptions,
   type QemuMigrationResult,

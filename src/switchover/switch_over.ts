@@ -7,16 +7,13 @@
  * @module
  */
 import type { QemuGuest } from "../qemu/guest.ts";
-import { DeviceStateMigration } from "../qemu/migration.ts";
+import type { Destination } from "../qemu/destination.ts";
+import { DeviceStateMigration } from "../qemu/device_state.ts";
 
 /** A source guest and the destination taking it over. */
 export interface SwitchOverPair {
   source: QemuGuest;
-  destination: QemuGuest;
-  /** Where the source sends its device state (default: a unix socket of the destination). */
-  uri?: string;
-  /** Where the destination listens for it (default: `uri`). */
-  incomingUri?: string;
+  destination: Destination;
 }
 
 /** How one guest's switch-over went. */
@@ -30,6 +27,8 @@ export type SwitchOverResult =
     switchoverMs: number;
     /** Device state QEMU sent. */
     deviceStateBytes: number;
+    /** When the destination ran, on this process's `performance.now()` clock. */
+    runningAt: number;
   }
   | { name: string; ok: false; error: string };
 
@@ -45,20 +44,18 @@ export interface SwitchOverOptions {
  *
  * @throws Error naming the destinations that cannot take their guest
  */
-export async function checkDestinationsReady(destinations: readonly QemuGuest[]): Promise<void> {
+export async function checkDestinationsReady(
+  destinations: readonly Destination[],
+): Promise<void> {
   const problems: string[] = [];
-  await Promise.all(destinations.map(async (guest) => {
-    if (!guest.alive) {
-      problems.push(`"${guest.name}" exited`);
-      return;
-    }
+  await Promise.all(destinations.map(async (destination) => {
     try {
-      const { status } = await guest.status();
+      const { status } = await destination.state();
       if (status !== "inmigrate") {
-        problems.push(`"${guest.name}" is ${status}, not waiting for a migration`);
+        problems.push(`"${destination.name}" is ${status}, not waiting for a migration`);
       }
     } catch (error) {
-      problems.push(`"${guest.name}": ${error instanceof Error ? error.message : error}`);
+      problems.push(`"${destination.name}": ${error instanceof Error ? error.message : error}`);
     }
   }));
   if (problems.length > 0) {
@@ -81,8 +78,6 @@ export async function switchOverGang(
     const name = pair.source.name;
     try {
       const migration = await DeviceStateMigration.start(pair.source, pair.destination, {
-        uri: pair.uri,
-        incomingUri: pair.incomingUri,
         resumeSourceOnFailure: true,
         timeoutMs: options.timeoutMs,
       });
@@ -93,6 +88,7 @@ export async function switchOverGang(
         downtimeMs: result.downtimeMs,
         switchoverMs: result.switchoverMs,
         deviceStateBytes: result.transferredBytes,
+        runningAt: result.runningAt,
       };
     } catch (error) {
       return { name, ok: false, error: error instanceof Error ? error.message : String(error) };

@@ -1,0 +1,121 @@
+/**
+ * The receiving end of a device-state migration: a destination QEMU that
+ * waits (`-S -incoming defer`) for a guest's device state, wherever it
+ * runs. Here it is a {@linkcode QemuGuest} of this process
+ * ({@linkcode localDestination}); behind a target agent the same steps
+ * travel over the agent's connection (see src/target/). Gang migration's
+ * switch-over speaks only this interface, so it does not care which.
+ *
+ * @module
+ */
+import type { GuestStatus, QemuGuest } from "./guest.ts";
+import type { Heartbeat } from "./heartbeat.ts";
+import {
+  checkDestination,
+  defaultUri,
+  exitNote,
+  removeUnixSocket,
+  setCapabilities,
+} from "./_migration_steps.ts";
+
+/** What a destination is doing now. */
+export interface DestinationState {
+  /** False once its QEMU has exited. */
+  alive: boolean;
+  /** QEMU's run state (`inmigrate`, `paused`, `running`...), or `exited`. */
+  status: string;
+  /** True when its vCPUs run. */
+  running: boolean;
+  /** The guest's last heartbeat on its serial console, when it prints them. */
+  heartbeat?: Heartbeat;
+}
+
+/** A destination QEMU waiting for, loading, or running a guest moved to it. */
+export interface Destination {
+  /** The guest's name. */
+  readonly name: string;
+  /** Asks QEMU what it is doing. */
+  state(): Promise<DestinationState>;
+  /**
+   * Turns on the capabilities of a device-state migration (`x-ignore-shared`)
+   * and makes the destination listen.
+   *
+   * @returns The address the source QEMU migrates to (`migrate`'s `uri`)
+   */
+  listen(): Promise<string>;
+  /**
+   * Waits until the destination has loaded the device state and sits paused.
+   *
+   * @throws Error when its migration fails or QEMU exits
+   */
+  waitLoaded(timeoutMs: number): Promise<void>;
+  /** Runs it (`cont`) and says what it does then. */
+  resume(): Promise<DestinationState>;
+  /** Why its QEMU died, with the end of its log (" (QEMU of ... exited: ...)"); "" while it lives. */
+  exitNote(): Promise<string>;
+  /** Removes what {@linkcode listen} left (a socket file, a relay), after the migration either way. */
+  unlisten(): Promise<void>;
+}
+
+/** Options of {@linkcode localDestination}. */
+export interface LocalDestinationOptions {
+  /** Where the source sends its device state. Default: a unix socket in the destination's run directory. */
+  uri?: string;
+  /** Where the destination listens. Default: `uri`. */
+  incomingUri?: string;
+}
+
+/** The capabilities both ends of a device-state migration need: QEMU skips the shared RAM. */
+export const DEVICE_STATE_CAPABILITIES = {
+  "x-ignore-shared": true,
+  events: true,
+  multifd: false,
+} as const;
+
+/**
+ * A destination QEMU of this process, reached over its own QMP socket.
+ *
+ * Requires `--allow-net`, `--allow-read`, `--allow-write` (QMP, the migration socket).
+ *
+ * @example
+ * ```ts
+ * const guest = await QemuGuest.startDestination(source.machine, { name: "vm1" });
+ * const destination = localDestination(guest);
+ * const uri = await destination.listen(); // then `migrate` the source to uri
+ * ```
+ */
+export function localDestination(
+  guest: QemuGuest,
+  options: LocalDestinationOptions = {},
+): Destination {
+  const uri = options.uri ?? defaultUri(guest);
+  const incomingUri = options.incomingUri ?? uri;
+  return {
+    name: guest.name,
+    state: () => localState(guest),
+    async listen() {
+      await setCapabilities(guest, DEVICE_STATE_CAPABILITIES);
+      await guest.qmp.execute("migrate-incoming", { uri: incomingUri });
+      return uri;
+    },
+    waitLoaded: (timeoutMs) => checkDestination(guest, timeoutMs),
+    async resume() {
+      await guest.resume();
+      return await localState(guest);
+    },
+    exitNote: () => exitNote(guest),
+    unlisten: () => removeUnixSocket(incomingUri),
+  };
+}
+
+/** A local guest's state; an exited QEMU or a dead QMP connection reads as exited. */
+export async function localState(guest: QemuGuest): Promise<DestinationState> {
+  const heartbeat = await guest.heartbeat().catch(() => undefined);
+  if (!guest.alive) return { alive: false, status: "exited", running: false, heartbeat };
+  try {
+    const status: GuestStatus = await guest.status();
+    return { alive: true, ...status, heartbeat };
+  } catch {
+    return { alive: guest.alive, status: guest.alive ? "unknown" : "exited", running: false };
+  }
+}

@@ -1,0 +1,300 @@
+/**
+ * The device-state-only migration gang migration relies on: gangway moves
+ * the RAM, QEMU (with `x-ignore-shared`) moves only the device state from
+ * a source {@linkcode QemuGuest} to a {@linkcode Destination}, here or
+ * behind a target agent.
+ *
+ * @module
+ */
+import type { QemuGuest } from "./guest.ts";
+import { type Destination, DEVICE_STATE_CAPABILITIES } from "./destination.ts";
+import { finalInfo, recoverSource, setCapabilities, waitForStatus } from "./_migration_steps.ts";
+
+/** Options of {@linkcode DeviceStateMigration.start}. */
+export interface DeviceStateMigrationOptions {
+  /**
+   * Let QEMU pause the running source just before the switch-over
+   * (`pause-before-switchover`) so the caller can copy the final RAM then.
+   * Without it the source must already be paused (and its RAM copied).
+   */
+  pauseBeforeSwitchover?: boolean;
+  /** Resume the source when the migration fails. Default: when it was running or paused by `stop`. */
+  resumeSourceOnFailure?: boolean;
+  /** Time allowed for each wait. Default 30000 ms. */
+  timeoutMs?: number;
+}
+
+/** Options of {@linkcode migrateDeviceState}. */
+export interface MigrateDeviceStateOptions extends DeviceStateMigrationOptions {
+  /**
+   * Runs while the source is paused at `pre-switchover`, before any
+   * device state moves: copy the final RAM here. Implies
+   * `pauseBeforeSwitchover`.
+   */
+  whilePaused?: () => Promise<void>;
+}
+
+/** What a device-state migration measured. */
+export interface DeviceStateMigrationResult {
+  /** Source guest name. */
+  source: string;
+  /** Destination guest name. */
+  destination: string;
+  /** From the source's vCPUs stopping to the destination's running: the guest's downtime. */
+  downtimeMs: number;
+  /** From the device state starting to move (migrate or migrate-continue) to the destination running. */
+  switchoverMs: number;
+  /** From {@linkcode DeviceStateMigration.start} to the destination running. */
+  totalMs: number;
+  /** Bytes QEMU sent (device state and RAM blocks that are not shared). */
+  transferredBytes: number;
+  /** The downtime QEMU reports on the source (its own view; includes the paused copy). */
+  qemuDowntimeMs?: number;
+  /** When the destination ran, on this process's `performance.now()` clock. */
+  runningAt: number;
+}
+
+const DEFAULT_WAIT_MS = 30_000;
+
+/**
+ * A device-state-only migration in steps, so the caller orders it around
+ * its own RAM copy: {@linkcode start} → {@linkcode waitForSourcePaused}
+ * (the source is paused, no device state has moved) → copy the final RAM →
+ * {@linkcode finish} (switch-over, check the destination, `cont` it). Any
+ * failing step leaves the source resumed (see
+ * {@linkcode DeviceStateMigrationOptions.resumeSourceOnFailure}) and throws.
+ *
+ * The destination comes from `QemuGuest.startDestination(source.machine,
+ * ...)` (wrapped by `localDestination()`) or from a target agent;
+ * its RAM file must hold a byte copy of the source's RAM, written while
+ * the source is paused, before {@linkcode finish}.
+ *
+ * Requires `--allow-net`, `--allow-read` and `--allow-write` (QMP and unix migration sockets).
+ *
+ * @example
+ * ```ts
+ * const migration = await DeviceStateMigration.start(source, destination, {
+ *   pauseBeforeSwitchover: true,
+ * });
+ * await migration.waitForSourcePaused();
+ * await copyFinalRam(); // the caller's
+ * const { downtimeMs } = await migration.finish();
+ * ```
+ */
+export class DeviceStateMigration {
+  /** The source guest. */
+  readonly source: QemuGuest;
+  /** The destination. */
+  readonly destination: Destination;
+  #pauseBeforeSwitchover: boolean;
+  #resumeOnFailure: boolean;
+  #timeoutMs: number;
+  #startedAt: number;
+  #pausedAt: number | undefined;
+  #destinationStarted = false;
+  #failed: Error | undefined;
+  #finishing: Promise<DeviceStateMigrationResult> | undefined;
+
+  private constructor(
+    source: QemuGuest,
+    destination: Destination,
+    options: Required<DeviceStateMigrationOptions>,
+    startedAt: number,
+  ) {
+    this.source = source;
+    this.destination = destination;
+    this.#pauseBeforeSwitchover = options.pauseBeforeSwitchover;
+    this.#resumeOnFailure = options.resumeSourceOnFailure;
+    this.#timeoutMs = options.timeoutMs;
+    this.#startedAt = startedAt;
+  }
+
+  /**
+   * Enables `x-ignore-shared` on both ends, makes the destination listen and
+   * the source connect. With `pauseBeforeSwitchover` the source keeps
+   * running until QEMU pauses it at `pre-switchover`.
+   *
+   * @throws Error when the source runs without `pauseBeforeSwitchover` (its
+   * RAM would never reach the destination) or a step fails
+   */
+  static async start(
+    source: QemuGuest,
+    destination: Destination,
+    options: DeviceStateMigrationOptions = {},
+  ): Promise<DeviceStateMigration> {
+    const startedAt = performance.now();
+    const { status } = await source.status();
+    const pauseBeforeSwitchover = options.pauseBeforeSwitchover ?? false;
+    if (status === "running" && !pauseBeforeSwitchover) {
+      throw new Error(
+        `Cannot migrate the device state of guest "${source.name}": it is running ` +
+          "(pause it and copy its RAM first, or use pauseBeforeSwitchover)",
+      );
+    }
+    const migration = new DeviceStateMigration(source, destination, {
+      pauseBeforeSwitchover,
+      resumeSourceOnFailure: options.resumeSourceOnFailure ??
+        (status === "running" || status === "paused"),
+      timeoutMs: options.timeoutMs ?? DEFAULT_WAIT_MS,
+    }, startedAt);
+    await migration.#step(async () => {
+      const uri = await destination.listen();
+      await setCapabilities(source, {
+        ...DEVICE_STATE_CAPABILITIES,
+        "pause-before-switchover": pauseBeforeSwitchover,
+      });
+      await source.qmp.execute("migrate", { uri });
+    });
+    return migration;
+  }
+
+  /**
+   * Waits until the source is paused before its switch-over: at
+   * `pre-switchover` with `pauseBeforeSwitchover`, at once otherwise. No
+   * device state has moved yet; the source's RAM no longer changes.
+   */
+  async waitForSourcePaused(): Promise<void> {
+    if (this.#pausedAt !== undefined) return;
+    await this.#step(async () => {
+      if (this.#pauseBeforeSwitchover) {
+        await waitForStatus(this.source, ["pre-switchover"], this.#timeoutMs);
+      }
+      // The guest stopped at its last STOP event: QEMU's at pre-switchover,
+      // or the caller's `stop` before start().
+      const stop = this.source.lastStopAt;
+      this.#pausedAt = this.#pauseBeforeSwitchover
+        ? (stop !== undefined && stop >= this.#startedAt ? stop : performance.now())
+        : (stop ?? this.#startedAt);
+    });
+  }
+
+  /**
+   * Lets the device state move, checks the destination loaded it and is
+   * paused, then runs it (`cont`).
+   *
+   * @throws Error when the migration fails; the source is then resumed
+   */
+  finish(): Promise<DeviceStateMigrationResult> {
+    this.#finishing ??= this.#finish();
+    return this.#finishing;
+  }
+
+  async #finish(): Promise<DeviceStateMigrationResult> {
+    await this.waitForSourcePaused();
+    return await this.#step(async () => {
+      const switchStart = performance.now();
+      if (this.#pauseBeforeSwitchover) {
+        await this.source.qmp.execute("migrate-continue", { state: "pre-switchover" });
+      }
+      await waitForStatus(this.source, ["completed"], this.#timeoutMs);
+      await this.destination.waitLoaded(this.#timeoutMs);
+      this.#destinationStarted = true;
+      const state = await this.destination.resume();
+      if (!state.running) {
+        throw new Error(`destination "${this.destination.name}" is ${state.status} after cont`);
+      }
+      const runningAt = performance.now();
+      const info = await finalInfo(this.source);
+      await this.destination.unlisten();
+      return {
+        source: this.source.name,
+        destination: this.destination.name,
+        downtimeMs: runningAt - this.#pausedAt!,
+        switchoverMs: runningAt - switchStart,
+        totalMs: runningAt - this.#startedAt,
+        transferredBytes: info.ram?.transferred ?? 0,
+        qemuDowntimeMs: info.downtime,
+        runningAt,
+      };
+    });
+  }
+
+  /**
+   * Gives up: cancels the source's migration and resumes the source (when
+   * it should run). The destination is left for the caller to close.
+   *
+   * @returns what became of the source
+   */
+  async abort(): Promise<string> {
+    const note = await recoverSource(
+      this.source,
+      this.#resumeOnFailure && !this.#destinationStarted,
+    );
+    await this.destination.unlisten().catch(() => {});
+    return note;
+  }
+
+  /** Runs a step; on failure recovers the source once and throws a full error. */
+  async #step<T>(body: () => Promise<T>): Promise<T> {
+    if (this.#failed) throw this.#failed;
+    try {
+      return await body();
+    } catch (error) {
+      this.#failed = await this.#failure(error);
+      throw this.#failed;
+    }
+  }
+
+  /**
+   * Runs the caller's work while the source is paused (see
+   * {@linkcode waitForSourcePaused}); when it throws, gives up as any
+   * failing step does.
+   */
+  async whilePaused(work: () => Promise<void>): Promise<void> {
+    await this.waitForSourcePaused();
+    await this.#step(async () => {
+      try {
+        await work();
+      } catch (error) {
+        throw new Error(`the work done while paused failed: ${message(error)}`, { cause: error });
+      }
+    });
+  }
+
+  async #failure(error: unknown): Promise<Error> {
+    const died = await this.destination.exitNote().catch(() => "");
+    const note = await this.abort();
+    return new Error(
+      `Cannot migrate the device state of guest "${this.source.name}" to ` +
+        `"${this.destination.name}": ${message(error)}${died}; ${note}`,
+      { cause: error },
+    );
+  }
+}
+
+/**
+ * Moves a guest's device state to a destination whose RAM file the caller
+ * fills. Either pause the source and copy its RAM before calling this, or
+ * pass `whilePaused`: QEMU then pauses the source at `pre-switchover`,
+ * `whilePaused` copies the final RAM, and only then does device state move.
+ * The destination is checked before it is started; on failure the source
+ * is resumed and the error says so.
+ *
+ * Requires `--allow-net`, `--allow-read` and `--allow-write` (QMP and unix migration sockets).
+ *
+ * @example
+ * ```ts
+ * const guest = await QemuGuest.startDestination(source.machine, { name: "vm1-b" });
+ * const result = await migrateDeviceState(source, localDestination(guest), {
+ *   whilePaused: () => copyRam(source.ramPath, guest.ramPath),
+ * });
+ * console.log(`downtime ${result.downtimeMs} ms`);
+ * ```
+ */
+export async function migrateDeviceState(
+  source: QemuGuest,
+  destination: Destination,
+  options: MigrateDeviceStateOptions = {},
+): Promise<DeviceStateMigrationResult> {
+  const { whilePaused } = options;
+  const migration = await DeviceStateMigration.start(source, destination, {
+    ...options,
+    pauseBeforeSwitchover: whilePaused !== undefined || options.pauseBeforeSwitchover,
+  });
+  if (whilePaused) await migration.whilePaused(whilePaused);
+  return await migration.finish();
+}
+
+function message(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
