@@ -71,12 +71,14 @@ export {
 export { NativeError } from "./src/native/errno.ts";
 export * from "./src/qemu/mod.ts";
 export {
+  type GangTimeline,
   migrateQemuGang,
   type MigrationTarget,
   type QemuGangOptions,
   type QemuGangReport,
   type QemuGangResult,
   type QemuGuestReport,
+  SwitchOverError,
 } from "./src/gang_migration.ts";
 export {
   checkDestinationsReady,
@@ -85,12 +87,7 @@ export {
   type SwitchOverPair,
   type SwitchOverResult,
 } from "./src/switchover/switch_over.ts";
-export { LocalTarget, type LocalTargetOptions } from "./src/target/local_target.ts";
-export {
-  ReceiverProcess,
-  type ReceiverProcessEvent,
-  type ReceiverProcessOptions,
-} from "./src/target/receiver_process.ts";
+export * from "./src/target/mod.ts";
 export {
   GangSender,
   type RoundProgress,

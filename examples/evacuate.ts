@@ -1,75 +1,128 @@
 /**
- * Evacuate this host: live-migrate a gang of QEMU guests to a target, all
- * at once, sending each distinct page content once for the whole gang.
+ * Evacuate this host: live-migrate a gang of QEMU guests to the target
+ * agent of another host, all at once, sending each distinct page content
+ * once for the whole gang.
  *
- *   deno run -A examples/evacuate.ts [--target-dir DIR] [--target-netns NS]
- *     [--target-address ADDR] [--device-state-port PORT]
- *     [--max-bandwidth BYTES_PER_S] [QMP_SOCKET...]
+ *   deno run -A examples/evacuate.ts --target HOST:PORT (--ca FILE --token-file FILE | --insecure)
+ *     [--server-name NAME] [--max-bandwidth BYTES_PER_S] [--dry-run] [--json]
+ *     (--all | QMP_SOCKET...)
  *
- * With no QMP sockets it takes every gangway-launched guest of this host
- * (their memory backend is `gangway-ram`); guests started by hand are
- * given by their QMP socket and must follow docs/qemu.md. The target here
- * is this machine (a directory for the destinations' RAM, a receiver and
- * the destination QEMUs, optionally in a network namespace, with QEMU's
- * device state sent over TCP from --device-state-port up); the guests
- * keep running there after this script exits. The report goes to stdout
- * as JSON, progress to stderr.
+ * The guests are named by their QMP sockets, or `--all` takes every QEMU
+ * of this host that gangway can migrate (started by gangway, or by hand
+ * after docs/qemu.md); with neither, it lists them and exits 2. The target
+ * host runs `deno task agent` (docs/agent.md); the guests keep running
+ * there after this script exits. `--dry-run` prints the plan and changes
+ * nothing. Progress goes to stderr; with `--json` the report goes to
+ * stdout. Exit status 0 only when every guest runs at the target.
  *
- * Permissions: --allow-ffi (the page library), --allow-run (QEMU, the
- * receiver, ps, cat, mkdir), --allow-net (QMP, the receiver), --allow-read
- * and --allow-write (run directories, RAM files), --allow-env. `-A` grants
- * them all; --allow-ffi and --allow-run are full access anyway.
+ * Permissions: --allow-ffi (the page library), --allow-run (ps, cat),
+ * --allow-net (QMP, the agent), --allow-read and --allow-write (RAM
+ * files, the device-state relays' sockets), --allow-env. `-A` grants them
+ * all; --allow-ffi and --allow-run are full access anyway.
  *
  * @module
  */
 import { parseArgs } from "node:util";
-import { findQemus, migrateQemuGang, QemuGuest } from "../mod.ts";
-import { LocalTarget } from "../src/target/local_target.ts";
+import {
+  describeMachine,
+  findQemus,
+  migrateQemuGang,
+  QemuGuest,
+  readPemFile,
+  readTokenFile,
+  RemoteTarget,
+  SwitchOverError,
+} from "../mod.ts";
+
+const USAGE = "usage: deno run -A examples/evacuate.ts --target HOST:PORT " +
+  "(--ca FILE --token-file FILE | --insecure) [--server-name NAME] [--max-bandwidth B] " +
+  "[--dry-run] [--json] (--all | QMP_SOCKET...)";
+const say = (text: string) => console.error(`evacuate: ${text}`);
+const fail = (text: string, code = 1): never => {
+  say(text);
+  Deno.exit(code);
+};
 
 const { values, positionals } = parseArgs({
   args: Deno.args[0] === "--" ? Deno.args.slice(1) : Deno.args,
   allowPositionals: true,
   options: {
-    "target-dir": { type: "string" },
-    "target-netns": { type: "string" },
-    "target-address": { type: "string" },
-    "device-state-port": { type: "string" },
+    target: { type: "string" },
+    ca: { type: "string" },
+    "token-file": { type: "string" },
+    "server-name": { type: "string" },
+    insecure: { type: "boolean" },
     "max-bandwidth": { type: "string" },
+    "dry-run": { type: "boolean" },
+    json: { type: "boolean" },
+    all: { type: "boolean" },
   },
 });
-const say = (text: string) => console.error(`evacuate: ${text}`);
 
-// Step 1 -- the gang: guests named on the command line, or every gangway guest here.
-async function gangwayGuestSockets(): Promise<string[]> {
-  const { usable } = await findQemus();
-  return usable
-    .filter((q) => q.commandLine.machine.backendId === "gangway-ram")
-    .map((q) => q.commandLine.instance.qmpPath);
+// Step 1 -- the gang: the guests named, or with --all every guest gangway can move.
+const { usable, unusable } = await findQemus();
+const candidates = usable.map((q) => q.commandLine.instance.qmpPath);
+if (positionals.length === 0 && !values.all) {
+  console.error(USAGE);
+  say(`${candidates.length} guests here could move (name them, or pass --all):`);
+  for (const q of usable) {
+    say(`  ${q.commandLine.instance.name}  ${q.commandLine.instance.qmpPath}`);
+  }
+  for (const q of unusable) say(`  cannot move pid ${q.pid}: ${q.reason}`);
+  Deno.exit(2);
 }
-const sockets = positionals.length > 0 ? positionals : await gangwayGuestSockets();
+if (!values.target) fail(`--target HOST:PORT is required\n${USAGE}`, 2);
+const [hostname, port] = [
+  values.target!.replace(/:\d+$/, ""),
+  Number(/:(\d+)$/.exec(values.target!)?.[1]),
+];
+if (!hostname || !Number.isInteger(port)) {
+  fail(`--target must be HOST:PORT, not "${values.target}"`, 2);
+}
+
 const sources: QemuGuest[] = [];
-for (const socket of sockets) {
+for (const socket of positionals.length > 0 ? positionals : candidates) {
   const guest = await QemuGuest.attach(socket);
   // A destination still waiting for its migration is not a guest to move.
   if ((await guest.status()).status === "inmigrate") await guest.detach();
   else sources.push(guest);
 }
-if (sources.length === 0) {
-  say("no guest to evacuate");
-  Deno.exit(0);
-}
-say(`evacuating ${sources.length} guests: ${sources.map((g) => g.name).join(", ")}`);
+if (sources.length === 0) fail("no guest to evacuate", 2);
+const detachAll = () => Promise.all(sources.map((s) => s.detach().catch(() => {})));
 
-// Step 2 -- the target: a receiver and the destinations' RAM directory (in a namespace if asked).
-const netns = values["target-netns"];
-const target = await LocalTarget.start({
-  dir: values["target-dir"],
-  commandPrefix: netns ? ["ip", "netns", "exec", netns] : undefined,
-  address: values["target-address"],
-  deviceStatePort: values["device-state-port"] ? Number(values["device-state-port"]) : undefined,
+// Step 2 -- the target agent: TLS with its CA and the token, or plain TCP when insisted on.
+const target = await RemoteTarget.connect({ hostname, port }, {
+  ...(values.insecure ? { insecure: true } : {
+    ca: values.ca ? await readPemFile(values.ca, "CA certificate") : undefined,
+    token: values["token-file"] ? await readTokenFile(values["token-file"]) : undefined,
+  }),
+  serverName: values["server-name"],
+}).catch(async (error) => {
+  await detachAll();
+  return fail(error instanceof Error ? error.message : String(error));
 });
 
+if (values["dry-run"]) {
+  say(`would move ${sources.length} guests to ${values.target}; the agent would start:`);
+  for (const source of sources) {
+    const d = await describeMachine(source.name, source.machine);
+    say(
+      `  ${d.name}: ${d.memoryMiB} MiB, ${d.cpus} vCPU, ${d.accelerator}` +
+        (d.kernel ? `, kernel ${d.kernel.name}, initrd ${d.initrd!.name}` : "") +
+        `, "${d.kernelArgs.join(" ")}"`,
+    );
+  }
+  await target.close();
+  await detachAll();
+  Deno.exit(0);
+}
+
 // Step 3 -- scan, live rounds, pause, final round, verify, switch over.
+say(
+  `evacuating ${sources.length} guests to ${values.target}: ${
+    sources.map((g) => g.name).join(", ")
+  }`,
+);
 try {
   const { report, destinations } = await migrateQemuGang(sources, target, {
     maxBandwidth: values["max-bandwidth"] ? Number(values["max-bandwidth"]) : undefined,
@@ -82,8 +135,18 @@ try {
           `${r.pages.sentIdentical} pages as references`,
       ),
   });
-  for (const guest of report.guests) {
-    say(`${guest.name}: running at the target, downtime ${guest.downtimeMs.toFixed(0)} ms`);
+  // Checked at the target, through the agent, after `cont`.
+  const states = await Promise.all(destinations.map((d) => d.state()));
+  const guests = report.guests.map((guest, i) => ({
+    ...guest,
+    running: states[i]?.running === true,
+  }));
+  for (const guest of guests) {
+    say(
+      `${guest.name}: ${guest.running ? "running" : "NOT running"} at the target, downtime ${
+        guest.downtimeMs.toFixed(0)
+      } ms`,
+    );
   }
   say(
     `moved ${(report.transfer.guestBytes / 2 ** 20).toFixed(0)} MiB of guest RAM with ` +
@@ -91,17 +154,20 @@ try {
         report.seconds.toFixed(1)
       } s`,
   );
-  console.log(JSON.stringify(report));
-  // The destinations keep running; let go of them.
-  for (const destination of destinations) await destination.detach();
+  if (values.json) console.log(JSON.stringify({ ...report, guests }));
+  if (!guests.every((g) => g.running)) Deno.exitCode = 1;
 } catch (error) {
-  say(
-    `failed, the guests still run where they were: ${
-      error instanceof Error ? error.message : error
-    }`,
-  );
-  for (const source of sources) await source.detach().catch(() => {});
+  if (error instanceof SwitchOverError) {
+    say(
+      `${error.moved.length} guests moved (${error.moved.join(", ") || "none"}); ` +
+        `${error.stayed.join(", ")} still run here: ${error.message}`,
+    );
+    if (values.json) console.log(JSON.stringify(error.result.report));
+  } else {
+    say(`failed, every guest still runs here: ${error instanceof Error ? error.message : error}`);
+  }
   Deno.exitCode = 1;
 } finally {
+  await detachAll();
   await target.close();
 }

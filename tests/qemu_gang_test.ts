@@ -3,6 +3,8 @@ import { QemuGuest } from "../src/qemu/guest.ts";
 import type { Heartbeat } from "../src/qemu/heartbeat.ts";
 import { migrateQemuGang } from "../src/gang_migration.ts";
 import { LocalTarget } from "../src/target/local_target.ts";
+import { findQemus } from "../src/qemu/discover.ts";
+import { join } from "node:path";
 import { PAGE_SIZE, RamFile } from "../src/native/ram_file.ts";
 import { assertContinued, fileExists, Guests, testImage, uniqueName } from "./qemu_helpers.ts";
 
@@ -21,6 +23,17 @@ async function bootGang(guests: Guests): Promise<QemuGuest[]> {
   ));
   await Promise.all(sources.map((s) => s.waitUntilBooted()));
   return sources;
+}
+
+/** Kills the QEMU whose RAM is in this file (a destination dying) and waits for it to go. */
+async function killQemuOf(ramPath: string): Promise<void> {
+  const { usable } = await findQemus();
+  const found = usable.find((q) => q.commandLine.instance.ramPath === ramPath);
+  assert(found, `a QEMU runs with its RAM in "${ramPath}"`);
+  Deno.kill(found.pid, "SIGKILL");
+  for (let tries = 0; (await findQemus()).usable.some((q) => q.pid === found.pid); tries++) {
+    assert(tries < 100, `QEMU ${found.pid} did not exit`);
+  }
 }
 
 /** Compares two RAM files page run by page run, naming the first difference. */
@@ -58,12 +71,16 @@ Deno.test("migrateQemuGang() moves live guests whose heartbeat goes on at the ta
           false,
           "the source is paused for the switch-over",
         );
-        assertSameRam(source.ramPath, destination.ramPath); // the RAM as it was at the stop
+        // The RAM as it was at the stop.
+        assertSameRam(source.ramPath, join(target.dir, destination.name));
         lastBeats.set(source.name, (await source.heartbeat())!);
       }
     },
   });
-  for (const destination of destinations) guests.add(destination);
+  // Checked through the agent after `cont`.
+  for (const destination of destinations) {
+    assertEquals((await destination.state()).status, "running");
+  }
 
   assertEquals(report.guests.map((g) => g.migrated), [true, true]);
   assert(report.transfer.verified);
@@ -72,8 +89,16 @@ Deno.test("migrateQemuGang() moves live guests whose heartbeat goes on at the ta
     assert(guest.downtimeMs > 0 && guest.deviceStateBytes > 0, JSON.stringify(guest));
     assertEquals(guest.ramBytes, 128 * 2 ** 20);
   }
-  for (const [i, destination] of destinations.entries()) {
-    await assertContinued(lastBeats.get(sources[i]!.name)!, destination);
+  const kept = await target.remote.keptGuests();
+  for (const source of sources) {
+    const found = kept.find((k) => k.name === source.name)!;
+    assertEquals(found.ramPath, join(target.dir, source.name));
+    const destination = await QemuGuest.attach(found.qmpPath);
+    try {
+      await assertContinued(lastBeats.get(source.name)!, destination);
+    } finally {
+      await destination.detach();
+    }
   }
   for (const source of sources) {
     assert(!source.alive, `the source QEMU of "${source.name}" is gone`);
@@ -101,8 +126,8 @@ Deno.test("migrateQemuGang() leaves every source running when a destination dies
     () =>
       migrateQemuGang(sources, target, {
         beforeSwitchOver: async (pairs) => {
-          destinationRams = pairs.map((p) => p.destination.ramPath);
-          await pairs[1]!.destination.kill();
+          destinationRams = pairs.map((p) => join(target.dir, p.destination.name));
+          await killQemuOf(destinationRams[1]!);
         },
       }),
     Error,

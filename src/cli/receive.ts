@@ -22,9 +22,9 @@
  */
 import { lockDirectory } from "../native/dir_lock.ts";
 import { type ReceiverEvent, serveGangs } from "../transfer/receiver.ts";
-import { listenForSenders, type ListenForSendersOptions } from "../transport/listen_for_senders.ts";
-import { readPemFile, readTokenFile } from "../transport/credentials.ts";
+import { listenForSenders } from "../transport/listen_for_senders.ts";
 import { parseCli, runMain, UsageError } from "./_cli.ts";
+import { listenerTransport } from "./_listener_transport.ts";
 import { parseAddress, parseCount, parseSize } from "./_units.ts";
 
 const USAGE = "usage: deno task receive -- --listen HOST:PORT --dir DIR " +
@@ -47,48 +47,6 @@ function describe(e: ReceiverEvent): string {
     case "failed":
       return `${e.peer}: failed: ${e.error}`;
   }
-}
-
-/** The listener's transport and the token, from the transport flags (see the module doc). */
-async function transportOptions(values: {
-  cert?: string;
-  key?: string;
-  "token-file"?: string;
-  insecure?: boolean;
-}, listen: string): Promise<{ listen: ListenForSendersOptions; token?: string }> {
-  const tls = values.cert !== undefined || values.key !== undefined;
-  if (values.insecure) {
-    if (tls) throw new UsageError("--insecure cannot be combined with --cert or --key");
-    console.error(
-      `warning: --insecure: guest RAM arrives unencrypted, and anyone who can reach ${listen} ` +
-        (values["token-file"] ? "and knows the token " : "") +
-        "can send a gang; use it only on a network you trust",
-    );
-    const token = values["token-file"] ? await readTokenFile(values["token-file"]) : undefined;
-    return { listen: { insecure: true }, token };
-  }
-  if (!tls) {
-    throw new UsageError(
-      "receive needs --cert FILE --key FILE --token-file FILE (TLS, see deno task certs), " +
-        "or --insecure for plain TCP on a network you trust",
-    );
-  }
-  if (values.cert === undefined || values.key === undefined) {
-    throw new UsageError("TLS needs both --cert FILE and --key FILE");
-  }
-  if (values["token-file"] === undefined) {
-    throw new UsageError(
-      "--token-file FILE is required with TLS: the certificate proves the receiver, " +
-        "the token the sender",
-    );
-  }
-  return {
-    listen: {
-      cert: await readPemFile(values.cert, "certificate"),
-      key: await readPemFile(values.key, "private key"),
-    },
-    token: await readTokenFile(values["token-file"]),
-  };
 }
 
 async function main(args: string[]): Promise<void> {
@@ -121,7 +79,7 @@ async function main(args: string[]): Promise<void> {
     handshakeTimeoutMs: millis("handshake-timeout"),
     idleTimeoutMs: millis("idle-timeout"),
   };
-  const transport = await transportOptions(values, values.listen);
+  const transport = await listenerTransport(values, values.listen, "receive");
   const log = (event: ReceiverEvent) => {
     if (values.json) console.log(JSON.stringify(event));
     console.error(`receive: ${describe(event)}`);

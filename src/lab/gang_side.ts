@@ -2,32 +2,30 @@
  * The gangway side of a lab run, as its own process on the lab's source
  * host: one Deno process cannot be in two network namespaces, and
  * gangway's sender must send over the lab link. It attaches to the running
- * source guests by their QMP sockets, starts a target (receiver and
- * destination QEMUs, on the target host), migrates the gang with
- * `migrateQemuGang`, times it, and leaves the destinations running for the
- * lab to check. Started by `migrateGangWithGangway`.
+ * source guests by their QMP sockets, connects to the target agent on the
+ * target host, migrates the gang with `migrateQemuGang`, times it, and
+ * leaves the destinations running at the target for the lab to check.
+ * Started by `migrateGangWithGangway`.
  *
  *   deno run --allow-ffi --allow-read --allow-write --allow-net --allow-run --allow-env
- *     src/lab/gang_side.ts --target-dir DIR --run-dir DIR [--target-netns NS]
- *     [--target-address ADDR] [--device-state-port PORT] [--max-bandwidth BYTES_PER_S]
- *     [--insecure] [--compression auto|zstd|none] QMP...
+ *     src/lab/gang_side.ts --target HOST:PORT (--ca FILE --token-file FILE | --insecure)
+ *     [--max-bandwidth BYTES_PER_S] [--compression auto|zstd|none] QMP...
  *
  * Progress goes to stderr, one line each; the result ({@linkcode GangSideResult})
- * to stdout as one JSON line. The transport is TLS with a throwaway CA,
- * certificate and token made for the run (`LocalTarget`), or plain TCP with
- * `--insecure`. Temporary files go where TMPDIR says (the lab's run directory).
+ * to stdout as one JSON line.
  *
  * @module
  */
 import { parseArgs } from "node:util";
-import { join } from "node:path";
-import { migrateQemuGang, type MigrationTarget, type QemuGangReport } from "../gang_migration.ts";
+import { migrateQemuGang, type QemuGangReport } from "../gang_migration.ts";
 import { QemuGuest } from "../qemu/guest.ts";
-import { LocalTarget } from "../target/local_target.ts";
+import { RemoteTarget } from "../target/remote_target.ts";
+import type { KeptGuest } from "../target/agent_host.ts";
+import type { TargetAddress } from "../transport/connect_target.ts";
+import { readPemFile, readTokenFile } from "../transport/credentials.ts";
 import type { CompressionMode } from "../transfer/compression_policy.ts";
 import type { GangwayBreakdown } from "./measurement.ts";
 import { exitOnSignal } from "./netns_signal.ts";
-import { secondsBetween } from "./_time.ts";
 
 /** What the gang runner prints on stdout when the gang runs at the target. */
 export interface GangSideResult {
@@ -37,89 +35,57 @@ export interface GangSideResult {
   tmtSeconds: number;
   /** Where the time went. */
   breakdown: GangwayBreakdown;
-  /** The destinations, running, by QMP socket. */
-  destinations: { name: string; qmpPath: string }[];
+  /** The destinations, running at the target, as the agent reports them. */
+  destinations: KeptGuest[];
 }
 
 /** Options of {@linkcode runGangSide}. */
 export interface GangSideOptions {
   /** QMP sockets of the running source guests. */
   sockets: string[];
-  /** Directory of the destinations' RAM files. */
-  targetDir: string;
-  /** Directory of the destinations' QMP sockets and logs. */
-  runDir: string;
-  /** Network namespace of the target host, if any. */
-  targetNetns?: string;
-  /** The target's address. Default 127.0.0.1. */
-  targetAddress?: string;
-  /** First TCP port of QEMU's device state (one per guest); default unix sockets. */
-  deviceStatePort?: number;
+  /** The target agent. */
+  target: TargetAddress;
+  /** The agent's CA (PEM text) and token; none with `insecure`. */
+  ca?: string;
+  token?: string;
+  /** Plain TCP instead of TLS. Default false. */
+  insecure?: boolean;
   /** Gangway's own bandwidth cap in bytes per second. */
   maxBandwidth?: number;
-  /** Plain TCP instead of TLS (with a throwaway CA made for the run). Default false. */
-  insecure?: boolean;
   /** Compression of page data: "auto" (the engine's default), "zstd" or "none". */
   compression?: CompressionMode;
   /** Progress lines. */
   say: (line: string) => void;
 }
 
-/** The steps of `migrateQemuGang` that bound the measurement. */
-const SCAN_STEP = "Scanning and sending the gang's RAM";
-const PAUSE_STEP = "Pausing the gang for the final round";
-const SWITCH_STEP = "Switching over";
-
 /**
- * Migrates running guests as a gang to a local target and times it.
+ * Migrates running guests as a gang to the target agent and times it.
  *
  * Requires `--allow-ffi`, `--allow-run`, `--allow-net`, `--allow-read`,
  * `--allow-write`, `--allow-env`.
  *
  * @param options Guests, target, cap, progress
- * @returns The result; the destinations run, detached
+ * @returns The result; the destinations run at the target
  * @throws Error when the gang cannot be moved (the sources then run again)
  */
 export async function runGangSide(options: GangSideOptions): Promise<GangSideResult> {
   const sources: QemuGuest[] = [];
   for (const socket of options.sockets) sources.push(await QemuGuest.attach(socket));
-  const netns = options.targetNetns;
-  const target = await LocalTarget.start({
-    dir: options.targetDir,
-    runDir: options.runDir,
-    commandPrefix: netns ? ["ip", "netns", "exec", netns] : undefined,
-    address: options.targetAddress,
-    deviceStatePort: options.deviceStatePort,
-    insecure: options.insecure,
-  });
-  const started: QemuGuest[] = [];
-  // Interrupted: end what this process started; the lab removes the files.
-  using _signals = exitOnSignal(async () => {
-    await Promise.allSettled(started.map((guest) => guest.kill()));
-    await target.close();
-  });
-  const counted: MigrationTarget = {
-    startDestination: async (source) => {
-      const destination = await target.startDestination(source);
-      started.push(destination.guest);
-      return destination;
-    },
-    connect: () => target.connect(),
-    token: target.token,
-  };
-  const t0 = performance.now();
-  const at = new Map<string, number>();
+  const target = await RemoteTarget.connect(
+    options.target,
+    options.insecure ? { insecure: true } : { ca: options.ca, token: options.token },
+  );
+  // Interrupted: closing the control connection makes the agent stop what it started.
+  using _signals = exitOnSignal(() => target.close());
   const roundEnds: number[] = [];
   try {
-    const { report, destinations } = await migrateQemuGang(sources, counted, {
+    const t0 = performance.now();
+    const { report } = await migrateQemuGang(sources, target, {
       maxBandwidth: options.maxBandwidth,
       compression: options.compression,
-      onStep: (step) => {
-        at.set(step, performance.now());
-        options.say(step);
-      },
+      onStep: (step) => options.say(step),
       onRound: (round) => {
-        roundEnds.push(performance.now());
+        roundEnds.push((performance.now() - t0) / 1000);
         options.say(
           `round ${round.round}${round.final ? " (final)" : ""}: ${
             (round.bytesOnWire / 1e6).toFixed(1)
@@ -128,33 +94,28 @@ export async function runGangSide(options: GangSideOptions): Promise<GangSideRes
         );
       },
     });
-    const end = Math.max(...destinations.map((d) => d.lastResumeAt ?? performance.now()));
-    const scan = at.get(SCAN_STEP) ?? t0;
+    const { timeline } = report;
     const firstRound = report.transfer.rounds[0];
-    const firstRoundStart = (roundEnds[0] ?? scan) - (firstRound?.seconds ?? 0) * 1000;
+    const firstRoundStart = (roundEnds[0] ?? timeline.transfer) - (firstRound?.seconds ?? 0);
     const breakdown: GangwayBreakdown = {
-      setupSeconds: secondsBetween(t0, scan),
-      prepareSeconds: secondsBetween(scan, firstRoundStart),
+      setupSeconds: timeline.transfer,
+      prepareSeconds: Math.max(0, firstRoundStart - timeline.transfer),
       rounds: report.transfer.rounds.map((r) => ({
         round: r.round,
         final: r.final,
         seconds: r.seconds,
         bytesOnWire: r.bytesOnWire,
       })),
-      pausedSeconds: secondsBetween(at.get(PAUSE_STEP) ?? scan, at.get(SWITCH_STEP) ?? end),
-      switchOverSeconds: secondsBetween(at.get(SWITCH_STEP) ?? end, end),
+      pausedSeconds: timeline.switchOver - timeline.paused,
+      switchOverSeconds: timeline.running - timeline.switchOver,
     };
-    const result: GangSideResult = {
+    const names = new Set(report.guests.map((g) => g.name));
+    return {
       report,
-      tmtSeconds: secondsBetween(scan, end),
+      tmtSeconds: timeline.running - timeline.transfer,
       breakdown,
-      destinations: destinations.map((d) => ({
-        name: d.name,
-        qmpPath: join(d.runDir, `${d.name}.qmp`),
-      })),
+      destinations: (await target.keptGuests()).filter((g) => names.has(g.name)),
     };
-    for (const destination of destinations) await destination.detach();
-    return result;
   } catch (error) {
     for (const source of sources) await source.detach().catch(() => {});
     throw error;
@@ -168,11 +129,9 @@ if (import.meta.main) {
     args: Deno.args,
     allowPositionals: true,
     options: {
-      "target-dir": { type: "string" },
-      "run-dir": { type: "string" },
-      "target-netns": { type: "string" },
-      "target-address": { type: "string" },
-      "device-state-port": { type: "string" },
+      target: { type: "string" },
+      ca: { type: "string" },
+      "token-file": { type: "string" },
       "max-bandwidth": { type: "string" },
       insecure: { type: "boolean" },
       compression: { type: "string" },
@@ -180,20 +139,17 @@ if (import.meta.main) {
   });
   const number = (text: string | undefined) => text === undefined ? undefined : Number(text);
   try {
-    if (!values["target-dir"] || !values["run-dir"] || positionals.length === 0) {
-      throw new Error(
-        "Cannot run the gang side: --target-dir, --run-dir and QMP sockets are needed",
-      );
+    const [hostname, port] = (values.target ?? "").split(":");
+    if (!hostname || !port || positionals.length === 0) {
+      throw new Error("Cannot run the gang side: --target HOST:PORT and QMP sockets are needed");
     }
     const result = await runGangSide({
       sockets: positionals,
-      targetDir: values["target-dir"],
-      runDir: values["run-dir"],
-      targetNetns: values["target-netns"],
-      targetAddress: values["target-address"],
-      deviceStatePort: number(values["device-state-port"]),
-      maxBandwidth: number(values["max-bandwidth"]),
+      target: { hostname, port: Number(port) },
+      ca: values.ca ? await readPemFile(values.ca, "CA certificate") : undefined,
+      token: values["token-file"] ? await readTokenFile(values["token-file"]) : undefined,
       insecure: values.insecure,
+      maxBandwidth: number(values["max-bandwidth"]),
       compression: values.compression as CompressionMode | undefined,
       say: (line) => console.error(line),
     });

@@ -1,20 +1,23 @@
 /**
- * Gangway's side of the comparison: the booted gang is handed to a gang
- * runner process on the source host (`gang_side.ts`), which migrates it
- * to the target host over the lab link; the lab counts the link's bytes
- * around it and takes the destinations back to check them.
+ * Gangway's side of the comparison: a target agent is started on the
+ * target host, the booted gang is handed to a gang runner process on the
+ * source host (`gang_side.ts`), which migrates it to the agent over the
+ * lab link; the lab counts the link's bytes around it and reaches the
+ * destinations on the target host to check them.
  *
  * @module
  */
+import { fileURLToPath } from "node:url";
 import { QemuGuest } from "../qemu/guest.ts";
 import type { BootedGang } from "./gang_spec.ts";
 import type { GangSideResult } from "./gang_side.ts";
 import type { CompressionMode } from "../transfer/compression_policy.ts";
 import type { MigrationOutcome } from "./measurement.ts";
 import type { LabSession } from "./session.ts";
-import { forEachLine, freePortRun } from "./_streams.ts";
+import { forEachLine } from "./_streams.ts";
+import { startTargetAgent } from "./target_host.ts";
 
-const GANG_SIDE = new URL("./gang_side.ts", import.meta.url).pathname;
+const GANG_SIDE = fileURLToPath(new URL("./gang_side.ts", import.meta.url));
 /** What the gang runner may do: the page library, QEMU and the receiver, QMP, RAM files. */
 const GANG_SIDE_PERMISSIONS = [
   "--allow-ffi",
@@ -39,8 +42,6 @@ export interface GangwayMethodOptions {
   compression?: CompressionMode;
 }
 
-/** First TCP port of the device state at the target host, one per guest. */
-const DEVICE_STATE_PORT = 4600;
 /** Lines of the gang runner's stderr kept for an error message. */
 const KEPT_LINES = 30;
 
@@ -76,21 +77,18 @@ export async function migrateGangWithGangway(
   const sourceLogs = new Map(gang.guests.map((guest) => [guest.name, guest]));
   // QMP serves one client: let go so the runner can attach (the session still knows the pids).
   for (const guest of gang.guests) await guest.detach();
+  const agent = await startTargetAgent(session, { insecure: options.insecure });
+  const credentials = agent.credentials;
   const args = [
     "run",
     ...GANG_SIDE_PERMISSIONS,
     GANG_SIDE,
-    "--target-dir",
-    session.hostRamDir("target"),
-    "--run-dir",
-    session.hostRunDir("target"),
-    "--target-address",
-    net.target.address,
-    "--device-state-port",
-    String(net.mode === "netns" ? DEVICE_STATE_PORT : freePortRun(gang.guests.length)),
-    ...(net.target.namespace ? ["--target-netns", net.target.namespace] : []),
+    "--target",
+    `${agent.address.hostname}:${agent.address.port}`,
+    ...(credentials
+      ? ["--ca", credentials.caFile, "--token-file", credentials.tokenFile]
+      : ["--insecure"]),
     ...(session.loopbackCap ? ["--max-bandwidth", String(session.loopbackCap)] : []),
-    ...(options.insecure ? ["--insecure"] : []),
     ...(options.compression ? ["--compression", options.compression] : []),
     ...sockets,
   ];
@@ -123,8 +121,10 @@ export async function migrateGangWithGangway(
   }
   const result = JSON.parse(stdout.trim().split("\n").at(-1)!) as GangSideResult;
   const moved = [];
-  for (const { name, qmpPath } of result.destinations) {
-    const destination = session.track(await QemuGuest.attach(qmpPath));
+  for (const { name, qmpPath, pid } of result.destinations) {
+    // The lab, operator of both hosts, reaches host B's files through its processes.
+    const root = net.target.namespace !== null ? `/proc/${pid}/root` : "";
+    const destination = session.track(await QemuGuest.attach(root + qmpPath, { root }));
     moved.push({ source: sourceLogs.get(name)!, destination });
   }
   const { report } = result;

@@ -60,6 +60,12 @@ export const FrameType = {
   Done: 30,
   /** Receiver: every guest's digest matched; the gang is complete. */
   Verified: 31,
+  /** Target agent, either side: a JSON request or answer (docs/agent.md). */
+  Control: 40,
+  /** Target agent, source to agent: a piece of a file announced by a `put` request. */
+  FileData: 41,
+  /** Target agent: opens (and, from the agent, accepts) a connection carrying a guest's device state. */
+  DeviceState: 42,
 } as const;
 
 /** A frame type number. */

@@ -25,6 +25,7 @@ import {
   type Hello,
   MAX_BODY_BYTES,
   ProtocolError,
+  type WireGuest,
 } from "./protocol.ts";
 import { openTargetFiles, TargetSession } from "./target_session.ts";
 
@@ -58,6 +59,11 @@ export interface ReceiverOptions {
   idleTimeoutMs?: number;
   /** Receives a line for each event worth a log. */
   log?: (event: ReceiverEvent) => void;
+  /**
+   * The only gang accepted, when set: exactly these guests with these
+   * sizes, in any order (a target agent's prepared destinations).
+   */
+  expectedGuests?: readonly WireGuest[];
 }
 
 /** Something the receiver did, for its log. */
@@ -93,7 +99,7 @@ export const RECEIVER_DEFAULTS = {
 } as const;
 
 /** Compares two secrets in time that depends on their lengths only. */
-function sameSecret(given: string, expected: string): boolean {
+export function sameSecret(given: string, expected: string): boolean {
   const a = textEncoder.encode(given);
   const b = textEncoder.encode(expected);
   let diff = a.length ^ b.length;
@@ -130,6 +136,15 @@ function refusal(hello: Hello, options: ReceiverOptions): string | undefined {
   }
   if (gangBytes > maxGang) {
     return `the gang has ${gangBytes} bytes, over the limit of ${maxGang}`;
+  }
+  const expected = options.expectedGuests;
+  if (expected) {
+    const sizes = new Map(expected.map((g) => [g.name, g.size]));
+    const wrong = hello.guests.find((g) => sizes.get(g.name) !== g.size);
+    if (wrong || hello.guests.length !== expected.length) {
+      return "its guests are not the ones whose destinations were prepared" +
+        (wrong ? ` ("${wrong.name}")` : "");
+    }
   }
   return undefined;
 }
@@ -316,6 +331,44 @@ export async function receiveGang(
   options: ReceiverOptions,
 ): Promise<ReceivedGang> {
   return await receiveSession(await readHandshake(conn, options), options);
+}
+
+/**
+ * Receives a gang whose HELLO frame another server has read already (a
+ * target agent, which reads the first frame to tell its connections
+ * apart): checks the HELLO and the token as {@linkcode receiveGang} does,
+ * then receives the gang.
+ *
+ * Requires `--allow-ffi` (and `--allow-write` to remove files on failure).
+ *
+ * @param conn The connection, after its TLS handshake
+ * @param reader Its reader, positioned after the HELLO frame
+ * @param helloBody The HELLO frame's body
+ * @param options The receiver's limits and token
+ * @param release Called once the target directory is free again
+ */
+export async function receiveGangAfterHello(
+  conn: Deno.Conn,
+  reader: FrameReader,
+  helloBody: Uint8Array,
+  options: ReceiverOptions,
+  release?: (completed: boolean) => void,
+): Promise<ReceivedGang> {
+  const peer = peerName(conn);
+  let hello: Hello;
+  try {
+    hello = decodeHello(helloBody);
+    const refused = refusal(hello, options);
+    if (refused) throw new ProtocolError(`Gang refused: ${refused}`);
+  } catch (error) {
+    await endWithError(conn, peer, error, options, true);
+    throw error;
+  }
+  return await receiveSession(
+    { conn, peer, reader, hello, started: performance.now() },
+    options,
+    release,
+  );
 }
 
 /** Applies frames until DONE; returns the verified digests. */

@@ -1,0 +1,105 @@
+/**
+ * `deno task agent -- --listen HOST:PORT --dir DIR (--cert FILE --key FILE
+ * --token-file FILE | --insecure [--token-file FILE]) [--images DIR]
+ * [--run-dir DIR] [--max-guests N] [--max-memory SIZE] [--qemu-binary PATH]
+ * [--accelerators tcg,kvm] [--json] [--handshake-timeout SECONDS]
+ * [--idle-timeout SECONDS]`
+ *
+ * The target agent: the long-lived server of a host that gangs are
+ * evacuated to (docs/agent.md). It serves one gang at a time on its one
+ * port: starts the destination QEMUs from checked machine descriptions,
+ * writes their RAM to DIR/<guest-name> (DIR is locked: one agent per
+ * directory), carries their device state, and starts them. Guests that
+ * moved here keep running after their gang, and after the agent exits.
+ * Logs one line per event on stderr (with --json, one JSON object per
+ * event on stdout). SIGINT or SIGTERM stop it; a gang under way is then
+ * abandoned: its sources run on.
+ *
+ * Requires `--allow-all` (QEMU, the page library, files under /dev/shm and /run).
+ *
+ * @module
+ */
+import { lockDirectory } from "../native/dir_lock.ts";
+import { listenForSenders } from "../transport/listen_for_senders.ts";
+import { type AgentEvent, serveAgent } from "../target/agent.ts";
+import { parseCli, runMain, UsageError } from "./_cli.ts";
+import { listenerTransport } from "./_listener_transport.ts";
+import { parseAddress, parseCount, parseSize } from "./_units.ts";
+
+const USAGE = "usage: deno task agent -- --listen HOST:PORT --dir DIR " +
+  "(--cert FILE --key FILE --token-file FILE | --insecure [--token-file FILE]) " +
+  "[--images DIR] [--run-dir DIR] [--max-guests N] [--max-memory SIZE] [--qemu-binary PATH] " +
+  "[--accelerators tcg,kvm] [--json] [--handshake-timeout SECONDS] [--idle-timeout SECONDS]";
+
+/** Where the agent keeps its own files unless told otherwise. */
+const DEFAULT_RUN_DIR = "/run/gangway-agent";
+
+function describe(e: AgentEvent): string {
+  const { event, ...rest } = e;
+  const peer = typeof rest.peer === "string" ? `${rest.peer}: ` : "";
+  delete rest.peer;
+  const details = Object.entries(rest).map(([k, v]) =>
+    `${k} ${typeof v === "string" ? v : JSON.stringify(v)}`
+  );
+  return `${peer}${event}${details.length > 0 ? `: ${details.join(", ")}` : ""}`;
+}
+
+async function main(args: string[]): Promise<void> {
+  const { values } = parseCli(args, {
+    listen: { type: "string" },
+    dir: { type: "string" },
+    cert: { type: "string" },
+    key: { type: "string" },
+    "token-file": { type: "string" },
+    insecure: { type: "boolean" },
+    images: { type: "string" },
+    "run-dir": { type: "string" },
+    "max-guests": { type: "string" },
+    "max-memory": { type: "string" },
+    "qemu-binary": { type: "string" },
+    accelerators: { type: "string" },
+    json: { type: "boolean" },
+    "handshake-timeout": { type: "string" },
+    "idle-timeout": { type: "string" },
+  });
+  if (!values.listen) throw new UsageError("--listen is required");
+  if (!values.dir) throw new UsageError("--dir is required");
+  const address = parseAddress(values.listen, "--listen", true);
+  const millis = (flag: "handshake-timeout" | "idle-timeout", fallback: number) =>
+    values[flag] ? parseCount(values[flag], `--${flag}`) * 1000 : fallback;
+  const maxMemoryMiB = values["max-memory"]
+    ? Math.floor(parseSize(values["max-memory"], "--max-memory") / 2 ** 20)
+    : Math.floor(Deno.systemMemoryInfo().total / 2 ** 20);
+  const transport = await listenerTransport(values, values.listen, "agent");
+  const log = (event: AgentEvent) => {
+    if (values.json) console.log(JSON.stringify(event));
+    console.error(`agent: ${describe(event)}`);
+  };
+  const runDir = values["run-dir"] ?? DEFAULT_RUN_DIR;
+  await Deno.mkdir(values.dir, { recursive: true, mode: 0o700 });
+  await Deno.mkdir(runDir, { recursive: true, mode: 0o700 });
+  using _lock = lockDirectory(values.dir);
+  const listener = listenForSenders(address, transport.listen);
+  const stop = new AbortController();
+  Deno.addSignalListener("SIGINT", () => stop.abort());
+  Deno.addSignalListener("SIGTERM", () => stop.abort());
+  await serveAgent(listener, {
+    dir: values.dir,
+    runDir,
+    token: transport.token,
+    imagesDir: values.images,
+    maxGuests: values["max-guests"] ? parseCount(values["max-guests"], "--max-guests") : 64,
+    maxMemoryMiB,
+    qemuBinary: values["qemu-binary"] ?? "qemu-system-x86_64",
+    accelerators: values.accelerators?.split(","),
+    handshakeTimeoutMs: millis("handshake-timeout", 10_000),
+    idleTimeoutMs: millis("idle-timeout", 60_000),
+    signal: stop.signal,
+    log,
+  });
+  Deno.exit(0);
+}
+
+if (import.meta.main) {
+  await runMain(() => main(Deno.args), USAGE);
+}

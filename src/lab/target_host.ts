@@ -1,0 +1,112 @@
+/**
+ * The lab's target host: a target agent running as host B would run it.
+ * In namespace mode B is its own network namespace AND its own mount
+ * namespace, with private tmpfs on /dev/shm, /tmp and /run: it shares only
+ * the read-only project tree and the guest image cache with the source
+ * host, as a real second host has its own install. Its TLS material is
+ * made on the source host and copied onto B before B's /tmp hides it,
+ * the way an operator installs a certificate on a host. In loopback mode
+ * (no root) the agent runs on this host.
+ *
+ * The lab itself, as the operator of both hosts, reaches B's files
+ * through `/proc/PID/root` of B's processes; gangway never does.
+ *
+ * @module
+ */
+import { dirname } from "node:path";
+import { AgentProcess, makeAgentCredentials } from "../target/agent_process.ts";
+import type { LabSession } from "./session.ts";
+
+/** The agent's port on the target host in namespace mode. */
+const AGENT_PORT = 7100;
+/** Where the agent keeps destinations' RAM and its own files on host B. */
+const B_RAM_DIR = "/dev/shm/gangway";
+const B_RUN_DIR = "/run/gangway-agent";
+
+/**
+ * Sets up host B's private mounts, puts back the files of `$0` (a
+ * directory of small text files: the TLS material; "-" for none) at the
+ * same path, and runs the rest of the command line.
+ */
+const PRIVATE_HOST_SCRIPT = `set -e
+carry="$0"
+saved=""
+if [ "$carry" != - ]; then
+  for f in "$carry"/*; do
+    [ -f "$f" ] && saved="$saved$(basename "$f")=$(base64 -w0 < "$f") "
+  done
+fi
+mount -t tmpfs -o mode=0755 gangway-b-run /run
+mount -t tmpfs -o mode=1777 gangway-b-tmp /tmp
+mount -t tmpfs -o mode=1777 gangway-b-shm /dev/shm
+if [ "$carry" != - ]; then
+  mkdir -p -m 0700 "$carry"
+  for pair in $saved; do
+    printf '%s' "\${pair#*=}" | base64 -d > "$carry/\${pair%%=*}"
+    chmod 0600 "$carry/\${pair%%=*}"
+  done
+fi
+exec "$@"`;
+
+/**
+ * The command prefix that runs a program on host B: its network
+ * namespace, a new private mount namespace with its own /dev/shm, /tmp
+ * and /run, and the files of the directory `carry` copied in.
+ */
+export function privateHostPrefix(namespace: string, carry?: string): string[] {
+  return [
+    "ip",
+    "netns",
+    "exec",
+    namespace,
+    "unshare",
+    "--mount",
+    "--propagation",
+    "private",
+    "sh",
+    "-c",
+    PRIVATE_HOST_SCRIPT,
+    carry ?? "-",
+  ];
+}
+
+/** Options of {@linkcode startTargetAgent}. */
+export interface TargetAgentOptions {
+  /** Plain TCP instead of TLS. Default false. */
+  insecure?: boolean;
+}
+
+/**
+ * Starts the target agent on the lab's target host; the session ends it
+ * with the host's other processes.
+ *
+ * Requires `--allow-run`, `--allow-read`, `--allow-write` (and root in namespace mode).
+ */
+export async function startTargetAgent(
+  session: LabSession,
+  options: TargetAgentOptions = {},
+): Promise<AgentProcess> {
+  const host = session.network.target;
+  const credentials = options.insecure
+    ? undefined
+    : await makeAgentCredentials(host.address, session.runDir);
+  const onHostB = host.namespace !== null;
+  try {
+    const agent = await AgentProcess.start({
+      address: host.address,
+      port: onHostB ? AGENT_PORT : 0,
+      insecure: options.insecure,
+      credentials,
+      dir: onHostB ? B_RAM_DIR : session.hostRamDir("target"),
+      runDir: onHostB ? B_RUN_DIR : `${session.hostRunDir("target")}/agent`,
+      imagesDir: dirname(session.image.kernel),
+      commandPrefix: onHostB ? privateHostPrefix(host.namespace!, credentials?.dir) : undefined,
+      stderr: "null",
+    });
+    session.trackChild(agent.server.process);
+    return agent;
+  } catch (error) {
+    if (credentials) await Deno.remove(credentials.dir, { recursive: true }).catch(() => {});
+    throw error;
+  }
+}

@@ -1,0 +1,49 @@
+/**
+ * Copies two connections into each other until both directions end: how
+ * QEMU's migration stream crosses a target agent's connection.
+ *
+ * @module
+ */
+
+/** Bytes per read: QEMU's device state is a few hundred KiB. */
+const PIECE_BYTES = 256 * 1024;
+
+/**
+ * Copies `a` to `b` and `b` to `a`. A direction that reaches its end
+ * closes the other side's writing half; a direction that fails closes
+ * both connections, so neither end waits for data that cannot come.
+ *
+ * @returns The bytes copied each way
+ */
+export async function pipeBothWays(
+  a: Deno.Conn,
+  b: Deno.Conn,
+): Promise<{ aToB: number; bToA: number }> {
+  const closeBoth = () => {
+    for (const conn of [a, b]) {
+      try {
+        conn.close();
+      } catch {
+        // Closed already.
+      }
+    }
+  };
+  const copy = async (from: Deno.Conn, to: Deno.Conn): Promise<number> => {
+    const buffer = new Uint8Array(PIECE_BYTES);
+    let copied = 0;
+    try {
+      for (;;) {
+        const got = await from.read(buffer);
+        if (got === null) break;
+        for (let done = 0; done < got;) done += await to.write(buffer.subarray(done, got));
+        copied += got;
+      }
+      await to.closeWrite().catch(() => {});
+    } catch {
+      closeBoth();
+    }
+    return copied;
+  };
+  const [aToB, bToA] = await Promise.all([copy(a, b), copy(b, a)]);
+  return { aToB, bToA };
+}

@@ -1,0 +1,220 @@
+/**
+ * A source's connections to a target agent: the control connection
+ * (requests and their answers, files sent once) and the connections each
+ * guest's device state takes. See docs/agent.md.
+ *
+ * @module
+ */
+import {
+  connectTarget,
+  type ConnectTargetOptions,
+  formatAddress,
+  type TargetAddress,
+} from "../transport/connect_target.ts";
+import { decodeText, FrameType, frameTypeName } from "../transfer/protocol.ts";
+import {
+  AGENT_VERSION,
+  AgentError,
+  type Answer,
+  decodeJson,
+  encodeFilePiece,
+  encodeJson,
+  FILE_PIECE_BYTES,
+  FrameChannel,
+  MAX_CONTROL_BYTES,
+} from "./agent_protocol.ts";
+import type { FileRef } from "./machine_description.ts";
+
+/** Options of {@linkcode AgentClient.connect}. */
+export interface AgentClientOptions extends ConnectTargetOptions {
+  /** The agent's token. */
+  token?: string;
+  /** Longest wait for an answer (a request may ask for more). Default 60 s. */
+  answerTimeoutMs?: number;
+}
+
+/** How often the control connection says it is alive while nothing else is said. */
+const PING_MS = 10_000;
+
+/** The control connection to a target agent. */
+export class AgentClient {
+  /** Where the agent listens. */
+  readonly address: TargetAddress;
+  /** What the agent said of itself. */
+  readonly limits: { maxGuests: number; maxMemoryMiB: number };
+  readonly #channel: FrameChannel;
+  readonly #options: AgentClientOptions;
+  readonly #waiting = new Map<number, (answer: Answer) => void>();
+  #nextId = 1;
+  #ended: Error | undefined;
+  #ping: ReturnType<typeof setInterval> | undefined;
+
+  private constructor(
+    address: TargetAddress,
+    channel: FrameChannel,
+    options: AgentClientOptions,
+    limits: { maxGuests: number; maxMemoryMiB: number },
+  ) {
+    this.address = address;
+    this.#channel = channel;
+    this.#options = options;
+    this.limits = limits;
+  }
+
+  /**
+   * Connects (TLS with the CA, unless insecure) and presents the token.
+   *
+   * Requires `--allow-net` (the agent).
+   *
+   * @throws Error when the agent cannot be reached, its certificate is not
+   * the CA's, or it refuses the token or is busy
+   */
+  static async connect(address: TargetAddress, options: AgentClientOptions): Promise<AgentClient> {
+    const conn = await connectTarget(address, options);
+    const channel = new FrameChannel(conn, { maxBody: MAX_CONTROL_BYTES, writeTimeoutMs: 30_000 });
+    try {
+      await channel.write(
+        encodeJson(FrameType.Control, {
+          id: 0,
+          op: "hello",
+          version: AGENT_VERSION,
+          token: options.token ?? "",
+        }),
+      );
+      const answer = await readAnswer(channel, options.answerTimeoutMs ?? 60_000);
+      if (!answer.ok) throw new AgentError(answer.error);
+      const client = new AgentClient(address, channel, options, {
+        maxGuests: Number(answer.maxGuests),
+        maxMemoryMiB: Number(answer.maxMemoryMiB),
+      });
+      client.#readAnswers();
+      const ping = setInterval(() => client.request("ping").catch(() => {}), PING_MS);
+      Deno.unrefTimer(ping);
+      client.#ping = ping;
+      return client;
+    } catch (error) {
+      channel.close();
+      throw new Error(
+        `Cannot use the target agent at ${formatAddress(address)}: ${messageOf(error)}`,
+        {
+          cause: error,
+        },
+      );
+    }
+  }
+
+  /**
+   * Sends a request and waits for its answer.
+   *
+   * @throws AgentError with the agent's words when it says no, or Error when the connection ends
+   */
+  async request(
+    op: string,
+    fields: Record<string, unknown> = {},
+    timeoutMs = this.#options.answerTimeoutMs ?? 60_000,
+  ): Promise<Record<string, unknown>> {
+    if (this.#ended) throw this.#ended;
+    const id = this.#nextId++;
+    const answered = new Promise<Answer>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#waiting.delete(id);
+        reject(new Error(`The target agent did not answer "${op}" within ${timeoutMs / 1000} s`));
+      }, timeoutMs);
+      this.#waiting.set(id, (answer) => {
+        clearTimeout(timer);
+        resolve(answer);
+      });
+    });
+    await this.#channel.write(encodeJson(FrameType.Control, { id, op, ...fields }));
+    const answer = await answered;
+    if (!answer.ok) throw new AgentError(answer.error);
+    return answer;
+  }
+
+  /**
+   * Sends a file the agent lacks, in pieces after a `put` request.
+   *
+   * Requires `--allow-read` (the file).
+   */
+  async sendFile(ref: FileRef, path: string): Promise<void> {
+    using file = await Deno.open(path);
+    const answered = this.request("put", { file: ref }, 300_000);
+    const buffer = new Uint8Array(FILE_PIECE_BYTES);
+    for (let sent = 0; sent < ref.size;) {
+      const got = await file.read(buffer.subarray(0, Math.min(buffer.length, ref.size - sent)));
+      if (got === null) throw new Error(`Cannot send "${path}": it shrank while it was sent`);
+      await this.#channel.write(encodeFilePiece(buffer.slice(0, got)));
+      sent += got;
+    }
+    await answered;
+  }
+
+  /**
+   * Opens a guest's device-state connection: the agent answers once it has
+   * reached the destination's migration socket.
+   *
+   * @param key The gang's key, from the `prepare` answer
+   */
+  async openDeviceState(key: string, guest: string): Promise<Deno.Conn> {
+    const conn = await connectTarget(this.address, this.#options);
+    const channel = new FrameChannel(conn, { maxBody: MAX_CONTROL_BYTES, writeTimeoutMs: 30_000 });
+    try {
+      await channel.write(encodeJson(FrameType.DeviceState, { key, guest }));
+      const frame = await channel.reader.next(30_000);
+      if (!frame) throw new Error("the agent closed the connection");
+      if (frame.type === FrameType.Error) throw new AgentError(decodeText(frame.body));
+      if (frame.type !== FrameType.DeviceState) {
+        throw new Error(`the agent answered with a ${frameTypeName(frame.type)} frame`);
+      }
+      return conn;
+    } catch (error) {
+      channel.close();
+      throw new Error(`Cannot carry the device state of guest "${guest}": ${messageOf(error)}`, {
+        cause: error,
+      });
+    }
+  }
+
+  /** Closes the control connection; safe to call twice. */
+  close(): void {
+    clearInterval(this.#ping);
+    this.#end(new Error("The connection to the target agent is closed"));
+    this.#channel.close();
+  }
+
+  #readAnswers(): void {
+    (async () => {
+      for (;;) {
+        const frame = await this.#channel.reader.next();
+        if (!frame) throw new Error("The target agent closed the connection");
+        if (frame.type === FrameType.Error) throw new AgentError(decodeText(frame.body));
+        if (frame.type !== FrameType.Control) {
+          throw new Error(`The target agent sent a ${frameTypeName(frame.type)} frame`);
+        }
+        const answer = decodeJson(frame.body, "An answer") as Answer;
+        this.#waiting.get(answer.id)?.(answer);
+        this.#waiting.delete(answer.id);
+      }
+    })().catch((error) => this.#end(error instanceof Error ? error : new Error(String(error))));
+  }
+
+  #end(error: Error): void {
+    this.#ended ??= error;
+    for (const [id, answer] of this.#waiting) answer({ id, ok: false, error: this.#ended.message });
+    this.#waiting.clear();
+  }
+}
+
+async function readAnswer(channel: FrameChannel, timeoutMs: number): Promise<Answer> {
+  const frame = await channel.reader.next(timeoutMs);
+  if (!frame) throw new Error("the agent closed the connection");
+  if (frame.type === FrameType.Error) throw new AgentError(decodeText(frame.body));
+  if (frame.type !== FrameType.Control) {
+    throw new Error(`the agent answered with a ${frameTypeName(frame.type)} frame`);
+  }
+  return decodeJson(frame.body, "The answer") as Answer;
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,249 @@
+/**
+ * A source's control connection to a target agent, on the agent's side:
+ * the requests that prepare a gang's destinations, take the files they
+ * need, and drive each destination through its switch-over. Requests run
+ * concurrently (a gang switches over all at once) except `put`, whose file
+ * follows it on the same connection.
+ *
+ * A control connection that closes or falls silent while its gang is
+ * under way abandons the gang: destinations already started keep their
+ * guest, the others are stopped and their files removed.
+ *
+ * @module
+ */
+import { FrameType, frameTypeName, ProtocolError } from "../transfer/protocol.ts";
+import {
+  type Answer,
+  decodeJson,
+  encodeJson,
+  type FrameChannel,
+  type Request,
+} from "./agent_protocol.ts";
+import {
+  checkDescription,
+  checkFileRef,
+  DescriptionError,
+  type FileRef,
+  machineOf,
+} from "./machine_description.ts";
+import type { AgentHost } from "./agent_host.ts";
+import { AgentGang } from "./agent_gang.ts";
+
+/** Longest wait a source may ask for in `wait-loaded`. */
+const MAX_WAIT_MS = 300_000;
+
+/** Serves one control connection until it closes. */
+export class ControlSession {
+  readonly #host: AgentHost;
+  readonly #channel: FrameChannel;
+  readonly #peer: string;
+  #gang: AgentGang | undefined;
+
+  /** A session of an authenticated source. */
+  constructor(host: AgentHost, channel: FrameChannel, peer: string) {
+    this.#host = host;
+    this.#channel = channel;
+    this.#peer = peer;
+  }
+
+  /** Reads and answers requests until the source closes the connection, falls silent or breaks the protocol. */
+  async run(): Promise<void> {
+    const running = new Set<Promise<void>>();
+    try {
+      for (;;) {
+        const frame = await this.#channel.reader.next(this.#host.options.idleTimeoutMs);
+        if (!frame) return;
+        if (frame.type !== FrameType.Control) {
+          throw new ProtocolError(`Expected a Control frame, got ${frameTypeName(frame.type)}`);
+        }
+        const request = parseRequest(decodeJson(frame.body, "A control request"));
+        if (request.op === "put") {
+          await this.#answer(request, () => this.#put(request));
+          continue;
+        }
+        const task = this.#answer(request, () => this.#handle(request));
+        running.add(task);
+        task.finally(() => running.delete(task));
+      }
+    } catch (error) {
+      this.#host.log({ event: "failed", peer: this.#peer, error: messageOf(error) });
+    } finally {
+      await Promise.allSettled(running);
+      await this.#abandon();
+      this.#channel.close();
+    }
+  }
+
+  async #answer(request: Request, work: () => Promise<Record<string, unknown>>): Promise<void> {
+    let answer: Answer;
+    try {
+      answer = { id: request.id, ok: true, ...await work() };
+    } catch (error) {
+      answer = { id: request.id, ok: false, error: messageOf(error) };
+    }
+    await this.#channel.write(encodeJson(FrameType.Control, answer)).catch(() => {});
+  }
+
+  async #handle(request: Request): Promise<Record<string, unknown>> {
+    switch (request.op) {
+      case "ping":
+        return {};
+      case "prepare":
+        return await this.#prepare(request.guests);
+      case "guests":
+        return { guests: await this.#host.keptGuests() };
+      case "state": {
+        if (this.#gang?.names.includes(String(request.guest))) break;
+        // A guest that moved here already: its gang is over.
+        const state = await this.#host.keptState(request.guest);
+        if (!state) throw new Error(`No guest ${JSON.stringify(request.guest)} runs here`);
+        return { state, note: "" };
+      }
+    }
+    const gang = this.#gang;
+    if (!gang) throw new Error(`Cannot ${request.op}: no gang is prepared on this connection`);
+    switch (request.op) {
+      case "listen": {
+        await gang.get(request.guest).destination.listen();
+        return {};
+      }
+      case "wait-loaded": {
+        const timeoutMs = Math.min(Number(request.timeoutMs) || 30_000, MAX_WAIT_MS);
+        await gang.get(request.guest).destination.waitLoaded(timeoutMs);
+        return {};
+      }
+      case "resume": {
+        const found = gang.get(request.guest);
+        found.resumed = true;
+        return { state: await found.destination.resume() };
+      }
+      case "state": {
+        const { destination } = gang.get(request.guest);
+        const state = await destination.state();
+        return { state, note: state.alive ? "" : await destination.exitNote() };
+      }
+      case "discard": {
+        const names = stringList(request.guests, "guests");
+        if (await gang.discard(names) === 0) this.#endGang();
+        return {};
+      }
+      case "release": {
+        const kept = await gang.end();
+        this.#endGang();
+        return { kept: await this.#host.keep(kept) };
+      }
+    }
+    throw new Error(`Unknown request "${request.op}"`);
+  }
+
+  async #prepare(guests: unknown): Promise<Record<string, unknown>> {
+    const host = this.#host;
+    if (this.#gang) throw new Error("Cannot prepare a second gang on one connection");
+    if (!Array.isArray(guests) || guests.length === 0) {
+      throw new DescriptionError(
+        'Cannot prepare the gang: field "guests" must be a non-empty list',
+      );
+    }
+    const { maxGuests, maxMemoryMiB } = host.options;
+    if (guests.length > maxGuests) {
+      throw new DescriptionError(
+        `Cannot prepare the gang: ${guests.length} guests are over this agent's limit of ${maxGuests}`,
+      );
+    }
+    const descriptions = guests.map((guest) =>
+      checkDescription(guest, { maxMemoryMiB, accelerators: host.options.accelerators })
+    );
+    const names = new Set(descriptions.map((d) => d.name));
+    if (names.size !== descriptions.length) {
+      throw new DescriptionError("Cannot prepare the gang: two guests have the same name");
+    }
+    const total = descriptions.reduce((sum, d) => sum + d.memoryMiB, 0);
+    if (total > maxMemoryMiB) {
+      throw new DescriptionError(
+        `Cannot prepare the gang: its ${total} MiB of RAM are over this agent's limit of ${maxMemoryMiB} MiB`,
+      );
+    }
+    await host.claimNames([...names]);
+    const missing: FileRef[] = [];
+    const machines = [];
+    for (const description of descriptions) {
+      const files: { kernel?: string; initrd?: string } = {};
+      for (const which of ["kernel", "initrd"] as const) {
+        const ref = description[which];
+        if (!ref) continue;
+        files[which] = await host.files.find(ref);
+        if (!files[which] && !missing.some((m) => m.sha256 === ref.sha256)) missing.push(ref);
+      }
+      machines.push({
+        name: description.name,
+        machine: machineOf(description, files, host.options.qemuBinary),
+      });
+    }
+    if (missing.length > 0) return { missing };
+    const gang = await host.startGang(machines);
+    this.#gang = gang;
+    return { key: gang.key, guests: gang.names };
+  }
+
+  async #put(request: Request): Promise<Record<string, unknown>> {
+    const ref = checkFileRef(request.file);
+    const reader = this.#channel.reader;
+    const idle = this.#host.options.idleTimeoutMs;
+    async function* pieces(): AsyncGenerator<Uint8Array> {
+      for (;;) {
+        const frame = await reader.next(idle);
+        if (!frame) throw new ProtocolError("Connection closed in the middle of a file");
+        if (frame.type !== FrameType.FileData) {
+          throw new ProtocolError(`Expected a FileData frame, got ${frameTypeName(frame.type)}`);
+        }
+        yield frame.body;
+      }
+    }
+    const path = await this.#host.files.receive(ref, pieces());
+    this.#host.log({ event: "file", peer: this.#peer, name: ref.name, sha256: ref.sha256, path });
+    return {};
+  }
+
+  #endGang(): void {
+    this.#gang = undefined;
+    this.#host.endGang();
+  }
+
+  /** The source is gone: keep what took over its guest, stop the rest. */
+  async #abandon(): Promise<void> {
+    const gang = this.#gang;
+    if (!gang) return;
+    this.#gang = undefined;
+    const kept = await gang.end(true);
+    await this.#host.keep(kept);
+    this.#host.log({
+      event: "abandoned",
+      peer: this.#peer,
+      kept: kept.map((k) => k.guest.name),
+    });
+    this.#host.endGang();
+  }
+
+  /** The gang of this session, for the RAM and device-state connections. */
+  get gang(): AgentGang | undefined {
+    return this.#gang;
+  }
+}
+
+function parseRequest(object: Record<string, unknown>): Request {
+  if (typeof object.id !== "number" || typeof object.op !== "string") {
+    throw new ProtocolError("A control request needs a numeric id and an op");
+  }
+  return object as Request;
+}
+
+function stringList(value: unknown, field: string): string[] {
+  if (!Array.isArray(value) || !value.every((v) => typeof v === "string")) {
+    throw new Error(`Field "${field}" must be a list of names`);
+  }
+  return value;
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,162 @@
+/**
+ * One gang at a target agent: the destination QEMUs the agent started for
+ * it from checked machine descriptions, their RAM files under the agent's
+ * directory and their run directories (QMP socket, logs, migration
+ * socket) under its run directory. Everything it made is removed when a
+ * destination is discarded; destinations that took over their guest are
+ * kept running when the gang ends.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { QemuGuest } from "../qemu/guest.ts";
+import { type Destination, localDestination } from "../qemu/destination.ts";
+import type { QemuMachine } from "../qemu/qemu_args.ts";
+
+/** Where a gang's files go at the target. */
+export interface AgentGangPlaces {
+  /** Directory of the destinations' RAM files (`DIR/NAME`, where the receiver writes). */
+  dir: string;
+  /** Directory of the destinations' run directories (`RUN/NAME/`). */
+  runDir: string;
+  /** Time QEMU gets to open its QMP socket. Default 10 s. */
+  startTimeoutMs?: number;
+}
+
+/** A destination of the gang. */
+export interface GangDestination {
+  /** The QEMU. */
+  guest: QemuGuest;
+  /** Its switch-over steps. */
+  destination: Destination;
+  /** Its run directory, removed with it. */
+  runDir: string;
+  /** The unix socket it listens on for its device state, once asked to listen. */
+  incomingPath: string;
+  /** True once it was started (`cont`): it is the guest now, and is never discarded for the source's sake. */
+  resumed: boolean;
+}
+
+/** The destinations of one gang. */
+export class AgentGang {
+  /** The secret the gang's RAM and device-state connections present. */
+  readonly key: string;
+  readonly #destinations = new Map<string, GangDestination>();
+
+  private constructor(key: string) {
+    this.key = key;
+  }
+
+  /**
+   * Starts a destination for every machine, waiting for its guest.
+   *
+   * Requires `--allow-run` (QEMU), `--allow-read`, `--allow-write`, `--allow-net` (QMP).
+   *
+   * @throws Error naming every destination that could not start; none then runs
+   */
+  static async start(
+    machines: readonly { name: string; machine: QemuMachine }[],
+    places: AgentGangPlaces,
+  ): Promise<AgentGang> {
+    const gang = new AgentGang(randomKey());
+    const started = await Promise.allSettled(machines.map(async ({ name, machine }) => {
+      const runDir = join(places.runDir, name);
+      await Deno.mkdir(runDir, { recursive: true, mode: 0o700 });
+      try {
+        const guest = await QemuGuest.startDestination(machine, {
+          name,
+          ramPath: join(places.dir, name),
+          runDir,
+          startTimeoutMs: places.startTimeoutMs,
+        });
+        const incomingPath = join(runDir, `${name}.migrate`);
+        gang.#destinations.set(name, {
+          guest,
+          destination: localDestination(guest, { uri: `unix:${incomingPath}` }),
+          runDir,
+          incomingPath,
+          resumed: false,
+        });
+      } catch (error) {
+        await Deno.remove(runDir, { recursive: true }).catch(() => {});
+        throw error;
+      }
+    }));
+    const failed = started.flatMap((s) => s.status === "rejected" ? [s.reason] : []);
+    if (failed.length > 0) {
+      await gang.discard();
+      throw new Error(failed.map((e) => e instanceof Error ? e.message : String(e)).join("; "));
+    }
+    return gang;
+  }
+
+  /** The names of its destinations. */
+  get names(): string[] {
+    return [...this.#destinations.keys()];
+  }
+
+  /** Its guests' RAM sizes in bytes, by name. */
+  ramBytes(name: string): number | undefined {
+    const found = this.#destinations.get(name);
+    return found ? found.guest.machine.memoryMiB * 2 ** 20 : undefined;
+  }
+
+  /**
+   * A destination of this gang.
+   *
+   * @throws Error when the gang has none of that name
+   */
+  get(name: unknown): GangDestination {
+    const found = typeof name === "string" ? this.#destinations.get(name) : undefined;
+    if (!found) throw new Error(`This gang has no guest ${JSON.stringify(name)}`);
+    return found;
+  }
+
+  /**
+   * Stops destinations (all by default) and removes their RAM files and run
+   * directories.
+   *
+   * @returns How many destinations the gang still has
+   */
+  async discard(names: readonly string[] = this.names): Promise<number> {
+    await Promise.all(names.map(async (name) => {
+      const found = this.#destinations.get(name);
+      if (!found) return;
+      this.#destinations.delete(name);
+      await found.guest.close({ removeRam: true, timeoutMs: 2_000 }).catch(() => {});
+      await Deno.remove(found.runDir, { recursive: true }).catch(() => {});
+    }));
+    return this.#destinations.size;
+  }
+
+  /**
+   * Ends the gang: destinations whose guest runs here are kept (returned),
+   * the others discarded.
+   *
+   * @param keepResumedOnly keep only destinations started with `cont`
+   * (the source side is gone: a destination not yet started has a source
+   * that still runs), rather than every one that runs
+   */
+  async end(keepResumedOnly = false): Promise<GangDestination[]> {
+    const kept: GangDestination[] = [];
+    const dropped: string[] = [];
+    for (const [name, found] of this.#destinations) {
+      const running = found.resumed ||
+        (!keepResumedOnly && (await found.destination.state().catch(() => undefined))?.running);
+      if (running) kept.push(found);
+      else dropped.push(name);
+    }
+    await this.discard(dropped);
+    this.#destinations.clear();
+    return kept;
+  }
+}
+
+/** 32 random bytes as hex: a session key nobody can guess. */
+function randomKey(): string {
+  return Array.from(
+    crypto.getRandomValues(new Uint8Array(32)),
+    (b) => b.toString(16).padStart(2, "0"),
+  )
+    .join("");
+}

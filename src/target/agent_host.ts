@@ -1,0 +1,274 @@
+/**
+ * What a target agent holds across its connections: its options, its
+ * files, the one gang under way, and the guests that moved to this host
+ * and run here (kept after their gang ended; the agent no longer holds
+ * their QMP socket, and removes their RAM file and run directory once
+ * their QEMU exits).
+ *
+ * @module
+ */
+import { join } from "node:path";
+import type { ReceiverOptions } from "../transfer/receiver.ts";
+import type { QemuMachine } from "../qemu/qemu_args.ts";
+import type { Heartbeat } from "../qemu/heartbeat.ts";
+import type { DestinationState } from "../qemu/destination.ts";
+import { QmpClient } from "../qemu/qmp.ts";
+import { QemuGuest } from "../qemu/guest.ts";
+import { AgentGang, type GangDestination } from "./agent_gang.ts";
+import { FileStore } from "./agent_files.ts";
+
+/** How a target agent runs. */
+export interface AgentOptions {
+  /** Directory of the destinations' RAM files (a tmpfs such as /dev/shm/gangway). */
+  dir: string;
+  /** Directory of its own files: destinations' sockets and logs, files sources sent. */
+  runDir: string;
+  /** The token a source must present; none: any peer that can connect may use the agent. */
+  token?: string;
+  /** Read-only directory of kernels and initrds this host has (found by name, checked by hash). */
+  imagesDir?: string;
+  /** Most guests in one gang. */
+  maxGuests: number;
+  /** Most RAM of one gang, in MiB. */
+  maxMemoryMiB: number;
+  /** Accelerators it starts. Default tcg and kvm. */
+  accelerators?: readonly string[];
+  /** The QEMU program. */
+  qemuBinary: string;
+  /** Longest time from a connection to its first frame. */
+  handshakeTimeoutMs: number;
+  /** Longest silence of a source's control connection while its gang is under way. */
+  idleTimeoutMs: number;
+  /** Limits of the RAM transfer, as the `receive` command has them. */
+  receiver?: Omit<ReceiverOptions, "dir" | "token" | "log">;
+  /** Receives a line for each event worth a log. */
+  log?: (event: AgentEvent) => void;
+}
+
+/** Something the agent did, for its log. */
+export type AgentEvent = { event: string; [field: string]: unknown };
+
+/** A guest that moved here and runs, as the agent reports it. */
+export interface KeptGuest {
+  name: string;
+  /** Its QEMU's process id. */
+  pid: number;
+  /** Its QMP socket, serial log and RAM file on this host. */
+  qmpPath: string;
+  serialLog: string;
+  ramPath: string;
+  /** False once its QEMU has exited. */
+  alive: boolean;
+  /** Its last heartbeat, when it prints them. */
+  heartbeat?: Heartbeat;
+}
+
+/** The agent's state. */
+export class AgentHost {
+  /** Its options. */
+  readonly options: AgentOptions;
+  /** Its kernels and initrds. */
+  readonly files: FileStore;
+  #gang: AgentGang | undefined;
+  #starting = false;
+  readonly #kept = new Map<string, GangDestination>();
+  readonly #connections = new Set<{ close(): void }>();
+
+  /** The state of an agent with these options. */
+  constructor(options: AgentOptions) {
+    this.options = options;
+    this.files = new FileStore({
+      imagesDir: options.imagesDir,
+      cacheDir: join(options.runDir, "files"),
+    });
+  }
+
+  /** Remembers an open connection, to be closed when the agent stops. */
+  track(connection: { close(): void }): void {
+    this.#connections.add(connection);
+  }
+
+  /** Forgets a connection that ended. */
+  untrack(connection: { close(): void }): void {
+    this.#connections.delete(connection);
+  }
+
+  /** Closes every open connection: the agent stops. */
+  closeConnections(): void {
+    for (const connection of this.#connections) connection.close();
+  }
+
+  /** Logs an event. */
+  log(event: AgentEvent): void {
+    this.options.log?.(event);
+  }
+
+  /** True while a gang is being prepared or under way. */
+  get busy(): boolean {
+    return this.#gang !== undefined || this.#starting;
+  }
+
+  /** The gang under way, if any. */
+  get gang(): AgentGang | undefined {
+    return this.#gang;
+  }
+
+  /**
+   * Refuses names taken by a guest that runs here or by a RAM file in the
+   * directory: a gang never overwrites a guest.
+   */
+  async claimNames(names: readonly string[]): Promise<void> {
+    for (const name of names) {
+      if (this.#kept.has(name)) {
+        throw new Error(`Cannot take guest "${name}": a guest of that name runs here`);
+      }
+      try {
+        await Deno.lstat(join(this.options.dir, name));
+      } catch {
+        continue;
+      }
+      throw new Error(
+        `Cannot take guest "${name}": the target directory holds a RAM file of that name`,
+      );
+    }
+  }
+
+  /**
+   * Starts the destinations of a new gang.
+   *
+   * @throws Error when a gang is under way ("busy") or a destination cannot start
+   */
+  async startGang(machines: readonly { name: string; machine: QemuMachine }[]): Promise<AgentGang> {
+    if (this.busy) throw new Error("Target agent is busy with another gang");
+    this.#starting = true;
+    try {
+      this.#gang = await AgentGang.start(machines, {
+        dir: this.options.dir,
+        runDir: join(this.options.runDir, "guests"),
+      });
+      this.log({ event: "prepared", guests: this.#gang.names });
+      return this.#gang;
+    } finally {
+      this.#starting = false;
+    }
+  }
+
+  /** The gang is over (released, discarded or abandoned): the agent is free for the next. */
+  endGang(): void {
+    this.#gang = undefined;
+  }
+
+  /**
+   * Keeps destinations that took over their guest: lets go of their QMP
+   * socket and removes their files once their QEMU exits.
+   */
+  async keep(destinations: readonly GangDestination[]): Promise<KeptGuest[]> {
+    for (const kept of destinations) {
+      const { guest } = kept;
+      this.#kept.set(guest.name, kept);
+      const exited = guest.exited;
+      await guest.detach();
+      exited.then(async () => {
+        this.#kept.delete(guest.name);
+        await Deno.remove(guest.ramPath).catch(() => {});
+        await Deno.remove(kept.runDir, { recursive: true }).catch(() => {});
+        this.log({ event: "exited", guest: guest.name });
+      });
+    }
+    return await Promise.all(destinations.map((d) => this.#describe(d)));
+  }
+
+  /** The guests that moved here and still run (or just exited). */
+  async keptGuests(): Promise<KeptGuest[]> {
+    return await Promise.all([...this.#kept.values()].map((d) => this.#describe(d)));
+  }
+
+  /**
+   * What a guest that moved here does now: asked over its QMP socket for a
+   * moment (QMP serves one client: while another holds it, the status is
+   * "unknown").
+   *
+   * @returns undefined when no such guest moved here
+   */
+  async keptState(name: unknown): Promise<DestinationState | undefined> {
+    const kept = typeof name === "string" ? this.#kept.get(name) : undefined;
+    if (!kept) return undefined;
+    const { guest } = kept;
+    const heartbeat = await guest.heartbeat().catch(() => undefined);
+    if (!guest.alive) return { alive: false, status: "exited", running: false, heartbeat };
+    try {
+      const qmp = await QmpClient.connect(join(kept.runDir, `${guest.name}.qmp`), {
+        guest: guest.name,
+      });
+      try {
+        const { status, running } = await qmp.execute<{ status: string; running: boolean }>(
+          "query-status",
+        );
+        return { alive: true, status, running, heartbeat };
+      } finally {
+        await qmp.close();
+      }
+    } catch {
+      return { alive: guest.alive, status: "unknown", running: false, heartbeat };
+    }
+  }
+
+  /**
+   * Cleans up after an agent of this run directory that died during a
+   * gang: destinations that never took over their guest are killed and
+   * their files removed; guests that run are left alone.
+   *
+   * Requires `--allow-run` (ps, cat), `--allow-read`, `--allow-write`, `--allow-net`.
+   *
+   * @returns The names of the destinations removed
+   */
+  async recoverLeftovers(): Promise<string[]> {
+    const guestsDir = join(this.options.runDir, "guests");
+    const removed: string[] = [];
+    let entries: Deno.DirEntry[];
+    try {
+      entries = await Array.fromAsync(Deno.readDir(guestsDir));
+    } catch {
+      return removed; // no gang ever ran here
+    }
+    for (const { name, isDirectory } of entries) {
+      if (!isDirectory) continue;
+      try {
+        const guest = await QemuGuest.attach(join(guestsDir, name, `${name}.qmp`));
+        const { running } = await guest.status();
+        if (running) {
+          await guest.detach();
+          this.log({ event: "found", guest: name, status: "running" });
+          continue;
+        }
+        await guest.kill();
+        await guest.detach().catch(() => {});
+      } catch {
+        // No QEMU serves it any more: only its files are left.
+      }
+      await Deno.remove(join(this.options.dir, name)).catch(() => {});
+      await Deno.remove(join(guestsDir, name), { recursive: true }).catch(() => {});
+      removed.push(name);
+    }
+    if (removed.length > 0) this.log({ event: "recovered", removed });
+    return removed;
+  }
+
+  /** Ends the gang under way, if any (the agent stops); kept guests run on. */
+  async close(): Promise<void> {
+    await this.#gang?.end(true);
+    this.#gang = undefined;
+  }
+
+  async #describe({ guest, runDir }: GangDestination): Promise<KeptGuest> {
+    return {
+      name: guest.name,
+      pid: guest.pid,
+      qmpPath: join(runDir, `${guest.name}.qmp`),
+      serialLog: guest.serialLog,
+      ramPath: guest.ramPath,
+      alive: guest.alive,
+      heartbeat: await guest.heartbeat().catch(() => undefined),
+    };
+  }
+}

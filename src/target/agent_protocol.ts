@@ -1,0 +1,138 @@
+/**
+ * The target agent's protocol (docs/agent.md). Every connection to an
+ * agent is TLS (or plain TCP when both sides insist) on the agent's one
+ * port, and its first frame says what it is:
+ *
+ * - CONTROL `{"op":"hello","version":1,"token":...}`: the control
+ *   connection of a source; JSON requests and answers follow, each a
+ *   CONTROL frame, answers matched to requests by `id`;
+ * - HELLO (the transfer protocol's): the gang's RAM, with the session key
+ *   the agent handed out in its `prepare` answer as its token;
+ * - DEVICE_STATE `{"key":...,"guest":...}`: one guest's device state; once
+ *   the agent answers with a DEVICE_STATE frame, the connection carries
+ *   QEMU's migration stream as it is, both ways.
+ *
+ * @module
+ */
+import { FrameReader, withTimeout } from "../transfer/frame_io.ts";
+import {
+  FrameType,
+  type FrameTypeValue,
+  HEADER_BYTES,
+  ProtocolError,
+  writeHeader,
+} from "../transfer/protocol.ts";
+
+/** The version of the control messages. */
+export const AGENT_VERSION = 1;
+/** Largest CONTROL body (a gang of 256 described guests fits many times). */
+export const MAX_CONTROL_BYTES = 2 ** 20;
+/** Bytes of file data per FILE_DATA frame. */
+export const FILE_PIECE_BYTES = 2 ** 20;
+
+/** A request to the agent. */
+export interface Request {
+  id: number;
+  op: string;
+  [field: string]: unknown;
+}
+
+/** The agent's answer to a request. */
+export type Answer =
+  | { id: number; ok: true; [field: string]: unknown }
+  | { id: number; ok: false; error: string };
+
+/** The agent said no; the message is the agent's. */
+export class AgentError extends Error {
+  /** An error carrying the agent's words. */
+  constructor(message: string) {
+    super(message);
+    this.name = "AgentError";
+  }
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+/** A frame whose body is a JSON object. */
+export function encodeJson(type: FrameTypeValue, message: object): Uint8Array {
+  const body = encoder.encode(JSON.stringify(message));
+  if (body.length > MAX_CONTROL_BYTES) {
+    throw new ProtocolError(`A control message of ${body.length} bytes is over the limit`);
+  }
+  const frame = new Uint8Array(HEADER_BYTES + body.length);
+  writeHeader(new DataView(frame.buffer), 0, type, 0, body.length);
+  frame.set(body, HEADER_BYTES);
+  return frame;
+}
+
+/** The JSON object of a CONTROL or DEVICE_STATE body. */
+export function decodeJson(body: Uint8Array, what: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(decoder.decode(body));
+  } catch {
+    throw new ProtocolError(`${what} is not JSON text`);
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new ProtocolError(`${what} is not a JSON object`);
+  }
+  return value as Record<string, unknown>;
+}
+
+/** A FILE_DATA frame. */
+export function encodeFilePiece(piece: Uint8Array): Uint8Array {
+  const frame = new Uint8Array(HEADER_BYTES + piece.length);
+  writeHeader(new DataView(frame.buffer), 0, FrameType.FileData, 0, piece.length);
+  frame.set(piece, HEADER_BYTES);
+  return frame;
+}
+
+/**
+ * Frames both ways over one connection: reads through a
+ * {@linkcode FrameReader}, writes one whole frame at a time in the order
+ * they were asked for.
+ */
+export class FrameChannel {
+  /** The connection. */
+  readonly conn: Deno.Conn;
+  /** Reads its frames. */
+  readonly reader: FrameReader;
+  #writing: Promise<void> = Promise.resolve();
+  #writeTimeoutMs: number;
+
+  /** A channel over a connection whose frames may be up to `maxBody` bytes. */
+  constructor(conn: Deno.Conn, options: { maxBody: number; writeTimeoutMs: number }) {
+    this.conn = conn;
+    this.reader = new FrameReader(conn, options.maxBody);
+    this.#writeTimeoutMs = options.writeTimeoutMs;
+  }
+
+  /**
+   * Writes a frame after the ones before it.
+   *
+   * @throws Error when the peer takes none of it for the write timeout
+   */
+  write(frame: Uint8Array): Promise<void> {
+    const write = this.#writing.then(async () => {
+      for (let done = 0; done < frame.length;) {
+        done += await withTimeout(
+          this.conn.write(frame.subarray(done)),
+          this.#writeTimeoutMs,
+          () => new Error(`The peer took no data for ${this.#writeTimeoutMs / 1000} s`),
+        );
+      }
+    });
+    this.#writing = write.catch(() => {});
+    return write;
+  }
+
+  /** Closes the connection; safe to call twice. */
+  close(): void {
+    try {
+      this.conn.close();
+    } catch {
+      // Closed already.
+    }
+  }
+}

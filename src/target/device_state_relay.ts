@@ -1,0 +1,94 @@
+/**
+ * The source's end of a guest's device state at a remote target: a unix
+ * socket on the source host that the source QEMU migrates into, carried
+ * over a connection to the target agent (TLS unless insecure) into the
+ * destination's own migration socket. QEMU's migration stream never
+ * crosses the network in clear, and the target opens no port for it.
+ *
+ * @module
+ */
+import { pipeBothWays } from "./_pipe.ts";
+
+/** One guest's relay: listens once, carries one migration. */
+export class DeviceStateRelay {
+  /** The unix socket the source QEMU migrates to. */
+  readonly path: string;
+  readonly #listener: Deno.Listener;
+  readonly #open: () => Promise<Deno.Conn>;
+  #conns: Deno.Conn[] = [];
+  #error: Error | undefined;
+  #done: Promise<void>;
+
+  private constructor(path: string, listener: Deno.Listener, open: () => Promise<Deno.Conn>) {
+    this.path = path;
+    this.#listener = listener;
+    this.#open = open;
+    this.#done = this.#carry();
+  }
+
+  /**
+   * Listens at `path`; the first connection is carried to what `open` returns.
+   *
+   * Requires `--allow-read`, `--allow-write` (the socket), and what `open` needs.
+   */
+  static listen(path: string, open: () => Promise<Deno.Conn>): DeviceStateRelay {
+    return new DeviceStateRelay(path, Deno.listen({ transport: "unix", path }), open);
+  }
+
+  /** Why carrying failed, if it did (for the migration's error message). */
+  get error(): Error | undefined {
+    return this.#error;
+  }
+
+  async #carry(): Promise<void> {
+    let qemu: Deno.Conn;
+    try {
+      qemu = await this.#listener.accept();
+    } catch {
+      return; // closed before the source connected
+    } finally {
+      this.#stopListening();
+    }
+    this.#conns.push(qemu);
+    try {
+      const agent = await this.#open();
+      this.#conns.push(agent);
+      await pipeBothWays(qemu, agent);
+    } catch (error) {
+      this.#error = error instanceof Error ? error : new Error(String(error));
+    } finally {
+      this.#closeConns();
+    }
+  }
+
+  /** Stops listening and ends a migration still carried; safe to call twice. */
+  async close(): Promise<void> {
+    this.#stopListening();
+    this.#closeConns();
+    await this.#done;
+  }
+
+  #stopListening(): void {
+    try {
+      this.#listener.close();
+    } catch {
+      // Closed already.
+    }
+    try {
+      Deno.removeSync(this.path);
+    } catch {
+      // Removed already.
+    }
+  }
+
+  #closeConns(): void {
+    for (const conn of this.#conns) {
+      try {
+        conn.close();
+      } catch {
+        // Closed already.
+      }
+    }
+    this.#conns = [];
+  }
+}

@@ -1,0 +1,289 @@
+/**
+ * What a source asks a target agent to start: a machine description, the
+ * allow-list of what may vary between guests. The agent builds the
+ * destination's QEMU command line from it itself; nothing received over
+ * the network is ever an argument, a path or a device of QEMU's.
+ *
+ * What may vary: memory size, vCPUs, accelerator, the memory backend's
+ * id, the kernel and initrd (named by their content's SHA-256: the agent
+ * finds them under its images directory or has them sent once), and the
+ * kernel command line. The machine type is `pc` and the devices are
+ * gangway's fixed set (serial console to a file, QMP, no network, no
+ * display); a guest whose QEMU has other arguments cannot be described.
+ *
+ * @module
+ */
+import { createHash } from "node:crypto";
+import { basename } from "node:path";
+import type { QemuMachine } from "../qemu/qemu_args.ts";
+import { badGuestName } from "../transfer/protocol.ts";
+
+/** A file a destination needs (a kernel, an initrd), named by its content. */
+export interface FileRef {
+  /** Its file name at the source (no directory): where the agent looks first under `--images`. */
+  name: string;
+  /** SHA-256 of its content, 64 lowercase hex digits. */
+  sha256: string;
+  /** Bytes. */
+  size: number;
+}
+
+/** One guest as a target agent may start it. Every field is checked; no other field is accepted. */
+export interface MachineDescription {
+  /** The guest's name: its RAM file's name at the target. */
+  name: string;
+  /** Guest RAM in MiB. */
+  memoryMiB: number;
+  /** Virtual CPUs. */
+  cpus: number;
+  /** QEMU's `-accel`. */
+  accelerator: "tcg" | "kvm";
+  /** Id of the memory backend (must match the source's). */
+  backendId: string;
+  /** Kernel and initrd, both or neither. */
+  kernel?: FileRef;
+  initrd?: FileRef;
+  /** The kernel command line, one argument per entry. */
+  kernelArgs: string[];
+}
+
+/** Limits a target agent applies to descriptions. */
+export interface DescriptionLimits {
+  /** Largest guest, in MiB. */
+  maxMemoryMiB: number;
+  /** Most vCPUs of one guest. Default 64. */
+  maxCpus?: number;
+  /** Accelerators the agent starts. Default tcg and kvm. */
+  accelerators?: readonly string[];
+}
+
+/** A description that is not on the allow-list; the message names the field. */
+export class DescriptionError extends Error {
+  /** An error naming the guest and field. */
+  constructor(message: string) {
+    super(message);
+    this.name = "DescriptionError";
+  }
+}
+
+/** Largest file a description may name (a kernel or an initrd). */
+export const MAX_FILE_BYTES = 2 ** 30;
+const FIELDS = new Set([
+  "name",
+  "memoryMiB",
+  "cpus",
+  "accelerator",
+  "backendId",
+  "kernel",
+  "initrd",
+  "kernelArgs",
+]);
+const FILE_FIELDS = new Set(["name", "sha256", "size"]);
+const SAFE_ID = /^[A-Za-z0-9_-]{1,64}$/;
+/** Names safe as QEMU option values and as file names: what `qemuArgs()` accepts, no dot first. */
+const SAFE_NAME = /^[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,127}$/;
+const SHA256 = /^[0-9a-f]{64}$/;
+/** One kernel argument: printable ASCII without spaces (the line is joined with spaces). */
+const KERNEL_ARG = /^[\x21-\x7e]{1,1024}$/;
+const MAX_KERNEL_ARGS = 256;
+const MAX_KERNEL_LINE = 4096;
+
+/**
+ * Checks a description received from a source against the allow-list.
+ *
+ * @param value Parsed JSON, untrusted
+ * @param limits The agent's limits
+ * @returns The description, typed
+ * @throws DescriptionError naming the guest and the first field refused
+ */
+export function checkDescription(value: unknown, limits: DescriptionLimits): MachineDescription {
+  const object = record(value, "the machine description");
+  const name = object.name;
+  if (typeof name !== "string" || badGuestName(name) || !SAFE_NAME.test(name)) {
+    throw new DescriptionError(
+      `Cannot start a guest: field "name" must be 1-128 letters, digits or "_.+-", not ${
+        JSON.stringify(name)?.slice(0, 80)
+      }`,
+    );
+  }
+  const refuse = (field: string, why: string) =>
+    new DescriptionError(`Cannot start guest "${name}": field "${field}" ${why}`);
+  for (const key of Object.keys(object)) {
+    if (!FIELDS.has(key)) throw refuse(key, "is not allowed (see docs/agent.md for what is)");
+  }
+  const memoryMiB = wholeNumber(object.memoryMiB, 1, limits.maxMemoryMiB, "memoryMiB", refuse);
+  const cpus = wholeNumber(object.cpus, 1, limits.maxCpus ?? 64, "cpus", refuse);
+  const accelerators = limits.accelerators ?? ["tcg", "kvm"];
+  if (typeof object.accelerator !== "string" || !accelerators.includes(object.accelerator)) {
+    throw refuse("accelerator", `must be one of ${accelerators.join(", ")}`);
+  }
+  if (typeof object.backendId !== "string" || !SAFE_ID.test(object.backendId)) {
+    throw refuse("backendId", "must be 1-64 letters, digits, _ or -");
+  }
+  const kernel = object.kernel === undefined ? undefined : fileRef(object.kernel, "kernel", refuse);
+  const initrd = object.initrd === undefined ? undefined : fileRef(object.initrd, "initrd", refuse);
+  if ((kernel === undefined) !== (initrd === undefined)) {
+    throw refuse(kernel ? "initrd" : "kernel", "is missing: a kernel and an initrd go together");
+  }
+  const kernelArgs = object.kernelArgs;
+  if (
+    !Array.isArray(kernelArgs) || kernelArgs.length > MAX_KERNEL_ARGS ||
+    !kernelArgs.every((arg) => typeof arg === "string" && KERNEL_ARG.test(arg)) ||
+    kernelArgs.join(" ").length > MAX_KERNEL_LINE
+  ) {
+    throw refuse(
+      "kernelArgs",
+      `must be at most ${MAX_KERNEL_ARGS} strings of printable ASCII without spaces, ` +
+        `${MAX_KERNEL_LINE} characters in all`,
+    );
+  }
+  return {
+    name,
+    memoryMiB,
+    cpus,
+    accelerator: object.accelerator as "tcg" | "kvm",
+    backendId: object.backendId,
+    kernel,
+    initrd,
+    kernelArgs: kernelArgs as string[],
+  };
+}
+
+/** Where the agent found the files a description names. */
+export interface ResolvedFiles {
+  kernel?: string;
+  initrd?: string;
+}
+
+/**
+ * The destination's machine: the description, the agent's local copies of
+ * its files and the agent's own QEMU program. No other argument is added.
+ */
+export function machineOf(
+  description: MachineDescription,
+  files: ResolvedFiles,
+  qemuBinary: string,
+): QemuMachine {
+  return {
+    memoryMiB: description.memoryMiB,
+    backendId: description.backendId,
+    cpus: description.cpus,
+    accelerator: description.accelerator,
+    image: files.kernel && files.initrd
+      ? { kernel: files.kernel, initrd: files.initrd, kernelVersion: "" }
+      : undefined,
+    kernelArgs: description.kernelArgs,
+    extraArgs: [],
+    qemuBinary,
+  };
+}
+
+/**
+ * Describes a source guest's machine for a target agent, hashing its
+ * kernel and initrd.
+ *
+ * Requires `--allow-read` (the kernel and initrd).
+ *
+ * @throws DescriptionError when the machine has QEMU arguments outside the
+ * allow-list, or its files cannot be read
+ */
+export async function describeMachine(
+  name: string,
+  machine: QemuMachine,
+): Promise<MachineDescription> {
+  const refuse = (why: string) =>
+    new DescriptionError(`Cannot describe guest "${name}" for a target agent: ${why}`);
+  if (machine.extraArgs.length > 0) {
+    throw refuse(
+      `its QEMU has arguments a target agent does not start (${machine.extraArgs.join(" ")})`,
+    );
+  }
+  if (machine.accelerator !== "tcg" && machine.accelerator !== "kvm") {
+    throw refuse(`accelerator "${machine.accelerator}" is not tcg or kvm`);
+  }
+  const image = machine.image;
+  return {
+    name,
+    memoryMiB: machine.memoryMiB,
+    cpus: machine.cpus,
+    accelerator: machine.accelerator,
+    backendId: machine.backendId,
+    kernel: image ? await fileRefOf(image.kernel, refuse) : undefined,
+    initrd: image ? await fileRefOf(image.initrd, refuse) : undefined,
+    kernelArgs: machine.kernelArgs,
+  };
+}
+
+/** A file's name, size and SHA-256. */
+export async function fileRefOf(
+  path: string,
+  refuse: (why: string) => Error = (why) => new Error(why),
+): Promise<FileRef> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (error) {
+    throw refuse(`cannot read "${path}": ${error instanceof Error ? error.message : error}`);
+  }
+  return { name: basename(path), sha256: sha256Hex(bytes), size: bytes.length };
+}
+
+/** SHA-256 of bytes, as lowercase hex. */
+export function sha256Hex(bytes: Uint8Array): string {
+  return createHash("sha256").update(bytes).digest("hex");
+}
+
+function record(value: unknown, what: string): Record<string, unknown> {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new DescriptionError(`Cannot start a guest: ${what} is not an object`);
+  }
+  return value as Record<string, unknown>;
+}
+
+function wholeNumber(
+  value: unknown,
+  min: number,
+  max: number,
+  field: string,
+  refuse: (field: string, why: string) => Error,
+): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
+    throw refuse(field, `must be a whole number from ${min} to ${max}`);
+  }
+  return value;
+}
+
+/**
+ * Checks a file reference received from a source.
+ *
+ * @throws DescriptionError naming the field refused
+ */
+export function checkFileRef(value: unknown): FileRef {
+  return fileRef(
+    value,
+    "file",
+    (field, why) => new DescriptionError(`Cannot take a file: field "${field}" ${why}`),
+  );
+}
+
+function fileRef(
+  value: unknown,
+  field: string,
+  refuse: (field: string, why: string) => Error,
+): FileRef {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw refuse(field, "must be an object { name, sha256, size }");
+  }
+  const ref = value as Record<string, unknown>;
+  for (const key of Object.keys(ref)) {
+    if (!FILE_FIELDS.has(key)) throw refuse(`${field}.${key}`, "is not allowed");
+  }
+  if (typeof ref.name !== "string" || !SAFE_NAME.test(ref.name)) {
+    throw refuse(`${field}.name`, `must be a plain file name of letters, digits or "_.+-"`);
+  }
+  if (typeof ref.sha256 !== "string" || !SHA256.test(ref.sha256)) {
+    throw refuse(`${field}.sha256`, "must be 64 lowercase hex digits");
+  }
+  const size = wholeNumber(ref.size, 1, MAX_FILE_BYTES, `${field}.size`, refuse);
+  return { name: ref.name, sha256: ref.sha256, size };
+}

@@ -1,0 +1,196 @@
+/**
+ * A target agent on another host, as the source sees it: the
+ * {@linkcode MigrationTarget} `migrateQemuGang()` moves a gang to. The
+ * agent starts the destinations from the source guests' machine
+ * descriptions (kernels and initrds sent once when it lacks them),
+ * receives the RAM, and each guest's device state travels through a
+ * {@linkcode DeviceStateRelay} over the agent's port.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import type { MigrationTarget } from "../gang_migration.ts";
+import type { Destination, DestinationState } from "../qemu/destination.ts";
+import type { QemuGuest } from "../qemu/guest.ts";
+import { connectTarget, type TargetAddress } from "../transport/connect_target.ts";
+import { AgentClient, type AgentClientOptions } from "./agent_client.ts";
+import type { KeptGuest } from "./agent_host.ts";
+import { DeviceStateRelay } from "./device_state_relay.ts";
+import { describeMachine, type FileRef, type MachineDescription } from "./machine_description.ts";
+
+/** Options of {@linkcode RemoteTarget.connect}: TLS (a CA) or insecure, and the agent's token. */
+export type RemoteTargetOptions = AgentClientOptions;
+
+/**
+ * A gang's target behind a target agent.
+ *
+ * Requires `--allow-net` (the agent), `--allow-read` (kernels, initrds)
+ * and `--allow-write` (the relays' unix sockets in a temporary directory).
+ *
+ * @example
+ * ```ts
+ * await using target = await RemoteTarget.connect({ hostname: "10.0.0.2", port: 7100 }, {
+ *   ca: await readPemFile("ca.pem", "CA certificate"),
+ *   token: await readTokenFile("token"),
+ * });
+ * const { report } = await migrateQemuGang(sources, target);
+ * ```
+ */
+export class RemoteTarget implements MigrationTarget, AsyncDisposable {
+  /** The control connection. */
+  readonly agent: AgentClient;
+  readonly #options: RemoteTargetOptions;
+  #key: string | undefined;
+  #relayDir: string | undefined;
+  readonly #relays = new Set<DeviceStateRelay>();
+
+  private constructor(agent: AgentClient, options: RemoteTargetOptions) {
+    this.agent = agent;
+    this.#options = options;
+  }
+
+  /**
+   * Connects to the agent and presents the token.
+   *
+   * @throws Error when it cannot be reached or used (wrong CA, token, busy)
+   */
+  static async connect(
+    address: TargetAddress,
+    options: RemoteTargetOptions,
+  ): Promise<RemoteTarget> {
+    return new RemoteTarget(await AgentClient.connect(address, options), options);
+  }
+
+  /** The gang's key, which its RAM connection presents (once prepared). */
+  get token(): string | undefined {
+    return this.#key;
+  }
+
+  /** Describes the sources, sends the files the agent lacks, and has it start the destinations. */
+  async prepareDestinations(sources: readonly QemuGuest[]): Promise<Destination[]> {
+    const guests = await Promise.all(sources.map((s) => describeMachine(s.name, s.machine)));
+    const paths = filePaths(sources, guests);
+    let answer = await this.agent.request("prepare", { guests }, 120_000);
+    if (Array.isArray(answer.missing)) {
+      for (const ref of answer.missing as FileRef[]) {
+        const path = paths.get(ref.sha256);
+        if (!path) throw new Error(`The target agent asked for a file no guest uses (${ref.name})`);
+        await this.agent.sendFile(ref, path);
+      }
+      answer = await this.agent.request("prepare", { guests }, 120_000);
+    }
+    if (typeof answer.key !== "string") {
+      throw new Error("Cannot prepare the destinations: the target agent still lacks files");
+    }
+    this.#key = answer.key;
+    this.#relayDir ??= await Deno.makeTempDir({ prefix: "gangway-relay-" });
+    return sources.map((source) => new RemoteDestination(this, source.name));
+  }
+
+  /** Opens the RAM connection. */
+  async connect(): Promise<Deno.Conn> {
+    return await connectTarget(this.agent.address, this.#options);
+  }
+
+  /** Has the agent stop these destinations and remove their files. */
+  async discard(destinations: readonly Destination[]): Promise<void> {
+    if (destinations.length === 0) return;
+    await this.agent.request("discard", { guests: destinations.map((d) => d.name) });
+  }
+
+  /** Ends the gang at the agent; the guests that run there stay. */
+  async release(): Promise<void> {
+    await this.agent.request("release");
+  }
+
+  /** The guests that moved to the agent's host and run there. */
+  async keptGuests(): Promise<KeptGuest[]> {
+    return (await this.agent.request("guests")).guests as KeptGuest[];
+  }
+
+  /** A relay for one guest's device state, listening in this target's temporary directory. */
+  relay(guest: string): DeviceStateRelay {
+    const key = this.#key;
+    if (!key || !this.#relayDir) throw new Error(`Cannot relay guest "${guest}": no gang prepared`);
+    const relay = DeviceStateRelay.listen(
+      join(this.#relayDir, `${guest}.migrate`),
+      () => this.agent.openDeviceState(key, guest),
+    );
+    this.#relays.add(relay);
+    return relay;
+  }
+
+  /** Closes the control connection (an unreleased gang is then abandoned by the agent). */
+  async close(): Promise<void> {
+    await Promise.all([...this.#relays].map((relay) => relay.close()));
+    this.agent.close();
+    if (this.#relayDir) await Deno.remove(this.#relayDir, { recursive: true }).catch(() => {});
+    this.#relayDir = undefined;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+/** A destination at the agent, driven over the control connection. */
+class RemoteDestination implements Destination {
+  readonly name: string;
+  readonly #target: RemoteTarget;
+  #relay: DeviceStateRelay | undefined;
+
+  constructor(target: RemoteTarget, name: string) {
+    this.#target = target;
+    this.name = name;
+  }
+
+  async state(): Promise<DestinationState> {
+    return (await this.#request("state")).state as DestinationState;
+  }
+
+  async listen(): Promise<string> {
+    await this.#request("listen");
+    this.#relay = this.#target.relay(this.name);
+    return `unix:${this.#relay.path}`;
+  }
+
+  async waitLoaded(timeoutMs: number): Promise<void> {
+    await this.#request("wait-loaded", { timeoutMs }, timeoutMs + 10_000);
+  }
+
+  async resume(): Promise<DestinationState> {
+    return (await this.#request("resume")).state as DestinationState;
+  }
+
+  async exitNote(): Promise<string> {
+    const relayed = this.#relay?.error ? ` (device state: ${this.#relay.error.message})` : "";
+    const { note } = await this.#request("state").catch(() => ({ note: "" }));
+    return `${typeof note === "string" ? note : ""}${relayed}`;
+  }
+
+  async unlisten(): Promise<void> {
+    await this.#relay?.close();
+  }
+
+  #request(
+    op: string,
+    fields: Record<string, unknown> = {},
+    timeoutMs?: number,
+  ): Promise<Record<string, unknown>> {
+    return this.#target.agent.request(op, { guest: this.name, ...fields }, timeoutMs);
+  }
+}
+
+/** Each file a description names, by hash: the source's own path of it. */
+function filePaths(
+  sources: readonly QemuGuest[],
+  descriptions: readonly MachineDescription[],
+): Map<string, string> {
+  const paths = new Map<string, string>();
+  descriptions.forEach((description, i) => {
+    const image = sources[i]!.machine.image;
+    if (description.kernel && image) paths.set(description.kernel.sha256, image.kernel);
+    if (description.initrd && image) paths.set(description.initrd.sha256, image.initrd);
+  });
+  return paths;
+}
