@@ -9,6 +9,10 @@
  * Conventions: functions return 0 (or a count) on success and -errno on
  * failure; page numbers and counts are uint32_t (a 16 TiB guest at most),
  * because Deno passes a JS number to a u32 parameter on its fast path.
+ *
+ * Every call that reads a RAM file first checks (one fstat per file per
+ * call) that the file is not shorter than its size at open: a shrunk file
+ * answers -ESTALE instead of a SIGBUS from a read through its mapping.
  */
 #ifndef GANGWAY_H
 #define GANGWAY_H
