@@ -446,7 +446,7 @@ GW_EXPORT int gw_index_scan(gw_index *ix, uint32_t guest, uint32_t first, uint32
 	uint32_t threads;
 	int pages_read, examined = 0, err;
 
-	if (guest >= ix->guest_count)
+	if (guest >= ix->guest_count || count > GW_MAX_CALL_PAGES)
 		return -EINVAL;
 	gs = &ix->guests[guest];
 	if ((uint64_t)first + count > gs->pages)

@@ -33,7 +33,8 @@ int gw__page_is_zero(const uint8_t *page);
 /*
  * Reads the pages of [first, first + count) that mask selects (NULL = all)
  * and that hold data; has_data[i] says which were read. Holes are found with
- * SEEK_DATA/SEEK_HOLE and never read. Returns pages read or -errno
+ * SEEK_DATA/SEEK_HOLE and never read. count is at most GW_MAX_CALL_PAGES.
+ * Returns pages read or -errno
  * (-ESTALE: the file shrank, see gw__ram_check_whole).
  */
 int gw__ram_read_data(gw_ram *ram, uint64_t call, uint32_t first, uint32_t count, const uint8_t *mask,

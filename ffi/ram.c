@@ -273,8 +273,11 @@ int gw__ram_read_data(gw_ram *ram, uint64_t call, uint32_t first, uint32_t count
 
 GW_EXPORT int gw_ram_read(gw_ram *ram, uint32_t first, uint32_t count, uint8_t *buf, uint8_t *has_data)
 {
-	int pages_read = gw__ram_read_data(ram, gw__call_id(), first, count, NULL, buf, has_data);
+	int pages_read;
 
+	if (count > GW_MAX_CALL_PAGES)
+		return -EINVAL;
+	pages_read = gw__ram_read_data(ram, gw__call_id(), first, count, NULL, buf, has_data);
 	if (pages_read < 0)
 		return pages_read;
 	for (uint32_t i = 0; i < count; i++)
@@ -339,6 +342,8 @@ GW_EXPORT int gw_ram_punch(gw_ram *ram, uint32_t first, uint32_t count)
 		return -ERANGE;
 	if (offset + len > ram->size)
 		len = ram->size - offset;
+	if (!len)
+		return 0; /* fallocate refuses a length of 0 */
 	if (fallocate(ram->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)len) == 0)
 		return 0;
 	if (errno != EOPNOTSUPP)
