@@ -3,9 +3,13 @@
  *
  * Stale means: the sources, the compiler flags or the compiler changed since
  * the last build (a SHA-256 of all three is kept beside the library).
+ * `--sanitized` builds instead, into `ffi/build/sanitized/`, the library and
+ * the C test driver (`ffi/tests/ffi_check.c`) with ASan and UBSan: the
+ * tests run them (tests/sanitizers_test.ts). Warnings are errors when env
+ * CI is "true".
  *
- * Requires `--allow-read`, `--allow-write` (ffi/build) and `--allow-run`
- * (gcc).
+ * Requires `--allow-read`, `--allow-write` (ffi/build), `--allow-run`
+ * (gcc) and `--allow-env=CI`.
  *
  * @module
  */
@@ -14,26 +18,44 @@ const FFI_DIR = new URL("./", import.meta.url);
 const BUILD_DIR = new URL("./build/", FFI_DIR);
 const SOURCES = ["ram.c", "dir.c", "hash.c", "compress.c", "index.c", "pagemap.c", "pool.c"];
 const HEADERS = ["gangway.h", "internal.h"];
-const CFLAGS = [
-  "-O3",
-  "-fPIC",
-  "-shared",
-  "-fvisibility=hidden",
-  "-std=gnu11",
-  "-Wall",
-  "-Wextra",
-  "-Werror",
+/** The C-level test driver, built into the sanitized variant only. */
+const CHECK_SOURCE = "tests/ffi_check.c";
+const COMMON_FLAGS = ["-fvisibility=hidden", "-std=gnu11", "-Wall", "-Wextra"];
+/** What a user's build gets: speed, and the usual hardening of a library that parses input. */
+const RELEASE_FLAGS = ["-O3", "-D_FORTIFY_SOURCE=2", "-fstack-protector-strong"];
+/*
+ * ASan and UBSan, every finding fatal. No _FORTIFY_SOURCE: ASan checks the
+ * same calls more closely and the two interfere.
+ */
+const SANITIZED_FLAGS = [
+  "-O1",
+  "-g",
+  "-fsanitize=address,undefined",
+  "-fno-sanitize-recover=all",
+  "-fno-omit-frame-pointer",
 ];
 /*
  * -z nodelete: Deno unloads the library when the process ends, while the
  * scan's helper threads (ffi/pool.c) still sleep in its code; unmapped
- * under them, one crashed about once in a thousand runs.
+ * under them, one crashed about once in a thousand runs. relro and now:
+ * the symbol tables are resolved at load and made read-only.
  */
-const LIBS = ["-lxxhash", "-lzstd", "-pthread", "-Wl,-z,nodelete"];
+const LIBS = ["-lxxhash", "-lzstd", "-pthread", "-Wl,-z,nodelete", "-Wl,-z,relro,-z,now"];
+/*
+ * The driver links the sources directly and wraps open(): its test of the
+ * soft-dirty probe sees every file the library opens.
+ */
+const CHECK_LIBS = ["-lxxhash", "-lzstd", "-pthread", "-Wl,--wrap=open"];
 
 /** Where the library lands: the path that `src/native/library.ts` looks up. */
 export const LIBRARY_PATH = new URL("libgangway.so", BUILD_DIR);
-const STAMP_PATH = new URL("libgangway.stamp", BUILD_DIR);
+/** The library built with ASan and UBSan (load it with libasan preloaded). */
+export const SANITIZED_LIBRARY_PATH = new URL("sanitized/libgangway.so", BUILD_DIR);
+/** The C-level test driver, built with ASan and UBSan. */
+export const FFI_CHECK_PATH = new URL("sanitized/ffi_check", BUILD_DIR);
+
+/** Which build of the library: the one users load, or the one tests run under sanitizers. */
+export type BuildVariant = "release" | "sanitized";
 
 /** Options of {@linkcode buildLibrary}. */
 export interface BuildOptions {
@@ -41,6 +63,52 @@ export interface BuildOptions {
   force?: boolean;
   /** Say nothing when there is nothing to do. */
   quiet?: boolean;
+  /** Which build. Default "release". */
+  variant?: BuildVariant;
+}
+
+/** One compiler run of a variant: its output and arguments besides the sources. */
+interface Target {
+  output: URL;
+  sources: string[];
+  flags: string[];
+  libs: string[];
+}
+
+/** Whether this build runs in CI (env CI=true), where warnings are errors. */
+function runsInCi(): boolean {
+  const access = Deno.permissions.querySync({ name: "env", variable: "CI" });
+  return access.state === "granted" && Deno.env.get("CI") === "true";
+}
+
+/**
+ * The compiler flags of a variant's library. -Werror only in CI: a user's
+ * newer compiler may warn about something new, and that must not keep them
+ * from building.
+ */
+export function compilerFlags(variant: BuildVariant, ci: boolean): string[] {
+  return [
+    ...(variant === "release" ? RELEASE_FLAGS : SANITIZED_FLAGS),
+    ...COMMON_FLAGS,
+    ...(ci ? ["-Werror"] : []),
+  ];
+}
+
+function targetsOf(variant: BuildVariant): Target[] {
+  const flags = compilerFlags(variant, runsInCi());
+  const library = {
+    output: variant === "release" ? LIBRARY_PATH : SANITIZED_LIBRARY_PATH,
+    sources: SOURCES,
+    flags: [...flags, "-fPIC", "-shared"],
+    libs: LIBS,
+  };
+  if (variant === "release") return [library];
+  return [library, {
+    output: FFI_CHECK_PATH,
+    sources: [CHECK_SOURCE, ...SOURCES],
+    flags,
+    libs: CHECK_LIBS,
+  }];
 }
 
 async function run(cmd: string, args: string[]): Promise<string> {
@@ -60,9 +128,13 @@ async function run(cmd: string, args: string[]): Promise<string> {
   return text;
 }
 
-async function stampOf(): Promise<string> {
-  const parts = [await run("gcc", ["--version"]), CFLAGS.join(" "), LIBS.join(" ")];
-  for (const file of [...SOURCES, ...HEADERS]) {
+function stampPath(target: Target): URL {
+  return new URL(target.output.href + ".stamp");
+}
+
+async function stampOf(target: Target): Promise<string> {
+  const parts = [await run("gcc", ["--version"]), target.flags.join(" "), target.libs.join(" ")];
+  for (const file of [...target.sources, ...HEADERS]) {
     parts.push(file, await Deno.readTextFile(new URL(file, FFI_DIR)));
   }
   const digest = await crypto.subtle.digest(
@@ -72,40 +144,51 @@ async function stampOf(): Promise<string> {
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-async function readStamp(): Promise<string | undefined> {
+async function readStamp(target: Target): Promise<string | undefined> {
   try {
-    await Deno.stat(LIBRARY_PATH);
-    return (await Deno.readTextFile(STAMP_PATH)).trim();
+    await Deno.stat(target.output);
+    return (await Deno.readTextFile(stampPath(target))).trim();
   } catch {
     return undefined;
   }
 }
 
-/**
- * Compiles the library unless its stamp says it is current.
- *
- * @returns whether it compiled
- */
-export async function buildLibrary(options: BuildOptions = {}): Promise<boolean> {
-  const stamp = await stampOf();
-  if (!options.force && (await readStamp()) === stamp) {
-    if (!options.quiet) console.error(`C library is up to date: ${LIBRARY_PATH.pathname}`);
+/** Compiles one target unless its stamp says it is current; returns whether it compiled. */
+async function buildTarget(target: Target, options: BuildOptions): Promise<boolean> {
+  const stamp = await stampOf(target);
+  const path = target.output.pathname;
+  if (!options.force && (await readStamp(target)) === stamp) {
+    if (!options.quiet) console.error(`C library is up to date: ${path}`);
     return false;
   }
-  await Deno.mkdir(BUILD_DIR, { recursive: true });
+  await Deno.mkdir(new URL("./", target.output), { recursive: true });
   // Build under a temporary name and rename, so a running process never sees half a file.
-  const tmp = new URL(`libgangway.so.${Deno.pid}.tmp`, BUILD_DIR);
+  const tmp = new URL(`${target.output.href}.${Deno.pid}.tmp`);
   await run("gcc", [
-    ...CFLAGS,
+    ...target.flags,
     "-o",
     tmp.pathname,
-    ...SOURCES.map((f) => new URL(f, FFI_DIR).pathname),
-    ...LIBS,
+    ...target.sources.map((f) => new URL(f, FFI_DIR).pathname),
+    ...target.libs,
   ]);
-  await Deno.rename(tmp, LIBRARY_PATH);
-  await Deno.writeTextFile(STAMP_PATH, stamp + "\n");
-  if (!options.quiet) console.error(`Built ${LIBRARY_PATH.pathname}`);
+  await Deno.rename(tmp, target.output);
+  await Deno.writeTextFile(stampPath(target), stamp + "\n");
+  if (!options.quiet) console.error(`Built ${path}`);
   return true;
+}
+
+/**
+ * Compiles the library (or, for the sanitized variant, the library and the
+ * C test driver) unless their stamps say they are current.
+ *
+ * @returns whether anything compiled
+ */
+export async function buildLibrary(options: BuildOptions = {}): Promise<boolean> {
+  let built = false;
+  for (const target of targetsOf(options.variant ?? "release")) {
+    if (await buildTarget(target, options)) built = true;
+  }
+  return built;
 }
 
 if (import.meta.main) {
@@ -113,6 +196,7 @@ if (import.meta.main) {
     await buildLibrary({
       force: Deno.args.includes("--force"),
       quiet: Deno.args.includes("--quiet"),
+      variant: Deno.args.includes("--sanitized") ? "sanitized" : "release",
     });
   } catch (error) {
     console.error(error instanceof Error ? error.message : error);

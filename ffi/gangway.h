@@ -9,6 +9,10 @@
  * Conventions: functions return 0 (or a count) on success and -errno on
  * failure; page numbers and counts are uint32_t (a 16 TiB guest at most),
  * because Deno passes a JS number to a u32 parameter on its fast path.
+ *
+ * Every call that reads a RAM file first checks (one fstat per file per
+ * call) that the file is not shorter than its size at open: a shrunk file
+ * answers -ESTALE instead of a SIGBUS from a read through its mapping.
  */
 #ifndef GANGWAY_H
 #define GANGWAY_H
@@ -17,9 +21,11 @@
 
 #define GW_PAGE_SHIFT 12
 #define GW_PAGE_SIZE (1u << GW_PAGE_SHIFT)
+/* Most pages one read or scan call takes: its count of pages comes back as an int (-EINVAL beyond). */
+#define GW_MAX_CALL_PAGES 0x7fffffffu
 
 /* Bumped whenever a signature or a constant below changes. */
-#define GW_ABI_VERSION 5
+#define GW_ABI_VERSION 6
 
 uint32_t gw_abi_version(void);
 
@@ -48,7 +54,8 @@ int gw_ram_resize(gw_ram *ram, uint64_t size);
  * Reads pages [first, first + count) into buf (count * GW_PAGE_SIZE bytes).
  * has_data[i] is set to 1 for a page that was read and 0 for a page that
  * lies in a hole; a hole page is zero-filled in buf. A short last page is
- * padded with zeros. Returns the number of pages read from data regions.
+ * padded with zeros. Returns the number of pages read from data regions
+ * (count is at most GW_MAX_CALL_PAGES, so that it fits the int).
  */
 int gw_ram_read(gw_ram *ram, uint32_t first, uint32_t count, uint8_t *buf, uint8_t *has_data);
 
@@ -120,9 +127,13 @@ void gw_digest(const uint64_t *hashes, uint32_t count, uint64_t seed, uint8_t *o
  * Compression of page data on the wire (zstd).
  * ---------------------------------------------------------------------- */
 
-/* Largest compressed size of len bytes. */
+/* Largest compressed size of len bytes; 0 when that exceeds UINT32_MAX. */
 uint32_t gw_compress_bound(uint32_t len);
-/* Compresses src into dst (cap bytes) at a zstd level; returns the size or -errno. */
+/*
+ * Compresses src into dst (cap bytes, of which at most INT32_MAX are used)
+ * at a zstd level; returns the size or -errno (-EOVERFLOW: does not fit).
+ * Each thread has its own zstd contexts: callers on several threads are safe.
+ */
 int gw_compress(const uint8_t *src, uint32_t len, uint8_t *dst, uint32_t cap, int32_t level);
 /* Decompresses src into dst, which must come out exactly `expected` bytes; 0 or -EBADMSG. */
 int gw_decompress(const uint8_t *src, uint32_t len, uint8_t *dst, uint32_t expected);
@@ -189,7 +200,8 @@ int gw_index_add_guest(gw_index *index, gw_ram *ram);
  * are unspecified. Pages in memory are hashed in place, without a copy,
  * unless they changed. kinds (count bytes)
  * and ids (count u32) may be NULL; stats (GW_STAT_COUNT u64) is added to.
- * Returns the number of pages examined, or -errno.
+ * Returns the number of pages examined, or -errno (count is at most
+ * GW_MAX_CALL_PAGES, so that it fits the int).
  */
 enum gw_scan_flags {
 	GW_SCAN_ALL_BYTES = 1 << 0, /* copy every examined page to buf, changed or not */

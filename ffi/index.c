@@ -200,13 +200,14 @@ static int reserve_location(gw_index *ix)
 	return 0;
 }
 
-/* Does content id hold exactly these bytes (with this hash)? */
-static int holds_content(gw_index *ix, uint32_t id, uint64_t hash, const uint8_t *page)
+/* Does content id hold exactly these bytes (with this hash)? 1, 0, or -errno (-ESTALE). */
+static int holds_content(gw_index *ix, uint64_t call, uint32_t id, uint64_t hash, const uint8_t *page)
 {
 	uint64_t location = *location_of(ix, id);
 	const struct guest_state *holder;
 	const uint8_t *map;
 	uint32_t p;
+	int err;
 
 	if (location == LOC_INVALID)
 		return 0;
@@ -214,7 +215,9 @@ static int holds_content(gw_index *ix, uint32_t id, uint64_t hash, const uint8_t
 	p = (uint32_t)location;
 	if (holder->hash[p] != hash) /* the full hash, before touching the holder's bytes */
 		return 0;
-	map = gw__ram_map(holder->ram);
+	err = gw__ram_map(holder->ram, call, &map); /* the holder may be any guest's file */
+	if (err)
+		return err;
 	return map && memcmp(map + ((size_t)p << GW_PAGE_SHIFT), page, GW_PAGE_SIZE) == 0;
 }
 
@@ -222,8 +225,8 @@ static int holds_content(gw_index *ix, uint32_t id, uint64_t hash, const uint8_t
  * Finds the content of page (guest, p) or inserts it as a new content.
  * Returns GW_KIND_NEW or GW_KIND_DUPLICATE with *id set, or -errno.
  */
-static int find_or_insert(gw_index *ix, uint32_t guest, uint32_t p, uint64_t hash, const uint8_t *page,
-			  uint32_t *id)
+static int find_or_insert(gw_index *ix, uint64_t call, uint32_t guest, uint32_t p, uint64_t hash,
+			  const uint8_t *page, uint32_t *id)
 {
 	uint32_t tag = (uint32_t)(hash >> 32);
 	uint64_t i = home_slot(ix, tag);
@@ -234,9 +237,15 @@ static int find_or_insert(gw_index *ix, uint32_t guest, uint32_t p, uint64_t has
 
 		if (!slot)
 			break;
-		if ((uint32_t)(slot >> 32) == tag && holds_content(ix, (uint32_t)slot - 1, hash, page)) {
-			*id = (uint32_t)slot - 1;
-			return GW_KIND_DUPLICATE;
+		if ((uint32_t)(slot >> 32) == tag) {
+			int held = holds_content(ix, call, (uint32_t)slot - 1, hash, page);
+
+			if (held < 0)
+				return held;
+			if (held) {
+				*id = (uint32_t)slot - 1;
+				return GW_KIND_DUPLICATE;
+			}
 		}
 		i = i + 1 == ix->capacity ? 0 : i + 1;
 	}
@@ -302,20 +311,24 @@ GW_EXPORT void gw_index_set_threads(gw_index *ix, uint32_t threads)
 
 /*
  * Marks which pages of [first, first + count) are in memory. Those are read
- * through the mapping, with no copy and no system call per page; reading a
- * page that is in memory never allocates one. Without a mapping (or if
- * mincore fails) every page is read with pread.
+ * through the mapping (*map), with no copy and no system call per page;
+ * reading a page that is in memory never allocates one. Without a mapping
+ * (or if mincore fails) *map is NULL and every page is read with pread.
+ * Returns 0 or -ESTALE (the file shrank).
  */
-static const uint8_t *resident_pages(gw_index *ix, gw_ram *ram, uint32_t first, uint32_t count)
+static int resident_pages(gw_index *ix, gw_ram *ram, uint64_t call, uint32_t first, uint32_t count,
+			  const uint8_t **map)
 {
-	const uint8_t *map = gw__ram_map(ram);
+	int err = gw__ram_map(ram, call, map);
 
-	if (!map || mincore((void *)(map + ((size_t)first << GW_PAGE_SHIFT)), (size_t)count << GW_PAGE_SHIFT,
+	if (err)
+		return err;
+	if (*map && mincore((void *)(*map + ((size_t)first << GW_PAGE_SHIFT)), (size_t)count << GW_PAGE_SHIFT,
 			    ix->resident) < 0)
-		return NULL;
-	for (uint32_t i = 0; i < count; i++)
+		*map = NULL;
+	for (uint32_t i = 0; *map && i < count; i++)
 		ix->resident[i] &= 1; /* the other bits are reserved */
-	return map;
+	return 0;
 }
 
 /* The page is all zeros: it is zero now, and it was or was not before. */
@@ -332,8 +345,8 @@ static int classify_zero(gw_index *ix, uint32_t guest, uint32_t p, uint64_t *has
 }
 
 /* The page holds these non-zero bytes: unchanged, or a content found or added. */
-static int classify_data(gw_index *ix, uint32_t guest, uint32_t p, const uint8_t *page, uint64_t hash, uint32_t *id,
-			 uint64_t *stats)
+static int classify_data(gw_index *ix, uint64_t call, uint32_t guest, uint32_t p, const uint8_t *page,
+			 uint64_t hash, uint32_t *id, uint64_t *stats)
 {
 	struct guest_state *gs = &ix->guests[guest];
 	uint32_t old = gs->content[p];
@@ -350,7 +363,7 @@ static int classify_data(gw_index *ix, uint32_t guest, uint32_t p, const uint8_t
 		return GW_KIND_UNCHANGED;
 	}
 	release_content(ix, guest, p, old);
-	kind = find_or_insert(ix, guest, p, hash, page, id);
+	kind = find_or_insert(ix, call, guest, p, hash, page, id);
 	if (kind == GW_KIND_NEW)
 		stats[GW_STAT_NEW]++;
 	else if (kind == GW_KIND_DUPLICATE)
@@ -429,10 +442,11 @@ GW_EXPORT int gw_index_scan(gw_index *ix, uint32_t guest, uint32_t first, uint32
 	struct guest_state *gs;
 	struct page_work work;
 	const uint8_t *map;
+	uint64_t call = gw__call_id();
 	uint32_t threads;
 	int pages_read, examined = 0, err;
 
-	if (guest >= ix->guest_count)
+	if (guest >= ix->guest_count || count > GW_MAX_CALL_PAGES)
 		return -EINVAL;
 	gs = &ix->guests[guest];
 	if ((uint64_t)first + count > gs->pages)
@@ -442,10 +456,12 @@ GW_EXPORT int gw_index_scan(gw_index *ix, uint32_t guest, uint32_t first, uint32
 		return err;
 
 	/* Step 1 -- pages in memory are read in place; the others with pread, skipping holes. */
-	map = resident_pages(ix, gs->ram, first, count);
+	err = resident_pages(ix, gs->ram, call, first, count, &map);
+	if (err)
+		return err;
 	for (uint32_t i = 0; i < count; i++)
 		ix->read_mask[i] = (!mask || mask[i]) && !(map && ix->resident[i]);
-	pages_read = gw__ram_read_data(gs->ram, first, count, ix->read_mask, buf, ix->has_data);
+	pages_read = gw__ram_read_data(gs->ram, call, first, count, ix->read_mask, buf, ix->has_data);
 	if (pages_read < 0)
 		return pages_read;
 	stats[GW_STAT_PAGES_READ] += (uint64_t)pages_read;
@@ -479,7 +495,7 @@ GW_EXPORT int gw_index_scan(gw_index *ix, uint32_t guest, uint32_t first, uint32
 		case FOUND_IN_BUF:
 			if (!ix->read_mask[i])
 				stats[GW_STAT_PAGES_READ]++;
-			kind = classify_data(ix, guest, p, page, hash, &id, stats);
+			kind = classify_data(ix, call, guest, p, page, hash, &id, stats);
 			break;
 		default: { /* FOUND_IN_PLACE */
 			const uint8_t *live = map + ((size_t)p << GW_PAGE_SHIFT);
@@ -487,14 +503,14 @@ GW_EXPORT int gw_index_scan(gw_index *ix, uint32_t guest, uint32_t first, uint32
 			stats[GW_STAT_PAGES_READ]++;
 			if ((hash == gs->hash[p] && gs->content[p] < GW_CONTENT_ZERO) || (flags & GW_SCAN_NO_BYTES)) {
 				/* Unchanged, or nobody sends these bytes: classify the live page, no copy. */
-				kind = classify_data(ix, guest, p, live, hash, &id, stats);
+				kind = classify_data(ix, call, guest, p, live, hash, &id, stats);
 			} else {
 				/* Changed: a snapshot for the caller to send, hashed again as copied. */
 				memcpy(page, live, GW_PAGE_SIZE);
 				if (gw__page_is_zero(page))
 					kind = classify_zero(ix, guest, p, &hash, &id, stats);
 				else
-					kind = classify_data(ix, guest, p, page, hash = page_hash(ix, page), &id, stats);
+					kind = classify_data(ix, call, guest, p, page, hash = page_hash(ix, page), &id, stats);
 			}
 		}
 		}

@@ -18,6 +18,7 @@ struct gw_ram {
 	size_t map_len;      /* bytes mapped (0 = no mapping yet) */
 	uint64_t data_start; /* the last data region found (SEEK_DATA/SEEK_HOLE) */
 	uint64_t data_end;   /* its end; start == end: none known */
+	uint64_t whole_in;   /* the call (gw__call_id) in which fstat last found the file whole */
 };
 
 /* Pages of a file of size bytes, counting a short last page as a page. */
@@ -32,13 +33,34 @@ int gw__page_is_zero(const uint8_t *page);
 /*
  * Reads the pages of [first, first + count) that mask selects (NULL = all)
  * and that hold data; has_data[i] says which were read. Holes are found with
- * SEEK_DATA/SEEK_HOLE and never read. Returns pages read or -errno.
+ * SEEK_DATA/SEEK_HOLE and never read. count is at most GW_MAX_CALL_PAGES.
+ * Returns pages read or -errno
+ * (-ESTALE: the file shrank, see gw__ram_check_whole).
  */
-int gw__ram_read_data(gw_ram *ram, uint32_t first, uint32_t count, const uint8_t *mask,
+int gw__ram_read_data(gw_ram *ram, uint64_t call, uint32_t first, uint32_t count, const uint8_t *mask,
 		      uint8_t *buf, uint8_t *has_data);
 
-/* The read-only mapping of the whole file, made on first use; NULL on failure. */
-const uint8_t *gw__ram_map(gw_ram *ram);
+/*
+ * A number for each call into the library that reads guest RAM, so that a
+ * file's size is checked once per call (fstat costs about 1.1 us), however
+ * many of its pages the call touches.
+ */
+uint64_t gw__call_id(void);
+
+/*
+ * -ESTALE if the file is now shorter than ram->size: a read through the
+ * mapping past its end would raise SIGBUS. Checked once per call. A file
+ * that shrinks while a call runs can still fault; gangway never shrinks a
+ * file it reads, and between calls every shrink becomes this error.
+ */
+int gw__ram_check_whole(gw_ram *ram, uint64_t call);
+
+/*
+ * The read-only mapping of the whole file (made on first use) in *map,
+ * after gw__ram_check_whole. Returns 0 (with *map NULL if there is no
+ * mapping: an empty file, or mmap failed) or -ESTALE.
+ */
+int gw__ram_map(gw_ram *ram, uint64_t call, const uint8_t **map);
 
 /* Most threads a scan uses, the caller's included. */
 #define GW_MAX_THREADS 8

@@ -3,7 +3,8 @@
  * the PAGEMAP_SCAN ioctl. Both probes run once and are cached; a kernel
  * built without CONFIG_MEM_SOFT_DIRTY accepts clear_refs but never sets the
  * bit, so only a probe can tell, and callers get -EOPNOTSUPP, never zeros
- * that would read as "nothing was written".
+ * that would read as "nothing was written". The probes leave the caller's
+ * page bits alone (the soft-dirty one runs in a child process).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -74,45 +76,71 @@ GW_EXPORT int gw_soft_dirty_clear(int32_t pid)
 }
 
 /* Reads the pagemap entry of one address of this process. */
-static int self_entry(const void *addr, uint64_t *entry)
+static int self_entry(int pagemap, const void *addr, uint64_t *entry)
 {
-	int fd = open_proc(0, "pagemap", O_RDONLY), err = 0;
 	off_t offset = (off_t)((uintptr_t)addr >> GW_PAGE_SHIFT) * (off_t)sizeof(*entry);
 
-	if (fd < 0)
-		return -errno;
-	if (pread(fd, entry, sizeof(*entry), offset) != sizeof(*entry))
-		err = errno ? -errno : -EIO;
-	close(fd);
-	return err;
+	if (pread(pagemap, entry, sizeof(*entry), offset) != sizeof(*entry))
+		return errno ? -errno : -EIO;
+	return 0;
 }
 
-/* Writes a private page, clears soft-dirty, writes again: does the bit come back? */
-static int probe_soft_dirty(void)
+/*
+ * In the probe's child: writes a private page, clears soft-dirty, checks the
+ * bit is clear, writes again: does the bit come back? 1, 0 or -errno. Only
+ * system calls here (no locks, no allocation), as a child forked from a
+ * threaded process must.
+ */
+static int probe_in_child(void)
 {
 	volatile uint8_t *page = mmap(NULL, GW_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	int pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	int clear_refs = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
 	uint64_t entry;
-	int err, answer = 0;
+	int err;
 
-	if (page == MAP_FAILED)
+	if (page == MAP_FAILED || pagemap < 0 || clear_refs < 0)
 		return -errno;
 	page[0] = 1;
-	err = gw_soft_dirty_clear(0);
+	if (write(clear_refs, "4", 1) != 1)
+		return -errno;
+	err = self_entry(pagemap, (const void *)page, &entry);
 	if (err)
-		goto out;
-	err = self_entry((const void *)page, &entry);
-	if (err)
-		goto out;
+		return err;
 	if (!(entry & PM_ENTRY_PRESENT) || (entry & PM_ENTRY_SOFT_DIRTY))
-		goto out; /* clearing did not clear: not usable */
+		return 0; /* clearing did not clear: not usable */
 	page[0] = 2;
-	err = self_entry((const void *)page, &entry);
-	if (err)
-		goto out;
-	answer = !!(entry & PM_ENTRY_SOFT_DIRTY);
-out:
-	munmap((void *)page, GW_PAGE_SIZE);
-	return err ? err : answer;
+	err = self_entry(pagemap, (const void *)page, &entry);
+	return err ? err : !!(entry & PM_ENTRY_SOFT_DIRTY);
+}
+
+/* Exit statuses of the probe's child: 0 and 1 are its answer, PROBE_ERRNO + e an errno e. */
+#define PROBE_ERRNO 2
+
+/*
+ * Clearing soft-dirty bits clears them for a whole process: probed in this
+ * process, it would erase what a caller tracks in its own memory. So the
+ * probe runs in a forked child, whose bits are its own, and answers with
+ * its exit status.
+ */
+static int probe_soft_dirty(void)
+{
+	pid_t child = fork();
+	int status, answer;
+
+	if (child < 0)
+		return -errno;
+	if (child == 0) {
+		answer = probe_in_child();
+		_exit(answer >= 0 ? answer : PROBE_ERRNO - answer);
+	}
+	while (waitpid(child, &status, 0) < 0)
+		if (errno != EINTR)
+			return -errno;
+	if (!WIFEXITED(status))
+		return -EIO;
+	answer = WEXITSTATUS(status);
+	return answer < PROBE_ERRNO ? answer : -(answer - PROBE_ERRNO);
 }
 
 GW_EXPORT int gw_soft_dirty_supported(void)

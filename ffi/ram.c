@@ -5,10 +5,14 @@
  * returns zeros without allocating, while a read through a mapping would
  * allocate every untouched page of the guest. The one mapping kept here is
  * used for byte compares and reference copies of pages known to hold data.
+ * A read through it past the end of the file raises SIGBUS, so every call
+ * checks with fstat that the file did not shrink before it touches the
+ * mapping (gw__ram_check_whole) and answers -ESTALE if it did.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -107,20 +111,43 @@ GW_EXPORT int gw_ram_resize(gw_ram *ram, uint64_t size)
 	return 0;
 }
 
-const uint8_t *gw__ram_map(gw_ram *ram)
+uint64_t gw__call_id(void)
 {
+	static _Atomic uint64_t calls;
+
+	return atomic_fetch_add_explicit(&calls, 1, memory_order_relaxed) + 1;
+}
+
+int gw__ram_check_whole(gw_ram *ram, uint64_t call)
+{
+	struct stat st;
+
+	if (ram->whole_in == call)
+		return 0;
+	if (fstat(ram->fd, &st) < 0)
+		return -errno;
+	if ((uint64_t)st.st_size < ram->size)
+		return -ESTALE;
+	ram->whole_in = call;
+	return 0;
+}
+
+int gw__ram_map(gw_ram *ram, uint64_t call, const uint8_t **out)
+{
+	int err = gw__ram_check_whole(ram, call);
 	void *map;
 
-	if (ram->map_len)
-		return ram->map;
-	if (!ram->size)
-		return NULL;
+	if (err)
+		return err;
+	*out = ram->map;
+	if (ram->map_len || !ram->size)
+		return 0;
 	map = mmap(NULL, ram->size, PROT_READ, MAP_SHARED, ram->fd, 0);
 	if (map == MAP_FAILED)
-		return NULL;
-	ram->map = map;
+		return 0;
+	ram->map = *out = map;
 	ram->map_len = ram->size;
-	return ram->map;
+	return 0;
 }
 
 /* pread exactly len bytes, or up to end of file; the rest is zero-filled. */
@@ -202,16 +229,20 @@ static int data_region(gw_ram *ram, uint64_t pos, uint64_t limit, uint64_t *star
 	return 1;
 }
 
-int gw__ram_read_data(gw_ram *ram, uint32_t first, uint32_t count, const uint8_t *mask,
+int gw__ram_read_data(gw_ram *ram, uint64_t call, uint32_t first, uint32_t count, const uint8_t *mask,
 		      uint8_t *buf, uint8_t *has_data)
 {
 	uint64_t end_page = (uint64_t)first + count;
 	uint64_t end = end_page << GW_PAGE_SHIFT;
 	uint64_t pos = (uint64_t)first << GW_PAGE_SHIFT;
-	int pages_read = 0, regions = 0;
+	int pages_read = 0, regions = 0, err;
 
 	if (end_page > ram->pages)
 		return -ERANGE;
+	/* pread would not fault, but a shrunk file's lost pages must not read as zeros. */
+	err = gw__ram_check_whole(ram, call);
+	if (err)
+		return err;
 	memset(has_data, 0, count);
 	if (end > ram->size)
 		end = ram->size;
@@ -242,8 +273,11 @@ int gw__ram_read_data(gw_ram *ram, uint32_t first, uint32_t count, const uint8_t
 
 GW_EXPORT int gw_ram_read(gw_ram *ram, uint32_t first, uint32_t count, uint8_t *buf, uint8_t *has_data)
 {
-	int pages_read = gw__ram_read_data(ram, first, count, NULL, buf, has_data);
+	int pages_read;
 
+	if (count > GW_MAX_CALL_PAGES)
+		return -EINVAL;
+	pages_read = gw__ram_read_data(ram, gw__call_id(), first, count, NULL, buf, has_data);
 	if (pages_read < 0)
 		return pages_read;
 	for (uint32_t i = 0; i < count; i++)
@@ -308,6 +342,8 @@ GW_EXPORT int gw_ram_punch(gw_ram *ram, uint32_t first, uint32_t count)
 		return -ERANGE;
 	if (offset + len > ram->size)
 		len = ram->size - offset;
+	if (!len)
+		return 0; /* fallocate refuses a length of 0 */
 	if (fallocate(ram->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)len) == 0)
 		return 0;
 	if (errno != EOPNOTSUPP)
@@ -325,16 +361,19 @@ GW_EXPORT int gw_ram_punch(gw_ram *ram, uint32_t first, uint32_t count)
 GW_EXPORT int gw_ram_copy(gw_ram *const *src, const uint32_t *src_pages, gw_ram *dst, const uint32_t *dst_pages,
 			  uint32_t count, uint64_t seed, const uint64_t *expected, uint32_t *bad)
 {
+	uint64_t call = gw__call_id();
 	uint32_t i = 0;
 
 	if (!dst->writable)
 		return -EBADF;
 	while (i < count) {
-		const uint8_t *map = gw__ram_map(src[i]);
+		const uint8_t *map;
 		uint32_t run = 1;
 		uint64_t offset, len;
-		int err;
+		int err = gw__ram_map(src[i], call, &map);
 
+		if (err)
+			return err;
 		if (!map)
 			return -ENOMEM;
 		/* A run: both sides consecutive, from one source file. */

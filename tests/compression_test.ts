@@ -30,6 +30,31 @@ Deno.test("compress() and decompress() round-trip and decompress() wants the exa
   assertEquals(decompress(Uint8Array.of(1, 2, 3), out), false);
 });
 
+Deno.test("compressBound() refuses sizes whose bound does not fit in 32 bits", () => {
+  assert(compressBound(PAGE_SIZE) > PAGE_SIZE);
+  assertThrows(() => compressBound(2 ** 32 - 1), RangeError, "could exceed 4 GiB");
+});
+
+Deno.test("compress() and decompress() are safe from several Deno workers at once", async () => {
+  const workers = [0, 1].map(() =>
+    new Worker(new URL("./_compression_worker.ts", import.meta.url), { type: "module" })
+  );
+  try {
+    const failures = await Promise.all(
+      workers.map((worker, seed) =>
+        new Promise<number>((resolve, reject) => {
+          worker.onmessage = (event: MessageEvent<number>) => resolve(event.data);
+          worker.onerror = (event) => reject(new Error(event.message));
+          worker.postMessage({ seed, iterations: 120 });
+        })
+      ),
+    );
+    assertEquals(failures, [0, 0]);
+  } finally {
+    for (const worker of workers) worker.terminate();
+  }
+});
+
 Deno.test("migrateGang() with zstd sends compressible pages compressed and the target stays exact", async () => {
   const pages = Array.from({ length: 64 }, (_, p) => (p % 2 ? textPage(p) : patternPage(p)));
   const path = makeRamFile(shmPath("zstd"), pages);

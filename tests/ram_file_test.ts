@@ -142,6 +142,30 @@ Deno.test("copyPages() copies checked pages from several files and refuses a wro
   }
 });
 
+Deno.test("copyPages() names a source whose RAM file shrank instead of dying of SIGBUS", async () => {
+  const a = makeRamFile(shmPath("sa"), [patternPage(1), patternPage(2)]);
+  const t = makeRamFile(shmPath("st"), ["hole", "hole"]);
+  try {
+    using ramA = RamFile.open(a);
+    using target = RamFile.open(t, { write: true });
+    const copies = {
+      sources: [ramA],
+      sourcePages: Uint32Array.of(1),
+      targetPages: Uint32Array.of(0),
+      hashes: hashPages(patternPage(2), 1, 9n).hashes,
+    };
+    copyPages(target, copies, 9n);
+    RamFile.open(a, { write: true }).resize(PAGE_SIZE);
+    const error = assertThrows(() => copyPages(target, copies, 9n), NativeError);
+    assertEquals(
+      error.message,
+      `Cannot read guest RAM "${a}": the file shrank from ${2 * PAGE_SIZE} to ${PAGE_SIZE} bytes`,
+    );
+  } finally {
+    await removeFiles(a, t);
+  }
+});
+
 Deno.test("hashPages() flags zero pages and keys hashes by the seed", () => {
   const buf = new Uint8Array(3 * PAGE_SIZE);
   buf.set(patternPage(9), 0);

@@ -2,6 +2,7 @@ import { assertEquals, assertThrows } from "./_assert.ts";
 import { Gang } from "../src/scan/gang.ts";
 import { rescanGuest, scanGang } from "../src/scan/scan_gang.ts";
 import { PAGE_SIZE, RamFile } from "../src/native/ram_file.ts";
+import { NativeError } from "../src/native/errno.ts";
 import { makeRamFile, patternPage, removeFiles, shmPath } from "./_fixtures.ts";
 
 const [p1, p2, p3, p4] = [1, 2, 3, 4].map(patternPage) as [
@@ -118,5 +119,26 @@ Deno.test("Gang.open() refuses missing, empty, directory and repeated files with
     assertThrows(() => Gang.open([]), Error, "no guests given");
   } finally {
     await removeFiles(good, other, empty);
+  }
+});
+
+Deno.test("rescanGuest() names a guest whose RAM file shrank instead of dying of SIGBUS", async () => {
+  // Scan [a, b]; truncate a; give b a's old contents; rescan b: looking up b's new pages
+  // compares them with a's pages, which are gone from the file.
+  const a = makeRamFile(shmPath("a"), [p1, p2]);
+  const b = makeRamFile(shmPath("b"), [p3, p4]);
+  try {
+    using gang = Gang.open([{ name: "a", path: a }, { name: "b", path: b }]);
+    scanGang(gang);
+    RamFile.open(a, { write: true }).resize(0);
+    makeRamFile(b, [p1, p2]);
+    const error = assertThrows(() => rescanGuest(gang, 1), NativeError);
+    assertEquals(
+      error.message,
+      `Cannot read guest RAM "${a}": the file shrank from ${2 * PAGE_SIZE} to 0 bytes`,
+    );
+    assertEquals(error.code, "ESTALE");
+  } finally {
+    await removeFiles(a, b);
   }
 });

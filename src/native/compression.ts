@@ -22,9 +22,17 @@ export function compress(src: Uint8Array, dst: Uint8Array, level = COMPRESSION_L
   );
 }
 
-/** Largest compressed size of `bytes` bytes. */
+/**
+ * Largest compressed size of `bytes` bytes.
+ *
+ * @throws RangeError when that size does not fit in 32 bits
+ */
 export function compressBound(bytes: number): number {
-  return native().gw_compress_bound(bytes);
+  const bound = native().gw_compress_bound(bytes);
+  if (bound === 0 && bytes > 0) {
+    throw new RangeError(`Cannot compress ${bytes} bytes at once: the output could exceed 4 GiB`);
+  }
+  return bound;
 }
 
 /**

@@ -6,7 +6,7 @@
 import { native } from "./library.ts";
 import { check } from "./errno.ts";
 import { ramHandle } from "./_handles.ts";
-import { PAGE_SIZE, type RamFile } from "./ram_file.ts";
+import { checkRamResult, PAGE_SIZE, type RamFile } from "./ram_file.ts";
 
 /** What a scan says about one page (values of `ScanBuffers.kinds`). */
 export const PageKind = {
@@ -179,7 +179,8 @@ export class ContentIndex implements Disposable {
       native().gw_index_set_threads(this.#ptr(), threads);
       this.#threads = threads;
     }
-    return check(
+    // Any guest's file may be read: a page's content is compared with the page that holds it.
+    return checkRamResult(
       native().gw_index_scan(
         this.#ptr(),
         guest,
@@ -193,6 +194,7 @@ export class ContentIndex implements Disposable {
         out.stats,
       ),
       `Cannot scan pages ${first}..${first + count} of "${ram.path}"`,
+      this.#guests,
     );
   }
 

@@ -31,6 +31,7 @@ const REASONS: Record<string, string> = {
   ESRCH: "no such process",
   EROFS: "read-only file system",
   ELOOP: "a symbolic link (refused)",
+  ESTALE: "the file shrank since it was opened",
 };
 
 /** An error from the C library, carrying the errno name (`code`). */

@@ -10,7 +10,7 @@
  */
 
 /** Must equal GW_ABI_VERSION in ffi/gangway.h: a stale build is refused. */
-const ABI_VERSION = 5;
+const ABI_VERSION = 6;
 
 /** One entry per C function, with its prototype from ffi/gangway.h. */
 const SYMBOLS = {

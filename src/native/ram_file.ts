@@ -4,7 +4,8 @@
  * @module
  */
 import { native } from "./library.ts";
-import { check } from "./errno.ts";
+import { check, NativeError } from "./errno.ts";
+import { constants } from "node:os";
 import { ramHandle, setRamHandle } from "./_handles.ts";
 
 /** Bytes in a page: the unit of everything gangway moves. */
@@ -109,9 +110,10 @@ export class RamFile implements Disposable {
    */
   read(first: number, count: number, buf: Uint8Array, hasData: Uint8Array): number {
     checkBuffers(count, buf, hasData);
-    return check(
+    return checkRamResult(
       native().gw_ram_read(this.#handle("read"), first, count, buf, hasData),
       `Cannot read pages ${first}..${first + count} of "${this.path}"`,
+      [this],
     );
   }
 
@@ -219,11 +221,35 @@ export function copyPages(target: RamFile, copies: PageCopies, seed: bigint): vo
       }": it does not match its content's hash`,
     );
   }
-  check(result, `Cannot copy ${count} pages into "${target.path}"`);
+  checkRamResult(result, `Cannot copy ${count} pages into "${target.path}"`, copies.sources);
 }
 
 /** errno of "bad message": a page that does not match its hash. */
-const EBADMSG = 74;
+const EBADMSG = constants.errno.EBADMSG;
+/** errno the library answers when a file it reads is shorter than when it was opened. */
+const ESTALE = constants.errno.ESTALE;
+
+/**
+ * As {@linkcode check}, and for ESTALE (a RAM file shrank since it was
+ * opened: reading it through its mapping would have raised SIGBUS) an
+ * error naming which of `files` shrank, from what size to what size.
+ *
+ * @param files the files the call read
+ */
+export function checkRamResult(result: number, what: string, files: Iterable<RamFile>): number {
+  if (result === -ESTALE) {
+    for (const file of new Set(files)) {
+      const now = file.stat().size;
+      if (now < file.size) {
+        throw new NativeError(
+          `Cannot read guest RAM "${file.path}": the file shrank from ${file.size} to ${now} bytes`,
+          "ESTALE",
+        );
+      }
+    }
+  }
+  return check(result, what);
+}
 
 function checkBuffers(count: number, buf: Uint8Array, perPage: Uint8Array): void {
   if (buf.length < count * PAGE_SIZE) throw new RangeError("Page buffer too small");

@@ -1,0 +1,401 @@
+/*
+ * C-level checks of the library's entry points, built with ASan and UBSan
+ * (`deno run ... ffi/build.ts --sanitized`) and run by
+ * tests/sanitizers_test.ts. The buffers here come from malloc, so that
+ * ASan sees any read or write past them (the TypeScript tests hand the
+ * library V8 memory, which ASan does not watch).
+ *
+ * Each check prints "ok NAME"; the first failure prints "FAIL ..." and
+ * exits 1. Usage: ffi_check [SEED]; the fuzz loops are seeded and short.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#include "../gangway.h"
+
+#define PAGE GW_PAGE_SIZE
+#define FUZZ_ROUNDS 100
+
+#define CHECK(cond, ...)                                                                                      \
+	do {                                                                                                  \
+		if (!(cond))                                                                                  \
+			fail(__LINE__, #cond, __VA_ARGS__);                                                   \
+	} while (0)
+
+static void fail(int line, const char *cond, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "FAIL line %d: %s: ", line, cond);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(1);
+}
+
+/* xorshift64*: the same seed gives the same run. */
+static uint64_t rng_state;
+
+static uint32_t rnd(uint32_t n)
+{
+	rng_state ^= rng_state >> 12;
+	rng_state ^= rng_state << 25;
+	rng_state ^= rng_state >> 27;
+	return n ? (uint32_t)((rng_state * 0x2545F4914F6CDD1Dull) >> 32) % n : 0;
+}
+
+static void *xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+
+	CHECK(p, "out of memory");
+	return p;
+}
+
+/* A page of content `c` from a small alphabet (0 = zero page), so that gangs have duplicates. */
+static void fill_page(uint8_t *page, uint32_t c)
+{
+	memset(page, 0, PAGE);
+	for (uint32_t i = 0; c && i < PAGE; i += 64)
+		page[i] = (uint8_t)(c * 31 + i / 64);
+}
+
+static char *shm_path(const char *label)
+{
+	static int counter;
+	char *path = xmalloc(128);
+
+	snprintf(path, 128, "/dev/shm/gangway-ffi-check-%d-%d-%s", (int)getpid(), counter++, label);
+	return path;
+}
+
+/* Creates a RAM file of `pages` pages, each content[i] (0: left a hole, or punched). */
+static gw_ram *make_ram(const char *path, uint32_t pages, const uint32_t *content)
+{
+	uint8_t *buf = xmalloc((size_t)pages * PAGE);
+	uint32_t *numbers = xmalloc(pages * sizeof(*numbers));
+	uint32_t n = 0;
+	gw_ram *ram;
+
+	CHECK(gw_ram_open(path, GW_OPEN_WRITE | GW_OPEN_CREATE, &ram) == 0, "open %s", path);
+	CHECK(gw_ram_resize(ram, 0) == 0 && gw_ram_resize(ram, (uint64_t)pages * PAGE) == 0, "resize");
+	for (uint32_t p = 0; p < pages; p++) {
+		if (!content[p])
+			continue;
+		fill_page(buf + (size_t)n * PAGE, content[p]);
+		numbers[n++] = p;
+	}
+	CHECK(gw_ram_write(ram, numbers, n, buf) == 0, "write");
+	free(buf);
+	free(numbers);
+	return ram;
+}
+
+static void check_ram_files(void)
+{
+	uint32_t pages = 64 + rnd(64), *content = xmalloc(pages * sizeof(*content));
+	uint8_t *buf = xmalloc((size_t)pages * PAGE), *has = xmalloc(pages), *want = xmalloc(PAGE);
+	char *path = shm_path("ram");
+	uint32_t first, count;
+	gw_ram *ram;
+
+	for (uint32_t p = 0; p < pages; p++)
+		content[p] = rnd(3) ? 0 : 1 + rnd(5);
+	ram = make_ram(path, pages, content);
+	first = rnd(pages);
+	count = rnd(pages - first + 1);
+	CHECK(gw_ram_punch(ram, first, count) == 0, "punch %u+%u of %u", first, count, pages);
+	CHECK(gw_ram_punch(ram, pages, 0) == 0, "punch nothing");
+	for (uint32_t p = first; p < first + count; p++)
+		content[p] = 0;
+	CHECK(gw_ram_read(ram, 0, pages, buf, has) >= 0, "read");
+	for (uint32_t p = 0; p < pages; p++) {
+		fill_page(want, content[p]);
+		CHECK(memcmp(buf + (size_t)p * PAGE, want, PAGE) == 0, "page %u reads back wrong", p);
+	}
+	CHECK(gw_ram_read(ram, pages, 1, buf, has) == -ERANGE, "a read past the end");
+	CHECK(gw_ram_read(ram, 0, GW_MAX_CALL_PAGES + 1u, buf, has) == -EINVAL, "a count beyond an int");
+	gw_ram_close(ram);
+	unlink(path);
+	free(path), free(content), free(buf), free(has), free(want);
+}
+
+/*
+ * Scans a random gang in random chunks; pages given one id must have held
+ * the same bytes when they were scanned. With narrowed hashes a changed
+ * page can pass for unchanged (by design: only lookups compare bytes), so
+ * those gangs get one round.
+ */
+static void check_index(void)
+{
+	enum { GUESTS = 3 };
+	uint32_t pages[GUESTS], *content[GUESTS], *seen[GUESTS], bits = rnd(2) ? 64 : 1 + rnd(8);
+	int rounds = bits == 64 ? 3 : 1;
+	gw_ram *ram[GUESTS];
+	char *path[GUESTS];
+	uint64_t stats[GW_STAT_COUNT] = {0};
+	gw_index *ix;
+
+	CHECK(gw_index_new(rnd(1000), bits, &ix) == 0, "index");
+	gw_index_set_threads(ix, 1 + rnd(3));
+	for (int g = 0; g < GUESTS; g++) {
+		pages[g] = 1 + rnd(300);
+		content[g] = xmalloc(pages[g] * sizeof(uint32_t));
+		seen[g] = xmalloc(pages[g] * sizeof(uint32_t));
+		for (uint32_t p = 0; p < pages[g]; p++)
+			content[g][p] = rnd(4) ? 1 + rnd(12) : 0;
+		path[g] = shm_path("guest");
+		ram[g] = make_ram(path[g], pages[g], content[g]);
+		CHECK(gw_index_add_guest(ix, ram[g]) == g, "add guest %d", g);
+	}
+	for (int round = 0; round < rounds; round++) {
+		for (int g = 0; g < GUESTS; g++) {
+			uint32_t n = pages[g];
+			uint8_t *buf = xmalloc((size_t)n * PAGE), *kinds = xmalloc(n), *mask = xmalloc(n);
+			uint32_t *ids = xmalloc(n * sizeof(*ids)), flags = rnd(3);
+			const uint32_t *held = gw_index_page_contents(ix, (uint32_t)g);
+
+			for (uint32_t p = 0; p < n; p++)
+				mask[p] = (uint8_t)(rnd(4) != 0);
+			for (uint32_t first = 0; first < n;) {
+				uint32_t count = 1 + rnd(n - first);
+				int examined = gw_index_scan(ix, (uint32_t)g, first, count, flags,
+							     rnd(2) ? mask + first : NULL, buf, kinds + first,
+							     ids + first, stats);
+				CHECK(examined >= 0 && (uint32_t)examined <= count, "scan: %d", examined);
+				first += count;
+			}
+			for (uint32_t p = 0; p < n; p++)
+				if (kinds[p] != GW_KIND_SKIPPED)
+					seen[g][p] = content[g][p];
+			for (uint32_t p = 0; p < n; p++) {
+				uint32_t id = held[p];
+
+				if (id == GW_CONTENT_NONE)
+					continue;
+				CHECK((id == GW_CONTENT_ZERO) == (seen[g][p] == 0), "zero page %u of %d", p, g);
+				for (int h = 0; h < GUESTS && id < GW_CONTENT_ZERO; h++) {
+					const uint32_t *other = gw_index_page_contents(ix, (uint32_t)h);
+					for (uint32_t q = 0; q < pages[h]; q++)
+						CHECK(other[q] != id || seen[h][q] == seen[g][p],
+						      "pages of different bytes share content %u", id);
+				}
+			}
+			free(buf), free(kinds), free(mask), free(ids);
+		}
+		/* Change some pages between rounds, as a running guest would. */
+		for (int g = 0; g < GUESTS; g++) {
+			gw_ram *w;
+			CHECK(gw_ram_open(path[g], GW_OPEN_WRITE, &w) == 0, "reopen");
+			for (uint32_t k = 0; k < 8; k++) {
+				uint32_t p = rnd(pages[g]);
+				uint8_t page[PAGE];
+				content[g][p] = rnd(3) ? 1 + rnd(12) : 0;
+				fill_page(page, content[g][p]);
+				CHECK(gw_ram_write(w, &p, 1, page) == 0, "change page");
+			}
+			gw_ram_close(w);
+		}
+	}
+	gw_index_free(ix);
+	for (int g = 0; g < GUESTS; g++) {
+		gw_ram_close(ram[g]);
+		unlink(path[g]);
+		free(path[g]), free(content[g]), free(seen[g]);
+	}
+}
+
+/* gw_ram_copy copies checked pages and refuses a wrong hash and a shrunk source. */
+static void check_copy(void)
+{
+	uint32_t a_content[] = {1, 2, 3, 4}, t_content[] = {0, 0, 0, 0};
+	uint32_t src_pages[] = {0, 1, 3}, dst_pages[] = {1, 2, 0}, bad = 99;
+	char *a_path = shm_path("src"), *t_path = shm_path("dst");
+	gw_ram *a = make_ram(a_path, 4, a_content), *t = make_ram(t_path, 4, t_content);
+	gw_ram *srcs[] = {a, a, a};
+	uint8_t *buf = xmalloc(4 * PAGE), has[4], want[PAGE];
+	uint64_t hashes[3];
+
+	for (int i = 0; i < 3; i++) {
+		fill_page(want, a_content[src_pages[i]]);
+		hashes[i] = XXH3_64bits_withSeed(want, PAGE, 5);
+	}
+	CHECK(gw_ram_copy(srcs, src_pages, t, dst_pages, 3, 5, hashes, &bad) == 0, "copy");
+	CHECK(gw_ram_read(t, 0, 4, buf, has) >= 0, "read back");
+	for (int i = 0; i < 3; i++) {
+		fill_page(want, a_content[src_pages[i]]);
+		CHECK(memcmp(buf + (size_t)dst_pages[i] * PAGE, want, PAGE) == 0, "copy %d", i);
+	}
+	hashes[1] ^= 1;
+	CHECK(gw_ram_copy(srcs, src_pages, t, dst_pages, 3, 5, hashes, &bad) == -EBADMSG && bad == 1, "bad hash");
+	hashes[1] ^= 1;
+	/* The SIGBUS of issue 11: a source that shrank is an error code. */
+	CHECK(truncate(a_path, PAGE) == 0, "truncate");
+	CHECK(gw_ram_copy(srcs, src_pages, t, dst_pages, 3, 5, hashes, &bad) == -ESTALE, "shrunk source");
+	CHECK(gw_ram_read(a, 0, 1, buf, has) == -ESTALE, "shrunk file read");
+	gw_ram_close(a), gw_ram_close(t);
+	unlink(a_path), unlink(t_path);
+	free(a_path), free(t_path), free(buf);
+}
+
+/* Random and mutated zstd frames decompress exactly or fail; nothing is written past dst. */
+static void check_compress(void)
+{
+	uint32_t len = 1 + rnd(64 * 1024), bound = gw_compress_bound(len);
+	uint8_t *src = xmalloc(len), *packed = xmalloc(bound), *out = xmalloc(len);
+	int n;
+
+	for (uint32_t i = 0; i < len; i++)
+		src[i] = rnd(4) ? (uint8_t)(i / 100) : (uint8_t)rnd(256);
+	n = gw_compress(src, len, packed, bound, 1);
+	CHECK(n > 0 && (uint32_t)n <= bound, "compress: %d", n);
+	CHECK(gw_decompress(packed, (uint32_t)n, out, len) == 0 && memcmp(out, src, len) == 0, "round trip");
+	CHECK(len < 2 || gw_decompress(packed, (uint32_t)n, out, len - 1) == -EBADMSG, "a smaller output");
+	for (int m = 0; m < 200; m++) {
+		uint8_t *mutated = xmalloc((size_t)n);
+		memcpy(mutated, packed, (size_t)n);
+		for (uint32_t k = 1 + rnd(4); k--;)
+			mutated[rnd((uint32_t)n)] ^= (uint8_t)(1 + rnd(255));
+		int r = gw_decompress(mutated, 1 + rnd((uint32_t)n), out, len);
+		CHECK(r == 0 || r == -EBADMSG, "mutated frame: %d", r);
+		free(mutated);
+	}
+	CHECK(gw_compress(src, len, packed, 4, 1) == -EOVERFLOW, "a small output");
+	CHECK(gw_compress_bound(UINT32_MAX) == 0, "a bound beyond 32 bits");
+	free(src), free(packed), free(out);
+}
+
+/* Two threads compress and decompress at once: each must get its own bytes back. */
+static void *compress_loop(void *arg)
+{
+	uint32_t seed = (uint32_t)(uintptr_t)arg, len = 256 * 1024, bound = gw_compress_bound(len);
+	uint8_t *src = xmalloc(len), *packed = xmalloc(bound), *out = xmalloc(len);
+	uintptr_t failures = 0;
+
+	for (int iteration = 0; iteration < 120; iteration++) {
+		for (uint32_t i = 0; i < len; i++)
+			src[i] = (uint8_t)((i / (seed + 3)) ^ (uint32_t)iteration);
+		int n = gw_compress(src, len, packed, bound, 1 + iteration % 3);
+		if (n <= 0 || gw_decompress(packed, (uint32_t)n, out, len) != 0 || memcmp(src, out, len) != 0)
+			failures++;
+	}
+	free(src), free(packed), free(out);
+	return (void *)failures;
+}
+
+static void check_compress_threads(void)
+{
+	pthread_t threads[2];
+	void *failures;
+
+	for (uintptr_t t = 0; t < 2; t++)
+		CHECK(pthread_create(&threads[t], NULL, compress_loop, (void *)t) == 0, "thread");
+	for (int t = 0; t < 2; t++) {
+		CHECK(pthread_join(threads[t], &failures) == 0, "join");
+		CHECK(failures == NULL, "thread %d: %lu round trips failed", t, (unsigned long)(uintptr_t)failures);
+	}
+}
+
+/* Files the library opened whose name ends in clear_refs (ld --wrap=open, see ffi/build.ts). */
+static int clear_refs_opened;
+int __real_open(const char *path, int flags, ...);
+int __wrap_open(const char *path, int flags, ...)
+{
+	va_list ap;
+	int mode = 0;
+
+	va_start(ap, flags);
+	if (flags & (O_CREAT | O_TMPFILE))
+		mode = va_arg(ap, int);
+	va_end(ap);
+	if (strstr(path, "clear_refs"))
+		clear_refs_opened++;
+	return __real_open(path, flags, mode);
+}
+
+static void check_pagemap(void)
+{
+	uint8_t *region = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint8_t flags[4], scanned[4];
+	int supported;
+
+	CHECK(region != MAP_FAILED, "mmap");
+	memset(region, 1, 4 * PAGE);
+	/* Where the kernel has soft-dirty bits, page 2 is dirty now; the probe must not clear it. */
+	CHECK(gw_soft_dirty_clear(0) == 0, "clear");
+	region[2 * PAGE] = 2;
+	clear_refs_opened = 0;
+	supported = gw_soft_dirty_supported();
+	CHECK(supported == 0 || supported == 1, "probe: %d", supported);
+	CHECK(clear_refs_opened == 0, "the probe opened clear_refs of this process");
+	CHECK(gw_pagemap_read(0, (uintptr_t)region, 4, flags, GW_PM_PRESENT) == 0, "pagemap");
+	for (int p = 0; p < 4; p++)
+		CHECK(flags[p] == GW_PM_PRESENT, "page %d not present", p);
+	if (gw_pagemap_scan_supported() == 1) {
+		CHECK(gw_pagemap_scan(0, (uintptr_t)region, 4, scanned, GW_PM_PRESENT) == 0, "scan");
+		CHECK(memcmp(flags, scanned, 4) == 0, "ioctl and pagemap disagree");
+	}
+	if (supported) {
+		CHECK(gw_pagemap_read(0, (uintptr_t)region, 4, flags, GW_PM_SOFT_DIRTY) == 0, "soft-dirty");
+		CHECK(!flags[0] && flags[2] == GW_PM_SOFT_DIRTY, "the probe changed this process's bits");
+	} else {
+		CHECK(gw_pagemap_read(0, (uintptr_t)region, 4, flags, GW_PM_SOFT_DIRTY) == -EOPNOTSUPP, "unsupported");
+	}
+	munmap(region, 4 * PAGE);
+}
+
+static void check_hashes_and_dirs(void)
+{
+	uint8_t *pages = xmalloc(3 * PAGE), zero[3], digest[16];
+	uint64_t hashes[3];
+	char *dir = shm_path("dir");
+	int fd;
+
+	fill_page(pages, 0), fill_page(pages + PAGE, 7), fill_page(pages + 2 * PAGE, 0);
+	gw_hash_pages(pages, 3, 9, hashes, zero);
+	CHECK(zero[0] && !zero[1] && zero[2] && hashes[0] == gw_zero_page_hash(9), "zero pages");
+	gw_digest(hashes, 3, 9, digest);
+	CHECK(mkdir(dir, 0700) == 0, "mkdir");
+	fd = gw_dir_lock(dir);
+	CHECK(fd >= 0 && gw_dir_lock(dir) == -EWOULDBLOCK, "lock");
+	CHECK(gw_dir_unlock(fd) == 0 && rmdir(dir) == 0, "unlock");
+	free(pages), free(dir);
+}
+
+int main(int argc, char **argv)
+{
+	rng_state = argc > 1 ? strtoull(argv[1], NULL, 10) : 20261201;
+	if (!rng_state)
+		rng_state = 1;
+	CHECK(gw_abi_version() == GW_ABI_VERSION, "ABI");
+	check_pagemap(); /* first: the soft-dirty probe must not have run yet */
+	puts("ok pagemap");
+	for (int i = 0; i < FUZZ_ROUNDS; i++)
+		check_ram_files();
+	puts("ok ram files");
+	for (int i = 0; i < FUZZ_ROUNDS; i++)
+		check_index();
+	puts("ok index");
+	check_copy();
+	puts("ok copy");
+	for (int i = 0; i < FUZZ_ROUNDS; i++)
+		check_compress();
+	puts("ok compress");
+	check_compress_threads();
+	puts("ok compress threads");
+	check_hashes_and_dirs();
+	puts("ok hashes and dirs");
+	return 0;
+}
