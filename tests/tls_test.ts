@@ -13,6 +13,7 @@ import { runCli, spawnReceiver } from "./_cli.ts";
 import { makeRamFile, patternPage, readRamFile, removeFiles, shmPath } from "./_fixtures.ts";
 import { startReceiver } from "./_transfer.ts";
 import { makeLabCerts } from "./tls_fixtures.ts";
+import { waitFor } from "./fault_fixtures.ts";
 
 const SEND = ["--allow-ffi", "--allow-read", "--allow-net", "--allow-env=GANGWAY_LIB"];
 const RECEIVE = [...SEND, "--allow-write"];
@@ -271,6 +272,10 @@ Deno.test("a sender that trusts another CA, or expects another address, is refus
     const conn = await connectTarget(target, { ca: certs.ca, serverName: "localhost" });
     conn.close();
   });
+  await waitFor(
+    () => receiver.events.filter((e) => e.event === "failed").length >= 3,
+    "the receiver's account of the third connection",
+  );
   await receiver.stop();
   const failures = receiver.events.filter((e) => e.event === "failed").map((e) => e.error);
   assertEquals(failures.length, 3, failures.join("\n"));

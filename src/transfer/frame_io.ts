@@ -129,6 +129,20 @@ export class FrameReader {
   }
 
   /**
+   * The next `n` bytes, waited for but not consumed: the next call reads
+   * them again. Lets a handshake look into a frame before the frame's
+   * length is checked. Null when the stream ends cleanly before any byte.
+   *
+   * @param n bytes wanted (the buffer grows to hold them)
+   * @param timeoutMs longest wait for any byte (undefined: forever)
+   * @param what what the bytes are, for the error when the stream ends among them
+   */
+  async peek(n: number, timeoutMs?: number, what = "a frame"): Promise<Uint8Array | null> {
+    if (!(await this.#fill(n, timeoutMs, what))) return null;
+    return this.#buf.subarray(this.#start, this.#start + n);
+  }
+
+  /**
    * The next frame, or null when the stream ends cleanly between frames.
    *
    * @param timeoutMs longest wait for any byte (undefined: forever)
