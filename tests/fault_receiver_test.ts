@@ -17,6 +17,8 @@ import { makeRamFile, patternPage, readRamFile, removeFiles, shmPath } from "./_
 import { startReceiver } from "./_transfer.ts";
 import { connectTarget } from "../src/transport/connect_target.ts";
 import { makeLabCerts } from "./tls_fixtures.ts";
+import { waitFor } from "./fault_fixtures.ts";
+import { ReceiverProcess } from "../src/target/receiver_process.ts";
 
 const RECEIVE = [
   "--allow-ffi",
@@ -181,5 +183,39 @@ Deno.test("silent peers connecting all the time keep no sender out", async () =>
     await flooding.catch(() => {});
     for (const conn of silent) conn.close();
     await removeFiles(path);
+  }
+});
+
+Deno.test("a receiver out of file descriptors says so, and accepts again once connections close", async () => {
+  // A receive child limited to 48 descriptors (it uses about 25 of them by itself); TLS peers
+  // that never shake hands keep theirs (see docs/security.md) until they leave.
+  await using certs = await makeLabCerts();
+  const dir = await Deno.makeTempDir({ prefix: "gangway-target-" });
+  const path = makeRamFile(shmPath("descriptors"), [patternPage(7), patternPage(8)]);
+  const silent: Deno.Conn[] = [];
+  try {
+    await using receiver = await ReceiverProcess.start({
+      dir,
+      commandPrefix: ["prlimit", "--nofile=48"],
+      args: certs.receiverArgs,
+    });
+    const target = { hostname: "127.0.0.1", port: receiver.port };
+    const outOfDescriptors = () =>
+      receiver.events.some((e) =>
+        e.event === "accept-failed" && String(e.error).includes("Too many open files")
+      );
+    while (!outOfDescriptors() && silent.length < 200) silent.push(await Deno.connect(target));
+    await waitFor(outOfDescriptors, "the receiver's account of running out of descriptors");
+    for (const conn of silent.splice(0)) conn.close();
+    using gang = Gang.open([{ name: "vm", path }], { seed: randomSeed() });
+    const report = await migrateGang(gang, await connectTarget(target, { ca: certs.ca }), {
+      token: certs.token,
+    });
+    assert(report.verified, "a sender is served once descriptors are free again");
+    assertSameBytes(readRamFile(`${dir}/vm`), readRamFile(path));
+  } finally {
+    for (const conn of silent) conn.close();
+    await removeFiles(path);
+    await Deno.remove(dir, { recursive: true });
   }
 });
