@@ -9,6 +9,8 @@ import { SyntheticGuest } from "../src/synthetic/synthetic_guest.ts";
 import { makeRamFile, patternPage, readRamFile, removeFiles, shmPath } from "./_fixtures.ts";
 import { startReceiver } from "./_transfer.ts";
 import { ReceiverProcess } from "../src/target/receiver_process.ts";
+import { migrateQemuGang } from "../src/gang_migration.ts";
+import type { QemuGuest } from "../src/qemu/guest.ts";
 
 /** Three guests with holes, zero pages, and contents shared within and across them. */
 function makeGuests(): string[] {
@@ -246,16 +248,70 @@ Deno.test("migrateGang() keeps to the bandwidth cap", async () => {
   }
 });
 
-Deno.test("migrateGang() reports a refused handshake with the target's reason", async () => {
-  const path = makeRamFile(shmPath("refused"), [patternPage(1)]);
-  await using receiver = await startReceiver({ token: "secret" });
+/** A 256 MiB RAM file of distinct data: its preparation scan takes several turns of the event loop. */
+function makeLargeGuest(label: string): string {
+  const path = shmPath(label);
+  using ram = RamFile.open(path, { create: true });
+  ram.resize(0);
+  ram.resize(256 * 2 ** 20);
+  const chunk = new Uint8Array(2 ** 20);
+  for (let at = 0; at < chunk.length; at += 65536) {
+    crypto.getRandomValues(chunk.subarray(at, at + 65536));
+  }
+  const pages = Uint32Array.from({ length: 256 }, (_, i) => i);
+  for (let mib = 0; mib < 256; mib++) {
+    chunk[0] = mib; // each MiB differs from the others
+    ram.write(pages.map((p) => p + mib * 256), chunk);
+  }
+  return path;
+}
+
+Deno.test("migrateGang() reports a refused handshake with the target's reason, even while it scans a large gang", async () => {
+  const path = makeLargeGuest("refused");
+  await using receiver = await startReceiver({ token: "0123456789abcdef" });
   try {
     using gang = Gang.open(specs([path]), { seed: randomSeed() });
+    // Live rounds: the refusal arrives while the preparation scan is still going on.
     await assertRejects(
-      async () => migrateGang(gang, await receiver.connect(), { token: "guess" }),
+      async () => migrateGang(gang, await receiver.connect(), { token: "guess", maxRounds: 3 }),
       TargetError,
       "Target refused: Gang refused: wrong or missing token",
     );
+  } finally {
+    await removeFiles(path);
+  }
+});
+
+Deno.test("migrateQemuGang() removes the destinations it started when the target refuses during the preparation scan", async () => {
+  const path = makeLargeGuest("refused-qemu");
+  await using receiver = await startReceiver({ token: "0123456789abcdef" });
+  const closed: unknown[] = [];
+  const source = {
+    name: "vm",
+    pid: 0,
+    ramBackend: () => Promise.resolve({ id: "mem0", path, size: 256 * 2 ** 20, shared: true }),
+    pause: () => Promise.reject(new Error("a refused gang is never paused")),
+    resume: () => Promise.resolve(),
+  } as unknown as QemuGuest;
+  const destination = {
+    name: "vm",
+    close: (options: unknown) => {
+      closed.push(options);
+      return Promise.resolve();
+    },
+  } as unknown as QemuGuest;
+  try {
+    await assertRejects(
+      () =>
+        migrateQemuGang([source], {
+          startDestination: () => Promise.resolve({ guest: destination }),
+          connect: () => receiver.connect(),
+          token: "guess",
+        }, { maxRounds: 3 }),
+      TargetError,
+      "wrong or missing token",
+    );
+    assertEquals(closed, [{ removeRam: true }], "the destination was closed and its RAM removed");
   } finally {
     await removeFiles(path);
   }

@@ -81,6 +81,9 @@ export async function migrateGang(
   const connecting = Promise.resolve(conn).then((c) =>
     GangSender.connect(gang, c, { ...options, dirtyTracker })
   );
+  // It may fail (a refused token) while the scan still runs: that failure is awaited
+  // below, once the scan is done; until then it must not count as unhandled.
+  connecting.catch(() => {});
   try {
     const sizes: RoundSize[] = [];
     // No live rounds: the final round is the only one, and there is nothing to prepare for.
