@@ -107,6 +107,11 @@ Deno.test("receive and send refuse to start without TLS files or --insecure, and
   await Deno.writeTextFile(openToken, "0123456789abcdef0123\n", { mode: 0o644 });
   await Deno.chmod(openToken, 0o644);
   await Deno.writeTextFile(shortToken, "secret\n", { mode: 0o600 });
+  const groupToken = `${certs.dir}/group-token`;
+  await Deno.writeTextFile(groupToken, "0123456789abcdef0123\n", { mode: 0o640 });
+  await Deno.chmod(groupToken, 0o640);
+  const fifo = `${certs.dir}/fifo`;
+  assert((await new Deno.Command("mkfifo", { args: [fifo] }).output()).success);
   const listen = ["--listen", "127.0.0.1:0", "--dir", dir];
   const tls = ["--cert", certs.certFile, "--key", certs.keyFile];
   const cases: [string, "receive" | "send", string[], number, string][] = [
@@ -137,7 +142,28 @@ Deno.test("receive and send refuse to start without TLS files or --insecure, and
       "receive",
       [...listen, ...tls, "--token-file", openToken],
       1,
-      "every user can read it",
+      "other users may read it (mode 0644",
+    ],
+    [
+      "receive with a token its group can read",
+      "receive",
+      [...listen, ...tls, "--token-file", groupToken],
+      1,
+      "other users may read it (mode 0640",
+    ],
+    [
+      "send with a FIFO as the token file",
+      "send",
+      ["--target", "127.0.0.1:9", "--ca", certs.caFile, "--token-file", fifo, shmPath("x")],
+      1,
+      `Cannot use the token file "${fifo}": not a regular file`,
+    ],
+    [
+      "send with a FIFO as the CA",
+      "send",
+      ["--target", "127.0.0.1:9", "--ca", fifo, "--token-file", certs.tokenFile, shmPath("x")],
+      1,
+      `Cannot read the CA certificate file "${fifo}": not a regular file`,
     ],
     [
       "receive with a short token",
