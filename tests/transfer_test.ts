@@ -248,6 +248,35 @@ Deno.test("migrateGang() keeps to the bandwidth cap", async () => {
   }
 });
 
+Deno.test("migrateGang() at a low bandwidth cap hears at once that the target gave up", async () => {
+  // At 100 bytes/s the two pages book the link for 80 s; the receiver gives up after 3 s of
+  // silence, and the sender must not sleep in the pacer until the 80 s are over.
+  const path = makeRamFile(shmPath("slow"), [patternPage(1), patternPage(2)]);
+  await using receiver = await startReceiver({ idleTimeoutMs: 3000 });
+  try {
+    using gang = Gang.open(specs([path]), { seed: randomSeed() });
+    const migrating = migrateGang(gang, await receiver.connect(), {
+      maxBandwidth: 100,
+      compression: "none",
+    });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const outcome = await Promise.race([
+      migrating.then(() => "completed", (error) => error),
+      new Promise((
+        resolve,
+      ) => (timer = setTimeout(() => resolve("still asleep after 30 s"), 30_000))),
+    ]);
+    clearTimeout(timer);
+    assert(outcome instanceof TargetError, String(outcome));
+    assertEquals(
+      outcome.message,
+      "Target refused: No data for 3 s while waiting for a frame header",
+    );
+  } finally {
+    await removeFiles(path);
+  }
+});
+
 /** A 256 MiB RAM file of distinct data: its preparation scan takes several turns of the event loop. */
 function makeLargeGuest(label: string): string {
   const path = shmPath(label);

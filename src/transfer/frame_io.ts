@@ -203,6 +203,8 @@ export interface FrameWriterOptions {
    * Default: forever.
    */
   stallTimeoutMs?: number;
+  /** Fails the writes (a wait for the pacer included) at once, with its reason, when it aborts. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -213,6 +215,7 @@ export class FrameWriter {
   #stream: ByteStream;
   #pacer: Pacer | undefined;
   #stallTimeoutMs: number | undefined;
+  #signal: AbortSignal | undefined;
   #buffers = [new Uint8Array(WRITE_BYTES), new Uint8Array(WRITE_BYTES)];
   #current = 0;
   #used = 0;
@@ -243,6 +246,7 @@ export class FrameWriter {
     this.#stream = stream;
     this.#pacer = options.pacer;
     this.#stallTimeoutMs = options.stallTimeoutMs;
+    this.#signal = options.signal;
   }
 
   /**
@@ -299,7 +303,7 @@ export class FrameWriter {
 
   async #writeAll(chunk: Uint8Array): Promise<void> {
     const started = performance.now();
-    await this.#pacer?.take(chunk.length);
+    await this.#pacer?.take(chunk.length, this.#signal);
     let done = 0;
     while (done < chunk.length) {
       const n = await withTimeout(
