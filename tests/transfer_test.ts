@@ -277,6 +277,35 @@ Deno.test("migrateGang() at a low bandwidth cap hears at once that the target ga
   }
 });
 
+Deno.test("migrateGang() refuses to verify a guest whose file shrank or grew during the migration", async (t) => {
+  for (const [label, pages] of [["shrank", 2], ["grew", 6]] as const) {
+    await t.step(`a file that ${label}`, async () => {
+      const path = makeRamFile(shmPath(label), [1, 2, 3, 4].map((p) => patternPage(p)));
+      await using receiver = await startReceiver();
+      try {
+        using gang = Gang.open(specs([path]), { seed: randomSeed() });
+        using ram = RamFile.open(path, { write: true });
+        ram.resize(pages * PAGE_SIZE); // after the gang took its size
+        const error = await assertRejects(() =>
+          migrateGang(gang, receiver.connect(), { maxRounds: 1 })
+        );
+        assertEquals(
+          (error as Error).message,
+          `Cannot verify guest "${path.split("/").at(-1)}": its RAM file "${path}" changed size ` +
+            `from ${4 * PAGE_SIZE} to ${pages * PAGE_SIZE} bytes during the migration`,
+        );
+        await receiver.stop();
+        assert(
+          !receiver.events.some((e) => e.event === "complete"),
+          "the target completed nothing",
+        );
+      } finally {
+        await removeFiles(path);
+      }
+    });
+  }
+});
+
 /** A 256 MiB RAM file of distinct data: its preparation scan takes several turns of the event loop. */
 function makeLargeGuest(label: string): string {
   const path = shmPath(label);

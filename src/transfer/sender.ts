@@ -28,6 +28,7 @@ import {
 import { TargetAnswers, TargetError } from "./target_answers.ts";
 import { type ByteStream, FrameReader, FrameWriter } from "./frame_io.ts";
 import { Pacer } from "./pacer.ts";
+import { checkSizesUnchanged } from "./final_checks.ts";
 import {
   encodeDone,
   encodeHello,
@@ -316,6 +317,7 @@ export class GangSender implements AsyncDisposable {
       }
       pagesBefore += guest.ram.pages;
     }
+    if (final) checkSizesUnchanged(this.#gang);
     await this.#send(encodeRoundEnd(round, final));
     await this.#flush();
     const acknowledged = await this.#answers.expect(FrameType.RoundDone, this.#answerTimeout);
