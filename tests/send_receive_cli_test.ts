@@ -134,11 +134,11 @@ Deno.test("send fails with exit code 1 and nothing on stdout when it cannot reac
   }
 });
 
-/** Two synthetic guests whose writers keep running. */
-function liveGuests(label: string): SyntheticGuest[] {
+/** Two synthetic guests of `pages` pages each whose writers keep running. */
+function liveGuests(label: string, pages = 2048): SyntheticGuest[] {
   return [0, 1].map((g) =>
     SyntheticGuest.start(`${label}${g}`, shmPath(`${label}${g}`), {
-      bytes: 2048 * PAGE_SIZE,
+      bytes: pages * PAGE_SIZE,
       fill: (p) => patternPage(p + g * 10_000),
       pagesPerSecond: 500,
     })
@@ -195,7 +195,9 @@ Deno.test("a receiver killed in a round fails the migration with a clear error a
 Deno.test("send refuses to call a final round verified while something still writes the files", async (t) => {
   for (const rounds of ["3", "1"]) {
     await t.step(`--max-rounds ${rounds}`, async () => {
-      const guests = liveGuests(`written${rounds}-`);
+      // 64 MiB each: reading a guest takes longer than the writers' 10 ms between writes,
+      // so pages change between the final round's read and the check's.
+      const guests = liveGuests(`written${rounds}-`, 16384);
       const dir = await Deno.makeTempDir({ prefix: "gangway-target-" });
       try {
         await using receiver = await spawnReceiver(dir, ["--insecure"]);

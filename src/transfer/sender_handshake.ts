@@ -134,8 +134,30 @@ export async function endWithError(
   options.log?.({ event: "failed", peer, error: message });
   if (tell) {
     await writeFrame(conn, encodeText(FrameType.Error, told ?? message), 2000).catch(() => {});
+    await drainBeforeClose(conn, 2000);
   }
   closeQuietly(conn);
+}
+
+/**
+ * Shuts the write side and reads (dropping it) whatever the peer still
+ * sends, until it closes or for `ms` at most. Closing a socket with unread
+ * data resets the connection, and a reset makes the peer's kernel drop what
+ * it has not read yet: the ERROR just written would be lost to a sender
+ * still busy writing.
+ */
+async function drainBeforeClose(conn: Deno.Conn, ms: number): Promise<void> {
+  const deadline = performance.now() + ms;
+  const scratch = new Uint8Array(65536);
+  try {
+    await conn.closeWrite();
+    for (let left = ms; left > 0; left = deadline - performance.now()) {
+      const got = await withTimeout(conn.read(scratch), left, () => new TimeoutError("drained"));
+      if (got === null) return;
+    }
+  } catch {
+    // Closed, reset, busy with another read, or out of time: close it now.
+  }
 }
 
 /** Rejects with the signal's reason once it aborts (never rejects unobserved). */
