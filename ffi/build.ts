@@ -5,8 +5,10 @@
  * the last build (a SHA-256 of all three is kept beside the library).
  * `--sanitized` builds instead, into `ffi/build/sanitized/`, the library and
  * the C test driver (`ffi/tests/ffi_check.c`) with ASan and UBSan: the
- * tests run them (tests/sanitizers_test.ts). Warnings are errors when env
- * CI is "true".
+ * tests run them (tests/sanitizers_test.ts). `--guest` builds, into
+ * `ffi/build/guest/`, a static program that checks soft-dirty tracking as a
+ * test guest's /init (`ffi/tests/softdirty_guest.c`, run by
+ * tests/softdirty_guest_test.ts). Warnings are errors when env CI is "true".
  *
  * Requires `--allow-read`, `--allow-write` (ffi/build), `--allow-run`
  * (gcc) and `--allow-env=CI`.
@@ -20,6 +22,8 @@ const SOURCES = ["ram.c", "dir.c", "hash.c", "compress.c", "index.c", "pagemap.c
 const HEADERS = ["gangway.h", "internal.h"];
 /** The C-level test driver, built into the sanitized variant only. */
 const CHECK_SOURCE = "tests/ffi_check.c";
+/** The soft-dirty check run inside a QEMU guest: only the pagemap code, linked statically. */
+const GUEST_CHECK_SOURCES = ["tests/softdirty_guest.c", "pagemap.c"];
 const COMMON_FLAGS = ["-fvisibility=hidden", "-std=gnu11", "-Wall", "-Wextra"];
 /** What a user's build gets: speed, and the usual hardening of a library that parses input. */
 const RELEASE_FLAGS = ["-O3", "-D_FORTIFY_SOURCE=2", "-fstack-protector-strong"];
@@ -54,8 +58,14 @@ export const SANITIZED_LIBRARY_PATH = new URL("sanitized/libgangway.so", BUILD_D
 /** The C-level test driver, built with ASan and UBSan. */
 export const FFI_CHECK_PATH = new URL("sanitized/ffi_check", BUILD_DIR);
 
-/** Which build of the library: the one users load, or the one tests run under sanitizers. */
-export type BuildVariant = "release" | "sanitized";
+/** The static soft-dirty check, the /init of its test guest. */
+export const SOFTDIRTY_GUEST_PATH = new URL("guest/softdirty_guest", BUILD_DIR);
+
+/**
+ * Which build: the library users load, the one tests run under sanitizers,
+ * or the static soft-dirty check for a test guest.
+ */
+export type BuildVariant = "release" | "sanitized" | "guest";
 
 /** Options of {@linkcode buildLibrary}. */
 export interface BuildOptions {
@@ -88,7 +98,7 @@ function runsInCi(): boolean {
  */
 export function compilerFlags(variant: BuildVariant, ci: boolean): string[] {
   return [
-    ...(variant === "release" ? RELEASE_FLAGS : SANITIZED_FLAGS),
+    ...(variant === "sanitized" ? SANITIZED_FLAGS : RELEASE_FLAGS),
     ...COMMON_FLAGS,
     ...(ci ? ["-Werror"] : []),
   ];
@@ -96,6 +106,15 @@ export function compilerFlags(variant: BuildVariant, ci: boolean): string[] {
 
 function targetsOf(variant: BuildVariant): Target[] {
   const flags = compilerFlags(variant, runsInCi());
+  if (variant === "guest") {
+    // Static: the guest's initramfs holds this one file and no C library.
+    return [{
+      output: SOFTDIRTY_GUEST_PATH,
+      sources: GUEST_CHECK_SOURCES,
+      flags,
+      libs: ["-static"],
+    }];
+  }
   const library = {
     output: variant === "release" ? LIBRARY_PATH : SANITIZED_LIBRARY_PATH,
     sources: SOURCES,
@@ -178,8 +197,9 @@ async function buildTarget(target: Target, options: BuildOptions): Promise<boole
 }
 
 /**
- * Compiles the library (or, for the sanitized variant, the library and the
- * C test driver) unless their stamps say they are current.
+ * Compiles the library (for the sanitized variant, the library and the C
+ * test driver; for the guest variant, the static soft-dirty check) unless
+ * their stamps say they are current.
  *
  * @returns whether anything compiled
  */
@@ -196,7 +216,11 @@ if (import.meta.main) {
     await buildLibrary({
       force: Deno.args.includes("--force"),
       quiet: Deno.args.includes("--quiet"),
-      variant: Deno.args.includes("--sanitized") ? "sanitized" : "release",
+      variant: Deno.args.includes("--sanitized")
+        ? "sanitized"
+        : Deno.args.includes("--guest")
+        ? "guest"
+        : "release",
     });
   } catch (error) {
     console.error(error instanceof Error ? error.message : error);
