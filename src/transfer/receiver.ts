@@ -20,7 +20,6 @@ import {
   frameTypeName,
   type Hello,
   ProtocolError,
-  type WireGuest,
 } from "./protocol.ts";
 import {
   discardTargetFiles,
