@@ -69,6 +69,8 @@ Deno.test("a source guest runs on whenever its target agent dies or its source s
       await assertRuns(source, stage);
       // An agent started again cleans up what the dead one left.
       agent = await agentAt(dir, runDir);
+      const recovered = agent.server.events.find((e) => e.event === "recovered");
+      assertEquals(recovered?.removed, [source.name], `the dead agent's destination ${stage}`);
       assertEquals(await qemusOf(agent), [], `no destination is left ${stage}`);
       assert(!(await fileExists(`${dir}/${source.name}`)), `no RAM file is left ${stage}`);
     }
