@@ -13,7 +13,7 @@
  *
  * @module
  */
-import { dirname } from "node:path";
+import { dirname, join } from "node:path";
 import { AgentProcess, makeAgentCredentials } from "../target/agent_process.ts";
 import type { LabSession } from "./session.ts";
 
@@ -98,7 +98,8 @@ export async function startTargetAgent(
       insecure: options.insecure,
       credentials,
       dir: onHostB ? B_RAM_DIR : session.hostRamDir("target"),
-      runDir: onHostB ? B_RUN_DIR : `${session.hostRunDir("target")}/agent`,
+      // Short: the destinations' QMP sockets go under it, and a socket's path has 107 bytes at most.
+      runDir: onHostB ? B_RUN_DIR : join(session.ramDir, "agent"),
       imagesDir: dirname(session.image.kernel),
       commandPrefix: onHostB ? privateHostPrefix(host.namespace!, credentials?.dir) : undefined,
       stderr: "null",
