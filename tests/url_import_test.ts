@@ -56,7 +56,7 @@ function writeGuests(dir: string): [string, string] {
   return ["vm1", "vm2"];
 }
 
-Deno.test("the scan CLI and a script importing mod.ts run by URL from an empty directory, building the C library into the cache", async () => {
+Deno.test("the scan CLI, a script importing mod.ts and a synthetic guest's writer run by URL from an empty directory, the C library built into the cache", async () => {
   const { server, requested } = serveRepository();
   const base = `http://127.0.0.1:${server.addr.port}`;
   const work = Deno.makeTempDirSync({ prefix: "gangway-url-" });
@@ -111,6 +111,20 @@ Deno.test("the scan CLI and a script importing mod.ts run by URL from an empty d
     assertEquals([totals.pages, totals.zero, totals.unique, totals.duplicate], [6, 2, 3, 1]);
     const qemu = requested.filter((p) => /^\/src\/(qemu|lab|target)\//.test(p));
     assertEquals(qemu, [], "mod.ts loads no QEMU, lab or target code");
+
+    // A child script found by URL, not by a path: a synthetic guest's writer starts and writes.
+    Deno.writeTextFileSync(
+      join(home, "writer.ts"),
+      `import { SyntheticGuest } from "${base}/src/synthetic/synthetic_guest.ts";\n` +
+        `await using guest = SyntheticGuest.start("g", "ram", { bytes: 16 * 4096, pagesPerSecond: 1000 });\n` +
+        `const deadline = Date.now() + 20_000;\n` +
+        `while (Deno.readFileSync("ram").every((byte) => byte === 0) && Date.now() < deadline) {\n` +
+        `  await new Promise((resolve) => setTimeout(resolve, 20));\n` +
+        `}\n` +
+        `console.log(Deno.readFileSync("ram").some((byte) => byte !== 0) ? "written" : "untouched");\n`,
+    );
+    const writer = await deno(["run", "-A", "writer.ts"], home, env);
+    assertEquals([writer.code, writer.stdout.trim()], [0, "written"], writer.stderr);
   } finally {
     await server.shutdown();
     Deno.removeSync(work, { recursive: true });
