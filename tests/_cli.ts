@@ -32,7 +32,7 @@ export async function runCli(
 ): Promise<CliResult> {
   const permissions = options.permissions ??
     ["--allow-ffi", "--allow-read", "--allow-env=GANGWAY_LIB"];
-  const denoArgs = ["run", ...permissions, new URL(`src/cli/${name}.ts`, ROOT).pathname, ...args];
+  const denoArgs = ["run", ...permissions, new URL(`src/cli/${name}.ts`, ROOT).href, ...args];
   const [cmd, cmdArgs] = options.withoutDacOverride
     ? ["setpriv", [
       "--bounding-set=-dac_override,-dac_read_search",

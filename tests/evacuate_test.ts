@@ -4,7 +4,7 @@ import { findQemus } from "../src/qemu/discover.ts";
 import { readHeartbeat } from "../src/qemu/heartbeat.ts";
 import { assertContinued, fileExists, testImage, uniqueName } from "./qemu_helpers.ts";
 
-const EVACUATE = new URL("../examples/evacuate.ts", import.meta.url).pathname;
+const EVACUATE = new URL("../examples/evacuate.ts", import.meta.url).href;
 const PERMISSIONS = [
   "--allow-ffi",
   "--allow-run",
