@@ -93,6 +93,13 @@ Deno.test("the scan CLI, a script importing mod.ts and a synthetic guest's write
     assertEquals(libraries.length, 1, "one build, keyed by the sources' hash");
     Deno.statSync(join(env.GANGWAY_CACHE, "lib", libraries[0]!.name, "libgangway.so"));
     assert(requested.includes("/ffi/index.c"), "the C sources came with the module graph");
+    // ffi/build.ts by URL builds into the cache too (it wanted a file URL): here, finds that build.
+    const build = await deno(["run", "-A", `${base}/ffi/build.ts`], home, env);
+    assertEquals(build.code, 0, build.stderr);
+    assertEquals(
+      build.stdout.trim(),
+      join(env.GANGWAY_CACHE, "lib", libraries[0]!.name, "libgangway.so"),
+    );
     const heavy = requested.filter((p) => /^\/src\/(qemu|lab|target|transfer|transport)\//.test(p));
     assertEquals(heavy, [], "a scan loads no QEMU, lab, target or network code");
 
