@@ -68,7 +68,7 @@ export {
   type RoundSize,
   shouldStopLiveRounds,
 } from "./src/plan/convergence.ts";
-export type { RoundCounts, RoundPages } from "./src/plan/round_planner.ts";
+export type { RoundPages } from "./src/plan/round_planner.ts";
 export {
   GangSender,
   type RoundProgress,
