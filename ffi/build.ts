@@ -178,9 +178,7 @@ function run(cmd: string, args: string[]): string {
 }
 
 function sha256(parts: string[]): string {
-  const hash = createHash("sha256");
-  for (const part of parts) hash.update(part).update("\0");
-  return hash.digest("hex");
+  return createHash("sha256").update(parts.join("\0")).digest("hex");
 }
 
 function stampPath(target: Target): URL {
