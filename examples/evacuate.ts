@@ -130,7 +130,7 @@ try {
       ),
   });
   // Checked at the target, through the agent, after `cont`.
-  const states = await Promise.all(destinations.map((d) => d.state()));
+  const states = await Promise.all(destinations.map((d) => d.state().catch(() => undefined)));
   const guests = report.guests.map((guest, i) => ({
     ...guest,
     running: states[i]?.running === true,

@@ -7,7 +7,10 @@
  * all three is kept beside the library). `--sanitized` builds instead, into
  * `ffi/build/sanitized/`, the library and the C test driver
  * (`ffi/tests/ffi_check.c`) with ASan and UBSan: the tests run them
- * (tests/sanitizers_test.ts). Warnings are errors when env CI is "true".
+ * (tests/sanitizers_test.ts). `--guest` builds, into `ffi/build/guest/`, a
+ * static program that checks soft-dirty tracking as a test guest's /init
+ * (`ffi/tests/softdirty_guest.c`, run by tests/softdirty_guest_test.ts).
+ * Warnings are errors when env CI is "true".
  *
  * Run from any other URL (`deno run -A https://HOST/ffi/build.ts`), or
  * through {@linkcode buildCachedLibrary}, it builds into the user's cache
@@ -32,6 +35,8 @@ const FFI_DIR = new URL("./", import.meta.url);
 const BUILD_DIR = new URL("./build/", FFI_DIR);
 /** The C-level test driver, built into the sanitized variant only. */
 const CHECK_SOURCE = "tests/ffi_check.c";
+/** The soft-dirty check run inside a QEMU guest: only the pagemap code, linked statically. */
+const GUEST_CHECK_SOURCES = ["tests/softdirty_guest.c", "pagemap.c"];
 const COMMON_FLAGS = ["-fvisibility=hidden", "-std=gnu11", "-Wall", "-Wextra"];
 /** What a user's build gets: speed, and the usual hardening of a library that parses input. */
 const RELEASE_FLAGS = ["-O3", "-D_FORTIFY_SOURCE=2", "-fstack-protector-strong"];
@@ -81,8 +86,14 @@ export const SANITIZED_LIBRARY_PATH = new URL("sanitized/libgangway.so", BUILD_D
 /** The C-level test driver, built with ASan and UBSan. */
 export const FFI_CHECK_PATH = new URL("sanitized/ffi_check", BUILD_DIR);
 
-/** Which build of the library: the one users load, or the one tests run under sanitizers. */
-export type BuildVariant = "release" | "sanitized";
+/** The static soft-dirty check, the /init of its test guest. */
+export const SOFTDIRTY_GUEST_PATH = new URL("guest/softdirty_guest", BUILD_DIR);
+
+/**
+ * Which build: the library users load, the one tests run under sanitizers,
+ * or the static soft-dirty check for a test guest.
+ */
+export type BuildVariant = "release" | "sanitized" | "guest";
 
 /** Options of {@linkcode buildLibrary}. */
 export interface BuildOptions {
@@ -115,7 +126,7 @@ function runsInCi(): boolean {
  */
 export function compilerFlags(variant: BuildVariant, ci: boolean): string[] {
   return [
-    ...(variant === "release" ? RELEASE_FLAGS : SANITIZED_FLAGS),
+    ...(variant === "sanitized" ? SANITIZED_FLAGS : RELEASE_FLAGS),
     ...COMMON_FLAGS,
     ...(ci ? ["-Werror"] : []),
   ];
@@ -123,6 +134,15 @@ export function compilerFlags(variant: BuildVariant, ci: boolean): string[] {
 
 function targetsOf(variant: BuildVariant): Target[] {
   const flags = compilerFlags(variant, runsInCi());
+  if (variant === "guest") {
+    // Static: the guest's initramfs holds this one file and no C library.
+    return [{
+      output: SOFTDIRTY_GUEST_PATH,
+      sources: GUEST_CHECK_SOURCES,
+      flags,
+      libs: ["-static"],
+    }];
+  }
   const library = {
     output: variant === "release" ? LIBRARY_PATH : SANITIZED_LIBRARY_PATH,
     sources: LIBRARY_SOURCES,
@@ -227,8 +247,9 @@ async function buildTarget(target: Target, options: BuildOptions): Promise<boole
 }
 
 /**
- * Compiles the library (or, for the sanitized variant, the library and the
- * C test driver) unless their stamps say they are current.
+ * Compiles the library (for the sanitized variant, the library and the C
+ * test driver; for the guest variant, the static soft-dirty check) unless
+ * their stamps say they are current.
  *
  * @returns whether anything compiled
  */
@@ -320,12 +341,18 @@ if (import.meta.main) {
     const options: BuildOptions = {
       force: Deno.args.includes("--force"),
       quiet: Deno.args.includes("--quiet"),
-      variant: Deno.args.includes("--sanitized") ? "sanitized" : "release",
+      variant: Deno.args.includes("--sanitized")
+        ? "sanitized"
+        : Deno.args.includes("--guest")
+        ? "guest"
+        : "release",
     };
     if (FFI_DIR.protocol === "file:") {
       await buildLibrary(options);
-    } else if (options.variant === "sanitized") {
-      throw new Error("Cannot build the sanitized variant from a URL: it needs a checkout");
+    } else if (options.variant !== "release") {
+      throw new Error(
+        `Cannot build the ${options.variant} variant from a URL: it needs a checkout`,
+      );
     } else {
       // Run by URL: there is no checkout to build into; the path goes to stdout for scripts.
       console.log(buildCachedLibrary(defaultCacheDir(), options));

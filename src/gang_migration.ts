@@ -197,7 +197,8 @@ export async function migrateQemuGang(
     }
   }
   if (failed.length > 0) await target.discard(failed).catch(() => {});
-  await target.release();
+  // The guests that moved run at the target whether or not it hears that the gang is over.
+  await target.release().catch(() => {});
   const report: QemuGangReport = {
     guests: results.map((result, i) =>
       guestReport(result, rams[i]!.size, transfer.guestBytesOnWire[i] ?? 0)

@@ -1,42 +1,42 @@
 import { assert, assertEquals } from "./_assert.ts";
+import { fileURLToPath } from "node:url";
 import { QemuGuest } from "../src/qemu/guest.ts";
 import { findQemus } from "../src/qemu/discover.ts";
 import { readHeartbeat } from "../src/qemu/heartbeat.ts";
 import { assertContinued, fileExists, testImage, uniqueName } from "./qemu_helpers.ts";
+import { AGENT_PORT, TwoHosts } from "./_two_hosts.ts";
 
-const EVACUATE = new URL("../examples/evacuate.ts", import.meta.url).href;
-const PERMISSIONS = [
-  "--allow-ffi",
-  "--allow-run",
-  "--allow-net",
-  "--allow-read",
-  "--allow-write",
-  "--allow-env",
-];
+const EVACUATE = fileURLToPath(new URL("../examples/evacuate.ts", import.meta.url));
 
-/** Quits every QEMU running one of these guests and removes its RAM file: the test's cleanup. */
-async function quitAll(names: string[]): Promise<void> {
-  const { usable } = await findQemus();
-  for (const found of usable.filter((q) => names.includes(q.commandLine.instance.name))) {
-    try {
-      const guest = await QemuGuest.attach(found.commandLine.instance.qmpPath);
-      await guest.close({ removeRam: true });
-      // The run directory evacuate.ts made for the destination holds its QMP socket and logs.
-      await Deno.remove(guest.runDir, { recursive: true }).catch(() => {});
-    } catch {
-      Deno.kill(found.pid, "SIGKILL");
+/** Every TCP port that listens on host B while `during` runs, sampled. */
+async function portsListeningOnB(hosts: TwoHosts, during: Promise<unknown>): Promise<Set<string>> {
+  const ports = new Set<string>();
+  let done = false;
+  during.finally(() => (done = true));
+  while (!done) {
+    const { stdout } = await new Deno.Command("ip", {
+      args: ["netns", "exec", hosts.net.target.namespace!, "ss", "-Hltn"],
+      stdout: "piped",
+    }).output();
+    for (const line of new TextDecoder().decode(stdout).split("\n")) {
+      const local = line.trim().split(/\s+/)[3];
+      if (local) ports.add(local);
     }
+    await new Promise((resolve) => setTimeout(resolve, 20)); // a sample every 20 ms
   }
+  return ports;
 }
 
-Deno.test("examples/evacuate.ts moves guests started by another process and they go on at the target", async () => {
+Deno.test("examples/evacuate.ts moves two guests started by hand on host A to the agent of host B, which shares no files with A", async () => {
+  await using hosts = await TwoHosts.open();
+  const agent = await hosts.startAgent();
   const image = await testImage();
+  const names = [uniqueName("ev0"), uniqueName("ev1")];
   const runDirs: string[] = [];
   const sockets: string[] = [];
-  const names = [uniqueName("ev0"), uniqueName("ev1")];
-  const targetDir = `/dev/shm/gangway-test-evacuate-${Deno.pid}`;
+  const sourcePids: number[] = [];
   try {
-    // Guests started by "someone else": this test boots them and lets go of them.
+    // Guests started "by hand" on host A; the test lets go of them.
     for (const name of names) {
       const runDir = await Deno.makeTempDir({ prefix: "gangway-evacuate-" });
       runDirs.push(runDir);
@@ -45,49 +45,93 @@ Deno.test("examples/evacuate.ts moves guests started by another process and they
         memoryMiB: 128,
         image,
         runDir,
+        commandPrefix: hosts.onA,
         workload: { checkEverySeconds: 1 },
       });
       sockets.push(`${runDir}/${name}.qmp`);
+      sourcePids.push(guest.pid);
       await guest.waitUntilBooted();
       await guest.detach();
     }
 
-    const run = await new Deno.Command(Deno.execPath(), {
-      args: ["run", ...PERMISSIONS, EVACUATE, "--target-dir", targetDir, ...sockets],
+    const { caFile, tokenFile } = hosts.credentials;
+    const evacuating = new Deno.Command(hosts.onA[0]!, {
+      args: [
+        ...hosts.onA.slice(1),
+        Deno.execPath(),
+        "run",
+        "-A",
+        EVACUATE,
+        "--target",
+        `${hosts.net.target.address}:${AGENT_PORT}`,
+        "--ca",
+        caFile,
+        "--token-file",
+        tokenFile,
+        "--json",
+        ...sockets,
+      ],
       stdout: "piped",
       stderr: "piped",
     }).output();
+    const [run, ports] = await Promise.all([evacuating, portsListeningOnB(hosts, evacuating)]);
     const stderr = new TextDecoder().decode(run.stderr);
     assertEquals(run.code, 0, stderr);
+    assertEquals(
+      [...ports],
+      [`${hosts.net.target.address}:${AGENT_PORT}`],
+      "only the agent listens on B",
+    );
+
     const report = JSON.parse(new TextDecoder().decode(run.stdout));
     assertEquals(
-      report.guests.map((g: { name: string; migrated: boolean }) => [g.name, g.migrated]),
+      report.guests.map((g: { name: string; running: boolean }) => [g.name, g.running]),
       names.map((n) => [n, true]),
     );
     assert(report.transfer.verified);
+    assert(report.guests.every((g: { downtimeMs: number }) => g.downtimeMs > 0));
     assert(stderr.includes("Switching over"), stderr);
 
-    // The sources are gone; QEMUs with the same names now run from the target directory.
+    // Nothing of them is left on host A; a QEMU of each name runs on B.
     const { usable } = await findQemus();
-    for (const name of names) {
-      const moved = usable.filter((q) => q.commandLine.instance.name === name);
-      assertEquals(moved.length, 1, `one QEMU runs guest "${name}"`);
-      const { ramPath, qmpPath } = moved[0]!.commandLine.instance;
-      assertEquals(ramPath, `${targetDir}/${name}`);
-      const guest = await QemuGuest.attach(qmpPath);
-      try {
-        assertEquals((await guest.status()).status, "running");
-        // The source's serial log (in the run directory the test gave it) ends where it stopped.
-        const last = (await readHeartbeat(`${runDirs[names.indexOf(name)]}/${name}.serial.log`))!;
-        await assertContinued(last, guest);
-      } finally {
-        await guest.detach();
-      }
+    for (const [i, name] of names.entries()) {
+      const running = usable.filter((q) => q.commandLine.instance.name === name);
+      assertEquals(running.length, 1, `one QEMU runs guest "${name}"`);
+      assert(running[0]!.pid !== sourcePids[i], `the source QEMU of "${name}" is gone`);
       assert(!(await fileExists(`/dev/shm/gangway-${name}`)), "the source RAM file is removed");
     }
+
+    // They go on at host B, whose files A cannot see (the test reaches them through B's QEMUs).
+    for (const [i, name] of names.entries()) {
+      const moved = usable.find((q) => q.commandLine.instance.name === name)!;
+      const { ramPath, qmpPath } = moved.commandLine.instance;
+      assertEquals(ramPath, `/dev/shm/gangway/${name}`);
+      assert(!(await fileExists(ramPath)), "B's RAM file is not visible from A");
+      const root = `/proc/${moved.pid}/root`;
+      assert(await fileExists(root + ramPath), "B's RAM file exists on B");
+      const destination = await QemuGuest.attach(root + qmpPath, { root });
+      try {
+        assertEquals((await destination.status()).status, "running");
+        const last = (await readHeartbeat(`${runDirs[i]}/${name}.serial.log`))!;
+        await assertContinued(last, destination);
+      } finally {
+        await destination.detach();
+      }
+    }
   } finally {
-    await quitAll(names);
+    await agent.stop();
     for (const dir of runDirs) await Deno.remove(dir, { recursive: true }).catch(() => {});
-    await Deno.remove(targetDir).catch(() => {});
   }
+});
+
+Deno.test("examples/evacuate.ts lists the guests it could move and exits 2 when none is named", async () => {
+  const run = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", EVACUATE, "--target", "127.0.0.1:1"],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(run.stderr);
+  assertEquals(run.code, 2, stderr);
+  assert(stderr.includes("could move (name them, or pass --all)"), stderr);
+  assertEquals(new TextDecoder().decode(run.stdout), "");
 });

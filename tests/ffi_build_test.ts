@@ -21,7 +21,7 @@ Deno.test("the built library is hardened: stack protector, fortified calls, read
 });
 
 Deno.test("warnings are errors in CI only, never on a user's machine", () => {
-  for (const variant of ["release", "sanitized"] as const) {
+  for (const variant of ["release", "sanitized", "guest"] as const) {
     assertEquals(compilerFlags(variant, true).includes("-Werror"), true);
     assertEquals(compilerFlags(variant, false).includes("-Werror"), false);
   }

@@ -65,7 +65,7 @@ Deno.test({
 Deno.test({
   name: softDirty
     ? "readPageFlags() sees exactly the pages written after clearSoftDirty()"
-    : "readPageFlags() sees exactly the pages written after clearSoftDirty() (skipped: kernel built without CONFIG_MEM_SOFT_DIRTY)",
+    : "readPageFlags() sees exactly the pages written after clearSoftDirty() (skipped: kernel built without CONFIG_MEM_SOFT_DIRTY; tests/softdirty_guest_test.ts runs this path in a QEMU guest whose kernel has it)",
   ignore: !softDirty,
   fn() {
     const { bytes, addr } = touchedRegion(8);

@@ -110,6 +110,11 @@ Deno.test("the receiver refuses bad input with a clear error, then completes a p
       'guest name "../x" is refused',
     ],
     ["a guest name with a slash", [hello([{ name: "a/b", size: PAGE_SIZE }])], "contains a slash"],
+    [
+      "a guest name with a C1 control character",
+      [hello([{ name: "vm\u009b2J", size: PAGE_SIZE }])],
+      "a control character (C0, DEL or C1)",
+    ],
     ["an oversized guest", [hello([{ name: "big", size: 2 ** 30 }])], "over the limit of 1048576"],
     ["more guests than the limit", [hello(guests(4, PAGE_SIZE))], "4 guests exceed the limit of 3"],
     [
@@ -228,5 +233,126 @@ Deno.test("the receiver refuses to overwrite a file that holds a guest's RAM", a
     );
   } finally {
     await removeFiles(path);
+  }
+});
+
+Deno.test("a peer without the token learns nothing of the limits: one refusal whatever it sends", async (t) => {
+  const token = "0123456789abcdef0123";
+  await using receiver = await startReceiver({ token, maxGuests: 7 });
+  const helloWith = (tokenText: string, guests: Hello["guests"]) =>
+    encodeHello({
+      version: PROTOCOL_VERSION,
+      pageSize: PAGE_SIZE,
+      seed: 7n,
+      token: tokenText,
+      guests,
+    });
+  const eight = Array.from({ length: 8 }, (_, i) => ({ name: `g${i}`, size: PAGE_SIZE }));
+  const longest = (frame: Uint8Array) => {
+    new DataView(frame.buffer, frame.byteOffset).setUint32(4, 2 ** 32 - 1, true);
+    return frame;
+  };
+  const header = new Uint8Array(HEADER_BYTES);
+  writeHeader(new DataView(header.buffer), 0, FrameType.Hello, 0, 2 ** 32 - 1);
+  const badUtf8 = helloWith("x".repeat(20), eight);
+  badUtf8.fill(0xff, HEADER_BYTES + 26, HEADER_BYTES + 46);
+  const unauthenticated: [string, Uint8Array[]][] = [
+    ["a header-only HELLO of the largest length", [header]],
+    ["the largest length, with a wrong token", [longest(helloWith("guess".repeat(4), eight))]],
+    ["a wrong token and too many guests", [helloWith("guess".repeat(4), eight)]],
+    ["a token that is not UTF-8", [badUtf8]],
+    ["a HELLO cut short", [helloWith(token, eight).subarray(0, 40)]],
+    ["no token at all", [helloWith("", eight)]],
+  ];
+  for (const [label, chunks] of unauthenticated) {
+    await t.step(label, async () => {
+      assertEquals(await rawSession(receiver, ...chunks), "Gang refused: wrong or missing token");
+    });
+  }
+  await t.step("another protocol version is told as such: it reveals no setting", async () => {
+    const error = await rawSession(receiver, hello([{ name: "vm", size: PAGE_SIZE }], 99));
+    assert(error.startsWith("Unsupported protocol version 99"), error);
+  });
+  await t.step("a sender with the token is told the limits", async () => {
+    assertEquals(
+      await rawSession(receiver, helloWith(token, eight)),
+      "Gang refused: 8 guests exceed the limit of 7",
+    );
+    assertEquals(
+      await rawSession(receiver, longest(helloWith(token, eight))),
+      "Hello frame of 4294967295 bytes exceeds the limit of 67391",
+    );
+  });
+  const logged = receiver.events.flatMap((e) => e.event === "failed" ? [e.error] : []);
+  assert(
+    logged.some((e) => e.includes("Connection closed in the middle of a Hello frame")),
+    `the log keeps the real reasons: ${logged.join("; ")}`,
+  );
+  assertEquals([...Deno.readDirSync(receiver.dir)], []);
+});
+
+Deno.test("a file that was there is kept, zeroed and of its own mode when a gang fails; created files get 0600", async () => {
+  await using receiver = await startReceiver();
+  const existing = `${receiver.dir}/vm`;
+  Deno.writeFileSync(existing, new Uint8Array(0), { mode: 0o644 });
+  Deno.chmodSync(existing, 0o644);
+  const error = await rawSession(
+    receiver,
+    oneGuest,
+    pagesFrame(0, patternPage(1)),
+    pagesFrame(9, patternPage(2), 1),
+  );
+  assert(error.includes("points at page 9"), error);
+  const after = Deno.statSync(existing);
+  assertEquals([after.size, after.mode! & 0o777], [0, 0o644], "kept as it was: empty, mode 0644");
+
+  const path = makeRamFile(shmPath("kept"), [patternPage(3), "hole", patternPage(4)]);
+  try {
+    for (const name of ["vm", "fresh"]) {
+      using gang = Gang.open([{ name, path }], { seed: randomSeed() });
+      assert((await migrateGang(gang, await receiver.connect())).verified);
+      assertSameBytes(readRamFile(`${receiver.dir}/${name}`), readRamFile(path));
+    }
+    assertEquals(Deno.statSync(existing).mode! & 0o777, 0o644, "the existing file keeps its mode");
+    assertEquals(Deno.statSync(`${receiver.dir}/fresh`).mode! & 0o777, 0o600, "a created file");
+  } finally {
+    await removeFiles(path);
+  }
+});
+
+Deno.test("a failed gang leaves a waiting file whose size is not a page multiple free of data, so a retry is taken", async () => {
+  // On tmpfs, where destination QEMUs keep their RAM files.
+  const dir = await Deno.makeTempDir({ dir: "/dev/shm", prefix: "gangway-target-" });
+  await using receiver = await startReceiver({ dir });
+  const size = 4 * PAGE_SIZE + 100;
+  const waiting = `${receiver.dir}/vm`;
+  Deno.writeFileSync(waiting, new Uint8Array(0), { mode: 0o600 });
+  Deno.truncateSync(waiting, size); // as a destination QEMU leaves it: sized, all holes
+  const tail = hello([{ name: "vm", size }]);
+  const error = await rawSession(
+    receiver,
+    tail,
+    pagesFrame(4, patternPage(1)),
+    pagesFrame(9, patternPage(2), 1),
+  );
+  assert(error.includes("points at page 9"), error);
+  const after = Deno.statSync(waiting);
+  assertEquals([after.size, after.blocks], [size, 0], "zeroed to the last block");
+
+  const path = makeRamFile(shmPath("tail"), [
+    patternPage(5),
+    "hole",
+    "zero",
+    patternPage(6),
+    patternPage(7),
+  ], size);
+  try {
+    using gang = Gang.open([{ name: "vm", path }], { seed: randomSeed() });
+    assert((await migrateGang(gang, await receiver.connect())).verified, "the retry is taken");
+    assertSameBytes(readRamFile(waiting), readRamFile(path));
+  } finally {
+    await removeFiles(path);
+    await receiver.stop();
+    await Deno.remove(dir, { recursive: true });
   }
 });

@@ -7,6 +7,7 @@ import { PAGE_SIZE } from "../src/native/ram_file.ts";
 import { SyntheticGuest } from "../src/synthetic/synthetic_guest.ts";
 import { runCli, spawnReceiver } from "./_cli.ts";
 import { makeRamFile, patternPage, readRamFile, removeFiles, shmPath } from "./_fixtures.ts";
+import { waitFor } from "./fault_fixtures.ts";
 
 const SEND = ["--allow-ffi", "--allow-read", "--allow-net", "--allow-env=GANGWAY_LIB"];
 
@@ -133,11 +134,11 @@ Deno.test("send fails with exit code 1 and nothing on stdout when it cannot reac
   }
 });
 
-/** Two synthetic guests whose writers keep running. */
-function liveGuests(label: string): SyntheticGuest[] {
+/** Two synthetic guests of `pages` pages each whose writers keep running. */
+function liveGuests(label: string, pages = 2048): SyntheticGuest[] {
   return [0, 1].map((g) =>
     SyntheticGuest.start(`${label}${g}`, shmPath(`${label}${g}`), {
-      bytes: 2048 * PAGE_SIZE,
+      bytes: pages * PAGE_SIZE,
       fill: (p) => patternPage(p + g * 10_000),
       pagesPerSecond: 500,
     })
@@ -182,6 +183,41 @@ Deno.test("a receiver killed in a round fails the migration with a clear error a
         );
         assert(guests.every((g) => !g.paused), "no guest is left paused");
         assertEquals(resumed, when === "round 1" ? 0 : 1);
+      } finally {
+        for (const g of guests) await g.stop();
+        await removeFiles(...guests.map((g) => g.path));
+        await Deno.remove(dir, { recursive: true });
+      }
+    });
+  }
+});
+
+Deno.test("send refuses to call a final round verified while something still writes the files", async (t) => {
+  for (const rounds of ["3", "1"]) {
+    await t.step(`--max-rounds ${rounds}`, async () => {
+      // 64 MiB each: reading a guest takes longer than the writers' 10 ms between writes,
+      // so pages change between the final round's read and the check's.
+      const guests = liveGuests(`written${rounds}-`, 16384);
+      const dir = await Deno.makeTempDir({ prefix: "gangway-target-" });
+      try {
+        await using receiver = await spawnReceiver(dir, ["--insecure"]);
+        const { code, stdout, stderr } = await runCli("send", [
+          ...["--target", `127.0.0.1:${receiver.port}`, "--insecure", "--json"],
+          ...["--max-rounds", rounds, ...guests.map((g) => g.path)],
+        ], { permissions: SEND });
+        assertEquals(code, 1, stderr);
+        assertEquals(stdout, "", "no report claims anything");
+        assert(
+          stderr.includes("changed after the final round read them: something still writes") &&
+            guests.some((g) => stderr.includes(`pages of "${g.path.split("/").at(-1)}"`)),
+          stderr,
+        );
+        await waitFor(() => receiver.events.some((e) => e.event === "failed"), "the receiver");
+        assert(
+          !receiver.events.some((e) => e.event === "complete"),
+          "the target completed nothing",
+        );
+        assertEquals([...Deno.readDirSync(dir)], [], "and discarded the copy");
       } finally {
         for (const g of guests) await g.stop();
         await removeFiles(...guests.map((g) => g.path));

@@ -13,6 +13,7 @@ import { runCli, spawnReceiver } from "./_cli.ts";
 import { makeRamFile, patternPage, readRamFile, removeFiles, shmPath } from "./_fixtures.ts";
 import { startReceiver } from "./_transfer.ts";
 import { makeLabCerts } from "./tls_fixtures.ts";
+import { waitFor } from "./fault_fixtures.ts";
 
 const SEND = ["--allow-ffi", "--allow-read", "--allow-net", "--allow-env=GANGWAY_LIB"];
 const RECEIVE = [...SEND, "--allow-write"];
@@ -106,6 +107,11 @@ Deno.test("receive and send refuse to start without TLS files or --insecure, and
   await Deno.writeTextFile(openToken, "0123456789abcdef0123\n", { mode: 0o644 });
   await Deno.chmod(openToken, 0o644);
   await Deno.writeTextFile(shortToken, "secret\n", { mode: 0o600 });
+  const groupToken = `${certs.dir}/group-token`;
+  await Deno.writeTextFile(groupToken, "0123456789abcdef0123\n", { mode: 0o640 });
+  await Deno.chmod(groupToken, 0o640);
+  const fifo = `${certs.dir}/fifo`;
+  assert((await new Deno.Command("mkfifo", { args: [fifo] }).output()).success);
   const listen = ["--listen", "127.0.0.1:0", "--dir", dir];
   const tls = ["--cert", certs.certFile, "--key", certs.keyFile];
   const cases: [string, "receive" | "send", string[], number, string][] = [
@@ -136,7 +142,28 @@ Deno.test("receive and send refuse to start without TLS files or --insecure, and
       "receive",
       [...listen, ...tls, "--token-file", openToken],
       1,
-      "every user can read it",
+      "other users may read it (mode 0644",
+    ],
+    [
+      "receive with a token its group can read",
+      "receive",
+      [...listen, ...tls, "--token-file", groupToken],
+      1,
+      "other users may read it (mode 0640",
+    ],
+    [
+      "send with a FIFO as the token file",
+      "send",
+      ["--target", "127.0.0.1:9", "--ca", certs.caFile, "--token-file", fifo, shmPath("x")],
+      1,
+      `Cannot use the token file "${fifo}": not a regular file`,
+    ],
+    [
+      "send with a FIFO as the CA",
+      "send",
+      ["--target", "127.0.0.1:9", "--ca", fifo, "--token-file", certs.tokenFile, shmPath("x")],
+      1,
+      `Cannot read the CA certificate file "${fifo}": not a regular file`,
     ],
     [
       "receive with a short token",
@@ -271,6 +298,10 @@ Deno.test("a sender that trusts another CA, or expects another address, is refus
     const conn = await connectTarget(target, { ca: certs.ca, serverName: "localhost" });
     conn.close();
   });
+  await waitFor(
+    () => receiver.events.filter((e) => e.event === "failed").length >= 3,
+    "the receiver's account of the third connection",
+  );
   await receiver.stop();
   const failures = receiver.events.filter((e) => e.event === "failed").map((e) => e.error);
   assertEquals(failures.length, 3, failures.join("\n"));

@@ -9,6 +9,9 @@ import { SyntheticGuest } from "../src/synthetic/synthetic_guest.ts";
 import { makeRamFile, patternPage, readRamFile, removeFiles, shmPath } from "./_fixtures.ts";
 import { startReceiver } from "./_transfer.ts";
 import { ReceiverProcess } from "../src/target/receiver_process.ts";
+import { migrateQemuGang } from "../src/gang_migration.ts";
+import type { Destination } from "../src/qemu/destination.ts";
+import type { QemuGuest } from "../src/qemu/guest.ts";
 
 /** Three guests with holes, zero pages, and contents shared within and across them. */
 function makeGuests(): string[] {
@@ -246,16 +249,127 @@ Deno.test("migrateGang() keeps to the bandwidth cap", async () => {
   }
 });
 
-Deno.test("migrateGang() reports a refused handshake with the target's reason", async () => {
-  const path = makeRamFile(shmPath("refused"), [patternPage(1)]);
-  await using receiver = await startReceiver({ token: "secret" });
+Deno.test("migrateGang() at a low bandwidth cap hears at once that the target gave up", async () => {
+  // At 100 bytes/s the two pages book the link for 80 s; the receiver gives up after 3 s of
+  // silence, and the sender must not sleep in the pacer until the 80 s are over.
+  const path = makeRamFile(shmPath("slow"), [patternPage(1), patternPage(2)]);
+  await using receiver = await startReceiver({ idleTimeoutMs: 3000 });
   try {
     using gang = Gang.open(specs([path]), { seed: randomSeed() });
+    const migrating = migrateGang(gang, await receiver.connect(), {
+      maxBandwidth: 100,
+      compression: "none",
+    });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const outcome = await Promise.race([
+      migrating.then(() => "completed", (error) => error),
+      new Promise((
+        resolve,
+      ) => (timer = setTimeout(() => resolve("still asleep after 30 s"), 30_000))),
+    ]);
+    clearTimeout(timer);
+    assert(outcome instanceof TargetError, String(outcome));
+    assertEquals(
+      outcome.message,
+      "Target refused: No data for 3 s while waiting for a frame header",
+    );
+  } finally {
+    await removeFiles(path);
+  }
+});
+
+Deno.test("migrateGang() refuses to verify a guest whose file shrank or grew during the migration", async (t) => {
+  for (const [label, pages] of [["shrank", 2], ["grew", 6]] as const) {
+    await t.step(`a file that ${label}`, async () => {
+      const path = makeRamFile(shmPath(label), [1, 2, 3, 4].map((p) => patternPage(p)));
+      await using receiver = await startReceiver();
+      try {
+        using gang = Gang.open(specs([path]), { seed: randomSeed() });
+        using ram = RamFile.open(path, { write: true });
+        ram.resize(pages * PAGE_SIZE); // after the gang took its size
+        const error = await assertRejects(() =>
+          migrateGang(gang, receiver.connect(), { maxRounds: 1 })
+        );
+        assertEquals(
+          (error as Error).message,
+          `Cannot verify guest "${path.split("/").at(-1)}": its RAM file "${path}" changed size ` +
+            `from ${4 * PAGE_SIZE} to ${pages * PAGE_SIZE} bytes during the migration`,
+        );
+        await receiver.stop();
+        assert(
+          !receiver.events.some((e) => e.event === "complete"),
+          "the target completed nothing",
+        );
+      } finally {
+        await removeFiles(path);
+      }
+    });
+  }
+});
+
+/** A 256 MiB RAM file of distinct data: its preparation scan takes several turns of the event loop. */
+function makeLargeGuest(label: string): string {
+  const path = shmPath(label);
+  using ram = RamFile.open(path, { create: true });
+  ram.resize(0);
+  ram.resize(256 * 2 ** 20);
+  const chunk = new Uint8Array(2 ** 20);
+  for (let at = 0; at < chunk.length; at += 65536) {
+    crypto.getRandomValues(chunk.subarray(at, at + 65536));
+  }
+  const pages = Uint32Array.from({ length: 256 }, (_, i) => i);
+  for (let mib = 0; mib < 256; mib++) {
+    chunk[0] = mib; // each MiB differs from the others
+    ram.write(pages.map((p) => p + mib * 256), chunk);
+  }
+  return path;
+}
+
+Deno.test("migrateGang() reports a refused handshake with the target's reason, even while it scans a large gang", async () => {
+  const path = makeLargeGuest("refused");
+  await using receiver = await startReceiver({ token: "0123456789abcdef" });
+  try {
+    using gang = Gang.open(specs([path]), { seed: randomSeed() });
+    // Live rounds: the refusal arrives while the preparation scan is still going on.
     await assertRejects(
-      async () => migrateGang(gang, await receiver.connect(), { token: "guess" }),
+      async () => migrateGang(gang, await receiver.connect(), { token: "guess", maxRounds: 3 }),
       TargetError,
       "Target refused: Gang refused: wrong or missing token",
     );
+  } finally {
+    await removeFiles(path);
+  }
+});
+
+Deno.test("migrateQemuGang() removes the destinations it started when the target refuses during the preparation scan", async () => {
+  const path = makeLargeGuest("refused-qemu");
+  await using receiver = await startReceiver({ token: "0123456789abcdef" });
+  const discarded: string[] = [];
+  const source = {
+    name: "vm",
+    pid: 0,
+    ramBackend: () => Promise.resolve({ id: "mem0", path, size: 256 * 2 ** 20, shared: true }),
+    pause: () => Promise.reject(new Error("a refused gang is never paused")),
+    resume: () => Promise.resolve(),
+  } as unknown as QemuGuest;
+  const destination = { name: "vm" } as Destination;
+  try {
+    await assertRejects(
+      () =>
+        migrateQemuGang([source], {
+          prepareDestinations: () => Promise.resolve([destination]),
+          connect: () => receiver.connect(),
+          token: "guess",
+          discard: (destinations) => {
+            discarded.push(...destinations.map((d) => d.name));
+            return Promise.resolve();
+          },
+          release: () => Promise.reject(new Error("a refused gang is never released")),
+        }, { maxRounds: 3 }),
+      TargetError,
+      "wrong or missing token",
+    );
+    assertEquals(discarded, ["vm"], "the target was told to discard the destination");
   } finally {
     await removeFiles(path);
   }

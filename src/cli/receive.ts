@@ -46,6 +46,8 @@ function describe(e: ReceiverEvent): string {
       return `${e.peer}: complete, every digest matched: ${e.guests.map((g) => g.path).join(", ")}`;
     case "failed":
       return `${e.peer}: failed: ${e.error}`;
+    case "accept-failed":
+      return `${e.error}; trying again in ${e.retryInMs} ms`;
   }
 }
 

@@ -8,8 +8,16 @@
  * after the file) to a target running `receive`, and reports each round.
  * Files nobody writes need one pass (no preparation scan, no live rounds:
  * they would read every page again to find nothing changed);
- * `--max-rounds N` (N > 1) runs the live pre-copy rounds instead, for
- * files something still writes.
+ * `--max-rounds N` (N > 1) runs live pre-copy rounds first, while
+ * something still writes the files.
+ *
+ * `send` pauses nothing, so it never calls a copy verified that the
+ * target does not hold as the final round ends: it re-checks each file's
+ * size at the end of the final round, then reads the gang once more, and
+ * fails (exit code 1, the target discards the gang) if any page changed
+ * after the final round read it. Stop whatever writes the files before the
+ * final round; to move running QEMU guests, which must be paused for it,
+ * use `migrateQemuGang()` or `examples/evacuate.ts`.
  *
  * The transfer is TLS: the target's certificate must be signed by the CA
  * in `--ca` and name the target's address (or `--server-name`), and the
@@ -158,6 +166,8 @@ async function main(args: string[]): Promise<void> {
     maxRounds,
     compression: compression as CompressionMode,
     token: transport.token,
+    // send pauses nothing: a final round over files still written is refused, not verified.
+    checkUnchanged: true,
     stallTimeoutMs: stallMs,
     answerTimeoutMs: stallMs,
     onProgress: (p) =>

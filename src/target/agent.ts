@@ -14,11 +14,15 @@ import {
   encodeText,
   FrameType,
   frameTypeName,
+  HEADER_BYTES,
   MAX_BODY_BYTES,
   ProtocolError,
 } from "../transfer/protocol.ts";
 import { TimeoutError, withTimeout } from "../transfer/frame_io.ts";
-import { receiveGangAfterHello, sameSecret } from "../transfer/receiver.ts";
+import { receiveAuthenticatedGang } from "../transfer/receiver.ts";
+import type { ReceiverOptions } from "../transfer/receiver_options.ts";
+import { readSenderHandshake, sameSecret } from "../transfer/sender_handshake.ts";
+import { acceptConnections, type PendingConnection } from "../transfer/accept_connections.ts";
 import {
   AGENT_VERSION,
   decodeJson,
@@ -36,12 +40,13 @@ export type { AgentEvent, AgentOptions, KeptGuest } from "./agent_host.ts";
 export interface ServeAgentOptions extends AgentOptions {
   /** Stops the agent (a gang under way is abandoned, as if its source died). */
   signal?: AbortSignal;
-  /** Connections allowed before their first frame at once; more are closed at once. Default 16. */
+  /** Connections allowed before their first frame at once (see `acceptConnections`). Default 16. */
   maxPendingHandshakes?: number;
 }
 
 /**
- * Serves sources until `signal` aborts.
+ * Serves sources until `signal` aborts. First cleans up what an agent of
+ * the same run directory left when it died during a gang.
  *
  * Requires `--allow-all` in practice: QEMU (`--allow-run`), the page
  * library (`--allow-ffi`), and files under /dev/shm and /run.
@@ -58,89 +63,70 @@ export async function serveAgent(
 ): Promise<void> {
   const host = new AgentHost(options);
   await host.recoverLeftovers();
-  const maxPending = options.maxPendingHandshakes ?? 16;
-  const pending = new Set<Deno.Conn>();
-  const tasks = new Set<Promise<void>>();
-  const stop = new Promise<void>((resolve) => {
-    if (options.signal?.aborted) resolve();
-    options.signal?.addEventListener("abort", () => resolve(), { once: true });
-  });
   host.log({ event: "listening", address: describeAddress(listener.addr) });
-  const accepting = (async () => {
-    for await (const conn of listener) {
-      if (pending.size >= maxPending) {
-        host.log({ event: "refused", peer: peerName(conn), error: "too many pending connections" });
-        closeQuietly(conn);
-        continue;
-      }
-      pending.add(conn);
-      const task = serveConnection(host, conn, () => pending.delete(conn))
-        .catch((error) =>
-          host.log({ event: "failed", peer: peerName(conn), error: messageOf(error) })
-        )
-        .finally(() => pending.delete(conn));
-      tasks.add(task);
-      task.finally(() => tasks.delete(task));
-    }
-  })().catch((error) => host.log({ event: "failed", error: messageOf(error) }));
-  await stop;
-  listener.close();
-  await accepting;
-  for (const conn of pending) closeQuietly(conn);
-  host.closeConnections();
-  await Promise.allSettled(tasks);
-  await host.close();
+  const stop = () => host.closeConnections();
+  options.signal?.addEventListener("abort", stop, { once: true });
+  try {
+    await acceptConnections(listener, (pending) => serveConnection(host, pending), {
+      maxPendingHandshakes: options.maxPendingHandshakes,
+      signal: options.signal,
+      log: (event) => host.log(event),
+    });
+  } finally {
+    options.signal?.removeEventListener("abort", stop);
+    await host.close();
+  }
 }
 
-/** Reads a connection's first frame within the handshake timeout and hands it to its kind's handler. */
-async function serveConnection(
-  host: AgentHost,
-  conn: Deno.Conn,
-  handshaken: () => void,
-): Promise<void> {
-  const peer = peerName(conn);
+/**
+ * Looks at a connection's first frame, within the handshake timeout, and
+ * hands the connection to its kind's handler once the peer has shown its
+ * token or key.
+ */
+async function serveConnection(host: AgentHost, pending: PendingConnection): Promise<void> {
+  const { conn, peer, signal } = pending;
   const channel = new FrameChannel(conn, {
     maxBody: MAX_BODY_BYTES,
     writeTimeoutMs: host.options.idleTimeoutMs,
   });
-  const timeoutMs = host.options.handshakeTimeoutMs;
-  let first;
+  const endOnAbort = () => channel.close();
+  signal.addEventListener("abort", endOnAbort, { once: true });
+  host.track(channel);
   try {
-    first = await withTimeout(
+    const timeoutMs = host.options.handshakeTimeoutMs;
+    const head = await withTimeout(
       (async () => {
         if (isTls(conn)) await conn.handshake();
-        return await channel.reader.next(undefined, MAX_CONTROL_BYTES);
+        return await channel.reader.peek(HEADER_BYTES, undefined, "a frame header");
       })(),
       timeoutMs,
       () => new TimeoutError(`No handshake within ${timeoutMs / 1000} s`),
     );
-  } catch (error) {
-    channel.close();
-    throw error;
-  } finally {
-    handshaken();
-  }
-  if (!first) return channel.close();
-  host.track(channel);
-  try {
-    switch (first.type) {
+    if (!head) return;
+    if (head[0] === FrameType.Hello) return await serveRam(host, channel, pending);
+    const first = await withTimeout(
+      channel.reader.next(undefined, MAX_CONTROL_BYTES),
+      timeoutMs,
+      () => new TimeoutError(`No handshake within ${timeoutMs / 1000} s`),
+    );
+    switch (first?.type) {
       case FrameType.Control:
-        return await serveControl(host, channel, peer, decodeJson(first.body, "The hello"));
-      case FrameType.Hello:
-        return await serveRam(host, channel, first.body);
+        return await serveControl(host, channel, pending, decodeJson(first.body, "The hello"));
       case FrameType.DeviceState:
         return await serveDeviceState(
           host,
           channel,
+          pending,
           decodeJson(first.body, "The device-state hello"),
         );
       default:
-        throw new ProtocolError(`Unexpected ${frameTypeName(first.type)} frame first`);
+        throw new ProtocolError(`Unexpected ${frameTypeName(first?.type ?? -1)} frame first`);
     }
   } catch (error) {
+    host.log({ event: "failed", peer, error: messageOf(error) });
     await refuse(channel, error);
-    throw error;
   } finally {
+    signal.removeEventListener("abort", endOnAbort);
     host.untrack(channel);
     channel.close();
   }
@@ -149,16 +135,15 @@ async function serveConnection(
 async function serveControl(
   host: AgentHost,
   channel: FrameChannel,
-  peer: string,
+  pending: PendingConnection,
   hello: Record<string, unknown>,
 ): Promise<void> {
   const token = host.options.token;
   // The token first: an unauthenticated peer learns nothing, not even whether the agent is busy.
-  if (
-    hello.op !== "hello" || (token !== undefined && !sameSecret(String(hello.token ?? ""), token))
-  ) {
+  if (hello.op !== "hello" || (token !== undefined && !sameText(hello.token, token))) {
     throw new ProtocolError("Refused: wrong or missing token");
   }
+  pending.handshakeDone();
   if (hello.version !== AGENT_VERSION) {
     throw new ProtocolError(
       `Refused: this agent speaks version ${AGENT_VERSION}, not ${hello.version}`,
@@ -172,47 +157,47 @@ async function serveControl(
     maxGuests: host.options.maxGuests,
     maxMemoryMiB: host.options.maxMemoryMiB,
   }));
-  host.log({ event: "source", peer });
-  await new ControlSession(host, channel, peer).run();
+  host.log({ event: "source", peer: pending.peer });
+  await new ControlSession(host, channel, pending.peer).run();
 }
 
 async function serveRam(
   host: AgentHost,
   channel: FrameChannel,
-  helloBody: Uint8Array,
+  pending: PendingConnection,
 ): Promise<void> {
   const gang = host.gang;
-  const options = host.options;
   // The gang's key is the token: without a prepared gang nothing matches it.
-  const token = gang?.key ?? crypto.randomUUID();
-  const ramBytes = Math.max(0, ...(gang?.names ?? []).map((name) => gang!.ramBytes(name)!));
-  await receiveGangAfterHello(channel.conn, channel.reader, helloBody, {
-    ...options.receiver,
-    dir: options.dir,
-    token,
-    maxGuests: gang?.names.length ?? 0,
-    maxGuestBytes: ramBytes,
-    expectedGuests: gang?.names.map((name) => ({ name, size: gang.ramBytes(name)! })),
+  const options: ReceiverOptions = {
+    ...host.options.receiver,
+    dir: host.options.dir,
+    token: gang?.key ?? crypto.randomUUID(),
+    expectedGuests: gang?.names.map((name) => ({ name, size: gang.ramBytes(name)! })) ?? [],
     log: (event) => host.log({ ...event, event: `ram-${event.event}` }),
-  });
+  };
+  const sender = await readSenderHandshake(channel.conn, options, pending.signal, channel.reader);
+  pending.handshakeDone();
+  await receiveAuthenticatedGang(sender, options);
 }
 
 async function serveDeviceState(
   host: AgentHost,
   channel: FrameChannel,
+  pending: PendingConnection,
   hello: Record<string, unknown>,
 ): Promise<void> {
   const gang = host.gang;
-  if (!gang || typeof hello.key !== "string" || !sameSecret(hello.key, gang.key)) {
+  if (!gang || !sameText(hello.key, gang.key)) {
     throw new ProtocolError("Refused: wrong or missing key");
   }
+  pending.handshakeDone();
   const { incomingPath, guest } = gang.get(hello.guest);
   const incoming = await connectUnix(incomingPath, guest.name);
   try {
     await channel.write(encodeJson(FrameType.DeviceState, { ok: true }));
     await pipeBothWays(channel.conn, incoming);
   } finally {
-    closeQuietly(incoming);
+    incoming.close();
   }
 }
 
@@ -225,26 +210,23 @@ async function refuse(channel: FrameChannel, error: unknown): Promise<void> {
   ).catch(() => {});
 }
 
-function isTls(conn: Deno.Conn): conn is Deno.TlsConn {
-  return typeof (conn as Partial<Deno.TlsConn>).handshake === "function";
+/** A secret given over the network, compared with the expected one in constant time. */
+function sameText(given: unknown, expected: string): boolean {
+  const encoder = new TextEncoder();
+  return sameSecret(
+    encoder.encode(typeof given === "string" ? given : ""),
+    encoder.encode(expected),
+  );
 }
 
-function peerName(conn: Deno.Conn): string {
-  return describeAddress(conn.remoteAddr);
+function isTls(conn: Deno.Conn): conn is Deno.TlsConn {
+  return typeof (conn as Partial<Deno.TlsConn>).handshake === "function";
 }
 
 function describeAddress(addr: Deno.Addr): string {
   return addr.transport === "tcp" || addr.transport === "udp"
     ? `${addr.hostname}:${addr.port}`
     : addr.transport;
-}
-
-function closeQuietly(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch {
-    // Closed already.
-  }
 }
 
 function messageOf(error: unknown): string {

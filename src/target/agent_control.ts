@@ -92,6 +92,10 @@ export class ControlSession {
         return await this.#prepare(request.guests);
       case "guests":
         return { guests: await this.#host.keptGuests() };
+      case "release":
+        // Every destination may have been discarded already, which ended the gang.
+        if (!this.#gang) return { kept: [] };
+        break;
       case "state": {
         if (this.#gang?.names.includes(String(request.guest))) break;
         // A guest that moved here already: its gang is over.

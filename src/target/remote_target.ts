@@ -83,7 +83,7 @@ export class RemoteTarget implements MigrationTarget, AsyncDisposable {
       throw new Error("Cannot prepare the destinations: the target agent still lacks files");
     }
     this.#key = answer.key;
-    this.#relayDir ??= await Deno.makeTempDir({ prefix: "gangway-relay-" });
+    this.#relayDir ??= await Deno.makeTempDir({ prefix: "gw-relay-" });
     return sources.map((source) => new RemoteDestination(this, source.name));
   }
 
@@ -112,8 +112,9 @@ export class RemoteTarget implements MigrationTarget, AsyncDisposable {
   relay(guest: string): DeviceStateRelay {
     const key = this.#key;
     if (!key || !this.#relayDir) throw new Error(`Cannot relay guest "${guest}": no gang prepared`);
+    // Numbered, not named: a unix socket's path must stay under 108 bytes.
     const relay = DeviceStateRelay.listen(
-      join(this.#relayDir, `${guest}.migrate`),
+      join(this.#relayDir, `${this.#relays.size}.migrate`),
       () => this.agent.openDeviceState(key, guest),
     );
     this.#relays.add(relay);

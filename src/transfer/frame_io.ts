@@ -129,6 +129,20 @@ export class FrameReader {
   }
 
   /**
+   * The next `n` bytes, waited for but not consumed: the next call reads
+   * them again. Lets a handshake look into a frame before the frame's
+   * length is checked. Null when the stream ends cleanly before any byte.
+   *
+   * @param n bytes wanted (the buffer grows to hold them)
+   * @param timeoutMs longest wait for any byte (undefined: forever)
+   * @param what what the bytes are, for the error when the stream ends among them
+   */
+  async peek(n: number, timeoutMs?: number, what = "a frame"): Promise<Uint8Array | null> {
+    if (!(await this.#fill(n, timeoutMs, what))) return null;
+    return this.#buf.subarray(this.#start, this.#start + n);
+  }
+
+  /**
    * The next frame, or null when the stream ends cleanly between frames.
    *
    * @param timeoutMs longest wait for any byte (undefined: forever)
@@ -189,6 +203,8 @@ export interface FrameWriterOptions {
    * Default: forever.
    */
   stallTimeoutMs?: number;
+  /** Fails the writes (a wait for the pacer included) at once, with its reason, when it aborts. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -199,6 +215,7 @@ export class FrameWriter {
   #stream: ByteStream;
   #pacer: Pacer | undefined;
   #stallTimeoutMs: number | undefined;
+  #signal: AbortSignal | undefined;
   #buffers = [new Uint8Array(WRITE_BYTES), new Uint8Array(WRITE_BYTES)];
   #current = 0;
   #used = 0;
@@ -229,6 +246,7 @@ export class FrameWriter {
     this.#stream = stream;
     this.#pacer = options.pacer;
     this.#stallTimeoutMs = options.stallTimeoutMs;
+    this.#signal = options.signal;
   }
 
   /**
@@ -285,7 +303,7 @@ export class FrameWriter {
 
   async #writeAll(chunk: Uint8Array): Promise<void> {
     const started = performance.now();
-    await this.#pacer?.take(chunk.length);
+    await this.#pacer?.take(chunk.length, this.#signal);
     let done = 0;
     while (done < chunk.length) {
       const n = await withTimeout(

@@ -15,6 +15,7 @@ import {
 import { GangSender, prepareGang, type RoundReport, type SenderOptions } from "./sender.ts";
 import { rescanEverything } from "../plan/dirty_tracking.ts";
 import type { ByteStream } from "./frame_io.ts";
+import { checkUnchangedSinceFinalRound } from "./final_checks.ts";
 
 /** A connected stream to the target (TCP or TLS), or one being connected. */
 type Connection = ByteStream & { close(): void };
@@ -28,6 +29,12 @@ export interface MigrateGangOptions extends SenderOptions, ConvergenceOptions {
   resume?: () => Promise<void> | void;
   /** Called after each round. */
   onRound?: (report: RoundReport) => void;
+  /**
+   * After the final round, read the gang once more and fail if any page
+   * changed since that round read it: for callers that cannot pause what
+   * writes the files (`send`). Default false: `pause` stops the writers.
+   */
+  checkUnchanged?: boolean;
 }
 
 /** What a gang migration did (the `send --json` document). */
@@ -41,7 +48,11 @@ export interface MigrationReport {
   /** Sum of the guests' RAM sizes. */
   guestBytes: number;
   seconds: number;
-  /** The target found every guest's RAM identical to the source's. */
+  /**
+   * The target found every guest's RAM identical to the source's as the
+   * final round ended: every digest matched, no file changed size (and,
+   * with `checkUnchanged`, no page changed after the final round read it).
+   */
   verified: boolean;
   /** XXH3-128 digest of each guest's RAM at the end (keyed by the seed and its size: see guestDigest). */
   digests: string[];
@@ -81,6 +92,9 @@ export async function migrateGang(
   const connecting = Promise.resolve(conn).then((c) =>
     GangSender.connect(gang, c, { ...options, dirtyTracker })
   );
+  // It may fail (a refused token) while the scan still runs: that failure is awaited
+  // below, once the scan is done; until then it must not count as unhandled.
+  connecting.catch(() => {});
   try {
     const sizes: RoundSize[] = [];
     // No live rounds: the final round is the only one, and there is nothing to prepare for.
@@ -109,6 +123,7 @@ export async function migrateGang(
     // Not inside onRound?.(): without an onRound that would skip the round itself.
     const final = onePass ? await sender.onePass() : await sender.round({ final: true });
     options.onRound?.(final);
+    if (options.checkUnchanged) checkUnchangedSinceFinalRound(gang);
     const digests = await sender.verify();
     const now = performance.now();
     return {

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { delay } from "../_delay.ts";
 
 /** Spaces writes so that their average rate stays at or below a cap. */
 export class Pacer {
@@ -18,13 +19,18 @@ export class Pacer {
     this.bytesPerSecond = bytesPerSecond;
   }
 
-  /** Waits for the link to be free, then books `bytes` on it. */
-  async take(bytes: number): Promise<void> {
+  /**
+   * Waits for the link to be free, then books `bytes` on it.
+   *
+   * @param signal ends the wait at once (rejecting with its reason): at a
+   * low cap the wait can be long, and a peer that gave up must be heard
+   */
+  async take(bytes: number, signal?: AbortSignal): Promise<void> {
     const now = performance.now();
     // An idle link earns no credit: a long pause must not allow a burst after it.
     if (this.#freeAt < now) this.#freeAt = now;
     const wait = this.#freeAt - now;
     this.#freeAt += (bytes / this.bytesPerSecond) * 1000;
-    if (wait >= 1) await new Promise((resolve) => setTimeout(resolve, wait));
+    if (wait >= 1) await delay(wait, signal);
   }
 }

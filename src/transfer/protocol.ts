@@ -263,9 +263,11 @@ export class BodyReader {
   }
 }
 
-/** Decodes a HELLO body; refuses other magics and versions before reading on. */
-export function decodeHello(body: Uint8Array): Hello {
-  const r = new BodyReader(body, "Hello");
+/** Bytes of a HELLO body before its token (magic, version, page size, count, seed, token length). */
+export const HELLO_TOKEN_OFFSET = 26;
+
+/** Reads a HELLO's magic and version; refuses other magics and versions. */
+function helloVersion(r: BodyReader): number {
   if (r.u32() !== MAGIC) throw new ProtocolError("Not a gangway peer: bad magic in Hello");
   const version = r.u16();
   if (version !== PROTOCOL_VERSION) {
@@ -273,6 +275,25 @@ export function decodeHello(body: Uint8Array): Hello {
       `Unsupported protocol version ${version}: this receiver speaks version ${PROTOCOL_VERSION}`,
     );
   }
+  return version;
+}
+
+/**
+ * The byte length of a HELLO's token, from the first
+ * {@linkcode HELLO_TOKEN_OFFSET} bytes of its body (magic and version
+ * checked): a receiver reads and checks the token before the rest.
+ */
+export function helloTokenLength(head: Uint8Array): number {
+  const r = new BodyReader(head.subarray(0, HELLO_TOKEN_OFFSET), "Hello");
+  helloVersion(r);
+  r.bytes(HELLO_TOKEN_OFFSET - 8); // reserved, page size, guest count, seed
+  return r.u16();
+}
+
+/** Decodes a HELLO body; refuses other magics and versions before reading on. */
+export function decodeHello(body: Uint8Array): Hello {
+  const r = new BodyReader(body, "Hello");
+  const version = helloVersion(r);
   r.u16();
   const pageSize = r.u32();
   const count = r.u32();
@@ -303,8 +324,8 @@ export function badGuestName(name: string): string | undefined {
   if (name === "." || name === "..") return `"${name}" is not a file name`;
   if (name.startsWith(".")) return "it starts with a dot (reserved for the receiver's own files)";
   // deno-lint-ignore no-control-regex
-  if (/[/\\\x00-\x1f\x7f]/.test(name)) {
-    return "it contains a slash, a backslash or a control character";
+  if (/[/\\\x00-\x1f\x7f-\x9f]/.test(name)) {
+    return "it contains a slash, a backslash or a control character (C0, DEL or C1)";
   }
   return undefined;
 }

@@ -28,6 +28,7 @@ import {
 import { TargetAnswers, TargetError } from "./target_answers.ts";
 import { type ByteStream, FrameReader, FrameWriter } from "./frame_io.ts";
 import { Pacer } from "./pacer.ts";
+import { checkSizesUnchanged } from "./final_checks.ts";
 import {
   encodeDone,
   encodeHello,
@@ -180,13 +181,17 @@ export class GangSender implements AsyncDisposable {
     this.#options = options;
     this.#tracker = options.dirtyTracker ?? rescanEverything;
     const pacer = options.maxBandwidth ? new Pacer(options.maxBandwidth) : undefined;
+    this.#answers = new TargetAnswers(new FrameReader(conn, ANSWER_BODY_BYTES));
+    // Once the target has given up, no write waits any longer (for the pacer above all).
+    const targetGone = new AbortController();
+    this.#answers.failed.then((error) => targetGone.abort(error));
     this.#writer = new FrameWriter(conn, {
       pacer,
       stallTimeoutMs: options.stallTimeoutMs ?? 60_000,
+      signal: targetGone.signal,
     });
     this.#compression = new CompressionPolicy(options.compression ?? "auto", this.#writer);
     this.#zstdScratch = new Uint8Array(compressBound(this.#rawScratch.length));
-    this.#answers = new TargetAnswers(new FrameReader(conn, ANSWER_BODY_BYTES));
     this.#planner = new RoundPlanner(gang, CHUNK_PAGES);
     this.guestBytesOnWire = gang.guests.map(() => 0);
   }
@@ -312,6 +317,7 @@ export class GangSender implements AsyncDisposable {
       }
       pagesBefore += guest.ram.pages;
     }
+    if (final) checkSizesUnchanged(this.#gang);
     await this.#send(encodeRoundEnd(round, final));
     await this.#flush();
     const acknowledged = await this.#answers.expect(FrameType.RoundDone, this.#answerTimeout);

@@ -22,6 +22,23 @@ function reason(error: unknown): string {
 }
 
 /**
+ * Stats a file that is about to be read, and refuses anything but a
+ * regular file: opening a FIFO waits for a writer, forever, and a device
+ * may never end.
+ */
+async function regularFile(path: string): Promise<Deno.FileInfo> {
+  const info = await Deno.stat(path);
+  if (!info.isFile) {
+    throw new Error(
+      info.isDirectory
+        ? "is a directory"
+        : "not a regular file (a FIFO, socket or device would be waited on)",
+    );
+  }
+  return info;
+}
+
+/**
  * Reads a PEM file (certificate, chain or private key) as text.
  *
  * Requires `--allow-read` (the file).
@@ -36,6 +53,7 @@ function reason(error: unknown): string {
 export async function readPemFile(path: string, kind: PemKind): Promise<string> {
   let text: string;
   try {
+    await regularFile(path);
     text = await Deno.readTextFile(path);
   } catch (error) {
     throw new Error(`Cannot read the ${kind} file "${path}": ${reason(error)}`);
@@ -48,7 +66,8 @@ export async function readPemFile(path: string, kind: PemKind): Promise<string> 
 
 /**
  * Reads the shared token from a file: its text without surrounding white
- * space. The file must not be readable by other users, and the token must
+ * space. The file must be a regular file that grants the group and others
+ * nothing (mode 0600 or stricter), and the token must
  * have 16 to 1024 characters, none of them a control character.
  *
  * Requires `--allow-read` (the file).
@@ -64,13 +83,17 @@ export async function readTokenFile(path: string): Promise<string> {
   let text: string;
   let mode: number | null;
   try {
-    mode = (await Deno.stat(path)).mode;
+    mode = (await regularFile(path)).mode;
     text = await Deno.readTextFile(path);
   } catch (error) {
     throw fail(reason(error));
   }
-  if (mode !== null && (mode & 0o004) !== 0) {
-    throw fail(`every user can read it (chmod 600 "${path}")`);
+  // As ssh does with private keys: no permission at all for the group or others.
+  if (mode !== null && (mode & 0o077) !== 0) {
+    throw fail(
+      `other users may read it (mode ${(mode & 0o777).toString(8).padStart(4, "0")}; ` +
+        `chmod 600 "${path}")`,
+    );
   }
   const token = text.trim();
   if (token.length < MIN_TOKEN_CHARS) {

@@ -1,0 +1,78 @@
+/**
+ * What a receiver is told (limits, timeouts, the token, its log) and what
+ * it says back: shared by the handshake, the session and the server loop.
+ *
+ * @module
+ */
+import { MAX_BODY_BYTES, type WireGuest } from "./protocol.ts";
+import type { AcceptEvent } from "./accept_connections.ts";
+
+/** Options of `receiveGang` and `serveGangs`. */
+export interface ReceiverOptions {
+  /** Directory the guests' RAM files are written to (must exist). */
+  dir: string;
+  /** Largest guest accepted, in bytes. Default 64 GiB. */
+  maxGuestBytes?: number;
+  /** Most guests in one gang. Default 256. */
+  maxGuests?: number;
+  /**
+   * Largest gang accepted (sum of its guests), in bytes: bounds the
+   * receiver's own memory (16 bytes per page). Default 256 GiB.
+   */
+  maxGangBytes?: number;
+  /** Largest frame body accepted, in bytes. Default {@linkcode MAX_BODY_BYTES} (a full PAGES frame). */
+  maxFrameBytes?: number;
+  /**
+   * Shared secret a sender must present in its HELLO, checked before any
+   * other frame is read or any file is opened; none when unset (then any
+   * peer that can connect may send a gang).
+   */
+  token?: string;
+  /** Longest time from the connection to a complete handshake (TLS and HELLO). Default 10 s. */
+  handshakeTimeoutMs?: number;
+  /**
+   * Longest silence of a sender during a migration, and longest wait for it
+   * to take an answer. Default 60 s.
+   */
+  idleTimeoutMs?: number;
+  /** Receives a line for each event worth a log. */
+  log?: (event: ReceiverEvent) => void;
+  /**
+   * The only gang accepted, when set: exactly these guests with these
+   * sizes, in any order (a target agent's prepared destinations).
+   */
+  expectedGuests?: readonly WireGuest[];
+}
+
+/** Something the receiver did, for its log. */
+export type ReceiverEvent =
+  | { event: "listening"; address: string }
+  | { event: "accepted"; peer: string; guests: { name: string; bytes: number }[] }
+  | { event: "round"; peer: string; round: number; final: boolean }
+  | {
+    event: "complete";
+    peer: string;
+    guests: { name: string; path: string; digest: string }[];
+    bytesRead: number;
+    seconds: number;
+  }
+  | { event: "failed"; peer: string; error: string }
+  | AcceptEvent;
+
+/** A gang received and verified. */
+export interface ReceivedGang {
+  guests: { name: string; path: string; bytes: number; digest: string }[];
+  rounds: number;
+  bytesRead: number;
+  seconds: number;
+}
+
+/** Default limits of a receiver. */
+export const RECEIVER_DEFAULTS = {
+  maxGuestBytes: 64 * 2 ** 30,
+  maxGuests: 256,
+  maxGangBytes: 256 * 2 ** 30,
+  maxFrameBytes: MAX_BODY_BYTES,
+  handshakeTimeoutMs: 10_000,
+  idleTimeoutMs: 60_000,
+} as const;

@@ -1,0 +1,121 @@
+/**
+ * The target agent as a source meets it, on this machine: its token, its
+ * allow-list, one gang at a time, files sent once, and the clean-up when
+ * its source goes away. Its destinations are started but never booted.
+ */
+import { join } from "node:path";
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
+import { AgentProcess } from "../src/target/agent_process.ts";
+import { RemoteTarget } from "../src/target/remote_target.ts";
+import { AgentError } from "../src/target/agent_protocol.ts";
+import { describeMachine } from "../src/target/machine_description.ts";
+import { findQemus } from "../src/qemu/discover.ts";
+import type { QemuGuest } from "../src/qemu/guest.ts";
+import type { QemuMachine } from "../src/qemu/qemu_args.ts";
+import type { ServerEvent } from "../src/target/server_process.ts";
+import { fileExists, testImage, uniqueName } from "./qemu_helpers.ts";
+
+/** A source guest as `prepareDestinations()` reads it: a name and a machine. */
+async function sourceLike(name: string): Promise<QemuGuest> {
+  const machine: QemuMachine = {
+    memoryMiB: 64,
+    backendId: "gangway-ram",
+    cpus: 1,
+    accelerator: "tcg",
+    image: await testImage(),
+    kernelArgs: ["console=ttyS0", "panic=-1"],
+    extraArgs: [],
+    qemuBinary: "qemu-system-x86_64",
+  };
+  return { name, machine } as QemuGuest;
+}
+
+/** Waits until the agent has logged an event that `matches`, at most `timeoutMs`. */
+async function eventOf(
+  agent: AgentProcess,
+  matches: (event: ServerEvent) => boolean,
+  timeoutMs = 20_000,
+): Promise<ServerEvent> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const found = agent.server.events.find(matches);
+    if (found) return found;
+    assert(performance.now() < deadline, `no such event: ${JSON.stringify(agent.server.events)}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** The QEMUs whose RAM file is in the agent's directory. */
+async function qemusOf(agent: AgentProcess): Promise<number[]> {
+  const { usable } = await findQemus();
+  return usable.filter((q) => q.commandLine.instance.ramPath.startsWith(`${agent.dir}/`))
+    .map((q) => q.pid);
+}
+
+Deno.test("the agent refuses a wrong token before it starts anything", async () => {
+  await using agent = await AgentProcess.start();
+  const error = await assertRejects(() =>
+    RemoteTarget.connect(agent.address, {
+      ca: agent.credentials!.ca,
+      token: "0123456789abcdef-not-the-token",
+    })
+  );
+  assert(error.message.includes("wrong or missing token"), error.message);
+  await assertRejects(
+    () => RemoteTarget.connect(agent.address, { insecure: true }),
+    Error,
+    "Cannot use the target agent",
+  );
+  assertEquals(agent.server.events.filter((e) => e.event === "prepared"), []);
+  assertEquals(await qemusOf(agent), []);
+});
+
+Deno.test("the agent refuses a machine description outside its allow-list, naming the field, and starts nothing", async () => {
+  await using agent = await AgentProcess.start();
+  await using target = await agent.connect();
+  const description = await describeMachine("vm1", (await sourceLike("vm1")).machine);
+  const refused = [
+    [{ ...description, extraArgs: ["-chardev", "file,id=c,path=/etc/x"] }, 'field "extraArgs"'],
+    [{ ...description, name: "../etc" }, 'field "name"'],
+    [{ ...description, memoryMiB: 10 ** 9 }, 'field "memoryMiB"'],
+  ] as const;
+  for (const [guest, field] of refused) {
+    const error = await assertRejects(
+      () => target.agent.request("prepare", { guests: [guest] }),
+      AgentError,
+    );
+    assert(error.message.includes(field), error.message);
+  }
+  assertEquals(agent.server.events.filter((e) => e.event === "prepared"), []);
+  assertEquals(await qemusOf(agent), []);
+});
+
+Deno.test("the agent serves one gang at a time, takes a file once, and cleans up when the source goes", async () => {
+  await using agent = await AgentProcess.start();
+  const source = await sourceLike(uniqueName("ag"));
+  const ramPath = join(agent.dir, source.name);
+
+  const first = await agent.connect();
+  const [destination] = await first.prepareDestinations([source]);
+  assertEquals((await destination!.state()).status, "inmigrate");
+  assert(await fileExists(ramPath), "the destination's RAM file is in the agent's directory");
+  const sent = agent.server.events.filter((e) => e.event === "file");
+  assertEquals(sent.length, 2, "the kernel and the initrd were sent: the agent had neither");
+
+  await assertRejects(() => agent.connect(), Error, "busy with another gang");
+
+  // The source goes away in the middle of its gang: the agent removes what it started.
+  await first.close();
+  await eventOf(agent, (e) => e.event === "abandoned");
+  assertEquals(await qemusOf(agent), []);
+  assert(!(await fileExists(ramPath)), "the RAM file is removed");
+
+  // And serves the next gang, from the files it kept.
+  await using next = await agent.connect();
+  const again = await next.prepareDestinations([source]);
+  assertEquals(agent.server.events.filter((e) => e.event === "file").length, 2);
+  await next.discard(again);
+  await next.release();
+  assertEquals(await qemusOf(agent), []);
+  assert(!(await fileExists(ramPath)), "a discarded destination leaves no RAM file");
+});
