@@ -8,8 +8,25 @@
  * each distinct content once: a page whose content was already sent, by
  * any guest, crosses the wire as a short reference.
  *
+ * This module is the engine a script composes: open and scan a gang
+ * (preparation), plan and send rounds to a receiver (transfer), verify. It
+ * loads nothing of QEMU or the lab; those, and the rest, are subpath
+ * exports, each importable alone:
+ *
+ * | subpath | what |
+ * | --- | --- |
+ * | `./scan` | the preparation scan only (the lightest entry) |
+ * | `./transport` | TLS or plain TCP between sender and receiver, credentials |
+ * | `./qemu` | QEMU control: guests, QMP, device-state and full QEMU migrations |
+ * | `./switchover` | the switch-over of a gang whose RAM is at the target |
+ * | `./gang-migration` | `migrateQemuGang`: a gang of QEMU guests moved from top to bottom |
+ * | `./target` | the target host's agent, and the ways to reach or start one |
+ * | `./lab` | the lab: gangway against QEMU between two network namespaces |
+ *
  * Importing this module opens nothing and needs no permission; the C page
- * library is loaded on first use (`--allow-ffi`).
+ * library is loaded on first use (`--allow-ffi`), and built into the
+ * user's cache from the sources that came with the module graph when no
+ * build is found (gcc and the -dev packages of xxHash and zstd).
  *
  * @example Preparation phase: how much would gang migration save?
  * ```ts
@@ -23,71 +40,35 @@
  * console.log(`${totals.unique} distinct contents in ${totals.pages} pages`);
  * ```
  *
+ * @example Send a gang of RAM files nobody writes, in one pass
+ * ```ts
+ * import { Gang, migrateGang, randomSeed } from "./mod.ts";
+ *
+ * using gang = Gang.open([{ name: "vm1", path: "/dev/shm/vm1" }], { seed: randomSeed() });
+ * const conn = await Deno.connect({ hostname: "127.0.0.1", port: 7000 });
+ * const report = await migrateGang(gang, conn, { maxRounds: 1 });
+ * console.log(`${report.bytesOnWire} bytes, verified: ${report.verified}`);
+ * ```
+ *
  * @module
  */
 
-export { Gang, type GangGuest, type GangOptions, type GuestSpec } from "./src/scan/gang.ts";
+export * from "./src/scan/mod.ts";
+export { randomSeed } from "./src/transfer/seed.ts";
+export { softDirtySupported } from "./src/native/pagemap.ts";
 export {
-  type GuestScanReport,
-  rescanGuest,
-  type ScanCounts,
-  scanGang,
-  type ScanGangOptions,
-  type ScanReport,
-} from "./src/scan/scan_gang.ts";
+  type DirtyTracker,
+  type MappedRam,
+  mappingAddress,
+  rescanEverything,
+  SoftDirtyTracker,
+} from "./src/plan/dirty_tracking.ts";
 export {
-  CHUNK_PAGES,
-  scanChunks,
-  type ScanChunksOptions,
-  type ScannedChunk,
-} from "./src/scan/scan_chunks.ts";
-export {
-  copyPages,
-  PAGE_SIZE,
-  type PageCopies,
-  type RamAdvice,
-  RamFile,
-  type RamFileOptions,
-  type RamFileStat,
-} from "./src/native/ram_file.ts";
-export {
-  ContentId,
-  ContentIndex,
-  type ContentIndexOptions,
-  PageKind,
-  type ScanBuffers,
-  scanBuffers,
-  ScanStat,
-} from "./src/native/content_index.ts";
-export { hashPages, ramDigest, zeroPageHash } from "./src/native/hashing.ts";
-export {
-  clearSoftDirty,
-  PagemapFlag,
-  pagemapScanSupported,
-  readPageFlags,
-  type ReadPageFlagsOptions,
-  softDirtySupported,
-} from "./src/native/pagemap.ts";
-export { NativeError } from "./src/native/errno.ts";
-export * from "./src/qemu/mod.ts";
-export {
-  type GangTimeline,
-  migrateQemuGang,
-  type MigrationTarget,
-  type QemuGangOptions,
-  type QemuGangReport,
-  type QemuGangResult,
-  type QemuGuestReport,
-  SwitchOverError,
-} from "./src/gang_migration.ts";
-export {
-  checkDestinationsReady,
-  switchOverGang,
-  type SwitchOverOptions,
-  type SwitchOverPair,
-  type SwitchOverResult,
-} from "./src/switchover/switch_over.ts";
-export * from "./src/target/mod.ts";
+  type ConvergenceOptions,
+  type RoundSize,
+  shouldStopLiveRounds,
+} from "./src/plan/convergence.ts";
+export type { RoundPages } from "./src/plan/round_planner.ts";
 export {
   GangSender,
   type RoundProgress,
@@ -100,6 +81,7 @@ export {
   type MigrateGangOptions,
   type MigrationReport,
 } from "./src/transfer/migrate_gang.ts";
+export type { CompressionMode, CompressionReport } from "./src/transfer/compression_policy.ts";
 export {
   type ReceivedGang,
   receiveGang,
@@ -108,19 +90,3 @@ export {
   serveGangs,
   type ServeOptions,
 } from "./src/transfer/receiver.ts";
-export { randomSeed } from "./src/transfer/seed.ts";
-export { type ConvergenceOptions, shouldStopLiveRounds } from "./src/plan/convergence.ts";
-export { type RoundCounts, type RoundPages, RoundPlanner } from "./src/plan/round_planner.ts";
-export {
-  SyntheticGuest,
-  type SyntheticGuestOptions,
-  type WriteMix,
-} from "./src/synthetic/synthetic_guest.ts";
-export * from "./src/transport/mod.ts";
-export {
-  type DirtyTracker,
-  type MappedRam,
-  mappingAddress,
-  rescanEverything,
-  SoftDirtyTracker,
-} from "./src/plan/dirty_tracking.ts";

@@ -31,7 +31,7 @@ const RAW_BYTES = 2 * 2 ** 30;
 /** Seconds to push RAW_BYTES through Deno TCP on loopback to a reader process, in 1 MiB writes. */
 async function rawTcpSeconds(): Promise<number> {
   const sink = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-net", new URL("./_tcp_sink.ts", import.meta.url).pathname],
+    args: ["run", "--allow-net", new URL("./_tcp_sink.ts", import.meta.url).href],
     stdout: "piped",
   }).spawn();
   const lines = sink.stdout.pipeThrough(new TextDecoderStream()).getReader();

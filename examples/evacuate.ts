@@ -23,16 +23,10 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import {
-  describeMachine,
-  findQemus,
-  migrateQemuGang,
-  QemuGuest,
-  readPemFile,
-  readTokenFile,
-  RemoteTarget,
-  SwitchOverError,
-} from "../mod.ts";
+import { migrateQemuGang, SwitchOverError } from "../src/gang_migration.ts";
+import { findQemus, QemuGuest } from "../src/qemu/mod.ts";
+import { describeMachine, RemoteTarget } from "../src/target/mod.ts";
+import { readPemFile, readTokenFile } from "../src/transport/mod.ts";
 
 const USAGE = "usage: deno run -A examples/evacuate.ts --target HOST:PORT " +
   "(--ca FILE --token-file FILE | --insecure) [--server-name NAME] [--max-bandwidth B] " +

@@ -32,7 +32,7 @@ export async function runCli(
 ): Promise<CliResult> {
   const permissions = options.permissions ??
     ["--allow-ffi", "--allow-read", "--allow-env=GANGWAY_LIB"];
-  const denoArgs = ["run", ...permissions, new URL(`src/cli/${name}.ts`, ROOT).pathname, ...args];
+  const denoArgs = ["run", ...permissions, new URL(`src/cli/${name}.ts`, ROOT).href, ...args];
   const [cmd, cmdArgs] = options.withoutDacOverride
     ? ["setpriv", [
       "--bounding-set=-dac_override,-dac_read_search",
@@ -41,8 +41,18 @@ export async function runCli(
       ...denoArgs,
     ]]
     : [Deno.execPath(), denoArgs];
+  return await runCommand(cmd, cmdArgs, { env: options.env });
+}
+
+/** Runs a command to its end (colours off) and collects its output. */
+export async function runCommand(
+  cmd: string,
+  args: string[],
+  options: { env?: Record<string, string>; cwd?: string } = {},
+): Promise<CliResult> {
   const output = await new Deno.Command(cmd, {
-    args: cmdArgs,
+    args,
+    cwd: options.cwd,
     env: { NO_COLOR: "1", ...options.env },
     stdout: "piped",
     stderr: "piped",

@@ -8,7 +8,7 @@ const SEND = ["--allow-ffi", "--allow-read", "--allow-net", "--allow-env=GANGWAY
 
 function sendCommand(args: string[]): Deno.Command {
   return new Deno.Command(Deno.execPath(), {
-    args: ["run", ...SEND, new URL("../src/cli/send.ts", import.meta.url).pathname, ...args],
+    args: ["run", ...SEND, new URL("../src/cli/send.ts", import.meta.url).href, ...args],
     stdin: "null",
     stdout: "piped",
     stderr: "piped",

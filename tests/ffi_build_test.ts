@@ -1,3 +1,4 @@
+import { fileURLToPath } from "node:url";
 import { assert, assertEquals } from "./_assert.ts";
 import { buildLibrary, compilerFlags, LIBRARY_PATH } from "../ffi/build.ts";
 
@@ -10,7 +11,7 @@ async function output(program: string, args: string[]): Promise<string> {
 
 Deno.test("the built library is hardened: stack protector, fortified calls, read-only relocations", async () => {
   await buildLibrary({ quiet: true });
-  const path = LIBRARY_PATH.pathname;
+  const path = fileURLToPath(LIBRARY_PATH);
   const dynamic = await output("readelf", ["--dynamic", "--program-headers", "--wide", path]);
   assert(/BIND_NOW/.test(dynamic), "linked with -z now");
   assert(/GNU_RELRO/.test(dynamic), "linked with -z relro");

@@ -823,7 +823,7 @@ export async function fuzzScanCli(run: FuzzRun): Promise<FuzzStats> {
           "--allow-ffi",
           "--allow-read",
           "--allow-env=GANGWAY_LIB",
-          new URL("../src/cli/scan.ts", import.meta.url).pathname,
+          new URL("../src/cli/scan.ts", import.meta.url).href,
           "--json",
           ...files.map((f) => f.path),
         ],

@@ -5,7 +5,7 @@ import { listNamespaces, parseNamespaceName } from "../src/lab/netns_names.ts";
 import { cleanStaleNetworks } from "../src/lab/netns_stale.ts";
 import { measureThroughput } from "../src/lab/link_probe.ts";
 
-const CHILD = new URL("./lab_net_child.ts", import.meta.url).pathname;
+const CHILD = new URL("./lab_net_child.ts", import.meta.url).href;
 
 Deno.test("parseRate() reads tc-style rates and none", () => {
   assertEquals(parseRate("1gbit"), 1e9);

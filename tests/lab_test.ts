@@ -9,7 +9,7 @@ import { listNamespaces } from "../src/lab/netns_names.ts";
 import { cleanStaleLabs } from "../src/lab/session.ts";
 
 const ROOT = new URL("../", import.meta.url);
-const LAB = new URL("src/cli/lab.ts", ROOT).pathname;
+const LAB = new URL("src/cli/lab.ts", ROOT).href;
 
 /** The permissions of the `lab` task in deno.json: the test runs with exactly those. */
 async function taskPermissions(): Promise<string[]> {

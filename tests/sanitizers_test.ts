@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { fileURLToPath } from "node:url";
 import { assert } from "./_assert.ts";
 import { buildLibrary, FFI_CHECK_PATH, SANITIZED_LIBRARY_PATH } from "../ffi/build.ts";
 
@@ -63,7 +64,7 @@ function tail(text: string): string {
 
 Deno.test("the C library's entry points pass the C-level checks under ASan and UBSan", async () => {
   await buildLibrary({ variant: "sanitized", quiet: true });
-  const { success, text } = await run(FFI_CHECK_PATH.pathname, [], SANITIZER_ENV);
+  const { success, text } = await run(fileURLToPath(FFI_CHECK_PATH), [], SANITIZER_ENV);
   assert(success && !FINDING.test(text), tail(text));
   assert(text.includes("ok hashes and dirs"), `the checks stopped early:\n${tail(text)}`);
 });
@@ -71,13 +72,13 @@ Deno.test("the C library's entry points pass the C-level checks under ASan and U
 Deno.test("the native-library tests and the fuzzers pass against the library built with ASan and UBSan", async () => {
   await buildLibrary({ variant: "sanitized", quiet: true });
   const preload = [await runtimeLibrary("libasan.so"), await runtimeLibrary("libubsan.so")];
-  const tests = NATIVE_TESTS.map((name) => new URL(name, import.meta.url).pathname);
+  const tests = NATIVE_TESTS.map((name) => new URL(name, import.meta.url).href);
   const { success, text } = await run(Deno.execPath(), ["test", "-A", ...tests], {
     ...SANITIZER_ENV,
     // Deno's own allocations and V8's are no concern of these tests.
     ASAN_OPTIONS: SANITIZER_ENV.ASAN_OPTIONS.replace("detect_leaks=1", "detect_leaks=0"),
     LD_PRELOAD: preload.join(":"),
-    GANGWAY_LIB: SANITIZED_LIBRARY_PATH.pathname,
+    GANGWAY_LIB: fileURLToPath(SANITIZED_LIBRARY_PATH),
   });
   assert(success && !FINDING.test(text), tail(text));
   assert(/ok \| \d+ passed \| 0 failed/.test(text), tail(text));

@@ -11,21 +11,11 @@
  *
  * @module
  */
-import { buildLibrary } from "../ffi/build.ts";
-
-/** A file that must exist and the Debian package that provides it. */
-interface Requirement {
-  file: string;
-  debian: string;
-}
+import { BUILD_REQUIREMENTS, buildLibrary, type BuildRequirement } from "../ffi/build.ts";
 
 /** What each kind of work needs from the system. */
-export const NEEDS: Record<string, Requirement[]> = {
-  build: [
-    { file: "/usr/bin/gcc", debian: "gcc" },
-    { file: "/usr/include/xxhash.h", debian: "libxxhash-dev" },
-    { file: "/usr/include/zstd.h", debian: "libzstd-dev" },
-  ],
+export const NEEDS: Record<string, readonly BuildRequirement[]> = {
+  build: BUILD_REQUIREMENTS,
   bench: [{ file: "/usr/bin/xxhsum", debian: "xxhash" }],
   qemu: [
     { file: "/usr/bin/qemu-system-x86_64", debian: "qemu-system-x86" },

@@ -9,7 +9,9 @@
  * per core (at most 8).
  *
  * Requires `--allow-read` (the files), `--allow-ffi` and
- * `--allow-env=GANGWAY_LIB`.
+ * `--allow-env=GANGWAY_LIB`. Run by URL, with no library built yet, the
+ * first run builds it into the cache (src/native/library.ts says what that
+ * needs; `-A` grants it).
  *
  * @module
  */

@@ -105,6 +105,9 @@ export interface ContentIndexOptions {
  *
  * @example
  * ```ts
+ * import { ContentIndex, scanBuffers } from "./content_index.ts";
+ * import { RamFile } from "./ram_file.ts";
+ *
  * using ram = RamFile.open("/dev/shm/vm1");
  * using index = ContentIndex.create();
  * const guest = index.addGuest(ram);
@@ -234,6 +237,7 @@ export class ContentIndex implements Disposable {
     this.#handle = undefined;
   }
 
+  /** Closes it, for `using`: see {@linkcode close}. */
   [Symbol.dispose](): void {
     this.close();
   }

@@ -39,6 +39,12 @@ export class NativeError extends Error {
   /** The errno name, such as `ENOENT`. */
   readonly code: string;
 
+  /**
+   * An error of the C library, made from a result code by `check()`.
+   *
+   * @param message What could not be done, and why
+   * @param code The errno name, such as `ENOENT`
+   */
   constructor(message: string, code: string) {
     super(message);
     this.name = "NativeError";

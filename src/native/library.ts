@@ -1,13 +1,26 @@
 /**
  * The C page library (`ffi/`), opened on first use.
  *
- * Lookup order: the path in env `GANGWAY_LIB`, then the local build next to
- * this module (`ffi/build/libgangway.so`). Importing this module opens
- * nothing and needs no permission; the first call needs `--allow-ffi` (and
- * `--allow-env=GANGWAY_LIB` for the override to be seen).
+ * Lookup order: the path in env `GANGWAY_LIB` (when set, the only one
+ * tried), then the local build next to this module in a checkout
+ * (`ffi/build/libgangway.so`, made by `deno task build`), then the build in
+ * the user's cache for these exact sources
+ * (`~/.cache/gangway/lib/KEY/libgangway.so`, see ffi/build.ts). When none
+ * loads, the library is built into the cache from the C sources that came
+ * with the module graph: a script that imports gangway by URL needs gcc and
+ * the -dev packages once, and no checkout.
+ *
+ * Importing this module opens nothing and needs no permission; the first
+ * call needs `--allow-ffi` (and `--allow-env=GANGWAY_LIB` for the override
+ * to be seen; for the cache `--allow-env` of GANGWAY_CACHE, XDG_CACHE_HOME
+ * and HOME; to build there `--allow-read`, `--allow-write` and
+ * `--allow-run=gcc`).
  *
  * @module
  */
+import { fileURLToPath } from "node:url";
+import { buildCachedLibrary, cachedLibraryPath } from "../../ffi/build.ts";
+import { CACHE_DIR_VARIABLES, defaultCacheDir } from "../_cache_dir.ts";
 
 /** Must equal GW_ABI_VERSION in ffi/gangway.h: a stale build is refused. */
 const ABI_VERSION = 6;
@@ -114,51 +127,139 @@ const SYMBOLS = {
 export type NativeSymbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
 let opened: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
+let openedPath = "";
 
-function envOverride(): string | undefined {
-  const access = Deno.permissions.querySync({ name: "env", variable: "GANGWAY_LIB" });
-  return access.state === "granted" ? Deno.env.get("GANGWAY_LIB") || undefined : undefined;
+/** A path to try, and where it came from (for the error that lists them). */
+interface Candidate {
+  path: string;
+  origin: string;
 }
 
-function candidates(): { path: string; origin: string }[] {
-  const list: { path: string; origin: string }[] = [];
-  const override = envOverride();
-  if (override) list.push({ path: override, origin: "env GANGWAY_LIB" });
+function granted(descriptor: Deno.PermissionDescriptor): boolean {
+  return Deno.permissions.querySync(descriptor).state === "granted";
+}
+
+function envOverride(): string | undefined {
+  if (!granted({ name: "env", variable: "GANGWAY_LIB" })) return undefined;
+  return Deno.env.get("GANGWAY_LIB") || undefined;
+}
+
+/** The cache directory, or why it cannot be used (asked without prompting). */
+function cacheDir(): { dir: string } | { why: string } {
+  const denied = CACHE_DIR_VARIABLES.filter((variable) => !granted({ name: "env", variable }));
+  if (denied.length > 0) return { why: `needs --allow-env=${denied.join(",")}` };
+  try {
+    return { dir: defaultCacheDir() };
+  } catch (error) {
+    return { why: error instanceof Error ? error.message : String(error) };
+  }
+}
+
+function candidates(cache: { dir: string } | { why: string }): Candidate[] {
+  const list: Candidate[] = [];
   const local = new URL("../../ffi/build/libgangway.so", import.meta.url);
-  if (local.protocol === "file:") list.push({ path: local.pathname, origin: "local build" });
+  if (local.protocol === "file:") list.push({ path: fileURLToPath(local), origin: "local build" });
+  if ("dir" in cache) list.push({ path: cachedLibraryPath(cache.dir), origin: "cache" });
   return list;
 }
 
+/** Opens a candidate of this ABI, or says in `tried` why not. */
+function openCandidate(
+  { path, origin }: Candidate,
+  tried: string[],
+): Deno.DynamicLibrary<typeof SYMBOLS> | undefined {
+  let library: Deno.DynamicLibrary<typeof SYMBOLS>;
+  try {
+    library = Deno.dlopen(path, SYMBOLS);
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    const why = message.includes("No such file or directory") ? "not found" : message;
+    tried.push(`  ${path} (${origin}): ${why}`);
+    return undefined;
+  }
+  const abi = library.symbols.gw_abi_version();
+  if (abi !== ABI_VERSION) {
+    library.close();
+    tried.push(`  ${path} (${origin}): ABI ${abi}, expected ${ABI_VERSION} (stale build)`);
+    return undefined;
+  }
+  openedPath = path;
+  return library;
+}
+
 /**
- * The library's functions, opening it on the first call.
+ * Builds the library into the cache when the permissions allow it.
+ *
+ * @returns the path built, or undefined with the reason pushed to `tried`
+ */
+function buildIntoCache(cache: { dir: string } | { why: string }, tried: string[]) {
+  if (!("dir" in cache)) {
+    tried.push(`  build into the cache: ${cache.why}`);
+    return undefined;
+  }
+  const denied = [
+    granted({ name: "run", command: "gcc" }) ? "" : "--allow-run=gcc",
+    granted({ name: "read", path: cache.dir }) ? "" : `--allow-read=${cache.dir}`,
+    granted({ name: "write", path: cache.dir }) ? "" : `--allow-write=${cache.dir}`,
+  ].filter((flag) => flag !== "");
+  if (denied.length > 0) {
+    tried.push(`  build into the cache: needs ${denied.join(" ")}`);
+    return undefined;
+  }
+  try {
+    return buildCachedLibrary(cache.dir);
+  } catch (error) {
+    tried.push(`  build into the cache: ${error instanceof Error ? error.message : error}`);
+    return undefined;
+  }
+}
+
+/**
+ * The library's functions, opening it on the first call (and building it
+ * into the cache when no build is found).
  *
  * @returns the typed C symbols
- * @throws if no candidate path holds a loadable library of this ABI
+ * @throws if no candidate path holds a loadable library of this ABI and none could be built
  */
 export function native(): NativeSymbols {
   if (opened) return opened.symbols;
   const tried: string[] = [];
-  for (const { path, origin } of candidates()) {
-    let library: Deno.DynamicLibrary<typeof SYMBOLS>;
-    try {
-      library = Deno.dlopen(path, SYMBOLS);
-    } catch (error) {
-      tried.push(`  ${path} (${origin}): ${error instanceof Error ? error.message : error}`);
-      continue;
-    }
-    const abi = library.symbols.gw_abi_version();
-    if (abi !== ABI_VERSION) {
-      library.close();
-      tried.push(`  ${path} (${origin}): ABI ${abi}, expected ${ABI_VERSION} (stale build)`);
-      continue;
-    }
-    opened = library;
-    return library.symbols;
+  const override = envOverride();
+  if (override) {
+    // A library asked for by name is never silently replaced by another one.
+    opened = openCandidate({ path: override, origin: "env GANGWAY_LIB" }, tried);
+    if (opened) return opened.symbols;
+    throw new Error(`Cannot load the gangway C library named by env GANGWAY_LIB:\n${tried[0]}`);
   }
-  if (!envOverride()) tried.unshift("  env GANGWAY_LIB: not set");
+  tried.push("  env GANGWAY_LIB: not set");
+  const cache = cacheDir();
+  for (const candidate of candidates(cache)) {
+    opened = openCandidate(candidate, tried);
+    if (opened) return opened.symbols;
+  }
+  const built = buildIntoCache(cache, tried);
+  if (built) {
+    opened = openCandidate({ path: built, origin: "built into the cache" }, tried);
+    if (opened) return opened.symbols;
+  }
   throw new Error(
     `Cannot load the gangway C library: no usable library found. Tried:\n${tried.join("\n")}\n` +
-      "Build it with `deno task build` (needs gcc and libxxhash-dev), " +
+      "It is built on first use with gcc and the headers of libxxhash-dev and libzstd-dev " +
+      "(given --allow-run=gcc, --allow-read, --allow-write and --allow-env for the cache); " +
+      "or build it with `deno task build` in a checkout, " +
       "or point GANGWAY_LIB at a built libgangway.so",
   );
+}
+
+/**
+ * The path of the library {@linkcode native} opened (opening it first):
+ * what a child process is given as env GANGWAY_LIB, so that it loads the
+ * same build without looking for one.
+ *
+ * @returns the library's path
+ * @throws as {@linkcode native} does
+ */
+export function nativeLibraryPath(): string {
+  native();
+  return openedPath;
 }

@@ -164,6 +164,7 @@ export class RamFile implements Disposable {
     native().gw_ram_close(handle);
   }
 
+  /** Closes it, for `using`: see {@linkcode close}. */
   [Symbol.dispose](): void {
     this.close();
   }

@@ -18,7 +18,9 @@ export interface ConvergenceOptions {
 
 /** Pages a round handled (sent in full, referenced or zeroed). */
 export interface RoundSize {
+  /** The round's number, from 1. */
   round: number;
+  /** Pages it handled. */
   pagesSent: number;
 }
 

@@ -56,10 +56,15 @@ export interface MappedRam {
  * Requires `--allow-ffi` (and root, or ptrace access to the processes).
  */
 export class SoftDirtyTracker implements DirtyTracker {
+  /** Named in reports: the kernel's soft-dirty bits choose the pages. */
   readonly kind = "soft-dirty";
   readonly #guests: readonly MappedRam[];
 
-  /** @throws Error when the kernel has no soft-dirty tracking */
+  /**
+   * Tracks the given guests' RAM through their QEMU processes' mappings.
+   *
+   * @throws Error when the kernel has no soft-dirty tracking
+   */
   constructor(guests: readonly MappedRam[]) {
     if (!softDirtySupported()) {
       throw new Error(

@@ -9,13 +9,17 @@
  * ```ts
  * import { ensureGuestImage, localDestination, migrateDeviceState, QemuGuest } from "./mod.ts";
  *
+ * // Gangway's transfer, or any copy of the RAM file's pages.
+ * declare function copyRam(from: string, to: string): Promise<void>;
+ *
  * const image = await ensureGuestImage();
  * await using source = await QemuGuest.start({ name: "vm1", memoryMiB: 128, image });
  * await source.waitUntilBooted();
  * await using destination = await QemuGuest.startDestination(source.machine, { name: "vm1-b" });
  * const { downtimeMs } = await migrateDeviceState(source, localDestination(destination), {
- *   whilePaused: () => copyRam(source.ramPath, destination.ramPath), // gangway's transfer
+ *   whilePaused: () => copyRam(source.ramPath, destination.ramPath),
  * });
+ * console.log(`downtime ${downtimeMs} ms`);
  * ```
  *
  * @module

@@ -107,6 +107,7 @@ export class Gang implements Disposable {
     for (const guest of this.guests) guest.ram.close();
   }
 
+  /** Closes it, for `using`: see {@linkcode close}. */
   [Symbol.dispose](): void {
     this.close();
   }

@@ -72,6 +72,9 @@ export interface ScanGangOptions {
  *
  * @example
  * ```ts
+ * import { Gang } from "./gang.ts";
+ * import { scanGang } from "./scan_gang.ts";
+ *
  * using gang = Gang.open([{ name: "a", path: "/dev/shm/a" }, { name: "b", path: "/dev/shm/b" }]);
  * const report = scanGang(gang);
  * console.log(report.totals.unique, "distinct contents");

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { nativeLibraryPath } from "../native/library.ts";
 import { PAGE_SIZE, RamFile } from "../native/ram_file.ts";
 import type { WriteMix } from "./writer.ts";
 
@@ -22,6 +23,7 @@ export interface SyntheticGuestOptions {
   mix?: WriteMix;
 }
 
+/** The writer's module: a URL, so that it runs from a checkout (any path) or from a server. */
 const WRITER = new URL("./writer.ts", import.meta.url);
 
 /**
@@ -52,13 +54,15 @@ export class SyntheticGuest implements AsyncDisposable {
           "run",
           "--allow-ffi",
           "--allow-env=GANGWAY_LIB",
-          WRITER.pathname,
+          WRITER.href,
           path,
           String(options.pagesPerSecond),
           String(mix.random),
           String(mix.copy),
           String(mix.zero),
         ],
+        // The library this process opened, wherever it came from (a checkout, the cache).
+        env: { GANGWAY_LIB: nativeLibraryPath() },
         stdin: "null",
         stdout: "null",
         stderr: "inherit",

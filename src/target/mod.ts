@@ -8,7 +8,10 @@
  *
  * @example Evacuate two guests to another host's agent
  * ```ts
- * import { migrateQemuGang, QemuGuest, readPemFile, readTokenFile, RemoteTarget } from "../../mod.ts";
+ * import { RemoteTarget } from "./mod.ts";
+ * import { migrateQemuGang } from "../gang_migration.ts";
+ * import { QemuGuest } from "../qemu/mod.ts";
+ * import { readPemFile, readTokenFile } from "../transport/mod.ts";
  *
  * await using target = await RemoteTarget.connect({ hostname: "10.0.0.2", port: 7100 }, {
  *   ca: await readPemFile("ca.pem", "CA certificate"),

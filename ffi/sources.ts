@@ -1,0 +1,48 @@
+/**
+ * The C library's sources as text, imported as modules.
+ *
+ * They are part of the module graph on purpose: a script that imports
+ * gangway by URL gets them fetched, cached and locked by Deno along with
+ * the TypeScript, so the library can be built on that machine from exactly
+ * the sources this version of the TypeScript was written against (see
+ * `buildCachedLibrary` in ./build.ts). Importing this module needs no
+ * permission.
+ *
+ * @module
+ */
+import compressC from "./compress.c" with { type: "text" };
+import dirC from "./dir.c" with { type: "text" };
+import gangwayH from "./gangway.h" with { type: "text" };
+import hashC from "./hash.c" with { type: "text" };
+import indexC from "./index.c" with { type: "text" };
+import internalH from "./internal.h" with { type: "text" };
+import pagemapC from "./pagemap.c" with { type: "text" };
+import poolC from "./pool.c" with { type: "text" };
+import ramC from "./ram.c" with { type: "text" };
+
+/** The files compiled into the library, in the order they are given to the compiler. */
+export const LIBRARY_SOURCES: readonly string[] = [
+  "ram.c",
+  "dir.c",
+  "hash.c",
+  "compress.c",
+  "index.c",
+  "pagemap.c",
+  "pool.c",
+];
+
+/** The headers the sources include. */
+export const LIBRARY_HEADERS: readonly string[] = ["gangway.h", "internal.h"];
+
+/** Every file of the library by name (sources and headers), as text. */
+export const LIBRARY_FILES: Readonly<Record<string, string>> = {
+  "ram.c": ramC,
+  "dir.c": dirC,
+  "hash.c": hashC,
+  "compress.c": compressC,
+  "index.c": indexC,
+  "pagemap.c": pagemapC,
+  "pool.c": poolC,
+  "gangway.h": gangwayH,
+  "internal.h": internalH,
+};
