@@ -48,6 +48,12 @@ export interface QemuGuestOptions {
   accelerator?: string;
   /** QEMU program. Default `qemu-system-x86_64`. */
   qemuBinary?: string;
+  /**
+   * RAM in QEMU's default anonymous memory, no file at `ramPath`: for
+   * QEMU's own migration only (see {@linkcode QemuMachine.anonymousRam}).
+   * Default false.
+   */
+  anonymousRam?: boolean;
   /** Remove an existing file at `ramPath` first (otherwise that is an error). Default false. */
   replaceRamFile?: boolean;
   /** Time allowed for QEMU to open its QMP socket. Default 10000 ms. */
@@ -119,7 +125,7 @@ export class QemuGuest implements AsyncDisposable {
   readonly name: string;
   /** What a destination must match. */
   readonly machine: QemuMachine;
-  /** The RAM file. */
+  /** The RAM file (never made when `machine.anonymousRam`). */
   readonly ramPath: string;
   /** Directory of the QMP socket and logs. */
   readonly runDir: string;
@@ -184,6 +190,7 @@ export class QemuGuest implements AsyncDisposable {
       ],
       extraArgs: options.extraArgs ?? [],
       qemuBinary: options.qemuBinary ?? "qemu-system-x86_64",
+      ...(options.anonymousRam ? { anonymousRam: true } : {}),
     };
     return await QemuGuest.#launch(machine, { ...options, ramPath, incoming: false });
   }
