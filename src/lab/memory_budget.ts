@@ -96,13 +96,13 @@ export function estimateMemory(plan: MemoryPlan): MemoryEstimate {
     TOUCHED_BASE_MIB + size * TOUCHED_SHARE + (plan.workload === "busy" ? BUSY_EXTRA_MIB : 0),
   );
   const n = plan.guests;
-  const each = (mib: number) => n * (QEMU_OVERHEAD_MIB + mib) * MIB;
+  const each = (mib: number) => Math.round(n * (QEMU_OVERHEAD_MIB + mib) * MIB);
   const methods = plan.methods.map((method): MethodNeed => {
     if (method === "gangway") {
       const index = 2 * n * (size * MIB / 4096) * GANGWAY_INDEX_BYTES_PER_PAGE;
       return {
         method,
-        bytes: 2 * each(touched) + GANGWAY_PROCESSES_MIB * MIB + index,
+        bytes: Math.round(2 * each(touched) + GANGWAY_PROCESSES_MIB * MIB + index),
         ram: "file",
         how: `${n} guests touching about ${Math.round(touched)} MiB, on both hosts, ` +
           "and the sender and receiver",
@@ -113,8 +113,8 @@ export function estimateMemory(plan: MemoryPlan): MemoryEstimate {
         method,
         bytes: 2 * each(size),
         ram: "file",
-        how: `${n} guests of ${size} MiB in shared files, whole on both hosts ` +
-          "(QEMU's migration reads every page, and a read allocates a file's page)",
+        how: `${n} guests of ${size} MiB in shared files, whole on both hosts since ` +
+          "QEMU's migration reads every page and a read allocates a file's page",
       };
     }
     return {
@@ -151,8 +151,10 @@ export function refuseUnlessFits(
     : "";
   throw new Error(
     `Cannot run the lab with ${what}: ${peak.method} needs about ${gib(peak.bytes)} GiB ` +
-      `at its peak (${peak.how}) and ${gib(MEMORY_HEADROOM_BYTES)} GiB is kept free, ` +
-      `but ${gib(availableBytes)} GiB is available; run fewer or smaller guests${fileHint}`,
+      `at its peak (${peak.how}), ${gib(availableBytes)} GiB is available and ` +
+      `${
+        gib(MEMORY_HEADROOM_BYTES)
+      } GiB of it is kept free; run fewer or smaller guests${fileHint}`,
   );
 }
 
