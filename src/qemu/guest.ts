@@ -26,7 +26,7 @@ export interface QemuGuestOptions {
   image: GuestImage;
   /** What the test guest runs (kernel arguments read by its `/init`). Default idle. */
   workload?: Workload;
-  /** More kernel arguments (e.g. `nokaslr`), after `console=ttyS0 panic=-1`. */
+  /** More kernel arguments (e.g. `nokaslr`), after `console=ttyS0 panic=-1 no_timer_check`. */
   kernelArgs?: string[];
   /** Memory backend id. Default `gangway-ram`. */
   backendId?: string;
@@ -90,8 +90,13 @@ export interface GuestStatus {
   running: boolean;
 }
 
-/** The kernel arguments every gangway guest gets. */
-const BASE_KERNEL_ARGS = ["console=ttyS0", "panic=-1"];
+/**
+ * The kernel arguments every gangway guest gets. `no_timer_check`: under
+ * TCG on a busy host the kernel's boot-time check of the IO-APIC timer
+ * can miss its ticks and panic ("IO-APIC + timer doesn't work!"), which
+ * lab runs of many guests at once on 2 cores did.
+ */
+const BASE_KERNEL_ARGS = ["console=ttyS0", "panic=-1", "no_timer_check"];
 /** Longest unix socket path (sun_path is 108 bytes with the terminating zero). */
 const MAX_SOCKET_PATH = 107;
 
