@@ -7,7 +7,8 @@ import { parseLabArgs, reproduceCommand } from "../src/cli/lab.ts";
 import { UsageError } from "../src/cli/_cli.ts";
 import type { LabResult } from "../src/lab/experiment.ts";
 import type { LabMethod, MethodResult } from "../src/lab/measurement.ts";
-import { formatSummary, goalVerdicts, labJson, methodKey, table } from "../src/lab/report.ts";
+import { goalVerdicts, labJson, methodKey } from "../src/lab/report.ts";
+import { formatSummary, table } from "../src/lab/summary.ts";
 import { sweepSummary, writeSweepFiles } from "../src/lab/sweep.ts";
 
 function measured(
@@ -26,6 +27,10 @@ function measured(
     resumed: downtimes.length,
     checks: downtimes.map((_, i) => ({ name: `vm${i}`, resumed: true, detail: "ok" })),
     bootSeconds: 10,
+    ram: method === "gangway" ? "file" : "anonymous",
+    qemuVersion: "7.2.22",
+    accelerator: "tcg",
+    oomKills: 0,
     loadAverage: method === "qemu" ? 99 : 0.5,
     ...(method === "gangway"
       ? {
@@ -64,6 +69,7 @@ function result(guests: number, methods: MethodResult[], memoryMiB = 256): LabRe
     link: "1gbit",
     network: { mode: "netns", description: "two namespaces", reason: "root" },
     image: { kernel: "vmlinuz-6.1.0-56-amd64", initramfs: "initramfs-x.cpio" },
+    memory: { estimatedPeakBytes: 2e9, peakMethod: "gangway", availableBytes: 20e9 },
     methods,
     startedAt: "2026-11-25T00:00:00.000Z",
     seconds: 60,
@@ -87,6 +93,8 @@ Deno.test("parseLabArgs() gives the defaults of the main job", () => {
     compare: ["qemu"],
     insecure: false,
     gangwayCompression: "auto",
+    baselineRam: "anonymous",
+    accelerator: "tcg",
   });
   assertEquals([command.link, command.network, command.json, command.out], [
     "1gbit",
@@ -111,6 +119,8 @@ Deno.test("parseLabArgs() reads every flag, after the -- of deno task", () => {
     ],
     ...["--sweep-guests", "1,2, 4", "--sweep-memory", "256M,1G", "--out", "o", "--json", "j"],
     ...["--network", "loopback", "--insecure", "--gangway-compression", "none"],
+    ...["--baseline-ram", "file", "--qemu-binary", "/opt/qemu-9.2/bin/qemu-system-x86_64"],
+    ...["--accel", "kvm"],
   ]);
   assertEquals(command.config, {
     guests: 8,
@@ -121,6 +131,9 @@ Deno.test("parseLabArgs() reads every flag, after the -- of deno task", () => {
     compare: ["qemu", "qemu-zstd"],
     insecure: true,
     gangwayCompression: "none",
+    baselineRam: "file",
+    accelerator: "kvm",
+    qemuBinary: "/opt/qemu-9.2/bin/qemu-system-x86_64",
   });
   assertEquals(command.sweepGuests, [1, 2, 4]);
   assertEquals(command.sweepMemory, [256, 1024]);
@@ -145,6 +158,10 @@ Deno.test("parseLabArgs() refuses what it cannot run, as usage errors", () => {
   refuse(["--network", "wifi"], "--network must be auto, netns or loopback");
   refuse(["extra"], 'unexpected argument "extra"');
   refuse(["--gangway-compression", "lz4"], "--gangway-compression must be auto, zstd or none");
+  refuse(["--baseline-ram", "shm"], "--baseline-ram must be anonymous or file");
+  refuse(["--accel", "hvf"], "--accel must be tcg or kvm");
+  refuse(["--qemu-binary", "/opt/q/bin/qemu"], "a path to a qemu-system-* program");
+  refuse(["--qemu-binary", "qemu-system-x86_64 -S"], "a path to a qemu-system-* program");
 });
 
 Deno.test("reproduceCommand() quotes what a shell would split", () => {
@@ -226,10 +243,12 @@ Deno.test("goalVerdicts() judges traffic, TMT and worst downtime from 4 guests o
 Deno.test("formatSummary() shows a row per method, the ratios, gangway's time and the goals", () => {
   const text = formatSummary(FOUR);
   assert(
-    /gangway\s+232\.0 MB\s+232\.0 MB\s+2\.50 s\s+154 \/ 158 ms\s+4\/4\s+3, verified/.test(text),
+    /gangway\s+shared file\s+232\.0 MB\s+232\.0 MB\s+2\.50 s\s+154 \/ 158 ms\s+4\/4\s+-\s+3, verified/
+      .test(text),
     text,
   );
-  assert(/qemu\s+373\.0 MB/.test(text), text);
+  assert(/qemu\s+anonymous\s+373\.0 MB/.test(text), text);
+  assert(text.includes("QEMU 7.2.22 under tcg"), text);
   assert(text.includes("gangway / qemu: traffic 0.62x, TMT 0.78x"), text);
   assert(text.includes("gangway / qemu-zstd: traffic 1.55x, TMT 0.50x"), text);
   assert(text.includes("live rounds 2.00 + 0.20 s"), text);

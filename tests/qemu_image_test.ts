@@ -122,7 +122,7 @@ Deno.test("workloadArgs() passes the workload on the kernel command line", () =>
   assertThrows(() => workloadArgs({ blobMiB: 1.5 }), RangeError, "1.5 is not a whole number");
 });
 
-Deno.test("qemuArgs() shares the RAM file and makes a destination wait paused", () => {
+Deno.test("qemuArgs() shares the RAM file (unless anonymous) and makes a destination wait paused", () => {
   const machine: QemuMachine = {
     memoryMiB: 128,
     backendId: "gangway-ram",
@@ -150,6 +150,12 @@ Deno.test("qemuArgs() shares the RAM file and makes a destination wait paused", 
   assert(!source.includes("-incoming"));
   const destination = qemuArgs(machine, { ...instance, incoming: true }).join(" ");
   assert(destination.endsWith(" -S -incoming defer"));
+  // QEMU's default RAM, for QEMU's own migration: no backend, no file, on either end.
+  for (const incoming of [false, true]) {
+    const anonymous = qemuArgs({ ...machine, anonymousRam: true }, { ...instance, incoming });
+    assert(/ -machine pc -m 128M -smp 1 -kernel /.test(` ${anonymous.join(" ")} `), `${anonymous}`);
+    assert(!anonymous.some((arg) => arg.includes("memory-backend") || arg.includes("/dev/shm")));
+  }
   assertThrows(
     () => qemuArgs(machine, { ...instance, ramPath: "/dev/shm/a,share=off", incoming: false }),
     Error,

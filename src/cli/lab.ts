@@ -2,7 +2,8 @@
  * `deno task lab -- [--guests N] [--memory SIZE] [--link RATE] [--idle SECONDS]
  * [--workload idle|busy] [--compare LIST] [--kernel-args "..."] [--json FILE]
  * [--out DIR] [--sweep-guests LIST] [--sweep-memory LIST] [--network MODE] [--insecure]
- * [--gangway-compression auto|zstd|none]`
+ * [--gangway-compression auto|zstd|none] [--baseline-ram anonymous|file] [--qemu-binary PATH]
+ * [--accel tcg|kvm]`
  *
  * The lab, gangway's main command: two hosts on this machine (network
  * namespaces joined by a shaped veth link), a gang of QEMU guests booted on
@@ -15,9 +16,13 @@
  * plain TCP like QEMU's migration with --insecure; it compresses page data
  * as its engine does by default (auto: zstd while the link is the
  * bottleneck), or always, or never (dedup alone) with --gangway-compression. Sweeps write JSON, SVG
- * figures and summary.md into --out.
- * Everything it starts is ended and removed at the end, after a failure
- * or on Ctrl-C. See docs/lab.md.
+ * figures and summary.md into --out. The QEMU methods' guests keep their
+ * RAM in QEMU's default anonymous memory (--baseline-ram file: in shared
+ * files, as gangway's). A run whose estimated memory does not fit is
+ * refused before anything boots. The exit status is 1 when gangway lost a
+ * guest or could not verify its RAM; a guest a QEMU method lost is a
+ * warning. Everything it starts is ended and removed at the end, after a
+ * failure or on Ctrl-C. See docs/lab.md.
  *
  * Requires `--allow-run` (ip, tc, QEMU, deno for the gang runner, ps, rm...;
  * full access anyway), `--allow-read`, `--allow-write` (image cache, run
@@ -26,10 +31,26 @@
  *
  * @module
  */
-import { DEFAULT_LAB_CONFIG, type LabConfig, type LabResult, runLab } from "../lab/experiment.ts";
-import { formatSummary, labJson } from "../lab/report.ts";
+import {
+  DEFAULT_LAB_CONFIG,
+  type LabConfig,
+  type LabResult,
+  refuseUnlessLabFits,
+  runLab,
+} from "../lab/experiment.ts";
+import { judgeLostGuests } from "../lab/lost_guests.ts";
+import { availableMemory } from "../lab/memory_budget.ts";
+import { labJson } from "../lab/report.ts";
 import { LabSession } from "../lab/session.ts";
-import { runSweep, type SweepResult, sweepSummary, writeSweepFiles } from "../lab/sweep.ts";
+import { formatSummary } from "../lab/summary.ts";
+import {
+  runSweep,
+  type SweepAxis,
+  sweepPoint,
+  type SweepResult,
+  sweepSummary,
+  writeSweepFiles,
+} from "../lab/sweep.ts";
 import { parseRate as parseLinkRate } from "../lab/link_rate.ts";
 import { pendingSignal } from "../lab/netns_signal.ts";
 import type { CompressionMode } from "../transfer/compression_policy.ts";
@@ -39,7 +60,8 @@ import { parseCount, parseSize } from "./_units.ts";
 const USAGE = "usage: deno task lab -- [--guests N] [--memory SIZE] [--link RATE] " +
   "[--idle SECONDS] [--workload idle|busy] [--compare qemu,qemu-zstd] [--kernel-args ARGS] " +
   "[--json FILE] [--out DIR] [--sweep-guests 1,2,4,8] [--sweep-memory 256M,512M,1G] " +
-  "[--network auto|netns|loopback] [--insecure] [--gangway-compression auto|zstd|none]";
+  "[--network auto|netns|loopback] [--insecure] [--gangway-compression auto|zstd|none] " +
+  "[--baseline-ram anonymous|file] [--qemu-binary PATH] [--accel tcg|kvm]";
 
 /** Longest wait for the signal handler to exit (its cleanups get at most 20 s). */
 const SIGNAL_EXIT_WAIT_MS = 25_000;
@@ -90,6 +112,9 @@ export function parseLabArgs(args: string[]): LabCommand {
     network: { type: "string" },
     insecure: { type: "boolean" },
     "gangway-compression": { type: "string" },
+    "baseline-ram": { type: "string" },
+    "qemu-binary": { type: "string" },
+    accel: { type: "string" },
   });
   if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`);
   const link = values.link ?? "1gbit";
@@ -106,6 +131,24 @@ export function parseLabArgs(args: string[]): LabCommand {
   if (network !== "auto" && network !== "netns" && network !== "loopback") {
     throw new UsageError(`--network must be auto, netns or loopback, got "${network}"`);
   }
+  const baselineRam = values["baseline-ram"] ?? "anonymous";
+  if (baselineRam !== "anonymous" && baselineRam !== "file") {
+    throw new UsageError(`--baseline-ram must be anonymous or file, got "${baselineRam}"`);
+  }
+  const accelerator = values.accel ?? "tcg";
+  if (accelerator !== "tcg" && accelerator !== "kvm") {
+    throw new UsageError(`--accel must be tcg or kvm, got "${accelerator}"`);
+  }
+  const qemuBinary = values["qemu-binary"];
+  // Gangway finds its guests' QEMUs by their program's name: it must stay qemu-system-*.
+  if (
+    qemuBinary !== undefined &&
+    !/^([A-Za-z0-9_.+-]*\/)*qemu-system-[A-Za-z0-9_.+-]+$/.test(qemuBinary)
+  ) {
+    throw new UsageError(
+      `--qemu-binary must be a path to a qemu-system-* program, got "${qemuBinary}"`,
+    );
+  }
   const config: LabConfig = {
     guests: values.guests ? parseCount(values.guests, "--guests") : DEFAULT_LAB_CONFIG.guests,
     memoryMiB: values.memory ? mebibytes(values.memory, "--memory") : DEFAULT_LAB_CONFIG.memoryMiB,
@@ -115,6 +158,9 @@ export function parseLabArgs(args: string[]): LabCommand {
     compare: values.compare ? compared(values.compare) : [...DEFAULT_LAB_CONFIG.compare],
     insecure: values.insecure ?? false,
     gangwayCompression: compression(values["gangway-compression"] ?? "auto"),
+    baselineRam,
+    accelerator,
+    ...(qemuBinary !== undefined ? { qemuBinary } : {}),
   };
   return {
     config,
@@ -150,6 +196,9 @@ export function reproduceCommand(args: string[]): string {
 async function main(args: string[]): Promise<void> {
   const command = parseLabArgs(args);
   const line = reproduceCommand(args);
+  // Refuse a run that cannot fit before anything is made (each point again before it boots).
+  const available = await availableMemory();
+  for (const config of plannedConfigs(command)) refuseUnlessLabFits(config, available);
   await using session = await LabSession.open({ link: command.link, network: command.network });
   session.say(`hosts: ${session.network.describe()}`);
   if (session.network.mode === "loopback") {
@@ -193,16 +242,29 @@ async function main(args: string[]): Promise<void> {
     }
     results = [result];
   }
-  const incomplete = results.flatMap((r) => r.methods).filter((m) =>
-    m.resumed < m.checks.length || m.gangway?.verified === false
+  const { failures, warnings } = judgeLostGuests(results);
+  for (const warning of warnings) console.error(`warning: ${warning}`);
+  const oomKills = results.flatMap((r) => r.methods).reduce((n, m) => n + (m.oomKills ?? 0), 0);
+  session.say(
+    oomKills > 0
+      ? `the kernel's OOM killer killed ${oomKills} processes during the run (dmesg says which)`
+      : "the kernel's OOM killer killed nothing during the run",
   );
-  if (incomplete.length > 0) {
-    throw new Error(
-      `Cannot call the lab run good: ${
-        incomplete.map((m) => m.method).join(", ")
-      } left guests that did not resume`,
-    );
+  if (failures.length > 0) {
+    throw new Error(`Cannot call the lab run good: ${failures.join("; ")}`);
   }
+}
+
+/** Every experiment the command will run: its sweeps' points, or the one run. */
+function plannedConfigs(command: LabCommand): LabConfig[] {
+  const sweeps: [SweepAxis, number[] | undefined][] = [
+    ["guests", command.sweepGuests],
+    ["memory", command.sweepMemory],
+  ];
+  const points = sweeps.flatMap(([axis, values]) =>
+    (values ?? []).map((value) => sweepPoint(command.config, axis, value))
+  );
+  return points.length > 0 ? points : [command.config];
 }
 
 function delay(ms: number): Promise<void> {

@@ -36,13 +36,31 @@ export function namespacePidsSync(namespace: string): number[] {
 }
 
 /**
+ * Every running QEMU that has a guest name (`-name guest=NAME`), whether
+ * gangway could migrate it or not (the QEMU methods' guests have no RAM
+ * file, so they are among those it could not).
+ *
+ * Requires `--allow-run` (runs `ps` and `cat`).
+ */
+export async function namedQemus(): Promise<{ pid: number; name: string }[]> {
+  const { usable, unusable } = await findQemus();
+  return [
+    ...usable.map((q) => ({ pid: q.pid, name: q.commandLine.instance.name })),
+    ...unusable.flatMap((q) => {
+      const value = q.argv[q.argv.indexOf("-name") + 1];
+      const name = value?.split(",")[0]?.replace(/^guest=/, "");
+      return q.argv.includes("-name") && name ? [{ pid: q.pid, name }] : [];
+    }),
+  ];
+}
+
+/**
  * The pids of the running QEMUs whose guest name starts with a prefix.
  *
  * Requires `--allow-run` (runs `ps` and `cat`).
  */
 export async function qemuPidsNamed(prefix: string): Promise<number[]> {
-  const { usable } = await findQemus();
-  return usable.filter((q) => q.commandLine.instance.name.startsWith(prefix)).map((q) => q.pid);
+  return (await namedQemus()).filter((q) => q.name.startsWith(prefix)).map((q) => q.pid);
 }
 
 /**

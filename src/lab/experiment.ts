@@ -9,7 +9,15 @@
 import { basename } from "node:path";
 import { bootGang, closeGuests, type GangSpec } from "./gang_spec.ts";
 import { migrateGangWithGangway } from "./gangway_method.ts";
-import type { LabMethod, MethodResult, MigrationOutcome } from "./measurement.ts";
+import type { GuestRam, LabMethod, MethodResult, MigrationOutcome } from "./measurement.ts";
+import {
+  availableMemory,
+  estimateMemory,
+  type MemoryEstimate,
+  oomKillCount,
+  refuseUnlessFits,
+} from "./memory_budget.ts";
+import { runTool } from "./netns_exec.ts";
 import { migrateGangWithQemu } from "./qemu_method.ts";
 import { checkResumed } from "./resumed.ts";
 import type { LabSession } from "./session.ts";
@@ -26,14 +34,23 @@ export interface LabConfig extends GangSpec {
   insecure?: boolean;
   /** Gangway's compression of page data. Default "auto", the engine's default. */
   gangwayCompression?: CompressionMode;
+  /** Where the compared QEMU methods' guests keep their RAM. Default "anonymous", QEMU's default. */
+  baselineRam?: GuestRam;
 }
 
-/** Options of {@linkcode measureMethod}: how gangway runs (QEMU methods ignore them). */
+/** Options of {@linkcode measureMethod}: how gangway runs, and the QEMU methods' RAM. */
 export interface MeasureOptions {
   /** Gangway over plain TCP instead of TLS. Default false. */
   insecure?: boolean;
   /** Gangway's compression of page data. Default "auto". */
   compression?: CompressionMode;
+  /**
+   * Where a QEMU method's guests keep their RAM: "anonymous" (QEMU's
+   * default, how users run guests for its own migration) or "file" (a
+   * shared file, as gangway's). Gangway's are always in files. Default
+   * "anonymous".
+   */
+  baselineRam?: GuestRam;
 }
 
 /** What one experiment measured. */
@@ -46,6 +63,8 @@ export interface LabResult {
   network: { mode: "netns" | "loopback"; description: string; reason: string };
   /** The guest image's files. */
   image: { kernel: string; initramfs: string };
+  /** The memory the run was estimated to need at its peak, and what was available before it. */
+  memory: { estimatedPeakBytes: number; peakMethod: LabMethod; availableBytes: number };
   /** Gangway first, then the compared methods in order. */
   methods: MethodResult[];
   /** When it started (ISO 8601). */
@@ -64,6 +83,8 @@ export const DEFAULT_LAB_CONFIG: Readonly<LabConfig> = {
   compare: ["qemu"],
   insecure: false,
   gangwayCompression: "auto",
+  baselineRam: "anonymous",
+  accelerator: "tcg",
 };
 
 const TAG: Record<LabMethod, string> = { gangway: "g", qemu: "q", "qemu-zstd": "z" };
@@ -95,11 +116,48 @@ export async function measureMethod(
   spec: GangSpec,
   options: MeasureOptions = {},
 ): Promise<MethodResult> {
+  const before = await oomKillCount();
+  const killed = async () => {
+    const after = await oomKillCount();
+    return before === null || after === null ? null : after - before;
+  };
+  let measured: Omit<MethodResult, "oomKills">;
+  try {
+    measured = await bootMigrateCheck(session, method, spec, options);
+  } catch (error) {
+    const oomKills = await killed();
+    if (!oomKills) throw error;
+    const why = error instanceof Error ? error.message : String(error);
+    throw new Error(`${why} (meanwhile the kernel's OOM killer killed ${oomKills} processes)`, {
+      cause: error,
+    });
+  }
+  const oomKills = await killed();
+  if (oomKills) {
+    session.say(`${method}: the kernel's OOM killer killed ${oomKills} processes meanwhile`);
+  }
+  return { ...measured, oomKills };
+}
+
+/** {@linkcode measureMethod} but for the OOM killer's count. */
+async function bootMigrateCheck(
+  session: LabSession,
+  method: LabMethod,
+  spec: GangSpec,
+  options: MeasureOptions,
+): Promise<Omit<MethodResult, "oomKills">> {
   const say = (line: string) => session.say(`${method}: ${line}`);
-  say(`booting ${spec.guests} guests of ${spec.memoryMiB} MiB (${spec.workload})`);
-  const gang = await bootGang(session, spec, TAG[method] + session.nextRun());
+  const ram: GuestRam = method === "gangway" ? "file" : options.baselineRam ?? "anonymous";
+  say(`booting ${spec.guests} guests of ${spec.memoryMiB} MiB (${spec.workload}, RAM: ${ram})`);
+  const gang = await bootGang(session, spec, TAG[method] + session.nextRun(), { ram });
   let outcome: MigrationOutcome | undefined;
   try {
+    const first = gang.guests[0]!;
+    const { major, minor, micro } = first.qmp.version;
+    const qemu = {
+      qemuVersion: `${major}.${minor}.${micro}`,
+      accelerator: first.machine.accelerator,
+    };
     const loadAverage = await hostLoadAverage();
     say(`migrating (host load average ${loadAverage.toFixed(2)})`);
     outcome = method === "gangway"
@@ -119,7 +177,16 @@ export async function measureMethod(
       `${resumed}/${checks.length} guests resumed at the target (heartbeat went on, checksum ok)`,
     );
     const { moved: _moved, ...measured } = outcome;
-    return { method, ...measured, resumed, checks, bootSeconds: gang.bootSeconds, loadAverage };
+    return {
+      method,
+      ...measured,
+      resumed,
+      checks,
+      bootSeconds: gang.bootSeconds,
+      ram,
+      ...qemu,
+      loadAverage,
+    };
   } finally {
     const guests = [...gang.guests, ...(outcome?.moved.map((m) => m.destination) ?? [])];
     await closeGuests(session, guests).catch(() => {});
@@ -148,12 +215,20 @@ export async function measureMethod(
 export async function runLab(session: LabSession, config: LabConfig): Promise<LabResult> {
   const startedAt = new Date();
   const t0 = performance.now();
+  const available = await availableMemory();
+  const { peak } = refuseUnlessLabFits(config, available);
+  session.say(
+    `memory: about ${gib(peak.bytes)} GiB at the peak (${peak.method}), ${
+      gib(available)
+    } GiB available`,
+  );
   const methods: MethodResult[] = [];
   for (const method of ["gangway", ...config.compare] as const) {
     methods.push(
       await measureMethod(session, method, config, {
         insecure: config.insecure,
         compression: config.gangwayCompression,
+        baselineRam: config.baselineRam,
       }),
     );
   }
@@ -165,14 +240,44 @@ export async function runLab(session: LabSession, config: LabConfig): Promise<La
       compare: [...config.compare],
       insecure: config.insecure ?? false,
       gangwayCompression: config.gangwayCompression ?? "auto",
+      baselineRam: config.baselineRam ?? "anonymous",
     },
     link: session.link,
     network: { mode: net.mode, description: net.describe(), reason: net.reason },
     image: { kernel: basename(session.image.kernel), initramfs: basename(session.image.initrd) },
+    memory: { estimatedPeakBytes: peak.bytes, peakMethod: peak.method, availableBytes: available },
     methods,
     startedAt: startedAt.toISOString(),
     seconds: Math.round(performance.now() - t0) / 1000,
   };
+}
+
+/**
+ * Estimates the memory an experiment needs at its peak (its methods run
+ * one after another) and refuses it when that does not fit.
+ *
+ * Needs no permission.
+ *
+ * @param config The experiment
+ * @param availableBytes The memory available now (see `availableMemory`)
+ * @returns The estimate, when it fits
+ * @throws Error saying what it needs and what is available
+ *
+ * @example
+ * ```ts
+ * refuseUnlessLabFits({ ...DEFAULT_LAB_CONFIG, guests: 24, memoryMiB: 512 }, await availableMemory());
+ * ```
+ */
+export function refuseUnlessLabFits(config: LabConfig, availableBytes: number): MemoryEstimate {
+  const estimate = estimateMemory({
+    guests: config.guests,
+    memoryMiB: config.memoryMiB,
+    workload: config.workload,
+    methods: ["gangway", ...config.compare],
+    baselineRam: config.baselineRam ?? "anonymous",
+  });
+  refuseUnlessFits(estimate, availableBytes, `${config.guests} guests of ${config.memoryMiB} MiB`);
+  return estimate;
 }
 
 /**
@@ -181,12 +286,14 @@ export async function runLab(session: LabSession, config: LabConfig): Promise<La
  */
 async function hostLoadAverage(): Promise<number> {
   try {
-    const { stdout } = await new Deno.Command("cat", { args: ["/proc/loadavg"], stderr: "null" })
-      .output();
-    return Number(new TextDecoder().decode(stdout).split(" ")[0]);
+    return Number((await runTool("cat", ["/proc/loadavg"])).split(" ")[0]);
   } catch {
     return NaN;
   }
+}
+
+function gib(bytes: number): string {
+  return (bytes / 2 ** 30).toFixed(1);
 }
 
 function describeOutcome(outcome: MigrationOutcome): string {

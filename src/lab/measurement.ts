@@ -16,6 +16,13 @@ export const LAB_METHODS = ["gangway", "qemu", "qemu-zstd"] as const;
  */
 export type LabMethod = typeof LAB_METHODS[number];
 
+/**
+ * Where a gang's guests keep their RAM: in a shared tmpfs file (gangway
+ * reads and writes it; it must), or in QEMU's default anonymous memory
+ * (how users run guests for QEMU's own migration).
+ */
+export type GuestRam = "file" | "anonymous";
+
 /** Where gangway's time went, from the gang runner's clock. */
 export interface GangwayBreakdown {
   /** Finding the RAM files and starting the destinations (before the TMT starts). */
@@ -72,6 +79,18 @@ export interface MethodResult extends Omit<MigrationOutcome, "moved"> {
   checks: ResumeCheck[];
   /** Time the gang took to boot (not part of any migration figure). */
   bootSeconds: number;
+  /** Where the guests kept their RAM. */
+  ram: GuestRam;
+  /** QEMU's version, from its QMP greeting (e.g. "7.2.22"). */
+  qemuVersion: string;
+  /** QEMU's accelerator ("tcg", "kvm"). */
+  accelerator: string;
+  /**
+   * Processes the kernel's OOM killer killed on this host while the method
+   * ran, boot and cleanup included (any process, not only the lab's); null
+   * when the counter could not be read.
+   */
+  oomKills: number | null;
   /**
    * The host's 1-minute load average when the migration started. It
    * includes the gang's own boot (booting under TCG keeps the CPUs busy for

@@ -20,7 +20,13 @@
  */
 
 export { LabSession, type LabSessionOptions } from "./session.ts";
-export { type BootedGang, bootGang, closeGuests, type GangSpec } from "./gang_spec.ts";
+export {
+  type BootedGang,
+  bootGang,
+  type BootOptions,
+  closeGuests,
+  type GangSpec,
+} from "./gang_spec.ts";
 export { type GangwayMethodOptions, migrateGangWithGangway } from "./gangway_method.ts";
 export type { CompressionMode, CompressionReport } from "../transfer/compression_policy.ts";
 export { migrateGangWithQemu, type QemuMethodOptions } from "./qemu_method.ts";
@@ -28,6 +34,7 @@ export { checkResumed, type ResumeCheck } from "./resumed.ts";
 export {
   type GangwayBreakdown,
   type GangwayDetails,
+  type GuestRam,
   LAB_METHODS,
   type LabMethod,
   type MethodResult,
@@ -40,12 +47,10 @@ export {
   type LabResult,
   measureMethod,
   type MeasureOptions,
+  refuseUnlessLabFits,
   runLab,
 } from "./experiment.ts";
 export {
-  formatBreakdown,
-  formatCompression,
-  formatSummary,
   type GoalVerdict,
   goalVerdicts,
   type LabJson,
@@ -55,6 +60,26 @@ export {
   type Ratios,
   ratiosOf,
 } from "./report.ts";
+export { formatBreakdown, formatCompression, formatSummary, table } from "./summary.ts";
+export {
+  formatLostGuests,
+  judgeLostGuests,
+  knownQemuIssue,
+  type LostGuest,
+  lostGuests,
+  type LostTotals,
+  lostTotals,
+  QEMU_TCG_DIRTY_FIX,
+} from "./lost_guests.ts";
+export {
+  availableMemory,
+  estimateMemory,
+  type MemoryEstimate,
+  type MemoryPlan,
+  type MethodNeed,
+  oomKillCount,
+  refuseUnlessFits,
+} from "./memory_budget.ts";
 export {
   runSweep,
   type SweepAxis,
@@ -90,6 +115,8 @@ export type {
   GuestImage,
   GuestStatus,
   Heartbeat,
+  KernelCrash,
+  KernelCrashKind,
   QemuGuest,
   QemuMachine,
   QmpClient,

@@ -1,13 +1,14 @@
 /**
  * The lab's report: the JSON document of `deno task lab -- --json FILE`,
- * the summary table printed at the end, and the verdict on the goals.
- * Pure functions: no permissions needed.
+ * the ratios, and the verdict on the goals (the printed summary is
+ * summary.ts). Pure functions: no permissions needed.
  *
  * @module
  */
 import type { LabResult } from "./experiment.ts";
 import type { CompressionReport } from "../transfer/compression_policy.ts";
-import type { GangwayBreakdown, LabMethod, MethodResult } from "./measurement.ts";
+import type { GangwayBreakdown, GuestRam, LabMethod, MethodResult } from "./measurement.ts";
+import { knownQemuIssue, type LostGuest, lostGuests } from "./lost_guests.ts";
 
 /** One method in the JSON report. */
 export interface MethodJson {
@@ -35,8 +36,18 @@ export interface MethodJson {
   bootSeconds: number;
   /** Extra: the host's 1-minute load average when the migration started. */
   loadAverage: number | null;
-  /** Extra: the guests that did not resume, and why. */
-  notResumed: { name: string; detail: string }[];
+  /** Extra: the guests it lost (not alive and intact at the target), and why. */
+  lost: LostGuest[];
+  /** Extra, QEMU methods that lost guests: the known QEMU bug that likely explains it. */
+  knownIssue?: string;
+  /** Extra: where the guests kept their RAM ("file" or "anonymous"). */
+  ramBackend: GuestRam;
+  /** Extra: QEMU's version. */
+  qemuVersion: string;
+  /** Extra: QEMU's accelerator. */
+  accelerator: string;
+  /** Extra: processes the kernel's OOM killer killed while the method ran (null: unknown). */
+  oomKills: number | null;
   /** Extra, gangway only: where its time went. */
   breakdown?: GangwayBreakdown;
 }
@@ -84,6 +95,8 @@ export interface LabJson {
   image: { kernel: string; initramfs: string };
   /** Extra: how the two hosts were made. */
   network: { mode: string; description: string; reason: string };
+  /** Extra: the memory estimated for the run's peak, and what was available before it. */
+  memory: LabResult["memory"];
   /** Extra: the goals of issue 5, judged (only with 4 or more guests). */
   goals: GoalVerdict[];
   /** Extra: the command that reproduces this run. */
@@ -234,6 +247,7 @@ export function labJson(result: LabResult, command: string): LabJson {
     kernelArgs: result.config.kernelArgs,
     image: result.image,
     network: result.network,
+    memory: result.memory,
     goals: goalVerdicts(result),
     command,
     startedAt: result.startedAt,
@@ -253,131 +267,19 @@ function methodJson(m: MethodResult): MethodJson {
     bytesBack: m.bytesBack,
     bootSeconds: m.bootSeconds,
     loadAverage: Number.isFinite(m.loadAverage) ? m.loadAverage : null,
-    notResumed: m.checks.filter((c) => !c.resumed).map(({ name, detail }) => ({ name, detail })),
+    lost: lostGuests(m),
+    ...(knownQemuIssue(m) ? { knownIssue: knownQemuIssue(m) } : {}),
+    ramBackend: m.ram,
+    qemuVersion: m.qemuVersion,
+    accelerator: m.accelerator,
+    oomKills: m.oomKills,
     ...(m.gangway ? { breakdown: m.gangway.breakdown } : {}),
   };
-}
-
-/**
- * The summary printed at the end of a run: the setup, one row per method
- * (bytes on the link, each tool's own count, TMT, downtime, guests resumed,
- * rounds), the ratios, where gangway's time went, and the goals.
- *
- * @param result The experiment
- * @returns Lines of text
- */
-export function formatSummary(result: LabResult): string {
-  const { config } = result;
-  const gangway = gangwayOf(result);
-  const base = ratioBase(result);
-  const kernel = config.kernelArgs.length > 0
-    ? `kernel args "${config.kernelArgs.join(" ")}"`
-    : "kernel defaults (KASLR on)";
-  const lines = [
-    `${config.guests} guests x ${config.memoryMiB} MiB, ${config.workload} workload, ` +
-    `idle ${config.idleSeconds} s, link ${result.link}`,
-    `hosts: ${result.network.description}; gangway over ${
-      gangway.gangway?.transport === "tcp" ? "plain TCP (--insecure)" : "TLS"
-    } with compression ${gangway.gangway?.compression.mode ?? "?"}, QEMU over plain TCP`,
-    `image: ${result.image.kernel} + ${result.image.initramfs}, ${kernel}`,
-    "",
-    table([
-      ["method", "bytes on link", "own count", "TMT", "downtime mean / max", "resumed", "rounds"],
-      ...result.methods.map((m) => [
-        m.method,
-        `${megabytes(m.bytesOnWire)} MB`,
-        `${megabytes(m.toolBytes)} MB`,
-        `${m.tmtSeconds.toFixed(2)} s`,
-        `${mean(m.downtimeMs).toFixed(0)} / ${Math.max(...m.downtimeMs).toFixed(0)} ms`,
-        `${m.resumed}/${config.guests}`,
-        m.gangway
-          ? `${m.gangway.rounds}${m.gangway.verified ? ", verified" : ", NOT verified"}`
-          : "-",
-      ]),
-    ]),
-    "",
-    ...result.methods.filter((m) => m.method !== "gangway").map((m) => {
-      const r = ratiosOf(gangway, m);
-      return `gangway / ${m.method}: traffic ${r.traffic.toFixed(2)}x, TMT ${r.tmt.toFixed(2)}x`;
-    }),
-  ];
-  if (gangway.gangway) {
-    lines.push(`gangway's time: ${formatBreakdown(gangway.gangway.breakdown)}`);
-    lines.push(`gangway's compression: ${formatCompression(gangway.gangway.compression)}`);
-  }
-  const loads = result.methods.map((m) => `${m.method} ${m.loadAverage.toFixed(2)}`).join(", ");
-  lines.push(
-    `host load average (1 min, the boot included) as each migration started, ` +
-      `${navigator.hardwareConcurrency} CPUs: ${loads}`,
-  );
-  const goals = goalVerdicts(result);
-  if (goals.length > 0) {
-    lines.push(`goals (4 or more guests, against ${base.method}):`);
-    for (const g of goals) lines.push(`  ${g.met ? "met   " : "missed"} ${g.goal}: ${g.measured}`);
-  } else {
-    lines.push(`goals: judged from 4 guests on (this run has ${config.guests})`);
-  }
-  return lines.join("\n");
-}
-
-/**
- * Gangway's time in words: setup (outside the TMT), scan, live rounds,
- * paused part, switch-over.
- *
- * @param b The breakdown
- * @returns One line
- */
-export function formatBreakdown(b: GangwayBreakdown): string {
-  const live = b.rounds.filter((r) => !r.final).map((r) => r.seconds.toFixed(2));
-  const final = b.rounds.find((r) => r.final);
-  return `setup ${b.setupSeconds.toFixed(2)} s (before the TMT), ` +
-    `handshake + scan ${b.prepareSeconds.toFixed(2)} s, ` +
-    `live rounds ${live.join(" + ")} s, ` +
-    `paused ${b.pausedSeconds.toFixed(2)} s (final round ${
-      final?.seconds.toFixed(2) ?? "?"
-    } s + verify), ` +
-    `switch-over ${b.switchOverSeconds.toFixed(2)} s`;
-}
-
-/**
- * Gangway's compression in words: its mode, and how much page data the
- * compressed frames carried before and after.
- *
- * @param c What compression did
- * @returns One line
- */
-export function formatCompression(c: CompressionReport): string {
-  if (c.frames === 0) return `${c.mode}, no frame sent compressed`;
-  return `${c.mode}, ${c.frames} frames: ${megabytes(c.rawBytes)} MB of page data sent as ` +
-    `${megabytes(c.compressedBytes)} MB (${(c.compressedBytes / c.rawBytes).toFixed(2)})`;
-}
-
-/**
- * Lays rows out as a text table: the first column left-aligned, the
- * others right-aligned.
- *
- * @param rows The rows, header first
- * @returns The table's lines joined
- */
-export function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, col) => Math.max(...rows.map((row) => row[col]?.length ?? 0)));
-  return rows.map((row) =>
-    row.map((cell, col) => col === 0 ? cell.padEnd(widths[col]!) : cell.padStart(widths[col]!))
-      .join("  ").trimEnd()
-  ).join("\n");
 }
 
 /** A ratio to 2 decimals, or 3 when 2 would round it onto the goal it is judged against. */
 function againstGoal(ratio: number, goal: number): string {
   return ratio !== goal && Number(ratio.toFixed(2)) === goal ? ratio.toFixed(3) : ratio.toFixed(2);
-}
-
-function megabytes(bytes: number): string {
-  return (bytes / 1e6).toFixed(1);
-}
-
-function mean(values: number[]): number {
-  return values.reduce((sum, v) => sum + v, 0) / Math.max(1, values.length);
 }
 
 function round(value: number, digits: number): number {

@@ -2,12 +2,14 @@
  * Did a migrated guest resume at the target, intact? Read from its
  * heartbeat: the destination's counter goes on from the source's last
  * value (no reboot), and a checksum check of its random blob made at the
- * target, after the migration, is ok.
+ * target, after the migration, is ok. A guest whose kernel crashed
+ * (an Oops, BUG or panic in its serial log) is reported as such.
  *
  * @module
  */
 import type { QemuGuest } from "../qemu/guest.ts";
 import { parseHeartbeats, readHeartbeat } from "../qemu/heartbeat.ts";
+import { type KernelCrash, readKernelCrash } from "../qemu/kernel_crash.ts";
 
 /** What {@linkcode checkResumed} found. */
 export interface ResumeCheck {
@@ -17,6 +19,8 @@ export interface ResumeCheck {
   resumed: boolean;
   /** What was seen, in words. */
   detail: string;
+  /** The kernel crash report found in its serial log, at the target or else at the source. */
+  kernelCrash?: KernelCrash & { where: "target" | "source" };
 }
 
 /** Most heartbeats to wait for a checksum check made at the target. */
@@ -26,7 +30,10 @@ const MAX_BEATS_FOR_A_CHECK = 20;
  * Checks that a guest resumed at its destination: its first heartbeat
  * there is the source's last + 1 (or + 2: a line may be torn between the
  * two serial logs), its log there has no second `gangway-ready` (a
- * reboot), and a checksum check done at the target says ok.
+ * reboot), a checksum check done at the target says ok, and its kernel
+ * reported no crash there. A guest whose kernel crashed (at the target,
+ * or on the source before it moved) is reported with the report's first
+ * lines rather than as a missing heartbeat.
  *
  * Requires `--allow-read` (the serial logs).
  *
@@ -45,6 +52,32 @@ export async function checkResumed(
   sourceSerialLog: string,
   destination: QemuGuest,
   timeoutMs = 15_000,
+): Promise<ResumeCheck> {
+  const check = await checkHeartbeat(sourceSerialLog, destination, timeoutMs);
+  // A crash at the target fails even a guest that still beats: its memory
+  // is damaged. One on the source explains a guest that never went on.
+  const target = await readKernelCrash(destination.serialLog).catch(() => undefined);
+  const source = check.resumed || target
+    ? undefined
+    : await readKernelCrash(sourceSerialLog).catch(() => undefined);
+  const crash = target
+    ? { ...target, where: "target" as const }
+    : source && { ...source, where: "source" as const };
+  if (!crash) return check;
+  const place = crash.where === "target" ? "at the target" : "on the source, before it moved";
+  return {
+    name: check.name,
+    resumed: false,
+    detail: `its kernel crashed ${place} (${crash.kind}): ${crash.lines.slice(0, 2).join(" | ")}`,
+    kernelCrash: crash,
+  };
+}
+
+/** The heartbeat and checksum part of {@linkcode checkResumed}. */
+async function checkHeartbeat(
+  sourceSerialLog: string,
+  destination: QemuGuest,
+  timeoutMs: number,
 ): Promise<ResumeCheck> {
   const name = destination.name;
   const verdict = (resumed: boolean, detail: string) => ({ name, resumed, detail });

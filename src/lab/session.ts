@@ -6,13 +6,13 @@
  * @module
  */
 import { join } from "node:path";
-import { findQemus } from "../qemu/discover.ts";
 import { ensureGuestImage, type GuestImage } from "../qemu/guest_image.ts";
 import type { QemuGuest } from "../qemu/guest.ts";
 import { listDir, makeDir, removeTree, removeTreeSync } from "./_files.ts";
 import {
   killAndWait,
   killQuietly,
+  namedQemus,
   namespacePids,
   namespacePidsSync,
   qemuPidsNamed,
@@ -340,9 +340,8 @@ export class LabSession implements AsyncDisposable {
 export async function cleanStaleLabs(): Promise<number> {
   let removed = 0;
   const dead = (pid: number) => !isAlive(pid);
-  const { usable } = await findQemus();
-  const staleQemus = usable.filter((q) => {
-    const match = /^lab-(\d+)-[0-9a-f]+-/.exec(q.commandLine.instance.name);
+  const staleQemus = (await namedQemus()).filter((q) => {
+    const match = /^lab-(\d+)-[0-9a-f]+-/.exec(q.name);
     return match !== null && dead(Number(match[1]));
   });
   removed += staleQemus.length;

@@ -12,6 +12,7 @@ import { type LabConfig, type LabResult, runLab } from "./experiment.ts";
 import type { LabMethod, MethodResult } from "./measurement.ts";
 import { barChart, lineChart, type PlotSeries } from "./plot.ts";
 import { gangwayOf, goalVerdicts, labJson, ratioBase, ratiosOf } from "./report.ts";
+import { knownQemuIssue, lostGuests, lostTotals } from "./lost_guests.ts";
 import type { LabSession } from "./session.ts";
 
 /** What a sweep varies. */
@@ -52,15 +53,26 @@ export async function runSweep(
 ): Promise<SweepResult> {
   const points: LabResult[] = [];
   for (const [i, value] of values.entries()) {
-    const config = axis === "guests"
-      ? { ...base, guests: value }
-      : { ...base, guests: 1, memoryMiB: value };
+    const config = sweepPoint(base, axis, value);
     session.say(
       `sweep ${axis} ${i + 1}/${values.length}: ${config.guests} guests of ${config.memoryMiB} MiB`,
     );
     points.push(await runLab(session, config));
   }
   return { axis, points };
+}
+
+/**
+ * The experiment of one point of a sweep: `value` guests of the base's
+ * size, or one guest of `value` MiB.
+ *
+ * @param base Everything but what varies
+ * @param axis What varies
+ * @param value A number of guests, or a size in MiB
+ * @returns The point's experiment
+ */
+export function sweepPoint(base: LabConfig, axis: SweepAxis, value: number): LabConfig {
+  return axis === "guests" ? { ...base, guests: value } : { ...base, guests: 1, memoryMiB: value };
 }
 
 /** The figures of each sweep: file, what it shows, how it is drawn. */
@@ -142,7 +154,8 @@ export async function writeSweepFiles(
 
 /**
  * The Markdown summary of sweeps: setup, a table of each sweep's numbers,
- * links to its figures, and the goals where they apply.
+ * links to its figures, the goals where they apply, and per method the
+ * guests migrated and lost over every run.
  *
  * Needs no permission.
  *
@@ -159,8 +172,13 @@ export function sweepSummary(sweeps: readonly SweepResult[], command: string): s
       `Link ${first.link} (${first.network.description}); ${c.workload} workload, idle ${c.idleSeconds} s; ` +
         `image ${first.image.kernel} + ${first.image.initramfs}; ` +
         (c.kernelArgs.length
-          ? `kernel args \`${c.kernelArgs.join(" ")}\`.`
-          : "kernel defaults (KASLR on)."),
+          ? `kernel args \`${c.kernelArgs.join(" ")}\`; `
+          : "kernel defaults (KASLR on); ") +
+        `QEMU ${first.methods[0]?.qemuVersion} under ${first.methods[0]?.accelerator}; ` +
+        `guest RAM: ${
+          first.methods.map((m) => `${m.method} ${m.ram === "file" ? "shared file" : m.ram}`)
+            .join(", ")
+        }.`,
       "",
       "TMT: first migration started to last guest running at the target. Bytes: the lab link's " +
         "source-to-target counter. Downtime: source paused to destination running (worst guest). " +
@@ -213,7 +231,32 @@ export function sweepSummary(sweeps: readonly SweepResult[], command: string): s
       );
     }
   }
+  lines.push(...keptAlive(sweeps.flatMap((sweep) => sweep.points)));
   return lines.join("\n");
+}
+
+/** The section that counts, per method over every run, guests migrated and lost. */
+function keptAlive(points: readonly LabResult[]): string[] {
+  const lines = [
+    "## Guests kept alive, over all runs",
+    "",
+    "| method | runs | guests migrated | guests lost | of which kernel crashes |",
+    "| --- | ---: | ---: | ---: | ---: |",
+    ...lostTotals(points).map((t) =>
+      `| ${t.method} | ${t.runs} | ${t.migrated} | ${t.lost} | ${t.crashed} |`
+    ),
+    "",
+  ];
+  const lost = points.flatMap((point) =>
+    point.methods.filter((m) => m.resumed < m.checks.length).map((m) =>
+      `- ${point.config.guests} x ${point.config.memoryMiB} MiB, ${m.method}: ` +
+      lostGuests(m).map((g) => `${g.name}: ${g.reason}`).join("; ")
+    )
+  );
+  if (lost.length > 0) lines.push("Lost guests:", "", ...lost, "");
+  const known = new Set(points.flatMap((point) => point.methods.map(knownQemuIssue)));
+  for (const issue of known) if (issue) lines.push(`Of the QEMU methods' losses: ${issue}.`, "");
+  return lines;
 }
 
 function xOf(axis: SweepAxis, point: LabResult): number {

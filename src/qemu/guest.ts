@@ -26,7 +26,7 @@ export interface QemuGuestOptions {
   image: GuestImage;
   /** What the test guest runs (kernel arguments read by its `/init`). Default idle. */
   workload?: Workload;
-  /** More kernel arguments (e.g. `nokaslr`), after `console=ttyS0 panic=-1`. */
+  /** More kernel arguments (e.g. `nokaslr`), after `console=ttyS0 panic=-1 no_timer_check`. */
   kernelArgs?: string[];
   /** Memory backend id. Default `gangway-ram`. */
   backendId?: string;
@@ -48,6 +48,12 @@ export interface QemuGuestOptions {
   accelerator?: string;
   /** QEMU program. Default `qemu-system-x86_64`. */
   qemuBinary?: string;
+  /**
+   * RAM in QEMU's default anonymous memory, no file at `ramPath`: for
+   * QEMU's own migration only (see {@linkcode QemuMachine.anonymousRam}).
+   * Default false.
+   */
+  anonymousRam?: boolean;
   /** Remove an existing file at `ramPath` first (otherwise that is an error). Default false. */
   replaceRamFile?: boolean;
   /** Time allowed for QEMU to open its QMP socket. Default 10000 ms. */
@@ -84,8 +90,13 @@ export interface GuestStatus {
   running: boolean;
 }
 
-/** The kernel arguments every gangway guest gets. */
-const BASE_KERNEL_ARGS = ["console=ttyS0", "panic=-1"];
+/**
+ * The kernel arguments every gangway guest gets. `no_timer_check`: under
+ * TCG on a busy host the kernel's boot-time check of the IO-APIC timer
+ * can miss its ticks and panic ("IO-APIC + timer doesn't work!"), which
+ * lab runs of many guests at once on 2 cores did.
+ */
+const BASE_KERNEL_ARGS = ["console=ttyS0", "panic=-1", "no_timer_check"];
 /** Longest unix socket path (sun_path is 108 bytes with the terminating zero). */
 const MAX_SOCKET_PATH = 107;
 
@@ -119,7 +130,7 @@ export class QemuGuest implements AsyncDisposable {
   readonly name: string;
   /** What a destination must match. */
   readonly machine: QemuMachine;
-  /** The RAM file. */
+  /** The RAM file (never made when `machine.anonymousRam`). */
   readonly ramPath: string;
   /** Directory of the QMP socket and logs. */
   readonly runDir: string;
@@ -184,6 +195,7 @@ export class QemuGuest implements AsyncDisposable {
       ],
       extraArgs: options.extraArgs ?? [],
       qemuBinary: options.qemuBinary ?? "qemu-system-x86_64",
+      ...(options.anonymousRam ? { anonymousRam: true } : {}),
     };
     return await QemuGuest.#launch(machine, { ...options, ramPath, incoming: false });
   }

@@ -77,5 +77,11 @@ export {
   type QmpVersion,
 } from "./qmp.ts";
 export { queryRam, type RamBackend } from "./ram_backend.ts";
+export {
+  findKernelCrash,
+  type KernelCrash,
+  type KernelCrashKind,
+  readKernelCrash,
+} from "./kernel_crash.ts";
 export { findQemuProcess, findQemus, type FoundQemu, type UnusableQemu } from "./discover.ts";
 export { parseCommandLine, type ParsedCommandLine } from "./qemu_command_line.ts";

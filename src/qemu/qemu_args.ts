@@ -25,6 +25,13 @@ export interface QemuMachine {
   extraArgs: string[];
   /** The QEMU program. */
   qemuBinary: string;
+  /**
+   * RAM in QEMU's default anonymous memory instead of the shared file: how
+   * users run guests for QEMU's own migration, which needs no file. A read
+   * of an untouched page then maps the zero page instead of allocating a
+   * tmpfs page. Gangway cannot move such a guest. Default false.
+   */
+  anonymousRam?: boolean;
 }
 
 /** What belongs to one QEMU process only. */
@@ -58,14 +65,15 @@ export function qemuArgs(machine: QemuMachine, instance: QemuInstance): string[]
     }
   }
   const size = `${machine.memoryMiB}M`;
+  const anonymous = machine.anonymousRam ?? false;
   const args = [
     ["-name", `guest=${instance.name}`],
     ["-accel", machine.accelerator],
-    ["-machine", `pc,memory-backend=${machine.backendId}`],
+    ["-machine", anonymous ? "pc" : `pc,memory-backend=${machine.backendId}`],
     ["-m", size],
     ["-smp", String(machine.cpus)],
     // share=on: the file is the guest RAM itself, so gangway can read and write it.
-    [
+    anonymous ? [] : [
       "-object",
       `memory-backend-file,id=${machine.backendId},size=${size},mem-path=${instance.ramPath},share=on`,
     ],

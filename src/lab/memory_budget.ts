@@ -1,0 +1,195 @@
+/**
+ * The memory a lab run needs, estimated before anything boots, so that a
+ * run that cannot fit is refused with a clear message instead of letting
+ * the kernel's OOM killer pick QEMUs halfway; and the OOM killer's counter,
+ * to say afterwards whether it killed anything.
+ *
+ * The estimate is a model of what was measured on the lab's test guest
+ * (QEMU 7.2 under TCG, Debian's 6.1 kernel, busybox initramfs):
+ * - a QEMU process costs about 75 MiB besides its guest's RAM (TCG's
+ *   translated code, device models), a waiting destination about 45 MiB;
+ * - an idle guest touches about 112 MiB of 256 MiB and 138 MiB of 512 MiB;
+ *   the pages it never touched stay holes in a RAM file, or unmapped in
+ *   anonymous RAM;
+ * - QEMU's own migration reads every page: a read of a hole in a shared
+ *   tmpfs file allocates it, so with the file backend both ends of a QEMU
+ *   migration grow to the guest's whole size (512 MiB guest: 609 MiB and
+ *   561 MiB resident afterwards); with anonymous RAM a read maps the zero
+ *   page and each end keeps what the guest touched (235 and 170 MiB);
+ * - gangway reads the source's RAM file with pread (holes stay holes) and
+ *   writes only the pages that hold data at the target; its sender and
+ *   receiver are two Deno processes with a page index each.
+ *
+ * @module
+ */
+import type { GuestRam, LabMethod } from "./measurement.ts";
+import { runTool } from "./netns_exec.ts";
+
+/** What the estimate needs to know of a run. */
+export interface MemoryPlan {
+  /** Guests in the gang. */
+  guests: number;
+  /** RAM of each guest in MiB. */
+  memoryMiB: number;
+  /** "busy" guests touch more of their RAM. */
+  workload: "idle" | "busy";
+  /** The methods, run one after another. */
+  methods: readonly LabMethod[];
+  /** The QEMU methods' RAM backend. */
+  baselineRam: GuestRam;
+}
+
+/** What one method needs at its peak, both hosts together. */
+export interface MethodNeed {
+  /** The method. */
+  method: LabMethod;
+  /** Bytes at its peak (every source and every destination alive). */
+  bytes: number;
+  /** Where its guests keep their RAM: gangway always in files. */
+  ram: GuestRam;
+  /** Why, in words. */
+  how: string;
+}
+
+/** The estimate of a run: the methods run one after another, so the largest counts. */
+export interface MemoryEstimate {
+  /** Each method's need. */
+  methods: MethodNeed[];
+  /** The largest of them. */
+  peak: MethodNeed;
+}
+
+const MIB = 2 ** 20;
+/** A QEMU process besides its guest's RAM (measured 72-80 MiB anonymous for a TCG guest; rounded up). */
+const QEMU_OVERHEAD_MIB = 96;
+/** What an idle test guest touches: a fixed part (kernel, initramfs, random blob)... */
+const TOUCHED_BASE_MIB = 96;
+/** ...and a share of its size (the kernel's page structures and caches). */
+const TOUCHED_SHARE = 1 / 12;
+/** A busy guest's rewriting touches more (its 8 MiB scratch, the page cache around it). */
+const BUSY_EXTRA_MIB = 64;
+/** Gangway's sender and receiver processes and their page indexes, for a whole gang. */
+const GANGWAY_PROCESSES_MIB = 768;
+/** Their page indexes grow with the gang: bytes per guest page (4 KiB), both sides. */
+const GANGWAY_INDEX_BYTES_PER_PAGE = 64;
+/** Kept free for the lab's own process, page cache and the rest of the host. */
+export const MEMORY_HEADROOM_BYTES = 1024 * MIB;
+
+/**
+ * Estimates the memory of a run at its peak, method by method.
+ *
+ * Needs no permission.
+ *
+ * @param plan The gang, the methods and the baselines' RAM backend
+ * @returns Each method's need and the largest
+ *
+ * @example
+ * ```ts
+ * const estimate = estimateMemory({ guests: 24, memoryMiB: 512, workload: "idle", methods: ["gangway", "qemu"], baselineRam: "anonymous" });
+ * console.log(estimate.peak.bytes / 2 ** 30); // about 12 GiB
+ * ```
+ */
+export function estimateMemory(plan: MemoryPlan): MemoryEstimate {
+  const size = plan.memoryMiB;
+  const touched = Math.min(
+    size,
+    TOUCHED_BASE_MIB + size * TOUCHED_SHARE + (plan.workload === "busy" ? BUSY_EXTRA_MIB : 0),
+  );
+  const n = plan.guests;
+  const each = (mib: number) => Math.round(n * (QEMU_OVERHEAD_MIB + mib) * MIB);
+  const methods = plan.methods.map((method): MethodNeed => {
+    if (method === "gangway") {
+      const index = 2 * n * (size * MIB / 4096) * GANGWAY_INDEX_BYTES_PER_PAGE;
+      return {
+        method,
+        bytes: Math.round(2 * each(touched) + GANGWAY_PROCESSES_MIB * MIB + index),
+        ram: "file",
+        how: `${n} guests touching about ${Math.round(touched)} MiB, on both hosts, ` +
+          "and the sender and receiver",
+      };
+    }
+    if (plan.baselineRam === "file") {
+      return {
+        method,
+        bytes: 2 * each(size),
+        ram: "file",
+        how: `${n} guests of ${size} MiB in shared files, whole on both hosts since ` +
+          "QEMU's migration reads every page and a read allocates a file's page",
+      };
+    }
+    return {
+      method,
+      bytes: 2 * each(touched),
+      ram: "anonymous",
+      how: `${n} guests touching about ${Math.round(touched)} MiB of anonymous RAM, on both hosts`,
+    };
+  });
+  const peak = methods.reduce((a, b) => (b.bytes > a.bytes ? b : a));
+  return { methods, peak };
+}
+
+/**
+ * Refuses a run whose estimate does not fit in the memory available, less
+ * {@linkcode MEMORY_HEADROOM_BYTES}.
+ *
+ * Needs no permission.
+ *
+ * @param estimate The run's estimate
+ * @param availableBytes The host's available memory (`MemAvailable`)
+ * @param what The run, in words, for the message ("24 guests of 512 MiB")
+ * @throws Error saying what the run needs, what is available, and what to change
+ */
+export function refuseUnlessFits(
+  estimate: MemoryEstimate,
+  availableBytes: number,
+  what: string,
+): void {
+  const { peak } = estimate;
+  if (peak.bytes + MEMORY_HEADROOM_BYTES <= availableBytes) return;
+  const fileHint = peak.method !== "gangway" && peak.ram === "file"
+    ? ", or let the QEMU methods keep QEMU's default anonymous RAM (drop --baseline-ram file)"
+    : "";
+  throw new Error(
+    `Cannot run the lab with ${what}: ${peak.method} needs about ${gib(peak.bytes)} GiB ` +
+      `at its peak (${peak.how}), ${gib(availableBytes)} GiB is available and ` +
+      `${
+        gib(MEMORY_HEADROOM_BYTES)
+      } GiB of it is kept free; run fewer or smaller guests${fileHint}`,
+  );
+}
+
+/**
+ * The memory the kernel says is available for new work (`MemAvailable` of
+ * /proc/meminfo, read with `cat`: Deno asks for --allow-all under /proc).
+ *
+ * Requires `--allow-run` (cat).
+ *
+ * @returns Bytes
+ * @throws Error when /proc/meminfo cannot be read
+ */
+export async function availableMemory(): Promise<number> {
+  const text = await runTool("cat", ["/proc/meminfo"]);
+  const kib = /^MemAvailable:\s+(\d+) kB$/m.exec(text)?.[1];
+  if (kib === undefined) throw new Error("Cannot read the available memory: no MemAvailable");
+  return Number(kib) * 1024;
+}
+
+/**
+ * How many processes the kernel's OOM killer has killed since boot (the
+ * `oom_kill` counter of /proc/vmstat); null when it cannot be read.
+ *
+ * Requires `--allow-run` (cat).
+ */
+export async function oomKillCount(): Promise<number | null> {
+  try {
+    const text = await runTool("cat", ["/proc/vmstat"]);
+    const count = /^oom_kill (\d+)$/m.exec(text)?.[1];
+    return count === undefined ? null : Number(count);
+  } catch {
+    return null;
+  }
+}
+
+function gib(bytes: number): string {
+  return (bytes / 2 ** 30).toFixed(1);
+}

@@ -1,0 +1,172 @@
+/**
+ * The summary a lab run prints at the end: the set-up, a table with one
+ * row per method, the guests lost and why, the ratios, where gangway's
+ * time went, the OOM killer's doing and the goals. Pure functions: no
+ * permissions needed.
+ *
+ * @module
+ */
+import type { LabResult } from "./experiment.ts";
+import type { CompressionReport } from "../transfer/compression_policy.ts";
+import type { GangwayBreakdown, MethodResult } from "./measurement.ts";
+import { formatLostGuests, lostGuests } from "./lost_guests.ts";
+import { gangwayOf, goalVerdicts, ratioBase, ratiosOf } from "./report.ts";
+
+/**
+ * The summary printed at the end of a run: the setup, one row per method
+ * (bytes on the link, each tool's own count, TMT, downtime, guests resumed,
+ * rounds), the ratios, where gangway's time went, and the goals.
+ *
+ * @param result The experiment
+ * @returns Lines of text
+ */
+export function formatSummary(result: LabResult): string {
+  const { config } = result;
+  const gangway = gangwayOf(result);
+  const base = ratioBase(result);
+  const kernel = config.kernelArgs.length > 0
+    ? `kernel args "${config.kernelArgs.join(" ")}"`
+    : "kernel defaults (KASLR on)";
+  const lines = [
+    `${config.guests} guests x ${config.memoryMiB} MiB, ${config.workload} workload, ` +
+    `idle ${config.idleSeconds} s, link ${result.link}`,
+    `hosts: ${result.network.description}; gangway over ${
+      gangway.gangway?.transport === "tcp" ? "plain TCP (--insecure)" : "TLS"
+    } with compression ${gangway.gangway?.compression.mode ?? "?"}, QEMU over plain TCP`,
+    `image: ${result.image.kernel} + ${result.image.initramfs}, ${kernel}; ` +
+    `QEMU ${versions(result.methods)}`,
+    "",
+    table([
+      [
+        "method",
+        "guest RAM",
+        "bytes on link",
+        "own count",
+        "TMT",
+        "downtime mean / max",
+        "resumed",
+        "lost",
+        "rounds",
+      ],
+      ...result.methods.map((m) => [
+        m.method,
+        m.ram === "file" ? "shared file" : "anonymous",
+        `${megabytes(m.bytesOnWire)} MB`,
+        `${megabytes(m.toolBytes)} MB`,
+        `${m.tmtSeconds.toFixed(2)} s`,
+        `${mean(m.downtimeMs).toFixed(0)} / ${Math.max(...m.downtimeMs).toFixed(0)} ms`,
+        `${m.resumed}/${config.guests}`,
+        lostCell(m),
+        m.gangway
+          ? `${m.gangway.rounds}${m.gangway.verified ? ", verified" : ", NOT verified"}`
+          : "-",
+      ]),
+    ]),
+    ...formatLostGuests(result.methods),
+    "",
+    ...result.methods.filter((m) => m.method !== "gangway").map((m) => {
+      const r = ratiosOf(gangway, m);
+      return `gangway / ${m.method}: traffic ${r.traffic.toFixed(2)}x, TMT ${r.tmt.toFixed(2)}x`;
+    }),
+  ];
+  if (gangway.gangway) {
+    lines.push(`gangway's time: ${formatBreakdown(gangway.gangway.breakdown)}`);
+    lines.push(`gangway's compression: ${formatCompression(gangway.gangway.compression)}`);
+  }
+  const loads = result.methods.map((m) => `${m.method} ${m.loadAverage.toFixed(2)}`).join(", ");
+  lines.push(
+    `host load average (1 min, the boot included) as each migration started, ` +
+      `${navigator.hardwareConcurrency} CPUs: ${loads}`,
+  );
+  lines.push(formatOomKills(result.methods));
+  const goals = goalVerdicts(result);
+  if (goals.length > 0) {
+    lines.push(`goals (4 or more guests, against ${base.method}):`);
+    for (const g of goals) lines.push(`  ${g.met ? "met   " : "missed"} ${g.goal}: ${g.measured}`);
+  } else {
+    lines.push(`goals: judged from 4 guests on (this run has ${config.guests})`);
+  }
+  return lines.join("\n");
+}
+
+/**
+ * Gangway's time in words: setup (outside the TMT), scan, live rounds,
+ * paused part, switch-over.
+ *
+ * @param b The breakdown
+ * @returns One line
+ */
+export function formatBreakdown(b: GangwayBreakdown): string {
+  const live = b.rounds.filter((r) => !r.final).map((r) => r.seconds.toFixed(2));
+  const final = b.rounds.find((r) => r.final);
+  return `setup ${b.setupSeconds.toFixed(2)} s (before the TMT), ` +
+    `handshake + scan ${b.prepareSeconds.toFixed(2)} s, ` +
+    `live rounds ${live.join(" + ")} s, ` +
+    `paused ${b.pausedSeconds.toFixed(2)} s (final round ${
+      final?.seconds.toFixed(2) ?? "?"
+    } s + verify), ` +
+    `switch-over ${b.switchOverSeconds.toFixed(2)} s`;
+}
+
+/**
+ * Gangway's compression in words: its mode, and how much page data the
+ * compressed frames carried before and after.
+ *
+ * @param c What compression did
+ * @returns One line
+ */
+export function formatCompression(c: CompressionReport): string {
+  if (c.frames === 0) return `${c.mode}, no frame sent compressed`;
+  return `${c.mode}, ${c.frames} frames: ${megabytes(c.rawBytes)} MB of page data sent as ` +
+    `${megabytes(c.compressedBytes)} MB (${(c.compressedBytes / c.rawBytes).toFixed(2)})`;
+}
+
+/** The table's "lost" cell: how many, and how many of those crashed. */
+function lostCell(m: MethodResult): string {
+  const lost = lostGuests(m);
+  if (lost.length === 0) return "-";
+  const crashed = lost.filter((g) => g.kernelCrash).length;
+  return crashed > 0 ? `${lost.length} (${crashed} kernel crash)` : String(lost.length);
+}
+
+/** "7.2.22 under tcg", or each method's when they differ. */
+function versions(methods: readonly MethodResult[]): string {
+  const each = methods.map((m) => `${m.qemuVersion} under ${m.accelerator}`);
+  if (new Set(each).size === 1) return each[0]!;
+  return methods.map((m, i) => `${m.method} ${each[i]}`).join(", ");
+}
+
+/** What the kernel's OOM killer did during the run, in one line. */
+function formatOomKills(methods: readonly MethodResult[]): string {
+  if (methods.some((m) => m.oomKills === null)) {
+    return "kernel OOM killer: unknown (its counter in /proc/vmstat could not be read)";
+  }
+  const killed = methods.filter((m) => m.oomKills! > 0);
+  if (killed.length === 0) return "kernel OOM killer: killed nothing during the run";
+  return `kernel OOM killer: killed ${
+    killed.map((m) => `${m.oomKills} processes during ${m.method}`).join(", ")
+  } (dmesg says which): figures of those methods are suspect`;
+}
+
+/**
+ * Lays rows out as a text table: the first column left-aligned, the
+ * others right-aligned.
+ *
+ * @param rows The rows, header first
+ * @returns The table's lines joined
+ */
+export function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, col) => Math.max(...rows.map((row) => row[col]?.length ?? 0)));
+  return rows.map((row) =>
+    row.map((cell, col) => col === 0 ? cell.padEnd(widths[col]!) : cell.padStart(widths[col]!))
+      .join("  ").trimEnd()
+  ).join("\n");
+}
+
+function megabytes(bytes: number): string {
+  return (bytes / 1e6).toFixed(1);
+}
+
+function mean(values: number[]): number {
+  return values.reduce((sum, v) => sum + v, 0) / Math.max(1, values.length);
+}
