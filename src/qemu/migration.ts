@@ -210,7 +210,10 @@ export class DeviceStateMigration {
     }, startedAt);
     await migration.#step(async () => {
       const capabilities = { "x-ignore-shared": true, events: true, multifd: false };
-      await setCapabilities(destination, capabilities);
+      // late-block-activate: the destination takes its disks (and their
+      // locks) at `cont`, not when the device state has loaded, so a source
+      // resumed after a failed switch-over can take its shared disks back.
+      await setCapabilities(destination, { ...capabilities, "late-block-activate": true });
       await setCapabilities(source, {
         ...capabilities,
         "pause-before-switchover": pauseBeforeSwitchover,
