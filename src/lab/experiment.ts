@@ -7,7 +7,7 @@
  * @module
  */
 import { basename } from "node:path";
-import { bootGang, closeGuests, type GangSpec } from "./gang_spec.ts";
+import { bootGang, closeGuests, gangImages, type GangSpec } from "./gang_spec.ts";
 import { migrateGangWithGangway } from "./gangway_method.ts";
 import type { LabMethod, MethodResult, MigrationOutcome } from "./measurement.ts";
 import { migrateGangWithQemu } from "./qemu_method.ts";
@@ -44,8 +44,12 @@ export interface LabResult {
   link: string;
   /** The two hosts as they were made. */
   network: { mode: "netns" | "loopback"; description: string; reason: string };
-  /** The guest image's files. */
-  image: { kernel: string; initramfs: string };
+  /**
+   * The guest images: their names in the order they are cycled across the
+   * guests, and their kernels and initramfs files (comma-separated when
+   * the images differ).
+   */
+  image: { kernel: string; initramfs: string; names?: string[] };
   /** Gangway first, then the compared methods in order. */
   methods: MethodResult[];
   /** When it started (ISO 8601). */
@@ -61,6 +65,7 @@ export const DEFAULT_LAB_CONFIG: Readonly<LabConfig> = {
   idleSeconds: 10,
   workload: "idle",
   kernelArgs: [],
+  images: ["busybox"],
   compare: ["qemu"],
   insecure: false,
   gangwayCompression: "auto",
@@ -96,7 +101,8 @@ export async function measureMethod(
   options: MeasureOptions = {},
 ): Promise<MethodResult> {
   const say = (line: string) => session.say(`${method}: ${line}`);
-  say(`booting ${spec.guests} guests of ${spec.memoryMiB} MiB (${spec.workload})`);
+  const images = [...new Set(gangImages(spec))].join(", ");
+  say(`booting ${spec.guests} guests of ${spec.memoryMiB} MiB (${images}; ${spec.workload})`);
   const gang = await bootGang(session, spec, TAG[method] + session.nextRun());
   let outcome: MigrationOutcome | undefined;
   try {
@@ -162,17 +168,27 @@ export async function runLab(session: LabSession, config: LabConfig): Promise<La
     config: {
       ...config,
       kernelArgs: [...config.kernelArgs],
+      images: [...config.images ?? ["busybox"]],
       compare: [...config.compare],
       insecure: config.insecure ?? false,
       gangwayCompression: config.gangwayCompression ?? "auto",
     },
     link: session.link,
     network: { mode: net.mode, description: net.describe(), reason: net.reason },
-    image: { kernel: basename(session.image.kernel), initramfs: basename(session.image.initrd) },
+    image: await imageFiles(session, config),
     methods,
     startedAt: startedAt.toISOString(),
     seconds: Math.round(performance.now() - t0) / 1000,
   };
+}
+
+/** The images of a run, for the report: names, kernels and initramfs files. */
+async function imageFiles(session: LabSession, spec: GangSpec): Promise<LabResult["image"]> {
+  const names = spec.images ?? ["busybox"];
+  const images = await Promise.all(names.map((name) => session.guestImage(name)));
+  const files = (pick: (image: (typeof images)[number]) => string) =>
+    [...new Set(images.map((image) => basename(pick(image))))].join(", ");
+  return { kernel: files((i) => i.kernel), initramfs: files((i) => i.initrd), names };
 }
 
 /**
