@@ -50,11 +50,13 @@ export function gangImages(spec: GangSpec): ImageName[] {
 
 /**
  * Time a guest gets to print its first heartbeat: TCG on a busy host is
- * slow, and systemd on a disk (about 30 s alone) far slower than busybox.
+ * slow, and systemd on a disk far slower than busybox (30-45 s alone on
+ * this 2-core machine; a Debian guest of a mixed gang once took more than
+ * 125 s while other QEMUs and an image build shared the cores).
  */
 function bootTimeoutMs(spec: GangSpec): number {
   const perGuest = gangImages(spec).reduce(
-    (sum, image) => sum + (image === "busybox" ? 15_000 : 45_000),
+    (sum, image) => sum + (image === "busybox" ? 15_000 : 90_000),
     0,
   );
   return 60_000 + perGuest + 20 * spec.memoryMiB;
