@@ -89,6 +89,7 @@ Deno.test("parseLabArgs() gives the defaults of the main job", () => {
     memoryMiB: 256,
     idleSeconds: 10,
     workload: "idle",
+    images: ["busybox"],
     kernelArgs: [],
     compare: ["qemu"],
     insecure: false,
@@ -127,6 +128,7 @@ Deno.test("parseLabArgs() reads every flag, after the -- of deno task", () => {
     memoryMiB: 1024,
     idleSeconds: 0.5,
     workload: "busy",
+    images: ["busybox"],
     kernelArgs: ["nokaslr", "quiet"],
     compare: ["qemu", "qemu-zstd"],
     insecure: true,
@@ -149,7 +151,7 @@ Deno.test("parseLabArgs() refuses what it cannot run, as usage errors", () => {
   const refuse = (args: string[], message: string) =>
     assertThrows(() => parseLabArgs(args), UsageError, message);
   refuse(["--memory", "1000K"], "whole MiB");
-  refuse(["--workload", "heavy"], "--workload must be idle or busy");
+  refuse(["--workload", "heavy"], "--workload must be idle, busy, pgbench, web");
   refuse(["--compare", "xen"], "--compare takes qemu and qemu-zstd");
   refuse(["--link", "fast"], 'Cannot parse link rate "fast"');
   refuse(["--guests", "0"], "--guests needs a positive integer");

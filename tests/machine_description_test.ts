@@ -1,8 +1,8 @@
 import { assertEquals, assertRejects, assertThrows } from "./_assert.ts";
 import {
   checkDescription,
-  DescriptionError,
   describeMachine,
+  DescriptionError,
   type MachineDescription,
 } from "../src/target/machine_description.ts";
 import type { QemuMachine } from "../src/qemu/qemu_args.ts";
@@ -26,7 +26,10 @@ Deno.test("checkDescription() takes a description on the allow-list as it is", (
 
 Deno.test("checkDescription() refuses any field outside the allow-list, naming it", () => {
   const cases: [unknown, string][] = [
-    [{ ...GOOD, extraArgs: ["-chardev", "file,id=x,path=/etc/x"] }, 'field "extraArgs" is not allowed'],
+    [
+      { ...GOOD, extraArgs: ["-chardev", "file,id=x,path=/etc/x"] },
+      'field "extraArgs" is not allowed',
+    ],
     [{ ...GOOD, devices: [] }, 'field "devices" is not allowed'],
     [{ ...GOOD, qemuBinary: "/bin/sh" }, 'field "qemuBinary" is not allowed'],
     [{ ...GOOD, ramPath: "/etc/passwd" }, 'field "ramPath" is not allowed'],

@@ -55,12 +55,14 @@ export class Guests implements AsyncDisposable {
     return guest;
   }
 
-  /** Quits every guest, removes its RAM file, and asserts both are gone. */
+  /** Quits every guest, removes its RAM file and disk overlay, and asserts they are gone. */
   async close(): Promise<void> {
-    for (const guest of this.#all) await guest.close({ removeRam: true });
+    for (const guest of this.#all) await guest.close({ removeRam: true, removeDisk: true });
     for (const guest of this.#all) {
       assert(!guest.alive, `QEMU of "${guest.name}" still runs`);
-      assert(!(await fileExists(guest.ramPath)), `"${guest.ramPath}" is left behind`);
+      for (const path of [guest.ramPath, ...guest.overlays]) {
+        assert(!(await fileExists(path)), `"${path}" is left behind`);
+      }
     }
   }
 

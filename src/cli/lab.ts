@@ -1,6 +1,6 @@
 /**
  * `deno task lab -- [--guests N] [--memory SIZE] [--link RATE] [--idle SECONDS]
- * [--workload idle|busy] [--compare LIST] [--kernel-args "..."] [--json FILE]
+ * [--image NAME[,NAME...]] [--workload idle|busy|pgbench|web] [--compare LIST] [--kernel-args "..."] [--json FILE]
  * [--out DIR] [--sweep-guests LIST] [--sweep-memory LIST] [--network MODE] [--insecure]
  * [--gangway-compression auto|zstd|none] [--baseline-ram anonymous|file] [--qemu-binary PATH]
  * [--accel tcg|kvm]`
@@ -11,8 +11,10 @@
  * gang booted the same way, by QEMU's own live migration; then a summary
  * table (bytes on the link, total migration time, downtime, guests resumed,
  * ratios). Progress goes to stderr, the summary to stdout. With no flags: 4
- * idle guests of 256 MiB, idle 10 s, over 1 Gbit/s, against QEMU's default
- * migration. Gangway sends over TLS (a throwaway CA made for the run), or
+ * idle guests of 256 MiB of the busybox image, idle 10 s, over 1 Gbit/s,
+ * against QEMU's default migration. `--image` picks the image, or cycles
+ * several across the guests (a mixed gang); a Debian image missing from
+ * the cache is built first (as root, a minute or two each). Gangway sends over TLS (a throwaway CA made for the run), or
  * plain TCP like QEMU's migration with --insecure; it compresses page data
  * as its engine does by default (auto: zstd while the link is the
  * bottleneck), or always, or never (dedup alone) with --gangway-compression. Sweeps write JSON, SVG
@@ -54,11 +56,14 @@ import {
 import { parseRate as parseLinkRate } from "../lab/link_rate.ts";
 import { pendingSignal } from "../lab/netns_signal.ts";
 import type { CompressionMode } from "../transfer/compression_policy.ts";
+import { WORKLOAD_MODES, type WorkloadMode } from "../qemu/_guest_init.ts";
+import { IMAGE_NAMES, type ImageName, imageWorkloads } from "../qemu/guest_image.ts";
 import { parseCli, runMain, UsageError } from "./_cli.ts";
 import { parseCount, parseSize } from "./_units.ts";
 
 const USAGE = "usage: deno task lab -- [--guests N] [--memory SIZE] [--link RATE] " +
-  "[--idle SECONDS] [--workload idle|busy] [--compare qemu,qemu-zstd] [--kernel-args ARGS] " +
+  "[--idle SECONDS] [--image NAME[,NAME...]] [--workload idle|busy|pgbench|web] " +
+  "[--compare qemu,qemu-zstd] [--kernel-args ARGS] " +
   "[--json FILE] [--out DIR] [--sweep-guests 1,2,4,8] [--sweep-memory 256M,512M,1G] " +
   "[--network auto|netns|loopback] [--insecure] [--gangway-compression auto|zstd|none] " +
   "[--baseline-ram anonymous|file] [--qemu-binary PATH] [--accel tcg|kvm]";
@@ -103,6 +108,7 @@ export function parseLabArgs(args: string[]): LabCommand {
     link: { type: "string" },
     idle: { type: "string" },
     workload: { type: "string" },
+    image: { type: "string" },
     compare: { type: "string" },
     "kernel-args": { type: "string" },
     json: { type: "string" },
@@ -123,9 +129,15 @@ export function parseLabArgs(args: string[]): LabCommand {
   } catch (error) {
     throw new UsageError(error instanceof Error ? error.message : String(error));
   }
-  const workload = values.workload ?? DEFAULT_LAB_CONFIG.workload;
-  if (workload !== "idle" && workload !== "busy") {
-    throw new UsageError(`--workload must be idle or busy, got "${workload}"`);
+  const workload = workloadMode(values.workload ?? DEFAULT_LAB_CONFIG.workload);
+  const images = values.image ? imageNames(values.image) : [...DEFAULT_LAB_CONFIG.images ?? []];
+  const unable = images.filter((name) => !imageWorkloads(name).includes(workload));
+  if (unable.length > 0) {
+    const able = IMAGE_NAMES.filter((name) => imageWorkloads(name).includes(workload));
+    throw new UsageError(
+      `--workload ${workload} needs images that run it (${able.join(", ")}): ` +
+        `${[...new Set(unable)].join(", ")} cannot`,
+    );
   }
   const network = values.network ?? "auto";
   if (network !== "auto" && network !== "netns" && network !== "loopback") {
@@ -154,6 +166,7 @@ export function parseLabArgs(args: string[]): LabCommand {
     memoryMiB: values.memory ? mebibytes(values.memory, "--memory") : DEFAULT_LAB_CONFIG.memoryMiB,
     idleSeconds: values.idle ? seconds(values.idle, "--idle") : DEFAULT_LAB_CONFIG.idleSeconds,
     workload,
+    images,
     kernelArgs: (values["kernel-args"] ?? "").split(/\s+/).filter((arg) => arg !== ""),
     compare: values.compare ? compared(values.compare) : [...DEFAULT_LAB_CONFIG.compare],
     insecure: values.insecure ?? false,
@@ -199,7 +212,11 @@ async function main(args: string[]): Promise<void> {
   // Refuse a run that cannot fit before anything is made (each point again before it boots).
   const available = await availableMemory();
   for (const config of plannedConfigs(command)) refuseUnlessLabFits(config, available);
-  await using session = await LabSession.open({ link: command.link, network: command.network });
+  await using session = await LabSession.open({
+    link: command.link,
+    network: command.network,
+    images: command.config.images,
+  });
   session.say(`hosts: ${session.network.describe()}`);
   if (session.network.mode === "loopback") {
     session.say(
@@ -293,6 +310,20 @@ function compared(text: string): LabConfig["compare"] {
     return name;
   });
   return [...new Set(methods)];
+}
+
+function workloadMode(text: string): WorkloadMode {
+  const mode = WORKLOAD_MODES.find((m) => m === text);
+  if (!mode) throw new UsageError(`--workload must be ${WORKLOAD_MODES.join(", ")}, got "${text}"`);
+  return mode;
+}
+
+function imageNames(text: string): ImageName[] {
+  return list(text, (name) => {
+    const image = IMAGE_NAMES.find((known) => known === name);
+    if (!image) throw new UsageError(`--image takes ${IMAGE_NAMES.join(", ")}, got "${name}"`);
+    return image;
+  });
 }
 
 function compression(text: string): CompressionMode {

@@ -4,19 +4,7 @@
  * @module
  */
 
-/** Calls `each` with every line of a byte stream, until it ends. */
-export async function forEachLine(
-  stream: ReadableStream<Uint8Array>,
-  each: (line: string) => void,
-): Promise<void> {
-  let rest = "";
-  for await (const text of stream.pipeThrough(new TextDecoderStream())) {
-    const lines = (rest + text).split("\n");
-    rest = lines.pop()!;
-    for (const line of lines) each(line);
-  }
-  if (rest !== "") each(rest);
-}
+export { forEachLine } from "../_lines.ts";
 
 /**
  * The first of `count` consecutive TCP ports that are free on 127.0.0.1

@@ -7,7 +7,7 @@
  * @module
  */
 import { basename } from "node:path";
-import { bootGang, closeGuests, type GangSpec } from "./gang_spec.ts";
+import { bootGang, closeGuests, gangImages, type GangSpec } from "./gang_spec.ts";
 import { migrateGangWithGangway } from "./gangway_method.ts";
 import type { GuestRam, LabMethod, MethodResult, MigrationOutcome } from "./measurement.ts";
 import {
@@ -61,8 +61,12 @@ export interface LabResult {
   link: string;
   /** The two hosts as they were made. */
   network: { mode: "netns" | "loopback"; description: string; reason: string };
-  /** The guest image's files. */
-  image: { kernel: string; initramfs: string };
+  /**
+   * The guest images: their names in the order they are cycled across the
+   * guests, and their kernels and initramfs files (comma-separated when
+   * the images differ).
+   */
+  image: { kernel: string; initramfs: string; names?: string[] };
   /** The memory the run was estimated to need at its peak, and what was available before it. */
   memory: { estimatedPeakBytes: number; peakMethod: LabMethod; availableBytes: number };
   /** Gangway first, then the compared methods in order. */
@@ -80,6 +84,7 @@ export const DEFAULT_LAB_CONFIG: Readonly<LabConfig> = {
   idleSeconds: 10,
   workload: "idle",
   kernelArgs: [],
+  images: ["busybox"],
   compare: ["qemu"],
   insecure: false,
   gangwayCompression: "auto",
@@ -148,7 +153,10 @@ async function bootMigrateCheck(
 ): Promise<Omit<MethodResult, "oomKills">> {
   const say = (line: string) => session.say(`${method}: ${line}`);
   const ram: GuestRam = method === "gangway" ? "file" : options.baselineRam ?? "anonymous";
-  say(`booting ${spec.guests} guests of ${spec.memoryMiB} MiB (${spec.workload}, RAM: ${ram})`);
+  const images = [...new Set(gangImages(spec))].join(", ");
+  say(
+    `booting ${spec.guests} guests of ${spec.memoryMiB} MiB (${images}; ${spec.workload}, RAM: ${ram})`,
+  );
   const gang = await bootGang(session, spec, TAG[method] + session.nextRun(), { ram });
   let outcome: MigrationOutcome | undefined;
   try {
@@ -237,6 +245,7 @@ export async function runLab(session: LabSession, config: LabConfig): Promise<La
     config: {
       ...config,
       kernelArgs: [...config.kernelArgs],
+      images: [...config.images ?? ["busybox"]],
       compare: [...config.compare],
       insecure: config.insecure ?? false,
       gangwayCompression: config.gangwayCompression ?? "auto",
@@ -244,12 +253,21 @@ export async function runLab(session: LabSession, config: LabConfig): Promise<La
     },
     link: session.link,
     network: { mode: net.mode, description: net.describe(), reason: net.reason },
-    image: { kernel: basename(session.image.kernel), initramfs: basename(session.image.initrd) },
+    image: await imageFiles(session, config),
     memory: { estimatedPeakBytes: peak.bytes, peakMethod: peak.method, availableBytes: available },
     methods,
     startedAt: startedAt.toISOString(),
     seconds: Math.round(performance.now() - t0) / 1000,
   };
+}
+
+/** The images of a run, for the report: names, kernels and initramfs files. */
+async function imageFiles(session: LabSession, spec: GangSpec): Promise<LabResult["image"]> {
+  const names = spec.images ?? ["busybox"];
+  const images = await Promise.all(names.map((name) => session.guestImage(name)));
+  const files = (pick: (image: (typeof images)[number]) => string) =>
+    [...new Set(images.map((image) => basename(pick(image))))].join(", ");
+  return { kernel: files((i) => i.kernel), initramfs: files((i) => i.initrd), names };
 }
 
 /**

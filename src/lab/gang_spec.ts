@@ -4,9 +4,11 @@
  * @module
  */
 import type { WorkloadMode } from "../qemu/_guest_init.ts";
+import type { ImageName } from "../qemu/guest_image.ts";
 import { QemuGuest } from "../qemu/guest.ts";
 import { readKernelCrash } from "../qemu/kernel_crash.ts";
 import type { GuestRam } from "./measurement.ts";
+import { waitForWorkload } from "../qemu/heartbeat.ts";
 import type { LabSession } from "./session.ts";
 import { delay, secondsBetween } from "./_time.ts";
 
@@ -18,8 +20,17 @@ export interface GangSpec {
   memoryMiB: number;
   /** Seconds the booted guests are left running before the migration. */
   idleSeconds: number;
-  /** What the guests run: heartbeat and checksum only, or also rewriting 8 MiB. */
+  /**
+   * What the guests run besides the heartbeat: nothing (`idle`), rewriting
+   * 8 MiB (`busy`), pgbench (`pgbench`, debian-db) or wrk against nginx
+   * (`web`, debian-web).
+   */
   workload: WorkloadMode;
+  /**
+   * The images, cycled across the guests: guest i boots `images[i % n]`
+   * (a mixed gang when there are several). Default `["busybox"]`.
+   */
+  images?: ImageName[];
   /** Extra guest kernel arguments (e.g. "nokaslr"); none by default, so KASLR is on. */
   kernelArgs: string[];
   /** The QEMU program of every guest. Default `qemu-system-x86_64`. */
@@ -46,17 +57,40 @@ export interface BootedGang {
   bootSeconds: number;
 }
 
-/** Time a guest gets to print its first heartbeat: TCG on a busy host is slow. */
+/** The image of each guest of a gang, in order. */
+export function gangImages(spec: GangSpec): ImageName[] {
+  const images = spec.images ?? ["busybox"];
+  if (images.length === 0) throw new Error("Cannot boot the gang: no image named");
+  return Array.from({ length: spec.guests }, (_, i) => images[i % images.length]!);
+}
+
+/**
+ * Time a guest gets to print its first heartbeat: TCG on a busy host is
+ * slow, and systemd on a disk far slower than busybox (30-45 s alone on
+ * this 2-core machine; a Debian guest of a mixed gang once took more than
+ * 125 s while other QEMUs and an image build shared the cores).
+ */
 function bootTimeoutMs(spec: GangSpec): number {
-  return 60_000 + 15_000 * spec.guests + 20 * spec.memoryMiB;
+  const perGuest = gangImages(spec).reduce(
+    (sum, image) => sum + (image === "busybox" ? 15_000 : 90_000),
+    0,
+  );
+  return 60_000 + perGuest + 20 * spec.memoryMiB;
+}
+
+/** Time the workloads get to start after the boot (pgbench fills its tables first). */
+function workloadTimeoutMs(spec: GangSpec): number {
+  return 120_000 + 60_000 * spec.guests;
 }
 
 /**
  * Boots a gang on the source host, all guests at once from the session's
- * image, waits until every one has printed its first heartbeat, then
+ * images (cycled across the guests), waits until every one has printed its
+ * first heartbeat (and, for pgbench and web, until the load runs), then
  * leaves them running for `spec.idleSeconds`. Each guest's RAM file (with
- * the file backend) is in the session's RAM directory, its QMP socket and
- * logs in its run directory.
+ * the file backend) is in the session's RAM directory, its disk overlay
+ * (Debian images) in the session's disk directory, its QMP socket and logs
+ * in its run directory.
  *
  * Requires `--allow-run`, `--allow-net`, `--allow-read`, `--allow-write`.
  *
@@ -69,7 +103,7 @@ function bootTimeoutMs(spec: GangSpec): number {
  *
  * @example
  * ```ts
- * const gang = await bootGang(lab, { guests: 2, memoryMiB: 256, idleSeconds: 10, workload: "idle", kernelArgs: [] }, "g");
+ * const gang = await bootGang(lab, { guests: 2, memoryMiB: 256, idleSeconds: 10, workload: "idle", kernelArgs: [], images: ["debian", "busybox"] }, "g");
  * ```
  */
 export async function bootGang(
@@ -80,21 +114,25 @@ export async function bootGang(
 ): Promise<BootedGang> {
   if (session.closed) throw new Error("Cannot boot the gang: the lab session is closed");
   const started = performance.now();
-  const names = Array.from({ length: spec.guests }, (_, i) => session.guestName(tag, i + 1));
-  const launched = await Promise.allSettled(names.map((name) =>
-    QemuGuest.start({
-      name,
-      memoryMiB: spec.memoryMiB,
-      image: session.image,
-      workload: { mode: spec.workload },
-      kernelArgs: spec.kernelArgs,
-      ...(spec.qemuBinary ? { qemuBinary: spec.qemuBinary } : {}),
-      ...(spec.accelerator ? { accelerator: spec.accelerator } : {}),
-      anonymousRam: options.ram === "anonymous",
-      ramPath: session.ramPath("source", name),
-      runDir: session.hostRunDir("source"),
-      commandPrefix: session.prefix("source"),
-    }).then((guest) => session.track(guest))
+  const images = gangImages(spec);
+  const names = images.map((_, i) => session.guestName(tag, i + 1));
+  const launched = await Promise.allSettled(names.map(async (name, i) =>
+    session.track(
+      await QemuGuest.start({
+        name,
+        memoryMiB: spec.memoryMiB,
+        image: await session.guestImage(images[i]!),
+        workload: { mode: spec.workload },
+        kernelArgs: spec.kernelArgs,
+        ...(spec.qemuBinary ? { qemuBinary: spec.qemuBinary } : {}),
+        ...(spec.accelerator ? { accelerator: spec.accelerator } : {}),
+        anonymousRam: options.ram === "anonymous",
+        ramPath: session.ramPath("source", name),
+        diskPath: session.diskPath(name),
+        runDir: session.hostRunDir("source"),
+        commandPrefix: session.prefix("source"),
+      }),
+    )
   ));
   const guests = launched.flatMap((result) => result.status === "fulfilled" ? [result.value] : []);
   try {
@@ -102,6 +140,17 @@ export async function bootGang(
     if (failed) throw failed.reason;
     const timeoutMs = bootTimeoutMs(spec);
     await Promise.all(guests.map((guest) => guest.waitUntilBooted(timeoutMs)));
+    if (spec.workload === "pgbench" || spec.workload === "web") {
+      session.say(`booted; waiting for ${spec.workload} to run in every guest`);
+      const abortReason = (guest: QemuGuest) => () =>
+        guest.alive ? undefined : `QEMU of guest "${guest.name}" exited`;
+      await Promise.all(guests.map((guest) =>
+        waitForWorkload(guest.serialLog, {
+          timeoutMs: workloadTimeoutMs(spec),
+          abortReason: abortReason(guest),
+        })
+      ));
+    }
   } catch (error) {
     const why = await whyGuestsDied(guests);
     await closeGuests(session, guests);
@@ -132,7 +181,7 @@ async function whyGuestsDied(guests: readonly QemuGuest[]): Promise<string> {
 }
 
 /**
- * Quits guests, removes their RAM files, and forgets them.
+ * Quits guests, removes their RAM files and disk overlays, and forgets them.
  *
  * Requires `--allow-run`, `--allow-net`, `--allow-write`.
  */
@@ -141,7 +190,7 @@ export async function closeGuests(
   guests: readonly QemuGuest[],
 ): Promise<void> {
   await Promise.all(guests.map(async (guest) => {
-    await guest.close({ removeRam: true });
+    await guest.close({ removeRam: true, removeDisk: true });
     session.forget(guest);
   }));
 }

@@ -22,6 +22,7 @@
  *
  * @module
  */
+import type { WorkloadMode } from "../qemu/_guest_init.ts";
 import type { GuestRam, LabMethod } from "./measurement.ts";
 import { runTool } from "./netns_exec.ts";
 
@@ -31,8 +32,8 @@ export interface MemoryPlan {
   guests: number;
   /** RAM of each guest in MiB. */
   memoryMiB: number;
-  /** "busy" guests touch more of their RAM. */
-  workload: "idle" | "busy";
+  /** Any workload but "idle" touches more of the guests' RAM. */
+  workload: WorkloadMode;
   /** The methods, run one after another. */
   methods: readonly LabMethod[];
   /** The QEMU methods' RAM backend. */
@@ -93,7 +94,7 @@ export function estimateMemory(plan: MemoryPlan): MemoryEstimate {
   const size = plan.memoryMiB;
   const touched = Math.min(
     size,
-    TOUCHED_BASE_MIB + size * TOUCHED_SHARE + (plan.workload === "busy" ? BUSY_EXTRA_MIB : 0),
+    TOUCHED_BASE_MIB + size * TOUCHED_SHARE + (plan.workload === "idle" ? 0 : BUSY_EXTRA_MIB),
   );
   const n = plan.guests;
   const each = (mib: number) => Math.round(n * (QEMU_OVERHEAD_MIB + mib) * MIB);

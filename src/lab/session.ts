@@ -6,7 +6,7 @@
  * @module
  */
 import { join } from "node:path";
-import { ensureGuestImage, type GuestImage } from "../qemu/guest_image.ts";
+import { ensureGuestImage, type GuestImage, type ImageName } from "../qemu/guest_image.ts";
 import type { QemuGuest } from "../qemu/guest.ts";
 import { listDir, makeDir, removeTree, removeTreeSync } from "./_files.ts";
 import {
@@ -28,8 +28,14 @@ export interface LabSessionOptions {
   link?: string;
   /** "netns" (or fail), "loopback", or "auto": namespaces when they can be made. Default "auto". */
   network?: "auto" | LabMode;
-  /** The guest image. Default: `ensureGuestImage()`. */
+  /** The busybox guest image. Default: `ensureGuestImage()`. */
   image?: GuestImage;
+  /**
+   * Images to provision before anything else (a Debian image not in the
+   * cache is built then, with progress). Others are provisioned when a gang
+   * first needs them. Default `["busybox"]`.
+   */
+  images?: ImageName[];
   /** Where progress lines go. Default: stderr, prefixed "lab: ". */
   onProgress?: (line: string) => void;
   /**
@@ -73,15 +79,21 @@ export class LabSession implements AsyncDisposable {
   readonly link: string;
   /** The two hosts. */
   readonly network: LabNetwork;
-  /** The guest image every guest boots. */
+  /** The busybox guest image. */
   readonly image: GuestImage;
   /** The run's RAM files: `source/NAME` and `target/NAME`. */
   readonly ramDir: string;
+  /**
+   * The guests' disk overlays, storage both hosts share: a destination
+   * opens its source's overlay there.
+   */
+  readonly diskDir: string;
   /** The run's QMP sockets and logs: `source/` and `target/`. */
   readonly runDir: string;
   readonly #say: (line: string) => void;
   readonly #children = new Set<Deno.ChildProcess>();
   readonly #guests = new Set<QemuGuest>();
+  readonly #images = new Map<ImageName, Promise<GuestImage>>();
   #runs = 0;
   #signals: Disposable | undefined;
   #closing: Promise<void> | undefined;
@@ -100,6 +112,8 @@ export class LabSession implements AsyncDisposable {
     this.network = network;
     this.image = image;
     this.ramDir = `${RAM_DIR_PREFIX}${id}`;
+    this.diskDir = join(this.ramDir, "disks");
+    this.#images.set("busybox", Promise.resolve(image));
     this.runDir = runDir;
     this.#say = say;
     globalThis.addEventListener("unload", this.#exitGuard);
@@ -121,6 +135,11 @@ export class LabSession implements AsyncDisposable {
     parseRate(link); // refuse a bad rate before doing anything
     const say = options.onProgress ?? ((line: string) => console.error(`lab: ${line}`));
     const image = options.image ?? await ensureGuestImage();
+    const prebuilt = new Map<ImageName, GuestImage>();
+    for (const name of new Set(options.images ?? [])) {
+      if (name === "busybox") continue;
+      prebuilt.set(name, await ensureGuestImage({ name, onProgress: (line) => say(line) }));
+    }
     const removed = await cleanStaleLabs();
     if (removed > 0) say(`removed ${removed} leftovers of crashed lab runs`);
     const id = `${Deno.pid}-${randomHex()}`;
@@ -133,6 +152,7 @@ export class LabSession implements AsyncDisposable {
       throw error;
     }
     const session = new LabSession(id, link, network, image, runDir, say);
+    for (const [name, built] of prebuilt) session.#images.set(name, Promise.resolve(built));
     if (options.handleSignals ?? true) {
       session.#signals = exitOnSignal(() => session.close());
     }
@@ -141,6 +161,7 @@ export class LabSession implements AsyncDisposable {
         await makeDir(join(session.ramDir, side));
         await Deno.mkdir(join(runDir, side), { recursive: true });
       }
+      await makeDir(session.diskDir);
     } catch (error) {
       await session.close();
       throw error;
@@ -171,6 +192,27 @@ export class LabSession implements AsyncDisposable {
     if (this.network.mode !== "loopback") return null;
     const bits = parseRate(this.link);
     return bits === null ? null : Math.round(bits / 8 * TCP_GOODPUT_SHARE);
+  }
+
+  /**
+   * A guest image by name, provisioned on first use (a Debian image not in
+   * the cache is built then, with progress).
+   *
+   * Requires what `ensureGuestImage` requires.
+   */
+  guestImage(name: ImageName): Promise<GuestImage> {
+    let image = this.#images.get(name);
+    if (!image) {
+      image = ensureGuestImage({ name, onProgress: (line) => this.say(line) });
+      image.catch(() => this.#images.delete(name)); // a failed build may be tried again
+      this.#images.set(name, image);
+    }
+    return image;
+  }
+
+  /** Where a guest's disk overlay lives (storage shared by both hosts). */
+  diskPath(name: string): string {
+    return join(this.diskDir, `${name}.qcow2`);
   }
 
   /** A new number for each gang booted, so guest names are never reused. */
@@ -259,16 +301,16 @@ export class LabSession implements AsyncDisposable {
 
   /**
    * Between two measurements: ends whatever still runs and empties the RAM
-   * directories, so that the next gang starts from a clean host.
+   * and disk directories, so that the next gang starts from a clean host.
    *
    * Requires `--allow-run`.
    */
   async reset(): Promise<void> {
     if (this.#closing) return; // close() ends and removes everything anyway
     await this.endProcesses();
-    for (const side of ["source", "target"] as const) {
-      await removeTree(this.hostRamDir(side));
-      await makeDir(this.hostRamDir(side));
+    for (const dir of [this.hostRamDir("source"), this.hostRamDir("target"), this.diskDir]) {
+      await removeTree(dir);
+      await makeDir(dir);
     }
   }
 

@@ -24,12 +24,16 @@ const B_RAM_DIR = "/dev/shm/gangway";
 const B_RUN_DIR = "/run/gangway-agent";
 
 /**
- * Sets up host B's private mounts, puts back the files of `$0` (a
- * directory of small text files: the TLS material; "-" for none) at the
- * same path, and runs the rest of the command line.
+ * Sets up host B's private mounts and runs the rest of the command line.
+ * `$0` is a directory of small text files (the TLS material; "-" for
+ * none), put back at the same path on B; `$1` lists directories of
+ * storage shared with A (colon-separated, may be empty), bind-mounted at
+ * the same paths on B, as NFS would be.
  */
 const PRIVATE_HOST_SCRIPT = `set -e
 carry="$0"
+shared="$1"
+shift
 saved=""
 if [ "$carry" != - ]; then
   for f in "$carry"/*; do
@@ -37,8 +41,22 @@ if [ "$carry" != - ]; then
   done
 fi
 mount -t tmpfs -o mode=0755 gangway-b-run /run
+n=0
+IFS=:
+for dir in $shared; do
+  mkdir -p "/run/.shared/$n" && mount --bind "$dir" "/run/.shared/$n"
+  n=$((n + 1))
+done
+unset IFS
 mount -t tmpfs -o mode=1777 gangway-b-tmp /tmp
 mount -t tmpfs -o mode=1777 gangway-b-shm /dev/shm
+n=0
+IFS=:
+for dir in $shared; do
+  mkdir -p "$dir" && mount --move "/run/.shared/$n" "$dir"
+  n=$((n + 1))
+done
+unset IFS
 if [ "$carry" != - ]; then
   mkdir -p -m 0700 "$carry"
   for pair in $saved; do
@@ -51,9 +69,14 @@ exec "$@"`;
 /**
  * The command prefix that runs a program on host B: its network
  * namespace, a new private mount namespace with its own /dev/shm, /tmp
- * and /run, and the files of the directory `carry` copied in.
+ * and /run, the files of the directory `carry` copied in, and the
+ * directories of `shared` (storage both hosts see) bound in.
  */
-export function privateHostPrefix(namespace: string, carry?: string): string[] {
+export function privateHostPrefix(
+  namespace: string,
+  carry?: string,
+  shared: readonly string[] = [],
+): string[] {
   return [
     "ip",
     "netns",
@@ -67,6 +90,7 @@ export function privateHostPrefix(namespace: string, carry?: string): string[] {
     "-c",
     PRIVATE_HOST_SCRIPT,
     carry ?? "-",
+    shared.join(":"),
   ];
 }
 
@@ -91,6 +115,7 @@ export async function startTargetAgent(
     ? undefined
     : await makeAgentCredentials(host.address, session.runDir);
   const onHostB = host.namespace !== null;
+  const imagesDir = dirname(session.image.kernel);
   try {
     const agent = await AgentProcess.start({
       address: host.address,
@@ -100,8 +125,12 @@ export async function startTargetAgent(
       dir: onHostB ? B_RAM_DIR : session.hostRamDir("target"),
       // Short: the destinations' QMP sockets go under it, and a socket's path has 107 bytes at most.
       runDir: onHostB ? B_RUN_DIR : join(session.ramDir, "agent"),
-      imagesDir: dirname(session.image.kernel),
-      commandPrefix: onHostB ? privateHostPrefix(host.namespace!, credentials?.dir) : undefined,
+      imagesDir,
+      // Shared storage: the guests' overlays, and the base images in the image cache.
+      sharedDisks: [session.diskDir, imagesDir],
+      commandPrefix: onHostB
+        ? privateHostPrefix(host.namespace!, credentials?.dir, [session.diskDir])
+        : undefined,
       stderr: "null",
     });
     session.trackChild(agent.server.process);

@@ -1,28 +1,24 @@
 /**
- * The `/init` of the test guest and the kernel arguments that choose its
- * workload. The script is part of the image's cache key: edit it and the
- * next {@linkcode ensureGuestImage} builds a new initramfs.
+ * The heartbeat every gangway guest runs, the busybox image's `/init`
+ * around it, and the kernel arguments that choose the workload. The
+ * scripts are part of the images' cache keys: edit one and the next
+ * {@linkcode ensureGuestImage} builds a new initramfs or Debian image.
  *
  * @module
  */
 
 /**
- * The guest's init (busybox ash). It fills /blob with random bytes (the
- * initramfs is a RAM file system, so the blob lives in guest RAM), then
- * prints `gangway-heartbeat COUNTER checksum-STATUS CHECKS` about once a
- * second while a second loop re-checks the blob's md5 every few seconds. In
- * `busy` mode a third loop keeps rewriting /scratch so pages keep changing.
- * The heartbeat runs in the foreground: init must never exit.
+ * The heartbeat every gangway guest runs, busybox or Debian (POSIX sh:
+ * busybox ash and dash both run it). It works in the current directory,
+ * which must be a RAM file system (so the blob lives in guest RAM): it
+ * fills `blob` with random bytes, then prints `gangway-heartbeat COUNTER
+ * checksum-STATUS CHECKS` about once a second while a second loop re-checks
+ * the blob's md5 every few seconds. In `busy` mode a third loop keeps
+ * rewriting `scratch` so pages keep changing. The heartbeat runs in the
+ * foreground and never ends. It prints `gangway-ready` once, at its start:
+ * a second one in a log means the guest booted again.
  */
-export const INIT_SCRIPT = `#!/bin/sh
-export PATH=/bin
-/bin/busybox --install -s /bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-exec </dev/console >/dev/console 2>&1
-
-mode=idle blob_mib=16 scratch_mib=8 check_every=3
+export const HEARTBEAT_SCRIPT = `mode=idle blob_mib=16 scratch_mib=8 check_every=3
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     gangway.mode=*) mode=\${arg#*=} ;;
@@ -32,43 +28,68 @@ for arg in $(cat /proc/cmdline); do
   esac
 done
 
-dd if=/dev/urandom of=/blob bs=1M count="$blob_mib" 2>/dev/null
-sum=$(md5sum /blob)
+dd if=/dev/urandom of=blob bs=1M count="$blob_mib" 2>/dev/null
+sum=$(md5sum blob)
 sum=\${sum%% *}
-echo "checksum-pending 0" >/status
+echo "checksum-pending 0" >status
 echo "gangway-ready mode=$mode blob_mib=$blob_mib md5=$sum"
 
 checks=0
 while :; do
   sleep "$check_every"
-  now=$(md5sum /blob)
+  now=$(md5sum blob)
   checks=$((checks + 1))
   if [ "\${now%% *}" = "$sum" ]; then result=ok; else result=bad; fi
-  echo "checksum-$result $checks" >/status.new
-  mv /status.new /status
+  echo "checksum-$result $checks" >status.new
+  mv status.new status
 done &
 
 if [ "$mode" = busy ]; then
   while :; do
-    dd if=/dev/urandom of=/scratch bs=1M count="$scratch_mib" 2>/dev/null
+    dd if=/dev/urandom of=scratch bs=1M count="$scratch_mib" 2>/dev/null
   done &
 fi
 
 count=0
 while :; do
   count=$((count + 1))
-  read -r status </status
+  read -r status <status
   echo "gangway-heartbeat $count $status"
   sleep 1
 done
 `;
 
-/** What the guest does besides its heartbeat. */
-export type WorkloadMode = "idle" | "busy";
+/**
+ * The busybox guest's init: it mounts what the heartbeat needs, sends its
+ * output to the console and runs {@linkcode HEARTBEAT_SCRIPT} in `/` (the
+ * initramfs, a RAM file system). Init must never exit, and the heartbeat
+ * never does.
+ */
+export const INIT_SCRIPT = `#!/bin/sh
+export PATH=/bin
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+exec </dev/console >/dev/console 2>&1
+cd /
+
+${HEARTBEAT_SCRIPT}`;
+
+/**
+ * What the guest does besides its heartbeat: `idle` nothing, `busy`
+ * rewrite memory, `pgbench` run PostgreSQL's pgbench against a local
+ * PostgreSQL, `web` drive a local nginx with wrk. The last two need an
+ * image that has those programs (`debian-db`, `debian-web`).
+ */
+export type WorkloadMode = "idle" | "busy" | "pgbench" | "web";
+
+/** Every workload mode, in the order the lab lists them. */
+export const WORKLOAD_MODES: readonly WorkloadMode[] = ["idle", "busy", "pgbench", "web"];
 
 /** The guest workload, passed on the kernel command line. */
 export interface Workload {
-  /** `idle`: heartbeat and checksum only; `busy`: also rewrites memory. Default `idle`. */
+  /** What runs besides the heartbeat (see {@linkcode WorkloadMode}). Default `idle`. */
   mode?: WorkloadMode;
   /** Size of the checksummed random blob in MiB. Default 16. */
   blobMiB?: number;

@@ -25,6 +25,11 @@ export const IMAGE_REQUIREMENTS: readonly Requirement[] = [
   { file: "/bin/busybox", debian: "busybox-static" },
 ];
 
+/** What a guest booting from a disk needs: its copy-on-write overlay is made with qemu-img. */
+export const OVERLAY_REQUIREMENTS: readonly Requirement[] = [
+  { file: "/usr/bin/qemu-img", debian: "qemu-utils" },
+];
+
 /** True when running as root. */
 export function isRoot(): boolean {
   return Deno.uid() === 0;

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { forEachLine } from "../_lines.ts";
 
 /** Options of {@linkcode run}. */
 export interface RunOptions {
@@ -41,4 +42,42 @@ export async function run(program: string, args: string[], options: RunOptions =
     );
   }
   return new TextDecoder().decode(output.stdout);
+}
+
+/**
+ * Runs `program args...`, passing each line it writes to stderr or stdout
+ * to `onLine` as it comes (a long build shows its progress).
+ *
+ * @throws Error naming the command, its exit code and its last lines
+ */
+export async function runWithProgress(
+  program: string,
+  args: string[],
+  onLine: (line: string) => void,
+): Promise<void> {
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command(program, { args, stdin: "null", stdout: "piped", stderr: "piped" })
+      .spawn();
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new Error(`Cannot run "${program}": ${reason}`);
+  }
+  const last: string[] = [];
+  const each = (line: string) => {
+    if (line.trim() === "") return;
+    last.push(line);
+    if (last.length > 20) last.shift();
+    onLine(line);
+  };
+  const [status] = await Promise.all([
+    child.status,
+    forEachLine(child.stdout, each),
+    forEachLine(child.stderr, each),
+  ]);
+  if (!status.success) {
+    throw new Error(
+      `Cannot run "${program} ${args.join(" ")}": exit code ${status.code}: ${last.join("\n")}`,
+    );
+  }
 }

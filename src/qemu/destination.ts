@@ -94,7 +94,10 @@ export function localDestination(
     name: guest.name,
     state: () => localState(guest),
     async listen() {
-      await setCapabilities(guest, DEVICE_STATE_CAPABILITIES);
+      // late-block-activate: the destination takes its disks (and their
+      // locks) at `cont`, not when the device state has loaded, so a source
+      // resumed after a failed switch-over can take its shared disks back.
+      await setCapabilities(guest, { ...DEVICE_STATE_CAPABILITIES, "late-block-activate": true });
       await guest.qmp.execute("migrate-incoming", { uri: incomingUri });
       return uri;
     },

@@ -10,10 +10,11 @@ import { delay, withTimeout } from "./_async.ts";
 import { ExternalQemuProcess, QemuProcess, type QemuProcessHandle } from "./_qemu_process.ts";
 import type { GuestImage } from "./guest_image.ts";
 import { type Workload, workloadArgs } from "./_guest_init.ts";
+import { createOverlay } from "./_overlay.ts";
 import { type Heartbeat, readHeartbeat, waitForHeartbeat } from "./heartbeat.ts";
 import { QmpClient } from "./qmp.ts";
 import { findQemuProcess } from "./discover.ts";
-import { qemuArgs, type QemuMachine } from "./qemu_args.ts";
+import { qemuArgs, type QemuDisk, type QemuMachine } from "./qemu_args.ts";
 import { queryRam, type RamBackend } from "./ram_backend.ts";
 
 /** Options of {@linkcode QemuGuest.start}. */
@@ -22,9 +23,15 @@ export interface QemuGuestOptions {
   name: string;
   /** Guest RAM in MiB. */
   memoryMiB: number;
-  /** Kernel and initramfs, e.g. from `ensureGuestImage()`. */
+  /** Kernel and initramfs (and base disk), e.g. from `ensureGuestImage()`. */
   image: GuestImage;
-  /** What the test guest runs (kernel arguments read by its `/init`). Default idle. */
+  /**
+   * The guest's own copy-on-write overlay over the image's base disk (an
+   * image with a disk only), made at start. Default: next to the RAM file,
+   * `RAMPATH.qcow2`. A destination on shared storage opens the same file.
+   */
+  diskPath?: string;
+  /** What the test guest runs (kernel arguments read by its heartbeat). Default idle. */
   workload?: Workload;
   /** More kernel arguments (e.g. `nokaslr`), after `console=ttyS0 panic=-1 no_timer_check`. */
   kernelArgs?: string[];
@@ -54,7 +61,10 @@ export interface QemuGuestOptions {
    * Default false.
    */
   anonymousRam?: boolean;
-  /** Remove an existing file at `ramPath` first (otherwise that is an error). Default false. */
+  /**
+   * Remove an existing file at `ramPath` (and at `diskPath`) first
+   * (otherwise that is an error). Default false.
+   */
   replaceRamFile?: boolean;
   /** Time allowed for QEMU to open its QMP socket. Default 10000 ms. */
   startTimeoutMs?: number;
@@ -78,6 +88,12 @@ export interface DestinationOptions {
 export interface CloseOptions {
   /** Remove the RAM file too (only once its content is no longer needed). Default false. */
   removeRam?: boolean;
+  /**
+   * Remove the guest's copy-on-write overlays too (disks with a base; never
+   * a base image). Only once no QEMU uses them: after a migration on shared
+   * storage the destination does. Default false.
+   */
+  removeDisk?: boolean;
   /** Time QEMU gets to quit before it is killed. Default 5000 ms. */
   timeoutMs?: number;
 }
@@ -179,25 +195,50 @@ export class QemuGuest implements AsyncDisposable {
    * start or its QMP socket does not answer
    */
   static async start(options: QemuGuestOptions): Promise<QemuGuest> {
-    const ramPath = options.ramPath ?? defaultRamPath(options.name);
-    if (options.replaceRamFile) await removeFile(ramPath);
-    else await refuseExisting(options.name, ramPath);
+    const { name, image } = options;
+    const mode = options.workload?.mode ?? "idle";
+    const workloads = image.workloads ?? ["idle", "busy"];
+    if (!workloads.includes(mode)) {
+      throw new Error(
+        `Cannot start guest "${name}": image ${image.name ?? image.kernel} cannot run the ` +
+          `${mode} workload (it runs ${workloads.join(", ")})`,
+      );
+    }
+    const ramPath = options.ramPath ?? defaultRamPath(name);
+    const diskPath = options.diskPath ?? `${ramPath}.qcow2`;
+    const files = { "RAM file": ramPath, ...image.disk ? { "disk overlay": diskPath } : {} };
+    for (const [what, path] of Object.entries(files)) {
+      if (options.replaceRamFile) await removeFile(path);
+      else await refuseExisting(name, what, path);
+    }
+    const disks: QemuDisk[] = [];
+    if (image.disk) {
+      await createOverlay(diskPath, image.disk);
+      disks.push({ path: diskPath, format: "qcow2", base: image.disk });
+    }
     const machine: QemuMachine = {
       memoryMiB: options.memoryMiB,
       backendId: options.backendId ?? "gangway-ram",
       cpus: options.cpus ?? 1,
       accelerator: options.accelerator ?? "tcg",
-      image: options.image,
+      image,
       kernelArgs: [
         ...BASE_KERNEL_ARGS,
+        ...image.kernelArgs ?? [],
         ...workloadArgs(options.workload),
         ...options.kernelArgs ?? [],
       ],
+      ...disks.length > 0 ? { disks } : {},
       extraArgs: options.extraArgs ?? [],
       qemuBinary: options.qemuBinary ?? "qemu-system-x86_64",
       ...(options.anonymousRam ? { anonymousRam: true } : {}),
     };
-    return await QemuGuest.#launch(machine, { ...options, ramPath, incoming: false });
+    try {
+      return await QemuGuest.#launch(machine, { ...options, ramPath, incoming: false });
+    } catch (error) {
+      if (image.disk) await removeFile(diskPath).catch(() => {});
+      throw error;
+    }
   }
 
   /**
@@ -374,7 +415,15 @@ export class QemuGuest implements AsyncDisposable {
    */
   close(options: CloseOptions = {}): Promise<void> {
     this.#closing ??= this.#close(options.timeoutMs ?? 5_000);
-    return this.#closing.then(() => options.removeRam ? removeFile(this.ramPath) : undefined);
+    return this.#closing.then(async () => {
+      if (options.removeRam) await removeFile(this.ramPath);
+      if (options.removeDisk) { for (const path of this.overlays) await removeFile(path); }
+    });
+  }
+
+  /** The guest's copy-on-write overlays: its disks that have a base. */
+  get overlays(): string[] {
+    return (this.machine.disks ?? []).flatMap((disk) => disk.base === undefined ? [] : [disk.path]);
   }
 
   async #close(timeoutMs: number): Promise<void> {
@@ -451,14 +500,14 @@ async function removeFile(path: string): Promise<void> {
 }
 
 /**
- * Fails when the RAM file exists. Deno cannot stat files under /dev without
+ * Fails when the guest's RAM file (or overlay) exists. Deno cannot stat files under /dev without
  * --allow-all, so this asks `test -e`.
  */
-async function refuseExisting(name: string, path: string): Promise<void> {
+async function refuseExisting(name: string, what: string, path: string): Promise<void> {
   const { success } = await new Deno.Command("test", { args: ["-e", path] }).output();
   if (success) {
     throw new Error(
-      `Cannot start guest "${name}": RAM file "${path}" exists ` +
+      `Cannot start guest "${name}": ${what} "${path}" exists ` +
         "(another guest's, or stale: remove it or pass replaceRamFile)",
     );
   }

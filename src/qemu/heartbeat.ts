@@ -99,3 +99,44 @@ export async function waitForHeartbeat(
     await delay(options.pollMs ?? 200);
   }
 }
+
+/** What a Debian guest's workload driver printed when its load started, or why it did not. */
+export interface WorkloadStart {
+  /** The workload (`pgbench`, `web`). */
+  mode: string;
+  /** The rest of the line: `scale=4`, `file=64k`. */
+  detail: string;
+}
+
+const WORKLOAD_LINE = /gangway-workload (\S+) (running|failed)(?::? ?(.*))?/;
+
+/**
+ * Polls a serial log until the guest's workload driver says its load runs
+ * (`gangway-workload MODE running ...`): pgbench has filled its tables,
+ * nginx answers.
+ *
+ * Requires `--allow-read`.
+ *
+ * @throws Error when the driver says it failed, or nothing comes in time
+ */
+export async function waitForWorkload(
+  serialLog: string,
+  options: Omit<WaitForHeartbeatOptions, "after"> = {},
+): Promise<WorkloadStart> {
+  const timeoutMs = options.timeoutMs ?? 60_000;
+  const deadline = performance.now() + timeoutMs;
+  while (true) {
+    const text = await Deno.readTextFile(serialLog).catch((error) => {
+      if (error instanceof Deno.errors.NotFound) return "";
+      throw error;
+    });
+    const match = text.split("\n").map((line) => WORKLOAD_LINE.exec(line)).find((m) => m);
+    if (match?.[2] === "running") return { mode: match[1]!, detail: (match[3] ?? "").trim() };
+    const why = match ? `it failed: ${(match[3] ?? "").trim()}` : options.abortReason?.() ??
+      (performance.now() > deadline ? `none in ${timeoutMs} ms` : undefined);
+    if (why !== undefined) {
+      throw new Error(`Cannot see the workload start in "${serialLog}": ${why}`);
+    }
+    await delay(options.pollMs ?? 500);
+  }
+}

@@ -7,6 +7,23 @@
  */
 import type { GuestImage } from "./guest_image.ts";
 
+/**
+ * A virtio disk of the guest. QEMU opens exactly the files named here: the
+ * base of an overlay is given on the command line, not taken from the
+ * overlay's header, so a description of the machine says every file a
+ * QEMU may open.
+ */
+export interface QemuDisk {
+  /** The file the guest writes: its own qcow2 overlay, or a raw image. */
+  path: string;
+  /** `qcow2` (an overlay, over `base` when given) or `raw`. */
+  format: "qcow2" | "raw";
+  /** The raw base image under a qcow2 overlay, opened read-only. */
+  base?: string;
+  /** Attach the disk read-only. Default false. */
+  readOnly?: boolean;
+}
+
 /** Everything a destination must share with its source for QEMU to accept the device state. */
 export interface QemuMachine {
   /** Guest RAM in MiB: the size of the memory backend. */
@@ -17,10 +34,16 @@ export interface QemuMachine {
   cpus: number;
   /** `-accel` value, e.g. `tcg` or `kvm`. */
   accelerator: string;
-  /** Kernel and initramfs (none for a guest that boots from its disks, given in `extraArgs`). */
+  /** Kernel and initramfs (none for a guest that boots from a disk's own boot loader). */
   image?: GuestImage;
   /** The whole kernel command line, one argument per entry (with `image`). */
   kernelArgs: string[];
+  /**
+   * Virtio disks, in order (`/dev/vda`, `/dev/vdb`...). A migration's
+   * destination on shared storage opens the same files: QEMU keeps an
+   * incoming guest's disks inactive (unlocked) until it runs. Default none.
+   */
+  disks?: readonly QemuDisk[];
   /** More QEMU arguments (devices...), the same on both sides. */
   extraArgs: string[];
   /** The QEMU program. */
@@ -57,7 +80,16 @@ const SAFE = /^[A-Za-z0-9_./+-]+$/;
  * @throws Error when a name or path would break QEMU's option syntax
  */
 export function qemuArgs(machine: QemuMachine, instance: QemuInstance): string[] {
-  for (const [what, value] of Object.entries({ ...instance, backendId: machine.backendId })) {
+  const disks = machine.disks ?? [];
+  const named = {
+    ...instance,
+    backendId: machine.backendId,
+    ...Object.fromEntries(disks.flatMap((disk, i) => [
+      [`disk ${i}`, disk.path],
+      [`disk ${i} base`, disk.base],
+    ])),
+  };
+  for (const [what, value] of Object.entries(named)) {
     if (typeof value === "string" && !SAFE.test(value)) {
       throw new Error(
         `Cannot start guest "${instance.name}": ${what} "${value}" has unsafe characters`,
@@ -92,8 +124,29 @@ export function qemuArgs(machine: QemuMachine, instance: QemuInstance): string[]
     ["-serial", `file:${instance.serialLog}`],
     ["-qmp", `unix:${instance.qmpPath},server=on,wait=off`],
     ["-net", "none", "-no-reboot"],
+    disks.flatMap((disk, i) => ["-drive", driveOption(disk, i)]),
     machine.extraArgs,
     instance.incoming ? ["-S", "-incoming", "defer"] : [],
   ];
   return args.flat();
+}
+
+/** The `-drive` value of a disk: `id=diskN`, virtio, the file, its format, its base. */
+function driveOption(disk: QemuDisk, index: number): string {
+  if (disk.format !== "qcow2" && disk.format !== "raw") {
+    throw new Error(
+      `Cannot attach disk "${disk.path}": format "${disk.format}" is not qcow2 or raw`,
+    );
+  }
+  if (disk.base !== undefined && disk.format !== "qcow2") {
+    throw new Error(`Cannot attach disk "${disk.path}": only a qcow2 overlay has a base`);
+  }
+  return [
+    `id=disk${index}`,
+    "if=virtio",
+    `file=${disk.path}`,
+    `format=${disk.format}`,
+    ...disk.base === undefined ? [] : ["backing.driver=raw", `backing.file.filename=${disk.base}`],
+    ...disk.readOnly ? ["readonly=on"] : [],
+  ].join(",");
 }

@@ -8,7 +8,7 @@
  *
  * @module
  */
-import type { QemuInstance, QemuMachine } from "./qemu_args.ts";
+import type { QemuDisk, QemuInstance, QemuMachine } from "./qemu_args.ts";
 
 /** A QEMU command line, understood. */
 export interface ParsedCommandLine {
@@ -43,6 +43,59 @@ function properties(value: string): { head: string; props: Map<string, string> }
   return { head, props };
 }
 
+/** Properties of `-drive` gangway understands (everything else is refused). */
+const DRIVE_PROPERTIES = new Set([
+  "id",
+  "if",
+  "file",
+  "format",
+  "readonly",
+  "backing.driver",
+  "backing.file.filename",
+]);
+
+/**
+ * A `-drive` value as {@linkcode QemuDisk}: a virtio disk, raw or qcow2
+ * (whose raw base may be named), and nothing else that a destination would
+ * have to copy blindly.
+ */
+function parseDrive(value: string): QemuDisk {
+  const props = new Map<string, string>();
+  for (const part of value.split(",")) {
+    const eq = part.indexOf("=");
+    if (eq < 0) throw new Error(`-drive ${value}: "${part}" has no value`);
+    props.set(part.slice(0, eq), part.slice(eq + 1));
+  }
+  const unknown = [...props.keys()].filter((key) => !DRIVE_PROPERTIES.has(key));
+  if (unknown.length > 0) {
+    throw new Error(`-drive ${value}: ${unknown.join(", ")} not supported`);
+  }
+  const path = props.get("file");
+  const format = props.get("format");
+  if (!path) throw new Error(`-drive ${value}: no file=`);
+  if (props.get("if") !== "virtio") throw new Error(`-drive ${value}: only if=virtio is supported`);
+  if (format !== "raw" && format !== "qcow2") {
+    throw new Error(`-drive ${value}: format= must be raw or qcow2`);
+  }
+  const base = props.get("backing.file.filename");
+  if ((base === undefined) !== (props.get("backing.driver") === undefined)) {
+    throw new Error(`-drive ${value}: backing.driver=raw and backing.file.filename= go together`);
+  }
+  if (base !== undefined && (format !== "qcow2" || props.get("backing.driver") !== "raw")) {
+    throw new Error(`-drive ${value}: only a qcow2 overlay over a raw base is supported`);
+  }
+  const readOnly = props.get("readonly") ?? "off";
+  if (readOnly !== "on" && readOnly !== "off") {
+    throw new Error(`-drive ${value}: readonly= must be on or off`);
+  }
+  return {
+    path,
+    format,
+    ...base === undefined ? {} : { base },
+    ...readOnly === "on" ? { readOnly: true } : {},
+  };
+}
+
 /** A size as QEMU writes it ("128M", "1G", "134217728") in MiB. */
 function mebibytes(text: string): number {
   const match = /^(\d+)([KMGT]?)$/i.exec(text);
@@ -72,6 +125,7 @@ export function parseCommandLine(program: string, args: readonly string[]): Pars
   let incoming = false;
   const seen = new Set<string>();
   const extraArgs: string[] = [];
+  const disks: QemuDisk[] = [];
 
   for (let i = 0; i < args.length; i++) {
     const option = args[i]!;
@@ -145,6 +199,9 @@ export function parseCommandLine(program: string, args: readonly string[]): Pars
       case "-incoming":
         incoming = true;
         break;
+      case "-drive":
+        disks.push(parseDrive(value));
+        break;
       default:
         if (!PROCESS_ONLY.has(option)) extraArgs.push(option, value);
     }
@@ -176,6 +233,7 @@ export function parseCommandLine(program: string, args: readonly string[]): Pars
       accelerator,
       image: kernel && initrd ? { kernel, initrd, kernelVersion: "" } : undefined,
       kernelArgs: append ? append.split(" ") : [],
+      ...disks.length > 0 ? { disks } : {},
       extraArgs,
       qemuBinary: program,
     },

@@ -155,7 +155,11 @@ export class ControlSession {
       );
     }
     const descriptions = guests.map((guest) =>
-      checkDescription(guest, { maxMemoryMiB, accelerators: host.options.accelerators })
+      checkDescription(guest, {
+        maxMemoryMiB,
+        accelerators: host.options.accelerators,
+        sharedDisks: host.options.sharedDisks,
+      })
     );
     const names = new Set(descriptions.map((d) => d.name));
     if (names.size !== descriptions.length) {

@@ -33,6 +33,8 @@ export interface AgentOptions {
   maxMemoryMiB: number;
   /** Accelerators it starts. Default tcg and kvm. */
   accelerators?: readonly string[];
+  /** Directories of storage shared with the sources: where a guest's disks may be. Default none. */
+  sharedDisks?: readonly string[];
   /** The QEMU program. */
   qemuBinary: string;
   /** Longest time from a connection to its first frame. */

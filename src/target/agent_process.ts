@@ -72,6 +72,8 @@ export interface AgentProcessOptions {
   credentials?: AgentCredentials;
   /** Its `--images` directory. */
   imagesDir?: string;
+  /** Its `--shared-disks` directories (storage the sources share with it). */
+  sharedDisks?: readonly string[];
   /** More flags (limits). */
   args?: string[];
   /** Where its log lines go. Default: discarded. */
@@ -138,6 +140,7 @@ export class AgentProcess implements AsyncDisposable {
           runDir,
           ...credentials?.args ?? ["--insecure"],
           ...options.imagesDir ? ["--images", options.imagesDir] : [],
+          ...options.sharedDisks?.length ? ["--shared-disks", options.sharedDisks.join(",")] : [],
           ...options.args ?? [],
         ],
         commandPrefix: options.commandPrefix,

@@ -7,15 +7,17 @@
  * What may vary: memory size, vCPUs, accelerator, the memory backend's
  * id, the kernel and initrd (named by their content's SHA-256: the agent
  * finds them under its images directory or has them sent once), and the
- * kernel command line. The machine type is `pc` and the devices are
- * gangway's fixed set (serial console to a file, QMP, no network, no
- * display); a guest whose QEMU has other arguments cannot be described.
+ * kernel command line, and disks on shared storage (in a directory the
+ * agent was told is shared: the destination opens the same files). The
+ * machine type is `pc` and the devices are gangway's fixed set (serial
+ * console to a file, QMP, no network, no display, virtio disks); a guest
+ * whose QEMU has other arguments cannot be described.
  *
  * @module
  */
 import { createHash } from "node:crypto";
 import { basename } from "node:path";
-import type { QemuMachine } from "../qemu/qemu_args.ts";
+import type { QemuDisk, QemuMachine } from "../qemu/qemu_args.ts";
 import { badGuestName } from "../transfer/protocol.ts";
 
 /** A file a destination needs (a kernel, an initrd), named by its content. */
@@ -45,6 +47,11 @@ export interface MachineDescription {
   initrd?: FileRef;
   /** The kernel command line, one argument per entry. */
   kernelArgs: string[];
+  /**
+   * Disks on shared storage: the destination opens the same files at the
+   * same paths, which must lie in one of the agent's shared-disk directories.
+   */
+  disks?: QemuDisk[];
 }
 
 /** Limits a target agent applies to descriptions. */
@@ -55,6 +62,8 @@ export interface DescriptionLimits {
   maxCpus?: number;
   /** Accelerators the agent starts. Default tcg and kvm. */
   accelerators?: readonly string[];
+  /** Directories of shared storage a disk may be in (absolute). Default none: no disks. */
+  sharedDisks?: readonly string[];
 }
 
 /** A description that is not on the allow-list; the message names the field. */
@@ -77,7 +86,12 @@ const FIELDS = new Set([
   "kernel",
   "initrd",
   "kernelArgs",
+  "disks",
 ]);
+const DISK_FIELDS = new Set(["path", "format", "base", "readOnly"]);
+/** An absolute path of plain names: nothing a QEMU option could be smuggled in with, no `..`. */
+const SAFE_PATH = /^(\/[A-Za-z0-9_+-][A-Za-z0-9_.+-]*)+$/;
+const MAX_DISKS = 16;
 const FILE_FIELDS = new Set(["name", "sha256", "size"]);
 const SAFE_ID = /^[A-Za-z0-9_-]{1,64}$/;
 /** Names safe as QEMU option values and as file names: what `qemuArgs()` accepts, no dot first. */
@@ -137,6 +151,9 @@ export function checkDescription(value: unknown, limits: DescriptionLimits): Mac
         `${MAX_KERNEL_LINE} characters in all`,
     );
   }
+  const disks = object.disks === undefined
+    ? undefined
+    : diskList(object.disks, limits.sharedDisks ?? [], refuse);
   return {
     name,
     memoryMiB,
@@ -146,7 +163,50 @@ export function checkDescription(value: unknown, limits: DescriptionLimits): Mac
     kernel,
     initrd,
     kernelArgs: kernelArgs as string[],
+    ...disks ? { disks } : {},
   };
+}
+
+function diskList(
+  value: unknown,
+  sharedDirs: readonly string[],
+  refuse: (field: string, why: string) => Error,
+): QemuDisk[] {
+  if (!Array.isArray(value) || value.length > MAX_DISKS) {
+    throw refuse("disks", `must be a list of at most ${MAX_DISKS} disks`);
+  }
+  const inShared = (path: unknown) =>
+    typeof path === "string" && SAFE_PATH.test(path) &&
+    sharedDirs.some((dir) => path.startsWith(`${dir.replace(/\/+$/, "")}/`));
+  return value.map((disk, i) => {
+    const field = `disks[${i}]`;
+    if (typeof disk !== "object" || disk === null || Array.isArray(disk)) {
+      throw refuse(field, "must be an object { path, format, base?, readOnly? }");
+    }
+    const entry = disk as Record<string, unknown>;
+    for (const key of Object.keys(entry)) {
+      if (!DISK_FIELDS.has(key)) throw refuse(`${field}.${key}`, "is not allowed");
+    }
+    const where = sharedDirs.length > 0
+      ? `a file in a shared-disk directory of this agent (${sharedDirs.join(", ")})`
+      : "on shared storage, and this agent has none (--shared-disks)";
+    if (!inShared(entry.path)) throw refuse(`${field}.path`, `must be ${where}`);
+    if (entry.format !== "qcow2" && entry.format !== "raw") {
+      throw refuse(`${field}.format`, "must be qcow2 or raw");
+    }
+    if (entry.base !== undefined && (entry.format !== "qcow2" || !inShared(entry.base))) {
+      throw refuse(`${field}.base`, `must be, under a qcow2 overlay, ${where}`);
+    }
+    if (entry.readOnly !== undefined && typeof entry.readOnly !== "boolean") {
+      throw refuse(`${field}.readOnly`, "must be true or false");
+    }
+    return {
+      path: entry.path as string,
+      format: entry.format,
+      ...entry.base !== undefined ? { base: entry.base as string } : {},
+      ...entry.readOnly !== undefined ? { readOnly: entry.readOnly } : {},
+    };
+  });
 }
 
 /** Where the agent found the files a description names. */
@@ -173,6 +233,7 @@ export function machineOf(
       ? { kernel: files.kernel, initrd: files.initrd, kernelVersion: "" }
       : undefined,
     kernelArgs: description.kernelArgs,
+    ...description.disks ? { disks: description.disks } : {},
     extraArgs: [],
     qemuBinary,
   };
@@ -198,6 +259,7 @@ export async function describeMachine(
       `its QEMU has arguments a target agent does not start (${machine.extraArgs.join(" ")})`,
     );
   }
+  if (machine.anonymousRam) throw refuse("its RAM is not in a shared file (docs/qemu.md)");
   if (machine.accelerator !== "tcg" && machine.accelerator !== "kvm") {
     throw refuse(`accelerator "${machine.accelerator}" is not tcg or kvm`);
   }
@@ -211,6 +273,7 @@ export async function describeMachine(
     kernel: image ? await fileRefOf(image.kernel, refuse) : undefined,
     initrd: image ? await fileRefOf(image.initrd, refuse) : undefined,
     kernelArgs: machine.kernelArgs,
+    ...machine.disks?.length ? { disks: machine.disks.map((disk) => ({ ...disk })) } : {},
   };
 }
 

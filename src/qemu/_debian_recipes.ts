@@ -1,0 +1,254 @@
+/**
+ * What goes into each Debian guest image: the packages `mmdebstrap`
+ * installs, and the files gangway adds (the heartbeat and workload units,
+ * masks for what would only add noise). A recipe's key hashes all of it,
+ * so that editing a recipe or a script gives a new image in the cache.
+ *
+ * @module
+ */
+import { HEARTBEAT_SCRIPT, type WorkloadMode } from "./_guest_init.ts";
+
+/** The Debian guest images. */
+export type DebianImageName = "debian" | "debian-cloud" | "debian-rt" | "debian-db" | "debian-web";
+
+/** One Debian image: a kernel flavour and the packages on top of the base. */
+export interface DebianRecipe {
+  /** The image's name. */
+  name: DebianImageName;
+  /** The kernel metapackage: Debian's standard, cloud or RT kernel. */
+  kernelPackage: string;
+  /** Packages besides the base system and the kernel. */
+  packages: readonly string[];
+  /** The workloads its programs can run. */
+  workloads: readonly WorkloadMode[];
+}
+
+/** A file or symbolic link gangway adds to the tree `mmdebstrap` made. */
+export type ImageFile =
+  | { kind: "file"; path: string; text: string; mode: number }
+  | { kind: "symlink"; path: string; target: string };
+
+/** Debian 12, the release the host's QEMU and guest kernel come from. */
+export const DEBIAN_SUITE = "bookworm";
+/** Enough for systemd to boot a kernel with its initrd from a virtio disk. */
+const BASE_PACKAGES = ["systemd-sysv", "udev", "initramfs-tools"];
+/** Bump when the way an image is made changes (not its recipe: that is hashed). */
+const BUILD_FORMAT = "gangway-debian-image-1";
+
+const BASIC: readonly WorkloadMode[] = ["idle", "busy"];
+
+/** Every Debian image, by name. */
+export const DEBIAN_RECIPES: Readonly<Record<DebianImageName, DebianRecipe>> = {
+  debian: { name: "debian", kernelPackage: "linux-image-amd64", packages: [], workloads: BASIC },
+  "debian-cloud": {
+    name: "debian-cloud",
+    kernelPackage: "linux-image-cloud-amd64",
+    packages: [],
+    workloads: BASIC,
+  },
+  "debian-rt": {
+    name: "debian-rt",
+    kernelPackage: "linux-image-rt-amd64",
+    packages: [],
+    workloads: BASIC,
+  },
+  "debian-db": {
+    name: "debian-db",
+    kernelPackage: "linux-image-amd64",
+    packages: ["postgresql-15"],
+    workloads: [...BASIC, "pgbench"],
+  },
+  "debian-web": {
+    name: "debian-web",
+    kernelPackage: "linux-image-amd64",
+    packages: ["nginx", "wrk"],
+    workloads: [...BASIC, "web"],
+  },
+};
+
+/** The arguments of `mmdebstrap` that build a recipe's tree into `dir`. */
+export function mmdebstrapArgs(recipe: DebianRecipe, dir: string): string[] {
+  const packages = [...BASE_PACKAGES, recipe.kernelPackage, ...recipe.packages];
+  return ["--variant=minbase", `--include=${packages.join(",")}`, DEBIAN_SUITE, dir];
+}
+
+/** Runs the heartbeat in a RAM directory, so that its blob lives in guest RAM. */
+const HEARTBEAT_PROGRAM = `#!/bin/sh
+mkdir -p /run/gangway
+cd /run/gangway
+
+${HEARTBEAT_SCRIPT}`;
+
+/**
+ * Runs the workload `gangway.mode` names, when it needs more than the
+ * heartbeat: pgbench against the local PostgreSQL, or wrk against the
+ * local nginx, one line of figures a second on the console. It prints
+ * `gangway-workload MODE running` once the load runs (or `failed`).
+ */
+const WORKLOAD_PROGRAM = `#!/bin/sh
+mode=idle scale=
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in
+    gangway.mode=*) mode=\${arg#*=} ;;
+    gangway.pgbench_scale=*) scale=\${arg#*=} ;;
+  esac
+done
+fail() {
+  echo "gangway-workload $mode failed: $1"
+  exit 1
+}
+pg=/usr/lib/postgresql/15/bin
+case "$mode" in
+  pgbench)
+    [ -x "$pg/pgbench" ] || fail "no pgbench in this image"
+    # About 15 MB of tables per scale unit: an eighth of the guest's RAM,
+    # so the database fits in memory as on a well-sized server.
+    if [ -z "$scale" ]; then
+      while read -r key kib _; do [ "$key" = MemTotal: ] && break; done </proc/meminfo
+      scale=$((kib / 1024 / 128))
+      [ "$scale" -ge 1 ] || scale=1
+    fi
+    until runuser -u postgres -- "$pg/pg_isready" -q; do sleep 1; done
+    runuser -u postgres -- "$pg/createdb" gangway || fail "createdb"
+    runuser -u postgres -- "$pg/pgbench" -i -q -s "$scale" gangway >/dev/null 2>&1 || fail "pgbench -i"
+    echo "gangway-workload pgbench running scale=$scale"
+    runuser -u postgres -- "$pg/pgbench" -n -c 2 -j 1 -T 100000000 -P 1 gangway 2>&1 |
+      sed -u 's/^/gangway-pgbench /'
+    ;;
+  web)
+    command -v wrk >/dev/null || fail "no wrk in this image"
+    head -c 65536 /dev/urandom >/var/www/html/gangway-64k.bin
+    until systemctl -q is-active nginx; do sleep 1; done
+    echo "gangway-workload web running file=64k"
+    while :; do
+      wrk -t1 -c4 -d1s -s /usr/local/share/gangway/wrk-report.lua \\
+        http://127.0.0.1/gangway-64k.bin 2>&1 | grep --line-buffered '^gangway-web '
+    done
+    ;;
+esac
+`;
+
+/** wrk's report after each one-second run, on one line. */
+const WRK_REPORT = `done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "gangway-web requests=%d seconds=%.3f p50_ms=%.2f p99_ms=%.2f errors=%d\\n",
+    summary.requests, summary.duration / 1e6,
+    latency:percentile(50) / 1e3, latency:percentile(99) / 1e3,
+    e.connect + e.read + e.write + e.status + e.timeout))
+end
+`;
+
+/** A service whose output goes to the serial console, where the lab reads it. */
+function consoleService(description: string, program: string, after: string): string {
+  return `[Unit]
+Description=${description}
+After=${after}
+
+[Service]
+ExecStart=${program}
+StandardOutput=tty
+StandardError=tty
+TTYPath=/dev/ttyS0
+TTYReset=no
+TTYVHangup=no
+
+[Install]
+WantedBy=multi-user.target
+`;
+}
+
+/**
+ * Units masked: a login prompt would share ttyS0 with the heartbeat, and
+ * timers would wake at random in the middle of a measurement.
+ */
+const MASKED_UNITS = [
+  "serial-getty@ttyS0.service",
+  "getty@tty1.service",
+  "getty-static.service",
+  "apt-daily.timer",
+  "apt-daily-upgrade.timer",
+  "dpkg-db-backup.timer",
+  "e2scrub_all.timer",
+  "e2scrub_reap.service",
+  "fstrim.timer",
+];
+
+/** PostgreSQL sized for a guest of a few hundred MiB. */
+const POSTGRES_CONF = `# gangway: a small guest
+shared_buffers = 64MB
+max_wal_size = 256MB
+`;
+
+/** The files gangway adds to a recipe's tree. */
+export function imageFiles(recipe: DebianRecipe): ImageFile[] {
+  const units = "/etc/systemd/system";
+  const service = (name: string, text: string): ImageFile[] => [
+    { kind: "file", path: `${units}/${name}`, text, mode: 0o644 },
+    {
+      kind: "symlink",
+      path: `${units}/multi-user.target.wants/${name}`,
+      target: `${units}/${name}`,
+    },
+  ];
+  const files: ImageFile[] = [
+    {
+      kind: "file",
+      path: "/usr/local/sbin/gangway-heartbeat",
+      text: HEARTBEAT_PROGRAM,
+      mode: 0o755,
+    },
+    { kind: "file", path: "/usr/local/sbin/gangway-workload", text: WORKLOAD_PROGRAM, mode: 0o755 },
+    ...service(
+      "gangway-heartbeat.service",
+      consoleService("gangway heartbeat", "/usr/local/sbin/gangway-heartbeat", "local-fs.target"),
+    ),
+    ...service(
+      "gangway-workload.service",
+      consoleService(
+        "gangway workload (gangway.mode)",
+        "/usr/local/sbin/gangway-workload",
+        "postgresql.service nginx.service",
+      ),
+    ),
+    ...MASKED_UNITS.map((unit): ImageFile => ({
+      kind: "symlink",
+      path: `${units}/${unit}`,
+      target: "/dev/null",
+    })),
+  ];
+  if (recipe.workloads.includes("pgbench")) {
+    files.push({
+      kind: "file",
+      path: "/etc/postgresql/15/main/conf.d/gangway.conf",
+      text: POSTGRES_CONF,
+      mode: 0o644,
+    });
+  }
+  if (recipe.workloads.includes("web")) {
+    files.push({
+      kind: "file",
+      path: "/usr/local/share/gangway/wrk-report.lua",
+      text: WRK_REPORT,
+      mode: 0o644,
+    });
+  }
+  return files;
+}
+
+/**
+ * The recipe's cache key: 16 hex digits of the SHA-256 of everything that
+ * decides the image (build format, suite, packages, added files). The
+ * package versions are not in it: the archive moves on, and an image is
+ * rebuilt with the newest packages only when its cache entry is removed.
+ */
+export async function recipeKey(recipe: DebianRecipe): Promise<string> {
+  const recipeText = JSON.stringify({
+    format: BUILD_FORMAT,
+    args: mmdebstrapArgs(recipe, "DIR"),
+    files: imageFiles(recipe),
+  });
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(recipeText));
+  return [...new Uint8Array(digest).slice(0, 8)].map((b) => b.toString(16).padStart(2, "0"))
+    .join("");
+}
