@@ -31,6 +31,8 @@ import { AgentGang } from "./agent_gang.ts";
 
 /** Longest wait a source may ask for in `wait-loaded`. */
 const MAX_WAIT_MS = 300_000;
+/** Longest error message in an answer, in characters (as an ERROR frame's text). */
+const MAX_ERROR_CHARS = 4000;
 
 /** Serves one control connection until it closes. */
 export class ControlSession {
@@ -74,14 +76,22 @@ export class ControlSession {
     }
   }
 
+  /** Does a request's work and answers it; never rejects (a rejection would end the agent). */
   async #answer(request: Request, work: () => Promise<Record<string, unknown>>): Promise<void> {
     let answer: Answer;
     try {
       answer = { id: request.id, ok: true, ...await work() };
     } catch (error) {
-      answer = { id: request.id, ok: false, error: messageOf(error) };
+      // Messages quote what the source sent: bounded, so that the answer fits in a frame.
+      answer = { id: request.id, ok: false, error: messageOf(error).slice(0, MAX_ERROR_CHARS) };
     }
-    await this.#channel.write(encodeJson(FrameType.Control, answer)).catch(() => {});
+    let frame: Uint8Array;
+    try {
+      frame = encodeJson(FrameType.Control, answer);
+    } catch (error) {
+      frame = encodeJson(FrameType.Control, { id: request.id, ok: false, error: messageOf(error) });
+    }
+    await this.#channel.write(frame).catch(() => {});
   }
 
   async #handle(request: Request): Promise<Record<string, unknown>> {
