@@ -70,9 +70,10 @@ export class ControlSession {
     } catch (error) {
       this.#host.log({ event: "failed", peer: this.#peer, error: messageOf(error) });
     } finally {
+      // Closed first: answers the source does not read must not hold up the abandonment.
+      this.#channel.close();
       await Promise.allSettled(running);
       await this.#abandon();
-      this.#channel.close();
     }
   }
 
