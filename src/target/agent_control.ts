@@ -129,6 +129,13 @@ export class ControlSession {
       }
       case "resume": {
         const found = gang.get(request.guest);
+        // `cont` then would only arm QEMU's autostart: nothing took over the guest, and a
+        // destination marked resumed is kept for good when its source goes.
+        if ((await found.destination.state()).status === "inmigrate") {
+          throw new Error(
+            `Cannot resume guest "${found.guest.name}": its device state has not arrived`,
+          );
+        }
         found.resumed = true;
         return { state: await found.destination.resume() };
       }
