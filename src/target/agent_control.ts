@@ -31,6 +31,8 @@ import { AgentGang } from "./agent_gang.ts";
 
 /** Longest wait a source may ask for in `wait-loaded`. */
 const MAX_WAIT_MS = 300_000;
+/** Longest error message in an answer, in characters (as an ERROR frame's text). */
+const MAX_ERROR_CHARS = 4000;
 
 /** Serves one control connection until it closes. */
 export class ControlSession {
@@ -68,20 +70,29 @@ export class ControlSession {
     } catch (error) {
       this.#host.log({ event: "failed", peer: this.#peer, error: messageOf(error) });
     } finally {
+      // Closed first: answers the source does not read must not hold up the abandonment.
+      this.#channel.close();
       await Promise.allSettled(running);
       await this.#abandon();
-      this.#channel.close();
     }
   }
 
+  /** Does a request's work and answers it; never rejects (a rejection would end the agent). */
   async #answer(request: Request, work: () => Promise<Record<string, unknown>>): Promise<void> {
     let answer: Answer;
     try {
       answer = { id: request.id, ok: true, ...await work() };
     } catch (error) {
-      answer = { id: request.id, ok: false, error: messageOf(error) };
+      // Messages quote what the source sent: bounded, so that the answer fits in a frame.
+      answer = { id: request.id, ok: false, error: messageOf(error).slice(0, MAX_ERROR_CHARS) };
     }
-    await this.#channel.write(encodeJson(FrameType.Control, answer)).catch(() => {});
+    let frame: Uint8Array;
+    try {
+      frame = encodeJson(FrameType.Control, answer);
+    } catch (error) {
+      frame = encodeJson(FrameType.Control, { id: request.id, ok: false, error: messageOf(error) });
+    }
+    await this.#channel.write(frame).catch(() => {});
   }
 
   async #handle(request: Request): Promise<Record<string, unknown>> {
@@ -118,6 +129,13 @@ export class ControlSession {
       }
       case "resume": {
         const found = gang.get(request.guest);
+        // `cont` then would only arm QEMU's autostart: nothing took over the guest, and a
+        // destination marked resumed is kept for good when its source goes.
+        if ((await found.destination.state()).status === "inmigrate") {
+          throw new Error(
+            `Cannot resume guest "${found.guest.name}": its device state has not arrived`,
+          );
+        }
         found.resumed = true;
         return { state: await found.destination.resume() };
       }

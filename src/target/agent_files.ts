@@ -9,7 +9,10 @@
  */
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { type FileRef, MAX_FILE_BYTES, sha256Hex } from "./machine_description.ts";
+import { type FileRef, MAX_FILE_BYTES } from "./machine_description.ts";
+
+/** Bytes read at a time while hashing a file. */
+const HASH_PIECE_BYTES = 2 ** 20;
 
 /** Where an agent keeps and looks for files. */
 export interface FileStoreOptions {
@@ -22,8 +25,8 @@ export interface FileStoreOptions {
 /** Finds files by content and takes new ones. */
 export class FileStore {
   readonly #options: FileStoreOptions;
-  /** Hashes of image files already read, by "path size mtime". */
-  readonly #hashes = new Map<string, string>();
+  /** Hashes of files already read (or being read), by "path size mtime". */
+  readonly #hashes = new Map<string, Promise<string>>();
 
   /** A store over these directories (the cache directory is made when first written). */
   constructor(options: FileStoreOptions) {
@@ -102,11 +105,24 @@ export class FileStore {
     }
     if (!info.isFile || info.size !== size) return undefined;
     const key = `${path} ${info.size} ${info.mtime?.getTime()}`;
+    // One reading per file, however many requests name it at once.
     let hash = this.#hashes.get(key);
     if (hash === undefined) {
-      hash = sha256Hex(await Deno.readFile(path));
+      hash = sha256OfFile(path);
       this.#hashes.set(key, hash);
+      hash.catch(() => this.#hashes.delete(key));
     }
-    return hash;
+    return await hash.catch(() => undefined);
   }
+}
+
+/** SHA-256 of a file as lowercase hex, read a piece at a time: a large file costs no memory. */
+async function sha256OfFile(path: string): Promise<string> {
+  const hash = createHash("sha256");
+  using file = await Deno.open(path);
+  const buffer = new Uint8Array(HASH_PIECE_BYTES);
+  for (let got = await file.read(buffer); got !== null; got = await file.read(buffer)) {
+    hash.update(buffer.subarray(0, got));
+  }
+  return hash.digest("hex");
 }
