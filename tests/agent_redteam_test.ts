@@ -10,6 +10,7 @@
 import { basename, join } from "node:path";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { AgentProcess } from "../src/target/agent_process.ts";
+import { RESUMED_MARK } from "../src/target/agent_gang.ts";
 import {
   AGENT_VERSION,
   AgentError,
@@ -217,6 +218,8 @@ Deno.test("an agent starting up never kills nor strips a guest that moved here: 
       ramPath: join(dir, name),
       runDir: join(runDir, "guests", name),
     });
+    // The agent marks a destination when it starts it (cont): from then on it is a guest.
+    await Deno.writeTextFile(join(runDir, "guests", name, RESUMED_MARK), "");
     const pid = guest.pid;
     return { guest, pid, qmp: join(runDir, "guests", name, `${name}.qmp`) };
   };

@@ -19,6 +19,7 @@
  *
  * @module
  */
+import { resolve } from "node:path";
 import { lockDirectory } from "../native/dir_lock.ts";
 import { listenForSenders } from "../transport/listen_for_senders.ts";
 import { type AgentEvent, serveAgent } from "../target/agent.ts";
@@ -80,6 +81,8 @@ async function main(args: string[]): Promise<void> {
   await Deno.mkdir(values.dir, { recursive: true, mode: 0o700 });
   await Deno.mkdir(runDir, { recursive: true, mode: 0o700 });
   using _lock = lockDirectory(values.dir);
+  // Its run directory too: a second agent's clean-up there would take this one's destinations.
+  using _runLock = resolve(runDir) === resolve(values.dir) ? undefined : lockDirectory(runDir);
   const listener = listenForSenders(address, transport.listen);
   const stop = new AbortController();
   Deno.addSignalListener("SIGINT", () => stop.abort());

@@ -176,7 +176,9 @@ async function serveRam(
     log: (event) => host.log({ ...event, event: `ram-${event.event}` }),
   };
   const sender = await readSenderHandshake(channel.conn, options, pending.signal, channel.reader);
+  if (!gang || host.gang !== gang) throw new ProtocolError("Gang refused: the gang is over");
   pending.handshakeDone();
+  gang.adopt(channel);
   await receiveAuthenticatedGang(sender, options);
 }
 
@@ -191,6 +193,7 @@ async function serveDeviceState(
     throw new ProtocolError("Refused: wrong or missing key");
   }
   pending.handshakeDone();
+  gang.adopt(channel);
   const { incomingPath, guest } = gang.get(hello.guest);
   const incoming = await connectUnix(incomingPath, guest.name);
   try {

@@ -27,7 +27,8 @@ import {
   machineOf,
 } from "./machine_description.ts";
 import type { AgentHost } from "./agent_host.ts";
-import { AgentGang } from "./agent_gang.ts";
+import { AgentGang, RESUMED_MARK } from "./agent_gang.ts";
+import { join } from "node:path";
 
 /** Longest wait a source may ask for in `wait-loaded`. */
 const MAX_WAIT_MS = 300_000;
@@ -40,6 +41,8 @@ export class ControlSession {
   readonly #channel: FrameChannel;
   readonly #peer: string;
   #gang: AgentGang | undefined;
+  /** The files the last `prepare` found missing: the only ones `put` takes. */
+  #asked = new Set<string>();
 
   /** A session of an authenticated source. */
   constructor(host: AgentHost, channel: FrameChannel, peer: string) {
@@ -137,6 +140,8 @@ export class ControlSession {
           );
         }
         found.resumed = true;
+        // Marked first: an agent that dies now and starts again must never take it for a leftover.
+        await Deno.writeTextFile(join(found.runDir, RESUMED_MARK), "");
         return { state: await found.destination.resume() };
       }
       case "state": {
@@ -205,6 +210,7 @@ export class ControlSession {
         machine: machineOf(description, files, host.options.qemuBinary),
       });
     }
+    this.#asked = new Set(missing.map((ref) => ref.sha256));
     if (missing.length > 0) return { missing };
     const gang = await host.startGang(machines);
     this.#gang = gang;
@@ -225,7 +231,13 @@ export class ControlSession {
         yield frame.body;
       }
     }
+    if (!this.#asked.has(ref.sha256)) {
+      // Read and dropped, so the connection stays in step; nothing is kept.
+      for await (const piece of pieces()) if ((ref.size -= piece.length) <= 0) break;
+      throw new Error(`Cannot take file "${ref.name}": no gang prepared here asked for it`);
+    }
     const path = await this.#host.files.receive(ref, pieces());
+    this.#asked.delete(ref.sha256);
     this.#host.log({ event: "file", peer: this.#peer, name: ref.name, sha256: ref.sha256, path });
     return {};
   }

@@ -13,6 +13,9 @@ import { QemuGuest } from "../qemu/guest.ts";
 import { type Destination, localDestination } from "../qemu/destination.ts";
 import type { QemuMachine } from "../qemu/qemu_args.ts";
 
+/** The file in a destination's run directory that says it was started: it is a guest now. */
+export const RESUMED_MARK = "resumed";
+
 /** Where a gang's files go at the target. */
 export interface AgentGangPlaces {
   /** Directory of the destinations' RAM files (`DIR/NAME`, where the receiver writes). */
@@ -42,6 +45,8 @@ export class AgentGang {
   /** The secret the gang's RAM and device-state connections present. */
   readonly key: string;
   readonly #destinations = new Map<string, GangDestination>();
+  /** Its RAM and device-state connections, closed when the gang ends. */
+  readonly #connections = new Set<{ close(): void }>();
 
   private constructor(key: string) {
     this.key = key;
@@ -88,6 +93,17 @@ export class AgentGang {
       throw new Error(failed.map((e) => e instanceof Error ? e.message : String(e)).join("; "));
     }
     return gang;
+  }
+
+  /** Remembers a connection of this gang, to be closed when the gang ends. */
+  adopt(connection: { close(): void }): void {
+    this.#connections.add(connection);
+  }
+
+  /** Closes the gang's connections: it is over. */
+  closeConnections(): void {
+    for (const connection of this.#connections) connection.close();
+    this.#connections.clear();
   }
 
   /** The names of its destinations. */

@@ -13,8 +13,8 @@ import type { QemuMachine } from "../qemu/qemu_args.ts";
 import type { Heartbeat } from "../qemu/heartbeat.ts";
 import type { DestinationState } from "../qemu/destination.ts";
 import { QmpClient } from "../qemu/qmp.ts";
-import { QemuGuest } from "../qemu/guest.ts";
-import { AgentGang, type GangDestination } from "./agent_gang.ts";
+import { findQemus } from "../qemu/discover.ts";
+import { AgentGang, type GangDestination, RESUMED_MARK } from "./agent_gang.ts";
 import { FileStore } from "./agent_files.ts";
 
 /** How a target agent runs. */
@@ -157,6 +157,7 @@ export class AgentHost {
 
   /** The gang is over (released, discarded or abandoned): the agent is free for the next. */
   endGang(): void {
+    this.#gang?.closeConnections();
     this.#gang = undefined;
   }
 
@@ -233,23 +234,21 @@ export class AgentHost {
     } catch {
       return removed; // no gang ever ran here
     }
+    const { usable } = await findQemus();
     for (const { name, isDirectory } of entries) {
       if (!isDirectory) continue;
-      try {
-        const guest = await QemuGuest.attach(join(guestsDir, name, `${name}.qmp`));
-        const { running } = await guest.status();
-        if (running) {
-          await guest.detach();
-          this.log({ event: "found", guest: name, status: "running" });
-          continue;
-        }
-        await guest.kill();
-        await guest.detach().catch(() => {});
-      } catch {
-        // No QEMU serves it any more: only its files are left.
+      const runDir = join(guestsDir, name);
+      if (await exists(join(runDir, RESUMED_MARK))) {
+        // It took over its guest: whatever it does now (paused, QMP held by someone), it is one.
+        this.log({ event: "found", guest: name });
+        continue;
       }
+      // Found by its command line, not by QMP: a busy QMP socket must not make it look gone.
+      const qmpPath = join(runDir, `${name}.qmp`);
+      const leftover = usable.find((q) => q.commandLine.instance.qmpPath === qmpPath);
+      if (leftover) await killAndWait(leftover.pid);
       await Deno.remove(join(this.options.dir, name)).catch(() => {});
-      await Deno.remove(join(guestsDir, name), { recursive: true }).catch(() => {});
+      await Deno.remove(runDir, { recursive: true }).catch(() => {});
       removed.push(name);
     }
     if (removed.length > 0) this.log({ event: "recovered", removed });
@@ -272,5 +271,29 @@ export class AgentHost {
       alive: guest.alive,
       heartbeat: await guest.heartbeat().catch(() => undefined),
     };
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** SIGKILLs a process and waits until it is gone (5 s at most). */
+async function killAndWait(pid: number): Promise<void> {
+  try {
+    Deno.kill(pid, "SIGKILL");
+  } catch {
+    return; // gone already
+  }
+  const deadline = performance.now() + 5_000;
+  while (performance.now() < deadline && await exists(`/proc/${pid}/cmdline`)) {
+    const cmdline = await Deno.readTextFile(`/proc/${pid}/cmdline`).catch(() => "");
+    if (cmdline === "") return; // a zombie: it has exited
+    await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
