@@ -111,6 +111,10 @@ const TAG: Record<LabMethod, string> = { gangway: "g", qemu: "q", "qemu-zstd": "
  *
  * @example
  * ```ts
+ * import { DEFAULT_LAB_CONFIG, measureMethod } from "./experiment.ts";
+ * import { LabSession } from "./session.ts";
+ *
+ * await using lab = await LabSession.open();
  * const qemu = await measureMethod(lab, "qemu", { ...DEFAULT_LAB_CONFIG, guests: 2 });
  * console.log(`${qemu.bytesOnWire} bytes, ${qemu.tmtSeconds} s`);
  * ```
@@ -215,6 +219,10 @@ async function bootMigrateCheck(
  *
  * @example
  * ```ts
+ * import { DEFAULT_LAB_CONFIG, runLab } from "./experiment.ts";
+ * import { LabSession } from "./session.ts";
+ * import { formatSummary } from "./summary.ts";
+ *
  * await using lab = await LabSession.open();
  * const result = await runLab(lab, DEFAULT_LAB_CONFIG);
  * console.log(formatSummary(result));
@@ -283,6 +291,9 @@ async function imageFiles(session: LabSession, spec: GangSpec): Promise<LabResul
  *
  * @example
  * ```ts
+ * import { DEFAULT_LAB_CONFIG, refuseUnlessLabFits } from "./experiment.ts";
+ * import { availableMemory } from "./memory_budget.ts";
+ *
  * refuseUnlessLabFits({ ...DEFAULT_LAB_CONFIG, guests: 24, memoryMiB: 512 }, await availableMemory());
  * ```
  */

@@ -103,7 +103,19 @@ function workloadTimeoutMs(spec: GangSpec): number {
  *
  * @example
  * ```ts
- * const gang = await bootGang(lab, { guests: 2, memoryMiB: 256, idleSeconds: 10, workload: "idle", kernelArgs: [], images: ["debian", "busybox"] }, "g");
+ * import { bootGang } from "./gang_spec.ts";
+ * import { LabSession } from "./session.ts";
+ *
+ * await using lab = await LabSession.open();
+ * const gang = await bootGang(lab, {
+ *   guests: 2,
+ *   memoryMiB: 256,
+ *   idleSeconds: 10,
+ *   workload: "idle",
+ *   kernelArgs: [],
+ *   images: ["debian", "busybox"],
+ * }, "g");
+ * console.log(gang.guests.map((guest) => guest.name));
  * ```
  */
 export async function bootGang(

@@ -62,7 +62,13 @@ const KEPT_LINES = 30;
  *
  * @example
  * ```ts
- * const gang = await bootGang(lab, spec, "g");
+ * import { migrateGangWithGangway } from "./gangway_method.ts";
+ * import { DEFAULT_LAB_CONFIG } from "./experiment.ts";
+ * import { bootGang } from "./gang_spec.ts";
+ * import { LabSession } from "./session.ts";
+ *
+ * await using lab = await LabSession.open();
+ * const gang = await bootGang(lab, DEFAULT_LAB_CONFIG, "g");
  * const outcome = await migrateGangWithGangway(lab, gang);
  * console.log(outcome.bytesOnWire, outcome.tmtSeconds);
  * ```

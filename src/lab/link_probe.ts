@@ -42,6 +42,10 @@ const PEER = new URL("./link_probe_peer.ts", import.meta.url);
  *
  * @example
  * ```ts
+ * import { measureThroughput } from "./link_probe.ts";
+ * import { formatRate } from "./link_rate.ts";
+ * import { LabNetwork } from "./netns.ts";
+ *
  * await using net = await LabNetwork.create({ rate: "1gbit" });
  * const { bitsPerSecond } = await measureThroughput(net, { bytes: 100e6 });
  * console.log(`${formatRate(bitsPerSecond)} through ${net.describe()}`);

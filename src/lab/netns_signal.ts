@@ -37,6 +37,10 @@ let exiting: Deno.Signal | null = null;
  *
  * @example
  * ```ts
+ * import { exitOnSignal } from "./netns_signal.ts";
+ * import { LabNetwork } from "./netns.ts";
+ *
+ * declare function stopGuests(): Promise<void>;
  * await using net = await LabNetwork.create();
  * using _signals = exitOnSignal(async () => {
  *   await stopGuests();

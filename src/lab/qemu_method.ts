@@ -40,7 +40,13 @@ const MIGRATION_PORT = 4400;
  *
  * @example
  * ```ts
- * const gang = await bootGang(lab, spec, "q");
+ * import { migrateGangWithQemu } from "./qemu_method.ts";
+ * import { DEFAULT_LAB_CONFIG } from "./experiment.ts";
+ * import { bootGang } from "./gang_spec.ts";
+ * import { LabSession } from "./session.ts";
+ *
+ * await using lab = await LabSession.open();
+ * const gang = await bootGang(lab, DEFAULT_LAB_CONFIG, "q");
  * const outcome = await migrateGangWithQemu(lab, gang);
  * console.log(outcome.bytesOnWire, outcome.tmtSeconds);
  * ```

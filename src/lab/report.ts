@@ -220,6 +220,10 @@ export function goalVerdicts(result: LabResult): GoalVerdict[] {
  *
  * @example
  * ```ts
+ * import { labJson } from "./report.ts";
+ * import type { LabResult } from "./experiment.ts";
+ *
+ * declare const result: LabResult;
  * await Deno.writeTextFile("lab.json", JSON.stringify(labJson(result, "deno task lab"), null, 2));
  * ```
  */

@@ -44,6 +44,10 @@ const MAX_BEATS_FOR_A_CHECK = 20;
  *
  * @example
  * ```ts
+ * import { checkResumed } from "./resumed.ts";
+ * import type { QemuGuest } from "../qemu/guest.ts";
+ *
+ * declare const source: QemuGuest, destination: QemuGuest;
  * const check = await checkResumed(source.serialLog, destination);
  * if (!check.resumed) console.error(`${check.name}: ${check.detail}`);
  * ```

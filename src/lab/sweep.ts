@@ -41,6 +41,11 @@ export interface SweepResult {
  *
  * @example
  * ```ts
+ * import { runSweep, writeSweepFiles } from "./sweep.ts";
+ * import { DEFAULT_LAB_CONFIG } from "./experiment.ts";
+ * import { LabSession } from "./session.ts";
+ *
+ * await using lab = await LabSession.open();
  * const sweep = await runSweep(lab, DEFAULT_LAB_CONFIG, "guests", [1, 2, 4, 8]);
  * await writeSweepFiles("lab-results", [sweep], "deno task lab -- --sweep-guests 1,2,4,8");
  * ```

@@ -79,6 +79,10 @@ export const DEVICE_STATE_CAPABILITIES = {
  *
  * @example
  * ```ts
+ * import { localDestination } from "./destination.ts";
+ * import { QemuGuest } from "./guest.ts";
+ *
+ * declare const source: QemuGuest;
  * const guest = await QemuGuest.startDestination(source.machine, { name: "vm1" });
  * const destination = localDestination(guest);
  * const uri = await destination.listen(); // then `migrate` the source to uri

@@ -73,6 +73,14 @@ const DEFAULT_WAIT_MS = 30_000;
  *
  * @example
  * ```ts
+ * import { DeviceStateMigration } from "./device_state.ts";
+ * import type { Destination } from "./destination.ts";
+ * import type { QemuGuest } from "./guest.ts";
+ *
+ * declare const source: QemuGuest, destination: Destination;
+ * // Gangway's final round, or any copy of the RAM file's pages.
+ * declare function copyFinalRam(): Promise<void>;
+ *
  * const migration = await DeviceStateMigration.start(source, destination, {
  *   pauseBeforeSwitchover: true,
  * });
@@ -274,6 +282,14 @@ export class DeviceStateMigration {
  *
  * @example
  * ```ts
+ * import { migrateDeviceState } from "./device_state.ts";
+ * import { localDestination } from "./destination.ts";
+ * import { QemuGuest } from "./guest.ts";
+ *
+ * declare const source: QemuGuest;
+ * // Gangway's transfer, or any copy of the RAM file's pages.
+ * declare function copyRam(from: string, to: string): Promise<void>;
+ *
  * const guest = await QemuGuest.startDestination(source.machine, { name: "vm1-b" });
  * const result = await migrateDeviceState(source, localDestination(guest), {
  *   whilePaused: () => copyRam(source.ramPath, guest.ramPath),

@@ -135,6 +135,9 @@ interface Instance {
  *
  * @example
  * ```ts
+ * import { QemuGuest } from "./guest.ts";
+ * import { ensureGuestImage } from "./guest_image.ts";
+ *
  * const image = await ensureGuestImage();
  * await using guest = await QemuGuest.start({ name: "vm1", memoryMiB: 128, image });
  * await guest.waitUntilBooted();

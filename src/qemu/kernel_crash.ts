@@ -51,6 +51,10 @@ const CUT_HERE = /^-+\[ cut here \]-+$/;
  *
  * @example
  * ```ts
+ * import { findKernelCrash } from "./kernel_crash.ts";
+ * import type { QemuGuest } from "./guest.ts";
+ *
+ * declare const guest: QemuGuest;
  * const crash = findKernelCrash(await Deno.readTextFile(guest.serialLog));
  * if (crash) console.error(`${crash.kind}: ${crash.lines.join(" | ")}`);
  * ```

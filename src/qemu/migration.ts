@@ -86,6 +86,10 @@ export interface QemuMigrationResult {
  *
  * @example
  * ```ts
+ * import { migrateWithQemu } from "./migration.ts";
+ * import type { QemuGuest } from "./guest.ts";
+ *
+ * declare const source: QemuGuest, destination: QemuGuest;
  * const result = await migrateWithQemu(source, destination, { multifd: true, compression: "zstd" });
  * console.log(result.transferredBytes + result.multifdBytes, result.downtimeMs);
  * ```

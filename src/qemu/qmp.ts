@@ -257,6 +257,9 @@ export class QmpClient implements AsyncDisposable {
    *
    * @example
    * ```ts
+   * import type { QmpClient } from "./qmp.ts";
+   *
+   * declare const qmp: QmpClient;
    * for await (const event of qmp.events()) console.log(event.event);
    * ```
    */

@@ -34,7 +34,12 @@ interface Memdev {
  *
  * @example
  * ```ts
+ * import { queryRam } from "./ram_backend.ts";
+ * import type { QmpClient } from "./qmp.ts";
+ *
+ * declare const qmp: QmpClient;
  * const { path, size } = await queryRam(qmp, "gangway-ram");
+ * console.log(`${path}: ${size} bytes`);
  * ```
  */
 export async function queryRam(qmp: QmpClient, backendId?: string): Promise<RamBackend> {

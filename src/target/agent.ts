@@ -53,8 +53,21 @@ export interface ServeAgentOptions extends AgentOptions {
  *
  * @example
  * ```ts
+ * import { serveAgent } from "./agent.ts";
+ * import { listenForSenders } from "../transport/listen_for_senders.ts";
+ *
+ * declare const cert: string, key: string, token: string;
  * const listener = listenForSenders({ hostname: "0.0.0.0", port: 7100 }, { cert, key });
- * await serveAgent(listener, { dir: "/dev/shm/gangway", runDir: "/run/gangway-agent", token, ... });
+ * await serveAgent(listener, {
+ *   dir: "/dev/shm/gangway",
+ *   runDir: "/run/gangway-agent",
+ *   token,
+ *   maxGuests: 8,
+ *   maxMemoryMiB: 16384,
+ *   qemuBinary: "qemu-system-x86_64",
+ *   handshakeTimeoutMs: 10_000,
+ *   idleTimeoutMs: 60_000,
+ * });
  * ```
  */
 export async function serveAgent(

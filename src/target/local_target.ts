@@ -23,6 +23,11 @@ export type LocalTargetOptions = AgentProcessOptions;
  *
  * @example
  * ```ts
+ * import { LocalTarget } from "./local_target.ts";
+ * import { migrateQemuGang } from "../gang_migration.ts";
+ * import type { QemuGuest } from "../qemu/guest.ts";
+ *
+ * declare const sources: QemuGuest[];
  * await using target = await LocalTarget.start();
  * const { report, destinations } = await migrateQemuGang(sources, target);
  * console.log(await destinations[0]!.state()); // { status: "running", ... }

@@ -29,6 +29,12 @@ export type RemoteTargetOptions = AgentClientOptions;
  *
  * @example
  * ```ts
+ * import { RemoteTarget } from "./remote_target.ts";
+ * import { migrateQemuGang } from "../gang_migration.ts";
+ * import type { QemuGuest } from "../qemu/guest.ts";
+ * import { readPemFile, readTokenFile } from "../transport/credentials.ts";
+ *
+ * declare const sources: QemuGuest[];
  * await using target = await RemoteTarget.connect({ hostname: "10.0.0.2", port: 7100 }, {
  *   ca: await readPemFile("ca.pem", "CA certificate"),
  *   token: await readTokenFile("token"),

@@ -98,6 +98,14 @@ interface Slot {
  *
  * @example
  * ```ts
+ * import { acceptConnections } from "./accept_connections.ts";
+ * import { listenForSenders } from "../transport/listen_for_senders.ts";
+ *
+ * declare const cert: string, key: string;
+ * // The server's own protocol: its handshake, then the rest.
+ * declare function readMyHello(conn: Deno.Conn, signal: AbortSignal): Promise<string>;
+ * declare function serveMyPeer(conn: Deno.Conn, hello: string): Promise<void>;
+ *
  * const listener = listenForSenders({ hostname: "0.0.0.0", port: 7000 }, { cert, key });
  * await acceptConnections(listener, async ({ conn, handshakeDone, signal }) => {
  *   const hello = await readMyHello(conn, signal); // ends conn when signal aborts

@@ -469,7 +469,11 @@ export const DIGEST_BYTES = 16;
  *
  * @example
  * ```ts
- * const digest = guestDigest(gang.index.pageHashes(0), gang.index.seed, gang.guests[0].ram.size);
+ * import { guestDigest } from "./protocol.ts";
+ * import type { Gang } from "../scan/gang.ts";
+ *
+ * declare const gang: Gang;
+ * const digest = guestDigest(gang.index.pageHashes(0), gang.index.seed, gang.guests[0]!.ram.size);
  * ```
  */
 export function guestDigest(pageHashes: BigUint64Array, seed: bigint, size: number): string {

@@ -67,6 +67,14 @@ export { readSenderHandshake, type SenderHandshake };
  *
  * @example
  * ```ts
+ * import {
+ *   readSenderHandshake,
+ *   receiveAuthenticatedGang,
+ *   type ReceiverOptions,
+ * } from "./receiver.ts";
+ *
+ * declare const conn: Deno.Conn, options: ReceiverOptions;
+ * declare function markIdle(): void;
  * const sender = await readSenderHandshake(conn, options);
  * const gang = await receiveAuthenticatedGang(sender, options, () => markIdle());
  * ```
@@ -126,6 +134,10 @@ export async function receiveAuthenticatedGang(
  *
  * @example
  * ```ts
+ * import { receiveGang } from "./receiver.ts";
+ * import { listenForSenders } from "../transport/listen_for_senders.ts";
+ *
+ * declare const cert: string, key: string, token: string;
  * using listener = listenForSenders({ hostname: "0.0.0.0", port: 7000 }, { cert, key });
  * const gang = await receiveGang(await listener.accept(), { dir: "/dev/shm/target", token });
  * ```

@@ -135,6 +135,12 @@ export interface RoundReport {
  *
  * @example
  * ```ts
+ * import { GangSender } from "./sender.ts";
+ * import { randomSeed } from "./seed.ts";
+ * import { Gang, type GuestSpec } from "../scan/gang.ts";
+ *
+ * declare const guests: GuestSpec[];
+ * declare function pauseMyGuests(): Promise<void>;
  * using gang = Gang.open(guests, { seed: randomSeed() });
  * const conn = await Deno.connect({ hostname: "10.0.0.2", port: 7000 });
  * await using sender = await GangSender.connect(gang, conn);

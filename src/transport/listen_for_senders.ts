@@ -30,6 +30,11 @@ export interface ListenForSendersOptions {
  *
  * @example
  * ```ts
+ * import { listenForSenders } from "./listen_for_senders.ts";
+ * import { readPemFile, readTokenFile } from "./credentials.ts";
+ * import { serveGangs } from "../transfer/receiver.ts";
+ *
+ * const token = await readTokenFile("lab-certs/token");
  * const cert = await readPemFile("lab-certs/receiver.pem", "certificate");
  * const key = await readPemFile("lab-certs/receiver.key", "private key");
  * const listener = listenForSenders({ hostname: "0.0.0.0", port: 7000 }, { cert, key });
