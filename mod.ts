@@ -77,6 +77,7 @@ export {
   TargetError,
 } from "./src/transfer/sender.ts";
 export {
+  type Connection,
   migrateGang,
   type MigrateGangOptions,
   type MigrationReport,
@@ -90,3 +91,6 @@ export {
   serveGangs,
   type ServeOptions,
 } from "./src/transfer/receiver.ts";
+export type { AcceptEvent } from "./src/transfer/accept_connections.ts";
+export type { ByteStream } from "./src/transfer/frame_io.ts";
+export type { WireGuest } from "./src/transfer/protocol.ts";

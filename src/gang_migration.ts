@@ -76,6 +76,7 @@ export interface QemuGangOptions extends Omit<MigrateGangOptions, "pause" | "res
 
 /** What happened to one guest. */
 export interface QemuGuestReport {
+  /** The guest's name. */
   name: string;
   /** Guest RAM in bytes. */
   ramBytes: number;
@@ -105,6 +106,7 @@ export interface GangTimeline {
 
 /** What a QEMU gang migration did. */
 export interface QemuGangReport {
+  /** Each guest, in gang order. */
   guests: QemuGuestReport[];
   /** The RAM transfer (rounds, bytes, verification). */
   transfer: MigrationReport;
@@ -116,7 +118,9 @@ export interface QemuGangReport {
 
 /** What a migration leaves: the report and the destinations, running at the target. */
 export interface QemuGangResult {
+  /** What the migration did. */
   report: QemuGangReport;
+  /** The destinations, in gang order. */
   destinations: Destination[];
 }
 

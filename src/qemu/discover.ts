@@ -10,7 +10,9 @@ import { parseCommandLine, type ParsedCommandLine } from "./qemu_command_line.ts
 
 /** A QEMU process and what its command line says. */
 export interface FoundQemu {
+  /** Its process id. */
   pid: number;
+  /** Its exact argument vector. */
   argv: string[];
   /** Its machine and instance, or why gangway cannot migrate it. */
   commandLine: ParsedCommandLine;
@@ -18,8 +20,11 @@ export interface FoundQemu {
 
 /** A QEMU whose command line gangway cannot use, and why. */
 export interface UnusableQemu {
+  /** Its process id. */
   pid: number;
+  /** Its exact argument vector. */
   argv: string[];
+  /** Why gangway cannot use it. */
   reason: string;
 }
 

@@ -20,6 +20,8 @@ import {
   QEMU_REQUIREMENTS,
 } from "./_packages.ts";
 
+export type { DebianImageName };
+
 /** The images gangway can provision. */
 export type ImageName = "busybox" | DebianImageName;
 

@@ -34,10 +34,12 @@ export {
   type QemuGuestOptions,
 } from "./guest.ts";
 export {
+  type DebianImageName,
   defaultCacheDir,
   ensureGuestImage,
   type GuestImage,
   type GuestImageOptions,
+  type ImageName,
 } from "./guest_image.ts";
 export type { Workload, WorkloadMode } from "./_guest_init.ts";
 export {
@@ -66,7 +68,7 @@ export {
   type QemuMigrationOptions,
   type QemuMigrationResult,
 } from "./migration.ts";
-export { qemuArgs, type QemuInstance, type QemuMachine } from "./qemu_args.ts";
+export { qemuArgs, type QemuDisk, type QemuInstance, type QemuMachine } from "./qemu_args.ts";
 export {
   type ExecuteOptions,
   QmpClient,

@@ -12,7 +12,9 @@ import type { QemuDisk, QemuInstance, QemuMachine } from "./qemu_args.ts";
 
 /** A QEMU command line, understood. */
 export interface ParsedCommandLine {
+  /** What a destination must match. */
   machine: QemuMachine;
+  /** What belongs to this one QEMU (its name, RAM file, sockets). */
   instance: QemuInstance;
 }
 

@@ -12,7 +12,9 @@ import { DeviceStateMigration } from "../qemu/device_state.ts";
 
 /** A source guest and the destination taking it over. */
 export interface SwitchOverPair {
+  /** The source guest, paused at the switch-over. */
   source: QemuGuest;
+  /** Its destination, waiting for the device state. */
   destination: Destination;
 }
 

@@ -52,12 +52,15 @@ export type AgentEvent = { event: string; [field: string]: unknown };
 
 /** A guest that moved here and runs, as the agent reports it. */
 export interface KeptGuest {
+  /** The guest's name. */
   name: string;
   /** Its QEMU's process id. */
   pid: number;
-  /** Its QMP socket, serial log and RAM file on this host. */
+  /** Its QMP socket on this host. */
   qmpPath: string;
+  /** Its serial log on this host. */
   serialLog: string;
+  /** Its RAM file on this host. */
   ramPath: string;
   /** False once its QEMU has exited. */
   alive: boolean;

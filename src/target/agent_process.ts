@@ -20,8 +20,9 @@ export interface AgentCredentials {
   ca: string;
   /** The token sources present. */
   token: string;
-  /** The files of the CA certificate and of the token, for a source's flags. */
+  /** The file of the CA certificate, for a source's flags. */
   caFile: string;
+  /** The file of the token, for a source's flags. */
   tokenFile: string;
   /** The agent's flags naming the files. */
   args: string[];
@@ -210,6 +211,7 @@ export class AgentProcess implements AsyncDisposable {
     }
   }
 
+  /** Same as {@linkcode stop}. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
   }

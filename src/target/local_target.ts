@@ -87,6 +87,7 @@ export class LocalTarget implements MigrationTarget, AsyncDisposable {
     await this.agent.stop();
   }
 
+  /** Same as {@linkcode close}. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }

@@ -42,8 +42,9 @@ export interface MachineDescription {
   accelerator: "tcg" | "kvm";
   /** Id of the memory backend (must match the source's). */
   backendId: string;
-  /** Kernel and initrd, both or neither. */
+  /** Kernel, given with the initrd or not at all. */
   kernel?: FileRef;
+  /** Initrd, given with the kernel or not at all. */
   initrd?: FileRef;
   /** The kernel command line, one argument per entry. */
   kernelArgs: string[];

@@ -32,6 +32,7 @@ export {
 } from "./agent.ts";
 export { AgentClient, type AgentClientOptions } from "./agent_client.ts";
 export { AgentError } from "./agent_protocol.ts";
+export { DeviceStateRelay } from "./device_state_relay.ts";
 export {
   type AgentCredentials,
   AgentProcess,

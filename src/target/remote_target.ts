@@ -135,6 +135,7 @@ export class RemoteTarget implements MigrationTarget, AsyncDisposable {
     this.#relayDir = undefined;
   }
 
+  /** Same as {@linkcode close}. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }

@@ -129,6 +129,7 @@ export class ServerProcess implements AsyncDisposable {
     await this.#done;
   }
 
+  /** Same as {@linkcode stop}. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
   }

@@ -18,7 +18,7 @@ import type { ByteStream } from "./frame_io.ts";
 import { checkUnchangedSinceFinalRound } from "./final_checks.ts";
 
 /** A connected stream to the target (TCP or TLS), or one being connected. */
-type Connection = ByteStream & { close(): void };
+export type Connection = ByteStream & { close(): void };
 import type { CompressionReport } from "./compression_policy.ts";
 
 /** Options of {@linkcode migrateGang}. */
@@ -39,7 +39,9 @@ export interface MigrateGangOptions extends SenderOptions, ConvergenceOptions {
 
 /** What a gang migration did (the `send --json` document). */
 export interface MigrationReport {
+  /** Each guest's name and RAM size in bytes, in gang order. */
   guests: { name: string; bytes: number }[];
+  /** Each round, in order. */
   rounds: RoundReport[];
   /** Every byte written to the target, headers included. */
   bytesOnWire: number;
@@ -47,6 +49,7 @@ export interface MigrationReport {
   guestBytesOnWire: number[];
   /** Sum of the guests' RAM sizes. */
   guestBytes: number;
+  /** From the start to the verification. */
   seconds: number;
   /**
    * The target found every guest's RAM identical to the source's as the

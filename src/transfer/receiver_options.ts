@@ -61,9 +61,13 @@ export type ReceiverEvent =
 
 /** A gang received and verified. */
 export interface ReceivedGang {
+  /** Each guest's name, RAM file, size in bytes and digest, in gang order. */
   guests: { name: string; path: string; bytes: number; digest: string }[];
+  /** Rounds received. */
   rounds: number;
+  /** Bytes read from the sender. */
   bytesRead: number;
+  /** From the connection to the verification. */
   seconds: number;
 }
 

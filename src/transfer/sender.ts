@@ -102,6 +102,7 @@ export interface SenderOptions {
 
 /** Where a round is. */
 export interface RoundProgress {
+  /** The round's number, from 1. */
   round: number;
   /** Pages scanned so far in this round, over all guests. */
   pagesDone: number;
@@ -113,6 +114,7 @@ export interface RoundProgress {
 
 /** What one round did. */
 export interface RoundReport {
+  /** The round's number, from 1. */
   round: number;
   /** True for the round run with the guests paused. */
   final: boolean;
@@ -485,6 +487,7 @@ export class GangSender implements AsyncDisposable {
     }
   }
 
+  /** Same as {@linkcode close}. */
   [Symbol.asyncDispose](): Promise<void> {
     this.close();
     return Promise.resolve();

@@ -10,6 +10,7 @@ import { decodeText, decodeU32, FrameType, frameTypeName } from "./protocol.ts";
 
 /** The target refused something, with its own words. */
 export class TargetError extends Error {
+  /** An error carrying the target's words. */
   constructor(message: string) {
     super(message);
     this.name = "TargetError";

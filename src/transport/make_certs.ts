@@ -12,10 +12,15 @@ import { pathExists } from "../_path_exists.ts";
 
 /** What {@linkcode makeCerts} wrote (paths). */
 export interface MadeCerts {
+  /** The CA certificate's file. */
   ca: string;
+  /** The CA's private key's file. */
   caKey: string;
+  /** The receiver's certificate's file. */
   cert: string;
+  /** The receiver's private key's file. */
   key: string;
+  /** The shared token's file. */
   token: string;
   /** Which of those were made by this call (the others existed). */
   made: string[];
