@@ -111,7 +111,7 @@ export class AgentClient {
   async request(
     op: string,
     fields: Record<string, unknown> = {},
-    timeoutMs = this.#options.answerTimeoutMs ?? 60_000,
+    timeoutMs: number = this.#options.answerTimeoutMs ?? 60_000,
   ): Promise<Record<string, unknown>> {
     if (this.#ended) throw this.#ended;
     const id = this.#nextId++;

@@ -28,7 +28,7 @@ export type ReceiverProcessEvent = ServerEvent;
 export type ReceiverProcess = ServerProcess;
 
 /** Starts `receive --json` as a child process. */
-export const ReceiverProcess = {
+export const ReceiverProcess: {
   /**
    * Starts the receiver and waits until it listens.
    *
@@ -36,6 +36,8 @@ export const ReceiverProcess = {
    *
    * @throws Error when it exits first
    */
+  start(options: ReceiverProcessOptions): Promise<ServerProcess>;
+} = {
   start(options: ReceiverProcessOptions): Promise<ServerProcess> {
     const listen = options.listen ?? { hostname: "127.0.0.1" };
     return ServerProcess.start({
