@@ -1,5 +1,5 @@
 /**
- * The gangway wire protocol, version 2 (its security is described in
+ * The gangway wire protocol, version 3 (its security is described in
  * docs/security.md).
  *
  * Every message is a frame: an 8-byte header (type, flags, guest, body
@@ -15,8 +15,9 @@ import { decompress } from "../native/compression.ts";
 import { ramDigest } from "../native/hashing.ts";
 
 /**
- * The protocol version this code speaks. 2: the digests of DONE are keyed
- * by each guest's size as well (see {@linkcode guestDigest}).
+ * The protocol version this code speaks. 3: PAGES frames may carry their
+ * data compressed (see {@linkcode FrameFlag}); since 2 the digests of DONE
+ * are keyed by each guest's size as well (see {@linkcode guestDigest}).
  */
 export const PROTOCOL_VERSION = 3;
 
@@ -366,10 +367,6 @@ export function decodeU32(body: Uint8Array, what: string): number {
 
 /** Bytes of one PAGES entry: page u32, content id u32, hash u64. */
 export const PAGE_ENTRY_BYTES = 16;
-/** Bytes of one REFS entry: page u32, content id u32. */
-export const REF_ENTRY_BYTES = 8;
-/** Bytes of one ZEROS entry: first page u32, pages u32. */
-export const ZERO_RUN_BYTES = 8;
 
 /** Body bytes of a PAGES frame of n pages. */
 export function pagesBodyBytes(n: number): number {
