@@ -30,6 +30,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { LIBRARY_FILES, LIBRARY_HEADERS, LIBRARY_SOURCES } from "./sources.ts";
 import { defaultCacheDir } from "../src/_cache_dir.ts";
+import { errorMessage } from "../src/_errors.ts";
 
 const FFI_DIR = new URL("./", import.meta.url);
 const BUILD_DIR = new URL("./build/", FFI_DIR);
@@ -358,7 +359,7 @@ if (import.meta.main) {
       console.log(buildCachedLibrary(defaultCacheDir(), options));
     }
   } catch (error) {
-    console.error(error instanceof Error ? error.message : error);
+    console.error(errorMessage(error));
     Deno.exit(1);
   }
 }

@@ -5,6 +5,7 @@
  * @module
  */
 import nodeAssert from "node:assert/strict";
+import { errorMessage } from "../src/_errors.ts";
 
 /** Fails unless value is truthy. */
 export function assert(value: unknown, message?: string): asserts value {
@@ -34,7 +35,7 @@ function checkError<E extends Error>(
       message: `Expected a ${errorClass.name}, got: ${error}`,
     });
   }
-  const message = error instanceof Error ? error.message : String(error);
+  const message = errorMessage(error);
   if (includes !== undefined && !message.includes(includes)) {
     throw new nodeAssert.AssertionError({
       message: `Expected the error message to include "${includes}", got: "${message}"`,

@@ -12,6 +12,7 @@
  * @module
  */
 import { BUILD_REQUIREMENTS, buildLibrary, type BuildRequirement } from "../ffi/build.ts";
+import { errorMessage } from "../src/_errors.ts";
 
 /** What each kind of work needs from the system. */
 export const NEEDS: Record<string, readonly BuildRequirement[]> = {
@@ -76,7 +77,7 @@ if (import.meta.main) {
     await ensurePackages(needs);
     await buildLibrary({ quiet: true });
   } catch (error) {
-    console.error(error instanceof Error ? error.message : error);
+    console.error(errorMessage(error));
     Deno.exit(1);
   }
 }

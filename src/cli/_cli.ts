@@ -5,6 +5,7 @@
  * @module
  */
 import { parseArgs, type ParseArgsConfig } from "node:util";
+import { errorMessage } from "../_errors.ts";
 
 /** A mistake in how the command was called: exit code 2. */
 export class UsageError extends Error {
@@ -35,7 +36,7 @@ export function parseCli<T extends ParseArgsConfig["options"]>(
     });
     return { values, positionals };
   } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error));
+    throw new UsageError(errorMessage(error));
   }
 }
 
@@ -47,7 +48,7 @@ export async function runMain(main: () => Promise<void> | void, usage: string, f
   try {
     await main();
   } catch (error) {
-    const message = error instanceof Error ? error.message : String(error);
+    const message = errorMessage(error);
     console.error(`error: ${message}`);
     if (error instanceof UsageError) {
       console.error(usage);

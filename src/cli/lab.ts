@@ -60,6 +60,7 @@ import { WORKLOAD_MODES, type WorkloadMode } from "../qemu/_guest_init.ts";
 import { IMAGE_NAMES, type ImageName, imageWorkloads } from "../qemu/guest_image.ts";
 import { parseCli, runMain, UsageError } from "./_cli.ts";
 import { parseCount, parseSize } from "./_units.ts";
+import { errorMessage } from "../_errors.ts";
 
 const USAGE = "usage: deno task lab -- [--guests N] [--memory SIZE] [--link RATE] " +
   "[--idle SECONDS] [--image NAME[,NAME...]] [--workload idle|busy|pgbench|web] " +
@@ -127,7 +128,7 @@ export function parseLabArgs(args: string[]): LabCommand {
   try {
     parseLinkRate(link);
   } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error));
+    throw new UsageError(errorMessage(error));
   }
   const workload = workloadMode(values.workload ?? DEFAULT_LAB_CONFIG.workload);
   const images = values.image ? imageNames(values.image) : [...DEFAULT_LAB_CONFIG.images ?? []];

@@ -22,6 +22,7 @@ import { migrateGangWithQemu } from "./qemu_method.ts";
 import { checkResumed } from "./resumed.ts";
 import type { LabSession } from "./session.ts";
 import type { CompressionMode } from "../transfer/compression_policy.ts";
+import { errorMessage } from "../_errors.ts";
 
 /** A QEMU method gangway is compared with. */
 export type ComparedMethod = Exclude<LabMethod, "gangway">;
@@ -136,7 +137,7 @@ export async function measureMethod(
   } catch (error) {
     const oomKills = await killed();
     if (!oomKills) throw error;
-    const why = error instanceof Error ? error.message : String(error);
+    const why = errorMessage(error);
     throw new Error(`${why} (meanwhile the kernel's OOM killer killed ${oomKills} processes)`, {
       cause: error,
     });

@@ -26,6 +26,7 @@ import { readPemFile, readTokenFile } from "../transport/credentials.ts";
 import type { CompressionMode } from "../transfer/compression_policy.ts";
 import type { GangwayBreakdown } from "./measurement.ts";
 import { exitOnSignal } from "./netns_signal.ts";
+import { errorMessage } from "../_errors.ts";
 
 /** What the gang runner prints on stdout when the gang runs at the target. */
 export interface GangSideResult {
@@ -155,7 +156,7 @@ if (import.meta.main) {
     });
     console.log(JSON.stringify(result));
   } catch (error) {
-    console.error(`error: ${error instanceof Error ? error.message : error}`);
+    console.error(`error: ${errorMessage(error)}`);
     Deno.exit(1);
   }
 }

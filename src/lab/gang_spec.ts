@@ -11,6 +11,7 @@ import type { GuestRam } from "./measurement.ts";
 import { waitForWorkload } from "../qemu/heartbeat.ts";
 import type { LabSession } from "./session.ts";
 import { delay, secondsBetween } from "./_time.ts";
+import { errorMessage } from "../_errors.ts";
 
 /** The gang of one measurement: the same for every method compared. */
 export interface GangSpec {
@@ -167,7 +168,7 @@ export async function bootGang(
     const why = await whyGuestsDied(guests);
     await closeGuests(session, guests);
     throw new Error(
-      `Cannot boot the gang: ${error instanceof Error ? error.message : error}${why}`,
+      `Cannot boot the gang: ${errorMessage(error)}${why}`,
       { cause: error },
     );
   }

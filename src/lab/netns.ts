@@ -15,6 +15,7 @@ import {
   removeNamespaceSync,
 } from "./netns_names.ts";
 import { cleanStaleNetworks } from "./netns_stale.ts";
+import { errorMessage } from "../_errors.ts";
 
 /** One of the two lab hosts. */
 export type LabSide = "source" | "target";
@@ -153,7 +154,7 @@ export class LabNetwork implements AsyncDisposable {
       if (options.cleanStale ?? true) await cleanStaleNetworks();
       return await LabNetwork.#netns(shape);
     } catch (error) {
-      const reason = error instanceof Error ? error.message : String(error);
+      const reason = errorMessage(error);
       if (mode === "netns") throw new Error(`Cannot create the lab network: ${reason}`);
       return LabNetwork.#loopback(reason);
     }
@@ -328,7 +329,7 @@ export class LabNetwork implements AsyncDisposable {
       try {
         await removeNamespace(name);
       } catch (error) {
-        failures.push(error instanceof Error ? error.message : String(error));
+        failures.push(errorMessage(error));
       }
     }
     // Keep the exit guard when something is left: it tries again at exit.

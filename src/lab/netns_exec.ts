@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { errorMessage } from "../_errors.ts";
 
 /** How long one `ip` or `tc` call may take before it is killed. */
 const TOOL_TIMEOUT_MS = 10_000;
@@ -98,5 +99,5 @@ function checkOutput(line: string, output: Deno.CommandOutput): string {
 
 function startFailure(error: unknown): string {
   if (error instanceof Deno.errors.NotFound) return "not found on PATH";
-  return error instanceof Error ? error.message : String(error);
+  return errorMessage(error);
 }

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { errorMessage } from "../_errors.ts";
 
 /** The signals that end a lab run: Ctrl-C, `kill`, a closed terminal. */
 const SIGNALS = { SIGINT: 2, SIGTERM: 15, SIGHUP: 1 } as const;
@@ -98,7 +99,7 @@ async function onSignal(signal: Deno.Signal, code: number): Promise<void> {
       await cleanup();
     } catch (error) {
       console.error(
-        `Cannot clean up after ${signal}: ${error instanceof Error ? error.message : error}`,
+        `Cannot clean up after ${signal}: ${errorMessage(error)}`,
       );
     }
   }

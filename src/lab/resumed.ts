@@ -10,6 +10,7 @@
 import type { QemuGuest } from "../qemu/guest.ts";
 import { parseHeartbeats, readHeartbeat } from "../qemu/heartbeat.ts";
 import { type KernelCrash, readKernelCrash } from "../qemu/kernel_crash.ts";
+import { errorMessage } from "../_errors.ts";
 
 /** What {@linkcode checkResumed} found. */
 export interface ResumeCheck {
@@ -105,6 +106,6 @@ async function checkHeartbeat(
       `heartbeat ${last.counter} -> ${first.counter}, checksum check ${beat.checks} ok`,
     );
   } catch (error) {
-    return verdict(false, error instanceof Error ? error.message : String(error));
+    return verdict(false, errorMessage(error));
   }
 }

@@ -21,6 +21,7 @@ import { parseRate } from "./link_rate.ts";
 import { type LabMode, LabNetwork, type LabSide } from "./netns.ts";
 import { exitOnSignal } from "./netns_signal.ts";
 import { isAlive } from "./netns_stale.ts";
+import { errorMessage } from "../_errors.ts";
 
 /** Options of {@linkcode LabSession.open}. */
 export interface LabSessionOptions {
@@ -338,7 +339,7 @@ export class LabSession implements AsyncDisposable {
       try {
         await what();
       } catch (error) {
-        problems.push(error instanceof Error ? error.message : String(error));
+        problems.push(errorMessage(error));
       }
     };
     await attempt(() => this.endProcesses());

@@ -21,6 +21,7 @@
 import { fileURLToPath } from "node:url";
 import { buildCachedLibrary, cachedLibraryPath } from "../../ffi/build.ts";
 import { CACHE_DIR_VARIABLES, defaultCacheDir } from "../_cache_dir.ts";
+import { errorMessage } from "../_errors.ts";
 
 /** Must equal GW_ABI_VERSION in ffi/gangway.h: a stale build is refused. */
 const ABI_VERSION = 6;
@@ -151,7 +152,7 @@ function cacheDir(): { dir: string } | { why: string } {
   try {
     return { dir: defaultCacheDir() };
   } catch (error) {
-    return { why: error instanceof Error ? error.message : String(error) };
+    return { why: errorMessage(error) };
   }
 }
 
@@ -172,7 +173,7 @@ function openCandidate(
   try {
     library = Deno.dlopen(path, SYMBOLS);
   } catch (error) {
-    const message = error instanceof Error ? error.message : String(error);
+    const message = errorMessage(error);
     const why = message.includes("No such file or directory") ? "not found" : message;
     tried.push(`  ${path} (${origin}): ${why}`);
     return undefined;
@@ -209,7 +210,7 @@ function buildIntoCache(cache: { dir: string } | { why: string }, tried: string[
   try {
     return buildCachedLibrary(cache.dir);
   } catch (error) {
-    tried.push(`  build into the cache: ${error instanceof Error ? error.message : error}`);
+    tried.push(`  build into the cache: ${errorMessage(error)}`);
     return undefined;
   }
 }

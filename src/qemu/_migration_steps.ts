@@ -8,6 +8,7 @@
 import { join } from "node:path";
 import { delay, withTimeout } from "./_async.ts";
 import type { QemuGuest } from "./guest.ts";
+import { errorMessage } from "../_errors.ts";
 
 /** What `query-migrate` returns (the fields gangway reads). */
 export interface MigrationInfo {
@@ -190,7 +191,7 @@ export async function recoverSource(source: QemuGuest, resume: boolean): Promise
     await source.resume();
     return `source "${source.name}" resumed`;
   } catch (error) {
-    const why = error instanceof Error ? error.message : String(error);
+    const why = errorMessage(error);
     return `source "${source.name}" could not be resumed: ${why}`;
   }
 }

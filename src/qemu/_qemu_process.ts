@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { errorMessage } from "../_errors.ts";
 
 /** Bytes of QEMU's log quoted in error messages. */
 const TAIL_BYTES = 2000;
@@ -60,7 +61,7 @@ export class QemuProcess implements QemuProcessHandle {
         stderr: "null",
       }).spawn();
     } catch (error) {
-      const why = error instanceof Error ? error.message : String(error);
+      const why = errorMessage(error);
       throw new Error(`Cannot start guest "${guest}": cannot run "${argv[0]}": ${why}`);
     }
     return new QemuProcess(child, logPath);

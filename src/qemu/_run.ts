@@ -5,6 +5,7 @@
  * @module
  */
 import { forEachLine } from "../_lines.ts";
+import { errorMessage } from "../_errors.ts";
 
 /** Options of {@linkcode run}. */
 export interface RunOptions {
@@ -31,7 +32,7 @@ export async function run(program: string, args: string[], options: RunOptions =
       stderr: "piped",
     }).output();
   } catch (error) {
-    const reason = error instanceof Error ? error.message : String(error);
+    const reason = errorMessage(error);
     throw new Error(`Cannot run "${program}": ${reason}`);
   }
   if (!output.success) {
@@ -60,7 +61,7 @@ export async function runWithProgress(
     child = new Deno.Command(program, { args, stdin: "null", stdout: "piped", stderr: "piped" })
       .spawn();
   } catch (error) {
-    const reason = error instanceof Error ? error.message : String(error);
+    const reason = errorMessage(error);
     throw new Error(`Cannot run "${program}": ${reason}`);
   }
   const last: string[] = [];

@@ -9,6 +9,7 @@
 import type { QemuGuest } from "./guest.ts";
 import { type Destination, DEVICE_STATE_CAPABILITIES } from "./destination.ts";
 import { finalInfo, recoverSource, setCapabilities, waitForStatus } from "./_migration_steps.ts";
+import { errorMessage } from "../_errors.ts";
 
 /** Options of {@linkcode DeviceStateMigration.start}. */
 export interface DeviceStateMigrationOptions {
@@ -254,7 +255,9 @@ export class DeviceStateMigration {
       try {
         await work();
       } catch (error) {
-        throw new Error(`the work done while paused failed: ${message(error)}`, { cause: error });
+        throw new Error(`the work done while paused failed: ${errorMessage(error)}`, {
+          cause: error,
+        });
       }
     });
   }
@@ -264,7 +267,7 @@ export class DeviceStateMigration {
     const note = await this.abort();
     return new Error(
       `Cannot migrate the device state of guest "${this.source.name}" to ` +
-        `"${this.destination.name}": ${message(error)}${died}; ${note}`,
+        `"${this.destination.name}": ${errorMessage(error)}${died}; ${note}`,
       { cause: error },
     );
   }
@@ -309,8 +312,4 @@ export async function migrateDeviceState(
   });
   if (whilePaused) await migration.whilePaused(whilePaused);
   return await migration.finish();
-}
-
-function message(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

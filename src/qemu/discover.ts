@@ -7,6 +7,7 @@
  * @module
  */
 import { parseCommandLine, type ParsedCommandLine } from "./qemu_command_line.ts";
+import { errorMessage } from "../_errors.ts";
 
 /** A QEMU process and what its command line says. */
 export interface FoundQemu {
@@ -72,7 +73,7 @@ export async function findQemus(): Promise<{ usable: FoundQemu[]; unusable: Unus
     try {
       usable.push({ pid, argv, commandLine: parseCommandLine(argv[0]!, argv.slice(1)) });
     } catch (error) {
-      unusable.push({ pid, argv, reason: error instanceof Error ? error.message : String(error) });
+      unusable.push({ pid, argv, reason: errorMessage(error) });
     }
   }
   return { usable, unusable };

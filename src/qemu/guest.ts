@@ -16,6 +16,7 @@ import { QmpClient } from "./qmp.ts";
 import { findQemuProcess } from "./discover.ts";
 import { qemuArgs, type QemuDisk, type QemuMachine } from "./qemu_args.ts";
 import { queryRam, type RamBackend } from "./ram_backend.ts";
+import { errorMessage } from "../_errors.ts";
 
 /** Options of {@linkcode QemuGuest.start}. */
 export interface QemuGuestOptions {
@@ -485,7 +486,7 @@ async function connectQmp(
     } catch (error) {
       if (performance.now() > deadline) {
         await process.kill();
-        const why = error instanceof Error ? error.message : String(error);
+        const why = errorMessage(error);
         throw new Error(`Cannot start guest "${name}": no QMP in ${timeoutMs} ms (${why})`);
       }
     }

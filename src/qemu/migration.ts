@@ -19,6 +19,7 @@ import {
   startBothEnds,
   waitForStatus,
 } from "./_migration_steps.ts";
+import { errorMessage } from "../_errors.ts";
 
 /** Time allowed for the destination to load what the source sent. */
 const LOAD_WAIT_MS = 30_000;
@@ -133,7 +134,7 @@ export async function migrateWithQemu(
     await removeUnixSocket(options.incomingUri ?? uri);
     throw new Error(
       `Cannot migrate guest "${source.name}" to "${destination.name}": ${
-        message(error)
+        errorMessage(error)
       }${died}; ${note}`,
       { cause: error },
     );
@@ -179,8 +180,4 @@ function qemuResult(
     zeroPages: info.ram?.duplicate ?? 0,
     dirtySyncCount: info.ram?.["dirty-sync-count"] ?? 0,
   };
-}
-
-function message(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

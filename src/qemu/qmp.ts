@@ -5,6 +5,7 @@
  * @module
  */
 import { withTimeout } from "./_async.ts";
+import { errorMessage } from "../_errors.ts";
 
 /** An asynchronous event sent by QEMU (STOP, RESUME, MIGRATION, SHUTDOWN...). */
 export interface QmpEvent {
@@ -147,7 +148,7 @@ export class QmpClient implements AsyncDisposable {
     try {
       conn = await Deno.connect({ transport: "unix", path });
     } catch (error) {
-      throw new Error(`Cannot connect to QMP of guest "${guest}": ${reason(error)}`);
+      throw new Error(`Cannot connect to QMP of guest "${guest}": ${errorMessage(error)}`);
     }
     const client = new QmpClient(conn, guest);
     const timeoutMs = options.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
@@ -201,7 +202,7 @@ export class QmpClient implements AsyncDisposable {
     });
     const message = JSON.stringify({ execute: command, ...(args && { arguments: args }), id });
     this.#send(message + "\n").catch((error) => {
-      this.#settle(id, (p) => p.reject(this.#commandError(command, reason(error))));
+      this.#settle(id, (p) => p.reject(this.#commandError(command, errorMessage(error))));
     });
     return answer as Promise<T>;
   }
@@ -348,7 +349,7 @@ export class QmpClient implements AsyncDisposable {
       // A reset is how a killed QEMU hangs up: same as an end of file.
       const reset = error instanceof Deno.errors.ConnectionReset;
       if (this.#closedReason === undefined && !reset) {
-        why = `QMP connection failed: ${reason(error)}`;
+        why = `QMP connection failed: ${errorMessage(error)}`;
       }
     }
     this.#end(why);
@@ -430,8 +431,4 @@ function toEvent(message: Record<string, unknown>): QmpEvent {
     timestampMs: (stamp?.seconds ?? 0) * 1000 + (stamp?.microseconds ?? 0) / 1000,
     receivedAt: performance.now(),
   };
-}
-
-function reason(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

@@ -9,6 +9,7 @@
 import type { QemuGuest } from "../qemu/guest.ts";
 import type { Destination } from "../qemu/destination.ts";
 import { DeviceStateMigration } from "../qemu/device_state.ts";
+import { errorMessage } from "../_errors.ts";
 
 /** A source guest and the destination taking it over. */
 export interface SwitchOverPair {
@@ -57,7 +58,7 @@ export async function checkDestinationsReady(
         problems.push(`"${destination.name}" is ${status}, not waiting for a migration`);
       }
     } catch (error) {
-      problems.push(`"${destination.name}": ${error instanceof Error ? error.message : error}`);
+      problems.push(`"${destination.name}": ${errorMessage(error)}`);
     }
   }));
   if (problems.length > 0) {
@@ -93,7 +94,7 @@ export async function switchOverGang(
         runningAt: result.runningAt,
       };
     } catch (error) {
-      return { name, ok: false, error: error instanceof Error ? error.message : String(error) };
+      return { name, ok: false, error: errorMessage(error) };
     }
   }));
 }

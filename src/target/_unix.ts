@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { errorMessage } from "../_errors.ts";
 
 /**
  * Connects to the unix socket at `path`.
@@ -15,7 +16,7 @@ export async function connectUnix(path: string, guest: string): Promise<Deno.Uni
   try {
     return await Deno.connect({ transport: "unix", path });
   } catch (error) {
-    const why = error instanceof Error ? error.message : String(error);
+    const why = errorMessage(error);
     throw new Error(`Cannot reach the migration socket of guest "${guest}" (${path}): ${why}`);
   }
 }

@@ -33,6 +33,7 @@ import {
 import { AgentHost, type AgentOptions } from "./agent_host.ts";
 import { ControlSession } from "./agent_control.ts";
 import { pipeBothWays } from "./_pipe.ts";
+import { errorMessage } from "../_errors.ts";
 
 export type { AgentEvent, AgentOptions, KeptGuest } from "./agent_host.ts";
 
@@ -136,7 +137,7 @@ async function serveConnection(host: AgentHost, pending: PendingConnection): Pro
         throw new ProtocolError(`Unexpected ${frameTypeName(first?.type ?? -1)} frame first`);
     }
   } catch (error) {
-    host.log({ event: "failed", peer, error: messageOf(error) });
+    host.log({ event: "failed", peer, error: errorMessage(error) });
     await refuse(channel, error);
   } finally {
     signal.removeEventListener("abort", endOnAbort);
@@ -220,7 +221,7 @@ async function serveDeviceState(
 /** Tells the peer why it is refused, if it can still be told. */
 async function refuse(channel: FrameChannel, error: unknown): Promise<void> {
   await withTimeout(
-    channel.write(encodeText(FrameType.Error, messageOf(error))),
+    channel.write(encodeText(FrameType.Error, errorMessage(error))),
     2_000,
     () => new Error("no answer"),
   ).catch(() => {});
@@ -243,8 +244,4 @@ function describeAddress(addr: Deno.Addr): string {
   return addr.transport === "tcp" || addr.transport === "udp"
     ? `${addr.hostname}:${addr.port}`
     : addr.transport;
-}
-
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

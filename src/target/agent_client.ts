@@ -24,6 +24,7 @@ import {
   MAX_CONTROL_BYTES,
 } from "./agent_protocol.ts";
 import type { FileRef } from "./machine_description.ts";
+import { errorMessage } from "../_errors.ts";
 
 /** Options of {@linkcode AgentClient.connect}. */
 export interface AgentClientOptions extends ConnectTargetOptions {
@@ -95,7 +96,7 @@ export class AgentClient {
     } catch (error) {
       channel.close();
       throw new Error(
-        `Cannot use the target agent at ${formatAddress(address)}: ${messageOf(error)}`,
+        `Cannot use the target agent at ${formatAddress(address)}: ${errorMessage(error)}`,
         {
           cause: error,
         },
@@ -169,7 +170,7 @@ export class AgentClient {
       return conn;
     } catch (error) {
       channel.close();
-      throw new Error(`Cannot carry the device state of guest "${guest}": ${messageOf(error)}`, {
+      throw new Error(`Cannot carry the device state of guest "${guest}": ${errorMessage(error)}`, {
         cause: error,
       });
     }
@@ -213,8 +214,4 @@ async function readAnswer(channel: FrameChannel, timeoutMs: number): Promise<Ans
     throw new Error(`the agent answered with a ${frameTypeName(frame.type)} frame`);
   }
   return decodeJson(frame.body, "The answer") as Answer;
-}
-
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

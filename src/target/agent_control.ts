@@ -29,6 +29,7 @@ import {
 import type { AgentHost } from "./agent_host.ts";
 import { AgentGang, RESUMED_MARK } from "./agent_gang.ts";
 import { join } from "node:path";
+import { errorMessage } from "../_errors.ts";
 
 /** Longest wait a source may ask for in `wait-loaded`. */
 const MAX_WAIT_MS = 300_000;
@@ -71,7 +72,7 @@ export class ControlSession {
         task.finally(() => running.delete(task));
       }
     } catch (error) {
-      this.#host.log({ event: "failed", peer: this.#peer, error: messageOf(error) });
+      this.#host.log({ event: "failed", peer: this.#peer, error: errorMessage(error) });
     } finally {
       // Closed first: answers the source does not read must not hold up the abandonment.
       this.#channel.close();
@@ -87,13 +88,17 @@ export class ControlSession {
       answer = { id: request.id, ok: true, ...await work() };
     } catch (error) {
       // Messages quote what the source sent: bounded, so that the answer fits in a frame.
-      answer = { id: request.id, ok: false, error: messageOf(error).slice(0, MAX_ERROR_CHARS) };
+      answer = { id: request.id, ok: false, error: errorMessage(error).slice(0, MAX_ERROR_CHARS) };
     }
     let frame: Uint8Array;
     try {
       frame = encodeJson(FrameType.Control, answer);
     } catch (error) {
-      frame = encodeJson(FrameType.Control, { id: request.id, ok: false, error: messageOf(error) });
+      frame = encodeJson(FrameType.Control, {
+        id: request.id,
+        ok: false,
+        error: errorMessage(error),
+      });
     }
     await this.#channel.write(frame).catch(() => {});
   }
@@ -280,8 +285,4 @@ function stringList(value: unknown, field: string): string[] {
     throw new Error(`Field "${field}" must be a list of names`);
   }
   return value;
-}
-
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

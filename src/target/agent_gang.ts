@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { QemuGuest } from "../qemu/guest.ts";
 import { type Destination, localDestination } from "../qemu/destination.ts";
 import type { QemuMachine } from "../qemu/qemu_args.ts";
+import { errorMessage } from "../_errors.ts";
 
 /** The file in a destination's run directory that says it was started: it is a guest now. */
 export const RESUMED_MARK = "resumed";
@@ -90,7 +91,7 @@ export class AgentGang {
     const failed = started.flatMap((s) => s.status === "rejected" ? [s.reason] : []);
     if (failed.length > 0) {
       await gang.discard();
-      throw new Error(failed.map((e) => e instanceof Error ? e.message : String(e)).join("; "));
+      throw new Error(failed.map((e) => errorMessage(e)).join("; "));
     }
     return gang;
   }

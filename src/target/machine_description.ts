@@ -19,6 +19,7 @@ import { createHash } from "node:crypto";
 import { basename } from "node:path";
 import type { QemuDisk, QemuMachine } from "../qemu/qemu_args.ts";
 import { badGuestName } from "../transfer/protocol.ts";
+import { errorMessage } from "../_errors.ts";
 
 /** A file a destination needs (a kernel, an initrd), named by its content. */
 export interface FileRef {
@@ -287,7 +288,7 @@ export async function fileRefOf(
   try {
     bytes = await Deno.readFile(path);
   } catch (error) {
-    throw refuse(`cannot read "${path}": ${error instanceof Error ? error.message : error}`);
+    throw refuse(`cannot read "${path}": ${errorMessage(error)}`);
   }
   return { name: basename(path), sha256: sha256Hex(bytes), size: bytes.length };
 }

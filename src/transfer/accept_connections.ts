@@ -28,6 +28,7 @@
  * @module
  */
 import { delay } from "../_delay.ts";
+import { errorMessage } from "../_errors.ts";
 
 /** Something the accept loop did, for a log. */
 export type AcceptEvent =
@@ -183,7 +184,7 @@ export async function acceptConnections(
       backoff = Math.min(backoff === 0 ? FIRST_BACKOFF_MS : backoff * 2, LAST_BACKOFF_MS);
       options.log?.({
         event: "accept-failed",
-        error: `Cannot accept a connection: ${error instanceof Error ? error.message : error}`,
+        error: `Cannot accept a connection: ${errorMessage(error)}`,
         retryInMs: backoff,
       });
       await delay(backoff, stop.signal).catch(() => {});

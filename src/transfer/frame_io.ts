@@ -17,6 +17,7 @@ import {
   TLS_PEER_MESSAGE,
 } from "./protocol.ts";
 import type { Pacer } from "./pacer.ts";
+import { errorMessage } from "../_errors.ts";
 
 /** The byte stream both ends use: a Deno.Conn (TCP or TLS) fits. */
 export interface ByteStream {
@@ -49,7 +50,7 @@ export class ConnectionError extends Error {
 
 /** A read error in words: the error's own message, without rustls's manual links, plus a hint. */
 function describeReadError(error: unknown): string {
-  const message = (error instanceof Error ? error.message : String(error))
+  const message = errorMessage(error)
     .replace(/: https?:\/\/\S+/g, "");
   if (/decrypt|BadRecordMac/.test(message)) {
     return `${message} (a TLS record failed its integrity check: changed on the wire)`;

@@ -20,6 +20,7 @@ import { checkUnchangedSinceFinalRound } from "./final_checks.ts";
 /** A connected stream to the target (TCP or TLS), or one being connected. */
 export type Connection = ByteStream & { close(): void };
 import type { CompressionReport } from "./compression_policy.ts";
+import { errorMessage } from "../_errors.ts";
 
 /** Options of {@linkcode migrateGang}. */
 export interface MigrateGangOptions extends SenderOptions, ConvergenceOptions {
@@ -163,7 +164,8 @@ async function resumeAfter(error: unknown, resume: (() => Promise<void> | void) 
   try {
     await resume?.();
   } catch (resumeError) {
-    const why = (e: unknown) => (e instanceof Error ? e.message : String(e));
-    throw new Error(`${why(error)}; then resuming the guests failed too: ${why(resumeError)}`);
+    throw new Error(
+      `${errorMessage(error)}; then resuming the guests failed too: ${errorMessage(resumeError)}`,
+    );
   }
 }

@@ -42,6 +42,7 @@ import {
   writePagesHead,
   writePairsFrame,
 } from "./protocol.ts";
+import { errorMessage } from "../_errors.ts";
 
 export { TargetError };
 
@@ -472,7 +473,7 @@ export class GangSender implements AsyncDisposable {
     ]);
     if (targetError instanceof TargetError) return targetError;
     return new TargetError(
-      `Cannot send to the target: ${error instanceof Error ? error.message : error}`,
+      `Cannot send to the target: ${errorMessage(error)}`,
     );
   }
 

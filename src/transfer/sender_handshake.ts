@@ -26,6 +26,7 @@ import {
 } from "./protocol.ts";
 import { RECEIVER_DEFAULTS, type ReceiverOptions } from "./receiver_options.ts";
 import { peerName } from "./accept_connections.ts";
+import { errorMessage } from "../_errors.ts";
 
 /** A connection whose sender has authenticated and whose gang is within the limits. */
 export interface SenderHandshake {
@@ -99,10 +100,6 @@ function isTls(conn: Deno.Conn): conn is Deno.TlsConn {
   return typeof (conn as Partial<Deno.TlsConn>).handshake === "function";
 }
 
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
 /** Closes a connection that the peer may have closed already. */
 export function closeQuietly(conn: Deno.Conn): void {
   try {
@@ -139,7 +136,7 @@ export async function endWithError(
   tell: boolean,
   told?: string,
 ): Promise<void> {
-  const message = messageOf(error);
+  const message = errorMessage(error);
   options.log?.({ event: "failed", peer, error: message });
   if (tell) {
     await writeFrame(conn, encodeText(FrameType.Error, told ?? message), 2000).catch(() => {});
@@ -209,10 +206,12 @@ export async function readSenderHandshake(
       try {
         await conn.handshake();
       } catch (error) {
-        const hint = /corrupt message|InvalidContentType/.test(messageOf(error))
+        const hint = /corrupt message|InvalidContentType/.test(errorMessage(error))
           ? " (a sender without TLS? run both sides with TLS, or both with --insecure)"
           : "";
-        throw new ProtocolError(`TLS handshake with the sender failed: ${messageOf(error)}${hint}`);
+        throw new ProtocolError(
+          `TLS handshake with the sender failed: ${errorMessage(error)}${hint}`,
+        );
       }
       canTell = true;
     }

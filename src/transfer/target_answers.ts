@@ -7,6 +7,7 @@
  */
 import type { FrameReader } from "./frame_io.ts";
 import { decodeText, decodeU32, FrameType, frameTypeName } from "./protocol.ts";
+import { errorMessage } from "../_errors.ts";
 
 /** The target refused something, with its own words. */
 export class TargetError extends Error {
@@ -50,7 +51,7 @@ export class TargetAnswers {
     } catch (error) {
       this.#failure = error instanceof TargetError
         ? error
-        : new TargetError(`Lost the target: ${error instanceof Error ? error.message : error}`);
+        : new TargetError(`Lost the target: ${errorMessage(error)}`);
       this.#fail(this.#failure);
       this.#waiter?.();
     }

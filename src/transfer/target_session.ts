@@ -20,6 +20,7 @@ import {
   ProtocolError,
 } from "./protocol.ts";
 import { NONE, TargetContents, ZERO } from "./target_contents.ts";
+import { errorMessage } from "../_errors.ts";
 
 /** A guest's RAM file at the target, and how the gang found it. */
 export interface TargetFile {
@@ -43,7 +44,7 @@ function nothingAt(path: string): boolean {
   } catch (error) {
     if (error instanceof Deno.errors.AlreadyExists) return false;
     throw new Error(
-      `Cannot receive into "${path}": ${error instanceof Error ? error.message : error}`,
+      `Cannot receive into "${path}": ${errorMessage(error)}`,
     );
   }
   Deno.removeSync(path);

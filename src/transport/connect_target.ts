@@ -6,6 +6,7 @@
  * @module
  */
 import { withTimeout } from "../transfer/frame_io.ts";
+import { errorMessage } from "../_errors.ts";
 
 /** Where a target listens. */
 export interface TargetAddress {
@@ -134,6 +135,6 @@ export async function connectTarget(
     } catch {
       // Closed with the TLS connection.
     }
-    throw fail(explainTlsError(error instanceof Error ? error.message : String(error), name));
+    throw fail(explainTlsError(errorMessage(error), name));
   }
 }

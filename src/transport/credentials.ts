@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { errorMessage } from "../_errors.ts";
 
 /** What a PEM file holds, for messages. */
 export type PemKind = "certificate" | "private key" | "CA certificate";
@@ -18,7 +19,7 @@ function reason(error: unknown): string {
   if (error instanceof Deno.errors.NotFound) return "no such file";
   if (error instanceof Deno.errors.PermissionDenied) return "permission denied";
   if (error instanceof Deno.errors.IsADirectory) return "is a directory";
-  return error instanceof Error ? error.message : String(error);
+  return errorMessage(error);
 }
 
 /**

@@ -6,6 +6,7 @@
  * @module
  */
 import { formatAddress, type TargetAddress } from "./connect_target.ts";
+import { errorMessage } from "../_errors.ts";
 
 /** Options of {@linkcode listenForSenders}: a certificate and key for TLS, or `insecure`. */
 export interface ListenForSendersOptions {
@@ -60,7 +61,7 @@ export function listenForSenders(
       ? Deno.listenTls({ ...address, transport: "tcp", cert: options.cert!, key: options.key! })
       : Deno.listen({ ...address, transport: "tcp" });
   } catch (error) {
-    const message = error instanceof Error ? error.message : String(error);
+    const message = errorMessage(error);
     throw fail(
       message.includes("KeyMismatch")
         ? `the private key does not belong to the certificate (${message})`
