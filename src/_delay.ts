@@ -1,6 +1,8 @@
 /**
- * Waiting a while, or less when told to stop: shared by the transfer
- * layer's bandwidth pacer and the accept loop's back-off. Internal to src.
+ * Waiting a while, or less when told to stop, and waiting for a promise
+ * no longer than a while: shared by every layer (the transfer layer's
+ * pacer, reads and writes, the accept loop's back-off, QMP, QEMU and the
+ * lab's polls). Internal to src.
  *
  * @module
  */
@@ -22,4 +24,26 @@ export function delay(ms: number, signal?: AbortSignal): Promise<void> {
     }, ms);
     signal?.addEventListener("abort", onAbort, { once: true });
   });
+}
+
+/**
+ * Waits for a promise, or rejects with `error()` after `timeoutMs` (never
+ * when undefined). The promise is left running: close what it waits on to
+ * end it.
+ */
+export async function withTimeout<T>(
+  promise: Promise<T>,
+  timeoutMs: number | undefined,
+  error: () => Error,
+): Promise<T> {
+  if (timeoutMs === undefined) return await promise;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(error()), timeoutMs);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
 }

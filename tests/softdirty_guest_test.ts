@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { assert } from "./_assert.ts";
 import { buildLibrary, SOFTDIRTY_GUEST_PATH } from "../ffi/build.ts";
 import { writeCpio } from "../src/qemu/_cpio.ts";
-import { withTimeout } from "../src/qemu/_async.ts";
+import { withTimeout } from "../src/_delay.ts";
 import { QemuGuest } from "../src/qemu/guest.ts";
 import { Guests, testImage, uniqueName } from "./qemu_helpers.ts";
 

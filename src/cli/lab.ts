@@ -61,6 +61,7 @@ import { IMAGE_NAMES, type ImageName, imageWorkloads } from "../qemu/guest_image
 import { parseCli, runMain, UsageError } from "./_cli.ts";
 import { parseCount, parseSize } from "./_units.ts";
 import { errorMessage } from "../_errors.ts";
+import { delay } from "../_delay.ts";
 
 const USAGE = "usage: deno task lab -- [--guests N] [--memory SIZE] [--link RATE] " +
   "[--idle SECONDS] [--image NAME[,NAME...]] [--workload idle|busy|pgbench|web] " +
@@ -283,10 +284,6 @@ function plannedConfigs(command: LabCommand): LabConfig[] {
     (values ?? []).map((value) => sweepPoint(command.config, axis, value))
   );
   return points.length > 0 ? points : [command.config];
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 function mebibytes(text: string, flag: string): number {

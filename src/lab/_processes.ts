@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { delay } from "./_time.ts";
+import { delay } from "../_delay.ts";
 import { findQemus } from "../qemu/discover.ts";
 import { runTool, runToolSync } from "./netns_exec.ts";
 import { isAlive } from "./netns_stale.ts";

@@ -10,7 +10,8 @@ import { readKernelCrash } from "../qemu/kernel_crash.ts";
 import type { GuestRam } from "./measurement.ts";
 import { waitForWorkload } from "../qemu/heartbeat.ts";
 import type { LabSession } from "./session.ts";
-import { delay, secondsBetween } from "./_time.ts";
+import { delay } from "../_delay.ts";
+import { secondsBetween } from "./_time.ts";
 import { errorMessage } from "../_errors.ts";
 
 /** The gang of one measurement: the same for every method compared. */

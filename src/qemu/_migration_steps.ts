@@ -6,7 +6,7 @@
  * @module
  */
 import { join } from "node:path";
-import { delay, withTimeout } from "./_async.ts";
+import { delay, withTimeout } from "../_delay.ts";
 import type { QemuGuest } from "./guest.ts";
 import { errorMessage } from "../_errors.ts";
 

@@ -6,7 +6,7 @@
  * @module
  */
 import { dirname, join } from "node:path";
-import { delay, withTimeout } from "./_async.ts";
+import { delay, withTimeout } from "../_delay.ts";
 import { ExternalQemuProcess, QemuProcess, type QemuProcessHandle } from "./_qemu_process.ts";
 import type { GuestImage } from "./guest_image.ts";
 import { type Workload, workloadArgs } from "./_guest_init.ts";

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { delay } from "./_async.ts";
+import { delay } from "../_delay.ts";
 
 /** What the guest's random blob looked like at its last check. */
 export type ChecksumStatus = "ok" | "bad" | "pending";

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { withTimeout } from "./_async.ts";
+import { withTimeout } from "../_delay.ts";
 import { errorMessage } from "../_errors.ts";
 
 /** An asynchronous event sent by QEMU (STOP, RESUME, MIGRATION, SHUTDOWN...). */

@@ -18,7 +18,8 @@ import {
   MAX_BODY_BYTES,
   ProtocolError,
 } from "../transfer/protocol.ts";
-import { TimeoutError, withTimeout } from "../transfer/frame_io.ts";
+import { TimeoutError } from "../transfer/frame_io.ts";
+import { withTimeout } from "../_delay.ts";
 import { receiveAuthenticatedGang } from "../transfer/receiver.ts";
 import type { ReceiverOptions } from "../transfer/receiver_options.ts";
 import { readSenderHandshake, sameSecret } from "../transfer/sender_handshake.ts";

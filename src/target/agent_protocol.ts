@@ -14,7 +14,8 @@
  *
  * @module
  */
-import { FrameReader, withTimeout } from "../transfer/frame_io.ts";
+import { FrameReader } from "../transfer/frame_io.ts";
+import { withTimeout } from "../_delay.ts";
 import {
   FrameType,
   type FrameTypeValue,

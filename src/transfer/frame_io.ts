@@ -18,6 +18,7 @@ import {
 } from "./protocol.ts";
 import type { Pacer } from "./pacer.ts";
 import { errorMessage } from "../_errors.ts";
+import { withTimeout } from "../_delay.ts";
 
 /** The byte stream both ends use: a Deno.Conn (TCP or TLS) fits. */
 export interface ByteStream {
@@ -167,27 +168,6 @@ export class FrameReader {
       guest: header.guest,
       body: this.#buf.subarray(bodyStart, this.#start),
     };
-  }
-}
-
-/**
- * Waits for a promise, or rejects with `error()` after `timeoutMs` (never
- * when undefined). The promise is left running: close the stream to end it.
- */
-export async function withTimeout<T>(
-  promise: Promise<T>,
-  timeoutMs: number | undefined,
-  error: () => Error,
-): Promise<T> {
-  if (timeoutMs === undefined) return await promise;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(error()), timeoutMs);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 

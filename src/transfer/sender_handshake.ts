@@ -9,7 +9,8 @@
  * @module
  */
 import { PAGE_SIZE } from "../native/ram_file.ts";
-import { FrameReader, TimeoutError, withTimeout } from "./frame_io.ts";
+import { FrameReader, TimeoutError } from "./frame_io.ts";
+import { withTimeout } from "../_delay.ts";
 import {
   badGuestName,
   BodyReader,

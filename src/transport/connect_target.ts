@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { withTimeout } from "../transfer/frame_io.ts";
+import { withTimeout } from "../_delay.ts";
 import { errorMessage } from "../_errors.ts";
 
 /** Where a target listens. */
