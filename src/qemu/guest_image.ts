@@ -13,6 +13,7 @@ import { DEBIAN_RECIPES, type DebianImageName } from "./_debian_recipes.ts";
 import { INIT_SCRIPT, type WorkloadMode } from "./_guest_init.ts";
 import { ensureInitramfs } from "./_initramfs.ts";
 import { ensureKernel } from "./_kernel.ts";
+import { defaultCacheDir } from "../_cache_dir.ts";
 import {
   ensurePackages,
   IMAGE_REQUIREMENTS,
@@ -21,6 +22,7 @@ import {
 } from "./_packages.ts";
 
 export type { DebianImageName };
+export { defaultCacheDir };
 
 /** The images gangway can provision. */
 export type ImageName = "busybox" | DebianImageName;
@@ -71,22 +73,6 @@ export function imageWorkloads(name: ImageName): readonly WorkloadMode[] {
 
 /** Kernel arguments of a guest whose root file system is its first virtio disk. */
 const DISK_ROOT_ARGS = ["root=/dev/vda", "rw", "quiet"];
-
-/**
- * The cache directory: `$GANGWAY_CACHE`, else `$XDG_CACHE_HOME/gangway`,
- * else `~/.cache/gangway`.
- *
- * Requires `--allow-env`.
- */
-export function defaultCacheDir(): string {
-  const override = Deno.env.get("GANGWAY_CACHE");
-  if (override) return override;
-  const xdg = Deno.env.get("XDG_CACHE_HOME");
-  if (xdg) return join(xdg, "gangway");
-  const home = Deno.env.get("HOME");
-  if (!home) throw new Error("Cannot find a cache directory: set GANGWAY_CACHE or HOME");
-  return join(home, ".cache", "gangway");
-}
 
 /**
  * Returns a guest image, building what is missing (installing the Debian
