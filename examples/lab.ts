@@ -7,11 +7,19 @@
  * As root: the lab makes two network namespaces joined by a veth link
  * shaped to RATE (default 1gbit); without root it falls back to loopback.
  * Each method gets a fresh gang booted the same way; everything started is
- * ended and removed when the session closes, also on Ctrl-C.
+ * ended and removed when the session closes, also on Ctrl-C. As with
+ * `deno task lab`, the exit status is 1 when gangway lost a guest; a guest
+ * QEMU lost is a warning (its migration completed, its figures count).
  *
  * @module
  */
-import { type GangSpec, LabSession, measureMethod, ratiosOf } from "../src/lab/mod.ts";
+import {
+  formatRatios,
+  type GangSpec,
+  judgeLostGuests,
+  LabSession,
+  measureMethod,
+} from "../src/lab/mod.ts";
 
 const link = Deno.args[0] ?? "1gbit";
 const gang: GangSpec = {
@@ -37,5 +45,12 @@ for (const m of [gangway, qemu]) {
       `TMT ${m.tmtSeconds.toFixed(2)} s, ${m.resumed}/${gang.guests} guests resumed`,
   );
 }
-const ratios = ratiosOf(gangway, qemu);
-console.log(`gangway / qemu: traffic ${ratios.traffic}x, TMT ${ratios.tmt}x`);
+console.log(formatRatios(gangway, qemu));
+
+// Step 4 -- the verdict, by the command's rule: only gangway's own losses fail the run.
+const { failures, warnings } = judgeLostGuests([{ config: gang, methods: [gangway, qemu] }]);
+for (const warning of warnings) console.error(`warning: ${warning}`);
+if (failures.length > 0) {
+  console.error(`error: Cannot call the lab run good: ${failures.join("; ")}`);
+  Deno.exitCode = 1; // not Deno.exit(): the session still closes and cleans up
+}

@@ -5,10 +5,10 @@
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import { parseLabArgs, reproduceCommand } from "../src/cli/lab.ts";
 import { UsageError } from "../src/cli/_cli.ts";
-import type { LabResult } from "../src/lab/experiment.ts";
+import { DEFAULT_LAB_CONFIG, type LabResult } from "../src/lab/experiment.ts";
 import type { LabMethod, MethodResult } from "../src/lab/measurement.ts";
 import { goalVerdicts, labJson, methodKey } from "../src/lab/report.ts";
-import { formatSummary, table } from "../src/lab/summary.ts";
+import { formatRatios, formatSummary, table } from "../src/lab/summary.ts";
 import { sweepSummary, writeSweepFiles } from "../src/lab/sweep.ts";
 
 function measured(
@@ -84,7 +84,18 @@ const FOUR = result(4, [
 
 Deno.test("parseLabArgs() gives the defaults of the main job", () => {
   const command = parseLabArgs([]);
-  assertEquals(command.config, {
+  assertEquals(command.config, DEFAULT_LAB_CONFIG);
+  assertEquals([command.link, command.network, command.json, command.out], [
+    "1gbit",
+    "auto",
+    undefined,
+    undefined,
+  ]);
+  assertEquals([command.sweepGuests, command.sweepMemory], [undefined, undefined]);
+});
+
+Deno.test("DEFAULT_LAB_CONFIG holds the defaults docs/lab.md documents", () => {
+  assertEquals(DEFAULT_LAB_CONFIG, {
     guests: 4,
     memoryMiB: 256,
     idleSeconds: 10,
@@ -97,13 +108,6 @@ Deno.test("parseLabArgs() gives the defaults of the main job", () => {
     baselineRam: "anonymous",
     accelerator: "tcg",
   });
-  assertEquals([command.link, command.network, command.json, command.out], [
-    "1gbit",
-    "auto",
-    undefined,
-    undefined,
-  ]);
-  assertEquals([command.sweepGuests, command.sweepMemory], [undefined, undefined]);
 });
 
 Deno.test("parseLabArgs() reads every flag, after the -- of deno task", () => {
@@ -264,6 +268,12 @@ Deno.test("formatSummary() shows a row per method, the ratios, gangway's time an
     text,
   );
   assert(text.includes("CPUs: gangway 0.50, qemu 99.00, qemu-zstd 0.50"), text);
+});
+
+Deno.test("formatRatios() gives the summary's ratio line, to two decimals", () => {
+  const [gangway, qemu] = FOUR.methods;
+  assertEquals(formatRatios(gangway!, qemu!), "gangway / qemu: traffic 0.62x, TMT 0.78x");
+  assert(formatSummary(FOUR).split("\n").includes(formatRatios(gangway!, qemu!)));
 });
 
 Deno.test("table() pads the first column left and the others right", () => {

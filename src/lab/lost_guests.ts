@@ -8,6 +8,7 @@
  * @module
  */
 import type { LabResult } from "./experiment.ts";
+import type { GangSpec } from "./gang_spec.ts";
 import type { LabMethod, MethodResult } from "./measurement.ts";
 
 /** A guest that did not go on at the target, and why. */
@@ -102,11 +103,11 @@ export function formatLostGuests(methods: readonly MethodResult[]): string[] {
  * or gangway's RAM not verified, is a failure; a guest a QEMU baseline lost
  * is a warning (its migration completed, so its figures still count).
  *
- * @param results The runs
+ * @param results The runs: each one's gang size and measurements (a `LabResult` fits)
  * @returns Failures (exit 1 when any) and warnings, one sentence each
  */
 export function judgeLostGuests(
-  results: readonly LabResult[],
+  results: readonly { config: Pick<GangSpec, "guests" | "memoryMiB">; methods: MethodResult[] }[],
 ): { failures: string[]; warnings: string[] } {
   const failures: string[] = [];
   const warnings: string[] = [];

@@ -60,7 +60,13 @@ export {
   type Ratios,
   ratiosOf,
 } from "./report.ts";
-export { formatBreakdown, formatCompression, formatSummary, table } from "./summary.ts";
+export {
+  formatBreakdown,
+  formatCompression,
+  formatRatios,
+  formatSummary,
+  table,
+} from "./summary.ts";
 export {
   formatLostGuests,
   judgeLostGuests,

@@ -64,10 +64,7 @@ export function formatSummary(result: LabResult): string {
     ]),
     ...formatLostGuests(result.methods),
     "",
-    ...result.methods.filter((m) => m.method !== "gangway").map((m) => {
-      const r = ratiosOf(gangway, m);
-      return `gangway / ${m.method}: traffic ${r.traffic.toFixed(2)}x, TMT ${r.tmt.toFixed(2)}x`;
-    }),
+    ...result.methods.filter((m) => m.method !== "gangway").map((m) => formatRatios(gangway, m)),
   ];
   if (gangway.gangway) {
     lines.push(`gangway's time: ${formatBreakdown(gangway.gangway.breakdown)}`);
@@ -87,6 +84,18 @@ export function formatSummary(result: LabResult): string {
     lines.push(`goals: judged from 4 guests on (this run has ${config.guests})`);
   }
   return lines.join("\n");
+}
+
+/**
+ * Gangway's traffic and TMT as ratios to another method's, in words.
+ *
+ * @param gangway Gangway's measurement
+ * @param other The other method's
+ * @returns One line, the ratios to 2 decimals
+ */
+export function formatRatios(gangway: MethodResult, other: MethodResult): string {
+  const r = ratiosOf(gangway, other);
+  return `gangway / ${other.method}: traffic ${r.traffic.toFixed(2)}x, TMT ${r.tmt.toFixed(2)}x`;
 }
 
 /**
