@@ -32,7 +32,11 @@ Deno.test("a sender killed mid-transfer: the receiver discards the partial gang,
     const sender = sendCommand([...transport, "--max-bandwidth", "4M", ...paths]).spawn();
     try {
       await waitFor(() => receiver.events.some((e) => e.event === "accepted"), "the gang");
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      // Mid-transfer: the first pages have landed in the target's files.
+      await waitFor(
+        () => names.some((name) => (Deno.statSync(`${dir}/${name}`).blocks ?? 0) > 0),
+        "the first pages at the target",
+      );
       sender.kill("SIGKILL");
     } finally {
       await sender.output().catch(() => {});

@@ -427,9 +427,7 @@ Deno.test("a TLS peer that never shakes hands blocks no sender and is given up a
     };
     assert((await migrate()).verified, "a sender went through while the silent peer waited");
     await removeFiles(`${receiver.dir}/vm`); // the receiver never overwrites a guest's RAM
-    while (!receiver.events.some((e) => e.event === "failed")) {
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    await waitFor(() => receiver.events.some((e) => e.event === "failed"), "the give-up");
     const failed = receiver.events.find((e) => e.event === "failed");
     assertEquals(failed?.event === "failed" && failed.error, "No handshake within 1 s");
     assert((await migrate()).verified, "and another one after it was given up");
