@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertSameBytes, assertThrows } from "./_assert.ts";
+import { assert, assertEquals, assertRejects, assertSameBytes, assertThrows } from "./_assert.ts";
 import { Gang } from "../src/scan/gang.ts";
 import { GangSender } from "../src/transfer/sender.ts";
 import { randomSeed } from "../src/transfer/seed.ts";
@@ -43,8 +43,9 @@ Deno.test("rounds after the first re-read only the pages the dirty tracker names
   }
 });
 
-Deno.test("mappingAddress() finds where a process maps a RAM file", async () => {
+Deno.test("mappingAddress() finds where a process maps a RAM file, and only a mapped one", async () => {
   const path = makeRamFile(shmPath("mapped"), [patternPage(1), patternPage(2)]);
+  const unmapped = makeRamFile(shmPath("unmapped"), [patternPage(3)]);
   try {
     using ram = RamFile.open(path, { write: true });
     copyPages(ram, {
@@ -55,8 +56,16 @@ Deno.test("mappingAddress() finds where a process maps a RAM file", async () => 
     }, 0n); // the library maps the file to read page 0
     const address = await mappingAddress(Deno.pid, path);
     assert(address > 0n && address % BigInt(PAGE_SIZE) === 0n, `address 0x${address.toString(16)}`);
+    // What lies at that address is the file's first page (page 1 now holds a copy of it too).
+    const mapped = new Deno.UnsafePointerView(Deno.UnsafePointer.create(address)!);
+    assertSameBytes(new Uint8Array(mapped.getArrayBuffer(PAGE_SIZE)), patternPage(1));
+    await assertRejects(
+      () => mappingAddress(Deno.pid, unmapped),
+      Error,
+      `Cannot find the mapping of "${unmapped}" in process ${Deno.pid}`,
+    );
   } finally {
-    await removeFiles(path);
+    await removeFiles(path, unmapped);
   }
 });
 

@@ -1,3 +1,4 @@
+import { gunzipSync } from "node:zlib";
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import {
   clearSoftDirty,
@@ -12,6 +13,20 @@ import { PAGE_SIZE } from "../src/native/ram_file.ts";
 const softDirty = softDirtySupported();
 const scanIoctl = pagemapScanSupported();
 
+/** The running kernel's build configuration, when it can be read; undefined otherwise. */
+function kernelConfig(): string | undefined {
+  try {
+    return new TextDecoder().decode(gunzipSync(Deno.readFileSync("/proc/config.gz")));
+  } catch {
+    try {
+      return Deno.readTextFileSync(`/boot/config-${Deno.osRelease()}`);
+    } catch {
+      return undefined;
+    }
+  }
+}
+const config = kernelConfig();
+
 /** A page-aligned region of this process's own memory, every page touched. */
 function touchedRegion(pages: number): { bytes: Uint8Array; addr: bigint } {
   const raw = new Uint8Array((pages + 1) * PAGE_SIZE);
@@ -22,9 +37,15 @@ function touchedRegion(pages: number): { bytes: Uint8Array; addr: bigint } {
   return { bytes, addr: BigInt(start + offset) };
 }
 
-Deno.test("softDirtySupported() gives the same answer every time", () => {
-  assertEquals(softDirtySupported(), softDirty);
-  assertEquals(softDirtySupported(), softDirty);
+Deno.test({
+  name: config
+    ? "softDirtySupported() agrees with the kernel's CONFIG_MEM_SOFT_DIRTY"
+    : "softDirtySupported() agrees with the kernel's CONFIG_MEM_SOFT_DIRTY (skipped: neither /proc/config.gz nor /boot/config-RELEASE is readable)",
+  ignore: !config,
+  fn() {
+    const configured = /^CONFIG_MEM_SOFT_DIRTY=y$/m.test(config!);
+    assertEquals(softDirty, configured, `the probe says ${softDirty}`);
+  },
 });
 
 Deno.test("readPageFlags() sees this process's touched pages as present", () => {
