@@ -1,8 +1,7 @@
 /**
  * Waiting a while, or less when told to stop, and waiting for a promise
- * no longer than a while: shared by every layer (the transfer layer's
- * pacer, reads and writes, the accept loop's back-off, QMP, QEMU and the
- * lab's polls). Internal to src.
+ * no longer than a while: the one way every layer does either (polls,
+ * back-offs, the pacer, read and write deadlines). Internal to src.
  *
  * @module
  */

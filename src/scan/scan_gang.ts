@@ -8,6 +8,7 @@ import { PageKind, scanBuffers, ScanStat } from "../native/content_index.ts";
 import { PAGE_SIZE } from "../native/ram_file.ts";
 import type { Gang } from "./gang.ts";
 import { CHUNK_PAGES, PARALLEL_CHUNK_PAGES, scanChunks } from "./scan_chunks.ts";
+import { delay } from "../_delay.ts";
 
 /** Page counts of a scan, for one guest or the whole gang. */
 export interface ScanCounts {
@@ -108,7 +109,7 @@ export async function scanGangInTurns(
     const step = steps.next();
     if (step.done) return step.value;
     if (performance.now() - turn >= TURN_MS) {
-      await new Promise((resolve) => setTimeout(resolve, 0));
+      await delay(0);
       turn = performance.now();
     }
   }

@@ -8,6 +8,7 @@
 import { nativeLibraryPath } from "../native/library.ts";
 import { PAGE_SIZE, RamFile } from "../native/ram_file.ts";
 import type { WriteMix } from "./writer.ts";
+import { delay } from "../_delay.ts";
 
 export type { WriteMix };
 
@@ -83,7 +84,7 @@ export class SyntheticGuest implements AsyncDisposable {
     this.#paused = true;
     for (let i = 0; i < 500; i++) {
       if ((await processState(this.#writer.pid)).startsWith("T")) return;
-      await new Promise((resolve) => setTimeout(resolve, 2));
+      await delay(2);
     }
     throw new Error(`Cannot pause synthetic guest "${this.name}": its writer did not stop`);
   }

@@ -9,6 +9,7 @@
  * @module
  */
 import { PAGE_SIZE, RamFile } from "../native/ram_file.ts";
+import { delay } from "../_delay.ts";
 
 /** What the writer writes, as relative weights. */
 export interface WriteMix {
@@ -49,7 +50,7 @@ export async function runWriter(
         ram.punch(target, 1);
       }
     }
-    await new Promise((resolve) => setTimeout(resolve, TICK_MS));
+    await delay(TICK_MS);
   }
 }
 

@@ -16,6 +16,7 @@ import { QmpClient } from "../qemu/qmp.ts";
 import { findQemus } from "../qemu/discover.ts";
 import { AgentGang, type GangDestination, RESUMED_MARK } from "./agent_gang.ts";
 import { FileStore } from "./agent_files.ts";
+import { delay } from "../_delay.ts";
 
 /** How a target agent runs. */
 export interface AgentOptions {
@@ -297,6 +298,6 @@ async function killAndWait(pid: number): Promise<void> {
   while (performance.now() < deadline && await exists(`/proc/${pid}/cmdline`)) {
     const cmdline = await Deno.readTextFile(`/proc/${pid}/cmdline`).catch(() => "");
     if (cmdline === "") return; // a zombie: it has exited
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await delay(20);
   }
 }

@@ -11,6 +11,7 @@ import { readPemFile, readTokenFile } from "../transport/credentials.ts";
 import { makeCerts } from "../transport/make_certs.ts";
 import { RemoteTarget } from "./remote_target.ts";
 import { ServerProcess } from "./server_process.ts";
+import { delay } from "../_delay.ts";
 
 /** The TLS material of one agent, made for it. */
 export interface AgentCredentials {
@@ -192,7 +193,7 @@ export class AgentProcess implements AsyncDisposable {
           `Cannot stop the guests at the agent: ${guests.map((g) => g.name).join(", ")} run on`,
         );
       }
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      await delay(50);
     }
   }
 
