@@ -86,7 +86,7 @@ export const DEFAULT_LAB_CONFIG: Readonly<LabConfig> = {
   workload: "idle",
   kernelArgs: [],
   images: ["busybox"],
-  compare: ["qemu"],
+  compare: ["qemu", "qemu-zstd"],
   insecure: false,
   gangwayCompression: "auto",
   baselineRam: "anonymous",

@@ -77,8 +77,12 @@ export function formatSummary(result: LabResult): string {
   );
   lines.push(formatOomKills(result.methods));
   const goals = goalVerdicts(result);
-  if (goals.length > 0) {
-    lines.push(`goals (4 or more guests, against ${base.method}):`);
+  if (!base) {
+    lines.push("goals: judged against a QEMU method, and none was compared (--compare none)");
+  } else if (goals.length > 0) {
+    lines.push(
+      `goals (4 or more guests, against the best QEMU method of this run, ${base.method}):`,
+    );
     for (const g of goals) lines.push(`  ${g.met ? "met   " : "missed"} ${g.goal}: ${g.measured}`);
   } else {
     lines.push(`goals: judged from 4 guests on (this run has ${config.guests})`);

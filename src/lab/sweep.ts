@@ -210,7 +210,8 @@ export function sweepSummary(sweeps: readonly SweepResult[], command: string): s
       "|" + " ---: |".repeat(1 + methods.length * 3 + 3),
     );
     for (const point of sweep.points) {
-      const r = ratiosOf(gangwayOf(point), ratioBase(point));
+      const base = ratioBase(point);
+      const r = base ? ratiosOf(gangwayOf(point), base) : undefined;
       const cells = [
         String(xOf(sweep.axis, point)),
         ...point.methods.flatMap((m) => [
@@ -218,8 +219,8 @@ export function sweepSummary(sweeps: readonly SweepResult[], command: string): s
           m.tmtSeconds.toFixed(2),
           Math.max(...m.downtimeMs).toFixed(0),
         ]),
-        r.traffic.toFixed(2),
-        r.tmt.toFixed(2),
+        r?.traffic.toFixed(2) ?? "-",
+        r?.tmt.toFixed(2) ?? "-",
         point.methods.map((m) => `${m.resumed}/${point.config.guests}`).join(", "),
       ];
       lines.push(`| ${cells.join(" | ")} |`);

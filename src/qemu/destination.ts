@@ -44,17 +44,33 @@ export interface Destination {
    */
   listen(): Promise<string>;
   /**
-   * Waits until the destination has loaded the device state and sits paused.
+   * Waits until the destination has loaded the device state and sits
+   * paused, then runs it (`cont`): one step, so that a destination behind
+   * a target agent costs one round trip in the downtime.
    *
-   * @throws Error when its migration fails or QEMU exits
+   * @param beforeRun runs between the load and `cont` (the agent marks the destination there)
+   * @returns What it does after `cont`
+   * @throws NotLoadedError when it never loaded, so it was never started
+   * (its source may run again); any other error leaves unknown whether it runs
    */
-  waitLoaded(timeoutMs: number): Promise<void>;
-  /** Runs it (`cont`) and says what it does then. */
-  resume(): Promise<DestinationState>;
+  runWhenLoaded(timeoutMs: number, beforeRun?: () => Promise<void>): Promise<DestinationState>;
   /** Why its QEMU died, with the end of its log (" (QEMU of ... exited: ...)"); "" while it lives. */
   exitNote(): Promise<string>;
   /** Removes what {@linkcode listen} left (a socket file, a relay), after the migration either way. */
   unlisten(): Promise<void>;
+}
+
+/** A destination that never loaded its device state, so it was never started. */
+export class NotLoadedError extends Error {
+  /** An error saying why the destination did not load. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "NotLoadedError";
+  }
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }
 
 /** Options of {@linkcode localDestination}. */
@@ -105,8 +121,13 @@ export function localDestination(
       await guest.qmp.execute("migrate-incoming", { uri: incomingUri });
       return uri;
     },
-    waitLoaded: (timeoutMs) => checkDestination(guest, timeoutMs),
-    async resume() {
+    async runWhenLoaded(timeoutMs, beforeRun) {
+      try {
+        await checkDestination(guest, timeoutMs);
+      } catch (error) {
+        throw new NotLoadedError(errorText(error), { cause: error });
+      }
+      await beforeRun?.();
       await guest.resume();
       return await localState(guest);
     },

@@ -7,7 +7,12 @@
  * @module
  */
 import type { QemuGuest } from "./guest.ts";
-import { type Destination, DEVICE_STATE_CAPABILITIES } from "./destination.ts";
+import {
+  type Destination,
+  type DestinationState,
+  DEVICE_STATE_CAPABILITIES,
+  NotLoadedError,
+} from "./destination.ts";
 import { finalInfo, recoverSource, setCapabilities, waitForStatus } from "./_migration_steps.ts";
 import { errorMessage } from "../_errors.ts";
 
@@ -196,9 +201,15 @@ export class DeviceStateMigration {
         await this.source.qmp.execute("migrate-continue", { state: "pre-switchover" });
       }
       await waitForStatus(this.source, ["completed"], this.#timeoutMs);
-      await this.destination.waitLoaded(this.#timeoutMs);
+      let state: DestinationState;
+      try {
+        state = await this.destination.runWhenLoaded(this.#timeoutMs);
+      } catch (error) {
+        // Unless it surely never started, the source must not run again: two would run.
+        if (!(error instanceof NotLoadedError)) this.#destinationStarted = true;
+        throw error;
+      }
       this.#destinationStarted = true;
-      const state = await this.destination.resume();
       if (!state.running) {
         throw new Error(`destination "${this.destination.name}" is ${state.status} after cont`);
       }

@@ -28,6 +28,7 @@ import {
 } from "./machine_description.ts";
 import type { AgentHost } from "./agent_host.ts";
 import { AgentGang, RESUMED_MARK } from "./agent_gang.ts";
+import { NotLoadedError } from "../qemu/destination.ts";
 import { join } from "node:path";
 import { errorMessage } from "../_errors.ts";
 
@@ -126,28 +127,21 @@ export class ControlSession {
     const gang = this.#gang;
     if (!gang) throw new Error(`Cannot ${request.op}: no gang is prepared on this connection`);
     switch (request.op) {
-      case "listen": {
-        await gang.get(request.guest).destination.listen();
-        return {};
-      }
-      case "wait-loaded": {
-        const timeoutMs = Math.min(Number(request.timeoutMs) || 30_000, MAX_WAIT_MS);
-        await gang.get(request.guest).destination.waitLoaded(timeoutMs);
-        return {};
-      }
-      case "resume": {
+      case "run-when-loaded": {
         const found = gang.get(request.guest);
-        // `cont` then would only arm QEMU's autostart: nothing took over the guest, and a
-        // destination marked resumed is kept for good when its source goes.
-        if ((await found.destination.state()).status === "inmigrate") {
-          throw new Error(
-            `Cannot resume guest "${found.guest.name}": its device state has not arrived`,
-          );
+        const timeoutMs = Math.min(Number(request.timeoutMs) || 30_000, MAX_WAIT_MS);
+        try {
+          const state = await found.destination.runWhenLoaded(timeoutMs, async () => {
+            found.resumed = true;
+            // Marked before `cont`: an agent that dies now and starts again must never take
+            // it for a leftover.
+            await Deno.writeTextFile(join(found.runDir, RESUMED_MARK), "");
+          });
+          return { loaded: true, state };
+        } catch (error) {
+          if (error instanceof NotLoadedError) return { loaded: false, error: error.message };
+          throw error;
         }
-        found.resumed = true;
-        // Marked first: an agent that dies now and starts again must never take it for a leftover.
-        await Deno.writeTextFile(join(found.runDir, RESUMED_MARK), "");
-        return { state: await found.destination.resume() };
       }
       case "state": {
         const { destination } = gang.get(request.guest);

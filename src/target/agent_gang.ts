@@ -76,13 +76,10 @@ export class AgentGang {
           startTimeoutMs: places.startTimeoutMs,
         });
         const incomingPath = join(runDir, `${name}.migrate`);
-        gang.#destinations.set(name, {
-          guest,
-          destination: localDestination(guest, { uri: `unix:${incomingPath}` }),
-          runDir,
-          incomingPath,
-          resumed: false,
-        });
+        const destination = localDestination(guest, { uri: `unix:${incomingPath}` });
+        gang.#destinations.set(name, { guest, destination, runDir, incomingPath, resumed: false });
+        // Listening from the start: the source's device-state path is ready before any pause.
+        await destination.listen();
       } catch (error) {
         await Deno.remove(runDir, { recursive: true }).catch(() => {});
         throw error;

@@ -14,7 +14,8 @@ export class DeviceStateRelay {
   /** The unix socket the source QEMU migrates to. */
   readonly path: string;
   readonly #listener: Deno.Listener;
-  readonly #open: () => Promise<Deno.Conn>;
+  /** The connection to the agent, opened at once: its handshake is not paid in the downtime. */
+  readonly #agent: Promise<Deno.Conn>;
   #conns: Deno.Conn[] = [];
   #error: Error | undefined;
   #done: Promise<void>;
@@ -22,12 +23,14 @@ export class DeviceStateRelay {
   private constructor(path: string, listener: Deno.Listener, open: () => Promise<Deno.Conn>) {
     this.path = path;
     this.#listener = listener;
-    this.#open = open;
+    this.#agent = open();
+    this.#agent.catch(() => {}); // awaited once the source QEMU connects
     this.#done = this.#carry();
   }
 
   /**
-   * Listens at `path`; the first connection is carried to what `open` returns.
+   * Listens at `path` and opens the connection to the agent at once; the
+   * first connection to `path` is carried to it.
    *
    * Requires `--allow-read`, `--allow-write` (the socket), and what `open` needs.
    */
@@ -51,7 +54,7 @@ export class DeviceStateRelay {
     }
     this.#conns.push(qemu);
     try {
-      const agent = await this.#open();
+      const agent = await this.#agent;
       this.#conns.push(agent);
       await pipeBothWays(qemu, agent);
     } catch (error) {
@@ -66,6 +69,8 @@ export class DeviceStateRelay {
     this.#stopListening();
     this.#closeConns();
     await this.#done;
+    // Never used: the source QEMU did not connect.
+    await this.#agent.then((conn) => conn.close()).catch(() => {});
   }
 
   #stopListening(): void {

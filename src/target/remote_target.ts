@@ -10,7 +10,7 @@
  */
 import { join } from "node:path";
 import type { MigrationTarget } from "../gang_migration.ts";
-import type { Destination, DestinationState } from "../qemu/destination.ts";
+import { type Destination, type DestinationState, NotLoadedError } from "../qemu/destination.ts";
 import type { QemuGuest } from "../qemu/guest.ts";
 import { connectTarget, type TargetAddress } from "../transport/connect_target.ts";
 import { AgentClient, type AgentClientOptions } from "./agent_client.ts";
@@ -90,7 +90,10 @@ export class RemoteTarget implements MigrationTarget, AsyncDisposable {
     }
     this.#key = answer.key;
     this.#relayDir ??= await Deno.makeTempDir({ prefix: "gw-relay-" });
-    return sources.map((source) => new RemoteDestination(this, source.name));
+    // Each guest's device-state path is opened now, not in the downtime.
+    return sources.map((source) =>
+      new RemoteDestination(this, source.name, this.#relay(source.name))
+    );
   }
 
   /** Opens the RAM connection. */
@@ -115,7 +118,7 @@ export class RemoteTarget implements MigrationTarget, AsyncDisposable {
   }
 
   /** A relay for one guest's device state, listening in this target's temporary directory. */
-  relay(guest: string): DeviceStateRelay {
+  #relay(guest: string): DeviceStateRelay {
     const key = this.#key;
     if (!key || !this.#relayDir) throw new Error(`Cannot relay guest "${guest}": no gang prepared`);
     // Numbered, not named: a unix socket's path must stay under 108 bytes.
@@ -145,39 +148,37 @@ export class RemoteTarget implements MigrationTarget, AsyncDisposable {
 class RemoteDestination implements Destination {
   readonly name: string;
   readonly #target: RemoteTarget;
-  #relay: DeviceStateRelay | undefined;
+  readonly #relay: DeviceStateRelay;
 
-  constructor(target: RemoteTarget, name: string) {
+  constructor(target: RemoteTarget, name: string, relay: DeviceStateRelay) {
     this.#target = target;
     this.name = name;
+    this.#relay = relay;
   }
 
   async state(): Promise<DestinationState> {
     return (await this.#request("state")).state as DestinationState;
   }
 
-  async listen(): Promise<string> {
-    await this.#request("listen");
-    this.#relay = this.#target.relay(this.name);
-    return `unix:${this.#relay.path}`;
+  /** The agent made the destination listen when it started it; the relay waits here. */
+  listen(): Promise<string> {
+    return Promise.resolve(`unix:${this.#relay.path}`);
   }
 
-  async waitLoaded(timeoutMs: number): Promise<void> {
-    await this.#request("wait-loaded", { timeoutMs }, timeoutMs + 10_000);
-  }
-
-  async resume(): Promise<DestinationState> {
-    return (await this.#request("resume")).state as DestinationState;
+  async runWhenLoaded(timeoutMs: number): Promise<DestinationState> {
+    const answer = await this.#request("run-when-loaded", { timeoutMs }, timeoutMs + 10_000);
+    if (answer.loaded !== true) throw new NotLoadedError(String(answer.error));
+    return answer.state as DestinationState;
   }
 
   async exitNote(): Promise<string> {
-    const relayed = this.#relay?.error ? ` (device state: ${this.#relay.error.message})` : "";
+    const relayed = this.#relay.error ? ` (device state: ${this.#relay.error.message})` : "";
     const { note } = await this.#request("state").catch(() => ({ note: "" }));
     return `${typeof note === "string" ? note : ""}${relayed}`;
   }
 
   async unlisten(): Promise<void> {
-    await this.#relay?.close();
+    await this.#relay.close();
   }
 
   #request(
