@@ -17,6 +17,7 @@ import {
   removeUnixSocket,
   setCapabilities,
 } from "./_migration_steps.ts";
+import { errorMessage } from "../_errors.ts";
 
 /** What a destination is doing now. */
 export interface DestinationState {
@@ -67,10 +68,6 @@ export class NotLoadedError extends Error {
     super(message, options);
     this.name = "NotLoadedError";
   }
-}
-
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 /** Options of {@linkcode localDestination}. */
@@ -125,7 +122,7 @@ export function localDestination(
       try {
         await checkDestination(guest, timeoutMs);
       } catch (error) {
-        throw new NotLoadedError(errorText(error), { cause: error });
+        throw new NotLoadedError(errorMessage(error), { cause: error });
       }
       await beforeRun?.();
       await guest.resume();
