@@ -87,14 +87,16 @@ Deno.test("a short lab run migrates two guests both ways, reports every field an
   );
   assertEquals(report.network.mode, "netns");
   assertEquals(report.kernelArgs, []);
-  for (const key of ["gangway", "qemu"]) {
+  for (const key of ["gangway", "qemu", "qemuZstd"]) {
     const m = report[key];
-    assertEquals(m.resumed, 2, `${key}: ${JSON.stringify(m.notResumed)}`);
+    assertEquals(m.resumed, 2, `${key}: ${JSON.stringify(m.lost)}`);
     assert(m.bytesOnWire > 0 && m.tmtSeconds > 0, `${key}: ${JSON.stringify(m)}`);
     assertEquals(m.downtimeMs.length, 2);
     assert(m.loadAverage >= 0, `${key}: load average ${m.loadAverage}`);
     assert(m.downtimeMs.every((ms: number) => ms > 0), `${key}: ${m.downtimeMs}`);
-    // The link carried what the tool wrote plus headers (and nothing else: it is private).
+    // The link carried what the tool wrote plus headers (and nothing else: it is private);
+    // QEMU counts multifd zstd's pages before compression, so its own count is larger.
+    if (key === "qemuZstd") continue;
     assert(m.bytesOnWire >= m.toolBytes, `${key}: ${m.bytesOnWire} < ${m.toolBytes}`);
     assert(m.bytesOnWire < m.toolBytes * 1.05, `${key}: ${m.bytesOnWire} vs ${m.toolBytes}`);
   }
@@ -104,9 +106,11 @@ Deno.test("a short lab run migrates two guests both ways, reports every field an
   assert(report.gangway.rounds >= 2, `rounds: ${report.gangway.rounds}`);
   assertEquals(report.qemu.rounds, undefined);
   assert(report.trafficRatio > 0 && report.tmtRatio > 0, JSON.stringify(report));
+  // The ratios divide by the best QEMU method of the run: the one of the shorter TMT.
+  const best = [report.qemu, report.qemuZstd].sort((a, b) => a.tmtSeconds - b.tmtSeconds)[0];
   assertEquals(
     report.trafficRatio,
-    Math.round(report.gangway.bytesOnWire / report.qemu.bytesOnWire * 1000) / 1000,
+    Math.round(report.gangway.bytesOnWire / best.bytesOnWire * 1000) / 1000,
   );
   assertEquals(report.goals, [], "goals are judged from 4 guests on");
   assertEquals(await leftovers(pid), []);
@@ -119,7 +123,7 @@ Deno.test("a lab run without namespaces migrates over the host's loopback, cappe
   assertEquals(report.network.reason, "loopback mode was asked for");
   for (const key of ["gangway", "qemu"]) {
     const m = report[key];
-    assertEquals(m.resumed, 2, `${key}: ${JSON.stringify(m.notResumed)}`);
+    assertEquals(m.resumed, 2, `${key}: ${JSON.stringify(m.lost)}`);
     // The loopback's counters see every byte of the host: at least what the tool wrote.
     assert(m.bytesOnWire >= m.toolBytes, `${key}: ${m.bytesOnWire} < ${m.toolBytes}`);
     // Capped at 1 Gbit/s (125 MB/s), with some slack for the pacer's first burst.

@@ -201,6 +201,8 @@ Deno.test("migrateGang() converges and copies exactly while writers dirty the gu
   );
   await using receiver = await startReceiver();
   try {
+    // The guests are written to before the migration starts, however slowly their writers start.
+    await Promise.all(guests.map((g) => g.writing));
     using gang = Gang.open(guests.map((g) => ({ name: g.name, path: g.path })), {
       seed: randomSeed(),
     });

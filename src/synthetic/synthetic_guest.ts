@@ -35,6 +35,8 @@ const WRITER = new URL("./writer.ts", import.meta.url);
 export class SyntheticGuest implements AsyncDisposable {
   readonly name: string;
   readonly path: string;
+  /** Resolves once the writer has dirtied its first pages (at once without a writer). */
+  readonly writing: Promise<void>;
   #writer: Deno.ChildProcess | undefined;
   #paused = false;
 
@@ -42,6 +44,8 @@ export class SyntheticGuest implements AsyncDisposable {
     this.name = name;
     this.path = path;
     this.#writer = writer;
+    this.writing = writer ? firstLine(writer.stdout) : Promise.resolve();
+    this.writing.catch(() => {});
   }
 
   /** Creates the RAM file, fills it, and starts its writer. */
@@ -65,7 +69,7 @@ export class SyntheticGuest implements AsyncDisposable {
         // The library this process opened, wherever it came from (a checkout, the cache).
         env: { GANGWAY_LIB: nativeLibraryPath() },
         stdin: "null",
-        stdout: "null",
+        stdout: "piped", // its one line says it writes
         stderr: "inherit",
       }).spawn();
     }
@@ -148,4 +152,14 @@ export function fillRam(
     }
   }
   ram.write(pages.subarray(0, n), buf);
+}
+
+/** Waits for a first line (or the end) of a stream, then lets go of it. */
+async function firstLine(stream: ReadableStream<Uint8Array>): Promise<void> {
+  const reader = stream.getReader();
+  try {
+    await reader.read();
+  } finally {
+    await reader.cancel();
+  }
 }

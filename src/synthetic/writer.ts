@@ -23,11 +23,15 @@ export interface WriteMix {
 
 const TICK_MS = 10;
 
-/** Writes forever: `pagesPerSecond` pages a second in ticks of 10 ms. */
+/**
+ * Writes forever: `pagesPerSecond` pages a second in ticks of 10 ms;
+ * `onFirstWrites` is called once the first tick's pages are written.
+ */
 export async function runWriter(
   path: string,
   pagesPerSecond: number,
   mix: WriteMix,
+  onFirstWrites: () => void = () => {},
 ): Promise<never> {
   using ram = RamFile.open(path, { write: true });
   const page = new Uint8Array(PAGE_SIZE);
@@ -50,6 +54,8 @@ export async function runWriter(
         ram.punch(target, 1);
       }
     }
+    onFirstWrites();
+    onFirstWrites = () => {};
     await delay(TICK_MS);
   }
 }
@@ -64,5 +70,5 @@ if (import.meta.main) {
     random: Number(random ?? 1),
     copy: Number(copy ?? 0),
     zero: Number(zero ?? 0),
-  });
+  }, () => console.log("writing")); // tells its guest that pages are being dirtied
 }

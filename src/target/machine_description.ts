@@ -91,8 +91,8 @@ const FIELDS = new Set([
   "disks",
 ]);
 const DISK_FIELDS = new Set(["path", "format", "base", "readOnly"]);
-/** An absolute path of plain names: nothing a QEMU option could be smuggled in with, no `..`. */
-const SAFE_PATH = /^(\/[A-Za-z0-9_+-][A-Za-z0-9_.+-]*)+$/;
+/** An absolute path of plain names: nothing a QEMU option could be smuggled in with (no comma). */
+const SAFE_PATH = /^(\/[A-Za-z0-9_.+-]+)+$/;
 const MAX_DISKS = 16;
 const FILE_FIELDS = new Set(["name", "sha256", "size"]);
 const SAFE_ID = /^[A-Za-z0-9_-]{1,64}$/;
@@ -179,6 +179,7 @@ function diskList(
   }
   const inShared = (path: unknown) =>
     typeof path === "string" && SAFE_PATH.test(path) &&
+    !path.split("/").some((part) => part === "." || part === "..") &&
     sharedDirs.some((dir) => path.startsWith(`${dir.replace(/\/+$/, "")}/`));
   return value.map((disk, i) => {
     const field = `disks[${i}]`;
