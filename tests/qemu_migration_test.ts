@@ -1,8 +1,8 @@
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { QemuGuest } from "../src/qemu/guest.ts";
-import { DeviceStateMigration, migrateDeviceState } from "../src/qemu/device_state.ts";
+import { DeviceStateMigration, moveDeviceState } from "../src/qemu/device_state.ts";
 import { localDestination } from "../src/qemu/destination.ts";
-import { migrateWithQemu } from "../src/qemu/migration.ts";
+import { runQemuMigration } from "../src/qemu/qemu_migration.ts";
 import {
   assertContinued,
   copyRamFile,
@@ -16,7 +16,7 @@ const MiB = 1024 * 1024;
 /** A 128 MiB idle guest that checks its blob every second. */
 const GUEST = { memoryMiB: 128, workload: { checkEverySeconds: 1 } };
 
-Deno.test("migrateDeviceState() resumes the guest at the destination", async () => {
+Deno.test("moveDeviceState() resumes the guest at the destination", async () => {
   await using guests = new Guests();
   const image = await testImage();
   // Busy: the guest keeps rewriting memory, so only a copy made while it is paused works.
@@ -34,7 +34,7 @@ Deno.test("migrateDeviceState() resumes the guest at the destination", async () 
   );
 
   let copyMs = 0;
-  const result = await migrateDeviceState(source, localDestination(destination), {
+  const result = await moveDeviceState(source, localDestination(destination), {
     whilePaused: async () => {
       assertEquals((await source.status()).running, false);
       const started = performance.now();
@@ -54,7 +54,7 @@ Deno.test("migrateDeviceState() resumes the guest at the destination", async () 
   assert(!(await fileExists(source.ramPath)));
 });
 
-Deno.test("migrateDeviceState() resumes the source when the destination dies before switch-over", async () => {
+Deno.test("moveDeviceState() resumes the source when the destination dies before switch-over", async () => {
   await using guests = new Guests();
   const image = await testImage();
   const source = guests.add(
@@ -88,11 +88,11 @@ Deno.test("migrateDeviceState() resumes the source when the destination dies bef
   );
   await source.pause();
   await copyRamFile(source.ramPath, destination.ramPath);
-  await migrateDeviceState(source, localDestination(destination));
+  await moveDeviceState(source, localDestination(destination));
   await assertContinued((await source.heartbeat())!, destination);
 });
 
-Deno.test("migrateWithQemu() moves a running guest with its RAM, with and without multifd zstd", async () => {
+Deno.test("runQemuMigration() moves a running guest with its RAM, with and without multifd zstd", async () => {
   await using guests = new Guests();
   const image = await testImage();
   const source = guests.add(
@@ -103,7 +103,7 @@ Deno.test("migrateWithQemu() moves a running guest with its RAM, with and withou
   const middle = guests.add(
     await QemuGuest.startDestination(source.machine, { name: uniqueName("mid") }),
   );
-  const plain = await migrateWithQemu(source, middle, { maxBandwidth: 1024 * MiB });
+  const plain = await runQemuMigration(source, middle, { maxBandwidth: 1024 * MiB });
   console.log("QEMU migration:", JSON.stringify(plain));
   assert(plain.transferredBytes > 16 * MiB, "the RAM did not cross");
   assert(plain.zeroPages > 0 && plain.normalPages > 0);
@@ -113,7 +113,7 @@ Deno.test("migrateWithQemu() moves a running guest with its RAM, with and withou
   const last = guests.add(
     await QemuGuest.startDestination(middle.machine, { name: uniqueName("dst") }),
   );
-  const zstd = await migrateWithQemu(middle, last, {
+  const zstd = await runQemuMigration(middle, last, {
     multifd: true,
     compression: "zstd",
     maxBandwidth: 1024 * MiB,

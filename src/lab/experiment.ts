@@ -8,7 +8,7 @@
  */
 import { basename } from "node:path";
 import { bootGang, closeGuests, gangImages, type GangSpec } from "./gang_spec.ts";
-import { migrateGangWithGangway } from "./gangway_method.ts";
+import { runGangwayMethod } from "./gangway_method.ts";
 import type { GuestRam, LabMethod, MethodResult, MigrationOutcome } from "./measurement.ts";
 import {
   availableMemory,
@@ -18,7 +18,7 @@ import {
   refuseUnlessFits,
 } from "./memory_budget.ts";
 import { runTool } from "./netns_exec.ts";
-import { migrateGangWithQemu } from "./qemu_method.ts";
+import { runQemuMethod } from "./qemu_method.ts";
 import { checkResumed } from "./resumed.ts";
 import type { LabSession } from "./session.ts";
 import type { CompressionMode } from "../transfer/compression_policy.ts";
@@ -101,7 +101,7 @@ const TAG: Record<LabMethod, string> = { gangway: "g", qemu: "q", "qemu-zstd": "
  * then quits every guest and removes their RAM files.
  *
  * Requires `--allow-run`, `--allow-net`, `--allow-read`, `--allow-write`
- * (and what the gang runner needs: see `migrateGangWithGangway`).
+ * (and what the gang runner needs: see `runGangwayMethod`).
  *
  * @param session The lab session
  * @param method The method
@@ -174,8 +174,8 @@ async function bootMigrateCheck(
     const loadAverage = await hostLoadAverage();
     say(`migrating (host load average ${loadAverage.toFixed(2)})`);
     outcome = method === "gangway"
-      ? await migrateGangWithGangway(session, gang, options)
-      : await migrateGangWithQemu(session, gang, {
+      ? await runGangwayMethod(session, gang, options)
+      : await runQemuMethod(session, gang, {
         compression: method === "qemu-zstd" ? "zstd" : "none",
       });
     say(describeOutcome(outcome));

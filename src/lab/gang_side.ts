@@ -5,7 +5,7 @@
  * source guests by their QMP sockets, connects to the target agent on the
  * target host, migrates the gang with `migrateQemuGang`, times it, and
  * leaves the destinations running at the target for the lab to check.
- * Started by `migrateGangWithGangway`.
+ * Started by `runGangwayMethod`.
  *
  *   deno run --allow-ffi --allow-read --allow-write --allow-net --allow-run --allow-env
  *     src/lab/gang_side.ts --target HOST:PORT (--ca FILE --token-file FILE | --insecure)

@@ -27,7 +27,7 @@ const GANG_SIDE_PERMISSIONS = [
   "--allow-write",
   "--allow-env",
 ];
-/** Options of {@linkcode migrateGangWithGangway}. */
+/** Options of {@linkcode runGangwayMethod}. */
 export interface GangwayMethodOptions {
   /**
    * Send over plain TCP, as QEMU's migration does, instead of gangway's
@@ -62,18 +62,18 @@ const KEPT_LINES = 30;
  *
  * @example
  * ```ts
- * import { migrateGangWithGangway } from "./gangway_method.ts";
+ * import { runGangwayMethod } from "./gangway_method.ts";
  * import { DEFAULT_LAB_CONFIG } from "./experiment.ts";
  * import { bootGang } from "./gang_spec.ts";
  * import { LabSession } from "./session.ts";
  *
  * await using lab = await LabSession.open();
  * const gang = await bootGang(lab, DEFAULT_LAB_CONFIG, "g");
- * const outcome = await migrateGangWithGangway(lab, gang);
+ * const outcome = await runGangwayMethod(lab, gang);
  * console.log(outcome.bytesOnWire, outcome.tmtSeconds);
  * ```
  */
-export async function migrateGangWithGangway(
+export async function runGangwayMethod(
   session: LabSession,
   gang: BootedGang,
   options: GangwayMethodOptions = {},

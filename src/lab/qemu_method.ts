@@ -6,14 +6,14 @@
  * @module
  */
 import { QemuGuest } from "../qemu/guest.ts";
-import { migrateWithQemu, type QemuMigrationResult } from "../qemu/migration.ts";
+import { type QemuMigrationResult, runQemuMigration } from "../qemu/qemu_migration.ts";
 import type { BootedGang } from "./gang_spec.ts";
 import type { MigrationOutcome } from "./measurement.ts";
 import type { LabSession } from "./session.ts";
 import { freePortRun } from "./_streams.ts";
 import { secondsBetween } from "./_time.ts";
 
-/** Options of {@linkcode migrateGangWithQemu}. */
+/** Options of {@linkcode runQemuMethod}. */
 export interface QemuMethodOptions {
   /** "zstd": multifd (2 channels, QEMU's default) with zstd compression. Default "none". */
   compression?: "none" | "zstd";
@@ -40,18 +40,18 @@ const MIGRATION_PORT = 4400;
  *
  * @example
  * ```ts
- * import { migrateGangWithQemu } from "./qemu_method.ts";
+ * import { runQemuMethod } from "./qemu_method.ts";
  * import { DEFAULT_LAB_CONFIG } from "./experiment.ts";
  * import { bootGang } from "./gang_spec.ts";
  * import { LabSession } from "./session.ts";
  *
  * await using lab = await LabSession.open();
  * const gang = await bootGang(lab, DEFAULT_LAB_CONFIG, "q");
- * const outcome = await migrateGangWithQemu(lab, gang);
+ * const outcome = await runQemuMethod(lab, gang);
  * console.log(outcome.bytesOnWire, outcome.tmtSeconds);
  * ```
  */
-export async function migrateGangWithQemu(
+export async function runQemuMethod(
   session: LabSession,
   gang: BootedGang,
   options: QemuMethodOptions = {},
@@ -78,7 +78,7 @@ export async function migrateGangWithQemu(
   const t0 = performance.now();
   const results = await Promise.allSettled(
     sources.map((source, i) =>
-      migrateWithQemu(source, destinations[i]!, {
+      runQemuMigration(source, destinations[i]!, {
         uri: `tcp:${net.target.address}:${firstPort + i}`,
         ...(zstd ? { multifd: true, compression: "zstd" as const } : {}),
         ...(cap ? { maxBandwidth: Math.floor(cap / sources.length) } : {}),

@@ -30,8 +30,8 @@ export interface DeviceStateMigrationOptions {
   timeoutMs?: number;
 }
 
-/** Options of {@linkcode migrateDeviceState}. */
-export interface MigrateDeviceStateOptions extends DeviceStateMigrationOptions {
+/** Options of {@linkcode moveDeviceState}. */
+export interface MoveDeviceStateOptions extends DeviceStateMigrationOptions {
   /**
    * Runs while the source is paused at `pre-switchover`, before any
    * device state moves: copy the final RAM here. Implies
@@ -296,7 +296,7 @@ export class DeviceStateMigration {
  *
  * @example
  * ```ts
- * import { migrateDeviceState } from "./device_state.ts";
+ * import { moveDeviceState } from "./device_state.ts";
  * import { localDestination } from "./destination.ts";
  * import { QemuGuest } from "./guest.ts";
  *
@@ -305,16 +305,16 @@ export class DeviceStateMigration {
  * declare function copyRam(from: string, to: string): Promise<void>;
  *
  * const guest = await QemuGuest.startDestination(source.machine, { name: "vm1-b" });
- * const result = await migrateDeviceState(source, localDestination(guest), {
+ * const result = await moveDeviceState(source, localDestination(guest), {
  *   whilePaused: () => copyRam(source.ramPath, guest.ramPath),
  * });
  * console.log(`downtime ${result.downtimeMs} ms`);
  * ```
  */
-export async function migrateDeviceState(
+export async function moveDeviceState(
   source: QemuGuest,
   destination: Destination,
-  options: MigrateDeviceStateOptions = {},
+  options: MoveDeviceStateOptions = {},
 ): Promise<DeviceStateMigrationResult> {
   const { whilePaused } = options;
   const migration = await DeviceStateMigration.start(source, destination, {

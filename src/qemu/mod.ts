@@ -7,7 +7,7 @@
  *
  * @example Move a guest's device state after copying its RAM while it is paused
  * ```ts
- * import { ensureGuestImage, localDestination, migrateDeviceState, QemuGuest } from "./mod.ts";
+ * import { ensureGuestImage, localDestination, moveDeviceState, QemuGuest } from "./mod.ts";
  *
  * // Gangway's transfer, or any copy of the RAM file's pages.
  * declare function copyRam(from: string, to: string): Promise<void>;
@@ -16,7 +16,7 @@
  * await using source = await QemuGuest.start({ name: "vm1", memoryMiB: 128, image });
  * await source.waitUntilBooted();
  * await using destination = await QemuGuest.startDestination(source.machine, { name: "vm1-b" });
- * const { downtimeMs } = await migrateDeviceState(source, localDestination(destination), {
+ * const { downtimeMs } = await moveDeviceState(source, localDestination(destination), {
  *   whilePaused: () => copyRam(source.ramPath, destination.ramPath),
  * });
  * console.log(`downtime ${downtimeMs} ms`);
@@ -54,8 +54,8 @@ export {
   DeviceStateMigration,
   type DeviceStateMigrationOptions,
   type DeviceStateMigrationResult,
-  migrateDeviceState,
-  type MigrateDeviceStateOptions,
+  moveDeviceState,
+  type MoveDeviceStateOptions,
 } from "./device_state.ts";
 export {
   type Destination,
@@ -64,10 +64,10 @@ export {
   type LocalDestinationOptions,
 } from "./destination.ts";
 export {
-  migrateWithQemu,
   type QemuMigrationOptions,
   type QemuMigrationResult,
-} from "./migration.ts";
+  runQemuMigration,
+} from "./qemu_migration.ts";
 export { qemuArgs, type QemuDisk, type QemuInstance, type QemuMachine } from "./qemu_args.ts";
 export {
   type ExecuteOptions,

@@ -24,7 +24,7 @@ import { errorMessage } from "../_errors.ts";
 /** Time allowed for the destination to load what the source sent. */
 const LOAD_WAIT_MS = 30_000;
 
-/** Options of {@linkcode migrateWithQemu}. */
+/** Options of {@linkcode runQemuMigration}. */
 export interface QemuMigrationOptions {
   /** Address the source sends to, e.g. `tcp:10.0.0.2:4444`. Default: a unix socket in the destination's run directory. */
   uri?: string;
@@ -87,15 +87,15 @@ export interface QemuMigrationResult {
  *
  * @example
  * ```ts
- * import { migrateWithQemu } from "./migration.ts";
+ * import { runQemuMigration } from "./qemu_migration.ts";
  * import type { QemuGuest } from "./guest.ts";
  *
  * declare const source: QemuGuest, destination: QemuGuest;
- * const result = await migrateWithQemu(source, destination, { multifd: true, compression: "zstd" });
+ * const result = await runQemuMigration(source, destination, { multifd: true, compression: "zstd" });
  * console.log(result.transferredBytes + result.multifdBytes, result.downtimeMs);
  * ```
  */
-export async function migrateWithQemu(
+export async function runQemuMigration(
   source: QemuGuest,
   destination: QemuGuest,
   options: QemuMigrationOptions = {},
