@@ -13,6 +13,7 @@
  */
 import { BUILD_REQUIREMENTS, buildLibrary, type BuildRequirement } from "../ffi/build.ts";
 import { errorMessage } from "../src/_errors.ts";
+import { ensurePackages } from "../src/_debian_packages.ts";
 
 /** What each kind of work needs from the system. */
 export const NEEDS: Record<string, readonly BuildRequirement[]> = {
@@ -29,52 +30,22 @@ export const NEEDS: Record<string, readonly BuildRequirement[]> = {
   ],
 };
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function apt(args: string[]): Promise<void> {
-  const status = await new Deno.Command("apt-get", {
-    args,
-    env: { DEBIAN_FRONTEND: "noninteractive" },
-    stdout: "inherit",
-    stderr: "inherit",
-  }).spawn().status;
-  if (!status.success) throw new Error(`Cannot install packages: apt-get ${args.join(" ")} failed`);
-}
-
 /** Installs the missing packages of the given needs, or throws naming them. */
-export async function ensurePackages(needs: string[]): Promise<void> {
-  const missing = new Set<string>();
-  for (const need of needs) {
-    const requirements = NEEDS[need];
-    if (!requirements) throw new Error(`Unknown setup need "${need}"`);
-    for (const { file, debian } of requirements) {
-      if (!(await exists(file))) missing.add(debian);
-    }
-  }
-  if (missing.size === 0) return;
-  const packages = [...missing];
-  if (Deno.uid() !== 0) {
-    throw new Error(
-      `Missing Debian packages: ${packages.join(" ")}\n` +
-        `Run this task as root to install them, or: sudo apt-get install -y ${packages.join(" ")}`,
-    );
-  }
-  console.error(`Installing Debian packages: ${packages.join(" ")}`);
-  await apt(["update", "-qq"]);
-  await apt(["install", "-y", "-qq", ...packages]);
+export async function ensureNeeds(needs: string[]): Promise<void> {
+  await ensurePackages(
+    needs.flatMap((need) => {
+      const requirements = NEEDS[need];
+      if (!requirements) throw new Error(`Unknown setup need "${need}"`);
+      return requirements;
+    }),
+    `run this task (${needs.join(", ")})`,
+  );
 }
 
 if (import.meta.main) {
   try {
     const needs = ["build", ...Deno.args];
-    await ensurePackages(needs);
+    await ensureNeeds(needs);
     await buildLibrary({ quiet: true });
   } catch (error) {
     console.error(errorMessage(error));

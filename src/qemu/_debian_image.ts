@@ -66,7 +66,7 @@ export async function ensureDebianImage(
         "(build it once as root; it is cached in " + dir + ")",
     );
   }
-  await ensurePackages(BUILD_REQUIREMENTS);
+  await ensurePackages(BUILD_REQUIREMENTS, "build Debian guest images");
   const tmp = await Deno.makeTempDir({ dir, prefix: `.${recipe.name}-` });
   try {
     await build(tmp, recipe, say);

@@ -5,7 +5,7 @@
  * @module
  */
 import { join } from "node:path";
-import { aptUpdate, isRoot } from "./_packages.ts";
+import { aptGet, isRoot } from "./_packages.ts";
 import { run } from "./_run.ts";
 
 /** A cached kernel. */
@@ -45,7 +45,7 @@ async function kernelPackage(): Promise<string> {
   };
   let name = await find();
   if (name === undefined && isRoot()) {
-    await aptUpdate();
+    await aptGet(["update", "-qq"]);
     name = await find();
   }
   if (name === undefined) {

@@ -1,19 +1,11 @@
 /**
- * The Debian packages the QEMU layer needs, installed with apt-get when
- * running as root, or named in the error otherwise.
+ * The Debian packages the QEMU layer needs (installed by src/_debian_packages.ts).
  *
  * @module
  */
-import { run } from "./_run.ts";
-import { pathExists } from "../_path_exists.ts";
+import type { Requirement } from "../_debian_packages.ts";
 
-/** A file that must exist and the Debian package that provides it. */
-export interface Requirement {
-  /** Absolute path of the file. */
-  file: string;
-  /** The Debian package that installs it. */
-  debian: string;
-}
+export { aptGet, ensurePackages, isRoot, type Requirement } from "../_debian_packages.ts";
 
 /** QEMU itself. */
 export const QEMU_REQUIREMENTS: readonly Requirement[] = [
@@ -29,36 +21,3 @@ export const IMAGE_REQUIREMENTS: readonly Requirement[] = [
 export const OVERLAY_REQUIREMENTS: readonly Requirement[] = [
   { file: "/usr/bin/qemu-img", debian: "qemu-utils" },
 ];
-
-/** True when running as root. */
-export function isRoot(): boolean {
-  return Deno.uid() === 0;
-}
-
-/** Runs `apt-get update` quietly. */
-export async function aptUpdate(): Promise<void> {
-  await run("apt-get", ["update", "-qq"], { env: { DEBIAN_FRONTEND: "noninteractive" } });
-}
-
-/**
- * Makes sure every required file exists: installs the missing packages when
- * root, otherwise throws naming them.
- */
-export async function ensurePackages(requirements: readonly Requirement[]): Promise<void> {
-  const missing = new Set<string>();
-  for (const { file, debian } of requirements) {
-    if (!(await pathExists(file))) missing.add(debian);
-  }
-  if (missing.size === 0) return;
-  const names = [...missing].join(" ");
-  if (!isRoot()) {
-    throw new Error(
-      `Cannot prepare QEMU guests: missing Debian packages ${names} ` +
-        `(run as root to install them, or: sudo apt-get install -y ${names})`,
-    );
-  }
-  await aptUpdate();
-  await run("apt-get", ["install", "-y", "-qq", ...missing], {
-    env: { DEBIAN_FRONTEND: "noninteractive" },
-  });
-}

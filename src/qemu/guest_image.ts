@@ -105,7 +105,7 @@ export async function ensureGuestImage(options: GuestImageOptions = {}): Promise
   await Deno.mkdir(dir, { recursive: true });
   // QEMU is checked here too: an image is only ever built to be booted.
   if (name !== "busybox") {
-    await ensurePackages([...QEMU_REQUIREMENTS, ...OVERLAY_REQUIREMENTS]);
+    await ensurePackages([...QEMU_REQUIREMENTS, ...OVERLAY_REQUIREMENTS], "prepare QEMU guests");
     const built = await ensureDebianImage(
       dir,
       DEBIAN_RECIPES[name],
@@ -122,6 +122,7 @@ export async function ensureGuestImage(options: GuestImageOptions = {}): Promise
     options.busybox === undefined
       ? [...QEMU_REQUIREMENTS, ...IMAGE_REQUIREMENTS]
       : QEMU_REQUIREMENTS,
+    "prepare QEMU guests",
   );
   const initrd = await ensureInitramfs(dir, options.busybox ?? "/bin/busybox", INIT_SCRIPT);
   const { kernel, kernelVersion } = await ensureKernel(dir);
