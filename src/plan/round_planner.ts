@@ -16,7 +16,7 @@
  */
 import { ContentId, PageKind, type ScanBuffers } from "../native/content_index.ts";
 import type { Gang } from "../scan/gang.ts";
-import { NONE, TargetContents, ZERO } from "../transfer/target_contents.ts";
+import { NONE, TargetContents, ZERO } from "./target_contents.ts";
 
 /** What to send for one page (values of `ChunkPlan.ops`). */
 export const Op = {

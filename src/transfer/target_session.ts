@@ -19,7 +19,7 @@ import {
   type Hello,
   ProtocolError,
 } from "./protocol.ts";
-import { NONE, TargetContents, ZERO } from "./target_contents.ts";
+import { NONE, TargetContents, ZERO } from "../plan/target_contents.ts";
 import { errorMessage } from "../_errors.ts";
 
 /** A guest's RAM file at the target, and how the gang found it. */
