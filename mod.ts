@@ -63,9 +63,11 @@ export {
   rescanEverything,
   SoftDirtyTracker,
 } from "./src/plan/dirty_tracking.ts";
+export { type Preparation, prepareGang, type PrepareOptions } from "./src/plan/preparation.ts";
 export {
   type ConvergenceOptions,
   type RoundSize,
+  roundSize,
   shouldStopLiveRounds,
 } from "./src/plan/convergence.ts";
 export type { RoundPages } from "./src/plan/round_planner.ts";

@@ -6,7 +6,6 @@
  * @module
  */
 import { CHUNK_PAGES, scanChunks } from "../scan/scan_chunks.ts";
-import { scanGangInTurns, type ScanReport } from "../scan/scan_gang.ts";
 import type { Gang } from "../scan/gang.ts";
 import { scanBuffers } from "../native/content_index.ts";
 import { PAGE_SIZE } from "../native/ram_file.ts";
@@ -19,6 +18,7 @@ import {
   RoundPlanner,
 } from "../plan/round_planner.ts";
 import { type DirtyTracker, rescanEverything } from "../plan/dirty_tracking.ts";
+import { type Preparation, prepareGang } from "../plan/preparation.ts";
 import { compress, compressBound } from "../native/compression.ts";
 import {
   type CompressionMode,
@@ -45,22 +45,6 @@ import {
 import { errorMessage } from "../_errors.ts";
 
 export { TargetError };
-
-/**
- * The preparation phase: starts dirty tracking, then scans every page of a
- * gang into its content index, in turns, so that the rest of the process
- * (connecting to the target) goes on meanwhile.
- *
- * Requires `--allow-ffi`.
- */
-export async function prepareGang(
-  gang: Gang,
-  tracker: DirtyTracker = rescanEverything,
-  threads = 1,
-): Promise<ScanReport> {
-  tracker.start();
-  return await scanGangInTurns(gang, { threads });
-}
 
 /** Pages per PAGES frame: a frame must fit in one write (1 MiB). */
 const PAGES_PER_FRAME = 128;
@@ -96,7 +80,10 @@ export interface SenderOptions {
   scanThreads?: number;
   /**
    * Chooses the pages rounds after the first re-read (soft-dirty bits where
-   * the kernel has them). Default: every page, its hash telling what changed.
+   * the kernel has them), when the sender prepares itself
+   * ({@linkcode GangSender.prepare}); a preparation given to
+   * {@linkcode GangSender.usePreparation} brings its own. Default: every
+   * page, its hash telling what changed.
    */
   dirtyTracker?: DirtyTracker;
 }
@@ -161,7 +148,7 @@ export class GangSender implements AsyncDisposable {
   readonly #answers: TargetAnswers;
   readonly #planner: RoundPlanner;
   readonly #options: SenderOptions;
-  readonly #tracker: DirtyTracker;
+  #tracker: DirtyTracker;
   readonly #compression: CompressionPolicy;
   readonly #rawScratch = new Uint8Array(PAGES_PER_FRAME * PAGE_SIZE);
   #zstdScratch: Uint8Array;
@@ -246,24 +233,34 @@ export class GangSender implements AsyncDisposable {
 
   /**
    * The preparation phase: starts dirty tracking and scans every page of
-   * the gang into the content index while the guests run. Done by the
-   * first round if not called.
+   * the gang into the content index while the guests run
+   * ({@linkcode prepareGang}). Done by the first round if not called.
    */
-  async prepare(): Promise<ScanReport> {
+  async prepare(): Promise<Preparation> {
     return this.usePreparation(
-      await prepareGang(this.#gang, this.#tracker, this.#options.scanThreads),
+      await prepareGang(this.#gang, {
+        dirtyTracker: this.#tracker,
+        threads: this.#options.scanThreads,
+      }),
     );
   }
 
   /**
-   * Takes a preparation done before this sender existed (by
-   * {@linkcode prepareGang} with this sender's dirty tracker), so that the
-   * scan could overlap connecting to the target.
+   * Takes a preparation the caller made with {@linkcode prepareGang} (of
+   * this sender's gang), before this sender existed or while it connected:
+   * rounds are planned from it, and its dirty tracker chooses what rounds
+   * after the first re-read.
+   *
+   * @throws Error if a round ran already, or the preparation is of another gang
    */
-  usePreparation(report: ScanReport): ScanReport {
-    this.#planner.notePreparationScan();
+  usePreparation(preparation: Preparation): Preparation {
+    if (this.#roundsStarted > 0) {
+      throw new Error("Cannot use a preparation after the first round: it must come before");
+    }
+    this.#planner.notePreparationScan(preparation);
+    this.#tracker = preparation.dirtyTracker;
     this.#prepared = true;
-    return report;
+    return preparation;
   }
 
   /**
