@@ -95,4 +95,4 @@ export {
 } from "./src/transfer/receiver.ts";
 export type { AcceptEvent } from "./src/transfer/accept_connections.ts";
 export type { ByteStream } from "./src/transfer/frame_io.ts";
-export type { WireGuest } from "./src/transfer/protocol.ts";
+export type { WireGuest } from "./src/transfer/hello_frame.ts";

@@ -29,19 +29,16 @@ import { TargetAnswers, TargetError } from "./target_answers.ts";
 import { type ByteStream, FrameReader, FrameWriter } from "./frame_io.ts";
 import { Pacer } from "./pacer.ts";
 import { checkSizesUnchanged } from "./final_checks.ts";
+import { encodeRoundEnd, FrameType, PROTOCOL_VERSION } from "./protocol.ts";
+import { encodeDone, guestDigest } from "./digests.ts";
+import { encodeHello } from "./hello_frame.ts";
 import {
-  encodeDone,
-  encodeHello,
-  encodeRoundEnd,
-  FrameType,
-  guestDigest,
   pagesFrameBytes,
   pairsFrameBytes,
-  PROTOCOL_VERSION,
   writePagesFrame,
   writePagesHead,
   writePairsFrame,
-} from "./protocol.ts";
+} from "./page_frames.ts";
 import { errorMessage } from "../_errors.ts";
 
 export { TargetError };
