@@ -71,13 +71,12 @@ export {
   shouldStopLiveRounds,
 } from "./src/plan/convergence.ts";
 export type { RoundPages } from "./src/plan/round_planner.ts";
+export { GangSender, TargetError } from "./src/transfer/sender.ts";
 export {
-  GangSender,
   type RoundProgress,
   type RoundReport,
   type SenderOptions,
-  TargetError,
-} from "./src/transfer/sender.ts";
+} from "./src/transfer/sender_options.ts";
 export {
   type Connection,
   migrateGang,

@@ -15,7 +15,8 @@ import {
   roundSize,
   shouldStopLiveRounds,
 } from "../plan/convergence.ts";
-import { GangSender, type RoundReport, type SenderOptions } from "./sender.ts";
+import { GangSender } from "./sender.ts";
+import { type RoundReport, type SenderOptions } from "./sender_options.ts";
 import { prepareGang } from "../plan/preparation.ts";
 import { rescanEverything } from "../plan/dirty_tracking.ts";
 import type { ByteStream } from "./frame_io.ts";
