@@ -25,14 +25,8 @@
  * @module
  */
 
-export {
-  type CloseOptions,
-  defaultRamPath,
-  type DestinationOptions,
-  type GuestStatus,
-  QemuGuest,
-  type QemuGuestOptions,
-} from "./guest.ts";
+export { type CloseOptions, type GuestStatus, QemuGuest } from "./guest.ts";
+export { defaultRamPath, type DestinationOptions, type QemuGuestOptions } from "./guest_launch.ts";
 export {
   type DebianImageName,
   defaultCacheDir,
