@@ -63,15 +63,8 @@ export {
   type QemuMigrationResult,
 } from "./migration.ts";
 export { qemuArgs, type QemuDisk, type QemuInstance, type QemuMachine } from "./qemu_args.ts";
-export {
-  type ExecuteOptions,
-  QmpClient,
-  type QmpConnectOptions,
-  QmpError,
-  type QmpEvent,
-  type QmpListener,
-  type QmpVersion,
-} from "./qmp.ts";
+export { type ExecuteOptions, QmpClient, type QmpConnectOptions, type QmpListener } from "./qmp.ts";
+export { QmpError, type QmpEvent, type QmpVersion } from "./qmp_messages.ts";
 export { queryRam, type RamBackend } from "./ram_backend.ts";
 export {
   findKernelCrash,
