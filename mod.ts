@@ -63,19 +63,20 @@ export {
   rescanEverything,
   SoftDirtyTracker,
 } from "./src/plan/dirty_tracking.ts";
+export { type Preparation, prepareGang, type PrepareOptions } from "./src/plan/preparation.ts";
 export {
   type ConvergenceOptions,
   type RoundSize,
+  roundSize,
   shouldStopLiveRounds,
 } from "./src/plan/convergence.ts";
 export type { RoundPages } from "./src/plan/round_planner.ts";
+export { GangSender, TargetError } from "./src/transfer/sender.ts";
 export {
-  GangSender,
   type RoundProgress,
   type RoundReport,
   type SenderOptions,
-  TargetError,
-} from "./src/transfer/sender.ts";
+} from "./src/transfer/sender_options.ts";
 export {
   type Connection,
   migrateGang,
@@ -93,4 +94,4 @@ export {
 } from "./src/transfer/receiver.ts";
 export type { AcceptEvent } from "./src/transfer/accept_connections.ts";
 export type { ByteStream } from "./src/transfer/frame_io.ts";
-export type { WireGuest } from "./src/transfer/protocol.ts";
+export type { WireGuest } from "./src/transfer/hello_frame.ts";

@@ -15,6 +15,8 @@ import dirC from "./dir.c" with { type: "text" };
 import gangwayH from "./gangway.h" with { type: "text" };
 import hashC from "./hash.c" with { type: "text" };
 import indexC from "./index.c" with { type: "text" };
+import indexInternalH from "./index_internal.h" with { type: "text" };
+import indexScanC from "./index_scan.c" with { type: "text" };
 import internalH from "./internal.h" with { type: "text" };
 import pagemapC from "./pagemap.c" with { type: "text" };
 import poolC from "./pool.c" with { type: "text" };
@@ -27,12 +29,13 @@ export const LIBRARY_SOURCES: readonly string[] = [
   "hash.c",
   "compress.c",
   "index.c",
+  "index_scan.c",
   "pagemap.c",
   "pool.c",
 ];
 
 /** The headers the sources include. */
-export const LIBRARY_HEADERS: readonly string[] = ["gangway.h", "internal.h"];
+export const LIBRARY_HEADERS: readonly string[] = ["gangway.h", "internal.h", "index_internal.h"];
 
 /** Every file of the library by name (sources and headers), as text. */
 export const LIBRARY_FILES: Readonly<Record<string, string>> = {
@@ -41,8 +44,10 @@ export const LIBRARY_FILES: Readonly<Record<string, string>> = {
   "hash.c": hashC,
   "compress.c": compressC,
   "index.c": indexC,
+  "index_scan.c": indexScanC,
   "pagemap.c": pagemapC,
   "pool.c": poolC,
   "gangway.h": gangwayH,
   "internal.h": internalH,
+  "index_internal.h": indexInternalH,
 };

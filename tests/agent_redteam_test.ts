@@ -19,7 +19,8 @@ import {
 } from "../src/target/agent_protocol.ts";
 import { describeMachine, type FileRef, sha256Hex } from "../src/target/machine_description.ts";
 import { FrameReader } from "../src/transfer/frame_io.ts";
-import { encodeHello, FrameType, PROTOCOL_VERSION } from "../src/transfer/protocol.ts";
+import { FrameType, PROTOCOL_VERSION } from "../src/transfer/protocol.ts";
+import { encodeHello } from "../src/transfer/hello_frame.ts";
 import { findQemus } from "../src/qemu/discover.ts";
 import { QemuGuest } from "../src/qemu/guest.ts";
 import { QmpClient } from "../src/qemu/qmp.ts";

@@ -5,7 +5,8 @@ import { Gang } from "../src/scan/gang.ts";
 import { migrateGang } from "../src/transfer/migrate_gang.ts";
 import { randomSeed } from "../src/transfer/seed.ts";
 import { CompressionPolicy, PROBE_INTERVAL_MS } from "../src/transfer/compression_policy.ts";
-import { decodePages, FrameFlag, ProtocolError } from "../src/transfer/protocol.ts";
+import { FrameFlag, ProtocolError } from "../src/transfer/protocol.ts";
+import { decodePages } from "../src/transfer/page_frames.ts";
 import { makeRamFile, patternPage, readRamFile, removeFiles, shmPath } from "./_fixtures.ts";
 import { startReceiver } from "./_transfer.ts";
 

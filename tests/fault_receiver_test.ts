@@ -5,13 +5,9 @@ import { randomSeed } from "../src/transfer/seed.ts";
 import { hashPages } from "../src/native/hashing.ts";
 import { PAGE_SIZE } from "../src/native/ram_file.ts";
 import { FrameReader } from "../src/transfer/frame_io.ts";
-import {
-  encodeHello,
-  FrameType,
-  pagesFrameBytes,
-  PROTOCOL_VERSION,
-  writePagesFrame,
-} from "../src/transfer/protocol.ts";
+import { FrameType, PROTOCOL_VERSION } from "../src/transfer/protocol.ts";
+import { encodeHello } from "../src/transfer/hello_frame.ts";
+import { pagesFrameBytes, writePagesFrame } from "../src/transfer/page_frames.ts";
 import { runCli, spawnReceiver } from "./_cli.ts";
 import { makeRamFile, patternPage, readRamFile, removeFiles, shmPath } from "./_fixtures.ts";
 import { startReceiver } from "./_transfer.ts";

@@ -17,13 +17,8 @@ import { Gang } from "../src/scan/gang.ts";
 import { GangSender } from "../src/transfer/sender.ts";
 import { ConnectionError, FrameReader, TimeoutError } from "../src/transfer/frame_io.ts";
 import {
-  decodeDone,
-  decodeHello,
-  decodePages,
-  decodePairs,
   decodeRoundEnd,
   decodeU32,
-  encodeHello,
   FrameFlag,
   FrameType,
   HEADER_BYTES,
@@ -31,6 +26,9 @@ import {
   ProtocolError,
   readHeader,
 } from "../src/transfer/protocol.ts";
+import { decodeDone } from "../src/transfer/digests.ts";
+import { decodeHello, encodeHello } from "../src/transfer/hello_frame.ts";
+import { decodePages, decodePairs } from "../src/transfer/page_frames.ts";
 import { receiveGang, type ReceiverOptions } from "../src/transfer/receiver.ts";
 import { PAGE_SIZE, RamFile } from "../src/native/ram_file.ts";
 import { makeRamFile, patternPage, readRamFile, removeFiles, shmPath } from "./_fixtures.ts";

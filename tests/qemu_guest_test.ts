@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { QemuGuest } from "../src/qemu/guest.ts";
-import { QmpError } from "../src/qemu/qmp.ts";
+import { QmpError } from "../src/qemu/qmp_messages.ts";
 import { fileExists, Guests, testImage, uniqueName } from "./qemu_helpers.ts";
 
 const MiB = 1024 * 1024;

@@ -1,6 +1,7 @@
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { join } from "node:path";
-import { QmpClient, QmpError } from "../src/qemu/qmp.ts";
+import { QmpClient } from "../src/qemu/qmp.ts";
+import { QmpError } from "../src/qemu/qmp_messages.ts";
 
 type Reply = (message: Record<string, unknown>) => string[] | undefined;
 

@@ -5,18 +5,19 @@ import { randomSeed } from "../src/transfer/seed.ts";
 import { PAGE_SIZE } from "../src/native/ram_file.ts";
 import { hashPages } from "../src/native/hashing.ts";
 import {
-  encodeHello,
   encodeRoundEnd,
   FrameType,
   HEADER_BYTES,
-  type Hello,
-  pagesFrameBytes,
-  pairsFrameBytes,
   PROTOCOL_VERSION,
   writeHeader,
+} from "../src/transfer/protocol.ts";
+import { encodeHello, type Hello } from "../src/transfer/hello_frame.ts";
+import {
+  pagesFrameBytes,
+  pairsFrameBytes,
   writePagesFrame,
   writePairsFrame,
-} from "../src/transfer/protocol.ts";
+} from "../src/transfer/page_frames.ts";
 import { FrameReader } from "../src/transfer/frame_io.ts";
 import { makeRamFile, patternPage, readRamFile, removeFiles, shmPath } from "./_fixtures.ts";
 import { startReceiver, type TestReceiver } from "./_transfer.ts";

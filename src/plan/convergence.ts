@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { RoundPages } from "./round_planner.ts";
 
 /** A live round must leave at most this share of the previous one's pages to be worth repeating. */
 const SHRINK = 0.75;
@@ -22,6 +23,17 @@ export interface RoundSize {
   round: number;
   /** Pages it handled. */
   pagesSent: number;
+}
+
+/**
+ * The size of a round for {@linkcode shouldStopLiveRounds}: the pages it
+ * put on the wire in any form (zero pages of round 1 cost nothing).
+ */
+export function roundSize(report: { round: number; pages: RoundPages }): RoundSize {
+  const p = report.pages;
+  const zeros = report.round === 1 ? 0 : p.zero;
+  const pagesSent = p.unique + p.dirtiedIdentical + p.unsentIdentical + p.sentIdentical + zeros;
+  return { round: report.round, pagesSent };
 }
 
 /**

@@ -16,7 +16,8 @@
  */
 import { ContentId, PageKind, type ScanBuffers } from "../native/content_index.ts";
 import type { Gang } from "../scan/gang.ts";
-import { NONE, TargetContents, ZERO } from "../transfer/target_contents.ts";
+import { NONE, TargetContents, ZERO } from "./target_contents.ts";
+import { contentCopies, type Preparation } from "./preparation.ts";
 
 /** What to send for one page (values of `ChunkPlan.ops`). */
 export const Op = {
@@ -89,7 +90,7 @@ export class RoundPlanner {
   /** The sender's mirror of what the target holds. */
   readonly target: TargetContents;
   #wireOf = new Uint32Array(1024).fill(NONE); // index content id -> wire content id
-  #identicalAtPrep: Uint8Array[] = []; // per guest, per page: 1 if its content had copies
+  #identicalAtPrep: readonly Uint8Array[] = []; // per guest, per page: 1 if its content had copies
   #dirtied: Uint8Array[]; // per guest, per page: 1 once written after the preparation scan
   #pageContents: Uint32Array[]; // per guest: the index's live view of each page's content
   #pageHashes: BigUint64Array[]; // per guest: the index's live view of each page's hash
@@ -112,20 +113,17 @@ export class RoundPlanner {
   }
 
   /**
-   * Records, after the preparation scan, which pages had identical copies
+   * Takes what the preparation scan found: which pages had identical copies
    * (the paper's identical pages), so that later rounds can tell unsent
    * identical pages from dirtied ones.
+   *
+   * @throws Error if the preparation scanned another gang
    */
-  notePreparationScan(): void {
-    const copies = this.#contentCopies();
-    this.#identicalAtPrep = this.#pageContents.map((pageContents) => {
-      const identical = new Uint8Array(pageContents.length);
-      for (let p = 0; p < pageContents.length; p++) {
-        const c = pageContents[p]!;
-        if (c < ContentId.Zero && copies[c]! > 1) identical[p] = 1;
-      }
-      return identical;
-    });
+  notePreparationScan(preparation: Preparation): void {
+    if (preparation.gang !== this.#gang) {
+      throw new Error("Cannot plan rounds from this preparation: it scanned another gang");
+    }
+    this.#identicalAtPrep = preparation.identical;
     this.#prepared = true;
   }
 
@@ -138,21 +136,9 @@ export class RoundPlanner {
    */
   classifyOnePass(counts: RoundCounts): void {
     let shared = 0;
-    for (const copies of this.#contentCopies()) if (copies > 1) shared++;
+    for (const copies of contentCopies(this.#gang)) if (copies > 1) shared++;
     counts.unique -= shared;
     counts.unsentIdentical += shared;
-  }
-
-  /** Pages holding each content of the index now (zero pages not counted). */
-  #contentCopies(): Uint32Array {
-    const copies = new Uint32Array(this.#gang.index.contents);
-    for (const pageContents of this.#pageContents) {
-      for (let p = 0; p < pageContents.length; p++) {
-        const c = pageContents[p]!;
-        if (c < ContentId.Zero) copies[c]!++;
-      }
-    }
-    return copies;
   }
 
   /** The wire id of an index content, growing the map as the index grows. */

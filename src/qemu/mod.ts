@@ -25,14 +25,8 @@
  * @module
  */
 
-export {
-  type CloseOptions,
-  defaultRamPath,
-  type DestinationOptions,
-  type GuestStatus,
-  QemuGuest,
-  type QemuGuestOptions,
-} from "./guest.ts";
+export { type CloseOptions, type GuestStatus, QemuGuest } from "./guest.ts";
+export { defaultRamPath, type DestinationOptions, type QemuGuestOptions } from "./guest_launch.ts";
 export {
   type DebianImageName,
   defaultCacheDir,
@@ -69,15 +63,8 @@ export {
   runQemuMigration,
 } from "./qemu_migration.ts";
 export { qemuArgs, type QemuDisk, type QemuInstance, type QemuMachine } from "./qemu_args.ts";
-export {
-  type ExecuteOptions,
-  QmpClient,
-  type QmpConnectOptions,
-  QmpError,
-  type QmpEvent,
-  type QmpListener,
-  type QmpVersion,
-} from "./qmp.ts";
+export { type ExecuteOptions, QmpClient, type QmpConnectOptions, type QmpListener } from "./qmp.ts";
+export { QmpError, type QmpEvent, type QmpVersion } from "./qmp_messages.ts";
 export { queryRam, type RamBackend } from "./ram_backend.ts";
 export {
   findKernelCrash,

@@ -1,35 +1,20 @@
 /**
  * A client for the QEMU Machine Protocol over a unix socket: capability
- * negotiation, commands with ids and timeouts, and events.
+ * negotiation, commands with ids and timeouts, and events. What the
+ * messages mean (events, the version, error answers) is in
+ * `qmp_messages.ts`.
  *
  * @module
  */
 import { withTimeout } from "../_delay.ts";
 import { errorMessage } from "../_errors.ts";
-
-/** An asynchronous event sent by QEMU (STOP, RESUME, MIGRATION, SHUTDOWN...). */
-export interface QmpEvent {
-  /** Event name, e.g. `STOP`. */
-  event: string;
-  /** Event data (empty object when QEMU sends none). */
-  data: Record<string, unknown>;
-  /** QEMU's wall-clock timestamp of the event, in ms since the epoch. */
-  timestampMs: number;
-  /** When this client read it, on the `performance.now()` clock. */
-  receivedAt: number;
-}
-
-/** QEMU's version from the greeting. */
-export interface QmpVersion {
-  /** Major version, e.g. 7. */
-  major: number;
-  /** Minor version, e.g. 2. */
-  minor: number;
-  /** Micro version, e.g. 22. */
-  micro: number;
-  /** Distribution suffix, e.g. `Debian 1:7.2+dfsg-7+deb12u18+b3`. */
-  package: string;
-}
+import {
+  greetingVersion,
+  QmpError,
+  type QmpEvent,
+  type QmpVersion,
+  toEvent,
+} from "./qmp_messages.ts";
 
 /** Options of {@linkcode QmpClient.connect}. */
 export interface QmpConnectOptions {
@@ -43,35 +28,6 @@ export interface QmpConnectOptions {
 export interface ExecuteOptions {
   /** Time allowed for the answer. Default 10000 ms. */
   timeoutMs?: number;
-}
-
-/** An error answer from QEMU to a command. */
-export class QmpError extends Error {
-  /** The command that failed. */
-  readonly command: string;
-  /** The guest it was sent to. */
-  readonly guest: string;
-  /** QEMU's error class, e.g. `GenericError`. */
-  readonly errorClass: string;
-  /** QEMU's description. */
-  readonly description: string;
-
-  /**
-   * Builds the error from QEMU's answer.
-   *
-   * @param guest The guest's name
-   * @param command The command QEMU refused
-   * @param errorClass QEMU's error class
-   * @param description QEMU's description
-   */
-  constructor(guest: string, command: string, errorClass: string, description: string) {
-    super(`Cannot run "${command}" on guest "${guest}": ${description}`);
-    this.name = "QmpError";
-    this.guest = guest;
-    this.command = command;
-    this.errorClass = errorClass;
-    this.description = description;
-  }
 }
 
 interface Pending {
@@ -369,11 +325,7 @@ export class QmpClient implements AsyncDisposable {
     }
     if (typeof message !== "object" || message === null) return;
     if ("QMP" in message) {
-      const qmp = message.QMP as {
-        version?: { qemu?: Omit<QmpVersion, "package">; package?: string };
-      };
-      const { major = 0, minor = 0, micro = 0 } = qmp.version?.qemu ?? {};
-      this.#resolveGreeting({ major, minor, micro, package: qmp.version?.package?.trim() ?? "" });
+      this.#resolveGreeting(greetingVersion(message));
     } else if ("event" in message) {
       this.#emit(toEvent(message));
     } else if (typeof message.id === "number") {
@@ -421,14 +373,4 @@ export class QmpClient implements AsyncDisposable {
     for (const listener of [...this.#endListeners]) listener();
     this.#ended();
   }
-}
-
-function toEvent(message: Record<string, unknown>): QmpEvent {
-  const stamp = message.timestamp as { seconds?: number; microseconds?: number } | undefined;
-  return {
-    event: String(message.event),
-    data: (message.data as Record<string, unknown> | undefined) ?? {},
-    timestampMs: (stamp?.seconds ?? 0) * 1000 + (stamp?.microseconds ?? 0) / 1000,
-    receivedAt: performance.now(),
-  };
 }

@@ -18,7 +18,7 @@
 import { createHash } from "node:crypto";
 import { basename } from "node:path";
 import type { QemuDisk, QemuMachine } from "../qemu/qemu_args.ts";
-import { badGuestName } from "../transfer/protocol.ts";
+import { badGuestName } from "../transfer/hello_frame.ts";
 import { errorMessage } from "../_errors.ts";
 
 /** A file a destination needs (a kernel, an initrd), named by its content. */

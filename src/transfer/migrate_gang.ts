@@ -2,7 +2,9 @@
  * One call that runs a whole gang migration: preparation scan, live
  * pre-copy rounds until they converge, pause, final round, verification.
  * On any failure the guests are resumed: a failed migration never leaves
- * a guest paused.
+ * a guest paused. It composes the steps a script can also call itself
+ * (`examples/compose.ts`): `prepareGang` (plan), `GangSender` (transfer)
+ * and `shouldStopLiveRounds` (plan).
  *
  * @module
  */
@@ -10,17 +12,20 @@ import type { Gang } from "../scan/gang.ts";
 import {
   type ConvergenceOptions,
   type RoundSize,
+  roundSize,
   shouldStopLiveRounds,
 } from "../plan/convergence.ts";
-import { GangSender, prepareGang, type RoundReport, type SenderOptions } from "./sender.ts";
+import { GangSender } from "./sender.ts";
+import { type RoundReport, type SenderOptions } from "./sender_options.ts";
+import { prepareGang } from "../plan/preparation.ts";
 import { rescanEverything } from "../plan/dirty_tracking.ts";
 import type { ByteStream } from "./frame_io.ts";
 import { checkUnchangedSinceFinalRound } from "./final_checks.ts";
+import type { CompressionReport } from "./compression_policy.ts";
+import { errorMessage } from "../_errors.ts";
 
 /** A connected stream to the target (TCP or TLS), or one being connected. */
 export type Connection = ByteStream & { close(): void };
-import type { CompressionReport } from "./compression_policy.ts";
-import { errorMessage } from "../_errors.ts";
 
 /** Options of {@linkcode migrateGang}. */
 export interface MigrateGangOptions extends SenderOptions, ConvergenceOptions {
@@ -107,18 +112,18 @@ export async function migrateGang(
     if (onePass) {
       sender = await connecting;
     } else {
-      const preparing = prepareGang(gang, dirtyTracker, options.scanThreads);
+      const preparing = prepareGang(gang, { dirtyTracker, threads: options.scanThreads });
       const preparation = await preparing.catch(async (error) => {
         (await connecting.catch(() => undefined))?.close();
         throw error;
       });
-      preparationSeconds = preparation.seconds;
+      preparationSeconds = preparation.scan.seconds;
       sender = await connecting;
       sender.usePreparation(preparation);
       while (!shouldStopLiveRounds(sizes, options)) {
         const report = await sender.round();
         options.onRound?.(report);
-        sizes.push({ round: report.round, pagesSent: pagesSent(report) });
+        sizes.push(roundSize(report));
       }
     }
     await options.pause?.();
@@ -150,13 +155,6 @@ export async function migrateGang(
   } finally {
     sender?.close(); // connect() closes the connection itself if it fails
   }
-}
-
-/** Pages a round put on the wire in any form (zero pages of round 1 cost nothing). */
-function pagesSent(report: RoundReport): number {
-  const p = report.pages;
-  const zeros = report.round === 1 ? 0 : p.zero;
-  return p.unique + p.dirtiedIdentical + p.unsentIdentical + p.sentIdentical + zeros;
 }
 
 /** Resumes the guests after a failure; if that fails too, says both. */

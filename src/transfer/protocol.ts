@@ -3,16 +3,20 @@
  * docs/security.md).
  *
  * Every message is a frame: an 8-byte header (type, flags, guest, body
- * length, little-endian) and a body whose length the header states. This
- * module holds the one definition of every frame's layout: encoders for
- * the sender, decoders for the receiver, both checking every length
- * before they touch a byte.
+ * length, little-endian) and a body whose length the header states. The
+ * protocol's modules hold the one definition of every frame's layout:
+ * encoders for the sender, decoders for the receiver, both checking every
+ * length before they touch a byte. This one has the header, the frame
+ * types and the small control frames (ERROR, WELCOME, ROUND_END, ...);
+ * the handshake is in `hello_frame.ts`, the frames that carry pages in
+ * `page_frames.ts`, the digests of the verification in `digests.ts`.
  *
  * @module
  */
 import { PAGE_SIZE } from "../native/ram_file.ts";
-import { decompress } from "../native/compression.ts";
-import { ramDigest } from "../native/hashing.ts";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
 
 /**
  * The protocol version this code speaks. 3: PAGES frames may carry their
@@ -154,59 +158,6 @@ export function readHeader(
   return header;
 }
 
-// ---------------------------------------------------------------------------
-// Handshake
-
-/** A guest as the handshake describes it. */
-export interface WireGuest {
-  /** Plain file name: the target stores the guest's RAM under it. */
-  name: string;
-  /** RAM size in bytes. */
-  size: number;
-}
-
-/** What a HELLO carries. */
-export interface Hello {
-  version: number;
-  pageSize: number;
-  /** Seed of every page hash of this migration. */
-  seed: bigint;
-  /** Shared secret the receiver may require ("" when none). */
-  token: string;
-  guests: WireGuest[];
-}
-
-const encoder = new TextEncoder();
-const decoder = new TextDecoder("utf-8", { fatal: true });
-
-/** A HELLO frame (header included). */
-export function encodeHello(hello: Hello): Uint8Array {
-  const token = encoder.encode(hello.token);
-  const names = hello.guests.map((g) => encoder.encode(g.name));
-  const bodyBytes = 4 + 2 + 2 + 4 + 4 + 8 + 2 + token.length +
-    names.reduce((sum, n) => sum + 8 + 2 + n.length, 0);
-  const out = new Uint8Array(HEADER_BYTES + bodyBytes);
-  const view = new DataView(out.buffer);
-  writeHeader(view, 0, FrameType.Hello, 0, bodyBytes);
-  let o = HEADER_BYTES;
-  view.setUint32(o, MAGIC, true);
-  view.setUint16(o + 4, hello.version, true);
-  view.setUint16(o + 6, 0, true);
-  view.setUint32(o + 8, hello.pageSize, true);
-  view.setUint32(o + 12, hello.guests.length, true);
-  view.setBigUint64(o + 16, hello.seed, true);
-  view.setUint16(o + 24, token.length, true);
-  out.set(token, o + 26);
-  o += 26 + token.length;
-  hello.guests.forEach((guest, i) => {
-    view.setBigUint64(o, BigInt(guest.size), true);
-    view.setUint16(o + 8, names[i]!.length, true);
-    out.set(names[i]!, o + 10);
-    o += 10 + names[i]!.length;
-  });
-  return out;
-}
-
 /** A cursor over a frame body that refuses to read past its end. */
 export class BodyReader {
   #view: DataView;
@@ -264,73 +215,6 @@ export class BodyReader {
   }
 }
 
-/** Bytes of a HELLO body before its token (magic, version, page size, count, seed, token length). */
-export const HELLO_TOKEN_OFFSET = 26;
-
-/** Reads a HELLO's magic and version; refuses other magics and versions. */
-function helloVersion(r: BodyReader): number {
-  if (r.u32() !== MAGIC) throw new ProtocolError("Not a gangway peer: bad magic in Hello");
-  const version = r.u16();
-  if (version !== PROTOCOL_VERSION) {
-    throw new ProtocolError(
-      `Unsupported protocol version ${version}: this receiver speaks version ${PROTOCOL_VERSION}`,
-    );
-  }
-  return version;
-}
-
-/**
- * The byte length of a HELLO's token, from the first
- * {@linkcode HELLO_TOKEN_OFFSET} bytes of its body (magic and version
- * checked): a receiver reads and checks the token before the rest.
- */
-export function helloTokenLength(head: Uint8Array): number {
-  const r = new BodyReader(head.subarray(0, HELLO_TOKEN_OFFSET), "Hello");
-  helloVersion(r);
-  r.bytes(HELLO_TOKEN_OFFSET - 8); // reserved, page size, guest count, seed
-  return r.u16();
-}
-
-/** Decodes a HELLO body; refuses other magics and versions before reading on. */
-export function decodeHello(body: Uint8Array): Hello {
-  const r = new BodyReader(body, "Hello");
-  const version = helloVersion(r);
-  r.u16();
-  const pageSize = r.u32();
-  const count = r.u32();
-  const seed = r.u64();
-  const token = r.text(r.u16());
-  // Each guest takes at least 10 bytes: refuse absurd counts before allocating for them.
-  if (count > body.length / 10) {
-    throw new ProtocolError(`Hello announces ${count} guests in ${body.length} bytes`);
-  }
-  const guests: WireGuest[] = [];
-  for (let i = 0; i < count; i++) {
-    const size = r.u64();
-    if (size > BigInt(Number.MAX_SAFE_INTEGER)) throw new ProtocolError(`Guest ${i} is too large`);
-    guests.push({ size: Number(size), name: r.text(r.u16()) });
-  }
-  r.end();
-  return { version, pageSize, seed, token, guests };
-}
-
-/**
- * Why a guest name cannot be a file name in the target directory, or
- * undefined when it can: plain names only, so that no peer can make the
- * receiver write outside its directory.
- */
-export function badGuestName(name: string): string | undefined {
-  if (name.length === 0) return "it is empty";
-  if (encoder.encode(name).length > 255) return "it is longer than 255 bytes";
-  if (name === "." || name === "..") return `"${name}" is not a file name`;
-  if (name.startsWith(".")) return "it starts with a dot (reserved for the receiver's own files)";
-  // deno-lint-ignore no-control-regex
-  if (/[/\\\x00-\x1f\x7f-\x9f]/.test(name)) {
-    return "it contains a slash, a backslash or a control character (C0, DEL or C1)";
-  }
-  return undefined;
-}
-
 /** A frame with a text body (ERROR). */
 export function encodeText(type: FrameTypeValue, text: string): Uint8Array {
   const body = encoder.encode(text.slice(0, 4000));
@@ -362,76 +246,6 @@ export function decodeU32(body: Uint8Array, what: string): number {
   return value;
 }
 
-// ---------------------------------------------------------------------------
-// Page frames: layouts shared by the encoder (sender) and decoder (receiver)
-
-/** Bytes of one PAGES entry: page u32, content id u32, hash u64. */
-export const PAGE_ENTRY_BYTES = 16;
-
-/** Body bytes of a PAGES frame of n pages. */
-export function pagesBodyBytes(n: number): number {
-  return 4 + n * (PAGE_ENTRY_BYTES + PAGE_SIZE);
-}
-
-/** A decoded PAGES frame: entries and the page data (views into the frame). */
-export interface PagesFrame {
-  pages: Uint32Array;
-  ids: Uint32Array;
-  hashes: BigUint64Array;
-  data: Uint8Array;
-}
-
-/**
- * Decodes a PAGES body, copying the entries out. The data stays a view of
- * the body, or is decompressed into a new buffer of exactly n pages.
- */
-export function decodePages(body: Uint8Array, flags = 0): PagesFrame {
-  const r = new BodyReader(body, "Pages");
-  const n = r.u32();
-  if (n === 0 || n > MAX_PAGES_PER_FRAME) throw new ProtocolError(`Pages frame with ${n} pages`);
-  const compressed = (flags & FrameFlag.Compressed) !== 0;
-  const entriesEnd = 4 + n * PAGE_ENTRY_BYTES;
-  if (compressed ? body.length <= entriesEnd : body.length !== pagesBodyBytes(n)) {
-    throw new ProtocolError(
-      `Pages frame of ${n} pages has ${body.length} bytes, expected ${
-        compressed ? `more than ${entriesEnd}` : pagesBodyBytes(n)
-      }`,
-    );
-  }
-  const pages = new Uint32Array(n);
-  const ids = new Uint32Array(n);
-  const hashes = new BigUint64Array(n);
-  for (let i = 0; i < n; i++) {
-    pages[i] = r.u32();
-    ids[i] = r.u32();
-    hashes[i] = r.u64();
-  }
-  if (!compressed) return { pages, ids, hashes, data: r.bytes(n * PAGE_SIZE) };
-  const data = new Uint8Array(n * PAGE_SIZE);
-  if (!decompress(r.bytes(body.length - entriesEnd), data)) {
-    throw new ProtocolError(`Pages frame of ${n} pages holds no valid zstd data of ${n} pages`);
-  }
-  return { pages, ids, hashes, data };
-}
-
-/** Decodes a body of n fixed pairs of u32 (REFS, ZEROS). */
-export function decodePairs(body: Uint8Array, what: string): { a: Uint32Array; b: Uint32Array } {
-  const r = new BodyReader(body, what);
-  const n = r.u32();
-  if (n === 0 || body.length !== 4 + n * 8) {
-    throw new ProtocolError(
-      `${what} frame of ${n} entries has ${body.length} bytes, expected ${4 + n * 8}`,
-    );
-  }
-  const a = new Uint32Array(n);
-  const b = new Uint32Array(n);
-  for (let i = 0; i < n; i++) {
-    a[i] = r.u32();
-    b[i] = r.u32();
-  }
-  return { a, b };
-}
-
 /** A ROUND_END frame. */
 export function encodeRoundEnd(round: number, final: boolean): Uint8Array {
   const out = new Uint8Array(HEADER_BYTES + 5);
@@ -450,138 +264,4 @@ export function decodeRoundEnd(body: Uint8Array): { round: number; final: boolea
   r.end();
   if (final > 1) throw new ProtocolError("RoundEnd frame with a bad final flag");
   return { round, final: final === 1 };
-}
-
-/** Bytes of a digest: XXH3-128. */
-export const DIGEST_BYTES = 16;
-
-/**
- * The digest DONE carries for a guest, which both ends compute from the
- * page hashes of what they hold: XXH3-128 over the page hashes, keyed by
- * the migration's seed mixed with the guest's size in bytes. The size
- * counts because the pages alone do not show a size changed within the
- * last page.
- *
- * Requires `--allow-ffi`.
- *
- * @example
- * ```ts
- * import { guestDigest } from "./protocol.ts";
- * import type { Gang } from "../scan/gang.ts";
- *
- * declare const gang: Gang;
- * const digest = guestDigest(gang.index.pageHashes(0), gang.index.seed, gang.guests[0]!.ram.size);
- * ```
- */
-export function guestDigest(pageHashes: BigUint64Array, seed: bigint, size: number): string {
-  const keyed = (seed ^ (BigInt(size) * 0x9e3779b97f4a7c15n)) & 0xffffffffffffffffn;
-  return ramDigest(pageHashes, keyed);
-}
-
-/** A DONE frame: one digest per guest, as hex strings in, raw bytes on the wire. */
-export function encodeDone(digests: string[]): Uint8Array {
-  const out = new Uint8Array(HEADER_BYTES + digests.length * DIGEST_BYTES);
-  writeHeader(new DataView(out.buffer), 0, FrameType.Done, 0, digests.length * DIGEST_BYTES);
-  digests.forEach((hex, i) => {
-    for (let b = 0; b < DIGEST_BYTES; b++) {
-      out[HEADER_BYTES + i * DIGEST_BYTES + b] = parseInt(hex.slice(2 * b, 2 * b + 2), 16);
-    }
-  });
-  return out;
-}
-
-/** Decodes a DONE body of `guests` digests into hex strings. */
-export function decodeDone(body: Uint8Array, guests: number): string[] {
-  if (body.length !== guests * DIGEST_BYTES) {
-    throw new ProtocolError(
-      `Done frame has ${body.length} bytes, expected ${guests * DIGEST_BYTES}`,
-    );
-  }
-  return Array.from({ length: guests }, (_, i) =>
-    Array.from(
-      body.subarray(i * DIGEST_BYTES, (i + 1) * DIGEST_BYTES),
-      (b) => b.toString(16).padStart(2, "0"),
-    ).join(""));
-}
-
-/** Bytes of a whole PAGES frame of n pages whose data takes `dataBytes` (default: uncompressed). */
-export function pagesFrameBytes(n: number, dataBytes = n * PAGE_SIZE): number {
-  return HEADER_BYTES + 4 + n * PAGE_ENTRY_BYTES + dataBytes;
-}
-
-/**
- * Writes a PAGES frame's header and entries into `out` (exactly
- * {@linkcode pagesFrameBytes} bytes): entry i is (pages[i], ids[i],
- * hashes[i]). The caller writes the data at the returned offset.
- */
-export function writePagesHead(
-  out: Uint8Array,
-  guest: number,
-  pages: Uint32Array,
-  ids: Uint32Array,
-  hashes: BigUint64Array,
-  compressed: boolean,
-): number {
-  const n = pages.length;
-  const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
-  writeHeader(
-    view,
-    0,
-    FrameType.Pages,
-    guest,
-    out.length - HEADER_BYTES,
-    compressed ? FrameFlag.Compressed : 0,
-  );
-  view.setUint32(HEADER_BYTES, n, true);
-  let o = HEADER_BYTES + 4;
-  for (let i = 0; i < n; i++, o += PAGE_ENTRY_BYTES) {
-    view.setUint32(o, pages[i]!, true);
-    view.setUint32(o + 4, ids[i]!, true);
-    view.setBigUint64(o + 8, hashes[i]!, true);
-  }
-  return o;
-}
-
-/**
- * Writes an uncompressed PAGES frame into `out` (exactly
- * {@linkcode pagesFrameBytes}`(n)` bytes): the data of entry i is page
- * slots[i] of src.
- */
-export function writePagesFrame(
-  out: Uint8Array,
-  guest: number,
-  pages: Uint32Array,
-  ids: Uint32Array,
-  hashes: BigUint64Array,
-  src: Uint8Array,
-  slots: Uint16Array,
-): void {
-  let o = writePagesHead(out, guest, pages, ids, hashes, false);
-  for (let i = 0; i < pages.length; i++, o += PAGE_SIZE) {
-    const at = slots[i]! * PAGE_SIZE;
-    out.set(src.subarray(at, at + PAGE_SIZE), o);
-  }
-}
-
-/** Bytes of a whole REFS or ZEROS frame of n entries. */
-export function pairsFrameBytes(n: number): number {
-  return HEADER_BYTES + 4 + n * 8;
-}
-
-/** Writes a REFS ((page, id) pairs) or ZEROS ((first, pages) runs) frame into `out`. */
-export function writePairsFrame(
-  out: Uint8Array,
-  type: typeof FrameType.Refs | typeof FrameType.Zeros,
-  guest: number,
-  a: Uint32Array,
-  b: Uint32Array,
-): void {
-  const n = a.length;
-  const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
-  writeHeader(view, 0, type, guest, 4 + n * 8);
-  view.setUint32(HEADER_BYTES, n, true);
-  for (let i = 0, o = HEADER_BYTES + 4; i < n; i++, o += 8) {
-    view.setUint32(o, a[i]!, true);
-    view.setUint32(o + 4, b[i]!, true);
-  }
 }

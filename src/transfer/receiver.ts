@@ -12,15 +12,9 @@
  */
 import { join } from "node:path";
 import type { FrameReader } from "./frame_io.ts";
-import {
-  decodeDone,
-  decodeRoundEnd,
-  encodeU32,
-  FrameType,
-  frameTypeName,
-  type Hello,
-  ProtocolError,
-} from "./protocol.ts";
+import { decodeRoundEnd, encodeU32, FrameType, frameTypeName, ProtocolError } from "./protocol.ts";
+import { decodeDone } from "./digests.ts";
+import { type Hello } from "./hello_frame.ts";
 import {
   discardTargetFiles,
   openTargetFiles,

@@ -4,7 +4,8 @@
  *
  * @module
  */
-import { MAX_BODY_BYTES, type WireGuest } from "./protocol.ts";
+import { MAX_BODY_BYTES } from "./protocol.ts";
+import { type WireGuest } from "./hello_frame.ts";
 import type { AcceptEvent } from "./accept_connections.ts";
 
 /** Options of `receiveGang` and `serveGangs`. */

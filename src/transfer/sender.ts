@@ -6,128 +6,28 @@
  * @module
  */
 import { CHUNK_PAGES, scanChunks } from "../scan/scan_chunks.ts";
-import { scanGangInTurns, type ScanReport } from "../scan/scan_gang.ts";
 import type { Gang } from "../scan/gang.ts";
 import { scanBuffers } from "../native/content_index.ts";
 import { PAGE_SIZE } from "../native/ram_file.ts";
-import {
-  type ChunkPlan,
-  emptyCounts,
-  Op,
-  type RoundCounts,
-  type RoundPages,
-  RoundPlanner,
-} from "../plan/round_planner.ts";
+import { emptyCounts, type RoundCounts, RoundPlanner } from "../plan/round_planner.ts";
 import { type DirtyTracker, rescanEverything } from "../plan/dirty_tracking.ts";
-import { compress, compressBound } from "../native/compression.ts";
-import {
-  type CompressionMode,
-  CompressionPolicy,
-  type CompressionReport,
-} from "./compression_policy.ts";
+import { type Preparation, prepareGang } from "../plan/preparation.ts";
+import { CompressionPolicy, type CompressionReport } from "./compression_policy.ts";
 import { TargetAnswers, TargetError } from "./target_answers.ts";
 import { type ByteStream, FrameReader, FrameWriter } from "./frame_io.ts";
 import { Pacer } from "./pacer.ts";
 import { checkSizesUnchanged } from "./final_checks.ts";
-import {
-  encodeDone,
-  encodeHello,
-  encodeRoundEnd,
-  FrameType,
-  guestDigest,
-  pagesFrameBytes,
-  pairsFrameBytes,
-  PROTOCOL_VERSION,
-  writePagesFrame,
-  writePagesHead,
-  writePairsFrame,
-} from "./protocol.ts";
+import { encodeRoundEnd, FrameType, PROTOCOL_VERSION } from "./protocol.ts";
+import { encodeDone, guestDigest } from "./digests.ts";
+import { encodeHello } from "./hello_frame.ts";
+import { ChunkFrames } from "./chunk_frames.ts";
+import type { RoundReport, SenderOptions } from "./sender_options.ts";
 import { errorMessage } from "../_errors.ts";
 
 export { TargetError };
 
-/**
- * The preparation phase: starts dirty tracking, then scans every page of a
- * gang into its content index, in turns, so that the rest of the process
- * (connecting to the target) goes on meanwhile.
- *
- * Requires `--allow-ffi`.
- */
-export async function prepareGang(
-  gang: Gang,
-  tracker: DirtyTracker = rescanEverything,
-  threads = 1,
-): Promise<ScanReport> {
-  tracker.start();
-  return await scanGangInTurns(gang, { threads });
-}
-
-/** Pages per PAGES frame: a frame must fit in one write (1 MiB). */
-const PAGES_PER_FRAME = 128;
-
 /** Largest answer of a target: an ERROR of 4000 characters in UTF-8. */
 const ANSWER_BODY_BYTES = 16384;
-
-/** Options of {@linkcode GangSender.connect}. */
-export interface SenderOptions {
-  /** Cap on bytes per second written to the target (like QEMU's max-bandwidth). */
-  maxBandwidth?: number;
-  /** Shared secret the target requires, if any. */
-  token?: string;
-  /** Longest wait for an answer of the target (handshake, end of round, verification). Default 120 s. */
-  answerTimeoutMs?: number;
-  /**
-   * Longest time a write to the target may make no progress (the target
-   * stopped reading, or the link stalled) before the migration fails.
-   * Default 60 s.
-   */
-  stallTimeoutMs?: number;
-  /** Called as a round advances. */
-  onProgress?: (progress: RoundProgress) => void;
-  /**
-   * Compression of page data: "auto" (default) compresses while the link
-   * is the bottleneck, "zstd" always, "none" never.
-   */
-  compression?: CompressionMode;
-  /**
-   * Threads for the page work of the preparation scan (zero checks,
-   * hashes). Default 1: the guests run meanwhile and need their cores.
-   */
-  scanThreads?: number;
-  /**
-   * Chooses the pages rounds after the first re-read (soft-dirty bits where
-   * the kernel has them). Default: every page, its hash telling what changed.
-   */
-  dirtyTracker?: DirtyTracker;
-}
-
-/** Where a round is. */
-export interface RoundProgress {
-  /** The round's number, from 1. */
-  round: number;
-  /** Pages scanned so far in this round, over all guests. */
-  pagesDone: number;
-  /** Pages of the gang. */
-  pagesTotal: number;
-  /** Bytes written so far in the whole migration. */
-  bytesOnWire: number;
-}
-
-/** What one round did. */
-export interface RoundReport {
-  /** The round's number, from 1. */
-  round: number;
-  /** True for the round run with the guests paused. */
-  final: boolean;
-  /** From the first page scanned to the target's acknowledgement. */
-  seconds: number;
-  /** Bytes written to the target in this round, headers included. */
-  bytesOnWire: number;
-  /** Pages handled, by kind (round 1: every page; later: the pages that changed). */
-  pages: RoundPages;
-  /** Of the sentIdentical pages, those that were written since the preparation scan. */
-  rematched: number;
-}
 
 /**
  * Sends a gang's RAM to a target that runs `receive`. Each distinct page
@@ -161,10 +61,9 @@ export class GangSender implements AsyncDisposable {
   readonly #answers: TargetAnswers;
   readonly #planner: RoundPlanner;
   readonly #options: SenderOptions;
-  readonly #tracker: DirtyTracker;
+  #tracker: DirtyTracker;
   readonly #compression: CompressionPolicy;
-  readonly #rawScratch = new Uint8Array(PAGES_PER_FRAME * PAGE_SIZE);
-  #zstdScratch: Uint8Array;
+  readonly #frames: ChunkFrames;
   readonly #out = scanBuffers(CHUNK_PAGES);
   #roundsStarted = 0;
   #prepared = false;
@@ -182,7 +81,9 @@ export class GangSender implements AsyncDisposable {
     return this.#tracker.kind;
   }
   /** Bytes of the frames that carried each guest's pages (rounds only), by guest number. */
-  readonly guestBytesOnWire: number[];
+  get guestBytesOnWire(): number[] {
+    return this.#frames.guestBytes;
+  }
 
   private constructor(gang: Gang, conn: ByteStream & { close(): void }, options: SenderOptions) {
     this.#gang = gang;
@@ -200,9 +101,8 @@ export class GangSender implements AsyncDisposable {
       signal: targetGone.signal,
     });
     this.#compression = new CompressionPolicy(options.compression ?? "auto", this.#writer);
-    this.#zstdScratch = new Uint8Array(compressBound(this.#rawScratch.length));
+    this.#frames = new ChunkFrames(gang, this.#compression, (bytes) => this.#reserve(bytes));
     this.#planner = new RoundPlanner(gang, CHUNK_PAGES);
-    this.guestBytesOnWire = gang.guests.map(() => 0);
   }
 
   /**
@@ -246,24 +146,34 @@ export class GangSender implements AsyncDisposable {
 
   /**
    * The preparation phase: starts dirty tracking and scans every page of
-   * the gang into the content index while the guests run. Done by the
-   * first round if not called.
+   * the gang into the content index while the guests run
+   * ({@linkcode prepareGang}). Done by the first round if not called.
    */
-  async prepare(): Promise<ScanReport> {
+  async prepare(): Promise<Preparation> {
     return this.usePreparation(
-      await prepareGang(this.#gang, this.#tracker, this.#options.scanThreads),
+      await prepareGang(this.#gang, {
+        dirtyTracker: this.#tracker,
+        threads: this.#options.scanThreads,
+      }),
     );
   }
 
   /**
-   * Takes a preparation done before this sender existed (by
-   * {@linkcode prepareGang} with this sender's dirty tracker), so that the
-   * scan could overlap connecting to the target.
+   * Takes a preparation the caller made with {@linkcode prepareGang} (of
+   * this sender's gang), before this sender existed or while it connected:
+   * rounds are planned from it, and its dirty tracker chooses what rounds
+   * after the first re-read.
+   *
+   * @throws Error if a round ran already, or the preparation is of another gang
    */
-  usePreparation(report: ScanReport): ScanReport {
-    this.#planner.notePreparationScan();
+  usePreparation(preparation: Preparation): Preparation {
+    if (this.#roundsStarted > 0) {
+      throw new Error("Cannot use a preparation after the first round: it must come before");
+    }
+    this.#planner.notePreparationScan(preparation);
+    this.#tracker = preparation.dirtyTracker;
     this.#prepared = true;
-    return report;
+    return preparation;
   }
 
   /**
@@ -320,7 +230,7 @@ export class GangSender implements AsyncDisposable {
           round,
           counts,
         );
-        await this.#sendPlan(guest.number, chunk.first, plan);
+        await this.#frames.send(guest.number, chunk.first, plan, this.#out.buf);
         const pagesDone = pagesBefore + chunk.first + chunk.count;
         this.#options.onProgress?.({ round, pagesDone, pagesTotal, bytesOnWire: this.bytesOnWire });
       }
@@ -357,88 +267,6 @@ export class GangSender implements AsyncDisposable {
       throw new TargetError(`Target verified ${guests} guests of ${digests.length}`);
     }
     return digests;
-  }
-
-  /**
-   * Encodes a chunk's plan as frames: grouped by kind when the plan allows
-   * (at most three frames a chunk), else in page order, merging runs.
-   */
-  async #sendPlan(guest: number, first: number, plan: ChunkPlan): Promise<void> {
-    if (plan.groupable) {
-      for (const op of [Op.Full, Op.Ref, Op.Zero]) {
-        const picked = [];
-        for (let i = 0; i < plan.length; i++) if (plan.ops[i] === op) picked.push(i);
-        for (let at = 0; at < picked.length; at += PAGES_PER_FRAME) {
-          await this.#sendOps(guest, first, plan, op, picked.slice(at, at + PAGES_PER_FRAME));
-        }
-      }
-      return;
-    }
-    let start = 0;
-    while (start < plan.length) {
-      const op = plan.ops[start]!;
-      let end = start + 1;
-      while (end < plan.length && plan.ops[end] === op && end - start < PAGES_PER_FRAME) end++;
-      await this.#sendOps(
-        guest,
-        first,
-        plan,
-        op,
-        Array.from({ length: end - start }, (_, k) => start + k),
-      );
-      start = end;
-    }
-  }
-
-  /** One frame for operations `which` of a plan, all of kind `op`. */
-  async #sendOps(guest: number, first: number, plan: ChunkPlan, op: number, which: number[]) {
-    const slots = Uint16Array.from(which, (i) => plan.slots[i]!);
-    const ids = Uint32Array.from(which, (i) => plan.ids[i]!);
-    const pages = Uint32Array.from(slots, (slot) => first + slot);
-    let frame: Uint8Array;
-    if (op === Op.Full) {
-      frame = await this.#pagesFrame(guest, pages, ids, slots);
-    } else if (op === Op.Ref) {
-      frame = await this.#reserve(pairsFrameBytes(pages.length));
-      writePairsFrame(frame, FrameType.Refs, guest, pages, ids);
-    } else {
-      const runs = zeroRuns(pages);
-      frame = await this.#reserve(pairsFrameBytes(runs.firsts.length));
-      writePairsFrame(frame, FrameType.Zeros, guest, runs.firsts, runs.counts);
-    }
-    this.guestBytesOnWire[guest]! += frame.length;
-  }
-
-  /** A PAGES frame, its page data compressed when the policy says so and it shrinks. */
-  async #pagesFrame(
-    guest: number,
-    pages: Uint32Array,
-    ids: Uint32Array,
-    slots: Uint16Array,
-  ): Promise<Uint8Array> {
-    const hashes = this.#gang.index.pageHashes(guest);
-    const pageHashes = BigUint64Array.from(pages, (page) => hashes[page]!);
-    const n = pages.length;
-    if (this.#compression.shouldCompress()) {
-      const raw = this.#rawScratch.subarray(0, n * PAGE_SIZE);
-      slots.forEach((slot, i) =>
-        raw.set(this.#out.buf.subarray(slot * PAGE_SIZE, (slot + 1) * PAGE_SIZE), i * PAGE_SIZE)
-      );
-      const started = performance.now();
-      const size = compress(raw, this.#zstdScratch);
-      this.#compression.record(raw.length, size, performance.now() - started);
-      if (size < raw.length) {
-        const frame = await this.#reserve(pagesFrameBytes(n, size));
-        frame.set(
-          this.#zstdScratch.subarray(0, size),
-          writePagesHead(frame, guest, pages, ids, pageHashes, true),
-        );
-        return frame;
-      }
-    }
-    const frame = await this.#reserve(pagesFrameBytes(n));
-    writePagesFrame(frame, guest, pages, ids, pageHashes, this.#out.buf, slots);
-    return frame;
   }
 
   /** Frame room, or the target's own error if the connection broke. */
@@ -511,19 +339,4 @@ function roundReport(
     pages,
     rematched,
   };
-}
-
-/** Ascending pages as (first, count) runs. */
-function zeroRuns(pages: Uint32Array): { firsts: Uint32Array; counts: Uint32Array } {
-  const firsts: number[] = [];
-  const counts: number[] = [];
-  for (const page of pages) {
-    const last = firsts.length - 1;
-    if (last >= 0 && firsts[last]! + counts[last]! === page) counts[last]!++;
-    else {
-      firsts.push(page);
-      counts.push(1);
-    }
-  }
-  return { firsts: Uint32Array.from(firsts), counts: Uint32Array.from(counts) };
 }

@@ -12,19 +12,21 @@ import { PAGE_SIZE } from "../native/ram_file.ts";
 import { FrameReader, TimeoutError } from "./frame_io.ts";
 import { withTimeout } from "../_delay.ts";
 import {
-  badGuestName,
   BodyReader,
-  decodeHello,
   encodeText,
   FrameType,
   frameTypeName,
   HEADER_BYTES,
-  type Hello,
-  HELLO_TOKEN_OFFSET,
-  helloTokenLength,
   ProtocolError,
   readHeader,
 } from "./protocol.ts";
+import {
+  badGuestName,
+  decodeHello,
+  type Hello,
+  HELLO_TOKEN_OFFSET,
+  helloTokenLength,
+} from "./hello_frame.ts";
 import { RECEIVER_DEFAULTS, type ReceiverOptions } from "./receiver_options.ts";
 import { peerName } from "./accept_connections.ts";
 import { errorMessage } from "../_errors.ts";

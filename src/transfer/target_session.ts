@@ -10,16 +10,11 @@
 import { join } from "node:path";
 import { hashPages, zeroPageHash } from "../native/hashing.ts";
 import { copyPages, PAGE_SIZE, type PageCopies, RamFile } from "../native/ram_file.ts";
-import {
-  decodePages,
-  decodePairs,
-  type Frame,
-  frameTypeName,
-  guestDigest,
-  type Hello,
-  ProtocolError,
-} from "./protocol.ts";
-import { NONE, TargetContents, ZERO } from "./target_contents.ts";
+import { type Frame, frameTypeName, ProtocolError } from "./protocol.ts";
+import { guestDigest } from "./digests.ts";
+import { type Hello } from "./hello_frame.ts";
+import { decodePages, decodePairs } from "./page_frames.ts";
+import { NONE, TargetContents, ZERO } from "../plan/target_contents.ts";
 import { errorMessage } from "../_errors.ts";
 
 /** A guest's RAM file at the target, and how the gang found it. */

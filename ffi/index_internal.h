@@ -1,0 +1,54 @@
+/*
+ * Private to the content index (index.c: the table and the contents;
+ * index_scan.c: the scan that classifies pages against it).
+ */
+#ifndef GANGWAY_INDEX_INTERNAL_H
+#define GANGWAY_INDEX_INTERNAL_H
+
+#include "internal.h"
+
+struct guest_state {
+	gw_ram *ram;       /* the guest's RAM file (not owned) */
+	uint32_t pages;    /* pages of the guest */
+	uint64_t *hash;    /* each page's hash at its last scan */
+	uint32_t *content; /* each page's content id at its last scan (or GW_CONTENT_*) */
+};
+
+struct gw_index {
+	uint64_t seed;              /* XXH3 seed of every page hash */
+	uint64_t hash_mask;         /* keeps the top hash_bits bits of a hash */
+	uint64_t zero_hash;         /* hash of a zero page, masked */
+	uint64_t *slots;            /* tag << 32 | (id + 1); 0 = empty */
+	uint64_t capacity;          /* number of slots (< 2^32) */
+	uint32_t contents;          /* ids issued: 0 .. contents - 1 */
+	uint64_t **locations;       /* chunks of (guest << 32 | page) by id */
+	uint32_t location_chunks;   /* chunks allocated */
+	uint32_t location_chunk_cap; /* room in the chunk directory */
+	struct guest_state *guests; /* by guest number */
+	uint32_t guest_count;       /* guests added */
+	uint8_t *has_data;          /* scratch for a scan: which pages were read with pread */
+	uint8_t *resident;          /* scratch: which pages are in memory (mincore) */
+	uint8_t *read_mask;         /* scratch: which pages to pread */
+	uint8_t *found;             /* scratch: what the page work found (enum page_found) */
+	uint64_t *hashes;           /* scratch: the hash the page work computed */
+	uint32_t scratch_cap;       /* pages in each scratch array */
+	uint32_t threads;           /* threads for the page work of a scan (1 = the caller's only) */
+};
+
+/*
+ * The index side of a scan (index.c), for a page p of guest that the scan
+ * found all zero: it is zero now, and it was or was not before. Sets *id
+ * and *hash, counts it in stats and returns its GW_KIND_*.
+ */
+int gw__index_classify_zero(gw_index *ix, uint32_t guest, uint32_t p, uint64_t *hash, uint32_t *id,
+			    uint64_t *stats);
+
+/*
+ * The same for a page that holds these non-zero bytes (with this hash):
+ * unchanged since its last scan, or a content found in the gang or added.
+ * Returns its GW_KIND_* or -errno.
+ */
+int gw__index_classify_data(gw_index *ix, uint64_t call, uint32_t guest, uint32_t p, const uint8_t *page,
+			    uint64_t hash, uint32_t *id, uint64_t *stats);
+
+#endif

@@ -1,0 +1,168 @@
+/**
+ * The frames that carry pages: PAGES (contents in full, possibly
+ * compressed), REFS (pages that take a content the target holds) and ZEROS
+ * (runs of pages that became zero). One layout each, shared by the encoder
+ * (sender) and the decoder (receiver).
+ *
+ * @module
+ */
+import { PAGE_SIZE } from "../native/ram_file.ts";
+import { decompress } from "../native/compression.ts";
+import {
+  BodyReader,
+  FrameFlag,
+  FrameType,
+  HEADER_BYTES,
+  MAX_PAGES_PER_FRAME,
+  ProtocolError,
+  writeHeader,
+} from "./protocol.ts";
+
+/** Bytes of one PAGES entry: page u32, content id u32, hash u64. */
+export const PAGE_ENTRY_BYTES = 16;
+
+/** Body bytes of a PAGES frame of n pages. */
+export function pagesBodyBytes(n: number): number {
+  return 4 + n * (PAGE_ENTRY_BYTES + PAGE_SIZE);
+}
+
+/** A decoded PAGES frame: entries and the page data (views into the frame). */
+export interface PagesFrame {
+  pages: Uint32Array;
+  ids: Uint32Array;
+  hashes: BigUint64Array;
+  data: Uint8Array;
+}
+
+/**
+ * Decodes a PAGES body, copying the entries out. The data stays a view of
+ * the body, or is decompressed into a new buffer of exactly n pages.
+ */
+export function decodePages(body: Uint8Array, flags = 0): PagesFrame {
+  const r = new BodyReader(body, "Pages");
+  const n = r.u32();
+  if (n === 0 || n > MAX_PAGES_PER_FRAME) throw new ProtocolError(`Pages frame with ${n} pages`);
+  const compressed = (flags & FrameFlag.Compressed) !== 0;
+  const entriesEnd = 4 + n * PAGE_ENTRY_BYTES;
+  if (compressed ? body.length <= entriesEnd : body.length !== pagesBodyBytes(n)) {
+    throw new ProtocolError(
+      `Pages frame of ${n} pages has ${body.length} bytes, expected ${
+        compressed ? `more than ${entriesEnd}` : pagesBodyBytes(n)
+      }`,
+    );
+  }
+  const pages = new Uint32Array(n);
+  const ids = new Uint32Array(n);
+  const hashes = new BigUint64Array(n);
+  for (let i = 0; i < n; i++) {
+    pages[i] = r.u32();
+    ids[i] = r.u32();
+    hashes[i] = r.u64();
+  }
+  if (!compressed) return { pages, ids, hashes, data: r.bytes(n * PAGE_SIZE) };
+  const data = new Uint8Array(n * PAGE_SIZE);
+  if (!decompress(r.bytes(body.length - entriesEnd), data)) {
+    throw new ProtocolError(`Pages frame of ${n} pages holds no valid zstd data of ${n} pages`);
+  }
+  return { pages, ids, hashes, data };
+}
+
+/** Decodes a body of n fixed pairs of u32 (REFS, ZEROS). */
+export function decodePairs(body: Uint8Array, what: string): { a: Uint32Array; b: Uint32Array } {
+  const r = new BodyReader(body, what);
+  const n = r.u32();
+  if (n === 0 || body.length !== 4 + n * 8) {
+    throw new ProtocolError(
+      `${what} frame of ${n} entries has ${body.length} bytes, expected ${4 + n * 8}`,
+    );
+  }
+  const a = new Uint32Array(n);
+  const b = new Uint32Array(n);
+  for (let i = 0; i < n; i++) {
+    a[i] = r.u32();
+    b[i] = r.u32();
+  }
+  return { a, b };
+}
+
+/** Bytes of a whole PAGES frame of n pages whose data takes `dataBytes` (default: uncompressed). */
+export function pagesFrameBytes(n: number, dataBytes = n * PAGE_SIZE): number {
+  return HEADER_BYTES + 4 + n * PAGE_ENTRY_BYTES + dataBytes;
+}
+
+/**
+ * Writes a PAGES frame's header and entries into `out` (exactly
+ * {@linkcode pagesFrameBytes} bytes): entry i is (pages[i], ids[i],
+ * hashes[i]). The caller writes the data at the returned offset.
+ */
+export function writePagesHead(
+  out: Uint8Array,
+  guest: number,
+  pages: Uint32Array,
+  ids: Uint32Array,
+  hashes: BigUint64Array,
+  compressed: boolean,
+): number {
+  const n = pages.length;
+  const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  writeHeader(
+    view,
+    0,
+    FrameType.Pages,
+    guest,
+    out.length - HEADER_BYTES,
+    compressed ? FrameFlag.Compressed : 0,
+  );
+  view.setUint32(HEADER_BYTES, n, true);
+  let o = HEADER_BYTES + 4;
+  for (let i = 0; i < n; i++, o += PAGE_ENTRY_BYTES) {
+    view.setUint32(o, pages[i]!, true);
+    view.setUint32(o + 4, ids[i]!, true);
+    view.setBigUint64(o + 8, hashes[i]!, true);
+  }
+  return o;
+}
+
+/**
+ * Writes an uncompressed PAGES frame into `out` (exactly
+ * {@linkcode pagesFrameBytes}`(n)` bytes): the data of entry i is page
+ * slots[i] of src.
+ */
+export function writePagesFrame(
+  out: Uint8Array,
+  guest: number,
+  pages: Uint32Array,
+  ids: Uint32Array,
+  hashes: BigUint64Array,
+  src: Uint8Array,
+  slots: Uint16Array,
+): void {
+  let o = writePagesHead(out, guest, pages, ids, hashes, false);
+  for (let i = 0; i < pages.length; i++, o += PAGE_SIZE) {
+    const at = slots[i]! * PAGE_SIZE;
+    out.set(src.subarray(at, at + PAGE_SIZE), o);
+  }
+}
+
+/** Bytes of a whole REFS or ZEROS frame of n entries. */
+export function pairsFrameBytes(n: number): number {
+  return HEADER_BYTES + 4 + n * 8;
+}
+
+/** Writes a REFS ((page, id) pairs) or ZEROS ((first, pages) runs) frame into `out`. */
+export function writePairsFrame(
+  out: Uint8Array,
+  type: typeof FrameType.Refs | typeof FrameType.Zeros,
+  guest: number,
+  a: Uint32Array,
+  b: Uint32Array,
+): void {
+  const n = a.length;
+  const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  writeHeader(view, 0, type, guest, 4 + n * 8);
+  view.setUint32(HEADER_BYTES, n, true);
+  for (let i = 0, o = HEADER_BYTES + 4; i < n; i++, o += 8) {
+    view.setUint32(o, a[i]!, true);
+    view.setUint32(o + 4, b[i]!, true);
+  }
+}

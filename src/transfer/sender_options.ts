@@ -1,0 +1,72 @@
+/**
+ * What a script tells the sender (`GangSender`) and what it hears back: its options, the progress of a round and the report of one.
+ *
+ * @module
+ */
+import type { RoundPages } from "../plan/round_planner.ts";
+import type { DirtyTracker } from "../plan/dirty_tracking.ts";
+import type { CompressionMode } from "./compression_policy.ts";
+
+/** Options of `GangSender.connect()`. */
+export interface SenderOptions {
+  /** Cap on bytes per second written to the target (like QEMU's max-bandwidth). */
+  maxBandwidth?: number;
+  /** Shared secret the target requires, if any. */
+  token?: string;
+  /** Longest wait for an answer of the target (handshake, end of round, verification). Default 120 s. */
+  answerTimeoutMs?: number;
+  /**
+   * Longest time a write to the target may make no progress (the target
+   * stopped reading, or the link stalled) before the migration fails.
+   * Default 60 s.
+   */
+  stallTimeoutMs?: number;
+  /** Called as a round advances. */
+  onProgress?: (progress: RoundProgress) => void;
+  /**
+   * Compression of page data: "auto" (default) compresses while the link
+   * is the bottleneck, "zstd" always, "none" never.
+   */
+  compression?: CompressionMode;
+  /**
+   * Threads for the page work of the preparation scan (zero checks,
+   * hashes). Default 1: the guests run meanwhile and need their cores.
+   */
+  scanThreads?: number;
+  /**
+   * Chooses the pages rounds after the first re-read (soft-dirty bits where
+   * the kernel has them), when the sender prepares itself
+   * (`GangSender.prepare()`); a preparation given to
+   * `GangSender.usePreparation()` brings its own. Default: every
+   * page, its hash telling what changed.
+   */
+  dirtyTracker?: DirtyTracker;
+}
+
+/** Where a round is. */
+export interface RoundProgress {
+  /** The round's number, from 1. */
+  round: number;
+  /** Pages scanned so far in this round, over all guests. */
+  pagesDone: number;
+  /** Pages of the gang. */
+  pagesTotal: number;
+  /** Bytes written so far in the whole migration. */
+  bytesOnWire: number;
+}
+
+/** What one round did. */
+export interface RoundReport {
+  /** The round's number, from 1. */
+  round: number;
+  /** True for the round run with the guests paused. */
+  final: boolean;
+  /** From the first page scanned to the target's acknowledgement. */
+  seconds: number;
+  /** Bytes written to the target in this round, headers included. */
+  bytesOnWire: number;
+  /** Pages handled, by kind (round 1: every page; later: the pages that changed). */
+  pages: RoundPages;
+  /** Of the sentIdentical pages, those that were written since the preparation scan. */
+  rematched: number;
+}
