@@ -14,6 +14,7 @@ import type { QemuGuest } from "../src/qemu/guest.ts";
 import type { QemuMachine } from "../src/qemu/qemu_args.ts";
 import type { ServerEvent } from "../src/target/server_process.ts";
 import { fileExists, testImage, uniqueName } from "./qemu_helpers.ts";
+import { delay } from "../src/_delay.ts";
 
 /** A source guest as `prepareDestinations()` reads it: a name and a machine. */
 async function sourceLike(name: string): Promise<QemuGuest> {
@@ -118,4 +119,21 @@ Deno.test("the agent serves one gang at a time, takes a file once, and cleans up
   await next.release();
   assertEquals(await qemusOf(agent), []);
   assert(!(await fileExists(ramPath)), "a discarded destination leaves no RAM file");
+});
+
+Deno.test("a gang larger than the agent's handshake slots for one address keeps every device-state connection", async () => {
+  await using agent = await AgentProcess.start();
+  await using target = await agent.connect();
+  // More guests than the 8 handshakes one address may have pending at once.
+  const sources = await Promise.all(
+    Array.from({ length: 12 }, (_, i) => sourceLike(uniqueName(`many${i}`))),
+  );
+  const destinations = await target.prepareDestinations(sources);
+  const carried = async () => agent.server.events.filter((e) => e.event === "device-state").length;
+  for (let tries = 0; (await carried()) < sources.length; tries++) {
+    assert(tries < 600, `${await carried()} of ${sources.length} device-state connections`);
+    await delay(50);
+  }
+  assertEquals(agent.server.events.filter((e) => e.event === "failed"), []);
+  await target.discard(destinations);
 });

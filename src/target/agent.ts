@@ -211,6 +211,7 @@ async function serveDeviceState(
   gang.adopt(channel);
   const { incomingPath, guest } = gang.get(hello.guest);
   const incoming = await connectUnix(incomingPath, guest.name);
+  host.log({ event: "device-state", guest: guest.name });
   try {
     await channel.write(encodeJson(FrameType.DeviceState, { ok: true }));
     await pipeBothWays(channel.conn, incoming);

@@ -14,28 +14,41 @@ export class DeviceStateRelay {
   /** The unix socket the source QEMU migrates to. */
   readonly path: string;
   readonly #listener: Deno.Listener;
-  /** The connection to the agent, opened at once: its handshake is not paid in the downtime. */
+  /** The connection to the agent, opened early: its handshake is not paid in the downtime. */
   readonly #agent: Promise<Deno.Conn>;
+  /** Opens another one, if the early one failed. */
+  readonly #reopen: () => Promise<Deno.Conn>;
   #conns: Deno.Conn[] = [];
   #error: Error | undefined;
   #done: Promise<void>;
 
-  private constructor(path: string, listener: Deno.Listener, open: () => Promise<Deno.Conn>) {
+  private constructor(
+    path: string,
+    listener: Deno.Listener,
+    opened: Promise<Deno.Conn>,
+    reopen: () => Promise<Deno.Conn>,
+  ) {
     this.path = path;
     this.#listener = listener;
-    this.#agent = open();
+    this.#agent = opened;
     this.#agent.catch(() => {}); // awaited once the source QEMU connects
+    this.#reopen = reopen;
     this.#done = this.#carry();
   }
 
   /**
-   * Listens at `path` and opens the connection to the agent at once; the
-   * first connection to `path` is carried to it.
+   * Listens at `path`; the first connection to it is carried to `opened`
+   * (the connection to the agent, opened early), or to a new one from
+   * `reopen` when that one failed or was closed meanwhile.
    *
    * Requires `--allow-read`, `--allow-write` (the socket), and what `open` needs.
    */
-  static listen(path: string, open: () => Promise<Deno.Conn>): DeviceStateRelay {
-    return new DeviceStateRelay(path, Deno.listen({ transport: "unix", path }), open);
+  static listen(
+    path: string,
+    opened: Promise<Deno.Conn>,
+    reopen: () => Promise<Deno.Conn>,
+  ): DeviceStateRelay {
+    return new DeviceStateRelay(path, Deno.listen({ transport: "unix", path }), opened, reopen);
   }
 
   /** Why carrying failed, if it did (for the migration's error message). */
@@ -54,7 +67,7 @@ export class DeviceStateRelay {
     }
     this.#conns.push(qemu);
     try {
-      const agent = await this.#agent;
+      const agent = await this.#agent.catch(() => this.#reopen());
       this.#conns.push(agent);
       await pipeBothWays(qemu, agent);
     } catch (error) {

@@ -49,6 +49,8 @@ export class RemoteTarget implements MigrationTarget, AsyncDisposable {
   #key: string | undefined;
   #relayDir: string | undefined;
   readonly #relays = new Set<DeviceStateRelay>();
+  /** The device-state connections opened so far, in turn. */
+  #opening: Promise<unknown> = Promise.resolve();
 
   private constructor(agent: AgentClient, options: RemoteTargetOptions) {
     this.agent = agent;
@@ -121,10 +123,15 @@ export class RemoteTarget implements MigrationTarget, AsyncDisposable {
   #relay(guest: string): DeviceStateRelay {
     const key = this.#key;
     if (!key || !this.#relayDir) throw new Error(`Cannot relay guest "${guest}": no gang prepared`);
+    const open = () => this.agent.openDeviceState(key, guest);
+    // One at a time: a burst of handshakes from one address makes the agent drop the oldest.
+    const opened = this.#opening.then(open);
+    this.#opening = opened.catch(() => {});
     // Numbered, not named: a unix socket's path must stay under 108 bytes.
     const relay = DeviceStateRelay.listen(
       join(this.#relayDir, `${this.#relays.size}.migrate`),
-      () => this.agent.openDeviceState(key, guest),
+      opened,
+      open,
     );
     this.#relays.add(relay);
     return relay;
