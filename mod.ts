@@ -42,11 +42,11 @@
  *
  * @example Send a gang of RAM files nobody writes, in one pass
  * ```ts
- * import { Gang, migrateGang, randomSeed } from "./mod.ts";
+ * import { Gang, transferGang, randomSeed } from "./mod.ts";
  *
  * using gang = Gang.open([{ name: "vm1", path: "/dev/shm/vm1" }], { seed: randomSeed() });
  * const conn = await Deno.connect({ hostname: "127.0.0.1", port: 7000 });
- * const report = await migrateGang(gang, conn, { maxRounds: 1 });
+ * const report = await transferGang(gang, conn, { maxRounds: 1 });
  * console.log(`${report.bytesOnWire} bytes, verified: ${report.verified}`);
  * ```
  *
@@ -79,10 +79,10 @@ export {
 } from "./src/transfer/sender_options.ts";
 export {
   type Connection,
-  migrateGang,
-  type MigrateGangOptions,
   type MigrationReport,
-} from "./src/transfer/migrate_gang.ts";
+  transferGang,
+  type TransferGangOptions,
+} from "./src/transfer/transfer_gang.ts";
 export type { CompressionMode, CompressionReport } from "./src/transfer/compression_policy.ts";
 export {
   type ReceivedGang,

@@ -17,7 +17,7 @@
  */
 import { parseArgs } from "node:util";
 import { Gang } from "../src/scan/gang.ts";
-import { migrateGang } from "../src/transfer/migrate_gang.ts";
+import { transferGang } from "../src/transfer/transfer_gang.ts";
 import { randomSeed } from "../src/transfer/seed.ts";
 import { ReceiverProcess } from "../src/target/receiver_process.ts";
 import { connectTarget } from "../src/transport/connect_target.ts";
@@ -40,7 +40,7 @@ async function migrationSeconds(paths: string[], dir: string, transport: Transpo
   using gang = Gang.open(paths.map((path, i) => ({ name: `g${i}`, path })), { seed: randomSeed() });
   const conn = await transport.connect(receiver.port);
   const started = performance.now();
-  const report = await migrateGang(gang, conn, { token: transport.token });
+  const report = await transferGang(gang, conn, { token: transport.token });
   const seconds = (performance.now() - started) / 1000;
   for (let i = 0; i < paths.length; i++) await Deno.remove(`${dir}/g${i}`);
   if (!report.verified) throw new Error("Cannot measure: the migration was not verified");

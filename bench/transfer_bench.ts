@@ -18,7 +18,7 @@
  * @module
  */
 import { Gang } from "../src/scan/gang.ts";
-import { migrateGang } from "../src/transfer/migrate_gang.ts";
+import { transferGang } from "../src/transfer/transfer_gang.ts";
 import { randomSeed } from "../src/transfer/seed.ts";
 import { ReceiverProcess } from "../src/target/receiver_process.ts";
 import { type GuestMix, IDLE_MIX, median, UNIQUE_MIX, writeGuestFiles } from "./_guest_ram.ts";
@@ -69,7 +69,7 @@ async function migrationSeconds(
   using gang = Gang.open(paths.map((path, i) => ({ name: `g${i}`, path })), { seed: randomSeed() });
   const conn = await Deno.connect({ hostname: "127.0.0.1", port: receiver.port });
   const started = performance.now();
-  const report = await migrateGang(gang, conn, { maxRounds });
+  const report = await transferGang(gang, conn, { maxRounds });
   const seconds = (performance.now() - started) / 1000;
   for (let i = 0; i < paths.length; i++) await Deno.remove(`${dir}/g${i}`);
   return {

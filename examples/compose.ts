@@ -1,6 +1,6 @@
 /**
  * Scan, plan and transfer, each step called by the script itself: what
- * `migrateGang()` does in one call, written out so that a script can look
+ * `transferGang()` does in one call, written out so that a script can look
  * at each step's result, or put its own step in between.
  *
  *   deno run -A examples/compose.ts --target HOST:PORT (--ca FILE --token-file FILE | --insecure)

@@ -29,10 +29,10 @@ import {
 import { Gang } from "./scan/gang.ts";
 import { randomSeed } from "./transfer/seed.ts";
 import {
-  migrateGang,
-  type MigrateGangOptions,
   type MigrationReport,
-} from "./transfer/migrate_gang.ts";
+  transferGang,
+  type TransferGangOptions,
+} from "./transfer/transfer_gang.ts";
 import {
   checkDestinationsReady,
   switchOverGang,
@@ -65,7 +65,7 @@ export interface MigrationTarget {
 }
 
 /** Options of {@linkcode migrateQemuGang}. */
-export interface QemuGangOptions extends Omit<MigrateGangOptions, "pause" | "resume"> {
+export interface QemuGangOptions extends Omit<TransferGangOptions, "pause" | "resume"> {
   /** Called with the paused, verified gang just before the switch-over (tests compare RAM here). */
   beforeSwitchOver?: (pairs: readonly SwitchOverPair[]) => Promise<void> | void;
   /** Progress of the steps, in words. */
@@ -165,7 +165,7 @@ export async function migrateQemuGang(
     using gang = Gang.open(sources.map((s, i) => ({ name: s.name, path: rams[i]!.path })), {
       seed: randomSeed(),
     });
-    transfer = await migrateGang(gang, target.connect(), {
+    transfer = await transferGang(gang, target.connect(), {
       dirtyTracker,
       token: target.token,
       ...options,

@@ -2,7 +2,7 @@ import { assert, assertEquals, assertSameBytes, assertThrows } from "./_assert.t
 import { compress, compressBound, decompress } from "../src/native/compression.ts";
 import { PAGE_SIZE } from "../src/native/ram_file.ts";
 import { Gang } from "../src/scan/gang.ts";
-import { migrateGang } from "../src/transfer/migrate_gang.ts";
+import { transferGang } from "../src/transfer/transfer_gang.ts";
 import { randomSeed } from "../src/transfer/seed.ts";
 import { CompressionPolicy, PROBE_INTERVAL_MS } from "../src/transfer/compression_policy.ts";
 import { FrameFlag, ProtocolError } from "../src/transfer/protocol.ts";
@@ -56,13 +56,13 @@ Deno.test("compress() and decompress() are safe from several Deno workers at onc
   }
 });
 
-Deno.test("migrateGang() with zstd sends compressible pages compressed and the target stays exact", async () => {
+Deno.test("transferGang() with zstd sends compressible pages compressed and the target stays exact", async () => {
   const pages = Array.from({ length: 64 }, (_, p) => (p % 2 ? textPage(p) : patternPage(p)));
   const path = makeRamFile(shmPath("zstd"), pages);
   await using receiver = await startReceiver();
   try {
     using gang = Gang.open([{ name: "vm", path }], { seed: randomSeed() });
-    const report = await migrateGang(gang, await receiver.connect(), { compression: "zstd" });
+    const report = await transferGang(gang, await receiver.connect(), { compression: "zstd" });
     assert(report.compression.frames > 0);
     assert(report.compression.compressedBytes < report.compression.rawBytes);
     assert(report.bytesOnWire < 64 * PAGE_SIZE * 0.75, `${report.bytesOnWire} bytes on the wire`);
@@ -72,12 +72,12 @@ Deno.test("migrateGang() with zstd sends compressible pages compressed and the t
   }
 });
 
-Deno.test("migrateGang() never compresses with compression none", async () => {
+Deno.test("transferGang() never compresses with compression none", async () => {
   const path = makeRamFile(shmPath("plain"), Array.from({ length: 16 }, (_, p) => textPage(p)));
   await using receiver = await startReceiver();
   try {
     using gang = Gang.open([{ name: "vm", path }], { seed: randomSeed() });
-    const report = await migrateGang(gang, await receiver.connect(), { compression: "none" });
+    const report = await transferGang(gang, await receiver.connect(), { compression: "none" });
     assertEquals(report.compression.frames, 0);
     assert(report.bytesOnWire > 16 * PAGE_SIZE);
   } finally {

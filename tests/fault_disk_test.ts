@@ -1,6 +1,6 @@
 import { assert, assertEquals, assertSameBytes } from "./_assert.ts";
 import { Gang } from "../src/scan/gang.ts";
-import { migrateGang } from "../src/transfer/migrate_gang.ts";
+import { transferGang } from "../src/transfer/transfer_gang.ts";
 import { randomSeed } from "../src/transfer/seed.ts";
 import { connectTarget } from "../src/transport/connect_target.ts";
 import { makeRamFile, patternPage, readRamFile, removeFiles, shmPath } from "./_fixtures.ts";
@@ -67,7 +67,7 @@ Deno.test({
         const conn2 = await connectTarget({ hostname: "127.0.0.1", port: receiver.port }, {
           ca: certs.ca,
         });
-        const report = await migrateGang(next, conn2, { token: certs.token });
+        const report = await transferGang(next, conn2, { token: certs.token });
         assert(report.verified);
         assertSameBytes(readRamFile(`${dir}/fits`), readRamFile(small));
         assertEquals([...Deno.readDirSync(dir)].map((e) => e.name), ["fits"]);

@@ -7,7 +7,7 @@
  */
 import { assert, assertEquals } from "./_assert.ts";
 import { Gang } from "../src/scan/gang.ts";
-import { migrateGang, type MigrateGangOptions } from "../src/transfer/migrate_gang.ts";
+import { transferGang, type TransferGangOptions } from "../src/transfer/transfer_gang.ts";
 import { TargetError } from "../src/transfer/sender.ts";
 import { randomSeed } from "../src/transfer/seed.ts";
 import { PAGE_SIZE } from "../src/native/ram_file.ts";
@@ -28,8 +28,8 @@ export interface LiveGang extends AsyncDisposable {
    */
   migrate(
     conn: Deno.Conn,
-    options?: MigrateGangOptions & { atPause?: () => void },
-  ): ReturnType<typeof migrateGang>;
+    options?: TransferGangOptions & { atPause?: () => void },
+  ): ReturnType<typeof transferGang>;
 }
 
 /** Starts `count` live guests of `pages` pages each (distinct contents). */
@@ -51,7 +51,7 @@ export function startLiveGang(label: string, count = 2, pages = 2048): LiveGang 
       using opened = Gang.open(guests.map((g) => ({ name: g.name, path: g.path })), {
         seed: randomSeed(),
       });
-      return await migrateGang(opened, conn, {
+      return await transferGang(opened, conn, {
         ...options,
         pause: async () => {
           gang.paused++;

@@ -1,6 +1,6 @@
 import { assert, assertEquals, assertSameBytes } from "./_assert.ts";
 import { Gang } from "../src/scan/gang.ts";
-import { migrateGang } from "../src/transfer/migrate_gang.ts";
+import { transferGang } from "../src/transfer/transfer_gang.ts";
 import { randomSeed } from "../src/transfer/seed.ts";
 import { hashPages } from "../src/native/hashing.ts";
 import { PAGE_SIZE } from "../src/native/ram_file.ts";
@@ -87,7 +87,7 @@ Deno.test("a sender that goes quiet mid-migration is dropped after the idle time
   try {
     using gang = Gang.open([{ name: "vm", path }], { seed: randomSeed() });
     assert(
-      (await migrateGang(gang, await receiver.connect())).verified,
+      (await transferGang(gang, await receiver.connect())).verified,
       "the next sender is served",
     );
     assertSameBytes(readRamFile(`${receiver.dir}/vm`), readRamFile(path));
@@ -125,7 +125,7 @@ Deno.test("when every handshake slot is taken, the oldest pending handshake give
     assertEquals(await silent[0]!.read(new Uint8Array(8)), null);
     using gang = Gang.open([{ name: "vm", path }], { seed: randomSeed() });
     assert(
-      (await migrateGang(gang, await receiver.connect())).verified,
+      (await transferGang(gang, await receiver.connect())).verified,
       "a sender gets in while the slots are full",
     );
     assertEquals(
@@ -167,7 +167,7 @@ Deno.test("silent peers connecting all the time keep no sender out", async () =>
       await new Promise((resolve) => setTimeout(resolve, Math.max(0, next - performance.now())));
       using gang = Gang.open([{ name: `vm${i}`, path }], { seed: randomSeed() });
       const conn = await connectTarget(target, { ca: certs.ca });
-      sends.push((await migrateGang(gang, conn, { token: certs.token })).verified);
+      sends.push((await transferGang(gang, conn, { token: certs.token })).verified);
     }
     await flooding;
     assertEquals(sends, [true, true, true, true, true, true], "every sender got through");
@@ -204,7 +204,7 @@ Deno.test("a receiver out of file descriptors says so, and accepts again once co
     await waitFor(outOfDescriptors, "the receiver's account of running out of descriptors");
     for (const conn of silent.splice(0)) conn.close();
     using gang = Gang.open([{ name: "vm", path }], { seed: randomSeed() });
-    const report = await migrateGang(gang, await connectTarget(target, { ca: certs.ca }), {
+    const report = await transferGang(gang, await connectTarget(target, { ca: certs.ca }), {
       token: certs.token,
     });
     assert(report.verified, "a sender is served once descriptors are free again");

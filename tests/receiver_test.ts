@@ -1,6 +1,6 @@
 import { assert, assertEquals, assertRejects, assertSameBytes } from "./_assert.ts";
 import { Gang } from "../src/scan/gang.ts";
-import { migrateGang } from "../src/transfer/migrate_gang.ts";
+import { transferGang } from "../src/transfer/transfer_gang.ts";
 import { randomSeed } from "../src/transfer/seed.ts";
 import { PAGE_SIZE } from "../src/native/ram_file.ts";
 import { hashPages } from "../src/native/hashing.ts";
@@ -185,7 +185,7 @@ Deno.test("the receiver refuses bad input with a clear error, then completes a p
     const path = makeRamFile(shmPath("after-bad"), [patternPage(1), "hole", patternPage(1)]);
     try {
       using gang = Gang.open([{ name: "vm", path }], { seed: randomSeed() });
-      const report = await migrateGang(gang, await receiver.connect());
+      const report = await transferGang(gang, await receiver.connect());
       assert(report.verified);
       assertSameBytes(readRamFile(`${receiver.dir}/vm`), readRamFile(path));
     } finally {
@@ -222,7 +222,7 @@ Deno.test("the receiver refuses to overwrite a file that holds a guest's RAM", a
   try {
     const migrate = async () => {
       using gang = Gang.open([{ name: "vm", path }], { seed: randomSeed() });
-      return await migrateGang(gang, await receiver.connect());
+      return await transferGang(gang, await receiver.connect());
     };
     assert((await migrate()).verified);
     const error = await assertRejects(migrate, Error);
@@ -311,7 +311,7 @@ Deno.test("a file that was there is kept, zeroed and of its own mode when a gang
   try {
     for (const name of ["vm", "fresh"]) {
       using gang = Gang.open([{ name, path }], { seed: randomSeed() });
-      assert((await migrateGang(gang, await receiver.connect())).verified);
+      assert((await transferGang(gang, await receiver.connect())).verified);
       assertSameBytes(readRamFile(`${receiver.dir}/${name}`), readRamFile(path));
     }
     assertEquals(Deno.statSync(existing).mode! & 0o777, 0o644, "the existing file keeps its mode");
@@ -349,7 +349,7 @@ Deno.test("a failed gang leaves a waiting file whose size is not a page multiple
   ], size);
   try {
     using gang = Gang.open([{ name: "vm", path }], { seed: randomSeed() });
-    assert((await migrateGang(gang, await receiver.connect())).verified, "the retry is taken");
+    assert((await transferGang(gang, await receiver.connect())).verified, "the retry is taken");
     assertSameBytes(readRamFile(waiting), readRamFile(path));
   } finally {
     await removeFiles(path);

@@ -1,6 +1,6 @@
 import { assert, assertEquals, assertRejects, assertSameBytes } from "./_assert.ts";
 import { Gang } from "../src/scan/gang.ts";
-import { migrateGang } from "../src/transfer/migrate_gang.ts";
+import { transferGang } from "../src/transfer/transfer_gang.ts";
 import { TargetError } from "../src/transfer/sender.ts";
 import { randomSeed } from "../src/transfer/seed.ts";
 import { PAGE_SIZE } from "../src/native/ram_file.ts";
@@ -160,7 +160,7 @@ Deno.test("a receiver killed in a round fails the migration with a clear error a
         let resumed = 0;
         await assertRejects(
           async () =>
-            await migrateGang(
+            await transferGang(
               gang,
               await Deno.connect({ hostname: "127.0.0.1", port: receiver.port }),
               {

@@ -1,6 +1,6 @@
 import { assert, assertEquals, assertRejects, assertSameBytes } from "./_assert.ts";
 import { Gang } from "../src/scan/gang.ts";
-import { migrateGang } from "../src/transfer/migrate_gang.ts";
+import { transferGang } from "../src/transfer/transfer_gang.ts";
 import { TargetError } from "../src/transfer/sender.ts";
 import { randomSeed } from "../src/transfer/seed.ts";
 import { FrameType, PROTOCOL_VERSION } from "../src/transfer/protocol.ts";
@@ -324,7 +324,7 @@ Deno.test("a wrong token is refused before any other frame is read or any file i
       using gang = Gang.open([{ name: "vm", path }], { seed: randomSeed() });
       await assertRejects(
         async () =>
-          await migrateGang(gang, await connectTarget(target, { ca: certs.ca }), {
+          await transferGang(gang, await connectTarget(target, { ca: certs.ca }), {
             token: "0".repeat(64),
           }),
         TargetError,
@@ -356,7 +356,7 @@ Deno.test("a wrong token is refused before any other frame is read or any file i
     assert(!receiver.events.some((e) => e.event === "accepted"));
     await t.step("then the right token", async () => {
       using gang = Gang.open([{ name: "vm", path }], { seed: randomSeed() });
-      const report = await migrateGang(gang, await connectTarget(target, { ca: certs.ca }), {
+      const report = await transferGang(gang, await connectTarget(target, { ca: certs.ca }), {
         token: certs.token,
       });
       assert(report.verified);
@@ -376,7 +376,7 @@ Deno.test("a plaintext peer and a TLS peer each learn that the other side speaks
       using gang = Gang.open([{ name: "vm", path }], { seed: randomSeed() });
       await assertRejects(
         async () =>
-          await migrateGang(
+          await transferGang(
             gang,
             await connectTarget({ ...LOCAL, port: receiver.port }, { insecure: true }),
             { token: certs.token },
@@ -424,7 +424,7 @@ Deno.test("a TLS peer that never shakes hands blocks no sender and is given up a
     const migrate = async () => {
       using gang = Gang.open([{ name: "vm", path }], { seed: randomSeed() });
       const conn = await connectTarget({ ...LOCAL, port: receiver.port }, { ca: certs.ca });
-      return await migrateGang(gang, conn, { token: certs.token });
+      return await transferGang(gang, conn, { token: certs.token });
     };
     assert((await migrate()).verified, "a sender went through while the silent peer waited");
     await removeFiles(`${receiver.dir}/vm`); // the receiver never overwrites a guest's RAM

@@ -2,7 +2,7 @@ import { assert, assertEquals, assertRejects, assertSameBytes } from "./_assert.
 import { Gang } from "../src/scan/gang.ts";
 import { scanGang } from "../src/scan/scan_gang.ts";
 import { GangSender, TargetError } from "../src/transfer/sender.ts";
-import { migrateGang } from "../src/transfer/migrate_gang.ts";
+import { transferGang } from "../src/transfer/transfer_gang.ts";
 import { randomSeed } from "../src/transfer/seed.ts";
 import { PAGE_SIZE, RamFile } from "../src/native/ram_file.ts";
 import { SyntheticGuest } from "../src/synthetic/synthetic_guest.ts";
@@ -41,12 +41,12 @@ function assertSameFiles(guests: { name: string; path: string }[], targetDir: st
   }
 }
 
-Deno.test("migrateGang() makes the target byte-identical, and sparse where the source has zero pages", async () => {
+Deno.test("transferGang() makes the target byte-identical, and sparse where the source has zero pages", async () => {
   const paths = makeGuests();
   await using receiver = await startReceiver();
   try {
     using gang = Gang.open(specs(paths), { seed: randomSeed() });
-    const report = await migrateGang(gang, await receiver.connect());
+    const report = await transferGang(gang, await receiver.connect());
     assert(report.verified);
     assertSameFiles(specs(paths), receiver.dir);
     for (const path of paths) {
@@ -61,13 +61,13 @@ Deno.test("migrateGang() makes the target byte-identical, and sparse where the s
   }
 });
 
-Deno.test("migrateGang() of an offline gang sends each distinct content once, plus small references", async () => {
+Deno.test("transferGang() of an offline gang sends each distinct content once, plus small references", async () => {
   const paths = makeGuests();
   await using receiver = await startReceiver();
   try {
     using gang = Gang.open(specs(paths), { seed: randomSeed() });
     const scan = scanGang(Gang.open(specs(paths)));
-    const report = await migrateGang(gang, await receiver.connect());
+    const report = await transferGang(gang, await receiver.connect());
     const { unique, duplicate } = scan.totals;
     const round1 = report.rounds[0]!.pages;
     assertEquals(round1.unique + round1.unsentIdentical, unique);
@@ -83,16 +83,16 @@ Deno.test("migrateGang() of an offline gang sends each distinct content once, pl
   }
 });
 
-Deno.test("migrateGang() with one round moves a gang in one pass, its pages classified as after a preparation scan", async () => {
+Deno.test("transferGang() with one round moves a gang in one pass, its pages classified as after a preparation scan", async () => {
   const paths = makeGuests();
   await using live = await startReceiver();
   await using onePass = await startReceiver();
   try {
     using gangA = Gang.open(specs(paths), { seed: randomSeed() });
-    const withRounds = await migrateGang(gangA, await live.connect());
+    const withRounds = await transferGang(gangA, await live.connect());
     using gangB = Gang.open(specs(paths), { seed: randomSeed() });
     let paused = 0;
-    const report = await migrateGang(gangB, await onePass.connect(), {
+    const report = await transferGang(gangB, await onePass.connect(), {
       maxRounds: 1,
       pause: () => void paused++,
     });
@@ -128,7 +128,7 @@ Deno.test("onePass() is a sender's only step: not after a preparation, and no ro
   }
 });
 
-Deno.test("migrateGang() in one pass resumes the guests when the target dies after the pause", async () => {
+Deno.test("transferGang() in one pass resumes the guests when the target dies after the pause", async () => {
   const paths = makeGuests();
   const dir = await Deno.makeTempDir({ prefix: "gangway-target-" });
   await using receiver = await ReceiverProcess.start({ dir, args: ["--insecure"] });
@@ -136,7 +136,7 @@ Deno.test("migrateGang() in one pass resumes the guests when the target dies aft
     using gang = Gang.open(specs(paths), { seed: randomSeed() });
     const calls: string[] = [];
     await assertRejects(() =>
-      migrateGang(gang, Deno.connect({ hostname: "127.0.0.1", port: receiver.port }), {
+      transferGang(gang, Deno.connect({ hostname: "127.0.0.1", port: receiver.port }), {
         maxRounds: 1,
         pause: async () => {
           calls.push("pause");
@@ -189,7 +189,7 @@ Deno.test("a reference resolves after the page that first carried its content is
   }
 });
 
-Deno.test("migrateGang() converges and copies exactly while writers dirty the guests", async () => {
+Deno.test("transferGang() converges and copies exactly while writers dirty the guests", async () => {
   const pages = 4096;
   const guests = [0, 1].map((g) =>
     SyntheticGuest.start(`live${g}`, shmPath(`live${g}`), {
@@ -207,7 +207,7 @@ Deno.test("migrateGang() converges and copies exactly while writers dirty the gu
       seed: randomSeed(),
     });
     let pauses = 0;
-    const report = await migrateGang(gang, await receiver.connect(), {
+    const report = await transferGang(gang, await receiver.connect(), {
       stopPages: 64,
       maxRounds: 8,
       pause: async () => {
@@ -230,7 +230,7 @@ Deno.test("migrateGang() converges and copies exactly while writers dirty the gu
   }
 });
 
-Deno.test("migrateGang() keeps to the bandwidth cap", async () => {
+Deno.test("transferGang() keeps to the bandwidth cap", async () => {
   const path = makeRamFile(
     shmPath("capped"),
     Array.from({ length: 1024 }, (_, p) => patternPage(p + 5000)),
@@ -239,7 +239,7 @@ Deno.test("migrateGang() keeps to the bandwidth cap", async () => {
   try {
     using gang = Gang.open(specs([path]), { seed: randomSeed() });
     const started = performance.now();
-    const report = await migrateGang(gang, await receiver.connect(), { maxBandwidth: 2_000_000 });
+    const report = await transferGang(gang, await receiver.connect(), { maxBandwidth: 2_000_000 });
     const seconds = (performance.now() - started) / 1000;
     // 4 MiB at 2 MB/s takes 2.1 s; allow the first write's head start.
     assert(
@@ -251,14 +251,14 @@ Deno.test("migrateGang() keeps to the bandwidth cap", async () => {
   }
 });
 
-Deno.test("migrateGang() at a low bandwidth cap hears at once that the target gave up", async () => {
+Deno.test("transferGang() at a low bandwidth cap hears at once that the target gave up", async () => {
   // At 100 bytes/s the two pages book the link for 80 s; the receiver gives up after 3 s of
   // silence, and the sender must not sleep in the pacer until the 80 s are over.
   const path = makeRamFile(shmPath("slow"), [patternPage(1), patternPage(2)]);
   await using receiver = await startReceiver({ idleTimeoutMs: 3000 });
   try {
     using gang = Gang.open(specs([path]), { seed: randomSeed() });
-    const migrating = migrateGang(gang, await receiver.connect(), {
+    const migrating = transferGang(gang, await receiver.connect(), {
       maxBandwidth: 100,
       compression: "none",
     });
@@ -280,7 +280,7 @@ Deno.test("migrateGang() at a low bandwidth cap hears at once that the target ga
   }
 });
 
-Deno.test("migrateGang() refuses to verify a guest whose file shrank or grew during the migration", async (t) => {
+Deno.test("transferGang() refuses to verify a guest whose file shrank or grew during the migration", async (t) => {
   for (const [label, pages] of [["shrank", 2], ["grew", 6]] as const) {
     await t.step(`a file that ${label}`, async () => {
       const path = makeRamFile(shmPath(label), [1, 2, 3, 4].map((p) => patternPage(p)));
@@ -290,7 +290,7 @@ Deno.test("migrateGang() refuses to verify a guest whose file shrank or grew dur
         using ram = RamFile.open(path, { write: true });
         ram.resize(pages * PAGE_SIZE); // after the gang took its size
         const error = await assertRejects(() =>
-          migrateGang(gang, receiver.connect(), { maxRounds: 1 })
+          transferGang(gang, receiver.connect(), { maxRounds: 1 })
         );
         // A file that shrank is caught as soon as a page past its end is read; one that grew, at the end.
         assertEquals(
@@ -331,14 +331,14 @@ function makeLargeGuest(label: string): string {
   return path;
 }
 
-Deno.test("migrateGang() reports a refused handshake with the target's reason, even while it scans a large gang", async () => {
+Deno.test("transferGang() reports a refused handshake with the target's reason, even while it scans a large gang", async () => {
   const path = makeLargeGuest("refused");
   await using receiver = await startReceiver({ token: "0123456789abcdef" });
   try {
     using gang = Gang.open(specs([path]), { seed: randomSeed() });
     // Live rounds: the refusal arrives while the preparation scan is still going on.
     await assertRejects(
-      async () => migrateGang(gang, await receiver.connect(), { token: "guess", maxRounds: 3 }),
+      async () => transferGang(gang, await receiver.connect(), { token: "guess", maxRounds: 3 }),
       TargetError,
       "Target refused: Gang refused: wrong or missing token",
     );

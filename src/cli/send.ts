@@ -40,7 +40,7 @@
 import { basename } from "node:path";
 import { Gang } from "../scan/gang.ts";
 import { randomSeed } from "../transfer/seed.ts";
-import { migrateGang, type MigrationReport } from "../transfer/migrate_gang.ts";
+import { type MigrationReport, transferGang } from "../transfer/transfer_gang.ts";
 import { parseCli, runMain, UsageError } from "./_cli.ts";
 import type { CompressionMode } from "../transfer/compression_policy.ts";
 import { progressLine } from "./_progress.ts";
@@ -161,7 +161,7 @@ async function main(args: string[]): Promise<void> {
   });
   const conn = await connectTarget(target, transport.connect);
   const progress = progressLine("migrating");
-  const report = await migrateGang(gang, conn, {
+  const report = await transferGang(gang, conn, {
     maxBandwidth,
     maxRounds,
     compression: compression as CompressionMode,

@@ -18,9 +18,9 @@ import { type Hello } from "./hello_frame.ts";
 import {
   discardTargetFiles,
   openTargetFiles,
+  ReceiverSession,
   type TargetFile,
-  TargetSession,
-} from "./target_session.ts";
+} from "./receiver_session.ts";
 import {
   type ReceivedGang,
   RECEIVER_DEFAULTS,
@@ -86,7 +86,7 @@ export async function receiveAuthenticatedGang(
   try {
     targets = openTargetFiles(hello, options.dir);
     const files = targets.map((t) => t.file);
-    const session = new TargetSession(hello, files);
+    const session = new ReceiverSession(hello, files);
     options.log?.({
       event: "accepted",
       peer,
@@ -145,7 +145,7 @@ export async function receiveGang(
 
 /** Applies frames until DONE; returns the verified digests. */
 async function receiveFrames(
-  session: TargetSession,
+  session: ReceiverSession,
   reader: FrameReader,
   conn: Deno.Conn,
   peer: string,

@@ -13,7 +13,7 @@ import { emptyCounts, type RoundCounts, RoundPlanner } from "../plan/round_plann
 import { type DirtyTracker, rescanEverything } from "../plan/dirty_tracking.ts";
 import { type Preparation, prepareGang } from "../plan/preparation.ts";
 import { CompressionPolicy, type CompressionReport } from "./compression_policy.ts";
-import { TargetAnswers, TargetError } from "./target_answers.ts";
+import { ReceiverAnswers, TargetError } from "./receiver_answers.ts";
 import { type ByteStream, FrameReader, FrameWriter } from "./frame_io.ts";
 import { Pacer } from "./pacer.ts";
 import { checkSizesUnchanged } from "./final_checks.ts";
@@ -58,7 +58,7 @@ export class GangSender implements AsyncDisposable {
   readonly #gang: Gang;
   readonly #conn: ByteStream & { close(): void };
   readonly #writer: FrameWriter;
-  readonly #answers: TargetAnswers;
+  readonly #answers: ReceiverAnswers;
   readonly #planner: RoundPlanner;
   readonly #options: SenderOptions;
   #tracker: DirtyTracker;
@@ -91,7 +91,7 @@ export class GangSender implements AsyncDisposable {
     this.#options = options;
     this.#tracker = options.dirtyTracker ?? rescanEverything;
     const pacer = options.maxBandwidth ? new Pacer(options.maxBandwidth) : undefined;
-    this.#answers = new TargetAnswers(new FrameReader(conn, ANSWER_BODY_BYTES));
+    this.#answers = new ReceiverAnswers(new FrameReader(conn, ANSWER_BODY_BYTES));
     // Once the target has given up, no write waits any longer (for the pacer above all).
     const targetGone = new AbortController();
     this.#answers.failed.then((error) => targetGone.abort(error));

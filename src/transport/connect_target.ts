@@ -71,14 +71,14 @@ function explainTlsError(message: string, name: string): string {
  * ```ts
  * import { connectTarget } from "./connect_target.ts";
  * import { readPemFile, readTokenFile } from "./credentials.ts";
- * import { migrateGang } from "../transfer/migrate_gang.ts";
+ * import { transferGang } from "../transfer/transfer_gang.ts";
  * import type { Gang } from "../scan/gang.ts";
  *
  * declare const gang: Gang;
  * const token = await readTokenFile("lab-certs/token");
  * const ca = await readPemFile("lab-certs/ca.pem", "CA certificate");
  * const conn = await connectTarget({ hostname: "10.250.0.2", port: 7000 }, { ca });
- * await migrateGang(gang, conn, { token });
+ * await transferGang(gang, conn, { token });
  * ```
  * @throws Error `Cannot connect to the target HOST:PORT: reason`
  */

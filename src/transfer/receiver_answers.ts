@@ -19,7 +19,7 @@ export class TargetError extends Error {
 }
 
 /** Answers of the target, read in the background so that an error is seen at once. */
-export class TargetAnswers {
+export class ReceiverAnswers {
   #reader: FrameReader;
   #queue: { type: number; value: number }[] = [];
   #waiter: (() => void) | undefined;

@@ -112,7 +112,7 @@ export function discardTargetFiles(targets: TargetFile[]): void {
 }
 
 /** One gang being received: its files and what they hold; applies the frames of its rounds. */
-export class TargetSession {
+export class ReceiverSession {
   readonly hello: Hello;
   readonly files: RamFile[];
   readonly target: TargetContents;

@@ -27,8 +27,8 @@ import { errorMessage } from "../_errors.ts";
 /** A connected stream to the target (TCP or TLS), or one being connected. */
 export type Connection = ByteStream & { close(): void };
 
-/** Options of {@linkcode migrateGang}. */
-export interface MigrateGangOptions extends SenderOptions, ConvergenceOptions {
+/** Options of {@linkcode transferGang}. */
+export interface TransferGangOptions extends SenderOptions, ConvergenceOptions {
   /** Stops whatever writes to the guests' RAM (called once, before the final round). */
   pause?: () => Promise<void> | void;
   /** Lets them run again (called only if the migration fails after pause). */
@@ -87,10 +87,10 @@ export interface MigrationReport {
  *
  * @throws the first error, after resuming the guests if they were paused
  */
-export async function migrateGang(
+export async function transferGang(
   gang: Gang,
   conn: Connection | Promise<Connection>,
-  options: MigrateGangOptions = {},
+  options: TransferGangOptions = {},
 ): Promise<MigrationReport> {
   const started = performance.now();
   let paused = false;
