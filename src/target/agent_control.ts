@@ -32,7 +32,7 @@ import { NotLoadedError } from "../qemu/destination.ts";
 import { join } from "node:path";
 import { errorMessage } from "../_errors.ts";
 
-/** Longest wait a source may ask for in `wait-loaded`. */
+/** Longest wait a source may ask for in `run-when-loaded`. */
 const MAX_WAIT_MS = 300_000;
 /** Longest error message in an answer, in characters (as an ERROR frame's text). */
 const MAX_ERROR_CHARS = 4000;
