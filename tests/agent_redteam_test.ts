@@ -21,31 +21,10 @@ import { describeMachine, type FileRef, sha256Hex } from "../src/target/machine_
 import { FrameReader } from "../src/transfer/frame_io.ts";
 import { FrameType, PROTOCOL_VERSION } from "../src/transfer/protocol.ts";
 import { encodeHello } from "../src/transfer/hello_frame.ts";
-import { findQemus } from "../src/qemu/discover.ts";
 import { QemuGuest } from "../src/qemu/guest.ts";
 import { QmpClient } from "../src/qemu/qmp.ts";
-import type { QemuMachine } from "../src/qemu/qemu_args.ts";
-import type { ServerEvent } from "../src/target/server_process.ts";
 import { fileExists, testImage, uniqueName } from "./qemu_helpers.ts";
-
-/** The machine of a small destination that is never booted. */
-async function smallMachine(): Promise<QemuMachine> {
-  return {
-    memoryMiB: 32,
-    backendId: "gangway-ram",
-    cpus: 1,
-    accelerator: "tcg",
-    image: await testImage(),
-    kernelArgs: ["console=ttyS0", "panic=-1"],
-    extraArgs: [],
-    qemuBinary: "qemu-system-x86_64",
-  };
-}
-
-/** A source guest as `prepareDestinations()` reads it: a name and a machine. */
-async function sourceLike(name: string): Promise<QemuGuest> {
-  return { name, machine: await smallMachine() } as QemuGuest;
-}
+import { eventOf, qemusIn, smallMachine, sourceLike } from "./_agent_fixtures.ts";
 
 /** An `--images` directory holding the test kernel and initrd: prepare needs no `put`. */
 async function imagesDir(): Promise<string> {
@@ -54,27 +33,6 @@ async function imagesDir(): Promise<string> {
   await Deno.symlink(image.kernel, join(dir, basename(image.kernel)));
   await Deno.symlink(image.initrd, join(dir, basename(image.initrd)));
   return dir;
-}
-
-/** Waits until the agent has logged an event that `matches`, at most `timeoutMs`. */
-async function eventOf(
-  agent: AgentProcess,
-  matches: (event: ServerEvent) => boolean,
-  timeoutMs: number,
-): Promise<ServerEvent | undefined> {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    const found = agent.server.events.find(matches);
-    if (found || performance.now() > deadline) return found;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
-
-/** The QEMUs whose RAM file is in `dir`. */
-async function qemusIn(dir: string): Promise<number[]> {
-  const { usable } = await findQemus();
-  return usable.filter((q) => q.commandLine.instance.ramPath.startsWith(`${dir}/`))
-    .map((q) => q.pid);
 }
 
 /** True while the process runs (not a zombie). */

@@ -9,49 +9,8 @@ import { AgentProcess } from "../src/target/agent_process.ts";
 import { RemoteTarget } from "../src/target/remote_target.ts";
 import { AgentError } from "../src/target/agent_protocol.ts";
 import { describeMachine } from "../src/target/machine_description.ts";
-import { findQemus } from "../src/qemu/discover.ts";
-import type { QemuGuest } from "../src/qemu/guest.ts";
-import type { QemuMachine } from "../src/qemu/qemu_args.ts";
-import type { ServerEvent } from "../src/target/server_process.ts";
-import { fileExists, testImage, uniqueName } from "./qemu_helpers.ts";
-import { delay } from "../src/_delay.ts";
-
-/** A source guest as `prepareDestinations()` reads it: a name and a machine. */
-async function sourceLike(name: string): Promise<QemuGuest> {
-  const machine: QemuMachine = {
-    memoryMiB: 64,
-    backendId: "gangway-ram",
-    cpus: 1,
-    accelerator: "tcg",
-    image: await testImage(),
-    kernelArgs: ["console=ttyS0", "panic=-1"],
-    extraArgs: [],
-    qemuBinary: "qemu-system-x86_64",
-  };
-  return { name, machine } as QemuGuest;
-}
-
-/** Waits until the agent has logged an event that `matches`, at most `timeoutMs`. */
-async function eventOf(
-  agent: AgentProcess,
-  matches: (event: ServerEvent) => boolean,
-  timeoutMs = 20_000,
-): Promise<ServerEvent> {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    const found = agent.server.events.find(matches);
-    if (found) return found;
-    assert(performance.now() < deadline, `no such event: ${JSON.stringify(agent.server.events)}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
-
-/** The QEMUs whose RAM file is in the agent's directory. */
-async function qemusOf(agent: AgentProcess): Promise<number[]> {
-  const { usable } = await findQemus();
-  return usable.filter((q) => q.commandLine.instance.ramPath.startsWith(`${agent.dir}/`))
-    .map((q) => q.pid);
-}
+import { fileExists, uniqueName } from "./qemu_helpers.ts";
+import { eventOf, qemusIn, sourceLike } from "./_agent_fixtures.ts";
 
 Deno.test("the agent refuses a wrong token before it starts anything", async () => {
   await using agent = await AgentProcess.start();
@@ -68,7 +27,7 @@ Deno.test("the agent refuses a wrong token before it starts anything", async () 
     "Cannot use the target agent",
   );
   assertEquals(agent.server.events.filter((e) => e.event === "prepared"), []);
-  assertEquals(await qemusOf(agent), []);
+  assertEquals(await qemusIn(agent.dir), []);
 });
 
 Deno.test("the agent refuses a machine description outside its allow-list, naming the field, and starts nothing", async () => {
@@ -88,7 +47,7 @@ Deno.test("the agent refuses a machine description outside its allow-list, namin
     assert(error.message.includes(field), error.message);
   }
   assertEquals(agent.server.events.filter((e) => e.event === "prepared"), []);
-  assertEquals(await qemusOf(agent), []);
+  assertEquals(await qemusIn(agent.dir), []);
 });
 
 Deno.test("the agent serves one gang at a time, takes a file once, and cleans up when the source goes", async () => {
@@ -107,8 +66,8 @@ Deno.test("the agent serves one gang at a time, takes a file once, and cleans up
 
   // The source goes away in the middle of its gang: the agent removes what it started.
   await first.close();
-  await eventOf(agent, (e) => e.event === "abandoned");
-  assertEquals(await qemusOf(agent), []);
+  assert(await eventOf(agent, (e) => e.event === "abandoned"), "the gang is abandoned");
+  assertEquals(await qemusIn(agent.dir), []);
   assert(!(await fileExists(ramPath)), "the RAM file is removed");
 
   // And serves the next gang, from the files it kept.
@@ -117,7 +76,7 @@ Deno.test("the agent serves one gang at a time, takes a file once, and cleans up
   assertEquals(agent.server.events.filter((e) => e.event === "file").length, 2);
   await next.discard(again);
   await next.release();
-  assertEquals(await qemusOf(agent), []);
+  assertEquals(await qemusIn(agent.dir), []);
   assert(!(await fileExists(ramPath)), "a discarded destination leaves no RAM file");
 });
 
@@ -129,11 +88,9 @@ Deno.test("a gang larger than the agent's handshake slots for one address keeps 
     Array.from({ length: 12 }, (_, i) => sourceLike(uniqueName(`many${i}`))),
   );
   const destinations = await target.prepareDestinations(sources);
-  const carried = async () => agent.server.events.filter((e) => e.event === "device-state").length;
-  for (let tries = 0; (await carried()) < sources.length; tries++) {
-    assert(tries < 600, `${await carried()} of ${sources.length} device-state connections`);
-    await delay(50);
-  }
+  const carried = () => agent.server.events.filter((e) => e.event === "device-state").length;
+  await eventOf(agent, () => carried() === sources.length, 30_000);
+  assertEquals(carried(), sources.length, "every device-state connection reached its destination");
   assertEquals(agent.server.events.filter((e) => e.event === "failed"), []);
   await target.discard(destinations);
 });

@@ -7,6 +7,16 @@ import type { ListenForSendersOptions } from "../transport/listen_for_senders.ts
 import { readPemFile, readTokenFile } from "../transport/credentials.ts";
 import { UsageError } from "./_cli.ts";
 
+/** The flags every server command has: where it listens, its directory, its transport. */
+export const SERVER_FLAGS = {
+  listen: { type: "string" },
+  dir: { type: "string" },
+  cert: { type: "string" },
+  key: { type: "string" },
+  "token-file": { type: "string" },
+  insecure: { type: "boolean" },
+} as const;
+
 /**
  * A server's transport and token from its flags: `--cert F --key F
  * --token-file F` (TLS), or `--insecure [--token-file F]` (plain TCP, with

@@ -24,7 +24,7 @@ import { lockDirectory } from "../native/dir_lock.ts";
 import { listenForSenders } from "../transport/listen_for_senders.ts";
 import { type AgentEvent, serveAgent } from "../target/agent.ts";
 import { parseCli, runMain, UsageError } from "./_cli.ts";
-import { listenerTransport } from "./_listener_transport.ts";
+import { listenerTransport, SERVER_FLAGS } from "./_listener_transport.ts";
 import { parseAddress, parseCount, parseSize } from "./_units.ts";
 
 const USAGE = "usage: deno task agent -- --listen HOST:PORT --dir DIR " +
@@ -47,12 +47,7 @@ function describe(e: AgentEvent): string {
 
 async function main(args: string[]): Promise<void> {
   const { values } = parseCli(args, {
-    listen: { type: "string" },
-    dir: { type: "string" },
-    cert: { type: "string" },
-    key: { type: "string" },
-    "token-file": { type: "string" },
-    insecure: { type: "boolean" },
+    ...SERVER_FLAGS,
     images: { type: "string" },
     "run-dir": { type: "string" },
     "max-guests": { type: "string" },

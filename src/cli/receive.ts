@@ -24,7 +24,7 @@ import { lockDirectory } from "../native/dir_lock.ts";
 import { type ReceiverEvent, serveGangs } from "../transfer/receiver.ts";
 import { listenForSenders } from "../transport/listen_for_senders.ts";
 import { parseCli, runMain, UsageError } from "./_cli.ts";
-import { listenerTransport } from "./_listener_transport.ts";
+import { listenerTransport, SERVER_FLAGS } from "./_listener_transport.ts";
 import { parseAddress, parseCount, parseSize } from "./_units.ts";
 
 const USAGE = "usage: deno task receive -- --listen HOST:PORT --dir DIR " +
@@ -53,12 +53,7 @@ function describe(e: ReceiverEvent): string {
 
 async function main(args: string[]): Promise<void> {
   const { values } = parseCli(args, {
-    listen: { type: "string" },
-    dir: { type: "string" },
-    cert: { type: "string" },
-    key: { type: "string" },
-    "token-file": { type: "string" },
-    insecure: { type: "boolean" },
+    ...SERVER_FLAGS,
     once: { type: "boolean" },
     json: { type: "boolean" },
     "max-guest-bytes": { type: "string" },
