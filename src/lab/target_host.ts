@@ -14,6 +14,7 @@
  * @module
  */
 import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { AgentProcess, makeAgentCredentials } from "../target/agent_process.ts";
 import type { LabSession } from "./session.ts";
 
@@ -26,37 +27,43 @@ const B_RUN_DIR = "/run/gangway-agent";
 /**
  * Sets up host B's private mounts and runs the rest of the command line.
  * `$0` is a directory of small text files (the TLS material; "-" for
- * none), put back at the same path on B; `$1` lists directories of
- * storage shared with A (colon-separated, may be empty), bind-mounted at
- * the same paths on B, as NFS would be.
+ * none), put back at the same path on B. `$1` and `$2` list directories
+ * host B shares with A (colon-separated, may be empty), bound in at the
+ * same paths, as NFS would be: `$1` writable (shared storage), `$2`
+ * read-only (the project's own tree, wherever it lies). They are staged
+ * before any private tmpfs hides them.
  */
 const PRIVATE_HOST_SCRIPT = `set -e
 carry="$0"
 shared="$1"
-shift
+readonly_shared="$2"
+shift 2
 saved=""
 if [ "$carry" != - ]; then
   for f in "$carry"/*; do
     [ -f "$f" ] && saved="$saved$(basename "$f")=$(base64 -w0 < "$f") "
   done
 fi
-mount -t tmpfs -o mode=0755 gangway-b-run /run
+staging=$(mktemp -d /var/tmp/gangway-b-XXXXXX)
 n=0
 IFS=:
-for dir in $shared; do
-  mkdir -p "/run/.shared/$n" && mount --bind "$dir" "/run/.shared/$n"
+for dir in $shared $readonly_shared; do
+  mkdir -p "$staging/$n" && mount --bind "$dir" "$staging/$n"
   n=$((n + 1))
 done
 unset IFS
+mount -t tmpfs -o mode=0755 gangway-b-run /run
 mount -t tmpfs -o mode=1777 gangway-b-tmp /tmp
 mount -t tmpfs -o mode=1777 gangway-b-shm /dev/shm
 n=0
 IFS=:
-for dir in $shared; do
-  mkdir -p "$dir" && mount --move "/run/.shared/$n" "$dir"
+for dir in $shared $readonly_shared; do
+  mkdir -p "$dir" && mount --move "$staging/$n" "$dir" && rmdir "$staging/$n"
   n=$((n + 1))
 done
+for dir in $readonly_shared; do mount -o remount,bind,ro "$dir"; done
 unset IFS
+rmdir "$staging"
 if [ "$carry" != - ]; then
   mkdir -p -m 0700 "$carry"
   for pair in $saved; do
@@ -66,11 +73,15 @@ if [ "$carry" != - ]; then
 fi
 exec "$@"`;
 
+/** The project's own tree: host B runs the agent from it, as a host runs its install. */
+const PROJECT_TREE = fileURLToPath(new URL("../../", import.meta.url)).replace(/\/$/, "");
+
 /**
  * The command prefix that runs a program on host B: its network
  * namespace, a new private mount namespace with its own /dev/shm, /tmp
- * and /run, the files of the directory `carry` copied in, and the
- * directories of `shared` (storage both hosts see) bound in.
+ * and /run, the files of the directory `carry` copied in, the directories
+ * of `shared` (storage both hosts see) bound in, and the project's tree
+ * bound in read-only.
  */
 export function privateHostPrefix(
   namespace: string,
@@ -91,6 +102,7 @@ export function privateHostPrefix(
     PRIVATE_HOST_SCRIPT,
     carry ?? "-",
     shared.join(":"),
+    PROJECT_TREE,
   ];
 }
 
