@@ -94,3 +94,23 @@ Deno.test("a gang larger than the agent's handshake slots for one address keeps 
   assertEquals(agent.server.events.filter((e) => e.event === "failed"), []);
   await target.discard(destinations);
 });
+
+Deno.test("the agent never starts a destination over a RAM file that exists", async () => {
+  await using agent = await AgentProcess.start();
+  await using target = await agent.connect();
+  const name = uniqueName("taken");
+  const ramPath = join(agent.dir, name);
+  const bytes = new TextEncoder().encode("a guest's RAM, not to be touched");
+  await Deno.writeFile(ramPath, bytes);
+  try {
+    await assertRejects(
+      async () => target.prepareDestinations([await sourceLike(name)]),
+      AgentError,
+      "holds a RAM file of that name",
+    );
+    assertEquals(await Deno.readFile(ramPath), bytes, "the file is as it was");
+    assertEquals(await qemusIn(agent.dir), []);
+  } finally {
+    await Deno.remove(ramPath);
+  }
+});
