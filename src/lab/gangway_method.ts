@@ -42,6 +42,8 @@ export interface GangwayMethodOptions {
   compression?: CompressionMode;
 }
 
+/** Events of the target agent quoted when the gang runner fails. */
+const KEPT_AGENT_EVENTS = 12;
 /** Lines of the gang runner's stderr kept for an error message. */
 const KEPT_LINES = 30;
 
@@ -120,9 +122,11 @@ export async function runGangwayMethod(
   ]);
   const after = await net.bytes();
   if (!status.success) {
+    // What the target host saw is the other half of the story.
+    const agentSaw = agent.server.events.slice(-KEPT_AGENT_EVENTS).map((e) => JSON.stringify(e));
     throw new Error(
       `Cannot migrate the gang with gangway: the gang runner exited with code ${status.code}:\n` +
-        kept.join("\n"),
+        kept.join("\n") + `\nthe target agent's last events:\n${agentSaw.join("\n")}`,
     );
   }
   const result = JSON.parse(stdout.trim().split("\n").at(-1)!) as GangSideResult;

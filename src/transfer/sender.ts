@@ -28,6 +28,12 @@ export { TargetError };
 
 /** Largest answer of a target: an ERROR of 4000 characters in UTF-8. */
 const ANSWER_BODY_BYTES = 16384;
+/**
+ * Longest time frames wait in a half-full write buffer. A round that finds
+ * few changed pages in a large gang may scan for a minute before it fills
+ * one: the target would take that silence for a dead sender.
+ */
+const FLUSH_EVERY_MS = 5_000;
 
 /**
  * Sends a gang's RAM to a target that runs `receive`. Each distinct page
@@ -69,6 +75,8 @@ export class GangSender implements AsyncDisposable {
   #prepared = false;
   #sentInOnePass = false;
   #closed = false;
+  /** When frames were last pushed out (see FLUSH_EVERY_MS). */
+  #flushedAt = performance.now();
   /** Rounds done so far. */
   readonly rounds: RoundReport[] = [];
   /** What compression did so far. */
@@ -231,6 +239,7 @@ export class GangSender implements AsyncDisposable {
           counts,
         );
         await this.#frames.send(guest.number, chunk.first, plan, this.#out.buf);
+        if (performance.now() - this.#flushedAt > FLUSH_EVERY_MS) await this.#flush();
         const pagesDone = pagesBefore + chunk.first + chunk.count;
         this.#options.onProgress?.({ round, pagesDone, pagesTotal, bytesOnWire: this.bytesOnWire });
       }
@@ -283,6 +292,7 @@ export class GangSender implements AsyncDisposable {
   }
 
   async #flush(): Promise<void> {
+    this.#flushedAt = performance.now();
     try {
       await this.#writer.flush();
     } catch (error) {
