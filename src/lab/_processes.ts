@@ -4,10 +4,10 @@
  *
  * @module
  */
-import { delay } from "../_delay.ts";
 import { findQemus } from "../qemu/discover.ts";
 import { runTool, runToolSync } from "./netns_exec.ts";
-import { isAlive } from "./netns_stale.ts";
+
+export { killAndWait, killQuietly } from "../_processes.ts";
 
 /**
  * The pids of the processes inside a network namespace (`ip netns pids`).
@@ -61,49 +61,6 @@ export async function namedQemus(): Promise<{ pid: number; name: string }[]> {
  */
 export async function qemuPidsNamed(prefix: string): Promise<number[]> {
   return (await namedQemus()).filter((q) => q.name.startsWith(prefix)).map((q) => q.pid);
-}
-
-/**
- * Kills processes at once (SIGKILL) and waits until they are gone, at most
- * `timeoutMs`.
- *
- * Requires `--allow-run` (sends signals).
- *
- * @returns the pids still alive after the wait
- */
-export async function killAndWait(pids: readonly number[], timeoutMs = 5_000): Promise<number[]> {
-  for (const pid of pids) killQuietly(pid);
-  const deadline = performance.now() + timeoutMs;
-  let alive = pids.filter(isRunning);
-  while (alive.length > 0 && performance.now() < deadline) {
-    await delay(50);
-    alive = alive.filter(isRunning);
-  }
-  return alive;
-}
-
-/**
- * Sends SIGKILL, ignoring a process that is already gone.
- *
- * Requires `--allow-run`.
- */
-export function killQuietly(pid: number): void {
-  try {
-    Deno.kill(pid, "SIGKILL");
-  } catch {
-    // already gone
-  }
-}
-
-/** Alive and not a zombie waiting for its parent (ps says state Z). */
-function isRunning(pid: number): boolean {
-  if (!isAlive(pid)) return false;
-  try {
-    const state = runToolSync("ps", ["-o", "stat=", "-p", String(pid)]).trim();
-    return state !== "" && !state.startsWith("Z");
-  } catch {
-    return false; // ps fails when the pid is gone
-  }
 }
 
 function parsePids(text: string): number[] {

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import process from "node:process";
+import { isAlive } from "../_processes.ts";
 import { listNamespaces, parseNamespaceName, removeNamespace } from "./netns_names.ts";
 
 /**
@@ -33,20 +33,4 @@ export async function cleanStaleNetworks(): Promise<string[]> {
     removed.push(name);
   }
   return removed;
-}
-
-/**
- * Whether a process with this pid exists. When it cannot be told (no
- * permission to ask), the answer is yes: a namespace in doubt is kept.
- *
- * Requires `--allow-run`.
- */
-export function isAlive(pid: number): boolean {
-  if (pid === Deno.pid) return true;
-  try {
-    process.kill(pid, 0); // signal 0: checks the pid, sends nothing
-    return true;
-  } catch (error) {
-    return (error as { code?: unknown }).code !== "ESRCH";
-  }
 }

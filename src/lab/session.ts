@@ -20,7 +20,7 @@ import {
 import { parseRate } from "./link_rate.ts";
 import { type LabMode, LabNetwork, type LabSide } from "./netns.ts";
 import { exitOnSignal } from "./netns_signal.ts";
-import { isAlive } from "./netns_stale.ts";
+import { isAlive } from "../_processes.ts";
 import { errorMessage } from "../_errors.ts";
 
 /** Options of {@linkcode LabSession.open}. */

@@ -14,9 +14,9 @@ import type { Heartbeat } from "../qemu/heartbeat.ts";
 import type { DestinationState } from "../qemu/destination.ts";
 import { QmpClient } from "../qemu/qmp.ts";
 import { findQemus } from "../qemu/discover.ts";
+import { killAndWait } from "../_processes.ts";
 import { AgentGang, type GangDestination, RESUMED_MARK } from "./agent_gang.ts";
 import { FileStore } from "./agent_files.ts";
-import { delay } from "../_delay.ts";
 
 /** How a target agent runs. */
 export interface AgentOptions {
@@ -250,7 +250,7 @@ export class AgentHost {
       // Found by its command line, not by QMP: a busy QMP socket must not make it look gone.
       const qmpPath = join(runDir, `${name}.qmp`);
       const leftover = usable.find((q) => q.commandLine.instance.qmpPath === qmpPath);
-      if (leftover) await killAndWait(leftover.pid);
+      if (leftover) await killAndWait([leftover.pid]);
       await Deno.remove(join(this.options.dir, name)).catch(() => {});
       await Deno.remove(runDir, { recursive: true }).catch(() => {});
       removed.push(name);
@@ -284,20 +284,5 @@ async function exists(path: string): Promise<boolean> {
     return true;
   } catch {
     return false;
-  }
-}
-
-/** SIGKILLs a process and waits until it is gone (5 s at most). */
-async function killAndWait(pid: number): Promise<void> {
-  try {
-    Deno.kill(pid, "SIGKILL");
-  } catch {
-    return; // gone already
-  }
-  const deadline = performance.now() + 5_000;
-  while (performance.now() < deadline && await exists(`/proc/${pid}/cmdline`)) {
-    const cmdline = await Deno.readTextFile(`/proc/${pid}/cmdline`).catch(() => "");
-    if (cmdline === "") return; // a zombie: it has exited
-    await delay(20);
   }
 }

@@ -1,0 +1,76 @@
+/**
+ * Ending processes and telling whether they still run: shared by the lab
+ * (a run's processes) and the target agent (a dead agent's leftover
+ * destinations). Internal to src.
+ *
+ * @module
+ */
+import process from "node:process";
+import { delay } from "./_delay.ts";
+
+/**
+ * Whether a process with this pid exists. When it cannot be told (no
+ * permission to ask), the answer is yes: a process in doubt is kept.
+ */
+export function isAlive(pid: number): boolean {
+  if (pid === Deno.pid) return true;
+  try {
+    process.kill(pid, 0); // signal 0: checks the pid, sends nothing
+    return true;
+  } catch (error) {
+    return (error as { code?: unknown }).code !== "ESRCH";
+  }
+}
+
+/**
+ * Alive and not a zombie waiting for its parent (ps says state Z).
+ *
+ * Requires `--allow-run` (ps).
+ */
+export function isRunning(pid: number): boolean {
+  if (!isAlive(pid)) return false;
+  try {
+    const { success, stdout } = new Deno.Command("ps", {
+      args: ["-o", "stat=", "-p", String(pid)],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "null",
+    }).outputSync();
+    const state = new TextDecoder().decode(stdout).trim();
+    return success && state !== "" && !state.startsWith("Z");
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Sends SIGKILL, ignoring a process that is already gone.
+ *
+ * Requires `--allow-run`.
+ */
+export function killQuietly(pid: number): void {
+  try {
+    Deno.kill(pid, "SIGKILL");
+  } catch {
+    // already gone
+  }
+}
+
+/**
+ * Kills processes at once (SIGKILL) and waits until they are gone, at most
+ * `timeoutMs`.
+ *
+ * Requires `--allow-run` (sends signals, runs ps).
+ *
+ * @returns the pids still alive after the wait
+ */
+export async function killAndWait(pids: readonly number[], timeoutMs = 5_000): Promise<number[]> {
+  for (const pid of pids) killQuietly(pid);
+  const deadline = performance.now() + timeoutMs;
+  let alive = pids.filter(isRunning);
+  while (alive.length > 0 && performance.now() < deadline) {
+    await delay(50);
+    alive = alive.filter(isRunning);
+  }
+  return alive;
+}
