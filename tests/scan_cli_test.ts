@@ -10,7 +10,7 @@ Deno.test("scan --json prints exactly one JSON object with the documented fields
     const { code, stdout, stderr } = await runCli("scan", ["--json", a, b]);
     assertEquals(code, 0, stderr);
     const report = JSON.parse(stdout);
-    assertEquals(Object.keys(report), ["pageSize", "guests", "totals", "seconds"]);
+    assertEquals(Object.keys(report), ["pageSize", "guests", "totals", "seconds", "threads"]);
     assertEquals(report.pageSize, 4096);
     assertEquals(report.guests, [
       { path: a, pages: 4, zero: 1, unique: 2, duplicate: 1 },
@@ -27,13 +27,15 @@ Deno.test("scan --json prints exactly one JSON object with the documented fields
       uniqueBytes: 3 * PAGE_SIZE,
     });
     assert(typeof report.seconds === "number" && report.seconds >= 0);
+    assert(Number.isInteger(report.threads) && report.threads >= 1, String(report.threads));
   } finally {
     await removeFiles(a, b);
   }
 });
 
-Deno.test("scan --threads 2 counts exactly what one thread counts", async () => {
-  // 4096 pages a guest: enough for the page work to be split among threads.
+Deno.test("scan --threads 2 and auto count exactly what one thread counts", async () => {
+  // 4096 pages a guest: enough for the page work to be split among threads;
+  // one chunk a guest, so auto runs the first on one thread and the second on all.
   const paths = [0, 1].map((g) =>
     makeRamFile(
       shmPath(`threads${g}`),
@@ -59,6 +61,7 @@ Deno.test("scan --threads 2 counts exactly what one thread counts", async () => 
     const one = await counts("1");
     assert(one.totals.duplicateAcross > 0 && one.totals.zero > 0, JSON.stringify(one.totals));
     assertEquals(await counts("2"), one);
+    assertEquals(await counts("auto"), one);
   } finally {
     await removeFiles(...paths);
   }

@@ -1,12 +1,14 @@
 /**
- * `deno task scan -- [--json] [--threads N] FILE...`: the preparation phase
+ * `deno task scan -- [--json] [--threads N|auto] FILE...`: the preparation phase
  * on RAM files.
  *
  * Scans each file as one guest of a gang and reports how many pages are
  * zero, unique or duplicates (within a guest or across guests): what gang
  * migration would send in full and what as a short reference. The page
- * work (zero checks, hashes) runs on `--threads` threads, by default one
- * per core (at most 8).
+ * work (zero checks, hashes) runs on `--threads` threads; by default
+ * (`auto`) on one thread or on every core (at most 8), whichever the scan
+ * measures faster as it goes: on a host whose guests keep the cores busy,
+ * more threads can be slower.
  *
  * Requires `--allow-read` (the files), `--allow-ffi` and
  * `--allow-env=GANGWAY_LIB`. Run by URL, with no library built yet, the
@@ -22,7 +24,7 @@ import { progressLine } from "./_progress.ts";
 import { parseCount } from "./_units.ts";
 import { basename } from "node:path";
 
-const USAGE = "usage: deno task scan -- [--json] [--threads N] FILE...";
+const USAGE = "usage: deno task scan -- [--json] [--threads N|auto] FILE...";
 
 /** The JSON document of `scan --json` (field for field). */
 export function scanJson(report: ScanReport) {
@@ -37,6 +39,7 @@ export function scanJson(report: ScanReport) {
     })),
     totals: report.totals,
     seconds: report.seconds,
+    threads: report.threads,
   };
 }
 
@@ -84,7 +87,8 @@ export function scanTable(report: ScanReport): string {
     `Gang dedup sends ${percent(nonZero - t.unique, nonZero)} less page data than sending every ` +
       `non-zero page (${percent(t.duplicateAcross, nonZero)} from pages shared across guests).`,
     `Scanned in ${report.seconds.toFixed(2)} s ` +
-      `(${(t.bytes / report.seconds / 1e9).toFixed(2)} GB/s of guest RAM).`,
+      `(${(t.bytes / report.seconds / 1e9).toFixed(2)} GB/s of guest RAM, ` +
+      `${report.threads === 1 ? "one thread" : `${report.threads} threads`}).`,
   );
   return lines.join("\n");
 }
@@ -95,9 +99,9 @@ function main(args: string[]): void {
     threads: { type: "string" },
   });
   if (positionals.length === 0) throw new UsageError("no RAM files given");
-  const threads = values.threads
-    ? parseCount(values.threads, "--threads")
-    : Math.min(navigator.hardwareConcurrency, 8);
+  const threads = values.threads === undefined || values.threads === "auto"
+    ? "auto"
+    : parseCount(values.threads, "--threads");
   using gang = Gang.open(positionals.map((path) => ({ name: path, path })));
   const progress = progressLine("scanning");
   const report = scanGang(gang, {

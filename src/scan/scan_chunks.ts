@@ -6,6 +6,7 @@
  */
 import { type ScanBuffers, scanBuffers, type ScanOptions } from "../native/content_index.ts";
 import type { Gang } from "./gang.ts";
+import type { ThreadChoice } from "./thread_choice.ts";
 
 /**
  * Pages per C call: 1 MiB of RAM. Large enough that the FFI crossing and
@@ -40,8 +41,12 @@ export interface ScanChunksOptions {
   out?: ScanBuffers;
   /** Which pages' bytes the buffer gets (see ContentIndex.scan). Default "changed". */
   bytes?: ScanOptions["bytes"];
-  /** Threads for the page work (see ContentIndex.scan). Default 1. */
-  threads?: number;
+  /**
+   * Threads for the page work (see ContentIndex.scan), or a
+   * {@linkcode ThreadChoice} that picks them chunk by chunk from the
+   * measured speed. Default 1.
+   */
+  threads?: number | ThreadChoice;
 }
 
 /**
@@ -57,16 +62,23 @@ export function* scanChunks(
 ): Generator<ScannedChunk> {
   const out = options.out ?? scanBuffers(CHUNK_PAGES);
   const pages = gang.guests[guest]!.ram.pages;
-  const chunk = out.kinds.length;
-  for (let first = 0; first < pages; first += chunk) {
-    const count = Math.min(chunk, pages - first);
+  const choice = typeof options.threads === "object" ? options.threads : undefined;
+  for (let first = 0, count = 0; first < pages; first += count) {
+    const threads = choice ? choice.next() : (options.threads as number | undefined) ?? 1;
+    // A chosen single thread gets the chunk that suits one thread best.
+    const chunk = choice && threads === 1
+      ? Math.min(CHUNK_PAGES, out.kinds.length)
+      : out.kinds.length;
+    count = Math.min(chunk, pages - first);
     const mask = options.mask?.subarray(first, first + count);
     if (mask && !mask.includes(1)) continue;
+    const started = performance.now();
     const examined = gang.index.scan(guest, first, count, out, {
       mask,
       bytes: options.bytes,
-      threads: options.threads,
+      threads,
     });
+    choice?.record(threads, examined, performance.now() - started);
     yield { first, count, examined };
   }
 }

@@ -8,6 +8,7 @@ import { PageKind, scanBuffers, ScanStat } from "../native/content_index.ts";
 import { PAGE_SIZE } from "../native/ram_file.ts";
 import type { Gang } from "./gang.ts";
 import { CHUNK_PAGES, PARALLEL_CHUNK_PAGES, scanChunks } from "./scan_chunks.ts";
+import { ThreadChoice } from "./thread_choice.ts";
 import { delay } from "../_delay.ts";
 
 /** Page counts of a scan, for one guest or the whole gang. */
@@ -51,6 +52,8 @@ export interface ScanReport {
   seconds: number;
   /** Bytes of the content index at the end (without per-page state). */
   indexBytes: number;
+  /** Threads of the page work (with `"auto"`: the count measured faster at the end). */
+  threads: number;
 }
 
 /** Options of {@linkcode scanGang}. */
@@ -59,10 +62,12 @@ export interface ScanGangOptions {
   onProgress?: (done: number, total: number) => void;
   /**
    * Threads for the page work: zero checks and hashes (see
-   * ContentIndex.scan). Default 1: the guests being scanned run meanwhile,
-   * and other threads would take their cores.
+   * ContentIndex.scan), or `"auto"`: one or up to 8 (the cores), whichever
+   * is measured faster while the scan runs (see {@linkcode ThreadChoice}).
+   * Default 1: the guests being scanned run meanwhile, and other threads
+   * would take their cores.
    */
-  threads?: number;
+  threads?: number | "auto";
 }
 
 /**
@@ -88,6 +93,9 @@ export function scanGang(gang: Gang, options: ScanGangOptions = {}): ScanReport 
     if (step.done) return step.value;
   }
 }
+
+/** The most threads `"auto"` uses: beyond 8 the scan is bound by memory, not by cores. */
+const MOST_THREADS = 8;
 
 /** Work between two breaks of {@linkcode scanGangInTurns}: short enough for a TLS handshake. */
 const TURN_MS = 20;
@@ -118,8 +126,10 @@ export async function scanGangInTurns(
 /** The scan, a chunk a step; its return value is the report. */
 function* scanSteps(gang: Gang, options: ScanGangOptions): Generator<void, ScanReport> {
   const started = performance.now();
-  const threads = options.threads ?? 1;
-  const out = scanBuffers(threads > 1 ? PARALLEL_CHUNK_PAGES : CHUNK_PAGES);
+  const threads = options.threads === "auto"
+    ? new ThreadChoice(Math.min(navigator.hardwareConcurrency, MOST_THREADS))
+    : options.threads ?? 1;
+  const out = scanBuffers(threads === 1 ? CHUNK_PAGES : PARALLEL_CHUNK_PAGES);
   const total = gang.pages;
   let done = 0;
   const guests: GuestScanReport[] = [];
@@ -163,6 +173,7 @@ function* scanSteps(gang: Gang, options: ScanGangOptions): Generator<void, ScanR
     },
     seconds: (performance.now() - started) / 1000,
     indexBytes: gang.index.memoryBytes,
+    threads: typeof threads === "number" ? threads : threads.preferred,
   };
 }
 
