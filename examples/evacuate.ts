@@ -4,8 +4,8 @@
  * once for the whole gang.
  *
  *   deno run -A examples/evacuate.ts --target HOST:PORT (--ca FILE --token-file FILE | --insecure)
- *     [--server-name NAME] [--max-bandwidth BYTES_PER_S] [--dry-run] [--json]
- *     (--all | QMP_SOCKET...)
+ *     [--server-name NAME] [--max-bandwidth BYTES_PER_S] [--keep-priority] [--dry-run]
+ *     [--json] (--all | QMP_SOCKET...)
  *
  * The guests are named by their QMP sockets, or `--all` takes every QEMU
  * of this host that gangway can migrate (started by gangway, or by hand
@@ -13,7 +13,10 @@
  * host runs `deno task agent` (docs/agent.md); the guests keep running
  * there after this script exits. `--dry-run` prints the plan and changes
  * nothing. Progress goes to stderr; with `--json` the report goes to
- * stdout. Exit status 0 only when every guest runs at the target.
+ * stdout. Exit status 0 only when every guest runs at the target. As root
+ * it raises its own CPU priority to the weight of one thread per guest
+ * (what QEMU's migration threads would have), so that a busy host does not
+ * starve it; `--keep-priority` leaves it as it is.
  *
  * Permissions: --allow-ffi (the page library), --allow-run (ps, cat),
  * --allow-net (QMP, the agent), --allow-read and --allow-write (RAM
@@ -27,10 +30,11 @@ import { migrateQemuGang, SwitchOverError } from "../src/gang_migration.ts";
 import { findQemus, QemuGuest } from "../src/qemu/mod.ts";
 import { describeMachine, RemoteTarget } from "../src/target/mod.ts";
 import { readPemFile, readTokenFile } from "../src/transport/mod.ts";
+import { claimCpuShare } from "../src/cpu_share.ts";
 
 const USAGE = "usage: deno run -A examples/evacuate.ts --target HOST:PORT " +
   "(--ca FILE --token-file FILE | --insecure) [--server-name NAME] [--max-bandwidth B] " +
-  "[--dry-run] [--json] (--all | QMP_SOCKET...)";
+  "[--keep-priority] [--dry-run] [--json] (--all | QMP_SOCKET...)";
 const say = (text: string) => console.error(`evacuate: ${text}`);
 const fail = (text: string, code = 1): never => {
   say(text);
@@ -47,6 +51,7 @@ const { values, positionals } = parseArgs({
     "server-name": { type: "string" },
     insecure: { type: "boolean" },
     "max-bandwidth": { type: "string" },
+    "keep-priority": { type: "boolean" },
     "dry-run": { type: "boolean" },
     json: { type: "boolean" },
     all: { type: "boolean" },
@@ -112,6 +117,10 @@ if (values["dry-run"]) {
 }
 
 // Step 3 -- scan, live rounds, pause, final round, verify, switch over.
+if (!values["keep-priority"]) {
+  const { nice, raised } = claimCpuShare(sources.length);
+  if (raised) say(`CPU priority nice ${nice}: the weight of one migration thread per guest`);
+}
 say(
   `evacuating ${sources.length} guests to ${values.target}: ${
     sources.map((g) => g.name).join(", ")

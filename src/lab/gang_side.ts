@@ -27,6 +27,7 @@ import type { CompressionMode } from "../transfer/compression_policy.ts";
 import type { GangwayBreakdown } from "./measurement.ts";
 import { exitOnSignal } from "./netns_signal.ts";
 import { errorMessage } from "../_errors.ts";
+import { claimCpuShare } from "../cpu_share.ts";
 
 /** What the gang runner prints on stdout when the gang runs at the target. */
 export interface GangSideResult {
@@ -143,6 +144,11 @@ if (import.meta.main) {
     const [hostname, port] = (values.target ?? "").split(":");
     if (!hostname || !port || positionals.length === 0) {
       throw new Error("Cannot run the gang side: --target HOST:PORT and QMP sockets are needed");
+    }
+    // The CPU weight QEMU's one migration thread per guest would have (see cpu_share.ts).
+    const { nice, raised } = claimCpuShare(positionals.length);
+    if (raised) {
+      console.error(`gangway: CPU priority nice ${nice}, the weight of a thread per guest`);
     }
     const result = await runGangSide({
       sockets: positionals,

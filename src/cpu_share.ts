@@ -1,0 +1,51 @@
+/**
+ * The CPU share of a migration that does in one process what QEMU does in
+ * one migration thread per guest.
+ *
+ * On a host whose cores are busy with the gang's own vCPUs, the scheduler
+ * shares the CPU out per thread: QEMU's migration of N guests runs N
+ * migration threads, gangway's one sender thread, which then gets a
+ * twenty-fifth of the CPU among 24 guests (at the paper's 24 guests its
+ * first round crawled while QEMU's kept up). Raising the sender's priority
+ * by the gang's size gives it the weight of N ordinary threads: the share
+ * QEMU would have, no more.
+ *
+ * @module
+ */
+import { getPriority, setPriority } from "node:os";
+
+/** Ratio of CPU weights between two neighbouring nice values (the kernel's sched_prio_to_weight). */
+const WEIGHT_STEP = 1.25;
+
+/** The most this raises the priority: the guests must keep some CPU. */
+const MOST_RAISE = 15;
+
+/**
+ * The nice value whose CPU weight is that of `threads` ordinary threads:
+ * 0 for one, -3 for 2, -6 for 4, -14 for 24, never below -15.
+ */
+export function niceForThreads(threads: number): number {
+  if (!(threads >= 1)) throw new RangeError(`Cannot weigh ${threads} threads: need at least 1`);
+  const raise = Math.round(Math.log(threads) / Math.log(WEIGHT_STEP));
+  return 0 - Math.min(raise, MOST_RAISE); // 0 - 0 is 0, not -0
+}
+
+/**
+ * Gives the calling thread (Deno's main thread: the page work, and the C
+ * library's threads started from it later) the CPU weight of `threads`
+ * ordinary threads, if it may (root, or CAP_SYS_NICE) and has less.
+ *
+ * @returns the nice value now, and whether it was raised
+ */
+export function claimCpuShare(threads: number): { nice: number; raised: boolean } {
+  const wanted = niceForThreads(threads);
+  const now = getPriority();
+  if (now <= wanted) return { nice: now, raised: false };
+  try {
+    setPriority(wanted);
+    return { nice: getPriority(), raised: true };
+  } catch {
+    // Not allowed (not root): the migration runs as it is, only slower on a busy host.
+    return { nice: now, raised: false };
+  }
+}

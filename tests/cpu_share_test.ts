@@ -1,0 +1,30 @@
+import { assertEquals, assertThrows } from "./_assert.ts";
+import { niceForThreads } from "../src/cpu_share.ts";
+
+Deno.test("niceForThreads gives the weight of N ordinary threads, within bounds", () => {
+  // The kernel's weights: nice 0 = 1024, -3 = 1991 (~2x), -6 = 3906 (~4x), -14 = 23254 (~23x).
+  assertEquals([1, 2, 4, 8, 24].map(niceForThreads), [0, -3, -6, -9, -14]);
+  assertEquals(niceForThreads(1000), -15);
+  assertThrows(() => niceForThreads(0), RangeError, "need at least 1");
+});
+
+Deno.test("claimCpuShare raises the priority of a process by the gang's size", async () => {
+  // In a child process, so the test runner keeps its own priority.
+  const code = `
+    import { claimCpuShare } from ${
+    JSON.stringify(new URL("../src/cpu_share.ts", import.meta.url).href)
+  };
+    console.log(JSON.stringify([claimCpuShare(4), claimCpuShare(2)]));`;
+  const { stdout, success } = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", code],
+  }).output();
+  assertEquals(success, true);
+  const [first, second] = JSON.parse(new TextDecoder().decode(stdout));
+  if (Deno.uid() === 0) {
+    assertEquals(first, { nice: -6, raised: true });
+    // Never lowered again by a smaller claim.
+    assertEquals(second, { nice: -6, raised: false });
+  } else {
+    assertEquals(first.raised, false);
+  }
+});
