@@ -177,7 +177,7 @@ export function parseLabArgs(args: string[]): LabCommand {
     compare: values.compare ? compared(values.compare) : [...DEFAULT_LAB_CONFIG.compare],
     insecure: values.insecure ?? false,
     gangwayCompression: compression(values["gangway-compression"] ?? "auto"),
-    storage: diskStorage(values.storage ?? "shared"),
+    storage: diskStorage(values.storage ?? DEFAULT_LAB_CONFIG.storage ?? "shared"),
     baselineRam,
     accelerator,
     ...(qemuBinary !== undefined ? { qemuBinary } : {}),

@@ -98,6 +98,7 @@ export const DEFAULT_LAB_CONFIG: Readonly<LabConfig> = {
   insecure: false,
   gangwayCompression: "auto",
   baselineRam: "anonymous",
+  storage: "shared",
   accelerator: "tcg",
 };
 
