@@ -3,13 +3,14 @@
  *
  *   1. find each source guest's RAM file (QMP);
  *   2. start a destination for each at the target, waiting for its device state;
+ *      disks without shared storage: each guest's overlay mirrored to its
+ *      destination until the mirror has caught up (as libvirt does, before
+ *      the RAM moves), then kept in step with every write;
  *   3. preparation scan of the whole gang's RAM, while the guests run;
  *   4. live pre-copy rounds to the target's receiver, which writes into the
  *      destinations' RAM files; each distinct page content crosses once;
- *      disks without shared storage are mirrored meanwhile;
- *   5. pause every guest (once the disk mirrors have caught up), final
- *      round, verification of every guest's RAM digest, the disk copies
- *      completed;
+ *   5. pause every guest, final round, verification of every guest's RAM
+ *      digest, the disk copies completed;
  *   6. switch-over: QEMU moves only device state, each destination is
  *      checked and started, each source quits and its RAM file is removed.
  *
@@ -166,6 +167,11 @@ export async function migrateQemuGang(
   try {
     destinations = await target.prepareDestinations(sources);
     disks = await GangDiskCopy.start(pairs(sources, destinations), options.diskCopy);
+    if (disks.copying) {
+      // Before the RAM moves: a RAM connection must not sit idle while a large disk catches up.
+      step("Copying the disks");
+      await disks.waitReady();
+    }
 
     step("Scanning and sending the gang's RAM");
     timeline.transfer = since(performance.now());
@@ -178,7 +184,7 @@ export async function migrateQemuGang(
       token: target.token,
       ...options,
       pause: async () => {
-        if (disks?.copying) step("Waiting for the disk copies to catch up");
+        // A mirror that failed during the rounds stops the gang here, before any guest pauses.
         await disks?.waitReady();
         step("Pausing the gang for the final round");
         timeline.paused = since(performance.now());

@@ -1,9 +1,9 @@
 /**
  * A gang's disks copied without shared storage: each source guest's
- * overlay mirrored into its destination's while the RAM moves (see
- * src/qemu/block_mirror.ts). The mirrors must have caught up before the
- * gang pauses, are completed with the gang paused, and the destinations'
- * exports end before any device state moves. A gang on shared storage
+ * overlay mirrored into its destination's (see src/qemu/block_mirror.ts).
+ * The mirrors catch up before the RAM moves and stay in step while it
+ * does, are completed with the gang paused, and the destinations' exports
+ * end before any device state moves. A gang on shared storage
  * has nothing to copy: every step is then a no-op.
  *
  * @module
@@ -65,7 +65,8 @@ export class GangDiskCopy {
   }
 
   /**
-   * Waits until every mirror has caught up: call it just before the gang pauses.
+   * Waits until every mirror has caught up (at once when they have: a
+   * ready mirror stays so until it fails).
    *
    * @throws Error when a mirror failed or does not catch up in time
    */

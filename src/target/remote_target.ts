@@ -97,14 +97,15 @@ export class RemoteTarget implements MigrationTarget, AsyncDisposable {
       sources.map((s) => describeMachine(s.name, s.machine, { copyDisks })),
     );
     const paths = filePaths(sources, guests);
-    let answer = await this.agent.request("prepare", { guests }, 120_000);
+    const timeoutMs = prepareTimeoutMs(guests);
+    let answer = await this.agent.request("prepare", { guests }, timeoutMs);
     if (Array.isArray(answer.missing)) {
       for (const ref of answer.missing as FileRef[]) {
         const path = paths.get(ref.sha256);
         if (!path) throw new Error(`The target agent asked for a file no guest uses (${ref.name})`);
         await this.agent.sendFile(ref, path);
       }
-      answer = await this.agent.request("prepare", { guests }, 120_000);
+      answer = await this.agent.request("prepare", { guests }, timeoutMs);
     }
     if (typeof answer.key !== "string") {
       throw new Error("Cannot prepare the destinations: the target agent still lacks files");
@@ -248,6 +249,22 @@ class RemoteDestination implements Destination {
   ): Promise<Record<string, unknown>> {
     return this.#target.agent.request(op, { guest: this.name, ...fields }, timeoutMs);
   }
+}
+
+/**
+ * How long the agent may take to prepare: two minutes, and more for the
+ * base images of copied disks, which it reads whole to hash them (30 s a
+ * GB: a file read from a slow disk on a busy host).
+ */
+function prepareTimeoutMs(descriptions: readonly MachineDescription[]): number {
+  const bases = new Map<string, number>();
+  for (const description of descriptions) {
+    for (const disk of description.disks ?? []) {
+      if (isCopied(disk)) bases.set(disk.base.sha256, disk.base.size);
+    }
+  }
+  const bytes = [...bases.values()].reduce((sum, size) => sum + size, 0);
+  return 120_000 + Math.ceil(bytes / 1e9) * 30_000;
 }
 
 /** Each file a description names, by hash: the source's own path of it. */
