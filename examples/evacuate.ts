@@ -4,14 +4,17 @@
  * once for the whole gang.
  *
  *   deno run -A examples/evacuate.ts --target HOST:PORT (--ca FILE --token-file FILE | --insecure)
- *     [--server-name NAME] [--max-bandwidth BYTES_PER_S] [--keep-priority] [--dry-run]
- *     [--json] (--all | QMP_SOCKET...)
+ *     [--server-name NAME] [--max-bandwidth BYTES_PER_S] [--copy-storage] [--keep-priority]
+ *     [--dry-run] [--json] (--all | QMP_SOCKET...)
  *
  * The guests are named by their QMP sockets, or `--all` takes every QEMU
  * of this host that gangway can migrate (started by gangway, or by hand
  * after docs/qemu.md); with neither, it lists them and exits 2. The target
  * host runs `deno task agent` (docs/agent.md); the guests keep running
- * there after this script exits. `--dry-run` prints the plan and changes
+ * there after this script exits. Disks are on storage both hosts see,
+ * unless `--copy-storage`: then the agent makes each disk afresh over the
+ * same base image (found by hash, or sent once) and each guest's overlay is
+ * mirrored into it while the RAM moves (docs/agent.md). `--dry-run` prints the plan and changes
  * nothing. Progress goes to stderr; with `--json` the report goes to
  * stdout. Exit status 0 only when every guest runs at the target. As root
  * it raises its own CPU priority to the weight of one thread per guest
@@ -28,13 +31,13 @@
 import { parseArgs } from "node:util";
 import { migrateQemuGang, SwitchOverError } from "../src/gang_migration.ts";
 import { findQemus, QemuGuest } from "../src/qemu/mod.ts";
-import { describeMachine, RemoteTarget } from "../src/target/mod.ts";
+import { describeMachine, isCopied, RemoteTarget } from "../src/target/mod.ts";
 import { readPemFile, readTokenFile } from "../src/transport/mod.ts";
 import { claimCpuShare } from "../src/cpu_share.ts";
 
 const USAGE = "usage: deno run -A examples/evacuate.ts --target HOST:PORT " +
   "(--ca FILE --token-file FILE | --insecure) [--server-name NAME] [--max-bandwidth B] " +
-  "[--keep-priority] [--dry-run] [--json] (--all | QMP_SOCKET...)";
+  "[--copy-storage] [--keep-priority] [--dry-run] [--json] (--all | QMP_SOCKET...)";
 const say = (text: string) => console.error(`evacuate: ${text}`);
 const fail = (text: string, code = 1): never => {
   say(text);
@@ -51,6 +54,7 @@ const { values, positionals } = parseArgs({
     "server-name": { type: "string" },
     insecure: { type: "boolean" },
     "max-bandwidth": { type: "string" },
+    "copy-storage": { type: "boolean" },
     "keep-priority": { type: "boolean" },
     "dry-run": { type: "boolean" },
     json: { type: "boolean" },
@@ -96,6 +100,7 @@ const target = await RemoteTarget.connect({ hostname, port }, {
     token: values["token-file"] ? await readTokenFile(values["token-file"]) : undefined,
   }),
   serverName: values["server-name"],
+  copyDisks: values["copy-storage"],
 }).catch(async (error) => {
   await detachAll();
   return fail(error instanceof Error ? error.message : String(error));
@@ -104,10 +109,16 @@ const target = await RemoteTarget.connect({ hostname, port }, {
 if (values["dry-run"]) {
   say(`would move ${sources.length} guests to ${values.target}; the agent would start:`);
   for (const source of sources) {
-    const d = await describeMachine(source.name, source.machine);
+    const d = await describeMachine(source.name, source.machine, {
+      copyDisks: values["copy-storage"],
+    });
+    const disks = (d.disks ?? []).map((disk) =>
+      isCopied(disk) ? `a copy over ${disk.base.name}` : `shared ${disk.path}`
+    );
     say(
       `  ${d.name}: ${d.memoryMiB} MiB, ${d.cpus} vCPU, ${d.accelerator}` +
         (d.kernel ? `, kernel ${d.kernel.name}, initrd ${d.initrd!.name}` : "") +
+        (disks.length > 0 ? `, disks: ${disks.join(", ")}` : "") +
         `, "${d.kernelArgs.join(" ")}"`,
     );
   }

@@ -3,10 +3,14 @@
  *
  *   1. find each source guest's RAM file (QMP);
  *   2. start a destination for each at the target, waiting for its device state;
+ *      disks without shared storage: each guest's overlay mirrored to its
+ *      destination until the mirror has caught up (as libvirt does, before
+ *      the RAM moves), then kept in step with every write;
  *   3. preparation scan of the whole gang's RAM, while the guests run;
  *   4. live pre-copy rounds to the target's receiver, which writes into the
  *      destinations' RAM files; each distinct page content crosses once;
- *   5. pause every guest, final round, verification of every guest's RAM digest;
+ *   5. pause every guest, final round, verification of every guest's RAM
+ *      digest, the disk copies completed;
  *   6. switch-over: QEMU moves only device state, each destination is
  *      checked and started, each source quits and its RAM file is removed.
  *
@@ -39,6 +43,7 @@ import {
   type SwitchOverPair,
   type SwitchOverResult,
 } from "./switchover/switch_over.ts";
+import { type DiskCopyOptions, GangDiskCopy } from "./switchover/disk_copy.ts";
 
 /**
  * Where a gang goes: what the migration needs of a target host (see
@@ -72,6 +77,8 @@ export interface QemuGangOptions extends Omit<TransferGangOptions, "pause" | "re
   onStep?: (step: string) => void;
   /** Time allowed for each QEMU step of the switch-over. Default 30 s. */
   switchOverTimeoutMs?: number;
+  /** Limits of the disk copies (destinations without shared storage). */
+  diskCopy?: DiskCopyOptions;
 }
 
 /** What happened to one guest. */
@@ -152,12 +159,19 @@ export async function migrateQemuGang(
   let destinations: Destination[] = [];
   let transfer: MigrationReport;
   let paused = false;
+  let disks: GangDiskCopy | undefined;
   const resumeAll = async () => {
     await Promise.all(sources.map((s) => s.resume()));
     paused = false;
   };
   try {
     destinations = await target.prepareDestinations(sources);
+    disks = await GangDiskCopy.start(pairs(sources, destinations), options.diskCopy);
+    if (disks.copying) {
+      // Before the RAM moves: a RAM connection must not sit idle while a large disk catches up.
+      step("Copying the disks");
+      await disks.waitReady();
+    }
 
     step("Scanning and sending the gang's RAM");
     timeline.transfer = since(performance.now());
@@ -170,6 +184,8 @@ export async function migrateQemuGang(
       token: target.token,
       ...options,
       pause: async () => {
+        // A mirror that failed during the rounds stops the gang here, before any guest pauses.
+        await disks?.waitReady();
         step("Pausing the gang for the final round");
         timeline.paused = since(performance.now());
         await Promise.all(sources.map((s) => s.pause()));
@@ -177,9 +193,12 @@ export async function migrateQemuGang(
       },
       resume: resumeAll,
     });
+    if (disks.copying) step("Completing the disk copies");
+    await disks.complete();
     await options.beforeSwitchOver?.(pairs(sources, destinations));
     await checkDestinationsReady(destinations);
   } catch (error) {
+    await disks?.abort();
     if (paused) await resumeAll().catch(() => {});
     await target.discard(destinations).catch(() => {});
     throw error;

@@ -305,3 +305,31 @@ Deno.test("a RAM connection of a gang that was abandoned meanwhile is refused an
     await Deno.remove(images, { recursive: true });
   }
 });
+
+Deno.test("a disk-copy connection needs the gang's key and a disk its guest copies", async () => {
+  const images = await imagesDir();
+  await using agent = await AgentProcess.start({ insecure: true, imagesDir: images });
+  try {
+    const name = uniqueName("rt-nbd");
+    await using target = await agent.connect();
+    // A guest on shared storage (no disk at all): nothing of it is exported.
+    await target.prepareDestinations([await sourceLike(name)]);
+    const key = target.token!;
+    // A wrong key; a disk it does not copy; a "disk" that is a path.
+    const refusals: [string, unknown, string][] = [
+      ["0".repeat(64), 0, "wrong or missing key"],
+      [key, 0, "has no copied disk 0"],
+      [key, "../../etc/passwd", "has no copied disk"],
+    ];
+    for (const [given, disk, message] of refusals) {
+      await assertRejects(
+        () => target.agent.openDiskCopy(given, name, disk as number),
+        Error,
+        message,
+      );
+    }
+    assertEquals(agent.server.events.filter((e) => e.event === "disk-copy"), []);
+  } finally {
+    await Deno.remove(images, { recursive: true });
+  }
+});

@@ -106,6 +106,7 @@ Deno.test("DEFAULT_LAB_CONFIG holds the defaults docs/lab.md documents", () => {
     insecure: false,
     gangwayCompression: "auto",
     baselineRam: "anonymous",
+    storage: "shared",
     accelerator: "tcg",
   });
 });
@@ -125,7 +126,7 @@ Deno.test("parseLabArgs() reads every flag, after the -- of deno task", () => {
     ...["--sweep-guests", "1,2, 4", "--sweep-memory", "256M,1G", "--out", "o", "--json", "j"],
     ...["--network", "loopback", "--insecure", "--gangway-compression", "none"],
     ...["--baseline-ram", "file", "--qemu-binary", "/opt/qemu-9.2/bin/qemu-system-x86_64"],
-    ...["--accel", "kvm"],
+    ...["--accel", "kvm", "--storage", "copy"],
   ]);
   assertEquals(command.config, {
     guests: 8,
@@ -138,6 +139,7 @@ Deno.test("parseLabArgs() reads every flag, after the -- of deno task", () => {
     insecure: true,
     gangwayCompression: "none",
     baselineRam: "file",
+    storage: "copy",
     accelerator: "kvm",
     qemuBinary: "/opt/qemu-9.2/bin/qemu-system-x86_64",
   });
@@ -166,6 +168,7 @@ Deno.test("parseLabArgs() refuses what it cannot run, as usage errors", () => {
   refuse(["--gangway-compression", "lz4"], "--gangway-compression must be auto, zstd or none");
   refuse(["--baseline-ram", "shm"], "--baseline-ram must be anonymous or file");
   refuse(["--accel", "hvf"], "--accel must be tcg or kvm");
+  refuse(["--storage", "nfs"], "--storage must be shared or copy");
   refuse(["--qemu-binary", "/opt/q/bin/qemu"], "a path to a qemu-system-* program");
   refuse(["--qemu-binary", "qemu-system-x86_64 -S"], "a path to a qemu-system-* program");
 });

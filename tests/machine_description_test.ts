@@ -1,10 +1,15 @@
+import { join } from "node:path";
 import { assertEquals, assertRejects, assertThrows } from "./_assert.ts";
 import {
   checkDescription,
   describeMachine,
   DescriptionError,
   type MachineDescription,
+  machineOf,
+  MAX_BASE_BYTES,
+  sha256Hex,
 } from "../src/target/machine_description.ts";
+import { FileStore } from "../src/target/agent_files.ts";
 import type { QemuMachine } from "../src/qemu/qemu_args.ts";
 
 const LIMITS = { maxMemoryMiB: 4096 };
@@ -64,16 +69,19 @@ Deno.test("checkDescription() refuses values a QEMU option or a path could be sm
   assertThrows(() => checkDescription(["vm1"], LIMITS), DescriptionError, "is not an object");
 });
 
+/** A source's machine without kernel or disks. */
+const PLAIN_MACHINE: QemuMachine = {
+  memoryMiB: 128,
+  backendId: "gangway-ram",
+  cpus: 1,
+  accelerator: "tcg",
+  kernelArgs: [],
+  extraArgs: [],
+  qemuBinary: "qemu-system-x86_64",
+};
+
 Deno.test("describeMachine() refuses a machine with QEMU arguments an agent does not start", async () => {
-  const machine: QemuMachine = {
-    memoryMiB: 128,
-    backendId: "gangway-ram",
-    cpus: 1,
-    accelerator: "tcg",
-    kernelArgs: [],
-    extraArgs: ["-device", "virtio-net"],
-    qemuBinary: "qemu-system-x86_64",
-  };
+  const machine: QemuMachine = { ...PLAIN_MACHINE, extraArgs: ["-device", "virtio-net"] };
   await assertRejects(
     () => describeMachine("vm1", machine),
     DescriptionError,
@@ -81,4 +89,97 @@ Deno.test("describeMachine() refuses a machine with QEMU arguments an agent does
   );
   const plain = await describeMachine("vm1", { ...machine, extraArgs: [] });
   assertEquals(checkDescription(plain, LIMITS), { ...plain });
+});
+
+Deno.test("checkDescription() takes a copied disk by its base's hash, and never a path", () => {
+  const copied = { copy: true as const, base: { ...FILE, name: "disk.raw" } };
+  const good = { ...GOOD, disks: [copied] };
+  // No shared storage at all: a copied disk needs none.
+  assertEquals(checkDescription(structuredClone(good), LIMITS), good);
+  const cases: [unknown, string][] = [
+    [
+      { ...GOOD, disks: [{ ...copied, path: "/run/x.qcow2" }] },
+      'field "disks[0].path" is not allowed',
+    ],
+    [{ ...GOOD, disks: [{ ...copied, format: "raw" }] }, 'field "disks[0].format" is not allowed'],
+    [{ ...GOOD, disks: [{ ...copied, copy: "yes" }] }, 'field "disks[0].copy" must be true'],
+    [{ ...GOOD, disks: [{ copy: true }] }, 'field "disks[0].base" must be an object'],
+    [
+      { ...GOOD, disks: [{ copy: true, base: "/root/.cache/disk.raw" }] },
+      'field "disks[0].base" must be an object',
+    ],
+    [
+      { ...GOOD, disks: [{ copy: true, base: { ...FILE, name: "../disk.raw" } }] },
+      'field "disks[0].base.name"',
+    ],
+    [
+      { ...GOOD, disks: [{ copy: true, base: { ...FILE, size: MAX_BASE_BYTES + 1 } }] },
+      'field "disks[0].base.size"',
+    ],
+  ];
+  for (const [description, message] of cases) {
+    const error = assertThrows(() => checkDescription(description, LIMITS), DescriptionError);
+    assertEquals(error.message.includes(message), true, `${message}: ${error.message}`);
+  }
+});
+
+Deno.test("machineOf() refuses a copied disk whose base is not found by its hash", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const base = new TextEncoder().encode("the base image");
+    const ref = { name: "disk.raw", sha256: sha256Hex(base), size: base.length };
+    // An image cache keeps each image in its own directory: a file of that name, other bytes.
+    await Deno.mkdir(join(dir, "images", "debian-1"), { recursive: true });
+    await Deno.writeTextFile(join(dir, "images", "debian-1", "disk.raw"), "the base imagE");
+    const store = new FileStore({ imagesDir: join(dir, "images"), cacheDir: join(dir, "cache") });
+    const description = checkDescription({ ...GOOD, disks: [{ copy: true, base: ref }] }, LIMITS);
+    const overlay = join(dir, "disks", "vm1", "disk0.qcow2");
+    const notFound = await store.find(ref);
+    assertEquals(notFound, undefined);
+    const error = assertThrows(
+      () => machineOf(description, { copiedDisks: { 0: { base: notFound, overlay } } }, "qemu"),
+      DescriptionError,
+    );
+    assertEquals(error.message.includes('field "disks[0].base"'), true, error.message);
+    // The same name with the right bytes, in another image's directory: found by its hash.
+    await Deno.mkdir(join(dir, "images", "debian-2"));
+    await Deno.writeFile(join(dir, "images", "debian-2", "disk.raw"), base);
+    const found = await store.find(ref);
+    assertEquals(found, join(dir, "images", "debian-2", "disk.raw"));
+    const machine = machineOf(
+      description,
+      { copiedDisks: { 0: { base: found, overlay } } },
+      "qemu",
+    );
+    assertEquals(machine.disks, [{ path: overlay, format: "qcow2", base: found }]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("describeMachine() describes a copied disk by its base's content, and only an overlay", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const base = join(dir, "disk.raw");
+    await Deno.writeTextFile(base, "the base image");
+    const machine: QemuMachine = {
+      ...PLAIN_MACHINE,
+      disks: [{ path: join(dir, "vm1.qcow2"), format: "qcow2", base }],
+    };
+    const described = await describeMachine("vm1", machine, { copyDisks: true });
+    assertEquals(described.disks, [{
+      copy: true,
+      base: { name: "disk.raw", sha256: sha256Hex(await Deno.readFile(base)), size: 14 },
+    }]);
+    await assertRejects(
+      () =>
+        describeMachine("vm1", { ...machine, disks: [{ path: base, format: "raw" }] }, {
+          copyDisks: true,
+        }),
+      DescriptionError,
+      "only a writable qcow2 overlay over a base image can",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

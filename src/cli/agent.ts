@@ -2,8 +2,8 @@
  * `deno task agent -- --listen HOST:PORT --dir DIR (--cert FILE --key FILE
  * --token-file FILE | --insecure [--token-file FILE]) [--images DIR]
  * [--run-dir DIR] [--max-guests N] [--max-memory SIZE] [--qemu-binary PATH]
- * [--accelerators tcg,kvm] [--shared-disks DIR,...] [--json] [--handshake-timeout SECONDS]
- * [--idle-timeout SECONDS]`
+ * [--accelerators tcg,kvm] [--shared-disks DIR,...] [--disk-dir DIR] [--json]
+ * [--handshake-timeout SECONDS] [--idle-timeout SECONDS]`
  *
  * The target agent: the long-lived server of a host that gangs are
  * evacuated to (docs/agent.md). It serves one gang at a time on its one
@@ -30,7 +30,8 @@ import { parseAddress, parseCount, parseSize } from "./_units.ts";
 const USAGE = "usage: deno task agent -- --listen HOST:PORT --dir DIR " +
   "(--cert FILE --key FILE --token-file FILE | --insecure [--token-file FILE]) " +
   "[--images DIR] [--run-dir DIR] [--max-guests N] [--max-memory SIZE] [--qemu-binary PATH] " +
-  "[--accelerators tcg,kvm] [--shared-disks DIR,...] [--json] [--handshake-timeout SECONDS] [--idle-timeout SECONDS]";
+  "[--accelerators tcg,kvm] [--shared-disks DIR,...] [--disk-dir DIR] [--json] " +
+  "[--handshake-timeout SECONDS] [--idle-timeout SECONDS]";
 
 /** Where the agent keeps its own files unless told otherwise. */
 const DEFAULT_RUN_DIR = "/run/gangway-agent";
@@ -55,6 +56,7 @@ async function main(args: string[]): Promise<void> {
     "qemu-binary": { type: "string" },
     accelerators: { type: "string" },
     "shared-disks": { type: "string" },
+    "disk-dir": { type: "string" },
     json: { type: "boolean" },
     "handshake-timeout": { type: "string" },
     "idle-timeout": { type: "string" },
@@ -92,6 +94,7 @@ async function main(args: string[]): Promise<void> {
     qemuBinary: values["qemu-binary"] ?? "qemu-system-x86_64",
     accelerators: values.accelerators?.split(","),
     sharedDisks: values["shared-disks"]?.split(","),
+    diskDir: values["disk-dir"],
     handshakeTimeoutMs: millis("handshake-timeout", 10_000),
     idleTimeoutMs: millis("idle-timeout", 60_000),
     signal: stop.signal,

@@ -3,7 +3,7 @@
  * [--image NAME[,NAME...]] [--workload idle|busy|pgbench|web] [--compare LIST] [--kernel-args "..."] [--json FILE]
  * [--out DIR] [--sweep-guests LIST] [--sweep-memory LIST] [--network MODE] [--insecure]
  * [--gangway-compression auto|zstd|none] [--baseline-ram anonymous|file] [--qemu-binary PATH]
- * [--accel tcg|kvm]`
+ * [--accel tcg|kvm] [--storage shared|copy]`
  *
  * The lab, gangway's main command: two hosts on this machine (network
  * namespaces joined by a shaped veth link), a gang of QEMU guests booted on
@@ -20,7 +20,9 @@
  * bottleneck), or always, or never (dedup alone) with --gangway-compression. Sweeps write JSON, SVG
  * figures and summary.md into --out. The QEMU methods' guests keep their
  * RAM in QEMU's default anonymous memory (--baseline-ram file: in shared
- * files, as gangway's). A run whose estimated memory does not fit is
+ * files, as gangway's). The Debian guests' disks are on storage both
+ * hosts see; with --storage copy, gangway copies each guest's overlay to
+ * host B instead (the QEMU methods still share it). A run whose estimated memory does not fit is
  * refused before anything boots. The exit status is 1 when gangway lost a
  * guest or could not verify its RAM; a guest a QEMU method lost is a
  * warning. Everything it starts is ended and removed at the end, after a
@@ -35,6 +37,7 @@
  */
 import {
   DEFAULT_LAB_CONFIG,
+  type DiskStorage,
   type LabConfig,
   type LabResult,
   refuseUnlessLabFits,
@@ -68,7 +71,7 @@ const USAGE = "usage: deno task lab -- [--guests N] [--memory SIZE] [--link RATE
   "[--compare qemu,qemu-zstd] [--kernel-args ARGS] " +
   "[--json FILE] [--out DIR] [--sweep-guests 1,2,4,8] [--sweep-memory 256M,512M,1G] " +
   "[--network auto|netns|loopback] [--insecure] [--gangway-compression auto|zstd|none] " +
-  "[--baseline-ram anonymous|file] [--qemu-binary PATH] [--accel tcg|kvm]";
+  "[--baseline-ram anonymous|file] [--qemu-binary PATH] [--accel tcg|kvm] [--storage shared|copy]";
 
 /** Longest wait for the signal handler to exit (its cleanups get at most 20 s). */
 const SIGNAL_EXIT_WAIT_MS = 25_000;
@@ -120,6 +123,7 @@ export function parseLabArgs(args: string[]): LabCommand {
     network: { type: "string" },
     insecure: { type: "boolean" },
     "gangway-compression": { type: "string" },
+    storage: { type: "string" },
     "baseline-ram": { type: "string" },
     "qemu-binary": { type: "string" },
     accel: { type: "string" },
@@ -173,6 +177,7 @@ export function parseLabArgs(args: string[]): LabCommand {
     compare: values.compare ? compared(values.compare) : [...DEFAULT_LAB_CONFIG.compare],
     insecure: values.insecure ?? false,
     gangwayCompression: compression(values["gangway-compression"] ?? "auto"),
+    storage: diskStorage(values.storage ?? DEFAULT_LAB_CONFIG.storage ?? "shared"),
     baselineRam,
     accelerator,
     ...(qemuBinary !== undefined ? { qemuBinary } : {}),
@@ -309,6 +314,13 @@ function compared(text: string): LabConfig["compare"] {
     return name;
   });
   return [...new Set(methods)];
+}
+
+function diskStorage(text: string): DiskStorage {
+  if (text !== "shared" && text !== "copy") {
+    throw new UsageError(`--storage must be shared or copy, got "${text}"`);
+  }
+  return text;
 }
 
 function workloadMode(text: string): WorkloadMode {

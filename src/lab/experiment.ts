@@ -8,7 +8,8 @@
  */
 import { basename } from "node:path";
 import { bootGang, closeGuests, gangImages, type GangSpec } from "./gang_spec.ts";
-import { runGangwayMethod } from "./gangway_method.ts";
+import { type DiskStorage, runGangwayMethod } from "./gangway_method.ts";
+export type { DiskStorage } from "./gangway_method.ts";
 import type { GuestRam, LabMethod, MethodResult, MigrationOutcome } from "./measurement.ts";
 import {
   availableMemory,
@@ -37,6 +38,11 @@ export interface LabConfig extends GangSpec {
   gangwayCompression?: CompressionMode;
   /** Where the compared QEMU methods' guests keep their RAM. Default "anonymous", QEMU's default. */
   baselineRam?: GuestRam;
+  /**
+   * Gangway's guests' disks: on storage both hosts see, or copied to host B
+   * while the RAM moves (the QEMU methods' disks stay shared). Default "shared".
+   */
+  storage?: DiskStorage;
 }
 
 /** Options of {@linkcode measureMethod}: how gangway runs, and the QEMU methods' RAM. */
@@ -52,6 +58,8 @@ export interface MeasureOptions {
    * "anonymous".
    */
   baselineRam?: GuestRam;
+  /** Gangway's disks: shared with host B, or copied to it. Default "shared". */
+  storage?: DiskStorage;
 }
 
 /** What one experiment measured. */
@@ -90,6 +98,7 @@ export const DEFAULT_LAB_CONFIG: Readonly<LabConfig> = {
   insecure: false,
   gangwayCompression: "auto",
   baselineRam: "anonymous",
+  storage: "shared",
   accelerator: "tcg",
 };
 
@@ -246,6 +255,7 @@ export async function runLab(session: LabSession, config: LabConfig): Promise<La
         insecure: config.insecure,
         compression: config.gangwayCompression,
         baselineRam: config.baselineRam,
+        storage: config.storage,
       }),
     );
   }
@@ -259,6 +269,7 @@ export async function runLab(session: LabSession, config: LabConfig): Promise<La
       insecure: config.insecure ?? false,
       gangwayCompression: config.gangwayCompression ?? "auto",
       baselineRam: config.baselineRam ?? "anonymous",
+      storage: config.storage ?? "shared",
     },
     link: session.link,
     network: { mode: net.mode, description: net.describe(), reason: net.reason },

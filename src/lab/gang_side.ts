@@ -9,7 +9,7 @@
  *
  *   deno run --allow-ffi --allow-read --allow-write --allow-net --allow-run --allow-env
  *     src/lab/gang_side.ts --target HOST:PORT (--ca FILE --token-file FILE | --insecure)
- *     [--max-bandwidth BYTES_PER_S] [--compression auto|zstd|none] QMP...
+ *     [--max-bandwidth BYTES_PER_S] [--compression auto|zstd|none] [--copy-storage] QMP...
  *
  * Progress goes to stderr, one line each; the result ({@linkcode GangSideResult})
  * to stdout as one JSON line.
@@ -56,6 +56,8 @@ export interface GangSideOptions {
   maxBandwidth?: number;
   /** Compression of page data: "auto" (the engine's default), "zstd" or "none". */
   compression?: CompressionMode;
+  /** Copy the guests' disks to the target (no shared storage). Default false. */
+  copyStorage?: boolean;
   /** Progress lines. */
   say: (line: string) => void;
 }
@@ -75,7 +77,10 @@ export async function runGangSide(options: GangSideOptions): Promise<GangSideRes
   for (const socket of options.sockets) sources.push(await QemuGuest.attach(socket));
   const target = await RemoteTarget.connect(
     options.target,
-    options.insecure ? { insecure: true } : { ca: options.ca, token: options.token },
+    {
+      ...options.insecure ? { insecure: true } : { ca: options.ca, token: options.token },
+      copyDisks: options.copyStorage,
+    },
   );
   // Interrupted: closing the control connection makes the agent stop what it started.
   using _signals = exitOnSignal(() => target.close());
@@ -137,6 +142,7 @@ if (import.meta.main) {
       "max-bandwidth": { type: "string" },
       insecure: { type: "boolean" },
       compression: { type: "string" },
+      "copy-storage": { type: "boolean" },
     },
   });
   const number = (text: string | undefined) => text === undefined ? undefined : Number(text);
@@ -158,6 +164,7 @@ if (import.meta.main) {
       insecure: values.insecure,
       maxBandwidth: number(values["max-bandwidth"]),
       compression: values.compression as CompressionMode | undefined,
+      copyStorage: values["copy-storage"],
       say: (line) => console.error(line),
     });
     console.log(JSON.stringify(result));

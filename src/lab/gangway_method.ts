@@ -27,8 +27,14 @@ const GANG_SIDE_PERMISSIONS = [
   "--allow-write",
   "--allow-env",
 ];
+
+/** Where gangway's guests' disks are for host B: shared with it, or copied to it. */
+export type DiskStorage = "shared" | "copy";
+
 /** Options of {@linkcode runGangwayMethod}. */
 export interface GangwayMethodOptions {
+  /** The guests' disks: shared with host B (default), or copied to it. */
+  storage?: DiskStorage;
   /**
    * Send over plain TCP, as QEMU's migration does, instead of gangway's
    * default TLS (a throwaway CA, certificate and token made for the run).
@@ -85,7 +91,8 @@ export async function runGangwayMethod(
   const sourceLogs = new Map(gang.guests.map((guest) => [guest.name, guest]));
   // QMP serves one client: let go so the runner can attach (the session still knows the pids).
   for (const guest of gang.guests) await guest.detach();
-  const agent = await startTargetAgent(session, { insecure: options.insecure });
+  const copyStorage = options.storage === "copy";
+  const agent = await startTargetAgent(session, { insecure: options.insecure, copyStorage });
   const credentials = agent.credentials;
   const args = [
     "run",
@@ -98,6 +105,7 @@ export async function runGangwayMethod(
       : ["--insecure"]),
     ...(session.loopbackCap ? ["--max-bandwidth", String(session.loopbackCap)] : []),
     ...(options.compression ? ["--compression", options.compression] : []),
+    ...(copyStorage ? ["--copy-storage"] : []),
     ...sockets,
   ];
   const before = await net.bytes();

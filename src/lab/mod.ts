@@ -27,7 +27,7 @@ export {
   closeGuests,
   type GangSpec,
 } from "./gang_spec.ts";
-export { type GangwayMethodOptions, runGangwayMethod } from "./gangway_method.ts";
+export { type DiskStorage, type GangwayMethodOptions, runGangwayMethod } from "./gangway_method.ts";
 export type { CompressionMode, CompressionReport } from "../transfer/compression_policy.ts";
 export { type QemuMethodOptions, runQemuMethod } from "./qemu_method.ts";
 export { checkResumed, type ResumeCheck } from "./resumed.ts";

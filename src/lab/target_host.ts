@@ -78,21 +78,19 @@ const PROJECT_TREE = fileURLToPath(new URL("../../", import.meta.url)).replace(/
 
 /**
  * The command prefix that runs a program on host B: its network
- * namespace, a new private mount namespace with its own /dev/shm, /tmp
- * and /run, the files of the directory `carry` copied in, the directories
- * of `shared` (storage both hosts see) bound in, and the project's tree
- * bound in read-only.
+ * namespace (null: this host's network, for tests that need only B's
+ * files to be its own), a new private mount namespace with its own
+ * /dev/shm, /tmp and /run, the files of the directory `carry` copied in,
+ * the directories of `shared` (storage both hosts see) bound in, and the
+ * project's tree bound in read-only.
  */
 export function privateHostPrefix(
-  namespace: string,
+  namespace: string | null,
   carry?: string,
   shared: readonly string[] = [],
 ): string[] {
   return [
-    "ip",
-    "netns",
-    "exec",
-    namespace,
+    ...namespace === null ? [] : ["ip", "netns", "exec", namespace],
     "unshare",
     "--mount",
     "--propagation",
@@ -110,6 +108,11 @@ export function privateHostPrefix(
 export interface TargetAgentOptions {
   /** Plain TCP instead of TLS. Default false. */
   insecure?: boolean;
+  /**
+   * No shared storage: B does not see A's overlays, and the sources copy
+   * them (B finds the base images by hash in the image cache). Default false.
+   */
+  copyStorage?: boolean;
 }
 
 /**
@@ -139,9 +142,13 @@ export async function startTargetAgent(
       runDir: onHostB ? B_RUN_DIR : join(session.ramDir, "agent"),
       imagesDir,
       // Shared storage: the guests' overlays, and the base images in the image cache.
-      sharedDisks: [session.diskDir, imagesDir],
+      sharedDisks: options.copyStorage ? [] : [session.diskDir, imagesDir],
       commandPrefix: onHostB
-        ? privateHostPrefix(host.namespace!, credentials?.dir, [session.diskDir])
+        ? privateHostPrefix(
+          host.namespace!,
+          credentials?.dir,
+          options.copyStorage ? [] : [session.diskDir],
+        )
         : undefined,
       stderr: "null",
     });

@@ -35,7 +35,7 @@ const BASE_PACKAGES = ["systemd-sysv", "udev", "initramfs-tools"];
 /** Bump when the way an image is made changes (not its recipe: that is hashed). */
 const BUILD_FORMAT = "gangway-debian-image-1";
 
-const BASIC: readonly WorkloadMode[] = ["idle", "busy"];
+const BASIC: readonly WorkloadMode[] = ["idle", "busy", "disk"];
 
 /** Every Debian image, by name. */
 export const DEBIAN_RECIPES: Readonly<Record<DebianImageName, DebianRecipe>> = {
@@ -82,7 +82,8 @@ ${HEARTBEAT_SCRIPT}`;
 /**
  * Runs the workload `gangway.mode` names, when it needs more than the
  * heartbeat: pgbench against the local PostgreSQL, or wrk against the
- * local nginx, one line of figures a second on the console. It prints
+ * local nginx, one line of figures a second on the console; or the disk
+ * writer (see `disk` below). It prints
  * `gangway-workload MODE running` once the load runs (or `failed`).
  */
 const WORKLOAD_PROGRAM = `#!/bin/sh
@@ -114,6 +115,30 @@ case "$mode" in
     echo "gangway-workload pgbench running scale=$scale"
     runuser -u postgres -- "$pg/pgbench" -n -c 2 -j 1 -T 100000000 -P 1 gangway 2>&1 |
       sed -u 's/^/gangway-pgbench /'
+    ;;
+  disk)
+    # A file a second on the guest's own disk, synced; then, with the page
+    # cache dropped, the one written two files before is read back from the
+    # disk itself. A disk that lost writes (a copy that missed them) shows as
+    # a "read" checksum that differs from its "wrote" one.
+    dir=/var/lib/gangway-disk
+    mkdir -p "$dir" || fail "mkdir $dir"
+    echo "gangway-workload disk running"
+    i=0
+    while :; do
+      i=$((i + 1))
+      head -c 262144 /dev/urandom >"$dir/$i"
+      sync "$dir/$i"
+      sum=$(md5sum <"$dir/$i")
+      echo "gangway-disk wrote $i \${sum%% *}"
+      echo 3 >/proc/sys/vm/drop_caches
+      j=$((i - 2))
+      if [ "$j" -ge 1 ]; then
+        sum=$(md5sum <"$dir/$j")
+        echo "gangway-disk read $j \${sum%% *}"
+      fi
+      sleep 1
+    done
     ;;
   web)
     command -v wrk >/dev/null || fail "no wrk in this image"

@@ -79,10 +79,12 @@ ${HEARTBEAT_SCRIPT}`;
 /**
  * What the guest does besides its heartbeat: `idle` nothing, `busy`
  * rewrite memory, `pgbench` run PostgreSQL's pgbench against a local
- * PostgreSQL, `web` drive a local nginx with wrk. The last two need an
- * image that has those programs (`debian-db`, `debian-web`).
+ * PostgreSQL, `web` drive a local nginx with wrk, `disk` write a file a
+ * second to the guest's disk and read an earlier one back from it (what a
+ * copied disk must keep: Debian images only, not a lab workload). `pgbench`
+ * and `web` need an image that has those programs (`debian-db`, `debian-web`).
  */
-export type WorkloadMode = "idle" | "busy" | "pgbench" | "web";
+export type WorkloadMode = "idle" | "busy" | "pgbench" | "web" | "disk";
 
 /** Every workload mode, in the order the lab lists them. */
 export const WORKLOAD_MODES: readonly WorkloadMode[] = ["idle", "busy", "pgbench", "web"];

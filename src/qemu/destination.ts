@@ -10,6 +10,7 @@
  */
 import type { GuestStatus, QemuGuest } from "./guest.ts";
 import type { Heartbeat } from "./heartbeat.ts";
+import type { DiskTarget } from "./block_mirror.ts";
 import {
   checkDestination,
   defaultUri,
@@ -59,6 +60,18 @@ export interface Destination {
   exitNote(): Promise<string>;
   /** Removes what {@linkcode listen} left (a socket file, a relay), after the migration either way. */
   unlisten(): Promise<void>;
+  /**
+   * The disks the source copies into this destination (no shared storage),
+   * each reachable over NBD on the source's host; none or absent when the
+   * disks are shared.
+   */
+  readonly diskTargets?: readonly DiskTarget[];
+  /**
+   * Ends the NBD exports of its copied disks, once the source's mirrors
+   * have ended: the guest's device is then the disks' only writer. Called
+   * before the device state moves, so before `cont`.
+   */
+  endDiskTargets?(): Promise<void>;
 }
 
 /** A destination that never loaded its device state, so it was never started. */

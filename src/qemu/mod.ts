@@ -62,7 +62,20 @@ export {
   type QemuMigrationResult,
   runQemuMigration,
 } from "./qemu_migration.ts";
-export { qemuArgs, type QemuDisk, type QemuInstance, type QemuMachine } from "./qemu_args.ts";
+export {
+  driveId,
+  qemuArgs,
+  type QemuDisk,
+  type QemuInstance,
+  type QemuMachine,
+} from "./qemu_args.ts";
+export {
+  diskExportName,
+  DiskMirror,
+  type DiskTarget,
+  endDiskExports,
+  exportDisks,
+} from "./block_mirror.ts";
 export { type ExecuteOptions, QmpClient, type QmpConnectOptions, type QmpListener } from "./qmp.ts";
 export { QmpError, type QmpEvent, type QmpVersion } from "./qmp_messages.ts";
 export { queryRam, type RamBackend } from "./ram_backend.ts";

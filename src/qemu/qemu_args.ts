@@ -131,6 +131,11 @@ export function qemuArgs(machine: QemuMachine, instance: QemuInstance): string[]
   return args.flat();
 }
 
+/** The `-drive` id of the disk at `index`: how QMP names it (block jobs, exports). */
+export function driveId(index: number): string {
+  return `disk${index}`;
+}
+
 /** The `-drive` value of a disk: `id=diskN`, virtio, the file, its format, its base. */
 function driveOption(disk: QemuDisk, index: number): string {
   if (disk.format !== "qcow2" && disk.format !== "raw") {
@@ -142,7 +147,7 @@ function driveOption(disk: QemuDisk, index: number): string {
     throw new Error(`Cannot attach disk "${disk.path}": only a qcow2 overlay has a base`);
   }
   return [
-    `id=disk${index}`,
+    `id=${driveId(index)}`,
     "if=virtio",
     `file=${disk.path}`,
     `format=${disk.format}`,

@@ -30,3 +30,4 @@ export {
   type SwitchOverPair,
   type SwitchOverResult,
 } from "./switch_over.ts";
+export { type DiskCopyOptions, GangDiskCopy } from "./disk_copy.ts";

@@ -128,11 +128,13 @@ async function serveConnection(host: AgentHost, pending: PendingConnection): Pro
       case FrameType.Control:
         return await serveControl(host, channel, pending, decodeJson(first.body, "The hello"));
       case FrameType.DeviceState:
-        return await serveDeviceState(
+      case FrameType.DiskCopy:
+        return await serveGuestStream(
           host,
           channel,
           pending,
-          decodeJson(first.body, "The device-state hello"),
+          first.type,
+          decodeJson(first.body, "The guest stream's hello"),
         );
       default:
         throw new ProtocolError(`Unexpected ${frameTypeName(first?.type ?? -1)} frame first`);
@@ -197,10 +199,17 @@ async function serveRam(
   await receiveAuthenticatedGang(sender, options);
 }
 
-async function serveDeviceState(
+/**
+ * A stream of one guest of the gang, carried between the source and a unix
+ * socket of its destination: its device state (into the destination's
+ * migration socket), or NBD to one of its copied disks (to the
+ * destination's NBD server, which exports only that guest's copied disks).
+ */
+async function serveGuestStream(
   host: AgentHost,
   channel: FrameChannel,
   pending: PendingConnection,
+  type: typeof FrameType.DeviceState | typeof FrameType.DiskCopy,
   hello: Record<string, unknown>,
 ): Promise<void> {
   const gang = host.gang;
@@ -209,14 +218,36 @@ async function serveDeviceState(
   }
   pending.handshakeDone();
   gang.adopt(channel);
-  const { incomingPath, guest } = gang.get(hello.guest);
-  const incoming = await connectUnix(incomingPath, guest.name);
-  host.log({ event: "device-state", guest: guest.name });
+  const destination = gang.get(hello.guest);
+  const { guest } = destination;
+  let path = destination.incomingPath;
+  if (type === FrameType.DiskCopy) {
+    if (!destination.nbdPath || !destination.copiedDisks.includes(hello.disk as number)) {
+      throw new ProtocolError(
+        `Refused: guest "${guest.name}" has no copied disk ${
+          String(JSON.stringify(hello.disk)).slice(0, 40)
+        }`,
+      );
+    }
+    path = destination.nbdPath;
+  }
+  const local = await connectUnix(path, guest.name);
+  if (type === FrameType.DiskCopy) destination.nbdConns.add(local);
+  host.log({
+    event: type === FrameType.DiskCopy ? "disk-copy" : "device-state",
+    guest: guest.name,
+    ...type === FrameType.DiskCopy ? { disk: hello.disk } : {},
+  });
   try {
-    await channel.write(encodeJson(FrameType.DeviceState, { ok: true }));
-    await pipeBothWays(channel.conn, incoming);
+    await channel.write(encodeJson(type, { ok: true }));
+    await pipeBothWays(channel.conn, local);
   } finally {
-    incoming.close();
+    destination.nbdConns.delete(local);
+    try {
+      local.close();
+    } catch {
+      // Closed already (the disk copy ended).
+    }
   }
 }
 

@@ -11,7 +11,14 @@ import {
   formatAddress,
   type TargetAddress,
 } from "../transport/connect_target.ts";
-import { decodeText, FrameType, frameTypeName } from "../transfer/protocol.ts";
+import {
+  decodeText,
+  FrameType,
+  frameTypeName,
+  HEADER_BYTES,
+  readHeader,
+} from "../transfer/protocol.ts";
+import { withTimeout } from "../_delay.ts";
 import {
   AGENT_VERSION,
   AgentError,
@@ -157,22 +164,52 @@ export class AgentClient {
    * @param key The gang's key, from the `prepare` answer
    */
   async openDeviceState(key: string, guest: string): Promise<Deno.Conn> {
+    return await this.#openGuestStream(
+      FrameType.DeviceState,
+      { key, guest },
+      `the device state of guest "${guest}"`,
+    );
+  }
+
+  /**
+   * Opens a connection to the NBD export of a guest's copied disk at its
+   * destination: the agent answers once it has reached the export.
+   *
+   * @param key The gang's key, from the `prepare` answer
+   * @param disk The disk's index in the guest's machine
+   */
+  async openDiskCopy(key: string, guest: string, disk: number): Promise<Deno.Conn> {
+    return await this.#openGuestStream(
+      FrameType.DiskCopy,
+      { key, guest, disk },
+      `disk ${disk} of guest "${guest}"`,
+    );
+  }
+
+  /** A connection of one guest's stream, once the agent has accepted it with a frame of its type. */
+  async #openGuestStream(
+    type: typeof FrameType.DeviceState | typeof FrameType.DiskCopy,
+    hello: Record<string, unknown>,
+    what: string,
+  ): Promise<Deno.Conn> {
     const conn = await connectTarget(this.address, this.#options);
     const channel = new FrameChannel(conn, { maxBody: MAX_CONTROL_BYTES, writeTimeoutMs: 30_000 });
     try {
-      await channel.write(encodeJson(FrameType.DeviceState, { key, guest }));
-      const frame = await channel.reader.next(30_000);
-      if (!frame) throw new Error("the agent closed the connection");
+      await channel.write(encodeJson(type, hello));
+      // Read to the byte: what follows the answer (an NBD server's greeting) is the stream's.
+      const frame = await withTimeout(
+        readFrameExactly(conn),
+        30_000,
+        () => new Error("no answer in 30 s"),
+      );
       if (frame.type === FrameType.Error) throw new AgentError(decodeText(frame.body));
-      if (frame.type !== FrameType.DeviceState) {
+      if (frame.type !== type) {
         throw new Error(`the agent answered with a ${frameTypeName(frame.type)} frame`);
       }
       return conn;
     } catch (error) {
       channel.close();
-      throw new Error(`Cannot carry the device state of guest "${guest}": ${errorMessage(error)}`, {
-        cause: error,
-      });
+      throw new Error(`Cannot carry ${what}: ${errorMessage(error)}`, { cause: error });
     }
   }
 
@@ -204,6 +241,22 @@ export class AgentClient {
     for (const [id, answer] of this.#waiting) answer({ id, ok: false, error: this.#ended.message });
     this.#waiting.clear();
   }
+}
+
+/** One frame, read without reading a byte past it. */
+async function readFrameExactly(conn: Deno.Conn): Promise<{ type: number; body: Uint8Array }> {
+  const header = readHeader(await readExactly(conn, HEADER_BYTES), MAX_CONTROL_BYTES);
+  return { type: header.type, body: await readExactly(conn, header.bodyBytes) };
+}
+
+async function readExactly(conn: Deno.Conn, bytes: number): Promise<Uint8Array> {
+  const buffer = new Uint8Array(bytes);
+  for (let got = 0; got < bytes;) {
+    const n = await conn.read(buffer.subarray(got));
+    if (n === null) throw new Error("the agent closed the connection");
+    got += n;
+  }
+  return buffer;
 }
 
 async function readAnswer(channel: FrameChannel, timeoutMs: number): Promise<Answer> {

@@ -24,10 +24,13 @@ import {
   checkFileRef,
   DescriptionError,
   type FileRef,
+  isCopied,
+  type MachineDescription,
   machineOf,
+  type ResolvedFiles,
 } from "./machine_description.ts";
 import type { AgentHost } from "./agent_host.ts";
-import { AgentGang, RESUMED_MARK } from "./agent_gang.ts";
+import { AgentGang, copiedDiskPath, type GangMachine, RESUMED_MARK } from "./agent_gang.ts";
 import { NotLoadedError } from "../qemu/destination.ts";
 import { join } from "node:path";
 import { errorMessage } from "../_errors.ts";
@@ -43,8 +46,8 @@ export class ControlSession {
   readonly #channel: FrameChannel;
   readonly #peer: string;
   #gang: AgentGang | undefined;
-  /** The files the last `prepare` found missing: the only ones `put` takes. */
-  #asked = new Set<string>();
+  /** The files the last `prepare` found missing, by hash, with their size: the only ones `put` takes. */
+  #asked = new Map<string, number>();
 
   /** A session of an authenticated source. */
   constructor(host: AgentHost, channel: FrameChannel, peer: string) {
@@ -148,6 +151,10 @@ export class ControlSession {
         const state = await destination.state();
         return { state, note: state.alive ? "" : await destination.exitNote() };
       }
+      case "end-disk-copies": {
+        await gang.endDiskCopies(request.guest);
+        return {};
+      }
       case "discard": {
         const names = stringList(request.guests, "guests");
         if (await gang.discard(names) === 0) this.#endGang();
@@ -195,25 +202,52 @@ export class ControlSession {
     }
     await host.claimNames([...names]);
     const missing: FileRef[] = [];
-    const machines = [];
+    const resolved: ResolvedFiles[] = [];
     for (const description of descriptions) {
-      const files: { kernel?: string; initrd?: string } = {};
-      for (const which of ["kernel", "initrd"] as const) {
-        const ref = description[which];
-        if (!ref) continue;
-        files[which] = await host.files.find(ref);
-        if (!files[which] && !missing.some((m) => m.sha256 === ref.sha256)) missing.push(ref);
+      const files = await this.#resolve(description);
+      for (const ref of files.missing) {
+        if (!missing.some((m) => m.sha256 === ref.sha256)) missing.push(ref);
       }
-      machines.push({
-        name: description.name,
-        machine: machineOf(description, files, host.options.qemuBinary),
-      });
+      resolved.push(files);
     }
-    this.#asked = new Set(missing.map((ref) => ref.sha256));
+    this.#asked = new Map(missing.map((ref) => [ref.sha256, ref.size]));
     if (missing.length > 0) return { missing };
+    const machines: GangMachine[] = descriptions.map((description, i) => ({
+      name: description.name,
+      machine: machineOf(description, resolved[i]!, host.options.qemuBinary),
+      copiedDisks: Object.keys(resolved[i]!.copiedDisks ?? {}).map(Number),
+    }));
     const gang = await host.startGang(machines);
     this.#gang = gang;
     return { key: gang.key, guests: gang.names };
+  }
+
+  /**
+   * Finds a description's files by hash, and names the overlays of its
+   * copied disks (the agent's own paths, from the checked name and index).
+   */
+  async #resolve(
+    description: MachineDescription,
+  ): Promise<ResolvedFiles & { missing: FileRef[] }> {
+    const files = this.#host.files;
+    const missing: FileRef[] = [];
+    const find = async (ref: FileRef) => {
+      const path = await files.find(ref);
+      if (!path) missing.push(ref);
+      return path;
+    };
+    const resolved: ResolvedFiles & { missing: FileRef[] } = { missing };
+    if (description.kernel) resolved.kernel = await find(description.kernel);
+    if (description.initrd) resolved.initrd = await find(description.initrd);
+    for (const [index, disk] of (description.disks ?? []).entries()) {
+      if (!isCopied(disk)) continue;
+      resolved.copiedDisks ??= {};
+      resolved.copiedDisks[index] = {
+        base: await find(disk.base),
+        overlay: copiedDiskPath(this.#host.diskDir, description.name, index),
+      };
+    }
+    return resolved;
   }
 
   async #put(request: Request): Promise<Record<string, unknown>> {
@@ -230,7 +264,7 @@ export class ControlSession {
         yield frame.body;
       }
     }
-    if (!this.#asked.has(ref.sha256)) {
+    if (this.#asked.get(ref.sha256) !== ref.size) {
       // Read and dropped, so the connection stays in step; nothing is kept.
       for await (const piece of pieces()) if ((ref.size -= piece.length) <= 0) break;
       throw new Error(`Cannot take file "${ref.name}": no gang prepared here asked for it`);

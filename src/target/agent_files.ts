@@ -1,18 +1,18 @@
 /**
- * The files a target agent starts destinations from (kernels, initrds),
- * found by content: first the file of the same name under the agent's
- * images directory when its SHA-256 matches, then the agent's own cache of
- * files that sources sent (`CACHE/SHA256`). A file is sent at most once;
- * what arrives is checked against its hash before it is used.
+ * The files a target agent starts destinations from (kernels, initrds, the
+ * base images of copied disks), found by content: first a file of the same
+ * name in the agent's images directory or one of its subdirectories (an
+ * image cache keeps each image in its own) when its SHA-256 matches, then
+ * the agent's own cache of files that sources sent (`CACHE/SHA256`). A file
+ * is sent at most once; what arrives is checked against its hash before it
+ * is used.
  *
  * @module
  */
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { type FileRef, MAX_FILE_BYTES } from "./machine_description.ts";
-
-/** Bytes read at a time while hashing a file. */
-const HASH_PIECE_BYTES = 2 ** 20;
+import { type FileRef, MAX_BASE_BYTES } from "./machine_description.ts";
+import { sha256OfFile } from "./_file_hash.ts";
 
 /** Where an agent keeps and looks for files. */
 export interface FileStoreOptions {
@@ -25,8 +25,6 @@ export interface FileStoreOptions {
 /** Finds files by content and takes new ones. */
 export class FileStore {
   readonly #options: FileStoreOptions;
-  /** Hashes of files already read (or being read), by "path size mtime". */
-  readonly #hashes = new Map<string, Promise<string>>();
 
   /** A store over these directories (the cache directory is made when first written). */
   constructor(options: FileStoreOptions) {
@@ -42,11 +40,12 @@ export class FileStore {
   async find(ref: FileRef): Promise<string | undefined> {
     const { imagesDir, cacheDir } = this.#options;
     if (imagesDir !== undefined) {
-      const path = join(imagesDir, ref.name);
-      if (await this.#hashOf(path, ref.size) === ref.sha256) return path;
+      for (const path of await namedIn(imagesDir, ref.name)) {
+        if (await hashOf(path, ref.size) === ref.sha256) return path;
+      }
     }
     const cached = join(cacheDir, ref.sha256);
-    if (await this.#hashOf(cached, ref.size) === ref.sha256) return cached;
+    if (await hashOf(cached, ref.size) === ref.sha256) return cached;
     return undefined;
   }
 
@@ -61,7 +60,7 @@ export class FileStore {
    * @throws Error when more or fewer bytes arrive, or the hash differs (nothing is kept)
    */
   async receive(ref: FileRef, pieces: AsyncIterable<Uint8Array>): Promise<string> {
-    if (ref.size > MAX_FILE_BYTES) {
+    if (ref.size > MAX_BASE_BYTES) {
       throw new Error(`Cannot take file "${ref.name}": ${ref.size} bytes is over the limit`);
     }
     await Deno.mkdir(this.#options.cacheDir, { recursive: true, mode: 0o700 });
@@ -94,35 +93,28 @@ export class FileStore {
       throw error;
     }
   }
-
-  /** The SHA-256 of a regular file of this size, remembered by size and mtime; undefined otherwise. */
-  async #hashOf(path: string, size: number): Promise<string | undefined> {
-    let info: Deno.FileInfo;
-    try {
-      info = await Deno.stat(path);
-    } catch {
-      return undefined;
-    }
-    if (!info.isFile || info.size !== size) return undefined;
-    const key = `${path} ${info.size} ${info.mtime?.getTime()}`;
-    // One reading per file, however many requests name it at once.
-    let hash = this.#hashes.get(key);
-    if (hash === undefined) {
-      hash = sha256OfFile(path);
-      this.#hashes.set(key, hash);
-      hash.catch(() => this.#hashes.delete(key));
-    }
-    return await hash.catch(() => undefined);
-  }
 }
 
-/** SHA-256 of a file as lowercase hex, read a piece at a time: a large file costs no memory. */
-async function sha256OfFile(path: string): Promise<string> {
-  const hash = createHash("sha256");
-  using file = await Deno.open(path);
-  const buffer = new Uint8Array(HASH_PIECE_BYTES);
-  for (let got = await file.read(buffer); got !== null; got = await file.read(buffer)) {
-    hash.update(buffer.subarray(0, got));
+/** The files called `name` in `dir` and in its direct subdirectories (not following links out). */
+async function namedIn(dir: string, name: string): Promise<string[]> {
+  const paths = [join(dir, name)];
+  try {
+    for await (const entry of Deno.readDir(dir)) {
+      if (entry.isDirectory) paths.push(join(dir, entry.name, name));
+    }
+  } catch {
+    // No such directory: nothing is found in it.
   }
-  return hash.digest("hex");
+  return paths;
+}
+
+/** The SHA-256 of a regular file of this size; undefined for anything else. */
+async function hashOf(path: string, size: number): Promise<string | undefined> {
+  try {
+    const info = await Deno.stat(path);
+    if (!info.isFile || info.size !== size) return undefined;
+    return (await sha256OfFile(path)).sha256;
+  } catch {
+    return undefined;
+  }
 }

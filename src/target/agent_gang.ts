@@ -2,9 +2,10 @@
  * One gang at a target agent: the destination QEMUs the agent started for
  * it from checked machine descriptions, their RAM files under the agent's
  * directory and their run directories (QMP socket, logs, migration
- * socket) under its run directory. Everything it made is removed when a
- * destination is discarded; destinations that took over their guest are
- * kept running when the gang ends.
+ * socket) under its run directory, and the overlays of its copied disks
+ * (`DISKS/NAME/diskN.qcow2`, over base images found by hash). Everything it
+ * made is removed when a destination is discarded; destinations that took
+ * over their guest are kept running when the gang ends.
  *
  * @module
  */
@@ -12,6 +13,7 @@ import { join } from "node:path";
 import { QemuGuest } from "../qemu/guest.ts";
 import { type Destination, localDestination } from "../qemu/destination.ts";
 import type { QemuMachine } from "../qemu/qemu_args.ts";
+import { createOverlay, endDiskExports, exportDisks } from "../qemu/block_mirror.ts";
 import { errorMessage } from "../_errors.ts";
 
 /** The file in a destination's run directory that says it was started: it is a guest now. */
@@ -23,8 +25,25 @@ export interface AgentGangPlaces {
   dir: string;
   /** Directory of the destinations' run directories (`RUN/NAME/`). */
   runDir: string;
+  /** Directory of the copied disks' overlays (`DISKS/NAME/`). */
+  diskDir: string;
   /** Time QEMU gets to open its QMP socket. Default 10 s. */
   startTimeoutMs?: number;
+}
+
+/** A destination the agent starts: its machine, and which of its disks are copied. */
+export interface GangMachine {
+  /** The guest's name. */
+  name: string;
+  /** The machine; a copied disk's path is its overlay under the disk directory (made here). */
+  machine: QemuMachine;
+  /** Indices of the disks the source copies in (no shared storage). */
+  copiedDisks: number[];
+}
+
+/** Where the agent puts the overlay of a guest's copied disk. */
+export function copiedDiskPath(diskDir: string, guest: string, index: number): string {
+  return join(diskDir, guest, `disk${index}.qcow2`);
 }
 
 /** A destination of the gang. */
@@ -37,6 +56,14 @@ export interface GangDestination {
   runDir: string;
   /** The unix socket it listens on for its device state, once asked to listen. */
   incomingPath: string;
+  /** Indices of its copied disks, exported for the source's mirror until it ends. */
+  copiedDisks: number[];
+  /** Its NBD server's unix socket, while its copied disks are exported. */
+  nbdPath?: string;
+  /** The connections to that socket the agent carries, closed before the exports end. */
+  nbdConns: Set<{ close(): void }>;
+  /** The directory of its copied disks' overlays, removed when it is discarded. */
+  diskDir?: string;
   /** True once it was started (`cont`): it is the guest now, and is never discarded for the source's sake. */
   resumed: boolean;
 }
@@ -61,14 +88,17 @@ export class AgentGang {
    * @throws Error naming every destination that could not start; none then runs
    */
   static async start(
-    machines: readonly { name: string; machine: QemuMachine }[],
+    machines: readonly GangMachine[],
     places: AgentGangPlaces,
   ): Promise<AgentGang> {
     const gang = new AgentGang(randomKey());
-    const started = await Promise.allSettled(machines.map(async ({ name, machine }) => {
+    const started = await Promise.allSettled(machines.map(async (m) => {
+      const { name, machine, copiedDisks } = m;
       const runDir = join(places.runDir, name);
+      const diskDir = copiedDisks.length > 0 ? join(places.diskDir, name) : undefined;
       await Deno.mkdir(runDir, { recursive: true, mode: 0o700 });
       try {
+        if (diskDir) await makeOverlays(machine, copiedDisks, diskDir);
         const guest = await QemuGuest.startDestination(machine, {
           name,
           ramPath: join(places.dir, name),
@@ -77,11 +107,26 @@ export class AgentGang {
         });
         const incomingPath = join(runDir, `${name}.migrate`);
         const destination = localDestination(guest, { uri: `unix:${incomingPath}` });
-        gang.#destinations.set(name, { guest, destination, runDir, incomingPath, resumed: false });
+        const found: GangDestination = {
+          guest,
+          destination,
+          runDir,
+          incomingPath,
+          resumed: false,
+          copiedDisks,
+          diskDir,
+          nbdConns: new Set(),
+        };
+        gang.#destinations.set(name, found);
         // Listening from the start: the source's device-state path is ready before any pause.
         await destination.listen();
+        if (diskDir) {
+          found.nbdPath = join(runDir, `${name}.nbd`);
+          await exportDisks(guest, found.nbdPath, copiedDisks);
+        }
       } catch (error) {
         await Deno.remove(runDir, { recursive: true }).catch(() => {});
+        if (diskDir) await Deno.remove(diskDir, { recursive: true }).catch(() => {});
         throw error;
       }
     }));
@@ -127,8 +172,28 @@ export class AgentGang {
   }
 
   /**
-   * Stops destinations (all by default) and removes their RAM files and run
-   * directories.
+   * Ends the NBD exports of a destination's copied disks: the source's
+   * mirrors have ended, and its guest's device must be their only writer.
+   */
+  async endDiskCopies(name: unknown): Promise<void> {
+    const found = this.get(name);
+    if (!found.nbdPath) return;
+    // A connection left open (a source that never used it) would hold up QEMU's `nbd-server-stop`.
+    for (const conn of found.nbdConns) {
+      try {
+        conn.close();
+      } catch {
+        // Closed already.
+      }
+    }
+    found.nbdConns.clear();
+    await endDiskExports(found.guest, found.copiedDisks);
+    found.nbdPath = undefined;
+  }
+
+  /**
+   * Stops destinations (all by default) and removes their RAM files, run
+   * directories and copied disks.
    *
    * @returns How many destinations the gang still has
    */
@@ -139,6 +204,7 @@ export class AgentGang {
       this.#destinations.delete(name);
       await found.guest.close({ removeRam: true, timeoutMs: 2_000 }).catch(() => {});
       await Deno.remove(found.runDir, { recursive: true }).catch(() => {});
+      if (found.diskDir) await Deno.remove(found.diskDir, { recursive: true }).catch(() => {});
     }));
     return this.#destinations.size;
   }
@@ -163,6 +229,22 @@ export class AgentGang {
     await this.discard(dropped);
     this.#destinations.clear();
     return kept;
+  }
+}
+
+/** Makes a fresh overlay for each copied disk, over its base (found by hash), in `diskDir`. */
+async function makeOverlays(
+  machine: QemuMachine,
+  copiedDisks: readonly number[],
+  diskDir: string,
+): Promise<void> {
+  await Deno.mkdir(diskDir, { recursive: true, mode: 0o700 });
+  for (const index of copiedDisks) {
+    const disk = machine.disks?.[index];
+    if (!disk?.base || !disk.path.startsWith(`${diskDir}/`)) {
+      throw new Error(`Cannot make the overlay of disk ${index}: it is not a copied disk here`);
+    }
+    await createOverlay(disk.path, disk.base);
   }
 }
 

@@ -9,13 +9,12 @@
  */
 import { join } from "node:path";
 import type { ReceiverOptions } from "../transfer/receiver.ts";
-import type { QemuMachine } from "../qemu/qemu_args.ts";
 import type { Heartbeat } from "../qemu/heartbeat.ts";
 import type { DestinationState } from "../qemu/destination.ts";
 import { QmpClient } from "../qemu/qmp.ts";
 import { findQemus } from "../qemu/discover.ts";
 import { killAndWait } from "../_processes.ts";
-import { AgentGang, type GangDestination, RESUMED_MARK } from "./agent_gang.ts";
+import { AgentGang, type GangDestination, type GangMachine, RESUMED_MARK } from "./agent_gang.ts";
 import { FileStore } from "./agent_files.ts";
 
 /** How a target agent runs. */
@@ -36,6 +35,11 @@ export interface AgentOptions {
   accelerators?: readonly string[];
   /** Directories of storage shared with the sources: where a guest's disks may be. Default none. */
   sharedDisks?: readonly string[];
+  /**
+   * Directory of the overlays of copied disks (`DIR/NAME/diskN.qcow2`); a
+   * guest's stays after its QEMU exits. Default `RUN_DIR/disks`.
+   */
+  diskDir?: string;
   /** The QEMU program. */
   qemuBinary: string;
   /** Longest time from a connection to its first frame. */
@@ -73,8 +77,10 @@ export interface KeptGuest {
 export class AgentHost {
   /** Its options. */
   readonly options: AgentOptions;
-  /** Its kernels and initrds. */
+  /** Its kernels, initrds and base images. */
   readonly files: FileStore;
+  /** Where copied disks' overlays go. */
+  readonly diskDir: string;
   #gang: AgentGang | undefined;
   #starting = false;
   readonly #kept = new Map<string, GangDestination>();
@@ -87,6 +93,7 @@ export class AgentHost {
       imagesDir: options.imagesDir,
       cacheDir: join(options.runDir, "files"),
     });
+    this.diskDir = options.diskDir ?? join(options.runDir, "disks");
   }
 
   /** Remembers an open connection, to be closed when the agent stops. */
@@ -120,22 +127,25 @@ export class AgentHost {
   }
 
   /**
-   * Refuses names taken by a guest that runs here or by a RAM file in the
-   * directory: a gang never overwrites a guest.
+   * Refuses names taken by a guest that runs here, by a RAM file in the
+   * directory or by copied disks in the disk directory: a gang never
+   * overwrites a guest.
    */
   async claimNames(names: readonly string[]): Promise<void> {
     for (const name of names) {
       if (this.#kept.has(name)) {
         throw new Error(`Cannot take guest "${name}": a guest of that name runs here`);
       }
-      try {
-        await Deno.lstat(join(this.options.dir, name));
-      } catch {
-        continue;
+      if (await exists(join(this.options.dir, name))) {
+        throw new Error(
+          `Cannot take guest "${name}": the target directory holds a RAM file of that name`,
+        );
       }
-      throw new Error(
-        `Cannot take guest "${name}": the target directory holds a RAM file of that name`,
-      );
+      if (await exists(join(this.diskDir, name))) {
+        throw new Error(
+          `Cannot take guest "${name}": the disk directory holds disks of a guest of that name`,
+        );
+      }
     }
   }
 
@@ -144,13 +154,14 @@ export class AgentHost {
    *
    * @throws Error when a gang is under way ("busy") or a destination cannot start
    */
-  async startGang(machines: readonly { name: string; machine: QemuMachine }[]): Promise<AgentGang> {
+  async startGang(machines: readonly GangMachine[]): Promise<AgentGang> {
     if (this.busy) throw new Error("Target agent is busy with another gang");
     this.#starting = true;
     try {
       this.#gang = await AgentGang.start(machines, {
         dir: this.options.dir,
         runDir: join(this.options.runDir, "guests"),
+        diskDir: this.diskDir,
       });
       this.log({ event: "prepared", guests: this.#gang.names });
       return this.#gang;
@@ -253,6 +264,7 @@ export class AgentHost {
       if (leftover) await killAndWait([leftover.pid]);
       await Deno.remove(join(this.options.dir, name)).catch(() => {});
       await Deno.remove(runDir, { recursive: true }).catch(() => {});
+      await Deno.remove(join(this.diskDir, name), { recursive: true }).catch(() => {});
       removed.push(name);
     }
     if (removed.length > 0) this.log({ event: "recovered", removed });

@@ -162,13 +162,17 @@ export class AgentProcess implements AsyncDisposable {
     }
   }
 
-  /** A source's connection to it, with its CA and token (or insecure). */
-  async connect(): Promise<RemoteTarget> {
+  /**
+   * A source's connection to it, with its CA and token (or insecure).
+   *
+   * @param options.copyDisks copy the gangs' disks (no shared storage)
+   */
+  async connect(options: { copyDisks?: boolean } = {}): Promise<RemoteTarget> {
     const credentials = this.credentials;
-    return await RemoteTarget.connect(
-      this.address,
-      credentials ? { ca: credentials.ca, token: credentials.token } : { insecure: true },
-    );
+    return await RemoteTarget.connect(this.address, {
+      ...credentials ? { ca: credentials.ca, token: credentials.token } : { insecure: true },
+      copyDisks: options.copyDisks,
+    });
   }
 
   /**

@@ -13,8 +13,11 @@ import type { QemuGuest } from "../qemu/guest.ts";
 import { AgentProcess, type AgentProcessOptions } from "./agent_process.ts";
 import type { RemoteTarget } from "./remote_target.ts";
 
-/** Options of {@linkcode LocalTarget.start}: those of the agent it starts. */
-export type LocalTargetOptions = AgentProcessOptions;
+/** Options of {@linkcode LocalTarget.start}: those of the agent it starts, and how disks move. */
+export interface LocalTargetOptions extends AgentProcessOptions {
+  /** Copy the guests' disks (no shared storage; see `RemoteTargetOptions`). Default false. */
+  copyDisks?: boolean;
+}
 
 /**
  * A gang's target on this machine.
@@ -48,7 +51,7 @@ export class LocalTarget implements MigrationTarget, AsyncDisposable {
   static async start(options: LocalTargetOptions = {}): Promise<LocalTarget> {
     const agent = await AgentProcess.start(options);
     try {
-      return new LocalTarget(agent, await agent.connect());
+      return new LocalTarget(agent, await agent.connect({ copyDisks: options.copyDisks }));
     } catch (error) {
       await agent.stop();
       throw error;

@@ -7,8 +7,11 @@
  * What may vary: memory size, vCPUs, accelerator, the memory backend's
  * id, the kernel and initrd (named by their content's SHA-256: the agent
  * finds them under its images directory or has them sent once), and the
- * kernel command line, and disks on shared storage (in a directory the
- * agent was told is shared: the destination opens the same files). The
+ * kernel command line, disks on shared storage (in a directory the agent
+ * was told is shared: the destination opens the same files), and copied
+ * disks (no shared storage: the agent makes a fresh overlay of its own over
+ * a base image named by its SHA-256, and the source mirrors the guest's
+ * overlay into it; a copied disk never names a path). The
  * machine type is `pc` and the devices are gangway's fixed set (serial
  * console to a file, QMP, no network, no display, virtio disks); a guest
  * whose QEMU has other arguments cannot be described.
@@ -20,6 +23,7 @@ import { basename } from "node:path";
 import type { QemuDisk, QemuMachine } from "../qemu/qemu_args.ts";
 import { badGuestName } from "../transfer/hello_frame.ts";
 import { errorMessage } from "../_errors.ts";
+import { sha256OfFile } from "./_file_hash.ts";
 
 /** A file a destination needs (a kernel, an initrd), named by its content. */
 export interface FileRef {
@@ -29,6 +33,18 @@ export interface FileRef {
   sha256: string;
   /** Bytes. */
   size: number;
+}
+
+/**
+ * A disk copied to the target (no shared storage): the agent makes a
+ * qcow2 overlay of its own over this base image, and the source mirrors
+ * the guest's overlay into it. The base is the same bytes at both ends.
+ */
+export interface CopiedDisk {
+  /** Always true: what tells a copied disk from a shared one. */
+  copy: true;
+  /** The raw base image under the guest's overlay, named by its content. */
+  base: FileRef;
 }
 
 /** One guest as a target agent may start it. Every field is checked; no other field is accepted. */
@@ -50,10 +66,11 @@ export interface MachineDescription {
   /** The kernel command line, one argument per entry. */
   kernelArgs: string[];
   /**
-   * Disks on shared storage: the destination opens the same files at the
-   * same paths, which must lie in one of the agent's shared-disk directories.
+   * Disks, in order: on shared storage (the destination opens the same
+   * files at the same paths, which must lie in one of the agent's
+   * shared-disk directories), or copied.
    */
-  disks?: QemuDisk[];
+  disks?: (QemuDisk | CopiedDisk)[];
 }
 
 /** Limits a target agent applies to descriptions. */
@@ -77,8 +94,13 @@ export class DescriptionError extends Error {
   }
 }
 
-/** Largest file a description may name (a kernel or an initrd). */
+/** Largest kernel or initrd a description may name. */
 export const MAX_FILE_BYTES = 2 ** 30;
+/**
+ * Largest base image of a copied disk. A base the agent lacks crosses the
+ * link once, whole (holes included), and is kept in its files directory.
+ */
+export const MAX_BASE_BYTES = 2 ** 36;
 const FIELDS = new Set([
   "name",
   "memoryMiB",
@@ -91,6 +113,7 @@ const FIELDS = new Set([
   "disks",
 ]);
 const DISK_FIELDS = new Set(["path", "format", "base", "readOnly"]);
+const COPIED_DISK_FIELDS = new Set(["copy", "base"]);
 /** An absolute path of plain names: nothing a QEMU option could be smuggled in with (no comma). */
 const SAFE_PATH = /^(\/[A-Za-z0-9_.+-]+)+$/;
 const MAX_DISKS = 16;
@@ -173,7 +196,7 @@ function diskList(
   value: unknown,
   sharedDirs: readonly string[],
   refuse: (field: string, why: string) => Error,
-): QemuDisk[] {
+): (QemuDisk | CopiedDisk)[] {
   if (!Array.isArray(value) || value.length > MAX_DISKS) {
     throw refuse("disks", `must be a list of at most ${MAX_DISKS} disks`);
   }
@@ -181,12 +204,16 @@ function diskList(
     typeof path === "string" && SAFE_PATH.test(path) &&
     !path.split("/").some((part) => part === "." || part === "..") &&
     sharedDirs.some((dir) => path.startsWith(`${dir.replace(/\/+$/, "")}/`));
-  return value.map((disk, i) => {
+  return value.map((disk, i): QemuDisk | CopiedDisk => {
     const field = `disks[${i}]`;
     if (typeof disk !== "object" || disk === null || Array.isArray(disk)) {
-      throw refuse(field, "must be an object { path, format, base?, readOnly? }");
+      throw refuse(
+        field,
+        "must be an object { path, format, base?, readOnly? } or { copy: true, base }",
+      );
     }
     const entry = disk as Record<string, unknown>;
+    if (entry.copy !== undefined) return copiedDisk(entry, field, refuse);
     for (const key of Object.keys(entry)) {
       if (!DISK_FIELDS.has(key)) throw refuse(`${field}.${key}`, "is not allowed");
     }
@@ -212,15 +239,45 @@ function diskList(
   });
 }
 
-/** Where the agent found the files a description names. */
+/**
+ * A copied disk: only its base, by content. A path is never taken (the
+ * agent names the overlay itself); `copy` must be exactly true.
+ */
+function copiedDisk(
+  entry: Record<string, unknown>,
+  field: string,
+  refuse: (field: string, why: string) => Error,
+): CopiedDisk {
+  for (const key of Object.keys(entry)) {
+    if (!COPIED_DISK_FIELDS.has(key)) {
+      throw refuse(
+        `${field}.${key}`,
+        "is not allowed on a copied disk (the agent makes its overlay itself)",
+      );
+    }
+  }
+  if (entry.copy !== true) throw refuse(`${field}.copy`, "must be true");
+  return { copy: true, base: fileRef(entry.base, `${field}.base`, refuse, MAX_BASE_BYTES) };
+}
+
+/** True for a copied disk of a description. */
+export function isCopied(disk: QemuDisk | CopiedDisk): disk is CopiedDisk {
+  return "copy" in disk && disk.copy === true;
+}
+
+/** Where the agent found the files a description names, and where it puts copied disks. */
 export interface ResolvedFiles {
   kernel?: string;
   initrd?: string;
+  /** By disk index, for each copied disk: its base found by hash, and the overlay the agent makes. */
+  copiedDisks?: Record<number, { base?: string; overlay: string }>;
 }
 
 /**
  * The destination's machine: the description, the agent's local copies of
  * its files and the agent's own QEMU program. No other argument is added.
+ *
+ * @throws DescriptionError when a copied disk's base was not found by its hash
  */
 export function machineOf(
   description: MachineDescription,
@@ -236,10 +293,40 @@ export function machineOf(
       ? { kernel: files.kernel, initrd: files.initrd, kernelVersion: "" }
       : undefined,
     kernelArgs: description.kernelArgs,
-    ...description.disks ? { disks: description.disks } : {},
+    ...description.disks
+      ? { disks: description.disks.map((disk, i) => localDisk(description.name, disk, i, files)) }
+      : {},
     extraArgs: [],
     qemuBinary,
   };
+}
+
+/** A disk as the destination opens it: a shared one as described, a copied one at the agent's paths. */
+function localDisk(
+  guest: string,
+  disk: QemuDisk | CopiedDisk,
+  index: number,
+  files: ResolvedFiles,
+): QemuDisk {
+  if (!isCopied(disk)) return disk;
+  const local = files.copiedDisks?.[index];
+  if (!local?.base) {
+    throw new DescriptionError(
+      `Cannot start guest "${guest}": field "disks[${index}].base" names a base image ` +
+        `(SHA-256 ${disk.base.sha256}) that this agent does not have`,
+    );
+  }
+  return { path: local.overlay, format: "qcow2", base: local.base };
+}
+
+/** Options of {@linkcode describeMachine}. */
+export interface DescribeOptions {
+  /**
+   * Describe the disks as copied (no shared storage): each must be a qcow2
+   * overlay over a base image, which is named by its content. Default
+   * false: the disks are on shared storage.
+   */
+  copyDisks?: boolean;
 }
 
 /**
@@ -254,6 +341,7 @@ export function machineOf(
 export async function describeMachine(
   name: string,
   machine: QemuMachine,
+  options: DescribeOptions = {},
 ): Promise<MachineDescription> {
   const refuse = (why: string) =>
     new DescriptionError(`Cannot describe guest "${name}" for a target agent: ${why}`);
@@ -267,6 +355,9 @@ export async function describeMachine(
     throw refuse(`accelerator "${machine.accelerator}" is not tcg or kvm`);
   }
   const image = machine.image;
+  const disks = options.copyDisks
+    ? await Promise.all((machine.disks ?? []).map((disk) => copiedDiskOf(disk, refuse)))
+    : machine.disks?.map((disk) => ({ ...disk }));
   return {
     name,
     memoryMiB: machine.memoryMiB,
@@ -276,22 +367,34 @@ export async function describeMachine(
     kernel: image ? await fileRefOf(image.kernel, refuse) : undefined,
     initrd: image ? await fileRefOf(image.initrd, refuse) : undefined,
     kernelArgs: machine.kernelArgs,
-    ...machine.disks?.length ? { disks: machine.disks.map((disk) => ({ ...disk })) } : {},
+    ...disks?.length ? { disks } : {},
   };
 }
 
-/** A file's name, size and SHA-256. */
+/** A source's disk as a copied one: its base by content (a qcow2 overlay over a base, writable). */
+async function copiedDiskOf(
+  disk: QemuDisk,
+  refuse: (why: string) => Error,
+): Promise<CopiedDisk> {
+  if (disk.format !== "qcow2" || disk.base === undefined || disk.readOnly) {
+    throw refuse(
+      `disk "${disk.path}" cannot be copied: only a writable qcow2 overlay over a base image can`,
+    );
+  }
+  return { copy: true, base: await fileRefOf(disk.base, refuse) };
+}
+
+/** A file's name, size and SHA-256 (read a piece at a time, remembered while it is unchanged). */
 export async function fileRefOf(
   path: string,
   refuse: (why: string) => Error = (why) => new Error(why),
 ): Promise<FileRef> {
-  let bytes: Uint8Array;
   try {
-    bytes = await Deno.readFile(path);
+    const { sha256, size } = await sha256OfFile(path);
+    return { name: basename(path), sha256, size };
   } catch (error) {
     throw refuse(`cannot read "${path}": ${errorMessage(error)}`);
   }
-  return { name: basename(path), sha256: sha256Hex(bytes), size: bytes.length };
 }
 
 /** SHA-256 of bytes, as lowercase hex. */
@@ -320,7 +423,9 @@ function wholeNumber(
 }
 
 /**
- * Checks a file reference received from a source.
+ * Checks a file reference received from a source (at most a base image's
+ * size: the agent takes only files its last `prepare` asked for, at the
+ * size asked).
  *
  * @throws DescriptionError naming the field refused
  */
@@ -329,6 +434,7 @@ export function checkFileRef(value: unknown): FileRef {
     value,
     "file",
     (field, why) => new DescriptionError(`Cannot take a file: field "${field}" ${why}`),
+    MAX_BASE_BYTES,
   );
 }
 
@@ -336,6 +442,7 @@ function fileRef(
   value: unknown,
   field: string,
   refuse: (field: string, why: string) => Error,
+  maxBytes = MAX_FILE_BYTES,
 ): FileRef {
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     throw refuse(field, "must be an object { name, sha256, size }");
@@ -350,6 +457,6 @@ function fileRef(
   if (typeof ref.sha256 !== "string" || !SHA256.test(ref.sha256)) {
     throw refuse(`${field}.sha256`, "must be 64 lowercase hex digits");
   }
-  const size = wholeNumber(ref.size, 1, MAX_FILE_BYTES, `${field}.size`, refuse);
+  const size = wholeNumber(ref.size, 1, maxBytes, `${field}.size`, refuse);
   return { name: ref.name, sha256: ref.sha256, size };
 }

@@ -41,10 +41,13 @@ export {
 } from "./agent_process.ts";
 export {
   checkDescription,
+  type CopiedDisk,
   describeMachine,
+  type DescribeOptions,
   DescriptionError,
   type DescriptionLimits,
   type FileRef,
+  isCopied,
   type MachineDescription,
 } from "./machine_description.ts";
 export { LocalTarget, type LocalTargetOptions } from "./local_target.ts";

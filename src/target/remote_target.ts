@@ -4,7 +4,9 @@
  * agent starts the destinations from the source guests' machine
  * descriptions (kernels and initrds sent once when it lacks them),
  * receives the RAM, and each guest's device state travels through a
- * {@linkcode DeviceStateRelay} over the agent's port.
+ * {@linkcode DeviceStateRelay} over the agent's port. Without shared
+ * storage (`copyDisks`), each disk's NBD export at the destination is
+ * reached through a relay of the same kind, and the source mirrors into it.
  *
  * @module
  */
@@ -12,14 +14,28 @@ import { join } from "node:path";
 import type { MigrationTarget } from "../gang_migration.ts";
 import { type Destination, type DestinationState, NotLoadedError } from "../qemu/destination.ts";
 import type { QemuGuest } from "../qemu/guest.ts";
+import type { DiskTarget } from "../qemu/block_mirror.ts";
 import { connectTarget, type TargetAddress } from "../transport/connect_target.ts";
 import { AgentClient, type AgentClientOptions } from "./agent_client.ts";
 import type { KeptGuest } from "./agent_host.ts";
 import { DeviceStateRelay } from "./device_state_relay.ts";
-import { describeMachine, type FileRef, type MachineDescription } from "./machine_description.ts";
+import {
+  describeMachine,
+  type FileRef,
+  isCopied,
+  type MachineDescription,
+} from "./machine_description.ts";
 
 /** Options of {@linkcode RemoteTarget.connect}: TLS (a CA) or insecure, and the agent's token. */
-export type RemoteTargetOptions = AgentClientOptions;
+export interface RemoteTargetOptions extends AgentClientOptions {
+  /**
+   * No shared storage: the agent makes each disk afresh over the same base
+   * image (found by hash, or sent once) and the source copies the guest's
+   * overlay into it while the RAM moves. Default false: the disks are on
+   * storage both hosts see.
+   */
+  copyDisks?: boolean;
+}
 
 /**
  * A gang's target behind a target agent.
@@ -76,16 +92,20 @@ export class RemoteTarget implements MigrationTarget, AsyncDisposable {
 
   /** Describes the sources, sends the files the agent lacks, and has it start the destinations. */
   async prepareDestinations(sources: readonly QemuGuest[]): Promise<Destination[]> {
-    const guests = await Promise.all(sources.map((s) => describeMachine(s.name, s.machine)));
+    const copyDisks = this.#options.copyDisks ?? false;
+    const guests = await Promise.all(
+      sources.map((s) => describeMachine(s.name, s.machine, { copyDisks })),
+    );
     const paths = filePaths(sources, guests);
-    let answer = await this.agent.request("prepare", { guests }, 120_000);
+    const timeoutMs = prepareTimeoutMs(guests);
+    let answer = await this.agent.request("prepare", { guests }, timeoutMs);
     if (Array.isArray(answer.missing)) {
       for (const ref of answer.missing as FileRef[]) {
         const path = paths.get(ref.sha256);
         if (!path) throw new Error(`The target agent asked for a file no guest uses (${ref.name})`);
         await this.agent.sendFile(ref, path);
       }
-      answer = await this.agent.request("prepare", { guests }, 120_000);
+      answer = await this.agent.request("prepare", { guests }, timeoutMs);
     }
     if (typeof answer.key !== "string") {
       throw new Error("Cannot prepare the destinations: the target agent still lacks files");
@@ -93,8 +113,15 @@ export class RemoteTarget implements MigrationTarget, AsyncDisposable {
     this.#key = answer.key;
     this.#relayDir ??= await Deno.makeTempDir({ prefix: "gw-relay-" });
     // Each guest's device-state path is opened now, not in the downtime.
-    return sources.map((source) =>
-      new RemoteDestination(this, source.name, this.#relay(source.name))
+    return sources.map((source, i) =>
+      new RemoteDestination(
+        this,
+        source.name,
+        this.#relay(source.name),
+        (guests[i]!.disks ?? []).flatMap((disk, index) =>
+          isCopied(disk) ? [this.#diskRelay(source.name, index)] : []
+        ),
+      )
     );
   }
 
@@ -119,17 +146,30 @@ export class RemoteTarget implements MigrationTarget, AsyncDisposable {
     return (await this.agent.request("guests")).guests as KeptGuest[];
   }
 
-  /** A relay for one guest's device state, listening in this target's temporary directory. */
-  #relay(guest: string): DeviceStateRelay {
+  /** A relay for one guest's copied disk: its NBD export, reached through the agent's port. */
+  #diskRelay(guest: string, index: number): DiskTarget & { relay: DeviceStateRelay } {
+    const relay = this.#relay(guest, (key) => this.agent.openDiskCopy(key, guest, index), "nbd");
+    return { index, socket: relay.path, relay };
+  }
+
+  /**
+   * A relay for one guest's device state (or another of its streams),
+   * listening in this target's temporary directory.
+   */
+  #relay(
+    guest: string,
+    openWith: (key: string) => Promise<Deno.Conn> = (key) => this.agent.openDeviceState(key, guest),
+    suffix = "migrate",
+  ): DeviceStateRelay {
     const key = this.#key;
     if (!key || !this.#relayDir) throw new Error(`Cannot relay guest "${guest}": no gang prepared`);
-    const open = () => this.agent.openDeviceState(key, guest);
+    const open = () => openWith(key);
     // One at a time: a burst of handshakes from one address makes the agent drop the oldest.
     const opened = this.#opening.then(open);
     this.#opening = opened.catch(() => {});
     // Numbered, not named: a unix socket's path must stay under 108 bytes.
     const relay = DeviceStateRelay.listen(
-      join(this.#relayDir, `${this.#relays.size}.migrate`),
+      join(this.#relayDir, `${this.#relays.size}.${suffix}`),
       opened,
       open,
     );
@@ -154,13 +194,27 @@ export class RemoteTarget implements MigrationTarget, AsyncDisposable {
 /** A destination at the agent, driven over the control connection. */
 class RemoteDestination implements Destination {
   readonly name: string;
+  readonly diskTargets: readonly (DiskTarget & { relay: DeviceStateRelay })[];
   readonly #target: RemoteTarget;
   readonly #relay: DeviceStateRelay;
 
-  constructor(target: RemoteTarget, name: string, relay: DeviceStateRelay) {
+  constructor(
+    target: RemoteTarget,
+    name: string,
+    relay: DeviceStateRelay,
+    diskTargets: readonly (DiskTarget & { relay: DeviceStateRelay })[],
+  ) {
     this.#target = target;
     this.name = name;
     this.#relay = relay;
+    this.diskTargets = diskTargets;
+  }
+
+  /** The relays close (each carried the one connection of a mirror), then the agent ends the exports. */
+  async endDiskTargets(): Promise<void> {
+    if (this.diskTargets.length === 0) return;
+    await Promise.all(this.diskTargets.map((target) => target.relay.close()));
+    await this.#request("end-disk-copies");
   }
 
   async state(): Promise<DestinationState> {
@@ -197,6 +251,22 @@ class RemoteDestination implements Destination {
   }
 }
 
+/**
+ * How long the agent may take to prepare: two minutes, and more for the
+ * base images of copied disks, which it reads whole to hash them (30 s a
+ * GB: a file read from a slow disk on a busy host).
+ */
+function prepareTimeoutMs(descriptions: readonly MachineDescription[]): number {
+  const bases = new Map<string, number>();
+  for (const description of descriptions) {
+    for (const disk of description.disks ?? []) {
+      if (isCopied(disk)) bases.set(disk.base.sha256, disk.base.size);
+    }
+  }
+  const bytes = [...bases.values()].reduce((sum, size) => sum + size, 0);
+  return 120_000 + Math.ceil(bytes / 1e9) * 30_000;
+}
+
 /** Each file a description names, by hash: the source's own path of it. */
 function filePaths(
   sources: readonly QemuGuest[],
@@ -204,9 +274,14 @@ function filePaths(
 ): Map<string, string> {
   const paths = new Map<string, string>();
   descriptions.forEach((description, i) => {
-    const image = sources[i]!.machine.image;
+    const machine = sources[i]!.machine;
+    const image = machine.image;
     if (description.kernel && image) paths.set(description.kernel.sha256, image.kernel);
     if (description.initrd && image) paths.set(description.initrd.sha256, image.initrd);
+    description.disks?.forEach((disk, index) => {
+      const base = machine.disks?.[index]?.base;
+      if (isCopied(disk) && base) paths.set(disk.base.sha256, base);
+    });
   });
   return paths;
 }

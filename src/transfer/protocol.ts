@@ -71,6 +71,8 @@ export const FrameType = {
   FileData: 41,
   /** Target agent: opens (and, from the agent, accepts) a connection carrying a guest's device state. */
   DeviceState: 42,
+  /** Target agent: opens (and, from the agent, accepts) a connection carrying NBD to a guest's copied disk. */
+  DiskCopy: 43,
 } as const;
 
 /** A frame type number. */
