@@ -46,7 +46,11 @@ export class ThreadChoice {
   #milliseconds = 0;
   #budget = TRIAL_PAGES;
 
-  /** @param most the most threads to use (1: always one) */
+  /**
+   * A choice for a scan that has not started.
+   *
+   * @param most the most threads to use (1: always one)
+   */
   constructor(most: number) {
     if (!Number.isInteger(most) || most < 1) {
       throw new RangeError(`Cannot choose among ${most} threads: need a whole number >= 1`);
