@@ -17,7 +17,8 @@ import {
   encodeJson,
   FrameChannel,
 } from "../src/target/agent_protocol.ts";
-import { describeMachine, type FileRef, sha256Hex } from "../src/target/machine_description.ts";
+import { describeMachine } from "../src/target/describe_machine.ts";
+import { type FileRef, sha256Hex } from "../src/target/machine_description.ts";
 import { FrameReader } from "../src/transfer/frame_io.ts";
 import { FrameType, PROTOCOL_VERSION } from "../src/transfer/protocol.ts";
 import { encodeHello } from "../src/transfer/hello_frame.ts";

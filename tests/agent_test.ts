@@ -8,7 +8,7 @@ import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { AgentProcess } from "../src/target/agent_process.ts";
 import { RemoteTarget } from "../src/target/remote_target.ts";
 import { AgentError } from "../src/target/agent_protocol.ts";
-import { describeMachine } from "../src/target/machine_description.ts";
+import { describeMachine } from "../src/target/describe_machine.ts";
 import { fileExists, uniqueName } from "./qemu_helpers.ts";
 import { eventOf, qemusIn, sourceLike } from "./_agent_fixtures.ts";
 

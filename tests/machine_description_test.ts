@@ -2,13 +2,13 @@ import { join } from "node:path";
 import { assertEquals, assertRejects, assertThrows } from "./_assert.ts";
 import {
   checkDescription,
-  describeMachine,
   DescriptionError,
   type MachineDescription,
   machineOf,
   MAX_BASE_BYTES,
   sha256Hex,
 } from "../src/target/machine_description.ts";
+import { describeMachine } from "../src/target/describe_machine.ts";
 import { FileStore } from "../src/target/agent_files.ts";
 import type { QemuMachine } from "../src/qemu/qemu_args.ts";
 

@@ -39,11 +39,10 @@ export {
   type AgentProcessOptions,
   makeAgentCredentials,
 } from "./agent_process.ts";
+export { describeMachine, type DescribeOptions } from "./describe_machine.ts";
 export {
   checkDescription,
   type CopiedDisk,
-  describeMachine,
-  type DescribeOptions,
   DescriptionError,
   type DescriptionLimits,
   type FileRef,

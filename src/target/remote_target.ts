@@ -19,12 +19,8 @@ import { connectTarget, type TargetAddress } from "../transport/connect_target.t
 import { AgentClient, type AgentClientOptions } from "./agent_client.ts";
 import type { KeptGuest } from "./agent_host.ts";
 import { DeviceStateRelay } from "./device_state_relay.ts";
-import {
-  describeMachine,
-  type FileRef,
-  isCopied,
-  type MachineDescription,
-} from "./machine_description.ts";
+import { describeMachine } from "./describe_machine.ts";
+import { type FileRef, isCopied, type MachineDescription } from "./machine_description.ts";
 
 /** Options of {@linkcode RemoteTarget.connect}: TLS (a CA) or insecure, and the agent's token. */
 export interface RemoteTargetOptions extends AgentClientOptions {
