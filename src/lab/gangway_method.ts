@@ -15,7 +15,8 @@ import type { CompressionMode } from "../transfer/compression_policy.ts";
 import type { MigrationOutcome } from "./measurement.ts";
 import type { LabSession } from "./session.ts";
 import { forEachLine } from "./_streams.ts";
-import { startTargetAgent } from "./target_host.ts";
+import { agentSerialLog, startTargetAgent } from "./target_host.ts";
+import type { SerialRecorder } from "./serial_recorder.ts";
 
 const GANG_SIDE = fileURLToPath(new URL("./gang_side.ts", import.meta.url));
 /** What the gang runner may do: the page library, QEMU and the receiver, QMP, RAM files. */
@@ -40,6 +41,8 @@ export interface GangwayMethodOptions {
    * the link is the bottleneck), "zstd" (always) or "none" (dedup alone).
    */
   compression?: CompressionMode;
+  /** Follows each destination's serial log from its start (the application's view). */
+  recorder?: SerialRecorder;
 }
 
 /** Events of the target agent quoted when the gang runner fails. */
@@ -87,6 +90,9 @@ export async function runGangwayMethod(
   for (const guest of gang.guests) await guest.detach();
   const agent = await startTargetAgent(session, { insecure: options.insecure });
   const credentials = agent.credentials;
+  for (const guest of gang.guests) {
+    options.recorder?.follow(guest.name, agentSerialLog(session, agent, guest.name));
+  }
   const args = [
     "run",
     ...GANG_SIDE_PERMISSIONS,
@@ -136,6 +142,8 @@ export async function runGangwayMethod(
     const root = net.target.namespace !== null ? `/proc/${pid}/root` : "";
     const destination = session.track(await QemuGuest.attach(root + qmpPath, { root }));
     moved.push({ source: sourceLogs.get(name)!, destination });
+    // Late, if the agent put it elsewhere than foreseen: the lines already there get a late time.
+    options.recorder?.follow(name, destination.serialLog);
   }
   const { report } = result;
   const deviceStateBytes = report.guests.reduce((sum, g) => sum + g.deviceStateBytes, 0);
@@ -146,6 +154,7 @@ export async function runGangwayMethod(
     tmtSeconds: result.tmtSeconds,
     downtimeMs: report.guests.map((g) => g.downtimeMs),
     moved,
+    window: result.window,
     gangway: {
       transport: options.insecure ? "tcp" : "tls",
       compression: report.transfer.compression,

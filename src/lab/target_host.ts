@@ -136,7 +136,7 @@ export async function startTargetAgent(
       credentials,
       dir: onHostB ? B_RAM_DIR : session.hostRamDir("target"),
       // Short: the destinations' QMP sockets go under it, and a socket's path has 107 bytes at most.
-      runDir: onHostB ? B_RUN_DIR : join(session.ramDir, "agent"),
+      runDir: agentRunDir(session),
       imagesDir,
       // Shared storage: the guests' overlays, and the base images in the image cache.
       sharedDisks: [session.diskDir, imagesDir],
@@ -151,4 +151,28 @@ export async function startTargetAgent(
     if (credentials) await Deno.remove(credentials.dir, { recursive: true }).catch(() => {});
     throw error;
   }
+}
+
+/** The agent's run directory, as host B sees it. */
+function agentRunDir(session: LabSession): string {
+  return session.network.target.namespace !== null ? B_RUN_DIR : join(session.ramDir, "agent");
+}
+
+/**
+ * Where the agent's destination of a guest will write its serial console,
+ * as the lab sees it (on host B: through the agent's `/proc/PID/root`),
+ * known before the destination starts so that its first line is read as
+ * it arrives. It follows the agent's layout (`RUN_DIR/guests/NAME/`,
+ * src/target/agent_host.ts and agent_gang.ts) and QEMU's log name
+ * (src/qemu/guest_launch.ts).
+ *
+ * @param session The lab session
+ * @param agent The target agent, running
+ * @param name The guest's name
+ * @returns The path of the destination's serial log
+ */
+export function agentSerialLog(session: LabSession, agent: AgentProcess, name: string): string {
+  const onHostB = session.network.target.namespace !== null;
+  const root = onHostB ? `/proc/${agent.server.process.pid}/root` : "";
+  return root + join(agentRunDir(session), "guests", name, `${name}.serial.log`);
 }
