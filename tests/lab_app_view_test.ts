@@ -244,6 +244,33 @@ Deno.test("SerialRecorder stamps lines as they arrive, across a guest's two logs
   }
 });
 
+Deno.test("SerialRecorder reads a log followed by two paths once", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "gangway-recorder-test-" });
+  try {
+    // As host B's log, reached through the agent's root and then through the destination's.
+    const log = `${dir}/destination.log`;
+    await Deno.writeTextFile(log, progress(CLOCK, 1) + "\n");
+    await Deno.symlink(log, `${dir}/other-path.log`);
+    const recorder = SerialRecorder.start(10);
+    recorder.follow("vm1", log);
+    const deadline = performance.now() + 10_000;
+    while (recorder.linesSoFar("vm1").length < 1) {
+      assert(performance.now() < deadline, "no line recorded in 10 s");
+      await delay(10);
+    }
+    recorder.follow("vm1", `${dir}/other-path.log`);
+    await Deno.writeTextFile(log, progress(CLOCK + 1, 2) + "\n", { append: true });
+    while (recorder.linesSoFar("vm1").length < 2) {
+      assert(performance.now() < deadline, "no second line recorded in 10 s");
+      await delay(10);
+    }
+    const lines = (await recorder.stop()).get("vm1")!;
+    assertEquals(lines.map((l) => l.text), [progress(CLOCK, 1), progress(CLOCK + 1, 2)]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 function withApplication(method: MethodResult["method"], tps: number): MethodResult {
   const lines = pausedGuest({ tps, fromMs: 0, toMs: 20_000, pauseAtMs: 11_000, pauseMs: 500 });
   return {

@@ -15,7 +15,7 @@ import type { CompressionMode } from "../transfer/compression_policy.ts";
 import type { MigrationOutcome } from "./measurement.ts";
 import type { LabSession } from "./session.ts";
 import { forEachLine } from "./_streams.ts";
-import { agentSerialLog, startTargetAgent } from "./target_host.ts";
+import { agentRoot, agentSerialLog, startTargetAgent } from "./target_host.ts";
 import type { SerialRecorder } from "./serial_recorder.ts";
 
 const GANG_SIDE = fileURLToPath(new URL("./gang_side.ts", import.meta.url));
@@ -90,8 +90,9 @@ export async function runGangwayMethod(
   for (const guest of gang.guests) await guest.detach();
   const agent = await startTargetAgent(session, { insecure: options.insecure });
   const credentials = agent.credentials;
-  for (const guest of gang.guests) {
-    options.recorder?.follow(guest.name, agentSerialLog(session, agent, guest.name));
+  const foreseenLogs = new Map(gang.guests.map((g) => [g.name, agentSerialLog(session, g.name)]));
+  for (const [name, log] of foreseenLogs) {
+    options.recorder?.follow(name, agentRoot(session, agent) + log);
   }
   const args = [
     "run",
@@ -137,13 +138,16 @@ export async function runGangwayMethod(
   }
   const result = JSON.parse(stdout.trim().split("\n").at(-1)!) as GangSideResult;
   const moved = [];
-  for (const { name, qmpPath, pid } of result.destinations) {
+  for (const { name, qmpPath, pid, serialLog } of result.destinations) {
     // The lab, operator of both hosts, reaches host B's files through its processes.
     const root = net.target.namespace !== null ? `/proc/${pid}/root` : "";
     const destination = session.track(await QemuGuest.attach(root + qmpPath, { root }));
     moved.push({ source: sourceLogs.get(name)!, destination });
-    // Late, if the agent put it elsewhere than foreseen: the lines already there get a late time.
-    options.recorder?.follow(name, destination.serialLog);
+    if (options.recorder && serialLog !== foreseenLogs.get(name)) {
+      // Followed late: the lines already there get a late time.
+      session.say(`  ${name}'s serial log is not where the lab foresaw it: ${serialLog}`);
+      options.recorder.follow(name, destination.serialLog);
+    }
   }
   const { report } = result;
   const deviceStateBytes = report.guests.reduce((sum, g) => sum + g.deviceStateBytes, 0);

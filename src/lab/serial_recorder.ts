@@ -20,6 +20,9 @@ const KEPT_LINE = /gangway-(pgbench|latency|web) /;
 /** Longest line kept whole; a longer one is no report (and bounds the memory a guest can use). */
 const MAX_LINE_CHARS = 4096;
 
+/** The identity of a log that turned out to be one already followed. */
+const DUPLICATE = "duplicate";
+
 /** Options of {@linkcode SerialRecorder.follow}. */
 export interface FollowOptions {
   /**
@@ -36,6 +39,8 @@ interface TailedLog {
   /** Where reading starts: the log's size when it was followed with `fromEnd`, else 0. */
   offset: number;
   file?: Deno.FsFile;
+  /** The file's device and inode once open: the same file followed by two paths is read once. */
+  identity?: string;
   decoder: TextDecoder;
   partial: string;
 }
@@ -151,19 +156,31 @@ export class SerialRecorder {
 
   async #readAll(): Promise<void> {
     for (const [guest, logs] of this.#logs) {
-      for (const log of logs) await this.#read(guest, log);
+      for (const log of logs) await this.#read(guest, log, logs);
     }
   }
 
   /** Reads what a log gained since the last read; each complete line is stamped now. */
-  async #read(guest: string, log: TailedLog): Promise<void> {
+  async #read(guest: string, log: TailedLog, logs: readonly TailedLog[]): Promise<void> {
+    if (log.identity === DUPLICATE) return;
     if (!log.file) {
+      let file: Deno.FsFile;
       try {
-        log.file = await Deno.open(log.path, { read: true });
+        file = await Deno.open(log.path, { read: true });
       } catch {
         return; // not there yet (a destination not started), or gone
       }
-      await log.file.seek(log.offset, Deno.SeekMode.Start);
+      const { dev, ino } = await file.stat();
+      const identity = `${dev}:${ino}`;
+      if (logs.some((other) => other.identity === identity)) {
+        // Another path to a log already followed (host B's file through another process's root).
+        file.close();
+        log.identity = DUPLICATE;
+        return;
+      }
+      log.file = file;
+      log.identity = identity;
+      await file.seek(log.offset, Deno.SeekMode.Start);
     }
     const buffer = new Uint8Array(READ_BYTES);
     let text = "";

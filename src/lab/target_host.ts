@@ -160,19 +160,29 @@ function agentRunDir(session: LabSession): string {
 
 /**
  * Where the agent's destination of a guest will write its serial console,
- * as the lab sees it (on host B: through the agent's `/proc/PID/root`),
- * known before the destination starts so that its first line is read as
- * it arrives. It follows the agent's layout (`RUN_DIR/guests/NAME/`,
- * src/target/agent_host.ts and agent_gang.ts) and QEMU's log name
- * (src/qemu/guest_launch.ts).
+ * as host B sees it, known before the destination starts so that its
+ * first line is read as it arrives. It follows the agent's layout
+ * (`RUN_DIR/guests/NAME/`, src/target/agent_host.ts and agent_gang.ts) and
+ * QEMU's log name (src/qemu/guest_launch.ts); the agent reports the real
+ * path afterwards (`KeptGuest.serialLog`), to check it against.
+ *
+ * @param session The lab session
+ * @param name The guest's name
+ * @returns The path of the destination's serial log on host B
+ */
+export function agentSerialLog(session: LabSession, name: string): string {
+  return join(agentRunDir(session), "guests", name, `${name}.serial.log`);
+}
+
+/**
+ * What the lab, operator of both hosts, puts before a path of host B to
+ * reach it: the agent's `/proc/PID/root` in namespace mode, nothing in
+ * loopback mode.
  *
  * @param session The lab session
  * @param agent The target agent, running
- * @param name The guest's name
- * @returns The path of the destination's serial log
+ * @returns The prefix
  */
-export function agentSerialLog(session: LabSession, agent: AgentProcess, name: string): string {
-  const onHostB = session.network.target.namespace !== null;
-  const root = onHostB ? `/proc/${agent.server.process.pid}/root` : "";
-  return root + join(agentRunDir(session), "guests", name, `${name}.serial.log`);
+export function agentRoot(session: LabSession, agent: AgentProcess): string {
+  return session.network.target.namespace !== null ? `/proc/${agent.server.process.pid}/root` : "";
 }
