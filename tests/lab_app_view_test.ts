@@ -184,9 +184,28 @@ Deno.test("applicationView() spreads wrk's runs over their own seconds", () => {
   assertEquals(view.after.tps, 200);
   assertEquals(view.before.p99Ms, 20);
   assertEquals(view.after.p99Ms, 22); // the median of the runs ending at 3, 4.5 and 6 s
-  assertEquals(view.longestStallMs, 0, "the guest's clock moved as the host's");
+  // wrk starting again between runs: half a second without requests, before and after.
+  assertEquals(view.longestStallMs, 500);
+  assertEquals(view.longestStallBeforeMs, 500);
   // The first run went from 0.5 to 1.5 s: half of it in the first second.
   assertEquals(view.series.find((p) => p.t === -3)?.tps, 150);
+});
+
+Deno.test("applicationView() counts a guest that runs but completes nothing as stalled", () => {
+  // Its clock runs (no pause) but its reports say 0 tps from 4 s to 8 s.
+  const lines = Array.from({ length: 12 }, (_, i) => ({
+    atMs: (i + 1) * 1000,
+    text: progress(CLOCK + i + 1, i >= 3 && i < 7 ? 0 : 100),
+  }));
+  const view = applicationView([lines], {
+    recordStartMs: 0,
+    startMs: 2500,
+    endMs: 9000,
+    recordEndMs: 12_000,
+  });
+  assertEquals(view.longestStallMs, 4000);
+  assertEquals(view.longestStallBeforeMs, 0);
+  assertEquals(view.during.tps, 38.5); // 2.5 s at 100 tps in 6.5 s
 });
 
 Deno.test("applicationView() of no lines reports nothing done and no stall", () => {
@@ -314,7 +333,7 @@ Deno.test("the JSON, the summary line and the figure carry each method's applica
   assertEquals(json.application!.qemuZstd!.longestStallMs, 500);
   const line = formatApplication(json.application!.gangway!);
   assert(line.startsWith("before 100.0 tps, during "), line);
-  assert(line.endsWith("longest stall 500 ms; came back"), line);
+  assert(line.endsWith("longest stall 500 ms (before it: 0 ms); came back"), line);
   const svg = await applicationChart(result);
   assert(svg !== undefined && svg.startsWith("<svg"), "an SVG document");
   assert(svg.includes("gangway") && svg.includes("qemu-zstd"), "one line per method");

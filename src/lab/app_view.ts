@@ -68,13 +68,17 @@ export interface ApplicationView {
   /** From the end of the switch-over to the last report received (what came after is not known). */
   after: WindowFigures;
   /**
-   * The longest time, over every guest, in which the host saw the guest's
-   * workload complete nothing while the guest's own clock did not move
-   * either: host time between two reports less the guest time between
-   * them (for a guest that did not come back: from its last report to the
-   * end of the recording). Null when no guest reported.
+   * The longest gap, over every guest, with no completed work as the host
+   * saw it, among the gaps that end after the migration started: from the
+   * arrival of a report of work to the start of the next report of work
+   * (its arrival less the guest time it covers); for a guest that did not
+   * come back, from its last report of work to the end of the recording.
+   * A pause counts whole (the guest's clock stops with it); so does a
+   * guest that runs but completes nothing. Null when no gap was seen.
    */
   longestStallMs: number | null;
+  /** The same over the gaps that ended before the migration: what this machine gives without one. */
+  longestStallBeforeMs: number | null;
   /** Every guest reported completed work after the switch-over (at the target). */
   cameBack: boolean;
   /** Seconds from the migration's start to the end of its switch-over (where the plot marks it). */
@@ -103,6 +107,7 @@ interface GuestFigures {
   lastReportMs: number;
   samples: P99Sample[];
   stallMs: number | null;
+  stallBeforeMs: number | null;
   cameBack: boolean;
 }
 
@@ -142,7 +147,10 @@ export function applicationView(
   const figures = guests.map((lines) => guestFigures(lines, window));
   const pieces = figures.flatMap((f) => f.pieces);
   const samples = figures.flatMap((f) => f.samples);
-  const stalls = figures.flatMap((f) => f.stallMs === null ? [] : [f.stallMs]);
+  const longest = (pick: (f: GuestFigures) => number | null) => {
+    const stalls = figures.flatMap((f) => pick(f) ?? []);
+    return stalls.length > 0 ? round(Math.max(...stalls), 0) : null;
+  };
   // What was done after the last report is not known yet: the recording ends there.
   const lastReportMs = Math.max(...figures.map((f) => f.lastReportMs));
   const reportedUntilMs = Math.max(window.endMs, Math.min(window.recordEndMs, lastReportMs));
@@ -153,7 +161,8 @@ export function applicationView(
     before: part(window.recordStartMs, window.startMs),
     during: part(window.startMs, window.endMs),
     after: part(window.endMs, reportedUntilMs, true),
-    longestStallMs: stalls.length > 0 ? round(Math.max(...stalls), 0) : null,
+    longestStallMs: longest((f) => f.stallMs),
+    longestStallBeforeMs: longest((f) => f.stallBeforeMs),
     cameBack: figures.length > 0 && figures.every((f) => f.cameBack),
     migrationSeconds: round((window.endMs - window.startMs) / 1000, 3),
     series: series(pieces, samples, { ...window, recordEndMs: reportedUntilMs }),
@@ -167,6 +176,8 @@ function guestFigures(lines: readonly ArrivedLine[], window: AppWindow): GuestFi
   const samples: P99Sample[] = [];
   const latencies: { guestSecond: number; p99Ms: number }[] = [];
   let stallMs: number | null = null;
+  let stallBeforeMs: number | null = null;
+  let lastWorkMs: number | undefined;
   let cameBack = false;
   for (const { atMs, text } of lines) {
     const report = parseWorkloadLine(text);
@@ -181,22 +192,36 @@ function guestFigures(lines: readonly ArrivedLine[], window: AppWindow): GuestFi
     if (covered > 0) {
       pieces.push({ fromMs: atMs - covered * 1000, toMs: atMs, amount: report.rate * covered });
     }
-    if (previous) {
-      const stall = (atMs - previous.atMs) - (report.guestClock - previous.guestClock) * 1000;
-      stallMs = Math.max(stallMs ?? 0, stall);
+    if (covered > 0 && report.rate > 0) {
+      const workStartMs = atMs - covered * 1000;
+      if (lastWorkMs !== undefined) {
+        const gap = Math.max(0, workStartMs - lastWorkMs);
+        if (workStartMs > window.startMs) stallMs = Math.max(stallMs ?? 0, gap);
+        else stallBeforeMs = Math.max(stallBeforeMs ?? 0, gap);
+      }
+      lastWorkMs = atMs;
     }
     if (report.p99Ms !== undefined) samples.push({ atMs, p99Ms: report.p99Ms });
     if (atMs > window.endMs && report.rate > 0) cameBack = true;
     works.push({ atMs, guestClock: report.guestClock });
   }
-  // A guest that never came back stalled from its last report to the end of the recording.
+  // A guest that never came back stalled from its last work to the end of the recording.
+  if (lastWorkMs !== undefined && !cameBack) {
+    stallMs = Math.max(stallMs ?? 0, window.recordEndMs - lastWorkMs);
+  }
   const last = works.at(-1);
-  if (last && !cameBack) stallMs = Math.max(stallMs ?? 0, window.recordEndMs - last.atMs);
   for (const { guestSecond, p99Ms } of latencies) {
     const reported = works.find((w) => w.guestClock >= guestSecond + 1);
     if (reported) samples.push({ atMs: reported.atMs, p99Ms });
   }
-  return { pieces, lastReportMs: last?.atMs ?? -Infinity, samples, stallMs, cameBack };
+  return {
+    pieces,
+    lastReportMs: last?.atMs ?? -Infinity,
+    samples,
+    stallMs,
+    stallBeforeMs,
+    cameBack,
+  };
 }
 
 /** Throughput and p99s of the gang over [fromMs, toMs), or [fromMs, toMs] for the `last` part. */

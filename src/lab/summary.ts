@@ -122,7 +122,8 @@ export function formatApplication(view: ApplicationView): string {
   const ratio = view.before.tps > 0
     ? ` = ${(view.during.tps / view.before.tps).toFixed(2)}x before`
     : "";
-  const stall = view.longestStallMs === null ? "?" : `${view.longestStallMs.toFixed(0)} ms`;
+  const ms = (value: number | null) => value === null ? "?" : `${value.toFixed(0)} ms`;
+  const stall = `${ms(view.longestStallMs)} (before it: ${ms(view.longestStallBeforeMs)})`;
   return `${part("before", view.before)}, ${part("during", view.during)}${ratio}, ` +
     `${part("after", view.after)}; longest stall ${stall}; ` +
     (view.cameBack ? "came back" : "did NOT come back");
