@@ -88,9 +88,9 @@ ${HEARTBEAT_SCRIPT}`;
  *
  * - pgbench: its own progress line each second (`-P 1`, stamped with the
  *   guest's clock by `--progress-timestamp`: transactions per second and
- *   mean latency), and from its per-transaction log (`-l`, into a FIFO, so
- *   nothing grows in the guest) the p99 latency of each second of the
- *   guest's clock, by gangway-latency.
+ *   mean latency), and from its per-transaction log (`-l`, onto its
+ *   terminal, so nothing grows in the guest) the p99 latency of each
+ *   second of the guest's clock, by gangway-latency.
  * - web: wrk in one-second runs against `127.0.0.1:80` (the port is
  *   written out: a minbase image has no /etc/services, and wrk cannot
  *   resolve "http" without it), one line per run with its p99 from wrk's
@@ -125,12 +125,10 @@ case "$mode" in
     logs=/run/gangway-pgbench
     mkdir -p "$logs" && chown postgres "$logs"
     echo "gangway-workload pgbench running scale=$scale"
-    /usr/local/sbin/gangway-latency "$logs" &
-    # pgbench writes its per-transaction log to PREFIX.PID: the FIFO made
-    # under that name just before exec, which keeps the PID.
-    runuser -u postgres -- sh -c 'mkfifo "$1.$$" && exec "$2/pgbench" -n -c 2 -j 1 \\
-      -T 100000000 -P 1 --progress-timestamp -l --log-prefix="$1" gangway' \\
-      sh "$logs/tx" "$pg" 2>&1 | sed -u 's/^/gangway-pgbench /'
+    # A terminal (script's) for pgbench: stdio flushes its per-transaction
+    # log there at each line.
+    runuser -u postgres -- script -qfec "/usr/local/sbin/gangway-pgbench $logs" /dev/null |
+      /usr/local/sbin/gangway-latency
     ;;
   web)
     command -v wrk >/dev/null || fail "no wrk in this image"
@@ -152,25 +150,33 @@ esac
 `;
 
 /**
- * Reads pgbench's per-transaction log (`client_id transaction_no
- * latency_us script_no epoch_s epoch_us`, one line per transaction, in
- * completion order with one thread) and prints, for each second of the
+ * Runs pgbench without end on its terminal: its progress each second
+ * (stderr), and its per-transaction log, which pgbench writes to
+ * PREFIX.PID: a link to /dev/tty made under that name just before exec,
+ * which keeps the PID. On a terminal stdio flushes the log at each line;
+ * into a file or a FIFO it would come 4 KiB at a time, a dozen seconds
+ * late at the rate of a guest under TCG.
+ */
+const PGBENCH_PROGRAM = `#!/bin/sh
+logs=$1
+ln -sf /dev/tty "$logs/tx.$$" || exit 1
+exec /usr/lib/postgresql/15/bin/pgbench -n -c 2 -j 1 -T 100000000 -P 1 --progress-timestamp \\
+  -l --log-prefix="$logs/tx" gangway
+`;
+
+/**
+ * Reads pgbench's terminal: passes its progress lines on as
+ * `gangway-pgbench progress: ...`, and from its per-transaction log
+ * (`client_id transaction_no latency_us script_no epoch_s epoch_us`, in
+ * completion order with one thread) prints, for each second of the
  * guest's clock, the transactions completed and their p99 latency:
- * `gangway-latency sec=S n=N p99_ms=X`. Only perl-base, in every image.
+ * `gangway-latency sec=S n=N p99_ms=X`, as soon as a later transaction or
+ * progress line closes the second. Only perl-base, in every image.
  */
 const LATENCY_PROGRAM = `#!/usr/bin/perl
 use strict;
 use warnings;
 $| = 1;
-my $dir = shift or die "usage: gangway-latency DIR\\n";
-my $fifo;
-until (defined $fifo) {
-  opendir(my $dh, $dir) or die "gangway-latency: cannot read $dir: $!\\n";
-  ($fifo) = grep { /^tx\\.\\d+$/ } readdir($dh);
-  closedir($dh);
-  select(undef, undef, undef, 0.2) unless defined $fifo;
-}
-open(my $in, "<", "$dir/$fifo") or die "gangway-latency: cannot open $fifo: $!\\n";
 my ($second, @latencies);
 sub report {
   return unless defined $second && @latencies;
@@ -178,14 +184,23 @@ sub report {
   my $rank = int(0.99 * @sorted + 0.999999);
   printf "gangway-latency sec=%d n=%d p99_ms=%.3f\\n", $second, scalar @sorted, $sorted[$rank - 1] / 1000;
 }
-while (my $line = <$in>) {
+while (my $line = <STDIN>) {
+  $line =~ s/\\r?\\n\\z//;
   my @f = split " ", $line;
-  next unless @f >= 6 && $f[2] =~ /^\\d+$/ && $f[4] =~ /^\\d+$/;
-  if (!defined $second || $f[4] != $second) {
-    report();
-    ($second, @latencies) = ($f[4]);
+  if (@f >= 6 && $f[2] =~ /^\\d+$/ && $f[4] =~ /^\\d+$/) {
+    if (!defined $second || $f[4] != $second) {
+      report();
+      ($second, @latencies) = ($f[4]);
+    }
+    push @latencies, $f[2];
+  } elsif ($line ne "") {
+    # A progress line at the guest's clock T: the seconds before T are complete.
+    if ($line =~ /^progress: (\\d+)/ && defined $second && $1 > $second) {
+      report();
+      ($second, @latencies) = ();
+    }
+    print "gangway-pgbench $line\\n";
   }
-  push @latencies, $f[2];
 }
 report();
 `;
@@ -286,12 +301,10 @@ export function imageFiles(recipe: DebianRecipe): ImageFile[] {
       text: POSTGRES_CONF,
       mode: 0o644,
     });
-    files.push({
-      kind: "file",
-      path: "/usr/local/sbin/gangway-latency",
-      text: LATENCY_PROGRAM,
-      mode: 0o755,
-    });
+    files.push(
+      { kind: "file", path: "/usr/local/sbin/gangway-pgbench", text: PGBENCH_PROGRAM, mode: 0o755 },
+      { kind: "file", path: "/usr/local/sbin/gangway-latency", text: LATENCY_PROGRAM, mode: 0o755 },
+    );
   }
   if (recipe.workloads.includes("web")) {
     files.push({
