@@ -32,7 +32,7 @@ export async function applicationChart(result: LabResult): Promise<string | unde
   const { config } = result;
   const unit = config.workload === "web" ? "requests" : "transactions";
   return await lineChart({
-    title: `Throughput of the gang's ${config.workload} around the migration`,
+    title: `Throughput of the ${config.workload} workload around the migration`,
     subtitle: `${config.guests} guests x ${config.memoryMiB} MiB, link ${result.link}; ` +
       "shaded: each method's migration (its TMT); host time",
     xLabel: "Seconds from the migration's start",
