@@ -11,6 +11,7 @@ import { SerialRecorder } from "../src/lab/serial_recorder.ts";
 import { applicationChart } from "../src/lab/app_plot.ts";
 import { formatApplication } from "../src/lab/summary.ts";
 import { labJson } from "../src/lab/report.ts";
+import { writeSweepFiles } from "../src/lab/sweep.ts";
 import { DEFAULT_LAB_CONFIG, type LabResult } from "../src/lab/experiment.ts";
 import type { MethodResult } from "../src/lab/measurement.ts";
 import { delay } from "../src/_delay.ts";
@@ -338,4 +339,14 @@ Deno.test("the JSON, the summary line and the figure carry each method's applica
   assert(svg !== undefined && svg.startsWith("<svg"), "an SVG document");
   assert(svg.includes("gangway") && svg.includes("qemu-zstd"), "one line per method");
   assertEquals(await applicationChart({ ...result, methods: [] }), undefined);
+  const dir = await Deno.makeTempDir({ prefix: "gangway-app-files-test-" });
+  try {
+    const written = await writeSweepFiles(dir, [{ axis: "guests", points: [result] }], "lab");
+    assert(written.includes(`${dir}/application.svg`), written.join(", "));
+    const summary = await Deno.readTextFile(`${dir}/summary.md`);
+    assert(summary.includes("![Throughput around the migration](application.svg)"), summary);
+    assert(summary.includes(`- qemu-zstd: ${formatApplication(json.application!.qemuZstd!)}`));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -12,6 +12,7 @@ import { type LabConfig, type LabResult, runLab } from "./experiment.ts";
 import type { LabMethod, MethodResult } from "./measurement.ts";
 import { barChart, lineChart, type PlotSeries } from "./plot.ts";
 import { applicationChart } from "./app_plot.ts";
+import { formatApplication } from "./summary.ts";
 import { gangwayOf, goalVerdicts, labJson, ratioBase, ratiosOf } from "./report.ts";
 import { knownQemuIssue, lostGuests, lostTotals } from "./lost_guests.ts";
 import type { LabSession } from "./session.ts";
@@ -252,8 +253,32 @@ export function sweepSummary(sweeps: readonly SweepResult[], command: string): s
       );
     }
   }
+  lines.push(...applicationLines(sweeps));
   lines.push(...keptAlive(sweeps.flatMap((sweep) => sweep.points)));
   return lines.join("\n");
+}
+
+/** The section of the application's view (pgbench, web): one line per method of each run. */
+function applicationLines(sweeps: readonly SweepResult[]): string[] {
+  const lines: string[] = [];
+  for (const sweep of sweeps) {
+    const one = sweeps.length === 1 && sweep.points.length === 1;
+    for (const point of sweep.points) {
+      const viewed = point.methods.filter((m) => m.application);
+      if (viewed.length === 0) continue;
+      const figure = one ? APPLICATION_FIGURE : applicationFigure(sweep.axis, point);
+      lines.push(
+        `## The application's view, ${point.config.guests} x ${point.config.memoryMiB} MiB, ` +
+          `${point.config.workload}`,
+        "",
+        `![Throughput around the migration](${figure})`,
+        "",
+        ...viewed.map((m) => `- ${m.method}: ${formatApplication(m.application!)}`),
+        "",
+      );
+    }
+  }
+  return lines;
 }
 
 /** The section that counts, per method over every run, guests migrated and lost. */
