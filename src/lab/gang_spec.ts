@@ -99,7 +99,9 @@ function workloadTimeoutMs(spec: GangSpec): number {
  * leaves them running for `spec.idleSeconds`. Each guest's RAM file (with
  * the file backend) is in the session's RAM directory, its disk overlay
  * (Debian images) in the session's disk directory, its QMP socket and logs
- * in its run directory.
+ * in its run directory. For `pgbench` and `web` the gang comes with a
+ * running `recorder` of the workloads' lines (from the start of the idle
+ * time): the caller stops it (`measureMethod` does).
  *
  * Requires `--allow-run`, `--allow-net`, `--allow-read`, `--allow-write`.
  *
