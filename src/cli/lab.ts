@@ -46,6 +46,7 @@ import {
 import { judgeLostGuests } from "../lab/lost_guests.ts";
 import { availableMemory } from "../lab/memory_budget.ts";
 import { labJson } from "../lab/report.ts";
+import { applicationChart } from "../lab/app_plot.ts";
 import { LabSession } from "../lab/session.ts";
 import { formatSummary } from "../lab/summary.ts";
 import {
@@ -255,6 +256,12 @@ async function main(args: string[]): Promise<void> {
     console.log(formatSummary(result));
     if (command.json) {
       await Deno.writeTextFile(command.json, JSON.stringify(labJson(result, line), null, 2) + "\n");
+      const svg = await applicationChart(result);
+      if (svg) {
+        const figure = command.json.replace(/\.json$/, "") + "-application.svg";
+        await Deno.writeTextFile(figure, svg);
+        session.say(`wrote ${figure}`);
+      }
     }
     if (command.out) {
       const written = await writeSweepFiles(

@@ -1,5 +1,5 @@
 /**
- * Durations as the lab reports them. Internal to src/lab.
+ * Durations and instants as the lab reports them. Internal to src/lab.
  *
  * @module
  */
@@ -7,4 +7,12 @@
 /** Seconds between two `performance.now()` readings, rounded to the millisecond. */
 export function secondsBetween(from: number, to: number): number {
   return Math.round(to - from) / 1000;
+}
+
+/**
+ * Milliseconds since the epoch, finer than `Date.now()`: one clock that
+ * the lab and the processes it starts on this machine share.
+ */
+export function wallClockMs(): number {
+  return performance.timeOrigin + performance.now();
 }

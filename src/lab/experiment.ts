@@ -7,7 +7,12 @@
  * @module
  */
 import { basename } from "node:path";
-import { bootGang, closeGuests, gangImages, type GangSpec } from "./gang_spec.ts";
+import { type BootedGang, bootGang, closeGuests, gangImages, type GangSpec } from "./gang_spec.ts";
+import { type ApplicationView, applicationView } from "./app_view.ts";
+import type { SerialRecorder } from "./serial_recorder.ts";
+import { formatApplication } from "./summary.ts";
+import { wallClockMs } from "./_time.ts";
+import { delay } from "../_delay.ts";
 import { type DiskStorage, runGangwayMethod } from "./gangway_method.ts";
 export type { DiskStorage } from "./gangway_method.ts";
 import type { GuestRam, LabMethod, MethodResult, MigrationOutcome } from "./measurement.ts";
@@ -105,6 +110,13 @@ export const DEFAULT_LAB_CONFIG: Readonly<LabConfig> = {
 const TAG: Record<LabMethod, string> = { gangway: "g", qemu: "q", "qemu-zstd": "z" };
 
 /**
+ * Seconds the workloads are recorded after the switch-over (`pgbench`,
+ * `web`): the application's view's `after`. The guests are checked
+ * meanwhile.
+ */
+export const AFTER_SWITCHOVER_SECONDS = 10;
+
+/**
  * Measures one method: boots a fresh gang on the source host, leaves it
  * running for the idle time, migrates it, checks every guest at the target,
  * then quits every guest and removes their RAM files.
@@ -182,15 +194,23 @@ async function bootMigrateCheck(
     };
     const loadAverage = await hostLoadAverage();
     say(`migrating (host load average ${loadAverage.toFixed(2)})`);
+    const recorder = gang.recorder;
     outcome = method === "gangway"
-      ? await runGangwayMethod(session, gang, options)
+      ? await runGangwayMethod(session, gang, { ...options, recorder })
       : await runQemuMethod(session, gang, {
         compression: method === "qemu-zstd" ? "zstd" : "none",
+        recorder,
       });
     say(describeOutcome(outcome));
-    const checks = await Promise.all(
-      outcome.moved.map(({ source, destination }) => checkResumed(source.serialLog, destination)),
-    );
+    // The workloads run on at the target while the guests are checked, and
+    // long enough after the switch-over to show how the service came back.
+    const afterMs = outcome.window.endMs + AFTER_SWITCHOVER_SECONDS * 1000;
+    const [checks] = await Promise.all([
+      Promise.all(
+        outcome.moved.map(({ source, destination }) => checkResumed(source.serialLog, destination)),
+      ),
+      recorder ? delay(Math.max(0, afterMs - wallClockMs())) : undefined,
+    ]);
     for (const check of checks.filter((c) => !c.resumed)) {
       say(`${check.name} did not resume: ${check.detail}`);
     }
@@ -198,10 +218,13 @@ async function bootMigrateCheck(
     say(
       `${resumed}/${checks.length} guests resumed at the target (heartbeat went on, checksum ok)`,
     );
-    const { moved: _moved, ...measured } = outcome;
+    const application = recorder && await applicationOf(recorder, gang, outcome.window);
+    if (application) say(formatApplication(application));
+    const { moved: _moved, window: _window, ...measured } = outcome;
     return {
       method,
       ...measured,
+      ...(application ? { application } : {}),
       resumed,
       checks,
       bootSeconds: gang.bootSeconds,
@@ -210,6 +233,7 @@ async function bootMigrateCheck(
       loadAverage,
     };
   } finally {
+    await gang.recorder?.stop();
     const guests = [...gang.guests, ...(outcome?.moved.map((m) => m.destination) ?? [])];
     await closeGuests(session, guests).catch(() => {});
     await session.reset();
@@ -349,4 +373,19 @@ function describeOutcome(outcome: MigrationOutcome): string {
   } s, downtime ${Math.min(...downtimes).toFixed(0)}-${
     Math.max(...downtimes).toFixed(0)
   } ms${gangway}`;
+}
+
+/** Stops the recording and cuts it at the migration's start and end. */
+async function applicationOf(
+  recorder: SerialRecorder,
+  gang: BootedGang,
+  window: { startMs: number; endMs: number },
+): Promise<ApplicationView> {
+  const lines = await recorder.stop();
+  return applicationView(gang.guests.map((guest) => lines.get(guest.name) ?? []), {
+    recordStartMs: recorder.startedMs,
+    startMs: window.startMs,
+    endMs: window.endMs,
+    recordEndMs: recorder.stoppedMs!,
+  });
 }

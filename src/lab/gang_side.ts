@@ -28,6 +28,7 @@ import type { GangwayBreakdown } from "./measurement.ts";
 import { exitOnSignal } from "./netns_signal.ts";
 import { errorMessage } from "../_errors.ts";
 import { claimCpuShare } from "../cpu_share.ts";
+import { wallClockMs } from "./_time.ts";
 
 /** What the gang runner prints on stdout when the gang runs at the target. */
 export interface GangSideResult {
@@ -39,6 +40,8 @@ export interface GangSideResult {
   breakdown: GangwayBreakdown;
   /** The destinations, running at the target, as the agent reports them. */
   destinations: KeptGuest[];
+  /** The TMT's start and end on the wall clock the lab shares (ms since the epoch). */
+  window: { startMs: number; endMs: number };
 }
 
 /** Options of {@linkcode runGangSide}. */
@@ -87,6 +90,7 @@ export async function runGangSide(options: GangSideOptions): Promise<GangSideRes
   const roundEnds: number[] = [];
   try {
     const t0 = performance.now();
+    const t0Ms = wallClockMs();
     const { report } = await migrateQemuGang(sources, target, {
       maxBandwidth: options.maxBandwidth,
       compression: options.compression,
@@ -122,6 +126,10 @@ export async function runGangSide(options: GangSideOptions): Promise<GangSideRes
       tmtSeconds: timeline.running - timeline.transfer,
       breakdown,
       destinations: (await target.keptGuests()).filter((g) => names.has(g.name)),
+      window: {
+        startMs: t0Ms + timeline.transfer * 1000,
+        endMs: t0Ms + timeline.running * 1000,
+      },
     };
   } catch (error) {
     for (const source of sources) await source.detach().catch(() => {});

@@ -12,6 +12,7 @@ import { waitForWorkload } from "../qemu/heartbeat.ts";
 import type { LabSession } from "./session.ts";
 import { delay } from "../_delay.ts";
 import { secondsBetween } from "./_time.ts";
+import { SerialRecorder } from "./serial_recorder.ts";
 import { errorMessage } from "../_errors.ts";
 
 /** The gang of one measurement: the same for every method compared. */
@@ -57,6 +58,12 @@ export interface BootedGang {
   guests: QemuGuest[];
   /** From starting the first QEMU to the last guest's first heartbeat. */
   bootSeconds: number;
+  /**
+   * For `pgbench` and `web`: the guests' workload lines from the moment
+   * the load ran in every guest (the idle time before the migration
+   * included), for the application's view. Stop it when done.
+   */
+  recorder?: SerialRecorder;
 }
 
 /** The image of each guest of a gang, in order. */
@@ -92,7 +99,9 @@ function workloadTimeoutMs(spec: GangSpec): number {
  * leaves them running for `spec.idleSeconds`. Each guest's RAM file (with
  * the file backend) is in the session's RAM directory, its disk overlay
  * (Debian images) in the session's disk directory, its QMP socket and logs
- * in its run directory.
+ * in its run directory. For `pgbench` and `web` the gang comes with a
+ * running `recorder` of the workloads' lines (from the start of the idle
+ * time): the caller stops it (`measureMethod` does).
  *
  * Requires `--allow-run`, `--allow-net`, `--allow-read`, `--allow-write`.
  *
@@ -154,7 +163,7 @@ export async function bootGang(
     if (failed) throw failed.reason;
     const timeoutMs = bootTimeoutMs(spec);
     await Promise.all(guests.map((guest) => guest.waitUntilBooted(timeoutMs)));
-    if (spec.workload === "pgbench" || spec.workload === "web") {
+    if (reportsWork(spec.workload)) {
       session.say(`booted; waiting for ${spec.workload} to run in every guest`);
       const abortReason = (guest: QemuGuest) => () =>
         guest.alive ? undefined : `QEMU of guest "${guest.name}" exited`;
@@ -174,9 +183,19 @@ export async function bootGang(
     );
   }
   const bootSeconds = secondsBetween(started, performance.now());
+  let recorder: SerialRecorder | undefined;
+  if (reportsWork(spec.workload)) {
+    recorder = SerialRecorder.start();
+    for (const guest of guests) recorder.follow(guest.name, guest.serialLog, { fromEnd: true });
+  }
   session.say(`booted ${spec.guests} in ${bootSeconds.toFixed(1)} s; idle ${spec.idleSeconds} s`);
   await delay(spec.idleSeconds * 1000);
-  return { guests, bootSeconds };
+  return { guests, bootSeconds, ...(recorder ? { recorder } : {}) };
+}
+
+/** The workloads that report their completed work on the console (the application's view). */
+export function reportsWork(workload: WorkloadMode): boolean {
+  return workload === "pgbench" || workload === "web";
 }
 
 /** For the guests whose QEMU exited: their kernel's crash report, or QEMU's last words. */

@@ -15,7 +15,8 @@ import type { CompressionMode } from "../transfer/compression_policy.ts";
 import type { MigrationOutcome } from "./measurement.ts";
 import type { LabSession } from "./session.ts";
 import { forEachLine } from "./_streams.ts";
-import { startTargetAgent } from "./target_host.ts";
+import { agentRoot, agentSerialLog, startTargetAgent } from "./target_host.ts";
+import type { SerialRecorder } from "./serial_recorder.ts";
 
 const GANG_SIDE = fileURLToPath(new URL("./gang_side.ts", import.meta.url));
 /** What the gang runner may do: the page library, QEMU and the receiver, QMP, RAM files. */
@@ -46,6 +47,8 @@ export interface GangwayMethodOptions {
    * the link is the bottleneck), "zstd" (always) or "none" (dedup alone).
    */
   compression?: CompressionMode;
+  /** Follows each destination's serial log from its start (the application's view). */
+  recorder?: SerialRecorder;
 }
 
 /** Events of the target agent quoted when the gang runner fails. */
@@ -94,6 +97,10 @@ export async function runGangwayMethod(
   const copyStorage = options.storage === "copy";
   const agent = await startTargetAgent(session, { insecure: options.insecure, copyStorage });
   const credentials = agent.credentials;
+  const foreseenLogs = new Map(gang.guests.map((g) => [g.name, agentSerialLog(session, g.name)]));
+  for (const [name, log] of foreseenLogs) {
+    options.recorder?.follow(name, agentRoot(session, agent) + log);
+  }
   const args = [
     "run",
     ...GANG_SIDE_PERMISSIONS,
@@ -139,11 +146,16 @@ export async function runGangwayMethod(
   }
   const result = JSON.parse(stdout.trim().split("\n").at(-1)!) as GangSideResult;
   const moved = [];
-  for (const { name, qmpPath, pid } of result.destinations) {
+  for (const { name, qmpPath, pid, serialLog } of result.destinations) {
     // The lab, operator of both hosts, reaches host B's files through its processes.
     const root = net.target.namespace !== null ? `/proc/${pid}/root` : "";
     const destination = session.track(await QemuGuest.attach(root + qmpPath, { root }));
     moved.push({ source: sourceLogs.get(name)!, destination });
+    if (options.recorder && serialLog !== foreseenLogs.get(name)) {
+      // Followed late: the lines already there get a late time.
+      session.say(`  ${name}'s serial log is not where the lab foresaw it: ${serialLog}`);
+      options.recorder.follow(name, destination.serialLog);
+    }
   }
   const { report } = result;
   const deviceStateBytes = report.guests.reduce((sum, g) => sum + g.deviceStateBytes, 0);
@@ -154,6 +166,7 @@ export async function runGangwayMethod(
     tmtSeconds: result.tmtSeconds,
     downtimeMs: report.guests.map((g) => g.downtimeMs),
     moved,
+    window: result.window,
     gangway: {
       transport: options.insecure ? "tcp" : "tls",
       compression: report.transfer.compression,

@@ -18,6 +18,7 @@
  *
  * @module
  */
+import { wallClockMs } from "./_time.ts";
 
 /** Size of each write and read: large, since a system call is costly here. */
 const CHUNK_BYTES = 1 << 20;
@@ -39,7 +40,7 @@ export async function receive(
   const buffer = new Uint8Array(CHUNK_BYTES);
   let bytes = 0;
   for (let n = await conn.read(buffer); n !== null; n = await conn.read(buffer)) bytes += n;
-  return { bytes, end: wallClock() };
+  return { bytes, end: wallClockMs() };
 }
 
 /**
@@ -57,17 +58,12 @@ export async function send(
   bytes: number,
   report: (start: number) => void,
 ): Promise<void> {
-  report(wallClock());
+  report(wallClockMs());
   using conn = await Deno.connect({ hostname, port });
   const chunk = new Uint8Array(CHUNK_BYTES);
   for (let left = bytes; left > 0;) {
     left -= await conn.write(chunk.subarray(0, Math.min(left, chunk.length)));
   }
-}
-
-/** Milliseconds since the epoch, finer than Date.now(). */
-function wallClock(): number {
-  return performance.timeOrigin + performance.now();
 }
 
 if (import.meta.main) {

@@ -6,6 +6,7 @@
 import type { QemuGuest } from "../qemu/guest.ts";
 import type { CompressionReport } from "../transfer/compression_policy.ts";
 import type { ResumeCheck } from "./resumed.ts";
+import type { ApplicationView } from "./app_view.ts";
 
 /** The migration methods the lab compares. */
 export const LAB_METHODS = ["gangway", "qemu", "qemu-zstd"] as const;
@@ -65,12 +66,17 @@ export interface MigrationOutcome {
   downtimeMs: number[];
   /** Each guest's source and destination, for the resume check and cleanup. */
   moved: { source: QemuGuest; destination: QemuGuest }[];
+  /**
+   * The TMT's start and end on the host's wall clock (ms since the epoch):
+   * where the application's view cuts before, during and after.
+   */
+  window: { startMs: number; endMs: number };
   /** Gangway only. */
   gangway?: GangwayDetails;
 }
 
 /** What the lab measured of one method on one gang. */
-export interface MethodResult extends Omit<MigrationOutcome, "moved"> {
+export interface MethodResult extends Omit<MigrationOutcome, "moved" | "window"> {
   /** The method. */
   method: LabMethod;
   /** Guests that went on at the target with their checksum ok. */
@@ -98,4 +104,6 @@ export interface MethodResult extends Omit<MigrationOutcome, "moved"> {
    * above the usual, something else was running (a noisy run).
    */
   loadAverage: number;
+  /** For `pgbench` and `web`: what the guests' workloads saw before, during and after. */
+  application?: ApplicationView;
 }

@@ -26,7 +26,24 @@ export {
   type BootOptions,
   closeGuests,
   type GangSpec,
+  reportsWork,
 } from "./gang_spec.ts";
+export {
+  type ApplicationView,
+  applicationView,
+  type AppWindow,
+  type ArrivedLine,
+  type SeriesPoint,
+  type WindowFigures,
+} from "./app_view.ts";
+export {
+  type LatencyReport,
+  parseWorkloadLine,
+  type WorkloadReport,
+  type WorkReport,
+} from "./app_lines.ts";
+export { type FollowOptions, SerialRecorder } from "./serial_recorder.ts";
+export { applicationChart } from "./app_plot.ts";
 export { type DiskStorage, type GangwayMethodOptions, runGangwayMethod } from "./gangway_method.ts";
 export type { CompressionMode, CompressionReport } from "../transfer/compression_policy.ts";
 export { type QemuMethodOptions, runQemuMethod } from "./qemu_method.ts";
@@ -41,6 +58,7 @@ export {
   type MigrationOutcome,
 } from "./measurement.ts";
 export {
+  AFTER_SWITCHOVER_SECONDS,
   type ComparedMethod,
   DEFAULT_LAB_CONFIG,
   type LabConfig,
@@ -61,6 +79,7 @@ export {
   ratiosOf,
 } from "./report.ts";
 export {
+  formatApplication,
   formatBreakdown,
   formatCompression,
   formatRatios,
@@ -110,6 +129,7 @@ export {
   type ChartOptions,
   lineChart,
   type LineChartOptions,
+  type PlotBand,
   type PlotPoint,
   type PlotSeries,
 } from "./plot.ts";

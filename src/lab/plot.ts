@@ -46,11 +46,28 @@ export interface ChartOptions {
   height?: number;
 }
 
+/** A stretch of the x axis shaded in a series' colour (a method's migration window, say). */
+export interface PlotBand {
+  /** The series whose colour it takes. */
+  series: string;
+  /** Where it starts on the x axis. */
+  from: number;
+  /** Where it ends on the x axis. */
+  to: number;
+}
+
 /** Options of {@linkcode lineChart}. */
 export interface LineChartOptions extends ChartOptions {
   /** "log" for x values that grow by factors (memory sizes). Default "linear". */
   xScale?: "linear" | "log";
+  /** Stretches of the x axis to shade, behind the lines. */
+  bands?: readonly PlotBand[];
+  /** Draw a marker at each point. Default true. */
+  points?: boolean;
 }
+
+/** How strongly a band is shaded: light, so that the lines over it stay readable. */
+const BAND_OPACITY = 0.15;
 
 /** Most x values that still get a tick each. */
 const MAX_TICKS_AT_VALUES = 12;
@@ -104,10 +121,31 @@ export async function lineChart(options: LineChartOptions): Promise<string> {
     },
     axis: xAxis(rows),
   } as const;
+  const bands = checkedBands(options);
+  const bandLayer = {
+    data: { values: bands },
+    mark: { type: "rect", opacity: BAND_OPACITY },
+    encoding: { x: { field: "from", type: "quantitative" }, x2: { field: "to" } },
+  };
+  const point = options.points === false ? {} : { point: { size: 50 } };
   return await render(options, rows, [
-    { mark: { type: "line", point: { size: 50 } }, encoding: { x, y: yEncoding(options) } },
+    ...(bands.length > 0 ? [bandLayer] : []),
+    { mark: { type: "line", ...point }, encoding: { x, y: yEncoding(options) } },
     rangeLayer(x),
   ]);
+}
+
+/** The bands, checked: finite ends, and a series the chart has. */
+function checkedBands(options: LineChartOptions): PlotBand[] {
+  const names = new Set(seriesNames(options));
+  for (const band of options.bands ?? []) {
+    if (!names.has(band.series) || !Number.isFinite(band.from) || !Number.isFinite(band.to)) {
+      throw new Error(
+        `Cannot draw chart "${options.title}": a band needs finite ends and one of the series`,
+      );
+    }
+  }
+  return [...options.bands ?? []];
 }
 
 /**

@@ -11,12 +11,15 @@ import type { BootedGang } from "./gang_spec.ts";
 import type { MigrationOutcome } from "./measurement.ts";
 import type { LabSession } from "./session.ts";
 import { freePortRun } from "./_streams.ts";
-import { secondsBetween } from "./_time.ts";
+import { secondsBetween, wallClockMs } from "./_time.ts";
+import type { SerialRecorder } from "./serial_recorder.ts";
 
 /** Options of {@linkcode runQemuMethod}. */
 export interface QemuMethodOptions {
   /** "zstd": multifd (2 channels, QEMU's default) with zstd compression. Default "none". */
   compression?: "none" | "zstd";
+  /** Follows each destination's serial log from its start (the application's view). */
+  recorder?: SerialRecorder;
 }
 
 /** First TCP port of QEMU's migration streams at the target host, one per guest. */
@@ -71,11 +74,15 @@ export async function runQemuMethod(
   const failedStart = started.find((result) => result.status === "rejected");
   if (failedStart) throw failedStart.reason;
   const destinations = started.map((result) => (result as PromiseFulfilledResult<QemuGuest>).value);
+  for (const [i, destination] of destinations.entries()) {
+    options.recorder?.follow(sources[i]!.name, destination.serialLog);
+  }
   const firstPort = net.mode === "netns" ? MIGRATION_PORT : freePortRun(sources.length);
   const zstd = options.compression === "zstd";
   const cap = session.loopbackCap;
   const before = await net.bytes();
   const t0 = performance.now();
+  const startMs = wallClockMs();
   const results = await Promise.allSettled(
     sources.map((source, i) =>
       runQemuMigration(source, destinations[i]!, {
@@ -103,5 +110,6 @@ export async function runQemuMethod(
     tmtSeconds: secondsBetween(t0, end),
     downtimeMs: done.map((r) => r.downtimeMs),
     moved: sources.map((source, i) => ({ source, destination: destinations[i]! })),
+    window: { startMs, endMs: performance.timeOrigin + end },
   };
 }

@@ -10,6 +10,8 @@ import type { CompressionReport } from "../transfer/compression_policy.ts";
 import type { GangwayBreakdown, GuestRam, LabMethod, MethodResult } from "./measurement.ts";
 import { knownQemuIssue, type LostGuest, lostGuests } from "./lost_guests.ts";
 import { parseRate } from "./link_rate.ts";
+import { round } from "./_numbers.ts";
+import type { ApplicationView } from "./app_view.ts";
 
 /** One method in the JSON report. */
 export interface MethodJson {
@@ -88,6 +90,13 @@ export interface LabJson {
   ratioBase: LabMethod | null;
   /** Extra: gangway's ratios to every compared method, by JSON key. */
   ratios: Record<string, Ratios>;
+  /**
+   * For `pgbench` and `web`: each method's application view, by the same
+   * keys as `ratios` (and `gangway`): before, during and after the
+   * migration, the longest stall, whether the service came back, and the
+   * per-second series.
+   */
+  application?: Record<string, ApplicationView>;
   /** Extra: seconds the guests ran between boot and migration. */
   idleSeconds: number;
   /** Extra: kernel arguments added to the guests' defaults (none: KASLR on). */
@@ -247,6 +256,10 @@ export function labJson(result: LabResult, command: string): LabJson {
     if (method.method !== "gangway") ratios[methodKey(method.method)] = ratiosOf(gangway, method);
   }
   const baseRatios = base ? ratiosOf(gangway, base) : undefined;
+  const viewed = result.methods.filter((m) => m.application);
+  const application = Object.fromEntries(
+    viewed.map((m) => [methodKey(m.method), m.application!]),
+  );
   return {
     guests: result.config.guests,
     memoryBytes: result.config.memoryMiB * 2 ** 20,
@@ -257,6 +270,7 @@ export function labJson(result: LabResult, command: string): LabJson {
     tmtRatio: baseRatios?.tmt ?? null,
     ratioBase: base?.method ?? null,
     ratios,
+    ...(viewed.length > 0 ? { application } : {}),
     idleSeconds: result.config.idleSeconds,
     kernelArgs: result.config.kernelArgs,
     image: result.image,
@@ -294,9 +308,4 @@ function methodJson(m: MethodResult): MethodJson {
 /** A ratio to 2 decimals, or 3 when 2 would round it onto the goal it is judged against. */
 function againstGoal(ratio: number, goal: number): string {
   return ratio !== goal && Number(ratio.toFixed(2)) === goal ? ratio.toFixed(3) : ratio.toFixed(2);
-}
-
-function round(value: number, digits: number): number {
-  const scale = 10 ** digits;
-  return Math.round(value * scale) / scale;
 }

@@ -11,6 +11,7 @@ import type { CompressionReport } from "../transfer/compression_policy.ts";
 import type { GangwayBreakdown, MethodResult } from "./measurement.ts";
 import { formatLostGuests, lostGuests } from "./lost_guests.ts";
 import { gangwayOf, goalVerdicts, ratioBase, ratiosOf } from "./report.ts";
+import type { ApplicationView, WindowFigures } from "./app_view.ts";
 
 /**
  * The summary printed at the end of a run: the setup, one row per method
@@ -66,6 +67,11 @@ export function formatSummary(result: LabResult): string {
     "",
     ...result.methods.filter((m) => m.method !== "gangway").map((m) => formatRatios(gangway, m)),
   ];
+  const viewed = result.methods.filter((m) => m.application);
+  if (viewed.length > 0) {
+    lines.push(`the application's view (${config.workload}, the whole gang; host time):`);
+    for (const m of viewed) lines.push(`  ${m.method}: ${formatApplication(m.application!)}`);
+  }
   if (gangway.gangway) {
     lines.push(`gangway's time: ${formatBreakdown(gangway.gangway.breakdown)}`);
     lines.push(`gangway's compression: ${formatCompression(gangway.gangway.compression)}`);
@@ -100,6 +106,27 @@ export function formatSummary(result: LabResult): string {
 export function formatRatios(gangway: MethodResult, other: MethodResult): string {
   const r = ratiosOf(gangway, other);
   return `gangway / ${other.method}: traffic ${r.traffic.toFixed(2)}x, TMT ${r.tmt.toFixed(2)}x`;
+}
+
+/**
+ * The application's view of one method in words: throughput (and the
+ * median per-second p99) before, during and after the migration, the
+ * longest stall, and whether the service came back.
+ *
+ * @param view The view
+ * @returns One line
+ */
+export function formatApplication(view: ApplicationView): string {
+  const part = (name: string, w: WindowFigures) =>
+    `${name} ${w.tps.toFixed(1)} tps` + (w.p99Ms === null ? "" : ` (p99 ${w.p99Ms.toFixed(1)} ms)`);
+  const ratio = view.before.tps > 0
+    ? ` = ${(view.during.tps / view.before.tps).toFixed(2)}x before`
+    : "";
+  const ms = (value: number | null) => value === null ? "?" : `${value.toFixed(0)} ms`;
+  const stall = `${ms(view.longestStallMs)} (before it: ${ms(view.longestStallBeforeMs)})`;
+  return `${part("before", view.before)}, ${part("during", view.during)}${ratio}, ` +
+    `${part("after", view.after)}; longest stall ${stall}; ` +
+    (view.cameBack ? "came back" : "did NOT come back");
 }
 
 /**

@@ -11,6 +11,8 @@ import { join } from "node:path";
 import { type LabConfig, type LabResult, runLab } from "./experiment.ts";
 import type { LabMethod, MethodResult } from "./measurement.ts";
 import { barChart, lineChart, type PlotSeries } from "./plot.ts";
+import { applicationChart } from "./app_plot.ts";
+import { formatApplication } from "./summary.ts";
 import { gangwayOf, goalVerdicts, labJson, ratioBase, ratiosOf } from "./report.ts";
 import { knownQemuIssue, lostGuests, lostTotals } from "./lost_guests.ts";
 import type { LabSession } from "./session.ts";
@@ -116,6 +118,14 @@ const FIGURES: Record<
   ],
 };
 
+/** The application's view of a single run (`pgbench`, `web`). */
+const APPLICATION_FIGURE = "application.svg";
+
+/** The application's view of one point of a sweep. */
+function applicationFigure(axis: SweepAxis, point: LabResult): string {
+  return `application-${xOf(axis, point)}${axis === "guests" ? "-guests" : "-mib"}.svg`;
+}
+
 const Y_LABEL = { tmt: "TMT (s)", traffic: "Bytes on the link (MB)", downtime: "Downtime (ms)" };
 
 /**
@@ -151,6 +161,12 @@ export async function writeSweepFiles(
     await write(`${sweep.axis}.json`, JSON.stringify(document, null, 2) + "\n");
     for (const figure of FIGURES[sweep.axis]) {
       await write(figure.file, await drawFigure(sweep, figure.what, figure.title));
+    }
+    for (const point of sweep.points) {
+      const svg = await applicationChart(point);
+      if (!svg) continue;
+      const one = sweeps.length === 1 && sweep.points.length === 1;
+      await write(one ? APPLICATION_FIGURE : applicationFigure(sweep.axis, point), svg);
     }
   }
   await write("summary.md", sweepSummary(sweeps, command));
@@ -237,8 +253,32 @@ export function sweepSummary(sweeps: readonly SweepResult[], command: string): s
       );
     }
   }
+  lines.push(...applicationLines(sweeps));
   lines.push(...keptAlive(sweeps.flatMap((sweep) => sweep.points)));
   return lines.join("\n");
+}
+
+/** The section of the application's view (pgbench, web): one line per method of each run. */
+function applicationLines(sweeps: readonly SweepResult[]): string[] {
+  const lines: string[] = [];
+  for (const sweep of sweeps) {
+    const one = sweeps.length === 1 && sweep.points.length === 1;
+    for (const point of sweep.points) {
+      const viewed = point.methods.filter((m) => m.application);
+      if (viewed.length === 0) continue;
+      const figure = one ? APPLICATION_FIGURE : applicationFigure(sweep.axis, point);
+      lines.push(
+        `## The application's view, ${point.config.guests} x ${point.config.memoryMiB} MiB, ` +
+          `${point.config.workload}`,
+        "",
+        `![Throughput around the migration](${figure})`,
+        "",
+        ...viewed.map((m) => `- ${m.method}: ${formatApplication(m.application!)}`),
+        "",
+      );
+    }
+  }
+  return lines;
 }
 
 /** The section that counts, per method over every run, guests migrated and lost. */

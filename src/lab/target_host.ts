@@ -139,7 +139,7 @@ export async function startTargetAgent(
       credentials,
       dir: onHostB ? B_RAM_DIR : session.hostRamDir("target"),
       // Short: the destinations' QMP sockets go under it, and a socket's path has 107 bytes at most.
-      runDir: onHostB ? B_RUN_DIR : join(session.ramDir, "agent"),
+      runDir: agentRunDir(session),
       imagesDir,
       // Shared storage: the guests' overlays, and the base images in the image cache.
       sharedDisks: options.copyStorage ? [] : [session.diskDir, imagesDir],
@@ -158,4 +158,38 @@ export async function startTargetAgent(
     if (credentials) await Deno.remove(credentials.dir, { recursive: true }).catch(() => {});
     throw error;
   }
+}
+
+/** The agent's run directory, as host B sees it. */
+function agentRunDir(session: LabSession): string {
+  return session.network.target.namespace !== null ? B_RUN_DIR : join(session.ramDir, "agent");
+}
+
+/**
+ * Where the agent's destination of a guest will write its serial console,
+ * as host B sees it, known before the destination starts so that its
+ * first line is read as it arrives. It follows the agent's layout
+ * (`RUN_DIR/guests/NAME/`, src/target/agent_host.ts and agent_gang.ts) and
+ * QEMU's log name (src/qemu/guest_launch.ts); the agent reports the real
+ * path afterwards (`KeptGuest.serialLog`), to check it against.
+ *
+ * @param session The lab session
+ * @param name The guest's name
+ * @returns The path of the destination's serial log on host B
+ */
+export function agentSerialLog(session: LabSession, name: string): string {
+  return join(agentRunDir(session), "guests", name, `${name}.serial.log`);
+}
+
+/**
+ * What the lab, operator of both hosts, puts before a path of host B to
+ * reach it: the agent's `/proc/PID/root` in namespace mode, nothing in
+ * loopback mode.
+ *
+ * @param session The lab session
+ * @param agent The target agent, running
+ * @returns The prefix
+ */
+export function agentRoot(session: LabSession, agent: AgentProcess): string {
+  return session.network.target.namespace !== null ? `/proc/${agent.server.process.pid}/root` : "";
 }

@@ -82,9 +82,20 @@ ${HEARTBEAT_SCRIPT}`;
 /**
  * Runs the workload `gangway.mode` names, when it needs more than the
  * heartbeat: pgbench against the local PostgreSQL, or wrk against the
- * local nginx, one line of figures a second on the console; or the disk
+ * local nginx, one report of completed work a second on the console (the
+ * lab's application view reads them: src/lab/app_lines.ts); or the disk
  * writer (see `disk` below). It prints
  * `gangway-workload MODE running` once the load runs (or `failed`).
+ *
+ * - pgbench: its own progress line each second (`-P 1`, stamped with the
+ *   guest's clock by `--progress-timestamp`: transactions per second and
+ *   mean latency), and from its per-transaction log (`-l`, onto its
+ *   terminal, so nothing grows in the guest) the p99 latency of each
+ *   second of the guest's clock, by gangway-latency.
+ * - web: wrk in one-second runs against `127.0.0.1:80` (the port is
+ *   written out: a minbase image has no /etc/services, and wrk cannot
+ *   resolve "http" without it), one line per run with its p99 from wrk's
+ *   own latency histogram, stamped with the guest's clock.
  */
 const WORKLOAD_PROGRAM = `#!/bin/sh
 mode=idle scale=
@@ -112,9 +123,13 @@ case "$mode" in
     until runuser -u postgres -- "$pg/pg_isready" -q; do sleep 1; done
     runuser -u postgres -- "$pg/createdb" gangway || fail "createdb"
     runuser -u postgres -- "$pg/pgbench" -i -q -s "$scale" gangway >/dev/null 2>&1 || fail "pgbench -i"
+    logs=/run/gangway-pgbench
+    mkdir -p "$logs" && chown postgres "$logs"
     echo "gangway-workload pgbench running scale=$scale"
-    runuser -u postgres -- "$pg/pgbench" -n -c 2 -j 1 -T 100000000 -P 1 gangway 2>&1 |
-      sed -u 's/^/gangway-pgbench /'
+    # A terminal (script's) for pgbench: stdio flushes its per-transaction
+    # log there at each line.
+    runuser -u postgres -- script -qfec "/usr/local/sbin/gangway-pgbench $logs" /dev/null |
+      /usr/local/sbin/gangway-latency
     ;;
   disk)
     # A file a second on the guest's own disk, synced; then, with the page
@@ -146,14 +161,76 @@ case "$mode" in
     until systemctl -q is-active nginx; do sleep 1; done
     echo "gangway-workload web running file=64k"
     while :; do
-      wrk -t1 -c4 -d1s -s /usr/local/share/gangway/wrk-report.lua \\
-        http://127.0.0.1/gangway-64k.bin 2>&1 | grep --line-buffered '^gangway-web '
+      report=$(wrk -t1 -c4 -d1s -s /usr/local/share/gangway/wrk-report.lua \\
+        http://127.0.0.1:80/gangway-64k.bin 2>&1 | grep '^gangway-web ')
+      if [ -n "$report" ]; then
+        echo "$report clock=$(date +%s.%N)"
+      else
+        echo "gangway-web failed: wrk gave no report"
+        sleep 1
+      fi
     done
     ;;
 esac
 `;
 
-/** wrk's report after each one-second run, on one line. */
+/**
+ * Runs pgbench without end on its terminal: its progress each second
+ * (stderr), and its per-transaction log, which pgbench writes to
+ * PREFIX.PID: a link to /dev/tty made under that name just before exec,
+ * which keeps the PID. On a terminal stdio flushes the log at each line;
+ * into a file or a FIFO it would come 4 KiB at a time, a dozen seconds
+ * late at the rate of a guest under TCG.
+ */
+const PGBENCH_PROGRAM = `#!/bin/sh
+logs=$1
+ln -sf /dev/tty "$logs/tx.$$" || exit 1
+exec /usr/lib/postgresql/15/bin/pgbench -n -c 2 -j 1 -T 100000000 -P 1 --progress-timestamp \\
+  -l --log-prefix="$logs/tx" gangway
+`;
+
+/**
+ * Reads pgbench's terminal: passes its progress lines on as
+ * `gangway-pgbench progress: ...`, and from its per-transaction log
+ * (`client_id transaction_no latency_us script_no epoch_s epoch_us`, in
+ * completion order with one thread) prints, for each second of the
+ * guest's clock, the transactions completed and their p99 latency:
+ * `gangway-latency sec=S n=N p99_ms=X`, as soon as a later transaction or
+ * progress line closes the second. Only perl-base, in every image.
+ */
+const LATENCY_PROGRAM = `#!/usr/bin/perl
+use strict;
+use warnings;
+$| = 1;
+my ($second, @latencies);
+sub report {
+  return unless defined $second && @latencies;
+  my @sorted = sort { $a <=> $b } @latencies;
+  my $rank = int(0.99 * @sorted + 0.999999);
+  printf "gangway-latency sec=%d n=%d p99_ms=%.3f\\n", $second, scalar @sorted, $sorted[$rank - 1] / 1000;
+}
+while (my $line = <STDIN>) {
+  $line =~ s/\\r?\\n\\z//;
+  my @f = split " ", $line;
+  if (@f >= 6 && $f[2] =~ /^\\d+$/ && $f[4] =~ /^\\d+$/) {
+    if (!defined $second || $f[4] != $second) {
+      report();
+      ($second, @latencies) = ($f[4]);
+    }
+    push @latencies, $f[2];
+  } elsif ($line ne "") {
+    # A progress line at the guest's clock T: the seconds before T are complete.
+    if ($line =~ /^progress: (\\d+)/ && defined $second && $1 > $second) {
+      report();
+      ($second, @latencies) = ();
+    }
+    print "gangway-pgbench $line\\n";
+  }
+}
+report();
+`;
+
+/** wrk's report after each one-second run, on one line: requests, seconds, p99, errors. */
 const WRK_REPORT = `done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -249,6 +326,10 @@ export function imageFiles(recipe: DebianRecipe): ImageFile[] {
       text: POSTGRES_CONF,
       mode: 0o644,
     });
+    files.push(
+      { kind: "file", path: "/usr/local/sbin/gangway-pgbench", text: PGBENCH_PROGRAM, mode: 0o755 },
+      { kind: "file", path: "/usr/local/sbin/gangway-latency", text: LATENCY_PROGRAM, mode: 0o755 },
+    );
   }
   if (recipe.workloads.includes("web")) {
     files.push({
