@@ -114,3 +114,24 @@ Deno.test("the agent never starts a destination over a RAM file that exists", as
     await Deno.remove(ramPath);
   }
 });
+
+Deno.test("a link that names nothing takes a guest's name too: the agent never writes through it", async () => {
+  await using agent = await AgentProcess.start();
+  await using target = await agent.connect();
+  const name = uniqueName("linked");
+  const ramPath = join(agent.dir, name);
+  const elsewhere = join(agent.dir, `${name}-not-here`);
+  await Deno.symlink(elsewhere, ramPath);
+  try {
+    await assertRejects(
+      async () => target.prepareDestinations([await sourceLike(name)]),
+      AgentError,
+      "holds a RAM file of that name",
+    );
+    assertEquals((await Deno.lstat(ramPath)).isSymlink, true, "the link is as it was");
+    assertEquals(await fileExists(elsewhere), false, "nothing was made where it points");
+    assertEquals(await qemusIn(agent.dir), []);
+  } finally {
+    await Deno.remove(ramPath);
+  }
+});

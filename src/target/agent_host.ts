@@ -14,6 +14,7 @@ import type { DestinationState } from "../qemu/destination.ts";
 import { QmpClient } from "../qemu/qmp.ts";
 import { findQemus } from "../qemu/discover.ts";
 import { killAndWait } from "../_processes.ts";
+import { pathExists } from "../_path_exists.ts";
 import { AgentGang, type GangDestination, type GangMachine, RESUMED_MARK } from "./agent_gang.ts";
 import { FileStore } from "./agent_files.ts";
 
@@ -290,11 +291,7 @@ export class AgentHost {
   }
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
+/** Whether a name is taken: a link that names nothing takes it too. */
+function exists(path: string): Promise<boolean> {
+  return pathExists(path, { followLinks: false });
 }
