@@ -96,8 +96,10 @@ export interface QemuGuestReport {
 export interface GangTimeline {
   /** The destinations wait: the preparation scan and the rounds begin. */
   transfer: number;
-  /** The gang is paused for the final round. */
+  /** The gang is being paused for the final round (the destinations were found ready). */
   paused: number;
+  /** Every guest is paused: the final round begins. */
+  finalRound: number;
   /** The final round is verified: device state starts to move. */
   switchOver: number;
   /** The last destination runs. */
@@ -143,7 +145,13 @@ export async function migrateQemuGang(
   const started = performance.now();
   const step = (text: string) => options.onStep?.(text);
   const since = (at: number) => (at - started) / 1000;
-  const timeline: GangTimeline = { transfer: 0, paused: 0, switchOver: 0, running: 0 };
+  const timeline: GangTimeline = {
+    transfer: 0,
+    paused: 0,
+    finalRound: 0,
+    switchOver: 0,
+    running: 0,
+  };
 
   step("Finding the guests' RAM");
   const rams = await Promise.all(sources.map((s) => s.ramBackend()));
@@ -170,15 +178,19 @@ export async function migrateQemuGang(
       token: target.token,
       ...options,
       pause: async () => {
+        // Checked while the guests still run: with a target agent each check is a round trip,
+        // which the downtime need not pay. A destination that dies after this fails its own
+        // switch-over, and its guest runs on at the source.
+        await checkDestinationsReady(destinations);
         step("Pausing the gang for the final round");
         timeline.paused = since(performance.now());
         await Promise.all(sources.map((s) => s.pause()));
         paused = true;
+        timeline.finalRound = since(performance.now());
       },
       resume: resumeAll,
     });
     await options.beforeSwitchOver?.(pairs(sources, destinations));
-    await checkDestinationsReady(destinations);
   } catch (error) {
     if (paused) await resumeAll().catch(() => {});
     await target.discard(destinations).catch(() => {});

@@ -45,9 +45,23 @@ function measured(
             rounds: [
               { round: 1, final: false, seconds: 2, bytesOnWire: bytes - 2e6 },
               { round: 2, final: false, seconds: 0.2, bytesOnWire: 1.5e6 },
-              { round: 3, final: true, seconds: 0.1, bytesOnWire: 0.5e6 },
+              {
+                round: 3,
+                final: true,
+                seconds: 0.1,
+                bytesOnWire: 0.5e6,
+                time: {
+                  scanSeconds: 0.05,
+                  planSeconds: 0.01,
+                  compressSeconds: 0,
+                  linkWaitSeconds: 0.01,
+                  receiverWaitSeconds: 0.02,
+                },
+              },
             ],
             pausedSeconds: 0.12,
+            pausingSeconds: 0.005,
+            verifySeconds: 0.01,
             switchOverSeconds: 0.03,
           },
         },
@@ -288,6 +302,17 @@ Deno.test("formatSummary() shows a row per method, the ratios, gangway's time an
   assert(text.includes("gangway / qemu: traffic 0.62x, TMT 0.78x"), text);
   assert(text.includes("gangway / qemu-zstd: traffic 1.55x, TMT 0.50x"), text);
   assert(text.includes("live rounds 2.00 + 0.20 s"), text);
+  assert(
+    text.includes("paused 0.12 s (pausing 0.01 s + final round 0.10 s + verify 0.01 s)"),
+    text,
+  );
+  assert(
+    text.includes(
+      "gangway's rounds: final 0.10 s = scan 0.05 + plan 0.01 + zstd 0.00 + link wait 0.01 + " +
+        "receiver 0.02 + other 0.01",
+    ),
+    text,
+  );
   assert(text.includes("missed bytes on the link <= 0.5x qemu: 0.62x"), text);
   assert(text.includes("kernel defaults (KASLR on)"), text);
   assert(text.includes("gangway over TLS with compression auto, QEMU over plain TCP"), text);

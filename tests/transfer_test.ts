@@ -61,6 +61,35 @@ Deno.test("transferGang() makes the target byte-identical, and sparse where the 
   }
 });
 
+Deno.test("a round's report says where its time went: scan, plan, zstd, link and receiver within its seconds", async () => {
+  const paths = makeGuests();
+  await using receiver = await startReceiver();
+  try {
+    using gang = Gang.open(specs(paths), { seed: randomSeed() });
+    const report = await transferGang(gang, await receiver.connect(), {
+      maxRounds: 2,
+      compression: "zstd",
+    });
+    assertEquals(report.rounds.length, 2);
+    for (const { seconds, time } of report.rounds) {
+      const parts = [
+        time.scanSeconds,
+        time.planSeconds,
+        time.compressSeconds,
+        time.linkWaitSeconds,
+        time.receiverWaitSeconds,
+      ];
+      assert(parts.every((part) => part >= 0), `no negative part: ${parts}`);
+      assert(parts.reduce((a, b) => a + b) <= seconds + 1e-6, `${parts} within ${seconds} s`);
+      assert(time.scanSeconds > 0, "every round scans");
+    }
+    assert(report.rounds[0]!.time.compressSeconds > 0, "round 1 compressed its new pages");
+    assert(report.verifySeconds > 0 && report.verifySeconds <= report.pausedSeconds);
+  } finally {
+    await removeFiles(...paths);
+  }
+});
+
 Deno.test("transferGang() of an offline gang sends each distinct content once, plus small references", async () => {
   const paths = makeGuests();
   await using receiver = await startReceiver();

@@ -106,8 +106,11 @@ export async function runGangSide(options: GangSideOptions): Promise<GangSideRes
         final: r.final,
         seconds: r.seconds,
         bytesOnWire: r.bytesOnWire,
+        time: r.time,
       })),
       pausedSeconds: timeline.switchOver - timeline.paused,
+      pausingSeconds: timeline.finalRound - timeline.paused,
+      verifySeconds: report.transfer.verifySeconds,
       switchOverSeconds: timeline.running - timeline.switchOver,
     };
     const names = new Set(report.guests.map((g) => g.name));

@@ -69,6 +69,8 @@ export class CompressionPolicy {
   readonly #now: () => number;
   #lastProbe: number;
   readonly report: CompressionReport;
+  /** Seconds spent in zstd so far (the frames that did not shrink included). */
+  seconds = 0;
 
   /**
    * @param link how the stream has been taking writes lately (a FrameWriter is one)
@@ -105,6 +107,7 @@ export class CompressionPolicy {
    * frame goes compressed only if fewer), and the milliseconds it took.
    */
   record(rawBytes: number, compressedBytes: number, ms: number): void {
+    this.seconds += ms / 1000;
     if (compressedBytes < rawBytes) {
       this.report.frames++;
       this.report.rawBytes += rawBytes;

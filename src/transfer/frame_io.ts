@@ -215,6 +215,8 @@ export class FrameWriter {
    * and the user's CPU is spare, near 0 when the user's CPU does.
    */
   waitingShare = 0;
+  /** Seconds the writer's user spent waiting for the stream to take a buffer, in all. */
+  waitedSeconds = 0;
   #lastRotation = 0;
 
   /**
@@ -253,7 +255,9 @@ export class FrameWriter {
   /** Sends everything buffered and waits until the stream took it. */
   async flush(): Promise<void> {
     await this.#rotate();
+    const waitStarted = performance.now();
     await this.#inFlight;
+    this.waitedSeconds += (performance.now() - waitStarted) / 1000;
     // What comes next (an answer awaited, a new round) is neither sending nor waiting for the stream.
     this.#lastRotation = 0;
   }
@@ -262,6 +266,7 @@ export class FrameWriter {
   async #rotate(): Promise<void> {
     const waitStarted = performance.now();
     await this.#inFlight;
+    this.waitedSeconds += (performance.now() - waitStarted) / 1000;
     if (this.#used === 0) return;
     this.#noteWait(waitStarted);
     const chunk = this.#buffers[this.#current]!.subarray(0, this.#used);

@@ -5,9 +5,9 @@
  *
  * @module
  */
-import { CHUNK_PAGES, scanChunks } from "../scan/scan_chunks.ts";
+import { CHUNK_PAGES, PARALLEL_CHUNK_PAGES, scanChunks } from "../scan/scan_chunks.ts";
 import type { Gang } from "../scan/gang.ts";
-import { scanBuffers } from "../native/content_index.ts";
+import { type ScanBuffers, scanBuffers } from "../native/content_index.ts";
 import { PAGE_SIZE } from "../native/ram_file.ts";
 import { emptyCounts, type RoundCounts, RoundPlanner } from "../plan/round_planner.ts";
 import { type DirtyTracker, rescanEverything } from "../plan/dirty_tracking.ts";
@@ -21,7 +21,7 @@ import { encodeRoundEnd, FrameType, PROTOCOL_VERSION } from "./protocol.ts";
 import { encodeDone, guestDigest } from "./digests.ts";
 import { encodeHello } from "./hello_frame.ts";
 import { ChunkFrames } from "./chunk_frames.ts";
-import type { RoundReport, SenderOptions } from "./sender_options.ts";
+import type { RoundReport, RoundTime, SenderOptions } from "./sender_options.ts";
 import { errorMessage } from "../_errors.ts";
 
 export { TargetError };
@@ -71,6 +71,8 @@ export class GangSender implements AsyncDisposable {
   readonly #compression: CompressionPolicy;
   readonly #frames: ChunkFrames;
   readonly #out = scanBuffers(CHUNK_PAGES);
+  /** Buffers of the final round when its page work is shared among threads (made then). */
+  #parallelOut: ScanBuffers | undefined;
   #roundsStarted = 0;
   #prepared = false;
   #sentInOnePass = false;
@@ -110,7 +112,7 @@ export class GangSender implements AsyncDisposable {
     });
     this.#compression = new CompressionPolicy(options.compression ?? "auto", this.#writer);
     this.#frames = new ChunkFrames(gang, this.#compression, (bytes) => this.#reserve(bytes));
-    this.#planner = new RoundPlanner(gang, CHUNK_PAGES);
+    this.#planner = new RoundPlanner(gang, PARALLEL_CHUNK_PAGES);
   }
 
   /**
@@ -141,6 +143,10 @@ export class GangSender implements AsyncDisposable {
       sender.close();
       throw error;
     }
+  }
+
+  get #finalThreads(): number {
+    return Math.max(1, this.#options.finalThreads ?? navigator.hardwareConcurrency ?? 1);
   }
 
   get #answerTimeout(): number {
@@ -218,27 +224,43 @@ export class GangSender implements AsyncDisposable {
     const counts = emptyCounts();
     const started = performance.now();
     const bytesBefore = this.bytesOnWire;
+    const waitedBefore = this.#writer.waitedSeconds;
+    const compressBefore = this.#compression.seconds;
+    let scanMs = 0;
+    let planMs = 0;
     const pagesTotal = this.#gang.pages;
     let pagesBefore = 0; // pages of the guests already done
+    // With the guests paused their cores are free: the final round's page work takes them all.
+    const threads = final ? this.#finalThreads : 1;
+    const out = threads > 1 ? (this.#parallelOut ??= scanBuffers(PARALLEL_CHUNK_PAGES)) : this.#out;
     for (const guest of this.#gang.guests) {
       // Round 1 sends every page, so it reads them all, bytes included; later rounds read
       // what may have changed, and only changed pages (whose bytes the scan keeps) are sent.
       const mask = round === 1 ? undefined : this.#tracker.changed(guest.number);
       const scanning = {
-        out: this.#out,
+        out,
         mask,
         bytes: round === 1 ? "all" as const : "changed" as const,
+        threads,
       };
-      for (const chunk of scanChunks(this.#gang, guest.number, scanning)) {
+      const chunks = scanChunks(this.#gang, guest.number, scanning);
+      while (true) {
+        const scanStarted = performance.now();
+        const next = chunks.next();
+        const scanned = performance.now();
+        scanMs += scanned - scanStarted;
+        if (next.done) break;
+        const chunk = next.value;
         const plan = this.#planner.planChunk(
           guest.number,
           chunk.first,
           chunk.count,
-          this.#out,
+          out,
           round,
           counts,
         );
-        await this.#frames.send(guest.number, chunk.first, plan, this.#out.buf);
+        planMs += performance.now() - scanned;
+        await this.#frames.send(guest.number, chunk.first, plan, out.buf);
         if (performance.now() - this.#flushedAt > FLUSH_EVERY_MS) await this.#flush();
         const pagesDone = pagesBefore + chunk.first + chunk.count;
         this.#options.onProgress?.({ round, pagesDone, pagesTotal, bytesOnWire: this.bytesOnWire });
@@ -248,12 +270,20 @@ export class GangSender implements AsyncDisposable {
     if (final) checkSizesUnchanged(this.#gang);
     await this.#send(encodeRoundEnd(round, final));
     await this.#flush();
+    const flushed = performance.now();
     const acknowledged = await this.#answers.expect(FrameType.RoundDone, this.#answerTimeout);
+    const time: RoundTime = {
+      scanSeconds: scanMs / 1000,
+      planSeconds: planMs / 1000,
+      compressSeconds: this.#compression.seconds - compressBefore,
+      linkWaitSeconds: this.#writer.waitedSeconds - waitedBefore,
+      receiverWaitSeconds: (performance.now() - flushed) / 1000,
+    };
     if (acknowledged !== round) {
       throw new TargetError(`Target acknowledged round ${acknowledged}, not ${round}`);
     }
     if (onePass) this.#planner.classifyOnePass(counts);
-    const report = roundReport(round, final, started, this.bytesOnWire - bytesBefore, counts);
+    const report = roundReport(round, final, started, this.bytesOnWire - bytesBefore, counts, time);
     this.rounds.push(report);
     return report;
   }
@@ -339,6 +369,7 @@ function roundReport(
   started: number,
   bytesOnWire: number,
   counts: RoundCounts,
+  time: RoundTime,
 ): RoundReport {
   const { rematched, ...pages } = counts;
   return {
@@ -348,5 +379,6 @@ function roundReport(
     bytesOnWire,
     pages,
     rematched,
+    time,
   };
 }

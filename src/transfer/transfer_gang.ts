@@ -67,6 +67,8 @@ export interface MigrationReport {
   digests: string[];
   /** Seconds from the pause to the verified end. */
   pausedSeconds: number;
+  /** Of those, seconds of the verification (digests sent, the target's answer). */
+  verifySeconds: number;
   /** Seconds of the preparation scan (before round 1); 0 when the only round was the final one. */
   preparationSeconds: number;
   /** How rounds after the first chose the pages to re-read: "rescan" (every page) or "soft-dirty". */
@@ -133,6 +135,7 @@ export async function transferGang(
     const final = onePass ? await sender.onePass() : await sender.round({ final: true });
     options.onRound?.(final);
     if (options.checkUnchanged) checkUnchangedSinceFinalRound(gang);
+    const verifyStarted = performance.now();
     const digests = await sender.verify();
     const now = performance.now();
     return {
@@ -145,6 +148,7 @@ export async function transferGang(
       verified: true,
       digests,
       pausedSeconds: (now - pausedAt) / 1000,
+      verifySeconds: (now - verifyStarted) / 1000,
       preparationSeconds,
       dirtyTracking: sender.dirtyTracking,
       compression: sender.compression,
