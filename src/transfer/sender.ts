@@ -18,7 +18,7 @@ import { type ByteStream, FrameReader, FrameWriter } from "./frame_io.ts";
 import { Pacer } from "./pacer.ts";
 import { checkSizesUnchanged } from "./final_checks.ts";
 import { encodeRoundEnd, FrameType, PROTOCOL_VERSION } from "./protocol.ts";
-import { encodeDone, guestDigest } from "./digests.ts";
+import { encodeDone, encodeGuestDone, guestDigest } from "./digests.ts";
 import { encodeHello } from "./hello_frame.ts";
 import { ChunkFrames } from "./chunk_frames.ts";
 import type { RoundReport, RoundTime, SenderOptions } from "./sender_options.ts";
@@ -74,6 +74,8 @@ export class GangSender implements AsyncDisposable {
   /** Buffers of the final round when its page work is shared among threads (made then). */
   #parallelOut: ScanBuffers | undefined;
   #roundsStarted = 0;
+  /** Guests finished alone (finishGuest): no later round reads them. */
+  readonly #finished: boolean[];
   #prepared = false;
   #sentInOnePass = false;
   #closed = false;
@@ -113,6 +115,7 @@ export class GangSender implements AsyncDisposable {
     this.#compression = new CompressionPolicy(options.compression ?? "auto", this.#writer);
     this.#frames = new ChunkFrames(gang, this.#compression, (bytes) => this.#reserve(bytes));
     this.#planner = new RoundPlanner(gang, PARALLEL_CHUNK_PAGES);
+    this.#finished = gang.guests.map(() => false);
   }
 
   /**
@@ -202,6 +205,40 @@ export class GangSender implements AsyncDisposable {
   }
 
   /**
+   * The final round of one guest, whose writer the caller has paused while
+   * the others may still run: the guest's changed pages are sent and its
+   * digest verified by the target. From then on it is finished: no later
+   * round reads it, and no reference names a content that only its target
+   * pages hold (it may run at the target and change them), so its
+   * switch-over may start as soon as this returns. Once every guest is
+   * finished, `round({ final: true })` sends nothing and
+   * {@linkcode verify} ends the migration.
+   *
+   * @throws Error after onePass(), for a guest finished already, or if the target's digest differs
+   */
+  async finishGuest(guest: number): Promise<RoundReport> {
+    if (this.#sentInOnePass) throw new Error("finishGuest() after onePass(): the gang is sent");
+    if (this.#finished[guest] !== false) {
+      throw new Error(`Cannot finish guest ${guest}: it is finished already, or not in the gang`);
+    }
+    if (!this.#prepared) await this.prepare();
+    const report = await this.#runRound(false, false, guest);
+    const g = this.#gang.guests[guest]!;
+    const digest = guestDigest(this.#gang.index.pageHashes(guest), this.#gang.index.seed, g.ram.size);
+    await this.#send(encodeGuestDone(guest, digest));
+    await this.#flush();
+    const verified = await this.#answers.expect(FrameType.GuestVerified, this.#answerTimeout);
+    if (verified !== guest) {
+      throw new TargetError(`Target verified guest ${verified}, not ${guest}`);
+    }
+    // The target retired the guest's pages when it read GUEST_DONE: the mirror does it here, in the
+    // same place of the stream (nothing was sent since).
+    this.#planner.retire(guest);
+    this.#finished[guest] = true;
+    return report;
+  }
+
+  /**
    * The whole transfer of a gang nobody writes (guests stopped, or paused
    * already), in one pass: no preparation scan and no live rounds, which
    * would only read every page again to find nothing changed. Each page is
@@ -219,7 +256,8 @@ export class GangSender implements AsyncDisposable {
     return await this.#runRound(true, true);
   }
 
-  async #runRound(final: boolean, onePass: boolean): Promise<RoundReport> {
+  /** A round over every guest not finished yet, or over `only` (finishGuest). */
+  async #runRound(final: boolean, onePass: boolean, only?: number): Promise<RoundReport> {
     const round = ++this.#roundsStarted;
     const counts = emptyCounts();
     const started = performance.now();
@@ -234,6 +272,10 @@ export class GangSender implements AsyncDisposable {
     const threads = final ? this.#finalThreads : 1;
     const out = threads > 1 ? (this.#parallelOut ??= scanBuffers(PARALLEL_CHUNK_PAGES)) : this.#out;
     for (const guest of this.#gang.guests) {
+      if (this.#finished[guest.number] || (only !== undefined && guest.number !== only)) {
+        pagesBefore += guest.ram.pages;
+        continue;
+      }
       // Round 1 sends every page, so it reads them all, bytes included; later rounds read
       // what may have changed, and only changed pages (whose bytes the scan keeps) are sent.
       const mask = round === 1 ? undefined : this.#tracker.changed(guest.number);
@@ -267,7 +309,7 @@ export class GangSender implements AsyncDisposable {
       }
       pagesBefore += guest.ram.pages;
     }
-    if (final) checkSizesUnchanged(this.#gang);
+    if (final || only !== undefined) checkSizesUnchanged(this.#gang);
     await this.#send(encodeRoundEnd(round, final));
     await this.#flush();
     const flushed = performance.now();
@@ -284,6 +326,7 @@ export class GangSender implements AsyncDisposable {
     }
     if (onePass) this.#planner.classifyOnePass(counts);
     const report = roundReport(round, final, started, this.bytesOnWire - bytesBefore, counts, time);
+    if (only !== undefined) report.guest = only;
     this.rounds.push(report);
     return report;
   }

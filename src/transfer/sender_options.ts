@@ -67,6 +67,8 @@ export interface RoundReport {
   round: number;
   /** True for the round run with the guests paused. */
   final: boolean;
+  /** The guest this round finished alone (`GangSender.finishGuest`), if it did. */
+  guest?: number;
   /** From the first page scanned to the target's acknowledgement. */
   seconds: number;
   /** Bytes written to the target in this round, headers included. */
