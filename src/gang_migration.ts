@@ -33,6 +33,7 @@ import {
   transferGang,
   type TransferGangOptions,
 } from "./transfer/transfer_gang.ts";
+import { errorMessage } from "./_errors.ts";
 import {
   checkDestinationsReady,
   switchOverGang,
@@ -72,7 +73,24 @@ export interface QemuGangOptions extends Omit<TransferGangOptions, "pause" | "re
   onStep?: (step: string) => void;
   /** Time allowed for each QEMU step of the switch-over. Default 30 s. */
   switchOverTimeoutMs?: number;
+  /**
+   * How the gang ends. "gang": every guest is paused for one final round
+   * and they switch over together, once all of them are verified and every
+   * destination is checked; each guest's downtime holds the whole gang's
+   * final round (every page of the gang is re-read where the kernel has no
+   * soft-dirty bits). "per-guest": one guest at a time is paused, finished
+   * (its last pages sent, its digest verified) and switched over while the
+   * others run on; a guest's downtime holds its own final round only, flat
+   * in the gang's size, but for a moment the gang runs on both hosts, and a
+   * failure after the first guest moved leaves the moved guests at the
+   * target (the error names them). `beforeSwitchOver` is then called per
+   * guest. Default "gang".
+   */
+  finalRounds?: FinalRounds;
 }
+
+/** How a gang migration ends: see {@linkcode QemuGangOptions.finalRounds}. */
+export type FinalRounds = "gang" | "per-guest";
 
 /** What happened to one guest. */
 export interface QemuGuestReport {
@@ -159,10 +177,25 @@ export async function migrateQemuGang(
   step("Starting the destinations");
   let destinations: Destination[] = [];
   let transfer: MigrationReport;
-  let paused = false;
-  const resumeAll = async () => {
-    await Promise.all(sources.map((s) => s.resume()));
-    paused = false;
+  const perGuest = options.finalRounds === "per-guest";
+  // Guests paused by the migration and not handed to their switch-over: resumed on a failure.
+  const pausedGuests = new Set<number>();
+  const resumePaused = async () => {
+    await Promise.all([...pausedGuests].map((i) => sources[i]!.resume()));
+    pausedGuests.clear();
+  };
+  // Per guest: its switch-over, started as soon as its final round is verified.
+  const switching = new Map<number, Promise<SwitchOverResult>>();
+  const switchOne = async (i: number): Promise<SwitchOverResult> => {
+    const pair = { source: sources[i]!, destination: destinations[i]! };
+    try {
+      await options.beforeSwitchOver?.([pair]);
+    } catch (error) {
+      await pair.source.resume().catch(() => {});
+      return { name: pair.source.name, ok: false, error: errorMessage(error) };
+    }
+    const [result] = await switchOverGang([pair], { timeoutMs: options.switchOverTimeoutMs });
+    return result!;
   };
   try {
     destinations = await target.prepareDestinations(sources);
@@ -178,56 +211,127 @@ export async function migrateQemuGang(
       token: target.token,
       ...options,
       pause: async () => {
-        // Checked while the guests still run: with a target agent each check is a round trip,
-        // which the downtime need not pay. A destination that dies after this fails its own
-        // switch-over, and its guest runs on at the source.
-        await checkDestinationsReady(destinations);
         step("Pausing the gang for the final round");
         timeline.paused = since(performance.now());
+        sources.forEach((_, i) => pausedGuests.add(i));
         await Promise.all(sources.map((s) => s.pause()));
-        paused = true;
         timeline.finalRound = since(performance.now());
       },
-      resume: resumeAll,
+      pauseGuest: perGuest
+        ? async (i) => {
+          if (i === 0) {
+            // Checked while the guests still run: each check is a round trip to the target.
+            await checkDestinationsReady(destinations);
+            timeline.paused = since(performance.now());
+          }
+          step(`Pausing guest "${sources[i]!.name}" for its final round`);
+          pausedGuests.add(i);
+          await sources[i]!.pause();
+          if (i === 0) timeline.finalRound = since(performance.now());
+        }
+        : undefined,
+      guestFinished: (i) => {
+        if (switching.size === 0) {
+          step("Switching over, guest by guest");
+          timeline.switchOver = since(performance.now());
+        }
+        pausedGuests.delete(i);
+        switching.set(i, switchOne(i));
+      },
+      resume: resumePaused,
     });
-    await options.beforeSwitchOver?.(pairs(sources, destinations));
+    if (!perGuest) {
+      await options.beforeSwitchOver?.(pairs(sources, destinations));
+      await checkDestinationsReady(destinations);
+    }
   } catch (error) {
-    if (paused) await resumeAll().catch(() => {});
-    await target.discard(destinations).catch(() => {});
-    throw error;
+    await resumePaused().catch(() => {});
+    if (switching.size === 0) {
+      await target.discard(destinations).catch(() => {});
+      throw error;
+    }
+    // Some guests were finished and are switching over: they keep going; the others stay.
+    const results = await Promise.all(
+      sources.map((source, i) =>
+        switching.get(i) ?? { name: source.name, ok: false as const, error: errorMessage(error) }
+      ),
+    );
+    throw new SwitchOverError(results, await settle(results, undefined));
   }
 
-  step("Switching over");
-  timeline.switchOver = since(performance.now());
-  const results = await switchOverGang(pairs(sources, destinations), {
-    timeoutMs: options.switchOverTimeoutMs,
-  });
-  const running: Destination[] = [];
-  const failed: Destination[] = [];
-  for (const [i, result] of results.entries()) {
-    if (result.ok) {
-      running.push(destinations[i]!);
-      await sources[i]!.close({ removeRam: true });
-    } else {
-      failed.push(destinations[i]!);
-    }
+  let results: SwitchOverResult[];
+  if (perGuest) {
+    results = await Promise.all(sources.map((_, i) => switching.get(i)!));
+  } else {
+    step("Switching over");
+    timeline.switchOver = since(performance.now());
+    pausedGuests.clear(); // each switch-over resumes its own source if it fails
+    results = await switchOverGang(pairs(sources, destinations), {
+      timeoutMs: options.switchOverTimeoutMs,
+    });
   }
-  if (failed.length > 0) await target.discard(failed).catch(() => {});
-  // The guests that moved run at the target whether or not it hears that the gang is over.
-  await target.release().catch(() => {});
-  const report: QemuGangReport = {
-    guests: results.map((result, i) =>
-      guestReport(result, rams[i]!.size, transfer.guestBytesOnWire[i] ?? 0)
-    ),
-    transfer,
-    seconds: since(performance.now()),
-    timeline: {
-      ...timeline,
-      running: since(Math.max(...results.map((r) => r.ok ? r.runningAt : 0), started)),
-    },
+  const result = await settle(results, transfer);
+  if (result.destinations.length < sources.length) throw new SwitchOverError(results, result);
+  return result;
+
+  /**
+   * After the switch-overs: the sources that moved quit, the destinations
+   * that did not take their guest are discarded, the target is released.
+   */
+  async function settle(
+    results: readonly SwitchOverResult[],
+    transferReport: MigrationReport | undefined,
+  ): Promise<QemuGangResult> {
+    const running: Destination[] = [];
+    const failed: Destination[] = [];
+    for (const [i, result] of results.entries()) {
+      if (result.ok) {
+        running.push(destinations[i]!);
+        await sources[i]!.close({ removeRam: true });
+      } else {
+        failed.push(destinations[i]!);
+      }
+    }
+    if (failed.length > 0) await target.discard(failed).catch(() => {});
+    // The guests that moved run at the target whether or not it hears that the gang is over.
+    await target.release().catch(() => {});
+    const moved = transferReport ?? unfinishedTransfer(sources, rams);
+    const report: QemuGangReport = {
+      guests: results.map((result, i) =>
+        guestReport(result, rams[i]!.size, moved.guestBytesOnWire[i] ?? 0)
+      ),
+      transfer: moved,
+      seconds: since(performance.now()),
+      timeline: {
+        ...timeline,
+        running: since(Math.max(...results.map((r) => r.ok ? r.runningAt : 0), started)),
+      },
+    };
+    return { report, destinations: running };
+  }
+}
+
+/** The transfer's report when it failed after some guests were finished: nothing verified as a whole. */
+function unfinishedTransfer(
+  sources: readonly QemuGuest[],
+  rams: readonly RamBackend[],
+): MigrationReport {
+  const bytes = rams.map((ram) => ram.size);
+  return {
+    guests: sources.map((s, i) => ({ name: s.name, bytes: bytes[i]! })),
+    rounds: [],
+    bytesOnWire: 0,
+    guestBytesOnWire: [],
+    guestBytes: bytes.reduce((a, b) => a + b, 0),
+    seconds: 0,
+    verified: false,
+    digests: [],
+    pausedSeconds: 0,
+    verifySeconds: 0,
+    preparationSeconds: 0,
+    dirtyTracking: "rescan",
+    compression: { mode: "auto", frames: 0, rawBytes: 0, compressedBytes: 0 },
   };
-  if (failed.length > 0) throw new SwitchOverError(results, { report, destinations: running });
-  return { report, destinations: running };
 }
 
 /**

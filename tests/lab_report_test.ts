@@ -119,6 +119,7 @@ Deno.test("DEFAULT_LAB_CONFIG holds the defaults docs/lab.md documents", () => {
     compare: ["qemu", "qemu-zstd"],
     insecure: false,
     gangwayCompression: "auto",
+    gangwayFinalRounds: "gang",
     baselineRam: "anonymous",
     accelerator: "tcg",
   });
@@ -138,6 +139,7 @@ Deno.test("parseLabArgs() reads every flag, after the -- of deno task", () => {
     ],
     ...["--sweep-guests", "1,2, 4", "--sweep-memory", "256M,1G", "--out", "o", "--json", "j"],
     ...["--network", "loopback", "--insecure", "--gangway-compression", "none"],
+    ...["--gangway-final-rounds", "per-guest"],
     ...["--baseline-ram", "file", "--qemu-binary", "/opt/qemu-9.2/bin/qemu-system-x86_64"],
     ...["--accel", "kvm"],
   ]);
@@ -151,6 +153,7 @@ Deno.test("parseLabArgs() reads every flag, after the -- of deno task", () => {
     compare: ["qemu", "qemu-zstd"],
     insecure: true,
     gangwayCompression: "none",
+    gangwayFinalRounds: "per-guest",
     baselineRam: "file",
     accelerator: "kvm",
     qemuBinary: "/opt/qemu-9.2/bin/qemu-system-x86_64",

@@ -9,7 +9,8 @@
  *
  *   deno run --allow-ffi --allow-read --allow-write --allow-net --allow-run --allow-env
  *     src/lab/gang_side.ts --target HOST:PORT (--ca FILE --token-file FILE | --insecure)
- *     [--max-bandwidth BYTES_PER_S] [--compression auto|zstd|none] QMP...
+ *     [--max-bandwidth BYTES_PER_S] [--compression auto|zstd|none] [--final-rounds gang|per-guest]
+ *     QMP...
  *
  * Progress goes to stderr, one line each; the result ({@linkcode GangSideResult})
  * to stdout as one JSON line.
@@ -17,7 +18,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { migrateQemuGang, type QemuGangReport } from "../gang_migration.ts";
+import { type FinalRounds, migrateQemuGang, type QemuGangReport } from "../gang_migration.ts";
 import { QemuGuest } from "../qemu/guest.ts";
 import { RemoteTarget } from "../target/remote_target.ts";
 import type { KeptGuest } from "../target/agent_host.ts";
@@ -55,6 +56,8 @@ export interface GangSideOptions {
   maxBandwidth?: number;
   /** Compression of page data: "auto" (the engine's default), "zstd" or "none". */
   compression?: CompressionMode;
+  /** How the gang ends: "gang" (the engine's default) or "per-guest". */
+  finalRounds?: FinalRounds;
   /** Progress lines. */
   say: (line: string) => void;
 }
@@ -84,6 +87,7 @@ export async function runGangSide(options: GangSideOptions): Promise<GangSideRes
     const { report } = await migrateQemuGang(sources, target, {
       maxBandwidth: options.maxBandwidth,
       compression: options.compression,
+      finalRounds: options.finalRounds,
       onStep: (step) => options.say(step),
       onRound: (round) => {
         roundEnds.push((performance.now() - t0) / 1000);
@@ -139,6 +143,7 @@ if (import.meta.main) {
       "max-bandwidth": { type: "string" },
       insecure: { type: "boolean" },
       compression: { type: "string" },
+      "final-rounds": { type: "string" },
     },
   });
   const number = (text: string | undefined) => text === undefined ? undefined : Number(text);
@@ -155,6 +160,7 @@ if (import.meta.main) {
       insecure: values.insecure,
       maxBandwidth: number(values["max-bandwidth"]),
       compression: values.compression as CompressionMode | undefined,
+      finalRounds: values["final-rounds"] as FinalRounds | undefined,
       say: (line) => console.error(line),
     });
     console.log(JSON.stringify(result));

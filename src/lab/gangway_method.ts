@@ -12,6 +12,7 @@ import { QemuGuest } from "../qemu/guest.ts";
 import type { BootedGang } from "./gang_spec.ts";
 import type { GangSideResult } from "./gang_side.ts";
 import type { CompressionMode } from "../transfer/compression_policy.ts";
+import type { FinalRounds } from "../gang_migration.ts";
 import type { MigrationOutcome } from "./measurement.ts";
 import type { LabSession } from "./session.ts";
 import { forEachLine } from "./_streams.ts";
@@ -40,6 +41,8 @@ export interface GangwayMethodOptions {
    * the link is the bottleneck), "zstd" (always) or "none" (dedup alone).
    */
   compression?: CompressionMode;
+  /** How the gang ends: one final round for all ("gang", the default) or "per-guest". */
+  finalRounds?: FinalRounds;
 }
 
 /** Events of the target agent quoted when the gang runner fails. */
@@ -98,6 +101,7 @@ export async function runGangwayMethod(
       : ["--insecure"]),
     ...(session.loopbackCap ? ["--max-bandwidth", String(session.loopbackCap)] : []),
     ...(options.compression ? ["--compression", options.compression] : []),
+    ...(options.finalRounds ? ["--final-rounds", options.finalRounds] : []),
     ...sockets,
   ];
   const before = await net.bytes();

@@ -224,7 +224,11 @@ export class GangSender implements AsyncDisposable {
     if (!this.#prepared) await this.prepare();
     const report = await this.#runRound(false, false, guest);
     const g = this.#gang.guests[guest]!;
-    const digest = guestDigest(this.#gang.index.pageHashes(guest), this.#gang.index.seed, g.ram.size);
+    const digest = guestDigest(
+      this.#gang.index.pageHashes(guest),
+      this.#gang.index.seed,
+      g.ram.size,
+    );
     await this.#send(encodeGuestDone(guest, digest));
     await this.#flush();
     const verified = await this.#answers.expect(FrameType.GuestVerified, this.#answerTimeout);
