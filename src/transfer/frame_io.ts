@@ -210,14 +210,11 @@ export class FrameWriter {
    */
   streamBytesPerSecond = 0;
   /**
-   * Share of the time lately that the writer's user spent waiting for the
-   * stream to take a buffer (0 to 1): near 1 when the link sets the pace
-   * and the user's CPU is spare, near 0 when the user's CPU does.
+   * Seconds the writer's user spent waiting for the stream to take a
+   * buffer, in all: it grows with the time while the link sets the pace,
+   * and hardly while the user's CPU does.
    */
-  waitingShare = 0;
-  /** Seconds the writer's user spent waiting for the stream to take a buffer, in all. */
   waitedSeconds = 0;
-  #lastRotation = 0;
 
   /**
    * Writes frames to a stream.
@@ -258,8 +255,6 @@ export class FrameWriter {
     const waitStarted = performance.now();
     await this.#inFlight;
     this.waitedSeconds += (performance.now() - waitStarted) / 1000;
-    // What comes next (an answer awaited, a new round) is neither sending nor waiting for the stream.
-    this.#lastRotation = 0;
   }
 
   /** Starts writing the current buffer and switches to the other one (once it is free). */
@@ -268,23 +263,12 @@ export class FrameWriter {
     await this.#inFlight;
     this.waitedSeconds += (performance.now() - waitStarted) / 1000;
     if (this.#used === 0) return;
-    this.#noteWait(waitStarted);
     const chunk = this.#buffers[this.#current]!.subarray(0, this.#used);
     this.#inFlight = this.#writeAll(chunk);
     this.#current ^= 1;
     this.#used = 0;
     // Surface a failed write now rather than at the next rotation.
     this.#inFlight.catch(() => {});
-  }
-
-  /** Updates {@linkcode waitingShare} with the wait for the stream since `waitStarted`. */
-  #noteWait(waitStarted: number): void {
-    const now = performance.now();
-    if (this.#lastRotation > 0 && now > this.#lastRotation) {
-      const share = (now - waitStarted) / (now - this.#lastRotation);
-      this.waitingShare = RATE_MEMORY * this.waitingShare + (1 - RATE_MEMORY) * share;
-    }
-    this.#lastRotation = now;
   }
 
   async #writeAll(chunk: Uint8Array): Promise<void> {

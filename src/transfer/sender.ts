@@ -268,6 +268,7 @@ export class GangSender implements AsyncDisposable {
     const bytesBefore = this.bytesOnWire;
     const waitedBefore = this.#writer.waitedSeconds;
     const compressBefore = this.#compression.seconds;
+    this.#compression.restart(); // the time since the last round's frames was no page work
     let scanMs = 0;
     let planMs = 0;
     const pagesTotal = this.#gang.pages;
