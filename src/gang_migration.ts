@@ -184,19 +184,37 @@ export async function migrateQemuGang(
     await Promise.all([...pausedGuests].map((i) => sources[i]!.resume()));
     pausedGuests.clear();
   };
-  // Per guest: its switch-over, started as soon as its final round is verified.
+  // Each guest's switch-over starts once its RAM is final at the target: its device state moves
+  // while the digests are checked, and its destination runs only once its gate opens (verified,
+  // and for the gang, every destination still there).
   const switching = new Map<number, Promise<SwitchOverResult>>();
-  const switchOne = async (i: number): Promise<SwitchOverResult> => {
-    const pair = { source: sources[i]!, destination: destinations[i]! };
-    try {
-      await options.beforeSwitchOver?.([pair]);
-    } catch (error) {
-      await pair.source.resume().catch(() => {});
-      return { name: pair.source.name, ok: false, error: errorMessage(error) };
+  const gates = new Map<number | "gang", PromiseWithResolvers<void>>();
+  const gate = (key: number | "gang") => {
+    let found = gates.get(key);
+    if (!found) {
+      found = Promise.withResolvers<void>();
+      found.promise.catch(() => {}); // a switch-over waiting on it hears of a rejection itself
+      gates.set(key, found);
     }
-    const [result] = await switchOverGang([pair], { timeoutMs: options.switchOverTimeoutMs });
-    return result!;
+    return found;
   };
+  const startSwitchOver = (guests: number[], runAfter: Promise<void>) => {
+    if (switching.size === 0) {
+      step(perGuest ? "Switching over, guest by guest" : "Switching over");
+      timeline.switchOver = since(performance.now());
+    }
+    // From here each switch-over resumes its own source if it fails.
+    for (const i of guests) pausedGuests.delete(i);
+    const started = switchOverGang(guests.map((i) => pairOf(i)), {
+      timeoutMs: options.switchOverTimeoutMs,
+      runAfter,
+    });
+    guests.forEach((i, k) => switching.set(i, started.then((results) => results[k]!)));
+  };
+  const pairOf = (i: number): SwitchOverPair => ({
+    source: sources[i]!,
+    destination: destinations[i]!,
+  });
   try {
     destinations = await target.prepareDestinations(sources);
 
@@ -230,46 +248,43 @@ export async function migrateQemuGang(
           if (i === 0) timeline.finalRound = since(performance.now());
         }
         : undefined,
-      guestFinished: (i) => {
-        if (switching.size === 0) {
-          step("Switching over, guest by guest");
-          timeline.switchOver = since(performance.now());
+      ramFinal: (guest) => {
+        if (guest === undefined) {
+          startSwitchOver(sources.map((_, i) => i), gate("gang").promise);
+        } else {
+          const runAfter = gate(guest).promise.then(() =>
+            options.beforeSwitchOver?.([pairOf(guest)])
+          );
+          startSwitchOver([guest], runAfter);
         }
-        pausedGuests.delete(i);
-        switching.set(i, switchOne(i));
       },
+      guestFinished: (i) => gate(i).resolve(),
       resume: resumePaused,
     });
-    if (!perGuest) {
+    if (gates.has("gang")) {
       await options.beforeSwitchOver?.(pairs(sources, destinations));
-      await checkDestinationsReady(destinations);
+      // The device state may be moving already: loading, or loaded and paused, is ready.
+      await checkDestinationsReady(destinations, { loading: true });
+      gate("gang").resolve();
     }
   } catch (error) {
+    // No destination runs unless its gate opened: these switch-overs fail and resume their source.
+    for (const unopened of gates.values()) unopened.reject(error);
     await resumePaused().catch(() => {});
-    if (switching.size === 0) {
-      await target.discard(destinations).catch(() => {});
-      throw error;
-    }
-    // Some guests were finished and are switching over: they keep going; the others stay.
     const results = await Promise.all(
       sources.map((source, i) =>
         switching.get(i) ?? { name: source.name, ok: false as const, error: errorMessage(error) }
       ),
     );
+    if (!results.some((r) => r.ok)) {
+      await target.discard(destinations).catch(() => {});
+      throw error;
+    }
+    // Some guests were finished and switched over: they run at the target; the others stay.
     throw new SwitchOverError(results, await settle(results, undefined));
   }
 
-  let results: SwitchOverResult[];
-  if (perGuest) {
-    results = await Promise.all(sources.map((_, i) => switching.get(i)!));
-  } else {
-    step("Switching over");
-    timeline.switchOver = since(performance.now());
-    pausedGuests.clear(); // each switch-over resumes its own source if it fails
-    results = await switchOverGang(pairs(sources, destinations), {
-      timeoutMs: options.switchOverTimeoutMs,
-    });
-  }
+  const results = await Promise.all(sources.map((_, i) => switching.get(i)!));
   const result = await settle(results, transfer);
   if (result.destinations.length < sources.length) throw new SwitchOverError(results, result);
   return result;

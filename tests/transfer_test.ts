@@ -236,9 +236,13 @@ Deno.test("transferGang() converges and copies exactly while writers dirty the g
       seed: randomSeed(),
     });
     let pauses = 0;
+    const ramFinal: (number | undefined)[] = [];
     const report = await transferGang(gang, await receiver.connect(), {
       stopPages: 64,
       maxRounds: 8,
+      ramFinal: (guest) => {
+        ramFinal.push(guest);
+      },
       pause: async () => {
         pauses++;
         for (const g of guests) await g.pause();
@@ -246,6 +250,7 @@ Deno.test("transferGang() converges and copies exactly while writers dirty the g
       resume: () => guests.forEach((g) => g.resume()),
     });
     assertEquals(pauses, 1);
+    assertEquals(ramFinal, [undefined], "the RAM is final once, for the whole gang");
     assert(report.rounds.length >= 2, "at least one live round and the final one");
     assert(
       report.rounds.slice(1).some((r) => r.pages.unique + r.pages.dirtiedIdentical > 0),
@@ -288,6 +293,9 @@ Deno.test("transferGang() finishes guests one at a time, and never copies from a
         steps.push(`pause ${g}`);
         await guests[g]!.pause();
       },
+      ramFinal: (g) => {
+        steps.push(`final ${g}`);
+      },
       guestFinished: (g) => {
         steps.push(`finished ${g}`);
         // As if it ran at the target now: every page of its copy changes.
@@ -298,12 +306,9 @@ Deno.test("transferGang() finishes guests one at a time, and never copies from a
       resume: () => guests.forEach((g) => g.resume()),
     });
     assertEquals(steps, [
-      "pause 0",
-      "finished 0",
-      "pause 1",
-      "finished 1",
-      "pause 2",
-      "finished 2",
+      ...["pause 0", "final 0", "finished 0"],
+      ...["pause 1", "final 1", "finished 1"],
+      ...["pause 2", "final 2", "finished 2"],
     ]);
     assert(report.verified);
     assertEquals(report.rounds.filter((r) => r.guest !== undefined).map((r) => r.guest), [0, 1, 2]);

@@ -186,14 +186,17 @@ export class DeviceStateMigration {
    * Lets the device state move, checks the destination loaded it and is
    * paused, then runs it (`cont`).
    *
+   * @param runAfter the destination runs only once this resolves (the
+   * caller's verification of the RAM, which may go on while the device
+   * state moves); if it rejects, the migration fails as any step does
    * @throws Error when the migration fails; the source is then resumed
    */
-  finish(): Promise<DeviceStateMigrationResult> {
-    this.#finishing ??= this.#finish();
+  finish(runAfter?: Promise<void>): Promise<DeviceStateMigrationResult> {
+    this.#finishing ??= this.#finish(runAfter);
     return this.#finishing;
   }
 
-  async #finish(): Promise<DeviceStateMigrationResult> {
+  async #finish(runAfter: Promise<void> | undefined): Promise<DeviceStateMigrationResult> {
     await this.waitForSourcePaused();
     return await this.#step(async () => {
       const switchStart = performance.now();
@@ -201,6 +204,7 @@ export class DeviceStateMigration {
         await this.source.qmp.execute("migrate-continue", { state: "pre-switchover" });
       }
       await waitForStatus(this.source, ["completed"], this.#timeoutMs);
+      await runAfter;
       let state: DestinationState;
       try {
         state = await this.destination.runWhenLoaded(this.#timeoutMs);

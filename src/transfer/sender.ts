@@ -214,15 +214,18 @@ export class GangSender implements AsyncDisposable {
    * finished, `round({ final: true })` sends nothing and
    * {@linkcode verify} ends the migration.
    *
+   * @param applied called once the target has applied the guest's last pages (its RAM there is
+   * final), before the digest is checked: its device state may start to move then
    * @throws Error after onePass(), for a guest finished already, or if the target's digest differs
    */
-  async finishGuest(guest: number): Promise<RoundReport> {
+  async finishGuest(guest: number, applied?: () => void): Promise<RoundReport> {
     if (this.#sentInOnePass) throw new Error("finishGuest() after onePass(): the gang is sent");
     if (this.#finished[guest] !== false) {
       throw new Error(`Cannot finish guest ${guest}: it is finished already, or not in the gang`);
     }
     if (!this.#prepared) await this.prepare();
     const report = await this.#runRound(false, false, guest);
+    applied?.();
     const g = this.#gang.guests[guest]!;
     const digest = guestDigest(
       this.#gang.index.pageHashes(guest),

@@ -44,6 +44,13 @@ export interface TransferGangOptions extends SenderOptions, ConvergenceOptions {
   /** A guest finished by `pauseGuest`'s turn is verified: it may be switched over now. */
   guestFinished?: (guest: number) => void;
   /**
+   * The target applied a guest's last pages (with `pauseGuest`) or the
+   * final round (without; guest undefined): its RAM there is final, and
+   * only the verification of its digest is left. Device state may move
+   * now, as long as no destination runs before the verification.
+   */
+  ramFinal?: (guest: number | undefined) => void;
+  /**
    * Lets the paused guests run again (called only if the migration fails
    * after a pause; with `pauseGuest`, the caller knows which guests are
    * paused and not finished).
@@ -149,7 +156,10 @@ export async function transferGang(
       for (const guest of gang.guests) {
         paused = true; // before: a pause that failed halfway must still be undone
         await options.pauseGuest(guest.number);
-        const finished = await sender.finishGuest(guest.number);
+        const finished = await sender.finishGuest(
+          guest.number,
+          () => options.ramFinal?.(guest.number),
+        );
         options.onRound?.(finished);
         options.guestFinished?.(guest.number);
       }
@@ -163,6 +173,7 @@ export async function transferGang(
     const final = onePass ? await sender.onePass() : await sender.round({ final: true });
     options.onRound?.(final);
     if (options.checkUnchanged) checkUnchangedSinceFinalRound(gang);
+    if (!options.pauseGuest || onePass) options.ramFinal?.(undefined);
     const verifyStarted = performance.now();
     const digests = await sender.verify();
     const now = performance.now();
