@@ -75,6 +75,7 @@ export { GangSender, TargetError } from "./src/transfer/sender.ts";
 export {
   type RoundProgress,
   type RoundReport,
+  type RoundTime,
   type SenderOptions,
 } from "./src/transfer/sender_options.ts";
 export {

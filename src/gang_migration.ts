@@ -35,6 +35,15 @@ import {
 } from "./transfer/transfer_gang.ts";
 import { errorMessage } from "./_errors.ts";
 import {
+  type GangTimeline,
+  guestReport,
+  type QemuGangReport,
+  type QemuGuestReport,
+  unfinishedTransfer,
+} from "./gang_report.ts";
+
+export type { GangTimeline, QemuGangReport, QemuGuestReport };
+import {
   checkDestinationsReady,
   switchOverGang,
   type SwitchOverPair,
@@ -66,7 +75,9 @@ export interface MigrationTarget {
 }
 
 /** Options of {@linkcode migrateQemuGang}. */
-export interface QemuGangOptions extends Omit<TransferGangOptions, "pause" | "resume"> {
+export interface QemuGangOptions
+  extends
+    Omit<TransferGangOptions, "pause" | "resume" | "pauseGuest" | "guestFinished" | "ramFinal"> {
   /** Called with the paused, verified gang just before the switch-over (tests compare RAM here). */
   beforeSwitchOver?: (pairs: readonly SwitchOverPair[]) => Promise<void> | void;
   /** Progress of the steps, in words. */
@@ -91,50 +102,6 @@ export interface QemuGangOptions extends Omit<TransferGangOptions, "pause" | "re
 
 /** How a gang migration ends: see {@linkcode QemuGangOptions.finalRounds}. */
 export type FinalRounds = "gang" | "per-guest";
-
-/** What happened to one guest. */
-export interface QemuGuestReport {
-  /** The guest's name. */
-  name: string;
-  /** Guest RAM in bytes. */
-  ramBytes: number;
-  /** Bytes on the wire for this guest's pages (references to other guests' contents are small). */
-  bytesOnWire: number;
-  /** From its source pausing to its destination running (0 if it did not switch over). */
-  downtimeMs: number;
-  /** Device state QEMU sent. */
-  deviceStateBytes: number;
-  /** True when it runs at the target. */
-  migrated: boolean;
-  /** Why not, when it did not. */
-  error?: string;
-}
-
-/** When each phase of a gang migration began, in seconds from its start. */
-export interface GangTimeline {
-  /** The destinations wait: the preparation scan and the rounds begin. */
-  transfer: number;
-  /** The gang is being paused for the final round (the destinations were found ready). */
-  paused: number;
-  /** Every guest is paused: the final round begins. */
-  finalRound: number;
-  /** The final round is verified: device state starts to move. */
-  switchOver: number;
-  /** The last destination runs. */
-  running: number;
-}
-
-/** What a QEMU gang migration did. */
-export interface QemuGangReport {
-  /** Each guest, in gang order. */
-  guests: QemuGuestReport[];
-  /** The RAM transfer (rounds, bytes, verification). */
-  transfer: MigrationReport;
-  /** From the start to the last destination running. */
-  seconds: number;
-  /** Where the time went. */
-  timeline: GangTimeline;
-}
 
 /** What a migration leaves: the report and the destinations, running at the target. */
 export interface QemuGangResult {
@@ -326,29 +293,6 @@ export async function migrateQemuGang(
   }
 }
 
-/** The transfer's report when it failed after some guests were finished: nothing verified as a whole. */
-function unfinishedTransfer(
-  sources: readonly QemuGuest[],
-  rams: readonly RamBackend[],
-): MigrationReport {
-  const bytes = rams.map((ram) => ram.size);
-  return {
-    guests: sources.map((s, i) => ({ name: s.name, bytes: bytes[i]! })),
-    rounds: [],
-    bytesOnWire: 0,
-    guestBytesOnWire: [],
-    guestBytes: bytes.reduce((a, b) => a + b, 0),
-    seconds: 0,
-    verified: false,
-    digests: [],
-    pausedSeconds: 0,
-    verifySeconds: 0,
-    preparationSeconds: 0,
-    dirtyTracking: "rescan",
-    compression: { mode: "auto", frames: 0, rawBytes: 0, compressedBytes: 0 },
-  };
-}
-
 /**
  * Some guests of the gang did not switch over: they run at the source, the
  * others run at the target. {@linkcode moved} and {@linkcode stayed} say which.
@@ -400,29 +344,4 @@ async function trackerFor(
     pages: pagesOf(rams[i]!.size),
   })));
   return new SoftDirtyTracker(mapped);
-}
-
-function guestReport(
-  result: SwitchOverResult,
-  ramBytes: number,
-  bytesOnWire: number,
-): QemuGuestReport {
-  return result.ok
-    ? {
-      name: result.name,
-      ramBytes,
-      bytesOnWire,
-      downtimeMs: result.downtimeMs,
-      deviceStateBytes: result.deviceStateBytes,
-      migrated: true,
-    }
-    : {
-      name: result.name,
-      ramBytes,
-      bytesOnWire,
-      downtimeMs: 0,
-      deviceStateBytes: 0,
-      migrated: false,
-      error: result.error,
-    };
 }
