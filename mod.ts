@@ -84,7 +84,11 @@ export {
   transferGang,
   type TransferGangOptions,
 } from "./src/transfer/transfer_gang.ts";
-export type { CompressionMode, CompressionReport } from "./src/transfer/compression_policy.ts";
+export type {
+  CompressionEstimate,
+  CompressionMode,
+  CompressionReport,
+} from "./src/transfer/compression_policy.ts";
 export {
   type ReceivedGang,
   receiveGang,

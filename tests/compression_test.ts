@@ -154,6 +154,9 @@ Deno.test("CompressionPolicy compresses the share of frames that keeps CPU and l
   const compressed = runFrames(policy, clock, link, TYPICAL, 1000);
   // (3.33 - 1.91) / (2.48 + 0.7 * 3.33) = 0.30
   assert(compressed > 250 && compressed < 350, `${compressed} of 1000`);
+  const { cpuBytesPerSecond, share } = policy.estimate;
+  assert(Math.abs(cpuBytesPerSecond - 524e6) < 10e6, `the sender's pace: ${cpuBytesPerSecond}`);
+  assert(Math.abs(share - 0.3) < 0.02, `share ${share}`);
 });
 
 Deno.test("CompressionPolicy measures zstd again after contention made it look slower than the link", () => {

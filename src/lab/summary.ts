@@ -7,7 +7,7 @@
  * @module
  */
 import type { LabResult } from "./experiment.ts";
-import type { CompressionReport } from "../transfer/compression_policy.ts";
+import type { CompressionEstimate, CompressionReport } from "../transfer/compression_policy.ts";
 import type { GangwayBreakdown, MethodResult } from "./measurement.ts";
 import { formatLostGuests, lostGuests } from "./lost_guests.ts";
 import { gangwayOf, goalVerdicts, ratioBase, ratiosOf } from "./report.ts";
@@ -149,10 +149,21 @@ export function formatRoundTimes(b: GangwayBreakdown): string {
         t.scanSeconds.toFixed(2)
       } + plan ${t.planSeconds.toFixed(2)} + zstd ${t.compressSeconds.toFixed(2)} + link wait ${
         t.linkWaitSeconds.toFixed(2)
-      } + receiver ${t.receiverWaitSeconds.toFixed(2)} + other ${Math.max(0, other).toFixed(2)}`,
+      } + receiver ${t.receiverWaitSeconds.toFixed(2)} + other ${Math.max(0, other).toFixed(2)}${
+        t.compression ? ` (${formatEstimate(t.compression)})` : ""
+      }`,
     );
   }
   return parts.join("; ");
+}
+
+/** The compression policy's view in words: the three rates, the ratio and the share it chose. */
+function formatEstimate(e: CompressionEstimate): string {
+  const rate = (bytesPerSecond: number) =>
+    bytesPerSecond > 0 ? `${(bytesPerSecond / 1e6).toFixed(0)} MB/s` : "?";
+  return `link ${rate(e.linkBytesPerSecond)}, sender ${rate(e.cpuBytesPerSecond)}, zstd ${
+    rate(e.zstdBytesPerSecond)
+  } to ${e.ratio.toFixed(2)}: compressing ${(e.share * 100).toFixed(0)}%`;
 }
 
 /**

@@ -63,6 +63,20 @@ export interface LinkGauge {
   readonly waitedSeconds: number;
 }
 
+/** What the policy measured, and the share of frames it compresses from that (see the module). */
+export interface CompressionEstimate {
+  /** The stream's rate, bytes per second (0: not measured yet). */
+  linkBytesPerSecond: number;
+  /** The sender's own pace per byte of page data, zstd and waits aside (0: not measured yet). */
+  cpuBytesPerSecond: number;
+  /** zstd's rate on raw bytes. */
+  zstdBytesPerSecond: number;
+  /** Compressed size over raw size (0: not measured yet). */
+  ratio: number;
+  /** Share of frames compressed at these rates (0 to 1). */
+  share: number;
+}
+
 /** What compression did over a migration. */
 export interface CompressionReport {
   /** The mode asked for. */
@@ -132,6 +146,18 @@ export class CompressionPolicy {
     if (now - this.#lastCompressed < PROBE_INTERVAL_MS) return false;
     this.#lastCompressed = now;
     return true;
+  }
+
+  /** What the policy measured so far, and the share of frames it compresses from it. */
+  get estimate(): CompressionEstimate {
+    const cpu = this.#cpuSecondsPerByte;
+    return {
+      linkBytesPerSecond: this.#link.streamBytesPerSecond,
+      cpuBytesPerSecond: cpu > 0 ? 1 / cpu : 0,
+      zstdBytesPerSecond: this.#zstdBytesPerSecond,
+      ratio: this.#ratio,
+      share: this.#mode === "auto" ? this.#share() : this.#mode === "zstd" ? 1 : 0,
+    };
   }
 
   /** The share of frames to compress, from the rates measured (see the module's text). */

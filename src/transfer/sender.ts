@@ -328,6 +328,7 @@ export class GangSender implements AsyncDisposable {
       compressSeconds: this.#compression.seconds - compressBefore,
       linkWaitSeconds: this.#writer.waitedSeconds - waitedBefore,
       receiverWaitSeconds: (performance.now() - flushed) / 1000,
+      compression: this.#compression.estimate,
     };
     if (acknowledged !== round) {
       throw new TargetError(`Target acknowledged round ${acknowledged}, not ${round}`);

@@ -5,7 +5,7 @@
  */
 import type { RoundPages } from "../plan/round_planner.ts";
 import type { DirtyTracker } from "../plan/dirty_tracking.ts";
-import type { CompressionMode } from "./compression_policy.ts";
+import type { CompressionEstimate, CompressionMode } from "./compression_policy.ts";
 
 /** Options of `GangSender.connect()`. */
 export interface SenderOptions {
@@ -97,4 +97,9 @@ export interface RoundTime {
   linkWaitSeconds: number;
   /** From the round's last frame flushed to the target's acknowledgement: the receiver's tail. */
   receiverWaitSeconds: number;
+  /**
+   * What the compression policy measured by the round's end, and the share
+   * it chose (absent in reports made before it was measured).
+   */
+  compression?: CompressionEstimate;
 }
