@@ -138,19 +138,8 @@ export class DeviceStateMigration {
   ): Promise<DeviceStateMigration> {
     const startedAt = performance.now();
     const pauseBeforeSwitchover = options.pauseBeforeSwitchover ?? false;
-    // Independent QMP steps, in flight together: with the source paused, each is downtime.
-    const preparing = Promise.all([
-      destination.listen(),
-      setCapabilities(source, {
-        ...DEVICE_STATE_CAPABILITIES,
-        "pause-before-switchover": pauseBeforeSwitchover,
-      }),
-    ]);
-    preparing.catch(() => {}); // awaited in the first step below
     const { status } = await source.status();
     if (status === "running" && !pauseBeforeSwitchover) {
-      await preparing.catch(() => {});
-      await destination.unlisten().catch(() => {});
       throw new Error(
         `Cannot migrate the device state of guest "${source.name}": it is running ` +
           "(pause it and copy its RAM first, or use pauseBeforeSwitchover)",
@@ -163,7 +152,14 @@ export class DeviceStateMigration {
       timeoutMs: options.timeoutMs ?? DEFAULT_WAIT_MS,
     }, startedAt);
     await migration.#step(async () => {
-      const [uri] = await preparing;
+      // Independent steps, in flight together: with the source paused, each is downtime.
+      const [uri] = await Promise.all([
+        destination.listen(),
+        setCapabilities(source, {
+          ...DEVICE_STATE_CAPABILITIES,
+          "pause-before-switchover": pauseBeforeSwitchover,
+        }),
+      ]);
       await source.qmp.execute("migrate", { uri });
     });
     return migration;
