@@ -31,3 +31,21 @@ Deno.test("FrameWriter.waitedSeconds is most of the time while the stream sets t
   const busySender = await waitedShareOf(0, 10);
   assert(busySender < 0.2, `busy sender: ${busySender}`);
 });
+
+Deno.test("FrameWriter.streamBytesPerSecond is the stream's pace, not hidden by writes a socket buffer took at once", async () => {
+  let calls = 0;
+  const stream = {
+    read: () => Promise.resolve(null),
+    // Every other write waits 40 ms (the link drains the buffer), the others are taken at once.
+    write: async (p: Uint8Array) => {
+      if (calls++ % 2 === 1) await new Promise((resolve) => setTimeout(resolve, 40));
+      return p.length;
+    },
+  };
+  const writer = new FrameWriter(stream);
+  for (let i = 0; i < 24; i++) await writer.write(new Uint8Array(FRAME));
+  await writer.flush();
+  // Two 1 MiB writes per 40 ms or more: at most about 52 MB/s (a mean of rates would say 1 GB/s).
+  assert(writer.streamBytesPerSecond < 60e6, `${writer.streamBytesPerSecond} bytes/s`);
+  assert(writer.streamBytesPerSecond > 20e6, `${writer.streamBytesPerSecond} bytes/s`);
+});

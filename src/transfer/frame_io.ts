@@ -215,6 +215,9 @@ export class FrameWriter {
    * and hardly while the user's CPU does.
    */
   waitedSeconds = 0;
+  /** Bytes and seconds of the recent writes, as decaying sums (see streamBytesPerSecond). */
+  #recentBytes = 0;
+  #recentSeconds = 0;
 
   /**
    * Writes frames to a stream.
@@ -290,10 +293,12 @@ export class FrameWriter {
       this.bytesWritten += n;
     }
     // A write accepted at once says only "faster than a write per 0.5 ms".
-    const rate = chunk.length / (Math.max(performance.now() - started, 0.5) / 1000);
-    this.streamBytesPerSecond = this.streamBytesPerSecond === 0
-      ? rate
-      : RATE_MEMORY * this.streamBytesPerSecond + (1 - RATE_MEMORY) * rate;
+    const seconds = Math.max(performance.now() - started, 0.5) / 1000;
+    // Bytes over time, each averaged: a mean of each write's rate would let the writes the
+    // socket buffer took at once (while it had room) hide the link's pace.
+    this.#recentBytes = RATE_MEMORY * this.#recentBytes + chunk.length;
+    this.#recentSeconds = RATE_MEMORY * this.#recentSeconds + seconds;
+    this.streamBytesPerSecond = this.#recentBytes / this.#recentSeconds;
   }
 }
 
