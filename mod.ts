@@ -75,6 +75,7 @@ export { GangSender, TargetError } from "./src/transfer/sender.ts";
 export {
   type RoundProgress,
   type RoundReport,
+  type RoundTime,
   type SenderOptions,
 } from "./src/transfer/sender_options.ts";
 export {
@@ -83,7 +84,11 @@ export {
   transferGang,
   type TransferGangOptions,
 } from "./src/transfer/transfer_gang.ts";
-export type { CompressionMode, CompressionReport } from "./src/transfer/compression_policy.ts";
+export type {
+  CompressionEstimate,
+  CompressionMode,
+  CompressionReport,
+} from "./src/transfer/compression_policy.ts";
 export {
   type ReceivedGang,
   receiveGang,

@@ -9,13 +9,16 @@
  *   3. preparation scan of the whole gang's RAM, while the guests run;
  *   4. live pre-copy rounds to the target's receiver, which writes into the
  *      destinations' RAM files; each distinct page content crosses once;
- *   5. pause every guest, final round, verification of every guest's RAM
- *      digest, the disk copies completed;
- *   6. switch-over: QEMU moves only device state, each destination is
- *      checked and started, each source quits and its RAM file is removed.
+ *   5. pause every guest, final round; as soon as the target has applied it,
+ *      QEMU moves each guest's device state while every guest's RAM digest
+ *      is verified and the disk copies are completed;
+ *   6. switch-over: each destination is checked and started once the gang
+ *      is verified, each source quits and its RAM file is removed.
  *
- * A failure before the switch-over tears the destinations down and resumes
- * every source: no guest is ever left paused or lost.
+ * With `finalRounds: "per-guest"` steps 5 and 6 go one guest at a time
+ * while the others run on. A failure before a guest's destination runs
+ * tears its destination down and resumes its source: no guest is ever left
+ * paused or lost.
  *
  * @module
  */
@@ -37,6 +40,16 @@ import {
   transferGang,
   type TransferGangOptions,
 } from "./transfer/transfer_gang.ts";
+import { errorMessage } from "./_errors.ts";
+import {
+  type GangTimeline,
+  guestReport,
+  type QemuGangReport,
+  type QemuGuestReport,
+  unfinishedTransfer,
+} from "./gang_report.ts";
+
+export type { GangTimeline, QemuGangReport, QemuGuestReport };
 import {
   checkDestinationsReady,
   switchOverGang,
@@ -70,7 +83,9 @@ export interface MigrationTarget {
 }
 
 /** Options of {@linkcode migrateQemuGang}. */
-export interface QemuGangOptions extends Omit<TransferGangOptions, "pause" | "resume"> {
+export interface QemuGangOptions
+  extends
+    Omit<TransferGangOptions, "pause" | "resume" | "pauseGuest" | "guestFinished" | "ramFinal"> {
   /** Called with the paused, verified gang just before the switch-over (tests compare RAM here). */
   beforeSwitchOver?: (pairs: readonly SwitchOverPair[]) => Promise<void> | void;
   /** Progress of the steps, in words. */
@@ -79,49 +94,24 @@ export interface QemuGangOptions extends Omit<TransferGangOptions, "pause" | "re
   switchOverTimeoutMs?: number;
   /** Limits of the disk copies (destinations without shared storage). */
   diskCopy?: DiskCopyOptions;
+  /**
+   * How the gang ends. "gang": every guest is paused for one final round
+   * and they switch over together, once all of them are verified and every
+   * destination is checked; each guest's downtime holds the whole gang's
+   * final round (every page of the gang is re-read where the kernel has no
+   * soft-dirty bits). "per-guest": one guest at a time is paused, finished
+   * (its last pages sent, its digest verified) and switched over while the
+   * others run on; a guest's downtime holds its own final round only, flat
+   * in the gang's size, but for a moment the gang runs on both hosts, and a
+   * failure after the first guest moved leaves the moved guests at the
+   * target (the error names them). `beforeSwitchOver` is then called per
+   * guest. Default "gang".
+   */
+  finalRounds?: FinalRounds;
 }
 
-/** What happened to one guest. */
-export interface QemuGuestReport {
-  /** The guest's name. */
-  name: string;
-  /** Guest RAM in bytes. */
-  ramBytes: number;
-  /** Bytes on the wire for this guest's pages (references to other guests' contents are small). */
-  bytesOnWire: number;
-  /** From its source pausing to its destination running (0 if it did not switch over). */
-  downtimeMs: number;
-  /** Device state QEMU sent. */
-  deviceStateBytes: number;
-  /** True when it runs at the target. */
-  migrated: boolean;
-  /** Why not, when it did not. */
-  error?: string;
-}
-
-/** When each phase of a gang migration began, in seconds from its start. */
-export interface GangTimeline {
-  /** The destinations wait: the preparation scan and the rounds begin. */
-  transfer: number;
-  /** The gang is paused for the final round. */
-  paused: number;
-  /** The final round is verified: device state starts to move. */
-  switchOver: number;
-  /** The last destination runs. */
-  running: number;
-}
-
-/** What a QEMU gang migration did. */
-export interface QemuGangReport {
-  /** Each guest, in gang order. */
-  guests: QemuGuestReport[];
-  /** The RAM transfer (rounds, bytes, verification). */
-  transfer: MigrationReport;
-  /** From the start to the last destination running. */
-  seconds: number;
-  /** Where the time went. */
-  timeline: GangTimeline;
-}
+/** How a gang migration ends: see {@linkcode QemuGangOptions.finalRounds}. */
+export type FinalRounds = "gang" | "per-guest";
 
 /** What a migration leaves: the report and the destinations, running at the target. */
 export interface QemuGangResult {
@@ -150,7 +140,13 @@ export async function migrateQemuGang(
   const started = performance.now();
   const step = (text: string) => options.onStep?.(text);
   const since = (at: number) => (at - started) / 1000;
-  const timeline: GangTimeline = { transfer: 0, paused: 0, switchOver: 0, running: 0 };
+  const timeline: GangTimeline = {
+    transfer: 0,
+    paused: 0,
+    finalRound: 0,
+    switchOver: 0,
+    running: 0,
+  };
 
   step("Finding the guests' RAM");
   const rams = await Promise.all(sources.map((s) => s.ramBackend()));
@@ -158,15 +154,54 @@ export async function migrateQemuGang(
   step("Starting the destinations");
   let destinations: Destination[] = [];
   let transfer: MigrationReport;
-  let paused = false;
   let disks: GangDiskCopy | undefined;
-  const resumeAll = async () => {
-    await Promise.all(sources.map((s) => s.resume()));
-    paused = false;
+  const perGuest = options.finalRounds === "per-guest";
+  // Guests paused by the migration and not handed to their switch-over: resumed on a failure.
+  const pausedGuests = new Set<number>();
+  const resumePaused = async () => {
+    await Promise.all([...pausedGuests].map((i) => sources[i]!.resume()));
+    pausedGuests.clear();
   };
+  // Each guest's switch-over starts once its RAM is final at the target: its device state moves
+  // while the digests are checked, and its destination runs only once its gate opens (verified,
+  // and for the gang, every destination still there).
+  const switching = new Map<number, Promise<SwitchOverResult>>();
+  const gates = new Map<number | "gang", PromiseWithResolvers<void>>();
+  const gate = (key: number | "gang") => {
+    let found = gates.get(key);
+    if (!found) {
+      found = Promise.withResolvers<void>();
+      found.promise.catch(() => {}); // a switch-over waiting on it hears of a rejection itself
+      gates.set(key, found);
+    }
+    return found;
+  };
+  const startSwitchOver = (guests: number[], runAfter: Promise<void>) => {
+    if (switching.size === 0) {
+      step(perGuest ? "Switching over, guest by guest" : "Switching over");
+      timeline.switchOver = since(performance.now());
+    }
+    // From here each switch-over resumes its own source if it fails.
+    for (const i of guests) pausedGuests.delete(i);
+    const started = switchOverGang(guests.map((i) => pairOf(i)), {
+      timeoutMs: options.switchOverTimeoutMs,
+      runAfter,
+    });
+    guests.forEach((i, k) => switching.set(i, started.then((results) => results[k]!)));
+  };
+  const pairOf = (i: number): SwitchOverPair => ({
+    source: sources[i]!,
+    destination: destinations[i]!,
+  });
   try {
     destinations = await target.prepareDestinations(sources);
     disks = await GangDiskCopy.start(pairs(sources, destinations), options.diskCopy);
+    if (disks.copying && perGuest) {
+      // A guest's mirror is completed with the whole gang paused; guest by guest is not done yet.
+      throw new Error(
+        'Cannot end the gang guest by guest while it copies disks: use finalRounds "gang"',
+      );
+    }
     if (disks.copying) {
       // Before the RAM moves: a RAM connection must not sit idle while a large disk catches up.
       step("Copying the disks");
@@ -188,53 +223,103 @@ export async function migrateQemuGang(
         await disks?.waitReady();
         step("Pausing the gang for the final round");
         timeline.paused = since(performance.now());
+        sources.forEach((_, i) => pausedGuests.add(i));
         await Promise.all(sources.map((s) => s.pause()));
-        paused = true;
+        timeline.finalRound = since(performance.now());
       },
-      resume: resumeAll,
+      pauseGuest: perGuest
+        ? async (i) => {
+          if (i === 0) {
+            // Checked while the guests still run: each check is a round trip to the target.
+            await checkDestinationsReady(destinations);
+            timeline.paused = since(performance.now());
+          }
+          step(`Pausing guest "${sources[i]!.name}" for its final round`);
+          pausedGuests.add(i);
+          await sources[i]!.pause();
+          if (i === 0) timeline.finalRound = since(performance.now());
+        }
+        : undefined,
+      ramFinal: (guest) => {
+        if (guest === undefined) {
+          startSwitchOver(sources.map((_, i) => i), gate("gang").promise);
+        } else {
+          const runAfter = gate(guest).promise.then(() =>
+            options.beforeSwitchOver?.([pairOf(guest)])
+          );
+          startSwitchOver([guest], runAfter);
+        }
+      },
+      guestFinished: (i) => gate(i).resolve(),
+      resume: resumePaused,
     });
-    if (disks.copying) step("Completing the disk copies");
-    await disks.complete();
-    await options.beforeSwitchOver?.(pairs(sources, destinations));
-    await checkDestinationsReady(destinations);
+    if (gates.has("gang")) {
+      // The gang is paused: no write is left for the mirrors to carry.
+      if (disks.copying) step("Completing the disk copies");
+      await disks.complete();
+      await options.beforeSwitchOver?.(pairs(sources, destinations));
+      // The device state may be moving already: loading, or loaded and paused, is ready.
+      await checkDestinationsReady(destinations, { loading: true });
+      gate("gang").resolve();
+    }
   } catch (error) {
     await disks?.abort();
-    if (paused) await resumeAll().catch(() => {});
-    await target.discard(destinations).catch(() => {});
-    throw error;
+    // No destination runs unless its gate opened: these switch-overs fail and resume their source.
+    for (const unopened of gates.values()) unopened.reject(error);
+    await resumePaused().catch(() => {});
+    const results = await Promise.all(
+      sources.map((source, i) =>
+        switching.get(i) ?? { name: source.name, ok: false as const, error: errorMessage(error) }
+      ),
+    );
+    if (!results.some((r) => r.ok)) {
+      await target.discard(destinations).catch(() => {});
+      throw error;
+    }
+    // Some guests were finished and switched over: they run at the target; the others stay.
+    throw new SwitchOverError(results, await settle(results, undefined));
   }
 
-  step("Switching over");
-  timeline.switchOver = since(performance.now());
-  const results = await switchOverGang(pairs(sources, destinations), {
-    timeoutMs: options.switchOverTimeoutMs,
-  });
-  const running: Destination[] = [];
-  const failed: Destination[] = [];
-  for (const [i, result] of results.entries()) {
-    if (result.ok) {
-      running.push(destinations[i]!);
-      await sources[i]!.close({ removeRam: true });
-    } else {
-      failed.push(destinations[i]!);
+  const results = await Promise.all(sources.map((_, i) => switching.get(i)!));
+  const result = await settle(results, transfer);
+  if (result.destinations.length < sources.length) throw new SwitchOverError(results, result);
+  return result;
+
+  /**
+   * After the switch-overs: the sources that moved quit, the destinations
+   * that did not take their guest are discarded, the target is released.
+   */
+  async function settle(
+    results: readonly SwitchOverResult[],
+    transferReport: MigrationReport | undefined,
+  ): Promise<QemuGangResult> {
+    const running: Destination[] = [];
+    const failed: Destination[] = [];
+    for (const [i, result] of results.entries()) {
+      if (result.ok) {
+        running.push(destinations[i]!);
+        await sources[i]!.close({ removeRam: true });
+      } else {
+        failed.push(destinations[i]!);
+      }
     }
+    if (failed.length > 0) await target.discard(failed).catch(() => {});
+    // The guests that moved run at the target whether or not it hears that the gang is over.
+    await target.release().catch(() => {});
+    const moved = transferReport ?? unfinishedTransfer(sources, rams);
+    const report: QemuGangReport = {
+      guests: results.map((result, i) =>
+        guestReport(result, rams[i]!.size, moved.guestBytesOnWire[i] ?? 0)
+      ),
+      transfer: moved,
+      seconds: since(performance.now()),
+      timeline: {
+        ...timeline,
+        running: since(Math.max(...results.map((r) => r.ok ? r.runningAt : 0), started)),
+      },
+    };
+    return { report, destinations: running };
   }
-  if (failed.length > 0) await target.discard(failed).catch(() => {});
-  // The guests that moved run at the target whether or not it hears that the gang is over.
-  await target.release().catch(() => {});
-  const report: QemuGangReport = {
-    guests: results.map((result, i) =>
-      guestReport(result, rams[i]!.size, transfer.guestBytesOnWire[i] ?? 0)
-    ),
-    transfer,
-    seconds: since(performance.now()),
-    timeline: {
-      ...timeline,
-      running: since(Math.max(...results.map((r) => r.ok ? r.runningAt : 0), started)),
-    },
-  };
-  if (failed.length > 0) throw new SwitchOverError(results, { report, destinations: running });
-  return { report, destinations: running };
 }
 
 /**
@@ -288,29 +373,4 @@ async function trackerFor(
     pages: pagesOf(rams[i]!.size),
   })));
   return new SoftDirtyTracker(mapped);
-}
-
-function guestReport(
-  result: SwitchOverResult,
-  ramBytes: number,
-  bytesOnWire: number,
-): QemuGuestReport {
-  return result.ok
-    ? {
-      name: result.name,
-      ramBytes,
-      bytesOnWire,
-      downtimeMs: result.downtimeMs,
-      deviceStateBytes: result.deviceStateBytes,
-      migrated: true,
-    }
-    : {
-      name: result.name,
-      ramBytes,
-      bytesOnWire,
-      downtimeMs: 0,
-      deviceStateBytes: 0,
-      migrated: false,
-      error: result.error,
-    };
 }

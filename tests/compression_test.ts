@@ -85,75 +85,104 @@ Deno.test("transferGang() never compresses with compression none", async () => {
   }
 });
 
-Deno.test("CompressionPolicy compresses in auto mode when zstd outruns the stream", () => {
-  const link = { streamBytesPerSecond: 0, waitingShare: 0 };
-  const policy = new CompressionPolicy("auto", link, () => 0); // a clock that stands still
-  assertEquals(policy.shouldCompress(), true, "nothing measured yet: links are usually slower");
-  link.streamBytesPerSecond = 117e6; // a Gigabit link
-  assertEquals(policy.shouldCompress(), true);
-  link.streamBytesPerSecond = 3e9; // loopback
-  assertEquals(policy.shouldCompress(), false);
-  link.streamBytesPerSecond = 117e6;
-  for (let i = 0; i < 30; i++) policy.record(4096, 1000, 1); // zstd at 4 MB/s: slower than the link
-  assertEquals(policy.shouldCompress(), false);
-  for (let i = 0; i < 30; i++) policy.record(40960, 10000, 0.1); // 400 MB/s again
-  assertEquals(policy.shouldCompress(), true);
-});
-
-/** Calls shouldCompress() every 10 ms of a fake clock for `ms`; returns the answers. */
-function answersOver(ms: number, clock: { now: number }, policy: CompressionPolicy): boolean[] {
-  const answers = [];
-  for (let t = 0; t < ms; t += 10) {
-    clock.now += 10;
-    answers.push(policy.shouldCompress());
-  }
-  return answers;
+/** A sender's frames on a fake clock: its own work, its waits for the stream, zstd when asked. */
+interface Pace {
+  /** Raw page bytes per frame. */
+  raw: number;
+  /** The sender's own work per frame (scan, plan, framing). */
+  busyMs: number;
+  /** Its wait for the stream per frame. */
+  waitMs: number;
+  /** zstd's time and output size for a frame it compresses. */
+  zstdMs: number;
+  compressed: number;
 }
 
-Deno.test("CompressionPolicy tries a frame every PROBE_INTERVAL_MS of data that does not shrink while the sender's CPU sets the pace", () => {
+/** Runs `frames` frames; returns how many were compressed. */
+function runFrames(
+  policy: CompressionPolicy,
+  clock: { now: number },
+  link: { streamBytesPerSecond: number; waitedSeconds: number },
+  pace: Pace,
+  frames: number,
+): number {
+  let compressed = 0;
+  for (let i = 0; i < frames; i++) {
+    clock.now += pace.busyMs + pace.waitMs;
+    link.waitedSeconds += pace.waitMs / 1000;
+    if (policy.shouldCompress(pace.raw)) {
+      compressed++;
+      clock.now += pace.zstdMs;
+      policy.record(pace.raw, pace.compressed, pace.zstdMs);
+    }
+  }
+  return compressed;
+}
+
+/** 512 KiB frames; the sender's own work at about 520 MB/s, zstd at 400 MB/s to 0.3. */
+const TYPICAL: Pace = { raw: 524288, busyMs: 1, waitMs: 0, zstdMs: 1.3, compressed: 157286 };
+
+Deno.test("CompressionPolicy compresses every frame when even then the CPU keeps ahead of the link (1 Gbit/s)", () => {
   const clock = { now: 0 };
-  const link = { streamBytesPerSecond: 500e6, waitingShare: 0.1 };
+  const link = { streamBytesPerSecond: 0, waitedSeconds: 0 };
   const policy = new CompressionPolicy("auto", link, () => clock.now);
-  policy.record(40960, 40960, 0.01); // random pages: zstd at about 1 GB/s, no gain
-  const answers = answersOver(2 * PROBE_INTERVAL_MS, clock, policy);
-  assertEquals(answers.filter(Boolean).length, 2, "two probes in two intervals");
-  for (let i = 0; i < 10; i++) policy.record(40960, 8000, 0.02); // the probes find text again
-  assertEquals(policy.shouldCompress(), true);
-  link.waitingShare = 0.9; // the sender waits for the link: even random pages are tried
-  for (let i = 0; i < 10; i++) policy.record(40960, 40960, 0.01);
-  assert(answersOver(PROBE_INTERVAL_MS, clock, policy).every(Boolean));
+  assertEquals(policy.shouldCompress(TYPICAL.raw), true, "nothing measured: links are slower");
+  link.streamBytesPerSecond = 117e6;
+  // The sender waits for the link most of the time: waits are not its work.
+  const waiting = { ...TYPICAL, waitMs: 3 };
+  assertEquals(runFrames(policy, clock, link, waiting, 200), 200);
+});
+
+Deno.test("CompressionPolicy compresses nothing but probes when the link is not full even uncompressed (10 Gbit/s)", () => {
+  const clock = { now: 0 };
+  const link = { streamBytesPerSecond: 1.2e9, waitedSeconds: 0 };
+  const policy = new CompressionPolicy("auto", link, () => clock.now);
+  runFrames(policy, clock, link, TYPICAL, 100); // the sender's pace is measured
+  const started = clock.now;
+  const compressed = runFrames(policy, clock, link, TYPICAL, 500);
+  const probes = Math.ceil((clock.now - started) / PROBE_INTERVAL_MS);
+  assert(compressed <= probes, `${compressed} frames compressed, ${probes} probes`);
+  assert(compressed >= 1, "it still measures zstd again now and then");
+});
+
+Deno.test("CompressionPolicy compresses the share of frames that keeps CPU and link equally busy", () => {
+  const clock = { now: 0 };
+  // 3.3 ns a byte on the link; 1.9 of the sender's own work, 2.5 more for zstd, 0.3 left.
+  const link = { streamBytesPerSecond: 300e6, waitedSeconds: 0 };
+  const policy = new CompressionPolicy("auto", link, () => clock.now);
+  runFrames(policy, clock, link, TYPICAL, 100);
+  const compressed = runFrames(policy, clock, link, TYPICAL, 1000);
+  // (3.33 - 1.91) / (2.48 + 0.7 * 3.33) = 0.30
+  assert(compressed > 250 && compressed < 350, `${compressed} of 1000`);
+  const { cpuBytesPerSecond, share } = policy.estimate;
+  assert(Math.abs(cpuBytesPerSecond - 524e6) < 10e6, `the sender's pace: ${cpuBytesPerSecond}`);
+  assert(Math.abs(share - 0.3) < 0.02, `share ${share}`);
 });
 
 Deno.test("CompressionPolicy measures zstd again after contention made it look slower than the link", () => {
   const clock = { now: 0 };
-  const policy = new CompressionPolicy(
-    "auto",
-    { streamBytesPerSecond: 117e6, waitingShare: 0.9 },
-    () => clock.now,
-  );
+  const link = { streamBytesPerSecond: 117e6, waitedSeconds: 0 };
+  const policy = new CompressionPolicy("auto", link, () => clock.now);
   for (let i = 0; i < 30; i++) policy.record(40960, 10000, 10); // 4 MB/s: the CPU was taken
-  assertEquals(policy.shouldCompress(), false);
-  let probes = 0;
-  while (!policy.shouldCompress()) {
-    clock.now += 10;
-    if (policy.shouldCompress()) {
-      probes++;
-      policy.record(40960, 10000, 0.1); // the probe finds zstd at 400 MB/s again
-    }
-    assert(clock.now < 10 * PROBE_INTERVAL_MS, "compression never came back");
-  }
-  assert(probes >= 1 && probes <= 3, `${probes} probes`);
+  // Now zstd runs at 400 MB/s again, and the sender mostly waits for the link.
+  const pace = { raw: 40960, busyMs: 0.1, waitMs: 9.9, zstdMs: 0.1, compressed: 10000 };
+  const first = runFrames(policy, clock, link, pace, 10);
+  assert(first >= 1 && first <= 2, `${first} frames compressed in the first interval: probes`);
+  runFrames(policy, clock, link, pace, 80);
+  assertEquals(runFrames(policy, clock, link, pace, 20), 20, "every frame compressed again");
 });
 
 Deno.test("CompressionPolicy counts only frames that shrank, and obeys zstd and none", () => {
-  const policy = new CompressionPolicy("zstd", { streamBytesPerSecond: 3e9, waitingShare: 0 });
-  assertEquals(policy.shouldCompress(), true);
+  const policy = new CompressionPolicy("zstd", { streamBytesPerSecond: 3e9, waitedSeconds: 0 });
+  assertEquals(policy.shouldCompress(4096), true);
   policy.record(4096, 4100, 0.01);
   assertEquals(policy.report.frames, 0, "a frame that did not shrink is not counted as compressed");
   policy.record(4096, 1000, 0.01);
   assertEquals(policy.report, { mode: "zstd", frames: 1, rawBytes: 4096, compressedBytes: 1000 });
   assertEquals(
-    new CompressionPolicy("none", { streamBytesPerSecond: 1, waitingShare: 0 }).shouldCompress(),
+    new CompressionPolicy("none", { streamBytesPerSecond: 1, waitedSeconds: 0 }).shouldCompress(
+      4096,
+    ),
     false,
   );
 });

@@ -4,7 +4,8 @@ import { FrameWriter } from "../src/transfer/frame_io.ts";
 const FRAME = 512 * 1024; // two frames fill a write buffer
 
 /** Writes `frames` frames, spending `busyMs` of CPU on each, to a stream that takes `streamMs` per write. */
-async function waitingShareOf(streamMs: number, busyMs: number, frames = 24): Promise<number> {
+async function waitedShareOf(streamMs: number, busyMs: number, frames = 24): Promise<number> {
+  const started = performance.now();
   const stream = {
     read: () => Promise.resolve(null),
     write: async (p: Uint8Array) => {
@@ -21,12 +22,30 @@ async function waitingShareOf(streamMs: number, busyMs: number, frames = 24): Pr
     await writer.write(new Uint8Array(FRAME));
   }
   await writer.flush();
-  return writer.waitingShare;
+  return writer.waitedSeconds * 1000 / (performance.now() - started);
 }
 
-Deno.test("FrameWriter.waitingShare is high while the stream sets the pace, low while the sender does", async () => {
-  const slowLink = await waitingShareOf(20, 1);
+Deno.test("FrameWriter.waitedSeconds is most of the time while the stream sets the pace, little while the sender does", async () => {
+  const slowLink = await waitedShareOf(20, 1);
   assert(slowLink > 0.5, `slow link: ${slowLink}`);
-  const busySender = await waitingShareOf(0, 10);
+  const busySender = await waitedShareOf(0, 10);
   assert(busySender < 0.2, `busy sender: ${busySender}`);
+});
+
+Deno.test("FrameWriter.streamBytesPerSecond is the stream's pace, not hidden by writes a socket buffer took at once", async () => {
+  let calls = 0;
+  const stream = {
+    read: () => Promise.resolve(null),
+    // Every other write waits 40 ms (the link drains the buffer), the others are taken at once.
+    write: async (p: Uint8Array) => {
+      if (calls++ % 2 === 1) await new Promise((resolve) => setTimeout(resolve, 40));
+      return p.length;
+    },
+  };
+  const writer = new FrameWriter(stream);
+  for (let i = 0; i < 24; i++) await writer.write(new Uint8Array(FRAME));
+  await writer.flush();
+  // Two 1 MiB writes per 40 ms or more: at most about 52 MB/s (a mean of rates would say 1 GB/s).
+  assert(writer.streamBytesPerSecond < 60e6, `${writer.streamBytesPerSecond} bytes/s`);
+  assert(writer.streamBytesPerSecond > 20e6, `${writer.streamBytesPerSecond} bytes/s`);
 });

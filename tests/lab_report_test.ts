@@ -45,9 +45,30 @@ function measured(
             rounds: [
               { round: 1, final: false, seconds: 2, bytesOnWire: bytes - 2e6 },
               { round: 2, final: false, seconds: 0.2, bytesOnWire: 1.5e6 },
-              { round: 3, final: true, seconds: 0.1, bytesOnWire: 0.5e6 },
+              {
+                round: 3,
+                final: true,
+                seconds: 0.1,
+                bytesOnWire: 0.5e6,
+                time: {
+                  scanSeconds: 0.05,
+                  planSeconds: 0.01,
+                  compressSeconds: 0,
+                  linkWaitSeconds: 0.01,
+                  receiverWaitSeconds: 0.02,
+                  compression: {
+                    linkBytesPerSecond: 117e6,
+                    cpuBytesPerSecond: 400e6,
+                    zstdBytesPerSecond: 350e6,
+                    ratio: 0.3,
+                    share: 1,
+                  },
+                },
+              },
             ],
             pausedSeconds: 0.12,
+            pausingSeconds: 0.005,
+            verifySeconds: 0.01,
             switchOverSeconds: 0.03,
           },
         },
@@ -105,6 +126,7 @@ Deno.test("DEFAULT_LAB_CONFIG holds the defaults docs/lab.md documents", () => {
     compare: ["qemu", "qemu-zstd"],
     insecure: false,
     gangwayCompression: "auto",
+    gangwayFinalRounds: "gang",
     baselineRam: "anonymous",
     storage: "shared",
     accelerator: "tcg",
@@ -125,6 +147,7 @@ Deno.test("parseLabArgs() reads every flag, after the -- of deno task", () => {
     ],
     ...["--sweep-guests", "1,2, 4", "--sweep-memory", "256M,1G", "--out", "o", "--json", "j"],
     ...["--network", "loopback", "--insecure", "--gangway-compression", "none"],
+    ...["--gangway-final-rounds", "per-guest"],
     ...["--baseline-ram", "file", "--qemu-binary", "/opt/qemu-9.2/bin/qemu-system-x86_64"],
     ...["--accel", "kvm", "--storage", "copy"],
   ]);
@@ -138,6 +161,7 @@ Deno.test("parseLabArgs() reads every flag, after the -- of deno task", () => {
     compare: ["qemu", "qemu-zstd"],
     insecure: true,
     gangwayCompression: "none",
+    gangwayFinalRounds: "per-guest",
     baselineRam: "file",
     storage: "copy",
     accelerator: "kvm",
@@ -291,6 +315,18 @@ Deno.test("formatSummary() shows a row per method, the ratios, gangway's time an
   assert(text.includes("gangway / qemu: traffic 0.62x, TMT 0.78x"), text);
   assert(text.includes("gangway / qemu-zstd: traffic 1.55x, TMT 0.50x"), text);
   assert(text.includes("live rounds 2.00 + 0.20 s"), text);
+  assert(
+    text.includes("paused 0.12 s (pausing 0.01 s + final round 0.10 s + verify 0.01 s)"),
+    text,
+  );
+  assert(
+    text.includes(
+      "gangway's rounds: final 0.10 s = scan 0.05 + plan 0.01 + zstd 0.00 + link wait 0.01 + " +
+        "receiver 0.02 + other 0.01 (link 117 MB/s, sender 400 MB/s, zstd 350 MB/s to 0.30: " +
+        "compressing 100%)",
+    ),
+    text,
+  );
   assert(text.includes("missed bytes on the link <= 0.5x qemu: 0.62x"), text);
   assert(text.includes("kernel defaults (KASLR on)"), text);
   assert(text.includes("gangway over TLS with compression auto, QEMU over plain TCP"), text);

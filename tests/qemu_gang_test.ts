@@ -116,6 +116,51 @@ Deno.test("migrateQemuGang() moves live guests whose heartbeat goes on at the ta
   );
 });
 
+Deno.test("migrateQemuGang() with per-guest final rounds switches each guest over alone while the next still runs", async () => {
+  // Declared first so it is disposed of last, when the guests' RAM files have left its directory.
+  await using target = await LocalTarget.start();
+  await using guests = new Guests();
+  const sources = await bootGang(guests);
+  const lastBeats = new Map<string, Heartbeat>();
+  let firstFinishedAt = 0;
+  const { report, destinations } = await migrateQemuGang(sources, target, {
+    finalRounds: "per-guest",
+    onRound: (round) => {
+      if (round.guest === 0) firstFinishedAt = performance.now();
+    },
+    beforeSwitchOver: async (pairs) => {
+      assertEquals(pairs.length, 1, "one guest at a time");
+      const { source, destination } = pairs[0]!;
+      assertEquals((await source.status()).running, false, "the source is paused");
+      // Its RAM as it was at its own stop, while the guest after it runs on.
+      assertSameRam(source.ramPath, join(target.dir, destination.name));
+      lastBeats.set(source.name, (await source.heartbeat())!);
+    },
+  });
+  assert(firstFinishedAt > 0, "the first guest was finished alone");
+  assert(
+    sources[1]!.lastStopAt! > firstFinishedAt,
+    "the second guest ran on until the first one was finished",
+  );
+  assertEquals(report.guests.map((g) => g.migrated), [true, true]);
+  assert(report.transfer.verified);
+  assertEquals(report.transfer.rounds.filter((r) => r.guest !== undefined).length, 2);
+  for (const destination of destinations) {
+    assertEquals((await destination.state()).status, "running");
+  }
+  const kept = await target.remote.keptGuests();
+  for (const source of sources) {
+    const found = kept.find((k) => k.name === source.name)!;
+    const destination = await QemuGuest.attach(found.qmpPath);
+    try {
+      await assertContinued(lastBeats.get(source.name)!, destination);
+    } finally {
+      await destination.detach();
+    }
+    assert(!source.alive, `the source QEMU of "${source.name}" is gone`);
+  }
+});
+
 Deno.test("migrateQemuGang() leaves every source running when a destination dies before the switch-over", async () => {
   // Declared first so it is disposed of last, when the guests' RAM files have left its directory.
   await using target = await LocalTarget.start();

@@ -3,7 +3,8 @@ import { Gang } from "../src/scan/gang.ts";
 import { transferGang } from "../src/transfer/transfer_gang.ts";
 import { randomSeed } from "../src/transfer/seed.ts";
 import { PAGE_SIZE } from "../src/native/ram_file.ts";
-import { hashPages } from "../src/native/hashing.ts";
+import { hashPages, zeroPageHash } from "../src/native/hashing.ts";
+import { encodeGuestDone, guestDigest } from "../src/transfer/digests.ts";
 import {
   encodeRoundEnd,
   FrameType,
@@ -356,4 +357,49 @@ Deno.test("a failed gang leaves a waiting file whose size is not a page multiple
     await receiver.stop();
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("a guest finished alone is verified, no longer a source of references, never touched again, and kept when the gang fails", async () => {
+  await using receiver = await startReceiver();
+  const twoGuests = hello([{ name: "a", size: 4 * PAGE_SIZE }, { name: "b", size: 4 * PAGE_SIZE }]);
+  const content = patternPage(5);
+  const hash = hashPages(content, 1, 7n).hashes[0]!;
+  const zero = zeroPageHash(7n);
+  const digestOfA = guestDigest(BigUint64Array.of(hash, zero, zero, zero), 7n, 4 * PAGE_SIZE);
+  const refToB = new Uint8Array(pairsFrameBytes(1));
+  writePairsFrame(refToB, FrameType.Refs, 1, Uint32Array.of(0), Uint32Array.of(0));
+
+  const wrongDigest = await rawSession(
+    receiver,
+    twoGuests,
+    pagesFrame(0, content),
+    encodeGuestDone(0, "00".repeat(16)),
+  );
+  assert(wrongDigest.includes(`Digest mismatch for guest "a"`), wrongDigest);
+
+  const refused = await rawSession(
+    receiver,
+    twoGuests,
+    pagesFrame(0, content),
+    encodeRoundEnd(1, false),
+    encodeGuestDone(0, digestOfA),
+    refToB,
+  );
+  assert(refused.includes("Reference to content 0, which no page of the target holds"), refused);
+  assertSameBytes(readRamFile(`${receiver.dir}/a`).subarray(0, PAGE_SIZE), content, "a is kept");
+  await assertRejects(() => Deno.stat(`${receiver.dir}/b`), Deno.errors.NotFound);
+  await Deno.remove(`${receiver.dir}/a`);
+
+  const touched = await rawSession(
+    receiver,
+    twoGuests,
+    pagesFrame(0, content),
+    encodeGuestDone(0, digestOfA),
+    pagesFrame(1, patternPage(6), 1),
+  );
+  assert(touched.includes(`Pages frame for guest "a", which is finished`), touched);
+  assertSameBytes(
+    readRamFile(`${receiver.dir}/a`).subarray(PAGE_SIZE),
+    new Uint8Array(3 * PAGE_SIZE),
+  );
 });

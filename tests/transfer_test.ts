@@ -61,6 +61,35 @@ Deno.test("transferGang() makes the target byte-identical, and sparse where the 
   }
 });
 
+Deno.test("a round's report says where its time went: scan, plan, zstd, link and receiver within its seconds", async () => {
+  const paths = makeGuests();
+  await using receiver = await startReceiver();
+  try {
+    using gang = Gang.open(specs(paths), { seed: randomSeed() });
+    const report = await transferGang(gang, await receiver.connect(), {
+      maxRounds: 2,
+      compression: "zstd",
+    });
+    assertEquals(report.rounds.length, 2);
+    for (const { seconds, time } of report.rounds) {
+      const parts = [
+        time.scanSeconds,
+        time.planSeconds,
+        time.compressSeconds,
+        time.linkWaitSeconds,
+        time.receiverWaitSeconds,
+      ];
+      assert(parts.every((part) => part >= 0), `no negative part: ${parts}`);
+      assert(parts.reduce((a, b) => a + b) <= seconds + 1e-6, `${parts} within ${seconds} s`);
+      assert(time.scanSeconds > 0, "every round scans");
+    }
+    assert(report.rounds[0]!.time.compressSeconds > 0, "round 1 compressed its new pages");
+    assert(report.verifySeconds > 0 && report.verifySeconds <= report.pausedSeconds);
+  } finally {
+    await removeFiles(...paths);
+  }
+});
+
 Deno.test("transferGang() of an offline gang sends each distinct content once, plus small references", async () => {
   const paths = makeGuests();
   await using receiver = await startReceiver();
@@ -207,9 +236,13 @@ Deno.test("transferGang() converges and copies exactly while writers dirty the g
       seed: randomSeed(),
     });
     let pauses = 0;
+    const ramFinal: (number | undefined)[] = [];
     const report = await transferGang(gang, await receiver.connect(), {
       stopPages: 64,
       maxRounds: 8,
+      ramFinal: (guest) => {
+        ramFinal.push(guest);
+      },
       pause: async () => {
         pauses++;
         for (const g of guests) await g.pause();
@@ -217,6 +250,7 @@ Deno.test("transferGang() converges and copies exactly while writers dirty the g
       resume: () => guests.forEach((g) => g.resume()),
     });
     assertEquals(pauses, 1);
+    assertEquals(ramFinal, [undefined], "the RAM is final once, for the whole gang");
     assert(report.rounds.length >= 2, "at least one live round and the final one");
     assert(
       report.rounds.slice(1).some((r) => r.pages.unique + r.pages.dirtiedIdentical > 0),
@@ -224,6 +258,73 @@ Deno.test("transferGang() converges and copies exactly while writers dirty the g
     );
     assert(guests.every((g) => g.paused), "the guests stay paused after a successful migration");
     assertSameFiles(guests, receiver.dir);
+  } finally {
+    for (const g of guests) await g.stop();
+    await removeFiles(...guests.map((g) => g.path));
+  }
+});
+
+Deno.test("transferGang() finishes guests one at a time, and never copies from a finished guest's changed target pages", async () => {
+  const pages = 2048;
+  // Every guest holds the same contents at first: references across guests abound.
+  const guests = [0, 1, 2].map((g) =>
+    SyntheticGuest.start(`alone${g}`, shmPath(`alone${g}`), {
+      bytes: pages * PAGE_SIZE,
+      fill: (p) => (p % 4 === 0 ? undefined : patternPage(p % 300)),
+      pagesPerSecond: 2000,
+      mix: { random: 1, copy: 2, zero: 1 },
+    })
+  );
+  await using receiver = await startReceiver();
+  const scribble = patternPage(777_777);
+  try {
+    await Promise.all(guests.map((g) => g.writing));
+    using gang = Gang.open(guests.map((g) => ({ name: g.name, path: g.path })), {
+      seed: randomSeed(),
+    });
+    const steps: string[] = [];
+    const report = await transferGang(gang, await receiver.connect(), {
+      stopPages: 64,
+      maxRounds: 6,
+      pause: () => {
+        steps.push("gang paused");
+      },
+      pauseGuest: async (g) => {
+        steps.push(`pause ${g}`);
+        await guests[g]!.pause();
+      },
+      ramFinal: (g) => {
+        steps.push(`final ${g}`);
+      },
+      guestFinished: (g) => {
+        steps.push(`finished ${g}`);
+        // As if it ran at the target now: every page of its copy changes.
+        using copy = RamFile.open(`${receiver.dir}/${guests[g]!.name}`, { write: true });
+        const all = Uint32Array.from({ length: pages }, (_, p) => p);
+        copy.write(all, new Uint8Array(pages * PAGE_SIZE).map((_, i) => scribble[i % PAGE_SIZE]!));
+      },
+      resume: () => guests.forEach((g) => g.resume()),
+    });
+    assertEquals(steps, [
+      ...["pause 0", "final 0", "finished 0"],
+      ...["pause 1", "final 1", "finished 1"],
+      ...["pause 2", "final 2", "finished 2"],
+    ]);
+    assert(report.verified);
+    assertEquals(report.rounds.filter((r) => r.guest !== undefined).map((r) => r.guest), [0, 1, 2]);
+    assertEquals(report.rounds.at(-1)!.final, true);
+    assertEquals(report.rounds.at(-1)!.bytesOnWire < 100, true, "the last round only closes");
+    // Each finished guest's copy was left to its new owner; nothing of the migration touched it.
+    for (const g of guests) {
+      const copy = readRamFile(`${receiver.dir}/${g.name}`);
+      for (let p = 0; p < pages; p += 97) {
+        assertSameBytes(copy.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE), scribble, `page ${p}`);
+      }
+    }
+    assert(
+      receiver.events.filter((e) => e.event === "guest-verified").length === 3,
+      "the receiver verified each guest alone",
+    );
   } finally {
     for (const g of guests) await g.stop();
     await removeFiles(...guests.map((g) => g.path));

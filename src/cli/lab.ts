@@ -2,8 +2,8 @@
  * `deno task lab -- [--guests N] [--memory SIZE] [--link RATE] [--idle SECONDS]
  * [--image NAME[,NAME...]] [--workload idle|busy|pgbench|web] [--compare LIST] [--kernel-args "..."] [--json FILE]
  * [--out DIR] [--sweep-guests LIST] [--sweep-memory LIST] [--network MODE] [--insecure]
- * [--gangway-compression auto|zstd|none] [--baseline-ram anonymous|file] [--qemu-binary PATH]
- * [--accel tcg|kvm] [--storage shared|copy]`
+ * [--gangway-compression auto|zstd|none] [--gangway-final-rounds gang|per-guest]
+ * [--baseline-ram anonymous|file] [--qemu-binary PATH] [--accel tcg|kvm] [--storage shared|copy]`
  *
  * The lab, gangway's main command: two hosts on this machine (network
  * namespaces joined by a shaped veth link), a gang of QEMU guests booted on
@@ -60,6 +60,7 @@ import {
 import { parseRate as parseLinkRate } from "../lab/link_rate.ts";
 import { pendingSignal } from "../lab/netns_signal.ts";
 import type { CompressionMode } from "../transfer/compression_policy.ts";
+import type { FinalRounds } from "../gang_migration.ts";
 import { WORKLOAD_MODES, type WorkloadMode } from "../qemu/_guest_init.ts";
 import { IMAGE_NAMES, type ImageName, imageWorkloads } from "../qemu/guest_image.ts";
 import { parseCli, runMain, UsageError } from "./_cli.ts";
@@ -72,6 +73,7 @@ const USAGE = "usage: deno task lab -- [--guests N] [--memory SIZE] [--link RATE
   "[--compare qemu,qemu-zstd] [--kernel-args ARGS] " +
   "[--json FILE] [--out DIR] [--sweep-guests 1,2,4,8] [--sweep-memory 256M,512M,1G] " +
   "[--network auto|netns|loopback] [--insecure] [--gangway-compression auto|zstd|none] " +
+  "[--gangway-final-rounds gang|per-guest] " +
   "[--baseline-ram anonymous|file] [--qemu-binary PATH] [--accel tcg|kvm] [--storage shared|copy]";
 
 /** Longest wait for the signal handler to exit (its cleanups get at most 20 s). */
@@ -125,6 +127,7 @@ export function parseLabArgs(args: string[]): LabCommand {
     insecure: { type: "boolean" },
     "gangway-compression": { type: "string" },
     storage: { type: "string" },
+    "gangway-final-rounds": { type: "string" },
     "baseline-ram": { type: "string" },
     "qemu-binary": { type: "string" },
     accel: { type: "string" },
@@ -179,6 +182,7 @@ export function parseLabArgs(args: string[]): LabCommand {
     insecure: values.insecure ?? false,
     gangwayCompression: compression(values["gangway-compression"] ?? "auto"),
     storage: diskStorage(values.storage ?? DEFAULT_LAB_CONFIG.storage ?? "shared"),
+    gangwayFinalRounds: finalRounds(values["gangway-final-rounds"] ?? "gang"),
     baselineRam,
     accelerator,
     ...(qemuBinary !== undefined ? { qemuBinary } : {}),
@@ -347,6 +351,13 @@ function imageNames(text: string): ImageName[] {
 function compression(text: string): CompressionMode {
   if (text !== "auto" && text !== "zstd" && text !== "none") {
     throw new UsageError(`--gangway-compression must be auto, zstd or none, got "${text}"`);
+  }
+  return text;
+}
+
+function finalRounds(text: string): FinalRounds {
+  if (text !== "gang" && text !== "per-guest") {
+    throw new UsageError(`--gangway-final-rounds must be gang or per-guest, got "${text}"`);
   }
   return text;
 }

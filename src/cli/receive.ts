@@ -42,6 +42,8 @@ function describe(e: ReceiverEvent): string {
       })`;
     case "round":
       return `${e.peer}: round ${e.round}${e.final ? " (final)" : ""} applied`;
+    case "guest-verified":
+      return `${e.peer}: guest "${e.guest}" finished alone, its digest matched`;
     case "complete":
       return `${e.peer}: complete, every digest matched: ${e.guests.map((g) => g.path).join(", ")}`;
     case "failed":

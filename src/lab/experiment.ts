@@ -28,6 +28,7 @@ import { runQemuMethod } from "./qemu_method.ts";
 import { checkResumed } from "./resumed.ts";
 import type { LabSession } from "./session.ts";
 import type { CompressionMode } from "../transfer/compression_policy.ts";
+import type { FinalRounds } from "../gang_migration.ts";
 import { errorMessage } from "../_errors.ts";
 
 /** A QEMU method gangway is compared with. */
@@ -41,6 +42,8 @@ export interface LabConfig extends GangSpec {
   insecure?: boolean;
   /** Gangway's compression of page data. Default "auto", the engine's default. */
   gangwayCompression?: CompressionMode;
+  /** How gangway ends the gang (see `QemuGangOptions.finalRounds`). Default "gang", the engine's. */
+  gangwayFinalRounds?: FinalRounds;
   /** Where the compared QEMU methods' guests keep their RAM. Default "anonymous", QEMU's default. */
   baselineRam?: GuestRam;
   /**
@@ -56,6 +59,8 @@ export interface MeasureOptions {
   insecure?: boolean;
   /** Gangway's compression of page data. Default "auto". */
   compression?: CompressionMode;
+  /** How gangway ends the gang. Default "gang". */
+  finalRounds?: FinalRounds;
   /**
    * Where a QEMU method's guests keep their RAM: "anonymous" (QEMU's
    * default, how users run guests for its own migration) or "file" (a
@@ -102,6 +107,7 @@ export const DEFAULT_LAB_CONFIG: Readonly<LabConfig> = {
   compare: ["qemu", "qemu-zstd"],
   insecure: false,
   gangwayCompression: "auto",
+  gangwayFinalRounds: "gang",
   baselineRam: "anonymous",
   storage: "shared",
   accelerator: "tcg",
@@ -278,6 +284,7 @@ export async function runLab(session: LabSession, config: LabConfig): Promise<La
       await measureMethod(session, method, config, {
         insecure: config.insecure,
         compression: config.gangwayCompression,
+        finalRounds: config.gangwayFinalRounds,
         baselineRam: config.baselineRam,
         storage: config.storage,
       }),
@@ -292,6 +299,7 @@ export async function runLab(session: LabSession, config: LabConfig): Promise<La
       compare: [...config.compare],
       insecure: config.insecure ?? false,
       gangwayCompression: config.gangwayCompression ?? "auto",
+      gangwayFinalRounds: config.gangwayFinalRounds ?? "gang",
       baselineRam: config.baselineRam ?? "anonymous",
       storage: config.storage ?? "shared",
     },

@@ -9,7 +9,8 @@
  *
  *   deno run --allow-ffi --allow-read --allow-write --allow-net --allow-run --allow-env
  *     src/lab/gang_side.ts --target HOST:PORT (--ca FILE --token-file FILE | --insecure)
- *     [--max-bandwidth BYTES_PER_S] [--compression auto|zstd|none] [--copy-storage] QMP...
+ *     [--max-bandwidth BYTES_PER_S] [--compression auto|zstd|none] [--final-rounds gang|per-guest]
+ *     [--copy-storage] QMP...
  *
  * Progress goes to stderr, one line each; the result ({@linkcode GangSideResult})
  * to stdout as one JSON line.
@@ -17,7 +18,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { migrateQemuGang, type QemuGangReport } from "../gang_migration.ts";
+import { type FinalRounds, migrateQemuGang, type QemuGangReport } from "../gang_migration.ts";
 import { QemuGuest } from "../qemu/guest.ts";
 import { RemoteTarget } from "../target/remote_target.ts";
 import type { KeptGuest } from "../target/agent_host.ts";
@@ -61,6 +62,8 @@ export interface GangSideOptions {
   compression?: CompressionMode;
   /** Copy the guests' disks to the target (no shared storage). Default false. */
   copyStorage?: boolean;
+  /** How the gang ends: "gang" (the engine's default) or "per-guest". */
+  finalRounds?: FinalRounds;
   /** Progress lines. */
   say: (line: string) => void;
 }
@@ -94,6 +97,7 @@ export async function runGangSide(options: GangSideOptions): Promise<GangSideRes
     const { report } = await migrateQemuGang(sources, target, {
       maxBandwidth: options.maxBandwidth,
       compression: options.compression,
+      finalRounds: options.finalRounds,
       onStep: (step) => options.say(step),
       onRound: (round) => {
         roundEnds.push((performance.now() - t0) / 1000);
@@ -116,8 +120,11 @@ export async function runGangSide(options: GangSideOptions): Promise<GangSideRes
         final: r.final,
         seconds: r.seconds,
         bytesOnWire: r.bytesOnWire,
+        time: r.time,
       })),
       pausedSeconds: timeline.switchOver - timeline.paused,
+      pausingSeconds: timeline.finalRound - timeline.paused,
+      verifySeconds: report.transfer.verifySeconds,
       switchOverSeconds: timeline.running - timeline.switchOver,
     };
     const names = new Set(report.guests.map((g) => g.name));
@@ -151,6 +158,7 @@ if (import.meta.main) {
       insecure: { type: "boolean" },
       compression: { type: "string" },
       "copy-storage": { type: "boolean" },
+      "final-rounds": { type: "string" },
     },
   });
   const number = (text: string | undefined) => text === undefined ? undefined : Number(text);
@@ -173,6 +181,7 @@ if (import.meta.main) {
       maxBandwidth: number(values["max-bandwidth"]),
       compression: values.compression as CompressionMode | undefined,
       copyStorage: values["copy-storage"],
+      finalRounds: values["final-rounds"] as FinalRounds | undefined,
       say: (line) => console.error(line),
     });
     console.log(JSON.stringify(result));

@@ -12,6 +12,7 @@ import { QemuGuest } from "../qemu/guest.ts";
 import type { BootedGang } from "./gang_spec.ts";
 import type { GangSideResult } from "./gang_side.ts";
 import type { CompressionMode } from "../transfer/compression_policy.ts";
+import type { FinalRounds } from "../gang_migration.ts";
 import type { MigrationOutcome } from "./measurement.ts";
 import type { LabSession } from "./session.ts";
 import { forEachLine } from "./_streams.ts";
@@ -49,6 +50,8 @@ export interface GangwayMethodOptions {
   compression?: CompressionMode;
   /** Follows each destination's serial log from its start (the application's view). */
   recorder?: SerialRecorder;
+  /** How the gang ends: one final round for all ("gang", the default) or "per-guest". */
+  finalRounds?: FinalRounds;
 }
 
 /** Events of the target agent quoted when the gang runner fails. */
@@ -113,6 +116,7 @@ export async function runGangwayMethod(
     ...(session.loopbackCap ? ["--max-bandwidth", String(session.loopbackCap)] : []),
     ...(options.compression ? ["--compression", options.compression] : []),
     ...(copyStorage ? ["--copy-storage"] : []),
+    ...(options.finalRounds ? ["--final-rounds", options.finalRounds] : []),
     ...sockets,
   ];
   const before = await net.bytes();

@@ -5,6 +5,7 @@
  */
 import type { QemuGuest } from "../qemu/guest.ts";
 import type { CompressionReport } from "../transfer/compression_policy.ts";
+import type { RoundTime } from "../transfer/sender_options.ts";
 import type { ResumeCheck } from "./resumed.ts";
 import type { ApplicationView } from "./app_view.ts";
 
@@ -30,10 +31,23 @@ export interface GangwayBreakdown {
   setupSeconds: number;
   /** Handshake and preparation scan: TMT start to the first round starting. */
   prepareSeconds: number;
-  /** Each round: from its first page scanned to the target's acknowledgement. */
-  rounds: { round: number; final: boolean; seconds: number; bytesOnWire: number }[];
-  /** Pausing the gang, final round, verification, destinations checked. */
+  /**
+   * Each round: from its first page scanned to the target's acknowledgement,
+   * and where that time went (absent in reports made before it was measured).
+   */
+  rounds: {
+    round: number;
+    final: boolean;
+    seconds: number;
+    bytesOnWire: number;
+    time?: RoundTime;
+  }[];
+  /** Pausing the gang, final round, verification: the downtime before the switch-over. */
   pausedSeconds: number;
+  /** Of those, stopping the guests (QMP `stop`). */
+  pausingSeconds?: number;
+  /** Of those, the verification (digests sent, the target's answer). */
+  verifySeconds?: number;
   /** Device state moved and destinations started: to the last one running. */
   switchOverSeconds: number;
 }

@@ -7,7 +7,7 @@
  * @module
  */
 import type { LabResult } from "./experiment.ts";
-import type { CompressionReport } from "../transfer/compression_policy.ts";
+import type { CompressionEstimate, CompressionReport } from "../transfer/compression_policy.ts";
 import type { GangwayBreakdown, MethodResult } from "./measurement.ts";
 import { formatLostGuests, lostGuests } from "./lost_guests.ts";
 import { gangwayOf, goalVerdicts, ratioBase, ratiosOf } from "./report.ts";
@@ -74,6 +74,8 @@ export function formatSummary(result: LabResult): string {
   }
   if (gangway.gangway) {
     lines.push(`gangway's time: ${formatBreakdown(gangway.gangway.breakdown)}`);
+    const rounds = formatRoundTimes(gangway.gangway.breakdown);
+    if (rounds) lines.push(`gangway's rounds: ${rounds}`);
     lines.push(`gangway's compression: ${formatCompression(gangway.gangway.compression)}`);
   }
   const loads = result.methods.map((m) => `${m.method} ${m.loadAverage.toFixed(2)}`).join(", ");
@@ -139,13 +141,56 @@ export function formatApplication(view: ApplicationView): string {
 export function formatBreakdown(b: GangwayBreakdown): string {
   const live = b.rounds.filter((r) => !r.final).map((r) => r.seconds.toFixed(2));
   const final = b.rounds.find((r) => r.final);
+  const pausing = b.pausingSeconds === undefined
+    ? ""
+    : `pausing ${b.pausingSeconds.toFixed(2)} s + `;
+  const verify = b.verifySeconds === undefined
+    ? "verify"
+    : `verify ${b.verifySeconds.toFixed(2)} s`;
   return `setup ${b.setupSeconds.toFixed(2)} s (before the TMT), ` +
     `handshake + scan ${b.prepareSeconds.toFixed(2)} s, ` +
-    `live rounds ${live.join(" + ")} s, ` +
-    `paused ${b.pausedSeconds.toFixed(2)} s (final round ${
+    `live rounds ${live.length > 0 ? live.join(" + ") : "none"} s, ` +
+    `paused ${b.pausedSeconds.toFixed(2)} s (${pausing}final round ${
       final?.seconds.toFixed(2) ?? "?"
-    } s + verify), ` +
+    } s + ${verify}), ` +
     `switch-over ${b.switchOverSeconds.toFixed(2)} s`;
+}
+
+/**
+ * Where each round's time went, in words: reading and hashing pages, zstd,
+ * waiting for the link, waiting for the receiver's acknowledgement, and the
+ * rest (planning and framing). Empty when the report predates the split.
+ *
+ * @param b The breakdown
+ * @returns One line, or "" when no round has the split
+ */
+export function formatRoundTimes(b: GangwayBreakdown): string {
+  const parts: string[] = [];
+  for (const r of b.rounds) {
+    if (!r.time) continue;
+    const t = r.time;
+    const other = r.seconds - t.scanSeconds - t.planSeconds - t.compressSeconds -
+      t.linkWaitSeconds - t.receiverWaitSeconds;
+    parts.push(
+      `${r.final ? "final" : r.round} ${r.seconds.toFixed(2)} s = scan ${
+        t.scanSeconds.toFixed(2)
+      } + plan ${t.planSeconds.toFixed(2)} + zstd ${t.compressSeconds.toFixed(2)} + link wait ${
+        t.linkWaitSeconds.toFixed(2)
+      } + receiver ${t.receiverWaitSeconds.toFixed(2)} + other ${Math.max(0, other).toFixed(2)}${
+        t.compression ? ` (${formatEstimate(t.compression)})` : ""
+      }`,
+    );
+  }
+  return parts.join("; ");
+}
+
+/** The compression policy's view in words: the three rates, the ratio and the share it chose. */
+function formatEstimate(e: CompressionEstimate): string {
+  const rate = (bytesPerSecond: number) =>
+    bytesPerSecond > 0 ? `${(bytesPerSecond / 1e6).toFixed(0)} MB/s` : "?";
+  return `link ${rate(e.linkBytesPerSecond)}, sender ${rate(e.cpuBytesPerSecond)}, zstd ${
+    rate(e.zstdBytesPerSecond)
+  } to ${e.ratio.toFixed(2)}: compressing ${(e.share * 100).toFixed(0)}%`;
 }
 
 /**

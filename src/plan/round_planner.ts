@@ -141,6 +141,14 @@ export class RoundPlanner {
     counts.unsentIdentical += shared;
   }
 
+  /**
+   * A guest is finished (see `TargetContents.retire`): its target pages are
+   * no longer a source of references.
+   */
+  retire(guest: number): void {
+    this.target.retire(guest);
+  }
+
   /** The wire id of an index content, growing the map as the index grows. */
   #wireId(content: number): number {
     if (content >= this.#wireOf.length) {

@@ -102,6 +102,19 @@ export class TargetContents {
     if (after !== NONE) this.#prev[after] = page;
   }
 
+  /**
+   * A guest's pages stop holding their contents for the others: the guest
+   * is finished (it may run at the target and change them), so no
+   * reference may be resolved from them any more. Each page's content
+   * stays known (for the guest's digest), but its pages must never be
+   * assigned or zeroed again: both ends refuse frames for a finished guest.
+   */
+  retire(guest: number): void {
+    const base = this.bases[guest]!;
+    const end = base + this.pages[guest]!;
+    for (let page = base; page < end; page++) this.#unlink(page);
+  }
+
   /** Page is now zero. */
   zero(page: number): void {
     this.#unlink(page);

@@ -137,8 +137,8 @@ export class DeviceStateMigration {
     options: DeviceStateMigrationOptions = {},
   ): Promise<DeviceStateMigration> {
     const startedAt = performance.now();
-    const { status } = await source.status();
     const pauseBeforeSwitchover = options.pauseBeforeSwitchover ?? false;
+    const { status } = await source.status();
     if (status === "running" && !pauseBeforeSwitchover) {
       throw new Error(
         `Cannot migrate the device state of guest "${source.name}": it is running ` +
@@ -152,11 +152,14 @@ export class DeviceStateMigration {
       timeoutMs: options.timeoutMs ?? DEFAULT_WAIT_MS,
     }, startedAt);
     await migration.#step(async () => {
-      const uri = await destination.listen();
-      await setCapabilities(source, {
-        ...DEVICE_STATE_CAPABILITIES,
-        "pause-before-switchover": pauseBeforeSwitchover,
-      });
+      // Independent steps, in flight together: with the source paused, each is downtime.
+      const [uri] = await Promise.all([
+        destination.listen(),
+        setCapabilities(source, {
+          ...DEVICE_STATE_CAPABILITIES,
+          "pause-before-switchover": pauseBeforeSwitchover,
+        }),
+      ]);
       await source.qmp.execute("migrate", { uri });
     });
     return migration;
@@ -186,14 +189,17 @@ export class DeviceStateMigration {
    * Lets the device state move, checks the destination loaded it and is
    * paused, then runs it (`cont`).
    *
+   * @param runAfter the destination runs only once this resolves (the
+   * caller's verification of the RAM, which may go on while the device
+   * state moves); if it rejects, the migration fails as any step does
    * @throws Error when the migration fails; the source is then resumed
    */
-  finish(): Promise<DeviceStateMigrationResult> {
-    this.#finishing ??= this.#finish();
+  finish(runAfter?: Promise<void>): Promise<DeviceStateMigrationResult> {
+    this.#finishing ??= this.#finish(runAfter);
     return this.#finishing;
   }
 
-  async #finish(): Promise<DeviceStateMigrationResult> {
+  async #finish(runAfter: Promise<void> | undefined): Promise<DeviceStateMigrationResult> {
     await this.waitForSourcePaused();
     return await this.#step(async () => {
       const switchStart = performance.now();
@@ -201,6 +207,7 @@ export class DeviceStateMigration {
         await this.source.qmp.execute("migrate-continue", { state: "pre-switchover" });
       }
       await waitForStatus(this.source, ["completed"], this.#timeoutMs);
+      await runAfter;
       let state: DestinationState;
       try {
         state = await this.destination.runWhenLoaded(this.#timeoutMs);

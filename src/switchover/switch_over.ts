@@ -39,22 +39,31 @@ export type SwitchOverResult =
 export interface SwitchOverOptions {
   /** Time allowed for each QEMU step. Default 30 s. */
   timeoutMs?: number;
+  /**
+   * The destinations run only once this resolves: the device state moves
+   * meanwhile (the RAM must be final already; its verification may still
+   * go on). If it rejects, every switch-over fails and its source resumes.
+   */
+  runAfter?: Promise<void>;
 }
 
 /**
  * Checks that every destination is alive and waiting for its incoming
- * migration: a gang is switched over only when all of it can be.
+ * migration (or, with `loading`, loading it or loaded and paused): a gang
+ * is switched over only when all of it can be.
  *
  * @throws Error naming the destinations that cannot take their guest
  */
 export async function checkDestinationsReady(
   destinations: readonly Destination[],
+  options: { loading?: boolean } = {},
 ): Promise<void> {
   const problems: string[] = [];
+  const ready = options.loading ? ["inmigrate", "paused"] : ["inmigrate"];
   await Promise.all(destinations.map(async (destination) => {
     try {
       const { status } = await destination.state();
-      if (status !== "inmigrate") {
+      if (!ready.includes(status)) {
         problems.push(`"${destination.name}" is ${status}, not waiting for a migration`);
       }
     } catch (error) {
@@ -77,6 +86,7 @@ export async function switchOverGang(
   pairs: readonly SwitchOverPair[],
   options: SwitchOverOptions = {},
 ): Promise<SwitchOverResult[]> {
+  options.runAfter?.catch(() => {}); // each switch-over hears of its failure itself
   return await Promise.all(pairs.map(async (pair): Promise<SwitchOverResult> => {
     const name = pair.source.name;
     try {
@@ -84,7 +94,7 @@ export async function switchOverGang(
         resumeSourceOnFailure: true,
         timeoutMs: options.timeoutMs,
       });
-      const result = await migration.finish();
+      const result = await migration.finish(options.runAfter);
       return {
         name,
         ok: true,

@@ -117,7 +117,7 @@ export class ChunkFrames {
     const hashes = this.#gang.index.pageHashes(guest);
     const pageHashes = BigUint64Array.from(pages, (page) => hashes[page]!);
     const n = pages.length;
-    if (this.#compression.shouldCompress()) {
+    if (this.#compression.shouldCompress(n * PAGE_SIZE)) {
       const raw = this.#rawScratch.subarray(0, n * PAGE_SIZE);
       slots.forEach((slot, i) =>
         raw.set(data.subarray(slot * PAGE_SIZE, (slot + 1) * PAGE_SIZE), i * PAGE_SIZE)

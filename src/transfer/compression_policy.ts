@@ -1,25 +1,38 @@
 /**
- * Whether to compress the page data of the next PAGES frame. Compressing
- * and sending overlap (the writer sends one buffer while the next fills),
- * so with compression pages go out at the slower of zstd's rate and the
- * link's rate divided by the ratio; without, at the link's rate. That is
- * a gain exactly when zstd compresses faster than the link carries: on a
- * Gigabit link, yes (zstd level 1 does about 0.3-0.5 GB/s on one core
- * here); over loopback, or to a receiver that cannot keep up anyway, no.
- * "auto" measures both rates and compresses when zstd is the faster.
+ * Whether to compress the page data of the next PAGES frame: compression
+ * follows the bottleneck. The sender's CPU (scanning, planning, framing,
+ * and zstd on what it compresses) and the stream (the link, or a slow
+ * receiver behind it) work at once: the writer sends one buffer while the
+ * next fills. Per raw byte of page data that must be sent,
  *
- * Pages of random bytes (encrypted or compressed data in a guest) gain
- * nothing and cost a copy and zstd's look at them. While the sender mostly
- * waits for the link that CPU is spare, and trying every frame finds each
- * compressible one among them (guests mix both kinds: skipping frames
- * after incompressible ones cost the lab a third more bytes). While the
- * sender's CPU sets the pace, and compression does not shrink the data,
- * it is not worth it.
+ *   - the sender's CPU costs c (its own work) plus 1/Z for the frames it
+ *     compresses (Z: zstd's rate),
+ *   - the stream costs 1/L (L: its rate), or r/L for a compressed frame
+ *     (r: the compressed share).
+ *
+ * A migration goes at the slower of the two. So "auto" compresses
+ *
+ *   - every frame when c + 1/Z <= 1/L: even compressing everything, the
+ *     CPU keeps ahead of the link (a Gigabit link here): fewest bytes at
+ *     no cost in time;
+ *   - no frame when c >= 1/L: the link is not full even uncompressed
+ *     (10 Gbit/s, loopback): compressing would only slow the sender;
+ *   - in between, the share f = (1/L - c) / (1/Z + (1 - r)/L) of frames
+ *     that makes both sides equally busy: the fastest mix; unless
+ *     compressing every frame is at most {@linkcode BYTES_WORTH} times
+ *     slower than that, for the bytes it saves.
+ *
+ * c is measured as the sender's time between PAGES frames that was
+ * neither zstd nor waiting for the stream, per byte of page data; Z and r
+ * from each compression; L is the stream's rate (FrameWriter). Pages of
+ * random bytes give r near 1: compressing them gains nothing, and costs
+ * nothing either while the CPU is ahead of the link (the next frame may
+ * compress: guests mix both kinds).
  *
  * Whatever made compression not worth it may pass: zstd measured slow
  * while other processes had the CPU (8 guests on 2 cores), data that did
- * not compress. So while it is not worth it, one frame every
- * {@linkcode PROBE_INTERVAL_MS} is still compressed, to measure again.
+ * not compress. So while no frame is compressed, one frame every
+ * {@linkcode PROBE_INTERVAL_MS} still is, to measure again.
  *
  * @module
  */
@@ -29,23 +42,39 @@ export type CompressionMode = "auto" | "zstd" | "none";
 
 /** zstd's rate on raw bytes, assumed until measured (the low end seen here). */
 const ASSUMED_ZSTD_BYTES_PER_SECOND = 250e6;
-/** zstd must outrun the link by this factor to be worth its CPU. */
-const MARGIN = 1.2;
-/** Weight of the past in the moving averages of zstd's rate and ratio. */
+/** Weight of the past in the moving averages of zstd's rate and ratio, and of the CPU's pace. */
 const RATE_MEMORY = 0.8;
-/** The sender waits for the link at least this share of the time: its CPU is spare. */
-const SPARE_CPU_WAITING = 0.5;
-/** Compressed size over raw size above which compressing is not worth it. */
-const WORTHLESS_RATIO = 0.9;
-/** While compression is not worth it, one frame is still tried this often. */
+/**
+ * Every frame is compressed while that is at most this much slower than the
+ * fastest share: bytes on a link cost whoever else uses it, and the rates
+ * behind the estimate are noisy.
+ */
+const BYTES_WORTH = 1.25;
+/** The sender's CPU time per byte is measured over windows of at least this long. */
+const CPU_WINDOW_MS = 20;
+/** While no frame is compressed, one frame is still tried this often. */
 export const PROBE_INTERVAL_MS = 100;
 
 /** What the policy reads of the stream (see FrameWriter). */
 export interface LinkGauge {
   /** Bytes per second the stream took lately; 0 until known. */
   readonly streamBytesPerSecond: number;
-  /** Share of the time the sender waited for the stream lately (0 to 1). */
-  readonly waitingShare: number;
+  /** Seconds the sender has waited for the stream to take its writes, in all (it only grows). */
+  readonly waitedSeconds: number;
+}
+
+/** What the policy measured, and the share of frames it compresses from that (see the module). */
+export interface CompressionEstimate {
+  /** The stream's rate, bytes per second (0: not measured yet). */
+  linkBytesPerSecond: number;
+  /** The sender's own pace per byte of page data, zstd and waits aside (0: not measured yet). */
+  cpuBytesPerSecond: number;
+  /** zstd's rate on raw bytes. */
+  zstdBytesPerSecond: number;
+  /** Compressed size over raw size (0: not measured yet). */
+  ratio: number;
+  /** Share of frames compressed at these rates (0 to 1). */
+  share: number;
 }
 
 /** What compression did over a migration. */
@@ -66,9 +95,18 @@ export class CompressionPolicy {
   readonly #link: LinkGauge;
   #zstdBytesPerSecond = ASSUMED_ZSTD_BYTES_PER_SECOND;
   #ratio = 0; // compressed / raw, moving average; 0 until measured
+  /** The sender's own CPU seconds per byte of page data (zstd and waits aside); 0 until measured. */
+  #cpuSecondsPerByte = 0;
   readonly #now: () => number;
-  #lastProbe: number;
+  #lastCompressed: number;
+  /** The last frame's time, waits and zstd seconds so far; undefined after restart(). */
+  #last: { at: number; waited: number; zstd: number } | undefined;
+  #window = { ms: 0, busyMs: 0, bytes: 0 };
+  /** Frames owed to compression under a fractional share (see shouldCompress). */
+  #credit = 0;
   readonly report: CompressionReport;
+  /** Seconds spent in zstd so far (the frames that did not shrink included). */
+  seconds = 0;
 
   /**
    * @param link how the stream has been taking writes lately (a FrameWriter is one)
@@ -78,26 +116,87 @@ export class CompressionPolicy {
     this.#mode = mode;
     this.#link = link;
     this.#now = now;
-    this.#lastProbe = now();
+    this.#lastCompressed = now();
     this.report = { mode, frames: 0, rawBytes: 0, compressedBytes: 0 };
   }
 
-  /** Whether to compress the next frame. */
-  shouldCompress(): boolean {
+  /**
+   * The sender stopped making frames for a while (a round ended, an answer
+   * was awaited): that gap is not work per byte.
+   */
+  restart(): void {
+    this.#last = undefined;
+  }
+
+  /**
+   * Whether to compress the next frame, which carries `rawBytes` of page
+   * data (the work that made them counts in the sender's CPU pace).
+   */
+  shouldCompress(rawBytes: number): boolean {
     if (this.#mode !== "auto") return this.#mode === "zstd";
-    // Before the first write ends nothing is known: start compressed, as links are usually slower.
-    const link = this.#link.streamBytesPerSecond;
-    if (link === 0 || this.#worthIt(link)) return true;
     const now = this.#now();
-    if (now - this.#lastProbe < PROBE_INTERVAL_MS) return false;
-    this.#lastProbe = now;
+    this.#measureCpu(now, rawBytes);
+    this.#credit += this.#share();
+    if (this.#credit >= 1 - 1e-9) {
+      // Never more than one frame owed: a share that drops takes effect at once.
+      this.#credit = Math.min(this.#credit - 1, 1);
+      this.#lastCompressed = now;
+      return true;
+    }
+    if (now - this.#lastCompressed < PROBE_INTERVAL_MS) return false;
+    this.#lastCompressed = now;
     return true;
   }
 
-  /** zstd outruns the link, and the data shrinks or the CPU would idle anyway. */
-  #worthIt(link: number): boolean {
-    return this.#zstdBytesPerSecond > MARGIN * link &&
-      (this.#ratio <= WORTHLESS_RATIO || this.#link.waitingShare >= SPARE_CPU_WAITING);
+  /** What the policy measured so far, and the share of frames it compresses from it. */
+  get estimate(): CompressionEstimate {
+    const cpu = this.#cpuSecondsPerByte;
+    return {
+      linkBytesPerSecond: this.#link.streamBytesPerSecond,
+      cpuBytesPerSecond: cpu > 0 ? 1 / cpu : 0,
+      zstdBytesPerSecond: this.#zstdBytesPerSecond,
+      ratio: this.#ratio,
+      share: this.#mode === "auto" ? this.#share() : this.#mode === "zstd" ? 1 : 0,
+    };
+  }
+
+  /** The share of frames to compress, from the rates measured (see the module's text). */
+  #share(): number {
+    const link = this.#link.streamBytesPerSecond;
+    // Before the first write ends nothing is known: start compressed, as links are usually slower.
+    if (link === 0) return 1;
+    const linkPerByte = 1 / link;
+    const zstdPerByte = 1 / this.#zstdBytesPerSecond;
+    const cpu = this.#cpuSecondsPerByte;
+    const ratio = this.#ratio;
+    if (cpu + zstdPerByte <= linkPerByte) return 1;
+    const fastest = cpu >= linkPerByte
+      ? 0
+      : (linkPerByte - cpu) / (zstdPerByte + (1 - ratio) * linkPerByte);
+    // Seconds per byte at a share f: the slower of the CPU and the stream.
+    const pace = (f: number) =>
+      Math.max(cpu + f * zstdPerByte, (1 - f * (1 - ratio)) * linkPerByte);
+    return pace(1) <= BYTES_WORTH * pace(fastest) ? 1 : fastest;
+  }
+
+  /** Adds the time since the last frame to the CPU window (minus zstd and waits). */
+  #measureCpu(now: number, rawBytes: number): void {
+    const waited = this.#link.waitedSeconds;
+    const last = this.#last;
+    this.#last = { at: now, waited, zstd: this.seconds };
+    if (!last) return;
+    const ms = now - last.at;
+    const busyMs = ms - (waited - last.waited) * 1000 - (this.seconds - last.zstd) * 1000;
+    const window = this.#window;
+    window.ms += ms;
+    window.busyMs += Math.max(0, busyMs);
+    window.bytes += rawBytes;
+    if (window.ms < CPU_WINDOW_MS || window.bytes === 0) return;
+    const perByte = window.busyMs / 1000 / window.bytes;
+    this.#cpuSecondsPerByte = this.#cpuSecondsPerByte === 0
+      ? perByte
+      : RATE_MEMORY * this.#cpuSecondsPerByte + (1 - RATE_MEMORY) * perByte;
+    this.#window = { ms: 0, busyMs: 0, bytes: 0 };
   }
 
   /**
@@ -105,6 +204,7 @@ export class CompressionPolicy {
    * frame goes compressed only if fewer), and the milliseconds it took.
    */
   record(rawBytes: number, compressedBytes: number, ms: number): void {
+    this.seconds += ms / 1000;
     if (compressedBytes < rawBytes) {
       this.report.frames++;
       this.report.rawBytes += rawBytes;

@@ -45,7 +45,14 @@ export function encodeDone(digests: string[]): Uint8Array {
   return out;
 }
 
-/** Decodes a DONE body of `guests` digests into hex strings. */
+/** A GUEST_DONE frame: one guest's digest, the guest in the header. */
+export function encodeGuestDone(guest: number, digest: string): Uint8Array {
+  const out = encodeDone([digest]);
+  writeHeader(new DataView(out.buffer), 0, FrameType.GuestDone, guest, DIGEST_BYTES);
+  return out;
+}
+
+/** Decodes a DONE body of `guests` digests into hex strings (a GUEST_DONE body is one). */
 export function decodeDone(body: Uint8Array, guests: number): string[] {
   if (body.length !== guests * DIGEST_BYTES) {
     throw new ProtocolError(

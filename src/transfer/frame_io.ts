@@ -210,12 +210,14 @@ export class FrameWriter {
    */
   streamBytesPerSecond = 0;
   /**
-   * Share of the time lately that the writer's user spent waiting for the
-   * stream to take a buffer (0 to 1): near 1 when the link sets the pace
-   * and the user's CPU is spare, near 0 when the user's CPU does.
+   * Seconds the writer's user spent waiting for the stream to take a
+   * buffer, in all: it grows with the time while the link sets the pace,
+   * and hardly while the user's CPU does.
    */
-  waitingShare = 0;
-  #lastRotation = 0;
+  waitedSeconds = 0;
+  /** Bytes and seconds of the recent writes, as decaying sums (see streamBytesPerSecond). */
+  #recentBytes = 0;
+  #recentSeconds = 0;
 
   /**
    * Writes frames to a stream.
@@ -253,33 +255,23 @@ export class FrameWriter {
   /** Sends everything buffered and waits until the stream took it. */
   async flush(): Promise<void> {
     await this.#rotate();
+    const waitStarted = performance.now();
     await this.#inFlight;
-    // What comes next (an answer awaited, a new round) is neither sending nor waiting for the stream.
-    this.#lastRotation = 0;
+    this.waitedSeconds += (performance.now() - waitStarted) / 1000;
   }
 
   /** Starts writing the current buffer and switches to the other one (once it is free). */
   async #rotate(): Promise<void> {
     const waitStarted = performance.now();
     await this.#inFlight;
+    this.waitedSeconds += (performance.now() - waitStarted) / 1000;
     if (this.#used === 0) return;
-    this.#noteWait(waitStarted);
     const chunk = this.#buffers[this.#current]!.subarray(0, this.#used);
     this.#inFlight = this.#writeAll(chunk);
     this.#current ^= 1;
     this.#used = 0;
     // Surface a failed write now rather than at the next rotation.
     this.#inFlight.catch(() => {});
-  }
-
-  /** Updates {@linkcode waitingShare} with the wait for the stream since `waitStarted`. */
-  #noteWait(waitStarted: number): void {
-    const now = performance.now();
-    if (this.#lastRotation > 0 && now > this.#lastRotation) {
-      const share = (now - waitStarted) / (now - this.#lastRotation);
-      this.waitingShare = RATE_MEMORY * this.waitingShare + (1 - RATE_MEMORY) * share;
-    }
-    this.#lastRotation = now;
   }
 
   async #writeAll(chunk: Uint8Array): Promise<void> {
@@ -301,10 +293,12 @@ export class FrameWriter {
       this.bytesWritten += n;
     }
     // A write accepted at once says only "faster than a write per 0.5 ms".
-    const rate = chunk.length / (Math.max(performance.now() - started, 0.5) / 1000);
-    this.streamBytesPerSecond = this.streamBytesPerSecond === 0
-      ? rate
-      : RATE_MEMORY * this.streamBytesPerSecond + (1 - RATE_MEMORY) * rate;
+    const seconds = Math.max(performance.now() - started, 0.5) / 1000;
+    // Bytes over time, each averaged: a mean of each write's rate would let the writes the
+    // socket buffer took at once (while it had room) hide the link's pace.
+    this.#recentBytes = RATE_MEMORY * this.#recentBytes + chunk.length;
+    this.#recentSeconds = RATE_MEMORY * this.#recentSeconds + seconds;
+    this.streamBytesPerSecond = this.#recentBytes / this.#recentSeconds;
   }
 }
 

@@ -19,11 +19,13 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
 /**
- * The protocol version this code speaks. 3: PAGES frames may carry their
- * data compressed (see {@linkcode FrameFlag}); since 2 the digests of DONE
- * are keyed by each guest's size as well (see {@linkcode guestDigest}).
+ * The protocol version this code speaks. 4: a guest may be finished alone
+ * (GUEST_DONE, GUEST_VERIFIED) while the others go on; 3: PAGES frames may
+ * carry their data compressed (see {@linkcode FrameFlag}); since 2 the
+ * digests of DONE are keyed by each guest's size as well (see
+ * `guestDigest`).
  */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
 /** "GWAY" as a little-endian u32: the first field of a HELLO. */
 export const MAGIC = 0x59415747;
@@ -65,6 +67,13 @@ export const FrameType = {
   Done: 30,
   /** Receiver: every guest's digest matched; the gang is complete. */
   Verified: 31,
+  /**
+   * One guest's RAM is final (its source is paused): its digest. The
+   * target never writes that guest's file again, nor copies from it.
+   */
+  GuestDone: 32,
+  /** Receiver: that guest's digest matched (u32 guest number). */
+  GuestVerified: 33,
   /** Target agent, either side: a JSON request or answer (docs/agent.md). */
   Control: 40,
   /** Target agent, source to agent: a piece of a file announced by a `put` request. */

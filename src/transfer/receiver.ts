@@ -83,10 +83,11 @@ export async function receiveAuthenticatedGang(
   const started = sender.started ?? performance.now();
   const idle = options.idleTimeoutMs ?? RECEIVER_DEFAULTS.idleTimeoutMs;
   let targets: TargetFile[] = [];
+  let session: ReceiverSession | undefined;
   try {
     targets = openTargetFiles(hello, options.dir);
     const files = targets.map((t) => t.file);
-    const session = new ReceiverSession(hello, files);
+    session = new ReceiverSession(hello, files);
     options.log?.({
       event: "accepted",
       peer,
@@ -109,7 +110,9 @@ export async function receiveAuthenticatedGang(
     await writeFrame(conn, encodeU32(FrameType.Verified, files.length), idle).catch(() => {});
     return { guests, rounds: session.round, bytesRead: reader.bytesRead, seconds };
   } catch (error) {
-    discardTargetFiles(targets);
+    // A finished guest may run here already: its file is its RAM now, never to be discarded.
+    const finished = session?.finished;
+    discardTargetFiles(targets.filter((_, i) => !finished?.[i]));
     release(false);
     await endWithError(conn, peer, error, options, true);
     throw error;
@@ -175,6 +178,12 @@ async function receiveFrames(
         session.round = round;
         options.log?.({ event: "round", peer, round, final });
         await writeFrame(conn, encodeU32(FrameType.RoundDone, round), idle);
+        break;
+      }
+      case FrameType.GuestDone: {
+        const guest = session.finishGuest(frame);
+        options.log?.({ event: "guest-verified", peer, guest });
+        await writeFrame(conn, encodeU32(FrameType.GuestVerified, frame.guest), idle);
         break;
       }
       case FrameType.Done: {

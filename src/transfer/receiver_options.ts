@@ -50,6 +50,7 @@ export type ReceiverEvent =
   | { event: "listening"; address: string }
   | { event: "accepted"; peer: string; guests: { name: string; bytes: number }[] }
   | { event: "round"; peer: string; round: number; final: boolean }
+  | { event: "guest-verified"; peer: string; guest: string }
   | {
     event: "complete";
     peer: string;

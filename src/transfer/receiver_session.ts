@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { hashPages, zeroPageHash } from "../native/hashing.ts";
 import { copyPages, PAGE_SIZE, type PageCopies, RamFile } from "../native/ram_file.ts";
 import { type Frame, frameTypeName, ProtocolError } from "./protocol.ts";
-import { guestDigest } from "./digests.ts";
+import { decodeDone, guestDigest } from "./digests.ts";
 import { type Hello } from "./hello_frame.ts";
 import { decodePages, decodePairs } from "./page_frames.ts";
 import { NONE, TargetContents, ZERO } from "../plan/target_contents.ts";
@@ -118,6 +118,8 @@ export class ReceiverSession {
   readonly target: TargetContents;
   readonly zeroHash: bigint;
   round = 0;
+  /** Guests finished alone (GUEST_DONE): verified, never written or copied from again. */
+  readonly finished: boolean[];
   // Per global page: the batch in which a pending write targets it (to never read a page before its write lands).
   #writtenInBatch: Uint32Array;
   #batch = 1;
@@ -127,6 +129,7 @@ export class ReceiverSession {
     this.files = [...files];
     this.target = new TargetContents(files.map((f) => f.pages));
     this.zeroHash = zeroPageHash(hello.seed);
+    this.finished = files.map(() => false);
     this.#writtenInBatch = new Uint32Array(this.target.bases.at(-1)! + this.target.pages.at(-1)!);
   }
 
@@ -137,7 +140,35 @@ export class ReceiverSession {
         `${frameTypeName(frame.type)} frame for guest ${frame.guest}, which the gang does not have`,
       );
     }
+    if (this.finished[frame.guest]) {
+      throw new ProtocolError(
+        `${frameTypeName(frame.type)} frame for guest "${
+          this.hello.guests[frame.guest]!.name
+        }", which is finished`,
+      );
+    }
     return file;
+  }
+
+  /**
+   * One guest finished alone (GUEST_DONE): its digest must match what the
+   * target holds; then its pages are no longer a source of references, and
+   * no frame may touch it again.
+   *
+   * @returns the guest's name
+   * @throws Error when the digest differs (the session then fails)
+   */
+  finishGuest(frame: Frame): string {
+    this.#file(frame);
+    const [expected] = decodeDone(frame.body, 1);
+    const actual = this.#digest(frame.guest);
+    const name = this.hello.guests[frame.guest]!.name;
+    if (actual !== expected) {
+      throw new Error(`Digest mismatch for guest "${name}": the copy differs from the source`);
+    }
+    this.finished[frame.guest] = true;
+    this.target.retire(frame.guest);
+    return name;
   }
 
   #checkPage(frame: Frame, page: number): number {
@@ -238,14 +269,17 @@ export class ReceiverSession {
 
   /** The digest of each guest as this target holds it. */
   digests(): string[] {
-    return this.files.map((file, guest) => {
-      const base = this.target.bases[guest]!;
-      const hashes = new BigUint64Array(file.pages);
-      for (let p = 0; p < file.pages; p++) {
-        const content = this.target.contentAt(base + p);
-        hashes[p] = content === ZERO ? this.zeroHash : this.target.hashOf(content);
-      }
-      return guestDigest(hashes, this.hello.seed, this.hello.guests[guest]!.size);
-    });
+    return this.files.map((_, guest) => this.#digest(guest));
+  }
+
+  #digest(guest: number): string {
+    const file = this.files[guest]!;
+    const base = this.target.bases[guest]!;
+    const hashes = new BigUint64Array(file.pages);
+    for (let p = 0; p < file.pages; p++) {
+      const content = this.target.contentAt(base + p);
+      hashes[p] = content === ZERO ? this.zeroHash : this.target.hashOf(content);
+    }
+    return guestDigest(hashes, this.hello.seed, this.hello.guests[guest]!.size);
   }
 }

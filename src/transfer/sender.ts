@@ -5,9 +5,9 @@
  *
  * @module
  */
-import { CHUNK_PAGES, scanChunks } from "../scan/scan_chunks.ts";
+import { CHUNK_PAGES, PARALLEL_CHUNK_PAGES, scanChunks } from "../scan/scan_chunks.ts";
 import type { Gang } from "../scan/gang.ts";
-import { scanBuffers } from "../native/content_index.ts";
+import { type ScanBuffers, scanBuffers } from "../native/content_index.ts";
 import { PAGE_SIZE } from "../native/ram_file.ts";
 import { emptyCounts, type RoundCounts, RoundPlanner } from "../plan/round_planner.ts";
 import { type DirtyTracker, rescanEverything } from "../plan/dirty_tracking.ts";
@@ -18,10 +18,10 @@ import { type ByteStream, FrameReader, FrameWriter } from "./frame_io.ts";
 import { Pacer } from "./pacer.ts";
 import { checkSizesUnchanged } from "./final_checks.ts";
 import { encodeRoundEnd, FrameType, PROTOCOL_VERSION } from "./protocol.ts";
-import { encodeDone, guestDigest } from "./digests.ts";
+import { encodeDone, encodeGuestDone, guestDigest } from "./digests.ts";
 import { encodeHello } from "./hello_frame.ts";
 import { ChunkFrames } from "./chunk_frames.ts";
-import type { RoundReport, SenderOptions } from "./sender_options.ts";
+import type { RoundReport, RoundTime, SenderOptions } from "./sender_options.ts";
 import { errorMessage } from "../_errors.ts";
 
 export { TargetError };
@@ -71,7 +71,11 @@ export class GangSender implements AsyncDisposable {
   readonly #compression: CompressionPolicy;
   readonly #frames: ChunkFrames;
   readonly #out = scanBuffers(CHUNK_PAGES);
+  /** Buffers of the final round when its page work is shared among threads (made then). */
+  #parallelOut: ScanBuffers | undefined;
   #roundsStarted = 0;
+  /** Guests finished alone (finishGuest): no later round reads them. */
+  readonly #finished: boolean[];
   #prepared = false;
   #sentInOnePass = false;
   #closed = false;
@@ -110,7 +114,8 @@ export class GangSender implements AsyncDisposable {
     });
     this.#compression = new CompressionPolicy(options.compression ?? "auto", this.#writer);
     this.#frames = new ChunkFrames(gang, this.#compression, (bytes) => this.#reserve(bytes));
-    this.#planner = new RoundPlanner(gang, CHUNK_PAGES);
+    this.#planner = new RoundPlanner(gang, PARALLEL_CHUNK_PAGES);
+    this.#finished = gang.guests.map(() => false);
   }
 
   /**
@@ -141,6 +146,10 @@ export class GangSender implements AsyncDisposable {
       sender.close();
       throw error;
     }
+  }
+
+  get #finalThreads(): number {
+    return Math.max(1, this.#options.finalThreads ?? navigator.hardwareConcurrency ?? 1);
   }
 
   get #answerTimeout(): number {
@@ -196,6 +205,47 @@ export class GangSender implements AsyncDisposable {
   }
 
   /**
+   * The final round of one guest, whose writer the caller has paused while
+   * the others may still run: the guest's changed pages are sent and its
+   * digest verified by the target. From then on it is finished: no later
+   * round reads it, and no reference names a content that only its target
+   * pages hold (it may run at the target and change them), so its
+   * switch-over may start as soon as this returns. Once every guest is
+   * finished, `round({ final: true })` sends nothing and
+   * {@linkcode verify} ends the migration.
+   *
+   * @param applied called once the target has applied the guest's last pages (its RAM there is
+   * final), before the digest is checked: its device state may start to move then
+   * @throws Error after onePass(), for a guest finished already, or if the target's digest differs
+   */
+  async finishGuest(guest: number, applied?: () => void): Promise<RoundReport> {
+    if (this.#sentInOnePass) throw new Error("finishGuest() after onePass(): the gang is sent");
+    if (this.#finished[guest] !== false) {
+      throw new Error(`Cannot finish guest ${guest}: it is finished already, or not in the gang`);
+    }
+    if (!this.#prepared) await this.prepare();
+    const report = await this.#runRound(false, false, guest);
+    applied?.();
+    const g = this.#gang.guests[guest]!;
+    const digest = guestDigest(
+      this.#gang.index.pageHashes(guest),
+      this.#gang.index.seed,
+      g.ram.size,
+    );
+    await this.#send(encodeGuestDone(guest, digest));
+    await this.#flush();
+    const verified = await this.#answers.expect(FrameType.GuestVerified, this.#answerTimeout);
+    if (verified !== guest) {
+      throw new TargetError(`Target verified guest ${verified}, not ${guest}`);
+    }
+    // The target retired the guest's pages when it read GUEST_DONE: the mirror does it here, in the
+    // same place of the stream (nothing was sent since).
+    this.#planner.retire(guest);
+    this.#finished[guest] = true;
+    return report;
+  }
+
+  /**
    * The whole transfer of a gang nobody writes (guests stopped, or paused
    * already), in one pass: no preparation scan and no live rounds, which
    * would only read every page again to find nothing changed. Each page is
@@ -213,47 +263,79 @@ export class GangSender implements AsyncDisposable {
     return await this.#runRound(true, true);
   }
 
-  async #runRound(final: boolean, onePass: boolean): Promise<RoundReport> {
+  /** A round over every guest not finished yet, or over `only` (finishGuest). */
+  async #runRound(final: boolean, onePass: boolean, only?: number): Promise<RoundReport> {
     const round = ++this.#roundsStarted;
     const counts = emptyCounts();
     const started = performance.now();
     const bytesBefore = this.bytesOnWire;
+    const waitedBefore = this.#writer.waitedSeconds;
+    const compressBefore = this.#compression.seconds;
+    this.#compression.restart(); // the time since the last round's frames was no page work
+    let scanMs = 0;
+    let planMs = 0;
     const pagesTotal = this.#gang.pages;
     let pagesBefore = 0; // pages of the guests already done
+    // With the guests paused their cores are free: the final round's page work takes them all.
+    const threads = final ? this.#finalThreads : 1;
+    const out = threads > 1 ? (this.#parallelOut ??= scanBuffers(PARALLEL_CHUNK_PAGES)) : this.#out;
     for (const guest of this.#gang.guests) {
+      if (this.#finished[guest.number] || (only !== undefined && guest.number !== only)) {
+        pagesBefore += guest.ram.pages;
+        continue;
+      }
       // Round 1 sends every page, so it reads them all, bytes included; later rounds read
       // what may have changed, and only changed pages (whose bytes the scan keeps) are sent.
       const mask = round === 1 ? undefined : this.#tracker.changed(guest.number);
       const scanning = {
-        out: this.#out,
+        out,
         mask,
         bytes: round === 1 ? "all" as const : "changed" as const,
+        threads,
       };
-      for (const chunk of scanChunks(this.#gang, guest.number, scanning)) {
+      const chunks = scanChunks(this.#gang, guest.number, scanning);
+      while (true) {
+        const scanStarted = performance.now();
+        const next = chunks.next();
+        const scanned = performance.now();
+        scanMs += scanned - scanStarted;
+        if (next.done) break;
+        const chunk = next.value;
         const plan = this.#planner.planChunk(
           guest.number,
           chunk.first,
           chunk.count,
-          this.#out,
+          out,
           round,
           counts,
         );
-        await this.#frames.send(guest.number, chunk.first, plan, this.#out.buf);
+        planMs += performance.now() - scanned;
+        await this.#frames.send(guest.number, chunk.first, plan, out.buf);
         if (performance.now() - this.#flushedAt > FLUSH_EVERY_MS) await this.#flush();
         const pagesDone = pagesBefore + chunk.first + chunk.count;
         this.#options.onProgress?.({ round, pagesDone, pagesTotal, bytesOnWire: this.bytesOnWire });
       }
       pagesBefore += guest.ram.pages;
     }
-    if (final) checkSizesUnchanged(this.#gang);
+    if (final || only !== undefined) checkSizesUnchanged(this.#gang);
     await this.#send(encodeRoundEnd(round, final));
     await this.#flush();
+    const flushed = performance.now();
     const acknowledged = await this.#answers.expect(FrameType.RoundDone, this.#answerTimeout);
+    const time: RoundTime = {
+      scanSeconds: scanMs / 1000,
+      planSeconds: planMs / 1000,
+      compressSeconds: this.#compression.seconds - compressBefore,
+      linkWaitSeconds: this.#writer.waitedSeconds - waitedBefore,
+      receiverWaitSeconds: (performance.now() - flushed) / 1000,
+      compression: this.#compression.estimate,
+    };
     if (acknowledged !== round) {
       throw new TargetError(`Target acknowledged round ${acknowledged}, not ${round}`);
     }
     if (onePass) this.#planner.classifyOnePass(counts);
-    const report = roundReport(round, final, started, this.bytesOnWire - bytesBefore, counts);
+    const report = roundReport(round, final, started, this.bytesOnWire - bytesBefore, counts, time);
+    if (only !== undefined) report.guest = only;
     this.rounds.push(report);
     return report;
   }
@@ -339,6 +421,7 @@ function roundReport(
   started: number,
   bytesOnWire: number,
   counts: RoundCounts,
+  time: RoundTime,
 ): RoundReport {
   const { rematched, ...pages } = counts;
   return {
@@ -348,5 +431,6 @@ function roundReport(
     bytesOnWire,
     pages,
     rematched,
+    time,
   };
 }

@@ -5,7 +5,7 @@
  */
 import type { RoundPages } from "../plan/round_planner.ts";
 import type { DirtyTracker } from "../plan/dirty_tracking.ts";
-import type { CompressionMode } from "./compression_policy.ts";
+import type { CompressionEstimate, CompressionMode } from "./compression_policy.ts";
 
 /** Options of `GangSender.connect()`. */
 export interface SenderOptions {
@@ -34,6 +34,12 @@ export interface SenderOptions {
    */
   scanThreads?: number;
   /**
+   * Threads for the page work of the final round (and of a one pass),
+   * which runs while the guests are paused and need no core: it is all
+   * downtime. Default: every core (`navigator.hardwareConcurrency`).
+   */
+  finalThreads?: number;
+  /**
    * Chooses the pages rounds after the first re-read (soft-dirty bits where
    * the kernel has them), when the sender prepares itself
    * (`GangSender.prepare()`); a preparation given to
@@ -61,6 +67,8 @@ export interface RoundReport {
   round: number;
   /** True for the round run with the guests paused. */
   final: boolean;
+  /** The guest this round finished alone (`GangSender.finishGuest`), if it did. */
+  guest?: number;
   /** From the first page scanned to the target's acknowledgement. */
   seconds: number;
   /** Bytes written to the target in this round, headers included. */
@@ -69,4 +77,29 @@ export interface RoundReport {
   pages: RoundPages;
   /** Of the sentIdentical pages, those that were written since the preparation scan. */
   rematched: number;
+  /** Where the round's time went. */
+  time: RoundTime;
+}
+
+/**
+ * Where a round's seconds went, on the sender's clock: what is left of
+ * `seconds` after these is planning and framing (the sender's own work in
+ * TypeScript).
+ */
+export interface RoundTime {
+  /** Reading and hashing pages, and indexing them (the C library's scan calls). */
+  scanSeconds: number;
+  /** Planning what each scanned page needs (the target's mirror, in TypeScript). */
+  planSeconds: number;
+  /** zstd on page data. */
+  compressSeconds: number;
+  /** Waiting for the stream to take a full buffer: the link (or the receiver) set the pace. */
+  linkWaitSeconds: number;
+  /** From the round's last frame flushed to the target's acknowledgement: the receiver's tail. */
+  receiverWaitSeconds: number;
+  /**
+   * What the compression policy measured by the round's end, and the share
+   * it chose (absent in reports made before it was measured).
+   */
+  compression?: CompressionEstimate;
 }

@@ -31,7 +31,30 @@ export type Connection = ByteStream & { close(): void };
 export interface TransferGangOptions extends SenderOptions, ConvergenceOptions {
   /** Stops whatever writes to the guests' RAM (called once, before the final round). */
   pause?: () => Promise<void> | void;
-  /** Lets them run again (called only if the migration fails after pause). */
+  /**
+   * Finish the guests one at a time instead of pausing the whole gang for
+   * one final round: each guest in turn is paused by this, its last pages
+   * are sent and its digest verified (`GangSender.finishGuest`) while the
+   * others still run, and {@linkcode guestFinished} is told. A guest's
+   * downtime then holds its own final round, not the whole gang's. Used
+   * instead of `pause` when there are live rounds (with `maxRounds: 1`
+   * `pause` stops the gang for its one pass).
+   */
+  pauseGuest?: (guest: number) => Promise<void> | void;
+  /** A guest finished by `pauseGuest`'s turn is verified: it may be switched over now. */
+  guestFinished?: (guest: number) => void;
+  /**
+   * The target applied a guest's last pages (with `pauseGuest`) or the
+   * final round (without; guest undefined): its RAM there is final, and
+   * only the verification of its digest is left. Device state may move
+   * now, as long as no destination runs before the verification.
+   */
+  ramFinal?: (guest: number | undefined) => void;
+  /**
+   * Lets the paused guests run again (called only if the migration fails
+   * after a pause; with `pauseGuest`, the caller knows which guests are
+   * paused and not finished).
+   */
   resume?: () => Promise<void> | void;
   /** Called after each round. */
   onRound?: (report: RoundReport) => void;
@@ -67,6 +90,8 @@ export interface MigrationReport {
   digests: string[];
   /** Seconds from the pause to the verified end. */
   pausedSeconds: number;
+  /** Of those, seconds of the verification (digests sent, the target's answer). */
+  verifySeconds: number;
   /** Seconds of the preparation scan (before round 1); 0 when the only round was the final one. */
   preparationSeconds: number;
   /** How rounds after the first chose the pages to re-read: "rescan" (every page) or "soft-dirty". */
@@ -126,13 +151,30 @@ export async function transferGang(
         sizes.push(roundSize(report));
       }
     }
-    await options.pause?.();
-    paused = true;
-    pausedAt = performance.now();
+    if (options.pauseGuest && !onePass) {
+      pausedAt = performance.now();
+      for (const guest of gang.guests) {
+        paused = true; // before: a pause that failed halfway must still be undone
+        await options.pauseGuest(guest.number);
+        const finished = await sender.finishGuest(
+          guest.number,
+          () => options.ramFinal?.(guest.number),
+        );
+        options.onRound?.(finished);
+        options.guestFinished?.(guest.number);
+      }
+    } else {
+      await options.pause?.();
+      paused = true;
+      pausedAt = performance.now();
+    }
     // Not inside onRound?.(): without an onRound that would skip the round itself.
+    // (With every guest finished alone, the final round only closes the rounds.)
     const final = onePass ? await sender.onePass() : await sender.round({ final: true });
     options.onRound?.(final);
     if (options.checkUnchanged) checkUnchangedSinceFinalRound(gang);
+    if (!options.pauseGuest || onePass) options.ramFinal?.(undefined);
+    const verifyStarted = performance.now();
     const digests = await sender.verify();
     const now = performance.now();
     return {
@@ -145,6 +187,7 @@ export async function transferGang(
       verified: true,
       digests,
       pausedSeconds: (now - pausedAt) / 1000,
+      verifySeconds: (now - verifyStarted) / 1000,
       preparationSeconds,
       dirtyTracking: sender.dirtyTracking,
       compression: sender.compression,

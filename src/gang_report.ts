@@ -1,0 +1,103 @@
+/**
+ * What a QEMU gang migration reports (`migrateQemuGang`): each guest's
+ * downtime and bytes, the transfer, and when each phase began.
+ *
+ * @module
+ */
+import type { QemuGuest } from "./qemu/guest.ts";
+import type { RamBackend } from "./qemu/ram_backend.ts";
+import type { SwitchOverResult } from "./switchover/switch_over.ts";
+import type { MigrationReport } from "./transfer/transfer_gang.ts";
+
+/** What happened to one guest. */
+export interface QemuGuestReport {
+  /** The guest's name. */
+  name: string;
+  /** Guest RAM in bytes. */
+  ramBytes: number;
+  /** Bytes on the wire for this guest's pages (references to other guests' contents are small). */
+  bytesOnWire: number;
+  /** From its source pausing to its destination running (0 if it did not switch over). */
+  downtimeMs: number;
+  /** Device state QEMU sent. */
+  deviceStateBytes: number;
+  /** True when it runs at the target. */
+  migrated: boolean;
+  /** Why not, when it did not. */
+  error?: string;
+}
+
+/** When each phase of a gang migration began, in seconds from its start. */
+export interface GangTimeline {
+  /** The destinations wait: the preparation scan and the rounds begin. */
+  transfer: number;
+  /** The gang is being paused for the final round (the destinations were found ready). */
+  paused: number;
+  /** Every guest is paused: the final round begins. */
+  finalRound: number;
+  /** The final round is verified: device state starts to move. */
+  switchOver: number;
+  /** The last destination runs. */
+  running: number;
+}
+
+/** What a QEMU gang migration did. */
+export interface QemuGangReport {
+  /** Each guest, in gang order. */
+  guests: QemuGuestReport[];
+  /** The RAM transfer (rounds, bytes, verification). */
+  transfer: MigrationReport;
+  /** From the start to the last destination running. */
+  seconds: number;
+  /** Where the time went. */
+  timeline: GangTimeline;
+}
+
+/** One guest's report from its switch-over. */
+export function guestReport(
+  result: SwitchOverResult,
+  ramBytes: number,
+  bytesOnWire: number,
+): QemuGuestReport {
+  return result.ok
+    ? {
+      name: result.name,
+      ramBytes,
+      bytesOnWire,
+      downtimeMs: result.downtimeMs,
+      deviceStateBytes: result.deviceStateBytes,
+      migrated: true,
+    }
+    : {
+      name: result.name,
+      ramBytes,
+      bytesOnWire,
+      downtimeMs: 0,
+      deviceStateBytes: 0,
+      migrated: false,
+      error: result.error,
+    };
+}
+
+/** The transfer's report when it failed after some guests were finished: nothing verified as a whole. */
+export function unfinishedTransfer(
+  sources: readonly QemuGuest[],
+  rams: readonly RamBackend[],
+): MigrationReport {
+  const bytes = rams.map((ram) => ram.size);
+  return {
+    guests: sources.map((s, i) => ({ name: s.name, bytes: bytes[i]! })),
+    rounds: [],
+    bytesOnWire: 0,
+    guestBytesOnWire: [],
+    guestBytes: bytes.reduce((a, b) => a + b, 0),
+    seconds: 0,
+    verified: false,
+    digests: [],
+    pausedSeconds: 0,
+    verifySeconds: 0,
+    preparationSeconds: 0,
+    dirtyTracking: "rescan",
+    compression: { mode: "auto", frames: 0, rawBytes: 0, compressedBytes: 0 },
+  };
+}
