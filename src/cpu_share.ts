@@ -35,17 +35,21 @@ export function niceForThreads(threads: number): number {
  * library's threads started from it later) the CPU weight of `threads`
  * ordinary threads, if it may (root, or CAP_SYS_NICE) and has less.
  *
+ * Requires `--allow-sys=getPriority,setPriority` (without it, nothing changes).
+ *
  * @returns the nice value now, and whether it was raised
  */
 export function claimCpuShare(threads: number): { nice: number; raised: boolean } {
   const wanted = niceForThreads(threads);
-  const now = getPriority();
-  if (now <= wanted) return { nice: now, raised: false };
+  let now = 0;
   try {
+    now = getPriority();
+    if (now <= wanted) return { nice: now, raised: false };
     setPriority(wanted);
     return { nice: getPriority(), raised: true };
   } catch {
-    // Not allowed (not root): the migration runs as it is, only slower on a busy host.
+    // Not allowed (not root, or no --allow-sys): the migration runs as it is, only slower on a
+    // busy host.
     return { nice: now, raised: false };
   }
 }

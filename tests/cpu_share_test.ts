@@ -28,3 +28,16 @@ Deno.test("claimCpuShare raises the priority of a process by the gang's size", a
     assertEquals(first.raised, false);
   }
 });
+
+Deno.test("claimCpuShare without --allow-sys changes nothing and does not throw", async () => {
+  const code = `
+    import { claimCpuShare } from ${
+    JSON.stringify(new URL("../src/cpu_share.ts", import.meta.url).href)
+  };
+    console.log(JSON.stringify(claimCpuShare(4)));`;
+  const { stdout, stderr, success } = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-read", `data:application/typescript,${encodeURIComponent(code)}`],
+  }).output();
+  assertEquals(success, true, new TextDecoder().decode(stderr));
+  assertEquals(JSON.parse(new TextDecoder().decode(stdout)).raised, false);
+});
