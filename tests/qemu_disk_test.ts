@@ -121,8 +121,9 @@ Deno.test("Debian recipes: each has its kernel, and a change of any script gives
       target: "/dev/null",
     },
   );
-  assertEquals(imageWorkloads("debian-db"), ["idle", "busy", "pgbench"]);
-  assertEquals(imageWorkloads("debian-web"), ["idle", "busy", "web"]);
+  assertEquals(imageWorkloads("debian"), ["idle", "busy", "disk"]);
+  assertEquals(imageWorkloads("debian-db"), ["idle", "busy", "disk", "pgbench"]);
+  assertEquals(imageWorkloads("debian-web"), ["idle", "busy", "disk", "web"]);
   assertEquals(imageWorkloads("busybox"), ["idle", "busy"]);
   assertEquals(IMAGE_NAMES[0], "busybox");
 });
