@@ -399,7 +399,9 @@ Deno.test("writeSweepFiles() writes the JSON, the figures and a summary that lin
       assert(summary.includes(`](${file})`), `summary.md does not link ${file}`);
     }
     assert(
-      summary.includes("| 4 | 240.0 | 2.40 | 80 | 360.0 | 4.00 | 100 | 0.67 | 0.60 | 4/4, 4/4 |"),
+      summary.includes(
+        "| 4 | 240.0 | 2.40 | 80 | 360.0 | 4.00 | 100 | 0.67 | 0.60 | qemu | 4/4, 4/4 |",
+      ),
       summary,
     );
     assert(summary.includes("Goals at 4 guests"), summary);

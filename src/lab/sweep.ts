@@ -203,7 +203,8 @@ export function sweepSummary(sweeps: readonly SweepResult[], command: string): s
       "",
       "TMT: first migration started to last guest running at the target. Bytes: the lab link's " +
         "source-to-target counter. Downtime: source paused to destination running (worst guest). " +
-        "Ratios: gangway / QEMU default. See docs/lab.md.",
+        "Ratios: gangway / the fastest QEMU method of the same point (by TMT), named in `against`. " +
+        "See docs/lab.md.",
       "",
     );
   }
@@ -221,9 +222,10 @@ export function sweepSummary(sweeps: readonly SweepResult[], command: string): s
           ...methods.flatMap((m) => [`${m} MB`, `${m} TMT s`, `${m} downtime ms`]),
           "traffic ratio",
           "TMT ratio",
+          "against",
           "resumed",
         ].join(" | ") + " |",
-      "|" + " ---: |".repeat(1 + methods.length * 3 + 3),
+      "|" + " ---: |".repeat(1 + methods.length * 3 + 4),
     );
     for (const point of sweep.points) {
       const base = ratioBase(point);
@@ -237,6 +239,7 @@ export function sweepSummary(sweeps: readonly SweepResult[], command: string): s
         ]),
         r?.traffic.toFixed(2) ?? "-",
         r?.tmt.toFixed(2) ?? "-",
+        base?.method ?? "-",
         point.methods.map((m) => `${m.resumed}/${point.config.guests}`).join(", "),
       ];
       lines.push(`| ${cells.join(" | ")} |`);
