@@ -28,7 +28,6 @@ import type { CompressionMode } from "../transfer/compression_policy.ts";
 import type { GangwayBreakdown } from "./measurement.ts";
 import { exitOnSignal } from "./netns_signal.ts";
 import { errorMessage } from "../_errors.ts";
-import { claimCpuShare } from "../cpu_share.ts";
 import { wallClockMs } from "./_time.ts";
 
 /** What the gang runner prints on stdout when the gang runs at the target. */
@@ -167,11 +166,9 @@ if (import.meta.main) {
     if (!hostname || !port || positionals.length === 0) {
       throw new Error("Cannot run the gang side: --target HOST:PORT and QMP sockets are needed");
     }
-    // The CPU weight QEMU's one migration thread per guest would have (see cpu_share.ts).
-    const { nice, raised } = claimCpuShare(positionals.length);
-    if (raised) {
-      console.error(`gangway: CPU priority nice ${nice}, the weight of a thread per guest`);
-    }
+    // Not claimCpuShare() (cpu_share.ts) here, unlike evacuate.ts: the lab's two hosts share one
+    // CPU, and a sender raised above the guests would starve host B's receiver, which a real
+    // host B does not share.
     const result = await runGangSide({
       sockets: positionals,
       target: { hostname, port: Number(port) },

@@ -28,8 +28,6 @@ const GANG_SIDE_PERMISSIONS = [
   "--allow-read",
   "--allow-write",
   "--allow-env",
-  // Its CPU priority (cpu_share.ts).
-  "--allow-sys=getPriority,setPriority",
 ];
 
 /** Where gangway's guests' disks are for host B: shared with it, or copied to it. */
