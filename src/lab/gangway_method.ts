@@ -54,8 +54,10 @@ export interface GangwayMethodOptions {
   finalRounds?: FinalRounds;
 }
 
-/** Events of the target agent quoted when the gang runner fails. */
+/** Events of the target agent quoted when the gang runner fails: its last ones... */
 const KEPT_AGENT_EVENTS = 12;
+/** ...and its first failures, with which peer was the source (later refusals can bury the cause). */
+const KEPT_FIRST_FAILURES = 4;
 /** Lines of the gang runner's stderr kept for an error message. */
 const KEPT_LINES = 30;
 
@@ -142,10 +144,16 @@ export async function runGangwayMethod(
   const after = await net.bytes();
   if (!status.success) {
     // What the target host saw is the other half of the story.
-    const agentSaw = agent.server.events.slice(-KEPT_AGENT_EVENTS).map((e) => JSON.stringify(e));
+    const events = agent.server.events;
+    const quote = (list: readonly unknown[]) => list.map((e) => JSON.stringify(e)).join("\n");
+    const first = [
+      ...events.filter((e) => e.event === "source").slice(0, 1),
+      ...events.filter((e) => /failed$/.test(e.event)).slice(0, KEPT_FIRST_FAILURES),
+    ];
     throw new Error(
       `Cannot migrate the gang with gangway: the gang runner exited with code ${status.code}:\n` +
-        kept.join("\n") + `\nthe target agent's last events:\n${agentSaw.join("\n")}`,
+        kept.join("\n") + `\nthe target agent's source and first failures:\n${quote(first)}` +
+        `\nthe target agent's last events:\n${quote(events.slice(-KEPT_AGENT_EVENTS))}`,
     );
   }
   const result = JSON.parse(stdout.trim().split("\n").at(-1)!) as GangSideResult;
