@@ -195,13 +195,13 @@ export async function migrateQemuGang(
   });
   try {
     destinations = await target.prepareDestinations(sources);
-    disks = await GangDiskCopy.start(pairs(sources, destinations), options.diskCopy);
-    if (disks.copying && perGuest) {
+    if (perGuest && destinations.some((d) => (d.diskTargets?.length ?? 0) > 0)) {
       // A guest's mirror is completed with the whole gang paused; guest by guest is not done yet.
       throw new Error(
         'Cannot end the gang guest by guest while it copies disks: use finalRounds "gang"',
       );
     }
+    disks = await GangDiskCopy.start(pairs(sources, destinations), options.diskCopy);
     if (disks.copying) {
       // Before the RAM moves: a RAM connection must not sit idle while a large disk catches up.
       step("Copying the disks");

@@ -63,8 +63,9 @@ export function* scanChunks(
   const out = options.out ?? scanBuffers(CHUNK_PAGES);
   const pages = gang.guests[guest]!.ram.pages;
   const choice = typeof options.threads === "object" ? options.threads : undefined;
+  const fixed = typeof options.threads === "number" ? options.threads : 1;
   for (let first = 0, count = 0; first < pages; first += count) {
-    const threads = choice ? choice.next() : (options.threads as number | undefined) ?? 1;
+    const threads = choice?.next() ?? fixed;
     // A chosen single thread gets the chunk that suits one thread best.
     const chunk = choice && threads === 1
       ? Math.min(CHUNK_PAGES, out.kinds.length)
@@ -72,7 +73,8 @@ export function* scanChunks(
     count = Math.min(chunk, pages - first);
     const mask = options.mask?.subarray(first, first + count);
     if (mask && !mask.includes(1)) continue;
-    const started = performance.now();
+    // Timed only for a choice: every round of a migration walks its chunks here.
+    const started = choice ? performance.now() : 0;
     const examined = gang.index.scan(guest, first, count, out, {
       mask,
       bytes: options.bytes,
