@@ -1,5 +1,6 @@
 import { assert } from "./_assert.ts";
-import { FrameWriter } from "../src/transfer/frame_io.ts";
+import { FrameReader, FrameWriter } from "../src/transfer/frame_io.ts";
+import { encodeU32, FrameType } from "../src/transfer/protocol.ts";
 
 const FRAME = 512 * 1024; // two frames fill a write buffer
 
@@ -48,4 +49,44 @@ Deno.test("FrameWriter.streamBytesPerSecond is the stream's pace, not hidden by 
   // Two 1 MiB writes per 40 ms or more: at most about 52 MB/s (a mean of rates would say 1 GB/s).
   assert(writer.streamBytesPerSecond < 60e6, `${writer.streamBytesPerSecond} bytes/s`);
   assert(writer.streamBytesPerSecond > 20e6, `${writer.streamBytesPerSecond} bytes/s`);
+});
+
+/**
+ * Runs `step` until a timer set before the first step has fired, or for
+ * `deadlineMs` at most; says whether the timer fired. A loop whose awaits
+ * all resolve at once never lets the event loop turn, so its timer fires
+ * only once the loop ends.
+ */
+async function timerFiresDuring(step: () => Promise<void>, deadlineMs = 5000): Promise<boolean> {
+  let fired = false;
+  const timer = setTimeout(() => fired = true, 0);
+  const until = performance.now() + deadlineMs;
+  while (!fired && performance.now() < until) await step();
+  clearTimeout(timer);
+  return fired;
+}
+
+Deno.test("FrameWriter lets timers run while the stream takes every write at once", async () => {
+  const writer = new FrameWriter({
+    read: () => Promise.resolve(null),
+    write: (p: Uint8Array) => Promise.resolve(p.length), // a send buffer that always has room
+  });
+  const page = new Uint8Array(4096);
+  assert(await timerFiresDuring(() => writer.write(page)), "no timer ran while writing");
+  await writer.flush();
+});
+
+Deno.test("FrameReader lets timers run while the stream has data buffered for every read", async () => {
+  const frame = encodeU32(FrameType.RoundDone, 1);
+  const reader = new FrameReader({
+    read: (p: Uint8Array) => { // a receive buffer that is never empty: one frame per read
+      p.set(frame);
+      return Promise.resolve(frame.length);
+    },
+    write: (p: Uint8Array) => Promise.resolve(p.length),
+  });
+  const read = async () => {
+    assert((await reader.next(1000))?.type === FrameType.RoundDone, "frame lost");
+  };
+  assert(await timerFiresDuring(read), "no timer ran while reading");
 });

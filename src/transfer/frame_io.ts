@@ -18,7 +18,7 @@ import {
 } from "./protocol.ts";
 import type { Pacer } from "./pacer.ts";
 import { errorMessage } from "../_errors.ts";
-import { withTimeout } from "../_delay.ts";
+import { shareEventLoop, withTimeout } from "../_delay.ts";
 
 /** The byte stream both ends use: a Deno.Conn (TCP or TLS) fits. */
 export interface ByteStream {
@@ -126,6 +126,7 @@ export class FrameReader {
       }
       this.#end += got;
       this.bytesRead += got;
+      await shareEventLoop();
     }
     return true;
   }
@@ -291,6 +292,7 @@ export class FrameWriter {
       );
       done += n;
       this.bytesWritten += n;
+      await shareEventLoop();
     }
     // A write accepted at once says only "faster than a write per 0.5 ms".
     const seconds = Math.max(performance.now() - started, 0.5) / 1000;
