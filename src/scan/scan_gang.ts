@@ -9,7 +9,7 @@ import { PAGE_SIZE } from "../native/ram_file.ts";
 import type { Gang } from "./gang.ts";
 import { CHUNK_PAGES, PARALLEL_CHUNK_PAGES, scanChunks } from "./scan_chunks.ts";
 import { ThreadChoice } from "./thread_choice.ts";
-import { delay } from "../_delay.ts";
+import { shareEventLoop } from "../_delay.ts";
 
 /** Page counts of a scan, for one guest or the whole gang. */
 export interface ScanCounts {
@@ -97,9 +97,6 @@ export function scanGang(gang: Gang, options: ScanGangOptions = {}): ScanReport 
 /** The most threads `"auto"` uses: beyond 8 the scan is bound by memory, not by cores. */
 const MOST_THREADS = 8;
 
-/** Work between two breaks of {@linkcode scanGangInTurns}: short enough for a TLS handshake. */
-const TURN_MS = 20;
-
 /**
  * Scans like {@linkcode scanGang}, stopping every few milliseconds to let
  * the rest of this process run: a migration connects to its target (a
@@ -112,14 +109,10 @@ export async function scanGangInTurns(
   options: ScanGangOptions = {},
 ): Promise<ScanReport> {
   const steps = scanSteps(gang, options);
-  let turn = performance.now();
   for (;;) {
     const step = steps.next();
     if (step.done) return step.value;
-    if (performance.now() - turn >= TURN_MS) {
-      await delay(0);
-      turn = performance.now();
-    }
+    await shareEventLoop();
   }
 }
 

@@ -266,6 +266,8 @@ export class FrameWriter {
     const waitStarted = performance.now();
     await this.#inFlight;
     this.waitedSeconds += (performance.now() - waitStarted) / 1000;
+    // Not counted as waiting for the stream: the turn runs this process's other work.
+    await shareEventLoop();
     if (this.#used === 0) return;
     const chunk = this.#buffers[this.#current]!.subarray(0, this.#used);
     this.#inFlight = this.#writeAll(chunk);
@@ -292,7 +294,6 @@ export class FrameWriter {
       );
       done += n;
       this.bytesWritten += n;
-      await shareEventLoop();
     }
     // A write accepted at once says only "faster than a write per 0.5 ms".
     const seconds = Math.max(performance.now() - started, 0.5) / 1000;

@@ -23,6 +23,7 @@ import { encodeHello } from "./hello_frame.ts";
 import { ChunkFrames } from "./chunk_frames.ts";
 import type { RoundReport, RoundTime, SenderOptions } from "./sender_options.ts";
 import { errorMessage } from "../_errors.ts";
+import { shareEventLoop } from "../_delay.ts";
 
 export { TargetError };
 
@@ -312,6 +313,8 @@ export class GangSender implements AsyncDisposable {
         planMs += performance.now() - scanned;
         await this.#frames.send(guest.number, chunk.first, plan, out.buf);
         if (performance.now() - this.#flushedAt > FLUSH_EVERY_MS) await this.#flush();
+        // A round that finds little changed writes little, and its awaits resolve at once.
+        await shareEventLoop();
         const pagesDone = pagesBefore + chunk.first + chunk.count;
         this.#options.onProgress?.({ round, pagesDone, pagesTotal, bytesOnWire: this.bytesOnWire });
       }
