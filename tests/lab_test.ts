@@ -6,7 +6,7 @@
 import { assert, assertEquals } from "./_assert.ts";
 import { findQemus } from "../src/qemu/discover.ts";
 import { listNamespaces } from "../src/lab/netns_names.ts";
-import { cleanStaleLabs } from "../src/lab/session.ts";
+import { cleanStaleLabs } from "../src/lab/stale_runs.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const LAB = new URL("src/cli/lab.ts", ROOT).href;

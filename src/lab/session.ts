@@ -8,19 +8,18 @@
 import { join } from "node:path";
 import { ensureGuestImage, type GuestImage, type ImageName } from "../qemu/guest_image.ts";
 import type { QemuGuest } from "../qemu/guest.ts";
-import { listDir, makeDir, removeTree, removeTreeSync } from "./_files.ts";
+import { makeDir, removeTree, removeTreeSync } from "./_files.ts";
 import {
   killAndWait,
   killQuietly,
-  namedQemus,
   namespacePids,
   namespacePidsSync,
   qemuPidsNamed,
 } from "./_processes.ts";
+import { cleanStaleLabs } from "./stale_runs.ts";
 import { parseRate } from "./link_rate.ts";
 import { type LabMode, LabNetwork, type LabSide } from "./netns.ts";
 import { exitOnSignal } from "./netns_signal.ts";
-import { isAlive } from "../_processes.ts";
 import { errorMessage } from "../_errors.ts";
 
 /** Options of {@linkcode LabSession.open}. */
@@ -369,34 +368,6 @@ export class LabSession implements AsyncDisposable {
       // The process is ending; the next session removes what is left.
     }
   }
-}
-
-/**
- * Removes what lab runs whose process is gone left behind: QEMUs named
- * `lab-PID-...` and RAM directories `/dev/shm/gangway-lab-PID-...`.
- * Their namespaces are removed by `LabNetwork.create()`.
- *
- * Requires `--allow-run` (ps, cat, ls, rm).
- *
- * @returns How many processes and directories were removed
- */
-export async function cleanStaleLabs(): Promise<number> {
-  let removed = 0;
-  const dead = (pid: number) => !isAlive(pid);
-  const staleQemus = (await namedQemus()).filter((q) => {
-    const match = /^lab-(\d+)-[0-9a-f]+-/.exec(q.name);
-    return match !== null && dead(Number(match[1]));
-  });
-  removed += staleQemus.length;
-  await killAndWait(staleQemus.map((q) => q.pid));
-  for (const name of await listDir("/dev/shm")) {
-    const match = /^gangway-lab-(\d+)-[0-9a-f]+$/.exec(name);
-    if (match && dead(Number(match[1]))) {
-      await removeTree(join("/dev/shm", name));
-      removed++;
-    }
-  }
-  return removed;
 }
 
 /** Waits until the promises have settled, or `ms` has passed. */
