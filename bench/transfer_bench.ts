@@ -5,7 +5,10 @@
  * the ceiling of one machine, to read both as ratios.
  *
  * Goals (issue 3): (a) at least 1 GB/s of guest RAM, (b) at least 5 GB/s
- * effective.
+ * effective. Peers in the same run (issue 13): `cp` of the idle-like
+ * gang's files on the same tmpfs, against its one pass (goal >= 0.5x), and
+ * (c) one large guest against the same bytes split into many guests, in
+ * one pass (goal: >= 0.9x the split gang's speed).
  *
  * Each gang moves two ways: as a live migration (preparation scan, live
  * rounds until nothing changes, final round: without soft-dirty bits each
@@ -27,6 +30,9 @@ const GUESTS = 4;
 const GUEST_BYTES = 256 * 2 ** 20;
 const RUNS = 3;
 const RAW_BYTES = 2 * 2 ** 30;
+/** (c): one guest of this size against SPLIT_GUESTS guests of the same bytes in all. */
+const SPLIT_BYTES = 2 * 2 ** 30;
+const SPLIT_GUESTS = 8;
 
 /** Seconds to push RAW_BYTES through Deno TCP on loopback to a reader process, in 1 MiB writes. */
 async function rawTcpSeconds(): Promise<number> {
@@ -80,6 +86,40 @@ async function migrationSeconds(
   };
 }
 
+/** Seconds of `cp` copying the files in `paths` into `dir` (median of RUNS). */
+async function cpSeconds(paths: string[], dir: string): Promise<number> {
+  const runs: number[] = [];
+  for (let run = 0; run < RUNS; run++) {
+    const started = performance.now();
+    const cp = await new Deno.Command("cp", { args: [...paths, dir] }).output();
+    runs.push((performance.now() - started) / 1000);
+    if (!cp.success) throw new Error(`cp failed: ${new TextDecoder().decode(cp.stderr)}`);
+    for (const path of paths) await Deno.remove(`${dir}/${path.split("/").pop()}`);
+  }
+  return median(runs);
+}
+
+/** (c): GB/s of guest RAM in one pass of one guest, then of the same bytes in SPLIT_GUESTS guests. */
+async function oneAgainstSplit(dir: string): Promise<{ one: number; split: number }> {
+  const speed = async (guests: number) => {
+    console.error(
+      `Writing ${guests} x ${SPLIT_BYTES / guests / 2 ** 20} MiB of idle-like guest RAM...`,
+    );
+    const prefix = `/dev/shm/gangway-bench-split${guests}-${Deno.pid}`;
+    const paths = writeGuestFiles(prefix, guests, SPLIT_BYTES / guests, IDLE_MIX);
+    try {
+      const runs: number[] = [];
+      for (let run = 0; run < RUNS; run++) {
+        runs.push((await migrationSeconds(paths, dir, 1)).seconds);
+      }
+      return SPLIT_BYTES / median(runs) / 1e9;
+    } finally {
+      for (const path of paths) await Deno.remove(path);
+    }
+  };
+  return { one: await speed(1), split: await speed(SPLIT_GUESTS) };
+}
+
 /** The two ways a gang moves: live (the library's default rounds) and one pass (`send`). */
 const MODES = [
   { label: "live rounds", maxRounds: undefined },
@@ -92,8 +132,12 @@ interface Measured {
   phases: string;
 }
 
-/** The median of RUNS migrations of one gang, each way. */
-async function measureGang(label: string, mix: GuestMix, dir: string): Promise<Measured[]> {
+/** The median of RUNS migrations of one gang, each way, and of `cp` of its files. */
+async function measureGang(
+  label: string,
+  mix: GuestMix,
+  dir: string,
+): Promise<{ modes: Measured[]; cpGbps: number }> {
   console.error(`Writing ${GUESTS} x ${GUEST_BYTES / 2 ** 20} MiB of ${label} guest RAM...`);
   const paths = writeGuestFiles(
     `/dev/shm/gangway-bench-${label}-${Deno.pid}`,
@@ -118,7 +162,8 @@ async function measureGang(label: string, mix: GuestMix, dir: string): Promise<M
         } ms, of ${(seconds * 1000).toFixed(0)} ms`,
       });
     }
-    return measured;
+    const cpGbps = (GUESTS * GUEST_BYTES) / await cpSeconds(paths, dir) / 1e9;
+    return { modes: measured, cpGbps };
   } finally {
     for (const path of paths) await Deno.remove(path);
   }
@@ -147,13 +192,14 @@ if (import.meta.main) {
         file: "idle",
       },
     ];
-    const results: Measured[][] = [];
+    const results: { modes: Measured[]; cpGbps: number }[] = [];
     for (const gang of gangs) results.push(await measureGang(gang.file, gang.mix, dir));
+    const split = await oneAgainstSplit(dir);
     const gib = (GUESTS * GUEST_BYTES) / 2 ** 30;
     console.log(`raw Deno TCP, loopback: ${tcp.toFixed(2)} GB/s (median of ${RUNS})`);
     gangs.forEach((gang, g) => {
       MODES.forEach((mode, m) => {
-        const r = results[g]![m]!;
+        const r = results[g]!.modes[m]!;
         console.log(
           `${gang.name}, ${gib} GiB, ${mode.label}: ${r.gbps.toFixed(2)} GB/s ${gang.what} ` +
             `(${(r.wire / 2 ** 20).toFixed(0)} MiB on the wire; ${
@@ -162,7 +208,17 @@ if (import.meta.main) {
             `goal >= ${gang.goal} GB/s)\n    ${r.phases}`,
         );
       });
+      const { cpGbps, modes } = results[g]!;
+      console.log(
+        `    cp of the same files: ${cpGbps.toFixed(2)} GB/s; one pass / cp: ` +
+          `${(modes[1]!.gbps / cpGbps).toFixed(2)}x (goal >= 0.5x)`,
+      );
     });
+    console.log(
+      `(c) one guest of ${SPLIT_BYTES / 2 ** 30} GiB, one pass: ${split.one.toFixed(2)} GB/s; ` +
+        `split in ${SPLIT_GUESTS}: ${split.split.toFixed(2)} GB/s; one / split: ` +
+        `${(split.one / split.split).toFixed(2)}x (goal >= 0.9x)`,
+    );
   } finally {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     await new Deno.Command("rm", { args: ["-rf", dir] }).output();

@@ -238,3 +238,29 @@ Deno.test("ContentIndex.scan() skips masked pages and checks its arguments", asy
     await removeFiles(path);
   }
 });
+
+Deno.test("ContentIndex's per-guest arrays are one live view each, made once, and refused once closed", async () => {
+  const a = makeRamFile(shmPath("views-a"), [patternPage(1), patternPage(2)]);
+  const b = makeRamFile(shmPath("views-b"), [patternPage(2)]);
+  try {
+    using ramA = RamFile.open(a);
+    using ramB = RamFile.open(b);
+    const index = ContentIndex.create({ seed: 3n });
+    index.addGuest(ramA);
+    const hashes = index.pageHashes(0);
+    const contents = index.pageContents(0);
+    // A view a call made V8 count the whole array as new memory each time (GC for large guests).
+    assert(index.pageHashes(0) === hashes, "pageHashes() made a new view");
+    assert(index.pageContents(0) === contents, "pageContents() made a new view");
+    index.addGuest(ramB); // another guest does not move the first one's arrays
+    scanAll(index, 0, 2);
+    assertEquals([...contents], [0, 1]);
+    assert(hashes[0] !== 0n && hashes[0] !== hashes[1], "the view does not show the scan's hashes");
+    assertEquals(index.pageHashes(1).length, 1);
+    index.close();
+    assertThrows(() => index.pageHashes(0));
+    assertThrows(() => index.pageContents(1));
+  } finally {
+    await removeFiles(a, b);
+  }
+});

@@ -118,6 +118,15 @@ export interface ContentIndexOptions {
 export class ContentIndex implements Disposable {
   #handle: Deno.PointerObject | undefined;
   #guests: RamFile[] = [];
+  /**
+   * Views of each guest's arrays, made once: the arrays never move, and a
+   * view made per call costs more the larger the guest (V8 counts each view
+   * of a 16 GiB guest's hashes as 32 MiB of new memory and collects
+   * garbage for it), which made one large guest slower to send than the
+   * same pages split among many.
+   */
+  #hashViews: BigUint64Array[] = [];
+  #contentViews: Uint32Array[] = [];
   #threads = 1; // as last set in the C index
   /** The seed of every page hash of this index. */
   readonly seed: bigint;
@@ -203,16 +212,26 @@ export class ContentIndex implements Disposable {
 
   /** Each page's hash at its last scan (a live view: valid until close). */
   pageHashes(guest: number): BigUint64Array {
-    const pages = this.#pages(guest);
-    const ptr = native().gw_index_page_hashes(this.#ptr(), guest)!;
-    return new BigUint64Array(Deno.UnsafePointerView.getArrayBuffer(ptr, pages * 8));
+    return this.#hashViews[guest] ??= new BigUint64Array(
+      this.#guestArray(guest, 8, native().gw_index_page_hashes),
+    );
   }
 
   /** Each page's content id at its last scan (a live view: valid until close). */
   pageContents(guest: number): Uint32Array {
+    return this.#contentViews[guest] ??= new Uint32Array(
+      this.#guestArray(guest, 4, native().gw_index_page_contents),
+    );
+  }
+
+  /** The memory of one of a guest's per-page arrays, `bytes` a page. */
+  #guestArray(
+    guest: number,
+    bytes: number,
+    array: (index: Deno.PointerValue, guest: number) => Deno.PointerValue,
+  ): ArrayBuffer {
     const pages = this.#pages(guest);
-    const ptr = native().gw_index_page_contents(this.#ptr(), guest)!;
-    return new Uint32Array(Deno.UnsafePointerView.getArrayBuffer(ptr, pages * 4));
+    return Deno.UnsafePointerView.getArrayBuffer(array(this.#ptr(), guest)!, pages * bytes);
   }
 
   #pages(guest: number): number {
@@ -235,6 +254,8 @@ export class ContentIndex implements Disposable {
     if (!this.#handle) return;
     native().gw_index_free(this.#handle);
     this.#handle = undefined;
+    this.#hashViews = [];
+    this.#contentViews = [];
   }
 
   /** Closes it, for `using`: see {@linkcode close}. */
