@@ -38,6 +38,12 @@ import { errorMessage } from "../_errors.ts";
 
 export type { AgentEvent, AgentOptions, KeptGuest } from "./agent_host.ts";
 
+/**
+ * What a connection to the agent is, as its events name it: "unknown"
+ * until its first frame says.
+ */
+export type ConnectionKind = "unknown" | "control" | "RAM" | "device state" | "disk copy";
+
 /** Options of {@linkcode serveAgent}. */
 export interface ServeAgentOptions extends AgentOptions {
   /** Stops the agent (a gang under way is abandoned, as if its source died). */
@@ -107,6 +113,7 @@ async function serveConnection(host: AgentHost, pending: PendingConnection): Pro
   const endOnAbort = () => channel.close();
   signal.addEventListener("abort", endOnAbort, { once: true });
   host.track(channel);
+  let kind: ConnectionKind = "unknown";
   try {
     const timeoutMs = host.options.handshakeTimeoutMs;
     const head = await withTimeout(
@@ -118,6 +125,7 @@ async function serveConnection(host: AgentHost, pending: PendingConnection): Pro
       () => new TimeoutError(`No handshake within ${timeoutMs / 1000} s`),
     );
     if (!head) return;
+    kind = connectionKind(head[0]!);
     if (head[0] === FrameType.Hello) return await serveRam(host, channel, pending);
     const first = await withTimeout(
       channel.reader.next(undefined, MAX_CONTROL_BYTES),
@@ -140,7 +148,7 @@ async function serveConnection(host: AgentHost, pending: PendingConnection): Pro
         throw new ProtocolError(`Unexpected ${frameTypeName(first?.type ?? -1)} frame first`);
     }
   } catch (error) {
-    host.log({ event: "failed", peer, error: errorMessage(error) });
+    host.log({ event: "failed", connection: kind, peer, error: errorMessage(error) });
     await refuse(channel, error);
   } finally {
     signal.removeEventListener("abort", endOnAbort);
@@ -174,7 +182,7 @@ async function serveControl(
     maxGuests: host.options.maxGuests,
     maxMemoryMiB: host.options.maxMemoryMiB,
   }));
-  host.log({ event: "source", peer: pending.peer });
+  host.log({ event: "source", connection: "control", peer: pending.peer });
   await new ControlSession(host, channel, pending.peer).run();
 }
 
@@ -190,7 +198,7 @@ async function serveRam(
     dir: host.options.dir,
     token: gang?.key ?? crypto.randomUUID(),
     expectedGuests: gang?.names.map((name) => ({ name, size: gang.ramBytes(name)! })) ?? [],
-    log: (event) => host.log({ ...event, event: `ram-${event.event}` }),
+    log: (event) => host.log({ ...event, event: `ram-${event.event}`, connection: "RAM" }),
   };
   const sender = await readSenderHandshake(channel.conn, options, pending.signal, channel.reader);
   if (!gang || host.gang !== gang) throw new ProtocolError("Gang refused: the gang is over");
@@ -235,6 +243,8 @@ async function serveGuestStream(
   if (type === FrameType.DiskCopy) destination.nbdConns.add(local);
   host.log({
     event: type === FrameType.DiskCopy ? "disk-copy" : "device-state",
+    connection: connectionKind(type),
+    peer: pending.peer,
     guest: guest.name,
     ...type === FrameType.DiskCopy ? { disk: hello.disk } : {},
   });
@@ -248,6 +258,22 @@ async function serveGuestStream(
     } catch {
       // Closed already (the disk copy ended).
     }
+  }
+}
+
+/** The kind of a connection whose first frame has this type. */
+function connectionKind(type: number): ConnectionKind {
+  switch (type) {
+    case FrameType.Control:
+      return "control";
+    case FrameType.Hello:
+      return "RAM";
+    case FrameType.DeviceState:
+      return "device state";
+    case FrameType.DiskCopy:
+      return "disk copy";
+    default:
+      return "unknown";
   }
 }
 

@@ -76,7 +76,12 @@ export class ControlSession {
         task.finally(() => running.delete(task));
       }
     } catch (error) {
-      this.#host.log({ event: "failed", peer: this.#peer, error: errorMessage(error) });
+      this.#host.log({
+        event: "failed",
+        connection: "control",
+        peer: this.#peer,
+        error: errorMessage(error),
+      });
     } finally {
       // Closed first: answers the source does not read must not hold up the abandonment.
       this.#channel.close();
@@ -271,7 +276,14 @@ export class ControlSession {
     }
     const path = await this.#host.files.receive(ref, pieces());
     this.#asked.delete(ref.sha256);
-    this.#host.log({ event: "file", peer: this.#peer, name: ref.name, sha256: ref.sha256, path });
+    this.#host.log({
+      event: "file",
+      connection: "control",
+      peer: this.#peer,
+      name: ref.name,
+      sha256: ref.sha256,
+      path,
+    });
     return {};
   }
 
@@ -289,6 +301,7 @@ export class ControlSession {
     await this.#host.keep(kept);
     this.#host.log({
       event: "abandoned",
+      connection: "control",
       peer: this.#peer,
       kept: kept.map((k) => k.guest.name),
     });
