@@ -1,0 +1,68 @@
+/**
+ * A target agent that starts again on the run directory of an earlier one
+ * knows the guests that moved there before: it lists them, and cleans up
+ * after them when they exit, as it does for guests it moved itself.
+ * Guests are QEMUs started paused and never booted.
+ */
+import { join } from "node:path";
+import { assert, assertEquals } from "./_assert.ts";
+import { AgentProcess } from "../src/target/agent_process.ts";
+import { RESUMED_MARK } from "../src/target/agent_gang.ts";
+import { QemuGuest } from "../src/qemu/guest.ts";
+import { fileExists } from "./qemu_helpers.ts";
+import { eventOf, smallMachine } from "./_agent_fixtures.ts";
+
+Deno.test("an agent started again lists the guests that moved here before, and forgets them when they exit", async () => {
+  const dir = `/dev/shm/gangway-rt-${Deno.pid}-found`;
+  const runDir = await Deno.makeTempDir({ prefix: "gangway-rt-run-" });
+  await Deno.mkdir(dir, { recursive: true });
+  // As an earlier agent left them: a guest it started (marked), and one that exited since.
+  const moved = await QemuGuest.startDestination(await smallMachine(), {
+    name: "moved",
+    ramPath: join(dir, "moved"),
+    runDir: join(runDir, "guests", "moved"),
+  });
+  const pid = moved.pid;
+  await Deno.writeTextFile(join(runDir, "guests", "moved", RESUMED_MARK), "");
+  await moved.detach();
+  await Deno.mkdir(join(runDir, "guests", "gone"));
+  await Deno.writeTextFile(join(runDir, "guests", "gone", RESUMED_MARK), "");
+  await Deno.writeFile(join(dir, "gone"), new Uint8Array(4096));
+  let agent: AgentProcess | undefined;
+  try {
+    agent = await AgentProcess.start({ dir, runDir, insecure: true });
+    await using target = await agent.connect();
+    const listed = await target.keptGuests();
+    assertEquals(
+      listed.map((g) => [g.name, g.pid, g.alive, g.ramPath]),
+      [["moved", pid, true, join(dir, "moved")]],
+      "the guests listed",
+    );
+    assertEquals((await target.agent.request("state", { guest: "moved" })).state, {
+      alive: true,
+      status: "inmigrate",
+      running: false,
+    });
+    // The one that exited while no agent ran: its files go, its name is free again.
+    assert(await eventOf(agent, (e) => e.event === "exited" && e.guest === "gone", 10_000));
+    assert(!(await fileExists(join(dir, "gone"))), "the RAM file of a guest that exited stays");
+
+    Deno.kill(pid, "SIGKILL");
+    assert(
+      await eventOf(agent, (e) => e.event === "exited" && e.guest === "moved", 10_000),
+      "the agent sees a found guest exit",
+    );
+    assertEquals(await target.keptGuests(), []);
+    assert(!(await fileExists(join(dir, "moved"))), "its RAM file is removed");
+    assert(!(await fileExists(join(runDir, "guests", "moved"))), "its run directory is removed");
+  } finally {
+    try {
+      Deno.kill(pid, "SIGKILL");
+    } catch {
+      // Gone already.
+    }
+    await agent?.stop();
+    await Deno.remove(runDir, { recursive: true }).catch(() => {});
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
