@@ -84,6 +84,8 @@ export async function serveAgent(
 ): Promise<void> {
   const host = new AgentHost(options);
   await host.recoverLeftovers();
+  const partials = await host.files.removePartials();
+  if (partials > 0) host.log({ event: "recovered", partialFiles: partials });
   host.log({ event: "listening", address: describeAddress(listener.addr) });
   const stop = () => host.closeConnections();
   options.signal?.addEventListener("abort", stop, { once: true });

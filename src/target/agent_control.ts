@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { FrameType, frameTypeName, ProtocolError } from "../transfer/protocol.ts";
+import { FrameType, frameTypeName, HEADER_BYTES, ProtocolError } from "../transfer/protocol.ts";
 import {
   type Answer,
   decodeJson,
@@ -259,22 +259,47 @@ export class ControlSession {
     const ref = checkFileRef(request.file);
     const reader = this.#channel.reader;
     const idle = this.#host.options.idleTimeoutMs;
+    // Every byte the source said it sends is read, whatever becomes of the file (a full disk, a
+    // wrong hash, a file nobody asked for): the connection stays in step, and the source is told
+    // why instead of finding its connection closed in the middle of its file.
+    let left = ref.size;
     async function* pieces(): AsyncGenerator<Uint8Array> {
-      for (;;) {
-        const frame = await reader.next(idle);
-        if (!frame) throw new ProtocolError("Connection closed in the middle of a file");
-        if (frame.type !== FrameType.FileData) {
-          throw new ProtocolError(`Expected a FileData frame, got ${frameTypeName(frame.type)}`);
+      while (left > 0) {
+        const head = await reader.peek(HEADER_BYTES, idle, "a FileData frame");
+        if (!head) throw new ProtocolError("Connection closed in the middle of a file");
+        if (head[0] !== FrameType.FileData) {
+          // Left unread: it is the source's next request.
+          throw new ProtocolError(
+            `Cannot take file "${ref.name}": a ${frameTypeName(head[0]!)} frame came after ${
+              ref.size - left
+            } of its ${ref.size} bytes`,
+          );
         }
+        const frame = (await reader.next(idle))!;
+        left -= frame.body.length;
         yield frame.body;
       }
     }
+    const dropRest = async () => {
+      try {
+        for await (const _ of pieces()) {
+          // Dropped.
+        }
+      } catch {
+        // The connection ended or the source moved on: the next read says which.
+      }
+    };
     if (this.#asked.get(ref.sha256) !== ref.size) {
-      // Read and dropped, so the connection stays in step; nothing is kept.
-      for await (const piece of pieces()) if ((ref.size -= piece.length) <= 0) break;
+      await dropRest();
       throw new Error(`Cannot take file "${ref.name}": no gang prepared here asked for it`);
     }
-    const path = await this.#host.files.receive(ref, pieces());
+    let path: string;
+    try {
+      path = await this.#host.files.receive(ref, pieces());
+    } catch (error) {
+      await dropRest();
+      throw error;
+    }
     this.#asked.delete(ref.sha256);
     this.#host.log({
       event: "file",

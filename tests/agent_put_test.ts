@@ -1,0 +1,227 @@
+/**
+ * A source's `put` of a file the agent lacks, by a broken or hostile
+ * source and on a host in trouble: a full disk, a file that stops short,
+ * bytes that do not match, an agent killed half way through, an agent
+ * that closes the connection in the middle of the file. The agent keeps
+ * no partial file, tells the source why, and its control connection stays
+ * in step. No QEMU is started: the gang never gets all its files.
+ */
+import { join } from "node:path";
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
+import { AgentProcess } from "../src/target/agent_process.ts";
+import { AgentClient } from "../src/target/agent_client.ts";
+import {
+  AGENT_VERSION,
+  decodeJson,
+  encodeFilePiece,
+  encodeJson,
+  FrameChannel,
+  MAX_CONTROL_BYTES,
+} from "../src/target/agent_protocol.ts";
+import { describeMachine } from "../src/target/describe_machine.ts";
+import { type FileRef, sha256Hex } from "../src/target/machine_description.ts";
+import { FrameType } from "../src/transfer/protocol.ts";
+import { delay } from "../src/_delay.ts";
+import { eventOf, smallMachine } from "./_agent_fixtures.ts";
+import { uniqueName } from "./qemu_helpers.ts";
+
+const MiB = 2 ** 20;
+
+/** A source speaking the control protocol frame by frame: requests as written, answers in order. */
+class RawSource {
+  readonly channel: FrameChannel;
+
+  private constructor(channel: FrameChannel) {
+    this.channel = channel;
+  }
+
+  static async connect(agent: AgentProcess): Promise<RawSource> {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: agent.address.port });
+    const source = new RawSource(
+      new FrameChannel(conn, { maxBody: MAX_CONTROL_BYTES, writeTimeoutMs: 30_000 }),
+    );
+    await source.send({ id: 0, op: "hello", version: AGENT_VERSION });
+    assertEquals((await source.answer()).ok, true);
+    return source;
+  }
+
+  send(request: Record<string, unknown>): Promise<void> {
+    return this.channel.write(encodeJson(FrameType.Control, request));
+  }
+
+  /** The next answer; fails when the agent closed the connection instead. */
+  async answer(): Promise<Record<string, unknown>> {
+    const frame = await this.channel.reader.next(30_000).catch(() => null);
+    assert(frame, "the agent closed the control connection");
+    return decodeJson(frame.body, "An answer");
+  }
+
+  /**
+   * Has the agent ask for a new file of `size` random bytes (as a guest's
+   * kernel), as a gang that lacks it would, and starts its put (id 2);
+   * the caller sends its bytes.
+   */
+  async startPut(size: number): Promise<{ bytes: Uint8Array; ref: FileRef }> {
+    const bytes = randomBytes(size);
+    const ref = { name: "vmlinuz-rt", sha256: sha256Hex(bytes), size };
+    const description = await describeMachine(uniqueName("rt-put"), await smallMachine());
+    await this.send({ id: 1, op: "prepare", guests: [{ ...description, kernel: ref }] });
+    const answer = await this.answer();
+    assert((answer.missing as FileRef[]).some((m) => m.sha256 === ref.sha256), "it is missing");
+    await this.send({ id: 2, op: "put", file: ref });
+    return { bytes, ref };
+  }
+
+  /** Sends `bytes` as FILE_DATA frames of 1 MiB; the agent may close the connection meanwhile. */
+  async sendPieces(bytes: Uint8Array): Promise<void> {
+    for (let at = 0; at < bytes.length; at += MiB) {
+      await this.channel.write(encodeFilePiece(bytes.subarray(at, at + MiB)));
+    }
+  }
+
+  close(): void {
+    this.channel.close();
+  }
+}
+
+function randomBytes(size: number): Uint8Array {
+  const bytes = new Uint8Array(size);
+  for (let at = 0; at < size; at += 65536) crypto.getRandomValues(bytes.subarray(at, at + 65536));
+  return bytes;
+}
+
+function assertIncludes(text: unknown, part: string): void {
+  assert(String(text).includes(part), `"${text}" does not say "${part}"`);
+}
+
+async function namesIn(dir: string): Promise<string[]> {
+  return (await Array.fromAsync(Deno.readDir(dir))).map((e) => e.name);
+}
+
+async function run(program: string, ...args: string[]): Promise<void> {
+  const { success, stderr } = await new Deno.Command(program, { args, stderr: "piped" }).output();
+  assert(success, `${program} ${args.join(" ")}: ${new TextDecoder().decode(stderr)}`);
+}
+
+Deno.test("a put that fills the agent's disk is refused with the reason, leaves no partial file, and the source may go on", async () => {
+  const runDir = await Deno.makeTempDir({ prefix: "gangway-rt-run-" });
+  const files = join(runDir, "files");
+  await Deno.mkdir(files);
+  await run("mount", "-t", "tmpfs", "-o", "size=1m", "gangway-rt-full", files);
+  try {
+    await using agent = await AgentProcess.start({ insecure: true, runDir });
+    const source = await RawSource.connect(agent);
+    try {
+      const { bytes } = await source.startPut(3 * MiB);
+      await source.sendPieces(bytes).catch(() => {});
+      const put = await source.answer();
+      assertEquals([put.id, put.ok], [2, false]);
+      assertIncludes(put.error, `Cannot take file "vmlinuz-rt": No space left`);
+      await source.send({ id: 3, op: "ping" });
+      assertEquals(await source.answer(), { id: 3, ok: true });
+      assertEquals(await namesIn(files), [], "files left in the cache");
+    } finally {
+      source.close();
+    }
+  } finally {
+    await run("umount", files);
+    await Deno.remove(runDir, { recursive: true });
+  }
+});
+
+Deno.test("a put that stops short or does not match its SHA-256 keeps nothing, and the next request is answered", async () => {
+  await using agent = await AgentProcess.start({ insecure: true });
+  const source = await RawSource.connect(agent);
+  try {
+    // A third of the file, then another request.
+    const { bytes, ref } = await source.startPut(3 * MiB);
+    await source.sendPieces(bytes.subarray(0, MiB));
+    await source.send({ id: 3, op: "ping" });
+    const short = await source.answer();
+    assertEquals([short.id, short.ok], [2, false]);
+    assertIncludes(short.error, `came after ${MiB} of its ${3 * MiB} bytes`);
+    assertEquals(await source.answer(), { id: 3, ok: true }, "the request after the short file");
+    // Every byte, but not the file's.
+    const other = randomBytes(3 * MiB);
+    await source.send({ id: 4, op: "put", file: ref });
+    await source.sendPieces(other);
+    const wrong = await source.answer();
+    assertEquals([wrong.id, wrong.ok], [4, false]);
+    assertIncludes(wrong.error, "does not match its SHA-256");
+    await source.send({ id: 5, op: "ping" });
+    assertEquals(await source.answer(), { id: 5, ok: true });
+    assertEquals(agent.server.events.filter((e) => e.event === "file"), []);
+  } finally {
+    source.close();
+  }
+});
+
+Deno.test("an agent killed in the middle of a put leaves no partial file once it starts again", async () => {
+  const runDir = await Deno.makeTempDir({ prefix: "gangway-rt-run-" });
+  const files = join(runDir, "files");
+  try {
+    const agent = await AgentProcess.start({ insecure: true, runDir });
+    try {
+      const source = await RawSource.connect(agent);
+      const { bytes } = await source.startPut(3 * MiB);
+      await source.sendPieces(bytes.subarray(0, MiB));
+      const deadline = performance.now() + 20_000;
+      while (!(await namesIn(files).catch(() => [])).some((name) => name.endsWith(".part"))) {
+        assert(performance.now() < deadline, "the agent never started writing the file");
+        await delay(20);
+      }
+      Deno.kill(agent.server.process.pid, "SIGKILL");
+      await agent.server.exited;
+      source.close();
+    } finally {
+      await agent.stop();
+    }
+    assertEquals((await namesIn(files)).length, 1, "the partial file the killed agent left");
+    await using again = await AgentProcess.start({ insecure: true, runDir });
+    assertEquals(await namesIn(files), [], "files left in the cache");
+    assert(await eventOf(again, (e) => e.event === "recovered" && e.partialFiles === 1, 5_000));
+  } finally {
+    await Deno.remove(runDir, { recursive: true });
+  }
+});
+
+Deno.test("a source whose agent closes the connection in the middle of a file gets an error, not an unhandled rejection", async () => {
+  // An agent that takes the hello, then hangs up on the first put.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const served = (async () => {
+    const conn = await listener.accept();
+    const channel = new FrameChannel(conn, { maxBody: MAX_CONTROL_BYTES, writeTimeoutMs: 10_000 });
+    await channel.reader.next(10_000);
+    await channel.write(encodeJson(FrameType.Control, {
+      id: 0,
+      ok: true,
+      maxGuests: 1,
+      maxMemoryMiB: 1024,
+    }));
+    await channel.reader.next(10_000);
+    channel.close();
+  })();
+  const path = await Deno.makeTempFile({ prefix: "gangway-rt-file-" });
+  try {
+    const bytes = randomBytes(32 * MiB);
+    await Deno.writeFile(path, bytes);
+    const client = await AgentClient.connect(
+      { hostname: "127.0.0.1", port: (listener.addr as Deno.NetAddr).port },
+      { insecure: true },
+    );
+    try {
+      await assertRejects(
+        () => client.sendFile({ name: "big", sha256: sha256Hex(bytes), size: bytes.length }, path),
+        Error,
+      );
+      // An unhandled rejection would end the test (and a source process) here.
+      await delay(100);
+    } finally {
+      client.close();
+    }
+  } finally {
+    await served;
+    listener.close();
+    await Deno.remove(path);
+  }
+});
