@@ -4,8 +4,13 @@
  * the DISK_COPY connections of a gang with a copied disk (one per disk,
  * none once the guest may run). Destinations are started but never booted.
  */
-import { assert, assertEquals } from "./_assert.ts";
+import { basename, join } from "node:path";
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { AgentProcess } from "../src/target/agent_process.ts";
+import type { RemoteTarget } from "../src/target/remote_target.ts";
+import { describeMachine } from "../src/target/describe_machine.ts";
+import { type FileRef, sha256Hex } from "../src/target/machine_description.ts";
+import { withTimeout } from "../src/_delay.ts";
 import { AGENT_VERSION, encodeJson } from "../src/target/agent_protocol.ts";
 import {
   FrameType,
@@ -15,7 +20,8 @@ import {
   writeHeader,
 } from "../src/transfer/protocol.ts";
 import { encodeHello } from "../src/transfer/hello_frame.ts";
-import { eventOf } from "./_agent_fixtures.ts";
+import { eventOf, qemusIn, smallMachine } from "./_agent_fixtures.ts";
+import { testImage, uniqueName } from "./qemu_helpers.ts";
 
 /** A raw connection to the agent that sends `frame` first. */
 async function connectWith(agent: AgentProcess, frame: Uint8Array): Promise<Deno.TcpConn> {
@@ -68,5 +74,130 @@ Deno.test("every failure the agent logs names the kind of connection that failed
     }
   } finally {
     for (const [, conn] of conns) conn.close();
+  }
+});
+
+/** An agent with the test kernel, initrd and a small raw base image in its images directory. */
+async function agentWithBase(): Promise<{ agent: AgentProcess; base: FileRef; images: string }> {
+  const image = await testImage();
+  const images = await Deno.makeTempDir({ prefix: "gangway-rt-images-" });
+  await Deno.symlink(image.kernel, join(images, basename(image.kernel)));
+  await Deno.symlink(image.initrd, join(images, basename(image.initrd)));
+  const bytes = crypto.getRandomValues(new Uint8Array(65536));
+  await Deno.writeFile(join(images, "base.raw"), bytes);
+  const base = { name: "base.raw", sha256: sha256Hex(bytes), size: bytes.length };
+  try {
+    return { agent: await AgentProcess.start({ insecure: true, imagesDir: images }), base, images };
+  } catch (error) {
+    await Deno.remove(images, { recursive: true });
+    throw error;
+  }
+}
+
+/** Prepares a gang of one guest whose disk 0 is copied; returns the gang's key. */
+async function prepareCopied(target: RemoteTarget, name: string, base: FileRef): Promise<string> {
+  const description = await describeMachine(name, await smallMachine());
+  const answer = await target.agent.request("prepare", {
+    guests: [{ ...description, disks: [{ copy: true, base }] }],
+  }, 60_000);
+  assert(typeof answer.key === "string", `prepared: ${JSON.stringify(answer)}`);
+  return answer.key;
+}
+
+async function readExactly(conn: Deno.Conn, bytes: number): Promise<Uint8Array> {
+  const buffer = new Uint8Array(bytes);
+  for (let got = 0; got < bytes;) {
+    const n = await withTimeout(
+      conn.read(buffer.subarray(got)),
+      20_000,
+      () => new Error("No answer from the NBD server within 20 s"),
+    );
+    assert(n !== null, "the connection ended in the NBD handshake");
+    got += n;
+  }
+  return buffer;
+}
+
+/**
+ * Opens an NBD export as a client does, up to its transmission phase
+ * (where QEMU's server waits for requests as long as the client likes):
+ * fixed newstyle handshake, NBD_OPT_EXPORT_NAME.
+ *
+ * @returns The export's size in bytes
+ */
+async function openExport(conn: Deno.Conn, name: string): Promise<bigint> {
+  const greeting = await readExactly(conn, 18);
+  assertEquals(new TextDecoder().decode(greeting.subarray(0, 16)), "NBDMAGICIHAVEOPT");
+  const nameBytes = new TextEncoder().encode(name);
+  const request = new Uint8Array(4 + 16 + nameBytes.length);
+  const view = new DataView(request.buffer);
+  view.setUint32(0, 3); // NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES
+  request.set(new TextEncoder().encode("IHAVEOPT"), 4);
+  view.setUint32(12, 1); // NBD_OPT_EXPORT_NAME
+  view.setUint32(16, nameBytes.length);
+  request.set(nameBytes, 20);
+  await conn.write(request);
+  return new DataView((await readExactly(conn, 10)).buffer).getBigUint64(0);
+}
+
+/** True when the agent closes `conn` within `timeoutMs` (what it sends meanwhile is read and dropped). */
+async function closedWithin(conn: Deno.Conn, timeoutMs: number): Promise<boolean> {
+  const deadline = performance.now() + timeoutMs;
+  const buffer = new Uint8Array(65536);
+  for (;;) {
+    const left = deadline - performance.now();
+    if (left <= 0) return false;
+    const n = await withTimeout(conn.read(buffer), left, () => new Error("still open"))
+      .catch((error) => error instanceof Deno.errors.ConnectionReset ? null : -1);
+    if (n === null) return true;
+    if (n === -1) return false;
+  }
+}
+
+Deno.test("a second disk-copy connection for one disk replaces the first: one writer per disk", async () => {
+  const { agent, base, images } = await agentWithBase();
+  const conns: Deno.Conn[] = [];
+  try {
+    await using target = await agent.connect();
+    const name = uniqueName("rt-twice");
+    const key = await prepareCopied(target, name, base);
+    conns.push(await target.agent.openDiskCopy(key, name, 0));
+    assertEquals(await openExport(conns[0]!, "disk0"), 65536n, "the first opens the export");
+    conns.push(await target.agent.openDiskCopy(key, name, 0));
+    assertEquals(await openExport(conns[1]!, "disk0"), 65536n, "the second opens the export");
+    assert(await closedWithin(conns[0]!, 20_000), "the first is not closed in 20 s");
+  } finally {
+    for (const conn of conns) conn.close();
+    await agent.stop();
+    await Deno.remove(images, { recursive: true });
+  }
+});
+
+Deno.test("a destination's disk is exported no more once the source asks it to run, even without end-disk-copies", async () => {
+  const { agent, base, images } = await agentWithBase();
+  let open: Deno.Conn | undefined;
+  try {
+    await using target = await agent.connect();
+    const name = uniqueName("rt-export");
+    const key = await prepareCopied(target, name, base);
+    open = await target.agent.openDiskCopy(key, name, 0);
+    assertEquals(await openExport(open, "disk0"), 65536n);
+    // A buggy source: no end-disk-copies before run-when-loaded (its device state never came).
+    const answer = await target.agent.request("run-when-loaded", { guest: name, timeoutMs: 200 });
+    assertEquals(answer.loaded, false);
+    assert(await closedWithin(open, 20_000), "the disk-copy connection is not closed in 20 s");
+    await assertRejects(
+      () => target.agent.openDiskCopy(key, name, 0),
+      Error,
+      `the disk copies of guest "${name}" have ended`,
+    );
+    // And the destination is clean when its source goes.
+    await target.close();
+    assert(await eventOf(agent, (e) => e.event === "abandoned", 20_000), "the gang is abandoned");
+    assertEquals(await qemusIn(agent.dir), []);
+  } finally {
+    open?.close();
+    await agent.stop();
+    await Deno.remove(images, { recursive: true });
   }
 });

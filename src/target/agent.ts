@@ -231,18 +231,27 @@ async function serveGuestStream(
   const destination = gang.get(hello.guest);
   const { guest } = destination;
   let path = destination.incomingPath;
+  const disk = hello.disk as number;
   if (type === FrameType.DiskCopy) {
-    if (!destination.nbdPath || !destination.copiedDisks.includes(hello.disk as number)) {
+    if (!destination.copiedDisks.includes(disk)) {
       throw new ProtocolError(
         `Refused: guest "${guest.name}" has no copied disk ${
           String(JSON.stringify(hello.disk)).slice(0, 40)
         }`,
       );
     }
+    if (!destination.nbdPath) {
+      throw new ProtocolError(`Refused: the disk copies of guest "${guest.name}" have ended`);
+    }
     path = destination.nbdPath;
   }
   const local = await connectUnix(path, guest.name);
-  if (type === FrameType.DiskCopy) destination.nbdConns.add(local);
+  if (type === FrameType.DiskCopy) {
+    // One writer per disk: a source that connects again (its first connection half-open, say)
+    // replaces the one before, which could otherwise write into the copy behind its back.
+    destination.nbdConns.get(disk)?.close();
+    destination.nbdConns.set(disk, local);
+  }
   host.log({
     event: type === FrameType.DiskCopy ? "disk-copy" : "device-state",
     connection: connectionKind(type),
@@ -254,7 +263,7 @@ async function serveGuestStream(
     await channel.write(encodeJson(type, { ok: true }));
     await pipeBothWays(channel.conn, local);
   } finally {
-    destination.nbdConns.delete(local);
+    if (destination.nbdConns.get(disk) === local) destination.nbdConns.delete(disk);
     try {
       local.close();
     } catch {

@@ -137,6 +137,14 @@ export class ControlSession {
     switch (request.op) {
       case "run-when-loaded": {
         const found = gang.get(request.guest);
+        // Its disk must have one writer when it runs, its own device: a source that skipped
+        // `end-disk-copies` could otherwise still write into it through the export.
+        try {
+          await gang.endDiskCopies(request.guest);
+        } catch (error) {
+          // Not started: its source may run again.
+          return { loaded: false, error: errorMessage(error) };
+        }
         const timeoutMs = Math.min(Number(request.timeoutMs) || 30_000, MAX_WAIT_MS);
         try {
           const state = await found.destination.runWhenLoaded(timeoutMs, async () => {

@@ -60,8 +60,8 @@ export interface GangDestination {
   copiedDisks: number[];
   /** Its NBD server's unix socket, while its copied disks are exported. */
   nbdPath?: string;
-  /** The connections to that socket the agent carries, closed before the exports end. */
-  nbdConns: Set<{ close(): void }>;
+  /** The connection to that socket the agent carries for each disk (one at a time), closed before the exports end. */
+  nbdConns: Map<number, { close(): void }>;
   /** The directory of its copied disks' overlays, removed when it is discarded. */
   diskDir?: string;
   /** True once it was started (`cont`): it is the guest now, and is never discarded for the source's sake. */
@@ -115,7 +115,7 @@ export class AgentGang {
           resumed: false,
           copiedDisks,
           diskDir,
-          nbdConns: new Set(),
+          nbdConns: new Map(),
         };
         gang.#destinations.set(name, found);
         // Listening from the start: the source's device-state path is ready before any pause.
@@ -177,9 +177,12 @@ export class AgentGang {
    */
   async endDiskCopies(name: unknown): Promise<void> {
     const found = this.get(name);
-    if (!found.nbdPath) return;
+    const nbdPath = found.nbdPath;
+    if (!nbdPath) return;
+    // Refused from now on: a connection made while the exports end would outlive them.
+    found.nbdPath = undefined;
     // A connection left open (a source that never used it) would hold up QEMU's `nbd-server-stop`.
-    for (const conn of found.nbdConns) {
+    for (const conn of found.nbdConns.values()) {
       try {
         conn.close();
       } catch {
@@ -187,8 +190,12 @@ export class AgentGang {
       }
     }
     found.nbdConns.clear();
-    await endDiskExports(found.guest, found.copiedDisks);
-    found.nbdPath = undefined;
+    try {
+      await endDiskExports(found.guest, found.copiedDisks);
+    } catch (error) {
+      found.nbdPath = nbdPath; // still exported: the next try ends them
+      throw error;
+    }
   }
 
   /**
