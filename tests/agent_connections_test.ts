@@ -21,7 +21,7 @@ import {
 } from "../src/transfer/protocol.ts";
 import { encodeHello } from "../src/transfer/hello_frame.ts";
 import { eventOf, qemusIn, smallMachine } from "./_agent_fixtures.ts";
-import { testImage, uniqueName } from "./qemu_helpers.ts";
+import { fileExists, testImage, uniqueName } from "./qemu_helpers.ts";
 
 /** A raw connection to the agent that sends `frame` first. */
 async function connectWith(agent: AgentProcess, frame: Uint8Array): Promise<Deno.TcpConn> {
@@ -78,21 +78,49 @@ Deno.test("every failure the agent logs names the kind of connection that failed
 });
 
 /** An agent with the test kernel, initrd and a small raw base image in its images directory. */
-async function agentWithBase(): Promise<{ agent: AgentProcess; base: FileRef; images: string }> {
+async function agentWithBase(): Promise<
+  { agent: AgentProcess; base: FileRef; runDir: string; [Symbol.asyncDispose](): Promise<void> }
+> {
   const image = await testImage();
   const images = await Deno.makeTempDir({ prefix: "gangway-rt-images-" });
+  const runDir = await Deno.makeTempDir({ prefix: "gangway-rt-run-" });
+  const removeDirs = async () => {
+    await Deno.remove(images, { recursive: true });
+    await Deno.remove(runDir, { recursive: true });
+  };
   await Deno.symlink(image.kernel, join(images, basename(image.kernel)));
   await Deno.symlink(image.initrd, join(images, basename(image.initrd)));
   const bytes = crypto.getRandomValues(new Uint8Array(65536));
   await Deno.writeFile(join(images, "base.raw"), bytes);
   const base = { name: "base.raw", sha256: sha256Hex(bytes), size: bytes.length };
   try {
-    return { agent: await AgentProcess.start({ insecure: true, imagesDir: images }), base, images };
+    const agent = await AgentProcess.start({ insecure: true, imagesDir: images, runDir });
+    return {
+      agent,
+      base,
+      runDir,
+      async [Symbol.asyncDispose]() {
+        await agent.stop();
+        await removeDirs();
+      },
+    };
   } catch (error) {
-    await Deno.remove(images, { recursive: true });
+    await removeDirs();
     throw error;
   }
 }
+
+/** What the agent left of a guest: its QEMU, its run directory (sockets, logs), its overlays. */
+async function leftOf(made: { agent: AgentProcess; runDir: string }, name: string) {
+  return {
+    qemus: await qemusIn(made.agent.dir),
+    runDir: await fileExists(join(made.runDir, "guests", name)),
+    disks: await fileExists(join(made.runDir, "disks", name)),
+    ram: await fileExists(join(made.agent.dir, name)),
+  };
+}
+
+const NOTHING_LEFT = { qemus: [], runDir: false, disks: false, ram: false };
 
 /** Prepares a gang of one guest whose disk 0 is copied; returns the gang's key. */
 async function prepareCopied(target: RemoteTarget, name: string, base: FileRef): Promise<string> {
@@ -155,12 +183,12 @@ async function closedWithin(conn: Deno.Conn, timeoutMs: number): Promise<boolean
 }
 
 Deno.test("a second disk-copy connection for one disk replaces the first: one writer per disk", async () => {
-  const { agent, base, images } = await agentWithBase();
+  await using made = await agentWithBase();
   const conns: Deno.Conn[] = [];
   try {
-    await using target = await agent.connect();
+    await using target = await made.agent.connect();
     const name = uniqueName("rt-twice");
-    const key = await prepareCopied(target, name, base);
+    const key = await prepareCopied(target, name, made.base);
     conns.push(await target.agent.openDiskCopy(key, name, 0));
     assertEquals(await openExport(conns[0]!, "disk0"), 65536n, "the first opens the export");
     conns.push(await target.agent.openDiskCopy(key, name, 0));
@@ -168,18 +196,16 @@ Deno.test("a second disk-copy connection for one disk replaces the first: one wr
     assert(await closedWithin(conns[0]!, 20_000), "the first is not closed in 20 s");
   } finally {
     for (const conn of conns) conn.close();
-    await agent.stop();
-    await Deno.remove(images, { recursive: true });
   }
 });
 
 Deno.test("a destination's disk is exported no more once the source asks it to run, even without end-disk-copies", async () => {
-  const { agent, base, images } = await agentWithBase();
+  await using made = await agentWithBase();
   let open: Deno.Conn | undefined;
   try {
-    await using target = await agent.connect();
+    await using target = await made.agent.connect();
     const name = uniqueName("rt-export");
-    const key = await prepareCopied(target, name, base);
+    const key = await prepareCopied(target, name, made.base);
     open = await target.agent.openDiskCopy(key, name, 0);
     assertEquals(await openExport(open, "disk0"), 65536n);
     // A buggy source: no end-disk-copies before run-when-loaded (its device state never came).
@@ -191,13 +217,59 @@ Deno.test("a destination's disk is exported no more once the source asks it to r
       Error,
       `the disk copies of guest "${name}" have ended`,
     );
-    // And the destination is clean when its source goes.
-    await target.close();
-    assert(await eventOf(agent, (e) => e.event === "abandoned", 20_000), "the gang is abandoned");
-    assertEquals(await qemusIn(agent.dir), []);
   } finally {
     open?.close();
-    await agent.stop();
-    await Deno.remove(images, { recursive: true });
   }
+});
+
+Deno.test("a source that dies in the middle of a disk write leaves host B clean", async () => {
+  await using made = await agentWithBase();
+  const name = uniqueName("rt-dies");
+  const target = await made.agent.connect();
+  let open: Deno.Conn | undefined;
+  try {
+    const key = await prepareCopied(target, name, made.base);
+    open = await target.agent.openDiskCopy(key, name, 0);
+    await openExport(open, "disk0");
+    // NBD_CMD_WRITE of 64 KiB at offset 0, of which half is sent; the connection stays half-open.
+    const write = new Uint8Array(28 + 32768);
+    const view = new DataView(write.buffer);
+    view.setUint32(0, 0x25609513);
+    view.setUint16(6, 1);
+    view.setBigUint64(8, 1n);
+    view.setBigUint64(16, 0n);
+    view.setUint32(24, 65536);
+    await open.write(write);
+    assertEquals((await leftOf(made, name)).disks, true, "the overlay exists meanwhile");
+    await target.close(); // the source dies: its control connection ends
+    assert(await eventOf(made.agent, (e) => e.event === "abandoned", 20_000), "not abandoned");
+    assert(await closedWithin(open, 20_000), "the disk-copy connection is not closed in 20 s");
+    assertEquals(await leftOf(made, name), NOTHING_LEFT);
+  } finally {
+    open?.close();
+    await target.close();
+  }
+});
+
+Deno.test("NBD garbage on a disk-copy connection ends that connection only: the export serves the next one", async () => {
+  await using made = await agentWithBase();
+  await using target = await made.agent.connect();
+  const name = uniqueName("rt-garbage");
+  const key = await prepareCopied(target, name, made.base);
+  const garbage = await target.agent.openDiskCopy(key, name, 0);
+  try {
+    await readExactly(garbage, 18); // the greeting
+    await garbage.write(crypto.getRandomValues(new Uint8Array(4096))).catch(() => 0);
+    assert(await closedWithin(garbage, 20_000), "the NBD server does not close it in 20 s");
+  } finally {
+    garbage.close();
+  }
+  const next = await target.agent.openDiskCopy(key, name, 0);
+  try {
+    assertEquals(await openExport(next, "disk0"), 65536n);
+  } finally {
+    next.close();
+  }
+  const state = await target.agent.request("state", { guest: name });
+  assertEquals((state.state as { status: string }).status, "inmigrate");
 });
