@@ -6,7 +6,7 @@
  * no partial file, tells the source why, and its control connection stays
  * in step. No QEMU is started: the gang never gets all its files.
  */
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { AgentProcess } from "../src/target/agent_process.ts";
 import { AgentClient } from "../src/target/agent_client.ts";
@@ -57,13 +57,13 @@ class RawSource {
   }
 
   /**
-   * Has the agent ask for a new file of `size` random bytes (as a guest's
-   * kernel), as a gang that lacks it would, and starts its put (id 2);
-   * the caller sends its bytes.
+   * Has the agent ask for a file (`content`, or that many random bytes) as
+   * a guest's kernel, as a gang that lacks it would, and starts its put
+   * (id 2); the caller sends its bytes.
    */
-  async startPut(size: number): Promise<{ bytes: Uint8Array; ref: FileRef }> {
-    const bytes = randomBytes(size);
-    const ref = { name: "vmlinuz-rt", sha256: sha256Hex(bytes), size };
+  async startPut(content: number | Uint8Array): Promise<{ bytes: Uint8Array; ref: FileRef }> {
+    const bytes = typeof content === "number" ? randomBytes(content) : content;
+    const ref = { name: "vmlinuz-rt", sha256: sha256Hex(bytes), size: bytes.length };
     const description = await describeMachine(uniqueName("rt-put"), await smallMachine());
     await this.send({ id: 1, op: "prepare", guests: [{ ...description, kernel: ref }] });
     const answer = await this.answer();
@@ -223,5 +223,61 @@ Deno.test("a source whose agent closes the connection in the middle of a file ge
     await served;
     listener.close();
     await Deno.remove(path);
+  }
+});
+
+Deno.test("two sources putting the same file at once both succeed, and one whole file is kept", async () => {
+  await using agent = await AgentProcess.start({ insecure: true });
+  const [first, second] = [await RawSource.connect(agent), await RawSource.connect(agent)];
+  try {
+    const bytes = randomBytes(4 * MiB);
+    const [a, b] = [await first.startPut(bytes), await second.startPut(bytes)];
+    assertEquals(a.ref, b.ref);
+    // Interleaved, a piece each.
+    for (let at = 0; at < bytes.length; at += MiB) {
+      await first.sendPieces(bytes.subarray(at, at + MiB));
+      await second.sendPieces(bytes.subarray(at, at + MiB));
+    }
+    assertEquals([(await first.answer()).ok, (await second.answer()).ok], [true, true]);
+    const files = agent.server.events.filter((e) => e.event === "file");
+    assertEquals(files.length, 2);
+    const path = String(files[0]!.path);
+    assertEquals(sha256Hex(await Deno.readFile(path)), a.ref.sha256);
+    assertEquals(await namesIn(dirname(path)), [a.ref.sha256], "the cache holds one whole file");
+  } finally {
+    first.close();
+    second.close();
+  }
+});
+
+Deno.test("a put naming a path, a NUL, a long name or a size out of range is refused by field, and the next request is answered", async () => {
+  await using agent = await AgentProcess.start({ insecure: true });
+  const source = await RawSource.connect(agent);
+  try {
+    const good = { name: "vmlinuz", sha256: "a".repeat(64), size: 4096 };
+    const refused: [Record<string, unknown>, string][] = [
+      [{ ...good, name: "../../etc/passwd" }, "file.name"],
+      [{ ...good, name: "a/b" }, "file.name"],
+      [{ ...good, name: "a\0b" }, "file.name"],
+      [{ ...good, name: ".hidden" }, "file.name"],
+      [{ ...good, name: "x".repeat(200) }, "file.name"],
+      [{ ...good, sha256: "A".repeat(64) }, "file.sha256"],
+      [{ ...good, size: 2 ** 36 + 1 }, "file.size"],
+      [{ ...good, size: -1 }, "file.size"],
+      [{ ...good, size: 1.5 }, "file.size"],
+      [{ ...good, path: "/etc/shadow" }, "file.path"],
+    ];
+    let id = 10;
+    for (const [file, field] of refused) {
+      await source.send({ id: ++id, op: "put", file });
+      const answer = await source.answer();
+      assertEquals([answer.id, answer.ok], [id, false], JSON.stringify(file).slice(0, 80));
+      assertIncludes(answer.error, `field "${field}"`);
+    }
+    await source.send({ id: 99, op: "ping" });
+    assertEquals(await source.answer(), { id: 99, ok: true });
+    assertEquals(agent.server.events.filter((e) => e.event === "file"), []);
+  } finally {
+    source.close();
   }
 });
