@@ -10,7 +10,7 @@ import { AgentProcess } from "../src/target/agent_process.ts";
 import type { RemoteTarget } from "../src/target/remote_target.ts";
 import { describeMachine } from "../src/target/describe_machine.ts";
 import { type FileRef, sha256Hex } from "../src/target/machine_description.ts";
-import { withTimeout } from "../src/_delay.ts";
+import { delay, withTimeout } from "../src/_delay.ts";
 import { AGENT_VERSION, encodeJson } from "../src/target/agent_protocol.ts";
 import {
   FrameType,
@@ -272,4 +272,33 @@ Deno.test("NBD garbage on a disk-copy connection ends that connection only: the 
   }
   const state = await target.agent.request("state", { guest: name });
   assertEquals((state.state as { status: string }).status, "inmigrate");
+});
+
+Deno.test("a disk-copy hello sent a byte at a time holds its connection no longer than the handshake timeout", async () => {
+  await using agent = await AgentProcess.start({
+    insecure: true,
+    args: ["--handshake-timeout", "1"],
+  });
+  const hello = encodeJson(FrameType.DiskCopy, { key: "0".repeat(64), guest: "g", disk: 0 });
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: agent.address.port });
+  const peer = `127.0.0.1:${portOf(conn)}`;
+  try {
+    // Its header at once (it says what the connection is), then a byte of its body every 100 ms:
+    // the hello would take several seconds; the agent gives up after 1 s.
+    await conn.write(hello.subarray(0, HEADER_BYTES));
+    let sent = HEADER_BYTES;
+    while (sent < hello.length - 1 && !agent.server.events.some((e) => e.peer === peer)) {
+      if ((await conn.write(hello.subarray(sent, sent + 1)).catch(() => 0)) === 0) break;
+      sent++;
+      await delay(100);
+    }
+    const failed = await eventOf(agent, (e) => e.event === "failed" && e.peer === peer, 20_000);
+    assert(failed, "the slow connection is never given up");
+    assertEquals(failed.connection, "disk copy");
+    assert(String(failed.error).includes("No handshake within 1 s"), String(failed.error));
+    assert(sent < hello.length - 1, "the whole hello went through before the timeout");
+    assert(await closedWithin(conn, 20_000), "the slow connection is not closed");
+  } finally {
+    conn.close();
+  }
 });
