@@ -240,13 +240,16 @@ async function serveGuestStream(
         }`,
       );
     }
-    if (!destination.nbdPath) {
-      throw new ProtocolError(`Refused: the disk copies of guest "${guest.name}" have ended`);
-    }
+    if (!destination.nbdPath) throw copiesEnded(guest.name);
     path = destination.nbdPath;
   }
   const local = await connectUnix(path, guest.name);
   if (type === FrameType.DiskCopy) {
+    if (!destination.nbdPath) {
+      // The exports ended while it connected: it would outlive them.
+      local.close();
+      throw copiesEnded(guest.name);
+    }
     // One writer per disk: a source that connects again (its first connection half-open, say)
     // replaces the one before, which could otherwise write into the copy behind its back.
     destination.nbdConns.get(disk)?.close();
@@ -270,6 +273,10 @@ async function serveGuestStream(
       // Closed already (the disk copy ended).
     }
   }
+}
+
+function copiesEnded(guest: string): ProtocolError {
+  return new ProtocolError(`Refused: the disk copies of guest "${guest}" have ended`);
 }
 
 /** The kind of a connection whose first frame has this type. */
