@@ -281,3 +281,26 @@ Deno.test("a put naming a path, a NUL, a long name or a size out of range is ref
     source.close();
   }
 });
+
+Deno.test("a put into a cache the agent cannot make is refused naming the file, and the source may go on", async () => {
+  const runDir = await Deno.makeTempDir({ prefix: "gangway-rt-run-" });
+  // Where the cache directory should be, a file: no directory can be made there.
+  await Deno.writeTextFile(join(runDir, "files"), "");
+  try {
+    await using agent = await AgentProcess.start({ insecure: true, runDir });
+    const source = await RawSource.connect(agent);
+    try {
+      const { bytes } = await source.startPut(2 * MiB);
+      await source.sendPieces(bytes);
+      const put = await source.answer();
+      assertEquals([put.id, put.ok], [2, false]);
+      assertIncludes(put.error, `Cannot take file "vmlinuz-rt": `);
+      await source.send({ id: 3, op: "ping" });
+      assertEquals(await source.answer(), { id: 3, ok: true });
+    } finally {
+      source.close();
+    }
+  } finally {
+    await Deno.remove(runDir, { recursive: true });
+  }
+});

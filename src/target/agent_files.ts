@@ -67,12 +67,12 @@ export class FileStore {
     if (ref.size > MAX_BASE_BYTES) {
       throw new Error(`Cannot take file "${ref.name}": ${ref.size} bytes is over the limit`);
     }
-    await Deno.mkdir(this.#options.cacheDir, { recursive: true, mode: 0o700 });
     const path = join(this.#options.cacheDir, ref.sha256);
     const partial = `${path}.${crypto.randomUUID()}${PARTIAL_SUFFIX}`;
     const hash = createHash("sha256");
     let got = 0;
     try {
+      await Deno.mkdir(this.#options.cacheDir, { recursive: true, mode: 0o700 });
       // Written as it arrives: a large file costs no memory.
       using file = await Deno.open(partial, { write: true, createNew: true, mode: 0o600 });
       for await (const piece of pieces) {
@@ -118,7 +118,10 @@ export class FileStore {
         removed++;
       }
     } catch (error) {
-      if (!(error instanceof Deno.errors.NotFound)) throw error;
+      // No cache (yet, or something else in its place: each put then says why it cannot write).
+      if (!(error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotADirectory)) {
+        throw error;
+      }
     }
     return removed;
   }
