@@ -156,6 +156,12 @@ async function readExactly(conn: Deno.Conn, bytes: number): Promise<Uint8Array> 
 async function openExport(conn: Deno.Conn, name: string): Promise<bigint> {
   const greeting = await readExactly(conn, 18);
   assertEquals(new TextDecoder().decode(greeting.subarray(0, 16)), "NBDMAGICIHAVEOPT");
+  await conn.write(exportNameRequest(name));
+  return new DataView((await readExactly(conn, 10)).buffer).getBigUint64(0);
+}
+
+/** A client's half of a fixed newstyle NBD handshake that opens export `name` (NBD_OPT_EXPORT_NAME). */
+function exportNameRequest(name: string): Uint8Array {
   const nameBytes = new TextEncoder().encode(name);
   const request = new Uint8Array(4 + 16 + nameBytes.length);
   const view = new DataView(request.buffer);
@@ -164,8 +170,7 @@ async function openExport(conn: Deno.Conn, name: string): Promise<bigint> {
   view.setUint32(12, 1); // NBD_OPT_EXPORT_NAME
   view.setUint32(16, nameBytes.length);
   request.set(nameBytes, 20);
-  await conn.write(request);
-  return new DataView((await readExactly(conn, 10)).buffer).getBigUint64(0);
+  return request;
 }
 
 /** True when the agent closes `conn` within `timeoutMs` (what it sends meanwhile is read and dropped). */
@@ -298,6 +303,32 @@ Deno.test("a disk-copy hello sent a byte at a time holds its connection no longe
     assert(String(failed.error).includes("No handshake within 1 s"), String(failed.error));
     assert(sent < hello.length - 1, "the whole hello went through before the timeout");
     assert(await closedWithin(conn, 20_000), "the slow connection is not closed");
+  } finally {
+    conn.close();
+  }
+});
+
+Deno.test("stream bytes sent together with a disk-copy hello reach the NBD server, none dropped", async () => {
+  await using made = await agentWithBase();
+  await using target = await made.agent.connect();
+  const name = uniqueName("rt-early");
+  const key = await prepareCopied(target, name, made.base);
+  // The hello and, in the same write, the client's half of the NBD handshake (a client may send
+  // it before the server's greeting: it is read after the greeting goes out).
+  const hello = encodeJson(FrameType.DiskCopy, { key, guest: name, disk: 0 });
+  const options = exportNameRequest("disk0");
+  const together = new Uint8Array(hello.length + options.length);
+  together.set(hello);
+  together.set(options, hello.length);
+  const conn = await connectWith(made.agent, together);
+  try {
+    const header = await readExactly(conn, HEADER_BYTES);
+    assertEquals(header[0], FrameType.DiskCopy, "the agent's answer");
+    await readExactly(conn, new DataView(header.buffer).getUint32(4, true));
+    const greeting = await readExactly(conn, 18);
+    assertEquals(new TextDecoder().decode(greeting.subarray(0, 16)), "NBDMAGICIHAVEOPT");
+    const info = await readExactly(conn, 10);
+    assertEquals(new DataView(info.buffer).getBigUint64(0), 65536n, "the export's size");
   } finally {
     conn.close();
   }

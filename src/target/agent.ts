@@ -138,14 +138,13 @@ async function serveConnection(host: AgentHost, pending: PendingConnection): Pro
       case FrameType.Control:
         return await serveControl(host, channel, pending, decodeJson(first.body, "The hello"));
       case FrameType.DeviceState:
-      case FrameType.DiskCopy:
-        return await serveGuestStream(
-          host,
-          channel,
-          pending,
-          first.type,
-          decodeJson(first.body, "The guest stream's hello"),
-        );
+      case FrameType.DiskCopy: {
+        const hello = decodeJson(first.body, "The guest stream's hello");
+        // What came with the hello is the stream's: read already, it is not on the connection.
+        const extra = channel.reader.bytesRead - (HEADER_BYTES + first.body.length);
+        const early = extra > 0 ? (await channel.reader.peek(extra))!.slice() : undefined;
+        return await serveGuestStream(host, channel, pending, first.type, hello, early);
+      }
       default:
         throw new ProtocolError(`Unexpected ${frameTypeName(first?.type ?? -1)} frame first`);
     }
@@ -214,6 +213,8 @@ async function serveRam(
  * socket of its destination: its device state (into the destination's
  * migration socket), or NBD to one of its copied disks (to the
  * destination's NBD server, which exports only that guest's copied disks).
+ * `early` is what the source sent right after its hello, before the
+ * agent's answer: the stream's first bytes.
  */
 async function serveGuestStream(
   host: AgentHost,
@@ -221,6 +222,7 @@ async function serveGuestStream(
   pending: PendingConnection,
   type: typeof FrameType.DeviceState | typeof FrameType.DiskCopy,
   hello: Record<string, unknown>,
+  early?: Uint8Array,
 ): Promise<void> {
   const gang = host.gang;
   if (!gang || !sameText(hello.key, gang.key)) {
@@ -264,6 +266,9 @@ async function serveGuestStream(
   });
   try {
     await channel.write(encodeJson(type, { ok: true }));
+    for (let done = 0; early && done < early.length;) {
+      done += await local.write(early.subarray(done));
+    }
     await pipeBothWays(channel.conn, local);
   } finally {
     if (destination.nbdConns.get(disk) === local) destination.nbdConns.delete(disk);
