@@ -333,3 +333,22 @@ Deno.test("stream bytes sent together with a disk-copy hello reach the NBD serve
     conn.close();
   }
 });
+
+Deno.test("run-when-loaded asked while end-disk-copies is under way waits until the exports have ended", async () => {
+  await using made = await agentWithBase();
+  const source = await made.agent.connect();
+  try {
+    const name = uniqueName("rt-racing");
+    await prepareCopied(source, name, made.base);
+    // Both at once, as a source that does not wait for the first answer sends them.
+    const order: string[] = [];
+    const ended = source.agent.request("end-disk-copies", { guest: name })
+      .then(() => order.push("end-disk-copies"));
+    const ran = source.agent.request("run-when-loaded", { guest: name, timeoutMs: 1 })
+      .then(() => order.push("run-when-loaded"));
+    await Promise.all([ended, ran]);
+    assertEquals(order, ["end-disk-copies", "run-when-loaded"]);
+  } finally {
+    await source.close();
+  }
+});
