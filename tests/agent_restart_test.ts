@@ -10,6 +10,7 @@ import { AgentProcess } from "../src/target/agent_process.ts";
 import { RESUMED_MARK } from "../src/target/agent_gang.ts";
 import { QemuGuest } from "../src/qemu/guest.ts";
 import { fileExists } from "./qemu_helpers.ts";
+import { isAlive } from "../src/_processes.ts";
 import { eventOf, smallMachine } from "./_agent_fixtures.ts";
 
 Deno.test("an agent started again lists the guests that moved here before, and forgets them when they exit", async () => {
@@ -66,3 +67,54 @@ Deno.test("an agent started again lists the guests that moved here before, and f
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
+
+Deno.test("an agent started again finds QEMUs started as another program: it keeps the guest, and stops the leftover", async () => {
+  const dir = `/dev/shm/gangway-rt-${Deno.pid}-renamed`;
+  const runDir = await Deno.makeTempDir({ prefix: "gangway-rt-run-" });
+  await Deno.mkdir(dir, { recursive: true });
+  // QEMU as an agent started with --qemu-binary starts it: a program not called qemu-system-*.
+  const qemu = join(runDir, "vm-runner");
+  await Deno.symlink((await which("qemu-system-x86_64"))!, qemu);
+  const start = async (name: string, moved: boolean) => {
+    const guestDir = join(runDir, "guests", name);
+    const guest = await QemuGuest.startDestination({ ...await smallMachine(), qemuBinary: qemu }, {
+      name,
+      ramPath: join(dir, name),
+      runDir: guestDir,
+    });
+    if (moved) await Deno.writeTextFile(join(guestDir, RESUMED_MARK), "");
+    await guest.detach();
+    return guest.pid;
+  };
+  // A guest that moved here, and a destination whose gang the earlier agent never finished.
+  const pids = [await start("renamed", true), await start("leftover", false)];
+  let agent: AgentProcess | undefined;
+  try {
+    agent = await AgentProcess.start({ dir, runDir, insecure: true });
+    await using target = await agent.connect();
+    assertEquals((await target.keptGuests()).map((g) => [g.name, g.pid]), [["renamed", pids[0]]]);
+    assert(await fileExists(join(runDir, "guests", "renamed", "renamed.qmp")), "its QMP socket");
+    assert(await fileExists(join(dir, "renamed")), "its RAM file is removed");
+    assertEquals(isAlive(pids[1]!), false, "the leftover destination runs on");
+    assert(!(await fileExists(join(dir, "leftover"))), "the leftover's RAM file stays");
+  } finally {
+    for (const pid of pids) {
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch {
+        // Gone already.
+      }
+    }
+    await agent?.stop();
+    await Deno.remove(runDir, { recursive: true }).catch(() => {});
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
+/** The path of a program on PATH. */
+async function which(program: string): Promise<string | undefined> {
+  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
+    if (await fileExists(join(dir, program))) return join(dir, program);
+  }
+  return undefined;
+}

@@ -282,17 +282,17 @@ export class AgentHost {
     } catch {
       return removed; // no gang ever ran here
     }
-    const { usable, unusable } = await findQemus();
+    const { usable } = await findQemus();
     for (const { name, isDirectory } of entries) {
       if (!isDirectory) continue;
       const runDir = join(guestsDir, name);
       // Found by its command line, not by QMP: a busy QMP socket must not make it look gone.
       const qmpPath = join(runDir, `${name}.qmp`);
       const leftover = usable.find((q) => q.commandLine.instance.qmpPath === qmpPath);
+      // Not by program name only: a QEMU started as another program (--qemu-binary) is one too.
+      const pid = leftover?.pid ?? await pidServing(qmpPath);
       if (await exists(join(runDir, RESUMED_MARK))) {
         // It took over its guest: whatever it does now (paused, QMP held by someone), it is one.
-        const pid = leftover?.pid ??
-          unusable.find((q) => q.argv.some((arg) => arg.includes(`unix:${qmpPath}`)))?.pid;
         const entry: KeptEntry = {
           name,
           pid: pid ?? 0,
@@ -306,7 +306,7 @@ export class AgentHost {
         this.log({ event: "found", guest: name, pid });
         continue;
       }
-      if (leftover) await killAndWait([leftover.pid]);
+      if (pid !== undefined) await killAndWait([pid]);
       await Deno.remove(join(this.options.dir, name)).catch(() => {});
       await Deno.remove(runDir, { recursive: true }).catch(() => {});
       await Deno.remove(join(this.diskDir, name), { recursive: true }).catch(() => {});
@@ -363,10 +363,21 @@ async function qemuRuns(pid: number, qmpPath: string): Promise<boolean> {
   try {
     const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
     if (stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z")) return false;
-    return (await Deno.readTextFile(`/proc/${pid}/cmdline`)).includes(`unix:${qmpPath}`);
+    const argv = await Deno.readTextFile(`/proc/${pid}/cmdline`);
+    const qmp = `-qmp\0unix:${qmpPath}`;
+    return argv.includes(`${qmp},`) || argv.includes(`${qmp}\0`);
   } catch {
     return false;
   }
+}
+
+/** The process whose command line serves this QMP socket, looked for among all processes. */
+async function pidServing(qmpPath: string): Promise<number | undefined> {
+  for await (const entry of Deno.readDir("/proc")) {
+    const pid = Number(entry.name);
+    if (Number.isInteger(pid) && await qemuRuns(pid, qmpPath)) return pid;
+  }
+  return undefined;
 }
 
 /** Whether a name is taken: a link that names nothing takes it too. */
