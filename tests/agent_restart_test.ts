@@ -10,7 +10,7 @@ import { AgentProcess } from "../src/target/agent_process.ts";
 import { RESUMED_MARK } from "../src/target/agent_gang.ts";
 import { QemuGuest } from "../src/qemu/guest.ts";
 import { fileExists } from "./qemu_helpers.ts";
-import { isAlive } from "../src/_processes.ts";
+import { isAlive, killQuietly } from "../src/_processes.ts";
 import { eventOf, smallMachine } from "./_agent_fixtures.ts";
 
 Deno.test("an agent started again lists the guests that moved here before, and forgets them when they exit", async () => {
@@ -57,14 +57,7 @@ Deno.test("an agent started again lists the guests that moved here before, and f
     assert(!(await fileExists(join(dir, "moved"))), "its RAM file is removed");
     assert(!(await fileExists(join(runDir, "guests", "moved"))), "its run directory is removed");
   } finally {
-    try {
-      Deno.kill(pid, "SIGKILL");
-    } catch {
-      // Gone already.
-    }
-    await agent?.stop();
-    await Deno.remove(runDir, { recursive: true }).catch(() => {});
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    await cleanUp([pid], agent, runDir, dir);
   }
 });
 
@@ -98,18 +91,20 @@ Deno.test("an agent started again finds QEMUs started as another program: it kee
     assertEquals(isAlive(pids[1]!), false, "the leftover destination runs on");
     assert(!(await fileExists(join(dir, "leftover"))), "the leftover's RAM file stays");
   } finally {
-    for (const pid of pids) {
-      try {
-        Deno.kill(pid, "SIGKILL");
-      } catch {
-        // Gone already.
-      }
-    }
-    await agent?.stop();
-    await Deno.remove(runDir, { recursive: true }).catch(() => {});
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    await cleanUp(pids, agent, runDir, dir);
   }
 });
+
+/** Kills the test's QEMUs, stops the agent and removes its directories. */
+async function cleanUp(
+  pids: readonly number[],
+  agent: AgentProcess | undefined,
+  ...dirs: string[]
+): Promise<void> {
+  for (const pid of pids) killQuietly(pid);
+  await agent?.stop();
+  for (const dir of dirs) await Deno.remove(dir, { recursive: true }).catch(() => {});
+}
 
 /** The path of a program on PATH. */
 async function which(program: string): Promise<string | undefined> {
