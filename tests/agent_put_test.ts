@@ -304,3 +304,39 @@ Deno.test("a put into a cache the agent cannot make is refused naming the file, 
     await Deno.remove(runDir, { recursive: true });
   }
 });
+
+Deno.test("a put that sends more bytes than it said, or lies about the size, keeps no wrong file", async () => {
+  await using agent = await AgentProcess.start({ insecure: true });
+  const source = await RawSource.connect(agent);
+  try {
+    const { bytes, ref } = await source.startPut(2.5 * MiB);
+    // Half a MiB too many, in the last frame: refused, and the connection stays in step.
+    const more = new Uint8Array(3 * MiB);
+    more.set(bytes);
+    await source.sendPieces(more);
+    const tooMany = await source.answer();
+    assertEquals([tooMany.id, tooMany.ok], [2, false]);
+    assertIncludes(tooMany.error, `more than ${ref.size} bytes arrived`);
+    // A size other than the one asked for: refused, its bytes read and dropped.
+    await source.send({ id: 3, op: "put", file: { ...ref, size: 2 * MiB } });
+    await source.sendPieces(bytes.subarray(0, 2 * MiB));
+    const lie = await source.answer();
+    assertEquals([lie.id, lie.ok], [3, false]);
+    assertIncludes(lie.error, "no gang prepared here asked for it");
+    await source.send({ id: 4, op: "ping" });
+    assertEquals(await source.answer(), { id: 4, ok: true });
+    // The file, then one frame too many: the file is whole and kept; the extra frame is not a
+    // request, and the connection is closed.
+    await source.send({ id: 5, op: "put", file: ref });
+    await source.sendPieces(bytes);
+    await source.sendPieces(new Uint8Array(4096)).catch(() => {});
+    assertEquals((await source.answer()).ok, true);
+    const kept = agent.server.events.filter((e) => e.event === "file");
+    assertEquals(kept.length, 1);
+    assertEquals(sha256Hex(await Deno.readFile(String(kept[0]!.path))), ref.sha256);
+    const frame = await source.channel.reader.next(30_000).catch(() => null);
+    assertEquals(frame, null, "the connection after a frame that is not a request");
+  } finally {
+    source.close();
+  }
+});
