@@ -5,7 +5,7 @@
  * Guests are QEMUs started paused and never booted.
  */
 import { join } from "node:path";
-import { assert, assertEquals } from "./_assert.ts";
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { AgentProcess } from "../src/target/agent_process.ts";
 import { RESUMED_MARK } from "../src/target/agent_gang.ts";
 import { QemuGuest } from "../src/qemu/guest.ts";
@@ -113,3 +113,20 @@ async function which(program: string): Promise<string | undefined> {
   }
   return undefined;
 }
+
+Deno.test("an agent that cannot start leaves none of the directories its starter named for it", async () => {
+  const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const mine = async () =>
+    (await Array.fromAsync(Deno.readDir("/dev/shm"))).map((e) => e.name)
+      .filter((name) => name.startsWith(`gangway-agent-${Deno.pid}-`));
+  const before = await mine();
+  try {
+    // Its port is taken: it fails after it made its directories.
+    await assertRejects(() =>
+      AgentProcess.start({ insecure: true, port: (taken.addr as Deno.NetAddr).port })
+    );
+    assertEquals(await mine(), before, "RAM directories left in /dev/shm");
+  } finally {
+    taken.close();
+  }
+});
