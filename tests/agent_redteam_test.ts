@@ -98,9 +98,12 @@ Deno.test("a source that stops reading its answers and falls silent is abandoned
     const prepared = new TextDecoder().decode((await channel.reader.next(30_000))!.body);
     assert(prepared.includes('"key"'), prepared);
 
-    // Requests whose answers (100 kB each) fill the socket buffers, then silence.
-    for (let id = 2; id < 200; id++) ask({ id, op: "state", guest: "x".repeat(100_000) });
-    await ask({ id: 200, op: "ping" });
+    // Requests whose answers (100 kB each) fill the socket buffers, then silence. On a busy
+    // machine the agent may give up before the last of them is written: a broken pipe then.
+    for (let id = 2; id < 200; id++) {
+      ask({ id, op: "state", guest: "x".repeat(100_000) }).catch(() => {});
+    }
+    await ask({ id: 200, op: "ping" }).catch(() => {});
     const abandoned = await eventOf(agent, (e) => e.event === "abandoned", 15_000);
     assert(
       abandoned,

@@ -8,6 +8,7 @@ import { assert, assertEquals } from "./_assert.ts";
 import { ensureGuestImage, type GuestImage } from "../src/qemu/guest_image.ts";
 import type { QemuGuest } from "../src/qemu/guest.ts";
 import { type Heartbeat, parseHeartbeats } from "../src/qemu/heartbeat.ts";
+import { withTimeout } from "../src/_delay.ts";
 
 let image: Promise<GuestImage> | undefined;
 
@@ -59,6 +60,9 @@ export class Guests implements AsyncDisposable {
   async close(): Promise<void> {
     for (const guest of this.#all) await guest.close({ removeRam: true, removeDisk: true });
     for (const guest of this.#all) {
+      // A guest detached, then closed through another object attached to the same QEMU, is seen
+      // to exit a moment later: its exit is waited for, not raced.
+      await withTimeout(guest.exited, 5_000, () => new Error("still runs")).catch(() => {});
       assert(!guest.alive, `QEMU of "${guest.name}" still runs`);
       for (const path of [guest.ramPath, ...guest.overlays]) {
         assert(!(await fileExists(path)), `"${path}" is left behind`);

@@ -38,6 +38,12 @@ import { errorMessage } from "../_errors.ts";
 
 export type { AgentEvent, AgentOptions, KeptGuest } from "./agent_host.ts";
 
+/**
+ * What a connection to the agent is, as its events name it: "unknown"
+ * until its first frame says.
+ */
+export type ConnectionKind = "unknown" | "control" | "RAM" | "device state" | "disk copy";
+
 /** Options of {@linkcode serveAgent}. */
 export interface ServeAgentOptions extends AgentOptions {
   /** Stops the agent (a gang under way is abandoned, as if its source died). */
@@ -78,6 +84,8 @@ export async function serveAgent(
 ): Promise<void> {
   const host = new AgentHost(options);
   await host.recoverLeftovers();
+  const partials = await host.files.removePartials();
+  if (partials > 0) host.log({ event: "recovered", partialFiles: partials });
   host.log({ event: "listening", address: describeAddress(listener.addr) });
   const stop = () => host.closeConnections();
   options.signal?.addEventListener("abort", stop, { once: true });
@@ -107,6 +115,7 @@ async function serveConnection(host: AgentHost, pending: PendingConnection): Pro
   const endOnAbort = () => channel.close();
   signal.addEventListener("abort", endOnAbort, { once: true });
   host.track(channel);
+  let kind: ConnectionKind = "unknown";
   try {
     const timeoutMs = host.options.handshakeTimeoutMs;
     const head = await withTimeout(
@@ -118,6 +127,7 @@ async function serveConnection(host: AgentHost, pending: PendingConnection): Pro
       () => new TimeoutError(`No handshake within ${timeoutMs / 1000} s`),
     );
     if (!head) return;
+    kind = connectionKind(head[0]!);
     if (head[0] === FrameType.Hello) return await serveRam(host, channel, pending);
     const first = await withTimeout(
       channel.reader.next(undefined, MAX_CONTROL_BYTES),
@@ -128,19 +138,18 @@ async function serveConnection(host: AgentHost, pending: PendingConnection): Pro
       case FrameType.Control:
         return await serveControl(host, channel, pending, decodeJson(first.body, "The hello"));
       case FrameType.DeviceState:
-      case FrameType.DiskCopy:
-        return await serveGuestStream(
-          host,
-          channel,
-          pending,
-          first.type,
-          decodeJson(first.body, "The guest stream's hello"),
-        );
+      case FrameType.DiskCopy: {
+        const hello = decodeJson(first.body, "The guest stream's hello");
+        // What came with the hello is the stream's: read already, it is not on the connection.
+        const extra = channel.reader.bytesRead - (HEADER_BYTES + first.body.length);
+        const early = extra > 0 ? (await channel.reader.peek(extra))!.slice() : undefined;
+        return await serveGuestStream(host, channel, pending, first.type, hello, early);
+      }
       default:
         throw new ProtocolError(`Unexpected ${frameTypeName(first?.type ?? -1)} frame first`);
     }
   } catch (error) {
-    host.log({ event: "failed", peer, error: errorMessage(error) });
+    host.log({ event: "failed", connection: kind, peer, error: errorMessage(error) });
     await refuse(channel, error);
   } finally {
     signal.removeEventListener("abort", endOnAbort);
@@ -174,7 +183,7 @@ async function serveControl(
     maxGuests: host.options.maxGuests,
     maxMemoryMiB: host.options.maxMemoryMiB,
   }));
-  host.log({ event: "source", peer: pending.peer });
+  host.log({ event: "source", connection: "control", peer: pending.peer });
   await new ControlSession(host, channel, pending.peer).run();
 }
 
@@ -190,7 +199,7 @@ async function serveRam(
     dir: host.options.dir,
     token: gang?.key ?? crypto.randomUUID(),
     expectedGuests: gang?.names.map((name) => ({ name, size: gang.ramBytes(name)! })) ?? [],
-    log: (event) => host.log({ ...event, event: `ram-${event.event}` }),
+    log: (event) => host.log({ ...event, event: `ram-${event.event}`, connection: "RAM" }),
   };
   const sender = await readSenderHandshake(channel.conn, options, pending.signal, channel.reader);
   if (!gang || host.gang !== gang) throw new ProtocolError("Gang refused: the gang is over");
@@ -204,6 +213,8 @@ async function serveRam(
  * socket of its destination: its device state (into the destination's
  * migration socket), or NBD to one of its copied disks (to the
  * destination's NBD server, which exports only that guest's copied disks).
+ * `early` is what the source sent right after its hello, before the
+ * agent's answer: the stream's first bytes.
  */
 async function serveGuestStream(
   host: AgentHost,
@@ -211,6 +222,7 @@ async function serveGuestStream(
   pending: PendingConnection,
   type: typeof FrameType.DeviceState | typeof FrameType.DiskCopy,
   hello: Record<string, unknown>,
+  early?: Uint8Array,
 ): Promise<void> {
   const gang = host.gang;
   if (!gang || !sameText(hello.key, gang.key)) {
@@ -221,33 +233,70 @@ async function serveGuestStream(
   const destination = gang.get(hello.guest);
   const { guest } = destination;
   let path = destination.incomingPath;
+  const disk = hello.disk as number;
   if (type === FrameType.DiskCopy) {
-    if (!destination.nbdPath || !destination.copiedDisks.includes(hello.disk as number)) {
+    if (!destination.copiedDisks.includes(disk)) {
       throw new ProtocolError(
         `Refused: guest "${guest.name}" has no copied disk ${
           String(JSON.stringify(hello.disk)).slice(0, 40)
         }`,
       );
     }
+    if (!destination.nbdPath) throw copiesEnded(guest.name);
     path = destination.nbdPath;
   }
   const local = await connectUnix(path, guest.name);
-  if (type === FrameType.DiskCopy) destination.nbdConns.add(local);
+  if (type === FrameType.DiskCopy) {
+    if (!destination.nbdPath) {
+      // The exports ended while it connected: it would outlive them.
+      local.close();
+      throw copiesEnded(guest.name);
+    }
+    // One writer per disk: a source that connects again (its first connection half-open, say)
+    // replaces the one before, which could otherwise write into the copy behind its back.
+    destination.nbdConns.get(disk)?.close();
+    destination.nbdConns.set(disk, local);
+  }
   host.log({
     event: type === FrameType.DiskCopy ? "disk-copy" : "device-state",
+    connection: connectionKind(type),
+    peer: pending.peer,
     guest: guest.name,
     ...type === FrameType.DiskCopy ? { disk: hello.disk } : {},
   });
   try {
     await channel.write(encodeJson(type, { ok: true }));
+    for (let done = 0; early && done < early.length;) {
+      done += await local.write(early.subarray(done));
+    }
     await pipeBothWays(channel.conn, local);
   } finally {
-    destination.nbdConns.delete(local);
+    if (destination.nbdConns.get(disk) === local) destination.nbdConns.delete(disk);
     try {
       local.close();
     } catch {
       // Closed already (the disk copy ended).
     }
+  }
+}
+
+function copiesEnded(guest: string): ProtocolError {
+  return new ProtocolError(`Refused: the disk copies of guest "${guest}" have ended`);
+}
+
+/** The kind of a connection whose first frame has this type. */
+function connectionKind(type: number): ConnectionKind {
+  switch (type) {
+    case FrameType.Control:
+      return "control";
+    case FrameType.Hello:
+      return "RAM";
+    case FrameType.DeviceState:
+      return "device state";
+    case FrameType.DiskCopy:
+      return "disk copy";
+    default:
+      return "unknown";
   }
 }
 

@@ -147,12 +147,20 @@ export class AgentClient {
   async sendFile(ref: FileRef, path: string): Promise<void> {
     using file = await Deno.open(path);
     const answered = this.request("put", { file: ref }, 300_000);
+    // Awaited once the file is sent; a piece that cannot be sent must not leave it unhandled.
+    answered.catch(() => {});
     const buffer = new Uint8Array(FILE_PIECE_BYTES);
-    for (let sent = 0; sent < ref.size;) {
-      const got = await file.read(buffer.subarray(0, Math.min(buffer.length, ref.size - sent)));
-      if (got === null) throw new Error(`Cannot send "${path}": it shrank while it was sent`);
-      await this.#channel.write(encodeFilePiece(buffer.slice(0, got)));
-      sent += got;
+    try {
+      for (let sent = 0; sent < ref.size;) {
+        const got = await file.read(buffer.subarray(0, Math.min(buffer.length, ref.size - sent)));
+        if (got === null) throw new Error(`it shrank while it was sent`);
+        await this.#channel.write(encodeFilePiece(buffer.slice(0, got)));
+        sent += got;
+      }
+    } catch (error) {
+      throw new Error(`Cannot send "${path}" to the target agent: ${errorMessage(error)}`, {
+        cause: error,
+      });
     }
     await answered;
   }

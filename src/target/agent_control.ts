@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { FrameType, frameTypeName, ProtocolError } from "../transfer/protocol.ts";
+import { FrameType, frameTypeName, HEADER_BYTES, ProtocolError } from "../transfer/protocol.ts";
 import {
   type Answer,
   decodeJson,
@@ -76,7 +76,12 @@ export class ControlSession {
         task.finally(() => running.delete(task));
       }
     } catch (error) {
-      this.#host.log({ event: "failed", peer: this.#peer, error: errorMessage(error) });
+      this.#host.log({
+        event: "failed",
+        connection: "control",
+        peer: this.#peer,
+        error: errorMessage(error),
+      });
     } finally {
       // Closed first: answers the source does not read must not hold up the abandonment.
       this.#channel.close();
@@ -132,6 +137,14 @@ export class ControlSession {
     switch (request.op) {
       case "run-when-loaded": {
         const found = gang.get(request.guest);
+        // Its disk must have one writer when it runs, its own device: a source that skipped
+        // `end-disk-copies` could otherwise still write into it through the export.
+        try {
+          await gang.endDiskCopies(request.guest);
+        } catch (error) {
+          // Not started: its source may run again.
+          return { loaded: false, error: errorMessage(error) };
+        }
         const timeoutMs = Math.min(Number(request.timeoutMs) || 30_000, MAX_WAIT_MS);
         try {
           const state = await found.destination.runWhenLoaded(timeoutMs, async () => {
@@ -254,24 +267,56 @@ export class ControlSession {
     const ref = checkFileRef(request.file);
     const reader = this.#channel.reader;
     const idle = this.#host.options.idleTimeoutMs;
+    // Every byte the source said it sends is read, whatever becomes of the file (a full disk, a
+    // wrong hash, a file nobody asked for): the connection stays in step, and the source is told
+    // why instead of finding its connection closed in the middle of its file.
+    let left = ref.size;
     async function* pieces(): AsyncGenerator<Uint8Array> {
-      for (;;) {
-        const frame = await reader.next(idle);
-        if (!frame) throw new ProtocolError("Connection closed in the middle of a file");
-        if (frame.type !== FrameType.FileData) {
-          throw new ProtocolError(`Expected a FileData frame, got ${frameTypeName(frame.type)}`);
+      while (left > 0) {
+        const head = await reader.peek(HEADER_BYTES, idle, "a FileData frame");
+        if (!head) throw new ProtocolError("Connection closed in the middle of a file");
+        if (head[0] !== FrameType.FileData) {
+          // Left unread: it is the source's next request.
+          throw new ProtocolError(
+            `Cannot take file "${ref.name}": a ${frameTypeName(head[0]!)} frame came after ${
+              ref.size - left
+            } of its ${ref.size} bytes`,
+          );
         }
+        const frame = (await reader.next(idle))!;
+        left -= frame.body.length;
         yield frame.body;
       }
     }
+    const dropRest = async () => {
+      try {
+        for await (const _ of pieces()) {
+          // Dropped.
+        }
+      } catch {
+        // The connection ended or the source moved on: the next read says which.
+      }
+    };
     if (this.#asked.get(ref.sha256) !== ref.size) {
-      // Read and dropped, so the connection stays in step; nothing is kept.
-      for await (const piece of pieces()) if ((ref.size -= piece.length) <= 0) break;
+      await dropRest();
       throw new Error(`Cannot take file "${ref.name}": no gang prepared here asked for it`);
     }
-    const path = await this.#host.files.receive(ref, pieces());
+    let path: string;
+    try {
+      path = await this.#host.files.receive(ref, pieces());
+    } catch (error) {
+      await dropRest();
+      throw error;
+    }
     this.#asked.delete(ref.sha256);
-    this.#host.log({ event: "file", peer: this.#peer, name: ref.name, sha256: ref.sha256, path });
+    this.#host.log({
+      event: "file",
+      connection: "control",
+      peer: this.#peer,
+      name: ref.name,
+      sha256: ref.sha256,
+      path,
+    });
     return {};
   }
 
@@ -289,6 +334,7 @@ export class ControlSession {
     await this.#host.keep(kept);
     this.#host.log({
       event: "abandoned",
+      connection: "control",
       peer: this.#peer,
       kept: kept.map((k) => k.guest.name),
     });

@@ -13,6 +13,10 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { type FileRef, MAX_BASE_BYTES } from "./machine_description.ts";
 import { sha256OfFile } from "./_file_hash.ts";
+import { errorMessage } from "../_errors.ts";
+
+/** The end of the name of a file still being received into the cache. */
+const PARTIAL_SUFFIX = ".part";
 
 /** Where an agent keeps and looks for files. */
 export interface FileStoreOptions {
@@ -63,12 +67,12 @@ export class FileStore {
     if (ref.size > MAX_BASE_BYTES) {
       throw new Error(`Cannot take file "${ref.name}": ${ref.size} bytes is over the limit`);
     }
-    await Deno.mkdir(this.#options.cacheDir, { recursive: true, mode: 0o700 });
     const path = join(this.#options.cacheDir, ref.sha256);
-    const partial = `${path}.${crypto.randomUUID()}.part`;
+    const partial = `${path}.${crypto.randomUUID()}${PARTIAL_SUFFIX}`;
     const hash = createHash("sha256");
     let got = 0;
     try {
+      await Deno.mkdir(this.#options.cacheDir, { recursive: true, mode: 0o700 });
       // Written as it arrives: a large file costs no memory.
       using file = await Deno.open(partial, { write: true, createNew: true, mode: 0o600 });
       for await (const piece of pieces) {
@@ -90,8 +94,36 @@ export class FileStore {
       return path;
     } catch (error) {
       await Deno.remove(partial).catch(() => {});
-      throw error;
+      const why = errorMessage(error);
+      // A full disk, a read-only cache: said with the file's name, like the refusals above.
+      throw why.startsWith("Cannot take file")
+        ? error
+        : new Error(`Cannot take file "${ref.name}": ${why}`, { cause: error });
     }
+  }
+
+  /**
+   * Removes the files that transfers left half written when an agent
+   * died (`*.part` in the cache). Only at start-up: the run directory is
+   * then this agent's alone (the agent command locks it).
+   *
+   * @returns How many it removed
+   */
+  async removePartials(): Promise<number> {
+    let removed = 0;
+    try {
+      for await (const entry of Deno.readDir(this.#options.cacheDir)) {
+        if (!entry.isFile || !entry.name.endsWith(PARTIAL_SUFFIX)) continue;
+        await Deno.remove(join(this.#options.cacheDir, entry.name));
+        removed++;
+      }
+    } catch (error) {
+      // No cache (yet, or something else in its place: each put then says why it cannot write).
+      if (!(error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotADirectory)) {
+        throw error;
+      }
+    }
+    return removed;
   }
 }
 

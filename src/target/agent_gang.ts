@@ -60,8 +60,10 @@ export interface GangDestination {
   copiedDisks: number[];
   /** Its NBD server's unix socket, while its copied disks are exported. */
   nbdPath?: string;
-  /** The connections to that socket the agent carries, closed before the exports end. */
-  nbdConns: Set<{ close(): void }>;
+  /** The connection to that socket the agent carries for each disk (one at a time), closed before the exports end. */
+  nbdConns: Map<number, { close(): void }>;
+  /** While its exports end: what every caller of `endDiskCopies` waits for. */
+  disksEnding?: Promise<void>;
   /** The directory of its copied disks' overlays, removed when it is discarded. */
   diskDir?: string;
   /** True once it was started (`cont`): it is the guest now, and is never discarded for the source's sake. */
@@ -115,7 +117,7 @@ export class AgentGang {
           resumed: false,
           copiedDisks,
           diskDir,
-          nbdConns: new Set(),
+          nbdConns: new Map(),
         };
         gang.#destinations.set(name, found);
         // Listening from the start: the source's device-state path is ready before any pause.
@@ -175,20 +177,12 @@ export class AgentGang {
    * Ends the NBD exports of a destination's copied disks: the source's
    * mirrors have ended, and its guest's device must be their only writer.
    */
-  async endDiskCopies(name: unknown): Promise<void> {
+  endDiskCopies(name: unknown): Promise<void> {
     const found = this.get(name);
-    if (!found.nbdPath) return;
-    // A connection left open (a source that never used it) would hold up QEMU's `nbd-server-stop`.
-    for (const conn of found.nbdConns) {
-      try {
-        conn.close();
-      } catch {
-        // Closed already.
-      }
-    }
-    found.nbdConns.clear();
-    await endDiskExports(found.guest, found.copiedDisks);
-    found.nbdPath = undefined;
+    // One ending at a time, and every caller waits for it: `run-when-loaded` asked meanwhile
+    // must not run the guest while its disk is still exported.
+    found.disksEnding ??= endDisks(found).finally(() => (found.disksEnding = undefined));
+    return found.disksEnding;
   }
 
   /**
@@ -229,6 +223,29 @@ export class AgentGang {
     await this.discard(dropped);
     this.#destinations.clear();
     return kept;
+  }
+}
+
+/** Ends a destination's disk exports, after closing the connections the agent carries to them. */
+async function endDisks(found: GangDestination): Promise<void> {
+  const nbdPath = found.nbdPath;
+  if (!nbdPath) return;
+  // Refused from now on: a connection made while the exports end would outlive them.
+  found.nbdPath = undefined;
+  // A connection left open (a source that never used it) would hold up QEMU's `nbd-server-stop`.
+  for (const conn of found.nbdConns.values()) {
+    try {
+      conn.close();
+    } catch {
+      // Closed already.
+    }
+  }
+  found.nbdConns.clear();
+  try {
+    await endDiskExports(found.guest, found.copiedDisks);
+  } catch (error) {
+    found.nbdPath = nbdPath; // still exported: the next try ends them
+    throw error;
   }
 }
 

@@ -1,9 +1,9 @@
 /**
  * What a target agent holds across its connections: its options, its
  * files, the one gang under way, and the guests that moved to this host
- * and run here (kept after their gang ended; the agent no longer holds
- * their QMP socket, and removes their RAM file and run directory once
- * their QEMU exits).
+ * and run here (kept after their gang ended, or found when the agent
+ * started; the agent no longer holds their QMP socket, and removes their
+ * RAM file and run directory once their QEMU exits).
  *
  * @module
  */
@@ -13,6 +13,7 @@ import type { Heartbeat } from "../qemu/heartbeat.ts";
 import type { DestinationState } from "../qemu/destination.ts";
 import { QmpClient } from "../qemu/qmp.ts";
 import { findQemus } from "../qemu/discover.ts";
+import { readHeartbeat } from "../qemu/heartbeat.ts";
 import { killAndWait } from "../_processes.ts";
 import { pathExists } from "../_path_exists.ts";
 import { AgentGang, type GangDestination, type GangMachine, RESUMED_MARK } from "./agent_gang.ts";
@@ -74,6 +75,21 @@ export interface KeptGuest {
   heartbeat?: Heartbeat;
 }
 
+/** How often the agent looks whether a guest it found at start-up (not its child) still runs. */
+const FOUND_POLL_MS = 1_000;
+
+/** A guest that moved here and runs, as the agent keeps track of it. */
+interface KeptEntry {
+  name: string;
+  pid: number;
+  /** Its run directory (QMP socket, serial log), removed once it exits. */
+  runDir: string;
+  serialLog: string;
+  ramPath: string;
+  /** False once its QEMU has exited. */
+  alive(): boolean;
+}
+
 /** The agent's state. */
 export class AgentHost {
   /** Its options. */
@@ -84,7 +100,9 @@ export class AgentHost {
   readonly diskDir: string;
   #gang: AgentGang | undefined;
   #starting = false;
-  readonly #kept = new Map<string, GangDestination>();
+  readonly #kept = new Map<string, KeptEntry>();
+  /** Looks after the guests found at start-up, which are not the agent's children. */
+  #foundWatch: ReturnType<typeof setInterval> | undefined;
   readonly #connections = new Set<{ close(): void }>();
 
   /** The state of an agent with these options. */
@@ -182,24 +200,37 @@ export class AgentHost {
    * socket and removes their files once their QEMU exits.
    */
   async keep(destinations: readonly GangDestination[]): Promise<KeptGuest[]> {
-    for (const kept of destinations) {
-      const { guest } = kept;
-      this.#kept.set(guest.name, kept);
+    const entries: KeptEntry[] = [];
+    for (const { guest, runDir } of destinations) {
+      const entry: KeptEntry = {
+        name: guest.name,
+        pid: guest.pid,
+        runDir,
+        serialLog: guest.serialLog,
+        ramPath: guest.ramPath,
+        alive: () => guest.alive,
+      };
+      this.#kept.set(guest.name, entry);
+      entries.push(entry);
       const exited = guest.exited;
       await guest.detach();
-      exited.then(async () => {
-        this.#kept.delete(guest.name);
-        await Deno.remove(guest.ramPath).catch(() => {});
-        await Deno.remove(kept.runDir, { recursive: true }).catch(() => {});
-        this.log({ event: "exited", guest: guest.name });
-      });
+      exited.then(() => this.#forget(entry));
     }
-    return await Promise.all(destinations.map((d) => this.#describe(d)));
+    return await Promise.all(entries.map((entry) => this.#describe(entry)));
   }
 
   /** The guests that moved here and still run (or just exited). */
   async keptGuests(): Promise<KeptGuest[]> {
-    return await Promise.all([...this.#kept.values()].map((d) => this.#describe(d)));
+    return await Promise.all([...this.#kept.values()].map((entry) => this.#describe(entry)));
+  }
+
+  /** A guest that exited: its RAM file and run directory go (a copied disk stays: its disk). */
+  async #forget(entry: KeptEntry): Promise<void> {
+    if (this.#kept.get(entry.name) !== entry) return;
+    this.#kept.delete(entry.name);
+    await Deno.remove(entry.ramPath).catch(() => {});
+    await Deno.remove(entry.runDir, { recursive: true }).catch(() => {});
+    this.log({ event: "exited", guest: entry.name });
   }
 
   /**
@@ -212,12 +243,11 @@ export class AgentHost {
   async keptState(name: unknown): Promise<DestinationState | undefined> {
     const kept = typeof name === "string" ? this.#kept.get(name) : undefined;
     if (!kept) return undefined;
-    const { guest } = kept;
-    const heartbeat = await guest.heartbeat().catch(() => undefined);
-    if (!guest.alive) return { alive: false, status: "exited", running: false, heartbeat };
+    const heartbeat = await readHeartbeat(kept.serialLog).catch(() => undefined);
+    if (!kept.alive()) return { alive: false, status: "exited", running: false, heartbeat };
     try {
-      const qmp = await QmpClient.connect(join(kept.runDir, `${guest.name}.qmp`), {
-        guest: guest.name,
+      const qmp = await QmpClient.connect(join(kept.runDir, `${kept.name}.qmp`), {
+        guest: kept.name,
       });
       try {
         const { status, running } = await qmp.execute<{ status: string; running: boolean }>(
@@ -228,14 +258,16 @@ export class AgentHost {
         await qmp.close();
       }
     } catch {
-      return { alive: guest.alive, status: "unknown", running: false, heartbeat };
+      return { alive: kept.alive(), status: "unknown", running: false, heartbeat };
     }
   }
 
   /**
    * Cleans up after an agent of this run directory that died during a
    * gang: destinations that never took over their guest are killed and
-   * their files removed; guests that run are left alone.
+   * their files removed. Guests that moved here earlier are left alone and
+   * kept track of (listed in `guests`, their files removed once they
+   * exit); one that exited while no agent ran has its files removed now.
    *
    * Requires `--allow-run` (ps, cat), `--allow-read`, `--allow-write`, `--allow-net`.
    *
@@ -254,41 +286,98 @@ export class AgentHost {
     for (const { name, isDirectory } of entries) {
       if (!isDirectory) continue;
       const runDir = join(guestsDir, name);
-      if (await exists(join(runDir, RESUMED_MARK))) {
-        // It took over its guest: whatever it does now (paused, QMP held by someone), it is one.
-        this.log({ event: "found", guest: name });
-        continue;
-      }
       // Found by its command line, not by QMP: a busy QMP socket must not make it look gone.
       const qmpPath = join(runDir, `${name}.qmp`);
       const leftover = usable.find((q) => q.commandLine.instance.qmpPath === qmpPath);
-      if (leftover) await killAndWait([leftover.pid]);
+      // Not by program name only: a QEMU started as another program (--qemu-binary) is one too.
+      const pid = leftover?.pid ?? await pidServing(qmpPath);
+      if (await exists(join(runDir, RESUMED_MARK))) {
+        // It took over its guest: whatever it does now (paused, QMP held by someone), it is one.
+        const entry: KeptEntry = {
+          name,
+          pid: pid ?? 0,
+          runDir,
+          serialLog: leftover?.commandLine.instance.serialLog ?? join(runDir, `${name}.serial.log`),
+          ramPath: leftover?.commandLine.instance.ramPath ?? join(this.options.dir, name),
+          // Until the watch sees it gone (and forgets it): not the agent's child, so not waited for.
+          alive: () => true,
+        };
+        this.#kept.set(name, entry);
+        this.log({ event: "found", guest: name, pid });
+        continue;
+      }
+      if (pid !== undefined) await killAndWait([pid]);
       await Deno.remove(join(this.options.dir, name)).catch(() => {});
       await Deno.remove(runDir, { recursive: true }).catch(() => {});
       await Deno.remove(join(this.diskDir, name), { recursive: true }).catch(() => {});
       removed.push(name);
     }
     if (removed.length > 0) this.log({ event: "recovered", removed });
+    await this.#watchFound();
     return removed;
+  }
+
+  /** Forgets the found guests that exited, now and every {@linkcode FOUND_POLL_MS}. */
+  async #watchFound(): Promise<void> {
+    const found = [...this.#kept.values()];
+    if (found.length === 0) return;
+    const check = async () => {
+      for (const entry of found) {
+        if (this.#kept.get(entry.name) !== entry) continue; // forgotten already
+        const qmpPath = join(entry.runDir, `${entry.name}.qmp`);
+        if (!(await qemuRuns(entry.pid, qmpPath))) await this.#forget(entry);
+      }
+    };
+    await check();
+    this.#foundWatch = setInterval(check, FOUND_POLL_MS);
+    Deno.unrefTimer(this.#foundWatch);
   }
 
   /** Ends the gang under way, if any (the agent stops); kept guests run on. */
   async close(): Promise<void> {
+    clearInterval(this.#foundWatch);
     await this.#gang?.end(true);
     this.#gang = undefined;
   }
 
-  async #describe({ guest, runDir }: GangDestination): Promise<KeptGuest> {
+  async #describe(entry: KeptEntry): Promise<KeptGuest> {
     return {
-      name: guest.name,
-      pid: guest.pid,
-      qmpPath: join(runDir, `${guest.name}.qmp`),
-      serialLog: guest.serialLog,
-      ramPath: guest.ramPath,
-      alive: guest.alive,
-      heartbeat: await guest.heartbeat().catch(() => undefined),
+      name: entry.name,
+      pid: entry.pid,
+      qmpPath: join(entry.runDir, `${entry.name}.qmp`),
+      serialLog: entry.serialLog,
+      ramPath: entry.ramPath,
+      alive: entry.alive(),
+      heartbeat: await readHeartbeat(entry.serialLog).catch(() => undefined),
     };
   }
+}
+
+/**
+ * Whether the QEMU of this pid still runs (not a zombie) and is the one of
+ * this QMP socket (not a later process that got its pid). Read from /proc,
+ * without running anything: it is asked every second.
+ */
+async function qemuRuns(pid: number, qmpPath: string): Promise<boolean> {
+  if (pid <= 0) return false;
+  try {
+    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+    if (stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z")) return false;
+    const argv = await Deno.readTextFile(`/proc/${pid}/cmdline`);
+    const qmp = `-qmp\0unix:${qmpPath}`;
+    return argv.includes(`${qmp},`) || argv.includes(`${qmp}\0`);
+  } catch {
+    return false;
+  }
+}
+
+/** The process whose command line serves this QMP socket, looked for among all processes. */
+async function pidServing(qmpPath: string): Promise<number | undefined> {
+  for await (const entry of Deno.readDir("/proc")) {
+    const pid = Number(entry.name);
+    if (Number.isInteger(pid) && await qemuRuns(pid, qmpPath)) return pid;
+  }
+  return undefined;
 }
 
 /** Whether a name is taken: a link that names nothing takes it too. */

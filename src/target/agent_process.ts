@@ -125,6 +125,10 @@ export class AgentProcess implements AsyncDisposable {
     const unique = `${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
     const dir = options.dir ?? `/dev/shm/gangway-agent-${unique}`;
     const runDir = options.runDir ?? `/tmp/gangway-agent-${unique}`;
+    const madeDirs = {
+      dir: options.dir === undefined ? dir : undefined,
+      runDir: options.runDir === undefined ? runDir : undefined,
+    };
     const ownsCredentials = !options.insecure && options.credentials === undefined;
     const credentials = options.insecure
       ? undefined
@@ -151,12 +155,11 @@ export class AgentProcess implements AsyncDisposable {
       });
       return new AgentProcess(server, { hostname, port: server.port }, dir, credentials, {
         credentials: ownsCredentials,
-        dirs: {
-          dir: options.dir === undefined ? dir : undefined,
-          runDir: options.runDir === undefined ? runDir : undefined,
-        },
+        dirs: madeDirs,
       });
     } catch (error) {
+      // It may have made them before it failed (a port in use).
+      await removeMadeDirs(madeDirs);
       if (ownsCredentials) await Deno.remove(credentials!.dir, { recursive: true }).catch(() => {});
       throw error;
     }
@@ -208,9 +211,7 @@ export class AgentProcess implements AsyncDisposable {
    */
   async stop(): Promise<void> {
     await this.server.stop();
-    const { dir, runDir } = this.#madeDirs;
-    if (runDir) await Deno.remove(runDir, { recursive: true }).catch(() => {});
-    if (dir) await Deno.remove(dir).catch(() => {});
+    await removeMadeDirs(this.#madeDirs);
     if (this.#ownsCredentials && this.credentials) {
       await Deno.remove(this.credentials.dir, { recursive: true }).catch(() => {});
     }
@@ -220,4 +221,10 @@ export class AgentProcess implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
   }
+}
+
+/** Removes the directories named for an agent: its run directory, and its RAM directory when empty. */
+async function removeMadeDirs({ dir, runDir }: { dir?: string; runDir?: string }): Promise<void> {
+  if (runDir) await Deno.remove(runDir, { recursive: true }).catch(() => {});
+  if (dir) await Deno.remove(dir).catch(() => {});
 }

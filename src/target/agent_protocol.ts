@@ -10,7 +10,9 @@
  *   the agent handed out in its `prepare` answer as its token;
  * - DEVICE_STATE `{"key":...,"guest":...}`: one guest's device state; once
  *   the agent answers with a DEVICE_STATE frame, the connection carries
- *   QEMU's migration stream as it is, both ways.
+ *   QEMU's migration stream as it is, both ways;
+ * - DISK_COPY `{"key":...,"guest":...,"disk":N}`: NBD to one of the
+ *   guest's copied disks, the same way (one connection per disk at a time).
  *
  * @module
  */
