@@ -127,8 +127,9 @@ export class AgentGang {
           await exportDisks(guest, found.nbdPath, copiedDisks);
         }
       } catch (error) {
-        await Deno.remove(runDir, { recursive: true }).catch(() => {});
+        // The overlay first: a run directory left alone by a crash here keeps the name taken.
         if (diskDir) await Deno.remove(diskDir, { recursive: true }).catch(() => {});
+        await Deno.remove(runDir, { recursive: true }).catch(() => {});
         throw error;
       }
     }));
@@ -197,8 +198,10 @@ export class AgentGang {
       if (!found) return;
       this.#destinations.delete(name);
       await found.guest.close({ removeRam: true, timeoutMs: 2_000 }).catch(() => {});
-      await Deno.remove(found.runDir, { recursive: true }).catch(() => {});
+      // The overlay first: an agent killed between the two leaves the run directory, which
+      // keeps the name taken, not an overlay no one can tell from a moved guest's disk.
       if (found.diskDir) await Deno.remove(found.diskDir, { recursive: true }).catch(() => {});
+      await Deno.remove(found.runDir, { recursive: true }).catch(() => {});
     }));
     return this.#destinations.size;
   }
