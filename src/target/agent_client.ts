@@ -56,6 +56,8 @@ export class AgentClient {
   #nextId = 1;
   #ended: Error | undefined;
   #ping: ReturnType<typeof setInterval> | undefined;
+  /** Settles once the file being sent, if any, has all its pieces written. */
+  #fileSent: Promise<void> = Promise.resolve();
 
   private constructor(
     address: TargetAddress,
@@ -121,6 +123,20 @@ export class AgentClient {
     fields: Record<string, unknown> = {},
     timeoutMs: number = this.#options.answerTimeoutMs ?? 60_000,
   ): Promise<Record<string, unknown>> {
+    // A file's pieces must follow its put unbroken: a request (a ping) waits for the file.
+    for (let file = this.#fileSent;; file = this.#fileSent) {
+      await file;
+      if (file === this.#fileSent) break;
+    }
+    return await this.#ask(op, fields, timeoutMs);
+  }
+
+  /** Writes a request at once (before its first await) and waits for its answer. */
+  async #ask(
+    op: string,
+    fields: Record<string, unknown>,
+    timeoutMs: number,
+  ): Promise<Record<string, unknown>> {
     if (this.#ended) throw this.#ended;
     const id = this.#nextId++;
     const answered = new Promise<Answer>((resolve, reject) => {
@@ -146,11 +162,16 @@ export class AgentClient {
    */
   async sendFile(ref: FileRef, path: string): Promise<void> {
     using file = await Deno.open(path);
-    const answered = this.request("put", { file: ref }, 300_000);
-    // Awaited once the file is sent; a piece that cannot be sent must not leave it unhandled.
-    answered.catch(() => {});
+    const previous = this.#fileSent;
+    let sent!: () => void;
+    this.#fileSent = new Promise((resolve) => sent = resolve);
+    let answered: Promise<Record<string, unknown>> | undefined;
     const buffer = new Uint8Array(FILE_PIECE_BYTES);
     try {
+      await previous;
+      answered = this.#ask("put", { file: ref }, 300_000);
+      // Awaited once the file is sent; a piece that cannot be sent must not leave it unhandled.
+      answered.catch(() => {});
       for (let sent = 0; sent < ref.size;) {
         const got = await file.read(buffer.subarray(0, Math.min(buffer.length, ref.size - sent)));
         if (got === null) throw new Error(`it shrank while it was sent`);
@@ -161,6 +182,8 @@ export class AgentClient {
       throw new Error(`Cannot send "${path}" to the target agent: ${errorMessage(error)}`, {
         cause: error,
       });
+    } finally {
+      sent();
     }
     await answered;
   }
