@@ -159,6 +159,21 @@ Deno.test("CompressionPolicy compresses the share of frames that keeps CPU and l
   assert(Math.abs(share - 0.3) < 0.02, `share ${share}`);
 });
 
+Deno.test("CompressionPolicy pays no time for data that does not compress, however fast zstd gives up", () => {
+  const clock = { now: 0 };
+  // Loopback: the stream is a little faster than the sender; random pages, which zstd passes
+  // over at 1.6 GB/s: compressing every frame costs 1.2x the time and saves no byte.
+  const link = { streamBytesPerSecond: 534e6, waitedSeconds: 0 };
+  const policy = new CompressionPolicy("auto", link, () => clock.now);
+  const random = { raw: 524288, busyMs: 1.52, waitMs: 0, zstdMs: 0.33, compressed: 524288 };
+  runFrames(policy, clock, link, random, 100);
+  const started = clock.now;
+  const compressed = runFrames(policy, clock, link, random, 500);
+  const probes = Math.ceil((clock.now - started) / PROBE_INTERVAL_MS);
+  assert(compressed <= probes, `${compressed} frames compressed, ${probes} probes`);
+  assertEquals(policy.estimate.share, 0);
+});
+
 Deno.test("CompressionPolicy measures zstd again after contention made it look slower than the link", () => {
   const clock = { now: 0 };
   const link = { streamBytesPerSecond: 117e6, waitedSeconds: 0 };

@@ -20,7 +20,8 @@
  *   - in between, the share f = (1/L - c) / (1/Z + (1 - r)/L) of frames
  *     that makes both sides equally busy: the fastest mix; unless
  *     compressing every frame is at most {@linkcode BYTES_WORTH} times
- *     slower than that, for the bytes it saves.
+ *     slower than that, for the bytes it saves (the allowance shrinks
+ *     with the saving: none for data that does not compress).
  *
  * c is measured as the sender's time between PAGES frames that was
  * neither zstd nor waiting for the stream, per byte of page data; Z and r
@@ -176,7 +177,9 @@ export class CompressionPolicy {
     // Seconds per byte at a share f: the slower of the CPU and the stream.
     const pace = (f: number) =>
       Math.max(cpu + f * zstdPerByte, (1 - f * (1 - ratio)) * linkPerByte);
-    return pace(1) <= BYTES_WORTH * pace(fastest) ? 1 : fastest;
+    // Time paid for bytes saved: random pages (ratio 1) compress fast and save nothing.
+    const worth = 1 + (BYTES_WORTH - 1) * (1 - ratio);
+    return pace(1) <= worth * pace(fastest) ? 1 : fastest;
   }
 
   /** Adds the time since the last frame to the CPU window (minus zstd and waits). */
