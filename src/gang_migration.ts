@@ -57,6 +57,7 @@ import {
   type SwitchOverResult,
 } from "./switchover/switch_over.ts";
 import { type DiskCopyOptions, GangDiskCopy } from "./switchover/disk_copy.ts";
+import { DeviceStateMigration } from "./qemu/device_state.ts";
 
 /**
  * Where a gang goes: what the migration needs of a target host (see
@@ -186,6 +187,7 @@ export async function migrateQemuGang(
     const started = switchOverGang(guests.map((i) => pairOf(i)), {
       timeoutMs: options.switchOverTimeoutMs,
       runAfter,
+      sourcesPrepared: true,
     });
     guests.forEach((i, k) => switching.set(i, started.then((results) => results[k]!)));
   };
@@ -201,6 +203,8 @@ export async function migrateQemuGang(
         'Cannot end the gang guest by guest while it copies disks: use finalRounds "gang"',
       );
     }
+    // Capabilities set while the guests run: after a pause only `migrate` is left to send.
+    await Promise.all(sources.map((s) => DeviceStateMigration.prepareSource(s)));
     disks = await GangDiskCopy.start(pairs(sources, destinations), options.diskCopy);
     if (disks.copying) {
       // Before the RAM moves: a RAM connection must not sit idle while a large disk catches up.
@@ -233,6 +237,10 @@ export async function migrateQemuGang(
             // Checked while the guests still run: each check is a round trip to the target.
             await checkDestinationsReady(destinations);
             timeline.paused = since(performance.now());
+          } else {
+            // The previous guest's switch-over first: the next final round's page work would hold
+            // this thread, and that guest's device state and `cont` wait on it (they are downtime).
+            await switching.get(i - 1);
           }
           step(`Pausing guest "${sources[i]!.name}" for its final round`);
           pausedGuests.add(i);

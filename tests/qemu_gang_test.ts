@@ -143,6 +143,17 @@ Deno.test("migrateQemuGang() with per-guest final rounds switches each guest ove
     "the second guest ran on until the first one was finished",
   );
   assertEquals(report.guests.map((g) => g.migrated), [true, true]);
+  assert(
+    sources[1]!.lastStopAt! > report.guests[0]!.runningAt!,
+    "the second guest paused only once the first ran at the target (its page work would delay it)",
+  );
+  for (const guest of report.guests) {
+    const parts = Object.values(guest.downtimeParts!);
+    assertEquals(parts.length, 5);
+    assert(parts.every((ms) => ms >= 0), JSON.stringify(guest.downtimeParts));
+    const sum = parts.reduce((a, b) => a + b, 0);
+    assert(Math.abs(sum - guest.downtimeMs) < 1e-6, `the parts make the downtime: ${sum}`);
+  }
   assert(report.transfer.verified);
   assertEquals(report.transfer.rounds.filter((r) => r.guest !== undefined).length, 2);
   for (const destination of destinations) {
