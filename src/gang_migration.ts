@@ -237,10 +237,6 @@ export async function migrateQemuGang(
             // Checked while the guests still run: each check is a round trip to the target.
             await checkDestinationsReady(destinations);
             timeline.paused = since(performance.now());
-          } else {
-            // The previous guest's switch-over first: the next final round's page work would hold
-            // this thread, and that guest's device state and `cont` wait on it (they are downtime).
-            await switching.get(i - 1);
           }
           step(`Pausing guest "${sources[i]!.name}" for its final round`);
           pausedGuests.add(i);
@@ -258,7 +254,13 @@ export async function migrateQemuGang(
           startSwitchOver([guest], runAfter);
         }
       },
-      guestFinished: (i) => gate(i).resolve(),
+      guestFinished: async (i) => {
+        gate(i).resolve();
+        // Its switch-over first: the page work that follows (the next guest's final round, the
+        // gang's digests) would hold this thread, which relays its device state and hears its
+        // `cont`, and those are its downtime.
+        await switching.get(i);
+      },
       resume: resumePaused,
     });
     if (gates.has("gang")) {
