@@ -50,6 +50,7 @@ import {
 } from "./gang_report.ts";
 
 export type { GangTimeline, QemuGangReport, QemuGuestReport };
+export type { DowntimeParts } from "./qemu/device_state.ts";
 import {
   checkDestinationsReady,
   switchOverGang,
