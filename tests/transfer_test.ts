@@ -461,6 +461,8 @@ Deno.test("migrateQemuGang() removes the destinations it started when the target
     ramBackend: () => Promise.resolve({ id: "mem0", path, size: 256 * 2 ** 20, shared: true }),
     pause: () => Promise.reject(new Error("a refused gang is never paused")),
     resume: () => Promise.resolve(),
+    // The device-state capabilities are set before the transfer.
+    qmp: { execute: () => Promise.resolve({}) },
   } as unknown as QemuGuest;
   const destination = { name: "vm" } as Destination;
   try {
