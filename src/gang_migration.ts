@@ -50,6 +50,7 @@ import {
 } from "./gang_report.ts";
 
 export type { GangTimeline, QemuGangReport, QemuGuestReport };
+export type { DowntimeParts } from "./qemu/device_state.ts";
 import {
   checkDestinationsReady,
   switchOverGang,
@@ -57,6 +58,7 @@ import {
   type SwitchOverResult,
 } from "./switchover/switch_over.ts";
 import { type DiskCopyOptions, GangDiskCopy } from "./switchover/disk_copy.ts";
+import { DeviceStateMigration } from "./qemu/device_state.ts";
 
 /**
  * Where a gang goes: what the migration needs of a target host (see
@@ -186,6 +188,7 @@ export async function migrateQemuGang(
     const started = switchOverGang(guests.map((i) => pairOf(i)), {
       timeoutMs: options.switchOverTimeoutMs,
       runAfter,
+      sourcesPrepared: true,
     });
     guests.forEach((i, k) => switching.set(i, started.then((results) => results[k]!)));
   };
@@ -201,6 +204,8 @@ export async function migrateQemuGang(
         'Cannot end the gang guest by guest while it copies disks: use finalRounds "gang"',
       );
     }
+    // Capabilities set while the guests run: after a pause only `migrate` is left to send.
+    await Promise.all(sources.map((s) => DeviceStateMigration.prepareSource(s)));
     disks = await GangDiskCopy.start(pairs(sources, destinations), options.diskCopy);
     if (disks.copying) {
       // Before the RAM moves: a RAM connection must not sit idle while a large disk catches up.
@@ -250,7 +255,13 @@ export async function migrateQemuGang(
           startSwitchOver([guest], runAfter);
         }
       },
-      guestFinished: (i) => gate(i).resolve(),
+      guestFinished: async (i) => {
+        gate(i).resolve();
+        // Its switch-over first: the page work that follows (the next guest's final round, the
+        // gang's digests) would hold this thread, which relays its device state and hears its
+        // `cont`, and those are its downtime.
+        await switching.get(i);
+      },
       resume: resumePaused,
     });
     if (gates.has("gang")) {

@@ -7,6 +7,7 @@
 import type { QemuGuest } from "./qemu/guest.ts";
 import type { RamBackend } from "./qemu/ram_backend.ts";
 import type { SwitchOverResult } from "./switchover/switch_over.ts";
+import type { DowntimeParts } from "./qemu/device_state.ts";
 import type { MigrationReport } from "./transfer/transfer_gang.ts";
 
 /** What happened to one guest. */
@@ -19,6 +20,10 @@ export interface QemuGuestReport {
   bytesOnWire: number;
   /** From its source pausing to its destination running (0 if it did not switch over). */
   downtimeMs: number;
+  /** What that downtime was made of (when it switched over). */
+  downtimeParts?: DowntimeParts;
+  /** When its destination ran, on the migrating process's `performance.now()` clock. */
+  runningAt?: number;
   /** Device state QEMU sent. */
   deviceStateBytes: number;
   /** True when it runs at the target. */
@@ -65,6 +70,8 @@ export function guestReport(
       ramBytes,
       bytesOnWire,
       downtimeMs: result.downtimeMs,
+      downtimeParts: result.downtimeParts,
+      runningAt: result.runningAt,
       deviceStateBytes: result.deviceStateBytes,
       migrated: true,
     }

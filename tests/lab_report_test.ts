@@ -70,6 +70,16 @@ function measured(
             pausingSeconds: 0.005,
             verifySeconds: 0.01,
             switchOverSeconds: 0.03,
+            downtimeParts: [
+              {
+                beforeSwitchOverMs: 60.4,
+                setupMs: 2.2,
+                deviceStateMs: 11,
+                verifyWaitMs: 0,
+                runMs: 9.6,
+              },
+              undefined, // a guest that did not switch over has no parts
+            ],
           },
         },
       }
@@ -324,6 +334,13 @@ Deno.test("formatSummary() shows a row per method, the ratios, gangway's time an
       "gangway's rounds: final 0.10 s = scan 0.05 + plan 0.01 + zstd 0.00 + link wait 0.01 + " +
         "receiver 0.02 + other 0.01 (link 117 MB/s, sender 400 MB/s, zstd 350 MB/s to 0.30: " +
         "compressing 100%)",
+    ),
+    text,
+  );
+  assert(
+    text.includes(
+      "gangway's downtime per guest: 1: final round 60 + setup 2 + device state 11 + " +
+        "verify wait 0 + cont 10 ms\n",
     ),
     text,
   );

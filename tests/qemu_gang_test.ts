@@ -1,7 +1,7 @@
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { QemuGuest } from "../src/qemu/guest.ts";
 import type { Heartbeat } from "../src/qemu/heartbeat.ts";
-import { migrateQemuGang } from "../src/gang_migration.ts";
+import { migrateQemuGang, SwitchOverError } from "../src/gang_migration.ts";
 import { LocalTarget } from "../src/target/local_target.ts";
 import { findQemus } from "../src/qemu/discover.ts";
 import { join } from "node:path";
@@ -143,6 +143,17 @@ Deno.test("migrateQemuGang() with per-guest final rounds switches each guest ove
     "the second guest ran on until the first one was finished",
   );
   assertEquals(report.guests.map((g) => g.migrated), [true, true]);
+  assert(
+    sources[1]!.lastStopAt! > report.guests[0]!.runningAt!,
+    "the second guest paused only once the first ran at the target (its page work would delay it)",
+  );
+  for (const guest of report.guests) {
+    const parts = Object.values(guest.downtimeParts!);
+    assertEquals(parts.length, 5);
+    assert(parts.every((ms) => ms >= 0), JSON.stringify(guest.downtimeParts));
+    const sum = parts.reduce((a, b) => a + b, 0);
+    assert(Math.abs(sum - guest.downtimeMs) < 1e-6, `the parts make the downtime: ${sum}`);
+  }
   assert(report.transfer.verified);
   assertEquals(report.transfer.rounds.filter((r) => r.guest !== undefined).length, 2);
   for (const destination of destinations) {
@@ -188,4 +199,46 @@ Deno.test("migrateQemuGang() leaves every source running when a destination dies
   for (const ram of destinationRams) {
     assert(!(await fileExists(ram)), `destination RAM "${ram}" is removed`);
   }
+});
+
+Deno.test("migrateQemuGang() with per-guest final rounds names the guests that moved and those that stayed when a later destination dies", async () => {
+  // Declared first so it is disposed of last, when the guests' RAM files have left its directory.
+  await using target = await LocalTarget.start();
+  await using guests = new Guests();
+  const sources = await bootGang(guests);
+  let killed = "";
+  const error = await assertRejects(
+    () =>
+      migrateQemuGang(sources, target, {
+        finalRounds: "per-guest",
+        beforeSwitchOver: async (pairs) => {
+          if (pairs[0]!.source !== sources[0]) return;
+          // The first guest is verified and about to run at the target; the second one's
+          // destination dies before that guest pauses.
+          const { usable } = await findQemus();
+          const other = usable.find((q) =>
+            q.commandLine.instance.ramPath.startsWith(target.dir) &&
+            q.commandLine.instance.ramPath !== join(target.dir, pairs[0]!.destination.name)
+          );
+          assert(other, "the second guest's destination runs at the target");
+          killed = other.commandLine.instance.ramPath;
+          await killQemuOf(killed);
+        },
+      }),
+    SwitchOverError,
+  );
+  assert(killed !== "", "a destination was killed");
+  assertEquals(error.moved, [sources[0]!.name]);
+  assertEquals(error.stayed, [sources[1]!.name]);
+  assert(error.message.includes(`${sources[1]!.name} still run at the source`), error.message);
+  assert(error.message.includes(`${sources[0]!.name} run at the target`), error.message);
+  assertEquals(error.result.destinations.length, 1, "the moved guest's destination is kept");
+  assertEquals((await error.result.destinations[0]!.state()).status, "running");
+  assert(!sources[0]!.alive, "the moved guest's source QEMU is gone");
+  const stayed = sources[1]!;
+  assertEquals((await stayed.status()).status, "running", "the guest that stayed runs again");
+  const beat = (await stayed.heartbeat())!;
+  const next = await stayed.waitForHeartbeat({ after: beat.counter, timeoutMs: 10_000 });
+  assert(next.counter > beat.counter, "its heartbeat advances");
+  assert(await fileExists(stayed.ramPath), "its RAM file is still there");
 });

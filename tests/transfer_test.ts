@@ -296,8 +296,11 @@ Deno.test("transferGang() finishes guests one at a time, and never copies from a
       ramFinal: (g) => {
         steps.push(`final ${g}`);
       },
-      guestFinished: (g) => {
+      guestFinished: async (g) => {
         steps.push(`finished ${g}`);
+        // Its switch-over, as a caller does it: the transfer waits for this before going on.
+        await Deno.stat(receiver.dir);
+        steps.push(`switched ${g}`);
         // As if it ran at the target now: every page of its copy changes.
         using copy = RamFile.open(`${receiver.dir}/${guests[g]!.name}`, { write: true });
         const all = Uint32Array.from({ length: pages }, (_, p) => p);
@@ -306,9 +309,9 @@ Deno.test("transferGang() finishes guests one at a time, and never copies from a
       resume: () => guests.forEach((g) => g.resume()),
     });
     assertEquals(steps, [
-      ...["pause 0", "final 0", "finished 0"],
-      ...["pause 1", "final 1", "finished 1"],
-      ...["pause 2", "final 2", "finished 2"],
+      ...["pause 0", "final 0", "finished 0", "switched 0"],
+      ...["pause 1", "final 1", "finished 1", "switched 1"],
+      ...["pause 2", "final 2", "finished 2", "switched 2"],
     ]);
     assert(report.verified);
     assertEquals(report.rounds.filter((r) => r.guest !== undefined).map((r) => r.guest), [0, 1, 2]);
@@ -458,6 +461,8 @@ Deno.test("migrateQemuGang() removes the destinations it started when the target
     ramBackend: () => Promise.resolve({ id: "mem0", path, size: 256 * 2 ** 20, shared: true }),
     pause: () => Promise.reject(new Error("a refused gang is never paused")),
     resume: () => Promise.resolve(),
+    // The device-state capabilities are set before the transfer.
+    qmp: { execute: () => Promise.resolve({}) },
   } as unknown as QemuGuest;
   const destination = { name: "vm" } as Destination;
   try {

@@ -125,6 +125,7 @@ export async function runGangSide(options: GangSideOptions): Promise<GangSideRes
       pausingSeconds: timeline.finalRound - timeline.paused,
       verifySeconds: report.transfer.verifySeconds,
       switchOverSeconds: timeline.running - timeline.switchOver,
+      downtimeParts: report.guests.map((g) => g.downtimeParts),
     };
     const names = new Set(report.guests.map((g) => g.name));
     return {

@@ -4,6 +4,7 @@
  * @module
  */
 import type { QemuGuest } from "../qemu/guest.ts";
+import type { DowntimeParts } from "../qemu/device_state.ts";
 import type { CompressionReport } from "../transfer/compression_policy.ts";
 import type { RoundTime } from "../transfer/sender_options.ts";
 import type { ResumeCheck } from "./resumed.ts";
@@ -50,6 +51,8 @@ export interface GangwayBreakdown {
   verifySeconds?: number;
   /** Device state moved and destinations started: to the last one running. */
   switchOverSeconds: number;
+  /** What each guest's downtime was made of, in gang order (absent in older reports). */
+  downtimeParts?: (DowntimeParts | undefined)[];
 }
 
 /** The gangway-only part of a measurement. */

@@ -76,6 +76,8 @@ export function formatSummary(result: LabResult): string {
     lines.push(`gangway's time: ${formatBreakdown(gangway.gangway.breakdown)}`);
     const rounds = formatRoundTimes(gangway.gangway.breakdown);
     if (rounds) lines.push(`gangway's rounds: ${rounds}`);
+    const downtime = formatDowntimeParts(gangway.gangway.breakdown);
+    if (downtime) lines.push(`gangway's downtime per guest: ${downtime}`);
     lines.push(`gangway's compression: ${formatCompression(gangway.gangway.compression)}`);
   }
   const loads = result.methods.map((m) => `${m.method} ${m.loadAverage.toFixed(2)}`).join(", ");
@@ -182,6 +184,28 @@ export function formatRoundTimes(b: GangwayBreakdown): string {
     );
   }
   return parts.join("; ");
+}
+
+/**
+ * What each guest's downtime was made of, in words: its final round (until
+ * applied at the target), the switch-over's setup, the device state, the
+ * wait for the verification, starting the destination. Empty when the
+ * report predates the split.
+ *
+ * @param b The breakdown
+ * @returns One line, or ""
+ */
+export function formatDowntimeParts(b: GangwayBreakdown): string {
+  const ms = (value: number) => value.toFixed(0);
+  return (b.downtimeParts ?? []).flatMap((p, i) =>
+    p
+      ? [
+        `${i + 1}: final round ${ms(p.beforeSwitchOverMs)} + setup ${ms(p.setupMs)} + ` +
+        `device state ${ms(p.deviceStateMs)} + verify wait ${ms(p.verifyWaitMs)} + ` +
+        `cont ${ms(p.runMs)} ms`,
+      ]
+      : []
+  ).join("; ");
 }
 
 /** The compression policy's view in words: the three rates, the ratio and the share it chose. */

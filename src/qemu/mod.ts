@@ -48,6 +48,7 @@ export {
   DeviceStateMigration,
   type DeviceStateMigrationOptions,
   type DeviceStateMigrationResult,
+  type DowntimeParts,
   moveDeviceState,
   type MoveDeviceStateOptions,
 } from "./device_state.ts";

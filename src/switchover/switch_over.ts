@@ -8,7 +8,7 @@
  */
 import type { QemuGuest } from "../qemu/guest.ts";
 import type { Destination } from "../qemu/destination.ts";
-import { DeviceStateMigration } from "../qemu/device_state.ts";
+import { DeviceStateMigration, type DowntimeParts } from "../qemu/device_state.ts";
 import { errorMessage } from "../_errors.ts";
 
 /** A source guest and the destination taking it over. */
@@ -32,6 +32,8 @@ export type SwitchOverResult =
     deviceStateBytes: number;
     /** When the destination ran, on this process's `performance.now()` clock. */
     runningAt: number;
+    /** What the downtime was made of. */
+    downtimeParts: DowntimeParts;
   }
   | { name: string; ok: false; error: string };
 
@@ -45,6 +47,11 @@ export interface SwitchOverOptions {
    * go on). If it rejects, every switch-over fails and its source resumes.
    */
   runAfter?: Promise<void>;
+  /**
+   * Every source was prepared (`DeviceStateMigration.prepareSource`) before
+   * the caller paused it: only `migrate` is left to send.
+   */
+  sourcesPrepared?: boolean;
 }
 
 /**
@@ -93,6 +100,7 @@ export async function switchOverGang(
       const migration = await DeviceStateMigration.start(pair.source, pair.destination, {
         resumeSourceOnFailure: true,
         timeoutMs: options.timeoutMs,
+        sourcePrepared: options.sourcesPrepared,
       });
       const result = await migration.finish(options.runAfter);
       return {
@@ -102,6 +110,7 @@ export async function switchOverGang(
         switchoverMs: result.switchoverMs,
         deviceStateBytes: result.transferredBytes,
         runningAt: result.runningAt,
+        downtimeParts: result.downtimeParts,
       };
     } catch (error) {
       return { name, ok: false, error: errorMessage(error) };

@@ -41,8 +41,14 @@ export interface TransferGangOptions extends SenderOptions, ConvergenceOptions {
    * `pause` stops the gang for its one pass).
    */
   pauseGuest?: (guest: number) => Promise<void> | void;
-  /** A guest finished by `pauseGuest`'s turn is verified: it may be switched over now. */
-  guestFinished?: (guest: number) => void;
+  /**
+   * A guest finished by `pauseGuest`'s turn is verified: it may be switched
+   * over now. The transfer goes on (the next guest's pause, or the end)
+   * once this returns or resolves: a caller that relays the guest's switch-over
+   * on this thread lets it finish first, since the page work that follows
+   * would hold it up.
+   */
+  guestFinished?: (guest: number) => Promise<void> | void;
   /**
    * The target applied a guest's last pages (with `pauseGuest`) or the
    * final round (without; guest undefined): its RAM there is final, and
@@ -161,7 +167,7 @@ export async function transferGang(
           () => options.ramFinal?.(guest.number),
         );
         options.onRound?.(finished);
-        options.guestFinished?.(guest.number);
+        await options.guestFinished?.(guest.number);
       }
     } else {
       await options.pause?.();
