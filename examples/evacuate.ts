@@ -5,7 +5,7 @@
  *
  *   deno run -A examples/evacuate.ts --target HOST:PORT (--ca FILE --token-file FILE | --insecure)
  *     [--server-name NAME] [--max-bandwidth BYTES_PER_S] [--copy-storage] [--keep-priority]
- *     [--dry-run] [--json] (--all | QMP_SOCKET...)
+ *     [--final-rounds per-guest|gang] [--dry-run] [--json] (--all | QMP_SOCKET...)
  *
  * The guests are named by their QMP sockets, or `--all` takes every QEMU
  * of this host that gangway can migrate (started by gangway, or by hand
@@ -14,7 +14,12 @@
  * there after this script exits. Disks are on storage both hosts see,
  * unless `--copy-storage`: then the agent makes each disk afresh over the
  * same base image (found by hash, or sent once) and each guest's overlay is
- * mirrored into it while the RAM moves (docs/agent.md). `--dry-run` prints the plan and changes
+ * mirrored into it while the RAM moves (docs/agent.md). The guests are
+ * paused and switched over one at a time while the others run on, so each
+ * guest's downtime holds only its own last pages (`--final-rounds gang`:
+ * all at once, and all or none moves; copied disks always end that way).
+ * If a later guest fails, the ones before it stay at the target and the
+ * error names both groups. `--dry-run` prints the plan and changes
  * nothing. Progress goes to stderr; with `--json` the report goes to
  * stdout. Exit status 0 only when every guest runs at the target. As root
  * it raises its own CPU priority to the weight of one thread per guest
@@ -37,7 +42,8 @@ import { claimCpuShare } from "../src/cpu_share.ts";
 
 const USAGE = "usage: deno run -A examples/evacuate.ts --target HOST:PORT " +
   "(--ca FILE --token-file FILE | --insecure) [--server-name NAME] [--max-bandwidth B] " +
-  "[--copy-storage] [--keep-priority] [--dry-run] [--json] (--all | QMP_SOCKET...)";
+  "[--copy-storage] [--keep-priority] [--final-rounds per-guest|gang] [--dry-run] [--json] " +
+  "(--all | QMP_SOCKET...)";
 const say = (text: string) => console.error(`evacuate: ${text}`);
 const fail = (text: string, code = 1): never => {
   say(text);
@@ -56,6 +62,7 @@ const { values, positionals } = parseArgs({
     "max-bandwidth": { type: "string" },
     "copy-storage": { type: "boolean" },
     "keep-priority": { type: "boolean" },
+    "final-rounds": { type: "string" },
     "dry-run": { type: "boolean" },
     json: { type: "boolean" },
     all: { type: "boolean" },
@@ -92,6 +99,11 @@ for (const socket of positionals.length > 0 ? positionals : candidates) {
 }
 if (sources.length === 0) fail("no guest to evacuate", 2);
 const detachAll = () => Promise.all(sources.map((s) => s.detach().catch(() => {})));
+
+const finalRounds = values["final-rounds"] as "per-guest" | "gang" | undefined;
+if (finalRounds !== undefined && finalRounds !== "per-guest" && finalRounds !== "gang") {
+  fail(`--final-rounds must be per-guest or gang, got "${finalRounds}"\n${USAGE}`, 2);
+}
 
 // Step 2 -- the target agent: TLS with its CA and the token, or plain TCP when insisted on.
 const target = await RemoteTarget.connect({ hostname, port }, {
@@ -140,6 +152,7 @@ say(
 try {
   const { report, destinations } = await migrateQemuGang(sources, target, {
     maxBandwidth: values["max-bandwidth"] ? Number(values["max-bandwidth"]) : undefined,
+    finalRounds,
     onStep: say,
     onRound: (r) =>
       say(

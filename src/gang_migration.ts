@@ -42,6 +42,7 @@ import {
 } from "./transfer/transfer_gang.ts";
 import { errorMessage } from "./_errors.ts";
 import {
+  type FinalRounds,
   type GangTimeline,
   guestReport,
   type QemuGangReport,
@@ -49,7 +50,7 @@ import {
   unfinishedTransfer,
 } from "./gang_report.ts";
 
-export type { GangTimeline, QemuGangReport, QemuGuestReport };
+export type { FinalRounds, GangTimeline, QemuGangReport, QemuGuestReport };
 export type { DowntimeParts } from "./qemu/device_state.ts";
 import {
   checkDestinationsReady,
@@ -107,13 +108,11 @@ export interface QemuGangOptions
    * in the gang's size, but for a moment the gang runs on both hosts, and a
    * failure after the first guest moved leaves the moved guests at the
    * target (the error names them). `beforeSwitchOver` is then called per
-   * guest. Default "gang".
+   * guest. Default "per-guest", or "gang" when disks are copied (their
+   * mirrors complete with the gang paused; "per-guest" is refused then).
    */
   finalRounds?: FinalRounds;
 }
-
-/** How a gang migration ends: see {@linkcode QemuGangOptions.finalRounds}. */
-export type FinalRounds = "gang" | "per-guest";
 
 /** What a migration leaves: the report and the destinations, running at the target. */
 export interface QemuGangResult {
@@ -157,7 +156,9 @@ export async function migrateQemuGang(
   let destinations: Destination[] = [];
   let transfer: MigrationReport;
   let disks: GangDiskCopy | undefined;
-  const perGuest = options.finalRounds === "per-guest";
+  // Set once the destinations say whether disks are copied.
+  let perGuest = options.finalRounds === "per-guest";
+  let finalRounds: FinalRounds = options.finalRounds ?? "per-guest";
   // Guests paused by the migration and not handed to their switch-over: resumed on a failure.
   const pausedGuests = new Set<number>();
   const resumePaused = async () => {
@@ -198,12 +199,15 @@ export async function migrateQemuGang(
   });
   try {
     destinations = await target.prepareDestinations(sources);
-    if (perGuest && destinations.some((d) => (d.diskTargets?.length ?? 0) > 0)) {
+    const copiesDisks = destinations.some((d) => (d.diskTargets?.length ?? 0) > 0);
+    if (perGuest && copiesDisks) {
       // A guest's mirror is completed with the whole gang paused; guest by guest is not done yet.
       throw new Error(
         'Cannot end the gang guest by guest while it copies disks: use finalRounds "gang"',
       );
     }
+    perGuest = (options.finalRounds ?? (copiesDisks ? "gang" : "per-guest")) === "per-guest";
+    finalRounds = perGuest ? "per-guest" : "gang";
     // Capabilities set while the guests run: after a pause only `migrate` is left to send.
     await Promise.all(sources.map((s) => DeviceStateMigration.prepareSource(s)));
     disks = await GangDiskCopy.start(pairs(sources, destinations), options.diskCopy);
@@ -249,9 +253,12 @@ export async function migrateQemuGang(
         if (guest === undefined) {
           startSwitchOver(sources.map((_, i) => i), gate("gang").promise);
         } else {
-          const runAfter = gate(guest).promise.then(() =>
-            options.beforeSwitchOver?.([pairOf(guest)])
-          );
+          const runAfter = gate(guest).promise.then(async () => {
+            await options.beforeSwitchOver?.([pairOf(guest)]);
+            // As for the gang: a destination (or agent) found gone now leaves its source to
+            // resume; once asked to run, a destination that does not answer leaves it in doubt.
+            await checkDestinationsReady([destinations[guest]!], { loading: true });
+          });
           startSwitchOver([guest], runAfter);
         }
       },
@@ -323,6 +330,7 @@ export async function migrateQemuGang(
         guestReport(result, rams[i]!.size, moved.guestBytesOnWire[i] ?? 0)
       ),
       transfer: moved,
+      finalRounds,
       seconds: since(performance.now()),
       timeline: {
         ...timeline,

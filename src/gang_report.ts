@@ -46,12 +46,17 @@ export interface GangTimeline {
   running: number;
 }
 
+/** How a gang migration ends: see `QemuGangOptions.finalRounds` (gang_migration.ts). */
+export type FinalRounds = "gang" | "per-guest";
+
 /** What a QEMU gang migration did. */
 export interface QemuGangReport {
   /** Each guest, in gang order. */
   guests: QemuGuestReport[];
   /** The RAM transfer (rounds, bytes, verification). */
   transfer: MigrationReport;
+  /** How the gang ended: guest by guest, or the whole gang paused at once. */
+  finalRounds: FinalRounds;
   /** From the start to the last destination running. */
   seconds: number;
   /** Where the time went. */

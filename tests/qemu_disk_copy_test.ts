@@ -102,6 +102,7 @@ async function moveWritingGuest(image: GuestImage, credentials: AgentCredentials
     },
   });
   assertEquals(report.guests.map((g) => g.migrated), [true]);
+  assertEquals(report.finalRounds, "gang", "copied disks end as a gang by default");
   assert(steps.includes("Completing the disk copies"), steps.join(", "));
   const atSwitchOver = Math.max(...wrote.keys());
   assert(atSwitchOver >= before + 2, `the guest wrote ${atSwitchOver - before} files meanwhile`);

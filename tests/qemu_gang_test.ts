@@ -57,13 +57,14 @@ function assertSameRam(a: string, b: string): void {
   }
 }
 
-Deno.test("migrateQemuGang() moves live guests whose heartbeat goes on at the target with good checksums", async () => {
+Deno.test("migrateQemuGang() with the gang's ending moves live guests whose heartbeat goes on at the target with good checksums", async () => {
   // Declared first so it is disposed of last, when the guests' RAM files have left its directory.
   await using target = await LocalTarget.start();
   await using guests = new Guests();
   const sources = await bootGang(guests);
   const lastBeats = new Map<string, Heartbeat>();
   const { report, destinations } = await migrateQemuGang(sources, target, {
+    finalRounds: "gang",
     beforeSwitchOver: async (pairs) => {
       for (const { source, destination } of pairs) {
         assertEquals(
@@ -116,7 +117,7 @@ Deno.test("migrateQemuGang() moves live guests whose heartbeat goes on at the ta
   );
 });
 
-Deno.test("migrateQemuGang() with per-guest final rounds switches each guest over alone while the next still runs", async () => {
+Deno.test("migrateQemuGang() by default ends guest by guest: each switches over alone while the next still runs", async () => {
   // Declared first so it is disposed of last, when the guests' RAM files have left its directory.
   await using target = await LocalTarget.start();
   await using guests = new Guests();
@@ -124,7 +125,6 @@ Deno.test("migrateQemuGang() with per-guest final rounds switches each guest ove
   const lastBeats = new Map<string, Heartbeat>();
   let firstFinishedAt = 0;
   const { report, destinations } = await migrateQemuGang(sources, target, {
-    finalRounds: "per-guest",
     onRound: (round) => {
       if (round.guest === 0) firstFinishedAt = performance.now();
     },
@@ -137,6 +137,7 @@ Deno.test("migrateQemuGang() with per-guest final rounds switches each guest ove
       lastBeats.set(source.name, (await source.heartbeat())!);
     },
   });
+  assertEquals(report.finalRounds, "per-guest");
   assert(firstFinishedAt > 0, "the first guest was finished alone");
   assert(
     sources[1]!.lastStopAt! > firstFinishedAt,
@@ -172,7 +173,7 @@ Deno.test("migrateQemuGang() with per-guest final rounds switches each guest ove
   }
 });
 
-Deno.test("migrateQemuGang() leaves every source running when a destination dies before the switch-over", async () => {
+Deno.test("migrateQemuGang() with the gang's ending leaves every source running when a destination dies before the switch-over", async () => {
   // Declared first so it is disposed of last, when the guests' RAM files have left its directory.
   await using target = await LocalTarget.start();
   await using guests = new Guests();
@@ -181,6 +182,7 @@ Deno.test("migrateQemuGang() leaves every source running when a destination dies
   await assertRejects(
     () =>
       migrateQemuGang(sources, target, {
+        finalRounds: "gang",
         beforeSwitchOver: async (pairs) => {
           destinationRams = pairs.map((p) => join(target.dir, p.destination.name));
           await killQemuOf(destinationRams[1]!);

@@ -182,7 +182,10 @@ export function parseLabArgs(args: string[]): LabCommand {
     insecure: values.insecure ?? false,
     gangwayCompression: compression(values["gangway-compression"] ?? "auto"),
     storage: diskStorage(values.storage ?? DEFAULT_LAB_CONFIG.storage ?? "shared"),
-    gangwayFinalRounds: finalRounds(values["gangway-final-rounds"] ?? "gang"),
+    // The engine's default: guest by guest, but as a gang when disks are copied.
+    gangwayFinalRounds: finalRounds(
+      values["gangway-final-rounds"] ?? (values.storage === "copy" ? "gang" : "per-guest"),
+    ),
     baselineRam,
     accelerator,
     ...(qemuBinary !== undefined ? { qemuBinary } : {}),

@@ -42,7 +42,10 @@ export interface LabConfig extends GangSpec {
   insecure?: boolean;
   /** Gangway's compression of page data. Default "auto", the engine's default. */
   gangwayCompression?: CompressionMode;
-  /** How gangway ends the gang (see `QemuGangOptions.finalRounds`). Default "gang", the engine's. */
+  /**
+   * How gangway ends the gang (see `QemuGangOptions.finalRounds`). Default
+   * the engine's: "per-guest", or "gang" with copied disks.
+   */
   gangwayFinalRounds?: FinalRounds;
   /** Where the compared QEMU methods' guests keep their RAM. Default "anonymous", QEMU's default. */
   baselineRam?: GuestRam;
@@ -107,7 +110,7 @@ export const DEFAULT_LAB_CONFIG: Readonly<LabConfig> = {
   compare: ["qemu", "qemu-zstd"],
   insecure: false,
   gangwayCompression: "auto",
-  gangwayFinalRounds: "gang",
+  gangwayFinalRounds: "per-guest",
   baselineRam: "anonymous",
   storage: "shared",
   accelerator: "tcg",
@@ -246,6 +249,11 @@ async function bootMigrateCheck(
   }
 }
 
+/** How gangway ends the gang in this experiment: as asked, else the engine's default. */
+function finalRoundsOf(config: LabConfig): FinalRounds {
+  return config.gangwayFinalRounds ?? (config.storage === "copy" ? "gang" : "per-guest");
+}
+
 /**
  * Runs one experiment: gangway, then each compared method, on fresh gangs
  * of the same spec over the same link.
@@ -284,7 +292,7 @@ export async function runLab(session: LabSession, config: LabConfig): Promise<La
       await measureMethod(session, method, config, {
         insecure: config.insecure,
         compression: config.gangwayCompression,
-        finalRounds: config.gangwayFinalRounds,
+        finalRounds: finalRoundsOf(config),
         baselineRam: config.baselineRam,
         storage: config.storage,
       }),
@@ -299,7 +307,7 @@ export async function runLab(session: LabSession, config: LabConfig): Promise<La
       compare: [...config.compare],
       insecure: config.insecure ?? false,
       gangwayCompression: config.gangwayCompression ?? "auto",
-      gangwayFinalRounds: config.gangwayFinalRounds ?? "gang",
+      gangwayFinalRounds: finalRoundsOf(config),
       baselineRam: config.baselineRam ?? "anonymous",
       storage: config.storage ?? "shared",
     },

@@ -33,7 +33,9 @@ export function formatSummary(result: LabResult): string {
     `idle ${config.idleSeconds} s, link ${result.link}`,
     `hosts: ${result.network.description}; gangway over ${
       gangway.gangway?.transport === "tcp" ? "plain TCP (--insecure)" : "TLS"
-    } with compression ${gangway.gangway?.compression.mode ?? "?"}, QEMU over plain TCP`,
+    } with compression ${gangway.gangway?.compression.mode ?? "?"}, ending ${
+      config.gangwayFinalRounds ?? "per-guest"
+    }, QEMU over plain TCP`,
     `image: ${result.image.kernel} + ${result.image.initramfs}, ${kernel}; ` +
     `QEMU ${versions(result.methods)}`,
     "",
