@@ -346,7 +346,10 @@ Deno.test("formatSummary() shows a row per method, the ratios, gangway's time an
   );
   assert(text.includes("missed bytes on the link <= 0.5x qemu: 0.62x"), text);
   assert(text.includes("kernel defaults (KASLR on)"), text);
-  assert(text.includes("gangway over TLS with compression auto, ending per-guest, QEMU over plain TCP"), text);
+  assert(
+    text.includes("gangway over TLS with compression auto, ending per-guest, QEMU over plain TCP"),
+    text,
+  );
   assert(
     text.includes(
       "gangway's compression: auto, 10 frames: 100.0 MB of page data sent as 60.0 MB (0.60)",
