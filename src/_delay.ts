@@ -6,7 +6,6 @@
  *
  * @module
  */
-import { setImmediate } from "node:timers";
 
 /**
  * Resolves after `ms` milliseconds; rejects with the signal's reason as
@@ -54,7 +53,7 @@ export async function withTimeout<T>(
  * {@linkcode shareEventLoop} allows: timers and other connections wait at
  * most about this long.
  */
-const TURN_EVERY_MS = 25;
+const TURN_EVERY_MS = 50;
 
 /** When {@linkcode shareEventLoop} last let the event loop turn. */
 let lastTurn = 0;
@@ -68,13 +67,13 @@ let lastTurn = 0;
  * read until the loop blocks. Under a starved CPU that lasted over a
  * minute at 24 guests, and the target took the silent control connection
  * for dead. Frame loops call this after each read and write, scan loops
- * after each chunk; a turn costs microseconds.
+ * after each chunk; a turn costs 1-3 ms, so 2-5% of a stretch of work.
  */
 export async function shareEventLoop(): Promise<void> {
   if (performance.now() - lastTurn < TURN_EVERY_MS) return;
-  // An immediate, not a timer: a timer of 0 ms waits for the timers' next millisecond tick,
-  // and the process sleeps meanwhile (2.4 ms a turn measured on a busy 2-core host, about
-  // 0.2 s of a 1.8 s round); an immediate turns the loop in microseconds, timers and I/O included.
-  await new Promise<void>((resolve) => setImmediate(resolve));
+  // A timer, though a 0 ms one sleeps until the timers' next millisecond tick (2.4 ms measured
+  // on a busy 2-core host): an immediate or a MessageChannel turn lets timers fire but reads no
+  // other connection (measured), and the target's control connection is one.
+  await new Promise<void>((resolve) => setTimeout(resolve, 0));
   lastTurn = performance.now();
 }

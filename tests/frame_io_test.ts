@@ -92,3 +92,29 @@ Deno.test("FrameReader lets timers run while the stream has data buffered for ev
   };
   assert(await timerFiresDuring(read), "no timer ran while reading");
 });
+
+Deno.test("FrameWriter lets other connections be read while the stream takes every write at once", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  const [near, far] = await Promise.all([
+    listener.accept(),
+    Deno.connect({ hostname: "127.0.0.1", port }),
+  ]);
+  try {
+    let read = false;
+    const reading = near.read(new Uint8Array(16)).then(() => read = true);
+    await far.write(new Uint8Array([1])); // there to be read as soon as the loop lets it
+    const writer = new FrameWriter({
+      read: () => Promise.resolve(null),
+      write: (p: Uint8Array) => Promise.resolve(p.length),
+    });
+    const page = new Uint8Array(4096);
+    const until = performance.now() + 5000;
+    while (!read && performance.now() < until) await writer.write(page);
+    assert(read, "the other connection was not read while writing");
+    await reading;
+  } finally {
+    near.close();
+    far.close();
+  }
+});
