@@ -48,29 +48,26 @@ export async function withTimeout<T>(
   }
 }
 
-/**
- * Longest stretch of work between turns of the event loop that
- * {@linkcode shareEventLoop} allows: timers and other connections wait at
- * most about this long.
- */
-const TURN_EVERY_MS = 50;
-
 /** When {@linkcode shareEventLoop} last let the event loop turn. */
 let lastTurn = 0;
 
 /**
- * Lets timers and other connections' I/O run once every
- * {@linkcode TURN_EVERY_MS}; else returns at once. A loop of reads and
- * writes that the socket completes at once (data already buffered, room in
- * the send buffer) resolves every await as a microtask, so the event loop
- * never turns: no timer fires (pings, deadlines) and no other connection is
- * read until the loop blocks. Under a starved CPU that lasted over a
- * minute at 24 guests, and the target took the silent control connection
- * for dead. Frame loops call this after each read and write, scan loops
- * after each chunk; a turn costs 1-3 ms, so 2-5% of a stretch of work.
+ * Lets timers and other connections' I/O run if the event loop has not
+ * been turned here for `everyMs`; else returns at once. A loop of reads
+ * and writes that the socket completes at once (data already buffered,
+ * room in the send buffer) resolves every await as a microtask, so the
+ * event loop never turns: no timer fires (pings, deadlines) and no other
+ * connection is read until the loop blocks. Under a starved CPU that
+ * lasted over a minute at 24 guests, and the target took the silent
+ * control connection for dead. Frame loops call this after each read and
+ * write, with the default: a turn sleeps to the timers' next tick and
+ * waits for the CPU again (1-6 ms on a busy 2-core host), so it is rare
+ * where it costs the page work; pings and deadlines are seconds. The
+ * preparation scan turns every 20 ms: a TLS handshake with the target
+ * runs meanwhile, a round trip a turn.
  */
-export async function shareEventLoop(): Promise<void> {
-  if (performance.now() - lastTurn < TURN_EVERY_MS) return;
+export async function shareEventLoop(everyMs = 250): Promise<void> {
+  if (performance.now() - lastTurn < everyMs) return;
   // A timer, though a 0 ms one sleeps until the timers' next millisecond tick (2.4 ms measured
   // on a busy 2-core host): an immediate or a MessageChannel turn lets timers fire but reads no
   // other connection (measured), and the target's control connection is one.

@@ -97,6 +97,9 @@ export function scanGang(gang: Gang, options: ScanGangOptions = {}): ScanReport 
 /** The most threads `"auto"` uses: beyond 8 the scan is bound by memory, not by cores. */
 const MOST_THREADS = 8;
 
+/** Work between two turns of {@linkcode scanGangInTurns}: short enough for a TLS handshake. */
+const TURN_MS = 20;
+
 /**
  * Scans like {@linkcode scanGang}, stopping every few milliseconds to let
  * the rest of this process run: a migration connects to its target (a
@@ -112,7 +115,7 @@ export async function scanGangInTurns(
   for (;;) {
     const step = steps.next();
     if (step.done) return step.value;
-    await shareEventLoop();
+    await shareEventLoop(TURN_MS);
   }
 }
 
