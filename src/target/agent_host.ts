@@ -14,7 +14,7 @@ import type { DestinationState } from "../qemu/destination.ts";
 import { QmpClient } from "../qemu/qmp.ts";
 import { findQemus } from "../qemu/discover.ts";
 import { readHeartbeat } from "../qemu/heartbeat.ts";
-import { killAndWait } from "../_processes.ts";
+import { isRunning, killAndWait } from "../_processes.ts";
 import { pathExists } from "../_path_exists.ts";
 import { AgentGang, type GangDestination, type GangMachine, RESUMED_MARK } from "./agent_gang.ts";
 import { FileStore } from "./agent_files.ts";
@@ -359,10 +359,8 @@ export class AgentHost {
  * without running anything: it is asked every second.
  */
 async function qemuRuns(pid: number, qmpPath: string): Promise<boolean> {
-  if (pid <= 0) return false;
+  if (pid <= 0 || !isRunning(pid)) return false;
   try {
-    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
-    if (stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z")) return false;
     const argv = await Deno.readTextFile(`/proc/${pid}/cmdline`);
     const qmp = `-qmp\0unix:${qmpPath}`;
     return argv.includes(`${qmp},`) || argv.includes(`${qmp}\0`);
