@@ -156,8 +156,7 @@ export async function migrateQemuGang(
   let destinations: Destination[] = [];
   let transfer: MigrationReport;
   let disks: GangDiskCopy | undefined;
-  // Set once the destinations say whether disks are copied.
-  let perGuest = options.finalRounds === "per-guest";
+  // Settled once the destinations say whether disks are copied.
   let finalRounds: FinalRounds = options.finalRounds ?? "per-guest";
   // Guests paused by the migration and not handed to their switch-over: resumed on a failure.
   const pausedGuests = new Set<number>();
@@ -181,7 +180,7 @@ export async function migrateQemuGang(
   };
   const startSwitchOver = (guests: number[], runAfter: Promise<void>) => {
     if (switching.size === 0) {
-      step(perGuest ? "Switching over, guest by guest" : "Switching over");
+      step(finalRounds === "per-guest" ? "Switching over, guest by guest" : "Switching over");
       timeline.switchOver = since(performance.now());
     }
     // From here each switch-over resumes its own source if it fails.
@@ -200,14 +199,13 @@ export async function migrateQemuGang(
   try {
     destinations = await target.prepareDestinations(sources);
     const copiesDisks = destinations.some((d) => (d.diskTargets?.length ?? 0) > 0);
-    if (perGuest && copiesDisks) {
+    if (options.finalRounds === "per-guest" && copiesDisks) {
       // A guest's mirror is completed with the whole gang paused; guest by guest is not done yet.
       throw new Error(
         'Cannot end the gang guest by guest while it copies disks: use finalRounds "gang"',
       );
     }
-    perGuest = (options.finalRounds ?? (copiesDisks ? "gang" : "per-guest")) === "per-guest";
-    finalRounds = perGuest ? "per-guest" : "gang";
+    finalRounds = options.finalRounds ?? (copiesDisks ? "gang" : "per-guest");
     // Capabilities set while the guests run: after a pause only `migrate` is left to send.
     await Promise.all(sources.map((s) => DeviceStateMigration.prepareSource(s)));
     disks = await GangDiskCopy.start(pairs(sources, destinations), options.diskCopy);
@@ -236,7 +234,7 @@ export async function migrateQemuGang(
         await Promise.all(sources.map((s) => s.pause()));
         timeline.finalRound = since(performance.now());
       },
-      pauseGuest: perGuest
+      pauseGuest: finalRounds === "per-guest"
         ? async (i) => {
           if (i === 0) {
             // Checked while the guests still run: each check is a round trip to the target.

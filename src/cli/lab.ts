@@ -38,6 +38,7 @@
 import {
   DEFAULT_LAB_CONFIG,
   type DiskStorage,
+  finalRoundsOf,
   type LabConfig,
   type LabResult,
   refuseUnlessLabFits,
@@ -171,6 +172,7 @@ export function parseLabArgs(args: string[]): LabCommand {
       `--qemu-binary must be a path to a qemu-system-* program, got "${qemuBinary}"`,
     );
   }
+  const storage = diskStorage(values.storage ?? DEFAULT_LAB_CONFIG.storage ?? "shared");
   const config: LabConfig = {
     guests: values.guests ? parseCount(values.guests, "--guests") : DEFAULT_LAB_CONFIG.guests,
     memoryMiB: values.memory ? mebibytes(values.memory, "--memory") : DEFAULT_LAB_CONFIG.memoryMiB,
@@ -181,11 +183,13 @@ export function parseLabArgs(args: string[]): LabCommand {
     compare: values.compare ? compared(values.compare) : [...DEFAULT_LAB_CONFIG.compare],
     insecure: values.insecure ?? false,
     gangwayCompression: compression(values["gangway-compression"] ?? "auto"),
-    storage: diskStorage(values.storage ?? DEFAULT_LAB_CONFIG.storage ?? "shared"),
-    // The engine's default: guest by guest, but as a gang when disks are copied.
-    gangwayFinalRounds: finalRounds(
-      values["gangway-final-rounds"] ?? (values.storage === "copy" ? "gang" : "per-guest"),
-    ),
+    storage,
+    gangwayFinalRounds: finalRoundsOf({
+      gangwayFinalRounds: values["gangway-final-rounds"] === undefined
+        ? undefined
+        : finalRounds(values["gangway-final-rounds"]),
+      storage,
+    }),
     baselineRam,
     accelerator,
     ...(qemuBinary !== undefined ? { qemuBinary } : {}),

@@ -249,8 +249,13 @@ async function bootMigrateCheck(
   }
 }
 
-/** How gangway ends the gang in this experiment: as asked, else the engine's default. */
-function finalRoundsOf(config: LabConfig): FinalRounds {
+/**
+ * How gangway ends the gang in an experiment: as asked, else the engine's
+ * default (guest by guest, but as a gang when disks are copied).
+ */
+export function finalRoundsOf(
+  config: Pick<LabConfig, "gangwayFinalRounds" | "storage">,
+): FinalRounds {
   return config.gangwayFinalRounds ?? (config.storage === "copy" ? "gang" : "per-guest");
 }
 
