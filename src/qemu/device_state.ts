@@ -109,6 +109,17 @@ function downtimeParts(
 
 const DEFAULT_WAIT_MS = 30_000;
 
+/** A source's capabilities for a device-state migration, at `start()` or ahead of it. */
+async function setSourceCapabilities(
+  source: QemuGuest,
+  pauseBeforeSwitchover: boolean,
+): Promise<void> {
+  await setCapabilities(source, {
+    ...DEVICE_STATE_CAPABILITIES,
+    "pause-before-switchover": pauseBeforeSwitchover,
+  });
+}
+
 /**
  * A device-state-only migration in steps, so the caller orders it around
  * its own RAM copy: {@linkcode start} → {@linkcode waitForSourcePaused}
@@ -206,10 +217,7 @@ export class DeviceStateMigration {
       // Independent steps, in flight together: with the source paused, each is downtime.
       const [uri] = await Promise.all([
         destination.listen(),
-        prepared ? undefined : setCapabilities(source, {
-          ...DEVICE_STATE_CAPABILITIES,
-          "pause-before-switchover": pauseBeforeSwitchover,
-        }),
+        prepared ? undefined : setSourceCapabilities(source, pauseBeforeSwitchover),
       ]);
       await source.qmp.execute("migrate", { uri });
       migration.#migratingAt = performance.now();
@@ -224,10 +232,7 @@ export class DeviceStateMigration {
    * trip on them. A QEMU migration of the guest later sets its own.
    */
   static async prepareSource(source: QemuGuest): Promise<void> {
-    await setCapabilities(source, {
-      ...DEVICE_STATE_CAPABILITIES,
-      "pause-before-switchover": false,
-    });
+    await setSourceCapabilities(source, false);
   }
 
   /**
