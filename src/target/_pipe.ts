@@ -13,11 +13,13 @@ const PIECE_BYTES = 256 * 1024;
  * closes the other side's writing half; a direction that fails closes
  * both connections, so neither end waits for data that cannot come.
  *
+ * @param readFromA bytes of `a`'s stream read already (with a handshake): they go to `b` first
  * @returns The bytes copied each way
  */
 export async function pipeBothWays(
   a: Deno.Conn,
   b: Deno.Conn,
+  readFromA?: Uint8Array,
 ): Promise<{ aToB: number; bToA: number }> {
   const closeBoth = () => {
     for (const conn of [a, b]) {
@@ -28,15 +30,18 @@ export async function pipeBothWays(
       }
     }
   };
-  const copy = async (from: Deno.Conn, to: Deno.Conn): Promise<number> => {
+  const copy = async (from: Deno.Conn, to: Deno.Conn, first?: Uint8Array): Promise<number> => {
     const buffer = new Uint8Array(PIECE_BYTES);
     let copied = 0;
     try {
-      for (;;) {
+      for (let piece = first;;) {
+        if (piece) {
+          for (let done = 0; done < piece.length;) done += await to.write(piece.subarray(done));
+          copied += piece.length;
+        }
         const got = await from.read(buffer);
         if (got === null) break;
-        for (let done = 0; done < got;) done += await to.write(buffer.subarray(done, got));
-        copied += got;
+        piece = buffer.subarray(0, got);
       }
       await to.closeWrite().catch(() => {});
     } catch {
@@ -44,6 +49,6 @@ export async function pipeBothWays(
     }
     return copied;
   };
-  const [aToB, bToA] = await Promise.all([copy(a, b), copy(b, a)]);
+  const [aToB, bToA] = await Promise.all([copy(a, b, readFromA), copy(b, a)]);
   return { aToB, bToA };
 }

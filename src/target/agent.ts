@@ -266,10 +266,7 @@ async function serveGuestStream(
   });
   try {
     await channel.write(encodeJson(type, { ok: true }));
-    for (let done = 0; early && done < early.length;) {
-      done += await local.write(early.subarray(done));
-    }
-    await pipeBothWays(channel.conn, local);
+    await pipeBothWays(channel.conn, local, early);
   } finally {
     if (destination.nbdConns.get(disk) === local) destination.nbdConns.delete(disk);
     try {
