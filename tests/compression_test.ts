@@ -112,7 +112,9 @@ function runFrames(
     link.waitedSeconds += pace.waitMs / 1000;
     if (policy.shouldCompress(pace.raw)) {
       compressed++;
+      // The sender waits for zstd (on its own thread) before the frame can go.
       clock.now += pace.zstdMs;
+      link.waitedSeconds += pace.zstdMs / 1000;
       policy.record(pace.raw, pace.compressed, pace.zstdMs);
     }
   }

@@ -4,37 +4,6 @@ import { encodeU32, FrameType } from "../src/transfer/protocol.ts";
 
 const FRAME = 512 * 1024; // two frames fill a write buffer
 
-/** Writes `frames` frames, spending `busyMs` of CPU on each, to a stream that takes `streamMs` per write. */
-async function waitedShareOf(streamMs: number, busyMs: number, frames = 24): Promise<number> {
-  const started = performance.now();
-  const stream = {
-    read: () => Promise.resolve(null),
-    write: async (p: Uint8Array) => {
-      // No wait at all for a stream that never holds the sender up: a timer's turn of the
-      // event loop takes milliseconds on a loaded machine, which is not the stream's doing.
-      if (streamMs > 0) await new Promise((resolve) => setTimeout(resolve, streamMs));
-      return p.length;
-    },
-  };
-  const writer = new FrameWriter(stream);
-  for (let i = 0; i < frames; i++) {
-    const until = performance.now() + busyMs;
-    while (performance.now() < until) {
-      // the sender's own work on the next frame
-    }
-    await writer.write(new Uint8Array(FRAME));
-  }
-  await writer.flush();
-  return writer.waitedSeconds * 1000 / (performance.now() - started);
-}
-
-Deno.test("FrameWriter.waitedSeconds is most of the time while the stream sets the pace, little while the sender does", async () => {
-  const slowLink = await waitedShareOf(20, 1);
-  assert(slowLink > 0.5, `slow link: ${slowLink}`);
-  const busySender = await waitedShareOf(0, 10);
-  assert(busySender < 0.2, `busy sender: ${busySender}`);
-});
-
 Deno.test("FrameWriter.streamBytesPerSecond is the stream's pace, not hidden by writes a socket buffer took at once", async () => {
   let calls = 0;
   const stream = {

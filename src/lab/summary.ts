@@ -161,7 +161,7 @@ export function formatBreakdown(b: GangwayBreakdown): string {
 }
 
 /**
- * Where each round's time went, in words: reading and hashing pages, zstd,
+ * Where each round's time went, in words: reading and hashing pages, waiting for zstd,
  * waiting for the link, waiting for the receiver's acknowledgement, and the
  * rest (planning and framing). Empty when the report predates the split.
  *
@@ -178,9 +178,11 @@ export function formatRoundTimes(b: GangwayBreakdown): string {
     parts.push(
       `${r.final ? "final" : r.round} ${r.seconds.toFixed(2)} s = scan ${
         t.scanSeconds.toFixed(2)
-      } + plan ${t.planSeconds.toFixed(2)} + zstd ${t.compressSeconds.toFixed(2)} + link wait ${
-        t.linkWaitSeconds.toFixed(2)
-      } + receiver ${t.receiverWaitSeconds.toFixed(2)} + other ${Math.max(0, other).toFixed(2)}${
+      } + plan ${t.planSeconds.toFixed(2)} + zstd wait ${
+        t.compressSeconds.toFixed(2)
+      } + link wait ${t.linkWaitSeconds.toFixed(2)} + receiver ${
+        t.receiverWaitSeconds.toFixed(2)
+      } + other ${Math.max(0, other).toFixed(2)}${
         t.compression ? ` (${formatEstimate(t.compression)})` : ""
       }`,
     );

@@ -23,6 +23,24 @@ export function compress(src: Uint8Array, dst: Uint8Array, level = COMPRESSION_L
 }
 
 /**
+ * {@linkcode compress} on another thread (Deno's pool for blocking calls):
+ * the caller's thread goes on with its own work meanwhile. Neither buffer
+ * may be touched until the promise settles. Requires `--allow-ffi`.
+ *
+ * @returns the compressed size
+ */
+export async function compressOffThread(
+  src: Uint8Array,
+  dst: Uint8Array,
+  level = COMPRESSION_LEVEL,
+): Promise<number> {
+  return check(
+    await native().gw_compress_off_thread(src, src.length, dst, dst.length, level),
+    "Cannot compress pages",
+  );
+}
+
+/**
  * Largest compressed size of `bytes` bytes.
  *
  * @throws RangeError when that size does not fit in 32 bits

@@ -73,6 +73,13 @@ const SYMBOLS = {
   gw_compress_bound: { parameters: ["u32"], result: "u32" },
   // int gw_compress(const uint8_t *src, uint32_t len, uint8_t *dst, uint32_t cap, int32_t level)
   gw_compress: { parameters: ["buffer", "u32", "buffer", "u32", "i32"], result: "i32" },
+  // The same, on a thread of Deno's blocking pool: the caller goes on while it compresses.
+  gw_compress_off_thread: {
+    name: "gw_compress",
+    parameters: ["buffer", "u32", "buffer", "u32", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
   // int gw_decompress(const uint8_t *src, uint32_t len, uint8_t *dst, uint32_t expected)
   gw_decompress: { parameters: ["buffer", "u32", "buffer", "u32"], result: "i32" },
 

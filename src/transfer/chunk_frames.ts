@@ -3,11 +3,18 @@
  * (PAGES, REFS, ZEROS), PAGES compressed when the compression policy says
  * so and the data shrinks.
  *
+ * zstd runs on other threads while this one scans and plans the next
+ * chunks: the frames go into an ordered queue, and each is written to the
+ * stream once every frame before it is (a reference must follow the pages
+ * it names, and the target counts contents in stream order). The queue is
+ * bounded: a compression in flight holds one of {@linkcode IN_FLIGHT} page
+ * buffers, and at most {@linkcode QUEUED_FRAMES} frames wait.
+ *
  * @module
  */
 import type { Gang } from "../scan/gang.ts";
 import { PAGE_SIZE } from "../native/ram_file.ts";
-import { compress, compressBound } from "../native/compression.ts";
+import { compressBound, compressOffThread } from "../native/compression.ts";
 import { type ChunkPlan, Op } from "../plan/round_planner.ts";
 import type { CompressionPolicy } from "./compression_policy.ts";
 import { FrameType } from "./protocol.ts";
@@ -21,34 +28,66 @@ import {
 
 /** Pages per PAGES frame: a frame must fit in one write (1 MiB). */
 const PAGES_PER_FRAME = 128;
+/** Compressions running at once, each in its own buffers (two keep one thread busy while one is written). */
+const IN_FLIGHT = 2;
+/** Frames waiting to be written, at most: the queue may not grow while the link stalls. */
+const QUEUED_FRAMES = 16;
+
+/** Where the sender's own thread waited, in seconds (it only grows). */
+export interface SenderWaits {
+  /** For the stream to take its writes: the link (or the receiver) set the pace. */
+  link: number;
+  /** For a compression to end, before the frame could be written. */
+  zstd: number;
+}
+
+/** The page data of one frame, copied out of the scan's buffer, and room for it compressed. */
+interface PageBuffers {
+  raw: Uint8Array;
+  zstd: Uint8Array;
+}
+
+/** A frame waiting in the queue: written once `written` settles. */
+interface Queued {
+  written: Promise<void>;
+  /** Its compression, while one runs. */
+  compressed?: Promise<unknown>;
+}
 
 /** Encodes planned chunks as frames, into room a writer gives. */
 export class ChunkFrames {
   readonly #gang: Gang;
   readonly #compression: CompressionPolicy;
   readonly #reserve: (bytes: number) => Promise<Uint8Array>;
-  readonly #rawScratch = new Uint8Array(PAGES_PER_FRAME * PAGE_SIZE);
-  readonly #zstdScratch = new Uint8Array(compressBound(this.#rawScratch.length));
+  readonly #waits: SenderWaits;
+  readonly #free: PageBuffers[] = [];
+  #made = 0;
+  readonly #queue: Queued[] = [];
+  #tail: Promise<void> = Promise.resolve();
   /** Bytes of the frames that carried each guest's pages, by guest number. */
   readonly guestBytes: number[];
 
   /**
    * @param reserve room for a frame of that many bytes, in the stream to the target
+   * @param waits where this thread's waits for the queue are added up
    */
   constructor(
     gang: Gang,
     compression: CompressionPolicy,
     reserve: (bytes: number) => Promise<Uint8Array>,
+    waits: SenderWaits,
   ) {
     this.#gang = gang;
     this.#compression = compression;
     this.#reserve = reserve;
+    this.#waits = waits;
     this.guestBytes = gang.guests.map(() => 0);
   }
 
   /**
-   * Sends a chunk's plan as frames: grouped by kind when the plan allows
+   * Queues a chunk's plan as frames: grouped by kind when the plan allows
    * (at most three frames a chunk), else in page order, merging runs.
+   * `data` may be reused once this returns: what is queued is copied.
    *
    * @param data the chunk's page bytes as scanned (page i of the chunk at i * PAGE_SIZE)
    */
@@ -80,6 +119,11 @@ export class ChunkFrames {
     }
   }
 
+  /** Waits until every queued frame is in the writer; throws the first failure. */
+  async drain(): Promise<void> {
+    while (this.#queue.length > 0) await this.#waitOldest();
+  }
+
   /** One frame for operations `which` of a plan, all of kind `op`. */
   async #sendOps(
     guest: number,
@@ -92,18 +136,16 @@ export class ChunkFrames {
     const slots = Uint16Array.from(which, (i) => plan.slots[i]!);
     const ids = Uint32Array.from(which, (i) => plan.ids[i]!);
     const pages = Uint32Array.from(slots, (slot) => first + slot);
-    let frame: Uint8Array;
-    if (op === Op.Full) {
-      frame = await this.#pagesFrame(guest, pages, ids, data, slots);
-    } else if (op === Op.Ref) {
-      frame = await this.#reserve(pairsFrameBytes(pages.length));
-      writePairsFrame(frame, FrameType.Refs, guest, pages, ids);
-    } else {
-      const runs = zeroRuns(pages);
-      frame = await this.#reserve(pairsFrameBytes(runs.firsts.length));
-      writePairsFrame(frame, FrameType.Zeros, guest, runs.firsts, runs.counts);
-    }
-    this.guestBytes[guest]! += frame.length;
+    if (op === Op.Full) return await this.#pagesFrame(guest, pages, ids, data, slots);
+    // REFS: (page, content id) pairs; ZEROS: (first page, pages) runs.
+    const [type, a, b] = op === Op.Ref
+      ? [FrameType.Refs, pages, ids] as const
+      : [FrameType.Zeros, ...zeroRuns(pages)] as const;
+    await this.#enqueue(guest, async () => {
+      const frame = await this.#reserve(pairsFrameBytes(a.length));
+      writePairsFrame(frame, type, guest, a, b);
+      return frame.length;
+    });
   }
 
   /** A PAGES frame, its page data compressed when the policy says so and it shrinks. */
@@ -113,35 +155,96 @@ export class ChunkFrames {
     ids: Uint32Array,
     data: Uint8Array,
     slots: Uint16Array,
-  ): Promise<Uint8Array> {
+  ): Promise<void> {
     const hashes = this.#gang.index.pageHashes(guest);
     const pageHashes = BigUint64Array.from(pages, (page) => hashes[page]!);
     const n = pages.length;
-    if (this.#compression.shouldCompress(n * PAGE_SIZE)) {
-      const raw = this.#rawScratch.subarray(0, n * PAGE_SIZE);
-      slots.forEach((slot, i) =>
-        raw.set(data.subarray(slot * PAGE_SIZE, (slot + 1) * PAGE_SIZE), i * PAGE_SIZE)
-      );
+    const compress = this.#compression.shouldCompress(n * PAGE_SIZE);
+    if (!compress && this.#queue.length === 0) {
+      // Nothing ahead of it: written from the scan's buffer, without a copy.
       const started = performance.now();
-      const size = compress(raw, this.#zstdScratch);
-      this.#compression.record(raw.length, size, performance.now() - started);
-      if (size < raw.length) {
-        const frame = await this.#reserve(pagesFrameBytes(n, size));
-        frame.set(
-          this.#zstdScratch.subarray(0, size),
-          writePagesHead(frame, guest, pages, ids, pageHashes, true),
-        );
-        return frame;
-      }
+      const frame = await this.#reserve(pagesFrameBytes(n));
+      this.#waits.link += (performance.now() - started) / 1000;
+      writePagesFrame(frame, guest, pages, ids, pageHashes, data, slots);
+      this.guestBytes[guest]! += frame.length;
+      return;
     }
-    const frame = await this.#reserve(pagesFrameBytes(n));
-    writePagesFrame(frame, guest, pages, ids, pageHashes, data, slots);
-    return frame;
+    const buffers = await this.#takeBuffers();
+    const raw = buffers.raw.subarray(0, n * PAGE_SIZE);
+    slots.forEach((slot, i) =>
+      raw.set(data.subarray(slot * PAGE_SIZE, (slot + 1) * PAGE_SIZE), i * PAGE_SIZE)
+    );
+    const started = performance.now();
+    const size = compress
+      ? compressOffThread(raw, buffers.zstd).then((size) => {
+        this.#compression.record(raw.length, size, performance.now() - started);
+        return size;
+      })
+      : undefined;
+    const inOrder = Uint16Array.from(slots, (_, i) => i);
+    await this.#enqueue(guest, async () => {
+      try {
+        const compressed = await size;
+        if (compressed !== undefined && compressed < raw.length) {
+          const frame = await this.#reserve(pagesFrameBytes(n, compressed));
+          frame.set(
+            buffers.zstd.subarray(0, compressed),
+            writePagesHead(frame, guest, pages, ids, pageHashes, true),
+          );
+          return frame.length;
+        }
+        const frame = await this.#reserve(pagesFrameBytes(n));
+        writePagesFrame(frame, guest, pages, ids, pageHashes, raw, inOrder);
+        return frame.length;
+      } finally {
+        this.#free.push(buffers);
+      }
+    }, size);
+  }
+
+  /** Queues a frame's writing behind every frame queued before it. */
+  async #enqueue(
+    guest: number,
+    write: () => Promise<number>,
+    compressed?: Promise<unknown>,
+  ): Promise<void> {
+    while (this.#queue.length >= QUEUED_FRAMES) await this.#waitOldest();
+    const written = this.#tail.then(async () => {
+      this.guestBytes[guest]! += await write();
+    });
+    // A failure surfaces when the frame is waited for (drain, or a full queue), not as unhandled.
+    written.catch(() => {});
+    this.#tail = written;
+    this.#queue.push({ written, compressed });
+  }
+
+  /** Page buffers for one frame: a free pair, or the oldest queued frame's once it is written. */
+  async #takeBuffers(): Promise<PageBuffers> {
+    if (this.#free.length === 0 && this.#made < IN_FLIGHT) {
+      this.#made++;
+      const raw = new Uint8Array(PAGES_PER_FRAME * PAGE_SIZE);
+      return { raw, zstd: new Uint8Array(compressBound(raw.length)) };
+    }
+    while (this.#free.length === 0) await this.#waitOldest();
+    return this.#free.pop()!;
+  }
+
+  /** Waits for the oldest queued frame: for its compression first, then for the stream. */
+  async #waitOldest(): Promise<void> {
+    const oldest = this.#queue.shift()!;
+    if (oldest.compressed) {
+      const started = performance.now();
+      await oldest.compressed.catch(() => {});
+      this.#waits.zstd += (performance.now() - started) / 1000;
+    }
+    const started = performance.now();
+    await oldest.written;
+    this.#waits.link += (performance.now() - started) / 1000;
   }
 }
 
 /** Ascending pages as (first, count) runs. */
-function zeroRuns(pages: Uint32Array): { firsts: Uint32Array; counts: Uint32Array } {
+function zeroRuns(pages: Uint32Array): [firsts: Uint32Array, counts: Uint32Array] {
   const firsts: number[] = [];
   const counts: number[] = [];
   for (const page of pages) {
@@ -152,5 +255,5 @@ function zeroRuns(pages: Uint32Array): { firsts: Uint32Array; counts: Uint32Arra
       counts.push(1);
     }
   }
-  return { firsts: Uint32Array.from(firsts), counts: Uint32Array.from(counts) };
+  return [Uint32Array.from(firsts), Uint32Array.from(counts)];
 }

@@ -23,9 +23,12 @@
  *     slower than that, for the bytes it saves (the allowance shrinks
  *     with the saving: none for data that does not compress).
  *
- * c is measured as the sender's time between PAGES frames that was
- * neither zstd nor waiting for the stream, per byte of page data; Z and r
- * from each compression; L is the stream's rate (FrameWriter). Pages of
+ * c is measured as the sender's time between PAGES frames that was not
+ * spent waiting (for the stream, or for zstd, which runs on other threads:
+ * see chunk_frames.ts), per byte of page data; Z and r from each
+ * compression; L is the stream's rate (FrameWriter). The model adds zstd's
+ * time to the sender's as if one thread did both: on a host whose cores
+ * the guests keep busy, that is what it costs. Pages of
  * random bytes give r near 1: compressing them gains nothing, and costs
  * nothing either while the CPU is ahead of the link (the next frame may
  * compress: guests mix both kinds).
@@ -56,11 +59,14 @@ const CPU_WINDOW_MS = 20;
 /** While no frame is compressed, one frame is still tried this often. */
 export const PROBE_INTERVAL_MS = 100;
 
-/** What the policy reads of the stream (see FrameWriter). */
+/** What the policy reads of the stream (see FrameWriter) and of the sender's waits. */
 export interface LinkGauge {
   /** Bytes per second the stream took lately; 0 until known. */
   readonly streamBytesPerSecond: number;
-  /** Seconds the sender has waited for the stream to take its writes, in all (it only grows). */
+  /**
+   * Seconds the sender's thread has waited, for the stream to take its
+   * writes or for compressions to end, in all (it only grows).
+   */
   readonly waitedSeconds: number;
 }
 
@@ -100,13 +106,13 @@ export class CompressionPolicy {
   #cpuSecondsPerByte = 0;
   readonly #now: () => number;
   #lastCompressed: number;
-  /** The last frame's time, waits and zstd seconds so far; undefined after restart(). */
-  #last: { at: number; waited: number; zstd: number } | undefined;
+  /** The last frame's time and the sender's waits so far; undefined after restart(). */
+  #last: { at: number; waited: number } | undefined;
   #window = { ms: 0, busyMs: 0, bytes: 0 };
   /** Frames owed to compression under a fractional share (see shouldCompress). */
   #credit = 0;
   readonly report: CompressionReport;
-  /** Seconds spent in zstd so far (the frames that did not shrink included). */
+  /** Seconds zstd worked so far, on its own threads (the frames that did not shrink included). */
   seconds = 0;
 
   /**
@@ -182,14 +188,14 @@ export class CompressionPolicy {
     return pace(1) <= worth * pace(fastest) ? 1 : fastest;
   }
 
-  /** Adds the time since the last frame to the CPU window (minus zstd and waits). */
+  /** Adds the time since the last frame to the CPU window (minus the sender's waits). */
   #measureCpu(now: number, rawBytes: number): void {
     const waited = this.#link.waitedSeconds;
     const last = this.#last;
-    this.#last = { at: now, waited, zstd: this.seconds };
+    this.#last = { at: now, waited };
     if (!last) return;
     const ms = now - last.at;
-    const busyMs = ms - (waited - last.waited) * 1000 - (this.seconds - last.zstd) * 1000;
+    const busyMs = ms - (waited - last.waited) * 1000;
     const window = this.#window;
     window.ms += ms;
     window.busyMs += Math.max(0, busyMs);

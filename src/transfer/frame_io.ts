@@ -210,12 +210,6 @@ export class FrameWriter {
    * the rate of the link or of the peer, whichever is slower.
    */
   streamBytesPerSecond = 0;
-  /**
-   * Seconds the writer's user spent waiting for the stream to take a
-   * buffer, in all: it grows with the time while the link sets the pace,
-   * and hardly while the user's CPU does.
-   */
-  waitedSeconds = 0;
   /** Bytes and seconds of the recent writes, as decaying sums (see streamBytesPerSecond). */
   #recentBytes = 0;
   #recentSeconds = 0;
@@ -256,17 +250,12 @@ export class FrameWriter {
   /** Sends everything buffered and waits until the stream took it. */
   async flush(): Promise<void> {
     await this.#rotate();
-    const waitStarted = performance.now();
     await this.#inFlight;
-    this.waitedSeconds += (performance.now() - waitStarted) / 1000;
   }
 
   /** Starts writing the current buffer and switches to the other one (once it is free). */
   async #rotate(): Promise<void> {
-    const waitStarted = performance.now();
     await this.#inFlight;
-    this.waitedSeconds += (performance.now() - waitStarted) / 1000;
-    // Not counted as waiting for the stream: the turn runs this process's other work.
     await shareEventLoop();
     if (this.#used === 0) return;
     const chunk = this.#buffers[this.#current]!.subarray(0, this.#used);

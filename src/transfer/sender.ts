@@ -20,7 +20,7 @@ import { checkSizesUnchanged } from "./final_checks.ts";
 import { encodeRoundEnd, FrameType, PROTOCOL_VERSION } from "./protocol.ts";
 import { encodeDone, encodeGuestDone, guestDigest } from "./digests.ts";
 import { encodeHello } from "./hello_frame.ts";
-import { ChunkFrames } from "./chunk_frames.ts";
+import { ChunkFrames, type SenderWaits } from "./chunk_frames.ts";
 import type { RoundReport, RoundTime, SenderOptions } from "./sender_options.ts";
 import { errorMessage } from "../_errors.ts";
 import { shareEventLoop } from "../_delay.ts";
@@ -71,6 +71,8 @@ export class GangSender implements AsyncDisposable {
   #tracker: DirtyTracker;
   readonly #compression: CompressionPolicy;
   readonly #frames: ChunkFrames;
+  /** This thread's waits, for the stream and for zstd (the rounds' time split and the policy). */
+  readonly #waits: SenderWaits = { link: 0, zstd: 0 };
   readonly #out = scanBuffers(CHUNK_PAGES);
   /** Buffers of the final round when its page work is shared among threads (made then). */
   #parallelOut: ScanBuffers | undefined;
@@ -113,8 +115,22 @@ export class GangSender implements AsyncDisposable {
       stallTimeoutMs: options.stallTimeoutMs ?? 60_000,
       signal: targetGone.signal,
     });
-    this.#compression = new CompressionPolicy(options.compression ?? "auto", this.#writer);
-    this.#frames = new ChunkFrames(gang, this.#compression, (bytes) => this.#reserve(bytes));
+    const writer = this.#writer;
+    const waits = this.#waits;
+    this.#compression = new CompressionPolicy(options.compression ?? "auto", {
+      get streamBytesPerSecond() {
+        return writer.streamBytesPerSecond;
+      },
+      get waitedSeconds() {
+        return waits.link + waits.zstd;
+      },
+    });
+    this.#frames = new ChunkFrames(
+      gang,
+      this.#compression,
+      (bytes) => this.#reserve(bytes),
+      waits,
+    );
     this.#planner = new RoundPlanner(gang, PARALLEL_CHUNK_PAGES);
     this.#finished = gang.guests.map(() => false);
   }
@@ -270,8 +286,7 @@ export class GangSender implements AsyncDisposable {
     const counts = emptyCounts();
     const started = performance.now();
     const bytesBefore = this.bytesOnWire;
-    const waitedBefore = this.#writer.waitedSeconds;
-    const compressBefore = this.#compression.seconds;
+    const waitedBefore = { ...this.#waits };
     this.#compression.restart(); // the time since the last round's frames was no page work
     let scanMs = 0;
     let planMs = 0;
@@ -328,8 +343,8 @@ export class GangSender implements AsyncDisposable {
     const time: RoundTime = {
       scanSeconds: scanMs / 1000,
       planSeconds: planMs / 1000,
-      compressSeconds: this.#compression.seconds - compressBefore,
-      linkWaitSeconds: this.#writer.waitedSeconds - waitedBefore,
+      compressSeconds: this.#waits.zstd - waitedBefore.zstd,
+      linkWaitSeconds: this.#waits.link - waitedBefore.link,
       receiverWaitSeconds: (performance.now() - flushed) / 1000,
       compression: this.#compression.estimate,
     };
@@ -372,17 +387,28 @@ export class GangSender implements AsyncDisposable {
     }
   }
 
+  /** Writes a frame after every page frame queued before it. */
   async #send(frame: Uint8Array): Promise<void> {
+    await this.#drain();
     (await this.#reserve(frame.length)).set(frame);
   }
 
   async #flush(): Promise<void> {
     this.#flushedAt = performance.now();
+    await this.#drain();
+    const started = performance.now();
     try {
       await this.#writer.flush();
     } catch (error) {
       throw await this.#betterError(error);
     }
+    this.#waits.link += (performance.now() - started) / 1000;
+  }
+
+  /** Waits until the page frames queued so far are in the writer. */
+  async #drain(): Promise<void> {
+    // A write's failure comes out of #reserve as the target's own error already.
+    await this.#frames.drain();
   }
 
   /**

@@ -91,9 +91,9 @@ export interface RoundTime {
   scanSeconds: number;
   /** Planning what each scanned page needs (the target's mirror, in TypeScript). */
   planSeconds: number;
-  /** zstd on page data. */
+  /** Waiting for zstd to compress page data (it runs on other threads while this one goes on). */
   compressSeconds: number;
-  /** Waiting for the stream to take a full buffer: the link (or the receiver) set the pace. */
+  /** Waiting for the stream to take the frames: the link (or the receiver) set the pace. */
   linkWaitSeconds: number;
   /** From the round's last frame flushed to the target's acknowledgement: the receiver's tail. */
   receiverWaitSeconds: number;
