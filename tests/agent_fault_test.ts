@@ -65,7 +65,7 @@ Deno.test("a source guest runs on whenever its target agent dies or its source s
       } finally {
         await target.close();
       }
-      await agent.server.exited;
+      await agent.exited;
       await assertRuns(source, stage);
       // An agent started again cleans up what the dead one left.
       agent = await agentAt(dir, runDir);
@@ -76,7 +76,7 @@ Deno.test("a source guest runs on whenever its target agent dies or its source s
     }
 
     // The source side is killed in the middle of a round: the agent stops what it started.
-    await source.detach();
+    await guests.detach(source);
     const evacuate = new Deno.Command(Deno.execPath(), {
       args: [
         ...["run", "-A", EVACUATE, "--target", `127.0.0.1:${agent.address.port}`],
