@@ -11,6 +11,8 @@ import type { QemuMachine } from "../src/qemu/qemu_args.ts";
 import { delay } from "../src/_delay.ts";
 import { findQemus } from "../src/qemu/discover.ts";
 import { testImage } from "./qemu_helpers.ts";
+import { PROTOCOL_VERSION } from "../src/transfer/protocol.ts";
+import { encodeHello } from "../src/transfer/hello_frame.ts";
 
 /** The machine of a small destination of the test image. */
 export async function smallMachine(memoryMiB = 32): Promise<QemuMachine> {
@@ -29,6 +31,17 @@ export async function smallMachine(memoryMiB = 32): Promise<QemuMachine> {
 /** A source guest as `prepareDestinations()` reads it: a name and a machine. */
 export async function sourceLike(name: string, memoryMiB = 32): Promise<QemuGuest> {
   return { name, machine: await smallMachine(memoryMiB) } as QemuGuest;
+}
+
+/** The HELLO of a RAM connection for one small destination, presenting the gang's key. */
+export function ramHello(key: string, name: string, memoryMiB = 32): Uint8Array {
+  return encodeHello({
+    version: PROTOCOL_VERSION,
+    pageSize: 4096,
+    seed: 1n,
+    token: key,
+    guests: [{ name, size: memoryMiB * 2 ** 20 }],
+  });
 }
 
 /** The first event of the agent that `matches`, waited for `timeoutMs` at most (undefined then). */

@@ -4,6 +4,7 @@
  * guest must run on every time, the agent's host must be clean once an
  * agent runs there again, and that agent must take the next gang.
  */
+import { tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { migrateQemuGang, type QemuGangOptions } from "../src/gang_migration.ts";
@@ -65,7 +66,7 @@ Deno.test("a source guest runs on whenever its target agent dies or its source s
       } finally {
         await target.close();
       }
-      await agent.server.exited;
+      await agent.exited;
       await assertRuns(source, stage);
       // An agent started again cleans up what the dead one left.
       agent = await agentAt(dir, runDir);
@@ -76,7 +77,7 @@ Deno.test("a source guest runs on whenever its target agent dies or its source s
     }
 
     // The source side is killed in the middle of a round: the agent stops what it started.
-    await source.detach();
+    await guests.detach(source);
     const evacuate = new Deno.Command(Deno.execPath(), {
       args: [
         ...["run", "-A", EVACUATE, "--target", `127.0.0.1:${agent.address.port}`],
@@ -104,11 +105,15 @@ Deno.test("a source guest runs on whenever its target agent dies or its source s
     assert(!(await fileExists(`${dir}/${source.name}`)), "no RAM file is left");
     await assertRuns(source, "the source side was killed");
 
-    // And the agent takes the next gang.
+    // And the agent takes the next gang; its source removes the killed source's relay sockets.
     await using target = await agent.connect();
     const { report } = await migrateQemuGang([source], target);
     assertEquals(report.guests.map((g) => g.migrated), [true]);
     assertEquals((await target.keptGuests()).map((g) => g.name), [source.name]);
+    const relayDirs = (await Array.fromAsync(Deno.readDir(tmpdir()))).filter((e) =>
+      e.name.startsWith(`gw-relay-${evacuate.pid}-`)
+    );
+    assertEquals(relayDirs, [], "the relay directory of the killed source is left");
   } finally {
     await agent.stopGuests().catch(() => {});
     await agent.stop();

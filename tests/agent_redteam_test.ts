@@ -20,12 +20,11 @@ import {
 import { describeMachine } from "../src/target/describe_machine.ts";
 import { type FileRef, sha256Hex } from "../src/target/machine_description.ts";
 import { FrameReader } from "../src/transfer/frame_io.ts";
-import { FrameType, PROTOCOL_VERSION } from "../src/transfer/protocol.ts";
-import { encodeHello } from "../src/transfer/hello_frame.ts";
+import { FrameType } from "../src/transfer/protocol.ts";
 import { QemuGuest } from "../src/qemu/guest.ts";
 import { QmpClient } from "../src/qemu/qmp.ts";
 import { fileExists, testImage, uniqueName } from "./qemu_helpers.ts";
-import { eventOf, qemusIn, smallMachine, sourceLike } from "./_agent_fixtures.ts";
+import { eventOf, qemusIn, ramHello, smallMachine, sourceLike } from "./_agent_fixtures.ts";
 
 /** An `--images` directory holding the test kernel and initrd: prepare needs no `put`. */
 async function imagesDir(): Promise<string> {
@@ -275,13 +274,7 @@ Deno.test("a RAM connection of a gang that was abandoned meanwhile is refused an
     const name = uniqueName("rt-late");
     const target = await agent.connect();
     await target.prepareDestinations([await sourceLike(name)]);
-    const hello = encodeHello({
-      version: PROTOCOL_VERSION,
-      pageSize: 4096,
-      seed: 1n,
-      token: target.token!,
-      guests: [{ name, size: 32 * 2 ** 20 }],
-    });
+    const hello = ramHello(target.token!, name);
     const ram = await target.connect();
     try {
       // The RAM connection starts; before its HELLO is whole, the gang is abandoned.

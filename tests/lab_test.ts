@@ -3,6 +3,8 @@
  * short run of two small guests over a shaped link, and a run interrupted
  * with Ctrl-C during its migration. Both must leave nothing behind.
  */
+import { join } from "node:path";
+import { tmpdir } from "node:os";
 import { assert, assertEquals } from "./_assert.ts";
 import { findQemus } from "../src/qemu/discover.ts";
 import { listNamespaces } from "../src/lab/netns_names.ts";
@@ -158,19 +160,25 @@ Deno.test("Ctrl-C during the migration ends the lab with 130 and leaves no names
   assertEquals(await leftovers(lab.pid), []);
 });
 
-Deno.test("cleanStaleLabs() removes the RAM directory of a lab run whose process is gone", async () => {
+Deno.test("cleanStaleLabs() removes the RAM and run directories of a lab run whose process is gone", async () => {
   const gone = new Deno.Command("true").spawn();
   await gone.status;
   const dir = `/dev/shm/gangway-lab-${gone.pid}-0badc0de`;
   const live = `/dev/shm/gangway-lab-${Deno.pid}-0badc0de`;
-  await new Deno.Command("mkdir", { args: ["-p", `${dir}/source`, live] }).output();
+  const runDir = join(tmpdir(), `gangway-lab-${gone.pid}-0badc0de-x1y2z3`);
+  const liveRunDir = join(tmpdir(), `gangway-lab-${Deno.pid}-0badc0de-x1y2z3`);
+  await new Deno.Command("mkdir", {
+    args: ["-p", `${dir}/source`, live, `${runDir}/target`, liveRunDir],
+  }).output();
   try {
-    assert(await cleanStaleLabs() >= 1);
+    assert(await cleanStaleLabs() >= 2);
     const exists = async (path: string) =>
       (await new Deno.Command("test", { args: ["-e", path] }).output()).success;
     assert(!(await exists(dir)), `${dir} is left`);
+    assert(!(await exists(runDir)), `${runDir} is left`);
     assert(await exists(live), "a live run's directory was removed");
+    assert(await exists(liveRunDir), "a live run's run directory was removed");
   } finally {
-    await new Deno.Command("rm", { args: ["-rf", dir, live] }).output();
+    await new Deno.Command("rm", { args: ["-rf", dir, live, runDir, liveRunDir] }).output();
   }
 });

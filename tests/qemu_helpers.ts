@@ -49,6 +49,8 @@ export async function fileExists(path: string): Promise<boolean> {
  */
 export class Guests implements AsyncDisposable {
   #all: QemuGuest[] = [];
+  /** Run directories of guests let go of: no guest object removes them any more. */
+  #detachedRunDirs: string[] = [];
 
   /** Remembers a guest for cleanup and returns it. */
   add(guest: QemuGuest): QemuGuest {
@@ -56,9 +58,27 @@ export class Guests implements AsyncDisposable {
     return guest;
   }
 
-  /** Quits every guest, removes its RAM file and disk overlay, and asserts they are gone. */
+  /**
+   * Lets go of a guest (see `QemuGuest.detach`) whose run directory the
+   * test made through it: the directory is removed at `close()`, once
+   * its QEMU has quit through a guest attached again.
+   */
+  async detach(guest: QemuGuest): Promise<void> {
+    this.#detachedRunDirs.push(guest.runDir);
+    await guest.detach();
+  }
+
+  /**
+   * Quits every guest, removes its RAM file and disk overlay and the run
+   * directories of guests let go of, and asserts they are gone.
+   */
   async close(): Promise<void> {
     for (const guest of this.#all) await guest.close({ removeRam: true, removeDisk: true });
+    for (const dir of this.#detachedRunDirs) {
+      await Deno.remove(dir, { recursive: true }).catch((error) => {
+        if (!(error instanceof Deno.errors.NotFound)) throw error;
+      });
+    }
     for (const guest of this.#all) {
       // A guest detached, then closed through another object attached to the same QEMU, is seen
       // to exit a moment later: its exit is waited for, not raced.

@@ -59,16 +59,14 @@ export {
   type MigrationOutcome,
 } from "./measurement.ts";
 export {
-  AFTER_SWITCHOVER_SECONDS,
   type ComparedMethod,
   DEFAULT_LAB_CONFIG,
   type LabConfig,
   type LabResult,
-  measureMethod,
-  type MeasureOptions,
   refuseUnlessLabFits,
   runLab,
 } from "./experiment.ts";
+export { AFTER_SWITCHOVER_SECONDS, measureMethod, type MeasureOptions } from "./measure_method.ts";
 export {
   type GoalVerdict,
   goalVerdicts,

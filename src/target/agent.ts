@@ -175,6 +175,7 @@ async function serveControl(
       `Refused: this agent speaks version ${AGENT_VERSION}, not ${hello.version}`,
     );
   }
+  using _counted = host.openControl(pending.address);
   if (host.busy) throw new ProtocolError("Target agent is busy with another gang");
   await channel.write(encodeJson(FrameType.Control, {
     id: hello.id ?? 0,
@@ -203,6 +204,7 @@ async function serveRam(
   };
   const sender = await readSenderHandshake(channel.conn, options, pending.signal, channel.reader);
   if (!gang || host.gang !== gang) throw new ProtocolError("Gang refused: the gang is over");
+  using _open = gang.openRam();
   pending.handshakeDone();
   gang.adopt(channel);
   await receiveAuthenticatedGang(sender, options);
@@ -232,6 +234,8 @@ async function serveGuestStream(
   gang.adopt(channel);
   const destination = gang.get(hello.guest);
   const { guest } = destination;
+  // A disk's connection replaces the one before instead (below): NBD serves the next one.
+  using _open = type === FrameType.DeviceState ? gang.openDeviceState(destination) : undefined;
   let path = destination.incomingPath;
   const disk = hello.disk as number;
   if (type === FrameType.DiskCopy) {

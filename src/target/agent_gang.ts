@@ -68,6 +68,8 @@ export interface GangDestination {
   diskDir?: string;
   /** True once it was started (`cont`): it is the guest now, and is never discarded for the source's sake. */
   resumed: boolean;
+  /** True while a device-state connection of its is open: one at a time. */
+  deviceStateOpen?: boolean;
 }
 
 /** The destinations of one gang. */
@@ -77,6 +79,8 @@ export class AgentGang {
   readonly #destinations = new Map<string, GangDestination>();
   /** Its RAM and device-state connections, closed when the gang ends. */
   readonly #connections = new Set<{ close(): void }>();
+  /** True while its RAM connection is open. */
+  #ramOpen = false;
 
   private constructor(key: string) {
     this.key = key;
@@ -144,6 +148,34 @@ export class AgentGang {
   /** Remembers a connection of this gang, to be closed when the gang ends. */
   adopt(connection: { close(): void }): void {
     this.#connections.add(connection);
+  }
+
+  /**
+   * Marks the gang's RAM connection open until the returned handle is
+   * disposed of: a second one would open every RAM file again, and on
+   * failing discard what the first one wrote.
+   *
+   * @throws Error when one is open already
+   */
+  openRam(): Disposable {
+    if (this.#ramOpen) throw new Error("Refused: the gang's RAM comes on another connection");
+    this.#ramOpen = true;
+    return { [Symbol.dispose]: () => (this.#ramOpen = false) };
+  }
+
+  /**
+   * Marks a destination's device-state connection open until the returned
+   * handle is disposed of: its QEMU takes one migration stream, and each
+   * connection holds a socket to it.
+   *
+   * @throws Error when one is open already
+   */
+  openDeviceState(found: GangDestination): Disposable {
+    if (found.deviceStateOpen) {
+      throw new Error(`Refused: guest "${found.guest.name}" has a device-state connection open`);
+    }
+    found.deviceStateOpen = true;
+    return { [Symbol.dispose]: () => (found.deviceStateOpen = false) };
   }
 
   /** Closes the gang's connections: it is over. */

@@ -48,6 +48,11 @@ export interface AgentOptions {
   handshakeTimeoutMs: number;
   /** Longest silence of a source's control connection while its gang is under way. */
   idleTimeoutMs: number;
+  /**
+   * Authenticated control connections open at once from one address.
+   * Default {@linkcode MAX_CONTROL_PER_ADDRESS}.
+   */
+  maxControlPerAddress?: number;
   /** Limits of the RAM transfer, as the `receive` command has them. */
   receiver?: Omit<ReceiverOptions, "dir" | "token" | "log">;
   /** Receives a line for each event worth a log. */
@@ -74,6 +79,14 @@ export interface KeptGuest {
   /** Its last heartbeat, when it prints them. */
   heartbeat?: Heartbeat;
 }
+
+/**
+ * Default of `maxControlPerAddress`: a source holds one control connection
+ * (a tool that lists the kept guests meanwhile, a second), two sources on
+ * one host four; a peer that opens more without end would hold as many
+ * buffers and sessions.
+ */
+export const MAX_CONTROL_PER_ADDRESS = 8;
 
 /** How often the agent looks whether a guest it found at start-up (not its child) still runs. */
 const FOUND_POLL_MS = 1_000;
@@ -104,6 +117,8 @@ export class AgentHost {
   /** Looks after the guests found at start-up, which are not the agent's children. */
   #foundWatch: ReturnType<typeof setInterval> | undefined;
   readonly #connections = new Set<{ close(): void }>();
+  /** Open authenticated control connections, by peer address. */
+  readonly #controls = new Map<string, number>();
 
   /** The state of an agent with these options. */
   constructor(options: AgentOptions) {
@@ -123,6 +138,33 @@ export class AgentHost {
   /** Forgets a connection that ended. */
   untrack(connection: { close(): void }): void {
     this.#connections.delete(connection);
+  }
+
+  /**
+   * Counts an authenticated control connection from `address` until the
+   * returned handle is disposed of.
+   *
+   * @throws Error when that address holds as many as it may
+   */
+  openControl(address: string): Disposable {
+    const max = this.options.maxControlPerAddress ?? MAX_CONTROL_PER_ADDRESS;
+    const open = this.#controls.get(address) ?? 0;
+    if (open >= max) {
+      throw new Error(
+        `Refused: ${address} has ${open} control connections open, the most one address may`,
+      );
+    }
+    this.#controls.set(address, open + 1);
+    let closed = false;
+    return {
+      [Symbol.dispose]: () => {
+        if (closed) return;
+        closed = true;
+        const left = this.#controls.get(address)! - 1;
+        if (left === 0) this.#controls.delete(address);
+        else this.#controls.set(address, left);
+      },
+    };
   }
 
   /** Closes every open connection: the agent stops. */

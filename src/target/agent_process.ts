@@ -96,9 +96,10 @@ export class AgentProcess implements AsyncDisposable {
   readonly dir: string;
   /** Its TLS material (undefined when insecure). */
   readonly credentials: AgentCredentials | undefined;
-  readonly #ownsCredentials: boolean;
   /** The directories it was given by this process, removed when it stops. */
   readonly #madeDirs: { dir?: string; runDir?: string };
+  /** Resolves once it has exited and its own TLS files are removed. */
+  readonly #exited: Promise<Deno.CommandStatus>;
 
   private constructor(
     server: ServerProcess,
@@ -111,8 +112,13 @@ export class AgentProcess implements AsyncDisposable {
     this.address = address;
     this.dir = dir;
     this.credentials = credentials;
-    this.#ownsCredentials = owns.credentials;
     this.#madeDirs = owns.dirs;
+    // Made for this process alone, its TLS files die with it, however it ends (killed by a
+    // test, crashed): an agent started again gets new ones.
+    this.#exited = server.exited.then(async (status) => {
+      if (owns.credentials && credentials) await removeCredentials(credentials);
+      return status;
+    });
   }
 
   /**
@@ -160,9 +166,17 @@ export class AgentProcess implements AsyncDisposable {
     } catch (error) {
       // It may have made them before it failed (a port in use).
       await removeMadeDirs(madeDirs);
-      if (ownsCredentials) await Deno.remove(credentials!.dir, { recursive: true }).catch(() => {});
+      if (ownsCredentials) await removeCredentials(credentials!);
       throw error;
     }
+  }
+
+  /**
+   * Resolves once the agent has exited, however it ended, and the TLS
+   * files made for it are removed.
+   */
+  get exited(): Promise<Deno.CommandStatus> {
+    return this.#exited;
   }
 
   /**
@@ -211,16 +225,19 @@ export class AgentProcess implements AsyncDisposable {
    */
   async stop(): Promise<void> {
     await this.server.stop();
+    await this.#exited;
     await removeMadeDirs(this.#madeDirs);
-    if (this.#ownsCredentials && this.credentials) {
-      await Deno.remove(this.credentials.dir, { recursive: true }).catch(() => {});
-    }
   }
 
   /** Same as {@linkcode stop}. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
   }
+}
+
+/** Removes TLS material made for an agent; removed already is fine. */
+async function removeCredentials(credentials: AgentCredentials): Promise<void> {
+  await Deno.remove(credentials.dir, { recursive: true }).catch(() => {});
 }
 
 /** Removes the directories named for an agent: its run directory, and its RAM directory when empty. */

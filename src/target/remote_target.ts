@@ -19,6 +19,7 @@ import { connectTarget, type TargetAddress } from "../transport/connect_target.t
 import { AgentClient, type AgentClientOptions } from "./agent_client.ts";
 import type { KeptGuest } from "./agent_host.ts";
 import { DeviceStateRelay } from "./device_state_relay.ts";
+import { makeRelayDir } from "./_relay_dir.ts";
 import { describeMachine } from "./describe_machine.ts";
 import { type FileRef, isCopied, type MachineDescription } from "./machine_description.ts";
 
@@ -37,7 +38,8 @@ export interface RemoteTargetOptions extends AgentClientOptions {
  * A gang's target behind a target agent.
  *
  * Requires `--allow-net` (the agent), `--allow-read` (kernels, initrds)
- * and `--allow-write` (the relays' unix sockets in a temporary directory).
+ * and `--allow-write` (the relays' unix sockets in a temporary directory;
+ * those that sources killed in the middle of a migration left are removed).
  *
  * @example
  * ```ts
@@ -107,7 +109,7 @@ export class RemoteTarget implements MigrationTarget, AsyncDisposable {
       throw new Error("Cannot prepare the destinations: the target agent still lacks files");
     }
     this.#key = answer.key;
-    this.#relayDir ??= await Deno.makeTempDir({ prefix: "gw-relay-" });
+    this.#relayDir ??= await makeRelayDir();
     // Each guest's device-state path is opened now, not in the downtime.
     return sources.map((source, i) =>
       new RemoteDestination(

@@ -52,6 +52,8 @@ export interface PendingConnection {
   conn: Deno.Conn;
   /** "host:port" of the peer, for messages. */
   peer: string;
+  /** The peer's address without its port: what bounds per address count. */
+  address: string;
   /** Frees the handshake slot: call it once the peer has authenticated. */
   handshakeDone(): void;
   /**
@@ -198,6 +200,7 @@ export async function acceptConnections(
     const task = onConnection({
       conn,
       peer: peerName(conn),
+      address,
       handshakeDone: () => pending.delete(conn),
       signal: slot.abort.signal,
     }).catch(() => {}).finally(() => {

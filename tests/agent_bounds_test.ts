@@ -1,0 +1,92 @@
+/**
+ * How many connections of each kind a source may hold open at the target
+ * agent at once, whatever it sends: control connections per address, one
+ * RAM connection per gang, one device-state connection per guest (a
+ * disk-copy connection replaces the one before: agent_connections_test).
+ * Destinations are started but never booted.
+ */
+import { join } from "node:path";
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
+import { AgentProcess } from "../src/target/agent_process.ts";
+import { MAX_CONTROL_PER_ADDRESS } from "../src/target/agent_host.ts";
+import type { RemoteTarget } from "../src/target/remote_target.ts";
+import { FrameReader } from "../src/transfer/frame_io.ts";
+import { decodeText, FrameType } from "../src/transfer/protocol.ts";
+import { delay } from "../src/_delay.ts";
+import { errorMessage } from "../src/_errors.ts";
+import { eventOf, ramHello, sourceLike } from "./_agent_fixtures.ts";
+import { fileExists, uniqueName } from "./qemu_helpers.ts";
+
+const CONTROL_REFUSED = "control connections open, the most one address may";
+
+Deno.test("one address holds a bounded number of control connections at once: one more is refused with the reason", async () => {
+  await using agent = await AgentProcess.start();
+  const open: RemoteTarget[] = [];
+  try {
+    for (let i = 0; i < MAX_CONTROL_PER_ADDRESS; i++) open.push(await agent.connect());
+    await assertRejects(() => agent.connect(), Error, CONTROL_REFUSED);
+    assertEquals((await open[0]!.agent.request("ping")).ok, true, "the open ones are served");
+
+    // The bound is on connections open at once: once one has closed, the next is served.
+    await open.pop()!.close();
+    const deadline = performance.now() + 10_000;
+    for (;;) {
+      try {
+        open.push(await agent.connect());
+        break;
+      } catch (error) {
+        const refused = errorMessage(error).includes(CONTROL_REFUSED);
+        assert(refused && performance.now() < deadline, `not served again: ${errorMessage(error)}`);
+        await delay(50);
+      }
+    }
+  } finally {
+    for (const target of open) await target.close();
+  }
+});
+
+Deno.test("a guest's device state comes on one connection at a time: a second is refused and the first carries on", async () => {
+  await using agent = await AgentProcess.start();
+  await using target = await agent.connect();
+  const name = uniqueName("bound-ds");
+  const destinations = await target.prepareDestinations([await sourceLike(name)]);
+  // The source's relay opened the guest's device-state connection as the gang was prepared.
+  const carried = (e: { event: string; guest?: unknown }) =>
+    e.event === "device-state" && e.guest === name;
+  assert(await eventOf(agent, carried), "the relay's device-state connection is not carried");
+  await assertRejects(
+    () => target.agent.openDeviceState(target.token!, name),
+    Error,
+    `guest "${name}" has a device-state connection open`,
+  );
+  assertEquals(agent.server.events.filter(carried).length, 1, "the second one is carried");
+  const state = await destinations[0]!.state();
+  assertEquals([state.alive, state.status], [true, "inmigrate"], "the destination still waits");
+  await target.discard(destinations);
+});
+
+Deno.test("a gang's RAM comes on one connection at a time: a second is refused and the first one's file stays", async () => {
+  await using agent = await AgentProcess.start();
+  await using target = await agent.connect();
+  const name = uniqueName("bound-ram");
+  const destinations = await target.prepareDestinations([await sourceLike(name)]);
+  const hello = ramHello(target.token!, name);
+  const conns: Deno.Conn[] = [];
+  try {
+    const first = await target.connect();
+    conns.push(first);
+    await first.write(hello);
+    assertEquals((await new FrameReader(first).next(10_000))?.type, FrameType.Welcome);
+
+    const second = await target.connect();
+    conns.push(second);
+    await second.write(hello);
+    const answer = await new FrameReader(second).next(10_000);
+    assertEquals(answer?.type, FrameType.Error, "the second RAM connection is welcomed");
+    assertEquals(decodeText(answer!.body), "Refused: the gang's RAM comes on another connection");
+    assert(await fileExists(join(agent.dir, name)), "the first connection's RAM file is removed");
+  } finally {
+    for (const conn of conns) conn.close();
+  }
+  await target.discard(destinations);
+});
