@@ -25,9 +25,11 @@ export function isAlive(pid: number): boolean {
 /**
  * Alive and not a zombie waiting for its parent (state Z in
  * `/proc/PID/stat`). Read, not asked of `ps`: the agent asks it every
- * second of each guest it found at start-up.
+ * second of each guest it found at start-up. Deno lets only `--allow-all`
+ * read another process's /proc files: without it, a live process counts
+ * as running (in doubt, kept).
  *
- * Requires `--allow-read` (/proc).
+ * Requires `--allow-run` (and `--allow-all` to tell a zombie).
  */
 export function isRunning(pid: number): boolean {
   if (!isAlive(pid)) return false;
@@ -35,8 +37,9 @@ export function isRunning(pid: number): boolean {
     const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
     // The state follows the command's name, in parentheses, which may hold any character.
     return !stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z");
-  } catch {
-    return false;
+  } catch (error) {
+    // Gone since isAlive asked; any other failure (not --allow-all: NotCapable) says nothing.
+    return !(error instanceof Deno.errors.NotFound);
   }
 }
 
