@@ -8,7 +8,9 @@
  * twenty-fifth of the CPU among 24 guests (at the paper's 24 guests its
  * first round crawled while QEMU's kept up). Raising the sender's priority
  * by the gang's size gives it the weight of N ordinary threads: the share
- * QEMU would have, no more.
+ * QEMU would have, no more. The target's agent claims the same for the
+ * receiving end; the guests it starts run at the priority it had before
+ * ({@linkcode normalPriorityPrefix}).
  *
  * @module
  */
@@ -30,6 +32,9 @@ export function niceForThreads(threads: number): number {
   return 0 - Math.min(raise, MOST_RAISE); // 0 - 0 is 0, not -0
 }
 
+/** How far claimCpuShare raised this process's priority above the one it started with. */
+let raisedBy = 0;
+
 /**
  * Gives the calling thread (Deno's main thread: the page work, and the C
  * library's threads started from it later) the CPU weight of `threads`
@@ -46,10 +51,21 @@ export function claimCpuShare(threads: number): { nice: number; raised: boolean 
     now = getPriority();
     if (now <= wanted) return { nice: now, raised: false };
     setPriority(wanted);
-    return { nice: getPriority(), raised: true };
+    const nice = getPriority();
+    raisedBy += now - nice;
+    return { nice, raised: true };
   } catch {
     // Not allowed (not root, or no --allow-sys): the migration runs as it is, only slower on a
     // busy host.
     return { nice: now, raised: false };
   }
+}
+
+/**
+ * The command prefix that starts a program at the priority this process
+ * had before {@linkcode claimCpuShare} raised it (a guest must not inherit
+ * the migration's weight): `nice -n N`, or nothing when nothing was raised.
+ */
+export function normalPriorityPrefix(): string[] {
+  return raisedBy > 0 ? ["nice", "-n", String(raisedBy)] : [];
 }

@@ -41,3 +41,25 @@ Deno.test("claimCpuShare without --allow-sys changes nothing and does not throw"
   assertEquals(success, true, new TextDecoder().decode(stderr));
   assertEquals(JSON.parse(new TextDecoder().decode(stdout)).raised, false);
 });
+
+Deno.test("a program started with normalPriorityPrefix runs at the priority the process had before its claim", async () => {
+  // `nice` alone prints its own niceness: with the prefix, a guest's; without, an inherited one.
+  const code = `
+    import { claimCpuShare, normalPriorityPrefix } from ${
+    JSON.stringify(new URL("../src/cpu_share.ts", import.meta.url).href)
+  };
+    const niceOf = async (argv) =>
+      new TextDecoder().decode((await new Deno.Command(argv[0], { args: argv.slice(1) }).output()).stdout).trim();
+    const before = await niceOf([...normalPriorityPrefix(), "nice"]);
+    const { raised } = claimCpuShare(4);
+    console.log(JSON.stringify({ before, raised, inherited: await niceOf(["nice"]),
+      prefixed: await niceOf([...normalPriorityPrefix(), "nice"]) }));`;
+  const { stdout, stderr, success } = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", code],
+  }).output();
+  assertEquals(success, true, new TextDecoder().decode(stderr));
+  const seen = JSON.parse(new TextDecoder().decode(stdout));
+  assertEquals(seen.prefixed, seen.before);
+  if (seen.raised) assertEquals(Number(seen.inherited), Number(seen.before) - 6);
+  else assertEquals(seen.inherited, seen.before);
+});

@@ -3,7 +3,7 @@
  * --token-file FILE | --insecure [--token-file FILE]) [--images DIR]
  * [--run-dir DIR] [--max-guests N] [--max-memory SIZE] [--qemu-binary PATH]
  * [--accelerators tcg,kvm] [--shared-disks DIR,...] [--disk-dir DIR] [--json]
- * [--handshake-timeout SECONDS] [--idle-timeout SECONDS]`
+ * [--handshake-timeout SECONDS] [--idle-timeout SECONDS] [--keep-priority]`
  *
  * The target agent: the long-lived server of a host that gangs are
  * evacuated to (docs/agent.md). It serves one gang at a time on its one
@@ -13,7 +13,9 @@
  * moved here keep running after their gang, and after the agent exits.
  * Logs one line per event on stderr (with --json, one JSON object per
  * event on stdout). SIGINT or SIGTERM stop it; a gang under way is then
- * abandoned: its sources run on.
+ * abandoned: its sources run on. As root it receives a gang with the CPU
+ * weight of one thread per guest, as QEMU's incoming migrations would have
+ * (src/cpu_share.ts), unless --keep-priority; its guests run at the usual one.
  *
  * Requires `--allow-all` (QEMU, the page library, files under /dev/shm and /run).
  *
@@ -31,7 +33,7 @@ const USAGE = "usage: deno task agent -- --listen HOST:PORT --dir DIR " +
   "(--cert FILE --key FILE --token-file FILE | --insecure [--token-file FILE]) " +
   "[--images DIR] [--run-dir DIR] [--max-guests N] [--max-memory SIZE] [--qemu-binary PATH] " +
   "[--accelerators tcg,kvm] [--shared-disks DIR,...] [--disk-dir DIR] [--json] " +
-  "[--handshake-timeout SECONDS] [--idle-timeout SECONDS]";
+  "[--handshake-timeout SECONDS] [--idle-timeout SECONDS] [--keep-priority]";
 
 /** Where the agent keeps its own files unless told otherwise. */
 const DEFAULT_RUN_DIR = "/run/gangway-agent";
@@ -60,6 +62,7 @@ async function main(args: string[]): Promise<void> {
     json: { type: "boolean" },
     "handshake-timeout": { type: "string" },
     "idle-timeout": { type: "string" },
+    "keep-priority": { type: "boolean" },
   });
   if (!values.listen) throw new UsageError("--listen is required");
   if (!values.dir) throw new UsageError("--dir is required");
@@ -97,6 +100,7 @@ async function main(args: string[]): Promise<void> {
     diskDir: values["disk-dir"],
     handshakeTimeoutMs: millis("handshake-timeout", 10_000),
     idleTimeoutMs: millis("idle-timeout", 60_000),
+    keepPriority: values["keep-priority"],
     signal: stop.signal,
     log,
   });

@@ -29,6 +29,7 @@ import type { GangwayBreakdown } from "./measurement.ts";
 import { exitOnSignal } from "./netns_signal.ts";
 import { errorMessage } from "../_errors.ts";
 import { wallClockMs } from "./_time.ts";
+import { claimCpuShare } from "../cpu_share.ts";
 
 /** What the gang runner prints on stdout when the gang runs at the target. */
 export interface GangSideResult {
@@ -167,9 +168,9 @@ if (import.meta.main) {
     if (!hostname || !port || positionals.length === 0) {
       throw new Error("Cannot run the gang side: --target HOST:PORT and QMP sockets are needed");
     }
-    // Not claimCpuShare() (cpu_share.ts) here, unlike evacuate.ts: the lab's two hosts share one
-    // CPU, and a sender raised above the guests would starve host B's receiver, which a real
-    // host B does not share.
+    // As evacuate.ts does: the weight of one migration thread per guest (the agent on host B
+    // claims the same for its receiver).
+    claimCpuShare(positionals.length);
     const result = await runGangSide({
       sockets: positionals,
       target: { hostname, port: Number(port) },

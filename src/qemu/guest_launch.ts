@@ -14,6 +14,7 @@ import { createOverlay } from "./_overlay.ts";
 import { QmpClient } from "./qmp.ts";
 import { qemuArgs, type QemuDisk, type QemuMachine } from "./qemu_args.ts";
 import { errorMessage } from "../_errors.ts";
+import { normalPriorityPrefix } from "../cpu_share.ts";
 
 /** Options of {@linkcode QemuGuest.start}. */
 export interface QemuGuestOptions {
@@ -201,7 +202,13 @@ export async function launchQemu(
     const args = qemuArgs(machine, { ...paths, name, qmpPath, incoming: instance.incoming });
     process = QemuProcess.spawn(
       name,
-      [...instance.commandPrefix ?? [], machine.qemuBinary, ...args],
+      [
+        // A guest runs at the priority of the host's other guests, not at a migration's.
+        ...normalPriorityPrefix(),
+        ...instance.commandPrefix ?? [],
+        machine.qemuBinary,
+        ...args,
+      ],
       join(runDir, `${name}.qemu.log`),
     );
     const qmp = await connectQmp(name, qmpPath, process, instance.startTimeoutMs ?? 10_000);

@@ -44,6 +44,12 @@ export interface AgentOptions {
   diskDir?: string;
   /** The QEMU program. */
   qemuBinary: string;
+  /**
+   * Keep the agent's CPU priority: by default a gang's receiver gets the
+   * weight of one thread per guest, as QEMU's incoming migrations would
+   * (src/cpu_share.ts; root only), and its guests run at the usual one.
+   */
+  keepPriority?: boolean;
   /** Longest time from a connection to its first frame. */
   handshakeTimeoutMs: number;
   /** Longest silence of a source's control connection while its gang is under way. */
