@@ -20,7 +20,10 @@ import { agentRoot, agentSerialLog, startTargetAgent } from "./target_host.ts";
 import type { SerialRecorder } from "./serial_recorder.ts";
 
 const GANG_SIDE = fileURLToPath(new URL("./gang_side.ts", import.meta.url));
-/** What the gang runner may do: the page library, QEMU and the receiver, QMP, RAM files. */
+/**
+ * What the gang runner may do: the page library, QEMU and the receiver, QMP, RAM files, and its
+ * own CPU priority (cpu_share.ts).
+ */
 const GANG_SIDE_PERMISSIONS = [
   "--allow-ffi",
   "--allow-run",
@@ -28,6 +31,7 @@ const GANG_SIDE_PERMISSIONS = [
   "--allow-read",
   "--allow-write",
   "--allow-env",
+  "--allow-sys=getPriority,setPriority",
 ];
 
 /** Where gangway's guests' disks are for host B: shared with it, or copied to it. */
