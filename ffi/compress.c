@@ -9,6 +9,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <time.h>
 #include <zstd.h>
 #include <zstd_errors.h>
 
@@ -64,9 +65,19 @@ GW_EXPORT uint32_t gw_compress_bound(uint32_t len)
 	return bound > UINT32_MAX ? 0 : (uint32_t)bound; /* 0: no bound fits, as in zstd */
 }
 
-GW_EXPORT int gw_compress(const uint8_t *src, uint32_t len, uint8_t *dst, uint32_t cap, int32_t level)
+static uint64_t now_ns(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+GW_EXPORT int gw_compress(const uint8_t *src, uint32_t len, uint8_t *dst, uint32_t cap, int32_t level,
+			  uint64_t *ns)
 {
 	struct contexts *c = thread_contexts();
+	uint64_t started = now_ns();
 	size_t n;
 
 	if (!c || (!c->cctx && !(c->cctx = ZSTD_createCCtx())))
@@ -75,6 +86,8 @@ GW_EXPORT int gw_compress(const uint8_t *src, uint32_t len, uint8_t *dst, uint32
 	if (cap > INT_MAX)
 		cap = INT_MAX;
 	n = ZSTD_compressCCtx(c->cctx, dst, cap, src, len, level);
+	if (ns)
+		*ns = now_ns() - started;
 	if (ZSTD_isError(n))
 		return ZSTD_getErrorCode(n) == ZSTD_error_dstSize_tooSmall ? -EOVERFLOW : -EINVAL;
 	return (int)n;

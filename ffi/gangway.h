@@ -25,7 +25,7 @@
 #define GW_MAX_CALL_PAGES 0x7fffffffu
 
 /* Bumped whenever a signature or a constant below changes. */
-#define GW_ABI_VERSION 6
+#define GW_ABI_VERSION 7
 
 uint32_t gw_abi_version(void);
 
@@ -133,8 +133,11 @@ uint32_t gw_compress_bound(uint32_t len);
  * Compresses src into dst (cap bytes, of which at most INT32_MAX are used)
  * at a zstd level; returns the size or -errno (-EOVERFLOW: does not fit).
  * Each thread has its own zstd contexts: callers on several threads are safe.
+ * With ns, stores the nanoseconds the compression took (a caller on another
+ * thread learns of the end later than it happened).
  */
-int gw_compress(const uint8_t *src, uint32_t len, uint8_t *dst, uint32_t cap, int32_t level);
+int gw_compress(const uint8_t *src, uint32_t len, uint8_t *dst, uint32_t cap, int32_t level,
+		uint64_t *ns);
 /* Decompresses src into dst, which must come out exactly `expected` bytes; 0 or -EBADMSG. */
 int gw_decompress(const uint8_t *src, uint32_t len, uint8_t *dst, uint32_t expected);
 

@@ -255,12 +255,14 @@ static void check_compress(void)
 {
 	uint32_t len = 1 + rnd(64 * 1024), bound = gw_compress_bound(len);
 	uint8_t *src = xmalloc(len), *packed = xmalloc(bound), *out = xmalloc(len);
+	uint64_t ns = UINT64_MAX;
 	int n;
 
 	for (uint32_t i = 0; i < len; i++)
 		src[i] = rnd(4) ? (uint8_t)(i / 100) : (uint8_t)rnd(256);
-	n = gw_compress(src, len, packed, bound, 1);
+	n = gw_compress(src, len, packed, bound, 1, &ns);
 	CHECK(n > 0 && (uint32_t)n <= bound, "compress: %d", n);
+	CHECK(ns < 10000000000u, "the time it took: %llu ns", (unsigned long long)ns);
 	CHECK(gw_decompress(packed, (uint32_t)n, out, len) == 0 && memcmp(out, src, len) == 0, "round trip");
 	CHECK(len < 2 || gw_decompress(packed, (uint32_t)n, out, len - 1) == -EBADMSG, "a smaller output");
 	for (int m = 0; m < 200; m++) {
@@ -272,7 +274,7 @@ static void check_compress(void)
 		CHECK(r == 0 || r == -EBADMSG, "mutated frame: %d", r);
 		free(mutated);
 	}
-	CHECK(gw_compress(src, len, packed, 4, 1) == -EOVERFLOW, "a small output");
+	CHECK(gw_compress(src, len, packed, 4, 1, NULL) == -EOVERFLOW, "a small output");
 	CHECK(gw_compress_bound(UINT32_MAX) == 0, "a bound beyond 32 bits");
 	free(src), free(packed), free(out);
 }
@@ -287,7 +289,7 @@ static void *compress_loop(void *arg)
 	for (int iteration = 0; iteration < 120; iteration++) {
 		for (uint32_t i = 0; i < len; i++)
 			src[i] = (uint8_t)((i / (seed + 3)) ^ (uint32_t)iteration);
-		int n = gw_compress(src, len, packed, bound, 1 + iteration % 3);
+		int n = gw_compress(src, len, packed, bound, 1 + iteration % 3, NULL);
 		if (n <= 0 || gw_decompress(packed, (uint32_t)n, out, len) != 0 || memcmp(src, out, len) != 0)
 			failures++;
 	}

@@ -17,7 +17,7 @@ export const COMPRESSION_LEVEL = 1;
  */
 export function compress(src: Uint8Array, dst: Uint8Array, level = COMPRESSION_LEVEL): number {
   return check(
-    native().gw_compress(src, src.length, dst, dst.length, level),
+    native().gw_compress(src, src.length, dst, dst.length, level, null),
     "Cannot compress pages",
   );
 }
@@ -27,17 +27,20 @@ export function compress(src: Uint8Array, dst: Uint8Array, level = COMPRESSION_L
  * the caller's thread goes on with its own work meanwhile. Neither buffer
  * may be touched until the promise settles. Requires `--allow-ffi`.
  *
- * @returns the compressed size
+ * @returns the compressed size, and the milliseconds zstd took on its
+ * thread (the promise may settle later: the caller's thread was busy)
  */
 export async function compressOffThread(
   src: Uint8Array,
   dst: Uint8Array,
   level = COMPRESSION_LEVEL,
-): Promise<number> {
-  return check(
-    await native().gw_compress_off_thread(src, src.length, dst, dst.length, level),
+): Promise<{ size: number; ms: number }> {
+  const ns = new BigUint64Array(1);
+  const size = check(
+    await native().gw_compress_off_thread(src, src.length, dst, dst.length, level, ns),
     "Cannot compress pages",
   );
+  return { size, ms: Number(ns[0]) / 1e6 };
 }
 
 /**

@@ -24,7 +24,7 @@ import { CACHE_DIR_VARIABLES, defaultCacheDir } from "../_cache_dir.ts";
 import { errorMessage } from "../_errors.ts";
 
 /** Must equal GW_ABI_VERSION in ffi/gangway.h: a stale build is refused. */
-const ABI_VERSION = 6;
+const ABI_VERSION = 7;
 
 /** One entry per C function, with its prototype from ffi/gangway.h. */
 const SYMBOLS = {
@@ -71,12 +71,13 @@ const SYMBOLS = {
 
   // uint32_t gw_compress_bound(uint32_t len)
   gw_compress_bound: { parameters: ["u32"], result: "u32" },
-  // int gw_compress(const uint8_t *src, uint32_t len, uint8_t *dst, uint32_t cap, int32_t level)
-  gw_compress: { parameters: ["buffer", "u32", "buffer", "u32", "i32"], result: "i32" },
+  // int gw_compress(const uint8_t *src, uint32_t len, uint8_t *dst, uint32_t cap, int32_t level,
+  //                 uint64_t *ns)
+  gw_compress: { parameters: ["buffer", "u32", "buffer", "u32", "i32", "buffer"], result: "i32" },
   // The same, on a thread of Deno's blocking pool: the caller goes on while it compresses.
   gw_compress_off_thread: {
     name: "gw_compress",
-    parameters: ["buffer", "u32", "buffer", "u32", "i32"],
+    parameters: ["buffer", "u32", "buffer", "u32", "i32", "buffer"],
     result: "i32",
     nonblocking: true,
   },

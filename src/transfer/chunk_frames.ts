@@ -174,10 +174,9 @@ export class ChunkFrames {
     slots.forEach((slot, i) =>
       raw.set(data.subarray(slot * PAGE_SIZE, (slot + 1) * PAGE_SIZE), i * PAGE_SIZE)
     );
-    const started = performance.now();
     const size = compress
-      ? compressOffThread(raw, buffers.zstd).then((size) => {
-        this.#compression.record(raw.length, size, performance.now() - started);
+      ? compressOffThread(raw, buffers.zstd).then(({ size, ms }) => {
+        this.#compression.record(raw.length, size, ms);
         return size;
       })
       : undefined;
