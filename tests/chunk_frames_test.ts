@@ -2,8 +2,8 @@ import { assert, assertEquals } from "./_assert.ts";
 import type { Gang } from "../src/scan/gang.ts";
 import { PAGE_SIZE } from "../src/native/ram_file.ts";
 import { type ChunkPlan, Op } from "../src/plan/round_planner.ts";
-import { ChunkFrames, type SenderWaits } from "../src/transfer/chunk_frames.ts";
-import { CompressionPolicy } from "../src/transfer/compression_policy.ts";
+import { ChunkFrames } from "../src/transfer/chunk_frames.ts";
+import { CompressionPolicy, type SenderWaits } from "../src/transfer/compression_policy.ts";
 import { type ByteStream, FrameReader, FrameWriter } from "../src/transfer/frame_io.ts";
 import { decodePages, decodePairs } from "../src/transfer/page_frames.ts";
 import { FrameType } from "../src/transfer/protocol.ts";
@@ -61,7 +61,7 @@ Deno.test("ChunkFrames writes frames in the order they were queued while zstd ru
   const stream = recordingStream();
   const writer = new FrameWriter(stream);
   const waits: SenderWaits = { link: 0, zstd: 0 };
-  const policy = new CompressionPolicy("zstd", { streamBytesPerSecond: 0, waitedSeconds: 0 });
+  const policy = new CompressionPolicy("zstd", { streamBytesPerSecond: 0, waits });
   const frames = new ChunkFrames(oneGuest(chunks * CHUNK), policy, (n) => writer.reserve(n), waits);
   const nextId = { value: 0 };
   const scanBuffer = new Uint8Array(CHUNK * PAGE_SIZE);
@@ -126,13 +126,7 @@ async function linkWaitShare(streamMs: number, busyMs: number, chunks = 12): Pro
   };
   const writer = new FrameWriter(stream);
   const waits: SenderWaits = { link: 0, zstd: 0 };
-  const policy = new CompressionPolicy(
-    "none",
-    writer as unknown as {
-      streamBytesPerSecond: number;
-      waitedSeconds: number;
-    },
-  );
+  const policy = new CompressionPolicy("none", { streamBytesPerSecond: 0, waits });
   const frames = new ChunkFrames(oneGuest(chunks * CHUNK), policy, (n) => writer.reserve(n), waits);
   const data = chunkData(0);
   const nextId = { value: 0 };

@@ -16,7 +16,7 @@ import type { Gang } from "../scan/gang.ts";
 import { PAGE_SIZE } from "../native/ram_file.ts";
 import { compressBound, compressOffThread } from "../native/compression.ts";
 import { type ChunkPlan, Op } from "../plan/round_planner.ts";
-import type { CompressionPolicy } from "./compression_policy.ts";
+import type { CompressionPolicy, SenderWaits } from "./compression_policy.ts";
 import { FrameType } from "./protocol.ts";
 import {
   pagesFrameBytes,
@@ -32,14 +32,6 @@ const PAGES_PER_FRAME = 128;
 const IN_FLIGHT = 2;
 /** Frames waiting to be written, at most: the queue may not grow while the link stalls. */
 const QUEUED_FRAMES = 16;
-
-/** Where the sender's own thread waited, in seconds (it only grows). */
-export interface SenderWaits {
-  /** For the stream to take its writes: the link (or the receiver) set the pace. */
-  link: number;
-  /** For a compression to end, before the frame could be written. */
-  zstd: number;
-}
 
 /** The page data of one frame, copied out of the scan's buffer, and room for it compressed. */
 interface PageBuffers {

@@ -1,86 +1,80 @@
 /**
  * Whether to compress the page data of the next PAGES frame: compression
- * follows the bottleneck. The sender's CPU (scanning, planning, framing,
- * and zstd on what it compresses) and the stream (the link, or a slow
- * receiver behind it) work at once: the writer sends one buffer while the
- * next fills. Per raw byte of page data that must be sent,
+ * follows the bottleneck, as the sender's own waits show it. zstd runs on
+ * other threads while the sender's thread scans and plans
+ * (chunk_frames.ts), and the frames wait in order for the stream. So the
+ * sender's thread waits either for the stream (the link, or a slow
+ * receiver behind it, is the bottleneck), or for zstd (compression is), or
+ * for neither (its own work sets the pace). Over windows of
+ * {@linkcode WINDOW_MS}, "auto" moves the share of frames it compresses
  *
- *   - the sender's CPU costs c (its own work) plus 1/Z for the frames it
- *     compresses (Z: zstd's rate),
- *   - the stream costs 1/L (L: its rate), or r/L for a compressed frame
- *     (r: the compressed share).
+ *   - up while the stream holds the sender up (a Gigabit link here): fewer
+ *     bytes are what makes it faster;
+ *   - down while zstd holds it up more than the stream does (10 Gbit/s, or
+ *     a busy host): compressing less then costs no time on the link;
+ *   - nowhere while neither does: zstd keeps up on its own threads.
  *
- * A migration goes at the slower of the two. So "auto" compresses
+ * A share set from rates measured on either side (the sender's time per
+ * byte, zstd's, the link's) went wrong on a host whose guests keep its
+ * cores busy, where every such rate depends on the others: the stream's
+ * rate measured while the socket and the link's queue took bursts read
+ * twice the link's, and a third of the frames went uncompressed on a
+ * Gigabit link. Waits are what the sender pays, whatever their cause.
  *
- *   - every frame when c + 1/Z <= 1/L: even compressing everything, the
- *     CPU keeps ahead of the link (a Gigabit link here): fewest bytes at
- *     no cost in time;
- *   - no frame when c >= 1/L: the link is not full even uncompressed
- *     (10 Gbit/s, loopback): compressing would only slow the sender;
- *   - in between, the share f = (1/L - c) / (1/Z + (1 - r)/L) of frames
- *     that makes both sides equally busy: the fastest mix; unless
- *     compressing every frame is at most {@linkcode BYTES_WORTH} times
- *     slower than that, for the bytes it saves (the allowance shrinks
- *     with the saving: none for data that does not compress).
- *
- * c is measured as the sender's time between PAGES frames that was not
- * spent waiting (for the stream, or for zstd, which runs on other threads:
- * see chunk_frames.ts), per byte of page data; Z and r from each
- * compression; L is the stream's rate (FrameWriter). The model adds zstd's
- * time to the sender's as if one thread did both: on a host whose cores
- * the guests keep busy, that is what it costs. Pages of
- * random bytes give r near 1: compressing them gains nothing, and costs
- * nothing either while the CPU is ahead of the link (the next frame may
- * compress: guests mix both kinds).
- *
- * Whatever made compression not worth it may pass: zstd measured slow
- * while other processes had the CPU (8 guests on 2 cores), data that did
- * not compress. So while no frame is compressed, one frame every
- * {@linkcode PROBE_INTERVAL_MS} still is, to measure again.
+ * Pages of random bytes (zstd ratio near 1) gain nothing from zstd: while
+ * the measured ratio is above {@linkcode NO_GAIN_RATIO}, no frame is
+ * compressed. Whatever made compression not worth it may pass (contention,
+ * data that did not compress): while no frame is compressed, one frame
+ * every {@linkcode PROBE_INTERVAL_MS} still is, to measure again.
  *
  * @module
  */
 
-/** How PAGES data is sent: "auto" (when zstd outruns the link), always, or never. */
+/** How PAGES data is sent: "auto" (following the bottleneck), always, or never. */
 export type CompressionMode = "auto" | "zstd" | "none";
+
+/** Where the sender's own thread waited, in seconds (each only grows). */
+export interface SenderWaits {
+  /** For the stream to take its writes: the link (or the receiver) set the pace. */
+  link: number;
+  /** For a compression to end, before its frame could be written. */
+  zstd: number;
+}
+
+/** What the policy reads of the sender: its waits, and the stream's rate (for the report). */
+export interface SenderGauge {
+  /** Bytes per second the stream took lately; 0 until known (see FrameWriter). */
+  readonly streamBytesPerSecond: number;
+  /** The sender's waits so far. */
+  readonly waits: Readonly<SenderWaits>;
+}
 
 /** zstd's rate on raw bytes, assumed until measured (the low end seen here). */
 const ASSUMED_ZSTD_BYTES_PER_SECOND = 250e6;
-/** Weight of the past in the moving averages of zstd's rate and ratio, and of the CPU's pace. */
+/** Weight of the past in the moving averages of zstd's rate and ratio, and of the sender's pace. */
 const RATE_MEMORY = 0.8;
-/**
- * Every frame is compressed while that is at most this much slower than the
- * fastest share: bytes on a link cost whoever else uses it, and the rates
- * behind the estimate are noisy.
- */
-const BYTES_WORTH = 1.25;
-/** The sender's CPU time per byte is measured over windows of at least this long. */
-const CPU_WINDOW_MS = 20;
+/** The share moves once per window of at least this long. */
+const WINDOW_MS = 20;
+/** Waiting this share of a window on one side (or more) moves the share. */
+const STALL_SHARE = 0.05;
+/** How far the share moves per window: from all to none in four. */
+const SHARE_STEP = 0.25;
+/** Page data that zstd shrinks to more than this share of its size is sent as it is. */
+export const NO_GAIN_RATIO = 0.95;
 /** While no frame is compressed, one frame is still tried this often. */
 export const PROBE_INTERVAL_MS = 100;
-
-/** What the policy reads of the stream (see FrameWriter) and of the sender's waits. */
-export interface LinkGauge {
-  /** Bytes per second the stream took lately; 0 until known. */
-  readonly streamBytesPerSecond: number;
-  /**
-   * Seconds the sender's thread has waited, for the stream to take its
-   * writes or for compressions to end, in all (it only grows).
-   */
-  readonly waitedSeconds: number;
-}
 
 /** What the policy measured, and the share of frames it compresses from that (see the module). */
 export interface CompressionEstimate {
   /** The stream's rate, bytes per second (0: not measured yet). */
   linkBytesPerSecond: number;
-  /** The sender's own pace per byte of page data, zstd and waits aside (0: not measured yet). */
+  /** The sender's own pace per byte of page data, its waits aside (0: not measured yet). */
   cpuBytesPerSecond: number;
   /** zstd's rate on raw bytes. */
   zstdBytesPerSecond: number;
   /** Compressed size over raw size (0: not measured yet). */
   ratio: number;
-  /** Share of frames compressed at these rates (0 to 1). */
+  /** Share of frames compressed now (0 to 1). */
   share: number;
 }
 
@@ -99,16 +93,18 @@ export interface CompressionReport {
 /** Decides frame by frame; feed it each compression's result. */
 export class CompressionPolicy {
   readonly #mode: CompressionMode;
-  readonly #link: LinkGauge;
+  readonly #gauge: SenderGauge;
   #zstdBytesPerSecond = ASSUMED_ZSTD_BYTES_PER_SECOND;
   #ratio = 0; // compressed / raw, moving average; 0 until measured
-  /** The sender's own CPU seconds per byte of page data (zstd and waits aside); 0 until measured. */
+  /** Share of frames to compress while the data compresses: links are usually slower at first. */
+  #share = 1;
+  /** The sender's own seconds per byte of page data (its waits aside); 0 until measured. */
   #cpuSecondsPerByte = 0;
   readonly #now: () => number;
   #lastCompressed: number;
-  /** The last frame's time and the sender's waits so far; undefined after restart(). */
-  #last: { at: number; waited: number } | undefined;
-  #window = { ms: 0, busyMs: 0, bytes: 0 };
+  /** The last frame's time and the sender's waits then; undefined after restart(). */
+  #last: { at: number; link: number; zstd: number } | undefined;
+  #window = { ms: 0, linkMs: 0, zstdMs: 0, bytes: 0 };
   /** Frames owed to compression under a fractional share (see shouldCompress). */
   #credit = 0;
   readonly report: CompressionReport;
@@ -116,12 +112,16 @@ export class CompressionPolicy {
   seconds = 0;
 
   /**
-   * @param link how the stream has been taking writes lately (a FrameWriter is one)
+   * @param gauge the sender's waits, and the stream's rate
    * @param now a clock in milliseconds (tests pass their own)
    */
-  constructor(mode: CompressionMode, link: LinkGauge, now: () => number = () => performance.now()) {
+  constructor(
+    mode: CompressionMode,
+    gauge: SenderGauge,
+    now: () => number = () => performance.now(),
+  ) {
     this.#mode = mode;
-    this.#link = link;
+    this.#gauge = gauge;
     this.#now = now;
     this.#lastCompressed = now();
     this.report = { mode, frames: 0, rawBytes: 0, compressedBytes: 0 };
@@ -129,7 +129,7 @@ export class CompressionPolicy {
 
   /**
    * The sender stopped making frames for a while (a round ended, an answer
-   * was awaited): that gap is not work per byte.
+   * was awaited): that gap says nothing of the bottleneck.
    */
   restart(): void {
     this.#last = undefined;
@@ -137,13 +137,13 @@ export class CompressionPolicy {
 
   /**
    * Whether to compress the next frame, which carries `rawBytes` of page
-   * data (the work that made them counts in the sender's CPU pace).
+   * data (the work that made them counts in the sender's pace).
    */
   shouldCompress(rawBytes: number): boolean {
     if (this.#mode !== "auto") return this.#mode === "zstd";
     const now = this.#now();
-    this.#measureCpu(now, rawBytes);
-    this.#credit += this.#share();
+    this.#measure(now, rawBytes);
+    this.#credit += this.#effectiveShare();
     if (this.#credit >= 1 - 1e-9) {
       // Never more than one frame owed: a share that drops takes effect at once.
       this.#credit = Math.min(this.#credit - 1, 1);
@@ -159,58 +159,49 @@ export class CompressionPolicy {
   get estimate(): CompressionEstimate {
     const cpu = this.#cpuSecondsPerByte;
     return {
-      linkBytesPerSecond: this.#link.streamBytesPerSecond,
+      linkBytesPerSecond: this.#gauge.streamBytesPerSecond,
       cpuBytesPerSecond: cpu > 0 ? 1 / cpu : 0,
       zstdBytesPerSecond: this.#zstdBytesPerSecond,
       ratio: this.#ratio,
-      share: this.#mode === "auto" ? this.#share() : this.#mode === "zstd" ? 1 : 0,
+      share: this.#mode === "auto" ? this.#effectiveShare() : this.#mode === "zstd" ? 1 : 0,
     };
   }
 
-  /** The share of frames to compress, from the rates measured (see the module's text). */
-  #share(): number {
-    const link = this.#link.streamBytesPerSecond;
-    // Before the first write ends nothing is known: start compressed, as links are usually slower.
-    if (link === 0) return 1;
-    const linkPerByte = 1 / link;
-    const zstdPerByte = 1 / this.#zstdBytesPerSecond;
-    const cpu = this.#cpuSecondsPerByte;
-    const ratio = this.#ratio;
-    if (cpu + zstdPerByte <= linkPerByte) return 1;
-    const fastest = cpu >= linkPerByte
-      ? 0
-      : (linkPerByte - cpu) / (zstdPerByte + (1 - ratio) * linkPerByte);
-    // Seconds per byte at a share f: the slower of the CPU and the stream.
-    const pace = (f: number) =>
-      Math.max(cpu + f * zstdPerByte, (1 - f * (1 - ratio)) * linkPerByte);
-    // Time paid for bytes saved: random pages (ratio 1) compress fast and save nothing.
-    const worth = 1 + (BYTES_WORTH - 1) * (1 - ratio);
-    return pace(1) <= worth * pace(fastest) ? 1 : fastest;
+  /** The share, or none while the data does not compress. */
+  #effectiveShare(): number {
+    return this.#ratio > NO_GAIN_RATIO ? 0 : this.#share;
   }
 
-  /** Adds the time since the last frame to the CPU window (minus the sender's waits). */
-  #measureCpu(now: number, rawBytes: number): void {
-    const waited = this.#link.waitedSeconds;
+  /** Adds the time since the last frame to the window; at its end, moves the share. */
+  #measure(now: number, rawBytes: number): void {
+    const { link, zstd } = this.#gauge.waits;
     const last = this.#last;
-    this.#last = { at: now, waited };
+    this.#last = { at: now, link, zstd };
     if (!last) return;
-    const ms = now - last.at;
-    const busyMs = ms - (waited - last.waited) * 1000;
     const window = this.#window;
-    window.ms += ms;
-    window.busyMs += Math.max(0, busyMs);
+    window.ms += now - last.at;
+    window.linkMs += (link - last.link) * 1000;
+    window.zstdMs += (zstd - last.zstd) * 1000;
     window.bytes += rawBytes;
-    if (window.ms < CPU_WINDOW_MS || window.bytes === 0) return;
-    const perByte = window.busyMs / 1000 / window.bytes;
+    if (window.ms < WINDOW_MS || window.bytes === 0) return;
+    const busyMs = Math.max(0, window.ms - window.linkMs - window.zstdMs);
+    const perByte = busyMs / 1000 / window.bytes;
     this.#cpuSecondsPerByte = this.#cpuSecondsPerByte === 0
       ? perByte
       : RATE_MEMORY * this.#cpuSecondsPerByte + (1 - RATE_MEMORY) * perByte;
-    this.#window = { ms: 0, busyMs: 0, bytes: 0 };
+    const linkShare = window.linkMs / window.ms;
+    const zstdShare = window.zstdMs / window.ms;
+    if (zstdShare > STALL_SHARE && zstdShare >= linkShare) {
+      this.#share = Math.max(0, this.#share - SHARE_STEP);
+    } else if (linkShare > STALL_SHARE) {
+      this.#share = Math.min(1, this.#share + SHARE_STEP);
+    }
+    this.#window = { ms: 0, linkMs: 0, zstdMs: 0, bytes: 0 };
   }
 
   /**
    * Records a compression: raw page bytes in, compressed bytes out (the
-   * frame goes compressed only if fewer), and the milliseconds it took.
+   * frame goes compressed only if fewer), and the milliseconds zstd took.
    */
   record(rawBytes: number, compressedBytes: number, ms: number): void {
     this.seconds += ms / 1000;

@@ -36,9 +36,10 @@ export interface PagesFrame {
 
 /**
  * Decodes a PAGES body, copying the entries out. The data stays a view of
- * the body, or is decompressed into a new buffer of exactly n pages.
+ * the body, or is decompressed into `scratch` (valid until its next use),
+ * or into a new buffer when that is too small.
  */
-export function decodePages(body: Uint8Array, flags = 0): PagesFrame {
+export function decodePages(body: Uint8Array, flags = 0, scratch?: Uint8Array): PagesFrame {
   const r = new BodyReader(body, "Pages");
   const n = r.u32();
   if (n === 0 || n > MAX_PAGES_PER_FRAME) throw new ProtocolError(`Pages frame with ${n} pages`);
@@ -60,7 +61,9 @@ export function decodePages(body: Uint8Array, flags = 0): PagesFrame {
     hashes[i] = r.u64();
   }
   if (!compressed) return { pages, ids, hashes, data: r.bytes(n * PAGE_SIZE) };
-  const data = new Uint8Array(n * PAGE_SIZE);
+  const data = scratch && scratch.length >= n * PAGE_SIZE
+    ? scratch.subarray(0, n * PAGE_SIZE)
+    : new Uint8Array(n * PAGE_SIZE);
   if (!decompress(r.bytes(body.length - entriesEnd), data)) {
     throw new ProtocolError(`Pages frame of ${n} pages holds no valid zstd data of ${n} pages`);
   }

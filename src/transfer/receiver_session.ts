@@ -10,7 +10,13 @@
 import { join } from "node:path";
 import { hashPages, zeroPageHash } from "../native/hashing.ts";
 import { copyPages, PAGE_SIZE, type PageCopies, RamFile } from "../native/ram_file.ts";
-import { type Frame, frameTypeName, ProtocolError } from "./protocol.ts";
+import {
+  type Frame,
+  FrameFlag,
+  frameTypeName,
+  MAX_PAGES_PER_FRAME,
+  ProtocolError,
+} from "./protocol.ts";
 import { decodeDone, guestDigest } from "./digests.ts";
 import { type Hello } from "./hello_frame.ts";
 import { decodePages, decodePairs } from "./page_frames.ts";
@@ -122,6 +128,8 @@ export class ReceiverSession {
   readonly finished: boolean[];
   // Per global page: the batch in which a pending write targets it (to never read a page before its write lands).
   #writtenInBatch: Uint32Array;
+  /** Where compressed page data is decompressed (made at the first compressed frame). */
+  #pagesScratch: Uint8Array | undefined;
   #batch = 1;
 
   constructor(hello: Hello, files: readonly RamFile[]) {
@@ -185,7 +193,11 @@ export class ReceiverSession {
   /** Pages in full: hash-checked, registered as new contents, written. */
   applyPages(frame: Frame): void {
     const file = this.#file(frame);
-    const { pages, ids, hashes, data } = decodePages(frame.body, frame.flags);
+    // Decompressed into one buffer for the session: a new 512 KiB one per frame kept the GC busy.
+    const scratch = frame.flags & FrameFlag.Compressed
+      ? this.#pagesScratch ??= new Uint8Array(MAX_PAGES_PER_FRAME * PAGE_SIZE)
+      : undefined;
+    const { pages, ids, hashes, data } = decodePages(frame.body, frame.flags, scratch);
     const actual = hashPages(data, pages.length, this.hello.seed).hashes;
     for (let i = 0; i < pages.length; i++) {
       const x = this.#checkPage(frame, pages[i]!);

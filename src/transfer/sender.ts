@@ -12,7 +12,11 @@ import { PAGE_SIZE } from "../native/ram_file.ts";
 import { emptyCounts, type RoundCounts, RoundPlanner } from "../plan/round_planner.ts";
 import { type DirtyTracker, rescanEverything } from "../plan/dirty_tracking.ts";
 import { type Preparation, prepareGang } from "../plan/preparation.ts";
-import { CompressionPolicy, type CompressionReport } from "./compression_policy.ts";
+import {
+  CompressionPolicy,
+  type CompressionReport,
+  type SenderWaits,
+} from "./compression_policy.ts";
 import { ReceiverAnswers, TargetError } from "./receiver_answers.ts";
 import { type ByteStream, FrameReader, FrameWriter } from "./frame_io.ts";
 import { Pacer } from "./pacer.ts";
@@ -20,7 +24,7 @@ import { checkSizesUnchanged } from "./final_checks.ts";
 import { encodeRoundEnd, FrameType, PROTOCOL_VERSION } from "./protocol.ts";
 import { encodeDone, encodeGuestDone, guestDigest } from "./digests.ts";
 import { encodeHello } from "./hello_frame.ts";
-import { ChunkFrames, type SenderWaits } from "./chunk_frames.ts";
+import { ChunkFrames } from "./chunk_frames.ts";
 import type { RoundReport, RoundTime, SenderOptions } from "./sender_options.ts";
 import { errorMessage } from "../_errors.ts";
 import { shareEventLoop } from "../_delay.ts";
@@ -116,20 +120,17 @@ export class GangSender implements AsyncDisposable {
       signal: targetGone.signal,
     });
     const writer = this.#writer;
-    const waits = this.#waits;
     this.#compression = new CompressionPolicy(options.compression ?? "auto", {
       get streamBytesPerSecond() {
         return writer.streamBytesPerSecond;
       },
-      get waitedSeconds() {
-        return waits.link + waits.zstd;
-      },
+      waits: this.#waits,
     });
     this.#frames = new ChunkFrames(
       gang,
       this.#compression,
       (bytes) => this.#reserve(bytes),
-      waits,
+      this.#waits,
     );
     this.#planner = new RoundPlanner(gang, PARALLEL_CHUNK_PAGES);
     this.#finished = gang.guests.map(() => false);
