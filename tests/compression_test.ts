@@ -161,7 +161,7 @@ Deno.test("CompressionPolicy compresses nothing but probes while zstd holds the 
   const sender = fakeSender();
   const policy = new CompressionPolicy("auto", sender, () => clock.now);
   const zstdBound = { ...TYPICAL, zstdWaitMs: 1 };
-  runFrames(policy, clock, sender, zstdBound, 100);
+  runFrames(policy, clock, sender, zstdBound, 400);
   const started = clock.now;
   const compressed = runFrames(policy, clock, sender, zstdBound, 500);
   const probes = Math.ceil((clock.now - started) / PROBE_INTERVAL_MS);
@@ -196,7 +196,7 @@ Deno.test("CompressionPolicy compresses again once the link holds the sender up 
   const clock = { now: 0 };
   const sender = fakeSender();
   const policy = new CompressionPolicy("auto", sender, () => clock.now);
-  runFrames(policy, clock, sender, { ...TYPICAL, zstdWaitMs: 2 }, 200); // contention: zstd slow
+  runFrames(policy, clock, sender, { ...TYPICAL, zstdWaitMs: 2 }, 400); // contention: zstd slow
   assertEquals(policy.estimate.share, 0);
   // Now the sender mostly waits for the link.
   const linkBound = { ...TYPICAL, busyMs: 0.1, linkWaitMs: 9.9 };

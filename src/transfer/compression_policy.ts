@@ -63,8 +63,13 @@ const RATE_MEMORY = 0.8;
 const WINDOW_MS = 20;
 /** Waiting this share of a window on one side (or more) moves the share. */
 const STALL_SHARE = 0.05;
-/** How far the share moves per window: from all to none in four. */
-const SHARE_STEP = 0.25;
+/**
+ * How far the share moves per window: up from none to all in four (bytes
+ * on a slow link cost most), down in twenty (a wait for zstd while the
+ * socket's buffer fills at the start of a round says little).
+ */
+const SHARE_UP = 0.25;
+const SHARE_DOWN = 0.05;
 /** Page data that zstd shrinks to more than this share of its size is sent as it is. */
 export const NO_GAIN_RATIO = 0.95;
 /** While no frame is compressed, one frame is still tried this often. */
@@ -199,8 +204,8 @@ export class CompressionPolicy {
     const zstdShare = window.zstdMs / window.ms;
     // The link first: while the sender waits for zstd, the socket and the link's queue may hold
     // megabytes still going out, so the link was not idle for it.
-    if (linkShare > STALL_SHARE) this.#share = Math.min(1, this.#share + SHARE_STEP);
-    else if (zstdShare > STALL_SHARE) this.#share = Math.max(0, this.#share - SHARE_STEP);
+    if (linkShare > STALL_SHARE) this.#share = Math.min(1, this.#share + SHARE_UP);
+    else if (zstdShare > STALL_SHARE) this.#share = Math.max(0, this.#share - SHARE_DOWN);
     this.#window = { ms: 0, linkMs: 0, zstdMs: 0, bytes: 0 };
   }
 
