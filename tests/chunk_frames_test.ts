@@ -5,7 +5,7 @@ import { type ChunkPlan, Op } from "../src/plan/round_planner.ts";
 import { ChunkFrames } from "../src/transfer/chunk_frames.ts";
 import { CompressionPolicy, type SenderWaits } from "../src/transfer/compression_policy.ts";
 import { type ByteStream, FrameReader, FrameWriter } from "../src/transfer/frame_io.ts";
-import { decodePages, decodePairs } from "../src/transfer/page_frames.ts";
+import { decodePages, decodePairs, gatherPages } from "../src/transfer/page_frames.ts";
 import { FrameType } from "../src/transfer/protocol.ts";
 
 const CHUNK = 256;
@@ -154,4 +154,15 @@ Deno.test("ChunkFrames counts the sender's waits for the link: most of the time 
   assert(slowLink > 0.5, `slow link: ${slowLink}`);
   const busySender = await linkWaitShare(0, 20);
   assert(busySender < 0.2, `busy sender: ${busySender}`);
+});
+
+Deno.test("gatherPages copies page slots[i] of its source to page i, runs of slots at once", () => {
+  const src = chunkData(0);
+  const slots = Uint16Array.from([5, 6, 7, 2, 9, 10, 0]);
+  const dst = new Uint8Array(slots.length * PAGE_SIZE);
+  gatherPages(dst, src, slots);
+  slots.forEach((slot, i) => {
+    const page = dst.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE);
+    assertEquals(page, src.subarray(slot * PAGE_SIZE, (slot + 1) * PAGE_SIZE));
+  });
 });

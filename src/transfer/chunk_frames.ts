@@ -19,6 +19,7 @@ import { type ChunkPlan, Op } from "../plan/round_planner.ts";
 import type { CompressionPolicy, SenderWaits } from "./compression_policy.ts";
 import { FrameType } from "./protocol.ts";
 import {
+  gatherPages,
   pagesFrameBytes,
   pairsFrameBytes,
   writePagesFrame,
@@ -163,9 +164,7 @@ export class ChunkFrames {
     }
     const buffers = await this.#takeBuffers();
     const raw = buffers.raw.subarray(0, n * PAGE_SIZE);
-    slots.forEach((slot, i) =>
-      raw.set(data.subarray(slot * PAGE_SIZE, (slot + 1) * PAGE_SIZE), i * PAGE_SIZE)
-    );
+    gatherPages(raw, data, slots);
     const size = compress
       ? compressOffThread(raw, buffers.zstd).then(({ size, ms }) => {
         this.#compression.record(raw.length, size, ms);
