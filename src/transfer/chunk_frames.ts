@@ -171,6 +171,8 @@ export class ChunkFrames {
         return size;
       })
       : undefined;
+    // Its failure is the frame's (below); a frame never written (one before it failed) drops it.
+    size?.catch(() => {});
     const inOrder = Uint16Array.from(slots, (_, i) => i);
     await this.#enqueue(guest, async () => {
       try {
