@@ -29,8 +29,13 @@ import {
 
 /** Pages per PAGES frame: a frame must fit in one write (1 MiB). */
 const PAGES_PER_FRAME = 128;
-/** Compressions running at once, each in its own buffers (two keep one thread busy while one is written). */
-const IN_FLIGHT = 2;
+/**
+ * Compressions running at once, each in its own buffers: a core is left
+ * for the sender's own thread (on 2 cores, one compression at a time: two
+ * took the sender's core from it while the guests had the other), and 4 at
+ * most keep ahead of any link.
+ */
+const IN_FLIGHT = Math.min(4, Math.max(1, (navigator.hardwareConcurrency ?? 2) - 1));
 /** Frames waiting to be written, at most: the queue may not grow while the link stalls. */
 const QUEUED_FRAMES = 16;
 
