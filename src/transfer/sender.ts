@@ -12,33 +12,18 @@ import { PAGE_SIZE } from "../native/ram_file.ts";
 import { emptyCounts, type RoundCounts, RoundPlanner } from "../plan/round_planner.ts";
 import { type DirtyTracker, rescanEverything } from "../plan/dirty_tracking.ts";
 import { type Preparation, prepareGang } from "../plan/preparation.ts";
-import {
-  CompressionPolicy,
-  type CompressionReport,
-  type SenderWaits,
-} from "./compression_policy.ts";
-import { ReceiverAnswers, TargetError } from "./receiver_answers.ts";
-import { type ByteStream, FrameReader, FrameWriter } from "./frame_io.ts";
-import { Pacer } from "./pacer.ts";
+import type { CompressionReport } from "./compression_policy.ts";
+import { TargetError } from "./receiver_answers.ts";
+import type { ByteStream } from "./frame_io.ts";
+import { TargetLink } from "./target_link.ts";
 import { checkSizesUnchanged } from "./final_checks.ts";
 import { encodeRoundEnd, FrameType, PROTOCOL_VERSION } from "./protocol.ts";
 import { encodeDone, encodeGuestDone, guestDigest } from "./digests.ts";
 import { encodeHello } from "./hello_frame.ts";
-import { ChunkFrames } from "./chunk_frames.ts";
 import type { RoundReport, RoundTime, SenderOptions } from "./sender_options.ts";
-import { errorMessage } from "../_errors.ts";
 import { shareEventLoop } from "../_delay.ts";
 
 export { TargetError };
-
-/** Largest answer of a target: an ERROR of 4000 characters in UTF-8. */
-const ANSWER_BODY_BYTES = 16384;
-/**
- * Longest time frames wait in a half-full write buffer. A round that finds
- * few changed pages in a large gang may scan for a minute before it fills
- * one: the target would take that silence for a dead sender.
- */
-const FLUSH_EVERY_MS = 5_000;
 
 /**
  * Sends a gang's RAM to a target that runs `receive`. Each distinct page
@@ -67,16 +52,10 @@ const FLUSH_EVERY_MS = 5_000;
  */
 export class GangSender implements AsyncDisposable {
   readonly #gang: Gang;
-  readonly #conn: ByteStream & { close(): void };
-  readonly #writer: FrameWriter;
-  readonly #answers: ReceiverAnswers;
+  readonly #link: TargetLink;
   readonly #planner: RoundPlanner;
   readonly #options: SenderOptions;
   #tracker: DirtyTracker;
-  readonly #compression: CompressionPolicy;
-  readonly #frames: ChunkFrames;
-  /** This thread's waits, for the stream and for zstd (the rounds' time split and the policy). */
-  readonly #waits: SenderWaits = { link: 0, zstd: 0 };
   readonly #out = scanBuffers(CHUNK_PAGES);
   /** Buffers of the final round when its page work is shared among threads (made then). */
   #parallelOut: ScanBuffers | undefined;
@@ -85,14 +64,11 @@ export class GangSender implements AsyncDisposable {
   readonly #finished: boolean[];
   #prepared = false;
   #sentInOnePass = false;
-  #closed = false;
-  /** When frames were last pushed out (see FLUSH_EVERY_MS). */
-  #flushedAt = performance.now();
   /** Rounds done so far. */
   readonly rounds: RoundReport[] = [];
   /** What compression did so far. */
   get compression(): CompressionReport {
-    return this.#compression.report;
+    return this.#link.compression.report;
   }
 
   /** How rounds after the first choose the pages they re-read. */
@@ -101,37 +77,14 @@ export class GangSender implements AsyncDisposable {
   }
   /** Bytes of the frames that carried each guest's pages (rounds only), by guest number. */
   get guestBytesOnWire(): number[] {
-    return this.#frames.guestBytes;
+    return this.#link.frames.guestBytes;
   }
 
   private constructor(gang: Gang, conn: ByteStream & { close(): void }, options: SenderOptions) {
     this.#gang = gang;
-    this.#conn = conn;
     this.#options = options;
     this.#tracker = options.dirtyTracker ?? rescanEverything;
-    const pacer = options.maxBandwidth ? new Pacer(options.maxBandwidth) : undefined;
-    this.#answers = new ReceiverAnswers(new FrameReader(conn, ANSWER_BODY_BYTES));
-    // Once the target has given up, no write waits any longer (for the pacer above all).
-    const targetGone = new AbortController();
-    this.#answers.failed.then((error) => targetGone.abort(error));
-    this.#writer = new FrameWriter(conn, {
-      pacer,
-      stallTimeoutMs: options.stallTimeoutMs ?? 60_000,
-      signal: targetGone.signal,
-    });
-    const writer = this.#writer;
-    this.#compression = new CompressionPolicy(options.compression ?? "auto", {
-      get streamBytesPerSecond() {
-        return writer.streamBytesPerSecond;
-      },
-      waits: this.#waits,
-    });
-    this.#frames = new ChunkFrames(
-      gang,
-      this.#compression,
-      (bytes) => this.#reserve(bytes),
-      this.#waits,
-    );
+    this.#link = new TargetLink(gang, conn, options);
     this.#planner = new RoundPlanner(gang, PARALLEL_CHUNK_PAGES);
     this.#finished = gang.guests.map(() => false);
   }
@@ -149,16 +102,15 @@ export class GangSender implements AsyncDisposable {
   ): Promise<GangSender> {
     const sender = new GangSender(gang, conn, options);
     try {
-      void sender.#answers.run();
-      await sender.#send(encodeHello({
+      await sender.#link.send(encodeHello({
         version: PROTOCOL_VERSION,
         pageSize: PAGE_SIZE,
         seed: gang.index.seed,
         token: options.token ?? "",
         guests: gang.guests.map((g) => ({ name: g.name, size: g.ram.size })),
       }));
-      await sender.#flush();
-      await sender.#answers.expect(FrameType.Welcome, sender.#answerTimeout);
+      await sender.#link.flush();
+      await sender.#link.answers.expect(FrameType.Welcome, sender.#answerTimeout);
       return sender;
     } catch (error) {
       sender.close();
@@ -176,7 +128,7 @@ export class GangSender implements AsyncDisposable {
 
   /** Bytes written to the target so far, headers included. */
   get bytesOnWire(): number {
-    return this.#writer.bytesWritten;
+    return this.#link.bytesOnWire;
   }
 
   /**
@@ -250,9 +202,12 @@ export class GangSender implements AsyncDisposable {
       this.#gang.index.seed,
       g.ram.size,
     );
-    await this.#send(encodeGuestDone(guest, digest));
-    await this.#flush();
-    const verified = await this.#answers.expect(FrameType.GuestVerified, this.#answerTimeout);
+    await this.#link.send(encodeGuestDone(guest, digest));
+    await this.#link.flush();
+    const verified = await this.#link.answers.expect(
+      FrameType.GuestVerified,
+      this.#answerTimeout,
+    );
     if (verified !== guest) {
       throw new TargetError(`Target verified guest ${verified}, not ${guest}`);
     }
@@ -287,8 +242,9 @@ export class GangSender implements AsyncDisposable {
     const counts = emptyCounts();
     const started = performance.now();
     const bytesBefore = this.bytesOnWire;
-    const waitedBefore = { ...this.#waits };
-    this.#compression.restart(); // the time since the last round's frames was no page work
+    const waits = this.#link.waits;
+    const waitedBefore = { ...waits };
+    this.#link.compression.restart(); // the time since the last round's frames was no page work
     let scanMs = 0;
     let planMs = 0;
     const pagesTotal = this.#gang.pages;
@@ -327,8 +283,8 @@ export class GangSender implements AsyncDisposable {
           counts,
         );
         planMs += performance.now() - scanned;
-        await this.#frames.send(guest.number, chunk.first, plan, out.buf);
-        if (performance.now() - this.#flushedAt > FLUSH_EVERY_MS) await this.#flush();
+        await this.#link.frames.send(guest.number, chunk.first, plan, out.buf);
+        await this.#link.flushWhenQuiet();
         // A round that finds little changed writes little, and its awaits resolve at once.
         await shareEventLoop();
         const pagesDone = pagesBefore + chunk.first + chunk.count;
@@ -337,17 +293,20 @@ export class GangSender implements AsyncDisposable {
       pagesBefore += guest.ram.pages;
     }
     if (final || only !== undefined) checkSizesUnchanged(this.#gang);
-    await this.#send(encodeRoundEnd(round, final));
-    await this.#flush();
+    await this.#link.send(encodeRoundEnd(round, final));
+    await this.#link.flush();
     const flushed = performance.now();
-    const acknowledged = await this.#answers.expect(FrameType.RoundDone, this.#answerTimeout);
+    const acknowledged = await this.#link.answers.expect(
+      FrameType.RoundDone,
+      this.#answerTimeout,
+    );
     const time: RoundTime = {
       scanSeconds: scanMs / 1000,
       planSeconds: planMs / 1000,
-      compressSeconds: this.#waits.zstd - waitedBefore.zstd,
-      linkWaitSeconds: this.#waits.link - waitedBefore.link,
+      compressSeconds: waits.zstd - waitedBefore.zstd,
+      linkWaitSeconds: waits.link - waitedBefore.link,
       receiverWaitSeconds: (performance.now() - flushed) / 1000,
-      compression: this.#compression.estimate,
+      compression: this.#link.compression.estimate,
     };
     if (acknowledged !== round) {
       throw new TargetError(`Target acknowledged round ${acknowledged}, not ${round}`);
@@ -370,72 +329,18 @@ export class GangSender implements AsyncDisposable {
     const digests = this.#gang.guests.map((g) =>
       guestDigest(this.#gang.index.pageHashes(g.number), this.#gang.index.seed, g.ram.size)
     );
-    await this.#send(encodeDone(digests));
-    await this.#flush();
-    const guests = await this.#answers.expect(FrameType.Verified, this.#answerTimeout);
+    await this.#link.send(encodeDone(digests));
+    await this.#link.flush();
+    const guests = await this.#link.answers.expect(FrameType.Verified, this.#answerTimeout);
     if (guests !== digests.length) {
       throw new TargetError(`Target verified ${guests} guests of ${digests.length}`);
     }
     return digests;
   }
 
-  /** Frame room, or the target's own error if the connection broke. */
-  async #reserve(bytes: number): Promise<Uint8Array> {
-    try {
-      return await this.#writer.reserve(bytes);
-    } catch (error) {
-      throw await this.#betterError(error);
-    }
-  }
-
-  /** Writes a frame after every page frame queued before it. */
-  async #send(frame: Uint8Array): Promise<void> {
-    await this.#drain();
-    (await this.#reserve(frame.length)).set(frame);
-  }
-
-  async #flush(): Promise<void> {
-    this.#flushedAt = performance.now();
-    await this.#drain();
-    const started = performance.now();
-    try {
-      await this.#writer.flush();
-    } catch (error) {
-      throw await this.#betterError(error);
-    }
-    this.#waits.link += (performance.now() - started) / 1000;
-  }
-
-  /** Waits until the page frames queued so far are in the writer. */
-  async #drain(): Promise<void> {
-    // A write's failure comes out of #reserve as the target's own error already.
-    await this.#frames.drain();
-  }
-
-  /**
-   * A write failed (often "connection reset"): the target usually said why
-   * just before it closed, so wait a moment for its words.
-   */
-  async #betterError(error: unknown): Promise<Error> {
-    const targetError = await Promise.race([
-      this.#answers.failed,
-      new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 1000)),
-    ]);
-    if (targetError instanceof TargetError) return targetError;
-    return new TargetError(
-      `Cannot send to the target: ${errorMessage(error)}`,
-    );
-  }
-
   /** Closes the connection; safe to call twice. */
   close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    try {
-      this.#conn.close();
-    } catch {
-      // Already closed by the peer.
-    }
+    this.#link.close();
   }
 
   /** Same as {@linkcode close}. */
