@@ -21,7 +21,7 @@ import { parseArgs } from "node:util";
 import { type FinalRounds, migrateQemuGang, type QemuGangReport } from "../gang_migration.ts";
 import { QemuGuest } from "../qemu/guest.ts";
 import { RemoteTarget } from "../target/remote_target.ts";
-import type { KeptGuest } from "../target/agent_host.ts";
+import type { KeptGuest } from "../target/kept_guests.ts";
 import type { TargetAddress } from "../transport/connect_target.ts";
 import { readPemFile, readTokenFile } from "../transport/credentials.ts";
 import type { CompressionMode } from "../transfer/compression_policy.ts";

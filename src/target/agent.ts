@@ -36,7 +36,8 @@ import { ControlSession } from "./agent_control.ts";
 import { pipeBothWays } from "./_pipe.ts";
 import { errorMessage } from "../_errors.ts";
 
-export type { AgentEvent, AgentOptions, KeptGuest } from "./agent_host.ts";
+export type { AgentEvent, AgentOptions } from "./agent_host.ts";
+export type { KeptGuest } from "./kept_guests.ts";
 
 /**
  * What a connection to the agent is, as its events name it: "unknown"
@@ -83,7 +84,7 @@ export async function serveAgent(
   options: ServeAgentOptions,
 ): Promise<void> {
   const host = new AgentHost(options);
-  await host.recoverLeftovers();
+  await host.kept.recoverLeftovers();
   const partials = await host.files.removePartials();
   if (partials > 0) host.log({ event: "recovered", partialFiles: partials });
   host.log({ event: "listening", address: describeAddress(listener.addr) });

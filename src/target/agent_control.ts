@@ -120,7 +120,7 @@ export class ControlSession {
       case "prepare":
         return await this.#prepare(request.guests);
       case "guests":
-        return { guests: await this.#host.keptGuests() };
+        return { guests: await this.#host.kept.list() };
       case "release":
         // Every destination may have been discarded already, which ended the gang.
         if (!this.#gang) return { kept: [] };
@@ -128,7 +128,7 @@ export class ControlSession {
       case "state": {
         if (this.#gang?.names.includes(String(request.guest))) break;
         // A guest that moved here already: its gang is over.
-        const state = await this.#host.keptState(request.guest);
+        const state = await this.#host.kept.state(request.guest);
         if (!state) throw new Error(`No guest ${JSON.stringify(request.guest)} runs here`);
         return { state, note: "" };
       }
@@ -177,7 +177,7 @@ export class ControlSession {
       case "release": {
         const kept = await gang.end();
         this.#endGang();
-        return { kept: await this.#host.keep(kept) };
+        return { kept: await this.#host.kept.keep(kept) };
       }
     }
     throw new Error(`Unknown request "${request.op}"`);
@@ -334,7 +334,7 @@ export class ControlSession {
     if (!gang) return;
     this.#gang = undefined;
     const kept = await gang.end(true);
-    await this.#host.keep(kept);
+    await this.#host.kept.keep(kept);
     this.#host.log({
       event: "abandoned",
       connection: "control",

@@ -17,7 +17,7 @@ import type { QemuGuest } from "../qemu/guest.ts";
 import type { DiskTarget } from "../qemu/block_mirror.ts";
 import { connectTarget, type TargetAddress } from "../transport/connect_target.ts";
 import { AgentClient, type AgentClientOptions } from "./agent_client.ts";
-import type { KeptGuest } from "./agent_host.ts";
+import type { KeptGuest } from "./kept_guests.ts";
 import { DeviceStateRelay } from "./device_state_relay.ts";
 import { makeRelayDir } from "./_relay_dir.ts";
 import { describeMachine } from "./describe_machine.ts";
