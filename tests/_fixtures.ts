@@ -68,3 +68,25 @@ export async function removeFiles(...paths: string[]): Promise<void> {
     });
   }
 }
+
+/**
+ * Runs TypeScript `code` in a child Deno with only these permissions (a
+ * module of the project imports by `new URL(..., import.meta.url)`), and
+ * returns what it printed, parsed as JSON; fails the test when it fails.
+ */
+export async function runChildScript(
+  code: string,
+  permissions: string[],
+  args: string[] = [],
+): Promise<unknown> {
+  const { stdout, stderr, success } = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      ...permissions,
+      `data:application/typescript,${encodeURIComponent(code)}`,
+      ...args,
+    ],
+  }).output();
+  if (!success) throw new Error(`The child script failed: ${new TextDecoder().decode(stderr)}`);
+  return JSON.parse(new TextDecoder().decode(stdout));
+}
