@@ -174,7 +174,7 @@ export class KeptGuests {
       const leftover = usable.find((q) => q.commandLine.instance.qmpPath === qmpPath);
       // Not by program name only: a QEMU started as another program (--qemu-binary) is one too.
       const pid = leftover?.pid ?? await pidServing(qmpPath);
-      if (await exists(join(runDir, RESUMED_MARK))) {
+      if (await pathExists(join(runDir, RESUMED_MARK), { followLinks: false })) {
         // It took over its guest: whatever it does now (paused, QMP held by someone), it is one.
         const entry: KeptEntry = {
           name,
@@ -234,6 +234,7 @@ export class KeptGuests {
     };
   }
 }
+
 /**
  * Whether the QEMU of this pid still runs (not a zombie) and is the one of
  * this QMP socket (not a later process that got its pid). Read from /proc,
@@ -259,9 +260,4 @@ async function pidServing(qmpPath: string): Promise<number | undefined> {
     if (Number.isInteger(pid) && await servesQmp(pid, qmpPath) === true) return pid;
   }
   return undefined;
-}
-
-/** Whether a name is taken: a link that names nothing takes it too. */
-function exists(path: string): Promise<boolean> {
-  return pathExists(path, { followLinks: false });
 }

@@ -178,7 +178,6 @@ export class ChunkFrames {
       : undefined;
     // Its failure is the frame's (below); a frame never written (one before it failed) drops it.
     size?.catch(() => {});
-    const inOrder = Uint16Array.from(slots, (_, i) => i);
     await this.#enqueue(guest, async () => {
       try {
         const compressed = await size;
@@ -190,8 +189,9 @@ export class ChunkFrames {
           );
           return frame.length;
         }
+        // Gathered into `raw` already, in frame order.
         const frame = await this.#reserve(pagesFrameBytes(n));
-        writePagesFrame(frame, guest, pages, ids, pageHashes, raw, inOrder);
+        frame.set(raw, writePagesHead(frame, guest, pages, ids, pageHashes, false));
         return frame.length;
       } finally {
         this.#free.push(buffers);

@@ -119,8 +119,6 @@ export class CompressionPolicy {
   /** Frames owed to compression under a fractional share (see shouldCompress). */
   #credit = 0;
   readonly report: CompressionReport;
-  /** Seconds zstd worked so far, on its own threads (the frames that did not shrink included). */
-  seconds = 0;
 
   /**
    * @param gauge the sender's waits, and the stream's rate
@@ -214,7 +212,6 @@ export class CompressionPolicy {
    * frame goes compressed only if fewer), and the milliseconds zstd took.
    */
   record(rawBytes: number, compressedBytes: number, ms: number): void {
-    this.seconds += ms / 1000;
     if (compressedBytes < rawBytes) {
       this.report.frames++;
       this.report.rawBytes += rawBytes;
