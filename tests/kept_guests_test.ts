@@ -15,3 +15,51 @@ Deno.test("servesQmp tells a guest gone from one it cannot see: without --allow-
   );
   assertEquals(seen, "unknown");
 });
+
+/** Starts `sh` (as `prefix` says) with a QMP socket in its command line, as a QEMU has it. */
+async function namingSocket(prefix: string[], qmpPath: string): Promise<Deno.ChildProcess> {
+  const child = new Deno.Command(prefix[0] ?? "sh", {
+    args: [
+      ...prefix.slice(1),
+      ...(prefix.length ? ["sh"] : []),
+      "-c",
+      "sleep 60; true",
+      "-qmp",
+      `unix:${qmpPath},server=on`,
+    ],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  // Until it has exec'd sh (setpriv first): its command line is what is read.
+  const deadline = Date.now() + 10_000;
+  while (!(await Deno.readTextFile(`/proc/${child.pid}/cmdline`)).split("\0")[0]!.endsWith("sh")) {
+    if (Date.now() > deadline) throw new Error("The child did not start sh");
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  return child;
+}
+
+Deno.test({
+  name:
+    "servesQmp takes only the agent's own user's process for a guest's QEMU: another user's naming the socket is not one",
+  ignore: Deno.uid() !== 0,
+  fn: async () => {
+    // A process of another user naming a guest's socket was taken for the guest: the agent then
+    // removed the RAM file its command line named, as root, once it exited.
+    const qmpPath = "/nowhere/guest.qmp";
+    const own = await namingSocket([], qmpPath);
+    const other = await namingSocket(
+      ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"],
+      qmpPath,
+    );
+    try {
+      assertEquals(await servesQmp(own.pid, qmpPath), true);
+      assertEquals(await servesQmp(other.pid, qmpPath), false);
+    } finally {
+      for (const child of [own, other]) {
+        child.kill("SIGKILL");
+        await child.status;
+      }
+    }
+  },
+});

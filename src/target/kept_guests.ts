@@ -10,7 +10,6 @@ import { join } from "node:path";
 import type { Heartbeat } from "../qemu/heartbeat.ts";
 import type { DestinationState } from "../qemu/destination.ts";
 import { QmpClient } from "../qemu/qmp.ts";
-import { findQemus } from "../qemu/discover.ts";
 import { readHeartbeat } from "../qemu/heartbeat.ts";
 import { isRunning, killAndWait } from "../_processes.ts";
 import { pathExists } from "../_path_exists.ts";
@@ -152,7 +151,7 @@ export class KeptGuests {
    * kept track of (listed in `guests`, their files removed once they
    * exit); one that exited while no agent ran has its files removed now.
    *
-   * Requires `--allow-run` (ps, cat), `--allow-read`, `--allow-write`, `--allow-net`.
+   * Requires `--allow-all` (other processes' /proc files), as the agent has.
    *
    * @returns The names of the destinations removed
    */
@@ -165,23 +164,22 @@ export class KeptGuests {
     } catch {
       return removed; // no gang ever ran here
     }
-    const { usable } = await findQemus();
     for (const { name, isDirectory } of entries) {
       if (!isDirectory) continue;
       const runDir = join(guestsDir, name);
-      // Found by its command line, not by QMP: a busy QMP socket must not make it look gone.
-      const qmpPath = join(runDir, `${name}.qmp`);
-      const leftover = usable.find((q) => q.commandLine.instance.qmpPath === qmpPath);
-      // Not by program name only: a QEMU started as another program (--qemu-binary) is one too.
-      const pid = leftover?.pid ?? await pidServing(qmpPath);
+      // Found by its command line, not by QMP (a busy QMP socket must not make it look gone), nor
+      // by program name (a QEMU started as another program, --qemu-binary, is one too).
+      const pid = await pidServing(join(runDir, `${name}.qmp`));
       if (await pathExists(join(runDir, RESUMED_MARK), { followLinks: false })) {
         // It took over its guest: whatever it does now (paused, QMP held by someone), it is one.
+        // Its files are where the agent put them (agent_gang.ts), never where a command line
+        // says: they are removed once it exits.
         const entry: KeptEntry = {
           name,
           pid: pid ?? 0,
           runDir,
-          serialLog: leftover?.commandLine.instance.serialLog ?? join(runDir, `${name}.serial.log`),
-          ramPath: leftover?.commandLine.instance.ramPath ?? join(this.#places.dir, name),
+          serialLog: join(runDir, `${name}.serial.log`),
+          ramPath: join(this.#places.dir, name),
           // Until the watch sees it gone (and forgets it): not the agent's child, so not waited for.
           alive: () => true,
         };
@@ -236,15 +234,17 @@ export class KeptGuests {
 }
 
 /**
- * Whether the QEMU of this pid still runs (not a zombie) and is the one of
- * this QMP socket (not a later process that got its pid). Read from /proc,
- * without running anything: it is asked every second. Undefined when it
- * runs but its command line cannot be read (Deno reads another process's
- * /proc files only with `--allow-all`): it cannot be told.
+ * Whether the QEMU of this pid still runs (not a zombie), is the agent's
+ * own (its user's: another user's process naming the socket is not), and
+ * is the one of this QMP socket (not a later process that got its pid).
+ * Read from /proc, without running anything: it is asked every second.
+ * Undefined when it runs but /proc cannot be read (Deno reads another
+ * process's /proc files only with `--allow-all`): it cannot be told.
  */
 export async function servesQmp(pid: number, qmpPath: string): Promise<boolean | undefined> {
   if (pid <= 0 || !isRunning(pid)) return false;
   try {
+    if ((await Deno.stat(`/proc/${pid}`)).uid !== Deno.uid()) return false;
     const argv = await Deno.readTextFile(`/proc/${pid}/cmdline`);
     const qmp = `-qmp\0unix:${qmpPath}`;
     return argv.includes(`${qmp},`) || argv.includes(`${qmp}\0`);
