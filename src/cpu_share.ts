@@ -9,7 +9,8 @@
  * first round crawled while QEMU's kept up). Raising the sender's priority
  * by the gang's size gives it the weight of N ordinary threads: the share
  * QEMU would have, no more. The target's agent claims the same for the
- * receiving end; the guests it starts run at the priority it had before
+ * receiving end while a gang lasts ({@linkcode releaseCpuShare}); the
+ * guests it starts run at the priority it had before
  * ({@linkcode normalPriorityPrefix}).
  *
  * @module
@@ -68,4 +69,19 @@ export function claimCpuShare(threads: number): { nice: number; raised: boolean 
  */
 export function normalPriorityPrefix(): string[] {
   return raisedBy > 0 ? ["nice", "-n", String(raisedBy)] : [];
+}
+
+/**
+ * Gives back what {@linkcode claimCpuShare} raised: the calling thread
+ * runs at the priority it started with again (a long-lived process, such
+ * as the target agent, between gangs).
+ */
+export function releaseCpuShare(): void {
+  if (raisedBy === 0) return;
+  try {
+    setPriority(getPriority() + raisedBy);
+    raisedBy = 0;
+  } catch {
+    // Lowering one's own priority is always allowed; without --allow-sys nothing was raised.
+  }
 }

@@ -15,7 +15,8 @@
  * event on stdout). SIGINT or SIGTERM stop it; a gang under way is then
  * abandoned: its sources run on. As root it receives a gang with the CPU
  * weight of one thread per guest, as QEMU's incoming migrations would have
- * (src/cpu_share.ts), unless --keep-priority; its guests run at the usual one.
+ * (src/cpu_share.ts), until the gang ends, unless --keep-priority; its
+ * guests run at the usual one.
  *
  * Requires `--allow-all` (QEMU, the page library, files under /dev/shm and /run).
  *

@@ -34,7 +34,6 @@ import { AgentGang, copiedDiskPath, type GangMachine, RESUMED_MARK } from "./age
 import { NotLoadedError } from "../qemu/destination.ts";
 import { join } from "node:path";
 import { errorMessage } from "../_errors.ts";
-import { claimCpuShare } from "../cpu_share.ts";
 
 /** Longest wait a source may ask for in `run-when-loaded`. */
 const MAX_WAIT_MS = 300_000;
@@ -233,8 +232,6 @@ export class ControlSession {
     }));
     const gang = await host.startGang(machines);
     this.#gang = gang;
-    // Receiving in one thread what QEMU would in one per guest: the weight of that many.
-    if (!host.options.keepPriority) claimCpuShare(machines.length);
     return { key: gang.key, guests: gang.names };
   }
 

@@ -10,6 +10,7 @@ import type { ReceiverOptions } from "../transfer/receiver.ts";
 import { pathExists } from "../_path_exists.ts";
 import { AgentGang, type GangMachine } from "./agent_gang.ts";
 import { KeptGuests } from "./kept_guests.ts";
+import { claimCpuShare, releaseCpuShare } from "../cpu_share.ts";
 import { FileStore } from "./agent_files.ts";
 
 /** How a target agent runs. */
@@ -196,6 +197,9 @@ export class AgentHost {
         diskDir: this.diskDir,
       });
       this.log({ event: "prepared", guests: this.#gang.names });
+      // Receiving in one thread what QEMU would in one per guest: the weight of that many, for as
+      // long as the gang lasts (endGang).
+      if (!this.options.keepPriority) claimCpuShare(machines.length);
       return this.#gang;
     } finally {
       this.#starting = false;
@@ -206,6 +210,7 @@ export class AgentHost {
   endGang(): void {
     this.#gang?.closeConnections();
     this.#gang = undefined;
+    releaseCpuShare();
   }
 
   /** Ends the gang under way, if any (the agent stops); kept guests run on. */
