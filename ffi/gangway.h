@@ -25,7 +25,7 @@
 #define GW_MAX_CALL_PAGES 0x7fffffffu
 
 /* Bumped whenever a signature or a constant below changes. */
-#define GW_ABI_VERSION 7
+#define GW_ABI_VERSION 8
 
 uint32_t gw_abi_version(void);
 
@@ -140,6 +140,38 @@ int gw_compress(const uint8_t *src, uint32_t len, uint8_t *dst, uint32_t cap, in
 		uint64_t *ns);
 /* Decompresses src into dst, which must come out exactly `expected` bytes; 0 or -EBADMSG. */
 int gw_decompress(const uint8_t *src, uint32_t len, uint8_t *dst, uint32_t expected);
+
+/* ------------------------------------------------------------------------
+ * Similar pages: sent as their word-wise difference from a page the target
+ * holds (see similar.c).
+ * ---------------------------------------------------------------------- */
+
+/* Features of a page. */
+#define GW_PAGE_FEATURES 4
+/*
+ * features[k] = a 32-bit hash of the page's k-th sampled 64-byte block, or
+ * 0 when that block is all zero; pages that share a non-zero feature may be
+ * similar.
+ */
+void gw_page_features(const uint8_t *page, uint32_t *features);
+/*
+ * Counts the 64-bit words in which page and base differ; when that is at
+ * most max_words, replaces page with page - base, word by word (mod 2^64).
+ * Returns the count either way.
+ */
+uint32_t gw_page_delta(uint8_t *page, const uint8_t *base, uint32_t max_words);
+/* Undoes gw_page_delta: page += base, word by word. */
+void gw_page_undelta(uint8_t *page, const uint8_t *base);
+/* What gw_ram_delta answers for a page that is not the base it should be. */
+#define GW_NOT_A_BASE 0xffffffffu
+/*
+ * gw_page_delta(target, base, max_words) with page `page` of ram as the
+ * base, once it is read and found to hash to `expected` under seed: one
+ * call for what a sender does with each candidate. GW_NOT_A_BASE when the
+ * page is a hole, cannot be read, or holds other bytes now.
+ */
+uint32_t gw_ram_delta(gw_ram *ram, uint32_t page, uint64_t seed, uint64_t expected,
+		      uint8_t *target, uint32_t max_words);
 
 /* ------------------------------------------------------------------------
  * The gang content index: one table for all guests of a gang, mapping

@@ -21,6 +21,7 @@ import internalH from "./internal.h" with { type: "text" };
 import pagemapC from "./pagemap.c" with { type: "text" };
 import poolC from "./pool.c" with { type: "text" };
 import ramC from "./ram.c" with { type: "text" };
+import similarC from "./similar.c" with { type: "text" };
 
 /** The files compiled into the library, in the order they are given to the compiler. */
 export const LIBRARY_SOURCES: readonly string[] = [
@@ -32,6 +33,7 @@ export const LIBRARY_SOURCES: readonly string[] = [
   "index_scan.c",
   "pagemap.c",
   "pool.c",
+  "similar.c",
 ];
 
 /** The headers the sources include. */
@@ -47,6 +49,7 @@ export const LIBRARY_FILES: Readonly<Record<string, string>> = {
   "index_scan.c": indexScanC,
   "pagemap.c": pagemapC,
   "pool.c": poolC,
+  "similar.c": similarC,
   "gangway.h": gangwayH,
   "internal.h": internalH,
   "index_internal.h": indexInternalH,

@@ -5,7 +5,12 @@ import { type ChunkPlan, Op } from "../src/plan/round_planner.ts";
 import { ChunkFrames } from "../src/transfer/chunk_frames.ts";
 import { CompressionPolicy, type SenderWaits } from "../src/transfer/compression_policy.ts";
 import { type ByteStream, FrameReader, FrameWriter } from "../src/transfer/frame_io.ts";
-import { decodePages, decodePairs, gatherPages } from "../src/transfer/page_frames.ts";
+import {
+  decodeDeltas,
+  decodePages,
+  decodePairs,
+  gatherPages,
+} from "../src/transfer/page_frames.ts";
 import { FrameType } from "../src/transfer/protocol.ts";
 
 const CHUNK = 256;
@@ -35,7 +40,8 @@ function mixedPlan(chunk: number, nextId: { value: number }): ChunkPlan {
     ops[i] = Math.floor(i / 32) % 2 === 0 ? Op.Full : Op.Ref;
     ids[i] = ops[i] === Op.Full ? nextId.value++ : chunk;
   }
-  return { length: CHUNK, groupable: false, ops, slots: Uint16Array.from(ids, (_, i) => i), ids };
+  const slots = Uint16Array.from(ids, (_, i) => i);
+  return { length: CHUNK, groupable: false, ops, slots, ids, bases: new Uint32Array(CHUNK) };
 }
 
 /** A stream that keeps what it is written. */
@@ -74,18 +80,7 @@ Deno.test("ChunkFrames writes frames in the order they were queued while zstd ru
   await writer.flush();
   assert(policy.report.frames > 0, "page data went compressed");
 
-  const written = stream.bytes();
-  let at = 0;
-  const reader = new FrameReader({
-    read: (p: Uint8Array) => {
-      if (at === written.length) return Promise.resolve(null);
-      const n = Math.min(p.length, written.length - at);
-      p.set(written.subarray(at, at + n));
-      at += n;
-      return Promise.resolve(n);
-    },
-    write: () => Promise.reject(new Error("read only")),
-  });
+  const reader = readBack(stream.bytes());
   const seen: string[] = [];
   let expectedId = 0;
   for (let frame = await reader.next(); frame; frame = await reader.next()) {
@@ -111,6 +106,21 @@ Deno.test("ChunkFrames writes frames in the order they were queued while zstd ru
   }
   assertEquals(seen, expected);
 });
+
+/** A reader of the frames a recording stream took. */
+function readBack(written: Uint8Array): FrameReader {
+  let at = 0;
+  return new FrameReader({
+    read: (p: Uint8Array) => {
+      if (at === written.length) return Promise.resolve(null);
+      const n = Math.min(p.length, written.length - at);
+      p.set(written.subarray(at, at + n));
+      at += n;
+      return Promise.resolve(n);
+    },
+    write: () => Promise.reject(new Error("read only")),
+  });
+}
 
 /** Sends `chunks` chunks of Full pages, spending `busyMs` on each, to a stream that takes `streamMs` per write. */
 async function linkWaitShare(streamMs: number, busyMs: number, chunks = 12): Promise<number> {
@@ -142,6 +152,7 @@ async function linkWaitShare(streamMs: number, busyMs: number, chunks = 12): Pro
       ops: new Uint8Array(CHUNK).fill(Op.Full),
       slots: Uint16Array.from(ids, (_, i) => i),
       ids,
+      bases: new Uint32Array(CHUNK),
     };
     await frames.send(0, c * CHUNK, plan, data);
   }
@@ -165,4 +176,46 @@ Deno.test("gatherPages copies page slots[i] of its source to page i, runs of slo
     const page = dst.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE);
     assertEquals(page, src.subarray(slot * PAGE_SIZE, (slot + 1) * PAGE_SIZE));
   });
+});
+
+Deno.test("a grouped chunk sends its new contents (PAGES and DELTAS) in page order, then its references", async () => {
+  const stream = recordingStream();
+  const writer = new FrameWriter(stream);
+  const waits: SenderWaits = { link: 0, zstd: 0 };
+  const policy = new CompressionPolicy("none", { streamBytesPerSecond: 0, waits });
+  const frames = new ChunkFrames(oneGuest(CHUNK), policy, (n) => writer.reserve(n), waits);
+  // Page i: Full, then Delta (from content 0), then a Ref to content 0, over and over; ids in page order.
+  const ops = Uint8Array.from({ length: CHUNK }, (_, i) => [Op.Full, Op.Delta, Op.Ref][i % 3]!);
+  let next = 1;
+  const ids = Uint32Array.from(ops, (op) => op === Op.Ref ? 0 : next++);
+  const plan: ChunkPlan = {
+    length: CHUNK,
+    groupable: true,
+    ops,
+    slots: Uint16Array.from(ids, (_, i) => i),
+    ids,
+    bases: new Uint32Array(CHUNK),
+  };
+  await frames.send(0, 0, plan, chunkData(0));
+  await frames.drain();
+  await writer.flush();
+  const reader = readBack(stream.bytes());
+  const kinds: number[] = [];
+  let expectedId = 1;
+  let refs = 0;
+  for (let frame = await reader.next(); frame; frame = await reader.next()) {
+    kinds.push(frame.type);
+    if (frame.type === FrameType.Refs) refs += decodePairs(frame.body, "Refs").a.length;
+    else {
+      const decoded = frame.type === FrameType.Deltas
+        ? decodeDeltas(frame.body, frame.flags)
+        : decodePages(frame.body, frame.flags);
+      assertEquals(decoded.bases !== undefined, frame.type === FrameType.Deltas);
+      for (const id of decoded.ids) assertEquals(id, expectedId++, "content ids in page order");
+    }
+  }
+  assertEquals(expectedId, next, "every new content sent");
+  assertEquals(refs, CHUNK - (next - 1));
+  assertEquals(kinds.at(-1), FrameType.Refs, "references last, in one frame");
+  assertEquals(kinds.filter((k) => k === FrameType.Refs).length, 1);
 });

@@ -62,9 +62,11 @@ Deno.test("a sender that goes quiet mid-migration is dropped after the idle time
     writePagesFrame(
       frame,
       0,
-      Uint32Array.of(0),
-      Uint32Array.of(0),
-      BigUint64Array.of(hashPages(page, 1, 5n).hashes[0]!),
+      {
+        pages: Uint32Array.of(0),
+        ids: Uint32Array.of(0),
+        hashes: BigUint64Array.of(hashPages(page, 1, 5n).hashes[0]!),
+      },
       page,
       Uint16Array.of(0),
     );

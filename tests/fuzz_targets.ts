@@ -28,7 +28,7 @@ import {
 } from "../src/transfer/protocol.ts";
 import { decodeDone } from "../src/transfer/digests.ts";
 import { decodeHello, encodeHello } from "../src/transfer/hello_frame.ts";
-import { decodePages, decodePairs } from "../src/transfer/page_frames.ts";
+import { decodeDeltas, decodePages, decodePairs } from "../src/transfer/page_frames.ts";
 import { receiveGang, type ReceiverOptions } from "../src/transfer/receiver.ts";
 import { PAGE_SIZE, RamFile } from "../src/native/ram_file.ts";
 import { makeRamFile, patternPage, readRamFile, removeFiles, shmPath } from "./_fixtures.ts";
@@ -429,6 +429,8 @@ export function fuzzDecoders(run: FuzzRun, recording: Recording): Promise<FuzzSt
       ["Hello", () => decodeHello(body)],
       ["Pages", () => decodePages(body)],
       ["compressed Pages", () => decodePages(body, FrameFlag.Compressed)],
+      ["Deltas", () => decodeDeltas(body)],
+      ["compressed Deltas", () => decodeDeltas(body, FrameFlag.Compressed)],
       ["Refs", () => decodePairs(body, "Refs")],
       ["RoundEnd", () => decodeRoundEnd(body)],
       ["Done", () => decodeDone(body, rng.int(6))],

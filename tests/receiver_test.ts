@@ -34,12 +34,28 @@ function pagesFrame(page: number, content: Uint8Array, id = 0, hash?: bigint): U
   writePagesFrame(
     frame,
     0,
-    Uint32Array.of(page),
-    Uint32Array.of(id),
-    BigUint64Array.of(hash ?? hashPages(content, 1, 7n).hashes[0]!),
+    {
+      pages: Uint32Array.of(page),
+      ids: Uint32Array.of(id),
+      hashes: BigUint64Array.of(hash ?? hashPages(content, 1, 7n).hashes[0]!),
+    },
     content,
     Uint16Array.of(0),
   );
+  return frame;
+}
+
+/** A DELTAS frame for guest 0: `content` (as its data, unchanged) at `page` as content `id`, from `base`. */
+function deltasFrame(page: number, content: Uint8Array, id: number, base: number): Uint8Array {
+  const frame = new Uint8Array(pagesFrameBytes(1, PAGE_SIZE, true));
+  const hashes = hashPages(content, 1, 7n).hashes;
+  const entries = {
+    pages: Uint32Array.of(page),
+    ids: Uint32Array.of(id),
+    hashes,
+    bases: Uint32Array.of(base),
+  };
+  writePagesFrame(frame, 0, entries, content, Uint16Array.of(0));
   return frame;
 }
 
@@ -154,6 +170,16 @@ Deno.test("the receiver refuses bad input with a clear error, then completes a p
       "brings content id 5, expected 0",
     ],
     ["a reference to a content never sent", [oneGuest, refsFrame(1, 0)], "Reference to content 0"],
+    [
+      "a delta from a content never sent",
+      [oneGuest, deltasFrame(1, patternPage(2), 0, 0)],
+      "takes content 0 as a base, which no page of the target holds",
+    ],
+    [
+      "a delta from a content its own frame brings",
+      [oneGuest, pagesFrame(0, patternPage(1)), deltasFrame(1, patternPage(2), 1, 1)],
+      "takes content 1 as a base, which no page of the target holds",
+    ],
     ["an unknown frame type", [oneGuest, header(99, 0)], "Unexpected unknown type 99 frame"],
     [
       "a round out of order",

@@ -24,7 +24,7 @@ import { CACHE_DIR_VARIABLES, defaultCacheDir } from "../_cache_dir.ts";
 import { errorMessage } from "../_errors.ts";
 
 /** Must equal GW_ABI_VERSION in ffi/gangway.h: a stale build is refused. */
-const ABI_VERSION = 7;
+const ABI_VERSION = 8;
 
 /** One entry per C function, with its prototype from ffi/gangway.h. */
 const SYMBOLS = {
@@ -83,6 +83,16 @@ const SYMBOLS = {
   },
   // int gw_decompress(const uint8_t *src, uint32_t len, uint8_t *dst, uint32_t expected)
   gw_decompress: { parameters: ["buffer", "u32", "buffer", "u32"], result: "i32" },
+
+  // void gw_page_features(const uint8_t *page, uint32_t *features)
+  gw_page_features: { parameters: ["buffer", "buffer"], result: "void" },
+  // uint32_t gw_page_delta(uint8_t *page, const uint8_t *base, uint32_t max_words)
+  gw_page_delta: { parameters: ["buffer", "buffer", "u32"], result: "u32" },
+  // void gw_page_undelta(uint8_t *page, const uint8_t *base)
+  gw_page_undelta: { parameters: ["buffer", "buffer"], result: "void" },
+  // uint32_t gw_ram_delta(gw_ram *ram, uint32_t page, uint64_t seed, uint64_t expected,
+  //                       uint8_t *target, uint32_t max_words)
+  gw_ram_delta: { parameters: ["pointer", "u32", "u64", "u64", "buffer", "u32"], result: "u32" },
 
   // int gw_index_new(uint64_t seed, uint32_t hash_bits, gw_index **out)
   gw_index_new: { parameters: ["u64", "u32", "buffer"], result: "i32" },

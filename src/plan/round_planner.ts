@@ -10,13 +10,18 @@
  *   - a reference, when the target holds that content on some page (the
  *     paper's "sent identical" pages; dirtied pages that match a content
  *     already sent are re-matched and referenced too, beyond the paper);
- *   - the page in full, under a new content id, otherwise.
+ *   - the page in full, under a new content id, otherwise: as its
+ *     difference from a similar content the target holds when one is
+ *     found (similar_contents.ts).
  *
  * @module
  */
 import { ContentId, PageKind, type ScanBuffers } from "../native/content_index.ts";
 import type { Gang } from "../scan/gang.ts";
+import { PAGE_SIZE } from "../native/ram_file.ts";
+import { PAGE_FEATURES, pageFeatures } from "../native/similarity.ts";
 import { NONE, TargetContents, ZERO } from "./target_contents.ts";
+import { SimilarContents } from "./similar_contents.ts";
 import { contentCopies, type Preparation } from "./preparation.ts";
 
 /** What to send for one page (values of `ChunkPlan.ops`). */
@@ -27,6 +32,8 @@ export const Op = {
   Ref: 2,
   /** The page became zero. */
   Zero: 3,
+  /** The page in full, bringing a new content, as its difference from a similar content. */
+  Delta: 4,
 } as const;
 
 /** Pages of a round by kind: the paper's four plus zero pages. */
@@ -47,6 +54,8 @@ export interface RoundPages {
 export interface RoundCounts extends RoundPages {
   /** Of the sentIdentical pages, those written since the preparation scan (re-matched). */
   rematched: number;
+  /** Of the pages sent in full, those sent as their difference from a similar content. */
+  deltas: number;
 }
 
 /** The plan of one scanned chunk: operations in page order. */
@@ -64,8 +73,10 @@ export interface ChunkPlan {
   ops: Uint8Array;
   /** Index of the operation's page in the chunk. */
   slots: Uint16Array;
-  /** Content id on the wire (Full: the new id; Ref: the referenced id). */
+  /** Content id on the wire (Full, Delta: the new id; Ref: the referenced id). */
   ids: Uint32Array;
+  /** Delta: the content the page's data is the difference from (the scan's buffer holds that difference). */
+  bases: Uint32Array;
 }
 
 /** Fresh, zeroed counts. */
@@ -77,6 +88,7 @@ export function emptyCounts(): RoundCounts {
     unsentIdentical: 0,
     sentIdentical: 0,
     rematched: 0,
+    deltas: 0,
   };
 }
 
@@ -96,10 +108,20 @@ export class RoundPlanner {
   #pageHashes: BigUint64Array[]; // per guest: the index's live view of each page's hash
   #prepared = false;
   #plan: ChunkPlan;
+  /** Finds similar contents for pages sent in full; undefined: every such page goes whole. */
+  #similar: SimilarContents | undefined;
+  #features: Uint32Array; // per operation of a chunk: the page's features (Full and Delta only)
 
-  constructor(gang: Gang, chunkPages: number) {
+  /**
+   * @param chunkPages the most pages a chunk has
+   * @param deltas whether a page may go as its difference from a similar content (a DELTAS
+   * frame, which the sender must then compress)
+   */
+  constructor(gang: Gang, chunkPages: number, deltas = false) {
     this.#gang = gang;
     this.target = new TargetContents(gang.guests.map((g) => g.ram.pages));
+    this.#similar = deltas ? new SimilarContents(gang, this.target) : undefined;
+    this.#features = new Uint32Array(deltas ? chunkPages * PAGE_FEATURES : 0);
     this.#dirtied = gang.guests.map((g) => new Uint8Array(g.ram.pages));
     this.#pageContents = gang.guests.map((g) => gang.index.pageContents(g.number));
     this.#pageHashes = gang.guests.map((g) => gang.index.pageHashes(g.number));
@@ -109,6 +131,7 @@ export class RoundPlanner {
       ops: new Uint8Array(chunkPages),
       slots: new Uint16Array(chunkPages),
       ids: new Uint32Array(chunkPages),
+      bases: new Uint32Array(chunkPages),
     };
   }
 
@@ -160,9 +183,11 @@ export class RoundPlanner {
   }
 
   /**
-   * Plans the pages of a scanned chunk and updates the target mirror.
+   * Plans the pages of a scanned chunk and updates the target mirror. A
+   * page planned as a Delta has its bytes in the scan's buffer replaced by
+   * its difference from its base.
    *
-   * @param out the scan's buffers (kinds and ids of the chunk)
+   * @param out the scan's buffers (kinds and ids of the chunk, and its bytes)
    * @param round 1 for the first round (which reports every zero page)
    * @param counts this round's counts, added to
    */
@@ -218,6 +243,8 @@ export class RoundPlanner {
         plan.ids[n++] = wire;
         continue;
       }
+      // The base is found before the page takes its new content: it may be what the page held.
+      const similar = this.#similar ? this.#deltaBase(out.buf, i, n) : NONE;
       const id = target.addContent(pageHashes[page]!);
       this.#wireOf[content] = id;
       overwritten.add(target.contentAt(x));
@@ -226,12 +253,36 @@ export class RoundPlanner {
         if (dirtied[page]) counts.dirtiedIdentical++;
         else counts.unsentIdentical++;
       } else counts.unique++;
-      plan.ops[n] = Op.Full;
+      if (similar !== NONE) {
+        referenced.add(similar);
+        counts.deltas++;
+      }
+      plan.ops[n] = similar === NONE ? Op.Full : Op.Delta;
+      plan.bases[n] = similar;
       plan.slots[n] = i;
       plan.ids[n++] = id;
     }
     plan.length = n;
     plan.groupable = ![...referenced].some((id) => overwritten.has(id));
+    // Remembered only now: a base is always a content of an earlier chunk.
+    for (let op = 0; op < n && this.#similar; op++) {
+      if (plan.ops[op] === Op.Full || plan.ops[op] === Op.Delta) {
+        this.#similar.remember(this.#features, op * PAGE_FEATURES, plan.ids[op]!);
+      }
+    }
     return plan;
+  }
+
+  /**
+   * Takes the features of the page in slot `slot` of the chunk's bytes (as
+   * operation `op`'s) and turns the page into its difference from a similar
+   * content the target holds, if one is found.
+   *
+   * @returns the base content, or NONE
+   */
+  #deltaBase(bytes: Uint8Array, slot: number, op: number): number {
+    const page = bytes.subarray(slot * PAGE_SIZE, (slot + 1) * PAGE_SIZE);
+    pageFeatures(page, this.#features, op * PAGE_FEATURES);
+    return this.#similar!.makeDelta(page, this.#features, op * PAGE_FEATURES);
   }
 }

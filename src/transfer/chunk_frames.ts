@@ -1,7 +1,8 @@
 /**
  * A round's plan on the wire: the frames that carry each planned chunk
- * (PAGES, REFS, ZEROS), PAGES compressed when the compression policy says
- * so and the data shrinks.
+ * (PAGES, DELTAS, REFS, ZEROS), PAGES compressed when the compression
+ * policy says so and the data shrinks, DELTAS always (uncompressed, a
+ * difference is as large as its page).
  *
  * zstd runs on other threads while this one scans and plans the next
  * chunks: the frames go into an ordered queue, and each is written to the
@@ -20,6 +21,7 @@ import type { CompressionPolicy, SenderWaits } from "./compression_policy.ts";
 import { FrameType } from "./protocol.ts";
 import {
   gatherPages,
+  type PageEntries,
   pagesFrameBytes,
   pairsFrameBytes,
   writePagesFrame,
@@ -84,36 +86,29 @@ export class ChunkFrames {
 
   /**
    * Queues a chunk's plan as frames: grouped by kind when the plan allows
-   * (at most three frames a chunk), else in page order, merging runs.
-   * `data` may be reused once this returns: what is queued is copied.
+   * (new contents, then references, then zero runs), else in page order;
+   * each frame a run of operations of one kind. `data` may be reused once
+   * this returns: what is queued is copied.
    *
    * @param data the chunk's page bytes as scanned (page i of the chunk at i * PAGE_SIZE)
    */
   async send(guest: number, first: number, plan: ChunkPlan, data: Uint8Array): Promise<void> {
-    if (plan.groupable) {
-      for (const op of [Op.Full, Op.Ref, Op.Zero]) {
-        const picked = [];
-        for (let i = 0; i < plan.length; i++) if (plan.ops[i] === op) picked.push(i);
-        for (let at = 0; at < picked.length; at += PAGES_PER_FRAME) {
-          await this.#sendOps(guest, first, plan, data, op, picked.slice(at, at + PAGES_PER_FRAME));
+    // New contents (Full, Delta) keep page order among themselves: the target counts content ids
+    // in stream order. A Ref may name a content of either, so it comes after them.
+    const groups: ((op: number) => boolean)[] = plan.groupable
+      ? [(op) => op === Op.Full || op === Op.Delta, (op) => op === Op.Ref, (op) => op === Op.Zero]
+      : [() => true];
+    for (const inGroup of groups) {
+      let run: number[] = [];
+      for (let i = 0; i <= plan.length; i++) {
+        if (i < plan.length && !inGroup(plan.ops[i]!)) continue;
+        const op = run.length > 0 ? plan.ops[run[0]!]! : 0;
+        if (i === plan.length || plan.ops[i] !== op || run.length === PAGES_PER_FRAME) {
+          if (run.length > 0) await this.#sendOps(guest, first, plan, data, op, run);
+          run = [];
         }
+        if (i < plan.length) run.push(i);
       }
-      return;
-    }
-    let start = 0;
-    while (start < plan.length) {
-      const op = plan.ops[start]!;
-      let end = start + 1;
-      while (end < plan.length && plan.ops[end] === op && end - start < PAGES_PER_FRAME) end++;
-      await this.#sendOps(
-        guest,
-        first,
-        plan,
-        data,
-        op,
-        Array.from({ length: end - start }, (_, k) => start + k),
-      );
-      start = end;
     }
   }
 
@@ -134,7 +129,16 @@ export class ChunkFrames {
     const slots = Uint16Array.from(which, (i) => plan.slots[i]!);
     const ids = Uint32Array.from(which, (i) => plan.ids[i]!);
     const pages = Uint32Array.from(slots, (slot) => first + slot);
-    if (op === Op.Full) return await this.#pagesFrame(guest, pages, ids, data, slots);
+    if (op === Op.Full || op === Op.Delta) {
+      const hashes = this.#gang.index.pageHashes(guest);
+      const entries = {
+        pages,
+        ids,
+        hashes: BigUint64Array.from(pages, (page) => hashes[page]!),
+        ...(op === Op.Delta && { bases: Uint32Array.from(which, (i) => plan.bases[i]!) }),
+      };
+      return await this.#pagesFrame(guest, entries, data, slots);
+    }
     // REFS: (page, content id) pairs; ZEROS: (first page, pages) runs.
     const [type, a, b] = op === Op.Ref
       ? [FrameType.Refs, pages, ids] as const
@@ -146,24 +150,25 @@ export class ChunkFrames {
     });
   }
 
-  /** A PAGES frame, its page data compressed when the policy says so and it shrinks. */
+  /**
+   * A PAGES frame, its page data compressed when the policy says so and it
+   * shrinks; a DELTAS frame (entries with bases), compressed.
+   */
   async #pagesFrame(
     guest: number,
-    pages: Uint32Array,
-    ids: Uint32Array,
+    entries: PageEntries,
     data: Uint8Array,
     slots: Uint16Array,
   ): Promise<void> {
-    const hashes = this.#gang.index.pageHashes(guest);
-    const pageHashes = BigUint64Array.from(pages, (page) => hashes[page]!);
-    const n = pages.length;
-    const compress = this.#compression.shouldCompress(n * PAGE_SIZE);
+    const n = entries.pages.length;
+    const deltas = entries.bases !== undefined;
+    const compress = deltas || this.#compression.shouldCompress(n * PAGE_SIZE);
     if (!compress && this.#queue.length === 0) {
       // Nothing ahead of it: written from the scan's buffer, without a copy.
       const started = performance.now();
       const frame = await this.#reserve(pagesFrameBytes(n));
       this.#waits.link += (performance.now() - started) / 1000;
-      writePagesFrame(frame, guest, pages, ids, pageHashes, data, slots);
+      writePagesFrame(frame, guest, entries, data, slots);
       this.guestBytes[guest]! += frame.length;
       return;
     }
@@ -172,7 +177,8 @@ export class ChunkFrames {
     gatherPages(raw, data, slots);
     const size = compress
       ? compressOffThread(raw, buffers.zstd).then(({ size, ms }) => {
-        this.#compression.record(raw.length, size, ms);
+        if (deltas) this.#compression.recordDeltas(raw.length, size);
+        else this.#compression.record(raw.length, size, ms);
         return size;
       })
       : undefined;
@@ -182,16 +188,16 @@ export class ChunkFrames {
       try {
         const compressed = await size;
         if (compressed !== undefined && compressed < raw.length) {
-          const frame = await this.#reserve(pagesFrameBytes(n, compressed));
+          const frame = await this.#reserve(pagesFrameBytes(n, compressed, deltas));
           frame.set(
             buffers.zstd.subarray(0, compressed),
-            writePagesHead(frame, guest, pages, ids, pageHashes, true),
+            writePagesHead(frame, guest, entries, true),
           );
           return frame.length;
         }
         // Gathered into `raw` already, in frame order.
-        const frame = await this.#reserve(pagesFrameBytes(n));
-        frame.set(raw, writePagesHead(frame, guest, pages, ids, pageHashes, false));
+        const frame = await this.#reserve(pagesFrameBytes(n, raw.length, deltas));
+        frame.set(raw, writePagesHead(frame, guest, entries, false));
         return frame.length;
       } finally {
         this.#free.push(buffers);

@@ -1,7 +1,9 @@
 /**
  * The frames that carry pages: PAGES (contents in full, possibly
- * compressed), REFS (pages that take a content the target holds) and ZEROS
- * (runs of pages that became zero). One layout each, shared by the encoder
+ * compressed), DELTAS (contents as their difference from a similar content
+ * the target holds, laid out as PAGES with a base per page), REFS (pages
+ * that take a content the target holds) and ZEROS (runs of pages that
+ * became zero). One layout each, shared by the encoder
  * (sender) and the decoder (receiver).
  *
  * @module
@@ -20,18 +22,31 @@ import {
 
 /** Bytes of one PAGES entry: page u32, content id u32, hash u64. */
 export const PAGE_ENTRY_BYTES = 16;
+/** Bytes a DELTAS entry has besides a PAGES entry's: the base content id u32. */
+const BASE_BYTES = 4;
 
-/** Body bytes of a PAGES frame of n pages. */
-export function pagesBodyBytes(n: number): number {
-  return 4 + n * (PAGE_ENTRY_BYTES + PAGE_SIZE);
-}
-
-/** A decoded PAGES frame: entries and the page data (views into the frame). */
-export interface PagesFrame {
+/**
+ * The entries of a PAGES or DELTAS frame: entry i brings content ids[i]
+ * (whose hash is hashes[i]) to page pages[i] of the frame's guest.
+ */
+export interface PageEntries {
   pages: Uint32Array;
   ids: Uint32Array;
   hashes: BigUint64Array;
+  /**
+   * DELTAS only: the content (one the target holds) that page i's data is
+   * the word-wise difference from (see `pageDelta`).
+   */
+  bases?: Uint32Array;
+}
+
+/** A decoded PAGES or DELTAS frame: entries and the page data (a view into the frame, or scratch). */
+export interface PagesFrame extends PageEntries {
   data: Uint8Array;
+}
+
+function entryBytes(deltas: boolean): number {
+  return PAGE_ENTRY_BYTES + (deltas ? BASE_BYTES : 0);
 }
 
 /**
@@ -40,34 +55,53 @@ export interface PagesFrame {
  * or into a new buffer when that is too small.
  */
 export function decodePages(body: Uint8Array, flags = 0, scratch?: Uint8Array): PagesFrame {
-  const r = new BodyReader(body, "Pages");
+  return decodePageFrame(body, flags, scratch, false);
+}
+
+/** Decodes a DELTAS body, as {@linkcode decodePages} does a PAGES body; `bases` is set. */
+export function decodeDeltas(body: Uint8Array, flags = 0, scratch?: Uint8Array): PagesFrame {
+  return decodePageFrame(body, flags, scratch, true);
+}
+
+function decodePageFrame(
+  body: Uint8Array,
+  flags: number,
+  scratch: Uint8Array | undefined,
+  deltas: boolean,
+): PagesFrame {
+  const what = deltas ? "Deltas" : "Pages";
+  const r = new BodyReader(body, what);
   const n = r.u32();
-  if (n === 0 || n > MAX_PAGES_PER_FRAME) throw new ProtocolError(`Pages frame with ${n} pages`);
+  if (n === 0 || n > MAX_PAGES_PER_FRAME) throw new ProtocolError(`${what} frame with ${n} pages`);
   const compressed = (flags & FrameFlag.Compressed) !== 0;
-  const entriesEnd = 4 + n * PAGE_ENTRY_BYTES;
-  if (compressed ? body.length <= entriesEnd : body.length !== pagesBodyBytes(n)) {
+  const entriesEnd = 4 + n * entryBytes(deltas);
+  const plainBytes = entriesEnd + n * PAGE_SIZE;
+  if (compressed ? body.length <= entriesEnd : body.length !== plainBytes) {
     throw new ProtocolError(
-      `Pages frame of ${n} pages has ${body.length} bytes, expected ${
-        compressed ? `more than ${entriesEnd}` : pagesBodyBytes(n)
+      `${what} frame of ${n} pages has ${body.length} bytes, expected ${
+        compressed ? `more than ${entriesEnd}` : plainBytes
       }`,
     );
   }
   const pages = new Uint32Array(n);
   const ids = new Uint32Array(n);
   const hashes = new BigUint64Array(n);
+  const bases = deltas ? new Uint32Array(n) : undefined;
   for (let i = 0; i < n; i++) {
     pages[i] = r.u32();
     ids[i] = r.u32();
     hashes[i] = r.u64();
+    if (bases) bases[i] = r.u32();
   }
-  if (!compressed) return { pages, ids, hashes, data: r.bytes(n * PAGE_SIZE) };
+  const entries = { pages, ids, hashes, ...(bases && { bases }) };
+  if (!compressed) return { ...entries, data: r.bytes(n * PAGE_SIZE) };
   const data = scratch && scratch.length >= n * PAGE_SIZE
     ? scratch.subarray(0, n * PAGE_SIZE)
     : new Uint8Array(n * PAGE_SIZE);
   if (!decompress(r.bytes(body.length - entriesEnd), data)) {
-    throw new ProtocolError(`Pages frame of ${n} pages holds no valid zstd data of ${n} pages`);
+    throw new ProtocolError(`${what} frame of ${n} pages holds no valid zstd data of ${n} pages`);
   }
-  return { pages, ids, hashes, data };
+  return { ...entries, data };
 }
 
 /** Decodes a body of n fixed pairs of u32 (REFS, ZEROS). */
@@ -88,59 +122,64 @@ export function decodePairs(body: Uint8Array, what: string): { a: Uint32Array; b
   return { a, b };
 }
 
-/** Bytes of a whole PAGES frame of n pages whose data takes `dataBytes` (default: uncompressed). */
-export function pagesFrameBytes(n: number, dataBytes = n * PAGE_SIZE): number {
-  return HEADER_BYTES + 4 + n * PAGE_ENTRY_BYTES + dataBytes;
+/**
+ * Bytes of a whole PAGES (or, with bases, DELTAS) frame of n pages whose
+ * data takes `dataBytes` (default: uncompressed).
+ */
+export function pagesFrameBytes(n: number, dataBytes = n * PAGE_SIZE, deltas = false): number {
+  return HEADER_BYTES + 4 + n * entryBytes(deltas) + dataBytes;
 }
 
 /**
- * Writes a PAGES frame's header and entries into `out` (exactly
- * {@linkcode pagesFrameBytes} bytes): entry i is (pages[i], ids[i],
- * hashes[i]). The caller writes the data at the returned offset.
+ * Writes a PAGES frame's header and entries (a DELTAS frame's when
+ * `entries.bases` is given) into `out`, exactly {@linkcode pagesFrameBytes}
+ * bytes. The caller writes the data at the returned offset.
  */
 export function writePagesHead(
   out: Uint8Array,
   guest: number,
-  pages: Uint32Array,
-  ids: Uint32Array,
-  hashes: BigUint64Array,
+  entries: PageEntries,
   compressed: boolean,
 ): number {
+  const { pages, ids, hashes, bases } = entries;
   const n = pages.length;
   const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
   writeHeader(
     view,
     0,
-    FrameType.Pages,
+    bases ? FrameType.Deltas : FrameType.Pages,
     guest,
     out.length - HEADER_BYTES,
     compressed ? FrameFlag.Compressed : 0,
   );
   view.setUint32(HEADER_BYTES, n, true);
   let o = HEADER_BYTES + 4;
-  for (let i = 0; i < n; i++, o += PAGE_ENTRY_BYTES) {
+  for (let i = 0; i < n; i++) {
     view.setUint32(o, pages[i]!, true);
     view.setUint32(o + 4, ids[i]!, true);
     view.setBigUint64(o + 8, hashes[i]!, true);
+    o += PAGE_ENTRY_BYTES;
+    if (bases) {
+      view.setUint32(o, bases[i]!, true);
+      o += BASE_BYTES;
+    }
   }
   return o;
 }
 
 /**
- * Writes an uncompressed PAGES frame into `out` (exactly
+ * Writes an uncompressed PAGES (or DELTAS) frame into `out` (exactly
  * {@linkcode pagesFrameBytes}`(n)` bytes): the data of entry i is page
  * slots[i] of src.
  */
 export function writePagesFrame(
   out: Uint8Array,
   guest: number,
-  pages: Uint32Array,
-  ids: Uint32Array,
-  hashes: BigUint64Array,
+  entries: PageEntries,
   src: Uint8Array,
   slots: Uint16Array,
 ): void {
-  gatherPages(out.subarray(writePagesHead(out, guest, pages, ids, hashes, false)), src, slots);
+  gatherPages(out.subarray(writePagesHead(out, guest, entries, false)), src, slots);
 }
 
 /**

@@ -19,13 +19,14 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
 /**
- * The protocol version this code speaks. 4: a guest may be finished alone
+ * The protocol version this code speaks. 5: pages may come as their
+ * difference from a similar page (DELTAS); 4: a guest may be finished alone
  * (GUEST_DONE, GUEST_VERIFIED) while the others go on; 3: PAGES frames may
  * carry their data compressed (see {@linkcode FrameFlag}); since 2 the
  * digests of DONE are keyed by each guest's size as well (see
  * `guestDigest`).
  */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 
 /** "GWAY" as a little-endian u32: the first field of a HELLO. */
 export const MAGIC = 0x59415747;
@@ -36,12 +37,12 @@ export const HEADER_BYTES = 8;
 /** Largest PAGES frame: 1024 pages with their entries. */
 export const MAX_PAGES_PER_FRAME = 1024;
 
-/** Largest frame body either side accepts (a full PAGES frame, with room to spare). */
-export const MAX_BODY_BYTES = MAX_PAGES_PER_FRAME * (PAGE_SIZE + 16) + 4096;
+/** Largest frame body either side accepts (a full DELTAS frame, with room to spare). */
+export const MAX_BODY_BYTES = MAX_PAGES_PER_FRAME * (PAGE_SIZE + 20) + 4096;
 
 /** Header flags. */
 export const FrameFlag = {
-  /** PAGES only: the page data is one zstd frame (the entries are not compressed). */
+  /** PAGES and DELTAS only: the page data is one zstd frame (the entries are not compressed). */
   Compressed: 1,
 } as const;
 
@@ -59,6 +60,11 @@ export const FrameType = {
   Refs: 11,
   /** Runs of pages that became zero. */
   Zeros: 12,
+  /**
+   * Pages each bringing a new content id, as PAGES does, whose data is the
+   * word-wise difference from a content the target holds (the base).
+   */
+  Deltas: 13,
   /** End of a pre-copy round. */
   RoundEnd: 20,
   /** Receiver: every frame of that round is applied. */
@@ -158,7 +164,9 @@ export function readHeader(
       } frame of ${header.bodyBytes} bytes exceeds the limit of ${maxBody}`,
     );
   }
-  const allowed = header.type === FrameType.Pages ? FrameFlag.Compressed : 0;
+  const allowed = header.type === FrameType.Pages || header.type === FrameType.Deltas
+    ? FrameFlag.Compressed
+    : 0;
   if ((header.flags & ~allowed) !== 0) {
     throw new ProtocolError(
       `${

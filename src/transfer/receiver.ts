@@ -162,6 +162,7 @@ async function receiveFrames(
     }
     switch (frame.type) {
       case FrameType.Pages:
+      case FrameType.Deltas:
         session.applyPages(frame);
         break;
       case FrameType.Refs:

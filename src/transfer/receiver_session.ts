@@ -1,5 +1,6 @@
 /**
- * Applying a gang's frames to its target files: pages written in place,
+ * Applying a gang's frames to its target files: pages written in place
+ * (rebuilt first when they come as differences from pages held here),
  * references copied from pages the target holds, zero runs punched as
  * holes, every page checked against its hash; and the target's digest of
  * each guest at the end. The receiver (receiver.ts) runs the connection
@@ -10,16 +11,18 @@
 import { join } from "node:path";
 import { hashPages, zeroPageHash } from "../native/hashing.ts";
 import { copyPages, PAGE_SIZE, type PageCopies, RamFile } from "../native/ram_file.ts";
+import { undoPageDelta } from "../native/similarity.ts";
 import {
   type Frame,
   FrameFlag,
+  FrameType,
   frameTypeName,
   MAX_PAGES_PER_FRAME,
   ProtocolError,
 } from "./protocol.ts";
 import { decodeDone, guestDigest } from "./digests.ts";
 import { type Hello } from "./hello_frame.ts";
-import { decodePages, decodePairs } from "./page_frames.ts";
+import { decodeDeltas, decodePages, decodePairs } from "./page_frames.ts";
 import { NONE, TargetContents, ZERO } from "../plan/target_contents.ts";
 import { errorMessage } from "../_errors.ts";
 
@@ -130,6 +133,9 @@ export class ReceiverSession {
   #writtenInBatch: Uint32Array;
   /** Where compressed page data is decompressed (made at the first compressed frame). */
   #pagesScratch: Uint8Array | undefined;
+  /** A base page of a DELTAS frame, read from the target's files. */
+  readonly #base = new Uint8Array(PAGE_SIZE);
+  readonly #baseHasData = new Uint8Array(1);
   #batch = 1;
 
   constructor(hello: Hello, files: readonly RamFile[]) {
@@ -190,30 +196,70 @@ export class ReceiverSession {
     return this.target.bases[frame.guest]! + page;
   }
 
-  /** Pages in full: hash-checked, registered as new contents, written. */
+  /**
+   * Pages in full (PAGES), or as their differences from contents the
+   * target holds (DELTAS): rebuilt, registered as new contents, checked
+   * against their hashes, written. A frame that fails a check ends the
+   * session (and its files are discarded), so what it registered before
+   * the check does not matter.
+   */
   applyPages(frame: Frame): void {
     const file = this.#file(frame);
     // Decompressed into one buffer for the session: a new 512 KiB one per frame kept the GC busy.
     const scratch = frame.flags & FrameFlag.Compressed
       ? this.#pagesScratch ??= new Uint8Array(MAX_PAGES_PER_FRAME * PAGE_SIZE)
       : undefined;
-    const { pages, ids, hashes, data } = decodePages(frame.body, frame.flags, scratch);
-    const actual = hashPages(data, pages.length, this.hello.seed).hashes;
+    const decode = frame.type === FrameType.Deltas ? decodeDeltas : decodePages;
+    const { pages, ids, hashes, bases, data } = decode(frame.body, frame.flags, scratch);
+    const firstId = this.target.contents;
     for (let i = 0; i < pages.length; i++) {
       const x = this.#checkPage(frame, pages[i]!);
+      if (ids[i] !== this.target.contents) {
+        throw new ProtocolError(
+          `${frameTypeName(frame.type)} frame brings content id ${
+            ids[i]
+          }, expected ${this.target.contents}`,
+        );
+      }
+      // The base is found before the page takes its new content, as the sender found it.
+      if (bases) {
+        this.#undoDelta(data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE), bases[i]!, firstId);
+      }
+      this.target.assign(x, this.target.addContent(hashes[i]!));
+    }
+    const actual = hashPages(data, pages.length, this.hello.seed).hashes;
+    for (let i = 0; i < pages.length; i++) {
       if (actual[i] !== hashes[i]) {
         throw new ProtocolError(
           `Page ${pages[i]} of guest "${file.path}" does not match its hash: corrupted in transit`,
         );
       }
-      if (ids[i] !== this.target.contents) {
-        throw new ProtocolError(
-          `Pages frame brings content id ${ids[i]}, expected ${this.target.contents}`,
-        );
-      }
-      this.target.assign(x, this.target.addContent(hashes[i]!));
     }
     file.write(pages, data);
+  }
+
+  /**
+   * Turns a page's difference back into the page, from a page that holds
+   * its base. Never a content of the same frame (`firstId` on): its pages
+   * are not written yet.
+   */
+  #undoDelta(page: Uint8Array, base: number, firstId: number): void {
+    const holder = base < firstId ? this.target.holder(base) : NONE;
+    if (holder === NONE) {
+      throw new ProtocolError(
+        `Deltas frame takes content ${base} as a base, which no page of the target holds`,
+      );
+    }
+    const source = this.target.locate(holder);
+    const read = this.files[source.guest]!.read(source.page, 1, this.#base, this.#baseHasData);
+    if (read !== 1) {
+      throw new Error(
+        `Cannot rebuild a page from content ${base}: its page in "${
+          this.files[source.guest]!.path
+        }" is a hole`,
+      );
+    }
+    undoPageDelta(page, this.#base);
   }
 
   /** References: copied from a page holding the content, hash-checked, written. */

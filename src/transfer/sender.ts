@@ -85,7 +85,8 @@ export class GangSender implements AsyncDisposable {
     this.#options = options;
     this.#tracker = options.dirtyTracker ?? rescanEverything;
     this.#link = new TargetLink(gang, conn, options);
-    this.#planner = new RoundPlanner(gang, PARALLEL_CHUNK_PAGES);
+    const deltas = options.deltas ?? options.compression !== "none";
+    this.#planner = new RoundPlanner(gang, PARALLEL_CHUNK_PAGES, deltas);
     this.#finished = gang.guests.map(() => false);
   }
 
@@ -358,7 +359,7 @@ function roundReport(
   counts: RoundCounts,
   time: RoundTime,
 ): RoundReport {
-  const { rematched, ...pages } = counts;
+  const { rematched, deltas, ...pages } = counts;
   return {
     round,
     final,
@@ -366,6 +367,7 @@ function roundReport(
     bytesOnWire,
     pages,
     rematched,
+    deltas,
     time,
   };
 }

@@ -29,6 +29,12 @@ export interface SenderOptions {
    */
   compression?: CompressionMode;
   /**
+   * Whether a page that differs from a content the target holds in few
+   * words goes as its difference from it, compressed (a DELTAS frame).
+   * Default: unless compression is "none".
+   */
+  deltas?: boolean;
+  /**
    * Threads for the page work of the preparation scan (zero checks,
    * hashes). Default 1: the guests run meanwhile and need their cores.
    */
@@ -77,6 +83,8 @@ export interface RoundReport {
   pages: RoundPages;
   /** Of the sentIdentical pages, those that were written since the preparation scan. */
   rematched: number;
+  /** Of the pages sent in full, those sent as their difference from a similar content. */
+  deltas: number;
   /** Where the round's time went. */
   time: RoundTime;
 }

@@ -1,0 +1,104 @@
+/*
+ * Similar pages: a page that differs from one the target holds in a few
+ * words (a kernel page that KASLR relocated by another offset in each
+ * guest, a structure with a few counters changed) travels as its word-wise
+ * difference from that page, which zstd shrinks to almost nothing.
+ *
+ * Finding one is cheap on purpose: a page's features are the hashes of a
+ * few 64-byte blocks at fixed places, and two pages that share a feature
+ * are worth a try. The difference then says whether they are similar.
+ */
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "internal.h"
+
+/* Words of a page, and bytes of a sampled block. */
+#define PAGE_WORDS (GW_PAGE_SIZE / sizeof(uint64_t))
+#define BLOCK_BYTES 64
+
+/* The sampled blocks (of the page's 64), spread over the page. */
+static const uint8_t feature_blocks[GW_PAGE_FEATURES] = { 3, 17, 41, 58 };
+
+typedef uint64_t __attribute__((may_alias, aligned(1))) any_u64;
+
+static int block_is_zero(const uint8_t *block)
+{
+	const any_u64 *w = (const any_u64 *)block;
+	uint64_t acc = 0;
+
+	for (size_t i = 0; i < BLOCK_BYTES / sizeof(uint64_t); i++)
+		acc |= w[i];
+	return acc == 0;
+}
+
+GW_EXPORT void gw_page_features(const uint8_t *page, uint32_t *features)
+{
+	for (uint32_t k = 0; k < GW_PAGE_FEATURES; k++) {
+		const uint8_t *block = page + (size_t)feature_blocks[k] * BLOCK_BYTES;
+		uint32_t f;
+
+		/* Zero blocks are everywhere: they would pair every page with every other. */
+		if (block_is_zero(block)) {
+			features[k] = 0;
+			continue;
+		}
+		/* Seeded by the block's place: a block matches only the same block of another page. */
+		f = (uint32_t)(XXH3_64bits_withSeed(block, BLOCK_BYTES, k + 1) >> 32);
+		features[k] = f ? f : 1;
+	}
+}
+
+GW_EXPORT uint32_t gw_page_delta(uint8_t *page, const uint8_t *base, uint32_t max_words)
+{
+	any_u64 *p = (any_u64 *)page;
+	const any_u64 *b = (const any_u64 *)base;
+	uint32_t differ = 0;
+
+	for (size_t i = 0; i < PAGE_WORDS; i++)
+		differ += p[i] != b[i];
+	if (differ > max_words)
+		return differ;
+	/* Subtraction, not XOR: a pointer moved by an offset differs by that offset in every word. */
+	for (size_t i = 0; i < PAGE_WORDS; i++)
+		p[i] -= b[i];
+	return differ;
+}
+
+GW_EXPORT void gw_page_undelta(uint8_t *page, const uint8_t *base)
+{
+	any_u64 *p = (any_u64 *)page;
+	const any_u64 *b = (const any_u64 *)base;
+
+	for (size_t i = 0; i < PAGE_WORDS; i++)
+		p[i] += b[i];
+}
+
+GW_EXPORT uint32_t gw_ram_delta(gw_ram *ram, uint32_t page, uint64_t seed, uint64_t expected,
+				uint8_t *target, uint32_t max_words)
+{
+	uint8_t base[GW_PAGE_SIZE];
+	size_t done = 0;
+
+	if (page >= ram->pages)
+		return GW_NOT_A_BASE;
+	/*
+	 * pread, not the mapping: one page needs no check that the file is still whole, and a hole
+	 * reads as zeros without being allocated (and zeros never hash to a content sent in full).
+	 */
+	while (done < GW_PAGE_SIZE) {
+		ssize_t n = pread(ram->fd, base + done, GW_PAGE_SIZE - done,
+				  (off_t)(((uint64_t)page << GW_PAGE_SHIFT) + done));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return GW_NOT_A_BASE;
+		done += (size_t)n;
+	}
+	/* Bytes that are no longer the content: the page changed since it was sent. */
+	if (XXH3_64bits_withSeed(base, GW_PAGE_SIZE, seed) != expected)
+		return GW_NOT_A_BASE;
+	return gw_page_delta(target, base, max_words);
+}

@@ -1,0 +1,170 @@
+/**
+ * Similar pages sent as differences (DELTAS): the native features and
+ * differences, and migrations that use them, or must not.
+ */
+import { assert, assertEquals, assertSameBytes } from "./_assert.ts";
+import { Gang } from "../src/scan/gang.ts";
+import { GangSender } from "../src/transfer/sender.ts";
+import { transferGang } from "../src/transfer/transfer_gang.ts";
+import { randomSeed } from "../src/transfer/seed.ts";
+import { hashPages } from "../src/native/hashing.ts";
+import { PAGE_SIZE, RamFile } from "../src/native/ram_file.ts";
+import {
+  fileDelta,
+  NOT_A_BASE,
+  PAGE_FEATURES,
+  pageDelta,
+  pageFeatures,
+  undoPageDelta,
+} from "../src/native/similarity.ts";
+import { makeRamFile, patternPage, readRamFile, removeFiles, shmPath } from "./_fixtures.ts";
+import { startReceiver } from "./_transfer.ts";
+
+/**
+ * `page` as KASLR would relocate it: every pointer-like word of its first
+ * 512 bytes and of a few places further on moved by `offset` (the sampled
+ * blocks past the first 512 bytes stay as they were).
+ */
+function relocated(page: Uint8Array, offset: bigint): Uint8Array {
+  const out = page.slice();
+  const words = new BigUint64Array(out.buffer);
+  for (const i of [0, 3, 7, 9, 12, 20, 33, 60, 100, 101, 250, 251, 400]) {
+    words[i] = BigInt.asUintN(64, words[i]! + offset);
+  }
+  return out;
+}
+
+Deno.test("page features: zero blocks have none, similar pages share some, other pages none", () => {
+  const page = patternPage(1);
+  const features = new Uint32Array(3 * PAGE_FEATURES);
+  pageFeatures(page, features, 0);
+  pageFeatures(relocated(page, 0x200000n), features, PAGE_FEATURES);
+  pageFeatures(patternPage(2), features, 2 * PAGE_FEATURES);
+  const [mine, similar, other] = [0, 1, 2].map((i) =>
+    Array.from(features.subarray(i * PAGE_FEATURES, (i + 1) * PAGE_FEATURES))
+  );
+  assert(mine!.every((f) => f !== 0), "a page of random words has every feature");
+  assert(mine!.some((f, k) => f === similar![k]), "a relocated page shares a feature");
+  assert(mine!.every((f, k) => f !== other![k]), "another page shares none");
+  pageFeatures(new Uint8Array(PAGE_SIZE), features, 0);
+  assertEquals(Array.from(features.subarray(0, PAGE_FEATURES)), [0, 0, 0, 0]);
+});
+
+Deno.test("pageDelta() turns a page into its difference from a similar one, and undoPageDelta() back", () => {
+  const base = patternPage(3);
+  const page = relocated(base, 0x1234000n);
+  const before = page.slice();
+  assertEquals(pageDelta(page, base, 12), 13, "more words differ than allowed: counted");
+  assertSameBytes(page, before, "page untouched");
+  assertEquals(pageDelta(page, base, 256), 13);
+  const words = new BigUint64Array(page.buffer);
+  assertEquals(words.filter((w) => w !== 0n).length, 13);
+  assertEquals(words[0], 0x1234000n, "a moved pointer differs by the offset");
+  undoPageDelta(page, base);
+  assertSameBytes(page, before, "rebuilt");
+});
+
+Deno.test("fileDelta() uses a file's page only if it still hashes to the content it should hold", () => {
+  const base = patternPage(5);
+  const path = makeRamFile(shmPath("delta-base"), [base, "hole"]);
+  try {
+    using file = RamFile.open(path);
+    const hash = hashPages(base, 1, 9n).hashes[0]!;
+    const page = relocated(base, 64n);
+    const before = page.slice();
+    assertEquals(fileDelta(page, file, 0, 9n, hash + 1n, 256), NOT_A_BASE, "other bytes");
+    assertEquals(fileDelta(page, file, 1, 9n, hash, 256), NOT_A_BASE, "a hole");
+    assertEquals(fileDelta(page, file, 2, 9n, hash, 256), NOT_A_BASE, "past the end");
+    assertSameBytes(page, before, "untouched by a refused base");
+    assertEquals(fileDelta(page, file, 0, 9n, hash, 256), 13);
+    undoPageDelta(page, base);
+    assertSameBytes(page, before);
+  } finally {
+    Deno.removeSync(path);
+  }
+});
+
+const specs = (paths: string[]) => paths.map((path, i) => ({ name: `g${i}`, path }));
+
+function assertSameFiles(paths: string[], dir: string): void {
+  paths.forEach((path, i) =>
+    assertSameBytes(readRamFile(`${dir}/g${i}`), readRamFile(path), `g${i}`)
+  );
+}
+
+Deno.test("transferGang() sends a guest's relocated copies of another guest's pages as deltas", async () => {
+  const pages = Array.from({ length: 64 }, (_, i) => patternPage(100 + i));
+  const paths = [
+    makeRamFile(shmPath("kernel-a"), pages),
+    makeRamFile(shmPath("kernel-b"), pages.map((p) => relocated(p, 0x4000000n))),
+  ];
+  await using receiver = await startReceiver();
+  try {
+    const bytes: Record<string, number> = {};
+    for (const deltas of [true, false]) {
+      using gang = Gang.open(specs(paths), { seed: randomSeed() });
+      const report = await transferGang(gang, await receiver.connect(), {
+        compression: "zstd",
+        deltas,
+      });
+      assert(report.verified);
+      assertSameFiles(paths, receiver.dir);
+      assertEquals(report.rounds[0]!.deltas, deltas ? 64 : 0);
+      assertEquals(report.compression.deltas!.frames > 0, deltas);
+      bytes[String(deltas)] = report.bytesOnWire;
+      for (let i = 0; i < paths.length; i++) Deno.removeSync(`${receiver.dir}/g${i}`);
+    }
+    // Random pages do not compress: without deltas both guests go whole.
+    assert(bytes["true"]! < 0.6 * bytes["false"]!, JSON.stringify(bytes));
+  } finally {
+    await removeFiles(...paths);
+  }
+});
+
+Deno.test("no delta is made from a page the source changed after sending it (the target holds the old bytes)", async () => {
+  const old = Array.from({ length: 16 }, (_, i) => patternPage(200 + i));
+  for (const changeBase of [true, false]) {
+    // Guest 1's pages are sent in round 1; in round 2 guest 0 (planned first) gets relocated
+    // copies of them, while guest 1's pages change or not.
+    const paths = [
+      makeRamFile(shmPath("later"), old.map(() => "hole" as const)),
+      makeRamFile(shmPath("base"), old),
+    ];
+    await using receiver = await startReceiver();
+    try {
+      using gang = Gang.open(specs(paths), { seed: randomSeed() });
+      await using sender = await GangSender.connect(gang, await receiver.connect(), {
+        compression: "zstd",
+      });
+      await sender.prepare();
+      await sender.round();
+      {
+        using later = RamFile.open(paths[0]!, { write: true });
+        later.write(Uint32Array.from(old, (_, i) => i), concat(old.map((p) => relocated(p, 8n))));
+        using base = RamFile.open(paths[1]!, { write: true });
+        if (changeBase) {
+          base.write(
+            Uint32Array.from(old, (_, i) => i),
+            // One word changed: still similar, so only the hash tells it is not what was sent.
+            concat(old.map((p) => relocated(p, 1n).map((b, at) => at === 4000 ? b ^ 1 : b))),
+          );
+        }
+      }
+      const round2 = await sender.round({ final: true });
+      await sender.verify();
+      assertSameFiles(paths, receiver.dir);
+      // Guest 0's pages go as deltas from guest 1's as sent only when those are unchanged: a
+      // delta from their new bytes would not rebuild at the target (the verification above, or
+      // "corrupted in transit"). Changed, guest 1's pages go as deltas from guest 0's new ones.
+      assertEquals(round2.deltas, 16);
+    } finally {
+      await removeFiles(...paths);
+    }
+  }
+});
+
+function concat(pages: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(pages.length * PAGE_SIZE);
+  pages.forEach((p, i) => out.set(p, i * PAGE_SIZE));
+  return out;
+}
