@@ -32,6 +32,7 @@ import {
   MAX_CONTROL_BYTES,
 } from "./agent_protocol.ts";
 import { AgentHost, type AgentOptions } from "./agent_host.ts";
+import { checkAgentDirs } from "./agent_dirs.ts";
 import { ControlSession } from "./agent_control.ts";
 import { pipeBothWays } from "./_pipe.ts";
 import { errorMessage } from "../_errors.ts";
@@ -54,8 +55,10 @@ export interface ServeAgentOptions extends AgentOptions {
 }
 
 /**
- * Serves sources until `signal` aborts. First cleans up what an agent of
- * the same run directory left when it died during a gang.
+ * Serves sources until `signal` aborts. First makes its directories that
+ * are missing (mode 0700) and refuses any that another user owns or may
+ * write (`checkAgentDirs`), then cleans up what an agent of the same run
+ * directory left when it died during a gang.
  *
  * Requires `--allow-all` in practice: QEMU (`--allow-run`), the page
  * library (`--allow-ffi`), and files under /dev/shm and /run.
@@ -83,7 +86,7 @@ export async function serveAgent(
   listener: Deno.Listener,
   options: ServeAgentOptions,
 ): Promise<void> {
-  const host = new AgentHost(options);
+  const host = new AgentHost(await checkAgentDirs(options));
   await host.kept.recoverLeftovers();
   const partials = await host.files.removePartials();
   if (partials > 0) host.log({ event: "recovered", partialFiles: partials });
