@@ -2,8 +2,9 @@
  * How many connections of each kind a source may hold open at the target
  * agent at once, whatever it sends: control connections per address, one
  * RAM connection per gang, one device-state connection per guest (a
- * disk-copy connection replaces the one before: agent_connections_test).
- * Destinations are started but never booted.
+ * disk-copy connection replaces the one before: agent_connections_test);
+ * and what one control connection may hold: requests at once, answers it
+ * does not read. Destinations are started but never booted.
  */
 import { join } from "node:path";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
@@ -12,9 +13,10 @@ import { MAX_CONTROL_PER_ADDRESS } from "../src/target/agent_host.ts";
 import type { RemoteTarget } from "../src/target/remote_target.ts";
 import { FrameReader } from "../src/transfer/frame_io.ts";
 import { decodeText, FrameType } from "../src/transfer/protocol.ts";
+import { AGENT_VERSION, encodeJson } from "../src/target/agent_protocol.ts";
 import { delay } from "../src/_delay.ts";
 import { errorMessage } from "../src/_errors.ts";
-import { eventOf, ramHello, sourceLike } from "./_agent_fixtures.ts";
+import { eventOf, peakRss, ramHello, sourceLike } from "./_agent_fixtures.ts";
 import { fileExists, uniqueName } from "./qemu_helpers.ts";
 
 const CONTROL_REFUSED = "control connections open, the most one address may";
@@ -89,4 +91,62 @@ Deno.test("a gang's RAM comes on one connection at a time: a second is refused a
     for (const conn of conns) conn.close();
   }
   await target.discard(destinations);
+});
+
+Deno.test("a control connection that sends requests without end and reads no answer is closed, and the agent serves others", async () => {
+  await using agent = await AgentProcess.start({ insecure: true, args: ["--idle-timeout", "1"] });
+  const peakBefore = await peakRss(agent);
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: agent.address.port });
+  // Requests whose answers (an error quoting the name, about 3 kB) are as large as they are.
+  const batch = new Uint8Array(
+    Array.from(
+      { length: 64 },
+      (
+        _,
+        i,
+      ) => [...encodeJson(FrameType.Control, { id: i + 1, op: "state", guest: "x".repeat(3000) })],
+    ).flat(),
+  );
+  const budget = 256 * 2 ** 20;
+  let written = 0;
+  const flood = (async () => {
+    await conn.write(encodeJson(FrameType.Control, { id: 0, op: "hello", version: AGENT_VERSION }));
+    try {
+      while (written < budget) {
+        for (let done = 0; done < batch.length;) done += await conn.write(batch.subarray(done));
+        written += batch.length;
+      }
+      return undefined;
+    } catch (error) {
+      return error;
+    }
+  })();
+  try {
+    // Another source is served meanwhile.
+    await using other = await agent.connect();
+    assertEquals((await other.agent.request("ping")).ok, true);
+
+    const ended = await flood;
+    assert(
+      ended instanceof Deno.errors.ConnectionReset || ended instanceof Deno.errors.BrokenPipe,
+      `the agent took ${written} bytes of requests whose answers were never read (${ended})`,
+    );
+    assert(written < 64 * 2 ** 20, `the agent read ${written} bytes of requests before closing`);
+    const closed = await eventOf(
+      agent,
+      (e) => e.event === "failed" && e.connection === "control" && /peer/.test(String(e.error)),
+    );
+    assert(
+      closed,
+      `no event says why the connection was closed: ${
+        JSON.stringify(agent.server.events.slice(-5))
+      }`,
+    );
+    const grown = await peakRss(agent) - peakBefore;
+    assert(grown < 64 * 2 ** 20, `the agent's memory grew by ${grown} bytes`);
+    await using next = await agent.connect();
+    assertEquals((await next.agent.request("ping")).ok, true, "the agent serves the next source");
+  } finally {
+    conn.close();
+  }
 });

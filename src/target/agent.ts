@@ -41,6 +41,13 @@ export type { AgentEvent, AgentOptions } from "./agent_host.ts";
 export type { KeptGuest } from "./kept_guests.ts";
 
 /**
+ * Most bytes of answers that may wait for one peer: a few of the largest
+ * (a `guests` list). A control connection whose source does not read them
+ * is closed, as is one that takes nothing for the idle timeout.
+ */
+const MAX_QUEUED_ANSWER_BYTES = 4 * MAX_CONTROL_BYTES;
+
+/**
  * What a connection to the agent is, as its events name it: "unknown"
  * until its first frame says.
  */
@@ -115,6 +122,7 @@ async function serveConnection(host: AgentHost, pending: PendingConnection): Pro
   const channel = new FrameChannel(conn, {
     maxBody: MAX_BODY_BYTES,
     writeTimeoutMs: host.options.idleTimeoutMs,
+    maxQueuedBytes: MAX_QUEUED_ANSWER_BYTES,
   });
   const endOnAbort = () => channel.close();
   signal.addEventListener("abort", endOnAbort, { once: true });
