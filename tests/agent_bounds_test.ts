@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { AgentProcess } from "../src/target/agent_process.ts";
 import { MAX_CONTROL_PER_ADDRESS } from "../src/target/agent_host.ts";
+import { requestsAtOnce } from "../src/target/agent_control.ts";
 import type { RemoteTarget } from "../src/target/remote_target.ts";
 import { FrameReader } from "../src/transfer/frame_io.ts";
 import { decodeText, FrameType } from "../src/transfer/protocol.ts";
@@ -149,4 +150,27 @@ Deno.test("a control connection that sends requests without end and reads no ans
   } finally {
     conn.close();
   }
+});
+
+Deno.test("one control connection runs a bounded number of requests at once: the next is read once one is answered", async () => {
+  await using agent = await AgentProcess.start({ args: ["--max-guests", "1"] });
+  await using target = await agent.connect();
+  const name = uniqueName("bound-req");
+  const destinations = await target.prepareDestinations([await sourceLike(name)]);
+  // Requests that wait (the destination never loads), as many as may run, then a ping.
+  const answered: string[] = [];
+  const waits = Array.from(
+    { length: requestsAtOnce(1) },
+    () =>
+      target.agent.request("run-when-loaded", { guest: name, timeoutMs: 1_000 }, 30_000)
+        .then(() => answered.push("run-when-loaded")),
+  );
+  try {
+    await target.agent.request("ping", {}, 30_000);
+    answered.push("ping");
+    assertEquals(answered[0], "run-when-loaded", "the ping beyond the bound ran at once");
+  } finally {
+    await Promise.allSettled(waits);
+  }
+  await target.discard(destinations);
 });
