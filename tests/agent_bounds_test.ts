@@ -6,19 +6,22 @@
  * and what one control connection may hold: requests at once, answers it
  * does not read. Destinations are started but never booted.
  */
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { AgentProcess } from "../src/target/agent_process.ts";
-import { MAX_CONTROL_PER_ADDRESS } from "../src/target/agent_host.ts";
 import { requestsAtOnce } from "../src/target/agent_control.ts";
+import { AgentHost, MAX_CONTROL_PER_ADDRESS } from "../src/target/agent_host.ts";
+import { serveAgentHost } from "../src/target/agent.ts";
+import { AgentClient } from "../src/target/agent_client.ts";
 import type { RemoteTarget } from "../src/target/remote_target.ts";
+import { describeMachine } from "../src/target/describe_machine.ts";
 import { FrameReader } from "../src/transfer/frame_io.ts";
 import { decodeText, FrameType } from "../src/transfer/protocol.ts";
 import { AGENT_VERSION, encodeJson } from "../src/target/agent_protocol.ts";
 import { delay } from "../src/_delay.ts";
 import { errorMessage } from "../src/_errors.ts";
-import { eventOf, peakRss, ramHello, sourceLike } from "./_agent_fixtures.ts";
-import { fileExists, uniqueName } from "./qemu_helpers.ts";
+import { eventOf, peakRss, ramHello, smallMachine, sourceLike } from "./_agent_fixtures.ts";
+import { fileExists, testImage, uniqueName } from "./qemu_helpers.ts";
 
 const CONTROL_REFUSED = "control connections open, the most one address may";
 
@@ -173,4 +176,75 @@ Deno.test("one control connection runs a bounded number of requests at once: the
     await Promise.allSettled(waits);
   }
   await target.discard(destinations);
+});
+
+/** Polls `value` until it is `expected`, for `timeoutMs` at most; returns the last value. */
+async function settlesAt<T>(value: () => T, expected: T, timeoutMs = 20_000): Promise<T> {
+  const deadline = performance.now() + timeoutMs;
+  while (value() !== expected && performance.now() < deadline) await delay(50);
+  return value();
+}
+
+Deno.test("refused device-state and disk-copy connections do not stay with the gang, and one that ends is dropped", async () => {
+  // In this process: the test looks into the agent's gang.
+  const dir = await Deno.makeTempDir({ dir: "/dev/shm", prefix: "gangway-adopt-" });
+  const runDir = await Deno.makeTempDir({ prefix: "gangway-adopt-run-" });
+  const image = await testImage();
+  const host = new AgentHost({
+    dir,
+    runDir,
+    // The test image's directory: prepare needs no put.
+    imagesDir: dirname(image.kernel),
+    maxGuests: 4,
+    maxMemoryMiB: 1024,
+    qemuBinary: "qemu-system-x86_64",
+    handshakeTimeoutMs: 10_000,
+    idleTimeoutMs: 60_000,
+    keepPriority: true, // the test runner's own priority
+  });
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const stop = new AbortController();
+  const serving = serveAgentHost(listener, host, { signal: stop.signal });
+  const adopted = () => host.gang?.adoptedCount ?? 0;
+  // The control connection alone (no relay opens device-state connections of its own).
+  const client = await AgentClient.connect(
+    { hostname: "127.0.0.1", port: listener.addr.port },
+    { insecure: true },
+  );
+  try {
+    const [a, b] = [uniqueName("adopt-a"), uniqueName("adopt-b")];
+    const prepared = await client.request("prepare", {
+      guests: [
+        await describeMachine(a, await smallMachine()),
+        await describeMachine(b, await smallMachine()),
+      ],
+    }, 60_000);
+    const key = prepared.key as string;
+    assert(typeof key === "string", JSON.stringify(prepared));
+    const stream = await client.openDeviceState(key, a);
+    assertEquals(adopted(), 1, "the accepted device-state connection is not the gang's");
+
+    for (let i = 0; i < 20; i++) {
+      await assertRejects(() => client.openDeviceState(key, a), Error, "connection open");
+      await assertRejects(() => client.openDeviceState(key, "nope"), Error, "no guest");
+      await assertRejects(() => client.openDiskCopy(key, b, 0), Error, "no copied disk");
+    }
+    assertEquals(adopted(), 1, "refused connections stay with the gang");
+
+    // The source ends a's stream: the gang forgets it.
+    stream.close();
+    assertEquals(await settlesAt(adopted, 0), 0, "an ended connection stays with the gang");
+    // The gang still works: b's device state is carried.
+    const next = await client.openDeviceState(key, b);
+    assertEquals(adopted(), 1);
+    next.close();
+    await client.request("discard", { guests: [a, b] }, 30_000);
+    assertEquals(host.gang, undefined, "the gang did not end");
+  } finally {
+    client.close();
+    stop.abort();
+    await serving;
+    await Deno.remove(runDir, { recursive: true });
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -93,7 +93,19 @@ export async function serveAgent(
   listener: Deno.Listener,
   options: ServeAgentOptions,
 ): Promise<void> {
-  const host = new AgentHost(await checkAgentDirs(options));
+  await serveAgentHost(listener, new AgentHost(await checkAgentDirs(options)), options);
+}
+
+/**
+ * {@linkcode serveAgent} with a host the caller made and checked.
+ *
+ * @internal For tests, which look into the host's state.
+ */
+export async function serveAgentHost(
+  listener: Deno.Listener,
+  host: AgentHost,
+  options: Pick<ServeAgentOptions, "signal" | "maxPendingHandshakes"> = {},
+): Promise<void> {
   await host.kept.recoverLeftovers();
   const partials = await host.files.removePartials();
   if (partials > 0) host.log({ event: "recovered", partialFiles: partials });
@@ -218,7 +230,7 @@ async function serveRam(
   if (!gang || host.gang !== gang) throw new ProtocolError("Gang refused: the gang is over");
   using _open = gang.openRam();
   pending.handshakeDone();
-  gang.adopt(channel);
+  using _adopted = gang.adopt(channel);
   await receiveAuthenticatedGang(sender, options);
 }
 
@@ -243,7 +255,6 @@ async function serveGuestStream(
     throw new ProtocolError("Refused: wrong or missing key");
   }
   pending.handshakeDone();
-  gang.adopt(channel);
   const destination = gang.get(hello.guest);
   const { guest } = destination;
   // A disk's connection replaces the one before instead (below): NBD serves the next one.
@@ -261,6 +272,9 @@ async function serveGuestStream(
     if (!destination.nbdPath) throw copiesEnded(guest.name);
     path = destination.nbdPath;
   }
+  // Its checks passed: closed with the gang from now on, forgotten when it ends (one refused
+  // above never was the gang's, and must not stay with its buffers until the gang ends).
+  using _adopted = gang.adopt(channel);
   const local = await connectUnix(path, guest.name);
   if (type === FrameType.DiskCopy) {
     if (!destination.nbdPath) {
