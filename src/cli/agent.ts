@@ -9,7 +9,9 @@
  * evacuated to (docs/agent.md). It serves one gang at a time on its one
  * port: starts the destination QEMUs from checked machine descriptions,
  * writes their RAM to DIR/<guest-name> (DIR is locked: one agent per
- * directory), carries their device state, and starts them. Guests that
+ * directory), carries their device state, and starts them. Its
+ * directories are its own: missing ones are made with mode 0700, and one
+ * that another user owns or may write is refused (src/target/agent_dirs.ts). Guests that
  * moved here keep running after their gang, and after the agent exits.
  * Logs one line per event on stderr (with --json, one JSON object per
  * event on stdout). SIGINT or SIGTERM stop it; a gang under way is then
