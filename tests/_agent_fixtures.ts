@@ -65,3 +65,9 @@ export async function qemusIn(dir: string): Promise<number[]> {
     q.pid
   );
 }
+
+/** The agent process's peak resident memory, in bytes. */
+export async function peakRss(agent: AgentProcess): Promise<number> {
+  const status = await Deno.readTextFile(`/proc/${agent.server.process.pid}/status`);
+  return Number(/VmHWM:\s+(\d+) kB/.exec(status)![1]) * 1024;
+}

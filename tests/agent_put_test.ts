@@ -107,7 +107,8 @@ Deno.test("a put that fills the agent's disk is refused with the reason, leaves 
   const runDir = await Deno.makeTempDir({ prefix: "gangway-rt-run-" });
   const files = join(runDir, "files");
   await Deno.mkdir(files);
-  await run("mount", "-t", "tmpfs", "-o", "size=1m", "gangway-rt-full", files);
+  // Its mode as the agent makes it: a cache others may write is refused at start-up.
+  await run("mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "gangway-rt-full", files);
   try {
     await using agent = await AgentProcess.start({ insecure: true, runDir });
     const source = await RawSource.connect(agent);
@@ -284,10 +285,12 @@ Deno.test("a put naming a path, a NUL, a long name or a size out of range is ref
 
 Deno.test("a put into a cache the agent cannot make is refused naming the file, and the source may go on", async () => {
   const runDir = await Deno.makeTempDir({ prefix: "gangway-rt-run-" });
-  // Where the cache directory should be, a file: no directory can be made there.
-  await Deno.writeTextFile(join(runDir, "files"), "");
   try {
     await using agent = await AgentProcess.start({ insecure: true, runDir });
+    // Where the cache directory should be, a file, once the agent runs (it refuses to start so):
+    // no directory can be made there.
+    await Deno.remove(join(runDir, "files"));
+    await Deno.writeTextFile(join(runDir, "files"), "");
     const source = await RawSource.connect(agent);
     try {
       const { bytes } = await source.startPut(2 * MiB);

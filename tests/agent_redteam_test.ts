@@ -24,7 +24,14 @@ import { FrameType } from "../src/transfer/protocol.ts";
 import { QemuGuest } from "../src/qemu/guest.ts";
 import { QmpClient } from "../src/qemu/qmp.ts";
 import { fileExists, testImage, uniqueName } from "./qemu_helpers.ts";
-import { eventOf, qemusIn, ramHello, smallMachine, sourceLike } from "./_agent_fixtures.ts";
+import {
+  eventOf,
+  peakRss,
+  qemusIn,
+  ramHello,
+  smallMachine,
+  sourceLike,
+} from "./_agent_fixtures.ts";
 
 /** An `--images` directory holding the test kernel and initrd: prepare needs no `put`. */
 async function imagesDir(): Promise<string> {
@@ -51,12 +58,6 @@ function killQuietly(pid: number): void {
   } catch {
     // Gone already.
   }
-}
-
-/** The agent process's peak resident memory, in bytes. */
-async function peakRss(agent: AgentProcess): Promise<number> {
-  const status = await Deno.readTextFile(`/proc/${agent.server.process.pid}/status`);
-  return Number(/VmHWM:\s+(\d+) kB/.exec(status)![1]) * 1024;
 }
 
 Deno.test("an answer too large for a control frame does not crash the agent", async () => {

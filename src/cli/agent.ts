@@ -9,7 +9,9 @@
  * evacuated to (docs/agent.md). It serves one gang at a time on its one
  * port: starts the destination QEMUs from checked machine descriptions,
  * writes their RAM to DIR/<guest-name> (DIR is locked: one agent per
- * directory), carries their device state, and starts them. Guests that
+ * directory), carries their device state, and starts them. Its
+ * directories are its own: missing ones are made with mode 0700, and one
+ * that another user owns or may write is refused (src/target/agent_dirs.ts). Guests that
  * moved here keep running after their gang, and after the agent exits.
  * Logs one line per event on stderr (with --json, one JSON object per
  * event on stdout). SIGINT or SIGTERM stop it; a gang under way is then
@@ -22,10 +24,10 @@
  *
  * @module
  */
-import { resolve } from "node:path";
 import { lockDirectory } from "../native/dir_lock.ts";
 import { listenForSenders } from "../transport/listen_for_senders.ts";
 import { type AgentEvent, serveAgent } from "../target/agent.ts";
+import { checkAgentDirs } from "../target/agent_dirs.ts";
 import { parseCli, runMain, UsageError } from "./_cli.ts";
 import { listenerTransport, SERVER_FLAGS } from "./_listener_transport.ts";
 import { parseAddress, parseCount, parseSize } from "./_units.ts";
@@ -78,27 +80,28 @@ async function main(args: string[]): Promise<void> {
     if (values.json) console.log(JSON.stringify(event));
     console.error(`agent: ${describe(event)}`);
   };
-  const runDir = values["run-dir"] ?? DEFAULT_RUN_DIR;
-  await Deno.mkdir(values.dir, { recursive: true, mode: 0o700 });
-  await Deno.mkdir(runDir, { recursive: true, mode: 0o700 });
-  using _lock = lockDirectory(values.dir);
+  // Checked before anything is written there: another user's directory is refused.
+  const dirs = await checkAgentDirs({
+    dir: values.dir,
+    runDir: values["run-dir"] ?? DEFAULT_RUN_DIR,
+    diskDir: values["disk-dir"],
+    imagesDir: values.images,
+  });
+  using _lock = lockDirectory(dirs.dir);
   // Its run directory too: a second agent's clean-up there would take this one's destinations.
-  using _runLock = resolve(runDir) === resolve(values.dir) ? undefined : lockDirectory(runDir);
+  using _runLock = dirs.runDir === dirs.dir ? undefined : lockDirectory(dirs.runDir);
   const listener = listenForSenders(address, transport.listen);
   const stop = new AbortController();
   Deno.addSignalListener("SIGINT", () => stop.abort());
   Deno.addSignalListener("SIGTERM", () => stop.abort());
   await serveAgent(listener, {
-    dir: values.dir,
-    runDir,
+    ...dirs,
     token: transport.token,
-    imagesDir: values.images,
     maxGuests: values["max-guests"] ? parseCount(values["max-guests"], "--max-guests") : 64,
     maxMemoryMiB,
     qemuBinary: values["qemu-binary"] ?? "qemu-system-x86_64",
     accelerators: values.accelerators?.split(","),
     sharedDisks: values["shared-disks"]?.split(","),
-    diskDir: values["disk-dir"],
     handshakeTimeoutMs: millis("handshake-timeout", 10_000),
     idleTimeoutMs: millis("idle-timeout", 60_000),
     keepPriority: values["keep-priority"],

@@ -32,12 +32,20 @@ import {
   MAX_CONTROL_BYTES,
 } from "./agent_protocol.ts";
 import { AgentHost, type AgentOptions } from "./agent_host.ts";
+import { checkAgentDirs } from "./agent_dirs.ts";
 import { ControlSession } from "./agent_control.ts";
 import { pipeBothWays } from "./_pipe.ts";
 import { errorMessage } from "../_errors.ts";
 
 export type { AgentEvent, AgentOptions } from "./agent_host.ts";
 export type { KeptGuest } from "./kept_guests.ts";
+
+/**
+ * Most bytes of answers that may wait for one peer: a few of the largest
+ * (a `guests` list). A control connection whose source does not read them
+ * is closed, as is one that takes nothing for the idle timeout.
+ */
+const MAX_QUEUED_ANSWER_BYTES = 4 * MAX_CONTROL_BYTES;
 
 /**
  * What a connection to the agent is, as its events name it: "unknown"
@@ -54,8 +62,10 @@ export interface ServeAgentOptions extends AgentOptions {
 }
 
 /**
- * Serves sources until `signal` aborts. First cleans up what an agent of
- * the same run directory left when it died during a gang.
+ * Serves sources until `signal` aborts. First makes its directories that
+ * are missing (mode 0700) and refuses any that another user owns or may
+ * write (`checkAgentDirs`), then cleans up what an agent of the same run
+ * directory left when it died during a gang.
  *
  * Requires `--allow-all` in practice: QEMU (`--allow-run`), the page
  * library (`--allow-ffi`), and files under /dev/shm and /run.
@@ -83,7 +93,19 @@ export async function serveAgent(
   listener: Deno.Listener,
   options: ServeAgentOptions,
 ): Promise<void> {
-  const host = new AgentHost(options);
+  await serveAgentHost(listener, new AgentHost(await checkAgentDirs(options)), options);
+}
+
+/**
+ * {@linkcode serveAgent} with a host the caller made and checked.
+ *
+ * @internal For tests, which look into the host's state.
+ */
+export async function serveAgentHost(
+  listener: Deno.Listener,
+  host: AgentHost,
+  options: Pick<ServeAgentOptions, "signal" | "maxPendingHandshakes"> = {},
+): Promise<void> {
   await host.kept.recoverLeftovers();
   const partials = await host.files.removePartials();
   if (partials > 0) host.log({ event: "recovered", partialFiles: partials });
@@ -112,6 +134,7 @@ async function serveConnection(host: AgentHost, pending: PendingConnection): Pro
   const channel = new FrameChannel(conn, {
     maxBody: MAX_BODY_BYTES,
     writeTimeoutMs: host.options.idleTimeoutMs,
+    maxQueuedBytes: MAX_QUEUED_ANSWER_BYTES,
   });
   const endOnAbort = () => channel.close();
   signal.addEventListener("abort", endOnAbort, { once: true });
@@ -207,7 +230,7 @@ async function serveRam(
   if (!gang || host.gang !== gang) throw new ProtocolError("Gang refused: the gang is over");
   using _open = gang.openRam();
   pending.handshakeDone();
-  gang.adopt(channel);
+  using _adopted = gang.adopt(channel);
   await receiveAuthenticatedGang(sender, options);
 }
 
@@ -232,7 +255,6 @@ async function serveGuestStream(
     throw new ProtocolError("Refused: wrong or missing key");
   }
   pending.handshakeDone();
-  gang.adopt(channel);
   const destination = gang.get(hello.guest);
   const { guest } = destination;
   // A disk's connection replaces the one before instead (below): NBD serves the next one.
@@ -250,6 +272,9 @@ async function serveGuestStream(
     if (!destination.nbdPath) throw copiesEnded(guest.name);
     path = destination.nbdPath;
   }
+  // Its checks passed: closed with the gang from now on, forgotten when it ends (one refused
+  // above never was the gang's, and must not stay with its buffers until the gang ends).
+  using _adopted = gang.adopt(channel);
   const local = await connectUnix(path, guest.name);
   if (type === FrameType.DiskCopy) {
     if (!destination.nbdPath) {

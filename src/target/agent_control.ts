@@ -3,7 +3,9 @@
  * the requests that prepare a gang's destinations, take the files they
  * need, and drive each destination through its switch-over. Requests run
  * concurrently (a gang switches over all at once) except `put`, whose file
- * follows it on the same connection.
+ * follows it on the same connection; a bounded number at once (a few per
+ * guest a gang may have), after which the next is read only once one has
+ * been answered.
  *
  * A control connection that closes or falls silent while its gang is
  * under way abandons the gang: destinations already started keep their
@@ -40,6 +42,16 @@ const MAX_WAIT_MS = 300_000;
 /** Longest error message in an answer, in characters (as an ERROR frame's text). */
 const MAX_ERROR_CHARS = 4000;
 
+/**
+ * Requests of one connection that run at once: a source asks a few per
+ * guest of its gang (`run-when-loaded` and `state` of each, pings). A
+ * source that asks more, or that does not read its answers, waits for
+ * its requests to be read: they cost the agent nothing meanwhile.
+ */
+export function requestsAtOnce(maxGuests: number): number {
+  return 2 * maxGuests + 16;
+}
+
 /** Serves one control connection until it closes. */
 export class ControlSession {
   readonly #host: AgentHost;
@@ -59,8 +71,11 @@ export class ControlSession {
   /** Reads and answers requests until the source closes the connection, falls silent or breaks the protocol. */
   async run(): Promise<void> {
     const running = new Set<Promise<void>>();
+    const most = requestsAtOnce(this.#host.options.maxGuests);
     try {
       for (;;) {
+        // Answers never reject (#answer): one ends, the next request is read.
+        while (running.size >= most) await Promise.race(running);
         const frame = await this.#channel.reader.next(this.#host.options.idleTimeoutMs);
         if (!frame) return;
         if (frame.type !== FrameType.Control) {
@@ -80,7 +95,8 @@ export class ControlSession {
         event: "failed",
         connection: "control",
         peer: this.#peer,
-        error: errorMessage(error),
+        // The channel's own reason when it closed the connection (a source that reads nothing).
+        error: errorMessage(this.#channel.failure ?? error),
       });
     } finally {
       // Closed first: answers the source does not read must not hold up the abandonment.

@@ -81,6 +81,8 @@ export class AgentGang {
   readonly #connections = new Set<{ close(): void }>();
   /** True while its RAM connection is open. */
   #ramOpen = false;
+  /** True once its connections were closed. */
+  #over = false;
 
   private constructor(key: string) {
     this.key = key;
@@ -145,9 +147,22 @@ export class AgentGang {
     return gang;
   }
 
-  /** Remembers a connection of this gang, to be closed when the gang ends. */
-  adopt(connection: { close(): void }): void {
+  /**
+   * Remembers a connection of this gang, to be closed when the gang ends,
+   * until the returned handle is disposed of (the connection ended). Only
+   * a connection whose checks passed: a refused one must not stay.
+   *
+   * @throws Error when the gang is over (its connections were closed)
+   */
+  adopt(connection: { close(): void }): Disposable {
+    if (this.#over) throw new Error("Refused: the gang is over");
     this.#connections.add(connection);
+    return { [Symbol.dispose]: () => this.#connections.delete(connection) };
+  }
+
+  /** @internal How many connections the gang holds now (for tests). */
+  get adoptedCount(): number {
+    return this.#connections.size;
   }
 
   /**
@@ -178,8 +193,9 @@ export class AgentGang {
     return { [Symbol.dispose]: () => (found.deviceStateOpen = false) };
   }
 
-  /** Closes the gang's connections: it is over. */
+  /** Closes the gang's connections: it is over, and adopts no more. */
   closeConnections(): void {
+    this.#over = true;
     for (const connection of this.#connections) connection.close();
     this.#connections.clear();
   }

@@ -12,6 +12,7 @@ import { AgentGang, type GangMachine } from "./agent_gang.ts";
 import { KeptGuests } from "./kept_guests.ts";
 import { claimCpuShare, releaseCpuShare } from "../cpu_share.ts";
 import { FileStore } from "./agent_files.ts";
+import { addressGroup } from "../_address_group.ts";
 
 /** How a target agent runs. */
 export interface AgentOptions {
@@ -114,27 +115,30 @@ export class AgentHost {
 
   /**
    * Counts an authenticated control connection from `address` until the
-   * returned handle is disposed of.
+   * returned handle is disposed of. Addresses one host can hold at once
+   * count as one (every loopback address, an IPv6 /64: `addressGroup`).
    *
-   * @throws Error when that address holds as many as it may
+   * @throws Error when that address's group holds as many as it may
    */
   openControl(address: string): Disposable {
     const max = this.options.maxControlPerAddress ?? MAX_CONTROL_PER_ADDRESS;
-    const open = this.#controls.get(address) ?? 0;
+    const group = addressGroup(address);
+    const open = this.#controls.get(group) ?? 0;
     if (open >= max) {
+      const who = group === address ? address : `${address} (counted as ${group})`;
       throw new Error(
-        `Refused: ${address} has ${open} control connections open, the most one address may`,
+        `Refused: ${who} has ${open} control connections open, the most one address may`,
       );
     }
-    this.#controls.set(address, open + 1);
+    this.#controls.set(group, open + 1);
     let closed = false;
     return {
       [Symbol.dispose]: () => {
         if (closed) return;
         closed = true;
-        const left = this.#controls.get(address)! - 1;
-        if (left === 0) this.#controls.delete(address);
-        else this.#controls.set(address, left);
+        const left = this.#controls.get(group)! - 1;
+        if (left === 0) this.#controls.delete(group);
+        else this.#controls.set(group, left);
       },
     };
   }

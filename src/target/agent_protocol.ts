@@ -91,10 +91,26 @@ export function encodeFilePiece(piece: Uint8Array): Uint8Array {
   return frame;
 }
 
+/** Options of a {@linkcode FrameChannel}. */
+export interface FrameChannelOptions {
+  /** Largest frame body it reads. */
+  maxBody: number;
+  /** Longest a write may wait for the peer to take some of it: then the connection is closed. */
+  writeTimeoutMs: number;
+  /**
+   * Most bytes of frames waiting to be written (the one being written
+   * included) before the connection is closed: a peer that reads nothing
+   * must not grow the writer's memory. Default: no bound.
+   */
+  maxQueuedBytes?: number;
+}
+
 /**
  * Frames both ways over one connection: reads through a
  * {@linkcode FrameReader}, writes one whole frame at a time in the order
- * they were asked for.
+ * they were asked for. A write that times out, or a queue that grows past
+ * its bound, closes the connection: a frame cut short cannot be followed
+ * by another, and a peer that stops reading gets no more memory.
  */
 export class FrameChannel {
   /** The connection. */
@@ -102,32 +118,56 @@ export class FrameChannel {
   /** Reads its frames. */
   readonly reader: FrameReader;
   #writing: Promise<void> = Promise.resolve();
-  #writeTimeoutMs: number;
+  readonly #writeTimeoutMs: number;
+  readonly #maxQueuedBytes: number;
+  #queuedBytes = 0;
+  #failure: Error | undefined;
 
-  /** A channel over a connection whose frames may be up to `maxBody` bytes. */
-  constructor(conn: Deno.Conn, options: { maxBody: number; writeTimeoutMs: number }) {
+  /** A channel over a connection. */
+  constructor(conn: Deno.Conn, options: FrameChannelOptions) {
     this.conn = conn;
     this.reader = new FrameReader(conn, options.maxBody);
     this.#writeTimeoutMs = options.writeTimeoutMs;
+    this.#maxQueuedBytes = options.maxQueuedBytes ?? Infinity;
   }
 
   /**
    * Writes a frame after the ones before it.
    *
-   * @throws Error when the peer takes none of it for the write timeout
+   * @throws Error when the peer takes none of it for the write timeout, or
+   * when too many bytes wait for it already (the connection is closed then)
    */
   write(frame: Uint8Array): Promise<void> {
+    if (this.#queuedBytes > 0 && this.#queuedBytes + frame.length > this.#maxQueuedBytes) {
+      return Promise.reject(this.#fail(
+        new Error(
+          `The peer reads too slowly: ${this.#queuedBytes} bytes wait for it, the most it may have`,
+        ),
+      ));
+    }
+    this.#queuedBytes += frame.length;
     const write = this.#writing.then(async () => {
+      if (this.#failure) throw this.#failure;
       for (let done = 0; done < frame.length;) {
         done += await withTimeout(
           this.conn.write(frame.subarray(done)),
           this.#writeTimeoutMs,
-          () => new Error(`The peer took no data for ${this.#writeTimeoutMs / 1000} s`),
+          () => this.#fail(new Error(`The peer took no data for ${this.#writeTimeoutMs / 1000} s`)),
         );
       }
-    });
+    }).finally(() => (this.#queuedBytes -= frame.length));
     this.#writing = write.catch(() => {});
     return write;
+  }
+
+  /** Bytes of frames that wait to be written (the one being written included). */
+  get queuedBytes(): number {
+    return this.#queuedBytes;
+  }
+
+  /** Why the channel closed the connection itself (a write timed out, too much was queued), if it did. */
+  get failure(): Error | undefined {
+    return this.#failure;
   }
 
   /** Closes the connection; safe to call twice. */
@@ -137,5 +177,12 @@ export class FrameChannel {
     } catch {
       // Closed already.
     }
+  }
+
+  /** Closes the connection for this reason (the first one stays); returns it. */
+  #fail(error: Error): Error {
+    this.#failure ??= error;
+    this.close();
+    return error;
   }
 }
