@@ -25,7 +25,7 @@
 #define GW_MAX_CALL_PAGES 0x7fffffffu
 
 /* Bumped whenever a signature or a constant below changes. */
-#define GW_ABI_VERSION 8
+#define GW_ABI_VERSION 9
 
 uint32_t gw_abi_version(void);
 
@@ -104,6 +104,13 @@ int gw_ram_stat(const gw_ram *ram, struct gw_ram_stat *out);
  */
 int gw_dir_lock(const char *path);
 int gw_dir_unlock(int fd);
+
+/*
+ * Sets the nice value of every thread of this process (see priority.c);
+ * returns how many were set, or -errno (-EACCES: raising needs
+ * CAP_SYS_NICE), after trying them all.
+ */
+int gw_set_thread_priorities(int32_t nice);
 
 /* ------------------------------------------------------------------------
  * Hashing. Pages are hashed with XXH3-64, keyed by a seed.

@@ -20,6 +20,7 @@ import indexScanC from "./index_scan.c" with { type: "text" };
 import internalH from "./internal.h" with { type: "text" };
 import pagemapC from "./pagemap.c" with { type: "text" };
 import poolC from "./pool.c" with { type: "text" };
+import priorityC from "./priority.c" with { type: "text" };
 import ramC from "./ram.c" with { type: "text" };
 import similarC from "./similar.c" with { type: "text" };
 
@@ -33,6 +34,7 @@ export const LIBRARY_SOURCES: readonly string[] = [
   "index_scan.c",
   "pagemap.c",
   "pool.c",
+  "priority.c",
   "similar.c",
 ];
 
@@ -49,6 +51,7 @@ export const LIBRARY_FILES: Readonly<Record<string, string>> = {
   "index_scan.c": indexScanC,
   "pagemap.c": pagemapC,
   "pool.c": poolC,
+  "priority.c": priorityC,
   "similar.c": similarC,
   "gangway.h": gangwayH,
   "internal.h": internalH,

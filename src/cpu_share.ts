@@ -16,6 +16,7 @@
  * @module
  */
 import { getPriority, setPriority } from "node:os";
+import { setThreadPriorities } from "./native/thread_priority.ts";
 
 /** Ratio of CPU weights between two neighbouring nice values (the kernel's sched_prio_to_weight). */
 const WEIGHT_STEP = 1.25;
@@ -37,11 +38,27 @@ export function niceForThreads(threads: number): number {
 let raisedBy = 0;
 
 /**
- * Gives the calling thread (Deno's main thread: the page work, and the C
- * library's threads started from it later) the CPU weight of `threads`
- * ordinary threads, if it may (root, or CAP_SYS_NICE) and has less.
+ * Sets every thread of the process to `nice` (with `--allow-ffi`), else
+ * leaves them: the calling thread has it already. Deno's threads for
+ * blocking calls, where zstd runs, would otherwise keep the priority they
+ * were made with, behind the guests' vCPUs.
+ */
+function allThreadsTo(nice: number): void {
+  try {
+    setThreadPriorities(nice);
+  } catch {
+    // No --allow-ffi, or no library: the calling thread's weight is what there is.
+  }
+}
+
+/**
+ * Gives the process (Deno's main thread: the page work, the threads where
+ * zstd runs, and the C library's threads started later) the CPU weight of
+ * `threads` ordinary threads each, if it may (root, or CAP_SYS_NICE) and
+ * has less.
  *
- * Requires `--allow-sys=getPriority,setPriority` (without it, nothing changes).
+ * Requires `--allow-sys=getPriority,setPriority` (without it, nothing
+ * changes), and `--allow-ffi` for threads other than the calling one.
  *
  * @returns the nice value now, and whether it was raised
  */
@@ -54,6 +71,7 @@ export function claimCpuShare(threads: number): { nice: number; raised: boolean 
     setPriority(wanted);
     const nice = getPriority();
     raisedBy += now - nice;
+    allThreadsTo(nice);
     return { nice, raised: true };
   } catch {
     // Not allowed (not root, or no --allow-sys): the migration runs as it is, only slower on a
@@ -72,8 +90,8 @@ export function normalPriorityPrefix(): string[] {
 }
 
 /**
- * Gives back what {@linkcode claimCpuShare} raised: the calling thread
- * runs at the priority it started with again (a long-lived process, such
+ * Gives back what {@linkcode claimCpuShare} raised: the process's threads
+ * run at the priority it started with again (a long-lived process, such
  * as the target agent, between gangs).
  */
 export function releaseCpuShare(): void {
@@ -81,6 +99,7 @@ export function releaseCpuShare(): void {
   try {
     setPriority(getPriority() + raisedBy);
     raisedBy = 0;
+    allThreadsTo(getPriority());
   } catch {
     // Lowering one's own priority is always allowed; without --allow-sys nothing was raised.
   }

@@ -63,3 +63,27 @@ Deno.test("a program started with normalPriorityPrefix runs at the priority the 
   if (seen.raised) assertEquals(Number(seen.inherited), Number(seen.before) - 6);
   else assertEquals(seen.inherited, seen.before);
 });
+
+Deno.test("claimCpuShare raises every thread of the process, those made before the claim too, and releaseCpuShare lowers them all", async () => {
+  if (Deno.uid() !== 0) return; // raising a priority needs root or CAP_SYS_NICE: nothing would change
+  const code = `
+    import { claimCpuShare, releaseCpuShare } from ${
+    JSON.stringify(new URL("../src/cpu_share.ts", import.meta.url).href)
+  };
+    // Threads for blocking calls (where zstd runs) made before the claim.
+    await Promise.all([1, 2, 3].map(() => Deno.readTextFile("/proc/self/stat")));
+    const nices = () => [...Deno.readDirSync("/proc/self/task")].map(({ name }) =>
+      Number(Deno.readTextFileSync("/proc/self/task/" + name + "/stat").split(") ")[1].split(" ")[16]));
+    claimCpuShare(4);
+    const claimed = nices();
+    releaseCpuShare();
+    console.log(JSON.stringify({ claimed, released: nices() }));`;
+  const { stdout, stderr, success } = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", code],
+  }).output();
+  assertEquals(success, true, new TextDecoder().decode(stderr));
+  const { claimed, released } = JSON.parse(new TextDecoder().decode(stdout));
+  assertEquals(claimed.length > 1, true, "Deno runs more than one thread");
+  assertEquals(new Set(claimed), new Set([-6]), `every thread's nice: ${claimed}`);
+  assertEquals(new Set(released), new Set([0]), `every thread's nice: ${released}`);
+});

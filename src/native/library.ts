@@ -24,7 +24,7 @@ import { CACHE_DIR_VARIABLES, defaultCacheDir } from "../_cache_dir.ts";
 import { errorMessage } from "../_errors.ts";
 
 /** Must equal GW_ABI_VERSION in ffi/gangway.h: a stale build is refused. */
-const ABI_VERSION = 8;
+const ABI_VERSION = 9;
 
 /** One entry per C function, with its prototype from ffi/gangway.h. */
 const SYMBOLS = {
@@ -61,6 +61,8 @@ const SYMBOLS = {
   gw_dir_lock: { parameters: ["buffer"], result: "i32" },
   // int gw_dir_unlock(int fd)
   gw_dir_unlock: { parameters: ["i32"], result: "i32" },
+  // int gw_set_thread_priorities(int32_t nice)
+  gw_set_thread_priorities: { parameters: ["i32"], result: "i32" },
 
   // void gw_hash_pages(const uint8_t *buf, uint32_t count, uint64_t seed, uint64_t *hashes, uint8_t *is_zero)
   gw_hash_pages: { parameters: ["buffer", "u32", "u64", "buffer", "buffer"], result: "void" },
