@@ -12,6 +12,7 @@ import {
   gatherPages,
 } from "../src/transfer/page_frames.ts";
 import { FrameType } from "../src/transfer/protocol.ts";
+import { NONE } from "../src/plan/target_contents.ts";
 
 const CHUNK = 256;
 
@@ -178,7 +179,7 @@ Deno.test("gatherPages copies page slots[i] of its source to page i, runs of slo
   });
 });
 
-Deno.test("a grouped chunk sends its new contents (PAGES and DELTAS) in page order, then its references", async () => {
+Deno.test("a grouped chunk sends its new contents (whole and as deltas, in the same frames) in page order, then its references", async () => {
   const stream = recordingStream();
   const writer = new FrameWriter(stream);
   const waits: SenderWaits = { link: 0, zstd: 0 };
@@ -210,8 +211,11 @@ Deno.test("a grouped chunk sends its new contents (PAGES and DELTAS) in page ord
       const decoded = frame.type === FrameType.Deltas
         ? decodeDeltas(frame.body, frame.flags)
         : decodePages(frame.body, frame.flags);
-      assertEquals(decoded.bases !== undefined, frame.type === FrameType.Deltas);
-      for (const id of decoded.ids) assertEquals(id, expectedId++, "content ids in page order");
+      assertEquals(frame.type, FrameType.Deltas, "whole pages and differences share frames");
+      decoded.pages.forEach((page, i) => {
+        assertEquals(decoded.bases![i], ops[page] === Op.Delta ? 0 : NONE);
+        assertEquals(decoded.ids[i], expectedId++, "content ids in page order");
+      });
     }
   }
   assertEquals(expectedId, next, "every new content sent");

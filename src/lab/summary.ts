@@ -12,7 +12,6 @@ import type { GangwayBreakdown, MethodResult } from "./measurement.ts";
 import { formatLostGuests, lostGuests } from "./lost_guests.ts";
 import { gangwayOf, goalVerdicts, ratioBase, ratiosOf } from "./report.ts";
 import type { ApplicationView, WindowFigures } from "./app_view.ts";
-import { PAGE_SIZE } from "../native/ram_file.ts";
 
 /**
  * The summary printed at the end of a run: the setup, one row per method
@@ -234,10 +233,7 @@ export function formatCompression(c: CompressionReport): string {
     ? `${c.mode}, no frame sent compressed`
     : `${c.mode}, ${c.frames} frames: ${megabytes(c.rawBytes)} MB of page data sent as ` +
       `${megabytes(c.compressedBytes)} MB (${(c.compressedBytes / c.rawBytes).toFixed(2)})`;
-  const deltas = c.deltas?.frames
-    ? `; ${c.deltas.rawBytes / PAGE_SIZE} similar pages as deltas in ${c.deltas.frames} frames: ` +
-      `${megabytes(c.deltas.compressedBytes)} MB`
-    : "";
+  const deltas = c.deltaPages ? `, ${c.deltaPages} pages of it as deltas from similar pages` : "";
   return pages + deltas;
 }
 

@@ -1,8 +1,8 @@
 /**
  * A round's plan on the wire: the frames that carry each planned chunk
  * (PAGES, DELTAS, REFS, ZEROS), PAGES compressed when the compression
- * policy says so and the data shrinks, DELTAS always (uncompressed, a
- * difference is as large as its page).
+ * policy says so and the data shrinks, DELTAS (pages of which some are
+ * differences) always: uncompressed, a difference is as large as its page.
  *
  * zstd runs on other threads while this one scans and plans the next
  * chunks: the frames go into an ordered queue, and each is written to the
@@ -17,6 +17,7 @@ import type { Gang } from "../scan/gang.ts";
 import { PAGE_SIZE } from "../native/ram_file.ts";
 import { compressBound, compressOffThread } from "../native/compression.ts";
 import { type ChunkPlan, Op } from "../plan/round_planner.ts";
+import { NONE } from "../plan/target_contents.ts";
 import type { CompressionPolicy, SenderWaits } from "./compression_policy.ts";
 import { FrameType } from "./protocol.ts";
 import {
@@ -93,8 +94,8 @@ export class ChunkFrames {
    * @param data the chunk's page bytes as scanned (page i of the chunk at i * PAGE_SIZE)
    */
   async send(guest: number, first: number, plan: ChunkPlan, data: Uint8Array): Promise<void> {
-    // New contents (Full, Delta) keep page order among themselves: the target counts content ids
-    // in stream order. A Ref may name a content of either, so it comes after them.
+    // New contents (Full, Delta) keep page order among themselves, in the same frames: the target
+    // counts content ids in stream order. A Ref may name a content of either, so it comes after.
     const groups: ((op: number) => boolean)[] = plan.groupable
       ? [(op) => op === Op.Full || op === Op.Delta, (op) => op === Op.Ref, (op) => op === Op.Zero]
       : [() => true];
@@ -102,8 +103,8 @@ export class ChunkFrames {
       let run: number[] = [];
       for (let i = 0; i <= plan.length; i++) {
         if (i < plan.length && !inGroup(plan.ops[i]!)) continue;
-        const op = run.length > 0 ? plan.ops[run[0]!]! : 0;
-        if (i === plan.length || plan.ops[i] !== op || run.length === PAGES_PER_FRAME) {
+        const op = run.length > 0 ? frameKind(plan.ops[run[0]!]!) : 0;
+        if (i === plan.length || frameKind(plan.ops[i]!) !== op || run.length === PAGES_PER_FRAME) {
           if (run.length > 0) await this.#sendOps(guest, first, plan, data, op, run);
           run = [];
         }
@@ -129,14 +130,18 @@ export class ChunkFrames {
     const slots = Uint16Array.from(which, (i) => plan.slots[i]!);
     const ids = Uint32Array.from(which, (i) => plan.ids[i]!);
     const pages = Uint32Array.from(slots, (slot) => first + slot);
-    if (op === Op.Full || op === Op.Delta) {
+    if (op === Op.Full) {
       const hashes = this.#gang.index.pageHashes(guest);
+      const deltas = which.filter((i) => plan.ops[i] === Op.Delta).length;
       const entries = {
         pages,
         ids,
         hashes: BigUint64Array.from(pages, (page) => hashes[page]!),
-        ...(op === Op.Delta && { bases: Uint32Array.from(which, (i) => plan.bases[i]!) }),
+        ...(deltas > 0 && {
+          bases: Uint32Array.from(which, (i) => plan.ops[i] === Op.Delta ? plan.bases[i]! : NONE),
+        }),
       };
+      this.#compression.report.deltaPages! += deltas;
       return await this.#pagesFrame(guest, entries, data, slots);
     }
     // REFS: (page, content id) pairs; ZEROS: (first page, pages) runs.
@@ -152,7 +157,8 @@ export class ChunkFrames {
 
   /**
    * A PAGES frame, its page data compressed when the policy says so and it
-   * shrinks; a DELTAS frame (entries with bases), compressed.
+   * shrinks; a DELTAS frame (entries with bases: some pages are
+   * differences), compressed whatever the policy says.
    */
   async #pagesFrame(
     guest: number,
@@ -177,8 +183,7 @@ export class ChunkFrames {
     gatherPages(raw, data, slots);
     const size = compress
       ? compressOffThread(raw, buffers.zstd).then(({ size, ms }) => {
-        if (deltas) this.#compression.recordDeltas(raw.length, size);
-        else this.#compression.record(raw.length, size, ms);
+        this.#compression.record(raw.length, size, ms);
         return size;
       })
       : undefined;
@@ -244,6 +249,15 @@ export class ChunkFrames {
     await oldest.written;
     this.#waits.link += (performance.now() - started) / 1000;
   }
+}
+
+/**
+ * The frame an operation goes in: a whole page and a difference go in the
+ * same (a DELTAS frame, when it has a difference): kept apart, the runs of
+ * each in a KASLR-relocated kernel made frames of a few pages.
+ */
+function frameKind(op: number): number {
+  return op === Op.Delta ? Op.Full : op;
 }
 
 /** Ascending pages as (first, count) runs. */

@@ -100,10 +100,11 @@ export interface CompressionReport {
   /** Their size on the wire. */
   compressedBytes: number;
   /**
-   * DELTAS frames (always compressed: pages sent as their differences from
-   * similar contents), counted alike; absent in reports made before them.
+   * Of the pages in those frames, those that went as their differences from
+   * similar contents (DELTAS frames, always compressed); absent in reports
+   * made before them.
    */
-  deltas?: { frames: number; rawBytes: number; compressedBytes: number };
+  deltaPages?: number;
 }
 
 /** Decides frame by frame; feed it each compression's result. */
@@ -143,7 +144,7 @@ export class CompressionPolicy {
       frames: 0,
       rawBytes: 0,
       compressedBytes: 0,
-      deltas: { frames: 0, rawBytes: 0, compressedBytes: 0 },
+      deltaPages: 0,
     };
   }
 
@@ -216,17 +217,6 @@ export class CompressionPolicy {
     if (linkShare > STALL_SHARE) this.#share = Math.min(1, this.#share + SHARE_UP);
     else if (zstdShare > STALL_SHARE) this.#share = Math.max(0, this.#share - SHARE_DOWN);
     this.#window = { ms: 0, linkMs: 0, zstdMs: 0, bytes: 0 };
-  }
-
-  /**
-   * Records a DELTAS frame's compression, for the report only: the
-   * differences shrink far more than pages do, and would mislead the share.
-   */
-  recordDeltas(rawBytes: number, compressedBytes: number): void {
-    const deltas = this.report.deltas!;
-    deltas.frames++;
-    deltas.rawBytes += rawBytes;
-    deltas.compressedBytes += Math.min(compressedBytes, rawBytes);
   }
 
   /**

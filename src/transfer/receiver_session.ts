@@ -221,8 +221,9 @@ export class ReceiverSession {
           }, expected ${this.target.contents}`,
         );
       }
-      // The base is found before the page takes its new content, as the sender found it.
-      if (bases) {
+      // The base is found before the page takes its new content, as the sender found it; NONE: a
+      // whole page.
+      if (bases && bases[i] !== NONE) {
         this.#undoDelta(data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE), bases[i]!, firstId);
       }
       this.target.assign(x, this.target.addContent(hashes[i]!));
