@@ -121,7 +121,7 @@ Deno.test("when every handshake slot is taken, the oldest pending handshake give
     silent.push(third);
     assertEquals(
       await errorText(silent[0]!),
-      "Handshake given up: newer connections from 127.0.0.1 needed the slot",
+      "Handshake given up: newer connections from loopback needed the slot",
       "the oldest is told and closed",
     );
     assertEquals(await silent[0]!.read(new Uint8Array(8)), null);
@@ -132,7 +132,7 @@ Deno.test("when every handshake slot is taken, the oldest pending handshake give
     );
     assertEquals(
       await errorText(silent[1]!),
-      "Handshake given up: newer connections from 127.0.0.1 needed the slot",
+      "Handshake given up: newer connections from loopback needed the slot",
     );
     assert(
       !receiver.events.some((e) =>

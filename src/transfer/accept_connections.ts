@@ -27,6 +27,7 @@
  *
  * @module
  */
+import { addressGroup } from "../_address_group.ts";
 import { delay } from "../_delay.ts";
 import { errorMessage } from "../_errors.ts";
 
@@ -52,7 +53,7 @@ export interface PendingConnection {
   conn: Deno.Conn;
   /** "host:port" of the peer, for messages. */
   peer: string;
-  /** The peer's address without its port: what bounds per address count. */
+  /** The group of the peer's address (`addressGroup`): what bounds per address count. */
   address: string;
   /** Frees the handshake slot: call it once the peer has authenticated. */
   handshakeDone(): void;
@@ -81,9 +82,12 @@ export function peerName(conn: Deno.Conn): string {
     : addr.transport;
 }
 
+/** The group of addresses a peer's share of the slots is counted in (see `addressGroup`). */
 function addressOf(conn: Deno.Conn): string {
   const addr = conn.remoteAddr;
-  return addr.transport === "tcp" || addr.transport === "udp" ? addr.hostname : addr.transport;
+  return addr.transport === "tcp" || addr.transport === "udp"
+    ? addressGroup(addr.hostname)
+    : addr.transport;
 }
 
 interface Slot {
