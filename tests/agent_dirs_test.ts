@@ -85,7 +85,7 @@ Deno.test("checkAgentDirs() refuses a directory another user owns, and one that 
   await assertRejects(
     () => checkAgentDirs({ dir: theirs, runDir }),
     Error,
-    `Cannot use the RAM directory "${theirs}": it belongs to uid ${NOBODY}, not to this agent's uid ${Deno.uid()}`,
+    `Cannot use the RAM directory "${theirs}": it belongs to uid ${NOBODY}, not to this process's uid ${Deno.uid()}`,
   );
   // Below their directory, a directory of ours is no better: they can rename it and put theirs.
   const inTheirs = join(theirs, "ram");

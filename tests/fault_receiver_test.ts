@@ -22,6 +22,7 @@ const RECEIVE = [
   "--allow-write",
   "--allow-net",
   "--allow-env=GANGWAY_LIB",
+  "--allow-sys=uid",
 ];
 
 /** The text of the next ERROR frame on conn, or "" when it closes first. */
@@ -33,6 +34,31 @@ async function errorText(conn: Deno.Conn): Promise<string> {
     if (frame.type === FrameType.Error) return new TextDecoder().decode(frame.body);
   }
 }
+
+Deno.test("a receiver refuses a directory others may write, and makes a missing one private", async () => {
+  const parent = await Deno.makeTempDir({ prefix: "gangway-target-" });
+  try {
+    const open = `${parent}/open`;
+    await Deno.mkdir(open);
+    await Deno.chmod(open, 0o777);
+    const refused = await runCli(
+      "receive",
+      ["--listen", "127.0.0.1:0", "--dir", open, "--insecure"],
+      { permissions: RECEIVE },
+    );
+    assertEquals(refused.code, 1);
+    assert(
+      refused.stderr.includes(
+        `Cannot use the target directory "${open}": group or others may write it (mode 0777)`,
+      ),
+      refused.stderr,
+    );
+    await using _receiver = await spawnReceiver(`${parent}/missing`, ["--insecure"]);
+    assertEquals((await Deno.stat(`${parent}/missing`)).mode! & 0o777, 0o700);
+  } finally {
+    await Deno.remove(parent, { recursive: true });
+  }
+});
 
 Deno.test("a second receiver on the same directory refuses to start", async () => {
   const dir = await Deno.makeTempDir({ prefix: "gangway-target-" });

@@ -17,7 +17,7 @@ import { makeLabCerts } from "./tls_fixtures.ts";
 import { waitFor } from "./fault_fixtures.ts";
 
 const SEND = ["--allow-ffi", "--allow-read", "--allow-net", "--allow-env=GANGWAY_LIB"];
-const RECEIVE = [...SEND, "--allow-write"];
+const RECEIVE = [...SEND, "--allow-write", "--allow-sys=uid"];
 const LOCAL = { hostname: "127.0.0.1" };
 
 function smallGuest(label: string): string {
@@ -244,12 +244,14 @@ Deno.test("--insecure prints a warning on both sides", async () => {
   const path = smallGuest("insecure");
   const dir = await Deno.makeTempDir({ prefix: "gangway-target-" });
   try {
-    // A receiver that warns, then fails on a missing directory (so it exits at once).
+    // A receiver that warns, then fails on a directory others may write (so it exits at once).
+    await Deno.mkdir(`${dir}/open`);
+    await Deno.chmod(`${dir}/open`, 0o777);
     const receive = await runCli("receive", [
       "--listen",
       "127.0.0.1:0",
       "--dir",
-      `${dir}/missing`,
+      `${dir}/open`,
       "--insecure",
     ], { permissions: RECEIVE });
     assertEquals(receive.code, 1);

@@ -5,7 +5,9 @@
  * [--handshake-timeout SECONDS] [--idle-timeout SECONDS]`
  *
  * The target side: receives gangs, one at a time, writing each guest's RAM
- * to DIR/<guest-name> (DIR is locked: one receiver per directory). Logs
+ * to DIR/<guest-name> (DIR is locked: one receiver per directory; it must
+ * be this user's, writable by no one else, and is made with mode 0700 when
+ * missing). Logs
  * one line per event on stderr (with --json, one JSON object per event on
  * stdout). With --once it exits after the first gang received and verified.
  *
@@ -15,12 +17,13 @@
  * Without either, `receive` refuses to start (exit code 2).
  *
  * Requires `--allow-ffi`, `--allow-read` (certificate, key and token
- * files), `--allow-write` (DIR), `--allow-net` (the listening address)
- * and `--allow-env=GANGWAY_LIB`.
+ * files), `--allow-write` (DIR), `--allow-net` (the listening address),
+ * `--allow-env=GANGWAY_LIB` and `--allow-sys=uid` (DIR's owner is checked).
  *
  * @module
  */
 import { lockDirectory } from "../native/dir_lock.ts";
+import { ownPrivateDir } from "../_private_dirs.ts";
 import { type ReceiverEvent, serveGangs } from "../transfer/receiver.ts";
 import { listenForSenders } from "../transport/listen_for_senders.ts";
 import { parseCli, runMain, UsageError } from "./_cli.ts";
@@ -83,7 +86,11 @@ async function main(args: string[]): Promise<void> {
     if (values.json) console.log(JSON.stringify(event));
     console.error(`receive: ${describe(event)}`);
   };
-  using _lock = lockDirectory(values.dir);
+  // Only this user may write where guests' RAM lands (made, mode 0700, when missing).
+  const uid = Deno.uid();
+  if (uid === null) throw new Error("Cannot check the target directory: no user ids here");
+  const dir = await ownPrivateDir(values.dir, "the target directory", uid);
+  using _lock = lockDirectory(dir);
   const listener = listenForSenders(address, transport.listen);
   const stop = new AbortController();
   Deno.addSignalListener("SIGINT", () => stop.abort());
@@ -91,7 +98,7 @@ async function main(args: string[]): Promise<void> {
   const addr = listener.addr as Deno.NetAddr;
   log({ event: "listening", address: `${addr.hostname}:${addr.port}` });
   await serveGangs(listener, {
-    dir: values.dir,
+    dir,
     once: values.once,
     token: transport.token,
     ...limits,

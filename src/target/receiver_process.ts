@@ -48,6 +48,7 @@ export const ReceiverProcess: {
         "--allow-write",
         "--allow-net",
         "--allow-env=GANGWAY_LIB",
+        "--allow-sys=uid",
       ],
       args: [
         "--listen",

@@ -1,0 +1,83 @@
+/**
+ * Directories a server writes, checked before it uses them (the target
+ * agent's, `agent_dirs.ts`; the receiver's): one that another user made
+ * first (a `/dev/shm/gangway` of mode 0777, say) would let its owner swap
+ * in a RAM file and read a guest's RAM. Each must belong to this process's
+ * user and be writable by no one else, and so must every directory above
+ * it, unless that one is sticky (as /dev/shm and /tmp are: no one can
+ * rename another's directory there). Missing ones are made with mode 0700.
+ * Internal to src.
+ *
+ * @module
+ */
+import { dirname } from "node:path";
+import { errorMessage } from "./_errors.ts";
+
+/** Mode bits that let group or others write. */
+const WRITABLE_BY_OTHERS = 0o022;
+/** The sticky bit: only an entry's owner may rename or remove it. */
+const STICKY = 0o1000;
+
+/** Makes `path` (mode 0700) unless it exists, and checks that only this user may write it. */
+export async function ownPrivateDir(path: string, what: string, uid: number): Promise<string> {
+  try {
+    await Deno.mkdir(path, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    throw new Error(`Cannot use ${what} "${path}": ${errorMessage(error)}`, { cause: error });
+  }
+  return await checkDir(path, what, uid, [uid]);
+}
+
+/**
+ * Checks that `path` is a directory owned by one of `owners` that group
+ * and others cannot write, below directories that no one but root and
+ * `uid` can swap it in.
+ *
+ * @returns Its real path
+ */
+export async function checkDir(
+  path: string,
+  what: string,
+  uid: number,
+  owners: readonly number[],
+): Promise<string> {
+  const refuse = (why: string) => new Error(`Cannot use ${what} "${path}": ${why}`);
+  let real: string;
+  let info: Deno.FileInfo;
+  try {
+    real = await Deno.realPath(path);
+    info = await Deno.stat(real);
+  } catch (error) {
+    throw refuse(errorMessage(error));
+  }
+  if (!info.isDirectory) throw refuse("it is not a directory");
+  if (info.uid === null || !owners.includes(info.uid)) {
+    throw refuse(`it belongs to uid ${info.uid}, not to this process's uid ${uid}`);
+  }
+  const mode = (info.mode ?? 0) & 0o7777;
+  if (mode & WRITABLE_BY_OTHERS) {
+    throw refuse(`group or others may write it (mode ${octal(mode)})`);
+  }
+  // Up to the root, which is its own parent.
+  for (
+    let child = real, parent = dirname(real);
+    parent !== child;
+    child = parent, parent = dirname(parent)
+  ) {
+    const above = await Deno.stat(parent);
+    if (above.uid !== 0 && above.uid !== uid) {
+      throw refuse(`"${parent}" above it belongs to uid ${above.uid}, who could swap it`);
+    }
+    const aboveMode = (above.mode ?? 0) & 0o7777;
+    if ((aboveMode & WRITABLE_BY_OTHERS) && !(aboveMode & STICKY)) {
+      throw refuse(
+        `group or others may write "${parent}" above it (mode ${octal(aboveMode)}), and swap it`,
+      );
+    }
+  }
+  return real;
+}
+
+function octal(mode: number): string {
+  return mode.toString(8).padStart(4, "0");
+}
