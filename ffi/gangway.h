@@ -25,7 +25,7 @@
 #define GW_MAX_CALL_PAGES 0x7fffffffu
 
 /* Bumped whenever a signature or a constant below changes. */
-#define GW_ABI_VERSION 9
+#define GW_ABI_VERSION 10
 
 uint32_t gw_abi_version(void);
 
@@ -104,6 +104,14 @@ int gw_ram_stat(const gw_ram *ram, struct gw_ram_stat *out);
  */
 int gw_dir_lock(const char *path);
 int gw_dir_unlock(int fd);
+/* Makes path and any missing directory above it (mode, before the umask); 0 or -errno. */
+int gw_dir_make(const char *path, uint32_t mode);
+/*
+ * What path is: its real path (realpath, into real, at most cap bytes with
+ * the NUL), and stat's owner and mode of it (info[0] = uid, info[1] =
+ * st_mode). Returns the real path's length or -errno.
+ */
+int gw_dir_info(const char *path, uint8_t *real, uint32_t cap, uint32_t *info);
 
 /*
  * Sets the nice value of every thread of this process (see priority.c);
@@ -156,11 +164,14 @@ int gw_decompress(const uint8_t *src, uint32_t len, uint8_t *dst, uint32_t expec
 /* Features of a page. */
 #define GW_PAGE_FEATURES 4
 /*
- * features[k] = a 32-bit hash of the page's k-th sampled 64-byte block, or
- * 0 when that block is all zero; pages that share a non-zero feature may be
- * similar.
+ * The features of each page i of buf whose kinds[i] (an enum gw_page_kind
+ * of a scan) has its bit (1 << kind) in kind_mask, the kinds whose bytes
+ * the scan kept: features[i * GW_PAGE_FEATURES + k] = a 32-bit hash of the
+ * page's k-th sampled 64-byte block, or 0 when that block is all zero (and
+ * for every other page). Pages that share a non-zero feature may be similar.
  */
-void gw_page_features(const uint8_t *page, uint32_t *features);
+void gw_chunk_features(const uint8_t *buf, const uint8_t *kinds, uint32_t count, uint32_t kind_mask,
+		       uint32_t *features);
 /*
  * Counts the 64-bit words in which page and base differ; when that is at
  * most max_words, replaces page with page - base, word by word (mod 2^64).

@@ -34,7 +34,7 @@ static int block_is_zero(const uint8_t *block)
 	return acc == 0;
 }
 
-GW_EXPORT void gw_page_features(const uint8_t *page, uint32_t *features)
+static void page_features(const uint8_t *page, uint32_t *features)
 {
 	for (uint32_t k = 0; k < GW_PAGE_FEATURES; k++) {
 		const uint8_t *block = page + (size_t)feature_blocks[k] * BLOCK_BYTES;
@@ -48,6 +48,19 @@ GW_EXPORT void gw_page_features(const uint8_t *page, uint32_t *features)
 		/* Seeded by the block's place: a block matches only the same block of another page. */
 		f = (uint32_t)(XXH3_64bits_withSeed(block, BLOCK_BYTES, k + 1) >> 32);
 		features[k] = f ? f : 1;
+	}
+}
+
+GW_EXPORT void gw_chunk_features(const uint8_t *buf, const uint8_t *kinds, uint32_t count,
+				 uint32_t kind_mask, uint32_t *features)
+{
+	for (uint32_t i = 0; i < count; i++) {
+		uint32_t *out = features + (size_t)i * GW_PAGE_FEATURES;
+
+		if (kinds[i] < 32 && (kind_mask & (1u << kinds[i])))
+			page_features(buf + ((size_t)i << GW_PAGE_SHIFT), out);
+		else
+			memset(out, 0, GW_PAGE_FEATURES * sizeof(*out));
 	}
 }
 

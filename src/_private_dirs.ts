@@ -6,12 +6,14 @@
  * user and be writable by no one else, and so must every directory above
  * it, unless that one is sticky (as /dev/shm and /tmp are: no one can
  * rename another's directory there). Missing ones are made with mode 0700.
- * Internal to src.
+ * Through the C library: Deno asks for `--allow-all` to stat or make
+ * anything under /dev, where /dev/shm is. Internal to src.
  *
  * @module
  */
 import { dirname } from "node:path";
 import { errorMessage } from "./_errors.ts";
+import { type DirectoryInfo, directoryInfo, makeDirectories } from "./native/dir_lock.ts";
 
 /** Mode bits that let group or others write. */
 const WRITABLE_BY_OTHERS = 0o022;
@@ -19,13 +21,13 @@ const WRITABLE_BY_OTHERS = 0o022;
 const STICKY = 0o1000;
 
 /** Makes `path` (mode 0700) unless it exists, and checks that only this user may write it. */
-export async function ownPrivateDir(path: string, what: string, uid: number): Promise<string> {
+export function ownPrivateDir(path: string, what: string, uid: number): string {
   try {
-    await Deno.mkdir(path, { recursive: true, mode: 0o700 });
+    makeDirectories(path, 0o700);
   } catch (error) {
     throw new Error(`Cannot use ${what} "${path}": ${errorMessage(error)}`, { cause: error });
   }
-  return await checkDir(path, what, uid, [uid]);
+  return checkDir(path, what, uid, [uid]);
 }
 
 /**
@@ -35,26 +37,25 @@ export async function ownPrivateDir(path: string, what: string, uid: number): Pr
  *
  * @returns Its real path
  */
-export async function checkDir(
+export function checkDir(
   path: string,
   what: string,
   uid: number,
   owners: readonly number[],
-): Promise<string> {
+): string {
   const refuse = (why: string) => new Error(`Cannot use ${what} "${path}": ${why}`);
-  let real: string;
-  let info: Deno.FileInfo;
+  let info: DirectoryInfo;
   try {
-    real = await Deno.realPath(path);
-    info = await Deno.stat(real);
+    info = directoryInfo(path);
   } catch (error) {
     throw refuse(errorMessage(error));
   }
+  const real = info.real;
   if (!info.isDirectory) throw refuse("it is not a directory");
-  if (info.uid === null || !owners.includes(info.uid)) {
+  if (!owners.includes(info.uid)) {
     throw refuse(`it belongs to uid ${info.uid}, not to this process's uid ${uid}`);
   }
-  const mode = (info.mode ?? 0) & 0o7777;
+  const mode = info.mode & 0o7777;
   if (mode & WRITABLE_BY_OTHERS) {
     throw refuse(`group or others may write it (mode ${octal(mode)})`);
   }
@@ -64,11 +65,11 @@ export async function checkDir(
     parent !== child;
     child = parent, parent = dirname(parent)
   ) {
-    const above = await Deno.stat(parent);
+    const above = directoryInfo(parent);
     if (above.uid !== 0 && above.uid !== uid) {
       throw refuse(`"${parent}" above it belongs to uid ${above.uid}, who could swap it`);
     }
-    const aboveMode = (above.mode ?? 0) & 0o7777;
+    const aboveMode = above.mode & 0o7777;
     if ((aboveMode & WRITABLE_BY_OTHERS) && !(aboveMode & STICKY)) {
       throw refuse(
         `group or others may write "${parent}" above it (mode ${octal(aboveMode)}), and swap it`,

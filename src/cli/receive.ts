@@ -89,7 +89,7 @@ async function main(args: string[]): Promise<void> {
   // Only this user may write where guests' RAM lands (made, mode 0700, when missing).
   const uid = Deno.uid();
   if (uid === null) throw new Error("Cannot check the target directory: no user ids here");
-  const dir = await ownPrivateDir(values.dir, "the target directory", uid);
+  const dir = ownPrivateDir(values.dir, "the target directory", uid);
   using _lock = lockDirectory(dir);
   const listener = listenForSenders(address, transport.listen);
   const stop = new AbortController();

@@ -24,7 +24,7 @@ import { CACHE_DIR_VARIABLES, defaultCacheDir } from "../_cache_dir.ts";
 import { errorMessage } from "../_errors.ts";
 
 /** Must equal GW_ABI_VERSION in ffi/gangway.h: a stale build is refused. */
-const ABI_VERSION = 9;
+const ABI_VERSION = 10;
 
 /** One entry per C function, with its prototype from ffi/gangway.h. */
 const SYMBOLS = {
@@ -61,6 +61,10 @@ const SYMBOLS = {
   gw_dir_lock: { parameters: ["buffer"], result: "i32" },
   // int gw_dir_unlock(int fd)
   gw_dir_unlock: { parameters: ["i32"], result: "i32" },
+  // int gw_dir_make(const char *path, uint32_t mode)
+  gw_dir_make: { parameters: ["buffer", "u32"], result: "i32" },
+  // int gw_dir_info(const char *path, uint8_t *real, uint32_t cap, uint32_t *info)
+  gw_dir_info: { parameters: ["buffer", "buffer", "u32", "buffer"], result: "i32" },
   // int gw_set_thread_priorities(int32_t nice)
   gw_set_thread_priorities: { parameters: ["i32"], result: "i32" },
 
@@ -86,8 +90,9 @@ const SYMBOLS = {
   // int gw_decompress(const uint8_t *src, uint32_t len, uint8_t *dst, uint32_t expected)
   gw_decompress: { parameters: ["buffer", "u32", "buffer", "u32"], result: "i32" },
 
-  // void gw_page_features(const uint8_t *page, uint32_t *features)
-  gw_page_features: { parameters: ["buffer", "buffer"], result: "void" },
+  // void gw_chunk_features(const uint8_t *buf, const uint8_t *kinds, uint32_t count,
+  //                        uint32_t kind_mask, uint32_t *features)
+  gw_chunk_features: { parameters: ["buffer", "buffer", "u32", "u32", "buffer"], result: "void" },
   // uint32_t gw_page_delta(uint8_t *page, const uint8_t *base, uint32_t max_words)
   gw_page_delta: { parameters: ["buffer", "buffer", "u32"], result: "u32" },
   // void gw_page_undelta(uint8_t *page, const uint8_t *base)

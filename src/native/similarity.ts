@@ -8,12 +8,15 @@
 import { native } from "./library.ts";
 import { PAGE_SIZE, type RamFile } from "./ram_file.ts";
 import { ramHandle } from "./_handles.ts";
+import { PageKind } from "./content_index.ts";
 
 /** Features of a page (GW_PAGE_FEATURES). */
 export const PAGE_FEATURES = 4;
 
 /** Words of a page. */
 export const PAGE_WORDS = PAGE_SIZE / 8;
+
+const NEW = Uint8Array.of(PageKind.New);
 
 function checkPage(page: Uint8Array, what: string): void {
   if (page.length !== PAGE_SIZE) {
@@ -29,7 +32,36 @@ function checkPage(page: Uint8Array, what: string): void {
 export function pageFeatures(page: Uint8Array, features: Uint32Array, offset = 0): void {
   checkPage(page, "A page to take features of");
   if (offset + PAGE_FEATURES > features.length) throw new RangeError("Feature buffer too small");
-  native().gw_page_features(page, features.subarray(offset, offset + PAGE_FEATURES));
+  native().gw_chunk_features(
+    page,
+    NEW,
+    1,
+    1 << PageKind.New,
+    features.subarray(offset, offset + PAGE_FEATURES),
+  );
+}
+
+/**
+ * {@linkcode pageFeatures} of each of the first `count` pages of a scanned
+ * chunk whose kind is one of `kinds` (those whose bytes the scan kept),
+ * page i's at `features[i * PAGE_FEATURES]`; zeros for the others. One
+ * call a chunk.
+ *
+ * @param pageKinds the scan's kind of each page (`ScanBuffers.kinds`)
+ */
+export function chunkFeatures(
+  buf: Uint8Array,
+  pageKinds: Uint8Array,
+  count: number,
+  kinds: readonly number[],
+  features: Uint32Array,
+): void {
+  if (buf.length < count * PAGE_SIZE || pageKinds.length < count) {
+    throw new RangeError(`A chunk of ${count} pages does not fit its buffers`);
+  }
+  if (features.length < count * PAGE_FEATURES) throw new RangeError("Feature buffer too small");
+  const mask = kinds.reduce((bits, kind) => bits | (1 << kind), 0);
+  native().gw_chunk_features(buf, pageKinds, count, mask, features);
 }
 
 /**

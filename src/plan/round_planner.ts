@@ -19,7 +19,7 @@
 import { ContentId, PageKind, type ScanBuffers } from "../native/content_index.ts";
 import type { Gang } from "../scan/gang.ts";
 import { PAGE_SIZE } from "../native/ram_file.ts";
-import { PAGE_FEATURES, pageFeatures } from "../native/similarity.ts";
+import { chunkFeatures, PAGE_FEATURES } from "../native/similarity.ts";
 import { NONE, TargetContents, ZERO } from "./target_contents.ts";
 import { SimilarContents } from "./similar_contents.ts";
 import { contentCopies, type Preparation } from "./preparation.ts";
@@ -110,7 +110,7 @@ export class RoundPlanner {
   #plan: ChunkPlan;
   /** Finds similar contents for pages sent in full; undefined: every such page goes whole. */
   #similar: SimilarContents | undefined;
-  #features: Uint32Array; // per operation of a chunk: the page's features (Full and Delta only)
+  #features: Uint32Array; // per page of a chunk: its features, taken before any becomes a delta
 
   /**
    * @param chunkPages the most pages a chunk has
@@ -209,6 +209,7 @@ export class RoundPlanner {
     const overwritten = new Set<number>(); // contents that Full and Zero operations take off pages
     const referenced = new Set<number>(); // contents that Ref operations name
     let n = 0;
+    if (this.#similar) chunkFeatures(out.buf, out.kinds, count, bytesKept(round), this.#features);
     for (let i = 0; i < count; i++) {
       const kind = out.kinds[i]!;
       if (kind === PageKind.Skipped) continue;
@@ -244,7 +245,7 @@ export class RoundPlanner {
         continue;
       }
       // The base is found before the page takes its new content: it may be what the page held.
-      const similar = this.#similar ? this.#deltaBase(out.buf, i, n) : NONE;
+      const similar = this.#similar ? this.#deltaBase(out.buf, i) : NONE;
       const id = target.addContent(pageHashes[page]!);
       this.#wireOf[content] = id;
       overwritten.add(target.contentAt(x));
@@ -267,22 +268,30 @@ export class RoundPlanner {
     // Remembered only now: a base is always a content of an earlier chunk.
     for (let op = 0; op < n && this.#similar; op++) {
       if (plan.ops[op] === Op.Full || plan.ops[op] === Op.Delta) {
-        this.#similar.remember(this.#features, op * PAGE_FEATURES, plan.ids[op]!);
+        this.#similar.remember(this.#features, plan.slots[op]! * PAGE_FEATURES, plan.ids[op]!);
       }
     }
     return plan;
   }
 
   /**
-   * Takes the features of the page in slot `slot` of the chunk's bytes (as
-   * operation `op`'s) and turns the page into its difference from a similar
-   * content the target holds, if one is found.
+   * Turns the page in slot `slot` of the chunk's bytes into its difference
+   * from a similar content the target holds, if one is found.
    *
    * @returns the base content, or NONE
    */
-  #deltaBase(bytes: Uint8Array, slot: number, op: number): number {
+  #deltaBase(bytes: Uint8Array, slot: number): number {
     const page = bytes.subarray(slot * PAGE_SIZE, (slot + 1) * PAGE_SIZE);
-    pageFeatures(page, this.#features, op * PAGE_FEATURES);
-    return this.#similar!.makeDelta(page, this.#features, op * PAGE_FEATURES);
+    return this.#similar!.makeDelta(page, this.#features, slot * PAGE_FEATURES);
   }
+}
+
+/**
+ * The kinds of pages whose bytes a round's scan keeps (see the sender):
+ * round 1 reads every page; later rounds keep only pages that changed.
+ */
+function bytesKept(round: number): readonly number[] {
+  return round === 1
+    ? [PageKind.New, PageKind.Duplicate, PageKind.Unchanged]
+    : [PageKind.New, PageKind.Duplicate];
 }

@@ -31,27 +31,36 @@ export interface AgentDirs {
  * them all; also its subdirectories `files` and `guests` of the run
  * directory, and the disk directory.
  *
- * Requires `--allow-read`, `--allow-write` and `--allow-sys=uid`.
+ * Requires `--allow-ffi` (the checks go through the C library) and
+ * `--allow-sys=uid`.
  *
  * @returns The same options with the real paths of the directories (and `diskDir` set)
  * @throws Error `Cannot use the RAM directory "/dev/shm/gangway": group or others may write it (mode 0777)`
  */
-export async function checkAgentDirs<T extends AgentDirs>(
+export function checkAgentDirs<T extends AgentDirs>(
   options: T,
 ): Promise<T & { diskDir: string }> {
+  try {
+    return Promise.resolve(checkDirs(options));
+  } catch (error) {
+    return Promise.reject(error);
+  }
+}
+
+function checkDirs<T extends AgentDirs>(options: T): T & { diskDir: string } {
   const uid = Deno.uid();
   if (uid === null) throw new Error("Cannot check the agent's directories: no user ids here");
-  const dir = await ownPrivateDir(options.dir, "the RAM directory", uid);
-  const runDir = await ownPrivateDir(options.runDir, "the run directory", uid);
-  await ownPrivateDir(join(runDir, "files"), "the file cache", uid);
-  await ownPrivateDir(join(runDir, "guests"), "the guests' run directory", uid);
-  const diskDir = await ownPrivateDir(
+  const dir = ownPrivateDir(options.dir, "the RAM directory", uid);
+  const runDir = ownPrivateDir(options.runDir, "the run directory", uid);
+  ownPrivateDir(join(runDir, "files"), "the file cache", uid);
+  ownPrivateDir(join(runDir, "guests"), "the guests' run directory", uid);
+  const diskDir = ownPrivateDir(
     options.diskDir ?? join(runDir, "disks"),
     "the disk directory",
     uid,
   );
   const imagesDir = options.imagesDir === undefined
     ? undefined
-    : await checkDir(options.imagesDir, "the images directory", uid, [0, uid]);
+    : checkDir(options.imagesDir, "the images directory", uid, [0, uid]);
   return { ...options, dir, runDir, diskDir, ...imagesDir === undefined ? {} : { imagesDir } };
 }
