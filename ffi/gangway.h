@@ -25,7 +25,7 @@
 #define GW_MAX_CALL_PAGES 0x7fffffffu
 
 /* Bumped whenever a signature or a constant below changes. */
-#define GW_ABI_VERSION 10
+#define GW_ABI_VERSION 11
 
 uint32_t gw_abi_version(void);
 
@@ -190,6 +190,12 @@ void gw_page_undelta(uint8_t *page, const uint8_t *base);
  */
 uint32_t gw_ram_delta(gw_ram *ram, uint32_t page, uint64_t seed, uint64_t expected,
 		      uint8_t *target, uint32_t max_words);
+/*
+ * gw_page_undelta(target, base) with page `page` of ram as the base (read
+ * with pread: a receiver's base page anywhere in its files, one call).
+ * 0, or -errno (-EINVAL: no such page; -ENODATA: past the file's end).
+ */
+int gw_ram_undelta(gw_ram *ram, uint32_t page, uint8_t *target);
 
 /* ------------------------------------------------------------------------
  * The gang content index: one table for all guests of a gang, mapping

@@ -89,27 +89,51 @@ GW_EXPORT void gw_page_undelta(uint8_t *page, const uint8_t *base)
 		p[i] += b[i];
 }
 
+/* pread exactly one page; 0, or -errno (-ENODATA past the end). */
+static int read_page(gw_ram *ram, uint32_t page, uint8_t *buf)
+{
+	size_t done = 0;
+
+	while (done < GW_PAGE_SIZE) {
+		ssize_t n = pread(ram->fd, buf + done, GW_PAGE_SIZE - done,
+				  (off_t)(((uint64_t)page << GW_PAGE_SHIFT) + done));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -ENODATA;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+GW_EXPORT int gw_ram_undelta(gw_ram *ram, uint32_t page, uint8_t *target)
+{
+	uint8_t base[GW_PAGE_SIZE];
+	int err;
+
+	if (page >= ram->pages)
+		return -EINVAL;
+	err = read_page(ram, page, base);
+	if (err)
+		return err;
+	gw_page_undelta(target, base);
+	return 0;
+}
+
 GW_EXPORT uint32_t gw_ram_delta(gw_ram *ram, uint32_t page, uint64_t seed, uint64_t expected,
 				uint8_t *target, uint32_t max_words)
 {
 	uint8_t base[GW_PAGE_SIZE];
-	size_t done = 0;
 
-	if (page >= ram->pages)
-		return GW_NOT_A_BASE;
 	/*
-	 * pread, not the mapping: one page needs no check that the file is still whole, and a hole
-	 * reads as zeros without being allocated (and zeros never hash to a content sent in full).
+	 * pread, not the scan's way (the mapping, holes found with SEEK_DATA and SEEK_HOLE, which
+	 * on tmpfs walk page by page to the next hole: a page here and there took milliseconds): a
+	 * hole reads as zeros without being allocated, and zeros never hash to a content sent whole.
 	 */
-	while (done < GW_PAGE_SIZE) {
-		ssize_t n = pread(ram->fd, base + done, GW_PAGE_SIZE - done,
-				  (off_t)(((uint64_t)page << GW_PAGE_SHIFT) + done));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return GW_NOT_A_BASE;
-		done += (size_t)n;
-	}
+	if (page >= ram->pages || read_page(ram, page, base) != 0)
+		return GW_NOT_A_BASE;
 	/* Bytes that are no longer the content: the page changed since it was sent. */
 	if (XXH3_64bits_withSeed(base, GW_PAGE_SIZE, seed) != expected)
 		return GW_NOT_A_BASE;

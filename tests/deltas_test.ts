@@ -2,7 +2,7 @@
  * Similar pages sent as differences (DELTAS): the native features and
  * differences, and migrations that use them, or must not.
  */
-import { assert, assertEquals, assertSameBytes } from "./_assert.ts";
+import { assert, assertEquals, assertSameBytes, assertThrows } from "./_assert.ts";
 import { Gang } from "../src/scan/gang.ts";
 import { GangSender } from "../src/transfer/sender.ts";
 import { transferGang } from "../src/transfer/transfer_gang.ts";
@@ -15,6 +15,7 @@ import {
   PAGE_FEATURES,
   pageDelta,
   pageFeatures,
+  undoFileDelta,
   undoPageDelta,
 } from "../src/native/similarity.ts";
 import { makeRamFile, patternPage, readRamFile, removeFiles, shmPath } from "./_fixtures.ts";
@@ -77,8 +78,12 @@ Deno.test("fileDelta() uses a file's page only if it still hashes to the content
     assertEquals(fileDelta(page, file, 2, 9n, hash, 256), NOT_A_BASE, "past the end");
     assertSameBytes(page, before, "untouched by a refused base");
     assertEquals(fileDelta(page, file, 0, 9n, hash, 256), 13);
+    const rebuilt = page.slice();
     undoPageDelta(page, base);
     assertSameBytes(page, before);
+    undoFileDelta(rebuilt, file, 0); // the receiver's way: the base read from its own file
+    assertSameBytes(rebuilt, before);
+    assertThrows(() => undoFileDelta(rebuilt, file, 2), Error, "Cannot read page 2");
   } finally {
     Deno.removeSync(path);
   }

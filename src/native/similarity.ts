@@ -8,6 +8,7 @@
 import { native } from "./library.ts";
 import { PAGE_SIZE, type RamFile } from "./ram_file.ts";
 import { ramHandle } from "./_handles.ts";
+import { check } from "./errno.ts";
 import { PageKind } from "./content_index.ts";
 
 /** Features of a page (GW_PAGE_FEATURES). */
@@ -111,5 +112,19 @@ export function fileDelta(
     hash,
     page,
     maxWords,
+  );
+}
+
+/**
+ * {@linkcode undoPageDelta} with page `basePage` of `file` as the base (a
+ * receiver's base, anywhere in its files: one C call, one `pread`).
+ *
+ * @throws NativeError when that page cannot be read
+ */
+export function undoFileDelta(page: Uint8Array, file: RamFile, basePage: number): void {
+  checkPage(page, "A page");
+  check(
+    native().gw_ram_undelta(ramHandle(file, "read a base page"), basePage, page),
+    `Cannot read page ${basePage} of "${file.path}" as a base`,
   );
 }

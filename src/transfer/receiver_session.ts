@@ -11,7 +11,7 @@
 import { join } from "node:path";
 import { hashPages, zeroPageHash } from "../native/hashing.ts";
 import { copyPages, PAGE_SIZE, type PageCopies, RamFile } from "../native/ram_file.ts";
-import { undoPageDelta } from "../native/similarity.ts";
+import { undoFileDelta } from "../native/similarity.ts";
 import {
   type Frame,
   FrameFlag,
@@ -133,9 +133,6 @@ export class ReceiverSession {
   #writtenInBatch: Uint32Array;
   /** Where compressed page data is decompressed (made at the first compressed frame). */
   #pagesScratch: Uint8Array | undefined;
-  /** A base page of a DELTAS frame, read from the target's files. */
-  readonly #base = new Uint8Array(PAGE_SIZE);
-  readonly #baseHasData = new Uint8Array(1);
   #batch = 1;
 
   constructor(hello: Hello, files: readonly RamFile[]) {
@@ -252,15 +249,7 @@ export class ReceiverSession {
       );
     }
     const source = this.target.locate(holder);
-    const read = this.files[source.guest]!.read(source.page, 1, this.#base, this.#baseHasData);
-    if (read !== 1) {
-      throw new Error(
-        `Cannot rebuild a page from content ${base}: its page in "${
-          this.files[source.guest]!.path
-        }" is a hole`,
-      );
-    }
-    undoPageDelta(page, this.#base);
+    undoFileDelta(page, this.files[source.guest]!, source.page);
   }
 
   /** References: copied from a page holding the content, hash-checked, written. */
