@@ -114,9 +114,9 @@ int gw_dir_make(const char *path, uint32_t mode);
 int gw_dir_info(const char *path, uint8_t *real, uint32_t cap, uint32_t *info);
 
 /*
- * Sets the nice value of every thread of this process (see priority.c);
- * returns how many were set, or -errno (-EACCES: raising needs
- * CAP_SYS_NICE), after trying them all.
+ * Sets the nice value of every thread of this process (see priority.c),
+ * again until none was found to set; returns how many were changed, or
+ * -errno (-EACCES: raising needs CAP_SYS_NICE) after trying them all.
  */
 int gw_set_thread_priorities(int32_t nice);
 

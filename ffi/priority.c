@@ -14,26 +14,54 @@
 
 #include "internal.h"
 
-GW_EXPORT int gw_set_thread_priorities(int32_t nice)
+/* One pass over the threads: how many it changed, or -errno of a failure. */
+static int set_pass(int32_t nice, int *failed)
 {
 	DIR *dir = opendir("/proc/self/task");
 	struct dirent *entry;
 	int changed = 0;
-	int err = 0;
 
 	if (!dir)
 		return -errno;
-	while ((entry = readdir(dir)) != NULL) {
+	for (;;) {
 		char *end;
-		long tid = strtol(entry->d_name, &end, 10);
+		long tid;
 
+		errno = 0;
+		entry = readdir(dir);
+		if (!entry)
+			break;
+		tid = strtol(entry->d_name, &end, 10);
 		if (*end != '\0' || tid <= 0)
 			continue; /* "." and ".." */
+		errno = 0;
+		if (getpriority(PRIO_PROCESS, (id_t)tid) == nice && errno == 0)
+			continue;
 		if (setpriority(PRIO_PROCESS, (id_t)tid, nice) == 0)
 			changed++;
 		else if (errno != ESRCH) /* a thread that ended meanwhile is no failure */
-			err = -errno;
+			*failed = -errno;
 	}
+	if (errno != 0)
+		*failed = -errno; /* readdir failed: not the end of the list */
 	closedir(dir);
-	return err ? err : changed;
+	return changed;
+}
+
+GW_EXPORT int gw_set_thread_priorities(int32_t nice)
+{
+	int failed = 0;
+	int total = 0;
+
+	/* Again until a pass finds every thread set: a thread made meanwhile took its maker's. */
+	for (int pass = 0; pass < 8; pass++) {
+		int changed = set_pass(nice, &failed);
+
+		if (changed < 0)
+			return changed;
+		total += changed;
+		if (changed == 0)
+			break;
+	}
+	return failed ? failed : total;
 }

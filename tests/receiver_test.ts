@@ -176,6 +176,15 @@ Deno.test("the receiver refuses bad input with a clear error, then completes a p
       "takes content 0 as a base, which no page of the target holds",
     ],
     [
+      "a delta from a content only a short last page holds",
+      [
+        hello([{ name: "vm", size: PAGE_SIZE + 100 }]),
+        pagesFrame(1, new Uint8Array(PAGE_SIZE).fill(7, 0, 100)),
+        deltasFrame(0, patternPage(2), 1, 0),
+      ],
+      "takes content 0 as a base, which cannot be one",
+    ],
+    [
       "a delta from a content its own frame brings",
       [oneGuest, pagesFrame(0, patternPage(1)), deltasFrame(1, patternPage(2), 1, 1)],
       "takes content 1 as a base, which no page of the target holds",

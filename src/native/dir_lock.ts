@@ -66,11 +66,20 @@ export function directoryInfo(path: string): DirectoryInfo {
   );
   const mode = info[1]!;
   return {
-    real: new TextDecoder().decode(real.subarray(0, length)),
+    real: realPath(path, real.subarray(0, length)),
     uid: info[0]!,
     mode,
     isDirectory: (mode & 0o170000) === 0o040000,
   };
+}
+
+/** A real path as text; one that is not UTF-8 is refused (decoded, it would name another). */
+function realPath(path: string, bytes: Uint8Array): string {
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw new Error(`Cannot look at "${path}": its real path is not UTF-8`);
+  }
 }
 
 function cString(text: string): Uint8Array {

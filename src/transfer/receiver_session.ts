@@ -249,7 +249,12 @@ export class ReceiverSession {
       );
     }
     const source = this.target.locate(holder);
-    undoFileDelta(page, this.files[source.guest]!, source.page);
+    try {
+      undoFileDelta(page, this.files[source.guest]!, source.page);
+    } catch {
+      // Its holder is a short last page, which a sender never takes as a base.
+      throw new ProtocolError(`Deltas frame takes content ${base} as a base, which cannot be one`);
+    }
   }
 
   /** References: copied from a page holding the content, hash-checked, written. */
