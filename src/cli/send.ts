@@ -26,7 +26,8 @@
  *
  * `--compress` chooses how page data travels: `auto` (the default)
  * compresses it with zstd while the link is the bottleneck, `zstd` always,
- * `none` never.
+ * `none` never; unless it is `none`, a page that differs from one the
+ * target holds in few words goes as its difference (a round's `deltas`).
  *
  * `--stall-timeout SECONDS` bounds how long a write to the target may make
  * no progress and how long an answer may take (defaults 60 s and 120 s):
@@ -92,12 +93,15 @@ async function transportOptions(values: {
 export function sendJson(report: MigrationReport) {
   return {
     guests: report.guests,
-    rounds: report.rounds.map(({ round, seconds, bytesOnWire, pages, rematched, final }) => ({
+    rounds: report.rounds.map((
+      { round, seconds, bytesOnWire, pages, rematched, deltas, final },
+    ) => ({
       round,
       seconds,
       bytesOnWire,
       pages,
       rematched,
+      deltas,
       final,
     })),
     bytesOnWire: report.bytesOnWire,
@@ -115,7 +119,8 @@ function summary(report: MigrationReport): string {
       r.seconds.toFixed(2)
     } s; ` +
       `zero ${p.zero}, unique ${p.unique}, dirtied identical ${p.dirtiedIdentical}, ` +
-      `unsent identical ${p.unsentIdentical}, sent identical ${p.sentIdentical} (${r.rematched} re-matched)`;
+      `unsent identical ${p.unsentIdentical}, sent identical ${p.sentIdentical} (${r.rematched} re-matched); ` +
+      `${r.deltas} as deltas from similar pages`;
   });
   lines.push(
     `Moved ${mib(report.guestBytes)} of guest RAM with ${mib(report.bytesOnWire)} on the wire ` +
