@@ -25,7 +25,7 @@
 #define GW_MAX_CALL_PAGES 0x7fffffffu
 
 /* Bumped whenever a signature or a constant below changes. */
-#define GW_ABI_VERSION 11
+#define GW_ABI_VERSION 12
 
 uint32_t gw_abi_version(void);
 
@@ -172,28 +172,23 @@ int gw_decompress(const uint8_t *src, uint32_t len, uint8_t *dst, uint32_t expec
  */
 void gw_chunk_features(const uint8_t *buf, const uint8_t *kinds, uint32_t count, uint32_t kind_mask,
 		       uint32_t *features);
-/*
- * Counts the 64-bit words in which page and base differ; when that is at
- * most max_words, replaces page with page - base, word by word (mod 2^64).
- * Returns the count either way.
- */
-uint32_t gw_page_delta(uint8_t *page, const uint8_t *base, uint32_t max_words);
-/* Undoes gw_page_delta: page += base, word by word. */
-void gw_page_undelta(uint8_t *page, const uint8_t *base);
 /* What gw_ram_delta answers for a page that is not the base it should be. */
 #define GW_NOT_A_BASE 0xffffffffu
 /*
- * gw_page_delta(target, base, max_words) with page `page` of ram as the
- * base, once it is read and found to hash to `expected` under seed: one
- * call for what a sender does with each candidate. GW_NOT_A_BASE when the
- * page is a hole, cannot be read, or holds other bytes now.
+ * Counts the 64-bit words in which target differs from page `page` of ram
+ * (the base), once that page is read and found to hash to `expected` under
+ * seed; when at most max_words differ, replaces target with target - base,
+ * word by word (mod 2^64). Returns the count either way: one call for what
+ * a sender does with each candidate. GW_NOT_A_BASE when the page is not a
+ * whole page of the file, cannot be read, or holds other bytes now (a hole
+ * reads as zeros, which never hash to a content sent whole).
  */
 uint32_t gw_ram_delta(gw_ram *ram, uint32_t page, uint64_t seed, uint64_t expected,
 		      uint8_t *target, uint32_t max_words);
 /*
- * gw_page_undelta(target, base) with page `page` of ram as the base (read
+ * Undoes gw_ram_delta: target += page `page` of ram, word by word (read
  * with pread: a receiver's base page anywhere in its files, one call).
- * 0, or -errno (-EINVAL: no such page; -ENODATA: past the file's end).
+ * 0, or -errno (-ENODATA: not a whole page of the file).
  */
 int gw_ram_undelta(gw_ram *ram, uint32_t page, uint8_t *target);
 

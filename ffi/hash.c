@@ -7,9 +7,6 @@
 /* Words OR-ed together between two early-exit tests: 256 bytes, 4 cache lines. */
 #define ZERO_CHECK_STRIDE 32
 
-/* A u64 that may sit at any address and alias any buffer. */
-typedef uint64_t __attribute__((may_alias, aligned(1))) any_u64;
-
 int gw__page_is_zero(const uint8_t *page)
 {
 	const any_u64 *words = (const any_u64 *)page;

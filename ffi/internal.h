@@ -27,8 +27,14 @@ static inline uint64_t gw_pages_of(uint64_t size)
 	return (size + GW_PAGE_SIZE - 1) >> GW_PAGE_SHIFT;
 }
 
+/* A u64 that may sit at any address and alias any buffer. */
+typedef uint64_t __attribute__((may_alias, aligned(1))) any_u64;
+
 /* 1 if the page holds only zero bytes. */
 int gw__page_is_zero(const uint8_t *page);
+
+/* pread exactly len bytes, or up to end of file; the rest is zero-filled. 0 or -errno. */
+int gw__pread_full(int fd, uint8_t *buf, size_t len, uint64_t offset);
 
 /*
  * Reads the pages of [first, first + count) that mask selects (NULL = all)

@@ -150,8 +150,7 @@ int gw__ram_map(gw_ram *ram, uint64_t call, const uint8_t **out)
 	return 0;
 }
 
-/* pread exactly len bytes, or up to end of file; the rest is zero-filled. */
-static int pread_full(int fd, uint8_t *buf, size_t len, uint64_t offset)
+int gw__pread_full(int fd, uint8_t *buf, size_t len, uint64_t offset)
 {
 	size_t done = 0;
 
@@ -188,7 +187,7 @@ static int read_span(gw_ram *ram, uint64_t first, uint64_t first_page, uint64_t 
 		run_end = page + 1;
 		while (run_end < end_page && (!mask || mask[run_end - first]))
 			run_end++;
-		err = pread_full(ram->fd, buf + ((page - first) << GW_PAGE_SHIFT), (run_end - page) << GW_PAGE_SHIFT,
+		err = gw__pread_full(ram->fd, buf + ((page - first) << GW_PAGE_SHIFT), (run_end - page) << GW_PAGE_SHIFT,
 				 page << GW_PAGE_SHIFT);
 		if (err)
 			return err;

@@ -10,7 +10,6 @@
  */
 #include <errno.h>
 #include <string.h>
-#include <unistd.h>
 #include <xxhash.h>
 
 #include "internal.h"
@@ -21,8 +20,6 @@
 
 /* The sampled blocks (of the page's 64), spread over the page. */
 static const uint8_t feature_blocks[GW_PAGE_FEATURES] = { 3, 17, 41, 58 };
-
-typedef uint64_t __attribute__((may_alias, aligned(1))) any_u64;
 
 static int block_is_zero(const uint8_t *block)
 {
@@ -64,7 +61,11 @@ GW_EXPORT void gw_chunk_features(const uint8_t *buf, const uint8_t *kinds, uint3
 	}
 }
 
-GW_EXPORT uint32_t gw_page_delta(uint8_t *page, const uint8_t *base, uint32_t max_words)
+/*
+ * Counts the words in which page and base differ; when that is at most
+ * max_words, replaces page with page - base, word by word (mod 2^64).
+ */
+static uint32_t page_delta(uint8_t *page, const uint8_t *base, uint32_t max_words)
 {
 	any_u64 *p = (any_u64 *)page;
 	const any_u64 *b = (const any_u64 *)base;
@@ -80,7 +81,8 @@ GW_EXPORT uint32_t gw_page_delta(uint8_t *page, const uint8_t *base, uint32_t ma
 	return differ;
 }
 
-GW_EXPORT void gw_page_undelta(uint8_t *page, const uint8_t *base)
+/* Undoes page_delta: page += base, word by word. */
+static void page_undelta(uint8_t *page, const uint8_t *base)
 {
 	any_u64 *p = (any_u64 *)page;
 	const any_u64 *b = (const any_u64 *)base;
@@ -89,23 +91,17 @@ GW_EXPORT void gw_page_undelta(uint8_t *page, const uint8_t *base)
 		p[i] += b[i];
 }
 
-/* pread exactly one page; 0, or -errno (-ENODATA past the end). */
+/*
+ * One whole page of ram: 0, or -errno (-ENODATA: not a whole page of the
+ * file, as a short last page is).
+ */
 static int read_page(gw_ram *ram, uint32_t page, uint8_t *buf)
 {
-	size_t done = 0;
+	uint64_t offset = (uint64_t)page << GW_PAGE_SHIFT;
 
-	while (done < GW_PAGE_SIZE) {
-		ssize_t n = pread(ram->fd, buf + done, GW_PAGE_SIZE - done,
-				  (off_t)(((uint64_t)page << GW_PAGE_SHIFT) + done));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -ENODATA;
-		done += (size_t)n;
-	}
-	return 0;
+	if (offset + GW_PAGE_SIZE > ram->size)
+		return -ENODATA;
+	return gw__pread_full(ram->fd, buf, GW_PAGE_SIZE, offset);
 }
 
 GW_EXPORT int gw_ram_undelta(gw_ram *ram, uint32_t page, uint8_t *target)
@@ -113,12 +109,10 @@ GW_EXPORT int gw_ram_undelta(gw_ram *ram, uint32_t page, uint8_t *target)
 	uint8_t base[GW_PAGE_SIZE];
 	int err;
 
-	if (page >= ram->pages)
-		return -EINVAL;
 	err = read_page(ram, page, base);
 	if (err)
 		return err;
-	gw_page_undelta(target, base);
+	page_undelta(target, base);
 	return 0;
 }
 
@@ -132,10 +126,10 @@ GW_EXPORT uint32_t gw_ram_delta(gw_ram *ram, uint32_t page, uint64_t seed, uint6
 	 * on tmpfs walk page by page to the next hole: a page here and there took milliseconds): a
 	 * hole reads as zeros without being allocated, and zeros never hash to a content sent whole.
 	 */
-	if (page >= ram->pages || read_page(ram, page, base) != 0)
+	if (read_page(ram, page, base) != 0)
 		return GW_NOT_A_BASE;
 	/* Bytes that are no longer the content: the page changed since it was sent. */
 	if (XXH3_64bits_withSeed(base, GW_PAGE_SIZE, seed) != expected)
 		return GW_NOT_A_BASE;
-	return gw_page_delta(target, base, max_words);
+	return page_delta(target, base, max_words);
 }

@@ -24,7 +24,7 @@ import { CACHE_DIR_VARIABLES, defaultCacheDir } from "../_cache_dir.ts";
 import { errorMessage } from "../_errors.ts";
 
 /** Must equal GW_ABI_VERSION in ffi/gangway.h: a stale build is refused. */
-const ABI_VERSION = 11;
+const ABI_VERSION = 12;
 
 /** One entry per C function, with its prototype from ffi/gangway.h. */
 const SYMBOLS = {
@@ -93,10 +93,6 @@ const SYMBOLS = {
   // void gw_chunk_features(const uint8_t *buf, const uint8_t *kinds, uint32_t count,
   //                        uint32_t kind_mask, uint32_t *features)
   gw_chunk_features: { parameters: ["buffer", "buffer", "u32", "u32", "buffer"], result: "void" },
-  // uint32_t gw_page_delta(uint8_t *page, const uint8_t *base, uint32_t max_words)
-  gw_page_delta: { parameters: ["buffer", "buffer", "u32"], result: "u32" },
-  // void gw_page_undelta(uint8_t *page, const uint8_t *base)
-  gw_page_undelta: { parameters: ["buffer", "buffer"], result: "void" },
   // uint32_t gw_ram_delta(gw_ram *ram, uint32_t page, uint64_t seed, uint64_t expected,
   //                       uint8_t *target, uint32_t max_words)
   gw_ram_delta: { parameters: ["pointer", "u32", "u64", "u64", "buffer", "u32"], result: "u32" },

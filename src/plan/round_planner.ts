@@ -63,10 +63,11 @@ export interface ChunkPlan {
   /** Number of operations. */
   length: number;
   /**
-   * True when the operations may be sent grouped by kind (every Full, then
-   * every Ref, then every Zero, each group in page order) with the same
-   * effect as in page order: no page that a Full or Zero overwrites held a
-   * content that a Ref of this chunk names. Fewer, larger frames then.
+   * True when the operations may be sent grouped by kind (every Full and
+   * Delta, then every Ref, then every Zero, each group in page order) with
+   * the same effect as in page order: no page that a Full, Delta or Zero
+   * overwrites held a content that a Ref or a Delta's base of this chunk
+   * names. Fewer, larger frames then.
    */
   groupable: boolean;
   /** An {@linkcode Op} per operation. */
@@ -206,8 +207,8 @@ export class RoundPlanner {
     const identical = this.#identicalAtPrep[guest];
     const pageContents = this.#pageContents[guest]!;
     const pageHashes = this.#pageHashes[guest]!;
-    const overwritten = new Set<number>(); // contents that Full and Zero operations take off pages
-    const referenced = new Set<number>(); // contents that Ref operations name
+    const overwritten = new Set<number>(); // contents that Full, Delta and Zero operations take off pages
+    const referenced = new Set<number>(); // contents that Ref operations name, and Delta ones' bases
     let n = 0;
     if (this.#similar) chunkFeatures(out.buf, out.kinds, count, bytesKept(round), this.#features);
     for (let i = 0; i < count; i++) {
@@ -290,8 +291,9 @@ export class RoundPlanner {
  * The kinds of pages whose bytes a round's scan keeps (see the sender):
  * round 1 reads every page; later rounds keep only pages that changed.
  */
+const ROUND_1_BYTES = [PageKind.New, PageKind.Duplicate, PageKind.Unchanged];
+const LATER_BYTES = [PageKind.New, PageKind.Duplicate];
+
 function bytesKept(round: number): readonly number[] {
-  return round === 1
-    ? [PageKind.New, PageKind.Duplicate, PageKind.Unchanged]
-    : [PageKind.New, PageKind.Duplicate];
+  return round === 1 ? ROUND_1_BYTES : LATER_BYTES;
 }

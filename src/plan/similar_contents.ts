@@ -5,7 +5,7 @@
  * relocated by another offset in each guest of a gang are the common case:
  * a fifth of the distinct pages of a busybox gang.
  *
- * A table from page features (see `pageFeatures`) to the last content sent
+ * A table from page features (see `chunkFeatures`) to the last content sent
  * with that feature says which content to try. It has a fixed size and
  * forgets on collisions: a hint, never a promise. A content taken from it
  * must still be held by the target, and its bytes, read from the source

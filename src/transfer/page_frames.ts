@@ -35,7 +35,7 @@ export interface PageEntries {
   hashes: BigUint64Array;
   /**
    * DELTAS only: the content (one the target holds) that page i's data is
-   * the word-wise difference from (see `pageDelta`), or NONE (0xffffffff)
+   * the word-wise difference from (see `fileDelta`), or NONE (0xffffffff)
    * when its data is the page itself.
    */
   bases?: Uint32Array;

@@ -249,9 +249,7 @@ export class ReceiverSession {
       );
     }
     const source = this.target.locate(holder);
-    try {
-      undoFileDelta(page, this.files[source.guest]!, source.page);
-    } catch {
+    if (!undoFileDelta(page, this.files[source.guest]!, source.page)) {
       // Its holder is a short last page, which a sender never takes as a base.
       throw new ProtocolError(`Deltas frame takes content ${base} as a base, which cannot be one`);
     }
