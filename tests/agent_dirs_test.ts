@@ -6,7 +6,7 @@
  * Tests run as root: `nobody` stands for the other user.
  */
 import { join } from "node:path";
-import { assert, assertEquals, assertRejects } from "./_assert.ts";
+import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import { checkAgentDirs } from "../src/target/agent_dirs.ts";
 import { AgentProcess } from "../src/target/agent_process.ts";
 
@@ -29,7 +29,7 @@ Deno.test("checkAgentDirs() makes the directories that are missing with mode 070
   await using tree = await scratch();
   await Deno.mkdir(join(tree.root, "real"), { mode: 0o700 });
   await Deno.symlink(join(tree.root, "real"), join(tree.root, "link"));
-  const dirs = await checkAgentDirs({
+  const dirs = checkAgentDirs({
     dir: join(tree.root, "ram", "deep"),
     runDir: join(tree.root, "link", "run"),
   });
@@ -56,19 +56,19 @@ Deno.test("checkAgentDirs() refuses a directory group or others may write, namin
   await Deno.mkdir(open);
   await Deno.chmod(open, 0o777);
   const runDir = join(tree.root, "run");
-  await assertRejects(
+  assertThrows(
     () => checkAgentDirs({ dir: open, runDir }),
     Error,
     `Cannot use the RAM directory "${open}": group or others may write it (mode 0777)`,
   );
   await Deno.chmod(open, 0o770);
-  await assertRejects(
+  assertThrows(
     () => checkAgentDirs({ dir: join(tree.root, "ram"), runDir: open }),
     Error,
     `Cannot use the run directory "${open}": group or others may write it (mode 0770)`,
   );
   for (const field of ["diskDir", "imagesDir"] as const) {
-    await assertRejects(
+    assertThrows(
       () => checkAgentDirs({ dir: join(tree.root, "ram"), runDir, [field]: open }),
       Error,
       `"${open}": group or others may write it (mode 0770)`,
@@ -82,7 +82,7 @@ Deno.test("checkAgentDirs() refuses a directory another user owns, and one that 
   await Deno.mkdir(theirs, { mode: 0o700 });
   await Deno.chown(theirs, NOBODY, NOBODY);
   const runDir = join(tree.root, "run");
-  await assertRejects(
+  assertThrows(
     () => checkAgentDirs({ dir: theirs, runDir }),
     Error,
     `Cannot use the RAM directory "${theirs}": it belongs to uid ${NOBODY}, not to this process's uid ${Deno.uid()}`,
@@ -90,7 +90,7 @@ Deno.test("checkAgentDirs() refuses a directory another user owns, and one that 
   // Below their directory, a directory of ours is no better: they can rename it and put theirs.
   const inTheirs = join(theirs, "ram");
   await Deno.mkdir(inTheirs, { mode: 0o700 });
-  await assertRejects(
+  assertThrows(
     () => checkAgentDirs({ dir: inTheirs, runDir }),
     Error,
     `"${theirs}" above it belongs to uid ${NOBODY}, who could swap it`,
@@ -99,18 +99,18 @@ Deno.test("checkAgentDirs() refuses a directory another user owns, and one that 
   const shared = join(tree.root, "shared");
   await Deno.mkdir(join(shared, "ram"), { recursive: true, mode: 0o700 });
   await Deno.chmod(shared, 0o777);
-  await assertRejects(
+  assertThrows(
     () => checkAgentDirs({ dir: join(shared, "ram"), runDir }),
     Error,
     `group or others may write "${shared}" above it (mode 0777), and swap it`,
   );
   await Deno.chmod(shared, 0o1777);
   assertEquals(
-    (await checkAgentDirs({ dir: join(shared, "ram"), runDir })).dir,
+    (checkAgentDirs({ dir: join(shared, "ram"), runDir })).dir,
     join(shared, "ram"),
   );
   // A read-only images directory may belong to root, never to another user.
-  await assertRejects(
+  assertThrows(
     () => checkAgentDirs({ dir: join(shared, "ram"), runDir, imagesDir: theirs }),
     Error,
     `Cannot use the images directory "${theirs}": it belongs to uid ${NOBODY}`,

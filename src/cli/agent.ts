@@ -81,7 +81,7 @@ async function main(args: string[]): Promise<void> {
     console.error(`agent: ${describe(event)}`);
   };
   // Checked before anything is written there: another user's directory is refused.
-  const dirs = await checkAgentDirs({
+  const dirs = checkAgentDirs({
     dir: values.dir,
     runDir: values["run-dir"] ?? DEFAULT_RUN_DIR,
     diskDir: values["disk-dir"],

@@ -93,7 +93,7 @@ export async function serveAgent(
   listener: Deno.Listener,
   options: ServeAgentOptions,
 ): Promise<void> {
-  await serveAgentHost(listener, new AgentHost(await checkAgentDirs(options)), options);
+  await serveAgentHost(listener, new AgentHost(checkAgentDirs(options)), options);
 }
 
 /**

@@ -37,17 +37,7 @@ export interface AgentDirs {
  * @returns The same options with the real paths of the directories (and `diskDir` set)
  * @throws Error `Cannot use the RAM directory "/dev/shm/gangway": group or others may write it (mode 0777)`
  */
-export function checkAgentDirs<T extends AgentDirs>(
-  options: T,
-): Promise<T & { diskDir: string }> {
-  try {
-    return Promise.resolve(checkDirs(options));
-  } catch (error) {
-    return Promise.reject(error);
-  }
-}
-
-function checkDirs<T extends AgentDirs>(options: T): T & { diskDir: string } {
+export function checkAgentDirs<T extends AgentDirs>(options: T): T & { diskDir: string } {
   const uid = Deno.uid();
   if (uid === null) throw new Error("Cannot check the agent's directories: no user ids here");
   const dir = ownPrivateDir(options.dir, "the RAM directory", uid);
