@@ -160,9 +160,9 @@ Deno.test("the receiver refuses bad input with a clear error, then completes a p
     ], 'two guests are named "a"'],
     ["a page outside the guest", [oneGuest, pagesFrame(4, patternPage(1))], "points at page 4"],
     [
-      "a page that does not match its hash",
+      "a page that does not match its hash (named by guest, not by the target's path)",
       [oneGuest, pagesFrame(0, patternPage(1), 0, 12345n)],
-      "does not match its hash",
+      'Page 0 of guest "vm" does not match its hash',
     ],
     [
       "a content id out of order",

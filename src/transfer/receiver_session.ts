@@ -229,7 +229,9 @@ export class ReceiverSession {
     for (let i = 0; i < pages.length; i++) {
       if (actual[i] !== hashes[i]) {
         throw new ProtocolError(
-          `Page ${pages[i]} of guest "${file.path}" does not match its hash: corrupted in transit`,
+          `Page ${pages[i]} of guest "${
+            this.hello.guests[frame.guest]!.name
+          }" does not match its hash: corrupted in transit`,
         );
       }
     }
