@@ -10,9 +10,9 @@
  * (c) one large guest against the same bytes split into many guests, in
  * one pass (goal: >= 0.9x the split gang's speed).
  *
- * Each gang moves two ways: as a live migration (preparation scan, live
- * rounds until nothing changes, final round: without soft-dirty bits each
- * of those reads every page) and in one pass, as `send` moves files nobody
+ * Each gang moves two ways: as a live migration (live rounds until nothing
+ * changes, the first of them indexing the gang, then the final round:
+ * without soft-dirty bits each of those reads every page) and in one pass, as `send` moves files nobody
  * writes (`maxRounds: 1`).
  *
  * Requires `--allow-ffi`, `--allow-read`, `--allow-write` (/dev/shm),
@@ -57,11 +57,10 @@ async function rawTcpSeconds(): Promise<number> {
   return seconds;
 }
 
-/** One migration: its seconds, bytes on the wire, and the seconds of its first two phases. */
+/** One migration: its seconds, bytes on the wire, and the seconds of its first round. */
 interface Run {
   seconds: number;
   bytes: number;
-  preparation: number;
   round1: number;
 }
 
@@ -81,7 +80,6 @@ async function migrationSeconds(
   return {
     seconds,
     bytes: report.bytesOnWire,
-    preparation: report.preparationSeconds,
     round1: report.rounds[0]!.seconds,
   };
 }
@@ -157,9 +155,7 @@ async function measureGang(
       measured.push({
         gbps: (GUESTS * GUEST_BYTES) / seconds / 1e9,
         wire: runs[0]!.bytes,
-        phases: `preparation scan ${ms((r) => r.preparation)} ms, round 1 ${
-          ms((r) => r.round1)
-        } ms, of ${(seconds * 1000).toFixed(0)} ms`,
+        phases: `round 1 ${ms((r) => r.round1)} ms, of ${(seconds * 1000).toFixed(0)} ms`,
       });
     }
     const cpGbps = (GUESTS * GUEST_BYTES) / await cpSeconds(paths, dir) / 1e9;

@@ -108,7 +108,6 @@ export function unfinishedTransfer(
     digests: [],
     pausedSeconds: 0,
     verifySeconds: 0,
-    preparationSeconds: 0,
     dirtyTracking: "rescan",
     compression: { mode: "auto", frames: 0, rawBytes: 0, compressedBytes: 0 },
   };

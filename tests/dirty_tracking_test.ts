@@ -9,37 +9,91 @@ import { copyPages, PAGE_SIZE, RamFile } from "../src/native/ram_file.ts";
 import { makeRamFile, patternPage, readRamFile, removeFiles, shmPath } from "./_fixtures.ts";
 import { startReceiver } from "./_transfer.ts";
 
-Deno.test("rounds after the first re-read only the pages the dirty tracker names", async () => {
-  const path = makeRamFile(shmPath("tracked"), Array.from({ length: 8 }, (_, p) => patternPage(p)));
+/** A tracker that counts its starts and names only page 2 of every guest as changed. */
+function pageTwoTracker(): DirtyTracker & { started: number; asked: number } {
+  return {
+    kind: "soft-dirty",
+    started: 0,
+    asked: 0,
+    start() {
+      this.started++;
+    },
+    changed(this: { asked: number }) {
+      this.asked++;
+      return Uint8Array.of(0, 0, 1, 0, 0, 0, 0, 0);
+    },
+  };
+}
+
+for (const prepared of [true, false]) {
+  Deno.test(
+    `rounds after the first re-read only the pages the dirty tracker names (${
+      prepared ? "after a preparation scan" : "round 1 scans"
+    })`,
+    async () => {
+      const pages = Array.from({ length: 8 }, (_, p) => patternPage(p));
+      const path = makeRamFile(shmPath("tracked"), pages);
+      await using receiver = await startReceiver();
+      try {
+        const tracker = pageTwoTracker();
+        using gang = Gang.open([{ name: "vm", path }], { seed: randomSeed() });
+        await using sender = await GangSender.connect(gang, await receiver.connect(), {
+          dirtyTracker: tracker,
+        });
+        if (prepared) {
+          await sender.prepare();
+          assertEquals(tracker.started, 1, "tracking starts with the preparation scan");
+        }
+        assertEquals((await sender.round()).pages.unique, 8, "round 1 reads and sends every page");
+        assertEquals(tracker.started, 1, "tracking started once, before round 1 read a page");
+        assertEquals(tracker.asked, 0, "round 1 reads every page whatever the tracker says");
+        {
+          using ram = RamFile.open(path, { write: true });
+          ram.write(
+            Uint32Array.of(2, 5),
+            new Uint8Array([...patternPage(100), ...patternPage(101)]),
+          );
+        }
+        const round2 = await sender.round({ final: true });
+        assertEquals(round2.pages.unique, 1, "only page 2 was re-read");
+        assertEquals(round2.pages.dirtiedIdentical, 0);
+        await sender.verify();
+        assertEquals(sender.dirtyTracking, "soft-dirty");
+        // Page 5 was written behind the tracker's back: the target keeps its old content.
+        const target = readRamFile(`${receiver.dir}/vm`);
+        assertSameBytes(target.subarray(2 * PAGE_SIZE, 3 * PAGE_SIZE), patternPage(100));
+        assertSameBytes(target.subarray(5 * PAGE_SIZE, 6 * PAGE_SIZE), patternPage(5));
+      } finally {
+        await removeFiles(path);
+      }
+    },
+  );
+}
+
+Deno.test("a guest's first read sends every page, even in a round after the first", async () => {
+  // Guest b is first read by the final round, after guest a was finished alone: the tracker names
+  // only page 2 of each, but the target holds nothing of b yet.
+  const paths = ["first-a", "first-b"].map((name, g) =>
+    makeRamFile(shmPath(name), Array.from({ length: 8 }, (_, p) => patternPage(10 * g + p)))
+  );
   await using receiver = await startReceiver();
   try {
-    let started = 0;
-    const tracker: DirtyTracker = {
-      kind: "soft-dirty",
-      start: () => void started++,
-      changed: () => Uint8Array.of(0, 0, 1, 0, 0, 0, 0, 0),
-    };
-    using gang = Gang.open([{ name: "vm", path }], { seed: randomSeed() });
+    const tracker = pageTwoTracker();
+    using gang = Gang.open(paths.map((path, g) => ({ name: `vm${g}`, path })), {
+      seed: randomSeed(),
+    });
     await using sender = await GangSender.connect(gang, await receiver.connect(), {
       dirtyTracker: tracker,
     });
-    await sender.prepare();
-    assertEquals(started, 1, "tracking starts with the preparation scan");
-    assertEquals((await sender.round()).pages.unique, 8, "round 1 reads and sends every page");
-    {
-      using ram = RamFile.open(path, { write: true });
-      ram.write(Uint32Array.of(2, 5), new Uint8Array([...patternPage(100), ...patternPage(101)]));
-    }
-    const round2 = await sender.round({ final: true });
-    assertEquals(round2.pages.unique, 1, "only page 2 was re-read");
+    assertEquals((await sender.finishGuest(0)).pages.unique, 8);
+    assertEquals((await sender.round({ final: true })).pages.unique, 8);
+    assertEquals(tracker.asked, 0);
     await sender.verify();
-    assertEquals(sender.dirtyTracking, "soft-dirty");
-    // Page 5 was written behind the tracker's back: the target keeps its old content.
-    const target = readRamFile(`${receiver.dir}/vm`);
-    assertSameBytes(target.subarray(2 * PAGE_SIZE, 3 * PAGE_SIZE), patternPage(100));
-    assertSameBytes(target.subarray(5 * PAGE_SIZE, 6 * PAGE_SIZE), patternPage(5));
+    paths.forEach((path, g) =>
+      assertSameBytes(readRamFile(`${receiver.dir}/vm${g}`), readRamFile(path))
+    );
   } finally {
-    await removeFiles(path);
+    await removeFiles(...paths);
   }
 });
 

@@ -139,7 +139,7 @@ function measured(
           verified: true,
           breakdown: {
             setupSeconds: 0.1,
-            prepareSeconds: 0.1,
+            handshakeSeconds: 0.1,
             rounds: [{ round: 1, final: true, seconds: 1, bytesOnWire: 100e6 }],
             pausedSeconds: 0.1,
             switchOverSeconds: 0.02,

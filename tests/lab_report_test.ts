@@ -41,7 +41,7 @@ function measured(
           verified: true,
           breakdown: {
             setupSeconds: 0.2,
-            prepareSeconds: 0.1,
+            handshakeSeconds: 0.1,
             rounds: [
               { round: 1, final: false, seconds: 2, bytesOnWire: bytes - 2e6 },
               { round: 2, final: false, seconds: 0.2, bytesOnWire: 1.5e6 },

@@ -114,7 +114,7 @@ export async function runGangSide(options: GangSideOptions): Promise<GangSideRes
     const firstRoundStart = (roundEnds[0] ?? timeline.transfer) - (firstRound?.seconds ?? 0);
     const breakdown: GangwayBreakdown = {
       setupSeconds: timeline.transfer,
-      prepareSeconds: Math.max(0, firstRoundStart - timeline.transfer),
+      handshakeSeconds: Math.max(0, firstRoundStart - timeline.transfer),
       rounds: report.transfer.rounds.map((r) => ({
         round: r.round,
         final: r.final,

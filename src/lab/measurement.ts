@@ -30,8 +30,8 @@ export type GuestRam = "file" | "anonymous";
 export interface GangwayBreakdown {
   /** Finding the RAM files and starting the destinations (before the TMT starts). */
   setupSeconds: number;
-  /** Handshake and preparation scan: TMT start to the first round starting. */
-  prepareSeconds: number;
+  /** Opening the gang and the handshake: TMT start to the first round starting. */
+  handshakeSeconds: number;
   /**
    * Each round: from its first page scanned to the target's acknowledgement,
    * and where that time went (absent in reports made before it was measured).

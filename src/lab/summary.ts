@@ -152,7 +152,7 @@ export function formatBreakdown(b: GangwayBreakdown): string {
     ? "verify"
     : `verify ${b.verifySeconds.toFixed(2)} s`;
   return `setup ${b.setupSeconds.toFixed(2)} s (before the TMT), ` +
-    `handshake + scan ${b.prepareSeconds.toFixed(2)} s, ` +
+    `handshake ${b.handshakeSeconds.toFixed(2)} s, ` +
     `live rounds ${live.length > 0 ? live.join(" + ") : "none"} s, ` +
     `paused ${b.pausedSeconds.toFixed(2)} s (${pausing}final round ${
       final?.seconds.toFixed(2) ?? "?"

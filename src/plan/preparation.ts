@@ -64,8 +64,17 @@ export async function prepareGang(gang: Gang, options: PrepareOptions = {}): Pro
   const dirtyTracker = options.dirtyTracker ?? rescanEverything;
   dirtyTracker.start();
   const scan = await scanGangInTurns(gang, { threads: options.threads ?? 1 });
+  const identical = identicalPages(gang);
+  return { gang, scan, dirtyTracker, identical };
+}
+
+/**
+ * Per guest, one byte a page: 1 if its content (as the gang's index holds
+ * it now) is on more than one page of the gang: the paper's identical pages.
+ */
+export function identicalPages(gang: Gang): Uint8Array[] {
   const copies = contentCopies(gang);
-  const identical = gang.guests.map((guest) => {
+  return gang.guests.map((guest) => {
     const pageContents = gang.index.pageContents(guest.number);
     const pages = new Uint8Array(pageContents.length);
     for (let p = 0; p < pageContents.length; p++) {
@@ -74,7 +83,6 @@ export async function prepareGang(gang: Gang, options: PrepareOptions = {}): Pro
     }
     return pages;
   });
-  return { gang, scan, dirtyTracker, identical };
 }
 
 /** Pages of the gang holding each content of its index now (zero pages not counted). */

@@ -22,7 +22,7 @@ import { PAGE_SIZE } from "../native/ram_file.ts";
 import { chunkFeatures, PAGE_FEATURES } from "../native/similarity.ts";
 import { NONE, TargetContents, ZERO } from "./target_contents.ts";
 import { SimilarContents } from "./similar_contents.ts";
-import { contentCopies, type Preparation } from "./preparation.ts";
+import { contentCopies, identicalPages, type Preparation } from "./preparation.ts";
 
 /** What to send for one page (values of `ChunkPlan.ops`). */
 export const Op = {
@@ -152,17 +152,21 @@ export class RoundPlanner {
   }
 
   /**
-   * Completes the counts of a round run without a preparation scan (one
-   * pass over a gang nobody writes). Which pages sent in full had
-   * identical copies (the paper's unsent identical pages) is known only
-   * once the pass has seen every page: each content with copies was sent in
-   * full once, so that many pages move from `unique` to `unsentIdentical`.
+   * Ends the first round of a migration that had no preparation scan: that
+   * round scanned every page into the index as it sent them. Which pages
+   * sent in full had identical copies (the paper's unsent identical pages)
+   * is known only now: each content with copies was sent in full once, so
+   * that many pages of its counts move from `unique` to `unsentIdentical`.
+   * Later rounds tell dirtied identical pages by the copies found now, as
+   * they would by a preparation scan's.
    */
-  classifyOnePass(counts: RoundCounts): void {
+  noteFirstScan(counts: RoundCounts): void {
     let shared = 0;
     for (const copies of contentCopies(this.#gang)) if (copies > 1) shared++;
     counts.unique -= shared;
     counts.unsentIdentical += shared;
+    this.#identicalAtPrep = identicalPages(this.#gang);
+    this.#prepared = true;
   }
 
   /**
@@ -189,7 +193,8 @@ export class RoundPlanner {
    * its difference from its base.
    *
    * @param out the scan's buffers (kinds and ids of the chunk, and its bytes)
-   * @param round 1 for the first round (which reports every zero page)
+   * @param firstRead true when the round reads the guest for the first time: every page's bytes
+   * are in the buffers, and every zero page is counted
    * @param counts this round's counts, added to
    */
   planChunk(
@@ -197,7 +202,7 @@ export class RoundPlanner {
     first: number,
     count: number,
     out: ScanBuffers,
-    round: number,
+    firstRead: boolean,
     counts: RoundCounts,
   ): ChunkPlan {
     const plan = this.#plan;
@@ -210,7 +215,9 @@ export class RoundPlanner {
     const overwritten = new Set<number>(); // contents that Full, Delta and Zero operations take off pages
     const referenced = new Set<number>(); // contents that Ref operations name, and Delta ones' bases
     let n = 0;
-    if (this.#similar) chunkFeatures(out.buf, out.kinds, count, bytesKept(round), this.#features);
+    if (this.#similar) {
+      chunkFeatures(out.buf, out.kinds, count, bytesKept(firstRead), this.#features);
+    }
     for (let i = 0; i < count; i++) {
       const kind = out.kinds[i]!;
       if (kind === PageKind.Skipped) continue;
@@ -221,7 +228,7 @@ export class RoundPlanner {
 
       if (content === ContentId.Zero) {
         if (target.contentAt(x) === ZERO) {
-          if (round === 1) counts.zero++;
+          if (firstRead) counts.zero++;
           continue;
         }
         overwritten.add(target.contentAt(x));
@@ -289,11 +296,11 @@ export class RoundPlanner {
 
 /**
  * The kinds of pages whose bytes a round's scan keeps (see the sender):
- * round 1 reads every page; later rounds keep only pages that changed.
+ * the first read of a guest keeps every page; later ones only pages that changed.
  */
-const ROUND_1_BYTES = [PageKind.New, PageKind.Duplicate, PageKind.Unchanged];
+const FIRST_READ_BYTES = [PageKind.New, PageKind.Duplicate, PageKind.Unchanged];
 const LATER_BYTES = [PageKind.New, PageKind.Duplicate];
 
-function bytesKept(round: number): readonly number[] {
-  return round === 1 ? ROUND_1_BYTES : LATER_BYTES;
+function bytesKept(firstRead: boolean): readonly number[] {
+  return firstRead ? FIRST_READ_BYTES : LATER_BYTES;
 }

@@ -43,7 +43,6 @@ export { TargetError };
  * using gang = Gang.open(guests, { seed: randomSeed() });
  * const conn = await Deno.connect({ hostname: "10.0.0.2", port: 7000 });
  * await using sender = await GangSender.connect(gang, conn);
- * await sender.prepare();
  * await sender.round();                  // live: the guests keep running
  * await pauseMyGuests();
  * await sender.round({ final: true });   // the rest, with the guests paused
@@ -62,6 +61,9 @@ export class GangSender implements AsyncDisposable {
   #roundsStarted = 0;
   /** Guests finished alone (finishGuest): no later round reads them. */
   readonly #finished: boolean[];
+  /** Guests some round has read (its first read sends every page; later ones what changed). */
+  readonly #read: boolean[];
+  /** The index holds a scan of the gang: a preparation's, or the first round's. */
   #prepared = false;
   #sentInOnePass = false;
   /** Rounds done so far. */
@@ -88,6 +90,7 @@ export class GangSender implements AsyncDisposable {
     const deltas = options.deltas ?? options.compression !== "none";
     this.#planner = new RoundPlanner(gang, PARALLEL_CHUNK_PAGES, deltas);
     this.#finished = gang.guests.map(() => false);
+    this.#read = gang.guests.map(() => false);
   }
 
   /**
@@ -133,9 +136,12 @@ export class GangSender implements AsyncDisposable {
   }
 
   /**
-   * The preparation phase: starts dirty tracking and scans every page of
-   * the gang into the content index while the guests run
-   * ({@linkcode prepareGang}). Done by the first round if not called.
+   * The paper's preparation phase, apart from the rounds: starts dirty
+   * tracking and scans every page of the gang into the content index while
+   * the guests run ({@linkcode prepareGang}). Optional: without it the
+   * first round starts the tracking and indexes every page as it sends it,
+   * which reads the gang once instead of twice (it classifies pages as
+   * identical once it has seen them all).
    */
   async prepare(): Promise<Preparation> {
     return this.usePreparation(
@@ -171,8 +177,7 @@ export class GangSender implements AsyncDisposable {
    */
   async round(options: { final?: boolean } = {}): Promise<RoundReport> {
     if (this.#sentInOnePass) throw new Error("round() after onePass(): the gang is sent already");
-    if (!this.#prepared) await this.prepare();
-    return await this.#runRound(options.final ?? false, false);
+    return await this.#runRound(options.final ?? false);
   }
 
   /**
@@ -194,8 +199,7 @@ export class GangSender implements AsyncDisposable {
     if (this.#finished[guest] !== false) {
       throw new Error(`Cannot finish guest ${guest}: it is finished already, or not in the gang`);
     }
-    if (!this.#prepared) await this.prepare();
-    const report = await this.#runRound(false, false, guest);
+    const report = await this.#runRound(false, guest);
     applied?.();
     const g = this.#gang.guests[guest]!;
     const digest = guestDigest(
@@ -232,14 +236,17 @@ export class GangSender implements AsyncDisposable {
     if (this.#prepared || this.#roundsStarted > 0) {
       throw new Error("onePass() must be the sender's only step before verify()");
     }
-    this.#prepared = true;
     this.#sentInOnePass = true;
-    return await this.#runRound(true, true);
+    return await this.#runRound(true);
   }
 
   /** A round over every guest not finished yet, or over `only` (finishGuest). */
-  async #runRound(final: boolean, onePass: boolean, only?: number): Promise<RoundReport> {
+  async #runRound(final: boolean, only?: number): Promise<RoundReport> {
     const round = ++this.#roundsStarted;
+    // No preparation: this round is the gang's first scan, and tracking starts before it reads.
+    const firstScan = !this.#prepared;
+    if (firstScan) this.#tracker.start();
+    this.#prepared = true;
     const counts = emptyCounts();
     const started = performance.now();
     const bytesBefore = this.bytesOnWire;
@@ -258,13 +265,16 @@ export class GangSender implements AsyncDisposable {
         pagesBefore += guest.ram.pages;
         continue;
       }
-      // Round 1 sends every page, so it reads them all, bytes included; later rounds read
-      // what may have changed, and only changed pages (whose bytes the scan keeps) are sent.
-      const mask = round === 1 ? undefined : this.#tracker.changed(guest.number);
+      // A guest's first read sends every page, so it reads them all, bytes included; later
+      // rounds read what may have changed, and only changed pages (whose bytes the scan keeps)
+      // are sent.
+      const firstRead = !this.#read[guest.number];
+      this.#read[guest.number] = true;
+      const mask = firstRead ? undefined : this.#tracker.changed(guest.number);
       const scanning = {
         out,
         mask,
-        bytes: round === 1 ? "all" as const : "changed" as const,
+        bytes: firstRead ? "all" as const : "changed" as const,
         threads,
       };
       const chunks = scanChunks(this.#gang, guest.number, scanning);
@@ -280,7 +290,7 @@ export class GangSender implements AsyncDisposable {
           chunk.first,
           chunk.count,
           out,
-          round,
+          firstRead,
           counts,
         );
         planMs += performance.now() - scanned;
@@ -312,7 +322,7 @@ export class GangSender implements AsyncDisposable {
     if (acknowledged !== round) {
       throw new TargetError(`Target acknowledged round ${acknowledged}, not ${round}`);
     }
-    if (onePass) this.#planner.classifyOnePass(counts);
+    if (firstScan) this.#planner.noteFirstScan(counts);
     const report = roundReport(round, final, started, this.bytesOnWire - bytesBefore, counts, time);
     if (only !== undefined) report.guest = only;
     this.rounds.push(report);

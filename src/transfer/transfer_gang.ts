@@ -1,10 +1,11 @@
 /**
- * One call that runs a whole gang migration: preparation scan, live
- * pre-copy rounds until they converge, pause, final round, verification.
+ * One call that runs a whole gang migration: live pre-copy rounds until
+ * they converge (the first one scans and indexes the gang as it sends it),
+ * pause, final round, verification.
  * On any failure the guests are resumed: a failed migration never leaves
  * a guest paused. It composes the steps a script can also call itself
- * (`examples/compose.ts`): `prepareGang` (plan), `GangSender` (transfer)
- * and `shouldStopLiveRounds` (plan).
+ * (`examples/compose.ts`): `GangSender` (transfer) and
+ * `shouldStopLiveRounds` (plan).
  *
  * @module
  */
@@ -17,7 +18,6 @@ import {
 } from "../plan/convergence.ts";
 import { GangSender } from "./sender.ts";
 import { type RoundReport, type SenderOptions } from "./sender_options.ts";
-import { prepareGang } from "../plan/preparation.ts";
 import { rescanEverything } from "../plan/dirty_tracking.ts";
 import type { ByteStream } from "./frame_io.ts";
 import { checkUnchangedSinceFinalRound } from "./final_checks.ts";
@@ -98,8 +98,6 @@ export interface MigrationReport {
   pausedSeconds: number;
   /** Of those, seconds of the verification (digests sent, the target's answer). */
   verifySeconds: number;
-  /** Seconds of the preparation scan (before round 1); 0 when the only round was the final one. */
-  preparationSeconds: number;
   /** How rounds after the first chose the pages to re-read: "rescan" (every page) or "soft-dirty". */
   dirtyTracking: string;
   /** What compression of page data did. */
@@ -107,8 +105,8 @@ export interface MigrationReport {
 }
 
 /**
- * Migrates a gang to a target over `conn` (which may still be connecting:
- * the preparation scan runs meanwhile). With `maxRounds: 1` (a gang nobody
+ * Migrates a gang to a target over `conn` (or once it is connected). With
+ * `maxRounds: 1` (a gang nobody
  * writes, or one paused from the start) it makes one pass instead: see
  * {@linkcode GangSender.onePass}. Returns once the target has
  * verified every guest; the guests are then still paused, for the caller
@@ -128,34 +126,17 @@ export async function transferGang(
   let pausedAt = 0;
   let sender: GangSender | undefined;
   const dirtyTracker = options.dirtyTracker ?? rescanEverything;
-  // Connecting (a TLS handshake, the gang's introduction) goes on while the preparation scans.
-  const connecting = Promise.resolve(conn).then((c) =>
-    GangSender.connect(gang, c, { ...options, dirtyTracker })
-  );
-  // It may fail (a refused token) while the scan still runs: that failure is awaited
-  // below, once the scan is done; until then it must not count as unhandled.
-  connecting.catch(() => {});
   try {
+    // No preparation scan apart from the rounds: the first one indexes every page as it sends it
+    // (a separate scan would read the gang twice; GangSender.prepare).
+    sender = await GangSender.connect(gang, await conn, { ...options, dirtyTracker });
     const sizes: RoundSize[] = [];
-    // No live rounds: the final round is the only one, and there is nothing to prepare for.
+    // No live rounds: the final round is the only one, and it sends the gang in one pass.
     const onePass = shouldStopLiveRounds(sizes, options);
-    let preparationSeconds = 0;
-    if (onePass) {
-      sender = await connecting;
-    } else {
-      const preparing = prepareGang(gang, { dirtyTracker, threads: options.scanThreads });
-      const preparation = await preparing.catch(async (error) => {
-        (await connecting.catch(() => undefined))?.close();
-        throw error;
-      });
-      preparationSeconds = preparation.scan.seconds;
-      sender = await connecting;
-      sender.usePreparation(preparation);
-      while (!shouldStopLiveRounds(sizes, options)) {
-        const report = await sender.round();
-        options.onRound?.(report);
-        sizes.push(roundSize(report));
-      }
+    while (!onePass && !shouldStopLiveRounds(sizes, options)) {
+      const report = await sender.round();
+      options.onRound?.(report);
+      sizes.push(roundSize(report));
     }
     if (options.pauseGuest && !onePass) {
       pausedAt = performance.now();
@@ -194,7 +175,6 @@ export async function transferGang(
       digests,
       pausedSeconds: (now - pausedAt) / 1000,
       verifySeconds: (now - verifyStarted) / 1000,
-      preparationSeconds,
       dirtyTracking: sender.dirtyTracking,
       compression: sender.compression,
     };
