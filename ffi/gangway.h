@@ -25,7 +25,7 @@
 #define GW_MAX_CALL_PAGES 0x7fffffffu
 
 /* Bumped whenever a signature or a constant below changes. */
-#define GW_ABI_VERSION 12
+#define GW_ABI_VERSION 13
 
 uint32_t gw_abi_version(void);
 
@@ -263,6 +263,16 @@ enum gw_scan_flags {
 };
 int gw_index_scan(gw_index *index, uint32_t guest, uint32_t first, uint32_t count, uint32_t flags,
 		  const uint8_t *mask, uint8_t *buf, uint8_t *kinds, uint32_t *ids, uint64_t *stats);
+
+/*
+ * Of every stride-th page of a guest, from page offset, how many no longer
+ * hold what their last scan found (their hash differs; a page that became
+ * zero or stopped being zero counts). Reads the pages with pread and
+ * changes nothing: an estimate of what a scan now would find changed,
+ * at 1/stride of its cost. Returns the count, or -errno (-ESTALE: the file
+ * shrank; -EINVAL: stride is 0).
+ */
+int gw_index_count_changed(gw_index *index, uint32_t guest, uint32_t stride, uint32_t offset);
 
 /*
  * Threads for the page work of later scans (zero checks, copies, hashes):

@@ -219,3 +219,31 @@ GW_EXPORT int gw_index_scan(gw_index *ix, uint32_t guest, uint32_t first, uint32
 	}
 	return examined;
 }
+
+GW_EXPORT int gw_index_count_changed(gw_index *ix, uint32_t guest, uint32_t stride, uint32_t offset)
+{
+	uint8_t page[GW_PAGE_SIZE] __attribute__((aligned(64)));
+	struct guest_state *gs;
+	uint64_t call = gw__call_id();
+	int changed = 0, err;
+
+	if (guest >= ix->guest_count || !stride)
+		return -EINVAL;
+	gs = &ix->guests[guest];
+	/* A shrunk file's lost pages must not read as zeros. */
+	err = gw__ram_check_whole(gs->ram, call);
+	if (err)
+		return err;
+	for (uint64_t p = offset; p < gs->pages; p += stride) {
+		uint64_t hash;
+
+		/* A short last page reads as its scan read it: zeros past the end. */
+		err = gw__pread_full(gs->ram->fd, page, GW_PAGE_SIZE, p << GW_PAGE_SHIFT);
+		if (err)
+			return err;
+		hash = gw__page_is_zero(page) ? ix->zero_hash : page_hash(ix, page);
+		if (hash != gs->hash[p])
+			changed++;
+	}
+	return changed;
+}

@@ -30,3 +30,10 @@ Deno.test("shouldStopLiveRounds() stops at the round limit, the final round incl
   assertEquals(shouldStopLiveRounds(rounds(60_000, 50_000, 40_000), { maxRounds: 4 }), true);
   assertEquals(shouldStopLiveRounds(rounds(60_000, 50_000), { maxRounds: 4 }), false);
 });
+
+Deno.test("shouldStopLiveRounds() stops when what changed since the last round is estimated small", () => {
+  const after = (changedAfter: number) => [{ round: 1, pagesSent: 60_000, changedAfter }];
+  assertEquals(shouldStopLiveRounds(after(400)), true, "round 1 can end the live rounds");
+  assertEquals(shouldStopLiveRounds(after(2_049)), false);
+  assertEquals(shouldStopLiveRounds(after(400), { stopPages: 100 }), false);
+});

@@ -97,6 +97,40 @@ Deno.test("a guest's first read sends every page, even in a round after the firs
   }
 });
 
+Deno.test("estimateChanged() samples what a round now would find changed, and changes nothing", async () => {
+  // Guest 0 is read by round 1, then every page of it changes; guest 1 is finished; guest 2 was
+  // never read: it counts whole.
+  const pages = 700;
+  const paths = ["estimate-a", "estimate-b", "estimate-c"].map((name, g) =>
+    makeRamFile(shmPath(name), Array.from({ length: pages }, (_, p) => patternPage(1000 * g + p)))
+  );
+  await using receiver = await startReceiver();
+  try {
+    using gang = Gang.open(paths.map((path, g) => ({ name: `vm${g}`, path })), {
+      seed: randomSeed(),
+    });
+    await using sender = await GangSender.connect(gang, await receiver.connect());
+    await sender.finishGuest(1);
+    assertEquals(sender.estimateChanged(), 2 * pages, "guests 0 and 2 were never read");
+    await sender.round();
+    assertEquals(sender.estimateChanged(), 0, "nothing changed since round 1");
+    {
+      using ram = RamFile.open(paths[0]!, { write: true });
+      const changed = Uint32Array.from({ length: pages }, (_, p) => p);
+      ram.write(changed, new Uint8Array(pages * PAGE_SIZE).fill(7));
+    }
+    assertEquals(sender.estimateChanged(), pages, "every page of guest 0 changed");
+    assertEquals(sender.estimateChanged(), pages, "the estimate changed nothing");
+    const final = await sender.round({ final: true });
+    assertEquals(final.pages.unique, 1, "the final round still finds every changed page");
+    assertEquals(final.pages.sentIdentical, pages - 1);
+    await sender.verify();
+    assertSameBytes(readRamFile(`${receiver.dir}/vm0`), readRamFile(paths[0]!));
+  } finally {
+    await removeFiles(...paths);
+  }
+});
+
 Deno.test("mappingAddress() finds where a process maps a RAM file, and only a mapped one", async () => {
   const path = makeRamFile(shmPath("mapped"), [patternPage(1), patternPage(2)]);
   const unmapped = makeRamFile(shmPath("unmapped"), [patternPage(3)]);

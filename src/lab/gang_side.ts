@@ -105,7 +105,10 @@ export async function runGangSide(options: GangSideOptions): Promise<GangSideRes
           `round ${round.round}${round.final ? " (final)" : ""}: ${
             (round.bytesOnWire / 1e6).toFixed(1)
           } MB in ${round.seconds.toFixed(2)} s, ${round.pages.unique} unique pages, ` +
-            `${round.pages.sentIdentical} as references`,
+            `${round.pages.sentIdentical} as references` +
+            (round.changedAfter === undefined
+              ? ""
+              : `; then about ${round.changedAfter} pages changed`),
         );
       },
     });

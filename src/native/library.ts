@@ -24,7 +24,7 @@ import { CACHE_DIR_VARIABLES, defaultCacheDir } from "../_cache_dir.ts";
 import { errorMessage } from "../_errors.ts";
 
 /** Must equal GW_ABI_VERSION in ffi/gangway.h: a stale build is refused. */
-const ABI_VERSION = 12;
+const ABI_VERSION = 13;
 
 /** One entry per C function, with its prototype from ffi/gangway.h. */
 const SYMBOLS = {
@@ -122,6 +122,8 @@ const SYMBOLS = {
     ],
     result: "i32",
   },
+  // int gw_index_count_changed(gw_index *index, uint32_t guest, uint32_t stride, uint32_t offset)
+  gw_index_count_changed: { parameters: ["pointer", "u32", "u32", "u32"], result: "i32" },
   // void gw_index_set_threads(gw_index *index, uint32_t threads)
   gw_index_set_threads: { parameters: ["pointer", "u32"], result: "void" },
   // const uint64_t *gw_index_page_hashes(const gw_index *index, uint32_t guest)

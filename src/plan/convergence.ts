@@ -23,24 +23,30 @@ export interface RoundSize {
   round: number;
   /** Pages it handled. */
   pagesSent: number;
+  /** An estimate, made right after it, of the pages the next round would find changed. */
+  changedAfter?: number;
 }
 
 /**
  * The size of a round for {@linkcode shouldStopLiveRounds}: the pages it
  * put on the wire in any form (zero pages of round 1 cost nothing).
  */
-export function roundSize(report: { round: number; pages: RoundPages }): RoundSize {
+export function roundSize(
+  report: { round: number; pages: RoundPages; changedAfter?: number },
+): RoundSize {
   const p = report.pages;
   const zeros = report.round === 1 ? 0 : p.zero;
   const pagesSent = p.unique + p.dirtiedIdentical + p.unsentIdentical + p.sentIdentical + zeros;
-  return { round: report.round, pagesSent };
+  return { round: report.round, pagesSent, changedAfter: report.changedAfter };
 }
 
 /**
  * Whether the next round should be the final one: the last live round was
- * small enough, the round limit is reached, or the rounds stopped
- * shrinking (the guests write as fast as we send: more rounds would not
- * make the final one smaller).
+ * small enough, or what changed since it is estimated to be (round 1
+ * sends every page, so only the estimate can end the rounds after it),
+ * the round limit is reached, or the rounds stopped shrinking (the guests
+ * write as fast as we send: more rounds would not make the final one
+ * smaller).
  */
 export function shouldStopLiveRounds(
   history: readonly RoundSize[],
@@ -52,6 +58,7 @@ export function shouldStopLiveRounds(
   if (!last) return maxRounds <= 1;
   if (history.length + 1 >= maxRounds) return true;
   if (last.pagesSent <= stopPages) return true;
+  if (last.changedAfter !== undefined && last.changedAfter <= stopPages) return true;
   const before = history.at(-2);
   // Round 1 sends everything: only compare later rounds with one another. Without soft-dirty
   // bits every round re-reads all of the gang's RAM, so a round that did not shrink the next

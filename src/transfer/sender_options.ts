@@ -85,6 +85,11 @@ export interface RoundReport {
   rematched: number;
   /** Of the pages sent in full, those sent as their difference from a similar content. */
   deltas: number;
+  /**
+   * Live rounds of `transferGang`: the pages a next round would find
+   * changed, estimated right after this one (`GangSender.estimateChanged`).
+   */
+  changedAfter?: number;
   /** Where the round's time went. */
   time: RoundTime;
 }

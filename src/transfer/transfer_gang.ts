@@ -135,6 +135,7 @@ export async function transferGang(
     const onePass = shouldStopLiveRounds(sizes, options);
     while (!onePass && !shouldStopLiveRounds(sizes, options)) {
       const report = await sender.round();
+      report.changedAfter = sender.estimateChanged();
       options.onRound?.(report);
       sizes.push(roundSize(report));
     }
