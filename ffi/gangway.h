@@ -25,7 +25,7 @@
 #define GW_MAX_CALL_PAGES 0x7fffffffu
 
 /* Bumped whenever a signature or a constant below changes. */
-#define GW_ABI_VERSION 13
+#define GW_ABI_VERSION 14
 
 uint32_t gw_abi_version(void);
 
@@ -153,6 +153,20 @@ uint32_t gw_compress_bound(uint32_t len);
  */
 int gw_compress(const uint8_t *src, uint32_t len, uint8_t *dst, uint32_t cap, int32_t level,
 		uint64_t *ns);
+/*
+ * A compression job: gw_compress on a thread of its own (made at its first
+ * start, inheriting the starter's CPU weight), while the caller goes on.
+ * start queues one run (-EBUSY if one is queued); the buffers must stay
+ * valid until finish, which waits for the run and returns what gw_compress
+ * returned (-EINVAL when nothing was started), with its nanoseconds in *ns.
+ * free waits for a queued run, then ends the thread.
+ */
+typedef struct gw_compress_job gw_compress_job;
+int gw_compress_job_new(gw_compress_job **out);
+int gw_compress_job_start(gw_compress_job *job, const uint8_t *src, uint32_t len, uint8_t *dst, uint32_t cap,
+			  int32_t level);
+int gw_compress_job_finish(gw_compress_job *job, uint64_t *ns);
+void gw_compress_job_free(gw_compress_job *job);
 /* Decompresses src into dst, which must come out exactly `expected` bytes; 0 or -EBADMSG. */
 int gw_decompress(const uint8_t *src, uint32_t len, uint8_t *dst, uint32_t expected);
 

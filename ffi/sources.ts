@@ -11,6 +11,7 @@
  * @module
  */
 import compressC from "./compress.c" with { type: "text" };
+import compressJobC from "./compress_job.c" with { type: "text" };
 import dirC from "./dir.c" with { type: "text" };
 import gangwayH from "./gangway.h" with { type: "text" };
 import hashC from "./hash.c" with { type: "text" };
@@ -30,6 +31,7 @@ export const LIBRARY_SOURCES: readonly string[] = [
   "dir.c",
   "hash.c",
   "compress.c",
+  "compress_job.c",
   "index.c",
   "index_scan.c",
   "pagemap.c",
@@ -47,6 +49,7 @@ export const LIBRARY_FILES: Readonly<Record<string, string>> = {
   "dir.c": dirC,
   "hash.c": hashC,
   "compress.c": compressC,
+  "compress_job.c": compressJobC,
   "index.c": indexC,
   "index_scan.c": indexScanC,
   "pagemap.c": pagemapC,

@@ -1,5 +1,5 @@
 import { assert, assertEquals, assertSameBytes, assertThrows } from "./_assert.ts";
-import { compress, compressBound, decompress } from "../src/native/compression.ts";
+import { compress, compressBound, CompressJob, decompress } from "../src/native/compression.ts";
 import { PAGE_SIZE } from "../src/native/ram_file.ts";
 import { Gang } from "../src/scan/gang.ts";
 import { transferGang } from "../src/transfer/transfer_gang.ts";
@@ -29,6 +29,29 @@ Deno.test("compress() and decompress() round-trip and decompress() wants the exa
   assertEquals(decompress(dst.subarray(0, size), new Uint8Array(src.length - 1)), false);
   assertEquals(decompress(dst.subarray(0, size), new Uint8Array(src.length + PAGE_SIZE)), false);
   assertEquals(decompress(Uint8Array.of(1, 2, 3), out), false);
+});
+
+Deno.test("a CompressJob compresses on its own thread as compress() does, one run at a time", () => {
+  const src = new Uint8Array([...textPage(3), ...textPage(4), ...textPage(5)]);
+  const expected = new Uint8Array(compressBound(src.length));
+  const expectedSize = compress(src, expected);
+  const job = new CompressJob();
+  assertThrows(() => job.finish(), Error, "Cannot compress pages"); // nothing was started
+  for (let run = 0; run < 3; run++) {
+    const dst = new Uint8Array(compressBound(src.length));
+    job.start(src, dst);
+    assertThrows(() => job.start(src, dst), Error, "Cannot start compressing pages");
+    const { size, ms } = job.finish();
+    assertEquals(size, expectedSize);
+    assertSameBytes(dst.subarray(0, size), expected.subarray(0, expectedSize));
+    assert(ms >= 0);
+  }
+  job.start(src, new Uint8Array(8));
+  assertThrows(() => job.finish(), Error, "Cannot compress pages"); // the output does not fit
+  job.start(src, new Uint8Array(compressBound(src.length)));
+  job.close(); // waits for the run started last
+  job.close();
+  assertThrows(() => job.start(src, expected), Error, "closed");
 });
 
 Deno.test("compressBound() refuses sizes whose bound does not fit in 32 bits", () => {

@@ -24,7 +24,7 @@ import { CACHE_DIR_VARIABLES, defaultCacheDir } from "../_cache_dir.ts";
 import { errorMessage } from "../_errors.ts";
 
 /** Must equal GW_ABI_VERSION in ffi/gangway.h: a stale build is refused. */
-const ABI_VERSION = 13;
+const ABI_VERSION = 14;
 
 /** One entry per C function, with its prototype from ffi/gangway.h. */
 const SYMBOLS = {
@@ -80,13 +80,18 @@ const SYMBOLS = {
   // int gw_compress(const uint8_t *src, uint32_t len, uint8_t *dst, uint32_t cap, int32_t level,
   //                 uint64_t *ns)
   gw_compress: { parameters: ["buffer", "u32", "buffer", "u32", "i32", "buffer"], result: "i32" },
-  // The same, on a thread of Deno's blocking pool: the caller goes on while it compresses.
-  gw_compress_off_thread: {
-    name: "gw_compress",
-    parameters: ["buffer", "u32", "buffer", "u32", "i32", "buffer"],
+  // int gw_compress_job_new(gw_compress_job **out)
+  gw_compress_job_new: { parameters: ["buffer"], result: "i32" },
+  // int gw_compress_job_start(gw_compress_job *job, const uint8_t *src, uint32_t len, uint8_t *dst,
+  //                           uint32_t cap, int32_t level)
+  gw_compress_job_start: {
+    parameters: ["pointer", "buffer", "u32", "buffer", "u32", "i32"],
     result: "i32",
-    nonblocking: true,
   },
+  // int gw_compress_job_finish(gw_compress_job *job, uint64_t *ns)
+  gw_compress_job_finish: { parameters: ["pointer", "buffer"], result: "i32" },
+  // void gw_compress_job_free(gw_compress_job *job)
+  gw_compress_job_free: { parameters: ["pointer"], result: "void" },
   // int gw_decompress(const uint8_t *src, uint32_t len, uint8_t *dst, uint32_t expected)
   gw_decompress: { parameters: ["buffer", "u32", "buffer", "u32"], result: "i32" },
 

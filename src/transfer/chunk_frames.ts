@@ -4,8 +4,9 @@
  * policy says so and the data shrinks, DELTAS (pages of which some are
  * differences) always: uncompressed, a difference is as large as its page.
  *
- * zstd runs on other threads while this one scans and plans the next
- * chunks: the frames go into an ordered queue, and each is written to the
+ * zstd runs on other threads (a {@linkcode CompressJob} per page buffer)
+ * while this one scans and plans the next chunks: the frames go into an
+ * ordered queue, and each is written to the
  * stream once every frame before it is (a reference must follow the pages
  * it names, and the target counts contents in stream order). The queue is
  * bounded: a compression in flight holds one of {@linkcode IN_FLIGHT} page
@@ -15,7 +16,7 @@
  */
 import type { Gang } from "../scan/gang.ts";
 import { PAGE_SIZE } from "../native/ram_file.ts";
-import { compressBound, compressOffThread } from "../native/compression.ts";
+import { compressBound, CompressJob } from "../native/compression.ts";
 import { type ChunkPlan, Op } from "../plan/round_planner.ts";
 import { NONE } from "../plan/target_contents.ts";
 import type { CompressionPolicy, SenderWaits } from "./compression_policy.ts";
@@ -42,17 +43,18 @@ const IN_FLIGHT = Math.min(4, Math.max(1, (navigator.hardwareConcurrency ?? 2) -
 /** Frames waiting to be written, at most: the queue may not grow while the link stalls. */
 const QUEUED_FRAMES = 16;
 
-/** The page data of one frame, copied out of the scan's buffer, and room for it compressed. */
+/** The page data of one frame, copied out of the scan's buffer, room for it compressed, and the job that compresses it. */
 interface PageBuffers {
   raw: Uint8Array;
   zstd: Uint8Array;
+  job: CompressJob;
 }
 
 /** A frame waiting in the queue: written once `written` settles. */
 interface Queued {
   written: Promise<void>;
-  /** Its compression, while one runs. */
-  compressed?: Promise<unknown>;
+  /** Waits for its compression, if it has one (the frame's writing takes the outcome). */
+  compressed?: () => void;
 }
 
 /** Encodes planned chunks as frames, into room a writer gives. */
@@ -62,7 +64,8 @@ export class ChunkFrames {
   readonly #reserve: (bytes: number) => Promise<Uint8Array>;
   readonly #waits: SenderWaits;
   readonly #free: PageBuffers[] = [];
-  #made = 0;
+  /** Every page buffer made (at most IN_FLIGHT), free or in use. */
+  readonly #made: PageBuffers[] = [];
   readonly #queue: Queued[] = [];
   #tail: Promise<void> = Promise.resolve();
   /** Bytes of the frames that carried each guest's pages, by guest number. */
@@ -111,6 +114,11 @@ export class ChunkFrames {
         if (i < plan.length) run.push(i);
       }
     }
+  }
+
+  /** Ends the compression jobs' threads (after their runs); the frames are done with. */
+  close(): void {
+    for (const { job } of this.#made) job.close();
   }
 
   /** Waits until every queued frame is in the writer; throws the first failure. */
@@ -181,23 +189,28 @@ export class ChunkFrames {
     const buffers = await this.#takeBuffers();
     const raw = buffers.raw.subarray(0, n * PAGE_SIZE);
     gatherPages(raw, data, slots);
-    const size = compress
-      ? compressOffThread(raw, buffers.zstd).then(({ size, ms }) => {
-        this.#compression.record(raw.length, size, ms);
-        return size;
-      })
-      : undefined;
-    // Its failure is the frame's (below); a frame never written (one before it failed) drops it.
-    size?.catch(() => {});
+    if (compress) buffers.job.start(raw, buffers.zstd);
+    // The compression's outcome, taken once: by the wait for the queue or by the frame's writing.
+    let outcome: { size: number } | { error: unknown } | undefined;
+    const compressed = () => {
+      if (!outcome) {
+        try {
+          const { size, ms } = buffers.job.finish();
+          this.#compression.record(raw.length, size, ms);
+          outcome = { size };
+        } catch (error) {
+          outcome = { error };
+        }
+      }
+      if ("error" in outcome) throw outcome.error;
+      return outcome.size;
+    };
     await this.#enqueue(guest, async () => {
       try {
-        const compressed = await size;
-        if (compressed !== undefined && compressed < raw.length) {
-          const frame = await this.#reserve(pagesFrameBytes(n, compressed, deltas));
-          frame.set(
-            buffers.zstd.subarray(0, compressed),
-            writePagesHead(frame, guest, entries, true),
-          );
+        const size = compress ? compressed() : undefined;
+        if (size !== undefined && size < raw.length) {
+          const frame = await this.#reserve(pagesFrameBytes(n, size, deltas));
+          frame.set(buffers.zstd.subarray(0, size), writePagesHead(frame, guest, entries, true));
           return frame.length;
         }
         // Gathered into `raw` already, in frame order.
@@ -207,14 +220,14 @@ export class ChunkFrames {
       } finally {
         this.#free.push(buffers);
       }
-    }, size);
+    }, compress ? compressed : undefined);
   }
 
   /** Queues a frame's writing behind every frame queued before it. */
   async #enqueue(
     guest: number,
     write: () => Promise<number>,
-    compressed?: Promise<unknown>,
+    compressed?: () => void,
   ): Promise<void> {
     while (this.#queue.length >= QUEUED_FRAMES) await this.#waitOldest();
     const written = this.#tail.then(async () => {
@@ -228,10 +241,11 @@ export class ChunkFrames {
 
   /** Page buffers for one frame: a free pair, or the oldest queued frame's once it is written. */
   async #takeBuffers(): Promise<PageBuffers> {
-    if (this.#free.length === 0 && this.#made < IN_FLIGHT) {
-      this.#made++;
+    if (this.#free.length === 0 && this.#made.length < IN_FLIGHT) {
       const raw = new Uint8Array(PAGES_PER_FRAME * PAGE_SIZE);
-      return { raw, zstd: new Uint8Array(compressBound(raw.length)) };
+      const made = { raw, zstd: new Uint8Array(compressBound(raw.length)), job: new CompressJob() };
+      this.#made.push(made);
+      return made;
     }
     while (this.#free.length === 0) await this.#waitOldest();
     return this.#free.pop()!;
@@ -242,7 +256,11 @@ export class ChunkFrames {
     const oldest = this.#queue.shift()!;
     if (oldest.compressed) {
       const started = performance.now();
-      await oldest.compressed.catch(() => {});
+      try {
+        oldest.compressed();
+      } catch {
+        // The frame's writing throws it, and its wait below.
+      }
       this.#waits.zstd += (performance.now() - started) / 1000;
     }
     const started = performance.now();

@@ -127,5 +127,6 @@ export class TargetLink {
     } catch {
       // Already closed by the peer.
     }
+    this.frames.close();
   }
 }
