@@ -194,8 +194,10 @@ export class ChunkFrames {
     let outcome: { size: number } | { error: unknown } | undefined;
     const compressed = () => {
       if (!outcome) {
+        const started = performance.now();
         try {
           const { size, ms } = buffers.job.finish();
+          this.#waits.zstd += (performance.now() - started) / 1000;
           this.#compression.record(raw.length, size, ms);
           outcome = { size };
         } catch (error) {
@@ -254,14 +256,10 @@ export class ChunkFrames {
   /** Waits for the oldest queued frame: for its compression first, then for the stream. */
   async #waitOldest(): Promise<void> {
     const oldest = this.#queue.shift()!;
-    if (oldest.compressed) {
-      const started = performance.now();
-      try {
-        oldest.compressed();
-      } catch {
-        // The frame's writing throws it, and its wait below.
-      }
-      this.#waits.zstd += (performance.now() - started) / 1000;
+    try {
+      oldest.compressed?.();
+    } catch {
+      // The frame's writing throws it, and its wait below.
     }
     const started = performance.now();
     await oldest.written;
