@@ -69,7 +69,8 @@ try {
 
   // Step 2 -- plan: the preparation scan indexes every page (dirty tracking starts just before);
   // the rounds are planned from what it found. A script could stop here: it knows what
-  // gang migration would send.
+  // gang migration would send. (Optional: without it round 1 indexes each page as it sends it,
+  // as transferGang does, and the gang is read once less.)
   const preparation = await prepareGang(gang);
   const { totals } = preparation.scan;
   say(
@@ -89,7 +90,8 @@ try {
   const sizes: RoundSize[] = [];
   while (!shouldStopLiveRounds(sizes, { maxRounds })) {
     const round = await sender.round();
-    sizes.push(roundSize(round));
+    // A sample says whether a next live round would find enough changed to be worth it.
+    sizes.push({ ...roundSize(round), changedAfter: sender.estimateChanged() });
     say(describe(round));
   }
   // Here a script moving running guests pauses them: the final round makes the target exact.

@@ -89,7 +89,7 @@ GW_EXPORT int gw_compress_job_start(gw_compress_job *job, const uint8_t *src, ui
 	int err = 0;
 
 	pthread_mutex_lock(&job->lock);
-	if (atomic_load(&job->state) == JOB_QUEUED) {
+	if (atomic_load(&job->state) != JOB_IDLE) { /* queued, or done and not finished yet */
 		err = -EBUSY;
 		goto out;
 	}

@@ -156,7 +156,7 @@ int gw_compress(const uint8_t *src, uint32_t len, uint8_t *dst, uint32_t cap, in
 /*
  * A compression job: gw_compress on a thread of its own (made at its first
  * start, inheriting the starter's CPU weight), while the caller goes on.
- * start queues one run (-EBUSY if one is queued); the buffers must stay
+ * start queues one run (-EBUSY if one is started and not finished); the buffers must stay
  * valid until finish, which waits for the run and returns what gw_compress
  * returned (-EINVAL when nothing was started), with its nanoseconds in *ns.
  * free waits for a queued run, then ends the thread.
@@ -284,7 +284,7 @@ int gw_index_scan(gw_index *index, uint32_t guest, uint32_t first, uint32_t coun
  * zero or stopped being zero counts). Reads the pages with pread and
  * changes nothing: an estimate of what a scan now would find changed,
  * at 1/stride of its cost. Returns the count, or -errno (-ESTALE: the file
- * shrank; -EINVAL: stride is 0).
+ * shrank; -EINVAL: stride is 0; -EOVERFLOW: so many samples the count might not fit).
  */
 int gw_index_count_changed(gw_index *index, uint32_t guest, uint32_t stride, uint32_t offset);
 

@@ -8,6 +8,7 @@
  * thread, so the index needs no lock.
  */
 #include <errno.h>
+#include <limits.h>
 #include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
@@ -230,6 +231,8 @@ GW_EXPORT int gw_index_count_changed(gw_index *ix, uint32_t guest, uint32_t stri
 	if (guest >= ix->guest_count || !stride)
 		return -EINVAL;
 	gs = &ix->guests[guest];
+	if (gs->pages / stride >= INT_MAX)
+		return -EOVERFLOW; /* the count would not fit the int */
 	/* A shrunk file's lost pages must not read as zeros. */
 	err = gw__ram_check_whole(gs->ram, call);
 	if (err)

@@ -1,10 +1,10 @@
 /*
  * The CPU priority of every thread of this process. Linux keeps a nice
  * value per thread, and setpriority(PRIO_PROCESS, 0, n) changes only the
- * caller's: threads that exist already keep theirs, and among them are
- * Deno's threads for blocking calls, where zstd runs (a compression in
- * flight waited behind the guests' vCPUs while the sender's thread had the
- * gang's weight). Threads made later inherit their maker's.
+ * caller's: threads that exist already keep theirs (when zstd ran on
+ * Deno's threads for blocking calls, a compression in flight waited behind
+ * the guests' vCPUs while the sender's thread had the gang's weight).
+ * Threads made later, such as the compression jobs', inherit their maker's.
  */
 #define _GNU_SOURCE
 #include <dirent.h>

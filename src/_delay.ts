@@ -62,9 +62,9 @@ let lastTurn = 0;
  * control connection for dead. Frame loops call this after each read and
  * write, with the default: a turn sleeps to the timers' next tick and
  * waits for the CPU again (1-6 ms on a busy 2-core host), so it is rare
- * where it costs the page work; pings and deadlines are seconds. The
- * preparation scan turns every 20 ms: a TLS handshake with the target
- * runs meanwhile, a round trip a turn.
+ * where it costs the page work; pings and deadlines are seconds. A
+ * preparation scan (`prepareGang`) turns every 20 ms: a TLS handshake with
+ * the target may run meanwhile, a round trip a turn.
  */
 export async function shareEventLoop(everyMs = 250): Promise<void> {
   if (performance.now() - lastTurn < everyMs) return;

@@ -39,9 +39,10 @@ let raisedBy = 0;
 
 /**
  * Sets every thread of the process to `nice` (with `--allow-ffi`), else
- * leaves them: the calling thread has it already. Deno's threads for
- * blocking calls, where zstd runs, would otherwise keep the priority they
- * were made with, behind the guests' vCPUs.
+ * leaves them: the calling thread has it already. Threads made before the
+ * claim (Deno's own, the C library's scan helpers and compression jobs)
+ * would otherwise keep the priority they were made with, behind the
+ * guests' vCPUs; threads made later inherit their maker's.
  */
 function allThreadsTo(nice: number): void {
   try {
@@ -52,8 +53,8 @@ function allThreadsTo(nice: number): void {
 }
 
 /**
- * Gives the process (Deno's main thread: the page work, the threads where
- * zstd runs, and the C library's threads started later) the CPU weight of
+ * Gives the process (Deno's main thread: the page work, and the C
+ * library's threads, where zstd and the scans' helpers run) the CPU weight of
  * `threads` ordinary threads each, if it may (root, or CAP_SYS_NICE) and
  * has less.
  *

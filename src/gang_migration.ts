@@ -6,9 +6,9 @@
  *      disks without shared storage: each guest's overlay mirrored to its
  *      destination until the mirror has caught up (as libvirt does, before
  *      the RAM moves), then kept in step with every write;
- *   3. preparation scan of the whole gang's RAM, while the guests run;
- *   4. live pre-copy rounds to the target's receiver, which writes into the
- *      destinations' RAM files; each distinct page content crosses once;
+ *   3-4. live pre-copy rounds to the target's receiver, which writes into the
+ *      destinations' RAM files, the first scanning and indexing the whole
+ *      gang's RAM as it goes; each distinct page content crosses once;
  *   5. pause every guest, final round; as soon as the target has applied it,
  *      QEMU moves each guest's device state while every guest's RAM digest
  *      is verified and the disk copies are completed;

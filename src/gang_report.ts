@@ -34,7 +34,7 @@ export interface QemuGuestReport {
 
 /** When each phase of a gang migration began, in seconds from its start. */
 export interface GangTimeline {
-  /** The destinations wait: the preparation scan and the rounds begin. */
+  /** The destinations wait: the rounds begin. */
   transfer: number;
   /** The gang is being paused for the final round (the destinations were found ready). */
   paused: number;

@@ -35,8 +35,8 @@ Deno.test("a CompressJob compresses on its own thread as compress() does, one ru
   const src = new Uint8Array([...textPage(3), ...textPage(4), ...textPage(5)]);
   const expected = new Uint8Array(compressBound(src.length));
   const expectedSize = compress(src, expected);
-  const job = new CompressJob();
-  assertThrows(() => job.finish(), Error, "Cannot compress pages"); // nothing was started
+  using job = new CompressJob();
+  assertThrows(() => job.finish(), Error, "Cannot finish compressing pages: no run was started");
   for (let run = 0; run < 3; run++) {
     const dst = new Uint8Array(compressBound(src.length));
     job.start(src, dst);
@@ -47,9 +47,11 @@ Deno.test("a CompressJob compresses on its own thread as compress() does, one ru
     assert(ms >= 0);
   }
   job.start(src, new Uint8Array(8));
-  assertThrows(() => job.finish(), Error, "Cannot compress pages"); // the output does not fit
-  job.start(src, new Uint8Array(compressBound(src.length)));
+  assertThrows(() => job.finish(), Error, "does not fit the output buffer");
+  const last = new Uint8Array(compressBound(src.length));
+  job.start(src, last);
   job.close(); // waits for the run started last
+  assertSameBytes(last.subarray(0, expectedSize), expected.subarray(0, expectedSize));
   job.close();
   assertThrows(() => job.start(src, expected), Error, "closed");
 });

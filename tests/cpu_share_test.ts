@@ -70,7 +70,7 @@ Deno.test("claimCpuShare raises every thread of the process, those made before t
     import { claimCpuShare, releaseCpuShare } from ${
     JSON.stringify(new URL("../src/cpu_share.ts", import.meta.url).href)
   };
-    // Threads for blocking calls (where zstd runs) made before the claim.
+    // Threads made before the claim (Deno's threads for blocking calls) must get it too.
     await Promise.all([1, 2, 3].map(() => Deno.readTextFile("/proc/self/stat")));
     const nices = () => [...Deno.readDirSync("/proc/self/task")].map(({ name }) =>
       Number(Deno.readTextFileSync("/proc/self/task/" + name + "/stat").split(") ")[1].split(" ")[16]));

@@ -9,14 +9,21 @@ import { copyPages, PAGE_SIZE, RamFile } from "../src/native/ram_file.ts";
 import { makeRamFile, patternPage, readRamFile, removeFiles, shmPath } from "./_fixtures.ts";
 import { startReceiver } from "./_transfer.ts";
 
-/** A tracker that counts its starts and names only page 2 of every guest as changed. */
-function pageTwoTracker(): DirtyTracker & { started: number; asked: number } {
+/**
+ * A tracker that counts its starts, notes how many contents the gang's index held at the first
+ * (none: no page was read yet), and names only page 2 of every guest as changed.
+ */
+function pageTwoTracker(
+  gang?: Gang,
+): DirtyTracker & { started: number; asked: number; contentsAtStart?: number } {
   return {
     kind: "soft-dirty",
     started: 0,
     asked: 0,
+    contentsAtStart: undefined as number | undefined,
     start() {
       this.started++;
+      this.contentsAtStart ??= gang?.index.contents;
     },
     changed(this: { asked: number }) {
       this.asked++;
@@ -35,8 +42,8 @@ for (const prepared of [true, false]) {
       const path = makeRamFile(shmPath("tracked"), pages);
       await using receiver = await startReceiver();
       try {
-        const tracker = pageTwoTracker();
         using gang = Gang.open([{ name: "vm", path }], { seed: randomSeed() });
+        const tracker = pageTwoTracker(gang);
         await using sender = await GangSender.connect(gang, await receiver.connect(), {
           dirtyTracker: tracker,
         });
@@ -45,7 +52,8 @@ for (const prepared of [true, false]) {
           assertEquals(tracker.started, 1, "tracking starts with the preparation scan");
         }
         assertEquals((await sender.round()).pages.unique, 8, "round 1 reads and sends every page");
-        assertEquals(tracker.started, 1, "tracking started once, before round 1 read a page");
+        assertEquals(tracker.started, 1, "tracking started once");
+        assertEquals(tracker.contentsAtStart, 0, "before any page was read");
         assertEquals(tracker.asked, 0, "round 1 reads every page whatever the tracker says");
         {
           using ram = RamFile.open(path, { write: true });

@@ -108,13 +108,16 @@ export async function runGangSide(options: GangSideOptions): Promise<GangSideRes
             `${round.pages.sentIdentical} as references` +
             (round.changedAfter === undefined
               ? ""
-              : `; then about ${round.changedAfter} pages changed`),
+              : `; then about ${round.changedAfter.pages} pages changed (sampled in ${
+                (round.changedAfter.seconds * 1000).toFixed(0)
+              } ms)`),
         );
       },
     });
     const { timeline } = report;
     const firstRound = report.transfer.rounds[0];
-    const firstRoundStart = (roundEnds[0] ?? timeline.transfer) - (firstRound?.seconds ?? 0);
+    const firstRoundStart = (roundEnds[0] ?? timeline.transfer) - (firstRound?.seconds ?? 0) -
+      (firstRound?.changedAfter?.seconds ?? 0);
     const breakdown: GangwayBreakdown = {
       setupSeconds: timeline.transfer,
       handshakeSeconds: Math.max(0, firstRoundStart - timeline.transfer),

@@ -46,6 +46,8 @@ export function compress(src: Uint8Array, dst: Uint8Array, level = COMPRESSION_L
 export class CompressJob implements Disposable {
   #handle: Deno.PointerObject | undefined;
   #ns = new BigUint64Array(1);
+  /** The buffers of the run started and not finished: the job's thread uses them, so they must live. */
+  #running: [Uint8Array, Uint8Array] | undefined;
 
   constructor() {
     const out = new BigUint64Array(1);
@@ -65,10 +67,14 @@ export class CompressJob implements Disposable {
    * @throws Error while a run is started and not finished
    */
   start(src: Uint8Array, dst: Uint8Array, level = COMPRESSION_LEVEL): void {
+    if (this.#running) {
+      throw new Error("Cannot start compressing pages: the job's last run is not finished");
+    }
     check(
       native().gw_compress_job_start(this.#ptr(), src, src.length, dst, dst.length, level),
       "Cannot start compressing pages",
     );
+    this.#running = [src, dst];
   }
 
   /**
@@ -77,10 +83,12 @@ export class CompressJob implements Disposable {
    * @returns the compressed size, and the milliseconds zstd took on its thread
    */
   finish(): { size: number; ms: number } {
-    const size = check(
-      native().gw_compress_job_finish(this.#ptr(), this.#ns),
-      "Cannot compress pages",
-    );
+    if (!this.#running) throw new Error("Cannot finish compressing pages: no run was started");
+    const result = native().gw_compress_job_finish(this.#ptr(), this.#ns);
+    this.#running = undefined;
+    const size = check(result, "Cannot compress pages", {
+      EOVERFLOW: "the compressed data does not fit the output buffer",
+    });
     return { size, ms: Number(this.#ns[0]) / 1e6 };
   }
 
@@ -89,6 +97,7 @@ export class CompressJob implements Disposable {
     if (!this.#handle) return;
     native().gw_compress_job_free(this.#handle);
     this.#handle = undefined;
+    this.#running = undefined;
   }
 
   [Symbol.dispose](): void {

@@ -13,7 +13,11 @@ const SHRINK = 0.75;
 export interface ConvergenceOptions {
   /** Most rounds in all, the final (paused) one included. Default 10. */
   maxRounds?: number;
-  /** Stop once a live round handles at most this many changed pages. Default 2048 (8 MiB). */
+  /**
+   * Stop once a live round handled at most this many pages, or at most this
+   * many are estimated changed after it (`RoundSize.changedAfter`).
+   * Default 2048 (8 MiB).
+   */
   stopPages?: number;
 }
 
@@ -32,18 +36,19 @@ export interface RoundSize {
  * put on the wire in any form (zero pages of round 1 cost nothing).
  */
 export function roundSize(
-  report: { round: number; pages: RoundPages; changedAfter?: number },
+  report: { round: number; pages: RoundPages; changedAfter?: { pages: number } },
 ): RoundSize {
   const p = report.pages;
   const zeros = report.round === 1 ? 0 : p.zero;
   const pagesSent = p.unique + p.dirtiedIdentical + p.unsentIdentical + p.sentIdentical + zeros;
-  return { round: report.round, pagesSent, changedAfter: report.changedAfter };
+  return { round: report.round, pagesSent, changedAfter: report.changedAfter?.pages };
 }
 
 /**
  * Whether the next round should be the final one: the last live round was
  * small enough, or what changed since it is estimated to be (round 1
- * sends every page, so only the estimate can end the rounds after it),
+ * sends every page, so unless the gang is that small only the estimate
+ * can end the rounds after it),
  * the round limit is reached, or the rounds stopped shrinking (the guests
  * write as fast as we send: more rounds would not make the final one
  * smaller).

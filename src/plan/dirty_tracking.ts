@@ -23,7 +23,7 @@ import { PAGE_SIZE } from "../native/ram_file.ts";
 export interface DirtyTracker {
   /** "rescan" or "soft-dirty", for reports. */
   readonly kind: "rescan" | "soft-dirty";
-  /** Starts tracking; called just before the preparation scan. */
+  /** Starts tracking; called before the first page is read (the preparation scan, or round 1). */
   start(): void;
   /**
    * One byte a page of the guest: 1 = may have changed since `start()`;

@@ -1,7 +1,9 @@
 /**
- * The preparation phase: dirty tracking starts, then every page of the gang
- * is scanned into its content index while the guests run. What it leaves
- * (a {@linkcode Preparation}) is what the rounds are planned from: which
+ * The paper's preparation phase as a step of its own, for scripts that
+ * scan ahead of a migration (`transferGang` lets round 1 do it): dirty
+ * tracking starts, then every page of the gang is scanned into its
+ * content index while the guests run. What it leaves (a
+ * {@linkcode Preparation}) is what the rounds are planned from: which
  * pages had identical copies then, and the tracker that chooses what later
  * rounds re-read.
  *

@@ -40,7 +40,10 @@ export const Op = {
 export interface RoundPages {
   /** Zero pages: all of them in round 1, later those that became zero. */
   zero: number;
-  /** Sent in full: identical to no other page at the preparation scan. */
+  /**
+   * Sent in full: identical to no other page at the preparation scan (a
+   * separate one, or round 1's reads).
+   */
   unique: number;
   /** Sent in full: identical to others at the preparation scan, but written since. */
   dirtiedIdentical: number;
@@ -107,7 +110,10 @@ export class RoundPlanner {
   #dirtied: Uint8Array[]; // per guest, per page: 1 once written after the preparation scan
   #pageContents: Uint32Array[]; // per guest: the index's live view of each page's content
   #pageHashes: BigUint64Array[]; // per guest: the index's live view of each page's hash
+  /** Pages count as dirtied from here on: the index holds a scan (a preparation's or round 1's). */
   #prepared = false;
+  /** A preparation scanned every guest before the rounds: a guest's first read can find its pages dirtied. */
+  #preparedAhead = false;
   #plan: ChunkPlan;
   /** Finds similar contents for pages sent in full; undefined: every such page goes whole. */
   #similar: SimilarContents | undefined;
@@ -149,6 +155,7 @@ export class RoundPlanner {
     }
     this.#identicalAtPrep = preparation.identical;
     this.#prepared = true;
+    this.#preparedAhead = true;
   }
 
   /**
@@ -223,7 +230,11 @@ export class RoundPlanner {
       if (kind === PageKind.Skipped) continue;
       const page = first + i;
       const x = base + page;
-      if (this.#prepared && kind !== PageKind.Unchanged) dirtied[page] = 1;
+      // Without a preparation ahead, a guest's first read (round 1's, or a later round's for a
+      // guest finished alone before it) is its first scan: nothing was written since a scan.
+      if (this.#prepared && (this.#preparedAhead || !firstRead) && kind !== PageKind.Unchanged) {
+        dirtied[page] = 1;
+      }
       const content = pageContents[page]!;
 
       if (content === ContentId.Zero) {

@@ -1,6 +1,6 @@
 /**
  * The source side of a gang migration, as steps a script calls one by one:
- * connect (handshake), prepare (the preparation scan), round (one live
+ * connect (handshake), prepare (an optional preparation scan), round (one live
  * pre-copy round; the last one with the guests paused) and verify.
  *
  * @module
@@ -246,9 +246,10 @@ export class GangSender implements AsyncDisposable {
   /** A round over every guest not finished yet, or over `only` (finishGuest). */
   async #runRound(final: boolean, only?: number): Promise<RoundReport> {
     const round = ++this.#roundsStarted;
-    // No preparation: this round is the gang's first scan, and tracking starts before it reads.
+    // No preparation: this round is the gang's first scan, and tracking starts before it reads
+    // (unless it is the final round: no round comes after it to use the tracking).
     const firstScan = !this.#prepared;
-    if (firstScan) this.#tracker.start();
+    if (firstScan && !final) this.#tracker.start();
     this.#prepared = true;
     const counts = emptyCounts();
     const started = performance.now();

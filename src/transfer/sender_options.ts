@@ -35,8 +35,9 @@ export interface SenderOptions {
    */
   deltas?: boolean;
   /**
-   * Threads for the page work of the preparation scan (zero checks,
-   * hashes). Default 1: the guests run meanwhile and need their cores.
+   * Threads for the page work of a preparation scan (`GangSender.prepare()`:
+   * zero checks, hashes). Default 1: the guests run meanwhile and need their
+   * cores. Live rounds scan on one thread.
    */
   scanThreads?: number;
   /**
@@ -87,9 +88,10 @@ export interface RoundReport {
   deltas: number;
   /**
    * Live rounds of `transferGang`: the pages a next round would find
-   * changed, estimated right after this one (`GangSender.estimateChanged`).
+   * changed, estimated right after this one (`GangSender.estimateChanged`),
+   * and the seconds the estimate took (after `seconds`).
    */
-  changedAfter?: number;
+  changedAfter?: { pages: number; seconds: number };
   /** Where the round's time went. */
   time: RoundTime;
 }

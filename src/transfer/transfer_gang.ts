@@ -106,8 +106,8 @@ export interface MigrationReport {
 
 /**
  * Migrates a gang to a target over `conn` (or once it is connected). With
- * `maxRounds: 1` (a gang nobody
- * writes, or one paused from the start) it makes one pass instead: see
+ * `maxRounds: 1` (a gang nobody writes, or one paused from the start) it
+ * makes one pass instead: see
  * {@linkcode GangSender.onePass}. Returns once the target has
  * verified every guest; the guests are then still paused, for the caller
  * to switch over (or resume them).
@@ -135,7 +135,9 @@ export async function transferGang(
     const onePass = shouldStopLiveRounds(sizes, options);
     while (!onePass && !shouldStopLiveRounds(sizes, options)) {
       const report = await sender.round();
-      report.changedAfter = sender.estimateChanged();
+      const estimating = performance.now();
+      const pages = sender.estimateChanged();
+      report.changedAfter = { pages, seconds: (performance.now() - estimating) / 1000 };
       options.onRound?.(report);
       sizes.push(roundSize(report));
     }
