@@ -73,9 +73,10 @@ export async function prepareGang(gang: Gang, options: PrepareOptions = {}): Pro
 /**
  * Per guest, one byte a page: 1 if its content (as the gang's index holds
  * it now) is on more than one page of the gang: the paper's identical pages.
+ *
+ * @param copies {@linkcode contentCopies} of the gang now, if the caller has them already
  */
-export function identicalPages(gang: Gang): Uint8Array[] {
-  const copies = contentCopies(gang);
+export function identicalPages(gang: Gang, copies = contentCopies(gang)): Uint8Array[] {
   return gang.guests.map((guest) => {
     const pageContents = gang.index.pageContents(guest.number);
     const pages = new Uint8Array(pageContents.length);

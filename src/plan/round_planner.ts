@@ -168,11 +168,12 @@ export class RoundPlanner {
    * they would by a preparation scan's.
    */
   noteFirstScan(counts: RoundCounts): void {
+    const copies = contentCopies(this.#gang);
     let shared = 0;
-    for (const copies of contentCopies(this.#gang)) if (copies > 1) shared++;
+    for (const n of copies) if (n > 1) shared++;
     counts.unique -= shared;
     counts.unsentIdentical += shared;
-    this.#identicalAtPrep = identicalPages(this.#gang);
+    this.#identicalAtPrep = identicalPages(this.#gang, copies);
     this.#prepared = true;
   }
 
