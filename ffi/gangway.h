@@ -25,7 +25,7 @@
 #define GW_MAX_CALL_PAGES 0x7fffffffu
 
 /* Bumped whenever a signature or a constant below changes. */
-#define GW_ABI_VERSION 14
+#define GW_ABI_VERSION 15
 
 uint32_t gw_abi_version(void);
 
@@ -261,22 +261,15 @@ int gw_index_add_guest(gw_index *index, gw_ram *ram);
  * GW_KIND_UNCHANGED; otherwise its content is looked up (and inserted).
  *
  * mask (NULL = every page) selects the pages to examine, one byte a page.
- * buf (count * GW_PAGE_SIZE bytes) receives the content of every examined
- * page that changed (a snapshot whose hash is the page's new hash), and with
- * GW_SCAN_ALL_BYTES of every examined non-zero page (with GW_SCAN_NO_BYTES,
- * of none: pages in memory are classified in place); bytes of other pages
- * are unspecified. Pages in memory are hashed in place, without a copy,
- * unless they changed. kinds (count bytes)
- * and ids (count u32) may be NULL; stats (GW_STAT_COUNT u64) is added to.
+ * buf (count * GW_PAGE_SIZE bytes) receives the bytes of every examined page
+ * that is not a hole, read with pread (a snapshot whose hash is the page's
+ * new hash); bytes of other pages are unspecified. kinds (count bytes) and
+ * ids (count u32) may be NULL; stats (GW_STAT_COUNT u64) is added to.
  * Returns the number of pages examined, or -errno (count is at most
  * GW_MAX_CALL_PAGES, so that it fits the int).
  */
-enum gw_scan_flags {
-	GW_SCAN_ALL_BYTES = 1 << 0, /* copy every examined page to buf, changed or not */
-	GW_SCAN_NO_BYTES = 1 << 1,  /* copy nothing (a scan whose pages are not sent) */
-};
-int gw_index_scan(gw_index *index, uint32_t guest, uint32_t first, uint32_t count, uint32_t flags,
-		  const uint8_t *mask, uint8_t *buf, uint8_t *kinds, uint32_t *ids, uint64_t *stats);
+int gw_index_scan(gw_index *index, uint32_t guest, uint32_t first, uint32_t count, const uint8_t *mask,
+		  uint8_t *buf, uint8_t *kinds, uint32_t *ids, uint64_t *stats);
 
 /*
  * Of every stride-th page of a guest, from page offset, how many no longer

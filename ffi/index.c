@@ -91,8 +91,6 @@ GW_EXPORT void gw_index_free(gw_index *ix)
 	free(ix->guests);
 	free(ix->slots);
 	free(ix->has_data);
-	free(ix->resident);
-	free(ix->read_mask);
 	free(ix->found);
 	free(ix->hashes);
 	free(ix);

@@ -26,9 +26,7 @@ struct gw_index {
 	uint32_t location_chunk_cap; /* room in the chunk directory */
 	struct guest_state *guests; /* by guest number */
 	uint32_t guest_count;       /* guests added */
-	uint8_t *has_data;          /* scratch for a scan: which pages were read with pread */
-	uint8_t *resident;          /* scratch: which pages are in memory (mincore) */
-	uint8_t *read_mask;         /* scratch: which pages to pread */
+	uint8_t *has_data;          /* scratch for a scan: which pages were read (not holes) */
 	uint8_t *found;             /* scratch: what the page work found (enum page_found) */
 	uint64_t *hashes;           /* scratch: the hash the page work computed */
 	uint32_t scratch_cap;       /* pages in each scratch array */

@@ -164,16 +164,15 @@ static void check_index(void)
 		for (int g = 0; g < GUESTS; g++) {
 			uint32_t n = pages[g];
 			uint8_t *buf = xmalloc((size_t)n * PAGE), *kinds = xmalloc(n), *mask = xmalloc(n);
-			uint32_t *ids = xmalloc(n * sizeof(*ids)), flags = rnd(3);
+			uint32_t *ids = xmalloc(n * sizeof(*ids));
 			const uint32_t *held = gw_index_page_contents(ix, (uint32_t)g);
 
 			for (uint32_t p = 0; p < n; p++)
 				mask[p] = (uint8_t)(rnd(4) != 0);
 			for (uint32_t first = 0; first < n;) {
 				uint32_t count = 1 + rnd(n - first);
-				int examined = gw_index_scan(ix, (uint32_t)g, first, count, flags,
-							     rnd(2) ? mask + first : NULL, buf, kinds + first,
-							     ids + first, stats);
+				int examined = gw_index_scan(ix, (uint32_t)g, first, count, rnd(2) ? mask + first : NULL,
+							     buf, kinds + first, ids + first, stats);
 				CHECK(examined >= 0 && (uint32_t)examined <= count, "scan: %d", examined);
 				first += count;
 			}

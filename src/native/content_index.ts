@@ -50,7 +50,11 @@ export const ScanStat = {
 
 /** Buffers one scan call fills; make them once with {@linkcode scanBuffers}. */
 export interface ScanBuffers {
-  /** Page contents (pages that held data), `pages * PAGE_SIZE` bytes. */
+  /**
+   * Page contents, `pages * PAGE_SIZE` bytes: after a scan, the bytes of
+   * every examined page that is not a hole, as read (the snapshot its hash
+   * is of).
+   */
   buf: Uint8Array;
   /** A {@linkcode PageKind} per page. */
   kinds: Uint8Array;
@@ -65,19 +69,11 @@ export interface ScanOptions {
   /** One byte a page: 0 = skip this page. Default: examine all. */
   mask?: Uint8Array;
   /**
-   * Which page bytes `out.buf` gets: "changed" (default: pages that changed,
-   * each a snapshot matching its new hash), "all" (every examined page: a
-   * round that sends them all), or "none" (a scan that sends nothing).
-   */
-  bytes?: "changed" | "all" | "none";
-  /**
    * Threads for the page work (zero checks, copies, hashes), the caller's
    * included; lookups in the index stay on the caller's thread. Default 1.
    */
   threads?: number;
 }
-
-const SCAN_FLAGS = { changed: 0, all: 1, none: 2 } as const;
 
 /** Allocates the buffers for scans of up to `pages` pages a call. */
 export function scanBuffers(pages: number): ScanBuffers {
@@ -168,8 +164,7 @@ export class ContentIndex implements Disposable {
 
   /**
    * Scans pages [first, first + count) of a guest into `out`, comparing
-   * each with its previous scan and with the whole gang; `options.bytes`
-   * says which pages' bytes `out.buf` gets.
+   * each with its previous scan and with the whole gang.
    *
    * @returns the number of pages examined
    */
@@ -180,7 +175,7 @@ export class ContentIndex implements Disposable {
     out: ScanBuffers,
     options: ScanOptions = {},
   ): number {
-    const { mask, bytes = "changed", threads = 1 } = options;
+    const { mask, threads = 1 } = options;
     if (out.kinds.length < count || out.ids.length < count || out.buf.length < count * PAGE_SIZE) {
       throw new RangeError(`Scan buffers hold fewer than ${count} pages`);
     }
@@ -198,7 +193,6 @@ export class ContentIndex implements Disposable {
         guest,
         first,
         count,
-        SCAN_FLAGS[bytes],
         mask ?? null,
         out.buf,
         out.kinds,

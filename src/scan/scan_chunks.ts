@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { type ScanBuffers, scanBuffers, type ScanOptions } from "../native/content_index.ts";
+import { type ScanBuffers, scanBuffers } from "../native/content_index.ts";
 import type { Gang } from "./gang.ts";
 import type { ThreadChoice } from "./thread_choice.ts";
 
@@ -39,8 +39,6 @@ export interface ScanChunksOptions {
   mask?: Uint8Array;
   /** Buffers to fill (reused by every chunk). Default: fresh ones. */
   out?: ScanBuffers;
-  /** Which pages' bytes the buffer gets (see ContentIndex.scan). Default "changed". */
-  bytes?: ScanOptions["bytes"];
   /**
    * Threads for the page work (see ContentIndex.scan), or a
    * {@linkcode ThreadChoice} that picks them chunk by chunk from the
@@ -75,11 +73,7 @@ export function* scanChunks(
     if (mask && !mask.includes(1)) continue;
     // Timed only for a choice: every round of a migration walks its chunks here.
     const started = choice ? performance.now() : 0;
-    const examined = gang.index.scan(guest, first, count, out, {
-      mask,
-      bytes: options.bytes,
-      threads,
-    });
+    const examined = gang.index.scan(guest, first, count, out, { mask, threads });
     choice?.record(threads, examined, performance.now() - started);
     yield { first, count, examined };
   }

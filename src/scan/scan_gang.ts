@@ -131,7 +131,7 @@ function* scanSteps(gang: Gang, options: ScanGangOptions): Generator<void, ScanR
   const guests: GuestScanReport[] = [];
   for (const guest of gang.guests) {
     out.stats.fill(0n);
-    const scanning = { out, bytes: "none" as const, threads };
+    const scanning = { out, threads };
     for (const chunk of scanChunks(gang, guest.number, scanning)) {
       done += chunk.count;
       options.onProgress?.(done, total);
@@ -185,7 +185,7 @@ function* scanSteps(gang: Gang, options: ScanGangOptions): Generator<void, ScanR
 export function rescanGuest(gang: Gang, guest: number): Uint32Array {
   const out = scanBuffers(CHUNK_PAGES);
   const changed: number[] = [];
-  for (const { first, count } of scanChunks(gang, guest, { out, bytes: "none" })) {
+  for (const { first, count } of scanChunks(gang, guest, { out })) {
     for (let i = 0; i < count; i++) {
       if (out.kinds[i] !== PageKind.Unchanged) changed.push(first + i);
     }

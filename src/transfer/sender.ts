@@ -269,18 +269,12 @@ export class GangSender implements AsyncDisposable {
         pagesBefore += guest.ram.pages;
         continue;
       }
-      // A guest's first read sends every page, so it reads them all, bytes included; later
-      // rounds read what may have changed, and only changed pages (whose bytes the scan keeps)
-      // are sent.
+      // A guest's first read sends every page, so it reads them all; later rounds read what may
+      // have changed, and only changed pages are sent.
       const firstRead = !this.#read[guest.number];
       this.#read[guest.number] = true;
       const mask = firstRead ? undefined : this.#tracker.changed(guest.number);
-      const scanning = {
-        out,
-        mask,
-        bytes: firstRead ? "all" as const : "changed" as const,
-        threads,
-      };
+      const scanning = { out, mask, threads };
       const chunks = scanChunks(this.#gang, guest.number, scanning);
       while (true) {
         const scanStarted = performance.now();
