@@ -72,10 +72,11 @@ int gw_ram_punch(gw_ram *ram, uint32_t first, uint32_t count);
 
 /*
  * Copies count pages within a target: page i from (src[i], src_pages[i]) to
- * (dst, dst_pages[i]), read through the sources' mappings (every source page
- * holds data) and checked against expected[i] (XXH3-64 with seed) before it
- * is written. Runs consecutive on both sides go in one pwrite, straight from
- * the mapping. Pages are handled in order: a page written here may be a
+ * (dst, dst_pages[i]), read with pread (every source page holds data; a
+ * mapping's page faults cost more than the copy on these VMs) and checked
+ * against expected[i] (XXH3-64 with seed) before it is written. Runs
+ * consecutive on both sides go in one pread and one pwrite. Pages are
+ * handled in order: a page written here may be a
  * later page's source only in a later call. Returns 0, -errno, or -EBADMSG
  * with *bad = the index of a page whose hash differs.
  */

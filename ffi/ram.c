@@ -4,7 +4,7 @@
  * A source guest's RAM file is read with pread only: pread of a hole
  * returns zeros without allocating, while a read through a mapping would
  * allocate every untouched page of the guest. The one mapping kept here is
- * used for byte compares and reference copies of pages known to hold data.
+ * used for byte compares against pages known to hold data.
  * A read through it past the end of the file raises SIGBUS, so every call
  * checks with fstat that the file did not shrink before it touches the
  * mapping (gw__ram_check_whole) and answers -ESTALE if it did.
@@ -357,34 +357,40 @@ GW_EXPORT int gw_ram_punch(gw_ram *ram, uint32_t first, uint32_t count)
 	return 0;
 }
 
+/* Pages a reference copy reads at once, on the caller's stack. */
+#define COPY_PAGES 16
+
 GW_EXPORT int gw_ram_copy(gw_ram *const *src, const uint32_t *src_pages, gw_ram *dst, const uint32_t *dst_pages,
 			  uint32_t count, uint64_t seed, const uint64_t *expected, uint32_t *bad)
 {
+	uint8_t buf[COPY_PAGES << GW_PAGE_SHIFT] __attribute__((aligned(64)));
 	uint64_t call = gw__call_id();
 	uint32_t i = 0;
 
 	if (!dst->writable)
 		return -EBADF;
 	while (i < count) {
-		const uint8_t *map;
 		uint32_t run = 1;
 		uint64_t offset, len;
-		int err = gw__ram_map(src[i], call, &map);
+		int err;
 
-		if (err)
-			return err;
-		if (!map)
-			return -ENOMEM;
-		/* A run: both sides consecutive, from one source file. */
-		while (i + run < count && src[i + run] == src[i] && src_pages[i + run] == src_pages[i] + run &&
-		       dst_pages[i + run] == dst_pages[i] + run)
+		/* A run: both sides consecutive, from one source file, as many pages as buf holds. */
+		while (i + run < count && run < COPY_PAGES && src[i + run] == src[i] &&
+		       src_pages[i + run] == src_pages[i] + run && dst_pages[i + run] == dst_pages[i] + run)
 			run++;
-		for (uint32_t k = i; k < i + run; k++) {
+		for (uint32_t k = i; k < i + run; k++)
 			if (src_pages[k] >= src[k]->pages || dst_pages[k] >= dst->pages)
 				return -ERANGE;
-			if (XXH3_64bits_withSeed(map + ((size_t)src_pages[k] << GW_PAGE_SHIFT), GW_PAGE_SIZE, seed) !=
-			    expected[k]) {
-				*bad = k;
+		/* pread: a short last page reads as zeros past the end, as it was hashed. */
+		err = gw__ram_check_whole(src[i], call);
+		if (!err)
+			err = gw__pread_full(src[i]->fd, buf, (size_t)run << GW_PAGE_SHIFT,
+					     (uint64_t)src_pages[i] << GW_PAGE_SHIFT);
+		if (err)
+			return err;
+		for (uint32_t k = 0; k < run; k++) {
+			if (XXH3_64bits_withSeed(buf + ((size_t)k << GW_PAGE_SHIFT), GW_PAGE_SIZE, seed) != expected[i + k]) {
+				*bad = i + k;
 				return -EBADMSG;
 			}
 		}
@@ -392,7 +398,7 @@ GW_EXPORT int gw_ram_copy(gw_ram *const *src, const uint32_t *src_pages, gw_ram 
 		len = (uint64_t)run << GW_PAGE_SHIFT;
 		if (offset + len > dst->size) /* never grow the file past a short last page */
 			len = dst->size - offset;
-		err = pwrite_full(dst->fd, map + ((size_t)src_pages[i] << GW_PAGE_SHIFT), len, offset);
+		err = pwrite_full(dst->fd, buf, len, offset);
 		if (err)
 			return err;
 		i += run;
