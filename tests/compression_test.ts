@@ -4,12 +4,7 @@ import { PAGE_SIZE } from "../src/native/ram_file.ts";
 import { Gang } from "../src/scan/gang.ts";
 import { transferGang } from "../src/transfer/transfer_gang.ts";
 import { randomSeed } from "../src/transfer/seed.ts";
-import {
-  CompressionPolicy,
-  FASTEST_LEVEL,
-  PROBE_INTERVAL_MS,
-  SLOWEST_LEVEL,
-} from "../src/transfer/compression_policy.ts";
+import { CompressionPolicy, PROBE_INTERVAL_MS } from "../src/transfer/compression_policy.ts";
 import { FrameFlag, ProtocolError } from "../src/transfer/protocol.ts";
 import { decodePages } from "../src/transfer/page_frames.ts";
 import { makeRamFile, patternPage, readRamFile, removeFiles, shmPath } from "./_fixtures.ts";
@@ -232,36 +227,6 @@ Deno.test("CompressionPolicy compresses again once the link holds the sender up 
   const linkBound = { ...TYPICAL, busyMs: 0.1, linkWaitMs: 9.9 };
   runFrames(policy, clock, sender, linkBound, 20);
   assertEquals(runFrames(policy, clock, sender, linkBound, 20), 20, "every frame compressed again");
-});
-
-Deno.test("CompressionPolicy takes zstd's faster levels before it compresses fewer frames", () => {
-  const clock = { now: 0 };
-  const sender = fakeSender();
-  const policy = new CompressionPolicy("auto", sender, () => clock.now);
-  const first = policy.level;
-  const zstdBound = { ...TYPICAL, zstdWaitMs: 1 };
-  // Ten frames of 2 ms a window (and the first, which starts the clock): one level down.
-  runFrames(policy, clock, sender, zstdBound, 11);
-  assert(policy.level < first, `level ${policy.level}, from ${first}`);
-  assertEquals(policy.estimate.share, 1, "every frame compressed while a faster level is left");
-  runFrames(policy, clock, sender, zstdBound, (first - FASTEST_LEVEL) * 10);
-  assertEquals(policy.level, FASTEST_LEVEL);
-  runFrames(policy, clock, sender, zstdBound, 30);
-  assert(policy.estimate.share < 1, "at the fastest level, fewer frames");
-});
-
-Deno.test("CompressionPolicy compresses harder while the stream holds the sender up and zstd keeps up", () => {
-  const clock = { now: 0 };
-  const sender = fakeSender();
-  const policy = new CompressionPolicy("auto", sender, () => clock.now);
-  const linkBound = { ...TYPICAL, busyMs: 0.1, linkWaitMs: 9.9 };
-  assertEquals(runFrames(policy, clock, sender, linkBound, 40), 40);
-  assertEquals(policy.level, SLOWEST_LEVEL);
-  assertEquals(policy.estimate.level, SLOWEST_LEVEL);
-  // Waiting for zstd as long as for the stream (a Gigabit link on a busy host): faster again.
-  runFrames(policy, clock, sender, { ...TYPICAL, linkWaitMs: 2, zstdWaitMs: 3 }, 100);
-  assertEquals(policy.level, FASTEST_LEVEL);
-  assertEquals(policy.estimate.share, 1, "the stream holds it up: every frame still compressed");
 });
 
 Deno.test("CompressionPolicy counts only frames that shrank, and obeys zstd and none", () => {

@@ -212,15 +212,13 @@ export function formatDowntimeParts(b: GangwayBreakdown): string {
   ).join("; ");
 }
 
-/** The compression policy's view in words: the three rates, the ratio, the share and the level it chose. */
+/** The compression policy's view in words: the three rates, the ratio and the share it chose. */
 function formatEstimate(e: CompressionEstimate): string {
   const rate = (bytesPerSecond: number) =>
     bytesPerSecond > 0 ? `${(bytesPerSecond / 1e6).toFixed(0)} MB/s` : "?";
   return `link ${rate(e.linkBytesPerSecond)}, sender ${rate(e.cpuBytesPerSecond)}, zstd ${
     rate(e.zstdBytesPerSecond)
-  } to ${e.ratio.toFixed(2)}: compressing ${(e.share * 100).toFixed(0)}%${
-    e.level === undefined ? "" : ` at level ${e.level}`
-  }`;
+  } to ${e.ratio.toFixed(2)}: compressing ${(e.share * 100).toFixed(0)}%`;
 }
 
 /**

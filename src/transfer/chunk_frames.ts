@@ -192,7 +192,7 @@ export class ChunkFrames {
     const raw = buffers.raw.subarray(0, n * PAGE_SIZE);
     try {
       gatherPages(raw, data, slots);
-      if (compress) buffers.job.start(raw, buffers.zstd, this.#compression.level);
+      if (compress) buffers.job.start(raw, buffers.zstd);
     } catch (error) {
       this.#free.push(buffers); // nothing queued uses them
       throw error;

@@ -6,24 +6,16 @@
  * sender's thread waits either for the stream (the link, or a slow
  * receiver behind it, is the bottleneck), or for zstd (compression is), or
  * for neither (its own work sets the pace). Over windows of
- * {@linkcode WINDOW_MS}, "auto" moves zstd's level, and the share of
- * frames it compresses:
+ * {@linkcode WINDOW_MS}, "auto" moves the share of frames it compresses
  *
- *   - the level down (faster, larger output) while the sender waits for
- *     zstd at least as long as for the stream: on these 2-core machines
- *     zstd held the sender up at 1 and at 10 Gbit/s alike, and its fast
- *     levels run 1.4-1.6x as fast for 5-7% more bytes; the level up
- *     (slower, smaller output) while zstd hardly holds the sender up and
- *     the stream does: compressing harder then costs no time;
- *   - the share up while the stream holds the sender up (a Gigabit link
- *     here): fewer bytes are what makes it faster;
- *   - the share down while zstd holds it up at its fastest level and the
- *     stream does not (10 Gbit/s, or a busy host): compressing less then
- *     costs no time on the link;
+ *   - up while the stream holds the sender up (a Gigabit link here): fewer
+ *     bytes are what makes it faster;
+ *   - down while zstd holds it up and the stream does not (10 Gbit/s, or a
+ *     busy host): compressing less then costs no time on the link;
  *   - nowhere while neither does: zstd keeps up on its own threads.
  *
- * The stream comes first for the share: a sender waiting for zstd while it
- * also waits for the stream keeps compressing every frame. Its socket and the link's queue hold
+ * The stream comes first: a sender waiting for zstd while it also waits
+ * for the stream keeps compressing. Its socket and the link's queue hold
  * megabytes, still going out while it waits for zstd: a rule that weighed
  * one wait against the other compressed a third of the frames too few on
  * a Gigabit link.
@@ -43,8 +35,6 @@
  *
  * @module
  */
-
-import { COMPRESSION_LEVEL } from "../native/compression.ts";
 
 /** How PAGES data is sent: "auto" (following the bottleneck), always, or never. */
 export type CompressionMode = "auto" | "zstd" | "none";
@@ -80,10 +70,6 @@ const STALL_SHARE = 0.05;
  */
 const SHARE_UP = 0.25;
 const SHARE_DOWN = 0.05;
-/** zstd's levels "auto" moves between (negative: zstd's fast levels), and where it starts. */
-export const FASTEST_LEVEL = -2;
-export const SLOWEST_LEVEL = 3;
-const FIRST_LEVEL = 1;
 /** Page data that zstd shrinks to more than this share of its size is sent as it is. */
 export const NO_GAIN_RATIO = 0.95;
 /** While no frame is compressed, one frame is still tried this often. */
@@ -101,8 +87,6 @@ export interface CompressionEstimate {
   ratio: number;
   /** Share of frames compressed now (0 to 1). */
   share: number;
-  /** zstd's level now (absent in reports made before the level moved). */
-  level?: number;
 }
 
 /** What compression did over a migration. */
@@ -131,7 +115,6 @@ export class CompressionPolicy {
   #ratio = 0; // compressed / raw, moving average; 0 until measured
   /** Share of frames to compress while the data compresses: links are usually slower at first. */
   #share = 1;
-  #level: number;
   /** The sender's own seconds per byte of page data (its waits aside); 0 until measured. */
   #cpuSecondsPerByte = 0;
   readonly #now: () => number;
@@ -153,7 +136,6 @@ export class CompressionPolicy {
     now: () => number = () => performance.now(),
   ) {
     this.#mode = mode;
-    this.#level = mode === "auto" ? FIRST_LEVEL : COMPRESSION_LEVEL;
     this.#gauge = gauge;
     this.#now = now;
     this.#lastCompressed = now();
@@ -194,11 +176,6 @@ export class CompressionPolicy {
     return true;
   }
 
-  /** zstd's level for the next frame compressed. */
-  get level(): number {
-    return this.#level;
-  }
-
   /** What the policy measured so far, and the share of frames it compresses from it. */
   get estimate(): CompressionEstimate {
     const cpu = this.#cpuSecondsPerByte;
@@ -208,7 +185,6 @@ export class CompressionPolicy {
       zstdBytesPerSecond: this.#zstdBytesPerSecond,
       ratio: this.#ratio,
       share: this.#mode === "auto" ? this.#effectiveShare() : this.#mode === "zstd" ? 1 : 0,
-      level: this.#level,
     };
   }
 
@@ -236,17 +212,10 @@ export class CompressionPolicy {
       : RATE_MEMORY * this.#cpuSecondsPerByte + (1 - RATE_MEMORY) * perByte;
     const linkShare = window.linkMs / window.ms;
     const zstdShare = window.zstdMs / window.ms;
-    if (zstdShare > STALL_SHARE && zstdShare >= linkShare) {
-      this.#level = Math.max(FASTEST_LEVEL, this.#level - 1);
-    } else if (linkShare > STALL_SHARE && zstdShare <= STALL_SHARE / 2) {
-      this.#level = Math.min(SLOWEST_LEVEL, this.#level + 1);
-    }
     // The link first: while the sender waits for zstd, the socket and the link's queue may hold
     // megabytes still going out, so the link was not idle for it.
     if (linkShare > STALL_SHARE) this.#share = Math.min(1, this.#share + SHARE_UP);
-    else if (zstdShare > STALL_SHARE && this.#level === FASTEST_LEVEL) {
-      this.#share = Math.max(0, this.#share - SHARE_DOWN);
-    }
+    else if (zstdShare > STALL_SHARE) this.#share = Math.max(0, this.#share - SHARE_DOWN);
     this.#window = { ms: 0, linkMs: 0, zstdMs: 0, bytes: 0 };
   }
 
