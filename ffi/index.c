@@ -174,9 +174,9 @@ static int reserve_location(gw_index *ix)
 /* Does content id hold exactly these bytes (with this hash)? 1, 0, or -errno (-ESTALE). */
 static int holds_content(gw_index *ix, uint64_t call, uint32_t id, uint64_t hash, const uint8_t *page)
 {
+	uint8_t held[GW_PAGE_SIZE] __attribute__((aligned(64)));
 	uint64_t location = *location_of(ix, id);
 	const struct guest_state *holder;
-	const uint8_t *map;
 	uint32_t p;
 	int err;
 
@@ -184,12 +184,15 @@ static int holds_content(gw_index *ix, uint64_t call, uint32_t id, uint64_t hash
 		return 0;
 	holder = &ix->guests[location >> 32];
 	p = (uint32_t)location;
-	if (holder->hash[p] != hash) /* the full hash, before touching the holder's bytes */
+	if (holder->hash[p] != hash) /* the full hash, before reading the holder's bytes */
 		return 0;
-	err = gw__ram_map(holder->ram, call, &map); /* the holder may be any guest's file */
+	/* The holder may be any guest's file; a shrunk one is an error, not a page of zeros. */
+	err = gw__ram_check_whole(holder->ram, call);
+	if (!err)
+		err = gw__pread_full(holder->ram->fd, held, GW_PAGE_SIZE, (uint64_t)p << GW_PAGE_SHIFT);
 	if (err)
 		return err;
-	return map && memcmp(map + ((size_t)p << GW_PAGE_SHIFT), page, GW_PAGE_SIZE) == 0;
+	return memcmp(held, page, GW_PAGE_SIZE) == 0;
 }
 
 /*

@@ -14,8 +14,6 @@ struct gw_ram {
 	int writable;        /* opened with GW_OPEN_WRITE */
 	uint64_t size;       /* bytes, as of open or the last resize */
 	uint32_t pages;      /* ceil(size / GW_PAGE_SIZE) */
-	const uint8_t *map;  /* read-only shared mapping, made on first use */
-	size_t map_len;      /* bytes mapped (0 = no mapping yet) */
 	uint64_t data_start; /* the last data region found (SEEK_DATA/SEEK_HOLE) */
 	uint64_t data_end;   /* its end; start == end: none known */
 	uint64_t whole_in;   /* the call (gw__call_id) in which fstat last found the file whole */
@@ -54,19 +52,13 @@ int gw__ram_read_data(gw_ram *ram, uint64_t call, uint32_t first, uint32_t count
 uint64_t gw__call_id(void);
 
 /*
- * -ESTALE if the file is now shorter than ram->size: a read through the
- * mapping past its end would raise SIGBUS. Checked once per call. A file
- * that shrinks while a call runs can still fault; gangway never shrinks a
- * file it reads, and between calls every shrink becomes this error.
+ * -ESTALE if the file is now shorter than ram->size: its lost pages must
+ * not read as zeros. Checked once per call (a file that shrinks while a
+ * call runs reads zeros past its new end; gangway never shrinks a file it
+ * reads, and between calls every shrink becomes this error).
  */
 int gw__ram_check_whole(gw_ram *ram, uint64_t call);
 
-/*
- * The read-only mapping of the whole file (made on first use) in *map,
- * after gw__ram_check_whole. Returns 0 (with *map NULL if there is no
- * mapping: an empty file, or mmap failed) or -ESTALE.
- */
-int gw__ram_map(gw_ram *ram, uint64_t call, const uint8_t **map);
 
 /* Most threads a scan uses, the caller's included. */
 #define GW_MAX_THREADS 8

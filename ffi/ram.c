@@ -1,13 +1,13 @@
 /*
  * Guest RAM files: open, read around holes, write in place, punch holes.
  *
- * A source guest's RAM file is read with pread only: pread of a hole
+ * Files are read with pread only, never through a mapping: pread of a hole
  * returns zeros without allocating, while a read through a mapping would
- * allocate every untouched page of the guest. The one mapping kept here is
- * used for byte compares against pages known to hold data.
- * A read through it past the end of the file raises SIGBUS, so every call
- * checks with fstat that the file did not shrink before it touches the
- * mapping (gw__ram_check_whole) and answers -ESTALE if it did.
+ * allocate every untouched page of the guest; a read through a mapping past
+ * the end of a file that shrank raises SIGBUS; and on these VMs a mapping's
+ * page faults cost more than pread's copy. A shrunk file must not read as
+ * zeros either, so every call that reads one checks with fstat that it did
+ * not shrink (gw__ram_check_whole) and answers -ESTALE if it did.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -15,7 +15,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -74,19 +73,10 @@ fail:
 	return err;
 }
 
-static void unmap(gw_ram *ram)
-{
-	if (ram->map_len)
-		munmap((void *)ram->map, ram->map_len);
-	ram->map = NULL;
-	ram->map_len = 0;
-}
-
 GW_EXPORT void gw_ram_close(gw_ram *ram)
 {
 	if (!ram)
 		return;
-	unmap(ram);
 	close(ram->fd);
 	free(ram);
 }
@@ -104,7 +94,6 @@ GW_EXPORT int gw_ram_resize(gw_ram *ram, uint64_t size)
 		return -EFBIG;
 	if (ftruncate(ram->fd, (off_t)size) < 0)
 		return -errno;
-	unmap(ram);
 	ram->data_start = ram->data_end = 0;
 	ram->size = size;
 	ram->pages = (uint32_t)gw_pages_of(size);
@@ -129,24 +118,6 @@ int gw__ram_check_whole(gw_ram *ram, uint64_t call)
 	if ((uint64_t)st.st_size < ram->size)
 		return -ESTALE;
 	ram->whole_in = call;
-	return 0;
-}
-
-int gw__ram_map(gw_ram *ram, uint64_t call, const uint8_t **out)
-{
-	int err = gw__ram_check_whole(ram, call);
-	void *map;
-
-	if (err)
-		return err;
-	*out = ram->map;
-	if (ram->map_len || !ram->size)
-		return 0;
-	map = mmap(NULL, ram->size, PROT_READ, MAP_SHARED, ram->fd, 0);
-	if (map == MAP_FAILED)
-		return 0;
-	ram->map = *out = map;
-	ram->map_len = ram->size;
 	return 0;
 }
 
