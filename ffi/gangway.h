@@ -12,7 +12,8 @@
  *
  * Every call that reads a RAM file first checks (one fstat per file per
  * call) that the file is not shorter than its size at open: a shrunk file
- * answers -ESTALE instead of a SIGBUS from a read through its mapping.
+ * answers -ESTALE instead of reading its lost pages as zeros. Files are
+ * read with pread, never through a mapping.
  */
 #ifndef GANGWAY_H
 #define GANGWAY_H

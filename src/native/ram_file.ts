@@ -232,8 +232,8 @@ const ESTALE = constants.errno.ESTALE;
 
 /**
  * As {@linkcode check}, and for ESTALE (a RAM file shrank since it was
- * opened: reading it through its mapping would have raised SIGBUS) an
- * error naming which of `files` shrank, from what size to what size.
+ * opened: its lost pages must not read as zeros) an error naming which of
+ * `files` shrank, from what size to what size.
  *
  * @param files the files the call read
  */
