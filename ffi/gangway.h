@@ -77,8 +77,8 @@ int gw_ram_punch(gw_ram *ram, uint32_t first, uint32_t count);
  * mapping's page faults cost more than the copy on these VMs) and checked
  * against expected[i] (XXH3-64 with seed) before it is written. Runs
  * consecutive on both sides go in one pread and one pwrite. Pages are
- * handled in order: a page written here may be a
- * later page's source only in a later call. Returns 0, -errno, or -EBADMSG
+ * handled in order: a page written here may be a later page's source only
+ * in a later call. Returns 0, -errno, or -EBADMSG
  * with *bad = the index of a page whose hash differs.
  */
 int gw_ram_copy(gw_ram *const *src, const uint32_t *src_pages, gw_ram *dst, const uint32_t *dst_pages,
@@ -284,7 +284,7 @@ int gw_index_scan(gw_index *index, uint32_t guest, uint32_t first, uint32_t coun
 int gw_index_count_changed(gw_index *index, uint32_t guest, uint32_t stride, uint32_t offset);
 
 /*
- * Threads for the page work of later scans (zero checks, copies, hashes):
+ * Threads for the page work of later scans (zero checks, hashes):
  * 1 (the default) keeps it on the caller's thread; more split each call's
  * pages among helper threads (at most GW_MAX_THREADS, 8). Lookups and
  * inserts into the index stay on the caller's thread.

@@ -186,10 +186,7 @@ static int holds_content(gw_index *ix, uint64_t call, uint32_t id, uint64_t hash
 	p = (uint32_t)location;
 	if (holder->hash[p] != hash) /* the full hash, before reading the holder's bytes */
 		return 0;
-	/* The holder may be any guest's file; a shrunk one is an error, not a page of zeros. */
-	err = gw__ram_check_whole(holder->ram, call);
-	if (!err)
-		err = gw__pread_full(holder->ram->fd, held, GW_PAGE_SIZE, (uint64_t)p << GW_PAGE_SHIFT);
+	err = gw__ram_read_pages(holder->ram, call, p, 1, held); /* the holder may be any guest's file */
 	if (err)
 		return err;
 	return memcmp(held, page, GW_PAGE_SIZE) == 0;

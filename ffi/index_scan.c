@@ -171,7 +171,7 @@ GW_EXPORT int gw_index_count_changed(gw_index *ix, uint32_t guest, uint32_t stri
 	gs = &ix->guests[guest];
 	if (gs->pages / stride >= INT_MAX)
 		return -EOVERFLOW; /* the count would not fit the int */
-	/* A shrunk file's lost pages must not read as zeros. */
+	/* A shrunk file is an error even when no sample falls in it. */
 	err = gw__ram_check_whole(gs->ram, call);
 	if (err)
 		return err;
@@ -179,7 +179,7 @@ GW_EXPORT int gw_index_count_changed(gw_index *ix, uint32_t guest, uint32_t stri
 		uint64_t hash;
 
 		/* A short last page reads as its scan read it: zeros past the end. */
-		err = gw__pread_full(gs->ram->fd, page, GW_PAGE_SIZE, p << GW_PAGE_SHIFT);
+		err = gw__ram_read_pages(gs->ram, call, p, 1, page);
 		if (err)
 			return err;
 		hash = gw__page_is_zero(page) ? ix->zero_hash : page_hash(ix, page);

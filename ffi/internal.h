@@ -59,6 +59,12 @@ uint64_t gw__call_id(void);
  */
 int gw__ram_check_whole(gw_ram *ram, uint64_t call);
 
+/*
+ * Reads count pages from page first into buf with pread, after
+ * gw__ram_check_whole: a shrunk file is -ESTALE, never zeros; a short last
+ * page reads as zeros past the end of the file. 0 or -errno.
+ */
+int gw__ram_read_pages(gw_ram *ram, uint64_t call, uint64_t first, uint32_t count, uint8_t *buf);
 
 /* Most threads a scan uses, the caller's included. */
 #define GW_MAX_THREADS 8

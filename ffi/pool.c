@@ -1,6 +1,6 @@
 /*
- * Helper threads for the page work of a scan: zero checks, copies and
- * hashes are the same for every page and share nothing, so a call splits
+ * Helper threads for the page work of a scan: zero checks and hashes
+ * are the same for every page and share nothing, so a call splits
  * its pages among the caller and the helpers and returns when all are
  * done. The index itself (lookups, inserts, byte compares against holders)
  * stays on the caller's thread.

@@ -140,6 +140,15 @@ int gw__pread_full(int fd, uint8_t *buf, size_t len, uint64_t offset)
 	return 0;
 }
 
+int gw__ram_read_pages(gw_ram *ram, uint64_t call, uint64_t first, uint32_t count, uint8_t *buf)
+{
+	int err = gw__ram_check_whole(ram, call);
+
+	if (err)
+		return err;
+	return gw__pread_full(ram->fd, buf, (size_t)count << GW_PAGE_SHIFT, first << GW_PAGE_SHIFT);
+}
+
 /* Reads the selected pages of [first_page, end_page) with as few preads as the mask allows. */
 static int read_span(gw_ram *ram, uint64_t first, uint64_t first_page, uint64_t end_page, const uint8_t *mask,
 		     uint8_t *buf, uint8_t *has_data)
@@ -352,11 +361,8 @@ GW_EXPORT int gw_ram_copy(gw_ram *const *src, const uint32_t *src_pages, gw_ram 
 		for (uint32_t k = i; k < i + run; k++)
 			if (src_pages[k] >= src[k]->pages || dst_pages[k] >= dst->pages)
 				return -ERANGE;
-		/* pread: a short last page reads as zeros past the end, as it was hashed. */
-		err = gw__ram_check_whole(src[i], call);
-		if (!err)
-			err = gw__pread_full(src[i]->fd, buf, (size_t)run << GW_PAGE_SHIFT,
-					     (uint64_t)src_pages[i] << GW_PAGE_SHIFT);
+		/* A short last page reads as zeros past the end, as it was hashed. */
+		err = gw__ram_read_pages(src[i], call, src_pages[i], run, buf);
 		if (err)
 			return err;
 		for (uint32_t k = 0; k < run; k++) {

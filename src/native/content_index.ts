@@ -69,7 +69,7 @@ export interface ScanOptions {
   /** One byte a page: 0 = skip this page. Default: examine all. */
   mask?: Uint8Array;
   /**
-   * Threads for the page work (zero checks, copies, hashes), the caller's
+   * Threads for the page work (zero checks, hashes), the caller's
    * included; lookups in the index stay on the caller's thread. Default 1.
    */
   threads?: number;
