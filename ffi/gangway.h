@@ -286,7 +286,8 @@ int gw_index_count_changed(gw_index *index, uint32_t guest, uint32_t stride, uin
 /*
  * Threads for the page work of later scans (zero checks, hashes):
  * 1 (the default) keeps it on the caller's thread; more split each call's
- * pages among helper threads (at most GW_MAX_THREADS, 8). Lookups and
+ * pages among helper threads (at most GW_MAX_THREADS, 8), made here if
+ * they do not exist yet, so that no scan waits for them. Lookups and
  * inserts into the index stay on the caller's thread.
  */
 void gw_index_set_threads(gw_index *index, uint32_t threads);

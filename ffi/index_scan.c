@@ -1,7 +1,7 @@
 /*
  * A scan of guest pages against the gang's content index, in three steps
- * per call (gw_index_scan): read the pages around holes; then, for every
- * page, the zero check and the hash (the same for every page and sharing
+ * per call (gw_index_scan): find the holes; then, for every page, the read,
+ * the zero check and the hash (the same for every page and sharing
  * nothing, so split among helper threads when asked); then classify each
  * page against its last scan and the index (index.c), on the caller's
  * thread, so the index needs no lock.
@@ -15,6 +15,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -46,6 +47,7 @@ static int reserve_scratch(gw_index *ix, uint32_t count)
 GW_EXPORT void gw_index_set_threads(gw_index *ix, uint32_t threads)
 {
 	ix->threads = threads < 1 ? 1 : threads > GW_MAX_THREADS ? GW_MAX_THREADS : threads;
+	gw__parallel_ready(ix->threads);
 }
 
 static inline uint64_t page_hash(const gw_index *ix, const uint8_t *page)
@@ -64,21 +66,28 @@ enum page_found {
 /* A scan's page work: the same for every page, nothing shared, so it runs on several threads. */
 struct page_work {
 	const gw_index *ix;
+	const gw_ram *ram;
+	uint32_t first;      /* first page of the call */
 	uint32_t count;      /* pages of the call */
 	const uint8_t *mask; /* pages to examine (NULL = all) */
-	const uint8_t *buf;  /* page bytes, by index in the call */
+	uint8_t *buf;        /* page bytes, by index in the call */
+	_Atomic int err;     /* the first read that failed, or 0 */
 };
 
-static void do_page_work(void *arg, uint32_t part, uint32_t parts)
+/*
+ * Pages a thread reads before it checks and hashes them: 1 MiB, read into
+ * its core's cache and hashed there; a thread's whole part of a 16 MiB call
+ * would be read from memory twice.
+ */
+#define PAGE_WORK_BLOCK 256
+
+/* The zero check and the hash of pages [from, to) of the call, read into buf. */
+static void check_and_hash(const struct page_work *w, uint32_t from, uint32_t to)
 {
-	const struct page_work *w = arg;
 	const gw_index *ix = w->ix;
-	uint32_t from = (uint32_t)((uint64_t)w->count * part / parts);
-	uint32_t to = (uint32_t)((uint64_t)w->count * (part + 1) / parts);
 
 	for (uint32_t i = from; i < to; i++) {
 		const uint8_t *page = w->buf + ((size_t)i << GW_PAGE_SHIFT);
-
 		if (w->mask && !w->mask[i])
 			ix->found[i] = FOUND_SKIPPED;
 		else if (!ix->has_data[i])
@@ -89,6 +98,27 @@ static void do_page_work(void *arg, uint32_t part, uint32_t parts)
 			ix->hashes[i] = page_hash(ix, page);
 			ix->found[i] = FOUND_DATA;
 		}
+	}
+}
+
+static void do_page_work(void *arg, uint32_t part, uint32_t parts)
+{
+	struct page_work *w = arg;
+	const gw_index *ix = w->ix;
+	uint32_t from = (uint32_t)((uint64_t)w->count * part / parts);
+	uint32_t to = (uint32_t)((uint64_t)w->count * (part + 1) / parts);
+
+	for (uint32_t block = from; block < to; block += PAGE_WORK_BLOCK) {
+		uint32_t block_end = block + PAGE_WORK_BLOCK < to ? block + PAGE_WORK_BLOCK : to;
+		int err = gw__ram_read_marked(w->ram, w->first, block, block_end, ix->has_data, w->buf);
+
+		if (err) {
+			int none = 0;
+
+			atomic_compare_exchange_strong(&w->err, &none, err);
+			return;
+		}
+		check_and_hash(w, block, block_end);
 	}
 }
 
@@ -113,16 +143,25 @@ GW_EXPORT int gw_index_scan(gw_index *ix, uint32_t guest, uint32_t first, uint32
 	if (err)
 		return err;
 
-	/* Step 1 -- the examined pages are read with pread, skipping holes. */
-	pages_read = gw__ram_read_data(gs->ram, call, first, count, mask, buf, ix->has_data);
+	/* Step 1 -- the holes, never read. */
+	pages_read = gw__ram_find_data(gs->ram, call, first, count, mask, ix->has_data);
 	if (pages_read < 0)
 		return pages_read;
-	stats[GW_STAT_PAGES_READ] += (uint64_t)pages_read;
 
-	/* Step 2 -- zero checks and hashes, on several threads if asked. */
-	work = (struct page_work){ix, count, mask, buf};
+	/* Step 2 -- reads (pread), zero checks and hashes, on several threads if asked. */
+	work.ix = ix;
+	work.ram = gs->ram;
+	work.first = first;
+	work.count = count;
+	work.mask = mask;
+	work.buf = buf;
+	atomic_init(&work.err, 0);
 	threads = count / MIN_PAGES_PER_THREAD;
 	gw__parallel(do_page_work, &work, threads < ix->threads ? threads : ix->threads);
+	err = atomic_load(&work.err);
+	if (err)
+		return err;
+	stats[GW_STAT_PAGES_READ] += (uint64_t)pages_read;
 
 	/* Step 3 -- classify every examined page against its last scan and the gang. */
 	for (uint32_t i = 0; i < count; i++) {

@@ -35,14 +35,22 @@ int gw__page_is_zero(const uint8_t *page);
 int gw__pread_full(int fd, uint8_t *buf, size_t len, uint64_t offset);
 
 /*
- * Reads the pages of [first, first + count) that mask selects (NULL = all)
- * and that hold data; has_data[i] says which were read. Holes are found with
- * SEEK_DATA/SEEK_HOLE and never read. count is at most GW_MAX_CALL_PAGES.
- * Returns pages read or -errno
- * (-ESTALE: the file shrank, see gw__ram_check_whole).
+ * Marks in has_data the pages of [first, first + count) that mask selects
+ * (NULL = all) and that hold data: holes are found with SEEK_DATA/SEEK_HOLE
+ * (past a few data regions a call marks straight on: such holes read as
+ * zeros). Reads no page. count is at most GW_MAX_CALL_PAGES. Returns the
+ * pages marked or -errno (-ESTALE: the file shrank, see gw__ram_check_whole).
  */
-int gw__ram_read_data(gw_ram *ram, uint64_t call, uint32_t first, uint32_t count, const uint8_t *mask,
-		      uint8_t *buf, uint8_t *has_data);
+int gw__ram_find_data(gw_ram *ram, uint64_t call, uint32_t first, uint32_t count, const uint8_t *mask,
+		      uint8_t *has_data);
+
+/*
+ * Reads the pages marked in has_data[from, to) of a call that starts at page
+ * first into buf (page i at i * GW_PAGE_SIZE), a pread per run of marked
+ * pages. Threads may read disjoint ranges of one call at once. 0 or -errno.
+ */
+int gw__ram_read_marked(const gw_ram *ram, uint32_t first, uint32_t from, uint32_t to, const uint8_t *has_data,
+			uint8_t *buf);
 
 /*
  * A number for each call into the library that reads guest RAM, so that a
@@ -74,5 +82,8 @@ typedef void gw__work_fn(void *arg, uint32_t part, uint32_t parts);
 
 /* Runs fn on `parts` threads (the caller's and helpers) and returns when every part is done. */
 void gw__parallel(gw__work_fn *fn, void *arg, uint32_t parts);
+
+/* Makes the helpers of a `parts`-thread job now, so that no job waits for them. */
+void gw__parallel_ready(uint32_t parts);
 
 #endif

@@ -5,8 +5,8 @@
  * done. The index itself (lookups, inserts, byte compares against holders)
  * stays on the caller's thread.
  *
- * Helpers are made on first use and live as long as the process, asleep
- * between jobs. One job runs at a time; a second caller (another thread)
+ * Helpers are made on first use (or ahead of it, gw__parallel_ready) and
+ * live as long as the process, asleep between jobs. One job runs at a time; a second caller (another thread)
  * does its work alone rather than wait.
  */
 #include <pthread.h>
@@ -74,6 +74,13 @@ static void start_helpers(uint32_t want)
 		pthread_detach(thread);
 		pool.helpers = id;
 	}
+}
+
+void gw__parallel_ready(uint32_t parts)
+{
+	pthread_mutex_lock(&pool.lock);
+	start_helpers(parts > GW_MAX_THREADS ? GW_MAX_THREADS : parts);
+	pthread_mutex_unlock(&pool.lock);
 }
 
 void gw__parallel(gw__work_fn *fn, void *arg, uint32_t parts)

@@ -149,33 +149,18 @@ int gw__ram_read_pages(gw_ram *ram, uint64_t call, uint64_t first, uint32_t coun
 	return gw__pread_full(ram->fd, buf, (size_t)count << GW_PAGE_SHIFT, first << GW_PAGE_SHIFT);
 }
 
-/* Reads the selected pages of [first_page, end_page) with as few preads as the mask allows. */
-static int read_span(gw_ram *ram, uint64_t first, uint64_t first_page, uint64_t end_page, const uint8_t *mask,
-		     uint8_t *buf, uint8_t *has_data)
+/* Marks the pages of [first_page, end_page) that mask selects; returns how many. */
+static int mark_span(uint64_t first, uint64_t first_page, uint64_t end_page, const uint8_t *mask, uint8_t *has_data)
 {
-	uint64_t page = first_page;
-	int pages_read = 0;
+	int marked = 0;
 
-	while (page < end_page) {
-		uint64_t run_end;
-		int err;
-
-		if (mask && !mask[page - first]) {
-			page++;
+	for (uint64_t page = first_page; page < end_page; page++) {
+		if (mask && !mask[page - first])
 			continue;
-		}
-		run_end = page + 1;
-		while (run_end < end_page && (!mask || mask[run_end - first]))
-			run_end++;
-		err = gw__pread_full(ram->fd, buf + ((page - first) << GW_PAGE_SHIFT), (run_end - page) << GW_PAGE_SHIFT,
-				 page << GW_PAGE_SHIFT);
-		if (err)
-			return err;
-		memset(has_data + (page - first), 1, run_end - page);
-		pages_read += (int)(run_end - page);
-		page = run_end;
+		has_data[page - first] = 1;
+		marked++;
 	}
-	return pages_read;
+	return marked;
 }
 
 /*
@@ -208,13 +193,13 @@ static int data_region(gw_ram *ram, uint64_t pos, uint64_t limit, uint64_t *star
 	return 1;
 }
 
-int gw__ram_read_data(gw_ram *ram, uint64_t call, uint32_t first, uint32_t count, const uint8_t *mask,
-		      uint8_t *buf, uint8_t *has_data)
+int gw__ram_find_data(gw_ram *ram, uint64_t call, uint32_t first, uint32_t count, const uint8_t *mask,
+		      uint8_t *has_data)
 {
 	uint64_t end_page = (uint64_t)first + count;
 	uint64_t end = end_page << GW_PAGE_SHIFT;
 	uint64_t pos = (uint64_t)first << GW_PAGE_SHIFT;
-	int pages_read = 0, regions = 0, err;
+	int marked = 0, regions = 0, err;
 
 	if (end_page > ram->pages)
 		return -ERANGE;
@@ -228,7 +213,7 @@ int gw__ram_read_data(gw_ram *ram, uint64_t call, uint32_t first, uint32_t count
 
 	while (pos < end) {
 		uint64_t data_start = 0, data_end = 0;
-		int found = data_region(ram, pos, end, &data_start, &data_end), n;
+		int found = data_region(ram, pos, end, &data_start, &data_end);
 
 		if (found < 0)
 			return found;
@@ -241,24 +226,44 @@ int gw__ram_read_data(gw_ram *ram, uint64_t call, uint32_t first, uint32_t count
 		 */
 		if (data_end > end || ++regions == MAX_REGIONS_PER_READ)
 			data_end = end;
-		n = read_span(ram, first, data_start >> GW_PAGE_SHIFT, gw_pages_of(data_end), mask, buf, has_data);
-		if (n < 0)
-			return n;
-		pages_read += n;
+		marked += mark_span(first, data_start >> GW_PAGE_SHIFT, gw_pages_of(data_end), mask, has_data);
 		pos = gw_pages_of(data_end) << GW_PAGE_SHIFT;
 	}
-	return pages_read;
+	return marked;
+}
+
+int gw__ram_read_marked(const gw_ram *ram, uint32_t first, uint32_t from, uint32_t to, const uint8_t *has_data,
+			uint8_t *buf)
+{
+	for (uint32_t i = from, end; i < to; i = end) {
+		int err;
+
+		if (!has_data[i]) {
+			end = i + 1;
+			continue;
+		}
+		for (end = i + 1; end < to && has_data[end]; end++)
+			;
+		err = gw__pread_full(ram->fd, buf + ((size_t)i << GW_PAGE_SHIFT), (size_t)(end - i) << GW_PAGE_SHIFT,
+				     ((uint64_t)first + i) << GW_PAGE_SHIFT);
+		if (err)
+			return err;
+	}
+	return 0;
 }
 
 GW_EXPORT int gw_ram_read(gw_ram *ram, uint32_t first, uint32_t count, uint8_t *buf, uint8_t *has_data)
 {
-	int pages_read;
+	int pages_read, err;
 
 	if (count > GW_MAX_CALL_PAGES)
 		return -EINVAL;
-	pages_read = gw__ram_read_data(ram, gw__call_id(), first, count, NULL, buf, has_data);
+	pages_read = gw__ram_find_data(ram, gw__call_id(), first, count, NULL, has_data);
 	if (pages_read < 0)
 		return pages_read;
+	err = gw__ram_read_marked(ram, first, 0, count, has_data, buf);
+	if (err)
+		return err;
 	for (uint32_t i = 0; i < count; i++)
 		if (!has_data[i])
 			memset(buf + ((size_t)i << GW_PAGE_SHIFT), 0, GW_PAGE_SIZE);

@@ -163,6 +163,16 @@ export class ContentIndex implements Disposable {
   }
 
   /**
+   * Sets the threads of later scans' page work (as their `threads` option
+   * does) and makes the helper threads now, so that the next scan does not
+   * wait for them: a final round runs with guests paused.
+   */
+  setThreads(threads: number): void {
+    native().gw_index_set_threads(this.#ptr(), threads);
+    this.#threads = threads;
+  }
+
+  /**
    * Scans pages [first, first + count) of a guest into `out`, comparing
    * each with its previous scan and with the whole gang.
    *
@@ -182,10 +192,7 @@ export class ContentIndex implements Disposable {
     if (mask && mask.length < count) throw new RangeError("Scan mask too small");
     const ram = this.#guests[guest];
     if (!ram) throw new RangeError(`No guest ${guest} in this index`);
-    if (threads !== this.#threads) {
-      native().gw_index_set_threads(this.#ptr(), threads);
-      this.#threads = threads;
-    }
+    if (threads !== this.#threads) this.setThreads(threads);
     // Any guest's file may be read: a page's content is compared with the page that holds it.
     return checkRamResult(
       native().gw_index_scan(
