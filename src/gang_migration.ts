@@ -51,7 +51,7 @@ import {
 } from "./gang_report.ts";
 
 export type { FinalRounds, GangTimeline, QemuGangReport, QemuGuestReport };
-export type { DowntimeParts } from "./qemu/device_state.ts";
+export type { DowntimeParts } from "./qemu/downtime_parts.ts";
 import {
   checkDestinationsReady,
   switchOverGang,

@@ -7,7 +7,7 @@
 import type { QemuGuest } from "./qemu/guest.ts";
 import type { RamBackend } from "./qemu/ram_backend.ts";
 import type { SwitchOverResult } from "./switchover/switch_over.ts";
-import type { DowntimeParts } from "./qemu/device_state.ts";
+import type { DowntimeParts } from "./qemu/downtime_parts.ts";
 import type { MigrationReport } from "./transfer/transfer_gang.ts";
 
 /** What happened to one guest. */

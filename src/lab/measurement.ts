@@ -4,7 +4,7 @@
  * @module
  */
 import type { QemuGuest } from "../qemu/guest.ts";
-import type { DowntimeParts } from "../qemu/device_state.ts";
+import type { DowntimeParts } from "../qemu/downtime_parts.ts";
 import type { CompressionReport } from "../transfer/compression_policy.ts";
 import type { RoundTime } from "../transfer/sender_options.ts";
 import type { ResumeCheck } from "./resumed.ts";

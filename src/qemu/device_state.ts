@@ -15,6 +15,7 @@ import {
 } from "./destination.ts";
 import { finalInfo, recoverSource, setCapabilities, waitForStatus } from "./_migration_steps.ts";
 import { errorMessage } from "../_errors.ts";
+import { type DeviceStateMigrationResult, downtimeParts } from "./downtime_parts.ts";
 
 /** Options of {@linkcode DeviceStateMigration.start}. */
 export interface DeviceStateMigrationOptions {
@@ -45,66 +46,6 @@ export interface MoveDeviceStateOptions extends DeviceStateMigrationOptions {
    * `pauseBeforeSwitchover`.
    */
   whilePaused?: () => Promise<void>;
-}
-
-/** What a device-state migration measured. */
-export interface DeviceStateMigrationResult {
-  /** Source guest name. */
-  source: string;
-  /** Destination guest name. */
-  destination: string;
-  /** From the source's vCPUs stopping to the destination's running: the guest's downtime. */
-  downtimeMs: number;
-  /** From the device state starting to move (migrate or migrate-continue) to the destination running. */
-  switchoverMs: number;
-  /** From {@linkcode DeviceStateMigration.start} to the destination running. */
-  totalMs: number;
-  /** Bytes QEMU sent (device state and RAM blocks that are not shared). */
-  transferredBytes: number;
-  /** The downtime QEMU reports on the source (its own view; includes the paused copy). */
-  qemuDowntimeMs?: number;
-  /** When the destination ran, on this process's `performance.now()` clock. */
-  runningAt: number;
-  /** What the downtime was made of. */
-  downtimeParts: DowntimeParts;
-}
-
-/**
- * Where a guest's downtime went, in ms: consecutive parts from its source
- * pausing to its destination running (their sum is the downtime).
- */
-export interface DowntimeParts {
-  /** Paused before the switch-over started (gangway's final round, until applied at the target). */
-  beforeSwitchOverMs: number;
-  /** Source checked, destination listening, `migrate` sent. */
-  setupMs: number;
-  /** The device state moved: until the source's migration completed. */
-  deviceStateMs: number;
-  /** Then waiting for the caller's `runAfter` (gangway: the RAM's verification). */
-  verifyWaitMs: number;
-  /** The destination checked loaded and started (`cont`). */
-  runMs: number;
-}
-
-/** Consecutive parts between marks on the `performance.now()` clock, none before `pausedAt`. */
-function downtimeParts(
-  pausedAt: number,
-  marks: {
-    started: number;
-    migrating: number;
-    completed: number;
-    verified: number;
-    running: number;
-  },
-): DowntimeParts {
-  const at = (mark: number) => Math.max(mark, pausedAt);
-  return {
-    beforeSwitchOverMs: at(marks.started) - pausedAt,
-    setupMs: at(marks.migrating) - at(marks.started),
-    deviceStateMs: at(marks.completed) - at(marks.migrating),
-    verifyWaitMs: at(marks.verified) - at(marks.completed),
-    runMs: at(marks.running) - at(marks.verified),
-  };
 }
 
 const DEFAULT_WAIT_MS = 30_000;

@@ -47,11 +47,10 @@ export {
 export {
   DeviceStateMigration,
   type DeviceStateMigrationOptions,
-  type DeviceStateMigrationResult,
-  type DowntimeParts,
   moveDeviceState,
   type MoveDeviceStateOptions,
 } from "./device_state.ts";
+export { type DeviceStateMigrationResult, type DowntimeParts } from "./downtime_parts.ts";
 export {
   type Destination,
   type DestinationState,

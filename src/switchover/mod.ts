@@ -31,4 +31,4 @@ export {
   type SwitchOverResult,
 } from "./switch_over.ts";
 export { type DiskCopyOptions, GangDiskCopy } from "./disk_copy.ts";
-export type { DowntimeParts } from "../qemu/device_state.ts";
+export type { DowntimeParts } from "../qemu/downtime_parts.ts";

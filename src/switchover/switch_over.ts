@@ -8,7 +8,8 @@
  */
 import type { QemuGuest } from "../qemu/guest.ts";
 import type { Destination } from "../qemu/destination.ts";
-import { DeviceStateMigration, type DowntimeParts } from "../qemu/device_state.ts";
+import { DeviceStateMigration } from "../qemu/device_state.ts";
+import type { DowntimeParts } from "../qemu/downtime_parts.ts";
 import { errorMessage } from "../_errors.ts";
 
 /** A source guest and the destination taking it over. */
