@@ -26,7 +26,7 @@
 #define GW_MAX_CALL_PAGES 0x7fffffffu
 
 /* Bumped whenever a signature or a constant below changes. */
-#define GW_ABI_VERSION 15
+#define GW_ABI_VERSION 16
 
 uint32_t gw_abi_version(void);
 
@@ -284,13 +284,19 @@ int gw_index_scan(gw_index *index, uint32_t guest, uint32_t first, uint32_t coun
 int gw_index_count_changed(gw_index *index, uint32_t guest, uint32_t stride, uint32_t offset);
 
 /*
- * Threads for the page work of later scans (zero checks, hashes):
+ * Threads for the page work of later scans (reads, zero checks, hashes):
  * 1 (the default) keeps it on the caller's thread; more split each call's
- * pages among helper threads (at most GW_MAX_THREADS, 8), made here if
- * they do not exist yet, so that no scan waits for them. Lookups and
+ * pages among helper threads (at most GW_MAX_THREADS, 8). Lookups and
  * inserts into the index stay on the caller's thread.
  */
 void gw_index_set_threads(gw_index *index, uint32_t threads);
+
+/*
+ * Makes the helper threads of threads-thread scans now (they are shared
+ * by every index of the process and otherwise made by the first scan that
+ * needs them), so that a scan that must be quick does not wait for them.
+ */
+void gw_scan_threads_start(uint32_t threads);
 
 /* Per-page state of a guest, owned by the index (stable until gw_index_free). */
 const uint64_t *gw_index_page_hashes(const gw_index *index, uint32_t guest);

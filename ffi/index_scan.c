@@ -47,7 +47,6 @@ static int reserve_scratch(gw_index *ix, uint32_t count)
 GW_EXPORT void gw_index_set_threads(gw_index *ix, uint32_t threads)
 {
 	ix->threads = threads < 1 ? 1 : threads > GW_MAX_THREADS ? GW_MAX_THREADS : threads;
-	gw__parallel_ready(ix->threads);
 }
 
 static inline uint64_t page_hash(const gw_index *ix, const uint8_t *page)
@@ -63,7 +62,7 @@ enum page_found {
 	FOUND_DATA,      /* data, in buf: hashes[i] is its hash */
 };
 
-/* A scan's page work: the same for every page, nothing shared, so it runs on several threads. */
+/* A scan's page work: the same for every page, each thread on its own pages, so it runs on several. */
 struct page_work {
 	const gw_index *ix;
 	const gw_ram *ram;

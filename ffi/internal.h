@@ -47,7 +47,10 @@ int gw__ram_find_data(gw_ram *ram, uint64_t call, uint32_t first, uint32_t count
 /*
  * Reads the pages marked in has_data[from, to) of a call that starts at page
  * first into buf (page i at i * GW_PAGE_SIZE), a pread per run of marked
- * pages. Threads may read disjoint ranges of one call at once. 0 or -errno.
+ * pages. Only after gw__ram_find_data of the same call, with its has_data:
+ * that checked the file's size (a shrunk file is -ESTALE there, never
+ * zeros here). Threads may read disjoint ranges of one call at once. 0 or
+ * -errno.
  */
 int gw__ram_read_marked(const gw_ram *ram, uint32_t first, uint32_t from, uint32_t to, const uint8_t *has_data,
 			uint8_t *buf);

@@ -1,12 +1,12 @@
 /*
- * Helper threads for the page work of a scan: zero checks and hashes
- * are the same for every page and share nothing, so a call splits
+ * Helper threads for the page work of a scan: reads, zero checks and
+ * hashes are the same for every page and share nothing, so a call splits
  * its pages among the caller and the helpers and returns when all are
  * done. The index itself (lookups, inserts, byte compares against holders)
  * stays on the caller's thread.
  *
- * Helpers are made on first use (or ahead of it, gw__parallel_ready) and
- * live as long as the process, asleep between jobs. One job runs at a time; a second caller (another thread)
+ * Helpers are made on first use (or ahead of it: gw_scan_threads_start)
+ * and live as long as the process, asleep between jobs. One job runs at a time; a second caller (another thread)
  * does its work alone rather than wait.
  */
 #include <pthread.h>
@@ -74,6 +74,11 @@ static void start_helpers(uint32_t want)
 		pthread_detach(thread);
 		pool.helpers = id;
 	}
+}
+
+GW_EXPORT void gw_scan_threads_start(uint32_t threads)
+{
+	gw__parallel_ready(threads);
 }
 
 void gw__parallel_ready(uint32_t parts)

@@ -278,6 +278,50 @@ static void check_compress(void)
 	free(src), free(packed), free(out);
 }
 
+/*
+ * A scan on three threads finds what a scan on one finds, in a call long
+ * enough that each thread reads several 1 MiB blocks; a file that shrank
+ * is -ESTALE on either.
+ */
+static void check_threaded_scan(void)
+{
+	enum { PAGES = 1500 };
+	uint32_t *content = xmalloc(PAGES * sizeof(*content));
+	uint8_t *buf = xmalloc((size_t)PAGES * PAGE), *kinds[2], *mask = xmalloc(PAGES);
+	uint32_t *ids = xmalloc(PAGES * sizeof(*ids));
+	uint64_t stats[GW_STAT_COUNT] = {0};
+	char *path = shm_path("threads");
+	gw_index *ix[2];
+	gw_ram *ram;
+
+	for (uint32_t p = 0; p < PAGES; p++) {
+		content[p] = rnd(3) ? 1 + rnd(40) : 0;
+		mask[p] = (uint8_t)(rnd(8) != 0);
+	}
+	ram = make_ram(path, PAGES, content);
+	gw_scan_threads_start(3);
+	for (int t = 0; t < 2; t++) {
+		kinds[t] = xmalloc(PAGES);
+		CHECK(gw_index_new(7, 64, &ix[t]) == 0, "index");
+		gw_index_set_threads(ix[t], t ? 3 : 1);
+		CHECK(gw_index_add_guest(ix[t], ram) == 0, "add guest");
+		CHECK(gw_index_scan(ix[t], 0, 0, PAGES, NULL, buf, kinds[t], ids, stats) >= 0, "scan");
+		CHECK(gw_index_scan(ix[t], 0, 0, PAGES, mask, buf, kinds[t], ids, stats) >= 0, "rescan");
+	}
+	CHECK(memcmp(gw_index_page_hashes(ix[0], 0), gw_index_page_hashes(ix[1], 0), PAGES * sizeof(uint64_t)) == 0,
+	      "hashes of one thread and of three differ");
+	CHECK(memcmp(kinds[0], kinds[1], PAGES) == 0, "kinds of one thread and of three differ");
+	CHECK(truncate(path, (PAGES - 1) * (off_t)PAGE) == 0, "truncate");
+	for (int t = 0; t < 2; t++) {
+		CHECK(gw_index_scan(ix[t], 0, 0, PAGES - 1, NULL, buf, kinds[t], ids, stats) == -ESTALE, "shrunk, %d", t);
+		gw_index_free(ix[t]);
+		free(kinds[t]);
+	}
+	gw_ram_close(ram);
+	unlink(path);
+	free(path), free(content), free(buf), free(mask), free(ids);
+}
+
 /* Two threads compress and decompress at once: each must get its own bytes back. */
 static void *compress_loop(void *arg)
 {
@@ -391,6 +435,8 @@ int main(int argc, char **argv)
 	puts("ok index");
 	check_copy();
 	puts("ok copy");
+	check_threaded_scan();
+	puts("ok threaded scan");
 	for (int i = 0; i < FUZZ_ROUNDS; i++)
 		check_compress();
 	puts("ok compress");

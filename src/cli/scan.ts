@@ -5,7 +5,7 @@
  * Scans each file as one guest of a gang and reports how many pages are
  * zero, unique or duplicates (within a guest or across guests): what gang
  * migration would send in full and what as a short reference. The page
- * work (zero checks, hashes) runs on `--threads` threads; by default
+ * work (reads, zero checks, hashes) runs on `--threads` threads; by default
  * (`auto`) on one thread or on every core (at most 8), whichever the scan
  * measures faster as it goes: on a host whose guests keep the cores busy,
  * more threads can be slower.

@@ -69,10 +69,25 @@ export interface ScanOptions {
   /** One byte a page: 0 = skip this page. Default: examine all. */
   mask?: Uint8Array;
   /**
-   * Threads for the page work (zero checks, hashes), the caller's
+   * Threads for the page work (reads, zero checks, hashes), the caller's
    * included; lookups in the index stay on the caller's thread. Default 1.
    */
   threads?: number;
+}
+
+/**
+ * Makes the helper threads of `threads`-thread scans now (one set for the
+ * process, otherwise made by the first scan that needs them), so that a
+ * scan that must be quick, such as a final round with guests paused, does
+ * not wait for them.
+ *
+ * @throws RangeError unless `threads` is a positive integer
+ */
+export function startScanThreads(threads: number): void {
+  if (!Number.isInteger(threads) || threads < 1) {
+    throw new RangeError(`Scan threads must be a positive integer, not ${threads}`);
+  }
+  native().gw_scan_threads_start(Math.min(threads, 0xffff_ffff));
 }
 
 /** Allocates the buffers for scans of up to `pages` pages a call. */
@@ -163,16 +178,6 @@ export class ContentIndex implements Disposable {
   }
 
   /**
-   * Sets the threads of later scans' page work (as their `threads` option
-   * does) and makes the helper threads now, so that the next scan does not
-   * wait for them: a final round runs with guests paused.
-   */
-  setThreads(threads: number): void {
-    native().gw_index_set_threads(this.#ptr(), threads);
-    this.#threads = threads;
-  }
-
-  /**
    * Scans pages [first, first + count) of a guest into `out`, comparing
    * each with its previous scan and with the whole gang.
    *
@@ -192,7 +197,10 @@ export class ContentIndex implements Disposable {
     if (mask && mask.length < count) throw new RangeError("Scan mask too small");
     const ram = this.#guests[guest];
     if (!ram) throw new RangeError(`No guest ${guest} in this index`);
-    if (threads !== this.#threads) this.setThreads(threads);
+    if (threads !== this.#threads) {
+      native().gw_index_set_threads(this.#ptr(), threads);
+      this.#threads = threads;
+    }
     // Any guest's file may be read: a page's content is compared with the page that holds it.
     return checkRamResult(
       native().gw_index_scan(

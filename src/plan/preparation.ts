@@ -22,7 +22,7 @@ export interface PrepareOptions {
    */
   dirtyTracker?: DirtyTracker;
   /**
-   * Threads for the page work of the scan (zero checks, hashes). Default 1:
+   * Threads for the page work of the scan (reads, zero checks, hashes). Default 1:
    * the guests run meanwhile and need their cores.
    */
   threads?: number;

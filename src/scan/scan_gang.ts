@@ -61,7 +61,7 @@ export interface ScanGangOptions {
   /** Called after each chunk with pages done and pages in all. */
   onProgress?: (done: number, total: number) => void;
   /**
-   * Threads for the page work: zero checks and hashes (see
+   * Threads for the page work: reads, zero checks and hashes (see
    * ContentIndex.scan), or `"auto"`: one or up to 8 (the cores), whichever
    * is measured faster while the scan runs (see {@linkcode ThreadChoice}).
    * Default 1: the guests being scanned run meanwhile, and other threads

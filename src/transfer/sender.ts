@@ -7,7 +7,7 @@
  */
 import { CHUNK_PAGES, PARALLEL_CHUNK_PAGES, scanChunks } from "../scan/scan_chunks.ts";
 import type { Gang } from "../scan/gang.ts";
-import { type ScanBuffers, scanBuffers } from "../native/content_index.ts";
+import { type ScanBuffers, scanBuffers, startScanThreads } from "../native/content_index.ts";
 import { PAGE_SIZE } from "../native/ram_file.ts";
 import { emptyCounts, type RoundCounts, RoundPlanner } from "../plan/round_planner.ts";
 import { type DirtyTracker, rescanEverything } from "../plan/dirty_tracking.ts";
@@ -60,11 +60,10 @@ export class GangSender implements AsyncDisposable {
   #tracker: DirtyTracker;
   readonly #out = scanBuffers(CHUNK_PAGES);
   /**
-   * Buffers of the rounds with guests paused (made by readyToPause): 16 MiB
-   * chunks, so that such a round crosses into the C library, the planner
-   * and the frame writer 64 times a GiB, not 1,024.
+   * Buffers of the final round when its page work is shared among threads,
+   * made (with the helper threads) after a live round: not in the downtime.
    */
-  #pausedOut: ScanBuffers | undefined;
+  #parallelOut: ScanBuffers | undefined;
   #roundsStarted = 0;
   /** Guests finished alone (finishGuest): no later round reads them. */
   readonly #finished: boolean[];
@@ -134,17 +133,19 @@ export class GangSender implements AsyncDisposable {
   }
 
   /**
-   * Makes ready what the rounds with guests paused need (their buffers,
-   * faulted in, and the final round's helper threads), so that none of it
-   * is made in the downtime. {@linkcode finishGuest} and a final round call
-   * it themselves; call it before pausing the first guest.
+   * The final round's threaded buffers, made at once if missing, and its
+   * helper threads: made after a live round, as fresh memory and new
+   * threads are slow on a VM (the first guest's downtime grew by 60-90 ms
+   * when they were made while it was paused: docs/lab-results/runs/ab-15).
    */
-  readyToPause(): void {
-    if (this.#pausedOut) return;
-    this.#pausedOut = scanBuffers(PARALLEL_CHUNK_PAGES);
-    // Fresh memory is mapped on its first write, slowly on a VM: not while a guest is paused.
-    this.#pausedOut.buf.fill(0);
-    this.#gang.index.setThreads(this.#finalThreads);
+  #readyForThreads(): ScanBuffers {
+    if (this.#finalThreads === 1) return this.#out;
+    if (!this.#parallelOut) {
+      this.#parallelOut = scanBuffers(PARALLEL_CHUNK_PAGES);
+      this.#parallelOut.buf.fill(0); // its pages mapped now, on their first write
+      startScanThreads(this.#finalThreads);
+    }
+    return this.#parallelOut;
   }
 
   get #answerTimeout(): number {
@@ -279,13 +280,11 @@ export class GangSender implements AsyncDisposable {
     let planMs = 0;
     const pagesTotal = this.#gang.pages;
     let pagesBefore = 0; // pages of the guests already done
-    // A paused round is all downtime. With the whole gang paused the cores are free and its page
-    // work takes them all; a guest finishing alone stays on one thread, as the rest of the gang
-    // still runs (two threads scanned its 256 MiB in 33-53 ms, one in 25-31, in the lab).
-    const paused = final || only !== undefined;
-    if (paused) this.readyToPause();
+    // With the gang paused the cores are free: the final round's page work takes them all. A guest
+    // finishing alone stays on one thread, as the rest of the gang still runs (two threads took
+    // 32-54 ms for a guest's 256 MiB, one 26-31: docs/lab-results/runs/ab-16).
     const threads = final ? this.#finalThreads : 1;
-    const out = paused ? this.#pausedOut! : this.#out;
+    const out = threads > 1 ? this.#readyForThreads() : this.#out;
     for (const guest of this.#gang.guests) {
       if (this.#finished[guest.number] || (only !== undefined && guest.number !== only)) {
         pagesBefore += guest.ram.pages;
@@ -346,6 +345,7 @@ export class GangSender implements AsyncDisposable {
     const report = roundReport(round, final, started, this.bytesOnWire - bytesBefore, counts, time);
     if (only !== undefined) report.guest = only;
     this.rounds.push(report);
+    if (!final && only === undefined) this.#readyForThreads(); // after the round's own time
     return report;
   }
 

@@ -36,7 +36,7 @@ export interface SenderOptions {
   deltas?: boolean;
   /**
    * Threads for the page work of a preparation scan (`GangSender.prepare()`:
-   * zero checks, hashes). Default 1: the guests run meanwhile and need their
+   * reads, zero checks, hashes). Default 1: the guests run meanwhile and need their
    * cores. Live rounds scan on one thread.
    */
   scanThreads?: number;

@@ -141,7 +141,6 @@ export async function transferGang(
       options.onRound?.(report);
       sizes.push(roundSize(report));
     }
-    sender.readyToPause();
     if (options.pauseGuest && !onePass) {
       pausedAt = performance.now();
       for (const guest of gang.guests) {
