@@ -87,6 +87,7 @@ static void check_and_hash(const struct page_work *w, uint32_t from, uint32_t to
 
 	for (uint32_t i = from; i < to; i++) {
 		const uint8_t *page = w->buf + ((size_t)i << GW_PAGE_SHIFT);
+
 		if (w->mask && !w->mask[i])
 			ix->found[i] = FOUND_SKIPPED;
 		else if (!ix->has_data[i])

@@ -86,7 +86,4 @@ typedef void gw__work_fn(void *arg, uint32_t part, uint32_t parts);
 /* Runs fn on `parts` threads (the caller's and helpers) and returns when every part is done. */
 void gw__parallel(gw__work_fn *fn, void *arg, uint32_t parts);
 
-/* Makes the helpers of a `parts`-thread job now, so that no job waits for them. */
-void gw__parallel_ready(uint32_t parts);
-
 #endif

@@ -6,8 +6,9 @@
  * stays on the caller's thread.
  *
  * Helpers are made on first use (or ahead of it: gw_scan_threads_start)
- * and live as long as the process, asleep between jobs. One job runs at a time; a second caller (another thread)
- * does its work alone rather than wait.
+ * and live as long as the process, asleep between jobs. One job runs at a
+ * time; a second caller (another thread) does its work alone rather than
+ * wait.
  */
 #include <pthread.h>
 
@@ -78,13 +79,8 @@ static void start_helpers(uint32_t want)
 
 GW_EXPORT void gw_scan_threads_start(uint32_t threads)
 {
-	gw__parallel_ready(threads);
-}
-
-void gw__parallel_ready(uint32_t parts)
-{
 	pthread_mutex_lock(&pool.lock);
-	start_helpers(parts > GW_MAX_THREADS ? GW_MAX_THREADS : parts);
+	start_helpers(threads > GW_MAX_THREADS ? GW_MAX_THREADS : threads);
 	pthread_mutex_unlock(&pool.lock);
 }
 
