@@ -62,9 +62,11 @@ int gw_ram_read(gw_ram *ram, uint32_t first, uint32_t count, uint8_t *buf, uint8
 
 /*
  * Writes count pages from buf to the page numbers in pages[] (ascending
- * runs are merged into one pwritev each). Returns 0 or -errno (-ENOSPC on
- * a full disk: nothing is ever written through a mapping, so a full disk
- * is an error code and not a SIGBUS).
+ * runs are merged into one pwritev each). A short last page is written up
+ * to the end of the file, which never grows; the bytes past it must be
+ * zeros (-EFBIG if not: they would be lost). Returns 0 or -errno (-ENOSPC
+ * on a full disk: nothing is ever written through a mapping, so a full
+ * disk is an error code and not a SIGBUS).
  */
 int gw_ram_write(gw_ram *ram, const uint32_t *pages, uint32_t count, const uint8_t *buf);
 
@@ -78,8 +80,9 @@ int gw_ram_punch(gw_ram *ram, uint32_t first, uint32_t count);
  * against expected[i] (XXH3-64 with seed) before it is written. Runs
  * consecutive on both sides go in one pread and one pwrite. Pages are
  * handled in order: a page written here may be a later page's source only
- * in a later call. Returns 0, -errno, or -EBADMSG
- * with *bad = the index of a page whose hash differs.
+ * in a later call. A short last page of dst is written as gw_ram_write
+ * writes it (-EFBIG if the bytes past the end are not zeros). Returns 0,
+ * -errno, or -EBADMSG with *bad = the index of a page whose hash differs.
  */
 int gw_ram_copy(gw_ram *const *src, const uint32_t *src_pages, gw_ram *dst, const uint32_t *dst_pages,
 		uint32_t count, uint64_t seed, const uint64_t *expected, uint32_t *bad);

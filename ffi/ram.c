@@ -288,6 +288,24 @@ static int pwrite_full(int fd, const uint8_t *buf, size_t len, uint64_t offset)
 	return 0;
 }
 
+/*
+ * A write of len bytes at offset, cut at the end of the file: the file never
+ * grows past a short last page. The bytes cut off must be zeros, as a read
+ * of that page returns them and as its hash was taken: any other byte would
+ * be lost while the page's hash still said it was there. -EFBIG if one is
+ * not.
+ */
+static int cut_at_end(const gw_ram *ram, uint64_t offset, uint64_t *len, const uint8_t *bytes)
+{
+	if (offset + *len <= ram->size)
+		return 0;
+	for (uint64_t k = ram->size - offset; k < *len; k++)
+		if (bytes[k])
+			return -EFBIG;
+	*len = ram->size - offset;
+	return 0;
+}
+
 GW_EXPORT int gw_ram_write(gw_ram *ram, const uint32_t *pages, uint32_t count, const uint8_t *buf)
 {
 	uint32_t i = 0;
@@ -305,9 +323,9 @@ GW_EXPORT int gw_ram_write(gw_ram *ram, const uint32_t *pages, uint32_t count, c
 			run++;
 		offset = (uint64_t)pages[i] << GW_PAGE_SHIFT;
 		len = (uint64_t)run << GW_PAGE_SHIFT;
-		if (offset + len > ram->size) /* never grow the file past a short last page */
-			len = ram->size - offset;
-		err = pwrite_full(ram->fd, buf + ((size_t)i << GW_PAGE_SHIFT), len, offset);
+		err = cut_at_end(ram, offset, &len, buf + ((size_t)i << GW_PAGE_SHIFT));
+		if (!err)
+			err = pwrite_full(ram->fd, buf + ((size_t)i << GW_PAGE_SHIFT), len, offset);
 		if (err)
 			return err;
 		i += run;
@@ -379,9 +397,9 @@ GW_EXPORT int gw_ram_copy(gw_ram *const *src, const uint32_t *src_pages, gw_ram 
 		}
 		offset = (uint64_t)dst_pages[i] << GW_PAGE_SHIFT;
 		len = (uint64_t)run << GW_PAGE_SHIFT;
-		if (offset + len > dst->size) /* never grow the file past a short last page */
-			len = dst->size - offset;
-		err = pwrite_full(dst->fd, buf, len, offset);
+		err = cut_at_end(dst, offset, &len, buf);
+		if (!err)
+			err = pwrite_full(dst->fd, buf, len, offset);
 		if (err)
 			return err;
 		i += run;

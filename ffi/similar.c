@@ -122,8 +122,8 @@ GW_EXPORT uint32_t gw_ram_delta(gw_ram *ram, uint32_t page, uint64_t seed, uint6
 	uint8_t base[GW_PAGE_SIZE];
 
 	/*
-	 * pread, not the scan's way (the mapping, holes found with SEEK_DATA and SEEK_HOLE, which
-	 * on tmpfs walk page by page to the next hole: a page here and there took milliseconds): a
+	 * One pread, not the scan's way (holes found first with SEEK_DATA and SEEK_HOLE, which on
+	 * tmpfs walk page by page to the next hole: a page here and there took milliseconds): a
 	 * hole reads as zeros without being allocated, and zeros never hash to a content sent whole.
 	 */
 	if (read_page(ram, page, base) != 0)

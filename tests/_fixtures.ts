@@ -45,7 +45,10 @@ export function makeRamFile(path: string, pages: PageSpec[], size = pages.length
   const buf = new Uint8Array(pages.length * PAGE_SIZE);
   pages.forEach((spec, page) => {
     if (spec === "hole") return;
-    if (spec !== "zero") buf.set(spec, written.length * PAGE_SIZE);
+    const at = written.length * PAGE_SIZE;
+    if (spec !== "zero") buf.set(spec, at);
+    // Past the end of a short last page: zeros, as a read returns them (a write refuses others).
+    if ((page + 1) * PAGE_SIZE > size) buf.fill(0, at + (size % PAGE_SIZE), at + PAGE_SIZE);
     written.push(page);
   });
   ram.write(Uint32Array.from(written), buf);

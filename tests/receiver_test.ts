@@ -4,7 +4,7 @@ import { transferGang } from "../src/transfer/transfer_gang.ts";
 import { randomSeed } from "../src/transfer/seed.ts";
 import { PAGE_SIZE } from "../src/native/ram_file.ts";
 import { hashPages, zeroPageHash } from "../src/native/hashing.ts";
-import { encodeGuestDone, guestDigest } from "../src/transfer/digests.ts";
+import { encodeDone, encodeGuestDone, guestDigest } from "../src/transfer/digests.ts";
 import {
   encodeRoundEnd,
   FrameType,
@@ -369,7 +369,7 @@ Deno.test("a failed gang leaves a waiting file whose size is not a page multiple
   const error = await rawSession(
     receiver,
     tail,
-    pagesFrame(4, patternPage(1)),
+    pagesFrame(4, patternPage(1).fill(0, 100)), // its last 100 bytes, zeros past them
     pagesFrame(9, patternPage(2), 1),
   );
   assert(error.includes("points at page 9"), error);
@@ -437,4 +437,34 @@ Deno.test("a guest finished alone is verified, no longer a source of references,
     readRamFile(`${receiver.dir}/a`).subarray(PAGE_SIZE),
     new Uint8Array(3 * PAGE_SIZE),
   );
+});
+
+Deno.test("a page with bytes past the end of a short last page is refused, never verified", async () => {
+  await using receiver = await startReceiver();
+  const short = PAGE_SIZE + 100; // a last page of 100 bytes: a sender reads zeros past them
+  const content = patternPage(8); // no zero byte past the 100th
+  const hash = hashPages(content, 1, 7n).hashes[0]!;
+  const zero = zeroPageHash(7n);
+  const done = (...digests: string[]) => [encodeRoundEnd(1, true), encodeDone(digests)];
+  const shortDigest = guestDigest(BigUint64Array.of(zero, hash), 7n, short);
+  const refToShort = new Uint8Array(pairsFrameBytes(1));
+  writePairsFrame(refToShort, FrameType.Refs, 1, Uint32Array.of(1), Uint32Array.of(0));
+
+  const asPage = await rawSession(
+    receiver,
+    hello([{ name: "s", size: short }]),
+    pagesFrame(1, content),
+    ...done(shortDigest),
+  );
+  const asReference = await rawSession(
+    receiver,
+    hello([{ name: "w", size: 2 * PAGE_SIZE }, { name: "s", size: short }]),
+    pagesFrame(0, content),
+    refToShort,
+    ...done(guestDigest(BigUint64Array.of(hash, zero), 7n, 2 * PAGE_SIZE), shortDigest),
+  );
+  for (const refusal of [asPage, asReference]) {
+    assert(refusal.includes("bytes other than zeros past the end of the file"), refusal);
+  }
+  assertEquals([...Deno.readDirSync(receiver.dir)], [], "the failed gangs' files are removed");
 });

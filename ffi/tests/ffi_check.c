@@ -216,6 +216,35 @@ static void check_index(void)
 	}
 }
 
+/*
+ * A short last page is written up to the end of the file, which never
+ * grows; bytes past the end that are not zeros would be lost, so a write
+ * or a copy that carries them is refused.
+ */
+static void check_short_last_page(void)
+{
+	uint32_t content[] = {1, 0}, page = 1, src_page = 0, bad = 99;
+	char *path = shm_path("short");
+	gw_ram *ram = make_ram(path, 2, content), *srcs[] = {ram};
+	uint8_t full[PAGE], tail[PAGE], buf[2 * PAGE], has[2];
+	uint64_t hash;
+	struct stat st;
+
+	CHECK(gw_ram_resize(ram, PAGE + 100) == 0, "resize");
+	fill_page(full, 1);
+	memcpy(tail, full, 100);
+	memset(tail + 100, 0, PAGE - 100);
+	CHECK(gw_ram_write(ram, &page, 1, full) == -EFBIG, "nonzero bytes past the end written");
+	CHECK(gw_ram_write(ram, &page, 1, tail) == 0, "zeros past the end");
+	CHECK(gw_ram_read(ram, 1, 1, buf, has) >= 0 && memcmp(buf, tail, PAGE) == 0, "short page read back");
+	hash = XXH3_64bits_withSeed(full, PAGE, 5);
+	CHECK(gw_ram_copy(srcs, &src_page, ram, &page, 1, 5, &hash, &bad) == -EFBIG, "nonzero bytes copied past the end");
+	CHECK(stat(path, &st) == 0 && st.st_size == PAGE + 100, "the file grew to %lld", (long long)st.st_size);
+	gw_ram_close(ram);
+	unlink(path);
+	free(path);
+}
+
 /* gw_ram_copy copies checked pages and refuses a wrong hash and a shrunk source. */
 static void check_copy(void)
 {
@@ -435,6 +464,8 @@ int main(int argc, char **argv)
 	puts("ok index");
 	check_copy();
 	puts("ok copy");
+	check_short_last_page();
+	puts("ok short last page");
 	check_threaded_scan();
 	puts("ok threaded scan");
 	for (int i = 0; i < FUZZ_ROUNDS; i++)

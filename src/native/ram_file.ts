@@ -117,13 +117,18 @@ export class RamFile implements Disposable {
     );
   }
 
-  /** Writes pages.length pages from buf, page i to page number pages[i]. */
+  /**
+   * Writes pages.length pages from buf, page i to page number pages[i]. A
+   * short last page is written up to the end of the file, which never grows.
+   *
+   * @throws BytesPastEndError if a short last page carries bytes other than
+   * zeros past the end of the file (they would be lost)
+   */
   write(pages: Uint32Array, buf: Uint8Array): void {
     if (buf.length < pages.length * PAGE_SIZE) throw new RangeError("Page buffer too small");
-    check(
-      native().gw_ram_write(this.#handle("write"), pages, pages.length, buf),
-      `Cannot write ${pages.length} pages to "${this.path}"`,
-    );
+    const result = native().gw_ram_write(this.#handle("write"), pages, pages.length, buf);
+    if (result === -EFBIG) throw new BytesPastEndError(this);
+    check(result, `Cannot write ${pages.length} pages to "${this.path}"`);
   }
 
   /** Makes pages [first, first + count) zero by punching a hole. */
@@ -185,11 +190,12 @@ export interface PageCopies {
 /**
  * Copies pages into `target` from other pages (of any open files), each
  * checked against its hash before it is written. Source pages are read
- * through a mapping, so they must hold data (a hole would be allocated).
+ * with pread.
  *
  * Requires `--allow-ffi`.
  *
- * @throws Error naming a source page whose bytes do not match their hash
+ * @throws Error naming a source page whose bytes do not match their hash;
+ * BytesPastEndError for a short last page with bytes other than zeros past the end
  */
 export function copyPages(target: RamFile, copies: PageCopies, seed: bigint): void {
   const count = copies.targetPages.length;
@@ -214,6 +220,7 @@ export function copyPages(target: RamFile, copies: PageCopies, seed: bigint): vo
     copies.hashes,
     bad,
   );
+  if (result === -EFBIG) throw new BytesPastEndError(target);
   if (result === -EBADMSG) {
     const i = bad[0]!;
     throw new Error(
@@ -225,6 +232,24 @@ export function copyPages(target: RamFile, copies: PageCopies, seed: bigint): vo
   checkRamResult(result, `Cannot copy ${count} pages into "${target.path}"`, copies.sources);
 }
 
+/**
+ * A page for the short last page of a file carried bytes other than zeros
+ * past the file's end: the file never grows, so they would be lost while
+ * the page's hash still counted them.
+ */
+export class BytesPastEndError extends Error {
+  override name = "BytesPastEndError";
+
+  constructor(file: RamFile) {
+    super(
+      `Cannot write the last page of "${file.path}" (${file.size} bytes): the page has bytes ` +
+        "other than zeros past the end of the file",
+    );
+  }
+}
+
+/** errno of "file too large": a short last page with bytes past the end (BytesPastEndError). */
+const EFBIG = constants.errno.EFBIG;
 /** errno of "bad message": a page that does not match its hash. */
 const EBADMSG = constants.errno.EBADMSG;
 /** errno the library answers when a file it reads is shorter than when it was opened. */

@@ -127,7 +127,10 @@ async function processState(pid: number): Promise<string> {
   return new TextDecoder().decode(output.stdout).trim();
 }
 
-/** Creates a RAM file of `bytes` bytes holding `fill`'s pages (holes elsewhere). */
+/**
+ * Creates a RAM file of `bytes` bytes holding `fill`'s pages (holes
+ * elsewhere); a short last page keeps the bytes inside the file.
+ */
 export function fillRam(
   path: string,
   bytes: number,
@@ -145,6 +148,10 @@ export function fillRam(
     const content = fill(p);
     if (!content) continue;
     buf.set(content, n * PAGE_SIZE);
+    // Past the end of the file: zeros, or the write is refused (it would lose them).
+    if ((p + 1) * PAGE_SIZE > bytes) {
+      buf.fill(0, n * PAGE_SIZE + (bytes % PAGE_SIZE), (n + 1) * PAGE_SIZE);
+    }
     pages[n++] = p;
     if (n === batch) {
       ram.write(pages, buf);

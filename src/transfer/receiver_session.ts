@@ -10,7 +10,13 @@
  */
 import { join } from "node:path";
 import { hashPages, zeroPageHash } from "../native/hashing.ts";
-import { copyPages, PAGE_SIZE, type PageCopies, RamFile } from "../native/ram_file.ts";
+import {
+  BytesPastEndError,
+  copyPages,
+  PAGE_SIZE,
+  type PageCopies,
+  RamFile,
+} from "../native/ram_file.ts";
 import { undoFileDelta } from "../native/similarity.ts";
 import {
   type Frame,
@@ -235,7 +241,7 @@ export class ReceiverSession {
         );
       }
     }
-    file.write(pages, data);
+    refusingBytesPastEnd(() => file.write(pages, data));
   }
 
   /**
@@ -295,12 +301,14 @@ export class ReceiverSession {
   /** Copies entries [start, end) of a REFS frame (each checked against its hash), and starts a new batch. */
   #copy(file: RamFile, copies: PageCopies, start: number, end: number): void {
     if (end > start) {
-      copyPages(file, {
-        sources: copies.sources.slice(start, end),
-        sourcePages: copies.sourcePages.subarray(start, end),
-        targetPages: copies.targetPages.subarray(start, end),
-        hashes: copies.hashes.subarray(start, end),
-      }, this.hello.seed);
+      refusingBytesPastEnd(() =>
+        copyPages(file, {
+          sources: copies.sources.slice(start, end),
+          sourcePages: copies.sourcePages.subarray(start, end),
+          targetPages: copies.targetPages.subarray(start, end),
+          hashes: copies.hashes.subarray(start, end),
+        }, this.hello.seed)
+      );
     }
     this.#batch++;
   }
@@ -334,5 +342,19 @@ export class ReceiverSession {
       hashes[p] = content === ZERO ? this.zeroHash : this.target.hashOf(content);
     }
     return guestDigest(hashes, this.hello.seed, this.hello.guests[guest]!.size);
+  }
+}
+
+/**
+ * Runs a write of received pages; a page that would lose bytes past the end
+ * of a short last page is the sender's error, a protocol error: a sender
+ * reads zeros there.
+ */
+function refusingBytesPastEnd(write: () => void): void {
+  try {
+    write();
+  } catch (error) {
+    if (error instanceof BytesPastEndError) throw new ProtocolError(error.message);
+    throw error;
   }
 }
