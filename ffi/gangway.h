@@ -26,7 +26,7 @@
 #define GW_MAX_CALL_PAGES 0x7fffffffu
 
 /* Bumped whenever a signature or a constant below changes. */
-#define GW_ABI_VERSION 16
+#define GW_ABI_VERSION 17
 
 uint32_t gw_abi_version(void);
 
@@ -124,6 +124,13 @@ int gw_dir_info(const char *path, uint8_t *real, uint32_t cap, uint32_t *info);
  * -errno (-EACCES: raising needs CAP_SYS_NICE) after trying them all.
  */
 int gw_set_thread_priorities(int32_t nice);
+
+/*
+ * Asks for 2 MiB pages behind the whole 2 MiB pages inside [buf, buf + len)
+ * (see memory.c), before the memory is first touched; 0 or -errno. Only
+ * advice: the memory reads and writes the same either way.
+ */
+int gw_memory_advise_huge(void *buf, uint64_t len);
 
 /* ------------------------------------------------------------------------
  * Hashing. Pages are hashed with XXH3-64, keyed by a seed.

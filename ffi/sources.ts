@@ -19,6 +19,7 @@ import indexC from "./index.c" with { type: "text" };
 import indexInternalH from "./index_internal.h" with { type: "text" };
 import indexScanC from "./index_scan.c" with { type: "text" };
 import internalH from "./internal.h" with { type: "text" };
+import memoryC from "./memory.c" with { type: "text" };
 import pagemapC from "./pagemap.c" with { type: "text" };
 import poolC from "./pool.c" with { type: "text" };
 import priorityC from "./priority.c" with { type: "text" };
@@ -34,6 +35,7 @@ export const LIBRARY_SOURCES: readonly string[] = [
   "compress_job.c",
   "index.c",
   "index_scan.c",
+  "memory.c",
   "pagemap.c",
   "pool.c",
   "priority.c",
@@ -52,6 +54,7 @@ export const LIBRARY_FILES: Readonly<Record<string, string>> = {
   "compress_job.c": compressJobC,
   "index.c": indexC,
   "index_scan.c": indexScanC,
+  "memory.c": memoryC,
   "pagemap.c": pagemapC,
   "pool.c": poolC,
   "priority.c": priorityC,

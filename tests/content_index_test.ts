@@ -64,6 +64,28 @@ Deno.test("ContentIndex keeps colliding hashes apart by comparing bytes", async 
   }
 });
 
+Deno.test("ContentIndex confirms against kept copies as against holders: collisions apart, evicted copies read again", async () => {
+  // 2,100 contents, each three times, with 12-bit hashes: the second copies are confirmed by
+  // reading the holder, the third against the bytes kept then, which fill 1,024 slots (the
+  // fewest), so that some were evicted by later contents and are read again. Many contents share
+  // a hash: a kept copy of another content must never pass for this one.
+  const distinct = 2100;
+  const contents = Array.from({ length: distinct }, (_, i) => patternPage(1000 + i));
+  const path = makeRamFile(shmPath("kept"), [...contents, ...contents, ...contents]);
+  try {
+    using ram = RamFile.open(path);
+    using index = ContentIndex.create({ hashBits: 12 });
+    index.addGuest(ram);
+    const { kinds, ids } = scanAll(index, 0, distinct * 3);
+    assertEquals(index.contents, distinct);
+    assertEquals(kinds.slice(distinct), Array(distinct * 2).fill(Duplicate));
+    assertEquals(ids.slice(distinct, distinct * 2), ids.slice(0, distinct));
+    assertEquals(ids.slice(distinct * 2), ids.slice(0, distinct));
+  } finally {
+    await removeFiles(path);
+  }
+});
+
 Deno.test("ContentIndex re-scan reports exactly the pages whose content changed", async () => {
   const path = makeRamFile(shmPath("rescan"), [
     patternPage(1),

@@ -6,6 +6,7 @@
 import { native } from "./library.ts";
 import { check } from "./errno.ts";
 import { ramHandle } from "./_handles.ts";
+import { hugePageBuffer } from "./memory.ts";
 import { checkRamResult, PAGE_SIZE, type RamFile } from "./ram_file.ts";
 
 /** What a scan says about one page (values of `ScanBuffers.kinds`). */
@@ -93,7 +94,7 @@ export function startScanThreads(threads: number): void {
 /** Allocates the buffers for scans of up to `pages` pages a call. */
 export function scanBuffers(pages: number): ScanBuffers {
   return {
-    buf: new Uint8Array(pages * PAGE_SIZE),
+    buf: hugePageBuffer(pages * PAGE_SIZE),
     kinds: new Uint8Array(pages),
     ids: new Uint32Array(pages),
     stats: new BigUint64Array(8),

@@ -24,7 +24,7 @@ import { CACHE_DIR_VARIABLES, defaultCacheDir } from "../_cache_dir.ts";
 import { errorMessage } from "../_errors.ts";
 
 /** Must equal GW_ABI_VERSION in ffi/gangway.h: a stale build is refused. */
-const ABI_VERSION = 16;
+const ABI_VERSION = 17;
 
 /** One entry per C function, with its prototype from ffi/gangway.h. */
 const SYMBOLS = {
@@ -126,6 +126,8 @@ const SYMBOLS = {
     ],
     result: "i32",
   },
+  // int gw_memory_advise_huge(void *buf, uint64_t len)
+  gw_memory_advise_huge: { parameters: ["buffer", "u64"], result: "i32" },
   // void gw_scan_threads_start(uint32_t threads)
   gw_scan_threads_start: { parameters: ["u32"], result: "void" },
   // int gw_index_count_changed(gw_index *index, uint32_t guest, uint32_t stride, uint32_t offset)

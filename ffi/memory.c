@@ -1,0 +1,25 @@
+/*
+ * Memory the library's callers allocate for page work: asks the kernel to
+ * back it with 2 MiB pages. On these VMs the first touch of a fresh 4 KiB
+ * page costs some 13 us (the hypervisor maps it), so a 16 MiB scan buffer
+ * used for the first time cost 50 ms, a third of a 1 GiB scan; a 2 MiB
+ * page is mapped in one fault.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <sys/mman.h>
+
+#include "internal.h"
+
+#define HUGE_PAGE ((uintptr_t)2 << 20)
+
+GW_EXPORT int gw_memory_advise_huge(void *buf, uint64_t len)
+{
+	uintptr_t start = ((uintptr_t)buf + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+	uintptr_t end = ((uintptr_t)buf + len) & ~(HUGE_PAGE - 1);
+
+	/* Only whole 2 MiB pages inside the buffer: its neighbours are none of our business. */
+	if (end <= start)
+		return 0;
+	return madvise((void *)start, end - start, MADV_HUGEPAGE) < 0 ? -errno : 0;
+}
