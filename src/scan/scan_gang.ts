@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { PageKind, scanBuffers, ScanStat } from "../native/content_index.ts";
+import { PageKind, type ScanBuffers, scanBuffers, ScanStat } from "../native/content_index.ts";
 import { PAGE_SIZE } from "../native/ram_file.ts";
 import type { Gang } from "./gang.ts";
 import { CHUNK_PAGES, PARALLEL_CHUNK_PAGES, scanChunks } from "./scan_chunks.ts";
@@ -119,13 +119,42 @@ export async function scanGangInTurns(
   }
 }
 
+/**
+ * Buffers of scans that ended, by chunk size, for the next scans: the
+ * first touch of fresh memory is slow on a VM (ffi/memory.c), and a
+ * process that scans again (a benchmark, a tool that re-scans) would pay
+ * it every time.
+ */
+const spares = new Map<number, ScanBuffers>();
+
+/** Buffers for chunks of `pages`: spare ones if a scan left them, else fresh. */
+function takeBuffers(pages: number): ScanBuffers {
+  const spare = spares.get(pages);
+  spares.delete(pages);
+  return spare ?? scanBuffers(pages);
+}
+
 /** The scan, a chunk a step; its return value is the report. */
 function* scanSteps(gang: Gang, options: ScanGangOptions): Generator<void, ScanReport> {
   const started = performance.now();
   const threads = options.threads === "auto"
     ? new ThreadChoice(Math.min(navigator.hardwareConcurrency, MOST_THREADS))
     : options.threads ?? 1;
-  const out = scanBuffers(threads === 1 ? CHUNK_PAGES : PARALLEL_CHUNK_PAGES);
+  const out = takeBuffers(threads === 1 ? CHUNK_PAGES : PARALLEL_CHUNK_PAGES);
+  try {
+    return yield* scanWith(gang, out, threads, options, started);
+  } finally {
+    spares.set(out.kinds.length, out);
+  }
+}
+
+function* scanWith(
+  gang: Gang,
+  out: ScanBuffers,
+  threads: number | ThreadChoice,
+  options: ScanGangOptions,
+  started: number,
+): Generator<void, ScanReport> {
   const total = gang.pages;
   let done = 0;
   const guests: GuestScanReport[] = [];

@@ -11,25 +11,30 @@
  */
 
 /**
- * Pages a setting runs to be measured: 64 MiB, some 10-20 ms of page work,
- * long enough that one preempted time slice does not decide.
+ * Pages of one step of a trial: 16 MiB, one chunk of the threaded setting.
+ * A trial alternates the two settings step by step, so that both meet the
+ * same mix of holes, zero pages and data: a guest's RAM varies so much from
+ * one region to the next (a region of holes scans many times faster) that
+ * two settings measured on different regions compared the regions.
  */
-export const TRIAL_PAGES = 16384;
+export const TRIAL_STEP_PAGES = 4096;
 
-/** Pages the faster setting runs between two trials of the other: 512 MiB. */
+/** Steps each setting runs in a trial: 64 MiB each, some 10-20 ms of page work. */
+export const TRIAL_STEPS = 4;
+
+/** Pages the faster setting runs between two trials: 512 MiB. */
 export const RUN_PAGES = 131072;
 
 /**
- * Chooses, as the scan goes, between one thread and `most` threads. Each
- * setting first runs {@linkcode TRIAL_PAGES} pages; then the faster (pages
- * per millisecond) runs {@linkcode RUN_PAGES} pages, the other gets a trial
- * again (the host's load may have changed), and so on. A trial of the
- * slower setting costs a few per cent of the scan.
- *
+ * Chooses, as the scan goes, between one thread and `most` threads. A
+ * trial alternates them, {@linkcode TRIAL_STEP_PAGES} pages at a time,
+ * until each ran {@linkcode TRIAL_STEPS} steps; then the faster (pages per
+ * millisecond over its steps) runs {@linkcode RUN_PAGES} pages, and a new
+ * trial starts (the host's load may have changed). A trial costs the
+ * slower setting's share of it, a few per cent of the scan.
  * @example
  * ```ts
  * import { ThreadChoice } from "./thread_choice.ts";
- *
  * const choice = new ThreadChoice(4);
  * const threads = choice.next();
  * // ... scan a chunk of 4096 pages on `threads` threads, in 3.2 ms ...
@@ -38,17 +43,18 @@ export const RUN_PAGES = 131072;
  */
 export class ThreadChoice {
   readonly #most: number;
-  /** Pages per millisecond of each setting, from its latest stretch. */
+  /** Pages per millisecond of each setting, from its latest trial. */
   readonly #rates = new Map<number, number>();
-  /** The setting of the current stretch, and how far it is. */
+  /** Pages and milliseconds of each setting in the current trial. */
+  readonly #trial = new Map<number, { pages: number; milliseconds: number }>();
+  /** The setting of the current step or run, and the pages it did so far. */
   #threads = 1;
   #pages = 0;
-  #milliseconds = 0;
-  #budget = TRIAL_PAGES;
+  /** Steps done in the current trial, or -1 during a run. */
+  #steps = 0;
 
   /**
    * A choice for a scan that has not started.
-   *
    * @param most the most threads to use (1: always one)
    */
   constructor(most: number) {
@@ -67,14 +73,26 @@ export class ThreadChoice {
   record(threads: number, pages: number, milliseconds: number): void {
     if (threads !== this.#threads || this.#most === 1) return;
     this.#pages += pages;
-    this.#milliseconds += milliseconds;
-    if (this.#pages < this.#budget) return;
-    // A stretch too fast for the clock says nothing (and would divide by zero).
-    if (this.#milliseconds > 0) this.#rates.set(threads, this.#pages / this.#milliseconds);
-    const unmeasured = [1, this.#most].find((t) => !this.#rates.has(t));
-    if (unmeasured !== undefined) this.#start(unmeasured, TRIAL_PAGES);
-    else if (this.#budget === RUN_PAGES) this.#start(this.#other(this.preferred), TRIAL_PAGES);
-    else this.#start(this.preferred, RUN_PAGES);
+    if (this.#steps < 0) {
+      if (this.#pages >= RUN_PAGES) this.#startTrial();
+      return;
+    }
+    const sums = this.#trial.get(threads) ?? { pages: 0, milliseconds: 0 };
+    sums.pages += pages;
+    sums.milliseconds += milliseconds;
+    this.#trial.set(threads, sums);
+    if (this.#pages < TRIAL_STEP_PAGES) return;
+    this.#pages = 0;
+    if (++this.#steps < 2 * TRIAL_STEPS) {
+      this.#threads = this.#other(threads);
+      return;
+    }
+    for (const [setting, { pages, milliseconds }] of this.#trial) {
+      // A trial too fast for the clock says nothing (and would divide by zero).
+      if (milliseconds > 0) this.#rates.set(setting, pages / milliseconds);
+    }
+    this.#threads = this.preferred;
+    this.#steps = -1;
   }
 
   /** The thread count measured faster so far (1 until both were measured). */
@@ -88,10 +106,10 @@ export class ThreadChoice {
     return threads === 1 ? this.#most : 1;
   }
 
-  #start(threads: number, budget: number): void {
-    this.#threads = threads;
-    this.#budget = budget;
+  #startTrial(): void {
+    this.#trial.clear();
+    this.#threads = 1;
     this.#pages = 0;
-    this.#milliseconds = 0;
+    this.#steps = 0;
   }
 }
