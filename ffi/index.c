@@ -45,13 +45,15 @@
 #define LOC_INVALID UINT64_MAX
 #define MAX_CONTENTS (GW_CONTENT_ZERO - 1) /* ids stay below the reserved values */
 /*
- * The contents confirmed lately: one slot per 16 pages of the gang, from
- * 1,024 to 16,384 slots (4 to 64 MiB), made at the first confirm.
+ * The kept copies of confirmed contents: one slot per 16 pages of the
+ * gang, from 1,024 to 16,384 slots (4 to 64 MiB), made at the first
+ * confirm. Slots that grew with the contents the gang shares (fewer pages
+ * for the kernel to zero) were no faster in the one-pass benchmark.
  */
-#define RECENT_PAGES_PER_SLOT 16
-#define RECENT_MIN_SLOTS 1024
-#define RECENT_MAX_SLOTS 16384
-#define RECENT_NONE UINT32_MAX
+#define KEPT_PAGES_PER_SLOT 16
+#define KEPT_MIN_SLOTS 1024
+#define KEPT_MAX_SLOTS 16384
+#define KEPT_NONE UINT32_MAX
 #define HUGE_PAGE (2u << 20)
 
 static inline uint64_t pack_location(uint32_t guest, uint32_t page)
@@ -109,8 +111,8 @@ GW_EXPORT void gw_index_free(gw_index *ix)
 	free(ix->has_data);
 	free(ix->found);
 	free(ix->hashes);
-	free(ix->recent_id);
-	free(ix->recent_bytes);
+	free(ix->kept_id);
+	free(ix->kept_bytes);
 	free(ix);
 }
 
@@ -189,8 +191,8 @@ static int reserve_location(gw_index *ix)
 	return 0;
 }
 
-/* Makes the room for the kept contents; without it (no memory) every confirm reads. */
-static void make_recent(gw_index *ix)
+/* Makes room for the kept copies; without it (no memory) every confirm reads the holder. */
+static void make_kept(gw_index *ix)
 {
 	uint64_t pages = 0;
 	uint32_t slots;
@@ -198,25 +200,25 @@ static void make_recent(gw_index *ix)
 
 	for (uint32_t g = 0; g < ix->guest_count; g++)
 		pages += ix->guests[g].pages;
-	slots = pages / RECENT_PAGES_PER_SLOT < RECENT_MIN_SLOTS   ? RECENT_MIN_SLOTS
-		: pages / RECENT_PAGES_PER_SLOT > RECENT_MAX_SLOTS ? RECENT_MAX_SLOTS
-								    : (uint32_t)(pages / RECENT_PAGES_PER_SLOT);
+	slots = pages / KEPT_PAGES_PER_SLOT < KEPT_MIN_SLOTS   ? KEPT_MIN_SLOTS
+		: pages / KEPT_PAGES_PER_SLOT > KEPT_MAX_SLOTS ? KEPT_MAX_SLOTS
+								    : (uint32_t)(pages / KEPT_PAGES_PER_SLOT);
 	bytes = (size_t)slots << GW_PAGE_SHIFT;
-	ix->recent_id = malloc(slots * sizeof(*ix->recent_id));
-	ix->recent_bytes = aligned_alloc(HUGE_PAGE, bytes);
-	if (!ix->recent_id || !ix->recent_bytes) {
-		free(ix->recent_id);
-		free(ix->recent_bytes);
-		ix->recent_id = NULL;
-		ix->recent_bytes = NULL;
-		ix->recent_slots = UINT32_MAX; /* tried: the reads go on without it */
+	ix->kept_id = malloc(slots * sizeof(*ix->kept_id));
+	ix->kept_bytes = aligned_alloc(HUGE_PAGE, bytes);
+	if (!ix->kept_id || !ix->kept_bytes) {
+		free(ix->kept_id);
+		free(ix->kept_bytes);
+		ix->kept_id = NULL;
+		ix->kept_bytes = NULL;
+		ix->kept_slots = UINT32_MAX; /* tried: the reads go on without it */
 		return;
 	}
 	/* A fault per 4 KiB page would cost more than the reads it saves (see memory.c). */
-	gw_memory_advise_huge(ix->recent_bytes, bytes);
+	gw_memory_advise_huge(ix->kept_bytes, bytes);
 	for (uint32_t i = 0; i < slots; i++)
-		ix->recent_id[i] = RECENT_NONE;
-	ix->recent_slots = slots;
+		ix->kept_id[i] = KEPT_NONE;
+	ix->kept_slots = slots;
 }
 
 /* Does content id hold exactly these bytes (with this hash)? 1, 0, or -errno (-ESTALE). */
@@ -235,11 +237,11 @@ static int holds_content(gw_index *ix, uint64_t call, uint32_t id, uint64_t hash
 	p = (uint32_t)location;
 	if (holder->hash[p] != hash) /* the full hash, before reading the holder's bytes */
 		return 0;
-	if (!ix->recent_slots)
-		make_recent(ix);
-	slot = ix->recent_id ? id % ix->recent_slots : 0;
-	kept = ix->recent_id ? ix->recent_bytes + ((size_t)slot << GW_PAGE_SHIFT) : NULL;
-	if (kept && ix->recent_id[slot] == id)
+	if (!ix->kept_slots)
+		make_kept(ix);
+	slot = ix->kept_id ? id % ix->kept_slots : 0;
+	kept = ix->kept_id ? ix->kept_bytes + ((size_t)slot << GW_PAGE_SHIFT) : NULL;
+	if (kept && ix->kept_id[slot] == id)
 		return memcmp(kept, page, GW_PAGE_SIZE) == 0;
 	err = gw__ram_read_pages(holder->ram, call, p, 1, held); /* the holder may be any guest's file */
 	if (err)
@@ -248,7 +250,7 @@ static int holds_content(gw_index *ix, uint64_t call, uint32_t id, uint64_t hash
 		return 0;
 	if (kept) {
 		memcpy(kept, held, GW_PAGE_SIZE);
-		ix->recent_id[slot] = id;
+		ix->kept_id[slot] = id;
 	}
 	return 1;
 }

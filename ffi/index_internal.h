@@ -31,9 +31,9 @@ struct gw_index {
 	uint64_t *hashes;           /* scratch: the hash the page work computed */
 	uint32_t scratch_cap;       /* pages in each scratch array */
 	uint32_t threads;           /* threads for the page work of a scan (1 = the caller's only) */
-	uint32_t *recent_id;        /* by id % recent_slots: the content whose bytes the slot keeps, or none */
-	uint8_t *recent_bytes;      /* recent_slots pages: the bytes of contents confirmed lately */
-	uint32_t recent_slots;      /* their slots; 0 before the first confirm, UINT32_MAX if none could be made */
+	uint32_t *kept_id;          /* by id % kept_slots: the content whose bytes the slot keeps, or none */
+	uint8_t *kept_bytes;        /* the kept copies of confirmed contents, a page per slot (index.c) */
+	uint32_t kept_slots;        /* their slots; 0 before the first confirm, UINT32_MAX if none could be made */
 };
 
 /*
