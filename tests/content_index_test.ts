@@ -86,6 +86,32 @@ Deno.test("ContentIndex confirms against kept copies as against holders: collisi
   }
 });
 
+Deno.test("ContentIndex compares a later copy with the kept bytes, not with a holder that changed since", async () => {
+  // Page 1 is confirmed against page 0, whose bytes are then kept. Page 0 changes (the target
+  // still holds x there: it was sent so) and, before page 0 is scanned again, page 2 becomes x:
+  // a duplicate of the content (the holder's bytes now would have made it a new one), and with
+  // the size of a gang of 100 MiB: 1,600 slots, no whole number of the 2 MiB pages they are on.
+  const x = patternPage(40);
+  const path = makeRamFile(
+    shmPath("kept"),
+    [x, x, patternPage(41)],
+    1600 * 16 * PAGE_SIZE,
+  );
+  try {
+    using ram = RamFile.open(path);
+    using index = ContentIndex.create();
+    index.addGuest(ram);
+    const before = scanAll(index, 0, 3);
+    assertEquals(before.kinds, [New, Duplicate, New]);
+    writePages(path, { 0: patternPage(42), 2: x });
+    const out = scanBuffers(1);
+    index.scan(0, 2, 1, out);
+    assertEquals([out.kinds[0], out.ids[0]], [Duplicate, before.ids[0]]);
+  } finally {
+    await removeFiles(path);
+  }
+});
+
 Deno.test("ContentIndex re-scan reports exactly the pages whose content changed", async () => {
   const path = makeRamFile(shmPath("rescan"), [
     patternPage(1),

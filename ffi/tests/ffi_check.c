@@ -435,8 +435,11 @@ static void check_memory_advice(void)
 {
 	size_t len = (5u << 20) + 123;
 	uint8_t *buf = xmalloc(len);
+	int err;
 
-	CHECK(gw_memory_advise_huge(buf, len) == 0, "advice on %zu bytes", len);
+	/* EINVAL: a kernel without transparent huge pages; the library ignores the answer. */
+	err = gw_memory_advise_huge(buf, len);
+	CHECK(err == 0 || err == -EINVAL, "advice on %zu bytes: %d", len, err);
 	CHECK(gw_memory_advise_huge(buf + 1, 100) == 0, "advice on less than a huge page");
 	memset(buf, 0x5a, len);
 	for (size_t i = 0; i < len; i += 4093)
@@ -488,6 +491,7 @@ int main(int argc, char **argv)
 	check_compress_threads();
 	puts("ok compress threads");
 	check_memory_advice();
+	puts("ok memory advice");
 	check_hashes_and_dirs();
 	puts("ok hashes and dirs");
 	return 0;

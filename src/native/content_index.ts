@@ -91,7 +91,13 @@ export function startScanThreads(threads: number): void {
   native().gw_scan_threads_start(Math.min(threads, 0xffff_ffff));
 }
 
-/** Allocates the buffers for scans of up to `pages` pages a call. */
+/**
+ * Allocates the buffers for scans of up to `pages` pages a call (the page
+ * bytes on 2 MiB pages where the kernel allows, see
+ * {@linkcode hugePageBuffer}).
+ *
+ * Requires `--allow-ffi`.
+ */
 export function scanBuffers(pages: number): ScanBuffers {
   return {
     buf: hugePageBuffer(pages * PAGE_SIZE),
