@@ -1,4 +1,4 @@
-import { assert, assertEquals } from "./_assert.ts";
+import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import type { Gang } from "../src/scan/gang.ts";
 import { PAGE_SIZE } from "../src/native/ram_file.ts";
 import { type ChunkPlan, Op } from "../src/plan/round_planner.ts";
@@ -11,7 +11,7 @@ import {
   decodePairs,
   gatherPages,
 } from "../src/transfer/page_frames.ts";
-import { FrameType } from "../src/transfer/protocol.ts";
+import { FrameType, ProtocolError } from "../src/transfer/protocol.ts";
 import { NONE } from "../src/plan/target_contents.ts";
 
 const CHUNK = 256;
@@ -166,6 +166,22 @@ Deno.test("ChunkFrames counts the sender's waits for the link: most of the time 
   assert(slowLink > 0.5, `slow link: ${slowLink}`);
   const busySender = await linkWaitShare(0, 20);
   assert(busySender < 0.2, `busy sender: ${busySender}`);
+});
+
+Deno.test("decodePairs refuses REFS and ZEROS bodies of no entries or more than a frame's pages, saying so", () => {
+  const body = (n: number, entries = n) => {
+    const out = new Uint8Array(4 + entries * 8);
+    new DataView(out.buffer).setUint32(0, n, true);
+    return out;
+  };
+  assertEquals(decodePairs(body(3), "Refs").a.length, 3);
+  assertThrows(() => decodePairs(body(0), "Refs"), ProtocolError, "Refs frame with 0 entries");
+  assertThrows(
+    () => decodePairs(body(1025, 0), "Zeros"),
+    ProtocolError,
+    "Zeros frame with 1025 entries",
+  );
+  assertThrows(() => decodePairs(body(2, 1), "Refs"), ProtocolError, "has 12 bytes, expected 20");
 });
 
 Deno.test("gatherPages copies page slots[i] of its source to page i, runs of slots at once", () => {

@@ -109,7 +109,11 @@ function decodePageFrame(
 export function decodePairs(body: Uint8Array, what: string): { a: Uint32Array; b: Uint32Array } {
   const r = new BodyReader(body, what);
   const n = r.u32();
-  if (n === 0 || body.length !== 4 + n * 8) {
+  // A sender makes at most one entry per page of a frame's run of pages.
+  if (n === 0 || n > MAX_PAGES_PER_FRAME) {
+    throw new ProtocolError(`${what} frame with ${n} entries`);
+  }
+  if (body.length !== 4 + n * 8) {
     throw new ProtocolError(
       `${what} frame of ${n} entries has ${body.length} bytes, expected ${4 + n * 8}`,
     );
