@@ -72,6 +72,15 @@ Deno.test("ThreadChoice notices when the host's load changes", () => {
   assertEquals(choice.next(), 1);
 });
 
+Deno.test("ThreadChoice forgets a setting's rate when its latest trial was too fast for the clock", () => {
+  const choice = new ThreadChoice(2);
+  run(choice, trialPages + RUN_PAGES, (threads) => (threads === 2 ? 1 : 2));
+  assertEquals(choice.preferred, 2);
+  // Two threads now take no measurable time, one thread some: nothing says two are faster now.
+  run(choice, trialPages, (threads) => (threads === 2 ? 0 : 2));
+  assertEquals(choice.preferred, 1);
+});
+
 Deno.test("ThreadChoice with one core always uses one thread", () => {
   assertEquals(run(new ThreadChoice(1), 5 * CHUNK, () => 1), [1, 1, 1, 1, 1]);
   assertThrows(() => new ThreadChoice(0), RangeError, "need a whole number >= 1");

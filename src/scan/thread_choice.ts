@@ -88,8 +88,9 @@ export class ThreadChoice {
       return;
     }
     for (const [setting, { pages, milliseconds }] of this.#trial) {
-      // A trial too fast for the clock says nothing (and would divide by zero).
+      // A trial too fast for the clock says nothing (and would divide by zero), nor does an older one.
       if (milliseconds > 0) this.#rates.set(setting, pages / milliseconds);
+      else this.#rates.delete(setting);
     }
     this.#threads = this.preferred;
     this.#steps = -1;
