@@ -62,7 +62,6 @@
 #define KEPT_MIN_SLOTS 1024
 #define KEPT_MAX_SLOTS 16384
 #define KEPT_NONE UINT32_MAX
-#define HUGE_PAGE (2u << 20)
 
 static inline uint64_t pack_location(uint32_t guest, uint32_t page)
 {
@@ -211,10 +210,10 @@ static void make_kept(gw_index *ix)
 	slots = pages / KEPT_PAGES_PER_SLOT < KEPT_MIN_SLOTS   ? KEPT_MIN_SLOTS
 		: pages / KEPT_PAGES_PER_SLOT > KEPT_MAX_SLOTS ? KEPT_MAX_SLOTS
 								    : (uint32_t)(pages / KEPT_PAGES_PER_SLOT);
-	/* aligned_alloc wants a whole number of alignments (ASan aborts otherwise). */
-	bytes = (((size_t)slots << GW_PAGE_SHIFT) + HUGE_PAGE - 1) & ~((size_t)HUGE_PAGE - 1);
+	bytes = (size_t)slots << GW_PAGE_SHIFT;
 	ix->kept_id = malloc(slots * sizeof(*ix->kept_id));
-	ix->kept_bytes = aligned_alloc(HUGE_PAGE, bytes);
+	/* On 2 MiB pages: a fault per 4 KiB page would cost more than the reads it saves (see memory.c). */
+	ix->kept_bytes = gw__alloc_huge(&bytes);
 	if (!ix->kept_id || !ix->kept_bytes) {
 		free(ix->kept_id);
 		free(ix->kept_bytes);
@@ -223,8 +222,6 @@ static void make_kept(gw_index *ix)
 		ix->kept_slots = UINT32_MAX; /* tried: the reads go on without it */
 		return;
 	}
-	/* A fault per 4 KiB page would cost more than the reads it saves (see memory.c). */
-	gw_memory_advise_huge(ix->kept_bytes, bytes);
 	for (uint32_t i = 0; i < slots; i++)
 		ix->kept_id[i] = KEPT_NONE;
 	ix->kept_slots = slots;

@@ -80,6 +80,13 @@ int gw__ram_read_pages(gw_ram *ram, uint64_t call, uint64_t first, uint32_t coun
 /* Most threads a scan uses, the caller's included. */
 #define GW_MAX_THREADS 8
 
+/*
+ * Memory of at least *bytes (rounded up to whole 2 MiB pages, *bytes set
+ * to that), advised onto 2 MiB pages before anything touches it (memory.c);
+ * free() it. NULL without memory.
+ */
+void *gw__alloc_huge(size_t *bytes);
+
 /* Part `part` of `parts` of a job: the pages [count * part / parts, count * (part + 1) / parts). */
 typedef void gw__work_fn(void *arg, uint32_t part, uint32_t parts);
 

@@ -1,12 +1,14 @@
 /*
- * Memory the library's callers allocate for page work: asks the kernel to
- * back it with 2 MiB pages. On these VMs the first touch of a fresh 4 KiB
+ * Memory for page work, the callers' (gw_memory_advise_huge) and the
+ * library's own (gw__alloc_huge: the index's kept copies), backed by 2 MiB
+ * pages where the kernel allows. On these VMs the first touch of a fresh 4 KiB
  * page costs some 13 us (the hypervisor maps it), so a 16 MiB scan buffer
  * used for the first time cost 50 ms, a third of a 1 GiB scan; a 2 MiB
  * page is mapped in one fault.
  */
 #include <errno.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <sys/mman.h>
 
 #include "internal.h"
@@ -22,4 +24,17 @@ GW_EXPORT int gw_memory_advise_huge(void *buf, uint64_t len)
 	if (end <= start)
 		return 0;
 	return madvise((void *)start, end - start, MADV_HUGEPAGE) < 0 ? -errno : 0;
+}
+
+void *gw__alloc_huge(size_t *bytes)
+{
+	/* aligned_alloc wants a whole number of alignments (ASan aborts otherwise). */
+	size_t rounded = (*bytes + HUGE_PAGE - 1) & ~(size_t)(HUGE_PAGE - 1);
+	void *room = aligned_alloc(HUGE_PAGE, rounded);
+
+	if (room) {
+		gw_memory_advise_huge(room, rounded);
+		*bytes = rounded;
+	}
+	return room;
 }

@@ -49,6 +49,16 @@ static int cut_at_end(const gw_ram *ram, uint64_t offset, uint64_t *len, const u
 	return 0;
 }
 
+/* Writes run pages from bytes at page first (below ram->pages), cut at the end of the file. */
+static int write_run(const gw_ram *ram, uint32_t first, uint32_t run, const uint8_t *bytes)
+{
+	uint64_t offset = (uint64_t)first << GW_PAGE_SHIFT;
+	uint64_t len = (uint64_t)run << GW_PAGE_SHIFT;
+	int err = cut_at_end(ram, offset, &len, bytes);
+
+	return err ? err : pwrite_full(ram->fd, bytes, len, offset);
+}
+
 GW_EXPORT int gw_ram_write(gw_ram *ram, const uint32_t *pages, uint32_t count, const uint8_t *buf)
 {
 	uint32_t i = 0;
@@ -57,18 +67,13 @@ GW_EXPORT int gw_ram_write(gw_ram *ram, const uint32_t *pages, uint32_t count, c
 		return -EBADF;
 	while (i < count) {
 		uint32_t run = 1;
-		uint64_t offset, len;
 		int err;
 
 		if (pages[i] >= ram->pages)
 			return -ERANGE;
 		while (i + run < count && pages[i + run] == pages[i] + run && pages[i + run] < ram->pages)
 			run++;
-		offset = (uint64_t)pages[i] << GW_PAGE_SHIFT;
-		len = (uint64_t)run << GW_PAGE_SHIFT;
-		err = cut_at_end(ram, offset, &len, buf + ((size_t)i << GW_PAGE_SHIFT));
-		if (!err)
-			err = pwrite_full(ram->fd, buf + ((size_t)i << GW_PAGE_SHIFT), len, offset);
+		err = write_run(ram, pages[i], run, buf + ((size_t)i << GW_PAGE_SHIFT));
 		if (err)
 			return err;
 		i += run;
@@ -118,7 +123,6 @@ GW_EXPORT int gw_ram_copy(gw_ram *const *src, const uint32_t *src_pages, gw_ram 
 		return -EBADF;
 	while (i < count) {
 		uint32_t run = 1;
-		uint64_t offset, len;
 		int err;
 
 		/* A run: both sides consecutive, from one source file, as many pages as buf holds. */
@@ -138,11 +142,7 @@ GW_EXPORT int gw_ram_copy(gw_ram *const *src, const uint32_t *src_pages, gw_ram 
 				return -EBADMSG;
 			}
 		}
-		offset = (uint64_t)dst_pages[i] << GW_PAGE_SHIFT;
-		len = (uint64_t)run << GW_PAGE_SHIFT;
-		err = cut_at_end(dst, offset, &len, buf);
-		if (!err)
-			err = pwrite_full(dst->fd, buf, len, offset);
+		err = write_run(dst, dst_pages[i], run, buf);
 		if (err)
 			return err;
 		i += run;
