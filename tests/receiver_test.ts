@@ -65,6 +65,12 @@ function refsFrame(page: number, id: number): Uint8Array {
   return frame;
 }
 
+function zerosFrame(firsts: number[], counts: number[]): Uint8Array {
+  const frame = new Uint8Array(pairsFrameBytes(firsts.length));
+  writePairsFrame(frame, FrameType.Zeros, 0, Uint32Array.from(firsts), Uint32Array.from(counts));
+  return frame;
+}
+
 /** Sends raw bytes as a sender would, and returns the text of the receiver's ERROR (or "" if none). */
 async function rawSession(receiver: TestReceiver, ...chunks: Uint8Array[]): Promise<string> {
   const conn = await receiver.connect();
@@ -170,6 +176,11 @@ Deno.test("the receiver refuses bad input with a clear error, then completes a p
       "brings content id 5, expected 0",
     ],
     ["a reference to a content never sent", [oneGuest, refsFrame(1, 0)], "Reference to content 0"],
+    [
+      "a ZEROS frame whose runs cover more pages than a frame carries (a guest five times over)",
+      [hello([{ name: "vm", size: 2 ** 20 }]), zerosFrame(Array(5).fill(0), Array(5).fill(256))],
+      "Zeros frame covers 1280 pages, over the 1024 of a frame",
+    ],
     [
       "a delta from a content never sent",
       [oneGuest, deltasFrame(1, patternPage(2), 0, 0)],

@@ -317,6 +317,14 @@ export class ReceiverSession {
   applyZeros(frame: Frame): void {
     const file = this.#file(frame);
     const { a: firsts, b: counts } = decodePairs(frame.body, "Zeros");
+    // A sender's runs come from one frame's run of pages: bounded as a frame's pages are, or a
+    // frame of a few KiB could have the receiver zero a whole guest a thousand times over.
+    const pages = counts.reduce((sum, count) => sum + count, 0);
+    if (pages > MAX_PAGES_PER_FRAME) {
+      throw new ProtocolError(
+        `Zeros frame covers ${pages} pages, over the ${MAX_PAGES_PER_FRAME} of a frame`,
+      );
+    }
     for (let i = 0; i < firsts.length; i++) {
       const first = firsts[i]!;
       const count = counts[i]!;
