@@ -181,9 +181,13 @@ Deno.test("CompressionPolicy keeps compressing while zstd keeps up on its own th
   assertEquals(share, 1);
 });
 
+/** A stream's rate on a 10 Gbit/s link, and on a Gigabit one, in bytes per second. */
+const TEN_GBIT = 1.2e9;
+const GBIT = 117e6;
+
 Deno.test("CompressionPolicy compresses nothing but probes while zstd holds the sender up and the link has room (10 Gbit/s)", () => {
   const clock = { now: 0 };
-  const sender = fakeSender();
+  const sender = { ...fakeSender(), streamBytesPerSecond: TEN_GBIT };
   const policy = new CompressionPolicy("auto", sender, () => clock.now);
   const zstdBound = { ...TYPICAL, zstdWaitMs: 1 };
   runFrames(policy, clock, sender, zstdBound, 400);
@@ -193,6 +197,19 @@ Deno.test("CompressionPolicy compresses nothing but probes while zstd holds the 
   assert(compressed <= probes, `${compressed} frames compressed, ${probes} probes`);
   assert(compressed >= 1, "it still measures zstd again now and then");
   assertEquals(policy.estimate.share, 0);
+});
+
+Deno.test("CompressionPolicy keeps compressing every frame while zstd holds the sender up for less than its savings are worth on the link (a Gigabit link, cores the bottleneck)", () => {
+  const clock = { now: 0 };
+  const sender = { ...fakeSender(), streamBytesPerSecond: GBIT };
+  const policy = new CompressionPolicy("auto", sender, () => clock.now);
+  // 3 ms for zstd per frame; the 358 KiB it saves take 3.1 ms on the link.
+  const coresBound = { ...TYPICAL, zstdWaitMs: 3 };
+  assertEquals(runFrames(policy, clock, sender, coresBound, 400), 400);
+  // Ten times slower, zstd costs more than it saves: fewer frames compressed.
+  const slowZstd = { ...TYPICAL, zstdWaitMs: 30 };
+  assert(runFrames(policy, clock, sender, slowZstd, 400) < 400);
+  assert(policy.estimate.share < 1, `share ${policy.estimate.share}`);
 });
 
 Deno.test("CompressionPolicy keeps compressing every frame while the sender waits for zstd and for the stream both (a Gigabit link on a busy host)", () => {
@@ -219,7 +236,7 @@ Deno.test("CompressionPolicy pays nothing for data that does not compress", () =
 
 Deno.test("CompressionPolicy compresses again once the link holds the sender up after zstd did", () => {
   const clock = { now: 0 };
-  const sender = fakeSender();
+  const sender = { ...fakeSender(), streamBytesPerSecond: TEN_GBIT };
   const policy = new CompressionPolicy("auto", sender, () => clock.now);
   runFrames(policy, clock, sender, { ...TYPICAL, zstdWaitMs: 2 }, 400); // contention: zstd slow
   assertEquals(policy.estimate.share, 0);
