@@ -9,6 +9,7 @@
  * @module
  */
 import { FrameType, HEADER_BYTES } from "../src/transfer/protocol.ts";
+import { pagesDataOffset } from "../src/transfer/page_frames.ts";
 
 /** A running proxy. */
 export interface FaultProxy extends AsyncDisposable {
@@ -62,8 +63,8 @@ class PagesCorruptor {
         this.#got = 0;
       } else if (this.#got === HEADER_BYTES + 4) {
         const pages = view.getUint32(HEADER_BYTES, true);
-        // A byte inside the first page's data, after the header, count and entries.
-        this.#flipAt = this.#frameStart + HEADER_BYTES + 4 + pages * 16 + 1000;
+        // A byte inside the first page's data, after the header, the head and the entries.
+        this.#flipAt = this.#frameStart + HEADER_BYTES + pagesDataOffset(pages) + 1000;
       }
     }
   }

@@ -10,6 +10,9 @@ import {
   decodePages,
   decodePairs,
   gatherPages,
+  matchesDigest,
+  pagesFrameBytes,
+  writePagesFrame,
 } from "../src/transfer/page_frames.ts";
 import { FrameType, ProtocolError } from "../src/transfer/protocol.ts";
 import { NONE } from "../src/plan/target_contents.ts";
@@ -19,7 +22,10 @@ const CHUNK = 256;
 /** What ChunkFrames reads of a gang: one guest, and its pages' hashes (page i hashes to i). */
 function oneGuest(pages: number): Gang {
   const hashes = BigUint64Array.from({ length: pages }, (_, i) => BigInt(i));
-  return { guests: [{ number: 0 }], index: { pageHashes: () => hashes } } as unknown as Gang;
+  return {
+    guests: [{ number: 0 }],
+    index: { pageHashes: () => hashes, seed: 1n },
+  } as unknown as Gang;
 }
 
 /** A chunk's page bytes: text-like (zstd shrinks them), page i of chunk c marked with c and i. */
@@ -182,6 +188,34 @@ Deno.test("decodePairs refuses REFS and ZEROS bodies of no entries or more than 
     "Zeros frame with 1025 entries",
   );
   assertThrows(() => decodePairs(body(2, 1), "Refs"), ProtocolError, "has 12 bytes, expected 20");
+});
+
+Deno.test("a PAGES frame carries its first content id and one digest of its pages' hashes; the ids must be consecutive", () => {
+  const hashes = BigUint64Array.of(11n, 12n, 13n);
+  const entries = { pages: Uint32Array.of(7, 3, 9), ids: Uint32Array.of(40, 41, 42), hashes };
+  const data = chunkData(0);
+  const frame = new Uint8Array(pagesFrameBytes(3));
+  assertEquals(frame.length, 8 + 24 + 3 * 4 + 3 * PAGE_SIZE, "4 bytes an entry");
+  writePagesFrame(frame, 0, entries, data, Uint16Array.of(0, 1, 2), 5n);
+  const decoded = decodePages(frame.subarray(8));
+  assertEquals([...decoded.pages], [7, 3, 9]);
+  assertEquals([...decoded.ids], [40, 41, 42]);
+  assert(matchesDigest(hashes, 5n, decoded.digest));
+  assert(!matchesDigest(BigUint64Array.of(11n, 13n, 12n), 5n, decoded.digest), "order counts");
+  assert(!matchesDigest(hashes, 6n, decoded.digest), "the seed counts");
+  assertThrows(
+    () =>
+      writePagesFrame(
+        frame,
+        0,
+        { ...entries, ids: Uint32Array.of(40, 42, 43) },
+        data,
+        Uint16Array.of(0, 1, 2),
+        5n,
+      ),
+    RangeError,
+    "consecutive ids",
+  );
 });
 
 Deno.test("gatherPages copies page slots[i] of its source to page i, runs of slots at once", () => {

@@ -6,7 +6,7 @@ import { transferGang } from "../src/transfer/transfer_gang.ts";
 import { randomSeed } from "../src/transfer/seed.ts";
 import { CompressionPolicy, PROBE_INTERVAL_MS } from "../src/transfer/compression_policy.ts";
 import { FrameFlag, ProtocolError } from "../src/transfer/protocol.ts";
-import { decodePages } from "../src/transfer/page_frames.ts";
+import { decodePages, pagesDataOffset } from "../src/transfer/page_frames.ts";
 import { makeRamFile, patternPage, readRamFile, removeFiles, shmPath } from "./_fixtures.ts";
 import { startReceiver } from "./_transfer.ts";
 
@@ -269,9 +269,9 @@ Deno.test("decodePages() refuses compressed data that is not n pages", () => {
   const raw = textPage(3);
   const z = new Uint8Array(compressBound(raw.length));
   const size = compress(raw, z);
-  const body = new Uint8Array(4 + 16 * 2 + size); // two entries, one page of data
+  const body = new Uint8Array(pagesDataOffset(2) + size); // two entries, one page of data
   new DataView(body.buffer).setUint32(0, 2, true);
-  body.set(z.subarray(0, size), 4 + 32);
+  body.set(z.subarray(0, size), pagesDataOffset(2));
   assertThrows(
     () => decodePages(body, FrameFlag.Compressed),
     ProtocolError,

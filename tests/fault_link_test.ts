@@ -92,7 +92,7 @@ Deno.test("a stalled link fails the migration after the stall timeout instead of
   }
 });
 
-Deno.test("a page corrupted on the wire is refused by its hash, and the migration fails safely", async () => {
+Deno.test("a page corrupted on the wire is refused by its frame's digest, and the migration fails safely", async () => {
   await using gang = startLiveGang("corrupt", 2, 512);
   await using receiver = await startReceiver();
   await using proxy = startFaultProxy({ hostname: LOCAL, port: receiver.port }, {
@@ -101,7 +101,7 @@ Deno.test("a page corrupted on the wire is refused by its hash, and the migratio
   const conn = await connectTarget({ hostname: LOCAL, port: proxy.port }, { insecure: true });
   const error = await failure(() => gang.migrate(conn));
   assert(proxy.corrupted, "the proxy flipped a byte");
-  await assertSafeFailure(error, /does not match its hash: corrupted in transit/, gang, receiver);
+  await assertSafeFailure(error, /does not match its digest: corrupted in transit/, gang, receiver);
 });
 
 Deno.test("a byte flipped inside TLS is caught by TLS before the receiver sees it", async () => {

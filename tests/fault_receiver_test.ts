@@ -101,6 +101,7 @@ Deno.test("a sender that goes quiet mid-migration is dropped after the idle time
       },
       page,
       Uint16Array.of(0),
+      5n,
     );
     const hello = encodeHello({
       version: PROTOCOL_VERSION,

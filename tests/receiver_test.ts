@@ -41,6 +41,7 @@ function pagesFrame(page: number, content: Uint8Array, id = 0, hash?: bigint): U
     },
     content,
     Uint16Array.of(0),
+    7n,
   );
   return frame;
 }
@@ -55,7 +56,7 @@ function deltasFrame(page: number, content: Uint8Array, id: number, base: number
     hashes,
     bases: Uint32Array.of(base),
   };
-  writePagesFrame(frame, 0, entries, content, Uint16Array.of(0));
+  writePagesFrame(frame, 0, entries, content, Uint16Array.of(0), 7n);
   return frame;
 }
 
@@ -166,9 +167,9 @@ Deno.test("the receiver refuses bad input with a clear error, then completes a p
     ], 'two guests are named "a"'],
     ["a page outside the guest", [oneGuest, pagesFrame(4, patternPage(1))], "points at page 4"],
     [
-      "a page that does not match its hash (named by guest, not by the target's path)",
+      "a page that does not match its frame's digest (named by guest, not by the target's path)",
       [oneGuest, pagesFrame(0, patternPage(1), 0, 12345n)],
-      'Page 0 of guest "vm" does not match its hash',
+      'Pages frame of 1 pages of guest "vm" (from page 0) does not match its digest',
     ],
     [
       "a content id out of order",

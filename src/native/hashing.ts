@@ -30,12 +30,20 @@ export function zeroPageHash(seed: bigint): bigint {
   return BigInt(native().gw_zero_page_hash(seed));
 }
 
-/**
- * A guest's RAM digest: XXH3-128 over its per-page hashes, as 32 hex digits.
- * Source and target compute it the same way from the hashes of what they hold.
- */
-export function ramDigest(pageHashes: BigUint64Array, seed: bigint): string {
+/** XXH3-128 over page hashes, keyed by a seed: 16 bytes. */
+export function hashesDigest(pageHashes: BigUint64Array, seed: bigint): Uint8Array {
   const out = new Uint8Array(16);
   native().gw_digest(pageHashes, pageHashes.length, seed, out);
-  return Array.from(out, (b) => b.toString(16).padStart(2, "0")).join("");
+  return out;
+}
+
+/**
+ * A guest's RAM digest: {@linkcode hashesDigest} of its per-page hashes, as
+ * 32 hex digits. Source and target compute it the same way from the hashes
+ * of what they hold.
+ */
+export function ramDigest(pageHashes: BigUint64Array, seed: bigint): string {
+  return Array.from(hashesDigest(pageHashes, seed), (b) => b.toString(16).padStart(2, "0")).join(
+    "",
+  );
 }

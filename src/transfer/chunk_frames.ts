@@ -184,7 +184,7 @@ export class ChunkFrames {
       const started = performance.now();
       const frame = await this.#reserve(pagesFrameBytes(n));
       this.#waits.link += (performance.now() - started) / 1000;
-      writePagesFrame(frame, guest, entries, data, slots);
+      writePagesFrame(frame, guest, entries, data, slots, this.#gang.index.seed);
       this.guestBytes[guest]! += frame.length;
       return;
     }
@@ -219,12 +219,15 @@ export class ChunkFrames {
         const size = compress ? compressed() : undefined;
         if (size !== undefined && size < raw.length) {
           const frame = await this.#reserve(pagesFrameBytes(n, size, deltas));
-          frame.set(buffers.zstd.subarray(0, size), writePagesHead(frame, guest, entries, true));
+          frame.set(
+            buffers.zstd.subarray(0, size),
+            writePagesHead(frame, guest, entries, true, this.#gang.index.seed),
+          );
           return frame.length;
         }
         // Gathered into `raw` already, in frame order.
         const frame = await this.#reserve(pagesFrameBytes(n, raw.length, deltas));
-        frame.set(raw, writePagesHead(frame, guest, entries, false));
+        frame.set(raw, writePagesHead(frame, guest, entries, false, this.#gang.index.seed));
         return frame.length;
       } finally {
         this.#free.push(buffers);

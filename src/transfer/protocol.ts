@@ -26,7 +26,7 @@ const decoder = new TextDecoder("utf-8", { fatal: true });
  * digests of DONE are keyed by each guest's size as well (see
  * `guestDigest`).
  */
-export const PROTOCOL_VERSION = 5;
+export const PROTOCOL_VERSION = 6;
 
 /** "GWAY" as a little-endian u32: the first field of a HELLO. */
 export const MAGIC = 0x59415747;
@@ -38,7 +38,7 @@ export const HEADER_BYTES = 8;
 export const MAX_PAGES_PER_FRAME = 1024;
 
 /** Largest frame body either side accepts (a full DELTAS frame, with room to spare). */
-export const MAX_BODY_BYTES = MAX_PAGES_PER_FRAME * (PAGE_SIZE + 20) + 4096;
+export const MAX_BODY_BYTES = MAX_PAGES_PER_FRAME * (PAGE_SIZE + 8) + 4096;
 
 /** Header flags. */
 export const FrameFlag = {

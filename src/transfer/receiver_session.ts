@@ -28,7 +28,7 @@ import {
 } from "./protocol.ts";
 import { decodeDone, guestDigest } from "./digests.ts";
 import { type Hello } from "./hello_frame.ts";
-import { decodeDeltas, decodePages, decodePairs } from "./page_frames.ts";
+import { decodeDeltas, decodePages, decodePairs, matchesDigest } from "./page_frames.ts";
 import { NONE, TargetContents, ZERO } from "../plan/target_contents.ts";
 import { errorMessage } from "../_errors.ts";
 
@@ -201,10 +201,9 @@ export class ReceiverSession {
 
   /**
    * Pages in full (PAGES), or as their differences from contents the
-   * target holds (DELTAS): rebuilt, registered as new contents, checked
-   * against their hashes, written. A frame that fails a check ends the
-   * session (and its files are discarded), so what it registered before
-   * the check does not matter.
+   * target holds (DELTAS): rebuilt, hashed, checked against the frame's
+   * digest of their hashes, registered as new contents, written. A frame
+   * that fails a check ends the session (and its files are discarded).
    */
   applyPages(frame: Frame): void {
     const file = this.#file(frame);
@@ -213,33 +212,31 @@ export class ReceiverSession {
       ? this.#pagesScratch ??= new Uint8Array(MAX_PAGES_PER_FRAME * PAGE_SIZE)
       : undefined;
     const decode = frame.type === FrameType.Deltas ? decodeDeltas : decodePages;
-    const { pages, ids, hashes, bases, data } = decode(frame.body, frame.flags, scratch);
+    const { pages, ids, bases, digest, data } = decode(frame.body, frame.flags, scratch);
     const firstId = this.target.contents;
+    const targetPages = new Uint32Array(pages.length);
     for (let i = 0; i < pages.length; i++) {
-      const x = this.#checkPage(frame, pages[i]!);
-      if (ids[i] !== this.target.contents) {
+      targetPages[i] = this.#checkPage(frame, pages[i]!);
+      if (ids[i] !== firstId + i) {
         throw new ProtocolError(
-          `${frameTypeName(frame.type)} frame brings content id ${
-            ids[i]
-          }, expected ${this.target.contents}`,
+          `${frameTypeName(frame.type)} frame brings content id ${ids[i]}, expected ${firstId + i}`,
         );
       }
-      // The base is found before the page takes its new content, as the sender found it; NONE: a
-      // whole page.
+      // NONE: a whole page. A base is never a content of this frame, as the sender found it.
       if (bases && bases[i] !== NONE) {
         this.#undoDelta(data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE), bases[i]!, firstId);
       }
-      this.target.assign(x, this.target.addContent(hashes[i]!));
     }
-    const actual = hashPages(data, pages.length, this.hello.seed).hashes;
+    const hashes = hashPages(data, pages.length, this.hello.seed).hashes;
+    if (!matchesDigest(hashes, this.hello.seed, digest)) {
+      throw new ProtocolError(
+        `${frameTypeName(frame.type)} frame of ${pages.length} pages of guest "${
+          this.hello.guests[frame.guest]!.name
+        }" (from page ${pages[0]}) does not match its digest: corrupted in transit`,
+      );
+    }
     for (let i = 0; i < pages.length; i++) {
-      if (actual[i] !== hashes[i]) {
-        throw new ProtocolError(
-          `Page ${pages[i]} of guest "${
-            this.hello.guests[frame.guest]!.name
-          }" does not match its hash: corrupted in transit`,
-        );
-      }
+      this.target.assign(targetPages[i]!, this.target.addContent(hashes[i]!));
     }
     refusingBytesPastEnd(() => file.write(pages, data));
   }
