@@ -29,7 +29,7 @@ import {
 import { decodeDone, guestDigest } from "./digests.ts";
 import { type Hello } from "./hello_frame.ts";
 import { decodeDeltas, decodePages, decodePairs, matchesDigest } from "./page_frames.ts";
-import { NONE, TargetContents, ZERO } from "../plan/target_contents.ts";
+import { NONE, TargetContents } from "../plan/target_contents.ts";
 import { errorMessage } from "../_errors.ts";
 
 /** A guest's RAM file at the target, and how the gang found it. */
@@ -339,13 +339,7 @@ export class ReceiverSession {
   }
 
   #digest(guest: number): string {
-    const file = this.files[guest]!;
-    const base = this.target.bases[guest]!;
-    const hashes = new BigUint64Array(file.pages);
-    for (let p = 0; p < file.pages; p++) {
-      const content = this.target.contentAt(base + p);
-      hashes[p] = content === ZERO ? this.zeroHash : this.target.hashOf(content);
-    }
+    const hashes = this.target.guestHashes(guest, this.zeroHash);
     return guestDigest(hashes, this.hello.seed, this.hello.guests[guest]!.size);
   }
 }
