@@ -172,6 +172,14 @@ Deno.test("the receiver refuses bad input with a clear error, then completes a p
       'Pages frame of 1 pages of guest "vm" (from page 0) does not match its digest',
     ],
     [
+      "more contents than a gang may register (one page overwritten again and again)",
+      [
+        hello([{ name: "vm", size: PAGE_SIZE }]),
+        ...Array.from({ length: 9 }, (_, id) => pagesFrame(0, patternPage(id + 1), id)),
+      ],
+      "frame brings contents past the 8 a gang of 1 pages may register",
+    ],
+    [
       "a content id out of order",
       [oneGuest, pagesFrame(0, patternPage(1), 5)],
       "brings content id 5, expected 0",
@@ -476,7 +484,11 @@ Deno.test("a page with bytes past the end of a short last page is refused, never
     ...done(guestDigest(BigUint64Array.of(hash, zero), 7n, 2 * PAGE_SIZE), shortDigest),
   );
   for (const refusal of [asPage, asReference]) {
-    assert(refusal.includes("bytes other than zeros past the end of the file"), refusal);
+    assert(
+      refusal.includes('A page of guest "s" has bytes other than zeros past the end'),
+      refusal,
+    );
+    assert(!refusal.includes(receiver.dir), `the target's path stays at the target: ${refusal}`);
   }
   assertEquals([...Deno.readDirSync(receiver.dir)], [], "the failed gangs' files are removed");
 });

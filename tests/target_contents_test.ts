@@ -1,5 +1,5 @@
-import { assertEquals } from "./_assert.ts";
-import { TargetContents, ZERO } from "../src/plan/target_contents.ts";
+import { assertEquals, assertThrows } from "./_assert.ts";
+import { MAX_CONTENTS_PER_PAGE, TargetContents, ZERO } from "../src/plan/target_contents.ts";
 
 Deno.test("guestHashes gives each page of a guest its content's hash, and zero pages the zero hash", () => {
   const target = new TargetContents([3000, 500]);
@@ -19,4 +19,13 @@ Deno.test("guestHashes gives each page of a guest its content's hash, and zero p
     });
     assertEquals([...target.guestHashes(guest, zeroHash)], expected);
   }
+});
+
+Deno.test("a gang registers at most MAX_CONTENTS_PER_PAGE contents a page", () => {
+  const target = new TargetContents([2, 1]);
+  assertEquals(target.maxContents, 3 * MAX_CONTENTS_PER_PAGE);
+  for (let id = 0; id < target.maxContents; id++) {
+    target.assign(id % 3, target.addContent(BigInt(id)));
+  }
+  assertThrows(() => target.addContent(1n), RangeError, "may register 24 contents");
 });

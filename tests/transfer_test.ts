@@ -5,6 +5,8 @@ import { GangSender, TargetError } from "../src/transfer/sender.ts";
 import { transferGang } from "../src/transfer/transfer_gang.ts";
 import { roundSize } from "../src/plan/convergence.ts";
 import { randomSeed } from "../src/transfer/seed.ts";
+import { MAX_CONTENTS_PER_PAGE } from "../src/plan/target_contents.ts";
+import type { RoundPages } from "../src/plan/round_planner.ts";
 import { PAGE_SIZE, RamFile } from "../src/native/ram_file.ts";
 import { SyntheticGuest } from "../src/synthetic/synthetic_guest.ts";
 import { makeRamFile, patternPage, readRamFile, removeFiles, shmPath } from "./_fixtures.ts";
@@ -65,6 +67,31 @@ Deno.test("transferGang() makes the target byte-identical, and sparse where the 
     }
     const complete = receiver.events.find((e) => e.event === "complete");
     assert(complete, "the receiver reports the gang complete");
+  } finally {
+    await removeFiles(...paths);
+  }
+});
+
+Deno.test("a sender's content room shrinks by the contents each round registers at the target", async () => {
+  const paths = makeGuests();
+  await using receiver = await startReceiver();
+  try {
+    using gang = Gang.open(specs(paths), { seed: randomSeed() });
+    await using sender = await GangSender.connect(gang, await receiver.connect());
+    const room = sender.contentRoom;
+    assertEquals(room, MAX_CONTENTS_PER_PAGE * gang.pages);
+    const inFull = ({ pages: p }: { pages: RoundPages }) =>
+      p.unique + p.dirtiedIdentical + p.unsentIdentical;
+    const round1 = await sender.round();
+    assertEquals(sender.contentRoom, room - inFull(round1));
+    {
+      using ram = RamFile.open(paths[0]!, { write: true });
+      ram.write(Uint32Array.of(0, 1), new Uint8Array([...patternPage(71), ...patternPage(72)]));
+    }
+    const round2 = await sender.round({ final: true });
+    assertEquals(inFull(round2), 2);
+    assertEquals(sender.contentRoom, room - inFull(round1) - 2);
+    assertEquals((await sender.verify()).length, paths.length, "every guest verified");
   } finally {
     await removeFiles(...paths);
   }

@@ -239,12 +239,15 @@ export function copyPages(target: RamFile, copies: PageCopies, seed: bigint): vo
  */
 export class BytesPastEndError extends Error {
   override name = "BytesPastEndError";
+  /** The file's size in bytes. */
+  readonly size: number;
 
   constructor(file: RamFile) {
     super(
       `Cannot write the last page of "${file.path}" (${file.size} bytes): the page has bytes ` +
         "other than zeros past the end of the file",
     );
+    this.size = file.size;
   }
 }
 

@@ -21,6 +21,17 @@ export const NONE = 0xffffffff;
 export const ZERO = 0xfffffffe;
 
 /** Target pages of a gang, numbered across guests, and the contents they hold. */
+/**
+ * Contents a gang may register, per page of the gang. Round 1 registers
+ * one per distinct content, a later round one per page sent in full: a
+ * sender stops its live rounds while the next one and the final round
+ * could need more (see `GangSender.contentRoom`), and a receiver refuses a
+ * sender that registers more, which would otherwise grow its tables
+ * without bound by overwriting one page again and again (some 12 bytes
+ * of table per 4 bytes on the wire).
+ */
+export const MAX_CONTENTS_PER_PAGE = 8;
+
 export class TargetContents {
   /** First global page number of each guest. */
   readonly bases: readonly number[];
@@ -32,6 +43,8 @@ export class TargetContents {
   #holder = new Uint32Array(1024); // content id -> first page holding it, or NONE
   #hash = new BigUint64Array(1024); // content id -> its hash
   #contents = 0;
+  /** Contents this gang may register (MAX_CONTENTS_PER_PAGE a page). */
+  readonly maxContents: number;
 
   /** Starts with every page of every guest zero. */
   constructor(guestPages: readonly number[]) {
@@ -47,6 +60,7 @@ export class TargetContents {
     this.#content = new Uint32Array(total).fill(ZERO);
     this.#next = new Uint32Array(total).fill(NONE);
     this.#prev = new Uint32Array(total).fill(NONE);
+    this.maxContents = Math.min(MAX_CONTENTS_PER_PAGE * total, NONE);
   }
 
   /** Contents registered so far (the next id). */
@@ -95,6 +109,9 @@ export class TargetContents {
 
   /** Registers the next content (its id is `contents` before the call). */
   addContent(hash: bigint): number {
+    if (this.#contents >= this.maxContents) {
+      throw new RangeError(`A gang may register ${this.maxContents} contents, and did`);
+    }
     if (this.#contents === this.#holder.length) {
       const holder = new Uint32Array(this.#holder.length * 2);
       holder.set(this.#holder);

@@ -150,6 +150,11 @@ export class ReceiverSession {
     this.#writtenInBatch = new Uint32Array(this.target.bases.at(-1)! + this.target.pages.at(-1)!);
   }
 
+  /** The name of a frame's guest (checked by #file first). */
+  #guestName(frame: Frame): string {
+    return this.hello.guests[frame.guest]!.name;
+  }
+
   #file(frame: Frame): RamFile {
     const file = this.files[frame.guest];
     if (!file) {
@@ -160,7 +165,7 @@ export class ReceiverSession {
     if (this.finished[frame.guest]) {
       throw new ProtocolError(
         `${frameTypeName(frame.type)} frame for guest "${
-          this.hello.guests[frame.guest]!.name
+          this.#guestName(frame)
         }", which is finished`,
       );
     }
@@ -214,6 +219,12 @@ export class ReceiverSession {
     const decode = frame.type === FrameType.Deltas ? decodeDeltas : decodePages;
     const { pages, ids, bases, digest, data } = decode(frame.body, frame.flags, scratch);
     const firstId = this.target.contents;
+    if (firstId + pages.length > this.target.maxContents) {
+      throw new ProtocolError(
+        `${frameTypeName(frame.type)} frame brings contents past the ${this.target.maxContents} ` +
+          `a gang of ${this.target.pages.reduce((a, b) => a + b, 0)} pages may register`,
+      );
+    }
     const targetPages = new Uint32Array(pages.length);
     for (let i = 0; i < pages.length; i++) {
       targetPages[i] = this.#checkPage(frame, pages[i]!);
@@ -231,14 +242,14 @@ export class ReceiverSession {
     if (!matchesDigest(hashes, this.hello.seed, digest)) {
       throw new ProtocolError(
         `${frameTypeName(frame.type)} frame of ${pages.length} pages of guest "${
-          this.hello.guests[frame.guest]!.name
+          this.#guestName(frame)
         }" (from page ${pages[0]}) does not match its digest: corrupted in transit`,
       );
     }
     for (let i = 0; i < pages.length; i++) {
       this.target.assign(targetPages[i]!, this.target.addContent(hashes[i]!));
     }
-    refusingBytesPastEnd(() => file.write(pages, data));
+    refusingBytesPastEnd(this.#guestName(frame), () => file.write(pages, data));
   }
 
   /**
@@ -281,7 +292,7 @@ export class ReceiverSession {
       }
       // A page written by this batch is read only once the batch is written.
       if (this.#writtenInBatch[holder] === this.#batch) {
-        this.#copy(file, copies, start, i);
+        this.#copy(file, copies, start, i, this.#guestName(frame));
         start = i;
       }
       const source = this.target.locate(holder);
@@ -292,20 +303,19 @@ export class ReceiverSession {
       this.#writtenInBatch[x] = this.#batch;
       this.target.assign(x, id);
     }
-    this.#copy(file, copies, start, n);
+    this.#copy(file, copies, start, n, this.#guestName(frame));
   }
 
   /** Copies entries [start, end) of a REFS frame (each checked against its hash), and starts a new batch. */
-  #copy(file: RamFile, copies: PageCopies, start: number, end: number): void {
+  #copy(file: RamFile, copies: PageCopies, start: number, end: number, name: string): void {
     if (end > start) {
-      refusingBytesPastEnd(() =>
+      refusingBytesPastEnd(name, () =>
         copyPages(file, {
           sources: copies.sources.slice(start, end),
           sourcePages: copies.sourcePages.subarray(start, end),
           targetPages: copies.targetPages.subarray(start, end),
           hashes: copies.hashes.subarray(start, end),
-        }, this.hello.seed)
-      );
+        }, this.hello.seed));
     }
     this.#batch++;
   }
@@ -349,11 +359,16 @@ export class ReceiverSession {
  * of a short last page is the sender's error, a protocol error: a sender
  * reads zeros there.
  */
-function refusingBytesPastEnd(write: () => void): void {
+function refusingBytesPastEnd(guest: string, write: () => void): void {
   try {
     write();
   } catch (error) {
-    if (error instanceof BytesPastEndError) throw new ProtocolError(error.message);
+    // Named by guest: the target's paths are not the sender's business.
+    if (error instanceof BytesPastEndError) {
+      throw new ProtocolError(
+        `A page of guest "${guest}" has bytes other than zeros past the end of its ${error.size}-byte RAM`,
+      );
+    }
     throw error;
   }
 }

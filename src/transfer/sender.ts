@@ -157,6 +157,11 @@ export class GangSender implements AsyncDisposable {
     return this.#link.bytesOnWire;
   }
 
+  /** Contents the gang may still register at the target (`MAX_CONTENTS_PER_PAGE`). */
+  get contentRoom(): number {
+    return this.#planner.target.maxContents - this.#planner.target.contents;
+  }
+
   /**
    * The paper's preparation phase, apart from the rounds: starts dirty
    * tracking and scans every page of the gang into the content index while

@@ -133,7 +133,9 @@ export async function transferGang(
     const sizes: RoundSize[] = [];
     // No live rounds: the final round is the only one, and it sends the gang in one pass.
     const onePass = shouldStopLiveRounds(sizes, options);
-    while (!onePass && !shouldStopLiveRounds(sizes, options)) {
+    // A round registers at most a content per page: room for the next one and the final round.
+    const roomLeft = () => sender!.contentRoom >= 2 * gang.pages;
+    while (!onePass && !shouldStopLiveRounds(sizes, options) && roomLeft()) {
       const report = await sender.round();
       const estimating = performance.now();
       const pages = sender.estimateChanged();
