@@ -193,6 +193,16 @@ Deno.test("the receiver refuses bad input with a clear error, then completes a p
     [
       "a delta from a content never sent",
       [oneGuest, deltasFrame(1, patternPage(2), 0, 0)],
+      "takes content 0 as a base, which is not one the target held before it",
+    ],
+    [
+      "a delta from a content no page holds any more",
+      [
+        oneGuest,
+        pagesFrame(0, patternPage(1)),
+        pagesFrame(0, patternPage(2), 1),
+        deltasFrame(1, patternPage(3), 2, 0),
+      ],
       "takes content 0 as a base, which no page of the target holds",
     ],
     [
@@ -207,7 +217,7 @@ Deno.test("the receiver refuses bad input with a clear error, then completes a p
     [
       "a delta from a content its own frame brings",
       [oneGuest, pagesFrame(0, patternPage(1)), deltasFrame(1, patternPage(2), 1, 1)],
-      "takes content 1 as a base, which no page of the target holds",
+      "takes content 1 as a base, which is not one the target held before it (the frame brings contents 1 on)",
     ],
     ["an unknown frame type", [oneGuest, header(99, 0)], "Unexpected unknown type 99 frame"],
     [

@@ -258,12 +258,18 @@ export class ReceiverSession {
    * are not written yet.
    */
   #undoDelta(page: Uint8Array, base: number, firstId: number): void {
-    const holder = base < firstId ? this.target.holder(base) : NONE;
-    if (holder === NONE) {
+    if (base >= firstId) {
+      throw new ProtocolError(
+        `Deltas frame takes content ${base} as a base, which is not one the target held before it ` +
+          `(the frame brings contents ${firstId} on)`,
+      );
+    }
+    if (this.target.holder(base) === NONE) {
       throw new ProtocolError(
         `Deltas frame takes content ${base} as a base, which no page of the target holds`,
       );
     }
+    const holder = this.target.holder(base);
     const source = this.target.locate(holder);
     if (!undoFileDelta(page, this.files[source.guest]!, source.page)) {
       // Its holder is a short last page, which a sender never takes as a base.
