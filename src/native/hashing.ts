@@ -43,7 +43,6 @@ export function hashesDigest(pageHashes: BigUint64Array, seed: bigint): Uint8Arr
  * of what they hold.
  */
 export function ramDigest(pageHashes: BigUint64Array, seed: bigint): string {
-  return Array.from(hashesDigest(pageHashes, seed), (b) => b.toString(16).padStart(2, "0")).join(
-    "",
-  );
+  const digest = hashesDigest(pageHashes, seed);
+  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
 }

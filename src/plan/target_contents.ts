@@ -20,7 +20,6 @@ export const NONE = 0xffffffff;
 /** The content id of a zero page (never stored as a content). */
 export const ZERO = 0xfffffffe;
 
-/** Target pages of a gang, numbered across guests, and the contents they hold. */
 /**
  * Contents a gang may register, per page of the gang. Round 1 registers
  * one per distinct content, a later round one per page sent in full: a
@@ -32,6 +31,7 @@ export const ZERO = 0xfffffffe;
  */
 export const MAX_CONTENTS_PER_PAGE = 8;
 
+/** Target pages of a gang, numbered across guests, and the contents they hold. */
 export class TargetContents {
   /** First global page number of each guest. */
   readonly bases: readonly number[];

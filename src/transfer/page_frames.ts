@@ -11,6 +11,7 @@
 import { PAGE_SIZE } from "../native/ram_file.ts";
 import { decompress } from "../native/compression.ts";
 import { hashesDigest } from "../native/hashing.ts";
+import { DIGEST_BYTES } from "./digests.ts";
 import {
   BodyReader,
   FrameFlag,
@@ -22,7 +23,7 @@ import {
 } from "./protocol.ts";
 
 /** Bytes of a PAGES frame's head before its entries: n u32, first content id u32, digest. */
-const PAGES_HEAD_BYTES = 4 + 4 + 16;
+const PAGES_HEAD_BYTES = 4 + 4 + DIGEST_BYTES;
 /** Bytes of one PAGES entry: the page, u32. */
 const PAGE_ENTRY_BYTES = 4;
 /** Bytes a DELTAS entry has besides a PAGES entry's: the base content id u32. */
@@ -61,17 +62,13 @@ export interface PagesFrame {
 }
 
 /**
- * What a PAGES frame carries for its pages' hashes: XXH3-128 over them, in
- * entry order, keyed by the migration's seed. One digest a frame instead of
- * a hash a page: 8 bytes a page, some 0.4% of a gang's bytes on the link.
+ * Whether pages of these hashes are the ones a frame's digest says. A PAGES
+ * frame carries {@linkcode hashesDigest} of its pages' hashes (XXH3-128
+ * over them in entry order, keyed by the migration's seed): one digest a
+ * frame instead of a hash a page, 8 bytes a page off the link.
  */
-export function pagesDigest(hashes: BigUint64Array, seed: bigint): Uint8Array {
-  return hashesDigest(hashes, seed);
-}
-
-/** Whether pages of these hashes are the ones a frame's digest says. */
 export function matchesDigest(hashes: BigUint64Array, seed: bigint, digest: Uint8Array): boolean {
-  const actual = pagesDigest(hashes, seed);
+  const actual = hashesDigest(hashes, seed);
   return actual.length === digest.length && actual.every((b, i) => b === digest[i]);
 }
 
@@ -115,7 +112,7 @@ function decodePageFrame(
     );
   }
   const firstId = r.u32();
-  const digest = r.bytes(16).slice();
+  const digest = r.bytes(DIGEST_BYTES).slice();
   const pages = new Uint32Array(n);
   const ids = new Uint32Array(n);
   const bases = deltas ? new Uint32Array(n) : undefined;
@@ -200,7 +197,7 @@ export function writePagesHead(
   );
   view.setUint32(HEADER_BYTES, n, true);
   view.setUint32(HEADER_BYTES + 4, ids[0]!, true);
-  out.set(pagesDigest(hashes, seed), HEADER_BYTES + 8);
+  out.set(hashesDigest(hashes, seed), HEADER_BYTES + 8);
   let o = HEADER_BYTES + PAGES_HEAD_BYTES;
   for (let i = 0; i < n; i++) {
     view.setUint32(o, pages[i]!, true);

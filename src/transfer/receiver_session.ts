@@ -264,12 +264,12 @@ export class ReceiverSession {
           `(the frame brings contents ${firstId} on)`,
       );
     }
-    if (this.target.holder(base) === NONE) {
+    const holder = this.target.holder(base);
+    if (holder === NONE) {
       throw new ProtocolError(
         `Deltas frame takes content ${base} as a base, which no page of the target holds`,
       );
     }
-    const holder = this.target.holder(base);
     const source = this.target.locate(holder);
     if (!undoFileDelta(page, this.files[source.guest]!, source.page)) {
       // Its holder is a short last page, which a sender never takes as a base.
