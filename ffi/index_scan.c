@@ -6,18 +6,21 @@
  * page against its last scan and the index (index.c), on the caller's
  * thread, so the index needs no lock.
  *
- * Every page is read with pread into the caller's buffer, never through a
- * mapping of the guest's file: on these VMs the page faults that map a
- * guest's pages cost more than the copy (round 1 of the lab's 4-guest gang
- * took 15-20% longer, its scan twice as long, in six A/B pairs), and the
- * copy is the snapshot that is sent and hashed, whatever the guest writes
- * meanwhile.
+ * A page's first read is a pread into the caller's buffer: on these VMs
+ * the page faults that map a guest's pages cost more than the copy (round 1
+ * of the lab's 4-guest gang took 15-20% longer, its scan twice as long, in
+ * six A/B pairs when it read through a mapping). Pages read before are
+ * rescanned where they lie, through a mapping kept between rounds
+ * (ram_map.c): only a page whose hash changed is copied, and it is checked
+ * and hashed again as copied. Either way the buffer's bytes are the
+ * snapshot that is sent and hashed, whatever the guest writes meanwhile.
  */
 #include <errno.h>
 #include <limits.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <xxhash.h>
 
 #include "index_internal.h"
@@ -65,7 +68,9 @@ enum page_found {
 /* A scan's page work: the same for every page, each thread on its own pages, so it runs on several. */
 struct page_work {
 	const gw_index *ix;
+	const struct guest_state *gs;
 	const gw_ram *ram;
+	const uint8_t *map;  /* the guest's file mapped, for rescans (NULL: pread every page) */
 	uint32_t first;      /* first page of the call */
 	uint32_t count;      /* pages of the call */
 	const uint8_t *mask; /* pages to examine (NULL = all) */
@@ -101,6 +106,84 @@ static void check_and_hash(const struct page_work *w, uint32_t from, uint32_t to
 	}
 }
 
+/* Pages [from, to) of a page work, for a rescan in place under a guard. */
+struct block {
+	const struct page_work *work;
+	uint32_t from, to;
+	const unsigned char *resident; /* mincore's answer for each page of the block */
+	int err;                       /* a pread that failed, or 0 */
+};
+
+/*
+ * The zero check and the hash of pages [from, to) of the call where they lie
+ * (w->map): a page whose hash is the one its last scan found is not copied
+ * (the scan classifies it unchanged from its hash alone); any other is
+ * copied into buf and checked and hashed as copied. A page not in memory
+ * (a hole that the hole search did not single out, or one swapped out) is
+ * read with pread instead: through the mapping a hole would be allocated.
+ */
+/* A page of the block to examine that holds data (as far as the hole search knows) but is not in memory. */
+static int absent(const struct block *b, uint32_t i)
+{
+	const struct page_work *w = b->work;
+
+	return (!w->mask || w->mask[i]) && w->ix->has_data[i] && !(b->resident[i - b->from] & 1);
+}
+
+static void rescan_in_place(void *arg)
+{
+	struct block *b = arg;
+	const struct page_work *w = b->work;
+	const gw_index *ix = w->ix;
+
+	/* Pages not in memory first, with a pread per run of them (holes read as zeros, unallocated). */
+	for (uint32_t i = b->from, end; i < b->to; i = end) {
+		if (!absent(b, i)) {
+			end = i + 1;
+			continue;
+		}
+		for (end = i + 1; end < b->to && absent(b, end); end++)
+			;
+		b->err = gw__pread_full(w->ram->fd, w->buf + ((size_t)i << GW_PAGE_SHIFT),
+					(size_t)(end - i) << GW_PAGE_SHIFT, ((uint64_t)w->first + i) << GW_PAGE_SHIFT);
+		if (b->err)
+			return;
+	}
+	for (uint32_t i = b->from; i < b->to; i++) {
+		uint32_t p = w->first + i;
+		const uint8_t *page = w->map + ((size_t)p << GW_PAGE_SHIFT);
+		uint8_t *copy = w->buf + ((size_t)i << GW_PAGE_SHIFT);
+		uint64_t hash;
+
+		if (w->mask && !w->mask[i]) {
+			ix->found[i] = FOUND_SKIPPED;
+			continue;
+		}
+		if (!ix->has_data[i]) {
+			ix->found[i] = FOUND_HOLE;
+			continue;
+		}
+		if (!(b->resident[i - b->from] & 1))
+			page = copy; /* read above */
+		if (gw__page_is_zero(page)) {
+			ix->found[i] = FOUND_ZERO;
+			continue;
+		}
+		hash = page_hash(ix, page);
+		if (page != copy && (hash != w->gs->hash[p] || w->gs->content[p] >= GW_CONTENT_ZERO)) {
+			/* Changed: the copy is what is sent, and the guest may be writing the page still. */
+			memcpy(copy, page, GW_PAGE_SIZE);
+			if (gw__page_is_zero(copy)) {
+				ix->found[i] = FOUND_ZERO;
+				continue;
+			}
+			hash = page_hash(ix, copy);
+		}
+		ix->hashes[i] = hash;
+		ix->found[i] = FOUND_DATA;
+	}
+}
+
 static void do_page_work(void *arg, uint32_t part, uint32_t parts)
 {
 	struct page_work *w = arg;
@@ -110,7 +193,17 @@ static void do_page_work(void *arg, uint32_t part, uint32_t parts)
 
 	for (uint32_t block = from; block < to; block += PAGE_WORK_BLOCK) {
 		uint32_t block_end = block + PAGE_WORK_BLOCK < to ? block + PAGE_WORK_BLOCK : to;
-		int err = gw__ram_read_marked(w->ram, w->first, block, block_end, ix->has_data, w->buf);
+		unsigned char resident[PAGE_WORK_BLOCK];
+		struct block in_place = {w, block, block_end, resident, 0};
+		/* A block whose first page was scanned before is a rescan (the rest of it, in practice, too). */
+		int rescan = w->map && w->gs->content[w->first + block] != GW_CONTENT_NONE &&
+			     mincore((void *)(w->map + ((size_t)(w->first + block) << GW_PAGE_SHIFT)),
+				     (size_t)(block_end - block) << GW_PAGE_SHIFT, resident) == 0;
+		int err = rescan ? gw__ram_guarded(rescan_in_place, &in_place)
+				 : gw__ram_read_marked(w->ram, w->first, block, block_end, ix->has_data, w->buf);
+
+		if (!err)
+			err = in_place.err;
 
 		if (err) {
 			int none = 0;
@@ -118,7 +211,8 @@ static void do_page_work(void *arg, uint32_t part, uint32_t parts)
 			atomic_compare_exchange_strong(&w->err, &none, err);
 			return;
 		}
-		check_and_hash(w, block, block_end);
+		if (!rescan)
+			check_and_hash(w, block, block_end);
 	}
 }
 
@@ -126,15 +220,15 @@ static void do_page_work(void *arg, uint32_t part, uint32_t parts)
 #define MIN_PAGES_PER_THREAD 64
 
 GW_EXPORT int gw_index_scan(gw_index *ix, uint32_t guest, uint32_t first, uint32_t count, const uint8_t *mask,
-			    uint8_t *buf, uint8_t *kinds, uint32_t *ids, uint64_t *stats)
+			    uint32_t flags, uint8_t *buf, uint8_t *kinds, uint32_t *ids, uint64_t *stats)
 {
 	struct guest_state *gs;
 	struct page_work work;
 	uint64_t call = gw__call_id();
 	uint32_t threads;
-	int pages_read, examined = 0, err;
+	int pages_read, examined = 0, rescans, err;
 
-	if (guest >= ix->guest_count || count > GW_MAX_CALL_PAGES)
+	if (guest >= ix->guest_count || count > GW_MAX_CALL_PAGES || (flags & ~GW_SCAN_CHANGED_BYTES))
 		return -EINVAL;
 	gs = &ix->guests[guest];
 	if ((uint64_t)first + count > gs->pages)
@@ -148,9 +242,13 @@ GW_EXPORT int gw_index_scan(gw_index *ix, uint32_t guest, uint32_t first, uint32
 	if (pages_read < 0)
 		return pages_read;
 
-	/* Step 2 -- reads (pread), zero checks and hashes, on several threads if asked. */
+	/* Step 2 -- reads, zero checks and hashes, on several threads if asked. */
 	work.ix = ix;
+	work.gs = gs;
 	work.ram = gs->ram;
+	/* Pages scanned before are rescanned in place when unchanged ones need no bytes. */
+	rescans = (flags & GW_SCAN_CHANGED_BYTES) && count && gs->content[first] != GW_CONTENT_NONE;
+	work.map = rescans ? gw__ram_map(gs->ram) : NULL;
 	work.first = first;
 	work.count = count;
 	work.mask = mask;

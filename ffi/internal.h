@@ -17,6 +17,7 @@ struct gw_ram {
 	uint64_t data_start; /* the last data region found (SEEK_DATA/SEEK_HOLE) */
 	uint64_t data_end;   /* its end; start == end: none known */
 	uint64_t whole_in;   /* the call (gw__call_id) in which fstat last found the file whole */
+	uint8_t *map;        /* the file mapped read-only for rescans (ram_map.c), or NULL */
 };
 
 /* Pages of a file of size bytes, counting a short last page as a page. */
@@ -76,6 +77,27 @@ int gw__ram_check_whole(gw_ram *ram, uint64_t call);
  * page reads as zeros past the end of the file. 0 or -errno.
  */
 int gw__ram_read_pages(gw_ram *ram, uint64_t call, uint64_t first, uint32_t count, uint8_t *buf);
+
+/*
+ * The file mapped read-only (whole pages up to ram->size), made on the
+ * first call and kept until gw_ram_close or a resize; NULL if it cannot be
+ * mapped (read with pread then). Read it only inside gw__ram_guarded, and
+ * never where the file has a hole: a read there allocates the page.
+ */
+const uint8_t *gw__ram_map(gw_ram *ram);
+
+/* Unmaps what gw__ram_map mapped, if anything. */
+void gw__ram_unmap(gw_ram *ram);
+
+typedef void gw__guarded_fn(void *arg);
+
+/*
+ * Runs fn(arg) on this thread, returning -ESTALE instead if one of its
+ * reads through a mapping (gw__ram_map) faults because the file shrank
+ * (SIGBUS); 0 otherwise. fn must hold no lock and own nothing a jump out
+ * of it would leak: it is left midway.
+ */
+int gw__ram_guarded(gw__guarded_fn *fn, void *arg);
 
 /* Most threads a scan uses, the caller's included. */
 #define GW_MAX_THREADS 8

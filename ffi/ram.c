@@ -2,11 +2,11 @@
  * Guest RAM files: open, size, read around holes (the writes are in
  * ram_write.c).
  *
- * Files are read with pread only, never through a mapping: pread of a hole
- * returns zeros without allocating, while a read through a mapping would
- * allocate every untouched page of the guest; a read through a mapping past
- * the end of a file that shrank raises SIGBUS; and on these VMs a mapping's
- * page faults cost more than pread's copy. A shrunk file must not read as
+ * Pages are read here with pread: pread of a hole returns zeros without
+ * allocating, while a read through a mapping would allocate every
+ * untouched page of the guest, and on these VMs a mapping's page faults
+ * cost more than pread's copy the first time (rescans read through a
+ * mapping: ram_map.c). A shrunk file must not read as
  * zeros either, so every call that reads one checks with fstat that it did
  * not shrink (gw__ram_check_whole) and answers -ESTALE if it did.
  */
@@ -77,6 +77,7 @@ GW_EXPORT void gw_ram_close(gw_ram *ram)
 {
 	if (!ram)
 		return;
+	gw__ram_unmap(ram);
 	close(ram->fd);
 	free(ram);
 }
@@ -92,6 +93,7 @@ GW_EXPORT int gw_ram_resize(gw_ram *ram, uint64_t size)
 		return -EBADF;
 	if (gw_pages_of(size) > UINT32_MAX - 2)
 		return -EFBIG;
+	gw__ram_unmap(ram); /* sized for the old size */
 	if (ftruncate(ram->fd, (off_t)size) < 0)
 		return -errno;
 	ram->data_start = ram->data_end = 0;

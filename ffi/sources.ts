@@ -24,12 +24,14 @@ import pagemapC from "./pagemap.c" with { type: "text" };
 import poolC from "./pool.c" with { type: "text" };
 import priorityC from "./priority.c" with { type: "text" };
 import ramC from "./ram.c" with { type: "text" };
+import ramMapC from "./ram_map.c" with { type: "text" };
 import ramWriteC from "./ram_write.c" with { type: "text" };
 import similarC from "./similar.c" with { type: "text" };
 
 /** The files compiled into the library, in the order they are given to the compiler. */
 export const LIBRARY_SOURCES: readonly string[] = [
   "ram.c",
+  "ram_map.c",
   "ram_write.c",
   "dir.c",
   "hash.c",
@@ -50,6 +52,7 @@ export const LIBRARY_HEADERS: readonly string[] = ["gangway.h", "internal.h", "i
 /** Every file of the library by name (sources and headers), as text. */
 export const LIBRARY_FILES: Readonly<Record<string, string>> = {
   "ram.c": ramC,
+  "ram_map.c": ramMapC,
   "ram_write.c": ramWriteC,
   "dir.c": dirC,
   "hash.c": hashC,

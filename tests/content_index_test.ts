@@ -137,11 +137,11 @@ Deno.test("ContentIndex re-scan reports exactly the pages whose content changed"
   }
 });
 
-Deno.test("ContentIndex.scan() on several threads finds what one thread finds, page bytes and re-scans included", async () => {
+Deno.test("ContentIndex.scan() on several threads, and re-scanning in place, finds what one thread finds, page bytes included", async () => {
   const pages = 700; // enough pages for the page work to be split
   const paths = [0, 1].map((g) => shmPath(`threads${g}`));
   /** Makes both guests, scans them twice (then again after writes) on `threads` threads. */
-  const scanTwice = (threads: number) => {
+  const scanTwice = (threads: number, changedBytesOnly = false) => {
     paths.forEach((path, g) =>
       makeRamFile(
         path,
@@ -166,7 +166,7 @@ Deno.test("ContentIndex.scan() on several threads finds what one thread finds, p
       }
       for (const guest of [0, 1]) {
         const out = scanBuffers(pages);
-        assertEquals(index.scan(guest, 0, pages, out, { threads }), pages);
+        assertEquals(index.scan(guest, 0, pages, out, { threads, changedBytesOnly }), pages);
         out.kinds.forEach((kind, i) => {
           if (kind === New || kind === Duplicate) {
             sent.push(out.buf.slice(i * PAGE_SIZE, (i + 1) * PAGE_SIZE));
@@ -177,7 +177,8 @@ Deno.test("ContentIndex.scan() on several threads finds what one thread finds, p
     }
     const bytes = new Uint8Array(sent.length * PAGE_SIZE);
     sent.forEach((page, i) => bytes.set(page, i * PAGE_SIZE));
-    return { scans, hashes: [...index.pageHashes(0), ...index.pageHashes(1)], sent: bytes };
+    const blocks = a.stat().blocks + b.stat().blocks;
+    return { scans, hashes: [...index.pageHashes(0), ...index.pageHashes(1)], sent: bytes, blocks };
   };
   try {
     const one = scanTwice(1);
@@ -186,10 +187,14 @@ Deno.test("ContentIndex.scan() on several threads finds what one thread finds, p
       [Duplicate, New, Zero],
       "the re-scan saw the writes",
     );
-    const four = scanTwice(4);
-    assertEquals(four.scans, one.scans);
-    assertEquals(four.hashes, one.hashes);
-    assertSameBytes(four.sent, one.sent, "the page bytes for the sender");
+    for (const [threads, changedBytesOnly] of [[4, false], [1, true], [4, true]] as const) {
+      const other = scanTwice(threads, changedBytesOnly);
+      const how = `${threads} threads${changedBytesOnly ? ", re-scanning in place" : ""}`;
+      assertEquals(other.scans, one.scans, how);
+      assertEquals(other.hashes, one.hashes, how);
+      assertSameBytes(other.sent, one.sent, `the page bytes for the sender, ${how}`);
+      assertEquals(other.blocks, one.blocks, `no hole allocated, ${how}`);
+    }
   } finally {
     await removeFiles(...paths);
   }

@@ -24,7 +24,7 @@ import { CACHE_DIR_VARIABLES, defaultCacheDir } from "../_cache_dir.ts";
 import { errorMessage } from "../_errors.ts";
 
 /** Must equal GW_ABI_VERSION in ffi/gangway.h: a stale build is refused. */
-const ABI_VERSION = 17;
+const ABI_VERSION = 18;
 
 /** One entry per C function, with its prototype from ffi/gangway.h. */
 const SYMBOLS = {
@@ -111,7 +111,8 @@ const SYMBOLS = {
   // int gw_index_add_guest(gw_index *index, gw_ram *ram)
   gw_index_add_guest: { parameters: ["pointer", "pointer"], result: "i32" },
   // int gw_index_scan(gw_index *index, uint32_t guest, uint32_t first, uint32_t count,
-  //                   const uint8_t *mask, uint8_t *buf, uint8_t *kinds, uint32_t *ids, uint64_t *stats)
+  //                   const uint8_t *mask, uint32_t flags, uint8_t *buf, uint8_t *kinds, uint32_t *ids,
+  //                   uint64_t *stats)
   gw_index_scan: {
     parameters: [
       "pointer",
@@ -119,6 +120,7 @@ const SYMBOLS = {
       "u32",
       "u32",
       "buffer",
+      "u32",
       "buffer",
       "buffer",
       "buffer",

@@ -264,6 +264,13 @@ export class RoundPlanner {
         plan.ids[n++] = wire;
         continue;
       }
+      if (kind === PageKind.Unchanged && !firstRead) {
+        // A later read copies only changed pages (ContentIndex.scan's changedBytesOnly), and an
+        // unchanged page's target is current: it was planned when it last changed.
+        throw new Error(
+          `Cannot send page ${page} of guest ${guest}: unchanged since its last read, yet the target lacks it`,
+        );
+      }
       // The base is found before the page takes its new content: it may be what the page held.
       const similar = this.#similar ? this.#deltaBase(out.buf, i) : NONE;
       const id = target.addContent(pageHashes[page]!);

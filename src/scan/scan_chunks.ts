@@ -45,6 +45,8 @@ export interface ScanChunksOptions {
    * measured speed. Default 1.
    */
   threads?: number | ThreadChoice;
+  /** The buffers need hold only changed pages' bytes (see ContentIndex.scan). Default false. */
+  changedBytesOnly?: boolean;
 }
 
 /**
@@ -73,7 +75,11 @@ export function* scanChunks(
     if (mask && !mask.includes(1)) continue;
     // Timed only for a choice: every round of a migration walks its chunks here.
     const started = choice ? performance.now() : 0;
-    const examined = gang.index.scan(guest, first, count, out, { mask, threads });
+    const examined = gang.index.scan(guest, first, count, out, {
+      mask,
+      threads,
+      changedBytesOnly: options.changedBytesOnly,
+    });
     choice?.record(threads, examined, performance.now() - started);
     yield { first, count, examined };
   }

@@ -300,7 +300,8 @@ export class GangSender implements AsyncDisposable {
       const firstRead = !this.#read[guest.number];
       this.#read[guest.number] = true;
       const mask = firstRead ? undefined : this.#tracker.changed(guest.number);
-      const scanning = { out, mask, threads };
+      // Later reads send only pages that changed: unchanged ones are hashed in place, not copied.
+      const scanning = { out, mask, threads, changedBytesOnly: !firstRead };
       const chunks = scanChunks(this.#gang, guest.number, scanning);
       while (true) {
         const scanStarted = performance.now();
