@@ -8,7 +8,13 @@ import { UsageError } from "../src/cli/_cli.ts";
 import { DEFAULT_LAB_CONFIG, type LabResult } from "../src/lab/experiment.ts";
 import type { LabMethod, MethodResult } from "../src/lab/measurement.ts";
 import { goalVerdicts, labJson, methodKey } from "../src/lab/report.ts";
-import { formatRatios, formatSummary, table } from "../src/lab/summary.ts";
+import {
+  formatBreakdown,
+  formatRatios,
+  formatRoundTimes,
+  formatSummary,
+  table,
+} from "../src/lab/summary.ts";
 import { sweepSummary, writeSweepFiles } from "../src/lab/sweep.ts";
 
 function measured(
@@ -428,4 +434,29 @@ Deno.test("writeSweepFiles() writes the JSON, the figures and a summary that lin
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("formatBreakdown() tells the guests' own final rounds from live rounds", () => {
+  const time = {
+    scanSeconds: 0.04,
+    planSeconds: 0,
+    compressSeconds: 0,
+    linkWaitSeconds: 0,
+    receiverWaitSeconds: 0.01,
+  };
+  const breakdown = {
+    setupSeconds: 0.5,
+    handshakeSeconds: 0.1,
+    rounds: [
+      { round: 1, final: false, seconds: 2, bytesOnWire: 100e6 },
+      { round: 2, final: false, seconds: 0.08, bytesOnWire: 1e5, guest: 0, time },
+      { round: 3, final: false, seconds: 0.07, bytesOnWire: 1e5, guest: 1, time },
+      { round: 4, final: true, seconds: 0, bytesOnWire: 13 },
+    ],
+    pausedSeconds: 0.2,
+    switchOverSeconds: 0.4,
+  };
+  const text = formatBreakdown(breakdown);
+  assert(text.includes("live rounds 2.00 s, each guest's final round 0.08 + 0.07 s"), text);
+  assert(formatRoundTimes(breakdown).startsWith("guest 1's final 0.08 s = scan 0.04"));
 });

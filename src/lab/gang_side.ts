@@ -127,6 +127,7 @@ export async function runGangSide(options: GangSideOptions): Promise<GangSideRes
         seconds: r.seconds,
         bytesOnWire: r.bytesOnWire,
         time: r.time,
+        ...(r.guest === undefined ? {} : { guest: r.guest }),
       })),
       pausedSeconds: timeline.switchOver - timeline.paused,
       pausingSeconds: timeline.finalRound - timeline.paused,

@@ -42,6 +42,8 @@ export interface GangwayBreakdown {
     seconds: number;
     bytesOnWire: number;
     time?: RoundTime;
+    /** The guest (from 0) this round was the final one of, when guests end one at a time. */
+    guest?: number;
   }[];
   /** Pausing the gang, final round, verification: the downtime before the switch-over. */
   pausedSeconds: number;

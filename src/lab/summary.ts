@@ -143,7 +143,10 @@ export function formatApplication(view: ApplicationView): string {
  * @returns One line
  */
 export function formatBreakdown(b: GangwayBreakdown): string {
-  const live = b.rounds.filter((r) => !r.final).map((r) => r.seconds.toFixed(2));
+  const live = b.rounds.filter((r) => !r.final && r.guest === undefined)
+    .map((r) => r.seconds.toFixed(2));
+  // Guests ended one at a time: each one's final round, with only that guest paused.
+  const guests = b.rounds.filter((r) => r.guest !== undefined).map((r) => r.seconds.toFixed(2));
   const final = b.rounds.find((r) => r.final);
   const pausing = b.pausingSeconds === undefined
     ? ""
@@ -154,10 +157,17 @@ export function formatBreakdown(b: GangwayBreakdown): string {
   return `setup ${b.setupSeconds.toFixed(2)} s (before the TMT), ` +
     `handshake ${b.handshakeSeconds.toFixed(2)} s, ` +
     `live rounds ${live.length > 0 ? live.join(" + ") : "none"} s, ` +
+    (guests.length > 0 ? `each guest's final round ${guests.join(" + ")} s, ` : "") +
     `paused ${b.pausedSeconds.toFixed(2)} s (${pausing}final round ${
       final?.seconds.toFixed(2) ?? "?"
     } s + ${verify}), ` +
     `switch-over ${b.switchOverSeconds.toFixed(2)} s`;
+}
+
+/** "final", a guest's final round ("guest 2's final"), or the round's number. */
+function roundName(r: GangwayBreakdown["rounds"][number]): string {
+  if (r.final) return "final";
+  return r.guest === undefined ? `${r.round}` : `guest ${r.guest + 1}'s final`;
 }
 
 /**
@@ -176,13 +186,11 @@ export function formatRoundTimes(b: GangwayBreakdown): string {
     const other = r.seconds - t.scanSeconds - t.planSeconds - t.compressSeconds -
       t.linkWaitSeconds - t.receiverWaitSeconds;
     parts.push(
-      `${r.final ? "final" : r.round} ${r.seconds.toFixed(2)} s = scan ${
-        t.scanSeconds.toFixed(2)
-      } + plan ${t.planSeconds.toFixed(2)} + zstd wait ${
-        t.compressSeconds.toFixed(2)
-      } + link wait ${t.linkWaitSeconds.toFixed(2)} + receiver ${
-        t.receiverWaitSeconds.toFixed(2)
-      } + other ${Math.max(0, other).toFixed(2)}${
+      `${roundName(r)} ${r.seconds.toFixed(2)} s = scan ${t.scanSeconds.toFixed(2)} + plan ${
+        t.planSeconds.toFixed(2)
+      } + zstd wait ${t.compressSeconds.toFixed(2)} + link wait ${
+        t.linkWaitSeconds.toFixed(2)
+      } + receiver ${t.receiverWaitSeconds.toFixed(2)} + other ${Math.max(0, other).toFixed(2)}${
         t.compression ? ` (${formatEstimate(t.compression)})` : ""
       }`,
     );
