@@ -214,7 +214,8 @@ function* scanWith(
 export function rescanGuest(gang: Gang, guest: number): Uint32Array {
   const out = scanBuffers(CHUNK_PAGES);
   const changed: number[] = [];
-  for (const { first, count } of scanChunks(gang, guest, { out })) {
+  // Only the kinds are wanted: pages scanned before are hashed in place, none copied.
+  for (const { first, count } of scanChunks(gang, guest, { out, changedBytesOnly: true })) {
     for (let i = 0; i < count; i++) {
       if (out.kinds[i] !== PageKind.Unchanged) changed.push(first + i);
     }
