@@ -69,7 +69,7 @@ enum page_found {
 struct page_work {
 	const gw_index *ix;
 	const struct guest_state *gs;
-	const gw_ram *ram;
+	gw_ram *ram;
 	const uint8_t *map;  /* the guest's file mapped, for rescans (NULL: pread every page) */
 	uint32_t first;      /* first page of the call */
 	uint32_t count;      /* pages of the call */
@@ -199,7 +199,7 @@ static void do_page_work(void *arg, uint32_t part, uint32_t parts)
 		int rescan = w->map && w->gs->content[w->first + block] != GW_CONTENT_NONE &&
 			     mincore((void *)(w->map + ((size_t)(w->first + block) << GW_PAGE_SHIFT)),
 				     (size_t)(block_end - block) << GW_PAGE_SHIFT, resident) == 0;
-		int err = rescan ? gw__ram_guarded(rescan_in_place, &in_place)
+		int err = rescan ? gw__ram_guarded(w->ram, rescan_in_place, &in_place)
 				 : gw__ram_read_marked(w->ram, w->first, block, block_end, ix->has_data, w->buf);
 
 		if (!err)
@@ -246,16 +246,23 @@ GW_EXPORT int gw_index_scan(gw_index *ix, uint32_t guest, uint32_t first, uint32
 	work.ix = ix;
 	work.gs = gs;
 	work.ram = gs->ram;
-	/* Pages scanned before are rescanned in place when unchanged ones need no bytes. */
-	rescans = (flags & GW_SCAN_CHANGED_BYTES) && count && gs->content[first] != GW_CONTENT_NONE;
+	threads = count / MIN_PAGES_PER_THREAD;
+	if (threads > ix->threads)
+		threads = ix->threads;
+	/*
+	 * Pages scanned before are rescanned in place when unchanged ones need no bytes, on the
+	 * caller's thread only: after a read that faulted (the file shrank) the guard drops the
+	 * mapping, which a helper could still be reading.
+	 */
+	rescans = (flags & GW_SCAN_CHANGED_BYTES) && count && gs->content[first] != GW_CONTENT_NONE &&
+		  threads <= 1;
 	work.map = rescans ? gw__ram_map(gs->ram) : NULL;
 	work.first = first;
 	work.count = count;
 	work.mask = mask;
 	work.buf = buf;
 	atomic_init(&work.err, 0);
-	threads = count / MIN_PAGES_PER_THREAD;
-	gw__parallel(do_page_work, &work, threads < ix->threads ? threads : ix->threads);
+	gw__parallel(do_page_work, &work, threads);
 	err = atomic_load(&work.err);
 	if (err)
 		return err;

@@ -92,12 +92,13 @@ void gw__ram_unmap(gw_ram *ram);
 typedef void gw__guarded_fn(void *arg);
 
 /*
- * Runs fn(arg) on this thread, returning -ESTALE instead if one of its
- * reads through a mapping (gw__ram_map) faults because the file shrank
- * (SIGBUS); 0 otherwise. fn must hold no lock and own nothing a jump out
- * of it would leak: it is left midway.
+ * Runs fn(arg) on this thread, reading through ram's mapping (gw__ram_map):
+ * 0, or -ESTALE if a read faulted because the file shrank (SIGBUS). Such a
+ * read goes on with zeros and fn runs to its end; the mapping is then
+ * dropped (the next gw__ram_map maps the file anew). One thread at a time
+ * may read a mapping under a guard.
  */
-int gw__ram_guarded(gw__guarded_fn *fn, void *arg);
+int gw__ram_guarded(gw_ram *ram, gw__guarded_fn *fn, void *arg);
 
 /* Most threads a scan uses, the caller's included. */
 #define GW_MAX_THREADS 8

@@ -13,32 +13,49 @@
  *
  * A read through a mapping past the end of a file that shrank raises
  * SIGBUS. Every read through a mapping here runs under gw__ram_guarded,
- * whose SIGBUS handler makes the read return -ESTALE (the same answer as a
- * shrink seen by fstat) instead of ending the process, which would leave
- * the gang's guests paused. A SIGBUS anywhere else goes to the handler
- * that was there before, or ends the process as it would have.
+ * whose SIGBUS handler puts a zero page in place of the missing one and
+ * lets the read go on; the read then returns -ESTALE (the same answer as a
+ * shrink seen by fstat) and the mapping is dropped, instead of the process
+ * ending, which would leave the gang's guests paused. A SIGBUS anywhere
+ * else goes to the handler that was there before, or ends the process as
+ * it would have.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
-#include <setjmp.h>
 #include <signal.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/mman.h>
 
 #include "internal.h"
 
-/* The guard of this thread's guarded read, or NULL. Initial-exec: read in a signal handler. */
-static __thread sigjmp_buf *guard __attribute__((tls_model("initial-exec")));
+/*
+ * This thread runs a guarded read (1), and it faulted (2). Initial-exec: read in a signal
+ * handler.
+ */
+static __thread volatile int guarded __attribute__((tls_model("initial-exec")));
 
 static struct sigaction previous_sigbus;
 static pthread_once_t handler_once = PTHREAD_ONCE_INIT;
 static int handler_err;
 
+/*
+ * A guarded read that faulted goes on reading zeros: the faulting page is replaced in place by a
+ * zero page and the read is told it faulted when it ends. No jump out of the handler: a
+ * siglongjmp out of it on Deno's main thread was followed by crashes in its JIT code.
+ */
 static void on_sigbus(int sig, siginfo_t *info, void *context)
 {
-	if (guard)
-		siglongjmp(*guard, 1);
+	if (guarded) {
+		uintptr_t page = (uintptr_t)info->si_addr & ~(uintptr_t)(GW_PAGE_SIZE - 1);
+
+		if (mmap((void *)page, GW_PAGE_SIZE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) !=
+		    MAP_FAILED) {
+			guarded = 2;
+			return;
+		}
+	}
 	if (previous_sigbus.sa_flags & SA_SIGINFO) {
 		previous_sigbus.sa_sigaction(sig, info, context);
 	} else if (previous_sigbus.sa_handler == SIG_DFL || previous_sigbus.sa_handler == SIG_IGN) {
@@ -51,28 +68,28 @@ static void on_sigbus(int sig, siginfo_t *info, void *context)
 
 static void install_handler(void)
 {
-	struct sigaction action = {.sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO | SA_ONSTACK};
+	struct sigaction action = {.sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO};
 
 	sigemptyset(&action.sa_mask);
 	if (sigaction(SIGBUS, &action, &previous_sigbus) < 0)
 		handler_err = -errno;
 }
 
-int gw__ram_guarded(gw__guarded_fn *fn, void *arg)
+int gw__ram_guarded(gw_ram *ram, gw__guarded_fn *fn, void *arg)
 {
-	sigjmp_buf jump;
+	int faulted;
 
 	/* A second guard on this thread would be lost: there is none, but say so if that changes. */
-	if (guard)
+	if (guarded)
 		return -EDEADLK;
-	if (sigsetjmp(jump, 1)) {
-		guard = NULL;
-		return -ESTALE;
-	}
-	guard = &jump;
+	guarded = 1;
 	fn(arg);
-	guard = NULL;
-	return 0;
+	faulted = guarded == 2;
+	guarded = 0;
+	if (!faulted)
+		return 0;
+	gw__ram_unmap(ram); /* zero pages stand in the mapping now: the next call maps the file anew */
+	return -ESTALE;
 }
 
 const uint8_t *gw__ram_map(gw_ram *ram)

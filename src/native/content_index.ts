@@ -80,6 +80,8 @@ export interface ScanOptions {
    * are then hashed where they lie, through a mapping of the guest's file
    * kept for the next scans, and only changed ones are copied (the lab's
    * final round of a 256 MiB guest: 44 ms instead of 68, docs/design.md).
+   * Only a scan on one thread reads in place; with more, pages are copied
+   * as without this option (docs/design.md says why).
    * Default false: the bytes of every examined page that is not a hole.
    */
   changedBytesOnly?: boolean;
