@@ -2,14 +2,15 @@
  * Guest RAM read where it lies, through a mapping of its file, for the
  * rescans of pages read before: a rescan hashes each page in place and
  * copies out only the pages whose hash changed, where a pread copies every
- * page before hashing it (a 256 MiB guest on these VMs: 36 ms through a
- * mapping kept from the last round, 50 through a new one, 63 with pread).
- * A paused guest's final round is such a rescan, and its downtime.
+ * page before hashing it (the lab's final round of a 256 MiB guest: 44 ms
+ * instead of 68, docs/lab-results/runs/ab-19). A paused guest's final
+ * round is such a rescan, and its downtime.
  *
  * First reads still use pread (ram.c): they need every page's bytes, and
  * on these VMs the page faults that map a guest's pages for the first time
  * cost more than pread's copy. Holes are never read through the mapping
- * (that would allocate them); the scan finds them first, as for pread.
+ * (that would allocate them): the scan reads pages mincore does not find
+ * in memory with pread.
  *
  * A read through a mapping past the end of a file that shrank raises
  * SIGBUS. Every read through a mapping here runs under gw__ram_guarded,
