@@ -122,33 +122,20 @@ struct block {
  * (a hole that the hole search did not single out, or one swapped out) is
  * read with pread instead: through the mapping a hole would be allocated.
  */
-/* A page of the block to examine that holds data (as far as the hole search knows) but is not in memory. */
-static int absent(const struct block *b, uint32_t i)
-{
-	const struct page_work *w = b->work;
-
-	return (!w->mask || w->mask[i]) && w->ix->has_data[i] && !(b->resident[i - b->from] & 1);
-}
-
 static void rescan_in_place(void *arg)
 {
 	struct block *b = arg;
 	const struct page_work *w = b->work;
 	const gw_index *ix = w->ix;
+	uint8_t absent[PAGE_WORK_BLOCK]; /* pages to examine that hold data but are not in memory */
 
-	/* Pages not in memory first, with a pread per run of them (holes read as zeros, unallocated). */
-	for (uint32_t i = b->from, end; i < b->to; i = end) {
-		if (!absent(b, i)) {
-			end = i + 1;
-			continue;
-		}
-		for (end = i + 1; end < b->to && absent(b, end); end++)
-			;
-		b->err = gw__pread_full(w->ram->fd, w->buf + ((size_t)i << GW_PAGE_SHIFT),
-					(size_t)(end - i) << GW_PAGE_SHIFT, ((uint64_t)w->first + i) << GW_PAGE_SHIFT);
-		if (b->err)
-			return;
-	}
+	for (uint32_t i = b->from; i < b->to; i++)
+		absent[i - b->from] = (!w->mask || w->mask[i]) && ix->has_data[i] && !(b->resident[i - b->from] & 1);
+	/* Read first, as any scan reads (holes read as zeros, unallocated), the block as a call of its own. */
+	b->err = gw__ram_read_marked(w->ram, w->first + b->from, 0, b->to - b->from, absent,
+				     w->buf + ((size_t)b->from << GW_PAGE_SHIFT));
+	if (b->err)
+		return;
 	for (uint32_t i = b->from; i < b->to; i++) {
 		uint32_t p = w->first + i;
 		const uint8_t *page = w->map + ((size_t)p << GW_PAGE_SHIFT);

@@ -357,7 +357,6 @@ static void check_threaded_scan(void)
 	free(path), free(content), free(buf), free(mask), free(ids);
 }
 
-/* Two threads compress and decompress at once: each must get its own bytes back. */
 static const uint8_t *guarded_page;
 static volatile uint8_t guarded_byte;
 
@@ -390,6 +389,7 @@ static void check_guarded_read(void)
 	free(path);
 }
 
+/* Two threads compress and decompress at once: each must get its own bytes back. */
 static void *compress_loop(void *arg)
 {
 	uint32_t seed = (uint32_t)(uintptr_t)arg, len = 256 * 1024, bound = gw_compress_bound(len);
