@@ -26,7 +26,7 @@
 #define GW_MAX_CALL_PAGES 0x7fffffffu
 
 /* Bumped whenever a signature or a constant below changes. */
-#define GW_ABI_VERSION 18
+#define GW_ABI_VERSION 19
 
 uint32_t gw_abi_version(void);
 
@@ -278,7 +278,9 @@ int gw_index_add_guest(gw_index *index, gw_ram *ram);
  * of other pages are unspecified. With GW_SCAN_CHANGED_BYTES in flags it
  * receives only those of pages whose hash changed (GW_KIND_NEW and
  * GW_KIND_DUPLICATE): pages scanned before are then hashed where they lie,
- * through a mapping of the file, and only changed ones are copied.
+ * through a mapping of the file, and only changed ones are copied. With
+ * GW_SCAN_NO_BYTES it receives none (its bytes are scratch): every page is
+ * hashed and compared where it lies, for a scan that only indexes.
  * kinds (count bytes) and ids (count u32) may be NULL; stats (GW_STAT_COUNT
  * u64) is added to. Returns the number of pages examined, or -errno (count
  * is at most GW_MAX_CALL_PAGES, so that it fits the int; -ESTALE if the
@@ -287,8 +289,9 @@ int gw_index_add_guest(gw_index *index, gw_ram *ram);
 int gw_index_scan(gw_index *index, uint32_t guest, uint32_t first, uint32_t count, const uint8_t *mask,
 		  uint32_t flags, uint8_t *buf, uint8_t *kinds, uint32_t *ids, uint64_t *stats);
 
-/* flags of gw_index_scan: buf needs only the bytes of pages whose hash changed. */
+/* flags of gw_index_scan: buf needs only the bytes of pages whose hash changed, or none. */
 #define GW_SCAN_CHANGED_BYTES 1u
+#define GW_SCAN_NO_BYTES 2u
 
 /*
  * Of every stride-th page of a guest, from page offset, how many no longer

@@ -14,6 +14,9 @@
  * (ram_map.c): only a page whose hash changed is copied, and it is checked
  * and hashed again as copied. Either way the buffer's bytes are the
  * snapshot that is sent and hashed, whatever the guest writes meanwhile.
+ * A scan that wants no bytes (GW_SCAN_NO_BYTES: the preparation scan, which
+ * only counts and indexes) reads every page in place and copies none: a
+ * copy is most of the cost of a page that is hashed once.
  */
 #include <errno.h>
 #include <limits.h>
@@ -63,6 +66,7 @@ enum page_found {
 	FOUND_HOLE,      /* a hole: zero, never read */
 	FOUND_ZERO,      /* all zero bytes */
 	FOUND_DATA,      /* data, in buf: hashes[i] is its hash */
+	FOUND_IN_PLACE,  /* data, only where it lies (GW_SCAN_NO_BYTES): hashes[i] is its hash */
 };
 
 /* A scan's page work: the same for every page, each thread on its own pages, so it runs on several. */
@@ -70,7 +74,8 @@ struct page_work {
 	const gw_index *ix;
 	const struct guest_state *gs;
 	gw_ram *ram;
-	const uint8_t *map;  /* the guest's file mapped, for rescans (NULL: pread every page) */
+	const uint8_t *map;  /* the guest's file mapped, for reads in place (NULL: pread every page) */
+	int no_bytes;        /* GW_SCAN_NO_BYTES: every page is read in place, none copied */
 	uint32_t first;      /* first page of the call */
 	uint32_t count;      /* pages of the call */
 	const uint8_t *mask; /* pages to examine (NULL = all) */
@@ -106,7 +111,7 @@ static void check_and_hash(const struct page_work *w, uint32_t from, uint32_t to
 	}
 }
 
-/* Pages [from, to) of a page work, for a rescan in place under a guard. */
+/* Pages [from, to) of a page work, for a read in place under a guard. */
 struct block {
 	const struct page_work *work;
 	uint32_t from, to;
@@ -117,12 +122,13 @@ struct block {
 /*
  * The zero check and the hash of pages [from, to) of the call where they lie
  * (w->map): a page whose hash is the one its last scan found is not copied
- * (the scan classifies it unchanged from its hash alone); any other is
- * copied into buf and checked and hashed as copied. A page not in memory
- * (a hole that the hole search did not single out, or one swapped out) is
- * read with pread instead: through the mapping a hole would be allocated.
+ * (the scan classifies it unchanged from its hash alone), nor is any page
+ * when the caller wants no bytes; any other is copied into buf and checked
+ * and hashed as copied. A page not in memory (a hole that the hole search
+ * did not single out, or one swapped out) is read with pread instead:
+ * through the mapping a hole would be allocated.
  */
-static void rescan_in_place(void *arg)
+static void read_in_place(void *arg)
 {
 	struct block *b = arg;
 	const struct page_work *w = b->work;
@@ -157,6 +163,11 @@ static void rescan_in_place(void *arg)
 			continue;
 		}
 		hash = page_hash(ix, page);
+		if (page != copy && w->no_bytes) {
+			ix->hashes[i] = hash;
+			ix->found[i] = FOUND_IN_PLACE;
+			continue;
+		}
 		if (page != copy && (hash != w->gs->hash[p] || w->gs->content[p] >= GW_CONTENT_ZERO)) {
 			/* Changed: the copy is what is sent, and the guest may be writing the page still. */
 			memcpy(copy, page, GW_PAGE_SIZE);
@@ -182,12 +193,15 @@ static void do_page_work(void *arg, uint32_t part, uint32_t parts)
 		uint32_t block_end = block + PAGE_WORK_BLOCK < to ? block + PAGE_WORK_BLOCK : to;
 		unsigned char resident[PAGE_WORK_BLOCK];
 		struct block in_place = {w, block, block_end, resident, 0};
-		/* A block whose first page was scanned before is a rescan (the rest of it, in practice, too). */
-		int rescan = w->map && w->gs->content[w->first + block] != GW_CONTENT_NONE &&
-			     mincore((void *)(w->map + ((size_t)(w->first + block) << GW_PAGE_SHIFT)),
-				     (size_t)(block_end - block) << GW_PAGE_SHIFT, resident) == 0;
-		int err = rescan ? gw__ram_guarded(w->ram, rescan_in_place, &in_place)
-				 : gw__ram_read_marked(w->ram, w->first, block, block_end, ix->has_data, w->buf);
+		/*
+		 * Read in place: any block of a scan that wants no bytes, and a block of a rescan whose
+		 * first page was scanned before (the rest of it, in practice, too).
+		 */
+		int here = w->map && (w->no_bytes || w->gs->content[w->first + block] != GW_CONTENT_NONE) &&
+			   mincore((void *)(w->map + ((size_t)(w->first + block) << GW_PAGE_SHIFT)),
+				   (size_t)(block_end - block) << GW_PAGE_SHIFT, resident) == 0;
+		int err = here ? gw__ram_guarded(w->ram, read_in_place, &in_place)
+			       : gw__ram_read_marked(w->ram, w->first, block, block_end, ix->has_data, w->buf);
 
 		if (!err)
 			err = in_place.err;
@@ -198,7 +212,7 @@ static void do_page_work(void *arg, uint32_t part, uint32_t parts)
 			atomic_compare_exchange_strong(&w->err, &none, err);
 			return;
 		}
-		if (!rescan)
+		if (!here)
 			check_and_hash(w, block, block_end);
 	}
 }
@@ -206,16 +220,79 @@ static void do_page_work(void *arg, uint32_t part, uint32_t parts)
 /* Below this many pages a call does its page work alone: waking helpers would cost more. */
 #define MIN_PAGES_PER_THREAD 64
 
+/* Step 3 of a scan, on the caller's thread. */
+struct classification {
+	gw_index *ix;
+	uint32_t guest, first, count;
+	uint64_t call;
+	const uint8_t *map; /* where FOUND_IN_PLACE pages lie */
+	const uint8_t *buf; /* where the others were read */
+	uint8_t *kinds;
+	uint32_t *ids;
+	uint64_t *stats;
+	int result; /* pages examined, or -errno */
+};
+
+/* Classifies every examined page against its last scan and the gang (under a guard with pages in place). */
+static void classify_pages(void *arg)
+{
+	struct classification *c = arg;
+	gw_index *ix = c->ix;
+	struct guest_state *gs = &ix->guests[c->guest];
+	int examined = 0;
+
+	for (uint32_t i = 0; i < c->count; i++) {
+		uint32_t p = c->first + i, id;
+		uint64_t hash = ix->hashes[i];
+		int kind;
+
+		switch (ix->found[i]) {
+		case FOUND_SKIPPED:
+			if (c->kinds)
+				c->kinds[i] = GW_KIND_SKIPPED;
+			continue;
+		case FOUND_HOLE:
+			c->stats[GW_STAT_PAGES_HOLE]++;
+			kind = gw__index_classify_zero(ix, c->guest, p, &hash, &id, c->stats);
+			break;
+		case FOUND_ZERO:
+			kind = gw__index_classify_zero(ix, c->guest, p, &hash, &id, c->stats);
+			break;
+		case FOUND_IN_PLACE:
+			kind = gw__index_classify_data(ix, c->call, c->guest, p, c->map + ((size_t)p << GW_PAGE_SHIFT),
+						       hash, &id, c->stats);
+			break;
+		default: /* FOUND_DATA */
+			kind = gw__index_classify_data(ix, c->call, c->guest, p, c->buf + ((size_t)i << GW_PAGE_SHIFT),
+						       hash, &id, c->stats);
+		}
+		examined++;
+		if (kind < 0) {
+			c->result = kind;
+			return;
+		}
+		gs->hash[p] = hash;
+		gs->content[p] = id;
+		if (c->kinds)
+			c->kinds[i] = (uint8_t)kind;
+		if (c->ids)
+			c->ids[i] = id;
+	}
+	c->result = examined;
+}
+
 GW_EXPORT int gw_index_scan(gw_index *ix, uint32_t guest, uint32_t first, uint32_t count, const uint8_t *mask,
 			    uint32_t flags, uint8_t *buf, uint8_t *kinds, uint32_t *ids, uint64_t *stats)
 {
 	struct guest_state *gs;
 	struct page_work work;
+	struct classification step3;
 	uint64_t call = gw__call_id();
 	uint32_t threads;
-	int pages_read, examined = 0, rescans, err;
+	int pages_read, in_place, err;
 
-	if (guest >= ix->guest_count || count > GW_MAX_CALL_PAGES || (flags & ~GW_SCAN_CHANGED_BYTES))
+	if (guest >= ix->guest_count || count > GW_MAX_CALL_PAGES ||
+	    (flags & ~(GW_SCAN_CHANGED_BYTES | GW_SCAN_NO_BYTES)))
 		return -EINVAL;
 	gs = &ix->guests[guest];
 	if ((uint64_t)first + count > gs->pages)
@@ -236,14 +313,11 @@ GW_EXPORT int gw_index_scan(gw_index *ix, uint32_t guest, uint32_t first, uint32
 	threads = count / MIN_PAGES_PER_THREAD;
 	if (threads > ix->threads)
 		threads = ix->threads;
-	/*
-	 * Pages scanned before are rescanned in place when unchanged ones need no bytes, on the
-	 * caller's thread only: after a read that faulted (the file shrank) the guard drops the
-	 * mapping, which a helper could still be reading.
-	 */
-	rescans = (flags & GW_SCAN_CHANGED_BYTES) && count && gs->content[first] != GW_CONTENT_NONE &&
-		  threads <= 1;
-	work.map = rescans ? gw__ram_map(gs->ram) : NULL;
+	/* In place when no bytes are wanted, or when unchanged ones need none and pages were scanned before. */
+	work.no_bytes = !!(flags & GW_SCAN_NO_BYTES);
+	in_place = work.no_bytes ||
+		   ((flags & GW_SCAN_CHANGED_BYTES) && count && gs->content[first] != GW_CONTENT_NONE);
+	work.map = in_place ? gw__ram_map(gs->ram) : NULL;
 	work.first = first;
 	work.count = count;
 	work.mask = mask;
@@ -256,38 +330,12 @@ GW_EXPORT int gw_index_scan(gw_index *ix, uint32_t guest, uint32_t first, uint32
 	stats[GW_STAT_PAGES_READ] += (uint64_t)pages_read;
 
 	/* Step 3 -- classify every examined page against its last scan and the gang. */
-	for (uint32_t i = 0; i < count; i++) {
-		uint32_t p = first + i, id;
-		uint64_t hash = ix->hashes[i];
-		int kind;
-
-		switch (ix->found[i]) {
-		case FOUND_SKIPPED:
-			if (kinds)
-				kinds[i] = GW_KIND_SKIPPED;
-			continue;
-		case FOUND_HOLE:
-			stats[GW_STAT_PAGES_HOLE]++;
-			kind = gw__index_classify_zero(ix, guest, p, &hash, &id, stats);
-			break;
-		case FOUND_ZERO:
-			kind = gw__index_classify_zero(ix, guest, p, &hash, &id, stats);
-			break;
-		default: /* FOUND_DATA */
-			kind = gw__index_classify_data(ix, call, guest, p, buf + ((size_t)i << GW_PAGE_SHIFT), hash, &id,
-						       stats);
-		}
-		examined++;
-		if (kind < 0)
-			return kind;
-		gs->hash[p] = hash;
-		gs->content[p] = id;
-		if (kinds)
-			kinds[i] = (uint8_t)kind;
-		if (ids)
-			ids[i] = id;
-	}
-	return examined;
+	step3 = (struct classification){ix, guest, first, count, call, work.map, buf, kinds, ids, stats, 0};
+	if (work.map && work.no_bytes)
+		err = gw__ram_guarded(gs->ram, classify_pages, &step3); /* it compares pages where they lie */
+	else
+		classify_pages(&step3);
+	return err ? err : step3.result;
 }
 
 GW_EXPORT int gw_index_count_changed(gw_index *ix, uint32_t guest, uint32_t stride, uint32_t offset)

@@ -17,7 +17,8 @@ struct gw_ram {
 	uint64_t data_start; /* the last data region found (SEEK_DATA/SEEK_HOLE) */
 	uint64_t data_end;   /* its end; start == end: none known */
 	uint64_t whole_in;   /* the call (gw__call_id) in which fstat last found the file whole */
-	uint8_t *map;        /* the file mapped read-only for rescans (ram_map.c), or NULL */
+	uint8_t *map;        /* the file mapped read-only for reads in place (ram_map.c), or NULL */
+	_Atomic int map_faulted; /* a guarded read of map faulted: zero pages stand in it */
 };
 
 /* Pages of a file of size bytes, counting a short last page as a page. */
@@ -80,9 +81,10 @@ int gw__ram_read_pages(gw_ram *ram, uint64_t call, uint64_t first, uint32_t coun
 
 /*
  * The file mapped read-only (whole pages up to ram->size), made on the
- * first call and kept until gw_ram_close or a resize; NULL if it cannot be
- * mapped (read with pread then). Read it only inside gw__ram_guarded, and
- * never where the file has a hole: a read there allocates the page.
+ * first call and kept until gw_ram_close, a resize or a guarded read that
+ * faulted (the next call maps the file anew); NULL if it cannot be mapped
+ * (read with pread then). Read it only inside gw__ram_guarded, and never
+ * where the file has a hole: a read there allocates the page.
  */
 const uint8_t *gw__ram_map(gw_ram *ram);
 
@@ -93,10 +95,11 @@ typedef void gw__guarded_fn(void *arg);
 
 /*
  * Runs fn(arg) on this thread, reading through ram's mapping (gw__ram_map):
- * 0, or -ESTALE if a read faulted because the file shrank (SIGBUS). Such a
- * read goes on with zeros and fn runs to its end; the mapping is then
- * dropped (the next gw__ram_map maps the file anew). One thread at a time
- * may read a mapping under a guard.
+ * 0, or -ESTALE if a read of the mapping faulted because the file shrank
+ * (SIGBUS), on this thread or on another, before fn ended. Such a read
+ * goes on with zeros and fn runs to its end; the mapping is kept until the
+ * next gw__ram_map, which maps the file anew, so that other threads may go
+ * on reading it under guards of their own meanwhile.
  */
 int gw__ram_guarded(gw_ram *ram, gw__guarded_fn *fn, void *arg);
 

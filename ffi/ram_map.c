@@ -1,61 +1,61 @@
 /*
- * Guest RAM read where it lies, through a mapping of its file, for the
- * rescans of pages read before: a rescan hashes each page in place and
- * copies out only the pages whose hash changed, where a pread copies every
- * page before hashing it (the lab's final round of a 256 MiB guest: 44 ms
- * instead of 68, docs/lab-results/runs/ab-19). A paused guest's final
- * round is such a rescan, and its downtime.
+ * Guest RAM read where it lies, through a mapping of its file: a rescan
+ * hashes each page in place and copies out only the pages whose hash
+ * changed, where a pread copies every page before hashing it (the lab's
+ * final round of a 256 MiB guest: 44 ms instead of 68,
+ * docs/lab-results/runs/ab-19; a paused guest's final round is such a
+ * rescan, and its downtime), and a scan that wants no page's bytes (the
+ * preparation scan) copies none.
  *
- * First reads still use pread (ram.c): they need every page's bytes, and
- * on these VMs the page faults that map a guest's pages for the first time
- * cost more than pread's copy. Holes are never read through the mapping
- * (that would allocate them): the scan reads pages mincore does not find
- * in memory with pread.
+ * A migration's first read still uses pread (ram.c): it needs every page's
+ * bytes, and on these VMs the page faults that map a guest's pages for the
+ * first time cost more than pread's copy. Holes are never read through the
+ * mapping (that would allocate them): the scan reads pages mincore does
+ * not find in memory with pread.
  *
  * A read through a mapping past the end of a file that shrank raises
  * SIGBUS. Every read through a mapping here runs under gw__ram_guarded,
  * whose SIGBUS handler puts a zero page in place of the missing one and
  * lets the read go on; the read then returns -ESTALE (the same answer as a
- * shrink seen by fstat) and the mapping is dropped, instead of the process
- * ending, which would leave the gang's guests paused. A SIGBUS anywhere
- * else goes to the handler that was there before, or ends the process as
- * it would have.
+ * shrink seen by fstat), and the next gw__ram_map maps the file anew,
+ * instead of the process ending, which would leave the gang's guests
+ * paused. A SIGBUS anywhere else goes to the handler that was there
+ * before, or ends the process as it would have.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/mman.h>
 
 #include "internal.h"
 
-/*
- * This thread runs a guarded read (1), and it faulted (2). Initial-exec: read in a signal
- * handler.
- */
-static __thread volatile int guarded __attribute__((tls_model("initial-exec")));
+/* The file whose mapping this thread reads under a guard, or NULL. Initial-exec: read in a signal handler. */
+static __thread gw_ram *volatile guarded __attribute__((tls_model("initial-exec")));
 
 static struct sigaction previous_sigbus;
 static pthread_once_t handler_once = PTHREAD_ONCE_INIT;
 static int handler_err;
 
 /*
- * A guarded read that faulted goes on reading zeros: the faulting page is replaced in place by a
- * zero page and the read is told it faulted when it ends. No jump out of the handler: a
- * siglongjmp out of it on Deno's main thread was followed by crashes in its JIT code.
+ * A guarded read that faulted in its mapping goes on reading zeros: the faulting page is replaced
+ * in place by a zero page, after the mapping is marked faulted, so that every read of it that
+ * ends from then on (on this thread or another) is told. No jump out of the handler: a siglongjmp
+ * out of it on Deno's main thread was followed by crashes in its JIT code.
  */
 static void on_sigbus(int sig, siginfo_t *info, void *context)
 {
-	if (guarded) {
-		uintptr_t page = (uintptr_t)info->si_addr & ~(uintptr_t)(GW_PAGE_SIZE - 1);
+	gw_ram *ram = guarded;
+	uintptr_t at = (uintptr_t)info->si_addr, map = (uintptr_t)(ram ? ram->map : NULL);
 
-		if (mmap((void *)page, GW_PAGE_SIZE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) !=
-		    MAP_FAILED) {
-			guarded = 2;
+	if (map && at >= map && at - map < gw_pages_of(ram->size) << GW_PAGE_SHIFT) {
+		atomic_store(&ram->map_faulted, 1);
+		if (mmap((void *)(at & ~(uintptr_t)(GW_PAGE_SIZE - 1)), GW_PAGE_SIZE, PROT_READ,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != MAP_FAILED)
 			return;
-		}
 	}
 	if (previous_sigbus.sa_flags & SA_SIGINFO) {
 		previous_sigbus.sa_sigaction(sig, info, context);
@@ -78,27 +78,23 @@ static void install_handler(void)
 
 int gw__ram_guarded(gw_ram *ram, gw__guarded_fn *fn, void *arg)
 {
-	int faulted;
-
 	/* A second guard on this thread would be lost: there is none, but say so if that changes. */
 	if (guarded)
 		return -EDEADLK;
-	guarded = 1;
+	guarded = ram;
 	fn(arg);
-	faulted = guarded == 2;
-	guarded = 0;
-	if (!faulted)
-		return 0;
-	gw__ram_unmap(ram); /* zero pages stand in the mapping now: the next call maps the file anew */
-	return -ESTALE;
+	guarded = NULL;
+	/* Faulted here or on another thread: zero pages stand in the mapping (gw__ram_map drops it). */
+	return atomic_load(&ram->map_faulted) ? -ESTALE : 0;
 }
 
 const uint8_t *gw__ram_map(gw_ram *ram)
 {
 	void *map;
 
-	if (ram->map)
+	if (ram->map && !atomic_load(&ram->map_faulted))
 		return ram->map;
+	gw__ram_unmap(ram);
 	pthread_once(&handler_once, install_handler);
 	if (handler_err || ram->size == 0)
 		return NULL;
@@ -115,4 +111,5 @@ void gw__ram_unmap(gw_ram *ram)
 		return;
 	munmap(ram->map, gw_pages_of(ram->size) << GW_PAGE_SHIFT);
 	ram->map = NULL;
+	atomic_store(&ram->map_faulted, 0);
 }

@@ -171,8 +171,9 @@ static void check_index(void)
 				mask[p] = (uint8_t)(rnd(4) != 0);
 			for (uint32_t first = 0; first < n;) {
 				uint32_t count = 1 + rnd(n - first);
-				/* Either way of reading pages scanned before: copied, or hashed in place. */
-				uint32_t flags = rnd(2) ? GW_SCAN_CHANGED_BYTES : 0;
+				/* Every way of reading pages: copied, changed ones copied, or none (hashed in place). */
+				const uint32_t ways[] = {0, GW_SCAN_CHANGED_BYTES, GW_SCAN_NO_BYTES};
+				uint32_t flags = ways[rnd(3)];
 				int examined = gw_index_scan(ix, (uint32_t)g, first, count, rnd(2) ? mask + first : NULL,
 							     flags, buf, kinds + first, ids + first, stats);
 				CHECK(examined >= 0 && (uint32_t)examined <= count, "scan: %d", examined);
@@ -318,11 +319,11 @@ static void check_threaded_scan(void)
 {
 	enum { PAGES = 1500 };
 	uint32_t *content = xmalloc(PAGES * sizeof(*content));
-	uint8_t *buf = xmalloc((size_t)PAGES * PAGE), *kinds[2], *mask = xmalloc(PAGES);
+	uint8_t *buf = xmalloc((size_t)PAGES * PAGE), *kinds[3], *mask = xmalloc(PAGES);
 	uint32_t *ids = xmalloc(PAGES * sizeof(*ids));
 	uint64_t stats[GW_STAT_COUNT] = {0};
 	char *path = shm_path("threads");
-	gw_index *ix[2];
+	gw_index *ix[3];
 	gw_ram *ram;
 
 	for (uint32_t p = 0; p < PAGES; p++) {
@@ -331,21 +332,24 @@ static void check_threaded_scan(void)
 	}
 	ram = make_ram(path, PAGES, content);
 	gw_scan_threads_start(3);
-	for (int t = 0; t < 2; t++) {
+	/* Copied on one thread; in place on three (changed pages copied); in place on three, none copied. */
+	const uint32_t flags[3] = {0, GW_SCAN_CHANGED_BYTES, GW_SCAN_NO_BYTES};
+	for (int t = 0; t < 3; t++) {
 		kinds[t] = xmalloc(PAGES);
 		CHECK(gw_index_new(7, 64, &ix[t]) == 0, "index");
 		gw_index_set_threads(ix[t], t ? 3 : 1);
 		CHECK(gw_index_add_guest(ix[t], ram) == 0, "add guest");
-		CHECK(gw_index_scan(ix[t], 0, 0, PAGES, NULL, 0, buf, kinds[t], ids, stats) >= 0, "scan");
-		/* Asked for in place on three threads (which copy: ffi/index_scan.c), copied on one: the same answers. */
-		CHECK(gw_index_scan(ix[t], 0, 0, PAGES, mask, t ? GW_SCAN_CHANGED_BYTES : 0, buf, kinds[t], ids, stats) >= 0,
-		      "rescan");
+		CHECK(gw_index_scan(ix[t], 0, 0, PAGES, NULL, flags[t] & GW_SCAN_NO_BYTES, buf, kinds[t], ids, stats) >= 0,
+		      "scan");
+		CHECK(gw_index_scan(ix[t], 0, 0, PAGES, mask, flags[t], buf, kinds[t], ids, stats) >= 0, "rescan");
 	}
-	CHECK(memcmp(gw_index_page_hashes(ix[0], 0), gw_index_page_hashes(ix[1], 0), PAGES * sizeof(uint64_t)) == 0,
-	      "hashes of one thread and of three differ");
-	CHECK(memcmp(kinds[0], kinds[1], PAGES) == 0, "kinds of one thread and of three differ");
+	for (int t = 1; t < 3; t++) {
+		CHECK(memcmp(gw_index_page_hashes(ix[0], 0), gw_index_page_hashes(ix[t], 0), PAGES * sizeof(uint64_t)) == 0,
+		      "hashes of one thread and of three differ, flags %u", flags[t]);
+		CHECK(memcmp(kinds[0], kinds[t], PAGES) == 0, "kinds of one thread and of three differ, flags %u", flags[t]);
+	}
 	CHECK(truncate(path, (PAGES - 1) * (off_t)PAGE) == 0, "truncate");
-	for (int t = 0; t < 2; t++) {
+	for (int t = 0; t < 3; t++) {
 		CHECK(gw_index_scan(ix[t], 0, 0, PAGES - 1, NULL, GW_SCAN_CHANGED_BYTES, buf, kinds[t], ids, stats) ==
 			      -ESTALE,
 		      "shrunk, %d", t);
@@ -366,7 +370,19 @@ static void read_guarded_page(void *arg)
 	guarded_byte = guarded_page[0];
 }
 
-/* A read through a mapping past the end of a file that shrank: -ESTALE, not the end of the process. */
+static gw_ram *guarded_ram;
+
+/* A guarded read on a thread of its own: its answer. */
+static void *read_guarded_on_thread(void *arg)
+{
+	(void)arg;
+	return (void *)(intptr_t)gw__ram_guarded(guarded_ram, read_guarded_page, NULL);
+}
+
+/*
+ * A read through a mapping past the end of a file that shrank: -ESTALE, not the end of the process,
+ * on one thread or on two at once (a fault on one leaves the mapping to the other).
+ */
 static void check_guarded_read(void)
 {
 	uint32_t content[4] = {1, 2, 3, 4};
@@ -379,6 +395,19 @@ static void check_guarded_read(void)
 	CHECK(gw__ram_guarded(ram, read_guarded_page, NULL) == 0 && guarded_byte != 0, "read in place");
 	CHECK(truncate(path, 2 * (off_t)PAGE) == 0, "truncate");
 	CHECK(gw__ram_guarded(ram, read_guarded_page, NULL) == -ESTALE && guarded_byte == 0, "read past the new end");
+	guarded_ram = ram;
+	for (int run = 0; run < 20; run++) {
+		pthread_t threads[2];
+		void *answer[2];
+
+		guarded_page = gw__ram_map(ram) + 3 * (size_t)PAGE; /* mapped anew after each fault */
+		for (int t = 0; t < 2; t++)
+			CHECK(pthread_create(&threads[t], NULL, read_guarded_on_thread, NULL) == 0, "thread");
+		for (int t = 0; t < 2; t++) {
+			CHECK(pthread_join(threads[t], &answer[t]) == 0, "join");
+			CHECK((intptr_t)answer[t] == -ESTALE, "two threads past the new end: %d", (int)(intptr_t)answer[t]);
+		}
+	}
 	map = gw__ram_map(ram); /* the faulted mapping was dropped */
 	CHECK(map != NULL, "map again");
 	guarded_page = map + PAGE;

@@ -75,20 +75,24 @@ export interface ScanOptions {
    */
   threads?: number;
   /**
-   * The buffer need hold only the bytes of pages whose hash changed (kinds
-   * New and Duplicate), not those of unchanged pages. Pages scanned before
-   * are then hashed where they lie, through a mapping of the guest's file
-   * kept for the next scans, and only changed ones are copied (the lab's
-   * final round of a 256 MiB guest: 44 ms instead of 68, docs/design.md).
-   * Only a scan on one thread reads in place; with more, pages are copied
-   * as without this option (docs/design.md says why).
-   * Default false: the bytes of every examined page that is not a hole.
+   * Which pages' bytes the buffer must hold afterwards:
+   * - `"all"` (the default): every examined page that is not a hole;
+   * - `"changed"`: only pages whose hash changed (kinds New and Duplicate).
+   *   Pages scanned before are then hashed where they lie, through a
+   *   mapping of the guest's file kept for the next scans, and only changed
+   *   ones are copied (the lab's final round of a 256 MiB guest: 44 ms
+   *   instead of 68, docs/design.md);
+   * - `"none"`: no page's (the buffer is scratch); every page is hashed and
+   *   compared where it lies, none copied: for a scan that only indexes.
    */
-  changedBytesOnly?: boolean;
+  bytes?: PageBytes;
 }
 
-/** `gw_index_scan`'s flag for {@linkcode ScanOptions.changedBytesOnly}. */
-const SCAN_CHANGED_BYTES = 1;
+/** Which examined pages' bytes a scan leaves in its buffer (see {@linkcode ScanOptions.bytes}). */
+export type PageBytes = "all" | "changed" | "none";
+
+/** `gw_index_scan`'s flags for each {@linkcode PageBytes}. */
+const SCAN_FLAGS: Record<PageBytes, number> = { all: 0, changed: 1, none: 2 };
 
 /**
  * Makes the helper threads of `threads`-thread scans now (one set for the
@@ -211,7 +215,7 @@ export class ContentIndex implements Disposable {
     out: ScanBuffers,
     options: ScanOptions = {},
   ): number {
-    const { mask, threads = 1, changedBytesOnly = false } = options;
+    const { mask, threads = 1, bytes = "all" } = options;
     if (out.kinds.length < count || out.ids.length < count || out.buf.length < count * PAGE_SIZE) {
       throw new RangeError(`Scan buffers hold fewer than ${count} pages`);
     }
@@ -230,7 +234,7 @@ export class ContentIndex implements Disposable {
         first,
         count,
         mask ?? null,
-        changedBytesOnly ? SCAN_CHANGED_BYTES : 0,
+        SCAN_FLAGS[bytes],
         out.buf,
         out.kinds,
         out.ids,

@@ -265,7 +265,7 @@ export class RoundPlanner {
         continue;
       }
       if (kind === PageKind.Unchanged && !firstRead) {
-        // A later read copies only changed pages (ContentIndex.scan's changedBytesOnly), and an
+        // A later read copies only changed pages (ContentIndex.scan's bytes: "changed"), and an
         // unchanged page's target is current: it was planned when it last changed.
         throw new Error(
           `Cannot send page ${page} of guest ${guest}: unchanged since its last read, yet the target lacks it`,

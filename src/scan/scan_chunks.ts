@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { type ScanBuffers, scanBuffers } from "../native/content_index.ts";
+import { type PageBytes, type ScanBuffers, scanBuffers } from "../native/content_index.ts";
 import type { Gang } from "./gang.ts";
 import type { ThreadChoice } from "./thread_choice.ts";
 
@@ -45,8 +45,8 @@ export interface ScanChunksOptions {
    * measured speed. Default 1.
    */
   threads?: number | ThreadChoice;
-  /** The buffers need hold only changed pages' bytes (see ContentIndex.scan). Default false. */
-  changedBytesOnly?: boolean;
+  /** Which pages' bytes the buffers must hold (see ContentIndex.scan). Default `"all"`. */
+  bytes?: PageBytes;
 }
 
 /**
@@ -78,7 +78,7 @@ export function* scanChunks(
     const examined = gang.index.scan(guest, first, count, out, {
       mask,
       threads,
-      changedBytesOnly: options.changedBytesOnly,
+      bytes: options.bytes,
     });
     choice?.record(threads, examined, performance.now() - started);
     yield { first, count, examined };

@@ -160,7 +160,8 @@ function* scanWith(
   const guests: GuestScanReport[] = [];
   for (const guest of gang.guests) {
     out.stats.fill(0n);
-    const scanning = { out, threads };
+    // It counts and indexes: pages are hashed and compared where they lie, none copied.
+    const scanning = { out, threads, bytes: "none" as const };
     for (const chunk of scanChunks(gang, guest.number, scanning)) {
       done += chunk.count;
       options.onProgress?.(done, total);
@@ -214,8 +215,8 @@ function* scanWith(
 export function rescanGuest(gang: Gang, guest: number): Uint32Array {
   const out = scanBuffers(CHUNK_PAGES);
   const changed: number[] = [];
-  // Only the kinds are wanted: pages scanned before are hashed in place, none copied.
-  for (const { first, count } of scanChunks(gang, guest, { out, changedBytesOnly: true })) {
+  // Only the kinds are wanted: pages are hashed where they lie, none copied.
+  for (const { first, count } of scanChunks(gang, guest, { out, bytes: "none" })) {
     for (let i = 0; i < count; i++) {
       if (out.kinds[i] !== PageKind.Unchanged) changed.push(first + i);
     }

@@ -301,8 +301,8 @@ export class GangSender implements AsyncDisposable {
       this.#read[guest.number] = true;
       const mask = firstRead ? undefined : this.#tracker.changed(guest.number);
       // Later reads send only pages that changed: unchanged ones are hashed in place, not copied.
-      const scanning = { out, mask, threads, changedBytesOnly: !firstRead };
-      const chunks = scanChunks(this.#gang, guest.number, scanning);
+      const bytes = firstRead ? "all" : "changed";
+      const chunks = scanChunks(this.#gang, guest.number, { out, mask, threads, bytes });
       while (true) {
         const scanStarted = performance.now();
         const next = chunks.next();
