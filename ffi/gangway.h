@@ -26,7 +26,7 @@
 #define GW_MAX_CALL_PAGES 0x7fffffffu
 
 /* Bumped whenever a signature or a constant below changes. */
-#define GW_ABI_VERSION 19
+#define GW_ABI_VERSION 20
 
 uint32_t gw_abi_version(void);
 
@@ -92,6 +92,15 @@ enum gw_advice {
 	GW_ADVICE_DONTNEED = 2,   /* drop cached pages of a disk-backed file */
 };
 int gw_ram_advise(gw_ram *ram, uint32_t advice);
+
+/*
+ * Maps the file for the scans that read pages where they lie (gw_index_scan)
+ * and has the kernel fill the mapping's page tables now, for the pages in
+ * memory (never holes: that would allocate them), so that the next such
+ * scan pays no page faults: a paused guest's final round is one. 0 or
+ * -errno (-ENOMEM: the file cannot be mapped; scans then read it with pread).
+ */
+int gw_ram_premap(gw_ram *ram);
 
 /* What fstat says of the open file (gw_ram_stat's out). */
 struct gw_ram_stat {

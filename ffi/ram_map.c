@@ -105,6 +105,44 @@ const uint8_t *gw__ram_map(gw_ram *ram)
 	return map;
 }
 
+/* Pages premap asks mincore about at a time. */
+#define PREMAP_BLOCK 1024
+
+GW_EXPORT int gw_ram_premap(gw_ram *ram)
+{
+	unsigned char resident[PREMAP_BLOCK];
+	const uint8_t *map = gw__ram_map(ram);
+	uint64_t pages = gw_pages_of(ram->size);
+
+	if (!map)
+		return ram->size ? -ENOMEM : 0;
+	for (uint64_t first = 0; first < pages; first += PREMAP_BLOCK) {
+		uint64_t count = pages - first < PREMAP_BLOCK ? pages - first : PREMAP_BLOCK;
+
+		if (mincore((void *)(map + (first << GW_PAGE_SHIFT)), count << GW_PAGE_SHIFT, resident) < 0)
+			return -errno;
+		for (uint64_t i = 0, end; i < count; i = end) {
+			if (!(resident[i] & 1)) {
+				end = i + 1;
+				continue;
+			}
+			for (end = i; end < count && (resident[end] & 1); end++)
+				;
+			/*
+			 * A page freed since mincore would be allocated again (as zeros): a rare page,
+			 * the race a scan in place has too. A file that shrank is EFAULT here, never
+			 * SIGBUS (the next scan says it shrank); EINVAL: a kernel before 5.14, whose
+			 * scans will fault the pages in.
+			 */
+			if (madvise((void *)(map + ((first + i) << GW_PAGE_SHIFT)), (end - i) << GW_PAGE_SHIFT,
+				    MADV_POPULATE_READ) < 0 &&
+			    errno != EFAULT)
+				return errno == EINVAL ? 0 : -errno;
+		}
+	}
+	return 0;
+}
+
 void gw__ram_unmap(gw_ram *ram)
 {
 	if (!ram->map)

@@ -64,6 +64,30 @@ Deno.test("RamFile.write() writes runs in place and punch() turns pages back int
   }
 });
 
+Deno.test("RamFile.premap() maps the pages in memory now, and no hole", async () => {
+  const pages = 4096;
+  // Data and holes in runs of 64 pages, half and half.
+  const path = makeRamFile(
+    shmPath("premap"),
+    Array.from({ length: pages }, (_, p) => (p >> 6) % 2 ? "hole" as const : patternPage(p)),
+  );
+  const shmemKiB = () =>
+    Number(/RssShmem:\s+(\d+)/.exec(Deno.readTextFileSync("/proc/self/status"))![1]);
+  try {
+    using ram = RamFile.open(path);
+    const blocks = ram.stat().blocks;
+    const before = shmemKiB();
+    ram.premap();
+    const mappedKiB = shmemKiB() - before;
+    const dataKiB = (pages / 2) * (PAGE_SIZE / 1024);
+    assert(mappedKiB >= dataKiB * 0.9, `${mappedKiB} KiB mapped now, of ${dataKiB} KiB of data`);
+    assert(mappedKiB <= dataKiB * 1.1, `${mappedKiB} KiB mapped, holes included`);
+    assertEquals(ram.stat().blocks, blocks, "no hole allocated");
+  } finally {
+    await removeFiles(path);
+  }
+});
+
 Deno.test("RamFile.open() names the file and the reason when it cannot open it", () => {
   const missing = shmPath("missing");
   const error = assertThrows(() => RamFile.open(missing), NativeError);

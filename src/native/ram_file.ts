@@ -148,6 +148,17 @@ export class RamFile implements Disposable {
   }
 
   /**
+   * Maps the file for the scans that read pages where they lie (later
+   * reads, see `ContentIndex.scan`'s `bytes`) and has the kernel fill in
+   * the mapping now for the pages in memory, so that the next such scan
+   * pays no page faults (some 10 ms per 100 MB here): a paused guest's
+   * final round is one, and its time is downtime.
+   */
+  premap(): void {
+    check(native().gw_ram_premap(this.#handle("premap")), `Cannot map "${this.path}"`);
+  }
+
+  /**
    * What fstat says now. Done in C because Deno's own file API asks for
    * `--allow-all` on any path under /dev (where guest RAM lives).
    */

@@ -306,6 +306,8 @@ export class GangSender implements AsyncDisposable {
       while (true) {
         const scanStarted = performance.now();
         const next = chunks.next();
+        // Later reads are in place: the guest's mapping is filled now, not in its final round.
+        if (next.done && firstRead && !final) guest.ram.premap();
         const scanned = performance.now();
         scanMs += scanned - scanStarted;
         if (next.done) break;
