@@ -95,6 +95,8 @@ Deno.test("scan refuses bad input with exit code 2, a clear error and nothing on
     ["no file at all", [], "no RAM files given"],
     ["an unknown flag", ["--frobnicate", good], "Unknown option"],
     ["no thread", ["--threads", "0", good], "--threads needs a positive integer"],
+    ["more threads than a scan runs", ["--threads", "9", good], "--threads needs 1 to 8 or auto"],
+    ["more threads than FFI takes", ["--threads", "4294967296", good], "--threads needs 1 to 8"],
   ];
   try {
     for (const [label, args, message, withoutDacOverride] of cases) {

@@ -3,6 +3,7 @@ import { Gang } from "../src/scan/gang.ts";
 import { rescanGuest, scanGang } from "../src/scan/scan_gang.ts";
 import { PAGE_SIZE, RamFile } from "../src/native/ram_file.ts";
 import { NativeError } from "../src/native/errno.ts";
+import { MAX_SCAN_THREADS } from "../src/native/content_index.ts";
 import { makeRamFile, patternPage, removeFiles, shmPath } from "./_fixtures.ts";
 
 const [p1, p2, p3, p4] = [1, 2, 3, 4].map(patternPage) as [
@@ -52,6 +53,19 @@ Deno.test("scanGang() counts zero, unique and duplicate pages within and across 
       uniqueBytes: 5 * PAGE_SIZE,
     });
     assertEquals(report.pageSize, PAGE_SIZE);
+  } finally {
+    await removeFiles(...paths);
+  }
+});
+
+Deno.test("scanGang() refuses threads that are not a positive integer, and reports the threads it ran", async () => {
+  const paths = makeGang();
+  try {
+    using gang = Gang.open(paths.map((path, i) => ({ name: `g${i}`, path })));
+    for (const threads of [0, 1.5, -1, NaN]) {
+      assertThrows(() => scanGang(gang, { threads }), RangeError, "positive integer");
+    }
+    assertEquals(scanGang(gang, { threads: 100 }).threads, MAX_SCAN_THREADS);
   } finally {
     await removeFiles(...paths);
   }

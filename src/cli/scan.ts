@@ -22,6 +22,7 @@ import { scanGang, type ScanReport } from "../scan/scan_gang.ts";
 import { parseCli, runMain, UsageError } from "./_cli.ts";
 import { progressLine } from "./_progress.ts";
 import { parseCount } from "./_units.ts";
+import { MAX_SCAN_THREADS } from "../native/content_index.ts";
 import { basename } from "node:path";
 
 const USAGE = "usage: deno task scan -- [--json] [--threads N|auto] FILE...";
@@ -93,6 +94,15 @@ export function scanTable(report: ScanReport): string {
   return lines.join("\n");
 }
 
+/** `--threads N`: 1 to 8 (beyond, a scan is bound by memory; the C library runs at most 8). */
+function parseThreads(text: string): number {
+  const threads = parseCount(text, "--threads");
+  if (threads > MAX_SCAN_THREADS) {
+    throw new UsageError(`--threads needs 1 to ${MAX_SCAN_THREADS} or auto, got "${text}"`);
+  }
+  return threads;
+}
+
 function main(args: string[]): void {
   const { values, positionals } = parseCli(args, {
     json: { type: "boolean" },
@@ -101,7 +111,7 @@ function main(args: string[]): void {
   if (positionals.length === 0) throw new UsageError("no RAM files given");
   const threads = values.threads === undefined || values.threads === "auto"
     ? "auto"
-    : parseCount(values.threads, "--threads");
+    : parseThreads(values.threads);
   using gang = Gang.open(positionals.map((path) => ({ name: path, path })));
   const progress = progressLine("scanning");
   const report = scanGang(gang, {

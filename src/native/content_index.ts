@@ -71,7 +71,8 @@ export interface ScanOptions {
   mask?: Uint8Array;
   /**
    * Threads for the page work (reads, zero checks, hashes), the caller's
-   * included; lookups in the index stay on the caller's thread. Default 1.
+   * included; lookups in the index stay on the caller's thread. A positive
+   * integer; more than {@linkcode MAX_SCAN_THREADS} run as that many. Default 1.
    */
   threads?: number;
   /**
@@ -91,6 +92,17 @@ export interface ScanOptions {
 /** Which examined pages' bytes a scan leaves in its buffer (see {@linkcode ScanOptions.bytes}). */
 export type PageBytes = "all" | "changed" | "none";
 
+/** The most threads a scan's page work runs on (the C library's GW_MAX_THREADS): more are bound by memory. */
+export const MAX_SCAN_THREADS = 8;
+
+/** `threads` as a scan uses it: a positive integer, at most {@linkcode MAX_SCAN_THREADS}. */
+export function scanThreads(threads: number): number {
+  if (!Number.isInteger(threads) || threads < 1) {
+    throw new RangeError(`Scan threads must be a positive integer, not ${threads}`);
+  }
+  return Math.min(threads, MAX_SCAN_THREADS);
+}
+
 /** `gw_index_scan`'s flags for each {@linkcode PageBytes}. */
 const SCAN_FLAGS: Record<PageBytes, number> = { all: 0, changed: 1, none: 2 };
 
@@ -103,10 +115,7 @@ const SCAN_FLAGS: Record<PageBytes, number> = { all: 0, changed: 1, none: 2 };
  * @throws RangeError unless `threads` is a positive integer
  */
 export function startScanThreads(threads: number): void {
-  if (!Number.isInteger(threads) || threads < 1) {
-    throw new RangeError(`Scan threads must be a positive integer, not ${threads}`);
-  }
-  native().gw_scan_threads_start(Math.min(threads, 0xffff_ffff));
+  native().gw_scan_threads_start(scanThreads(threads));
 }
 
 /**
@@ -215,7 +224,8 @@ export class ContentIndex implements Disposable {
     out: ScanBuffers,
     options: ScanOptions = {},
   ): number {
-    const { mask, threads = 1, bytes = "all" } = options;
+    const { mask, bytes = "all" } = options;
+    const threads = scanThreads(options.threads ?? 1);
     if (out.kinds.length < count || out.ids.length < count || out.buf.length < count * PAGE_SIZE) {
       throw new RangeError(`Scan buffers hold fewer than ${count} pages`);
     }

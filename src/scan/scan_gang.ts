@@ -4,7 +4,14 @@
  *
  * @module
  */
-import { PageKind, type ScanBuffers, scanBuffers, ScanStat } from "../native/content_index.ts";
+import {
+  MAX_SCAN_THREADS,
+  PageKind,
+  type ScanBuffers,
+  scanBuffers,
+  ScanStat,
+  scanThreads,
+} from "../native/content_index.ts";
 import { PAGE_SIZE } from "../native/ram_file.ts";
 import type { Gang } from "./gang.ts";
 import { CHUNK_PAGES, PARALLEL_CHUNK_PAGES, scanChunks } from "./scan_chunks.ts";
@@ -62,8 +69,9 @@ export interface ScanGangOptions {
   onProgress?: (done: number, total: number) => void;
   /**
    * Threads for the page work: reads, zero checks and hashes (see
-   * ContentIndex.scan), or `"auto"`: one or up to 8 (the cores), whichever
-   * is measured faster while the scan runs (see {@linkcode ThreadChoice}).
+   * ContentIndex.scan): a positive integer (more than 8 run as 8), or
+   * `"auto"`: one or up to 8 (the cores), whichever is measured faster
+   * while the scan runs (see {@linkcode ThreadChoice}).
    * Default 1: the guests being scanned run meanwhile, and other threads
    * would take their cores.
    */
@@ -93,9 +101,6 @@ export function scanGang(gang: Gang, options: ScanGangOptions = {}): ScanReport 
     if (step.done) return step.value;
   }
 }
-
-/** The most threads `"auto"` uses: beyond 8 the scan is bound by memory, not by cores. */
-const MOST_THREADS = 8;
 
 /** Work between two turns of {@linkcode scanGangInTurns}: short enough for a TLS handshake. */
 const TURN_MS = 20;
@@ -138,8 +143,8 @@ function takeBuffers(pages: number): ScanBuffers {
 function* scanSteps(gang: Gang, options: ScanGangOptions): Generator<void, ScanReport> {
   const started = performance.now();
   const threads = options.threads === "auto"
-    ? new ThreadChoice(Math.min(navigator.hardwareConcurrency, MOST_THREADS))
-    : options.threads ?? 1;
+    ? new ThreadChoice(Math.min(navigator.hardwareConcurrency, MAX_SCAN_THREADS))
+    : scanThreads(options.threads ?? 1);
   const out = takeBuffers(threads === 1 ? CHUNK_PAGES : PARALLEL_CHUNK_PAGES);
   try {
     return yield* scanWith(gang, out, threads, options, started);
