@@ -173,6 +173,25 @@ Deno.test("transferGang() with one round moves a gang in one pass, its pages cla
   }
 });
 
+Deno.test("verify() comes after the final round only, and no round comes after that", async () => {
+  const paths = makeGuests();
+  await using receiver = await startReceiver();
+  try {
+    using gang = Gang.open(specs(paths), { seed: randomSeed() });
+    await using sender = await GangSender.connect(gang, await receiver.connect());
+    await assertRejects(() => sender.verify(), Error, "verify() needs the final round first");
+    await sender.round();
+    await assertRejects(() => sender.verify(), Error, "verify() needs the final round first");
+    await sender.round({ final: true });
+    await assertRejects(() => sender.round(), Error, "round() after the final round");
+    await assertRejects(() => sender.finishGuest(0), Error, "finishGuest() after the final round");
+    assertEquals((await sender.verify()).length, paths.length);
+    assertSameFiles(specs(paths), receiver.dir);
+  } finally {
+    await removeFiles(...paths);
+  }
+});
+
 Deno.test("onePass() is a sender's only step: not after a preparation, and no round after it", async () => {
   const paths = makeGuests();
   await using receiver = await startReceiver();

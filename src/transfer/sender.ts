@@ -6,6 +6,7 @@
  * @module
  */
 import { CHUNK_PAGES, PARALLEL_CHUNK_PAGES, scanChunks } from "../scan/scan_chunks.ts";
+import { estimateChangedPages } from "../scan/scan_gang.ts";
 import type { Gang } from "../scan/gang.ts";
 import { type ScanBuffers, scanBuffers, startScanThreads } from "../native/content_index.ts";
 import { PAGE_SIZE } from "../native/ram_file.ts";
@@ -24,9 +25,6 @@ import type { RoundReport, RoundTime, SenderOptions } from "./sender_options.ts"
 import { shareEventLoop } from "../_delay.ts";
 
 export { TargetError };
-
-/** {@linkcode GangSender.estimateChanged} reads one page in this many (a prime: no power-of-two layout lines up with it). */
-export const CHANGE_SAMPLE_STRIDE = 61;
 
 /**
  * Sends a gang's RAM to a target that runs `receive`. Each distinct page
@@ -71,7 +69,8 @@ export class GangSender implements AsyncDisposable {
   readonly #read: boolean[];
   /** The index holds a scan of the gang: a preparation's, or the first round's. */
   #prepared = false;
-  #sentInOnePass = false;
+  /** What sent the gang, once the final round or the one pass did: only verify() is left. */
+  #sentBy: "" | "onePass()" | "the final round" = "";
   /** Rounds done so far. */
   readonly rounds: RoundReport[] = [];
   /** What compression did so far. */
@@ -203,8 +202,10 @@ export class GangSender implements AsyncDisposable {
    * target holds exactly the source's RAM.
    */
   async round(options: { final?: boolean } = {}): Promise<RoundReport> {
-    if (this.#sentInOnePass) throw new Error("round() after onePass(): the gang is sent already");
-    return await this.#runRound(options.final ?? false);
+    if (this.#sentBy) throw new Error(`round() after ${this.#sentBy}: the gang is sent already`);
+    const report = await this.#runRound(options.final ?? false);
+    if (report.final) this.#sentBy = "the final round";
+    return report;
   }
 
   /**
@@ -222,7 +223,7 @@ export class GangSender implements AsyncDisposable {
    * @throws Error after onePass(), for a guest finished already, or if the target's digest differs
    */
   async finishGuest(guest: number, applied?: () => void): Promise<RoundReport> {
-    if (this.#sentInOnePass) throw new Error("finishGuest() after onePass(): the gang is sent");
+    if (this.#sentBy) throw new Error(`finishGuest() after ${this.#sentBy}: the gang is sent`);
     if (this.#finished[guest] !== false) {
       throw new Error(`Cannot finish guest ${guest}: it is finished already, or not in the gang`);
     }
@@ -263,7 +264,7 @@ export class GangSender implements AsyncDisposable {
     if (this.#prepared || this.#roundsStarted > 0) {
       throw new Error("onePass() must be the sender's only step before verify()");
     }
-    this.#sentInOnePass = true;
+    this.#sentBy = "onePass()";
     return await this.#runRound(true);
   }
 
@@ -359,8 +360,9 @@ export class GangSender implements AsyncDisposable {
 
   /**
    * An estimate of the pages a live round now would find changed, from
-   * one page in {@linkcode CHANGE_SAMPLE_STRIDE} of every guest not
-   * finished (a guest no round has read counts whole). It reads 1/61 of
+   * one page in 61 of every guest not finished
+   * ({@linkcode estimateChangedPages}; a guest no round has read counts
+   * whole). It reads 1/61 of
    * what a round reads and changes nothing: where the kernel has no
    * soft-dirty bits, a round re-reads the whole gang only to find what
    * changed, and this tells first whether that is little enough for the
@@ -368,18 +370,9 @@ export class GangSender implements AsyncDisposable {
    */
   estimateChanged(): number {
     let estimate = 0;
-    for (const guest of this.#gang.guests) {
-      if (this.#finished[guest.number]) continue;
-      const pages = guest.ram.pages;
-      if (!this.#read[guest.number]) {
-        estimate += pages;
-        continue;
-      }
-      // A random start, so that no page layout hides from every estimate.
-      const offset = Math.floor(Math.random() * Math.min(CHANGE_SAMPLE_STRIDE, pages));
-      const sampled = Math.ceil((pages - offset) / CHANGE_SAMPLE_STRIDE);
-      const changed = this.#gang.index.countChanged(guest.number, CHANGE_SAMPLE_STRIDE, offset);
-      estimate += Math.round((changed * pages) / sampled);
+    for (const { number, ram } of this.#gang.guests) {
+      if (this.#finished[number]) continue;
+      estimate += this.#read[number] ? estimateChangedPages(this.#gang, number) : ram.pages;
     }
     return estimate;
   }
@@ -389,9 +382,15 @@ export class GangSender implements AsyncDisposable {
    * and waits until the target found its copy identical.
    *
    * @returns the digests, one per guest
-   * @throws TargetError if any guest's copy differs
+   * @throws Error before the final round (or onePass()); TargetError if any guest's copy differs
    */
   async verify(): Promise<string[]> {
+    if (!this.#sentBy) {
+      // The target would compare a copy still in progress, and call it corrupt.
+      throw new Error(
+        "verify() needs the final round first: round({ final: true }) with the guests paused, or onePass()",
+      );
+    }
     const digests = this.#gang.guests.map((g) =>
       guestDigest(this.#gang.index.pageHashes(g.number), this.#gang.index.seed, g.ram.size)
     );
