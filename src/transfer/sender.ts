@@ -132,17 +132,17 @@ export class GangSender implements AsyncDisposable {
   }
 
   /**
-   * The final round's threaded buffers, made at once if missing, and its
-   * helper threads: made after a live round, as fresh memory and new
-   * threads are slow on a VM (the first guest's downtime grew by 60-90 ms
-   * when they were made while it was paused: docs/lab-results/runs/ab-15).
+   * The 16 MiB buffers of later reads and threaded scans, made at once if
+   * missing, and the final round's helper threads: made after a live
+   * round, as fresh memory and new threads are slow on a VM (the first
+   * guest's downtime grew by 60-90 ms when they were made while it was
+   * paused: docs/lab-results/runs/ab-15).
    */
   #readyForThreads(): ScanBuffers {
-    if (this.#finalThreads === 1) return this.#out;
     if (!this.#parallelOut) {
       this.#parallelOut = scanBuffers(PARALLEL_CHUNK_PAGES);
       this.#parallelOut.buf.fill(0); // its pages mapped now, on their first write
-      startScanThreads(this.#finalThreads);
+      if (this.#finalThreads > 1) startScanThreads(this.#finalThreads);
     }
     return this.#parallelOut;
   }
@@ -290,7 +290,6 @@ export class GangSender implements AsyncDisposable {
     // finishing alone stays on one thread, as the rest of the gang still runs (two threads took
     // 32-54 ms for a guest's 256 MiB, one 26-31: docs/lab-results/runs/ab-16).
     const threads = final ? this.#finalThreads : 1;
-    const out = threads > 1 ? this.#readyForThreads() : this.#out;
     for (const guest of this.#gang.guests) {
       if (this.#finished[guest.number] || (only !== undefined && guest.number !== only)) {
         pagesBefore += guest.ram.pages;
@@ -300,6 +299,9 @@ export class GangSender implements AsyncDisposable {
       // have changed, and only changed pages are sent.
       const firstRead = !this.#read[guest.number];
       this.#read[guest.number] = true;
+      // A first read goes 1 MiB a call (each page copied, then planned while in the cache), a later
+      // one 16 MiB (few pages copied; 256 calls a guest cost 5 ms more: docs/lab-results/runs/ab-20).
+      const out = threads > 1 || !firstRead ? this.#readyForThreads() : this.#out;
       const mask = firstRead ? undefined : this.#tracker.changed(guest.number);
       // Later reads send only pages that changed: unchanged ones are hashed in place, not copied.
       const bytes = firstRead ? "all" : "changed";
