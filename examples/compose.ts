@@ -38,17 +38,26 @@ const USAGE = "usage: deno run -A examples/compose.ts --target HOST:PORT " +
   "(--ca FILE --token-file FILE | --insecure) [--max-rounds N] FILE...";
 const say = (text: string) => console.log(`compose: ${text}`);
 
-const { values, positionals: files } = parseArgs({
-  args: Deno.args[0] === "--" ? Deno.args.slice(1) : Deno.args,
-  allowPositionals: true,
-  options: {
-    target: { type: "string" },
-    ca: { type: "string" },
-    "token-file": { type: "string" },
-    insecure: { type: "boolean" },
-    "max-rounds": { type: "string", default: "2" },
-  },
-});
+/** The arguments, or a one-line usage error (exit 2). */
+function parseArguments() {
+  try {
+    return parseArgs({
+      args: Deno.args[0] === "--" ? Deno.args.slice(1) : Deno.args,
+      allowPositionals: true,
+      options: {
+        target: { type: "string" },
+        ca: { type: "string" },
+        "token-file": { type: "string" },
+        insecure: { type: "boolean" },
+        "max-rounds": { type: "string", default: "2" },
+      },
+    });
+  } catch (error) {
+    console.error(`compose: ${error instanceof Error ? error.message : error}\n${USAGE}`);
+    Deno.exit(2);
+  }
+}
+const { values, positionals: files } = parseArguments();
 const [hostname, port] = (values.target ?? "").split(/:(?=\d+$)/);
 const maxRounds = Number(values["max-rounds"]);
 if (!hostname || !port || files.length === 0 || !(maxRounds >= 1)) {

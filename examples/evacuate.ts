@@ -50,29 +50,76 @@ const fail = (text: string, code = 1): never => {
   Deno.exit(code);
 };
 
-const { values, positionals } = parseArgs({
-  args: Deno.args[0] === "--" ? Deno.args.slice(1) : Deno.args,
-  allowPositionals: true,
-  options: {
-    target: { type: "string" },
-    ca: { type: "string" },
-    "token-file": { type: "string" },
-    "server-name": { type: "string" },
-    insecure: { type: "boolean" },
-    "max-bandwidth": { type: "string" },
-    "copy-storage": { type: "boolean" },
-    "keep-priority": { type: "boolean" },
-    "final-rounds": { type: "string" },
-    "dry-run": { type: "boolean" },
-    json: { type: "boolean" },
-    all: { type: "boolean" },
-  },
-});
+/** The arguments, or a one-line usage error (exit 2) before anything else is touched. */
+function parseArguments() {
+  try {
+    return parseArgs({
+      args: Deno.args[0] === "--" ? Deno.args.slice(1) : Deno.args,
+      allowPositionals: true,
+      options: {
+        target: { type: "string" },
+        ca: { type: "string" },
+        "token-file": { type: "string" },
+        "server-name": { type: "string" },
+        insecure: { type: "boolean" },
+        "max-bandwidth": { type: "string" },
+        "copy-storage": { type: "boolean" },
+        "keep-priority": { type: "boolean" },
+        "final-rounds": { type: "string" },
+        "dry-run": { type: "boolean" },
+        json: { type: "boolean" },
+        all: { type: "boolean" },
+      },
+    });
+  } catch (error) {
+    return fail(`${error instanceof Error ? error.message : error}\n${USAGE}`, 2);
+  }
+}
+const { values, positionals } = parseArguments();
 
-// Step 1 -- the gang: the guests named, or with --all every guest gangway can move.
+// Step 1 -- every argument checked and the credentials read, before any guest is touched.
+if (positionals.length > 0 && values.all) fail(`QMP sockets or --all, not both\n${USAGE}`, 2);
+const listOnly = positionals.length === 0 && !values.all;
+if (!listOnly && !values.target) fail(`--target HOST:PORT is required\n${USAGE}`, 2);
+const [hostname, port] = [
+  values.target?.replace(/:\d+$/, ""),
+  Number(/:(\d+)$/.exec(values.target ?? "")?.[1]),
+];
+if (!listOnly && (!hostname || !Number.isInteger(port))) {
+  fail(`--target must be HOST:PORT, not "${values.target}"`, 2);
+}
+const finalRounds = values["final-rounds"] as "per-guest" | "gang" | undefined;
+if (finalRounds !== undefined && finalRounds !== "per-guest" && finalRounds !== "gang") {
+  fail(`--final-rounds must be per-guest or gang, got "${finalRounds}"\n${USAGE}`, 2);
+}
+const maxBandwidth = values["max-bandwidth"] === undefined
+  ? undefined
+  : Number(values["max-bandwidth"]);
+if (maxBandwidth !== undefined && !(Number.isInteger(maxBandwidth) && maxBandwidth > 0)) {
+  fail(
+    `--max-bandwidth needs bytes per second, a positive integer, got "${values["max-bandwidth"]}"`,
+    2,
+  );
+}
+if (!listOnly && !values.insecure && (!values.ca || !values["token-file"])) {
+  fail(`--ca and --token-file are needed for TLS, or --insecure\n${USAGE}`, 2);
+}
+const credentials = async () => {
+  try {
+    return values.insecure ? { insecure: true as const } : {
+      ca: await readPemFile(values.ca!, "CA certificate"),
+      token: await readTokenFile(values["token-file"]!),
+    };
+  } catch (error) {
+    return fail(error instanceof Error ? error.message : String(error), 2);
+  }
+};
+const security = listOnly ? undefined : await credentials();
+
+// Step 2 -- the gang: the guests named, or with --all every guest gangway can move.
 const { usable, unusable } = await findQemus();
 const candidates = usable.map((q) => q.commandLine.instance.qmpPath);
-if (positionals.length === 0 && !values.all) {
+if (listOnly) {
   console.error(USAGE);
   say(`${candidates.length} guests here could move (name them, or pass --all):`);
   for (const q of usable) {
@@ -81,36 +128,25 @@ if (positionals.length === 0 && !values.all) {
   for (const q of unusable) say(`  cannot move pid ${q.pid}: ${q.reason}`);
   Deno.exit(2);
 }
-if (!values.target) fail(`--target HOST:PORT is required\n${USAGE}`, 2);
-const [hostname, port] = [
-  values.target!.replace(/:\d+$/, ""),
-  Number(/:(\d+)$/.exec(values.target!)?.[1]),
-];
-if (!hostname || !Number.isInteger(port)) {
-  fail(`--target must be HOST:PORT, not "${values.target}"`, 2);
-}
 
 const sources: QemuGuest[] = [];
+const detachAll = () => Promise.all(sources.map((s) => s.detach().catch(() => {})));
 for (const socket of positionals.length > 0 ? positionals : candidates) {
-  const guest = await QemuGuest.attach(socket);
-  // A destination still waiting for its migration is not a guest to move.
-  if ((await guest.status()).status === "inmigrate") await guest.detach();
-  else sources.push(guest);
+  try {
+    const guest = await QemuGuest.attach(socket);
+    // A destination still waiting for its migration is not a guest to move.
+    if ((await guest.status()).status === "inmigrate") await guest.detach();
+    else sources.push(guest);
+  } catch (error) {
+    await detachAll();
+    fail(error instanceof Error ? error.message : String(error), 2);
+  }
 }
 if (sources.length === 0) fail("no guest to evacuate", 2);
-const detachAll = () => Promise.all(sources.map((s) => s.detach().catch(() => {})));
 
-const finalRounds = values["final-rounds"] as "per-guest" | "gang" | undefined;
-if (finalRounds !== undefined && finalRounds !== "per-guest" && finalRounds !== "gang") {
-  fail(`--final-rounds must be per-guest or gang, got "${finalRounds}"\n${USAGE}`, 2);
-}
-
-// Step 2 -- the target agent: TLS with its CA and the token, or plain TCP when insisted on.
-const target = await RemoteTarget.connect({ hostname, port }, {
-  ...(values.insecure ? { insecure: true } : {
-    ca: values.ca ? await readPemFile(values.ca, "CA certificate") : undefined,
-    token: values["token-file"] ? await readTokenFile(values["token-file"]) : undefined,
-  }),
+// Step 3 -- the target agent: TLS with its CA and the token, or plain TCP when insisted on.
+const target = await RemoteTarget.connect({ hostname: hostname!, port }, {
+  ...security,
   serverName: values["server-name"],
   copyDisks: values["copy-storage"],
 }).catch(async (error) => {
@@ -123,6 +159,9 @@ if (values["dry-run"]) {
   for (const source of sources) {
     const d = await describeMachine(source.name, source.machine, {
       copyDisks: values["copy-storage"],
+    }).catch(async (error) => {
+      await Promise.all([target.close(), detachAll()]);
+      return fail(error instanceof Error ? error.message : String(error));
     });
     const disks = (d.disks ?? []).map((disk) =>
       isCopied(disk) ? `a copy over ${disk.base.name}` : `shared ${disk.path}`
@@ -139,7 +178,7 @@ if (values["dry-run"]) {
   Deno.exit(0);
 }
 
-// Step 3 -- scan, live rounds, pause, final round, verify, switch over.
+// Step 4 -- scan, live rounds, pause, final round, verify, switch over.
 if (!values["keep-priority"]) {
   const { nice, raised } = claimCpuShare(sources.length);
   if (raised) say(`CPU priority nice ${nice}: the weight of one migration thread per guest`);
@@ -151,7 +190,7 @@ say(
 );
 try {
   const { report, destinations } = await migrateQemuGang(sources, target, {
-    maxBandwidth: values["max-bandwidth"] ? Number(values["max-bandwidth"]) : undefined,
+    maxBandwidth,
     finalRounds,
     onStep: say,
     onRound: (r) =>

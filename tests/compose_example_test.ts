@@ -54,3 +54,19 @@ Deno.test("examples/compose.ts scans, plans and transfers a gang step by step to
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("examples/compose.ts refuses an unknown flag with a usage line, not a stack trace", async () => {
+  const run = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      fileURLToPath(new URL("../examples/compose.ts", import.meta.url)),
+      "--bogus",
+    ],
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(run.stderr);
+  assertEquals(run.code, 2, stderr);
+  assert(stderr.includes("Unknown option '--bogus'") && stderr.includes("usage:"), stderr);
+  assert(!/^\s+at /m.test(stderr), `a stack trace: ${stderr}`);
+});

@@ -135,3 +135,39 @@ Deno.test("examples/evacuate.ts lists the guests it could move and exits 2 when 
   assert(stderr.includes("could move (name them, or pass --all)"), stderr);
   assertEquals(new TextDecoder().decode(run.stdout), "");
 });
+
+Deno.test("examples/evacuate.ts checks every argument and reads its credentials before it touches a guest, with one-line errors", async (t) => {
+  const cases: [string, string[], string][] = [
+    ["an unknown flag", ["--bogus"], "Unknown option '--bogus'"],
+    ["no credentials", ["--all", "--target", "127.0.0.1:1"], "--ca and --token-file are needed"],
+    // Before any guest is attached: with none on this host the old order said "no guest to evacuate".
+    [
+      "a CA file that is not there",
+      ["--all", "--target", "127.0.0.1:1", "--ca", "/nonexistent/ca.pem", "--token-file", "/x"],
+      "/nonexistent/ca.pem",
+    ],
+    [
+      "a bad --final-rounds",
+      ["--all", "--target", "127.0.0.1:1", "--insecure", "--final-rounds", "some"],
+      "--final-rounds must be per-guest or gang",
+    ],
+    [
+      "a QMP socket with no QEMU",
+      ["--target", "127.0.0.1:1", "--insecure", "/nonexistent.qmp"],
+      'Cannot find a QEMU serving the QMP socket "/nonexistent.qmp"',
+    ],
+  ];
+  for (const [label, args, message] of cases) {
+    await t.step(label, async () => {
+      const run = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", EVACUATE, ...args],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const stderr = new TextDecoder().decode(run.stderr);
+      assertEquals(run.code, 2, stderr);
+      assert(stderr.includes(message), stderr);
+      assert(!/^\s+at /m.test(stderr), `a stack trace: ${stderr}`);
+    });
+  }
+});
