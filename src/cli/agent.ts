@@ -29,6 +29,7 @@ import { listenForSenders } from "../transport/listen_for_senders.ts";
 import { type AgentEvent, serveAgent } from "../target/agent.ts";
 import { checkAgentDirs } from "../target/agent_dirs.ts";
 import { parseCli, runMain, UsageError } from "./_cli.ts";
+import { checkQemuBinary, parseAccelerators } from "./_agent_flags.ts";
 import { listenerTransport, SERVER_FLAGS } from "./_listener_transport.ts";
 import { parseAddress, parseCount, parseSize } from "./_units.ts";
 
@@ -80,12 +81,20 @@ async function main(args: string[]): Promise<void> {
     if (values.json) console.log(JSON.stringify(event));
     console.error(`agent: ${describe(event)}`);
   };
-  // Checked before anything is written there: another user's directory is refused.
+  const qemuBinary = values["qemu-binary"] ?? "qemu-system-x86_64";
+  // The default is looked for only when the first gang starts: a host may set up QEMU later.
+  if (values["qemu-binary"] !== undefined) checkQemuBinary(qemuBinary);
+  const accelerators = values.accelerators === undefined
+    ? undefined
+    : parseAccelerators(values.accelerators);
+  // Checked before anything is written there: another user's directory is refused. And each
+  // shared-disk directory must exist (an empty entry would be every path), by its real path.
   const dirs = checkAgentDirs({
     dir: values.dir,
     runDir: values["run-dir"] ?? DEFAULT_RUN_DIR,
     diskDir: values["disk-dir"],
     imagesDir: values.images,
+    sharedDisks: values["shared-disks"]?.split(","),
   });
   using _lock = lockDirectory(dirs.dir);
   // Its run directory too: a second agent's clean-up there would take this one's destinations.
@@ -99,9 +108,8 @@ async function main(args: string[]): Promise<void> {
     token: transport.token,
     maxGuests: values["max-guests"] ? parseCount(values["max-guests"], "--max-guests") : 64,
     maxMemoryMiB,
-    qemuBinary: values["qemu-binary"] ?? "qemu-system-x86_64",
-    accelerators: values.accelerators?.split(","),
-    sharedDisks: values["shared-disks"]?.split(","),
+    qemuBinary,
+    accelerators,
     handshakeTimeoutMs: millis("handshake-timeout", 10_000),
     idleTimeoutMs: millis("idle-timeout", 60_000),
     keepPriority: values["keep-priority"],

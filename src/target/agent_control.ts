@@ -33,6 +33,7 @@ import {
 } from "./machine_description.ts";
 import type { AgentHost } from "./agent_host.ts";
 import { AgentGang, copiedDiskPath, type GangMachine, RESUMED_MARK } from "./agent_gang.ts";
+import { resolveSharedDisks } from "./shared_disks.ts";
 import { NotLoadedError } from "../qemu/destination.ts";
 import { join } from "node:path";
 import { errorMessage } from "../_errors.ts";
@@ -252,7 +253,8 @@ export class ControlSession {
   }
 
   /**
-   * Finds a description's files by hash, and names the overlays of its
+   * Finds a description's files by hash, resolves its shared disks to real
+   * paths inside the shared-disk directories, and names the overlays of its
    * copied disks (the agent's own paths, from the checked name and index).
    */
   async #resolve(
@@ -268,6 +270,8 @@ export class ControlSession {
     const resolved: ResolvedFiles & { missing: FileRef[] } = { missing };
     if (description.kernel) resolved.kernel = await find(description.kernel);
     if (description.initrd) resolved.initrd = await find(description.initrd);
+    const shared = await resolveSharedDisks(description, this.#host.options.sharedDisks ?? []);
+    if (Object.keys(shared).length > 0) resolved.sharedDisks = shared;
     for (const [index, disk] of (description.disks ?? []).entries()) {
       if (!isCopied(disk)) continue;
       resolved.copiedDisks ??= {};

@@ -13,6 +13,7 @@
  */
 import { join } from "node:path";
 import { checkDir, ownPrivateDir } from "../_private_dirs.ts";
+import { resolveSharedDirs } from "./shared_disks.ts";
 
 /** The directories of an agent, as its options name them. */
 export interface AgentDirs {
@@ -24,12 +25,15 @@ export interface AgentDirs {
   diskDir?: string;
   /** Read-only directory of images: it may belong to root, but no one else may write it. */
   imagesDir?: string;
+  /** Directories of shared storage (not written by the agent): they must exist. */
+  sharedDisks?: readonly string[];
 }
 
 /**
  * Makes the agent's directories that are missing (mode 0700) and checks
  * them all; also its subdirectories `files` and `guests` of the run
- * directory, and the disk directory.
+ * directory, and the disk directory. Resolves the shared-disk directories
+ * (`resolveSharedDirs`: each must be an existing directory).
  *
  * Requires `--allow-ffi` (the checks go through the C library) and
  * `--allow-sys=uid`.
@@ -52,5 +56,14 @@ export function checkAgentDirs<T extends AgentDirs>(options: T): T & { diskDir: 
   const imagesDir = options.imagesDir === undefined
     ? undefined
     : checkDir(options.imagesDir, "the images directory", uid, [0, uid]);
-  return { ...options, dir, runDir, diskDir, ...imagesDir === undefined ? {} : { imagesDir } };
+  // Any owner (shared storage), but each an existing directory: an empty entry would be "/".
+  const sharedDisks = options.sharedDisks && resolveSharedDirs(options.sharedDisks);
+  return {
+    ...options,
+    dir,
+    runDir,
+    diskDir,
+    ...imagesDir === undefined ? {} : { imagesDir },
+    ...sharedDisks === undefined ? {} : { sharedDisks },
+  };
 }

@@ -78,7 +78,10 @@ export interface DescriptionLimits {
   maxCpus?: number;
   /** Accelerators the agent starts. Default tcg and kvm. */
   accelerators?: readonly string[];
-  /** Directories of shared storage a disk may be in (absolute). Default none: no disks. */
+  /**
+   * Directories of shared storage a disk may be in (real paths). Default none: no disks. Only
+   * the form of a disk's path is checked here; where its file is, by `resolveSharedDisks`.
+   */
   sharedDisks?: readonly string[];
 }
 
@@ -90,6 +93,9 @@ export class DescriptionError extends Error {
     this.name = "DescriptionError";
   }
 }
+
+/** The accelerators a destination may use (QEMU's `-accel`): what an agent may be told to start. */
+export const ACCELERATORS: readonly MachineDescription["accelerator"][] = ["tcg", "kvm"];
 
 /** Largest kernel or initrd a description may name. */
 export const MAX_FILE_BYTES = 2 ** 30;
@@ -149,7 +155,7 @@ export function checkDescription(value: unknown, limits: DescriptionLimits): Mac
   }
   const memoryMiB = wholeNumber(object.memoryMiB, 1, limits.maxMemoryMiB, "memoryMiB", refuse);
   const cpus = wholeNumber(object.cpus, 1, limits.maxCpus ?? 64, "cpus", refuse);
-  const accelerators = limits.accelerators ?? ["tcg", "kvm"];
+  const accelerators = limits.accelerators ?? ACCELERATORS;
   if (typeof object.accelerator !== "string" || !accelerators.includes(object.accelerator)) {
     throw refuse("accelerator", `must be one of ${accelerators.join(", ")}`);
   }
@@ -197,10 +203,11 @@ function diskList(
   if (!Array.isArray(value) || value.length > MAX_DISKS) {
     throw refuse("disks", `must be a list of at most ${MAX_DISKS} disks`);
   }
+  // Only the form here: where the file really is, the agent checks on its real path when it
+  // prepares the gang (shared_disks.ts), and the destination gets that real path (machineOf).
   const inShared = (path: unknown) =>
     typeof path === "string" && SAFE_PATH.test(path) &&
-    !path.split("/").some((part) => part === "." || part === "..") &&
-    sharedDirs.some((dir) => path.startsWith(`${dir.replace(/\/+$/, "")}/`));
+    !path.split("/").some((part) => part === "." || part === "..") && sharedDirs.length > 0;
   return value.map((disk, i): QemuDisk | CopiedDisk => {
     const field = `disks[${i}]`;
     if (typeof disk !== "object" || disk === null || Array.isArray(disk)) {
@@ -214,9 +221,7 @@ function diskList(
     for (const key of Object.keys(entry)) {
       if (!DISK_FIELDS.has(key)) throw refuse(`${field}.${key}`, "is not allowed");
     }
-    const where = sharedDirs.length > 0
-      ? `a file in a shared-disk directory of this agent (${sharedDirs.join(", ")})`
-      : "on shared storage, and this agent has none (--shared-disks)";
+    const where = sharedDiskWhere(sharedDirs);
     if (!inShared(entry.path)) throw refuse(`${field}.path`, `must be ${where}`);
     if (entry.format !== "qcow2" && entry.format !== "raw") {
       throw refuse(`${field}.format`, "must be qcow2 or raw");
@@ -234,6 +239,13 @@ function diskList(
       ...entry.readOnly !== undefined ? { readOnly: entry.readOnly } : {},
     };
   });
+}
+
+/** Where a shared disk must be, for a refusal: "must be ..." */
+export function sharedDiskWhere(sharedDirs: readonly string[]): string {
+  return sharedDirs.length > 0
+    ? `a file in a shared-disk directory of this agent (${sharedDirs.join(", ")})`
+    : "on shared storage, and this agent has none (--shared-disks)";
 }
 
 /**
@@ -268,13 +280,19 @@ export interface ResolvedFiles {
   initrd?: string;
   /** By disk index, for each copied disk: its base found by hash, and the overlay the agent makes. */
   copiedDisks?: Record<number, { base?: string; overlay: string }>;
+  /**
+   * By disk index, for each shared disk: the real paths of its file and
+   * base, found strictly inside a shared-disk directory (`resolveSharedDisks`).
+   */
+  sharedDisks?: Record<number, { path: string; base?: string }>;
 }
 
 /**
  * The destination's machine: the description, the agent's local copies of
  * its files and the agent's own QEMU program. No other argument is added.
  *
- * @throws DescriptionError when a copied disk's base was not found by its hash
+ * @throws DescriptionError when a copied disk's base was not found by its hash, or a shared
+ * disk was not resolved in a shared-disk directory
  */
 export function machineOf(
   description: MachineDescription,
@@ -298,14 +316,27 @@ export function machineOf(
   };
 }
 
-/** A disk as the destination opens it: a shared one as described, a copied one at the agent's paths. */
+/**
+ * A disk as the destination opens it: a shared one at the real paths the
+ * agent resolved (never the path as the source sent it), a copied one at
+ * the agent's paths.
+ */
 function localDisk(
   guest: string,
   disk: QemuDisk | CopiedDisk,
   index: number,
   files: ResolvedFiles,
 ): QemuDisk {
-  if (!isCopied(disk)) return disk;
+  if (!isCopied(disk)) {
+    const shared = files.sharedDisks?.[index];
+    if (!shared || (disk.base !== undefined) !== (shared.base !== undefined)) {
+      throw new DescriptionError(
+        `Cannot start guest "${guest}": field "disks[${index}].path" was not found in a ` +
+          "shared-disk directory of this agent",
+      );
+    }
+    return { ...disk, ...shared };
+  }
   const local = files.copiedDisks?.[index];
   if (!local?.base) {
     throw new DescriptionError(

@@ -1,0 +1,118 @@
+/**
+ * Where a target agent lets a shared disk be: files strictly inside one
+ * of its shared-disk directories (`--shared-disks`), compared by path
+ * components on real paths. A directory is resolved once, at start-up; a
+ * disk path when a gang is prepared, and the destination's QEMU gets the
+ * real path it resolved to. So `/srv/disksX/y` is not in `/srv/disks`, a
+ * symbolic link in the directory that points out of it does not pass, and
+ * an empty or relative entry (a trailing comma once made every absolute
+ * path a "shared disk") is refused before the agent listens.
+ *
+ * @module
+ */
+import { isAbsolute, relative, sep } from "node:path";
+import { errorMessage } from "../_errors.ts";
+import {
+  DescriptionError,
+  isCopied,
+  type MachineDescription,
+  type ResolvedFiles,
+  sharedDiskWhere,
+} from "./machine_description.ts";
+
+/**
+ * Checks the shared-disk directories of an agent and resolves them.
+ *
+ * Requires `--allow-read` (`--allow-all` for a directory under /dev).
+ *
+ * @param dirs The directories, as the agent was given them
+ * @returns Their real paths, in the same order
+ * @throws Error naming the entry and why, for an empty or relative entry, or
+ * one that is not an existing directory
+ */
+export function resolveSharedDirs(dirs: readonly string[]): string[] {
+  return dirs.map((dir) => {
+    const refuse = (why: string) =>
+      new Error(
+        `Cannot use the shared-disk directory ${JSON.stringify(dir)} (--shared-disks): ${why}`,
+      );
+    if (dir === "") {
+      throw refuse("an empty entry (a trailing or doubled comma?) would allow every path");
+    }
+    if (!isAbsolute(dir)) throw refuse("it is not an absolute path");
+    let real: string;
+    try {
+      real = Deno.realPathSync(dir);
+    } catch (error) {
+      throw refuse(
+        error instanceof Deno.errors.NotFound ? "it does not exist" : errorMessage(error),
+      );
+    }
+    if (!Deno.statSync(real).isDirectory) throw refuse("it is not a directory");
+    return real;
+  });
+}
+
+/** True when `path` lies strictly inside `dir`, by path components (both absolute and resolved). */
+export function strictlyInside(path: string, dir: string): boolean {
+  const rel = relative(dir, path);
+  return rel !== "" && rel !== ".." && !rel.startsWith(`..${sep}`) && !isAbsolute(rel);
+}
+
+/**
+ * The real path of a shared disk's file, when it is a regular file
+ * strictly inside one of `realDirs` (real paths, from
+ * {@linkcode resolveSharedDirs}); undefined for anything else (no such
+ * file, a device, a link out of the directories).
+ *
+ * Requires `--allow-read`.
+ */
+export async function resolveSharedDisk(
+  path: string,
+  realDirs: readonly string[],
+): Promise<string | undefined> {
+  let real: string;
+  try {
+    real = await Deno.realPath(path);
+    if (!(await Deno.stat(real)).isFile) return undefined;
+  } catch {
+    return undefined;
+  }
+  return realDirs.some((dir) => strictlyInside(real, dir)) ? real : undefined;
+}
+
+/**
+ * Resolves the shared disks of a checked description: each file (and base)
+ * to its real path, which must be a regular file strictly inside one of
+ * `realDirs`.
+ *
+ * Requires `--allow-read`.
+ *
+ * @returns By disk index, the real paths (for `ResolvedFiles.sharedDisks`)
+ * @throws DescriptionError naming the first field whose file is elsewhere or missing
+ */
+export async function resolveSharedDisks(
+  description: MachineDescription,
+  realDirs: readonly string[],
+): Promise<NonNullable<ResolvedFiles["sharedDisks"]>> {
+  const resolved: NonNullable<ResolvedFiles["sharedDisks"]> = {};
+  const find = async (path: string, field: string) => {
+    const real = await resolveSharedDisk(path, realDirs);
+    if (real === undefined) {
+      throw new DescriptionError(
+        `Cannot start guest "${description.name}": field "${field}" must be ${
+          sharedDiskWhere(realDirs)
+        }, not ${JSON.stringify(path)}`,
+      );
+    }
+    return real;
+  };
+  for (const [index, disk] of (description.disks ?? []).entries()) {
+    if (isCopied(disk)) continue;
+    const path = await find(disk.path, `disks[${index}].path`);
+    resolved[index] = disk.base === undefined
+      ? { path }
+      : { path, base: await find(disk.base, `disks[${index}].base`) };
+  }
+  return resolved;
+}

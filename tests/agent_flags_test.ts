@@ -1,0 +1,67 @@
+/**
+ * The `agent` command refuses, before it listens, flags that would only
+ * show when a source's gang fails or that would open the host to a source
+ * (red-team findings s20-1 and s20-6). No guest is started.
+ */
+import { join } from "node:path";
+import { assert, assertEquals } from "./_assert.ts";
+
+/** Runs the agent with `flags` (it must refuse them at once) and returns its exit code and stderr. */
+async function refused(root: string, flags: string[]): Promise<{ code: number; said: string }> {
+  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-all",
+      new URL("../src/cli/agent.ts", import.meta.url).pathname,
+      "--listen",
+      "127.0.0.1:0",
+      "--insecure",
+      "--dir",
+      join(root, "ram"),
+      "--run-dir",
+      join(root, "run"),
+      "--json",
+      ...flags,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(60_000),
+  }).output();
+  assertEquals(new TextDecoder().decode(stdout), "", "it says nothing on stdout: no event");
+  return { code, said: new TextDecoder().decode(stderr) };
+}
+
+Deno.test("the agent refuses at start-up empty, relative and missing --shared-disks entries, a bad --qemu-binary and unknown --accelerators", async () => {
+  const root = await Deno.makeTempDir({ prefix: "gangway-agent-flags-" });
+  try {
+    const shared = join(root, "shared");
+    await Deno.mkdir(shared);
+    const notExecutable = join(root, "qemu");
+    await Deno.writeTextFile(notExecutable, "#!/bin/sh\n");
+    await Deno.chmod(notExecutable, 0o644);
+    const cases: [string[], string][] = [
+      [
+        ["--shared-disks", `${shared},`],
+        'shared-disk directory "" (--shared-disks): an empty entry',
+      ],
+      [["--shared-disks", ""], "an empty entry (a trailing or doubled comma?)"],
+      [["--shared-disks", `${shared},,${shared}`], "an empty entry"],
+      [["--shared-disks", "srv/disks"], '"srv/disks" (--shared-disks): it is not an absolute path'],
+      [["--shared-disks", join(root, "none")], "(--shared-disks): it does not exist"],
+      [["--qemu-binary", "/nonexistent/qemu"], '--qemu-binary "/nonexistent/qemu": no such file'],
+      [["--qemu-binary", notExecutable], "it is not executable (mode 0644)"],
+      [["--qemu-binary", "no-such-qemu-here"], "no such program in PATH"],
+      [["--accelerators", "kvm,foo"], '--accelerators takes tcg, kvm (comma-separated), not "foo"'],
+    ];
+    const results = await Promise.all(cases.map(([flags]) => refused(root, flags)));
+    results.forEach(({ code, said }, i) => {
+      const [flags, message] = cases[i]!;
+      assert(code !== 0, `${flags.join(" ")}: the agent started`);
+      // One line that says what is wrong.
+      const error = said.split("\n").find((line) => line.startsWith("error: "));
+      assert(error?.includes(message), `${flags.join(" ")}: ${said}`);
+    });
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});

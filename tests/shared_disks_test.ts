@@ -1,0 +1,119 @@
+/**
+ * Where a target agent lets a shared disk be (red-team finding s20-1: an
+ * empty `--shared-disks` entry made every absolute path a shared disk).
+ */
+import { join } from "node:path";
+import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts";
+import {
+  resolveSharedDirs,
+  resolveSharedDisk,
+  resolveSharedDisks,
+  strictlyInside,
+} from "../src/target/shared_disks.ts";
+import {
+  checkDescription,
+  DescriptionError,
+  type MachineDescription,
+  machineOf,
+} from "../src/target/machine_description.ts";
+
+/** A shared directory with a disk, a neighbour that shares its name's start, and a secret outside. */
+async function tree(): Promise<AsyncDisposable & Record<"root" | "shared" | "disk", string>> {
+  const root = await Deno.makeTempDir({ prefix: "gangway-shared-" });
+  const shared = join(root, "disks");
+  await Deno.mkdir(shared);
+  await Deno.mkdir(join(root, "disksX"));
+  await Deno.writeTextFile(join(root, "disksX", "y"), "not shared");
+  await Deno.writeTextFile(join(root, "secret"), "host file");
+  const disk = join(shared, "vm1.raw");
+  await Deno.writeTextFile(disk, "disk");
+  return {
+    root,
+    shared,
+    disk,
+    [Symbol.asyncDispose]: () => Deno.remove(root, { recursive: true }),
+  };
+}
+
+Deno.test("resolveSharedDirs() refuses an empty, relative or missing entry and a file, naming the flag", async () => {
+  await using t = await tree();
+  const cases: [string[], string][] = [
+    [[t.shared, ""], 'directory "" (--shared-disks): an empty entry'],
+    [["srv/disks"], "it is not an absolute path"],
+    [[join(t.root, "none")], "it does not exist"],
+    [[t.disk], "it is not a directory"],
+  ];
+  for (const [dirs, message] of cases) {
+    assertThrows(() => resolveSharedDirs(dirs), Error, message);
+  }
+  const link = join(t.root, "link");
+  await Deno.symlink(t.shared, link);
+  assertEquals(resolveSharedDirs([link, t.shared]), [t.shared, t.shared]);
+});
+
+Deno.test("strictlyInside() compares path components, not strings", () => {
+  assert(strictlyInside("/srv/disks/y", "/srv/disks"));
+  assert(strictlyInside("/srv/disks/a/b", "/srv/disks"));
+  assert(!strictlyInside("/srv/disksX/y", "/srv/disks"));
+  assert(!strictlyInside("/srv/disks", "/srv/disks"));
+  assert(!strictlyInside("/srv", "/srv/disks"));
+  assert(!strictlyInside("/etc/shadow", "/srv/disks"));
+});
+
+Deno.test("resolveSharedDisk() takes a file inside a shared directory by its real path, and nothing else", async () => {
+  await using t = await tree();
+  const dirs = resolveSharedDirs([t.shared]);
+  assertEquals(await resolveSharedDisk(t.disk, dirs), t.disk);
+  const out = join(t.shared, "out.raw");
+  await Deno.symlink(join(t.root, "secret"), out);
+  const inner = join(t.shared, "inner.raw");
+  await Deno.symlink(t.disk, inner);
+  assertEquals(await resolveSharedDisk(inner, dirs), t.disk, "a link inside is its target");
+  for (
+    const path of [
+      out, // a link out of the directory
+      join(t.root, "disksX", "y"), // a neighbour whose name starts the same
+      join(t.root, "secret"),
+      t.shared, // the directory itself
+      join(t.shared, "none.raw"),
+      "/dev/null",
+    ]
+  ) {
+    assertEquals(await resolveSharedDisk(path, dirs), undefined, path);
+  }
+  assertEquals(await resolveSharedDisk("/dev/null", ["/dev"]), undefined, "a device");
+});
+
+const GOOD: MachineDescription = {
+  name: "vm1",
+  memoryMiB: 64,
+  cpus: 1,
+  accelerator: "tcg",
+  backendId: "gangway-ram",
+  kernelArgs: [],
+};
+
+Deno.test("a shared disk reaches QEMU only at the real path the agent resolved inside its directories", async () => {
+  await using t = await tree();
+  const dirs = resolveSharedDirs([t.shared]);
+  const limits = { maxMemoryMiB: 128, sharedDisks: dirs };
+  const secret = checkDescription(
+    { ...GOOD, disks: [{ path: join(t.root, "secret"), format: "raw" }] },
+    limits,
+  );
+  await assertRejects(
+    () => resolveSharedDisks(secret, dirs),
+    DescriptionError,
+    'field "disks[0].path" must be a file in a shared-disk directory of this agent',
+  );
+  // machineOf() never takes a shared disk's path as the source sent it.
+  assertThrows(() => machineOf(secret, {}, "qemu"), DescriptionError, 'field "disks[0].path"');
+  const link = join(t.root, "via-link");
+  await Deno.symlink(t.shared, link);
+  const good = checkDescription(
+    { ...GOOD, disks: [{ path: join(link, "vm1.raw"), format: "raw" }] },
+    limits,
+  );
+  const sharedDisks = await resolveSharedDisks(good, dirs);
+  assertEquals(machineOf(good, { sharedDisks }, "qemu").disks, [{ path: t.disk, format: "raw" }]);
+});
