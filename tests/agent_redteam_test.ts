@@ -63,7 +63,7 @@ function killQuietly(pid: number): void {
 Deno.test("an answer too large for a control frame does not crash the agent", async () => {
   await using agent = await AgentProcess.start();
   await using target = await agent.connect();
-  // The request fits in a control frame; "Cannot <op>: no gang is prepared..." does not.
+  // The request fits in a control frame; `Unknown request "<op>"` would not, unbounded.
   const op = "x".repeat(2 ** 20 - 64);
   await assertRejects(() => target.agent.request(op, {}, 10_000), AgentError);
   const status = await Promise.race([

@@ -61,6 +61,7 @@ Deno.test("checkDescription() refuses values a QEMU option or a path could be sm
     [{ ...GOOD, memoryMiB: 1.5 }, 'field "memoryMiB"'],
     [{ ...GOOD, cpus: 0 }, 'field "cpus"'],
     [{ ...GOOD, initrd: undefined }, 'field "initrd" is missing'],
+    [{ ...GOOD, kernelArgs: undefined }, 'field "kernelArgs" is missing (a list of strings'],
   ];
   for (const [description, message] of cases) {
     const error = assertThrows(() => checkDescription(description, LIMITS), DescriptionError);

@@ -53,9 +53,11 @@ export class QemuProcess implements QemuProcessHandle {
     if (argv.length === 0) throw new Error(`Cannot start guest "${guest}": empty command`);
     let child: Deno.ChildProcess;
     try {
-      // sh replaces itself with the command (which execs QEMU), so the pid is QEMU's.
+      // sh replaces itself with the command (which execs QEMU), so the pid is QEMU's. Its $0 is
+      // "sh": a program it cannot run is logged as "sh: 1: exec: PROGRAM: not found", not under
+      // the log's own path (which read as if the log were missing).
       child = new Deno.Command("sh", {
-        args: ["-c", 'exec "$@" >>"$0" 2>&1', logPath, ...argv],
+        args: ["-c", 'log=$1; shift; exec "$@" >>"$log" 2>&1', "sh", logPath, ...argv],
         stdin: "null",
         stdout: "null",
         stderr: "null",

@@ -237,8 +237,9 @@ async function connectQmp(
   const deadline = performance.now() + timeoutMs;
   while (true) {
     if (process.exited) {
-      const tail = (await process.logTail()).trim();
-      throw new Error(`Cannot start guest "${name}": QEMU exited${tail ? `: ${tail}` : ""}`);
+      // Its last words: why it exited (a bad option, a program that is not there).
+      const last = (await process.logTail()).trim().split("\n").at(-1)?.trim();
+      throw new Error(`Cannot start guest "${name}": QEMU exited${last ? `: ${last}` : ""}`);
     }
     try {
       return await QmpClient.connect(path, { guest: name });

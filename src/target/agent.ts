@@ -22,7 +22,7 @@ import { TimeoutError } from "../transfer/frame_io.ts";
 import { withTimeout } from "../_delay.ts";
 import { receiveAuthenticatedGang } from "../transfer/receiver.ts";
 import type { ReceiverOptions } from "../transfer/receiver_options.ts";
-import { readSenderHandshake, sameSecret } from "../transfer/sender_handshake.ts";
+import { readSenderHandshake, sameSecret, TOKEN_REFUSAL } from "../transfer/sender_handshake.ts";
 import { acceptConnections, type PendingConnection } from "../transfer/accept_connections.ts";
 import {
   AGENT_VERSION,
@@ -46,6 +46,9 @@ export type { KeptGuest } from "./kept_guests.ts";
  * is closed, as is one that takes nothing for the idle timeout.
  */
 const MAX_QUEUED_ANSWER_BYTES = 4 * MAX_CONTROL_BYTES;
+
+/** What a guest stream's peer without the gang's key is told, whatever it sent. */
+const KEY_REFUSAL = "Refused: wrong or missing key";
 
 /**
  * What a connection to the agent is, as its events name it: "unknown"
@@ -110,7 +113,10 @@ export async function serveAgentHost(
   const partials = await host.files.removePartials();
   if (partials > 0) host.log({ event: "recovered", partialFiles: partials });
   host.log({ event: "listening", address: describeAddress(listener.addr) });
-  const stop = () => host.closeConnections();
+  const stop = () => {
+    host.log({ event: "stopping", why: "asked to (a signal); a gang under way is abandoned" });
+    host.closeConnections();
+  };
   options.signal?.addEventListener("abort", stop, { once: true });
   try {
     await acceptConnections(listener, (pending) => serveConnection(host, pending), {
@@ -140,6 +146,15 @@ async function serveConnection(host: AgentHost, pending: PendingConnection): Pro
   signal.addEventListener("abort", endOnAbort, { once: true });
   host.track(channel);
   let kind: ConnectionKind = "unknown";
+  // Until the peer shows its token or key, it is told one refusal whatever it sent (below).
+  let authenticated = false;
+  const seen: PendingConnection = {
+    ...pending,
+    handshakeDone: () => {
+      authenticated = true;
+      pending.handshakeDone();
+    },
+  };
   try {
     const timeoutMs = host.options.handshakeTimeoutMs;
     const head = await withTimeout(
@@ -152,7 +167,7 @@ async function serveConnection(host: AgentHost, pending: PendingConnection): Pro
     );
     if (!head) return;
     kind = connectionKind(head[0]!);
-    if (head[0] === FrameType.Hello) return await serveRam(host, channel, pending);
+    if (head[0] === FrameType.Hello) return await serveRam(host, channel, seen);
     const first = await withTimeout(
       channel.reader.next(undefined, MAX_CONTROL_BYTES),
       timeoutMs,
@@ -160,21 +175,32 @@ async function serveConnection(host: AgentHost, pending: PendingConnection): Pro
     );
     switch (first?.type) {
       case FrameType.Control:
-        return await serveControl(host, channel, pending, decodeJson(first.body, "The hello"));
+        return await serveControl(host, channel, seen, decodeJson(first.body, "The hello"));
       case FrameType.DeviceState:
       case FrameType.DiskCopy: {
         const hello = decodeJson(first.body, "The guest stream's hello");
         // What came with the hello is the stream's: read already, it is not on the connection.
         const extra = channel.reader.bytesRead - (HEADER_BYTES + first.body.length);
         const early = extra > 0 ? (await channel.reader.peek(extra))!.slice() : undefined;
-        return await serveGuestStream(host, channel, pending, first.type, hello, early);
+        return await serveGuestStream(host, channel, seen, first.type, hello, early);
       }
       default:
         throw new ProtocolError(`Unexpected ${frameTypeName(first?.type ?? -1)} frame first`);
     }
   } catch (error) {
+    if (host.stopping) {
+      host.log({ event: "closed", connection: kind, peer, why: "the agent stops" });
+      return;
+    }
     host.log({ event: "failed", connection: kind, peer, error: errorMessage(error) });
-    await refuse(channel, error);
+    // The detail (a frame over a limit, say) is for the log: a peer without the token learns
+    // nothing, as from `receive`. Only the time it has to show it, which it can count anyway.
+    const told = authenticated || error instanceof TimeoutError
+      ? error
+      : kind === "device state" || kind === "disk copy"
+      ? KEY_REFUSAL
+      : TOKEN_REFUSAL;
+    await refuse(channel, told);
   } finally {
     signal.removeEventListener("abort", endOnAbort);
     host.untrack(channel);
@@ -191,7 +217,7 @@ async function serveControl(
   const token = host.options.token;
   // The token first: an unauthenticated peer learns nothing, not even whether the agent is busy.
   if (hello.op !== "hello" || (token !== undefined && !sameText(hello.token, token))) {
-    throw new ProtocolError("Refused: wrong or missing token");
+    throw new ProtocolError(TOKEN_REFUSAL);
   }
   pending.handshakeDone();
   if (hello.version !== AGENT_VERSION) {
@@ -227,9 +253,10 @@ async function serveRam(
     log: (event) => host.log({ ...event, event: `ram-${event.event}`, connection: "RAM" }),
   };
   const sender = await readSenderHandshake(channel.conn, options, pending.signal, channel.reader);
+  // It showed the gang's key: it may be told why it is refused.
+  pending.handshakeDone();
   if (!gang || host.gang !== gang) throw new ProtocolError("Gang refused: the gang is over");
   using _open = gang.openRam();
-  pending.handshakeDone();
   using _adopted = gang.adopt(channel);
   await receiveAuthenticatedGang(sender, options);
 }
@@ -252,7 +279,7 @@ async function serveGuestStream(
 ): Promise<void> {
   const gang = host.gang;
   if (!gang || !sameText(hello.key, gang.key)) {
-    throw new ProtocolError("Refused: wrong or missing key");
+    throw new ProtocolError(KEY_REFUSAL);
   }
   pending.handshakeDone();
   const destination = gang.get(hello.guest);

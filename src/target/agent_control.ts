@@ -38,6 +38,19 @@ import { NotLoadedError } from "../qemu/destination.ts";
 import { join } from "node:path";
 import { errorMessage } from "../_errors.ts";
 
+/** The requests of a control connection (docs/agent.md); `hello` comes first, alone. */
+const OPS = new Set([
+  "ping",
+  "prepare",
+  "put",
+  "guests",
+  "state",
+  "run-when-loaded",
+  "end-disk-copies",
+  "discard",
+  "release",
+]);
+
 /** Longest wait a source may ask for in `run-when-loaded`. */
 const MAX_WAIT_MS = 300_000;
 /** Longest error message in an answer, in characters (as an ERROR frame's text). */
@@ -92,6 +105,16 @@ export class ControlSession {
         task.finally(() => running.delete(task));
       }
     } catch (error) {
+      // The agent closed it itself: what the read says then ("operation canceled") is no failure.
+      if (this.#host.stopping) {
+        this.#host.log({
+          event: "closed",
+          connection: "control",
+          peer: this.#peer,
+          why: "the agent stops",
+        });
+        return;
+      }
       this.#host.log({
         event: "failed",
         connection: "control",
@@ -115,6 +138,15 @@ export class ControlSession {
     } catch (error) {
       // Messages quote what the source sent: bounded, so that the answer fits in a frame.
       answer = { id: request.id, ok: false, error: errorMessage(error).slice(0, MAX_ERROR_CHARS) };
+      // The target's operator sees why a gang could not come (the source is told the same).
+      if (request.op === "prepare") {
+        this.#host.log({
+          event: "prepare-refused",
+          connection: "control",
+          peer: this.#peer,
+          error: answer.error,
+        });
+      }
     }
     let frame: Uint8Array;
     try {
@@ -130,6 +162,9 @@ export class ControlSession {
   }
 
   async #handle(request: Request): Promise<Record<string, unknown>> {
+    if (!OPS.has(request.op)) {
+      throw new Error(`Unknown request ${JSON.stringify(request.op)}`);
+    }
     switch (request.op) {
       case "ping":
         return {};

@@ -107,9 +107,10 @@ export class AgentGang {
       await Deno.mkdir(runDir, { recursive: true, mode: 0o700 });
       try {
         if (diskDir) await makeOverlays(machine, copiedDisks, diskDir);
+        const ramPath = join(places.dir, name);
         const guest = await QemuGuest.startDestination(machine, {
           name,
-          ramPath: join(places.dir, name),
+          ramPath,
           runDir,
           startTimeoutMs: places.startTimeoutMs,
         });
@@ -126,6 +127,9 @@ export class AgentGang {
           nbdConns: new Map(),
         };
         gang.#destinations.set(name, found);
+        // QEMU makes it 0644: the directory (0700) keeps others out, but a copy or a moved file
+        // would keep the mode. QEMU holds it open already: the mode is for others only.
+        await Deno.chmod(ramPath, 0o600);
         // Listening from the start: the source's device-state path is ready before any pause.
         await destination.listen();
         if (diskDir) {

@@ -83,6 +83,7 @@ export class AgentHost {
   readonly kept: KeptGuests;
   #gang: AgentGang | undefined;
   #starting = false;
+  #stopping = false;
   readonly #connections = new Set<{ close(): void }>();
   /** Open authenticated control connections, by peer address. */
   readonly #controls = new Map<string, number>();
@@ -143,8 +144,14 @@ export class AgentHost {
     };
   }
 
+  /** True once the agent stops: its connections end because it closed them. */
+  get stopping(): boolean {
+    return this.#stopping;
+  }
+
   /** Closes every open connection: the agent stops. */
   closeConnections(): void {
+    this.#stopping = true;
     for (const connection of this.#connections) connection.close();
   }
 

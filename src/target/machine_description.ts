@@ -168,6 +168,9 @@ export function checkDescription(value: unknown, limits: DescriptionLimits): Mac
     throw refuse(kernel ? "initrd" : "kernel", "is missing: a kernel and an initrd go together");
   }
   const kernelArgs = object.kernelArgs;
+  if (kernelArgs === undefined) {
+    throw refuse("kernelArgs", "is missing (a list of strings, which may be empty)");
+  }
   if (
     !Array.isArray(kernelArgs) || kernelArgs.length > MAX_KERNEL_ARGS ||
     !kernelArgs.every((arg) => typeof arg === "string" && KERNEL_ARG.test(arg)) ||
