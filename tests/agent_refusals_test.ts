@@ -10,6 +10,7 @@ import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { AgentProcess } from "../src/target/agent_process.ts";
 import { AgentError } from "../src/target/agent_protocol.ts";
 import { describeMachine } from "../src/target/describe_machine.ts";
+import { findQemus } from "../src/qemu/discover.ts";
 import { QemuProcess } from "../src/qemu/_qemu_process.ts";
 import { FrameReader } from "../src/transfer/frame_io.ts";
 import { FrameType } from "../src/transfer/protocol.ts";
@@ -28,7 +29,7 @@ async function scratch(): Promise<AsyncDisposable & { root: string; images: stri
   return { root, images, [Symbol.asyncDispose]: () => Deno.remove(root, { recursive: true }) };
 }
 
-Deno.test("the agent logs each refused prepare with its peer and why, and names an unknown request", async () => {
+Deno.test("the agent logs each refused prepare with its peer and why, names an unknown request, and starts a shared disk at its real path", async () => {
   await using t = await scratch();
   const shared = join(t.root, "shared");
   await Deno.mkdir(shared);
@@ -71,6 +72,18 @@ Deno.test("the agent logs each refused prepare with its peer and why, and names 
     AgentError,
     'Unknown request "nosuchop"',
   );
+  // A disk in the shared directory, named through a link to it: its QEMU opens the real path.
+  const disk = join(shared, "vm.raw");
+  await Deno.writeFile(disk, new Uint8Array(2 ** 20));
+  const via = join(t.root, "via");
+  await Deno.symlink(shared, via);
+  const name = uniqueName("rf-disk");
+  const guest = await describeMachine(name, (await sourceLike(name)).machine);
+  const disks = [{ path: join(via, "vm.raw"), format: "raw" }];
+  assertEquals((await target.agent.request("prepare", { guests: [{ ...guest, disks }] })).ok, true);
+  const { usable } = await findQemus();
+  const qemu = usable.find((q) => q.commandLine.instance.ramPath === join(agent.dir, name));
+  assertEquals(qemu?.commandLine.machine.disks, [{ path: disk, format: "raw" }]);
 });
 
 Deno.test("a QEMU that cannot start is refused with its log's last line, and the refusal logged", async () => {
