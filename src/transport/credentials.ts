@@ -49,7 +49,8 @@ async function regularFile(path: string): Promise<Deno.FileInfo> {
  * const ca = await readPemFile("lab-certs/ca.pem", "CA certificate");
  * ```
  * @throws Error `Cannot read the certificate file "x": reason` when it is
- * missing, unreadable or not PEM
+ * missing, unreadable, not PEM, or PEM of another kind (a private key
+ * given as a certificate, a certificate as a key)
  */
 export async function readPemFile(path: string, kind: PemKind): Promise<string> {
   let text: string;
@@ -62,7 +63,25 @@ export async function readPemFile(path: string, kind: PemKind): Promise<string> 
   if (!text.includes("-----BEGIN ")) {
     throw new Error(`Cannot read the ${kind} file "${path}": it is not in PEM format`);
   }
+  const wrong = wrongPemKind(text, kind);
+  if (wrong) throw new Error(`Cannot read the ${kind} file "${path}": ${wrong}`);
   return text;
+}
+
+/**
+ * Why a PEM text is not of the kind asked for, or undefined: a key given
+ * for a certificate (or the other way round) would fail later, in the TLS
+ * handshake, with words that do not say which file was wrong.
+ */
+function wrongPemKind(text: string, kind: PemKind): string | undefined {
+  const hasKey = /-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(text);
+  const hasCert = text.includes("-----BEGIN CERTIFICATE-----");
+  if (kind === "private key") {
+    if (hasKey) return undefined;
+    return `it holds no private key${hasCert ? " (it looks like a certificate)" : ""}`;
+  }
+  if (hasCert) return undefined;
+  return `it holds no certificate${hasKey ? " (it looks like a private key)" : ""}`;
 }
 
 /**
