@@ -8,7 +8,29 @@
  */
 
 /**
- * Resolves after `ms` milliseconds; rejects with the signal's reason as
+ * The longest wait a timer takes: setTimeout counts in a signed 32-bit
+ * number of milliseconds (24.8 days) and fires after 1 ms for anything
+ * longer, so a loop that waits for a deadline would spin.
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * Throws a RangeError unless `ms` (the option `name`) is undefined or a
+ * wait a timer can take: 0 to {@linkcode MAX_TIMER_MS}. For options that
+ * set timeouts, checked where they are taken.
+ */
+export function checkTimeout(ms: number | undefined, name: string): void {
+  if (ms === undefined || (ms >= 0 && ms <= MAX_TIMER_MS)) return;
+  throw new RangeError(`${name} must be 0 to ${MAX_TIMER_MS} ms (24.8 days), got ${ms}`);
+}
+
+/** A wait a timer can take: longer ones are cut to {@linkcode MAX_TIMER_MS} (never a spin). */
+export function timerMs(ms: number): number {
+  return Math.min(Math.max(ms, 0), MAX_TIMER_MS);
+}
+
+/**
+ * Resolves after `ms` milliseconds (at most {@linkcode MAX_TIMER_MS}); rejects with the signal's reason as
  * soon as `signal` aborts (at once if it has already).
  */
 export function delay(ms: number, signal?: AbortSignal): Promise<void> {
@@ -21,14 +43,14 @@ export function delay(ms: number, signal?: AbortSignal): Promise<void> {
     const timer = setTimeout(() => {
       signal?.removeEventListener("abort", onAbort);
       resolve();
-    }, ms);
+    }, timerMs(ms));
     signal?.addEventListener("abort", onAbort, { once: true });
   });
 }
 
 /**
  * Waits for a promise, or rejects with `error()` after `timeoutMs` (never
- * when undefined). The promise is left running: close what it waits on to
+ * when undefined; at most {@linkcode MAX_TIMER_MS}). The promise is left running: close what it waits on to
  * end it.
  */
 export async function withTimeout<T>(
@@ -39,7 +61,7 @@ export async function withTimeout<T>(
   if (timeoutMs === undefined) return await promise;
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(error()), timeoutMs);
+    timer = setTimeout(() => reject(error()), timerMs(timeoutMs));
   });
   try {
     return await Promise.race([promise, timeout]);

@@ -129,6 +129,33 @@ Deno.test("send fails with exit code 1 and nothing on stdout when it cannot reac
       assertEquals(code, 2);
       assert(stderr.includes("--target is required"), stderr);
     });
+    await t.step("a timeout no timer can wait", async () => {
+      // 2,200,000 s is over 2^31 ms: the timers fired at once, flooding warnings, and spun.
+      const { code, stderr } = await runCli("send", [
+        ...["--target", "127.0.0.1:9", "--insecure", "--stall-timeout", "2200000", path],
+      ], { permissions: SEND });
+      assertEquals(code, 2, stderr);
+      assert(
+        stderr.includes('--stall-timeout takes at most 2147483 seconds (24.8 days), got "2200000"'),
+        stderr,
+      );
+      assert(!stderr.includes("TimeoutOverflowWarning"), stderr);
+    });
+    await t.step("a guest name the target refuses, before connecting", async () => {
+      const hidden = makeRamFile(`${dir}/.hidden`, [patternPage(1)]);
+      // Nobody listens on port 9: a send that connected first would fail to connect.
+      const { code, stderr } = await runCli("send", [
+        ...["--target", "127.0.0.1:9", "--insecure", hidden],
+      ], { permissions: SEND });
+      assertEquals(code, 2, stderr);
+      assert(
+        stderr.includes(
+          `guest name ".hidden" of "${hidden}" is refused: it starts with a dot (reserved for the receiver's own files)`,
+        ),
+        stderr,
+      );
+      await Deno.remove(hidden);
+    });
   } finally {
     await removeFiles(path);
     await Deno.remove(dir, { recursive: true });

@@ -1,9 +1,13 @@
 /**
- * Numbers on the command line: addresses, sizes and rates.
+ * Numbers on the command line: addresses, sizes, rates and durations.
  *
  * @module
  */
 import { UsageError } from "./_cli.ts";
+import { MAX_TIMER_MS } from "../_delay.ts";
+
+/** The longest duration a flag takes, in whole seconds: the longest wait a timer can take. */
+export const MAX_DURATION_SECONDS = Math.floor(MAX_TIMER_MS / 1000);
 
 /** "HOST:PORT" (or "[v6]:PORT") as hostname and port; port 0 (any free port) only if `anyPort`. */
 export function parseAddress(
@@ -55,4 +59,18 @@ export function parseCount(text: string, flag: string): number {
     throw new UsageError(`${flag} needs a positive integer, got "${text}"`);
   }
   return n;
+}
+
+/**
+ * A duration in whole seconds (a timeout), as milliseconds: 1 to
+ * {@linkcode MAX_DURATION_SECONDS} (24.8 days), the longest a timer waits.
+ */
+export function parseDuration(text: string, flag: string): number {
+  const seconds = parseCount(text, flag);
+  if (seconds > MAX_DURATION_SECONDS) {
+    throw new UsageError(
+      `${flag} takes at most ${MAX_DURATION_SECONDS} seconds (24.8 days), got "${text}"`,
+    );
+  }
+  return seconds * 1000;
 }

@@ -31,7 +31,7 @@ import { checkAgentDirs } from "../target/agent_dirs.ts";
 import { parseCli, runMain, UsageError } from "./_cli.ts";
 import { checkQemuBinary, parseAccelerators } from "./_agent_flags.ts";
 import { listenerTransport, SERVER_FLAGS } from "./_listener_transport.ts";
-import { parseAddress, parseCount, parseSize } from "./_units.ts";
+import { parseAddress, parseCount, parseDuration, parseSize } from "./_units.ts";
 
 const USAGE = "usage: deno task agent -- --listen HOST:PORT --dir DIR " +
   "(--cert FILE --key FILE --token-file FILE | --insecure [--token-file FILE]) " +
@@ -72,7 +72,7 @@ async function main(args: string[]): Promise<void> {
   if (!values.dir) throw new UsageError("--dir is required");
   const address = parseAddress(values.listen, "--listen", true);
   const millis = (flag: "handshake-timeout" | "idle-timeout", fallback: number) =>
-    values[flag] ? parseCount(values[flag], `--${flag}`) * 1000 : fallback;
+    values[flag] ? parseDuration(values[flag], `--${flag}`) : fallback;
   const maxMemoryMiB = values["max-memory"]
     ? Math.floor(parseSize(values["max-memory"], "--max-memory") / 2 ** 20)
     : Math.floor(Deno.systemMemoryInfo().total / 2 ** 20);

@@ -45,7 +45,8 @@ import { type MigrationReport, transferGang } from "../transfer/transfer_gang.ts
 import { parseCli, runMain, UsageError } from "./_cli.ts";
 import type { CompressionMode } from "../transfer/compression_policy.ts";
 import { progressLine } from "./_progress.ts";
-import { parseAddress, parseCount, parseRate } from "./_units.ts";
+import { parseAddress, parseCount, parseDuration, parseRate } from "./_units.ts";
+import { badGuestName } from "../transfer/hello_frame.ts";
 import { connectTarget, type ConnectTargetOptions } from "../transport/connect_target.ts";
 import { readPemFile, readTokenFile } from "../transport/credentials.ts";
 
@@ -153,15 +154,23 @@ async function main(args: string[]): Promise<void> {
     : undefined;
   const maxRounds = values["max-rounds"] ? parseCount(values["max-rounds"], "--max-rounds") : 1;
   const stallMs = values["stall-timeout"]
-    ? parseCount(values["stall-timeout"], "--stall-timeout") * 1000
+    ? parseDuration(values["stall-timeout"], "--stall-timeout")
     : undefined;
   const compression = values.compress ?? "auto";
   if (!["auto", "zstd", "none"].includes(compression)) {
     throw new UsageError(`--compress needs auto, zstd or none, got "${compression}"`);
   }
+  // The target's rule, checked before connecting: a guest is named after its file.
+  const guests = positionals.map((path) => ({ name: basename(path), path }));
+  for (const { name, path } of guests) {
+    const bad = badGuestName(name);
+    if (bad) {
+      throw new UsageError(`guest name ${JSON.stringify(name)} of "${path}" is refused: ${bad}`);
+    }
+  }
   const transport = await transportOptions(values);
 
-  using gang = Gang.open(positionals.map((path) => ({ name: basename(path), path })), {
+  using gang = Gang.open(guests, {
     seed: randomSeed(),
   });
   const conn = await connectTarget(target, transport.connect);

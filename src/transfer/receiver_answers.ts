@@ -8,6 +8,7 @@
 import type { FrameReader } from "./frame_io.ts";
 import { decodeText, decodeU32, FrameType, frameTypeName } from "./protocol.ts";
 import { errorMessage } from "../_errors.ts";
+import { timerMs } from "../_delay.ts";
 
 /** The target refused something, with its own words. */
 export class TargetError extends Error {
@@ -71,7 +72,7 @@ export class ReceiverAnswers {
       let timer: ReturnType<typeof setTimeout> | undefined;
       await new Promise<void>((resolve) => {
         this.#waiter = resolve;
-        timer = setTimeout(resolve, left);
+        timer = setTimeout(resolve, timerMs(left));
       });
       clearTimeout(timer);
       this.#waiter = undefined;

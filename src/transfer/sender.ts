@@ -22,7 +22,7 @@ import { encodeRoundEnd, FrameType, PROTOCOL_VERSION } from "./protocol.ts";
 import { encodeDone, encodeGuestDone, guestDigest } from "./digests.ts";
 import { encodeHello } from "./hello_frame.ts";
 import type { RoundReport, RoundTime, SenderOptions } from "./sender_options.ts";
-import { shareEventLoop } from "../_delay.ts";
+import { checkTimeout, shareEventLoop } from "../_delay.ts";
 
 export { TargetError };
 
@@ -103,12 +103,15 @@ export class GangSender implements AsyncDisposable {
    *
    * @param conn a connected stream (TCP or TLS); closed by {@linkcode close}
    * @throws TargetError with the target's reason if it refuses
+   * @throws RangeError when a timeout is longer than a timer can wait (24.8 days)
    */
   static async connect(
     gang: Gang,
     conn: ByteStream & { close(): void },
     options: SenderOptions = {},
   ): Promise<GangSender> {
+    checkTimeout(options.answerTimeoutMs, "answerTimeoutMs");
+    checkTimeout(options.stallTimeoutMs, "stallTimeoutMs");
     const sender = new GangSender(gang, conn, options);
     try {
       await sender.#link.send(encodeHello({

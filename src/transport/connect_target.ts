@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { withTimeout } from "../_delay.ts";
+import { checkTimeout, timerMs, withTimeout } from "../_delay.ts";
 import { errorMessage } from "../_errors.ts";
 
 /** Where a target listens. */
@@ -94,9 +94,10 @@ export async function connectTarget(
   if (options.ca !== undefined && options.insecure) {
     throw fail("a CA certificate and insecure exclude each other");
   }
+  checkTimeout(options.timeoutMs, "timeoutMs");
   const timeoutMs = options.timeoutMs ?? 15_000;
   const abort = new AbortController();
-  const timer = setTimeout(() => abort.abort(), timeoutMs);
+  const timer = setTimeout(() => abort.abort(), timerMs(timeoutMs));
   let tcp: Deno.TcpConn;
   try {
     tcp = await Deno.connect({

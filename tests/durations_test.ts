@@ -1,0 +1,68 @@
+import { assertEquals, assertRejects, assertThrows } from "./_assert.ts";
+import { MAX_DURATION_SECONDS, parseDuration } from "../src/cli/_units.ts";
+import { UsageError } from "../src/cli/_cli.ts";
+import { delay, MAX_TIMER_MS, withTimeout } from "../src/_delay.ts";
+import { Gang } from "../src/scan/gang.ts";
+import { GangSender } from "../src/transfer/sender.ts";
+import { randomSeed } from "../src/transfer/seed.ts";
+import { makeRamFile, patternPage, removeFiles, shmPath } from "./_fixtures.ts";
+
+Deno.test("parseDuration() takes whole seconds up to the longest wait a timer can take", () => {
+  assertEquals(MAX_DURATION_SECONDS, 2147483);
+  assertEquals(parseDuration("60", "--idle-timeout"), 60_000);
+  assertEquals(parseDuration("2147483", "--stall-timeout"), 2_147_483_000);
+  const error = assertThrows(() => parseDuration("2200000", "--stall-timeout"), UsageError);
+  assertEquals(
+    error.message,
+    '--stall-timeout takes at most 2147483 seconds (24.8 days), got "2200000"',
+  );
+  assertThrows(() => parseDuration("0", "--idle-timeout"), UsageError, "positive integer");
+});
+
+/** Runs `body` with setTimeout recording the waits it is asked for. */
+async function recordingTimers(body: () => Promise<void>): Promise<number[]> {
+  const asked: number[] = [];
+  const real = globalThis.setTimeout;
+  globalThis.setTimeout = ((fn: () => void, ms?: number) => {
+    asked.push(ms ?? 0);
+    return real(fn, ms);
+  }) as typeof setTimeout;
+  try {
+    await body();
+  } finally {
+    globalThis.setTimeout = real;
+  }
+  return asked;
+}
+
+Deno.test("delay() and withTimeout() cut a wait longer than a timer takes, rather than firing at once", async () => {
+  const stop = new AbortController();
+  const asked = await recordingTimers(async () => {
+    const waiting = delay(2 ** 40, stop.signal);
+    stop.abort(new Error("stopped"));
+    await assertRejects(() => waiting, Error, "stopped");
+    assertEquals(await withTimeout(Promise.resolve(7), 2 ** 40, () => new Error("late")), 7);
+  });
+  assertEquals(asked, [MAX_TIMER_MS, MAX_TIMER_MS]);
+});
+
+Deno.test("GangSender.connect() refuses a timeout longer than a timer takes before it sends anything", async () => {
+  const path = makeRamFile(shmPath("long-timeout"), [patternPage(1)]);
+  try {
+    using gang = Gang.open([{ name: "g", path }], { seed: randomSeed() });
+    let written = 0;
+    const conn = {
+      read: () => Promise.resolve(null),
+      write: (data: Uint8Array) => Promise.resolve((written += data.length, data.length)),
+      close() {},
+    };
+    await assertRejects(
+      () => GangSender.connect(gang, conn, { stallTimeoutMs: 2 ** 31 }),
+      RangeError,
+      "stallTimeoutMs must be 0 to 2147483647 ms",
+    );
+    assertEquals(written, 0);
+  } finally {
+    await removeFiles(path);
+  }
+});
