@@ -213,3 +213,20 @@ Deno.test("ramDigest() depends on every page hash and on the seed", () => {
   assertNotEquals(ramDigest(BigUint64Array.of(2n, 1n, 3n), 0n), digest);
   assertNotEquals(ramDigest(hashes, 1n), digest);
 });
+
+Deno.test("RamFile.open({ createNew }) creates a file, and finds anything at the path without following it", async () => {
+  const path = shmPath("new");
+  const dangling = shmPath("dangling");
+  const target = shmPath("link-target");
+  try {
+    RamFile.open(path, { createNew: true }).close();
+    const there = assertThrows(() => RamFile.open(path, { createNew: true }), NativeError);
+    assertEquals(there.code, "EEXIST");
+    Deno.symlinkSync(target, dangling);
+    const link = assertThrows(() => RamFile.open(dangling, { createNew: true }), NativeError);
+    assertEquals(link.code, "EEXIST");
+    assertEquals(await Deno.lstat(target).catch(() => "missing"), "missing", "nothing made there");
+  } finally {
+    await removeFiles(path, dangling, target);
+  }
+});

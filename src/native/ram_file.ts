@@ -17,6 +17,11 @@ export interface RamFileOptions {
   write?: boolean;
   /** Create the file when it is missing (implies `write`). */
   create?: boolean;
+  /**
+   * Create the file, failing with EEXIST when anything is at its path, a
+   * dangling symbolic link included (implies `write`).
+   */
+  createNew?: boolean;
 }
 
 /** What {@linkcode RamFile.stat} returns. */
@@ -36,6 +41,7 @@ export type RamAdvice = "sequential" | "dontneed";
 
 const OPEN_WRITE = 1;
 const OPEN_CREATE = 2;
+const OPEN_NEW = 4;
 const ADVICE: Record<RamAdvice, number> = { sequential: 1, dontneed: 2 };
 
 /**
@@ -68,8 +74,8 @@ export class RamFile implements Disposable {
    * @throws NativeError naming the file and the reason
    */
   static open(path: string, options: RamFileOptions = {}): RamFile {
-    const flags = (options.write || options.create ? OPEN_WRITE : 0) |
-      (options.create ? OPEN_CREATE : 0);
+    const flags = (options.write || options.create || options.createNew ? OPEN_WRITE : 0) |
+      (options.create ? OPEN_CREATE : 0) | (options.createNew ? OPEN_NEW : 0);
     const out = new BigUint64Array(1);
     check(
       native().gw_ram_open(new TextEncoder().encode(path + "\0"), flags, out),
