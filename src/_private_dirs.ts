@@ -14,6 +14,7 @@
 import { dirname } from "node:path";
 import { errorMessage } from "./_errors.ts";
 import { type DirectoryInfo, directoryInfo, makeDirectories } from "./native/dir_lock.ts";
+import { NativeError } from "./native/errno.ts";
 
 /** Mode bits that let group or others write. */
 const WRITABLE_BY_OTHERS = 0o022;
@@ -25,7 +26,9 @@ export function ownPrivateDir(path: string, what: string, uid: number): string {
   try {
     makeDirectories(path, 0o700);
   } catch (error) {
-    throw new Error(`Cannot use ${what} "${path}": ${errorMessage(error)}`, { cause: error });
+    // The reason alone: "Cannot make the directory" would say again what this says.
+    const why = error instanceof NativeError ? error.reason : errorMessage(error);
+    throw new Error(`Cannot make ${what} "${path}": ${why}`, { cause: error });
   }
   return checkDir(path, what, uid, [uid]);
 }

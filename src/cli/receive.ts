@@ -11,6 +11,13 @@
  * one line per event on stderr (with --json, one JSON object per event on
  * stdout). With --once it exits after the first gang received and verified.
  *
+ * Ctrl-C (SIGINT) or SIGTERM stops it: at once when no gang is in
+ * progress; else it accepts no more senders and exits once the gang has
+ * ended, and a second signal abandons the gang (its files undone, the
+ * sender told) and exits with code 1. A receiver killed mid-gang (kill -9)
+ * leaves a journal of the gang's files in DIR, and the next receiver of
+ * DIR removes them at start-up.
+ *
  * Transfers are TLS with the receiver's certificate and key, and a sender
  * must show the token kept in `--token-file` before anything else is read.
  * Plain TCP needs `--insecure` (on both sides) and prints a warning.
@@ -28,21 +35,31 @@ import { type ReceiverEvent, serveGangs } from "../transfer/receiver.ts";
 import { listenForSenders } from "../transport/listen_for_senders.ts";
 import { parseCli, runMain, UsageError } from "./_cli.ts";
 import { listenerTransport, SERVER_FLAGS } from "./_listener_transport.ts";
-import { parseAddress, parseCount, parseSize } from "./_units.ts";
+import { parseAddress, parseCount, parseDuration, parseSize } from "./_units.ts";
 
 const USAGE = "usage: deno task receive -- --listen HOST:PORT --dir DIR " +
   "(--cert FILE --key FILE --token-file FILE | --insecure [--token-file FILE]) " +
   "[--once] [--json] [--max-guest-bytes SIZE] [--max-guests N] [--max-gang-bytes SIZE] " +
   "[--handshake-timeout SECONDS] [--idle-timeout SECONDS]";
 
-function describe(e: ReceiverEvent): string {
+/** What `receive` logs: the receiver's events, and its own on a signal. */
+type ReceiveEvent = ReceiverEvent | { event: "stopping"; peer: string; abandon: boolean };
+
+function describe(e: ReceiveEvent): string {
   switch (e.event) {
     case "listening":
       return `listening on ${e.address}`;
+    case "recovered":
+      return `recovered: removed the files of the gang an earlier receiver was receiving when ` +
+        `it was killed (${e.guests.join(", ")})`;
     case "accepted":
-      return `${e.peer}: receiving ${e.guests.length} guests (${
+      return `${e.peer}: receiving ${e.guests.length} guest${e.guests.length === 1 ? "" : "s"} (${
         e.guests.map((g) => g.name).join(", ")
       })`;
+    case "stopping":
+      return e.abandon
+        ? `abandoning the gang from ${e.peer}`
+        : `stopping after the gang from ${e.peer} (Ctrl-C again to abandon it)`;
     case "round":
       return `${e.peer}: round ${e.round}${e.final ? " (final)" : ""} applied`;
     case "guest-verified":
@@ -73,7 +90,7 @@ async function main(args: string[]): Promise<void> {
   const size = (flag: "max-guest-bytes" | "max-gang-bytes") =>
     values[flag] ? parseSize(values[flag], `--${flag}`) : undefined;
   const millis = (flag: "handshake-timeout" | "idle-timeout") =>
-    values[flag] ? parseCount(values[flag], `--${flag}`) * 1000 : undefined;
+    values[flag] ? parseDuration(values[flag], `--${flag}`) : undefined;
   const limits = {
     maxGuestBytes: size("max-guest-bytes"),
     maxGangBytes: size("max-gang-bytes"),
@@ -82,19 +99,34 @@ async function main(args: string[]): Promise<void> {
     idleTimeoutMs: millis("idle-timeout"),
   };
   const transport = await listenerTransport(values, values.listen, "receive");
-  const log = (event: ReceiverEvent) => {
-    if (values.json) console.log(JSON.stringify(event));
-    console.error(`receive: ${describe(event)}`);
-  };
   // Only this user may write where guests' RAM lands (made, mode 0700, when missing).
   const uid = Deno.uid();
   if (uid === null) throw new Error("Cannot check the target directory: no user ids here");
+  // Listening first: a port in use leaves no directory behind.
+  const listener = listenForSenders(address, transport.listen);
   const dir = ownPrivateDir(values.dir, "the target directory", uid);
   using _lock = lockDirectory(dir);
-  const listener = listenForSenders(address, transport.listen);
+  let gangFrom: string | undefined; // the peer whose gang is in progress
+  const log = (event: ReceiveEvent) => {
+    if (event.event === "accepted") gangFrom = event.peer;
+    if ((event.event === "complete" || event.event === "failed") && event.peer === gangFrom) {
+      gangFrom = undefined;
+    }
+    if (values.json) console.log(JSON.stringify(event));
+    console.error(`receive: ${describe(event)}`);
+  };
+  // First signal: no more senders (the gang in progress ends first); second: abandon it too.
   const stop = new AbortController();
-  Deno.addSignalListener("SIGINT", () => stop.abort());
-  Deno.addSignalListener("SIGTERM", () => stop.abort());
+  const abandon = new AbortController();
+  const onSignal = () => {
+    if (gangFrom === undefined) Deno.exit(0);
+    const again = stop.signal.aborted;
+    log({ event: "stopping", peer: gangFrom, abandon: again });
+    if (again) abandon.abort(new Error("The target was stopped: it abandoned the gang"));
+    stop.abort();
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
   const addr = listener.addr as Deno.NetAddr;
   log({ event: "listening", address: `${addr.hostname}:${addr.port}` });
   await serveGangs(listener, {
@@ -103,9 +135,10 @@ async function main(args: string[]): Promise<void> {
     token: transport.token,
     ...limits,
     signal: stop.signal,
+    abandon: abandon.signal,
     log,
   });
-  Deno.exit(0);
+  Deno.exit(abandon.signal.aborted ? 1 : 0);
 }
 
 if (import.meta.main) {

@@ -38,17 +38,21 @@ const REASONS: Record<string, string> = {
 export class NativeError extends Error {
   /** The errno name, such as `ENOENT`. */
   readonly code: string;
+  /** Why, without what could not be done: `no such file (ENOENT)`. */
+  readonly reason: string;
 
   /**
    * An error of the C library, made from a result code by `check()`.
    *
    * @param message What could not be done, and why
    * @param code The errno name, such as `ENOENT`
+   * @param reason Why, for a message that says what itself (default: `message`)
    */
-  constructor(message: string, code: string) {
+  constructor(message: string, code: string, reason = message) {
     super(message);
     this.name = "NativeError";
     this.code = code;
+    this.reason = reason;
   }
 }
 
@@ -63,5 +67,5 @@ export function check(result: number, what: string, reasons: Record<string, stri
   if (result >= 0) return result;
   const code = NAMES.get(-result) ?? `errno ${-result}`;
   const reason = reasons[code] ?? REASONS[code] ?? code;
-  throw new NativeError(`${what}: ${reason} (${code})`, code);
+  throw new NativeError(`${what}: ${reason} (${code})`, code, `${reason} (${code})`);
 }

@@ -1,5 +1,5 @@
 /**
- * The gangway wire protocol, version 3 (its security is described in
+ * The gangway wire protocol, version {@linkcode PROTOCOL_VERSION} (its security is described in
  * docs/security.md).
  *
  * Every message is a frame: an 8-byte header (type, flags, guest, body

@@ -15,19 +15,24 @@ import type { FrameReader } from "./frame_io.ts";
 import { decodeRoundEnd, encodeU32, FrameType, frameTypeName, ProtocolError } from "./protocol.ts";
 import { decodeDone } from "./digests.ts";
 import { type Hello } from "./hello_frame.ts";
+import { ReceiverSession } from "./receiver_session.ts";
 import {
   discardTargetFiles,
   openTargetFiles,
-  ReceiverSession,
+  recoverInterruptedGang,
+  targetDirError,
   type TargetFile,
-} from "./receiver_session.ts";
+} from "./target_files.ts";
+import { ReceiveJournal } from "./receive_journal.ts";
 import {
+  checkReceiverTimeouts,
   type ReceivedGang,
   RECEIVER_DEFAULTS,
   type ReceiverEvent,
   type ReceiverOptions,
 } from "./receiver_options.ts";
 import {
+  abortion,
   closeQuietly,
   endWithError,
   readSenderHandshake,
@@ -42,15 +47,16 @@ import {
 } from "./accept_connections.ts";
 
 export { type ReceivedGang, RECEIVER_DEFAULTS, type ReceiverEvent, type ReceiverOptions };
-export { readSenderHandshake, type SenderHandshake };
+export { readSenderHandshake, recoverInterruptedGang, type SenderHandshake };
 
 /**
  * Receives the gang of a sender that has authenticated (its HELLO read
  * and within the limits, see {@linkcode readSenderHandshake}): welcomes
  * it, applies its rounds and checks every guest's digest. On failure
- * the files the gang created are removed, files that were there are
- * zeroed (no partial guest stays behind), the peer gets an ERROR and the
- * promise rejects. The connection is closed either way.
+ * (`options.abandon` aborting is one) the files the gang created are
+ * removed, files that were there are zeroed (no partial guest stays
+ * behind), the peer gets an ERROR and the promise rejects. The connection
+ * is closed either way.
  *
  * `release` is called once the target directory is free again (files
  * closed, or discarded), before the last frame to the sender: a sender
@@ -84,8 +90,15 @@ export async function receiveAuthenticatedGang(
   const idle = options.idleTimeoutMs ?? RECEIVER_DEFAULTS.idleTimeoutMs;
   let targets: TargetFile[] = [];
   let session: ReceiverSession | undefined;
+  let journal: ReceiveJournal | undefined;
   try {
-    targets = openTargetFiles(hello, options.dir);
+    options.abandon?.throwIfAborted();
+    try {
+      if (options.journal) journal = ReceiveJournal.create(options.dir, hello.guests.length);
+    } catch (error) {
+      throw targetDirError(error, options.dir, `Cannot receive into "${options.dir}"`);
+    }
+    targets = openTargetFiles(hello, options.dir, journal);
     const files = targets.map((t) => t.file);
     session = new ReceiverSession(hello, files);
     options.log?.({
@@ -95,8 +108,9 @@ export async function receiveAuthenticatedGang(
     });
     await writeFrame(conn, encodeU32(FrameType.Welcome, hello.version), idle);
 
-    const digests = await receiveFrames(session, reader, conn, peer, options);
+    const digests = await receiveFrames(session, reader, conn, peer, options, journal);
     for (const file of files) file.close();
+    journal?.remove(); // verified: nothing left to undo, even if this process dies now
     const guests = hello.guests.map((g, i) => ({
       name: g.name,
       path: join(options.dir, g.name),
@@ -113,6 +127,7 @@ export async function receiveAuthenticatedGang(
     // A finished guest may run here already: its file is its RAM now, never to be discarded.
     const finished = session?.finished;
     discardTargetFiles(targets.filter((_, i) => !finished?.[i]));
+    journal?.remove();
     release(false);
     await endWithError(conn, peer, error, options, true);
     throw error;
@@ -143,20 +158,26 @@ export async function receiveGang(
   conn: Deno.Conn,
   options: ReceiverOptions,
 ): Promise<ReceivedGang> {
+  checkReceiverTimeouts(options);
   return await receiveAuthenticatedGang(await readSenderHandshake(conn, options), options);
 }
 
-/** Applies frames until DONE; returns the verified digests. */
+/** Applies frames until DONE (or until `options.abandon` aborts); returns the verified digests. */
 async function receiveFrames(
   session: ReceiverSession,
   reader: FrameReader,
   conn: Deno.Conn,
   peer: string,
   options: ReceiverOptions,
+  journal: ReceiveJournal | undefined,
 ): Promise<string[]> {
   const idle = options.idleTimeoutMs ?? RECEIVER_DEFAULTS.idleTimeoutMs;
+  const abandoned = abortion(options.abandon);
   for (;;) {
-    const frame = await reader.next(idle);
+    // Checked between frames too: buffered frames resolve the read before the abort can win.
+    options.abandon?.throwIfAborted();
+    const frame =
+      await (abandoned ? Promise.race([reader.next(idle), abandoned]) : reader.next(idle));
     if (!frame) {
       throw new ProtocolError("Sender closed the connection before the migration was done");
     }
@@ -183,6 +204,7 @@ async function receiveFrames(
       }
       case FrameType.GuestDone: {
         const guest = session.finishGuest(frame);
+        journal?.clear(frame.guest); // it may run here now: never undone
         options.log?.({ event: "guest-verified", peer, guest });
         await writeFrame(conn, encodeU32(FrameType.GuestVerified, frame.guest), idle);
         break;
@@ -212,7 +234,10 @@ async function receiveFrames(
 export interface ServeOptions extends ReceiverOptions {
   /** Stop after the first gang received completely. */
   once?: boolean;
-  /** Stops the server. */
+  /**
+   * Stops the server: it accepts no more senders and returns once the
+   * gang in progress, if any, has ended (`abandon` ends it sooner).
+   */
   signal?: AbortSignal;
   /**
    * Connections allowed in their handshake at once; when a new one comes,
@@ -232,6 +257,14 @@ export interface ServeOptions extends ReceiverOptions {
  * session is logged and the server goes on; so does a failed accept (out
  * of descriptors), after a short back-off.
  *
+ * Each gang keeps a journal of its files in the directory while it runs
+ * (`options.journal`), and the server first undoes the gang an earlier
+ * server of the directory was receiving when it was killed
+ * ({@linkcode recoverInterruptedGang}, logged as `recovered`): only one
+ * server may use a directory at a time (lock it first, as `receive` does,
+ * with `lockDirectory`). `options.abandon` ends the gang in progress as a
+ * failed one and stops the server.
+ *
  * Requires `--allow-net`, `--allow-ffi`, `--allow-read`, `--allow-write`.
  *
  * @returns the gangs received (only the first with `once`)
@@ -240,13 +273,18 @@ export async function serveGangs(
   listener: Deno.Listener,
   options: ServeOptions,
 ): Promise<ReceivedGang[]> {
+  checkReceiverTimeouts(options);
+  const recovered = recoverInterruptedGang(options.dir);
+  if (recovered.length > 0) options.log?.({ event: "recovered", guests: recovered });
+  const gangOptions: ReceiverOptions = { ...options, journal: true };
   const received: ReceivedGang[] = [];
   const stop = new AbortController();
   let busy = false;
   let stopping = false;
   const onAbort = () => stop.abort();
-  if (options.signal?.aborted) stop.abort();
-  options.signal?.addEventListener("abort", onAbort, { once: true });
+  const signals = [options.signal, options.abandon];
+  if (signals.some((signal) => signal?.aborted)) stop.abort();
+  for (const signal of signals) signal?.addEventListener("abort", onAbort, { once: true });
 
   const serve = async ({ conn, signal, handshakeDone }: PendingConnection) => {
     let handshake: SenderHandshake;
@@ -270,7 +308,7 @@ export async function serveGangs(
       busy = false;
     };
     try {
-      received.push(await receiveAuthenticatedGang(handshake, options, release));
+      received.push(await receiveAuthenticatedGang(handshake, gangOptions, release));
       if (options.once) stop.abort();
     } catch {
       // Logged by receiveAuthenticatedGang; the server goes on.
@@ -288,7 +326,7 @@ export async function serveGangs(
     });
   } finally {
     stopping = true;
-    options.signal?.removeEventListener("abort", onAbort);
+    for (const signal of signals) signal?.removeEventListener("abort", onAbort);
   }
   return received;
 }

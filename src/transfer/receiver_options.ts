@@ -7,6 +7,7 @@
 import { MAX_BODY_BYTES } from "./protocol.ts";
 import { type WireGuest } from "./hello_frame.ts";
 import type { AcceptEvent } from "./accept_connections.ts";
+import { checkTimeout } from "../_delay.ts";
 
 /** Options of `receiveGang` and `serveGangs`. */
 export interface ReceiverOptions {
@@ -43,6 +44,18 @@ export interface ReceiverOptions {
    * sizes, in any order (a target agent's prepared destinations).
    */
   expectedGuests?: readonly WireGuest[];
+  /**
+   * Abandons the gang in progress when it aborts: the gang fails as any
+   * failed gang does (its files undone, the sender told the reason).
+   */
+  abandon?: AbortSignal;
+  /**
+   * Keeps a journal of the files the gang is receiving in `dir` while it
+   * runs (`.gangway-receiving`), from which `recoverInterruptedGang` undoes
+   * them if this process is killed mid-gang. `serveGangs` always keeps one.
+   * Default false.
+   */
+  journal?: boolean;
 }
 
 /** Something the receiver did, for its log. */
@@ -59,6 +72,7 @@ export type ReceiverEvent =
     seconds: number;
   }
   | { event: "failed"; peer: string; error: string }
+  | { event: "recovered"; guests: string[] }
   | AcceptEvent;
 
 /** A gang received and verified. */
@@ -82,3 +96,12 @@ export const RECEIVER_DEFAULTS = {
   handshakeTimeoutMs: 10_000,
   idleTimeoutMs: 60_000,
 } as const;
+
+/**
+ * Throws a RangeError for a timeout longer than a timer can wait (24.8
+ * days): checked where a receiver takes its options.
+ */
+export function checkReceiverTimeouts(options: ReceiverOptions): void {
+  checkTimeout(options.handshakeTimeoutMs, "handshakeTimeoutMs");
+  checkTimeout(options.idleTimeoutMs, "idleTimeoutMs");
+}

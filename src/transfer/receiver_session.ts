@@ -8,7 +8,6 @@
  *
  * @module
  */
-import { join } from "node:path";
 import { hashPages, zeroPageHash } from "../native/hashing.ts";
 import {
   BytesPastEndError,
@@ -30,101 +29,6 @@ import { decodeDone, guestDigest } from "./digests.ts";
 import { type Hello } from "./hello_frame.ts";
 import { decodeDeltas, decodePages, decodePairs, matchesDigest } from "./page_frames.ts";
 import { NONE, TargetContents } from "../plan/target_contents.ts";
-import { errorMessage } from "../_errors.ts";
-
-/** A guest's RAM file at the target, and how the gang found it. */
-export interface TargetFile {
-  file: RamFile;
-  /** True when the gang created it (mode 0600); false for a file that was there (kept as it was). */
-  created: boolean;
-  /** Its size before the gang (0 when created). */
-  sizeBefore: number;
-}
-
-/**
- * Whether nothing at all is at `path`, not even a dangling symbolic link,
- * found without following links: by making a symbolic link there, which
- * fails if anything is, and removing it again. Deno asks for `--allow-all`
- * to look at any path under /dev (where /dev/shm is) with lstat or open;
- * making and removing a link need only `--allow-read --allow-write`.
- */
-function nothingAt(path: string): boolean {
-  try {
-    Deno.symlinkSync(".gangway-probe", path);
-  } catch (error) {
-    if (error instanceof Deno.errors.AlreadyExists) return false;
-    throw new Error(
-      `Cannot receive into "${path}": ${errorMessage(error)}`,
-    );
-  }
-  Deno.removeSync(path);
-  return true;
-}
-
-/**
- * Opens (or creates) each guest's RAM file at its declared size. A file
- * that was there must be empty, or of the guest's size and all holes (a
- * waiting destination QEMU's fresh file): one that holds data may be the
- * RAM of a guest running here, and is refused rather than overwritten.
- * Created files get mode 0600; a file that was there keeps its mode and
- * owner.
- */
-export function openTargetFiles(hello: Hello, dir: string): TargetFile[] {
-  const targets: TargetFile[] = [];
-  try {
-    for (const { name, size } of hello.guests) {
-      const path = join(dir, name);
-      const created = nothingAt(path);
-      const file = RamFile.open(path, { create: true });
-      try {
-        if (file.size !== 0 && file.size !== size) {
-          throw new Error(
-            `Cannot receive guest "${name}": "${path}" exists with ${file.size} bytes, not ${size}`,
-          );
-        }
-        if (file.size !== 0 && file.stat().blocks > 0) {
-          // It may be the RAM of a guest that runs here (a destination of an earlier gang).
-          throw new Error(
-            `Cannot receive guest "${name}": "${path}" exists and holds data; remove it first`,
-          );
-        }
-      } catch (error) {
-        file.close(); // refused: left exactly as it was
-        throw error;
-      }
-      targets.push({ file, created, sizeBefore: file.size });
-      if (file.size === 0) file.resize(size);
-    }
-    return targets;
-  } catch (error) {
-    discardTargetFiles(targets);
-    throw error;
-  }
-}
-
-/**
- * Undoes a gang that failed: files it created are removed; files that were
- * there are zeroed (every block freed, so a retry does not find them
- * "holding data") and get their size back. Best effort: never throws.
- */
-export function discardTargetFiles(targets: TargetFile[]): void {
-  for (const { file, created, sizeBefore } of targets) {
-    try {
-      if (created) {
-        Deno.removeSync(file.path);
-      } else {
-        file.punch(0, file.pages);
-        // Punching a short last page zeroes it but keeps its block: cut it off instead.
-        const whole = file.size - (file.size % PAGE_SIZE);
-        if (whole !== file.size) file.resize(whole);
-        file.resize(sizeBefore);
-      }
-    } catch {
-      // Best effort: the file was removed by someone else, or was never written.
-    }
-    file.close();
-  }
-}
 
 /** One gang being received: its files and what they hold; applies the frames of its rounds. */
 export class ReceiverSession {

@@ -170,7 +170,7 @@ async function drainBeforeClose(conn: Deno.Conn, ms: number): Promise<void> {
 }
 
 /** Rejects with the signal's reason once it aborts (never rejects unobserved). */
-function abortion(signal: AbortSignal | undefined): Promise<never> | undefined {
+export function abortion(signal: AbortSignal | undefined): Promise<never> | undefined {
   if (!signal) return undefined;
   const aborted = new Promise<never>((_, reject) => {
     if (signal.aborted) reject(signal.reason);

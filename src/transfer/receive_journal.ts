@@ -1,0 +1,132 @@
+/**
+ * The journal of the files a gang is receiving, kept in the target
+ * directory (`.gangway-receiving`) while the gang runs: a receiver killed
+ * mid-gang (kill -9, a crash) cannot remove what it made, so the next
+ * server of the directory does (`recoverInterruptedGang` in
+ * target_files.ts). A guest's name never starts with a dot, so the
+ * journal is never a guest's file.
+ *
+ * Page i + 1 holds guest i's entry as JSON (page 0 is the format's mark):
+ * each change rewrites or punches one page, which a killed process leaves
+ * whole, so the journal is never half written. Kept through the C library:
+ * Deno's own file calls ask for `--allow-all` under /dev, where /dev/shm
+ * is, and a receiver has only `--allow-read --allow-write` (removing a
+ * file needs no more).
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { PAGE_SIZE, RamFile } from "../native/ram_file.ts";
+import { NativeError } from "../native/errno.ts";
+
+/** The journal's name in the target directory. */
+export const JOURNAL_NAME = ".gangway-receiving";
+
+const MARK = "gangway receive journal 1";
+
+/**
+ * What the gang did to a guest's file: `creating` (about to create it:
+ * it may or may not exist yet), `created` (it made the file), `existing`
+ * (the file was there, holding no data, with `sizeBefore` bytes).
+ */
+export interface JournalEntry {
+  name: string;
+  state: "creating" | "created" | "existing";
+  sizeBefore?: number;
+}
+
+/** The journal of one gang: made empty, one entry per guest, removed when the gang ends. */
+export class ReceiveJournal {
+  readonly #file: RamFile;
+  readonly #page = new Uint8Array(PAGE_SIZE);
+
+  private constructor(file: RamFile) {
+    this.#file = file;
+  }
+
+  /**
+   * Makes an empty journal in `dir` for a gang of `guests` guests.
+   *
+   * @throws NativeError when it cannot be made (the directory is read-only, or gone)
+   */
+  static create(dir: string, guests: number): ReceiveJournal {
+    const file = RamFile.open(join(dir, JOURNAL_NAME), { create: true });
+    try {
+      file.resize(0); // a journal that could not be removed after an earlier gang
+      file.resize((guests + 1) * PAGE_SIZE);
+      const journal = new ReceiveJournal(file);
+      journal.#writePage(0, MARK);
+      return journal;
+    } catch (error) {
+      file.close();
+      throw error;
+    }
+  }
+
+  /** Records what the gang did to guest `index`'s file. */
+  set(index: number, entry: JournalEntry): void {
+    this.#writePage(index + 1, JSON.stringify(entry));
+  }
+
+  /** Forgets guest `index`: its file is no longer the gang's to undo (verified, or refused). */
+  clear(index: number): void {
+    this.#file.punch(index + 1, 1);
+  }
+
+  /** Removes the journal: the gang ended, its files are kept or were undone. Never throws. */
+  remove(): void {
+    this.#file.close();
+    try {
+      Deno.removeSync(this.#file.path);
+    } catch {
+      // Gone already (the directory was removed): nothing is left to recover either.
+    }
+  }
+
+  #writePage(page: number, text: string): void {
+    this.#page.fill(0);
+    const { written } = new TextEncoder().encodeInto(text, this.#page);
+    if (written < text.length) throw new RangeError(`A journal entry of ${text.length} characters`);
+    this.#file.write(Uint32Array.of(page), this.#page);
+  }
+}
+
+/**
+ * The entries of a journal an earlier server of `dir` left, if any; the
+ * journal itself is left (remove it with {@linkcode removeLeftoverJournal}
+ * once its entries are undone). An entry that cannot be read is skipped.
+ */
+export function readLeftoverJournal(dir: string): JournalEntry[] | undefined {
+  let file: RamFile;
+  try {
+    file = RamFile.open(join(dir, JOURNAL_NAME));
+  } catch (error) {
+    if (error instanceof NativeError && error.code === "ENOENT") return undefined;
+    throw error;
+  }
+  using _file = file;
+  const entries: JournalEntry[] = [];
+  const buf = new Uint8Array(PAGE_SIZE);
+  const hasData = new Uint8Array(1);
+  const decoder = new TextDecoder();
+  for (let page = 1; page < file.pages; page++) {
+    file.read(page, 1, buf, hasData);
+    if (!hasData[0]) continue; // never written, or cleared
+    try {
+      const entry = JSON.parse(decoder.decode(buf.subarray(0, buf.indexOf(0))));
+      if (typeof entry?.name === "string" && !entry.name.startsWith(".")) entries.push(entry);
+    } catch {
+      // Not an entry this version wrote: left alone.
+    }
+  }
+  return entries;
+}
+
+/** Removes a leftover journal once its entries are undone. */
+export function removeLeftoverJournal(dir: string): void {
+  try {
+    Deno.removeSync(join(dir, JOURNAL_NAME));
+  } catch {
+    // Gone already.
+  }
+}
