@@ -14,16 +14,9 @@ import { startReceiver } from "./_transfer.ts";
 import { connectTarget } from "../src/transport/connect_target.ts";
 import { makeLabCerts } from "./tls_fixtures.ts";
 import { waitFor } from "./fault_fixtures.ts";
-import { ReceiverProcess } from "../src/target/receiver_process.ts";
+import { RECEIVE_PERMISSIONS, ReceiverProcess } from "../src/target/receiver_process.ts";
 
-const RECEIVE = [
-  "--allow-ffi",
-  "--allow-read",
-  "--allow-write",
-  "--allow-net",
-  "--allow-env=GANGWAY_LIB",
-  "--allow-sys=uid",
-];
+const RECEIVE = [...RECEIVE_PERMISSIONS];
 
 /** The text of the next ERROR frame on conn, or "" when it closes first. */
 async function errorText(conn: Deno.Conn): Promise<string> {

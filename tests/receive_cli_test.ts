@@ -4,15 +4,9 @@ import { makeRamFile, patternPage, removeFiles, shmPath } from "./_fixtures.ts";
 import { waitFor } from "./fault_fixtures.ts";
 import { PAGE_SIZE } from "../src/native/ram_file.ts";
 import { JOURNAL_NAME } from "../src/transfer/receive_journal.ts";
+import { RECEIVE_PERMISSIONS } from "../src/target/receiver_process.ts";
 
-const RECEIVE = [
-  "--allow-ffi",
-  "--allow-read",
-  "--allow-write",
-  "--allow-net",
-  "--allow-env=GANGWAY_LIB",
-  "--allow-sys=uid",
-];
+const RECEIVE = [...RECEIVE_PERMISSIONS];
 const SEND = ["--allow-ffi", "--allow-read", "--allow-net", "--allow-env=GANGWAY_LIB"];
 const ROOT = new URL("../", import.meta.url);
 

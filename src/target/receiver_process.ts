@@ -28,6 +28,16 @@ export type ReceiverProcessEvent = ServerEvent;
 export type ReceiverProcess = ServerProcess;
 
 /** Starts `receive --json` as a child process. */
+/** What `receive` (src/cli/receive.ts) needs: `deno task receive`'s permissions. */
+export const RECEIVE_PERMISSIONS: readonly string[] = [
+  "--allow-ffi",
+  "--allow-read",
+  "--allow-write",
+  "--allow-net",
+  "--allow-env=GANGWAY_LIB",
+  "--allow-sys=uid",
+];
+
 export const ReceiverProcess: {
   /**
    * Starts the receiver and waits until it listens.
@@ -42,14 +52,7 @@ export const ReceiverProcess: {
     const listen = options.listen ?? { hostname: "127.0.0.1" };
     return ServerProcess.start({
       script: new URL("../cli/receive.ts", import.meta.url),
-      permissions: [
-        "--allow-ffi",
-        "--allow-read",
-        "--allow-write",
-        "--allow-net",
-        "--allow-env=GANGWAY_LIB",
-        "--allow-sys=uid",
-      ],
+      permissions: RECEIVE_PERMISSIONS,
       args: [
         "--listen",
         `${listen.hostname}:${listen.port ?? 0}`,
