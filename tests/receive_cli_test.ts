@@ -122,7 +122,8 @@ Deno.test("receive stops after the gang in progress on a first signal, abandons 
         } else {
           assertEquals(status.code, 1);
           assertEquals(send.code, 1, "the sender was told");
-          assert(send.stderr.includes("abandoned the gang"), send.stderr);
+          // Its reason, or (when the sender was writing as the receiver closed) the connection's end.
+          assert(/abandoned the gang|closed the connection|reset/.test(send.stderr), send.stderr);
           assertEquals(Deno.readDirSync(dir).toArray(), [], "its files (and journal) removed");
         }
       } finally {

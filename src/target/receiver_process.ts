@@ -27,7 +27,6 @@ export type ReceiverProcessEvent = ServerEvent;
 /** A running `receive --json`. */
 export type ReceiverProcess = ServerProcess;
 
-/** Starts `receive --json` as a child process. */
 /** What `receive` (src/cli/receive.ts) needs: `deno task receive`'s permissions. */
 export const RECEIVE_PERMISSIONS: readonly string[] = [
   "--allow-ffi",
@@ -38,6 +37,7 @@ export const RECEIVE_PERMISSIONS: readonly string[] = [
   "--allow-sys=uid",
 ];
 
+/** Starts `receive --json` as a child process. */
 export const ReceiverProcess: {
   /**
    * Starts the receiver and waits until it listens.
