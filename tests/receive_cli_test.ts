@@ -161,10 +161,14 @@ Deno.test("a receiver killed mid-gang leaves a journal, and the next one removes
     const left = Deno.readDirSync(dir).toArray().map((e) => e.name).sort();
     assertEquals(left, [JOURNAL_NAME, ...names(paths)], "partial files under the guests' names");
     await using receiver = await startReceiver(dir);
-    assertEquals(receiver.events[1], { event: "recovered", guests: names(paths) });
-    assert(
-      receiver.lines.some((l) => l.startsWith("receive: recovered: removed the files")),
-      receiver.lines.join("\n"),
+    // It says so once it has recovered, which may be after it says it listens.
+    const recovered = () => receiver.events.find((e) => e.event === "recovered");
+    await waitFor(() => recovered() !== undefined, "the recovered event");
+    assertEquals(recovered(), { event: "recovered", guests: names(paths) });
+    // Its log line comes on the other pipe, maybe a moment later.
+    await waitFor(
+      () => receiver.lines.some((l) => l.startsWith("receive: recovered: removed the files")),
+      "the recovered line",
     );
     assertEquals(Deno.readDirSync(dir).toArray(), []);
     // And the gang can be sent again (it was refused: "exists and holds data").
