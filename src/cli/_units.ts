@@ -66,11 +66,20 @@ export function parseCount(text: string, flag: string): number {
  * {@linkcode MAX_DURATION_SECONDS} (24.8 days), the longest a timer waits.
  */
 export function parseDuration(text: string, flag: string): number {
-  const seconds = parseCount(text, flag);
+  return checkDurationSeconds(parseCount(text, flag), text, flag) * 1000;
+}
+
+/**
+ * `seconds` (parsed from `text`, given as `flag`), unless it is longer
+ * than a timer can wait ({@linkcode MAX_DURATION_SECONDS}).
+ *
+ * @throws UsageError naming the flag and the largest value
+ */
+export function checkDurationSeconds(seconds: number, text: string, flag: string): number {
   if (seconds > MAX_DURATION_SECONDS) {
     throw new UsageError(
       `${flag} takes at most ${MAX_DURATION_SECONDS} seconds (24.8 days), got "${text}"`,
     );
   }
-  return seconds * 1000;
+  return seconds;
 }

@@ -65,7 +65,7 @@ import type { FinalRounds } from "../gang_migration.ts";
 import { WORKLOAD_MODES, type WorkloadMode } from "../qemu/_guest_init.ts";
 import { IMAGE_NAMES, type ImageName, imageWorkloads } from "../qemu/guest_image.ts";
 import { parseCli, runMain, UsageError } from "./_cli.ts";
-import { MAX_DURATION_SECONDS, parseCount, parseSize } from "./_units.ts";
+import { checkDurationSeconds, parseCount, parseSize } from "./_units.ts";
 import { errorMessage } from "../_errors.ts";
 import { delay } from "../_delay.ts";
 
@@ -320,12 +320,7 @@ function seconds(text: string, flag: string): number {
   if (!Number.isFinite(value) || value < 0) {
     throw new UsageError(`${flag} needs seconds (0 or more), got "${text}"`);
   }
-  if (value > MAX_DURATION_SECONDS) {
-    throw new UsageError(
-      `${flag} takes at most ${MAX_DURATION_SECONDS} seconds (24.8 days), got "${text}"`,
-    );
-  }
-  return value;
+  return checkDurationSeconds(value, text, flag);
 }
 
 function compared(text: string): LabConfig["compare"] {
