@@ -58,10 +58,10 @@ export class GangSender implements AsyncDisposable {
   #tracker: DirtyTracker;
   readonly #out = scanBuffers(CHUNK_PAGES);
   /**
-   * Buffers of the final round when its page work is shared among threads,
-   * made (with the helper threads) after a live round: not in the downtime.
+   * 16 MiB buffers, of later reads and of a final round whose page work is
+   * shared among threads, made after a live round: not in the downtime.
    */
-  #parallelOut: ScanBuffers | undefined;
+  #largeOut: ScanBuffers | undefined;
   #roundsStarted = 0;
   /** Guests finished alone (finishGuest): no later round reads them. */
   readonly #finished: boolean[];
@@ -141,13 +141,13 @@ export class GangSender implements AsyncDisposable {
    * guest's downtime grew by 60-90 ms when they were made while it was
    * paused: docs/lab-results/runs/ab-15).
    */
-  #readyForThreads(): ScanBuffers {
-    if (!this.#parallelOut) {
-      this.#parallelOut = scanBuffers(PARALLEL_CHUNK_PAGES);
-      this.#parallelOut.buf.fill(0); // its pages mapped now, on their first write
+  #largeChunks(): ScanBuffers {
+    if (!this.#largeOut) {
+      this.#largeOut = scanBuffers(PARALLEL_CHUNK_PAGES);
+      this.#largeOut.buf.fill(0); // its pages mapped now, on their first write
       if (this.#finalThreads > 1) startScanThreads(this.#finalThreads);
     }
-    return this.#parallelOut;
+    return this.#largeOut;
   }
 
   get #answerTimeout(): number {
@@ -304,7 +304,7 @@ export class GangSender implements AsyncDisposable {
       this.#read[guest.number] = true;
       // A first read goes 1 MiB a call (each page copied, then planned while in the cache), a later
       // one 16 MiB (few pages copied; 256 calls a guest cost 5 ms more: docs/lab-results/runs/ab-20).
-      const out = threads > 1 || !firstRead ? this.#readyForThreads() : this.#out;
+      const out = threads > 1 || !firstRead ? this.#largeChunks() : this.#out;
       const mask = firstRead ? undefined : this.#tracker.changed(guest.number);
       // Later reads send only pages that changed: unchanged ones are hashed in place, not copied.
       const bytes = firstRead ? "all" : "changed";
@@ -359,7 +359,7 @@ export class GangSender implements AsyncDisposable {
     const report = roundReport(round, final, started, this.bytesOnWire - bytesBefore, counts, time);
     if (only !== undefined) report.guest = only;
     this.rounds.push(report);
-    if (!final && only === undefined) this.#readyForThreads(); // after the round's own time
+    if (!final && only === undefined) this.#largeChunks(); // after the round's own time
     return report;
   }
 
