@@ -4,10 +4,10 @@ import {
   checkDescription,
   DescriptionError,
   type MachineDescription,
-  machineOf,
   MAX_BASE_BYTES,
   sha256Hex,
 } from "../src/target/machine_description.ts";
+import { machineOf } from "../src/target/agent_machine.ts";
 import { describeMachine } from "../src/target/describe_machine.ts";
 import { FileStore } from "../src/target/agent_files.ts";
 import type { QemuMachine } from "../src/qemu/qemu_args.ts";

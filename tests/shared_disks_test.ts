@@ -14,8 +14,8 @@ import {
   checkDescription,
   DescriptionError,
   type MachineDescription,
-  machineOf,
 } from "../src/target/machine_description.ts";
+import { machineOf } from "../src/target/agent_machine.ts";
 
 /** A shared directory with a disk, a neighbour that shares its name's start, and a secret outside. */
 async function tree(): Promise<AsyncDisposable & Record<"root" | "shared" | "disk", string>> {

@@ -28,9 +28,8 @@ import {
   type FileRef,
   isCopied,
   type MachineDescription,
-  machineOf,
-  type ResolvedFiles,
 } from "./machine_description.ts";
+import { machineOf, type ResolvedFiles } from "./agent_machine.ts";
 import type { AgentHost } from "./agent_host.ts";
 import { AgentGang, copiedDiskPath, type GangMachine, RESUMED_MARK } from "./agent_gang.ts";
 import { resolveSharedDisks } from "./shared_disks.ts";

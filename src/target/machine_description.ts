@@ -1,8 +1,9 @@
 /**
  * What a source asks a target agent to start: a machine description, the
- * allow-list of what may vary between guests. The agent builds the
- * destination's QEMU command line from it itself; nothing received over
- * the network is ever an argument, a path or a device of QEMU's.
+ * allow-list of what may vary between guests, as the agent checks it. The
+ * agent builds the destination's QEMU command line from it itself
+ * (agent_machine.ts); nothing received over the network is ever an
+ * argument, a path or a device of QEMU's.
  *
  * What may vary: memory size, vCPUs, accelerator, the memory backend's
  * id, the kernel and initrd (named by their content's SHA-256: the agent
@@ -19,7 +20,7 @@
  * @module
  */
 import { createHash } from "node:crypto";
-import type { QemuDisk, QemuMachine } from "../qemu/qemu_args.ts";
+import type { QemuDisk } from "../qemu/qemu_args.ts";
 import { badGuestName } from "../transfer/hello_frame.ts";
 
 /** A file a destination needs (a kernel, an initrd), named by its content. */
@@ -207,7 +208,7 @@ function diskList(
     throw refuse("disks", `must be a list of at most ${MAX_DISKS} disks`);
   }
   // Only the form here: where the file really is, the agent checks on its real path when it
-  // prepares the gang (shared_disks.ts), and the destination gets that real path (machineOf).
+  // prepares the gang (shared_disks.ts), and the destination gets that real path (agent_machine.ts).
   const inShared = (path: unknown) =>
     typeof path === "string" && SAFE_PATH.test(path) &&
     !path.split("/").some((part) => part === "." || part === "..") && sharedDirs.length > 0;
@@ -275,79 +276,6 @@ function copiedDisk(
 /** True for a copied disk of a description. */
 export function isCopied(disk: QemuDisk | CopiedDisk): disk is CopiedDisk {
   return "copy" in disk && disk.copy === true;
-}
-
-/** Where the agent found the files a description names, and where it puts copied disks. */
-export interface ResolvedFiles {
-  kernel?: string;
-  initrd?: string;
-  /** By disk index, for each copied disk: its base found by hash, and the overlay the agent makes. */
-  copiedDisks?: Record<number, { base?: string; overlay: string }>;
-  /**
-   * By disk index, for each shared disk: the real paths of its file and
-   * base, found strictly inside a shared-disk directory (`resolveSharedDisks`).
-   */
-  sharedDisks?: Record<number, { path: string; base?: string }>;
-}
-
-/**
- * The destination's machine: the description, the agent's local copies of
- * its files and the agent's own QEMU program. No other argument is added.
- *
- * @throws DescriptionError when a copied disk's base was not found by its hash, or a shared
- * disk was not resolved in a shared-disk directory
- */
-export function machineOf(
-  description: MachineDescription,
-  files: ResolvedFiles,
-  qemuBinary: string,
-): QemuMachine {
-  return {
-    memoryMiB: description.memoryMiB,
-    backendId: description.backendId,
-    cpus: description.cpus,
-    accelerator: description.accelerator,
-    image: files.kernel && files.initrd
-      ? { kernel: files.kernel, initrd: files.initrd, kernelVersion: "" }
-      : undefined,
-    kernelArgs: description.kernelArgs,
-    ...description.disks
-      ? { disks: description.disks.map((disk, i) => localDisk(description.name, disk, i, files)) }
-      : {},
-    extraArgs: [],
-    qemuBinary,
-  };
-}
-
-/**
- * A disk as the destination opens it: a shared one at the real paths the
- * agent resolved (never the path as the source sent it), a copied one at
- * the agent's paths.
- */
-function localDisk(
-  guest: string,
-  disk: QemuDisk | CopiedDisk,
-  index: number,
-  files: ResolvedFiles,
-): QemuDisk {
-  if (!isCopied(disk)) {
-    const shared = files.sharedDisks?.[index];
-    if (!shared || (disk.base !== undefined) !== (shared.base !== undefined)) {
-      throw new DescriptionError(
-        `Cannot start guest "${guest}": field "disks[${index}].path" was not found in a ` +
-          "shared-disk directory of this agent",
-      );
-    }
-    return { ...disk, ...shared };
-  }
-  const local = files.copiedDisks?.[index];
-  if (!local?.base) {
-    throw new DescriptionError(
-      `Cannot start guest "${guest}": field "disks[${index}].base" names a base image ` +
-        `(SHA-256 ${disk.base.sha256}) that this agent does not have`,
-    );
-  }
-  return { path: local.overlay, format: "qcow2", base: local.base };
 }
 
 /** SHA-256 of bytes, as lowercase hex. */

@@ -16,9 +16,11 @@ import {
   DescriptionError,
   isCopied,
   type MachineDescription,
-  type ResolvedFiles,
   sharedDiskWhere,
 } from "./machine_description.ts";
+
+/** By disk index, the real paths of a description's shared disks: its file, and its base if any. */
+export type SharedDiskPaths = Record<number, { path: string; base?: string }>;
 
 /**
  * Checks the shared-disk directories of an agent and resolves them.
@@ -88,14 +90,14 @@ export async function resolveSharedDisk(
  *
  * Requires `--allow-read`.
  *
- * @returns By disk index, the real paths (for `ResolvedFiles.sharedDisks`)
+ * @returns By disk index, the real paths (for `ResolvedFiles.sharedDisks`, agent_machine.ts)
  * @throws DescriptionError naming the first field whose file is elsewhere or missing
  */
 export async function resolveSharedDisks(
   description: MachineDescription,
   realDirs: readonly string[],
-): Promise<NonNullable<ResolvedFiles["sharedDisks"]>> {
-  const resolved: NonNullable<ResolvedFiles["sharedDisks"]> = {};
+): Promise<SharedDiskPaths> {
+  const resolved: SharedDiskPaths = {};
   const find = async (path: string, field: string) => {
     const real = await resolveSharedDisk(path, realDirs);
     if (real === undefined) {

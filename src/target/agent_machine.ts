@@ -1,0 +1,90 @@
+/**
+ * The agent's side of a machine description (describe_machine.ts is the
+ * source's): the QEMU machine it starts from a checked description and
+ * the files it found for it. Every path in that machine is
+ * the agent's own: files found by their hash, shared disks at the real
+ * paths the agent resolved, copied disks' overlays named by the agent.
+ *
+ * @module
+ */
+import type { QemuDisk, QemuMachine } from "../qemu/qemu_args.ts";
+import {
+  type CopiedDisk,
+  DescriptionError,
+  isCopied,
+  type MachineDescription,
+} from "./machine_description.ts";
+import type { SharedDiskPaths } from "./shared_disks.ts";
+
+/** Where the agent found the files a description names, and where it puts copied disks. */
+export interface ResolvedFiles {
+  kernel?: string;
+  initrd?: string;
+  /** By disk index, for each copied disk: its base found by hash, and the overlay the agent makes. */
+  copiedDisks?: Record<number, { base?: string; overlay: string }>;
+  /**
+   * By disk index, for each shared disk: the real paths of its file and
+   * base, found strictly inside a shared-disk directory (`resolveSharedDisks`).
+   */
+  sharedDisks?: SharedDiskPaths;
+}
+
+/**
+ * The destination's machine: the description, the agent's local copies of
+ * its files and the agent's own QEMU program. No other argument is added.
+ *
+ * @throws DescriptionError when a copied disk's base was not found by its hash, or a shared
+ * disk was not resolved in a shared-disk directory
+ */
+export function machineOf(
+  description: MachineDescription,
+  files: ResolvedFiles,
+  qemuBinary: string,
+): QemuMachine {
+  return {
+    memoryMiB: description.memoryMiB,
+    backendId: description.backendId,
+    cpus: description.cpus,
+    accelerator: description.accelerator,
+    image: files.kernel && files.initrd
+      ? { kernel: files.kernel, initrd: files.initrd, kernelVersion: "" }
+      : undefined,
+    kernelArgs: description.kernelArgs,
+    ...description.disks
+      ? { disks: description.disks.map((disk, i) => localDisk(description.name, disk, i, files)) }
+      : {},
+    extraArgs: [],
+    qemuBinary,
+  };
+}
+
+/**
+ * A disk as the destination opens it: a shared one at the real paths the
+ * agent resolved (never the path as the source sent it), a copied one at
+ * the agent's paths.
+ */
+function localDisk(
+  guest: string,
+  disk: QemuDisk | CopiedDisk,
+  index: number,
+  files: ResolvedFiles,
+): QemuDisk {
+  if (!isCopied(disk)) {
+    const shared = files.sharedDisks?.[index];
+    if (!shared || (disk.base !== undefined) !== (shared.base !== undefined)) {
+      throw new DescriptionError(
+        `Cannot start guest "${guest}": field "disks[${index}].path" was not found in a ` +
+          "shared-disk directory of this agent",
+      );
+    }
+    return { ...disk, ...shared };
+  }
+  const local = files.copiedDisks?.[index];
+  if (!local?.base) {
+    throw new DescriptionError(
+      `Cannot start guest "${guest}": field "disks[${index}].base" names a base image ` +
+        `(SHA-256 ${disk.base.sha256}) that this agent does not have`,
+    );
+  }
+  return { path: local.overlay, format: "qcow2", base: local.base };
+}
