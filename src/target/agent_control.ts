@@ -26,13 +26,10 @@ import {
   checkFileRef,
   DescriptionError,
   type FileRef,
-  isCopied,
-  type MachineDescription,
 } from "./machine_description.ts";
-import { machineOf, type ResolvedFiles } from "./agent_machine.ts";
+import { machineOf, type ResolvedFiles, resolveFiles } from "./agent_machine.ts";
 import type { AgentHost } from "./agent_host.ts";
-import { AgentGang, copiedDiskPath, type GangMachine, RESUMED_MARK } from "./agent_gang.ts";
-import { resolveSharedDisks } from "./shared_disks.ts";
+import { AgentGang, type GangMachine, RESUMED_MARK } from "./agent_gang.ts";
 import { NotLoadedError } from "../qemu/destination.ts";
 import { join } from "node:path";
 import { errorMessage } from "../_errors.ts";
@@ -268,7 +265,7 @@ export class ControlSession {
     const missing: FileRef[] = [];
     const resolved: ResolvedFiles[] = [];
     for (const description of descriptions) {
-      const files = await this.#resolve(description);
+      const files = await resolveFiles(description, host);
       for (const ref of files.missing) {
         if (!missing.some((m) => m.sha256 === ref.sha256)) missing.push(ref);
       }
@@ -284,37 +281,6 @@ export class ControlSession {
     const gang = await host.startGang(machines);
     this.#gang = gang;
     return { key: gang.key, guests: gang.names };
-  }
-
-  /**
-   * Finds a description's files by hash, resolves its shared disks to real
-   * paths inside the shared-disk directories, and names the overlays of its
-   * copied disks (the agent's own paths, from the checked name and index).
-   */
-  async #resolve(
-    description: MachineDescription,
-  ): Promise<ResolvedFiles & { missing: FileRef[] }> {
-    const files = this.#host.files;
-    const missing: FileRef[] = [];
-    const find = async (ref: FileRef) => {
-      const path = await files.find(ref);
-      if (!path) missing.push(ref);
-      return path;
-    };
-    const resolved: ResolvedFiles & { missing: FileRef[] } = { missing };
-    if (description.kernel) resolved.kernel = await find(description.kernel);
-    if (description.initrd) resolved.initrd = await find(description.initrd);
-    const shared = await resolveSharedDisks(description, this.#host.options.sharedDisks ?? []);
-    if (Object.keys(shared).length > 0) resolved.sharedDisks = shared;
-    for (const [index, disk] of (description.disks ?? []).entries()) {
-      if (!isCopied(disk)) continue;
-      resolved.copiedDisks ??= {};
-      resolved.copiedDisks[index] = {
-        base: await find(disk.base),
-        overlay: copiedDiskPath(this.#host.diskDir, description.name, index),
-      };
-    }
-    return resolved;
   }
 
   async #put(request: Request): Promise<Record<string, unknown>> {

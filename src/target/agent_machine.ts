@@ -1,7 +1,7 @@
 /**
  * The agent's side of a machine description (describe_machine.ts is the
- * source's): the QEMU machine it starts from a checked description and
- * the files it found for it. Every path in that machine is
+ * source's): where the agent finds the files a checked description names,
+ * and the QEMU machine it starts from them. Every path in that machine is
  * the agent's own: files found by their hash, shared disks at the real
  * paths the agent resolved, copied disks' overlays named by the agent.
  *
@@ -11,10 +11,13 @@ import type { QemuDisk, QemuMachine } from "../qemu/qemu_args.ts";
 import {
   type CopiedDisk,
   DescriptionError,
+  type FileRef,
   isCopied,
   type MachineDescription,
 } from "./machine_description.ts";
-import type { SharedDiskPaths } from "./shared_disks.ts";
+import type { AgentHost } from "./agent_host.ts";
+import { copiedDiskPath } from "./agent_gang.ts";
+import { resolveSharedDisks, type SharedDiskPaths } from "./shared_disks.ts";
 
 /** Where the agent found the files a description names, and where it puts copied disks. */
 export interface ResolvedFiles {
@@ -27,6 +30,42 @@ export interface ResolvedFiles {
    * base, found strictly inside a shared-disk directory (`resolveSharedDisks`).
    */
   sharedDisks?: SharedDiskPaths;
+}
+
+/**
+ * Finds a description's files by hash, resolves its shared disks to real
+ * paths inside the shared-disk directories, and names the overlays of its
+ * copied disks (the agent's own paths, from the checked name and index).
+ *
+ * Requires `--allow-read`.
+ *
+ * @returns What was found, and the files the agent lacks (for the source to send)
+ * @throws DescriptionError naming the first shared disk whose file is elsewhere or missing
+ */
+export async function resolveFiles(
+  description: MachineDescription,
+  host: AgentHost,
+): Promise<ResolvedFiles & { missing: FileRef[] }> {
+  const missing: FileRef[] = [];
+  const find = async (ref: FileRef) => {
+    const path = await host.files.find(ref);
+    if (!path) missing.push(ref);
+    return path;
+  };
+  const resolved: ResolvedFiles & { missing: FileRef[] } = { missing };
+  if (description.kernel) resolved.kernel = await find(description.kernel);
+  if (description.initrd) resolved.initrd = await find(description.initrd);
+  const shared = await resolveSharedDisks(description, host.options.sharedDisks ?? []);
+  if (Object.keys(shared).length > 0) resolved.sharedDisks = shared;
+  for (const [index, disk] of (description.disks ?? []).entries()) {
+    if (!isCopied(disk)) continue;
+    resolved.copiedDisks ??= {};
+    resolved.copiedDisks[index] = {
+      base: await find(disk.base),
+      overlay: copiedDiskPath(host.diskDir, description.name, index),
+    };
+  }
+  return resolved;
 }
 
 /**
