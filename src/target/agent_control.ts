@@ -27,25 +27,15 @@ import {
   DescriptionError,
   type FileRef,
 } from "./machine_description.ts";
-import { machineOf, type ResolvedFiles, resolveFiles } from "./agent_machine.ts";
 import type { AgentHost } from "./agent_host.ts";
 import { AgentGang, type GangMachine, RESUMED_MARK } from "./agent_gang.ts";
+import { machineOf, type ResolvedFiles, resolveFiles } from "./agent_machine.ts";
 import { NotLoadedError } from "../qemu/destination.ts";
 import { join } from "node:path";
 import { errorMessage } from "../_errors.ts";
 
-/** The requests of a control connection (docs/agent.md); `hello` comes first, alone. */
-const OPS = new Set([
-  "ping",
-  "prepare",
-  "put",
-  "guests",
-  "state",
-  "run-when-loaded",
-  "end-disk-copies",
-  "discard",
-  "release",
-]);
+/** What a request does: its answer's fields. */
+type Handler = (request: Request) => Promise<Record<string, unknown>>;
 
 /** Longest wait a source may ask for in `run-when-loaded`. */
 const MAX_WAIT_MS = 300_000;
@@ -93,7 +83,8 @@ export class ControlSession {
         }
         const request = parseRequest(decodeJson(frame.body, "A control request"));
         if (request.op === "put") {
-          await this.#answer(request, () => this.#put(request));
+          // Its file follows it: nothing else is read until it is taken.
+          await this.#answer(request, () => this.#handle(request));
           continue;
         }
         const task = this.#answer(request, () => this.#handle(request));
@@ -157,77 +148,87 @@ export class ControlSession {
     await this.#channel.write(frame).catch(() => {});
   }
 
+  /**
+   * The requests of a control connection (docs/agent.md), by op: the one
+   * list of them. `hello` comes first, alone, before a session starts.
+   */
+  readonly #handlers = new Map<string, Handler>([
+    ["ping", () => Promise.resolve({})],
+    ["prepare", (request) => this.#prepare(request.guests)],
+    ["put", (request) => this.#put(request)],
+    ["guests", async () => ({ guests: await this.#host.kept.list() })],
+    ["state", (request) => this.#state(request)],
+    ["run-when-loaded", (request) => this.#runWhenLoaded(request)],
+    ["end-disk-copies", async (request) => {
+      await this.#preparedGang(request).endDiskCopies(request.guest);
+      return {};
+    }],
+    ["discard", async (request) => {
+      const gang = this.#preparedGang(request);
+      if (await gang.discard(stringList(request.guests, "guests")) === 0) this.#endGang();
+      return {};
+    }],
+    ["release", async () => {
+      // Every destination may have been discarded already, which ended the gang.
+      const gang = this.#gang;
+      if (!gang) return { kept: [] };
+      const kept = await gang.end();
+      this.#endGang();
+      return { kept: await this.#host.kept.keep(kept) };
+    }],
+  ]);
+
   async #handle(request: Request): Promise<Record<string, unknown>> {
-    if (!OPS.has(request.op)) {
-      throw new Error(`Unknown request ${JSON.stringify(request.op)}`);
+    const handler = this.#handlers.get(request.op);
+    if (!handler) throw new Error(`Unknown request ${JSON.stringify(request.op)}`);
+    return await handler(request);
+  }
+
+  /** The gang this connection prepared, which a request about its destinations needs. */
+  #preparedGang(request: Request): AgentGang {
+    if (!this.#gang) {
+      throw new Error(`Cannot ${request.op}: no gang is prepared on this connection`);
     }
-    switch (request.op) {
-      case "ping":
-        return {};
-      case "prepare":
-        return await this.#prepare(request.guests);
-      case "guests":
-        return { guests: await this.#host.kept.list() };
-      case "release":
-        // Every destination may have been discarded already, which ended the gang.
-        if (!this.#gang) return { kept: [] };
-        break;
-      case "state": {
-        if (this.#gang?.names.includes(String(request.guest))) break;
-        // A guest that moved here already: its gang is over.
-        const state = await this.#host.kept.state(request.guest);
-        if (!state) throw new Error(`No guest ${JSON.stringify(request.guest)} runs here`);
-        return { state, note: "" };
-      }
-    }
+    return this.#gang;
+  }
+
+  async #state(request: Request): Promise<Record<string, unknown>> {
     const gang = this.#gang;
-    if (!gang) throw new Error(`Cannot ${request.op}: no gang is prepared on this connection`);
-    switch (request.op) {
-      case "run-when-loaded": {
-        const found = gang.get(request.guest);
-        // Its disk must have one writer when it runs, its own device: a source that skipped
-        // `end-disk-copies` could otherwise still write into it through the export.
-        try {
-          await gang.endDiskCopies(request.guest);
-        } catch (error) {
-          // Not started: its source may run again.
-          return { loaded: false, error: errorMessage(error) };
-        }
-        const timeoutMs = Math.min(Number(request.timeoutMs) || 30_000, MAX_WAIT_MS);
-        try {
-          const state = await found.destination.runWhenLoaded(timeoutMs, async () => {
-            found.resumed = true;
-            // Marked before `cont`: an agent that dies now and starts again must never take
-            // it for a leftover.
-            await Deno.writeTextFile(join(found.runDir, RESUMED_MARK), "");
-          });
-          return { loaded: true, state };
-        } catch (error) {
-          if (error instanceof NotLoadedError) return { loaded: false, error: error.message };
-          throw error;
-        }
-      }
-      case "state": {
-        const { destination } = gang.get(request.guest);
-        const state = await destination.state();
-        return { state, note: state.alive ? "" : await destination.exitNote() };
-      }
-      case "end-disk-copies": {
-        await gang.endDiskCopies(request.guest);
-        return {};
-      }
-      case "discard": {
-        const names = stringList(request.guests, "guests");
-        if (await gang.discard(names) === 0) this.#endGang();
-        return {};
-      }
-      case "release": {
-        const kept = await gang.end();
-        this.#endGang();
-        return { kept: await this.#host.kept.keep(kept) };
-      }
+    if (gang?.names.includes(String(request.guest))) {
+      const { destination } = gang.get(request.guest);
+      const state = await destination.state();
+      return { state, note: state.alive ? "" : await destination.exitNote() };
     }
-    throw new Error(`Unknown request "${request.op}"`);
+    // A guest that moved here already: its gang is over.
+    const state = await this.#host.kept.state(request.guest);
+    if (!state) throw new Error(`No guest ${JSON.stringify(request.guest)} runs here`);
+    return { state, note: "" };
+  }
+
+  async #runWhenLoaded(request: Request): Promise<Record<string, unknown>> {
+    const gang = this.#preparedGang(request);
+    const found = gang.get(request.guest);
+    // Its disk must have one writer when it runs, its own device: a source that skipped
+    // `end-disk-copies` could otherwise still write into it through the export.
+    try {
+      await gang.endDiskCopies(request.guest);
+    } catch (error) {
+      // Not started: its source may run again.
+      return { loaded: false, error: errorMessage(error) };
+    }
+    const timeoutMs = Math.min(Number(request.timeoutMs) || 30_000, MAX_WAIT_MS);
+    try {
+      const state = await found.destination.runWhenLoaded(timeoutMs, async () => {
+        found.resumed = true;
+        // Marked before `cont`: an agent that dies now and starts again must never take
+        // it for a leftover.
+        await Deno.writeTextFile(join(found.runDir, RESUMED_MARK), "");
+      });
+      return { loaded: true, state };
+    } catch (error) {
+      if (error instanceof NotLoadedError) return { loaded: false, error: error.message };
+      throw error;
+    }
   }
 
   async #prepare(guests: unknown): Promise<Record<string, unknown>> {
