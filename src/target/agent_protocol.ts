@@ -19,11 +19,10 @@
 import { FrameReader } from "../transfer/frame_io.ts";
 import { withTimeout } from "../_delay.ts";
 import {
+  encodeFrame,
   FrameType,
   type FrameTypeValue,
-  HEADER_BYTES,
   ProtocolError,
-  writeHeader,
 } from "../transfer/protocol.ts";
 
 /** The version of the control messages. */
@@ -63,10 +62,7 @@ export function encodeJson(type: FrameTypeValue, message: object): Uint8Array {
   if (body.length > MAX_CONTROL_BYTES) {
     throw new ProtocolError(`A control message of ${body.length} bytes is over the limit`);
   }
-  const frame = new Uint8Array(HEADER_BYTES + body.length);
-  writeHeader(new DataView(frame.buffer), 0, type, 0, body.length);
-  frame.set(body, HEADER_BYTES);
-  return frame;
+  return encodeFrame(type, body);
 }
 
 /** The JSON object of a CONTROL or DEVICE_STATE body. */
@@ -85,10 +81,7 @@ export function decodeJson(body: Uint8Array, what: string): Record<string, unkno
 
 /** A FILE_DATA frame. */
 export function encodeFilePiece(piece: Uint8Array): Uint8Array {
-  const frame = new Uint8Array(HEADER_BYTES + piece.length);
-  writeHeader(new DataView(frame.buffer), 0, FrameType.FileData, 0, piece.length);
-  frame.set(piece, HEADER_BYTES);
-  return frame;
+  return encodeFrame(FrameType.FileData, piece);
 }
 
 /** Options of a {@linkcode FrameChannel}. */

@@ -234,13 +234,17 @@ export class BodyReader {
   }
 }
 
-/** A frame with a text body (ERROR). */
-export function encodeText(type: FrameTypeValue, text: string): Uint8Array {
-  const body = encoder.encode(text.slice(0, 4000));
+/** A frame around a body made already (guest 0 in the header): the header, then a copy of it. */
+export function encodeFrame(type: FrameTypeValue, body: Uint8Array): Uint8Array {
   const out = new Uint8Array(HEADER_BYTES + body.length);
   writeHeader(new DataView(out.buffer), 0, type, 0, body.length);
   out.set(body, HEADER_BYTES);
   return out;
+}
+
+/** A frame with a text body (ERROR). */
+export function encodeText(type: FrameTypeValue, text: string): Uint8Array {
+  return encodeFrame(type, encoder.encode(text.slice(0, 4000)));
 }
 
 /** The text of an ERROR body (lenient: it is shown, not interpreted). */
