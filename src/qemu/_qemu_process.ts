@@ -73,15 +73,8 @@ export class QemuProcess implements QemuProcessHandle {
     return this.#exited;
   }
 
-  async kill(): Promise<void> {
-    if (!this.#exited) {
-      try {
-        this.#child.kill("SIGKILL");
-      } catch {
-        // It exited in between.
-      }
-    }
-    await this.status;
+  kill(): Promise<void> {
+    return killUnlessExited(this, () => this.#child.kill("SIGKILL"));
   }
 
   unref(): void {
@@ -119,15 +112,8 @@ export class ExternalQemuProcess implements QemuProcessHandle {
     return this.#exited;
   }
 
-  async kill(): Promise<void> {
-    if (!this.#exited) {
-      try {
-        Deno.kill(this.pid, "SIGKILL");
-      } catch {
-        // It exited in between.
-      }
-    }
-    await this.status;
+  kill(): Promise<void> {
+    return killUnlessExited(this, () => Deno.kill(this.pid, "SIGKILL"));
   }
 
   logTail(): Promise<string> {
@@ -135,4 +121,16 @@ export class ExternalQemuProcess implements QemuProcessHandle {
   }
 
   unref(): void {}
+}
+
+/** {@linkcode QemuProcessHandle.kill}, for either kind: `kill` sends the signal. */
+async function killUnlessExited(qemu: QemuProcessHandle, kill: () => void): Promise<void> {
+  if (!qemu.exited) {
+    try {
+      kill();
+    } catch {
+      // It exited in between.
+    }
+  }
+  await qemu.status;
 }
