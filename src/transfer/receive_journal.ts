@@ -28,11 +28,23 @@ const MARK = "gangway receive journal 1";
  * What the gang did to a guest's file: `creating` (about to create it:
  * it may or may not exist yet), `created` (it made the file), `existing`
  * (the file was there, holding no data, with `sizeBefore` bytes).
+ * `created` and `existing` name the file itself (`file`: "dev:ino"), so
+ * that recovery never undoes another file put at that name since, nor
+ * one a link put there points to (tmpfs, where RAM files live, does not
+ * give a new file the inode number of one just removed; some disk file
+ * systems do).
  */
 export interface JournalEntry {
   name: string;
   state: "creating" | "created" | "existing";
+  file?: string;
   sizeBefore?: number;
+}
+
+/** A file's identity as a journal entry names it: "dev:ino". */
+export function fileIdentity(file: RamFile): string {
+  const { dev, ino } = file.stat();
+  return `${dev}:${ino}`;
 }
 
 /** The journal of one gang: made empty, one entry per guest, removed when the gang ends. */

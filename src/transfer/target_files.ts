@@ -12,6 +12,7 @@ import { PAGE_SIZE, RamFile } from "../native/ram_file.ts";
 import { NativeError } from "../native/errno.ts";
 import { badGuestName, type Hello } from "./hello_frame.ts";
 import {
+  fileIdentity,
   readLeftoverJournal,
   type ReceiveJournal,
   removeLeftoverJournal,
@@ -92,14 +93,18 @@ export function openTargetFiles(
         }
       }
       targets.push({ file, created, sizeBefore: file.size });
-      journal?.set(
-        index,
-        created ? { name, state: "created" } : {
-          name,
-          state: "existing",
-          sizeBefore: file.size,
-        },
-      );
+      if (journal) {
+        const id = fileIdentity(file);
+        journal.set(
+          index,
+          created ? { name, state: "created", file: id } : {
+            name,
+            state: "existing",
+            file: id,
+            sizeBefore: file.size,
+          },
+        );
+      }
       if (file.size === 0) file.resize(size);
     });
     return targets;
@@ -138,8 +143,11 @@ export function discardTargetFiles(targets: TargetFile[]): void {
  * as a failed gang is undone ({@linkcode discardTargetFiles}), from the
  * journal it left: files it created are removed (one it was about to
  * create only if it is empty, as it was then), files that were there are
- * zeroed. Guests that finished alone are no longer in the journal: they
- * may run here.
+ * zeroed. Only the very file the journal names (by device and inode) is
+ * undone: one put at the guest's name since (a guest that runs here now),
+ * or a link there to a file elsewhere, is left alone, as is an entry this
+ * receiver did not write. Guests that finished alone are no longer in the
+ * journal: they may run here.
  *
  * Only one server of the directory may run (lock it first: `lockDirectory`).
  *
@@ -151,7 +159,7 @@ export function recoverInterruptedGang(dir: string): string[] {
   const entries = readLeftoverJournal(dir);
   if (entries === undefined) return [];
   const undone: string[] = [];
-  for (const { name, state, sizeBefore } of entries) {
+  for (const { name, state, file: id, sizeBefore } of entries) {
     if (badGuestName(name) !== undefined) continue; // not a name the receiver wrote
     let file: RamFile;
     try {
@@ -159,8 +167,12 @@ export function recoverInterruptedGang(dir: string): string[] {
     } catch {
       continue; // gone already, or never created
     }
-    if (state === "creating" && file.size !== 0) {
-      file.close(); // was there before, or of no gang of this receiver's
+    const ours = state === "creating"
+      ? file.size === 0 // else it was there before, or is of no gang of this receiver's
+      : (state === "created" || state === "existing") && id === fileIdentity(file) &&
+        (state === "created" || sizeBefore === 0 || sizeBefore === file.size);
+    if (!ours) {
+      file.close();
       continue;
     }
     const created = state !== "existing";

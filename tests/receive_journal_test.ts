@@ -1,0 +1,92 @@
+/**
+ * The journal a killed receiver leaves (receive_journal.ts) undoes only
+ * the files the gang had: never a file put at a guest's name since, nor a
+ * file outside the directory through a link there.
+ */
+import { assertEquals } from "./_assert.ts";
+import { PAGE_SIZE } from "../src/native/ram_file.ts";
+import { ReceiveJournal } from "../src/transfer/receive_journal.ts";
+import { openTargetFiles, recoverInterruptedGang } from "../src/transfer/target_files.ts";
+import type { Hello } from "../src/transfer/hello_frame.ts";
+
+const SIZE = 4 * PAGE_SIZE;
+
+/** Where receivers keep RAM: tmpfs, which does not hand a removed file's inode number on. */
+const shmDir = () => Deno.makeTempDir({ dir: "/dev/shm", prefix: "gangway-journal-test-" });
+
+function hello(...names: string[]): Hello {
+  return {
+    version: 6,
+    pageSize: PAGE_SIZE,
+    seed: 1n,
+    token: "",
+    guests: names.map((name) => ({ name, size: SIZE })),
+  };
+}
+
+/** A gang's files and journal, as a receiver killed mid-gang leaves them (nothing closed). */
+function killedMidGang(dir: string, ...names: string[]): void {
+  const journal = ReceiveJournal.create(dir, names.length);
+  for (const target of openTargetFiles(hello(...names), dir, journal)) target.file.close();
+}
+
+Deno.test("recovery undoes the files the killed gang made or took, and only those", async () => {
+  const dir = await shmDir();
+  const outside = await shmDir();
+  try {
+    await Deno.writeFile(`${dir}/taken`, new Uint8Array(0)); // a waiting file: taken, "existing"
+    killedMidGang(dir, "made", "taken", "replaced", "linked");
+    // Since the kill: "replaced" is another file now (a guest that runs here), and "linked" a
+    // link to a file outside the directory.
+    const data = new Uint8Array(SIZE).fill(7);
+    await Deno.remove(`${dir}/replaced`);
+    await Deno.writeFile(`${dir}/replaced`, data);
+    await Deno.writeFile(`${outside}/victim`, data);
+    await Deno.remove(`${dir}/linked`);
+    await Deno.symlink(`${outside}/victim`, `${dir}/linked`);
+
+    assertEquals(recoverInterruptedGang(dir).sort(), ["made", "taken"]);
+    assertEquals(await Deno.readFile(`${dir}/replaced`), data, "a file the gang never had kept");
+    assertEquals(await Deno.readFile(`${outside}/victim`), data, "nothing outside is written");
+    assertEquals(Deno.statSync(`${dir}/taken`).size, 0, "the waiting file back as it was");
+    assertEquals(
+      Deno.readDirSync(dir).map((e) => e.name).toArray().sort(),
+      ["linked", "replaced", "taken"],
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(outside, { recursive: true });
+  }
+});
+
+Deno.test("recovery ignores journal entries it did not write (no file identity, odd sizes)", async () => {
+  const dir = await shmDir();
+  const outside = await shmDir();
+  try {
+    const data = new Uint8Array(SIZE).fill(9);
+    await Deno.writeFile(`${outside}/victim`, data);
+    await Deno.symlink(`${outside}/victim`, `${dir}/vm1`);
+    await Deno.writeFile(`${dir}/vm2`, new Uint8Array(0));
+    const enc = new TextEncoder();
+    const page = (text: string) => {
+      const p = new Uint8Array(PAGE_SIZE);
+      p.set(enc.encode(text));
+      return p;
+    };
+    const journal = new Uint8Array(3 * PAGE_SIZE);
+    journal.set(page("gangway receive journal 1"), 0);
+    journal.set(page(JSON.stringify({ name: "vm1", state: "existing", sizeBefore: 0 })), PAGE_SIZE);
+    journal.set(
+      page(JSON.stringify({ name: "vm2", state: "existing", sizeBefore: 1e18 })),
+      2 * PAGE_SIZE,
+    );
+    await Deno.writeFile(`${dir}/.gangway-receiving`, journal);
+
+    assertEquals(recoverInterruptedGang(dir), []);
+    assertEquals(await Deno.readFile(`${outside}/victim`), data);
+    assertEquals(Deno.statSync(`${dir}/vm2`).size, 0);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(outside, { recursive: true });
+  }
+});
