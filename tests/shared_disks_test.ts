@@ -5,6 +5,7 @@
 import { join } from "node:path";
 import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts";
 import {
+  qcow2NamesOtherFiles,
   resolveSharedDirs,
   resolveSharedDisk,
   resolveSharedDisks,
@@ -116,4 +117,57 @@ Deno.test("a shared disk reaches QEMU only at the real path the agent resolved i
   );
   const sharedDisks = await resolveSharedDisks(good, dirs);
   assertEquals(machineOf(good, { sharedDisks }, "qemu").disks, [{ path: t.disk, format: "raw" }]);
+});
+
+/** A qcow2 header (version 3) naming a backing file, or with the external data file bit. */
+function qcow2Header(options: { backing?: boolean; externalData?: boolean }): Uint8Array {
+  const header = new Uint8Array(512);
+  const view = new DataView(header.buffer);
+  view.setUint32(0, 0x514649fb);
+  view.setUint32(4, 3);
+  if (options.backing) {
+    const name = new TextEncoder().encode("/etc/shadow");
+    view.setBigUint64(8, 200n);
+    view.setUint32(16, name.length);
+    header.set(name, 200);
+  }
+  if (options.externalData) view.setBigUint64(72, 4n);
+  view.setUint32(100, 104); // header length
+  return header;
+}
+
+Deno.test("a qcow2 shared disk whose header names another file is refused, unless a base replaces it", async () => {
+  await using t = await tree();
+  const dirs = resolveSharedDirs([t.shared]);
+  const limits = { maxMemoryMiB: 128, sharedDisks: dirs };
+  const write = (name: string, bytes: Uint8Array) => Deno.writeFile(join(t.shared, name), bytes);
+  await write("plain.qcow2", qcow2Header({}));
+  await write("backed.qcow2", qcow2Header({ backing: true }));
+  await write("data.qcow2", qcow2Header({ externalData: true }));
+  await write("base.raw", new Uint8Array(512));
+  const describe = (disk: Record<string, unknown>) =>
+    checkDescription({ ...GOOD, disks: [{ format: "qcow2", ...disk }] }, limits);
+  const path = (name: string) => join(t.shared, name);
+
+  // QEMU would open the backing file its header names, outside every shared directory.
+  await assertRejects(
+    () => resolveSharedDisks(describe({ path: path("backed.qcow2") }), dirs),
+    DescriptionError,
+    'field "disks[0].path" is a qcow2 image that names a backing file in its header',
+  );
+  await assertRejects(
+    () => resolveSharedDisks(describe({ path: path("data.qcow2"), base: path("base.raw") }), dirs),
+    DescriptionError,
+    "keeps its data in an external file",
+  );
+  // A base given in the description replaces the header's backing file (backing.file.filename).
+  const based = describe({ path: path("backed.qcow2"), base: path("base.raw") });
+  assertEquals(await resolveSharedDisks(based, dirs), {
+    0: { path: path("backed.qcow2"), base: path("base.raw") },
+  });
+  assertEquals(await resolveSharedDisks(describe({ path: path("plain.qcow2") }), dirs), {
+    0: { path: path("plain.qcow2") },
+  });
+  // A raw disk is never read as qcow2 (format=raw), whatever its bytes.
+  assertEquals(await qcow2NamesOtherFiles(path("base.raw"), false), undefined);
 });

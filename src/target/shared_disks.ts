@@ -6,7 +6,10 @@
  * real path it resolved to. So `/srv/disksX/y` is not in `/srv/disks`, a
  * symbolic link in the directory that points out of it does not pass, and
  * an empty or relative entry (a trailing comma once made every absolute
- * path a "shared disk") is refused before the agent listens.
+ * path a "shared disk") is refused before the agent listens. A qcow2
+ * disk's header may name other files (a backing file, an external data
+ * file) that QEMU would open wherever they are: such a disk is refused
+ * unless the description gives its base (which QEMU then opens instead).
  *
  * @module
  */
@@ -112,9 +115,57 @@ export async function resolveSharedDisks(
   for (const [index, disk] of (description.disks ?? []).entries()) {
     if (isCopied(disk)) continue;
     const path = await find(disk.path, `disks[${index}].path`);
+    const why = disk.format === "qcow2"
+      ? await qcow2NamesOtherFiles(path, disk.base !== undefined)
+      : undefined;
+    if (why !== undefined) {
+      throw new DescriptionError(
+        `Cannot start guest "${description.name}": field "disks[${index}].path" is a qcow2 ` +
+          `image that ${why}, which QEMU would open wherever it is`,
+      );
+    }
     resolved[index] = disk.base === undefined
       ? { path }
       : { path, base: await find(disk.base, `disks[${index}].base`) };
   }
   return resolved;
+}
+
+/** Bytes of a qcow2 header this reads: version 3's, up to its incompatible features and more. */
+const QCOW2_HEADER_BYTES = 104;
+const QCOW2_MAGIC = 0x514649fb; // "QFI\xfb"
+/** qcow2 incompatible feature bit 2: the guest data is in an external file the header names. */
+const QCOW2_EXTERNAL_DATA = 4n;
+
+/**
+ * Why the qcow2 image at `path` would make QEMU open a file the agent did
+ * not check: its header names a backing file (unless the description
+ * gives a base, which replaces it) or an external data file. Undefined
+ * when it names none, or is no qcow2 image at all (QEMU refuses that).
+ *
+ * Requires `--allow-read`.
+ */
+export async function qcow2NamesOtherFiles(
+  path: string,
+  hasBase: boolean,
+): Promise<string | undefined> {
+  const header = new Uint8Array(QCOW2_HEADER_BYTES);
+  let length = 0;
+  {
+    using file = await Deno.open(path);
+    while (length < header.length) {
+      const n = await file.read(header.subarray(length));
+      if (n === null) break;
+      length += n;
+    }
+  }
+  const view = new DataView(header.buffer, 0, length);
+  if (length < 72 || view.getUint32(0) !== QCOW2_MAGIC) return undefined;
+  if (!hasBase && view.getBigUint64(8) !== 0n) {
+    return "names a backing file in its header (give it as the disk's base)";
+  }
+  if (view.getUint32(4) >= 3 && length >= 80 && (view.getBigUint64(72) & QCOW2_EXTERNAL_DATA)) {
+    return "keeps its data in an external file its header names";
+  }
+  return undefined;
 }
