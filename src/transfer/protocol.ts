@@ -247,9 +247,18 @@ export function encodeText(type: FrameTypeValue, text: string): Uint8Array {
   return encodeFrame(type, encoder.encode(text.slice(0, 4000)));
 }
 
-/** The text of an ERROR body (lenient: it is shown, not interpreted). */
+/**
+ * The text of an ERROR body (lenient: it is shown, not interpreted), on
+ * one line: control characters (C0, DEL, C1) come out as `\xNN`, so a
+ * peer's words cannot move the cursor or recolour a terminal, nor add a
+ * line of their own to a log.
+ */
 export function decodeText(body: Uint8Array): string {
-  return new TextDecoder().decode(body);
+  return new TextDecoder().decode(body).replace(
+    // deno-lint-ignore no-control-regex
+    /[\x00-\x1f\x7f-\x9f]/g,
+    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
+  );
 }
 
 /** A frame whose body is one u32 (WELCOME: version; ROUND_DONE: round; VERIFIED: guests). */

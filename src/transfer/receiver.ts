@@ -12,7 +12,14 @@
  */
 import { join } from "node:path";
 import type { FrameReader } from "./frame_io.ts";
-import { decodeRoundEnd, encodeU32, FrameType, frameTypeName, ProtocolError } from "./protocol.ts";
+import {
+  decodeRoundEnd,
+  decodeText,
+  encodeU32,
+  FrameType,
+  frameTypeName,
+  ProtocolError,
+} from "./protocol.ts";
 import { decodeDone } from "./digests.ts";
 import { type Hello } from "./hello_frame.ts";
 import { ReceiverSession } from "./receiver_session.ts";
@@ -223,7 +230,7 @@ async function receiveFrames(
         return actual; // VERIFIED is sent once the files are closed
       }
       case FrameType.Error:
-        throw new ProtocolError(`Sender gave up: ${new TextDecoder().decode(frame.body)}`);
+        throw new ProtocolError(`Sender gave up: ${decodeText(frame.body)}`);
       default:
         throw new ProtocolError(`Unexpected ${frameTypeName(frame.type)} frame`);
     }
