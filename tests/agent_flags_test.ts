@@ -65,3 +65,24 @@ Deno.test("the agent refuses at start-up empty, relative and missing --shared-di
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("the agent makes no directory when a flag is bad or its port is taken", async () => {
+  const root = await Deno.makeTempDir({ prefix: "gangway-agent-flags-" });
+  using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const cases: [string[], string][] = [
+      [["--max-guests", "0"], '--max-guests needs a positive integer, got "0"'],
+      [["--idle-timeout", "2147484"], "--idle-timeout takes at most 2147483 seconds"],
+      [["--handshake-timeout", "x"], '--handshake-timeout needs a positive integer, got "x"'],
+      [["--listen", `127.0.0.1:${taken.addr.port}`], "Address already in use"],
+    ];
+    for (const [flags, message] of cases) {
+      const { code, said } = await refused(root, flags);
+      assert(code !== 0, `${flags.join(" ")}: the agent started`);
+      assert(said.split("\n").some((l) => l.startsWith("error: ") && l.includes(message)), said);
+      assertEquals(Deno.readDirSync(root).toArray(), [], `${flags.join(" ")}: directories made`);
+    }
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});

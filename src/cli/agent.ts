@@ -76,6 +76,10 @@ async function main(args: string[]): Promise<void> {
   const maxMemoryMiB = values["max-memory"]
     ? Math.floor(parseSize(values["max-memory"], "--max-memory") / 2 ** 20)
     : Math.floor(Deno.systemMemoryInfo().total / 2 ** 20);
+  // Every flag is checked before anything is made: a bad one leaves no directory behind.
+  const maxGuests = values["max-guests"] ? parseCount(values["max-guests"], "--max-guests") : 64;
+  const handshakeTimeoutMs = millis("handshake-timeout", 10_000);
+  const idleTimeoutMs = millis("idle-timeout", 60_000);
   const transport = await listenerTransport(values, values.listen, "agent");
   const log = (event: AgentEvent) => {
     if (values.json) console.log(JSON.stringify(event));
@@ -87,6 +91,8 @@ async function main(args: string[]): Promise<void> {
   const accelerators = values.accelerators === undefined
     ? undefined
     : parseAccelerators(values.accelerators);
+  // Listening first: a port in use leaves no directory behind.
+  const listener = listenForSenders(address, transport.listen);
   // Checked before anything is written there: another user's directory is refused. And each
   // shared-disk directory must exist (an empty entry would be every path), by its real path.
   const dirs = checkAgentDirs({
@@ -99,19 +105,18 @@ async function main(args: string[]): Promise<void> {
   using _lock = lockDirectory(dirs.dir);
   // Its run directory too: a second agent's clean-up there would take this one's destinations.
   using _runLock = dirs.runDir === dirs.dir ? undefined : lockDirectory(dirs.runDir);
-  const listener = listenForSenders(address, transport.listen);
   const stop = new AbortController();
   Deno.addSignalListener("SIGINT", () => stop.abort());
   Deno.addSignalListener("SIGTERM", () => stop.abort());
   await serveAgent(listener, {
     ...dirs,
     token: transport.token,
-    maxGuests: values["max-guests"] ? parseCount(values["max-guests"], "--max-guests") : 64,
+    maxGuests,
     maxMemoryMiB,
     qemuBinary,
     accelerators,
-    handshakeTimeoutMs: millis("handshake-timeout", 10_000),
-    idleTimeoutMs: millis("idle-timeout", 60_000),
+    handshakeTimeoutMs,
+    idleTimeoutMs,
     keepPriority: values["keep-priority"],
     signal: stop.signal,
     log,
