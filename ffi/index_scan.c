@@ -24,7 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <xxhash.h>
 
 #include "index_internal.h"
 
@@ -57,7 +56,7 @@ GW_EXPORT void gw_index_set_threads(gw_index *ix, uint32_t threads)
 
 static inline uint64_t page_hash(const gw_index *ix, const uint8_t *page)
 {
-	return XXH3_64bits_withSeed(page, GW_PAGE_SIZE, ix->seed) & ix->hash_mask;
+	return gw__page_hash(page, &ix->key) & ix->hash_mask;
 }
 
 /* What the page work found on a page, for the classification after it. */

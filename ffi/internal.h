@@ -33,6 +33,20 @@ typedef uint64_t __attribute__((may_alias, aligned(1))) any_u64;
 /* 1 if the page holds only zero bytes. */
 int gw__page_is_zero(const uint8_t *page);
 
+/* Bytes of the XXH3 secret a seed makes (XXH3_SECRET_DEFAULT_SIZE; hash.c checks it). */
+#define GW_HASH_SECRET_BYTES 192
+
+/* What a page hash's seed expands to, made once for many pages (gw__hash_key). */
+struct gw_hash_key {
+	uint8_t secret[GW_HASH_SECRET_BYTES] __attribute__((aligned(64)));
+};
+
+/* The key of seed: its pages' hashes are XXH3-64 with that seed. */
+void gw__hash_key(uint64_t seed, struct gw_hash_key *key);
+
+/* XXH3-64 of a page with the key's seed: the same as XXH3_64bits_withSeed (hash.c says how). */
+uint64_t gw__page_hash(const uint8_t *page, const struct gw_hash_key *key);
+
 /* pread exactly len bytes, or up to end of file; the rest is zero-filled. 0 or -errno. */
 int gw__pread_full(int fd, uint8_t *buf, size_t len, uint64_t offset);
 

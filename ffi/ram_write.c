@@ -10,7 +10,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <xxhash.h>
 
 #include "internal.h"
 
@@ -117,10 +116,12 @@ GW_EXPORT int gw_ram_copy(gw_ram *const *src, const uint32_t *src_pages, gw_ram 
 {
 	uint8_t buf[COPY_PAGES << GW_PAGE_SHIFT] __attribute__((aligned(64)));
 	uint64_t call = gw__call_id();
+	struct gw_hash_key key;
 	uint32_t i = 0;
 
 	if (!dst->writable)
 		return -EBADF;
+	gw__hash_key(seed, &key);
 	while (i < count) {
 		uint32_t run = 1;
 		int err;
@@ -137,7 +138,7 @@ GW_EXPORT int gw_ram_copy(gw_ram *const *src, const uint32_t *src_pages, gw_ram 
 		if (err)
 			return err;
 		for (uint32_t k = 0; k < run; k++) {
-			if (XXH3_64bits_withSeed(buf + ((size_t)k << GW_PAGE_SHIFT), GW_PAGE_SIZE, seed) != expected[i + k]) {
+			if (gw__page_hash(buf + ((size_t)k << GW_PAGE_SHIFT), &key) != expected[i + k]) {
 				*bad = i + k;
 				return -EBADMSG;
 			}

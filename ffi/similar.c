@@ -120,6 +120,7 @@ GW_EXPORT uint32_t gw_ram_delta(gw_ram *ram, uint32_t page, uint64_t seed, uint6
 				uint8_t *target, uint32_t max_words)
 {
 	uint8_t base[GW_PAGE_SIZE];
+	struct gw_hash_key key;
 
 	/*
 	 * One pread, not the scan's way (holes found first with SEEK_DATA and SEEK_HOLE, which on
@@ -129,7 +130,8 @@ GW_EXPORT uint32_t gw_ram_delta(gw_ram *ram, uint32_t page, uint64_t seed, uint6
 	if (read_page(ram, page, base) != 0)
 		return GW_NOT_A_BASE;
 	/* Bytes that are no longer the content: the page changed since it was sent. */
-	if (XXH3_64bits_withSeed(base, GW_PAGE_SIZE, seed) != expected)
+	gw__hash_key(seed, &key);
+	if (gw__page_hash(base, &key) != expected)
 		return GW_NOT_A_BASE;
 	return page_delta(target, base, max_words);
 }

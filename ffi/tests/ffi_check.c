@@ -524,6 +524,17 @@ static void check_hashes_and_dirs(void)
 	fill_page(pages, 0), fill_page(pages + PAGE, 7), fill_page(pages + 2 * PAGE, 0);
 	gw_hash_pages(pages, 3, 9, hashes, zero);
 	CHECK(zero[0] && !zero[1] && zero[2] && hashes[0] == gw_zero_page_hash(9), "zero pages");
+	/* A page's hash through its seed's key is XXH3-64 with that seed, whatever the seed and bytes. */
+	for (int i = 0; i < FUZZ_ROUNDS; i++) {
+		uint64_t seed = i == 0 ? 0 : (uint64_t)rnd(UINT32_MAX) << 32 | rnd(UINT32_MAX);
+		struct gw_hash_key key;
+
+		for (uint32_t b = 0; b < PAGE; b++)
+			pages[PAGE + b] = (uint8_t)rnd(256);
+		gw__hash_key(seed, &key);
+		CHECK(gw__page_hash(pages + PAGE, &key) == XXH3_64bits_withSeed(pages + PAGE, PAGE, seed),
+		      "page hash with seed %llu", (unsigned long long)seed);
+	}
 	gw_digest(hashes, 3, 9, digest);
 	CHECK(mkdir(dir, 0700) == 0, "mkdir");
 	fd = gw_dir_lock(dir);
