@@ -30,6 +30,11 @@ export interface DestinationState {
   running: boolean;
   /** The guest's last heartbeat on its serial console, when it prints them. */
   heartbeat?: Heartbeat;
+  /**
+   * In `runWhenLoaded`'s answer: ms from `cont` returning (the vCPUs run)
+   * to this state being read, which the downtime does not include.
+   */
+  sinceRunMs?: number;
 }
 
 /** A destination QEMU waiting for, loading, or running a guest moved to it. */
@@ -139,7 +144,9 @@ export function localDestination(
       }
       await beforeRun?.();
       await guest.resume();
-      return await localState(guest);
+      const ranAt = performance.now();
+      const state = await localState(guest);
+      return { ...state, sinceRunMs: performance.now() - ranAt };
     },
     exitNote: () => exitNote(guest),
     unlisten: () => removeUnixSocket(incomingUri),

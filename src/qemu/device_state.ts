@@ -233,7 +233,12 @@ export class DeviceStateMigration {
       if (!state.running) {
         throw new Error(`destination "${this.destination.name}" is ${state.status} after cont`);
       }
-      const runningAt = performance.now();
+      // It ran once `cont` returned: what the destination did after it (reading its state, the
+      // answer through an agent) is not downtime. Never before the request was sent.
+      const answeredAt = performance.now();
+      const since = state.sinceRunMs;
+      const ranBefore = typeof since === "number" && since > 0 ? since : 0;
+      const runningAt = answeredAt - Math.min(ranBefore, answeredAt - verifiedAt);
       const info = await finalInfo(this.source);
       await this.destination.unlisten();
       return {
