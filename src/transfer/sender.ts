@@ -10,7 +10,7 @@ import { estimateChangedPages } from "../scan/scan_gang.ts";
 import type { Gang } from "../scan/gang.ts";
 import { type ScanBuffers, scanBuffers, startScanThreads } from "../native/content_index.ts";
 import { PAGE_SIZE } from "../native/ram_file.ts";
-import { emptyCounts, type RoundCounts, RoundPlanner } from "../plan/round_planner.ts";
+import { emptyCounts, RoundPlanner } from "../plan/round_planner.ts";
 import { type DirtyTracker, rescanEverything } from "../plan/dirty_tracking.ts";
 import { type Preparation, prepareGang } from "../plan/preparation.ts";
 import type { CompressionReport } from "./compression_policy.ts";
@@ -21,7 +21,8 @@ import { checkSizesUnchanged } from "./final_checks.ts";
 import { encodeRoundEnd, FrameType, PROTOCOL_VERSION } from "./protocol.ts";
 import { encodeDone, encodeGuestDone, guestDigest } from "./digests.ts";
 import { encodeHello } from "./hello_frame.ts";
-import type { RoundReport, RoundTime, SenderOptions } from "./sender_options.ts";
+import type { RoundReport, SenderOptions } from "./sender_options.ts";
+import { RoundClock } from "./round_clock.ts";
 import { checkTimeout, shareEventLoop } from "../_delay.ts";
 
 export { TargetError };
@@ -114,15 +115,14 @@ export class GangSender implements AsyncDisposable {
     checkTimeout(options.stallTimeoutMs, "stallTimeoutMs");
     const sender = new GangSender(gang, conn, options);
     try {
-      await sender.#link.send(encodeHello({
+      const hello = encodeHello({
         version: PROTOCOL_VERSION,
         pageSize: PAGE_SIZE,
         seed: gang.index.seed,
         token: options.token ?? "",
         guests: gang.guests.map((g) => ({ name: g.name, size: g.ram.size })),
-      }));
-      await sender.#link.flush();
-      await sender.#link.answers.expect(FrameType.Welcome, sender.#answerTimeout);
+      });
+      await sender.#link.ask(hello, FrameType.Welcome, sender.#answerTimeout);
       return sender;
     } catch (error) {
       sender.close();
@@ -238,12 +238,8 @@ export class GangSender implements AsyncDisposable {
       this.#gang.index.seed,
       g.ram.size,
     );
-    await this.#link.send(encodeGuestDone(guest, digest));
-    await this.#link.flush();
-    const verified = await this.#link.answers.expect(
-      FrameType.GuestVerified,
-      this.#answerTimeout,
-    );
+    const done = encodeGuestDone(guest, digest);
+    const verified = await this.#link.ask(done, FrameType.GuestVerified, this.#answerTimeout);
     if (verified !== guest) {
       throw new TargetError(`Target verified guest ${verified}, not ${guest}`);
     }
@@ -280,13 +276,8 @@ export class GangSender implements AsyncDisposable {
     if (firstScan && !final) this.#tracker.start();
     this.#prepared = true;
     const counts = emptyCounts();
-    const started = performance.now();
-    const bytesBefore = this.bytesOnWire;
-    const waits = this.#link.waits;
-    const waitedBefore = { ...waits };
+    const clock = new RoundClock(this.#link);
     this.#link.compression.restart(); // the time since the last round's frames was no page work
-    let scanMs = 0;
-    let planMs = 0;
     const pagesTotal = this.#gang.pages;
     let pagesBefore = 0; // pages of the guests already done
     // With the gang paused the cores are free: the final round's page work takes them all. A guest
@@ -315,7 +306,7 @@ export class GangSender implements AsyncDisposable {
         // Later reads are in place: the guest's mapping is filled now, not in its final round.
         if (next.done && firstRead && !final) guest.ram.premap();
         const scanned = performance.now();
-        scanMs += scanned - scanStarted;
+        clock.scanMs += scanned - scanStarted;
         if (next.done) break;
         const chunk = next.value;
         const plan = this.#planner.planChunk(
@@ -326,7 +317,7 @@ export class GangSender implements AsyncDisposable {
           firstRead,
           counts,
         );
-        planMs += performance.now() - scanned;
+        clock.planMs += performance.now() - scanned;
         await this.#link.frames.send(guest.number, chunk.first, plan, out.buf);
         await this.#link.flushWhenQuiet();
         // A round that finds little changed writes little, and its awaits resolve at once.
@@ -339,24 +330,13 @@ export class GangSender implements AsyncDisposable {
     if (final || only !== undefined) checkSizesUnchanged(this.#gang);
     await this.#link.send(encodeRoundEnd(round, final));
     await this.#link.flush();
-    const flushed = performance.now();
-    const acknowledged = await this.#link.answers.expect(
-      FrameType.RoundDone,
-      this.#answerTimeout,
-    );
-    const time: RoundTime = {
-      scanSeconds: scanMs / 1000,
-      planSeconds: planMs / 1000,
-      compressSeconds: waits.zstd - waitedBefore.zstd,
-      linkWaitSeconds: waits.link - waitedBefore.link,
-      receiverWaitSeconds: (performance.now() - flushed) / 1000,
-      compression: this.#link.compression.estimate,
-    };
+    clock.flushed();
+    const acknowledged = await this.#link.answers.expect(FrameType.RoundDone, this.#answerTimeout);
+    const report = clock.report(round, final, counts);
     if (acknowledged !== round) {
       throw new TargetError(`Target acknowledged round ${acknowledged}, not ${round}`);
     }
     if (firstScan) this.#planner.noteFirstScan(counts);
-    const report = roundReport(round, final, started, this.bytesOnWire - bytesBefore, counts, time);
     if (only !== undefined) report.guest = only;
     this.rounds.push(report);
     if (!final && only === undefined) this.#largeChunks(); // after the round's own time
@@ -399,9 +379,11 @@ export class GangSender implements AsyncDisposable {
     const digests = this.#gang.guests.map((g) =>
       guestDigest(this.#gang.index.pageHashes(g.number), this.#gang.index.seed, g.ram.size)
     );
-    await this.#link.send(encodeDone(digests));
-    await this.#link.flush();
-    const guests = await this.#link.answers.expect(FrameType.Verified, this.#answerTimeout);
+    const guests = await this.#link.ask(
+      encodeDone(digests),
+      FrameType.Verified,
+      this.#answerTimeout,
+    );
     if (guests !== digests.length) {
       throw new TargetError(`Target verified ${guests} guests of ${digests.length}`);
     }
@@ -418,25 +400,4 @@ export class GangSender implements AsyncDisposable {
     this.close();
     return Promise.resolve();
   }
-}
-
-function roundReport(
-  round: number,
-  final: boolean,
-  started: number,
-  bytesOnWire: number,
-  counts: RoundCounts,
-  time: RoundTime,
-): RoundReport {
-  const { rematched, deltas, ...pages } = counts;
-  return {
-    round,
-    final,
-    seconds: (performance.now() - started) / 1000,
-    bytesOnWire,
-    pages,
-    rematched,
-    deltas,
-    time,
-  };
 }

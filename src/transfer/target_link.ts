@@ -91,6 +91,18 @@ export class TargetLink {
     this.waits.link += (performance.now() - started) / 1000;
   }
 
+  /**
+   * Sends a frame that asks the target something, everything before it
+   * included, and waits for the answer of type `answer`.
+   *
+   * @returns the answer's u32 (ROUND_DONE's round, GUEST_VERIFIED's guest...)
+   */
+  async ask(frame: Uint8Array, answer: number, timeoutMs: number): Promise<number> {
+    await this.send(frame);
+    await this.flush();
+    return await this.answers.expect(answer, timeoutMs);
+  }
+
   /** Flushes when frames may have waited in a half-full buffer for too long (see FLUSH_EVERY_MS). */
   async flushWhenQuiet(): Promise<void> {
     if (performance.now() - this.#flushedAt > FLUSH_EVERY_MS) await this.flush();
