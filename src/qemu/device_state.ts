@@ -15,7 +15,7 @@ import {
 } from "./destination.ts";
 import { finalInfo, recoverSource, setCapabilities, waitForStatus } from "./_migration_steps.ts";
 import { errorMessage } from "../_errors.ts";
-import { type DeviceStateMigrationResult, downtimeParts } from "./downtime_parts.ts";
+import { type DeviceStateMigrationResult, downtimeParts, ranAt } from "./downtime_parts.ts";
 
 /** Options of {@linkcode DeviceStateMigration.start}. */
 export interface DeviceStateMigrationOptions {
@@ -233,12 +233,7 @@ export class DeviceStateMigration {
       if (!state.running) {
         throw new Error(`destination "${this.destination.name}" is ${state.status} after cont`);
       }
-      // It ran once `cont` returned: what the destination did after it (reading its state, the
-      // answer through an agent) is not downtime. Never before the request was sent.
-      const answeredAt = performance.now();
-      const since = state.sinceRunMs;
-      const ranBefore = typeof since === "number" && since > 0 ? since : 0;
-      const runningAt = answeredAt - Math.min(ranBefore, answeredAt - verifiedAt);
+      const runningAt = ranAt(verifiedAt, performance.now(), state.sinceRunMs);
       const info = await finalInfo(this.source);
       await this.destination.unlisten();
       return {

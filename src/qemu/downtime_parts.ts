@@ -43,6 +43,18 @@ export interface DowntimeParts {
   runMs: number;
 }
 
+/**
+ * When a destination started to run, on this process's clock: its answer
+ * came at `answeredAt` and says it was read `sinceRunMs` after `cont`
+ * returned (what the destination did after that, and the answer's way
+ * back, are not downtime). Never before `askedAt`, when it was asked to
+ * run; a `sinceRunMs` that is missing or not a positive number counts as 0.
+ */
+export function ranAt(askedAt: number, answeredAt: number, sinceRunMs: unknown): number {
+  const since = typeof sinceRunMs === "number" && sinceRunMs > 0 ? sinceRunMs : 0;
+  return answeredAt - Math.min(since, answeredAt - askedAt);
+}
+
 /** Consecutive parts between marks on the `performance.now()` clock, none before `pausedAt`. */
 export function downtimeParts(
   pausedAt: number,
