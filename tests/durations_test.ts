@@ -1,5 +1,5 @@
 import { assertEquals, assertRejects, assertThrows } from "./_assert.ts";
-import { MAX_DURATION_SECONDS, parseDuration } from "../src/cli/_units.ts";
+import { MAX_DURATION_SECONDS, parseCount, parseDuration } from "../src/cli/_units.ts";
 import { UsageError } from "../src/cli/_cli.ts";
 import { delay, MAX_TIMER_MS, withTimeout } from "../src/_delay.ts";
 import { Gang } from "../src/scan/gang.ts";
@@ -34,6 +34,23 @@ async function recordingTimers(body: () => Promise<void>): Promise<number[]> {
   }
   return asked;
 }
+
+Deno.test("parseCount() takes decimal digits only, up to its maximum", () => {
+  assertEquals(parseCount("5", "--n"), 5);
+  assertEquals(parseCount("65536", "--n", 65536), 65536);
+  for (const text of ["1e3", "0x10", " 5 ", "5.0", "", "-1", "0", "+5", "99999999999999999999"]) {
+    assertThrows(
+      () => parseCount(text, "--n"),
+      UsageError,
+      `--n needs a positive integer, got "${text}"`,
+    );
+  }
+  assertThrows(
+    () => parseCount("65537", "--max-guests", 65536),
+    UsageError,
+    "--max-guests takes at most 65536",
+  );
+});
 
 Deno.test("delay() and withTimeout() cut a wait longer than a timer takes, rather than firing at once", async () => {
   const stop = new AbortController();

@@ -167,7 +167,7 @@ Deno.test("a receiver killed mid-gang leaves a journal, and the next one removes
     assertEquals(recovered(), { event: "recovered", guests: names(paths) });
     // Its log line comes on the other pipe, maybe a moment later.
     await waitFor(
-      () => receiver.lines.some((l) => l.startsWith("receive: recovered: removed the files")),
+      () => receiver.lines.some((l) => l.startsWith("receive: recovered: undid the files")),
       "the recovered line",
     );
     assertEquals(Deno.readDirSync(dir).toArray(), []);

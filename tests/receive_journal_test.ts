@@ -3,9 +3,15 @@
  * the files the gang had: never a file put at a guest's name since, nor a
  * file outside the directory through a link there.
  */
-import { assertEquals } from "./_assert.ts";
+import { assertEquals, assertThrows } from "./_assert.ts";
 import { PAGE_SIZE } from "../src/native/ram_file.ts";
-import { ReceiveJournal } from "../src/transfer/receive_journal.ts";
+import {
+  JOURNAL_NAME,
+  readLeftoverJournal,
+  ReceiveJournal,
+} from "../src/transfer/receive_journal.ts";
+import { MAX_GUESTS } from "../src/transfer/receiver_options.ts";
+import { join } from "node:path";
 import { openTargetFiles, recoverInterruptedGang } from "../src/transfer/target_files.ts";
 import type { Hello } from "../src/transfer/hello_frame.ts";
 
@@ -88,5 +94,33 @@ Deno.test("recovery ignores journal entries it did not write (no file identity, 
   } finally {
     await Deno.remove(dir, { recursive: true });
     await Deno.remove(outside, { recursive: true });
+  }
+});
+
+Deno.test("a journal's name holding no journal gangway wrote stops recovery with a clear error", async () => {
+  const dir = await shmDir();
+  try {
+    const path = join(dir, JOURNAL_NAME);
+    const huge = join(dir, "huge");
+    await Deno.writeFile(huge, new Uint8Array(0));
+    await Deno.truncate(huge, (MAX_GUESTS + 2) * PAGE_SIZE); // sparse: hours to read page by page
+    const cases: [string, () => Promise<void>][] = [
+      ["not a regular file", () => Deno.symlink(huge, path)],
+      ["not a regular file", () => Deno.mkdir(path)],
+      [`${(MAX_GUESTS + 2) * PAGE_SIZE} bytes`, () => Deno.rename(huge, path)],
+    ];
+    for (const [why, make] of cases) {
+      await make();
+      assertThrows(
+        () => readLeftoverJournal(dir),
+        Error,
+        `is not a journal gangway wrote (${why})`,
+      );
+      assertThrows(() => recoverInterruptedGang(dir), Error, "remove it to start");
+      await Deno.remove(path);
+    }
+    assertEquals(readLeftoverJournal(dir), undefined);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });

@@ -1,4 +1,5 @@
-import { assert, assertEquals, assertRejects, assertSameBytes } from "./_assert.ts";
+import { assert, assertEquals, assertRejects, assertSameBytes, assertThrows } from "./_assert.ts";
+import { checkReceiverOptions, MAX_GUESTS } from "../src/transfer/receiver_options.ts";
 import { Gang } from "../src/scan/gang.ts";
 import { transferGang } from "../src/transfer/transfer_gang.ts";
 import { randomSeed } from "../src/transfer/seed.ts";
@@ -501,4 +502,15 @@ Deno.test("a page with bytes past the end of a short last page is refused, never
     assert(!refusal.includes(receiver.dir), `the target's path stays at the target: ${refusal}`);
   }
   assertEquals([...Deno.readDirSync(receiver.dir)], [], "the failed gangs' files are removed");
+});
+
+Deno.test("a receiver takes at most MAX_GUESTS guests a gang: its journal is read whole at its next start", () => {
+  checkReceiverOptions({ dir: "/nowhere", maxGuests: MAX_GUESTS });
+  for (const maxGuests of [0, MAX_GUESTS + 1, 1.5, Number.NaN]) {
+    assertThrows(
+      () => checkReceiverOptions({ dir: "/nowhere", maxGuests }),
+      RangeError,
+      `maxGuests must be an integer from 1 to ${MAX_GUESTS}`,
+    );
+  }
 });

@@ -36,13 +36,14 @@ async function tree(): Promise<AsyncDisposable & Record<"root" | "shared" | "dis
   };
 }
 
-Deno.test("resolveSharedDirs() refuses an empty, relative or missing entry and a file, naming the flag", async () => {
+Deno.test("resolveSharedDirs() refuses an empty, relative or missing entry, the root and a file, naming the flag", async () => {
   await using t = await tree();
   const cases: [string[], string][] = [
     [[t.shared, ""], 'directory "" (--shared-disks): an empty entry'],
     [["srv/disks"], "it is not an absolute path"],
     [[join(t.root, "none")], "it does not exist"],
     [[t.disk], "it is not a directory"],
+    [["/"], "it is the root directory, which would allow every path"],
   ];
   for (const [dirs, message] of cases) {
     assertThrows(() => resolveSharedDirs(dirs), Error, message);

@@ -52,12 +52,14 @@ export function parseSize(text: string, flag: string): number {
   return size;
 }
 
-/** A positive integer. */
-export function parseCount(text: string, flag: string): number {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 1) {
+/** A positive integer in decimal digits, at most `max`. */
+export function parseCount(text: string, flag: string, max = Number.MAX_SAFE_INTEGER): number {
+  // Decimal digits only: Number() would also take "1e3", "0x10" and " 5 ".
+  const n = /^[0-9]+$/.test(text) ? Number(text) : Number.NaN;
+  if (!Number.isSafeInteger(n) || n < 1) {
     throw new UsageError(`${flag} needs a positive integer, got "${text}"`);
   }
+  if (n > max) throw new UsageError(`${flag} takes at most ${max}, got ${text}`);
   return n;
 }
 

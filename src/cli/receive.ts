@@ -32,6 +32,7 @@
 import { lockDirectory } from "../native/dir_lock.ts";
 import { ownPrivateDir } from "../_private_dirs.ts";
 import { type ReceiverEvent, serveGangs } from "../transfer/receiver.ts";
+import { MAX_GUESTS } from "../transfer/receiver_options.ts";
 import { listenForSenders } from "../transport/listen_for_senders.ts";
 import { parseCli, runMain, UsageError } from "./_cli.ts";
 import { listenerTransport, SERVER_FLAGS } from "./_listener_transport.ts";
@@ -50,8 +51,9 @@ function describe(e: ReceiveEvent): string {
     case "listening":
       return `listening on ${e.address}`;
     case "recovered":
-      return `recovered: removed the files of the gang an earlier receiver was receiving when ` +
-        `it was killed (${e.guests.join(", ")})`;
+      return `recovered: undid the files of the gang an earlier receiver was receiving when ` +
+        `it was killed (removed the ones it made, emptied the ones that were there): ` +
+        e.guests.join(", ");
     case "accepted":
       return `${e.peer}: receiving ${e.guests.length} guest${e.guests.length === 1 ? "" : "s"} (${
         e.guests.map((g) => g.name).join(", ")
@@ -94,7 +96,9 @@ async function main(args: string[]): Promise<void> {
   const limits = {
     maxGuestBytes: size("max-guest-bytes"),
     maxGangBytes: size("max-gang-bytes"),
-    maxGuests: values["max-guests"] ? parseCount(values["max-guests"], "--max-guests") : undefined,
+    maxGuests: values["max-guests"]
+      ? parseCount(values["max-guests"], "--max-guests", MAX_GUESTS)
+      : undefined,
     handshakeTimeoutMs: millis("handshake-timeout"),
     idleTimeoutMs: millis("idle-timeout"),
   };

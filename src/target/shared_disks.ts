@@ -32,8 +32,8 @@ export type SharedDiskPaths = Record<number, { path: string; base?: string }>;
  *
  * @param dirs The directories, as the agent was given them
  * @returns Their real paths, in the same order
- * @throws Error naming the entry and why, for an empty or relative entry, or
- * one that is not an existing directory
+ * @throws Error naming the entry and why, for an empty or relative entry, the
+ * root, or one that is not an existing directory
  */
 export function resolveSharedDirs(dirs: readonly string[]): string[] {
   return dirs.map((dir) => {
@@ -54,6 +54,9 @@ export function resolveSharedDirs(dirs: readonly string[]): string[] {
       );
     }
     if (!Deno.statSync(real).isDirectory) throw refuse("it is not a directory");
+    // The root holds every path, /etc/shadow and /dev/sda as much as disks: what the empty entry's
+    // refusal keeps out.
+    if (real === "/") throw refuse("it is the root directory, which would allow every path");
     return real;
   });
 }

@@ -18,6 +18,7 @@
 import { join } from "node:path";
 import { PAGE_SIZE, RamFile } from "../native/ram_file.ts";
 import { NativeError } from "../native/errno.ts";
+import { MAX_GUESTS } from "./receiver_options.ts";
 
 /** The journal's name in the target directory. */
 export const JOURNAL_NAME = ".gangway-receiving";
@@ -107,11 +108,31 @@ export class ReceiveJournal {
  * The entries of a journal an earlier server of `dir` left, if any; the
  * journal itself is left (remove it with {@linkcode removeLeftoverJournal}
  * once its entries are undone). An entry that cannot be read is skipped.
+ *
+ * @throws Error when what has the journal's name is no journal gangway wrote (a link, a
+ * directory, a file larger than {@linkcode MAX_GUESTS} entries): the directory needs a look
  */
 export function readLeftoverJournal(dir: string): JournalEntry[] | undefined {
+  const path = join(dir, JOURNAL_NAME);
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.lstatSync(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw error;
+  }
+  // A receiver writes its journal as a file of a page per guest and a page more: anything else at
+  // its name (a link, a pipe, a directory, a huge file that would take hours to read) is not one.
+  if (!info.isFile || info.size > (MAX_GUESTS + 1) * PAGE_SIZE) {
+    throw new Error(
+      `"${path}" is not a journal gangway wrote (${
+        info.isFile ? `${info.size} bytes` : "not a regular file"
+      }): remove it to start`,
+    );
+  }
   let file: RamFile;
   try {
-    file = RamFile.open(join(dir, JOURNAL_NAME));
+    file = RamFile.open(path);
   } catch (error) {
     if (error instanceof NativeError && error.code === "ENOENT") return undefined;
     throw error;

@@ -32,7 +32,7 @@ import {
 } from "./target_files.ts";
 import { ReceiveJournal } from "./receive_journal.ts";
 import {
-  checkReceiverTimeouts,
+  checkReceiverOptions,
   type ReceivedGang,
   RECEIVER_DEFAULTS,
   type ReceiverEvent,
@@ -165,7 +165,7 @@ export async function receiveGang(
   conn: Deno.Conn,
   options: ReceiverOptions,
 ): Promise<ReceivedGang> {
-  checkReceiverTimeouts(options);
+  checkReceiverOptions(options);
   return await receiveAuthenticatedGang(await readSenderHandshake(conn, options), options);
 }
 
@@ -280,7 +280,7 @@ export async function serveGangs(
   listener: Deno.Listener,
   options: ServeOptions,
 ): Promise<ReceivedGang[]> {
-  checkReceiverTimeouts(options);
+  checkReceiverOptions(options);
   const recovered = recoverInterruptedGang(options.dir);
   if (recovered.length > 0) options.log?.({ event: "recovered", guests: recovered });
   const gangOptions: ReceiverOptions = { ...options, journal: true };

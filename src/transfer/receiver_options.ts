@@ -15,7 +15,7 @@ export interface ReceiverOptions {
   dir: string;
   /** Largest guest accepted, in bytes. Default 64 GiB. */
   maxGuestBytes?: number;
-  /** Most guests in one gang. Default 256. */
+  /** Most guests in one gang. Default 256, at most {@linkcode MAX_GUESTS}. */
   maxGuests?: number;
   /**
    * Largest gang accepted (sum of its guests), in bytes: bounds the
@@ -87,6 +87,13 @@ export interface ReceivedGang {
   seconds: number;
 }
 
+/**
+ * The most guests a receiver may be set to take in one gang: its
+ * journal (a page per guest) is read whole at its next start, so a
+ * larger one is none it wrote.
+ */
+export const MAX_GUESTS = 65_536;
+
 /** Default limits of a receiver. */
 export const RECEIVER_DEFAULTS = {
   maxGuestBytes: 64 * 2 ** 30,
@@ -99,9 +106,17 @@ export const RECEIVER_DEFAULTS = {
 
 /**
  * Throws a RangeError for a timeout longer than a timer can wait (24.8
- * days): checked where a receiver takes its options.
+ * days), or a `maxGuests` over {@linkcode MAX_GUESTS}: checked where a
+ * receiver takes its options.
  */
-export function checkReceiverTimeouts(options: ReceiverOptions): void {
+export function checkReceiverOptions(options: ReceiverOptions): void {
   checkTimeout(options.handshakeTimeoutMs, "handshakeTimeoutMs");
   checkTimeout(options.idleTimeoutMs, "idleTimeoutMs");
+  const { maxGuests } = options;
+  if (
+    maxGuests !== undefined &&
+    !(Number.isInteger(maxGuests) && maxGuests >= 1 && maxGuests <= MAX_GUESTS)
+  ) {
+    throw new RangeError(`maxGuests must be an integer from 1 to ${MAX_GUESTS}, not ${maxGuests}`);
+  }
 }
