@@ -173,7 +173,7 @@ Deno.test("transferGang() with one round moves a gang in one pass, its pages cla
   }
 });
 
-Deno.test("verify() comes after the final round only, and no round comes after that", async () => {
+Deno.test("verify() comes after the final round only, once, and no round comes after that", async () => {
   const paths = makeGuests();
   await using receiver = await startReceiver();
   try {
@@ -186,6 +186,7 @@ Deno.test("verify() comes after the final round only, and no round comes after t
     await assertRejects(() => sender.round(), Error, "round() after the final round");
     await assertRejects(() => sender.finishGuest(0), Error, "finishGuest() after the final round");
     assertEquals((await sender.verify()).length, paths.length);
+    await assertRejects(() => sender.verify(), Error, "verify() again: the gang is over");
     assertSameFiles(specs(paths), receiver.dir);
   } finally {
     await removeFiles(...paths);
@@ -463,6 +464,12 @@ Deno.test("transferGang() refuses to verify a guest whose file shrank or grew du
         assert(
           !receiver.events.some((e) => e.event === "complete"),
           "the target completed nothing",
+        );
+        // The target heard why (its log says more than a closed connection).
+        const failed = receiver.events.find((e) => e.event === "failed");
+        assertEquals(
+          failed && "error" in failed ? failed.error : undefined,
+          `Sender gave up: ${(error as Error).message}`,
         );
       } finally {
         await removeFiles(path);

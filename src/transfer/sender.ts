@@ -70,8 +70,8 @@ export class GangSender implements AsyncDisposable {
   readonly #read: boolean[];
   /** The index holds a scan of the gang: a preparation's, or the first round's. */
   #prepared = false;
-  /** What sent the gang, once the final round or the one pass did: only verify() is left. */
-  #sentBy: "" | "onePass()" | "the final round" = "";
+  /** What sent the gang (then only verify() is left), or verify() once it ran. */
+  #sentBy: "" | "onePass()" | "the final round" | "verify()" = "";
   /** Rounds done so far. */
   readonly rounds: RoundReport[] = [];
   /** What compression did so far. */
@@ -344,14 +344,11 @@ export class GangSender implements AsyncDisposable {
   }
 
   /**
-   * An estimate of the pages a live round now would find changed, from
-   * one page in 61 of every guest not finished
-   * ({@linkcode estimateChangedPages}; a guest no round has read counts
-   * whole). It reads 1/61 of
-   * what a round reads and changes nothing: where the kernel has no
-   * soft-dirty bits, a round re-reads the whole gang only to find what
-   * changed, and this tells first whether that is little enough for the
-   * final round.
+   * The pages a live round now would find changed, estimated from one page
+   * in 61 of every guest not finished ({@linkcode estimateChangedPages}; a
+   * guest no round has read counts whole): without soft-dirty bits a round
+   * re-reads the whole gang to find what changed, and this tells first, for
+   * 1/61 of that, whether it is little enough for the final round.
    */
   estimateChanged(): number {
     let estimate = 0;
@@ -367,15 +364,18 @@ export class GangSender implements AsyncDisposable {
    * and waits until the target found its copy identical.
    *
    * @returns the digests, one per guest
-   * @throws Error before the final round (or onePass()); TargetError if any guest's copy differs
+   * @throws Error before the final round (or onePass()), or when called again; TargetError if any
+   * guest's copy differs
    */
   async verify(): Promise<string[]> {
+    if (this.#sentBy === "verify()") throw new Error("verify() again: the gang is over");
     if (!this.#sentBy) {
       // The target would compare a copy still in progress, and call it corrupt.
       throw new Error(
         "verify() needs the final round first: round({ final: true }) with the guests paused, or onePass()",
       );
     }
+    this.#sentBy = "verify()"; // the target ends the gang once it has verified it
     const digests = this.#gang.guests.map((g) =>
       guestDigest(this.#gang.index.pageHashes(g.number), this.#gang.index.seed, g.ram.size)
     );
@@ -388,6 +388,14 @@ export class GangSender implements AsyncDisposable {
       throw new TargetError(`Target verified ${guests} guests of ${digests.length}`);
     }
     return digests;
+  }
+
+  /**
+   * Tells the target why this sender gives up, when the failure is its own
+   * (the target then fails the gang with that reason); never throws.
+   */
+  async abandon(reason: string): Promise<void> {
+    await this.#link.tellError(reason);
   }
 
   /** Closes the connection; safe to call twice. */

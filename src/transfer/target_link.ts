@@ -16,6 +16,8 @@ import { Pacer } from "./pacer.ts";
 import { ChunkFrames } from "./chunk_frames.ts";
 import type { SenderOptions } from "./sender_options.ts";
 import { errorMessage } from "../_errors.ts";
+import { encodeText, FrameType } from "./protocol.ts";
+import { withTimeout } from "../_delay.ts";
 
 /** Largest answer of a target: an ERROR of 4000 characters in UTF-8. */
 const ANSWER_BODY_BYTES = 16384;
@@ -101,6 +103,18 @@ export class TargetLink {
     await this.send(frame);
     await this.flush();
     return await this.answers.expect(answer, timeoutMs);
+  }
+
+  /**
+   * Sends an ERROR frame with `reason` after everything queued, waiting at
+   * most 2 s: the connection may be broken or stalled already. Never throws.
+   */
+  async tellError(reason: string): Promise<void> {
+    const told = (async () => {
+      await this.send(encodeText(FrameType.Error, reason));
+      await this.flush();
+    })();
+    await withTimeout(told, 2000, () => new Error("timed out")).catch(() => {});
   }
 
   /** Flushes when frames may have waited in a half-full buffer for too long (see FLUSH_EVERY_MS). */

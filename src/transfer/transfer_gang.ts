@@ -16,7 +16,7 @@ import {
   roundSize,
   shouldStopLiveRounds,
 } from "../plan/convergence.ts";
-import { GangSender } from "./sender.ts";
+import { GangSender, TargetError } from "./sender.ts";
 import { type RoundReport, type SenderOptions } from "./sender_options.ts";
 import { rescanEverything } from "../plan/dirty_tracking.ts";
 import type { ByteStream } from "./frame_io.ts";
@@ -184,7 +184,12 @@ export async function transferGang(
       compression: sender.compression,
     };
   } catch (error) {
-    if (paused) await resumeAfter(error, options.resume);
+    try {
+      if (paused) await resumeAfter(error, options.resume);
+    } finally {
+      // Then the target hears why (the guests first), unless it failed itself and said so.
+      if (!(error instanceof TargetError)) await sender?.abandon(errorMessage(error));
+    }
     throw error;
   } finally {
     sender?.close(); // connect() closes the connection itself if it fails
