@@ -16,6 +16,7 @@ export class RoundClock {
   readonly #bytesBefore: number;
   readonly #waitedBefore: { link: number; zstd: number };
   #flushed = 0;
+  #acknowledged = 0;
   /** The sender's time in the scan, ms. */
   scanMs = 0;
   /** The sender's time in the planner, ms. */
@@ -30,6 +31,11 @@ export class RoundClock {
   /** The round's last frame went out: the wait for the target's acknowledgement starts. */
   flushed(): void {
     this.#flushed = performance.now();
+  }
+
+  /** The target acknowledged the round: its wait ends. */
+  acknowledged(): void {
+    this.#acknowledged = performance.now();
   }
 
   /** The round's report, as of now. */
@@ -50,7 +56,7 @@ export class RoundClock {
         planSeconds: this.planMs / 1000,
         compressSeconds: waits.zstd - this.#waitedBefore.zstd,
         linkWaitSeconds: waits.link - this.#waitedBefore.link,
-        receiverWaitSeconds: this.#flushed > 0 ? (now - this.#flushed) / 1000 : 0,
+        receiverWaitSeconds: (this.#acknowledged - this.#flushed) / 1000,
         compression: this.#link.compression.estimate,
       },
     };

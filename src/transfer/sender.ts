@@ -332,11 +332,12 @@ export class GangSender implements AsyncDisposable {
     await this.#link.flush();
     clock.flushed();
     const acknowledged = await this.#link.answers.expect(FrameType.RoundDone, this.#answerTimeout);
-    const report = clock.report(round, final, counts);
+    clock.acknowledged();
     if (acknowledged !== round) {
       throw new TargetError(`Target acknowledged round ${acknowledged}, not ${round}`);
     }
-    if (firstScan) this.#planner.noteFirstScan(counts);
+    if (firstScan) this.#planner.noteFirstScan(counts); // it counts identical pages anew
+    const report = clock.report(round, final, counts);
     if (only !== undefined) report.guest = only;
     this.rounds.push(report);
     if (!final && only === undefined) this.#largeChunks(); // after the round's own time
