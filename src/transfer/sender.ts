@@ -232,13 +232,7 @@ export class GangSender implements AsyncDisposable {
     }
     const report = await this.#runRound(false, guest);
     applied?.();
-    const g = this.#gang.guests[guest]!;
-    const digest = guestDigest(
-      this.#gang.index.pageHashes(guest),
-      this.#gang.index.seed,
-      g.ram.size,
-    );
-    const done = encodeGuestDone(guest, digest);
+    const done = encodeGuestDone(guest, this.#digest(guest));
     const verified = await this.#link.ask(done, FrameType.GuestVerified, this.#answerTimeout);
     if (verified !== guest) {
       throw new TargetError(`Target verified guest ${verified}, not ${guest}`);
@@ -377,9 +371,7 @@ export class GangSender implements AsyncDisposable {
       );
     }
     this.#sentBy = "verify()"; // the target ends the gang once it has verified it
-    const digests = this.#gang.guests.map((g) =>
-      guestDigest(this.#gang.index.pageHashes(g.number), this.#gang.index.seed, g.ram.size)
-    );
+    const digests = this.#gang.guests.map((g) => this.#digest(g.number));
     const guests = await this.#link.ask(
       encodeDone(digests),
       FrameType.Verified,
@@ -389,6 +381,12 @@ export class GangSender implements AsyncDisposable {
       throw new TargetError(`Target verified ${guests} guests of ${digests.length}`);
     }
     return digests;
+  }
+
+  /** A guest's digest, from the hashes of its last scan. */
+  #digest(guest: number): string {
+    const { index } = this.#gang;
+    return guestDigest(index.pageHashes(guest), index.seed, this.#gang.guests[guest]!.ram.size);
   }
 
   /**
