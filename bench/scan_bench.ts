@@ -17,6 +17,7 @@
 import { Gang } from "../src/scan/gang.ts";
 import { scanGang } from "../src/scan/scan_gang.ts";
 import { hashPages } from "../src/native/hashing.ts";
+import { PAGE_SIZE } from "../src/native/ram_file.ts";
 import { IDLE_MIX, median, writeGuestFiles } from "./_guest_ram.ts";
 
 const GUESTS = 4;
@@ -29,7 +30,7 @@ const RUNS = 5;
  */
 function hashInCacheGbps(): number {
   const pages = 256;
-  const buf = new Uint8Array(pages * 4096);
+  const buf = new Uint8Array(pages * PAGE_SIZE);
   for (let i = 0; i < buf.length; i += 65536) crypto.getRandomValues(buf.subarray(i, i + 65536));
   let best = 0;
   for (let run = 0; run < 3; run++) {

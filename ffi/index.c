@@ -88,7 +88,6 @@ GW_EXPORT int gw_index_new(uint64_t seed, uint32_t hash_bits, gw_index **out)
 	ix = calloc(1, sizeof(*ix));
 	if (!ix)
 		return -ENOMEM;
-	ix->seed = seed;
 	gw__hash_key(seed, &ix->key);
 	ix->hash_mask = ~0ull << (64 - hash_bits);
 	ix->zero_hash = gw_zero_page_hash(seed) & ix->hash_mask;

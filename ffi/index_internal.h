@@ -15,8 +15,7 @@ struct guest_state {
 };
 
 struct gw_index {
-	uint64_t seed;              /* XXH3 seed of every page hash */
-	struct gw_hash_key key;     /* the seed's key (gw__page_hash) */
+	struct gw_hash_key key;     /* what the seed of every page hash expands to (gw__page_hash) */
 	uint64_t hash_mask;         /* keeps the top hash_bits bits of a hash */
 	uint64_t zero_hash;         /* hash of a zero page, masked */
 	uint64_t *slots;            /* tag << 32 | (id + 1); 0 = empty */

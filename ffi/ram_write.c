@@ -10,7 +10,6 @@
 #include <string.h>
 #include <unistd.h>
 
-
 #include "internal.h"
 
 /* pwrite exactly len bytes. */

@@ -6,6 +6,7 @@
  * @module
  */
 import type { RoundCounts } from "../plan/round_planner.ts";
+import type { SenderWaits } from "./compression_policy.ts";
 import type { RoundReport } from "./sender_options.ts";
 import type { TargetLink } from "./target_link.ts";
 
@@ -14,7 +15,7 @@ export class RoundClock {
   readonly #link: TargetLink;
   readonly #started = performance.now();
   readonly #bytesBefore: number;
-  readonly #waitedBefore: { link: number; zstd: number };
+  readonly #waitedBefore: SenderWaits;
   #flushed = 0;
   #acknowledged = 0;
   /** The sender's time in the scan, ms. */
