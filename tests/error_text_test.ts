@@ -6,7 +6,7 @@
 import { assertEquals } from "./_assert.ts";
 import { decodeText } from "../src/transfer/protocol.ts";
 
-Deno.test("decodeText() escapes control characters, keeps the rest", () => {
+Deno.test("decodeText() escapes control, separator and format characters, keeps the rest", () => {
   const hostile =
     "no\x1b[2J\x1b[31m\r\nreceive: 10.0.0.1: complete, every digest matched\x07\x7f\u0085";
   assertEquals(
@@ -18,4 +18,9 @@ Deno.test("decodeText() escapes control characters, keeps the rest", () => {
     "Gang refused: «vm1» ✓",
   );
   assertEquals(decodeText(Uint8Array.of(0xff, 0x41)), "\ufffdA");
+  // Unicode's separators and format characters: a line break, reversed text, hidden characters.
+  assertEquals(
+    decodeText(new TextEncoder().encode("a\u2028b\u2029c\u202ed\u200be\u2066f\ufeffg")),
+    "a\\u2028b\\u2029c\\u202ed\\u200be\\u2066f\\ufeffg",
+  );
 });

@@ -31,6 +31,7 @@ import { checkAgentDirs } from "../target/agent_dirs.ts";
 import { parseCli, runMain, UsageError } from "./_cli.ts";
 import { checkQemuBinary, parseAccelerators } from "./_agent_flags.ts";
 import { listenerTransport, SERVER_FLAGS } from "./_listener_transport.ts";
+import { MAX_GUESTS } from "../transfer/receiver_options.ts";
 import { parseAddress, parseCount, parseDuration, parseSize } from "./_units.ts";
 
 const USAGE = "usage: deno task agent -- --listen HOST:PORT --dir DIR " +
@@ -77,7 +78,9 @@ async function main(args: string[]): Promise<void> {
     ? Math.floor(parseSize(values["max-memory"], "--max-memory") / 2 ** 20)
     : Math.floor(Deno.systemMemoryInfo().total / 2 ** 20);
   // Every flag is checked before anything is made: a bad one leaves no directory behind.
-  const maxGuests = values["max-guests"] ? parseCount(values["max-guests"], "--max-guests") : 64;
+  const maxGuests = values["max-guests"]
+    ? parseCount(values["max-guests"], "--max-guests", MAX_GUESTS)
+    : 64;
   const handshakeTimeoutMs = millis("handshake-timeout", 10_000);
   const idleTimeoutMs = millis("idle-timeout", 60_000);
   const transport = await listenerTransport(values, values.listen, "agent");

@@ -247,6 +247,9 @@ async function serveRam(
   // The gang's key is the token: without a prepared gang nothing matches it.
   const options: ReceiverOptions = {
     ...host.options.receiver,
+    // The gang was prepared within the agent's own limit: the receiver's default (256) must not
+    // refuse the RAM of a larger one it accepted.
+    maxGuests: host.options.maxGuests,
     dir: host.options.dir,
     token: gang?.key ?? crypto.randomUUID(),
     expectedGuests: gang?.names.map((name) => ({ name, size: gang.ramBytes(name)! })) ?? [],

@@ -249,15 +249,22 @@ export function encodeText(type: FrameTypeValue, text: string): Uint8Array {
 
 /**
  * The text of an ERROR body (lenient: it is shown, not interpreted), on
- * one line: control characters (C0, DEL, C1) come out as `\xNN`, so a
- * peer's words cannot move the cursor or recolour a terminal, nor add a
- * line of their own to a log.
+ * one line: control characters (C0, DEL, C1) come out as `\xNN`, and
+ * Unicode's line and paragraph separators, bidirectional controls and
+ * zero-width characters as `\uNNNN`, so a peer's words cannot move the
+ * cursor, recolour a terminal, reorder what a log shows, nor add a line of
+ * their own to it.
  */
 export function decodeText(body: Uint8Array): string {
   return new TextDecoder().decode(body).replace(
     // deno-lint-ignore no-control-regex
-    /[\x00-\x1f\x7f-\x9f]/g,
-    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
+    /[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/g,
+    (c) => {
+      const code = c.charCodeAt(0);
+      return code < 0x100
+        ? `\\x${code.toString(16).padStart(2, "0")}`
+        : `\\u${code.toString(16).padStart(4, "0")}`;
+    },
   );
 }
 

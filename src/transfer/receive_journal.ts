@@ -138,6 +138,12 @@ export function readLeftoverJournal(dir: string): JournalEntry[] | undefined {
     throw error;
   }
   using _file = file;
+  // Checked again as opened: a link put at the name after the lstat would be followed.
+  if (file.size > (MAX_GUESTS + 1) * PAGE_SIZE) {
+    throw new Error(
+      `"${path}" is not a journal gangway wrote (${file.size} bytes): remove it to start`,
+    );
+  }
   const entries: JournalEntry[] = [];
   const buf = new Uint8Array(PAGE_SIZE);
   const hasData = new Uint8Array(1);
