@@ -26,7 +26,7 @@
 #define GW_MAX_CALL_PAGES 0x7fffffffu
 
 /* Bumped whenever a signature or a constant below changes. */
-#define GW_ABI_VERSION 21
+#define GW_ABI_VERSION 22
 
 uint32_t gw_abi_version(void);
 
@@ -42,6 +42,7 @@ enum gw_open_flags {
 	GW_OPEN_WRITE = 1 << 0,  /* open read-write (a migration target) */
 	GW_OPEN_CREATE = 1 << 1, /* create the file if it is missing */
 	GW_OPEN_NEW = 1 << 2,    /* create the file; -EEXIST if anything is at the path, even a dangling link */
+	GW_OPEN_NOFOLLOW = 1 << 3, /* -ELOOP when the path names a symbolic link */
 };
 
 /* Opens a RAM file; *out receives the handle. */

@@ -41,6 +41,8 @@ GW_EXPORT int gw_ram_open(const char *path, uint32_t flags, gw_ram **out)
 	/* A receiver creates files in its directory: never through a symlink planted there. */
 	if (flags & GW_OPEN_CREATE)
 		oflags |= O_CREAT | O_NOFOLLOW;
+	if (flags & GW_OPEN_NOFOLLOW)
+		oflags |= O_NOFOLLOW;
 	/* O_EXCL: tells a file this call made from one that was there, with nothing left to undo. */
 	if (flags & GW_OPEN_NEW)
 		oflags |= O_CREAT | O_EXCL;

@@ -3,7 +3,7 @@
  * the files the gang had: never a file put at a guest's name since, nor a
  * file outside the directory through a link there.
  */
-import { assertEquals, assertThrows } from "./_assert.ts";
+import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import { PAGE_SIZE } from "../src/native/ram_file.ts";
 import {
   JOURNAL_NAME,
@@ -107,6 +107,9 @@ Deno.test("a journal's name holding no journal gangway wrote stops recovery with
     const cases: [string, () => Promise<void>][] = [
       ["not a regular file", () => Deno.symlink(huge, path)],
       ["not a regular file", () => Deno.mkdir(path)],
+      ["not a regular file", async () => {
+        assert((await new Deno.Command("mkfifo", { args: [path] }).output()).success);
+      }],
       [`${(MAX_GUESTS + 2) * PAGE_SIZE} bytes`, () => Deno.rename(huge, path)],
     ];
     for (const [why, make] of cases) {

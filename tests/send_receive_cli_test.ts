@@ -14,7 +14,9 @@ const SEND = ["--allow-ffi", "--allow-read", "--allow-net", "--allow-env=GANGWAY
 Deno.test("send --json migrates RAM files to receive --once and prints the documented report", async () => {
   const a = makeRamFile(shmPath("a"), [patternPage(1), "hole", patternPage(2), "zero"]);
   const b = makeRamFile(shmPath("b"), [patternPage(2), patternPage(3)]);
-  const dir = await Deno.makeTempDir({ prefix: "gangway-target-" });
+  // In /dev/shm, as the README's example: Deno asks for --allow-all to read anything under /dev,
+  // and the receiver runs with `deno task receive`'s narrower permissions.
+  const dir = await Deno.makeTempDir({ dir: "/dev/shm", prefix: "gangway-target-" });
   try {
     await using receiver = await spawnReceiver(dir, ["--insecure", "--once"]);
     const { code, stdout, stderr } = await runCli("send", [

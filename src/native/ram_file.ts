@@ -22,6 +22,8 @@ export interface RamFileOptions {
    * dangling symbolic link included (implies `write`).
    */
   createNew?: boolean;
+  /** Fail with ELOOP when the path names a symbolic link rather than follow it. */
+  noFollow?: boolean;
 }
 
 /** What {@linkcode RamFile.stat} returns. */
@@ -42,6 +44,7 @@ export type RamAdvice = "sequential" | "dontneed";
 const OPEN_WRITE = 1;
 const OPEN_CREATE = 2;
 const OPEN_NEW = 4;
+const OPEN_NOFOLLOW = 8;
 const ADVICE: Record<RamAdvice, number> = { sequential: 1, dontneed: 2 };
 
 /**
@@ -75,7 +78,8 @@ export class RamFile implements Disposable {
    */
   static open(path: string, options: RamFileOptions = {}): RamFile {
     const flags = (options.write || options.create || options.createNew ? OPEN_WRITE : 0) |
-      (options.create ? OPEN_CREATE : 0) | (options.createNew ? OPEN_NEW : 0);
+      (options.create ? OPEN_CREATE : 0) | (options.createNew ? OPEN_NEW : 0) |
+      (options.noFollow ? OPEN_NOFOLLOW : 0);
     const out = new BigUint64Array(1);
     check(
       native().gw_ram_open(new TextEncoder().encode(path + "\0"), flags, out),

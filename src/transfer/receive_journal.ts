@@ -114,31 +114,25 @@ export class ReceiveJournal {
  */
 export function readLeftoverJournal(dir: string): JournalEntry[] | undefined {
   const path = join(dir, JOURNAL_NAME);
-  let info: Deno.FileInfo;
-  try {
-    info = Deno.lstatSync(path);
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return undefined;
-    throw error;
-  }
-  // A receiver writes its journal as a file of a page per guest and a page more: anything else at
-  // its name (a link, a pipe, a directory, a huge file that would take hours to read) is not one.
-  if (!info.isFile || info.size > (MAX_GUESTS + 1) * PAGE_SIZE) {
-    throw new Error(
-      `"${path}" is not a journal gangway wrote (${
-        info.isFile ? `${info.size} bytes` : "not a regular file"
-      }): remove it to start`,
-    );
-  }
+  // Opened through the C library, never looked at with Deno.lstat: Deno asks for --allow-all to
+  // read anything under /dev, /dev/shm included (denoland/deno#30979), where RAM files belong.
   let file: RamFile;
   try {
-    file = RamFile.open(path);
+    file = RamFile.open(path, { noFollow: true });
   } catch (error) {
-    if (error instanceof NativeError && error.code === "ENOENT") return undefined;
+    if (!(error instanceof NativeError)) throw error;
+    if (error.code === "ENOENT") return undefined;
+    // A link, a pipe or a directory at its name: not a journal, and never followed.
+    if (["ELOOP", "EINVAL", "EISDIR"].includes(error.code)) {
+      throw new Error(
+        `"${path}" is not a journal gangway wrote (not a regular file): remove it to start`,
+      );
+    }
     throw error;
   }
   using _file = file;
-  // Checked again as opened: a link put at the name after the lstat would be followed.
+  // A receiver writes its journal as a file of a page per guest and a page more: a larger file
+  // (a huge sparse one would take hours to read) is not one.
   if (file.size > (MAX_GUESTS + 1) * PAGE_SIZE) {
     throw new Error(
       `"${path}" is not a journal gangway wrote (${file.size} bytes): remove it to start`,
