@@ -1,9 +1,11 @@
 /**
  * The `agent` command refuses, before it listens, flags that would only
  * show when a source's gang fails or that would open the host to a source
- * (red-team findings s20-1 and s20-6). No guest is started.
+ * (red-team findings s20-1 and s20-6). No guest is started. And a wait a
+ * source asks for is bounded both ways (red-team finding s21-3).
  */
 import { join } from "node:path";
+import { loadWaitMs } from "../src/target/agent_control.ts";
 import { assert, assertEquals } from "./_assert.ts";
 
 /** Runs the agent with `flags` (it must refuse them at once) and returns its exit code and stderr. */
@@ -85,5 +87,13 @@ Deno.test("the agent makes no directory when a flag is bad or its port is taken"
     }
   } finally {
     await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("run-when-loaded waits what the source asks, at most 5 minutes, and 30 s for a wait that is no wait", () => {
+  assertEquals(loadWaitMs(500), 500);
+  assertEquals(loadWaitMs(3_600_000), 300_000);
+  for (const asked of [undefined, -1, 0, "soon", Number.NaN, null]) {
+    assertEquals(loadWaitMs(asked), 30_000);
   }
 });

@@ -1,5 +1,11 @@
 import { assertEquals, assertRejects, assertThrows } from "./_assert.ts";
-import { MAX_DURATION_SECONDS, parseCount, parseDuration } from "../src/cli/_units.ts";
+import {
+  MAX_DURATION_SECONDS,
+  parseCount,
+  parseDuration,
+  parseRate,
+  parseSize,
+} from "../src/cli/_units.ts";
 import { UsageError } from "../src/cli/_cli.ts";
 import { delay, MAX_TIMER_MS, withTimeout } from "../src/_delay.ts";
 import { Gang } from "../src/scan/gang.ts";
@@ -50,6 +56,20 @@ Deno.test("parseCount() takes decimal digits only, up to its maximum", () => {
     UsageError,
     "--max-guests takes at most 65536",
   );
+});
+
+Deno.test("parseSize() and parseRate() take no number past exact integers", () => {
+  assertEquals(parseSize("256M", "--memory"), 256 * 2 ** 20);
+  assertEquals(parseRate("125M", "--max-bandwidth"), 125e6);
+  assertEquals(parseSize(String(Number.MAX_SAFE_INTEGER), "--memory"), Number.MAX_SAFE_INTEGER);
+  for (const text of ["9007199254740993", "99999999999999999999999", "9999999999T"]) {
+    assertThrows(() => parseSize(text, "--memory"), UsageError, `--memory is too large: "${text}"`);
+    assertThrows(
+      () => parseRate(text, "--max-bandwidth"),
+      UsageError,
+      "--max-bandwidth is too large",
+    );
+  }
 });
 
 Deno.test("delay() and withTimeout() cut a wait longer than a timer takes, rather than firing at once", async () => {

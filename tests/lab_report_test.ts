@@ -202,6 +202,10 @@ Deno.test("parseLabArgs() refuses what it cannot run, as usage errors", () => {
   refuse(["--link", "fast"], 'Cannot parse link rate "fast"');
   refuse(["--guests", "0"], "--guests needs a positive integer");
   refuse(["--idle=-1"], "--idle needs seconds");
+  for (const idle of ["0x10", "1e3", " 5", "Infinity"]) {
+    refuse(["--idle", idle], "--idle needs seconds");
+  }
+  refuse(["--memory", "99999999999999999999G"], "--memory is too large");
   refuse(["--idle", "2200000"], "--idle takes at most 2147483 seconds (24.8 days)");
   refuse(["--sweep-guests", ","], "comma-separated list");
   refuse(["--network", "wifi"], "--network must be auto, netns or loopback");

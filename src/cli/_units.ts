@@ -35,7 +35,10 @@ function parseScaled(
   const match = /^(\d+(?:\.\d+)?)\s*([a-zA-Z]?)(?:i?B)?$/.exec(text.trim());
   const factor = match ? scale[match[2]!] : undefined;
   if (!match || factor === undefined) throw new UsageError(`${flag} needs ${what}, got "${text}"`);
-  return Math.round(Number(match[1]) * factor);
+  const value = Math.round(Number(match[1]) * factor);
+  // Past 2^53 a number no longer counts bytes exactly (and a long digit string is no size at all).
+  if (!Number.isSafeInteger(value)) throw new UsageError(`${flag} is too large: "${text}"`);
+  return value;
 }
 
 /** A rate in bytes per second: "125000000", "125M" (SI: M = 10^6). */

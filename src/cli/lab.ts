@@ -316,7 +316,8 @@ function mebibytes(text: string, flag: string): number {
 }
 
 function seconds(text: string, flag: string): number {
-  const value = Number(text);
+  // Decimal only: Number() would also take "0x10", "1e3" and " 5 ".
+  const value = /^\d+(?:\.\d+)?$/.test(text) ? Number(text) : Number.NaN;
   if (!Number.isFinite(value) || value < 0) {
     throw new UsageError(`${flag} needs seconds (0 or more), got "${text}"`);
   }

@@ -39,6 +39,16 @@ type Handler = (request: Request) => Promise<Record<string, unknown>>;
 
 /** Longest wait a source may ask for in `run-when-loaded`. */
 const MAX_WAIT_MS = 300_000;
+/**
+ * How long `run-when-loaded` waits for a destination's guest, from the
+ * `timeoutMs` the source asked for: at most {@linkcode MAX_WAIT_MS}; none
+ * (or a negative or garbage one) waits 30 s.
+ */
+export function loadWaitMs(asked: unknown): number {
+  const ms = Number(asked);
+  return ms >= 1 ? Math.min(ms, MAX_WAIT_MS) : 30_000;
+}
+
 /** Longest error message in an answer, in characters (as an ERROR frame's text). */
 const MAX_ERROR_CHARS = 4000;
 
@@ -216,7 +226,7 @@ export class ControlSession {
       // Not started: its source may run again.
       return { loaded: false, error: errorMessage(error) };
     }
-    const timeoutMs = Math.min(Number(request.timeoutMs) || 30_000, MAX_WAIT_MS);
+    const timeoutMs = loadWaitMs(request.timeoutMs);
     try {
       const state = await found.destination.runWhenLoaded(timeoutMs, async () => {
         found.resumed = true;
