@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { createHash } from "node:crypto";
 import { PAGE_SIZE, RamFile } from "../src/native/ram_file.ts";
 
 let counter = 0;
@@ -92,4 +93,9 @@ export async function runChildScript(
   }).output();
   if (!success) throw new Error(`The child script failed: ${new TextDecoder().decode(stderr)}`);
   return JSON.parse(new TextDecoder().decode(stdout));
+}
+
+/** SHA-256 of bytes, as lowercase hex (a file reference's `sha256`). */
+export function sha256Hex(bytes: Uint8Array): string {
+  return createHash("sha256").update(bytes).digest("hex");
 }

@@ -11,7 +11,7 @@ import {
   FrameChannel,
   MAX_CONTROL_BYTES,
 } from "../src/target/agent_protocol.ts";
-import { sha256Hex } from "../src/target/machine_description.ts";
+import { sha256Hex } from "./_fixtures.ts";
 import { FrameType } from "../src/transfer/protocol.ts";
 
 Deno.test("AgentClient: a request made while a file is sent waits for the file's last piece", async () => {

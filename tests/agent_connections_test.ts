@@ -9,7 +9,8 @@ import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { AgentProcess } from "../src/target/agent_process.ts";
 import type { RemoteTarget } from "../src/target/remote_target.ts";
 import { describeMachine } from "../src/target/describe_machine.ts";
-import { type FileRef, sha256Hex } from "../src/target/machine_description.ts";
+import type { FileRef } from "../src/target/machine_description.ts";
+import { sha256Hex } from "./_fixtures.ts";
 import { delay, withTimeout } from "../src/_delay.ts";
 import { AGENT_VERSION, encodeJson } from "../src/target/agent_protocol.ts";
 import {

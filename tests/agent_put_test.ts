@@ -19,7 +19,8 @@ import {
   MAX_CONTROL_BYTES,
 } from "../src/target/agent_protocol.ts";
 import { describeMachine } from "../src/target/describe_machine.ts";
-import { type FileRef, sha256Hex } from "../src/target/machine_description.ts";
+import type { FileRef } from "../src/target/machine_description.ts";
+import { sha256Hex } from "./_fixtures.ts";
 import { FrameType } from "../src/transfer/protocol.ts";
 import { delay } from "../src/_delay.ts";
 import { eventOf, smallMachine } from "./_agent_fixtures.ts";

@@ -18,7 +18,8 @@ import {
   FrameChannel,
 } from "../src/target/agent_protocol.ts";
 import { describeMachine } from "../src/target/describe_machine.ts";
-import { type FileRef, sha256Hex } from "../src/target/machine_description.ts";
+import type { FileRef } from "../src/target/machine_description.ts";
+import { sha256Hex } from "./_fixtures.ts";
 import { FrameReader } from "../src/transfer/frame_io.ts";
 import { FrameType } from "../src/transfer/protocol.ts";
 import { QemuGuest } from "../src/qemu/guest.ts";

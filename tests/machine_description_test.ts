@@ -5,8 +5,8 @@ import {
   DescriptionError,
   type MachineDescription,
   MAX_BASE_BYTES,
-  sha256Hex,
 } from "../src/target/machine_description.ts";
+import { sha256Hex } from "./_fixtures.ts";
 import { machineOf } from "../src/target/agent_machine.ts";
 import { describeMachine } from "../src/target/describe_machine.ts";
 import { FileStore } from "../src/target/agent_files.ts";

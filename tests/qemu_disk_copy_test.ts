@@ -19,7 +19,7 @@ import { LocalTarget } from "../src/target/local_target.ts";
 import { type AgentCredentials, makeAgentCredentials } from "../src/target/agent_process.ts";
 import type { GuestImage } from "../src/qemu/guest_image.ts";
 import { privateHostPrefix } from "../src/lab/target_host.ts";
-import { sha256Hex } from "../src/target/machine_description.ts";
+import { sha256Hex } from "./_fixtures.ts";
 import { delay } from "../src/_delay.ts";
 import { assertContinued, fileExists, Guests, testImage, uniqueName } from "./qemu_helpers.ts";
 

@@ -228,15 +228,10 @@ export class AgentClient {
     try {
       await channel.write(encodeJson(type, hello));
       // Read to the byte: what follows the answer (an NBD server's greeting) is the stream's.
-      const frame = await withTimeout(
-        readFrameExactly(conn),
-        30_000,
-        () => new Error("no answer in 30 s"),
+      answerBody(
+        await withTimeout(readFrameExactly(conn), 30_000, () => new Error("no answer in 30 s")),
+        type,
       );
-      if (frame.type === FrameType.Error) throw new AgentError(decodeText(frame.body));
-      if (frame.type !== type) {
-        throw new Error(`the agent answered with a ${frameTypeName(frame.type)} frame`);
-      }
       return conn;
     } catch (error) {
       channel.close();
@@ -254,13 +249,8 @@ export class AgentClient {
   #readAnswers(): void {
     (async () => {
       for (;;) {
-        const frame = await this.#channel.reader.next();
-        if (!frame) throw new Error("The target agent closed the connection");
-        if (frame.type === FrameType.Error) throw new AgentError(decodeText(frame.body));
-        if (frame.type !== FrameType.Control) {
-          throw new Error(`The target agent sent a ${frameTypeName(frame.type)} frame`);
-        }
-        const answer = decodeJson(frame.body, "An answer") as Answer;
+        const body = answerBody(await this.#channel.reader.next(), FrameType.Control);
+        const answer = decodeJson(body, "An answer") as Answer;
         this.#waiting.get(answer.id)?.(answer);
         this.#waiting.delete(answer.id);
       }
@@ -291,11 +281,21 @@ async function readExactly(conn: Deno.Conn, bytes: number): Promise<Uint8Array> 
 }
 
 async function readAnswer(channel: FrameChannel, timeoutMs: number): Promise<Answer> {
-  const frame = await channel.reader.next(timeoutMs);
+  return decodeJson(
+    answerBody(await channel.reader.next(timeoutMs), FrameType.Control),
+    "The answer",
+  ) as Answer;
+}
+
+/**
+ * The body of a frame the agent answered with, of the frame type expected:
+ * an ERROR frame is the agent's refusal, another type a broken agent.
+ */
+function answerBody(frame: { type: number; body: Uint8Array } | null, type: number): Uint8Array {
   if (!frame) throw new Error("the agent closed the connection");
   if (frame.type === FrameType.Error) throw new AgentError(decodeText(frame.body));
-  if (frame.type !== FrameType.Control) {
+  if (frame.type !== type) {
     throw new Error(`the agent answered with a ${frameTypeName(frame.type)} frame`);
   }
-  return decodeJson(frame.body, "The answer") as Answer;
+  return frame.body;
 }

@@ -19,7 +19,6 @@
  *
  * @module
  */
-import { createHash } from "node:crypto";
 import type { QemuDisk } from "../qemu/qemu_args.ts";
 import { badGuestName } from "../transfer/hello_frame.ts";
 
@@ -276,11 +275,6 @@ function copiedDisk(
 /** True for a copied disk of a description. */
 export function isCopied(disk: QemuDisk | CopiedDisk): disk is CopiedDisk {
   return "copy" in disk && disk.copy === true;
-}
-
-/** SHA-256 of bytes, as lowercase hex. */
-export function sha256Hex(bytes: Uint8Array): string {
-  return createHash("sha256").update(bytes).digest("hex");
 }
 
 function record(value: unknown, what: string): Record<string, unknown> {
