@@ -100,6 +100,55 @@ Deno.test("send and receive migrate over TLS with a token, byte for byte", async
   }
 });
 
+Deno.test("send and receive read their certificates and token in /dev/shm with their tasks' permissions", async () => {
+  // Deno asks for --allow-all to read anything under /dev (denoland/deno#30979); the tasks run
+  // without it, and a user may keep these files beside the RAM files.
+  await using certs = await makeLabCerts();
+  const shm = await Deno.makeTempDir({ dir: "/dev/shm", prefix: "gangway-certs-" });
+  const path = smallGuest("tls-shm");
+  const dir = await Deno.makeTempDir({ prefix: "gangway-target-" });
+  try {
+    for (const name of ["ca.pem", "receiver.pem", "receiver.key", "token"]) {
+      await Deno.copyFile(`${certs.dir}/${name}`, `${shm}/${name}`);
+      await Deno.chmod(`${shm}/${name}`, 0o600);
+    }
+    const token = ["--token-file", `${shm}/token`];
+    await using receiver = await spawnReceiver(dir, [
+      ...["--cert", `${shm}/receiver.pem`, "--key", `${shm}/receiver.key`, ...token, "--once"],
+    ]);
+    const target = ["--target", `127.0.0.1:${receiver.port}`];
+    const sent = await runCli("send", [...target, "--ca", `${shm}/ca.pem`, ...token, path], {
+      permissions: SEND,
+    });
+    assertEquals(sent.code, 0, sent.stderr);
+    assertEquals((await receiver.exited()).code, 0);
+    assertSameBytes(readRamFile(`${dir}/${path.split("/").at(-1)}`), readRamFile(path));
+
+    // Read by the C library there, and refused in the same words.
+    await Deno.chmod(`${shm}/token`, 0o640);
+    assert((await new Deno.Command("mkfifo", { args: [`${shm}/fifo`] }).output()).success);
+    const refusals: [string[], string][] = [
+      [token, `Cannot use the token file "${shm}/token": other users may read it (mode 0640`],
+      [["--token-file", `${shm}/fifo`], `"${shm}/fifo": not a regular file`],
+      [["--token-file", shm], `"${shm}": is a directory`],
+      [["--token-file", `${shm}/none`], `"${shm}/none": no such file`],
+    ];
+    for (const [args, message] of refusals) {
+      const refused = await runCli(
+        "send",
+        ["--target", "127.0.0.1:9", "--ca", `${shm}/ca.pem`, ...args, path],
+        { permissions: SEND },
+      );
+      assertEquals(refused.code, 1, refused.stderr);
+      assert(refused.stderr.includes(message), refused.stderr);
+    }
+  } finally {
+    await removeFiles(path);
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(shm, { recursive: true });
+  }
+});
+
 Deno.test("receive and send refuse to start without TLS files or --insecure, and say what to pass", async (t) => {
   await using certs = await makeLabCerts();
   const dir = await Deno.makeTempDir({ prefix: "gangway-target-" });

@@ -6,6 +6,7 @@
  * @module
  */
 import { errorMessage } from "../_errors.ts";
+import { NativeError } from "../native/errno.ts";
 
 /** What a PEM file holds, for messages. */
 export type PemKind = "certificate" | "private key" | "CA certificate";
@@ -15,10 +16,19 @@ export const MIN_TOKEN_CHARS = 16;
 /** Most characters a token may have. */
 export const MAX_TOKEN_CHARS = 1024;
 
+const NOT_REGULAR = "not a regular file (a FIFO, socket or device would be waited on)";
+
 function reason(error: unknown): string {
   if (error instanceof Deno.errors.NotFound) return "no such file";
   if (error instanceof Deno.errors.PermissionDenied) return "permission denied";
   if (error instanceof Deno.errors.IsADirectory) return "is a directory";
+  // From the C library (readSmallFile), which says nothing of FIFOs on its own.
+  if (error instanceof NativeError) {
+    if (error.code === "EINVAL") return NOT_REGULAR;
+    if (error.code === "ENOENT") return "no such file";
+    if (error.code === "EACCES") return "permission denied";
+    if (error.code === "EISDIR") return "is a directory";
+  }
   return errorMessage(error);
 }
 
@@ -29,20 +39,40 @@ function reason(error: unknown): string {
  */
 async function regularFile(path: string): Promise<Deno.FileInfo> {
   const info = await Deno.stat(path);
-  if (!info.isFile) {
-    throw new Error(
-      info.isDirectory
-        ? "is a directory"
-        : "not a regular file (a FIFO, socket or device would be waited on)",
-    );
-  }
+  if (!info.isFile) throw new Error(info.isDirectory ? "is a directory" : NOT_REGULAR);
   return info;
+}
+
+/**
+ * A regular file's text and permission bits.
+ *
+ * Deno asks for `--allow-all` to read anything under /dev (denoland/deno#30979), /dev/shm
+ * included, where a user may keep a token or certificate beside the RAM files, and `send` and
+ * `receive` run without it. A program granted `--allow-ffi` may read any file anyway: there the
+ * C library reads it, its module imported only then (`./transport` loads none of the C library).
+ */
+async function readRegularFile(path: string): Promise<{ text: string; mode: number | null }> {
+  try {
+    const { mode } = await regularFile(path);
+    return { text: await Deno.readTextFile(path), mode };
+  } catch (error) {
+    if (
+      !(error instanceof Deno.errors.NotCapable) ||
+      Deno.permissions.querySync({ name: "ffi" }).state !== "granted"
+    ) {
+      throw error;
+    }
+    const { readSmallFile } = await import("../native/small_file.ts");
+    const file = readSmallFile(path);
+    return { text: new TextDecoder().decode(file.bytes), mode: file.mode };
+  }
 }
 
 /**
  * Reads a PEM file (certificate, chain or private key) as text.
  *
- * Requires `--allow-read` (the file).
+ * Requires `--allow-read` (the file); under /dev, /dev/shm included,
+ * `--allow-all` or `--allow-ffi`.
  *
  * @example
  * ```ts
@@ -55,8 +85,7 @@ async function regularFile(path: string): Promise<Deno.FileInfo> {
 export async function readPemFile(path: string, kind: PemKind): Promise<string> {
   let text: string;
   try {
-    await regularFile(path);
-    text = await Deno.readTextFile(path);
+    text = (await readRegularFile(path)).text;
   } catch (error) {
     throw new Error(`Cannot read the ${kind} file "${path}": ${reason(error)}`);
   }
@@ -90,7 +119,8 @@ function wrongPemKind(text: string, kind: PemKind): string | undefined {
  * nothing (mode 0600 or stricter), and the token must
  * have 16 to 1024 characters, none of them a control character.
  *
- * Requires `--allow-read` (the file).
+ * Requires `--allow-read` (the file); under /dev, /dev/shm included,
+ * `--allow-all` or `--allow-ffi`.
  *
  * @example
  * ```ts
@@ -103,8 +133,7 @@ export async function readTokenFile(path: string): Promise<string> {
   let text: string;
   let mode: number | null;
   try {
-    mode = (await regularFile(path)).mode;
-    text = await Deno.readTextFile(path);
+    ({ text, mode } = await readRegularFile(path));
   } catch (error) {
     throw fail(reason(error));
   }

@@ -1,0 +1,35 @@
+/**
+ * A small file (a certificate, a key, a token) read whole through the C
+ * library: Deno asks for `--allow-all` to read anything under /dev
+ * (denoland/deno#30979), and /dev/shm, where the RAM files are, is a place
+ * a user keeps such files too. Internal to src.
+ *
+ * @module
+ */
+import { directoryInfo } from "./dir_lock.ts";
+import { PAGE_SIZE, RamFile } from "./ram_file.ts";
+
+/** What {@linkcode readSmallFile} read. */
+export interface SmallFile {
+  /** Every byte of the file. */
+  bytes: Uint8Array;
+  /** Its st_mode: the type and the permission bits. */
+  mode: number;
+}
+
+/**
+ * Reads a regular file whole (links followed) and says its mode.
+ *
+ * Requires `--allow-ffi`.
+ *
+ * @throws NativeError: `ENOENT`, `EACCES`, `EISDIR`, or `EINVAL` for a
+ * FIFO, socket or device (refused as opened, never waited on)
+ */
+export function readSmallFile(path: string): SmallFile {
+  // Opened first: the open refuses anything but a regular file without blocking on a FIFO.
+  using file = RamFile.open(path);
+  const mode = directoryInfo(path).mode;
+  const bytes = new Uint8Array(file.pages * PAGE_SIZE);
+  if (file.pages > 0) file.read(0, file.pages, bytes, new Uint8Array(file.pages));
+  return { bytes: bytes.subarray(0, file.size), mode };
+}
