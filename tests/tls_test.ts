@@ -73,6 +73,14 @@ Deno.test("deno task certs makes a CA, a receiver certificate with IP addresses,
     const again = await run([`${dir}/lab`]);
     assertEquals(again.code, 1);
     assert(new TextDecoder().decode(again.stderr).includes("exists already"));
+    // Deno asks for --allow-all under /dev, which a task cannot be given: the error says what works.
+    const shm = `/dev/shm/gangway-certs-${crypto.randomUUID()}`;
+    const refused = await run([shm]);
+    assertEquals(refused.code, 1);
+    const why = new TextDecoder().decode(refused.stderr);
+    assert(why.includes(`Cannot make certificates in "${shm}"`), why);
+    assert(why.includes("make them in a directory outside /dev and copy them"), why);
+    await assertRejects(() => Deno.stat(shm), Deno.errors.NotFound); // nothing made
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
