@@ -28,8 +28,10 @@
  *
  * Permissions: --allow-ffi (the page library), --allow-run (ps, cat),
  * --allow-net (QMP, the agent), --allow-read and --allow-write (RAM
- * files, the device-state relays' sockets), --allow-env. `-A` grants them
- * all; --allow-ffi and --allow-run are full access anyway.
+ * files, the device-state relays' sockets), --allow-env, and
+ * --allow-sys=getPriority,setPriority (the CPU priority: without it the
+ * priority is quietly left as it is). `-A` grants them all; --allow-ffi
+ * and --allow-run are full access anyway.
  *
  * @module
  */

@@ -2,7 +2,10 @@
  * Your own lab experiment: two guests, one link rate, gangway against
  * QEMU's own migration, the two numbers that matter.
  *
- *   deno run --allow-run --allow-read --allow-write --allow-net --allow-env examples/lab.ts [RATE]
+ *   deno run -A examples/lab.ts [RATE]
+ *
+ * `-A`, as `deno task lab` has: the lab reaches host B's QMP sockets and
+ * serial logs through `/proc/PID/root`, where Deno asks for `--allow-all`.
  *
  * As root: the lab makes two network namespaces joined by a veth link
  * shaped to RATE (default 1gbit); without root it falls back to loopback.

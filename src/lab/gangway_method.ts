@@ -72,7 +72,9 @@ const KEPT_LINES = 30;
  * Bytes on the link are the link counters' difference around the runner.
  *
  * Requires `--allow-run`, `--allow-net`, `--allow-read`, `--allow-write`
- * (the runner itself gets `--allow-ffi` and `--allow-env` too).
+ * (the runner itself gets `--allow-ffi` and `--allow-env` too); with network
+ * namespaces `--allow-all`, as the destinations' QMP sockets are reached
+ * through `/proc/PID/root`, where Deno asks for it.
  *
  * @param session The lab session
  * @param gang The booted gang; the sources are gone afterwards
