@@ -135,7 +135,10 @@ Deno.test("send and receive read their certificates and token in /dev/shm with t
     // Read by the C library there, and refused in the same words.
     await Deno.chmod(`${shm}/token`, 0o640);
     assert((await new Deno.Command("mkfifo", { args: [`${shm}/fifo`] }).output()).success);
+    await Deno.writeFile(`${shm}/huge`, new Uint8Array(0), { mode: 0o600 });
+    await Deno.truncate(`${shm}/huge`, 2 ** 30); // a RAM file named by mistake: never read whole
     const refusals: [string[], string][] = [
+      [["--token-file", `${shm}/huge`], `"${shm}/huge": ${2 ** 30} bytes, more than a file`],
       [token, `Cannot use the token file "${shm}/token": other users may read it (mode 0640`],
       [["--token-file", `${shm}/fifo`], `"${shm}/fifo": not a regular file`],
       [["--token-file", shm], `"${shm}": is a directory`],

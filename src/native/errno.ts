@@ -30,7 +30,7 @@ const REASONS: Record<string, string> = {
   EIO: "input/output error",
   ESRCH: "no such process",
   EROFS: "read-only file system",
-  ELOOP: "a symbolic link (refused)",
+  ELOOP: "a symbolic link where none is followed, or a loop of links",
   ESTALE: "the file shrank since it was opened",
 };
 

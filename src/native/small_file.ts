@@ -17,6 +17,9 @@ export interface SmallFile {
   mode: number;
 }
 
+/** The largest file {@linkcode readSmallFile} reads: a certificate chain is a few KiB. */
+export const MAX_SMALL_FILE_BYTES = 2 ** 20;
+
 /**
  * Reads a regular file whole (links followed) and says its mode.
  *
@@ -24,10 +27,14 @@ export interface SmallFile {
  *
  * @throws NativeError: `ENOENT`, `EACCES`, `EISDIR`, or `EINVAL` for a
  * FIFO, socket or device (refused as opened, never waited on)
+ * @throws RangeError for a file over {@linkcode MAX_SMALL_FILE_BYTES} (a RAM file named by mistake)
  */
 export function readSmallFile(path: string): SmallFile {
   // Opened first: the open refuses anything but a regular file without blocking on a FIFO.
   using file = RamFile.open(path);
+  if (file.size > MAX_SMALL_FILE_BYTES) {
+    throw new RangeError(`${file.size} bytes, more than a file of this kind holds`);
+  }
   const mode = directoryInfo(path).mode;
   const bytes = new Uint8Array(file.pages * PAGE_SIZE);
   if (file.pages > 0) file.read(0, file.pages, bytes, new Uint8Array(file.pages));
