@@ -5,10 +5,9 @@
  *
  * @module
  */
-import { CHUNK_PAGES, PARALLEL_CHUNK_PAGES, scanChunks } from "../scan/scan_chunks.ts";
+import { PARALLEL_CHUNK_PAGES, scanChunks } from "../scan/scan_chunks.ts";
 import { estimateChangedPages } from "../scan/scan_gang.ts";
 import type { Gang } from "../scan/gang.ts";
-import { type ScanBuffers, scanBuffers, startScanThreads } from "../native/content_index.ts";
 import { PAGE_SIZE } from "../native/ram_file.ts";
 import { emptyCounts, RoundPlanner } from "../plan/round_planner.ts";
 import { type DirtyTracker, rescanEverything } from "../plan/dirty_tracking.ts";
@@ -23,6 +22,7 @@ import { encodeDone, encodeGuestDone, guestDigest } from "./digests.ts";
 import { encodeHello } from "./hello_frame.ts";
 import type { RoundReport, SenderOptions } from "./sender_options.ts";
 import { RoundClock } from "./round_clock.ts";
+import { RoundBuffers } from "./round_buffers.ts";
 import { checkTimeout, shareEventLoop } from "../_delay.ts";
 
 export { TargetError };
@@ -57,12 +57,7 @@ export class GangSender implements AsyncDisposable {
   readonly #planner: RoundPlanner;
   readonly #options: SenderOptions;
   #tracker: DirtyTracker;
-  readonly #out = scanBuffers(CHUNK_PAGES);
-  /**
-   * 16 MiB buffers, of later reads and of a final round whose page work is
-   * shared among threads, made after a live round: not in the downtime.
-   */
-  #largeOut: ScanBuffers | undefined;
+  readonly #buffers: RoundBuffers;
   #roundsStarted = 0;
   /** Guests finished alone (finishGuest): no later round reads them. */
   readonly #finished: boolean[];
@@ -93,6 +88,7 @@ export class GangSender implements AsyncDisposable {
     this.#options = options;
     this.#tracker = options.dirtyTracker ?? rescanEverything;
     this.#link = new TargetLink(gang, conn, options);
+    this.#buffers = new RoundBuffers(options.finalThreads);
     const deltas = options.deltas ?? options.compression !== "none";
     this.#planner = new RoundPlanner(gang, PARALLEL_CHUNK_PAGES, deltas);
     this.#finished = gang.guests.map(() => false);
@@ -128,26 +124,6 @@ export class GangSender implements AsyncDisposable {
       sender.close();
       throw error;
     }
-  }
-
-  get #finalThreads(): number {
-    return Math.max(1, this.#options.finalThreads ?? navigator.hardwareConcurrency ?? 1);
-  }
-
-  /**
-   * The 16 MiB buffers of later reads and threaded scans, made at once if
-   * missing, and the final round's helper threads: made after a live
-   * round, as fresh memory and new threads are slow on a VM (the first
-   * guest's downtime grew by 60-90 ms when they were made while it was
-   * paused: docs/lab-results/runs/ab-15).
-   */
-  #largeChunks(): ScanBuffers {
-    if (!this.#largeOut) {
-      this.#largeOut = scanBuffers(PARALLEL_CHUNK_PAGES);
-      this.#largeOut.buf.fill(0); // its pages mapped now, on their first write
-      if (this.#finalThreads > 1) startScanThreads(this.#finalThreads);
-    }
-    return this.#largeOut;
   }
 
   get #answerTimeout(): number {
@@ -277,7 +253,7 @@ export class GangSender implements AsyncDisposable {
     // With the gang paused the cores are free: the final round's page work takes them all. A guest
     // finishing alone stays on one thread, as the rest of the gang still runs (two threads took
     // 32-54 ms for a guest's 256 MiB, one 26-31: docs/lab-results/runs/ab-16).
-    const threads = final ? this.#finalThreads : 1;
+    const threads = final ? this.#buffers.finalThreads : 1;
     for (const guest of this.#gang.guests) {
       if (this.#finished[guest.number] || (only !== undefined && guest.number !== only)) {
         pagesBefore += guest.ram.pages;
@@ -287,9 +263,7 @@ export class GangSender implements AsyncDisposable {
       // have changed, and only changed pages are sent.
       const firstRead = !this.#read[guest.number];
       this.#read[guest.number] = true;
-      // A first read goes 1 MiB a call (each page copied, then planned while in the cache), a later
-      // one 16 MiB (few pages copied; 256 calls a guest cost 5 ms more: docs/lab-results/runs/ab-20).
-      const out = threads > 1 || !firstRead ? this.#largeChunks() : this.#out;
+      const out = this.#buffers.of(threads, firstRead);
       const mask = firstRead ? undefined : this.#tracker.changed(guest.number);
       // Later reads send only pages that changed: unchanged ones are hashed in place, not copied.
       const bytes = firstRead ? "all" : "changed";
@@ -334,7 +308,7 @@ export class GangSender implements AsyncDisposable {
     const report = clock.report(round, final, counts);
     if (only !== undefined) report.guest = only;
     this.rounds.push(report);
-    if (!final && only === undefined) this.#largeChunks(); // after the round's own time
+    if (!final && only === undefined) this.#buffers.large(); // after the round's own time
     return report;
   }
 
