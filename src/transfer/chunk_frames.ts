@@ -137,22 +137,34 @@ export class ChunkFrames {
     op: number,
     which: number[],
   ): Promise<void> {
-    const slots = Uint16Array.from(which, (i) => plan.slots[i]!);
-    const ids = Uint32Array.from(which, (i) => plan.ids[i]!);
-    const pages = Uint32Array.from(slots, (slot) => first + slot);
+    // Plain loops: TypedArray.from with a callback, and a BigInt made of each hash, took ten times
+    // as long (172 ms against 15 for the frames of 1 GiB of pages sent in full).
+    const n = which.length;
+    const slots = new Uint16Array(n);
+    const ids = new Uint32Array(n);
+    const pages = new Uint32Array(n);
+    for (let k = 0; k < n; k++) {
+      const i = which[k]!;
+      slots[k] = plan.slots[i]!;
+      ids[k] = plan.ids[i]!;
+      pages[k] = first + slots[k]!;
+    }
     if (op === Op.Full) {
-      const hashes = this.#gang.index.pageHashes(guest);
-      const deltas = which.filter((i) => plan.ops[i] === Op.Delta).length;
-      const entries = {
-        pages,
-        ids,
-        hashes: BigUint64Array.from(pages, (page) => hashes[page]!),
-        ...(deltas > 0 && {
-          bases: Uint32Array.from(which, (i) => plan.ops[i] === Op.Delta ? plan.bases[i]! : NONE),
-        }),
-      };
-      this.#compression.report.deltaPages! += deltas;
-      return await this.#pagesFrame(guest, entries, data, slots);
+      const hashes = new BigUint64Array(n);
+      copyHashes(this.#gang.index.pageHashes(guest), pages, hashes);
+      let bases: Uint32Array | undefined;
+      for (let k = 0; k < n; k++) {
+        if (plan.ops[which[k]!] !== Op.Delta) continue;
+        bases ??= new Uint32Array(n).fill(NONE);
+        bases[k] = plan.bases[which[k]!]!;
+        this.#compression.report.deltaPages!++;
+      }
+      return await this.#pagesFrame(
+        guest,
+        { pages, ids, hashes, ...(bases && { bases }) },
+        data,
+        slots,
+      );
     }
     // REFS: (page, content id) pairs; ZEROS: (first page, pages) runs.
     const [type, a, b] = op === Op.Ref
@@ -303,4 +315,14 @@ function zeroRuns(pages: Uint32Array): [firsts: Uint32Array, counts: Uint32Array
     }
   }
   return [Uint32Array.from(firsts), Uint32Array.from(counts)];
+}
+
+/** Copies the hashes of `pages` from a guest's page hashes, as 32-bit halves: no BigInt made. */
+function copyHashes(from: BigUint64Array, pages: Uint32Array, to: BigUint64Array): void {
+  const source = new Uint32Array(from.buffer, from.byteOffset, from.length * 2);
+  const target = new Uint32Array(to.buffer, to.byteOffset, to.length * 2);
+  for (let k = 0; k < pages.length; k++) {
+    target[2 * k] = source[2 * pages[k]!]!;
+    target[2 * k + 1] = source[2 * pages[k]! + 1]!;
+  }
 }
