@@ -1,8 +1,9 @@
 /**
  * What TLS costs: the same gang migrated unthrottled over loopback to a
  * receiver process, over plain TCP (`--insecure`) and over TLS with a
- * token, alternating, in the same run. Prints the throughput of each and
- * their ratio, for a gang of unique contents (every byte crosses the wire
+ * token, alternating, in the same run. Prints how long each takes from
+ * connecting to the HELLO's answer, and the throughput of each and their
+ * ratio, for a gang of unique contents (every byte crosses the wire
  * and is encrypted) and for an idle-like gang (mostly holes, zeros and
  * duplicates, so far fewer bytes cross).
  *
@@ -18,6 +19,8 @@
 import { parseArgs } from "node:util";
 import { Gang } from "../src/scan/gang.ts";
 import { transferGang } from "../src/transfer/transfer_gang.ts";
+import { GangSender } from "../src/transfer/sender.ts";
+import { PAGE_SIZE } from "../src/native/ram_file.ts";
 import { randomSeed } from "../src/transfer/seed.ts";
 import { ReceiverProcess } from "../src/target/receiver_process.ts";
 import { connectTarget } from "../src/transport/connect_target.ts";
@@ -45,6 +48,30 @@ async function migrationSeconds(paths: string[], dir: string, transport: Transpo
   for (let i = 0; i < paths.length; i++) await Deno.remove(`${dir}/g${i}`);
   if (!report.verified) throw new Error("Cannot measure: the migration was not verified");
   return seconds;
+}
+
+/**
+ * Milliseconds from connecting to the HELLO's answer (median of 8
+ * connections to one receiver, the first left out: it loads TLS).
+ */
+async function handshakeMs(transport: Transport, dir: string): Promise<number> {
+  const path = await Deno.makeTempFile({ prefix: "gangway-tlsbench-hello-" });
+  await Deno.writeFile(path, new Uint8Array(PAGE_SIZE));
+  try {
+    await using receiver = await ReceiverProcess.start({ dir, args: transport.receiverArgs });
+    const times: number[] = [];
+    for (let i = 0; i < 9; i++) {
+      using gang = Gang.open([{ name: `hello${i}`, path }], { seed: randomSeed() });
+      const started = performance.now();
+      const conn = await transport.connect(receiver.port);
+      await using sender = await GangSender.connect(gang, conn, { token: transport.token });
+      if (i > 0) times.push(performance.now() - started);
+      await sender.abandon("only the handshake is measured");
+    }
+    return median(times);
+  } finally {
+    await Deno.remove(path);
+  }
 }
 
 async function measure(
@@ -109,6 +136,15 @@ if (import.meta.main) {
         token,
       },
     ];
+    const [plainMs, tlsMs] = [
+      await handshakeMs(transports[0]!, dir),
+      await handshakeMs(transports[1]!, dir),
+    ];
+    console.log(
+      `handshake, connect to HELLO answered: plain TCP ${plainMs.toFixed(1)} ms, TLS ${
+        tlsMs.toFixed(1)
+      } ms (medians of 8)`,
+    );
     await measure("unique", UNIQUE_MIX, guestBytes, runs, dir, transports);
     await measure("idle", IDLE_MIX, guestBytes, runs, dir, transports);
   } finally {

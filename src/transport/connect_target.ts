@@ -116,6 +116,9 @@ export async function connectTarget(
   } finally {
     clearTimeout(timer);
   }
+  // Frames go out as written: with Nagle's algorithm the first request after the TLS handshake
+  // waited for an ACK the target delays (a HELLO's answer took 88 ms on loopback, 45 without it).
+  tcp.setNoDelay(true);
   if (options.insecure) return tcp;
 
   const name = options.serverName ?? address.hostname;
