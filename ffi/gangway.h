@@ -26,7 +26,7 @@
 #define GW_MAX_CALL_PAGES 0x7fffffffu
 
 /* Bumped whenever a signature or a constant below changes. */
-#define GW_ABI_VERSION 22
+#define GW_ABI_VERSION 23
 
 uint32_t gw_abi_version(void);
 
@@ -128,6 +128,12 @@ int gw_dir_make(const char *path, uint32_t mode);
  * st_mode). Returns the real path's length or -errno.
  */
 int gw_dir_info(const char *path, uint8_t *real, uint32_t cap, uint32_t *info);
+
+/*
+ * Sets TCP_NODELAY on this process's listening TCP sockets bound to port
+ * (sockets accepted from them take it). Returns how many, or -errno.
+ */
+int gw_listener_nodelay(uint16_t port);
 
 /*
  * Sets the nice value of every thread of this process (see priority.c),

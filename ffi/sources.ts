@@ -27,6 +27,7 @@ import ramC from "./ram.c" with { type: "text" };
 import ramMapC from "./ram_map.c" with { type: "text" };
 import ramWriteC from "./ram_write.c" with { type: "text" };
 import similarC from "./similar.c" with { type: "text" };
+import socketC from "./socket.c" with { type: "text" };
 
 /** The files compiled into the library, in the order they are given to the compiler. */
 export const LIBRARY_SOURCES: readonly string[] = [
@@ -44,6 +45,7 @@ export const LIBRARY_SOURCES: readonly string[] = [
   "pool.c",
   "priority.c",
   "similar.c",
+  "socket.c",
 ];
 
 /** The headers the sources include. */
@@ -65,6 +67,7 @@ export const LIBRARY_FILES: Readonly<Record<string, string>> = {
   "pool.c": poolC,
   "priority.c": priorityC,
   "similar.c": similarC,
+  "socket.c": socketC,
   "gangway.h": gangwayH,
   "internal.h": internalH,
   "index_internal.h": indexInternalH,

@@ -24,7 +24,7 @@ import { CACHE_DIR_VARIABLES, defaultCacheDir } from "../_cache_dir.ts";
 import { errorMessage } from "../_errors.ts";
 
 /** Must equal GW_ABI_VERSION in ffi/gangway.h: a stale build is refused. */
-const ABI_VERSION = 22;
+const ABI_VERSION = 23;
 
 /** One entry per C function, with its prototype from ffi/gangway.h. */
 const SYMBOLS = {
@@ -67,6 +67,8 @@ const SYMBOLS = {
   gw_dir_make: { parameters: ["buffer", "u32"], result: "i32" },
   // int gw_dir_info(const char *path, uint8_t *real, uint32_t cap, uint32_t *info)
   gw_dir_info: { parameters: ["buffer", "buffer", "u32", "buffer"], result: "i32" },
+  // int gw_listener_nodelay(uint16_t port)
+  gw_listener_nodelay: { parameters: ["u16"], result: "i32" },
   // int gw_set_thread_priorities(int32_t nice)
   gw_set_thread_priorities: { parameters: ["i32"], result: "i32" },
 
