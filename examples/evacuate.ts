@@ -119,7 +119,19 @@ const credentials = async () => {
 const security = listOnly ? undefined : await credentials();
 
 // Step 2 -- the gang: the guests named, or with --all every guest gangway can move.
-const { usable, unusable } = await findQemus();
+const found = await findQemus();
+// A QEMU of another mount namespace (a container, a service with a private /tmp, the other host
+// of a simulated pair) names paths that are not this host's: its QMP socket is not ours to open.
+const usable = found.usable.filter((q) => !q.otherMountNamespace);
+const unusable = [
+  ...found.unusable,
+  ...found.usable.filter((q) => q.otherMountNamespace).map((q) => ({
+    pid: q.pid,
+    reason: `guest "${q.commandLine.instance.name}" runs in another mount namespace ` +
+      `(a container, or another host's): its QMP socket ${q.commandLine.instance.qmpPath} ` +
+      `is not this host's path`,
+  })),
+];
 const candidates = usable.map((q) => q.commandLine.instance.qmpPath);
 if (listOnly) {
   console.error(USAGE);

@@ -17,6 +17,15 @@ export interface FoundQemu {
   argv: string[];
   /** Its machine and instance, or why gangway cannot migrate it. */
   commandLine: ParsedCommandLine;
+  /**
+   * True when it is known to run in another mount namespace than this
+   * process (a container, a service with private /tmp, or the other host of
+   * a simulated pair): the paths of its command line (QMP socket, RAM file)
+   * are not this process's paths, and it is reached through `/proc/PID/root`
+   * if at all. False when it runs in this one, or when that cannot be read
+   * (another user's process).
+   */
+  otherMountNamespace: boolean;
 }
 
 /** A QEMU whose command line gangway cannot use, and why. */
@@ -40,18 +49,33 @@ async function output(program: string, args: string[]): Promise<Uint8Array> {
   return stdout;
 }
 
+/** The mount namespace of a process (`mnt:[INODE]`), or undefined when it cannot be read. */
+async function mountNamespace(pid: number | "self"): Promise<string | undefined> {
+  try {
+    return new TextDecoder().decode(await output("readlink", [`/proc/${pid}/ns/mnt`])).trim();
+  } catch {
+    return undefined;
+  }
+}
+
 /** Every running `qemu-system-*` process with its exact arguments. */
-async function qemuProcesses(): Promise<{ pid: number; argv: string[] }[]> {
+async function qemuProcesses(): Promise<
+  { pid: number; argv: string[]; otherMountNamespace: boolean }[]
+> {
   const list = new TextDecoder().decode(await output("ps", ["-eo", "pid=,comm="]));
-  const found: { pid: number; argv: string[] }[] = [];
+  // readlink's own namespace is this process's: a child inherits it.
+  const ours = await mountNamespace("self");
+  const found: { pid: number; argv: string[]; otherMountNamespace: boolean }[] = [];
   for (const line of list.split("\n")) {
     const [pid, comm] = line.trim().split(/\s+/);
     if (!pid || !comm?.startsWith("qemu-system")) continue;
     try {
       const raw = new TextDecoder().decode(await output("cat", [`/proc/${pid}/cmdline`]));
+      const theirs = await mountNamespace(Number(pid));
       found.push({
         pid: Number(pid),
         argv: raw.split("\0").filter((a, i, all) => a !== "" || i < all.length - 1),
+        otherMountNamespace: ours !== undefined && theirs !== undefined && theirs !== ours,
       });
     } catch {
       // It exited since ps listed it.
@@ -69,9 +93,14 @@ async function qemuProcesses(): Promise<{ pid: number; argv: string[] }[]> {
 export async function findQemus(): Promise<{ usable: FoundQemu[]; unusable: UnusableQemu[] }> {
   const usable: FoundQemu[] = [];
   const unusable: UnusableQemu[] = [];
-  for (const { pid, argv } of await qemuProcesses()) {
+  for (const { pid, argv, otherMountNamespace } of await qemuProcesses()) {
     try {
-      usable.push({ pid, argv, commandLine: parseCommandLine(argv[0]!, argv.slice(1)) });
+      usable.push({
+        pid,
+        argv,
+        commandLine: parseCommandLine(argv[0]!, argv.slice(1)),
+        otherMountNamespace,
+      });
     } catch (error) {
       unusable.push({ pid, argv, reason: errorMessage(error) });
     }
@@ -80,13 +109,22 @@ export async function findQemus(): Promise<{ usable: FoundQemu[]; unusable: Unus
 }
 
 /**
- * The QEMU that serves a QMP socket.
+ * The QEMU that serves a QMP socket: of the QEMUs whose command line names
+ * that path, one of this process's mount namespace first (another
+ * namespace's QEMU may name the same path, its own), or with
+ * `otherMountNamespace` one of another first (a path reached through
+ * `/proc/PID/root`).
  *
  * @throws Error when none does, or when its command line is not one gangway can migrate
  */
-export async function findQemuProcess(qmpPath: string): Promise<FoundQemu> {
+export async function findQemuProcess(
+  qmpPath: string,
+  options: { otherMountNamespace?: boolean } = {},
+): Promise<FoundQemu> {
   const { usable, unusable } = await findQemus();
-  const found = usable.find((q) => q.commandLine.instance.qmpPath === qmpPath);
+  const named = usable.filter((q) => q.commandLine.instance.qmpPath === qmpPath);
+  const elsewhere = options.otherMountNamespace ?? false;
+  const found = named.find((q) => q.otherMountNamespace === elsewhere) ?? named[0];
   if (found) return found;
   const refused = unusable.find((q) => q.argv.some((a) => a.includes(`unix:${qmpPath}`)));
   if (refused) throw new Error(`Cannot migrate the guest of "${qmpPath}": ${refused.reason}`);

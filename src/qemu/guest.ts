@@ -162,7 +162,9 @@ export class QemuGuest implements AsyncDisposable {
     if (!qmpPath.startsWith(root)) {
       throw new Error(`QMP socket "${qmpPath}" is not under "${root}"`);
     }
-    const found = await findQemuProcess(qmpPath.slice(root.length));
+    const found = await findQemuProcess(qmpPath.slice(root.length), {
+      otherMountNamespace: root !== "",
+    });
     const { machine, instance } = found.commandLine;
     const qmp = await QmpClient.connect(qmpPath, { guest: instance.name });
     const process = new ExternalQemuProcess(found.pid, qmp.ended);
