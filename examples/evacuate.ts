@@ -189,65 +189,66 @@ if (values["dry-run"]) {
   }
   await target.close();
   await detachAll();
-  Deno.exit(0);
-}
-
-// Step 4 -- scan, live rounds, pause, final round, verify, switch over.
-if (!values["keep-priority"]) {
-  const { nice, raised } = claimCpuShare(sources.length);
-  if (raised) say(`CPU priority nice ${nice}: the weight of one migration thread per guest`);
-}
-say(
-  `evacuating ${sources.length} guests to ${values.target}: ${
-    sources.map((g) => g.name).join(", ")
-  }`,
-);
-try {
-  const { report, destinations } = await migrateQemuGang(sources, target, {
-    maxBandwidth,
-    finalRounds,
-    onStep: say,
-    onRound: (r) =>
-      say(
-        `round ${r.round}${r.final ? " (final)" : ""}: ${
-          (r.bytesOnWire / 2 ** 20).toFixed(1)
-        } MiB, ` +
-          `${r.pages.sentIdentical} pages as references`,
-      ),
-  });
-  // Checked at the target, through the agent, after `cont`.
-  const states = await Promise.all(destinations.map((d) => d.state().catch(() => undefined)));
-  const guests = report.guests.map((guest, i) => ({
-    ...guest,
-    running: states[i]?.running === true,
-  }));
-  for (const guest of guests) {
-    say(
-      `${guest.name}: ${guest.running ? "running" : "NOT running"} at the target, downtime ${
-        guest.downtimeMs.toFixed(0)
-      } ms`,
-    );
+  // Not Deno.exit(): the TLS connection to the agent is then cut without its close_notify, and
+  // the agent logs a dry run as a failed connection ("the link was cut or the peer died").
+} else {
+  // Step 4 -- scan, live rounds, pause, final round, verify, switch over.
+  if (!values["keep-priority"]) {
+    const { nice, raised } = claimCpuShare(sources.length);
+    if (raised) say(`CPU priority nice ${nice}: the weight of one migration thread per guest`);
   }
   say(
-    `moved ${(report.transfer.guestBytes / 2 ** 20).toFixed(0)} MiB of guest RAM with ` +
-      `${(report.transfer.bytesOnWire / 2 ** 20).toFixed(1)} MiB on the wire in ${
-        report.seconds.toFixed(1)
-      } s`,
+    `evacuating ${sources.length} guests to ${values.target}: ${
+      sources.map((g) => g.name).join(", ")
+    }`,
   );
-  if (values.json) console.log(JSON.stringify({ ...report, guests }));
-  if (!guests.every((g) => g.running)) Deno.exitCode = 1;
-} catch (error) {
-  if (error instanceof SwitchOverError) {
+  try {
+    const { report, destinations } = await migrateQemuGang(sources, target, {
+      maxBandwidth,
+      finalRounds,
+      onStep: say,
+      onRound: (r) =>
+        say(
+          `round ${r.round}${r.final ? " (final)" : ""}: ${
+            (r.bytesOnWire / 2 ** 20).toFixed(1)
+          } MiB, ` +
+            `${r.pages.sentIdentical} pages as references`,
+        ),
+    });
+    // Checked at the target, through the agent, after `cont`.
+    const states = await Promise.all(destinations.map((d) => d.state().catch(() => undefined)));
+    const guests = report.guests.map((guest, i) => ({
+      ...guest,
+      running: states[i]?.running === true,
+    }));
+    for (const guest of guests) {
+      say(
+        `${guest.name}: ${guest.running ? "running" : "NOT running"} at the target, downtime ${
+          guest.downtimeMs.toFixed(0)
+        } ms`,
+      );
+    }
     say(
-      `${error.moved.length} guests moved (${error.moved.join(", ") || "none"}); ` +
-        `${error.stayed.join(", ")} still run here: ${error.message}`,
+      `moved ${(report.transfer.guestBytes / 2 ** 20).toFixed(0)} MiB of guest RAM with ` +
+        `${(report.transfer.bytesOnWire / 2 ** 20).toFixed(1)} MiB on the wire in ${
+          report.seconds.toFixed(1)
+        } s`,
     );
-    if (values.json) console.log(JSON.stringify(error.result.report));
-  } else {
-    say(`failed, every guest still runs here: ${error instanceof Error ? error.message : error}`);
+    if (values.json) console.log(JSON.stringify({ ...report, guests }));
+    if (!guests.every((g) => g.running)) Deno.exitCode = 1;
+  } catch (error) {
+    if (error instanceof SwitchOverError) {
+      say(
+        `${error.moved.length} guests moved (${error.moved.join(", ") || "none"}); ` +
+          `${error.stayed.join(", ")} still run here: ${error.message}`,
+      );
+      if (values.json) console.log(JSON.stringify(error.result.report));
+    } else {
+      say(`failed, every guest still runs here: ${error instanceof Error ? error.message : error}`);
+    }
+    Deno.exitCode = 1;
+  } finally {
+    await detachAll();
+    await target.close();
   }
-  Deno.exitCode = 1;
-} finally {
-  await detachAll();
-  await target.close();
 }
