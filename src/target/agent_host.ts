@@ -178,7 +178,11 @@ export class AgentHost {
   async claimNames(names: readonly string[]): Promise<void> {
     for (const name of names) {
       if (this.kept.has(name)) {
-        throw new Error(`Cannot take guest "${name}": a guest of that name runs here`);
+        // Said to the source too, where "here" would read as the source's host.
+        throw new Error(
+          `Cannot take guest "${name}": a guest of that name already runs on the target ` +
+            `(moved there before)`,
+        );
       }
       if (await exists(join(this.options.dir, name))) {
         throw new Error(
