@@ -172,3 +172,22 @@ Deno.test("QmpClient.connect() names the guest when nothing listens", async () =
     `Cannot connect to QMP of guest "vm9"`,
   );
 });
+
+Deno.test("QmpClient.connect() says that QEMU may be busy with another client when it does not greet", async () => {
+  // What a second client of a QEMU's QMP socket sees: accepted, then nothing.
+  const dir = await Deno.makeTempDir({ prefix: "gangway-qmp-test-" });
+  const path = join(dir, "qmp.sock");
+  const listener = Deno.listen({ transport: "unix", path });
+  const accepted = listener.accept();
+  try {
+    await assertRejects(
+      () => QmpClient.connect(path, { guest: "vm9", timeoutMs: 200 }),
+      Error,
+      `no greeting in 200 ms (QEMU serves one QMP client at a time: is another one connected to ${path}?)`,
+    );
+  } finally {
+    (await accepted).close();
+    listener.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

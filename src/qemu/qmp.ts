@@ -113,7 +113,11 @@ export class QmpClient implements AsyncDisposable {
         client.#greeting,
         timeoutMs,
         () =>
-          new Error(`Cannot connect to QMP of guest "${guest}": no greeting in ${timeoutMs} ms`),
+          // QEMU serves one QMP client at a time: the next one waits, unanswered, in the queue.
+          new Error(
+            `Cannot connect to QMP of guest "${guest}": no greeting in ${timeoutMs} ms ` +
+              `(QEMU serves one QMP client at a time: is another one connected to ${path}?)`,
+          ),
       );
       await client.execute("qmp_capabilities", undefined, { timeoutMs });
     } catch (error) {
