@@ -66,7 +66,10 @@ Deno.test("a stalled link fails the migration after the stall timeout instead of
         gang.migrate(conn, {
           token: certs.token,
           stallTimeoutMs: 1500,
-          answerTimeoutMs: 1500,
+          // A target that hangs once a guest is paused: the paused wait alone must end it.
+          ...(when === "round 1"
+            ? { answerTimeoutMs: 1500 }
+            : { answerTimeoutMs: 120_000, pausedAnswerTimeoutMs: 1500 }),
           onProgress: (p) => {
             if (when === "round 1" && p.round === 1 && p.pagesDone >= 1024) proxy.stall();
           },

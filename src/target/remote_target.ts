@@ -131,7 +131,9 @@ export class RemoteTarget implements MigrationTarget, AsyncDisposable {
   /** Has the agent stop these destinations and remove their files. */
   async discard(destinations: readonly Destination[]): Promise<void> {
     if (destinations.length === 0) return;
-    await this.agent.request("discard", { guests: destinations.map((d) => d.name) });
+    // After a failure, with the sources resumed: an agent that does not answer soon abandons the
+    // gang anyway once the control connection closes.
+    await this.agent.request("discard", { guests: destinations.map((d) => d.name) }, 10_000);
   }
 
   /** Ends the gang at the agent; the guests that run there stay. */

@@ -108,6 +108,7 @@ export class GangSender implements AsyncDisposable {
     options: SenderOptions = {},
   ): Promise<GangSender> {
     checkTimeout(options.answerTimeoutMs, "answerTimeoutMs");
+    checkTimeout(options.pausedAnswerTimeoutMs, "pausedAnswerTimeoutMs");
     checkTimeout(options.stallTimeoutMs, "stallTimeoutMs");
     const sender = new GangSender(gang, conn, options);
     try {
@@ -128,6 +129,11 @@ export class GangSender implements AsyncDisposable {
 
   get #answerTimeout(): number {
     return this.#options.answerTimeoutMs ?? 120_000;
+  }
+
+  /** The wait for an answer with guests paused: they stay paused while it lasts. */
+  get #pausedAnswerTimeout(): number {
+    return this.#options.pausedAnswerTimeoutMs ?? Math.min(30_000, this.#answerTimeout);
   }
 
   /** Bytes written to the target so far, headers included. */
@@ -209,7 +215,7 @@ export class GangSender implements AsyncDisposable {
     const report = await this.#runRound(false, guest);
     applied?.();
     const done = encodeGuestDone(guest, this.#digest(guest));
-    const verified = await this.#link.ask(done, FrameType.GuestVerified, this.#answerTimeout);
+    const verified = await this.#link.ask(done, FrameType.GuestVerified, this.#pausedAnswerTimeout);
     if (verified !== guest) {
       throw new TargetError(`Target verified guest ${verified}, not ${guest}`);
     }
@@ -299,7 +305,11 @@ export class GangSender implements AsyncDisposable {
     await this.#link.send(encodeRoundEnd(round, final));
     await this.#link.flush();
     clock.flushed();
-    const acknowledged = await this.#link.answers.expect(FrameType.RoundDone, this.#answerTimeout);
+    // A final round, and a guest's own (finishGuest), run with guests paused.
+    const acknowledged = await this.#link.answers.expect(
+      FrameType.RoundDone,
+      final || only !== undefined ? this.#pausedAnswerTimeout : this.#answerTimeout,
+    );
     clock.acknowledged();
     if (acknowledged !== round) {
       throw new TargetError(`Target acknowledged round ${acknowledged}, not ${round}`);
@@ -349,7 +359,7 @@ export class GangSender implements AsyncDisposable {
     const guests = await this.#link.ask(
       encodeDone(digests),
       FrameType.Verified,
-      this.#answerTimeout,
+      this.#pausedAnswerTimeout,
     );
     if (guests !== digests.length) {
       throw new TargetError(`Target verified ${guests} guests of ${digests.length}`);

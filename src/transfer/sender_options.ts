@@ -13,8 +13,16 @@ export interface SenderOptions {
   maxBandwidth?: number;
   /** Shared secret the target requires, if any. */
   token?: string;
-  /** Longest wait for an answer of the target (handshake, end of round, verification). Default 120 s. */
+  /** Longest wait for an answer of the target (handshake, end of a live round). Default 120 s. */
   answerTimeoutMs?: number;
+  /**
+   * Longest wait for an answer of the target while guests are paused: the
+   * end of a final round (the gang's, a guest's own, or onePass()) and a
+   * verification. A target that hangs then keeps the guests paused until
+   * it runs out, and they are resumed. Default 30 s, or `answerTimeoutMs`
+   * when that is shorter.
+   */
+  pausedAnswerTimeoutMs?: number;
   /**
    * Longest time a write to the target may make no progress (the target
    * stopped reading, or the link stalled) before the migration fails.
