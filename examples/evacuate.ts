@@ -238,9 +238,11 @@ if (values["dry-run"]) {
     if (!guests.every((g) => g.running)) Deno.exitCode = 1;
   } catch (error) {
     if (error instanceof SwitchOverError) {
+      const stayed = error.stayed.length === 1 ? "still runs" : "still run";
       say(
-        `${error.moved.length} guests moved (${error.moved.join(", ") || "none"}); ` +
-          `${error.stayed.join(", ")} still run here: ${error.message}`,
+        `moved ${error.moved.length} of ${error.moved.length + error.stayed.length} guests ` +
+          `(${error.moved.join(", ") || "none"}); ${error.stayed.join(", ")} ${stayed} here: ` +
+          error.message,
       );
       if (values.json) console.log(JSON.stringify(error.result.report));
     } else {
