@@ -219,7 +219,9 @@ Deno.test("RamFile.open({ createNew }) creates a file, and finds anything at the
   const dangling = shmPath("dangling");
   const target = shmPath("link-target");
   try {
-    RamFile.open(path, { createNew: true }).close();
+    using made = RamFile.open(path, { createNew: true });
+    assertEquals(made.stat().mode, 0o100600, "a regular file only its user may read and write");
+    made.close();
     const there = assertThrows(() => RamFile.open(path, { createNew: true }), NativeError);
     assertEquals(there.code, "EEXIST");
     Deno.symlinkSync(target, dangling);

@@ -36,6 +36,8 @@ export interface RamFileStat {
   size: number;
   /** Allocated 512-byte blocks (holes take none). */
   blocks: number;
+  /** st_mode: the type and the permission bits. */
+  mode: number;
 }
 
 /** Access hints for {@linkcode RamFile.advise}. */
@@ -173,9 +175,15 @@ export class RamFile implements Disposable {
    * `--allow-all` on any path under /dev (where guest RAM lives).
    */
   stat(): RamFileStat {
-    const out = new BigUint64Array(4);
+    const out = new BigUint64Array(5);
     check(native().gw_ram_stat(this.#handle("stat"), out), `Cannot stat "${this.path}"`);
-    return { dev: out[0]!, ino: out[1]!, size: Number(out[2]), blocks: Number(out[3]) };
+    return {
+      dev: out[0]!,
+      ino: out[1]!,
+      size: Number(out[2]),
+      blocks: Number(out[3]),
+      mode: Number(out[4]),
+    };
   }
 
   /** Closes the file; safe to call twice. */

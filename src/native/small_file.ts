@@ -6,7 +6,6 @@
  *
  * @module
  */
-import { directoryInfo } from "./dir_lock.ts";
 import { PAGE_SIZE, RamFile } from "./ram_file.ts";
 
 /** What {@linkcode readSmallFile} read. */
@@ -21,7 +20,8 @@ export interface SmallFile {
 export const MAX_SMALL_FILE_BYTES = 2 ** 20;
 
 /**
- * Reads a regular file whole (links followed) and says its mode.
+ * Reads a regular file whole (links followed) and says its mode, both of
+ * the one file opened.
  *
  * Requires `--allow-ffi`.
  *
@@ -35,7 +35,7 @@ export function readSmallFile(path: string): SmallFile {
   if (file.size > MAX_SMALL_FILE_BYTES) {
     throw new RangeError(`${file.size} bytes, more than a file of this kind holds`);
   }
-  const mode = directoryInfo(path).mode;
+  const { mode } = file.stat(); // of the file read, not of whatever the path names by now
   const bytes = new Uint8Array(file.pages * PAGE_SIZE);
   if (file.pages > 0) file.read(0, file.pages, bytes, new Uint8Array(file.pages));
   return { bytes: bytes.subarray(0, file.size), mode };
