@@ -26,7 +26,6 @@
  */
 import { lockDirectory } from "../native/dir_lock.ts";
 import { listenForSenders } from "../transport/listen_for_senders.ts";
-import { setListenerNoDelay } from "../native/listener_nodelay.ts";
 import { type AgentEvent, serveAgent } from "../target/agent.ts";
 import { checkAgentDirs } from "../target/agent_dirs.ts";
 import { parseCli, runMain, UsageError } from "./_cli.ts";
@@ -97,8 +96,6 @@ async function main(args: string[]): Promise<void> {
     : parseAccelerators(values.accelerators);
   // Listening first: a port in use leaves no directory behind.
   const listener = listenForSenders(address, transport.listen);
-  // Answers go out as written (see src/native/listener_nodelay.ts).
-  setListenerNoDelay((listener.addr as Deno.NetAddr).port);
   // Checked before anything is written there: another user's directory is refused. And each
   // shared-disk directory must exist (an empty entry would be every path), by its real path.
   const dirs = checkAgentDirs({

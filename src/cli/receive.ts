@@ -34,7 +34,6 @@ import { ownPrivateDir } from "../_private_dirs.ts";
 import { type ReceiverEvent, serveGangs } from "../transfer/receiver.ts";
 import { MAX_GUESTS } from "../transfer/receiver_options.ts";
 import { listenForSenders } from "../transport/listen_for_senders.ts";
-import { setListenerNoDelay } from "../native/listener_nodelay.ts";
 import { parseCli, runMain, UsageError } from "./_cli.ts";
 import { listenerTransport, SERVER_FLAGS } from "./_listener_transport.ts";
 import { parseAddress, parseCount, parseDuration, parseSize } from "./_units.ts";
@@ -109,8 +108,6 @@ async function main(args: string[]): Promise<void> {
   if (uid === null) throw new Error("Cannot check the target directory: no user ids here");
   // Listening first: a port in use leaves no directory behind.
   const listener = listenForSenders(address, transport.listen);
-  // Answers go out as written (see src/native/listener_nodelay.ts).
-  setListenerNoDelay((listener.addr as Deno.NetAddr).port);
   const dir = ownPrivateDir(values.dir, "the target directory", uid);
   using _lock = lockDirectory(dir);
   let gangFrom: string | undefined; // the peer whose gang is in progress

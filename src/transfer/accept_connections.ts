@@ -30,6 +30,7 @@
 import { addressGroup } from "../_address_group.ts";
 import { delay } from "../_delay.ts";
 import { errorMessage } from "../_errors.ts";
+import { setListenerNoDelay } from "../native/listener_nodelay.ts";
 
 /** Something the accept loop did, for a log. */
 export type AcceptEvent =
@@ -131,6 +132,8 @@ export async function acceptConnections(
     options.maxPendingPerAddress ?? ACCEPT_DEFAULTS.maxPendingPerAddress,
     maxPending,
   );
+  // Answers go out as written, a TLS listener's too (see src/native/listener_nodelay.ts).
+  if (listener.addr.transport === "tcp") setListenerNoDelay(listener.addr.port);
   const pending = new Map<Deno.Conn, Slot>(); // in order of arrival: oldest first
   const tasks = new Set<Promise<void>>();
   const stop = new AbortController();
