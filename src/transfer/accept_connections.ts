@@ -132,8 +132,15 @@ export async function acceptConnections(
     options.maxPendingPerAddress ?? ACCEPT_DEFAULTS.maxPendingPerAddress,
     maxPending,
   );
-  // Answers go out as written, a TLS listener's too (see src/native/listener_nodelay.ts).
-  if (listener.addr.transport === "tcp") setListenerNoDelay(listener.addr.port);
+  // Answers go out as written, a TLS listener's too (see src/native/listener_nodelay.ts). Best
+  // effort: without /proc, or with no descriptor left, the server runs as it would have.
+  if (listener.addr.transport === "tcp") {
+    try {
+      setListenerNoDelay(listener.addr.port);
+    } catch {
+      // Only the first answer after a TLS handshake is slower.
+    }
+  }
   const pending = new Map<Deno.Conn, Slot>(); // in order of arrival: oldest first
   const tasks = new Set<Promise<void>>();
   const stop = new AbortController();
