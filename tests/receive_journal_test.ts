@@ -122,6 +122,14 @@ Deno.test("a journal's name holding no journal gangway wrote stops recovery with
       assertThrows(() => recoverInterruptedGang(dir), Error, "remove it to start");
       await Deno.remove(path);
     }
+    {
+      using _socket = Deno.listen({ transport: "unix", path }); // its file goes with it
+      assertThrows(
+        () => readLeftoverJournal(dir),
+        Error,
+        "is not a journal gangway wrote (not a regular file)",
+      );
+    }
     assertEquals(readLeftoverJournal(dir), undefined);
   } finally {
     await Deno.remove(dir, { recursive: true });

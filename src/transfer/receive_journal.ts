@@ -122,8 +122,8 @@ export function readLeftoverJournal(dir: string): JournalEntry[] | undefined {
   } catch (error) {
     if (!(error instanceof NativeError)) throw error;
     if (error.code === "ENOENT") return undefined;
-    // A link, a pipe or a directory at its name: not a journal, and never followed.
-    if (["ELOOP", "EINVAL", "EISDIR"].includes(error.code)) {
+    // A link, a pipe, a socket or a directory at its name: not a journal, and never followed.
+    if (["ELOOP", "EINVAL", "EISDIR", "ENXIO"].includes(error.code)) {
       throw new Error(
         `"${path}" is not a journal gangway wrote (not a regular file): remove it to start`,
       );

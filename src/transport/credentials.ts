@@ -16,6 +16,9 @@ export const MIN_TOKEN_CHARS = 16;
 /** Most characters a token may have. */
 export const MAX_TOKEN_CHARS = 1024;
 
+/** The largest token, certificate or key file read: a certificate chain is a few KiB. */
+const MAX_FILE_BYTES = 2 ** 20;
+
 const NOT_REGULAR = "not a regular file (a FIFO, socket or device would be waited on)";
 
 function reason(error: unknown): string {
@@ -24,7 +27,7 @@ function reason(error: unknown): string {
   if (error instanceof Deno.errors.IsADirectory) return "is a directory";
   // From the C library (readSmallFile), which says nothing of FIFOs on its own.
   if (error instanceof NativeError) {
-    if (error.code === "EINVAL") return NOT_REGULAR;
+    if (error.code === "EINVAL" || error.code === "ENXIO") return NOT_REGULAR; // ENXIO: a socket
     if (error.code === "ENOENT") return "no such file";
     if (error.code === "EACCES") return "permission denied";
     if (error.code === "EISDIR") return "is a directory";
@@ -53,7 +56,11 @@ async function regularFile(path: string): Promise<Deno.FileInfo> {
  */
 async function readRegularFile(path: string): Promise<{ text: string; mode: number | null }> {
   try {
-    const { mode } = await regularFile(path);
+    const { mode, size } = await regularFile(path);
+    // A RAM file named by mistake is not read whole, whichever way the file is read.
+    if (size > MAX_FILE_BYTES) {
+      throw new RangeError(`${size} bytes, more than a file of this kind holds`);
+    }
     return { text: await Deno.readTextFile(path), mode };
   } catch (error) {
     if (
@@ -63,7 +70,7 @@ async function readRegularFile(path: string): Promise<{ text: string; mode: numb
       throw error;
     }
     const { readSmallFile } = await import("../native/small_file.ts");
-    const file = readSmallFile(path);
+    const file = readSmallFile(path, MAX_FILE_BYTES);
     return { text: new TextDecoder().decode(file.bytes), mode: file.mode };
   }
 }
