@@ -23,4 +23,10 @@ Deno.test("decodeText() escapes control, separator and format characters, keeps 
     decodeText(new TextEncoder().encode("a\u2028b\u2029c\u202ed\u200be\u2066f\ufeffg")),
     "a\\u2028b\\u2029c\\u202ed\\u200be\\u2066f\\ufeffg",
   );
+  // The Arabic letter mark (bidirectional), a soft hyphen, Mongolian and deprecated format
+  // characters, interlinear annotation, and tag characters (beyond U+FFFF).
+  assertEquals(
+    decodeText(new TextEncoder().encode("a\u061cb\xadc\u180ed\u206ae\ufff9f\u{e0041}g🙂")),
+    "a\\u061cb\\xadc\\u180ed\\u206ae\\ufff9f\\u{e0041}g🙂",
+  );
 });
