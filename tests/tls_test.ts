@@ -137,8 +137,12 @@ Deno.test("send and receive read their certificates and token in /dev/shm with t
     assert((await new Deno.Command("mkfifo", { args: [`${shm}/fifo`] }).output()).success);
     await Deno.writeFile(`${shm}/huge`, new Uint8Array(0), { mode: 0o600 });
     await Deno.truncate(`${shm}/huge`, 2 ** 30); // a RAM file named by mistake: never read whole
+    const hugeOutside = `${dir}.huge-token`; // outside /dev: Deno reads it, to the same bound
+    await Deno.writeFile(hugeOutside, new Uint8Array(0), { mode: 0o600 });
+    await Deno.truncate(hugeOutside, 2 ** 30);
     const refusals: [string[], string][] = [
       [["--token-file", `${shm}/huge`], `"${shm}/huge": ${2 ** 30} bytes, more than a file`],
+      [["--token-file", hugeOutside], `"${hugeOutside}": ${2 ** 30} bytes, more than a file`],
       [token, `Cannot use the token file "${shm}/token": other users may read it (mode 0640`],
       [["--token-file", `${shm}/fifo`], `"${shm}/fifo": not a regular file`],
       [["--token-file", shm], `"${shm}": is a directory`],
@@ -156,6 +160,7 @@ Deno.test("send and receive read their certificates and token in /dev/shm with t
   } finally {
     await removeFiles(path);
     await Deno.remove(dir, { recursive: true });
+    await Deno.remove(`${dir}.huge-token`).catch(() => {});
     await Deno.remove(shm, { recursive: true });
   }
 });

@@ -16,9 +16,6 @@ export interface SmallFile {
   mode: number;
 }
 
-/** The largest file {@linkcode readSmallFile} reads: a certificate chain is a few KiB. */
-export const MAX_SMALL_FILE_BYTES = 2 ** 20;
-
 /**
  * Reads a regular file whole (links followed) and says its mode, both of
  * the one file opened.
@@ -27,12 +24,12 @@ export const MAX_SMALL_FILE_BYTES = 2 ** 20;
  *
  * @throws NativeError: `ENOENT`, `EACCES`, `EISDIR`, or `EINVAL` for a
  * FIFO, socket or device (refused as opened, never waited on)
- * @throws RangeError for a file over {@linkcode MAX_SMALL_FILE_BYTES} (a RAM file named by mistake)
+ * @throws RangeError for a file over `maxBytes` (a RAM file named by mistake)
  */
-export function readSmallFile(path: string): SmallFile {
+export function readSmallFile(path: string, maxBytes: number): SmallFile {
   // Opened first: the open refuses anything but a regular file without blocking on a FIFO.
   using file = RamFile.open(path);
-  if (file.size > MAX_SMALL_FILE_BYTES) {
+  if (file.size > maxBytes) {
     throw new RangeError(`${file.size} bytes, more than a file of this kind holds`);
   }
   const { mode } = file.stat(); // of the file read, not of whatever the path names by now
