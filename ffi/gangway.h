@@ -26,7 +26,7 @@
 #define GW_MAX_CALL_PAGES 0x7fffffffu
 
 /* Bumped whenever a signature or a constant below changes. */
-#define GW_ABI_VERSION 24
+#define GW_ABI_VERSION 25
 
 uint32_t gw_abi_version(void);
 
@@ -135,6 +135,18 @@ int gw_dir_info(const char *path, uint8_t *real, uint32_t cap, uint32_t *info);
  * (sockets accepted from them take it). Returns how many, or -errno.
  */
 int gw_listener_nodelay(uint16_t port);
+
+/*
+ * The descriptor of this process's connected TCP socket whose ends have
+ * these ports; -ENOENT if none, -EEXIST if several.
+ */
+int gw_socket_find(uint16_t local_port, uint16_t peer_port);
+/*
+ * What the kernel measured of that socket, if it still has those ports
+ * (else -ESTALE): out[0] its delivery rate in bytes per second, out[1] 1 if
+ * that sample was application-limited, out[2] bytes not sent yet.
+ */
+int gw_socket_rate(int32_t fd, uint16_t local_port, uint16_t peer_port, uint64_t *out);
 
 /*
  * Sets the nice value of every thread of this process (see priority.c),
