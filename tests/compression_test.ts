@@ -246,6 +246,90 @@ Deno.test("CompressionPolicy compresses again once the link holds the sender up 
   assertEquals(runFrames(policy, clock, sender, linkBound, 20), 20, "every frame compressed again");
 });
 
+/** A socket as the kernel measures it: each read a new delivery-rate sample from `rates`, in turn. */
+function kernelSocket(rates: { bytesPerSecond: number; appLimited: boolean }[]) {
+  let next = 0;
+  return () => ({ ...rates[next++ % rates.length]!, unsentBytes: 0 });
+}
+
+/** The lab's sender on two busy cores: waiting for zstd, and for the stream now and then, at either link speed. */
+const CORES_BOUND: Pace = { ...TYPICAL, busyMs: 2, linkWaitMs: 0.3, zstdWaitMs: 1.5 };
+
+Deno.test("CompressionPolicy stops compressing and looking for similar pages once the kernel says the link carries far more than the sender makes (10 Gbit/s, cores the bottleneck)", () => {
+  // Without the kernel's word the waits say nothing of the link: the stream holds the sender up
+  // a little, so it compresses everything.
+  const blind = { ...fakeSender(), streamBytesPerSecond: 130e6 };
+  const clock = { now: 0 };
+  const without = new CompressionPolicy("auto", blind, () => clock.now);
+  assertEquals(runFrames(without, clock, blind, CORES_BOUND, 300), 300);
+  // Backlogged, the socket delivered about 1.1 GB/s; a burst's sample (app-limited) says little.
+  const told = {
+    ...fakeSender(),
+    streamBytesPerSecond: 130e6,
+    socket: kernelSocket([
+      { bytesPerSecond: 1.1e9, appLimited: false },
+      { bytesPerSecond: 60e6, appLimited: true },
+      { bytesPerSecond: 1.3e9, appLimited: false },
+      { bytesPerSecond: 0.9e9, appLimited: false },
+    ]),
+  };
+  const policy = new CompressionPolicy("auto", told, () => clock.now);
+  assertEquals(policy.wantsDeltas, true);
+  runFrames(policy, clock, told, CORES_BOUND, 100);
+  const started = clock.now;
+  const compressed = runFrames(policy, clock, told, CORES_BOUND, 300);
+  const probes = Math.ceil((clock.now - started) / PROBE_INTERVAL_MS);
+  assert(compressed <= probes, `${compressed} frames compressed, ${probes} probes`);
+  const estimate = policy.estimate;
+  assertEquals([estimate.share, estimate.linkFast, estimate.linkCapacityBytesPerSecond], [
+    0,
+    true,
+    1.1e9,
+  ]);
+  assertEquals(policy.wantsDeltas, false, "a difference would go compressed");
+});
+
+Deno.test("CompressionPolicy keeps compressing on a Gigabit link whatever bursts the kernel saw", () => {
+  const clock = { now: 0 };
+  const sender = {
+    ...fakeSender(),
+    streamBytesPerSecond: 130e6,
+    // Bursts into an idle link read up to 4 GB/s; backlogged, it carries 117 MB/s (one 3.8 GB/s).
+    socket: kernelSocket([
+      { bytesPerSecond: 4.3e9, appLimited: true },
+      { bytesPerSecond: 101e6, appLimited: false },
+      { bytesPerSecond: 3.8e9, appLimited: false },
+      { bytesPerSecond: 117e6, appLimited: false },
+      { bytesPerSecond: 96e6, appLimited: false },
+    ]),
+  };
+  const policy = new CompressionPolicy("auto", sender, () => clock.now);
+  assertEquals(runFrames(policy, clock, sender, CORES_BOUND, 400), 400);
+  assertEquals(policy.estimate.linkFast, false);
+  assertEquals(policy.wantsDeltas, true);
+});
+
+Deno.test("CompressionPolicy compresses again once the link carries little more than the sender makes", () => {
+  const clock = { now: 0 };
+  const rates = [1.2e9, 1.1e9, 1.3e9].map((bytesPerSecond) => ({
+    bytesPerSecond,
+    appLimited: false,
+  }));
+  const sender = { ...fakeSender(), socket: kernelSocket(rates) };
+  const policy = new CompressionPolicy("auto", sender, () => clock.now);
+  runFrames(policy, clock, sender, CORES_BOUND, 200);
+  assertEquals(policy.estimate.share, 0);
+  // Uncompressed, the sender makes 350 MB/s; the link now carries 400 MB/s (shared with others).
+  const raw = { ...TYPICAL, busyMs: 1.2, linkWaitMs: 0.3, zstdWaitMs: 1.5 };
+  rates.splice(0, 3, { bytesPerSecond: 400e6, appLimited: false }, {
+    bytesPerSecond: 410e6,
+    appLimited: false,
+  });
+  runFrames(policy, clock, sender, raw, 100);
+  assertEquals(policy.estimate.linkFast, false);
+  assertEquals(runFrames(policy, clock, sender, raw, 20), 20, "the stream's waits rule again");
+});
+
 Deno.test("CompressionPolicy counts only frames that shrank, and obeys zstd and none", () => {
   const policy = new CompressionPolicy("zstd", fakeSender());
   assertEquals(policy.shouldCompress(4096), true);

@@ -224,9 +224,14 @@ export function formatDowntimeParts(b: GangwayBreakdown): string {
 function formatEstimate(e: CompressionEstimate): string {
   const rate = (bytesPerSecond: number) =>
     bytesPerSecond > 0 ? `${(bytesPerSecond / 1e6).toFixed(0)} MB/s` : "?";
-  return `link ${rate(e.linkBytesPerSecond)}, sender ${rate(e.cpuBytesPerSecond)}, zstd ${
-    rate(e.zstdBytesPerSecond)
-  } to ${e.ratio.toFixed(2)}: compressing ${(e.share * 100).toFixed(0)}%`;
+  const capacity = (e.linkCapacityBytesPerSecond ?? 0) > 0
+    ? ` (carries ${rate(e.linkCapacityBytesPerSecond!)}${e.linkFast ? ": fast" : ""})`
+    : "";
+  return `link ${rate(e.linkBytesPerSecond)}${capacity}, sender ${
+    rate(e.cpuBytesPerSecond)
+  }, zstd ${rate(e.zstdBytesPerSecond)} to ${e.ratio.toFixed(2)}: compressing ${
+    (e.share * 100).toFixed(0)
+  }%`;
 }
 
 /**

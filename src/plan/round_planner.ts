@@ -204,6 +204,9 @@ export class RoundPlanner {
    * @param firstRead true when the round reads the guest for the first time: every page's bytes
    * are in the buffers, and every zero page is counted
    * @param counts this round's counts, added to
+   * @param deltas whether this chunk's pages may go as differences, if the planner looks for
+   * similar contents at all (a sender that compresses nothing for now says no: a difference goes
+   * compressed); pages it sends whole are then not remembered as bases either
    */
   planChunk(
     guest: number,
@@ -212,8 +215,10 @@ export class RoundPlanner {
     out: ScanBuffers,
     firstRead: boolean,
     counts: RoundCounts,
+    deltas = true,
   ): ChunkPlan {
     const plan = this.#plan;
+    const similar = deltas ? this.#similar : undefined;
     const target = this.target;
     const base = target.bases[guest]!;
     const dirtied = this.#dirtied[guest]!;
@@ -223,7 +228,7 @@ export class RoundPlanner {
     const overwritten = new Set<number>(); // contents that Full, Delta and Zero operations take off pages
     const referenced = new Set<number>(); // contents that Ref operations name, and Delta ones' bases
     let n = 0;
-    if (this.#similar) {
+    if (similar) {
       chunkFeatures(out.buf, out.kinds, count, bytesKept(firstRead), this.#features);
     }
     // A later read plans only the pages that changed: an unchanged one was planned when it last
@@ -272,7 +277,7 @@ export class RoundPlanner {
         continue;
       }
       // The base is found before the page takes its new content: it may be what the page held.
-      const similar = this.#similar ? this.#deltaBase(out.buf, i) : NONE;
+      const deltaBase = similar ? this.#deltaBase(out.buf, i) : NONE;
       const id = target.addContent(pageHashes[page]!);
       this.#wireOf[content] = id;
       overwritten.add(target.contentAt(x));
@@ -281,21 +286,21 @@ export class RoundPlanner {
         if (dirtied[page]) counts.dirtiedIdentical++;
         else counts.unsentIdentical++;
       } else counts.unique++;
-      if (similar !== NONE) {
-        referenced.add(similar);
+      if (deltaBase !== NONE) {
+        referenced.add(deltaBase);
         counts.deltas++;
       }
-      plan.ops[n] = similar === NONE ? Op.Full : Op.Delta;
-      plan.bases[n] = similar;
+      plan.ops[n] = deltaBase === NONE ? Op.Full : Op.Delta;
+      plan.bases[n] = deltaBase;
       plan.slots[n] = i;
       plan.ids[n++] = id;
     }
     plan.length = n;
     plan.groupable = ![...referenced].some((id) => overwritten.has(id));
     // Remembered only now: a base is always a content of an earlier chunk.
-    for (let op = 0; op < n && this.#similar; op++) {
+    for (let op = 0; op < n && similar; op++) {
       if (plan.ops[op] === Op.Full || plan.ops[op] === Op.Delta) {
-        this.#similar.remember(this.#features, plan.slots[op]! * PAGE_FEATURES, plan.ids[op]!);
+        similar.remember(this.#features, plan.slots[op]! * PAGE_FEATURES, plan.ids[op]!);
       }
     }
     return plan;

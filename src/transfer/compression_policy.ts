@@ -37,6 +37,22 @@
  * twice the link's, and a third of the frames went uncompressed on a
  * Gigabit link. Waits are what the sender pays, whatever their cause.
  *
+ * None of those waits tells a fast link from a slow one when the cores
+ * are the bottleneck: on the lab's two cores the stream held the sender up
+ * as often at 10 Gbit/s (the target, starved of CPU, read late) as at
+ * 1 Gbit/s, and its measured rate read 100-150 MB/s on both. The kernel
+ * can tell: the delivery rate TCP measures while the socket is backlogged
+ * (samples it marks application-limited only say "at least", and read up
+ * to 4 GB/s on a Gigabit link from bursts). With the median of the last
+ * {@linkcode LINK_SAMPLES} such rates {@linkcode FAST_LINK} times the raw
+ * page bytes the sender makes per second, or more, the link would carry
+ * the pages uncompressed faster than the sender makes them: zstd only
+ * takes CPU from the rest (sending raw took round 1 of the lab's 4 guests
+ * at 10 Gbit/s from 1.2-1.8 s to 0.8-0.9 s), so the share goes down, and
+ * similar pages are not looked for (a difference is always compressed).
+ * It stays down while the link carries {@linkcode FAST_LINK_UNTIL} times
+ * the sender's pace (which rises once zstd is off its cores).
+ *
  * Pages of random bytes (zstd ratio near 1) gain nothing from zstd: while
  * the measured ratio is above {@linkcode NO_GAIN_RATIO}, no frame is
  * compressed. Whatever made compression not worth it may pass (contention,
@@ -63,7 +79,11 @@ export interface SenderGauge {
   readonly streamBytesPerSecond: number;
   /** The sender's waits so far. */
   readonly waits: Readonly<SenderWaits>;
+  /** The kernel's latest measures of the connection, if it can tell (see SocketRate). */
+  readonly socket?: () => SocketRateSample | undefined;
 }
+
+import type { SocketRateSample } from "../native/socket_rate.ts";
 
 /** zstd's rate on raw bytes, assumed until measured (the low end seen here). */
 const ASSUMED_ZSTD_BYTES_PER_SECOND = 250e6;
@@ -82,6 +102,14 @@ const SHARE_UP = 0.25;
 const SHARE_DOWN = 0.05;
 /** Link time saved by compression counts this many times against the waits for zstd (see the module). */
 const SAVED_LINK_WEIGHT = 2;
+/** The link counts as fast once it carries this many times the sender's raw pace (see the module)... */
+const FAST_LINK = 2.5;
+/** ...and until it carries fewer than this many times. */
+const FAST_LINK_UNTIL = 1.5;
+/** Delivery rates of a backlogged socket kept for their median. */
+const LINK_SAMPLES = 9;
+/** Fewest such rates that say anything. */
+const LINK_SAMPLES_NEEDED = 5;
 /** Page data that zstd shrinks to more than this share of its size is sent as it is. */
 export const NO_GAIN_RATIO = 0.95;
 /** While no frame is compressed, one frame is still tried this often. */
@@ -91,6 +119,14 @@ export const PROBE_INTERVAL_MS = 100;
 export interface CompressionEstimate {
   /** The stream's rate, bytes per second (0: not measured yet). */
   linkBytesPerSecond: number;
+  /**
+   * What the link carries while backlogged, as the kernel measured it
+   * (median of its recent rates), bytes per second; 0 while unknown
+   * (absent in reports made before it was measured).
+   */
+  linkCapacityBytesPerSecond?: number;
+  /** Whether the link counts as fast: no frame compressed, no similar page looked for. */
+  linkFast?: boolean;
   /** The sender's own pace per byte of page data, its waits aside (0: not measured yet). */
   cpuBytesPerSecond: number;
   /** zstd's rate on raw bytes. */
@@ -136,6 +172,11 @@ export class CompressionPolicy {
   #window = { ms: 0, linkMs: 0, zstdMs: 0, bytes: 0, savedBytes: 0 };
   /** Frames owed to compression under a fractional share (see shouldCompress). */
   #credit = 0;
+  /** The kernel's recent delivery rates of the backlogged socket, oldest first. */
+  readonly #linkRates: number[] = [];
+  /** The sender's raw page bytes and milliseconds, as decaying sums (its pace). */
+  #pace = { bytes: 0, ms: 0 };
+  #linkFast = false;
   readonly report: CompressionReport;
 
   /**
@@ -196,8 +237,19 @@ export class CompressionPolicy {
       cpuBytesPerSecond: cpu > 0 ? 1 / cpu : 0,
       zstdBytesPerSecond: this.#zstdBytesPerSecond,
       ratio: this.#ratio,
+      linkCapacityBytesPerSecond: this.#linkCapacity(),
+      linkFast: this.#linkFast,
       share: this.#mode === "auto" ? this.#effectiveShare() : this.#mode === "zstd" ? 1 : 0,
     };
+  }
+
+  /**
+   * Whether pages are worth sending as their differences from similar
+   * contents: not with compression off, nor while the link is fast (a
+   * difference goes compressed).
+   */
+  get wantsDeltas(): boolean {
+    return this.#mode !== "none" && !(this.#mode === "auto" && this.#linkFast);
   }
 
   /** The share, or none while the data does not compress. */
@@ -224,13 +276,44 @@ export class CompressionPolicy {
       : RATE_MEMORY * this.#cpuSecondsPerByte + (1 - RATE_MEMORY) * perByte;
     const linkShare = window.linkMs / window.ms;
     const zstdShare = window.zstdMs / window.ms;
-    // The link first: while the sender waits for zstd, the socket and the link's queue may hold
+    this.#pace = {
+      bytes: RATE_MEMORY * this.#pace.bytes + window.bytes,
+      ms: RATE_MEMORY * this.#pace.ms + window.ms,
+    };
+    // A fast link first: the waits cannot tell it (see the module).
+    if (this.#judgeLink()) this.#share = Math.max(0, this.#share - SHARE_UP);
+    // Then the stream: while the sender waits for zstd, the socket and the link's queue may hold
     // megabytes still going out, so the link was not idle for it.
-    if (linkShare > STALL_SHARE) this.#share = Math.min(1, this.#share + SHARE_UP);
+    else if (linkShare > STALL_SHARE) this.#share = Math.min(1, this.#share + SHARE_UP);
     else if (zstdShare > STALL_SHARE && window.zstdMs > this.#savedLinkMs(window.savedBytes)) {
       this.#share = Math.max(0, this.#share - SHARE_DOWN);
     }
     this.#window = { ms: 0, linkMs: 0, zstdMs: 0, bytes: 0, savedBytes: 0 };
+  }
+
+  /** Takes the kernel's latest rate if it is a new one of a backlogged socket; says whether the link is fast. */
+  #judgeLink(): boolean {
+    const sample = this.#gauge.socket?.();
+    const rates = this.#linkRates;
+    if (
+      sample && !sample.appLimited && sample.bytesPerSecond > 0 &&
+      sample.bytesPerSecond !== rates[rates.length - 1]
+    ) {
+      rates.push(sample.bytesPerSecond);
+      if (rates.length > LINK_SAMPLES) rates.shift();
+    }
+    const capacity = this.#linkCapacity();
+    const pace = this.#pace.ms > 0 ? this.#pace.bytes / (this.#pace.ms / 1000) : 0;
+    if (capacity === 0 || pace === 0) this.#linkFast = false;
+    else this.#linkFast = capacity >= (this.#linkFast ? FAST_LINK_UNTIL : FAST_LINK) * pace;
+    return this.#linkFast;
+  }
+
+  /** The median of the kernel's recent rates of the backlogged socket; 0 with too few. */
+  #linkCapacity(): number {
+    if (this.#linkRates.length < LINK_SAMPLES_NEEDED) return 0;
+    const sorted = [...this.#linkRates].sort((a, b) => a - b);
+    return sorted[sorted.length >> 1]!;
   }
 
   /** Milliseconds of link time that saving these bytes is worth (any wait, until the stream's rate is measured: links are slow). */

@@ -290,6 +290,7 @@ export class GangSender implements AsyncDisposable {
           out,
           firstRead,
           counts,
+          this.#link.compression.wantsDeltas,
         );
         clock.planMs += performance.now() - scanned;
         await this.#link.frames.send(guest.number, chunk.first, plan, out.buf);

@@ -18,6 +18,7 @@ import type { SenderOptions } from "./sender_options.ts";
 import { errorMessage } from "../_errors.ts";
 import { encodeText, FrameType } from "./protocol.ts";
 import { withTimeout } from "../_delay.ts";
+import { SocketRate } from "../native/socket_rate.ts";
 
 /** Largest answer of a target: an ERROR of 4000 characters in UTF-8. */
 const ANSWER_BODY_BYTES = 16384;
@@ -58,11 +59,13 @@ export class TargetLink {
       signal: targetGone.signal,
     });
     this.#writer = writer;
+    const socket = socketOf(conn);
     this.compression = new CompressionPolicy(options.compression ?? "auto", {
       get streamBytesPerSecond() {
         return writer.streamBytesPerSecond;
       },
       waits: this.waits,
+      socket: () => socket?.read(),
     });
     this.frames = new ChunkFrames(gang, this.compression, (n) => this.#reserve(n), this.waits);
     void this.answers.run();
@@ -155,4 +158,16 @@ export class TargetLink {
     }
     this.frames.close();
   }
+}
+
+/** The kernel's measures of a TCP or TLS connection's socket, if it can be found. */
+function socketOf(conn: ByteStream): SocketRate | undefined {
+  // A TLS connection's addresses name no transport: a port is what tells TCP.
+  const { localAddr, remoteAddr } = conn as {
+    localAddr?: { port?: unknown };
+    remoteAddr?: { port?: unknown };
+  };
+  const [local, peer] = [localAddr?.port, remoteAddr?.port];
+  if (typeof local !== "number" || typeof peer !== "number") return undefined;
+  return SocketRate.find(local, peer);
 }
