@@ -309,6 +309,23 @@ Deno.test("CompressionPolicy keeps compressing on a Gigabit link whatever bursts
   assertEquals(policy.wantsDeltas, true);
 });
 
+Deno.test("CompressionPolicy keeps compressing on a Gigabit link while the sender makes few raw bytes for a while (pages that are references)", () => {
+  const clock = { now: 0 };
+  const sender = {
+    ...fakeSender(),
+    socket: kernelSocket([101e6, 117e6, 96e6, 110e6].map((bytesPerSecond) => ({
+      bytesPerSecond,
+      appLimited: false,
+    }))),
+  };
+  const policy = new CompressionPolicy("auto", sender, () => clock.now);
+  runFrames(policy, clock, sender, CORES_BOUND, 100);
+  // Frames of a few pages each: 17 MB/s of raw bytes, a seventh of the link.
+  const sparse = { ...CORES_BOUND, raw: 65536, compressed: 19660 };
+  assertEquals(runFrames(policy, clock, sender, sparse, 60), 60);
+  assertEquals(policy.estimate.linkFast, false);
+});
+
 Deno.test("CompressionPolicy compresses again once the link carries little more than the sender makes", () => {
   const clock = { now: 0 };
   const rates = [1.2e9, 1.1e9, 1.3e9].map((bytesPerSecond) => ({

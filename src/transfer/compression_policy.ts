@@ -45,13 +45,17 @@
  * (samples it marks application-limited only say "at least", and read up
  * to 4 GB/s on a Gigabit link from bursts). With the median of the last
  * {@linkcode LINK_SAMPLES} such rates {@linkcode FAST_LINK} times the raw
- * page bytes the sender makes per second, or more, the link would carry
- * the pages uncompressed faster than the sender makes them: zstd only
- * takes CPU from the rest (sending raw took round 1 of the lab's 4 guests
- * at 10 Gbit/s from 1.2-1.8 s to 0.8-0.9 s), so the share goes down, and
- * similar pages are not looked for (a difference is always compressed).
- * It stays down while the link carries {@linkcode FAST_LINK_UNTIL} times
- * the sender's pace (which rises once zstd is off its cores).
+ * page bytes the sender makes per second at its peak, or more, the link
+ * would carry the pages uncompressed faster than the sender makes them:
+ * zstd only takes CPU from the rest (sending raw took round 1 of the lab's
+ * 4 guests at 10 Gbit/s from 1.2-1.8 s to 0.8-0.9 s), so the share goes
+ * down, and similar pages are not looked for (a difference is always
+ * compressed). It stays down while the link carries
+ * {@linkcode FAST_LINK_UNTIL} times the sender's peak pace (which rises
+ * once zstd is off its cores). The peak, not the mean: where a guest's
+ * pages are references to another's, or zero, the sender makes few raw
+ * bytes for a while, and against its mean pace then a Gigabit link read
+ * as fast in a slow run (11.8 MB more on the link, sent raw).
  *
  * Pages of random bytes (zstd ratio near 1) gain nothing from zstd: while
  * the measured ratio is above {@linkcode NO_GAIN_RATIO}, no frame is
@@ -87,7 +91,7 @@ import type { SocketRateSample } from "../native/socket_rate.ts";
 
 /** zstd's rate on raw bytes, assumed until measured (the low end seen here). */
 const ASSUMED_ZSTD_BYTES_PER_SECOND = 250e6;
-/** Weight of the past in the moving averages of zstd's rate and ratio, and of the sender's pace. */
+/** Weight of the past in the moving averages of zstd's rate and ratio. */
 const RATE_MEMORY = 0.8;
 /** The share moves once per window of at least this long. */
 const WINDOW_MS = 20;
@@ -106,6 +110,8 @@ const SAVED_LINK_WEIGHT = 2;
 const FAST_LINK = 2.5;
 /** ...and until it carries fewer than this many times. */
 const FAST_LINK_UNTIL = 1.5;
+/** How much of the sender's peak pace is left after a window that did not reach it. */
+const PEAK_MEMORY = 0.98;
 /** Delivery rates of a backlogged socket kept for their median. */
 const LINK_SAMPLES = 9;
 /** Fewest such rates that say anything. */
@@ -174,8 +180,8 @@ export class CompressionPolicy {
   #credit = 0;
   /** The kernel's recent delivery rates of the backlogged socket, oldest first. */
   readonly #linkRates: number[] = [];
-  /** The sender's raw page bytes and milliseconds, as decaying sums (its pace). */
-  #pace = { bytes: 0, ms: 0 };
+  /** The most raw page bytes per second the sender made in a window lately (see PEAK_MEMORY). */
+  #peakPace = 0;
   #linkFast = false;
   readonly report: CompressionReport;
 
@@ -276,10 +282,7 @@ export class CompressionPolicy {
       : RATE_MEMORY * this.#cpuSecondsPerByte + (1 - RATE_MEMORY) * perByte;
     const linkShare = window.linkMs / window.ms;
     const zstdShare = window.zstdMs / window.ms;
-    this.#pace = {
-      bytes: RATE_MEMORY * this.#pace.bytes + window.bytes,
-      ms: RATE_MEMORY * this.#pace.ms + window.ms,
-    };
+    this.#peakPace = Math.max(window.bytes / (window.ms / 1000), PEAK_MEMORY * this.#peakPace);
     // A fast link first: the waits cannot tell it (see the module).
     if (this.#judgeLink()) this.#share = Math.max(0, this.#share - SHARE_UP);
     // Then the stream: while the sender waits for zstd, the socket and the link's queue may hold
@@ -303,7 +306,7 @@ export class CompressionPolicy {
       if (rates.length > LINK_SAMPLES) rates.shift();
     }
     const capacity = this.#linkCapacity();
-    const pace = this.#pace.ms > 0 ? this.#pace.bytes / (this.#pace.ms / 1000) : 0;
+    const pace = this.#peakPace;
     if (capacity === 0 || pace === 0) this.#linkFast = false;
     else this.#linkFast = capacity >= (this.#linkFast ? FAST_LINK_UNTIL : FAST_LINK) * pace;
     return this.#linkFast;
