@@ -25,9 +25,11 @@
  * needs `--insecure` (on both sides) and prints a warning.
  *
  * `--compress` chooses how page data travels: `auto` (the default)
- * compresses it with zstd while the link is the bottleneck, `zstd` always,
- * `none` never; unless it is `none`, a page that differs from one the
- * target holds in few words goes as its difference (a round's `deltas`).
+ * compresses it with zstd while the link is the bottleneck (not where the
+ * kernel measures that the link carries 2.5 times what the sender makes),
+ * `zstd` always, `none` never; while it compresses, a page that differs
+ * from one the target holds in few words goes as its difference (a
+ * round's `deltas`).
  *
  * `--stall-timeout SECONDS` bounds how long a write to the target may make
  * no progress and how long an answer may take (defaults 60 s and 120 s):
