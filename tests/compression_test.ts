@@ -347,6 +347,16 @@ Deno.test("CompressionPolicy compresses again once the link carries little more 
   assertEquals(runFrames(policy, clock, sender, raw, 20), 20, "the stream's waits rule again");
 });
 
+Deno.test("CompressionPolicy's zstd rate is its bytes over its time, not a mean of each frame's rate", () => {
+  const policy = new CompressionPolicy("zstd", fakeSender());
+  for (let i = 0; i < 50; i++) {
+    policy.record(524288, 1000, 0.1); // nearly zero pages: 5.2 GB/s
+    policy.record(524288, 200000, 2.6); // 200 MB/s
+  }
+  const rate = policy.estimate.zstdBytesPerSecond;
+  assert(rate > 350e6 && rate < 420e6, `1 MiB in 2.7 ms is 388 MB/s, read ${rate}`);
+});
+
 Deno.test("CompressionPolicy counts only frames that shrank, and obeys zstd and none", () => {
   const policy = new CompressionPolicy("zstd", fakeSender());
   assertEquals(policy.shouldCompress(4096), true);
