@@ -161,10 +161,9 @@ Deno.test("a receiver killed mid-gang leaves a journal, and the next one removes
     const left = Deno.readDirSync(dir).toArray().map((e) => e.name).sort();
     assertEquals(left, [JOURNAL_NAME, ...names(paths)], "partial files under the guests' names");
     await using receiver = await startReceiver(dir);
-    // It says so once it has recovered, which may be after it says it listens.
-    const recovered = () => receiver.events.find((e) => e.event === "recovered");
-    await waitFor(() => recovered() !== undefined, "the recovered event");
-    assertEquals(recovered(), { event: "recovered", guests: names(paths) });
+    // It recovers before it says it listens.
+    assertEquals(receiver.events.slice(0, 2).map((e) => e.event), ["recovered", "listening"]);
+    assertEquals(receiver.events[0], { event: "recovered", guests: names(paths) });
     // Its log line comes on the other pipe, maybe a moment later.
     await waitFor(
       () => receiver.lines.some((l) => l.startsWith("receive: recovered: undid the files")),
@@ -179,6 +178,24 @@ Deno.test("a receiver killed mid-gang leaves a journal, and the next one removes
     assertEquals(Deno.readDirSync(dir).toArray().map((e) => e.name).sort(), names(paths));
   } finally {
     await removeFiles(...paths);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("receive with a journal's name holding no journal exits with the error, never saying it listens", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "gangway-target-" });
+  try {
+    await Deno.chmod(dir, 0o700);
+    assert(
+      (await new Deno.Command("mkfifo", { args: [`${dir}/${JOURNAL_NAME}`] }).output()).success,
+    );
+    const { code, stdout, stderr } = await runCli("receive", [
+      ...["--listen", "127.0.0.1:0", "--dir", dir, "--insecure", "--json"],
+    ], { permissions: RECEIVE });
+    assertEquals(code, 1, stderr);
+    assert(stderr.includes("is not a journal gangway wrote (not a regular file)"), stderr);
+    assert(!stdout.includes("listening") && !stderr.includes("listening"), stdout + stderr);
+  } finally {
     await Deno.remove(dir, { recursive: true });
   }
 });
