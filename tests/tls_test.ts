@@ -9,7 +9,7 @@ import { FrameReader } from "../src/transfer/frame_io.ts";
 import { PAGE_SIZE } from "../src/native/ram_file.ts";
 import { connectTarget } from "../src/transport/connect_target.ts";
 import { listenForSenders } from "../src/transport/listen_for_senders.ts";
-import { readTokenFile } from "../src/transport/credentials.ts";
+import { readPemFile, readTokenFile } from "../src/transport/credentials.ts";
 import { runCli, spawnReceiver } from "./_cli.ts";
 import { makeRamFile, patternPage, readRamFile, removeFiles, shmPath } from "./_fixtures.ts";
 import { startReceiver } from "./_transfer.ts";
@@ -337,6 +337,24 @@ Deno.test("receive and send refuse to start without TLS files or --insecure, and
       });
     }
     assertEquals(listDir(dir), [], "nothing was written to the target directory");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a token or PEM file's name is printed escaped in its errors: a name cannot recolour a terminal or add a line", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "gangway-names-" });
+  try {
+    const name = `${dir}/tok\x1b[31men\nFAKE LINE\u202e`;
+    await Deno.writeTextFile(name, "x".repeat(64), { mode: 0o644 });
+    const escaped = `${dir}/tok\\x1b[31men\\x0aFAKE LINE\\u202e`;
+    await assertRejects(() => readTokenFile(name), Error, `Cannot use the token file "${escaped}"`);
+    await assertRejects(() => readTokenFile(name), Error, `chmod 600 "${escaped}"`);
+    await assertRejects(
+      () => readPemFile(name, "CA certificate"),
+      Error,
+      `file "${escaped}": it is not in PEM`,
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

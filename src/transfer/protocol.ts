@@ -14,6 +14,7 @@
  * @module
  */
 import { PAGE_SIZE } from "../native/ram_file.ts";
+import { printable } from "../_printable.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
@@ -249,26 +250,12 @@ export function encodeText(type: FrameTypeValue, text: string): Uint8Array {
 
 /**
  * The text of an ERROR body (lenient: it is shown, not interpreted), on
- * one line: control characters (C0, DEL, C1) and the soft hyphen come out
- * as `\xNN`, and Unicode's line and paragraph separators, bidirectional
- * controls (U+061C included), zero-width and other invisible format
- * characters as `\uNNNN` (tags as `\u{NNNNN}`), so a peer's words cannot move the
+ * one line and {@linkcode printable}: a peer's words cannot move the
  * cursor, recolour a terminal, reorder what a log shows, nor add a line of
  * their own to it.
  */
 export function decodeText(body: Uint8Array): string {
-  return new TextDecoder().decode(body).replace(
-    // deno-lint-ignore no-control-regex
-    /[\x00-\x1f\x7f-\x9f\xad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb\u{e0000}-\u{e007f}]/gu,
-    (c) => {
-      const code = c.codePointAt(0)!;
-      return code < 0x100
-        ? `\\x${code.toString(16).padStart(2, "0")}`
-        : code < 0x10000
-        ? `\\u${code.toString(16).padStart(4, "0")}`
-        : `\\u{${code.toString(16)}}`;
-    },
-  );
+  return printable(new TextDecoder().decode(body));
 }
 
 /** A frame whose body is one u32 (WELCOME: version; ROUND_DONE: round; VERIFIED: guests). */

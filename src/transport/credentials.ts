@@ -6,6 +6,7 @@
  * @module
  */
 import { errorMessage } from "../_errors.ts";
+import { printable } from "../_printable.ts";
 import { NativeError } from "../native/errno.ts";
 
 /** What a PEM file holds, for messages. */
@@ -94,13 +95,13 @@ export async function readPemFile(path: string, kind: PemKind): Promise<string> 
   try {
     text = (await readRegularFile(path)).text;
   } catch (error) {
-    throw new Error(`Cannot read the ${kind} file "${path}": ${reason(error)}`);
+    throw new Error(`Cannot read the ${kind} file "${printable(path)}": ${reason(error)}`);
   }
   if (!text.includes("-----BEGIN ")) {
-    throw new Error(`Cannot read the ${kind} file "${path}": it is not in PEM format`);
+    throw new Error(`Cannot read the ${kind} file "${printable(path)}": it is not in PEM format`);
   }
   const wrong = wrongPemKind(text, kind);
-  if (wrong) throw new Error(`Cannot read the ${kind} file "${path}": ${wrong}`);
+  if (wrong) throw new Error(`Cannot read the ${kind} file "${printable(path)}": ${wrong}`);
   return text;
 }
 
@@ -136,7 +137,7 @@ function wrongPemKind(text: string, kind: PemKind): string | undefined {
  * @throws Error `Cannot use the token file "x": reason`
  */
 export async function readTokenFile(path: string): Promise<string> {
-  const fail = (why: string) => new Error(`Cannot use the token file "${path}": ${why}`);
+  const fail = (why: string) => new Error(`Cannot use the token file "${printable(path)}": ${why}`);
   let text: string;
   let mode: number | null;
   try {
@@ -148,7 +149,7 @@ export async function readTokenFile(path: string): Promise<string> {
   if (mode !== null && (mode & 0o077) !== 0) {
     throw fail(
       `other users may read it (mode ${(mode & 0o777).toString(8).padStart(4, "0")}; ` +
-        `chmod 600 "${path}")`,
+        `chmod 600 "${printable(path)}")`,
     );
   }
   const token = text.trim();
