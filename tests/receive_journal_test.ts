@@ -97,6 +97,34 @@ Deno.test("recovery ignores journal entries it did not write (no file identity, 
   }
 });
 
+Deno.test("a file at the journal's name with data and no journal mark is refused and kept; one whose making was cut short is empty", async () => {
+  const dir = await shmDir();
+  try {
+    const path = join(dir, JOURNAL_NAME);
+    const garbage = [
+      new TextEncoder().encode("a note someone left here\n"), // shorter than a page
+      new Uint8Array(3 * PAGE_SIZE).fill(7, PAGE_SIZE, PAGE_SIZE + 10), // page 0 zero, page 1 not
+    ];
+    for (const bytes of garbage) {
+      await Deno.writeFile(path, bytes);
+      assertThrows(
+        () => recoverInterruptedGang(dir),
+        Error,
+        "is not a journal gangway wrote (no journal mark): remove it to start",
+      );
+      assertEquals(await Deno.readFile(path), bytes, "left as it was");
+    }
+    // Cut short between sizing the journal and writing its mark: holes only.
+    await Deno.truncate(path, 0);
+    await Deno.truncate(path, 4 * PAGE_SIZE);
+    assertEquals(readLeftoverJournal(dir), []);
+    assertEquals(recoverInterruptedGang(dir), []);
+    assertEquals(Deno.readDirSync(dir).toArray(), [], "an empty journal is removed");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("a journal's name holding no journal gangway wrote stops recovery with a clear error", async () => {
   const dir = await shmDir();
   try {

@@ -110,7 +110,8 @@ export class ReceiveJournal {
  * once its entries are undone). An entry that cannot be read is skipped.
  *
  * @throws Error when what has the journal's name is no journal gangway wrote (a link, a
- * directory, a file larger than {@linkcode MAX_GUESTS} entries): the directory needs a look
+ * directory, a file larger than {@linkcode MAX_GUESTS} entries, or one with data and no journal
+ * mark): the directory needs a look
  */
 export function readLeftoverJournal(dir: string): JournalEntry[] | undefined {
   const path = join(dir, JOURNAL_NAME);
@@ -142,11 +143,25 @@ export function readLeftoverJournal(dir: string): JournalEntry[] | undefined {
   const buf = new Uint8Array(PAGE_SIZE);
   const hasData = new Uint8Array(1);
   const decoder = new TextDecoder();
-  for (let page = 1; page < file.pages; page++) {
+  const text = () =>
+    decoder.decode(buf.subarray(0, buf.indexOf(0) < 0 ? buf.length : buf.indexOf(0)));
+  // Page 0 holds the mark, written before any entry. Without it the file is a journal whose making
+  // was cut short (nothing written in it yet), or something else: that is not removed.
+  let marked = false;
+  if (file.pages > 0) {
+    file.read(0, 1, buf, hasData);
+    marked = hasData[0] === 1 && text() === MARK;
+  }
+  for (let page = marked ? 1 : 0; page < file.pages; page++) {
     file.read(page, 1, buf, hasData);
     if (!hasData[0]) continue; // never written, or cleared
+    if (!marked) {
+      throw new Error(
+        `"${path}" is not a journal gangway wrote (no journal mark): remove it to start`,
+      );
+    }
     try {
-      const entry = JSON.parse(decoder.decode(buf.subarray(0, buf.indexOf(0))));
+      const entry = JSON.parse(text());
       if (typeof entry?.name === "string" && !entry.name.startsWith(".")) entries.push(entry);
     } catch {
       // Not an entry this version wrote: left alone.
