@@ -6,6 +6,7 @@ import { transferGang } from "../src/transfer/transfer_gang.ts";
 import { randomSeed } from "../src/transfer/seed.ts";
 import { CompressionPolicy, PROBE_INTERVAL_MS } from "../src/transfer/compression_policy.ts";
 import { FrameFlag, ProtocolError } from "../src/transfer/protocol.ts";
+import type { SocketRateSample } from "../src/native/socket_rate.ts";
 import { decodePages, pagesDataOffset } from "../src/transfer/page_frames.ts";
 import { makeRamFile, patternPage, readRamFile, removeFiles, shmPath } from "./_fixtures.ts";
 import { startReceiver } from "./_transfer.ts";
@@ -246,11 +247,16 @@ Deno.test("CompressionPolicy compresses again once the link holds the sender up 
   assertEquals(runFrames(policy, clock, sender, linkBound, 20), 20, "every frame compressed again");
 });
 
-/** A socket as the kernel measures it: each read a new delivery-rate sample from `rates`, in turn. */
-function kernelSocket(rates: { bytesPerSecond: number; appLimited: boolean }[]) {
+/** A socket as the kernel measures it: each read a new delivery-rate sample from `samples`, in turn. */
+function kernelSocket(samples: SocketRateSample[]) {
   let next = 0;
-  return () => ({ ...rates[next++ % rates.length]!, unsentBytes: 0 });
+  return () => samples[next++ % samples.length]!;
 }
+
+/** A delivery rate the kernel measured while the socket was backlogged. */
+const backlogged = (bytesPerSecond: number) => ({ bytesPerSecond, appLimited: false });
+/** One it measured while the sender left the link idle (a burst). */
+const burst = (bytesPerSecond: number) => ({ bytesPerSecond, appLimited: true });
 
 /** The lab's sender on two busy cores: waiting for zstd, and for the stream now and then, at either link speed. */
 const CORES_BOUND: Pace = { ...TYPICAL, busyMs: 2, linkWaitMs: 0.3, zstdWaitMs: 1.5 };
@@ -266,12 +272,7 @@ Deno.test("CompressionPolicy stops compressing and looking for similar pages onc
   const told = {
     ...fakeSender(),
     streamBytesPerSecond: 130e6,
-    socket: kernelSocket([
-      { bytesPerSecond: 1.1e9, appLimited: false },
-      { bytesPerSecond: 60e6, appLimited: true },
-      { bytesPerSecond: 1.3e9, appLimited: false },
-      { bytesPerSecond: 0.9e9, appLimited: false },
-    ]),
+    socket: kernelSocket([backlogged(1.1e9), burst(60e6), backlogged(1.3e9), backlogged(0.9e9)]),
   };
   const policy = new CompressionPolicy("auto", told, () => clock.now);
   assertEquals(policy.wantsDeltas, true);
@@ -296,11 +297,11 @@ Deno.test("CompressionPolicy keeps compressing on a Gigabit link whatever bursts
     streamBytesPerSecond: 130e6,
     // Bursts into an idle link read up to 4 GB/s; backlogged, it carries 117 MB/s (one 3.8 GB/s).
     socket: kernelSocket([
-      { bytesPerSecond: 4.3e9, appLimited: true },
-      { bytesPerSecond: 101e6, appLimited: false },
-      { bytesPerSecond: 3.8e9, appLimited: false },
-      { bytesPerSecond: 117e6, appLimited: false },
-      { bytesPerSecond: 96e6, appLimited: false },
+      burst(4.3e9),
+      backlogged(101e6),
+      backlogged(3.8e9),
+      backlogged(117e6),
+      backlogged(96e6),
     ]),
   };
   const policy = new CompressionPolicy("auto", sender, () => clock.now);
@@ -313,10 +314,7 @@ Deno.test("CompressionPolicy keeps compressing on a Gigabit link while the sende
   const clock = { now: 0 };
   const sender = {
     ...fakeSender(),
-    socket: kernelSocket([101e6, 117e6, 96e6, 110e6].map((bytesPerSecond) => ({
-      bytesPerSecond,
-      appLimited: false,
-    }))),
+    socket: kernelSocket([101e6, 117e6, 96e6, 110e6].map(backlogged)),
   };
   const policy = new CompressionPolicy("auto", sender, () => clock.now);
   runFrames(policy, clock, sender, CORES_BOUND, 100);
@@ -328,20 +326,14 @@ Deno.test("CompressionPolicy keeps compressing on a Gigabit link while the sende
 
 Deno.test("CompressionPolicy compresses again once the link carries little more than the sender makes", () => {
   const clock = { now: 0 };
-  const rates = [1.2e9, 1.1e9, 1.3e9].map((bytesPerSecond) => ({
-    bytesPerSecond,
-    appLimited: false,
-  }));
+  const rates = [1.2e9, 1.1e9, 1.3e9].map(backlogged);
   const sender = { ...fakeSender(), socket: kernelSocket(rates) };
   const policy = new CompressionPolicy("auto", sender, () => clock.now);
   runFrames(policy, clock, sender, CORES_BOUND, 200);
   assertEquals(policy.estimate.share, 0);
   // Uncompressed, the sender makes 350 MB/s; the link now carries 400 MB/s (shared with others).
   const raw = { ...TYPICAL, busyMs: 1.2, linkWaitMs: 0.3, zstdWaitMs: 1.5 };
-  rates.splice(0, 3, { bytesPerSecond: 400e6, appLimited: false }, {
-    bytesPerSecond: 410e6,
-    appLimited: false,
-  });
+  rates.splice(0, 3, backlogged(400e6), backlogged(410e6));
   runFrames(policy, clock, sender, raw, 100);
   assertEquals(policy.estimate.linkFast, false);
   assertEquals(runFrames(policy, clock, sender, raw, 20), 20, "the stream's waits rule again");

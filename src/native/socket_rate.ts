@@ -14,8 +14,6 @@ export interface SocketRateSample {
   bytesPerSecond: number;
   /** Whether the sender left the link idle during that sample: the rate is then a lower bound. */
   appLimited: boolean;
-  /** Bytes written to the socket and not sent yet. */
-  unsentBytes: number;
 }
 
 /** One connection's kernel measures, read as often as wanted. */
@@ -23,7 +21,7 @@ export class SocketRate {
   readonly #fd: number;
   readonly #localPort: number;
   readonly #peerPort: number;
-  readonly #out = new BigUint64Array(3);
+  readonly #out = new BigUint64Array(2);
 
   private constructor(fd: number, localPort: number, peerPort: number) {
     this.#fd = fd;
@@ -54,7 +52,6 @@ export class SocketRate {
     return {
       bytesPerSecond: Number(out[0]),
       appLimited: out[1] !== 0n,
-      unsentBytes: Number(out[2]),
     };
   }
 }
