@@ -65,6 +65,7 @@
  *
  * @module
  */
+import type { SocketRateSample } from "../native/socket_rate.ts";
 
 /** How PAGES data is sent: "auto" (following the bottleneck), always, or never. */
 export type CompressionMode = "auto" | "zstd" | "none";
@@ -86,8 +87,6 @@ export interface SenderGauge {
   /** The kernel's latest measures of the connection, if it can tell (see SocketRate). */
   readonly socket?: () => SocketRateSample | undefined;
 }
-
-import type { SocketRateSample } from "../native/socket_rate.ts";
 
 /** zstd's rate on raw bytes, assumed until measured (the low end seen here). */
 const ASSUMED_ZSTD_BYTES_PER_SECOND = 250e6;

@@ -92,16 +92,16 @@ async function readRegularFile(path: string): Promise<{ text: string; mode: numb
  */
 export async function readPemFile(path: string, kind: PemKind): Promise<string> {
   let text: string;
+  const fail = (why: string) =>
+    new Error(`Cannot read the ${kind} file "${printable(path)}": ${why}`);
   try {
     text = (await readRegularFile(path)).text;
   } catch (error) {
-    throw new Error(`Cannot read the ${kind} file "${printable(path)}": ${reason(error)}`);
+    throw fail(reason(error));
   }
-  if (!text.includes("-----BEGIN ")) {
-    throw new Error(`Cannot read the ${kind} file "${printable(path)}": it is not in PEM format`);
-  }
+  if (!text.includes("-----BEGIN ")) throw fail("it is not in PEM format");
   const wrong = wrongPemKind(text, kind);
-  if (wrong) throw new Error(`Cannot read the ${kind} file "${printable(path)}": ${wrong}`);
+  if (wrong) throw fail(wrong);
   return text;
 }
 
