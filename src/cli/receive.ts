@@ -32,7 +32,6 @@
 import { lockDirectory } from "../native/dir_lock.ts";
 import { ownPrivateDir } from "../_private_dirs.ts";
 import { type ReceiverEvent, serveGangs } from "../transfer/receiver.ts";
-import { recoverInterruptedGang } from "../transfer/target_files.ts";
 import { MAX_GUESTS } from "../transfer/receiver_options.ts";
 import { listenForSenders } from "../transport/listen_for_senders.ts";
 import { parseCli, runMain, UsageError } from "./_cli.ts";
@@ -132,12 +131,7 @@ async function main(args: string[]): Promise<void> {
   };
   Deno.addSignalListener("SIGINT", onSignal);
   Deno.addSignalListener("SIGTERM", onSignal);
-  // A gang a killed receiver left is undone before the receiver says it listens: a journal it
-  // cannot read ends it, and a supervisor must not have seen it up.
-  const recovered = recoverInterruptedGang(dir);
-  if (recovered.length > 0) log({ event: "recovered", guests: recovered });
-  const addr = listener.addr as Deno.NetAddr;
-  log({ event: "listening", address: `${addr.hostname}:${addr.port}` });
+  // It says it listens once a gang a killed receiver left is undone (serveGangs).
   await serveGangs(listener, {
     dir,
     once: values.once,

@@ -267,9 +267,9 @@ export interface ServeOptions extends ReceiverOptions {
  * Each gang keeps a journal of its files in the directory while it runs
  * (`options.journal`), and the server first undoes the gang an earlier
  * server of the directory was receiving when it was killed
- * ({@linkcode recoverInterruptedGang}, logged as `recovered`): only one
- * server may use a directory at a time (lock it first, as `receive` does,
- * with `lockDirectory`). `options.abandon` ends the gang in progress as a
+ * ({@linkcode recoverInterruptedGang}, logged as `recovered`), and only
+ * then logs `listening`. Only one server may use a directory at a time
+ * (lock it first, as `receive` does, with `lockDirectory`). `options.abandon` ends the gang in progress as a
  * failed one and stops the server.
  *
  * Requires `--allow-net`, `--allow-ffi`, `--allow-read`, `--allow-write`.
@@ -283,6 +283,9 @@ export async function serveGangs(
   checkReceiverOptions(options);
   const recovered = recoverInterruptedGang(options.dir);
   if (recovered.length > 0) options.log?.({ event: "recovered", guests: recovered });
+  // Only now: a journal it cannot read ends the server, and nobody may have seen it up.
+  const { hostname, port } = listener.addr as Deno.NetAddr;
+  options.log?.({ event: "listening", address: `${hostname}:${port}` });
   const gangOptions: ReceiverOptions = { ...options, journal: true };
   const received: ReceivedGang[] = [];
   const stop = new AbortController();
