@@ -17,6 +17,26 @@ import type { Hello } from "../src/transfer/hello_frame.ts";
 
 const SIZE = 4 * PAGE_SIZE;
 
+Deno.test("recovery leaves a gang's file that was moved out of the directory, a link left at its name", async () => {
+  const dir = await shmDir();
+  const outside = await shmDir();
+  try {
+    await Deno.writeFile(`${dir}/kept`, new Uint8Array(0)); // taken by the gang: "existing"
+    killedMidGang(dir, "kept");
+    const data = new Uint8Array(SIZE).fill(7);
+    await Deno.writeFile(`${dir}/kept`, data); // what the gang received before the kill
+    // Someone keeps it elsewhere (same file system: the same file), leaving a link behind.
+    await Deno.rename(`${dir}/kept`, `${outside}/kept`);
+    await Deno.symlink(`${outside}/kept`, `${dir}/kept`);
+
+    assertEquals(recoverInterruptedGang(dir), []);
+    assertEquals(await Deno.readFile(`${outside}/kept`), data, "nothing outside is written");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(outside, { recursive: true });
+  }
+});
+
 /** Where receivers keep RAM: tmpfs, which does not hand a removed file's inode number on. */
 const shmDir = () => Deno.makeTempDir({ dir: "/dev/shm", prefix: "gangway-journal-test-" });
 

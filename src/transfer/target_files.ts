@@ -163,9 +163,11 @@ export function recoverInterruptedGang(dir: string): string[] {
     if (badGuestName(name) !== undefined) continue; // not a name the receiver wrote
     let file: RamFile;
     try {
-      file = RamFile.open(join(dir, name), { write: true });
+      // Never through a link: the gang's own file moved elsewhere, with a link left at its name,
+      // is that very file, and would be zeroed where it is now.
+      file = RamFile.open(join(dir, name), { write: true, noFollow: true });
     } catch {
-      continue; // gone already, or never created
+      continue; // gone already, never created, or a link
     }
     const ours = state === "creating"
       ? file.size === 0 // else it was there before, or is of no gang of this receiver's
