@@ -26,7 +26,7 @@
 #define GW_MAX_CALL_PAGES 0x7fffffffu
 
 /* Bumped whenever a signature or a constant below changes. */
-#define GW_ABI_VERSION 26
+#define GW_ABI_VERSION 27
 
 uint32_t gw_abi_version(void);
 
@@ -111,6 +111,7 @@ struct gw_ram_stat {
 	uint64_t size;   /* bytes now */
 	uint64_t blocks; /* allocated 512-byte blocks: tests prove scans allocate nothing */
 	uint64_t mode;   /* st_mode: the type and the permission bits */
+	uint64_t own;    /* 1 if this process's effective user owns it: files others can plant are not trusted */
 };
 int gw_ram_stat(const gw_ram *ram, struct gw_ram_stat *out);
 

@@ -306,5 +306,6 @@ GW_EXPORT int gw_ram_stat(const gw_ram *ram, struct gw_ram_stat *out)
 	out->size = (uint64_t)st.st_size;
 	out->blocks = (uint64_t)st.st_blocks;
 	out->mode = (uint64_t)st.st_mode;
+	out->own = st.st_uid == geteuid();
 	return 0;
 }

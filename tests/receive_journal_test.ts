@@ -183,3 +183,63 @@ Deno.test("a journal's name holding no journal gangway wrote stops recovery with
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a journal another user made, or one with bytes after its text, is not trusted", async () => {
+  const dir = await shmDir();
+  const outside = await shmDir();
+  try {
+    const path = join(dir, JOURNAL_NAME);
+    const victim = new Uint8Array(SIZE).fill(3);
+    await Deno.writeFile(`${dir}/vm1`, victim);
+    const { dev, ino } = Deno.statSync(`${dir}/vm1`);
+    const page = (...texts: string[]) => {
+      const p = new Uint8Array(PAGE_SIZE);
+      let at = 0;
+      for (const text of texts) {
+        const bytes = new TextEncoder().encode(text);
+        p.set(bytes, at);
+        at += bytes.length + 1; // each text ends with a zero
+      }
+      return p;
+    };
+    const mark = "gangway receive journal 1";
+    // An entry that names vm1 as a file the gang found empty: recovery would empty it again.
+    const takeVm1 = JSON.stringify({
+      name: "vm1",
+      state: "existing",
+      file: `${dev}:${ino}`,
+      sizeBefore: 0,
+    });
+    const journal = (first: Uint8Array, second: Uint8Array) => {
+      const bytes = new Uint8Array(2 * PAGE_SIZE);
+      bytes.set(first, 0);
+      bytes.set(second, PAGE_SIZE);
+      return bytes;
+    };
+
+    await Deno.writeFile(path, journal(page(mark), page(takeVm1)));
+    await Deno.chown(path, 65534, 65534); // nobody's, in a directory anyone may write
+    assertThrows(
+      () => recoverInterruptedGang(dir),
+      Error,
+      "is not a journal gangway wrote (another user owns it): remove it to start",
+    );
+    assertEquals(await Deno.readFile(`${dir}/vm1`), victim, "nothing another user named is undone");
+
+    await Deno.chown(path, Deno.uid(), Deno.gid());
+    await Deno.writeFile(path, journal(page(mark, "x"), page(takeVm1)));
+    assertThrows(() => recoverInterruptedGang(dir), Error, "(no journal mark)");
+    await Deno.writeFile(path, journal(page(mark), page(takeVm1, "}")));
+    assertEquals(recoverInterruptedGang(dir), [], "an entry with bytes after it is skipped");
+    assertEquals(await Deno.readFile(`${dir}/vm1`), victim);
+
+    // A link planted at the journal's name is never written through.
+    await Deno.writeFile(`${outside}/kept`, victim);
+    await Deno.symlink(`${outside}/kept`, path);
+    assertThrows(() => ReceiveJournal.create(dir, 1));
+    assertEquals(await Deno.readFile(`${outside}/kept`), victim);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(outside, { recursive: true });
+  }
+});

@@ -24,7 +24,7 @@ import { CACHE_DIR_VARIABLES, defaultCacheDir } from "../_cache_dir.ts";
 import { errorMessage } from "../_errors.ts";
 
 /** Must equal GW_ABI_VERSION in ffi/gangway.h: a stale build is refused. */
-const ABI_VERSION = 26;
+const ABI_VERSION = 27;
 
 /** One entry per C function, with its prototype from ffi/gangway.h. */
 const SYMBOLS = {

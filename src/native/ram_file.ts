@@ -38,6 +38,8 @@ export interface RamFileStat {
   blocks: number;
   /** st_mode: the type and the permission bits. */
   mode: number;
+  /** Whether this process's effective user owns the file (one another user planted is not trusted). */
+  ownedByThisUser: boolean;
 }
 
 /** Access hints for {@linkcode RamFile.advise}. */
@@ -175,7 +177,7 @@ export class RamFile implements Disposable {
    * `--allow-all` on any path under /dev (where guest RAM lives).
    */
   stat(): RamFileStat {
-    const out = new BigUint64Array(5);
+    const out = new BigUint64Array(6);
     check(native().gw_ram_stat(this.#handle("stat"), out), `Cannot stat "${this.path}"`);
     return {
       dev: out[0]!,
@@ -183,6 +185,7 @@ export class RamFile implements Disposable {
       size: Number(out[2]),
       blocks: Number(out[3]),
       mode: Number(out[4]),
+      ownedByThisUser: out[5] === 1n,
     };
   }
 

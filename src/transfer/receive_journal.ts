@@ -63,7 +63,8 @@ export class ReceiveJournal {
    * @throws NativeError when it cannot be made (the directory is read-only, or gone)
    */
   static create(dir: string, guests: number): ReceiveJournal {
-    const file = RamFile.open(join(dir, JOURNAL_NAME), { create: true });
+    // Never through a link: one planted at its name would have this process write where it points.
+    const file = RamFile.open(join(dir, JOURNAL_NAME), { create: true, noFollow: true });
     try {
       file.resize(0); // a journal that could not be removed after an earlier gang
       file.resize((guests + 1) * PAGE_SIZE);
@@ -110,8 +111,8 @@ export class ReceiveJournal {
  * once its entries are undone). An entry that cannot be read is skipped.
  *
  * @throws Error when what has the journal's name is no journal gangway wrote (a link, a
- * directory, a file larger than {@linkcode MAX_GUESTS} entries, or one with data and no journal
- * mark): the directory needs a look
+ * directory, a file another user owns, a file larger than {@linkcode MAX_GUESTS} entries, or one
+ * with data and no journal mark): the directory needs a look
  */
 export function readLeftoverJournal(dir: string): JournalEntry[] | undefined {
   const path = join(dir, JOURNAL_NAME);
@@ -132,6 +133,13 @@ export function readLeftoverJournal(dir: string): JournalEntry[] | undefined {
     throw error;
   }
   using _file = file;
+  // In a directory others may write to (/dev/shm), a journal another user made could name this
+  // user's files: recovery would remove or empty them.
+  if (!file.stat().ownedByThisUser) {
+    throw new Error(
+      `"${path}" is not a journal gangway wrote (another user owns it): remove it to start`,
+    );
+  }
   // A receiver writes its journal as a file of a page per guest and a page more: a larger file
   // (a huge sparse one would take hours to read) is not one.
   if (file.size > (MAX_GUESTS + 1) * PAGE_SIZE) {
@@ -143,8 +151,12 @@ export function readLeftoverJournal(dir: string): JournalEntry[] | undefined {
   const buf = new Uint8Array(PAGE_SIZE);
   const hasData = new Uint8Array(1);
   const decoder = new TextDecoder();
-  const text = () =>
-    decoder.decode(buf.subarray(0, buf.indexOf(0) < 0 ? buf.length : buf.indexOf(0)));
+  // A page is written as its text then zeros: anything after the first zero means it is not one.
+  const text = () => {
+    const end = buf.indexOf(0);
+    if (end >= 0 && buf.subarray(end).some((byte) => byte !== 0)) return undefined;
+    return decoder.decode(buf.subarray(0, end < 0 ? buf.length : end));
+  };
   // Page 0 holds the mark, written before any entry. Without it the file is a journal whose making
   // was cut short (nothing written in it yet), or something else: that is not removed.
   let marked = false;
@@ -161,7 +173,7 @@ export function readLeftoverJournal(dir: string): JournalEntry[] | undefined {
       );
     }
     try {
-      const entry = JSON.parse(text());
+      const entry = JSON.parse(text() ?? "");
       if (typeof entry?.name === "string" && !entry.name.startsWith(".")) entries.push(entry);
     } catch {
       // Not an entry this version wrote: left alone.
