@@ -139,7 +139,17 @@ Deno.test("the receiver refuses bad input with a clear error, then completes a p
     [
       "a guest name with a C1 control character",
       [hello([{ name: "vm\u009b2J", size: PAGE_SIZE }])],
-      "a control character (C0, DEL or C1)",
+      "a control, invisible format or line-separator character",
+    ],
+    [
+      "a guest name that reverses what a log shows after it",
+      [hello([{ name: "vm\u202egpj.exe", size: PAGE_SIZE }])],
+      "a control, invisible format or line-separator character",
+    ],
+    [
+      "a guest name with a line separator",
+      [hello([{ name: "vm\u2028lab: verified", size: PAGE_SIZE }])],
+      "a control, invisible format or line-separator character",
     ],
     ["an oversized guest", [hello([{ name: "big", size: 2 ** 30 }])], "over the limit of 1048576"],
     ["more guests than the limit", [hello(guests(4, PAGE_SIZE))], "4 guests exceed the limit of 3"],

@@ -51,6 +51,7 @@ import { parseAddress, parseCount, parseDuration, parseRate } from "./_units.ts"
 import { badGuestName } from "../transfer/hello_frame.ts";
 import { connectTarget, type ConnectTargetOptions } from "../transport/connect_target.ts";
 import { readPemFile, readTokenFile } from "../transport/credentials.ts";
+import { printable } from "../_printable.ts";
 
 const USAGE = "usage: deno task send -- --target HOST:PORT " +
   "(--ca FILE --token-file FILE [--server-name NAME] | --insecure) " +
@@ -167,7 +168,9 @@ async function main(args: string[]): Promise<void> {
   for (const { name, path } of guests) {
     const bad = badGuestName(name);
     if (bad) {
-      throw new UsageError(`guest name ${JSON.stringify(name)} of "${path}" is refused: ${bad}`);
+      throw new UsageError(
+        `guest name ${printable(JSON.stringify(name))} of "${printable(path)}" is refused: ${bad}`,
+      );
     }
   }
   const transport = await transportOptions(values);

@@ -21,6 +21,7 @@
  */
 import type { QemuDisk } from "../qemu/qemu_args.ts";
 import { badGuestName } from "../transfer/hello_frame.ts";
+import { printable } from "../_printable.ts";
 
 /** A file a destination needs (a kernel, an initrd), named by its content. */
 export interface FileRef {
@@ -144,7 +145,7 @@ export function checkDescription(value: unknown, limits: DescriptionLimits): Mac
   if (typeof name !== "string" || badGuestName(name) || !SAFE_NAME.test(name)) {
     throw new DescriptionError(
       `Cannot start a guest: field "name" must be 1-128 letters, digits or "_.+-", not ${
-        JSON.stringify(name)?.slice(0, 80)
+        printable(JSON.stringify(name)?.slice(0, 80) ?? "undefined")
       }`,
     );
   }

@@ -14,6 +14,7 @@ import {
   ProtocolError,
   writeHeader,
 } from "./protocol.ts";
+import { printable } from "../_printable.ts";
 
 /** A guest as the handshake describes it. */
 export interface WireGuest {
@@ -117,16 +118,19 @@ export function decodeHello(body: Uint8Array): Hello {
 /**
  * Why a guest name cannot be a file name in the target directory, or
  * undefined when it can: plain names only, so that no peer can make the
- * receiver write outside its directory.
+ * receiver write outside its directory, nor print what a terminal would
+ * act on (see {@linkcode printable}).
  */
 export function badGuestName(name: string): string | undefined {
   if (name.length === 0) return "it is empty";
   if (encoder.encode(name).length > 255) return "it is longer than 255 bytes";
   if (name === "." || name === "..") return `"${name}" is not a file name`;
   if (name.startsWith(".")) return "it starts with a dot (reserved for the receiver's own files)";
-  // deno-lint-ignore no-control-regex
-  if (/[/\\\x00-\x1f\x7f-\x9f]/.test(name)) {
-    return "it contains a slash, a backslash or a control character (C0, DEL or C1)";
+  if (/[/\\]/.test(name)) return "it contains a slash or a backslash";
+  // A name is printed in logs and reports: none that could move a terminal's cursor, reorder
+  // what it shows (bidirectional controls) or add a line of its own.
+  if (printable(name) !== name) {
+    return "it contains a control, invisible format or line-separator character";
   }
   return undefined;
 }

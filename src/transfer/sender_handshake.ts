@@ -30,6 +30,7 @@ import {
 import { RECEIVER_DEFAULTS, type ReceiverOptions } from "./receiver_options.ts";
 import { peerName } from "./accept_connections.ts";
 import { errorMessage } from "../_errors.ts";
+import { printable } from "../_printable.ts";
 
 /** A connection whose sender has authenticated and whose gang is within the limits. */
 export interface SenderHandshake {
@@ -72,7 +73,7 @@ function refusal(hello: Hello, options: ReceiverOptions): string | undefined {
   let gangBytes = 0;
   for (const { name, size } of hello.guests) {
     const bad = badGuestName(name);
-    if (bad) return `guest name ${JSON.stringify(name)} is refused: ${bad}`;
+    if (bad) return `guest name ${printable(JSON.stringify(name))} is refused: ${bad}`;
     if (names.has(name)) return `two guests are named "${name}"`;
     names.add(name);
     if (size <= 0) return `guest "${name}" has no RAM`;

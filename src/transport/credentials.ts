@@ -33,7 +33,8 @@ function reason(error: unknown): string {
     if (error.code === "EACCES") return "permission denied";
     if (error.code === "EISDIR") return "is a directory";
   }
-  return errorMessage(error);
+  // Any other error's message may repeat the path: on one line, as the path is.
+  return printable(errorMessage(error));
 }
 
 /**
