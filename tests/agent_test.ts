@@ -28,6 +28,12 @@ Deno.test("the agent refuses a wrong token before it starts anything", async () 
   );
   assertEquals(agent.server.events.filter((e) => e.event === "prepared"), []);
   assertEquals(await qemusIn(agent.dir), []);
+  // It said at start what it takes: a source refused for its size can see why.
+  const listening = agent.server.events.find((e) => e.event === "listening");
+  assertEquals(listening?.dir, agent.dir);
+  assertEquals(listening?.maxGuests, 64);
+  assertEquals(listening?.maxMemory, `${Math.floor(Deno.systemMemoryInfo().total / 2 ** 20)} MiB`);
+  assertEquals(listening?.token, "required");
 });
 
 Deno.test("the agent refuses a machine description outside its allow-list, naming the field, and starts nothing", async () => {

@@ -112,7 +112,16 @@ export async function serveAgentHost(
   await host.kept.recoverLeftovers();
   const partials = await host.files.removePartials();
   if (partials > 0) host.log({ event: "recovered", partialFiles: partials });
-  host.log({ event: "listening", address: describeAddress(listener.addr) });
+  // What a gang may be here, said once: a source refused for its size can be told why at a glance.
+  const { dir, maxGuests, maxMemoryMiB } = host.options;
+  host.log({
+    event: "listening",
+    address: describeAddress(listener.addr),
+    dir,
+    maxGuests,
+    maxMemory: `${maxMemoryMiB} MiB`,
+    token: host.options.token === undefined ? "none (any peer that connects)" : "required",
+  });
   const stop = () => {
     host.log({ event: "stopping", why: "asked to (a signal); a gang under way is abandoned" });
     host.closeConnections();
