@@ -21,6 +21,7 @@ import type { Gang } from "../scan/gang.ts";
 import { PAGE_SIZE } from "../native/ram_file.ts";
 import { chunkFeatures, PAGE_FEATURES } from "../native/similarity.ts";
 import { NONE, TargetContents, ZERO } from "./target_contents.ts";
+import { ChunkConflicts } from "./chunk_conflicts.ts";
 import { SimilarContents } from "./similar_contents.ts";
 import { contentCopies, identicalPages, type Preparation } from "./preparation.ts";
 
@@ -319,59 +320,6 @@ export class RoundPlanner {
   #deltaBase(bytes: Uint8Array, slot: number): number {
     const page = bytes.subarray(slot * PAGE_SIZE, (slot + 1) * PAGE_SIZE);
     return this.#similar!.makeDelta(page, this.#features, slot * PAGE_FEATURES);
-  }
-}
-
-/**
- * Whether a chunk's plan takes a content off a page that another of its
- * operations names, kept as marks per content stamped with the chunk's
- * number: two Sets per chunk, with an add per page, took a tenth of the
- * planner's time in a one-pass transfer.
- */
-class ChunkConflicts {
-  #chunk = 0;
-  #overwritten = new Uint32Array(1024); // content's slot -> the last chunk that took it off a page
-  #referenced = new Uint32Array(1024); // content's slot -> the last chunk that named it
-  /** Whether some content of the current chunk was both. */
-  found = false;
-
-  /** Starts a chunk: no content is marked in it yet. */
-  start(): void {
-    this.#chunk++;
-    this.found = false;
-  }
-
-  /** A content taken off a page (NONE, no content, needs no mark). */
-  overwrite(content: number): void {
-    if (content === NONE) return;
-    content = this.#slot(content);
-    this.#overwritten[content] = this.#chunk;
-    if (this.#referenced[content] === this.#chunk) this.found = true;
-  }
-
-  /** A content an operation names. */
-  reference(content: number): void {
-    content = this.#slot(content);
-    this.#referenced[content] = this.#chunk;
-    if (this.#overwritten[content] === this.#chunk) this.found = true;
-  }
-
-  /** Where a content's marks are: slot 0 for ZERO, content + 1 for the others (grown to fit). */
-  #slot(content: number): number {
-    const slot = content === ZERO ? 0 : content + 1;
-    if (slot >= this.#overwritten.length) this.#grow(slot);
-    return slot;
-  }
-
-  #grow(slot: number): void {
-    const length = Math.max(slot + 1, this.#overwritten.length * 2);
-    const grown = (marks: Uint32Array) => {
-      const bigger = new Uint32Array(length);
-      bigger.set(marks);
-      return bigger;
-    };
-    this.#overwritten = grown(this.#overwritten);
-    this.#referenced = grown(this.#referenced);
   }
 }
 
