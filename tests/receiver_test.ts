@@ -13,7 +13,7 @@ import {
   PROTOCOL_VERSION,
   writeHeader,
 } from "../src/transfer/protocol.ts";
-import { encodeHello, type Hello } from "../src/transfer/hello_frame.ts";
+import { badGuestName, encodeHello, type Hello } from "../src/transfer/hello_frame.ts";
 import {
   pagesFrameBytes,
   pairsFrameBytes,
@@ -139,17 +139,17 @@ Deno.test("the receiver refuses bad input with a clear error, then completes a p
     [
       "a guest name with a C1 control character",
       [hello([{ name: "vm\u009b2J", size: PAGE_SIZE }])],
-      "a control, invisible format or line-separator character",
+      "a control, bidirectional-control or line-separator character",
     ],
     [
       "a guest name that reverses what a log shows after it",
       [hello([{ name: "vm\u202egpj.exe", size: PAGE_SIZE }])],
-      "a control, invisible format or line-separator character",
+      "a control, bidirectional-control or line-separator character",
     ],
     [
       "a guest name with a line separator",
       [hello([{ name: "vm\u2028lab: verified", size: PAGE_SIZE }])],
-      "a control, invisible format or line-separator character",
+      "a control, bidirectional-control or line-separator character",
     ],
     ["an oversized guest", [hello([{ name: "big", size: 2 ** 30 }])], "over the limit of 1048576"],
     ["more guests than the limit", [hello(guests(4, PAGE_SIZE))], "4 guests exceed the limit of 3"],
@@ -521,6 +521,27 @@ Deno.test("a receiver takes at most MAX_GUESTS guests a gang: its journal is rea
       () => checkReceiverOptions({ dir: "/nowhere", maxGuests }),
       RangeError,
       `maxGuests must be an integer from 1 to ${MAX_GUESTS}`,
+    );
+  }
+});
+
+Deno.test("guest names in any script, with emoji and joiners, are taken; what a terminal acts on is not", () => {
+  const taken = [
+    "web-01",
+    "Сервер 1", // Cyrillic, a space
+    "数据库",
+    "می‌خواهم", // Persian: a zero-width non-joiner is part of the word
+    "👩‍💻dev", // an emoji joined by U+200D
+    "🏴\u{e0067}\u{e0062}\u{e0073}\u{e0063}\u{e0074}\u{e007f}", // a flag of tag characters
+    "soft\u00adhyphen",
+  ];
+  for (const name of taken) assertEquals(badGuestName(name), undefined, name);
+  const refused = ["vm\u001b[2J", "vm\u0085x", "vm\u202egpj.exe", "vm\u2066x", "a\u2029b"];
+  for (const name of refused) {
+    assertEquals(
+      badGuestName(name),
+      "it contains a control, bidirectional-control or line-separator character",
+      JSON.stringify(name),
     );
   }
 });
