@@ -233,11 +233,19 @@ Deno.test("a journal another user made, or one with bytes after its text, is not
     assertEquals(recoverInterruptedGang(dir), [], "an entry with bytes after it is skipped");
     assertEquals(await Deno.readFile(`${dir}/vm1`), victim);
 
-    // A link planted at the journal's name is never written through.
+    // What is at the journal's name when a gang starts is removed, never written: a link...
     await Deno.writeFile(`${outside}/kept`, victim);
     await Deno.symlink(`${outside}/kept`, path);
-    assertThrows(() => ReceiveJournal.create(dir, 1));
+    ReceiveJournal.create(dir, 1).remove();
     assertEquals(await Deno.readFile(`${outside}/kept`), victim);
+    // ...and what cannot be removed (another user's file in a sticky directory; here a directory
+    // that is not empty) stops the gang with a clear error.
+    await Deno.mkdir(join(path, "x"), { recursive: true });
+    assertThrows(
+      () => ReceiveJournal.create(dir, 1),
+      Error,
+      "is there and cannot be removed (another user's file?): remove it to start",
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
     await Deno.remove(outside, { recursive: true });

@@ -60,13 +60,27 @@ export class ReceiveJournal {
   /**
    * Makes an empty journal in `dir` for a gang of `guests` guests.
    *
-   * @throws NativeError when it cannot be made (the directory is read-only, or gone)
+   * @throws Error when something at the journal's name cannot be removed (another user's file);
+   * NativeError when it cannot be made (the directory is read-only, or gone)
    */
   static create(dir: string, guests: number): ReceiveJournal {
-    // Never through a link: one planted at its name would have this process write where it points.
-    const file = RamFile.open(join(dir, JOURNAL_NAME), { create: true, noFollow: true });
+    const path = join(dir, JOURNAL_NAME);
+    // Made new, never opened where it is: in a directory others may write (/dev/shm), a file
+    // another user put at its name would hold the gang's journal for them to read and rewrite, and
+    // one could not be removed at the gang's end. What is there is a journal of this receiver's
+    // that an earlier gang could not remove (recovery, at the start, undid what it named).
+    removeLeftoverJournal(dir);
+    let file: RamFile;
     try {
-      file.resize(0); // a journal that could not be removed after an earlier gang
+      file = RamFile.open(path, { createNew: true });
+    } catch (error) {
+      if (!(error instanceof NativeError) || error.code !== "EEXIST") throw error;
+      throw new Error(
+        `Cannot keep the gang's journal in "${dir}": "${path}" is there and cannot be removed ` +
+          "(another user's file?): remove it to start",
+      );
+    }
+    try {
       file.resize((guests + 1) * PAGE_SIZE);
       const journal = new ReceiveJournal(file);
       journal.#writePage(0, MARK);
