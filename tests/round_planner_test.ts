@@ -10,6 +10,7 @@ import { Gang } from "../src/scan/gang.ts";
 import { scanChunks } from "../src/scan/scan_chunks.ts";
 import { emptyCounts, Op, RoundPlanner } from "../src/plan/round_planner.ts";
 import { scanBuffers } from "../src/native/content_index.ts";
+import { ChunkConflicts } from "../src/plan/chunk_conflicts.ts";
 import { PAGE_SIZE } from "../src/native/ram_file.ts";
 
 const PAGES = 4;
@@ -50,4 +51,18 @@ Deno.test("a chunk that references a content another of its pages loses is not g
   } finally {
     await Deno.remove(path);
   }
+});
+
+Deno.test("the conflict marks still tell a conflict once their 32-bit chunk stamps wrap", () => {
+  const conflicts = new ChunkConflicts(0xffffffff - 2);
+  for (let chunk = 0; chunk < 5; chunk++) {
+    conflicts.start();
+    conflicts.overwrite(7);
+    assertEquals(conflicts.found, false, `chunk ${chunk}, before`);
+    conflicts.reference(7);
+    assertEquals(conflicts.found, true, `chunk ${chunk}, after`);
+  }
+  conflicts.start();
+  conflicts.reference(7); // marked in the chunk before only: no conflict in this one
+  assertEquals(conflicts.found, false);
 });

@@ -6,6 +6,9 @@
  */
 import { NONE, ZERO } from "./target_contents.ts";
 
+/** The last chunk stamp a mark holds. */
+const MAX_STAMP = 0xffffffff;
+
 /**
  * Whether a chunk's plan takes a content off a page that another of its
  * operations names, kept as marks per content stamped with the chunk's
@@ -14,14 +17,25 @@ import { NONE, ZERO } from "./target_contents.ts";
  * interleaved pairs, at `d921b05`).
  */
 export class ChunkConflicts {
-  #chunk = 0;
+  #chunk: number;
   #overwritten = new Uint32Array(1024); // content's slot -> the last chunk that took it off a page
   #referenced = new Uint32Array(1024); // content's slot -> the last chunk that named it
   /** Whether some content of the current chunk was both. */
   found = false;
 
+  /** @param firstStamp the stamp before the first chunk's (for tests of the stamps' wrap) */
+  constructor(firstStamp = 0) {
+    this.#chunk = firstStamp;
+  }
+
   /** Starts a chunk: no content is marked in it yet. */
   start(): void {
+    // Stamps are 32-bit: past the last one, the marks start again from nothing.
+    if (this.#chunk === MAX_STAMP) {
+      this.#overwritten.fill(0);
+      this.#referenced.fill(0);
+      this.#chunk = 0;
+    }
     this.#chunk++;
     this.found = false;
   }
