@@ -1,4 +1,4 @@
-import { assertEquals, assertRejects, assertThrows } from "./_assert.ts";
+import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts";
 import {
   MAX_DURATION_SECONDS,
   parseCount,
@@ -7,7 +7,7 @@ import {
   parseSize,
 } from "../src/cli/_units.ts";
 import { UsageError } from "../src/cli/_cli.ts";
-import { delay, MAX_TIMER_MS, withTimeout } from "../src/_delay.ts";
+import { delay, LoopTimeout, MAX_TIMER_MS, withTimeout } from "../src/_delay.ts";
 import { Gang } from "../src/scan/gang.ts";
 import { GangSender } from "../src/transfer/sender.ts";
 import { randomSeed } from "../src/transfer/seed.ts";
@@ -102,4 +102,23 @@ Deno.test("GangSender.connect() refuses a timeout longer than a timer takes befo
   } finally {
     await removeFiles(path);
   }
+});
+
+Deno.test("LoopTimeout gives each wait of a loop the longest wait, with one timer: a loop of quick waits longer than that goes on, one slow wait fails", async () => {
+  const asked = await recordingTimers(async () => {
+    const timeout = new LoopTimeout(300, () => new Error("no data for 300 ms"));
+    const started = performance.now();
+    // Waits of 10 ms each, 700 ms in all: no single one is late.
+    let waits = 0;
+    for (; performance.now() - started < 700; waits++) await timeout.wait(delay(10));
+    assert(waits >= 20, `${waits} waits`);
+    // One that does not end within 300 ms of its start.
+    await assertRejects(() => timeout.wait(new Promise(() => {})), Error, "no data for 300 ms");
+    timeout.end();
+  });
+  // One timer for the loop, armed again for the rest of a wait when it fires during one (the
+  // delays' own 10 ms timers are the others): not one a wait.
+  const loopTimers = asked.filter((ms) => ms !== 10);
+  assertEquals(loopTimers[0], 300);
+  assert(loopTimers.length <= 6, `${loopTimers.length} timers: ${loopTimers.join(", ")}`);
 });

@@ -18,7 +18,7 @@ import {
 } from "./protocol.ts";
 import type { Pacer } from "./pacer.ts";
 import { errorMessage } from "../_errors.ts";
-import { shareEventLoop, withTimeout } from "../_delay.ts";
+import { LoopTimeout, shareEventLoop, withTimeout } from "../_delay.ts";
 
 /** The byte stream both ends use: a Deno.Conn (TCP or TLS) fits. */
 export interface ByteStream {
@@ -101,14 +101,25 @@ export class FrameReader {
       this.#end -= this.#start;
       this.#start = 0;
     }
+    // Each read may take timeoutMs: one timer for all of them (see LoopTimeout).
+    const timeout = timeoutMs === undefined ? undefined : new LoopTimeout(
+      timeoutMs,
+      () => new TimeoutError(`No data for ${timeoutMs / 1000} s while waiting for ${what}`),
+    );
+    try {
+      return await this.#readUntil(n, timeout, what);
+    } finally {
+      timeout?.end();
+    }
+  }
+
+  /** Reads until `n` bytes are buffered (see #fill), each read under `timeout`. */
+  async #readUntil(n: number, timeout: LoopTimeout | undefined, what: string): Promise<boolean> {
     while (this.#end - this.#start < n) {
       let got: number | null;
       try {
-        got = await withTimeout(
-          this.#stream.read(this.#buf.subarray(this.#end)),
-          timeoutMs,
-          () => new TimeoutError(`No data for ${timeoutMs! / 1000} s while waiting for ${what}`),
-        );
+        const read = this.#stream.read(this.#buf.subarray(this.#end));
+        got = await (timeout ? timeout.wait(read) : read);
       } catch (error) {
         if (error instanceof TimeoutError) throw error;
         throw new ConnectionError(
