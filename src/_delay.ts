@@ -76,7 +76,9 @@ export async function withTimeout<T>(
  * loop: a timer costs some 6 us, and a TLS connection reads a 16 KiB record
  * a read, so a timer a read added a third to a receiver's time on its
  * reads (256 MiB over TLS on loopback: 390-410 ms of its thread against
- * 310-340). Call {@linkcode LoopTimeout.end} when the loop ends.
+ * 310-340). Call {@linkcode LoopTimeout.end} when the loop ends. Make one a
+ * loop, not one a connection: each wait races one promise that lives as
+ * long as this, and so adds a reaction to it that only goes with it.
  */
 export class LoopTimeout {
   readonly #ms: number;
