@@ -14,6 +14,7 @@ import {
   ProtocolError,
   writeHeader,
 } from "./protocol.ts";
+import { actsOnTerminal } from "../_printable.ts";
 
 /** A guest as the handshake describes it. */
 export interface WireGuest {
@@ -115,15 +116,6 @@ export function decodeHello(body: Uint8Array): Hello {
 }
 
 /**
- * What a terminal acts on in a name: C0 and C1 controls and DEL (escape
- * sequences, new lines), bidirectional controls (they reorder what follows
- * them on the line: U+061C, U+200E/F, U+202A-U+202E, U+2066-U+2069) and
- * Unicode's line and paragraph separators.
- */
-// deno-lint-ignore no-control-regex
-const TERMINAL_ACTS_ON = /[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/;
-
-/**
  * Why a guest name cannot be a file name in the target directory, or
  * undefined when it can: plain names only, so that no peer can make the
  * receiver write outside its directory, nor print what a terminal would
@@ -138,7 +130,7 @@ export function badGuestName(name: string): string | undefined {
   // A name is printed in logs and reports: none that could move a terminal's cursor, reorder
   // what it shows or add a line of its own. Other invisible characters stay allowed: joiners
   // belong to emoji and to Persian and Indic words.
-  if (TERMINAL_ACTS_ON.test(name)) {
+  if (actsOnTerminal(name)) {
     return "it contains a control, bidirectional-control or line-separator character";
   }
   return undefined;
