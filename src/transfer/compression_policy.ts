@@ -66,6 +66,7 @@
  * @module
  */
 import type { SocketRateSample } from "../native/socket_rate.ts";
+import { DecayingRate } from "./decaying_rate.ts";
 
 /** How PAGES data is sent: "auto" (following the bottleneck), always, or never. */
 export type CompressionMode = "auto" | "zstd" | "none";
@@ -90,7 +91,7 @@ export interface SenderGauge {
 
 /** zstd's rate on raw bytes, assumed until measured (the low end seen here). */
 const ASSUMED_ZSTD_BYTES_PER_SECOND = 250e6;
-/** Weight of the past in the moving averages of zstd's rate and ratio. */
+/** Weight of the past in the moving averages of zstd's ratio and of the sender's pace per byte. */
 const RATE_MEMORY = 0.8;
 /** The share moves once per window of at least this long. */
 const WINDOW_MS = 20;
@@ -164,8 +165,8 @@ export interface CompressionReport {
 export class CompressionPolicy {
   readonly #mode: CompressionMode;
   readonly #gauge: SenderGauge;
-  /** zstd's raw bytes and milliseconds, as decaying sums (its rate); none until measured. */
-  #zstdWork = { bytes: 0, ms: 0 };
+  /** zstd's rate on raw bytes; none until measured. */
+  readonly #zstdRate = new DecayingRate();
   #ratio = 0; // compressed / raw, moving average; 0 until measured
   /** Share of frames to compress while the data compresses: links are usually slower at first. */
   #share = 1;
@@ -241,9 +242,7 @@ export class CompressionPolicy {
     return {
       linkBytesPerSecond: this.#gauge.streamBytesPerSecond,
       cpuBytesPerSecond: cpu > 0 ? 1 / cpu : 0,
-      zstdBytesPerSecond: this.#zstdWork.ms > 0
-        ? this.#zstdWork.bytes / (this.#zstdWork.ms / 1000)
-        : ASSUMED_ZSTD_BYTES_PER_SECOND,
+      zstdBytesPerSecond: this.#zstdRate.bytesPerSecond || ASSUMED_ZSTD_BYTES_PER_SECOND,
       ratio: this.#ratio,
       linkCapacityBytesPerSecond: this.#linkCapacity(),
       linkFast: this.#linkFast,
@@ -338,12 +337,7 @@ export class CompressionPolicy {
       this.report.rawBytes += rawBytes;
       this.report.compressedBytes += compressedBytes;
     }
-    // Bytes over time, each a decaying sum: a mean of each frame's rate let the frames of nearly
-    // zero pages, which zstd takes at several GB/s, read 1.5-2.5 GB/s for 300-400 MB/s.
-    this.#zstdWork = {
-      bytes: RATE_MEMORY * this.#zstdWork.bytes + rawBytes,
-      ms: RATE_MEMORY * this.#zstdWork.ms + Math.max(ms, 0.01),
-    };
+    this.#zstdRate.add(rawBytes, Math.max(ms, 0.01) / 1000);
     // The first measure sets the ratio, so that one probe of random pages is enough to stop.
     const ratio = Math.min(compressedBytes / rawBytes, 1);
     this.#ratio = this.#ratio === 0 ? ratio : RATE_MEMORY * this.#ratio + (1 - RATE_MEMORY) * ratio;

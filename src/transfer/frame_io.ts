@@ -17,6 +17,7 @@ import {
   TLS_PEER_MESSAGE,
 } from "./protocol.ts";
 import type { Pacer } from "./pacer.ts";
+import { DecayingRate } from "./decaying_rate.ts";
 import { errorMessage } from "../_errors.ts";
 import { LoopTimeout, shareEventLoop, withTimeout } from "../_delay.ts";
 
@@ -213,6 +214,7 @@ export class FrameWriter {
   #current = 0;
   #used = 0;
   #inFlight: Promise<void> = Promise.resolve();
+  readonly #streamRate = new DecayingRate();
   /** Bytes written to the stream so far, headers included. */
   bytesWritten = 0;
   /**
@@ -220,10 +222,9 @@ export class FrameWriter {
    * second (0 until the first write ends): with the socket buffer full,
    * the rate of the link or of the peer, whichever is slower.
    */
-  streamBytesPerSecond = 0;
-  /** Bytes and seconds of the recent writes, as decaying sums (see streamBytesPerSecond). */
-  #recentBytes = 0;
-  #recentSeconds = 0;
+  get streamBytesPerSecond(): number {
+    return this.#streamRate.bytesPerSecond;
+  }
 
   /**
    * Writes frames to a stream.
@@ -296,14 +297,6 @@ export class FrameWriter {
       this.bytesWritten += n;
     }
     // A write accepted at once says only "faster than a write per 0.5 ms".
-    const seconds = Math.max(performance.now() - started, 0.5) / 1000;
-    // Bytes over time, each averaged: a mean of each write's rate would let the writes the
-    // socket buffer took at once (while it had room) hide the link's pace.
-    this.#recentBytes = RATE_MEMORY * this.#recentBytes + chunk.length;
-    this.#recentSeconds = RATE_MEMORY * this.#recentSeconds + seconds;
-    this.streamBytesPerSecond = this.#recentBytes / this.#recentSeconds;
+    this.#streamRate.add(chunk.length, Math.max(performance.now() - started, 0.5) / 1000);
   }
 }
-
-/** Weight of the past in the moving average of the stream's rate. */
-const RATE_MEMORY = 0.8;
