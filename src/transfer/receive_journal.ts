@@ -186,8 +186,10 @@ export function readLeftoverJournal(dir: string): JournalEntry[] | undefined {
         `"${path}" is not a journal gangway wrote (no journal mark): remove it to start`,
       );
     }
+    const written = text();
+    if (written === undefined) continue; // bytes after its text: not an entry this version wrote
     try {
-      const entry = JSON.parse(text() ?? "");
+      const entry = JSON.parse(written);
       if (typeof entry?.name === "string" && !entry.name.startsWith(".")) entries.push(entry);
     } catch {
       // Not an entry this version wrote: left alone.
