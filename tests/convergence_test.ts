@@ -1,5 +1,5 @@
 import { assertEquals } from "./_assert.ts";
-import { shouldStopLiveRounds } from "../src/plan/convergence.ts";
+import { shouldStopLiveRounds, whyStopLiveRounds } from "../src/plan/convergence.ts";
 
 const rounds = (...pages: number[]) => pages.map((pagesSent, i) => ({ round: i + 1, pagesSent }));
 
@@ -36,4 +36,12 @@ Deno.test("shouldStopLiveRounds() stops when what changed since the last round i
   assertEquals(shouldStopLiveRounds(after(400)), true, "round 1 can end the live rounds");
   assertEquals(shouldStopLiveRounds(after(2_049)), false);
   assertEquals(shouldStopLiveRounds(after(400), { stopPages: 100 }), false);
+});
+
+Deno.test("whyStopLiveRounds() tells rounds that stalled from rounds that converged or ran out", () => {
+  assertEquals(whyStopLiveRounds(rounds(60_000, 9_000)), undefined);
+  assertEquals(whyStopLiveRounds(rounds(60_000, 9_000, 8_000)), "stalled");
+  assertEquals(whyStopLiveRounds(rounds(60_000, 1_000)), "converged");
+  assertEquals(whyStopLiveRounds(rounds(60_000, 9_000, 8_000), { maxRounds: 4 }), "round limit");
+  assertEquals(whyStopLiveRounds([], { maxRounds: 1 }), "round limit");
 });

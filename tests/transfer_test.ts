@@ -528,3 +528,73 @@ Deno.test("migrateQemuGang() removes the destinations it started when the target
     await removeFiles(path);
   }
 });
+
+/**
+ * Two guests of 4096 pages, of which the first gets `written(throttle)`
+ * new pages during each live round, once the round has read all of it:
+ * the next round finds exactly those changed. With `slowGuests` the
+ * throttles it hands out cut the writes.
+ */
+async function stallingTransfer(throttles?: number[]) {
+  const paths = [0, 1].map((g) =>
+    makeRamFile(
+      shmPath(`stall${g}`),
+      Array.from({ length: 4096 }, (_, p) => patternPage(g * 100_000 + p)),
+    )
+  );
+  await using receiver = await startReceiver();
+  try {
+    using gang = Gang.open(specs(paths), { seed: randomSeed() });
+    using first = RamFile.open(paths[0]!, { write: true });
+    let throttle = 0;
+    let paused = false;
+    let wroteIn = 0;
+    const slowed: number[] = [];
+    const report = await transferGang(gang, await receiver.connect(), {
+      stopPages: 300,
+      onProgress: ({ round, pagesDone }) => {
+        if (paused || wroteIn === round || pagesDone <= 4096) return;
+        wroteIn = round;
+        const count = Math.round(2000 * (1 - throttle));
+        const pages = Uint32Array.from({ length: count }, (_, i) => i);
+        const data = new Uint8Array(count * PAGE_SIZE);
+        for (let i = 0; i < count; i++) data.set(patternPage(round * 10_000 + i), i * PAGE_SIZE);
+        first.write(pages, data);
+      },
+      ...(throttles
+        ? {
+          slowGuests: () => {
+            const next = throttles[slowed.length];
+            if (next !== undefined) slowed.push(throttle = next);
+            return Promise.resolve(next);
+          },
+        }
+        : {}),
+      pause: () => void (paused = true),
+    });
+    assert(report.verified);
+    assertSameFiles(specs(paths), receiver.dir);
+    return { report, slowed };
+  } finally {
+    await removeFiles(...paths);
+  }
+}
+
+Deno.test("transferGang() slows the guests down when the rounds stall, and goes on while they shrink", async () => {
+  const { report, slowed } = await stallingTransfer([0.5, 0.9]);
+  assertEquals(slowed, [0.5, 0.9], "slowed after round 3 and round 4, which did not shrink");
+  const live = report.rounds.filter((r) => !r.final);
+  assertEquals(live.map((r) => r.throttle), [undefined, undefined, undefined, 0.5, 0.9]);
+  // Round 5 sent round 4's writes (half), and only a tenth changed during it: the rounds end.
+  assertEquals(live.map((r) => r.pages.unique), [8192, 2000, 2000, 2000, 1000]);
+  assertEquals(report.rounds.at(-1)!.pages.unique, 200);
+});
+
+Deno.test("transferGang() ends stalled rounds when the guests cannot be slowed (or more)", async () => {
+  const without = await stallingTransfer();
+  assertEquals(without.report.rounds.filter((r) => !r.final).length, 3);
+  assertEquals(without.report.rounds.at(-1)!.pages.unique, 2000, "the final round is large");
+  const once = await stallingTransfer([0.5]);
+  assertEquals(once.slowed, [0.5]);
+  assertEquals(once.report.rounds.filter((r) => !r.final).length, 4, "stalled again at 0.5");
+});

@@ -44,6 +44,9 @@ export function roundSize(
   return { round: report.round, pagesSent, changedAfter: report.changedAfter?.pages };
 }
 
+/** Why the live rounds end: they converged, reached the round limit, or stopped shrinking. */
+export type StopReason = "converged" | "round limit" | "stalled";
+
 /**
  * Whether the next round should be the final one: the last live round was
  * small enough, or what changed since it is estimated to be (round 1
@@ -57,16 +60,58 @@ export function shouldStopLiveRounds(
   history: readonly RoundSize[],
   options: ConvergenceOptions = {},
 ): boolean {
+  return whyStopLiveRounds(history, options) !== undefined;
+}
+
+/**
+ * Why the next round should be the final one (see
+ * {@linkcode shouldStopLiveRounds}), or undefined while live rounds should
+ * go on. A caller that can slow the guests down (auto-converge) may go on
+ * after "stalled": the rounds may shrink again once the guests write less.
+ */
+export function whyStopLiveRounds(
+  history: readonly RoundSize[],
+  options: ConvergenceOptions = {},
+): StopReason | undefined {
   const maxRounds = options.maxRounds ?? 10;
   const stopPages = options.stopPages ?? 2048;
   const last = history.at(-1);
-  if (!last) return maxRounds <= 1;
-  if (history.length + 1 >= maxRounds) return true;
-  if (last.pagesSent <= stopPages) return true;
-  if (last.changedAfter !== undefined && last.changedAfter <= stopPages) return true;
+  if (!last) return maxRounds <= 1 ? "round limit" : undefined;
+  if (history.length + 1 >= maxRounds) return "round limit";
+  if (last.pagesSent <= stopPages) return "converged";
+  if (last.changedAfter !== undefined && last.changedAfter <= stopPages) return "converged";
   const before = history.at(-2);
   // Round 1 sends everything: only compare later rounds with one another. Without soft-dirty
   // bits every round re-reads all of the gang's RAM, so a round that did not shrink the next
   // one by a quarter is not worth another.
-  return !!(before && before.round > 1 && last.pagesSent >= SHRINK * before.pagesSent);
+  return before && before.round > 1 && last.pagesSent >= SHRINK * before.pagesSent
+    ? "stalled"
+    : undefined;
+}
+
+/**
+ * How far to slow the guests down while the rounds stall (auto-converge),
+ * as shares of their CPU time held back: QEMU's `cpu-throttle-initial`,
+ * `cpu-throttle-increment` and `cpu-throttle-max`, with its defaults for
+ * the first two.
+ */
+export interface ThrottleSteps {
+  /** The most, from 0 (never slow the guests) to 0.99. */
+  max: number;
+  /** The first throttle. Default 0.2. */
+  initial?: number;
+  /** Added each time the rounds stall again. Default 0.1. */
+  step?: number;
+}
+
+/**
+ * The throttle after `current` once the rounds stalled: the first step,
+ * the next, or the most; undefined when already there (or `max` is 0).
+ */
+export function nextThrottle(current: number, steps: ThrottleSteps): number | undefined {
+  const { max, initial = 0.2, step = 0.1 } = steps;
+  if (current >= max) return undefined;
+  const next = current === 0 ? initial : current + step;
+  // Rounded to a percent: 0.2 + 0.1 is 0.30000000000000004.
+  return Math.min(max, Math.round(next * 100) / 100);
 }

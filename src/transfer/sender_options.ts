@@ -100,6 +100,8 @@ export interface RoundReport {
    * and the seconds the estimate took (after `seconds`).
    */
   changedAfter?: { pages: number; seconds: number };
+  /** The share of the guests' CPU time held back during this round (`slowGuests`), if any. */
+  throttle?: number;
   /** Where the round's time went. */
   time: RoundTime;
 }

@@ -15,6 +15,7 @@ import {
   type RoundSize,
   roundSize,
   shouldStopLiveRounds,
+  whyStopLiveRounds,
 } from "../plan/convergence.ts";
 import { GangSender, TargetError } from "./sender.ts";
 import { type RoundReport, type SenderOptions } from "./sender_options.ts";
@@ -62,6 +63,14 @@ export interface TransferGangOptions extends SenderOptions, ConvergenceOptions {
    * paused and not finished).
    */
   resume?: () => Promise<void> | void;
+  /**
+   * Slows the guests down (auto-converge: `CpuThrottle` for QEMU guests)
+   * when the live rounds stopped shrinking, rather than ending them:
+   * resolves the share of their CPU time now held back, or undefined when
+   * they cannot be slowed further (the rounds then end). Without it,
+   * rounds that stall end.
+   */
+  slowGuests?: () => Promise<number | undefined>;
   /** Called after each round. */
   onRound?: (report: RoundReport) => void;
   /**
@@ -135,8 +144,16 @@ export async function transferGang(
     const onePass = shouldStopLiveRounds(sizes, options);
     // A round registers at most a content per page: room for the next one and the final round.
     const roomLeft = () => sender!.contentRoom >= 2 * gang.pages;
-    while (!onePass && !shouldStopLiveRounds(sizes, options) && roomLeft()) {
+    let throttle = 0;
+    while (!onePass && roomLeft()) {
+      const why = whyStopLiveRounds(sizes, options);
+      if (why === "stalled" && options.slowGuests) {
+        const slowed = await options.slowGuests();
+        if (slowed === undefined) break;
+        throttle = slowed;
+      } else if (why !== undefined) break;
       const report = await sender.round();
+      if (throttle > 0) report.throttle = throttle;
       const estimating = performance.now();
       const pages = sender.estimateChanged();
       report.changedAfter = { pages, seconds: (performance.now() - estimating) / 1000 };
