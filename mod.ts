@@ -66,9 +66,13 @@ export {
 export { type Preparation, prepareGang, type PrepareOptions } from "./src/plan/preparation.ts";
 export {
   type ConvergenceOptions,
+  nextThrottle,
   type RoundSize,
   roundSize,
   shouldStopLiveRounds,
+  type StopReason,
+  type ThrottleSteps,
+  whyStopLiveRounds,
 } from "./src/plan/convergence.ts";
 export type { RoundPages } from "./src/plan/round_planner.ts";
 export { GangSender, TargetError } from "./src/transfer/sender.ts";

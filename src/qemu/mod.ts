@@ -86,4 +86,11 @@ export {
   readKernelCrash,
 } from "./kernel_crash.ts";
 export { findQemuProcess, findQemus, type FoundQemu, type UnusableQemu } from "./discover.ts";
+export {
+  type CpuHierarchy,
+  CpuThrottle,
+  findCpuHierarchy,
+  MOST_THROTTLE,
+  type ThrottledProcess,
+} from "./cpu_throttle.ts";
 export { parseCommandLine, type ParsedCommandLine } from "./qemu_command_line.ts";

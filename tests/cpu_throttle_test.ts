@@ -1,0 +1,176 @@
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
+import { BUSY_CPUS, CpuThrottle } from "../src/qemu/cpu_throttle.ts";
+import {
+  cgroupPath,
+  findCpuHierarchy,
+  parseCgroupMounts,
+  processCgroup,
+  processCpuSeconds,
+} from "../src/qemu/_cgroups.ts";
+import { nextThrottle } from "../src/plan/convergence.ts";
+import { pathExists } from "../src/_path_exists.ts";
+import { waitFor } from "./fault_fixtures.ts";
+
+Deno.test("parseCgroupMounts() finds v1 hierarchies with their controllers and v2 mounts", () => {
+  const mountinfo = [
+    "30 22 0:27 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755",
+    "31 30 0:28 / /sys/fs/cgroup/cpu,cpuacct rw,relatime shared:9 - cgroup cgroup rw,cpu,cpuacct",
+    "34 30 0:31 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory",
+    "40 30 0:37 / /sys/fs/cgroup/my\\040unified rw,relatime - cgroup2 cgroup2 rw,nsdelegate",
+  ].join("\n");
+  assertEquals(parseCgroupMounts(mountinfo), [
+    { version: 1, mount: "/sys/fs/cgroup/cpu,cpuacct", controllers: ["rw", "cpu", "cpuacct"] },
+    { version: 1, mount: "/sys/fs/cgroup/memory", controllers: ["rw", "memory"] },
+    { version: 2, mount: "/sys/fs/cgroup/my unified", controllers: [] },
+  ]);
+});
+
+Deno.test("cgroupPath() reads the v2 line or the v1 line of the cpu controller", () => {
+  const text = "4:memory:/m\n1:cpu,cpuacct:/machine/qemu-1\n0::/system.slice/qemu.service\n";
+  assertEquals(cgroupPath(text, 1), "/machine/qemu-1");
+  assertEquals(cgroupPath(text, 2), "/system.slice/qemu.service");
+  assertEquals(cgroupPath("2:cpuacct:/a\n", 1), undefined, "cpuacct is not cpu");
+});
+
+Deno.test("nextThrottle() steps as QEMU's auto-converge does, up to the most allowed", () => {
+  const steps = { max: 0.5 };
+  assertEquals(nextThrottle(0, steps), 0.2);
+  assertEquals(nextThrottle(0.2, steps), 0.3);
+  assertEquals(nextThrottle(0.4, steps), 0.5);
+  assertEquals(nextThrottle(0.5, steps), undefined);
+  assertEquals(nextThrottle(0, { max: 0.1 }), 0.1, "never past the most");
+  assertEquals(nextThrottle(0, { max: 0 }), undefined, "0: never throttle");
+  assertEquals(nextThrottle(0.3, { max: 0.99, step: 0.3 }), 0.6);
+});
+
+function existsSync(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const hierarchy = await findCpuHierarchy().catch(() => undefined);
+const root = Deno.uid() === 0;
+
+/** A process that spins, as a busy guest's vCPU does. */
+function spinner(): Deno.ChildProcess {
+  return new Deno.Command("sh", { args: ["-c", "while :; do :; done"] }).spawn();
+}
+
+async function cgroupOf(pid: number): Promise<string | undefined> {
+  return await processCgroup(pid, hierarchy!);
+}
+
+Deno.test({
+  name: "CpuThrottle slows a busy process by a share of the CPU it used, and puts it back",
+  ignore: !hierarchy || !root,
+  async fn() {
+    const busy = spinner();
+    const idle = new Deno.Command("sleep", { args: ["600"] }).spawn();
+    try {
+      const origin = await cgroupOf(busy.pid);
+      const throttle = await CpuThrottle.start([
+        { pid: busy.pid, cpus: 2 },
+        { pid: idle.pid, cpus: 1 },
+      ]);
+      assertEquals(await cgroupOf(busy.pid), origin, "nothing moves before it is slowed");
+      // What it used since the start is what its quota is a share of: let it use some.
+      await waitFor(() => cpuSecondsSync(busy.pid) > 0.3, "the spinner to use some CPU");
+      assertEquals(await throttle.slow(0.3), 1, "the spinner is slowed, the sleeper is not");
+      assertEquals(await cgroupOf(idle.pid), await cgroupOf(Deno.pid), "the sleeper stays");
+      const group = (await cgroupOf(busy.pid))!;
+      assert(group !== origin && group.includes("gangway-throttle-"), group);
+      // 70% of what it used: at most 70% of one CPU (it spins on one), at least of BUSY_CPUS.
+      const quota = await quotaOf(group);
+      assert(quota <= 70_000 && quota >= 0.7 * BUSY_CPUS * 100_000, `quota ${quota}`);
+      await throttle.slow(0.9);
+      assertEquals(throttle.level, 0.9);
+      const tenth = await quotaOf(group);
+      assert(Math.abs(tenth - quota / 7) <= 1, `a tenth of the same base: ${tenth} after ${quota}`);
+      // The kernel holds it back: its cgroup counts the periods in which it was throttled.
+      const stat = `${group}/cpu.stat`;
+      await waitFor(
+        () => /nr_throttled [1-9]/.test(Deno.readTextFileSync(stat)),
+        "a throttled period",
+      );
+      await throttle.release(0);
+      assertEquals(await cgroupOf(busy.pid), origin);
+      assertEquals(await pathExists(group), false, "its cgroup is removed");
+      await throttle.end();
+      assertEquals(await pathExists(group.slice(0, group.lastIndexOf("/"))), false);
+      await assertRejects(() => throttle.slow(0.2), Error, "ended");
+    } finally {
+      for (const child of [busy, idle]) {
+        child.kill("SIGKILL");
+        await child.status;
+      }
+    }
+  },
+});
+
+/** The quota of a cgroup's period, in microseconds. */
+async function quotaOf(group: string): Promise<number> {
+  return hierarchy!.version === 2
+    ? Number((await Deno.readTextFile(`${group}/cpu.max`)).split(" ")[0])
+    : Number(await Deno.readTextFile(`${group}/cpu.cfs_quota_us`));
+}
+
+function cpuSecondsSync(pid: number): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+Deno.test("processCpuSeconds() reads a process's CPU time, and nothing of one that exited", async () => {
+  const own = await processCpuSeconds(Deno.pid);
+  assert(own !== undefined && own > 0, `${own}`);
+  const quick = new Deno.Command("true").spawn();
+  await quick.status;
+  assertEquals(await processCpuSeconds(quick.pid), undefined);
+});
+
+Deno.test({
+  name: "CpuThrottle refuses a throttle out of range, and ends with a process that exited",
+  ignore: !hierarchy || !root,
+  async fn() {
+    const quick = new Deno.Command("true").spawn();
+    await quick.status;
+    await using throttle = await CpuThrottle.start([{ pid: quick.pid, cpus: 1 }]);
+    await assertRejects(() => throttle.slow(1), RangeError, "between 0 and 0.99");
+    assertEquals(await throttle.slow(0.5), 0, "nothing to slow: it has exited");
+  },
+});
+
+Deno.test({
+  name: "CpuThrottle's watchdog puts a process back when the throttling process is killed",
+  ignore: !hierarchy || !root,
+  async fn() {
+    const busy = spinner();
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", new URL("./_throttle_child.ts", import.meta.url).href, String(busy.pid)],
+      stdout: "piped",
+    }).spawn();
+    try {
+      const origin = await cgroupOf(busy.pid);
+      const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+      let said = "";
+      while (!said.includes("\n")) said += (await reader.read()).value ?? "\n";
+      assertEquals(said, "slowed\n");
+      const group = (await cgroupOf(busy.pid))!;
+      assert(group !== origin, "the child slowed it");
+      child.kill("SIGKILL");
+      await child.status;
+      // The watchdog is no child of this test: its work shows in the cgroup file system.
+      await waitFor(() => !existsSync(group), `the watchdog to remove ${group}`);
+      assertEquals(await cgroupOf(busy.pid), origin);
+      await reader.cancel();
+    } finally {
+      busy.kill("SIGKILL");
+      await busy.status;
+      await child.status.catch(() => {});
+    }
+  },
+});
