@@ -5,7 +5,8 @@
  *
  *   deno run -A examples/evacuate.ts --target HOST:PORT (--ca FILE --token-file FILE | --insecure)
  *     [--server-name NAME] [--max-bandwidth BYTES_PER_S] [--copy-storage] [--keep-priority]
- *     [--final-rounds per-guest|gang] [--dry-run] [--json] (--all | QMP_SOCKET...)
+ *     [--final-rounds per-guest|gang] [--max-throttle PERCENT] [--dry-run] [--json]
+ *     (--all | QMP_SOCKET...)
  *
  * The guests are named by their QMP sockets, or `--all` takes every QEMU
  * of this host that gangway can migrate (started by gangway, or by hand
@@ -24,7 +25,11 @@
  * stdout. Exit status 0 only when every guest runs at the target. As root
  * it raises its own CPU priority to the weight of one thread per guest
  * (what QEMU's migration threads would have), so that a busy host does not
- * starve it; `--keep-priority` leaves it as it is.
+ * starve it; `--keep-priority` leaves it as it is. With `--max-throttle`
+ * (root), guests that write pages faster than the rounds send them are
+ * slowed down while the rounds stop shrinking, at most that percent of
+ * their vCPUs' time (auto-converge, as QEMU's `cpu-throttle-max`), each at
+ * full speed again once paused for its final round.
  *
  * Permissions: --allow-ffi (the page library), --allow-run (ps, cat),
  * --allow-net (QMP, the agent), --allow-read and --allow-write (RAM
@@ -44,7 +49,8 @@ import { claimCpuShare } from "../src/cpu_share.ts";
 
 const USAGE = "usage: deno run -A examples/evacuate.ts --target HOST:PORT " +
   "(--ca FILE --token-file FILE | --insecure) [--server-name NAME] [--max-bandwidth B] " +
-  "[--copy-storage] [--keep-priority] [--final-rounds per-guest|gang] [--dry-run] [--json] " +
+  "[--copy-storage] [--keep-priority] [--final-rounds per-guest|gang] [--max-throttle PERCENT] " +
+  "[--dry-run] [--json] " +
   "(--all | QMP_SOCKET...)";
 const say = (text: string) => console.error(`evacuate: ${text}`);
 const fail = (text: string, code = 1): never => {
@@ -68,6 +74,7 @@ function parseArguments() {
         "copy-storage": { type: "boolean" },
         "keep-priority": { type: "boolean" },
         "final-rounds": { type: "string" },
+        "max-throttle": { type: "string" },
         "dry-run": { type: "boolean" },
         json: { type: "boolean" },
         all: { type: "boolean" },
@@ -93,6 +100,15 @@ if (!listOnly && (!hostname || !Number.isInteger(port))) {
 const finalRounds = values["final-rounds"] as "per-guest" | "gang" | undefined;
 if (finalRounds !== undefined && finalRounds !== "per-guest" && finalRounds !== "gang") {
   fail(`--final-rounds must be per-guest or gang, got "${finalRounds}"\n${USAGE}`, 2);
+}
+const maxThrottle = values["max-throttle"] === undefined
+  ? undefined
+  : Number(values["max-throttle"]);
+if (
+  maxThrottle !== undefined &&
+  !(/^[0-9]+$/.test(values["max-throttle"]!) && maxThrottle >= 1 && maxThrottle <= 99)
+) {
+  fail(`--max-throttle must be a whole percent from 1 to 99, got "${values["max-throttle"]}"`, 2);
 }
 const maxBandwidth = values["max-bandwidth"] === undefined
   ? undefined
@@ -206,13 +222,15 @@ if (values["dry-run"]) {
     const { report, destinations } = await migrateQemuGang(sources, target, {
       maxBandwidth,
       finalRounds,
+      ...(maxThrottle ? { throttle: { max: maxThrottle / 100 } } : {}),
       onStep: say,
       onRound: (r) =>
         say(
           `round ${r.round}${r.final ? " (final)" : ""}: ${
             (r.bytesOnWire / 2 ** 20).toFixed(1)
           } MiB, ` +
-            `${r.pages.sentIdentical} pages as references`,
+            `${r.pages.sentIdentical} pages as references` +
+            (r.throttle ? `, guests throttled ${Math.round(r.throttle * 100)}%` : ""),
         ),
     });
     // Checked at the target, through the agent, after `cont`.

@@ -60,6 +60,8 @@ import {
 } from "./switchover/switch_over.ts";
 import { type DiskCopyOptions, GangDiskCopy } from "./switchover/disk_copy.ts";
 import { DeviceStateMigration } from "./qemu/device_state.ts";
+import { AutoConverge } from "./auto_converge.ts";
+import type { ThrottleSteps } from "./plan/convergence.ts";
 
 /**
  * Where a gang goes: what the migration needs of a target host (see
@@ -86,9 +88,19 @@ export interface MigrationTarget {
 }
 
 /** Options of {@linkcode migrateQemuGang}. */
-export interface QemuGangOptions
-  extends
-    Omit<TransferGangOptions, "pause" | "resume" | "pauseGuest" | "guestFinished" | "ramFinal"> {
+export interface QemuGangOptions extends
+  Omit<
+    TransferGangOptions,
+    "pause" | "resume" | "pauseGuest" | "guestFinished" | "ramFinal" | "slowGuests"
+  > {
+  /**
+   * Auto-converge: when the live rounds stop shrinking, throttle the
+   * guests' vCPUs (cgroup CPU quotas; root only) step by step up to
+   * `max`, rather than end the rounds with a large final round. Each guest
+   * runs at full speed again once paused for its final round, and all do
+   * when the migration ends. Default: never throttle.
+   */
+  throttle?: ThrottleSteps;
   /** Called with the paused, verified gang just before the switch-over (tests compare RAM here). */
   beforeSwitchOver?: (pairs: readonly SwitchOverPair[]) => Promise<void> | void;
   /** Progress of the steps, in words. */
@@ -218,6 +230,11 @@ export async function migrateQemuGang(
       await disks.waitReady();
     }
 
+    // Released (every guest at full speed) as this block ends, before a failure resumes any guest.
+    await using autoConverge = (options.throttle?.max ?? 0) > 0
+      ? await AutoConverge.start(sources, options.throttle!, step)
+      : undefined;
+
     step("Scanning and sending the gang's RAM");
     timeline.transfer = since(performance.now());
     using gang = Gang.open(sources.map((s, i) => ({ name: s.name, path: rams[i]!.path })), {
@@ -234,6 +251,7 @@ export async function migrateQemuGang(
         timeline.paused = since(performance.now());
         sources.forEach((_, i) => pausedGuests.add(i));
         await Promise.all(sources.map((s) => s.pause()));
+        await autoConverge?.end();
         timeline.finalRound = since(performance.now());
       },
       pauseGuest: finalRounds === "per-guest"
@@ -246,6 +264,7 @@ export async function migrateQemuGang(
           step(`Pausing guest "${sources[i]!.name}" for its final round`);
           pausedGuests.add(i);
           await sources[i]!.pause();
+          await autoConverge?.release(i);
           if (i === 0) timeline.finalRound = since(performance.now());
         }
         : undefined,
@@ -270,6 +289,7 @@ export async function migrateQemuGang(
         await switching.get(i);
       },
       resume: resumePaused,
+      slowGuests: autoConverge?.slowGuests,
     });
     if (gates.has("gang")) {
       // The gang is paused: no write is left for the mirrors to carry.

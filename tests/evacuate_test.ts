@@ -152,6 +152,11 @@ Deno.test("examples/evacuate.ts checks every argument and reads its credentials 
       "--final-rounds must be per-guest or gang",
     ],
     [
+      "a bad --max-throttle",
+      ["--all", "--target", "127.0.0.1:1", "--insecure", "--max-throttle", "100"],
+      "--max-throttle must be a whole percent from 1 to 99",
+    ],
+    [
       "a QMP socket with no QEMU",
       ["--target", "127.0.0.1:1", "--insecure", "/nonexistent.qmp"],
       'Cannot find a QEMU serving the QMP socket "/nonexistent.qmp"',

@@ -13,6 +13,7 @@ import {
   formatRatios,
   formatRoundTimes,
   formatSummary,
+  formatThrottle,
   table,
 } from "../src/lab/summary.ts";
 import { sweepSummary, writeSweepFiles } from "../src/lab/sweep.ts";
@@ -165,7 +166,7 @@ Deno.test("parseLabArgs() reads every flag, after the -- of deno task", () => {
     ...["--network", "loopback", "--insecure", "--gangway-compression", "none"],
     ...["--gangway-final-rounds", "per-guest"],
     ...["--baseline-ram", "file", "--qemu-binary", "/opt/qemu-9.2/bin/qemu-system-x86_64"],
-    ...["--accel", "kvm", "--storage", "copy"],
+    ...["--accel", "kvm", "--storage", "copy", "--max-throttle", "60"],
   ]);
   assertEquals(command.config, {
     guests: 8,
@@ -182,6 +183,7 @@ Deno.test("parseLabArgs() reads every flag, after the -- of deno task", () => {
     storage: "copy",
     accelerator: "kvm",
     qemuBinary: "/opt/qemu-9.2/bin/qemu-system-x86_64",
+    maxThrottle: 0.6,
   });
   assertEquals(command.sweepGuests, [1, 2, 4]);
   assertEquals(command.sweepMemory, [256, 1024]);
@@ -198,6 +200,9 @@ Deno.test("parseLabArgs() refuses what it cannot run, as usage errors", () => {
     assertThrows(() => parseLabArgs(args), UsageError, message);
   refuse(["--memory", "1000K"], "whole MiB");
   refuse(["--workload", "heavy"], "--workload must be idle, busy, pgbench, web");
+  for (const bad of ["0", "100", "50.5", "x"]) {
+    refuse(["--max-throttle", bad], "--max-throttle must be a whole percent from 1 to 99");
+  }
   refuse(["--compare", "xen"], "--compare takes qemu and qemu-zstd");
   refuse(["--link", "fast"], 'Cannot parse link rate "fast"');
   refuse(["--guests", "0"], "--guests needs a positive integer");
@@ -464,4 +469,28 @@ Deno.test("formatBreakdown() tells the guests' own final rounds from live rounds
   const text = formatBreakdown(breakdown);
   assert(text.includes("live rounds 2.00 s, each guest's final round 0.08 + 0.07 s"), text);
   assert(formatRoundTimes(breakdown).startsWith("guest 1's final 0.08 s = scan 0.04"));
+});
+
+Deno.test("formatThrottle() says which rounds gangway throttled its guests in, or that none did", () => {
+  const breakdown = {
+    setupSeconds: 0.5,
+    handshakeSeconds: 0.1,
+    rounds: [
+      { round: 1, final: false, seconds: 9, bytesOnWire: 100e6 },
+      { round: 2, final: false, seconds: 3, bytesOnWire: 40e6 },
+      { round: 3, final: false, seconds: 3, bytesOnWire: 40e6, throttle: 0.2 },
+      { round: 4, final: false, seconds: 2, bytesOnWire: 30e6, throttle: 0.3 },
+    ],
+    pausedSeconds: 0.2,
+    switchOverSeconds: 0.4,
+  };
+  assertEquals(
+    formatThrottle(0.99, breakdown),
+    "auto-converge (every method, at most 99% of the guests' time): " +
+      "gangway throttled its guests 20% in round 3, 30% in round 4",
+  );
+  assert(
+    formatThrottle(0.5, { ...breakdown, rounds: breakdown.rounds.slice(0, 2) })
+      .endsWith("gangway's rounds converged unthrottled"),
+  );
 });

@@ -3,7 +3,8 @@
  * [--image NAME[,NAME...]] [--workload idle|busy|pgbench|web] [--compare LIST] [--kernel-args "..."] [--json FILE]
  * [--out DIR] [--sweep-guests LIST] [--sweep-memory LIST] [--network MODE] [--insecure]
  * [--gangway-compression auto|zstd|none] [--gangway-final-rounds gang|per-guest]
- * [--baseline-ram anonymous|file] [--qemu-binary PATH] [--accel tcg|kvm] [--storage shared|copy]`
+ * [--baseline-ram anonymous|file] [--qemu-binary PATH] [--accel tcg|kvm] [--storage shared|copy]
+ * [--max-throttle PERCENT]`
  *
  * The lab, gangway's main command: two hosts on this machine (network
  * namespaces joined by a shaped veth link), a gang of QEMU guests booted on
@@ -22,7 +23,10 @@
  * RAM in QEMU's default anonymous memory (--baseline-ram file: in shared
  * files, as gangway's). The Debian guests' disks are on storage both
  * hosts see; with --storage copy, gangway copies each guest's overlay to
- * host B instead (the QEMU methods still share it). A run whose estimated memory does not fit is
+ * host B instead (the QEMU methods still share it). With --max-throttle, every
+ * method auto-converges: gangway throttles the guests' vCPUs while its rounds
+ * stop shrinking, QEMU's methods run with `auto-converge`, both up to that
+ * share of the guests' time. A run whose estimated memory does not fit is
  * refused before anything boots. The exit status is 1 when gangway lost a
  * guest or could not verify its RAM; a guest a QEMU method lost is a
  * warning. Everything it starts is ended and removed at the end, after a
@@ -75,7 +79,8 @@ const USAGE = "usage: deno task lab -- [--guests N] [--memory SIZE] [--link RATE
   "[--json FILE] [--out DIR] [--sweep-guests 1,2,4,8] [--sweep-memory 256M,512M,1G] " +
   "[--network auto|netns|loopback] [--insecure] [--gangway-compression auto|zstd|none] " +
   "[--gangway-final-rounds gang|per-guest] " +
-  "[--baseline-ram anonymous|file] [--qemu-binary PATH] [--accel tcg|kvm] [--storage shared|copy]";
+  "[--baseline-ram anonymous|file] [--qemu-binary PATH] [--accel tcg|kvm] [--storage shared|copy] " +
+  "[--max-throttle PERCENT]";
 
 /** Longest wait for the signal handler to exit (its cleanups get at most 20 s). */
 const SIGNAL_EXIT_WAIT_MS = 25_000;
@@ -132,6 +137,7 @@ export function parseLabArgs(args: string[]): LabCommand {
     "baseline-ram": { type: "string" },
     "qemu-binary": { type: "string" },
     accel: { type: "string" },
+    "max-throttle": { type: "string" },
   });
   if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`);
   const link = values.link ?? "1gbit";
@@ -193,6 +199,9 @@ export function parseLabArgs(args: string[]): LabCommand {
     baselineRam,
     accelerator,
     ...(qemuBinary !== undefined ? { qemuBinary } : {}),
+    ...(values["max-throttle"] !== undefined
+      ? { maxThrottle: throttlePercent(values["max-throttle"]) }
+      : {}),
   };
   return {
     config,
@@ -361,6 +370,15 @@ function compression(text: string): CompressionMode {
     throw new UsageError(`--gangway-compression must be auto, zstd or none, got "${text}"`);
   }
   return text;
+}
+
+/** --max-throttle: a whole percent from 1 to 99 (QEMU's `cpu-throttle-max`), as a share. */
+function throttlePercent(text: string): number {
+  const percent = Number(text);
+  if (!/^[0-9]+$/.test(text) || percent < 1 || percent > 99) {
+    throw new UsageError(`--max-throttle must be a whole percent from 1 to 99, got "${text}"`);
+  }
+  return percent / 100;
 }
 
 function finalRounds(text: string): FinalRounds {

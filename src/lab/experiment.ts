@@ -46,6 +46,12 @@ export interface LabConfig extends GangSpec {
    * while the RAM moves (the QEMU methods' disks stay shared). Default "shared".
    */
   storage?: DiskStorage;
+  /**
+   * Auto-converge for every method: at most this share of the guests' CPU
+   * time held back while the rounds do not converge (gangway's throttle,
+   * QEMU's `auto-converge` with `cpu-throttle-max`). Default: off.
+   */
+  maxThrottle?: number;
 }
 
 /** What one experiment measured. */
@@ -140,6 +146,7 @@ export async function runLab(session: LabSession, config: LabConfig): Promise<La
         finalRounds: finalRoundsOf(config),
         baselineRam: config.baselineRam,
         storage: config.storage,
+        maxThrottle: config.maxThrottle,
       }),
     );
   }

@@ -10,6 +10,7 @@
  *   deno run --allow-ffi --allow-read --allow-write --allow-net --allow-run --allow-env
  *     src/lab/gang_side.ts --target HOST:PORT (--ca FILE --token-file FILE | --insecure)
  *     [--max-bandwidth BYTES_PER_S] [--compression auto|zstd|none] [--final-rounds gang|per-guest]
+ *     [--max-throttle SHARE]
  *     [--copy-storage] QMP...
  *
  * Progress goes to stderr, one line each; the result ({@linkcode GangSideResult})
@@ -64,6 +65,8 @@ export interface GangSideOptions {
   copyStorage?: boolean;
   /** How the gang ends: "gang" (the engine's default) or "per-guest". */
   finalRounds?: FinalRounds;
+  /** Auto-converge: the most share of the guests' CPU time held back. Default: off. */
+  maxThrottle?: number;
   /** Progress lines. */
   say: (line: string) => void;
 }
@@ -98,6 +101,7 @@ export async function runGangSide(options: GangSideOptions): Promise<GangSideRes
       maxBandwidth: options.maxBandwidth,
       compression: options.compression,
       finalRounds: options.finalRounds,
+      ...(options.maxThrottle ? { throttle: { max: options.maxThrottle } } : {}),
       onStep: (step) => options.say(step),
       onRound: (round) => {
         roundEnds.push((performance.now() - t0) / 1000);
@@ -106,6 +110,7 @@ export async function runGangSide(options: GangSideOptions): Promise<GangSideRes
             (round.bytesOnWire / 1e6).toFixed(1)
           } MB in ${round.seconds.toFixed(2)} s, ${round.pages.unique} unique pages, ` +
             `${round.pages.sentIdentical} as references` +
+            (round.throttle ? `, guests throttled ${Math.round(round.throttle * 100)}%` : "") +
             (round.changedAfter === undefined
               ? ""
               : `; then about ${round.changedAfter.pages} pages changed (sampled in ${
@@ -128,6 +133,7 @@ export async function runGangSide(options: GangSideOptions): Promise<GangSideRes
         bytesOnWire: r.bytesOnWire,
         time: r.time,
         ...(r.guest === undefined ? {} : { guest: r.guest }),
+        ...(r.throttle ? { throttle: r.throttle } : {}),
       })),
       pausedSeconds: timeline.switchOver - timeline.paused,
       pausingSeconds: timeline.finalRound - timeline.paused,
@@ -167,6 +173,7 @@ if (import.meta.main) {
       compression: { type: "string" },
       "copy-storage": { type: "boolean" },
       "final-rounds": { type: "string" },
+      "max-throttle": { type: "string" },
     },
   });
   const number = (text: string | undefined) => text === undefined ? undefined : Number(text);
@@ -188,6 +195,7 @@ if (import.meta.main) {
       compression: values.compression as CompressionMode | undefined,
       copyStorage: values["copy-storage"],
       finalRounds: values["final-rounds"] as FinalRounds | undefined,
+      maxThrottle: number(values["max-throttle"]),
       say: (line) => console.error(line),
     });
     console.log(JSON.stringify(result));

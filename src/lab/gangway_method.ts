@@ -56,6 +56,8 @@ export interface GangwayMethodOptions {
   recorder?: SerialRecorder;
   /** How the gang ends: one final round for all ("gang", the default) or "per-guest". */
   finalRounds?: FinalRounds;
+  /** Auto-converge: the most share of the guests' CPU time held back. Default: off. */
+  maxThrottle?: number;
 }
 
 /** Events of the target agent quoted when the gang runner fails: its last ones... */
@@ -125,6 +127,7 @@ export async function runGangwayMethod(
     ...(options.compression ? ["--compression", options.compression] : []),
     ...(copyStorage ? ["--copy-storage"] : []),
     ...(options.finalRounds ? ["--final-rounds", options.finalRounds] : []),
+    ...(options.maxThrottle ? ["--max-throttle", String(options.maxThrottle)] : []),
     ...sockets,
   ];
   const before = await net.bytes();

@@ -41,6 +41,12 @@ export interface MeasureOptions {
   baselineRam?: GuestRam;
   /** Gangway's disks: shared with host B, or copied to it. Default "shared". */
   storage?: DiskStorage;
+  /**
+   * Auto-converge for every method: the most share of the guests' CPU
+   * time held back while the rounds do not converge (gangway's throttle,
+   * QEMU's `cpu-throttle-max`). Default: off.
+   */
+  maxThrottle?: number;
 }
 
 const TAG: Record<LabMethod, string> = { gangway: "g", qemu: "q", "qemu-zstd": "z" };
@@ -136,6 +142,7 @@ async function bootMigrateCheck(
       ? await runGangwayMethod(session, gang, { ...options, recorder })
       : await runQemuMethod(session, gang, {
         compression: method === "qemu-zstd" ? "zstd" : "none",
+        maxThrottle: options.maxThrottle,
         recorder,
       });
     say(describeOutcome(outcome));

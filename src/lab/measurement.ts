@@ -44,6 +44,8 @@ export interface GangwayBreakdown {
     time?: RoundTime;
     /** The guest (from 0) this round was the final one of, when guests end one at a time. */
     guest?: number;
+    /** The share of the guests' CPU time held back during this round (auto-converge). */
+    throttle?: number;
   }[];
   /** Pausing the gang, final round, verification: the downtime before the switch-over. */
   pausedSeconds: number;

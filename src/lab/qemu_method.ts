@@ -18,6 +18,8 @@ import type { SerialRecorder } from "./serial_recorder.ts";
 export interface QemuMethodOptions {
   /** "zstd": multifd (2 channels, QEMU's default) with zstd compression. Default "none". */
   compression?: "none" | "zstd";
+  /** QEMU's auto-converge, throttling each guest at most this share of its time. Default: off. */
+  maxThrottle?: number;
   /** Follows each destination's serial log from its start (the application's view). */
   recorder?: SerialRecorder;
 }
@@ -89,6 +91,7 @@ export async function runQemuMethod(
         uri: `tcp:${net.target.address}:${firstPort + i}`,
         ...(zstd ? { multifd: true, compression: "zstd" as const } : {}),
         ...(cap ? { maxBandwidth: Math.floor(cap / sources.length) } : {}),
+        ...(options.maxThrottle ? { maxThrottle: options.maxThrottle } : {}),
       })
     ),
   );

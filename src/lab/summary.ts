@@ -81,6 +81,9 @@ export function formatSummary(result: LabResult): string {
     const downtime = formatDowntimeParts(gangway.gangway.breakdown);
     if (downtime) lines.push(`gangway's downtime per guest: ${downtime}`);
     lines.push(`gangway's compression: ${formatCompression(gangway.gangway.compression)}`);
+    if (config.maxThrottle) {
+      lines.push(formatThrottle(config.maxThrottle, gangway.gangway.breakdown));
+    }
   }
   const loads = result.methods.map((m) => `${m.method} ${m.loadAverage.toFixed(2)}`).join(", ");
   lines.push(
@@ -100,6 +103,21 @@ export function formatSummary(result: LabResult): string {
     lines.push(`goals: judged from 4 guests on (this run has ${config.guests})`);
   }
   return lines.join("\n");
+}
+
+/**
+ * Auto-converge in words: the most every method could hold back, and what
+ * gangway's rounds did.
+ */
+export function formatThrottle(maxThrottle: number, b: GangwayBreakdown): string {
+  const percent = (share: number) => `${Math.round(share * 100)}%`;
+  const throttled = b.rounds.filter((r) => r.throttle);
+  return `auto-converge (every method, at most ${percent(maxThrottle)} of the guests' time): ` +
+    (throttled.length === 0
+      ? "gangway's rounds converged unthrottled"
+      : `gangway throttled its guests ${
+        throttled.map((r) => `${percent(r.throttle!)} in round ${r.round}`).join(", ")
+      }`);
 }
 
 /**
