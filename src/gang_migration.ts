@@ -98,7 +98,8 @@ export interface QemuGangOptions extends
    * guests' vCPUs (cgroup CPU quotas; root only) step by step up to
    * `max`, rather than end the rounds with a large final round. Each guest
    * runs at full speed again once paused for its final round, and all do
-   * when the migration ends. Default: never throttle.
+   * when the migration ends. Needs `--allow-all` (see `CpuThrottle`).
+   * Default: never throttle.
    */
   throttle?: ThrottleSteps;
   /** Called with the paused, verified gang just before the switch-over (tests compare RAM here). */

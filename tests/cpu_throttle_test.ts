@@ -10,6 +10,7 @@ import {
 import { nextThrottle } from "../src/plan/convergence.ts";
 import { pathExists } from "../src/_path_exists.ts";
 import { waitFor } from "./fault_fixtures.ts";
+import { runChildScript } from "./_fixtures.ts";
 
 Deno.test("parseCgroupMounts() finds v1 hierarchies with their controllers and v2 mounts", () => {
   const mountinfo = [
@@ -173,4 +174,15 @@ Deno.test({
       await child.status.catch(() => {});
     }
   },
+});
+
+Deno.test("CpuThrottle says why it cannot throttle without --allow-all, before it touches a guest", async () => {
+  const code = `import { CpuThrottle } from "${
+    new URL("../src/qemu/cpu_throttle.ts", import.meta.url).href
+  }";
+    try { await CpuThrottle.start([{ pid: Deno.pid, cpus: 1 }]); console.log(JSON.stringify("started")); }
+    catch (error) { console.log(JSON.stringify(error.message)); }`;
+  const said = await runChildScript(code, ["--allow-read", "--allow-write", "--allow-run"]);
+  assert(String(said).startsWith("Cannot throttle the guests' CPU: "), String(said));
+  assert(String(said).includes("--allow-all"), String(said));
 });

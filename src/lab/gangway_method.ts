@@ -33,6 +33,8 @@ const GANG_SIDE_PERMISSIONS = [
   "--allow-env",
   "--allow-sys=getPriority,setPriority",
 ];
+/** With auto-converge it throttles the guests (cgroups): Deno asks for `--allow-all` for /proc and /sys. */
+const THROTTLING_GANG_SIDE_PERMISSIONS = ["--allow-all"];
 
 /** Where gangway's guests' disks are for host B: shared with it, or copied to it. */
 export type DiskStorage = "shared" | "copy";
@@ -116,7 +118,7 @@ export async function runGangwayMethod(
   }
   const args = [
     "run",
-    ...GANG_SIDE_PERMISSIONS,
+    ...(options.maxThrottle ? THROTTLING_GANG_SIDE_PERMISSIONS : GANG_SIDE_PERMISSIONS),
     GANG_SIDE,
     "--target",
     `${agent.address.hostname}:${agent.address.port}`,

@@ -94,8 +94,9 @@ interface Slot {
  * await throttle.release(0); // at full speed, in its own cgroup again
  * ```
  *
- * Requires root (or a delegated cgroup tree), `--allow-read`,
- * `--allow-write` and `--allow-run` (`setsid`, `sh`, `cat`).
+ * Requires root (or a delegated cgroup tree) and `--allow-all` (Deno
+ * asks for it to read other processes' /proc files and to write under
+ * /sys; the watchdog is `setsid sh`).
  */
 export class CpuThrottle implements AsyncDisposable {
   readonly #hierarchy: CpuHierarchy;
@@ -129,21 +130,26 @@ export class CpuThrottle implements AsyncDisposable {
     processes: readonly ThrottledProcess[],
     options: { hierarchy?: CpuHierarchy } = {},
   ): Promise<CpuThrottle> {
-    const hierarchy = options.hierarchy ?? await findCpuHierarchy();
+    let hierarchy: CpuHierarchy;
+    try {
+      hierarchy = options.hierarchy ?? await findCpuHierarchy();
+    } catch (error) {
+      throw new Error(`Cannot throttle the guests' CPU: ${errorMessage(error)}`);
+    }
     const parent = `${hierarchy.mount}/gangway-throttle-${Deno.pid}-${
       crypto.randomUUID().slice(0, 8)
     }`;
     const slots: Slot[] = [];
-    for (const [i, process] of processes.entries()) {
-      const cpuSeconds = await processCpuSeconds(process.pid);
-      slots.push({
-        process,
-        group: `${parent}/g${i}`,
-        started: cpuSeconds === undefined ? undefined : { cpuSeconds, atMs: performance.now() },
-        released: false,
-      });
-    }
     try {
+      for (const [i, process] of processes.entries()) {
+        const cpuSeconds = await processCpuSeconds(process.pid);
+        slots.push({
+          process,
+          group: `${parent}/g${i}`,
+          started: cpuSeconds === undefined ? undefined : { cpuSeconds, atMs: performance.now() },
+          released: false,
+        });
+      }
       if (hierarchy.version === 2) await enableCpuBelow(hierarchy.mount);
       await Deno.mkdir(parent);
       if (hierarchy.version === 2) await enableCpuBelow(parent);
