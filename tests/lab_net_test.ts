@@ -4,6 +4,7 @@ import { LabNetwork, SOURCE_ADDRESS, TARGET_ADDRESS } from "../src/lab/netns.ts"
 import { listNamespaces, parseNamespaceName } from "../src/lab/netns_names.ts";
 import { cleanStaleNetworks } from "../src/lab/netns_stale.ts";
 import { measureThroughput } from "../src/lab/link_probe.ts";
+import { findCpuHierarchy } from "../src/qemu/cpu_throttle.ts";
 
 const CHILD = new URL("./lab_net_child.ts", import.meta.url).href;
 
@@ -267,4 +268,33 @@ function startChild(how: string, marker?: string, env?: Record<string, string>) 
     while (!(await reader.read()).done) { /* drain */ }
   }, () => reader.cancel());
   return { process, ready, done };
+}
+
+Deno.test("a lab host sees the machine's cgroup cpu hierarchy again once it mounts it (auto-converge)", async () => {
+  await using net = await LabNetwork.create({ mode: "netns", rate: "1gbit" });
+  const module = new URL("../src/lab/netns_cgroups.ts", import.meta.url).href;
+  const throttle = new URL("../src/qemu/cpu_throttle.ts", import.meta.url).href;
+  const code = `import { mountCpuCgroupIfHidden } from "${module}";
+    import { findCpuHierarchy } from "${throttle}";
+    const before = await findCpuHierarchy().then(() => "found", (e) => e.message);
+    await mountCpuCgroupIfHidden();
+    console.log(JSON.stringify({ before, after: await findCpuHierarchy() }));`;
+  const seen = JSON.parse(
+    await net.run("source", Deno.execPath(), [
+      "run",
+      "-A",
+      `data:application/typescript,${encodeURIComponent(code)}`,
+    ]),
+  );
+  // ip netns exec mounts a fresh sysfs over /sys: the machine's cgroups are hidden at first.
+  assertEquals(seen.before, "no cgroup hierarchy with the cpu controller is mounted");
+  const machine = await findCpuHierarchy();
+  assertEquals(seen.after, machine);
+  assertEquals(await netCgroupMounts(net), 0, "a later process of the host starts without it");
+});
+
+/** cgroup mounts another process of the lab's source host sees. */
+async function netCgroupMounts(net: LabNetwork): Promise<number> {
+  const text = await net.run("source", "cat", ["/proc/self/mountinfo"]);
+  return text.split("\n").filter((line) => / - cgroup2? /.test(line)).length;
 }

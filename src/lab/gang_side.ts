@@ -30,6 +30,7 @@ import type { GangwayBreakdown } from "./measurement.ts";
 import { exitOnSignal } from "./netns_signal.ts";
 import { errorMessage } from "../_errors.ts";
 import { wallClockMs } from "./_time.ts";
+import { mountCpuCgroupIfHidden } from "./netns_cgroups.ts";
 import { claimCpuShare } from "../cpu_share.ts";
 
 /** What the gang runner prints on stdout when the gang runs at the target. */
@@ -185,6 +186,8 @@ if (import.meta.main) {
     // As evacuate.ts does: the weight of one migration thread per guest (the agent on host B
     // claims the same for its receiver).
     claimCpuShare(positionals.length);
+    const maxThrottle = number(values["max-throttle"]);
+    if (maxThrottle) await mountCpuCgroupIfHidden();
     const result = await runGangSide({
       sockets: positionals,
       target: { hostname, port: Number(port) },
@@ -195,7 +198,7 @@ if (import.meta.main) {
       compression: values.compression as CompressionMode | undefined,
       copyStorage: values["copy-storage"],
       finalRounds: values["final-rounds"] as FinalRounds | undefined,
-      maxThrottle: number(values["max-throttle"]),
+      maxThrottle,
       say: (line) => console.error(line),
     });
     console.log(JSON.stringify(result));

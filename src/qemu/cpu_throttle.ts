@@ -29,12 +29,13 @@ import {
   enableCpuBelow,
   findCpuHierarchy,
   moveProcesses,
+  parseCgroupMounts,
   processCgroup,
   processCpuSeconds,
   writeControl,
 } from "./_cgroups.ts";
 
-export { type CpuHierarchy, findCpuHierarchy };
+export { type CpuHierarchy, findCpuHierarchy, parseCgroupMounts };
 
 /** A process to slow down, and how many CPUs it may use at full speed (a guest's vCPUs). */
 export interface ThrottledProcess {
