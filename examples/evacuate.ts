@@ -28,7 +28,7 @@
  * starve it; `--keep-priority` leaves it as it is. With `--max-throttle`
  * (root), guests that write pages faster than the rounds send them are
  * slowed down while the rounds stop shrinking, at most that percent of
- * their vCPUs' time (auto-converge, as QEMU's `cpu-throttle-max`), each at
+ * their vCPUs' time (auto-converge, as QEMU's `max-cpu-throttle`), each at
  * full speed again once paused for its final round.
  *
  * Permissions: --allow-ffi (the page library), --allow-run (ps, cat),

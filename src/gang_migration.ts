@@ -61,7 +61,7 @@ import {
 import { type DiskCopyOptions, GangDiskCopy } from "./switchover/disk_copy.ts";
 import { DeviceStateMigration } from "./qemu/device_state.ts";
 import { AutoConverge } from "./auto_converge.ts";
-import type { ThrottleSteps } from "./plan/convergence.ts";
+import { DEFAULT_MAX_ROUNDS, throttleRounds, type ThrottleSteps } from "./plan/convergence.ts";
 
 /**
  * Where a gang goes: what the migration needs of a target host (see
@@ -98,7 +98,9 @@ export interface QemuGangOptions extends
    * guests' vCPUs (cgroup CPU quotas; root only) step by step up to
    * `max`, rather than end the rounds with a large final round. Each guest
    * runs at full speed again once paused for its final round, and all do
-   * when the migration ends. Needs `--allow-all` (see `CpuThrottle`).
+   * when the migration ends. Unless `maxRounds` is given, the round limit
+   * grows by one round per throttle step. Needs `--allow-all` (see
+   * `CpuThrottle`).
    * Default: never throttle.
    */
   throttle?: ThrottleSteps;
@@ -245,6 +247,9 @@ export async function migrateQemuGang(
       dirtyTracker,
       token: target.token,
       ...options,
+      // Room for every throttle step: a round that stalls is followed by a step, not the end.
+      maxRounds: options.maxRounds ??
+        (autoConverge ? DEFAULT_MAX_ROUNDS + throttleRounds(options.throttle!) : undefined),
       pause: async () => {
         // A mirror that failed during the rounds stops the gang here, before any guest pauses.
         await disks?.waitReady();

@@ -7,7 +7,7 @@ import {
   processCgroup,
   processCpuSeconds,
 } from "../src/qemu/_cgroups.ts";
-import { nextThrottle } from "../src/plan/convergence.ts";
+import { nextThrottle, throttleRounds } from "../src/plan/convergence.ts";
 import { pathExists } from "../src/_path_exists.ts";
 import { waitFor } from "./fault_fixtures.ts";
 import { runChildScript } from "./_fixtures.ts";
@@ -42,6 +42,9 @@ Deno.test("nextThrottle() steps as QEMU's auto-converge does, up to the most all
   assertEquals(nextThrottle(0, { max: 0.1 }), 0.1, "never past the most");
   assertEquals(nextThrottle(0, { max: 0 }), undefined, "0: never throttle");
   assertEquals(nextThrottle(0.3, { max: 0.99, step: 0.3 }), 0.6);
+  assertEquals(throttleRounds({ max: 0.99 }), 9, "20% to 90%, then 99%");
+  assertEquals(throttleRounds({ max: 0.5 }), 4);
+  assertEquals(throttleRounds({ max: 0 }), 0);
 });
 
 function existsSync(path: string): boolean {

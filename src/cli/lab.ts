@@ -372,7 +372,7 @@ function compression(text: string): CompressionMode {
   return text;
 }
 
-/** --max-throttle: a whole percent from 1 to 99 (QEMU's `cpu-throttle-max`), as a share. */
+/** --max-throttle: a whole percent from 1 to 99 (QEMU's `max-cpu-throttle`), as a share. */
 function throttlePercent(text: string): number {
   const percent = Number(text);
   if (!/^[0-9]+$/.test(text) || percent < 1 || percent > 99) {

@@ -49,7 +49,7 @@ export interface LabConfig extends GangSpec {
   /**
    * Auto-converge for every method: at most this share of the guests' CPU
    * time held back while the rounds do not converge (gangway's throttle,
-   * QEMU's `auto-converge` with `cpu-throttle-max`). Default: off.
+   * QEMU's `auto-converge` with `max-cpu-throttle`). Default: off.
    */
   maxThrottle?: number;
 }

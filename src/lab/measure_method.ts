@@ -44,7 +44,7 @@ export interface MeasureOptions {
   /**
    * Auto-converge for every method: the most share of the guests' CPU
    * time held back while the rounds do not converge (gangway's throttle,
-   * QEMU's `cpu-throttle-max`). Default: off.
+   * QEMU's `max-cpu-throttle`). Default: off.
    */
   maxThrottle?: number;
 }

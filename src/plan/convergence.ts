@@ -6,6 +6,9 @@
  */
 import type { RoundPages } from "./round_planner.ts";
 
+/** Most rounds in all, unless told: {@linkcode ConvergenceOptions.maxRounds}. */
+export const DEFAULT_MAX_ROUNDS = 10;
+
 /** A live round must leave at most this share of the previous one's pages to be worth repeating. */
 const SHRINK = 0.75;
 
@@ -73,7 +76,7 @@ export function whyStopLiveRounds(
   history: readonly RoundSize[],
   options: ConvergenceOptions = {},
 ): StopReason | undefined {
-  const maxRounds = options.maxRounds ?? 10;
+  const maxRounds = options.maxRounds ?? DEFAULT_MAX_ROUNDS;
   const stopPages = options.stopPages ?? 2048;
   const last = history.at(-1);
   if (!last) return maxRounds <= 1 ? "round limit" : undefined;
@@ -92,7 +95,7 @@ export function whyStopLiveRounds(
 /**
  * How far to slow the guests down while the rounds stall (auto-converge),
  * as shares of their CPU time held back: QEMU's `cpu-throttle-initial`,
- * `cpu-throttle-increment` and `cpu-throttle-max`, with its defaults for
+ * `cpu-throttle-increment` and `max-cpu-throttle`, with its defaults for
  * the first two.
  */
 export interface ThrottleSteps {
@@ -102,6 +105,18 @@ export interface ThrottleSteps {
   initial?: number;
   /** Added each time the rounds stall again. Default 0.1. */
   step?: number;
+}
+
+/**
+ * The live rounds every throttle step may need, beyond the usual limit: a
+ * default round limit grows by this much when the guests may be slowed,
+ * so that the rounds can reach the most throttle before they give up
+ * (each step follows a round that stalled).
+ */
+export function throttleRounds(steps: ThrottleSteps): number {
+  let count = 0;
+  for (let level = 0; (level = nextThrottle(level, steps) ?? -1) >= 0;) count++;
+  return count;
 }
 
 /**

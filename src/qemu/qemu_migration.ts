@@ -45,7 +45,7 @@ export interface QemuMigrationOptions {
   /**
    * Throttle the guest's vCPUs while the migration does not converge
    * (capability `auto-converge`), at most this share of their time
-   * (`cpu-throttle-max`, 0.01 to 0.99; QEMU's initial 0.2 and step 0.1).
+   * (`max-cpu-throttle`, 0.01 to 0.99; QEMU's initial 0.2 and step 0.1).
    * Default: no throttling.
    */
   maxThrottle?: number;
@@ -169,7 +169,7 @@ function sourceParameters(options: QemuMigrationOptions): Record<string, unknown
     ...(options.maxBandwidth !== undefined ? { "max-bandwidth": options.maxBandwidth } : {}),
     ...(options.downtimeLimitMs !== undefined ? { "downtime-limit": options.downtimeLimitMs } : {}),
     ...((options.maxThrottle ?? 0) > 0
-      ? { "cpu-throttle-max": Math.round(options.maxThrottle! * 100) }
+      ? { "max-cpu-throttle": Math.round(options.maxThrottle! * 100) }
       : {}),
   };
 }
