@@ -7,7 +7,7 @@ import { parseLabArgs, reproduceCommand } from "../src/cli/lab.ts";
 import { UsageError } from "../src/cli/_cli.ts";
 import { DEFAULT_LAB_CONFIG, type LabResult } from "../src/lab/experiment.ts";
 import type { LabMethod, MethodResult } from "../src/lab/measurement.ts";
-import { goalVerdicts, labJson, methodKey } from "../src/lab/report.ts";
+import { goalVerdicts, labJson, methodKey, ratioBase } from "../src/lab/report.ts";
 import {
   formatBreakdown,
   formatRatios,
@@ -327,6 +327,22 @@ Deno.test("gangway alone (--compare none) has no ratios and no goals", () => {
     {},
   ]);
   assert(formatSummary(alone).includes("none was compared (--compare none)"));
+});
+
+Deno.test("a compared method that did not complete is reported, and judged by what did", () => {
+  const error = 'migration of "z1" still active after 300000 ms';
+  const onlyGangway = {
+    ...result(4, [measured("gangway", 268e6, 23, [900])]),
+    failed: [{ method: "qemu-zstd" as const, error }],
+  };
+  const text = formatSummary(onlyGangway);
+  assert(text.includes(`qemu-zstd did not complete: ${error}`), text);
+  assert(text.includes("none that was compared completed"), text);
+  const json = labJson(onlyGangway, "deno task lab -- --compare qemu-zstd");
+  assertEquals(json.failed, { qemuZstd: error });
+  assertEquals(json.tmtRatio, null);
+  const withQemu = { ...FOUR, failed: [{ method: "qemu-zstd" as const, error }] };
+  assertEquals(labJson(withQemu, "deno task lab").ratioBase, ratioBase(FOUR)?.method);
 });
 
 Deno.test("formatSummary() shows a row per method, the ratios, gangway's time and the goals", () => {

@@ -19,6 +19,8 @@ import {
   refuseUnlessFits,
 } from "./memory_budget.ts";
 import { measureMethod } from "./measure_method.ts";
+import { pendingSignal } from "./netns_signal.ts";
+import { errorMessage } from "../_errors.ts";
 import type { LabSession } from "./session.ts";
 import type { CompressionMode } from "../transfer/compression_policy.ts";
 import type { FinalRounds } from "../gang_migration.ts";
@@ -70,8 +72,13 @@ export interface LabResult {
   image: { kernel: string; initramfs: string; names?: string[] };
   /** The memory the run was estimated to need at its peak, and what was available before it. */
   memory: { estimatedPeakBytes: number; peakMethod: LabMethod; availableBytes: number };
-  /** Gangway first, then the compared methods in order. */
+  /** Gangway first, then the compared methods in order (those that completed). */
   methods: MethodResult[];
+  /**
+   * Compared methods that did not complete, and why (QEMU's migration of
+   * busy guests over a slow link may never converge): absent when none.
+   */
+  failed?: { method: ComparedMethod; error: string }[];
   /** When it started (ISO 8601). */
   startedAt: string;
   /** How long it took, boots included. */
@@ -138,17 +145,28 @@ export async function runLab(session: LabSession, config: LabConfig): Promise<La
     } GiB available`,
   );
   const methods: MethodResult[] = [];
+  const failed: NonNullable<LabResult["failed"]> = [];
   for (const method of ["gangway", ...config.compare] as const) {
-    methods.push(
-      await measureMethod(session, method, config, {
-        insecure: config.insecure,
-        compression: config.gangwayCompression,
-        finalRounds: finalRoundsOf(config),
-        baselineRam: config.baselineRam,
-        storage: config.storage,
-        maxThrottle: config.maxThrottle,
-      }),
-    );
+    const measuring = measureMethod(session, method, config, {
+      insecure: config.insecure,
+      compression: config.gangwayCompression,
+      finalRounds: finalRoundsOf(config),
+      baselineRam: config.baselineRam,
+      storage: config.storage,
+      maxThrottle: config.maxThrottle,
+    });
+    if (method === "gangway") {
+      methods.push(await measuring);
+      continue;
+    }
+    // A compared method that fails is part of what was measured, unless the run is interrupted.
+    try {
+      methods.push(await measuring);
+    } catch (error) {
+      if (pendingSignal() !== null) throw error;
+      session.say(`${method}: did not complete: ${errorMessage(error)}`);
+      failed.push({ method, error: errorMessage(error) });
+    }
   }
   const net = session.network;
   return {
@@ -168,6 +186,7 @@ export async function runLab(session: LabSession, config: LabConfig): Promise<La
     image: await imageFiles(session, config),
     memory: { estimatedPeakBytes: peak.bytes, peakMethod: peak.method, availableBytes: available },
     methods,
+    ...(failed.length > 0 ? { failed } : {}),
     startedAt: startedAt.toISOString(),
     seconds: Math.round(performance.now() - t0) / 1000,
   };

@@ -90,6 +90,8 @@ export interface LabJson {
   ratioBase: LabMethod | null;
   /** Extra: gangway's ratios to every compared method, by JSON key. */
   ratios: Record<string, Ratios>;
+  /** Extra: compared methods that did not complete, by JSON key, and why (absent when none). */
+  failed?: Record<string, string>;
   /**
    * For `pgbench` and `web`: each method's application view, by the same
    * keys as `ratios` (and `gangway`): before, during and after the
@@ -270,6 +272,9 @@ export function labJson(result: LabResult, command: string): LabJson {
     tmtRatio: baseRatios?.tmt ?? null,
     ratioBase: base?.method ?? null,
     ratios,
+    ...(result.failed
+      ? { failed: Object.fromEntries(result.failed.map((f) => [methodKey(f.method), f.error])) }
+      : {}),
     ...(viewed.length > 0 ? { application } : {}),
     idleSeconds: result.config.idleSeconds,
     kernelArgs: result.config.kernelArgs,

@@ -66,6 +66,7 @@ export function formatSummary(result: LabResult): string {
       ]),
     ]),
     ...formatLostGuests(result.methods),
+    ...(result.failed ?? []).map((f) => `${f.method} did not complete: ${f.error}`),
     "",
     ...result.methods.filter((m) => m.method !== "gangway").map((m) => formatRatios(gangway, m)),
   ];
@@ -92,7 +93,9 @@ export function formatSummary(result: LabResult): string {
   );
   lines.push(formatOomKills(result.methods));
   const goals = goalVerdicts(result);
-  if (!base) {
+  if (!base && result.failed) {
+    lines.push("goals: judged against a QEMU method, and none that was compared completed");
+  } else if (!base) {
     lines.push("goals: judged against a QEMU method, and none was compared (--compare none)");
   } else if (goals.length > 0) {
     lines.push(

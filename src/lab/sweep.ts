@@ -64,7 +64,11 @@ export async function runSweep(
     session.say(
       `sweep ${axis} ${i + 1}/${values.length}: ${config.guests} guests of ${config.memoryMiB} MiB`,
     );
-    points.push(await runLab(session, config));
+    const point = await runLab(session, config);
+    // A sweep's figures and table need every method at every point.
+    const failed = point.failed?.[0];
+    if (failed) throw new Error(`Cannot sweep: ${failed.method} did not complete: ${failed.error}`);
+    points.push(point);
   }
   return { axis, points };
 }
