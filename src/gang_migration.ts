@@ -94,9 +94,10 @@ export interface QemuGangOptions extends
     "pause" | "resume" | "pauseGuest" | "guestFinished" | "ramFinal" | "slowGuests"
   > {
   /**
-   * Auto-converge: when the live rounds stop shrinking, throttle the
-   * guests' vCPUs (cgroup CPU quotas; root only) step by step up to
-   * `max`, rather than end the rounds with a large final round. Each guest
+   * Auto-converge: when the live rounds stop shrinking, throttle the busy
+   * guests (cgroup CPU quotas, a share of the CPU each used; root only)
+   * step by step up to `max`, rather than end the rounds with a large
+   * final round. Each guest
    * runs at full speed again once paused for its final round, and all do
    * when the migration ends. Unless `maxRounds` is given, the round limit
    * grows by one round per throttle step. Needs `--allow-all` (see
