@@ -11,7 +11,7 @@
  */
 import type { QemuGuest } from "./qemu/guest.ts";
 import { CpuThrottle } from "./qemu/cpu_throttle.ts";
-import { nextThrottle, type ThrottleSteps } from "./plan/convergence.ts";
+import { checkThrottleSteps, nextThrottle, type ThrottleSteps } from "./plan/convergence.ts";
 import { errorMessage } from "./_errors.ts";
 
 /** A gang's guests, slowed down while the rounds stall. */
@@ -20,6 +20,8 @@ export class AutoConverge implements AsyncDisposable {
   readonly #steps: ThrottleSteps;
   readonly #say: (text: string) => void;
   #failed = false;
+  /** Processes said to be left alone. */
+  readonly #toldOf = new Set<number>();
   /** The most the guests were slowed, as a share of their CPU time. */
   most = 0;
 
@@ -32,6 +34,7 @@ export class AutoConverge implements AsyncDisposable {
   /**
    * Readies the guests' throttle (nothing is slowed yet).
    *
+   * @throws RangeError for steps that never reach their most
    * @throws Error when their CPU cannot be throttled here (no cgroup cpu controller, not root)
    */
   static async start(
@@ -39,6 +42,7 @@ export class AutoConverge implements AsyncDisposable {
     steps: ThrottleSteps,
     say: (text: string) => void = () => {},
   ): Promise<AutoConverge> {
+    checkThrottleSteps(steps);
     const throttle = await CpuThrottle.start(
       guests.map((guest) => ({ pid: guest.pid, cpus: guest.machine.cpus })),
     );
@@ -60,6 +64,16 @@ export class AutoConverge implements AsyncDisposable {
     } catch (error) {
       this.#failed = true;
       this.#say(`Cannot slow the guests down: ${errorMessage(error)}`);
+      return undefined;
+    }
+    for (const { pid, reason } of this.#throttle.leftAlone) {
+      if (this.#toldOf.has(pid)) continue;
+      this.#toldOf.add(pid);
+      this.#say(`Leaving the guest of QEMU process ${pid} unthrottled: ${reason}`);
+    }
+    if (slowed === 0) {
+      // Nothing to slow (every guest idle, exited or left alone): the rounds end as without.
+      this.#say("The rounds stopped shrinking, and no busy guest can be slowed");
       return undefined;
     }
     this.most = Math.max(this.most, next);

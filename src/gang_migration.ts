@@ -216,6 +216,11 @@ export async function migrateQemuGang(
     destination: destinations[i]!,
   });
   try {
+    // Readied first, so that a host where guests cannot be throttled starts no destination; it
+    // lets every guest run at full speed as this block ends, before a failure resumes any guest.
+    await using autoConverge = (options.throttle?.max ?? 0) > 0
+      ? await AutoConverge.start(sources, options.throttle!, step)
+      : undefined;
     destinations = await target.prepareDestinations(sources);
     const copiesDisks = destinations.some((d) => (d.diskTargets?.length ?? 0) > 0);
     if (options.finalRounds === "per-guest" && copiesDisks) {
@@ -233,11 +238,6 @@ export async function migrateQemuGang(
       step("Copying the disks");
       await disks.waitReady();
     }
-
-    // Released (every guest at full speed) as this block ends, before a failure resumes any guest.
-    await using autoConverge = (options.throttle?.max ?? 0) > 0
-      ? await AutoConverge.start(sources, options.throttle!, step)
-      : undefined;
 
     step("Scanning and sending the gang's RAM");
     timeline.transfer = since(performance.now());

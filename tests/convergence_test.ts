@@ -1,5 +1,10 @@
-import { assertEquals } from "./_assert.ts";
-import { shouldStopLiveRounds, whyStopLiveRounds } from "../src/plan/convergence.ts";
+import { assertEquals, assertThrows } from "./_assert.ts";
+import {
+  checkThrottleSteps,
+  shouldStopLiveRounds,
+  throttleRounds,
+  whyStopLiveRounds,
+} from "../src/plan/convergence.ts";
 
 const rounds = (...pages: number[]) => pages.map((pagesSent, i) => ({ round: i + 1, pagesSent }));
 
@@ -44,4 +49,24 @@ Deno.test("whyStopLiveRounds() tells rounds that stalled from rounds that conver
   assertEquals(whyStopLiveRounds(rounds(60_000, 1_000)), "converged");
   assertEquals(whyStopLiveRounds(rounds(60_000, 9_000, 8_000), { maxRounds: 4 }), "round limit");
   assertEquals(whyStopLiveRounds([], { maxRounds: 1 }), "round limit");
+});
+
+Deno.test("checkThrottleSteps() refuses steps that would never reach their most", () => {
+  checkThrottleSteps({ max: 0.99 });
+  checkThrottleSteps({ max: 0.05, initial: 0.01, step: 0.01 });
+  for (
+    const steps of [
+      { max: 1 },
+      { max: 0.5, step: 0 },
+      { max: 0.5, step: 0.001 },
+      { max: 0.5, initial: 0 },
+      { max: 0.5, step: -0.1 },
+      { max: Infinity },
+      { max: NaN },
+      { max: 0.5, initial: NaN },
+    ]
+  ) {
+    assertThrows(() => checkThrottleSteps(steps), RangeError, "a share from 0.01 to 0.99");
+    assertThrows(() => throttleRounds(steps), RangeError);
+  }
 });

@@ -20,10 +20,14 @@ import {
 } from "./memory_budget.ts";
 import { measureMethod } from "./measure_method.ts";
 import { pendingSignal } from "./netns_signal.ts";
+import { delay } from "../_delay.ts";
 import { errorMessage } from "../_errors.ts";
 import type { LabSession } from "./session.ts";
 import type { CompressionMode } from "../transfer/compression_policy.ts";
 import type { FinalRounds } from "../gang_migration.ts";
+
+/** How long a failed method's end waits for a signal that may have caused it to be heard. */
+const SIGNAL_SETTLE_MS = 500;
 
 /** A QEMU method gangway is compared with. */
 export type ComparedMethod = Exclude<LabMethod, "gangway">;
@@ -163,6 +167,9 @@ export async function runLab(session: LabSession, config: LabConfig): Promise<La
     try {
       methods.push(await measuring);
     } catch (error) {
+      // Ctrl-C reaches the lab's children too (one process group), and their end may be seen
+      // before the lab's own signal listener has run: give it a moment before judging.
+      await delay(SIGNAL_SETTLE_MS);
       if (pendingSignal() !== null) throw error;
       session.say(`${method}: did not complete: ${errorMessage(error)}`);
       failed.push({ method, error: errorMessage(error) });

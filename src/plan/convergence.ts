@@ -114,9 +114,25 @@ export interface ThrottleSteps {
  * (each step follows a round that stalled).
  */
 export function throttleRounds(steps: ThrottleSteps): number {
+  checkThrottleSteps(steps);
   let count = 0;
   for (let level = 0; (level = nextThrottle(level, steps) ?? -1) >= 0;) count++;
   return count;
+}
+
+/**
+ * Refuses steps that would never reach their most: each share from 0.01
+ * to 0.99 (a step rounded to a percent, as nextThrottle rounds, must move).
+ *
+ * @throws RangeError naming the share out of range
+ */
+export function checkThrottleSteps(steps: ThrottleSteps): void {
+  const { max, initial = 0.2, step = 0.1 } = steps;
+  for (const [name, share] of [["max", max], ["initial", initial], ["step", step]] as const) {
+    if (!(share >= 0.01 && share <= 0.99)) {
+      throw new RangeError(`Cannot throttle by ${name} ${share}: a share from 0.01 to 0.99`);
+    }
+  }
 }
 
 /**

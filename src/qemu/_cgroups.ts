@@ -57,17 +57,48 @@ export async function enableCpuBelow(group: string): Promise<void> {
   }
 }
 
-/** Moves every process of a cgroup to another (those that exit meanwhile need nothing). */
+/**
+ * Moves every process of a cgroup to another, or, if that one is gone
+ * (systemd removes a scope its processes left), to its nearest parent
+ * that is not (the hierarchy's root at most). Processes that exit
+ * meanwhile need nothing.
+ */
 export async function moveProcesses(from: string, to: string): Promise<void> {
   const pids = (await Deno.readTextFile(`${from}/cgroup.procs`).catch(() => ""))
     .split("\n").filter((line) => line !== "");
+  let into = to;
+  while (!(await isDirectory(into)) && into.lastIndexOf("/") > 0) {
+    into = into.slice(0, into.lastIndexOf("/"));
+  }
   for (const pid of pids) {
     try {
-      await writeControl(to, "cgroup.procs", pid);
+      await writeControl(into, "cgroup.procs", pid);
     } catch (error) {
       if (isAlive(Number(pid))) throw error;
     }
   }
+}
+
+async function isDirectory(path: string): Promise<boolean> {
+  return await Deno.stat(path).then((info) => info.isDirectory, () => false);
+}
+
+/**
+ * Whether every thread of a process is in the same cgroup as the process:
+ * a process whose threads sit in cgroups of their own (libvirt puts each
+ * vCPU thread in one) would lose that placement if moved whole.
+ */
+export async function threadsTogether(pid: number, hierarchy: CpuHierarchy): Promise<boolean> {
+  const own = await processCgroup(pid, hierarchy);
+  try {
+    for await (const task of Deno.readDir(`/proc/${pid}/task`)) {
+      const group = await processCgroup(pid, hierarchy, `task/${task.name}/cgroup`);
+      if (group !== undefined && group !== own) return false; // undefined: the thread ended
+    }
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  return true;
 }
 
 /**
@@ -119,11 +150,12 @@ function unescapeMount(field: string): string {
 export async function processCgroup(
   pid: number,
   hierarchy: CpuHierarchy,
+  file = "cgroup",
 ): Promise<string | undefined> {
-  const text = await readProcFile(pid, "cgroup");
+  const text = await readProcFile(pid, file);
   if (text === undefined) return undefined;
   const path = cgroupPath(text, hierarchy.version);
-  if (path === undefined || path.includes("\n")) {
+  if (path === undefined) {
     throw new Error(`Cannot find process ${pid}'s cgroup of the cpu controller`);
   }
   return path === "/" ? hierarchy.mount : `${hierarchy.mount}${path}`;

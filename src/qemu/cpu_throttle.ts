@@ -32,6 +32,7 @@ import {
   parseCgroupMounts,
   processCgroup,
   processCpuSeconds,
+  threadsTogether,
   writeControl,
 } from "./_cgroups.ts";
 
@@ -54,9 +55,11 @@ export const MOST_THROTTLE = 0.99;
 
 /**
  * Undoes what a dead migration left: stdin names, a line each, a cgroup
- * and the one its processes came from ("GROUP ORIGIN"); "released" says
- * there is nothing to undo. At end of input without it, the processes
- * go back and the cgroups are removed.
+ * and the one its processes came from ("GROUP ORIGIN": the group, of
+ * gangway's making, holds no space; the origin is the rest of the line,
+ * spaces and all); "released" says there is nothing to undo. At end of
+ * input without it, the processes go back (to the origin's nearest
+ * parent if it is gone, as moveProcesses does) and the cgroups are removed.
  */
 const WATCHDOG = `trap '' INT TERM HUP PIPE
 parent=$1 moved=
@@ -65,7 +68,9 @@ while IFS= read -r line; do
   moved="$moved$line
 "
 done
-printf '%s' "$moved" | while read -r group origin; do
+printf '%s' "$moved" | while IFS= read -r line; do
+  group=\${line%% *} origin=\${line#* }
+  while [ ! -d "$origin" ] && [ "\${origin%/*}" != "" ]; do origin=\${origin%/*}; done
   for pid in $(cat "$group/cgroup.procs"); do echo "$pid" >"$origin/cgroup.procs"; done
 done 2>/dev/null
 for group in "$parent"/g*; do rmdir "$group"; done 2>/dev/null
@@ -82,6 +87,8 @@ interface Slot {
   /** CPUs it used before it was first slowed: what its quota is a share of. */
   base?: number;
   origin?: string;
+  /** Why it is not slowed, if it cannot be. */
+  leftAlone?: string;
   released: boolean;
 }
 
@@ -187,15 +194,24 @@ export class CpuThrottle implements AsyncDisposable {
     if (this.#ended) throw new Error("The throttle has ended");
     let slowed = 0;
     for (const slot of this.#slots) {
-      if (slot.released) continue;
+      if (slot.released || slot.leftAlone !== undefined) continue;
       slot.base ??= await busyCpus(slot);
       if (slot.base === undefined) continue;
+      if (slot.origin === undefined) await this.#checkMovable(slot);
+      if (slot.leftAlone !== undefined) continue;
       await this.#setQuota(slot, level, slot.base);
       if (slot.origin === undefined) await this.#moveIn(slot);
-      slowed++;
+      if (slot.origin !== undefined) slowed++;
     }
     this.#level = level;
     return slowed;
+  }
+
+  /** The processes that cannot be slowed, and why (each is left as it is). */
+  get leftAlone(): { pid: number; reason: string }[] {
+    return this.#slots.flatMap((slot) =>
+      slot.leftAlone === undefined ? [] : [{ pid: slot.process.pid, reason: slot.leftAlone }]
+    );
   }
 
   /** Lets one process run at full speed again, in the cgroup it came from. */
@@ -203,7 +219,15 @@ export class CpuThrottle implements AsyncDisposable {
     const slot = this.#slots[index];
     if (!slot || slot.released) return;
     slot.released = true;
-    if (slot.origin !== undefined) await moveProcesses(slot.group, slot.origin);
+    if (slot.origin !== undefined) {
+      try {
+        await moveProcesses(slot.group, slot.origin);
+      } catch (error) {
+        throw new Error(
+          `process ${slot.process.pid} is still throttled in ${slot.group}: ${errorMessage(error)}`,
+        );
+      }
+    }
     await Deno.remove(slot.group).catch(() => {});
   }
 
@@ -216,7 +240,8 @@ export class CpuThrottle implements AsyncDisposable {
       await this.release(i).catch((error) => (failure ??= error));
     }
     await Deno.remove(this.#parent).catch(() => {});
-    if (failure === undefined) await this.#say("released");
+    // A watchdog that is gone has nothing left to undo: it is told nothing.
+    if (failure === undefined) await this.#say("released").catch(() => {});
     await this.#tell.close().catch(() => {});
     this.#watchdog.ref(); // unref'd at the start: its end must keep this process waiting now
     await this.#watchdog.status;
@@ -240,6 +265,17 @@ export class CpuThrottle implements AsyncDisposable {
     }
   }
 
+  /** Leaves alone a process that moving whole would misplace. */
+  async #checkMovable(slot: Slot): Promise<void> {
+    const { pid } = slot.process;
+    const origin = await processCgroup(pid, this.#hierarchy);
+    if (origin?.includes("/gangway-throttle-")) {
+      slot.leftAlone = `another migration throttles it (${origin})`;
+    } else if (origin !== undefined && !(await threadsTogether(pid, this.#hierarchy))) {
+      slot.leftAlone = "its threads are in cgroups of their own (as libvirt places vCPUs)";
+    }
+  }
+
   async #moveIn(slot: Slot): Promise<void> {
     const { pid } = slot.process;
     const origin = await processCgroup(pid, this.#hierarchy);
@@ -255,7 +291,11 @@ export class CpuThrottle implements AsyncDisposable {
   }
 
   async #say(line: string): Promise<void> {
-    await this.#tell.write(new TextEncoder().encode(`${line}\n`));
+    try {
+      await this.#tell.write(new TextEncoder().encode(`${line}\n`));
+    } catch (error) {
+      throw new Error(`the throttle's watchdog is gone (${errorMessage(error)})`);
+    }
   }
 }
 
