@@ -35,11 +35,7 @@ import {
 } from "./plan/dirty_tracking.ts";
 import { Gang } from "./scan/gang.ts";
 import { randomSeed } from "./transfer/seed.ts";
-import {
-  type MigrationReport,
-  transferGang,
-  type TransferGangOptions,
-} from "./transfer/transfer_gang.ts";
+import { type MigrationReport, transferGang } from "./transfer/transfer_gang.ts";
 import { errorMessage } from "./_errors.ts";
 import {
   type FinalRounds,
@@ -58,85 +54,13 @@ import {
   type SwitchOverPair,
   type SwitchOverResult,
 } from "./switchover/switch_over.ts";
-import { type DiskCopyOptions, GangDiskCopy } from "./switchover/disk_copy.ts";
+import { GangDiskCopy } from "./switchover/disk_copy.ts";
 import { DeviceStateMigration } from "./qemu/device_state.ts";
 import { AutoConverge } from "./auto_converge.ts";
-import { DEFAULT_MAX_ROUNDS, throttleRounds, type ThrottleSteps } from "./plan/convergence.ts";
+import { DEFAULT_MAX_ROUNDS, throttleRounds } from "./plan/convergence.ts";
+import type { MigrationTarget, QemuGangOptions, QemuGangResult } from "./gang_options.ts";
 
-/**
- * Where a gang goes: what the migration needs of a target host (see
- * `RemoteTarget`, a target agent on another host, and `LocalTarget`, one
- * started on this machine).
- */
-export interface MigrationTarget {
-  /**
-   * Starts a destination for every source guest, of the same machine,
-   * waiting for its device state; its RAM file is where the receiver
-   * writes that guest's pages.
-   *
-   * @throws Error when the target refuses the gang or a destination cannot start (then none runs)
-   */
-  prepareDestinations(sources: readonly QemuGuest[]): Promise<Destination[]>;
-  /** Opens the connection the gang's RAM travels over (after {@linkcode prepareDestinations}). */
-  connect(): Promise<Deno.Conn>;
-  /** The token the RAM connection presents, if any (after {@linkcode prepareDestinations}). */
-  readonly token?: string;
-  /** Stops these destinations and removes their files: their guests stay at the source. */
-  discard(destinations: readonly Destination[]): Promise<void>;
-  /** Ends the gang at the target: destinations that run are kept, the target is free for another gang. */
-  release(): Promise<void>;
-}
-
-/** Options of {@linkcode migrateQemuGang}. */
-export interface QemuGangOptions extends
-  Omit<
-    TransferGangOptions,
-    "pause" | "resume" | "pauseGuest" | "guestFinished" | "ramFinal" | "slowGuests"
-  > {
-  /**
-   * Auto-converge: when the live rounds stop shrinking, throttle the busy
-   * guests (cgroup CPU quotas, a share of the CPU each used; root only)
-   * step by step up to `max`, rather than end the rounds with a large
-   * final round. Each guest
-   * runs at full speed again once paused for its final round, and all do
-   * when the migration ends. Unless `maxRounds` is given, the round limit
-   * grows by one round per throttle step. Needs `--allow-all` (see
-   * `CpuThrottle`).
-   * Default: never throttle.
-   */
-  throttle?: ThrottleSteps;
-  /** Called with the paused, verified gang just before the switch-over (tests compare RAM here). */
-  beforeSwitchOver?: (pairs: readonly SwitchOverPair[]) => Promise<void> | void;
-  /** Progress of the steps, in words. */
-  onStep?: (step: string) => void;
-  /** Time allowed for each QEMU step of the switch-over. Default 30 s. */
-  switchOverTimeoutMs?: number;
-  /** Limits of the disk copies (destinations without shared storage). */
-  diskCopy?: DiskCopyOptions;
-  /**
-   * How the gang ends. "gang": every guest is paused for one final round
-   * and they switch over together, once all of them are verified and every
-   * destination is checked; each guest's downtime holds the whole gang's
-   * final round (every page of the gang is re-read where the kernel has no
-   * soft-dirty bits). "per-guest": one guest at a time is paused, finished
-   * (its last pages sent, its digest verified) and switched over while the
-   * others run on; a guest's downtime holds its own final round only, flat
-   * in the gang's size, but for a moment the gang runs on both hosts, and a
-   * failure after the first guest moved leaves the moved guests at the
-   * target (the error names them). `beforeSwitchOver` is then called per
-   * guest. Default "per-guest", or "gang" when disks are copied (their
-   * mirrors complete with the gang paused; "per-guest" is refused then).
-   */
-  finalRounds?: FinalRounds;
-}
-
-/** What a migration leaves: the report and the destinations, running at the target. */
-export interface QemuGangResult {
-  /** What the migration did. */
-  report: QemuGangReport;
-  /** The destinations, in gang order. */
-  destinations: Destination[];
-}
+export type { MigrationTarget, QemuGangOptions, QemuGangResult };
 
 /**
  * Migrates running QEMU guests to a target as one gang.
