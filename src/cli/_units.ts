@@ -9,6 +9,15 @@ import { MAX_TIMER_MS } from "../_delay.ts";
 /** The longest duration a flag takes, in whole seconds: the longest wait a timer can take. */
 export const MAX_DURATION_SECONDS = Math.floor(MAX_TIMER_MS / 1000);
 
+/** A whole percent from 1 to 99 (as QEMU's `max-cpu-throttle` takes it). */
+export function parsePercent(text: string, flag: string): number {
+  const percent = Number(text);
+  if (!/^[0-9]+$/.test(text) || percent < 1 || percent > 99) {
+    throw new UsageError(`${flag} must be a whole percent from 1 to 99, got "${text}"`);
+  }
+  return percent;
+}
+
 /** "HOST:PORT" (or "[v6]:PORT") as hostname and port; port 0 (any free port) only if `anyPort`. */
 export function parseAddress(
   text: string,

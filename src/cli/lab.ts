@@ -69,7 +69,7 @@ import type { FinalRounds } from "../gang_migration.ts";
 import { WORKLOAD_MODES, type WorkloadMode } from "../qemu/_guest_init.ts";
 import { IMAGE_NAMES, type ImageName, imageWorkloads } from "../qemu/guest_image.ts";
 import { parseCli, runMain, UsageError } from "./_cli.ts";
-import { checkDurationSeconds, parseCount, parseSize } from "./_units.ts";
+import { checkDurationSeconds, parseCount, parsePercent, parseSize } from "./_units.ts";
 import { errorMessage } from "../_errors.ts";
 import { delay } from "../_delay.ts";
 
@@ -200,7 +200,7 @@ export function parseLabArgs(args: string[]): LabCommand {
     accelerator,
     ...(qemuBinary !== undefined ? { qemuBinary } : {}),
     ...(values["max-throttle"] !== undefined
-      ? { maxThrottle: throttlePercent(values["max-throttle"]) }
+      ? { maxThrottle: parsePercent(values["max-throttle"], "--max-throttle") / 100 }
       : {}),
   };
   return {
@@ -370,15 +370,6 @@ function compression(text: string): CompressionMode {
     throw new UsageError(`--gangway-compression must be auto, zstd or none, got "${text}"`);
   }
   return text;
-}
-
-/** --max-throttle: a whole percent from 1 to 99 (QEMU's `max-cpu-throttle`), as a share. */
-function throttlePercent(text: string): number {
-  const percent = Number(text);
-  if (!/^[0-9]+$/.test(text) || percent < 1 || percent > 99) {
-    throw new UsageError(`--max-throttle must be a whole percent from 1 to 99, got "${text}"`);
-  }
-  return percent / 100;
 }
 
 function finalRounds(text: string): FinalRounds {
