@@ -213,9 +213,10 @@ Deno.test("onePass() is a sender's only step: not after a preparation, and no ro
 });
 
 Deno.test("transferGang() in one pass resumes the guests when the target dies after the pause", async () => {
-  const paths = makeGuests();
   const dir = await Deno.makeTempDir({ prefix: "gangway-target-" });
   await using receiver = await ReceiverProcess.start({ dir, args: ["--insecure"] });
+  // Made once the receiver runs: a receiver that cannot start leaves no guest file behind.
+  const paths = makeGuests();
   try {
     using gang = Gang.open(specs(paths), { seed: randomSeed() });
     const calls: string[] = [];
