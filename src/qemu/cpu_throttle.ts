@@ -9,7 +9,9 @@
  * one. A process that used less than {@linkcode BUSY_CPUS} of a CPU is
  * left alone (it writes too little to matter, and a quota on its small
  * mean would stretch its bursts many times over); it is measured again at
- * each step.
+ * each step. So is one that another throttle holds, or whose threads sit
+ * in cgroups of their own (libvirt's vCPUs): moving it whole would undo
+ * that ({@linkcode CpuThrottle.leftAlone} says which, and why).
  *
  * Each process gets a cgroup of its own under one made for the
  * migration, at the root of the hierarchy that has the `cpu` controller
@@ -98,7 +100,7 @@ interface Slot {
  *
  * ```ts ignore
  * await using throttle = await CpuThrottle.start([{ pid: guest.pid, cpus: 1 }]);
- * await throttle.slow(0.2); // the guest runs at most 80% of the time
+ * await throttle.slow(0.2); // if busy, it gets at most 80% of the CPU it used since the start
  * await throttle.release(0); // at full speed, in its own cgroup again
  * ```
  *
