@@ -5,7 +5,8 @@
  *
  *   deno run -A examples/evacuate.ts --target HOST:PORT (--ca FILE --token-file FILE | --insecure)
  *     [--server-name NAME] [--max-bandwidth BYTES_PER_S] [--copy-storage] [--keep-priority]
- *     [--final-rounds per-guest|gang] [--max-throttle PERCENT] [--dry-run] [--json]
+ *     [--final-rounds per-guest|gang] [--dry-run] [--json]
+ *     [--max-throttle PERCENT [--throttle-initial PERCENT] [--throttle-step PERCENT]]
  *     (--all | QMP_SOCKET...)
  *
  * The guests are named by their QMP sockets, or `--all` takes every QEMU
@@ -28,8 +29,10 @@
  * starve it; `--keep-priority` leaves it as it is. With `--max-throttle`
  * (root), guests that write pages faster than the rounds send them are
  * slowed down while the rounds stop shrinking, at most that percent of
- * their vCPUs' time (auto-converge, as QEMU's `max-cpu-throttle`), each at
- * full speed again once paused for its final round.
+ * the CPU time they used (auto-converge, as QEMU's `max-cpu-throttle`), by
+ * QEMU's steps (20%, then 10% more each time the rounds stall again; the
+ * two other flags change them), each at full speed again once paused for
+ * its final round.
  *
  * Permissions: --allow-ffi (the page library), --allow-run (ps, cat),
  * --allow-net (QMP, the agent), --allow-read and --allow-write (RAM
@@ -49,8 +52,8 @@ import { claimCpuShare } from "../src/cpu_share.ts";
 
 const USAGE = "usage: deno run -A examples/evacuate.ts --target HOST:PORT " +
   "(--ca FILE --token-file FILE | --insecure) [--server-name NAME] [--max-bandwidth B] " +
-  "[--copy-storage] [--keep-priority] [--final-rounds per-guest|gang] [--max-throttle PERCENT] " +
-  "[--dry-run] [--json] " +
+  "[--copy-storage] [--keep-priority] [--final-rounds per-guest|gang] [--dry-run] [--json] " +
+  "[--max-throttle PERCENT [--throttle-initial PERCENT] [--throttle-step PERCENT]] " +
   "(--all | QMP_SOCKET...)";
 const say = (text: string) => console.error(`evacuate: ${text}`);
 const fail = (text: string, code = 1): never => {
@@ -75,6 +78,8 @@ function parseArguments() {
         "keep-priority": { type: "boolean" },
         "final-rounds": { type: "string" },
         "max-throttle": { type: "string" },
+        "throttle-initial": { type: "string" },
+        "throttle-step": { type: "string" },
         "dry-run": { type: "boolean" },
         json: { type: "boolean" },
         all: { type: "boolean" },
@@ -101,14 +106,22 @@ const finalRounds = values["final-rounds"] as "per-guest" | "gang" | undefined;
 if (finalRounds !== undefined && finalRounds !== "per-guest" && finalRounds !== "gang") {
   fail(`--final-rounds must be per-guest or gang, got "${finalRounds}"\n${USAGE}`, 2);
 }
-const maxThrottle = values["max-throttle"] === undefined
-  ? undefined
-  : Number(values["max-throttle"]);
-if (
-  maxThrottle !== undefined &&
-  !(/^[0-9]+$/.test(values["max-throttle"]!) && maxThrottle >= 1 && maxThrottle <= 99)
-) {
-  fail(`--max-throttle must be a whole percent from 1 to 99, got "${values["max-throttle"]}"`, 2);
+/** A throttle flag's whole percent from 1 to 99, as a share. */
+const throttleShare = (flag: "max-throttle" | "throttle-initial" | "throttle-step") => {
+  const text = values[flag];
+  if (text === undefined) return undefined;
+  if (!/^[0-9]+$/.test(text) || Number(text) < 1 || Number(text) > 99) {
+    fail(`--${flag} must be a whole percent from 1 to 99, got "${text}"`, 2);
+  }
+  return Number(text) / 100;
+};
+const [maxThrottle, throttleInitial, throttleStep] = [
+  throttleShare("max-throttle"),
+  throttleShare("throttle-initial"),
+  throttleShare("throttle-step"),
+];
+if (maxThrottle === undefined && (throttleInitial ?? throttleStep) !== undefined) {
+  fail("--throttle-initial and --throttle-step need --max-throttle", 2);
 }
 const maxBandwidth = values["max-bandwidth"] === undefined
   ? undefined
@@ -222,7 +235,15 @@ if (values["dry-run"]) {
     const { report, destinations } = await migrateQemuGang(sources, target, {
       maxBandwidth,
       finalRounds,
-      ...(maxThrottle ? { throttle: { max: maxThrottle / 100 } } : {}),
+      ...(maxThrottle
+        ? {
+          throttle: {
+            max: maxThrottle,
+            ...(throttleInitial ? { initial: throttleInitial } : {}),
+            ...(throttleStep ? { step: throttleStep } : {}),
+          },
+        }
+        : {}),
       onStep: say,
       onRound: (r) =>
         say(

@@ -157,6 +157,11 @@ Deno.test("examples/evacuate.ts checks every argument and reads its credentials 
       "--max-throttle must be a whole percent from 1 to 99",
     ],
     [
+      "throttle steps without --max-throttle",
+      ["--all", "--target", "127.0.0.1:1", "--insecure", "--throttle-step", "30"],
+      "--throttle-initial and --throttle-step need --max-throttle",
+    ],
+    [
       "a QMP socket with no QEMU",
       ["--target", "127.0.0.1:1", "--insecure", "/nonexistent.qmp"],
       'Cannot find a QEMU serving the QMP socket "/nonexistent.qmp"',

@@ -166,7 +166,7 @@ Deno.test("parseLabArgs() reads every flag, after the -- of deno task", () => {
     ...["--network", "loopback", "--insecure", "--gangway-compression", "none"],
     ...["--gangway-final-rounds", "per-guest"],
     ...["--baseline-ram", "file", "--qemu-binary", "/opt/qemu-9.2/bin/qemu-system-x86_64"],
-    ...["--accel", "kvm", "--storage", "copy", "--max-throttle", "60"],
+    ...["--accel", "kvm", "--storage", "copy", "--max-throttle", "60", "--throttle-step", "25"],
   ]);
   assertEquals(command.config, {
     guests: 8,
@@ -183,7 +183,7 @@ Deno.test("parseLabArgs() reads every flag, after the -- of deno task", () => {
     storage: "copy",
     accelerator: "kvm",
     qemuBinary: "/opt/qemu-9.2/bin/qemu-system-x86_64",
-    maxThrottle: 0.6,
+    throttle: { max: 0.6, step: 0.25 },
   });
   assertEquals(command.sweepGuests, [1, 2, 4]);
   assertEquals(command.sweepMemory, [256, 1024]);
@@ -203,6 +203,14 @@ Deno.test("parseLabArgs() refuses what it cannot run, as usage errors", () => {
   for (const bad of ["0", "100", "50.5", "x"]) {
     refuse(["--max-throttle", bad], "--max-throttle must be a whole percent from 1 to 99");
   }
+  refuse(
+    ["--throttle-initial", "50"],
+    "--throttle-initial and --throttle-step need --max-throttle",
+  );
+  refuse(
+    ["--max-throttle", "90", "--throttle-step", "0"],
+    "--throttle-step must be a whole percent",
+  );
   refuse(["--compare", "xen"], "--compare takes qemu and qemu-zstd");
   refuse(["--link", "fast"], 'Cannot parse link rate "fast"');
   refuse(["--guests", "0"], "--guests needs a positive integer");
@@ -501,12 +509,15 @@ Deno.test("formatThrottle() says which rounds gangway throttled its guests in, o
     switchOverSeconds: 0.4,
   };
   assertEquals(
-    formatThrottle(0.99, breakdown),
-    "auto-converge (every method, at most 99% of the guests' time): " +
+    formatThrottle({ max: 0.99 }, breakdown),
+    "auto-converge (every method: 20%, then 10% more, at most 99% of the guests' time): " +
       "gangway throttled its guests 20% in round 3, 30% in round 4",
   );
   assert(
-    formatThrottle(0.5, { ...breakdown, rounds: breakdown.rounds.slice(0, 2) })
+    formatThrottle({ max: 0.5, initial: 0.5 }, {
+      ...breakdown,
+      rounds: breakdown.rounds.slice(0, 2),
+    })
       .endsWith("gangway's rounds converged unthrottled"),
   );
 });

@@ -4,7 +4,7 @@
  * [--out DIR] [--sweep-guests LIST] [--sweep-memory LIST] [--network MODE] [--insecure]
  * [--gangway-compression auto|zstd|none] [--gangway-final-rounds gang|per-guest]
  * [--baseline-ram anonymous|file] [--qemu-binary PATH] [--accel tcg|kvm] [--storage shared|copy]
- * [--max-throttle PERCENT]`
+ * [--max-throttle PERCENT [--throttle-initial PERCENT] [--throttle-step PERCENT]]`
  *
  * The lab, gangway's main command: two hosts on this machine (network
  * namespaces joined by a shaped veth link), a gang of QEMU guests booted on
@@ -25,8 +25,9 @@
  * hosts see; with --storage copy, gangway copies each guest's overlay to
  * host B instead (the QEMU methods still share it). With --max-throttle, every
  * method auto-converges: gangway throttles the guests' vCPUs while its rounds
- * stop shrinking, QEMU's methods run with `auto-converge`, both up to that
- * share of the guests' time. A run whose estimated memory does not fit is
+ * stop shrinking, QEMU's methods run with `auto-converge`, both by the same
+ * steps (--throttle-initial, then --throttle-step more each time: QEMU's
+ * 20 and 10 by default) up to that share of the guests' time. A run whose estimated memory does not fit is
  * refused before anything boots. The exit status is 1 when gangway lost a
  * guest or could not verify its RAM; a guest a QEMU method lost is a
  * warning. Everything it starts is ended and removed at the end, after a
@@ -39,6 +40,7 @@
  *
  * @module
  */
+import type { ThrottleSteps } from "../plan/convergence.ts";
 import {
   DEFAULT_LAB_CONFIG,
   type DiskStorage,
@@ -80,7 +82,7 @@ const USAGE = "usage: deno task lab -- [--guests N] [--memory SIZE] [--link RATE
   "[--network auto|netns|loopback] [--insecure] [--gangway-compression auto|zstd|none] " +
   "[--gangway-final-rounds gang|per-guest] " +
   "[--baseline-ram anonymous|file] [--qemu-binary PATH] [--accel tcg|kvm] [--storage shared|copy] " +
-  "[--max-throttle PERCENT]";
+  "[--max-throttle PERCENT [--throttle-initial PERCENT] [--throttle-step PERCENT]]";
 
 /** Longest wait for the signal handler to exit (its cleanups get at most 20 s). */
 const SIGNAL_EXIT_WAIT_MS = 25_000;
@@ -138,6 +140,8 @@ export function parseLabArgs(args: string[]): LabCommand {
     "qemu-binary": { type: "string" },
     accel: { type: "string" },
     "max-throttle": { type: "string" },
+    "throttle-initial": { type: "string" },
+    "throttle-step": { type: "string" },
   });
   if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`);
   const link = values.link ?? "1gbit";
@@ -199,9 +203,7 @@ export function parseLabArgs(args: string[]): LabCommand {
     baselineRam,
     accelerator,
     ...(qemuBinary !== undefined ? { qemuBinary } : {}),
-    ...(values["max-throttle"] !== undefined
-      ? { maxThrottle: parsePercent(values["max-throttle"], "--max-throttle") / 100 }
-      : {}),
+    ...throttleSteps(values),
   };
   return {
     config,
@@ -370,6 +372,28 @@ function compression(text: string): CompressionMode {
     throw new UsageError(`--gangway-compression must be auto, zstd or none, got "${text}"`);
   }
   return text;
+}
+
+/** --max-throttle, --throttle-initial and --throttle-step as auto-converge's steps (shares). */
+function throttleSteps(
+  values: Record<string, string | boolean | undefined>,
+): { throttle?: ThrottleSteps } {
+  const share = (flag: string) =>
+    typeof values[flag] === "string" ? parsePercent(values[flag], `--${flag}`) / 100 : undefined;
+  const [max, initial, step] = ["max-throttle", "throttle-initial", "throttle-step"].map(share);
+  if (max === undefined) {
+    if (initial !== undefined || step !== undefined) {
+      throw new UsageError("--throttle-initial and --throttle-step need --max-throttle");
+    }
+    return {};
+  }
+  return {
+    throttle: {
+      max,
+      ...(initial !== undefined ? { initial } : {}),
+      ...(step !== undefined ? { step } : {}),
+    },
+  };
 }
 
 function finalRounds(text: string): FinalRounds {

@@ -25,6 +25,7 @@ import { errorMessage } from "../_errors.ts";
 import type { LabSession } from "./session.ts";
 import type { CompressionMode } from "../transfer/compression_policy.ts";
 import type { FinalRounds } from "../gang_migration.ts";
+import type { ThrottleSteps } from "../plan/convergence.ts";
 
 /** How long a failed method's end waits for a signal that may have caused it to be heard. */
 const SIGNAL_SETTLE_MS = 500;
@@ -53,11 +54,12 @@ export interface LabConfig extends GangSpec {
    */
   storage?: DiskStorage;
   /**
-   * Auto-converge for every method: at most this share of the guests' CPU
-   * time held back while the rounds do not converge (gangway's throttle,
-   * QEMU's `auto-converge` with `max-cpu-throttle`). Default: off.
+   * Auto-converge for every method, by the same steps: the share of the
+   * guests' CPU time held back while the rounds do not converge (gangway's
+   * throttle; QEMU's `auto-converge` with `cpu-throttle-initial`,
+   * `cpu-throttle-increment` and `max-cpu-throttle`). Default: off.
    */
-  maxThrottle?: number;
+  throttle?: ThrottleSteps;
 }
 
 /** What one experiment measured. */
@@ -157,7 +159,7 @@ export async function runLab(session: LabSession, config: LabConfig): Promise<La
       finalRounds: finalRoundsOf(config),
       baselineRam: config.baselineRam,
       storage: config.storage,
-      maxThrottle: config.maxThrottle,
+      throttle: config.throttle,
     });
     if (method === "gangway") {
       methods.push(await measuring);

@@ -10,7 +10,7 @@
  *   deno run --allow-ffi --allow-read --allow-write --allow-net --allow-run --allow-env
  *     src/lab/gang_side.ts --target HOST:PORT (--ca FILE --token-file FILE | --insecure)
  *     [--max-bandwidth BYTES_PER_S] [--compression auto|zstd|none] [--final-rounds gang|per-guest]
- *     [--max-throttle SHARE]
+ *     [--throttle '{"max":0.99,"initial":0.2,"step":0.1}']
  *     [--copy-storage] QMP...
  *
  * Progress goes to stderr, one line each; the result ({@linkcode GangSideResult})
@@ -30,6 +30,7 @@ import type { GangwayBreakdown } from "./measurement.ts";
 import { exitOnSignal } from "./netns_signal.ts";
 import { errorMessage } from "../_errors.ts";
 import { wallClockMs } from "./_time.ts";
+import type { ThrottleSteps } from "../plan/convergence.ts";
 import { mountCpuCgroupIfHidden } from "./netns_cgroups.ts";
 import { claimCpuShare } from "../cpu_share.ts";
 
@@ -66,8 +67,8 @@ export interface GangSideOptions {
   copyStorage?: boolean;
   /** How the gang ends: "gang" (the engine's default) or "per-guest". */
   finalRounds?: FinalRounds;
-  /** Auto-converge: the most share of the guests' CPU time held back. Default: off. */
-  maxThrottle?: number;
+  /** Auto-converge's steps. Default: off. */
+  throttle?: ThrottleSteps;
   /** Progress lines. */
   say: (line: string) => void;
 }
@@ -102,7 +103,7 @@ export async function runGangSide(options: GangSideOptions): Promise<GangSideRes
       maxBandwidth: options.maxBandwidth,
       compression: options.compression,
       finalRounds: options.finalRounds,
-      ...(options.maxThrottle ? { throttle: { max: options.maxThrottle } } : {}),
+      ...(options.throttle ? { throttle: options.throttle } : {}),
       onStep: (step) => options.say(step),
       onRound: (round) => {
         roundEnds.push((performance.now() - t0) / 1000);
@@ -174,7 +175,7 @@ if (import.meta.main) {
       compression: { type: "string" },
       "copy-storage": { type: "boolean" },
       "final-rounds": { type: "string" },
-      "max-throttle": { type: "string" },
+      throttle: { type: "string" },
     },
   });
   const number = (text: string | undefined) => text === undefined ? undefined : Number(text);
@@ -186,8 +187,10 @@ if (import.meta.main) {
     // As evacuate.ts does: the weight of one migration thread per guest (the agent on host B
     // claims the same for its receiver).
     claimCpuShare(positionals.length);
-    const maxThrottle = number(values["max-throttle"]);
-    if (maxThrottle) await mountCpuCgroupIfHidden();
+    const throttle = values.throttle === undefined
+      ? undefined
+      : JSON.parse(values.throttle) as ThrottleSteps;
+    if (throttle) await mountCpuCgroupIfHidden();
     const result = await runGangSide({
       sockets: positionals,
       target: { hostname, port: Number(port) },
@@ -198,7 +201,7 @@ if (import.meta.main) {
       compression: values.compression as CompressionMode | undefined,
       copyStorage: values["copy-storage"],
       finalRounds: values["final-rounds"] as FinalRounds | undefined,
-      maxThrottle,
+      throttle,
       say: (line) => console.error(line),
     });
     console.log(JSON.stringify(result));

@@ -13,6 +13,7 @@ import type { BootedGang } from "./gang_spec.ts";
 import type { GangSideResult } from "./gang_side.ts";
 import type { CompressionMode } from "../transfer/compression_policy.ts";
 import type { FinalRounds } from "../gang_migration.ts";
+import type { ThrottleSteps } from "../plan/convergence.ts";
 import type { MigrationOutcome } from "./measurement.ts";
 import type { LabSession } from "./session.ts";
 import { forEachLine } from "./_streams.ts";
@@ -58,8 +59,8 @@ export interface GangwayMethodOptions {
   recorder?: SerialRecorder;
   /** How the gang ends: one final round for all ("gang", the default) or "per-guest". */
   finalRounds?: FinalRounds;
-  /** Auto-converge: the most share of the guests' CPU time held back. Default: off. */
-  maxThrottle?: number;
+  /** Auto-converge's steps. Default: off. */
+  throttle?: ThrottleSteps;
 }
 
 /** Events of the target agent quoted when the gang runner fails: its last ones... */
@@ -118,7 +119,7 @@ export async function runGangwayMethod(
   }
   const args = [
     "run",
-    ...(options.maxThrottle ? THROTTLING_GANG_SIDE_PERMISSIONS : GANG_SIDE_PERMISSIONS),
+    ...(options.throttle ? THROTTLING_GANG_SIDE_PERMISSIONS : GANG_SIDE_PERMISSIONS),
     GANG_SIDE,
     "--target",
     `${agent.address.hostname}:${agent.address.port}`,
@@ -129,7 +130,7 @@ export async function runGangwayMethod(
     ...(options.compression ? ["--compression", options.compression] : []),
     ...(copyStorage ? ["--copy-storage"] : []),
     ...(options.finalRounds ? ["--final-rounds", options.finalRounds] : []),
-    ...(options.maxThrottle ? ["--max-throttle", String(options.maxThrottle)] : []),
+    ...(options.throttle ? ["--throttle", JSON.stringify(options.throttle)] : []),
     ...sockets,
   ];
   const before = await net.bytes();

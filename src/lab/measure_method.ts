@@ -22,6 +22,7 @@ import { checkResumed } from "./resumed.ts";
 import type { LabSession } from "./session.ts";
 import type { CompressionMode } from "../transfer/compression_policy.ts";
 import type { FinalRounds } from "../gang_migration.ts";
+import type { ThrottleSteps } from "../plan/convergence.ts";
 import { errorMessage } from "../_errors.ts";
 
 /** Options of {@linkcode measureMethod}: how gangway runs, and the QEMU methods' RAM. */
@@ -41,12 +42,8 @@ export interface MeasureOptions {
   baselineRam?: GuestRam;
   /** Gangway's disks: shared with host B, or copied to it. Default "shared". */
   storage?: DiskStorage;
-  /**
-   * Auto-converge for every method: the most share of the guests' CPU
-   * time held back while the rounds do not converge (gangway's throttle,
-   * QEMU's `max-cpu-throttle`). Default: off.
-   */
-  maxThrottle?: number;
+  /** Auto-converge for every method, by the same steps (see `LabConfig.throttle`). Default: off. */
+  throttle?: ThrottleSteps;
 }
 
 const TAG: Record<LabMethod, string> = { gangway: "g", qemu: "q", "qemu-zstd": "z" };
@@ -142,7 +139,7 @@ async function bootMigrateCheck(
       ? await runGangwayMethod(session, gang, { ...options, recorder })
       : await runQemuMethod(session, gang, {
         compression: method === "qemu-zstd" ? "zstd" : "none",
-        maxThrottle: options.maxThrottle,
+        throttle: options.throttle,
         recorder,
       });
     say(describeOutcome(outcome));

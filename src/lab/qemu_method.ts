@@ -10,6 +10,7 @@ import { type QemuMigrationResult, runQemuMigration } from "../qemu/qemu_migrati
 import type { BootedGang } from "./gang_spec.ts";
 import type { MigrationOutcome } from "./measurement.ts";
 import type { LabSession } from "./session.ts";
+import type { ThrottleSteps } from "../plan/convergence.ts";
 import { freePortRun } from "./_streams.ts";
 import { secondsBetween, wallClockMs } from "./_time.ts";
 import type { SerialRecorder } from "./serial_recorder.ts";
@@ -18,8 +19,8 @@ import type { SerialRecorder } from "./serial_recorder.ts";
 export interface QemuMethodOptions {
   /** "zstd": multifd (2 channels, QEMU's default) with zstd compression. Default "none". */
   compression?: "none" | "zstd";
-  /** QEMU's auto-converge, throttling each guest at most this share of its time. Default: off. */
-  maxThrottle?: number;
+  /** QEMU's auto-converge, by these steps. Default: off. */
+  throttle?: ThrottleSteps;
   /** Follows each destination's serial log from its start (the application's view). */
   recorder?: SerialRecorder;
 }
@@ -91,7 +92,7 @@ export async function runQemuMethod(
         uri: `tcp:${net.target.address}:${firstPort + i}`,
         ...(zstd ? { multifd: true, compression: "zstd" as const } : {}),
         ...(cap ? { maxBandwidth: Math.floor(cap / sources.length) } : {}),
-        ...(options.maxThrottle ? { maxThrottle: options.maxThrottle } : {}),
+        ...(options.throttle ? { throttle: options.throttle } : {}),
       })
     ),
   );

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import type { ThrottleSteps } from "../plan/convergence.ts";
 import type { LabResult } from "./experiment.ts";
 import type { CompressionEstimate, CompressionReport } from "../transfer/compression_policy.ts";
 import type { GangwayBreakdown, MethodResult } from "./measurement.ts";
@@ -82,8 +83,8 @@ export function formatSummary(result: LabResult): string {
     const downtime = formatDowntimeParts(gangway.gangway.breakdown);
     if (downtime) lines.push(`gangway's downtime per guest: ${downtime}`);
     lines.push(`gangway's compression: ${formatCompression(gangway.gangway.compression)}`);
-    if (config.maxThrottle) {
-      lines.push(formatThrottle(config.maxThrottle, gangway.gangway.breakdown));
+    if (config.throttle) {
+      lines.push(formatThrottle(config.throttle, gangway.gangway.breakdown));
     }
   }
   const loads = result.methods.map((m) => `${m.method} ${m.loadAverage.toFixed(2)}`).join(", ");
@@ -112,10 +113,12 @@ export function formatSummary(result: LabResult): string {
  * Auto-converge in words: the most every method could hold back, and what
  * gangway's rounds did.
  */
-export function formatThrottle(maxThrottle: number, b: GangwayBreakdown): string {
+export function formatThrottle(steps: ThrottleSteps, b: GangwayBreakdown): string {
   const percent = (share: number) => `${Math.round(share * 100)}%`;
   const throttled = b.rounds.filter((r) => r.throttle);
-  return `auto-converge (every method, at most ${percent(maxThrottle)} of the guests' time): ` +
+  const { max, initial = 0.2, step = 0.1 } = steps;
+  return `auto-converge (every method: ${percent(initial)}, then ${percent(step)} more, ` +
+    `at most ${percent(max)} of the guests' time): ` +
     (throttled.length === 0
       ? "gangway's rounds converged unthrottled"
       : `gangway throttled its guests ${

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import type { ThrottleSteps } from "../plan/convergence.ts";
 import type { QemuGuest } from "./guest.ts";
 import {
   checkDestination,
@@ -44,11 +45,11 @@ export interface QemuMigrationOptions {
   timeoutMs?: number;
   /**
    * Throttle the guest's vCPUs while the migration does not converge
-   * (capability `auto-converge`), at most this share of their time
-   * (`max-cpu-throttle`, 0.01 to 0.99; QEMU's initial 0.2 and step 0.1).
-   * Default: no throttling.
+   * (capability `auto-converge`), by these shares of their time
+   * (`max-cpu-throttle`, `cpu-throttle-initial`, `cpu-throttle-increment`;
+   * QEMU's defaults for those not given). Default: no throttling.
    */
-  maxThrottle?: number;
+  throttle?: ThrottleSteps;
 }
 
 /** What QEMU's own migration measured. */
@@ -121,7 +122,7 @@ export async function runQemuMigration(
     await setCapabilities(source, {
       ...capabilities,
       "pause-before-switchover": false,
-      "auto-converge": (options.maxThrottle ?? 0) > 0,
+      "auto-converge": options.throttle !== undefined,
     });
     const both = multifdParameters(options);
     await setParameters(destination, both);
@@ -164,13 +165,21 @@ function multifdParameters(options: QemuMigrationOptions): Record<string, unknow
   };
 }
 
+/** Auto-converge's steps as QEMU's percent parameters. */
+function throttleParameters(steps: ThrottleSteps): Record<string, number> {
+  const percent = (share: number) => Math.round(share * 100);
+  return {
+    "max-cpu-throttle": percent(steps.max),
+    ...(steps.initial !== undefined ? { "cpu-throttle-initial": percent(steps.initial) } : {}),
+    ...(steps.step !== undefined ? { "cpu-throttle-increment": percent(steps.step) } : {}),
+  };
+}
+
 function sourceParameters(options: QemuMigrationOptions): Record<string, unknown> {
   return {
     ...(options.maxBandwidth !== undefined ? { "max-bandwidth": options.maxBandwidth } : {}),
     ...(options.downtimeLimitMs !== undefined ? { "downtime-limit": options.downtimeLimitMs } : {}),
-    ...((options.maxThrottle ?? 0) > 0
-      ? { "max-cpu-throttle": Math.round(options.maxThrottle! * 100) }
-      : {}),
+    ...(options.throttle ? throttleParameters(options.throttle) : {}),
   };
 }
 
