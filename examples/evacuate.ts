@@ -49,6 +49,7 @@ import { findQemus, QemuGuest } from "../src/qemu/mod.ts";
 import { describeMachine, isCopied, RemoteTarget } from "../src/target/mod.ts";
 import { readPemFile, readTokenFile } from "../src/transport/mod.ts";
 import { claimCpuShare } from "../src/cpu_share.ts";
+import { parseThrottleFlags } from "../src/cli/_units.ts";
 
 const USAGE = "usage: deno run -A examples/evacuate.ts --target HOST:PORT " +
   "(--ca FILE --token-file FILE | --insecure) [--server-name NAME] [--max-bandwidth B] " +
@@ -106,23 +107,14 @@ const finalRounds = values["final-rounds"] as "per-guest" | "gang" | undefined;
 if (finalRounds !== undefined && finalRounds !== "per-guest" && finalRounds !== "gang") {
   fail(`--final-rounds must be per-guest or gang, got "${finalRounds}"\n${USAGE}`, 2);
 }
-/** A throttle flag's whole percent from 1 to 99, as a share. */
-const throttleShare = (flag: "max-throttle" | "throttle-initial" | "throttle-step") => {
-  const text = values[flag];
-  if (text === undefined) return undefined;
-  if (!/^[0-9]+$/.test(text) || Number(text) < 1 || Number(text) > 99) {
-    fail(`--${flag} must be a whole percent from 1 to 99, got "${text}"`, 2);
+const throttleFlags = () => {
+  try {
+    return parseThrottleFlags(values);
+  } catch (error) {
+    return fail(error instanceof Error ? error.message : String(error), 2);
   }
-  return Number(text) / 100;
 };
-const [maxThrottle, throttleInitial, throttleStep] = [
-  throttleShare("max-throttle"),
-  throttleShare("throttle-initial"),
-  throttleShare("throttle-step"),
-];
-if (maxThrottle === undefined && (throttleInitial ?? throttleStep) !== undefined) {
-  fail("--throttle-initial and --throttle-step need --max-throttle", 2);
-}
+const { throttle } = throttleFlags();
 const maxBandwidth = values["max-bandwidth"] === undefined
   ? undefined
   : Number(values["max-bandwidth"]);
@@ -235,15 +227,7 @@ if (values["dry-run"]) {
     const { report, destinations } = await migrateQemuGang(sources, target, {
       maxBandwidth,
       finalRounds,
-      ...(maxThrottle
-        ? {
-          throttle: {
-            max: maxThrottle,
-            ...(throttleInitial ? { initial: throttleInitial } : {}),
-            ...(throttleStep ? { step: throttleStep } : {}),
-          },
-        }
-        : {}),
+      ...(throttle ? { throttle } : {}),
       onStep: say,
       onRound: (r) =>
         say(

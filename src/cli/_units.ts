@@ -5,9 +5,38 @@
  */
 import { UsageError } from "./_cli.ts";
 import { MAX_TIMER_MS } from "../_delay.ts";
+import type { ThrottleSteps } from "../plan/convergence.ts";
 
 /** The longest duration a flag takes, in whole seconds: the longest wait a timer can take. */
 export const MAX_DURATION_SECONDS = Math.floor(MAX_TIMER_MS / 1000);
+
+/**
+ * --max-throttle, --throttle-initial and --throttle-step (whole percents)
+ * as auto-converge's steps, in shares: `{ throttle }`, or nothing without
+ * --max-throttle.
+ */
+export function parseThrottleFlags(
+  values: Readonly<Record<string, string | boolean | undefined>>,
+): { throttle?: ThrottleSteps } {
+  const share = (flag: string) => {
+    const text = values[flag];
+    return typeof text === "string" ? parsePercent(text, `--${flag}`) / 100 : undefined;
+  };
+  const [max, initial, step] = ["max-throttle", "throttle-initial", "throttle-step"].map(share);
+  if (max === undefined) {
+    if (initial !== undefined || step !== undefined) {
+      throw new UsageError("--throttle-initial and --throttle-step need --max-throttle");
+    }
+    return {};
+  }
+  return {
+    throttle: {
+      max,
+      ...(initial !== undefined ? { initial } : {}),
+      ...(step !== undefined ? { step } : {}),
+    },
+  };
+}
 
 /** A whole percent from 1 to 99 (as QEMU's `max-cpu-throttle` takes it). */
 export function parsePercent(text: string, flag: string): number {

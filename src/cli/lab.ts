@@ -40,7 +40,6 @@
  *
  * @module
  */
-import type { ThrottleSteps } from "../plan/convergence.ts";
 import {
   DEFAULT_LAB_CONFIG,
   type DiskStorage,
@@ -71,7 +70,7 @@ import type { FinalRounds } from "../gang_migration.ts";
 import { WORKLOAD_MODES, type WorkloadMode } from "../qemu/_guest_init.ts";
 import { IMAGE_NAMES, type ImageName, imageWorkloads } from "../qemu/guest_image.ts";
 import { parseCli, runMain, UsageError } from "./_cli.ts";
-import { checkDurationSeconds, parseCount, parsePercent, parseSize } from "./_units.ts";
+import { checkDurationSeconds, parseCount, parseSize, parseThrottleFlags } from "./_units.ts";
 import { errorMessage } from "../_errors.ts";
 import { delay } from "../_delay.ts";
 
@@ -203,7 +202,7 @@ export function parseLabArgs(args: string[]): LabCommand {
     baselineRam,
     accelerator,
     ...(qemuBinary !== undefined ? { qemuBinary } : {}),
-    ...throttleSteps(values),
+    ...parseThrottleFlags(values),
   };
   return {
     config,
@@ -372,28 +371,6 @@ function compression(text: string): CompressionMode {
     throw new UsageError(`--gangway-compression must be auto, zstd or none, got "${text}"`);
   }
   return text;
-}
-
-/** --max-throttle, --throttle-initial and --throttle-step as auto-converge's steps (shares). */
-function throttleSteps(
-  values: Record<string, string | boolean | undefined>,
-): { throttle?: ThrottleSteps } {
-  const share = (flag: string) =>
-    typeof values[flag] === "string" ? parsePercent(values[flag], `--${flag}`) / 100 : undefined;
-  const [max, initial, step] = ["max-throttle", "throttle-initial", "throttle-step"].map(share);
-  if (max === undefined) {
-    if (initial !== undefined || step !== undefined) {
-      throw new UsageError("--throttle-initial and --throttle-step need --max-throttle");
-    }
-    return {};
-  }
-  return {
-    throttle: {
-      max,
-      ...(initial !== undefined ? { initial } : {}),
-      ...(step !== undefined ? { step } : {}),
-    },
-  };
 }
 
 function finalRounds(text: string): FinalRounds {
