@@ -22,8 +22,6 @@ export class AutoConverge implements AsyncDisposable {
   #failed = false;
   /** Processes said to be left alone. */
   readonly #toldOf = new Set<number>();
-  /** The most the guests were slowed, as a share of their CPU time. */
-  most = 0;
 
   private constructor(throttle: CpuThrottle, steps: ThrottleSteps, say: (text: string) => void) {
     this.#throttle = throttle;
@@ -76,7 +74,6 @@ export class AutoConverge implements AsyncDisposable {
       this.#say("The rounds stopped shrinking, and no busy guest can be slowed");
       return undefined;
     }
-    this.most = Math.max(this.most, next);
     this.#say(
       `The rounds stopped shrinking: ${slowed} busy guests now get at most ${
         Math.round((1 - next) * 100)

@@ -84,12 +84,15 @@ async function isDirectory(path: string): Promise<boolean> {
 }
 
 /**
- * Whether every thread of a process is in the same cgroup as the process:
+ * Whether every thread of a process is in `own`, the process's cgroup:
  * a process whose threads sit in cgroups of their own (libvirt puts each
  * vCPU thread in one) would lose that placement if moved whole.
  */
-export async function threadsTogether(pid: number, hierarchy: CpuHierarchy): Promise<boolean> {
-  const own = await processCgroup(pid, hierarchy);
+export async function threadsTogether(
+  pid: number,
+  own: string,
+  hierarchy: CpuHierarchy,
+): Promise<boolean> {
   try {
     for await (const task of Deno.readDir(`/proc/${pid}/task`)) {
       const group = await processCgroup(pid, hierarchy, `task/${task.name}/cgroup`);

@@ -136,13 +136,10 @@ export class CpuThrottle implements AsyncDisposable {
    * @throws Error saying why, when no hierarchy has the `cpu` controller
    * or its cgroups cannot be made (not root)
    */
-  static async start(
-    processes: readonly ThrottledProcess[],
-    options: { hierarchy?: CpuHierarchy } = {},
-  ): Promise<CpuThrottle> {
+  static async start(processes: readonly ThrottledProcess[]): Promise<CpuThrottle> {
     let hierarchy: CpuHierarchy;
     try {
-      hierarchy = options.hierarchy ?? await findCpuHierarchy();
+      hierarchy = await findCpuHierarchy();
     } catch (error) {
       throw new Error(`Cannot throttle the guests' CPU: ${errorMessage(error)}`);
     }
@@ -199,10 +196,8 @@ export class CpuThrottle implements AsyncDisposable {
       if (slot.released || slot.leftAlone !== undefined) continue;
       slot.base ??= await busyCpus(slot);
       if (slot.base === undefined) continue;
-      if (slot.origin === undefined) await this.#checkMovable(slot);
-      if (slot.leftAlone !== undefined) continue;
-      await this.#setQuota(slot, level, slot.base);
-      if (slot.origin === undefined) await this.#moveIn(slot);
+      if (slot.origin === undefined) await this.#moveIn(slot, level, slot.base);
+      else await this.#setQuota(slot, level, slot.base);
       if (slot.origin !== undefined) slowed++;
     }
     this.#level = level;
@@ -267,21 +262,23 @@ export class CpuThrottle implements AsyncDisposable {
     }
   }
 
-  /** Leaves alone a process that moving whole would misplace. */
-  async #checkMovable(slot: Slot): Promise<void> {
-    const { pid } = slot.process;
-    const origin = await processCgroup(pid, this.#hierarchy);
-    if (origin?.includes("/gangway-throttle-")) {
-      slot.leftAlone = `another migration throttles it (${origin})`;
-    } else if (origin !== undefined && !(await threadsTogether(pid, this.#hierarchy))) {
-      slot.leftAlone = "its threads are in cgroups of their own (as libvirt places vCPUs)";
-    }
-  }
-
-  async #moveIn(slot: Slot): Promise<void> {
+  /**
+   * Moves a process into its cgroup, its quota set, unless moving it whole
+   * would misplace it (then it is left alone) or it has exited.
+   */
+  async #moveIn(slot: Slot, level: number, base: number): Promise<void> {
     const { pid } = slot.process;
     const origin = await processCgroup(pid, this.#hierarchy);
     if (origin === undefined) return; // it has exited: nothing to slow
+    if (origin.includes("/gangway-throttle-")) {
+      slot.leftAlone = `another migration throttles it (${origin})`;
+      return;
+    }
+    if (!(await threadsTogether(pid, origin, this.#hierarchy))) {
+      slot.leftAlone = "its threads are in cgroups of their own (as libvirt places vCPUs)";
+      return;
+    }
+    await this.#setQuota(slot, level, base);
     // Told first: if this process dies right after the move, the watchdog knows where it goes.
     await this.#say(`${slot.group} ${origin}`);
     slot.origin = origin;
