@@ -153,24 +153,23 @@ export async function runLab(session: LabSession, config: LabConfig): Promise<La
   const methods: MethodResult[] = [];
   const failed: NonNullable<LabResult["failed"]> = [];
   for (const method of ["gangway", ...config.compare] as const) {
-    const measuring = measureMethod(session, method, config, {
-      insecure: config.insecure,
-      compression: config.gangwayCompression,
-      finalRounds: finalRoundsOf(config),
-      baselineRam: config.baselineRam,
-      storage: config.storage,
-      throttle: config.throttle,
-    });
-    if (method === "gangway") {
-      methods.push(await measuring);
-      continue;
-    }
-    // A compared method that fails is part of what was measured, unless the run is interrupted.
     try {
-      methods.push(await measuring);
+      methods.push(
+        await measureMethod(session, method, config, {
+          insecure: config.insecure,
+          compression: config.gangwayCompression,
+          finalRounds: finalRoundsOf(config),
+          baselineRam: config.baselineRam,
+          storage: config.storage,
+          throttle: config.throttle,
+        }),
+      );
     } catch (error) {
-      // Ctrl-C reaches the lab's children too (one process group), and their end may be seen
-      // before the lab's own signal listener has run: give it a moment before judging.
+      // Gangway's failure ends the run; a compared method's is part of what was measured...
+      if (method === "gangway") throw error;
+      // ...unless the run is interrupted. Ctrl-C reaches the lab's children too (one process
+      // group), and their end may be seen before the lab's own signal listener has run: give it
+      // a moment before judging.
       await delay(SIGNAL_SETTLE_MS);
       if (pendingSignal() !== null) throw error;
       session.say(`${method}: did not complete: ${errorMessage(error)}`);

@@ -11,6 +11,7 @@
  */
 import { findCpuHierarchy, parseCgroupMounts } from "../qemu/cpu_throttle.ts";
 import { errorMessage } from "../_errors.ts";
+import { runTool } from "./netns_exec.ts";
 
 /** Where systemd and the kernel's docs mount cgroups. */
 const CGROUP_ROOT = "/sys/fs/cgroup";
@@ -31,11 +32,11 @@ export async function mountCpuCgroupIfHidden(): Promise<void> {
       // A v1 hierarchy mounts again only with the same controllers (and name) as it has.
       const options = v1.controllers.filter((o) => o !== "rw" && o !== "ro").join(",");
       const at = `${CGROUP_ROOT}/${options}`;
-      await mount(["-t", "tmpfs", "cgroup_root", CGROUP_ROOT]);
+      await runTool("mount", ["-t", "tmpfs", "cgroup_root", CGROUP_ROOT]);
       await Deno.mkdir(at);
-      await mount(["-t", "cgroup", "-o", options, "cgroup", at]);
+      await runTool("mount", ["-t", "cgroup", "-o", options, "cgroup", at]);
     } else if (machine.some((m) => m.version === 2)) {
-      await mount(["-t", "cgroup2", "cgroup2", CGROUP_ROOT]);
+      await runTool("mount", ["-t", "cgroup2", "cgroup2", CGROUP_ROOT]);
     }
     await findCpuHierarchy();
   } catch (error) {
@@ -43,9 +44,4 @@ export async function mountCpuCgroupIfHidden(): Promise<void> {
       `Cannot mount the machine's cgroup cpu hierarchy on this lab host: ${errorMessage(error)}`,
     );
   }
-}
-
-async function mount(args: string[]): Promise<void> {
-  const { success, stderr } = await new Deno.Command("mount", { args, stderr: "piped" }).output();
-  if (!success) throw new Error(`mount ${args.join(" ")}: ${new TextDecoder().decode(stderr)}`);
 }
