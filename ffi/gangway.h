@@ -98,9 +98,11 @@ int gw_ram_advise(gw_ram *ram, uint32_t advice);
 /*
  * Maps the file for the scans that read pages where they lie (gw_index_scan)
  * and has the kernel fill the mapping's page tables now, for the pages in
- * memory (never holes: that would allocate them), so that the next such
- * scan pays no page faults: a paused guest's final round is one. 0 or
- * -errno (-ENOMEM: the file cannot be mapped; scans then read it with pread).
+ * memory (never holes: that would allocate them), then reads a byte of each
+ * (under a hypervisor that shadows page tables the first read of a page
+ * traps even so), so that the next such scan pays no page faults: a paused
+ * guest's final round is one. 0 or -errno (-ENOMEM: the file cannot be
+ * mapped; scans then read it with pread).
  */
 int gw_ram_premap(gw_ram *ram);
 

@@ -164,9 +164,11 @@ export class RamFile implements Disposable {
   /**
    * Maps the file for the scans that read pages where they lie (later
    * reads, see `ContentIndex.scan`'s `bytes`) and has the kernel fill in
-   * the mapping now for the pages in memory, so that the next such scan
-   * pays no page faults (some 10 ms per 100 MB here): a paused guest's
-   * final round is one, and its time is downtime.
+   * the mapping now for the pages in memory, then reads a byte of each, so
+   * that the next such scan pays no page faults (some 10 ms per 100 MB on
+   * one VM, 30-40 ms on one whose hypervisor shadows page tables, where the
+   * kernel's fill is not enough): a paused guest's final round is one, and
+   * its time is downtime.
    */
   premap(): void {
     check(native().gw_ram_premap(this.#handle("premap")), `Cannot map "${this.path}"`);
