@@ -312,8 +312,9 @@ int gw_index_add_guest(gw_index *index, gw_ram *ram);
  * receives only those of pages whose hash changed (GW_KIND_NEW and
  * GW_KIND_DUPLICATE): pages scanned before are then hashed where they lie,
  * through a mapping of the file, and only changed ones are copied. With
- * GW_SCAN_NO_BYTES it receives none (its bytes are scratch): every page is
- * hashed and compared where it lies, for a scan that only indexes.
+ * GW_SCAN_NO_BYTES it receives none (its bytes are scratch), for a scan
+ * that only indexes: pages scanned before are hashed where they lie and
+ * none is copied (a page's first read is a pread either way).
  * kinds (count bytes) and ids (count u32) may be NULL; stats (GW_STAT_COUNT
  * u64) is added to. Returns the number of pages examined, or -errno (count
  * is at most GW_MAX_CALL_PAGES, so that it fits the int; -ESTALE if the

@@ -6,17 +6,19 @@
  * page against its last scan and the index (index.c), on the caller's
  * thread, so the index needs no lock.
  *
- * A page's first read is a pread into the caller's buffer: on these VMs
- * the page faults that map a guest's pages cost more than the copy (round 1
- * of the lab's 4-guest gang took 15-20% longer, its scan twice as long, in
- * six A/B pairs when it read through a mapping). Pages read before are
- * rescanned where they lie, through a mapping kept between rounds
- * (ram_map.c): only a page whose hash changed is copied, and it is checked
- * and hashed again as copied. Either way the buffer's bytes are the
- * snapshot that is sent and hashed, whatever the guest writes meanwhile.
- * A scan that wants no bytes (GW_SCAN_NO_BYTES: the preparation scan, which
- * only counts and indexes) reads every page in place and copies none: a
- * copy is most of the cost of a page that is hashed once.
+ * A page's first read is a pread into the caller's buffer, even in a scan
+ * that wants no bytes (GW_SCAN_NO_BYTES: the preparation scan, which only
+ * counts and indexes): on these VMs the page faults that map a guest's
+ * pages cost more than the copy (round 1 of the lab's 4-guest gang took
+ * 15-20% longer, its scan twice as long, in six A/B pairs when it read
+ * through a mapping; under a hypervisor that shadows page tables a first
+ * read through a mapping costs about 1 us a page, a pread a fifth of
+ * that). Pages read before are rescanned where they lie, through a mapping
+ * kept between rounds (ram_map.c) and filled in ahead (gw_ram_premap):
+ * only a page whose hash changed is copied, and it is checked and hashed
+ * again as copied, and a scan that wants no bytes copies none. Either way
+ * the buffer's bytes are the snapshot that is sent and hashed, whatever
+ * the guest writes meanwhile.
  */
 #include <errno.h>
 #include <limits.h>
@@ -74,7 +76,7 @@ struct page_work {
 	const struct guest_state *gs;
 	gw_ram *ram;
 	const uint8_t *map;  /* the guest's file mapped, for reads in place (NULL: pread every page) */
-	int no_bytes;        /* GW_SCAN_NO_BYTES: every page is read in place, none copied */
+	int no_bytes;        /* GW_SCAN_NO_BYTES: a page read in place is never copied */
 	uint32_t first;      /* first page of the call */
 	uint32_t count;      /* pages of the call */
 	const uint8_t *mask; /* pages to examine (NULL = all) */
@@ -192,11 +194,8 @@ static void do_page_work(void *arg, uint32_t part, uint32_t parts)
 		uint32_t block_end = block + PAGE_WORK_BLOCK < to ? block + PAGE_WORK_BLOCK : to;
 		unsigned char resident[PAGE_WORK_BLOCK];
 		struct block in_place = {w, block, block_end, resident, 0};
-		/*
-		 * Read in place: any block of a scan that wants no bytes, and a block of a rescan whose
-		 * first page was scanned before (the rest of it, in practice, too).
-		 */
-		int here = w->map && (w->no_bytes || w->gs->content[w->first + block] != GW_CONTENT_NONE) &&
+		/* Read in place: a block of a rescan whose first page was scanned before (the rest of it, in practice, too). */
+		int here = w->map && w->gs->content[w->first + block] != GW_CONTENT_NONE &&
 			   mincore((void *)(w->map + ((size_t)(w->first + block) << GW_PAGE_SHIFT)),
 				   (size_t)(block_end - block) << GW_PAGE_SHIFT, resident) == 0;
 		int err = here ? gw__ram_guarded(w->ram, read_in_place, &in_place)
@@ -312,10 +311,10 @@ GW_EXPORT int gw_index_scan(gw_index *ix, uint32_t guest, uint32_t first, uint32
 	threads = count / MIN_PAGES_PER_THREAD;
 	if (threads > ix->threads)
 		threads = ix->threads;
-	/* In place when no bytes are wanted, or when unchanged ones need none and pages were scanned before. */
+	/* In place when unchanged pages need no bytes (or none do) and pages were scanned before. */
 	work.no_bytes = !!(flags & GW_SCAN_NO_BYTES);
-	in_place = work.no_bytes ||
-		   ((flags & GW_SCAN_CHANGED_BYTES) && count && gs->content[first] != GW_CONTENT_NONE);
+	in_place = (flags & (GW_SCAN_CHANGED_BYTES | GW_SCAN_NO_BYTES)) && count &&
+		   gs->content[first] != GW_CONTENT_NONE;
 	work.map = in_place ? gw__ram_map(gs->ram) : NULL;
 	work.first = first;
 	work.count = count;
