@@ -126,10 +126,10 @@ static void touch_pages(void *arg)
 
 /*
  * Fills in the mapping now for the pages in memory, then reads a byte of each: MADV_POPULATE_READ
- * fills this kernel's page table, but under a hypervisor that shadows the page tables (PVM, as on
- * the lab's VMs) each page's first read still traps to it (a 256 MiB guest: populate 6 ms, then the
- * first reads 67-96 ms, the next 1.2 ms; /work/runs/s26/touch.c). Without the reads a paused
- * guest's final round paid those traps.
+ * fills this kernel's page table, but under a hypervisor that shadows the page tables (a PVM
+ * guest, such as one of the VMs this was measured on) each page's first read still traps to it (a
+ * 256 MiB guest: populate 6 ms, then the first reads 67-96 ms, the next 1.2 ms:
+ * docs/lab-results/runs/ab-26). Without the reads a paused guest's final round paid those traps.
  */
 GW_EXPORT int gw_ram_premap(gw_ram *ram)
 {
