@@ -58,6 +58,30 @@ async function leftovers(pid: number): Promise<string[]> {
 }
 
 /**
+ * Every guest of a method came back at the target, or, for a QEMU method,
+ * was reported lost with QEMU's known TCG bug as the likely cause (QEMU
+ * before 9.0 under TCG loses a guest now and then: docs/lab.md). Gangway
+ * must lose none.
+ */
+function assertEveryGuestAccounted(
+  key: string,
+  m: { resumed: number; lost: unknown[]; knownIssue?: string },
+  guests: number,
+) {
+  const lost = JSON.stringify(m.lost);
+  if (key === "gangway" || m.lost.length === 0) {
+    assertEquals(m.resumed, guests, `${key}: ${lost}`);
+    assertEquals(m.lost, [], key);
+    return;
+  }
+  assertEquals(m.resumed + m.lost.length, guests, `${key}: ${lost}`);
+  assert(
+    typeof m.knownIssue === "string" && m.knownIssue.includes("QEMU's own bug"),
+    `${key} lost ${lost} with no known QEMU issue to explain it: ${JSON.stringify(m)}`,
+  );
+}
+
+/**
  * Runs a short lab (2 guests of 128 MiB, 1 s idle, 1gbit) on `network` to its
  * end, asserts it succeeded, and returns its summary, its JSON report and its pid.
  */
@@ -91,7 +115,7 @@ Deno.test("a short lab run migrates two guests both ways, reports every field an
   assertEquals(report.kernelArgs, []);
   for (const key of ["gangway", "qemu", "qemuZstd"]) {
     const m = report[key];
-    assertEquals(m.resumed, 2, `${key}: ${JSON.stringify(m.lost)}`);
+    assertEveryGuestAccounted(key, m, 2);
     assert(m.bytesOnWire > 0 && m.tmtSeconds > 0, `${key}: ${JSON.stringify(m)}`);
     assertEquals(m.downtimeMs.length, 2);
     assert(m.loadAverage >= 0, `${key}: load average ${m.loadAverage}`);
@@ -125,7 +149,7 @@ Deno.test("a lab run without namespaces migrates over the host's loopback, cappe
   assertEquals(report.network.reason, "loopback mode was asked for");
   for (const key of ["gangway", "qemu"]) {
     const m = report[key];
-    assertEquals(m.resumed, 2, `${key}: ${JSON.stringify(m.lost)}`);
+    assertEveryGuestAccounted(key, m, 2);
     // The loopback's counters see every byte of the host: at least what the tool wrote.
     assert(m.bytesOnWire >= m.toolBytes, `${key}: ${m.bytesOnWire} < ${m.toolBytes}`);
     // Capped at 1 Gbit/s (125 MB/s), with some slack for the pacer's first burst.
