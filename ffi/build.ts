@@ -60,10 +60,12 @@ const SANITIZED_FLAGS = [
  */
 const LIBS = ["-lxxhash", "-lzstd", "-pthread", "-Wl,-z,nodelete", "-Wl,-z,relro,-z,now"];
 /*
- * The driver links the sources directly and wraps open(): its test of the
- * soft-dirty probe sees every file the library opens.
+ * The driver links the sources directly and wraps open() and madvise(): its
+ * test of the soft-dirty probe sees every file the library opens, and its
+ * test of premap stands in for a kernel without MADV_POPULATE_READ or
+ * shrinks a file between premap's mincore and its reads.
  */
-const CHECK_LIBS = ["-lxxhash", "-lzstd", "-pthread", "-Wl,--wrap=open"];
+const CHECK_LIBS = ["-lxxhash", "-lzstd", "-pthread", "-Wl,--wrap=open", "-Wl,--wrap=madvise"];
 
 /** What a build needs from the system: a file, and the Debian package that provides it. */
 export interface BuildRequirement {

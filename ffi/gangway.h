@@ -26,7 +26,7 @@
 #define GW_MAX_CALL_PAGES 0x7fffffffu
 
 /* Bumped whenever a signature or a constant below changes. */
-#define GW_ABI_VERSION 27
+#define GW_ABI_VERSION 28
 
 uint32_t gw_abi_version(void);
 
@@ -97,14 +97,16 @@ int gw_ram_advise(gw_ram *ram, uint32_t advice);
 
 /*
  * Maps the file for the scans that read pages where they lie (gw_index_scan)
- * and has the kernel fill the mapping's page tables now, for the pages in
- * memory (never holes: that would allocate them), then reads a byte of each
- * (under a hypervisor that shadows page tables the first read of a page
- * traps even so), so that the next such scan pays no page faults: a paused
- * guest's final round is one. 0 or -errno (-ENOMEM: the file cannot be
- * mapped; scans then read it with pread).
+ * and has the kernel fill the mapping's page tables now for pages [first,
+ * first + count) that are in memory (never holes: that would allocate
+ * them), then reads a byte of each (under a hypervisor that shadows page
+ * tables the first read of a page traps even so), so that the next such
+ * scan pays no page faults: a paused guest's final round is one. A range,
+ * so that a caller can fill a large file a piece at a time. 0 or -errno
+ * (-ERANGE: past the file's pages; -ENOMEM: the file cannot be mapped,
+ * and scans then read it with pread).
  */
-int gw_ram_premap(gw_ram *ram);
+int gw_ram_premap(gw_ram *ram, uint32_t first, uint32_t count);
 
 /* What fstat says of the open file (gw_ram_stat's out). */
 struct gw_ram_stat {

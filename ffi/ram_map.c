@@ -4,8 +4,8 @@
  * changed, where a pread copies every page before hashing it (the lab's
  * final round of a 256 MiB guest: 44 ms instead of 68,
  * docs/lab-results/runs/ab-19; a paused guest's final round is such a
- * rescan, and its downtime), and a scan that wants no page's bytes (the
- * preparation scan) copies none.
+ * rescan, and its downtime), and a rescan that wants no page's bytes
+ * (rescanGuest, or a preparation scan after another) copies none.
  *
  * A migration's first read still uses pread (ram.c): it needs every page's
  * bytes, and on these VMs the page faults that map a guest's pages for the
@@ -131,27 +131,32 @@ static void touch_pages(void *arg)
  * 256 MiB guest: populate 6 ms, then the first reads 67-96 ms, the next 1.2 ms:
  * docs/lab-results/runs/ab-26). Without the reads a paused guest's final round paid those traps.
  */
-GW_EXPORT int gw_ram_premap(gw_ram *ram)
+GW_EXPORT int gw_ram_premap(gw_ram *ram, uint32_t first, uint32_t count)
 {
 	unsigned char resident[PREMAP_BLOCK];
-	const uint8_t *map = gw__ram_map(ram);
-	uint64_t pages = gw_pages_of(ram->size);
+	uint64_t end = (uint64_t)first + count;
+	const uint8_t *map;
 
+	if (end > gw_pages_of(ram->size))
+		return -ERANGE;
+	if (!count)
+		return 0;
+	map = gw__ram_map(ram);
 	if (!map)
-		return ram->size ? -ENOMEM : 0;
-	for (uint64_t first = 0; first < pages; first += PREMAP_BLOCK) {
-		uint64_t count = pages - first < PREMAP_BLOCK ? pages - first : PREMAP_BLOCK;
+		return -ENOMEM;
+	for (uint64_t block = first; block < end; block += PREMAP_BLOCK) {
+		uint64_t n = end - block < PREMAP_BLOCK ? end - block : PREMAP_BLOCK;
 
-		if (mincore((void *)(map + (first << GW_PAGE_SHIFT)), count << GW_PAGE_SHIFT, resident) < 0)
+		if (mincore((void *)(map + (block << GW_PAGE_SHIFT)), n << GW_PAGE_SHIFT, resident) < 0)
 			return -errno;
-		for (uint64_t i = 0, end; i < count; i = end) {
+		for (uint64_t i = 0, run_end; i < n; i = run_end) {
 			struct touch run;
 
 			if (!(resident[i] & 1)) {
-				end = i + 1;
+				run_end = i + 1;
 				continue;
 			}
-			for (end = i; end < count && (resident[end] & 1); end++)
+			for (run_end = i; run_end < n && (resident[run_end] & 1); run_end++)
 				;
 			/*
 			 * A page freed since mincore would be allocated again (as zeros): a rare page,
@@ -159,11 +164,11 @@ GW_EXPORT int gw_ram_premap(gw_ram *ram)
 			 * -ESTALE from the reads (under a guard), never the process's SIGBUS; EINVAL: a
 			 * kernel before 5.14, whose reads fault the pages in.
 			 */
-			if (madvise((void *)(map + ((first + i) << GW_PAGE_SHIFT)), (end - i) << GW_PAGE_SHIFT,
+			if (madvise((void *)(map + ((block + i) << GW_PAGE_SHIFT)), (run_end - i) << GW_PAGE_SHIFT,
 				    MADV_POPULATE_READ) < 0 &&
 			    errno != EFAULT && errno != EINVAL)
 				return -errno;
-			run = (struct touch){map, first + i, end - i};
+			run = (struct touch){map, block + i, run_end - i};
 			if (gw__ram_guarded(ram, touch_pages, &run) < 0)
 				return 0; /* the file shrank: the next scan says so */
 		}

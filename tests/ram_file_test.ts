@@ -88,6 +88,30 @@ Deno.test("RamFile.premap() maps the pages in memory now, and no hole", async ()
   }
 });
 
+Deno.test("RamFile.premap(first, count) maps only that range, and refuses one past the end", async () => {
+  const pages = 2048;
+  const path = makeRamFile(
+    shmPath("premap-range"),
+    Array.from({ length: pages }, (_, p) => patternPage(p)),
+  );
+  const shmemKiB = () =>
+    Number(/RssShmem:\s+(\d+)/.exec(Deno.readTextFileSync("/proc/self/status"))![1]);
+  try {
+    using ram = RamFile.open(path);
+    const before = shmemKiB();
+    ram.premap(512, 1024);
+    const mappedKiB = shmemKiB() - before;
+    const rangeKiB = 1024 * (PAGE_SIZE / 1024);
+    assert(mappedKiB >= rangeKiB * 0.9, `${mappedKiB} KiB mapped now, of ${rangeKiB} KiB asked`);
+    assert(mappedKiB <= rangeKiB * 1.1, `${mappedKiB} KiB mapped, more than the ${rangeKiB} asked`);
+    assertThrows(() => ram.premap(pages - 1, 2), RangeError, "it has 2048");
+    assertThrows(() => ram.premap(-1, 1), RangeError);
+    ram.premap(pages, 0); // an empty range at the end
+  } finally {
+    await removeFiles(path);
+  }
+});
+
 Deno.test("RamFile.open() names the file and the reason when it cannot open it", () => {
   const missing = shmPath("missing");
   const error = assertThrows(() => RamFile.open(missing), NativeError);

@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -466,6 +467,32 @@ int __wrap_open(const char *path, int flags, ...)
 	return __real_open(path, flags, mode);
 }
 
+/*
+ * madvise as the library calls it (ld --wrap=madvise, see ffi/build.ts): MADV_POPULATE_READ
+ * answered EINVAL without filling anything, as a kernel before 5.14 does, or run after the file
+ * is shrunk, as if it shrank between premap's mincore and its reads. Other advice goes through.
+ */
+static enum { MADVISE_AS_IS, MADVISE_NO_POPULATE, MADVISE_SHRINK_FIRST } madvise_mode;
+static const char *madvise_shrink_path;
+static off_t madvise_shrink_to;
+static int populate_calls;
+int __real_madvise(void *addr, size_t len, int advice);
+int __wrap_madvise(void *addr, size_t len, int advice)
+{
+	if (advice == MADV_POPULATE_READ) {
+		populate_calls++;
+		if (madvise_mode == MADVISE_NO_POPULATE) {
+			errno = EINVAL;
+			return -1;
+		}
+		if (madvise_mode == MADVISE_SHRINK_FIRST) {
+			madvise_mode = MADVISE_AS_IS;
+			CHECK(truncate(madvise_shrink_path, madvise_shrink_to) == 0, "truncate in madvise");
+		}
+	}
+	return __real_madvise(addr, len, advice);
+}
+
 static void check_pagemap(void)
 {
 	uint8_t *region = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -495,6 +522,101 @@ static void check_pagemap(void)
 		CHECK(gw_pagemap_read(0, (uintptr_t)region, 4, flags, GW_PM_SOFT_DIRTY) == -EOPNOTSUPP, "unsupported");
 	}
 	munmap(region, 4 * PAGE);
+}
+
+/* Whether each of count pages of ram's mapping is in this process's page table. */
+static void mapped_pages(gw_ram *ram, uint32_t count, uint8_t *flags)
+{
+	const uint8_t *map = gw__ram_map(ram);
+
+	CHECK(map != NULL, "map");
+	CHECK(gw_pagemap_read(0, (uintptr_t)map, count, flags, GW_PM_PRESENT) == 0, "pagemap");
+}
+
+/*
+ * gw_ram_premap maps every page in memory and no hole, even where the kernel's fill does nothing
+ * (its reads do it); a file that shrinks under its reads is -ESTALE at the next read, never the
+ * process's SIGBUS; an empty file and a short last page are no trouble.
+ */
+static void check_premap(void)
+{
+	enum { PAGES = 2 * 1024 + 3 }; /* more than one of premap's mincore blocks */
+	uint32_t *content = xmalloc(PAGES * sizeof(*content));
+	uint8_t *flags = xmalloc(PAGES), buf[PAGE], has[1];
+	char *path = shm_path("premap");
+	struct stat before, after;
+	gw_ram *ram;
+
+	/* A kernel without MADV_POPULATE_READ: the reads alone map the pages. */
+	for (uint32_t p = 0; p < PAGES; p++)
+		content[p] = (p / 64) % 2 ? 0 : 1 + p % 12; /* runs of data and holes */
+	ram = make_ram(path, PAGES, content);
+	CHECK(stat(path, &before) == 0, "stat");
+	madvise_mode = MADVISE_NO_POPULATE;
+	populate_calls = 0;
+	CHECK(gw_ram_premap(ram, 0, PAGES) == 0, "premap without MADV_POPULATE_READ");
+	madvise_mode = MADVISE_AS_IS;
+	CHECK(populate_calls > 0, "premap never asked for MADV_POPULATE_READ");
+	mapped_pages(ram, PAGES, flags);
+	for (uint32_t p = 0; p < PAGES; p++)
+		CHECK(!!flags[p] == !!content[p], "page %u (%s) %s mapped", p, content[p] ? "data" : "a hole",
+		      flags[p] ? "is" : "is not");
+	CHECK(stat(path, &after) == 0 && after.st_blocks == before.st_blocks, "premap allocated holes");
+	gw_ram_close(ram);
+	unlink(path);
+
+	/* A range: its pages are mapped, and none far from it (the kernel maps a fault's neighbours). */
+	for (uint32_t p = 0; p < PAGES; p++)
+		content[p] = 1 + p % 12;
+	ram = make_ram(path, PAGES, content);
+	CHECK(gw_ram_premap(ram, 1000, 900) == 0, "premap of a range");
+	CHECK(gw_ram_premap(ram, PAGES - 1, 2) == -ERANGE, "premap past the end");
+	mapped_pages(ram, PAGES, flags);
+	for (uint32_t p = 0; p < PAGES; p++)
+		if (p >= 1000 && p < 1900)
+			CHECK(flags[p], "page %u of the range is not mapped", p);
+		else if (p + 64 < 1000 || p >= 1900 + 64)
+			CHECK(!flags[p], "page %u, far from the range, is mapped", p);
+	gw_ram_close(ram);
+	unlink(path);
+
+	/* Shrunk after mincore found its pages in memory, before the reads: survived, and said. */
+	for (uint32_t p = 0; p < 64; p++)
+		content[p] = 1 + p % 12;
+	ram = make_ram(path, 64, content);
+	madvise_mode = MADVISE_SHRINK_FIRST;
+	madvise_shrink_path = path;
+	madvise_shrink_to = 16 * (off_t)PAGE;
+	CHECK(gw_ram_premap(ram, 0, 64) == 0, "premap of a file that shrank under it");
+	CHECK(madvise_mode == MADVISE_AS_IS, "the file was not shrunk under premap");
+	CHECK(atomic_load(&ram->map_faulted), "no read past the new end faulted");
+	CHECK(gw_ram_read(ram, 0, 1, buf, has) == -ESTALE, "the next read does not say the file shrank");
+	CHECK(stat(path, &after) == 0 && after.st_size == 16 * PAGE && after.st_blocks <= 16 * (PAGE / 512),
+	      "premap grew the shrunk file: %lld bytes, %lld blocks", (long long)after.st_size,
+	      (long long)after.st_blocks);
+	gw_ram_close(ram);
+	unlink(path);
+
+	/* Empty, then a short last page, with and without the kernel's fill. */
+	ram = make_ram(path, 0, content);
+	CHECK(gw_ram_premap(ram, 0, 0) == 0, "premap of an empty file");
+	CHECK(gw_ram_premap(ram, 0, 1) == -ERANGE, "premap past the end of an empty file");
+	gw_ram_close(ram);
+	for (int fill = 0; fill < 2; fill++) {
+		for (uint32_t p = 0; p < 4; p++)
+			content[p] = 1 + p;
+		ram = make_ram(path, 4, content);
+		CHECK(gw_ram_resize(ram, 3 * PAGE + 100) == 0, "resize");
+		madvise_mode = fill ? MADVISE_AS_IS : MADVISE_NO_POPULATE;
+		CHECK(gw_ram_premap(ram, 0, 4) == 0, "premap of a short last page");
+		madvise_mode = MADVISE_AS_IS;
+		mapped_pages(ram, 4, flags);
+		for (uint32_t p = 0; p < 4; p++)
+			CHECK(flags[p], "page %u of a file of 3 pages and 100 bytes is not mapped", p);
+		gw_ram_close(ram);
+	}
+	unlink(path);
+	free(path), free(content), free(flags);
 }
 
 /* Huge-page advice changes nothing a caller sees, whatever the buffer's size and alignment. */
@@ -565,6 +687,8 @@ int main(int argc, char **argv)
 	puts("ok threaded scan");
 	check_guarded_read();
 	puts("ok guarded read");
+	check_premap();
+	puts("ok premap");
 	for (int i = 0; i < FUZZ_ROUNDS; i++)
 		check_compress();
 	puts("ok compress");

@@ -24,7 +24,7 @@ import { CACHE_DIR_VARIABLES, defaultCacheDir } from "../_cache_dir.ts";
 import { errorMessage } from "../_errors.ts";
 
 /** Must equal GW_ABI_VERSION in ffi/gangway.h: a stale build is refused. */
-const ABI_VERSION = 27;
+const ABI_VERSION = 28;
 
 /** One entry per C function, with its prototype from ffi/gangway.h. */
 const SYMBOLS = {
@@ -54,8 +54,8 @@ const SYMBOLS = {
   },
   // int gw_ram_advise(gw_ram *ram, uint32_t advice)
   gw_ram_advise: { parameters: ["pointer", "u32"], result: "i32" },
-  // int gw_ram_premap(gw_ram *ram)
-  gw_ram_premap: { parameters: ["pointer"], result: "i32" },
+  // int gw_ram_premap(gw_ram *ram, uint32_t first, uint32_t count)
+  gw_ram_premap: { parameters: ["pointer", "u32", "u32"], result: "i32" },
   // int gw_ram_stat(const gw_ram *ram, struct gw_ram_stat *out)
   gw_ram_stat: { parameters: ["pointer", "buffer"], result: "i32" },
 

@@ -164,14 +164,27 @@ export class RamFile implements Disposable {
   /**
    * Maps the file for the scans that read pages where they lie (later
    * reads, see `ContentIndex.scan`'s `bytes`) and has the kernel fill in
-   * the mapping now for the pages in memory, then reads a byte of each, so
-   * that the next such scan pays no page faults (some 10 ms per 100 MB on
-   * one VM, 30-40 ms on one whose hypervisor shadows page tables, where the
-   * kernel's fill is not enough): a paused guest's final round is one, and
-   * its time is downtime.
+   * the mapping now for pages [first, first + count) that are in memory,
+   * then reads a byte of each, so that the next such scan pays no page
+   * faults (some 10 ms per 100 MB on one VM, 30-40 ms on one whose
+   * hypervisor shadows page tables, where the kernel's fill is not
+   * enough): a paused guest's final round is one, and its time is
+   * downtime. A file that cannot be mapped is left alone: its scans read
+   * it with pread.
+   *
+   * @throws RangeError when the range is past the file's pages
    */
-  premap(): void {
-    check(native().gw_ram_premap(this.#handle("premap")), `Cannot map "${this.path}"`);
+  premap(first = 0, count: number = this.pages - first): void {
+    if (
+      !(Number.isInteger(first) && Number.isInteger(count) && first >= 0 && count >= 0) ||
+      first + count > this.pages
+    ) {
+      throw new RangeError(
+        `Cannot map pages ${first}..${first + count} of "${this.path}": it has ${this.pages}`,
+      );
+    }
+    const result = native().gw_ram_premap(this.#handle("premap"), first, count);
+    if (result !== -ENOMEM) check(result, `Cannot map "${this.path}"`);
   }
 
   /**
@@ -291,6 +304,8 @@ const EFBIG = constants.errno.EFBIG;
 const EBADMSG = constants.errno.EBADMSG;
 /** errno the library answers when a file it reads is shorter than when it was opened. */
 const ESTALE = constants.errno.ESTALE;
+/** errno of premap's file that cannot be mapped (its scans read it with pread). */
+const ENOMEM = constants.errno.ENOMEM;
 
 /**
  * As {@linkcode check}, and for ESTALE (a RAM file shrank since it was

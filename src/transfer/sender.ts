@@ -277,8 +277,9 @@ export class GangSender implements AsyncDisposable {
       while (true) {
         const scanStarted = performance.now();
         const next = chunks.next();
-        // Later reads are in place: the guest's mapping is filled now, not in its final round.
-        if (next.done && firstRead && !final) guest.ram.premap();
+        // Later reads are in place: the guest's mapping is filled now, not in its final round, a
+        // chunk at a time (a large guest filled at once held this thread for seconds).
+        if (!next.done && firstRead && !final) guest.ram.premap(next.value.first, next.value.count);
         const scanned = performance.now();
         clock.scanMs += scanned - scanStarted;
         if (next.done) break;
