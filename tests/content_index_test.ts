@@ -327,3 +327,77 @@ Deno.test("ContentIndex's per-guest arrays are one live view each, made once, an
     await removeFiles(a, b);
   }
 });
+
+/** Shared memory this process maps now (KiB): pages read through a mapping of a /dev/shm file count. */
+function shmemKiB(): number {
+  return Number(/RssShmem:\s+(\d+)/.exec(Deno.readTextFileSync("/proc/self/status"))![1]);
+}
+
+Deno.test('ContentIndex.scan() with bytes "none" reads a page\'s first time with pread, and later ones where they lie', async () => {
+  const pages = 1024;
+  const path = makeRamFile(
+    shmPath("none-first"),
+    Array.from({ length: pages }, (_, p) => patternPage(p)),
+  );
+  try {
+    using ram = RamFile.open(path);
+    using index = ContentIndex.create();
+    const guest = index.addGuest(ram);
+    const out = scanBuffers(pages);
+    const dataKiB = (pages * PAGE_SIZE) / 1024;
+    let before = shmemKiB();
+    assertEquals(index.scan(guest, 0, pages, out, { bytes: "none" }), pages);
+    const firstKiB = shmemKiB() - before;
+    assert(
+      firstKiB <= dataKiB * 0.1,
+      `the first scan mapped ${firstKiB} KiB of ${dataKiB} KiB of pages`,
+    );
+    assert(out.kinds.every((kind) => kind === New), "every page is new");
+    before = shmemKiB();
+    assertEquals(index.scan(guest, 0, pages, out, { bytes: "none" }), pages);
+    const againKiB = shmemKiB() - before;
+    assert(
+      againKiB >= dataKiB * 0.9,
+      `the rescan mapped only ${againKiB} KiB of ${dataKiB} KiB of pages`,
+    );
+    assert(out.kinds.every((kind) => kind === Unchanged), "every page is unchanged");
+  } finally {
+    await removeFiles(path);
+  }
+});
+
+Deno.test('ContentIndex.scan() with bytes "none" after partial scans finds what a scan that copies finds', async () => {
+  const pages = 3 * 256 + 40; // blocks of the page work whose first pages were scanned or not
+  const path = makeRamFile(
+    shmPath("none-mixed"),
+    Array.from({ length: pages }, (_, p) => {
+      if (p % 9 === 0) return "hole" as const;
+      if (p % 9 === 1) return "zero" as const;
+      if (p % 9 === 2) return patternPage(500 + (p % 13)); // duplicates
+      return patternPage(p);
+    }),
+  );
+  try {
+    using ram = RamFile.open(path);
+    // Partial scans before the whole one: the call's first page scanned or not, blocks of either.
+    const partials = [[[0, 100], [300, 300]], [[300, 300]], [[256, 1], [600, 100]], []] as const;
+    for (const before of partials) {
+      const results = (["all", "none"] as const).map((bytes) => {
+        using index = ContentIndex.create({ seed: 3n });
+        index.addGuest(ram);
+        const out = scanBuffers(pages);
+        for (const [first, count] of before) index.scan(0, first, count, out, { bytes });
+        assertEquals(index.scan(0, 0, pages, out, { bytes }), pages);
+        return {
+          kinds: [...out.kinds.subarray(0, pages)],
+          ids: [...out.ids.subarray(0, pages)],
+          hashes: [...index.pageHashes(0)],
+          contents: index.contents,
+        };
+      });
+      assertEquals(results[1], results[0], `after scans of ${JSON.stringify(before)}`);
+    }
+  } finally {
+    await removeFiles(path);
+  }
+});

@@ -83,8 +83,11 @@ export interface ScanOptions {
    *   mapping of the guest's file kept for the next scans, and only changed
    *   ones are copied (the lab's final round of a 256 MiB guest: 44 ms
    *   instead of 68, docs/design.md);
-   * - `"none"`: no page's (the buffer is scratch); every page is hashed and
-   *   compared where it lies, none copied: for a scan that only indexes.
+   * - `"none"`: no page's (the buffer is scratch), for a scan that only
+   *   indexes: pages scanned before are hashed and compared where they lie,
+   *   none copied; a page's first read is a pread into the buffer, as in
+   *   any scan (a first read through a mapping faults, which costs more
+   *   than the copy on these VMs: docs/design.md).
    */
   bytes?: PageBytes;
 }

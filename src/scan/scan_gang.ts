@@ -165,7 +165,7 @@ function* scanWith(
   const guests: GuestScanReport[] = [];
   for (const guest of gang.guests) {
     out.stats.fill(0n);
-    // It counts and indexes: pages are hashed and compared where they lie, none copied.
+    // It counts and indexes: no page's bytes are wanted (a page read before is hashed in place).
     const scanning = { out, threads, bytes: "none" as const };
     for (const chunk of scanChunks(gang, guest.number, scanning)) {
       done += chunk.count;
