@@ -101,10 +101,12 @@ int gw_ram_advise(gw_ram *ram, uint32_t advice);
  * first + count) that are in memory (never holes: that would allocate
  * them), then reads a byte of each (under a hypervisor that shadows page
  * tables the first read of a page traps even so), so that the next such
- * scan pays no page faults: a paused guest's final round is one. A range,
- * so that a caller can fill a large file a piece at a time. 0 or -errno
- * (-ERANGE: past the file's pages; -ENOMEM: the file cannot be mapped,
- * and scans then read it with pread).
+ * scan pays no page faults: a paused guest's final round is one. It may
+ * run on another thread than the file's other calls: gw_ram_close and
+ * gw_ram_resize wait for it, and no scan of the file may run meanwhile
+ * (it reads the mapping a premap may replace). 0 or -errno (-ERANGE: past
+ * the file's pages; -ENOMEM: the file cannot be mapped, and scans then
+ * read it with pread).
  */
 int gw_ram_premap(gw_ram *ram, uint32_t first, uint32_t count);
 

@@ -2,6 +2,7 @@
 #ifndef GANGWAY_INTERNAL_H
 #define GANGWAY_INTERNAL_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -19,6 +20,7 @@ struct gw_ram {
 	uint64_t whole_in;   /* the call (gw__call_id) in which fstat last found the file whole */
 	uint8_t *map;        /* the file mapped read-only for reads in place (ram_map.c), or NULL */
 	_Atomic int map_faulted; /* a guarded read of map faulted: zero pages stand in it */
+	pthread_mutex_t premapping; /* held by gw_ram_premap (another thread's, maybe): close and resize wait */
 };
 
 /* Pages of a file of size bytes, counting a short last page as a page. */

@@ -63,10 +63,12 @@ GW_EXPORT int gw_ram_open(const char *path, uint32_t flags, gw_ram **out)
 		goto fail;
 	}
 	ram->fd = fd;
+	pthread_mutex_init(&ram->premapping, NULL);
 	ram->writable = !!(flags & GW_OPEN_WRITE);
 	ram->size = (uint64_t)st.st_size;
 	ram->pages = (uint32_t)gw_pages_of(ram->size);
 	if (gw_pages_of(ram->size) > UINT32_MAX - 2) {
+		pthread_mutex_destroy(&ram->premapping);
 		free(ram);
 		err = -EFBIG;
 		goto fail;
@@ -82,7 +84,11 @@ GW_EXPORT void gw_ram_close(gw_ram *ram)
 {
 	if (!ram)
 		return;
+	/* A premap on another thread reads the mapping: it ends first. */
+	pthread_mutex_lock(&ram->premapping);
 	gw__ram_unmap(ram);
+	pthread_mutex_unlock(&ram->premapping);
+	pthread_mutex_destroy(&ram->premapping);
 	close(ram->fd);
 	free(ram);
 }
@@ -98,12 +104,18 @@ GW_EXPORT int gw_ram_resize(gw_ram *ram, uint64_t size)
 		return -EBADF;
 	if (gw_pages_of(size) > UINT32_MAX - 2)
 		return -EFBIG;
-	gw__ram_unmap(ram); /* sized for the old size */
-	if (ftruncate(ram->fd, (off_t)size) < 0)
-		return -errno;
+	pthread_mutex_lock(&ram->premapping); /* a premap on another thread reads the mapping */
+	gw__ram_unmap(ram);                   /* sized for the old size */
+	if (ftruncate(ram->fd, (off_t)size) < 0) {
+		int err = -errno;
+
+		pthread_mutex_unlock(&ram->premapping);
+		return err;
+	}
 	ram->data_start = ram->data_end = 0;
 	ram->size = size;
 	ram->pages = (uint32_t)gw_pages_of(size);
+	pthread_mutex_unlock(&ram->premapping);
 	return 0;
 }
 

@@ -124,14 +124,8 @@ static void touch_pages(void *arg)
 	(void)sum;
 }
 
-/*
- * Fills in the mapping now for the pages in memory, then reads a byte of each: MADV_POPULATE_READ
- * fills this kernel's page table, but under a hypervisor that shadows the page tables (a PVM
- * guest, such as one of the VMs this was measured on) each page's first read still traps to it (a
- * 256 MiB guest: populate 6 ms, then the first reads 67-96 ms, the next 1.2 ms:
- * docs/lab-results/runs/ab-26). Without the reads a paused guest's final round paid those traps.
- */
-GW_EXPORT int gw_ram_premap(gw_ram *ram, uint32_t first, uint32_t count)
+/* gw_ram_premap's work, with the file's premapping lock held. */
+static int premap_locked(gw_ram *ram, uint32_t first, uint32_t count)
 {
 	unsigned char resident[PREMAP_BLOCK];
 	uint64_t end = (uint64_t)first + count;
@@ -174,6 +168,25 @@ GW_EXPORT int gw_ram_premap(gw_ram *ram, uint32_t first, uint32_t count)
 		}
 	}
 	return 0;
+}
+
+/*
+ * Fills in the mapping now for the pages in memory, then reads a byte of each: MADV_POPULATE_READ
+ * fills this kernel's page table, but under a hypervisor that shadows the page tables (a PVM
+ * guest, such as one of the VMs this was measured on) each page's first read still traps to it (a
+ * 256 MiB guest: populate 6 ms, then the first reads 67-96 ms, the next 1.2 ms:
+ * docs/lab-results/runs/ab-26). Without the reads a paused guest's final round paid those traps.
+ * Those reads are slow enough to be made on a thread of their own (the sender's Deno call is
+ * non-blocking): closing or resizing the file waits for them under the premapping lock.
+ */
+GW_EXPORT int gw_ram_premap(gw_ram *ram, uint32_t first, uint32_t count)
+{
+	int result;
+
+	pthread_mutex_lock(&ram->premapping);
+	result = premap_locked(ram, first, count);
+	pthread_mutex_unlock(&ram->premapping);
+	return result;
 }
 
 void gw__ram_unmap(gw_ram *ram)

@@ -1,4 +1,11 @@
-import { assert, assertEquals, assertNotEquals, assertSameBytes, assertThrows } from "./_assert.ts";
+import {
+  assert,
+  assertEquals,
+  assertNotEquals,
+  assertRejects,
+  assertSameBytes,
+  assertThrows,
+} from "./_assert.ts";
 import { copyPages, PAGE_SIZE, RamFile } from "../src/native/ram_file.ts";
 import { hashPages, ramDigest, zeroPageHash } from "../src/native/hashing.ts";
 import { NativeError } from "../src/native/errno.ts";
@@ -77,7 +84,7 @@ Deno.test("RamFile.premap() maps the pages in memory now, and no hole", async ()
     using ram = RamFile.open(path);
     const blocks = ram.stat().blocks;
     const before = shmemKiB();
-    ram.premap();
+    await ram.premap();
     const mappedKiB = shmemKiB() - before;
     const dataKiB = (pages / 2) * (PAGE_SIZE / 1024);
     assert(mappedKiB >= dataKiB * 0.9, `${mappedKiB} KiB mapped now, of ${dataKiB} KiB of data`);
@@ -99,14 +106,36 @@ Deno.test("RamFile.premap(first, count) maps only that range, and refuses one pa
   try {
     using ram = RamFile.open(path);
     const before = shmemKiB();
-    ram.premap(512, 1024);
+    await ram.premap(512, 1024);
     const mappedKiB = shmemKiB() - before;
     const rangeKiB = 1024 * (PAGE_SIZE / 1024);
     assert(mappedKiB >= rangeKiB * 0.9, `${mappedKiB} KiB mapped now, of ${rangeKiB} KiB asked`);
     assert(mappedKiB <= rangeKiB * 1.1, `${mappedKiB} KiB mapped, more than the ${rangeKiB} asked`);
-    assertThrows(() => ram.premap(pages - 1, 2), RangeError, "it has 2048");
-    assertThrows(() => ram.premap(-1, 1), RangeError);
-    ram.premap(pages, 0); // an empty range at the end
+    await assertRejects(() => ram.premap(pages - 1, 2), RangeError, "it has 2048");
+    await assertRejects(() => ram.premap(-1, 1), RangeError);
+    await ram.premap(pages, 0); // an empty range at the end
+  } finally {
+    await removeFiles(path);
+  }
+});
+
+Deno.test("RamFile.close() during a premap leaves it the C handle until it ends", async () => {
+  const pages = 16_384; // 64 MiB: a premap that is still on its thread when close() comes
+  const path = makeRamFile(
+    shmPath("premap-close"),
+    Array.from({ length: pages }, (_, p) => patternPage(p % 64)),
+  );
+  try {
+    const ram = RamFile.open(path);
+    const filling = ram.premap();
+    ram.close(); // before the premap's thread even started, most likely
+    assertThrows(() => ram.stat(), Error, "closed");
+    await filling; // no crash, no error: it had the file to itself
+    const again = RamFile.open(path);
+    const second = again.premap(0, 100);
+    const third = again.premap(100, 100);
+    again.close();
+    await Promise.all([second, third]);
   } finally {
     await removeFiles(path);
   }

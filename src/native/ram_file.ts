@@ -93,6 +93,9 @@ export class RamFile implements Disposable {
     return new RamFile(path, Deno.UnsafePointer.create(out[0]!)!);
   }
 
+  /** Premaps on their thread, until they end: the C handle must outlive them. */
+  #premapping: Promise<void> | undefined;
+
   #handle(what: string): Deno.PointerObject {
     return ramHandle(this, `${what} "${this.path}"`);
   }
@@ -164,17 +167,18 @@ export class RamFile implements Disposable {
   /**
    * Maps the file for the scans that read pages where they lie (later
    * reads, see `ContentIndex.scan`'s `bytes`) and has the kernel fill in
-   * the mapping now for pages [first, first + count) that are in memory,
-   * then reads a byte of each, so that the next such scan pays no page
-   * faults (some 10 ms per 100 MB on one VM, 30-40 ms on one whose
-   * hypervisor shadows page tables, where the kernel's fill is not
-   * enough): a paused guest's final round is one, and its time is
-   * downtime. A file that cannot be mapped is left alone: its scans read
-   * it with pread.
+   * the mapping for pages [first, first + count) that are in memory, then
+   * reads a byte of each, so that the next such scan pays no page faults
+   * (some 10 ms per 100 MB on one VM, 30-40 ms on one whose hypervisor
+   * shadows page tables, where the kernel's fill is not enough): a paused
+   * guest's final round is one, and its time is downtime. On a thread of
+   * the runtime's, while the caller goes on: no scan of this file may run
+   * until it ends (closing the file waits for it). A file that cannot be
+   * mapped is left alone: its scans read it with pread.
    *
    * @throws RangeError when the range is past the file's pages
    */
-  premap(first = 0, count: number = this.pages - first): void {
+  async premap(first = 0, count: number = this.pages - first): Promise<void> {
     if (
       !(Number.isInteger(first) && Number.isInteger(count) && first >= 0 && count >= 0) ||
       first + count > this.pages
@@ -183,7 +187,12 @@ export class RamFile implements Disposable {
         `Cannot map pages ${first}..${first + count} of "${this.path}": it has ${this.pages}`,
       );
     }
-    const result = native().gw_ram_premap(this.#handle("premap"), first, count);
+    const call = native().gw_ram_premap(this.#handle("premap"), first, count);
+    // Chained: each premap holds the handle until it ends, whatever its order with the others.
+    const ended = Promise.allSettled([this.#premapping, call]).then(() => {});
+    this.#premapping = ended;
+    const result = await call;
+    if (this.#premapping === ended) this.#premapping = undefined;
     if (result !== -ENOMEM) check(result, `Cannot map "${this.path}"`);
   }
 
@@ -204,7 +213,10 @@ export class RamFile implements Disposable {
     };
   }
 
-  /** Closes the file; safe to call twice. */
+  /**
+   * Closes the file; safe to call twice. A premap still on its thread keeps
+   * the C handle until it ends (the file reads as closed at once).
+   */
   close(): void {
     let handle: Deno.PointerObject;
     try {
@@ -213,7 +225,11 @@ export class RamFile implements Disposable {
       return;
     }
     setRamHandle(this, undefined);
-    native().gw_ram_close(handle);
+    if (this.#premapping) {
+      this.#premapping.finally(() => native().gw_ram_close(handle)).catch(() => {});
+    } else {
+      native().gw_ram_close(handle);
+    }
   }
 
   /** Closes it, for `using`: see {@linkcode close}. */

@@ -8,7 +8,7 @@
 import { PARALLEL_CHUNK_PAGES, scanChunks } from "../scan/scan_chunks.ts";
 import { estimateChangedPages } from "../scan/scan_gang.ts";
 import type { Gang } from "../scan/gang.ts";
-import { PAGE_SIZE } from "../native/ram_file.ts";
+import { PAGE_SIZE, type RamFile } from "../native/ram_file.ts";
 import { emptyCounts, RoundPlanner } from "../plan/round_planner.ts";
 import { type DirtyTracker, rescanEverything } from "../plan/dirty_tracking.ts";
 import { type Preparation, prepareGang } from "../plan/preparation.ts";
@@ -63,6 +63,8 @@ export class GangSender implements AsyncDisposable {
   readonly #finished: boolean[];
   /** Guests some round has read (its first read sends every page; later ones what changed). */
   readonly #read: boolean[];
+  /** Guests whose mapping is being filled after their first read (RamFile.premap), by number. */
+  readonly #premapping = new Map<number, Promise<void>>();
   /** The index holds a scan of the gang: a preparation's, or the first round's. */
   #prepared = false;
   /** What sent the gang (then only verify() is left), or verify() once it ran. */
@@ -267,6 +269,9 @@ export class GangSender implements AsyncDisposable {
       }
       // A guest's first read sends every page, so it reads them all; later rounds read what may
       // have changed, and only changed pages are sent.
+      // Its mapping is read in place from now on: never while it is being filled.
+      await this.#premapping.get(guest.number);
+      this.#premapping.delete(guest.number);
       const firstRead = !this.#read[guest.number];
       this.#read[guest.number] = true;
       const out = this.#buffers.of(threads, firstRead);
@@ -277,9 +282,9 @@ export class GangSender implements AsyncDisposable {
       while (true) {
         const scanStarted = performance.now();
         const next = chunks.next();
-        // Later reads are in place: the guest's mapping is filled now, not in its final round, a
-        // chunk at a time (a large guest filled at once held this thread for seconds).
-        if (!next.done && firstRead && !final) guest.ram.premap(next.value.first, next.value.count);
+        // Later reads are in place: the guest's mapping is filled now, on a thread of its own
+        // while this one goes on to the next guest, not in the guest's final round.
+        if (next.done && firstRead && !final) this.#premapping.set(guest.number, premap(guest.ram));
         const scanned = performance.now();
         clock.scanMs += scanned - scanStarted;
         if (next.done) break;
@@ -393,4 +398,11 @@ export class GangSender implements AsyncDisposable {
     this.close();
     return Promise.resolve();
   }
+}
+
+/** Starts filling a file's mapping ({@linkcode RamFile.premap}): a failure is told where it is awaited. */
+function premap(ram: RamFile): Promise<void> {
+  const filling = ram.premap();
+  filling.catch(() => {}); // not an unhandled rejection meanwhile
+  return filling;
 }
