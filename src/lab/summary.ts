@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { ThrottleSteps } from "../plan/convergence.ts";
+import { type ThrottleSteps, withDefaultSteps } from "../plan/convergence.ts";
 import type { LabResult } from "./experiment.ts";
 import type { CompressionEstimate, CompressionReport } from "../transfer/compression_policy.ts";
 import type { GangwayBreakdown, MethodResult } from "./measurement.ts";
@@ -116,7 +116,7 @@ export function formatSummary(result: LabResult): string {
 export function formatThrottle(steps: ThrottleSteps, b: GangwayBreakdown): string {
   const percent = (share: number) => `${Math.round(share * 100)}%`;
   const throttled = b.rounds.filter((r) => r.throttle);
-  const { max, initial = 0.2, step = 0.1 } = steps;
+  const { max, initial, step } = withDefaultSteps(steps);
   return `auto-converge (every method: ${percent(initial)}, then ${percent(step)} more, ` +
     `at most ${percent(max)} of the guests' time): ` +
     (throttled.length === 0

@@ -107,6 +107,12 @@ export interface ThrottleSteps {
   step?: number;
 }
 
+/** The steps with QEMU's defaults for those not given: 20% first, then 10% more each time. */
+export function withDefaultSteps(steps: ThrottleSteps): Required<ThrottleSteps> {
+  const { max, initial = 0.2, step = 0.1 } = steps;
+  return { max, initial, step };
+}
+
 /**
  * The live rounds every throttle step may need, beyond the usual limit: a
  * default round limit grows by this much when the guests may be slowed,
@@ -127,7 +133,7 @@ export function throttleRounds(steps: ThrottleSteps): number {
  * @throws RangeError naming the share out of range
  */
 export function checkThrottleSteps(steps: ThrottleSteps): void {
-  const { max, initial = 0.2, step = 0.1 } = steps;
+  const { max, initial, step } = withDefaultSteps(steps);
   for (const [name, share] of [["max", max], ["initial", initial], ["step", step]] as const) {
     if (!(share >= 0.01 && share <= 0.99)) {
       throw new RangeError(`Cannot throttle by ${name} ${share}: a share from 0.01 to 0.99`);
@@ -140,7 +146,7 @@ export function checkThrottleSteps(steps: ThrottleSteps): void {
  * the next, or the most; undefined when already there (or `max` is 0).
  */
 export function nextThrottle(current: number, steps: ThrottleSteps): number | undefined {
-  const { max, initial = 0.2, step = 0.1 } = steps;
+  const { max, initial, step } = withDefaultSteps(steps);
   if (current >= max) return undefined;
   const next = current === 0 ? initial : current + step;
   // Rounded to a percent: 0.2 + 0.1 is 0.30000000000000004.
