@@ -267,11 +267,11 @@ export class GangSender implements AsyncDisposable {
         pagesBefore += guest.ram.pages;
         continue;
       }
-      // A guest's first read sends every page, so it reads them all; later rounds read what may
-      // have changed, and only changed pages are sent.
-      // Its mapping is read in place from now on: never while it is being filled.
+      // A guest read before is read in place: never while its mapping is being filled.
       await this.#premapping.get(guest.number);
       this.#premapping.delete(guest.number);
+      // A guest's first read sends every page, so it reads them all; later rounds read what may
+      // have changed, and only changed pages are sent.
       const firstRead = !this.#read[guest.number];
       this.#read[guest.number] = true;
       const out = this.#buffers.of(threads, firstRead);
