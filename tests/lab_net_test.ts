@@ -169,6 +169,11 @@ Deno.test("exitOnSignal() runs the caller's cleanup and removes the namespaces o
     child.process.kill("SIGINT");
     assertEquals((await child.process.status).code, 130);
     assertEquals(await Deno.readTextFile(marker), "cleaned up");
+    // The user is told why it takes a moment, and when it is over.
+    assertEquals(
+      await child.stderr,
+      "Interrupted (SIGINT): cleaning up first; SIGINT again exits at once\nCleaned up after SIGINT\n",
+    );
     const names = await listNamespaces();
     assert(namespaces.every((ns) => !names.includes(ns)), names.join());
     await child.done;
@@ -252,9 +257,10 @@ function startChild(how: string, marker?: string, env?: Record<string, string>) 
     env,
     stdin: "null",
     stdout: "piped",
-    stderr: "null",
+    stderr: "piped",
   }).spawn();
   const reader = process.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const stderr = new Response(process.stderr).text();
   const ready = (async () => {
     let text = "";
     while (!text.includes("\n")) {
@@ -267,7 +273,7 @@ function startChild(how: string, marker?: string, env?: Record<string, string>) 
   const done = ready.then(async () => {
     while (!(await reader.read()).done) { /* drain */ }
   }, () => reader.cancel());
-  return { process, ready, done };
+  return { process, ready, done, stderr };
 }
 
 Deno.test("a lab host sees the machine's cgroup cpu hierarchy again once it mounts it (auto-converge)", async () => {

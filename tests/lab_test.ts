@@ -180,6 +180,8 @@ Deno.test("Ctrl-C during the migration ends the lab with 130 and leaves no names
   await stdout;
   assert(signalled, `the migration never started:\n${seen}`);
   assertEquals(status.code, 130, seen);
+  assert(seen.includes("Interrupted (SIGINT): cleaning up first"), seen);
+  assert(seen.includes("Cleaned up after SIGINT"), seen);
   assert(!seen.includes("did not resume"), seen);
   assertEquals(await leftovers(lab.pid), []);
 });

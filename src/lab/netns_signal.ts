@@ -22,7 +22,8 @@ let exiting: Deno.Signal | null = null;
 /**
  * On SIGINT, SIGTERM or SIGHUP, runs the cleanup, then exits with 128 +
  * the signal's number (130 for Ctrl-C), as a shell expects of a program a
- * signal ended. Cleanups registered by several calls run latest first, one
+ * signal ended, and says so on stderr as it starts and when it is done (a
+ * cleanup may take seconds). Cleanups registered by several calls run latest first, one
  * after another, like `using` blocks unwinding. A second signal during the
  * cleanup exits at once; a cleanup that fails or takes over 20 s is
  * reported on stderr and the process exits all the same.
@@ -89,6 +90,7 @@ export function pendingSignal(): Deno.Signal | null {
 async function onSignal(signal: Deno.Signal, code: number): Promise<void> {
   if (exiting !== null) Deno.exit(code); // asked twice: the user wants out now
   exiting = signal;
+  console.error(`Interrupted (${signal}): cleaning up first; ${signal} again exits at once`);
   const timer = setTimeout(() => {
     console.error(`Cannot clean up after ${signal}: still running after ${CLEANUP_TIMEOUT_MS} ms`);
     Deno.exit(code);
@@ -104,5 +106,6 @@ async function onSignal(signal: Deno.Signal, code: number): Promise<void> {
     }
   }
   clearTimeout(timer);
+  console.error(`Cleaned up after ${signal}`);
   Deno.exit(code);
 }
