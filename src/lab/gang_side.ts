@@ -93,8 +93,9 @@ export async function runGangSide(options: GangSideOptions): Promise<GangSideRes
       copyDisks: options.copyStorage,
     },
   );
-  // Interrupted: closing the control connection makes the agent stop what it started.
-  using _signals = exitOnSignal(() => target.close());
+  // Interrupted: closing the control connection makes the agent stop what it started. The lab,
+  // this runner's parent, tells the user (the runner's stderr is relayed as its progress).
+  using _signals = exitOnSignal(() => target.close(), { announce: false });
   const roundEnds: number[] = [];
   try {
     const t0 = performance.now();

@@ -122,7 +122,7 @@ export {
   TARGET_ADDRESS,
 } from "./netns.ts";
 export { type LinkShape } from "./link_rate.ts";
-export { exitOnSignal, type SignalCleanup } from "./netns_signal.ts";
+export { exitOnSignal, type ExitOnSignalOptions, type SignalCleanup } from "./netns_signal.ts";
 export {
   barChart,
   type ChartOptions,

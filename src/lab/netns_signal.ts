@@ -14,17 +14,34 @@ const CLEANUP_TIMEOUT_MS = 20_000;
 /** What {@linkcode exitOnSignal} runs: may return a promise, which it awaits. */
 export type SignalCleanup = () => unknown;
 
+/** Options of {@linkcode exitOnSignal}. */
+export interface ExitOnSignalOptions {
+  /**
+   * Say on stderr that the cleanup starts and when it is done. Default
+   * true; false for a child process whose parent, signalled too, says it
+   * to the user (its stderr would repeat the words).
+   */
+  announce?: boolean;
+}
+
+/** A registered cleanup, and whether it wants the user told. */
+interface Registered {
+  cleanup: SignalCleanup;
+  announce: boolean;
+}
+
 /** The registered cleanups, latest last; listeners exist while it is not empty. */
-const cleanups: SignalCleanup[] = [];
+const cleanups: Registered[] = [];
 const listeners = new Map<Deno.Signal, () => void>();
 let exiting: Deno.Signal | null = null;
 
 /**
  * On SIGINT, SIGTERM or SIGHUP, runs the cleanup, then exits with 128 +
  * the signal's number (130 for Ctrl-C), as a shell expects of a program a
- * signal ended, and says so on stderr as it starts and when it is done (a
- * cleanup may take seconds). Cleanups registered by several calls run latest first, one
- * after another, like `using` blocks unwinding. A second signal during the
+ * signal ended, and (unless `options.announce` is false) says so on stderr
+ * as it starts and when it is done: a cleanup may take seconds. Cleanups
+ * registered by several calls run latest first, one after another, like
+ * `using` blocks unwinding. A second signal during the
  * cleanup exits at once; a cleanup that fails or takes over 20 s is
  * reported on stderr and the process exits all the same.
  *
@@ -35,6 +52,7 @@ let exiting: Deno.Signal | null = null;
  * {@linkcode LabNetwork}, `--allow-run`).
  *
  * @param cleanup What to undo: stop the guests, close the network...
+ * @param options Whether the user is told
  * @returns A handle that unregisters the cleanup
  *
  * @example
@@ -50,8 +68,11 @@ let exiting: Deno.Signal | null = null;
  * });
  * ```
  */
-export function exitOnSignal(cleanup: SignalCleanup): Disposable {
-  const entry: SignalCleanup = () => cleanup();
+export function exitOnSignal(
+  cleanup: SignalCleanup,
+  options: ExitOnSignalOptions = {},
+): Disposable {
+  const entry: Registered = { cleanup, announce: options.announce ?? true };
   cleanups.push(entry);
   if (listeners.size === 0) addListeners();
   return {
@@ -90,13 +111,16 @@ export function pendingSignal(): Deno.Signal | null {
 async function onSignal(signal: Deno.Signal, code: number): Promise<void> {
   if (exiting !== null) Deno.exit(code); // asked twice: the user wants out now
   exiting = signal;
-  console.error(`Interrupted (${signal}): cleaning up first; ${signal} again exits at once`);
+  const announce = cleanups.some((entry) => entry.announce);
+  if (announce) {
+    console.error(`Interrupted (${signal}): cleaning up first; ${signal} again exits at once`);
+  }
   const timer = setTimeout(() => {
     console.error(`Cannot clean up after ${signal}: still running after ${CLEANUP_TIMEOUT_MS} ms`);
     Deno.exit(code);
   }, CLEANUP_TIMEOUT_MS);
   while (cleanups.length > 0) {
-    const cleanup = cleanups.pop()!;
+    const { cleanup } = cleanups.pop()!;
     try {
       await cleanup();
     } catch (error) {
@@ -106,6 +130,6 @@ async function onSignal(signal: Deno.Signal, code: number): Promise<void> {
     }
   }
   clearTimeout(timer);
-  console.error(`Cleaned up after ${signal}`);
+  if (announce) console.error(`Cleaned up after ${signal}`);
   Deno.exit(code);
 }
