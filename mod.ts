@@ -66,6 +66,7 @@ export {
 export { type Preparation, prepareGang, type PrepareOptions } from "./src/plan/preparation.ts";
 export {
   type ConvergenceOptions,
+  type LiveRoundsEnd,
   nextThrottle,
   type RoundSize,
   roundSize,

@@ -324,6 +324,27 @@ Deno.test("goalVerdicts() judges traffic, TMT and worst downtime against the bes
   assertEquals(goalVerdicts({ ...zstdFaster, link: "none" })[1]!.goal, "TMT <= 0.8x qemu-zstd");
 });
 
+Deno.test("goalVerdicts() judges guests that keep writing by their rounds converging and TMT <= 0.8x, not by bytes", () => {
+  const busy = (ended: "converged" | "stalled" | undefined, tmt: number): LabResult => {
+    const gangway = measured("gangway", 300e6, tmt, [90]);
+    gangway.gangway = { ...gangway.gangway!, ...(ended && { liveRoundsEnded: ended }) };
+    const four = result(4, [gangway, measured("qemu-zstd", 280e6, 4, [400])]);
+    return { ...four, config: { ...four.config, workload: "busy" } };
+  };
+  assertEquals(goalVerdicts(busy("converged", 3)).map((g) => [g.goal, g.measured, g.met]), [
+    ["the live rounds converge", "they ended: converged", true],
+    ["TMT <= 0.8x qemu-zstd", "0.75x", true],
+    ["worst downtime <= 100 ms", "90 ms", true],
+    ["worst downtime <= qemu-zstd's worst", "90 ms vs 400 ms", true],
+  ]);
+  assertEquals(goalVerdicts(busy("stalled", 3.3)).slice(0, 2).map((g) => [g.measured, g.met]), [
+    ["they ended: stalled", false],
+    ["0.82x", false],
+  ]);
+  assertEquals(goalVerdicts(busy(undefined, 3))[0]!.met, false, "an older report says nothing");
+  assertEquals(labJson(busy("converged", 3), "deno task lab").gangway.liveRoundsEnded, "converged");
+});
+
 Deno.test("gangway alone (--compare none) has no ratios and no goals", () => {
   const alone = result(24, [measured("gangway", 700e6, 18, [800])]);
   assertEquals(goalVerdicts(alone), []);

@@ -38,6 +38,7 @@ Deno.test("send --json migrates RAM files to receive --once and prints the docum
       "guestBytes",
       "seconds",
       "verified",
+      "liveRoundsEnded",
     ]);
     assertEquals(report.guests, [
       { name: a.split("/").at(-1), bytes: 4 * PAGE_SIZE },
@@ -45,6 +46,7 @@ Deno.test("send --json migrates RAM files to receive --once and prints the docum
     ]);
     assertEquals(report.guestBytes, 6 * PAGE_SIZE);
     assertEquals(report.verified, true);
+    assertEquals(report.liveRoundsEnded, "none", "one pass by default: no live round");
     const round1 = report.rounds[0];
     assertEquals(Object.keys(round1.pages), [
       "zero",

@@ -59,6 +59,7 @@ Deno.test("transferGang() makes the target byte-identical, and sparse where the 
       [1, false, 0],
       [2, true, undefined],
     ]);
+    assertEquals(report.liveRoundsEnded, "converged");
     assertSameFiles(specs(paths), receiver.dir);
     for (const path of paths) {
       using target = RamFile.open(`${receiver.dir}/${path.split("/").at(-1)}`);
@@ -107,6 +108,7 @@ Deno.test("a round's report says where its time went: scan, plan, zstd, link and
       compression: "zstd",
     });
     assertEquals(report.rounds.length, 2);
+    assertEquals(report.liveRoundsEnded, "round limit");
     for (const { seconds, time } of report.rounds) {
       const parts = [
         time.scanSeconds,
@@ -163,6 +165,7 @@ Deno.test("transferGang() with one round moves a gang in one pass, its pages cla
     });
     assertEquals(paused, 1, "the gang is paused before its only round");
     assertEquals(report.rounds.map((r) => [r.round, r.final]), [[1, true]]);
+    assertEquals(report.liveRoundsEnded, "none", "one pass: no live round");
     assert(report.verified);
     assertSameFiles(specs(paths), onePass.dir);
     assertEquals(report.rounds[0]!.pages, withRounds.rounds[0]!.pages);
@@ -589,13 +592,16 @@ Deno.test("transferGang() slows the guests down when the rounds stall, and goes 
   // Round 5 sent round 4's writes (half), and only a tenth changed during it: the rounds end.
   assertEquals(live.map((r) => r.pages.unique), [8192, 2000, 2000, 2000, 1000]);
   assertEquals(report.rounds.at(-1)!.pages.unique, 200);
+  assertEquals(report.liveRoundsEnded, "converged");
 });
 
 Deno.test("transferGang() ends stalled rounds when the guests cannot be slowed (or more)", async () => {
   const without = await stallingTransfer();
   assertEquals(without.report.rounds.filter((r) => !r.final).length, 3);
   assertEquals(without.report.rounds.at(-1)!.pages.unique, 2000, "the final round is large");
+  assertEquals(without.report.liveRoundsEnded, "stalled");
   const once = await stallingTransfer([0.5]);
   assertEquals(once.slowed, [0.5]);
   assertEquals(once.report.rounds.filter((r) => !r.final).length, 4, "stalled again at 0.5");
+  assertEquals(once.report.liveRoundsEnded, "stalled", "and could be slowed no more");
 });

@@ -112,6 +112,7 @@ export function sendJson(report: MigrationReport) {
     guestBytes: report.guestBytes,
     seconds: report.seconds,
     verified: report.verified,
+    liveRoundsEnded: report.liveRoundsEnded,
   };
 }
 
@@ -131,7 +132,10 @@ function summary(report: MigrationReport): string {
       `(${((report.bytesOnWire / report.guestBytes) * 100).toFixed(1)}%) in ${
         report.seconds.toFixed(2)
       } s; ` +
-      `verified: ${report.verified}.`,
+      `verified: ${report.verified}` +
+      (report.liveRoundsEnded === "none"
+        ? "."
+        : `; the live rounds ended: ${report.liveRoundsEnded}.`),
   );
   return lines.join("\n");
 }

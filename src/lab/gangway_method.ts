@@ -196,6 +196,7 @@ export async function runGangwayMethod(
       compression: report.transfer.compression,
       rounds: report.transfer.rounds.length,
       verified: report.transfer.verified,
+      ...(report.transfer.liveRoundsEnded && { liveRoundsEnded: report.transfer.liveRoundsEnded }),
       breakdown: result.breakdown,
     },
   };

@@ -7,6 +7,7 @@ import type { QemuGuest } from "../qemu/guest.ts";
 import type { DowntimeParts } from "../qemu/downtime_parts.ts";
 import type { CompressionReport } from "../transfer/compression_policy.ts";
 import type { RoundTime } from "../transfer/sender_options.ts";
+import type { LiveRoundsEnd } from "../plan/convergence.ts";
 import type { ResumeCheck } from "./resumed.ts";
 import type { ApplicationView } from "./app_view.ts";
 
@@ -69,6 +70,8 @@ export interface GangwayDetails {
   rounds: number;
   /** The target found every guest's RAM identical to the source's. */
   verified: boolean;
+  /** Why the live rounds ended ("converged", "round limit"...; absent in older reports). */
+  liveRoundsEnded?: LiveRoundsEnd;
   /** Where the time went. */
   breakdown: GangwayBreakdown;
 }

@@ -46,6 +46,7 @@ export { type FollowOptions, SerialRecorder } from "./serial_recorder.ts";
 export { applicationChart } from "./app_plot.ts";
 export { type DiskStorage, type GangwayMethodOptions, runGangwayMethod } from "./gangway_method.ts";
 export type { CompressionMode, CompressionReport } from "../transfer/compression_policy.ts";
+export type { LiveRoundsEnd } from "../plan/convergence.ts";
 export type { DowntimeParts } from "../qemu/downtime_parts.ts";
 export { type QemuMethodOptions, runQemuMethod } from "./qemu_method.ts";
 export { checkResumed, type ResumeCheck } from "./resumed.ts";

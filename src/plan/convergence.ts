@@ -51,6 +51,14 @@ export function roundSize(
 export type StopReason = "converged" | "round limit" | "stalled";
 
 /**
+ * Why a migration's live rounds ended: a {@linkcode StopReason} ("stalled"
+ * once the guests were slowed as far as allowed, when they could be),
+ * "content room" (the content index could not take another round), or
+ * "none": there were none, the gang went in one pass.
+ */
+export type LiveRoundsEnd = StopReason | "content room" | "none";
+
+/**
  * Whether the next round should be the final one: the last live round was
  * small enough, or what changed since it is estimated to be (round 1
  * sends every page, so unless the gang is that small only the estimate

@@ -12,6 +12,7 @@
 import type { Gang } from "../scan/gang.ts";
 import {
   type ConvergenceOptions,
+  type LiveRoundsEnd,
   type RoundSize,
   roundSize,
   shouldStopLiveRounds,
@@ -109,6 +110,13 @@ export interface MigrationReport {
   verifySeconds: number;
   /** How rounds after the first chose the pages to re-read: "rescan" (every page) or "soft-dirty". */
   dirtyTracking: string;
+  /**
+   * Why the live rounds ended: "converged" (the last one, or what changed
+   * after it, was small enough), "round limit" (`maxRounds`), "stalled"
+   * (they stopped shrinking), "content room", or "none" (`maxRounds: 1`:
+   * one pass). Absent in a report of a transfer that ended before its rounds did.
+   */
+  liveRoundsEnded?: LiveRoundsEnd;
   /** What compression of page data did. */
   compression: CompressionReport;
 }
@@ -145,13 +153,16 @@ export async function transferGang(
     // A round registers at most a content per page: room for the next one and the final round.
     const roomLeft = () => sender!.contentRoom >= 2 * gang.pages;
     let throttle = 0;
-    while (!onePass && roomLeft()) {
+    let ended: LiveRoundsEnd | undefined = onePass ? "none" : undefined;
+    while (!ended) {
       const why = whyStopLiveRounds(sizes, options);
-      if (why === "stalled" && options.slowGuests) {
+      if (!roomLeft()) ended = "content room";
+      else if (why === "stalled" && options.slowGuests) {
         const slowed = await options.slowGuests();
-        if (slowed === undefined) break;
-        throttle = slowed;
-      } else if (why !== undefined) break;
+        if (slowed === undefined) ended = "stalled"; // slowed as far as allowed
+        else throttle = slowed;
+      } else ended = why;
+      if (ended) break;
       const report = await sender.round();
       if (throttle > 0) report.throttle = throttle;
       const estimating = performance.now();
@@ -198,6 +209,7 @@ export async function transferGang(
       pausedSeconds: (now - pausedAt) / 1000,
       verifySeconds: (now - verifyStarted) / 1000,
       dirtyTracking: sender.dirtyTracking,
+      liveRoundsEnded: ended,
       compression: sender.compression,
     };
   } catch (error) {
