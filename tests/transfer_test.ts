@@ -605,3 +605,54 @@ Deno.test("transferGang() ends stalled rounds when the guests cannot be slowed (
   assertEquals(once.report.rounds.filter((r) => !r.final).length, 4, "stalled again at 0.5");
   assertEquals(once.report.liveRoundsEnded, "stalled", "and could be slowed no more");
 });
+
+Deno.test("transferGang() lets a guest that wrote much while the ones before it finished catch up live before its final round, unless the rounds hit their limit", async () => {
+  const pages = 1024;
+  for (const maxRounds of [undefined, 2]) {
+    const paths = [0, 1].map((g) =>
+      makeRamFile(
+        shmPath(`catch${g}`),
+        Array.from({ length: pages }, (_, p) => patternPage(p + g * pages)),
+      )
+    );
+    await using receiver = await startReceiver();
+    try {
+      using gang = Gang.open(specs(paths), { seed: randomSeed() });
+      const report = await transferGang(gang, await receiver.connect(), {
+        maxRounds,
+        pause: () => {},
+        pauseGuest: (g) => {
+          if (g !== 0) return;
+          // Guest 1 runs on while guest 0 finishes: three quarters of its pages change, in one
+          // block (the estimate, from one page in 61, sees 12 or 13 of its 17 samples changed).
+          using ram = RamFile.open(paths[1]!, { write: true });
+          const changed = Uint32Array.from({ length: (3 * pages) / 4 }, (_, i) => i + 100);
+          ram.write(changed, new Uint8Array(changed.length * PAGE_SIZE).fill(0x5a));
+        },
+        resume: () => {},
+      });
+      assert(report.verified);
+      assertSameFiles(specs(paths), receiver.dir);
+      const rounds = report.rounds.map((r) => [r.final, r.guest, r.caughtUp]);
+      if (maxRounds === undefined) {
+        // Round 1 was small enough: the rounds converged. Guest 0 changed nothing: no catch-up.
+        assertEquals(report.liveRoundsEnded, "converged");
+        assertEquals(rounds, [
+          [false, undefined, undefined],
+          [false, 0, undefined],
+          [false, undefined, 1],
+          [false, 1, undefined],
+          [true, undefined, undefined],
+        ]);
+        assertEquals(report.rounds[2]!.pages.unique, 1, "the catch-up sends the changed block");
+        assertEquals(report.rounds[3]!.pages.unique, 0, "guest 1's final round sends nothing");
+      } else {
+        assertEquals(report.liveRoundsEnded, "round limit");
+        assertEquals(rounds.filter(([, , caughtUp]) => caughtUp !== undefined), []);
+        assertEquals(report.rounds[2]!.pages.unique, 1, "guest 1's final round carries its writes");
+      }
+    } finally {
+      await removeFiles(...paths);
+    }
+  }
+});

@@ -196,6 +196,25 @@ export class GangSender implements AsyncDisposable {
   }
 
   /**
+   * A live round of one guest while it runs: what it changed since its last
+   * read is sent, and it stays in the gang. Before its own final round it
+   * makes that round carry only what the guest writes meanwhile.
+   *
+   * @throws Error after the gang is sent, for a guest finished already, or one no round has read
+   */
+  async guestRound(guest: number): Promise<RoundReport> {
+    if (this.#sentBy) throw new Error(`guestRound() after ${this.#sentBy}: the gang is sent`);
+    if (this.#finished[guest] !== false || !this.#read[guest]) {
+      throw new Error(
+        `Cannot catch guest ${guest} up: it is finished, not in the gang, or not read yet`,
+      );
+    }
+    const report = await this.#runRound(false, { guest, paused: false });
+    report.caughtUp = guest;
+    return report;
+  }
+
+  /**
    * The final round of one guest, whose writer the caller has paused while
    * the others may still run: the guest's changed pages are sent and its
    * digest verified by the target. From then on it is finished: no later
@@ -214,7 +233,7 @@ export class GangSender implements AsyncDisposable {
     if (this.#finished[guest] !== false) {
       throw new Error(`Cannot finish guest ${guest}: it is finished already, or not in the gang`);
     }
-    const report = await this.#runRound(false, guest);
+    const report = await this.#runRound(false, { guest, paused: true });
     applied?.();
     const done = encodeGuestDone(guest, this.#digest(guest));
     const verified = await this.#link.ask(done, FrameType.GuestVerified, this.#pausedAnswerTimeout);
@@ -245,8 +264,11 @@ export class GangSender implements AsyncDisposable {
     return await this.#runRound(true);
   }
 
-  /** A round over every guest not finished yet, or over `only` (finishGuest). */
-  async #runRound(final: boolean, only?: number): Promise<RoundReport> {
+  /** A round over every guest not finished yet, or over one: paused (finishGuest) or not (guestRound). */
+  async #runRound(
+    final: boolean,
+    only?: { guest: number; paused: boolean },
+  ): Promise<RoundReport> {
     const round = ++this.#roundsStarted;
     // No preparation: this round is the gang's first scan, and tracking starts before it reads
     // (unless it is the final round: no round comes after it to use the tracking).
@@ -263,7 +285,7 @@ export class GangSender implements AsyncDisposable {
     // 32-54 ms for a guest's 256 MiB, one 26-31: docs/lab-results/runs/ab-16).
     const threads = final ? this.#buffers.finalThreads : 1;
     for (const guest of this.#gang.guests) {
-      if (this.#finished[guest.number] || (only !== undefined && guest.number !== only)) {
+      if (this.#finished[guest.number] || (only && guest.number !== only.guest)) {
         pagesBefore += guest.ram.pages;
         continue;
       }
@@ -308,14 +330,14 @@ export class GangSender implements AsyncDisposable {
       }
       pagesBefore += guest.ram.pages;
     }
-    if (final || only !== undefined) checkSizesUnchanged(this.#gang);
+    if (final || only?.paused) checkSizesUnchanged(this.#gang);
     await this.#link.send(encodeRoundEnd(round, final));
     await this.#link.flush();
     clock.flushed();
     // A final round, and a guest's own (finishGuest), run with guests paused.
     const acknowledged = await this.#link.answers.expect(
       FrameType.RoundDone,
-      final || only !== undefined ? this.#pausedAnswerTimeout : this.#answerTimeout,
+      final || only?.paused ? this.#pausedAnswerTimeout : this.#answerTimeout,
     );
     clock.acknowledged();
     if (acknowledged !== round) {
@@ -323,7 +345,7 @@ export class GangSender implements AsyncDisposable {
     }
     if (firstScan) this.#planner.noteFirstScan(counts); // it counts identical pages anew
     const report = clock.report(round, final, counts);
-    if (only !== undefined) report.guest = only;
+    if (only?.paused) report.guest = only.guest;
     this.rounds.push(report);
     if (!final && only === undefined) this.#buffers.large(); // after the round's own time
     return report;
@@ -335,11 +357,13 @@ export class GangSender implements AsyncDisposable {
    * guest no round has read counts whole): without soft-dirty bits a round
    * re-reads the whole gang to find what changed, and this tells first, for
    * 1/61 of that, whether it is little enough for the final round.
+   *
+   * @param only the guest to estimate alone
    */
-  estimateChanged(): number {
+  estimateChanged(only?: number): number {
     let estimate = 0;
     for (const { number, ram } of this.#gang.guests) {
-      if (this.#finished[number]) continue;
+      if (this.#finished[number] || (only !== undefined && number !== only)) continue;
       estimate += this.#read[number] ? estimateChangedPages(this.#gang, number) : ram.pages;
     }
     return estimate;

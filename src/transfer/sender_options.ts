@@ -84,6 +84,8 @@ export interface RoundReport {
   final: boolean;
   /** The guest this round finished alone (`GangSender.finishGuest`), if it did. */
   guest?: number;
+  /** The guest this live round read alone (`GangSender.guestRound`: a catch-up before its final round), if it did. */
+  caughtUp?: number;
   /** From the first page scanned to the target's acknowledgement. */
   seconds: number;
   /** Bytes written to the target in this round, headers included. */
