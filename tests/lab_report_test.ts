@@ -491,7 +491,7 @@ Deno.test("writeSweepFiles() writes the JSON, the figures and a summary that lin
   }
 });
 
-Deno.test("formatBreakdown() tells the guests' own final rounds from live rounds", () => {
+Deno.test("formatBreakdown() tells the guests' own final rounds and catch-ups from live rounds", () => {
   const time = {
     scanSeconds: 0.04,
     planSeconds: 0,
@@ -505,15 +505,23 @@ Deno.test("formatBreakdown() tells the guests' own final rounds from live rounds
     rounds: [
       { round: 1, final: false, seconds: 2, bytesOnWire: 100e6 },
       { round: 2, final: false, seconds: 0.08, bytesOnWire: 1e5, guest: 0, time },
-      { round: 3, final: false, seconds: 0.07, bytesOnWire: 1e5, guest: 1, time },
-      { round: 4, final: true, seconds: 0, bytesOnWire: 13 },
+      { round: 3, final: false, seconds: 0.03, bytesOnWire: 1e5, caughtUp: 1, time },
+      { round: 4, final: false, seconds: 0.07, bytesOnWire: 1e5, guest: 1, time },
+      { round: 5, final: true, seconds: 0, bytesOnWire: 13 },
     ],
     pausedSeconds: 0.2,
     switchOverSeconds: 0.4,
   };
   const text = formatBreakdown(breakdown);
-  assert(text.includes("live rounds 2.00 s, each guest's final round 0.08 + 0.07 s"), text);
-  assert(formatRoundTimes(breakdown).startsWith("guest 1's final 0.08 s = scan 0.04"));
+  assert(
+    text.includes(
+      "live rounds 2.00 s, catch-up rounds 0.03 s (guest 2), each guest's final round 0.08 + 0.07 s",
+    ),
+    text,
+  );
+  const rounds = formatRoundTimes(breakdown);
+  assert(rounds.startsWith("guest 1's final 0.08 s = scan 0.04"), rounds);
+  assert(rounds.includes("; guest 2's catch-up 0.03 s = scan 0.04"), rounds);
 });
 
 Deno.test("formatThrottle() says which rounds gangway throttled its guests in, or that none did", () => {

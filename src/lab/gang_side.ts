@@ -136,6 +136,7 @@ export async function runGangSide(options: GangSideOptions): Promise<GangSideRes
         bytesOnWire: r.bytesOnWire,
         time: r.time,
         ...(r.guest === undefined ? {} : { guest: r.guest }),
+        ...(r.caughtUp === undefined ? {} : { caughtUp: r.caughtUp }),
         ...(r.throttle ? { throttle: r.throttle } : {}),
       })),
       pausedSeconds: timeline.switchOver - timeline.paused,

@@ -45,6 +45,8 @@ export interface GangwayBreakdown {
     time?: RoundTime;
     /** The guest (from 0) this round was the final one of, when guests end one at a time. */
     guest?: number;
+    /** The guest (from 0) this live round caught up alone before its final round. */
+    caughtUp?: number;
     /** The share of the guests' CPU time held back during this round (auto-converge). */
     throttle?: number;
   }[];

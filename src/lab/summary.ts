@@ -167,8 +167,11 @@ export function formatApplication(view: ApplicationView): string {
  * @returns One line
  */
 export function formatBreakdown(b: GangwayBreakdown): string {
-  const live = b.rounds.filter((r) => !r.final && r.guest === undefined)
+  const live = b.rounds.filter((r) => !r.final && r.guest === undefined && r.caughtUp === undefined)
     .map((r) => r.seconds.toFixed(2));
+  // A guest that wrote much before its final round: a live round of it alone first.
+  const catchUps = b.rounds.filter((r) => r.caughtUp !== undefined)
+    .map((r) => `${r.seconds.toFixed(2)} s (guest ${r.caughtUp! + 1})`);
   // Guests ended one at a time: each one's final round, with only that guest paused.
   const guests = b.rounds.filter((r) => r.guest !== undefined).map((r) => r.seconds.toFixed(2));
   const final = b.rounds.find((r) => r.final);
@@ -181,6 +184,7 @@ export function formatBreakdown(b: GangwayBreakdown): string {
   return `setup ${b.setupSeconds.toFixed(2)} s (before the TMT), ` +
     `handshake ${b.handshakeSeconds.toFixed(2)} s, ` +
     `live rounds ${live.length > 0 ? live.join(" + ") : "none"} s, ` +
+    (catchUps.length > 0 ? `catch-up rounds ${catchUps.join(" + ")}, ` : "") +
     (guests.length > 0 ? `each guest's final round ${guests.join(" + ")} s, ` : "") +
     `paused ${b.pausedSeconds.toFixed(2)} s (${pausing}final round ${
       final?.seconds.toFixed(2) ?? "?"
@@ -188,9 +192,10 @@ export function formatBreakdown(b: GangwayBreakdown): string {
     `switch-over ${b.switchOverSeconds.toFixed(2)} s`;
 }
 
-/** "final", a guest's final round ("guest 2's final"), or the round's number. */
+/** "final", a guest's final round ("guest 2's final"), its catch-up ("guest 2's catch-up"), or the round's number. */
 function roundName(r: GangwayBreakdown["rounds"][number]): string {
   if (r.final) return "final";
+  if (r.caughtUp !== undefined) return `guest ${r.caughtUp + 1}'s catch-up`;
   return r.guest === undefined ? `${r.round}` : `guest ${r.guest + 1}'s final`;
 }
 
