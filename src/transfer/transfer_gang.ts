@@ -187,7 +187,9 @@ export async function transferGang(
         // A guest that wrote much since the last round (the live rounds stalled, or the guests
         // before it took a while to finish) catches up live first, alone, which takes a fraction
         // of a gang's round: its final round (its downtime) then carries only what it writes
-        // meanwhile. Not past a round limit, nor without room for contents.
+        // meanwhile. Not past a round limit, nor after the rounds ran out of content room; else the
+        // room the last live round left (2 pages' worth a page) holds a catch-up and a final round
+        // of every guest.
         if (
           (ended === "converged" || ended === "stalled") &&
           sender.estimateChanged(guest.number) > CATCH_UP_PAGES
