@@ -119,6 +119,16 @@ typedef void gw__guarded_fn(void *arg);
  */
 int gw__ram_guarded(gw_ram *ram, gw__guarded_fn *fn, void *arg);
 
+/*
+ * Compares page p of ram, where it lies in the file's mapping, with the
+ * given page's bytes: 1 if equal, 0 if not, -ESTALE if the file shrank.
+ * -EAGAIN when the file is not mapped, a premap fills its mapping now, or
+ * this thread reads under a guard already: read the page with pread then.
+ * Never maps the file: only a mapping a premap filled is cheaper to read
+ * than a pread on these VMs.
+ */
+int gw__ram_compare_mapped(gw_ram *ram, uint32_t p, const uint8_t *page);
+
 /* Most threads a scan uses, the caller's included. */
 #define GW_MAX_THREADS 8
 

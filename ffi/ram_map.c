@@ -29,6 +29,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/mman.h>
 
 #include "internal.h"
@@ -103,6 +104,37 @@ const uint8_t *gw__ram_map(gw_ram *ram)
 		return NULL; /* no mapping (no address space, a file that cannot be mapped): pread will do */
 	ram->map = map;
 	return map;
+}
+
+/* A page compared with the bytes of a mapped page. */
+struct compare {
+	const uint8_t *mapped, *page;
+	int equal;
+};
+
+static void compare_page(void *arg)
+{
+	struct compare *c = arg;
+
+	c->equal = memcmp(c->mapped, c->page, GW_PAGE_SIZE) == 0;
+}
+
+int gw__ram_compare_mapped(gw_ram *ram, uint32_t p, const uint8_t *page)
+{
+	int result = -EAGAIN;
+
+	/* Held by a premap that fills the mapping now (or may map the file anew): pread will do. */
+	if (pthread_mutex_trylock(&ram->premapping))
+		return -EAGAIN;
+	if (ram->map && !atomic_load(&ram->map_faulted) && p < ram->pages) {
+		struct compare c = {ram->map + ((size_t)p << GW_PAGE_SHIFT), page, 0};
+		int err = gw__ram_guarded(ram, compare_page, &c);
+
+		/* -EDEADLK: this thread reads another file's mapping under a guard already. */
+		result = err == -EDEADLK ? -EAGAIN : err ? err : c.equal;
+	}
+	pthread_mutex_unlock(&ram->premapping);
+	return result;
 }
 
 /* Pages premap asks mincore about at a time. */

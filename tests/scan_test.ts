@@ -1,9 +1,10 @@
 import { assertEquals, assertThrows } from "./_assert.ts";
 import { Gang } from "../src/scan/gang.ts";
 import { rescanGuest, scanGang } from "../src/scan/scan_gang.ts";
+import { scanChunks } from "../src/scan/scan_chunks.ts";
 import { PAGE_SIZE, RamFile } from "../src/native/ram_file.ts";
 import { NativeError } from "../src/native/errno.ts";
-import { MAX_SCAN_THREADS } from "../src/native/content_index.ts";
+import { MAX_SCAN_THREADS, scanBuffers } from "../src/native/content_index.ts";
 import { makeRamFile, patternPage, removeFiles, shmPath } from "./_fixtures.ts";
 
 const [p1, p2, p3, p4] = [1, 2, 3, 4].map(patternPage) as [
@@ -102,6 +103,50 @@ Deno.test("rescanGuest() returns exactly the pages changed since the last scan",
     }
     assertEquals([...rescanGuest(gang, 1)], [0, 2]);
     assertEquals([...rescanGuest(gang, 1)], []);
+  } finally {
+    await removeFiles(...paths);
+  }
+});
+
+Deno.test("a first read that confirms a duplicate in a premapped guest whose file shrank names that file", async () => {
+  // Read a and fill its mapping (as a live round does after a guest's first read); truncate a;
+  // b's first read finds a's contents: its confirms compare them where a's pages lay, in the
+  // mapping, past the end of a's file now (SIGBUS there, without the library's guard).
+  const a = makeRamFile(shmPath("a"), [p1, p2]);
+  const b = makeRamFile(shmPath("b"), [p2, p1]);
+  try {
+    using gang = Gang.open([{ name: "a", path: a }, { name: "b", path: b }]);
+    for (const _ of scanChunks(gang, 0)) { /* a's first read */ }
+    await gang.guests[0]!.ram.premap();
+    RamFile.open(a, { write: true }).resize(0);
+    const error = assertThrows(() => [...scanChunks(gang, 1)], NativeError);
+    assertEquals(
+      error.message,
+      `Cannot read guest RAM "${a}": the file shrank from ${2 * PAGE_SIZE} to 0 bytes`,
+    );
+    assertEquals(error.code, "ESTALE");
+  } finally {
+    await removeFiles(a, b);
+  }
+});
+
+Deno.test("a first read confirms duplicates in a premapped guest: the same counts as without", async () => {
+  const paths = makeGang();
+  try {
+    const counts = [];
+    for (const premapped of [false, true]) {
+      using gang = Gang.open(paths.map((path, i) => ({ name: `g${i}`, path })));
+      const kinds: number[] = []; // each page's kind and content id
+      for (const guest of gang.guests) {
+        const out = scanBuffers(16);
+        for (const chunk of scanChunks(gang, guest.number, { out })) {
+          kinds.push(...out.kinds.subarray(0, chunk.count), ...out.ids.subarray(0, chunk.count));
+        }
+        if (premapped) await guest.ram.premap();
+      }
+      counts.push(kinds);
+    }
+    assertEquals(counts[1], counts[0]);
   } finally {
     await removeFiles(...paths);
   }
