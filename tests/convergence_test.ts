@@ -51,6 +51,19 @@ Deno.test("whyStopLiveRounds() tells rounds that stalled from rounds that conver
   assertEquals(whyStopLiveRounds([], { maxRounds: 1 }), "round limit");
 });
 
+Deno.test("whyStopLiveRounds() counts the threshold once for each pause the gang ends in", () => {
+  const after = (changedAfter: number) => [{ round: 1, pagesSent: 60_000, changedAfter }];
+  // Four guests ending one at a time, 7,000 pages changed in all: under 2,048 a guest.
+  assertEquals(whyStopLiveRounds(after(7_000)), undefined, "one pause: too many");
+  assertEquals(whyStopLiveRounds(after(7_000), {}, 4), "converged");
+  assertEquals(whyStopLiveRounds(after(9_000), {}, 4), undefined, "over 2,048 a guest");
+  assertEquals(shouldStopLiveRounds(rounds(60_000, 9_000), { stopPages: 3_000 }, 3), true);
+  assertEquals(whyStopLiveRounds(rounds(60_000, 9_000, 8_000), {}, 2), "stalled");
+  for (const pauses of [0, 1.5, -1]) {
+    assertThrows(() => whyStopLiveRounds([], {}, pauses), RangeError, "positive integer");
+  }
+});
+
 Deno.test("checkThrottleSteps() refuses steps that would never reach their most", () => {
   checkThrottleSteps({ max: 0.99 });
   checkThrottleSteps({ max: 0.05, initial: 0.01, step: 0.01 });

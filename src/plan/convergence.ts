@@ -18,7 +18,8 @@ export interface ConvergenceOptions {
   maxRounds?: number;
   /**
    * Stop once a live round handled at most this many pages, or at most this
-   * many are estimated changed after it (`RoundSize.changedAfter`).
+   * many are estimated changed after it (`RoundSize.changedAfter`), for each
+   * pause that follows (see {@linkcode whyStopLiveRounds}'s `pauses`).
    * Default 2048 (8 MiB).
    */
   stopPages?: number;
@@ -66,26 +67,39 @@ export type LiveRoundsEnd = StopReason | "content room" | "none";
  * the round limit is reached, or the rounds stopped shrinking (the guests
  * write as fast as we send: more rounds would not make the final one
  * smaller).
+ *
+ * @param pauses the pauses the gang's last pages are sent in: 1 when the
+ * gang pauses at once for one final round; its guests when they end one at
+ * a time, each after a live round of its own (`transferGang`'s
+ * `pauseGuest`), so that each pause carries a guest's share
  */
 export function shouldStopLiveRounds(
   history: readonly RoundSize[],
   options: ConvergenceOptions = {},
+  pauses = 1,
 ): boolean {
-  return whyStopLiveRounds(history, options) !== undefined;
+  return whyStopLiveRounds(history, options, pauses) !== undefined;
 }
 
 /**
  * Why the next round should be the final one (see
- * {@linkcode shouldStopLiveRounds}), or undefined while live rounds should
- * go on. A caller that can slow the guests down (auto-converge) may go on
- * after "stalled": the rounds may shrink again once the guests write less.
+ * {@linkcode shouldStopLiveRounds}, and its `pauses`), or undefined while
+ * live rounds should go on. A caller that can slow the guests down
+ * (auto-converge) may go on after "stalled": the rounds may shrink again
+ * once the guests write less.
+ *
+ * @throws RangeError unless `pauses` is a positive integer
  */
 export function whyStopLiveRounds(
   history: readonly RoundSize[],
   options: ConvergenceOptions = {},
+  pauses = 1,
 ): StopReason | undefined {
+  if (!Number.isInteger(pauses) || pauses < 1) {
+    throw new RangeError(`Cannot end live rounds in ${pauses} pauses: a positive integer`);
+  }
   const maxRounds = options.maxRounds ?? DEFAULT_MAX_ROUNDS;
-  const stopPages = options.stopPages ?? 2048;
+  const stopPages = (options.stopPages ?? 2048) * pauses;
   const last = history.at(-1);
   if (!last) return maxRounds <= 1 ? "round limit" : undefined;
   if (history.length + 1 >= maxRounds) return "round limit";

@@ -160,12 +160,15 @@ export async function transferGang(
     const sizes: RoundSize[] = [];
     // No live rounds: the final round is the only one, and it sends the gang in one pass.
     const onePass = shouldStopLiveRounds(sizes, options);
+    // Guests that end one at a time each catch up alone before their pause (below): the live
+    // rounds of the gang need only bring each guest's share of the changes to the threshold.
+    const pauses = options.pauseGuest ? gang.guests.length : 1;
     // A round registers at most a content per page: room for the next one and the final round.
     const roomLeft = () => sender!.contentRoom >= 2 * gang.pages;
     let throttle = 0;
     let ended: LiveRoundsEnd | undefined = onePass ? "none" : undefined;
     while (!ended) {
-      const why = whyStopLiveRounds(sizes, options);
+      const why = whyStopLiveRounds(sizes, options, pauses);
       if (!roomLeft()) ended = "content room";
       else if (why === "stalled" && options.slowGuests) {
         const slowed = await options.slowGuests();
