@@ -30,9 +30,11 @@ export class RoundBuffers {
 
   /**
    * The 16 MiB buffers, made at once if missing, and the final round's
-   * helper threads: to be made after a live round, as fresh memory and new
-   * threads are slow on a VM (the first guest's downtime grew by 60-90 ms
-   * when they were made while it was paused: docs/lab-results/runs/ab-15).
+   * helper threads: to be made before any guest is paused, as fresh memory
+   * and new threads are slow on a VM (the first guest's downtime grew by
+   * 60-90 ms when they were made while it was paused:
+   * docs/lab-results/runs/ab-15). A sender makes them while the target
+   * answers its HELLO.
    */
   large(): ScanBuffers {
     if (!this.#large) {

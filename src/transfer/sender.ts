@@ -121,7 +121,13 @@ export class GangSender implements AsyncDisposable {
         token: options.token ?? "",
         guests: gang.guests.map((g) => ({ name: g.name, size: g.ram.size })),
       });
-      await sender.#link.ask(hello, FrameType.Welcome, sender.#answerTimeout);
+      await sender.#link.send(hello);
+      await sender.#link.flush();
+      // While the target opens the gang's files: the buffers and threads of the rounds after the
+      // first, fresh memory and new threads being slow on a VM (they came after round 1 before,
+      // some 20-40 ms of the migration's time).
+      sender.#buffers.large();
+      await sender.#link.answers.expect(FrameType.Welcome, sender.#answerTimeout);
       return sender;
     } catch (error) {
       sender.close();
@@ -347,7 +353,6 @@ export class GangSender implements AsyncDisposable {
     const report = clock.report(round, final, counts);
     if (only?.paused) report.guest = only.guest;
     this.rounds.push(report);
-    if (!final && only === undefined) this.#buffers.large(); // after the round's own time
     return report;
   }
 
