@@ -14,6 +14,16 @@ const [p1, p2, p3, p4] = [1, 2, 3, 4].map(patternPage) as [
   Uint8Array,
 ];
 
+/** `read` fails with ESTALE, naming `path`, a guest RAM file of two pages cut to none. */
+function assertNamesEmptied(read: () => unknown, path: string): void {
+  const error = assertThrows(read, NativeError);
+  assertEquals(
+    error.message,
+    `Cannot read guest RAM "${path}": the file shrank from ${2 * PAGE_SIZE} to 0 bytes`,
+  );
+  assertEquals(error.code, "ESTALE");
+}
+
 /** Three guests of known structure: holes, zero pages, a short last page, shared pages. */
 function makeGang() {
   const a = makeRamFile(shmPath("a"), [p1, "hole", "zero", p2, p1, p3]);
@@ -119,12 +129,7 @@ Deno.test("a first read that confirms a duplicate in a premapped guest whose fil
     for (const _ of scanChunks(gang, 0)) { /* a's first read */ }
     await gang.guests[0]!.ram.premap();
     RamFile.open(a, { write: true }).resize(0);
-    const error = assertThrows(() => [...scanChunks(gang, 1)], NativeError);
-    assertEquals(
-      error.message,
-      `Cannot read guest RAM "${a}": the file shrank from ${2 * PAGE_SIZE} to 0 bytes`,
-    );
-    assertEquals(error.code, "ESTALE");
+    assertNamesEmptied(() => [...scanChunks(gang, 1)], a);
   } finally {
     await removeFiles(a, b);
   }
@@ -191,12 +196,7 @@ Deno.test("rescanGuest() names a guest whose RAM file shrank instead of dying of
     scanGang(gang);
     RamFile.open(a, { write: true }).resize(0);
     makeRamFile(b, [p1, p2]);
-    const error = assertThrows(() => rescanGuest(gang, 1), NativeError);
-    assertEquals(
-      error.message,
-      `Cannot read guest RAM "${a}": the file shrank from ${2 * PAGE_SIZE} to 0 bytes`,
-    );
-    assertEquals(error.code, "ESTALE");
+    assertNamesEmptied(() => rescanGuest(gang, 1), a);
   } finally {
     await removeFiles(a, b);
   }

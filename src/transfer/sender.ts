@@ -121,13 +121,12 @@ export class GangSender implements AsyncDisposable {
         token: options.token ?? "",
         guests: gang.guests.map((g) => ({ name: g.name, size: g.ram.size })),
       });
-      await sender.#link.send(hello);
-      await sender.#link.flush();
       // While the target opens the gang's files: the buffers and threads of the rounds after the
       // first, fresh memory and new threads being slow on a VM (they came after round 1 before,
       // some 20-40 ms of the migration's time).
-      sender.#buffers.large();
-      await sender.#link.answers.expect(FrameType.Welcome, sender.#answerTimeout);
+      await sender.#link.ask(hello, FrameType.Welcome, sender.#answerTimeout, () => {
+        sender.#buffers.large();
+      });
       return sender;
     } catch (error) {
       sender.close();
