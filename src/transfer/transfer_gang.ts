@@ -185,7 +185,6 @@ export async function transferGang(
       sizes.push(roundSize(report));
     }
     if (options.pauseGuest && !onePass) {
-      pausedAt = performance.now();
       for (const guest of gang.guests) {
         // A guest that wrote much since the last round (the live rounds stalled, or the guests
         // before it took a while to finish) catches up live first, alone, which takes a fraction
@@ -200,6 +199,7 @@ export async function transferGang(
           const caughtUp = await sender.guestRound(guest.number); // not in onRound?.(): see below
           options.onRound?.(caughtUp);
         }
+        if (!paused) pausedAt = performance.now(); // the first pause, after any catch-up of its guest
         paused = true; // before: a pause that failed halfway must still be undone
         await options.pauseGuest(guest.number);
         const finished = await sender.finishGuest(
