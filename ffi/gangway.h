@@ -156,11 +156,12 @@ int gw_socket_find(uint16_t local_port, uint16_t peer_port);
 int gw_socket_rate(int32_t fd, uint16_t local_port, uint16_t peer_port, uint64_t *out);
 
 /*
- * Sets the nice value of every thread of this process (see priority.c),
- * again until none was found to set; returns how many were changed, or
- * -errno (-EACCES: raising needs CAP_SYS_NICE) after trying them all.
+ * Sets the nice value of every thread of process `pid` (0: this one; see
+ * priority.c), again until none was found to set; returns how many were
+ * changed, or -errno (-EACCES: raising needs CAP_SYS_NICE; -ENOENT: no
+ * such process) after trying them all.
  */
-int gw_set_thread_priorities(int32_t nice);
+int gw_set_thread_priorities(int32_t pid, int32_t nice);
 
 /*
  * Asks for 2 MiB pages behind the whole 2 MiB pages inside [buf, buf + len)

@@ -1,23 +1,25 @@
 /*
- * The CPU priority of every thread of this process. Linux keeps a nice
- * value per thread, and setpriority(PRIO_PROCESS, 0, n) changes only the
- * caller's: threads that exist already keep theirs (when zstd ran on
- * Deno's threads for blocking calls, a compression in flight waited behind
- * the guests' vCPUs while the sender's thread had the gang's weight).
- * Threads made later, such as the compression jobs', inherit their maker's.
+ * The CPU priority of every thread of a process: this one, or another one
+ * (a QEMU whose guest is switching over). Linux keeps a nice value per
+ * thread, and setpriority(PRIO_PROCESS, 0, n) changes only the caller's:
+ * threads that exist already keep theirs (when zstd ran on Deno's threads
+ * for blocking calls, a compression in flight waited behind the guests'
+ * vCPUs while the sender's thread had the gang's weight). Threads made
+ * later, such as the compression jobs', inherit their maker's.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
 
 #include "internal.h"
 
 /* One pass over the threads: how many it changed, or -errno of a failure. */
-static int set_pass(int32_t nice, int *failed)
+static int set_pass(const char *tasks, int32_t nice, int *failed)
 {
-	DIR *dir = opendir("/proc/self/task");
+	DIR *dir = opendir(tasks);
 	struct dirent *entry;
 	int changed = 0;
 
@@ -48,14 +50,22 @@ static int set_pass(int32_t nice, int *failed)
 	return changed;
 }
 
-GW_EXPORT int gw_set_thread_priorities(int32_t nice)
+GW_EXPORT int gw_set_thread_priorities(int32_t pid, int32_t nice)
 {
+	char tasks[32];
 	int failed = 0;
 	int total = 0;
 
+	if (pid < 0)
+		return -EINVAL;
+	if (pid == 0)
+		snprintf(tasks, sizeof(tasks), "/proc/self/task");
+	else
+		snprintf(tasks, sizeof(tasks), "/proc/%d/task", pid);
+
 	/* Again until a pass finds every thread set: a thread made meanwhile took its maker's. */
 	for (int pass = 0; pass < 8; pass++) {
-		int changed = set_pass(nice, &failed);
+		int changed = set_pass(tasks, nice, &failed);
 
 		if (changed < 0)
 			return changed;

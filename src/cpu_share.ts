@@ -11,7 +11,10 @@
  * QEMU would have, no more. The target's agent claims the same for the
  * receiving end while a gang lasts ({@linkcode releaseCpuShare}); the
  * guests it starts run at the priority it had before
- * ({@linkcode normalPriorityPrefix}).
+ * ({@linkcode normalPriorityPrefix}). A guest that is switching over is
+ * paused, and its QEMUs' work (saving, then loading, its device state;
+ * `cont`) is all of what is left of its downtime: they borrow the
+ * migration's weight until then ({@linkcode lendCpuShare}).
  *
  * @module
  */
@@ -104,4 +107,42 @@ export function releaseCpuShare(): void {
   } catch {
     // Lowering one's own priority is always allowed; without --allow-sys nothing was raised.
   }
+}
+
+/**
+ * Gives every thread of process `pid` this process's priority, when that
+ * is higher than the process's own, until the returned function gives it
+ * back the priority it had (a QEMU switching a paused guest over, whose
+ * threads would otherwise wait behind the running guests' vCPUs: its
+ * guest's downtime). Changes nothing when not allowed (not root, no
+ * `--allow-sys` or `--allow-ffi`) or when the process is gone.
+ *
+ * @returns gives the process its own priority back (once; safe to call again)
+ */
+export function lendCpuShare(pid: number): () => void {
+  let had: number;
+  try {
+    const lent = getPriority();
+    had = getPriority(pid);
+    if (had <= lent) return () => {};
+  } catch {
+    return () => {}; // not allowed, or the process ended: it runs as it was
+  }
+  let given = false;
+  const giveBack = () => {
+    if (given) return;
+    given = true;
+    try {
+      setThreadPriorities(had, pid);
+    } catch {
+      // The process ended meanwhile (a source that quit).
+    }
+  };
+  try {
+    setThreadPriorities(getPriority(), pid);
+  } catch {
+    giveBack(); // some threads may have been set before one failed
+    return () => {};
+  }
+  return giveBack;
 }

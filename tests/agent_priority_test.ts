@@ -9,9 +9,22 @@ async function niceOf(pid: number): Promise<number> {
   return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16]);
 }
 
+/** The nice value of every thread of every child of process `pid`, by child. */
+async function childrenNices(pid: number): Promise<number[][]> {
+  const found: number[][] = [];
+  for await (const { name } of Deno.readDir("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    const stat = await Deno.readTextFile(`/proc/${name}/stat`).catch(() => "");
+    if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) !== pid) continue;
+    const tasks = [...Deno.readDirSync(`/proc/${name}/task`)];
+    found.push(await Promise.all(tasks.map(async (task) => niceOf(Number(task.name)))));
+  }
+  return found;
+}
+
 Deno.test({
   name:
-    "the agent receives a gang with the weight of a thread per guest, and gives it back when the gang ends",
+    "the agent receives a gang with the weight of a thread per guest, lends it to its destinations until they run, and gives it back when the gang ends",
   // Raising a priority needs root (CAP_SYS_NICE).
   ignore: Deno.uid() !== 0,
   fn: async () => {
@@ -25,7 +38,12 @@ Deno.test({
         [0, 1, 2, 3].map((i) => sourceLike(uniqueName(`gwt-prio${i}`))),
       );
       const destinations = await target.prepareDestinations(sources);
-      assertEquals(await niceOf(pid), Math.max(before - 6, -20), "4 guests: the weight of 4");
+      const weight = Math.max(before - 6, -20);
+      assertEquals(await niceOf(pid), weight, "4 guests: the weight of 4");
+      // Waiting for their guests, whose device state they load while the guests are paused.
+      const lent = await childrenNices(pid);
+      assertEquals(lent.length, 4, "a QEMU per guest");
+      assertEquals(new Set(lent.flat()), new Set([weight]), `their threads: ${lent}`);
       await target.discard(destinations);
     }
     assertEquals(await niceOf(pid), before);

@@ -1,5 +1,6 @@
 import { assertEquals, assertThrows } from "./_assert.ts";
-import { niceForThreads } from "../src/cpu_share.ts";
+import { getPriority } from "node:os";
+import { lendCpuShare, niceForThreads } from "../src/cpu_share.ts";
 
 Deno.test("niceForThreads gives the weight of N ordinary threads, within bounds", () => {
   // The kernel's weights: nice 0 = 1024, -3 = 1991 (~2x), -6 = 3906 (~4x), -14 = 23254 (~23x).
@@ -86,4 +87,46 @@ Deno.test("claimCpuShare raises every thread of the process, those made before t
   assertEquals(claimed.length > 1, true, "Deno runs more than one thread");
   assertEquals(new Set(claimed), new Set([-6]), `every thread's nice: ${claimed}`);
   assertEquals(new Set(released), new Set([0]), `every thread's nice: ${released}`);
+});
+
+Deno.test("lendCpuShare gives every thread of another process this one's priority, and gives its own back", async () => {
+  // A Deno child at nice 5 runs several threads (made before its script runs); this process, the
+  // lender, runs at its own.
+  const child = new Deno.Command("nice", {
+    args: [
+      "-n",
+      "5",
+      Deno.execPath(),
+      "eval",
+      'console.log("ready"); setInterval(() => {}, 60_000)',
+    ],
+    stdout: "piped",
+  }).spawn();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  try {
+    assertEquals((await lines.read()).value?.trim(), "ready");
+    const nices = () =>
+      [...Deno.readDirSync(`/proc/${child.pid}/task`)].map(({ name }) =>
+        Number(
+          Deno.readTextFileSync(`/proc/${child.pid}/task/${name}/stat`).split(") ")[1]!
+            .split(" ")[16],
+        )
+      );
+    const lender = getPriority();
+    assertEquals(nices().length > 1, true, "Deno runs more than one thread");
+    const giveBack = lendCpuShare(child.pid);
+    const lent = nices();
+    giveBack();
+    giveBack(); // a second call changes nothing
+    const back = nices();
+    const raised = Deno.uid() === 0 ? lender : 5; // raising needs CAP_SYS_NICE
+    assertEquals(new Set(lent), new Set([raised]), `every thread's nice while lent: ${lent}`);
+    assertEquals(new Set(back), new Set([5]), `every thread's nice given back: ${back}`);
+  } finally {
+    child.kill();
+    await child.status;
+    lines.releaseLock();
+  }
+  // A process that is gone: nothing to do, nothing thrown.
+  lendCpuShare(child.pid)();
 });

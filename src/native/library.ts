@@ -74,8 +74,8 @@ const SYMBOLS = {
   gw_socket_find: { parameters: ["u16", "u16"], result: "i32" },
   // int gw_socket_rate(int32_t fd, uint16_t local_port, uint16_t peer_port, uint64_t *out)
   gw_socket_rate: { parameters: ["i32", "u16", "u16", "buffer"], result: "i32" },
-  // int gw_set_thread_priorities(int32_t nice)
-  gw_set_thread_priorities: { parameters: ["i32"], result: "i32" },
+  // int gw_set_thread_priorities(int32_t pid, int32_t nice)
+  gw_set_thread_priorities: { parameters: ["i32", "i32"], result: "i32" },
 
   // void gw_hash_pages(const uint8_t *buf, uint32_t count, uint64_t seed, uint64_t *hashes, uint8_t *is_zero)
   gw_hash_pages: { parameters: ["buffer", "u32", "u64", "buffer", "buffer"], result: "void" },

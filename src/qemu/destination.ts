@@ -19,6 +19,7 @@ import {
   setCapabilities,
 } from "./_migration_steps.ts";
 import { errorMessage } from "../_errors.ts";
+import { lendCpuShare } from "../cpu_share.ts";
 
 /** What a destination is doing now. */
 export interface DestinationState {
@@ -125,6 +126,9 @@ export function localDestination(
 ): Destination {
   const uri = options.uri ?? defaultUri(guest);
   const incomingUri = options.incomingUri ?? uri;
+  // From listen() to `cont` this QEMU only waits for its guest, then loads it while the guest is
+  // paused at its source: its work is the guest's downtime (cpu_share.ts).
+  let giveBackCpu = () => {};
   return {
     name: guest.name,
     state: () => localState(guest),
@@ -132,6 +136,7 @@ export function localDestination(
       // late-block-activate: the destination takes its disks (and their
       // locks) at `cont`, not when the device state has loaded, so a source
       // resumed after a failed switch-over can take its shared disks back.
+      giveBackCpu = lendCpuShare(guest.pid);
       await setCapabilities(guest, { ...DEVICE_STATE_CAPABILITIES, "late-block-activate": true });
       await guest.qmp.execute("migrate-incoming", { uri: incomingUri });
       return uri;
@@ -145,11 +150,15 @@ export function localDestination(
       await beforeRun?.();
       await guest.resume();
       const ranAt = performance.now();
+      giveBackCpu(); // its guest runs: no more than any other guest's weight
       const state = await localState(guest);
       return { ...state, sinceRunMs: performance.now() - ranAt };
     },
     exitNote: () => exitNote(guest),
-    unlisten: () => removeUnixSocket(incomingUri),
+    unlisten: () => {
+      giveBackCpu();
+      return removeUnixSocket(incomingUri);
+    },
   };
 }
 

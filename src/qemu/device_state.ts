@@ -15,6 +15,7 @@ import {
 } from "./destination.ts";
 import { finalInfo, recoverSource, setCapabilities, waitForStatus } from "./_migration_steps.ts";
 import { errorMessage } from "../_errors.ts";
+import { lendCpuShare } from "../cpu_share.ts";
 import { type DeviceStateMigrationResult, downtimeParts, ranAt } from "./downtime_parts.ts";
 
 /** Options of {@linkcode DeviceStateMigration.start}. */
@@ -109,6 +110,8 @@ export class DeviceStateMigration {
   #destinationStarted = false;
   #failed: Error | undefined;
   #finishing: Promise<DeviceStateMigrationResult> | undefined;
+  /** Gives the source its own CPU priority back (lent while paused: cpu_share.ts). */
+  #giveBackCpu = () => {};
 
   private constructor(
     source: QemuGuest,
@@ -193,6 +196,9 @@ export class DeviceStateMigration {
       this.#pausedAt = this.#pauseBeforeSwitchover
         ? (stop !== undefined && stop >= this.#startedAt ? stop : performance.now())
         : (stop ?? this.#startedAt);
+      // Paused, its guest's downtime is now this QEMU's work (saving the device state): it
+      // borrows the caller's weight (cpu_share.ts) until it is done or resumed.
+      this.#giveBackCpu = lendCpuShare(this.source.pid);
     });
   }
 
@@ -234,6 +240,7 @@ export class DeviceStateMigration {
         throw new Error(`destination "${this.destination.name}" is ${state.status} after cont`);
       }
       const runningAt = ranAt(verifiedAt, performance.now(), state.sinceRunMs);
+      this.#giveBackCpu();
       const info = await finalInfo(this.source);
       await this.destination.unlisten();
       return {
@@ -264,6 +271,7 @@ export class DeviceStateMigration {
    * @returns what became of the source
    */
   async abort(): Promise<string> {
+    this.#giveBackCpu(); // before it may run again
     const note = await recoverSource(
       this.source,
       this.#resumeOnFailure && !this.#destinationStarted,

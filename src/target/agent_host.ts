@@ -205,6 +205,10 @@ export class AgentHost {
   async startGang(machines: readonly GangMachine[]): Promise<AgentGang> {
     if (this.busy) throw new Error("Target agent is busy with another gang");
     this.#starting = true;
+    // Receiving in one thread what QEMU would in one per guest: the weight of that many, for as
+    // long as the gang lasts (endGang). Claimed first: the destinations start at the usual
+    // priority, and each borrows this one from its listen() to its `cont` (localDestination).
+    if (!this.options.keepPriority) claimCpuShare(machines.length);
     try {
       this.#gang = await AgentGang.start(machines, {
         dir: this.options.dir,
@@ -212,10 +216,10 @@ export class AgentHost {
         diskDir: this.diskDir,
       });
       this.log({ event: "prepared", guests: this.#gang.names });
-      // Receiving in one thread what QEMU would in one per guest: the weight of that many, for as
-      // long as the gang lasts (endGang).
-      if (!this.options.keepPriority) claimCpuShare(machines.length);
       return this.#gang;
+    } catch (error) {
+      releaseCpuShare();
+      throw error;
     } finally {
       this.#starting = false;
     }
