@@ -58,6 +58,29 @@ Deno.test("page features: zero blocks have none, similar pages share some, other
   assertEquals(notKept, [0, 0, 0, 0], "a page of a kind not asked for has none");
 });
 
+Deno.test("page features: a page whose every sampled block holds kernel addresses that KASLR moved still shares them", () => {
+  // Kernel addresses in every word of the page (a table of pointers); KASLR moves them by a multiple of 2 MiB.
+  const page = new Uint8Array(PAGE_SIZE);
+  const words = new BigUint64Array(page.buffer);
+  for (let i = 0; i < words.length; i++) words[i] = 0xffffffff81000000n + BigInt(i * 4168);
+  const moved = (offset: bigint) => {
+    const out = page.slice();
+    const w = new BigUint64Array(out.buffer);
+    for (let i = 0; i < w.length; i++) w[i] = BigInt.asUintN(64, w[i]! + offset);
+    return out;
+  };
+  // The same table moved by 38 MiB, then by an offset that is no multiple of 2 MiB (no KASLR).
+  const chunk = concat([page, moved(38n << 20n), moved(0x1000n)]);
+  const { New } = PageKind;
+  const features = new Uint32Array(3 * PAGE_FEATURES);
+  chunkFeatures(chunk, Uint8Array.of(New, New, New), 3, [New], features);
+  const [mine, kaslr, other] = [0, 1, 2].map((i) =>
+    Array.from(features.subarray(i * PAGE_FEATURES, (i + 1) * PAGE_FEATURES))
+  );
+  assertEquals(kaslr, mine, "moved by KASLR: every feature shared");
+  assert(mine!.every((f, k) => f !== other![k]), "moved within 2 MiB: none shared");
+});
+
 Deno.test("fileDelta() turns a page into its difference from a file's page, only if that still hashes to its content; undoFileDelta() back", () => {
   const base = patternPage(5);
   const path = makeRamFile(shmPath("delta-base"), [base, "hole"]);
