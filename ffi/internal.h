@@ -129,6 +129,13 @@ int gw__ram_guarded(gw_ram *ram, gw__guarded_fn *fn, void *arg);
  */
 int gw__ram_compare_mapped(gw_ram *ram, uint32_t p, const uint8_t *page);
 
+/*
+ * Copies whole page p of ram into out from the file's mapping, on the
+ * same terms as gw__ram_compare_mapped: 0, -ESTALE if the file shrank,
+ * -EAGAIN when pread must do (a short last page included).
+ */
+int gw__ram_read_mapped(gw_ram *ram, uint32_t p, uint8_t *out);
+
 /* Most threads a scan uses, the caller's included. */
 #define GW_MAX_THREADS 8
 

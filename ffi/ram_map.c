@@ -106,35 +106,57 @@ const uint8_t *gw__ram_map(gw_ram *ram)
 	return map;
 }
 
-/* A page compared with the bytes of a mapped page. */
-struct compare {
-	const uint8_t *mapped, *page;
+/* A mapped page, compared with a page's bytes or copied out. */
+struct mapped_page {
+	const uint8_t *mapped;
+	uint8_t *out;	      /* where to copy it (NULL: compare with page) */
+	const uint8_t *page;
 	int equal;
 };
 
-static void compare_page(void *arg)
+static void use_mapped_page(void *arg)
 {
-	struct compare *c = arg;
+	struct mapped_page *m = arg;
 
-	c->equal = memcmp(c->mapped, c->page, GW_PAGE_SIZE) == 0;
+	if (m->out)
+		memcpy(m->out, m->mapped, GW_PAGE_SIZE);
+	else
+		m->equal = memcmp(m->mapped, m->page, GW_PAGE_SIZE) == 0;
 }
 
-int gw__ram_compare_mapped(gw_ram *ram, uint32_t p, const uint8_t *page)
+/* Does m's work on page p where the mapping a premap filled holds it: 0, -errno, -EAGAIN: pread. */
+static int with_mapped_page(gw_ram *ram, uint32_t p, struct mapped_page *m)
 {
 	int result = -EAGAIN;
 
 	/* Held by a premap that fills the mapping now (or may map the file anew): pread will do. */
 	if (pthread_mutex_trylock(&ram->premapping))
 		return -EAGAIN;
-	if (ram->map && !atomic_load(&ram->map_faulted) && p < ram->pages) {
-		struct compare c = {ram->map + ((size_t)p << GW_PAGE_SHIFT), page, 0};
-		int err = gw__ram_guarded(ram, compare_page, &c);
+	if (ram->map && !atomic_load(&ram->map_faulted) && ((uint64_t)p + 1) << GW_PAGE_SHIFT <= ram->size) {
+		int err;
 
+		m->mapped = ram->map + ((size_t)p << GW_PAGE_SHIFT);
+		err = gw__ram_guarded(ram, use_mapped_page, m);
 		/* -EDEADLK: this thread reads another file's mapping under a guard already. */
-		result = err == -EDEADLK ? -EAGAIN : err ? err : c.equal;
+		result = err == -EDEADLK ? -EAGAIN : err;
 	}
 	pthread_mutex_unlock(&ram->premapping);
 	return result;
+}
+
+int gw__ram_compare_mapped(gw_ram *ram, uint32_t p, const uint8_t *page)
+{
+	struct mapped_page m = {NULL, NULL, page, 0};
+	int err = with_mapped_page(ram, p, &m);
+
+	return err ? err : m.equal;
+}
+
+int gw__ram_read_mapped(gw_ram *ram, uint32_t p, uint8_t *out)
+{
+	struct mapped_page m = {NULL, out, NULL, 0};
+
+	return with_mapped_page(ram, p, &m);
 }
 
 /* Pages premap asks mincore about at a time. */

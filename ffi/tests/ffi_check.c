@@ -623,6 +623,64 @@ static void check_premap(void)
 	free(path), free(content), free(flags);
 }
 
+/*
+ * gw_ram_delta reads its base where a premap filled the mapping as it does with pread: the same
+ * differences and refusals (a page that changed, a hole, a short last page), and a file that
+ * shrank after its premap is no base and no SIGBUS.
+ */
+static void check_delta_bases(void)
+{
+	enum { PAGES = 40 };
+	uint32_t content[PAGES];
+	uint8_t page[PAGE], target[2][PAGE], *first_pass = xmalloc((size_t)PAGES * PAGE);
+	uint64_t hash, seed = 77;
+	char *path = shm_path("delta-bases");
+	gw_ram *ram;
+
+	for (uint32_t p = 0; p < PAGES; p++)
+		content[p] = p % 5 == 4 ? 0 : 1 + p % 7;
+	ram = make_ram(path, PAGES, content);
+	for (int premapped = 0; premapped < 2; premapped++) {
+		if (premapped)
+			CHECK(gw_ram_premap(ram, 0, PAGES) == 0, "premap");
+		for (uint32_t p = 0; p < PAGES; p++) {
+			uint32_t got;
+
+			fill_page(page, content[p] ? content[p] : 1);
+			gw_hash_pages(page, 1, seed, &hash, NULL);
+			fill_page(target[premapped], 1 + (p + 1) % 7); /* another content: some words differ */
+			got = gw_ram_delta(ram, p, seed, hash + (p % 3 == 0), target[premapped], PAGE / 8);
+			if (!premapped)
+				memcpy(first_pass + (size_t)p * PAGE, target[0], PAGE);
+			if (!content[p] || p % 3 == 0)
+				CHECK(got == GW_NOT_A_BASE, "page %u (%s) taken as a base", p,
+				      content[p] ? "changed" : "a hole");
+			else
+				CHECK(got != GW_NOT_A_BASE, "page %u refused as a base (premapped: %d)", p, premapped);
+			if (premapped)
+				CHECK(memcmp(first_pass + (size_t)p * PAGE, target[1], PAGE) == 0,
+				      "page %u: the difference depends on the premap", p);
+		}
+	}
+	/* Shrunk under its mapping: the page past the end is no base, and the process lives. */
+	fill_page(page, content[PAGES - 2]);
+	gw_hash_pages(page, 1, seed, &hash, NULL);
+	CHECK(truncate(path, 8 * (off_t)PAGE) == 0, "truncate");
+	CHECK(gw_ram_delta(ram, PAGES - 2, seed, hash, target[0], PAGE / 8) == GW_NOT_A_BASE,
+	      "a page past the new end taken as a base");
+	gw_ram_close(ram);
+	/* A short last page is never a base, premapped or not. */
+	ram = make_ram(path, 4, content);
+	CHECK(gw_ram_resize(ram, 3 * PAGE + 100) == 0, "resize");
+	CHECK(gw_ram_premap(ram, 0, 4) == 0, "premap of a short last page");
+	fill_page(page, content[3]);
+	gw_hash_pages(page, 1, seed, &hash, NULL);
+	CHECK(gw_ram_delta(ram, 3, seed, hash, target[0], PAGE / 8) == GW_NOT_A_BASE, "a short last page as a base");
+	gw_ram_close(ram);
+	unlink(path);
+	free(path), free(first_pass);
+}
+
 /* Huge-page advice changes nothing a caller sees, whatever the buffer's size and alignment. */
 static void check_memory_advice(void)
 {
@@ -693,6 +751,8 @@ int main(int argc, char **argv)
 	puts("ok guarded read");
 	check_premap();
 	puts("ok premap");
+	check_delta_bases();
+	puts("ok delta bases");
 	for (int i = 0; i < FUZZ_ROUNDS; i++)
 		check_compress();
 	puts("ok compress");
