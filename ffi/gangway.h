@@ -26,7 +26,7 @@
 #define GW_MAX_CALL_PAGES 0x7fffffffu
 
 /* Bumped whenever a signature or a constant below changes. */
-#define GW_ABI_VERSION 28
+#define GW_ABI_VERSION 29
 
 uint32_t gw_abi_version(void);
 
@@ -250,11 +250,15 @@ void gw_chunk_features(const uint8_t *buf, const uint8_t *kinds, uint32_t count,
 uint32_t gw_ram_delta(gw_ram *ram, uint32_t page, uint64_t seed, uint64_t expected,
 		      uint8_t *target, uint32_t max_words);
 /*
- * Undoes gw_ram_delta: target += page `page` of ram, word by word (read
- * with pread: a receiver's base page anywhere in its files, one call).
- * 0, or -errno (-ENODATA: not a whole page of the file).
+ * Undoes gw_ram_delta for count differences in data (data_pages pages):
+ * page slots[i] of data += page src_pages[i] of src[i], word by word. The
+ * bases are read with pread, a run of consecutive pages of one file at a
+ * time (a receiver's bases, anywhere in its files). 0, or -errno with
+ * *bad the difference it is about (-ENODATA: its base is not a whole page
+ * of the file; -ERANGE: its slot is past data).
  */
-int gw_ram_undelta(gw_ram *ram, uint32_t page, uint8_t *target);
+int gw_ram_undelta(gw_ram *const *src, const uint32_t *src_pages, uint32_t count, uint8_t *data,
+		   uint32_t data_pages, const uint32_t *slots, uint32_t *bad);
 
 /* ------------------------------------------------------------------------
  * The gang content index: one table for all guests of a gang, mapping

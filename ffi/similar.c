@@ -122,15 +122,45 @@ static int read_page(gw_ram *ram, uint32_t page, uint8_t *buf)
 	return gw__pread_full(ram->fd, buf, GW_PAGE_SIZE, offset);
 }
 
-GW_EXPORT int gw_ram_undelta(gw_ram *ram, uint32_t page, uint8_t *target)
-{
-	uint8_t base[GW_PAGE_SIZE];
-	int err;
+/* Base pages gw_ram_undelta reads at once, on the caller's stack. */
+#define UNDELTA_RUN 16
 
-	err = read_page(ram, page, base);
-	if (err)
-		return err;
-	page_undelta(target, base);
+static int whole_page(const gw_ram *ram, uint32_t page)
+{
+	return ((uint64_t)page + 1) << GW_PAGE_SHIFT <= ram->size;
+}
+
+GW_EXPORT int gw_ram_undelta(gw_ram *const *src, const uint32_t *src_pages, uint32_t count, uint8_t *data,
+			     uint32_t data_pages, const uint32_t *slots, uint32_t *bad)
+{
+	uint8_t buf[UNDELTA_RUN << GW_PAGE_SHIFT] __attribute__((aligned(64)));
+	uint32_t i = 0;
+
+	while (i < count) {
+		uint32_t run = 1;
+		int err;
+
+		*bad = i;
+		if (slots[i] >= data_pages)
+			return -ERANGE;
+		if (!whole_page(src[i], src_pages[i]))
+			return -ENODATA;
+		/* A run: base pages consecutive in one file (a relocated kernel's pages mostly are). */
+		while (i + run < count && run < UNDELTA_RUN && src[i + run] == src[i] &&
+		       src_pages[i + run] == src_pages[i] + run && whole_page(src[i], src_pages[i + run]))
+			run++;
+		err = gw__pread_full(src[i]->fd, buf, (size_t)run << GW_PAGE_SHIFT,
+				     (uint64_t)src_pages[i] << GW_PAGE_SHIFT);
+		if (err)
+			return err;
+		for (uint32_t k = 0; k < run; k++) {
+			*bad = i + k;
+			if (slots[i + k] >= data_pages)
+				return -ERANGE;
+			page_undelta(data + ((size_t)slots[i + k] << GW_PAGE_SHIFT), buf + ((size_t)k << GW_PAGE_SHIFT));
+		}
+		i += run;
+	}
 	return 0;
 }
 

@@ -14,7 +14,7 @@ import {
   fileDelta,
   NOT_A_BASE,
   PAGE_FEATURES,
-  undoFileDelta,
+  undoFileDeltas,
 } from "../src/native/similarity.ts";
 import { PageKind } from "../src/native/content_index.ts";
 import { makeRamFile, patternPage, readRamFile, removeFiles, shmPath } from "./_fixtures.ts";
@@ -81,7 +81,7 @@ Deno.test("page features: a page whose every sampled block holds kernel addresse
   assert(mine!.every((f, k) => f !== other![k]), "moved within 2 MiB: none shared");
 });
 
-Deno.test("fileDelta() turns a page into its difference from a file's page, only if that still hashes to its content; undoFileDelta() back", () => {
+Deno.test("fileDelta() turns a page into its difference from a file's page, only if that still hashes to its content; undoFileDeltas() back", () => {
   const base = patternPage(5);
   const path = makeRamFile(shmPath("delta-base"), [base, "hole"]);
   try {
@@ -102,13 +102,59 @@ Deno.test("fileDelta() turns a page into its difference from a file's page, only
     const words = new BigUint64Array(page.buffer);
     assertEquals(words.filter((w) => w !== 0n).length, 13);
     assertEquals(words[0], 0x1234000n, "a moved pointer differs by the offset");
+    const one = (basePage: number) => ({
+      files: [file],
+      pages: Uint32Array.of(basePage),
+      slots: Uint32Array.of(0),
+    });
     const difference = page.slice();
-    assertEquals(undoFileDelta(difference, file, 2), false, "past the end: not a base");
+    assertEquals(undoFileDeltas(difference, one(2)), 0, "past the end: not a base");
     assertSameBytes(difference, page, "untouched");
-    assertEquals(undoFileDelta(page, file, 0), true); // the receiver's way: the base from its file
+    assertEquals(undoFileDeltas(page, one(0)), -1); // the receiver's way: the base from its file
     assertSameBytes(page, before, "rebuilt");
   } finally {
     Deno.removeSync(path);
+  }
+});
+
+Deno.test("undoFileDeltas() rebuilds a frame's differences from bases in runs and in other files, and names a base that cannot be one", async () => {
+  // Bases: pages 0-19 of one file (runs longer than one read), page 2 of another, whose last
+  // page is short.
+  const bases = Array.from({ length: 20 }, (_, i) => patternPage(300 + i));
+  const other = [patternPage(400), patternPage(401), patternPage(402)];
+  const a = makeRamFile(shmPath("undelta-a"), bases);
+  const b = makeRamFile(shmPath("undelta-b"), other);
+  try {
+    using fileA = RamFile.open(a);
+    using fileB = RamFile.open(b, { write: true });
+    // A frame of 24 pages: slot 23 a whole page, the others differences, in the frame's order.
+    const pages = [...bases.map((p) => relocated(p, 0x2000000n)), relocated(other[2]!, 1n)];
+    const data = new Uint8Array(24 * PAGE_SIZE);
+    const order = [...Array(20).keys(), 20]; // slots 0-20: bases 0-19 of A, then B's page 2
+    order.forEach((_, slot) => data.set(pages[slot]!, slot * PAGE_SIZE));
+    data.set(patternPage(500), 23 * PAGE_SIZE);
+    const want = data.slice();
+    for (let slot = 0; slot < 21; slot++) {
+      const base = slot < 20 ? bases[slot]! : other[2]!;
+      const d = new BigUint64Array(data.buffer, slot * PAGE_SIZE, PAGE_SIZE / 8);
+      const w = new BigUint64Array(base.buffer);
+      for (let k = 0; k < d.length; k++) d[k] = BigInt.asUintN(64, d[k]! - w[k]!);
+    }
+    const files = [...Array(20).fill(fileA), fileB];
+    const deltas = {
+      files,
+      pages: Uint32Array.from([...Array(20).keys(), 2]),
+      slots: Uint32Array.from(order),
+    };
+    assertEquals(undoFileDeltas(data, deltas), -1);
+    assertSameBytes(data, want, "every page rebuilt, the whole page untouched");
+    // B's last page made short: that difference is named, and not undone.
+    fileB.resize(2 * PAGE_SIZE + 100);
+    const again = want.slice();
+    assertEquals(undoFileDeltas(again, deltas), 20);
+    assertSameBytes(again.subarray(20 * PAGE_SIZE), want.subarray(20 * PAGE_SIZE), "not undone");
+  } finally {
+    await removeFiles(a, b);
   }
 });
 

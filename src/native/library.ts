@@ -24,7 +24,7 @@ import { CACHE_DIR_VARIABLES, defaultCacheDir } from "../_cache_dir.ts";
 import { errorMessage } from "../_errors.ts";
 
 /** Must equal GW_ABI_VERSION in ffi/gangway.h: a stale build is refused. */
-const ABI_VERSION = 28;
+const ABI_VERSION = 29;
 
 /** One entry per C function, with its prototype from ffi/gangway.h. */
 const SYMBOLS = {
@@ -110,8 +110,12 @@ const SYMBOLS = {
   // uint32_t gw_ram_delta(gw_ram *ram, uint32_t page, uint64_t seed, uint64_t expected,
   //                       uint8_t *target, uint32_t max_words)
   gw_ram_delta: { parameters: ["pointer", "u32", "u64", "u64", "buffer", "u32"], result: "u32" },
-  // int gw_ram_undelta(gw_ram *ram, uint32_t page, uint8_t *target)
-  gw_ram_undelta: { parameters: ["pointer", "u32", "buffer"], result: "i32" },
+  // int gw_ram_undelta(gw_ram *const *src, const uint32_t *src_pages, uint32_t count,
+  //                    uint8_t *data, uint32_t data_pages, const uint32_t *slots, uint32_t *bad)
+  gw_ram_undelta: {
+    parameters: ["buffer", "buffer", "u32", "buffer", "u32", "buffer", "buffer"],
+    result: "i32",
+  },
 
   // int gw_index_new(uint64_t seed, uint32_t hash_bits, gw_index **out)
   gw_index_new: { parameters: ["u64", "u32", "buffer"], result: "i32" },

@@ -82,19 +82,53 @@ export function fileDelta(
   );
 }
 
+/** Differences to turn back into pages: page `slots[i]` of some data, against its base. */
+export interface DeltaBases {
+  /** File holding each difference's base. */
+  files: RamFile[];
+  /** Page of each base in its file. */
+  pages: Uint32Array;
+  /** Page of the data each difference is. */
+  slots: Uint32Array;
+}
+
 /**
- * Turns a difference made by {@linkcode fileDelta} back into the page:
- * page += page `basePage` of `file` (a receiver's base, anywhere in its
- * files: one C call, one `pread`).
+ * Turns differences made by {@linkcode fileDelta} back into pages: page
+ * `slots[i]` of `data` += page `pages[i]` of `files[i]` (a receiver's
+ * bases, anywhere in its files). One C call; consecutive bases of one file
+ * are read with one `pread`.
  *
- * @returns false, the page untouched, when `basePage` is not a whole page of the file (a short
- * last page: never a base)
- * @throws NativeError when that page cannot be read
+ * @returns -1, or the first difference whose base is not a whole page of its file (a short
+ * last page: never a base), the differences before it undone
+ * @throws NativeError when a base cannot be read
  */
-export function undoFileDelta(page: Uint8Array, file: RamFile, basePage: number): boolean {
-  checkPage(page, "A page");
-  const result = native().gw_ram_undelta(ramHandle(file, "read a base page"), basePage, page);
-  if (result === -constants.errno.ENODATA) return false;
-  check(result, `Cannot read page ${basePage} of "${file.path}" as a base`);
-  return true;
+export function undoFileDeltas(data: Uint8Array, bases: DeltaBases): number {
+  const count = bases.slots.length;
+  if (bases.files.length < count || bases.pages.length < count) {
+    throw new RangeError("Each difference needs a base file and a base page");
+  }
+  const handles = new BigUint64Array(count);
+  for (let i = 0; i < count; i++) {
+    handles[i] = BigInt(Deno.UnsafePointer.value(ramHandle(bases.files[i]!, "read a base page")));
+  }
+  const bad = new Uint32Array(1);
+  const dataPages = Math.floor(data.length / PAGE_SIZE);
+  const result = native().gw_ram_undelta(
+    handles,
+    bases.pages,
+    count,
+    data,
+    dataPages,
+    bases.slots,
+    bad,
+  );
+  if (result === -constants.errno.ENODATA) return bad[0]!;
+  if (result === -constants.errno.ERANGE) {
+    throw new RangeError(`Difference ${bad[0]} is page ${bases.slots[bad[0]!]} of ${dataPages}`);
+  }
+  check(
+    result,
+    `Cannot read page ${bases.pages[bad[0]!]} of "${bases.files[bad[0]!]?.path}" as a base`,
+  );
+  return -1;
 }

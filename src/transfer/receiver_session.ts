@@ -16,7 +16,7 @@ import {
   type PageCopies,
   RamFile,
 } from "../native/ram_file.ts";
-import { undoFileDelta } from "../native/similarity.ts";
+import { type DeltaBases, undoFileDeltas } from "../native/similarity.ts";
 import {
   type Frame,
   FrameFlag,
@@ -137,11 +137,8 @@ export class ReceiverSession {
           `${frameTypeName(frame.type)} frame brings content id ${ids[i]}, expected ${firstId + i}`,
         );
       }
-      // NONE: a whole page. A base is never a content of this frame, as the sender found it.
-      if (bases && bases[i] !== NONE) {
-        this.#undoDelta(data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE), bases[i]!, firstId);
-      }
     }
+    if (bases) this.#undoDeltas(data, bases, firstId);
     const hashes = hashPages(data, pages.length, this.hello.seed).hashes;
     if (!matchesDigest(hashes, this.hello.seed, digest)) {
       throw new ProtocolError(
@@ -157,27 +154,50 @@ export class ReceiverSession {
   }
 
   /**
-   * Turns a page's difference back into the page, from a page that holds
-   * its base. Never a content of the same frame (`firstId` on): its pages
-   * are not written yet.
+   * Turns the frame's differences back into pages, each from a page that
+   * holds its base (NONE: a whole page). A base is never a content of the
+   * same frame (`firstId` on), as the sender found it: its pages are not
+   * written yet.
    */
-  #undoDelta(page: Uint8Array, base: number, firstId: number): void {
-    if (base >= firstId) {
-      throw new ProtocolError(
-        `Deltas frame takes content ${base} as a base, which is not one the target held before it ` +
-          `(the frame brings contents ${firstId} on)`,
-      );
+  #undoDeltas(data: Uint8Array, bases: Uint32Array, firstId: number): void {
+    const deltas: DeltaBases = {
+      files: [],
+      pages: new Uint32Array(bases.length),
+      slots: new Uint32Array(bases.length),
+    };
+    let n = 0;
+    for (let i = 0; i < bases.length; i++) {
+      const base = bases[i]!;
+      if (base === NONE) continue;
+      if (base >= firstId) {
+        throw new ProtocolError(
+          `Deltas frame takes content ${base} as a base, which is not one the target held before ` +
+            `it (the frame brings contents ${firstId} on)`,
+        );
+      }
+      const holder = this.target.holder(base);
+      if (holder === NONE) {
+        throw new ProtocolError(
+          `Deltas frame takes content ${base} as a base, which no page of the target holds`,
+        );
+      }
+      const source = this.target.locate(holder);
+      deltas.files.push(this.files[source.guest]!);
+      deltas.pages[n] = source.page;
+      deltas.slots[n++] = i;
     }
-    const holder = this.target.holder(base);
-    if (holder === NONE) {
-      throw new ProtocolError(
-        `Deltas frame takes content ${base} as a base, which no page of the target holds`,
-      );
-    }
-    const source = this.target.locate(holder);
-    if (!undoFileDelta(page, this.files[source.guest]!, source.page)) {
+    const notABase = undoFileDeltas(data, {
+      files: deltas.files,
+      pages: deltas.pages.subarray(0, n),
+      slots: deltas.slots.subarray(0, n),
+    });
+    if (notABase >= 0) {
       // Its holder is a short last page, which a sender never takes as a base.
-      throw new ProtocolError(`Deltas frame takes content ${base} as a base, which cannot be one`);
+      throw new ProtocolError(
+        `Deltas frame takes content ${
+          bases[deltas.slots[notABase]!]
+        } as a base, which cannot be one`,
+      );
     }
   }
 
