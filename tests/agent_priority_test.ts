@@ -17,7 +17,7 @@ async function childrenNices(pid: number): Promise<number[][]> {
     const stat = await Deno.readTextFile(`/proc/${name}/stat`).catch(() => "");
     if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) !== pid) continue;
     const tasks = [...Deno.readDirSync(`/proc/${name}/task`)];
-    found.push(await Promise.all(tasks.map(async (task) => niceOf(Number(task.name)))));
+    found.push(await Promise.all(tasks.map((task) => niceOf(Number(task.name)))));
   }
   return found;
 }
