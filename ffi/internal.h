@@ -29,6 +29,12 @@ static inline uint64_t gw_pages_of(uint64_t size)
 	return (size + GW_PAGE_SIZE - 1) >> GW_PAGE_SHIFT;
 }
 
+/* 1 if page p of ram is a whole page of the file (not past its end, not a short last page). */
+static inline int gw__ram_whole_page(const struct gw_ram *ram, uint32_t p)
+{
+	return ((uint64_t)p + 1) << GW_PAGE_SHIFT <= ram->size;
+}
+
 /* A u64 that may sit at any address and alias any buffer. */
 typedef uint64_t __attribute__((may_alias, aligned(1))) any_u64;
 

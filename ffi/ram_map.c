@@ -132,7 +132,7 @@ static int with_mapped_page(gw_ram *ram, uint32_t p, struct mapped_page *m)
 	/* Held by a premap that fills the mapping now (or may map the file anew): pread will do. */
 	if (pthread_mutex_trylock(&ram->premapping))
 		return -EAGAIN;
-	if (ram->map && !atomic_load(&ram->map_faulted) && ((uint64_t)p + 1) << GW_PAGE_SHIFT <= ram->size) {
+	if (ram->map && !atomic_load(&ram->map_faulted) && gw__ram_whole_page(ram, p)) {
 		int err;
 
 		m->mapped = ram->map + ((size_t)p << GW_PAGE_SHIFT);

@@ -115,20 +115,13 @@ static void page_undelta(uint8_t *page, const uint8_t *base)
  */
 static int read_page(gw_ram *ram, uint32_t page, uint8_t *buf)
 {
-	uint64_t offset = (uint64_t)page << GW_PAGE_SHIFT;
-
-	if (offset + GW_PAGE_SIZE > ram->size)
+	if (!gw__ram_whole_page(ram, page))
 		return -ENODATA;
-	return gw__pread_full(ram->fd, buf, GW_PAGE_SIZE, offset);
+	return gw__pread_full(ram->fd, buf, GW_PAGE_SIZE, (uint64_t)page << GW_PAGE_SHIFT);
 }
 
 /* Base pages gw_ram_undelta reads at once, on the caller's stack. */
 #define UNDELTA_RUN 16
-
-static int whole_page(const gw_ram *ram, uint32_t page)
-{
-	return ((uint64_t)page + 1) << GW_PAGE_SHIFT <= ram->size;
-}
 
 GW_EXPORT int gw_ram_undelta(gw_ram *const *src, const uint32_t *src_pages, uint32_t count, uint8_t *data,
 			     uint32_t data_pages, const uint32_t *slots, uint32_t *bad)
@@ -143,11 +136,11 @@ GW_EXPORT int gw_ram_undelta(gw_ram *const *src, const uint32_t *src_pages, uint
 		*bad = i;
 		if (slots[i] >= data_pages)
 			return -ERANGE;
-		if (!whole_page(src[i], src_pages[i]))
+		if (!gw__ram_whole_page(src[i], src_pages[i]))
 			return -ENODATA;
 		/* A run: base pages consecutive in one file (a relocated kernel's pages mostly are). */
 		while (i + run < count && run < UNDELTA_RUN && src[i + run] == src[i] &&
-		       src_pages[i + run] == src_pages[i] + run && whole_page(src[i], src_pages[i + run]))
+		       src_pages[i + run] == src_pages[i] + run && gw__ram_whole_page(src[i], src_pages[i + run]))
 			run++;
 		err = gw__pread_full(src[i]->fd, buf, (size_t)run << GW_PAGE_SHIFT,
 				     (uint64_t)src_pages[i] << GW_PAGE_SHIFT);
