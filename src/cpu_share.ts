@@ -120,9 +120,9 @@ export function releaseCpuShare(): void {
  * @returns gives the process its own priority back (once; safe to call again)
  */
 export function lendCpuShare(pid: number): () => void {
-  let had: number;
+  let lent: number, had: number;
   try {
-    const lent = getPriority();
+    lent = getPriority();
     had = getPriority(pid);
     if (had <= lent) return () => {};
   } catch {
@@ -139,7 +139,7 @@ export function lendCpuShare(pid: number): () => void {
     }
   };
   try {
-    setThreadPriorities(getPriority(), pid);
+    setThreadPriorities(lent, pid);
   } catch {
     giveBack(); // some threads may have been set before one failed
     return () => {};

@@ -16,7 +16,7 @@ import {
   type PageCopies,
   RamFile,
 } from "../native/ram_file.ts";
-import { type DeltaBases, undoFileDeltas } from "../native/similarity.ts";
+import { undoFileDeltas } from "../native/similarity.ts";
 import {
   type Frame,
   FrameFlag,
@@ -160,11 +160,9 @@ export class ReceiverSession {
    * written yet.
    */
   #undoDeltas(data: Uint8Array, bases: Uint32Array, firstId: number): void {
-    const deltas: DeltaBases = {
-      files: [],
-      pages: new Uint32Array(bases.length),
-      slots: new Uint32Array(bases.length),
-    };
+    const files: RamFile[] = [];
+    const pages = new Uint32Array(bases.length);
+    const slots = new Uint32Array(bases.length);
     let n = 0;
     for (let i = 0; i < bases.length; i++) {
       const base = bases[i]!;
@@ -182,21 +180,19 @@ export class ReceiverSession {
         );
       }
       const source = this.target.locate(holder);
-      deltas.files.push(this.files[source.guest]!);
-      deltas.pages[n] = source.page;
-      deltas.slots[n++] = i;
+      files.push(this.files[source.guest]!);
+      pages[n] = source.page;
+      slots[n++] = i;
     }
     const notABase = undoFileDeltas(data, {
-      files: deltas.files,
-      pages: deltas.pages.subarray(0, n),
-      slots: deltas.slots.subarray(0, n),
+      files,
+      pages: pages.subarray(0, n),
+      slots: slots.subarray(0, n),
     });
     if (notABase >= 0) {
       // Its holder is a short last page, which a sender never takes as a base.
       throw new ProtocolError(
-        `Deltas frame takes content ${
-          bases[deltas.slots[notABase]!]
-        } as a base, which cannot be one`,
+        `Deltas frame takes content ${bases[slots[notABase]!]} as a base, which cannot be one`,
       );
     }
   }
