@@ -2,22 +2,15 @@ import { assertEquals } from "./_assert.ts";
 import { AgentProcess } from "../src/target/agent_process.ts";
 import { sourceLike } from "./_agent_fixtures.ts";
 import { uniqueName } from "./qemu_helpers.ts";
-
-/** A process's nice value, from /proc/PID/stat (field 19). */
-async function niceOf(pid: number): Promise<number> {
-  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
-  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16]);
-}
+import { niceOf, parentOf, threadNices } from "./_proc.ts";
 
 /** The nice value of every thread of every child of process `pid`, by child. */
 async function childrenNices(pid: number): Promise<number[][]> {
   const found: number[][] = [];
   for await (const { name } of Deno.readDir("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    const stat = await Deno.readTextFile(`/proc/${name}/stat`).catch(() => "");
-    if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) !== pid) continue;
-    const tasks = [...Deno.readDirSync(`/proc/${name}/task`)];
-    found.push(await Promise.all(tasks.map((task) => niceOf(Number(task.name)))));
+    if (/^\d+$/.test(name) && await parentOf(Number(name)) === pid) {
+      found.push(await threadNices(Number(name)));
+    }
   }
   return found;
 }

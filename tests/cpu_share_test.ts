@@ -1,6 +1,7 @@
 import { assertEquals, assertThrows } from "./_assert.ts";
 import { getPriority } from "node:os";
 import { lendCpuShare, niceForThreads } from "../src/cpu_share.ts";
+import { threadNices } from "./_proc.ts";
 
 Deno.test("niceForThreads gives the weight of N ordinary threads, within bounds", () => {
   // The kernel's weights: nice 0 = 1024, -3 = 1991 (~2x), -6 = 3906 (~4x), -14 = 23254 (~23x).
@@ -105,20 +106,13 @@ Deno.test("lendCpuShare gives every thread of another process this one's priorit
   const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   try {
     assertEquals((await lines.read()).value?.trim(), "ready");
-    const nices = () =>
-      [...Deno.readDirSync(`/proc/${child.pid}/task`)].map(({ name }) =>
-        Number(
-          Deno.readTextFileSync(`/proc/${child.pid}/task/${name}/stat`).split(") ")[1]!
-            .split(" ")[16],
-        )
-      );
     const lender = getPriority();
-    assertEquals(nices().length > 1, true, "Deno runs more than one thread");
+    assertEquals((await threadNices(child.pid)).length > 1, true, "Deno runs more than one thread");
     const giveBack = lendCpuShare(child.pid);
-    const lent = nices();
+    const lent = await threadNices(child.pid);
     giveBack();
     giveBack(); // a second call changes nothing
-    const back = nices();
+    const back = await threadNices(child.pid);
     const raised = Deno.uid() === 0 ? lender : 5; // raising needs CAP_SYS_NICE
     assertEquals(new Set(lent), new Set([raised]), `every thread's nice while lent: ${lent}`);
     assertEquals(new Set(back), new Set([5]), `every thread's nice given back: ${back}`);

@@ -1,0 +1,29 @@
+/**
+ * What /proc says of processes and their threads, for the tests of CPU
+ * priorities.
+ */
+
+/** The fields of /proc/.../stat after the command's name: [0] is the state, [1] the parent, [16] the nice value. */
+async function statFields(path: string): Promise<string[]> {
+  const stat = await Deno.readTextFile(path);
+  return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+}
+
+/** A process's (or thread's) nice value. */
+export async function niceOf(id: number): Promise<number> {
+  return Number((await statFields(`/proc/${id}/stat`))[16]);
+}
+
+/** The nice value of every thread of process `pid`. */
+export async function threadNices(pid: number): Promise<number[]> {
+  const tasks = [...Deno.readDirSync(`/proc/${pid}/task`)];
+  return await Promise.all(
+    tasks.map(async ({ name }) => Number((await statFields(`/proc/${pid}/task/${name}/stat`))[16])),
+  );
+}
+
+/** The parent of process `pid`, or undefined once it is gone. */
+export async function parentOf(pid: number): Promise<number | undefined> {
+  const fields = await statFields(`/proc/${pid}/stat`).catch(() => undefined);
+  return fields && Number(fields[1]);
+}
