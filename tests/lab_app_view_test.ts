@@ -308,6 +308,7 @@ function withApplication(method: MethodResult["method"], tps: number): MethodRes
     accelerator: "tcg",
     oomKills: 0,
     loadAverage: 1,
+    warmedMemory: { bytes: 2 ** 30, seconds: 0.5 },
     application: applicationView([lines], {
       recordStartMs: 0,
       startMs: 10_000,

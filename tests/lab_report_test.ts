@@ -39,6 +39,7 @@ function measured(
     accelerator: "tcg",
     oomKills: 0,
     loadAverage: method === "qemu" ? 99 : 0.5,
+    warmedMemory: { bytes: 2 ** 30, seconds: method === "qemu" ? 3 : 0.25 },
     ...(method === "gangway"
       ? {
         gangway: {

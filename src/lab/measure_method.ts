@@ -15,7 +15,8 @@ import { wallClockMs } from "./_time.ts";
 import { delay } from "../_delay.ts";
 import { type DiskStorage, runGangwayMethod } from "./gangway_method.ts";
 import type { GuestRam, LabMethod, MethodResult, MigrationOutcome } from "./measurement.ts";
-import { oomKillCount } from "./memory_budget.ts";
+import { memoryToWarm, oomKillCount } from "./memory_budget.ts";
+import { warmMemory } from "./warm_memory.ts";
 import { runTool } from "./netns_exec.ts";
 import { runQemuMethod } from "./qemu_method.ts";
 import { checkResumed } from "./resumed.ts";
@@ -132,6 +133,12 @@ async function bootMigrateCheck(
       qemuVersion: `${major}.${minor}.${micro}`,
       accelerator: first.machine.accelerator,
     };
+    const warmedMemory = await warmMemory(session.ramDir, await memoryToWarm(spec));
+    say(
+      `made ${(warmedMemory.bytes / 2 ** 30).toFixed(2)} GiB of memory ready in ${
+        warmedMemory.seconds.toFixed(2)
+      } s (docs/lab.md, Fairness: memory on these VMs)`,
+    );
     const loadAverage = await hostLoadAverage();
     say(`migrating (host load average ${loadAverage.toFixed(2)})`);
     const recorder = gang.recorder;
@@ -172,6 +179,7 @@ async function bootMigrateCheck(
       ram,
       ...qemu,
       loadAverage,
+      warmedMemory,
     };
   } finally {
     await gang.recorder?.stop();

@@ -10,6 +10,7 @@ import type { RoundTime } from "../transfer/sender_options.ts";
 import type { LiveRoundsEnd } from "../plan/convergence.ts";
 import type { ResumeCheck } from "./resumed.ts";
 import type { ApplicationView } from "./app_view.ts";
+import type { WarmedMemory } from "./warm_memory.ts";
 
 /** The migration methods the lab compares. */
 export const LAB_METHODS = ["gangway", "qemu", "qemu-zstd"] as const;
@@ -130,6 +131,8 @@ export interface MethodResult extends Omit<MigrationOutcome, "moved" | "window">
    * above the usual, something else was running (a noisy run).
    */
   loadAverage: number;
+  /** The memory made ready just before the migration, the same for every method (see warm_memory.ts). */
+  warmedMemory: WarmedMemory;
   /** For `pgbench` and `web`: what the guests' workloads saw before, during and after. */
   application?: ApplicationView;
 }

@@ -77,6 +77,32 @@ const GANGWAY_INDEX_BYTES_PER_PAGE = 64;
 export const MEMORY_HEADROOM_BYTES = 1024 * MIB;
 
 /**
+ * What one guest of the plan touches of its RAM, in MiB: what a migration
+ * writes at the target (see the module).
+ *
+ * Needs no permission.
+ */
+export function touchedMiB(plan: Pick<MemoryPlan, "memoryMiB" | "workload">): number {
+  const extra = plan.workload === "idle" ? 0 : BUSY_EXTRA_MIB;
+  return Math.min(plan.memoryMiB, TOUCHED_BASE_MIB + plan.memoryMiB * TOUCHED_SHARE + extra);
+}
+
+/**
+ * Bytes to make ready just before a migration (warm_memory.ts): twice what
+ * the gang's guests touch (the target writes about that much, and starts
+ * its processes), within what is available beyond the headroom.
+ *
+ * Requires `--allow-run` (cat).
+ */
+export async function memoryToWarm(
+  plan: Pick<MemoryPlan, "guests" | "memoryMiB" | "workload">,
+): Promise<number> {
+  const wanted = 2 * plan.guests * touchedMiB(plan) * MIB;
+  const spare = (await availableMemory()) - MEMORY_HEADROOM_BYTES;
+  return Math.round(Math.max(0, Math.min(wanted, spare)));
+}
+
+/**
  * Estimates the memory of a run at its peak, method by method.
  *
  * Needs no permission.
@@ -92,10 +118,7 @@ export const MEMORY_HEADROOM_BYTES = 1024 * MIB;
  */
 export function estimateMemory(plan: MemoryPlan): MemoryEstimate {
   const size = plan.memoryMiB;
-  const touched = Math.min(
-    size,
-    TOUCHED_BASE_MIB + size * TOUCHED_SHARE + (plan.workload === "idle" ? 0 : BUSY_EXTRA_MIB),
-  );
+  const touched = touchedMiB(plan);
   const n = plan.guests;
   const each = (mib: number) => Math.round(n * (QEMU_OVERHEAD_MIB + mib) * MIB);
   const methods = plan.methods.map((method): MethodNeed => {

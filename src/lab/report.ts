@@ -42,6 +42,8 @@ export interface MethodJson {
   bootSeconds: number;
   /** Extra: the host's 1-minute load average when the migration started. */
   loadAverage: number | null;
+  /** Extra: the memory made ready just before the migration, and how long that took (docs/lab.md). */
+  warmedMemory: { bytes: number; seconds: number };
   /** Extra: the guests it lost (not alive and intact at the target), and why. */
   lost: LostGuest[];
   /** Extra, QEMU methods that lost guests: the known QEMU bug that likely explains it. */
@@ -320,6 +322,7 @@ function methodJson(m: MethodResult): MethodJson {
     bytesBack: m.bytesBack,
     bootSeconds: m.bootSeconds,
     loadAverage: Number.isFinite(m.loadAverage) ? m.loadAverage : null,
+    warmedMemory: { bytes: m.warmedMemory.bytes, seconds: round(m.warmedMemory.seconds, 3) },
     lost: lostGuests(m),
     ...(knownQemuIssue(m) ? { knownIssue: knownQemuIssue(m) } : {}),
     ramBackend: m.ram,

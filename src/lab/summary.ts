@@ -92,6 +92,12 @@ export function formatSummary(result: LabResult): string {
     `host load average (1 min, the boot included) as each migration started, ` +
       `${navigator.hardwareConcurrency} CPUs: ${loads}`,
   );
+  const warmed = result.methods.map((m) =>
+    `${m.method} ${(m.warmedMemory.bytes / 2 ** 30).toFixed(2)} GiB in ${
+      m.warmedMemory.seconds.toFixed(2)
+    } s`
+  ).join(", ");
+  lines.push(`memory made ready just before each migration (docs/lab.md, Fairness): ${warmed}`);
   lines.push(formatOomKills(result.methods));
   const goals = goalVerdicts(result);
   if (!base && result.failed) {

@@ -1,0 +1,62 @@
+/**
+ * Memory made ready just before a migration, the same way before every
+ * method's.
+ *
+ * The lab's hosts are VMs whose hypervisor backs a page of memory only
+ * when it is first used after the guest kernel reported it free (free
+ * page reporting hands back memory that stayed free for some seconds):
+ * such a first use costs some 12 us a page here, against 1.5 us for a
+ * page freed moments before, which the kernel hands out first. A
+ * migration's target allocates a page for each page it receives, so a
+ * method whose migration found reported memory took a second longer on
+ * the lab's gang than one that found memory another method had just
+ * freed: gangway, which runs first, saw round 1 take 2.0-2.3 s instead of
+ * 1.1-1.3 s about one run in two, its target's thread spending a second
+ * in the kernel's copies into new pages while the link waited. A real
+ * host has no such cost. So just before each migration the lab writes and
+ * removes twice as much tmpfs as the gang's guests touch (what the
+ * target will write, and its processes): the pages the migration then
+ * allocates have been used. How long that took says how cold the memory
+ * was; the summary prints it for every method
+ * (docs/lab-results/runs/ab-31).
+ *
+ * @module
+ */
+import { join } from "node:path";
+
+/** Bytes written at a time. */
+const CHUNK_BYTES = 1 << 20;
+
+/** What {@linkcode warmMemory} did. */
+export interface WarmedMemory {
+  /** Bytes written and removed. */
+  bytes: number;
+  /** How long that took: the more of it was reported memory, the longer. */
+  seconds: number;
+}
+
+/**
+ * Writes `bytes` (rounded up to a MiB) to a new file in `dir` (tmpfs),
+ * then removes it: the memory it used is free again, and used.
+ *
+ * Requires `--allow-write` (dir).
+ *
+ * @throws Error if the file exists already (it is never someone else's)
+ */
+export async function warmMemory(dir: string, bytes: number): Promise<WarmedMemory> {
+  const path = join(dir, "warm-memory");
+  const chunk = new Uint8Array(CHUNK_BYTES);
+  const started = performance.now();
+  const file = await Deno.open(path, { write: true, createNew: true });
+  let done = 0;
+  try {
+    while (done < bytes) {
+      for (let at = 0; at < CHUNK_BYTES;) at += file.writeSync(chunk.subarray(at));
+      done += CHUNK_BYTES;
+    }
+  } finally {
+    file.close();
+    await Deno.remove(path);
+  }
+  return { bytes: done, seconds: (performance.now() - started) / 1000 };
+}
