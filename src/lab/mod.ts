@@ -101,10 +101,13 @@ export {
   estimateMemory,
   type MemoryEstimate,
   type MemoryPlan,
+  memoryToWarm,
   type MethodNeed,
   oomKillCount,
   refuseUnlessFits,
+  touchedMiB,
 } from "./memory_budget.ts";
+export { type WarmedMemory, warmMemory } from "./warm_memory.ts";
 export {
   runSweep,
   type SweepAxis,
