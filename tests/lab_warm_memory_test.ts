@@ -4,7 +4,7 @@ import {
   availableMemory,
   MEMORY_HEADROOM_BYTES,
   memoryToWarm,
-  touchedMiB,
+  residentBytes,
 } from "../src/lab/memory_budget.ts";
 
 Deno.test("warmMemory writes whole MiBs into its directory and leaves nothing there", async () => {
@@ -30,10 +30,13 @@ Deno.test("warmMemory never writes over a file that is there already", async () 
   }
 });
 
-Deno.test("memoryToWarm asks twice what the guests touch, and never more than is spare beyond the headroom", async () => {
-  const plan = { guests: 4, memoryMiB: 256, workload: "idle" as const };
-  assertEquals(await memoryToWarm(plan), Math.round(2 * 4 * touchedMiB(plan) * 2 ** 20));
+Deno.test("memoryToWarm asks a quarter more than the processes hold, never more than is spare", async () => {
+  const held = await residentBytes([Deno.pid]);
+  assert(held > 10 * 2 ** 20, `a Deno process holds more than ${held} bytes`);
+  assertEquals(await residentBytes([2 ** 22 + 1]), 0, "a process that is gone holds nothing");
+  const warm = await memoryToWarm([Deno.pid]);
+  assert(Math.abs(warm - 1.25 * held) < 0.1 * held, `${warm} for ${held} held`);
   const spare = (await availableMemory()) - MEMORY_HEADROOM_BYTES;
-  const huge = await memoryToWarm({ guests: 100_000, memoryMiB: 4096, workload: "busy" });
-  assert(huge <= spare && huge >= spare - 2 ** 30, `${huge} vs ${spare} spare`);
+  const all = await memoryToWarm(Array.from({ length: 400 }, () => Deno.pid));
+  assert(all <= spare && all >= spare - 2 ** 30, `${all} vs ${spare} spare`);
 });

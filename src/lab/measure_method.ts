@@ -133,7 +133,10 @@ async function bootMigrateCheck(
       qemuVersion: `${major}.${minor}.${micro}`,
       accelerator: first.machine.accelerator,
     };
-    const warmedMemory = await warmMemory(session.ramDir, await memoryToWarm(spec));
+    const warmedMemory = await warmMemory(
+      session.ramDir,
+      await memoryToWarm(gang.guests.map((guest) => guest.pid)),
+    );
     say(
       `made ${(warmedMemory.bytes / 2 ** 30).toFixed(2)} GiB of memory ready in ${
         warmedMemory.seconds.toFixed(2)

@@ -77,29 +77,37 @@ const GANGWAY_INDEX_BYTES_PER_PAGE = 64;
 export const MEMORY_HEADROOM_BYTES = 1024 * MIB;
 
 /**
- * What one guest of the plan touches of its RAM, in MiB: what a migration
- * writes at the target (see the module).
+ * Bytes to make ready just before a migration (warm_memory.ts): what the
+ * source guests' QEMU processes hold in memory (the target writes about as
+ * much: each page with data, and its own QEMUs), and a quarter more,
+ * within what is available beyond the headroom.
  *
- * Needs no permission.
+ * Requires `--allow-run` (cat).
+ *
+ * @param pids the source guests' QEMU processes
  */
-export function touchedMiB(plan: Pick<MemoryPlan, "memoryMiB" | "workload">): number {
-  const extra = plan.workload === "idle" ? 0 : BUSY_EXTRA_MIB;
-  return Math.min(plan.memoryMiB, TOUCHED_BASE_MIB + plan.memoryMiB * TOUCHED_SHARE + extra);
+export async function memoryToWarm(pids: readonly number[]): Promise<number> {
+  const held = await residentBytes(pids);
+  const spare = (await availableMemory()) - MEMORY_HEADROOM_BYTES;
+  return Math.round(Math.max(0, Math.min(1.25 * held, spare)));
 }
 
 /**
- * Bytes to make ready just before a migration (warm_memory.ts): twice what
- * the gang's guests touch (the target writes about that much, and starts
- * its processes), within what is available beyond the headroom.
+ * The memory processes hold (their `VmRSS` summed); a process that is gone,
+ * or whose status cannot be read, counts nothing.
  *
  * Requires `--allow-run` (cat).
  */
-export async function memoryToWarm(
-  plan: Pick<MemoryPlan, "guests" | "memoryMiB" | "workload">,
-): Promise<number> {
-  const wanted = 2 * plan.guests * touchedMiB(plan) * MIB;
-  const spare = (await availableMemory()) - MEMORY_HEADROOM_BYTES;
-  return Math.round(Math.max(0, Math.min(wanted, spare)));
+export async function residentBytes(pids: readonly number[]): Promise<number> {
+  const each = await Promise.all(pids.map(async (pid) => {
+    try {
+      const status = await runTool("cat", [`/proc/${pid}/status`]);
+      return Number(/^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1] ?? 0) * 1024;
+    } catch {
+      return 0;
+    }
+  }));
+  return each.reduce((sum, bytes) => sum + bytes, 0);
 }
 
 /**
@@ -118,7 +126,10 @@ export async function memoryToWarm(
  */
 export function estimateMemory(plan: MemoryPlan): MemoryEstimate {
   const size = plan.memoryMiB;
-  const touched = touchedMiB(plan);
+  const touched = Math.min(
+    size,
+    TOUCHED_BASE_MIB + size * TOUCHED_SHARE + (plan.workload === "idle" ? 0 : BUSY_EXTRA_MIB),
+  );
   const n = plan.guests;
   const each = (mib: number) => Math.round(n * (QEMU_OVERHEAD_MIB + mib) * MIB);
   const methods = plan.methods.map((method): MethodNeed => {

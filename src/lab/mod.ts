@@ -105,7 +105,7 @@ export {
   type MethodNeed,
   oomKillCount,
   refuseUnlessFits,
-  touchedMiB,
+  residentBytes,
 } from "./memory_budget.ts";
 export { type WarmedMemory, warmMemory } from "./warm_memory.ts";
 export {

@@ -14,9 +14,9 @@
  * 1.1-1.3 s about one run in two, its target's thread spending a second
  * in the kernel's copies into new pages while the link waited. A real
  * host has no such cost. So just before each migration the lab writes and
- * removes twice as much tmpfs as the gang's guests touch (what the
- * target will write, and its processes): the pages the migration then
- * allocates have been used. How long that took says how cold the memory
+ * removes a quarter more tmpfs than the source guests' QEMUs hold (the
+ * target writes about as much, its own QEMUs included: memoryToWarm): the
+ * pages the migration then allocates have been used. How long that took says how cold the memory
  * was; the summary prints it for every method
  * (docs/lab-results/runs/ab-31).
  *
