@@ -36,7 +36,11 @@ Deno.test("memoryToWarm asks a quarter more than the processes hold, never more 
   assertEquals(await residentBytes([2 ** 22 + 1]), 0, "a process that is gone holds nothing");
   const warm = await memoryToWarm([Deno.pid]);
   assert(Math.abs(warm - 1.25 * held) < 0.1 * held, `${warm} for ${held} held`);
+  // 400 times this process asks for more than there is: what is spare (which moves a little
+  // between two readings) is what it gets.
+  const asked = 400 * 1.25 * held;
   const spare = (await availableMemory()) - MEMORY_HEADROOM_BYTES;
+  assert(asked > spare + 2 ** 30, `${asked} asked, ${spare} spare`);
   const all = await memoryToWarm(Array.from({ length: 400 }, () => Deno.pid));
-  assert(all <= spare && all >= spare - 2 ** 30, `${all} vs ${spare} spare`);
+  assert(Math.abs(all - spare) < 2 ** 28, `${all} given, ${spare} spare`);
 });
