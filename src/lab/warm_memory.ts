@@ -16,9 +16,10 @@
  * host has no such cost. So just before each migration the lab writes and
  * removes a quarter more tmpfs than the source guests' QEMUs hold (the
  * target writes about as much, its own QEMUs included: memoryToWarm): the
- * pages the migration then allocates have been used. How long that took says how cold the memory
- * was; the summary prints it for every method
- * (docs/lab-results/runs/ab-31).
+ * pages the migration then allocates have been used. How long that took
+ * says how cold the memory was; the summary prints it for every method
+ * (docs/lab-results/runs/ab-31). It is done as far as it can be: a file
+ * system that fills up ends it, not the run.
  *
  * @module
  */
@@ -29,19 +30,20 @@ const CHUNK_BYTES = 1 << 20;
 
 /** What {@linkcode warmMemory} did. */
 export interface WarmedMemory {
-  /** Bytes written and removed. */
+  /** Bytes written and removed (fewer than asked when the file system filled up). */
   bytes: number;
   /** How long that took: the more of it was reported memory, the longer. */
   seconds: number;
 }
 
 /**
- * Writes `bytes` (rounded up to a MiB) to a new file in `dir` (tmpfs),
- * then removes it: the memory it used is free again, and used.
+ * Writes `bytes` (rounded up to a MiB) to a new file in `dir` (tmpfs), or
+ * as many as fit, then removes it: the memory it used is free again, and
+ * used.
  *
  * Requires `--allow-write` (dir).
  *
- * @throws Error if the file exists already (it is never someone else's)
+ * @throws Error if the file cannot be made, or exists already (it is never someone else's)
  */
 export async function warmMemory(dir: string, bytes: number): Promise<WarmedMemory> {
   const path = join(dir, "warm-memory");
@@ -54,6 +56,8 @@ export async function warmMemory(dir: string, bytes: number): Promise<WarmedMemo
       for (let at = 0; at < CHUNK_BYTES;) at += file.writeSync(chunk.subarray(at));
       done += CHUNK_BYTES;
     }
+  } catch {
+    // Full (a tmpfs smaller than the memory): what was written is ready, and the run goes on.
   } finally {
     file.close();
     await Deno.remove(path);
