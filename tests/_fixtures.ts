@@ -95,6 +95,14 @@ export async function runChildScript(
   return JSON.parse(new TextDecoder().decode(stdout));
 }
 
+/** Runs a program (mount, umount...) and fails the test, with what it said, when it fails. */
+export async function runOrFail(program: string, ...args: string[]): Promise<void> {
+  const { success, stderr } = await new Deno.Command(program, { args, stderr: "piped" }).output();
+  if (!success) {
+    throw new Error(`${program} ${args.join(" ")}: ${new TextDecoder().decode(stderr)}`);
+  }
+}
+
 /** SHA-256 of bytes, as lowercase hex (a file reference's `sha256`). */
 export function sha256Hex(bytes: Uint8Array): string {
   return createHash("sha256").update(bytes).digest("hex");

@@ -9,7 +9,7 @@ async function statFields(path: string): Promise<string[]> {
   return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
 }
 
-/** A process's (or thread's) nice value. */
+/** A process's (or, by its thread id, a thread's) nice value. */
 export async function niceOf(id: number): Promise<number> {
   return Number((await statFields(`/proc/${id}/stat`))[16]);
 }
@@ -17,9 +17,7 @@ export async function niceOf(id: number): Promise<number> {
 /** The nice value of every thread of process `pid`. */
 export async function threadNices(pid: number): Promise<number[]> {
   const tasks = [...Deno.readDirSync(`/proc/${pid}/task`)];
-  return await Promise.all(
-    tasks.map(async ({ name }) => Number((await statFields(`/proc/${pid}/task/${name}/stat`))[16])),
-  );
+  return await Promise.all(tasks.map(({ name }) => niceOf(Number(name))));
 }
 
 /** The parent of process `pid`, or undefined once it is gone. */

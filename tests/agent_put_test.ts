@@ -20,7 +20,7 @@ import {
 } from "../src/target/agent_protocol.ts";
 import { describeMachine } from "../src/target/describe_machine.ts";
 import type { FileRef } from "../src/target/machine_description.ts";
-import { sha256Hex } from "./_fixtures.ts";
+import { runOrFail, sha256Hex } from "./_fixtures.ts";
 import { FrameType } from "../src/transfer/protocol.ts";
 import { delay } from "../src/_delay.ts";
 import { eventOf, smallMachine } from "./_agent_fixtures.ts";
@@ -99,17 +99,12 @@ async function namesIn(dir: string): Promise<string[]> {
   return (await Array.fromAsync(Deno.readDir(dir))).map((e) => e.name);
 }
 
-async function run(program: string, ...args: string[]): Promise<void> {
-  const { success, stderr } = await new Deno.Command(program, { args, stderr: "piped" }).output();
-  assert(success, `${program} ${args.join(" ")}: ${new TextDecoder().decode(stderr)}`);
-}
-
 Deno.test("a put that fills the agent's disk is refused with the reason, leaves no partial file, and the source may go on", async () => {
   const runDir = await Deno.makeTempDir({ prefix: "gangway-rt-run-" });
   const files = join(runDir, "files");
   await Deno.mkdir(files);
   // Its mode as the agent makes it: a cache others may write is refused at start-up.
-  await run("mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "gangway-rt-full", files);
+  await runOrFail("mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "gangway-rt-full", files);
   try {
     await using agent = await AgentProcess.start({ insecure: true, runDir });
     const source = await RawSource.connect(agent);
@@ -126,7 +121,7 @@ Deno.test("a put that fills the agent's disk is refused with the reason, leaves 
       source.close();
     }
   } finally {
-    await run("umount", files);
+    await runOrFail("umount", files);
     await Deno.remove(runDir, { recursive: true });
   }
 });

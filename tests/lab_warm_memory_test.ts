@@ -1,5 +1,6 @@
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { warmMemory } from "../src/lab/warm_memory.ts";
+import { runOrFail } from "./_fixtures.ts";
 import {
   availableMemory,
   MEMORY_HEADROOM_BYTES,
@@ -32,21 +33,16 @@ Deno.test("warmMemory never writes over a file that is there already", async () 
 
 Deno.test("warmMemory on a file system that fills up makes ready what fits, and the run goes on", async () => {
   const dir = await Deno.makeTempDir({ prefix: "gangway-warm-full-" });
-  await run("mount", "-t", "tmpfs", "-o", "size=3m", "gangway-warm-full", dir);
+  await runOrFail("mount", "-t", "tmpfs", "-o", "size=3m", "gangway-warm-full", dir);
   try {
     const warmed = await warmMemory(dir, 64 * 2 ** 20);
     assert(warmed.bytes < 4 * 2 ** 20, `${warmed.bytes} bytes in a 3 MiB file system`);
     assertEquals([...Deno.readDirSync(dir)], []);
   } finally {
-    await run("umount", dir);
+    await runOrFail("umount", dir);
     await Deno.remove(dir, { recursive: true });
   }
 });
-
-async function run(program: string, ...args: string[]): Promise<void> {
-  const { success, stderr } = await new Deno.Command(program, { args, stderr: "piped" }).output();
-  assert(success, `${program} ${args.join(" ")}: ${new TextDecoder().decode(stderr)}`);
-}
 
 Deno.test("memoryToWarm asks a quarter more than the processes hold, never more than is spare", async () => {
   const held = await residentBytes([Deno.pid]);
