@@ -1,5 +1,5 @@
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
-import { warmMemory } from "../src/lab/warm_memory.ts";
+import { describeWarmed, warmMemory } from "../src/lab/warm_memory.ts";
 import { runOrFail } from "./_fixtures.ts";
 import {
   availableMemory,
@@ -57,4 +57,8 @@ Deno.test("memoryToWarm asks a quarter more than the processes hold, never more 
   assert(asked > spare + 2 ** 30, `${asked} asked, ${spare} spare`);
   const all = await memoryToWarm(Array.from({ length: 400 }, () => Deno.pid));
   assert(Math.abs(all - spare) < 2 ** 28, `${all} given, ${spare} spare`);
+});
+
+Deno.test("describeWarmed says how much memory was made ready and how long it took", () => {
+  assertEquals(describeWarmed({ bytes: 988 * 2 ** 20, seconds: 1.454 }), "0.96 GiB in 1.45 s");
 });

@@ -15,6 +15,7 @@ import type { GuestRam, LabMethod, MethodResult } from "./measurement.ts";
 import {
   availableMemory,
   estimateMemory,
+  gib,
   type MemoryEstimate,
   refuseUnlessFits,
 } from "./memory_budget.ts";
@@ -238,8 +239,4 @@ export function refuseUnlessLabFits(config: LabConfig, availableBytes: number): 
   });
   refuseUnlessFits(estimate, availableBytes, `${config.guests} guests of ${config.memoryMiB} MiB`);
   return estimate;
-}
-
-function gib(bytes: number): string {
-  return (bytes / 2 ** 30).toFixed(1);
 }

@@ -16,7 +16,7 @@ import { delay } from "../_delay.ts";
 import { type DiskStorage, runGangwayMethod } from "./gangway_method.ts";
 import type { GuestRam, LabMethod, MethodResult, MigrationOutcome } from "./measurement.ts";
 import { memoryToWarm, oomKillCount } from "./memory_budget.ts";
-import { warmMemory } from "./warm_memory.ts";
+import { describeWarmed, warmMemory } from "./warm_memory.ts";
 import { runTool } from "./netns_exec.ts";
 import { runQemuMethod } from "./qemu_method.ts";
 import { checkResumed } from "./resumed.ts";
@@ -137,11 +137,7 @@ async function bootMigrateCheck(
       session.ramDir,
       await memoryToWarm(gang.guests.map((guest) => guest.pid)),
     );
-    say(
-      `made ${(warmedMemory.bytes / 2 ** 30).toFixed(2)} GiB of memory ready in ${
-        warmedMemory.seconds.toFixed(2)
-      } s (docs/lab.md, Fairness: memory on these VMs)`,
-    );
+    say(`made memory ready: ${describeWarmed(warmedMemory)} (docs/lab.md, Fairness)`);
     const loadAverage = await hostLoadAverage();
     say(`migrating (host load average ${loadAverage.toFixed(2)})`);
     const recorder = gang.recorder;

@@ -225,6 +225,7 @@ export async function oomKillCount(): Promise<number | null> {
   }
 }
 
-function gib(bytes: number): string {
+/** Bytes in GiB, to a tenth (the lab's messages on memory). */
+export function gib(bytes: number): string {
   return (bytes / 2 ** 30).toFixed(1);
 }

@@ -107,7 +107,7 @@ export {
   refuseUnlessFits,
   residentBytes,
 } from "./memory_budget.ts";
-export { type WarmedMemory, warmMemory } from "./warm_memory.ts";
+export { describeWarmed, type WarmedMemory, warmMemory } from "./warm_memory.ts";
 export {
   runSweep,
   type SweepAxis,

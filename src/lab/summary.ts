@@ -13,6 +13,7 @@ import type { GangwayBreakdown, MethodResult } from "./measurement.ts";
 import { formatLostGuests, lostGuests } from "./lost_guests.ts";
 import { gangwayOf, goalVerdicts, ratioBase, ratiosOf } from "./report.ts";
 import type { ApplicationView, WindowFigures } from "./app_view.ts";
+import { describeWarmed } from "./warm_memory.ts";
 
 /**
  * The summary printed at the end of a run: the setup, one row per method
@@ -92,11 +93,8 @@ export function formatSummary(result: LabResult): string {
     `host load average (1 min, the boot included) as each migration started, ` +
       `${navigator.hardwareConcurrency} CPUs: ${loads}`,
   );
-  const warmed = result.methods.map((m) =>
-    `${m.method} ${(m.warmedMemory.bytes / 2 ** 30).toFixed(2)} GiB in ${
-      m.warmedMemory.seconds.toFixed(2)
-    } s`
-  ).join(", ");
+  const warmed = result.methods.map((m) => `${m.method} ${describeWarmed(m.warmedMemory)}`)
+    .join(", ");
   lines.push(`memory made ready just before each migration (docs/lab.md, Fairness): ${warmed}`);
   lines.push(formatOomKills(result.methods));
   const goals = goalVerdicts(result);

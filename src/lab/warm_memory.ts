@@ -36,6 +36,11 @@ export interface WarmedMemory {
   seconds: number;
 }
 
+/** What was made ready, in words: "0.92 GiB in 1.45 s". */
+export function describeWarmed(warmed: WarmedMemory): string {
+  return `${(warmed.bytes / 2 ** 30).toFixed(2)} GiB in ${warmed.seconds.toFixed(2)} s`;
+}
+
 /**
  * Writes `bytes` (rounded up to a MiB) to a new file in `dir` (tmpfs), or
  * as many as fit, then removes it: the memory it used is free again, and
