@@ -8,7 +8,8 @@ import { tmpdir } from "node:os";
 import { assert, assertEquals } from "./_assert.ts";
 import { findQemus } from "../src/qemu/discover.ts";
 import { listNamespaces } from "../src/lab/netns_names.ts";
-import { cleanStaleLabs } from "../src/lab/stale_runs.ts";
+import { cleanStaleLabs, liveLabRuns } from "../src/lab/stale_runs.ts";
+import { LabSession } from "../src/lab/session.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const LAB = new URL("src/cli/lab.ts", ROOT).href;
@@ -208,5 +209,46 @@ Deno.test("cleanStaleLabs() removes the RAM and run directories of a lab run who
     assert(await exists(liveRunDir), "a live run's run directory was removed");
   } finally {
     await new Deno.Command("rm", { args: ["-rf", dir, live, runDir, liveRunDir] }).output();
+  }
+});
+
+Deno.test("a lab run refuses to start while another process's lab run is running, and a reused pid is no run", async () => {
+  // A lab run as another Deno process, by its run directory; and a pid that is not Deno's.
+  const deno = new Deno.Command(Deno.execPath(), {
+    args: ["eval", "await new Promise((resolve) => setTimeout(resolve, 60_000))"],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  const other = new Deno.Command("sleep", { args: ["60"] }).spawn();
+  const runDir = join(tmpdir(), `gangway-lab-${deno.pid}-0badc0de-x1y2z3`);
+  const reused = join(tmpdir(), `gangway-lab-${other.pid}-0badc0de-x1y2z3`);
+  await Deno.mkdir(runDir);
+  await Deno.mkdir(reused);
+  try {
+    assertEquals(await liveLabRuns(), [{ pid: deno.pid, runDir }]);
+    const error = await LabSession.open({ handleSignals: false }).then(
+      async (session) => void await session.close(),
+      (error: Error) => error,
+    );
+    assert(error, "a second lab run started");
+    assert(
+      error.message.includes(`another one is running (process ${deno.pid}, ${runDir})`),
+      error.message,
+    );
+    // Once it is gone, nothing is running.
+    deno.kill("SIGKILL");
+    await deno.status;
+    assertEquals(await liveLabRuns(), []);
+  } finally {
+    for (const child of [deno, other]) {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // ended already
+      }
+      await child.status;
+    }
+    await Deno.remove(runDir, { recursive: true });
+    await Deno.remove(reused, { recursive: true });
   }
 });

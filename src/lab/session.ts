@@ -16,7 +16,7 @@ import {
   namespacePidsSync,
   qemuPidsNamed,
 } from "./_processes.ts";
-import { cleanStaleLabs } from "./stale_runs.ts";
+import { cleanStaleLabs, liveLabRuns } from "./stale_runs.ts";
 import { parseRate } from "./link_rate.ts";
 import { type LabMode, LabNetwork, type LabSide } from "./netns.ts";
 import { exitOnSignal } from "./netns_signal.ts";
@@ -121,18 +121,29 @@ export class LabSession implements AsyncDisposable {
 
   /**
    * Provisions the guest image, removes what crashed runs left behind,
-   * makes the network and the run's directories.
+   * makes the network and the run's directories. Refuses to start while
+   * another process's lab run is running on this host.
    *
    * Requires `--allow-run`, `--allow-read`, `--allow-write`, `--allow-env`.
    *
    * @param options Link, network mode, image, progress, signals
    * @returns The session; close it when done
-   * @throws Error when the link rate cannot be parsed, the image cannot be
-   * made, or (network "netns") the namespaces cannot be made
+   * @throws Error when the link rate cannot be parsed, another lab run is
+   * running, the image cannot be made, or (network "netns") the namespaces
+   * cannot be made
    */
   static async open(options: LabSessionOptions = {}): Promise<LabSession> {
     const link = options.link ?? "1gbit";
     parseRate(link); // refuse a bad rate before doing anything
+    // Before the image is built: two runs at once share the cores, the memory and the link's host.
+    const [other] = await liveLabRuns();
+    if (other) {
+      throw new Error(
+        `Cannot start a lab run: another one is running (process ${other.pid}, ${other.runDir}); ` +
+          "two at once would disturb each other's measurements and share the memory: " +
+          "wait for it to end, or stop it",
+      );
+    }
     const say = options.onProgress ?? ((line: string) => console.error(`lab: ${line}`));
     const image = options.image ?? await ensureGuestImage();
     const prebuilt = new Map<ImageName, GuestImage>();

@@ -1,7 +1,8 @@
 /**
- * Removes what lab runs that crashed left behind on this host (their
- * QEMUs, RAM directories and run directories; `netns_stale.ts` removes
- * their namespaces).
+ * Other lab runs on this host: those still running (a second run would
+ * disturb their measurements), and what those that crashed left behind
+ * (their QEMUs, RAM directories and run directories; `netns_stale.ts`
+ * removes their namespaces).
  *
  * @module
  */
@@ -9,7 +10,7 @@ import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { listDir, removeTree } from "./_files.ts";
 import { killAndWait, namedQemus } from "./_processes.ts";
-import { isAlive } from "../_processes.ts";
+import { isAlive, isRunning } from "../_processes.ts";
 import { removeStaleDirs } from "../_stale_dirs.ts";
 
 /**
@@ -40,7 +41,45 @@ export async function cleanStaleLabs(): Promise<number> {
       removed++;
     }
   }
-  // Made by Deno.makeTempDir in LabSession.open: `gangway-lab-PID-HEX-` and a suffix of its own.
-  removed += (await removeStaleDirs(tmpdir(), /^gangway-lab-(\d+)-[0-9a-f]+-/)).length;
+  removed += (await removeStaleDirs(tmpdir(), RUN_DIR)).length;
   return removed;
+}
+
+/** A lab run's run directory, made by Deno.makeTempDir in LabSession.open: its pid, an id, a suffix. */
+const RUN_DIR = /^gangway-lab-(\d+)-[0-9a-f]+-/;
+
+/** A lab run of another process that still runs. */
+export interface LiveLabRun {
+  pid: number;
+  /** Its run directory. */
+  runDir: string;
+}
+
+/**
+ * The lab runs of other processes that still run on this host, found by
+ * their run directories in the temporary directory. A directory whose pid
+ * now belongs to a process that is not Deno's (the run was killed and its
+ * pid reused) is no run; a process whose name cannot be read counts as one
+ * (in doubt, the caller is told).
+ *
+ * Requires `--allow-read` (the temporary directory, /proc) and
+ * `--allow-env` (TMPDIR).
+ */
+export async function liveLabRuns(): Promise<LiveLabRun[]> {
+  const runs: LiveLabRun[] = [];
+  for (const name of await listDir(tmpdir())) {
+    const pid = Number(RUN_DIR.exec(name)?.[1]);
+    if (!pid || pid === Deno.pid || !isRunning(pid) || !isDeno(pid)) continue;
+    runs.push({ pid, runDir: join(tmpdir(), name) });
+  }
+  return runs;
+}
+
+/** Whether a process is Deno (lab runs are), or cannot be told. */
+function isDeno(pid: number): boolean {
+  try {
+    return Deno.readTextFileSync(`/proc/${pid}/comm`).startsWith("deno");
+  } catch (error) {
+    return !(error instanceof Deno.errors.NotFound);
+  }
 }
