@@ -26,7 +26,7 @@
 #define GW_MAX_CALL_PAGES 0x7fffffffu
 
 /* Bumped whenever a signature or a constant below changes. */
-#define GW_ABI_VERSION 29
+#define GW_ABI_VERSION 30
 
 uint32_t gw_abi_version(void);
 
@@ -154,6 +154,13 @@ int gw_socket_find(uint16_t local_port, uint16_t peer_port);
  * that sample was application-limited.
  */
 int gw_socket_rate(int32_t fd, uint16_t local_port, uint16_t peer_port, uint64_t *out);
+/*
+ * Gives that socket, if it still has those ports (else -ESTALE), a send
+ * buffer of `bytes` (doubled by the kernel), unless it holds that much
+ * already; past net.core.wmem_max only with CAP_NET_ADMIN, and without it
+ * the kernel's own sizing stays. Returns the buffer's size afterwards.
+ */
+int gw_socket_send_buffer(int32_t fd, uint16_t local_port, uint16_t peer_port, int32_t bytes);
 
 /*
  * Sets the nice value of every thread of process `pid` (0: this one; see

@@ -3,17 +3,19 @@
  * program no descriptor for its listeners or connections, TLS ones
  * included: a listener's TCP_NODELAY (without it a target's first answer
  * after a TLS handshake waited for a delayed acknowledgement, 40-90 ms; an
- * accepted socket takes the option from its listener), and what the kernel
- * measured of a connection.
+ * accepted socket takes the option from its listener), what the kernel
+ * measured of a connection, and a connection's send buffer.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <linux/tcp.h> /* the kernel's tcp_info: glibc's lacks the delivery rate */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -136,4 +138,59 @@ GW_EXPORT int gw_socket_rate(int32_t fd, uint16_t local_port, uint16_t peer_port
 	out[0] = info.tcpi_delivery_rate;
 	out[1] = info.tcpi_delivery_rate_app_limited;
 	return 0;
+}
+
+/* net.core.wmem_max, the most an unprivileged SO_SNDBUF may ask for; 0 if it cannot be read. */
+static long wmem_max(void)
+{
+	char text[32];
+	int fd = open("/proc/sys/net/core/wmem_max", O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return 0;
+	n = read(fd, text, sizeof(text) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	text[n] = 0;
+	return strtol(text, NULL, 10);
+}
+
+/*
+ * Gives a connection found by gw_socket_find a send buffer of `bytes` (the
+ * kernel doubles the figure for its bookkeeping, and keeps it fixed from
+ * then on) unless it holds that much already. Past net.core.wmem_max only
+ * with CAP_NET_ADMIN (SO_SNDBUFFORCE); a process without it keeps the
+ * kernel's own sizing, which a smaller fixed buffer would only limit.
+ * Returns the buffer's size afterwards, -ESTALE if the descriptor is no
+ * longer that connection, or -errno.
+ */
+GW_EXPORT int gw_socket_send_buffer(int32_t fd, uint16_t local_port, uint16_t peer_port, int32_t bytes)
+{
+	int size = 0;
+	socklen_t len = sizeof(size);
+	uint16_t local, peer;
+
+	end_ports(fd, &local, &peer);
+	if (local != local_port || peer != peer_port)
+		return -ESTALE;
+	if (bytes <= 0)
+		return -EINVAL;
+	if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, &len) < 0)
+		return -errno;
+	if (size >= 2 * (long)bytes)
+		return size;
+	if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof(bytes)) < 0) {
+		if (errno != EPERM)
+			return -errno;
+		if (wmem_max() < bytes)
+			return size;
+		if (setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes)) < 0)
+			return -errno;
+	}
+	len = sizeof(size);
+	if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, &len) < 0)
+		return -errno;
+	return size;
 }

@@ -65,7 +65,7 @@
  *
  * @module
  */
-import type { SocketRateSample } from "../native/socket_rate.ts";
+import type { SocketRateSample } from "../native/connection_socket.ts";
 import { DecayingRate } from "./decaying_rate.ts";
 
 /** How PAGES data is sent: "auto" (following the bottleneck), always, or never. */
@@ -85,7 +85,7 @@ export interface SenderGauge {
   readonly streamBytesPerSecond: number;
   /** The sender's waits so far. */
   readonly waits: Readonly<SenderWaits>;
-  /** The kernel's latest measures of the connection, if it can tell (see SocketRate). */
+  /** The kernel's latest measures of the connection, if it can tell (see ConnectionSocket). */
   readonly socket?: () => SocketRateSample | undefined;
 }
 

@@ -18,7 +18,7 @@ import type { SenderOptions } from "./sender_options.ts";
 import { errorMessage } from "../_errors.ts";
 import { encodeText, FrameType } from "./protocol.ts";
 import { withTimeout } from "../_delay.ts";
-import { SocketRate } from "../native/socket_rate.ts";
+import { ConnectionSocket } from "../native/connection_socket.ts";
 
 /** Largest answer of a target: an ERROR of 4000 characters in UTF-8. */
 const ANSWER_BODY_BYTES = 16384;
@@ -60,6 +60,9 @@ export class TargetLink {
     });
     this.#writer = writer;
     const socket = socketOf(conn);
+    // Deeper than the kernel makes it, so that the sender works ahead while the link is the
+    // bottleneck and the link keeps busy where the cores are (SEND_BUFFER_BYTES).
+    socket?.deepenSendBuffer();
     this.compression = new CompressionPolicy(options.compression ?? "auto", {
       get streamBytesPerSecond() {
         return writer.streamBytesPerSecond;
@@ -168,8 +171,8 @@ export class TargetLink {
   }
 }
 
-/** The kernel's measures of a TCP or TLS connection's socket, if it can be found. */
-function socketOf(conn: ByteStream): SocketRate | undefined {
+/** A TCP or TLS connection's socket, if it can be found. */
+function socketOf(conn: ByteStream): ConnectionSocket | undefined {
   // A TLS connection's addresses name no transport: a port is what tells TCP.
   const { localAddr, remoteAddr } = conn as {
     localAddr?: { port?: unknown };
@@ -177,5 +180,5 @@ function socketOf(conn: ByteStream): SocketRate | undefined {
   };
   const [local, peer] = [localAddr?.port, remoteAddr?.port];
   if (typeof local !== "number" || typeof peer !== "number") return undefined;
-  return SocketRate.find(local, peer);
+  return ConnectionSocket.find(local, peer);
 }

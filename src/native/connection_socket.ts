@@ -1,0 +1,85 @@
+/**
+ * A TCP connection's socket (ffi/socket.c), TLS ones included: the
+ * delivery rate the kernel measures of it (what the path to the peer
+ * carried in its latest bursts, whether or not the sender kept it busy),
+ * and its send buffer. Deno gives a program no descriptor for a
+ * connection, so it is found by the ports of its two ends.
+ *
+ * @module
+ */
+import { native } from "./library.ts";
+
+/** What the kernel measured of a connection. */
+export interface SocketRateSample {
+  /** Bytes per second of the latest delivery-rate sample (0: none yet). */
+  bytesPerSecond: number;
+  /** Whether the sender left the link idle during that sample: the rate is then a lower bound. */
+  appLimited: boolean;
+}
+
+/**
+ * Send buffer a sender's connection asks for: the kernel doubles it, 8 MiB
+ * in all, twice the most its own sizing gave on a Gigabit link (about 4
+ * MB). A round's pages do not come evenly: where a guest's pages go as
+ * differences from similar pages, both hosts' cores are the bottleneck and
+ * the link runs below its rate; where they are incompressible, the link is,
+ * and the cores idle. The deeper buffer lets the sender work ahead during
+ * the latter: round 1 of the lab's 4 guests took 0.88-0.94 s instead of
+ * 1.01-1.07 (the link's rate alone would take 0.85), TMT 1.05-1.14 s
+ * instead of 1.18-1.29 in five interleaved pairs; 32 MiB was no better
+ * (docs/lab-results/runs/ab-32).
+ */
+export const SEND_BUFFER_BYTES = 4 << 20;
+
+/** One connection's socket: the kernel's measures of it, read as often as wanted, and its send buffer. */
+export class ConnectionSocket {
+  readonly #fd: number;
+  readonly #localPort: number;
+  readonly #peerPort: number;
+  readonly #out = new BigUint64Array(2);
+
+  private constructor(fd: number, localPort: number, peerPort: number) {
+    this.#fd = fd;
+    this.#localPort = localPort;
+    this.#peerPort = peerPort;
+  }
+
+  /**
+   * The connection of this process whose ends have these ports, or
+   * undefined if there is none, several, or no `--allow-ffi` (the rate is
+   * a hint: nothing depends on having it).
+   */
+  static find(localPort: number, peerPort: number): ConnectionSocket | undefined {
+    try {
+      const fd = native().gw_socket_find(localPort, peerPort);
+      return fd >= 0 ? new ConnectionSocket(fd, localPort, peerPort) : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** The kernel's latest measures, or undefined once the connection is gone. */
+  read(): SocketRateSample | undefined {
+    const out = this.#out;
+    if (native().gw_socket_rate(this.#fd, this.#localPort, this.#peerPort, out) < 0) {
+      return undefined;
+    }
+    return {
+      bytesPerSecond: Number(out[0]),
+      appLimited: out[1] !== 0n,
+    };
+  }
+
+  /**
+   * Gives the connection a send buffer of at least `bytes` (doubled by the
+   * kernel, and fixed from then on: no longer sized by the kernel), unless
+   * it holds that much already. Beyond `net.core.wmem_max` only with
+   * CAP_NET_ADMIN (root); without it the kernel's own sizing is kept.
+   *
+   * @returns the buffer's size afterwards, or undefined once the connection is gone
+   */
+  deepenSendBuffer(bytes: number = SEND_BUFFER_BYTES): number | undefined {
+    const size = native().gw_socket_send_buffer(this.#fd, this.#localPort, this.#peerPort, bytes);
+    return size < 0 ? undefined : size;
+  }
+}
