@@ -6,7 +6,7 @@ import { transferGang } from "../src/transfer/transfer_gang.ts";
 import { randomSeed } from "../src/transfer/seed.ts";
 import { CompressionPolicy, PROBE_INTERVAL_MS } from "../src/transfer/compression_policy.ts";
 import { FrameFlag, ProtocolError } from "../src/transfer/protocol.ts";
-import type { SocketRateSample } from "../src/native/socket_rate.ts";
+import type { SocketRateSample } from "../src/native/connection_socket.ts";
 import { decodePages, pagesDataOffset } from "../src/transfer/page_frames.ts";
 import { makeRamFile, patternPage, readRamFile, removeFiles, shmPath } from "./_fixtures.ts";
 import { startReceiver } from "./_transfer.ts";
