@@ -140,12 +140,13 @@ GW_EXPORT int gw_socket_rate(int32_t fd, uint16_t local_port, uint16_t peer_port
 	return 0;
 }
 
-/* net.core.wmem_max, the most an unprivileged SO_SNDBUF may ask for; 0 if it cannot be read. */
-static long wmem_max(void)
+/* The `field`th number (from 0) of a file under /proc/sys, or 0 if it cannot be read. */
+static long sysctl_number(const char *path, int field)
 {
-	char text[32];
-	int fd = open("/proc/sys/net/core/wmem_max", O_RDONLY | O_CLOEXEC);
+	char text[64], *at = text;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	ssize_t n;
+	long value = 0;
 
 	if (fd < 0)
 		return 0;
@@ -154,15 +155,19 @@ static long wmem_max(void)
 	if (n <= 0)
 		return 0;
 	text[n] = 0;
-	return strtol(text, NULL, 10);
+	for (int i = 0; i <= field; i++)
+		value = strtol(at, &at, 10);
+	return value;
 }
 
 /*
  * Gives a connection found by gw_socket_find a send buffer of `bytes` (the
  * kernel doubles the figure for its bookkeeping, and keeps it fixed from
- * then on) unless it holds that much already. Past net.core.wmem_max only
- * with CAP_NET_ADMIN (SO_SNDBUFFORCE); a process without it keeps the
- * kernel's own sizing, which a smaller fixed buffer would only limit.
+ * then on) unless it holds that much already, or the kernel's own sizing
+ * may grow it that far (net.ipv4.tcp_wmem's limit: a host tuned for long
+ * links keeps its tuning). Past net.core.wmem_max only with CAP_NET_ADMIN
+ * (SO_SNDBUFFORCE); a process without it keeps the kernel's sizing, which
+ * a smaller fixed buffer would only limit.
  * Returns the buffer's size afterwards, -ESTALE if the descriptor is no
  * longer that connection, or -errno.
  */
@@ -179,12 +184,12 @@ GW_EXPORT int gw_socket_send_buffer(int32_t fd, uint16_t local_port, uint16_t pe
 		return -EINVAL;
 	if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, &len) < 0)
 		return -errno;
-	if (size >= 2 * (long)bytes)
+	if (size >= 2 * (long)bytes || sysctl_number("/proc/sys/net/ipv4/tcp_wmem", 2) >= 2 * (long)bytes)
 		return size;
 	if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof(bytes)) < 0) {
 		if (errno != EPERM)
 			return -errno;
-		if (wmem_max() < bytes)
+		if (sysctl_number("/proc/sys/net/core/wmem_max", 0) < bytes)
 			return size;
 		if (setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes)) < 0)
 			return -errno;

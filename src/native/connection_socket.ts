@@ -73,8 +73,10 @@ export class ConnectionSocket {
   /**
    * Gives the connection a send buffer of at least `bytes` (doubled by the
    * kernel, and fixed from then on: no longer sized by the kernel), unless
-   * it holds that much already. Beyond `net.core.wmem_max` only with
-   * CAP_NET_ADMIN (root); without it the kernel's own sizing is kept.
+   * it holds that much already or the kernel's sizing may grow it that far
+   * (`net.ipv4.tcp_wmem`'s limit: a host tuned for long links keeps its
+   * tuning). Beyond `net.core.wmem_max` only with CAP_NET_ADMIN (root);
+   * without it the kernel's own sizing is kept.
    *
    * @returns the buffer's size afterwards, or undefined once the connection is gone
    */
