@@ -33,8 +33,8 @@ export class RoundBuffers {
    * helper threads: to be made before any guest is paused, as fresh memory
    * and new threads are slow on a VM (the first guest's downtime grew by
    * 60-90 ms when they were made while it was paused:
-   * docs/lab-results/runs/ab-15). A sender makes them while the target
-   * answers its HELLO.
+   * docs/lab-results/runs/ab-15). A sender makes them while it waits for
+   * the target to acknowledge its first round; a one pass as it starts.
    */
   large(): ScanBuffers {
     if (!this.#large) {

@@ -121,12 +121,7 @@ export class GangSender implements AsyncDisposable {
         token: options.token ?? "",
         guests: gang.guests.map((g) => ({ name: g.name, size: g.ram.size })),
       });
-      // While the target opens the gang's files: the buffers and threads of the rounds after the
-      // first, fresh memory and new threads being slow on a VM (they came after round 1 before,
-      // some 20-40 ms of the migration's time).
-      await sender.#link.ask(hello, FrameType.Welcome, sender.#answerTimeout, () => {
-        sender.#buffers.large();
-      });
+      await sender.#link.ask(hello, FrameType.Welcome, sender.#answerTimeout);
       return sender;
     } catch (error) {
       sender.close();
@@ -339,6 +334,12 @@ export class GangSender implements AsyncDisposable {
     await this.#link.send(encodeRoundEnd(round, final));
     await this.#link.flush();
     clock.flushed();
+    // While the link drains the send buffer and the target applies the round's last frames: the
+    // buffers and threads of the rounds after the first, made before any guest pauses (fresh
+    // memory and new threads are slow on a VM: 35 ms here, which made most of the handshake when
+    // they were made while the target answered the HELLO, in 5-10 ms). A one pass makes them as
+    // it starts.
+    if (!final) this.#buffers.large();
     // A final round, and a guest's own (finishGuest), run with guests paused.
     const acknowledged = await this.#link.answers.expect(
       FrameType.RoundDone,

@@ -103,19 +103,15 @@ export class TargetLink {
    * Sends a frame that asks the target something, everything before it
    * included, and waits for the answer of type `answer`.
    *
-   * @param meanwhile work of the caller's, done once the question is on its way (and before the
-   * answer is read)
    * @returns the answer's u32 (ROUND_DONE's round, GUEST_VERIFIED's guest...)
    */
   async ask(
     frame: Uint8Array,
     answer: number,
     timeoutMs: number,
-    meanwhile?: () => void,
   ): Promise<number> {
     await this.send(frame);
     await this.flush();
-    meanwhile?.();
     return await this.answers.expect(answer, timeoutMs);
   }
 
