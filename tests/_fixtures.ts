@@ -107,3 +107,27 @@ export async function runOrFail(program: string, ...args: string[]): Promise<voi
 export function sha256Hex(bytes: Uint8Array): string {
   return createHash("sha256").update(bytes).digest("hex");
 }
+
+/** A connected pair over loopback TCP, both ends closed on dispose: `near` connected to `far`. */
+export async function loopbackPair(): Promise<
+  { near: Deno.TcpConn; far: Deno.TcpConn } & Disposable
+> {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const [near, far] = await Promise.all([
+    Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port }),
+    listener.accept(),
+  ]);
+  return {
+    near,
+    far,
+    [Symbol.dispose]: () => {
+      for (const conn of [near, far]) {
+        try {
+          conn.close();
+        } catch {
+          // Closed already.
+        }
+      }
+    },
+  };
+}

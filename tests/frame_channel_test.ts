@@ -6,28 +6,7 @@
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { FrameChannel } from "../src/target/agent_protocol.ts";
 import { withTimeout } from "../src/_delay.ts";
-
-/** A connected pair over loopback TCP: `near` is the channel's side, `far` the silent peer. */
-async function pair(): Promise<{ near: Deno.TcpConn; far: Deno.TcpConn } & Disposable> {
-  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const [near, far] = await Promise.all([
-    Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port }),
-    listener.accept(),
-  ]);
-  return {
-    near,
-    far,
-    [Symbol.dispose]: () => {
-      for (const conn of [near, far]) {
-        try {
-          conn.close();
-        } catch {
-          // Closed already.
-        }
-      }
-    },
-  };
-}
+import { loopbackPair } from "./_fixtures.ts";
 
 /** Reads the peer's side to its end (what was buffered, then the close), within `timeoutMs`. */
 async function drainToEnd(conn: Deno.Conn, timeoutMs: number): Promise<void> {
@@ -51,7 +30,7 @@ async function drainToEnd(conn: Deno.Conn, timeoutMs: number): Promise<void> {
 const MiB = 2 ** 20;
 
 Deno.test("FrameChannel closes the connection when a write times out: nothing follows a frame cut short", async () => {
-  using conns = await pair();
+  using conns = await loopbackPair();
   const channel = new FrameChannel(conns.near, { maxBody: MiB, writeTimeoutMs: 300 });
   // Any bytes: the channel does not look into its frames.
   const frame = new Uint8Array(MiB);
@@ -68,7 +47,7 @@ Deno.test("FrameChannel closes the connection when a write times out: nothing fo
 });
 
 Deno.test("FrameChannel closes the connection when more bytes wait for the peer than it may have", async () => {
-  using conns = await pair();
+  using conns = await loopbackPair();
   const most = 4 * MiB;
   const channel = new FrameChannel(conns.near, {
     maxBody: MiB,
@@ -96,7 +75,7 @@ Deno.test("FrameChannel closes the connection when more bytes wait for the peer 
 });
 
 Deno.test("FrameChannel takes a frame larger than its bound when nothing waits", async () => {
-  using conns = await pair();
+  using conns = await loopbackPair();
   const channel = new FrameChannel(conns.near, {
     maxBody: MiB,
     writeTimeoutMs: 10_000,

@@ -6,12 +6,9 @@
  * @module
  */
 import { ConnectionSocket } from "../src/native/connection_socket.ts";
+import { loopbackPair } from "./_fixtures.ts";
 
-const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-const client = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
-const server = await listener.accept();
-const socket = ConnectionSocket.find(client.localAddr.port, client.remoteAddr.port);
+using conns = await loopbackPair();
+const { near } = conns;
+const socket = ConnectionSocket.find(near.localAddr.port, near.remoteAddr.port);
 console.log(JSON.stringify({ size: socket?.deepenSendBuffer() ?? null }));
-client.close();
-server.close();
-listener.close();
