@@ -24,8 +24,8 @@
  * error names both groups. `--dry-run` prints the plan and changes
  * nothing. Progress goes to stderr; with `--json` the report goes to
  * stdout. Exit status 0 only when every guest runs at the target. As root
- * it raises its own CPU priority to the weight of one thread per guest
- * (what QEMU's migration threads would have), so that a busy host does not
+ * it raises its own CPU priority to the weight QEMU's multifd threads for
+ * the gang would have (src/cpu_share.ts), so that a busy host does not
  * starve it; `--keep-priority` leaves it as it is. With `--max-throttle`
  * (root), guests that write pages faster than the rounds send them are
  * slowed down while the rounds stop shrinking, at most that percent of
@@ -216,7 +216,7 @@ if (values["dry-run"]) {
   // Step 4 -- scan, live rounds, pause, final round, verify, switch over.
   if (!values["keep-priority"]) {
     const { nice, raised } = claimCpuShare(sources.length);
-    if (raised) say(`CPU priority nice ${nice}: the weight of one migration thread per guest`);
+    if (raised) say(`CPU priority nice ${nice}: the weight of QEMU's multifd threads for the gang`);
   }
   say(
     `evacuating ${sources.length} guests to ${values.target}: ${

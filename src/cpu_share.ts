@@ -1,25 +1,43 @@
 /**
- * The CPU share of a migration that does in one process what QEMU does in
- * one migration thread per guest.
+ * The CPU share of a migration that does in two threads what QEMU does in
+ * three per guest.
  *
  * On a host whose cores are busy with the gang's own vCPUs, the scheduler
- * shares the CPU out per thread: QEMU's migration of N guests runs N
- * migration threads, gangway's one sender thread, which then gets a
- * twenty-fifth of the CPU among 24 guests (at the paper's 24 guests its
- * first round crawled while QEMU's kept up). Raising the sender's priority
- * by the gang's size gives it the weight of N ordinary threads: the share
- * QEMU would have, no more. The target's agent claims the same for the
- * receiving end while a gang lasts ({@linkcode releaseCpuShare}); the
- * guests it starts run at the priority it had before
- * ({@linkcode normalPriorityPrefix}). A guest that is switching over is
- * paused, and its QEMUs' work (saving, then loading, its device state;
- * `cont`) is all of what is left of its downtime: they borrow the
- * migration's weight until then ({@linkcode lendCpuShare}).
+ * shares the CPU out per thread. QEMU's best method, multifd with its
+ * default 2 channels, migrates N guests with N migration threads and 2N
+ * channel threads (which compress); gangway's sender does that work in two
+ * threads, its page work and zstd, which at nice 0 get a fraction of the
+ * CPU among busy guests (at the paper's 24 guests its first round crawled
+ * while QEMU's kept up; at 4 busy guests round 1 was CPU-bound). Raising
+ * the priority by the gang's size gives the two the weight of those 3N
+ * ordinary threads ({@linkcode guestsWeight}): the share QEMU would have,
+ * no more. The target's agent claims the same for the receiving end while
+ * a gang lasts ({@linkcode releaseCpuShare}); the guests it starts run at
+ * the priority it had before ({@linkcode normalPriorityPrefix}). A guest
+ * that is switching over is paused, and its QEMUs' work (saving, then
+ * loading, its device state; `cont`) is all of what is left of its
+ * downtime: they borrow the migration's weight until then
+ * ({@linkcode lendCpuShare}).
  *
  * @module
  */
 import { getPriority, setPriority } from "node:os";
 import { setThreadPriorities } from "./native/thread_priority.ts";
+
+/** Threads QEMU's multifd migration runs per guest: its migration thread and 2 channels. */
+const QEMU_THREADS_PER_GUEST = 3;
+
+/** Threads of a gangway process that do its bulk work: its main thread and zstd's. */
+const OWN_BUSY_THREADS = 2;
+
+/**
+ * The weight, in ordinary threads, each thread of a migration of `guests`
+ * guests claims: QEMU's threads for them shared by gangway's two (1.5 a
+ * guest).
+ */
+export function guestsWeight(guests: number): number {
+  return guests * QEMU_THREADS_PER_GUEST / OWN_BUSY_THREADS;
+}
 
 /** Ratio of CPU weights between two neighbouring nice values (the kernel's sched_prio_to_weight). */
 const WEIGHT_STEP = 1.25;
@@ -57,17 +75,17 @@ function allThreadsTo(nice: number): void {
 
 /**
  * Gives the process (Deno's main thread: the page work, and the C
- * library's threads, where zstd and the scans' helpers run) the CPU weight of
- * `threads` ordinary threads each, if it may (root, or CAP_SYS_NICE) and
- * has less.
+ * library's threads, where zstd and the scans' helpers run) the CPU weight
+ * {@linkcode guestsWeight} gives a migration of `guests` guests, if it
+ * may (root, or CAP_SYS_NICE) and has less.
  *
  * Requires `--allow-sys=getPriority,setPriority` (without it, nothing
  * changes), and `--allow-ffi` for threads other than the calling one.
  *
  * @returns the nice value now, and whether it was raised
  */
-export function claimCpuShare(threads: number): { nice: number; raised: boolean } {
-  const wanted = niceForThreads(threads);
+export function claimCpuShare(guests: number): { nice: number; raised: boolean } {
+  const wanted = niceForThreads(guestsWeight(guests));
   let now = 0;
   try {
     now = getPriority();

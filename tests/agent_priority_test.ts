@@ -17,7 +17,7 @@ async function childrenNices(pid: number): Promise<number[][]> {
 
 Deno.test({
   name:
-    "the agent receives a gang with the weight of a thread per guest, lends it to its destinations until they run, and gives it back when the gang ends",
+    "the agent receives a gang with the weight of QEMU's multifd threads for its guests, lends it to its destinations until they run, and gives it back when the gang ends",
   // Raising a priority needs root (CAP_SYS_NICE).
   ignore: Deno.uid() !== 0,
   fn: async () => {
@@ -31,8 +31,8 @@ Deno.test({
         [0, 1, 2, 3].map((i) => sourceLike(uniqueName(`gwt-prio${i}`))),
       );
       const destinations = await target.prepareDestinations(sources);
-      const weight = Math.max(before - 6, -20);
-      assertEquals(await niceOf(pid), weight, "4 guests: the weight of 4");
+      const weight = Math.max(before - 8, -20);
+      assertEquals(await niceOf(pid), weight, "4 guests: the weight of 12 threads in 2");
       // Waiting for their guests, whose device state they load while the guests are paused.
       const lent = await childrenNices(pid);
       assertEquals(lent.length, 4, "a QEMU per guest");

@@ -1,6 +1,6 @@
 import { assertEquals, assertThrows } from "./_assert.ts";
 import { getPriority } from "node:os";
-import { lendCpuShare, niceForThreads } from "../src/cpu_share.ts";
+import { guestsWeight, lendCpuShare, niceForThreads } from "../src/cpu_share.ts";
 import { threadNices } from "./_proc.ts";
 
 Deno.test("niceForThreads gives the weight of N ordinary threads, within bounds", () => {
@@ -8,6 +8,17 @@ Deno.test("niceForThreads gives the weight of N ordinary threads, within bounds"
   assertEquals([1, 2, 4, 8, 24].map(niceForThreads), [0, -3, -6, -9, -14]);
   assertEquals(niceForThreads(1000), -15);
   assertThrows(() => niceForThreads(0), RangeError, "need at least 1");
+});
+
+Deno.test("a migration's two busy threads share the weight of QEMU's three threads a guest", () => {
+  assertEquals([1, 4, 24].map(guestsWeight), [1.5, 6, 36]);
+  assertEquals([1, 2, 4, 8, 24].map((n) => niceForThreads(guestsWeight(n))), [
+    -2,
+    -5,
+    -8,
+    -11,
+    -15,
+  ]);
 });
 
 Deno.test("claimCpuShare raises the priority of a process by the gang's size", async () => {
@@ -23,9 +34,9 @@ Deno.test("claimCpuShare raises the priority of a process by the gang's size", a
   assertEquals(success, true);
   const [first, second] = JSON.parse(new TextDecoder().decode(stdout));
   if (Deno.uid() === 0) {
-    assertEquals(first, { nice: -6, raised: true });
+    assertEquals(first, { nice: -8, raised: true });
     // Never lowered again by a smaller claim.
-    assertEquals(second, { nice: -6, raised: false });
+    assertEquals(second, { nice: -8, raised: false });
   } else {
     assertEquals(first.raised, false);
   }
@@ -62,7 +73,7 @@ Deno.test("a program started with normalPriorityPrefix runs at the priority the 
   assertEquals(success, true, new TextDecoder().decode(stderr));
   const seen = JSON.parse(new TextDecoder().decode(stdout));
   assertEquals(seen.prefixed, seen.before);
-  if (seen.raised) assertEquals(Number(seen.inherited), Number(seen.before) - 6);
+  if (seen.raised) assertEquals(Number(seen.inherited), Number(seen.before) - 8);
   else assertEquals(seen.inherited, seen.before);
 });
 
@@ -86,7 +97,7 @@ Deno.test("claimCpuShare raises every thread of the process, those made before t
   assertEquals(success, true, new TextDecoder().decode(stderr));
   const { claimed, released } = JSON.parse(new TextDecoder().decode(stdout));
   assertEquals(claimed.length > 1, true, "Deno runs more than one thread");
-  assertEquals(new Set(claimed), new Set([-6]), `every thread's nice: ${claimed}`);
+  assertEquals(new Set(claimed), new Set([-8]), `every thread's nice: ${claimed}`);
   assertEquals(new Set(released), new Set([0]), `every thread's nice: ${released}`);
 });
 

@@ -16,9 +16,9 @@
  * Logs one line per event on stderr (with --json, one JSON object per
  * event on stdout). SIGINT or SIGTERM stop it; a gang under way is then
  * abandoned: its sources run on. As root it receives a gang with the CPU
- * weight of one thread per guest, as QEMU's incoming migrations would have
- * (src/cpu_share.ts), until the gang ends, unless --keep-priority; its
- * guests run at the usual one.
+ * weight QEMU's incoming multifd migrations would have (src/cpu_share.ts),
+ * until the gang ends, unless --keep-priority; its guests run at the usual
+ * one.
  *
  * Requires `--allow-all` (QEMU, the page library, files under /dev/shm and /run).
  *

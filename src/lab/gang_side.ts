@@ -186,7 +186,7 @@ if (import.meta.main) {
     if (!hostname || !port || positionals.length === 0) {
       throw new Error("Cannot run the gang side: --target HOST:PORT and QMP sockets are needed");
     }
-    // As evacuate.ts does: the weight of one migration thread per guest (the agent on host B
+    // As evacuate.ts does: the weight QEMU's multifd threads would have (the agent on host B
     // claims the same for its receiver).
     claimCpuShare(positionals.length);
     const throttle = values.throttle === undefined

@@ -41,8 +41,8 @@ export interface AgentOptions {
   qemuBinary: string;
   /**
    * Keep the agent's CPU priority: by default a gang's receiver gets the
-   * weight of one thread per guest, as QEMU's incoming migrations would
-   * (src/cpu_share.ts; root only), and its guests run at the usual one.
+   * weight QEMU's incoming multifd migrations would have (src/cpu_share.ts;
+   * root only), and its guests run at the usual one.
    */
   keepPriority?: boolean;
   /** Longest time from a connection to its first frame. */
@@ -205,8 +205,8 @@ export class AgentHost {
   async startGang(machines: readonly GangMachine[]): Promise<AgentGang> {
     if (this.busy) throw new Error("Target agent is busy with another gang");
     this.#starting = true;
-    // Receiving in one thread what QEMU would in one per guest: the weight of that many, for as
-    // long as the gang lasts (endGang). Claimed first: the destinations start at the usual
+    // Receiving in a thread or two what QEMU would in three per guest: their weight, for as long
+    // as the gang lasts (endGang). Claimed first: the destinations start at the usual
     // priority, and each borrows this one from its listen() to its `cont` (localDestination).
     if (!this.options.keepPriority) claimCpuShare(machines.length);
     try {
