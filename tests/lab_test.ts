@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { assert, assertEquals } from "./_assert.ts";
 import { findQemus } from "../src/qemu/discover.ts";
 import { listNamespaces } from "../src/lab/netns_names.ts";
-import { cleanStaleLabs, liveLabRuns } from "../src/lab/stale_runs.ts";
+import { cleanStaleLabs, labRunNames, liveLabRuns } from "../src/lab/stale_runs.ts";
 import { LabSession } from "../src/lab/session.ts";
 
 const ROOT = new URL("../", import.meta.url);
@@ -192,10 +192,11 @@ Deno.test("Ctrl-C during the migration ends the lab with 130 and leaves no names
 Deno.test("cleanStaleLabs() removes the RAM and run directories of a lab run whose process is gone", async () => {
   const gone = new Deno.Command("true").spawn();
   await gone.status;
-  const dir = `/dev/shm/gangway-lab-${gone.pid}-0badc0de`;
-  const live = `/dev/shm/gangway-lab-${Deno.pid}-0badc0de`;
-  const runDir = join(tmpdir(), `gangway-lab-${gone.pid}-0badc0de-x1y2z3`);
-  const liveRunDir = join(tmpdir(), `gangway-lab-${Deno.pid}-0badc0de-x1y2z3`);
+  // Named as LabSession.open names them, with Deno.makeTempDir's suffix on the run directories.
+  const dir = labRunNames.ramDir(`${gone.pid}-0badc0de`);
+  const live = labRunNames.ramDir(`${Deno.pid}-0badc0de`);
+  const runDir = join(tmpdir(), `${labRunNames.runDirPrefix(`${gone.pid}-0badc0de`)}x1y2z3`);
+  const liveRunDir = join(tmpdir(), `${labRunNames.runDirPrefix(`${Deno.pid}-0badc0de`)}x1y2z3`);
   await new Deno.Command("mkdir", {
     args: ["-p", `${dir}/source`, live, `${runDir}/target`, liveRunDir],
   }).output();
@@ -220,8 +221,8 @@ Deno.test("a lab run refuses to start while another process's lab run is running
     stderr: "null",
   }).spawn();
   const other = new Deno.Command("sleep", { args: ["60"] }).spawn();
-  const runDir = join(tmpdir(), `gangway-lab-${deno.pid}-0badc0de-x1y2z3`);
-  const reused = join(tmpdir(), `gangway-lab-${other.pid}-0badc0de-x1y2z3`);
+  const runDir = join(tmpdir(), `${labRunNames.runDirPrefix(`${deno.pid}-0badc0de`)}x1y2z3`);
+  const reused = join(tmpdir(), `${labRunNames.runDirPrefix(`${other.pid}-0badc0de`)}x1y2z3`);
   await Deno.mkdir(runDir);
   await Deno.mkdir(reused);
   try {

@@ -16,7 +16,7 @@ import {
   namespacePidsSync,
   qemuPidsNamed,
 } from "./_processes.ts";
-import { cleanStaleLabs, liveLabRuns } from "./stale_runs.ts";
+import { cleanStaleLabs, labRunNames, liveLabRuns } from "./stale_runs.ts";
 import { parseRate } from "./link_rate.ts";
 import { type LabMode, LabNetwork, type LabSide } from "./netns.ts";
 import { exitOnSignal } from "./netns_signal.ts";
@@ -45,10 +45,6 @@ export interface LabSessionOptions {
   handleSignals?: boolean;
 }
 
-/** Where a lab run keeps its RAM files: this prefix, then the run's id. */
-const RAM_DIR_PREFIX = "/dev/shm/gangway-lab-";
-/** Where it keeps QMP sockets and logs (short: a unix socket path has 107 bytes). */
-const RUN_DIR_PREFIX = "gangway-lab-";
 /** Goodput of TCP over an Ethernet link, as a share of its nominal rate (941 of 1000 Mbit/s). */
 const TCP_GOODPUT_SHARE = 0.941;
 /** How long a child process gets to end after SIGTERM before SIGKILL. */
@@ -111,7 +107,7 @@ export class LabSession implements AsyncDisposable {
     this.link = link;
     this.network = network;
     this.image = image;
-    this.ramDir = `${RAM_DIR_PREFIX}${id}`;
+    this.ramDir = labRunNames.ramDir(id);
     this.diskDir = join(this.ramDir, "disks");
     this.#images.set("busybox", Promise.resolve(image));
     this.runDir = runDir;
@@ -154,7 +150,8 @@ export class LabSession implements AsyncDisposable {
     const removed = await cleanStaleLabs();
     if (removed > 0) say(`removed ${removed} leftovers of crashed lab runs`);
     const id = `${Deno.pid}-${randomHex()}`;
-    const runDir = await Deno.makeTempDir({ prefix: `${RUN_DIR_PREFIX}${id}-` });
+    // In the temporary directory, with a short name: a unix socket's path has 107 bytes.
+    const runDir = await Deno.makeTempDir({ prefix: labRunNames.runDirPrefix(id) });
     let network: LabNetwork;
     try {
       network = await LabNetwork.create({ rate: link, mode: options.network ?? "auto" });
@@ -233,7 +230,7 @@ export class LabSession implements AsyncDisposable {
 
   /** A guest name unique to this run: `lab-ID-TAG-N`. */
   guestName(tag: string, index: number): string {
-    return `lab-${this.id}-${tag}-${index}`;
+    return `${labRunNames.qemuPrefix(this.id)}${tag}-${index}`;
   }
 
   /** The directory of a host's RAM files. */

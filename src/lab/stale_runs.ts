@@ -14,6 +14,26 @@ import { isAlive, isRunning } from "../_processes.ts";
 import { removeStaleDirs } from "../_stale_dirs.ts";
 
 /**
+ * The names a lab run gives what it makes, from its id (this process's pid,
+ * a dash, hex digits): the one place they are spelled, so that the clean-up
+ * below finds what `LabSession.open` made.
+ */
+export const labRunNames = {
+  /** Its QEMUs' names begin with this. */
+  qemuPrefix: (id: string) => `lab-${id}-`,
+  /** Its RAM files' directory. */
+  ramDir: (id: string) => `/dev/shm/gangway-lab-${id}`,
+  /** Its run directory's prefix in the temporary directory (Deno.makeTempDir adds a suffix). */
+  runDirPrefix: (id: string) => `gangway-lab-${id}-`,
+};
+
+/** A lab run's id in each of those names: the pid, then the hex digits. */
+const ID = String.raw`(\d+)-[0-9a-f]+`;
+const QEMU_NAME = new RegExp(`^${labRunNames.qemuPrefix(ID)}`);
+const RAM_DIR = new RegExp(`^${labRunNames.ramDir(ID).slice("/dev/shm/".length)}$`);
+const RUN_DIR = new RegExp(`^${labRunNames.runDirPrefix(ID)}`);
+
+/**
  * Removes what lab runs whose process is gone left behind: QEMUs named
  * `lab-PID-...`, RAM directories `/dev/shm/gangway-lab-PID-...` and run
  * directories `gangway-lab-PID-...` in the temporary directory (sockets,
@@ -29,13 +49,13 @@ export async function cleanStaleLabs(): Promise<number> {
   let removed = 0;
   const dead = (pid: number) => !isAlive(pid);
   const staleQemus = (await namedQemus()).filter((q) => {
-    const match = /^lab-(\d+)-[0-9a-f]+-/.exec(q.name);
+    const match = QEMU_NAME.exec(q.name);
     return match !== null && dead(Number(match[1]));
   });
   removed += staleQemus.length;
   await killAndWait(staleQemus.map((q) => q.pid));
   for (const name of await listDir("/dev/shm")) {
-    const match = /^gangway-lab-(\d+)-[0-9a-f]+$/.exec(name);
+    const match = RAM_DIR.exec(name);
     if (match && dead(Number(match[1]))) {
       await removeTree(join("/dev/shm", name));
       removed++;
@@ -44,9 +64,6 @@ export async function cleanStaleLabs(): Promise<number> {
   removed += (await removeStaleDirs(tmpdir(), RUN_DIR)).length;
   return removed;
 }
-
-/** A lab run's run directory, made by Deno.makeTempDir in LabSession.open: its pid, an id, a suffix. */
-const RUN_DIR = /^gangway-lab-(\d+)-[0-9a-f]+-/;
 
 /** A lab run of another process that still runs. */
 export interface LiveLabRun {
