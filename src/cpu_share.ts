@@ -85,10 +85,12 @@ function allThreadsTo(nice: number): void {
  * @returns the nice value now, and whether it was raised
  */
 export function claimCpuShare(guests: number): { nice: number; raised: boolean } {
-  const wanted = niceForThreads(guestsWeight(guests));
   let now = 0;
   try {
     now = getPriority();
+    // No guests, no migration threads to weigh against.
+    if (!(guests >= 1)) return { nice: now, raised: false };
+    const wanted = niceForThreads(guestsWeight(guests));
     if (now <= wanted) return { nice: now, raised: false };
     setPriority(wanted);
     const nice = getPriority();

@@ -298,7 +298,7 @@ export class LabSession implements AsyncDisposable {
       const namespace = this.network[side].namespace;
       if (namespace !== null) { for (const pid of await namespacePids(namespace)) pids.add(pid); }
     }
-    for (const pid of await qemuPidsNamed(`lab-${this.id}-`)) pids.add(pid);
+    for (const pid of await qemuPidsNamed(labRunNames.qemuPrefix(this.id))) pids.add(pid);
     pids.delete(Deno.pid);
     const left = await killAndWait([...pids]);
     if (left.length > 0) throw new Error(`Cannot end processes ${left.join(", ")} of the lab run`);

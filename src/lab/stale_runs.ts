@@ -21,17 +21,30 @@ import { removeStaleDirs } from "../_stale_dirs.ts";
 export const labRunNames = {
   /** Its QEMUs' names begin with this. */
   qemuPrefix: (id: string) => `lab-${id}-`,
-  /** Its RAM files' directory. */
-  ramDir: (id: string) => `/dev/shm/gangway-lab-${id}`,
+  /** Its RAM files' directory, in /dev/shm. */
+  ramDir: (id: string) => join(RAM_PARENT, ramDirName(id)),
   /** Its run directory's prefix in the temporary directory (Deno.makeTempDir adds a suffix). */
   runDirPrefix: (id: string) => `gangway-lab-${id}-`,
 };
 
-/** A lab run's id in each of those names: the pid, then the hex digits. */
-const ID = String.raw`(\d+)-[0-9a-f]+`;
-const QEMU_NAME = new RegExp(`^${labRunNames.qemuPrefix(ID)}`);
-const RAM_DIR = new RegExp(`^${labRunNames.ramDir(ID).slice("/dev/shm/".length)}$`);
-const RUN_DIR = new RegExp(`^${labRunNames.runDirPrefix(ID)}`);
+/** Where lab runs keep their RAM directories. */
+const RAM_PARENT = "/dev/shm";
+const ramDirName = (id: string) => `gangway-lab-${id}`;
+
+/**
+ * What matches a name made by `name` from any lab run's id (its pid, a
+ * dash, hex digits) at the start of a string, the pid captured; `whole`
+ * when nothing may follow.
+ */
+function idPattern(name: (id: string) => string, whole: boolean): RegExp {
+  const [before, after] = name("\0").split("\0").map((part) =>
+    part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
+  );
+  return new RegExp(`^${before}(\\d+)-[0-9a-f]+${after}${whole ? "$" : ""}`);
+}
+const QEMU_NAME = idPattern(labRunNames.qemuPrefix, false);
+const RAM_DIR = idPattern(ramDirName, true);
+const RUN_DIR = idPattern(labRunNames.runDirPrefix, false);
 
 /**
  * Removes what lab runs whose process is gone left behind: QEMUs named
@@ -54,10 +67,10 @@ export async function cleanStaleLabs(): Promise<number> {
   });
   removed += staleQemus.length;
   await killAndWait(staleQemus.map((q) => q.pid));
-  for (const name of await listDir("/dev/shm")) {
+  for (const name of await listDir(RAM_PARENT)) {
     const match = RAM_DIR.exec(name);
     if (match && dead(Number(match[1]))) {
-      await removeTree(join("/dev/shm", name));
+      await removeTree(join(RAM_PARENT, name));
       removed++;
     }
   }
