@@ -22,14 +22,15 @@ export const labRunNames = {
   /** Its QEMUs' names begin with this. */
   qemuPrefix: (id: string) => `lab-${id}-`,
   /** Its RAM files' directory, in /dev/shm. */
-  ramDir: (id: string) => join(RAM_PARENT, ramDirName(id)),
+  ramDir: (id: string) => join(RAM_PARENT, dirName(id)),
   /** Its run directory's prefix in the temporary directory (Deno.makeTempDir adds a suffix). */
-  runDirPrefix: (id: string) => `gangway-lab-${id}-`,
+  runDirPrefix: (id: string) => `${dirName(id)}-`,
 };
 
 /** Where lab runs keep their RAM directories. */
 const RAM_PARENT = "/dev/shm";
-const ramDirName = (id: string) => `gangway-lab-${id}`;
+/** The name of a lab run's RAM directory, and the start of its run directory's. */
+const dirName = (id: string) => `gangway-lab-${id}`;
 
 /**
  * What matches a name made by `name` from any lab run's id (its pid, a
@@ -43,7 +44,7 @@ function idPattern(name: (id: string) => string, whole: boolean): RegExp {
   return new RegExp(`^${before}(\\d+)-[0-9a-f]+${after}${whole ? "$" : ""}`);
 }
 const QEMU_NAME = idPattern(labRunNames.qemuPrefix, false);
-const RAM_DIR = idPattern(ramDirName, true);
+const RAM_DIR = idPattern(dirName, true);
 const RUN_DIR = idPattern(labRunNames.runDirPrefix, false);
 
 /**
