@@ -10,6 +10,8 @@ import { findQemus } from "../src/qemu/discover.ts";
 import { listNamespaces } from "../src/lab/netns_names.ts";
 import { cleanStaleLabs, labRunNames, liveLabRuns } from "../src/lab/stale_runs.ts";
 import { LabSession } from "../src/lab/session.ts";
+import { namedQemus } from "../src/lab/_processes.ts";
+import { isRunning } from "../src/_processes.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const LAB = new URL("src/cli/lab.ts", ROOT).href;
@@ -210,6 +212,46 @@ Deno.test("cleanStaleLabs() removes the RAM and run directories of a lab run who
     assert(await exists(liveRunDir), "a live run's run directory was removed");
   } finally {
     await new Deno.Command("rm", { args: ["-rf", dir, live, runDir, liveRunDir] }).output();
+  }
+});
+
+Deno.test("cleanStaleLabs() kills the QEMUs named by a lab run whose process is gone, and no other", async () => {
+  const gone = new Deno.Command("true").spawn();
+  await gone.status;
+  // Stand-ins for QEMUs: a shell under QEMU's binary name (ps lists it so), named as
+  // LabSession.open names a run's guests; it waits on its stdin until killed.
+  const dir = await Deno.makeTempDir();
+  const binary = join(dir, "qemu-system-x86_64");
+  await Deno.copyFile("/bin/bash", binary);
+  const fakeQemu = (id: string) =>
+    new Deno.Command(binary, {
+      args: ["-c", "read line", "-name", `${labRunNames.qemuPrefix(id)}g1`],
+      stdin: "piped",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+  const stale = fakeQemu(`${gone.pid}-0badc0de`);
+  const live = fakeQemu(`${Deno.pid}-0badc0de`);
+  // Another lab run's prefix with more after the pid than its hex id: not a lab run's name.
+  const other = fakeQemu(`${gone.pid}-0badc0de.x`);
+  try {
+    const listed = async () => (await namedQemus()).map((q) => q.pid);
+    const seen = await listed();
+    for (const q of [stale, live, other]) assert(seen.includes(q.pid), `${q.pid} not listed`);
+    assert(await cleanStaleLabs() >= 1);
+    // Dead once cleanStaleLabs() returns (it waits for its kills); a zombie until reaped below.
+    assert(!isRunning(stale.pid), "the stale run's QEMU was not killed");
+    assert(isRunning(live.pid) && isRunning(other.pid), "a QEMU of no stale run was killed");
+  } finally {
+    for (const child of [stale, live, other]) {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // ended already
+      }
+      await child.status;
+    }
+    await Deno.remove(dir, { recursive: true });
   }
 });
 
