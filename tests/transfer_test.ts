@@ -469,12 +469,15 @@ Deno.test("transferGang() refuses to verify a guest whose file shrank or grew du
           !receiver.events.some((e) => e.event === "complete"),
           "the target completed nothing",
         );
-        // The target heard why (its log says more than a closed connection).
+        // The target heard why (its log says more than a closed connection), with the guest's
+        // name where the source's own path was.
         const failed = receiver.events.find((e) => e.event === "failed");
+        const named = `<guest "${path.split("/").at(-1)}"'s RAM file>`;
         assertEquals(
           failed && "error" in failed ? failed.error : undefined,
-          `Sender gave up: ${(error as Error).message}`,
+          `Sender gave up: ${(error as Error).message.replaceAll(`"${path}"`, named)}`,
         );
+        assert(!failed || !("error" in failed) || !failed.error.includes(path), "the path told");
       } finally {
         await removeFiles(path);
       }

@@ -243,12 +243,26 @@ export async function transferGang(
       if (paused) await resumeAfter(error, options.resume);
     } finally {
       // Then the target hears why (the guests first), unless it failed itself and said so.
-      if (!(error instanceof TargetError)) await sender?.abandon(errorMessage(error));
+      if (!(error instanceof TargetError)) await sender?.abandon(toldTarget(error, gang));
     }
     throw error;
   } finally {
     sender?.close(); // connect() closes the connection itself if it fails
   }
+}
+
+/**
+ * A failure as the target hears it: where the source keeps its guests' RAM
+ * is none of another host's business (nor of its logs), so each file is
+ * named by its guest, as HELLO named the guests.
+ */
+function toldTarget(error: unknown, gang: Gang): string {
+  let text = errorMessage(error);
+  for (const { name, ram } of gang.guests) {
+    const named = `<guest "${name}"'s RAM file>`;
+    text = text.replaceAll(`"${ram.path}"`, named).replaceAll(ram.path, named);
+  }
+  return text;
 }
 
 /** Resumes the guests after a failure; if that fails too, says both. */
