@@ -137,3 +137,17 @@ Deno.test("LoopTimeout keeps nothing a wait while its loop goes on: a frame tric
   // A reaction left a wait on one promise of the loop kept some 300 bytes each: 30 MB here.
   assert(kept < 4e6, `the heap kept ${kept} bytes for 100,000 waits`);
 });
+
+Deno.test("parseSize() and parseRate() read KiB, MiB... as powers of 2 and kB, MB... as powers of 10", () => {
+  assertEquals(parseRate("1MiB", "--max-bandwidth"), 2 ** 20);
+  assertEquals(parseRate("1MB", "--max-bandwidth"), 1e6);
+  assertEquals(parseRate("1M", "--max-bandwidth"), 1e6);
+  assertEquals(parseSize("1MB", "--memory"), 1e6);
+  assertEquals(parseSize("1MiB", "--memory"), 2 ** 20);
+  assertEquals(parseSize("1M", "--memory"), 2 ** 20);
+  assertEquals(parseSize("2KiB", "--memory"), 2048);
+  // Spaces, unknown units and a unit without its letter are refused, as other numbers' are.
+  for (const text of [" 5", "5 M", "5M ", "1Mb", "1iB", "1B", "1X"]) {
+    assertThrows(() => parseRate(text, "--max-bandwidth"), UsageError, `got "${text}"`);
+  }
+});

@@ -80,6 +80,43 @@ Deno.test("scan without --json prints a table with the totals and the saving", a
   }
 });
 
+Deno.test("scan reads relative paths from the directory `deno task` was run in (INIT_CWD)", async () => {
+  const a = makeRamFile(shmPath("relative"), [patternPage(1), patternPage(1)]);
+  const [dir, name] = [a.slice(0, a.lastIndexOf("/")), a.slice(a.lastIndexOf("/") + 1)];
+  try {
+    // The child runs in this process's directory, as a task runs in the folder of deno.json; the
+    // report names the file it read.
+    const permissions = ["--allow-ffi", "--allow-read", "--allow-env=GANGWAY_LIB,INIT_CWD"];
+    const { code, stdout, stderr } = await runCli("scan", ["--json", name], {
+      permissions,
+      env: { INIT_CWD: dir },
+    });
+    assertEquals(code, 0, stderr);
+    assertEquals(JSON.parse(stdout).guests, [{
+      path: a,
+      pages: 2,
+      zero: 0,
+      unique: 1,
+      duplicate: 1,
+    }]);
+    // Without the permission to read it (a plain `deno run`), the working directory stays.
+    const plain = await runCli("scan", ["--json", name], { env: { INIT_CWD: dir } });
+    assertEquals(plain.code, 2, plain.stdout);
+    assert(plain.stderr.includes("no such file"), plain.stderr);
+  } finally {
+    await removeFiles(a);
+  }
+});
+
+Deno.test("scan --help prints the usage and exits with 0", async () => {
+  for (const flag of ["--help", "-h"]) {
+    const { code, stdout, stderr } = await runCli("scan", ["--", flag]);
+    assertEquals(code, 0, stderr);
+    assert(stdout.startsWith("usage: "), stdout);
+    assertEquals(stderr, "");
+  }
+});
+
 Deno.test("scan refuses bad input with exit code 2, a clear error and nothing on stdout", async (t) => {
   const good = makeRamFile(shmPath("good"), [patternPage(1)]);
   const empty = makeRamFile(shmPath("empty"), []);

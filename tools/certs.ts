@@ -27,7 +27,8 @@
  * ```
  *
  * Requires `--allow-run=openssl`, `--allow-read` and `--allow-write`
- * (DIR); a DIR under /dev (/dev/shm) needs `--allow-all`. openssl itself
+ * (DIR), and `--allow-env=INIT_CWD` for a relative DIR from where `deno
+ * task` ran; a DIR under /dev (/dev/shm) needs `--allow-all`. openssl itself
  * runs outside Deno's permission checks.
  *
  * @module
@@ -45,7 +46,7 @@ async function main(args: string[]): Promise<void> {
     ip: { type: "string", multiple: true },
     dns: { type: "string", multiple: true },
     days: { type: "string" },
-  });
+  }, { positionals: true });
   if (positionals.length !== 1) throw new UsageError("one directory is needed");
   const days = values.days === undefined ? undefined : Number(values.days);
   if (days !== undefined && !(Number.isInteger(days) && days > 0)) {

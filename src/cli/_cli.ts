@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { isAbsolute, resolve } from "node:path";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { errorMessage } from "../_errors.ts";
 
@@ -17,34 +18,61 @@ export class UsageError extends Error {
 
 /**
  * Parses args with node:util's parseArgs (strict). A leading "--", which
- * `deno task NAME -- ARGS` passes through, is dropped.
+ * `deno task NAME -- ARGS` passes through, is dropped. The options named in
+ * `paths.options`, and the positionals with `paths.positionals`, are paths,
+ * made what the user meant ({@linkcode callerPath}).
  */
 export function parseCli<T extends ParseArgsConfig["options"]>(
   args: string[],
   options: T,
+  paths: { options?: readonly (keyof T & string)[]; positionals?: boolean } = {},
 ): {
   values: ReturnType<typeof parseArgs<{ options: T; allowPositionals: true }>>["values"];
   positionals: string[];
 } {
   const rest = args[0] === "--" ? args.slice(1) : args;
+  let parsed;
   try {
-    const { values, positionals } = parseArgs({
-      args: rest,
-      options,
-      allowPositionals: true,
-      strict: true,
-    });
-    return { values, positionals };
+    parsed = parseArgs({ args: rest, options, allowPositionals: true, strict: true });
   } catch (error) {
     throw new UsageError(errorMessage(error));
   }
+  const values: Record<string, unknown> = parsed.values;
+  for (const name of paths.options ?? []) {
+    const value = values[name];
+    if (typeof value === "string") values[name] = callerPath(value);
+  }
+  const positionals = paths.positionals ? parsed.positionals.map(callerPath) : parsed.positionals;
+  return { values: parsed.values, positionals };
+}
+
+/**
+ * A path as the user meant it: a relative one from the directory the
+ * command was run in. `deno task NAME` runs a task in the folder of
+ * deno.json and names the user's directory in `INIT_CWD`; without that
+ * variable, or without the permission to read it (`--allow-env=INIT_CWD`:
+ * a plain `deno run`, whose working directory is the user's), from the
+ * working directory.
+ */
+export function callerPath(path: string): string {
+  if (path === "" || isAbsolute(path)) return path;
+  // Queried first: a plain `deno run` at a terminal would otherwise ask the user for it.
+  const permission = Deno.permissions.querySync({ name: "env", variable: "INIT_CWD" });
+  const dir = permission.state === "granted" ? Deno.env.get("INIT_CWD") : undefined;
+  return dir ? resolve(dir, path) : path;
 }
 
 /**
  * Runs a command's main function: prints its error on stderr and exits
  * with 2 for usage errors or with `failureCode` for anything else.
+ * `--help` (or `-h`) anywhere among the arguments prints the usage and
+ * exits with 0.
  */
 export async function runMain(main: () => Promise<void> | void, usage: string, failureCode = 1) {
+  if (Deno.args.some((arg) => arg === "--help" || arg === "-h")) {
+    console.log(usage);
+    Deno.exit(0);
+  }
   try {
     await main();
   } catch (error) {

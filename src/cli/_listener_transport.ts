@@ -17,6 +17,9 @@ export const SERVER_FLAGS = {
   insecure: { type: "boolean" },
 } as const;
 
+/** Which of {@linkcode SERVER_FLAGS} are paths (see parseCli). */
+export const SERVER_PATHS = ["dir", "cert", "key", "token-file"] as const;
+
 /**
  * A server's transport and token from its flags: `--cert F --key F
  * --token-file F` (TLS), or `--insecure [--token-file F]` (plain TCP, with

@@ -64,14 +64,25 @@ export function parseAddress(
 const SI: Record<string, number> = { "": 1, k: 1e3, K: 1e3, M: 1e6, G: 1e9, T: 1e12 };
 const BINARY: Record<string, number> = { "": 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };
 
+/**
+ * A number with an optional unit: a bare letter scales by `scale` (the
+ * flag's own convention), "KiB", "MiB"... always by powers of 2, "kB", "MB"...
+ * always by powers of 10, as the units say. No spaces: other numeric flags
+ * take none either.
+ */
 function parseScaled(
   text: string,
   flag: string,
   scale: Record<string, number>,
   what: string,
 ): number {
-  const match = /^(\d+(?:\.\d+)?)\s*([a-zA-Z]?)(?:i?B)?$/.exec(text.trim());
-  const factor = match ? scale[match[2]!] : undefined;
+  const match = /^(\d+(?:\.\d+)?)(?:([kKMGT])(iB|B)?)?$/.exec(text);
+  const [letter, unit] = [match?.[2] ?? "", match?.[3]];
+  const factor = unit === "iB"
+    ? BINARY[letter.toUpperCase()]
+    : unit === "B"
+    ? SI[letter]
+    : scale[letter];
   if (!match || factor === undefined) throw new UsageError(`${flag} needs ${what}, got "${text}"`);
   const value = Math.round(Number(match[1]) * factor);
   // Past 2^53 a number no longer counts bytes exactly (and a long digit string is no size at all).
@@ -79,14 +90,17 @@ function parseScaled(
   return value;
 }
 
-/** A rate in bytes per second: "125000000", "125M" (SI: M = 10^6). */
+/** A rate in bytes per second: "125000000", "125M" or "125MB" (M = 10^6), "100MiB" (2^20). */
 export function parseRate(text: string, flag: string): number {
   const rate = parseScaled(text, flag, SI, "bytes per second (e.g. 125000000 or 125M)");
   if (rate <= 0) throw new UsageError(`${flag} must be positive`);
   return rate;
 }
 
-/** A memory size in bytes: "268435456", "256M", "1G" (binary: M = 2^20, as QEMU's -m). */
+/**
+ * A memory size in bytes: "268435456", "256M" or "256MiB" (M = 2^20, as
+ * QEMU's -m), "1G"; "256MB" is 256 x 10^6.
+ */
 export function parseSize(text: string, flag: string): number {
   const size = parseScaled(text, flag, BINARY, "a size (e.g. 256M or 1G)");
   if (size <= 0) throw new UsageError(`${flag} must be positive`);

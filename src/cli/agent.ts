@@ -30,7 +30,7 @@ import { type AgentEvent, serveAgent } from "../target/agent.ts";
 import { checkAgentDirs } from "../target/agent_dirs.ts";
 import { parseCli, runMain, UsageError } from "./_cli.ts";
 import { checkQemuBinary, parseAccelerators } from "./_agent_flags.ts";
-import { listenerTransport, SERVER_FLAGS } from "./_listener_transport.ts";
+import { listenerTransport, SERVER_FLAGS, SERVER_PATHS } from "./_listener_transport.ts";
 import { MAX_GUESTS } from "../transfer/receiver_options.ts";
 import { parseAddress, parseCount, parseDuration, parseSize } from "./_units.ts";
 
@@ -68,7 +68,7 @@ async function main(args: string[]): Promise<void> {
     "handshake-timeout": { type: "string" },
     "idle-timeout": { type: "string" },
     "keep-priority": { type: "boolean" },
-  });
+  }, { options: [...SERVER_PATHS, "images", "run-dir", "disk-dir"] });
   if (!values.listen) throw new UsageError("--listen is required");
   if (!values.dir) throw new UsageError("--dir is required");
   const address = parseAddress(values.listen, "--listen", true);
@@ -103,7 +103,7 @@ async function main(args: string[]): Promise<void> {
     runDir: values["run-dir"] ?? DEFAULT_RUN_DIR,
     diskDir: values["disk-dir"],
     imagesDir: values.images,
-    sharedDisks: values["shared-disks"]?.split(","),
+    sharedDisks: values["shared-disks"]?.split(","), // absolute only: a relative entry is refused
   });
   using _lock = lockDirectory(dirs.dir);
   // Its run directory too: a second agent's clean-up there would take this one's destinations.

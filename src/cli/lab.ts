@@ -69,7 +69,7 @@ import type { CompressionMode } from "../transfer/compression_policy.ts";
 import type { FinalRounds } from "../gang_migration.ts";
 import { WORKLOAD_MODES, type WorkloadMode } from "../qemu/_guest_init.ts";
 import { IMAGE_NAMES, type ImageName, imageWorkloads } from "../qemu/guest_image.ts";
-import { parseCli, runMain, UsageError } from "./_cli.ts";
+import { callerPath, parseCli, runMain, UsageError } from "./_cli.ts";
 import { checkDurationSeconds, parseCount, parseSize, parseThrottleFlags } from "./_units.ts";
 import { errorMessage } from "../_errors.ts";
 import { delay } from "../_delay.ts";
@@ -141,7 +141,7 @@ export function parseLabArgs(args: string[]): LabCommand {
     "max-throttle": { type: "string" },
     "throttle-initial": { type: "string" },
     "throttle-step": { type: "string" },
-  });
+  }, { options: ["json", "out"] });
   if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`);
   const link = values.link ?? "1gbit";
   try {
@@ -261,7 +261,7 @@ async function main(args: string[]): Promise<void> {
   }
   let results: LabResult[];
   if (sweeps.length > 0) {
-    const written = await writeSweepFiles(command.out ?? DEFAULT_OUT, sweeps, line);
+    const written = await writeSweepFiles(command.out ?? callerPath(DEFAULT_OUT), sweeps, line);
     if (command.json) {
       const document = sweeps.map((s) => ({
         sweep: s.axis,

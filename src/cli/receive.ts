@@ -25,7 +25,8 @@
  *
  * Requires `--allow-ffi`, `--allow-read` (certificate, key and token
  * files), `--allow-write` (DIR), `--allow-net` (the listening address),
- * `--allow-env=GANGWAY_LIB` and `--allow-sys=uid` (DIR's owner is checked).
+ * `--allow-env=GANGWAY_LIB` (`,INIT_CWD` too for relative paths from where
+ * `deno task` ran) and `--allow-sys=uid` (DIR's owner is checked).
  *
  * @module
  */
@@ -35,7 +36,7 @@ import { type ReceiverEvent, serveGangs } from "../transfer/receiver.ts";
 import { MAX_GUESTS } from "../transfer/receiver_options.ts";
 import { listenForSenders } from "../transport/listen_for_senders.ts";
 import { parseCli, runMain, UsageError } from "./_cli.ts";
-import { listenerTransport, SERVER_FLAGS } from "./_listener_transport.ts";
+import { listenerTransport, SERVER_FLAGS, SERVER_PATHS } from "./_listener_transport.ts";
 import { parseAddress, parseCount, parseDuration, parseSize } from "./_units.ts";
 
 const USAGE = "usage: deno task receive -- --listen HOST:PORT --dir DIR " +
@@ -85,7 +86,7 @@ async function main(args: string[]): Promise<void> {
     "max-gang-bytes": { type: "string" },
     "handshake-timeout": { type: "string" },
     "idle-timeout": { type: "string" },
-  });
+  }, { options: SERVER_PATHS });
   if (!values.listen) throw new UsageError("--listen is required");
   if (!values.dir) throw new UsageError("--dir is required");
   const address = parseAddress(values.listen, "--listen", true);

@@ -11,7 +11,8 @@
  * more threads can be slower.
  *
  * Requires `--allow-read` (the files), `--allow-ffi` and
- * `--allow-env=GANGWAY_LIB`. Run by URL, with no library built yet, the
+ * `--allow-env=GANGWAY_LIB` (`,INIT_CWD` too for relative paths from where
+ * `deno task` ran, see callerPath). Run by URL, with no library built yet, the
  * first run builds it into the cache (src/native/library.ts says what that
  * needs; `-A` grants it).
  *
@@ -107,7 +108,7 @@ function main(args: string[]): void {
   const { values, positionals } = parseCli(args, {
     json: { type: "boolean" },
     threads: { type: "string" },
-  });
+  }, { positionals: true });
   if (positionals.length === 0) throw new UsageError("no RAM files given");
   const threads = values.threads === undefined || values.threads === "auto"
     ? "auto"

@@ -36,7 +36,8 @@
  * a dead link fails the migration instead of hanging it.
  *
  * Requires `--allow-ffi`, `--allow-read` (the RAM files, CA and token
- * files), `--allow-net` (the target) and `--allow-env=GANGWAY_LIB`.
+ * files), `--allow-net` (the target) and `--allow-env=GANGWAY_LIB`
+ * (`,INIT_CWD` too for relative paths from where `deno task` ran).
  *
  * @module
  */
@@ -54,7 +55,7 @@ import { readPemFile, readTokenFile } from "../transport/credentials.ts";
 import { printable } from "../_printable.ts";
 
 const USAGE = "usage: deno task send -- --target HOST:PORT " +
-  "(--ca FILE --token-file FILE [--server-name NAME] | --insecure) " +
+  "(--ca FILE --token-file FILE [--server-name NAME] | --insecure [--token-file FILE]) " +
   "[--max-bandwidth BYTES_PER_S] [--max-rounds N] [--compress auto|zstd|none] [--stall-timeout SECONDS] [--json] FILE...";
 
 const INSECURE_WARNING = "warning: --insecure: guest RAM and the token cross the network " +
@@ -152,7 +153,7 @@ async function main(args: string[]): Promise<void> {
     compress: { type: "string" },
     "stall-timeout": { type: "string" },
     json: { type: "boolean" },
-  });
+  }, { options: ["ca", "token-file"], positionals: true });
   if (!values.target) throw new UsageError("--target is required");
   if (positionals.length === 0) throw new UsageError("no RAM files given");
   const target = parseAddress(values.target, "--target");
