@@ -178,6 +178,9 @@ Deno.test("receive and send refuse to start without TLS files or --insecure, and
   await Deno.chmod(groupToken, 0o640);
   const fifo = `${certs.dir}/fifo`;
   assert((await new Deno.Command("mkfifo", { args: [fifo] }).output()).success);
+  const openKey = `${certs.dir}/open.key`;
+  await Deno.copyFile(certs.keyFile, openKey);
+  await Deno.chmod(openKey, 0o644);
   const listen = ["--listen", "127.0.0.1:0", "--dir", dir];
   const tls = ["--cert", certs.certFile, "--key", certs.keyFile];
   const cases: [string, "receive" | "send", string[], number, string][] = [
@@ -209,6 +212,13 @@ Deno.test("receive and send refuse to start without TLS files or --insecure, and
       [...listen, ...tls, "--token-file", openToken],
       1,
       "other users may read it (mode 0644",
+    ],
+    [
+      "receive with a private key every user can read",
+      "receive",
+      [...listen, "--cert", certs.certFile, "--key", openKey, "--token-file", certs.tokenFile],
+      1,
+      `Cannot read the private key file "${openKey}": other users may read it (mode 0644`,
     ],
     [
       "receive with a token its group can read",

@@ -89,20 +89,24 @@ async function readRegularFile(path: string): Promise<{ text: string; mode: numb
  * ```
  * @throws Error `Cannot read the certificate file "x": reason` when it is
  * missing, unreadable, not PEM, or PEM of another kind (a private key
- * given as a certificate, a certificate as a key)
+ * given as a certificate, a certificate as a key), or for a private key,
+ * when the group or others have any permission on it (mode 0600 or
+ * stricter, as for the token)
  */
 export async function readPemFile(path: string, kind: PemKind): Promise<string> {
   let text: string;
+  let mode: number | null;
   const fail = (why: string) =>
     new Error(`Cannot read the ${kind} file "${printable(path)}": ${why}`);
   try {
-    text = (await readRegularFile(path)).text;
+    ({ text, mode } = await readRegularFile(path));
   } catch (error) {
     throw fail(reason(error));
   }
   if (!text.includes("-----BEGIN ")) throw fail("it is not in PEM format");
   const wrong = wrongPemKind(text, kind);
   if (wrong) throw fail(wrong);
+  if (kind === "private key") refuseShared(mode, path, fail);
   return text;
 }
 
@@ -120,6 +124,19 @@ function wrongPemKind(text: string, kind: PemKind): string | undefined {
   }
   if (hasCert) return undefined;
   return `it holds no certificate${hasKey ? " (it looks like a private key)" : ""}`;
+}
+
+/**
+ * Refuses a secret (a token, a private key) whose file grants the group or
+ * others any permission, as ssh does with private keys.
+ */
+function refuseShared(mode: number | null, path: string, fail: (why: string) => Error): void {
+  if (mode !== null && (mode & 0o077) !== 0) {
+    throw fail(
+      `other users may read it (mode ${(mode & 0o777).toString(8).padStart(4, "0")}; ` +
+        `chmod 600 "${printable(path)}")`,
+    );
+  }
 }
 
 /**
@@ -146,13 +163,7 @@ export async function readTokenFile(path: string): Promise<string> {
   } catch (error) {
     throw fail(reason(error));
   }
-  // As ssh does with private keys: no permission at all for the group or others.
-  if (mode !== null && (mode & 0o077) !== 0) {
-    throw fail(
-      `other users may read it (mode ${(mode & 0o777).toString(8).padStart(4, "0")}; ` +
-        `chmod 600 "${printable(path)}")`,
-    );
-  }
+  refuseShared(mode, path, fail);
   const token = text.trim();
   if (token.length < MIN_TOKEN_CHARS) {
     throw fail(
