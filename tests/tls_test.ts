@@ -73,6 +73,17 @@ Deno.test("deno task certs makes a CA, a receiver certificate with IP addresses,
     const again = await run([`${dir}/lab`]);
     assertEquals(again.code, 1);
     assert(new TextDecoder().decode(again.stderr).includes("exists already"));
+    // The next host's certificate with the CA's key kept off the hosts: refused before anything
+    // is written, so that once the key is back the same command works.
+    await Deno.rename(`${dir}/lab/ca.key`, `${dir}/ca.key.off`);
+    const keyless = await run([`${dir}/lab`, "--name", "host3"]);
+    assertEquals(keyless.code, 1);
+    const said = new TextDecoder().decode(keyless.stderr);
+    assert(said.includes(`its key "${dir}/lab/ca.key" is not: put the CA's key back`), said);
+    assertEquals(listDir(`${dir}/lab`), ["ca.pem", "receiver.key", "receiver.pem", "token"]);
+    await Deno.rename(`${dir}/ca.key.off`, `${dir}/lab/ca.key`);
+    const host3 = await run([`${dir}/lab`, "--name", "host3"]);
+    assertEquals(host3.code, 0, new TextDecoder().decode(host3.stderr));
     // Deno asks for --allow-all under /dev, which a task cannot be given: the error says what works.
     const shm = `/dev/shm/gangway-certs-${crypto.randomUUID()}`;
     const refused = await run([shm]);

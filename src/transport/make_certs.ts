@@ -121,6 +121,13 @@ export async function makeCerts(dir: string, options: MakeCertsOptions = {}): Pr
   if (await pathExists(paths.cert) || await pathExists(paths.key)) {
     throw new Error(`Cannot make certificates: "${paths.cert}" or its key exists already`);
   }
+  // Checked before anything is written: a CA kept off the hosts has to be put back to sign.
+  if (await pathExists(paths.ca) && !(await pathExists(paths.caKey))) {
+    throw new Error(
+      `Cannot make certificates: "${paths.ca}" is there but its key "${paths.caKey}" is not: ` +
+        "put the CA's key back to sign with it, or use a new directory for a new CA",
+    );
+  }
   await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
   const made: string[] = [];
 
