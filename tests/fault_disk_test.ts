@@ -80,3 +80,31 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "a target directory that is full already refuses the gang and keeps no journal of it",
+  ignore: !MOUNT, // needs root and mount: skipped (with this reason) where the kernel forbids it
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "gangway-full-" });
+    const path = shmPath("nospace");
+    let mounted = false;
+    try {
+      mounted = await run("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", dir]);
+      assert(mounted, "mount a 1 MiB tmpfs");
+      // Filled to the last byte, as a user's disk may be.
+      await run("dd", ["if=/dev/zero", `of=${dir}/filler`, "bs=64k"]);
+      makeRamFile(path, [patternPage(1), patternPage(2)]);
+      await using receiver = await startReceiver({ dir });
+      using gang = Gang.open([{ name: "nospace", path }], { seed: randomSeed() });
+      let error: unknown;
+      await transferGang(gang, receiver.connect()).catch((e) => (error = e));
+      assert(error instanceof Error && error.message.includes("is full"), String(error));
+      assertEquals([...Deno.readDirSync(dir)].map((e) => e.name), ["filler"]);
+    } finally {
+      await removeFiles(path);
+      const unmounted = !mounted || await run("umount", [dir]);
+      await Deno.remove(dir, { recursive: true });
+      assert(unmounted, "unmount the tmpfs");
+    }
+  },
+});

@@ -86,7 +86,9 @@ export class ReceiveJournal {
       journal.#writePage(0, MARK);
       return journal;
     } catch (error) {
+      // A full directory fails the first write: no journal of nothing is left behind.
       file.close();
+      removeLeftoverJournal(dir);
       throw error;
     }
   }
