@@ -23,6 +23,7 @@ const STICKY = 0o1000;
 
 /** Makes `path` (mode 0700) unless it exists, and checks that only this user may write it. */
 export function ownPrivateDir(path: string, what: string, uid: number): string {
+  refuseUnsafeHome(path, what, uid);
   try {
     makeDirectories(path, 0o700);
   } catch (error) {
@@ -62,12 +63,36 @@ export function checkDir(
   if (mode & WRITABLE_BY_OTHERS) {
     throw refuse(`group or others may write it (mode ${octal(mode)})`);
   }
+  refuseSwappable(dirname(real), uid, refuse);
+  return real;
+}
+
+/**
+ * Where `path` is missing, checks the directory it would be made in as one
+ * above it, before anything is made: a refusal leaves nothing behind.
+ */
+function refuseUnsafeHome(path: string, what: string, uid: number): void {
+  let at = path;
+  let found: DirectoryInfo;
+  for (;;) {
+    try {
+      found = directoryInfo(at);
+      break;
+    } catch (error) {
+      // Anything but a missing path is for making it to report.
+      if (!(error instanceof NativeError && error.code === "ENOENT") || dirname(at) === at) return;
+      at = dirname(at);
+    }
+  }
+  // There already: checkDir checks it. Not a directory: making the path says so.
+  if (at === path || !found.isDirectory) return;
+  refuseSwappable(found.real, uid, (why) => new Error(`Cannot use ${what} "${path}": ${why}`));
+}
+
+/** Refuses `dir` and every directory above it, to the root, if a user other than root and `uid` could swap what is below. */
+function refuseSwappable(dir: string, uid: number, refuse: (why: string) => Error): void {
   // Up to the root, which is its own parent.
-  for (
-    let child = real, parent = dirname(real);
-    parent !== child;
-    child = parent, parent = dirname(parent)
-  ) {
+  for (let child = "", parent = dir; parent !== child; child = parent, parent = dirname(parent)) {
     const above = directoryInfo(parent);
     if (above.uid !== 0 && above.uid !== uid) {
       throw refuse(`"${parent}" above it belongs to uid ${above.uid}, who could swap it`);
@@ -79,7 +104,6 @@ export function checkDir(
       );
     }
   }
-  return real;
 }
 
 function octal(mode: number): string {

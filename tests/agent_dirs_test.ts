@@ -117,6 +117,29 @@ Deno.test("checkAgentDirs() refuses a directory another user owns, and one that 
   );
 });
 
+Deno.test("checkAgentDirs() makes nothing when it refuses: a missing directory below one others may write, a bad images directory", async () => {
+  await using tree = await scratch();
+  const open = join(tree.root, "open");
+  await Deno.mkdir(open);
+  await Deno.chmod(open, 0o777);
+  const runDir = join(tree.root, "run");
+  assertThrows(
+    () => checkAgentDirs({ dir: join(open, "ram", "deep"), runDir }),
+    Error,
+    `Cannot use the RAM directory "${
+      join(open, "ram", "deep")
+    }": group or others may write "${open}" above it (mode 0777), and swap it`,
+  );
+  assertThrows(
+    () =>
+      checkAgentDirs({ dir: join(tree.root, "ram"), runDir, imagesDir: join(tree.root, "none") }),
+    Error,
+    `Cannot use the images directory "${join(tree.root, "none")}"`,
+  );
+  assertEquals([...Deno.readDirSync(tree.root)].map((e) => e.name), ["open"]);
+  assertEquals([...Deno.readDirSync(open)], []);
+});
+
 Deno.test("the agent does not start on a RAM directory of mode 0777 or of another user, and says why", async () => {
   await using tree = await scratch();
   const ram = join(tree.root, "gangway");

@@ -44,6 +44,12 @@ export interface AgentDirs {
 export function checkAgentDirs<T extends AgentDirs>(options: T): T & { diskDir: string } {
   const uid = Deno.uid();
   if (uid === null) throw new Error("Cannot check the agent's directories: no user ids here");
+  // The directories only checked first: a refusal then leaves nothing made.
+  const imagesDir = options.imagesDir === undefined
+    ? undefined
+    : checkDir(options.imagesDir, "the images directory", uid, [0, uid]);
+  // Any owner (shared storage), but each an existing directory: an empty entry would be "/".
+  const sharedDisks = options.sharedDisks && resolveSharedDirs(options.sharedDisks);
   const dir = ownPrivateDir(options.dir, "the RAM directory", uid);
   const runDir = ownPrivateDir(options.runDir, "the run directory", uid);
   ownPrivateDir(join(runDir, "files"), "the file cache", uid);
@@ -53,11 +59,6 @@ export function checkAgentDirs<T extends AgentDirs>(options: T): T & { diskDir: 
     "the disk directory",
     uid,
   );
-  const imagesDir = options.imagesDir === undefined
-    ? undefined
-    : checkDir(options.imagesDir, "the images directory", uid, [0, uid]);
-  // Any owner (shared storage), but each an existing directory: an empty entry would be "/".
-  const sharedDisks = options.sharedDisks && resolveSharedDirs(options.sharedDisks);
   return {
     ...options,
     dir,
