@@ -1,12 +1,14 @@
 import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts";
 import {
   MAX_DURATION_SECONDS,
+  parseAddress,
   parseCount,
   parseDuration,
   parseRate,
   parseSize,
 } from "../src/cli/_units.ts";
 import { UsageError } from "../src/cli/_cli.ts";
+import { addressText } from "../src/transfer/accept_connections.ts";
 import { delay, LoopTimeout, MAX_TIMER_MS, withTimeout } from "../src/_delay.ts";
 import { Gang } from "../src/scan/gang.ts";
 import { GangSender } from "../src/transfer/sender.ts";
@@ -150,4 +152,26 @@ Deno.test("parseSize() and parseRate() read KiB, MiB... as powers of 2 and kB, M
   for (const text of [" 5", "5 M", "5M ", "1Mb", "1iB", "1B", "1X"]) {
     assertThrows(() => parseRate(text, "--max-bandwidth"), UsageError, `got "${text}"`);
   }
+});
+
+Deno.test("parseAddress() takes an IPv6 host in brackets, and says so when it is not", () => {
+  assertEquals(parseAddress("[::1]:7000", "--target"), { hostname: "::1", port: 7000 });
+  assertEquals(parseAddress("10.0.0.2:7000", "--target"), { hostname: "10.0.0.2", port: 7000 });
+  assertThrows(
+    () => parseAddress("::1:7000", "--target"),
+    UsageError,
+    'got "::1:7000" (an IPv6 address goes in brackets: "[::1]:7000")',
+  );
+  assertThrows(
+    () => parseAddress("host:x", "--target"),
+    UsageError,
+    'needs HOST:PORT, got "host:x"',
+  );
+});
+
+Deno.test("addressText() writes an IPv6 host in brackets, as parseAddress() reads it", () => {
+  const v6: Deno.NetAddr = { transport: "tcp", hostname: "::1", port: 7000 };
+  assertEquals(addressText(v6), "[::1]:7000");
+  assertEquals(parseAddress(addressText(v6), "--listen"), { hostname: "::1", port: 7000 });
+  assertEquals(addressText({ transport: "tcp", hostname: "10.0.0.2", port: 1 }), "10.0.0.2:1");
 });

@@ -23,7 +23,11 @@ import { withTimeout } from "../_delay.ts";
 import { receiveAuthenticatedGang } from "../transfer/receiver.ts";
 import type { ReceiverOptions } from "../transfer/receiver_options.ts";
 import { readSenderHandshake, sameSecret, TOKEN_REFUSAL } from "../transfer/sender_handshake.ts";
-import { acceptConnections, type PendingConnection } from "../transfer/accept_connections.ts";
+import {
+  acceptConnections,
+  addressText,
+  type PendingConnection,
+} from "../transfer/accept_connections.ts";
 import {
   AGENT_VERSION,
   decodeJson,
@@ -116,7 +120,7 @@ export async function serveAgentHost(
   const { dir, maxGuests, maxMemoryMiB } = host.options;
   host.log({
     event: "listening",
-    address: describeAddress(listener.addr),
+    address: addressText(listener.addr),
     dir,
     maxGuests,
     maxMemory: `${maxMemoryMiB} MiB`,
@@ -386,10 +390,4 @@ function sameText(given: unknown, expected: string): boolean {
 
 function isTls(conn: Deno.Conn): conn is Deno.TlsConn {
   return typeof (conn as Partial<Deno.TlsConn>).handshake === "function";
-}
-
-function describeAddress(addr: Deno.Addr): string {
-  return addr.transport === "tcp" || addr.transport === "udp"
-    ? `${addr.hostname}:${addr.port}`
-    : addr.transport;
 }

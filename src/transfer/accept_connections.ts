@@ -75,12 +75,20 @@ export const ACCEPT_DEFAULTS = { maxPendingHandshakes: 16, maxPendingPerAddress:
 const FIRST_BACKOFF_MS = 10;
 const LAST_BACKOFF_MS = 1000;
 
-/** "host:port" of a connection's peer. */
+/** "host:port" of a connection's peer (see {@linkcode addressText}). */
 export function peerName(conn: Deno.Conn): string {
-  const addr = conn.remoteAddr;
-  return addr.transport === "tcp" || addr.transport === "udp"
-    ? `${addr.hostname}:${addr.port}`
-    : addr.transport;
+  return addressText(conn.remoteAddr);
+}
+
+/**
+ * "host:port" of an address, an IPv6 host in brackets ("[::1]:7000"), as
+ * `--listen` and `--target` take it; the transport's name for any other.
+ */
+export function addressText(addr: Deno.Addr): string {
+  if (addr.transport !== "tcp" && addr.transport !== "udp") return addr.transport;
+  return addr.hostname.includes(":")
+    ? `[${addr.hostname}]:${addr.port}`
+    : `${addr.hostname}:${addr.port}`;
 }
 
 /** The group of addresses a peer's share of the slots is counted in (see `addressGroup`). */

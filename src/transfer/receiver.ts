@@ -49,6 +49,7 @@ import {
 import {
   ACCEPT_DEFAULTS,
   acceptConnections,
+  addressText,
   peerName,
   type PendingConnection,
 } from "./accept_connections.ts";
@@ -284,8 +285,7 @@ export async function serveGangs(
   const recovered = recoverInterruptedGang(options.dir);
   if (recovered.length > 0) options.log?.({ event: "recovered", guests: recovered });
   // Only now: a journal it cannot read ends the server, and nobody may have seen it up.
-  const { hostname, port } = listener.addr as Deno.NetAddr;
-  options.log?.({ event: "listening", address: `${hostname}:${port}` });
+  options.log?.({ event: "listening", address: addressText(listener.addr) });
   const gangOptions: ReceiverOptions = { ...options, journal: true };
   const received: ReceivedGang[] = [];
   const stop = new AbortController();
