@@ -75,6 +75,17 @@ Deno.test("scan without --json prints a table with the totals and the saving", a
     assertEquals(code, 0);
     assert(/^total\s+4\s+0\s+3\s+1\s+0\s+1$/m.test(stdout), stdout);
     assert(stdout.includes("25.0% less page data"), stdout);
+    // A file of zeros has no saving to tell, and one page is a page.
+    const zeros = makeRamFile(shmPath("zeros"), ["zero"]);
+    try {
+      const zero = await runCli("scan", [zeros]);
+      assertEquals(zero.code, 0, zero.stderr);
+      assert(zero.stdout.includes("in 1 page, 0 distinct"), zero.stdout);
+      assert(zero.stdout.includes("Every page is zero"), zero.stdout);
+      assert(!zero.stdout.includes(" - "), zero.stdout);
+    } finally {
+      await removeFiles(zeros);
+    }
   } finally {
     await removeFiles(a, b);
   }

@@ -84,10 +84,16 @@ export function scanTable(report: ScanReport): string {
   const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
   lines.push(
     "",
-    `Guest RAM ${mib(t.bytes)} in ${t.pages.toLocaleString("en-US")} pages, ` +
+    `Guest RAM ${mib(t.bytes)} in ${t.pages.toLocaleString("en-US")} page${
+      t.pages === 1 ? "" : "s"
+    }, ` +
       `${t.unique.toLocaleString("en-US")} distinct non-zero contents (${mib(t.uniqueBytes)}).`,
-    `Gang dedup sends ${percent(nonZero - t.unique, nonZero)} less page data than sending every ` +
-      `non-zero page (${percent(t.duplicateAcross, nonZero)} from pages shared across guests).`,
+    nonZero === 0
+      ? "Every page is zero: nothing but where they are to send."
+      : `Gang dedup sends ${percent(nonZero - t.unique, nonZero)} less page data than sending ` +
+        `every non-zero page (${
+          percent(t.duplicateAcross, nonZero)
+        } from pages shared across guests).`,
     `Scanned in ${report.seconds.toFixed(2)} s ` +
       `(${(t.bytes / report.seconds / 1e9).toFixed(2)} GB/s of guest RAM, ` +
       `${report.threads === 1 ? "one thread" : `${report.threads} threads`}).`,
