@@ -49,7 +49,7 @@ import { findQemus, QemuGuest } from "../src/qemu/mod.ts";
 import { describeMachine, isCopied, RemoteTarget } from "../src/target/mod.ts";
 import { readPemFile, readTokenFile } from "../src/transport/mod.ts";
 import { claimCpuShare } from "../src/cpu_share.ts";
-import { parseThrottleFlags } from "../src/cli/_units.ts";
+import { parseAddress, parseRate, parseThrottleFlags } from "../src/cli/_units.ts";
 
 const USAGE = "usage: deno run -A examples/evacuate.ts --target HOST:PORT " +
   "(--ca FILE --token-file FILE | --insecure) [--server-name NAME] [--max-bandwidth B] " +
@@ -84,6 +84,7 @@ function parseArguments() {
         "dry-run": { type: "boolean" },
         json: { type: "boolean" },
         all: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
       },
     });
   } catch (error) {
@@ -91,39 +92,33 @@ function parseArguments() {
   }
 }
 const { values, positionals } = parseArguments();
+if (values.help) {
+  console.log(USAGE);
+  Deno.exit(0);
+}
+/** A value read by the command-line tools' own parsers: a mistake ends the script with exit code 2. */
+const flag = <T>(parse: () => T): T => {
+  try {
+    return parse();
+  } catch (error) {
+    return fail(`${error instanceof Error ? error.message : error}\n${USAGE}`, 2);
+  }
+};
 
 // Step 1 -- every argument checked and the credentials read, before any guest is touched.
 if (positionals.length > 0 && values.all) fail(`QMP sockets or --all, not both\n${USAGE}`, 2);
 const listOnly = positionals.length === 0 && !values.all;
 if (!listOnly && !values.target) fail(`--target HOST:PORT is required\n${USAGE}`, 2);
-const [hostname, port] = [
-  values.target?.replace(/:\d+$/, ""),
-  Number(/:(\d+)$/.exec(values.target ?? "")?.[1]),
-];
-if (!listOnly && (!hostname || !Number.isInteger(port))) {
-  fail(`--target must be HOST:PORT, not "${values.target}"`, 2);
-}
+// As `send` takes them: HOST:PORT ([v6]:PORT), and a rate such as 125M (bytes per second).
+const target = listOnly ? undefined : flag(() => parseAddress(values.target!, "--target"));
 const finalRounds = values["final-rounds"] as "per-guest" | "gang" | undefined;
 if (finalRounds !== undefined && finalRounds !== "per-guest" && finalRounds !== "gang") {
   fail(`--final-rounds must be per-guest or gang, got "${finalRounds}"\n${USAGE}`, 2);
 }
-const throttleFlags = () => {
-  try {
-    return parseThrottleFlags(values);
-  } catch (error) {
-    return fail(error instanceof Error ? error.message : String(error), 2);
-  }
-};
-const { throttle } = throttleFlags();
+const { throttle } = flag(() => parseThrottleFlags(values));
 const maxBandwidth = values["max-bandwidth"] === undefined
   ? undefined
-  : Number(values["max-bandwidth"]);
-if (maxBandwidth !== undefined && !(Number.isInteger(maxBandwidth) && maxBandwidth > 0)) {
-  fail(
-    `--max-bandwidth needs bytes per second, a positive integer, got "${values["max-bandwidth"]}"`,
-    2,
-  );
-}
+  : flag(() => parseRate(values["max-bandwidth"]!, "--max-bandwidth"));
 if (!listOnly && !values.insecure && (!values.ca || !values["token-file"])) {
   fail(`--ca and --token-file are needed for TLS, or --insecure\n${USAGE}`, 2);
 }
@@ -180,7 +175,7 @@ for (const socket of positionals.length > 0 ? positionals : candidates) {
 if (sources.length === 0) fail("no guest to evacuate", 2);
 
 // Step 3 -- the target agent: TLS with its CA and the token, or plain TCP when insisted on.
-const target = await RemoteTarget.connect({ hostname: hostname!, port }, {
+const remote = await RemoteTarget.connect(target!, {
   ...security,
   serverName: values["server-name"],
   copyDisks: values["copy-storage"],
@@ -195,7 +190,7 @@ if (values["dry-run"]) {
     const d = await describeMachine(source.name, source.machine, {
       copyDisks: values["copy-storage"],
     }).catch(async (error) => {
-      await Promise.all([target.close(), detachAll()]);
+      await Promise.all([remote.close(), detachAll()]);
       return fail(error instanceof Error ? error.message : String(error));
     });
     const disks = (d.disks ?? []).map((disk) =>
@@ -208,7 +203,7 @@ if (values["dry-run"]) {
         `, "${d.kernelArgs.join(" ")}"`,
     );
   }
-  await target.close();
+  await remote.close();
   await detachAll();
   // Not Deno.exit(): the TLS connection to the agent is then cut without its close_notify, and
   // the agent logs a dry run as a failed connection ("the link was cut or the peer died").
@@ -224,7 +219,7 @@ if (values["dry-run"]) {
     }`,
   );
   try {
-    const { report, destinations } = await migrateQemuGang(sources, target, {
+    const { report, destinations } = await migrateQemuGang(sources, remote, {
       maxBandwidth,
       finalRounds,
       ...(throttle ? { throttle } : {}),
@@ -274,6 +269,6 @@ if (values["dry-run"]) {
     Deno.exitCode = 1;
   } finally {
     await detachAll();
-    await target.close();
+    await remote.close();
   }
 }

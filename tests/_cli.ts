@@ -20,6 +20,8 @@ export interface RunCliOptions {
   withoutDacOverride?: boolean;
   /** Extra environment. */
   env?: Record<string, string>;
+  /** Its working directory (default: this process's). */
+  cwd?: string;
 }
 
 const ROOT = new URL("../", import.meta.url);
@@ -41,7 +43,7 @@ export async function runCli(
       ...denoArgs,
     ]]
     : [Deno.execPath(), denoArgs];
-  return await runCommand(cmd, cmdArgs, { env: options.env });
+  return await runCommand(cmd, cmdArgs, { env: options.env, cwd: options.cwd });
 }
 
 /** Runs a command to its end (colours off) and collects its output. */

@@ -136,6 +136,16 @@ Deno.test("examples/evacuate.ts lists the guests it could move and exits 2 when 
   assertEquals(new TextDecoder().decode(run.stdout), "");
 });
 
+Deno.test("examples/evacuate.ts --help prints the usage and exits 0", async () => {
+  const run = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", EVACUATE, "--help"],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assertEquals(run.code, 0, new TextDecoder().decode(run.stderr));
+  assert(new TextDecoder().decode(run.stdout).startsWith("usage: "));
+});
+
 Deno.test("examples/evacuate.ts checks every argument and reads its credentials before it touches a guest, with one-line errors", async (t) => {
   const cases: [string, string[], string][] = [
     ["an unknown flag", ["--bogus"], "Unknown option '--bogus'"],
@@ -160,6 +170,16 @@ Deno.test("examples/evacuate.ts checks every argument and reads its credentials 
       "throttle steps without --max-throttle",
       ["--all", "--target", "127.0.0.1:1", "--insecure", "--throttle-step", "30"],
       "--throttle-initial and --throttle-step need --max-throttle",
+    ],
+    [
+      "an IPv6 target without brackets",
+      ["--all", "--target", "::1:7000", "--insecure"],
+      'an IPv6 address goes in brackets: "[::1]:7000"',
+    ],
+    [
+      "a bandwidth that is no rate",
+      ["--all", "--target", "127.0.0.1:1", "--insecure", "--max-bandwidth", "fast"],
+      '--max-bandwidth needs bytes per second (e.g. 125000000 or 125M), got "fast"',
     ],
     [
       "a QMP socket with no QEMU",

@@ -4,7 +4,7 @@
  */
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import { parseLabArgs, reproduceCommand } from "../src/cli/lab.ts";
-import { UsageError } from "../src/cli/_cli.ts";
+import { callerPath, UsageError } from "../src/cli/_cli.ts";
 import { DEFAULT_LAB_CONFIG, type LabResult } from "../src/lab/experiment.ts";
 import type { LabMethod, MethodResult } from "../src/lab/measurement.ts";
 import { goalVerdicts, labJson, methodKey, ratioBase } from "../src/lab/report.ts";
@@ -188,11 +188,12 @@ Deno.test("parseLabArgs() reads every flag, after the -- of deno task", () => {
   });
   assertEquals(command.sweepGuests, [1, 2, 4]);
   assertEquals(command.sweepMemory, [256, 1024]);
+  // Paths as the user meant them: from where `deno task` ran, when it says (INIT_CWD).
   assertEquals([command.link, command.network, command.out, command.json], [
     "100mbit",
     "loopback",
-    "o",
-    "j",
+    callerPath("o"),
+    callerPath("j"),
   ]);
 });
 

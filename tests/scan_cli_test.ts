@@ -1,3 +1,4 @@
+import { fileURLToPath } from "node:url";
 import { assert, assertEquals } from "./_assert.ts";
 import { PAGE_SIZE } from "../src/native/ram_file.ts";
 import { runCli } from "./_cli.ts";
@@ -94,28 +95,35 @@ Deno.test("scan without --json prints a table with the totals and the saving", a
 Deno.test("scan reads relative paths from the directory `deno task` was run in (INIT_CWD)", async () => {
   const a = makeRamFile(shmPath("relative"), [patternPage(1), patternPage(1)]);
   const [dir, name] = [a.slice(0, a.lastIndexOf("/")), a.slice(a.lastIndexOf("/") + 1)];
+  const project = fileURLToPath(new URL("../", import.meta.url));
+  const elsewhere = await Deno.makeTempDir({ prefix: "gangway-test-" });
+  const permissions = ["--allow-ffi", "--allow-read", "--allow-env=GANGWAY_LIB,INIT_CWD"];
   try {
-    // The child runs in this process's directory, as a task runs in the folder of deno.json; the
-    // report names the file it read.
-    const permissions = ["--allow-ffi", "--allow-read", "--allow-env=GANGWAY_LIB,INIT_CWD"];
-    const { code, stdout, stderr } = await runCli("scan", ["--json", name], {
+    // As a task runs it: in the project's folder, the user's directory in INIT_CWD. The report
+    // names the file it read.
+    const task = await runCli("scan", ["--json", name], {
       permissions,
       env: { INIT_CWD: dir },
+      cwd: project,
     });
-    assertEquals(code, 0, stderr);
-    assertEquals(JSON.parse(stdout).guests, [{
-      path: a,
-      pages: 2,
-      zero: 0,
-      unique: 1,
-      duplicate: 1,
-    }]);
-    // Without the permission to read it (a plain `deno run`), the working directory stays.
-    const plain = await runCli("scan", ["--json", name], { env: { INIT_CWD: dir } });
-    assertEquals(plain.code, 2, plain.stdout);
-    assert(plain.stderr.includes("no such file"), plain.stderr);
+    assertEquals(task.code, 0, task.stderr);
+    assertEquals(JSON.parse(task.stdout).guests, [
+      { path: a, pages: 2, zero: 0, unique: 1, duplicate: 1 },
+    ]);
+    // Run elsewhere (a plain `deno run` in a shell an outer task started), or without the
+    // permission to read it, the path is the working directory's.
+    for (const [cwd, flags] of [[elsewhere, permissions], [project, undefined]] as const) {
+      const plain = await runCli("scan", ["--json", name], {
+        permissions: flags && [...flags],
+        env: { INIT_CWD: dir },
+        cwd,
+      });
+      assertEquals(plain.code, 2, plain.stdout);
+      assert(plain.stderr.includes(`"${name}": no such file`), plain.stderr);
+    }
   } finally {
     await removeFiles(a);
+    await Deno.remove(elsewhere);
   }
 });
 

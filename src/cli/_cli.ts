@@ -5,6 +5,7 @@
  * @module
  */
 import { isAbsolute, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { errorMessage } from "../_errors.ts";
 
@@ -48,19 +49,33 @@ export function parseCli<T extends ParseArgsConfig["options"]>(
 
 /**
  * A path as the user meant it: a relative one from the directory the
- * command was run in. `deno task NAME` runs a task in the folder of
- * deno.json and names the user's directory in `INIT_CWD`; without that
- * variable, or without the permission to read it (`--allow-env=INIT_CWD`:
- * a plain `deno run`, whose working directory is the user's), from the
- * working directory.
+ * command was run in. `deno task NAME` runs a task in the project's folder
+ * (where deno.json is) and names the user's directory in `INIT_CWD`; so a
+ * relative path is taken from `INIT_CWD` when this process runs in the
+ * project's folder and may read that variable (`--allow-env=INIT_CWD`, as
+ * the tasks have it), and from the working directory otherwise: a plain
+ * `deno run` runs where the user is, whatever `INIT_CWD` an outer task or
+ * npm script left in its environment.
  */
 export function callerPath(path: string): string {
-  if (path === "" || isAbsolute(path)) return path;
+  if (path === "" || isAbsolute(path) || PROJECT_DIR === undefined) return path;
   // Queried first: a plain `deno run` at a terminal would otherwise ask the user for it.
   const permission = Deno.permissions.querySync({ name: "env", variable: "INIT_CWD" });
   const dir = permission.state === "granted" ? Deno.env.get("INIT_CWD") : undefined;
-  return dir ? resolve(dir, path) : path;
+  if (!dir) return path;
+  let cwd: string;
+  try {
+    cwd = Deno.cwd();
+  } catch {
+    return path; // not permitted to know: relative to it, as the system takes it
+  }
+  return resolve(cwd) === PROJECT_DIR ? resolve(dir, path) : path;
 }
+
+/** The project's folder, where `deno task` runs; none when this module was imported by URL. */
+const PROJECT_DIR = import.meta.url.startsWith("file:")
+  ? resolve(fileURLToPath(new URL("../../", import.meta.url)))
+  : undefined;
 
 /**
  * Runs a command's main function: prints its error on stderr and exits
