@@ -33,18 +33,33 @@ async function canMountTmpfs(): Promise<boolean> {
 
 const MOUNT = await canMountTmpfs();
 
+/** A tmpfs of `size` (mount's syntax: "2m") on a fresh directory, unmounted and removed when disposed. */
+async function smallTmpfs(size: string): Promise<{ dir: string } & AsyncDisposable> {
+  const dir = await Deno.makeTempDir({ prefix: "gangway-full-" });
+  if (!(await run("mount", ["-t", "tmpfs", "-o", `size=${size}`, "tmpfs", dir]))) {
+    await Deno.remove(dir);
+    throw new Error(`Cannot mount a tmpfs of ${size} on "${dir}"`);
+  }
+  return {
+    dir,
+    async [Symbol.asyncDispose]() {
+      const unmounted = await run("umount", [dir]);
+      await Deno.remove(dir, { recursive: true });
+      assert(unmounted, "unmount the tmpfs");
+    },
+  };
+}
+
 Deno.test({
   name:
     "a full target disk fails the migration with the receiver's ENOSPC, and a gang that fits goes next",
   ignore: !MOUNT, // needs root and mount: skipped (with this reason) where the kernel forbids it
   async fn() {
     await using certs = await makeLabCerts();
-    const dir = await Deno.makeTempDir({ prefix: "gangway-full-" });
+    await using disk = await smallTmpfs("2m");
+    const dir = disk.dir;
     const small = shmPath("fits");
-    let mounted = false;
     try {
-      mounted = await run("mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", dir]);
-      assert(mounted, "mount a 2 MiB tmpfs");
       makeRamFile(small, [patternPage(7), "hole", patternPage(8)]);
       {
         // 2 x 4 MiB of distinct pages: four times what the disk holds.
@@ -74,9 +89,6 @@ Deno.test({
       }
     } finally {
       await removeFiles(small);
-      const unmounted = !mounted || await run("umount", [dir]);
-      await Deno.remove(dir, { recursive: true });
-      assert(unmounted, "unmount the tmpfs");
     }
   },
 });
@@ -85,12 +97,10 @@ Deno.test({
   name: "a target directory that is full already refuses the gang and keeps no journal of it",
   ignore: !MOUNT, // needs root and mount: skipped (with this reason) where the kernel forbids it
   async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "gangway-full-" });
+    await using disk = await smallTmpfs("1m");
+    const dir = disk.dir;
     const path = shmPath("nospace");
-    let mounted = false;
     try {
-      mounted = await run("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", dir]);
-      assert(mounted, "mount a 1 MiB tmpfs");
       // Filled to the last byte, as a user's disk may be.
       await run("dd", ["if=/dev/zero", `of=${dir}/filler`, "bs=64k"]);
       makeRamFile(path, [patternPage(1), patternPage(2)]);
@@ -102,9 +112,6 @@ Deno.test({
       assertEquals([...Deno.readDirSync(dir)].map((e) => e.name), ["filler"]);
     } finally {
       await removeFiles(path);
-      const unmounted = !mounted || await run("umount", [dir]);
-      await Deno.remove(dir, { recursive: true });
-      assert(unmounted, "unmount the tmpfs");
     }
   },
 });
