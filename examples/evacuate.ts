@@ -23,7 +23,11 @@
  * If a later guest fails, the ones before it stay at the target and the
  * error names both groups. `--dry-run` prints the plan and changes
  * nothing. Progress goes to stderr; with `--json` the report goes to
- * stdout. Exit status 0 only when every guest runs at the target. As root
+ * stdout. Exit status 0 only when every guest runs at the target. Ctrl-C
+ * (SIGINT), SIGTERM or SIGHUP stop the migration as a lost target would:
+ * every guest not yet handed to its switch-over runs here again, paused
+ * ones included, and the exit status is 128 + the signal (a second signal
+ * exits at once; SIGKILL leaves a paused guest paused). As root
  * it raises its own CPU priority to the weight QEMU's multifd threads for
  * the gang would have (src/cpu_share.ts), so that a busy host does not
  * starve it; `--keep-priority` leaves it as it is. With `--max-throttle`
@@ -218,8 +222,27 @@ if (values["dry-run"]) {
       sources.map((g) => g.name).join(", ")
     }`,
   );
+  // Ctrl-C, kill, a closed terminal: the migration stops as on a lost target, and every guest
+  // not yet handed to its switch-over runs here again (never left paused); again: exit at once.
+  const interrupt = new AbortController();
+  let exitCode: number | undefined;
+  const signals = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 } as const;
+  const listeners = Object.entries(signals).map(([name, code]) => {
+    const signal = name as Deno.Signal;
+    const listener = () => {
+      if (exitCode !== undefined) Deno.exit(code);
+      exitCode = code;
+      say(
+        `${signal}: stopping; the guests not switched over run here again (${signal} again: exit now)`,
+      );
+      interrupt.abort(new Error(`Interrupted (${signal})`));
+    };
+    Deno.addSignalListener(signal, listener);
+    return () => Deno.removeSignalListener(signal, listener);
+  });
   try {
     const { report, destinations } = await migrateQemuGang(sources, remote, {
+      signal: interrupt.signal,
       maxBandwidth,
       finalRounds,
       ...(throttle ? { throttle } : {}),
@@ -266,8 +289,9 @@ if (values["dry-run"]) {
     } else {
       say(`failed, every guest still runs here: ${error instanceof Error ? error.message : error}`);
     }
-    Deno.exitCode = 1;
+    Deno.exitCode = exitCode ?? 1;
   } finally {
+    for (const remove of listeners) remove();
     await detachAll();
     await remote.close();
   }

@@ -163,12 +163,17 @@ export async function migrateQemuGang(
       await disks.waitReady();
     }
 
+    options.signal?.throwIfAborted();
     step("Scanning and sending the gang's RAM");
     timeline.transfer = since(performance.now());
     using gang = Gang.open(sources.map((s, i) => ({ name: s.name, path: rams[i]!.path })), {
       seed: randomSeed(),
     });
-    transfer = await transferGang(gang, target.connect(), {
+    // Aborted: the RAM connection is cut, so the transfer fails wherever it is, as on a lost target.
+    const connection = target.connect();
+    const cut = () => void connection.then((conn) => conn.close()).catch(() => {});
+    options.signal?.addEventListener("abort", cut, { once: true });
+    transfer = await transferGang(gang, connection, {
       dirtyTracker,
       token: target.token,
       ...options,
@@ -176,6 +181,7 @@ export async function migrateQemuGang(
       maxRounds: options.maxRounds ??
         (autoConverge ? DEFAULT_MAX_ROUNDS + throttleRounds(options.throttle!) : undefined),
       pause: async () => {
+        options.signal?.throwIfAborted();
         // A mirror that failed during the rounds stops the gang here, before any guest pauses.
         await disks?.waitReady();
         step("Pausing the gang for the final round");
@@ -187,6 +193,7 @@ export async function migrateQemuGang(
       },
       pauseGuest: finalRounds === "per-guest"
         ? async (i) => {
+          options.signal?.throwIfAborted();
           if (i === 0) {
             // Checked while the guests still run: each check is a round trip to the target.
             await checkDestinationsReady(destinations);
@@ -221,7 +228,7 @@ export async function migrateQemuGang(
       },
       resume: resumePaused,
       slowGuests: autoConverge?.slowGuests,
-    });
+    }).finally(() => options.signal?.removeEventListener("abort", cut));
     if (gates.has("gang")) {
       // The gang is paused: no write is left for the mirrors to carry.
       if (disks.copying) step("Completing the disk copies");
@@ -231,7 +238,9 @@ export async function migrateQemuGang(
       await checkDestinationsReady(destinations, { loading: true });
       gate("gang").resolve();
     }
-  } catch (error) {
+  } catch (failure) {
+    // Interrupted: the cut connection's error says less than why it was cut.
+    const error = options.signal?.aborted ? options.signal.reason : failure;
     await disks?.abort();
     // No destination runs unless its gate opened: these switch-overs fail and resume their source.
     for (const unopened of gates.values()) unopened.reject(error);

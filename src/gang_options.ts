@@ -58,6 +58,13 @@ export interface QemuGangOptions extends
   beforeSwitchOver?: (pairs: readonly SwitchOverPair[]) => Promise<void> | void;
   /** Progress of the steps, in words. */
   onStep?: (step: string) => void;
+  /**
+   * Stops the migration (Ctrl-C in a script): it fails with the signal's
+   * reason as it would for a lost target. Guests not yet handed to their
+   * switch-over run at their sources again; a guest whose destination was
+   * already asked to run stays at the target (the error names it).
+   */
+  signal?: AbortSignal;
   /** Time allowed for each QEMU step of the switch-over. Default 30 s. */
   switchOverTimeoutMs?: number;
   /** Limits of the disk copies (destinations without shared storage). */

@@ -201,3 +201,64 @@ Deno.test("examples/evacuate.ts checks every argument and reads its credentials 
     });
   }
 });
+
+Deno.test("examples/evacuate.ts stopped with Ctrl-C (SIGINT) during its rounds leaves its guest running on host A and exits 130", async () => {
+  await using hosts = await TwoHosts.open();
+  const agent = await hosts.startAgent();
+  const name = uniqueName("evint");
+  const runDir = await Deno.makeTempDir({ prefix: "gangway-evacuate-" });
+  try {
+    const guest = await QemuGuest.start({
+      name,
+      memoryMiB: 128,
+      image: await testImage(),
+      runDir,
+      commandPrefix: hosts.onA,
+      workload: { checkEverySeconds: 1 },
+    });
+    await guest.waitUntilBooted();
+    await guest.detach(); // QMP takes one client: evacuate's
+    const { caFile, tokenFile } = hosts.credentials;
+    // On host A (`ip netns exec` becomes the program: the signal reaches it).
+    const evacuate = new Deno.Command(hosts.onA[0]!, {
+      args: [
+        ...hosts.onA.slice(1),
+        ...[Deno.execPath(), "run", "-A", EVACUATE],
+        ...["--target", `${hosts.net.target.address}:${AGENT_PORT}`],
+        ...["--ca", caFile, "--token-file", tokenFile, "--max-bandwidth", "2M"],
+        `${runDir}/${name}.qmp`,
+      ],
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    // Interrupted once its rounds run (at 2 MB/s they take tens of seconds).
+    let said = "";
+    const decoder = new TextDecoder();
+    const reader = evacuate.stderr.getReader();
+    while (!said.includes("Scanning and sending")) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      said += decoder.decode(value, { stream: true });
+    }
+    evacuate.kill("SIGINT");
+    for (let read = await reader.read(); !read.done; read = await reader.read()) {
+      said += decoder.decode(read.value, { stream: true });
+    }
+    const status = await evacuate.status;
+    assertEquals(status.code, 130, said);
+    // It stopped the migration itself (not ended by the signal) and said so.
+    assert(said.includes("failed, every guest still runs here: Interrupted (SIGINT)"), said);
+    const source = await QemuGuest.attach(`${runDir}/${name}.qmp`);
+    try {
+      assertEquals((await source.status()).status, "running", "the guest runs on host A");
+      const beat = (await readHeartbeat(`${runDir}/${name}.serial.log`))!;
+      const next = await source.waitForHeartbeat({ after: beat.counter, timeoutMs: 10_000 });
+      assert(next.counter > beat.counter, "its heartbeat advances");
+    } finally {
+      await source.kill().catch(() => {});
+    }
+  } finally {
+    await agent.stop();
+    await Deno.remove(runDir, { recursive: true }).catch(() => {});
+  }
+});

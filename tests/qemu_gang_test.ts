@@ -244,3 +244,31 @@ Deno.test("migrateQemuGang() with per-guest final rounds names the guests that m
   assert(next.counter > beat.counter, "its heartbeat advances");
   assert(await fileExists(stayed.ramPath), "its RAM file is still there");
 });
+
+Deno.test("migrateQemuGang() stopped by its signal while a guest is paused for its final round resumes every source", async () => {
+  await using target = await LocalTarget.start();
+  await using guests = new Guests();
+  const sources = await bootGang(guests);
+  const interrupt = new AbortController();
+  const error = await assertRejects(() =>
+    migrateQemuGang(sources, target, {
+      finalRounds: "per-guest",
+      signal: interrupt.signal,
+      // As Ctrl-C in a script: the first guest is paused now, its final round under way.
+      onStep: (step) => {
+        if (step.startsWith("Pausing guest")) interrupt.abort(new Error("Interrupted (SIGINT)"));
+      },
+    })
+  );
+  assertEquals((error as Error).message, "Interrupted (SIGINT)");
+  for (const source of sources) {
+    assert(source.alive, `the source QEMU of ${source.name} still runs`);
+    assertEquals((await source.status()).status, "running", `${source.name} runs again`);
+    const beat = (await source.heartbeat())!;
+    const next = await source.waitForHeartbeat({ after: beat.counter, timeoutMs: 10_000 });
+    assert(next.counter > beat.counter, "its heartbeat advances");
+  }
+  // No destination is left at the target.
+  const { usable } = await findQemus();
+  assert(!usable.some((q) => q.commandLine.instance.ramPath.startsWith(target.dir)));
+});
