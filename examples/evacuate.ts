@@ -47,6 +47,7 @@
  *
  * @module
  */
+import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { migrateQemuGang, SwitchOverError } from "../src/gang_migration.ts";
 import { findQemus, QemuGuest } from "../src/qemu/mod.ts";
@@ -167,7 +168,8 @@ const sources: QemuGuest[] = [];
 const detachAll = () => Promise.all(sources.map((s) => s.detach().catch(() => {})));
 for (const socket of positionals.length > 0 ? positionals : candidates) {
   try {
-    const guest = await QemuGuest.attach(socket);
+    // Absolute: QEMU is found by the socket its command line names (docs/qemu.md's recipe: absolute).
+    const guest = await QemuGuest.attach(resolve(socket));
     // A destination still waiting for its migration is not a guest to move.
     if ((await guest.status()).status === "inmigrate") await guest.detach();
     else sources.push(guest);

@@ -226,8 +226,9 @@ Deno.test("examples/evacuate.ts stopped with Ctrl-C (SIGINT) during its rounds l
         ...[Deno.execPath(), "run", "-A", EVACUATE],
         ...["--target", `${hosts.net.target.address}:${AGENT_PORT}`],
         ...["--ca", caFile, "--token-file", tokenFile, "--max-bandwidth", "2M"],
-        `${runDir}/${name}.qmp`,
+        `${name}.qmp`, // relative to where it runs, as a user types it
       ],
+      cwd: runDir,
       stdout: "null",
       stderr: "piped",
     }).spawn();
