@@ -23,7 +23,8 @@
  * If a later guest fails, the ones before it stay at the target and the
  * error names both groups. `--dry-run` prints the plan and changes
  * nothing. Progress goes to stderr; with `--json` the report goes to
- * stdout. Exit status 0 only when every guest runs at the target. Ctrl-C
+ * stdout (after a failure before any switch-over: `{ error, moved: [],
+ * stayed: [names] }`). Exit status 0 only when every guest runs at the target. Ctrl-C
  * (SIGINT), SIGTERM or SIGHUP stop the migration as a lost target would:
  * every guest not yet handed to its switch-over runs here again, paused
  * ones included, and the exit status is 128 + the signal (a second signal
@@ -289,7 +290,14 @@ if (values["dry-run"]) {
       );
       if (values.json) console.log(JSON.stringify(error.result.report));
     } else {
-      say(`failed, every guest still runs here: ${error instanceof Error ? error.message : error}`);
+      const message = error instanceof Error ? error.message : String(error);
+      say(`failed, every guest still runs here: ${message}`);
+      // A script reading the report learns it too: nothing moved.
+      if (values.json) {
+        console.log(
+          JSON.stringify({ error: message, moved: [], stayed: sources.map((s) => s.name) }),
+        );
+      }
     }
     Deno.exitCode = exitCode ?? 1;
   } finally {

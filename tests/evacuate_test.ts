@@ -225,11 +225,11 @@ Deno.test("examples/evacuate.ts stopped with Ctrl-C (SIGINT) during its rounds l
         ...hosts.onA.slice(1),
         ...[Deno.execPath(), "run", "-A", EVACUATE],
         ...["--target", `${hosts.net.target.address}:${AGENT_PORT}`],
-        ...["--ca", caFile, "--token-file", tokenFile, "--max-bandwidth", "2M"],
+        ...["--ca", caFile, "--token-file", tokenFile, "--max-bandwidth", "2M", "--json"],
         `${name}.qmp`, // relative to where it runs, as a user types it
       ],
       cwd: runDir,
-      stdout: "null",
+      stdout: "piped",
       stderr: "piped",
     }).spawn();
     // Interrupted once its rounds run (at 2 MB/s they take tens of seconds).
@@ -247,6 +247,10 @@ Deno.test("examples/evacuate.ts stopped with Ctrl-C (SIGINT) during its rounds l
     }
     const status = await evacuate.status;
     assertEquals(status.code, 130, said);
+    const report = JSON.parse(
+      new TextDecoder().decode(await new Response(evacuate.stdout).arrayBuffer()),
+    );
+    assertEquals(report, { error: "Interrupted (SIGINT)", moved: [], stayed: [name] });
     // It stopped the migration itself (not ended by the signal) and said so.
     assert(said.includes("failed, every guest still runs here: Interrupted (SIGINT)"), said);
     const source = await QemuGuest.attach(`${runDir}/${name}.qmp`);
