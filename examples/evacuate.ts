@@ -113,6 +113,10 @@ const flag = <T>(parse: () => T): T => {
 
 // Step 1 -- every argument checked and the credentials read, before any guest is touched.
 if (positionals.length > 0 && values.all) fail(`QMP sockets or --all, not both\n${USAGE}`, 2);
+// Absolute: QEMU is found by the socket its command line names (docs/qemu.md's recipe: absolute).
+const named = positionals.map((socket) => resolve(socket));
+const twice = named.find((socket, i) => named.indexOf(socket) !== i);
+if (twice !== undefined) fail(`the QMP socket "${twice}" is named twice\n${USAGE}`, 2);
 const listOnly = positionals.length === 0 && !values.all;
 if (!listOnly && !values.target) fail(`--target HOST:PORT is required\n${USAGE}`, 2);
 // As `send` takes them: HOST:PORT ([v6]:PORT), and a rate such as 125M (bytes per second).
@@ -167,10 +171,9 @@ if (listOnly) {
 
 const sources: QemuGuest[] = [];
 const detachAll = () => Promise.all(sources.map((s) => s.detach().catch(() => {})));
-for (const socket of positionals.length > 0 ? positionals : candidates) {
+for (const socket of named.length > 0 ? named : candidates) {
   try {
-    // Absolute: QEMU is found by the socket its command line names (docs/qemu.md's recipe: absolute).
-    const guest = await QemuGuest.attach(resolve(socket));
+    const guest = await QemuGuest.attach(socket);
     // A destination still waiting for its migration is not a guest to move.
     if ((await guest.status()).status === "inmigrate") await guest.detach();
     else sources.push(guest);

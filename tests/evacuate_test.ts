@@ -182,6 +182,11 @@ Deno.test("examples/evacuate.ts checks every argument and reads its credentials 
       '--max-bandwidth needs bytes per second (e.g. 125000000 or 125M), got "fast"',
     ],
     [
+      "a QMP socket named twice",
+      ["--target", "127.0.0.1:1", "--insecure", "/x.qmp", "/tmp/../x.qmp"],
+      'the QMP socket "/x.qmp" is named twice',
+    ],
+    [
       "a QMP socket with no QEMU",
       ["--target", "127.0.0.1:1", "--insecure", "/nonexistent.qmp"],
       'Cannot find a QEMU serving the QMP socket "/nonexistent.qmp"',
