@@ -266,6 +266,7 @@ Deno.test("examples/evacuate.ts stopped with Ctrl-C (SIGINT) during its rounds l
       assert(next.counter > beat.counter, "its heartbeat advances");
     } finally {
       await source.kill().catch(() => {});
+      await Deno.remove(`/dev/shm/gangway-${name}`).catch(() => {}); // its RAM file, on host A
     }
   } finally {
     await agent.stop();
