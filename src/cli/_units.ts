@@ -57,10 +57,9 @@ export function parseAddress(
   const port = match ? Number(match[3]) : NaN;
   if (!match || port < (anyPort ? 0 : 1) || port > 65535) {
     // "::1:7000" reads as an IPv6 address with no port: say how to write one.
+    const portAt = text.lastIndexOf(":");
     const v6 = !match && /^[0-9a-fA-F:.]*:[0-9a-fA-F:.]*:\d+$/.test(text)
-      ? ` (an IPv6 address goes in brackets: "[${text.slice(0, text.lastIndexOf(":"))}]${
-        text.slice(text.lastIndexOf(":"))
-      }")`
+      ? ` (an IPv6 address goes in brackets: "[${text.slice(0, portAt)}]${text.slice(portAt)}")`
       : "";
     throw new UsageError(`${flag} needs HOST:PORT, got "${text}"${v6}`);
   }

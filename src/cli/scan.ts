@@ -45,8 +45,9 @@ export function scanJson(report: ScanReport) {
   };
 }
 
+/** `part` as a share of `whole` (which is more than 0: a gang of zero pages says so instead). */
 function percent(part: number, whole: number): string {
-  return whole > 0 ? `${((part / whole) * 100).toFixed(1)}%` : "-";
+  return `${((part / whole) * 100).toFixed(1)}%`;
 }
 
 /** The readable table of a scan. */
