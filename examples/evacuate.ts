@@ -24,10 +24,11 @@
  * error names both groups. `--dry-run` prints the plan and changes
  * nothing. Progress goes to stderr; with `--json` the report goes to
  * stdout (after a failure before any switch-over: `{ error, moved: [],
- * stayed: [names] }`). Exit status 0 only when every guest runs at the target. Ctrl-C
+ * stayed: [names] }`). A guest paused here moves paused and stays so. Exit status 0
+ * only when every guest runs at the target (or sits there paused, as it was here). Ctrl-C
  * (SIGINT), SIGTERM or SIGHUP stop the migration as a lost target would:
- * every guest not yet handed to its switch-over runs here again, paused
- * ones included, and the exit status is 128 + the signal (a second signal
+ * every guest not yet handed to its switch-over runs here again (those the
+ * migration paused included; one paused before it stays paused), and the exit status is 128 + the signal (a second signal
  * exits at once; SIGKILL leaves a paused guest paused). As root
  * it raises its own CPU priority to the weight QEMU's multifd threads for
  * the gang would have (src/cpu_share.ts), so that a busy host does not
@@ -267,12 +268,18 @@ if (values["dry-run"]) {
     const guests = report.guests.map((guest, i) => ({
       ...guest,
       running: states[i]?.running === true,
+      status: states[i]?.status ?? "unknown (the agent did not answer)",
     }));
+    // A guest paused here before the migration moved paused, as QEMU's own migration moves it.
+    const asItWas = (g: typeof guests[number]) => g.paused ? g.status === "paused" : g.running;
     for (const guest of guests) {
+      const wanted = guest.paused ? "paused" : "running";
       say(
-        `${guest.name}: ${guest.running ? "running" : "NOT running"} at the target, downtime ${
-          guest.downtimeMs.toFixed(0)
-        } ms`,
+        `${guest.name}: ${asItWas(guest) ? wanted : `NOT ${wanted} (${guest.status})`} ` +
+          "at the target" +
+          (guest.paused
+            ? ", as it was here (QMP `cont` runs it)"
+            : `, downtime ${guest.downtimeMs.toFixed(0)} ms`),
       );
     }
     say(
@@ -282,7 +289,7 @@ if (values["dry-run"]) {
         } s`,
     );
     if (values.json) console.log(JSON.stringify({ ...report, guests }));
-    if (!guests.every((g) => g.running)) Deno.exitCode = 1;
+    if (!guests.every(asItWas)) Deno.exitCode = 1;
   } catch (error) {
     if (error instanceof SwitchOverError) {
       const stayed = error.stayed.length === 1 ? "still runs" : "still run";

@@ -18,7 +18,8 @@
  * With `finalRounds: "per-guest"` steps 5 and 6 go one guest at a time
  * while the others run on. A failure before a guest's destination runs
  * tears its destination down and resumes its source: no guest is ever left
- * paused or lost.
+ * paused or lost. A guest paused before the migration began moves paused
+ * (its destination is not run) and is never resumed.
  *
  * @module
  */
@@ -90,7 +91,10 @@ export async function migrateQemuGang(
   };
 
   step("Finding the guests' RAM");
-  const rams = await Promise.all(sources.map((s) => s.ramBackend()));
+  const [rams, movesPaused] = await Promise.all([
+    Promise.all(sources.map((s) => s.ramBackend())),
+    pausedAlready(sources),
+  ]);
   // Part of the set-up, not of the transfer: whether the kernel has soft-dirty bits is probed in a
   // forked child (30-40 ms of a Deno process here); tracking itself starts with round 1.
   const dirtyTracker = await trackerFor(sources, rams);
@@ -101,8 +105,10 @@ export async function migrateQemuGang(
   let disks: GangDiskCopy | undefined;
   // Settled once the destinations say whether disks are copied.
   let finalRounds: FinalRounds = options.finalRounds ?? "per-guest";
-  // Guests paused by the migration and not handed to their switch-over: resumed on a failure.
+  // Guests paused by the migration and not handed to their switch-over: resumed on a failure
+  // (a guest paused before the migration began is never resumed: it moves paused, or stays).
   const pausedGuests = new Set<number>();
+  const pausedByUs = (i: number) => void (movesPaused[i] || pausedGuests.add(i));
   const resumePaused = async () => {
     await Promise.all([...pausedGuests].map((i) => sources[i]!.resume()));
     pausedGuests.clear();
@@ -138,6 +144,7 @@ export async function migrateQemuGang(
   const pairOf = (i: number): SwitchOverPair => ({
     source: sources[i]!,
     destination: destinations[i]!,
+    movesPaused: movesPaused[i],
   });
   try {
     // Readied first, so that a host where guests cannot be throttled starts no destination; it
@@ -186,7 +193,7 @@ export async function migrateQemuGang(
         await disks?.waitReady();
         step("Pausing the gang for the final round");
         timeline.paused = since(performance.now());
-        sources.forEach((_, i) => pausedGuests.add(i));
+        sources.forEach((_, i) => pausedByUs(i));
         await Promise.all(sources.map((s) => s.pause()));
         await autoConverge?.end();
         timeline.finalRound = since(performance.now());
@@ -200,7 +207,7 @@ export async function migrateQemuGang(
             timeline.paused = since(performance.now());
           }
           step(`Pausing guest "${sources[i]!.name}" for its final round`);
-          pausedGuests.add(i);
+          pausedByUs(i);
           await sources[i]!.pause();
           await autoConverge?.release(i);
           if (i === 0) timeline.finalRound = since(performance.now());
@@ -287,7 +294,7 @@ export async function migrateQemuGang(
     const moved = transferReport ?? unfinishedTransfer(sources, rams);
     const report: QemuGangReport = {
       guests: results.map((result, i) =>
-        guestReport(result, rams[i]!.size, moved.guestBytesOnWire[i] ?? 0)
+        guestReport(result, rams[i]!.size, moved.guestBytesOnWire[i] ?? 0, movesPaused[i]!)
       ),
       transfer: moved,
       finalRounds,
@@ -328,6 +335,24 @@ export class SwitchOverError extends Error {
     this.stayed = stayed.map((r) => r.name);
     this.result = result;
   }
+}
+
+/**
+ * Which guests were paused before the migration began: they move paused,
+ * as QEMU's own migration moves them.
+ *
+ * @throws Error naming a guest neither running nor paused (shut down, crashed, migrating)
+ */
+async function pausedAlready(sources: readonly QemuGuest[]): Promise<boolean[]> {
+  return await Promise.all(sources.map(async (source) => {
+    const { status } = await source.status();
+    if (status === "running") return false;
+    // prelaunch: started with -S and never run.
+    if (status === "paused" || status === "prelaunch") return true;
+    throw new Error(
+      `Cannot migrate guest "${source.name}": it is ${status}; only a running or paused guest moves`,
+    );
+  }));
 }
 
 function pairs(

@@ -26,8 +26,14 @@ export interface QemuGuestReport {
   runningAt?: number;
   /** Device state QEMU sent. */
   deviceStateBytes: number;
-  /** True when it runs at the target. */
+  /** True when it runs at the target (paused there, with `paused`). */
   migrated: boolean;
+  /**
+   * True when it was paused before the migration began: it moved paused
+   * (it runs when someone resumes it, QMP `cont`), or stays paused at the
+   * source. Absent for a guest that was running.
+   */
+  paused?: true;
   /** Why not, when it did not. */
   error?: string;
 }
@@ -68,8 +74,9 @@ export function guestReport(
   result: SwitchOverResult,
   ramBytes: number,
   bytesOnWire: number,
+  paused: boolean,
 ): QemuGuestReport {
-  return result.ok
+  const report: QemuGuestReport = result.ok
     ? {
       name: result.name,
       ramBytes,
@@ -89,6 +96,7 @@ export function guestReport(
       migrated: false,
       error: result.error,
     };
+  return paused ? { ...report, paused } : report;
 }
 
 /** The transfer's report when it failed after some guests were finished: nothing verified as a whole. */

@@ -245,13 +245,45 @@ Deno.test("migrateQemuGang() with per-guest final rounds names the guests that m
   assert(await fileExists(stayed.ramPath), "its RAM file is still there");
 });
 
-Deno.test("migrateQemuGang() stopped by its signal while a guest is paused for its final round resumes every source", async () => {
+Deno.test("migrateQemuGang() moves a guest paused before it began paused, and runs the others", async () => {
   await using target = await LocalTarget.start();
   await using guests = new Guests();
   const sources = await bootGang(guests);
+  await sources[1]!.pause();
+  const lastBeat = (await sources[1]!.heartbeat())!;
+  const { report, destinations } = await migrateQemuGang(sources, target);
+  assertEquals(report.guests.map((g) => g.migrated), [true, true]);
+  assertEquals(report.guests.map((g) => g.paused), [undefined, true]);
+  assert(report.transfer.verified);
+  assertEquals((await destinations[0]!.state()).status, "running");
+  assertEquals((await destinations[1]!.state()).status, "paused", "as it was at the source");
+  assert(sources.every((s) => !s.alive), "both sources are gone");
+  // It is the guest itself, paused: `cont` runs it on from where it was.
+  const found = (await target.remote.keptGuests()).find((k) => k.name === sources[1]!.name)!;
+  const destination = await QemuGuest.attach(found.qmpPath);
+  try {
+    assertEquals(await destination.heartbeat(), undefined, "no heartbeat while paused");
+    await destination.resume();
+    await assertContinued(lastBeat, destination);
+  } finally {
+    await destination.detach();
+  }
+});
+
+Deno.test("migrateQemuGang() stopped by its signal while a guest is paused for its final round resumes every source it paused", async () => {
+  await using target = await LocalTarget.start();
+  await using guests = new Guests();
+  const sources = await bootGang(guests);
+  // A third guest, paused before the migration: it stays paused.
+  const image = await testImage();
+  const paused = guests.add(
+    await QemuGuest.start({ name: uniqueName("gang2"), memoryMiB: 128, image }),
+  );
+  await paused.waitUntilBooted();
+  await paused.pause();
   const interrupt = new AbortController();
   const error = await assertRejects(() =>
-    migrateQemuGang(sources, target, {
+    migrateQemuGang([...sources, paused], target, {
       finalRounds: "per-guest",
       signal: interrupt.signal,
       // As Ctrl-C in a script: the first guest is paused now, its final round under way.
@@ -268,6 +300,8 @@ Deno.test("migrateQemuGang() stopped by its signal while a guest is paused for i
     const next = await source.waitForHeartbeat({ after: beat.counter, timeoutMs: 10_000 });
     assert(next.counter > beat.counter, "its heartbeat advances");
   }
+  assert(paused.alive, "the paused guest's source QEMU still runs");
+  assertEquals((await paused.status()).status, "paused", "the paused guest stays paused");
   // No destination is left at the target.
   const { usable } = await findQemus();
   assert(!usable.some((q) => q.commandLine.instance.ramPath.startsWith(target.dir)));

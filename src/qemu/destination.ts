@@ -54,14 +54,14 @@ export interface Destination {
   /**
    * Waits until the destination has loaded the device state and sits
    * paused, then runs it (`cont`): one step, so that a destination behind
-   * a target agent costs one round trip in the downtime.
+   * a target agent costs one round trip in the downtime. With `paused` it
+   * takes the guest over without `cont`.
    *
-   * @param beforeRun runs between the load and `cont` (the agent marks the destination there)
-   * @returns What it does after `cont`
+   * @returns What it does after `cont` (or after the load, with `paused`)
    * @throws NotLoadedError when it never loaded, so it was never started
    * (its source may run again); any other error leaves unknown whether it runs
    */
-  runWhenLoaded(timeoutMs: number, beforeRun?: () => Promise<void>): Promise<DestinationState>;
+  runWhenLoaded(timeoutMs: number, options?: RunWhenLoadedOptions): Promise<DestinationState>;
   /** Why its QEMU died, with the end of its log (" (QEMU of ... exited: ...)"); "" while it lives. */
   exitNote(): Promise<string>;
   /** Removes what {@linkcode listen} left (a socket file, a relay), after the migration either way. */
@@ -78,6 +78,18 @@ export interface Destination {
    * before the device state moves, so before `cont`.
    */
   endDiskTargets?(): Promise<void>;
+}
+
+/** Options of {@linkcode Destination.runWhenLoaded}. */
+export interface RunWhenLoadedOptions {
+  /** Runs between the load and `cont` (the agent marks the destination there). */
+  beforeRun?: () => Promise<void>;
+  /**
+   * Leave its vCPUs paused, no `cont`: the guest was paused at its source
+   * before the migration began, and moves as it was (as libvirt moves a
+   * paused domain).
+   */
+  paused?: boolean;
 }
 
 /** A destination that never loaded its device state, so it was never started. */
@@ -141,14 +153,14 @@ export function localDestination(
       await guest.qmp.execute("migrate-incoming", { uri: incomingUri });
       return uri;
     },
-    async runWhenLoaded(timeoutMs, beforeRun) {
+    async runWhenLoaded(timeoutMs, { beforeRun, paused = false } = {}) {
       try {
         await checkDestination(guest, timeoutMs);
       } catch (error) {
         throw new NotLoadedError(errorMessage(error), { cause: error });
       }
       await beforeRun?.();
-      await guest.resume();
+      if (!paused) await guest.resume();
       const ranAt = performance.now();
       giveBackCpu(); // its guest runs: no more than any other guest's weight
       const state = await localState(guest);

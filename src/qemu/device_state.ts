@@ -28,6 +28,12 @@ export interface DeviceStateMigrationOptions {
   pauseBeforeSwitchover?: boolean;
   /** Resume the source when the migration fails. Default: when it was running or paused by `stop`. */
   resumeSourceOnFailure?: boolean;
+  /**
+   * The guest was paused before its migration began: its destination takes
+   * it over paused (no `cont`, see {@linkcode Destination.runWhenLoaded}).
+   * Default false.
+   */
+  movesPaused?: boolean;
   /** Time allowed for each wait. Default 30000 ms. */
   timeoutMs?: number;
   /**
@@ -102,6 +108,7 @@ export class DeviceStateMigration {
   readonly destination: Destination;
   #pauseBeforeSwitchover: boolean;
   #resumeOnFailure: boolean;
+  #movesPaused: boolean;
   #timeoutMs: number;
   #startedAt: number;
   /** When `migrate` was sent. */
@@ -123,6 +130,7 @@ export class DeviceStateMigration {
     this.destination = destination;
     this.#pauseBeforeSwitchover = options.pauseBeforeSwitchover;
     this.#resumeOnFailure = options.resumeSourceOnFailure;
+    this.#movesPaused = options.movesPaused;
     this.#timeoutMs = options.timeoutMs;
     this.#startedAt = startedAt;
   }
@@ -154,6 +162,7 @@ export class DeviceStateMigration {
       pauseBeforeSwitchover,
       resumeSourceOnFailure: options.resumeSourceOnFailure ??
         (status === "running" || status === "paused"),
+      movesPaused: options.movesPaused ?? false,
       timeoutMs: options.timeoutMs ?? DEFAULT_WAIT_MS,
       sourcePrepared: prepared,
     }, startedAt);
@@ -229,15 +238,18 @@ export class DeviceStateMigration {
       const verifiedAt = performance.now();
       let state: DestinationState;
       try {
-        state = await this.destination.runWhenLoaded(this.#timeoutMs);
+        state = await this.destination.runWhenLoaded(this.#timeoutMs, {
+          paused: this.#movesPaused,
+        });
       } catch (error) {
         // Unless it surely never started, the source must not run again: two would run.
         if (!(error instanceof NotLoadedError)) this.#destinationStarted = true;
         throw error;
       }
       this.#destinationStarted = true;
-      if (!state.running) {
-        throw new Error(`destination "${this.destination.name}" is ${state.status} after cont`);
+      if (state.running === this.#movesPaused) {
+        const after = this.#movesPaused ? "loading, kept paused" : "cont";
+        throw new Error(`destination "${this.destination.name}" is ${state.status} after ${after}`);
       }
       const runningAt = ranAt(verifiedAt, performance.now(), state.sinceRunMs);
       this.#giveBackCpu();

@@ -18,6 +18,11 @@ export interface SwitchOverPair {
   source: QemuGuest;
   /** Its destination, waiting for the device state. */
   destination: Destination;
+  /**
+   * The guest was paused before the migration began: it moves paused (its
+   * destination is not run), and a failure leaves its source paused.
+   */
+  movesPaused?: boolean;
 }
 
 /** How one guest's switch-over went. */
@@ -86,7 +91,8 @@ export async function checkDestinationsReady(
 /**
  * Switches every pair over at once. A guest whose switch-over fails keeps
  * running at its source (QEMU's migration is cancelled and the source
- * resumed); the others are not held back by it.
+ * resumed; one that moves paused stays paused); the others are not held
+ * back by it.
  *
  * Requires `--allow-net`, `--allow-read`, `--allow-write` (QMP, migration sockets).
  */
@@ -99,7 +105,8 @@ export async function switchOverGang(
     const name = pair.source.name;
     try {
       const migration = await DeviceStateMigration.start(pair.source, pair.destination, {
-        resumeSourceOnFailure: true,
+        resumeSourceOnFailure: !pair.movesPaused,
+        movesPaused: pair.movesPaused ?? false,
         timeoutMs: options.timeoutMs,
         sourcePrepared: options.sourcesPrepared,
       });

@@ -227,12 +227,18 @@ export class ControlSession {
       return { loaded: false, error: errorMessage(error) };
     }
     const timeoutMs = loadWaitMs(request.timeoutMs);
+    if (request.paused !== undefined && typeof request.paused !== "boolean") {
+      throw new Error('Cannot run the guest: field "paused" must be true or false');
+    }
     try {
-      const state = await found.destination.runWhenLoaded(timeoutMs, async () => {
-        found.resumed = true;
-        // Marked before `cont`: an agent that dies now and starts again must never take
-        // it for a leftover.
-        await Deno.writeTextFile(join(found.runDir, RESUMED_MARK), "");
+      const state = await found.destination.runWhenLoaded(timeoutMs, {
+        beforeRun: async () => {
+          found.resumed = true;
+          // Marked before `cont`: an agent that dies now and starts again must never take
+          // it for a leftover.
+          await Deno.writeTextFile(join(found.runDir, RESUMED_MARK), "");
+        },
+        paused: request.paused === true,
       });
       return { loaded: true, state };
     } catch (error) {

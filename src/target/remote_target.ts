@@ -12,7 +12,12 @@
  */
 import { join } from "node:path";
 import type { MigrationTarget } from "../gang_migration.ts";
-import { type Destination, type DestinationState, NotLoadedError } from "../qemu/destination.ts";
+import {
+  type Destination,
+  type DestinationState,
+  NotLoadedError,
+  type RunWhenLoadedOptions,
+} from "../qemu/destination.ts";
 import type { QemuGuest } from "../qemu/guest.ts";
 import type { DiskTarget } from "../qemu/block_mirror.ts";
 import { connectTarget, type TargetAddress } from "../transport/connect_target.ts";
@@ -226,8 +231,15 @@ class RemoteDestination implements Destination {
     return Promise.resolve(`unix:${this.#relay.path}`);
   }
 
-  async runWhenLoaded(timeoutMs: number): Promise<DestinationState> {
-    const answer = await this.#request("run-when-loaded", { timeoutMs }, timeoutMs + 10_000);
+  async runWhenLoaded(
+    timeoutMs: number,
+    { paused = false }: RunWhenLoadedOptions = {},
+  ): Promise<DestinationState> {
+    const answer = await this.#request(
+      "run-when-loaded",
+      { timeoutMs, ...(paused && { paused }) },
+      timeoutMs + 10_000,
+    );
     if (answer.loaded !== true) throw new NotLoadedError(String(answer.error));
     return answer.state as DestinationState;
   }
