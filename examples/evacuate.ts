@@ -24,7 +24,7 @@
  * error names both groups. `--dry-run` prints the plan and changes
  * nothing. Progress goes to stderr; with `--json` the report goes to
  * stdout (after a failure before any switch-over: `{ error, moved: [],
- * stayed: [names] }`). A guest paused here moves paused and stays so. Exit status 0
+ * stayed: [names], lost: [names whose QEMU exited] }`). A guest paused here moves paused and stays so. Exit status 0
  * only when every guest runs at the target (or sits there paused, as it was here). Ctrl-C
  * (SIGINT), SIGTERM or SIGHUP stop the migration as a lost target would:
  * every guest not yet handed to its switch-over runs here again (those the
@@ -294,20 +294,25 @@ if (values["dry-run"]) {
     if (error instanceof SwitchOverError) {
       const stayed = error.stayed.length === 1 ? "still runs" : "still run";
       say(
-        `moved ${error.moved.length} of ${error.moved.length + error.stayed.length} guests ` +
-          `(${error.moved.join(", ") || "none"}); ${error.stayed.join(", ")} ${stayed} here: ` +
+        `moved ${error.moved.length} of ${sources.length} guests ` +
+          `(${error.moved.join(", ") || "none"}); ` +
+          (error.stayed.length > 0 ? `${error.stayed.join(", ")} ${stayed} here; ` : "") +
+          (error.lost.length > 0 ? `${error.lost.join(", ")} exited here (lost); ` : "") +
           error.message,
       );
       if (values.json) console.log(JSON.stringify(error.result.report));
     } else {
       const message = error instanceof Error ? error.message : String(error);
-      say(`failed, every guest still runs here: ${message}`);
+      // A guest whose QEMU exited runs nowhere: it is not among those that "still run here".
+      const stayed = sources.filter((s) => s.alive).map((s) => s.name);
+      const lost = sources.filter((s) => !s.alive).map((s) => s.name);
+      say(
+        lost.length > 0
+          ? `failed; ${lost.join(", ")} exited here (lost), the others still run here: ${message}`
+          : `failed, every guest still runs here: ${message}`,
+      );
       // A script reading the report learns it too: nothing moved.
-      if (values.json) {
-        console.log(
-          JSON.stringify({ error: message, moved: [], stayed: sources.map((s) => s.name) }),
-        );
-      }
+      if (values.json) console.log(JSON.stringify({ error: message, moved: [], stayed, lost }));
     }
     Deno.exitCode = exitCode ?? 1;
   } finally {

@@ -57,6 +57,7 @@ import {
 } from "./switchover/switch_over.ts";
 import { GangDiskCopy } from "./switchover/disk_copy.ts";
 import { DeviceStateMigration } from "./qemu/device_state.ts";
+import { pausedAlready, stopWhenSourceExits } from "./gang_sources.ts";
 import { AutoConverge } from "./auto_converge.ts";
 import { DEFAULT_MAX_ROUNDS, throttleRounds } from "./plan/convergence.ts";
 import type { MigrationTarget, QemuGangOptions, QemuGangResult } from "./gang_options.ts";
@@ -99,6 +100,9 @@ export async function migrateQemuGang(
   // forked child (30-40 ms of a Deno process here); tracking itself starts with round 1.
   const dirtyTracker = await trackerFor(sources, rams);
 
+  // The caller's signal, or a source QEMU that exits: its guest is gone, and the rest of the gang
+  // hears of it at once, not at the end of a round (until the switch-overs, which see it themselves).
+  const stop = stopWhenSourceExits(sources, options.signal);
   step("Starting the destinations");
   let destinations: Destination[] = [];
   let transfer: MigrationReport;
@@ -170,7 +174,7 @@ export async function migrateQemuGang(
       await disks.waitReady();
     }
 
-    options.signal?.throwIfAborted();
+    stop.signal.throwIfAborted();
     step("Scanning and sending the gang's RAM");
     timeline.transfer = since(performance.now());
     using gang = Gang.open(sources.map((s, i) => ({ name: s.name, path: rams[i]!.path })), {
@@ -179,7 +183,7 @@ export async function migrateQemuGang(
     // Aborted: the RAM connection is cut, so the transfer fails wherever it is, as on a lost target.
     const connection = target.connect();
     const cut = () => void connection.then((conn) => conn.close()).catch(() => {});
-    options.signal?.addEventListener("abort", cut, { once: true });
+    stop.signal.addEventListener("abort", cut, { once: true });
     transfer = await transferGang(gang, connection, {
       dirtyTracker,
       token: target.token,
@@ -188,7 +192,7 @@ export async function migrateQemuGang(
       maxRounds: options.maxRounds ??
         (autoConverge ? DEFAULT_MAX_ROUNDS + throttleRounds(options.throttle!) : undefined),
       pause: async () => {
-        options.signal?.throwIfAborted();
+        stop.signal.throwIfAborted();
         // A mirror that failed during the rounds stops the gang here, before any guest pauses.
         await disks?.waitReady();
         step("Pausing the gang for the final round");
@@ -200,7 +204,7 @@ export async function migrateQemuGang(
       },
       pauseGuest: finalRounds === "per-guest"
         ? async (i) => {
-          options.signal?.throwIfAborted();
+          stop.signal.throwIfAborted();
           if (i === 0) {
             // Checked while the guests still run: each check is a round trip to the target.
             await checkDestinationsReady(destinations);
@@ -235,7 +239,7 @@ export async function migrateQemuGang(
       },
       resume: resumePaused,
       slowGuests: autoConverge?.slowGuests,
-    }).finally(() => options.signal?.removeEventListener("abort", cut));
+    }).finally(() => stop.signal.removeEventListener("abort", cut));
     if (gates.has("gang")) {
       // The gang is paused: no write is left for the mirrors to carry.
       if (disks.copying) step("Completing the disk copies");
@@ -247,7 +251,8 @@ export async function migrateQemuGang(
     }
   } catch (failure) {
     // Interrupted: the cut connection's error says less than why it was cut.
-    const error = options.signal?.aborted ? options.signal.reason : failure;
+    const error = stop.signal.aborted ? stop.signal.reason : failure;
+    stop[Symbol.dispose]();
     await disks?.abort();
     // No destination runs unless its gate opened: these switch-overs fail and resume their source.
     for (const unopened of gates.values()) unopened.reject(error);
@@ -262,12 +267,17 @@ export async function migrateQemuGang(
       throw error;
     }
     // Some guests were finished and switched over: they run at the target; the others stay.
-    throw new SwitchOverError(results, await settle(results, undefined));
+    const lost = sources.filter((source) => !source.alive).map((source) => source.name);
+    throw new SwitchOverError(results, await settle(results, undefined), lost);
   }
 
   const results = await Promise.all(sources.map((_, i) => switching.get(i)!));
+  stop[Symbol.dispose](); // the sources that moved quit now
   const result = await settle(results, transfer);
-  if (result.destinations.length < sources.length) throw new SwitchOverError(results, result);
+  if (result.destinations.length < sources.length) {
+    const lost = sources.filter((source, i) => !results[i]!.ok && !source.alive);
+    throw new SwitchOverError(results, result, lost.map((source) => source.name));
+  }
   return result;
 
   /**
@@ -310,49 +320,44 @@ export async function migrateQemuGang(
 
 /**
  * Some guests of the gang did not switch over: they run at the source, the
- * others run at the target. {@linkcode moved} and {@linkcode stayed} say which.
+ * others run at the target. {@linkcode moved}, {@linkcode stayed} and
+ * {@linkcode lost} say which.
  */
 export class SwitchOverError extends Error {
   /** The guests that run at the target now. */
   readonly moved: string[];
-  /** The guests that still run at the source. */
+  /** The guests that still run at the source (paused ones stay paused). */
   readonly stayed: string[];
+  /** The guests that did not move because their source QEMU exited: they run nowhere. */
+  readonly lost: string[];
   /** What the migration did, the moved guests' destinations included. */
   readonly result: QemuGangResult;
 
-  /** An error naming the guests that stayed, with why, and those that moved. */
-  constructor(results: readonly SwitchOverResult[], result: QemuGangResult) {
-    const stayed = results.filter((r) => !r.ok);
+  /** An error naming the guests that stayed or were lost, with why, and those that moved. */
+  constructor(
+    results: readonly SwitchOverResult[],
+    result: QemuGangResult,
+    lost: readonly string[] = [],
+  ) {
+    const failed = results.filter((r) => !r.ok);
+    const stayed = failed.map((r) => r.name).filter((name) => !lost.includes(name));
     const moved = results.filter((r) => r.ok).map((r) => r.name);
-    const detail = stayed.map((r) => `${r.name}: ${r.ok ? "" : r.error}`).join("; ");
+    const detail = failed.map((r) => `${r.name}: ${r.ok ? "" : r.error}`).join("; ");
+    const parts = [
+      stayed.length > 0 ? `${stayed.join(", ")} still run at the source` : "",
+      lost.length > 0 ? `${lost.join(", ")} exited at the source` : "",
+      moved.length > 0 ? `${moved.join(", ")} run at the target` : "",
+    ];
     super(
-      `Cannot switch over ${stayed.length} of ${results.length} guests: ` +
-        `${stayed.map((r) => r.name).join(", ")} still run at the source` +
-        (moved.length > 0 ? `; ${moved.join(", ")} run at the target` : "") + ` (${detail})`,
+      `Cannot switch over ${failed.length} of ${results.length} guests: ` +
+        `${parts.filter((part) => part).join("; ")} (${detail})`,
     );
     this.name = "SwitchOverError";
     this.moved = moved;
-    this.stayed = stayed.map((r) => r.name);
+    this.stayed = stayed;
+    this.lost = [...lost];
     this.result = result;
   }
-}
-
-/**
- * Which guests were paused before the migration began: they move paused,
- * as QEMU's own migration moves them.
- *
- * @throws Error naming a guest neither running nor paused (shut down, crashed, migrating)
- */
-async function pausedAlready(sources: readonly QemuGuest[]): Promise<boolean[]> {
-  return await Promise.all(sources.map(async (source) => {
-    const { status } = await source.status();
-    if (status === "running") return false;
-    // prelaunch: started with -S and never run.
-    if (status === "paused" || status === "prelaunch") return true;
-    throw new Error(
-      `Cannot migrate guest "${source.name}": it is ${status}; only a running or paused guest moves`,
-    );
-  }));
 }
 
 function pairs(

@@ -255,7 +255,12 @@ Deno.test("examples/evacuate.ts stopped with Ctrl-C (SIGINT) during its rounds l
     const report = JSON.parse(
       new TextDecoder().decode(await new Response(evacuate.stdout).arrayBuffer()),
     );
-    assertEquals(report, { error: "Interrupted (SIGINT)", moved: [], stayed: [name] });
+    assertEquals(report, {
+      error: "Interrupted (SIGINT)",
+      moved: [],
+      stayed: [name],
+      lost: [],
+    });
     // It stopped the migration itself (not ended by the signal) and said so.
     assert(said.includes("failed, every guest still runs here: Interrupted (SIGINT)"), said);
     const source = await QemuGuest.attach(`${runDir}/${name}.qmp`);

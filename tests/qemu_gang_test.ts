@@ -245,6 +245,54 @@ Deno.test("migrateQemuGang() with per-guest final rounds names the guests that m
   assert(await fileExists(stayed.ramPath), "its RAM file is still there");
 });
 
+Deno.test("migrateQemuGang() stops when a source QEMU exits during the rounds, and the other guest runs on at the source", async () => {
+  await using target = await LocalTarget.start();
+  await using guests = new Guests();
+  const sources = await bootGang(guests);
+  const steps: string[] = [];
+  const error = await assertRejects(() =>
+    migrateQemuGang(sources, target, {
+      onStep: (step) => {
+        steps.push(step);
+        // A crash while its RAM moves.
+        if (step.startsWith("Scanning")) Deno.kill(sources[1]!.pid, "SIGKILL");
+      },
+    })
+  );
+  assertEquals(
+    (error as Error).message,
+    `The QEMU of guest "${sources[1]!.name}" exited during the migration`,
+  );
+  assert(!sources[1]!.alive);
+  assertEquals((await sources[0]!.status()).status, "running", "the other guest runs on");
+  assert(await fileExists(sources[0]!.ramPath), "its RAM file is still there");
+  const { usable } = await findQemus();
+  assert(!usable.some((q) => q.commandLine.instance.ramPath.startsWith(target.dir)));
+});
+
+Deno.test("migrateQemuGang() with per-guest final rounds names a guest whose source QEMU exited after another moved as lost", async () => {
+  await using target = await LocalTarget.start();
+  await using guests = new Guests();
+  const sources = await bootGang(guests);
+  const error = await assertRejects(
+    () =>
+      migrateQemuGang(sources, target, {
+        finalRounds: "per-guest",
+        beforeSwitchOver: (pairs) => {
+          // The first guest is about to run at the target; the second one crashes.
+          if (pairs[0]!.source === sources[0]) Deno.kill(sources[1]!.pid, "SIGKILL");
+          return Promise.resolve();
+        },
+      }),
+    SwitchOverError,
+  );
+  assertEquals(error.moved, [sources[0]!.name]);
+  assertEquals(error.stayed, []);
+  assertEquals(error.lost, [sources[1]!.name]);
+  assert(error.message.includes(`${sources[1]!.name} exited at the source`), error.message);
+  assertEquals((await error.result.destinations[0]!.state()).status, "running");
+});
+
 Deno.test("migrateQemuGang() moves a guest paused before it began paused, and runs the others", async () => {
   await using target = await LocalTarget.start();
   await using guests = new Guests();

@@ -1,0 +1,54 @@
+/**
+ * What a gang migration checks and watches of its source guests before
+ * and while their RAM moves.
+ *
+ * @module
+ */
+import type { QemuGuest } from "./qemu/guest.ts";
+
+/**
+ * An abort signal that follows `signal` and also aborts when a source QEMU
+ * exits, until disposed of.
+ */
+export function stopWhenSourceExits(
+  sources: readonly QemuGuest[],
+  signal: AbortSignal | undefined,
+): { signal: AbortSignal } & Disposable {
+  const stop = new AbortController();
+  let watching = true;
+  const follow = () => stop.abort(signal!.reason);
+  if (signal?.aborted) follow();
+  else signal?.addEventListener("abort", follow, { once: true });
+  for (const source of sources) {
+    source.exited.then(() => {
+      if (watching) {
+        stop.abort(new Error(`The QEMU of guest "${source.name}" exited during the migration`));
+      }
+    }, () => {});
+  }
+  return {
+    signal: stop.signal,
+    [Symbol.dispose]() {
+      watching = false;
+      signal?.removeEventListener("abort", follow);
+    },
+  };
+}
+
+/**
+ * Which guests were paused before the migration began: they move paused,
+ * as QEMU's own migration moves them.
+ *
+ * @throws Error naming a guest neither running nor paused (shut down, crashed, migrating)
+ */
+export async function pausedAlready(sources: readonly QemuGuest[]): Promise<boolean[]> {
+  return await Promise.all(sources.map(async (source) => {
+    const { status } = await source.status();
+    if (status === "running") return false;
+    // prelaunch: started with -S and never run.
+    if (status === "paused" || status === "prelaunch") return true;
+    throw new Error(
+      `Cannot migrate guest "${source.name}": it is ${status}; only a running or paused guest moves`,
+    );
+  }));
+}
