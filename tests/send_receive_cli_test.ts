@@ -25,7 +25,7 @@ Deno.test("send --json migrates RAM files to receive --once and prints the docum
       "--insecure",
       "--json",
       a,
-      b,
+      `vm-b=${b}`, // named on the command line
     ], {
       permissions: SEND,
     });
@@ -42,7 +42,7 @@ Deno.test("send --json migrates RAM files to receive --once and prints the docum
     ]);
     assertEquals(report.guests, [
       { name: a.split("/").at(-1), bytes: 4 * PAGE_SIZE },
-      { name: b.split("/").at(-1), bytes: 2 * PAGE_SIZE },
+      { name: "vm-b", bytes: 2 * PAGE_SIZE },
     ]);
     assertEquals(report.guestBytes, 6 * PAGE_SIZE);
     assertEquals(report.verified, true);
@@ -72,9 +72,8 @@ Deno.test("send --json migrates RAM files to receive --once and prints the docum
     );
     assertEquals((await receiver.exited()).code, 0);
     assert(receiver.events.some((e) => e.event === "complete"));
-    for (const path of [a, b]) {
-      assertSameBytes(readRamFile(`${dir}/${path.split("/").at(-1)}`), readRamFile(path));
-    }
+    assertSameBytes(readRamFile(`${dir}/${a.split("/").at(-1)}`), readRamFile(a));
+    assertSameBytes(readRamFile(`${dir}/vm-b`), readRamFile(b));
   } finally {
     await removeFiles(a, b);
     await Deno.remove(dir, { recursive: true });
@@ -159,6 +158,24 @@ Deno.test("send fails with exit code 1 and nothing on stdout when it cannot reac
         stderr,
       );
       await Deno.remove(hidden);
+    });
+    await t.step("two files of one name, until one is named NAME=FILE", async () => {
+      const other = makeRamFile(`${dir}/${path.split("/").at(-1)}`, [patternPage(2)]);
+      const { code, stderr } = await runCli("send", [
+        ...["--target", "127.0.0.1:9", "--insecure", path, other],
+      ], { permissions: SEND });
+      assertEquals(code, 2, stderr);
+      assert(
+        stderr.includes(`two guests are named "${path.split("/").at(-1)}": name them NAME=FILE`),
+        stderr,
+      );
+      // Named apart, it gets as far as connecting (nobody listens on port 9).
+      const named = await runCli("send", [
+        ...["--target", "127.0.0.1:9", "--insecure", path, `other=${other}`],
+      ], { permissions: SEND });
+      assertEquals(named.code, 1, named.stderr);
+      assert(named.stderr.includes("Cannot connect to the target"), named.stderr);
+      await Deno.remove(other);
     });
   } finally {
     await removeFiles(path);

@@ -2,10 +2,10 @@
  * `deno task send -- --target HOST:PORT (--ca FILE --token-file FILE
  * [--server-name NAME] | --insecure) [--max-bandwidth BYTES_PER_S]
  * [--max-rounds N] [--compress auto|zstd|none] [--stall-timeout SECONDS]
- * [--json] FILE...`
+ * [--json] [NAME=]FILE...`
  *
  * Migrates RAM files that nobody is writing (each file one guest, named
- * after the file) to a target running `receive`, and reports each round.
+ * after the file, or NAME) to a target running `receive`, and reports each round.
  * Files nobody writes need one pass (no preparation scan, no live rounds:
  * they would read every page again to find nothing changed);
  * `--max-rounds N` (N > 1) runs live pre-copy rounds first, while
@@ -45,7 +45,7 @@ import { basename } from "node:path";
 import { Gang } from "../scan/gang.ts";
 import { randomSeed } from "../transfer/seed.ts";
 import { type MigrationReport, transferGang } from "../transfer/transfer_gang.ts";
-import { parseCli, runMain, UsageError } from "./_cli.ts";
+import { callerPath, parseCli, runMain, UsageError } from "./_cli.ts";
 import type { CompressionMode } from "../transfer/compression_policy.ts";
 import { progressLine } from "./_progress.ts";
 import { parseAddress, parseCount, parseDuration, parseRate } from "./_units.ts";
@@ -56,7 +56,7 @@ import { printable } from "../_printable.ts";
 
 const USAGE = "usage: deno task send -- --target HOST:PORT " +
   "(--ca FILE --token-file FILE [--server-name NAME] | --insecure [--token-file FILE]) " +
-  "[--max-bandwidth BYTES_PER_S] [--max-rounds N] [--compress auto|zstd|none] [--stall-timeout SECONDS] [--json] FILE...";
+  "[--max-bandwidth BYTES_PER_S] [--max-rounds N] [--compress auto|zstd|none] [--stall-timeout SECONDS] [--json] [NAME=]FILE...";
 
 const INSECURE_WARNING = "warning: --insecure: guest RAM and the token cross the network " +
   "unencrypted and the target is not checked; use it only on a network you trust";
@@ -141,6 +141,17 @@ function summary(report: MigrationReport): string {
   return lines.join("\n");
 }
 
+/**
+ * A guest on the command line: `FILE`, named after the file, or
+ * `NAME=FILE` (NAME without a "/": `./a=b` is the file `a=b`).
+ */
+function guestArgument(argument: string): { name: string; path: string } {
+  const equals = argument.indexOf("=");
+  const named = equals > 0 && !argument.slice(0, equals).includes("/");
+  const path = callerPath(named ? argument.slice(equals + 1) : argument);
+  return { name: named ? argument.slice(0, equals) : basename(path), path };
+}
+
 async function main(args: string[]): Promise<void> {
   const { values, positionals } = parseCli(args, {
     target: { type: "string" },
@@ -153,7 +164,7 @@ async function main(args: string[]): Promise<void> {
     compress: { type: "string" },
     "stall-timeout": { type: "string" },
     json: { type: "boolean" },
-  }, { options: ["ca", "token-file"], positionals: true });
+  }, { options: ["ca", "token-file"] });
   if (!values.target) throw new UsageError("--target is required");
   if (positionals.length === 0) throw new UsageError("no RAM files given");
   const target = parseAddress(values.target, "--target");
@@ -168,14 +179,16 @@ async function main(args: string[]): Promise<void> {
   if (!["auto", "zstd", "none"].includes(compression)) {
     throw new UsageError(`--compress needs auto, zstd or none, got "${compression}"`);
   }
-  // The target's rule, checked before connecting: a guest is named after its file.
-  const guests = positionals.map((path) => ({ name: basename(path), path }));
-  for (const { name, path } of guests) {
+  // The target's rules, checked before connecting.
+  const guests = positionals.map(guestArgument);
+  for (const [i, { name, path }] of guests.entries()) {
     const bad = badGuestName(name);
+    const quoted = printable(JSON.stringify(name));
     if (bad) {
-      throw new UsageError(
-        `guest name ${printable(JSON.stringify(name))} of "${printable(path)}" is refused: ${bad}`,
-      );
+      throw new UsageError(`guest name ${quoted} of "${printable(path)}" is refused: ${bad}`);
+    }
+    if (guests.findIndex((other) => other.name === name) < i) {
+      throw new UsageError(`two guests are named ${quoted}: name them NAME=FILE`);
     }
   }
   const transport = await transportOptions(values);
