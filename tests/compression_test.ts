@@ -290,6 +290,19 @@ Deno.test("CompressionPolicy stops compressing and looking for similar pages onc
   assertEquals(policy.wantsDeltas, false, "a difference would go compressed");
 });
 
+Deno.test("CompressionPolicy judges a fast link within its first windows: the kernel is asked at every frame until it has said enough", () => {
+  const clock = { now: 0 };
+  // A new rate at every acknowledgement: each question gets another one.
+  const rates = [1.1e9, 1.2e9, 1.0e9, 1.3e9, 1.15e9, 1.25e9, 1.05e9].map(backlogged);
+  const sender = { ...fakeSender(), socket: kernelSocket(rates) };
+  const policy = new CompressionPolicy("auto", sender, () => clock.now);
+  // Twelve frames are about two 20 ms windows of this sender's (3.8 ms a frame).
+  const compressed = runFrames(policy, clock, sender, CORES_BOUND, 12);
+  assert(clock.now < 50, `${clock.now} ms`);
+  assertEquals([policy.estimate.linkFast, policy.estimate.share], [true, 0]);
+  assert(compressed <= 7, `${compressed} of the first 12 frames compressed`);
+});
+
 Deno.test("CompressionPolicy keeps compressing on a Gigabit link whatever bursts the kernel saw", () => {
   const clock = { now: 0 };
   const sender = {

@@ -48,8 +48,8 @@
  * page bytes the sender makes per second at its peak, or more, the link
  * would carry the pages uncompressed faster than the sender makes them:
  * zstd only takes CPU from the rest (sending raw took round 1 of the lab's
- * 4 guests at 10 Gbit/s from 1.2-1.8 s to 0.8-0.9 s), so the share goes
- * down, and similar pages are not looked for (a difference is always
+ * 4 guests at 10 Gbit/s from 1.2-1.8 s to 0.8-0.9 s), so the share drops
+ * to none at once, and similar pages are not looked for (a difference is always
  * compressed). It stays down while the link carries
  * {@linkcode FAST_LINK_UNTIL} times the sender's peak pace (which rises
  * once zstd is off its cores). The peak, not the mean: where a guest's
@@ -269,6 +269,9 @@ export class CompressionPolicy {
     const { link, zstd } = this.#gauge.waits;
     const last = this.#last;
     this.#last = { at: now, link, zstd };
+    // Until the link's rate is known, the kernel is asked at every frame, not every window: the
+    // frames compressed meanwhile cost a fast link's sender the most (see sampleLink).
+    if (this.#linkRates.length < LINK_SAMPLES_NEEDED) this.#sampleLink();
     if (!last) return;
     const window = this.#window;
     window.ms += now - last.at;
@@ -285,7 +288,7 @@ export class CompressionPolicy {
     const zstdShare = window.zstdMs / window.ms;
     this.#peakPace = Math.max(window.bytes / (window.ms / 1000), PEAK_MEMORY * this.#peakPace);
     // A fast link first: the waits cannot tell it (see the module).
-    if (this.#judgeLink()) this.#share = Math.max(0, this.#share - SHARE_UP);
+    if (this.#judgeLink()) this.#share = 0;
     // Then the stream: while the sender waits for zstd, the socket and the link's queue may hold
     // megabytes still going out, so the link was not idle for it.
     else if (linkShare > STALL_SHARE) this.#share = Math.min(1, this.#share + SHARE_UP);
@@ -295,8 +298,15 @@ export class CompressionPolicy {
     this.#window = { ms: 0, linkMs: 0, zstdMs: 0, bytes: 0, savedBytes: 0 };
   }
 
-  /** Takes the kernel's latest rate if it is a new one of a backlogged socket; says whether the link is fast. */
-  #judgeLink(): boolean {
+  /**
+   * Takes the kernel's latest rate if it is a new one of a backlogged
+   * socket. It changes with every acknowledgement, so asked at every frame
+   * at first, it gives the rates to judge the link by within a window or
+   * two, not five: on the lab's 10 Gbit/s link the sender compressed every
+   * frame for the first 150-200 ms of round 1, waiting for zstd while a
+   * core stood idle.
+   */
+  #sampleLink(): void {
     const sample = this.#gauge.socket?.();
     const rates = this.#linkRates;
     if (
@@ -306,6 +316,11 @@ export class CompressionPolicy {
       rates.push(sample.bytesPerSecond);
       if (rates.length > LINK_SAMPLES) rates.shift();
     }
+  }
+
+  /** Takes the kernel's latest rate (see sampleLink); says whether the link is fast. */
+  #judgeLink(): boolean {
+    this.#sampleLink();
     const capacity = this.#linkCapacity();
     const pace = this.#peakPace;
     if (capacity === 0 || pace === 0) this.#linkFast = false;
