@@ -26,7 +26,7 @@
 #define GW_MAX_CALL_PAGES 0x7fffffffu
 
 /* Bumped whenever a signature or a constant below changes. */
-#define GW_ABI_VERSION 30
+#define GW_ABI_VERSION 31
 
 uint32_t gw_abi_version(void);
 
@@ -360,6 +360,18 @@ int gw_index_count_changed(gw_index *index, uint32_t guest, uint32_t stride, uin
  * inserts into the index stay on the caller's thread.
  */
 void gw_index_set_threads(gw_index *index, uint32_t threads);
+
+/*
+ * How later scans that want no bytes (GW_SCAN_NO_BYTES) read a page the
+ * index has not scanned before: GW_FIRST_READS_MEASURED (the default: the
+ * faster of the other two, measured as the scan goes), GW_FIRST_READS_COPY
+ * (pread into the buffer) or GW_FIRST_READS_IN_PLACE (hashed and compared
+ * through a mapping of the file). Any other value means measured.
+ */
+#define GW_FIRST_READS_MEASURED 0
+#define GW_FIRST_READS_COPY 1
+#define GW_FIRST_READS_IN_PLACE 2
+void gw_index_set_first_reads(gw_index *index, uint32_t way);
 
 /*
  * Makes the helper threads of threads-thread scans now (they are shared

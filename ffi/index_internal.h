@@ -14,6 +14,15 @@ struct guest_state {
 	uint32_t *content; /* each page's content id at its last scan (or GW_CONTENT_*) */
 };
 
+/* How first reads go in a scan that wants no bytes (first_read.c). */
+struct first_read_choice {
+	uint32_t fixed;    /* GW_FIRST_READS_*: measured, or one way */
+	uint32_t calls;    /* calls since the last trial began */
+	uint64_t pages[2]; /* pages read in this trial: by pread [0], in place [1] */
+	uint64_t ns[2];    /* and the calls' time */
+	int in_place;      /* the faster way, as the last trial found */
+};
+
 struct gw_index {
 	struct gw_hash_key key;     /* what the seed of every page hash expands to (gw__page_hash) */
 	uint64_t hash_mask;         /* keeps the top hash_bits bits of a hash */
@@ -34,7 +43,15 @@ struct gw_index {
 	uint32_t *kept_id;          /* by id % kept_slots: the content whose bytes the slot keeps, or none */
 	uint8_t *kept_bytes;        /* the kept copies of confirmed contents, a page per slot (index.c) */
 	uint32_t kept_slots;        /* their slots; 0 before the first confirm, UINT32_MAX if none could be made */
+	struct first_read_choice first_reads; /* pread or in place, for scans that want no bytes */
 };
+
+/* Whether a scan that wants no bytes reads its next call's pages in place, the first time (first_read.c). */
+int gw__first_read_in_place(const gw_index *ix);
+/* Records how long such a call took for the pages it read. */
+void gw__first_read_record(gw_index *ix, int in_place, uint32_t pages, uint64_t ns);
+/* CLOCK_MONOTONIC in nanoseconds. */
+uint64_t gw__now_ns(void);
 
 /*
  * The index side of a scan (index.c), for a page p of guest that the scan

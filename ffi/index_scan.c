@@ -6,14 +6,15 @@
  * page against its last scan and the index (index.c), on the caller's
  * thread, so the index needs no lock.
  *
- * A page's first read is a pread into the caller's buffer, even in a scan
- * that wants no bytes (GW_SCAN_NO_BYTES: the preparation scan, which only
- * counts and indexes): on these VMs the page faults that map a guest's
- * pages cost more than the copy (round 1 of the lab's 4-guest gang took
- * 15-20% longer, its scan twice as long, in six A/B pairs when it read
- * through a mapping; under a hypervisor that shadows page tables a first
- * read through a mapping costs about 1 us a page, a pread a fifth of
- * that). Pages read before are rescanned where they lie, through a mapping
+ * A page's first read is a pread into the caller's buffer when the scan
+ * wants its bytes (a migration's round 1: the copy is the snapshot it
+ * sends; round 1 of the lab's 4-guest gang took 15-20% longer, its scan
+ * twice as long, in six A/B pairs when it read through a mapping, on a VM
+ * where a first read through a mapping cost about 1 us a page, a pread a
+ * fifth of that). A scan that wants no bytes (GW_SCAN_NO_BYTES: the
+ * preparation scan, which only counts and indexes) reads it by pread or in
+ * place, whichever it measures faster (first_read.c). Pages read before are
+ * rescanned where they lie, through a mapping
  * kept between rounds (ram_map.c) and filled in ahead (gw_ram_premap):
  * only a page whose hash changed is copied, and it is checked and hashed
  * again as copied, and a scan that wants no bytes copies none. Either way
@@ -77,6 +78,7 @@ struct page_work {
 	gw_ram *ram;
 	const uint8_t *map;  /* the guest's file mapped, for reads in place (NULL: pread every page) */
 	int no_bytes;        /* GW_SCAN_NO_BYTES: a page read in place is never copied */
+	int first_in_place;  /* pages never scanned are read in place too (first_read.c) */
 	uint32_t first;      /* first page of the call */
 	uint32_t count;      /* pages of the call */
 	const uint8_t *mask; /* pages to examine (NULL = all) */
@@ -194,8 +196,11 @@ static void do_page_work(void *arg, uint32_t part, uint32_t parts)
 		uint32_t block_end = block + PAGE_WORK_BLOCK < to ? block + PAGE_WORK_BLOCK : to;
 		unsigned char resident[PAGE_WORK_BLOCK];
 		struct block in_place = {w, block, block_end, resident, 0};
-		/* Read in place: a block of a rescan whose first page was scanned before (the rest of it, in practice, too). */
-		int here = w->map && w->gs->content[w->first + block] != GW_CONTENT_NONE &&
+		/*
+		 * Read in place: a block of a rescan whose first page was scanned before (the rest of
+		 * it, in practice, too), or any block when first reads go in place.
+		 */
+		int here = w->map && (w->first_in_place || w->gs->content[w->first + block] != GW_CONTENT_NONE) &&
 			   mincore((void *)(w->map + ((size_t)(w->first + block) << GW_PAGE_SHIFT)),
 				   (size_t)(block_end - block) << GW_PAGE_SHIFT, resident) == 0;
 		int err = here ? gw__ram_guarded(w->ram, read_in_place, &in_place)
@@ -287,7 +292,8 @@ GW_EXPORT int gw_index_scan(gw_index *ix, uint32_t guest, uint32_t first, uint32
 	struct classification step3;
 	uint64_t call = gw__call_id();
 	uint32_t threads;
-	int pages_read, in_place, err;
+	int pages_read, in_place, first_reads, err;
+	uint64_t started = 0;
 
 	if (guest >= ix->guest_count || count > GW_MAX_CALL_PAGES ||
 	    (flags & ~(GW_SCAN_CHANGED_BYTES | GW_SCAN_NO_BYTES)))
@@ -311,10 +317,17 @@ GW_EXPORT int gw_index_scan(gw_index *ix, uint32_t guest, uint32_t first, uint32
 	threads = count / MIN_PAGES_PER_THREAD;
 	if (threads > ix->threads)
 		threads = ix->threads;
-	/* In place when unchanged pages need no bytes (or none do) and pages were scanned before. */
+	/*
+	 * In place when unchanged pages need no bytes (or none do) and pages were scanned before;
+	 * pages never scanned, when no bytes are wanted and that is the faster way (first_read.c).
+	 */
 	work.no_bytes = !!(flags & GW_SCAN_NO_BYTES);
+	first_reads = work.no_bytes && count && gs->content[first] == GW_CONTENT_NONE;
+	work.first_in_place = first_reads && gw__first_read_in_place(ix);
 	in_place = (flags & (GW_SCAN_CHANGED_BYTES | GW_SCAN_NO_BYTES)) && count &&
-		   gs->content[first] != GW_CONTENT_NONE;
+		   (gs->content[first] != GW_CONTENT_NONE || work.first_in_place);
+	if (first_reads)
+		started = gw__now_ns();
 	work.map = in_place ? gw__ram_map(gs->ram) : NULL;
 	work.first = first;
 	work.count = count;
@@ -333,6 +346,8 @@ GW_EXPORT int gw_index_scan(gw_index *ix, uint32_t guest, uint32_t first, uint32
 		err = gw__ram_guarded(gs->ram, classify_pages, &step3); /* it compares pages where they lie */
 	else
 		classify_pages(&step3);
+	if (first_reads && !err && step3.result >= 0)
+		gw__first_read_record(ix, work.first_in_place, (uint32_t)pages_read, gw__now_ns() - started);
 	return err ? err : step3.result;
 }
 

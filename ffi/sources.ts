@@ -13,6 +13,7 @@
 import compressC from "./compress.c" with { type: "text" };
 import compressJobC from "./compress_job.c" with { type: "text" };
 import dirC from "./dir.c" with { type: "text" };
+import firstReadC from "./first_read.c" with { type: "text" };
 import gangwayH from "./gangway.h" with { type: "text" };
 import hashC from "./hash.c" with { type: "text" };
 import indexC from "./index.c" with { type: "text" };
@@ -40,6 +41,7 @@ export const LIBRARY_SOURCES: readonly string[] = [
   "compress_job.c",
   "index.c",
   "index_scan.c",
+  "first_read.c",
   "memory.c",
   "pagemap.c",
   "pool.c",
@@ -62,6 +64,7 @@ export const LIBRARY_FILES: Readonly<Record<string, string>> = {
   "compress_job.c": compressJobC,
   "index.c": indexC,
   "index_scan.c": indexScanC,
+  "first_read.c": firstReadC,
   "memory.c": memoryC,
   "pagemap.c": pagemapC,
   "pool.c": poolC,

@@ -4,7 +4,7 @@ import { rescanGuest, scanGang } from "../src/scan/scan_gang.ts";
 import { scanChunks } from "../src/scan/scan_chunks.ts";
 import { PAGE_SIZE, RamFile } from "../src/native/ram_file.ts";
 import { NativeError } from "../src/native/errno.ts";
-import { MAX_SCAN_THREADS, scanBuffers } from "../src/native/content_index.ts";
+import { type FirstReads, MAX_SCAN_THREADS, scanBuffers } from "../src/native/content_index.ts";
 import { makeRamFile, patternPage, removeFiles, shmPath } from "./_fixtures.ts";
 
 const [p1, p2, p3, p4] = [1, 2, 3, 4].map(patternPage) as [
@@ -152,6 +152,39 @@ Deno.test("a first read confirms duplicates in a premapped guest: the same count
       counts.push(kinds);
     }
     assertEquals(counts[1], counts[0]);
+  } finally {
+    await removeFiles(...paths);
+  }
+});
+
+Deno.test("a scan that wants no bytes finds the same whether it reads pages first in place, by copy, or as measured", async () => {
+  const paths = makeGang();
+  try {
+    const found = new Map<FirstReads, unknown[]>();
+    for (const way of ["copy", "in place", "measured"] as const) {
+      using gang = Gang.open(paths.map((path, i) => ({ name: `g${i}`, path })));
+      gang.index.setFirstReads(way);
+      const seen: unknown[] = [];
+      let untouched = 0; // chunks whose buffer the scan left as it was
+      for (const guest of gang.guests) {
+        // Two pages a call: "measured" alternates the ways call by call at first.
+        const out = scanBuffers(2);
+        for (let first = 0; first < guest.ram.pages; first += 2) {
+          const count = Math.min(2, guest.ram.pages - first);
+          out.buf.fill(0xaa);
+          gang.index.scan(guest.number, first, count, out, { bytes: "none" });
+          if (out.buf.every((b) => b === 0xaa)) untouched++;
+          seen.push([...out.kinds.subarray(0, count)], [...out.ids.subarray(0, count)]);
+        }
+        seen.push([...gang.index.pageHashes(guest.number)]);
+      }
+      found.set(way, seen);
+      // In place, pages that hold data are hashed where they lie, never copied into the buffer.
+      if (way === "copy") assertEquals(untouched, 0);
+      if (way === "in place") assertEquals(untouched, 7, "every chunk of 2 pages, or 1 at the end");
+    }
+    assertEquals(found.get("in place"), found.get("copy"));
+    assertEquals(found.get("measured"), found.get("copy"));
   } finally {
     await removeFiles(...paths);
   }

@@ -24,7 +24,7 @@ import { CACHE_DIR_VARIABLES, defaultCacheDir } from "../_cache_dir.ts";
 import { errorMessage } from "../_errors.ts";
 
 /** Must equal GW_ABI_VERSION in ffi/gangway.h: a stale build is refused. */
-const ABI_VERSION = 30;
+const ABI_VERSION = 31;
 
 /** One entry per C function, with its prototype from ffi/gangway.h. */
 const SYMBOLS = {
@@ -151,6 +151,8 @@ const SYMBOLS = {
   gw_index_count_changed: { parameters: ["pointer", "u32", "u32", "u32"], result: "i32" },
   // void gw_index_set_threads(gw_index *index, uint32_t threads)
   gw_index_set_threads: { parameters: ["pointer", "u32"], result: "void" },
+  // void gw_index_set_first_reads(gw_index *index, uint32_t way)
+  gw_index_set_first_reads: { parameters: ["pointer", "u32"], result: "void" },
   // const uint64_t *gw_index_page_hashes(const gw_index *index, uint32_t guest)
   gw_index_page_hashes: { parameters: ["pointer", "u32"], result: "pointer" },
   // const uint32_t *gw_index_page_contents(const gw_index *index, uint32_t guest)
