@@ -56,6 +56,7 @@ export {
   type DestinationState,
   localDestination,
   type LocalDestinationOptions,
+  type RunWhenLoadedOptions,
 } from "./destination.ts";
 export {
   type QemuMigrationOptions,

@@ -41,6 +41,7 @@ export {
 export {
   ContentIndex,
   type ContentIndexOptions,
+  type FirstReads,
   type PageBytes,
   type ScanBuffers,
   scanBuffers,
