@@ -508,6 +508,8 @@ Deno.test("migrateQemuGang() removes the destinations it started when the target
     name: "vm",
     pid: 0,
     ramBackend: () => Promise.resolve({ id: "mem0", path, size: 2 * PAGE_SIZE, shared: true }),
+    status: () => Promise.resolve({ status: "running", running: true }),
+    exited: new Promise(() => {}), // it lives on
     pause: () => Promise.reject(new Error("a refused gang is never paused")),
     resume: () => Promise.resolve(),
     // The device-state capabilities are set before the transfer.
