@@ -362,11 +362,12 @@ int gw_index_count_changed(gw_index *index, uint32_t guest, uint32_t stride, uin
 void gw_index_set_threads(gw_index *index, uint32_t threads);
 
 /*
- * How later scans that want no bytes (GW_SCAN_NO_BYTES) read a page the
- * index has not scanned before: GW_FIRST_READS_MEASURED (the default: the
- * faster of the other two, measured as the scan goes), GW_FIRST_READS_COPY
- * (pread into the buffer) or GW_FIRST_READS_IN_PLACE (hashed and compared
- * through a mapping of the file). Any other value means measured.
+ * How later scans read a page the index has not scanned before:
+ * GW_FIRST_READS_MEASURED (the default: the faster of the other two,
+ * measured as the scans go), GW_FIRST_READS_COPY (pread into the buffer)
+ * or GW_FIRST_READS_IN_PLACE (checked and hashed through a mapping of the
+ * file, and copied into the buffer when it holds data and the scan wants
+ * its bytes). Any other value means measured.
  */
 #define GW_FIRST_READS_MEASURED 0
 #define GW_FIRST_READS_COPY 1

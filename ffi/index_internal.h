@@ -14,7 +14,7 @@ struct guest_state {
 	uint32_t *content; /* each page's content id at its last scan (or GW_CONTENT_*) */
 };
 
-/* How first reads go in a scan that wants no bytes (first_read.c). */
+/* How a scan reads pages for the first time (first_read.c). */
 struct first_read_choice {
 	uint32_t fixed;    /* GW_FIRST_READS_*: measured, or one way */
 	uint32_t calls;    /* calls since the last trial began */
@@ -43,13 +43,13 @@ struct gw_index {
 	uint32_t *kept_id;          /* by id % kept_slots: the content whose bytes the slot keeps, or none */
 	uint8_t *kept_bytes;        /* the kept copies of confirmed contents, a page per slot (index.c) */
 	uint32_t kept_slots;        /* their slots; 0 before the first confirm, UINT32_MAX if none could be made */
-	struct first_read_choice first_reads; /* pread or in place, for scans that want no bytes */
+	struct first_read_choice first_reads[2]; /* pread or in place: [0] scans that want bytes, [1] not */
 };
 
-/* Whether a scan that wants no bytes reads its next call's pages in place, the first time (first_read.c). */
-int gw__first_read_in_place(const gw_index *ix);
+/* Whether a scan's next call reads pages never scanned in place (first_read.c); no_bytes: GW_SCAN_NO_BYTES. */
+int gw__first_read_in_place(const gw_index *ix, int no_bytes);
 /* Records how long such a call took for the pages it read. */
-void gw__first_read_record(gw_index *ix, int in_place, uint32_t pages, uint64_t ns);
+void gw__first_read_record(gw_index *ix, int no_bytes, int in_place, uint32_t pages, uint64_t ns);
 /* CLOCK_MONOTONIC in nanoseconds. */
 uint64_t gw__now_ns(void);
 

@@ -6,16 +6,11 @@
  * page against its last scan and the index (index.c), on the caller's
  * thread, so the index needs no lock.
  *
- * A page's first read is a pread into the caller's buffer when the scan
- * wants its bytes (a migration's round 1: the copy is the snapshot it
- * sends; round 1 of the lab's 4-guest gang took 15-20% longer, its scan
- * twice as long, in six A/B pairs when it read through a mapping, on a VM
- * where a first read through a mapping cost about 1 us a page, a pread a
- * fifth of that). A scan that wants no bytes (GW_SCAN_NO_BYTES: the
- * preparation scan, which only counts and indexes) reads it by pread or in
- * place, whichever it measures faster (first_read.c). Pages read before are
- * rescanned where they lie, through a mapping
- * kept between rounds (ram_map.c) and filled in ahead (gw_ram_premap):
+ * A page's first read is a pread into the caller's buffer, or a read in
+ * place (copied into the buffer when it holds data and the scan wants its
+ * bytes), whichever the index measures faster (first_read.c). Pages read
+ * before are rescanned where they lie, through a mapping kept between
+ * rounds (ram_map.c) and filled in ahead (gw_ram_premap):
  * only a page whose hash changed is copied, and it is checked and hashed
  * again as copied, and a scan that wants no bytes copies none. Either way
  * the buffer's bytes are the snapshot that is sent and hashed, whatever
@@ -319,13 +314,14 @@ GW_EXPORT int gw_index_scan(gw_index *ix, uint32_t guest, uint32_t first, uint32
 		threads = ix->threads;
 	/*
 	 * In place when unchanged pages need no bytes (or none do) and pages were scanned before;
-	 * pages never scanned, when no bytes are wanted and that is the faster way (first_read.c).
+	 * pages never scanned, when that is the faster way (first_read.c): all of them changed, so
+	 * every page holding data is copied when bytes are wanted, as a read would have.
 	 */
 	work.no_bytes = !!(flags & GW_SCAN_NO_BYTES);
-	first_reads = work.no_bytes && count && gs->content[first] == GW_CONTENT_NONE;
-	work.first_in_place = first_reads && gw__first_read_in_place(ix);
-	in_place = (flags & (GW_SCAN_CHANGED_BYTES | GW_SCAN_NO_BYTES)) && count &&
-		   (gs->content[first] != GW_CONTENT_NONE || work.first_in_place);
+	first_reads = count && gs->content[first] == GW_CONTENT_NONE;
+	work.first_in_place = first_reads && gw__first_read_in_place(ix, work.no_bytes);
+	in_place = count && (work.first_in_place || ((flags & (GW_SCAN_CHANGED_BYTES | GW_SCAN_NO_BYTES)) &&
+						     gs->content[first] != GW_CONTENT_NONE));
 	if (first_reads)
 		started = gw__now_ns();
 	work.map = in_place ? gw__ram_map(gs->ram) : NULL;
@@ -347,7 +343,8 @@ GW_EXPORT int gw_index_scan(gw_index *ix, uint32_t guest, uint32_t first, uint32
 	else
 		classify_pages(&step3);
 	if (first_reads && !err && step3.result >= 0)
-		gw__first_read_record(ix, work.first_in_place, (uint32_t)pages_read, gw__now_ns() - started);
+		gw__first_read_record(ix, work.no_bytes, work.first_in_place, (uint32_t)pages_read,
+				      gw__now_ns() - started);
 	return err ? err : step3.result;
 }
 

@@ -4,7 +4,12 @@ import { rescanGuest, scanGang } from "../src/scan/scan_gang.ts";
 import { scanChunks } from "../src/scan/scan_chunks.ts";
 import { PAGE_SIZE, RamFile } from "../src/native/ram_file.ts";
 import { NativeError } from "../src/native/errno.ts";
-import { type FirstReads, MAX_SCAN_THREADS, scanBuffers } from "../src/native/content_index.ts";
+import {
+  type FirstReads,
+  MAX_SCAN_THREADS,
+  PageKind,
+  scanBuffers,
+} from "../src/native/content_index.ts";
 import { makeRamFile, patternPage, removeFiles, shmPath } from "./_fixtures.ts";
 
 const [p1, p2, p3, p4] = [1, 2, 3, 4].map(patternPage) as [
@@ -182,6 +187,38 @@ Deno.test("a scan that wants no bytes finds the same whether it reads pages firs
       // In place, pages that hold data are hashed where they lie, never copied into the buffer.
       if (way === "copy") assertEquals(untouched, 0);
       if (way === "in place") assertEquals(untouched, 7, "every chunk of 2 pages, or 1 at the end");
+    }
+    assertEquals(found.get("in place"), found.get("copy"));
+    assertEquals(found.get("measured"), found.get("copy"));
+  } finally {
+    await removeFiles(...paths);
+  }
+});
+
+Deno.test("a scan that wants bytes holds every data page's bytes whether it reads pages first in place, by copy, or as measured", async () => {
+  const paths = makeGang();
+  try {
+    const found = new Map<FirstReads, unknown[]>();
+    for (const way of ["copy", "in place", "measured"] as const) {
+      using gang = Gang.open(paths.map((path, i) => ({ name: `g${i}`, path })));
+      gang.index.setFirstReads(way);
+      const seen: unknown[] = [];
+      for (const guest of gang.guests) {
+        const out = scanBuffers(2);
+        for (let first = 0; first < guest.ram.pages; first += 2) {
+          const count = Math.min(2, guest.ram.pages - first);
+          gang.index.scan(guest.number, first, count, out, { bytes: "all" });
+          for (let i = 0; i < count; i++) {
+            const kind = out.kinds[i]!;
+            // The bytes of a page that holds data; a zero page or a hole is not looked at.
+            const page = kind === PageKind.Zero
+              ? "zero"
+              : [...out.buf.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE)].join();
+            seen.push([kind, out.ids[i], page]);
+          }
+        }
+      }
+      found.set(way, seen);
     }
     assertEquals(found.get("in place"), found.get("copy"));
     assertEquals(found.get("measured"), found.get("copy"));

@@ -92,10 +92,7 @@ export interface ScanOptions {
   bytes?: PageBytes;
 }
 
-/**
- * How scans that want no bytes read a page for the first time (see
- * {@linkcode ContentIndex.setFirstReads}).
- */
+/** How scans read a page for the first time (see {@linkcode ContentIndex.setFirstReads}). */
 export type FirstReads = "measured" | "copy" | "in place";
 
 const FIRST_READS: Record<FirstReads, number> = { measured: 0, copy: 1, "in place": 2 };
@@ -267,11 +264,12 @@ export class ContentIndex implements Disposable {
   }
 
   /**
-   * How later scans that want no bytes (`bytes: "none"`) read a page for
-   * the first time: `"measured"` (the default: the faster of the two ways,
-   * measured as they go), `"copy"` (a read into the buffer) or `"in place"`
-   * (through a mapping of the file). Their results are the same either way;
-   * benchmarks and tests choose one.
+   * How later scans read a page for the first time: `"measured"` (the
+   * default: the faster of the two ways, measured as they go), `"copy"` (a
+   * read into the buffer) or `"in place"` (through a mapping of the file,
+   * copied into the buffer only when the scan wants its bytes and it holds
+   * data). Their results, the buffer's wanted bytes included, are the same
+   * either way; benchmarks and tests choose one.
    */
   setFirstReads(way: FirstReads): void {
     native().gw_index_set_first_reads(this.#ptr(), FIRST_READS[way]);
