@@ -260,6 +260,20 @@ Deno.test("Gang.open() refuses missing, empty, directory and repeated files with
   }
 });
 
+Deno.test("a first read in place of a guest whose RAM file shrank names it, whatever bytes the scan wants", async () => {
+  for (const bytes of ["all", "none"] as const) {
+    const a = makeRamFile(shmPath("a"), [p1, p2]);
+    try {
+      using gang = Gang.open([{ name: "a", path: a }]);
+      gang.index.setFirstReads("in place");
+      RamFile.open(a, { write: true }).resize(0);
+      assertNamesEmptied(() => gang.index.scan(0, 0, 2, scanBuffers(2), { bytes }), a);
+    } finally {
+      await removeFiles(a);
+    }
+  }
+});
+
 Deno.test("rescanGuest() names a guest whose RAM file shrank instead of dying of SIGBUS", async () => {
   // Scan [a, b]; truncate a; give b a's old contents; rescan b: looking up b's new pages
   // compares them with a's pages, which are gone from the file.
