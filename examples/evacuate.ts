@@ -24,7 +24,9 @@
  * error names both groups. `--dry-run` prints the plan and changes
  * nothing. Progress goes to stderr; with `--json` the report goes to
  * stdout (after a failure before any switch-over: `{ error, moved: [],
- * stayed: [names], lost: [names whose QEMU exited] }`). A guest paused here moves paused and stays so. Exit status 0
+ * stayed: [names], lost: [names whose QEMU exited] }`; after one during the
+ * switch-overs, the report with those four fields; `--dry-run --json`: the
+ * plan). A guest paused here moves paused and stays so. Exit status 0
  * only when every guest runs at the target (or sits there paused, as it was here). Ctrl-C
  * (SIGINT), SIGTERM or SIGHUP stop the migration as a lost target would:
  * every guest not yet handed to its switch-over runs here again (those the
@@ -64,8 +66,12 @@ const USAGE = "usage: deno run -A examples/evacuate.ts --target HOST:PORT " +
   "[--max-throttle PERCENT [--throttle-initial PERCENT] [--throttle-step PERCENT]] " +
   "(--all | QMP_SOCKET...)";
 const say = (text: string) => console.error(`evacuate: ${text}`);
+/** With `--json`, what a failure before any switch-over prints on stdout (set once parsed). */
+let failureJson: ((error: string) => string) | undefined;
 const fail = (text: string, code = 1): never => {
   say(text);
+  // A usage error (2) is not a migration's failure; any other is, and a script learns it too.
+  if (code === 1 && failureJson) console.log(failureJson(text));
   Deno.exit(code);
 };
 
@@ -172,6 +178,22 @@ if (listOnly) {
 
 const sources: QemuGuest[] = [];
 const detachAll = () => Promise.all(sources.map((s) => s.detach().catch(() => {})));
+/**
+ * Nothing moved: the guests whose QEMU still runs stayed as they were, the others were lost (read
+ * while the guests are attached: a detached guest's QEMU reads as exited).
+ */
+const nothingMoved = (error: string) =>
+  JSON.stringify({
+    error,
+    moved: [],
+    stayed: sources.filter((s) => s.alive).map((s) => s.name),
+    lost: sources.filter((s) => !s.alive).map((s) => s.name),
+  });
+// Before the migration starts every guest stays (the guests are detached by then).
+const names = () => sources.map((s) => s.name);
+if (values.json) {
+  failureJson = (error) => JSON.stringify({ error, moved: [], stayed: names(), lost: [] });
+}
 for (const socket of named.length > 0 ? named : candidates) {
   try {
     const guest = await QemuGuest.attach(socket);
@@ -197,10 +219,12 @@ const remote = await RemoteTarget.connect(target!, {
 
 if (values["dry-run"]) {
   say(`would move ${sources.length} guests to ${values.target}; the agent would start:`);
+  const plan = [];
   for (const source of sources) {
-    const d = await describeMachine(source.name, source.machine, {
-      copyDisks: values["copy-storage"],
-    }).catch(async (error) => {
+    const [d, { status }] = await Promise.all([
+      describeMachine(source.name, source.machine, { copyDisks: values["copy-storage"] }),
+      source.status(),
+    ]).catch(async (error) => {
       await Promise.all([remote.close(), detachAll()]);
       return fail(error instanceof Error ? error.message : String(error));
     });
@@ -211,8 +235,15 @@ if (values["dry-run"]) {
       `  ${d.name}: ${d.memoryMiB} MiB, ${d.cpus} vCPU, ${d.accelerator}` +
         (d.kernel ? `, kernel ${d.kernel.name}, initrd ${d.initrd!.name}` : "") +
         (disks.length > 0 ? `, disks: ${disks.join(", ")}` : "") +
-        `, "${d.kernelArgs.join(" ")}"`,
+        `, "${d.kernelArgs.join(" ")}"` +
+        (status === "running"
+          ? ""
+          : `; it is ${status}${status === "paused" ? ": it moves paused" : ""}`),
     );
+    plan.push({ name: d.name, status, memoryMiB: d.memoryMiB, cpus: d.cpus, disks });
+  }
+  if (values.json) {
+    console.log(JSON.stringify({ dryRun: true, target: values.target, guests: plan }));
   }
   await remote.close();
   await detachAll();
@@ -289,30 +320,34 @@ if (values["dry-run"]) {
         } s`,
     );
     if (values.json) console.log(JSON.stringify({ ...report, guests }));
+    if (exitCode !== undefined) say("the signal came after every guest had moved: nothing to stop");
     if (!guests.every(asItWas)) Deno.exitCode = 1;
   } catch (error) {
     if (error instanceof SwitchOverError) {
-      const stayed = error.stayed.length === 1 ? "still runs" : "still run";
+      const { moved, stayed, lost } = error;
       say(
-        `moved ${error.moved.length} of ${sources.length} guests ` +
-          `(${error.moved.join(", ") || "none"}); ` +
-          (error.stayed.length > 0 ? `${error.stayed.join(", ")} ${stayed} here; ` : "") +
-          (error.lost.length > 0 ? `${error.lost.join(", ")} exited here (lost); ` : "") +
+        `moved ${moved.length} of ${sources.length} guests (${moved.join(", ") || "none"}); ` +
+          (stayed.length > 0 ? `${stayed.join(", ")} still here as before; ` : "") +
+          (lost.length > 0 ? `${lost.join(", ")} exited here (lost); ` : "") +
           error.message,
       );
-      if (values.json) console.log(JSON.stringify(error.result.report));
+      if (values.json) {
+        const report = error.result.report;
+        console.log(JSON.stringify({ ...report, error: error.message, moved, stayed, lost }));
+      }
     } else {
       const message = error instanceof Error ? error.message : String(error);
-      // A guest whose QEMU exited runs nowhere: it is not among those that "still run here".
-      const stayed = sources.filter((s) => s.alive).map((s) => s.name);
+      // A guest whose QEMU exited is nowhere: it is not among those still here.
       const lost = sources.filter((s) => !s.alive).map((s) => s.name);
       say(
         lost.length > 0
-          ? `failed; ${lost.join(", ")} exited here (lost), the others still run here: ${message}`
-          : `failed, every guest still runs here: ${message}`,
+          ? `failed; ${
+            lost.join(", ")
+          } exited here (lost), the others are here as before: ${message}`
+          : `failed, every guest is here as before (running or paused): ${message}`,
       );
       // A script reading the report learns it too: nothing moved.
-      if (values.json) console.log(JSON.stringify({ error: message, moved: [], stayed, lost }));
+      if (values.json) console.log(nothingMoved(message));
     }
     Deno.exitCode = exitCode ?? 1;
   } finally {

@@ -37,6 +37,7 @@ import {
 import { Gang } from "./scan/gang.ts";
 import { randomSeed } from "./transfer/seed.ts";
 import { type MigrationReport, transferGang } from "./transfer/transfer_gang.ts";
+import type { RoundReport } from "./transfer/sender_options.ts";
 import { errorMessage } from "./_errors.ts";
 import {
   type FinalRounds,
@@ -112,6 +113,8 @@ export async function migrateQemuGang(
   // Guests paused by the migration and not handed to their switch-over: resumed on a failure
   // (a guest paused before the migration began is never resumed: it moves paused, or stays).
   const pausedGuests = new Set<number>();
+  // The rounds so far, for the report of a transfer that fails after some guests moved.
+  const rounds: RoundReport[] = [];
   const pausedByUs = (i: number) => void (movesPaused[i] || pausedGuests.add(i));
   const resumePaused = async () => {
     await Promise.all([...pausedGuests].map((i) => sources[i]!.resume()));
@@ -188,6 +191,10 @@ export async function migrateQemuGang(
       dirtyTracker,
       token: target.token,
       ...options,
+      onRound: (round) => {
+        rounds.push(round);
+        options.onRound?.(round);
+      },
       // Room for every throttle step: a round that stalls is followed by a step, not the end.
       maxRounds: options.maxRounds ??
         (autoConverge ? DEFAULT_MAX_ROUNDS + throttleRounds(options.throttle!) : undefined),
@@ -210,7 +217,11 @@ export async function migrateQemuGang(
             await checkDestinationsReady(destinations);
             timeline.paused = since(performance.now());
           }
-          step(`Pausing guest "${sources[i]!.name}" for its final round`);
+          step(
+            movesPaused[i]
+              ? `Final round of guest "${sources[i]!.name}" (paused before the migration)`
+              : `Pausing guest "${sources[i]!.name}" for its final round`,
+          );
           pausedByUs(i);
           await sources[i]!.pause();
           await autoConverge?.release(i);
@@ -266,6 +277,9 @@ export async function migrateQemuGang(
       await target.discard(destinations).catch(() => {});
       throw error;
     }
+    // Every guest had moved, each verified before it ran (a signal or a lost target after the
+    // last switch-over): the migration is done; only the gang's own last check did not finish.
+    if (results.every((r) => r.ok)) return await settle(results, undefined);
     // Some guests were finished and switched over: they run at the target; the others stay.
     const lost = sources.filter((source) => !source.alive).map((source) => source.name);
     throw new SwitchOverError(results, await settle(results, undefined), lost);
@@ -301,7 +315,7 @@ export async function migrateQemuGang(
     if (failed.length > 0) await target.discard(failed).catch(() => {});
     // The guests that moved run at the target whether or not it hears that the gang is over.
     await target.release().catch(() => {});
-    const moved = transferReport ?? unfinishedTransfer(sources, rams);
+    const moved = transferReport ?? unfinishedTransfer(sources, rams, rounds);
     const report: QemuGangReport = {
       guests: results.map((result, i) =>
         guestReport(result, rams[i]!.size, moved.guestBytesOnWire[i] ?? 0, movesPaused[i]!)

@@ -9,6 +9,7 @@ import type { RamBackend } from "./qemu/ram_backend.ts";
 import type { SwitchOverResult } from "./switchover/switch_over.ts";
 import type { DowntimeParts } from "./qemu/downtime_parts.ts";
 import type { MigrationReport } from "./transfer/transfer_gang.ts";
+import type { RoundReport } from "./transfer/sender_options.ts";
 
 /** What happened to one guest. */
 export interface QemuGuestReport {
@@ -99,19 +100,25 @@ export function guestReport(
   return paused ? { ...report, paused } : report;
 }
 
-/** The transfer's report when it failed after some guests were finished: nothing verified as a whole. */
+/**
+ * The transfer's report when it failed after some guests were finished:
+ * the rounds it reported, nothing verified as a whole (each guest that
+ * moved was verified before it ran).
+ */
 export function unfinishedTransfer(
   sources: readonly QemuGuest[],
   rams: readonly RamBackend[],
+  rounds: readonly RoundReport[],
 ): MigrationReport {
   const bytes = rams.map((ram) => ram.size);
+  const sum = (key: "bytesOnWire" | "seconds") => rounds.reduce((total, r) => total + r[key], 0);
   return {
     guests: sources.map((s, i) => ({ name: s.name, bytes: bytes[i]! })),
-    rounds: [],
-    bytesOnWire: 0,
+    rounds: [...rounds],
+    bytesOnWire: sum("bytesOnWire"),
     guestBytesOnWire: [],
     guestBytes: bytes.reduce((a, b) => a + b, 0),
-    seconds: 0,
+    seconds: sum("seconds"),
     verified: false,
     digests: [],
     pausedSeconds: 0,

@@ -35,20 +35,27 @@ export function stopWhenSourceExits(
   };
 }
 
+/** What to do about a guest in a state that cannot move, by QEMU's run state. */
+const CANNOT_MOVE: Record<string, string> = {
+  prelaunch: "it was started with -S and never ran (QMP `cont` starts it)",
+  postmigrate:
+    "a migration of it ended: it may run elsewhere now; if it did not move, QMP `cont` runs it " +
+    "(then `stop` pauses it)",
+};
+
 /**
  * Which guests were paused before the migration began: they move paused,
  * as QEMU's own migration moves them.
  *
- * @throws Error naming a guest neither running nor paused (shut down, crashed, migrating)
+ * @throws Error naming a guest neither running nor paused (never started, shut down, crashed,
+ * migrating or migrated)
  */
 export async function pausedAlready(sources: readonly QemuGuest[]): Promise<boolean[]> {
   return await Promise.all(sources.map(async (source) => {
     const { status } = await source.status();
     if (status === "running") return false;
-    // prelaunch: started with -S and never run.
-    if (status === "paused" || status === "prelaunch") return true;
-    throw new Error(
-      `Cannot migrate guest "${source.name}": it is ${status}; only a running or paused guest moves`,
-    );
+    if (status === "paused") return true;
+    const what = CANNOT_MOVE[status] ?? "only a running or paused guest moves";
+    throw new Error(`Cannot migrate guest "${source.name}": it is ${status}; ${what}`);
   }));
 }

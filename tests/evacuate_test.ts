@@ -262,7 +262,32 @@ Deno.test("examples/evacuate.ts stopped with Ctrl-C (SIGINT) during its rounds l
       lost: [],
     });
     // It stopped the migration itself (not ended by the signal) and said so.
-    assert(said.includes("failed, every guest still runs here: Interrupted (SIGINT)"), said);
+    assert(
+      said.includes(
+        "failed, every guest is here as before (running or paused): Interrupted (SIGINT)",
+      ),
+      said,
+    );
+    // A target that cannot be reached: with --json, the same report shape on stdout.
+    const unreachable = await new Deno.Command(hosts.onA[0]!, {
+      args: [
+        ...hosts.onA.slice(1),
+        ...[Deno.execPath(), "run", "-A", EVACUATE],
+        ...["--target", `${hosts.net.target.address}:${AGENT_PORT + 1}`],
+        ...["--ca", caFile, "--token-file", tokenFile, "--json", `${name}.qmp`],
+      ],
+      cwd: runDir,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assertEquals(unreachable.code, 1);
+    const failed = JSON.parse(new TextDecoder().decode(unreachable.stdout));
+    assertEquals({ ...failed, error: typeof failed.error }, {
+      error: "string",
+      moved: [],
+      stayed: [name],
+      lost: [],
+    });
     const source = await QemuGuest.attach(`${runDir}/${name}.qmp`);
     try {
       assertEquals((await source.status()).status, "running", "the guest runs on host A");

@@ -293,6 +293,70 @@ Deno.test("migrateQemuGang() with per-guest final rounds names a guest whose sou
   assertEquals((await error.result.destinations[0]!.state()).status, "running");
 });
 
+Deno.test("migrateQemuGang() refuses a guest that never ran, and a paused guest interrupted before its switch-over stays paused", async () => {
+  await using target = await LocalTarget.start();
+  await using guests = new Guests();
+  const [paused, running] = await bootGang(guests);
+  await paused!.pause();
+  // Started with -S: QEMU's `prelaunch`, never run.
+  const never = guests.add(
+    await QemuGuest.start({
+      name: uniqueName("gangS"),
+      memoryMiB: 128,
+      image: await testImage(),
+      extraArgs: ["-S"],
+    }),
+  );
+  await assertRejects(
+    () => migrateQemuGang([never, running!], target),
+    Error,
+    `Cannot migrate guest "${never.name}": it is prelaunch; it was started with -S and never ran`,
+  );
+  assertEquals((await never.status()).status, "prelaunch");
+  const interrupt = new AbortController();
+  await assertRejects(
+    () =>
+      migrateQemuGang([paused!, running!], target, {
+        signal: interrupt.signal,
+        onStep: (step) => {
+          // The paused guest's RAM is final at the target, not yet verified: its switch-over
+          // starts now, and the connection is cut under its verification.
+          if (step.startsWith("Switching over")) interrupt.abort(new Error("Interrupted"));
+        },
+      }),
+    Error,
+    "Interrupted",
+  );
+  // Not `postmigrate`: a guest that moves paused sends its device state only once verified.
+  assertEquals((await paused!.status()).status, "paused");
+  assertEquals((await running!.status()).status, "running");
+  const { usable } = await findQemus();
+  assert(!usable.some((q) => q.commandLine.instance.ramPath.startsWith(target.dir)));
+});
+
+Deno.test("migrateQemuGang() stopped after its last guest's switch-over began has moved the gang, and says the gang's last check did not finish", async () => {
+  await using target = await LocalTarget.start();
+  await using guests = new Guests();
+  const sources = await bootGang(guests);
+  const interrupt = new AbortController();
+  const { report, destinations } = await migrateQemuGang(sources, target, {
+    signal: interrupt.signal,
+    beforeSwitchOver: (pairs) => {
+      // The last guest is verified and about to run: too late to stop anything but the gang's
+      // own last check.
+      if (pairs[0]!.source === sources[1]) interrupt.abort(new Error("Interrupted"));
+      return Promise.resolve();
+    },
+  });
+  assertEquals(report.guests.map((g) => g.migrated), [true, true]);
+  for (const destination of destinations) {
+    assertEquals((await destination.state()).status, "running");
+  }
+  assertEquals(report.transfer.verified, false, "the gang's digests were not compared");
+  assert(report.transfer.rounds.length >= 3, "the rounds it made are reported");
+  assert(report.transfer.bytesOnWire > 0);
+});
+
 Deno.test("migrateQemuGang() moves a guest paused before it began paused, and runs the others", async () => {
   await using target = await LocalTarget.start();
   await using guests = new Guests();

@@ -187,7 +187,13 @@ export async function recoverSource(source: QemuGuest, resume: boolean): Promise
     }
     const state = await source.status();
     if (state.running) return `source "${source.name}" is running`;
-    if (!resume) return `source "${source.name}" stays ${state.status}`;
+    if (!resume) {
+      // Its device state went out: QEMU keeps it stopped as `postmigrate`, which `cont` runs.
+      if (state.status === "postmigrate") {
+        return `source "${source.name}" stays paused (QEMU: postmigrate; QMP \`cont\` runs it)`;
+      }
+      return `source "${source.name}" stays ${state.status}`;
+    }
     await source.resume();
     return `source "${source.name}" resumed`;
   } catch (error) {

@@ -104,6 +104,10 @@ export async function switchOverGang(
   return await Promise.all(pairs.map(async (pair): Promise<SwitchOverResult> => {
     const name = pair.source.name;
     try {
+      // A guest that moves paused has no downtime to save by moving its device state early: it
+      // moves once its RAM is verified, so that a failure before that leaves its source as it
+      // was (paused, not `postmigrate`, which no migration takes again).
+      if (pair.movesPaused) await options.runAfter;
       const migration = await DeviceStateMigration.start(pair.source, pair.destination, {
         resumeSourceOnFailure: !pair.movesPaused,
         movesPaused: pair.movesPaused ?? false,
