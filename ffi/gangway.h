@@ -26,7 +26,7 @@
 #define GW_MAX_CALL_PAGES 0x7fffffffu
 
 /* Bumped whenever a signature or a constant below changes. */
-#define GW_ABI_VERSION 31
+#define GW_ABI_VERSION 32
 
 uint32_t gw_abi_version(void);
 
@@ -176,6 +176,9 @@ int gw_set_thread_priorities(int32_t pid, int32_t nice);
  * advice: the memory reads and writes the same either way.
  */
 int gw_memory_advise_huge(void *buf, uint64_t len);
+
+/* This host's physical memory in bytes (sysinfo), or 0 if it cannot tell. */
+uint64_t gw_total_memory(void);
 
 /* ------------------------------------------------------------------------
  * Hashing. Pages are hashed with XXH3-64, keyed by a seed.

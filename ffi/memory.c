@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/sysinfo.h>
 
 #include "internal.h"
 
@@ -37,4 +38,11 @@ void *gw__alloc_huge(size_t *bytes)
 		*bytes = rounded;
 	}
 	return room;
+}
+
+GW_EXPORT uint64_t gw_total_memory(void)
+{
+	struct sysinfo info;
+
+	return sysinfo(&info) == 0 ? (uint64_t)info.totalram * info.mem_unit : 0;
 }

@@ -1,9 +1,10 @@
-import { assertEquals, assertThrows } from "./_assert.ts";
+import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import { Gang } from "../src/scan/gang.ts";
 import { rescanGuest, scanGang } from "../src/scan/scan_gang.ts";
 import { scanChunks } from "../src/scan/scan_chunks.ts";
 import { PAGE_SIZE, RamFile } from "../src/native/ram_file.ts";
 import { NativeError } from "../src/native/errno.ts";
+import { totalMemory } from "../src/native/memory.ts";
 import {
   type FirstReads,
   MAX_SCAN_THREADS,
@@ -229,6 +230,35 @@ Deno.test("a scan that wants bytes holds every data page's bytes whether it read
   );
   assertEquals(found.get("in place"), found.get("copy"));
   assertEquals(found.get("measured"), found.get("copy"));
+});
+
+Deno.test("Gang.open() refuses sparse files whose index would take over half of the host's memory, and a guest of 16 TiB", async () => {
+  // Sparse files of 15 TiB (nothing allocated), as many as it takes: 12 index bytes a page.
+  const needed = Math.ceil((totalMemory() / 2 / 12) * PAGE_SIZE) + 2 ** 30;
+  const each = 15 * 2 ** 40;
+  const paths = Array.from({ length: Math.ceil(needed / each) }, (_, i) => shmPath(`huge${i}`));
+  try {
+    for (const path of paths) {
+      using file = Deno.openSync(path, { create: true, write: true });
+      file.truncateSync(each);
+    }
+    const error = assertThrows(() => Gang.open(paths.map((path, i) => ({ name: `g${i}`, path }))));
+    assert(
+      /^Cannot open a gang of [0-9.]+ TiB of guest RAM: its page index needs [0-9.]+ GiB of memory, over half of this host's [0-9.]+ GiB$/
+        .test(error.message),
+      error.message,
+    );
+    await Deno.truncate(paths[0]!, 16 * 2 ** 40);
+    assertThrows(
+      () => RamFile.open(paths[0]!),
+      NativeError,
+      `Cannot open guest RAM "${
+        paths[0]
+      }": it is 16 TiB or more (2^32 - 2 pages), over what gangway takes for a guest`,
+    );
+  } finally {
+    await removeFiles(...paths);
+  }
 });
 
 Deno.test("Gang.open() refuses missing, empty, directory and repeated files with a clear error", async () => {

@@ -24,7 +24,7 @@ import { CACHE_DIR_VARIABLES, defaultCacheDir } from "../_cache_dir.ts";
 import { errorMessage } from "../_errors.ts";
 
 /** Must equal GW_ABI_VERSION in ffi/gangway.h: a stale build is refused. */
-const ABI_VERSION = 31;
+const ABI_VERSION = 32;
 
 /** One entry per C function, with its prototype from ffi/gangway.h. */
 const SYMBOLS = {
@@ -153,6 +153,8 @@ const SYMBOLS = {
   gw_index_set_threads: { parameters: ["pointer", "u32"], result: "void" },
   // void gw_index_set_first_reads(gw_index *index, uint32_t way)
   gw_index_set_first_reads: { parameters: ["pointer", "u32"], result: "void" },
+  // uint64_t gw_total_memory(void)
+  gw_total_memory: { parameters: [], result: "u64" },
   // const uint64_t *gw_index_page_hashes(const gw_index *index, uint32_t guest)
   gw_index_page_hashes: { parameters: ["pointer", "u32"], result: "pointer" },
   // const uint32_t *gw_index_page_contents(const gw_index *index, uint32_t guest)

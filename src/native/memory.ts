@@ -25,3 +25,11 @@ export function hugePageBuffer(bytes: number): Uint8Array {
   native().gw_memory_advise_huge(buf, BigInt(bytes));
   return buf;
 }
+
+/**
+ * This host's physical memory in bytes, or 0 when the kernel does not say
+ * (sysinfo, in C: it needs no permission beyond `--allow-ffi`).
+ */
+export function totalMemory(): number {
+  return Number(native().gw_total_memory());
+}

@@ -88,7 +88,10 @@ export class RamFile implements Disposable {
     check(
       native().gw_ram_open(new TextEncoder().encode(path + "\0"), flags, out),
       `Cannot open guest RAM "${path}"`,
-      { EINVAL: "not a regular file" },
+      {
+        EINVAL: "not a regular file",
+        EFBIG: "it is 16 TiB or more (2^32 - 2 pages), over what gangway takes for a guest",
+      },
     );
     return new RamFile(path, Deno.UnsafePointer.create(out[0]!)!);
   }

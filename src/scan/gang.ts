@@ -6,6 +6,7 @@
  */
 import { ContentIndex } from "../native/content_index.ts";
 import { RamFile } from "../native/ram_file.ts";
+import { totalMemory } from "../native/memory.ts";
 
 /** A guest to open: a name (unique in the gang) and its RAM file. */
 export interface GuestSpec {
@@ -80,9 +81,10 @@ export class Gang implements Disposable {
         files.set(`${dev}:${ino}`, path);
         if (names.has(name)) throw new Error(`Cannot open a gang: two guests are named "${name}"`);
         names.add(name);
-        index.addGuest(ram);
         return { name, number, ram };
       });
+      checkIndexFits(guests);
+      for (const { ram } of guests) index.addGuest(ram);
       return new Gang(guests, index);
     } catch (error) {
       index.close();
@@ -110,5 +112,28 @@ export class Gang implements Disposable {
   /** Closes it, for `using`: see {@linkcode close}. */
   [Symbol.dispose](): void {
     this.close();
+  }
+}
+
+/** Bytes the index keeps for each page of the gang: its hash and content id at its last scan. */
+const INDEX_BYTES_PER_PAGE = 12;
+
+/**
+ * Refuses a gang whose index alone would take over half of this host's
+ * memory: sparse RAM files of terabytes (a guest's RAM lives on its host,
+ * so a real gang needs some 0.3% of it) would otherwise end in the
+ * kernel's OOM killer halfway through a scan.
+ */
+function checkIndexFits(guests: readonly { ram: RamFile }[]): void {
+  const pages = guests.reduce((sum, g) => sum + g.ram.pages, 0);
+  const needed = pages * INDEX_BYTES_PER_PAGE;
+  const total = totalMemory();
+  if (total > 0 && needed > total / 2) {
+    const gib = (bytes: number) => (bytes / 2 ** 30).toFixed(1);
+    const ram = guests.reduce((sum, g) => sum + g.ram.size, 0);
+    throw new Error(
+      `Cannot open a gang of ${(ram / 2 ** 40).toFixed(2)} TiB of guest RAM: its page index ` +
+        `needs ${gib(needed)} GiB of memory, over half of this host's ${gib(total)} GiB`,
+    );
   }
 }
