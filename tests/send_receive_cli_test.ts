@@ -176,6 +176,14 @@ Deno.test("send fails with exit code 1 and nothing on stdout when it cannot reac
       assertEquals(named.code, 1, named.stderr);
       assert(named.stderr.includes("Cannot connect to the target"), named.stderr);
       await Deno.remove(other);
+      // A file with "=" in its name, given as it is: the hint says how to name it.
+      const equals = makeRamFile(`${dir}/x=y`, [patternPage(3)]);
+      const meant = await runCli("send", [
+        ...["--target", "127.0.0.1:9", "--insecure", "x=y"],
+      ], { permissions: SEND, cwd: dir });
+      assertEquals(meant.code, 2, meant.stderr);
+      assert(meant.stderr.includes('for the file "x=y" write "./x=y"'), meant.stderr);
+      await Deno.remove(equals);
     });
   } finally {
     await removeFiles(path);

@@ -149,7 +149,26 @@ function guestArgument(argument: string): { name: string; path: string } {
   const equals = argument.indexOf("=");
   const named = equals > 0 && !argument.slice(0, equals).includes("/");
   const path = callerPath(named ? argument.slice(equals + 1) : argument);
+  // A file whose own name has a "=" in it, and no file after the "=": the user meant the file.
+  if (named && !exists(path) && exists(callerPath(argument))) {
+    throw new UsageError(
+      `"${printable(argument)}" names guest "${printable(argument.slice(0, equals))}" in the ` +
+        `file "${printable(path)}", which does not exist; for the file "${
+          printable(argument)
+        }" write "./${printable(argument)}"`,
+    );
+  }
   return { name: named ? argument.slice(0, equals) : basename(path), path };
+}
+
+/** Whether something is at this path (any kind: the RAM file's own checks come later). */
+function exists(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 async function main(args: string[]): Promise<void> {
