@@ -182,12 +182,13 @@ const detachAll = () => Promise.all(sources.map((s) => s.detach().catch(() => {}
  * Nothing moved: the guests whose QEMU still runs stayed as they were, the others were lost (read
  * while the guests are attached: a detached guest's QEMU reads as exited).
  */
+const lostHere = () => sources.filter((s) => !s.alive).map((s) => s.name);
 const nothingMoved = (error: string) =>
   JSON.stringify({
     error,
     moved: [],
     stayed: sources.filter((s) => s.alive).map((s) => s.name),
-    lost: sources.filter((s) => !s.alive).map((s) => s.name),
+    lost: lostHere(),
   });
 // Before the migration starts every guest stays (the guests are detached by then).
 const names = () => sources.map((s) => s.name);
@@ -338,7 +339,7 @@ if (values["dry-run"]) {
     } else {
       const message = error instanceof Error ? error.message : String(error);
       // A guest whose QEMU exited is nowhere: it is not among those still here.
-      const lost = sources.filter((s) => !s.alive).map((s) => s.name);
+      const lost = lostHere();
       say(
         lost.length > 0
           ? `failed; ${

@@ -281,18 +281,21 @@ export async function migrateQemuGang(
     // last switch-over): the migration is done; only the gang's own last check did not finish.
     if (results.every((r) => r.ok)) return await settle(results, undefined);
     // Some guests were finished and switched over: they run at the target; the others stay.
-    const lost = sources.filter((source) => !source.alive).map((source) => source.name);
-    throw new SwitchOverError(results, await settle(results, undefined), lost);
+    throw new SwitchOverError(results, await settle(results, undefined), lostOf(results));
   }
 
   const results = await Promise.all(sources.map((_, i) => switching.get(i)!));
   stop[Symbol.dispose](); // the sources that moved quit now
   const result = await settle(results, transfer);
   if (result.destinations.length < sources.length) {
-    const lost = sources.filter((source, i) => !results[i]!.ok && !source.alive);
-    throw new SwitchOverError(results, result, lost.map((source) => source.name));
+    throw new SwitchOverError(results, result, lostOf(results));
   }
   return result;
+
+  /** The guests that did not move and whose source QEMU exited (those that moved have quit). */
+  function lostOf(results: readonly SwitchOverResult[]): string[] {
+    return sources.filter((source, i) => !results[i]!.ok && !source.alive).map((s) => s.name);
+  }
 
   /**
    * After the switch-overs: the sources that moved quit, the destinations

@@ -14,23 +14,19 @@ export function stopWhenSourceExits(
   sources: readonly QemuGuest[],
   signal: AbortSignal | undefined,
 ): { signal: AbortSignal } & Disposable {
-  const stop = new AbortController();
+  const exits = new AbortController();
   let watching = true;
-  const follow = () => stop.abort(signal!.reason);
-  if (signal?.aborted) follow();
-  else signal?.addEventListener("abort", follow, { once: true });
   for (const source of sources) {
     source.exited.then(() => {
       if (watching) {
-        stop.abort(new Error(`The QEMU of guest "${source.name}" exited during the migration`));
+        exits.abort(new Error(`The QEMU of guest "${source.name}" exited during the migration`));
       }
     }, () => {});
   }
   return {
-    signal: stop.signal,
+    signal: signal ? AbortSignal.any([signal, exits.signal]) : exits.signal,
     [Symbol.dispose]() {
       watching = false;
-      signal?.removeEventListener("abort", follow);
     },
   };
 }

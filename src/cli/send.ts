@@ -161,7 +161,11 @@ function guestArgument(argument: string): { name: string; path: string } {
   return { name: named ? argument.slice(0, equals) : basename(path), path };
 }
 
-/** Whether something is at this path (any kind: the RAM file's own checks come later). */
+/**
+ * Whether something is at this path (any kind: the RAM file's own checks come later). Not
+ * `pathExists`: Deno refuses a stat under /dev, where guest RAM lives, without `--allow-all`,
+ * and here any failure only means no hint.
+ */
 function exists(path: string): boolean {
   try {
     Deno.lstatSync(path);
