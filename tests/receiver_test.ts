@@ -21,6 +21,9 @@ import {
   writePairsFrame,
 } from "../src/transfer/page_frames.ts";
 import { FrameReader } from "../src/transfer/frame_io.ts";
+import { NOT_AN_AGENT, TOKEN_REFUSAL } from "../src/transfer/sender_handshake.ts";
+import { encodeJson } from "../src/target/agent_protocol.ts";
+import { AgentClient } from "../src/target/agent_client.ts";
 import { makeRamFile, patternPage, readRamFile, removeFiles, shmPath } from "./_fixtures.ts";
 import { startReceiver, type TestReceiver } from "./_transfer.ts";
 
@@ -350,6 +353,20 @@ Deno.test("a peer without the token learns nothing of the limits: one refusal wh
   await t.step("another protocol version is told as such: it reveals no setting", async () => {
     const error = await rawSession(receiver, hello([{ name: "vm", size: PAGE_SIZE }], 99));
     assert(error.startsWith("Unsupported protocol version 99"), error);
+  });
+  const agentHello = (tokenText: string) =>
+    encodeJson(FrameType.Control, { id: 0, op: "hello", version: 1, token: tokenText });
+  await t.step("an agent's client without the token is refused as any peer", async () => {
+    assertEquals(await rawSession(receiver, agentHello("guess".repeat(4))), TOKEN_REFUSAL);
+    assertEquals(await rawSession(receiver, agentHello("")), TOKEN_REFUSAL);
+  });
+  await t.step("an agent's client with the token is told this is no agent", async () => {
+    assertEquals(await rawSession(receiver, agentHello(token)), NOT_AN_AGENT);
+    const connecting = AgentClient.connect(
+      { hostname: "127.0.0.1", port: receiver.port },
+      { insecure: true, token },
+    );
+    await assertRejects(() => connecting, Error, "This is a gangway receive server");
   });
   await t.step("a sender with the token is told the limits", async () => {
     assertEquals(

@@ -50,6 +50,13 @@ export const TOKEN_REFUSAL = "Gang refused: wrong or missing token";
 /** Most bytes of a token on the wire: 1024 characters (the most a token file holds) of UTF-8. */
 const MAX_TOKEN_WIRE_BYTES = 4096;
 
+/** What a peer with the token that speaks to this receiver as to a target agent is told. */
+export const NOT_AN_AGENT = "This is a gangway receive server, which takes gangs from `send`; " +
+  "migrating QEMU guests (evacuate, migrateQemuGang) needs a target agent there: `deno task agent`";
+
+/** Largest agent request read to tell its sender it came to the wrong server: its hello is small. */
+const MAX_AGENT_HELLO_BYTES = 65536;
+
 /** Compares two secrets in time that depends on their lengths only. */
 export function sameSecret(given: Uint8Array, expected: Uint8Array): boolean {
   let diff = given.length ^ expected.length;
@@ -223,6 +230,9 @@ export async function readSenderHandshake(
     if (!head) throw new ProtocolError("Connection closed before the handshake");
     // Without a token to check, everyone may know the limits: the length is checked at once.
     const header = readHeader(head, token === undefined ? helloLimit(options) : 2 ** 32);
+    if (header.type === FrameType.Control && header.bodyBytes <= MAX_AGENT_HELLO_BYTES) {
+      await refuseAgentClient(reader, token, () => (told = undefined));
+    }
     if (header.type !== FrameType.Hello) {
       throw new ProtocolError(`Expected a Hello frame, got ${frameTypeName(header.type)}`);
     }
@@ -247,6 +257,35 @@ export async function readSenderHandshake(
     await endWithError(conn, peer, error, options, canTell, told);
     throw error;
   }
+}
+
+/**
+ * Reads the request of a target agent's client (a CONTROL frame, whose
+ * header was peeked) and throws: one that carries the token is told
+ * {@linkcode NOT_AN_AGENT} (`tell`), so that evacuate pointed at this
+ * server says what is wrong; one without it learns nothing.
+ */
+async function refuseAgentClient(
+  reader: FrameReader,
+  token: Uint8Array | undefined,
+  tell: () => void,
+): Promise<never> {
+  const frame = await reader.next(undefined, MAX_AGENT_HELLO_BYTES);
+  if (!frame) throw new ProtocolError("Connection closed before the handshake");
+  let given: unknown;
+  try {
+    given = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(frame.body))?.token;
+  } catch {
+    // Not JSON: refused as any other frame.
+  }
+  if (
+    token === undefined ||
+    (typeof given === "string" && sameSecret(new TextEncoder().encode(given), token))
+  ) {
+    tell();
+    throw new ProtocolError(NOT_AN_AGENT);
+  }
+  throw new ProtocolError(TOKEN_REFUSAL);
 }
 
 /**
