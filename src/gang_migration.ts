@@ -25,15 +25,6 @@
  */
 import type { QemuGuest } from "./qemu/guest.ts";
 import type { Destination } from "./qemu/destination.ts";
-import type { RamBackend } from "./qemu/ram_backend.ts";
-import { softDirtySupported } from "./native/pagemap.ts";
-import {
-  type DirtyTracker,
-  mappingAddress,
-  pagesOf,
-  rescanEverything,
-  SoftDirtyTracker,
-} from "./plan/dirty_tracking.ts";
 import { Gang } from "./scan/gang.ts";
 import { randomSeed } from "./transfer/seed.ts";
 import { type MigrationReport, transferGang } from "./transfer/transfer_gang.ts";
@@ -58,7 +49,7 @@ import {
 } from "./switchover/switch_over.ts";
 import { GangDiskCopy } from "./switchover/disk_copy.ts";
 import { DeviceStateMigration } from "./qemu/device_state.ts";
-import { pausedAlready, stopWhenSourceExits } from "./gang_sources.ts";
+import { pausedAlready, stopWhenSourceExits, trackerFor } from "./gang_sources.ts";
 import { AutoConverge } from "./auto_converge.ts";
 import { DEFAULT_MAX_ROUNDS, throttleRounds } from "./plan/convergence.ts";
 import type { MigrationTarget, QemuGangOptions, QemuGangResult } from "./gang_options.ts";
@@ -382,21 +373,4 @@ function pairs(
   destinations: readonly Destination[],
 ): SwitchOverPair[] {
   return sources.map((source, i) => ({ source, destination: destinations[i]! }));
-}
-
-/**
- * Soft-dirty tracking of QEMU's own mappings of the guests' RAM where the
- * kernel has it; otherwise every round re-reads every page.
- */
-async function trackerFor(
-  sources: readonly QemuGuest[],
-  rams: readonly RamBackend[],
-): Promise<DirtyTracker> {
-  if (!softDirtySupported()) return rescanEverything;
-  const mapped = await Promise.all(sources.map(async (source, i) => ({
-    pid: source.pid,
-    address: await mappingAddress(source.pid, rams[i]!.path),
-    pages: pagesOf(rams[i]!.size),
-  })));
-  return new SoftDirtyTracker(mapped);
 }

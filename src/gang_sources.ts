@@ -1,10 +1,20 @@
 /**
  * What a gang migration checks and watches of its source guests before
- * and while their RAM moves.
+ * and while their RAM moves: their run states, their exits, and which of
+ * their pages their writes dirtied.
  *
  * @module
  */
 import type { QemuGuest } from "./qemu/guest.ts";
+import type { RamBackend } from "./qemu/ram_backend.ts";
+import { softDirtySupported } from "./native/pagemap.ts";
+import {
+  type DirtyTracker,
+  mappingAddress,
+  pagesOf,
+  rescanEverything,
+  SoftDirtyTracker,
+} from "./plan/dirty_tracking.ts";
 
 /**
  * An abort signal that follows `signal` and also aborts when a source QEMU
@@ -54,4 +64,21 @@ export async function pausedAlready(sources: readonly QemuGuest[]): Promise<bool
     const what = CANNOT_MOVE[status] ?? "only a running or paused guest moves";
     throw new Error(`Cannot migrate guest "${source.name}": it is ${status}; ${what}`);
   }));
+}
+
+/**
+ * Soft-dirty tracking of QEMU's own mappings of the guests' RAM where the
+ * kernel has it; otherwise every round re-reads every page.
+ */
+export async function trackerFor(
+  sources: readonly QemuGuest[],
+  rams: readonly RamBackend[],
+): Promise<DirtyTracker> {
+  if (!softDirtySupported()) return rescanEverything;
+  const mapped = await Promise.all(sources.map(async (source, i) => ({
+    pid: source.pid,
+    address: await mappingAddress(source.pid, rams[i]!.path),
+    pages: pagesOf(rams[i]!.size),
+  })));
+  return new SoftDirtyTracker(mapped);
 }

@@ -260,7 +260,9 @@ function formatEstimate(e: CompressionEstimate): string {
   const capacity = (e.linkCapacityBytesPerSecond ?? 0) > 0
     ? ` (carries ${rate(e.linkCapacityBytesPerSecond!)}${e.linkFast ? ": fast" : ""})`
     : "";
-  return `link ${rate(e.linkBytesPerSecond)}${capacity}, sender ${
+  // The sender's busy time over the page data it sent: a round of references and zero runs sends
+  // little page data for its work, so this reads low there without the sender being slow.
+  return `link ${rate(e.linkBytesPerSecond)}${capacity}, page data per busy second ${
     rate(e.cpuBytesPerSecond)
   }, zstd ${rate(e.zstdBytesPerSecond)} to ${e.ratio.toFixed(2)}: compressing ${
     (e.share * 100).toFixed(0)
