@@ -46,6 +46,7 @@ import {
   switchOverGang,
   type SwitchOverPair,
   type SwitchOverResult,
+  watchDestinations,
 } from "./switchover/switch_over.ts";
 import { GangDiskCopy } from "./switchover/disk_copy.ts";
 import { DeviceStateMigration } from "./qemu/device_state.ts";
@@ -92,9 +93,11 @@ export async function migrateQemuGang(
   // forked child (30-40 ms of a Deno process here); tracking itself starts with round 1.
   const dirtyTracker = await trackerFor(sources, rams);
 
-  // The caller's signal, or a source QEMU that exits: its guest is gone, and the rest of the gang
-  // hears of it at once, not at the end of a round (until the switch-overs, which see it themselves).
-  const stop = stopWhenSourceExits(sources, options.signal);
+  // The caller's signal, a source QEMU that exits (its guest is gone), or a destination that does
+  // during the live rounds: the rest of the gang hears of it at once, not when it pauses (until the
+  // switch-overs, which see it themselves).
+  const destinationGone = new AbortController();
+  const stop = stopWhenSourceExits(sources, [options.signal, destinationGone.signal]);
   step("Starting the destinations");
   let destinations: Destination[] = [];
   let transfer: MigrationReport;
@@ -151,6 +154,8 @@ export async function migrateQemuGang(
       ? await AutoConverge.start(sources, options.throttle!, step)
       : undefined;
     destinations = await target.prepareDestinations(sources);
+    // Until the pause, where each destination is checked anyway.
+    using watch = watchDestinations(destinations, destinationGone);
     const copiesDisks = destinations.some((d) => (d.diskTargets?.length ?? 0) > 0);
     if (options.finalRounds === "per-guest" && copiesDisks) {
       // A guest's mirror is completed with the whole gang paused; guest by guest is not done yet.
@@ -193,6 +198,7 @@ export async function migrateQemuGang(
         stop.signal.throwIfAborted();
         // A mirror that failed during the rounds stops the gang here, before any guest pauses.
         await disks?.waitReady();
+        watch[Symbol.dispose]();
         step("Pausing the gang for the final round");
         timeline.paused = since(performance.now());
         sources.forEach((_, i) => pausedByUs(i));
@@ -205,6 +211,7 @@ export async function migrateQemuGang(
           stop.signal.throwIfAborted();
           if (i === 0) {
             // Checked while the guests still run: each check is a round trip to the target.
+            watch[Symbol.dispose]();
             await checkDestinationsReady(destinations);
             timeline.paused = since(performance.now());
           }

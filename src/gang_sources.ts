@@ -17,12 +17,12 @@ import {
 } from "./plan/dirty_tracking.ts";
 
 /**
- * An abort signal that follows `signal` and also aborts when a source QEMU
- * exits, until disposed of.
+ * An abort signal that follows `signals` and also aborts when a source
+ * QEMU exits, until disposed of.
  */
 export function stopWhenSourceExits(
   sources: readonly QemuGuest[],
-  signal: AbortSignal | undefined,
+  signals: readonly (AbortSignal | undefined)[],
 ): { signal: AbortSignal } & Disposable {
   const exits = new AbortController();
   let watching = true;
@@ -34,7 +34,7 @@ export function stopWhenSourceExits(
     }, () => {});
   }
   return {
-    signal: signal ? AbortSignal.any([signal, exits.signal]) : exits.signal,
+    signal: AbortSignal.any([...signals.filter((signal) => signal !== undefined), exits.signal]),
     [Symbol.dispose]() {
       watching = false;
     },

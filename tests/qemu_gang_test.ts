@@ -270,6 +270,37 @@ Deno.test("migrateQemuGang() stops when a source QEMU exits during the rounds, a
   assert(!usable.some((q) => q.commandLine.instance.ramPath.startsWith(target.dir)));
 });
 
+Deno.test("migrateQemuGang() stops within a round when a destination QEMU dies while the RAM moves, and every guest runs on at the source", async () => {
+  await using target = await LocalTarget.start();
+  await using guests = new Guests();
+  const sources = await bootGang(guests);
+  const rounds: number[] = [];
+  let killing: Promise<void> | undefined;
+  const error = await assertRejects(() =>
+    migrateQemuGang(sources, target, {
+      // Round 1 takes many seconds at 2 MB/s: the death must be heard long before it ends.
+      maxBandwidth: 2e6,
+      onRound: (round) => rounds.push(round.round),
+      onStep: (step) => {
+        if (step.startsWith("Scanning")) killing = killQemuOf(join(target.dir, sources[1]!.name));
+      },
+    })
+  );
+  await killing;
+  assert(
+    (error as Error).message.startsWith(
+      `The destination of guest "${sources[1]!.name}" exited during the migration`,
+    ),
+    (error as Error).message,
+  );
+  assertEquals(rounds, [], "no round ended before the migration stopped");
+  for (const source of sources) {
+    assertEquals((await source.status()).status, "running", `"${source.name}" runs on`);
+  }
+  const { usable } = await findQemus();
+  assert(!usable.some((q) => q.commandLine.instance.ramPath.startsWith(target.dir)));
+});
+
 Deno.test("migrateQemuGang() with per-guest final rounds names a guest whose source QEMU exited after another moved as lost", async () => {
   await using target = await LocalTarget.start();
   await using guests = new Guests();

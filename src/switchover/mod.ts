@@ -29,6 +29,7 @@ export {
   type SwitchOverOptions,
   type SwitchOverPair,
   type SwitchOverResult,
+  watchDestinations,
 } from "./switch_over.ts";
 export { type DiskCopyOptions, GangDiskCopy } from "./disk_copy.ts";
 export type { DowntimeParts } from "../qemu/downtime_parts.ts";

@@ -88,6 +88,50 @@ export async function checkDestinationsReady(
   }
 }
 
+/** How often {@linkcode watchDestinations} asks each destination whether its QEMU lives. */
+const WATCH_EVERY_MS = 1000;
+
+/**
+ * Aborts `stop` with an error naming the guest when a destination's QEMU
+ * is found exited, asking each destination every `everyMs`, until
+ * disposed of. Without it a destination that dies while the RAM moves is
+ * noticed only when the gang pauses, which on a slow link may be minutes
+ * later (the gang then stays at the source, as it does now, only sooner).
+ * A destination that does not answer is not taken for dead: a lost target
+ * fails the migration on its own.
+ */
+export function watchDestinations(
+  destinations: readonly Destination[],
+  stop: AbortController,
+  everyMs = WATCH_EVERY_MS,
+): Disposable {
+  let watching = true;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const look = async () => {
+    const states = await Promise.all(
+      destinations.map((destination) => destination.state().catch(() => undefined)),
+    );
+    const gone = destinations.find((_, i) => states[i]?.alive === false);
+    if (gone) {
+      const note = await gone.exitNote().catch(() => "");
+      if (watching) {
+        stop.abort(
+          new Error(`The destination of guest "${gone.name}" exited during the migration${note}`),
+        );
+      }
+    } else if (watching) {
+      timer = setTimeout(look, everyMs);
+    }
+  };
+  timer = setTimeout(look, everyMs);
+  return {
+    [Symbol.dispose]() {
+      watching = false;
+      clearTimeout(timer);
+    },
+  };
+}
+
 /**
  * Switches every pair over at once. A guest whose switch-over fails keeps
  * running at its source (QEMU's migration is cancelled and the source
