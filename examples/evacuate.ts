@@ -21,8 +21,9 @@
  * guest's downtime holds only its own last pages (`--final-rounds gang`:
  * all at once, and all or none moves; copied disks always end that way).
  * If a later guest fails, the ones before it stay at the target and the
- * error names both groups. `--dry-run` prints the plan and changes
- * nothing. Progress goes to stderr; with `--json` the report goes to
+ * error names both groups. `--dry-run` prints the plan, has the agent
+ * check it as it would take it (exit status 1 if it would refuse), and
+ * changes nothing. Progress goes to stderr; with `--json` the report goes to
  * stdout (after a failure before any switch-over: `{ error, moved: [],
  * stayed: [names], lost: [names whose QEMU exited] }`; after one during the
  * switch-overs, the report with those four fields; `--dry-run --json`: the
@@ -243,11 +244,31 @@ if (values["dry-run"]) {
     );
     plan.push({ name: d.name, status, memoryMiB: d.memoryMiB, cpus: d.cpus, disks });
   }
+  // The agent checks them as it would take them (limits, names in use, accelerators, disks).
+  const check = await remote.check(sources).then(
+    ({ busy, missing }) => {
+      if (busy) say("the agent is busy with another gang now: it would refuse until that ends");
+      const mib = missing.reduce((sum, ref) => sum + ref.size, 0) / 2 ** 20;
+      if (missing.length > 0) {
+        say(`it lacks ${missing.length} files (${mib.toFixed(1)} MiB), which would be sent first`);
+      }
+      say(busy ? "otherwise the agent would take them" : "the agent would take them");
+      return { ok: true, busy, missing: missing.map(({ name, size }) => ({ name, size })) };
+    },
+    (error) => {
+      const message = error instanceof Error ? error.message : String(error);
+      say(`the agent would refuse them: ${message}`);
+      return { ok: false, error: message };
+    },
+  );
   if (values.json) {
-    console.log(JSON.stringify({ dryRun: true, target: values.target, guests: plan }));
+    console.log(
+      JSON.stringify({ dryRun: true, target: values.target, guests: plan, agent: check }),
+    );
   }
   await remote.close();
   await detachAll();
+  if (!check.ok) Deno.exitCode = 1;
   // Not Deno.exit(): the TLS connection to the agent is then cut without its close_notify, and
   // the agent logs a dry run as a failed connection ("the link was cut or the peer died").
 } else {

@@ -46,8 +46,8 @@ export class TwoHosts implements AsyncDisposable {
     return ["ip", "netns", "exec", this.net.source.namespace!];
   }
 
-  /** Starts the target agent on host B (its RAM in B's /dev/shm/gangway). */
-  async startAgent(): Promise<AgentProcess> {
+  /** Starts the target agent on host B (its RAM in B's /dev/shm/gangway), with more flags (limits). */
+  async startAgent(args: string[] = []): Promise<AgentProcess> {
     return await AgentProcess.start({
       address: this.net.target.address,
       port: AGENT_PORT,
@@ -55,6 +55,7 @@ export class TwoHosts implements AsyncDisposable {
       dir: "/dev/shm/gangway",
       runDir: "/run/gangway-agent",
       commandPrefix: privateHostPrefix(this.net.target.namespace!, this.credentials.dir),
+      args,
     });
   }
 

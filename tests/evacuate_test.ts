@@ -207,9 +207,9 @@ Deno.test("examples/evacuate.ts checks every argument and reads its credentials 
   }
 });
 
-Deno.test("examples/evacuate.ts stopped with Ctrl-C (SIGINT) during its rounds leaves its guest running on host A and exits 130", async () => {
+Deno.test("examples/evacuate.ts stopped with Ctrl-C (SIGINT) during its rounds leaves its guest running on host A and exits 130; --dry-run has the agent check the gang", async () => {
   await using hosts = await TwoHosts.open();
-  const agent = await hosts.startAgent();
+  let agent = await hosts.startAgent();
   const name = uniqueName("evint");
   const runDir = await Deno.makeTempDir({ prefix: "gangway-evacuate-" });
   try {
@@ -288,6 +288,32 @@ Deno.test("examples/evacuate.ts stopped with Ctrl-C (SIGINT) during its rounds l
       stayed: [name],
       lost: [],
     });
+    // A dry run: the agent checks the gang as it would take it, and nothing moves.
+    const dryRun = () =>
+      new Deno.Command(hosts.onA[0]!, {
+        args: [
+          ...hosts.onA.slice(1),
+          ...[Deno.execPath(), "run", "-A", EVACUATE],
+          ...["--target", `${hosts.net.target.address}:${AGENT_PORT}`],
+          ...["--ca", caFile, "--token-file", tokenFile, "--dry-run", "--json", `${name}.qmp`],
+        ],
+        cwd: runDir,
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+    const taken = await dryRun();
+    assertEquals(taken.code, 0, new TextDecoder().decode(taken.stderr));
+    const plan = JSON.parse(new TextDecoder().decode(taken.stdout));
+    assertEquals(plan.guests.map((g: { name: string }) => g.name), [name]);
+    assertEquals(plan.agent.ok, true);
+    await agent.stop();
+    agent = await hosts.startAgent(["--max-memory", "64M"]);
+    const refused = await dryRun();
+    const refusedText = new TextDecoder().decode(refused.stderr);
+    assertEquals(refused.code, 1, refusedText);
+    const refusal = JSON.parse(new TextDecoder().decode(refused.stdout)).agent.error;
+    assert(refusal.includes("from 1 to 64"), refusal); // the agent takes 64 MiB at most
+    assert(refusedText.includes("the agent would refuse them: "), refusedText);
     const source = await QemuGuest.attach(`${runDir}/${name}.qmp`);
     try {
       assertEquals((await source.status()).status, "running", "the guest runs on host A");

@@ -21,15 +21,10 @@ import {
   type FrameChannel,
   type Request,
 } from "./agent_protocol.ts";
-import {
-  checkDescription,
-  checkFileRef,
-  DescriptionError,
-  type FileRef,
-} from "./machine_description.ts";
+import { checkFileRef } from "./machine_description.ts";
 import type { AgentHost } from "./agent_host.ts";
 import { AgentGang, type GangMachine, RESUMED_MARK } from "./agent_gang.ts";
-import { machineOf, type ResolvedFiles, resolveFiles } from "./agent_machine.ts";
+import { checkGang, machineOf } from "./agent_machine.ts";
 import { NotLoadedError } from "../qemu/destination.ts";
 import { join } from "node:path";
 import { errorMessage } from "../_errors.ts";
@@ -165,6 +160,11 @@ export class ControlSession {
   readonly #handlers = new Map<string, Handler>([
     ["ping", () => Promise.resolve({})],
     ["prepare", (request) => this.#prepare(request.guests)],
+    ["check", async (request) => {
+      // A dry run: what `prepare` would refuse, without starting anything.
+      const { missing } = await checkGang(request.guests, this.#host);
+      return { busy: this.#host.busy, missing };
+    }],
     ["put", (request) => this.#put(request)],
     ["guests", async () => ({ guests: await this.#host.kept.list() })],
     ["state", (request) => this.#state(request)],
@@ -250,44 +250,7 @@ export class ControlSession {
   async #prepare(guests: unknown): Promise<Record<string, unknown>> {
     const host = this.#host;
     if (this.#gang) throw new Error("Cannot prepare a second gang on one connection");
-    if (!Array.isArray(guests) || guests.length === 0) {
-      throw new DescriptionError(
-        'Cannot prepare the gang: field "guests" must be a non-empty list',
-      );
-    }
-    const { maxGuests, maxMemoryMiB } = host.options;
-    if (guests.length > maxGuests) {
-      throw new DescriptionError(
-        `Cannot prepare the gang: ${guests.length} guests are over this agent's limit of ${maxGuests}`,
-      );
-    }
-    const descriptions = guests.map((guest) =>
-      checkDescription(guest, {
-        maxMemoryMiB,
-        accelerators: host.options.accelerators,
-        sharedDisks: host.options.sharedDisks,
-      })
-    );
-    const names = new Set(descriptions.map((d) => d.name));
-    if (names.size !== descriptions.length) {
-      throw new DescriptionError("Cannot prepare the gang: two guests have the same name");
-    }
-    const total = descriptions.reduce((sum, d) => sum + d.memoryMiB, 0);
-    if (total > maxMemoryMiB) {
-      throw new DescriptionError(
-        `Cannot prepare the gang: its ${total} MiB of RAM are over this agent's limit of ${maxMemoryMiB} MiB`,
-      );
-    }
-    await host.claimNames([...names]);
-    const missing: FileRef[] = [];
-    const resolved: ResolvedFiles[] = [];
-    for (const description of descriptions) {
-      const files = await resolveFiles(description, host);
-      for (const ref of files.missing) {
-        if (!missing.some((m) => m.sha256 === ref.sha256)) missing.push(ref);
-      }
-      resolved.push(files);
-    }
+    const { descriptions, resolved, missing } = await checkGang(guests, host);
     this.#asked = new Map(missing.map((ref) => [ref.sha256, ref.size]));
     if (missing.length > 0) return { missing };
     const machines: GangMachine[] = descriptions.map((description, i) => ({

@@ -9,6 +9,7 @@
  */
 import type { QemuDisk, QemuMachine } from "../qemu/qemu_args.ts";
 import {
+  checkDescription,
   type CopiedDisk,
   DescriptionError,
   type FileRef,
@@ -126,4 +127,60 @@ function localDisk(
     );
   }
   return { path: local.overlay, format: "qcow2", base: local.base };
+}
+
+/**
+ * Checks a gang's descriptions as `prepare` takes them, against the
+ * agent's limits and what its host holds (names in use), and finds their
+ * files. Starts nothing: a dry run asks this alone.
+ *
+ * Requires `--allow-read`.
+ *
+ * @returns The checked descriptions, the files found for each, and the files the agent lacks
+ * @throws DescriptionError (or Error, for a name in use) saying why the gang cannot come
+ */
+export async function checkGang(guests: unknown, host: AgentHost): Promise<{
+  descriptions: MachineDescription[];
+  resolved: ResolvedFiles[];
+  missing: FileRef[];
+}> {
+  if (!Array.isArray(guests) || guests.length === 0) {
+    throw new DescriptionError(
+      'Cannot prepare the gang: field "guests" must be a non-empty list',
+    );
+  }
+  const { maxGuests, maxMemoryMiB } = host.options;
+  if (guests.length > maxGuests) {
+    throw new DescriptionError(
+      `Cannot prepare the gang: ${guests.length} guests are over this agent's limit of ${maxGuests}`,
+    );
+  }
+  const descriptions = guests.map((guest) =>
+    checkDescription(guest, {
+      maxMemoryMiB,
+      accelerators: host.options.accelerators,
+      sharedDisks: host.options.sharedDisks,
+    })
+  );
+  const names = new Set(descriptions.map((d) => d.name));
+  if (names.size !== descriptions.length) {
+    throw new DescriptionError("Cannot prepare the gang: two guests have the same name");
+  }
+  const total = descriptions.reduce((sum, d) => sum + d.memoryMiB, 0);
+  if (total > maxMemoryMiB) {
+    throw new DescriptionError(
+      `Cannot prepare the gang: its ${total} MiB of RAM are over this agent's limit of ${maxMemoryMiB} MiB`,
+    );
+  }
+  await host.claimNames([...names]);
+  const missing: FileRef[] = [];
+  const resolved: ResolvedFiles[] = [];
+  for (const description of descriptions) {
+    const files = await resolveFiles(description, host);
+    for (const ref of files.missing) {
+      if (!missing.some((m) => m.sha256 === ref.sha256)) missing.push(ref);
+    }
+    resolved.push(files);
+  }
+  return { descriptions, resolved, missing };
 }

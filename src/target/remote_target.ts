@@ -93,12 +93,31 @@ export class RemoteTarget implements MigrationTarget, AsyncDisposable {
     return this.#key;
   }
 
+  /**
+   * A dry run of {@linkcode prepareDestinations}: has the agent check the
+   * sources' descriptions against its limits, its accelerators and shared
+   * disks and the guests it holds, starting nothing.
+   *
+   * @returns Whether it is busy with another gang now, and the files it would be sent
+   * @throws Error saying why it would refuse the gang
+   */
+  async check(sources: readonly QemuGuest[]): Promise<{ busy: boolean; missing: FileRef[] }> {
+    const guests = await this.#describe(sources);
+    const answer = await this.agent.request("check", { guests });
+    return {
+      busy: answer.busy === true,
+      missing: Array.isArray(answer.missing) ? answer.missing as FileRef[] : [],
+    };
+  }
+
+  #describe(sources: readonly QemuGuest[]): Promise<MachineDescription[]> {
+    const copyDisks = this.#options.copyDisks ?? false;
+    return Promise.all(sources.map((s) => describeMachine(s.name, s.machine, { copyDisks })));
+  }
+
   /** Describes the sources, sends the files the agent lacks, and has it start the destinations. */
   async prepareDestinations(sources: readonly QemuGuest[]): Promise<Destination[]> {
-    const copyDisks = this.#options.copyDisks ?? false;
-    const guests = await Promise.all(
-      sources.map((s) => describeMachine(s.name, s.machine, { copyDisks })),
-    );
+    const guests = await this.#describe(sources);
     const paths = filePaths(sources, guests);
     const timeoutMs = prepareTimeoutMs(guests);
     let answer = await this.agent.request("prepare", { guests }, timeoutMs);
