@@ -57,7 +57,10 @@ Deno.test("checkDescription() refuses values a QEMU option or a path could be sm
     [{ ...GOOD, kernelArgs: ["console=ttyS0 -chardev"] }, 'field "kernelArgs"'],
     [{ ...GOOD, kernelArgs: "console=ttyS0" }, 'field "kernelArgs"'],
     [{ ...GOOD, accelerator: "xen" }, 'field "accelerator"'],
-    [{ ...GOOD, memoryMiB: 8192 }, 'field "memoryMiB" must be a whole number from 1 to 4096'],
+    [
+      { ...GOOD, memoryMiB: 8192 },
+      "8192 MiB of RAM are over this agent's limit of 4096 MiB (its --max-memory)",
+    ],
     [{ ...GOOD, memoryMiB: 1.5 }, 'field "memoryMiB"'],
     [{ ...GOOD, cpus: 0 }, 'field "cpus"'],
     [{ ...GOOD, initrd: undefined }, 'field "initrd" is missing'],

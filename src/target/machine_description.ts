@@ -154,6 +154,13 @@ export function checkDescription(value: unknown, limits: DescriptionLimits): Mac
   for (const key of Object.keys(object)) {
     if (!FIELDS.has(key)) throw refuse(key, "is not allowed (see docs/agent.md for what is)");
   }
+  if (Number.isInteger(object.memoryMiB) && Number(object.memoryMiB) > limits.maxMemoryMiB) {
+    // The usual refusal, in the operator's words: the agent's --max-memory.
+    throw new DescriptionError(
+      `Cannot start guest "${name}": its ${object.memoryMiB} MiB of RAM are over this agent's ` +
+        `limit of ${limits.maxMemoryMiB} MiB (its --max-memory)`,
+    );
+  }
   const memoryMiB = wholeNumber(object.memoryMiB, 1, limits.maxMemoryMiB, "memoryMiB", refuse);
   const cpus = wholeNumber(object.cpus, 1, limits.maxCpus ?? 64, "cpus", refuse);
   const accelerators = limits.accelerators ?? ACCELERATORS;
