@@ -716,3 +716,50 @@ Deno.test("transferGang() with guests ending one at a time holds each guest's sh
     }
   }
 });
+
+Deno.test("transferGang() with checkUnchanged refuses to verify a guest whose file was replaced at its path, or removed, during the migration", async (t) => {
+  for (const how of ["replaced", "removed"] as const) {
+    await t.step(how, async () => {
+      const pages = 256;
+      const path = makeRamFile(
+        shmPath(`swap-${how}`),
+        Array.from({ length: pages }, (_, p) => patternPage(p)),
+      );
+      await using receiver = await startReceiver();
+      try {
+        using gang = Gang.open([{ name: "vm", path }], { seed: randomSeed() });
+        const error = await assertRejects(() =>
+          transferGang(gang, receiver.connect(), {
+            maxRounds: 1,
+            checkUnchanged: true,
+            onProgress: ({ pagesDone, pagesTotal }) => {
+              if (pagesDone < pagesTotal) return;
+              // The same size, one byte other, renamed over the path (as `mv` and editors do).
+              Deno.removeSync(path);
+              if (how === "replaced") {
+                makeRamFile(`${path}.new`, Array.from({ length: pages }, (_, p) => patternPage(p)));
+                const file = Deno.openSync(`${path}.new`, { write: true });
+                file.writeSync(new Uint8Array([1]));
+                file.close();
+                Deno.renameSync(`${path}.new`, path);
+              }
+            },
+          })
+        );
+        assert(
+          (error as Error).message.startsWith(`Cannot verify guest "vm": `) &&
+            (error as Error).message.includes(how === "replaced" ? "was replaced" : "removed"),
+          (error as Error).message,
+        );
+        await receiver.stop();
+        assert(
+          !receiver.events.some((e) => e.event === "complete"),
+          "the target completed nothing",
+        );
+        assert(receiver.events.some((e) => e.event === "failed"), "the target heard of it");
+      } finally {
+        await removeFiles(path, `${path}.new`);
+      }
+    });
+  }
+});

@@ -10,6 +10,8 @@
  */
 import type { Gang } from "../scan/gang.ts";
 import { rescanGuest } from "../scan/scan_gang.ts";
+import { RamFile } from "../native/ram_file.ts";
+import { errorMessage } from "../_errors.ts";
 
 /**
  * Throws, naming the file, when a guest's RAM file no longer has the size
@@ -30,9 +32,39 @@ export function checkSizesUnchanged(gang: Gang): void {
 }
 
 /**
+ * Throws, naming the guest, when the file at a guest's path is no longer
+ * the one the gang opened (renamed over, as editors, `rsync` and `mv` do,
+ * or removed): the target would hold the file as it was opened, not what
+ * the path names now.
+ *
+ * Requires `--allow-ffi`.
+ */
+export function checkStillAtTheirPaths(gang: Gang): void {
+  for (const guest of gang.guests) {
+    const opened = guest.ram.stat();
+    let now: { dev: bigint; ino: bigint };
+    try {
+      using file = RamFile.open(guest.ram.path);
+      now = file.stat();
+    } catch (error) {
+      throw new Error(
+        `Cannot verify guest "${guest.name}": its RAM file "${guest.ram.path}" cannot be opened ` +
+          `again after the final round (${errorMessage(error)}): it was removed or replaced`,
+      );
+    }
+    if (now.dev !== opened.dev || now.ino !== opened.ino) {
+      throw new Error(
+        `Cannot verify guest "${guest.name}": the file at "${guest.ram.path}" was replaced during ` +
+          "the migration (the target holds the file as it was opened, not the one there now)",
+      );
+    }
+  }
+}
+
+/**
  * Reads the whole gang once more after its final round and throws when a
  * page changed since that round read it (the target would hold pages of
- * two moments), naming the guests. For callers that cannot pause what
+ * two moments) or a file was replaced at its path, naming the guests. For callers that cannot pause what
  * writes the files (`send`); where the guests are paused it only costs a
  * read.
  *
@@ -40,6 +72,7 @@ export function checkSizesUnchanged(gang: Gang): void {
  */
 export function checkUnchangedSinceFinalRound(gang: Gang): void {
   checkSizesUnchanged(gang);
+  checkStillAtTheirPaths(gang);
   const changed = gang.guests.flatMap((guest) => {
     const pages = rescanGuest(gang, guest.number).length;
     return pages > 0 ? [`${pages} pages of "${guest.name}" (${guest.ram.path})`] : [];
