@@ -16,12 +16,13 @@ export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * Throws a RangeError unless `ms` (the option `name`) is undefined or a
- * wait a timer can take: 0 to {@linkcode MAX_TIMER_MS}. For options that
- * set timeouts, checked where they are taken.
+ * wait a timer can take: 1 to {@linkcode MAX_TIMER_MS} (0 would fail every
+ * wait at once, which no caller means). For options that set timeouts,
+ * checked where they are taken.
  */
 export function checkTimeout(ms: number | undefined, name: string): void {
-  if (ms === undefined || (ms >= 0 && ms <= MAX_TIMER_MS)) return;
-  throw new RangeError(`${name} must be 0 to ${MAX_TIMER_MS} ms (24.8 days), got ${ms}`);
+  if (ms === undefined || (ms >= 1 && ms <= MAX_TIMER_MS)) return;
+  throw new RangeError(`${name} must be 1 to ${MAX_TIMER_MS} ms (24.8 days), got ${ms}`);
 }
 
 /** A wait a timer can take: longer ones are cut to {@linkcode MAX_TIMER_MS} (never a spin). */

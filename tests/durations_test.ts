@@ -98,7 +98,7 @@ Deno.test("GangSender.connect() refuses a timeout longer than a timer takes befo
     await assertRejects(
       () => GangSender.connect(gang, conn, { stallTimeoutMs: 2 ** 31 }),
       RangeError,
-      "stallTimeoutMs must be 0 to 2147483647 ms",
+      "stallTimeoutMs must be 1 to 2147483647 ms",
     );
     assertEquals(written, 0);
   } finally {

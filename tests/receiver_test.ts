@@ -21,6 +21,7 @@ import {
   writePairsFrame,
 } from "../src/transfer/page_frames.ts";
 import { FrameReader } from "../src/transfer/frame_io.ts";
+import { receiveGang } from "../src/transfer/receiver.ts";
 import { NOT_AN_AGENT, TOKEN_REFUSAL } from "../src/transfer/sender_handshake.ts";
 import { encodeJson } from "../src/target/agent_protocol.ts";
 import { AgentClient } from "../src/target/agent_client.ts";
@@ -560,5 +561,26 @@ Deno.test("guest names in any script, with emoji and joiners, are taken; what a 
       "it contains a control, bidirectional-control or line-separator character",
       JSON.stringify(name),
     );
+  }
+});
+
+Deno.test("receiveGang() with options out of range throws and closes the connection: the sender is not left waiting", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "gangway-target-" });
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const client = await Deno.connect({
+    hostname: "127.0.0.1",
+    port: (listener.addr as Deno.NetAddr).port,
+  });
+  try {
+    const accepted = await listener.accept();
+    await assertRejects(
+      () => receiveGang(accepted, { dir, idleTimeoutMs: -5 }),
+      RangeError,
+      "idleTimeoutMs must be 1 to",
+    );
+    assertEquals(await client.read(new Uint8Array(16)), null, "the sender sees it closed");
+  } finally {
+    client.close();
+    await Deno.remove(dir, { recursive: true });
   }
 });

@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertRejects, assertSameBytes } from "./_assert.ts";
+import { assert, assertEquals, assertRejects, assertSameBytes, assertThrows } from "./_assert.ts";
 import { Gang } from "../src/scan/gang.ts";
 import { scanGang } from "../src/scan/scan_gang.ts";
 import { GangSender, TargetError } from "../src/transfer/sender.ts";
@@ -761,5 +761,45 @@ Deno.test("transferGang() with checkUnchanged refuses to verify a guest whose fi
         await removeFiles(path, `${path}.new`);
       }
     });
+  }
+});
+
+Deno.test("transferGang() refuses options out of range before it sends anything, naming them, and closes the connection", async () => {
+  const path = makeRamFile(shmPath("bad-options"), [patternPage(1)]);
+  try {
+    using gang = Gang.open([{ name: "g", path }], { seed: randomSeed() });
+    const bad: [Parameters<typeof transferGang>[2], string][] = [
+      [{ maxRounds: 0 }, "maxRounds must be a positive integer"],
+      [{ maxRounds: 1.5 }, "maxRounds must be a positive integer"],
+      [{ stopPages: -1 }, "stopPages must be a whole number"],
+      [{ maxBandwidth: 0 }, "maxBandwidth must be a positive number"],
+      [{ maxBandwidth: -5 }, "maxBandwidth must be a positive number"],
+      // @ts-expect-error: a mode that does not exist, as a script in JavaScript may pass
+      [{ compression: "lz4" }, 'compression must be one of auto, zstd, none, got "lz4"'],
+      [{ scanThreads: 0 }, "scanThreads: Scan threads must be a positive integer"],
+      [{ finalThreads: 2.5 }, "finalThreads: Scan threads must be a positive integer"],
+      [{ stallTimeoutMs: 0 }, "stallTimeoutMs must be 1 to"],
+      [{ answerTimeoutMs: 3e9 }, "answerTimeoutMs must be 1 to"],
+    ];
+    for (const [options, message] of bad) {
+      let written = 0;
+      let closed = false;
+      const conn = {
+        read: () => Promise.resolve(null),
+        write: (data: Uint8Array) => Promise.resolve((written += data.length, data.length)),
+        close: () => void (closed = true),
+      };
+      await assertRejects(() => transferGang(gang, conn, options), RangeError, message);
+      assertEquals(written, 0, `nothing sent with ${JSON.stringify(options)}`);
+      assert(closed, `the connection is closed with ${JSON.stringify(options)}`);
+    }
+    assertThrows(
+      // @ts-expect-error: a number, as a script in JavaScript may pass
+      () => Gang.open([{ name: "g", path }], { seed: 5 }),
+      TypeError,
+      "The hash seed must be a bigint",
+    );
+  } finally {
+    await removeFiles(path);
   }
 });

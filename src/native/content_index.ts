@@ -192,6 +192,10 @@ export class ContentIndex implements Disposable {
   /** Creates an empty index. */
   static create(options: ContentIndexOptions = {}): ContentIndex {
     const seed = options.seed ?? 0n;
+    if (typeof seed !== "bigint" || seed < 0n || seed >= 2n ** 64n) {
+      // A number would be taken as one (FFI converts it), and a seed is 64 bits of a bigint.
+      throw new TypeError(`The hash seed must be a bigint of 64 bits (randomSeed()), got ${seed}`);
+    }
     const out = new BigUint64Array(1);
     check(
       native().gw_index_new(seed, options.hashBits ?? 64, out),

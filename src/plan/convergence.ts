@@ -25,6 +25,17 @@ export interface ConvergenceOptions {
   stopPages?: number;
 }
 
+/** Throws a RangeError naming an option out of its range (as the CLI's flags are checked). */
+export function checkConvergenceOptions(options: ConvergenceOptions): void {
+  const { maxRounds, stopPages } = options;
+  if (maxRounds !== undefined && !(Number.isInteger(maxRounds) && maxRounds >= 1)) {
+    throw new RangeError(`maxRounds must be a positive integer (1: one pass), got ${maxRounds}`);
+  }
+  if (stopPages !== undefined && !(Number.isInteger(stopPages) && stopPages >= 0)) {
+    throw new RangeError(`stopPages must be a whole number of pages, got ${stopPages}`);
+  }
+}
+
 /** Pages a round handled (sent in full, referenced or zeroed). */
 export interface RoundSize {
   /** The round's number, from 1. */

@@ -37,7 +37,8 @@ export interface GangOptions {
 /**
  * Opens the RAM files of a gang and creates its content index.
  *
- * Requires `--allow-read` (the RAM files) and `--allow-ffi`.
+ * Requires `--allow-ffi` (the C library opens the RAM files: `--allow-read`
+ * does not limit which).
  *
  * @example
  * ```ts

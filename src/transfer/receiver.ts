@@ -166,7 +166,12 @@ export async function receiveGang(
   conn: Deno.Conn,
   options: ReceiverOptions,
 ): Promise<ReceivedGang> {
-  checkReceiverOptions(options);
+  try {
+    checkReceiverOptions(options);
+  } catch (error) {
+    closeQuietly(conn); // the sender hears of it at once, not after its own timeout
+    throw error;
+  }
   return await receiveAuthenticatedGang(await readSenderHandshake(conn, options), options);
 }
 

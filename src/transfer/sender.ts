@@ -20,10 +20,10 @@ import { checkSizesUnchanged } from "./final_checks.ts";
 import { encodeRoundEnd, FrameType, PROTOCOL_VERSION } from "./protocol.ts";
 import { encodeDone, encodeGuestDone, guestDigest } from "./digests.ts";
 import { encodeHello } from "./hello_frame.ts";
-import type { RoundReport, SenderOptions } from "./sender_options.ts";
+import { checkSenderOptions, type RoundReport, type SenderOptions } from "./sender_options.ts";
 import { RoundClock } from "./round_clock.ts";
 import { RoundBuffers } from "./round_buffers.ts";
-import { checkTimeout, shareEventLoop } from "../_delay.ts";
+import { shareEventLoop } from "../_delay.ts";
 
 export { TargetError };
 
@@ -100,19 +100,30 @@ export class GangSender implements AsyncDisposable {
   /**
    * Introduces the gang to the target and waits for it to accept.
    *
-   * @param conn a connected stream (TCP or TLS); closed by {@linkcode close}
+   * @param conn a connected stream (TCP or TLS); closed by {@linkcode close}, and here when
+   * this throws
    * @throws TargetError with the target's reason if it refuses
-   * @throws RangeError when a timeout is longer than a timer can wait (24.8 days)
+   * @throws RangeError naming an option out of its range (`checkSenderOptions`), before anything
+   * is sent
    */
   static async connect(
     gang: Gang,
     conn: ByteStream & { close(): void },
     options: SenderOptions = {},
   ): Promise<GangSender> {
-    checkTimeout(options.answerTimeoutMs, "answerTimeoutMs");
-    checkTimeout(options.pausedAnswerTimeoutMs, "pausedAnswerTimeoutMs");
-    checkTimeout(options.stallTimeoutMs, "stallTimeoutMs");
-    const sender = new GangSender(gang, conn, options);
+    let sender: GangSender;
+    try {
+      checkSenderOptions(options);
+      sender = new GangSender(gang, conn, options);
+    } catch (error) {
+      // Refused before the handshake: the connection is the caller's no more (see close()).
+      try {
+        conn.close();
+      } catch {
+        // Closed already.
+      }
+      throw error;
+    }
     try {
       const hello = encodeHello({
         version: PROTOCOL_VERSION,

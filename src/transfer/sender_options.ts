@@ -6,6 +6,44 @@
 import type { RoundPages } from "../plan/round_planner.ts";
 import type { DirtyTracker } from "../plan/dirty_tracking.ts";
 import type { CompressionEstimate, CompressionMode } from "./compression_policy.ts";
+import { checkTimeout } from "../_delay.ts";
+import { scanThreads } from "../native/content_index.ts";
+
+/** What `compression` takes. */
+const COMPRESSION_MODES: readonly string[] = ["auto", "zstd", "none"] satisfies CompressionMode[];
+
+/**
+ * Checks a sender's options, as the CLI checks its flags, before anything
+ * is sent: a wrong one is a RangeError naming it, not a setting taken some
+ * other way.
+ */
+export function checkSenderOptions(options: SenderOptions): void {
+  checkTimeout(options.answerTimeoutMs, "answerTimeoutMs");
+  checkTimeout(options.pausedAnswerTimeoutMs, "pausedAnswerTimeoutMs");
+  checkTimeout(options.stallTimeoutMs, "stallTimeoutMs");
+  const cap = options.maxBandwidth;
+  if (cap !== undefined && !(cap > 0 && Number.isFinite(cap))) {
+    throw new RangeError(
+      `maxBandwidth must be a positive number of bytes per second (left out: no cap), got ${cap}`,
+    );
+  }
+  if (options.compression !== undefined && !COMPRESSION_MODES.includes(options.compression)) {
+    throw new RangeError(
+      `compression must be one of ${COMPRESSION_MODES.join(", ")}, got ${
+        JSON.stringify(options.compression)
+      }`,
+    );
+  }
+  for (const name of ["scanThreads", "finalThreads"] as const) {
+    const threads = options[name];
+    if (threads === undefined) continue;
+    try {
+      scanThreads(threads);
+    } catch (error) {
+      throw new RangeError(`${name}: ${(error as Error).message}`);
+    }
+  }
+}
 
 /** Options of `GangSender.connect()`. */
 export interface SenderOptions {

@@ -11,6 +11,7 @@
  */
 import type { Gang } from "../scan/gang.ts";
 import {
+  checkConvergenceOptions,
   type ConvergenceOptions,
   type LiveRoundsEnd,
   type RoundSize,
@@ -153,6 +154,13 @@ export async function transferGang(
   let pausedAt = 0;
   let sender: GangSender | undefined;
   const dirtyTracker = options.dirtyTracker ?? rescanEverything;
+  try {
+    checkConvergenceOptions(options);
+  } catch (error) {
+    // Refused before the handshake: the connection is closed here, as GangSender.connect does.
+    await Promise.resolve(conn).then((c) => c.close(), () => {}).catch(() => {});
+    throw error;
+  }
   try {
     // No preparation scan apart from the rounds: the first one indexes every page as it sends it
     // (a separate scan would read the gang twice; GangSender.prepare).
