@@ -75,6 +75,10 @@ Deno.test("the agent makes no directory when a flag is bad or its port is taken"
     const cases: [string[], string][] = [
       [["--max-guests", "0"], '--max-guests needs a positive integer, got "0"'],
       [["--max-guests", "65537"], "--max-guests takes at most 65536, got 65537"],
+      [
+        ["--max-memory", "1K"],
+        '--max-memory must be at least 1M (guests take whole MiB), got "1K"',
+      ],
       [["--idle-timeout", "2147484"], "--idle-timeout takes at most 2147483 seconds"],
       [["--handshake-timeout", "x"], '--handshake-timeout needs a positive integer, got "x"'],
       [["--listen", `127.0.0.1:${taken.addr.port}`], "Address already in use"],

@@ -70,7 +70,9 @@ Deno.test("a second receiver on the same directory refuses to start", async () =
     );
     assertEquals(second.code, 1);
     assert(
-      second.stderr.includes(`Cannot receive into "${dir}": another receiver is using it`),
+      second.stderr.includes(
+        `Cannot receive into "${dir}": another gangway receiver or agent is using it`,
+      ),
       second.stderr,
     );
   } finally {

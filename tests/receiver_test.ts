@@ -554,6 +554,10 @@ Deno.test("guest names in any script, with emoji and joiners, are taken; what a 
     "soft\u00adhyphen",
   ];
   for (const name of taken) assertEquals(badGuestName(name), undefined, name);
+  // A path is refused as one, dot or not.
+  for (const name of ["../evil", "./x", "a/b", "a\\b"]) {
+    assertEquals(badGuestName(name), "it contains a slash or a backslash", name);
+  }
   const refused = ["vm\u001b[2J", "vm\u0085x", "vm\u202egpj.exe", "vm\u2066x", "a\u2029b"];
   for (const name of refused) {
     assertEquals(

@@ -169,6 +169,15 @@ Deno.test("send fails with exit code 1 and nothing on stdout when it cannot reac
         stderr.includes(`two guests are named "${path.split("/").at(-1)}": name them NAME=FILE`),
         stderr,
       );
+      // The same file twice is told as such, not as two names.
+      const twice = await runCli("send", [
+        ...["--target", "127.0.0.1:9", "--insecure", path, path],
+      ], { permissions: SEND });
+      assertEquals(twice.code, 2, twice.stderr);
+      assert(
+        twice.stderr.includes(`"${path}" is given twice: a gang takes each file once`),
+        twice.stderr,
+      );
       // Named apart, it gets as far as connecting (nobody listens on port 9).
       const named = await runCli("send", [
         ...["--target", "127.0.0.1:9", "--insecure", path, `other=${other}`],

@@ -77,6 +77,11 @@ async function main(args: string[]): Promise<void> {
   const maxMemoryMiB = values["max-memory"]
     ? Math.floor(parseSize(values["max-memory"], "--max-memory") / 2 ** 20)
     : Math.floor(Deno.systemMemoryInfo().total / 2 ** 20);
+  if (maxMemoryMiB < 1) {
+    throw new UsageError(
+      `--max-memory must be at least 1M (guests take whole MiB), got "${values["max-memory"]}"`,
+    );
+  }
   // Every flag is checked before anything is made: a bad one leaves no directory behind.
   const maxGuests = values["max-guests"]
     ? parseCount(values["max-guests"], "--max-guests", MAX_GUESTS)

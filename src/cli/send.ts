@@ -41,7 +41,7 @@
  *
  * @module
  */
-import { basename } from "node:path";
+import { basename, resolve } from "node:path";
 import { Gang } from "../scan/gang.ts";
 import { randomSeed } from "../transfer/seed.ts";
 import { type MigrationReport, transferGang } from "../transfer/transfer_gang.ts";
@@ -210,7 +210,11 @@ async function main(args: string[]): Promise<void> {
     if (bad) {
       throw new UsageError(`guest name ${quoted} of "${printable(path)}" is refused: ${bad}`);
     }
-    if (guests.findIndex((other) => other.name === name) < i) {
+    const first = guests.findIndex((other) => other.name === name);
+    if (first < i) {
+      if (resolve(guests[first]!.path) === resolve(path)) {
+        throw new UsageError(`"${printable(path)}" is given twice: a gang takes each file once`);
+      }
       throw new UsageError(`two guests are named ${quoted}: name them NAME=FILE`);
     }
   }

@@ -15,15 +15,15 @@ import { check } from "./errno.ts";
  * Requires `--allow-ffi`.
  *
  * @throws NativeError when the directory is missing, not writable, or
- * locked by another process ("locked by another receiver")
+ * locked by another process ("another gangway receiver or agent is using it")
  */
 export function lockDirectory(path: string): Disposable & { unlock(): void } {
   const fd = check(
     native().gw_dir_lock(cString(path)),
     `Cannot receive into "${path}"`,
     {
-      EWOULDBLOCK: "another receiver is using it",
-      EAGAIN: "another receiver is using it",
+      EWOULDBLOCK: "another gangway receiver or agent is using it",
+      EAGAIN: "another gangway receiver or agent is using it",
       ENOTDIR: "not a directory",
       ENOENT: "no such directory",
     },

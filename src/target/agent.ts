@@ -127,7 +127,7 @@ export async function serveAgentHost(
     token: host.options.token === undefined ? "none (any peer that connects)" : "required",
   });
   const stop = () => {
-    host.log({ event: "stopping", why: "asked to (a signal); a gang under way is abandoned" });
+    host.log({ event: "stopping", why: "a signal; a gang under way is abandoned" });
     host.closeConnections();
   };
   options.signal?.addEventListener("abort", stop, { once: true });

@@ -125,8 +125,9 @@ export function badGuestName(name: string): string | undefined {
   if (name.length === 0) return "it is empty";
   if (encoder.encode(name).length > 255) return "it is longer than 255 bytes";
   if (name === "." || name === "..") return `"${name}" is not a file name`;
-  if (name.startsWith(".")) return "it starts with a dot (reserved for the receiver's own files)";
+  // A path first: "../x" is refused for what it is.
   if (/[/\\]/.test(name)) return "it contains a slash or a backslash";
+  if (name.startsWith(".")) return "it starts with a dot (reserved for the receiver's own files)";
   // A name is printed in logs and reports: none that could move a terminal's cursor, reorder
   // what it shows or add a line of its own. Other invisible characters stay allowed: joiners
   // belong to emoji and to Persian and Indic words.
