@@ -33,6 +33,7 @@ import {
   shouldStopLiveRounds,
 } from "../mod.ts";
 import { connectTarget, readPemFile, readTokenFile } from "../src/transport/mod.ts";
+import { parseAddress, parseCount } from "../src/cli/_units.ts";
 
 const USAGE = "usage: deno run -A examples/compose.ts --target HOST:PORT " +
   "(--ca FILE --token-file FILE | --insecure) [--max-rounds N] FILE...";
@@ -50,6 +51,7 @@ function parseArguments() {
         "token-file": { type: "string" },
         insecure: { type: "boolean" },
         "max-rounds": { type: "string", default: "2" },
+        help: { type: "boolean", short: "h" },
       },
     });
   } catch (error) {
@@ -58,12 +60,25 @@ function parseArguments() {
   }
 }
 const { values, positionals: files } = parseArguments();
-const [hostname, port] = (values.target ?? "").split(/:(?=\d+$)/);
-const maxRounds = Number(values["max-rounds"]);
-if (!hostname || !port || files.length === 0 || !(maxRounds >= 1)) {
+if (values.help) {
+  console.log(USAGE);
+  Deno.exit(0);
+}
+/** A flag's value, or its one-line error and the usage (exit 2). */
+function flag<T>(parse: () => T): T {
+  try {
+    return parse();
+  } catch (error) {
+    console.error(`compose: ${error instanceof Error ? error.message : error}\n${USAGE}`);
+    Deno.exit(2);
+  }
+}
+if (!values.target || files.length === 0) {
   console.error(USAGE);
   Deno.exit(2);
 }
+const target = flag(() => parseAddress(values.target!, "--target")); // "[::1]:7000" too
+const maxRounds = flag(() => parseCount(values["max-rounds"], "--max-rounds"));
 if (!values.insecure && (!values.ca || !values["token-file"])) {
   console.error(`compose: --ca and --token-file are needed for TLS, or --insecure\n${USAGE}`);
   Deno.exit(2);
@@ -90,7 +105,7 @@ try {
   // Step 3 -- transfer: introduce the gang to the target, hand the sender the preparation, then
   // live rounds while the plan's convergence rule says so, the final round and the verification.
   const conn = await connectTarget(
-    { hostname, port: Number(port) },
+    target,
     values.insecure ? { insecure: true } : { ca: await readPemFile(values.ca!, "CA certificate") },
   );
   const token = values["token-file"] ? await readTokenFile(values["token-file"]) : undefined;
@@ -106,7 +121,8 @@ try {
   // Here a script moving running guests pauses them: the final round makes the target exact.
   say(describe(await sender.round({ final: true })));
   const digests = await sender.verify();
-  say(`verified ${digests.length} guests with ${sender.bytesOnWire} bytes on the wire`);
+  const guests = digests.length === 1 ? "1 guest" : `${digests.length} guests`;
+  say(`verified ${guests} with ${sender.bytesOnWire} bytes on the wire`);
 } catch (error) {
   say(`failed: ${error instanceof Error ? error.message : String(error)}`);
   Deno.exit(1);

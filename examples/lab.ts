@@ -22,9 +22,22 @@ import {
   judgeLostGuests,
   LabSession,
   measureMethod,
+  parseRate,
 } from "../src/lab/mod.ts";
 
-const link = Deno.args[0] ?? "1gbit";
+const USAGE = "usage: deno run -A examples/lab.ts [RATE] (RATE: 1gbit, 200mbit, 10gbit... or none)";
+const [link = "1gbit", ...extra] = Deno.args;
+if (link === "--help" || link === "-h") {
+  console.log(USAGE);
+  Deno.exit(0);
+}
+try {
+  if (extra.length > 0) throw new Error(`one RATE at most, got ${Deno.args.length} arguments`);
+  parseRate(link); // checked before anything starts
+} catch (error) {
+  console.error(`lab: ${(error as Error).message}\n${USAGE}`);
+  Deno.exit(2);
+}
 const gang: GangSpec = {
   guests: 2,
   memoryMiB: 256,

@@ -69,4 +69,25 @@ Deno.test("examples/compose.ts refuses an unknown flag with a usage line, not a 
   assertEquals(run.code, 2, stderr);
   assert(stderr.includes("Unknown option '--bogus'") && stderr.includes("usage:"), stderr);
   assert(!/^\s+at /m.test(stderr), `a stack trace: ${stderr}`);
+  const run2 = (...args: string[]) =>
+    new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        fileURLToPath(new URL("../examples/compose.ts", import.meta.url)),
+        ...args,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+  const help = await run2("--help");
+  assertEquals(help.code, 0);
+  assert(new TextDecoder().decode(help.stdout).startsWith("usage:"));
+  const rounds = await run2("--target", "[::1]:9", "--insecure", "--max-rounds", "1.5", "f");
+  assertEquals(rounds.code, 2);
+  assert(
+    new TextDecoder().decode(rounds.stderr).includes(
+      '--max-rounds needs a positive integer, got "1.5"',
+    ),
+  );
 });

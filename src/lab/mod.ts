@@ -125,7 +125,7 @@ export {
   SOURCE_ADDRESS,
   TARGET_ADDRESS,
 } from "./netns.ts";
-export { type LinkShape } from "./link_rate.ts";
+export { type LinkShape, parseRate } from "./link_rate.ts";
 export { exitOnSignal, type ExitOnSignalOptions, type SignalCleanup } from "./netns_signal.ts";
 export {
   barChart,
