@@ -47,6 +47,14 @@ Deno.test("deno task certs makes a CA, a receiver certificate with IP addresses,
       }).output();
     const made = await run([`${dir}/lab`, "--ip", "10.250.0.2", "--ip", "127.0.0.1"]);
     assertEquals(made.code, 0, new TextDecoder().decode(made.stderr));
+    const madeSaid = new TextDecoder().decode(made.stdout);
+    assert(madeSaid.includes("receiver.pem is valid for 10.250.0.2, 127.0.0.1"), madeSaid);
+    // A path with a space, in the lines to paste, is quoted for a shell.
+    const spaced = await run([`${dir}/a b`]);
+    assertEquals(spaced.code, 0, new TextDecoder().decode(spaced.stderr));
+    const pasted = new TextDecoder().decode(spaced.stdout);
+    assert(pasted.includes(`--ca '${dir}/a b/ca.pem'`), pasted);
+    assert(pasted.includes("127.0.0.1 and localhost only (give --ip or --dns)"), pasted);
     assertEquals(listDir(`${dir}/lab`), [
       "ca.key",
       "ca.pem",

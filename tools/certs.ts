@@ -53,6 +53,8 @@ async function main(args: string[]): Promise<void> {
     throw new UsageError(`--days needs a positive integer, got "${values.days}"`);
   }
   const dir = positionals[0]!;
+  const isFile = await Deno.stat(dir).then((info) => !info.isDirectory, () => false);
+  if (isFile) throw new UsageError(`"${dir}" is not a directory`);
   let made: MadeCerts;
   try {
     made = await makeCerts(dir, { name: values.name, ips: values.ip, dnsNames: values.dns, days });
@@ -66,11 +68,27 @@ async function main(args: string[]): Promise<void> {
     );
   }
   console.log(`made: ${made.made.join(", ")}`);
+  if (made.made.includes(made.cert)) {
+    // Said, since a sender that connects by another address is refused only when it connects.
+    const names = [...(values.ip ?? []), ...(values.dns ?? [])];
+    console.log(
+      `${made.cert} is valid for ${
+        names.length > 0 ? names.join(", ") : "127.0.0.1 and localhost only (give --ip or --dns)"
+      }`,
+    );
+  }
+  // Lines to paste: each path quoted for a shell.
+  const q = shellQuote;
   console.log(
-    `receiver: --cert ${made.cert} --key ${made.key} --token-file ${made.token}\n` +
-      `sender:   --ca ${made.ca} --token-file ${made.token}\n` +
+    `receiver: --cert ${q(made.cert)} --key ${q(made.key)} --token-file ${q(made.token)}\n` +
+      `sender:   --ca ${q(made.ca)} --token-file ${q(made.token)}\n` +
       `keep ${made.caKey} off the hosts; copy the token to them with mode 0600`,
   );
+}
+
+/** A word as a POSIX shell reads it back: left bare when it is plain, else in single quotes. */
+function shellQuote(word: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replaceAll("'", `'\\''`)}'`;
 }
 
 if (import.meta.main) {
