@@ -60,6 +60,7 @@ import { describeMachine, isCopied, RemoteTarget } from "../src/target/mod.ts";
 import { readPemFile, readTokenFile } from "../src/transport/mod.ts";
 import { claimCpuShare } from "../src/cpu_share.ts";
 import { parseAddress, parseRate, parseThrottleFlags } from "../src/cli/_units.ts";
+import { stopOnSignals } from "../src/cli/_cli.ts";
 
 const USAGE = "usage: deno run -A examples/evacuate.ts --target HOST:PORT " +
   "(--ca FILE --token-file FILE | --insecure) [--server-name NAME] [--max-bandwidth B] " +
@@ -284,22 +285,11 @@ if (values["dry-run"]) {
   );
   // Ctrl-C, kill, a closed terminal: the migration stops as on a lost target, and every guest
   // not yet handed to its switch-over runs here again (never left paused); again: exit at once.
-  const interrupt = new AbortController();
-  let exitCode: number | undefined;
-  const signals = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 } as const;
-  const listeners = Object.entries(signals).map(([name, code]) => {
-    const signal = name as Deno.Signal;
-    const listener = () => {
-      if (exitCode !== undefined) Deno.exit(code);
-      exitCode = code;
-      say(
-        `${signal}: stopping; the guests not switched over run here again (${signal} again: exit now)`,
-      );
-      interrupt.abort(new Error(`Interrupted (${signal})`));
-    };
-    Deno.addSignalListener(signal, listener);
-    return () => Deno.removeSignalListener(signal, listener);
-  });
+  const interrupt = stopOnSignals((signal) =>
+    say(
+      `${signal}: stopping; the guests not switched over run here again (${signal} again: exit now)`,
+    )
+  );
   try {
     const { report, destinations } = await migrateQemuGang(sources, remote, {
       signal: interrupt.signal,
@@ -342,7 +332,9 @@ if (values["dry-run"]) {
         } s`,
     );
     if (values.json) console.log(JSON.stringify({ ...report, guests }));
-    if (exitCode !== undefined) say("the signal came after every guest had moved: nothing to stop");
+    if (interrupt.exitCode !== undefined) {
+      say("the signal came after every guest had moved: nothing to stop");
+    }
     if (!guests.every(asItWas)) Deno.exitCode = 1;
   } catch (error) {
     if (error instanceof SwitchOverError) {
@@ -371,9 +363,9 @@ if (values["dry-run"]) {
       // A script reading the report learns it too: nothing moved.
       if (values.json) console.log(nothingMoved(message));
     }
-    Deno.exitCode = exitCode ?? 1;
+    Deno.exitCode = interrupt.exitCode ?? 1;
   } finally {
-    for (const remove of listeners) remove();
+    interrupt[Symbol.dispose]();
     await detachAll();
     await remote.close();
   }

@@ -292,3 +292,39 @@ Deno.test("send refuses to call a final round verified while something still wri
     });
   }
 });
+
+Deno.test("send stopped with Ctrl-C (SIGINT) says so and exits 130; the target discards what it received", async () => {
+  // 4 MiB of distinct pages at 1 MB/s: seconds of sending, interrupted once it is under way.
+  const path = makeRamFile(
+    shmPath("interrupted"),
+    Array.from({ length: 1024 }, (_, p) => patternPage(p)),
+  );
+  const dir = await Deno.makeTempDir({ prefix: "gangway-target-" });
+  try {
+    await using receiver = await spawnReceiver(dir, ["--insecure"]);
+    const send = new Deno.Command(Deno.execPath(), {
+      args: [
+        ...["run", ...SEND, new URL("../src/cli/send.ts", import.meta.url).href],
+        ...["--target", `127.0.0.1:${receiver.port}`, "--insecure", "--max-bandwidth", "1M", path],
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    await waitFor(() => receiver.events.some((e) => e.event === "accepted"), "the gang to start");
+    send.kill("SIGINT");
+    const { code, stdout, stderr } = await send.output();
+    const said = new TextDecoder().decode(stderr);
+    assertEquals(code, 130, said);
+    assertEquals(new TextDecoder().decode(stdout), "", "no report");
+    assert(said.includes("send: SIGINT: stopping"), said);
+    assert(
+      said.includes("send: Interrupted (SIGINT): the target discards what it received"),
+      said,
+    );
+    await waitFor(() => receiver.events.some((e) => e.event === "failed"), "the receiver");
+    assertEquals([...Deno.readDirSync(dir)].filter((e) => !e.name.startsWith(".")), []);
+  } finally {
+    await removeFiles(path);
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -100,3 +100,41 @@ export async function runMain(main: () => Promise<void> | void, usage: string, f
     Deno.exit(failureCode);
   }
 }
+
+/** The signals a command stops on, with the exit status of each: 128 + its number. */
+const STOP_SIGNALS = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 } as const;
+
+/**
+ * Ctrl-C (SIGINT), SIGTERM and SIGHUP as an abort: the work stops as it
+ * would on a lost peer, and cleans up after itself; the same signal again
+ * exits at once. `announce` says, as the first one comes, what stopping
+ * means to this command. Until disposed of.
+ *
+ * @returns the abort signal, and the exit status of the signal that came (undefined before)
+ */
+export function stopOnSignals(
+  announce: (signal: Deno.Signal) => void,
+): { readonly signal: AbortSignal; readonly exitCode: number | undefined } & Disposable {
+  const stop = new AbortController();
+  let exitCode: number | undefined;
+  const removers = Object.entries(STOP_SIGNALS).map(([name, code]) => {
+    const signal = name as Deno.Signal;
+    const listener = () => {
+      if (exitCode !== undefined) Deno.exit(code);
+      exitCode = code;
+      announce(signal);
+      stop.abort(new Error(`Interrupted (${signal})`));
+    };
+    Deno.addSignalListener(signal, listener);
+    return () => Deno.removeSignalListener(signal, listener);
+  });
+  return {
+    signal: stop.signal,
+    get exitCode() {
+      return exitCode;
+    },
+    [Symbol.dispose]() {
+      for (const remove of removers) remove();
+    },
+  };
+}

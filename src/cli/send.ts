@@ -45,7 +45,7 @@ import { basename, resolve } from "node:path";
 import { Gang } from "../scan/gang.ts";
 import { randomSeed } from "../transfer/seed.ts";
 import { type MigrationReport, transferGang } from "../transfer/transfer_gang.ts";
-import { callerPath, parseCli, runMain, UsageError } from "./_cli.ts";
+import { callerPath, parseCli, runMain, stopOnSignals, UsageError } from "./_cli.ts";
 import type { CompressionMode } from "../transfer/compression_policy.ts";
 import { progressLine } from "./_progress.ts";
 import { parseAddress, parseCount, parseDuration, parseRate } from "./_units.ts";
@@ -53,6 +53,7 @@ import { badGuestName } from "../transfer/hello_frame.ts";
 import { connectTarget, type ConnectTargetOptions } from "../transport/connect_target.ts";
 import { readPemFile, readTokenFile } from "../transport/credentials.ts";
 import { printable } from "../_printable.ts";
+import { errorMessage } from "../_errors.ts";
 
 const USAGE = "usage: deno task send -- --target HOST:PORT " +
   "(--ca FILE --token-file FILE [--server-name NAME] | --insecure [--token-file FILE]) " +
@@ -225,6 +226,11 @@ async function main(args: string[]): Promise<void> {
   });
   const conn = await connectTarget(target, transport.connect);
   const progress = progressLine("migrating");
+  // Ctrl-C, SIGTERM, SIGHUP: the connection is cut, and the target discards what it received.
+  using interrupt = stopOnSignals((signal) =>
+    console.error(`send: ${signal}: stopping (${signal} again: exit now)`)
+  );
+  interrupt.signal.addEventListener("abort", () => conn.close(), { once: true });
   const report = await transferGang(gang, conn, {
     maxBandwidth,
     maxRounds,
@@ -240,7 +246,13 @@ async function main(args: string[]): Promise<void> {
         p.pagesTotal,
         `round ${p.round}, ${(p.bytesOnWire / 2 ** 20).toFixed(0)} MiB sent`,
       ),
-  }).finally(() => progress.done());
+  }).finally(() => progress.done()).catch((error) => {
+    if (!interrupt.signal.aborted) throw error;
+    console.error(
+      `send: ${errorMessage(interrupt.signal.reason)}: the target discards what it received`,
+    );
+    Deno.exit(interrupt.exitCode);
+  });
   console.log(values.json ? JSON.stringify(sendJson(report)) : summary(report));
 }
 
