@@ -116,7 +116,9 @@ export function unfinishedTransfer(
     guests: sources.map((s, i) => ({ name: s.name, bytes: bytes[i]! })),
     rounds: [...rounds],
     bytesOnWire: sum("bytesOnWire"),
-    guestBytesOnWire: [],
+    guestBytesOnWire: sources.map((_, guest) =>
+      rounds.reduce((total, r) => total + (r.guestBytesOnWire[guest] ?? 0), 0)
+    ),
     guestBytes: bytes.reduce((a, b) => a + b, 0),
     seconds: sum("seconds"),
     verified: false,

@@ -386,6 +386,9 @@ Deno.test("migrateQemuGang() stopped after its last guest's switch-over began ha
   assertEquals(report.transfer.verified, false, "the gang's digests were not compared");
   assert(report.transfer.rounds.length >= 3, "the rounds it made are reported");
   assert(report.transfer.bytesOnWire > 0);
+  // Each guest's own bytes, added up from the rounds: it moved, it cost something.
+  assertEquals(report.transfer.guestBytesOnWire.length, 2);
+  assert(report.guests.every((g) => g.bytesOnWire > 0), JSON.stringify(report.guests));
 });
 
 Deno.test("migrateQemuGang() moves a guest paused before it began paused, and runs the others", async () => {

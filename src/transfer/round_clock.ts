@@ -15,6 +15,7 @@ export class RoundClock {
   readonly #link: TargetLink;
   readonly #started = performance.now();
   readonly #bytesBefore: number;
+  readonly #guestBytesBefore: number[];
   readonly #waitedBefore: SenderWaits;
   #flushed = 0;
   #acknowledged = 0;
@@ -26,6 +27,7 @@ export class RoundClock {
   constructor(link: TargetLink) {
     this.#link = link;
     this.#bytesBefore = link.bytesOnWire;
+    this.#guestBytesBefore = [...link.frames.guestBytes];
     this.#waitedBefore = { ...link.waits };
   }
 
@@ -49,6 +51,9 @@ export class RoundClock {
       final,
       seconds: (now - this.#started) / 1000,
       bytesOnWire: this.#link.bytesOnWire - this.#bytesBefore,
+      guestBytesOnWire: this.#link.frames.guestBytes.map((bytes, guest) =>
+        bytes - this.#guestBytesBefore[guest]!
+      ),
       pages,
       rematched,
       deltas,

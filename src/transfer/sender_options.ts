@@ -128,6 +128,11 @@ export interface RoundReport {
   seconds: number;
   /** Bytes written to the target in this round, headers included. */
   bytesOnWire: number;
+  /**
+   * Of those, the bytes of the frames that carried each guest's pages, by
+   * guest number (what a report of a migration stopped midway adds up).
+   */
+  guestBytesOnWire: number[];
   /** Pages handled, by kind (round 1: every page; later: the pages that changed). */
   pages: RoundPages;
   /** Of the sentIdentical pages, those that were written since the preparation scan. */
