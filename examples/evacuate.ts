@@ -3,7 +3,8 @@
  * agent of another host, all at once, sending each distinct page content
  * once for the whole gang.
  *
- *   deno run -A examples/evacuate.ts --target HOST:PORT (--ca FILE --token-file FILE | --insecure)
+ *   deno run -A examples/evacuate.ts --target HOST:PORT
+ *     (--ca FILE --token-file FILE | --insecure [--token-file FILE])
  *     [--server-name NAME] [--max-bandwidth BYTES_PER_S] [--copy-storage] [--keep-priority]
  *     [--final-rounds per-guest|gang] [--dry-run] [--json]
  *     [--max-throttle PERCENT [--throttle-initial PERCENT] [--throttle-step PERCENT]]
@@ -63,7 +64,7 @@ import { parseAddress, parseRate, parseThrottleFlags } from "../src/cli/_units.t
 import { stopOnSignals } from "../src/cli/_cli.ts";
 
 const USAGE = "usage: deno run -A examples/evacuate.ts --target HOST:PORT " +
-  "(--ca FILE --token-file FILE | --insecure) [--server-name NAME] [--max-bandwidth B] " +
+  "(--ca FILE --token-file FILE | --insecure [--token-file FILE]) [--server-name NAME] [--max-bandwidth B] " +
   "[--copy-storage] [--keep-priority] [--final-rounds per-guest|gang] [--dry-run] [--json] " +
   "[--max-throttle PERCENT [--throttle-initial PERCENT] [--throttle-step PERCENT]] " +
   "(--all | QMP_SOCKET...)";
@@ -143,10 +144,11 @@ if (!listOnly && !values.insecure && (!values.ca || !values["token-file"])) {
 }
 const credentials = async () => {
   try {
-    return values.insecure ? { insecure: true as const } : {
-      ca: await readPemFile(values.ca!, "CA certificate"),
-      token: await readTokenFile(values["token-file"]!),
-    };
+    // Plain TCP still presents a token when given one: an agent may run --insecure --token-file.
+    const token = values["token-file"] ? await readTokenFile(values["token-file"]) : undefined;
+    return values.insecure
+      ? { insecure: true as const, token }
+      : { ca: await readPemFile(values.ca!, "CA certificate"), token };
   } catch (error) {
     return fail(error instanceof Error ? error.message : String(error), 2);
   }

@@ -5,6 +5,7 @@ import { findQemus } from "../src/qemu/discover.ts";
 import { readHeartbeat } from "../src/qemu/heartbeat.ts";
 import { assertContinued, fileExists, testImage, uniqueName } from "./qemu_helpers.ts";
 import { AGENT_PORT, TwoHosts } from "./_two_hosts.ts";
+import { startReceiver } from "./_transfer.ts";
 
 const EVACUATE = fileURLToPath(new URL("../examples/evacuate.ts", import.meta.url));
 
@@ -317,6 +318,24 @@ Deno.test("examples/evacuate.ts stopped with Ctrl-C (SIGINT) during its rounds l
       refusal,
     );
     assert(refusedText.includes("the agent would refuse them: "), refusedText);
+    // Plain TCP with a token (an agent, or here a receive server, run --insecure --token-file):
+    // the token is presented, so the server answers what it is, not "wrong or missing token".
+    {
+      const token = await Deno.readTextFile(tokenFile);
+      await using server = await startReceiver({ token: token.trim() });
+      const plain = await new Deno.Command(Deno.execPath(), {
+        args: [
+          ...["run", "-A", EVACUATE, "--target", `127.0.0.1:${server.port}`, "--insecure"],
+          ...["--token-file", tokenFile, "--dry-run", `${name}.qmp`],
+        ],
+        cwd: runDir,
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const said = new TextDecoder().decode(plain.stderr);
+      assertEquals(plain.code, 1, said);
+      assert(said.includes("This is a gangway receive server"), said);
+    }
     const source = await QemuGuest.attach(`${runDir}/${name}.qmp`);
     try {
       assertEquals((await source.status()).status, "running", "the guest runs on host A");

@@ -541,6 +541,21 @@ Deno.test("a receiver takes at most MAX_GUESTS guests a gang: its journal is rea
       `maxGuests must be an integer from 1 to ${MAX_GUESTS}`,
     );
   }
+  // A limit that would turn itself off, or refuse every gang as the sender's fault; no token.
+  for (const name of ["maxGuestBytes", "maxGangBytes", "maxFrameBytes"] as const) {
+    for (const limit of [Number.NaN, -1, 0, "5" as unknown as number]) {
+      assertThrows(
+        () => checkReceiverOptions({ dir: "/nowhere", [name]: limit }),
+        RangeError,
+        `${name} must be a positive integer, not ${JSON.stringify(limit)}`,
+      );
+    }
+  }
+  assertThrows(
+    () => checkReceiverOptions({ dir: "/nowhere", token: "" }),
+    RangeError,
+    "token must be a non-empty string",
+  );
 });
 
 Deno.test("guest names in any script, with emoji and joiners, are taken; what a terminal acts on is not", () => {

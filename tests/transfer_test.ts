@@ -3,6 +3,7 @@ import { Gang } from "../src/scan/gang.ts";
 import { scanGang } from "../src/scan/scan_gang.ts";
 import { GangSender, TargetError } from "../src/transfer/sender.ts";
 import { transferGang } from "../src/transfer/transfer_gang.ts";
+import { MIN_BANDWIDTH } from "../src/transfer/sender_options.ts";
 import { roundSize } from "../src/plan/convergence.ts";
 import { randomSeed } from "../src/transfer/seed.ts";
 import { MAX_CONTENTS_PER_PAGE } from "../src/plan/target_contents.ts";
@@ -415,14 +416,15 @@ Deno.test("transferGang() keeps to the bandwidth cap", async () => {
 });
 
 Deno.test("transferGang() at a low bandwidth cap hears at once that the target gave up", async () => {
-  // At 100 bytes/s the two pages book the link for 80 s; the receiver gives up after 3 s of
-  // silence, and the sender must not sleep in the pacer until the 80 s are over.
-  const path = makeRamFile(shmPath("slow"), [patternPage(1), patternPage(2)]);
+  // At the lowest cap taken (64 KiB/s) the 2 MiB of distinct pages book the link for 32 s, a
+  // frame of 512 KiB 8 s; the receiver gives up after 3 s of silence, and the sender must not
+  // sleep in the pacer until the 32 s are over.
+  const path = makeRamFile(shmPath("slow"), Array.from({ length: 512 }, (_, p) => patternPage(p)));
   await using receiver = await startReceiver({ idleTimeoutMs: 3000 });
   try {
     using gang = Gang.open(specs([path]), { seed: randomSeed() });
     const migrating = transferGang(gang, await receiver.connect(), {
-      maxBandwidth: 100,
+      maxBandwidth: MIN_BANDWIDTH,
       compression: "none",
     });
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -772,8 +774,14 @@ Deno.test("transferGang() refuses options out of range before it sends anything,
       [{ maxRounds: 0 }, "maxRounds must be a positive integer"],
       [{ maxRounds: 1.5 }, "maxRounds must be a positive integer"],
       [{ stopPages: -1 }, "stopPages must be a whole number"],
-      [{ maxBandwidth: 0 }, "maxBandwidth must be a positive number"],
-      [{ maxBandwidth: -5 }, "maxBandwidth must be a positive number"],
+      [{ maxBandwidth: 0 }, "maxBandwidth must be at least 65536 bytes per second"],
+      [{ maxBandwidth: 1 }, "maxBandwidth must be at least 65536 bytes per second"],
+      [
+        { maxBandwidth: "5e6" as unknown as number }, // a string, as JavaScript may pass
+        "maxBandwidth must be at least 65536 bytes per second (a frame must reach the target " +
+        'within its idle timeout), got "5e6"',
+      ],
+      [{ deltas: "no" as unknown as boolean }, 'deltas must be true or false, got "no"'],
       // @ts-expect-error: a mode that does not exist, as a script in JavaScript may pass
       [{ compression: "lz4" }, 'compression must be one of auto, zstd, none, got "lz4"'],
       [{ scanThreads: 0 }, "scanThreads: Scan threads must be a positive integer"],

@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { MIN_BANDWIDTH } from "../transfer/sender_options.ts";
 import { UsageError } from "./_cli.ts";
 import { MAX_TIMER_MS } from "../_delay.ts";
 import type { ThrottleSteps } from "../plan/convergence.ts";
@@ -98,7 +99,12 @@ function parseScaled(
 /** A rate in bytes per second: "125000000", "125M" or "125MB" (M = 10^6), "100MiB" (2^20). */
 export function parseRate(text: string, flag: string): number {
   const rate = parseScaled(text, flag, SI, "bytes per second (e.g. 125000000 or 125M)");
-  if (rate <= 0) throw new UsageError(`${flag} must be positive`);
+  if (rate < MIN_BANDWIDTH) {
+    // Below it a frame could take longer than the target's idle timeout: it would drop the sender.
+    throw new UsageError(
+      `${flag} must be at least ${MIN_BANDWIDTH} bytes per second, got "${text}"`,
+    );
+  }
   return rate;
 }
 

@@ -105,9 +105,12 @@ export const RECEIVER_DEFAULTS = {
 } as const;
 
 /**
- * Throws a RangeError for a timeout longer than a timer can wait (24.8
- * days), or a `maxGuests` over {@linkcode MAX_GUESTS}: checked where a
- * receiver takes its options.
+ * Throws a RangeError naming the first option out of its range: a timeout
+ * a timer cannot wait (0, or over 24.8 days), a limit that is not a
+ * positive integer (a NaN or a string would turn it off, a negative one
+ * would refuse every gang as the sender's fault), `maxGuests` over
+ * {@linkcode MAX_GUESTS}, an empty token (leave it out for none). Checked
+ * where a receiver takes its options, before any connection is read.
  */
 export function checkReceiverOptions(options: ReceiverOptions): void {
   checkTimeout(options.handshakeTimeoutMs, "handshakeTimeoutMs");
@@ -117,6 +120,17 @@ export function checkReceiverOptions(options: ReceiverOptions): void {
     maxGuests !== undefined &&
     !(Number.isInteger(maxGuests) && maxGuests >= 1 && maxGuests <= MAX_GUESTS)
   ) {
-    throw new RangeError(`maxGuests must be an integer from 1 to ${MAX_GUESTS}, not ${maxGuests}`);
+    throw new RangeError(
+      `maxGuests must be an integer from 1 to ${MAX_GUESTS}, not ${JSON.stringify(maxGuests)}`,
+    );
+  }
+  for (const name of ["maxGuestBytes", "maxGangBytes", "maxFrameBytes"] as const) {
+    const limit = options[name];
+    if (limit !== undefined && !(Number.isSafeInteger(limit) && limit >= 1)) {
+      throw new RangeError(`${name} must be a positive integer, not ${JSON.stringify(limit)}`);
+    }
+  }
+  if (options.token !== undefined && (typeof options.token !== "string" || options.token === "")) {
+    throw new RangeError("token must be a non-empty string (left out: no token is required)");
   }
 }

@@ -13,6 +13,23 @@ import { scanThreads } from "../native/content_index.ts";
 const COMPRESSION_MODES: readonly string[] = ["auto", "zstd", "none"] satisfies CompressionMode[];
 
 /**
+ * The lowest bandwidth cap taken, in bytes per second: under it a frame
+ * (up to 512 KiB of pages) could take longer than a target's idle timeout
+ * (60 s by default), and the target would drop a sender that is only slow.
+ */
+export const MIN_BANDWIDTH = 65_536;
+
+/** Throws a RangeError unless `cap` (the option or flag `name`) is a bandwidth cap taken. */
+export function checkBandwidth(cap: number, name: string): void {
+  if (!(typeof cap === "number" && Number.isFinite(cap) && cap >= MIN_BANDWIDTH)) {
+    throw new RangeError(
+      `${name} must be at least ${MIN_BANDWIDTH} bytes per second (a frame must reach the ` +
+        `target within its idle timeout), got ${JSON.stringify(cap)}`,
+    );
+  }
+}
+
+/**
  * Checks a sender's options, as the CLI checks its flags, before anything
  * is sent: a wrong one is a RangeError naming it, not a setting taken some
  * other way.
@@ -21,11 +38,9 @@ export function checkSenderOptions(options: SenderOptions): void {
   checkTimeout(options.answerTimeoutMs, "answerTimeoutMs");
   checkTimeout(options.pausedAnswerTimeoutMs, "pausedAnswerTimeoutMs");
   checkTimeout(options.stallTimeoutMs, "stallTimeoutMs");
-  const cap = options.maxBandwidth;
-  if (cap !== undefined && !(cap > 0 && Number.isFinite(cap))) {
-    throw new RangeError(
-      `maxBandwidth must be a positive number of bytes per second (left out: no cap), got ${cap}`,
-    );
+  if (options.maxBandwidth !== undefined) checkBandwidth(options.maxBandwidth, "maxBandwidth");
+  if (options.deltas !== undefined && typeof options.deltas !== "boolean") {
+    throw new RangeError(`deltas must be true or false, got ${JSON.stringify(options.deltas)}`);
   }
   if (options.compression !== undefined && !COMPRESSION_MODES.includes(options.compression)) {
     throw new RangeError(
