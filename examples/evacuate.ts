@@ -28,7 +28,8 @@
  * stdout (after a failure before any switch-over: `{ error, moved: [],
  * stayed: [names], lost: [names whose QEMU exited] }`; after one during the
  * switch-overs, the report with those four fields; `--dry-run --json`: the
- * plan). A guest paused here moves paused and stays so. Exit status 0
+ * plan, `{ dryRun, target, guests, agent: { ok, ... } }`, or `{ dryRun,
+ * target, error }` when it cannot be made). A guest paused here moves paused and stays so. Exit status 0
  * only when every guest runs at the target (or sits there paused, as it was here). Ctrl-C
  * (SIGINT), SIGTERM or SIGHUP stop the migration as a lost target would:
  * every guest not yet handed to its switch-over runs here again (those the
@@ -144,11 +145,10 @@ if (!listOnly && !values.insecure && (!values.ca || !values["token-file"])) {
 }
 const credentials = async () => {
   try {
+    const ca = values.insecure ? undefined : await readPemFile(values.ca!, "CA certificate");
     // Plain TCP still presents a token when given one: an agent may run --insecure --token-file.
     const token = values["token-file"] ? await readTokenFile(values["token-file"]) : undefined;
-    return values.insecure
-      ? { insecure: true as const, token }
-      : { ca: await readPemFile(values.ca!, "CA certificate"), token };
+    return ca === undefined ? { insecure: true as const, token } : { ca, token };
   } catch (error) {
     return fail(error instanceof Error ? error.message : String(error), 2);
   }
@@ -197,7 +197,10 @@ const nothingMoved = (error: string) =>
 // Before the migration starts every guest stays (the guests are detached by then).
 const names = () => sources.map((s) => s.name);
 if (values.json) {
-  failureJson = (error) => JSON.stringify({ error, moved: [], stayed: names(), lost: [] });
+  // A dry run moves nothing: its failures have its own shape, as its plan has.
+  failureJson = values["dry-run"]
+    ? (error) => JSON.stringify({ dryRun: true, target: values.target, error })
+    : (error) => JSON.stringify({ error, moved: [], stayed: names(), lost: [] });
 }
 for (const socket of named.length > 0 ? named : candidates) {
   try {

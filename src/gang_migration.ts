@@ -214,6 +214,9 @@ export async function migrateQemuGang(
             watch[Symbol.dispose]();
             await checkDestinationsReady(destinations);
             timeline.paused = since(performance.now());
+          } else {
+            // Its own, again: a guest is not paused for a destination that died meanwhile.
+            await checkDestinationsReady([destinations[i]!]);
           }
           step(
             movesPaused[i]
@@ -358,10 +361,11 @@ export class SwitchOverError extends Error {
     const stayed = failed.map((r) => r.name).filter((name) => !lost.includes(name));
     const moved = results.filter((r) => r.ok).map((r) => r.name);
     const detail = failed.map((r) => `${r.name}: ${r.ok ? "" : r.error}`).join("; ");
+    const run = (names: string[]) => names.length === 1 ? "runs" : "run";
     const parts = [
-      stayed.length > 0 ? `${stayed.join(", ")} still run at the source` : "",
+      stayed.length > 0 ? `${stayed.join(", ")} still ${run(stayed)} at the source` : "",
       lost.length > 0 ? `${lost.join(", ")} exited at the source` : "",
-      moved.length > 0 ? `${moved.join(", ")} run at the target` : "",
+      moved.length > 0 ? `${moved.join(", ")} ${run(moved)} at the target` : "",
     ];
     super(
       `Cannot switch over ${failed.length} of ${results.length} guests: ` +

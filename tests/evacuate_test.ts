@@ -289,6 +289,21 @@ Deno.test("examples/evacuate.ts stopped with Ctrl-C (SIGINT) during its rounds l
       stayed: [name],
       lost: [],
     });
+    // A dry run that cannot reach the agent says so in a dry run's shape: nothing moved or stayed.
+    const unreachableDry = await new Deno.Command(hosts.onA[0]!, {
+      args: [
+        ...hosts.onA.slice(1),
+        ...[Deno.execPath(), "run", "-A", EVACUATE],
+        ...["--target", `${hosts.net.target.address}:${AGENT_PORT + 1}`, "--dry-run"],
+        ...["--ca", caFile, "--token-file", tokenFile, "--json", `${name}.qmp`],
+      ],
+      cwd: runDir,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assertEquals(unreachableDry.code, 1);
+    const dryFailed = JSON.parse(new TextDecoder().decode(unreachableDry.stdout));
+    assertEquals(Object.keys(dryFailed), ["dryRun", "target", "error"]);
     // A dry run: the agent checks the gang as it would take it, and nothing moves.
     const dryRun = () =>
       new Deno.Command(hosts.onA[0]!, {

@@ -209,10 +209,12 @@ Deno.test("migrateQemuGang() with per-guest final rounds names the guests that m
   await using guests = new Guests();
   const sources = await bootGang(guests);
   let killed = "";
+  const steps: string[] = [];
   const error = await assertRejects(
     () =>
       migrateQemuGang(sources, target, {
         finalRounds: "per-guest",
+        onStep: (step) => steps.push(step),
         beforeSwitchOver: async (pairs) => {
           if (pairs[0]!.source !== sources[0]) return;
           // The first guest is verified and about to run at the target; the second one's
@@ -232,8 +234,12 @@ Deno.test("migrateQemuGang() with per-guest final rounds names the guests that m
   assert(killed !== "", "a destination was killed");
   assertEquals(error.moved, [sources[0]!.name]);
   assertEquals(error.stayed, [sources[1]!.name]);
-  assert(error.message.includes(`${sources[1]!.name} still run at the source`), error.message);
-  assert(error.message.includes(`${sources[0]!.name} run at the target`), error.message);
+  assert(
+    !steps.includes(`Pausing guest "${sources[1]!.name}" for its final round`),
+    `the guest whose destination died is not paused for it: ${steps.join("; ")}`,
+  );
+  assert(error.message.includes(`${sources[1]!.name} still runs at the source`), error.message);
+  assert(error.message.includes(`${sources[0]!.name} runs at the target`), error.message);
   assertEquals(error.result.destinations.length, 1, "the moved guest's destination is kept");
   assertEquals((await error.result.destinations[0]!.state()).status, "running");
   assert(!sources[0]!.alive, "the moved guest's source QEMU is gone");

@@ -127,7 +127,8 @@ export async function serveAgentHost(
     token: host.options.token === undefined ? "none (any peer that connects)" : "required",
   });
   const stop = () => {
-    host.log({ event: "stopping", why: "a signal; a gang under way is abandoned" });
+    // Read as "stopping", or "stopping: gang abandoned" (its guests not yet moved stay at the source).
+    host.log({ event: "stopping", ...(host.busy ? { gang: "abandoned" } : {}) });
     host.closeConnections();
   };
   options.signal?.addEventListener("abort", stop, { once: true });
