@@ -141,3 +141,24 @@ Deno.test("a link that names nothing takes a guest's name too: the agent never w
     await Deno.remove(ramPath);
   }
 });
+
+Deno.test("the agent logs a destination of its own that exited, once, when the source asks of it", async () => {
+  await using agent = await AgentProcess.start();
+  const source = await sourceLike(uniqueName("gone"));
+  const target = await agent.connect();
+  const [destination] = await target.prepareDestinations([source]);
+  const [pid] = await qemusIn(agent.dir);
+  assert(pid, "the destination runs");
+  Deno.kill(pid, "SIGKILL");
+  // Asked until the agent has seen the exit (it reaps its child), then twice more.
+  let state = await destination!.state();
+  for (let tries = 0; state.alive && tries < 200; tries++) state = await destination!.state();
+  assertEquals(state.alive, false);
+  await destination!.state();
+  await destination!.state();
+  // The agent's log is in order: once the gang's end is in it, any second exit line would be too.
+  await target.close();
+  assert(await eventOf(agent, (e) => e.event === "abandoned"), "the gang is abandoned");
+  const exits = agent.server.events.filter((e) => e.event === "destination-exited");
+  assertEquals(exits.map((e) => e.guest), [source.name], "logged once");
+});

@@ -65,6 +65,8 @@ export class ControlSession {
   #gang: AgentGang | undefined;
   /** The files the last `prepare` found missing, by hash, with their size: the only ones `put` takes. */
   #asked = new Map<string, number>();
+  /** Destinations whose exit the log has told (a source asks of them every second). */
+  readonly #exitsLogged = new Set<string>();
 
   /** A session of an authenticated source. */
   constructor(host: AgentHost, channel: FrameChannel, peer: string) {
@@ -207,7 +209,19 @@ export class ControlSession {
     if (gang?.names.includes(String(request.guest))) {
       const { destination } = gang.get(request.guest);
       const state = await destination.state();
-      return { state, note: state.alive ? "" : await destination.exitNote() };
+      if (state.alive) return { state, note: "" };
+      const note = await destination.exitNote();
+      // Said here, once: the RAM connection's end reads as the source's doing in the log.
+      if (!this.#exitsLogged.has(destination.name)) {
+        this.#exitsLogged.add(destination.name);
+        this.#host.log({
+          event: "destination-exited",
+          peer: this.#peer,
+          guest: destination.name,
+          note: note.trim(),
+        });
+      }
+      return { state, note };
     }
     // A guest that moved here already: its gang is over.
     const state = await this.#host.kept.state(request.guest);
