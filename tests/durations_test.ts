@@ -144,13 +144,13 @@ Deno.test("parseSize() and parseRate() read KiB, MiB... as powers of 2 and kB, M
   assertEquals(parseRate("1MiB", "--max-bandwidth"), 2 ** 20);
   assertEquals(parseRate("1MB", "--max-bandwidth"), 1e6);
   assertEquals(parseRate("1M", "--max-bandwidth"), 1e6);
-  // Under 64 KiB/s a frame could outlast the target's idle timeout.
+  // Under 16 KiB/s a frame could outlast the target's idle timeout.
   assertThrows(
     () => parseRate("1", "--max-bandwidth"),
     UsageError,
-    '--max-bandwidth must be at least 65536 bytes per second, got "1"',
+    '--max-bandwidth must be at least 16384 bytes per second, got "1"',
   );
-  assertEquals(parseRate("64KiB", "--max-bandwidth"), 65536);
+  assertEquals(parseRate("16KiB", "--max-bandwidth"), 16384);
   assertEquals(parseSize("1MB", "--memory"), 1e6);
   assertEquals(parseSize("1MiB", "--memory"), 2 ** 20);
   assertEquals(parseSize("1M", "--memory"), 2 ** 20);

@@ -3,7 +3,7 @@ import { Gang } from "../src/scan/gang.ts";
 import { scanGang } from "../src/scan/scan_gang.ts";
 import { GangSender, TargetError } from "../src/transfer/sender.ts";
 import { transferGang } from "../src/transfer/transfer_gang.ts";
-import { MIN_BANDWIDTH } from "../src/transfer/sender_options.ts";
+import { MIN_BANDWIDTH } from "../src/_bandwidth.ts";
 import { roundSize } from "../src/plan/convergence.ts";
 import { randomSeed } from "../src/transfer/seed.ts";
 import { MAX_CONTENTS_PER_PAGE } from "../src/plan/target_contents.ts";
@@ -416,9 +416,9 @@ Deno.test("transferGang() keeps to the bandwidth cap", async () => {
 });
 
 Deno.test("transferGang() at a low bandwidth cap hears at once that the target gave up", async () => {
-  // At the lowest cap taken (64 KiB/s) the 2 MiB of distinct pages book the link for 32 s, a
-  // frame of 512 KiB 8 s; the receiver gives up after 3 s of silence, and the sender must not
-  // sleep in the pacer until the 32 s are over.
+  // At the lowest cap taken (16 KiB/s) the 2 MiB of distinct pages book the link for 128 s, a
+  // frame of 512 KiB 32 s; the receiver gives up after 3 s of silence, and the sender must not
+  // sleep in the pacer until the 128 s are over.
   const path = makeRamFile(shmPath("slow"), Array.from({ length: 512 }, (_, p) => patternPage(p)));
   await using receiver = await startReceiver({ idleTimeoutMs: 3000 });
   try {
@@ -774,11 +774,11 @@ Deno.test("transferGang() refuses options out of range before it sends anything,
       [{ maxRounds: 0 }, "maxRounds must be a positive integer"],
       [{ maxRounds: 1.5 }, "maxRounds must be a positive integer"],
       [{ stopPages: -1 }, "stopPages must be a whole number"],
-      [{ maxBandwidth: 0 }, "maxBandwidth must be at least 65536 bytes per second"],
-      [{ maxBandwidth: 1 }, "maxBandwidth must be at least 65536 bytes per second"],
+      [{ maxBandwidth: 0 }, "maxBandwidth must be at least 16384 bytes per second"],
+      [{ maxBandwidth: 1 }, "maxBandwidth must be at least 16384 bytes per second"],
       [
         { maxBandwidth: "5e6" as unknown as number }, // a string, as JavaScript may pass
-        "maxBandwidth must be at least 65536 bytes per second (a frame must reach the target " +
+        "maxBandwidth must be at least 16384 bytes per second (a frame must reach the target " +
         'within its idle timeout), got "5e6"',
       ],
       [{ deltas: "no" as unknown as boolean }, 'deltas must be true or false, got "no"'],

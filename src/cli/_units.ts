@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { MIN_BANDWIDTH } from "../transfer/sender_options.ts";
+import { MIN_BANDWIDTH } from "../_bandwidth.ts";
 import { UsageError } from "./_cli.ts";
 import { MAX_TIMER_MS } from "../_delay.ts";
 import type { ThrottleSteps } from "../plan/convergence.ts";

@@ -7,27 +7,11 @@ import type { RoundPages } from "../plan/round_planner.ts";
 import type { DirtyTracker } from "../plan/dirty_tracking.ts";
 import type { CompressionEstimate, CompressionMode } from "./compression_policy.ts";
 import { checkTimeout } from "../_delay.ts";
+import { checkBandwidth } from "../_bandwidth.ts";
 import { scanThreads } from "../native/content_index.ts";
 
 /** What `compression` takes. */
 const COMPRESSION_MODES: readonly string[] = ["auto", "zstd", "none"] satisfies CompressionMode[];
-
-/**
- * The lowest bandwidth cap taken, in bytes per second: under it a frame
- * (up to 512 KiB of pages) could take longer than a target's idle timeout
- * (60 s by default), and the target would drop a sender that is only slow.
- */
-export const MIN_BANDWIDTH = 65_536;
-
-/** Throws a RangeError unless `cap` (the option or flag `name`) is a bandwidth cap taken. */
-export function checkBandwidth(cap: number, name: string): void {
-  if (!(typeof cap === "number" && Number.isFinite(cap) && cap >= MIN_BANDWIDTH)) {
-    throw new RangeError(
-      `${name} must be at least ${MIN_BANDWIDTH} bytes per second (a frame must reach the ` +
-        `target within its idle timeout), got ${JSON.stringify(cap)}`,
-    );
-  }
-}
 
 /**
  * Checks a sender's options, as the CLI checks its flags, before anything
