@@ -60,7 +60,12 @@ export type FinalRounds = "gang" | "per-guest";
 export interface QemuGangReport {
   /** Each guest, in gang order. */
   guests: QemuGuestReport[];
-  /** The RAM transfer (rounds, bytes, verification). */
+  /**
+   * The RAM transfer (rounds, bytes, verification). Its `verified` is of
+   * the RAM: the target held every guest's RAM exactly as the final round
+   * ended. Whether a guest then runs there is its own `migrated` (a switch-
+   * over that fails after the RAM was verified leaves it at the source).
+   */
   transfer: MigrationReport;
   /** How the gang ended: guest by guest, or the whole gang paused at once. */
   finalRounds: FinalRounds;
