@@ -88,8 +88,13 @@ export async function checkDestinationsReady(
   }
 }
 
-/** How often {@linkcode watchDestinations} asks each destination whether its QEMU lives. */
-const WATCH_EVERY_MS = 1000;
+/**
+ * How often {@linkcode watchDestinations} asks each destination whether
+ * its QEMU lives. Not every second: at 8 guests, asking every second (8
+ * QMP queries a second at the agent, whose thread receives the RAM) went
+ * with round 1 slower in 5 of 6 pairs (docs/lab-results/runs/ab-36).
+ */
+const WATCH_EVERY_MS = 5000;
 
 /**
  * Aborts `stop` with an error naming the guest when a destination's QEMU

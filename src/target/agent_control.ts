@@ -65,7 +65,7 @@ export class ControlSession {
   #gang: AgentGang | undefined;
   /** The files the last `prepare` found missing, by hash, with their size: the only ones `put` takes. */
   #asked = new Map<string, number>();
-  /** Destinations whose exit the log has told (a source asks of them every second). */
+  /** Destinations whose exit the log has told (a source asks of them every few seconds). */
   readonly #exitsLogged = new Set<string>();
 
   /** A session of an authenticated source. */
