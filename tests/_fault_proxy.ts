@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { closeQuietly } from "../src/_close_quietly.ts";
 import { FrameType, HEADER_BYTES } from "../src/transfer/protocol.ts";
 import { pagesDataOffset } from "../src/transfer/page_frames.ts";
 
@@ -67,14 +68,6 @@ class PagesCorruptor {
         this.#flipAt = this.#frameStart + HEADER_BYTES + pagesDataOffset(pages) + 1000;
       }
     }
-  }
-}
-
-function closeQuietly(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch {
-    // Already closed.
   }
 }
 

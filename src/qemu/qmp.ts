@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { closeQuietly } from "../_close_quietly.ts";
 import { withTimeout } from "../_delay.ts";
 import { errorMessage } from "../_errors.ts";
 import {
@@ -248,11 +249,7 @@ export class QmpClient implements AsyncDisposable {
   /** Closes the connection; pending commands fail. Safe to call twice. */
   async close(): Promise<void> {
     this.#end("connection closed by the client");
-    try {
-      this.#conn.close();
-    } catch {
-      // Already closed by the reader when QEMU hung up.
-    }
+    closeQuietly(this.#conn); // already closed by the reader when QEMU hung up
     await this.#reader;
   }
 
@@ -313,11 +310,7 @@ export class QmpClient implements AsyncDisposable {
       }
     }
     this.#end(why);
-    try {
-      this.#conn.close();
-    } catch {
-      // Closed by close() already.
-    }
+    closeQuietly(this.#conn); // closed by close() already
   }
 
   #dispatch(line: string): void {

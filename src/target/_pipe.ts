@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { closeQuietly } from "../_close_quietly.ts";
 
 /** Bytes per read: QEMU's device state is a few hundred KiB. */
 const PIECE_BYTES = 256 * 1024;
@@ -23,11 +24,7 @@ export async function pipeBothWays(
 ): Promise<{ aToB: number; bToA: number }> {
   const closeBoth = () => {
     for (const conn of [a, b]) {
-      try {
-        conn.close();
-      } catch {
-        // Closed already.
-      }
+      closeQuietly(conn);
     }
   };
   const copy = async (from: Deno.Conn, to: Deno.Conn, first?: Uint8Array): Promise<number> => {

@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { closeQuietly } from "../_close_quietly.ts";
 import { connectUnix } from "./_unix.ts";
 import {
   encodeText,
@@ -343,11 +344,7 @@ async function serveGuestStream(
     await pipeBothWays(channel.conn, local, early);
   } finally {
     if (destination.nbdConns.get(disk) === local) destination.nbdConns.delete(disk);
-    try {
-      local.close();
-    } catch {
-      // Closed already (the disk copy ended).
-    }
+    closeQuietly(local); // closed already (the disk copy ended)
   }
 }
 

@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { closeQuietly } from "../_close_quietly.ts";
 import { join } from "node:path";
 import { QemuGuest } from "../qemu/guest.ts";
 import { type Destination, localDestination } from "../qemu/destination.ts";
@@ -289,11 +290,7 @@ async function endDisks(found: GangDestination): Promise<void> {
   found.nbdPath = undefined;
   // A connection left open (a source that never used it) would hold up QEMU's `nbd-server-stop`.
   for (const conn of found.nbdConns.values()) {
-    try {
-      conn.close();
-    } catch {
-      // Closed already.
-    }
+    closeQuietly(conn);
   }
   found.nbdConns.clear();
   try {

@@ -16,6 +16,7 @@
  *
  * @module
  */
+import { closeQuietly } from "../_close_quietly.ts";
 import { FrameReader } from "../transfer/frame_io.ts";
 import { withTimeout } from "../_delay.ts";
 import {
@@ -165,11 +166,7 @@ export class FrameChannel {
 
   /** Closes the connection; safe to call twice. */
   close(): void {
-    try {
-      this.conn.close();
-    } catch {
-      // Closed already.
-    }
+    closeQuietly(this.conn);
   }
 
   /** Closes the connection for this reason (the first one stays); returns it. */

@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { closeQuietly } from "../_close_quietly.ts";
 import { pipeBothWays } from "./_pipe.ts";
 
 /** One guest's relay: listens once, carries one migration. */
@@ -87,11 +88,7 @@ export class DeviceStateRelay {
   }
 
   #stopListening(): void {
-    try {
-      this.#listener.close();
-    } catch {
-      // Closed already.
-    }
+    closeQuietly(this.#listener);
     try {
       Deno.removeSync(this.path);
     } catch {
@@ -101,11 +98,7 @@ export class DeviceStateRelay {
 
   #closeConns(): void {
     for (const conn of this.#conns) {
-      try {
-        conn.close();
-      } catch {
-        // Closed already.
-      }
+      closeQuietly(conn);
     }
     this.#conns = [];
   }

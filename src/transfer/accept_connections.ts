@@ -27,6 +27,7 @@
  *
  * @module
  */
+import { closeQuietly } from "../_close_quietly.ts";
 import { addressGroup } from "../_address_group.ts";
 import { delay } from "../_delay.ts";
 import { errorMessage } from "../_errors.ts";
@@ -154,11 +155,7 @@ export async function acceptConnections(
   const stop = new AbortController();
   const onAbort = () => {
     stop.abort();
-    try {
-      listener.close();
-    } catch {
-      // Closed already.
-    }
+    closeQuietly(listener);
   };
   if (options.signal?.aborted) onAbort();
   options.signal?.addEventListener("abort", onAbort, { once: true });

@@ -38,9 +38,9 @@ import {
   type ReceiverEvent,
   type ReceiverOptions,
 } from "./receiver_options.ts";
+import { closeQuietly } from "../_close_quietly.ts";
 import {
   abortion,
-  closeQuietly,
   endWithError,
   readSenderHandshake,
   type SenderHandshake,

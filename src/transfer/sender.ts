@@ -24,6 +24,7 @@ import { checkSenderOptions, type RoundReport, type SenderOptions } from "./send
 import { RoundClock } from "./round_clock.ts";
 import { RoundBuffers } from "./round_buffers.ts";
 import { shareEventLoop } from "../_delay.ts";
+import { closeQuietly } from "../_close_quietly.ts";
 
 export { TargetError };
 
@@ -116,12 +117,7 @@ export class GangSender implements AsyncDisposable {
       checkSenderOptions(options);
       sender = new GangSender(gang, conn, options);
     } catch (error) {
-      // Refused before the handshake: the connection is the caller's no more (see close()).
-      try {
-        conn.close();
-      } catch {
-        // Closed already.
-      }
+      closeQuietly(conn); // refused before the handshake: the connection is the caller's no more
       throw error;
     }
     try {

@@ -31,6 +31,7 @@ import { RECEIVER_DEFAULTS, type ReceiverOptions } from "./receiver_options.ts";
 import { peerName } from "./accept_connections.ts";
 import { errorMessage } from "../_errors.ts";
 import { printable } from "../_printable.ts";
+import { closeQuietly } from "../_close_quietly.ts";
 
 /** A connection whose sender has authenticated and whose gang is within the limits. */
 export interface SenderHandshake {
@@ -109,15 +110,6 @@ function helloLimit(options: ReceiverOptions): number {
 
 function isTls(conn: Deno.Conn): conn is Deno.TlsConn {
   return typeof (conn as Partial<Deno.TlsConn>).handshake === "function";
-}
-
-/** Closes a connection that the peer may have closed already. */
-export function closeQuietly(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch {
-    // Closed by the peer already.
-  }
 }
 
 /** Writes a whole frame, failing if the peer takes none of it for `timeoutMs`. */

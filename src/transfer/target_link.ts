@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { closeQuietly } from "../_close_quietly.ts";
 import type { Gang } from "../scan/gang.ts";
 import { CompressionPolicy, type SenderWaits } from "./compression_policy.ts";
 import { ReceiverAnswers, TargetError } from "./receiver_answers.ts";
@@ -158,11 +159,7 @@ export class TargetLink {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    try {
-      this.#conn.close();
-    } catch {
-      // Already closed by the peer.
-    }
+    closeQuietly(this.#conn); // already closed by the peer
     this.frames.close();
   }
 }

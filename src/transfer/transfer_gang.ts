@@ -19,6 +19,7 @@ import {
   shouldStopLiveRounds,
   whyStopLiveRounds,
 } from "../plan/convergence.ts";
+import { closeQuietly } from "../_close_quietly.ts";
 import { GangSender, TargetError } from "./sender.ts";
 import { type RoundReport, type SenderOptions } from "./sender_options.ts";
 import { rescanEverything } from "../plan/dirty_tracking.ts";
@@ -158,7 +159,7 @@ export async function transferGang(
     checkConvergenceOptions(options);
   } catch (error) {
     // Refused before the handshake: the connection is closed here, as GangSender.connect does.
-    await Promise.resolve(conn).then((c) => c.close(), () => {}).catch(() => {});
+    await Promise.resolve(conn).then(closeQuietly, () => {});
     throw error;
   }
   try {

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { closeQuietly } from "../_close_quietly.ts";
 import { checkTimeout, timerMs, withTimeout } from "../_delay.ts";
 import { errorMessage } from "../_errors.ts";
 
@@ -134,11 +135,7 @@ export async function connectTarget(
     });
     return tls;
   } catch (error) {
-    try {
-      tcp.close();
-    } catch {
-      // Closed with the TLS connection.
-    }
+    closeQuietly(tcp); // closed with the TLS connection
     throw fail(explainTlsError(errorMessage(error), name));
   }
 }
