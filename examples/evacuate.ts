@@ -187,20 +187,19 @@ const detachAll = () => Promise.all(sources.map((s) => s.detach().catch(() => {}
  * while the guests are attached: a detached guest's QEMU reads as exited).
  */
 const lostHere = () => sources.filter((s) => !s.alive).map((s) => s.name);
-const nothingMoved = (error: string) =>
+const nothingMoved = (error: string, lost = lostHere()) =>
   JSON.stringify({
     error,
     moved: [],
-    stayed: sources.filter((s) => s.alive).map((s) => s.name),
-    lost: lostHere(),
+    stayed: sources.map((s) => s.name).filter((name) => !lost.includes(name)),
+    lost,
   });
-// Before the migration starts every guest stays (the guests are detached by then).
-const names = () => sources.map((s) => s.name);
 if (values.json) {
-  // A dry run moves nothing: its failures have its own shape, as its plan has.
+  // A dry run moves nothing: its failures have its own shape, as its plan has. Before the
+  // migration starts every guest stays (the guests are detached by then: none reads as alive).
   failureJson = values["dry-run"]
     ? (error) => JSON.stringify({ dryRun: true, target: values.target, error })
-    : (error) => JSON.stringify({ error, moved: [], stayed: names(), lost: [] });
+    : (error) => nothingMoved(error, []);
 }
 for (const socket of named.length > 0 ? named : candidates) {
   try {
@@ -366,7 +365,7 @@ if (values["dry-run"]) {
           : `failed, every guest is here as before (running or paused): ${message}`,
       );
       // A script reading the report learns it too: nothing moved.
-      if (values.json) console.log(nothingMoved(message));
+      if (values.json) console.log(nothingMoved(message, lost));
     }
     Deno.exitCode = interrupt.exitCode ?? 1;
   } finally {
