@@ -225,19 +225,22 @@ Deno.test("examples/evacuate.ts stopped with Ctrl-C (SIGINT) during its rounds l
     await guest.waitUntilBooted();
     await guest.detach(); // QMP takes one client: evacuate's
     const { caFile, tokenFile } = hosts.credentials;
-    // On host A (`ip netns exec` becomes the program: the signal reaches it).
-    const evacuate = new Deno.Command(hosts.onA[0]!, {
-      args: [
-        ...hosts.onA.slice(1),
-        ...[Deno.execPath(), "run", "-A", EVACUATE],
-        ...["--target", `${hosts.net.target.address}:${AGENT_PORT}`],
-        ...["--ca", caFile, "--token-file", tokenFile, "--max-bandwidth", "2M", "--json"],
-        `${name}.qmp`, // relative to where it runs, as a user types it
-      ],
-      cwd: runDir,
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
+    // evacuate on host A (`ip netns exec` becomes the program: a signal reaches it), with the
+    // credentials, to an agent's port on B, the guest named by its QMP socket relative to where
+    // it runs, as a user types it.
+    const evacuateOnA = (port: number, ...flags: string[]) =>
+      new Deno.Command(hosts.onA[0]!, {
+        args: [
+          ...hosts.onA.slice(1),
+          ...[Deno.execPath(), "run", "-A", EVACUATE],
+          ...["--target", `${hosts.net.target.address}:${port}`],
+          ...["--ca", caFile, "--token-file", tokenFile, ...flags, `${name}.qmp`],
+        ],
+        cwd: runDir,
+        stdout: "piped",
+        stderr: "piped",
+      });
+    const evacuate = evacuateOnA(AGENT_PORT, "--max-bandwidth", "2M", "--json").spawn();
     // Interrupted once its rounds run (at 2 MB/s they take tens of seconds).
     let said = "";
     const decoder = new TextDecoder();
@@ -270,17 +273,7 @@ Deno.test("examples/evacuate.ts stopped with Ctrl-C (SIGINT) during its rounds l
       said,
     );
     // A target that cannot be reached: with --json, the same report shape on stdout.
-    const unreachable = await new Deno.Command(hosts.onA[0]!, {
-      args: [
-        ...hosts.onA.slice(1),
-        ...[Deno.execPath(), "run", "-A", EVACUATE],
-        ...["--target", `${hosts.net.target.address}:${AGENT_PORT + 1}`],
-        ...["--ca", caFile, "--token-file", tokenFile, "--json", `${name}.qmp`],
-      ],
-      cwd: runDir,
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
+    const unreachable = await evacuateOnA(AGENT_PORT + 1, "--json").output();
     assertEquals(unreachable.code, 1);
     const failed = JSON.parse(new TextDecoder().decode(unreachable.stdout));
     assertEquals({ ...failed, error: typeof failed.error }, {
@@ -290,33 +283,12 @@ Deno.test("examples/evacuate.ts stopped with Ctrl-C (SIGINT) during its rounds l
       lost: [],
     });
     // A dry run that cannot reach the agent says so in a dry run's shape: nothing moved or stayed.
-    const unreachableDry = await new Deno.Command(hosts.onA[0]!, {
-      args: [
-        ...hosts.onA.slice(1),
-        ...[Deno.execPath(), "run", "-A", EVACUATE],
-        ...["--target", `${hosts.net.target.address}:${AGENT_PORT + 1}`, "--dry-run"],
-        ...["--ca", caFile, "--token-file", tokenFile, "--json", `${name}.qmp`],
-      ],
-      cwd: runDir,
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
+    const unreachableDry = await evacuateOnA(AGENT_PORT + 1, "--dry-run", "--json").output();
     assertEquals(unreachableDry.code, 1);
     const dryFailed = JSON.parse(new TextDecoder().decode(unreachableDry.stdout));
     assertEquals(Object.keys(dryFailed), ["dryRun", "target", "error"]);
     // A dry run: the agent checks the gang as it would take it, and nothing moves.
-    const dryRun = () =>
-      new Deno.Command(hosts.onA[0]!, {
-        args: [
-          ...hosts.onA.slice(1),
-          ...[Deno.execPath(), "run", "-A", EVACUATE],
-          ...["--target", `${hosts.net.target.address}:${AGENT_PORT}`],
-          ...["--ca", caFile, "--token-file", tokenFile, "--dry-run", "--json", `${name}.qmp`],
-        ],
-        cwd: runDir,
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
+    const dryRun = () => evacuateOnA(AGENT_PORT, "--dry-run", "--json").output();
     const taken = await dryRun();
     assertEquals(taken.code, 0, new TextDecoder().decode(taken.stderr));
     const plan = JSON.parse(new TextDecoder().decode(taken.stdout));

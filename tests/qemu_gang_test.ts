@@ -36,6 +36,13 @@ async function killQemuOf(ramPath: string): Promise<void> {
   }
 }
 
+/** Asserts that no QEMU runs with its RAM in the target's directory: every destination is gone. */
+async function assertNoDestinationLeft(dir: string): Promise<void> {
+  const { usable } = await findQemus();
+  const left = usable.filter((q) => q.commandLine.instance.ramPath.startsWith(dir));
+  assertEquals(left.map((q) => q.commandLine.instance.ramPath), [], "no destination is left");
+}
+
 /** Compares two RAM files page run by page run, naming the first difference. */
 function assertSameRam(a: string, b: string): void {
   using ramA = RamFile.open(a);
@@ -272,8 +279,7 @@ Deno.test("migrateQemuGang() stops when a source QEMU exits during the rounds, a
   assert(!sources[1]!.alive);
   assertEquals((await sources[0]!.status()).status, "running", "the other guest runs on");
   assert(await fileExists(sources[0]!.ramPath), "its RAM file is still there");
-  const { usable } = await findQemus();
-  assert(!usable.some((q) => q.commandLine.instance.ramPath.startsWith(target.dir)));
+  await assertNoDestinationLeft(target.dir);
 });
 
 Deno.test("migrateQemuGang() stops within a round when a destination QEMU dies while the RAM moves, and every guest runs on at the source", async () => {
@@ -303,8 +309,7 @@ Deno.test("migrateQemuGang() stops within a round when a destination QEMU dies w
   for (const source of sources) {
     assertEquals((await source.status()).status, "running", `"${source.name}" runs on`);
   }
-  const { usable } = await findQemus();
-  assert(!usable.some((q) => q.commandLine.instance.ramPath.startsWith(target.dir)));
+  await assertNoDestinationLeft(target.dir);
 });
 
 Deno.test("migrateQemuGang() with per-guest final rounds names a guest whose source QEMU exited after another moved as lost", async () => {
@@ -367,8 +372,7 @@ Deno.test("migrateQemuGang() refuses a guest that never ran, and a paused guest 
   // Not `postmigrate`: a guest that moves paused sends its device state only once verified.
   assertEquals((await paused!.status()).status, "paused");
   assertEquals((await running!.status()).status, "running");
-  const { usable } = await findQemus();
-  assert(!usable.some((q) => q.commandLine.instance.ramPath.startsWith(target.dir)));
+  await assertNoDestinationLeft(target.dir);
 });
 
 Deno.test("migrateQemuGang() stopped after its last guest's switch-over began has moved the gang, and says the gang's last check did not finish", async () => {
@@ -455,6 +459,5 @@ Deno.test("migrateQemuGang() stopped by its signal while a guest is paused for i
   assert(paused.alive, "the paused guest's source QEMU still runs");
   assertEquals((await paused.status()).status, "paused", "the paused guest stays paused");
   // No destination is left at the target.
-  const { usable } = await findQemus();
-  assert(!usable.some((q) => q.commandLine.instance.ramPath.startsWith(target.dir)));
+  await assertNoDestinationLeft(target.dir);
 });
