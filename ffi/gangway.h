@@ -26,7 +26,7 @@
 #define GW_MAX_CALL_PAGES 0x7fffffffu
 
 /* Bumped whenever a signature or a constant below changes. */
-#define GW_ABI_VERSION 32
+#define GW_ABI_VERSION 33
 
 uint32_t gw_abi_version(void);
 
@@ -163,12 +163,14 @@ int gw_socket_rate(int32_t fd, uint16_t local_port, uint16_t peer_port, uint64_t
 int gw_socket_send_buffer(int32_t fd, uint16_t local_port, uint16_t peer_port, int32_t bytes);
 
 /*
- * Sets the nice value of every thread of process `pid` (0: this one; see
- * priority.c), again until none was found to set; returns how many were
- * changed, or -errno (-EACCES: raising needs CAP_SYS_NICE; -ENOENT: no
- * such process) after trying them all.
+ * Sets the nice value and, for threads of the fair class, the time slice
+ * in microseconds (0: the kernel's default; from 100 on Linux 6.12, and
+ * ignored before) of every thread of process `pid` (0: this one; see
+ * priority.c), again until a pass finds no thread it has not set; returns
+ * how many were set, or -errno (-EACCES or -EPERM: raising needs
+ * CAP_SYS_NICE; -ENOENT: no such process) after trying them all.
  */
-int gw_set_thread_priorities(int32_t pid, int32_t nice);
+int gw_set_thread_priorities(int32_t pid, int32_t nice, uint32_t slice_us);
 
 /*
  * Asks for 2 MiB pages behind the whole 2 MiB pages inside [buf, buf + len)

@@ -19,10 +19,20 @@
  * downtime: they borrow the migration's weight until then
  * ({@linkcode lendCpuShare}).
  *
+ * A weight is a share of the CPU over time, not a prompt start: a thread
+ * that wakes waits for a busy core's thread to end its time slice (1.4 ms
+ * on two cores), and the migration's threads wake thousands of times a
+ * round, each time its page work waits for zstd, the link or the other
+ * end. At the paper's 24 guests on two cores the sender's thread waited
+ * 0.3-0.6 ms a wake-up for a core, 1.8 s of a 8.8 s round 1, zstd's
+ * thread and the agent's as long. So the claim also gives the threads the
+ * shortest slice ({@linkcode SHORTEST_SLICE_US}): on waking they take the
+ * core at once, and their share stays what the weight says.
+ *
  * @module
  */
 import { getPriority, setPriority } from "node:os";
-import { setThreadPriorities } from "./native/thread_priority.ts";
+import { setThreadPriorities, SHORTEST_SLICE_US } from "./native/thread_priority.ts";
 
 /** Threads QEMU's multifd migration runs per guest: its migration thread and 2 channels. */
 const QEMU_THREADS_PER_GUEST = 3;
@@ -59,15 +69,16 @@ export function niceForThreads(threads: number): number {
 let raisedBy = 0;
 
 /**
- * Sets every thread of the process to `nice` (with `--allow-ffi`), else
- * leaves them: the calling thread has it already. Threads made before the
- * claim (Deno's own, the C library's scan helpers and compression jobs)
- * would otherwise keep the priority they were made with, behind the
- * guests' vCPUs; threads made later inherit their maker's.
+ * Sets every thread of the process to `nice` and `sliceUs` (with
+ * `--allow-ffi`), else leaves them: the calling thread has the nice value
+ * already. Threads made before the claim (Deno's own, the C library's scan
+ * helpers and compression jobs) would otherwise keep the priority they
+ * were made with, behind the guests' vCPUs; threads made later inherit
+ * their maker's.
  */
-function allThreadsTo(nice: number): void {
+function allThreadsTo(nice: number, sliceUs: number): void {
   try {
-    setThreadPriorities(nice);
+    setThreadPriorities(nice, { sliceUs });
   } catch {
     // No --allow-ffi, or no library: the calling thread's weight is what there is.
   }
@@ -95,7 +106,7 @@ export function claimCpuShare(guests: number): { nice: number; raised: boolean }
     setPriority(wanted);
     const nice = getPriority();
     raisedBy += now - nice;
-    allThreadsTo(nice);
+    allThreadsTo(nice, SHORTEST_SLICE_US);
     return { nice, raised: true };
   } catch {
     // Not allowed (not root, or no --allow-sys): the migration runs as it is, only slower on a
@@ -108,6 +119,8 @@ export function claimCpuShare(guests: number): { nice: number; raised: boolean }
  * The command prefix that starts a program at the priority this process
  * had before {@linkcode claimCpuShare} raised it (a guest must not inherit
  * the migration's weight): `nice -n N`, or nothing when nothing was raised.
+ * Its threads keep the claim's short slice until {@linkcode lendCpuShare}
+ * gives their priority back.
  */
 export function normalPriorityPrefix(): string[] {
   return raisedBy > 0 ? ["nice", "-n", String(raisedBy)] : [];
@@ -123,18 +136,20 @@ export function releaseCpuShare(): void {
   try {
     setPriority(getPriority() + raisedBy);
     raisedBy = 0;
-    allThreadsTo(getPriority());
+    allThreadsTo(getPriority(), 0);
   } catch {
     // Lowering one's own priority is always allowed; without --allow-sys nothing was raised.
   }
 }
 
 /**
- * Gives every thread of process `pid` this process's priority, when that
- * is higher than the process's own, until the returned function gives it
- * back the priority it had (a QEMU switching a paused guest over, whose
- * threads would otherwise wait behind the running guests' vCPUs: its
- * guest's downtime). Changes nothing when not allowed (not root, no
+ * Gives every thread of process `pid` this process's priority (and the
+ * shortest slice), when that is higher than the process's own, until the
+ * returned function gives it back the nice value it had, with the kernel's
+ * default slice (a QEMU switching a paused guest over, whose threads would
+ * otherwise wait behind the running guests' vCPUs: its guest's downtime;
+ * a destination started after a claim, whose slice it inherited, ends
+ * with the default one). Changes nothing when not allowed (not root, no
  * `--allow-sys` or `--allow-ffi`) or when the process is gone.
  *
  * @returns gives the process its own priority back (once; safe to call again)
@@ -153,13 +168,13 @@ export function lendCpuShare(pid: number): () => void {
     if (given) return;
     given = true;
     try {
-      setThreadPriorities(had, pid);
+      setThreadPriorities(had, { pid });
     } catch {
       // The process ended meanwhile (a source that quit).
     }
   };
   try {
-    setThreadPriorities(lent, pid);
+    setThreadPriorities(lent, { pid, sliceUs: SHORTEST_SLICE_US });
   } catch {
     giveBack(); // some threads may have been set before one failed
     return () => {};

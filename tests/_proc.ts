@@ -25,3 +25,18 @@ export async function parentOf(pid: number): Promise<number | undefined> {
   const fields = await statFields(`/proc/${pid}/stat`).catch(() => undefined);
   return fields && Number(fields[1]);
 }
+
+/** Linux 6.12 on takes a thread's own time slice (sched_attr.sched_runtime); older kernels ignore it. */
+export function kernelTakesSlices(): boolean {
+  const [major = 0, minor = 0] = Deno.osRelease().split(/[.-]/).map(Number);
+  return major > 6 || (major === 6 && minor >= 12);
+}
+
+/** The time slice of every thread of process `pid`, in nanoseconds (`se.slice` of /proc/.../sched). */
+export async function threadSlices(pid: number | "self"): Promise<number[]> {
+  const tasks = [...Deno.readDirSync(`/proc/${pid}/task`)];
+  return await Promise.all(tasks.map(async ({ name }) => {
+    const sched = await Deno.readTextFile(`/proc/${pid}/task/${name}/sched`);
+    return Number(/^se\.slice\s*:\s*(\d+)/m.exec(sched)?.[1]);
+  }));
+}

@@ -2,18 +2,24 @@ import { assertEquals } from "./_assert.ts";
 import { AgentProcess } from "../src/target/agent_process.ts";
 import { sourceLike } from "./_agent_fixtures.ts";
 import { uniqueName } from "./qemu_helpers.ts";
-import { niceOf, parentOf, threadNices } from "./_proc.ts";
+import { kernelTakesSlices, niceOf, parentOf, threadNices, threadSlices } from "./_proc.ts";
+import { SHORTEST_SLICE_US } from "../src/native/thread_priority.ts";
 
-/** The nice value of every thread of every child of process `pid`, by child. */
-async function childrenNices(pid: number): Promise<number[][]> {
-  const found: number[][] = [];
+/** What `read` says of every thread of every child of process `pid`, by child. */
+async function ofChildren<T>(pid: number, read: (child: number) => Promise<T[]>): Promise<T[][]> {
+  const found: T[][] = [];
   for await (const { name } of Deno.readDir("/proc")) {
     if (/^\d+$/.test(name) && await parentOf(Number(name)) === pid) {
-      found.push(await threadNices(Number(name)));
+      found.push(await read(Number(name)));
     }
   }
   return found;
 }
+
+/** The nice value of every thread of every child of process `pid`, by child. */
+const childrenNices = (pid: number) => ofChildren(pid, threadNices);
+/** The time slice of every thread of every child of process `pid`, flat. */
+const childrenSlices = async (pid: number) => (await ofChildren(pid, threadSlices)).flat();
 
 Deno.test({
   name:
@@ -37,6 +43,11 @@ Deno.test({
       const lent = await childrenNices(pid);
       assertEquals(lent.length, 4, "a QEMU per guest");
       assertEquals(new Set(lent.flat()), new Set([weight]), `their threads: ${lent}`);
+      if (kernelTakesSlices()) {
+        // And its promptness: the agent's threads, and the destinations', take a core on waking.
+        const slices = [...await threadSlices(pid), ...await childrenSlices(pid)];
+        assertEquals(new Set(slices), new Set([SHORTEST_SLICE_US * 1000]), `slices: ${slices}`);
+      }
       await target.discard(destinations);
     }
     assertEquals(await niceOf(pid), before);

@@ -1,7 +1,8 @@
 import { assertEquals, assertThrows } from "./_assert.ts";
 import { getPriority } from "node:os";
 import { guestsWeight, lendCpuShare, niceForThreads } from "../src/cpu_share.ts";
-import { threadNices } from "./_proc.ts";
+import { kernelTakesSlices, threadNices, threadSlices } from "./_proc.ts";
+import { SHORTEST_SLICE_US } from "../src/native/thread_priority.ts";
 
 Deno.test("niceForThreads gives the weight of N ordinary threads, within bounds", () => {
   // The kernel's weights: nice 0 = 1024, -3 = 1991 (~2x), -6 = 3906 (~4x), -14 = 23254 (~23x).
@@ -78,28 +79,37 @@ Deno.test("a program started with normalPriorityPrefix runs at the priority the 
   else assertEquals(seen.inherited, seen.before);
 });
 
-Deno.test("claimCpuShare raises every thread of the process, those made before the claim too, and releaseCpuShare lowers them all", async () => {
+Deno.test("claimCpuShare raises every thread of the process, those made before the claim too, with the shortest slice, and releaseCpuShare lowers them all", async () => {
   if (Deno.uid() !== 0) return; // raising a priority needs root or CAP_SYS_NICE: nothing would change
   const code = `
     import { claimCpuShare, releaseCpuShare } from ${
     JSON.stringify(new URL("../src/cpu_share.ts", import.meta.url).href)
   };
+    import { threadNices, threadSlices } from ${
+    JSON.stringify(new URL("./_proc.ts", import.meta.url).href)
+  };
     // Threads made before the claim (Deno's threads for blocking calls) must get it too.
     await Promise.all([1, 2, 3].map(() => Deno.readTextFile("/proc/self/stat")));
-    const nices = () => [...Deno.readDirSync("/proc/self/task")].map(({ name }) =>
-      Number(Deno.readTextFileSync("/proc/self/task/" + name + "/stat").split(") ")[1].split(" ")[16]));
+    const seen = async () => ({ nices: await threadNices(Deno.pid), slices: await threadSlices(Deno.pid) });
+    const before = await seen();
     claimCpuShare(4);
-    const claimed = nices();
+    const claimed = await seen();
     releaseCpuShare();
-    console.log(JSON.stringify({ claimed, released: nices() }));`;
+    console.log(JSON.stringify({ before, claimed, released: await seen() }));`;
   const { stdout, stderr, success } = await new Deno.Command(Deno.execPath(), {
     args: ["eval", code],
   }).output();
   assertEquals(success, true, new TextDecoder().decode(stderr));
-  const { claimed, released } = JSON.parse(new TextDecoder().decode(stdout));
-  assertEquals(claimed.length > 1, true, "Deno runs more than one thread");
-  assertEquals(new Set(claimed), new Set([-8]), `every thread's nice: ${claimed}`);
-  assertEquals(new Set(released), new Set([0]), `every thread's nice: ${released}`);
+  const { before, claimed, released } = JSON.parse(new TextDecoder().decode(stdout));
+  assertEquals(claimed.nices.length > 1, true, "Deno runs more than one thread");
+  assertEquals(new Set(claimed.nices), new Set([-8]), `every thread's nice: ${claimed.nices}`);
+  assertEquals(new Set(released.nices), new Set([0]), `every thread's nice: ${released.nices}`);
+  if (!kernelTakesSlices()) return; // Linux before 6.12: one slice for all, nothing to see
+  const kernels = new Set(before.slices);
+  assertEquals(kernels.size, 1, `the kernel's default slice, before the claim: ${before.slices}`);
+  assertEquals(kernels.has(SHORTEST_SLICE_US * 1000), false, "the default is not the shortest");
+  assertEquals(new Set(claimed.slices), new Set([SHORTEST_SLICE_US * 1000]), `${claimed.slices}`);
+  assertEquals(new Set(released.slices), kernels, `every thread's slice: ${released.slices}`);
 });
 
 Deno.test("lendCpuShare gives every thread of another process this one's priority, and gives its own back", async () => {
@@ -120,14 +130,24 @@ Deno.test("lendCpuShare gives every thread of another process this one's priorit
     assertEquals((await lines.read()).value?.trim(), "ready");
     const lender = getPriority();
     assertEquals((await threadNices(child.pid)).length > 1, true, "Deno runs more than one thread");
+    const kernels = new Set(await threadSlices(child.pid));
     const giveBack = lendCpuShare(child.pid);
     const lent = await threadNices(child.pid);
+    const lentSlices = await threadSlices(child.pid);
     giveBack();
     giveBack(); // a second call changes nothing
     const back = await threadNices(child.pid);
     const raised = Deno.uid() === 0 ? lender : 5; // raising needs CAP_SYS_NICE
     assertEquals(new Set(lent), new Set([raised]), `every thread's nice while lent: ${lent}`);
     assertEquals(new Set(back), new Set([5]), `every thread's nice given back: ${back}`);
+    if (Deno.uid() === 0 && kernelTakesSlices()) {
+      assertEquals(new Set(lentSlices), new Set([SHORTEST_SLICE_US * 1000]), `${lentSlices}`);
+      assertEquals(
+        new Set(await threadSlices(child.pid)),
+        kernels,
+        "the kernel's slice, given back",
+      );
+    }
   } finally {
     child.kill();
     await child.status;

@@ -24,7 +24,7 @@ import { CACHE_DIR_VARIABLES, defaultCacheDir } from "../_cache_dir.ts";
 import { errorMessage } from "../_errors.ts";
 
 /** Must equal GW_ABI_VERSION in ffi/gangway.h: a stale build is refused. */
-const ABI_VERSION = 32;
+const ABI_VERSION = 33;
 
 /** One entry per C function, with its prototype from ffi/gangway.h. */
 const SYMBOLS = {
@@ -76,8 +76,8 @@ const SYMBOLS = {
   gw_socket_rate: { parameters: ["i32", "u16", "u16", "buffer"], result: "i32" },
   // int gw_socket_send_buffer(int32_t fd, uint16_t local_port, uint16_t peer_port, int32_t bytes)
   gw_socket_send_buffer: { parameters: ["i32", "u16", "u16", "i32"], result: "i32" },
-  // int gw_set_thread_priorities(int32_t pid, int32_t nice)
-  gw_set_thread_priorities: { parameters: ["i32", "i32"], result: "i32" },
+  // int gw_set_thread_priorities(int32_t pid, int32_t nice, uint32_t slice_us)
+  gw_set_thread_priorities: { parameters: ["i32", "i32", "u32"], result: "i32" },
 
   // void gw_hash_pages(const uint8_t *buf, uint32_t count, uint64_t seed, uint64_t *hashes, uint8_t *is_zero)
   gw_hash_pages: { parameters: ["buffer", "u32", "u64", "buffer", "buffer"], result: "void" },
