@@ -80,3 +80,26 @@ Deno.test({
     }
   },
 });
+
+Deno.test("findQemuProcess finds a QEMU whose QMP path holds characters ps does not print", async () => {
+  // In the C locale ps shows each byte of "ü" as "?": the QEMU is then found by reading every
+  // QEMU's command line, as it is when ps does not name it.
+  const dir = await Deno.makeTempDir({ prefix: "gangway-discover-ü-" });
+  const program = join(dir, "qemu-system-x86_64");
+  await Deno.copyFile("/bin/sh", program);
+  await Deno.chmod(program, 0o755);
+  const name = uniqueName("ps");
+  const qemu = fakeQemu(program, [], name, dir); // spawn() returns once it runs sh
+  const locale = Deno.env.get("LC_ALL");
+  Deno.env.set("LC_ALL", "C"); // for ps
+  try {
+    assertEquals((await findQemuProcess(`${dir}/${name}.qmp`)).pid, qemu.pid);
+  } finally {
+    if (locale === undefined) Deno.env.delete("LC_ALL");
+    else Deno.env.set("LC_ALL", locale);
+    qemu.kill("SIGKILL");
+    await qemu.stdin.close().catch(() => {});
+    await qemu.status;
+    await Deno.remove(dir, { recursive: true });
+  }
+});

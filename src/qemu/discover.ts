@@ -58,17 +58,25 @@ async function mountNamespace(pid: number | "self"): Promise<string | undefined>
   }
 }
 
-/** Every running `qemu-system-*` process with its exact arguments. */
-async function qemuProcesses(): Promise<
-  { pid: number; argv: string[]; otherMountNamespace: boolean }[]
-> {
-  const list = new TextDecoder().decode(await output("ps", ["-eo", "pid=,comm="]));
+/** A QEMU process, its exact argument vector, and whether it runs in another mount namespace. */
+type QemuProcess = { pid: number; argv: string[]; otherMountNamespace: boolean };
+
+/**
+ * Every running `qemu-system-*` process with its exact arguments; with
+ * `naming`, only those whose arguments, as `ps` shows them, hold that text
+ * (a QMP path): a process read exactly costs two programs run, and a host
+ * of 24 guests attached one by one ran some 1,200 of them.
+ */
+async function qemuProcesses(naming?: string): Promise<QemuProcess[]> {
+  // `ww`: the arguments whole, however long (ps cuts them to the terminal's width otherwise).
+  const list = new TextDecoder().decode(await output("ps", ["-ww", "-eo", "pid=,comm=,args="]));
   // readlink's own namespace is this process's: a child inherits it.
   const ours = await mountNamespace("self");
-  const found: { pid: number; argv: string[]; otherMountNamespace: boolean }[] = [];
+  const found: QemuProcess[] = [];
   for (const line of list.split("\n")) {
     const [pid, comm] = line.trim().split(/\s+/);
     if (!pid || !comm?.startsWith("qemu-system")) continue;
+    if (naming !== undefined && !line.includes(naming)) continue;
     try {
       const raw = new TextDecoder().decode(await output("cat", [`/proc/${pid}/cmdline`]));
       const theirs = await mountNamespace(Number(pid));
@@ -91,9 +99,14 @@ async function qemuProcesses(): Promise<
  * Requires `--allow-run` (ps, cat).
  */
 export async function findQemus(): Promise<{ usable: FoundQemu[]; unusable: UnusableQemu[] }> {
+  return parsed(await qemuProcesses());
+}
+
+/** QEMU processes, those gangway can migrate parsed, the others with the reason. */
+function parsed(processes: QemuProcess[]): { usable: FoundQemu[]; unusable: UnusableQemu[] } {
   const usable: FoundQemu[] = [];
   const unusable: UnusableQemu[] = [];
-  for (const { pid, argv, otherMountNamespace } of await qemuProcesses()) {
+  for (const { pid, argv, otherMountNamespace } of processes) {
     try {
       usable.push({
         pid,
@@ -121,8 +134,13 @@ export async function findQemuProcess(
   qmpPath: string,
   options: { otherMountNamespace?: boolean } = {},
 ): Promise<FoundQemu> {
-  const { usable, unusable } = await findQemus();
-  const named = usable.filter((q) => q.commandLine.instance.qmpPath === qmpPath);
+  let { usable, unusable } = parsed(await qemuProcesses(qmpPath));
+  let named = usable.filter((q) => q.commandLine.instance.qmpPath === qmpPath);
+  if (named.length === 0) {
+    // ps shows a character it cannot print as "?": every QEMU read exactly, before giving up.
+    ({ usable, unusable } = await findQemus());
+    named = usable.filter((q) => q.commandLine.instance.qmpPath === qmpPath);
+  }
   const elsewhere = options.otherMountNamespace ?? false;
   const found = named.find((q) => q.otherMountNamespace === elsewhere) ?? named[0];
   if (found) return found;
