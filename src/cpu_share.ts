@@ -24,10 +24,10 @@
  * on two cores), and the migration's threads wake thousands of times a
  * round, each time its page work waits for zstd, the link or the other
  * end. At the paper's 24 guests on two cores the sender's thread waited
- * 0.3-0.6 ms a wake-up for a core, 1.8 s of a 8.8 s round 1, zstd's
- * thread and the agent's as long. So the claim also gives the threads the
- * shortest slice ({@linkcode SHORTEST_SLICE_US}): on waking they take the
- * core at once, and their share stays what the weight says.
+ * 0.4 ms a wake-up for a core on average, 1.8 s of an 8.8 s round 1, and
+ * zstd's thread and the agent's as long. So the claim also gives the
+ * threads the shortest slice ({@linkcode SHORTEST_SLICE_US}): on waking
+ * they take the core at once, and their share stays what the weight says.
  *
  * @module
  */
