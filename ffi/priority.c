@@ -20,6 +20,7 @@
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
+#include <linux/sched.h> /* SCHED_FLAG_RESET_ON_FORK */
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,7 +80,7 @@ static int set_thread(long tid, int32_t nice, uint32_t slice_us)
 	if (syscall(SYS_sched_getattr, (pid_t)tid, &attr, sizeof(attr), 0) == 0 &&
 	    (attr.sched_policy == SCHED_OTHER || attr.sched_policy == SCHED_BATCH)) {
 		attr.size = sizeof(attr);
-		attr.sched_flags = 0;
+		attr.sched_flags &= SCHED_FLAG_RESET_ON_FORK; /* kept as the thread had it; nothing else asked */
 		attr.sched_nice = nice;
 		attr.sched_runtime = (uint64_t)slice_us * 1000;
 		if (syscall(SYS_sched_setattr, (pid_t)tid, &attr, 0) == 0)
