@@ -146,13 +146,13 @@ GW_EXPORT int gw_set_thread_priorities(int32_t pid, int32_t nice, uint32_t slice
 		int changed = set_pass(tasks, nice, slice_us, &seen, &failed);
 
 		if (changed < 0) {
-			total = changed;
-			break;
+			free(seen.tids);
+			return changed;
 		}
 		total += changed;
 		if (changed == 0)
 			break;
 	}
 	free(seen.tids);
-	return total < 0 ? total : failed ? failed : total;
+	return failed ? failed : total;
 }

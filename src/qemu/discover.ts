@@ -134,13 +134,11 @@ export async function findQemuProcess(
   qmpPath: string,
   options: { otherMountNamespace?: boolean } = {},
 ): Promise<FoundQemu> {
+  const servesIt = (q: FoundQemu) => q.commandLine.instance.qmpPath === qmpPath;
   let { usable, unusable } = parsed(await qemuProcesses(qmpPath));
-  let named = usable.filter((q) => q.commandLine.instance.qmpPath === qmpPath);
-  if (named.length === 0) {
-    // ps shows a character it cannot print as "?": every QEMU read exactly, before giving up.
-    ({ usable, unusable } = await findQemus());
-    named = usable.filter((q) => q.commandLine.instance.qmpPath === qmpPath);
-  }
+  // ps shows a character it cannot print as "?": every QEMU read exactly, before giving up.
+  if (!usable.some(servesIt)) ({ usable, unusable } = await findQemus());
+  const named = usable.filter(servesIt);
   const elsewhere = options.otherMountNamespace ?? false;
   const found = named.find((q) => q.otherMountNamespace === elsewhere) ?? named[0];
   if (found) return found;
