@@ -35,8 +35,9 @@ Deno.test("deepenSendBuffer() gives a connection a fixed, deeper send buffer, ne
   assert(socket, "the connection is found");
   const size = socket.deepenSendBuffer();
   assert(size !== undefined, "set while the connection lives");
-  // The kernel's own sizing may grow the buffer up to tcp_wmem's limit: a host tuned past 8 MiB
-  // keeps it. Otherwise root may go past net.core.wmem_max; the kernel doubles what it is asked.
+  // The kernel's own sizing may grow the buffer up to tcp_wmem's limit: a host tuned past twice
+  // SEND_BUFFER_BYTES keeps it. Otherwise root may go past net.core.wmem_max; the kernel doubles
+  // what it is asked.
   const autoLimit = Number(
     (await Deno.readTextFile("/proc/sys/net/ipv4/tcp_wmem")).split(/\s+/)[2],
   );
@@ -70,7 +71,8 @@ Deno.test({
       assert(out.success, `the child failed (tcp_wmem limit ${wmemLimit})`);
       return JSON.parse(new TextDecoder().decode(out.stdout)).size as number;
     };
-    // A host whose kernel may grow the buffer past 8 MiB keeps that; one that may not gets 8 MiB.
+    // A host whose kernel may grow the buffer past twice SEND_BUFFER_BYTES keeps that; one that may
+    // not gets that much.
     assert((await run(4 * SEND_BUFFER_BYTES)) < 2 * SEND_BUFFER_BYTES);
     assertEquals(await run(SEND_BUFFER_BYTES), 2 * SEND_BUFFER_BYTES);
   },

@@ -18,18 +18,20 @@ export interface SocketRateSample {
 }
 
 /**
- * Send buffer a sender's connection asks for: the kernel doubles it, 8 MiB
- * in all, twice the most its own sizing gave on a Gigabit link (about 4
- * MB). A round's pages do not come evenly: where a guest's pages go as
- * differences from similar pages, both hosts' cores are the bottleneck and
- * the link runs below its rate; where they are incompressible, the link is,
- * and the cores idle. The deeper buffer lets the sender work ahead during
- * the latter: round 1 of the lab's 4 guests took 0.88-0.94 s instead of
- * 1.01-1.07 (the link's rate alone would take 0.85), TMT 1.05-1.14 s
- * instead of 1.18-1.29 in five interleaved pairs; 32 MiB was no better
- * (docs/lab-results/runs/ab-32).
+ * Send buffer a sender's connection asks for: the kernel doubles it, 64 MiB
+ * in all, sixteen times the most its own sizing gave on a Gigabit link
+ * (about 4 MB). A round's pages do not come evenly: where a guest's pages
+ * go as differences from similar pages, the cores are the bottleneck and
+ * the link runs below its rate; where they are incompressible, the link
+ * is, and the cores idle. The deeper buffer lets the sender work ahead
+ * during the latter. 8 MiB in all took round 1 of the lab's 4 guests from
+ * 1.01-1.07 s to 0.88-0.94 (docs/lab-results/runs/ab-32); at the paper's
+ * 24 guests, whose vCPUs leave gangway a fraction of the two cores, the
+ * stretches last longer, and 64 MiB took round 1 from 6.7-8.9 s to
+ * 5.4, with 4 and 8 guests unchanged (docs/lab-results/runs/ab-38). The
+ * kernel's memory for it is used only while the link is behind.
  */
-export const SEND_BUFFER_BYTES = 4 << 20;
+export const SEND_BUFFER_BYTES = 32 << 20;
 
 /** One connection's socket: the kernel's measures of it, read as often as wanted, and its send buffer. */
 export class ConnectionSocket {
