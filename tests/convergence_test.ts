@@ -56,12 +56,27 @@ Deno.test("whyStopLiveRounds() counts the threshold once for each pause the gang
   // Four guests ending one at a time, 7,000 pages changed in all: under 2,048 a guest.
   assertEquals(whyStopLiveRounds(after(7_000)), undefined, "one pause: too many");
   assertEquals(whyStopLiveRounds(after(7_000), {}, 4), "converged");
-  assertEquals(whyStopLiveRounds(after(9_000), {}, 4), undefined, "over 2,048 a guest");
+  assertEquals(whyStopLiveRounds(after(60_000), {}, 4), undefined, "15,000 a guest: too many");
   assertEquals(shouldStopLiveRounds(rounds(60_000, 9_000), { stopPages: 3_000 }, 3), true);
   assertEquals(whyStopLiveRounds(rounds(60_000, 9_000, 8_000), {}, 2), "stalled");
   for (const pauses of [0, 1.5, -1]) {
     assertThrows(() => whyStopLiveRounds([], {}, pauses), RangeError, "positive integer");
   }
+});
+
+Deno.test("whyStopLiveRounds() ends the rounds once each guest's own catch-up round would leave its final round small", () => {
+  const after = (changedAfter: number, pagesSent = 60_000) => [
+    { round: 1, pagesSent: 60_000 },
+    { round: 2, pagesSent, changedAfter },
+  ];
+  // 9,000 changed while the round handled 60,000: each of 4 guests changed 2,250 (over 2,048), and
+  // writes about 2,250 * 2,250 / 60,000 = 84 while its catch-up handles its 2,250.
+  assertEquals(whyStopLiveRounds(after(9_000), {}, 4), "converged");
+  assertEquals(whyStopLiveRounds(after(9_000), {}, 1), undefined, "one pause: no catch-ups");
+  assertEquals(whyStopLiveRounds(after(9_000), { stopPages: 50 }, 4), undefined, "84 > 50");
+  // 3,000 a guest after a round of 9,000: 1,000 during a catch-up; 5,000 a guest: 2,778.
+  assertEquals(whyStopLiveRounds(after(12_000, 9_000), {}, 4), "converged");
+  assertEquals(whyStopLiveRounds(after(20_000, 9_000), {}, 4), undefined);
 });
 
 Deno.test("checkThrottleSteps() refuses steps that would never reach their most", () => {

@@ -19,7 +19,9 @@ export interface ConvergenceOptions {
   /**
    * Stop once a live round handled at most this many pages, or at most this
    * many are estimated changed after it (`RoundSize.changedAfter`), for each
-   * pause that follows (see {@linkcode whyStopLiveRounds}'s `pauses`).
+   * pause that follows (see {@linkcode whyStopLiveRounds}'s `pauses`; with
+   * guests ending one at a time, also once each guest's final round is
+   * expected to carry at most this many after its catch-up round).
    * Default 2048 (8 MiB).
    */
   stopPages?: number;
@@ -74,10 +76,11 @@ export type LiveRoundsEnd = StopReason | "content room" | "none";
  * Whether the next round should be the final one: the last live round was
  * small enough, or what changed since it is estimated to be (round 1
  * sends every page, so unless the gang is that small only the estimate
- * can end the rounds after it),
- * the round limit is reached, or the rounds stopped shrinking (the guests
- * write as fast as we send: more rounds would not make the final one
- * smaller).
+ * can end the rounds after it), or, with guests ending one at a time, it
+ * is small enough for each guest's own catch-up round to leave its final
+ * round small (catchUpsSuffice, below); the round limit is reached;
+ * or the rounds stopped shrinking (the guests write as fast as we send:
+ * more rounds would not make the final one smaller).
  *
  * @param pauses the pauses the gang's last pages are sent in: 1 when the
  * gang pauses at once for one final round; its guests when they end one at
@@ -116,6 +119,7 @@ export function whyStopLiveRounds(
   if (history.length + 1 >= maxRounds) return "round limit";
   if (last.pagesSent <= stopPages) return "converged";
   if (last.changedAfter !== undefined && last.changedAfter <= stopPages) return "converged";
+  if (pauses > 1 && catchUpsSuffice(last, pauses, options.stopPages ?? 2048)) return "converged";
   const before = history.at(-2);
   // Round 1 sends everything: only compare later rounds with one another. Without soft-dirty
   // bits every round re-reads all of the gang's RAM, so a round that did not shrink the next
@@ -123,6 +127,26 @@ export function whyStopLiveRounds(
   return before && before.round > 1 && last.pagesSent >= SHRINK * before.pagesSent
     ? "stalled"
     : undefined;
+}
+
+/**
+ * With guests ending one at a time, each catches up alone before its pause
+ * (a live round of its own that carries what it changed), and its final
+ * round carries what it writes during that catch-up. Whether that is at
+ * most `stopPages` for every guest, by the last round's measure: a guest
+ * that changed c pages while the gang's round handled n writes about
+ * c * c / n pages while its catch-up handles its c (writes in proportion
+ * to time, a round's time in proportion to the pages it handles). Then a
+ * further round of the gang would only re-read every guest to send what
+ * the catch-ups send anyway, each closer to its guest's pause: the lab's
+ * 4 busy guests rewrite 8 MiB each, and a second round re-sent pages they
+ * wrote again before their catch-ups (docs/design.md, "One guest at a
+ * time"; docs/lab-results/runs/ab-38).
+ */
+function catchUpsSuffice(last: RoundSize, pauses: number, stopPages: number): boolean {
+  if (last.changedAfter === undefined || last.pagesSent === 0) return false;
+  const changed = last.changedAfter / pauses; // a guest's share
+  return (changed * changed) / last.pagesSent <= stopPages;
 }
 
 /**
