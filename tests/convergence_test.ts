@@ -65,18 +65,40 @@ Deno.test("whyStopLiveRounds() counts the threshold once for each pause the gang
 });
 
 Deno.test("whyStopLiveRounds() ends the rounds once each guest's own catch-up round would leave its final round small", () => {
-  const after = (changedAfter: number, pagesSent = 60_000) => [
+  const PAGE = 4096;
+  /** Round 2 put `pagesWorth` pages' worth of bytes on the wire; `changedAfter` changed after it. */
+  const after = (changedAfter: number, pagesWorth = 60_000, mostChangedInOneGuest?: number) => [
     { round: 1, pagesSent: 60_000 },
-    { round: 2, pagesSent, changedAfter },
+    {
+      round: 2,
+      pagesSent: 60_000,
+      bytesOnWire: pagesWorth * PAGE,
+      changedAfter,
+      ...(mostChangedInOneGuest !== undefined && { mostChangedInOneGuest }),
+    },
   ];
-  // 9,000 changed while the round handled 60,000: each of 4 guests changed 2,250 (over 2,048), and
-  // writes about 2,250 * 2,250 / 60,000 = 84 while its catch-up handles its 2,250.
+  // 9,000 changed after a round of 60,000 pages' worth: each of 4 guests changed 2,250 (over
+  // 2,048), and writes about 2,250 * 2,250 / 60,000 = 84 while its catch-up sends its 2,250.
   assertEquals(whyStopLiveRounds(after(9_000), {}, 4), "converged");
   assertEquals(whyStopLiveRounds(after(9_000), {}, 1), undefined, "one pause: no catch-ups");
   assertEquals(whyStopLiveRounds(after(9_000), { stopPages: 50 }, 4), undefined, "84 > 50");
-  // 3,000 a guest after a round of 9,000: 1,000 during a catch-up; 5,000 a guest: 2,778.
-  assertEquals(whyStopLiveRounds(after(12_000, 9_000), {}, 4), "converged");
-  assertEquals(whyStopLiveRounds(after(20_000, 9_000), {}, 4), undefined);
+  assertEquals(
+    whyStopLiveRounds(after(9_000), {}, 4, true),
+    undefined,
+    "guests that may be slowed: the rounds go on until they stall",
+  );
+  // The guest that changed most counts: 8,000 of the 9,000 in one writes about 1,067.
+  assertEquals(whyStopLiveRounds(after(9_000, 60_000, 8_000), {}, 4), "converged");
+  assertEquals(whyStopLiveRounds(after(12_000, 9_000, 12_000), {}, 4), undefined, "16,000");
+  // Bytes, not pages: a round that compressed 60,000 pages into 20,000 pages' worth is a third as
+  // long, and 4,000 changed a guest write about 800 during a catch-up; 7,000 a guest, 2,450.
+  assertEquals(whyStopLiveRounds(after(16_000, 20_000), {}, 4), "converged");
+  assertEquals(whyStopLiveRounds(after(28_000, 20_000), {}, 4), undefined);
+  // Without the round's bytes, the catch-ups are not judged.
+  assertEquals(
+    whyStopLiveRounds(rounds(60_000, 60_000).map((r) => ({ ...r, changedAfter: 9_000 })), {}, 4),
+    undefined,
+  );
 });
 
 Deno.test("checkThrottleSteps() refuses steps that would never reach their most", () => {

@@ -697,6 +697,8 @@ Deno.test("transferGang() with guests ending one at a time leaves each guest's c
           });
           assert(written);
           const estimate = report.rounds[0]!.changedAfter!.pages;
+          const most = report.rounds[0]!.changedAfter!.mostInOneGuest;
+          assert(most >= estimate / 2 && most < estimate, `${most} of ${estimate} in one guest`);
           if (changed === 1500) {
             assert(estimate > 2048 && estimate <= 2 * 2048, `${estimate} pages estimated changed`);
           } else assert(estimate > 2 * 2048, `${estimate} pages estimated changed`);

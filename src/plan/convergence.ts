@@ -5,6 +5,7 @@
  * @module
  */
 import type { RoundPages } from "./round_planner.ts";
+import { PAGE_SIZE } from "../native/ram_file.ts";
 
 /** Most rounds in all, unless told: {@linkcode ConvergenceOptions.maxRounds}. */
 export const DEFAULT_MAX_ROUNDS = 10;
@@ -46,6 +47,10 @@ export interface RoundSize {
   pagesSent: number;
   /** An estimate, made right after it, of the pages the next round would find changed. */
   changedAfter?: number;
+  /** Of those, the most in one guest (without it, each guest is taken to have its share). */
+  mostChangedInOneGuest?: number;
+  /** Bytes it put on the wire. */
+  bytesOnWire?: number;
 }
 
 /**
@@ -53,12 +58,23 @@ export interface RoundSize {
  * put on the wire in any form (zero pages of round 1 cost nothing).
  */
 export function roundSize(
-  report: { round: number; pages: RoundPages; changedAfter?: { pages: number } },
+  report: {
+    round: number;
+    pages: RoundPages;
+    changedAfter?: { pages: number; mostInOneGuest?: number };
+    bytesOnWire?: number;
+  },
 ): RoundSize {
   const p = report.pages;
   const zeros = report.round === 1 ? 0 : p.zero;
   const pagesSent = p.unique + p.dirtiedIdentical + p.unsentIdentical + p.sentIdentical + zeros;
-  return { round: report.round, pagesSent, changedAfter: report.changedAfter?.pages };
+  return {
+    round: report.round,
+    pagesSent,
+    changedAfter: report.changedAfter?.pages,
+    mostChangedInOneGuest: report.changedAfter?.mostInOneGuest,
+    bytesOnWire: report.bytesOnWire,
+  };
 }
 
 /** Why the live rounds end: they converged, reached the round limit, or stopped shrinking. */
@@ -86,18 +102,22 @@ export type LiveRoundsEnd = StopReason | "content room" | "none";
  * gang pauses at once for one final round; its guests when they end one at
  * a time, each after a live round of its own (`transferGang`'s
  * `pauseGuest`), so that each pause carries a guest's share
+ * @param slowable the guests may be slowed down (auto-converge): the
+ * catch-ups do not end the rounds, which go on until they converge or
+ * stall, so that a stall can slow the guests
  */
 export function shouldStopLiveRounds(
   history: readonly RoundSize[],
   options: ConvergenceOptions = {},
   pauses = 1,
+  slowable = false,
 ): boolean {
-  return whyStopLiveRounds(history, options, pauses) !== undefined;
+  return whyStopLiveRounds(history, options, pauses, slowable) !== undefined;
 }
 
 /**
  * Why the next round should be the final one (see
- * {@linkcode shouldStopLiveRounds}, and its `pauses`), or undefined while
+ * {@linkcode shouldStopLiveRounds}, and its `pauses` and `slowable`), or undefined while
  * live rounds should go on. A caller that can slow the guests down
  * (auto-converge) may go on after "stalled": the rounds may shrink again
  * once the guests write less.
@@ -108,6 +128,7 @@ export function whyStopLiveRounds(
   history: readonly RoundSize[],
   options: ConvergenceOptions = {},
   pauses = 1,
+  slowable = false,
 ): StopReason | undefined {
   if (!Number.isInteger(pauses) || pauses < 1) {
     throw new RangeError(`Cannot end live rounds in ${pauses} pauses: a positive integer`);
@@ -119,7 +140,9 @@ export function whyStopLiveRounds(
   if (history.length + 1 >= maxRounds) return "round limit";
   if (last.pagesSent <= stopPages) return "converged";
   if (last.changedAfter !== undefined && last.changedAfter <= stopPages) return "converged";
-  if (pauses > 1 && catchUpsSuffice(last, pauses, options.stopPages ?? 2048)) return "converged";
+  if (pauses > 1 && !slowable && catchUpsSuffice(last, pauses, options.stopPages ?? 2048)) {
+    return "converged";
+  }
   const before = history.at(-2);
   // Round 1 sends everything: only compare later rounds with one another. Without soft-dirty
   // bits every round re-reads all of the gang's RAM, so a round that did not shrink the next
@@ -134,19 +157,21 @@ export function whyStopLiveRounds(
  * (a live round of its own that carries what it changed), and its final
  * round carries what it writes during that catch-up. Whether that is at
  * most `stopPages` for every guest, by the last round's measure: a guest
- * that changed c pages while the gang's round handled n writes about
- * c * c / n pages while its catch-up handles its c (writes in proportion
- * to time, a round's time in proportion to the pages it handles). Then a
- * further round of the gang would only re-read every guest to send what
- * the catch-ups send anyway, each closer to its guest's pause: the lab's
- * 4 busy guests rewrite 8 MiB each, and a second round re-sent pages they
+ * that changed c pages while the gang's round put b bytes on the wire
+ * writes about c * c * PAGE_SIZE / b pages while its catch-up sends its c
+ * (writes in proportion to time, time in proportion to bytes on the wire,
+ * and a changed page taken to cost a whole page there). Then a further
+ * round of the gang would only re-read every guest to send what the
+ * catch-ups send anyway, each closer to its guest's pause: the lab's 4
+ * busy guests rewrite 8 MiB each, and a second round re-sent pages they
  * wrote again before their catch-ups (docs/design.md, "One guest at a
  * time"; docs/lab-results/runs/ab-38).
  */
 function catchUpsSuffice(last: RoundSize, pauses: number, stopPages: number): boolean {
-  if (last.changedAfter === undefined || last.pagesSent === 0) return false;
-  const changed = last.changedAfter / pauses; // a guest's share
-  return (changed * changed) / last.pagesSent <= stopPages;
+  if (last.changedAfter === undefined || !last.bytesOnWire) return false;
+  // The guest that changed most writes most during its catch-up.
+  const changed = last.mostChangedInOneGuest ?? last.changedAfter / pauses;
+  return (changed * changed * PAGE_SIZE) / last.bytesOnWire <= stopPages;
 }
 
 /**

@@ -141,9 +141,10 @@ export interface RoundReport {
   /**
    * Live rounds of `transferGang`: the pages a next round would find
    * changed, estimated right after this one (`GangSender.estimateChanged`),
-   * and the seconds the estimate took (after `seconds`).
+   * the most of them in one guest, and the seconds the estimate took (after
+   * `seconds`).
    */
-  changedAfter?: { pages: number; seconds: number };
+  changedAfter?: { pages: number; mostInOneGuest: number; seconds: number };
   /** The share of the guests' CPU time held back during this round (`slowGuests`), if any. */
   throttle?: number;
   /** Where the round's time went. */

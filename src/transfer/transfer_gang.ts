@@ -177,7 +177,7 @@ export async function transferGang(
     let throttle = 0;
     let ended: LiveRoundsEnd | undefined = onePass ? "none" : undefined;
     while (!ended) {
-      const why = whyStopLiveRounds(sizes, options, pauses);
+      const why = whyStopLiveRounds(sizes, options, pauses, options.slowGuests !== undefined);
       if (!roomLeft()) ended = "content room";
       else if (why === "stalled" && options.slowGuests) {
         const slowed = await options.slowGuests();
@@ -188,8 +188,12 @@ export async function transferGang(
       const report = await sender.round();
       if (throttle > 0) report.throttle = throttle;
       const estimating = performance.now();
-      const pages = sender.estimateChanged();
-      report.changedAfter = { pages, seconds: (performance.now() - estimating) / 1000 };
+      const byGuest = gang.guests.map((guest) => sender!.estimateChanged(guest.number));
+      report.changedAfter = {
+        pages: byGuest.reduce((sum, pages) => sum + pages, 0),
+        mostInOneGuest: Math.max(...byGuest),
+        seconds: (performance.now() - estimating) / 1000,
+      };
       options.onRound?.(report);
       sizes.push(roundSize(report));
     }
