@@ -672,7 +672,8 @@ Deno.test("transferGang() with guests ending one at a time leaves each guest's c
     await t.step(`${changed} pages of each guest changed`, async () => {
       const changes = new Uint8Array(changed * PAGE_SIZE);
       for (let p = 0; p < changed; p++) changes.set(patternPage(99_999), p * PAGE_SIZE);
-      for (const oneAtATime of [false, true]) {
+      for (const ending of ["gang", "one at a time", "one at a time, slowable"] as const) {
+        const oneAtATime = ending !== "gang";
         const paths = [0, 1].map((g) =>
           makeRamFile(
             shmPath(`share${g}`),
@@ -694,6 +695,9 @@ Deno.test("transferGang() with guests ending one at a time leaves each guest's c
               }
             },
             ...(oneAtATime ? { pauseGuest: () => {} } : { pause: () => {} }),
+            // Guests that may be slowed: the rounds must be able to stall, so catch-ups do not end them.
+            ...(ending === "one at a time, slowable" &&
+              { slowGuests: () => Promise.resolve(undefined) }),
           });
           assert(written);
           const estimate = report.rounds[0]!.changedAfter!.pages;
@@ -712,13 +716,16 @@ Deno.test("transferGang() with guests ending one at a time leaves each guest's c
               : "live"
           );
           assertEquals(report.liveRoundsEnded, "converged");
-          assertEquals(
-            rounds,
-            oneAtATime
-              // Each guest's changes went live, in its own round, before its pause.
+          const expected = {
+            "gang": ["live", "live", "final"],
+            // Each guest's changes went live, in its own round, before its pause.
+            "one at a time": ["live", "catch-up 0", "guest 0", "catch-up 1", "guest 1", "final"],
+            // Under the old threshold the same; over it, a second round of the gang.
+            "one at a time, slowable": changed === 1500
               ? ["live", "catch-up 0", "guest 0", "catch-up 1", "guest 1", "final"]
-              : ["live", "live", "final"],
-          );
+              : ["live", "live", "guest 0", "guest 1", "final"],
+          };
+          assertEquals(rounds, expected[ending], ending);
           assertSameFiles(specs(paths), receiver.dir);
         } finally {
           await removeFiles(...paths);

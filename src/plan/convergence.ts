@@ -47,7 +47,7 @@ export interface RoundSize {
   pagesSent: number;
   /** An estimate, made right after it, of the pages the next round would find changed. */
   changedAfter?: number;
-  /** Of those, the most in one guest (without it, each guest is taken to have its share). */
+  /** Of those, the most in one guest (without it, all are taken to be one guest's). */
   mostChangedInOneGuest?: number;
   /** Bytes it put on the wire. */
   bytesOnWire?: number;
@@ -158,20 +158,25 @@ export function whyStopLiveRounds(
  * round carries what it writes during that catch-up. Whether that is at
  * most `stopPages` for every guest, by the last round's measure: a guest
  * that changed c pages while the gang's round put b bytes on the wire
- * writes about c * c * PAGE_SIZE / b pages while its catch-up sends its c
- * (writes in proportion to time, time in proportion to bytes on the wire,
- * and a changed page taken to cost a whole page there). Then a further
- * round of the gang would only re-read every guest to send what the
- * catch-ups send anyway, each closer to its guest's pause: the lab's 4
- * busy guests rewrite 8 MiB each, and a second round re-sent pages they
- * wrote again before their catch-ups (docs/design.md, "One guest at a
- * time"; docs/lab-results/runs/ab-38).
+ * writes about x = c * c * PAGE_SIZE / b pages while its catch-up sends
+ * its c (writes in proportion to time, time in proportion to bytes on the
+ * wire, and a changed page taken to cost a whole page there). The last
+ * guest waits for the others' catch-ups first, writing about x during
+ * each, so its own sends c + (pauses - 1) * x, and its final round carries
+ * what it writes meanwhile. Then a further round of the gang would only
+ * re-read every guest to send what the catch-ups send anyway, each closer
+ * to its guest's pause: the lab's 4 busy guests rewrite 8 MiB each, and a
+ * second round re-sent pages they wrote again before their catch-ups
+ * (docs/design.md, "One guest at a time"; docs/lab-results/runs/ab-38).
  */
 function catchUpsSuffice(last: RoundSize, pauses: number, stopPages: number): boolean {
   if (last.changedAfter === undefined || !last.bytesOnWire) return false;
-  // The guest that changed most writes most during its catch-up.
-  const changed = last.mostChangedInOneGuest ?? last.changedAfter / pauses;
-  return (changed * changed * PAGE_SIZE) / last.bytesOnWire <= stopPages;
+  // The guest that changed most writes most during its catch-up (without the figure: all of it).
+  const changed = last.mostChangedInOneGuest ?? last.changedAfter;
+  const perPage = PAGE_SIZE / last.bytesOnWire; // a page's share of the round's time
+  const duringOne = changed * changed * perPage;
+  const lastCatchUp = changed + (pauses - 1) * duringOne;
+  return changed * lastCatchUp * perPage <= stopPages;
 }
 
 /**

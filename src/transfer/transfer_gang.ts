@@ -114,7 +114,8 @@ export interface MigrationReport {
   dirtyTracking: string;
   /**
    * Why the live rounds ended: "converged" (the last one, or what changed
-   * after it, was small enough), "round limit" (`maxRounds`), "stalled"
+   * after it, was small enough, or small enough for each guest's own catch-up
+   * round to leave its final round small), "round limit" (`maxRounds`), "stalled"
    * (they stopped shrinking), "content room", or "none" (`maxRounds: 1`:
    * one pass). Absent in a report of a transfer that ended before its rounds did.
    */
@@ -172,6 +173,9 @@ export async function transferGang(
     // Guests that end one at a time each catch up alone before their pause (below): the live
     // rounds of the gang need only bring each guest's share of the changes to the threshold.
     const pauses = options.pauseGuest ? gang.guests.length : 1;
+    // A guest that changed more than its final round may carry catches up first (stopPages may
+    // be set under CATCH_UP_PAGES).
+    const catchUpPages = Math.min(CATCH_UP_PAGES, options.stopPages ?? CATCH_UP_PAGES);
     // A round registers at most a content per page: room for the next one and the final round.
     const roomLeft = () => sender!.contentRoom >= 2 * gang.pages;
     let throttle = 0;
@@ -207,7 +211,7 @@ export async function transferGang(
         // of every guest.
         if (
           (ended === "converged" || ended === "stalled") &&
-          sender.estimateChanged(guest.number) > CATCH_UP_PAGES
+          sender.estimateChanged(guest.number) > catchUpPages
         ) {
           const caughtUp = await sender.guestRound(guest.number); // not in onRound?.(): see below
           options.onRound?.(caughtUp);
