@@ -26,7 +26,7 @@
 #define GW_MAX_CALL_PAGES 0x7fffffffu
 
 /* Bumped whenever a signature or a constant below changes. */
-#define GW_ABI_VERSION 33
+#define GW_ABI_VERSION 34
 
 uint32_t gw_abi_version(void);
 
@@ -151,9 +151,10 @@ int gw_socket_find(uint16_t local_port, uint16_t peer_port);
 /*
  * What the kernel measured of that socket, if it still has those ports
  * (else -ESTALE): out[0] its delivery rate in bytes per second, out[1] 1 if
- * that sample was application-limited.
+ * that sample was application-limited, out[2] the bytes written to it that
+ * the peer has not acknowledged yet.
  */
-int gw_socket_rate(int32_t fd, uint16_t local_port, uint16_t peer_port, uint64_t *out);
+int gw_socket_measure(int32_t fd, uint16_t local_port, uint16_t peer_port, uint64_t *out);
 /*
  * Gives that socket, if it still has those ports (else -ESTALE), a send
  * buffer of `bytes` (doubled by the kernel), unless it holds that much

@@ -4,7 +4,8 @@
  * included: a listener's TCP_NODELAY (without it a target's first answer
  * after a TLS handshake waited for a delayed acknowledgement, 40-90 ms; an
  * accepted socket takes the option from its listener), what the kernel
- * measured of a connection, and a connection's send buffer.
+ * measured of a connection (its delivery rate, the bytes still on their way),
+ * and a connection's send buffer.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -14,6 +15,8 @@
 #include <linux/tcp.h> /* the kernel's tcp_info: glibc's lacks the delivery rate */
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h> /* SIOCOUTQ */
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -120,14 +123,17 @@ GW_EXPORT int gw_socket_find(uint16_t local_port, uint16_t peer_port)
  * out[0] the latest delivery rate in bytes per second (an application-
  * limited sample replaces the rate only when higher, so while a sender
  * leaves the link idle it still reads what bursts reached), out[1] 1 if that
- * sample was application-limited. Returns 0, -ESTALE if the descriptor is
- * no longer that connection, or -errno.
+ * sample was application-limited, out[2] the bytes written to the socket
+ * that the peer has not acknowledged yet, sent or not (SIOCOUTQ): what is
+ * still on its way. Returns 0, -ESTALE if the descriptor is no longer that
+ * connection, or -errno.
  */
-GW_EXPORT int gw_socket_rate(int32_t fd, uint16_t local_port, uint16_t peer_port, uint64_t *out)
+GW_EXPORT int gw_socket_measure(int32_t fd, uint16_t local_port, uint16_t peer_port, uint64_t *out)
 {
 	struct tcp_info info;
 	socklen_t len = sizeof(info);
 	uint16_t local, peer;
+	int unacknowledged = 0;
 
 	end_ports(fd, &local, &peer);
 	if (local != local_port || peer != peer_port)
@@ -135,8 +141,11 @@ GW_EXPORT int gw_socket_rate(int32_t fd, uint16_t local_port, uint16_t peer_port
 	memset(&info, 0, sizeof(info));
 	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) < 0)
 		return -errno;
+	if (ioctl(fd, SIOCOUTQ, &unacknowledged) < 0)
+		return -errno;
 	out[0] = info.tcpi_delivery_rate;
 	out[1] = info.tcpi_delivery_rate_app_limited;
+	out[2] = unacknowledged > 0 ? (uint64_t)unacknowledged : 0;
 	return 0;
 }
 

@@ -6,7 +6,7 @@ import { transferGang } from "../src/transfer/transfer_gang.ts";
 import { randomSeed } from "../src/transfer/seed.ts";
 import { CompressionPolicy, PROBE_INTERVAL_MS } from "../src/transfer/compression_policy.ts";
 import { FrameFlag, ProtocolError } from "../src/transfer/protocol.ts";
-import type { SocketRateSample } from "../src/native/connection_socket.ts";
+import type { SocketSample } from "../src/native/connection_socket.ts";
 import { decodePages, pagesDataOffset } from "../src/transfer/page_frames.ts";
 import { makeRamFile, patternPage, readRamFile, removeFiles, shmPath } from "./_fixtures.ts";
 import { startReceiver } from "./_transfer.ts";
@@ -248,15 +248,23 @@ Deno.test("CompressionPolicy compresses again once the link holds the sender up 
 });
 
 /** A socket as the kernel measures it: each read a new delivery-rate sample from `samples`, in turn. */
-function kernelSocket(samples: SocketRateSample[]) {
+function kernelSocket(samples: SocketSample[]) {
   let next = 0;
   return () => samples[next++ % samples.length]!;
 }
 
 /** A delivery rate the kernel measured while the socket was backlogged. */
-const backlogged = (bytesPerSecond: number) => ({ bytesPerSecond, appLimited: false });
+const backlogged = (bytesPerSecond: number) => ({
+  bytesPerSecond,
+  appLimited: false,
+  unacknowledgedBytes: 0,
+});
 /** One it measured while the sender left the link idle (a burst). */
-const burst = (bytesPerSecond: number) => ({ bytesPerSecond, appLimited: true });
+const burst = (bytesPerSecond: number) => ({
+  bytesPerSecond,
+  appLimited: true,
+  unacknowledgedBytes: 0,
+});
 
 /** The lab's sender on two busy cores: waiting for zstd, and for the stream now and then, at either link speed. */
 const CORES_BOUND: Pace = { ...TYPICAL, busyMs: 2, linkWaitMs: 0.3, zstdWaitMs: 1.5 };

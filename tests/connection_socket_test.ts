@@ -28,6 +28,27 @@ Deno.test("ConnectionSocket finds a connection by its ports, reads the kernel's 
   assertEquals(rate.read(), undefined, "its descriptor is no longer that connection");
 });
 
+Deno.test("ConnectionSocket counts the bytes written that the peer has not acknowledged: what a slow link still has to carry", async () => {
+  using conns = await loopbackPair();
+  const { near: client, far: server } = conns;
+  const socket = ConnectionSocket.find(client.localAddr.port, client.remoteAddr.port);
+  assert(socket, "the connection is found");
+  assertEquals(socket.read()?.unacknowledgedBytes, 0, "nothing written yet");
+  socket.deepenSendBuffer();
+  // The peer reads nothing: once its receive buffer is full, the rest waits at the sender.
+  let written = 0;
+  const data = new Uint8Array(4 << 20);
+  while (written < data.length) written += await client.write(data.subarray(written));
+  const waiting = socket.read()?.unacknowledgedBytes ?? -1;
+  assert(waiting > 0 && waiting <= written, `${waiting} of ${written} bytes unacknowledged`);
+  const reading = (async () => {
+    const buffer = new Uint8Array(1 << 16);
+    while (await server.read(buffer) !== null) { /* drained */ }
+  })();
+  client.close();
+  await reading;
+});
+
 Deno.test("deepenSendBuffer() gives a connection a fixed, deeper send buffer, never a smaller one, and lets go once it closes", async () => {
   using conns = await loopbackPair();
   const client = conns.near;

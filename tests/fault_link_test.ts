@@ -1,6 +1,8 @@
-import { assert, assertRejects } from "./_assert.ts";
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { connectTarget } from "../src/transport/connect_target.ts";
-import { FrameWriter, TimeoutError } from "../src/transfer/frame_io.ts";
+import { FrameReader, FrameWriter, TimeoutError } from "../src/transfer/frame_io.ts";
+import { encodeU32, FrameType } from "../src/transfer/protocol.ts";
+import { ReceiverAnswers, TargetError } from "../src/transfer/receiver_answers.ts";
 import { startReceiver } from "./_transfer.ts";
 import { startFaultProxy } from "./_fault_proxy.ts";
 import { assertSafeFailure, startLiveGang } from "./fault_fixtures.ts";
@@ -138,4 +140,59 @@ Deno.test("FrameWriter fails a write that makes no progress for the stall timeou
   const writer = new FrameWriter(stuck, { stallTimeoutMs: 200 });
   await writer.write(new Uint8Array(100));
   await assertRejects(() => writer.flush(), TimeoutError, "The peer took no data for 0.2 s");
+});
+
+/** A target that says `answer` (a whole frame) once `say` is called, and nothing before. */
+function quietTarget() {
+  let pending: Uint8Array | undefined;
+  let wake: (() => void) | undefined;
+  const stream = {
+    async read(p: Uint8Array): Promise<number | null> {
+      while (!pending) await new Promise<void>((resolve) => (wake = resolve));
+      p.set(pending);
+      const n = pending.length;
+      pending = undefined;
+      return n;
+    },
+    write: (p: Uint8Array) => Promise.resolve(p.length),
+  };
+  const say = (frame: Uint8Array) => {
+    pending = frame;
+    wake?.();
+  };
+  return { answers: new ReceiverAnswers(new FrameReader(stream, 64)), say };
+}
+
+Deno.test("the wait for the target's answer counts from the last bytes reaching it: a slow link's socket holds minutes of them", async (t) => {
+  await t.step("while the bytes on their way fall, the wait goes on past the timeout", async () => {
+    const { answers, say } = quietTarget();
+    void answers.run();
+    // The link delivers a little between every look; the target answers once it has it all,
+    // after some ten looks of a quarter of the timeout each: 2.5 timeouts after the last write.
+    let onTheWay = 10;
+    const looked = () => {
+      if (onTheWay === 0) say(encodeU32(FrameType.RoundDone, 7));
+      return onTheWay > 0 ? onTheWay-- : 0;
+    };
+    assertEquals(await answers.expect(FrameType.RoundDone, 80, looked), 7);
+    assertEquals(onTheWay, 0, "the answer came once every byte was delivered");
+  });
+  await t.step("bytes that stop moving are a stalled link, said as such", async () => {
+    const { answers } = quietTarget();
+    void answers.run();
+    await assertRejects(
+      () => answers.expect(FrameType.RoundDone, 80, () => 5000),
+      TargetError,
+      "The link to the target carried nothing for 0.08 s with 5000 bytes still to deliver",
+    );
+  });
+  await t.step("once every byte arrived, the target has the timeout to answer", async () => {
+    const { answers } = quietTarget();
+    void answers.run();
+    await assertRejects(
+      () => answers.expect(FrameType.RoundDone, 80, () => 0),
+      TargetError,
+      "Target did not answer within 0.08 s (waiting for RoundDone)",
+    );
+  });
 });

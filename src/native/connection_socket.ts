@@ -2,7 +2,7 @@
  * A TCP connection's socket (ffi/socket.c), TLS ones included: the
  * delivery rate the kernel measures of it (what the path to the peer
  * carried in its latest bursts, whether or not the sender kept it busy),
- * and its send buffer. Deno gives a program no descriptor for a
+ * the bytes still on their way to the peer, and its send buffer. Deno gives a program no descriptor for a
  * connection, so it is found by the ports of its two ends.
  *
  * @module
@@ -10,11 +10,17 @@
 import { native } from "./library.ts";
 
 /** What the kernel measured of a connection. */
-export interface SocketRateSample {
+export interface SocketSample {
   /** Bytes per second of the latest delivery-rate sample (0: none yet). */
   bytesPerSecond: number;
   /** Whether the sender left the link idle during that sample: the rate is then a lower bound. */
   appLimited: boolean;
+  /**
+   * Bytes written to the connection that the peer has not acknowledged yet,
+   * sent or not: what a slow link still has to carry after the sender's
+   * last write returned (up to twice {@linkcode SEND_BUFFER_BYTES}).
+   */
+  unacknowledgedBytes: number;
 }
 
 /**
@@ -38,7 +44,7 @@ export class ConnectionSocket {
   readonly #fd: number;
   readonly #localPort: number;
   readonly #peerPort: number;
-  readonly #out = new BigUint64Array(2);
+  readonly #out = new BigUint64Array(3);
 
   private constructor(fd: number, localPort: number, peerPort: number) {
     this.#fd = fd;
@@ -61,14 +67,15 @@ export class ConnectionSocket {
   }
 
   /** The kernel's latest measures, or undefined once the connection is gone. */
-  read(): SocketRateSample | undefined {
+  read(): SocketSample | undefined {
     const out = this.#out;
-    if (native().gw_socket_rate(this.#fd, this.#localPort, this.#peerPort, out) < 0) {
+    if (native().gw_socket_measure(this.#fd, this.#localPort, this.#peerPort, out) < 0) {
       return undefined;
     }
     return {
       bytesPerSecond: Number(out[0]),
       appLimited: out[1] !== 0n,
+      unacknowledgedBytes: Number(out[2]),
     };
   }
 

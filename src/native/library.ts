@@ -24,7 +24,7 @@ import { CACHE_DIR_VARIABLES, defaultCacheDir } from "../_cache_dir.ts";
 import { errorMessage } from "../_errors.ts";
 
 /** Must equal GW_ABI_VERSION in ffi/gangway.h: a stale build is refused. */
-const ABI_VERSION = 33;
+const ABI_VERSION = 34;
 
 /** One entry per C function, with its prototype from ffi/gangway.h. */
 const SYMBOLS = {
@@ -72,8 +72,8 @@ const SYMBOLS = {
   gw_listener_nodelay: { parameters: ["u16"], result: "i32" },
   // int gw_socket_find(uint16_t local_port, uint16_t peer_port)
   gw_socket_find: { parameters: ["u16", "u16"], result: "i32" },
-  // int gw_socket_rate(int32_t fd, uint16_t local_port, uint16_t peer_port, uint64_t *out)
-  gw_socket_rate: { parameters: ["i32", "u16", "u16", "buffer"], result: "i32" },
+  // int gw_socket_measure(int32_t fd, uint16_t local_port, uint16_t peer_port, uint64_t *out)
+  gw_socket_measure: { parameters: ["i32", "u16", "u16", "buffer"], result: "i32" },
   // int gw_socket_send_buffer(int32_t fd, uint16_t local_port, uint16_t peer_port, int32_t bytes)
   gw_socket_send_buffer: { parameters: ["i32", "u16", "u16", "i32"], result: "i32" },
   // int gw_set_thread_priorities(int32_t pid, int32_t nice, uint32_t slice_us)

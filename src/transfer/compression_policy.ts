@@ -65,7 +65,7 @@
  *
  * @module
  */
-import type { SocketRateSample } from "../native/connection_socket.ts";
+import type { SocketSample } from "../native/connection_socket.ts";
 import { DecayingRate } from "./decaying_rate.ts";
 
 /** How PAGES data is sent: "auto" (following the bottleneck), always, or never. */
@@ -86,7 +86,7 @@ export interface SenderGauge {
   /** The sender's waits so far. */
   readonly waits: Readonly<SenderWaits>;
   /** The kernel's latest measures of the connection, if it can tell (see ConnectionSocket). */
-  readonly socket?: () => SocketRateSample | undefined;
+  readonly socket?: () => SocketSample | undefined;
 }
 
 /** zstd's rate on raw bytes, assumed until measured (the low end seen here). */

@@ -58,21 +58,48 @@ export class ReceiverAnswers {
     }
   }
 
-  /** The next answer, which must be of this type. */
-  async expect(type: number, timeoutMs: number): Promise<number> {
-    const deadline = performance.now() + timeoutMs;
+  /**
+   * The next answer, which must be of this type, within `timeoutMs` of the
+   * last bytes reaching the target. On a slow link the sender's last write
+   * returns long before its bytes arrive (the socket holds up to 64 MiB):
+   * `onTheWay` tells how many bytes are still unacknowledged (undefined:
+   * unknown), and while that falls the wait goes on.
+   *
+   * @throws TargetError once the target failed, answered something else, or stayed silent
+   */
+  async expect(
+    type: number,
+    timeoutMs: number,
+    onTheWay: () => number | undefined = () => undefined,
+  ): Promise<number> {
+    let deadline = performance.now() + timeoutMs;
+    let lastOnTheWay = onTheWay();
+    // The link's progress is looked at a few times per timeout, at most once a second.
+    const lookEveryMs = Math.min(1000, timeoutMs / 4);
     while (this.#queue.length === 0) {
       if (this.#failure) throw this.#failure;
-      const left = deadline - performance.now();
+      const now = performance.now();
+      const bytes = onTheWay();
+      if (bytes !== undefined && lastOnTheWay !== undefined && bytes < lastOnTheWay) {
+        deadline = now + timeoutMs; // the link moved bytes: the target has not had them all yet
+      }
+      lastOnTheWay = bytes;
+      const left = deadline - now;
       if (left <= 0) {
         throw new TargetError(
-          `Target did not answer within ${timeoutMs / 1000} s (waiting for ${frameTypeName(type)})`,
+          bytes
+            ? `The link to the target carried nothing for ${timeoutMs / 1000} s with ${bytes} bytes still to deliver (waiting for ${
+              frameTypeName(type)
+            }): it stalled`
+            : `Target did not answer within ${timeoutMs / 1000} s (waiting for ${
+              frameTypeName(type)
+            })`,
         );
       }
       let timer: ReturnType<typeof setTimeout> | undefined;
       await new Promise<void>((resolve) => {
         this.#waiter = resolve;
-        timer = setTimeout(resolve, timerMs(left));
+        timer = setTimeout(resolve, timerMs(Math.min(left, lookEveryMs)));
       });
       clearTimeout(timer);
       this.#waiter = undefined;

@@ -348,7 +348,7 @@ export class GangSender implements AsyncDisposable {
     // it starts.
     if (!final) this.#buffers.large();
     // A final round, and a guest's own (finishGuest), run with guests paused.
-    const acknowledged = await this.#link.answers.expect(
+    const acknowledged = await this.#link.answer(
       FrameType.RoundDone,
       final || only?.paused ? this.#pausedAnswerTimeout : this.#answerTimeout,
     );

@@ -34,8 +34,9 @@ const FLUSH_EVERY_MS = 5_000;
 export class TargetLink {
   readonly #conn: ByteStream & { close(): void };
   readonly #writer: FrameWriter;
+  readonly #socket: ConnectionSocket | undefined;
   /** The target's answers, read as they come. */
-  readonly answers: ReceiverAnswers;
+  readonly #answers: ReceiverAnswers;
   /** Whether each page frame goes compressed, and what compression did so far. */
   readonly compression: CompressionPolicy;
   /** The page frames of the rounds, queued in order. */
@@ -50,10 +51,10 @@ export class TargetLink {
   constructor(gang: Gang, conn: ByteStream & { close(): void }, options: SenderOptions) {
     this.#conn = conn;
     const pacer = options.maxBandwidth ? new Pacer(options.maxBandwidth) : undefined;
-    this.answers = new ReceiverAnswers(new FrameReader(conn, ANSWER_BODY_BYTES));
+    this.#answers = new ReceiverAnswers(new FrameReader(conn, ANSWER_BODY_BYTES));
     // Once the target has given up, no write waits any longer (for the pacer above all).
     const targetGone = new AbortController();
-    this.answers.failed.then((error) => targetGone.abort(error));
+    this.#answers.failed.then((error) => targetGone.abort(error));
     const writer = new FrameWriter(conn, {
       pacer,
       stallTimeoutMs: options.stallTimeoutMs ?? 60_000,
@@ -61,6 +62,7 @@ export class TargetLink {
     });
     this.#writer = writer;
     const socket = socketOf(conn);
+    this.#socket = socket;
     // Deeper than the kernel makes it, so that the sender works ahead while the link is the
     // bottleneck and the link keeps busy where the cores are (SEND_BUFFER_BYTES).
     socket?.deepenSendBuffer();
@@ -72,7 +74,7 @@ export class TargetLink {
       socket: () => socket?.read(),
     });
     this.frames = new ChunkFrames(gang, this.compression, (n) => this.#reserve(n), this.waits);
-    void this.answers.run();
+    void this.#answers.run();
   }
 
   /** Bytes written to the target so far, headers included. */
@@ -113,7 +115,21 @@ export class TargetLink {
   ): Promise<number> {
     await this.send(frame);
     await this.flush();
-    return await this.answers.expect(answer, timeoutMs);
+    return await this.answer(answer, timeoutMs);
+  }
+
+  /**
+   * The target's next answer, which must be of type `answer`, within
+   * `timeoutMs` of the last bytes written reaching it: the kernel tells
+   * how many are still on their way (a slow link's socket holds minutes of
+   * them), where the socket is known.
+   */
+  async answer(answer: number, timeoutMs: number): Promise<number> {
+    return await this.#answers.expect(
+      answer,
+      timeoutMs,
+      () => this.#socket?.read()?.unacknowledgedBytes,
+    );
   }
 
   /**
@@ -148,7 +164,7 @@ export class TargetLink {
    */
   async #betterError(error: unknown): Promise<Error> {
     const targetError = await Promise.race([
-      this.answers.failed,
+      this.#answers.failed,
       new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 1000)),
     ]);
     if (targetError instanceof TargetError) return targetError;
