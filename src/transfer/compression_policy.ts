@@ -107,9 +107,9 @@ const SHARE_DOWN = 0.05;
 /** Link time saved by compression counts this many times against the waits for zstd (see the module). */
 const SAVED_LINK_WEIGHT = 2;
 /** The link counts as fast once it carries this many times the sender's raw pace (see the module)... */
-const FAST_LINK = 2.5;
+const FAST_LINK = 1.5;
 /** ...and until it carries fewer than this many times. */
-const FAST_LINK_UNTIL = 1.5;
+const FAST_LINK_UNTIL = 1.2;
 /** How much of the sender's peak pace is left after a window that did not reach it. */
 const PEAK_MEMORY = 0.98;
 /** Delivery rates of a backlogged socket kept for their median. */
