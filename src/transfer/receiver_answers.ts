@@ -88,7 +88,9 @@ export class ReceiverAnswers {
       if (left <= 0) {
         throw new TargetError(
           bytes
-            ? `The link to the target carried nothing for ${timeoutMs / 1000} s with ${bytes} bytes still to deliver (waiting for ${
+            ? `The link to the target carried nothing for ${
+              timeoutMs / 1000
+            } s with ${bytes} bytes still to deliver (waiting for ${
               frameTypeName(type)
             }): it stalled`
             : `Target did not answer within ${timeoutMs / 1000} s (waiting for ${

@@ -6,9 +6,8 @@
  * @module
  */
 import { PARALLEL_CHUNK_PAGES, scanChunks } from "../scan/scan_chunks.ts";
-import { estimateChangedPages } from "../scan/scan_gang.ts";
 import type { Gang } from "../scan/gang.ts";
-import { PAGE_SIZE, type RamFile } from "../native/ram_file.ts";
+import { PAGE_SIZE } from "../native/ram_file.ts";
 import { emptyCounts, RoundPlanner } from "../plan/round_planner.ts";
 import { type DirtyTracker, rescanEverything } from "../plan/dirty_tracking.ts";
 import { type Preparation, prepareGang } from "../plan/preparation.ts";
@@ -20,9 +19,15 @@ import { checkSizesUnchanged } from "./final_checks.ts";
 import { encodeRoundEnd, FrameType, PROTOCOL_VERSION } from "./protocol.ts";
 import { encodeDone, encodeGuestDone, guestDigest } from "./digests.ts";
 import { encodeHello } from "./hello_frame.ts";
-import { checkSenderOptions, type RoundReport, type SenderOptions } from "./sender_options.ts";
+import {
+  answerTimeoutMs,
+  checkSenderOptions,
+  type RoundReport,
+  type SenderOptions,
+} from "./sender_options.ts";
 import { RoundClock } from "./round_clock.ts";
 import { RoundBuffers } from "./round_buffers.ts";
+import { GuestReads } from "./guest_reads.ts";
 import { shareEventLoop } from "../_delay.ts";
 import { closeQuietly } from "../_close_quietly.ts";
 
@@ -60,12 +65,8 @@ export class GangSender implements AsyncDisposable {
   #tracker: DirtyTracker;
   readonly #buffers: RoundBuffers;
   #roundsStarted = 0;
-  /** Guests finished alone (finishGuest): no later round reads them. */
-  readonly #finished: boolean[];
-  /** Guests some round has read (its first read sends every page; later ones what changed). */
-  readonly #read: boolean[];
-  /** Guests whose mapping is being filled after their first read (RamFile.premap), by number. */
-  readonly #premapping = new Map<number, Promise<void>>();
+  /** Guests read and finished so far. */
+  readonly #guests: GuestReads;
   /** The index holds a scan of the gang: a preparation's, or the first round's. */
   #prepared = false;
   /** What sent the gang (then only verify() is left), or verify() once it ran. */
@@ -94,8 +95,7 @@ export class GangSender implements AsyncDisposable {
     this.#buffers = new RoundBuffers(options.finalThreads);
     const deltas = options.deltas ?? options.compression !== "none";
     this.#planner = new RoundPlanner(gang, PARALLEL_CHUNK_PAGES, deltas);
-    this.#finished = gang.guests.map(() => false);
-    this.#read = gang.guests.map(() => false);
+    this.#guests = new GuestReads(gang);
   }
 
   /**
@@ -128,21 +128,12 @@ export class GangSender implements AsyncDisposable {
         token: options.token ?? "",
         guests: gang.guests.map((g) => ({ name: g.name, size: g.ram.size })),
       });
-      await sender.#link.ask(hello, FrameType.Welcome, sender.#answerTimeout);
+      await sender.#link.ask(hello, FrameType.Welcome, answerTimeoutMs(options, false));
       return sender;
     } catch (error) {
       sender.close();
       throw error;
     }
-  }
-
-  get #answerTimeout(): number {
-    return this.#options.answerTimeoutMs ?? 120_000;
-  }
-
-  /** The wait for an answer with guests paused: they stay paused while it lasts. */
-  get #pausedAnswerTimeout(): number {
-    return this.#options.pausedAnswerTimeoutMs ?? Math.min(30_000, this.#answerTimeout);
   }
 
   /** Bytes written to the target so far, headers included. */
@@ -211,7 +202,7 @@ export class GangSender implements AsyncDisposable {
    */
   async guestRound(guest: number): Promise<RoundReport> {
     if (this.#sentBy) throw new Error(`guestRound() after ${this.#sentBy}: the gang is sent`);
-    if (this.#finished[guest] !== false || !this.#read[guest]) {
+    if (!this.#guests.open(guest) || !this.#guests.read(guest)) {
       throw new Error(
         `Cannot catch guest ${guest} up: it is finished, not in the gang, or not read yet`,
       );
@@ -237,20 +228,24 @@ export class GangSender implements AsyncDisposable {
    */
   async finishGuest(guest: number, applied?: () => void): Promise<RoundReport> {
     if (this.#sentBy) throw new Error(`finishGuest() after ${this.#sentBy}: the gang is sent`);
-    if (this.#finished[guest] !== false) {
+    if (!this.#guests.open(guest)) {
       throw new Error(`Cannot finish guest ${guest}: it is finished already, or not in the gang`);
     }
     const report = await this.#runRound(false, { guest, paused: true });
     applied?.();
     const done = encodeGuestDone(guest, this.#digest(guest));
-    const verified = await this.#link.ask(done, FrameType.GuestVerified, this.#pausedAnswerTimeout);
+    const verified = await this.#link.ask(
+      done,
+      FrameType.GuestVerified,
+      answerTimeoutMs(this.#options, true),
+    );
     if (verified !== guest) {
       throw new TargetError(`Target verified guest ${verified}, not ${guest}`);
     }
     // The target retired the guest's pages when it read GUEST_DONE: the mirror does it here, in the
     // same place of the stream (nothing was sent since).
     this.#planner.retire(guest);
-    this.#finished[guest] = true;
+    this.#guests.finish(guest);
     return report;
   }
 
@@ -292,17 +287,13 @@ export class GangSender implements AsyncDisposable {
     // 32-54 ms for a guest's 256 MiB, one 26-31: docs/lab-results/runs/ab-16).
     const threads = final ? this.#buffers.finalThreads : 1;
     for (const guest of this.#gang.guests) {
-      if (this.#finished[guest.number] || (only && guest.number !== only.guest)) {
+      if (this.#guests.finished(guest.number) || (only && guest.number !== only.guest)) {
         pagesBefore += guest.ram.pages;
         continue;
       }
-      // A guest read before is read in place: never while its mapping is being filled.
-      await this.#premapping.get(guest.number);
-      this.#premapping.delete(guest.number);
       // A guest's first read sends every page, so it reads them all; later rounds read what may
       // have changed, and only changed pages are sent.
-      const firstRead = !this.#read[guest.number];
-      this.#read[guest.number] = true;
+      const firstRead = await this.#guests.begin(guest.number);
       const out = this.#buffers.of(threads, firstRead);
       const mask = firstRead ? undefined : this.#tracker.changed(guest.number);
       // Later reads send only pages that changed: unchanged ones are hashed in place, not copied.
@@ -311,9 +302,8 @@ export class GangSender implements AsyncDisposable {
       while (true) {
         const scanStarted = performance.now();
         const next = chunks.next();
-        // Later reads are in place: the guest's mapping is filled now, on a thread of its own
-        // while this one goes on to the next guest, not in the guest's final round.
-        if (next.done && firstRead && !final) this.#premapping.set(guest.number, premap(guest.ram));
+        // Later reads are in place: the guest's mapping is filled now, not in its final round.
+        if (next.done && firstRead && !final) this.#guests.premap(guest.number, guest.ram);
         const scanned = performance.now();
         clock.scanMs += scanned - scanStarted;
         if (next.done) break;
@@ -341,16 +331,14 @@ export class GangSender implements AsyncDisposable {
     await this.#link.send(encodeRoundEnd(round, final));
     await this.#link.flush();
     clock.flushed();
-    // While the link drains the send buffer and the target applies the round's last frames: the
-    // buffers and threads of the rounds after the first, made before any guest pauses (fresh
-    // memory and new threads are slow on a VM: 35 ms here, which made most of the handshake when
-    // they were made while the target answered the HELLO, in 5-10 ms). A one pass makes them as
-    // it starts.
+    // While the link drains the send buffer and the target applies the round's last frames (made
+    // then, not while the target answers the HELLO: 35 ms of fresh memory and threads on a VM).
     if (!final) this.#buffers.large();
     // A final round, and a guest's own (finishGuest), run with guests paused.
+    const paused = final || only?.paused === true;
     const acknowledged = await this.#link.answer(
       FrameType.RoundDone,
-      final || only?.paused ? this.#pausedAnswerTimeout : this.#answerTimeout,
+      answerTimeoutMs(this.#options, paused),
     );
     clock.acknowledged();
     if (acknowledged !== round) {
@@ -365,20 +353,15 @@ export class GangSender implements AsyncDisposable {
 
   /**
    * The pages a live round now would find changed, estimated from one page
-   * in 61 of every guest not finished ({@linkcode estimateChangedPages}; a
-   * guest no round has read counts whole): without soft-dirty bits a round
-   * re-reads the whole gang to find what changed, and this tells first, for
-   * 1/61 of that, whether it is little enough for the final round.
+   * in 61 of every guest not finished (a guest no round has read counts
+   * whole): without soft-dirty bits a round re-reads the whole gang to find
+   * what changed, and this tells first, for 1/61 of that, whether it is
+   * little enough for the final round.
    *
    * @param only the guest to estimate alone
    */
   estimateChanged(only?: number): number {
-    let estimate = 0;
-    for (const { number, ram } of this.#gang.guests) {
-      if (this.#finished[number] || (only !== undefined && number !== only)) continue;
-      estimate += this.#read[number] ? estimateChangedPages(this.#gang, number) : ram.pages;
-    }
-    return estimate;
+    return this.#guests.estimateChanged(only);
   }
 
   /**
@@ -402,7 +385,7 @@ export class GangSender implements AsyncDisposable {
     const guests = await this.#link.ask(
       encodeDone(digests),
       FrameType.Verified,
-      this.#pausedAnswerTimeout,
+      answerTimeoutMs(this.#options, true),
     );
     if (guests !== digests.length) {
       throw new TargetError(`Target verified ${guests} guests of ${digests.length}`);
@@ -434,11 +417,4 @@ export class GangSender implements AsyncDisposable {
     this.close();
     return Promise.resolve();
   }
-}
-
-/** Starts filling a file's mapping ({@linkcode RamFile.premap}): a failure is told where it is awaited. */
-function premap(ram: RamFile): Promise<void> {
-  const filling = ram.premap();
-  filling.catch(() => {}); // not an unhandled rejection meanwhile
-  return filling;
 }

@@ -13,6 +13,12 @@ import { scanThreads } from "../native/content_index.ts";
 /** What `compression` takes. */
 const COMPRESSION_MODES: readonly string[] = ["auto", "zstd", "none"] satisfies CompressionMode[];
 
+/** The longest wait for an answer of the target, with guests paused or not (see SenderOptions). */
+export function answerTimeoutMs(options: SenderOptions, paused: boolean): number {
+  const live = options.answerTimeoutMs ?? 120_000;
+  return paused ? options.pausedAnswerTimeoutMs ?? Math.min(30_000, live) : live;
+}
+
 /**
  * Checks a sender's options, as the CLI checks its flags, before anything
  * is sent: a wrong one is a RangeError naming it, not a setting taken some
@@ -50,7 +56,12 @@ export interface SenderOptions {
   maxBandwidth?: number;
   /** Shared secret the target requires, if any. */
   token?: string;
-  /** Longest wait for an answer of the target (handshake, end of a live round). Default 120 s. */
+  /**
+   * Longest wait for an answer of the target (handshake, end of a live
+   * round), counted from the last bytes sent reaching it where the kernel
+   * tells (on a slow link they arrive minutes after the last write).
+   * Default 120 s.
+   */
   answerTimeoutMs?: number;
   /**
    * Longest wait for an answer of the target while guests are paused: the
