@@ -395,7 +395,7 @@ Deno.test("formatSummary() shows a row per method, the ratios, gangway's time an
   assert(
     text.includes(
       "gangway's rounds: final 0.10 s = scan 0.05 + plan 0.01 + zstd wait 0.00 + link wait 0.01 + " +
-        "receiver 0.02 + other 0.01 (link 117 MB/s, page data per busy second 400 MB/s, zstd 350 MB/s to 0.30: " +
+        "answer wait 0.02 + other 0.01 (link 117 MB/s, page data per busy second 400 MB/s, zstd 350 MB/s to 0.30: " +
         "compressing 100%)",
     ),
     text,

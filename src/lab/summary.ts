@@ -205,7 +205,7 @@ function roundName(r: GangwayBreakdown["rounds"][number]): string {
 
 /**
  * Where each round's time went, in words: reading and hashing pages, waiting for zstd,
- * waiting for the link, waiting for the receiver's acknowledgement, and the
+ * waiting for the link, waiting for the target's answer, and the
  * rest (planning and framing). Empty when the report predates the split.
  *
  * @param b The breakdown
@@ -223,7 +223,7 @@ export function formatRoundTimes(b: GangwayBreakdown): string {
         t.planSeconds.toFixed(2)
       } + zstd wait ${t.compressSeconds.toFixed(2)} + link wait ${
         t.linkWaitSeconds.toFixed(2)
-      } + receiver ${t.receiverWaitSeconds.toFixed(2)} + other ${Math.max(0, other).toFixed(2)}${
+      } + answer wait ${t.receiverWaitSeconds.toFixed(2)} + other ${Math.max(0, other).toFixed(2)}${
         t.compression ? ` (${formatEstimate(t.compression)})` : ""
       }`,
     );
@@ -256,7 +256,9 @@ export function formatDowntimeParts(b: GangwayBreakdown): string {
 /** The compression policy's view in words: the three rates, the ratio and the share it chose. */
 function formatEstimate(e: CompressionEstimate): string {
   const rate = (bytesPerSecond: number) =>
-    bytesPerSecond > 0 ? `${(bytesPerSecond / 1e6).toFixed(0)} MB/s` : "?";
+    bytesPerSecond > 0
+      ? `${(bytesPerSecond / 1e6).toFixed(bytesPerSecond < 10e6 ? 2 : 0)} MB/s` // a slow link's too
+      : "?";
   const capacity = (e.linkCapacityBytesPerSecond ?? 0) > 0
     ? ` (carries ${rate(e.linkCapacityBytesPerSecond!)}${e.linkFast ? ": fast" : ""})`
     : "";

@@ -176,7 +176,11 @@ export interface RoundTime {
   compressSeconds: number;
   /** Waiting for the stream to take the frames: the link (or the receiver) set the pace. */
   linkWaitSeconds: number;
-  /** From the round's last frame flushed to the target's acknowledgement: the receiver's tail. */
+  /**
+   * From the round's last frame flushed to the target's acknowledgement:
+   * the link carrying what the socket still held (up to 64 MiB, minutes on
+   * a slow link), and the target applying the last frames.
+   */
   receiverWaitSeconds: number;
   /**
    * What the compression policy measured by the round's end, and the share
