@@ -32,8 +32,9 @@
  * round's `deltas`).
  *
  * `--stall-timeout SECONDS` bounds how long a write to the target may make
- * no progress and how long an answer may take (defaults 60 s and 120 s):
- * a dead link fails the migration instead of hanging it.
+ * no progress and how long an answer may take once the last bytes reached
+ * the target (defaults 60 s and 120 s): a dead link fails the migration
+ * instead of hanging it, and a slow one does not.
  *
  * Requires `--allow-ffi`, `--allow-read` (the RAM files, CA and token
  * files), `--allow-net` (the target) and `--allow-env=GANGWAY_LIB`

@@ -67,8 +67,9 @@ export interface SenderOptions {
    * Longest wait for an answer of the target while guests are paused: the
    * end of a final round (the gang's, a guest's own, or onePass()) and a
    * verification. A target that hangs then keeps the guests paused until
-   * it runs out, and they are resumed. Default 30 s, or `answerTimeoutMs`
-   * when that is shorter.
+   * it runs out, and they are resumed. Counted, as `answerTimeoutMs` is,
+   * from the last bytes sent reaching the target. Default 30 s, or
+   * `answerTimeoutMs` when that is shorter.
    */
   pausedAnswerTimeoutMs?: number;
   /**
