@@ -74,8 +74,9 @@ const say = (text: string) => console.error(`evacuate: ${text}`);
 let failureJson: ((error: string) => string) | undefined;
 const fail = (text: string, code = 1): never => {
   say(text);
-  // A usage error (2) is not a migration's failure; any other is, and a script learns it too.
-  if (code === 1 && failureJson) console.log(failureJson(text));
+  // Once the arguments parsed, a script asking for JSON gets it with every failure, a guest it
+  // named that cannot be attached (exit 2) included: nothing moved.
+  if (failureJson) console.log(failureJson(text));
   Deno.exit(code);
 };
 

@@ -206,6 +206,21 @@ Deno.test("examples/evacuate.ts checks every argument and reads its credentials 
       assert(!/^\s+at /m.test(stderr), `a stack trace: ${stderr}`);
     });
   }
+  await t.step(
+    "a QMP socket with no QEMU, with --json: the report says nothing moved",
+    async () => {
+      const run = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", EVACUATE, "--target", "127.0.0.1:1", "--insecure", "--json", "/no.qmp"],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assertEquals(run.code, 2, new TextDecoder().decode(run.stderr));
+      const report = JSON.parse(new TextDecoder().decode(run.stdout));
+      assertEquals(report.moved, []);
+      assertEquals(report.stayed, []);
+      assert(report.error.includes('Cannot find a QEMU serving the QMP socket "/no.qmp"'), report);
+    },
+  );
 });
 
 Deno.test("examples/evacuate.ts stopped with Ctrl-C (SIGINT) during its rounds leaves its guest running on host A and exits 130; --dry-run has the agent check the gang", async () => {
