@@ -142,7 +142,7 @@ GW_EXPORT int gw_socket_measure(int32_t fd, uint16_t local_port, uint16_t peer_p
 	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) < 0)
 		return -errno;
 	if (ioctl(fd, SIOCOUTQ, &unacknowledged) < 0)
-		return -errno;
+		unacknowledged = 0; /* a listening socket only: the rate still counts */
 	out[0] = info.tcpi_delivery_rate;
 	out[1] = info.tcpi_delivery_rate_app_limited;
 	out[2] = unacknowledged > 0 ? (uint64_t)unacknowledged : 0;

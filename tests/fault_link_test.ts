@@ -2,7 +2,11 @@ import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { connectTarget } from "../src/transport/connect_target.ts";
 import { FrameReader, FrameWriter, TimeoutError } from "../src/transfer/frame_io.ts";
 import { encodeU32, FrameType } from "../src/transfer/protocol.ts";
-import { ReceiverAnswers, TargetError } from "../src/transfer/receiver_answers.ts";
+import {
+  ReceiverAnswers,
+  SLOWEST_LINK_BYTES_PER_SECOND,
+  TargetError,
+} from "../src/transfer/receiver_answers.ts";
 import { startReceiver } from "./_transfer.ts";
 import { startFaultProxy } from "./_fault_proxy.ts";
 import { assertSafeFailure, startLiveGang } from "./fault_fixtures.ts";
@@ -167,32 +171,59 @@ Deno.test("the wait for the target's answer counts from the last bytes reaching 
   await t.step("while the bytes on their way fall, the wait goes on past the timeout", async () => {
     const { answers, say } = quietTarget();
     void answers.run();
-    // The link delivers a little between every look; the target answers once it has it all,
-    // after some ten looks of a quarter of the timeout each: 2.5 timeouts after the last write.
-    let onTheWay = 10;
+    // The link delivers 50 KB between every look (2.5 MB/s); the target answers once it has it
+    // all, after ten looks of a quarter of the timeout each: 2.5 timeouts after the last write.
+    const delivered = 50_000;
+    let onTheWay = 10 * delivered;
     const looked = () => {
       if (onTheWay === 0) say(encodeU32(FrameType.RoundDone, 7));
-      return onTheWay > 0 ? onTheWay-- : 0;
+      const now = onTheWay;
+      onTheWay = Math.max(0, onTheWay - delivered);
+      return now;
     };
     assertEquals(await answers.expect(FrameType.RoundDone, 80, looked), 7);
     assertEquals(onTheWay, 0, "the answer came once every byte was delivered");
   });
-  await t.step("bytes that stop moving are a stalled link, said as such", async () => {
-    const { answers } = quietTarget();
-    void answers.run();
-    await assertRejects(
-      () => answers.expect(FrameType.RoundDone, 80, () => 5000),
-      TargetError,
-      "The link to the target carried nothing for 0.08 s with 5000 bytes still to deliver",
-    );
-  });
+  await t.step(
+    "bytes that stop moving, or only come and go, are a stalled link or target, said as such",
+    async () => {
+      let n = 0;
+      const cases = [() => 5000, () => (n++ % 2 ? 5000 : 6000)];
+      for (const looked of cases) {
+        const { answers } = quietTarget();
+        void answers.run();
+        await assertRejects(
+          () => answers.expect(FrameType.RoundDone, 80, looked),
+          TargetError,
+          "The target took no data for 0.08 s with 5000 bytes unacknowledged (the link stalled, or the target stopped reading",
+        );
+      }
+    },
+  );
+  await t.step(
+    "a link that delivers a trickle fails once it is slower than the slowest allowed",
+    async () => {
+      const { answers } = quietTarget();
+      void answers.run();
+      // A tenth of a second's worth at the slowest rate, falling a byte per look: never done.
+      let onTheWay = SLOWEST_LINK_BYTES_PER_SECOND / 10;
+      const started = performance.now();
+      await assertRejects(
+        () => answers.expect(FrameType.RoundDone, 80, () => onTheWay--),
+        TargetError,
+        "The link to the target delivers under 0.5 Mbit/s",
+      );
+      const ms = performance.now() - started;
+      assert(ms >= 180, `the wait went on while bytes moved, up to the slowest rate's: ${ms} ms`);
+    },
+  );
   await t.step("once every byte arrived, the target has the timeout to answer", async () => {
     const { answers } = quietTarget();
     void answers.run();
     await assertRejects(
       () => answers.expect(FrameType.RoundDone, 80, () => 0),
       TargetError,
-      "Target did not answer within 0.08 s (waiting for RoundDone)",
+      "Target did not answer within 0.08 s of the last byte reaching it (waiting for RoundDone)",
     );
   });
 });

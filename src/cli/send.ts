@@ -33,8 +33,9 @@
  *
  * `--stall-timeout SECONDS` bounds how long a write to the target may make
  * no progress and how long an answer may take once the last bytes reached
- * the target (defaults 60 s and 120 s): a dead link fails the migration
- * instead of hanging it, and a slow one does not.
+ * the target, as the kernel tells (defaults 60 s and 120 s): a dead link
+ * fails the migration instead of hanging it, and a slow one (down to
+ * 0.5 Mbit/s) does not.
  *
  * Requires `--allow-ffi`, `--allow-read` (the RAM files, CA and token
  * files), `--allow-net` (the target) and `--allow-env=GANGWAY_LIB`

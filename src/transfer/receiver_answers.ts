@@ -63,7 +63,11 @@ export class ReceiverAnswers {
    * last bytes reaching the target. On a slow link the sender's last write
    * returns long before its bytes arrive (the socket holds up to 64 MiB):
    * `onTheWay` tells how many bytes are still unacknowledged (undefined:
-   * unknown), and while that falls the wait goes on.
+   * unknown, and the wait counts from the last write), and while that falls
+   * the wait goes on, for as long as the link delivers them at
+   * {@linkcode SLOWEST_LINK_BYTES_PER_SECOND} or more: a peer that
+   * acknowledges a trickle does not hold the sender (and paused guests)
+   * for hours.
    *
    * @throws TargetError once the target failed, answered something else, or stayed silent
    */
@@ -72,32 +76,26 @@ export class ReceiverAnswers {
     timeoutMs: number,
     onTheWay: () => number | undefined = () => undefined,
   ): Promise<number> {
-    let deadline = performance.now() + timeoutMs;
-    let lastOnTheWay = onTheWay();
+    const started = performance.now();
+    let deadline = started + timeoutMs;
+    const first = onTheWay();
+    const latest = first === undefined
+      ? deadline
+      : deadline + first / SLOWEST_LINK_BYTES_PER_SECOND * 1000;
+    /** The fewest bytes on their way seen so far: only a new low is the link's progress. */
+    let least = first;
     // The link's progress is looked at a few times per timeout, at most once a second.
     const lookEveryMs = Math.min(1000, timeoutMs / 4);
     while (this.#queue.length === 0) {
       if (this.#failure) throw this.#failure;
       const now = performance.now();
       const bytes = onTheWay();
-      if (bytes !== undefined && lastOnTheWay !== undefined && bytes < lastOnTheWay) {
-        deadline = now + timeoutMs; // the link moved bytes: the target has not had them all yet
+      if (bytes !== undefined && least !== undefined && bytes < least) {
+        least = bytes;
+        deadline = Math.min(now + timeoutMs, latest); // the target has not had them all yet
       }
-      lastOnTheWay = bytes;
       const left = deadline - now;
-      if (left <= 0) {
-        throw new TargetError(
-          bytes
-            ? `The link to the target carried nothing for ${
-              timeoutMs / 1000
-            } s with ${bytes} bytes still to deliver (waiting for ${
-              frameTypeName(type)
-            }): it stalled`
-            : `Target did not answer within ${timeoutMs / 1000} s (waiting for ${
-              frameTypeName(type)
-            })`,
-        );
-      }
+      if (left <= 0) throw silence(type, timeoutMs, bytes, now >= latest ? now - started : 0);
       let timer: ReturnType<typeof setTimeout> | undefined;
       await new Promise<void>((resolve) => {
         this.#waiter = resolve;
@@ -114,4 +112,43 @@ export class ReceiverAnswers {
     }
     return answer.value;
   }
+}
+
+/**
+ * The slowest link a wait for an answer allows for the bytes still on their
+ * way (0.5 Mbit/s): 64 MiB in some 18 minutes.
+ */
+export const SLOWEST_LINK_BYTES_PER_SECOND = 62_500;
+
+/** Why the wait for an answer of `type` ends: what was seen of the link and the target. */
+function silence(
+  type: number,
+  timeoutMs: number,
+  onTheWay: number | undefined,
+  tooSlowAfterMs: number,
+): TargetError {
+  const waiting = `waiting for ${frameTypeName(type)}`;
+  const seconds = timeoutMs / 1000;
+  if (onTheWay === undefined) {
+    return new TargetError(
+      `Target did not answer within ${seconds} s of the last write (${waiting})`,
+    );
+  }
+  if (onTheWay === 0) {
+    return new TargetError(
+      `Target did not answer within ${seconds} s of the last byte reaching it (${waiting})`,
+    );
+  }
+  if (tooSlowAfterMs > 0) {
+    return new TargetError(
+      `The link to the target delivers under ${SLOWEST_LINK_BYTES_PER_SECOND * 8 / 1e6} Mbit/s: ` +
+        `${onTheWay} bytes still unacknowledged after ${
+          (tooSlowAfterMs / 1000).toFixed(0)
+        } s (${waiting})`,
+    );
+  }
+  return new TargetError(
+    `The target took no data for ${seconds} s with ${onTheWay} bytes unacknowledged ` +
+      `(the link stalled, or the target stopped reading; ${waiting})`,
+  );
 }

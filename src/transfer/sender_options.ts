@@ -59,8 +59,8 @@ export interface SenderOptions {
   /**
    * Longest wait for an answer of the target (handshake, end of a live
    * round), counted from the last bytes sent reaching it where the kernel
-   * tells (on a slow link they arrive minutes after the last write).
-   * Default 120 s.
+   * tells (on a slow link they arrive minutes after the last write; see
+   * `ReceiverAnswers.expect`). Default 120 s.
    */
   answerTimeoutMs?: number;
   /**
