@@ -6,7 +6,7 @@
  *   deno run -A examples/evacuate.ts --target HOST:PORT
  *     (--ca FILE --token-file FILE | --insecure [--token-file FILE])
  *     [--server-name NAME] [--max-bandwidth BYTES_PER_S] [--copy-storage] [--keep-priority]
- *     [--final-rounds per-guest|gang] [--dry-run] [--json]
+ *     [--final-rounds per-guest|gang] [--max-downtime MS] [--dry-run] [--json]
  *     [--max-throttle PERCENT [--throttle-initial PERCENT] [--throttle-step PERCENT]]
  *     (--all | QMP_SOCKET...)
  *
@@ -43,7 +43,12 @@
  * the CPU time they used (auto-converge, as QEMU's `max-cpu-throttle`), by
  * QEMU's steps (20%, then 10% more each time the rounds stall again; the
  * two other flags change them), each at full speed again once paused for
- * its final round.
+ * its final round. With `--max-downtime MS`, a guest (or with
+ * `--final-rounds gang` the gang) whose final round would keep it paused
+ * longer, by an estimate made just before its pause (its changed pages,
+ * whole, at the link's measured rate), is not paused: the migration fails,
+ * and the guests not moved run on here (by default there is no limit, and
+ * rounds that stall end in a long final round).
  *
  * Permissions: --allow-ffi (the page library), --allow-run (ps, cat),
  * --allow-net (QMP, the agent), --allow-read and --allow-write (RAM
@@ -61,12 +66,13 @@ import { findQemus, QemuGuest } from "../src/qemu/mod.ts";
 import { describeMachine, isCopied, RemoteTarget } from "../src/target/mod.ts";
 import { readPemFile, readTokenFile } from "../src/transport/mod.ts";
 import { claimCpuShare } from "../src/cpu_share.ts";
-import { parseAddress, parseRate, parseThrottleFlags } from "../src/cli/_units.ts";
+import { parseAddress, parseCount, parseRate, parseThrottleFlags } from "../src/cli/_units.ts";
 import { stopOnSignals } from "../src/cli/_cli.ts";
 
 const USAGE = "usage: deno run -A examples/evacuate.ts --target HOST:PORT " +
   "(--ca FILE --token-file FILE | --insecure [--token-file FILE]) [--server-name NAME] [--max-bandwidth B] " +
-  "[--copy-storage] [--keep-priority] [--final-rounds per-guest|gang] [--dry-run] [--json] " +
+  "[--copy-storage] [--keep-priority] [--final-rounds per-guest|gang] [--max-downtime MS] " +
+  "[--dry-run] [--json] " +
   "[--max-throttle PERCENT [--throttle-initial PERCENT] [--throttle-step PERCENT]] " +
   "(--all | QMP_SOCKET...)";
 const say = (text: string) => console.error(`evacuate: ${text}`);
@@ -96,6 +102,7 @@ function parseArguments() {
         "copy-storage": { type: "boolean" },
         "keep-priority": { type: "boolean" },
         "final-rounds": { type: "string" },
+        "max-downtime": { type: "string" },
         "max-throttle": { type: "string" },
         "throttle-initial": { type: "string" },
         "throttle-step": { type: "string" },
@@ -138,6 +145,9 @@ if (finalRounds !== undefined && finalRounds !== "per-guest" && finalRounds !== 
   fail(`--final-rounds must be per-guest or gang, got "${finalRounds}"\n${USAGE}`, 2);
 }
 const { throttle } = flag(() => parseThrottleFlags(values));
+const maxDowntimeMs = values["max-downtime"] === undefined
+  ? undefined
+  : flag(() => parseCount(values["max-downtime"]!, "--max-downtime"));
 const maxBandwidth = values["max-bandwidth"] === undefined
   ? undefined
   : flag(() => parseRate(values["max-bandwidth"]!, "--max-bandwidth"));
@@ -300,6 +310,7 @@ if (values["dry-run"]) {
       signal: interrupt.signal,
       maxBandwidth,
       finalRounds,
+      maxDowntimeMs,
       ...(throttle ? { throttle } : {}),
       onStep: say,
       onRound: (r) =>

@@ -163,6 +163,11 @@ Deno.test("examples/evacuate.ts checks every argument and reads its credentials 
       "--final-rounds must be per-guest or gang",
     ],
     [
+      "a --max-downtime that is no positive number of ms",
+      ["--all", "--target", "127.0.0.1:1", "--insecure", "--max-downtime", "0.5"],
+      '--max-downtime needs a positive integer, got "0.5"',
+    ],
+    [
       "a bad --max-throttle",
       ["--all", "--target", "127.0.0.1:1", "--insecure", "--max-throttle", "100"],
       "--max-throttle must be a whole percent from 1 to 99",

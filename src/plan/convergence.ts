@@ -26,6 +26,15 @@ export interface ConvergenceOptions {
    * Default 2048 (8 MiB).
    */
   stopPages?: number;
+  /**
+   * Longest a pause may keep guests stopped for their final round, in ms, by
+   * an estimate made just before the pause ({@linkcode finalRoundMs}): a
+   * pause over it is not made, and the migration fails with the guests not
+   * yet paused running on (QEMU's `downtime-limit`, but where QEMU goes on
+   * with more rounds, gangway's rounds have already ended: they converged or
+   * stalled). Default: no limit.
+   */
+  maxDowntimeMs?: number;
 }
 
 /** Throws a RangeError naming an option out of its range (as the CLI's flags are checked). */
@@ -37,6 +46,21 @@ export function checkConvergenceOptions(options: ConvergenceOptions): void {
   if (stopPages !== undefined && !(Number.isInteger(stopPages) && stopPages >= 0)) {
     throw new RangeError(`stopPages must be a whole number of pages, got ${stopPages}`);
   }
+  const { maxDowntimeMs } = options;
+  if (maxDowntimeMs !== undefined && !(maxDowntimeMs > 0 && Number.isFinite(maxDowntimeMs))) {
+    throw new RangeError(`maxDowntimeMs must be a positive number of ms, got ${maxDowntimeMs}`);
+  }
+}
+
+/**
+ * How long a final round of `changedPages` keeps its guests paused on a
+ * link that carries `linkBytesPerSecond`, in ms: every page taken whole (none
+ * compressed, none a reference), the link's part alone. Infinite when the
+ * link was never measured.
+ */
+export function finalRoundMs(changedPages: number, linkBytesPerSecond: number): number {
+  if (changedPages === 0) return 0;
+  return linkBytesPerSecond > 0 ? changedPages * PAGE_SIZE / linkBytesPerSecond * 1000 : Infinity;
 }
 
 /** Pages a round handled (sent in full, referenced or zeroed). */

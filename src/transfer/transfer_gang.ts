@@ -13,6 +13,7 @@ import type { Gang } from "../scan/gang.ts";
 import {
   checkConvergenceOptions,
   type ConvergenceOptions,
+  finalRoundMs,
   type LiveRoundsEnd,
   type RoundSize,
   roundSize,
@@ -178,6 +179,20 @@ export async function transferGang(
     const catchUpPages = Math.min(CATCH_UP_PAGES, options.stopPages ?? CATCH_UP_PAGES);
     // A round registers at most a content per page: room for the next one and the final round.
     const roomLeft = () => sender!.contentRoom >= 2 * gang.pages;
+    /** Refuses a pause whose final round would take longer than maxDowntimeMs (a pause follows). */
+    const checkDowntime = (who: string, changedPages: number) => {
+      if (options.maxDowntimeMs === undefined) return;
+      const rate = linkRate(sender!.rounds);
+      const ms = finalRoundMs(changedPages, rate);
+      if (ms <= options.maxDowntimeMs) return;
+      throw new Error(
+        `${who} would stay paused ${
+          Number.isFinite(ms) ? `about ${ms.toFixed(0)} ms` : "for as long as the whole transfer"
+        } for its final round (${changedPages} pages to send, the link measured at ${
+          (rate / 1e6).toFixed(1)
+        } MB/s), over the limit of ${options.maxDowntimeMs} ms: not paused`,
+      );
+    };
     let throttle = 0;
     let ended: LiveRoundsEnd | undefined = onePass ? "none" : undefined;
     while (!ended) {
@@ -216,6 +231,7 @@ export async function transferGang(
           const caughtUp = await sender.guestRound(guest.number); // not in onRound?.(): see below
           options.onRound?.(caughtUp);
         }
+        checkDowntime(`Guest "${guest.name}"`, sender.estimateChanged(guest.number));
         if (!paused) pausedAt = performance.now(); // the first pause, after any catch-up of its guest
         paused = true; // before: a pause that failed halfway must still be undone
         await options.pauseGuest(guest.number);
@@ -227,6 +243,7 @@ export async function transferGang(
         await options.guestFinished?.(guest.number);
       }
     } else {
+      if (options.pause) checkDowntime("The gang", sender.estimateChanged());
       await options.pause?.();
       paused = true;
       pausedAt = performance.now();
@@ -266,6 +283,18 @@ export async function transferGang(
   } finally {
     sender?.close(); // connect() closes the connection itself if it fails
   }
+}
+
+/**
+ * The link's rate as the rounds measured it: the kernel's latest measure of
+ * it, or else the most a round put on it per second (a lower bound).
+ */
+function linkRate(rounds: readonly RoundReport[]): number {
+  for (const round of rounds.toReversed()) {
+    const capacity = round.time?.compression?.linkCapacityBytesPerSecond ?? 0;
+    if (capacity > 0) return capacity;
+  }
+  return Math.max(0, ...rounds.map((round) => round.bytesOnWire / round.seconds));
 }
 
 /**
