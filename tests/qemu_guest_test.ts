@@ -2,6 +2,7 @@ import { join } from "node:path";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { QemuGuest } from "../src/qemu/guest.ts";
 import { QmpError } from "../src/qemu/qmp_messages.ts";
+import { qemuPidsNamed } from "../src/lab/_processes.ts";
 import { fileExists, Guests, testImage, uniqueName } from "./qemu_helpers.ts";
 
 const MiB = 1024 * 1024;
@@ -107,6 +108,26 @@ Deno.test("QemuGuest.start() refuses an existing RAM file and reports a QEMU tha
       Error,
       `Cannot start guest "vm-bad": QEMU exited: qemu-system-x86_64: -no-such-option: invalid option`,
     );
+    // A lab closing on Ctrl-C aborts its signal: a start under way then spawns nothing.
+    const closing = new AbortController();
+    closing.abort(new Error("The lab session is closed"));
+    const qemus = await qemuPidsNamed("vm-closing");
+    await assertRejects(
+      () =>
+        QemuGuest.start({
+          name: "vm-closing",
+          memoryMiB: 64,
+          image,
+          ramPath,
+          runDir,
+          replaceRamFile: true,
+          signal: closing.signal,
+        }),
+      Error,
+      "The lab session is closed",
+    );
+    assertEquals(await qemuPidsNamed("vm-closing"), qemus, "no QEMU was spawned");
+    assert(!(await fileExists(join(runDir, "vm-closing.qemu.log"))), "nor its log made");
   } finally {
     await Deno.remove(runDir, { recursive: true });
   }

@@ -154,6 +154,7 @@ export async function bootGang(
         diskPath: session.diskPath(name),
         runDir: session.hostRunDir("source"),
         commandPrefix: session.prefix("source"),
+        signal: session.signal,
       }),
     )
   ));

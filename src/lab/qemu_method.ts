@@ -71,6 +71,7 @@ export async function runQemuMethod(
         ramPath: session.ramPath("target", source.name),
         runDir: session.hostRunDir("target"),
         commandPrefix: session.prefix("target"),
+        signal: session.signal,
       }).then((guest) => session.track(guest))
     ),
   );

@@ -93,6 +93,7 @@ export class LabSession implements AsyncDisposable {
   #runs = 0;
   #signals: Disposable | undefined;
   #closing: Promise<void> | undefined;
+  readonly #closed = new AbortController();
   #exitGuard = () => this.#removeAtExit();
 
   private constructor(
@@ -253,6 +254,14 @@ export class LabSession implements AsyncDisposable {
     return this.#closing !== undefined;
   }
 
+  /**
+   * Aborted once {@linkcode close} is called: what the run starts (QEMUs)
+   * is not started after that, so that nothing outlives the close.
+   */
+  get signal(): AbortSignal {
+    return this.#closed.signal;
+  }
+
   /** Remembers a guest so that the session ends it if nobody else does. */
   track(guest: QemuGuest): QemuGuest {
     this.#guests.add(guest);
@@ -331,6 +340,7 @@ export class LabSession implements AsyncDisposable {
    * @throws Error naming what could not be removed
    */
   close(): Promise<void> {
+    this.#closed.abort(new Error("The lab session is closed"));
     this.#closing ??= this.#close();
     return this.#closing;
   }

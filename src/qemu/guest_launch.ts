@@ -67,6 +67,12 @@ export interface QemuGuestOptions {
   replaceRamFile?: boolean;
   /** Time allowed for QEMU to open its QMP socket. Default 10000 ms. */
   startTimeoutMs?: number;
+  /**
+   * Once aborted, no QEMU is spawned: the start fails instead (a lab that
+   * is closing on Ctrl-C would otherwise leave one it spawned after its
+   * last look for them).
+   */
+  signal?: AbortSignal;
 }
 
 /** Options of {@linkcode QemuGuest.startDestination}. */
@@ -81,6 +87,8 @@ export interface DestinationOptions {
   commandPrefix?: string[];
   /** As in {@linkcode QemuGuestOptions.startTimeoutMs}. */
   startTimeoutMs?: number;
+  /** As in {@linkcode QemuGuestOptions.signal}. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -100,6 +108,7 @@ export interface LaunchInstance {
   runDir?: string;
   commandPrefix?: string[];
   startTimeoutMs?: number;
+  signal?: AbortSignal;
   incoming: boolean;
 }
 
@@ -200,6 +209,7 @@ export async function launchQemu(
     await removeFile(qmpPath);
     await removeFile(paths.serialLog);
     const args = qemuArgs(machine, { ...paths, name, qmpPath, incoming: instance.incoming });
+    instance.signal?.throwIfAborted(); // in the same turn as the spawn: none after the abort
     process = QemuProcess.spawn(
       name,
       [
