@@ -67,9 +67,9 @@ export async function setParameters(
   }
 }
 
-/** Runs `query-migrate`. */
-export async function queryMigrate(guest: QemuGuest): Promise<MigrationInfo> {
-  return await guest.qmp.execute<MigrationInfo>("query-migrate");
+/** Runs `query-migrate`, its answer awaited `timeoutMs` (default: the QMP client's 10 s). */
+export async function queryMigrate(guest: QemuGuest, timeoutMs?: number): Promise<MigrationInfo> {
+  return await guest.qmp.execute<MigrationInfo>("query-migrate", undefined, { timeoutMs });
 }
 
 /** The default migration address: a unix socket in the destination's run directory. */
@@ -118,7 +118,9 @@ export async function waitForStatus(
   try {
     while (true) {
       changed = false;
-      const info = await queryMigrate(guest);
+      // A QEMU on a host whose cores are all busy may take over the default 10 s to answer (24
+      // guests on two cores did): it has as long as the wait has left.
+      const info = await queryMigrate(guest, Math.max(1000, deadline - performance.now()));
       const status = info.status ?? "none";
       if (wanted.includes(status)) return info;
       if (FINISHED.has(status)) {
