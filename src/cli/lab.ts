@@ -50,7 +50,7 @@ import {
   runLab,
 } from "../lab/experiment.ts";
 import { judgeLostGuests } from "../lab/lost_guests.ts";
-import { availableMemory } from "../lab/memory_budget.ts";
+import { availableMemory, oomKillCount } from "../lab/memory_budget.ts";
 import { labJson } from "../lab/report.ts";
 import { applicationChart } from "../lab/app_plot.ts";
 import { LabSession } from "../lab/session.ts";
@@ -259,6 +259,8 @@ async function main(args: string[]): Promise<void> {
   if (command.sweepMemory) {
     sweeps.push(await runSweep(session, command.config, "memory", command.sweepMemory));
   }
+  // The whole run's, a method that failed included (its result, and its count, are not kept).
+  const oomKillsBefore = await oomKillCount();
   let results: LabResult[];
   if (sweeps.length > 0) {
     const written = await writeSweepFiles(command.out ?? callerPath(DEFAULT_OUT), sweeps, line);
@@ -296,9 +298,14 @@ async function main(args: string[]): Promise<void> {
   }
   const { failures, warnings } = judgeLostGuests(results);
   for (const warning of warnings) console.error(`warning: ${warning}`);
-  const oomKills = results.flatMap((r) => r.methods).reduce((n, m) => n + (m.oomKills ?? 0), 0);
+  const oomKillsAfter = await oomKillCount();
+  const oomKills = oomKillsBefore === null || oomKillsAfter === null
+    ? null
+    : oomKillsAfter - oomKillsBefore;
   session.say(
-    oomKills > 0
+    oomKills === null
+      ? "cannot tell whether the kernel's OOM killer killed anything (no /proc/vmstat)"
+      : oomKills > 0
       ? `the kernel's OOM killer killed ${oomKills} processes during the run (dmesg says which)`
       : "the kernel's OOM killer killed nothing during the run",
   );
