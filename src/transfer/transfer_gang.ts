@@ -179,9 +179,13 @@ export async function transferGang(
     const catchUpPages = Math.min(CATCH_UP_PAGES, options.stopPages ?? CATCH_UP_PAGES);
     // A round registers at most a content per page: room for the next one and the final round.
     const roomLeft = () => sender!.contentRoom >= 2 * gang.pages;
-    /** Refuses a pause whose final round would take longer than maxDowntimeMs (a pause follows). */
-    const checkDowntime = (who: string, changedPages: number) => {
+    /**
+     * Refuses a pause whose final round would take longer than maxDowntimeMs (a pause follows);
+     * the changes are estimated only when there is a limit.
+     */
+    const checkDowntime = (who: string, estimateChanged: () => number) => {
       if (options.maxDowntimeMs === undefined) return;
+      const changedPages = estimateChanged();
       const rate = linkRate(sender!.rounds);
       const ms = finalRoundMs(changedPages, rate);
       if (ms <= options.maxDowntimeMs) return;
@@ -224,14 +228,18 @@ export async function transferGang(
         // meanwhile. Not past a round limit, nor after the rounds ran out of content room; else the
         // room the last live round left (2 pages' worth a page) holds a catch-up and a final round
         // of every guest.
-        if (
-          (ended === "converged" || ended === "stalled") &&
-          sender.estimateChanged(guest.number) > catchUpPages
-        ) {
+        let changed = ended === "converged" || ended === "stalled"
+          ? sender.estimateChanged(guest.number)
+          : undefined;
+        if (changed !== undefined && changed > catchUpPages) {
           const caughtUp = await sender.guestRound(guest.number); // not in onRound?.(): see below
           options.onRound?.(caughtUp);
+          changed = undefined; // it wrote on during its catch-up
         }
-        checkDowntime(`Guest "${guest.name}"`, sender.estimateChanged(guest.number));
+        checkDowntime(
+          `Guest "${guest.name}"`,
+          () => changed ?? sender!.estimateChanged(guest.number),
+        );
         if (!paused) pausedAt = performance.now(); // the first pause, after any catch-up of its guest
         paused = true; // before: a pause that failed halfway must still be undone
         await options.pauseGuest(guest.number);
@@ -243,7 +251,7 @@ export async function transferGang(
         await options.guestFinished?.(guest.number);
       }
     } else {
-      if (options.pause) checkDowntime("The gang", sender.estimateChanged());
+      if (options.pause) checkDowntime("The gang", () => sender!.estimateChanged());
       await options.pause?.();
       paused = true;
       pausedAt = performance.now();
