@@ -228,7 +228,7 @@ Deno.test("examples/evacuate.ts checks every argument and reads its credentials 
   );
 });
 
-Deno.test("examples/evacuate.ts stopped with Ctrl-C (SIGINT) during its rounds leaves its guest running on host A and exits 130; --dry-run has the agent check the gang", async () => {
+Deno.test("examples/evacuate.ts stopped with Ctrl-C (SIGINT) during its rounds leaves its guest running on host A and exits 130; --dry-run has the agent check the gang; a pause over --max-downtime is not made", async () => {
   await using hosts = await TwoHosts.open();
   let agent = await hosts.startAgent();
   const name = uniqueName("evint");
@@ -240,7 +240,7 @@ Deno.test("examples/evacuate.ts stopped with Ctrl-C (SIGINT) during its rounds l
       image: await testImage(),
       runDir,
       commandPrefix: hosts.onA,
-      workload: { checkEverySeconds: 1 },
+      workload: { mode: "busy", checkEverySeconds: 1 }, // writes all the time: see --max-downtime
     });
     await guest.waitUntilBooted();
     await guest.detach(); // QMP takes one client: evacuate's
@@ -314,6 +314,27 @@ Deno.test("examples/evacuate.ts stopped with Ctrl-C (SIGINT) during its rounds l
     const plan = JSON.parse(new TextDecoder().decode(taken.stdout));
     assertEquals(plan.guests.map((g: { name: string }) => g.name), [name]);
     assertEquals(plan.agent.ok, true);
+    // A pause whose final round would take longer than --max-downtime is not made: at 10 MB/s,
+    // 1 ms carries under 3 pages, and the busy guest rewrites thousands during a round.
+    const limited = await evacuateOnA(
+      AGENT_PORT,
+      ...["--max-bandwidth", "10M", "--max-downtime", "1", "--json"],
+    ).output();
+    const limitedText = new TextDecoder().decode(limited.stderr);
+    assertEquals(limited.code, 1, limitedText);
+    const overLimit = JSON.parse(new TextDecoder().decode(limited.stdout));
+    assertEquals({ ...overLimit, error: undefined }, {
+      error: undefined,
+      moved: [],
+      stayed: [name],
+      lost: [],
+    });
+    assert(overLimit.error.endsWith("over the limit of 1 ms: not paused"), overLimit.error);
+    // At the pace the sender keeps to, not at what the link could carry (veth: GB/s).
+    assert(overLimit.error.includes("the link measured at 10.0 MB/s"), overLimit.error);
+    // Nothing of the guest stays on host B: the agent dropped the gang it prepared.
+    const onB = `/proc/${agent.server.process.pid}/root`;
+    assertEquals([...Deno.readDirSync(`${onB}/dev/shm/gangway`)], []);
     await agent.stop();
     agent = await hosts.startAgent(["--max-memory", "64M"]);
     const refused = await dryRun();

@@ -186,7 +186,7 @@ export async function transferGang(
     const checkDowntime = (who: string, estimateChanged: () => number) => {
       if (options.maxDowntimeMs === undefined) return;
       const changedPages = estimateChanged();
-      const rate = linkRate(sender!.rounds);
+      const rate = linkRate(sender!.rounds, options.maxBandwidth);
       const ms = finalRoundMs(changedPages, rate);
       if (ms <= options.maxDowntimeMs) return;
       throw new Error(
@@ -295,14 +295,18 @@ export async function transferGang(
 
 /**
  * The link's rate as the rounds measured it: the kernel's latest measure of
- * it, or else the most a round put on it per second (a lower bound).
+ * it, or else the most a round put on it per second (a lower bound); never
+ * over the sender's cap (`maxBandwidth`), which paces the final round too.
  */
-function linkRate(rounds: readonly RoundReport[]): number {
+function linkRate(rounds: readonly RoundReport[], maxBandwidth = Infinity): number {
   for (const round of rounds.toReversed()) {
     const capacity = round.time?.compression?.linkCapacityBytesPerSecond ?? 0;
-    if (capacity > 0) return capacity;
+    if (capacity > 0) return Math.min(capacity, maxBandwidth);
   }
-  return Math.max(0, ...rounds.map((round) => round.bytesOnWire / round.seconds));
+  return Math.min(
+    Math.max(0, ...rounds.map((round) => round.bytesOnWire / round.seconds)),
+    maxBandwidth,
+  );
 }
 
 /**
