@@ -25,7 +25,7 @@ import { sweepSummary } from "../src/lab/sweep.ts";
 
 const GIB = 2 ** 30;
 
-Deno.test("estimateMemory() fits the paper's 24 guests of 512 MiB with anonymous RAM, not with files", () => {
+Deno.test("estimateMemory() fits the paper's 24 guests of 512 MiB with anonymous RAM of small pages, not with files or huge pages", () => {
   const plan = {
     guests: 24,
     memoryMiB: 512,
@@ -40,7 +40,6 @@ Deno.test("estimateMemory() fits the paper's 24 guests of 512 MiB with anonymous
     `${anonymous.peak.bytes}`,
   );
   refuseUnlessFits(anonymous, 22 * GIB, "24 guests of 512 MiB");
-
   const file = estimateMemory({ ...plan, baselineRam: "file" });
   assertEquals(file.peak.method, "qemu");
   // Both ends of every QEMU migration grow to the guest's whole 512 MiB, and more for QEMU.
@@ -54,6 +53,17 @@ Deno.test("estimateMemory() fits the paper's 24 guests of 512 MiB with anonymous
     () => refuseUnlessFits(file, 22 * GIB, "24 guests of 512 MiB"),
     Error,
     "drop --baseline-ram file",
+  );
+  // With transparent huge pages both ends of QEMU's migration grow to about the whole guest.
+  const huge = estimateMemory({ ...plan, baselineRam: "anonymous", hugePages: true });
+  assertEquals(huge.peak.method, "qemu");
+  assertEquals(huge.peak.bytes, file.peak.bytes);
+  assertThrows(
+    () => refuseUnlessFits(huge, 22 * GIB, "24 guests of 512 MiB"),
+    Error,
+    "(24 guests of 512 MiB in anonymous RAM of transparent huge pages, about whole on both " +
+      "hosts once QEMU's migration runs), 22.0 GiB is available and 1.0 GiB of it is kept free; " +
+      "run fewer or smaller guests, or leave qemu out (--compare)",
   );
 });
 
@@ -80,14 +90,19 @@ Deno.test("estimateMemory() grows with busy guests and stops at a small guest's 
 });
 
 Deno.test("refuseUnlessLabFits() keeps the headroom free and lets the default run through", () => {
-  const estimate = refuseUnlessLabFits(DEFAULT_LAB_CONFIG, 8 * GIB);
+  const host = (availableBytes: number) => ({ availableBytes, hugePages: false });
+  const estimate = refuseUnlessLabFits(DEFAULT_LAB_CONFIG, host(8 * GIB));
   assert(estimate.peak.bytes < 4 * GIB, `${estimate.peak.bytes}`);
   assertThrows(
-    () => refuseUnlessLabFits(DEFAULT_LAB_CONFIG, estimate.peak.bytes + MEMORY_HEADROOM_BYTES - 1),
+    () =>
+      refuseUnlessLabFits(
+        DEFAULT_LAB_CONFIG,
+        host(estimate.peak.bytes + MEMORY_HEADROOM_BYTES - 1),
+      ),
     Error,
     "run fewer or smaller guests",
   );
-  refuseUnlessLabFits(DEFAULT_LAB_CONFIG, estimate.peak.bytes + MEMORY_HEADROOM_BYTES);
+  refuseUnlessLabFits(DEFAULT_LAB_CONFIG, host(estimate.peak.bytes + MEMORY_HEADROOM_BYTES));
 });
 
 const CRASH_LINES = [

@@ -50,7 +50,7 @@ import {
   runLab,
 } from "../lab/experiment.ts";
 import { judgeLostGuests } from "../lab/lost_guests.ts";
-import { availableMemory, oomKillCount } from "../lab/memory_budget.ts";
+import { hostMemory, oomKillCount } from "../lab/memory_budget.ts";
 import { labJson } from "../lab/report.ts";
 import { applicationChart } from "../lab/app_plot.ts";
 import { LabSession } from "../lab/session.ts";
@@ -239,8 +239,8 @@ async function main(args: string[]): Promise<void> {
   const command = parseLabArgs(args);
   const line = reproduceCommand(args);
   // Refuse a run that cannot fit before anything is made (each point again before it boots).
-  const available = await availableMemory();
-  for (const config of plannedConfigs(command)) refuseUnlessLabFits(config, available);
+  const host = await hostMemory();
+  for (const config of plannedConfigs(command)) refuseUnlessLabFits(config, host);
   await using session = await LabSession.open({
     link: command.link,
     network: command.network,

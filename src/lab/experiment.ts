@@ -13,9 +13,10 @@ export type { DiskStorage } from "./gangway_method.ts";
 import type { DiskStorage } from "./gangway_method.ts";
 import type { GuestRam, LabMethod, MethodResult } from "./measurement.ts";
 import {
-  availableMemory,
   estimateMemory,
   gib,
+  type HostMemory,
+  hostMemory,
   type MemoryEstimate,
   refuseUnlessFits,
 } from "./memory_budget.ts";
@@ -144,11 +145,11 @@ export function finalRoundsOf(
 export async function runLab(session: LabSession, config: LabConfig): Promise<LabResult> {
   const startedAt = new Date();
   const t0 = performance.now();
-  const available = await availableMemory();
-  const { peak } = refuseUnlessLabFits(config, available);
+  const host = await hostMemory();
+  const { peak } = refuseUnlessLabFits(config, host);
   session.say(
     `memory: about ${gib(peak.bytes)} GiB at the peak (${peak.method}), ${
-      gib(available)
+      gib(host.availableBytes)
     } GiB available`,
   );
   const methods: MethodResult[] = [];
@@ -193,7 +194,11 @@ export async function runLab(session: LabSession, config: LabConfig): Promise<La
     link: session.link,
     network: { mode: net.mode, description: net.describe(), reason: net.reason },
     image: await imageFiles(session, config),
-    memory: { estimatedPeakBytes: peak.bytes, peakMethod: peak.method, availableBytes: available },
+    memory: {
+      estimatedPeakBytes: peak.bytes,
+      peakMethod: peak.method,
+      availableBytes: host.availableBytes,
+    },
     methods,
     ...(failed.length > 0 ? { failed } : {}),
     startedAt: startedAt.toISOString(),
@@ -217,26 +222,31 @@ async function imageFiles(session: LabSession, spec: GangSpec): Promise<LabResul
  * Needs no permission.
  *
  * @param config The experiment
- * @param availableBytes The memory available now (see `availableMemory`)
+ * @param host The memory available now, and how QEMU's RAM is backed (see `hostMemory`)
  * @returns The estimate, when it fits
  * @throws Error saying what it needs and what is available
  *
  * @example
  * ```ts
  * import { DEFAULT_LAB_CONFIG, refuseUnlessLabFits } from "./experiment.ts";
- * import { availableMemory } from "./memory_budget.ts";
+ * import { hostMemory } from "./memory_budget.ts";
  *
- * refuseUnlessLabFits({ ...DEFAULT_LAB_CONFIG, guests: 24, memoryMiB: 512 }, await availableMemory());
+ * refuseUnlessLabFits({ ...DEFAULT_LAB_CONFIG, guests: 24, memoryMiB: 512 }, await hostMemory());
  * ```
  */
-export function refuseUnlessLabFits(config: LabConfig, availableBytes: number): MemoryEstimate {
+export function refuseUnlessLabFits(config: LabConfig, host: HostMemory): MemoryEstimate {
   const estimate = estimateMemory({
     guests: config.guests,
     memoryMiB: config.memoryMiB,
     workload: config.workload,
     methods: ["gangway", ...config.compare],
     baselineRam: config.baselineRam ?? "anonymous",
+    hugePages: host.hugePages,
   });
-  refuseUnlessFits(estimate, availableBytes, `${config.guests} guests of ${config.memoryMiB} MiB`);
+  refuseUnlessFits(
+    estimate,
+    host.availableBytes,
+    `${config.guests} guests of ${config.memoryMiB} MiB`,
+  );
   return estimate;
 }

@@ -15,7 +15,12 @@
  *   tmpfs file allocates it, so with the file backend both ends of a QEMU
  *   migration grow to the guest's whole size (512 MiB guest: 609 MiB and
  *   561 MiB resident afterwards); with anonymous RAM a read maps the zero
- *   page and each end keeps what the guest touched (235 and 170 MiB);
+ *   page and each end keeps what the guest touched (235 and 170 MiB),
+ *   unless the kernel backs it with transparent huge pages (QEMU advises
+ *   them for its RAM): then each end grows in 2 MiB pieces to about the
+ *   whole guest (24 idle guests of 512 MiB, 235 MiB each after boot, held
+ *   390-590 MiB at both ends halfway through QEMU's migration, and the
+ *   kernel's OOM killer ended it on a host of 24 GiB);
  * - gangway reads the source's RAM file with pread (holes stay holes) and
  *   writes only the pages that hold data at the target; its sender and
  *   receiver are two Deno processes with a page index each.
@@ -38,6 +43,8 @@ export interface MemoryPlan {
   methods: readonly LabMethod[];
   /** The QEMU methods' RAM backend. */
   baselineRam: GuestRam;
+  /** Whether the host backs QEMU's anonymous RAM with transparent huge pages (see {@linkcode anonymousHugePages}). Default false. */
+  hugePages?: boolean;
 }
 
 /** What one method needs at its peak, both hosts together. */
@@ -152,6 +159,15 @@ export function estimateMemory(plan: MemoryPlan): MemoryEstimate {
           "QEMU's migration reads every page and a read allocates a file's page",
       };
     }
+    if (plan.hugePages) {
+      return {
+        method,
+        bytes: 2 * each(size),
+        ram: "anonymous",
+        how: `${n} guests of ${size} MiB in anonymous RAM of transparent huge pages, about ` +
+          "whole on both hosts once QEMU's migration runs",
+      };
+    }
     return {
       method,
       bytes: 2 * each(touched),
@@ -181,15 +197,15 @@ export function refuseUnlessFits(
 ): void {
   const { peak } = estimate;
   if (peak.bytes + MEMORY_HEADROOM_BYTES <= availableBytes) return;
-  const fileHint = peak.method !== "gangway" && peak.ram === "file"
+  const hint = peak.method === "gangway"
+    ? ""
+    : peak.ram === "file"
     ? ", or let the QEMU methods keep QEMU's default anonymous RAM (drop --baseline-ram file)"
-    : "";
+    : `, or leave ${peak.method} out (--compare)`;
   throw new Error(
     `Cannot run the lab with ${what}: ${peak.method} needs about ${gib(peak.bytes)} GiB ` +
       `at its peak (${peak.how}), ${gib(availableBytes)} GiB is available and ` +
-      `${
-        gib(MEMORY_HEADROOM_BYTES)
-      } GiB of it is kept free; run fewer or smaller guests${fileHint}`,
+      `${gib(MEMORY_HEADROOM_BYTES)} GiB of it is kept free; run fewer or smaller guests${hint}`,
   );
 }
 
@@ -207,6 +223,41 @@ export async function availableMemory(): Promise<number> {
   const kib = /^MemAvailable:\s+(\d+) kB$/m.exec(text)?.[1];
   if (kib === undefined) throw new Error("Cannot read the available memory: no MemAvailable");
   return Number(kib) * 1024;
+}
+
+/** What the host has for a run: the memory available, and how QEMU's anonymous RAM is backed. */
+export interface HostMemory {
+  /** `MemAvailable` (see {@linkcode availableMemory}). */
+  availableBytes: number;
+  /** See {@linkcode anonymousHugePages}. */
+  hugePages: boolean;
+}
+
+/**
+ * What the host has for a run now.
+ *
+ * Requires `--allow-run` (cat).
+ *
+ * @throws Error when /proc/meminfo cannot be read
+ */
+export async function hostMemory(): Promise<HostMemory> {
+  return { availableBytes: await availableMemory(), hugePages: await anonymousHugePages() };
+}
+
+/**
+ * Whether the kernel backs QEMU's anonymous guest RAM with transparent huge
+ * pages: their setting is `always`, or `madvise` (QEMU advises them for its
+ * RAM). False when the kernel has none, or the setting cannot be read.
+ *
+ * Requires `--allow-run` (cat).
+ */
+export async function anonymousHugePages(): Promise<boolean> {
+  try {
+    const text = await runTool("cat", ["/sys/kernel/mm/transparent_hugepage/enabled"]);
+    return /\[(always|madvise)\]/.test(text);
+  } catch {
+    return false;
+  }
 }
 
 /**

@@ -97,8 +97,11 @@ export {
   QEMU_TCG_DIRTY_FIX,
 } from "./lost_guests.ts";
 export {
+  anonymousHugePages,
   availableMemory,
   estimateMemory,
+  type HostMemory,
+  hostMemory,
   type MemoryEstimate,
   type MemoryPlan,
   memoryToWarm,
