@@ -43,7 +43,10 @@ export interface MemoryPlan {
   methods: readonly LabMethod[];
   /** The QEMU methods' RAM backend. */
   baselineRam: GuestRam;
-  /** Whether the host backs QEMU's anonymous RAM with transparent huge pages (see {@linkcode anonymousHugePages}). Default false. */
+  /**
+   * Whether the host backs QEMU's anonymous RAM with transparent huge pages
+   * (see {@linkcode anonymousHugePages}). Default false.
+   */
   hugePages?: boolean;
 }
 
