@@ -46,7 +46,8 @@
  * its final round. With `--max-downtime MS`, a guest (or with
  * `--final-rounds gang` the gang) whose final round would keep it paused
  * longer, by an estimate made just before its pause (its changed pages,
- * whole, at the link's measured rate), is not paused: the migration fails,
+ * whole, at the link's measured rate or `--max-bandwidth`, the lower), is
+ * not paused: the migration fails,
  * and the guests not moved run on here (by default there is no limit, and
  * rounds that stall end in a long final round).
  *

@@ -79,7 +79,13 @@ export interface LabResult {
    */
   image: { kernel: string; initramfs: string; names?: string[] };
   /** The memory the run was estimated to need at its peak, and what was available before it. */
-  memory: { estimatedPeakBytes: number; peakMethod: LabMethod; availableBytes: number };
+  memory: {
+    estimatedPeakBytes: number;
+    peakMethod: LabMethod;
+    availableBytes: number;
+    /** Whether QEMU's anonymous RAM counted as huge pages (absent in results made before it). */
+    hugePages?: boolean;
+  };
   /** Gangway first, then the compared methods in order (those that completed). */
   methods: MethodResult[];
   /**
@@ -198,6 +204,7 @@ export async function runLab(session: LabSession, config: LabConfig): Promise<La
       estimatedPeakBytes: peak.bytes,
       peakMethod: peak.method,
       availableBytes: host.availableBytes,
+      hugePages: host.hugePages,
     },
     methods,
     ...(failed.length > 0 ? { failed } : {}),

@@ -68,6 +68,8 @@ export interface MemoryEstimate {
   methods: MethodNeed[];
   /** The largest of them. */
   peak: MethodNeed;
+  /** Whether QEMU's anonymous RAM was counted as huge pages (see {@linkcode anonymousHugePages}). */
+  hugePages: boolean;
 }
 
 const MIB = 2 ** 20;
@@ -179,7 +181,7 @@ export function estimateMemory(plan: MemoryPlan): MemoryEstimate {
     };
   });
   const peak = methods.reduce((a, b) => (b.bytes > a.bytes ? b : a));
-  return { methods, peak };
+  return { methods, peak, hugePages: plan.hugePages ?? false };
 }
 
 /**
@@ -199,12 +201,17 @@ export function refuseUnlessFits(
   what: string,
 ): void {
   const { peak } = estimate;
-  if (peak.bytes + MEMORY_HEADROOM_BYTES <= availableBytes) return;
+  const fits = (need: MethodNeed) => need.bytes + MEMORY_HEADROOM_BYTES <= availableBytes;
+  if (fits(peak)) return;
+  const compared = estimate.methods.filter((need) => need.method !== "gangway");
+  const over = compared.filter((need) => !fits(need)).map((need) => need.method);
+  const left = compared.filter(fits).map((need) => need.method);
+  // Anonymous RAM of small pages keeps what the guests touched; of huge pages, no less than files.
   const hint = peak.method === "gangway"
     ? ""
-    : peak.ram === "file"
+    : peak.ram === "file" && !estimate.hugePages
     ? ", or let the QEMU methods keep QEMU's default anonymous RAM (drop --baseline-ram file)"
-    : `, or leave ${peak.method} out (--compare)`;
+    : `, or leave ${over.join(" and ")} out (--compare ${left.join(",") || "none"})`;
   throw new Error(
     `Cannot run the lab with ${what}: ${peak.method} needs about ${gib(peak.bytes)} GiB ` +
       `at its peak (${peak.how}), ${gib(availableBytes)} GiB is available and ` +
@@ -247,20 +254,29 @@ export async function hostMemory(): Promise<HostMemory> {
   return { availableBytes: await availableMemory(), hugePages: await anonymousHugePages() };
 }
 
+/** Where the kernel keeps its settings of transparent huge pages. */
+const THP_DIR = "/sys/kernel/mm/transparent_hugepage";
+
 /**
  * Whether the kernel backs QEMU's anonymous guest RAM with transparent huge
- * pages: their setting is `always`, or `madvise` (QEMU advises them for its
- * RAM). False when the kernel has none, or the setting cannot be read.
+ * pages: the setting of their 2 MiB size (or the global one it inherits) is
+ * `always`, or `madvise` (QEMU advises them for its RAM). False when the
+ * kernel has none, or the setting cannot be read.
  *
  * Requires `--allow-run` (cat).
  */
 export async function anonymousHugePages(): Promise<boolean> {
-  try {
-    const text = await runTool("cat", ["/sys/kernel/mm/transparent_hugepage/enabled"]);
-    return /\[(always|madvise)\]/.test(text);
-  } catch {
-    return false;
-  }
+  const setting = async (path: string) => {
+    try {
+      return /\[(\w+)\]/.exec(await runTool("cat", [`${THP_DIR}/${path}`]))?.[1];
+    } catch {
+      return undefined; // no such setting: a kernel without them, or older than the sizes' own
+    }
+  };
+  // Since Linux 6.8 the 2 MiB size has a setting of its own, which may defer to the global one.
+  const own = await setting("hugepages-2048kB/enabled");
+  const used = own === undefined || own === "inherit" ? await setting("enabled") : own;
+  return used === "always" || used === "madvise";
 }
 
 /**

@@ -186,15 +186,17 @@ export async function transferGang(
     const checkDowntime = (who: string, estimateChanged: () => number) => {
       if (options.maxDowntimeMs === undefined) return;
       const changedPages = estimateChanged();
-      const rate = linkRate(sender!.rounds, options.maxBandwidth);
+      const measured = linkRate(sender!.rounds);
+      const capped = (options.maxBandwidth ?? Infinity) < measured;
+      const rate = capped ? options.maxBandwidth! : measured;
       const ms = finalRoundMs(changedPages, rate);
       if (ms <= options.maxDowntimeMs) return;
       throw new Error(
         `${who} would stay paused ${
           Number.isFinite(ms) ? `about ${ms.toFixed(0)} ms` : "for as long as the whole transfer"
-        } for its final round (${changedPages} pages to send, the link measured at ${
-          (rate / 1e6).toFixed(1)
-        } MB/s), over the limit of ${options.maxDowntimeMs} ms: not paused`,
+        } for its final round (${changedPages} pages to send at ${(rate / 1e6).toFixed(1)} MB/s, ${
+          capped ? "the sender's bandwidth cap" : "the link's measured rate"
+        }), over the limit of ${options.maxDowntimeMs} ms: not paused`,
       );
     };
     let throttle = 0;
@@ -295,18 +297,16 @@ export async function transferGang(
 
 /**
  * The link's rate as the rounds measured it: the kernel's latest measure of
- * it, or else the most a round put on it per second (a lower bound); never
- * over the sender's cap (`maxBandwidth`), which paces the final round too.
+ * it, or else the most a round put on it per second (a lower bound). A
+ * sender's cap (`maxBandwidth`) paces the final round too: the caller takes
+ * the lower of the two.
  */
-function linkRate(rounds: readonly RoundReport[], maxBandwidth = Infinity): number {
+function linkRate(rounds: readonly RoundReport[]): number {
   for (const round of rounds.toReversed()) {
     const capacity = round.time?.compression?.linkCapacityBytesPerSecond ?? 0;
-    if (capacity > 0) return Math.min(capacity, maxBandwidth);
+    if (capacity > 0) return capacity;
   }
-  return Math.min(
-    Math.max(0, ...rounds.map((round) => round.bytesOnWire / round.seconds)),
-    maxBandwidth,
-  );
+  return Math.max(0, ...rounds.map((round) => round.bytesOnWire / round.seconds));
 }
 
 /**
