@@ -374,6 +374,19 @@ Deno.test("a compared method that did not complete is reported, and judged by wh
   assertEquals(json.tmtRatio, null);
   const withQemu = { ...FOUR, failed: [{ method: "qemu-zstd" as const, error }] };
   assertEquals(labJson(withQemu, "deno task lab").ratioBase, ratioBase(FOUR)?.method);
+  assert(formatSummary(withQemu).includes("kernel OOM killer: killed nothing during the run"));
+  // The OOM killer's kills during a method that failed count as the run's, as its error says.
+  const killedDuring = {
+    ...FOUR,
+    failed: [{ method: "qemu-zstd" as const, error: `${error} (meanwhile ...)`, oomKills: 4 }],
+  };
+  assert(
+    formatSummary(killedDuring).includes(
+      "kernel OOM killer: killed 4 processes during qemu-zstd (which did not complete) " +
+        "(dmesg says which)",
+    ),
+    formatSummary(killedDuring),
+  );
 });
 
 Deno.test("formatSummary() shows a row per method, the ratios, gangway's time and the goals", () => {

@@ -20,7 +20,7 @@ import {
   type MemoryEstimate,
   refuseUnlessFits,
 } from "./memory_budget.ts";
-import { measureMethod } from "./measure_method.ts";
+import { measureMethod, OomKilledDuring } from "./measure_method.ts";
 import { pendingSignal } from "./netns_signal.ts";
 import { delay } from "../_delay.ts";
 import { errorMessage } from "../_errors.ts";
@@ -92,7 +92,12 @@ export interface LabResult {
    * Compared methods that did not complete, and why (QEMU's migration of
    * busy guests over a slow link may never converge): absent when none.
    */
-  failed?: { method: ComparedMethod; error: string }[];
+  failed?: {
+    method: ComparedMethod;
+    error: string;
+    /** Processes the kernel's OOM killer killed while it ran, if any. */
+    oomKills?: number;
+  }[];
   /** When it started (ISO 8601). */
   startedAt: string;
   /** How long it took, boots included. */
@@ -181,7 +186,11 @@ export async function runLab(session: LabSession, config: LabConfig): Promise<La
       await delay(SIGNAL_SETTLE_MS);
       if (pendingSignal() !== null) throw error;
       session.say(`${method}: did not complete: ${errorMessage(error)}`);
-      failed.push({ method, error: errorMessage(error) });
+      failed.push({
+        method,
+        error: errorMessage(error),
+        ...(error instanceof OomKilledDuring ? { oomKills: error.oomKills } : {}),
+      });
     }
   }
   const net = session.network;

@@ -56,6 +56,22 @@ const TAG: Record<LabMethod, string> = { gangway: "g", qemu: "q", "qemu-zstd": "
  */
 export const AFTER_SWITCHOVER_SECONDS = 10;
 
+/** A method that failed while the kernel's OOM killer killed processes: its why, and how many. */
+export class OomKilledDuring extends Error {
+  /** Processes the OOM killer killed meanwhile. */
+  readonly oomKills: number;
+
+  constructor(cause: unknown, oomKills: number) {
+    super(
+      `${errorMessage(cause)} (meanwhile the kernel's OOM killer killed ${oomKills} processes)`,
+      {
+        cause,
+      },
+    );
+    this.oomKills = oomKills;
+  }
+}
+
 /**
  * Measures one method: boots a fresh gang on the source host, leaves it
  * running for the idle time, migrates it, checks every guest at the target,
@@ -99,10 +115,7 @@ export async function measureMethod(
   } catch (error) {
     const oomKills = await killed();
     if (!oomKills) throw error;
-    const why = errorMessage(error);
-    throw new Error(`${why} (meanwhile the kernel's OOM killer killed ${oomKills} processes)`, {
-      cause: error,
-    });
+    throw new OomKilledDuring(error, oomKills);
   }
   const oomKills = await killed();
   if (oomKills) {

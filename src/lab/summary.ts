@@ -96,7 +96,7 @@ export function formatSummary(result: LabResult): string {
   const warmed = result.methods.map((m) => `${m.method} ${describeWarmed(m.warmedMemory)}`)
     .join(", ");
   lines.push(`memory made ready just before each migration (docs/lab.md, Fairness): ${warmed}`);
-  lines.push(formatOomKills(result.methods));
+  lines.push(formatOomKills(result.methods, result.failed ?? []));
   const goals = goalVerdicts(result);
   if (!base && result.failed) {
     lines.push("goals: judged against a QEMU method, and none that was compared completed");
@@ -302,15 +302,23 @@ function versions(methods: readonly MethodResult[]): string {
   return methods.map((m, i) => `${m.method} ${each[i]}`).join(", ");
 }
 
-/** What the kernel's OOM killer did during the run, in one line. */
-function formatOomKills(methods: readonly MethodResult[]): string {
+/** What the kernel's OOM killer did during the run, the methods that failed included, in one line. */
+function formatOomKills(
+  methods: readonly MethodResult[],
+  failed: NonNullable<LabResult["failed"]>,
+): string {
   if (methods.some((m) => m.oomKills === null)) {
     return "kernel OOM killer: unknown (its counter in /proc/vmstat could not be read)";
   }
-  const killed = methods.filter((m) => m.oomKills! > 0);
+  const killed = [
+    ...methods.filter((m) => m.oomKills! > 0).map((m) => ({ ...m, failed: false })),
+    ...failed.filter((f) => f.oomKills! > 0).map((f) => ({ ...f, failed: true })),
+  ];
   if (killed.length === 0) return "kernel OOM killer: killed nothing during the run";
   return `kernel OOM killer: killed ${
-    killed.map((m) => `${m.oomKills} processes during ${m.method}`).join(", ")
+    killed.map((k) =>
+      `${k.oomKills} processes during ${k.method}${k.failed ? " (which did not complete)" : ""}`
+    ).join(", ")
   } (dmesg says which): figures of those methods are suspect`;
 }
 
