@@ -8,6 +8,7 @@ import { waitForHeartbeat } from "../src/qemu/heartbeat.ts";
 import { DEFAULT_LAB_CONFIG, type LabResult, refuseUnlessLabFits } from "../src/lab/experiment.ts";
 import {
   estimateMemory,
+  gib,
   MEMORY_HEADROOM_BYTES,
   refuseUnlessFits,
 } from "../src/lab/memory_budget.ts";
@@ -18,6 +19,7 @@ import {
   QEMU_TCG_DIRTY_FIX,
 } from "../src/lab/lost_guests.ts";
 import type { LabMethod, MethodResult } from "../src/lab/measurement.ts";
+import { mountsIn } from "../src/lab/_files.ts";
 import { labJson } from "../src/lab/report.ts";
 import { checkResumed } from "../src/lab/resumed.ts";
 import { formatSummary } from "../src/lab/summary.ts";
@@ -115,16 +117,63 @@ Deno.test("refuseUnlessLabFits() keeps the headroom free and lets the default ru
   const host = (availableBytes: number) => ({ availableBytes, hugePages: false });
   const estimate = refuseUnlessLabFits(DEFAULT_LAB_CONFIG, host(8 * GIB));
   assert(estimate.peak.bytes < 4 * GIB, `${estimate.peak.bytes}`);
+  assertEquals(estimate.gangwayHugePages, true);
+  // A byte short for gangway's sources on huge pages: on small ones, which need less.
+  const small = refuseUnlessLabFits(
+    DEFAULT_LAB_CONFIG,
+    host(estimate.peak.bytes + MEMORY_HEADROOM_BYTES - 1),
+  );
+  assertEquals(small.gangwayHugePages, false);
+  assert(small.peak.bytes < estimate.peak.bytes, `${small.peak.bytes}`);
   assertThrows(
     () =>
-      refuseUnlessLabFits(
-        DEFAULT_LAB_CONFIG,
-        host(estimate.peak.bytes + MEMORY_HEADROOM_BYTES - 1),
-      ),
+      refuseUnlessLabFits(DEFAULT_LAB_CONFIG, host(small.peak.bytes + MEMORY_HEADROOM_BYTES - 1)),
     Error,
     "run fewer or smaller guests",
   );
-  refuseUnlessLabFits(DEFAULT_LAB_CONFIG, host(estimate.peak.bytes + MEMORY_HEADROOM_BYTES));
+  refuseUnlessLabFits(DEFAULT_LAB_CONFIG, host(small.peak.bytes + MEMORY_HEADROOM_BYTES));
+});
+
+Deno.test("refuseUnlessLabFits() puts gangway's sources on huge pages where the run fits so, else on small ones", () => {
+  const host = { availableBytes: 23 * GIB, hugePages: true };
+  const small = refuseUnlessLabFits(DEFAULT_LAB_CONFIG, host);
+  assertEquals(small.gangwayHugePages, true);
+  const gangway = small.methods.find((m) => m.method === "gangway")!;
+  assert(gangway.how.includes("in files of huge pages at the source"), gangway.how);
+  // Whole at the source: more than the guests touch there.
+  const plain = estimateMemory({
+    guests: DEFAULT_LAB_CONFIG.guests,
+    memoryMiB: DEFAULT_LAB_CONFIG.memoryMiB,
+    workload: DEFAULT_LAB_CONFIG.workload,
+    methods: ["gangway"],
+    baselineRam: "anonymous",
+  });
+  assertEquals(plain.gangwayHugePages, false);
+  assert(gangway.bytes > plain.peak.bytes, `${gangway.bytes} <= ${plain.peak.bytes}`);
+  // The paper's largest gang alone: 24 guests of 512 MiB whole at the source (20.9 GiB) fit in
+  // 23 GiB; in 21 they do not, touched they do (12.1), and the run goes on in small pages.
+  const paper = { ...DEFAULT_LAB_CONFIG, guests: 24, memoryMiB: 512, compare: [] };
+  const whole = refuseUnlessLabFits(paper, host);
+  assertEquals([whole.gangwayHugePages, gib(whole.peak.bytes)], [true, "20.9"]);
+  const large = refuseUnlessLabFits(paper, { ...host, availableBytes: 21 * GIB });
+  assertEquals([large.gangwayHugePages, gib(large.peak.bytes)], [false, "12.1"]);
+  assert(large.peak.how.includes("touching about"), large.peak.how);
+});
+
+Deno.test("mountsIn() finds the mount points in a tree, deepest first, and no sibling's", () => {
+  const mounts = [
+    "tmpfs /dev/shm tmpfs rw 0 0",
+    "gangway-lab-huge /dev/shm/gangway-lab-1-ab/source-huge tmpfs rw,huge=within_size 0 0",
+    "tmpfs /dev/shm/gangway-lab-1-ab tmpfs rw 0 0",
+    "tmpfs /dev/shm/gangway-lab-1-abc tmpfs rw 0 0",
+    "tmpfs /dev/shm/gangway-lab-1-ab/with\\040space tmpfs rw 0 0",
+  ].join("\n");
+  assertEquals(mountsIn(mounts, "/dev/shm/gangway-lab-1-ab/"), [
+    "/dev/shm/gangway-lab-1-ab/source-huge",
+    "/dev/shm/gangway-lab-1-ab/with space",
+    "/dev/shm/gangway-lab-1-ab",
+  ]);
+  assertEquals(mountsIn(mounts, "/dev/shm/gangway-lab-2-ab"), []);
 });
 
 const CRASH_LINES = [

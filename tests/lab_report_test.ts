@@ -397,6 +397,14 @@ Deno.test("formatSummary() shows a row per method, the ratios, gangway's time an
     text,
   );
   assert(/qemu\s+anonymous\s+373\.0 MB/.test(text), text);
+  // The guests' RAM in huge pages at the source, where they were.
+  const huge = formatSummary({
+    ...FOUR,
+    methods: FOUR.methods.map((m) => ({ ...m, hugePages: m.method !== "qemu-zstd" })),
+  });
+  assert(/gangway\s+shared file, huge pages\s+232\.0 MB/.test(huge), huge);
+  assert(/qemu\s+anonymous, huge pages\s+373\.0 MB/.test(huge), huge);
+  assert(/qemu-zstd\s+anonymous\s+150\.0 MB/.test(huge), huge);
   assert(text.includes("QEMU 7.2.22 under tcg"), text);
   assert(text.includes("gangway / qemu: traffic 0.62x, TMT 0.78x"), text);
   assert(text.includes("gangway / qemu-zstd: traffic 1.55x, TMT 0.50x"), text);

@@ -12,6 +12,8 @@ import { cleanStaleLabs, labRunNames, liveLabRuns } from "../src/lab/stale_runs.
 import { LabSession } from "../src/lab/session.ts";
 import { namedQemus } from "../src/lab/_processes.ts";
 import { isRunning } from "../src/_processes.ts";
+import { mountsIn } from "../src/lab/_files.ts";
+import { hugeTmpfsRefused } from "../src/lab/huge_tmpfs.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const LAB = new URL("src/cli/lab.ts", ROOT).href;
@@ -50,6 +52,10 @@ async function leftovers(pid: number): Promise<string[]> {
   const ls = await new Deno.Command("ls", { args: ["-1", "/dev/shm", "/tmp"] }).output();
   for (const name of new TextDecoder().decode(ls.stdout).split("\n")) {
     if (name.startsWith(`gangway-lab-${pid}-`)) left.push(`file ${name}`);
+  }
+  const mounts = await Deno.readTextFile("/proc/self/mounts");
+  for (const point of mountsIn(mounts, "/dev/shm")) {
+    if (point.includes(`gangway-lab-${pid}-`)) left.push(`mount ${point}`);
   }
   const ps = await new Deno.Command("ps", { args: ["-eo", "pid=,args="] }).output();
   for (const line of new TextDecoder().decode(ps.stdout).split("\n")) {
@@ -130,6 +136,10 @@ Deno.test("a short lab run migrates two guests both ways, reports every field an
     assert(m.bytesOnWire < m.toolBytes * 1.05, `${key}: ${m.bytesOnWire} vs ${m.toolBytes}`);
   }
   assertEquals(report.gangway.verified, true);
+  // Two small guests fit in memory whole: gangway's sources are on a tmpfs of huge pages where the
+  // kernel allows one (huge_tmpfs.ts), and the report says so.
+  const huge = await hugeTmpfsRefused() === undefined;
+  assertEquals([report.gangway.hugePages, report.memory.gangwayHugePages], [huge, true]);
   assertEquals(report.gangway.transport, "tls");
   assertEquals(report.gangway.compression.mode, "auto");
   assert(report.gangway.rounds >= 2, `rounds: ${report.gangway.rounds}`);
@@ -191,7 +201,7 @@ Deno.test("Ctrl-C during the migration ends the lab with 130 and leaves no names
   assertEquals(await leftovers(lab.pid), []);
 });
 
-Deno.test("cleanStaleLabs() removes the RAM and run directories of a lab run whose process is gone", async () => {
+Deno.test("cleanStaleLabs() removes the RAM and run directories of a lab run whose process is gone, its mounts first", async () => {
   const gone = new Deno.Command("true").spawn();
   await gone.status;
   // Named as LabSession.open names them, with Deno.makeTempDir's suffix on the run directories.
@@ -202,8 +212,14 @@ Deno.test("cleanStaleLabs() removes the RAM and run directories of a lab run who
   await new Deno.Command("mkdir", {
     args: ["-p", `${dir}/source`, live, `${runDir}/target`, liveRunDir],
   }).output();
+  // Its source guests' tmpfs of huge pages, still mounted: unmounted first, then removed.
+  const mounted = await new Deno.Command("mount", {
+    args: ["-t", "tmpfs", "gangway-lab-test", `${dir}/source`],
+  }).output();
+  assert(mounted.success, new TextDecoder().decode(mounted.stderr));
   try {
     assert(await cleanStaleLabs() >= 2);
+    assertEquals(mountsIn(await Deno.readTextFile("/proc/self/mounts"), dir), []);
     const exists = async (path: string) =>
       (await new Deno.Command("test", { args: ["-e", path] }).output()).success;
     assert(!(await exists(dir)), `${dir} is left`);
@@ -211,6 +227,7 @@ Deno.test("cleanStaleLabs() removes the RAM and run directories of a lab run who
     assert(await exists(live), "a live run's directory was removed");
     assert(await exists(liveRunDir), "a live run's run directory was removed");
   } finally {
+    await new Deno.Command("umount", { args: ["--lazy", `${dir}/source`] }).output();
     await new Deno.Command("rm", { args: ["-rf", dir, live, runDir, liveRunDir] }).output();
   }
 });

@@ -141,7 +141,7 @@ Deno.test("qemuArgs() shares the RAM file (unless anonymous) and makes a destina
   };
   const source = qemuArgs(machine, { ...instance, incoming: false }).join(" ");
   assert(
-    / -object memory-backend-file,id=gangway-ram,size=128M,mem-path=\/dev\/shm\/gangway-vm1,share=on /
+    / -object memory-backend-file,id=gangway-ram,size=128M,mem-path=\/dev\/shm\/gangway-vm1,share=on,align=2M /
       .test(source),
     source,
   );

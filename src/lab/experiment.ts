@@ -14,10 +14,12 @@ import type { DiskStorage } from "./gangway_method.ts";
 import type { GuestRam, LabMethod, MethodResult } from "./measurement.ts";
 import {
   estimateMemory,
+  fitsIn,
   gib,
   type HostMemory,
   hostMemory,
   type MemoryEstimate,
+  type MemoryPlan,
   refuseUnlessFits,
 } from "./memory_budget.ts";
 import { measureMethod, OomKilledDuring } from "./measure_method.ts";
@@ -85,6 +87,11 @@ export interface LabResult {
     availableBytes: number;
     /** Whether QEMU's anonymous RAM counted as huge pages (absent in results made before it). */
     hugePages?: boolean;
+    /**
+     * Whether gangway's source guests were to be on a tmpfs of huge pages,
+     * the run fitting so (their `hugePages` says whether they were).
+     */
+    gangwayHugePages?: boolean;
   };
   /** Gangway first, then the compared methods in order (those that completed). */
   methods: MethodResult[];
@@ -157,11 +164,16 @@ export async function runLab(session: LabSession, config: LabConfig): Promise<La
   const startedAt = new Date();
   const t0 = performance.now();
   const host = await hostMemory();
-  const { peak } = refuseUnlessLabFits(config, host);
+  const estimate = refuseUnlessLabFits(config, host);
+  const { peak } = estimate;
   session.say(
     `memory: about ${gib(peak.bytes)} GiB at the peak (${peak.method}), ${
       gib(host.availableBytes)
-    } GiB available`,
+    } GiB available${
+      estimate.gangwayHugePages
+        ? ""
+        : "; gangway's source guests in 4 KiB pages: huge ones do not fit"
+    }`,
   );
   const methods: MethodResult[] = [];
   const failed: NonNullable<LabResult["failed"]> = [];
@@ -175,6 +187,7 @@ export async function runLab(session: LabSession, config: LabConfig): Promise<La
           baselineRam: config.baselineRam,
           storage: config.storage,
           throttle: config.throttle,
+          gangwayHugePages: estimate.gangwayHugePages,
         }),
       );
     } catch (error) {
@@ -214,6 +227,7 @@ export async function runLab(session: LabSession, config: LabConfig): Promise<La
       peakMethod: peak.method,
       availableBytes: host.availableBytes,
       hugePages: host.hugePages,
+      gangwayHugePages: estimate.gangwayHugePages,
     },
     methods,
     ...(failed.length > 0 ? { failed } : {}),
@@ -251,14 +265,18 @@ async function imageFiles(session: LabSession, spec: GangSpec): Promise<LabResul
  * ```
  */
 export function refuseUnlessLabFits(config: LabConfig, host: HostMemory): MemoryEstimate {
-  const estimate = estimateMemory({
+  const plan: MemoryPlan = {
     guests: config.guests,
     memoryMiB: config.memoryMiB,
     workload: config.workload,
     methods: ["gangway", ...config.compare],
     baselineRam: config.baselineRam ?? "anonymous",
     hugePages: host.hugePages,
-  });
+  };
+  // Gangway's source guests on huge pages (huge_tmpfs.ts) where the run fits so; else in 4 KiB ones.
+  const huge = estimateMemory({ ...plan, gangwayHugePages: true });
+  if (fitsIn(huge.peak, host.availableBytes)) return huge;
+  const estimate = estimateMemory(plan);
   refuseUnlessFits(
     estimate,
     host.availableBytes,

@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { join } from "node:path";
 import type { WorkloadMode } from "../qemu/_guest_init.ts";
 import type { ImageName } from "../qemu/guest_image.ts";
 import { QemuGuest } from "../qemu/guest.ts";
@@ -50,6 +51,11 @@ export interface BootOptions {
    * QEMU's own migration). Default "file".
    */
   ram?: GuestRam;
+  /**
+   * RAM files on the session's tmpfs of huge pages (`hugePageRamDir`),
+   * where one can be mounted; else in its RAM directory. Default false.
+   */
+  hugePages?: boolean;
 }
 
 /** A gang booted on the source host. */
@@ -58,6 +64,8 @@ export interface BootedGang {
   guests: QemuGuest[];
   /** From starting the first QEMU to the last guest's first heartbeat. */
   bootSeconds: number;
+  /** Whether the guests' RAM files are on a tmpfs of huge pages. */
+  hugePages: boolean;
   /**
    * For `pgbench` and `web`: the guests' workload lines from the moment
    * the load ran in every guest (the idle time before the migration
@@ -139,6 +147,9 @@ export async function bootGang(
   const started = performance.now();
   const images = gangImages(spec);
   const names = images.map((_, i) => session.guestName(tag, i + 1));
+  const ramDir = options.hugePages && options.ram !== "anonymous"
+    ? await session.hugePageRamDir()
+    : undefined;
   const launched = await Promise.allSettled(names.map(async (name, i) =>
     session.track(
       await QemuGuest.start({
@@ -150,7 +161,7 @@ export async function bootGang(
         ...(spec.qemuBinary ? { qemuBinary: spec.qemuBinary } : {}),
         ...(spec.accelerator ? { accelerator: spec.accelerator } : {}),
         anonymousRam: options.ram === "anonymous",
-        ramPath: session.ramPath("source", name),
+        ramPath: ramDir ? join(ramDir, name) : session.ramPath("source", name),
         diskPath: session.diskPath(name),
         runDir: session.hostRunDir("source"),
         commandPrefix: session.prefix("source"),
@@ -191,7 +202,12 @@ export async function bootGang(
   }
   session.say(`booted ${spec.guests} in ${bootSeconds.toFixed(1)} s; idle ${spec.idleSeconds} s`);
   await delay(spec.idleSeconds * 1000);
-  return { guests, bootSeconds, ...(recorder ? { recorder } : {}) };
+  return {
+    guests,
+    bootSeconds,
+    hugePages: ramDir !== undefined,
+    ...(recorder ? { recorder } : {}),
+  };
 }
 
 /** The workloads that report their completed work on the console (the application's view). */

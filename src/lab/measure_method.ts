@@ -15,7 +15,7 @@ import { wallClockMs } from "./_time.ts";
 import { delay } from "../_delay.ts";
 import { type DiskStorage, runGangwayMethod } from "./gangway_method.ts";
 import type { GuestRam, LabMethod, MethodResult, MigrationOutcome } from "./measurement.ts";
-import { memoryToWarm, oomKillCount } from "./memory_budget.ts";
+import { anonymousHugePages, memoryToWarm, oomKillCount } from "./memory_budget.ts";
 import { describeWarmed, warmMemory } from "./warm_memory.ts";
 import { runTool } from "./netns_exec.ts";
 import { runQemuMethod } from "./qemu_method.ts";
@@ -45,6 +45,11 @@ export interface MeasureOptions {
   storage?: DiskStorage;
   /** Auto-converge for every method, by the same steps (see `LabConfig.throttle`). Default: off. */
   throttle?: ThrottleSteps;
+  /**
+   * Gangway's source guests' RAM files on a tmpfs of huge pages
+   * (huge_tmpfs.ts), where one can be mounted. Default false.
+   */
+  gangwayHugePages?: boolean;
 }
 
 const TAG: Record<LabMethod, string> = { gangway: "g", qemu: "q", "qemu-zstd": "z" };
@@ -137,7 +142,10 @@ async function bootMigrateCheck(
   say(
     `booting ${spec.guests} guests of ${spec.memoryMiB} MiB (${images}; ${spec.workload}, RAM: ${ram})`,
   );
-  const gang = await bootGang(session, spec, TAG[method] + session.nextRun(), { ram });
+  const gang = await bootGang(session, spec, TAG[method] + session.nextRun(), {
+    ram,
+    hugePages: method === "gangway" && options.gangwayHugePages,
+  });
   let outcome: MigrationOutcome | undefined;
   try {
     const first = gang.guests[0]!;
@@ -189,6 +197,7 @@ async function bootMigrateCheck(
       checks,
       bootSeconds: gang.bootSeconds,
       ram,
+      hugePages: ram === "file" ? gang.hugePages : await anonymousHugePages(),
       ...qemu,
       loadAverage,
       warmedMemory,

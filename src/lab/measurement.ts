@@ -114,6 +114,13 @@ export interface MethodResult extends Omit<MigrationOutcome, "moved" | "window">
   bootSeconds: number;
   /** Where the guests kept their RAM. */
   ram: GuestRam;
+  /**
+   * Whether their RAM at the source was in huge pages: gangway's files on a
+   * tmpfs of huge pages (huge_tmpfs.ts), QEMU's anonymous RAM where the
+   * kernel backs it with them (`anonymousHugePages`). Absent in reports
+   * made before it was recorded.
+   */
+  hugePages?: boolean;
   /** QEMU's version, from its QMP greeting (e.g. "7.2.22"). */
   qemuVersion: string;
   /** QEMU's accelerator ("tcg", "kvm"). */

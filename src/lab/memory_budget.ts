@@ -23,7 +23,9 @@
  *   kernel's OOM killer ended it on a host of 24 GiB);
  * - gangway reads the source's RAM file with pread (holes stay holes) and
  *   writes only the pages that hold data at the target; its sender and
- *   receiver are two Deno processes with a page index each.
+ *   receiver are two Deno processes with a page index each. Its source
+ *   guests' files on a tmpfs of huge pages (huge_tmpfs.ts) grow in 2 MiB
+ *   pieces, as QEMU's anonymous RAM does, to about their whole size.
  *
  * @module
  */
@@ -48,6 +50,8 @@ export interface MemoryPlan {
    * (see {@linkcode anonymousHugePages}). Default false.
    */
   hugePages?: boolean;
+  /** Whether gangway's source guests keep their RAM files on a tmpfs of huge pages. Default false. */
+  gangwayHugePages?: boolean;
 }
 
 /** What one method needs at its peak, both hosts together. */
@@ -70,6 +74,8 @@ export interface MemoryEstimate {
   peak: MethodNeed;
   /** Whether QEMU's anonymous RAM was counted as huge pages (see {@linkcode anonymousHugePages}). */
   hugePages: boolean;
+  /** Whether gangway's source guests were counted on a tmpfs of huge pages. */
+  gangwayHugePages: boolean;
 }
 
 const MIB = 2 ** 20;
@@ -147,12 +153,16 @@ export function estimateMemory(plan: MemoryPlan): MemoryEstimate {
   const methods = plan.methods.map((method): MethodNeed => {
     if (method === "gangway") {
       const index = 2 * n * (size * MIB / 4096) * GANGWAY_INDEX_BYTES_PER_PAGE;
+      const source = plan.gangwayHugePages ? size : touched;
       return {
         method,
-        bytes: Math.round(2 * each(touched) + GANGWAY_PROCESSES_MIB * MIB + index),
+        bytes: Math.round(each(source) + each(touched) + GANGWAY_PROCESSES_MIB * MIB + index),
         ram: "file",
-        how: `${n} guests touching about ${Math.round(touched)} MiB, on both hosts, ` +
-          "and the sender and receiver",
+        how: plan.gangwayHugePages
+          ? `${n} guests of ${size} MiB in files of huge pages at the source, touching about ` +
+            `${Math.round(touched)} MiB at the target, and the sender and receiver`
+          : `${n} guests touching about ${Math.round(touched)} MiB, on both hosts, ` +
+            "and the sender and receiver",
       };
     }
     if (plan.baselineRam === "file") {
@@ -181,7 +191,12 @@ export function estimateMemory(plan: MemoryPlan): MemoryEstimate {
     };
   });
   const peak = methods.reduce((a, b) => (b.bytes > a.bytes ? b : a));
-  return { methods, peak, hugePages: plan.hugePages ?? false };
+  return {
+    methods,
+    peak,
+    hugePages: plan.hugePages ?? false,
+    gangwayHugePages: plan.gangwayHugePages ?? false,
+  };
 }
 
 /**
@@ -201,7 +216,7 @@ export function refuseUnlessFits(
   what: string,
 ): void {
   const { peak } = estimate;
-  const fits = (need: MethodNeed) => need.bytes + MEMORY_HEADROOM_BYTES <= availableBytes;
+  const fits = (need: MethodNeed) => fitsIn(need, availableBytes);
   if (fits(peak)) return;
   const compared = estimate.methods.filter((need) => need.method !== "gangway");
   const over = compared.filter((need) => !fits(need)).map((need) => need.method);
@@ -217,6 +232,11 @@ export function refuseUnlessFits(
       `at its peak (${peak.how}), ${gib(availableBytes)} GiB is available and ` +
       `${gib(MEMORY_HEADROOM_BYTES)} GiB of it is kept free; run fewer or smaller guests${hint}`,
   );
+}
+
+/** Whether a method's need fits in the memory available, less {@linkcode MEMORY_HEADROOM_BYTES}. */
+export function fitsIn(need: MethodNeed, availableBytes: number): boolean {
+  return need.bytes + MEMORY_HEADROOM_BYTES <= availableBytes;
 }
 
 /**

@@ -50,6 +50,8 @@ export interface MethodJson {
   knownIssue?: string;
   /** Extra: where the guests kept their RAM ("file" or "anonymous"). */
   ramBackend: GuestRam;
+  /** Extra: whether that RAM was in huge pages at the source (absent: not recorded). */
+  hugePages?: boolean;
   /** Extra: QEMU's version. */
   qemuVersion: string;
   /** Extra: QEMU's accelerator. */
@@ -326,6 +328,7 @@ function methodJson(m: MethodResult): MethodJson {
     lost: lostGuests(m),
     ...(knownQemuIssue(m) ? { knownIssue: knownQemuIssue(m) } : {}),
     ramBackend: m.ram,
+    ...(m.hugePages !== undefined ? { hugePages: m.hugePages } : {}),
     qemuVersion: m.qemuVersion,
     accelerator: m.accelerator,
     oomKills: m.oomKills,

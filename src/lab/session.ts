@@ -8,7 +8,8 @@
 import { join } from "node:path";
 import { ensureGuestImage, type GuestImage, type ImageName } from "../qemu/guest_image.ts";
 import type { QemuGuest } from "../qemu/guest.ts";
-import { makeDir, removeTree, removeTreeSync } from "./_files.ts";
+import { listDir, makeDir, removeTree, removeTreeSync } from "./_files.ts";
+import { hugeTmpfsRefused, mountHugeTmpfs } from "./huge_tmpfs.ts";
 import {
   killAndWait,
   killQuietly,
@@ -91,6 +92,7 @@ export class LabSession implements AsyncDisposable {
   readonly #guests = new Set<QemuGuest>();
   readonly #images = new Map<ImageName, Promise<GuestImage>>();
   #runs = 0;
+  #hugePageRamDir: Promise<string | undefined> | undefined;
   #signals: Disposable | undefined;
   #closing: Promise<void> | undefined;
   readonly #closed = new AbortController();
@@ -239,6 +241,29 @@ export class LabSession implements AsyncDisposable {
     return join(this.ramDir, side);
   }
 
+  /**
+   * The source host's directory of RAM files on a tmpfs of huge pages
+   * (huge_tmpfs.ts), mounted on first use; undefined where none can be
+   * (not root, a kernel that refuses them), which is said once.
+   *
+   * Requires `--allow-run` (cat, mkdir, mount).
+   */
+  hugePageRamDir(): Promise<string | undefined> {
+    this.#hugePageRamDir ??= (async () => {
+      const dir = join(this.ramDir, "source-huge");
+      try {
+        const refused = await hugeTmpfsRefused();
+        if (refused) throw new Error(refused);
+        await mountHugeTmpfs(dir);
+        return dir;
+      } catch (error) {
+        this.say(`source RAM files in 4 KiB pages: ${errorMessage(error)}`);
+        return undefined;
+      }
+    })();
+    return this.#hugePageRamDir;
+  }
+
   /** Where a guest's RAM file lives on a host. */
   ramPath(side: LabSide, name: string): string {
     return join(this.ramDir, side, name);
@@ -329,6 +354,9 @@ export class LabSession implements AsyncDisposable {
       await removeTree(dir);
       await makeDir(dir);
     }
+    // Emptied, and kept mounted for the next gang.
+    const huge = await this.#hugePageRamDir;
+    if (huge) { for (const name of await listDir(huge)) await removeTree(join(huge, name)); }
   }
 
   /**

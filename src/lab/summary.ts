@@ -55,7 +55,7 @@ export function formatSummary(result: LabResult): string {
       ],
       ...result.methods.map((m) => [
         m.method,
-        m.ram === "file" ? "shared file" : "anonymous",
+        ramWords(m),
         `${megabytes(m.bytesOnWire)} MB`,
         `${megabytes(m.toolBytes)} MB`,
         `${m.tmtSeconds.toFixed(2)} s`,
@@ -140,6 +140,11 @@ export function formatThrottle(steps: ThrottleSteps, b: GangwayBreakdown): strin
 export function formatRatios(gangway: MethodResult, other: MethodResult): string {
   const r = ratiosOf(gangway, other);
   return `gangway / ${other.method}: traffic ${r.traffic.toFixed(2)}x, TMT ${r.tmt.toFixed(2)}x`;
+}
+
+/** Where a method's guests kept their RAM, in words: "shared file, huge pages", "anonymous". */
+export function ramWords(m: Pick<MethodResult, "ram" | "hugePages">): string {
+  return `${m.ram === "file" ? "shared file" : "anonymous"}${m.hugePages ? ", huge pages" : ""}`;
 }
 
 /**

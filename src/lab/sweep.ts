@@ -12,7 +12,7 @@ import { type LabConfig, type LabResult, runLab } from "./experiment.ts";
 import type { LabMethod, MethodResult } from "./measurement.ts";
 import { barChart, lineChart, type PlotSeries } from "./plot.ts";
 import { applicationChart } from "./app_plot.ts";
-import { formatApplication } from "./summary.ts";
+import { formatApplication, ramWords } from "./summary.ts";
 import { gangwayOf, goalVerdicts, labJson, ratioBase, ratiosOf } from "./report.ts";
 import { knownQemuIssue, lostGuests, lostTotals } from "./lost_guests.ts";
 import type { LabSession } from "./session.ts";
@@ -201,7 +201,7 @@ export function sweepSummary(sweeps: readonly SweepResult[], command: string): s
           : "kernel defaults (KASLR on); ") +
         `QEMU ${first.methods[0]?.qemuVersion} under ${first.methods[0]?.accelerator}; ` +
         `guest RAM: ${
-          first.methods.map((m) => `${m.method} ${m.ram === "file" ? "shared file" : m.ram}`)
+          first.methods.map((m) => `${m.method} ${ramWords(m)}`)
             .join(", ")
         }.`,
       "",
