@@ -20,6 +20,7 @@ import {
 } from "../src/lab/lost_guests.ts";
 import type { LabMethod, MethodResult } from "../src/lab/measurement.ts";
 import { mountsIn } from "../src/lab/_files.ts";
+import { shmemRefusal } from "../src/lab/huge_tmpfs.ts";
 import { labJson } from "../src/lab/report.ts";
 import { checkResumed } from "../src/lab/resumed.ts";
 import { formatSummary } from "../src/lab/summary.ts";
@@ -114,17 +115,17 @@ Deno.test("estimateMemory() grows with busy guests and stops at a small guest's 
 });
 
 Deno.test("refuseUnlessLabFits() keeps the headroom free and lets the default run through", () => {
-  const host = (availableBytes: number) => ({ availableBytes, hugePages: false });
-  const estimate = refuseUnlessLabFits(DEFAULT_LAB_CONFIG, host(8 * GIB));
-  assert(estimate.peak.bytes < 4 * GIB, `${estimate.peak.bytes}`);
-  assertEquals(estimate.gangwayHugePages, true);
-  // A byte short for gangway's sources on huge pages: on small ones, which need less.
+  const host = (availableBytes: number) => ({ availableBytes, hugePages: true });
+  const huge = refuseUnlessLabFits(DEFAULT_LAB_CONFIG, host(8 * GIB));
+  assert(huge.peak.bytes < 4 * GIB, `${huge.peak.bytes}`);
+  assertEquals(huge.hugePageFiles, true);
+  // A byte short for RAM files in huge pages: in small ones, which need less.
   const small = refuseUnlessLabFits(
     DEFAULT_LAB_CONFIG,
-    host(estimate.peak.bytes + MEMORY_HEADROOM_BYTES - 1),
+    host(huge.peak.bytes + MEMORY_HEADROOM_BYTES - 1),
   );
-  assertEquals(small.gangwayHugePages, false);
-  assert(small.peak.bytes < estimate.peak.bytes, `${small.peak.bytes}`);
+  assertEquals(small.hugePageFiles, false);
+  assert(small.peak.bytes < huge.peak.bytes, `${small.peak.bytes}`);
   assertThrows(
     () =>
       refuseUnlessLabFits(DEFAULT_LAB_CONFIG, host(small.peak.bytes + MEMORY_HEADROOM_BYTES - 1)),
@@ -134,11 +135,11 @@ Deno.test("refuseUnlessLabFits() keeps the headroom free and lets the default ru
   refuseUnlessLabFits(DEFAULT_LAB_CONFIG, host(small.peak.bytes + MEMORY_HEADROOM_BYTES));
 });
 
-Deno.test("refuseUnlessLabFits() puts gangway's sources on huge pages where the run fits so, else on small ones", () => {
+Deno.test("refuseUnlessLabFits() puts RAM files on huge pages where QEMU's RAM gets them and the run fits so", () => {
   const host = { availableBytes: 23 * GIB, hugePages: true };
-  const small = refuseUnlessLabFits(DEFAULT_LAB_CONFIG, host);
-  assertEquals(small.gangwayHugePages, true);
-  const gangway = small.methods.find((m) => m.method === "gangway")!;
+  const huge = refuseUnlessLabFits(DEFAULT_LAB_CONFIG, host);
+  assertEquals(huge.hugePageFiles, true);
+  const gangway = huge.methods.find((m) => m.method === "gangway")!;
   assert(gangway.how.includes("in files of huge pages at the source"), gangway.how);
   // Whole at the source: more than the guests touch there.
   const plain = estimateMemory({
@@ -148,15 +149,20 @@ Deno.test("refuseUnlessLabFits() puts gangway's sources on huge pages where the 
     methods: ["gangway"],
     baselineRam: "anonymous",
   });
-  assertEquals(plain.gangwayHugePages, false);
+  assertEquals(plain.hugePageFiles, false);
   assert(gangway.bytes > plain.peak.bytes, `${gangway.bytes} <= ${plain.peak.bytes}`);
+  // Where the kernel gives QEMU's anonymous RAM none, files get none either.
+  assertEquals(
+    refuseUnlessLabFits(DEFAULT_LAB_CONFIG, { ...host, hugePages: false }).hugePageFiles,
+    false,
+  );
   // The paper's largest gang alone: 24 guests of 512 MiB whole at the source (20.9 GiB) fit in
   // 23 GiB; in 21 they do not, touched they do (12.1), and the run goes on in small pages.
   const paper = { ...DEFAULT_LAB_CONFIG, guests: 24, memoryMiB: 512, compare: [] };
   const whole = refuseUnlessLabFits(paper, host);
-  assertEquals([whole.gangwayHugePages, gib(whole.peak.bytes)], [true, "20.9"]);
+  assertEquals([whole.hugePageFiles, gib(whole.peak.bytes)], [true, "20.9"]);
   const large = refuseUnlessLabFits(paper, { ...host, availableBytes: 21 * GIB });
-  assertEquals([large.gangwayHugePages, gib(large.peak.bytes)], [false, "12.1"]);
+  assertEquals([large.hugePageFiles, gib(large.peak.bytes)], [false, "12.1"]);
   assert(large.peak.how.includes("touching about"), large.peak.how);
 });
 
@@ -174,6 +180,20 @@ Deno.test("mountsIn() finds the mount points in a tree, deepest first, and no si
     "/dev/shm/gangway-lab-1-ab",
   ]);
   assertEquals(mountsIn(mounts, "/dev/shm/gangway-lab-2-ab"), []);
+  // Under the root every mount is: refused, as a relative path is.
+  for (const path of ["/", "//", "", "dev/shm"]) {
+    assertThrows(() => mountsIn(mounts, path), RangeError, "not an absolute path below /");
+  }
+});
+
+Deno.test("shmemRefusal() reads the setting in force of shmem_enabled", () => {
+  assertEquals(shmemRefusal("always within_size advise [never] deny force\n"), undefined);
+  assertEquals(shmemRefusal("always within_size advise never deny [force]\n"), undefined);
+  assertEquals(
+    shmemRefusal("always within_size advise never [deny] force\n"),
+    '/sys/kernel/mm/transparent_hugepage/shmem_enabled is "deny"',
+  );
+  assertEquals(shmemRefusal(undefined), "the kernel has no transparent huge pages");
 });
 
 const CRASH_LINES = [
@@ -332,6 +352,23 @@ Deno.test("lostTotals() and the sweep summary count guests migrated and lost per
   assert(summary.includes("- 4 x 256 MiB, qemu: qemu-0: its kernel crashed"), summary);
   assert(summary.includes("Of the QEMU methods' losses: likely QEMU's own bug"), summary);
   assert(summary.includes("guest RAM: gangway shared file, qemu anonymous"), summary);
+  // A larger point whose RAM files had no room for huge pages: each kind with its points.
+  const large = run([{ ...measured("gangway", 0) }, measured("qemu", 0)]);
+  large.config = { ...large.config, guests: 24, memoryMiB: 512 };
+  const mixed = sweepSummary([{
+    axis: "guests",
+    points: [
+      run([{ ...measured("gangway", 0), hugePages: true }, measured("qemu", 0)]),
+      large,
+    ],
+  }], "deno task lab -- --sweep-guests 4,24");
+  assert(
+    mixed.includes(
+      "guest RAM: gangway shared file, huge pages (4 x 256 MiB); shared file (24 x 512 MiB), " +
+        "qemu anonymous.",
+    ),
+    mixed,
+  );
 });
 
 Deno.test("checkResumed() reports a guest whose kernel crashed at the target as such, not as silent", async () => {

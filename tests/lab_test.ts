@@ -13,7 +13,10 @@ import { LabSession } from "../src/lab/session.ts";
 import { namedQemus } from "../src/lab/_processes.ts";
 import { isRunning } from "../src/_processes.ts";
 import { mountsIn } from "../src/lab/_files.ts";
-import { hugeTmpfsRefused } from "../src/lab/huge_tmpfs.ts";
+import { shmemRefusal } from "../src/lab/huge_tmpfs.ts";
+import { hostMemory } from "../src/lab/memory_budget.ts";
+
+const SHMEM_ENABLED = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
 
 const ROOT = new URL("../", import.meta.url);
 const LAB = new URL("src/cli/lab.ts", ROOT).href;
@@ -136,10 +139,13 @@ Deno.test("a short lab run migrates two guests both ways, reports every field an
     assert(m.bytesOnWire < m.toolBytes * 1.05, `${key}: ${m.bytesOnWire} vs ${m.toolBytes}`);
   }
   assertEquals(report.gangway.verified, true);
-  // Two small guests fit in memory whole: gangway's sources are on a tmpfs of huge pages where the
-  // kernel allows one (huge_tmpfs.ts), and the report says so.
-  const huge = await hugeTmpfsRefused() === undefined;
-  assertEquals([report.gangway.hugePages, report.memory.gangwayHugePages], [huge, true]);
+  // Two small guests fit in memory whole: where the kernel gives QEMU's anonymous RAM huge pages,
+  // gangway's sources get a tmpfs of them (huge_tmpfs.ts), and the kernel did give them some.
+  const { hugePages } = await hostMemory();
+  const huge = hugePages &&
+    shmemRefusal(await Deno.readTextFile(SHMEM_ENABLED).catch(() => undefined)) === undefined;
+  assertEquals([report.gangway.hugePages, report.memory.hugePageFiles], [huge, hugePages]);
+  assertEquals(typeof report.qemu.hugePages, "boolean");
   assertEquals(report.gangway.transport, "tls");
   assertEquals(report.gangway.compression.mode, "auto");
   assert(report.gangway.rounds >= 2, `rounds: ${report.gangway.rounds}`);

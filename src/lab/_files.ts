@@ -18,28 +18,45 @@ export async function makeDir(path: string): Promise<void> {
 }
 
 /**
- * Removes a directory tree, unmounting first what is mounted in it; a
- * missing one is fine.
+ * Removes a directory tree, a file system mounted in it included (the lab's
+ * tmpfs of huge pages): its files first, which frees their memory whoever
+ * still holds the mount (host B's mount namespace has a copy of every mount
+ * made before it), then the mount, then the rest. A missing tree is fine.
  *
- * Requires `--allow-run` (runs `cat`, `umount`, `rm`).
+ * Requires `--allow-run` (runs `rm`, `cat`, `umount`).
+ *
+ * @throws Error naming what could not be removed or unmounted
  */
 export async function removeTree(path: string): Promise<void> {
-  for (const mount of mountsIn(await runTool("cat", [MOUNTS]), path)) {
-    await runTool("umount", ["--lazy", mount]);
+  const mounts = mountsIn(await runTool("cat", [MOUNTS]), path);
+  if (mounts.length > 0) {
+    await runTool("rm", ["-rf", "--", path]).catch(() => {}); // all but the mount points
   }
-  await runTool("rm", ["-rf", "--", path]);
+  let failure: unknown;
+  for (const mount of mounts) {
+    await runTool("umount", ["--lazy", mount]).catch((error) => (failure ??= error));
+  }
+  await runTool("rm", ["-rf", "--", path]).catch((error) => (failure ??= error));
+  if (failure) throw failure;
 }
 
 /**
- * {@linkcode removeTree}, synchronously: for exit handlers.
+ * {@linkcode removeTree}, synchronously, and never throwing: for exit
+ * handlers (the next session removes what is left).
  *
- * Requires `--allow-run` (runs `cat`, `umount`, `rm`).
+ * Requires `--allow-run` (runs `rm`, `cat`, `umount`).
  */
 export function removeTreeSync(path: string): void {
-  for (const mount of mountsIn(runToolSync("cat", [MOUNTS]), path)) {
-    runToolSync("umount", ["--lazy", mount]);
-  }
-  runToolSync("rm", ["-rf", "--", path]);
+  const run = (cmd: string, args: string[]) => {
+    try {
+      return runToolSync(cmd, args);
+    } catch {
+      return "";
+    }
+  };
+  run("rm", ["-rf", "--", path]);
+  for (const mount of mountsIn(run("cat", [MOUNTS]), path)) run("umount", ["--lazy", mount]);
+  run("rm", ["-rf", "--", path]);
 }
 
 /** This process's mounts, one a line: device, mount point, type, options... */
@@ -47,11 +64,15 @@ const MOUNTS = "/proc/self/mounts";
 
 /**
  * The mount points at `path` or under it, deepest first, from the text of
- * /proc/self/mounts (which writes a space in a path as `\040`). Lazily
- * unmounted: a QEMU that still has a file open keeps only that file.
+ * /proc/self/mounts (which writes a space in a path as `\040`).
+ *
+ * @throws RangeError for a path that is not absolute, or is the root (every mount is under it)
  */
 export function mountsIn(mounts: string, path: string): string[] {
   const root = path.replace(/\/+$/, "");
+  if (!path.startsWith("/") || root === "") {
+    throw new RangeError(`Cannot look for mounts under "${path}": not an absolute path below /`);
+  }
   return mounts.split("\n")
     .map((line) =>
       line.split(" ")[1]?.replace(

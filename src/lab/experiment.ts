@@ -88,10 +88,11 @@ export interface LabResult {
     /** Whether QEMU's anonymous RAM counted as huge pages (absent in results made before it). */
     hugePages?: boolean;
     /**
-     * Whether gangway's source guests were to be on a tmpfs of huge pages,
-     * the run fitting so (their `hugePages` says whether they were).
+     * Whether RAM files were to be on a tmpfs of huge pages at the source,
+     * the run fitting so (each method's `hugePages` says whether its guests
+     * had them).
      */
-    gangwayHugePages?: boolean;
+    hugePageFiles?: boolean;
   };
   /** Gangway first, then the compared methods in order (those that completed). */
   methods: MethodResult[];
@@ -170,9 +171,9 @@ export async function runLab(session: LabSession, config: LabConfig): Promise<La
     `memory: about ${gib(peak.bytes)} GiB at the peak (${peak.method}), ${
       gib(host.availableBytes)
     } GiB available${
-      estimate.gangwayHugePages
+      estimate.hugePageFiles || !host.hugePages
         ? ""
-        : "; gangway's source guests in 4 KiB pages: huge ones do not fit"
+        : "; guest RAM files in 4 KiB pages: huge ones do not fit"
     }`,
   );
   const methods: MethodResult[] = [];
@@ -187,7 +188,7 @@ export async function runLab(session: LabSession, config: LabConfig): Promise<La
           baselineRam: config.baselineRam,
           storage: config.storage,
           throttle: config.throttle,
-          gangwayHugePages: estimate.gangwayHugePages,
+          hugePageFiles: estimate.hugePageFiles,
         }),
       );
     } catch (error) {
@@ -227,7 +228,7 @@ export async function runLab(session: LabSession, config: LabConfig): Promise<La
       peakMethod: peak.method,
       availableBytes: host.availableBytes,
       hugePages: host.hugePages,
-      gangwayHugePages: estimate.gangwayHugePages,
+      hugePageFiles: estimate.hugePageFiles,
     },
     methods,
     ...(failed.length > 0 ? { failed } : {}),
@@ -273,9 +274,12 @@ export function refuseUnlessLabFits(config: LabConfig, host: HostMemory): Memory
     baselineRam: config.baselineRam ?? "anonymous",
     hugePages: host.hugePages,
   };
-  // Gangway's source guests on huge pages (huge_tmpfs.ts) where the run fits so; else in 4 KiB ones.
-  const huge = estimateMemory({ ...plan, gangwayHugePages: true });
-  if (fitsIn(huge.peak, host.availableBytes)) return huge;
+  // Where QEMU's anonymous RAM gets huge pages, RAM files get them too (huge_tmpfs.ts), if the run
+  // fits so; else they are in 4 KiB ones.
+  if (host.hugePages) {
+    const huge = estimateMemory({ ...plan, hugePageFiles: true });
+    if (fitsIn(huge.peak, host.availableBytes)) return huge;
+  }
   const estimate = estimateMemory(plan);
   refuseUnlessFits(
     estimate,

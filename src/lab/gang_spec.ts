@@ -55,7 +55,7 @@ export interface BootOptions {
    * RAM files on the session's tmpfs of huge pages (`hugePageRamDir`),
    * where one can be mounted; else in its RAM directory. Default false.
    */
-  hugePages?: boolean;
+  hugePageFiles?: boolean;
 }
 
 /** A gang booted on the source host. */
@@ -64,8 +64,6 @@ export interface BootedGang {
   guests: QemuGuest[];
   /** From starting the first QEMU to the last guest's first heartbeat. */
   bootSeconds: number;
-  /** Whether the guests' RAM files are on a tmpfs of huge pages. */
-  hugePages: boolean;
   /**
    * For `pgbench` and `web`: the guests' workload lines from the moment
    * the load ran in every guest (the idle time before the migration
@@ -147,7 +145,7 @@ export async function bootGang(
   const started = performance.now();
   const images = gangImages(spec);
   const names = images.map((_, i) => session.guestName(tag, i + 1));
-  const ramDir = options.hugePages && options.ram !== "anonymous"
+  const ramDir = options.hugePageFiles && options.ram !== "anonymous"
     ? await session.hugePageRamDir()
     : undefined;
   const launched = await Promise.allSettled(names.map(async (name, i) =>
@@ -202,12 +200,7 @@ export async function bootGang(
   }
   session.say(`booted ${spec.guests} in ${bootSeconds.toFixed(1)} s; idle ${spec.idleSeconds} s`);
   await delay(spec.idleSeconds * 1000);
-  return {
-    guests,
-    bootSeconds,
-    hugePages: ramDir !== undefined,
-    ...(recorder ? { recorder } : {}),
-  };
+  return { guests, bootSeconds, ...(recorder ? { recorder } : {}) };
 }
 
 /** The workloads that report their completed work on the console (the application's view). */

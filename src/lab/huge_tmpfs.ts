@@ -7,17 +7,18 @@
  * hypervisor traps those faults, the first read of 512 MiB of tmpfs cost
  * 276-306 ms in 4 KiB pages and 8 ms in 2 MiB ones (docs/design.md, "Huge
  * pages"). A tmpfs mounted with `huge=within_size` backs a file with huge
- * pages (the kernel's `shmem_enabled` setting is for other shared memory),
- * as this kernel backs QEMU's anonymous guest RAM where QEMU advises them
- * (memory_budget.ts): the lab puts gangway's source guests there when the
- * whole gang fits in memory so, as a host that means to move guests fast
- * would. Only the source: on host B, pages written into fresh huge pages
- * made the receiver several times slower here (a second more per round 1 of
- * the pgbench gang), the hypervisor backing each 2 MiB of reported free
- * memory anew.
+ * pages (the kernel's `shmem_enabled` setting is for other shared memory,
+ * unless it denies them all), as the kernel backs QEMU's anonymous guest
+ * RAM with them where QEMU advises them (memory_budget.ts). Where it does,
+ * the lab gives guests that keep their RAM in files (gangway's; QEMU's with
+ * `--baseline-ram file`) such a tmpfs when the run fits in memory so.
+ * Only at the source: on host B, pages written into fresh huge pages made
+ * the receiver a second slower in round 1 of the pgbench gang here, the
+ * hypervisor backing each 2 MiB of reported free memory anew.
  *
  * @module
  */
+import { listDir, removeTree } from "./_files.ts";
 import { runTool } from "./netns_exec.ts";
 import { errorMessage } from "../_errors.ts";
 
@@ -31,36 +32,82 @@ const OPTIONS = "huge=within_size,size=100%,mode=0700";
 const SHMEM_ENABLED = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
 
 /**
- * Why a tmpfs of huge pages cannot be had on this host, or undefined when
- * it can as far as the kernel tells: a kernel without transparent huge
- * pages has no `shmem_enabled`, and `deny` refuses them to every tmpfs.
- *
- * Requires `--allow-run` (cat).
+ * Why the kernel refuses a tmpfs huge pages, from the text of its
+ * `shmem_enabled` setting (undefined: the file is missing, a kernel without
+ * transparent huge pages), or undefined when it does not: the setting in
+ * force is the one in brackets, and `deny` refuses them to every tmpfs.
  */
-export async function hugeTmpfsRefused(): Promise<string | undefined> {
-  let setting: string;
-  try {
-    setting = await runTool("cat", [SHMEM_ENABLED]);
-  } catch {
-    return "the kernel has no transparent huge pages";
-  }
-  // The setting in force is the one in brackets: "always within_size advise [never] deny force".
+export function shmemRefusal(setting: string | undefined): string | undefined {
+  if (setting === undefined) return "the kernel has no transparent huge pages";
   return /\[deny\]/.test(setting) ? `${SHMEM_ENABLED} is "deny"` : undefined;
 }
 
 /**
- * Makes `dir` and mounts a tmpfs of huge pages on it, for its owner (root)
- * only; `removeTree` unmounts it.
- *
- * Requires `--allow-run` (mkdir, mount) and root.
- *
- * @throws Error saying why it could not be mounted
+ * The source host's tmpfs of huge pages of one lab session, at `dir`:
+ * mounted on first use, emptied between gangs, and unmounted with the
+ * session's RAM directory (`removeTree`).
  */
-export async function mountHugeTmpfs(dir: string): Promise<void> {
-  try {
-    await runTool("mkdir", ["-p", dir]);
-    await runTool("mount", ["-t", "tmpfs", "-o", OPTIONS, "gangway-lab-huge", dir]);
-  } catch (error) {
-    throw new Error(`Cannot mount a tmpfs of huge pages on ${dir}: ${errorMessage(error)}`);
+export class HugePageTmpfs {
+  readonly #dir: string;
+  readonly #say: (line: string) => void;
+  #mounted: Promise<string | undefined> | undefined;
+  #closed = false;
+
+  /**
+   * @param dir where to mount it (made then)
+   * @param say where the reason goes when none can be mounted
+   */
+  constructor(dir: string, say: (line: string) => void) {
+    this.#dir = dir;
+    this.#say = say;
+  }
+
+  /**
+   * The directory, mounted on first use; undefined where none can be (not
+   * root, a kernel that refuses them, the session closed), said once.
+   *
+   * Requires `--allow-run` (cat, mkdir, mount) and root.
+   */
+  dir(): Promise<string | undefined> {
+    this.#mounted ??= this.#mount();
+    return this.#mounted;
+  }
+
+  /**
+   * Removes the files of the gang before, keeping the mount for the next.
+   *
+   * Requires `--allow-run` (ls, rm).
+   */
+  async empty(): Promise<void> {
+    const dir = await this.#mounted;
+    if (!dir) return;
+    const names = await listDir(dir);
+    if (names.length > 0) await runTool("rm", ["-rf", "--", ...names.map((n) => `${dir}/${n}`)]);
+  }
+
+  /**
+   * Mounts nothing from now on, and waits for a mount under way: the
+   * session removes its RAM directory next, the mount with it.
+   */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.#mounted;
+  }
+
+  async #mount(): Promise<string | undefined> {
+    const dir = this.#dir;
+    try {
+      if (this.#closed) throw new Error("the lab session is closed");
+      const refused = shmemRefusal(await runTool("cat", [SHMEM_ENABLED]).catch(() => undefined));
+      if (refused) throw new Error(refused);
+      await runTool("mkdir", ["-p", dir]);
+      await runTool("mount", ["-t", "tmpfs", "-o", OPTIONS, "gangway-lab-huge", dir]);
+    } catch (error) {
+      this.#say(`guest RAM files in 4 KiB pages: no tmpfs of huge pages: ${errorMessage(error)}`);
+      return undefined;
+    }
+    if (!this.#closed) return dir;
+    await removeTree(dir); // closed meanwhile: the session may have removed its tree already
+    return undefined;
   }
 }

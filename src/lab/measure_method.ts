@@ -15,7 +15,7 @@ import { wallClockMs } from "./_time.ts";
 import { delay } from "../_delay.ts";
 import { type DiskStorage, runGangwayMethod } from "./gangway_method.ts";
 import type { GuestRam, LabMethod, MethodResult, MigrationOutcome } from "./measurement.ts";
-import { anonymousHugePages, memoryToWarm, oomKillCount } from "./memory_budget.ts";
+import { hugePageBytes, memoryToWarm, oomKillCount } from "./memory_budget.ts";
 import { describeWarmed, warmMemory } from "./warm_memory.ts";
 import { runTool } from "./netns_exec.ts";
 import { runQemuMethod } from "./qemu_method.ts";
@@ -46,10 +46,11 @@ export interface MeasureOptions {
   /** Auto-converge for every method, by the same steps (see `LabConfig.throttle`). Default: off. */
   throttle?: ThrottleSteps;
   /**
-   * Gangway's source guests' RAM files on a tmpfs of huge pages
-   * (huge_tmpfs.ts), where one can be mounted. Default false.
+   * RAM files (gangway's, and QEMU's with `baselineRam` "file") on a tmpfs
+   * of huge pages at the source (huge_tmpfs.ts), where one can be mounted.
+   * Default false.
    */
-  gangwayHugePages?: boolean;
+  hugePageFiles?: boolean;
 }
 
 const TAG: Record<LabMethod, string> = { gangway: "g", qemu: "q", "qemu-zstd": "z" };
@@ -144,7 +145,7 @@ async function bootMigrateCheck(
   );
   const gang = await bootGang(session, spec, TAG[method] + session.nextRun(), {
     ram,
-    hugePages: method === "gangway" && options.gangwayHugePages,
+    hugePageFiles: options.hugePageFiles,
   });
   let outcome: MigrationOutcome | undefined;
   try {
@@ -154,6 +155,8 @@ async function bootMigrateCheck(
       qemuVersion: `${major}.${minor}.${micro}`,
       accelerator: first.machine.accelerator,
     };
+    // As the guests run before the migration: what the kernel gave them, not what was asked.
+    const hugePages = await hugePageBytes(gang.guests.map((guest) => guest.pid)) > 0;
     const warmedMemory = await warmMemory(
       session.ramDir,
       await memoryToWarm(gang.guests.map((guest) => guest.pid)),
@@ -197,7 +200,7 @@ async function bootMigrateCheck(
       checks,
       bootSeconds: gang.bootSeconds,
       ram,
-      hugePages: ram === "file" ? gang.hugePages : await anonymousHugePages(),
+      hugePages,
       ...qemu,
       loadAverage,
       warmedMemory,

@@ -50,8 +50,12 @@ export interface MemoryPlan {
    * (see {@linkcode anonymousHugePages}). Default false.
    */
   hugePages?: boolean;
-  /** Whether gangway's source guests keep their RAM files on a tmpfs of huge pages. Default false. */
-  gangwayHugePages?: boolean;
+  /**
+   * Whether guests that keep their RAM in files (gangway's, QEMU's with
+   * `baselineRam` "file") keep them on a tmpfs of huge pages at the source
+   * (huge_tmpfs.ts). Default false.
+   */
+  hugePageFiles?: boolean;
 }
 
 /** What one method needs at its peak, both hosts together. */
@@ -74,8 +78,8 @@ export interface MemoryEstimate {
   peak: MethodNeed;
   /** Whether QEMU's anonymous RAM was counted as huge pages (see {@linkcode anonymousHugePages}). */
   hugePages: boolean;
-  /** Whether gangway's source guests were counted on a tmpfs of huge pages. */
-  gangwayHugePages: boolean;
+  /** Whether RAM files were counted on a tmpfs of huge pages at the source. */
+  hugePageFiles: boolean;
 }
 
 const MIB = 2 ** 20;
@@ -129,6 +133,27 @@ export async function residentBytes(pids: readonly number[]): Promise<number> {
 }
 
 /**
+ * The memory of processes mapped in huge pages: their anonymous RAM's
+ * (`AnonHugePages`) and their shared or file mappings' (`ShmemPmdMapped`,
+ * `FilePmdMapped`) of /proc/PID/smaps_rollup, summed; a process that is
+ * gone, or whose figures cannot be read, counts nothing.
+ *
+ * Requires `--allow-run` (cat).
+ */
+export async function hugePageBytes(pids: readonly number[]): Promise<number> {
+  const each = await Promise.all(pids.map(async (pid) => {
+    try {
+      const text = await runTool("cat", [`/proc/${pid}/smaps_rollup`]);
+      return [...text.matchAll(/^(?:AnonHugePages|ShmemPmdMapped|FilePmdMapped):\s+(\d+) kB$/gm)]
+        .reduce((sum, match) => sum + Number(match[1]) * 1024, 0);
+    } catch {
+      return 0;
+    }
+  }));
+  return each.reduce((sum, bytes) => sum + bytes, 0);
+}
+
+/**
  * Estimates the memory of a run at its peak, method by method.
  *
  * Needs no permission.
@@ -153,12 +178,12 @@ export function estimateMemory(plan: MemoryPlan): MemoryEstimate {
   const methods = plan.methods.map((method): MethodNeed => {
     if (method === "gangway") {
       const index = 2 * n * (size * MIB / 4096) * GANGWAY_INDEX_BYTES_PER_PAGE;
-      const source = plan.gangwayHugePages ? size : touched;
+      const source = plan.hugePageFiles ? size : touched;
       return {
         method,
         bytes: Math.round(each(source) + each(touched) + GANGWAY_PROCESSES_MIB * MIB + index),
         ram: "file",
-        how: plan.gangwayHugePages
+        how: plan.hugePageFiles
           ? `${n} guests of ${size} MiB in files of huge pages at the source, touching about ` +
             `${Math.round(touched)} MiB at the target, and the sender and receiver`
           : `${n} guests touching about ${Math.round(touched)} MiB, on both hosts, ` +
@@ -195,7 +220,7 @@ export function estimateMemory(plan: MemoryPlan): MemoryEstimate {
     methods,
     peak,
     hugePages: plan.hugePages ?? false,
-    gangwayHugePages: plan.gangwayHugePages ?? false,
+    hugePageFiles: plan.hugePageFiles ?? false,
   };
 }
 

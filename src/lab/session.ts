@@ -8,8 +8,8 @@
 import { join } from "node:path";
 import { ensureGuestImage, type GuestImage, type ImageName } from "../qemu/guest_image.ts";
 import type { QemuGuest } from "../qemu/guest.ts";
-import { listDir, makeDir, removeTree, removeTreeSync } from "./_files.ts";
-import { hugeTmpfsRefused, mountHugeTmpfs } from "./huge_tmpfs.ts";
+import { makeDir, removeTree, removeTreeSync } from "./_files.ts";
+import { HugePageTmpfs } from "./huge_tmpfs.ts";
 import {
   killAndWait,
   killQuietly,
@@ -92,7 +92,7 @@ export class LabSession implements AsyncDisposable {
   readonly #guests = new Set<QemuGuest>();
   readonly #images = new Map<ImageName, Promise<GuestImage>>();
   #runs = 0;
-  #hugePageRamDir: Promise<string | undefined> | undefined;
+  readonly #hugePages: HugePageTmpfs;
   #signals: Disposable | undefined;
   #closing: Promise<void> | undefined;
   readonly #closed = new AbortController();
@@ -112,6 +112,7 @@ export class LabSession implements AsyncDisposable {
     this.image = image;
     this.ramDir = labRunNames.ramDir(id);
     this.diskDir = join(this.ramDir, "disks");
+    this.#hugePages = new HugePageTmpfs(join(this.ramDir, "source-huge"), say);
     this.#images.set("busybox", Promise.resolve(image));
     this.runDir = runDir;
     this.#say = say;
@@ -243,25 +244,13 @@ export class LabSession implements AsyncDisposable {
 
   /**
    * The source host's directory of RAM files on a tmpfs of huge pages
-   * (huge_tmpfs.ts), mounted on first use; undefined where none can be
-   * (not root, a kernel that refuses them), which is said once.
+   * (`HugePageTmpfs`), mounted on first use; undefined where none can be,
+   * which is said once.
    *
-   * Requires `--allow-run` (cat, mkdir, mount).
+   * Requires `--allow-run` (cat, mkdir, mount) and root.
    */
   hugePageRamDir(): Promise<string | undefined> {
-    this.#hugePageRamDir ??= (async () => {
-      const dir = join(this.ramDir, "source-huge");
-      try {
-        const refused = await hugeTmpfsRefused();
-        if (refused) throw new Error(refused);
-        await mountHugeTmpfs(dir);
-        return dir;
-      } catch (error) {
-        this.say(`source RAM files in 4 KiB pages: ${errorMessage(error)}`);
-        return undefined;
-      }
-    })();
-    return this.#hugePageRamDir;
+    return this.#hugePages.dir();
   }
 
   /** Where a guest's RAM file lives on a host. */
@@ -354,9 +343,7 @@ export class LabSession implements AsyncDisposable {
       await removeTree(dir);
       await makeDir(dir);
     }
-    // Emptied, and kept mounted for the next gang.
-    const huge = await this.#hugePageRamDir;
-    if (huge) { for (const name of await listDir(huge)) await removeTree(join(huge, name)); }
+    await this.#hugePages.empty();
   }
 
   /**
@@ -388,6 +375,7 @@ export class LabSession implements AsyncDisposable {
       }
     };
     await attempt(() => this.endProcesses());
+    await this.#hugePages.close();
     await attempt(() => removeTree(this.ramDir));
     await attempt(() => Deno.remove(this.runDir, { recursive: true }));
     await attempt(() => this.network.close());
@@ -407,12 +395,8 @@ export class LabSession implements AsyncDisposable {
       if (namespace !== null) pids.push(...namespacePidsSync(namespace));
     }
     for (const pid of pids) if (pid !== Deno.pid) killQuietly(pid);
-    try {
-      removeTreeSync(this.ramDir);
-      removeTreeSync(this.runDir);
-    } catch {
-      // The process is ending; the next session removes what is left.
-    }
+    removeTreeSync(this.ramDir);
+    removeTreeSync(this.runDir);
   }
 }
 

@@ -178,6 +178,29 @@ export async function writeSweepFiles(
 }
 
 /**
+ * Where each method's guests kept their RAM over the sweeps' points: "gangway
+ * shared file, huge pages, qemu anonymous"; a method whose points differ (a
+ * large gang's RAM files in small pages, where huge ones did not fit) names
+ * each kind with its points.
+ */
+function guestRam(sweeps: readonly SweepResult[]): string {
+  const kinds = new Map<LabMethod, Map<string, string[]>>();
+  for (const point of sweeps.flatMap((sweep) => sweep.points)) {
+    const where = `${point.config.guests} x ${point.config.memoryMiB} MiB`;
+    for (const m of point.methods) {
+      const byWords = kinds.get(m.method) ?? new Map<string, string[]>();
+      kinds.set(m.method, byWords);
+      byWords.set(ramWords(m), [...byWords.get(ramWords(m)) ?? [], where]);
+    }
+  }
+  return [...kinds].map(([method, byWords]) =>
+    byWords.size === 1
+      ? `${method} ${[...byWords.keys()][0]}`
+      : `${method} ${[...byWords].map(([words, at]) => `${words} (${at.join(", ")})`).join("; ")}`
+  ).join(", ");
+}
+
+/**
  * The Markdown summary of sweeps: setup, a table of each sweep's numbers,
  * links to its figures, the goals where they apply, and per method the
  * guests migrated and lost over every run.
@@ -200,10 +223,7 @@ export function sweepSummary(sweeps: readonly SweepResult[], command: string): s
           ? `kernel args \`${c.kernelArgs.join(" ")}\`; `
           : "kernel defaults (KASLR on); ") +
         `QEMU ${first.methods[0]?.qemuVersion} under ${first.methods[0]?.accelerator}; ` +
-        `guest RAM: ${
-          first.methods.map((m) => `${m.method} ${ramWords(m)}`)
-            .join(", ")
-        }.`,
+        `guest RAM: ${guestRam(sweeps)}.`,
       "",
       "TMT: first migration started to last guest running at the target. Bytes: the lab link's " +
         "source-to-target counter. Downtime: source paused to destination running (worst guest). " +
