@@ -13,8 +13,9 @@
  * the lab gives guests that keep their RAM in files (gangway's; QEMU's with
  * `--baseline-ram file`) such a tmpfs when the run fits in memory so.
  * Only at the source: on host B, pages written into fresh huge pages made
- * the receiver a second slower in round 1 of the pgbench gang here, the
- * hypervisor backing each 2 MiB of reported free memory anew.
+ * the receiver a second slower in round 1 of the pgbench gang here (likely
+ * the hypervisor backing anew each 2 MiB block that free page reporting
+ * had handed back; not checked).
  *
  * @module
  */
