@@ -13,10 +13,8 @@ import { LabSession } from "../src/lab/session.ts";
 import { namedQemus } from "../src/lab/_processes.ts";
 import { isRunning } from "../src/_processes.ts";
 import { mountsIn } from "../src/lab/_files.ts";
-import { shmemRefusal } from "../src/lab/huge_tmpfs.ts";
+import { hugeTmpfsRefused } from "../src/lab/huge_tmpfs.ts";
 import { hostMemory } from "../src/lab/memory_budget.ts";
-
-const SHMEM_ENABLED = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
 
 const ROOT = new URL("../", import.meta.url);
 const LAB = new URL("src/cli/lab.ts", ROOT).href;
@@ -142,8 +140,7 @@ Deno.test("a short lab run migrates two guests both ways, reports every field an
   // Two small guests fit in memory whole: where the kernel gives QEMU's anonymous RAM huge pages,
   // gangway's sources get a tmpfs of them (huge_tmpfs.ts), and the kernel did give them some.
   const { hugePages } = await hostMemory();
-  const huge = hugePages &&
-    shmemRefusal(await Deno.readTextFile(SHMEM_ENABLED).catch(() => undefined)) === undefined;
+  const huge = hugePages && await hugeTmpfsRefused() === undefined;
   assertEquals([report.gangway.hugePages, report.memory.hugePageFiles], [huge, hugePages]);
   assertEquals(typeof report.qemu.hugePages, "boolean");
   assertEquals(report.gangway.transport, "tls");

@@ -44,6 +44,16 @@ export function shmemRefusal(setting: string | undefined): string | undefined {
 }
 
 /**
+ * Why this host's kernel refuses a tmpfs huge pages ({@linkcode shmemRefusal}
+ * of its setting), or undefined when it does not.
+ *
+ * Requires `--allow-run` (cat).
+ */
+export async function hugeTmpfsRefused(): Promise<string | undefined> {
+  return shmemRefusal(await runTool("cat", [SHMEM_ENABLED]).catch(() => undefined));
+}
+
+/**
  * The source host's tmpfs of huge pages of one lab session, at `dir`:
  * mounted on first use, emptied between gangs, and unmounted with the
  * session's RAM directory (`removeTree`).
@@ -99,7 +109,7 @@ export class HugePageTmpfs {
     const dir = this.#dir;
     try {
       if (this.#closed) throw new Error("the lab session is closed");
-      const refused = shmemRefusal(await runTool("cat", [SHMEM_ENABLED]).catch(() => undefined));
+      const refused = await hugeTmpfsRefused();
       if (refused) throw new Error(refused);
       await runTool("mkdir", ["-p", dir]);
       await runTool("mount", ["-t", "tmpfs", "-o", OPTIONS, "gangway-lab-huge", dir]);

@@ -115,10 +115,10 @@ export interface MethodResult extends Omit<MigrationOutcome, "moved" | "window">
   /** Where the guests kept their RAM. */
   ram: GuestRam;
   /**
-   * Whether their RAM at the source was in huge pages: gangway's files on a
-   * tmpfs of huge pages (huge_tmpfs.ts), QEMU's anonymous RAM where the
-   * kernel backs it with them (`anonymousHugePages`). Absent in reports
-   * made before it was recorded.
+   * Whether the kernel had mapped any of their RAM at the source in huge
+   * pages as the migration began (`hugePageBytes`: files on a tmpfs of huge
+   * pages, huge_tmpfs.ts; anonymous RAM where the kernel gives it some).
+   * Absent in reports made before it was recorded.
    */
   hugePages?: boolean;
   /** QEMU's version, from its QMP greeting (e.g. "7.2.22"). */

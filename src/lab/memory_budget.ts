@@ -120,16 +120,8 @@ export async function memoryToWarm(pids: readonly number[]): Promise<number> {
  *
  * Requires `--allow-run` (cat).
  */
-export async function residentBytes(pids: readonly number[]): Promise<number> {
-  const each = await Promise.all(pids.map(async (pid) => {
-    try {
-      const status = await runTool("cat", [`/proc/${pid}/status`]);
-      return Number(/^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1] ?? 0) * 1024;
-    } catch {
-      return 0;
-    }
-  }));
-  return each.reduce((sum, bytes) => sum + bytes, 0);
+export function residentBytes(pids: readonly number[]): Promise<number> {
+  return sumOfKilobytes(pids, "status", /^VmRSS:\s+(\d+) kB$/gm);
 }
 
 /**
@@ -140,12 +132,29 @@ export async function residentBytes(pids: readonly number[]): Promise<number> {
  *
  * Requires `--allow-run` (cat).
  */
-export async function hugePageBytes(pids: readonly number[]): Promise<number> {
+export function hugePageBytes(pids: readonly number[]): Promise<number> {
+  return sumOfKilobytes(
+    pids,
+    "smaps_rollup",
+    /^(?:AnonHugePages|ShmemPmdMapped|FilePmdMapped):\s+(\d+) kB$/gm,
+  );
+}
+
+/**
+ * Bytes of the "N kB" figures that `lines` (global, multiline) matches in
+ * /proc/PID/`file` of each process, summed over them all (read with `cat`:
+ * Deno asks for --allow-all under /proc); a process that is gone, or whose
+ * file cannot be read, counts nothing.
+ */
+async function sumOfKilobytes(
+  pids: readonly number[],
+  file: string,
+  lines: RegExp,
+): Promise<number> {
   const each = await Promise.all(pids.map(async (pid) => {
     try {
-      const text = await runTool("cat", [`/proc/${pid}/smaps_rollup`]);
-      return [...text.matchAll(/^(?:AnonHugePages|ShmemPmdMapped|FilePmdMapped):\s+(\d+) kB$/gm)]
-        .reduce((sum, match) => sum + Number(match[1]) * 1024, 0);
+      const text = await runTool("cat", [`/proc/${pid}/${file}`]);
+      return [...text.matchAll(lines)].reduce((sum, match) => sum + Number(match[1]) * 1024, 0);
     } catch {
       return 0;
     }
