@@ -26,7 +26,7 @@
 #define GW_MAX_CALL_PAGES 0x7fffffffu
 
 /* Bumped whenever a signature or a constant below changes. */
-#define GW_ABI_VERSION 34
+#define GW_ABI_VERSION 35
 
 uint32_t gw_abi_version(void);
 
@@ -200,6 +200,14 @@ void gw_hash_pages(const uint8_t *buf, uint32_t count, uint64_t seed, uint64_t *
 uint64_t gw_zero_page_hash(uint64_t seed);
 /* Digest of a guest's RAM: XXH3-128 over its per-page hashes (16 bytes into out). */
 void gw_digest(const uint64_t *hashes, uint32_t count, uint64_t seed, uint8_t *out);
+/*
+ * The same digest over count pages given by content: page i's hash is
+ * hashes[ids[i]], or zero_hash where ids[i] is zero_id. 0, or -1 (out
+ * untouched) when an id is neither zero_id nor below contents.
+ */
+int32_t gw_contents_digest(const uint32_t *ids, uint32_t count, const uint64_t *hashes,
+			   uint32_t contents, uint32_t zero_id, uint64_t zero_hash, uint64_t seed,
+			   uint8_t *out);
 
 /* ------------------------------------------------------------------------
  * Compression of page data on the wire (zstd).

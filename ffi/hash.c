@@ -81,11 +81,46 @@ GW_EXPORT uint64_t gw_zero_page_hash(uint64_t seed)
 	return gw__page_hash(zeros, &key);
 }
 
-GW_EXPORT void gw_digest(const uint64_t *hashes, uint32_t count, uint64_t seed, uint8_t *out)
+static void digest_out(XXH128_hash_t h, uint8_t *out)
 {
-	XXH128_hash_t h = XXH3_128bits_withSeed(hashes, (size_t)count * sizeof(uint64_t), seed);
 	XXH128_canonical_t canonical;
 
 	XXH128_canonicalFromHash(&canonical, h);
 	memcpy(out, canonical.digest, sizeof(canonical.digest));
+}
+
+GW_EXPORT void gw_digest(const uint64_t *hashes, uint32_t count, uint64_t seed, uint8_t *out)
+{
+	digest_out(XXH3_128bits_withSeed(hashes, (size_t)count * sizeof(uint64_t), seed), out);
+}
+
+/* Hashes looked up a batch at a time, streamed: the digest of the whole array, without it. */
+#define DIGEST_BATCH 512
+
+GW_EXPORT int32_t gw_contents_digest(const uint32_t *ids, uint32_t count, const uint64_t *hashes,
+				     uint32_t contents, uint32_t zero_id, uint64_t zero_hash,
+				     uint64_t seed, uint8_t *out)
+{
+	XXH3_state_t state;
+	uint64_t batch[DIGEST_BATCH];
+
+	XXH3_128bits_reset_withSeed(&state, seed);
+	for (uint32_t done = 0; done < count;) {
+		uint32_t n = count - done < DIGEST_BATCH ? count - done : DIGEST_BATCH;
+
+		for (uint32_t i = 0; i < n; i++) {
+			uint32_t id = ids[done + i];
+
+			if (id == zero_id)
+				batch[i] = zero_hash;
+			else if (id < contents)
+				batch[i] = hashes[id];
+			else
+				return -1;
+		}
+		XXH3_128bits_update(&state, batch, (size_t)n * sizeof(uint64_t));
+		done += n;
+	}
+	digest_out(XXH3_128bits_digest(&state), out);
+	return 0;
 }

@@ -698,9 +698,39 @@ static void check_memory_advice(void)
 	free(buf);
 }
 
+/* A digest over pages given by content is the digest of the hashes looked up, batch edges included. */
+static void check_contents_digest(void)
+{
+	enum { PAGES = 1300, CONTENTS = 5, ZERO_ID = 0xfffffffe };
+	uint32_t *ids = xmalloc(PAGES * sizeof(uint32_t));
+	uint64_t *looked_up = xmalloc(PAGES * sizeof(uint64_t));
+	uint64_t table[CONTENTS], zero_hash = 0x5a5a5a5a12345678ull;
+	const uint32_t counts[] = { 0, 1, 512, 513, PAGES };
+	uint8_t want[16], got[16];
+
+	for (uint32_t c = 0; c < CONTENTS; c++)
+		table[c] = (uint64_t)rnd(UINT32_MAX) << 32 | rnd(UINT32_MAX);
+	for (size_t k = 0; k < sizeof(counts) / sizeof(counts[0]); k++) {
+		uint32_t counted = counts[k];
+
+		for (uint32_t i = 0; i < counted; i++) {
+			ids[i] = rnd(7) == 0 ? ZERO_ID : rnd(CONTENTS);
+			looked_up[i] = ids[i] == ZERO_ID ? zero_hash : table[ids[i]];
+		}
+		gw_digest(looked_up, counted, 9, want);
+		CHECK(gw_contents_digest(ids, counted, table, CONTENTS, ZERO_ID, zero_hash, 9, got) == 0 &&
+			      memcmp(want, got, 16) == 0,
+		      "digest of %u pages by content", counted);
+	}
+	ids[PAGES - 1] = CONTENTS;
+	CHECK(gw_contents_digest(ids, PAGES, table, CONTENTS, ZERO_ID, zero_hash, 9, got) == -1,
+	      "a content id past the table");
+	free(ids), free(looked_up);
+}
+
 static void check_hashes_and_dirs(void)
 {
-	uint8_t *pages = xmalloc(3 * PAGE), zero[3], digest[16];
+	uint8_t *pages = xmalloc(3 * PAGE), zero[3];
 	uint64_t hashes[3];
 	char *dir = shm_path("dir");
 	int fd;
@@ -719,7 +749,7 @@ static void check_hashes_and_dirs(void)
 		CHECK(gw__page_hash(pages + PAGE, &key) == XXH3_64bits_withSeed(pages + PAGE, PAGE, seed),
 		      "page hash with seed %llu", (unsigned long long)seed);
 	}
-	gw_digest(hashes, 3, 9, digest);
+	check_contents_digest();
 	CHECK(mkdir(dir, 0700) == 0, "mkdir");
 	fd = gw_dir_lock(dir);
 	CHECK(fd >= 0 && gw_dir_lock(dir) == -EWOULDBLOCK, "lock");

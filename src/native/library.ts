@@ -24,7 +24,7 @@ import { CACHE_DIR_VARIABLES, defaultCacheDir } from "../_cache_dir.ts";
 import { errorMessage } from "../_errors.ts";
 
 /** Must equal GW_ABI_VERSION in ffi/gangway.h: a stale build is refused. */
-const ABI_VERSION = 34;
+const ABI_VERSION = 35;
 
 /** One entry per C function, with its prototype from ffi/gangway.h. */
 const SYMBOLS = {
@@ -85,6 +85,13 @@ const SYMBOLS = {
   gw_zero_page_hash: { parameters: ["u64"], result: "u64" },
   // void gw_digest(const uint64_t *hashes, uint32_t count, uint64_t seed, uint8_t *out)
   gw_digest: { parameters: ["buffer", "u32", "u64", "buffer"], result: "void" },
+  // int32_t gw_contents_digest(const uint32_t *ids, uint32_t count, const uint64_t *hashes,
+  //                            uint32_t contents, uint32_t zero_id, uint64_t zero_hash,
+  //                            uint64_t seed, uint8_t *out)
+  gw_contents_digest: {
+    parameters: ["buffer", "u32", "buffer", "u32", "u32", "u64", "u64", "buffer"],
+    result: "i32",
+  },
 
   // uint32_t gw_compress_bound(uint32_t len)
   gw_compress_bound: { parameters: ["u32"], result: "u32" },

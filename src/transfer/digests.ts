@@ -4,7 +4,8 @@
  *
  * @module
  */
-import { ramDigest } from "../native/hashing.ts";
+import { contentsDigest, digestHex, ramDigest } from "../native/hashing.ts";
+import { type TargetContents, ZERO } from "../plan/target_contents.ts";
 import { FrameType, HEADER_BYTES, ProtocolError, writeHeader } from "./protocol.ts";
 
 /** Bytes of a digest: XXH3-128. */
@@ -29,8 +30,35 @@ export const DIGEST_BYTES = 16;
  * ```
  */
 export function guestDigest(pageHashes: BigUint64Array, seed: bigint, size: number): string {
-  const keyed = (seed ^ (BigInt(size) * 0x9e3779b97f4a7c15n)) & 0xffffffffffffffffn;
-  return ramDigest(pageHashes, keyed);
+  return ramDigest(pageHashes, guestKey(seed, size));
+}
+
+/**
+ * {@linkcode guestDigest} of a guest as a target holds it: the hashes of
+ * its pages' contents, `zeroHash` for its zero pages.
+ *
+ * Requires `--allow-ffi`.
+ */
+export function heldGuestDigest(
+  target: TargetContents,
+  guest: number,
+  zeroHash: bigint,
+  seed: bigint,
+  size: number,
+): string {
+  return digestHex(
+    contentsDigest(
+      target.guestContents(guest),
+      target.contentHashes(),
+      { id: ZERO, hash: zeroHash },
+      guestKey(seed, size),
+    ),
+  );
+}
+
+/** The seed of a guest's digest: the migration's, mixed with the guest's size. */
+function guestKey(seed: bigint, size: number): bigint {
+  return (seed ^ (BigInt(size) * 0x9e3779b97f4a7c15n)) & 0xffffffffffffffffn;
 }
 
 /** A DONE frame: one digest per guest, as hex strings in, raw bytes on the wire. */

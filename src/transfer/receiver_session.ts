@@ -25,7 +25,7 @@ import {
   MAX_PAGES_PER_FRAME,
   ProtocolError,
 } from "./protocol.ts";
-import { decodeDone, guestDigest } from "./digests.ts";
+import { decodeDone, heldGuestDigest } from "./digests.ts";
 import { type Hello } from "./hello_frame.ts";
 import { decodeDeltas, decodePages, decodePairs, matchesDigest } from "./page_frames.ts";
 import { NONE, TargetContents } from "../plan/target_contents.ts";
@@ -275,8 +275,13 @@ export class ReceiverSession {
   }
 
   #digest(guest: number): string {
-    const hashes = this.target.guestHashes(guest, this.zeroHash);
-    return guestDigest(hashes, this.hello.seed, this.hello.guests[guest]!.size);
+    return heldGuestDigest(
+      this.target,
+      guest,
+      this.zeroHash,
+      this.hello.seed,
+      this.hello.guests[guest]!.size,
+    );
   }
 }
 
