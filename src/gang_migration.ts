@@ -233,11 +233,16 @@ export async function migrateQemuGang(
         if (guest === undefined) {
           startSwitchOver(sources.map((_, i) => i), gate("gang").promise);
         } else {
+          // As for the gang: a destination (or agent) found gone before it is asked to run
+          // leaves its source to resume; once asked, one that does not answer leaves it in doubt.
+          // Asked while the device state moves (a round trip less in the downtime), unless a
+          // caller's hook comes first: that may take its time.
+          const ready = () => checkDestinationsReady([destinations[guest]!], { loading: true });
+          const early = options.beforeSwitchOver ? undefined : ready();
+          early?.catch(() => {}); // heard of when awaited
           const runAfter = gate(guest).promise.then(async () => {
             await options.beforeSwitchOver?.([pairOf(guest)]);
-            // As for the gang: a destination (or agent) found gone now leaves its source to
-            // resume; once asked to run, a destination that does not answer leaves it in doubt.
-            await checkDestinationsReady([destinations[guest]!], { loading: true });
+            await (early ?? ready());
           });
           startSwitchOver([guest], runAfter);
         }
