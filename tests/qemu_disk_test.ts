@@ -40,8 +40,8 @@ Deno.test("qemuArgs() attaches each disk as a virtio drive that names its base",
   const drives = args.flatMap((arg, i) => args[i - 1] === "-drive" ? [arg] : []);
   assertEquals(drives, [
     "id=disk0,if=virtio,file=/dev/shm/vm1.qcow2,format=qcow2," +
-    "backing.driver=raw,backing.file.filename=/c/disk.raw",
-    "id=disk1,if=virtio,file=/srv/data.raw,format=raw,readonly=on",
+    "backing.driver=raw,backing.file.filename=/c/disk.raw,backing.file.drop-cache=off",
+    "id=disk1,if=virtio,file=/srv/data.raw,format=raw,readonly=on,file.drop-cache=off",
   ]);
   assertThrows(
     () =>

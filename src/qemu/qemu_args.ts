@@ -147,6 +147,17 @@ export function driveId(index: number): string {
   return `disk${index}`;
 }
 
+/**
+ * Said of each file that never changes (a base, a read-only disk): its page
+ * cache stays when the guest moves. QEMU drops a file's page cache
+ * (`drop-cache`, on by default) as a destination takes its disks at `cont`,
+ * for a file another host may have written under this one's cache; a base
+ * nobody writes has nothing stale, and dropping the cached Debian base cost
+ * the first guest of a gang 11-29 ms of `cont` (27 ms for 300 MB cached,
+ * measured alone), and made every guest sharing it read it from disk again.
+ */
+const KEEP_PAGE_CACHE = "drop-cache=off";
+
 /** The `-drive` value of a disk: `id=diskN`, virtio, the file, its format, its base. */
 function driveOption(disk: QemuDisk, index: number): string {
   if (disk.format !== "qcow2" && disk.format !== "raw") {
@@ -162,7 +173,11 @@ function driveOption(disk: QemuDisk, index: number): string {
     "if=virtio",
     `file=${disk.path}`,
     `format=${disk.format}`,
-    ...disk.base === undefined ? [] : ["backing.driver=raw", `backing.file.filename=${disk.base}`],
-    ...disk.readOnly ? ["readonly=on"] : [],
+    ...disk.base === undefined ? [] : [
+      "backing.driver=raw",
+      `backing.file.filename=${disk.base}`,
+      `backing.file.${KEEP_PAGE_CACHE}`,
+    ],
+    ...disk.readOnly ? ["readonly=on", `file.${KEEP_PAGE_CACHE}`] : [],
   ].join(",");
 }
