@@ -202,8 +202,9 @@ uint64_t gw_zero_page_hash(uint64_t seed);
 void gw_digest(const uint64_t *hashes, uint32_t count, uint64_t seed, uint8_t *out);
 /*
  * The same digest over count pages given by content: page i's hash is
- * hashes[ids[i]], or zero_hash where ids[i] is zero_id. 0, or -1 (out
- * untouched) when an id is neither zero_id nor below contents.
+ * hashes[ids[i]], or zero_hash where ids[i] is zero_id. 0; -1 (out
+ * untouched) when an id is neither zero_id nor below contents; -2 when
+ * out of memory.
  */
 int32_t gw_contents_digest(const uint32_t *ids, uint32_t count, const uint64_t *hashes,
 			   uint32_t contents, uint32_t zero_id, uint64_t zero_hash, uint64_t seed,

@@ -101,26 +101,35 @@ GW_EXPORT int32_t gw_contents_digest(const uint32_t *ids, uint32_t count, const 
 				     uint32_t contents, uint32_t zero_id, uint64_t zero_hash,
 				     uint64_t seed, uint8_t *out)
 {
-	XXH3_state_t state;
+	/* Made by the library, not on the stack: its layout is the library's, which may not be the header's. */
+	XXH3_state_t *state = XXH3_createState();
 	uint64_t batch[DIGEST_BATCH];
+	int32_t result = 0;
 
-	XXH3_128bits_reset_withSeed(&state, seed);
-	for (uint32_t done = 0; done < count;) {
+	if (!state)
+		return -2;
+	XXH3_128bits_reset_withSeed(state, seed);
+	for (uint32_t done = 0; done < count && result == 0;) {
 		uint32_t n = count - done < DIGEST_BATCH ? count - done : DIGEST_BATCH;
 
 		for (uint32_t i = 0; i < n; i++) {
 			uint32_t id = ids[done + i];
 
-			if (id == zero_id)
+			if (id == zero_id) {
 				batch[i] = zero_hash;
-			else if (id < contents)
+			} else if (id < contents) {
 				batch[i] = hashes[id];
-			else
-				return -1;
+			} else {
+				result = -1;
+				break;
+			}
 		}
-		XXH3_128bits_update(&state, batch, (size_t)n * sizeof(uint64_t));
+		if (result == 0)
+			XXH3_128bits_update(state, batch, (size_t)n * sizeof(uint64_t));
 		done += n;
 	}
-	digest_out(XXH3_128bits_digest(&state), out);
-	return 0;
+	if (result == 0)
+		digest_out(XXH3_128bits_digest(state), out);
+	XXH3_freeState(state);
+	return result;
 }

@@ -234,8 +234,9 @@ export async function migrateQemuGang(
           startSwitchOver(sources.map((_, i) => i), gate("gang").promise);
         } else {
           // As for the gang: a destination (or agent) found gone before it is asked to run
-          // leaves its source to resume; once asked, one that does not answer leaves it in doubt.
-          // Asked while the device state moves (a round trip less in the downtime), unless a
+          // leaves its source to resume (so does an agent connection that ended before the ask
+          // went out: NotLoadedError); once asked, one that does not answer leaves it in doubt.
+          // Checked while the device state moves (a round trip less in the downtime), unless a
           // caller's hook comes first: that may take its time.
           const ready = () => checkDestinationsReady([destinations[guest]!], { loading: true });
           const early = options.beforeSwitchOver ? undefined : ready();

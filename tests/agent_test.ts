@@ -8,6 +8,7 @@ import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { AgentProcess } from "../src/target/agent_process.ts";
 import { RemoteTarget } from "../src/target/remote_target.ts";
 import { AgentError } from "../src/target/agent_protocol.ts";
+import { NotLoadedError } from "../src/qemu/destination.ts";
 import { describeMachine } from "../src/target/describe_machine.ts";
 import { fileExists, uniqueName } from "./qemu_helpers.ts";
 import { eventOf, qemusIn, sourceLike } from "./_agent_fixtures.ts";
@@ -72,6 +73,12 @@ Deno.test("the agent serves one gang at a time, takes a file once, and cleans up
 
   // The source goes away in the middle of its gang: the agent removes what it started.
   await first.close();
+  // Asked to run after that, a destination was surely never asked: its source may run again.
+  await assertRejects(
+    () => destination!.runWhenLoaded(1000),
+    NotLoadedError,
+    "the agent was not asked to run it",
+  );
   assert(await eventOf(agent, (e) => e.event === "abandoned"), "the gang is abandoned");
   assertEquals(await qemusIn(agent.dir), []);
   assert(!(await fileExists(ramPath)), "the RAM file is removed");

@@ -47,6 +47,7 @@ export function hashesDigest(pageHashes: BigUint64Array, seed: bigint): Uint8Arr
  * Requires `--allow-ffi`.
  *
  * @throws RangeError when an id is neither `zero.id` nor a content's
+ * @throws Error when the C library runs out of memory
  */
 export function contentsDigest(
   ids: Uint32Array,
@@ -65,7 +66,8 @@ export function contentsDigest(
     seed,
     out,
   );
-  if (result !== 0) throw new RangeError("A page's content id is not a content's");
+  if (result === -1) throw new RangeError("A page's content id is not a content's");
+  if (result !== 0) throw new Error("Cannot compute a digest: out of memory");
   return out;
 }
 

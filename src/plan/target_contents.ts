@@ -9,8 +9,8 @@
  * is overwritten in a later round: the content moves on to another page
  * that holds it, and once no page does, the sender sends it again in full.
  *
- * Memory: 12 bytes per page (content id and two chain links) and 12 bytes
- * per content (its first holder and its hash).
+ * Memory: 13 bytes per page (content id, two chain links, whether its guest
+ * is retired) and 12 bytes per content (its first holder and its hash).
  *
  * @module
  */
@@ -43,8 +43,7 @@ export class TargetContents {
   #holder = new Uint32Array(1024); // content id -> first page holding it, or NONE
   #hash = new BigUint64Array(1024); // content id -> its hash
   #contents = 0;
-  /** Guests retired whose pages are still linked as holders: unlinked by the next holder(). */
-  #retiring: number[] = [];
+  #retired: Uint8Array; // global page -> 1 once its guest is retired
   /** Contents this gang may register (MAX_CONTENTS_PER_PAGE a page). */
   readonly maxContents: number;
 
@@ -62,6 +61,7 @@ export class TargetContents {
     this.#content = new Uint32Array(total).fill(ZERO);
     this.#next = new Uint32Array(total).fill(NONE);
     this.#prev = new Uint32Array(total).fill(NONE);
+    this.#retired = new Uint8Array(total);
     this.maxContents = Math.min(MAX_CONTENTS_PER_PAGE * total, NONE);
   }
 
@@ -77,8 +77,14 @@ export class TargetContents {
 
   /** A page holding the content (its first holder), or NONE when no page does. */
   holder(id: number): number {
-    if (this.#retiring.length > 0) this.#unlinkRetired();
-    return id < this.#contents ? this.#holder[id]! : NONE;
+    if (id >= this.#contents) return NONE;
+    // A retired page leaves a chain when it is found at its head (see retire()).
+    let first = this.#holder[id]!;
+    while (first !== NONE && this.#retired[first] === 1) {
+      this.#unlink(first);
+      first = this.#holder[id]!;
+    }
+    return first;
   }
 
   /** The hash of a content. */
@@ -86,13 +92,16 @@ export class TargetContents {
     return this.#hash[id]!;
   }
 
-  /** The content of each page of a guest (ZERO for a zero page): a view, not a copy. */
+  /** The content of each page of a guest (ZERO for a zero page): a view to read at once, never to change. */
   guestContents(guest: number): Uint32Array {
     const base = this.bases[guest]!;
     return this.#content.subarray(base, base + this.pages[guest]!);
   }
 
-  /** The hash of each content registered so far, by id: a view, not a copy. */
+  /**
+   * The hash of each content registered so far, by id: a view to read at
+   * once (a later content may move the table), never to change.
+   */
   contentHashes(): BigUint64Array {
     return this.#hash.subarray(0, this.#contents);
   }
@@ -140,23 +149,18 @@ export class TargetContents {
    * stays known (for the guest's digest), but its pages must never be
    * assigned or zeroed again: both ends refuse frames for a finished guest.
    *
-   * Noted here, done by the next {@linkcode holder}: it unlinks every page
-   * of the guest, and a guest is retired as its switch-over begins, in the
-   * thread that relays its device state (the first guest's 512 MiB took
-   * 6-21 ms so, before the JIT compiled the loop). Nothing asks who holds
-   * a content until the next frame after it; a page that joins a content
-   * meanwhile may join behind a retired page, which is then unlinked.
+   * Only marked here: a retired page leaves its content's chain when
+   * {@linkcode holder} finds it at the head, so that no pass over the
+   * guest's pages is made at all. A guest is retired as its switch-over
+   * begins, in the thread that relays its device state, and such a pass
+   * (before the JIT had compiled it) took 6-21 ms of the first guest's
+   * downtime; done later, it would land in the next guest's. A retired page
+   * elsewhere in a chain is never returned: it is behind a page that
+   * holds the content, and reaches the head only when that one leaves.
    */
   retire(guest: number): void {
-    this.#retiring.push(guest);
-  }
-
-  #unlinkRetired(): void {
-    for (const guest of this.#retiring.splice(0)) {
-      const base = this.bases[guest]!;
-      const end = base + this.pages[guest]!;
-      for (let page = base; page < end; page++) this.#unlink(page);
-    }
+    const base = this.bases[guest]!;
+    this.#retired.fill(1, base, base + this.pages[guest]!);
   }
 
   /** Page is now zero. */

@@ -169,12 +169,12 @@ export async function checkDestination(destination: QemuGuest, timeoutMs: number
   // destination that loaded already, as it mostly has, is checked in one round trip, which is
   // downtime (3-4 ms on a busy host).
   let [{ status: migration }, { status }] = await Promise.all([
-    queryMigrate(destination),
-    destination.status(),
+    queryMigrate(destination, timeoutMs),
+    destination.status(timeoutMs),
   ]);
   if (migration !== "completed") {
     await waitForStatus(destination, ["completed"], timeoutMs);
-    ({ status } = await destination.status());
+    ({ status } = await destination.status(timeoutMs));
   }
   if (status !== "paused") {
     throw new Error(`destination "${destination.name}" is ${status} after loading, not paused`);

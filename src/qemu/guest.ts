@@ -234,9 +234,11 @@ export class QemuGuest implements AsyncDisposable {
     });
   }
 
-  /** Runs `query-status`. */
-  async status(): Promise<GuestStatus> {
-    const { status, running } = await this.qmp.execute<GuestStatus>("query-status");
+  /** Runs `query-status` (answered within `timeoutMs`, by default the QMP client's). */
+  async status(timeoutMs?: number): Promise<GuestStatus> {
+    const { status, running } = await this.qmp.execute<GuestStatus>("query-status", undefined, {
+      timeoutMs,
+    });
     return { status, running };
   }
 

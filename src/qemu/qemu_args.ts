@@ -148,13 +148,14 @@ export function driveId(index: number): string {
 }
 
 /**
- * Said of each file that never changes (a base, a read-only disk): its page
- * cache stays when the guest moves. QEMU drops a file's page cache
- * (`drop-cache`, on by default) as a destination takes its disks at `cont`,
- * for a file another host may have written under this one's cache; a base
- * nobody writes has nothing stale, and dropping the cached Debian base cost
- * the first guest of a gang 11-29 ms of `cont` (27 ms for 300 MB cached,
- * measured alone), and made every guest sharing it read it from disk again.
+ * Said of a base: its page cache stays when the guest moves. QEMU drops a
+ * file's page cache (`drop-cache`, on by default) as a destination takes
+ * its disks at `cont`, for a file another host may have written under this
+ * one's cache; nobody writes a base (its overlays would be corrupt), and
+ * dropping the cached Debian base cost the first guest of a gang 11-29 ms
+ * of `cont` (27 ms for 300 MB cached, measured alone) and made every guest
+ * sharing it read it from disk again. A read-only disk keeps the default:
+ * another host may write it.
  */
 const KEEP_PAGE_CACHE = "drop-cache=off";
 
@@ -178,6 +179,6 @@ function driveOption(disk: QemuDisk, index: number): string {
       `backing.file.filename=${disk.base}`,
       `backing.file.${KEEP_PAGE_CACHE}`,
     ],
-    ...disk.readOnly ? ["readonly=on", `file.${KEEP_PAGE_CACHE}`] : [],
+    ...disk.readOnly ? ["readonly=on"] : [],
   ].join(",");
 }

@@ -54,10 +54,8 @@ const DRIVE_PROPERTIES = new Set([
   "readonly",
   "backing.driver",
   "backing.file.filename",
-  // What gangway's own drives say of files that never change (qemu_args.ts): its destinations
-  // say it again, whatever the source said.
+  // What gangway's own drives say of a base (qemu_args.ts): its destinations say it again.
   "backing.file.drop-cache",
-  "file.drop-cache",
 ]);
 
 /**

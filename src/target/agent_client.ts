@@ -44,6 +44,19 @@ export interface AgentClientOptions extends ConnectTargetOptions {
 /** How often the control connection says it is alive while nothing else is said. */
 const PING_MS = 10_000;
 
+/**
+ * A request the agent never received: the connection had ended before it
+ * was written. Unlike a request that went out and got no answer, it cannot
+ * have been carried out.
+ */
+export class NotSentError extends Error {
+  /** The connection's end, as {@linkcode AgentClient} saw it. */
+  constructor(ended: Error) {
+    super(ended.message, { cause: ended });
+    this.name = "NotSentError";
+  }
+}
+
 /** The control connection to a target agent. */
 export class AgentClient {
   /** Where the agent listens. */
@@ -116,7 +129,8 @@ export class AgentClient {
   /**
    * Sends a request and waits for its answer.
    *
-   * @throws AgentError with the agent's words when it says no, or Error when the connection ends
+   * @throws AgentError with the agent's words when it says no, NotSentError when the connection
+   * had ended before the request was written, or Error when it ends while the request waits
    */
   async request(
     op: string,
@@ -137,7 +151,7 @@ export class AgentClient {
     fields: Record<string, unknown>,
     timeoutMs: number,
   ): Promise<Record<string, unknown>> {
-    if (this.#ended) throw this.#ended;
+    if (this.#ended) throw new NotSentError(this.#ended);
     const id = this.#nextId++;
     const answered = new Promise<Answer>((resolve, reject) => {
       const timer = setTimeout(() => {

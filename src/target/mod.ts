@@ -30,7 +30,7 @@ export {
   serveAgent,
   type ServeAgentOptions,
 } from "./agent.ts";
-export { AgentClient, type AgentClientOptions } from "./agent_client.ts";
+export { AgentClient, type AgentClientOptions, NotSentError } from "./agent_client.ts";
 export { AgentError } from "./agent_protocol.ts";
 export { DeviceStateRelay } from "./device_state_relay.ts";
 export {

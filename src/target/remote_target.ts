@@ -21,7 +21,7 @@ import {
 import type { QemuGuest } from "../qemu/guest.ts";
 import type { DiskTarget } from "../qemu/block_mirror.ts";
 import { connectTarget, type TargetAddress } from "../transport/connect_target.ts";
-import { AgentClient, type AgentClientOptions } from "./agent_client.ts";
+import { AgentClient, type AgentClientOptions, NotSentError } from "./agent_client.ts";
 import type { KeptGuest } from "./kept_guests.ts";
 import { DeviceStateRelay } from "./device_state_relay.ts";
 import { makeRelayDir } from "./_relay_dir.ts";
@@ -254,11 +254,22 @@ class RemoteDestination implements Destination {
     timeoutMs: number,
     { paused = false }: RunWhenLoadedOptions = {},
   ): Promise<DestinationState> {
-    const answer = await this.#request(
-      "run-when-loaded",
-      { timeoutMs, ...(paused && { paused }) },
-      timeoutMs + 10_000,
-    );
+    let answer: Record<string, unknown>;
+    try {
+      answer = await this.#request(
+        "run-when-loaded",
+        { timeoutMs, ...(paused && { paused }) },
+        timeoutMs + 10_000,
+      );
+    } catch (error) {
+      // Never asked, so surely not started: its source may run again.
+      if (error instanceof NotSentError) {
+        throw new NotLoadedError(`the agent was not asked to run it: ${error.message}`, {
+          cause: error,
+        });
+      }
+      throw error;
+    }
     if (answer.loaded !== true) throw new NotLoadedError(String(answer.error));
     return answer.state as DestinationState;
   }
