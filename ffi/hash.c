@@ -109,8 +109,9 @@ GW_EXPORT int32_t gw_contents_digest(const uint32_t *ids, uint32_t count, const 
 	if (!state)
 		return -2;
 	XXH3_128bits_reset_withSeed(state, seed);
-	for (uint32_t done = 0; done < count && result == 0;) {
-		uint32_t n = count - done < DIGEST_BATCH ? count - done : DIGEST_BATCH;
+	/* By n, never past count: a step of DIGEST_BATCH could wrap near UINT32_MAX. */
+	for (uint32_t done = 0, n; done < count; done += n) {
+		n = count - done < DIGEST_BATCH ? count - done : DIGEST_BATCH;
 
 		for (uint32_t i = 0; i < n; i++) {
 			uint32_t id = ids[done + i];
@@ -121,15 +122,13 @@ GW_EXPORT int32_t gw_contents_digest(const uint32_t *ids, uint32_t count, const 
 				batch[i] = hashes[id];
 			} else {
 				result = -1;
-				break;
+				goto out;
 			}
 		}
-		if (result == 0)
-			XXH3_128bits_update(state, batch, (size_t)n * sizeof(uint64_t));
-		done += n;
+		XXH3_128bits_update(state, batch, (size_t)n * sizeof(uint64_t));
 	}
-	if (result == 0)
-		digest_out(XXH3_128bits_digest(state), out);
+	digest_out(XXH3_128bits_digest(state), out);
+out:
 	XXH3_freeState(state);
 	return result;
 }
